@@ -1,0 +1,2 @@
+//! srmig-dataplane: a sans-IO SRv6 forwarding engine.
+#![forbid(unsafe_code)]
