@@ -1,0 +1,573 @@
+//! The desired forwarding state the controller pushes to each srmigd, and its acknowledgement.
+//!
+//! A [`HostConfig`] is complete (not a delta): the host replaces its whole VM mapping, local VM
+//! set and SID table with it. Generations let the controller know what a host has applied:
+//! for one host they strictly increase, a host ignores a config older than the one it holds,
+//! and it answers every config it applies (or already holds) with an [`Ack`].
+//!
+//! Contract for the data plane, which the controller relies on:
+//! - a host applies a config atomically (no packet sees half of it);
+//! - an ingress whose segment list starts with one of its own SIDs processes that SID locally
+//!   (during a migration the source and the destination are ingresses too and use the same
+//!   `S::End.S -> D::End.SBUF` path as everyone else);
+//! - an [`Ack`] for generation `g` means "generation `g` or a later one is in force here".
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HostId, MacAddr, VmId};
+
+/// The complete forwarding state one host must apply.
+///
+/// Golden JSON (host `h3` during an SR migration of `web1` from `h1` to `h2`, pretty-printed):
+/// ```json
+/// {"generation":7,
+///  "mappings":[{"vm":"web1","addresses":["2001:db8:a::10"],
+///               "steering":{"encaps":{"segments":["fc00:1::e5","fc00:2::eb"],"headend":"H.Encaps"}}},
+///              {"vm":"db1","addresses":["2001:db8:a::20"],"steering":"native"}],
+///  "local_vms":[{"vm":"db1","addresses":["2001:db8:a::20"],"mac":"52:54:00:00:00:20"}],
+///  "sids":[{"behavior":"End.DT6","sid":"fc00:3::d6"}]}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// `generation`: strictly increasing per host; acknowledged by [`Ack::generation`].
+    pub generation: u64,
+    /// `mappings`: how this host, as an ingress, reaches each VM (sorted by VM name).
+    pub mappings: Vec<Mapping>,
+    /// `local_vms`: the VMs this host must be ready to attach: the VMs mapped here, plus the
+    /// VMs migrating to or from here while their migration is in progress (sorted by name).
+    pub local_vms: Vec<LocalVm>,
+    /// `sids`: the local SID table (the host's End.DT6 first, then per-VM End.S / End.SBUF
+    /// entries sorted by VM name).
+    pub sids: Vec<SidEntry>,
+}
+
+/// How an ingress reaches one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// `vm`: the VM.
+    pub vm: VmId,
+    /// `addresses`: the VM's addresses: packets to any of them follow `steering`.
+    pub addresses: Vec<Ipv6Addr>,
+    /// `steering`: what to do with those packets.
+    pub steering: Steering,
+}
+
+/// What an ingress does with packets for a VM.
+///
+/// JSON: `"native"`, or `{"encaps": {"segments": [...], "headend": "H.Encaps"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// The VM is attached to this host: deliver directly, no encapsulation.
+    Native,
+    /// Encapsulate towards a segment list; the VM's address stays the inner destination.
+    Encaps(Encaps),
+}
+
+/// An encapsulation policy: segment list and headend behavior.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encaps {
+    /// `segments`: the SIDs to visit, first to last (the first is the outer destination
+    /// address; the packet's own destination, the VM, is carried inside). Never empty.
+    pub segments: Vec<Ipv6Addr>,
+    /// `headend`: the headend behavior (RFC 8986 spelling).
+    pub headend: Headend,
+}
+
+/// SRv6 headend behaviors (RFC 8986 section 5), spelled as in the RFC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Headend {
+    /// `"H.Encaps"`: outer IPv6 header plus an SRH holding every segment.
+    #[serde(rename = "H.Encaps")]
+    HEncaps,
+    /// `"H.Encaps.Red"`: like H.Encaps, without the first segment in the SRH.
+    #[serde(rename = "H.Encaps.Red")]
+    HEncapsRed,
+}
+
+impl fmt::Display for Headend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Headend::HEncaps => "H.Encaps",
+            Headend::HEncapsRed => "H.Encaps.Red",
+        })
+    }
+}
+
+/// A VM a host must be ready to attach (accept its frames, deliver to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalVm {
+    /// `vm`: the VM.
+    pub vm: VmId,
+    /// `addresses`: the only source addresses accepted from the VM.
+    pub addresses: Vec<Ipv6Addr>,
+    /// `mac`: the VM's MAC address.
+    pub mac: MacAddr,
+}
+
+/// What End.SBUF does with a packet while the VM does not run on its host yet.
+///
+/// JSON: `"buffer"` or `"drop"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SbufMode {
+    /// Hold the packet in the VM's bounded buffer; release in order when the VM resumes here.
+    Buffer,
+    /// Drop the packet (the paper's comparison variant), counting it.
+    Drop,
+}
+
+impl fmt::Display for SbufMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SbufMode::Buffer => "buffer",
+            SbufMode::Drop => "drop",
+        })
+    }
+}
+
+/// One entry of a host's local SID table.
+///
+/// JSON: an object whose `behavior` field (RFC spelling) selects the other fields:
+/// `{"behavior":"End.DT6","sid":"..."}`, `{"behavior":"End.S","sid":"...","vm":"..."}`,
+/// `{"behavior":"End.SBUF","sid":"...","vm":"...","mode":"buffer"}`.
+/// Several End.S (or End.SBUF) entries may share one SID, one per VM migrating: the behavior
+/// then applies to packets whose inner destination is one of those VMs' addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "behavior", deny_unknown_fields)]
+pub enum SidEntry {
+    /// End.DT6: decapsulate, deliver to the local VM owning the inner destination.
+    #[serde(rename = "End.DT6")]
+    EndDt6 {
+        /// `sid`: the SID.
+        sid: Ipv6Addr,
+    },
+    /// End.S: deliver to `vm` if its attachment is up here, otherwise go to the next segment.
+    #[serde(rename = "End.S")]
+    EndS {
+        /// `sid`: the SID.
+        sid: Ipv6Addr,
+        /// `vm`: the VM migrating away from this host.
+        vm: VmId,
+    },
+    /// End.SBUF: deliver to `vm` if it runs here, otherwise buffer or drop per `mode`.
+    #[serde(rename = "End.SBUF")]
+    EndSbuf {
+        /// `sid`: the SID.
+        sid: Ipv6Addr,
+        /// `vm`: the VM migrating to this host.
+        vm: VmId,
+        /// `mode`: buffer or drop while the VM is not running here.
+        mode: SbufMode,
+    },
+}
+
+impl SidEntry {
+    /// The entry's SID.
+    pub fn sid(&self) -> Ipv6Addr {
+        match self {
+            SidEntry::EndDt6 { sid }
+            | SidEntry::EndS { sid, .. }
+            | SidEntry::EndSbuf { sid, .. } => *sid,
+        }
+    }
+
+    /// The VM the entry is for, if it is a per-VM behavior.
+    pub fn vm(&self) -> Option<&VmId> {
+        match self {
+            SidEntry::EndDt6 { .. } => None,
+            SidEntry::EndS { vm, .. } | SidEntry::EndSbuf { vm, .. } => Some(vm),
+        }
+    }
+
+    /// The behavior's RFC spelling.
+    pub fn behavior(&self) -> &'static str {
+        match self {
+            SidEntry::EndDt6 { .. } => "End.DT6",
+            SidEntry::EndS { .. } => "End.S",
+            SidEntry::EndSbuf { .. } => "End.SBUF",
+        }
+    }
+}
+
+/// Why a [`HostConfig`] cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostConfigError {
+    /// A VM appears twice in `mappings` (or twice in `local_vms`).
+    #[error("{field}: VM {vm} appears more than once")]
+    DuplicateVm {
+        /// `mappings` or `local_vms`.
+        field: &'static str,
+        /// The repeated VM.
+        vm: VmId,
+    },
+    /// An address belongs to two mappings.
+    #[error("mappings: address {addr} is claimed by both {first} and {second}")]
+    DuplicateAddress {
+        /// The shared address.
+        addr: Ipv6Addr,
+        /// First VM claiming it.
+        first: VmId,
+        /// Second VM claiming it.
+        second: VmId,
+    },
+    /// A mapping has no address, or an encapsulation has no segment.
+    #[error("mappings: VM {vm} has an empty {what}")]
+    Empty {
+        /// The VM whose mapping is incomplete.
+        vm: VmId,
+        /// `addresses` or `segments`.
+        what: &'static str,
+    },
+    /// One SID carries two different behaviors.
+    #[error("sids: {sid} is both {first} and {second}")]
+    SidConflict {
+        /// The SID.
+        sid: Ipv6Addr,
+        /// First behavior.
+        first: &'static str,
+        /// Second behavior.
+        second: &'static str,
+    },
+    /// The same (behavior, SID, VM) entry appears twice.
+    #[error("sids: {behavior} {sid} for VM {vm} appears more than once")]
+    DuplicateSidEntry {
+        /// The behavior.
+        behavior: &'static str,
+        /// The SID.
+        sid: Ipv6Addr,
+        /// The VM.
+        vm: VmId,
+    },
+}
+
+impl HostConfig {
+    /// The mapping for `vm`, if any.
+    pub fn mapping(&self, vm: &VmId) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| &m.vm == vm)
+    }
+
+    /// True if `vm` is in `local_vms`.
+    pub fn is_local(&self, vm: &VmId) -> bool {
+        self.local_vms.iter().any(|l| &l.vm == vm)
+    }
+
+    /// True if both configs hold the same forwarding state (generations aside).
+    pub fn same_state(&self, other: &HostConfig) -> bool {
+        self.mappings == other.mappings
+            && self.local_vms == other.local_vms
+            && self.sids == other.sids
+    }
+
+    /// Checks internal consistency; srmigd refuses (and does not ack) a config that fails.
+    pub fn validate(&self) -> Result<(), HostConfigError> {
+        let mut vms = BTreeSet::new();
+        let mut owners = std::collections::BTreeMap::new();
+        for m in &self.mappings {
+            if !vms.insert(&m.vm) {
+                return Err(HostConfigError::DuplicateVm {
+                    field: "mappings",
+                    vm: m.vm.clone(),
+                });
+            }
+            if m.addresses.is_empty() {
+                return Err(HostConfigError::Empty {
+                    vm: m.vm.clone(),
+                    what: "addresses",
+                });
+            }
+            if let Steering::Encaps(e) = &m.steering {
+                if e.segments.is_empty() {
+                    return Err(HostConfigError::Empty {
+                        vm: m.vm.clone(),
+                        what: "segments",
+                    });
+                }
+            }
+            for addr in &m.addresses {
+                if let Some(first) = owners.insert(*addr, &m.vm) {
+                    if first != &m.vm {
+                        return Err(HostConfigError::DuplicateAddress {
+                            addr: *addr,
+                            first: first.clone(),
+                            second: m.vm.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let mut locals = BTreeSet::new();
+        for l in &self.local_vms {
+            if !locals.insert(&l.vm) {
+                return Err(HostConfigError::DuplicateVm {
+                    field: "local_vms",
+                    vm: l.vm.clone(),
+                });
+            }
+        }
+        let mut behaviors = std::collections::BTreeMap::new();
+        let mut entries = BTreeSet::new();
+        for s in &self.sids {
+            if let Some(first) = behaviors.insert(s.sid(), s.behavior()) {
+                if first != s.behavior() {
+                    return Err(HostConfigError::SidConflict {
+                        sid: s.sid(),
+                        first,
+                        second: s.behavior(),
+                    });
+                }
+            }
+            if let Some(vm) = s.vm() {
+                if !entries.insert((s.behavior(), s.sid(), vm)) {
+                    return Err(HostConfigError::DuplicateSidEntry {
+                        behavior: s.behavior(),
+                        sid: s.sid(),
+                        vm: vm.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host's acknowledgement: generation `generation` (or a later one) is in force there.
+///
+/// Golden JSON: `{"host":"h3","generation":7}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// `host`: the acknowledging host.
+    pub host: HostId,
+    /// `generation`: the generation now in force there.
+    pub generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(s: &str) -> VmId {
+        VmId::new(s).expect("name")
+    }
+    fn addr(s: &str) -> Ipv6Addr {
+        s.parse().expect("addr")
+    }
+
+    fn sample() -> HostConfig {
+        HostConfig {
+            generation: 7,
+            mappings: vec![
+                Mapping {
+                    vm: vm("web1"),
+                    addresses: vec![addr("2001:db8:a::10")],
+                    steering: Steering::Encaps(Encaps {
+                        segments: vec![addr("fc00:1::e5"), addr("fc00:2::eb")],
+                        headend: Headend::HEncaps,
+                    }),
+                },
+                Mapping {
+                    vm: vm("db1"),
+                    addresses: vec![addr("2001:db8:a::20")],
+                    steering: Steering::Native,
+                },
+            ],
+            local_vms: vec![LocalVm {
+                vm: vm("db1"),
+                addresses: vec![addr("2001:db8:a::20")],
+                mac: "52:54:00:00:00:20".parse().expect("mac"),
+            }],
+            sids: vec![SidEntry::EndDt6 {
+                sid: addr("fc00:3::d6"),
+            }],
+        }
+    }
+
+    const GOLDEN: &str = concat!(
+        r#"{"generation":7,"mappings":[{"vm":"web1","addresses":["2001:db8:a::10"],"#,
+        r#""steering":{"encaps":{"segments":["fc00:1::e5","fc00:2::eb"],"headend":"H.Encaps"}}},"#,
+        r#"{"vm":"db1","addresses":["2001:db8:a::20"],"steering":"native"}],"#,
+        r#""local_vms":[{"vm":"db1","addresses":["2001:db8:a::20"],"mac":"52:54:00:00:00:20"}],"#,
+        r#""sids":[{"behavior":"End.DT6","sid":"fc00:3::d6"}]}"#
+    );
+
+    #[test]
+    fn host_config_golden_json() {
+        let json = serde_json::to_string(&sample()).expect("serialize");
+        assert_eq!(json, GOLDEN);
+        let back: HostConfig = serde_json::from_str(GOLDEN).expect("deserialize");
+        assert_eq!(back, sample());
+        back.validate().expect("sample is valid");
+    }
+
+    #[test]
+    fn sid_entries_golden_json() {
+        let cases = [
+            (
+                SidEntry::EndS {
+                    sid: addr("fc00:1::e5"),
+                    vm: vm("web1"),
+                },
+                r#"{"behavior":"End.S","sid":"fc00:1::e5","vm":"web1"}"#,
+            ),
+            (
+                SidEntry::EndSbuf {
+                    sid: addr("fc00:2::eb"),
+                    vm: vm("web1"),
+                    mode: SbufMode::Drop,
+                },
+                r#"{"behavior":"End.SBUF","sid":"fc00:2::eb","vm":"web1","mode":"drop"}"#,
+            ),
+        ];
+        for (entry, golden) in cases {
+            assert_eq!(serde_json::to_string(&entry).expect("serialize"), golden);
+            assert_eq!(
+                serde_json::from_str::<SidEntry>(golden).expect("deserialize"),
+                entry
+            );
+        }
+        // Field order does not matter on input.
+        let reordered = r#"{"mode":"buffer","vm":"web1","sid":"fc00:2::eb","behavior":"End.SBUF"}"#;
+        assert!(matches!(
+            serde_json::from_str::<SidEntry>(reordered).expect("deserialize"),
+            SidEntry::EndSbuf {
+                mode: SbufMode::Buffer,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn sid_entries_refuse_missing_and_unknown_fields() {
+        for bad in [
+            r#"{"behavior":"End.SBUF","sid":"fc00:2::eb","vm":"web1"}"#,
+            r#"{"behavior":"End.S","sid":"fc00:1::e5"}"#,
+            r#"{"behavior":"End.DT6","sid":"fc00:3::d6","vm":"web1"}"#,
+            r#"{"behavior":"End.X","sid":"fc00:3::d6"}"#,
+            r#"{"sid":"fc00:3::d6"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<SidEntry>(bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn steering_refuses_unknown_variants_and_fields() {
+        assert!(serde_json::from_str::<Steering>("\"Native\"").is_err());
+        assert!(serde_json::from_str::<Steering>(
+            r#"{"encaps":{"segments":["fc00:1::1"],"headend":"H.Encaps","x":1}}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Steering>(
+            r#"{"encaps":{"segments":["fc00:1::1"],"headend":"H.Insert"}}"#
+        )
+        .is_err());
+        let red: Steering = serde_json::from_str(
+            r#"{"encaps":{"segments":["fc00:1::1"],"headend":"H.Encaps.Red"}}"#,
+        )
+        .expect("H.Encaps.Red");
+        assert!(matches!(
+            red,
+            Steering::Encaps(Encaps {
+                headend: Headend::HEncapsRed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn validate_catches_inconsistencies() {
+        let mut c = sample();
+        c.mappings[1].addresses = vec![addr("2001:db8:a::10")];
+        assert!(matches!(
+            c.validate(),
+            Err(HostConfigError::DuplicateAddress { .. })
+        ));
+
+        let mut c = sample();
+        c.mappings[1].vm = vm("web1");
+        assert!(matches!(
+            c.validate(),
+            Err(HostConfigError::DuplicateVm {
+                field: "mappings",
+                ..
+            })
+        ));
+
+        let mut c = sample();
+        c.mappings[0].steering = Steering::Encaps(Encaps {
+            segments: vec![],
+            headend: Headend::HEncaps,
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(HostConfigError::Empty {
+                what: "segments",
+                ..
+            })
+        ));
+
+        let mut c = sample();
+        c.sids.push(SidEntry::EndS {
+            sid: addr("fc00:3::d6"),
+            vm: vm("web1"),
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(HostConfigError::SidConflict { .. })
+        ));
+
+        // Two VMs sharing one End.S SID is the normal case; the same VM twice is not.
+        let mut c = sample();
+        for name in ["web1", "db1"] {
+            c.sids.push(SidEntry::EndS {
+                sid: addr("fc00:3::e5"),
+                vm: vm(name),
+            });
+        }
+        c.validate().expect("one End.S SID shared by two VMs");
+        c.sids.push(SidEntry::EndS {
+            sid: addr("fc00:3::e5"),
+            vm: vm("db1"),
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(HostConfigError::DuplicateSidEntry { .. })
+        ));
+    }
+
+    #[test]
+    fn same_state_ignores_generation() {
+        let a = sample();
+        let mut b = sample();
+        b.generation = 8;
+        assert!(a.same_state(&b));
+        b.sids.clear();
+        assert!(!a.same_state(&b));
+    }
+
+    #[test]
+    fn ack_golden_json() {
+        let ack = Ack {
+            host: HostId::new("h3").expect("name"),
+            generation: 7,
+        };
+        let golden = r#"{"host":"h3","generation":7}"#;
+        assert_eq!(serde_json::to_string(&ack).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<Ack>(golden).expect("deserialize"),
+            ack
+        );
+        assert!(serde_json::from_str::<Ack>(r#"{"host":"h3"}"#).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! srmig-api: the JSON types shared by the controller, the srmigd host daemon and the CLI.
+//!
+//! These types are an external contract: every field is documented with its JSON name, and
+//! each file's tests pin the JSON with golden strings. Requests (everything a peer sends in)
+//! refuse unknown fields, so a typo is an error rather than a silently ignored setting.
+//!
+//! | message | direction | type |
+//! |---|---|---|
+//! | host registration | srmigd -> controller | [`HostInfo`] |
+//! | VM registration | CLI -> controller | [`VmInfo`] |
+//! | VM state change | srmigd -> controller | [`VmStateReport`] |
+//! | desired forwarding state | controller -> srmigd | [`HostConfig`] |
+//! | acknowledgement | srmigd -> controller | [`Ack`] |
+//! | migration request | CLI -> controller | [`MigrateRequest`] |
+//! | hypervisor event | hypervisor driver -> controller | [`HypervisorReport`] |
+//! | migration progress | controller -> CLI | [`MigrationStatus`] |
+//! | error | any server -> client | [`ApiError`] |
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod ids;
+pub mod migration;
+pub mod vm;
+
+pub use config::{
+    Ack, Encaps, Headend, HostConfig, HostConfigError, LocalVm, Mapping, SbufMode, SidEntry,
+    Steering,
+};
+pub use error::{ApiError, ApiErrorCode};
+pub use host::{HostInfo, HostInfoError};
+pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};
+pub use migration::{
+    HypervisorEvent, HypervisorReport, MigrateRequest, MigrationOutcome, MigrationPhase,
+    MigrationStatus, PhaseRecord, Strategy,
+};
+pub use vm::{VmInfo, VmState, VmStateReport};

@@ -1,0 +1,384 @@
+//! Migration requests, hypervisor reports and migration progress.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HostId, MigrationId, Timestamp, VmId};
+
+/// How a VM is migrated (the paper's three configurations).
+///
+/// JSON: `"traditional"`, `"sr-drop"` or `"sr-buffer"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The mapping changes only when the destination reports the VM running; packets sent to
+    /// the source meanwhile are lost (the baseline).
+    Traditional,
+    /// SR path `S::End.S -> D::End.SBUF` with End.SBUF dropping while the VM is not running
+    /// at the destination.
+    SrDrop,
+    /// SR path with End.SBUF buffering until the VM resumes at the destination (zero loss).
+    SrBuffer,
+}
+
+impl Strategy {
+    /// True for the two segment-routing strategies.
+    pub fn is_sr(self) -> bool {
+        !matches!(self, Strategy::Traditional)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::Traditional => "traditional",
+            Strategy::SrDrop => "sr-drop",
+            Strategy::SrBuffer => "sr-buffer",
+        })
+    }
+}
+
+/// A request to migrate a VM.
+///
+/// Golden JSON: `{"vm":"web1","to":"h2","strategy":"sr-buffer"}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// `vm`: the VM to move.
+    pub vm: VmId,
+    /// `to`: the destination host (the source is where the VM's mapping points now).
+    pub to: HostId,
+    /// `strategy`: how to move it.
+    pub strategy: Strategy,
+}
+
+/// A phase of a migration: a state of the controller's state machine (named for what it
+/// waits for), a terminal outcome, or an observation recorded on the way.
+///
+/// JSON: the kebab-case names below (`"expect-path-acks"`, `"completed"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationPhase {
+    /// Accepted, nothing pushed yet.
+    Requested,
+    /// End.S on the source and End.SBUF on the destination pushed; waiting for those two
+    /// hosts to acknowledge (SR strategies).
+    ExpectEndpointAcks,
+    /// SR path pushed to every ingress; waiting for every host to acknowledge.
+    ExpectPathAcks,
+    /// Migration started on the hypervisor; waiting for the VM to run at the destination
+    /// (or for the hypervisor to report failure or cancellation).
+    ExpectHypervisorDone,
+    /// Observation: the source reported the VM paused (stop-and-copy began).
+    SourcePaused,
+    /// Observation: the hypervisor reported the migration complete.
+    HypervisorCompleted,
+    /// Observation: a cancel was requested (and, if the hypervisor was involved, sent to it).
+    CancelRequested,
+    /// Observation: a phase timed out and the pushes to the hosts that had not acknowledged
+    /// were repeated (phases that cannot be abandoned: commit, rollback, cleanup), or the
+    /// controller keeps waiting for the destination after the hypervisor completed.
+    Retried,
+    /// Mapping "VM on the destination" pushed; waiting for every host to acknowledge.
+    ExpectCommitAcks,
+    /// Mapping "VM on the source" pushed after a failure or cancel; waiting for every host.
+    ExpectRollbackAcks,
+    /// End.S, End.SBUF and the leaving host's attachment removed; waiting for those hosts.
+    ExpectCleanupAcks,
+    /// Terminal: the VM runs on the destination, mapped there, nothing left to clean.
+    Completed,
+    /// Terminal: the migration failed; the VM stays mapped to the source.
+    Failed,
+    /// Terminal: the migration was cancelled; the VM stays mapped to the source.
+    Cancelled,
+}
+
+impl MigrationPhase {
+    /// True for `completed`, `failed` and `cancelled`.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            MigrationPhase::Completed | MigrationPhase::Failed | MigrationPhase::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for MigrationPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MigrationPhase::Requested => "requested",
+            MigrationPhase::ExpectEndpointAcks => "expect-endpoint-acks",
+            MigrationPhase::ExpectPathAcks => "expect-path-acks",
+            MigrationPhase::ExpectHypervisorDone => "expect-hypervisor-done",
+            MigrationPhase::SourcePaused => "source-paused",
+            MigrationPhase::HypervisorCompleted => "hypervisor-completed",
+            MigrationPhase::CancelRequested => "cancel-requested",
+            MigrationPhase::Retried => "retried",
+            MigrationPhase::ExpectCommitAcks => "expect-commit-acks",
+            MigrationPhase::ExpectRollbackAcks => "expect-rollback-acks",
+            MigrationPhase::ExpectCleanupAcks => "expect-cleanup-acks",
+            MigrationPhase::Completed => "completed",
+            MigrationPhase::Failed => "failed",
+            MigrationPhase::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// One timestamped entry of a migration's history.
+///
+/// Golden JSON: `{"phase":"expect-path-acks","at_ms":1700000000012}`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseRecord {
+    /// `phase`: the phase entered or the observation made.
+    pub phase: MigrationPhase,
+    /// `at_ms`: when, on the controller's clock (milliseconds).
+    pub at_ms: Timestamp,
+}
+
+/// A migration's progress, as shown by the CLI and persisted by the controller.
+///
+/// Golden JSON (pretty-printed):
+/// ```json
+/// {"id":3,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer",
+///  "phase":"expect-hypervisor-done","started_at_ms":1000,
+///  "phases":[{"phase":"requested","at_ms":1000},{"phase":"expect-endpoint-acks","at_ms":1000},
+///            {"phase":"expect-path-acks","at_ms":1004},{"phase":"expect-hypervisor-done","at_ms":1009}],
+///  "error":null}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationStatus {
+    /// `id`: the migration's id.
+    pub id: MigrationId,
+    /// `vm`: the VM being moved.
+    pub vm: VmId,
+    /// `from`: the source host.
+    pub from: HostId,
+    /// `to`: the destination host.
+    pub to: HostId,
+    /// `strategy`: the strategy requested.
+    pub strategy: Strategy,
+    /// `phase`: the current state (never an observation).
+    pub phase: MigrationPhase,
+    /// `started_at_ms`: when the request was accepted (controller clock, milliseconds).
+    pub started_at_ms: Timestamp,
+    /// `phases`: history, oldest first: every state entered and every observation made.
+    pub phases: Vec<PhaseRecord>,
+    /// `error`: why the migration failed or is being rolled back, or why it is stalled;
+    /// `null` otherwise.
+    pub error: Option<String>,
+}
+
+/// How a migration ended.
+///
+/// JSON: `"completed"`, `{"failed":"reason"}` or `"cancelled"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationOutcome {
+    /// The VM runs on the destination and is mapped there.
+    Completed,
+    /// The migration failed for the given reason; the VM stays mapped to the source.
+    Failed(String),
+    /// The migration was cancelled; the VM stays mapped to the source.
+    Cancelled,
+}
+
+impl MigrationOutcome {
+    /// The terminal phase matching this outcome.
+    pub fn phase(&self) -> MigrationPhase {
+        match self {
+            MigrationOutcome::Completed => MigrationPhase::Completed,
+            MigrationOutcome::Failed(_) => MigrationPhase::Failed,
+            MigrationOutcome::Cancelled => MigrationPhase::Cancelled,
+        }
+    }
+}
+
+impl fmt::Display for MigrationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrationOutcome::Completed => f.write_str("completed"),
+            MigrationOutcome::Failed(reason) => write!(f, "failed: {reason}"),
+            MigrationOutcome::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// What the hypervisor driver reports about a migration it was asked to run.
+///
+/// JSON: `"completed"`, `{"failed":"reason"}` or `"cancelled"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HypervisorEvent {
+    /// The hypervisor finished the migration (QMP: status `completed`); the VM resumes, or
+    /// has resumed, on the destination.
+    Completed,
+    /// The migration failed (QMP: status `failed`); the VM keeps running on the source.
+    Failed(String),
+    /// The migration was cancelled (QMP: status `cancelled`); the VM keeps running on the source.
+    Cancelled,
+}
+
+/// A hypervisor event for one VM, as sent to the controller.
+///
+/// Golden JSON: `{"vm":"web1","event":{"failed":"connection reset"}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorReport {
+    /// `vm`: the VM whose migration the event is about.
+    pub vm: VmId,
+    /// `event`: what happened.
+    pub event: HypervisorEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(s: &str) -> VmId {
+        VmId::new(s).expect("name")
+    }
+    fn host(s: &str) -> HostId {
+        HostId::new(s).expect("name")
+    }
+
+    #[test]
+    fn migrate_request_golden_json() {
+        let golden = r#"{"vm":"web1","to":"h2","strategy":"sr-buffer"}"#;
+        let req = MigrateRequest {
+            vm: vm("web1"),
+            to: host("h2"),
+            strategy: Strategy::SrBuffer,
+        };
+        assert_eq!(serde_json::to_string(&req).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<MigrateRequest>(golden).expect("deserialize"),
+            req
+        );
+        assert!(serde_json::from_str::<MigrateRequest>(
+            r#"{"vm":"web1","to":"h2","strategy":"sr-buffer","from":"h1"}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<MigrateRequest>(
+            r#"{"vm":"web1","to":"h2","strategy":"sr_buffer"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn strategies_spelled_as_documented() {
+        for (s, text) in [
+            (Strategy::Traditional, "traditional"),
+            (Strategy::SrDrop, "sr-drop"),
+            (Strategy::SrBuffer, "sr-buffer"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).expect("serialize"),
+                format!("\"{text}\"")
+            );
+            assert_eq!(s.to_string(), text);
+        }
+        assert!(!Strategy::Traditional.is_sr());
+        assert!(Strategy::SrDrop.is_sr() && Strategy::SrBuffer.is_sr());
+    }
+
+    #[test]
+    fn phase_display_matches_json() {
+        use MigrationPhase::*;
+        for p in [
+            Requested,
+            ExpectEndpointAcks,
+            ExpectPathAcks,
+            ExpectHypervisorDone,
+            SourcePaused,
+            HypervisorCompleted,
+            CancelRequested,
+            Retried,
+            ExpectCommitAcks,
+            ExpectRollbackAcks,
+            ExpectCleanupAcks,
+            Completed,
+            Failed,
+            Cancelled,
+        ] {
+            let json = serde_json::to_string(&p).expect("serialize");
+            assert_eq!(json, format!("\"{p}\""));
+            assert_eq!(
+                serde_json::from_str::<MigrationPhase>(&json).expect("deserialize"),
+                p
+            );
+            assert_eq!(p.is_terminal(), matches!(p, Completed | Failed | Cancelled));
+        }
+    }
+
+    #[test]
+    fn status_golden_json() {
+        let golden = concat!(
+            r#"{"id":3,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer","#,
+            r#""phase":"expect-hypervisor-done","started_at_ms":1000,"#,
+            r#""phases":[{"phase":"requested","at_ms":1000},{"phase":"expect-endpoint-acks","at_ms":1000},"#,
+            r#"{"phase":"expect-path-acks","at_ms":1004},{"phase":"expect-hypervisor-done","at_ms":1009}],"#,
+            r#""error":null}"#
+        );
+        let rec = |phase, at| PhaseRecord {
+            phase,
+            at_ms: Timestamp(at),
+        };
+        let status = MigrationStatus {
+            id: MigrationId(3),
+            vm: vm("web1"),
+            from: host("h1"),
+            to: host("h2"),
+            strategy: Strategy::SrBuffer,
+            phase: MigrationPhase::ExpectHypervisorDone,
+            started_at_ms: Timestamp(1000),
+            phases: vec![
+                rec(MigrationPhase::Requested, 1000),
+                rec(MigrationPhase::ExpectEndpointAcks, 1000),
+                rec(MigrationPhase::ExpectPathAcks, 1004),
+                rec(MigrationPhase::ExpectHypervisorDone, 1009),
+            ],
+            error: None,
+        };
+        assert_eq!(serde_json::to_string(&status).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<MigrationStatus>(golden).expect("deserialize"),
+            status
+        );
+    }
+
+    #[test]
+    fn outcomes_and_hypervisor_events_golden_json() {
+        let cases: [(MigrationOutcome, &str); 3] = [
+            (MigrationOutcome::Completed, r#""completed""#),
+            (
+                MigrationOutcome::Failed("host h3 did not acknowledge".into()),
+                r#"{"failed":"host h3 did not acknowledge"}"#,
+            ),
+            (MigrationOutcome::Cancelled, r#""cancelled""#),
+        ];
+        for (o, golden) in cases {
+            assert_eq!(serde_json::to_string(&o).expect("serialize"), golden);
+            assert_eq!(
+                serde_json::from_str::<MigrationOutcome>(golden).expect("deserialize"),
+                o
+            );
+        }
+        let report = HypervisorReport {
+            vm: vm("web1"),
+            event: HypervisorEvent::Failed("connection reset".into()),
+        };
+        let golden = r#"{"vm":"web1","event":{"failed":"connection reset"}}"#;
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<HypervisorReport>(golden).expect("deserialize"),
+            report
+        );
+        assert_eq!(
+            serde_json::from_str::<HypervisorEvent>(r#""cancelled""#).expect("deserialize"),
+            HypervisorEvent::Cancelled
+        );
+    }
+}

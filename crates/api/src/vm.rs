@@ -1,0 +1,126 @@
+//! VMs and their observed state.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HostId, MacAddr, Timestamp, VmId};
+
+/// A VM as registered with the controller.
+///
+/// Golden JSON:
+/// ```json
+/// {"name":"web1","addresses":["2001:db8:a::10"],"mac":"52:54:00:00:00:10","host":"h1"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmInfo {
+    /// `name`: the VM's unique name.
+    pub name: VmId,
+    /// `addresses`: the VM's IPv6 addresses. They identify the VM and never change when it
+    /// moves; at least one, none shared with another VM.
+    pub addresses: Vec<Ipv6Addr>,
+    /// `mac`: the VM's MAC address (its attachment to the virtual router).
+    pub mac: MacAddr,
+    /// `host`: the host the VM runs on. In the controller's model this is the VM's *mapping*
+    /// (the locator mapping of the paper); it changes when a migration commits.
+    pub host: HostId,
+}
+
+/// The state of a VM on one host, as observed by that host's srmigd.
+///
+/// JSON: `"absent"`, `"running"` or `"paused"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    /// The VM does not exist on this host (never did, or has left).
+    Absent,
+    /// The VM runs here and its attachment is up: packets can be delivered.
+    Running,
+    /// The VM exists here but is stopped (for instance during the stop-and-copy phase of a
+    /// migration): packets delivered now would be lost.
+    Paused,
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmState::Absent => "absent",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+        })
+    }
+}
+
+/// A VM state change observed by a host and reported to the controller.
+///
+/// Golden JSON:
+/// ```json
+/// {"vm":"web1","host":"h2","state":"running","at":1700000000175}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStateReport {
+    /// `vm`: the VM observed.
+    pub vm: VmId,
+    /// `host`: the reporting host (where the state was observed).
+    pub host: HostId,
+    /// `state`: the VM's state on that host.
+    pub state: VmState,
+    /// `at`: when the change was observed, in milliseconds on the reporter's clock
+    /// (informational; the controller orders events by arrival).
+    pub at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_info_golden_json() {
+        let golden = r#"{"name":"web1","addresses":["2001:db8:a::10"],"mac":"52:54:00:00:00:10","host":"h1"}"#;
+        let vm = VmInfo {
+            name: VmId::new("web1").expect("name"),
+            addresses: vec!["2001:db8:a::10".parse().expect("addr")],
+            mac: "52:54:00:00:00:10".parse().expect("mac"),
+            host: HostId::new("h1").expect("name"),
+        };
+        assert_eq!(serde_json::to_string(&vm).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<VmInfo>(golden).expect("deserialize"),
+            vm
+        );
+    }
+
+    #[test]
+    fn state_report_golden_json() {
+        let golden = r#"{"vm":"web1","host":"h2","state":"running","at":1700000000175}"#;
+        let report = VmStateReport {
+            vm: VmId::new("web1").expect("name"),
+            host: HostId::new("h2").expect("name"),
+            state: VmState::Running,
+            at: Timestamp(1_700_000_000_175),
+        };
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<VmStateReport>(golden).expect("deserialize"),
+            report
+        );
+        for (state, text) in [
+            (VmState::Absent, "\"absent\""),
+            (VmState::Running, "\"running\""),
+            (VmState::Paused, "\"paused\""),
+        ] {
+            assert_eq!(serde_json::to_string(&state).expect("serialize"), text);
+            assert_eq!(format!("\"{state}\""), text);
+        }
+        assert!(serde_json::from_str::<VmState>("\"Running\"").is_err());
+    }
+
+    #[test]
+    fn report_refuses_unknown_fields() {
+        let json = r#"{"vm":"web1","host":"h2","state":"running","at":1,"why":"x"}"#;
+        assert!(serde_json::from_str::<VmStateReport>(json).is_err());
+    }
+}

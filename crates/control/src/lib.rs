@@ -1,0 +1,2 @@
+//! srmig-control: the sans-IO controller core (work in progress).
+#![forbid(unsafe_code)]
