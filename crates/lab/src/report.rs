@@ -1,0 +1,247 @@
+//! The JSON report of a lab run. Field names are a contract with external scripts:
+//!
+//! ```json
+//! {"strategy":"sr-buffer","vm_kind":"netns","migrations":[{"pause_ms":..,"total_ms":..}],
+//!  "probe":{"sent":N,"received":N,"lost":N,"duplicated":N,"reordered":N,"max_extra_delay_ms":X},
+//!  "http":{"requests":N,"failed":N,"p50_ms":X,"p99_ms":X,"max_ms":X,"slow_ge_900ms":N},
+//!  "tcp":{"bins_mbps":[..],"median_mbps":X,"worst_bin_mbps":X,"retransmits":N}}
+//! ```
+//!
+//! Extra fields are allowed and present (e.g. `baseline_rtt_ms`); raw series live under the
+//! separate top-level key `raw`. A workload that was not run is `null`.
+
+use serde::{Deserialize, Serialize};
+
+/// How the VM's traffic is steered during a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// No migration (baseline run).
+    None,
+    /// Mapping updated only after the VM runs at the destination.
+    Traditional,
+    /// SR path with End.SBUF dropping.
+    SrDrop,
+    /// SR path with End.SBUF buffering.
+    SrBuffer,
+}
+
+/// What kind of VM the lab migrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmKind {
+    /// A network namespace with the kernel stack.
+    Netns,
+    /// A QEMU/KVM guest.
+    Qemu,
+}
+
+/// One migration of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// VM pause (stop-and-copy) in milliseconds.
+    pub pause_ms: f64,
+    /// Whole migration, start to completion, in milliseconds.
+    pub total_ms: f64,
+}
+
+/// Summary of the 1 ms probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// Probes sent (including those whose `send` failed).
+    pub sent: u64,
+    /// Distinct probes answered.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// Extra copies of already-answered probes.
+    pub duplicated: u64,
+    /// Answers arriving after an answer to a later probe.
+    pub reordered: u64,
+    /// Largest RTT minus the baseline RTT, in milliseconds (0 if nothing exceeded it).
+    pub max_extra_delay_ms: f64,
+    /// Baseline RTT used for `max_extra_delay_ms`.
+    pub baseline_rtt_ms: f64,
+    /// Median RTT of the answered probes.
+    pub median_rtt_ms: f64,
+    /// Answers delayed more than 10 ms beyond the baseline (the paper's "delayed replies").
+    pub delayed_gt_10ms: u64,
+    /// `send` calls that failed (the probe still counts as sent and lost).
+    pub send_errors: u64,
+}
+
+/// Summary of HTTP session opening.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpReport {
+    /// Requests started.
+    pub requests: u64,
+    /// Requests that failed (connect, timeout, bad response).
+    pub failed: u64,
+    /// Median latency of successful requests (connect to full response).
+    pub p50_ms: f64,
+    /// 99th percentile latency of successful requests.
+    pub p99_ms: f64,
+    /// Maximum latency of successful requests.
+    pub max_ms: f64,
+    /// Successful requests that took at least 900 ms (the 1 s SYN-retransmission mode).
+    pub slow_ge_900ms: u64,
+    /// Largest delay between a request's scheduled and actual start (worker pool saturation).
+    pub max_start_delay_ms: f64,
+}
+
+/// Summary of TCP bulk throughput towards the VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpReport {
+    /// Throughput of each full bin, in Mb/s (10^6 bit/s).
+    pub bins_mbps: Vec<f64>,
+    /// Median of `bins_mbps`.
+    pub median_mbps: f64,
+    /// Minimum of `bins_mbps`.
+    pub worst_bin_mbps: f64,
+    /// `tcpi_total_retrans` of the sender at the end.
+    pub retransmits: u64,
+    /// Bin width in milliseconds.
+    pub bin_ms: f64,
+    /// Bytes received by the VM.
+    pub bytes: u64,
+    /// Whether the sender went through at least one retransmission timeout.
+    pub rto_seen: bool,
+    /// `tcpi_total_rto` at the end, when the kernel reports it.
+    pub total_rto: Option<u64>,
+}
+
+/// Raw series for plots, under the top-level `raw` key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawSeries {
+    /// One entry per probe.
+    pub probe: Vec<crate::workload::probe::ProbeSample>,
+    /// One entry per HTTP request.
+    pub http: Vec<crate::workload::http::HttpSample>,
+}
+
+/// The whole report of one lab run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Steering strategy.
+    pub strategy: Strategy,
+    /// VM kind.
+    pub vm_kind: VmKind,
+    /// Migrations performed during the run.
+    pub migrations: Vec<MigrationReport>,
+    /// Probe summary, `null` if the probe did not run.
+    pub probe: Option<ProbeReport>,
+    /// HTTP summary, `null` if the HTTP workload did not run.
+    pub http: Option<HttpReport>,
+    /// TCP summary, `null` if the TCP workload did not run.
+    pub tcp: Option<TcpReport>,
+    /// Raw series, omitted when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawSeries>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn sample() -> Report {
+        Report {
+            strategy: Strategy::SrBuffer,
+            vm_kind: VmKind::Netns,
+            migrations: vec![MigrationReport {
+                pause_ms: 175.0,
+                total_ms: 900.0,
+            }],
+            probe: Some(ProbeReport {
+                sent: 10,
+                received: 9,
+                lost: 1,
+                duplicated: 0,
+                reordered: 2,
+                max_extra_delay_ms: 3.5,
+                baseline_rtt_ms: 0.1,
+                median_rtt_ms: 0.1,
+                delayed_gt_10ms: 0,
+                send_errors: 0,
+            }),
+            http: Some(HttpReport {
+                requests: 5,
+                failed: 0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                max_ms: 2.0,
+                slow_ge_900ms: 0,
+                max_start_delay_ms: 0.1,
+            }),
+            tcp: Some(TcpReport {
+                bins_mbps: vec![1.0, 2.0],
+                median_mbps: 1.5,
+                worst_bin_mbps: 1.0,
+                retransmits: 0,
+                bin_ms: 100.0,
+                bytes: 100,
+                rto_seen: false,
+                total_rto: Some(0),
+            }),
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn json_uses_the_contracted_names() {
+        let v = serde_json::to_value(sample()).expect("serialize");
+        for key in ["strategy", "vm_kind", "migrations", "probe", "http", "tcp"] {
+            assert!(keys(&v).contains(&key), "missing {key}");
+        }
+        assert_eq!(v["strategy"], "sr-buffer");
+        assert_eq!(v["vm_kind"], "netns");
+        assert_eq!(v["migrations"][0]["pause_ms"], 175.0);
+        assert_eq!(v["migrations"][0]["total_ms"], 900.0);
+        for key in [
+            "sent",
+            "received",
+            "lost",
+            "duplicated",
+            "reordered",
+            "max_extra_delay_ms",
+        ] {
+            assert!(keys(&v["probe"]).contains(&key), "probe.{key}");
+        }
+        for key in [
+            "requests",
+            "failed",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "slow_ge_900ms",
+        ] {
+            assert!(keys(&v["http"]).contains(&key), "http.{key}");
+        }
+        for key in ["bins_mbps", "median_mbps", "worst_bin_mbps", "retransmits"] {
+            assert!(keys(&v["tcp"]).contains(&key), "tcp.{key}");
+        }
+        assert!(v.get("raw").is_none());
+        assert_eq!(v["probe"]["sent"], 10);
+    }
+
+    #[test]
+    fn report_round_trips_and_strategies_are_kebab_case() {
+        let report = sample();
+        let text = serde_json::to_string(&report).expect("serialize");
+        let back: Report = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, report);
+        for (s, name) in [
+            (Strategy::None, "\"none\""),
+            (Strategy::Traditional, "\"traditional\""),
+            (Strategy::SrDrop, "\"sr-drop\""),
+        ] {
+            assert_eq!(serde_json::to_string(&s).expect("serialize"), name);
+        }
+    }
+}
