@@ -32,10 +32,14 @@
 
 mod error;
 
+pub mod checksum;
 pub mod ethernet;
 pub mod ext;
+pub mod icmpv6;
 pub mod ip;
+pub mod ipv4;
 pub mod ipv6;
+pub mod ndisc;
 pub mod srh;
 
 pub use error::{Error, Result};

@@ -87,10 +87,10 @@ pub const FIELD_LAST_ENTRY: usize = 4;
 pub const FIELD_FLAGS: usize = 5;
 /// Offset of Tag (2 octets).
 pub const FIELD_TAG: usize = 6;
-/// Offset of Segment List[0].
+/// Offset of `Segment List[0]`.
 pub const FIELD_SEGMENT_LIST: usize = 8;
 
-/// Length of the fixed part (before Segment List[0]).
+/// Length of the fixed part (before `Segment List[0]`).
 pub const FIXED_LEN: usize = 8;
 /// Length of one segment.
 pub const SEGMENT_LEN: usize = 16;
