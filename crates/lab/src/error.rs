@@ -107,4 +107,12 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+    /// A condition was not reached in time.
+    #[error("{what} not reached within {waited:?}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+    },
 }

@@ -9,7 +9,9 @@
 //! - Every socket created by that thread *after* `setns` belongs to the namespace (and keeps
 //!   belonging to it for its whole life, even if handed to another thread). Sockets created
 //!   before `setns` stay in the namespace they were created in.
-//! - `/proc/sys/net/...` opened from such a thread shows that namespace's sysctls.
+//! - `/proc/sys/net/...` opened from such a thread shows that namespace's sysctls, but
+//!   `/sys/class/net` does not (sysfs shows the namespace it was mounted in); use
+//!   [`Netns::ip`] or `ip netns exec` for that.
 //! - A thread inside a namespace keeps it alive: after `ip netns del` the namespace (and its
 //!   veths) only disappears once such threads have exited. Join them before teardown.
 

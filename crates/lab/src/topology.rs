@@ -353,6 +353,26 @@ impl Lab {
         ns.ip(&args).map(drop)
     }
 
+    /// Installs a permanent neighbor entry (`ip neigh replace ... nud permanent`), so traffic
+    /// over `end` never waits for neighbor discovery. Permanent entries survive the peer's
+    /// carrier loss but not an admin-down of `end` itself; reinstall them after `set_up`.
+    pub fn add_neighbor(&self, end: &LinkEnd, addr: IpAddr, mac: MacAddr) -> Result<(), LabError> {
+        let (addr, mac) = (addr.to_string(), mac.to_string());
+        end.netns
+            .ip(&[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &mac,
+                "dev",
+                &end.ifname,
+                "nud",
+                "permanent",
+            ])
+            .map(drop)
+    }
+
     /// Enables IPv4 and IPv6 forwarding in `ns`.
     pub fn enable_forwarding(&self, ns: &Netns) -> Result<(), LabError> {
         ns.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
@@ -377,6 +397,28 @@ impl Lab {
         end.netns
             .ip(&["link", "set", "dev", &end.ifname, "down"])
             .map(drop)
+    }
+
+    /// Waits until a link end is operationally up and returns how long that took.
+    ///
+    /// After `ip link set up` the kernel activates the device's qdisc and sets `state UP` from
+    /// its linkwatch work, which for veths can lag by up to about a second; packets sent in
+    /// between are silently dropped. Call this before starting a workload.
+    pub fn wait_up(&self, end: &LinkEnd, timeout: Duration) -> Result<Duration, LabError> {
+        let start = Instant::now();
+        loop {
+            let out = end.netns.ip(&["-o", "link", "show", "dev", &end.ifname])?;
+            if out.contains(" state UP ") {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return Err(LabError::Timeout {
+                    what: format!("state UP of {} in {}", end.ifname, end.netns),
+                    waited: timeout,
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Moves a link end into namespace `to` and returns its new location.
