@@ -1,5 +1,6 @@
 //! Generic IPv6 extension headers (RFC 8200 4): Hop-by-Hop Options, Destination Options and
-//! Routing share the `Next Header, Hdr Ext Len` layout; the Fragment header is fixed-size.
+//! Routing share the `Next Header, Hdr Ext Len` layout; the Fragment header is fixed-size;
+//! the walker also steps over AH (RFC 4302, length in 4-octet units).
 //! Also: the HBH/DestOpts options iterator and the extension-header chain walker.
 //!
 //! ```text
@@ -448,10 +449,11 @@ pub fn walk(first: IpProtocol, payload: &[u8], max_headers: usize) -> Result<Cha
         if rest.len() < MIN_LEN {
             return Err(Error::Truncated);
         }
-        let len = if nh == IpProtocol::FRAGMENT {
-            FRAGMENT_LEN
-        } else {
-            (usize::from(rest[FIELD_HDR_EXT_LEN]) + 1) * 8
+        let len = match nh {
+            IpProtocol::FRAGMENT => FRAGMENT_LEN,
+            // RFC 4302 2.2: Payload Len in 4-octet units, minus 2.
+            IpProtocol::AH => (usize::from(rest[FIELD_HDR_EXT_LEN]) + 2) * 4,
+            _ => (usize::from(rest[FIELD_HDR_EXT_LEN]) + 1) * 8,
         };
         if len > rest.len() {
             return Err(Error::HdrExtLenBeyondPacket);
@@ -566,6 +568,31 @@ mod tests {
         assert!(c.is_empty());
         assert_eq!(c.upper, (IpProtocol::TCP, 0));
         assert_eq!(c.last_next_header_offset(), None);
+    }
+
+    #[test]
+    fn walks_ah() {
+        // DestOpts (8) -> AH (payload len 4 => 24 bytes) -> TCP.
+        let mut b = vec![51u8, 0, 1, 4, 0, 0, 0, 0];
+        b.extend_from_slice(&[6, 4, 0, 0]);
+        b.extend_from_slice(&[0u8; 20]);
+        let c = walk(IpProtocol::DST_OPTS, &b, 8).expect("walk");
+        assert_eq!(
+            c.headers()[1],
+            ChainEntry {
+                protocol: IpProtocol::AH,
+                offset: 8,
+                len: 24
+            }
+        );
+        assert_eq!(c.upper, (IpProtocol::TCP, 32));
+        assert_eq!(
+            walk(IpProtocol::DST_OPTS, &b[..31], 8),
+            Err(Error::HdrExtLenBeyondPacket)
+        );
+        // ESP ends the chain.
+        let c = walk(IpProtocol::ESP, &b, 8).expect("walk");
+        assert_eq!(c.upper, (IpProtocol::ESP, 0));
     }
 
     #[test]

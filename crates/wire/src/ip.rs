@@ -37,12 +37,12 @@ impl IpProtocol {
     /// Ethernet (143, RFC 8986 End.DX2 / encapsulated L2 frame).
     pub const ETHERNET: IpProtocol = IpProtocol(143);
 
-    /// Whether this is an IPv6 extension header with the generic `Next Header, Hdr Ext Len`
-    /// layout that [`crate::ext::walk`] follows: Hop-by-Hop, Routing, Fragment, Destination
-    /// Options. (AH and ESP are not walked: ESP is opaque and AH counts in 4-octet units.)
+    /// Whether this is an IPv6 extension header that [`crate::ext::walk`] follows:
+    /// Hop-by-Hop, Routing, Fragment, Destination Options and AH (whose length counts in
+    /// 4-octet units). ESP is not: everything after it is encrypted, so it ends the chain.
     #[inline]
     pub const fn is_ipv6_ext(self) -> bool {
-        matches!(self.0, 0 | 43 | 44 | 60)
+        matches!(self.0, 0 | 43 | 44 | 51 | 60)
     }
 }
 
@@ -92,6 +92,7 @@ mod tests {
             IpProtocol::ROUTING,
             IpProtocol::FRAGMENT,
             IpProtocol::DST_OPTS,
+            IpProtocol::AH,
         ] {
             assert!(p.is_ipv6_ext(), "{p}");
         }
@@ -102,6 +103,7 @@ mod tests {
             IpProtocol::IPV6,
             IpProtocol::NO_NEXT_HEADER,
             IpProtocol::ETHERNET,
+            IpProtocol::ESP,
         ] {
             assert!(!p.is_ipv6_ext(), "{p}");
         }
