@@ -1,0 +1,1590 @@
+//! The sans-IO controller core.
+//!
+//! Inputs come in through `add_*`, `request_migration`, `cancel_migration` and `handle_*`,
+//! each with the current time; outputs come out of [`Controller::poll_action`]; the next
+//! deadline is [`Controller::poll_timeout`]. The daemon around it owns the sockets, the store
+//! and the clock.
+//!
+//! Bookkeeping per host: the generation of the last config pushed and the highest generation
+//! acknowledged. A config is pushed only when a host's desired state changes (or again, with a
+//! fresh generation, when a phase that cannot be abandoned times out waiting for that host).
+//! A migration state that waits for acknowledgements records, on entry, the generation each
+//! awaited host must reach; acknowledgements are cumulative.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use srmig_api::{
+    Ack, HostConfig, HostId, HostInfo, HypervisorEvent, MigrateRequest, MigrationId,
+    MigrationOutcome, MigrationPhase, MigrationStatus, Strategy, Timestamp, VmId, VmInfo, VmState,
+    VmStateReport,
+};
+
+use crate::migration::{
+    AckScope, AckWait, Begun, HypervisorTimeout, Migration, Requested, Timeouts,
+};
+use crate::model::{Footprint, Model, ModelError};
+
+/// Controller settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerConfig {
+    /// Per-phase time limits.
+    pub timeouts: Timeouts,
+    /// How many finished migrations to keep for status queries.
+    pub finished_history: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            timeouts: Timeouts::default(),
+            finished_history: 256,
+        }
+    }
+}
+
+/// Something the daemon around the controller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this config to this host's srmigd (and expect an [`Ack`]).
+    PushConfig {
+        /// The host.
+        host: HostId,
+        /// The complete desired state, with a generation greater than any sent to it before.
+        config: HostConfig,
+    },
+    /// Start migrating the VM on the hypervisor (QEMU over QMP, or the netns emulation) and
+    /// report the outcome with [`Controller::handle_hypervisor`].
+    StartMigration {
+        /// The migration.
+        id: MigrationId,
+        /// The VM.
+        vm: VmId,
+        /// The source host.
+        from: HostId,
+        /// The destination host.
+        to: HostId,
+        /// The strategy (informational for the driver: the network side is already set up).
+        strategy: Strategy,
+    },
+    /// Ask the hypervisor to cancel the migration (QMP `migrate_cancel`); it answers with
+    /// `cancelled`, or `completed` if it was too late.
+    CancelMigration {
+        /// The migration.
+        id: MigrationId,
+        /// The VM.
+        vm: VmId,
+        /// The source host.
+        from: HostId,
+        /// The destination host.
+        to: HostId,
+    },
+    /// The migration is over (persist it, tell whoever waits for it).
+    MigrationFinished {
+        /// The migration.
+        id: MigrationId,
+        /// The VM.
+        vm: VmId,
+        /// How it ended.
+        outcome: MigrationOutcome,
+    },
+}
+
+/// Why a migration request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefuseReason {
+    /// The VM is not registered.
+    #[error("VM {0} is not registered")]
+    UnknownVm(VmId),
+    /// The destination host is not registered.
+    #[error("host {0} is not registered")]
+    UnknownHost(HostId),
+    /// The VM is already mapped to the destination.
+    #[error("VM {vm} is already on host {host}")]
+    AlreadyOnHost {
+        /// The VM.
+        vm: VmId,
+        /// Its current (and requested) host.
+        host: HostId,
+    },
+    /// The VM has a migration in progress.
+    #[error("VM {vm} is already migrating ({id})")]
+    AlreadyMigrating {
+        /// The VM.
+        vm: VmId,
+        /// The migration in progress.
+        id: MigrationId,
+    },
+}
+
+/// Why a report (ack, VM state, hypervisor event) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The reporting host is not registered.
+    #[error("host {0} is not registered")]
+    UnknownHost(HostId),
+    /// The VM is not registered.
+    #[error("VM {0} is not registered")]
+    UnknownVm(VmId),
+    /// The host acknowledged a generation never pushed to it.
+    #[error("host {host} acknowledged generation {generation}, but the last pushed is {pushed}")]
+    FutureGeneration {
+        /// The host.
+        host: HostId,
+        /// The generation acknowledged.
+        generation: u64,
+        /// The last generation pushed to it.
+        pushed: u64,
+    },
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    /// No such migration (or it is too old to be remembered).
+    #[error("migration {0} does not exist")]
+    UnknownMigration(MigrationId),
+    /// The migration already finished.
+    #[error("migration {id} already finished: {outcome}")]
+    AlreadyFinished {
+        /// The migration.
+        id: MigrationId,
+        /// How it ended.
+        outcome: MigrationOutcome,
+    },
+    /// The VM already runs on the destination (or the hypervisor completed): it can only go
+    /// forward.
+    #[error("migration {id} is past its switchover ({phase})")]
+    TooLate {
+        /// The migration.
+        id: MigrationId,
+        /// Its current phase.
+        phase: MigrationPhase,
+    },
+    /// The migration is already rolling back after a failure.
+    #[error("migration {id} is already rolling back")]
+    AlreadyRollingBack {
+        /// The migration.
+        id: MigrationId,
+    },
+}
+
+/// Per-host push/ack bookkeeping.
+#[derive(Debug, Clone, Default)]
+struct HostSync {
+    /// Generation of the last config pushed (0: none yet).
+    generation: u64,
+    /// Highest generation acknowledged.
+    acked: u64,
+    /// The last config pushed.
+    pushed: Option<HostConfig>,
+}
+
+/// What a controller persists to resume after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerSnapshot {
+    /// Hosts, VMs and the mapping.
+    pub model: Model,
+    /// The last generation pushed to each host (restored generations continue above it).
+    pub generations: BTreeMap<HostId, u64>,
+    /// Migrations in progress.
+    pub migrations: Vec<Migration>,
+    /// Recently finished migrations.
+    pub finished: Vec<Migration>,
+    /// The next migration id.
+    pub next_id: u64,
+}
+
+/// The controller core. See the module docs.
+#[derive(Debug)]
+pub struct Controller {
+    config: ControllerConfig,
+    model: Model,
+    sync: BTreeMap<HostId, HostSync>,
+    active: BTreeMap<MigrationId, Migration>,
+    by_vm: BTreeMap<VmId, MigrationId>,
+    finished: VecDeque<Migration>,
+    vm_states: BTreeMap<(VmId, HostId), (VmState, Timestamp)>,
+    next_id: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Controller {
+    /// An empty controller.
+    pub fn new(config: ControllerConfig) -> Self {
+        Controller {
+            config,
+            model: Model::new(),
+            sync: BTreeMap::new(),
+            active: BTreeMap::new(),
+            by_vm: BTreeMap::new(),
+            finished: VecDeque::new(),
+            vm_states: BTreeMap::new(),
+            next_id: 1,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Registers a host; it is pushed its first config.
+    pub fn add_host(&mut self, info: HostInfo) -> Result<(), ModelError> {
+        self.model.add_host(info)?;
+        self.sync_configs();
+        Ok(())
+    }
+
+    /// Registers a VM; every host is pushed a config with its mapping.
+    pub fn add_vm(&mut self, info: VmInfo) -> Result<(), ModelError> {
+        self.model.add_vm(info)?;
+        self.sync_configs();
+        Ok(())
+    }
+
+    /// Accepts or refuses a migration; on acceptance the first actions are queued.
+    pub fn request_migration(
+        &mut self,
+        now: Timestamp,
+        req: MigrateRequest,
+    ) -> Result<MigrationId, RefuseReason> {
+        let vm = self
+            .model
+            .vm(&req.vm)
+            .ok_or_else(|| RefuseReason::UnknownVm(req.vm.clone()))?;
+        if self.model.host(&req.to).is_none() {
+            return Err(RefuseReason::UnknownHost(req.to));
+        }
+        if let Some(&id) = self.by_vm.get(&req.vm) {
+            return Err(RefuseReason::AlreadyMigrating { vm: req.vm, id });
+        }
+        if vm.host == req.to {
+            return Err(RefuseReason::AlreadyOnHost {
+                vm: req.vm,
+                host: req.to,
+            });
+        }
+        let id = MigrationId(self.next_id);
+        self.next_id += 1;
+        let requested = Requested::new(
+            id,
+            req.vm.clone(),
+            vm.host.clone(),
+            req.to,
+            req.strategy,
+            now,
+        );
+        self.by_vm.insert(req.vm, id);
+        self.active.insert(id, Migration::Requested(requested));
+        let t = self.config.timeouts;
+        self.transition(id, now, |m| match m {
+            Migration::Requested(r) => match r.begin(now, &t) {
+                Begun::Prepare(s) => Migration::ExpectEndpointAcks(s),
+                Begun::Migrate(s) => Migration::ExpectHypervisorDone(s),
+            },
+            other => other,
+        });
+        Ok(id)
+    }
+
+    /// Asks to cancel a migration. Before the hypervisor is involved this rolls back at once;
+    /// during the migration it sends `CancelMigration` and rolls back when the hypervisor
+    /// confirms.
+    pub fn cancel_migration(&mut self, now: Timestamp, id: MigrationId) -> Result<(), CancelError> {
+        let t = self.config.timeouts;
+        let Some(m) = self.active.get_mut(&id) else {
+            return match self.finished.iter().find(|m| m.core().id == id) {
+                Some(done) => Err(CancelError::AlreadyFinished {
+                    id,
+                    outcome: done
+                        .outcome()
+                        .cloned()
+                        .unwrap_or(MigrationOutcome::Cancelled),
+                }),
+                None => Err(CancelError::UnknownMigration(id)),
+            };
+        };
+        match m {
+            Migration::Requested(_)
+            | Migration::ExpectEndpointAcks(_)
+            | Migration::ExpectPathAcks(_) => {
+                self.transition(id, now, |m| match m {
+                    Migration::ExpectEndpointAcks(s) => {
+                        Migration::ExpectRollbackAcks(s.cancel(now))
+                    }
+                    Migration::ExpectPathAcks(s) => Migration::ExpectRollbackAcks(s.cancel(now)),
+                    other => other,
+                });
+                Ok(())
+            }
+            Migration::ExpectHypervisorDone(s) => {
+                if s.hypervisor_completed {
+                    return Err(CancelError::TooLate {
+                        id,
+                        phase: MigrationPhase::ExpectHypervisorDone,
+                    });
+                }
+                if s.request_cancel(now, &t) {
+                    self.actions.push_back(Action::CancelMigration {
+                        id,
+                        vm: s.core.vm.clone(),
+                        from: s.core.from.clone(),
+                        to: s.core.to.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Migration::ExpectCommitAcks(_) => Err(CancelError::TooLate {
+                id,
+                phase: m.phase(),
+            }),
+            Migration::ExpectCleanupAcks(s) if s.outcome == MigrationOutcome::Completed => {
+                Err(CancelError::TooLate {
+                    id,
+                    phase: m.phase(),
+                })
+            }
+            Migration::ExpectRollbackAcks(_) | Migration::ExpectCleanupAcks(_) => {
+                Err(CancelError::AlreadyRollingBack { id })
+            }
+            Migration::Done(d) => Err(CancelError::AlreadyFinished {
+                id,
+                outcome: d.outcome.clone(),
+            }),
+        }
+    }
+
+    /// A host acknowledges a generation.
+    pub fn handle_ack(&mut self, now: Timestamp, ack: Ack) -> Result<(), InputError> {
+        let sync = self
+            .sync
+            .get_mut(&ack.host)
+            .ok_or_else(|| InputError::UnknownHost(ack.host.clone()))?;
+        if ack.generation > sync.generation {
+            return Err(InputError::FutureGeneration {
+                host: ack.host,
+                generation: ack.generation,
+                pushed: sync.generation,
+            });
+        }
+        if ack.generation <= sync.acked {
+            return Ok(());
+        }
+        sync.acked = ack.generation;
+        let ids: Vec<MigrationId> = self.active.keys().copied().collect();
+        for id in ids {
+            if let Some(wait) = self.active.get_mut(&id).and_then(Migration::wait_mut) {
+                wait.on_ack(&ack.host, ack.generation);
+            }
+            self.advance_if_acked(id, now);
+        }
+        Ok(())
+    }
+
+    /// A host reports a VM's state there.
+    pub fn handle_vm_state(
+        &mut self,
+        now: Timestamp,
+        report: VmStateReport,
+    ) -> Result<(), InputError> {
+        if self.model.host(&report.host).is_none() {
+            return Err(InputError::UnknownHost(report.host));
+        }
+        if self.model.vm(&report.vm).is_none() {
+            return Err(InputError::UnknownVm(report.vm));
+        }
+        self.vm_states.insert(
+            (report.vm.clone(), report.host.clone()),
+            (report.state, now),
+        );
+        let Some(&id) = self.by_vm.get(&report.vm) else {
+            return Ok(());
+        };
+        let Some(Migration::ExpectHypervisorDone(s)) = self.active.get_mut(&id) else {
+            return Ok(());
+        };
+        if report.host == s.core.to && report.state == VmState::Running {
+            self.transition(id, now, |m| match m {
+                Migration::ExpectHypervisorDone(s) => {
+                    Migration::ExpectCommitAcks(s.destination_running(now))
+                }
+                other => other,
+            });
+        } else if report.host == s.core.from && report.state == VmState::Paused {
+            s.source_paused(now);
+        }
+        Ok(())
+    }
+
+    /// The hypervisor driver reports on the migration of `vm`. Events for a VM that is not
+    /// waiting for its hypervisor (stale, or after a timeout) are ignored.
+    pub fn handle_hypervisor(
+        &mut self,
+        now: Timestamp,
+        vm: &VmId,
+        event: HypervisorEvent,
+    ) -> Result<(), InputError> {
+        if self.model.vm(vm).is_none() {
+            return Err(InputError::UnknownVm(vm.clone()));
+        }
+        let Some(&id) = self.by_vm.get(vm) else {
+            return Ok(());
+        };
+        let Some(Migration::ExpectHypervisorDone(s)) = self.active.get_mut(&id) else {
+            return Ok(());
+        };
+        let outcome = match event {
+            HypervisorEvent::Completed => {
+                s.hypervisor_completed(now);
+                return Ok(());
+            }
+            HypervisorEvent::Failed(reason) => {
+                MigrationOutcome::Failed(format!("the hypervisor failed the migration: {reason}"))
+            }
+            HypervisorEvent::Cancelled if s.core.cancel_requested => MigrationOutcome::Cancelled,
+            HypervisorEvent::Cancelled => {
+                MigrationOutcome::Failed("the hypervisor cancelled the migration".into())
+            }
+        };
+        self.transition(id, now, |m| match m {
+            Migration::ExpectHypervisorDone(s) => {
+                Migration::ExpectRollbackAcks(s.hypervisor_gave_up(now, outcome))
+            }
+            other => other,
+        });
+        Ok(())
+    }
+
+    /// The earliest deadline of any migration.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.active.values().filter_map(Migration::deadline).min()
+    }
+
+    /// Acts on every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let t = self.config.timeouts;
+        let due: Vec<MigrationId> = self
+            .active
+            .iter()
+            .filter(|(_, m)| m.deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(m) = self.active.get(&id) else {
+                continue;
+            };
+            match m {
+                Migration::ExpectEndpointAcks(_) | Migration::ExpectPathAcks(_) => {
+                    let reason = format!(
+                        "{} did not acknowledge within {} ms",
+                        m.wait().map(AckWait::describe_laggards).unwrap_or_default(),
+                        t.ack_ms
+                    );
+                    self.transition(id, now, |m| match m {
+                        Migration::ExpectEndpointAcks(s) => {
+                            Migration::ExpectRollbackAcks(s.abort(now, reason))
+                        }
+                        Migration::ExpectPathAcks(s) => {
+                            Migration::ExpectRollbackAcks(s.abort(now, reason))
+                        }
+                        other => other,
+                    });
+                }
+                Migration::ExpectHypervisorDone(_) => {
+                    let Some(Migration::ExpectHypervisorDone(s)) = self.active.remove(&id) else {
+                        continue;
+                    };
+                    match s.timed_out(now, &t) {
+                        HypervisorTimeout::SendCancel(s) => {
+                            self.actions.push_back(Action::CancelMigration {
+                                id,
+                                vm: s.core.vm.clone(),
+                                from: s.core.from.clone(),
+                                to: s.core.to.clone(),
+                            });
+                            self.active.insert(id, Migration::ExpectHypervisorDone(s));
+                        }
+                        HypervisorTimeout::Stalled(s) => {
+                            self.active.insert(id, Migration::ExpectHypervisorDone(s));
+                        }
+                        HypervisorTimeout::Rollback(r) => {
+                            self.active.insert(id, Migration::ExpectRollbackAcks(r));
+                            self.on_enter(id, now);
+                        }
+                    }
+                }
+                Migration::ExpectCommitAcks(_)
+                | Migration::ExpectRollbackAcks(_)
+                | Migration::ExpectCleanupAcks(_) => {
+                    let laggards: Vec<HostId> = m
+                        .wait()
+                        .map(|w| w.pending().keys().cloned().collect())
+                        .unwrap_or_default();
+                    for host in &laggards {
+                        self.repush(host);
+                    }
+                    if let Some(m) = self.active.get_mut(&id) {
+                        m.retry_wait(now, now.plus_ms(t.ack_ms));
+                    }
+                }
+                Migration::Requested(_) | Migration::Done(_) => {}
+            }
+        }
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Hosts, VMs and the current mapping.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The last config pushed to a host.
+    pub fn pushed_config(&self, host: &HostId) -> Option<&HostConfig> {
+        self.sync.get(host).and_then(|s| s.pushed.as_ref())
+    }
+
+    /// The highest generation a host acknowledged (0: none).
+    pub fn acked_generation(&self, host: &HostId) -> Option<u64> {
+        self.sync.get(host).map(|s| s.acked)
+    }
+
+    /// The last state a host reported for a VM.
+    pub fn vm_state(&self, vm: &VmId, host: &HostId) -> Option<VmState> {
+        self.vm_states
+            .get(&(vm.clone(), host.clone()))
+            .map(|(state, _)| *state)
+    }
+
+    /// The migration in progress for a VM.
+    pub fn migration_of(&self, vm: &VmId) -> Option<MigrationId> {
+        self.by_vm.get(vm).copied()
+    }
+
+    /// A migration in progress or recently finished.
+    pub fn migration(&self, id: MigrationId) -> Option<&Migration> {
+        self.active
+            .get(&id)
+            .or_else(|| self.finished.iter().find(|m| m.core().id == id))
+    }
+
+    /// Status of every migration in progress, then of the recently finished ones.
+    pub fn statuses(&self) -> Vec<MigrationStatus> {
+        self.active
+            .values()
+            .chain(self.finished.iter())
+            .map(Migration::status)
+            .collect()
+    }
+
+    /// Number of migrations in progress.
+    pub fn active_migrations(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Everything needed to resume after a restart.
+    pub fn snapshot(&self) -> ControllerSnapshot {
+        ControllerSnapshot {
+            model: self.model.clone(),
+            generations: self
+                .sync
+                .iter()
+                .map(|(h, s)| (h.clone(), s.generation))
+                .collect(),
+            migrations: self.active.values().cloned().collect(),
+            finished: self.finished.iter().cloned().collect(),
+            next_id: self.next_id,
+        }
+    }
+
+    /// Rebuilds a controller from a snapshot. What hosts applied meanwhile is unknown, so every
+    /// host is pushed its config again (with a generation above any it saw), every wait is
+    /// re-armed on those pushes, and hypervisor waits get a fresh deadline. The daemon must
+    /// have its agents re-send their VM states and the hypervisor driver re-report.
+    pub fn restore(now: Timestamp, config: ControllerConfig, snapshot: ControllerSnapshot) -> Self {
+        let mut c = Controller::new(config);
+        c.model = snapshot.model;
+        c.next_id = snapshot.next_id.max(1);
+        for host in c.model.hosts() {
+            let generation = snapshot.generations.get(&host.name).copied().unwrap_or(0);
+            c.sync.insert(
+                host.name.clone(),
+                HostSync {
+                    generation,
+                    acked: 0,
+                    pushed: None,
+                },
+            );
+        }
+        for m in snapshot.finished {
+            c.remember_finished(m);
+        }
+        let mut ids = Vec::new();
+        for m in snapshot.migrations {
+            let id = m.core().id;
+            c.next_id = c.next_id.max(id.0.saturating_add(1));
+            if let Migration::Done(_) = m {
+                c.remember_finished(m);
+                continue;
+            }
+            c.by_vm.insert(m.core().vm.clone(), id);
+            c.active.insert(id, m);
+            ids.push(id);
+        }
+        c.sync_configs();
+        let t = config.timeouts;
+        for id in ids {
+            match c.active.get_mut(&id) {
+                Some(Migration::Requested(_)) => {
+                    c.transition(id, now, |m| match m {
+                        Migration::Requested(r) => match r.begin(now, &t) {
+                            Begun::Prepare(s) => Migration::ExpectEndpointAcks(s),
+                            Begun::Migrate(s) => Migration::ExpectHypervisorDone(s),
+                        },
+                        other => other,
+                    });
+                }
+                Some(Migration::ExpectHypervisorDone(s)) => {
+                    s.deadline = now.plus_ms(if s.cancel_sent {
+                        t.cancel_grace_ms
+                    } else {
+                        t.hypervisor_ms
+                    });
+                }
+                _ => {
+                    c.arm(id, now);
+                    c.advance_if_acked(id, now);
+                }
+            }
+        }
+        c
+    }
+
+    // ----- internals -----
+
+    /// Replaces migration `id`'s state by `f(state)` and runs the new state's entry effects.
+    fn transition(
+        &mut self,
+        id: MigrationId,
+        now: Timestamp,
+        f: impl FnOnce(Migration) -> Migration,
+    ) {
+        let Some(m) = self.active.remove(&id) else {
+            return;
+        };
+        let before = m.phase();
+        let next = f(m);
+        let changed = next.phase() != before;
+        self.active.insert(id, next);
+        if changed {
+            self.on_enter(id, now);
+        }
+    }
+
+    /// Entry effects of the state migration `id` just entered.
+    fn on_enter(&mut self, id: MigrationId, now: Timestamp) {
+        if let Some(Migration::ExpectCommitAcks(s)) = self.active.get(&id) {
+            let (vm, to) = (s.core.vm.clone(), s.core.to.clone());
+            self.model.set_vm_host(&vm, &to);
+        }
+        self.sync_configs();
+        match self.active.get(&id) {
+            Some(Migration::ExpectHypervisorDone(s)) => {
+                self.actions.push_back(Action::StartMigration {
+                    id,
+                    vm: s.core.vm.clone(),
+                    from: s.core.from.clone(),
+                    to: s.core.to.clone(),
+                    strategy: s.core.strategy,
+                });
+            }
+            Some(Migration::Done(_)) => {
+                self.finish(id);
+                return;
+            }
+            _ => {}
+        }
+        self.arm(id, now);
+        self.advance_if_acked(id, now);
+    }
+
+    /// Arms the wait of migration `id` on the hosts in its scope that have not acknowledged
+    /// their last push.
+    fn arm(&mut self, id: MigrationId, now: Timestamp) {
+        let Some(m) = self.active.get_mut(&id) else {
+            return;
+        };
+        let Some(scope) = m.ack_scope() else {
+            return;
+        };
+        let hosts: Vec<HostId> = match scope {
+            AckScope::Endpoints => vec![m.core().from.clone(), m.core().to.clone()],
+            AckScope::AllHosts => self.model.hosts().map(|h| h.name.clone()).collect(),
+        };
+        let pending = hosts
+            .into_iter()
+            .filter_map(|h| {
+                let s = self.sync.get(&h)?;
+                (s.acked < s.generation).then_some((h, s.generation))
+            })
+            .collect();
+        if let Some(wait) = m.wait_mut() {
+            wait.arm(pending, now.plus_ms(self.config.timeouts.ack_ms));
+        }
+    }
+
+    /// Moves migration `id` on if its acknowledgement wait is complete.
+    fn advance_if_acked(&mut self, id: MigrationId, now: Timestamp) {
+        let complete = self
+            .active
+            .get(&id)
+            .and_then(Migration::wait)
+            .is_some_and(AckWait::is_complete);
+        if !complete {
+            return;
+        }
+        let t = self.config.timeouts;
+        self.transition(id, now, |m| match m {
+            Migration::ExpectEndpointAcks(s) => {
+                Migration::ExpectPathAcks(s.endpoints_installed(now))
+            }
+            Migration::ExpectPathAcks(s) => {
+                Migration::ExpectHypervisorDone(s.path_installed(now, &t))
+            }
+            Migration::ExpectCommitAcks(s) => Migration::ExpectCleanupAcks(s.committed(now)),
+            Migration::ExpectRollbackAcks(s) => Migration::ExpectCleanupAcks(s.rolled_back(now)),
+            Migration::ExpectCleanupAcks(s) => Migration::Done(s.cleaned(now)),
+            other => other,
+        });
+    }
+
+    fn finish(&mut self, id: MigrationId) {
+        let Some(m) = self.active.remove(&id) else {
+            return;
+        };
+        let vm = m.core().vm.clone();
+        if self.by_vm.get(&vm) == Some(&id) {
+            self.by_vm.remove(&vm);
+        }
+        if let Some(outcome) = m.outcome() {
+            self.actions.push_back(Action::MigrationFinished {
+                id,
+                vm,
+                outcome: outcome.clone(),
+            });
+        }
+        self.remember_finished(m);
+    }
+
+    fn remember_finished(&mut self, m: Migration) {
+        self.finished.push_back(m);
+        while self.finished.len() > self.config.finished_history {
+            self.finished.pop_front();
+        }
+    }
+
+    /// Pushes a new config to every host whose desired state changed.
+    fn sync_configs(&mut self) {
+        let footprints: Vec<Footprint> = self
+            .active
+            .values()
+            .filter_map(Migration::footprint)
+            .collect();
+        for host in self.model.hosts() {
+            let sync = self.sync.entry(host.name.clone()).or_default();
+            let Some(config) =
+                self.model
+                    .host_config(&host.name, sync.generation.saturating_add(1), &footprints)
+            else {
+                continue;
+            };
+            if sync.pushed.as_ref().is_some_and(|p| p.same_state(&config)) {
+                continue;
+            }
+            sync.generation = config.generation;
+            sync.pushed = Some(config.clone());
+            self.actions.push_back(Action::PushConfig {
+                host: host.name.clone(),
+                config,
+            });
+        }
+    }
+
+    /// Pushes a host's current config again with a fresh generation (after a timeout).
+    fn repush(&mut self, host: &HostId) {
+        let Some(sync) = self.sync.get_mut(host) else {
+            return;
+        };
+        let Some(pushed) = sync.pushed.as_mut() else {
+            return;
+        };
+        sync.generation = sync.generation.saturating_add(1);
+        pushed.generation = sync.generation;
+        self.actions.push_back(Action::PushConfig {
+            host: host.clone(),
+            config: pushed.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::{host, vm};
+    use srmig_api::{SidEntry, Steering};
+
+    const T: Timeouts = Timeouts {
+        ack_ms: 100,
+        hypervisor_ms: 1_000,
+        cancel_grace_ms: 50,
+    };
+
+    fn hid(i: u16) -> HostId {
+        host(i).name
+    }
+    fn vid(i: u16) -> VmId {
+        vm(i, 1).name
+    }
+
+    /// Three hosts, vm1 on h1; initial pushes applied and acknowledged.
+    fn setup() -> Controller {
+        let mut c = Controller::new(ControllerConfig {
+            timeouts: T,
+            finished_history: 8,
+        });
+        for i in 1..=3 {
+            c.add_host(host(i)).expect("host");
+        }
+        c.add_vm(vm(1, 1)).expect("vm");
+        ack_all(&mut c, Timestamp(0));
+        c
+    }
+
+    fn drain(c: &mut Controller) -> Vec<Action> {
+        std::iter::from_fn(|| c.poll_action()).collect()
+    }
+
+    /// Acknowledges every pending push; returns the other actions seen.
+    fn ack_all(c: &mut Controller, now: Timestamp) -> Vec<Action> {
+        let mut others = Vec::new();
+        loop {
+            let actions = drain(c);
+            if actions.is_empty() {
+                return others;
+            }
+            for a in actions {
+                match a {
+                    Action::PushConfig { host, config } => c
+                        .handle_ack(
+                            now,
+                            Ack {
+                                host,
+                                generation: config.generation,
+                            },
+                        )
+                        .expect("ack"),
+                    other => others.push(other),
+                }
+            }
+        }
+    }
+
+    fn request(
+        c: &mut Controller,
+        to: u16,
+        strategy: Strategy,
+    ) -> Result<MigrationId, RefuseReason> {
+        c.request_migration(
+            Timestamp(10),
+            MigrateRequest {
+                vm: vid(1),
+                to: hid(to),
+                strategy,
+            },
+        )
+    }
+
+    fn report(c: &mut Controller, now: u64, on: u16, state: VmState) {
+        c.handle_vm_state(
+            Timestamp(now),
+            VmStateReport {
+                vm: vid(1),
+                host: hid(on),
+                state,
+                at: Timestamp(now),
+            },
+        )
+        .expect("report");
+    }
+
+    fn phase(c: &Controller, id: MigrationId) -> MigrationPhase {
+        c.migration(id).expect("migration").phase()
+    }
+
+    fn steering(c: &Controller, on: u16) -> Steering {
+        c.pushed_config(&hid(on))
+            .and_then(|cfg| cfg.mapping(&vid(1)))
+            .expect("mapping")
+            .steering
+            .clone()
+    }
+
+    fn has_sr_sids(c: &Controller) -> bool {
+        (1..=3).any(|i| {
+            c.pushed_config(&hid(i)).is_some_and(|cfg| {
+                cfg.sids
+                    .iter()
+                    .any(|s| matches!(s, SidEntry::EndS { .. } | SidEntry::EndSbuf { .. }))
+            })
+        })
+    }
+
+    fn pushes(actions: &[Action]) -> Vec<HostId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::PushConfig { host, .. } => Some(host.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn refusals() {
+        let mut c = setup();
+        let r = c.request_migration(
+            Timestamp(1),
+            MigrateRequest {
+                vm: vid(9),
+                to: hid(2),
+                strategy: Strategy::SrBuffer,
+            },
+        );
+        assert_eq!(r, Err(RefuseReason::UnknownVm(vid(9))));
+        assert_eq!(
+            request(&mut c, 9, Strategy::SrBuffer),
+            Err(RefuseReason::UnknownHost(hid(9)))
+        );
+        assert_eq!(
+            request(&mut c, 1, Strategy::SrBuffer),
+            Err(RefuseReason::AlreadyOnHost {
+                vm: vid(1),
+                host: hid(1)
+            })
+        );
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        assert_eq!(
+            request(&mut c, 3, Strategy::SrBuffer),
+            Err(RefuseReason::AlreadyMigrating { vm: vid(1), id })
+        );
+        // Even back to the source while migrating: already migrating wins.
+        assert_eq!(
+            request(&mut c, 1, Strategy::Traditional),
+            Err(RefuseReason::AlreadyMigrating { vm: vid(1), id })
+        );
+    }
+
+    #[test]
+    fn sr_migration_end_to_end() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectEndpointAcks);
+        // Only S and D change in the endpoint step.
+        let actions = drain(&mut c);
+        assert_eq!(pushes(&actions), vec![hid(1), hid(2)]);
+        let gen_of = |a: &Action| match a {
+            Action::PushConfig { config, .. } => config.generation,
+            _ => 0,
+        };
+        // An ack from S alone is not enough.
+        c.handle_ack(
+            Timestamp(11),
+            Ack {
+                host: hid(1),
+                generation: gen_of(&actions[0]),
+            },
+        )
+        .expect("ack");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectEndpointAcks);
+        c.handle_ack(
+            Timestamp(12),
+            Ack {
+                host: hid(2),
+                generation: gen_of(&actions[1]),
+            },
+        )
+        .expect("ack");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        let path = Steering::Encaps(srmig_api::Encaps {
+            segments: vec![host(1).sid_end_s, host(2).sid_end_sbuf],
+            headend: srmig_api::Headend::HEncaps,
+        });
+        for i in 1..=3 {
+            assert_eq!(steering(&c, i), path, "h{i} uses the SR path");
+        }
+        // The hypervisor is started only once every host acknowledged the path.
+        let others = ack_all(&mut c, Timestamp(13));
+        assert_eq!(
+            others,
+            vec![Action::StartMigration {
+                id,
+                vm: vid(1),
+                from: hid(1),
+                to: hid(2),
+                strategy: Strategy::SrBuffer
+            }]
+        );
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        report(&mut c, 20, 1, VmState::Paused);
+        c.handle_hypervisor(Timestamp(25), &vid(1), HypervisorEvent::Completed)
+            .expect("event");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        report(&mut c, 30, 2, VmState::Running);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(2));
+        assert_eq!(steering(&c, 2), Steering::Native);
+        assert!(has_sr_sids(&c), "endpoints stay until every host committed");
+        let others = ack_all(&mut c, Timestamp(31));
+        assert_eq!(
+            others,
+            vec![Action::MigrationFinished {
+                id,
+                vm: vid(1),
+                outcome: MigrationOutcome::Completed
+            }]
+        );
+        assert!(!has_sr_sids(&c));
+        assert!(!c.pushed_config(&hid(1)).expect("h1").is_local(&vid(1)));
+        assert_eq!(c.migration_of(&vid(1)), None);
+        assert_eq!(c.active_migrations(), 0);
+        assert_eq!(c.poll_timeout(), None);
+        let status = c.migration(id).expect("kept").status();
+        assert_eq!(status.phase, MigrationPhase::Completed);
+        assert!(status
+            .phases
+            .iter()
+            .any(|p| p.phase == MigrationPhase::SourcePaused));
+        assert!(status
+            .phases
+            .iter()
+            .any(|p| p.phase == MigrationPhase::HypervisorCompleted));
+    }
+
+    #[test]
+    fn destination_running_before_hypervisor_event_also_commits() {
+        let mut c = setup();
+        let id = request(&mut c, 3, Strategy::SrDrop).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 3, VmState::Running);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        // A late event is ignored.
+        c.handle_hypervisor(
+            Timestamp(21),
+            &vid(1),
+            HypervisorEvent::Failed("late".into()),
+        )
+        .expect("event");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        ack_all(&mut c, Timestamp(22));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+    }
+
+    #[test]
+    fn reports_outside_the_hypervisor_phase_do_not_advance() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        report(&mut c, 11, 2, VmState::Running);
+        c.handle_hypervisor(Timestamp(11), &vid(1), HypervisorEvent::Completed)
+            .expect("event");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectEndpointAcks);
+        assert_eq!(c.vm_state(&vid(1), &hid(2)), Some(VmState::Running));
+    }
+
+    #[test]
+    fn traditional_changes_mapping_only_when_destination_runs() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::Traditional).expect("accepted");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        let actions = drain(&mut c);
+        // D is told to attach the VM before the hypervisor starts; nothing else changes.
+        assert_eq!(pushes(&actions), vec![hid(2)]);
+        assert!(matches!(
+            actions.last(),
+            Some(Action::StartMigration { .. })
+        ));
+        assert!(!has_sr_sids(&c));
+        assert_eq!(
+            steering(&c, 3),
+            Steering::Encaps(srmig_api::Encaps {
+                segments: vec![host(1).sid_dt6],
+                headend: srmig_api::Headend::HEncaps,
+            })
+        );
+        report(&mut c, 20, 1, VmState::Paused);
+        c.handle_hypervisor(Timestamp(21), &vid(1), HypervisorEvent::Completed)
+            .expect("event");
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
+        report(&mut c, 22, 2, VmState::Running);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        assert_eq!(
+            steering(&c, 3),
+            Steering::Encaps(srmig_api::Encaps {
+                segments: vec![host(2).sid_dt6],
+                headend: srmig_api::Headend::HEncaps,
+            })
+        );
+        ack_all(&mut c, Timestamp(23));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+    }
+
+    #[test]
+    fn hypervisor_failure_rolls_back_to_source() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 1, VmState::Paused);
+        report(&mut c, 21, 1, VmState::Running);
+        c.handle_hypervisor(
+            Timestamp(22),
+            &vid(1),
+            HypervisorEvent::Failed("EIO".into()),
+        )
+        .expect("event");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
+        assert_eq!(steering(&c, 1), Steering::Native);
+        assert!(
+            has_sr_sids(&c),
+            "End.S stays until the rollback is acknowledged"
+        );
+        let others = ack_all(&mut c, Timestamp(23));
+        assert!(matches!(
+            others.as_slice(),
+            [Action::MigrationFinished { outcome: MigrationOutcome::Failed(r), .. }] if r.contains("EIO")
+        ));
+        assert!(!has_sr_sids(&c));
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
+        assert!(!c.pushed_config(&hid(2)).expect("h2").is_local(&vid(1)));
+        let status = c.migration(id).expect("kept").status();
+        assert!(status.error.is_some_and(|e| e.contains("EIO")));
+    }
+
+    #[test]
+    fn cancel_in_prepare_rolls_back_at_once() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        c.cancel_migration(Timestamp(11), id).expect("cancel");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
+        let others = ack_all(&mut c, Timestamp(12));
+        assert!(others
+            .iter()
+            .all(|a| !matches!(a, Action::StartMigration { .. })));
+        assert_eq!(phase(&c, id), MigrationPhase::Cancelled);
+        assert_eq!(
+            c.cancel_migration(Timestamp(13), id),
+            Err(CancelError::AlreadyFinished {
+                id,
+                outcome: MigrationOutcome::Cancelled
+            })
+        );
+        assert_eq!(
+            c.cancel_migration(Timestamp(13), MigrationId(99)),
+            Err(CancelError::UnknownMigration(MigrationId(99)))
+        );
+    }
+
+    #[test]
+    fn cancel_during_migration_goes_through_the_hypervisor() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        c.cancel_migration(Timestamp(12), id).expect("cancel");
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [Action::CancelMigration { id: i, .. }] if *i == id
+        ));
+        // Idempotent: no second CancelMigration.
+        c.cancel_migration(Timestamp(13), id).expect("cancel again");
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        c.handle_hypervisor(Timestamp(14), &vid(1), HypervisorEvent::Cancelled)
+            .expect("event");
+        ack_all(&mut c, Timestamp(15));
+        assert_eq!(phase(&c, id), MigrationPhase::Cancelled);
+    }
+
+    #[test]
+    fn cancel_too_late_after_switchover() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        c.handle_hypervisor(Timestamp(12), &vid(1), HypervisorEvent::Completed)
+            .expect("event");
+        assert!(matches!(
+            c.cancel_migration(Timestamp(13), id),
+            Err(CancelError::TooLate { .. })
+        ));
+        report(&mut c, 14, 2, VmState::Running);
+        assert!(matches!(
+            c.cancel_migration(Timestamp(15), id),
+            Err(CancelError::TooLate {
+                phase: MigrationPhase::ExpectCommitAcks,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn cancel_sent_but_hypervisor_completes_anyway() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        c.cancel_migration(Timestamp(12), id).expect("cancel");
+        report(&mut c, 13, 2, VmState::Running);
+        ack_all(&mut c, Timestamp(14));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+    }
+
+    #[test]
+    fn silent_ingress_in_prepare_aborts_on_timeout() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        for a in drain(&mut c) {
+            if let Action::PushConfig { host, config } = a {
+                c.handle_ack(
+                    Timestamp(11),
+                    Ack {
+                        host,
+                        generation: config.generation,
+                    },
+                )
+                .expect("ack");
+            }
+        }
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        for a in drain(&mut c) {
+            if let Action::PushConfig { host, config } = a {
+                if host != hid(3) {
+                    c.handle_ack(
+                        Timestamp(12),
+                        Ack {
+                            host,
+                            generation: config.generation,
+                        },
+                    )
+                    .expect("ack");
+                }
+            }
+        }
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        let deadline = c.poll_timeout().expect("deadline");
+        assert_eq!(deadline, Timestamp(11 + T.ack_ms));
+        c.handle_timeout(Timestamp(deadline.0 - 1));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        c.handle_timeout(deadline);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
+        let err = c.migration(id).expect("m").status().error.expect("error");
+        assert!(err.contains("h3"), "{err}");
+        // The rollback waits for h3 too; h3 comes back and acks everything.
+        ack_all(&mut c, Timestamp(200));
+        assert_eq!(phase(&c, id), MigrationPhase::Failed);
+        assert_eq!(
+            steering(&c, 3),
+            Steering::Encaps(srmig_api::Encaps {
+                segments: vec![host(1).sid_dt6],
+                headend: srmig_api::Headend::HEncaps,
+            })
+        );
+    }
+
+    #[test]
+    fn commit_retries_a_silent_host_and_never_gives_up() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 2, VmState::Running);
+        // Everyone but h3 acknowledges the commit.
+        for a in drain(&mut c) {
+            if let Action::PushConfig { host, config } = a {
+                if host != hid(3) {
+                    c.handle_ack(
+                        Timestamp(21),
+                        Ack {
+                            host,
+                            generation: config.generation,
+                        },
+                    )
+                    .expect("ack");
+                }
+            }
+        }
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        let mut last_gen = c.pushed_config(&hid(3)).expect("h3").generation;
+        for round in 1..=3u64 {
+            let deadline = c.poll_timeout().expect("deadline");
+            c.handle_timeout(deadline);
+            assert_eq!(
+                phase(&c, id),
+                MigrationPhase::ExpectCommitAcks,
+                "round {round}"
+            );
+            let actions = drain(&mut c);
+            assert_eq!(pushes(&actions), vec![hid(3)]);
+            let Some(Action::PushConfig { config, .. }) = actions.first() else {
+                panic!("expected a push");
+            };
+            assert!(config.generation > last_gen);
+            last_gen = config.generation;
+        }
+        let retried = c
+            .migration(id)
+            .expect("m")
+            .status()
+            .phases
+            .iter()
+            .filter(|p| p.phase == MigrationPhase::Retried)
+            .count();
+        assert_eq!(retried, 1, "retries are recorded once per state");
+        // An ack of the original (older) generation is enough: acks are cumulative and the
+        // content did not change.
+        c.handle_ack(
+            Timestamp(900),
+            Ack {
+                host: hid(3),
+                generation: last_gen,
+            },
+        )
+        .expect("ack");
+        ack_all(&mut c, Timestamp(901));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+    }
+
+    #[test]
+    fn hypervisor_timeout_cancels_then_rolls_back() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        let deadline = c.poll_timeout().expect("deadline");
+        assert_eq!(deadline, Timestamp(11 + T.hypervisor_ms));
+        c.handle_timeout(deadline);
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [Action::CancelMigration { .. }]
+        ));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        let grace = c.poll_timeout().expect("grace");
+        assert_eq!(grace, deadline.plus_ms(T.cancel_grace_ms));
+        c.handle_timeout(grace);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
+        ack_all(&mut c, grace);
+        assert_eq!(phase(&c, id), MigrationPhase::Failed);
+        // A late hypervisor event changes nothing.
+        c.handle_hypervisor(grace, &vid(1), HypervisorEvent::Cancelled)
+            .expect("event");
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
+    }
+
+    #[test]
+    fn inputs_are_validated() {
+        let mut c = setup();
+        assert_eq!(
+            c.handle_ack(
+                Timestamp(1),
+                Ack {
+                    host: hid(9),
+                    generation: 1
+                }
+            ),
+            Err(InputError::UnknownHost(hid(9)))
+        );
+        assert!(matches!(
+            c.handle_ack(
+                Timestamp(1),
+                Ack {
+                    host: hid(1),
+                    generation: 999
+                }
+            ),
+            Err(InputError::FutureGeneration { .. })
+        ));
+        assert_eq!(
+            c.handle_vm_state(
+                Timestamp(1),
+                VmStateReport {
+                    vm: vid(9),
+                    host: hid(1),
+                    state: VmState::Running,
+                    at: Timestamp(1)
+                }
+            ),
+            Err(InputError::UnknownVm(vid(9)))
+        );
+        assert_eq!(
+            c.handle_hypervisor(Timestamp(1), &vid(9), HypervisorEvent::Completed),
+            Err(InputError::UnknownVm(vid(9)))
+        );
+        // Stale and duplicate acks are harmless.
+        c.handle_ack(
+            Timestamp(1),
+            Ack {
+                host: hid(1),
+                generation: 1,
+            },
+        )
+        .expect("stale ack");
+    }
+
+    #[test]
+    fn generations_strictly_increase_and_unchanged_hosts_are_not_pushed() {
+        let mut c = setup();
+        let mut last: BTreeMap<HostId, u64> = BTreeMap::new();
+        for i in 1..=3 {
+            last.insert(hid(i), c.pushed_config(&hid(i)).expect("cfg").generation);
+        }
+        c.add_vm(vm(2, 3)).expect("vm2");
+        let _ = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        for a in drain(&mut c) {
+            if let Action::PushConfig { host, config } = a {
+                let prev = last.insert(host.clone(), config.generation).unwrap_or(0);
+                assert!(
+                    config.generation > prev,
+                    "{host}: {} after {prev}",
+                    config.generation
+                );
+            }
+        }
+        // Nothing changed: nothing pushed.
+        c.handle_timeout(Timestamp(0));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn concurrent_migrations_of_different_vms() {
+        let mut c = setup();
+        c.add_vm(vm(2, 2)).expect("vm2");
+        ack_all(&mut c, Timestamp(0));
+        let a = request(&mut c, 2, Strategy::SrBuffer).expect("vm1");
+        let b = c
+            .request_migration(
+                Timestamp(10),
+                MigrateRequest {
+                    vm: vm(2, 2).name,
+                    to: hid(3),
+                    strategy: Strategy::SrDrop,
+                },
+            )
+            .expect("vm2");
+        ack_all(&mut c, Timestamp(11));
+        assert_eq!(phase(&c, a), MigrationPhase::ExpectHypervisorDone);
+        assert_eq!(phase(&c, b), MigrationPhase::ExpectHypervisorDone);
+        c.handle_vm_state(
+            Timestamp(12),
+            VmStateReport {
+                vm: vm(2, 2).name,
+                host: hid(3),
+                state: VmState::Running,
+                at: Timestamp(12),
+            },
+        )
+        .expect("report");
+        ack_all(&mut c, Timestamp(13));
+        assert_eq!(phase(&c, b), MigrationPhase::Completed);
+        assert_eq!(phase(&c, a), MigrationPhase::ExpectHypervisorDone);
+        // vm1's path is intact on every host.
+        for i in 1..=3 {
+            assert!(matches!(steering(&c, i), Steering::Encaps(e) if e.segments.len() == 2));
+        }
+    }
+
+    #[test]
+    fn snapshot_restore_resumes_mid_migration() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 2, VmState::Running);
+        drain(&mut c); // commit pushes lost with the crash
+        let old_gens: BTreeMap<HostId, u64> = (1..=3)
+            .map(|i| (hid(i), c.pushed_config(&hid(i)).expect("cfg").generation))
+            .collect();
+        let json = serde_json::to_string(&c.snapshot()).expect("serialize");
+        let snap: ControllerSnapshot = serde_json::from_str(&json).expect("deserialize");
+        let mut r = Controller::restore(
+            Timestamp(500),
+            ControllerConfig {
+                timeouts: T,
+                finished_history: 8,
+            },
+            snap,
+        );
+        assert_eq!(phase(&r, id), MigrationPhase::ExpectCommitAcks);
+        let actions = drain(&mut r);
+        assert_eq!(pushes(&actions).len(), 3, "every host is pushed again");
+        for a in &actions {
+            if let Action::PushConfig { host, config } = a {
+                assert!(config.generation > old_gens[host]);
+                r.handle_ack(
+                    Timestamp(501),
+                    Ack {
+                        host: host.clone(),
+                        generation: config.generation,
+                    },
+                )
+                .expect("ack");
+            }
+        }
+        ack_all(&mut r, Timestamp(502));
+        assert_eq!(phase(&r, id), MigrationPhase::Completed);
+        assert_eq!(
+            r.request_migration(
+                Timestamp(503),
+                MigrateRequest {
+                    vm: vid(1),
+                    to: hid(3),
+                    strategy: Strategy::SrBuffer
+                }
+            ),
+            Ok(MigrationId(id.0 + 1))
+        );
+    }
+
+    #[test]
+    fn restore_mid_hypervisor_keeps_waiting_with_a_fresh_deadline() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrDrop).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        let mut r = Controller::restore(
+            Timestamp(5_000),
+            ControllerConfig {
+                timeouts: T,
+                finished_history: 8,
+            },
+            c.snapshot(),
+        );
+        assert_eq!(phase(&r, id), MigrationPhase::ExpectHypervisorDone);
+        assert_eq!(r.poll_timeout(), Some(Timestamp(5_000 + T.hypervisor_ms)));
+        // No second StartMigration: the driver keeps running the migration.
+        assert!(drain(&mut r)
+            .iter()
+            .all(|a| matches!(a, Action::PushConfig { .. })));
+        report_on(&mut r, 5_001, 2, VmState::Running);
+        ack_all(&mut r, Timestamp(5_002));
+        assert_eq!(phase(&r, id), MigrationPhase::Completed);
+    }
+
+    fn report_on(c: &mut Controller, now: u64, on: u16, state: VmState) {
+        report(c, now, on, state);
+    }
+
+    #[test]
+    fn finished_history_is_bounded() {
+        let mut c = setup();
+        for round in 0..20u16 {
+            let to = 2 + (round % 2);
+            let id = request(&mut c, to, Strategy::SrBuffer).expect("accepted");
+            c.cancel_migration(Timestamp(11), id).expect("cancel");
+            ack_all(&mut c, Timestamp(12));
+        }
+        assert_eq!(c.statuses().len(), 8);
+        assert!(c.migration(MigrationId(1)).is_none());
+        assert!(c.migration(MigrationId(20)).is_some());
+    }
+}

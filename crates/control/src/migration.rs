@@ -1,0 +1,980 @@
+//! One migration as an explicit state machine.
+//!
+//! Each state is a type named for what it waits for; a transition consumes the old state and
+//! returns the next, so a stale state cannot be acted on. [`Migration`] wraps them for storage
+//! (and for persistence: every state is serde-serializable, so a restarted controller reloads
+//! it and resumes or rolls back). The states hold no I/O: the [`Controller`] feeds them events
+//! and turns their changes into [`Action`]s.
+//!
+//! # States
+//!
+//! ```text
+//!                   SR strategies                              traditional
+//!  Requested ──► ExpectEndpointAcks ──► ExpectPathAcks ──┐    Requested
+//!                     │ timeout/cancel      │ timeout/   │        │
+//!                     ▼                     ▼ cancel     ▼        ▼
+//!               ExpectRollbackAcks ◄─── (any of these) ExpectHypervisorDone
+//!                     │          ◄──── failed / cancelled ──┘    │ VM running at D
+//!                     ▼                                          ▼
+//!               ExpectCleanupAcks ◄─────────────────────── ExpectCommitAcks
+//!                     │
+//!                     ▼
+//!                    Done (completed | failed | cancelled)
+//! ```
+//!
+//! Footprint of each state on the hosts' configs (see [`crate::model`]):
+//!
+//! | state | VM attached on S and D | End.S on S, End.SBUF on D | SR path on every host | mapping |
+//! |---|---|---|---|---|
+//! | ExpectEndpointAcks | yes | yes | no | S |
+//! | ExpectPathAcks | yes | yes | yes | S |
+//! | ExpectHypervisorDone | yes | SR only | SR only | S |
+//! | ExpectCommitAcks | yes | SR only | no | **D** |
+//! | ExpectRollbackAcks | yes | SR only | no | S |
+//! | ExpectCleanupAcks, Done | no | no | no | D if completed, else S |
+//!
+//! # Protocol (SR strategies, success)
+//!
+//! ```text
+//!  controller            S (source)        D (destination)     C (other ingresses)   hypervisor
+//!      │ PushConfig g: End.S(v)  │                  │                    │                 │
+//!      ├────────────────────────►│                  │                    │                 │
+//!      │ PushConfig g: End.SBUF(v), attach v        │                    │                 │
+//!      ├───────────────────────────────────────────►│                    │                 │
+//!      │◄──── Ack ───────────────┤◄──── Ack ────────┤                    │   ExpectEndpointAcks
+//!      │ PushConfig: v via [S::End.S, D::End.SBUF] (to S, D and every C) │                 │
+//!      ├────────────────────────►├─────────────────►├───────────────────►│                 │
+//!      │◄──── Ack (every host) ──┴──────────────────┴────────────────────┤   ExpectPathAcks
+//!      │ StartMigration(v, S, D)                                         │                 │
+//!      ├────────────────────────────────────────────────────────────────────────────────►│
+//!      │        pre-copy: packets reach v at S (End.S delivers)          │                 │
+//!      │◄── VmState(v, S, paused) ┤  stop-and-copy: End.S forwards to D, End.SBUF buffers │
+//!      │◄── VmState(v, D, running) ─────────────────┤ End.SBUF releases the buffer, in order
+//!      │◄── Hypervisor: completed ───────────────────────────────────────────────────────┤
+//!      │ PushConfig: v on D (D native, others [D::End.DT6])               │  ExpectHypervisorDone
+//!      ├────────────────────────►├─────────────────►├───────────────────►│                 │
+//!      │◄──── Ack (every host) ──┴──────────────────┴────────────────────┤   ExpectCommitAcks
+//!      │ PushConfig: remove End.S, End.SBUF, S detaches v                 │                 │
+//!      ├────────────────────────►├─────────────────►│                    │                 │
+//!      │◄──── Ack (S and D) ─────┴──────────────────┤                    │   ExpectCleanupAcks
+//!      │ MigrationFinished(completed)                                     │                 │
+//! ```
+//!
+//! The switchover is the destination reporting the VM running: before it, a failure, a cancel
+//! or a timeout rolls the mapping back to S (packets already on the path are still delivered:
+//! End.S delivers locally while the VM runs at S); after it, the migration can only go forward.
+//! The SR path is removed only after every host acknowledged the config that no longer uses
+//! it, and End.S/End.SBUF only after that, so no packet is ever sent to a missing SID.
+//!
+//! `traditional` skips the prepare states: the destination is told to attach the VM, the
+//! migration starts at once, and the mapping changes only when D reports the VM running
+//! (packets sent to S in between are lost: that is the baseline being measured).
+//!
+//! # Timeouts
+//!
+//! - prepare states: a host that does not acknowledge in time aborts the migration (rollback);
+//! - `ExpectHypervisorDone`: on timeout the controller asks the hypervisor to cancel, and rolls
+//!   back if it has not answered after a grace period. Once the hypervisor reported completion
+//!   the controller never rolls back (the VM is on its way to D and the SR path is valid
+//!   wherever the VM runs): it keeps waiting for D and marks the migration stalled;
+//! - commit, rollback and cleanup cannot be abandoned: the controller re-pushes the config to
+//!   the hosts that have not acknowledged, with a fresh generation, and waits again.
+//!
+//! [`Controller`]: crate::Controller
+//! [`Action`]: crate::Action
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use srmig_api::{
+    HostId, MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord, SbufMode,
+    Strategy, Timestamp, VmId,
+};
+
+use crate::model::Footprint;
+
+/// Per-phase time limits, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// How long to wait for every awaited host to acknowledge a config.
+    pub ack_ms: u64,
+    /// How long the hypervisor may take, from `StartMigration` to the VM running at D.
+    pub hypervisor_ms: u64,
+    /// How long to wait for the hypervisor to confirm a cancel before rolling back anyway.
+    pub cancel_grace_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ack_ms: 5_000,
+            hypervisor_ms: 600_000,
+            cancel_grace_ms: 30_000,
+        }
+    }
+}
+
+/// The hosts whose acknowledgement a state waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckScope {
+    /// Only the source and the destination (their SID tables changed).
+    Endpoints,
+    /// Every registered host (the VM's steering changed everywhere).
+    AllHosts,
+}
+
+/// The acknowledgements a state still waits for, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AckWait {
+    /// Host -> the generation it must acknowledge (or exceed).
+    pending: BTreeMap<HostId, u64>,
+    /// When the wait times out.
+    deadline: Timestamp,
+    /// How many times the pushes were repeated after a timeout.
+    retries: u32,
+}
+
+impl AckWait {
+    /// Starts waiting for `pending` until `deadline`.
+    pub fn arm(&mut self, pending: BTreeMap<HostId, u64>, deadline: Timestamp) {
+        self.pending = pending;
+        self.deadline = deadline;
+    }
+
+    /// Records that `host` has `generation` in force; returns true if that satisfied it.
+    pub fn on_ack(&mut self, host: &HostId, generation: u64) -> bool {
+        match self.pending.get(host) {
+            Some(&needed) if generation >= needed => {
+                self.pending.remove(host);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True once every awaited host has acknowledged.
+    pub fn is_complete(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The hosts still awaited, with the generation each must reach.
+    pub fn pending(&self) -> &BTreeMap<HostId, u64> {
+        &self.pending
+    }
+
+    /// When the wait times out.
+    pub fn deadline(&self) -> Timestamp {
+        self.deadline
+    }
+
+    /// How many times the wait was re-armed after a timeout.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Re-arms after a timeout (the caller re-pushed to the laggards).
+    pub fn retry(&mut self, deadline: Timestamp) {
+        self.deadline = deadline;
+        self.retries = self.retries.saturating_add(1);
+    }
+
+    /// A sentence naming the laggards, for error messages.
+    pub fn describe_laggards(&self) -> String {
+        let hosts: Vec<String> = self
+            .pending
+            .iter()
+            .map(|(h, g)| format!("{h} (generation {g})"))
+            .collect();
+        hosts.join(", ")
+    }
+}
+
+/// What every state carries: identity, history and the last error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCore {
+    /// The migration's id.
+    pub id: MigrationId,
+    /// The VM.
+    pub vm: VmId,
+    /// The source host (the VM's mapping when the request was accepted).
+    pub from: HostId,
+    /// The destination host.
+    pub to: HostId,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// When the request was accepted.
+    pub started_at: Timestamp,
+    /// Every state entered and observation made, oldest first.
+    pub phases: Vec<PhaseRecord>,
+    /// Why the migration is failing, rolling back or stalled.
+    pub error: Option<String>,
+    /// A cancel was requested by the operator.
+    pub cancel_requested: bool,
+}
+
+impl MigrationCore {
+    fn record(&mut self, phase: MigrationPhase, now: Timestamp) {
+        self.phases.push(PhaseRecord { phase, at_ms: now });
+    }
+
+    fn mark_cancel_requested(&mut self, now: Timestamp) {
+        if !self.cancel_requested {
+            self.cancel_requested = true;
+            self.record(MigrationPhase::CancelRequested, now);
+        }
+    }
+
+    fn sbuf_mode(&self) -> Option<SbufMode> {
+        match self.strategy {
+            Strategy::Traditional => None,
+            Strategy::SrDrop => Some(SbufMode::Drop),
+            Strategy::SrBuffer => Some(SbufMode::Buffer),
+        }
+    }
+
+    fn footprint(&self, path: bool) -> Footprint {
+        Footprint {
+            vm: self.vm.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            attach: true,
+            endpoints: self.sbuf_mode(),
+            path: path && self.strategy.is_sr(),
+        }
+    }
+
+    fn into_rollback(mut self, now: Timestamp, outcome: MigrationOutcome) -> ExpectRollbackAcks {
+        if let MigrationOutcome::Failed(reason) = &outcome {
+            self.error = Some(reason.clone());
+        }
+        self.record(MigrationPhase::ExpectRollbackAcks, now);
+        ExpectRollbackAcks {
+            core: self,
+            wait: AckWait::default(),
+            outcome,
+        }
+    }
+}
+
+/// Accepted; nothing pushed yet. Transient: left within the call that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requested {
+    /// Common data.
+    pub core: MigrationCore,
+}
+
+/// SR: End.S (on S) and End.SBUF (on D) pushed; waits for S and D to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectEndpointAcks {
+    /// Common data.
+    pub core: MigrationCore,
+    /// Acknowledgements awaited.
+    pub wait: AckWait,
+}
+
+/// SR: the path `S::End.S -> D::End.SBUF` pushed to every host; waits for every host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectPathAcks {
+    /// Common data.
+    pub core: MigrationCore,
+    /// Acknowledgements awaited.
+    pub wait: AckWait,
+}
+
+/// `StartMigration` issued; waits for the VM to run at D (or for the hypervisor to give up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectHypervisorDone {
+    /// Common data.
+    pub core: MigrationCore,
+    /// When this wait times out.
+    pub deadline: Timestamp,
+    /// When S reported the VM paused, if it did.
+    pub source_paused_at: Option<Timestamp>,
+    /// The hypervisor reported completion (D's report may still be on its way).
+    pub hypervisor_completed: bool,
+    /// `CancelMigration` was sent to the hypervisor.
+    pub cancel_sent: bool,
+}
+
+/// Mapping "VM on D" pushed to every host; waits for every host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectCommitAcks {
+    /// Common data.
+    pub core: MigrationCore,
+    /// Acknowledgements awaited.
+    pub wait: AckWait,
+}
+
+/// Mapping "VM on S" (no SR path) pushed to every host after a failure or cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectRollbackAcks {
+    /// Common data.
+    pub core: MigrationCore,
+    /// Acknowledgements awaited.
+    pub wait: AckWait,
+    /// `failed` or `cancelled`.
+    pub outcome: MigrationOutcome,
+}
+
+/// End.S, End.SBUF and the extra attachment removed; waits for S and D.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectCleanupAcks {
+    /// Common data.
+    pub core: MigrationCore,
+    /// Acknowledgements awaited.
+    pub wait: AckWait,
+    /// How the migration ends once cleaned up.
+    pub outcome: MigrationOutcome,
+}
+
+/// Finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// Common data.
+    pub core: MigrationCore,
+    /// How it ended.
+    pub outcome: MigrationOutcome,
+}
+
+/// What leaving [`Requested`] leads to.
+#[derive(Debug)]
+pub enum Begun {
+    /// SR strategies: install the endpoints first.
+    Prepare(ExpectEndpointAcks),
+    /// Traditional: start the hypervisor at once.
+    Migrate(ExpectHypervisorDone),
+}
+
+/// What a timeout in [`ExpectHypervisorDone`] leads to.
+#[derive(Debug)]
+pub enum HypervisorTimeout {
+    /// Ask the hypervisor to cancel (emit `CancelMigration`) and wait a grace period.
+    SendCancel(ExpectHypervisorDone),
+    /// The hypervisor completed but D has not reported: keep waiting (stalled).
+    Stalled(ExpectHypervisorDone),
+    /// The hypervisor did not answer the cancel: roll back.
+    Rollback(ExpectRollbackAcks),
+}
+
+impl Requested {
+    /// Accepts a request: the history starts with `requested`.
+    pub fn new(
+        id: MigrationId,
+        vm: VmId,
+        from: HostId,
+        to: HostId,
+        strategy: Strategy,
+        now: Timestamp,
+    ) -> Self {
+        let mut core = MigrationCore {
+            id,
+            vm,
+            from,
+            to,
+            strategy,
+            started_at: now,
+            phases: Vec::new(),
+            error: None,
+            cancel_requested: false,
+        };
+        core.record(MigrationPhase::Requested, now);
+        Requested { core }
+    }
+
+    /// Leaves `Requested`: prepare (SR) or start the hypervisor (traditional).
+    pub fn begin(mut self, now: Timestamp, timeouts: &Timeouts) -> Begun {
+        if self.core.strategy.is_sr() {
+            self.core.record(MigrationPhase::ExpectEndpointAcks, now);
+            Begun::Prepare(ExpectEndpointAcks {
+                core: self.core,
+                wait: AckWait::default(),
+            })
+        } else {
+            Begun::Migrate(ExpectHypervisorDone::enter(self.core, now, timeouts))
+        }
+    }
+}
+
+impl ExpectEndpointAcks {
+    /// S and D acknowledged: install the path everywhere.
+    pub fn endpoints_installed(mut self, now: Timestamp) -> ExpectPathAcks {
+        self.core.record(MigrationPhase::ExpectPathAcks, now);
+        ExpectPathAcks {
+            core: self.core,
+            wait: AckWait::default(),
+        }
+    }
+
+    /// A host did not acknowledge in time (or another failure) before the path was installed.
+    pub fn abort(self, now: Timestamp, reason: String) -> ExpectRollbackAcks {
+        self.core
+            .into_rollback(now, MigrationOutcome::Failed(reason))
+    }
+
+    /// The operator cancelled before the path was installed.
+    pub fn cancel(mut self, now: Timestamp) -> ExpectRollbackAcks {
+        self.core.mark_cancel_requested(now);
+        self.core.into_rollback(now, MigrationOutcome::Cancelled)
+    }
+}
+
+impl ExpectPathAcks {
+    /// Every host uses the path: start the hypervisor.
+    pub fn path_installed(self, now: Timestamp, timeouts: &Timeouts) -> ExpectHypervisorDone {
+        ExpectHypervisorDone::enter(self.core, now, timeouts)
+    }
+
+    /// A host did not acknowledge in time before the hypervisor was involved.
+    pub fn abort(self, now: Timestamp, reason: String) -> ExpectRollbackAcks {
+        self.core
+            .into_rollback(now, MigrationOutcome::Failed(reason))
+    }
+
+    /// The operator cancelled before the hypervisor was involved.
+    pub fn cancel(mut self, now: Timestamp) -> ExpectRollbackAcks {
+        self.core.mark_cancel_requested(now);
+        self.core.into_rollback(now, MigrationOutcome::Cancelled)
+    }
+}
+
+impl ExpectHypervisorDone {
+    fn enter(mut core: MigrationCore, now: Timestamp, timeouts: &Timeouts) -> Self {
+        core.record(MigrationPhase::ExpectHypervisorDone, now);
+        ExpectHypervisorDone {
+            core,
+            deadline: now.plus_ms(timeouts.hypervisor_ms),
+            source_paused_at: None,
+            hypervisor_completed: false,
+            cancel_sent: false,
+        }
+    }
+
+    /// S reported the VM paused (recorded once).
+    pub fn source_paused(&mut self, now: Timestamp) {
+        if self.source_paused_at.is_none() {
+            self.source_paused_at = Some(now);
+            self.core.record(MigrationPhase::SourcePaused, now);
+        }
+    }
+
+    /// The hypervisor reported completion (recorded once); D's report is still needed.
+    pub fn hypervisor_completed(&mut self, now: Timestamp) {
+        if !self.hypervisor_completed {
+            self.hypervisor_completed = true;
+            self.core.record(MigrationPhase::HypervisorCompleted, now);
+        }
+    }
+
+    /// The operator asks to cancel. Returns true if `CancelMigration` must be sent now
+    /// (false if it was already sent, or if the hypervisor already completed: too late).
+    pub fn request_cancel(&mut self, now: Timestamp, timeouts: &Timeouts) -> bool {
+        if self.hypervisor_completed || self.cancel_sent {
+            return false;
+        }
+        self.core.mark_cancel_requested(now);
+        self.cancel_sent = true;
+        self.deadline = self.deadline.min(now.plus_ms(timeouts.cancel_grace_ms));
+        true
+    }
+
+    /// Switchover: the VM runs at D. The caller changes the mapping to D.
+    pub fn destination_running(mut self, now: Timestamp) -> ExpectCommitAcks {
+        // A stall or an unanswered cancel is moot once the VM runs at D.
+        self.core.error = None;
+        self.core.record(MigrationPhase::ExpectCommitAcks, now);
+        ExpectCommitAcks {
+            core: self.core,
+            wait: AckWait::default(),
+        }
+    }
+
+    /// The hypervisor reported failure or cancellation: roll back to S.
+    pub fn hypervisor_gave_up(
+        self,
+        now: Timestamp,
+        outcome: MigrationOutcome,
+    ) -> ExpectRollbackAcks {
+        self.core.into_rollback(now, outcome)
+    }
+
+    /// The deadline passed.
+    pub fn timed_out(mut self, now: Timestamp, timeouts: &Timeouts) -> HypervisorTimeout {
+        if self.hypervisor_completed {
+            self.core.error = Some(format!(
+                "the hypervisor reported completion but {} has not reported {} running",
+                self.core.to, self.core.vm
+            ));
+            self.core.record(MigrationPhase::Retried, now);
+            self.deadline = now.plus_ms(timeouts.hypervisor_ms);
+            HypervisorTimeout::Stalled(self)
+        } else if !self.cancel_sent {
+            self.core.error = Some(format!(
+                "the hypervisor did not finish within {} ms",
+                timeouts.hypervisor_ms
+            ));
+            self.cancel_sent = true;
+            self.core.record(MigrationPhase::CancelRequested, now);
+            self.deadline = now.plus_ms(timeouts.cancel_grace_ms);
+            HypervisorTimeout::SendCancel(self)
+        } else {
+            let outcome = if self.core.cancel_requested && self.core.error.is_none() {
+                MigrationOutcome::Cancelled
+            } else {
+                MigrationOutcome::Failed(format!(
+                    "the hypervisor did not confirm the cancel within {} ms",
+                    timeouts.cancel_grace_ms
+                ))
+            };
+            HypervisorTimeout::Rollback(self.core.into_rollback(now, outcome))
+        }
+    }
+}
+
+impl ExpectCommitAcks {
+    /// Every host maps the VM to D: remove the SR endpoints.
+    pub fn committed(mut self, now: Timestamp) -> ExpectCleanupAcks {
+        self.core.record(MigrationPhase::ExpectCleanupAcks, now);
+        ExpectCleanupAcks {
+            core: self.core,
+            wait: AckWait::default(),
+            outcome: MigrationOutcome::Completed,
+        }
+    }
+}
+
+impl ExpectRollbackAcks {
+    /// Every host maps the VM to S without the path: remove the SR endpoints.
+    pub fn rolled_back(mut self, now: Timestamp) -> ExpectCleanupAcks {
+        self.core.record(MigrationPhase::ExpectCleanupAcks, now);
+        ExpectCleanupAcks {
+            core: self.core,
+            wait: AckWait::default(),
+            outcome: self.outcome,
+        }
+    }
+}
+
+impl ExpectCleanupAcks {
+    /// S and D removed the endpoints: finished.
+    pub fn cleaned(mut self, now: Timestamp) -> Done {
+        self.core.record(self.outcome.phase(), now);
+        Done {
+            core: self.core,
+            outcome: self.outcome,
+        }
+    }
+}
+
+/// A migration in any state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)]
+pub enum Migration {
+    /// See [`Requested`].
+    Requested(Requested),
+    /// See [`ExpectEndpointAcks`].
+    ExpectEndpointAcks(ExpectEndpointAcks),
+    /// See [`ExpectPathAcks`].
+    ExpectPathAcks(ExpectPathAcks),
+    /// See [`ExpectHypervisorDone`].
+    ExpectHypervisorDone(ExpectHypervisorDone),
+    /// See [`ExpectCommitAcks`].
+    ExpectCommitAcks(ExpectCommitAcks),
+    /// See [`ExpectRollbackAcks`].
+    ExpectRollbackAcks(ExpectRollbackAcks),
+    /// See [`ExpectCleanupAcks`].
+    ExpectCleanupAcks(ExpectCleanupAcks),
+    /// See [`Done`].
+    Done(Done),
+}
+
+impl Migration {
+    /// The data common to every state.
+    pub fn core(&self) -> &MigrationCore {
+        match self {
+            Migration::Requested(s) => &s.core,
+            Migration::ExpectEndpointAcks(s) => &s.core,
+            Migration::ExpectPathAcks(s) => &s.core,
+            Migration::ExpectHypervisorDone(s) => &s.core,
+            Migration::ExpectCommitAcks(s) => &s.core,
+            Migration::ExpectRollbackAcks(s) => &s.core,
+            Migration::ExpectCleanupAcks(s) => &s.core,
+            Migration::Done(s) => &s.core,
+        }
+    }
+
+    /// The current state as a phase name.
+    pub fn phase(&self) -> MigrationPhase {
+        match self {
+            Migration::Requested(_) => MigrationPhase::Requested,
+            Migration::ExpectEndpointAcks(_) => MigrationPhase::ExpectEndpointAcks,
+            Migration::ExpectPathAcks(_) => MigrationPhase::ExpectPathAcks,
+            Migration::ExpectHypervisorDone(_) => MigrationPhase::ExpectHypervisorDone,
+            Migration::ExpectCommitAcks(_) => MigrationPhase::ExpectCommitAcks,
+            Migration::ExpectRollbackAcks(_) => MigrationPhase::ExpectRollbackAcks,
+            Migration::ExpectCleanupAcks(_) => MigrationPhase::ExpectCleanupAcks,
+            Migration::Done(d) => d.outcome.phase(),
+        }
+    }
+
+    /// The outcome, once done.
+    pub fn outcome(&self) -> Option<&MigrationOutcome> {
+        match self {
+            Migration::Done(d) => Some(&d.outcome),
+            _ => None,
+        }
+    }
+
+    /// What this state adds to the hosts' configs (`None` once cleaned up).
+    pub fn footprint(&self) -> Option<Footprint> {
+        match self {
+            Migration::Requested(_) | Migration::ExpectCleanupAcks(_) | Migration::Done(_) => None,
+            Migration::ExpectEndpointAcks(s) => Some(s.core.footprint(false)),
+            Migration::ExpectPathAcks(s) => Some(s.core.footprint(true)),
+            Migration::ExpectHypervisorDone(s) => Some(s.core.footprint(true)),
+            Migration::ExpectCommitAcks(s) => Some(s.core.footprint(false)),
+            Migration::ExpectRollbackAcks(s) => Some(s.core.footprint(false)),
+        }
+    }
+
+    /// Which hosts the state waits for, if it waits for acknowledgements.
+    pub fn ack_scope(&self) -> Option<AckScope> {
+        match self {
+            Migration::ExpectEndpointAcks(_) | Migration::ExpectCleanupAcks(_) => {
+                Some(AckScope::Endpoints)
+            }
+            Migration::ExpectPathAcks(_)
+            | Migration::ExpectCommitAcks(_)
+            | Migration::ExpectRollbackAcks(_) => Some(AckScope::AllHosts),
+            Migration::Requested(_) | Migration::ExpectHypervisorDone(_) | Migration::Done(_) => {
+                None
+            }
+        }
+    }
+
+    /// The acknowledgement wait of the state, if it has one.
+    pub fn wait(&self) -> Option<&AckWait> {
+        match self {
+            Migration::ExpectEndpointAcks(s) => Some(&s.wait),
+            Migration::ExpectPathAcks(s) => Some(&s.wait),
+            Migration::ExpectCommitAcks(s) => Some(&s.wait),
+            Migration::ExpectRollbackAcks(s) => Some(&s.wait),
+            Migration::ExpectCleanupAcks(s) => Some(&s.wait),
+            Migration::Requested(_) | Migration::ExpectHypervisorDone(_) | Migration::Done(_) => {
+                None
+            }
+        }
+    }
+
+    /// Mutable access to the acknowledgement wait.
+    pub fn wait_mut(&mut self) -> Option<&mut AckWait> {
+        match self {
+            Migration::ExpectEndpointAcks(s) => Some(&mut s.wait),
+            Migration::ExpectPathAcks(s) => Some(&mut s.wait),
+            Migration::ExpectCommitAcks(s) => Some(&mut s.wait),
+            Migration::ExpectRollbackAcks(s) => Some(&mut s.wait),
+            Migration::ExpectCleanupAcks(s) => Some(&mut s.wait),
+            Migration::Requested(_) | Migration::ExpectHypervisorDone(_) | Migration::Done(_) => {
+                None
+            }
+        }
+    }
+
+    fn core_mut(&mut self) -> &mut MigrationCore {
+        match self {
+            Migration::Requested(s) => &mut s.core,
+            Migration::ExpectEndpointAcks(s) => &mut s.core,
+            Migration::ExpectPathAcks(s) => &mut s.core,
+            Migration::ExpectHypervisorDone(s) => &mut s.core,
+            Migration::ExpectCommitAcks(s) => &mut s.core,
+            Migration::ExpectRollbackAcks(s) => &mut s.core,
+            Migration::ExpectCleanupAcks(s) => &mut s.core,
+            Migration::Done(s) => &mut s.core,
+        }
+    }
+
+    /// Re-arms the acknowledgement wait after a timeout (the caller re-pushed to the hosts
+    /// still awaited). Records `retried` the first time in a state only, so a host that stays
+    /// down does not grow the history without bound.
+    pub fn retry_wait(&mut self, now: Timestamp, deadline: Timestamp) {
+        let Some(wait) = self.wait_mut() else {
+            return;
+        };
+        let first = wait.retries() == 0;
+        wait.retry(deadline);
+        if first {
+            self.core_mut().record(MigrationPhase::Retried, now);
+        }
+    }
+
+    /// When the current state times out, if it can.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        match self {
+            Migration::ExpectHypervisorDone(s) => Some(s.deadline),
+            other => other.wait().map(AckWait::deadline),
+        }
+    }
+
+    /// Progress report for the API.
+    pub fn status(&self) -> MigrationStatus {
+        let core = self.core();
+        MigrationStatus {
+            id: core.id,
+            vm: core.vm.clone(),
+            from: core.from.clone(),
+            to: core.to.clone(),
+            strategy: core.strategy,
+            phase: self.phase(),
+            started_at_ms: core.started_at,
+            phases: core.phases.clone(),
+            error: core.error.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        ack_ms: 100,
+        hypervisor_ms: 1_000,
+        cancel_grace_ms: 50,
+    };
+
+    fn requested(strategy: Strategy) -> Requested {
+        Requested::new(
+            MigrationId(1),
+            VmId::new("v").expect("name"),
+            HostId::new("s").expect("name"),
+            HostId::new("d").expect("name"),
+            strategy,
+            Timestamp(10),
+        )
+    }
+
+    fn phases(core: &MigrationCore) -> Vec<MigrationPhase> {
+        core.phases.iter().map(|p| p.phase).collect()
+    }
+
+    fn prepare(strategy: Strategy) -> ExpectEndpointAcks {
+        match requested(strategy).begin(Timestamp(10), &T) {
+            Begun::Prepare(s) => s,
+            Begun::Migrate(_) => panic!("SR strategy must prepare"),
+        }
+    }
+
+    fn migrating(strategy: Strategy) -> ExpectHypervisorDone {
+        prepare(strategy)
+            .endpoints_installed(Timestamp(11))
+            .path_installed(Timestamp(12), &T)
+    }
+
+    #[test]
+    fn sr_success_walks_every_state_and_records_it() {
+        let s = prepare(Strategy::SrBuffer);
+        let fp = Migration::ExpectEndpointAcks(s.clone())
+            .footprint()
+            .expect("footprint");
+        assert!(fp.attach && !fp.path);
+        assert_eq!(fp.endpoints, Some(SbufMode::Buffer));
+
+        let s = s.endpoints_installed(Timestamp(11));
+        let fp = Migration::ExpectPathAcks(s.clone())
+            .footprint()
+            .expect("footprint");
+        assert!(fp.path);
+
+        let mut s = s.path_installed(Timestamp(12), &T);
+        assert_eq!(s.deadline, Timestamp(1_012));
+        s.source_paused(Timestamp(20));
+        s.source_paused(Timestamp(21));
+        assert_eq!(s.source_paused_at, Some(Timestamp(20)));
+        let s = s.destination_running(Timestamp(30));
+        let fp = Migration::ExpectCommitAcks(s.clone())
+            .footprint()
+            .expect("footprint");
+        assert!(!fp.path && fp.endpoints.is_some());
+
+        let s = s.committed(Timestamp(31));
+        assert!(Migration::ExpectCleanupAcks(s.clone())
+            .footprint()
+            .is_none());
+        let done = s.cleaned(Timestamp(32));
+        assert_eq!(done.outcome, MigrationOutcome::Completed);
+        let m = Migration::Done(done);
+        assert_eq!(m.phase(), MigrationPhase::Completed);
+        assert_eq!(
+            phases(m.core()),
+            vec![
+                MigrationPhase::Requested,
+                MigrationPhase::ExpectEndpointAcks,
+                MigrationPhase::ExpectPathAcks,
+                MigrationPhase::ExpectHypervisorDone,
+                MigrationPhase::SourcePaused,
+                MigrationPhase::ExpectCommitAcks,
+                MigrationPhase::ExpectCleanupAcks,
+                MigrationPhase::Completed,
+            ]
+        );
+        let status = m.status();
+        assert_eq!(status.phases.last().map(|p| p.at_ms), Some(Timestamp(32)));
+        assert_eq!(status.started_at_ms, Timestamp(10));
+        assert_eq!(status.error, None);
+    }
+
+    #[test]
+    fn traditional_skips_prepare_and_has_no_sr_footprint() {
+        let s = match requested(Strategy::Traditional).begin(Timestamp(10), &T) {
+            Begun::Migrate(s) => s,
+            Begun::Prepare(_) => panic!("traditional must not prepare"),
+        };
+        let fp = Migration::ExpectHypervisorDone(s.clone())
+            .footprint()
+            .expect("footprint");
+        assert!(fp.attach);
+        assert_eq!(fp.endpoints, None);
+        assert!(!fp.path);
+        assert_eq!(
+            phases(&s.core),
+            vec![
+                MigrationPhase::Requested,
+                MigrationPhase::ExpectHypervisorDone
+            ]
+        );
+    }
+
+    #[test]
+    fn prepare_aborts_roll_back_with_the_outcome() {
+        let r = prepare(Strategy::SrDrop).cancel(Timestamp(50));
+        assert!(r.core.cancel_requested);
+        assert!(phases(&r.core).contains(&MigrationPhase::CancelRequested));
+        assert_eq!(r.outcome, MigrationOutcome::Cancelled);
+        assert_eq!(r.core.error, None);
+        let fp = Migration::ExpectRollbackAcks(r.clone())
+            .footprint()
+            .expect("footprint");
+        assert!(!fp.path && fp.endpoints == Some(SbufMode::Drop));
+        let done = r.rolled_back(Timestamp(51)).cleaned(Timestamp(52));
+        assert_eq!(Migration::Done(done).phase(), MigrationPhase::Cancelled);
+
+        let r = prepare(Strategy::SrBuffer)
+            .endpoints_installed(Timestamp(11))
+            .abort(Timestamp(60), "h3 silent".into());
+        assert_eq!(r.core.error.as_deref(), Some("h3 silent"));
+        let done = r.rolled_back(Timestamp(61)).cleaned(Timestamp(62));
+        assert_eq!(Migration::Done(done).phase(), MigrationPhase::Failed);
+    }
+
+    #[test]
+    fn hypervisor_failure_rolls_back() {
+        let r = migrating(Strategy::SrBuffer).hypervisor_gave_up(
+            Timestamp(40),
+            MigrationOutcome::Failed("hypervisor: boom".into()),
+        );
+        assert_eq!(
+            phases(&r.core).last(),
+            Some(&MigrationPhase::ExpectRollbackAcks)
+        );
+        assert_eq!(
+            Migration::ExpectRollbackAcks(r).ack_scope(),
+            Some(AckScope::AllHosts)
+        );
+    }
+
+    #[test]
+    fn cancel_during_migration_is_sent_once_and_shortens_the_deadline() {
+        let mut s = migrating(Strategy::SrBuffer);
+        assert!(s.request_cancel(Timestamp(20), &T));
+        assert_eq!(s.deadline, Timestamp(70));
+        assert!(!s.request_cancel(Timestamp(21), &T));
+        // The grace period passes: roll back as cancelled.
+        match s.timed_out(Timestamp(70), &T) {
+            HypervisorTimeout::Rollback(r) => assert_eq!(r.outcome, MigrationOutcome::Cancelled),
+            other => panic!("expected rollback, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cancel_after_hypervisor_completion_is_refused() {
+        let mut s = migrating(Strategy::SrBuffer);
+        s.hypervisor_completed(Timestamp(20));
+        assert!(!s.request_cancel(Timestamp(21), &T));
+        assert!(!s.core.cancel_requested);
+    }
+
+    #[test]
+    fn hypervisor_timeout_cancels_then_rolls_back() {
+        let s = migrating(Strategy::SrBuffer);
+        let s = match s.timed_out(Timestamp(1_012), &T) {
+            HypervisorTimeout::SendCancel(s) => s,
+            other => panic!("expected cancel, got {other:?}"),
+        };
+        assert!(s.cancel_sent);
+        assert_eq!(s.deadline, Timestamp(1_062));
+        match s.timed_out(Timestamp(1_062), &T) {
+            HypervisorTimeout::Rollback(r) => {
+                assert!(matches!(r.outcome, MigrationOutcome::Failed(_)))
+            }
+            other => panic!("expected rollback, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hypervisor_timeout_after_completion_stalls_and_never_rolls_back() {
+        let mut s = migrating(Strategy::SrBuffer);
+        s.hypervisor_completed(Timestamp(20));
+        s.hypervisor_completed(Timestamp(21));
+        for round in 0..3u64 {
+            let now = s.deadline;
+            s = match s.timed_out(now, &T) {
+                HypervisorTimeout::Stalled(s) => s,
+                other => panic!("round {round}: expected stall, got {other:?}"),
+            };
+            assert_eq!(s.deadline, now.plus_ms(T.hypervisor_ms));
+        }
+        assert!(s
+            .core
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("running")));
+        let c = s.destination_running(Timestamp(9_999));
+        assert_eq!(
+            phases(&c.core)
+                .iter()
+                .filter(|p| **p == MigrationPhase::HypervisorCompleted)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn ack_wait_is_cumulative_and_ignores_strangers() {
+        let h = |s: &str| HostId::new(s).expect("name");
+        let mut w = AckWait::default();
+        assert!(w.is_complete());
+        w.arm(BTreeMap::from([(h("a"), 3), (h("b"), 5)]), Timestamp(100));
+        assert!(!w.on_ack(&h("a"), 2));
+        assert!(!w.on_ack(&h("c"), 9));
+        assert!(w.on_ack(&h("a"), 4));
+        assert!(!w.on_ack(&h("a"), 4));
+        assert!(!w.is_complete());
+        assert_eq!(w.describe_laggards(), "b (generation 5)");
+        w.retry(Timestamp(200));
+        assert_eq!((w.deadline(), w.retries()), (Timestamp(200), 1));
+        assert!(w.on_ack(&h("b"), 5));
+        assert!(w.is_complete());
+    }
+
+    #[test]
+    fn states_survive_a_json_round_trip() {
+        let mut s = migrating(Strategy::SrDrop);
+        s.source_paused(Timestamp(15));
+        let m = Migration::ExpectHypervisorDone(s);
+        let json = serde_json::to_string(&m).expect("serialize");
+        assert!(json.starts_with(r#"{"expect-hypervisor-done":"#), "{json}");
+        let back: Migration = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, m);
+        assert_eq!(back.deadline(), Some(Timestamp(1_012)));
+    }
+}

@@ -1,0 +1,568 @@
+//! The controller's model: hosts, VMs, the VM -> host mapping, and the function that turns
+//! the model plus the migrations in flight into each host's [`HostConfig`].
+//!
+//! # What each host is told
+//!
+//! Steady state, VM `v` mapped to host `H`:
+//! - on `H`: `v` is local (attached), steering `native`;
+//! - on every other host: steering `H.Encaps [H.sid_dt6]` (End.DT6 at `H` delivers it).
+//!
+//! While a migration of `v` from `S` to `D` is in flight, its [`Footprint`] adds:
+//! - `attach`: `v` is local on both `S` and `D` (D must accept the VM when it resumes there,
+//!   S keeps its attachment until the cleanup);
+//! - `endpoints` (SR strategies): End.S for `v` on `S`, End.SBUF for `v` on `D` in the
+//!   requested mode;
+//! - `path` (SR strategies, between prepare and switchover): on *every* host, `S` and `D`
+//!   included, steering `H.Encaps [S.sid_end_s, D.sid_end_sbuf]` with `v`'s address as the inner
+//!   destination. S and D use the path too: a VM on S talking to `v` must not hit `v` paused,
+//!   and a VM on D must not miss it before it arrives.
+//!
+//! [`Model::host_config`] is a pure function of the model and the footprints, so a restarted
+//! controller recomputes exactly what it pushed before.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+use srmig_api::{
+    Encaps, Headend, HostConfig, HostId, HostInfo, HostInfoError, LocalVm, MacAddr, Mapping,
+    SbufMode, SidEntry, Steering, VmId, VmInfo,
+};
+
+/// Why the model refused a host or a VM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// A host with this name is already registered.
+    #[error("host {0} is already registered")]
+    DuplicateHost(HostId),
+    /// The host's own fields are inconsistent.
+    #[error("host {host} is invalid")]
+    InvalidHost {
+        /// The refused host.
+        host: HostId,
+        /// What is wrong with it.
+        #[source]
+        source: HostInfoError,
+    },
+    /// The host's locator overlaps another host's locator.
+    #[error("locator of host {host} overlaps the locator of host {other}")]
+    LocatorOverlap {
+        /// The refused host.
+        host: HostId,
+        /// The host already holding the overlapping locator.
+        other: HostId,
+    },
+    /// The host's underlay address is already another host's.
+    #[error("underlay address {addr} of host {host} is already used by host {other}")]
+    UnderlayInUse {
+        /// The refused host.
+        host: HostId,
+        /// The shared address.
+        addr: Ipv6Addr,
+        /// The host already using it.
+        other: HostId,
+    },
+    /// A VM with this name is already registered.
+    #[error("VM {0} is already registered")]
+    DuplicateVm(VmId),
+    /// The VM names a host that is not registered.
+    #[error("VM {vm} names host {host}, which is not registered")]
+    UnknownHost {
+        /// The refused VM.
+        vm: VmId,
+        /// The unknown host.
+        host: HostId,
+    },
+    /// The VM has no address.
+    #[error("VM {0} has no address")]
+    NoAddresses(VmId),
+    /// A VM address is not a unicast address usable by a VM.
+    #[error("address {addr} of VM {vm} is not a unicast address")]
+    BadAddress {
+        /// The refused VM.
+        vm: VmId,
+        /// The address.
+        addr: Ipv6Addr,
+    },
+    /// A VM address is already another VM's, or lies inside a host's locator.
+    #[error("address {addr} of VM {vm} is already used by {owner}")]
+    AddressInUse {
+        /// The refused VM.
+        vm: VmId,
+        /// The address.
+        addr: Ipv6Addr,
+        /// Who holds it (`VM x` or `the locator of host y`).
+        owner: String,
+    },
+    /// The VM's MAC address is a group address or already another VM's.
+    #[error("MAC address {mac} of VM {vm} is {why}")]
+    BadMac {
+        /// The refused VM.
+        vm: VmId,
+        /// The MAC address.
+        mac: MacAddr,
+        /// `a multicast address` or `already used by VM x`.
+        why: String,
+    },
+}
+
+/// What one in-flight migration adds to the hosts' configs (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footprint {
+    /// The migrating VM.
+    pub vm: VmId,
+    /// The source host.
+    pub from: HostId,
+    /// The destination host.
+    pub to: HostId,
+    /// The VM is local on both the source and the destination.
+    pub attach: bool,
+    /// End.S on the source and End.SBUF (in this mode) on the destination.
+    pub endpoints: Option<SbufMode>,
+    /// Every host steers the VM through `S::End.S -> D::End.SBUF`.
+    pub path: bool,
+}
+
+/// Hosts, VMs and the VM -> host mapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    hosts: BTreeMap<HostId, HostInfo>,
+    vms: BTreeMap<VmId, VmInfo>,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a host after checking it against itself and the other hosts.
+    pub fn add_host(&mut self, info: HostInfo) -> Result<(), ModelError> {
+        if self.hosts.contains_key(&info.name) {
+            return Err(ModelError::DuplicateHost(info.name));
+        }
+        info.validate().map_err(|source| ModelError::InvalidHost {
+            host: info.name.clone(),
+            source,
+        })?;
+        for other in self.hosts.values() {
+            if other.locator.contains(&info.locator) || info.locator.contains(&other.locator) {
+                return Err(ModelError::LocatorOverlap {
+                    host: info.name,
+                    other: other.name.clone(),
+                });
+            }
+            if other.underlay == info.underlay {
+                return Err(ModelError::UnderlayInUse {
+                    host: info.name,
+                    addr: info.underlay,
+                    other: other.name.clone(),
+                });
+            }
+        }
+        for vm in self.vms.values() {
+            if let Some(addr) = vm.addresses.iter().find(|a| info.locator.contains(*a)) {
+                return Err(ModelError::AddressInUse {
+                    vm: vm.name.clone(),
+                    addr: *addr,
+                    owner: format!("the locator of host {}", info.name),
+                });
+            }
+        }
+        self.hosts.insert(info.name.clone(), info);
+        Ok(())
+    }
+
+    /// Registers a VM on the host it names, after checking its addresses and MAC.
+    pub fn add_vm(&mut self, info: VmInfo) -> Result<(), ModelError> {
+        if self.vms.contains_key(&info.name) {
+            return Err(ModelError::DuplicateVm(info.name));
+        }
+        if !self.hosts.contains_key(&info.host) {
+            return Err(ModelError::UnknownHost {
+                vm: info.name,
+                host: info.host,
+            });
+        }
+        if info.addresses.is_empty() {
+            return Err(ModelError::NoAddresses(info.name));
+        }
+        if info.mac.is_multicast() {
+            return Err(ModelError::BadMac {
+                vm: info.name,
+                mac: info.mac,
+                why: "a multicast address".into(),
+            });
+        }
+        for (i, addr) in info.addresses.iter().enumerate() {
+            if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+                return Err(ModelError::BadAddress {
+                    vm: info.name,
+                    addr: *addr,
+                });
+            }
+            let owner = if info.addresses[..i].contains(addr) {
+                Some(format!("VM {}", info.name))
+            } else if let Some(vm) = self.vms.values().find(|v| v.addresses.contains(addr)) {
+                Some(format!("VM {}", vm.name))
+            } else {
+                self.hosts
+                    .values()
+                    .find(|h| h.locator.contains(addr))
+                    .map(|h| format!("the locator of host {}", h.name))
+            };
+            if let Some(owner) = owner {
+                return Err(ModelError::AddressInUse {
+                    vm: info.name,
+                    addr: *addr,
+                    owner,
+                });
+            }
+        }
+        if let Some(other) = self.vms.values().find(|v| v.mac == info.mac) {
+            return Err(ModelError::BadMac {
+                vm: info.name,
+                mac: info.mac,
+                why: format!("already used by VM {}", other.name),
+            });
+        }
+        self.vms.insert(info.name.clone(), info);
+        Ok(())
+    }
+
+    /// A registered host.
+    pub fn host(&self, name: &HostId) -> Option<&HostInfo> {
+        self.hosts.get(name)
+    }
+
+    /// A registered VM (its `host` field is its current mapping).
+    pub fn vm(&self, name: &VmId) -> Option<&VmInfo> {
+        self.vms.get(name)
+    }
+
+    /// All hosts, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostInfo> {
+        self.hosts.values()
+    }
+
+    /// All VMs, by name.
+    pub fn vms(&self) -> impl Iterator<Item = &VmInfo> {
+        self.vms.values()
+    }
+
+    /// Changes a VM's mapping. Returns false if the VM or the host is unknown.
+    pub(crate) fn set_vm_host(&mut self, vm: &VmId, host: &HostId) -> bool {
+        if !self.hosts.contains_key(host) {
+            return false;
+        }
+        match self.vms.get_mut(vm) {
+            Some(info) => {
+                info.host = host.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The config `host` must apply, given the footprints of the migrations in flight (at
+    /// most one per VM; footprints naming unknown VMs or hosts are ignored). `None` if the host
+    /// is not registered.
+    pub fn host_config(
+        &self,
+        host: &HostId,
+        generation: u64,
+        footprints: &[Footprint],
+    ) -> Option<HostConfig> {
+        let me = self.hosts.get(host)?;
+        let mut mappings = Vec::with_capacity(self.vms.len());
+        let mut local_vms = Vec::new();
+        let mut sids = vec![SidEntry::EndDt6 { sid: me.sid_dt6 }];
+        for vm in self.vms.values() {
+            let Some(owner) = self.hosts.get(&vm.host) else {
+                continue;
+            };
+            let fp = footprints.iter().find(|f| {
+                f.vm == vm.name
+                    && self.hosts.contains_key(&f.from)
+                    && self.hosts.contains_key(&f.to)
+            });
+            let path = fp.and_then(|f| {
+                if !f.path {
+                    return None;
+                }
+                let s = self.hosts.get(&f.from)?;
+                let d = self.hosts.get(&f.to)?;
+                Some(vec![s.sid_end_s, d.sid_end_sbuf])
+            });
+            let steering = match path {
+                Some(segments) => Steering::Encaps(Encaps {
+                    segments,
+                    headend: Headend::HEncaps,
+                }),
+                None if &vm.host == host => Steering::Native,
+                None => Steering::Encaps(Encaps {
+                    segments: vec![owner.sid_dt6],
+                    headend: Headend::HEncaps,
+                }),
+            };
+            mappings.push(Mapping {
+                vm: vm.name.clone(),
+                addresses: vm.addresses.clone(),
+                steering,
+            });
+            let attached_here = fp.is_some_and(|f| f.attach && (&f.from == host || &f.to == host));
+            if &vm.host == host || attached_here {
+                local_vms.push(LocalVm {
+                    vm: vm.name.clone(),
+                    addresses: vm.addresses.clone(),
+                    mac: vm.mac,
+                });
+            }
+            if let Some((f, mode)) = fp.and_then(|f| f.endpoints.map(|m| (f, m))) {
+                if &f.from == host {
+                    sids.push(SidEntry::EndS {
+                        sid: me.sid_end_s,
+                        vm: vm.name.clone(),
+                    });
+                }
+                if &f.to == host {
+                    sids.push(SidEntry::EndSbuf {
+                        sid: me.sid_end_sbuf,
+                        vm: vm.name.clone(),
+                        mode,
+                    });
+                }
+            }
+        }
+        Some(HostConfig {
+            generation,
+            mappings,
+            local_vms,
+            sids,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn host(i: u16) -> HostInfo {
+        HostInfo {
+            name: HostId::new(format!("h{i}")).expect("name"),
+            locator: format!("fc00:{i:x}::/48").parse().expect("locator"),
+            sid_end_s: format!("fc00:{i:x}::e5").parse().expect("sid"),
+            sid_end_sbuf: format!("fc00:{i:x}::eb").parse().expect("sid"),
+            sid_dt6: format!("fc00:{i:x}::d6").parse().expect("sid"),
+            underlay: format!("2001:db8:ff::{i:x}").parse().expect("underlay"),
+        }
+    }
+
+    pub(crate) fn vm(i: u16, on: u16) -> VmInfo {
+        VmInfo {
+            name: VmId::new(format!("vm{i}")).expect("name"),
+            addresses: vec![format!("2001:db8:a::{i:x}").parse().expect("addr")],
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, i as u8]),
+            host: HostId::new(format!("h{on}")).expect("name"),
+        }
+    }
+
+    fn hid(i: u16) -> HostId {
+        host(i).name
+    }
+
+    fn model3() -> Model {
+        let mut m = Model::new();
+        for i in 1..=3 {
+            m.add_host(host(i)).expect("host");
+        }
+        m.add_vm(vm(1, 1)).expect("vm");
+        m
+    }
+
+    fn encaps(segments: Vec<Ipv6Addr>) -> Steering {
+        Steering::Encaps(Encaps {
+            segments,
+            headend: Headend::HEncaps,
+        })
+    }
+
+    #[test]
+    fn steady_state_encapsulates_to_the_owner_dt6() {
+        let m = model3();
+        let v = vm(1, 1).name;
+        let c1 = m.host_config(&hid(1), 1, &[]).expect("h1");
+        assert_eq!(c1.mapping(&v).expect("mapping").steering, Steering::Native);
+        assert!(c1.is_local(&v));
+        assert_eq!(
+            c1.sids,
+            vec![SidEntry::EndDt6 {
+                sid: host(1).sid_dt6
+            }]
+        );
+        for i in [2, 3] {
+            let c = m.host_config(&hid(i), 1, &[]).expect("host");
+            assert_eq!(
+                c.mapping(&v).expect("mapping").steering,
+                encaps(vec![host(1).sid_dt6])
+            );
+            assert!(!c.is_local(&v));
+            c.validate().expect("valid config");
+        }
+        assert!(m.host_config(&hid(9), 1, &[]).is_none());
+    }
+
+    #[test]
+    fn sr_footprint_installs_path_everywhere_and_endpoints_on_s_and_d() {
+        let m = model3();
+        let v = vm(1, 1).name;
+        let fp = Footprint {
+            vm: v.clone(),
+            from: hid(1),
+            to: hid(2),
+            attach: true,
+            endpoints: Some(SbufMode::Buffer),
+            path: true,
+        };
+        let path = encaps(vec![host(1).sid_end_s, host(2).sid_end_sbuf]);
+        for i in 1..=3 {
+            let c = m
+                .host_config(&hid(i), 5, std::slice::from_ref(&fp))
+                .expect("host");
+            c.validate().expect("valid config");
+            assert_eq!(c.mapping(&v).expect("mapping").steering, path, "h{i}");
+            assert_eq!(c.is_local(&v), i != 3, "h{i} attachment");
+        }
+        let c1 = m
+            .host_config(&hid(1), 5, std::slice::from_ref(&fp))
+            .expect("h1");
+        assert!(c1.sids.contains(&SidEntry::EndS {
+            sid: host(1).sid_end_s,
+            vm: v.clone()
+        }));
+        let c2 = m
+            .host_config(&hid(2), 5, std::slice::from_ref(&fp))
+            .expect("h2");
+        assert!(c2.sids.contains(&SidEntry::EndSbuf {
+            sid: host(2).sid_end_sbuf,
+            vm: v.clone(),
+            mode: SbufMode::Buffer
+        }));
+        let c3 = m.host_config(&hid(3), 5, &[fp]).expect("h3");
+        assert_eq!(c3.sids.len(), 1);
+    }
+
+    #[test]
+    fn endpoints_without_path_keep_mapping_steering() {
+        let m = model3();
+        let v = vm(1, 1).name;
+        let fp = Footprint {
+            vm: v.clone(),
+            from: hid(1),
+            to: hid(2),
+            attach: true,
+            endpoints: Some(SbufMode::Drop),
+            path: false,
+        };
+        let c2 = m
+            .host_config(&hid(2), 1, std::slice::from_ref(&fp))
+            .expect("h2");
+        assert_eq!(
+            c2.mapping(&v).expect("mapping").steering,
+            encaps(vec![host(1).sid_dt6])
+        );
+        assert!(c2.sids.iter().any(|s| matches!(
+            s,
+            SidEntry::EndSbuf {
+                mode: SbufMode::Drop,
+                ..
+            }
+        )));
+        let c1 = m.host_config(&hid(1), 1, &[fp]).expect("h1");
+        assert_eq!(c1.mapping(&v).expect("mapping").steering, Steering::Native);
+    }
+
+    #[test]
+    fn mapping_change_moves_native_delivery() {
+        let mut m = model3();
+        let v = vm(1, 1).name;
+        assert!(m.set_vm_host(&v, &hid(2)));
+        assert!(!m.set_vm_host(&v, &hid(9)));
+        let c1 = m.host_config(&hid(1), 1, &[]).expect("h1");
+        assert_eq!(
+            c1.mapping(&v).expect("mapping").steering,
+            encaps(vec![host(2).sid_dt6])
+        );
+        assert!(!c1.is_local(&v));
+        let c2 = m.host_config(&hid(2), 1, &[]).expect("h2");
+        assert_eq!(c2.mapping(&v).expect("mapping").steering, Steering::Native);
+    }
+
+    #[test]
+    fn refuses_bad_hosts() {
+        let mut m = model3();
+        assert_eq!(m.add_host(host(1)), Err(ModelError::DuplicateHost(hid(1))));
+        let mut h = host(4);
+        h.locator = "fc00::/16".parse().expect("prefix");
+        assert!(matches!(
+            m.add_host(h),
+            Err(ModelError::LocatorOverlap { .. })
+        ));
+        let mut h = host(4);
+        h.underlay = host(1).underlay;
+        assert!(matches!(
+            m.add_host(h),
+            Err(ModelError::UnderlayInUse { .. })
+        ));
+        let mut h = host(4);
+        h.sid_dt6 = "fc00:5::d6".parse().expect("sid");
+        let err = m.add_host(h).expect_err("sid outside locator");
+        assert!(matches!(err, ModelError::InvalidHost { .. }));
+        assert!(std::error::Error::source(&err).is_some());
+        let mut h = host(4);
+        h.locator = "2001:db8:a::/64".parse().expect("prefix");
+        h.sid_end_s = "2001:db8:a::e5".parse().expect("sid");
+        h.sid_end_sbuf = "2001:db8:a::eb".parse().expect("sid");
+        h.sid_dt6 = "2001:db8:a::d6".parse().expect("sid");
+        assert!(matches!(
+            m.add_host(h),
+            Err(ModelError::AddressInUse { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_vms() {
+        let mut m = model3();
+        assert_eq!(
+            m.add_vm(vm(1, 2)),
+            Err(ModelError::DuplicateVm(vm(1, 1).name))
+        );
+        assert!(matches!(
+            m.add_vm(vm(2, 9)),
+            Err(ModelError::UnknownHost { .. })
+        ));
+        let mut v = vm(2, 1);
+        v.addresses.clear();
+        assert!(matches!(m.add_vm(v), Err(ModelError::NoAddresses(_))));
+        let mut v = vm(2, 1);
+        v.addresses = vm(1, 1).addresses;
+        assert!(matches!(m.add_vm(v), Err(ModelError::AddressInUse { .. })));
+        let mut v = vm(2, 1);
+        v.addresses.push(v.addresses[0]);
+        assert!(matches!(m.add_vm(v), Err(ModelError::AddressInUse { .. })));
+        let mut v = vm(2, 1);
+        v.addresses = vec!["fc00:2::99".parse().expect("addr")];
+        assert!(matches!(m.add_vm(v), Err(ModelError::AddressInUse { .. })));
+        let mut v = vm(2, 1);
+        v.addresses = vec![Ipv6Addr::LOCALHOST];
+        assert!(matches!(m.add_vm(v), Err(ModelError::BadAddress { .. })));
+        let mut v = vm(2, 1);
+        v.mac = vm(1, 1).mac;
+        assert!(matches!(m.add_vm(v), Err(ModelError::BadMac { .. })));
+        let mut v = vm(2, 1);
+        v.mac = MacAddr([0x01, 0, 0x5e, 0, 0, 1]);
+        assert!(matches!(m.add_vm(v), Err(ModelError::BadMac { .. })));
+        m.add_vm(vm(2, 3)).expect("a good VM is accepted");
+        assert_eq!(m.vms().count(), 2);
+    }
+}
