@@ -267,18 +267,23 @@ fn delete_link(ns: &Netns, ifname: &str) -> Result<(), LabError> {
     })
 }
 
-/// Start time of `pid` in clock ticks since boot, or `None` if there is no such process.
+/// Start time of `pid` in clock ticks since boot, or `None` if there is no such process or
+/// it is a zombie (dead, waiting to be reaped by a parent that may never do it).
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_start_time(&stat)
 }
 
-/// Field 22 of a `/proc/PID/stat` line; the command name (field 2) may contain spaces and
-/// parentheses, so parsing starts after the last `)`.
+/// Field 22 of a `/proc/PID/stat` line, `None` for zombies (state `Z` or `X`); the command
+/// name (field 2) may contain spaces and parentheses, so parsing starts after the last `)`.
 fn parse_start_time(stat: &str) -> Option<u64> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_comm.split_whitespace();
     // Fields after the command start at field 3 (state); field 22 is the 20th of them.
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -289,6 +294,8 @@ mod tests {
     fn start_time_parses_despite_odd_command_names() {
         let stat = "1234 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
         assert_eq!(parse_start_time(stat), Some(987_654));
+        let zombie = stat.replace(" S ", " Z ");
+        assert_eq!(parse_start_time(&zombie), None, "zombies are dead");
         assert_eq!(parse_start_time("garbage"), None);
         assert_eq!(parse_start_time("1 (x) S 1 2"), None);
     }

@@ -276,6 +276,14 @@ impl Lab {
     pub fn add_netns(&self, name: &str) -> Result<Netns, LabError> {
         validate_short_name(name)?;
         let ns = Netns::from_name(format!("{}{name}", self.run_id.prefix()));
+        if ns.exists() {
+            // Never adopt (and later delete) a namespace this run did not create.
+            return Err(LabError::InvalidName {
+                what: "namespace",
+                name: ns.name().to_owned(),
+                reason: "already exists",
+            });
+        }
         self.mutate(|state| {
             // Record first: if `ip netns add` half-succeeds, teardown still tries to delete it.
             state.record.namespaces.push(ns.name().to_owned());

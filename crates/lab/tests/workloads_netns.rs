@@ -359,3 +359,105 @@ fn cleanup_stale_removes_a_dead_runs_namespaces() {
     assert!(!live_ns.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Env var that turns [`helper_hold_a_lab_until_killed`] from a no-op into the child side of
+/// the signal tests.
+const HOLD_ENV: &str = "SRMIG_LAB_TEST_HOLD";
+
+/// Child side of the signal tests (a no-op unless [`HOLD_ENV`] is set): builds a lab with a
+/// child process, prints the run id on stdout, then waits to be signalled.
+#[test]
+fn helper_hold_a_lab_until_killed() {
+    if std::env::var_os(HOLD_ENV).is_none() {
+        return;
+    }
+    let lab = Lab::new().expect("lab");
+    let a = lab.add_netns("a").expect("ns");
+    let b = lab.add_netns("b").expect("ns");
+    lab.add_veth(&a, "x", &b, "y").expect("veth");
+    lab.spawn(&a, &["sleep", "60"], None).expect("child");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("RUNID={}", lab.run_id());
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    thread::sleep(Duration::from_secs(30));
+}
+
+/// Starts [`helper_hold_a_lab_until_killed`] in a child process; returns it and its run id.
+fn start_holder() -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "helper_hold_a_lab_until_killed", "--nocapture"])
+        .env(HOLD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn holder");
+    let stdout = child.stdout.take().expect("stdout");
+    let run_id = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("RUNID=").map(str::to_owned))
+        .expect("holder printed its run id");
+    (child, run_id)
+}
+
+/// Live `sleep 60` processes started by the holder's lab, found through its registry file.
+fn registry_children(run_id: &str) -> Vec<ProcessId> {
+    let path = PathBuf::from("/run/srmig-lab").join(format!("{run_id}.json"));
+    RunRecord::load(&path).expect("holder registry").children
+}
+
+#[test]
+fn sigterm_tears_the_lab_down() {
+    if !have_root() {
+        return;
+    }
+    let (mut child, run_id) = start_holder();
+    let prefix = format!("srmig-{run_id}-");
+    assert_eq!(list_namespaces_with_prefix(&prefix).expect("list").len(), 2);
+    let children = registry_children(&run_id);
+    assert_eq!(children.len(), 1);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = child.wait().expect("wait holder");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "dies of SIGTERM after cleanup: {status:?}"
+    );
+    assert!(list_namespaces_with_prefix(&prefix)
+        .expect("list")
+        .is_empty());
+    assert!(!children[0].is_alive(), "child process killed");
+    assert!(!PathBuf::from("/run/srmig-lab")
+        .join(format!("{run_id}.json"))
+        .exists());
+}
+
+#[test]
+fn sigkill_leftovers_are_removed_by_cleanup_stale() {
+    if !have_root() {
+        return;
+    }
+    let (mut child, run_id) = start_holder();
+    let prefix = format!("srmig-{run_id}-");
+    let children = registry_children(&run_id);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait holder");
+    assert_eq!(
+        list_namespaces_with_prefix(&prefix).expect("list").len(),
+        2,
+        "SIGKILL leaves the namespaces behind"
+    );
+    let report = srmig_lab::cleanup_stale();
+    assert!(report.runs.contains(&run_id), "{report:?}");
+    assert!(list_namespaces_with_prefix(&prefix)
+        .expect("list")
+        .is_empty());
+    assert!(!children[0].is_alive(), "orphaned child process killed");
+}
