@@ -1,2 +1,50 @@
 //! srmig-dataplane: a sans-IO SRv6 forwarding engine.
+//!
+//! The engine implements RFC 8754 SRH processing, the RFC 8986 endpoint and headend behaviors,
+//! NEXT-C-SID compression, and srmig's migration behaviors End.S and End.SBUF (Desmouceaux et
+//! al., CNSM 2018). It does no I/O and reads no clock: drivers (srmigd, the simulator, benches,
+//! fuzzers) feed [`Batch`]es into [`Dataplane::process_batch`] with the current [`Instant`],
+//! act on each packet's [`Verdict`], and drain generated packets with
+//! [`Dataplane::poll_transmit`].
+//!
+//! One concept per module: [`config`] (serde configuration), [`behavior`] (the behavior
+//! table), [`sid`] (local SIDs), [`fib`] (LPM FIB), [`vm`] (VMs and states), [`policy`]
+//! (SR policies and ingress mapping), [`buffer`] (End.SBUF buffers), [`counters`], [`drop`]
+//! (drop reasons), [`batch`] (packet buffers), [`engine`] (the pipeline), [`icmp`] (ICMPv6
+//! errors and NDP answers), [`time`].
 #![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod behavior;
+pub mod buffer;
+pub mod config;
+pub mod counters;
+pub mod drop;
+pub mod engine;
+pub mod fib;
+pub mod icmp;
+mod parse;
+pub mod policy;
+pub mod port;
+pub mod sid;
+pub mod time;
+pub mod vm;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM};
+pub use behavior::{Behavior, Flavor, Headend, SbufMode, BEHAVIORS};
+pub use buffer::Occupancy;
+pub use config::{
+    BufferConfig, ConfigError, FlowLabelMode, GatewayConfig, IcmpConfig, MacAddr, MappingConfig,
+    NodeConfig, PolicyConfig, PortConfig, PortKind, RouteConfig, SidConfig, VmConfig,
+};
+pub use counters::{CountersView, IcmpCounters, PacketBytes, PortCounters, VmCounters};
+pub use drop::DropReason;
+pub use engine::Dataplane;
+pub use policy::{PolicyId, Steering};
+pub use port::PortId;
+pub use sid::SidId;
+pub use time::Instant;
+pub use vm::{VmId, VmState};

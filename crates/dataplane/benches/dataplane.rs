@@ -1,0 +1,2 @@
+//! Criterion benches of the dataplane (filled in below once the testkit scenarios exist).
+fn main() {}

@@ -1,0 +1,320 @@
+//! End.SBUF buffers: per-VM FIFOs of held packets in preallocated storage.
+//!
+//! Storage is a slab of `global_packets` fixed-size slots ([`SLOT_SIZE`] bytes each) allocated
+//! once at configuration; each VM has a ring of slot indices with capacity `per_vm_packets`
+//! (allocated once, never grown), and a free list holds unused slots. Holding or releasing a
+//! packet is a copy plus index moves: no allocation per packet.
+//!
+//! Bounds: per VM and global, in packets and bytes; and by age (`max_age_ms`): a packet held
+//! since `t` is expired at `now >= t + max_age` and is dropped (`BufferExpired`) instead of being
+//! released. The FIFO preserves arrival order; since arrivals are in time order, the head of
+//! each queue is its oldest packet.
+
+use std::collections::VecDeque;
+
+use crate::config::{BufferConfig, ConfigError};
+use crate::drop::DropReason;
+use crate::time::Instant;
+use crate::vm::VmId;
+
+/// Bytes per buffer slot: the largest held (decapsulated, L3) packet.
+pub const SLOT_SIZE: usize = 2048;
+
+/// Upper bound on `global_packets` (the slab is `global_packets * SLOT_SIZE` bytes).
+pub const MAX_GLOBAL_PACKETS: u32 = 1 << 17;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotMeta {
+    len: u16,
+    arrived: Instant,
+}
+
+#[derive(Debug)]
+struct VmQueue {
+    ring: VecDeque<u32>,
+    bytes: u64,
+}
+
+/// Buffer occupancy: packets and bytes held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Occupancy {
+    /// Packets held.
+    pub packets: u64,
+    /// Bytes held (L3 packet bytes).
+    pub bytes: u64,
+}
+
+/// All End.SBUF buffers of the node.
+#[derive(Debug)]
+pub(crate) struct SbufStore {
+    cfg: BufferConfig,
+    max_age_ns: u64,
+    slab: Vec<u8>,
+    meta: Vec<SlotMeta>,
+    free: Vec<u32>,
+    queues: Vec<VmQueue>,
+    total: Occupancy,
+}
+
+impl SbufStore {
+    /// Validates `cfg` and preallocates storage for `vms` VMs.
+    pub(crate) fn new(cfg: BufferConfig, vms: usize) -> Result<SbufStore, ConfigError> {
+        if cfg.global_packets > MAX_GLOBAL_PACKETS {
+            return Err(ConfigError::invalid(
+                "buffer.global_packets",
+                format!(
+                    "{} exceeds the maximum {MAX_GLOBAL_PACKETS}",
+                    cfg.global_packets
+                ),
+            ));
+        }
+        if cfg.per_vm_packets > cfg.global_packets {
+            return Err(ConfigError::invalid(
+                "buffer.per_vm_packets",
+                "must not exceed buffer.global_packets",
+            ));
+        }
+        if cfg.per_vm_bytes > cfg.global_bytes {
+            return Err(ConfigError::invalid(
+                "buffer.per_vm_bytes",
+                "must not exceed buffer.global_bytes",
+            ));
+        }
+        let n = cfg.global_packets as usize;
+        Ok(SbufStore {
+            cfg,
+            max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
+            slab: vec![0; n * SLOT_SIZE],
+            meta: vec![SlotMeta::default(); n],
+            free: (0..cfg.global_packets).rev().collect(),
+            queues: (0..vms)
+                .map(|_| VmQueue {
+                    ring: VecDeque::with_capacity(cfg.per_vm_packets as usize),
+                    bytes: 0,
+                })
+                .collect(),
+            total: Occupancy::default(),
+        })
+    }
+
+    /// Appends a copy of `pkt` to `vm`'s FIFO.
+    #[inline]
+    pub(crate) fn push(&mut self, vm: VmId, now: Instant, pkt: &[u8]) -> Result<(), DropReason> {
+        if pkt.len() > SLOT_SIZE {
+            return Err(DropReason::BufferPacketTooLarge);
+        }
+        let Some(q) = self.queues.get_mut(vm.index()) else {
+            return Err(DropReason::BufferFull);
+        };
+        let len = pkt.len() as u64;
+        if q.ring.len() >= self.cfg.per_vm_packets as usize
+            || q.bytes + len > self.cfg.per_vm_bytes
+            || self.total.bytes + len > self.cfg.global_bytes
+        {
+            return Err(DropReason::BufferFull);
+        }
+        let Some(slot) = self.free.pop() else {
+            return Err(DropReason::BufferFull);
+        };
+        let s = slot as usize;
+        self.slab[s * SLOT_SIZE..s * SLOT_SIZE + pkt.len()].copy_from_slice(pkt);
+        self.meta[s] = SlotMeta {
+            len: pkt.len() as u16,
+            arrived: now,
+        };
+        q.ring.push_back(slot);
+        q.bytes += len;
+        self.total.packets += 1;
+        self.total.bytes += len;
+        Ok(())
+    }
+
+    /// Removes the head of `vm`'s FIFO, calling `f(arrived, bytes)` on it before its slot is freed.
+    #[inline]
+    pub(crate) fn pop<R>(&mut self, vm: VmId, f: impl FnOnce(Instant, &[u8]) -> R) -> Option<R> {
+        let q = self.queues.get_mut(vm.index())?;
+        let slot = q.ring.pop_front()?;
+        let s = slot as usize;
+        let m = self.meta[s];
+        let len = u64::from(m.len);
+        q.bytes -= len;
+        self.total.packets -= 1;
+        self.total.bytes -= len;
+        let r = f(
+            m.arrived,
+            &self.slab[s * SLOT_SIZE..s * SLOT_SIZE + usize::from(m.len)],
+        );
+        self.free.push(slot);
+        Some(r)
+    }
+
+    /// Arrival time of the head of `vm`'s FIFO.
+    #[inline]
+    pub(crate) fn oldest(&self, vm: VmId) -> Option<Instant> {
+        let q = self.queues.get(vm.index())?;
+        q.ring.front().map(|&s| self.meta[s as usize].arrived)
+    }
+
+    /// Whether a packet that arrived at `arrived` is expired at `now`.
+    #[inline]
+    pub(crate) fn is_expired(&self, arrived: Instant, now: Instant) -> bool {
+        now.as_nanos().saturating_sub(arrived.as_nanos()) >= self.max_age_ns
+    }
+
+    /// When the head of `vm`'s FIFO expires.
+    pub(crate) fn deadline(&self, vm: VmId) -> Option<Instant> {
+        self.oldest(vm)
+            .map(|t| Instant(t.as_nanos().saturating_add(self.max_age_ns)))
+    }
+
+    /// Drops expired packets from the head of `vm`'s FIFO; returns how many.
+    pub(crate) fn expire(&mut self, vm: VmId, now: Instant) -> u64 {
+        let mut n = 0;
+        while let Some(t) = self.oldest(vm) {
+            if !self.is_expired(t, now) {
+                break;
+            }
+            self.pop(vm, |_, _| ());
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops everything held for `vm`; returns how many packets.
+    pub(crate) fn discard(&mut self, vm: VmId) -> u64 {
+        let mut n = 0;
+        while self.pop(vm, |_, _| ()).is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self, vm: VmId) -> bool {
+        self.queues
+            .get(vm.index())
+            .is_none_or(|q| q.ring.is_empty())
+    }
+
+    /// Occupancy of `vm`'s FIFO.
+    pub(crate) fn occupancy(&self, vm: VmId) -> Occupancy {
+        self.queues
+            .get(vm.index())
+            .map_or(Occupancy::default(), |q| Occupancy {
+                packets: q.ring.len() as u64,
+                bytes: q.bytes,
+            })
+    }
+
+    /// Occupancy of all FIFOs together.
+    pub(crate) fn total(&self) -> Occupancy {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> BufferConfig {
+        BufferConfig {
+            per_vm_packets: 3,
+            per_vm_bytes: 250,
+            global_packets: 4,
+            global_bytes: 400,
+            max_age_ms: 10,
+        }
+    }
+
+    #[test]
+    fn fifo_order_and_bounds() {
+        let mut b = SbufStore::new(cfg(), 2).unwrap();
+        let (a, c) = (VmId(0), VmId(1));
+        for i in 0..3u8 {
+            b.push(a, Instant::from_millis(u64::from(i)), &[i; 50])
+                .unwrap();
+        }
+        // per-VM packet bound
+        assert_eq!(
+            b.push(a, Instant::ZERO, &[9; 10]),
+            Err(DropReason::BufferFull)
+        );
+        assert_eq!(
+            b.occupancy(a),
+            Occupancy {
+                packets: 3,
+                bytes: 150
+            }
+        );
+        // per-VM byte bound (150 + 101 > 250), global packets (3 + 1 == 4 ok, then full)
+        b.push(c, Instant::ZERO, &[7; 100]).unwrap();
+        assert_eq!(
+            b.push(c, Instant::ZERO, &[7; 10]),
+            Err(DropReason::BufferFull)
+        );
+        assert_eq!(
+            b.total(),
+            Occupancy {
+                packets: 4,
+                bytes: 250
+            }
+        );
+        for i in 0..3u8 {
+            let (t, first) = b.pop(a, |t, p| (t, p[0])).unwrap();
+            assert_eq!((t, first), (Instant::from_millis(u64::from(i)), i));
+        }
+        assert!(b.pop(a, |_, _| ()).is_none());
+        assert!(b.is_empty(a));
+        assert_eq!(
+            b.push(a, Instant::ZERO, &[0; SLOT_SIZE + 1]),
+            Err(DropReason::BufferPacketTooLarge)
+        );
+    }
+
+    #[test]
+    fn byte_bounds() {
+        let mut b = SbufStore::new(cfg(), 2).unwrap();
+        b.push(VmId(0), Instant::ZERO, &[0; 200]).unwrap();
+        assert_eq!(
+            b.push(VmId(0), Instant::ZERO, &[0; 51]),
+            Err(DropReason::BufferFull)
+        );
+        b.push(VmId(1), Instant::ZERO, &[0; 200]).unwrap();
+        // global bytes: 400 reached
+        assert_eq!(
+            b.push(VmId(1), Instant::ZERO, &[0; 1]),
+            Err(DropReason::BufferFull)
+        );
+    }
+
+    #[test]
+    fn expiry_and_discard() {
+        let mut b = SbufStore::new(cfg(), 1).unwrap();
+        let v = VmId(0);
+        b.push(v, Instant::from_millis(0), &[1]).unwrap();
+        b.push(v, Instant::from_millis(5), &[2]).unwrap();
+        assert_eq!(b.deadline(v), Some(Instant::from_millis(10)));
+        assert_eq!(b.expire(v, Instant::from_millis(9)), 0);
+        assert_eq!(b.expire(v, Instant::from_millis(10)), 1);
+        assert_eq!(b.deadline(v), Some(Instant::from_millis(15)));
+        assert_eq!(b.discard(v), 1);
+        assert_eq!(b.total(), Occupancy::default());
+        assert_eq!(b.deadline(v), None);
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut c = cfg();
+        c.per_vm_packets = 5;
+        assert_eq!(
+            SbufStore::new(c, 1).unwrap_err().path(),
+            "buffer.per_vm_packets"
+        );
+        let mut c = cfg();
+        c.global_packets = MAX_GLOBAL_PACKETS + 1;
+        assert_eq!(
+            SbufStore::new(c, 1).unwrap_err().path(),
+            "buffer.global_packets"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Node configuration: serde types written by humans in TOML, validated by
+//! [`crate::Dataplane::new`] (and the runtime `install_*` calls) with errors that name the field.
+//!
+//! ```toml
+//! locator = "fc00:0:1::/48"
+//! source_address = "fc00:0:1::1"
+//! infrastructure_prefixes = ["fc00::/16"]
+//! gateway = { address = "2001:db8::1", mac = "02:00:00:00:00:01" }
+//!
+//! [[ports]]
+//! name = "up0"
+//! kind = "uplink"
+//! mac = "02:00:00:00:01:00"
+//! peer_mac = "02:00:00:00:ff:00"
+//!
+//! [[ports]]
+//! name = "tap0"
+//! kind = "vm"
+//! mac = "02:00:00:00:01:01"
+//!
+//! [[routes]]
+//! prefix = "::/0"
+//! port = "up0"
+//!
+//! [[sids]]
+//! sid = "fc00:0:1::e5"
+//! behavior = "End.S"
+//! vm = "vm1"
+//!
+//! [[vms]]
+//! name = "vm1"
+//! addresses = ["2001:db8:100::10"]
+//! mac = "02:00:00:00:10:10"
+//! port = "tap0"
+//! state = "running"
+//! ```
+
+use core::fmt;
+use core::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::behavior::{Behavior, Flavor, Headend, SbufMode};
+use crate::vm::VmState;
+
+/// A configuration error: the field path (e.g. `sids[2] (fc00:0:2::e5)`) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field holds a value the engine cannot accept.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Where in the configuration, e.g. `vms[0].port`.
+        path: String,
+        /// What is wrong, as a sentence fragment.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field path of the error.
+    pub fn path(&self) -> &str {
+        match self {
+            ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// An Ethernet MAC address, written `02:00:00:00:00:01` in configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Whether the group bit is set (multicast or broadcast).
+    pub const fn is_multicast(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in out.iter_mut() {
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("invalid MAC address \"{s}\": expected 6 octets"))?;
+            if p.len() != 2 {
+                return Err(format!("invalid MAC address \"{s}\": octet \"{p}\""));
+            }
+            *b = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("invalid MAC address \"{s}\": octet \"{p}\""))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("invalid MAC address \"{s}\": more than 6 octets"));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<MacAddr, String> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+/// The whole configuration of one node (one srmigd virtual router).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's SRv6 locator. Every local SID must be inside it; a destination inside it that
+    /// matches no SID is dropped (`NoSid`) instead of being routed.
+    pub locator: Ipv6Net,
+    /// Outer source address of encapsulations made here (H.Encaps, End.B6.Encaps) and source of
+    /// ICMPv6 errors sent to the underlay.
+    pub source_address: Ipv6Addr,
+    /// The SR domain: SRv6 packets (with an SRH, or addressed to a local SID) are accepted only
+    /// from uplink ports and only with a source inside one of these prefixes.
+    #[serde(default)]
+    pub infrastructure_prefixes: Vec<Ipv6Net>,
+    /// Ethernet ports, in the order of their [`crate::PortId`]s.
+    pub ports: Vec<PortConfig>,
+    /// FIB routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Local SIDs.
+    #[serde(default)]
+    pub sids: Vec<SidConfig>,
+    /// SR policies (precomputed headend rewrites), referenced by mappings and End.B6.Encaps.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// VMs attached to this node (including VMs expected to arrive by migration: `absent`).
+    #[serde(default)]
+    pub vms: Vec<VmConfig>,
+    /// Ingress steering of traffic from local VMs, by destination.
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+    /// End.SBUF buffer bounds.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// ICMPv6 error rate limit.
+    #[serde(default)]
+    pub icmp: IcmpConfig,
+    /// The anycast default gateway seen by VMs (same on every node).
+    pub gateway: GatewayConfig,
+}
+
+/// What a port connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// The underlay (fabric) side: SRv6 traffic enters and leaves here.
+    Uplink,
+    /// A VM attachment (tap, vhost-user, socket): only the VM's own traffic, no SRH.
+    Vm,
+}
+
+/// One Ethernet port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Unique name (referenced by routes, SIDs and VMs).
+    pub name: String,
+    /// `uplink` or `vm`.
+    pub kind: PortKind,
+    /// This port's MAC address: source MAC of frames sent on an uplink; frames to it are accepted.
+    pub mac: MacAddr,
+    /// The next hop's MAC on an uplink (destination MAC of every frame sent on it). Required for
+    /// uplinks; VM ports use the VM's MAC instead.
+    #[serde(default)]
+    pub peer_mac: Option<MacAddr>,
+    /// An IPv6 address of the port, answered in neighbor discovery (so the underlay router can
+    /// resolve the next hop towards the locator). Optional.
+    #[serde(default)]
+    pub address: Option<Ipv6Addr>,
+}
+
+/// One FIB route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix, IPv6 or IPv4.
+    pub prefix: IpNet,
+    /// Egress port name. On an uplink the frame goes to the port's `peer_mac`; on a VM port to
+    /// the MAC of the VM attached there.
+    pub port: String,
+    /// FIB table id (End.T / End.DT* `table`); 0 is the main table.
+    #[serde(default)]
+    pub table: u32,
+}
+
+/// One local SID. Which of the optional fields are required or allowed depends on `behavior`
+/// (see [`crate::behavior::BEHAVIORS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidConfig {
+    /// The SID (a /128 inside the locator; with NEXT-C-SID, the block+node prefix padded with zeros).
+    pub sid: Ipv6Addr,
+    /// The behavior, RFC spelling: `End`, `End.X`, `End.T`, `End.DX6`, `End.DX4`, `End.DT6`,
+    /// `End.DT4`, `End.DT46`, `End.B6.Encaps`, `End.S`, `End.SBUF`.
+    pub behavior: Behavior,
+    /// Flavors: `PSP`, `USP`, `USD`, `NEXT-C-SID`.
+    #[serde(default)]
+    pub flavors: Vec<Flavor>,
+    /// L3 adjacency neighbor (End.X, End.DX6, End.DX4).
+    #[serde(default)]
+    pub nexthop: Option<IpAddr>,
+    /// L3 adjacency port name (End.X, End.DX6, End.DX4).
+    #[serde(default)]
+    pub port: Option<String>,
+    /// FIB table id (End.T, End.DT6, End.DT4, End.DT46; default 0).
+    #[serde(default)]
+    pub table: Option<u32>,
+    /// SR policy name (End.B6.Encaps).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// VM name (End.S, End.SBUF). Without it, the inner destination address selects the VM.
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// End.SBUF mode: `buffer` (default) or `drop`.
+    #[serde(default)]
+    pub mode: Option<SbufMode>,
+    /// NEXT-C-SID: locator block length in bits.
+    #[serde(default)]
+    pub locator_block_len: Option<u8>,
+    /// NEXT-C-SID: locator node (+ function) length in bits, i.e. the C-SID length.
+    #[serde(default, alias = "node_len")]
+    pub locator_node_len: Option<u8>,
+}
+
+impl SidConfig {
+    /// A SID with only the behavior set (convenience for programmatic installs).
+    pub fn new(sid: Ipv6Addr, behavior: Behavior) -> SidConfig {
+        SidConfig {
+            sid,
+            behavior,
+            flavors: Vec::new(),
+            nexthop: None,
+            port: None,
+            table: None,
+            policy: None,
+            vm: None,
+            mode: None,
+            locator_block_len: None,
+            locator_node_len: None,
+        }
+    }
+}
+
+/// How the outer flow label of an encapsulation is chosen (RFC 6437, RFC 8986 5.1 S04).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowLabelMode {
+    /// A hash of the inner addresses, flow label and protocol (default).
+    #[default]
+    Hash,
+    /// Copy the inner flow label (0 for IPv4).
+    Copy,
+}
+
+/// One SR policy: a headend behavior and a segment list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Unique name (referenced by mappings and End.B6.Encaps). `native` is reserved.
+    pub name: String,
+    /// `H.Encaps`, `H.Encaps.Red` or `H.Insert`.
+    pub headend: Headend,
+    /// Segments in traversal order (the first one is visited first).
+    pub segments: Vec<Ipv6Addr>,
+    /// Outer hop limit of encapsulations (default 64).
+    #[serde(default)]
+    pub hop_limit: Option<u8>,
+    /// Outer flow label: `hash` (default) or `copy`.
+    #[serde(default)]
+    pub flow_label: FlowLabelMode,
+}
+
+/// A VM attached (or expected) here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Unique name.
+    pub name: String,
+    /// The VM's addresses (IPv6 and IPv4): the only sources accepted from its port, and the
+    /// destinations delivered to it.
+    pub addresses: Vec<IpAddr>,
+    /// The VM's MAC (destination MAC of frames delivered to it).
+    pub mac: MacAddr,
+    /// The VM port it is attached to.
+    pub port: String,
+    /// Initial state: `absent`, `running` or `paused` (default `absent`).
+    #[serde(default)]
+    pub state: VmState,
+}
+
+/// One ingress steering entry: traffic from local VMs to `vm_address` uses `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Destination address or prefix (IPv6 or IPv4). Exact /128 (/32) entries win over prefixes.
+    pub vm_address: IpNet,
+    /// A policy name, or `native` for plain FIB forwarding.
+    pub policy: String,
+}
+
+/// End.SBUF buffer bounds. Storage is preallocated: `global_packets` slots of
+/// [`crate::buffer::SLOT_SIZE`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Packets held per VM.
+    pub per_vm_packets: u32,
+    /// Bytes held per VM.
+    pub per_vm_bytes: u64,
+    /// Packets held in total.
+    pub global_packets: u32,
+    /// Bytes held in total.
+    pub global_bytes: u64,
+    /// Maximum age of a held packet in milliseconds; older ones are dropped (`BufferExpired`).
+    pub max_age_ms: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            per_vm_packets: 2048,
+            per_vm_bytes: 2 << 20,
+            global_packets: 8192,
+            global_bytes: 8 << 20,
+            max_age_ms: 1000,
+        }
+    }
+}
+
+/// ICMPv6 error rate limit (token bucket, RFC 4443 section 2.4 (f)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpConfig {
+    /// Sustained errors per second.
+    pub rate_per_sec: u32,
+    /// Bucket depth.
+    pub burst: u32,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        IcmpConfig {
+            rate_per_sec: 100,
+            burst: 10,
+        }
+    }
+}
+
+/// The anycast default gateway on VM ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Gateway IPv6 address (answered in NDP on VM ports).
+    pub address: Ipv6Addr,
+    /// Gateway MAC (source MAC of frames sent to VMs).
+    pub mac: MacAddr,
+    /// Gateway IPv4 address, informational (ARP is not answered by the engine).
+    #[serde(default)]
+    pub ipv4_address: Option<Ipv4Addr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parse_and_display() {
+        let m: MacAddr = "02:00:0a:ff:00:01".parse().unwrap();
+        assert_eq!(m.0, [2, 0, 0x0a, 0xff, 0, 1]);
+        assert_eq!(m.to_string(), "02:00:0a:ff:00:01");
+        assert!(!m.is_multicast());
+        assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
+        assert!("02:00:00:00:00:00:00".parse::<MacAddr>().is_err());
+        assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
+        assert!("2:00:00:00:00:00".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn error_names_the_path() {
+        let e = ConfigError::invalid("vms[0].port", "no port named \"tap9\"");
+        assert_eq!(e.to_string(), "vms[0].port: no port named \"tap9\"");
+        assert_eq!(e.path(), "vms[0].port");
+    }
+}

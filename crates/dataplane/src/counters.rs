@@ -1,0 +1,161 @@
+//! Counters: plain arrays indexed by ids (single-threaded engine: no locks, no atomics).
+
+use crate::buffer::{Occupancy, SbufStore};
+use crate::drop::DropReason;
+use crate::policy::PolicyId;
+use crate::port::PortId;
+use crate::sid::SidId;
+use crate::vm::VmId;
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketBytes {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (frame bytes as received).
+    pub bytes: u64,
+}
+
+impl PacketBytes {
+    #[inline]
+    pub(crate) fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Per-port counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx: PacketBytes,
+    /// Frames sent (including generated and released packets).
+    pub tx: PacketBytes,
+}
+
+/// Per-VM counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VmCounters {
+    /// Packets received from the VM.
+    pub rx: PacketBytes,
+    /// Packets delivered to the VM (directly or released from its buffer).
+    pub tx: PacketBytes,
+    /// Packets put into its End.SBUF buffer.
+    pub held: u64,
+    /// Packets released from its buffer to it.
+    pub released: u64,
+    /// Packets that expired in its buffer.
+    pub expired: u64,
+    /// Packets for it that were dropped (buffer full, drop mode, not running, discarded).
+    pub dropped: u64,
+}
+
+/// ICMPv6 and NDP generation counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IcmpCounters {
+    /// ICMPv6 errors queued for transmission.
+    pub errors_sent: u64,
+    /// Errors suppressed by the rate limiter.
+    pub rate_limited: u64,
+    /// Errors or NDP answers lost because the generated-packet queue was full.
+    pub queue_full: u64,
+    /// Errors not sent because the RFC forbids it (in response to an error, multicast, ...).
+    pub suppressed: u64,
+    /// Neighbor advertisements sent.
+    pub ndp_answered: u64,
+}
+
+/// All counters of a dataplane.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub(crate) drops: [u64; DropReason::COUNT],
+    pub(crate) sids: Vec<PacketBytes>,
+    pub(crate) vms: Vec<VmCounters>,
+    pub(crate) policies: Vec<PacketBytes>,
+    pub(crate) ports: Vec<PortCounters>,
+    pub(crate) icmp: IcmpCounters,
+}
+
+impl Counters {
+    pub(crate) fn new(ports: usize, vms: usize) -> Counters {
+        Counters {
+            drops: [0; DropReason::COUNT],
+            sids: Vec::new(),
+            vms: vec![VmCounters::default(); vms],
+            policies: Vec::new(),
+            ports: vec![PortCounters::default(); ports],
+            icmp: IcmpCounters::default(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    #[inline]
+    pub(crate) fn vm_mut(&mut self, vm: VmId) -> Option<&mut VmCounters> {
+        self.vms.get_mut(vm.index())
+    }
+}
+
+/// A read-only view of the counters and buffer occupancy.
+#[derive(Debug, Clone, Copy)]
+pub struct CountersView<'a> {
+    pub(crate) c: &'a Counters,
+    pub(crate) buffers: &'a SbufStore,
+}
+
+impl CountersView<'_> {
+    /// Packets dropped for `r`.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.c.drops[r.index()]
+    }
+
+    /// Every drop reason with its count.
+    pub fn drop_counts(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.c.drops[r.index()]))
+    }
+
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.c.drops.iter().sum()
+    }
+
+    /// Packets and bytes that matched SID `id`.
+    pub fn sid(&self, id: SidId) -> PacketBytes {
+        self.c.sids.get(id.index()).copied().unwrap_or_default()
+    }
+
+    /// Counters of VM `id`.
+    pub fn vm(&self, id: VmId) -> VmCounters {
+        self.c.vms.get(id.index()).copied().unwrap_or_default()
+    }
+
+    /// Packets and bytes steered into policy `id` (H.Encaps/H.Insert at ingress, End.B6.Encaps).
+    pub fn policy(&self, id: PolicyId) -> PacketBytes {
+        self.c.policies.get(id.index()).copied().unwrap_or_default()
+    }
+
+    /// Counters of port `id`.
+    pub fn port(&self, id: PortId) -> PortCounters {
+        self.c.ports.get(id.index()).copied().unwrap_or_default()
+    }
+
+    /// ICMPv6 / NDP generation counters.
+    pub fn icmp(&self) -> IcmpCounters {
+        self.c.icmp
+    }
+
+    /// Packets and bytes held in VM `id`'s buffer now.
+    pub fn buffer_occupancy(&self, id: VmId) -> Occupancy {
+        self.buffers.occupancy(id)
+    }
+
+    /// Packets and bytes held in all buffers now.
+    pub fn buffer_total(&self) -> Occupancy {
+        self.buffers.total()
+    }
+}

@@ -1,0 +1,140 @@
+//! Named drop reasons. Every packet the engine discards is counted under exactly one of these.
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $name:ident, )*) => {
+        /// Why the engine discarded a packet. Each variant indexes a counter
+        /// (see [`crate::Counters::drops`]); `as_str()` gives the stable name used in metrics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        #[non_exhaustive]
+        pub enum DropReason {
+            $( $(#[$doc])* $name, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-index order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons (size of the drop counter array).
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The stable name of the reason (the variant name).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( DropReason::$name => stringify!($name), )*
+                }
+            }
+
+            /// Index into the drop counter array.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The frame or one of its headers is shorter than the header it claims to hold.
+    Truncated,
+    /// The ingress port id of the packet is not a configured port.
+    UnknownPort,
+    /// Unicast Ethernet destination that is neither the port MAC nor the gateway MAC.
+    WrongDestinationMac,
+    /// EtherType other than IPv6 or IPv4.
+    UnsupportedEtherType,
+    /// IP version field disagrees with the EtherType.
+    BadIpVersion,
+    /// IPv6 Payload Length runs past the end of the frame.
+    PayloadLengthBeyondFrame,
+    /// An extension header's Hdr Ext Len runs past the end of the packet.
+    HdrExtLenBeyondPacket,
+    /// More extension headers than the engine walks (also catches header "loops").
+    TooManyExtensionHeaders,
+    /// The same extension header appears twice where RFC 8200 allows it once, or Hop-by-Hop not first.
+    DuplicateExtensionHeader,
+    /// A TLV in the SRH TLV area overruns the SRH (RFC 8754 section 2.1).
+    TlvOverrun,
+    /// SRH Segments Left > Last Entry + 1 (RFC 8754 section 4.3.1.1, ICMPv6 Parameter Problem).
+    SegmentsLeftBeyondLastEntry,
+    /// SRH Last Entry beyond the segment list held by Hdr Ext Len (RFC 8754 section 4.3.1.1).
+    LastEntryBeyondSegmentList,
+    /// A routing header of a type other than 4 with Segments Left != 0 (RFC 8200 section 4.4).
+    UnsupportedRoutingType,
+    /// Segments Left != 0 on a behavior that requires the last segment (RFC 8986 4.4 S02).
+    SegmentsLeftNotZero,
+    /// Hop Limit would reach zero in forwarding (ICMPv6 Time Exceeded code 0).
+    HopLimitExceeded,
+    /// Upper-layer header not allowed at this SID (RFC 8986 section 4.1.1, ICMPv6 code 4).
+    UnsupportedNextHeader,
+    /// The destination is inside the local locator but no SID is installed there.
+    NoSid,
+    /// No FIB route for the destination.
+    NoRoute,
+    /// Local SID processing looped more than the engine allows.
+    LocalSidLoop,
+    /// A packet with an SRH, or addressed to a local SID, arrived on a VM port.
+    SrhFromVmPort,
+    /// An SRv6 packet from an uplink whose source is outside the infrastructure prefixes.
+    SrhFromOutsideDomain,
+    /// A VM port packet whose source is not an address of the VM attached to that port.
+    VmSourceSpoofed,
+    /// A VM port packet with a link-local or unspecified source that is not an NS for the gateway.
+    LinkLocalSource,
+    /// Multicast destination on a path that only forwards unicast.
+    MulticastDestination,
+    /// Neighbor discovery not addressed to the gateway (or a port address): ignored.
+    NdpNotForUs,
+    /// A malformed neighbor solicitation (hop limit != 255, bad checksum, short).
+    NdpInvalid,
+    /// A packet addressed to the gateway itself (no local services).
+    DestinedToGateway,
+    /// End.S at the last segment, or delivery (End.DT*, native) to a VM that is not running here.
+    VmNotRunning,
+    /// The VM that End.S / End.SBUF would deliver to cannot be determined from the inner packet.
+    UnknownVm,
+    /// End.SBUF in drop mode for a VM that is not running here.
+    SbufDropMode,
+    /// End.SBUF buffer full (per-VM or global, packets or bytes).
+    BufferFull,
+    /// The packet is too large for a buffer slot.
+    BufferPacketTooLarge,
+    /// A buffered packet exceeded the maximum age.
+    BufferExpired,
+    /// A buffered packet discarded by an explicit `discard_buffer` (path torn down).
+    BufferDiscarded,
+    /// Prepending a header would exceed the packet buffer headroom.
+    NoHeadroom,
+    /// The rewritten packet would exceed the packet buffer capacity.
+    PacketTooBig,
+    /// H.Insert cannot be applied to this packet (IPv4, or a Hop-by-Hop header present).
+    InsertNotApplicable,
+    /// IPv4 header invalid (IHL < 5, total length beyond frame).
+    Ipv4Malformed,
+    /// IPv4 header checksum mismatch.
+    Ipv4BadChecksum,
+    /// IPv4 TTL would reach zero in forwarding (no ICMPv4 error is generated).
+    Ipv4TtlExceeded,
+    /// IPv4 options or fragments where the engine needs a plain header.
+    Ipv4Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_indices_are_consistent() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(!r.as_str().is_empty());
+        }
+        assert_eq!(
+            DropReason::SegmentsLeftBeyondLastEntry.as_str(),
+            "SegmentsLeftBeyondLastEntry"
+        );
+        assert_eq!(DropReason::BufferFull.as_str(), "BufferFull");
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+}

@@ -1,0 +1,1728 @@
+//! The forwarding engine: [`Dataplane`] and its per-packet pipeline.
+//!
+//! ```text
+//!  frame ─► port/Ethernet checks ─┬─ IPv6 ─┬─ uplink: local SID? ─► endpoint behavior ─┐
+//!                                 │        │          local VM?  ─► deliver            │
+//!                                 │        │          else       ─► FIB (transit)      │
+//!                                 │        └─ VM port: source check, NDP for gateway,  │
+//!                                 │                    no SRH/SID, local VM / mapping  │
+//!                                 │                    (H.Encaps[.Red] / H.Insert /    │
+//!                                 │                    native) ─► FIB ─► local SID? ───┘
+//!                                 └─ IPv4 ─► VM / mapping (H.Encaps with NH 4) / FIB
+//! ```
+//!
+//! Sans-IO: `process_batch(now, batch)` writes a [`Verdict`] per packet; generated packets
+//! (ICMPv6 errors, NDP answers, packets released from End.SBUF buffers) come out of
+//! [`Dataplane::poll_transmit`]; buffer expiry is driven by `poll_timeout`/`handle_timeout`.
+//! The driver contract: after each `process_batch` and each `handle_vm_state`, call
+//! `poll_transmit` until it returns `None`. Order towards a VM is preserved regardless: while a
+//! VM's buffer is non-empty, new packets for it are appended to the buffer (`Held`) instead of
+//! being delivered ahead of it.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+
+use crate::batch::{Batch, PacketBuf, Verdict, HEADROOM};
+use crate::behavior::{Flavor, FlavorSet, Headend, SbufMode};
+use crate::buffer::SbufStore;
+use crate::config::{
+    ConfigError, FlowLabelMode, MappingConfig, NodeConfig, PolicyConfig, PortKind, SidConfig,
+};
+use crate::counters::{Counters, CountersView, PacketBytes};
+use crate::drop::DropReason;
+use crate::fib::{Adjacency, Fib, TableIdx};
+use crate::icmp::{
+    emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
+    NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
+};
+use crate::parse::{
+    check_tlvs, icmpv6_checksum, read_addr, read_u16, read_u32, walk, write_u16, ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6, ETH_HEADER_LEN, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, NH_AH, NH_DSTOPTS,
+    NH_FRAGMENT, NH_HOPOPTS, NH_ICMPV6, NH_IPV4, NH_IPV6, NH_ROUTING, ROUTING_TYPE_SRH,
+    SRH_HDR_EXT_LEN, SRH_LAST_ENTRY, SRH_NEXT_HEADER, SRH_ROUTING_TYPE, SRH_SEGMENTS,
+    SRH_SEGMENTS_LEFT,
+};
+use crate::policy::{MappingTable, Policy, PolicyId, Steering};
+use crate::port::{Port, PortId};
+use crate::sid::{self, Resolver, SidAction, SidId, SidTable};
+use crate::time::Instant;
+use crate::vm::{Vm, VmId, VmState, VmTable};
+
+/// How many local SIDs one packet may traverse in a single pass (e.g. an encapsulation whose
+/// first segment is local, then End.S, then a local End.SBUF).
+const MAX_LOCAL_PASSES: u8 = 4;
+
+const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+/// Per-packet context that does not change while a packet is processed.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    now: Instant,
+    ingress: PortId,
+    kind: PortKind,
+    /// Source MAC of the received frame (where ICMPv6 errors and NDP answers go).
+    src_mac: [u8; 6],
+}
+
+/// The SRv6 forwarding engine of one node.
+#[derive(Debug)]
+pub struct Dataplane {
+    locator: u128,
+    locator_mask: u128,
+    locator_net: Ipv6Net,
+    source_address: [u8; 16],
+    infrastructure: Vec<(u128, u128)>,
+    gateway: [u8; 16],
+    gateway_mac: [u8; 6],
+    ports: Vec<Port>,
+    fib: Fib,
+    sids: SidTable,
+    policies: Vec<Policy>,
+    vms: VmTable,
+    mappings: MappingTable,
+    buffers: SbufStore,
+    /// VMs whose buffer is being released (Running with a non-empty buffer), in order.
+    releasing: Vec<VmId>,
+    gen: GenQueue,
+    icmp: RateLimiter,
+    counters: Counters,
+}
+
+fn mask_of(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
+}
+
+fn is_ext_header(nh: u8) -> bool {
+    matches!(
+        nh,
+        NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS | NH_FRAGMENT | NH_AH
+    )
+}
+
+impl Dataplane {
+    /// Validates `cfg` completely and builds the engine (all storage is allocated here).
+    pub fn new(cfg: NodeConfig) -> Result<Dataplane, ConfigError> {
+        let locator_net = cfg.locator.trunc();
+        if cfg.source_address.is_multicast() || cfg.source_address.is_unspecified() {
+            return Err(ConfigError::invalid(
+                "source_address",
+                "must be a unicast address",
+            ));
+        }
+        if cfg.gateway.address.is_multicast() || cfg.gateway.address.is_unspecified() {
+            return Err(ConfigError::invalid(
+                "gateway.address",
+                "must be a unicast address",
+            ));
+        }
+        if cfg.gateway.mac.is_multicast() {
+            return Err(ConfigError::invalid("gateway.mac", "must be a unicast MAC"));
+        }
+        // Ports.
+        if cfg.ports.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("ports", "too many ports"));
+        }
+        let mut ports = Vec::with_capacity(cfg.ports.len());
+        for (i, p) in cfg.ports.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if cfg.ports[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].name"),
+                    format!("duplicate port name \"{}\"", p.name),
+                ));
+            }
+            if p.mac.is_multicast() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].mac"),
+                    "must be a unicast MAC",
+                ));
+            }
+            if p.kind == PortKind::Uplink && p.peer_mac.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].peer_mac"),
+                    "an uplink needs the MAC of its next hop",
+                ));
+            }
+            ports.push(Port {
+                name: p.name.clone(),
+                kind: p.kind,
+                mac: p.mac.0,
+                peer_mac: p.peer_mac.map(|m| m.0),
+                address: p.address,
+            });
+        }
+        let port_by_name = |path: String, name: &str| -> Result<PortId, ConfigError> {
+            ports
+                .iter()
+                .position(|p| p.name == name)
+                .map(|i| PortId(i as u16))
+                .ok_or_else(|| ConfigError::invalid(path, format!("no port named \"{name}\"")))
+        };
+        // VMs.
+        let mut vms = VmTable::new();
+        for (i, v) in cfg.vms.iter().enumerate() {
+            if v.name.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("vms[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if vms.by_name(&v.name).is_some() {
+                return Err(ConfigError::invalid(
+                    format!("vms[{i}].name"),
+                    format!("duplicate VM name \"{}\"", v.name),
+                ));
+            }
+            let port = port_by_name(format!("vms[{i}].port"), &v.port)?;
+            if ports[port.index()].kind != PortKind::Vm {
+                return Err(ConfigError::invalid(
+                    format!("vms[{i}].port"),
+                    format!("\"{}\" is an uplink, not a VM port", v.port),
+                ));
+            }
+            if v.mac.is_multicast() {
+                return Err(ConfigError::invalid(
+                    format!("vms[{i}].mac"),
+                    "must be a unicast MAC",
+                ));
+            }
+            if v.addresses.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("vms[{i}].addresses"),
+                    "a VM needs an address",
+                ));
+            }
+            for (j, a) in v.addresses.iter().enumerate() {
+                let bad = match a {
+                    IpAddr::V6(a) => {
+                        a.is_multicast()
+                            || a.is_unspecified()
+                            || a.is_loopback()
+                            || (a.segments()[0] & 0xffc0) == 0xfe80
+                    }
+                    IpAddr::V4(a) => {
+                        a.is_multicast()
+                            || a.is_unspecified()
+                            || a.is_broadcast()
+                            || a.is_loopback()
+                    }
+                };
+                if bad {
+                    return Err(ConfigError::invalid(
+                        format!("vms[{i}].addresses[{j}]"),
+                        format!("{a} is not a global unicast address"),
+                    ));
+                }
+                if vms.owner_of(*a).is_some() || v.addresses[..j].contains(a) {
+                    return Err(ConfigError::invalid(
+                        format!("vms[{i}].addresses[{j}]"),
+                        format!("{a} is already used by another VM"),
+                    ));
+                }
+            }
+            vms.push(Vm {
+                name: v.name.clone(),
+                addresses: v.addresses.clone(),
+                mac: v.mac.0,
+                port,
+                state: v.state,
+            });
+        }
+        let buffers = SbufStore::new(cfg.buffer, vms.len())?;
+        if cfg.buffer.max_age_ms == 0 {
+            return Err(ConfigError::invalid(
+                "buffer.max_age_ms",
+                "must be at least 1",
+            ));
+        }
+        let mut infrastructure = Vec::with_capacity(cfg.infrastructure_prefixes.len());
+        for p in &cfg.infrastructure_prefixes {
+            let m = mask_of(p.prefix_len());
+            infrastructure.push((u128::from(p.network()) & m, m));
+        }
+        let mut dp = Dataplane {
+            locator: u128::from(locator_net.network()),
+            locator_mask: mask_of(locator_net.prefix_len()),
+            locator_net,
+            source_address: cfg.source_address.octets(),
+            infrastructure,
+            gateway: cfg.gateway.address.octets(),
+            gateway_mac: cfg.gateway.mac.0,
+            fib: Fib::new(),
+            sids: SidTable::default(),
+            policies: Vec::new(),
+            counters: Counters::new(ports.len(), vms.len()),
+            ports,
+            vms,
+            mappings: MappingTable::default(),
+            buffers,
+            releasing: Vec::with_capacity(cfg.vms.len()),
+            gen: GenQueue::new(),
+            icmp: RateLimiter::new(cfg.icmp),
+        };
+        // Routes.
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let port = dp.port_id(&r.port).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{path}.port"),
+                    format!("no port named \"{}\"", r.port),
+                )
+            })?;
+            let adj = dp.resolver().adjacency(&path, port)?;
+            let t = dp.fib.ensure_table(r.table).ok_or_else(|| {
+                ConfigError::invalid(format!("{path}.table"), "too many FIB tables")
+            })?;
+            let table = dp
+                .fib
+                .table_mut(t)
+                .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "no such table"))?;
+            let prev = match r.prefix {
+                IpNet::V6(p) => table
+                    .v6
+                    .insert(u128::from(p.network()), p.prefix_len(), adj),
+                IpNet::V4(p) => {
+                    table
+                        .v4
+                        .insert(u128::from(u32::from(p.network())), p.prefix_len(), adj)
+                }
+            };
+            if prev.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{path}.prefix"),
+                    format!(
+                        "duplicate route for {} in table {}",
+                        r.prefix.trunc(),
+                        r.table
+                    ),
+                ));
+            }
+        }
+        // Policies.
+        for (i, p) in cfg.policies.iter().enumerate() {
+            if cfg.policies[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::invalid(
+                    format!("policies[{i}].name"),
+                    format!("duplicate policy name \"{}\"", p.name),
+                ));
+            }
+            dp.install_policy_at(&format!("policies[{i}]"), p)?;
+        }
+        // SIDs.
+        for (i, s) in cfg.sids.iter().enumerate() {
+            dp.install_sid_at(&format!("sids[{i}] ({})", s.sid), s)?;
+        }
+        // Mappings.
+        for (i, m) in cfg.mappings.iter().enumerate() {
+            dp.set_mapping_at(&format!("mappings[{i}]"), m)?;
+        }
+        Ok(dp)
+    }
+
+    fn resolver(&mut self) -> Resolver<'_> {
+        Resolver {
+            locator: self.locator_net,
+            ports: &self.ports,
+            vms: &self.vms,
+            policies: &self.policies,
+            fib: &mut self.fib,
+            gateway_mac: self.gateway_mac,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Runtime changes (control plane; may allocate)
+    // ----------------------------------------------------------------------------------------
+
+    /// Installs a local SID, validated against the behavior table.
+    pub fn install_sid(&mut self, cfg: SidConfig) -> Result<SidId, ConfigError> {
+        let path = format!("sid ({})", cfg.sid);
+        self.install_sid_at(&path, &cfg)
+    }
+
+    fn install_sid_at(&mut self, path: &str, cfg: &SidConfig) -> Result<SidId, ConfigError> {
+        let entry = sid::build(path, cfg, &mut self.resolver())?;
+        let id = self.sids.insert(path, entry)?;
+        if self.counters.sids.len() <= id.index() {
+            self.counters
+                .sids
+                .resize(id.index() + 1, PacketBytes::default());
+        }
+        self.counters.sids[id.index()] = PacketBytes::default();
+        Ok(id)
+    }
+
+    /// Removes the SID installed at `sid`; returns its (now free) id.
+    pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Option<SidId> {
+        self.sids.remove(sid)
+    }
+
+    /// Installs an SR policy, or replaces the policy of the same name (keeping its id, so
+    /// mappings and End.B6.Encaps SIDs follow the new segment list atomically).
+    pub fn install_policy(&mut self, cfg: PolicyConfig) -> Result<PolicyId, ConfigError> {
+        let path = format!("policy \"{}\"", cfg.name);
+        self.install_policy_at(&path, &cfg)
+    }
+
+    fn install_policy_at(
+        &mut self,
+        path: &str,
+        cfg: &PolicyConfig,
+    ) -> Result<PolicyId, ConfigError> {
+        let p = Policy::build(path, cfg, Ipv6Addr::from(self.source_address))?;
+        if let Some(i) = self.policies.iter().position(|q| q.name == cfg.name) {
+            let id = PolicyId(i as u32);
+            if p.headend == Headend::HInsert && self.sids.uses_policy(id) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.headend"),
+                    "policy is used by an End.B6.Encaps SID and must stay an encapsulation",
+                ));
+            }
+            self.policies[i] = p;
+            return Ok(id);
+        }
+        self.policies.push(p);
+        self.counters.policies.push(PacketBytes::default());
+        Ok(PolicyId((self.policies.len() - 1) as u32))
+    }
+
+    /// Sets the ingress steering for `prefix` (traffic from local VMs).
+    pub fn set_mapping(&mut self, prefix: IpNet, steering: Steering) -> Result<(), ConfigError> {
+        if let Steering::Policy(p) = steering {
+            if self.policies.get(p.index()).is_none_or(|p| !p.active) {
+                return Err(ConfigError::invalid(
+                    format!("mapping {prefix}"),
+                    format!("no policy with id {}", p.0),
+                ));
+            }
+        }
+        self.mappings.set(prefix.trunc(), steering);
+        Ok(())
+    }
+
+    fn set_mapping_at(&mut self, path: &str, m: &MappingConfig) -> Result<(), ConfigError> {
+        let steering = if m.policy == "native" {
+            Steering::Native
+        } else {
+            let id = self.policy_id(&m.policy).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{path}.policy"),
+                    format!("no policy named \"{}\"", m.policy),
+                )
+            })?;
+            Steering::Policy(id)
+        };
+        self.mappings.set(m.vm_address.trunc(), steering);
+        Ok(())
+    }
+
+    /// Removes the steering entry for exactly `prefix`.
+    pub fn remove_mapping(&mut self, prefix: IpNet) -> Option<Steering> {
+        self.mappings.remove(prefix.trunc())
+    }
+
+    /// The steering that applies to traffic from local VMs towards `dst`.
+    pub fn mapping(&self, dst: IpAddr) -> Option<Steering> {
+        self.mappings.lookup(dst)
+    }
+
+    /// Records a VM state change. When the VM becomes `Running` with packets held, they are
+    /// released, in arrival order, through `poll_transmit`.
+    pub fn handle_vm_state(
+        &mut self,
+        _now: Instant,
+        vm: VmId,
+        state: VmState,
+    ) -> Result<(), ConfigError> {
+        let Some(v) = self.vms.vms.get_mut(vm.index()) else {
+            return Err(ConfigError::invalid(format!("vm {}", vm.0), "no such VM"));
+        };
+        v.state = state;
+        if state == VmState::Running && !self.buffers.is_empty(vm) && !self.releasing.contains(&vm)
+        {
+            self.releasing.push(vm);
+        }
+        Ok(())
+    }
+
+    /// Drops everything held for `vm` (e.g. the SR path is torn down); returns how many packets.
+    pub fn discard_buffer(&mut self, vm: VmId) -> u64 {
+        let n = self.buffers.discard(vm);
+        self.counters.drops[DropReason::BufferDiscarded.index()] += n;
+        if let Some(c) = self.counters.vm_mut(vm) {
+            c.dropped += n;
+        }
+        n
+    }
+
+    /// The id of the VM named `name`.
+    pub fn vm_id(&self, name: &str) -> Option<VmId> {
+        self.vms.by_name(name)
+    }
+
+    /// The state of `vm`.
+    pub fn vm_state(&self, vm: VmId) -> Option<VmState> {
+        self.vms.get(vm).map(|v| v.state)
+    }
+
+    /// The id of the port named `name`.
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PortId(i as u16))
+    }
+
+    /// The id of the SID installed at `sid`.
+    pub fn sid_id(&self, sid: Ipv6Addr) -> Option<SidId> {
+        self.sids
+            .entries
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.sid == sid))
+            .map(|i| SidId(i as u32))
+    }
+
+    /// The id of the policy named `name`.
+    pub fn policy_id(&self, name: &str) -> Option<PolicyId> {
+        self.policies
+            .iter()
+            .position(|p| p.active && p.name == name)
+            .map(|i| PolicyId(i as u32))
+    }
+
+    /// Installed SIDs with their behavior and configuration.
+    pub fn sids(&self) -> impl Iterator<Item = (SidId, crate::behavior::Behavior, &SidConfig)> {
+        self.sids
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (SidId(i as u32), e.behavior, &e.config)))
+    }
+
+    /// The headend behavior and segment list of policy `id`.
+    pub fn policy(&self, id: PolicyId) -> Option<(Headend, &[Ipv6Addr])> {
+        self.policies
+            .get(id.index())
+            .filter(|p| p.active)
+            .map(|p| (p.headend, p.segments.as_slice()))
+    }
+
+    /// The ports' names, by id.
+    pub fn port_names(&self) -> impl Iterator<Item = (PortId, &str)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PortId(i as u16), p.name.as_str()))
+    }
+
+    /// Read-only counters and buffer occupancy.
+    pub fn counters(&self) -> CountersView<'_> {
+        CountersView {
+            c: &self.counters,
+            buffers: &self.buffers,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Timers and generated packets
+    // ----------------------------------------------------------------------------------------
+
+    /// The next instant at which `handle_timeout` has work (a held packet expiring).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (0..self.vms.len())
+            .filter_map(|i| self.buffers.deadline(VmId(i as u32)))
+            .min()
+    }
+
+    /// Drops held packets that are older than the maximum age.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.vms.len() {
+            let vm = VmId(i as u32);
+            let n = self.buffers.expire(vm, now);
+            if n > 0 {
+                self.counters.drops[DropReason::BufferExpired.index()] += n;
+                self.counters.vms[i].expired += n;
+            }
+        }
+    }
+
+    /// Whether `poll_transmit` has something to send.
+    pub fn has_pending_transmit(&self) -> bool {
+        !self.gen.is_empty() || !self.releasing.is_empty()
+    }
+
+    /// Writes the next generated or released frame into `out` and returns its egress port.
+    /// Generated packets (ICMPv6, NDP) first, then buffered packets of VMs that are running
+    /// again, in arrival order; expired buffered packets are dropped on the way (`BufferExpired`).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
+        if let Some(port) = self.gen.pop_into(out) {
+            if let Some(c) = self.counters.ports.get_mut(port.index()) {
+                c.tx.add(out.len());
+            }
+            out.verdict = Verdict::Tx(port);
+            return Some(port);
+        }
+        while let Some(&vm) = self.releasing.first() {
+            let Some(v) = self.vms.get(vm) else {
+                self.releasing.remove(0);
+                continue;
+            };
+            if v.state != VmState::Running {
+                self.releasing.remove(0);
+                continue;
+            }
+            let (mac, port) = (v.mac, v.port);
+            let gw = self.gateway_mac;
+            let max_age_check = |b: &SbufStore, t| b.is_expired(t, now);
+            let expired_at = self
+                .buffers
+                .oldest(vm)
+                .map(|t| max_age_check(&self.buffers, t));
+            let res = self.buffers.pop(vm, |_, bytes| {
+                if expired_at == Some(true) {
+                    return None;
+                }
+                // Held packets are at most SLOT_SIZE bytes; the frame goes at HEADROOM - 14.
+                let s = HEADROOM - ETH_HEADER_LEN;
+                let end = HEADROOM + bytes.len();
+                if end > out.buf.len() {
+                    return None;
+                }
+                out.buf[s..s + 6].copy_from_slice(&mac);
+                out.buf[s + 6..s + 12].copy_from_slice(&gw);
+                let et = if bytes.first().is_some_and(|b| b >> 4 == 4) {
+                    ETHERTYPE_IPV4
+                } else {
+                    ETHERTYPE_IPV6
+                };
+                write_u16(&mut out.buf, s + 12, et);
+                out.buf[HEADROOM..end].copy_from_slice(bytes);
+                out.start = s;
+                out.end = end;
+                Some(end - s)
+            });
+            match res {
+                None => {
+                    self.releasing.remove(0);
+                }
+                Some(None) => {
+                    self.counters.drops[DropReason::BufferExpired.index()] += 1;
+                    self.counters.vms[vm.index()].expired += 1;
+                }
+                Some(Some(len)) => {
+                    let c = &mut self.counters.vms[vm.index()];
+                    c.released += 1;
+                    c.tx.add(len);
+                    self.counters.ports[port.index()].tx.add(len);
+                    out.ingress = port;
+                    out.verdict = Verdict::Tx(port);
+                    return Some(port);
+                }
+            }
+        }
+        None
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Fast path
+    // ----------------------------------------------------------------------------------------
+
+    /// Processes every packet of `batch`, writing each one's verdict. Never panics on packet
+    /// contents, never allocates.
+    pub fn process_batch(&mut self, now: Instant, batch: &mut Batch) {
+        for pkt in batch.packets_mut() {
+            let v = self.process(now, pkt);
+            match v {
+                Verdict::Drop(r) => self.counters.drop(r),
+                Verdict::Tx(p) => {
+                    if let Some(c) = self.counters.ports.get_mut(p.index()) {
+                        c.tx.add(pkt.end - pkt.start);
+                    }
+                }
+                Verdict::Held(_) | Verdict::Consumed => {}
+            }
+            pkt.verdict = v;
+        }
+    }
+
+    /// Processes a single packet (same as a batch of one).
+    pub fn process_packet(&mut self, now: Instant, pkt: &mut PacketBuf) -> Verdict {
+        let v = self.process(now, pkt);
+        match v {
+            Verdict::Drop(r) => self.counters.drop(r),
+            Verdict::Tx(p) => {
+                if let Some(c) = self.counters.ports.get_mut(p.index()) {
+                    c.tx.add(pkt.end - pkt.start);
+                }
+            }
+            Verdict::Held(_) | Verdict::Consumed => {}
+        }
+        pkt.verdict = v;
+        v
+    }
+
+    #[inline]
+    fn process(&mut self, now: Instant, pkt: &mut PacketBuf) -> Verdict {
+        let Some(port) = self.ports.get(pkt.ingress.index()) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let kind = port.kind;
+        let port_mac = port.mac;
+        let len = pkt.end - pkt.start;
+        self.counters.ports[pkt.ingress.index()].rx.add(len);
+        if len < ETH_HEADER_LEN {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let s = pkt.start;
+        let b = &pkt.buf;
+        let dst_mac = &b[s..s + 6];
+        if dst_mac[0] & 1 == 0
+            && dst_mac != port_mac
+            && !(kind == PortKind::Vm && dst_mac == self.gateway_mac)
+        {
+            return Verdict::Drop(DropReason::WrongDestinationMac);
+        }
+        let mut src_mac = [0u8; 6];
+        src_mac.copy_from_slice(&b[s + 6..s + 12]);
+        let ctx = Ctx {
+            now,
+            ingress: pkt.ingress,
+            kind,
+            src_mac,
+        };
+        match read_u16(b, s + 12) {
+            ETHERTYPE_IPV6 => self.ipv6_in(&ctx, pkt),
+            ETHERTYPE_IPV4 => self.ipv4_in(&ctx, pkt),
+            _ => Verdict::Drop(DropReason::UnsupportedEtherType),
+        }
+    }
+
+    #[inline]
+    fn in_domain(&self, src: u128) -> bool {
+        self.infrastructure.iter().any(|&(n, m)| src & m == n)
+    }
+
+    #[inline]
+    fn in_locator(&self, dst: u128) -> bool {
+        dst & self.locator_mask == self.locator
+    }
+
+    fn ipv6_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
+        let ip = pkt.start + ETH_HEADER_LEN;
+        if pkt.end - ip < IPV6_HEADER_LEN {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let b = &pkt.buf;
+        if b[ip] >> 4 != 6 {
+            return Verdict::Drop(DropReason::BadIpVersion);
+        }
+        let total = IPV6_HEADER_LEN + usize::from(read_u16(b, ip + 4));
+        if ip + total > pkt.end {
+            return Verdict::Drop(DropReason::PayloadLengthBeyondFrame);
+        }
+        // Strip Ethernet padding.
+        pkt.end = ip + total;
+        match ctx.kind {
+            PortKind::Uplink => self.from_uplink_v6(ctx, pkt, ip),
+            PortKind::Vm => self.from_vm_v6(ctx, pkt, ip),
+        }
+    }
+
+    fn from_uplink_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
+        let b = &pkt.buf;
+        let dst = read_addr(b, ip + 24);
+        let src = read_addr(b, ip + 8);
+        let nh = b[ip + 6];
+        if dst >> 120 == 0xff {
+            if nh == NH_ICMPV6 {
+                return self.ndp_in(ctx, pkt, ip);
+            }
+            return Verdict::Drop(DropReason::MulticastDestination);
+        }
+        if let Some(sid) = self.sids.lookup(dst) {
+            // RFC 8754 section 5.1: SRv6 packets only from inside the SR domain.
+            if !self.in_domain(src) {
+                return Verdict::Drop(DropReason::SrhFromOutsideDomain);
+            }
+            return self.endpoint(ctx, pkt, ip, sid, 0);
+        }
+        if nh == NH_ICMPV6
+            && self.ports[ctx.ingress.index()]
+                .address
+                .is_some_and(|a| u128::from(a) == dst)
+        {
+            return self.ndp_in(ctx, pkt, ip);
+        }
+        if is_ext_header(nh) {
+            match walk(&pkt.buf[ip..pkt.end]) {
+                Err(r) => return Verdict::Drop(r),
+                Ok(c) => {
+                    if let Some(rh) = c.routing {
+                        if pkt.buf[ip + rh + SRH_ROUTING_TYPE] == ROUTING_TYPE_SRH
+                            && !self.in_domain(src)
+                        {
+                            return Verdict::Drop(DropReason::SrhFromOutsideDomain);
+                        }
+                    }
+                }
+            }
+        }
+        if self.in_locator(dst) {
+            return Verdict::Drop(DropReason::NoSid);
+        }
+        if let Err(v) = self.hop_limit_forward(ctx, pkt, ip) {
+            return v;
+        }
+        if let Some(vm) = self.vms.by_v6(dst) {
+            return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+        }
+        self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
+    }
+
+    fn from_vm_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
+        let b = &pkt.buf;
+        let src = read_addr(b, ip + 8);
+        let dst = read_addr(b, ip + 24);
+        let nh = b[ip + 6];
+        match self.vms.by_v6(src) {
+            Some(vm) if self.vms.vms[vm.index()].port == ctx.ingress => {
+                self.counters.vms[vm.index()].rx.add(pkt.end - pkt.start);
+            }
+            _ => {
+                let link_local = src >> 118 == 0xfe80 >> 6;
+                if link_local || src == 0 {
+                    if nh == NH_ICMPV6 {
+                        return self.ndp_in(ctx, pkt, ip);
+                    }
+                    return Verdict::Drop(DropReason::LinkLocalSource);
+                }
+                return Verdict::Drop(DropReason::VmSourceSpoofed);
+            }
+        }
+        let gateway = u128::from_be_bytes(self.gateway);
+        if dst >> 120 == 0xff || dst == gateway {
+            if nh == NH_ICMPV6 {
+                return self.ndp_in(ctx, pkt, ip);
+            }
+            return Verdict::Drop(if dst == gateway {
+                DropReason::DestinedToGateway
+            } else {
+                DropReason::MulticastDestination
+            });
+        }
+        // The SR domain is closed: no SRH and no local SID from a VM (RFC 8754 section 5.1).
+        if self.sids.lookup(dst).is_some() {
+            return Verdict::Drop(DropReason::SrhFromVmPort);
+        }
+        let mut has_hbh = false;
+        if is_ext_header(nh) {
+            match walk(&pkt.buf[ip..pkt.end]) {
+                Err(r) => return Verdict::Drop(r),
+                Ok(c) => {
+                    if c.routing.is_some() {
+                        return Verdict::Drop(DropReason::SrhFromVmPort);
+                    }
+                    has_hbh = c.has_hbh;
+                }
+            }
+        }
+        if let Err(v) = self.hop_limit_forward(ctx, pkt, ip) {
+            return v;
+        }
+        if let Some(vm) = self.vms.by_v6(dst) {
+            if self.vms.vms[vm.index()].state == VmState::Running {
+                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+            }
+        }
+        match self.mappings.v6.lookup(dst) {
+            Some((_, Steering::Policy(p))) => self.apply_policy(ctx, pkt, ip, p, true, has_hbh),
+            Some((_, Steering::Native)) | None => {
+                if self.in_locator(dst) {
+                    return Verdict::Drop(DropReason::NoSid);
+                }
+                if let Some(vm) = self.vms.by_v6(dst) {
+                    return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+                }
+                self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
+            }
+        }
+    }
+
+    /// Decrements the hop limit of the IPv6 header at `ip`, or drops with Time Exceeded.
+    #[inline]
+    fn hop_limit_forward(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+    ) -> Result<(), Verdict> {
+        let hl = pkt.buf[ip + 7];
+        if hl <= 1 {
+            return Err(self.icmp_error(
+                ctx,
+                pkt,
+                ip,
+                ICMPV6_TIME_EXCEEDED,
+                0,
+                0,
+                DropReason::HopLimitExceeded,
+            ));
+        }
+        pkt.buf[ip + 7] = hl - 1;
+        Ok(())
+    }
+
+    /// Sends the IPv6 packet at `ip` by FIB lookup of its destination in `table`; a local SID
+    /// destination is processed here (up to `MAX_LOCAL_PASSES`).
+    #[inline]
+    fn fib_v6(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        table: TableIdx,
+        depth: u8,
+    ) -> Verdict {
+        let dst = read_addr(&pkt.buf, ip + 24);
+        if self.in_locator(dst) {
+            if let Some(sid) = self.sids.lookup(dst) {
+                if depth >= MAX_LOCAL_PASSES {
+                    return Verdict::Drop(DropReason::LocalSidLoop);
+                }
+                return self.endpoint(ctx, pkt, ip, sid, depth + 1);
+            }
+            return Verdict::Drop(DropReason::NoSid);
+        }
+        match self.fib.lookup_v6(table, dst) {
+            Some(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+            None => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    /// Delivers the IP packet at `l3` to `vm` (or appends it to the VM's buffer while that
+    /// buffer is being released, to keep arrival order).
+    #[inline]
+    fn deliver(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        l3: usize,
+        vm: VmId,
+        ethertype: u16,
+    ) -> Verdict {
+        let Some(v) = self.vms.vms.get(vm.index()) else {
+            return Verdict::Drop(DropReason::UnknownVm);
+        };
+        if v.state != VmState::Running {
+            self.counters.vms[vm.index()].dropped += 1;
+            return Verdict::Drop(DropReason::VmNotRunning);
+        }
+        if !self.buffers.is_empty(vm) {
+            return self.hold(ctx, pkt, l3, vm);
+        }
+        let (mac, port) = (v.mac, v.port);
+        let s = l3 - ETH_HEADER_LEN;
+        let b = &mut pkt.buf;
+        b[s..s + 6].copy_from_slice(&mac);
+        b[s + 6..s + 12].copy_from_slice(&self.gateway_mac);
+        write_u16(b, s + 12, ethertype);
+        pkt.start = s;
+        self.counters.vms[vm.index()].tx.add(pkt.end - s);
+        Verdict::Tx(port)
+    }
+
+    /// Copies the IP packet at `l3` into `vm`'s End.SBUF buffer.
+    fn hold(&mut self, ctx: &Ctx, pkt: &PacketBuf, l3: usize, vm: VmId) -> Verdict {
+        match self.buffers.push(vm, ctx.now, &pkt.buf[l3..pkt.end]) {
+            Ok(()) => {
+                self.counters.vms[vm.index()].held += 1;
+                if self.vms.vms[vm.index()].state == VmState::Running
+                    && !self.releasing.contains(&vm)
+                {
+                    // Cannot allocate: capacity is the number of VMs.
+                    self.releasing.push(vm);
+                }
+                Verdict::Held(vm)
+            }
+            Err(r) => {
+                self.counters.vms[vm.index()].dropped += 1;
+                Verdict::Drop(r)
+            }
+        }
+    }
+
+    /// Endpoint processing of the IPv6 packet at `ip`, whose destination matched `sid`.
+    fn endpoint(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        sid: SidId,
+        depth: u8,
+    ) -> Verdict {
+        let Some(entry) = self.sids.get(sid) else {
+            return Verdict::Drop(DropReason::NoSid);
+        };
+        let (action, flavors, csid) = (entry.action, entry.flavors, entry.csid);
+        if let Some(c) = self.counters.sids.get_mut(sid.index()) {
+            c.add(pkt.end - pkt.start);
+        }
+        let chain = match walk(&pkt.buf[ip..pkt.end]) {
+            Ok(c) => c,
+            Err(r) => return Verdict::Drop(r),
+        };
+        // The SRH, if the routing header is one. RFC 8200 section 4.4: an unrecognized Routing
+        // Type with Segments Left != 0 is a Parameter Problem pointing at the Routing Type.
+        let mut srh = None;
+        if let Some(rh) = chain.routing {
+            if pkt.buf[ip + rh + SRH_ROUTING_TYPE] == ROUTING_TYPE_SRH {
+                srh = Some(rh);
+            } else if pkt.buf[ip + rh + SRH_SEGMENTS_LEFT] != 0 {
+                return self.icmp_error(
+                    ctx,
+                    pkt,
+                    ip,
+                    ICMPV6_PARAM_PROBLEM,
+                    PARAM_PROBLEM_ERRONEOUS_FIELD,
+                    (rh + SRH_ROUTING_TYPE) as u32,
+                    DropReason::UnsupportedRoutingType,
+                );
+            }
+        }
+        // NEXT-C-SID (draft-ietf-spring-srv6-srh-compression section 4.1): if the DA carries
+        // a next C-SID in its argument, shift it into place instead of consulting the SRH.
+        if let Some(c) = csid {
+            let da = read_addr(&pkt.buf, ip + 24);
+            let arg_bits = 128 - u32::from(c.block_len) - u32::from(c.node_len);
+            let arg = da & ((1u128 << arg_bits) - 1);
+            if arg != 0 {
+                if let Err(v) = self.hop_limit_forward(ctx, pkt, ip) {
+                    return v;
+                }
+                let block = da & mask_of(c.block_len);
+                let new = block | (arg << c.node_len);
+                pkt.buf[ip + 24..ip + 40].copy_from_slice(&new.to_be_bytes());
+                return match action {
+                    SidAction::EndX(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+                    _ => self.fib_v6(ctx, pkt, ip, TableIdx(0), depth),
+                };
+            }
+        }
+        let sl = srh.map_or(0, |o| pkt.buf[ip + o + SRH_SEGMENTS_LEFT]);
+        match action {
+            SidAction::End
+            | SidAction::EndX(_)
+            | SidAction::EndT(_)
+            | SidAction::EndB6Encaps(_) => {
+                let Some(o) = srh.filter(|_| sl > 0) else {
+                    return self.upper_layer_end(ctx, pkt, ip, &chain, action, flavors, depth);
+                };
+                // RFC 8986 4.1 S05-S16.
+                let ip = match self.end_step(ctx, pkt, ip, o, chain.routing_nh_at, flavors) {
+                    Ok(ip) => ip,
+                    Err(v) => return v,
+                };
+                match action {
+                    SidAction::EndX(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+                    SidAction::EndT(t) => self.fib_v6(ctx, pkt, ip, t, depth),
+                    SidAction::EndB6Encaps(p) => {
+                        // RFC 8986 4.13 S17-S21: push a new IPv6 header with B's SRH.
+                        let ip = match self.encap_with(pkt, ip, p, true) {
+                            Ok(ip) => ip,
+                            Err(r) => return Verdict::Drop(r),
+                        };
+                        self.fib_v6(ctx, pkt, ip, TableIdx(0), depth)
+                    }
+                    _ => self.fib_v6(ctx, pkt, ip, TableIdx(0), depth),
+                }
+            }
+            SidAction::EndS(vm_param) => {
+                let inner = ip + chain.upper;
+                let vm = vm_param.or_else(|| self.inner_vm(pkt, inner, chain.upper_proto));
+                let running = vm.is_some_and(|v| self.vms.vms[v.index()].state == VmState::Running);
+                if running {
+                    return self.decap_to_vm(ctx, pkt, ip, &chain, vm);
+                }
+                if let Some(o) = srh.filter(|_| sl > 0) {
+                    // Not here: act as End towards the next segment (the destination host).
+                    let ip = match self.end_step(ctx, pkt, ip, o, chain.routing_nh_at, flavors) {
+                        Ok(ip) => ip,
+                        Err(v) => return v,
+                    };
+                    return self.fib_v6(ctx, pkt, ip, TableIdx(0), depth);
+                }
+                match vm {
+                    Some(v) => {
+                        self.counters.vms[v.index()].dropped += 1;
+                        Verdict::Drop(DropReason::VmNotRunning)
+                    }
+                    None if matches!(chain.upper_proto, NH_IPV6 | NH_IPV4) => {
+                        Verdict::Drop(DropReason::UnknownVm)
+                    }
+                    None => self.upper_layer_error(ctx, pkt, ip, &chain),
+                }
+            }
+            _ => {
+                // Decapsulating behaviors (RFC 8986 4.4-4.8 S02-S05; End.SBUF the same way):
+                // only as the last segment.
+                if let Some(o) = srh.filter(|_| sl != 0) {
+                    return self.icmp_error(
+                        ctx,
+                        pkt,
+                        ip,
+                        ICMPV6_PARAM_PROBLEM,
+                        PARAM_PROBLEM_ERRONEOUS_FIELD,
+                        (o + SRH_SEGMENTS_LEFT) as u32,
+                        DropReason::SegmentsLeftNotZero,
+                    );
+                }
+                self.decap_behavior(ctx, pkt, ip, &chain, action)
+            }
+        }
+    }
+
+    /// RFC 8986 section 4.1 S05-S16 (End with SL > 0), plus the PSP flavor (4.16.1). Returns
+    /// the (possibly moved) offset of the IPv6 header.
+    #[inline]
+    fn end_step(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        srh_rel: usize,
+        routing_nh_at: usize,
+        flavors: FlavorSet,
+    ) -> Result<usize, Verdict> {
+        let o = ip + srh_rel;
+        let b = &pkt.buf;
+        let hl = b[ip + 7];
+        // S05: hop limit.
+        if hl <= 1 {
+            return Err(self.icmp_error(
+                ctx,
+                pkt,
+                ip,
+                ICMPV6_TIME_EXCEEDED,
+                0,
+                0,
+                DropReason::HopLimitExceeded,
+            ));
+        }
+        let hel = usize::from(b[o + SRH_HDR_EXT_LEN]);
+        let sl = usize::from(b[o + SRH_SEGMENTS_LEFT]);
+        let le = usize::from(b[o + SRH_LAST_ENTRY]);
+        // S09-S10: max_LE = (Hdr Ext Len / 2) - 1; Last Entry > max_LE or SL > LE + 1 is a
+        // Parameter Problem code 0 pointing at Segments Left.
+        let ptr = (srh_rel + SRH_SEGMENTS_LEFT) as u32;
+        if hel < 2 || le > hel / 2 - 1 {
+            return Err(self.icmp_error(
+                ctx,
+                pkt,
+                ip,
+                ICMPV6_PARAM_PROBLEM,
+                PARAM_PROBLEM_ERRONEOUS_FIELD,
+                ptr,
+                DropReason::LastEntryBeyondSegmentList,
+            ));
+        }
+        if sl > le + 1 {
+            return Err(self.icmp_error(
+                ctx,
+                pkt,
+                ip,
+                ICMPV6_PARAM_PROBLEM,
+                PARAM_PROBLEM_ERRONEOUS_FIELD,
+                ptr,
+                DropReason::SegmentsLeftBeyondLastEntry,
+            ));
+        }
+        // RFC 8754 section 2.1: TLVs after the segment list must fit in the SRH.
+        let srh_len = 8 + hel * 8;
+        let tlv_start = SRH_SEGMENTS + 16 * (le + 1);
+        if tlv_start < srh_len {
+            if let Err(r) = check_tlvs(&b[o + tlv_start..o + srh_len]) {
+                return Err(Verdict::Drop(r));
+            }
+        }
+        // S14-S16.
+        let b = &mut pkt.buf;
+        b[ip + 7] = hl - 1;
+        let sl = sl - 1;
+        b[o + SRH_SEGMENTS_LEFT] = sl as u8;
+        let seg = o + SRH_SEGMENTS + 16 * sl;
+        b.copy_within(seg..seg + 16, ip + 24);
+        if sl == 0 && flavors.contains(Flavor::Psp) {
+            // RFC 8986 4.16.1 S14.1-S14.4: pop the SRH.
+            b[ip + routing_nh_at] = b[o + SRH_NEXT_HEADER];
+            let pl = read_u16(b, ip + 4) as usize - srh_len;
+            write_u16(b, ip + 4, pl as u16);
+            b.copy_within(pkt.start..o, pkt.start + srh_len);
+            pkt.start += srh_len;
+            return Ok(ip + srh_len);
+        }
+        Ok(ip)
+    }
+
+    /// Upper-layer processing at an End/End.X/End.T/End.B6.Encaps SID (RFC 8986 4.1.1; USD
+    /// flavor 4.16.3: decapsulate an inner IPv6 or IPv4 packet and forward it).
+    fn upper_layer_end(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        chain: &crate::parse::Chain,
+        action: SidAction,
+        flavors: FlavorSet,
+        depth: u8,
+    ) -> Verdict {
+        if flavors.contains(Flavor::Usd) {
+            let inner = ip + chain.upper;
+            let table = match action {
+                SidAction::EndT(t) => t,
+                _ => TableIdx(0),
+            };
+            match chain.upper_proto {
+                NH_IPV6 => {
+                    if let Err(r) = self.inner_v6(pkt, inner) {
+                        return Verdict::Drop(r);
+                    }
+                    pkt.start = inner - ETH_HEADER_LEN;
+                    return match action {
+                        SidAction::EndX(adj) => tx(pkt, inner, adj, ETHERTYPE_IPV6),
+                        _ => self.fib_v6(ctx, pkt, inner, table, depth),
+                    };
+                }
+                NH_IPV4 => {
+                    if let Err(r) = self.inner_v4(pkt, inner) {
+                        return Verdict::Drop(r);
+                    }
+                    pkt.start = inner - ETH_HEADER_LEN;
+                    return match action {
+                        SidAction::EndX(adj) => tx(pkt, inner, adj, ETHERTYPE_IPV4),
+                        _ => self.fib_v4(pkt, inner, table),
+                    };
+                }
+                _ => {}
+            }
+        }
+        self.upper_layer_error(ctx, pkt, ip, chain)
+    }
+
+    /// RFC 8986 section 4.1.1: the upper-layer header is not allowed at this SID (this node
+    /// terminates no upper-layer protocol at its SIDs): Parameter Problem code 4 (SR
+    /// Upper-layer Header Error) pointing at the upper-layer header.
+    #[cold]
+    fn upper_layer_error(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &PacketBuf,
+        ip: usize,
+        chain: &crate::parse::Chain,
+    ) -> Verdict {
+        self.icmp_error(
+            ctx,
+            pkt,
+            ip,
+            ICMPV6_PARAM_PROBLEM,
+            PARAM_PROBLEM_SR_UPPER_LAYER,
+            chain.upper as u32,
+            DropReason::UnsupportedNextHeader,
+        )
+    }
+
+    /// The local VM addressed by the inner packet at `inner`.
+    #[inline]
+    fn inner_vm(&self, pkt: &PacketBuf, inner: usize, proto: u8) -> Option<VmId> {
+        match proto {
+            NH_IPV6 if pkt.end >= inner + IPV6_HEADER_LEN => {
+                self.vms.by_v6(read_addr(&pkt.buf, inner + 24))
+            }
+            NH_IPV4 if pkt.end >= inner + IPV4_MIN_HEADER_LEN => {
+                self.vms.by_v4(read_u32(&pkt.buf, inner + 16))
+            }
+            _ => None,
+        }
+    }
+
+    /// Validates an inner IPv6 header at `inner` and trims the packet to it.
+    #[inline]
+    fn inner_v6(&self, pkt: &mut PacketBuf, inner: usize) -> Result<(), DropReason> {
+        if pkt.end < inner + IPV6_HEADER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        if pkt.buf[inner] >> 4 != 6 {
+            return Err(DropReason::BadIpVersion);
+        }
+        let end = inner + IPV6_HEADER_LEN + usize::from(read_u16(&pkt.buf, inner + 4));
+        if end > pkt.end {
+            return Err(DropReason::PayloadLengthBeyondFrame);
+        }
+        pkt.end = end;
+        Ok(())
+    }
+
+    /// Validates an inner IPv4 header at `inner` and trims the packet to it.
+    #[inline]
+    fn inner_v4(&self, pkt: &mut PacketBuf, inner: usize) -> Result<(), DropReason> {
+        if pkt.end < inner + IPV4_MIN_HEADER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        let b = &pkt.buf;
+        if b[inner] >> 4 != 4 {
+            return Err(DropReason::BadIpVersion);
+        }
+        let ihl = usize::from(b[inner] & 0x0f) * 4;
+        let total = usize::from(read_u16(b, inner + 2));
+        if ihl < IPV4_MIN_HEADER_LEN || total < ihl || inner + total > pkt.end {
+            return Err(DropReason::Ipv4Malformed);
+        }
+        pkt.end = inner + total;
+        Ok(())
+    }
+
+    /// End.S delivery: decapsulate and deliver to `vm` (running here).
+    fn decap_to_vm(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        chain: &crate::parse::Chain,
+        vm: Option<VmId>,
+    ) -> Verdict {
+        let inner = ip + chain.upper;
+        let et = match chain.upper_proto {
+            NH_IPV6 => self.inner_v6(pkt, inner).map(|()| ETHERTYPE_IPV6),
+            NH_IPV4 => self.inner_v4(pkt, inner).map(|()| ETHERTYPE_IPV4),
+            _ => return self.upper_layer_error(ctx, pkt, ip, chain),
+        };
+        match (et, vm) {
+            (Ok(et), Some(vm)) => self.deliver(ctx, pkt, inner, vm, et),
+            (Err(r), _) => Verdict::Drop(r),
+            (Ok(_), None) => Verdict::Drop(DropReason::UnknownVm),
+        }
+    }
+
+    /// The decapsulating behaviors (End.DX6/DX4/DT6/DT4/DT46/SBUF), SL == 0 already checked.
+    fn decap_behavior(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        chain: &crate::parse::Chain,
+        action: SidAction,
+    ) -> Verdict {
+        let inner = ip + chain.upper;
+        let proto = chain.upper_proto;
+        let allowed = match action {
+            SidAction::EndDx6(_) | SidAction::EndDt6(_) => proto == NH_IPV6,
+            SidAction::EndDx4(_) | SidAction::EndDt4(_) => proto == NH_IPV4,
+            _ => proto == NH_IPV6 || proto == NH_IPV4,
+        };
+        if !allowed {
+            return self.upper_layer_error(ctx, pkt, ip, chain);
+        }
+        let checked = if proto == NH_IPV6 {
+            self.inner_v6(pkt, inner)
+        } else {
+            self.inner_v4(pkt, inner)
+        };
+        if let Err(r) = checked {
+            return Verdict::Drop(r);
+        }
+        let et = if proto == NH_IPV6 {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
+        pkt.start = inner - ETH_HEADER_LEN;
+        match action {
+            SidAction::EndDx6(adj) | SidAction::EndDx4(adj) => tx(pkt, inner, adj, et),
+            SidAction::EndDt6(t) | SidAction::EndDt4(t) | SidAction::EndDt46(t) => {
+                if let Some(vm) = self.inner_vm(pkt, inner, proto) {
+                    return self.deliver(ctx, pkt, inner, vm, et);
+                }
+                if proto == NH_IPV6 {
+                    let dst = read_addr(&pkt.buf, inner + 24);
+                    match self.fib.lookup_v6(t, dst) {
+                        Some(adj) => tx(pkt, inner, adj, et),
+                        None => Verdict::Drop(DropReason::NoRoute),
+                    }
+                } else {
+                    self.fib_v4(pkt, inner, t)
+                }
+            }
+            SidAction::EndSbuf(vm_param, mode) => {
+                let Some(vm) = vm_param.or_else(|| self.inner_vm(pkt, inner, proto)) else {
+                    return Verdict::Drop(DropReason::UnknownVm);
+                };
+                if self.vms.vms[vm.index()].state == VmState::Running {
+                    return self.deliver(ctx, pkt, inner, vm, et);
+                }
+                match mode {
+                    SbufMode::Drop => {
+                        self.counters.vms[vm.index()].dropped += 1;
+                        Verdict::Drop(DropReason::SbufDropMode)
+                    }
+                    SbufMode::Buffer => self.hold(ctx, pkt, inner, vm),
+                }
+            }
+            _ => Verdict::Drop(DropReason::UnsupportedNextHeader),
+        }
+    }
+
+    /// IPv4 FIB lookup and transmission (no TTL change: decapsulated or already decremented).
+    fn fib_v4(&mut self, pkt: &mut PacketBuf, l3: usize, table: TableIdx) -> Verdict {
+        let dst = read_u32(&pkt.buf, l3 + 16);
+        match self.fib.lookup_v4(table, dst) {
+            Some(adj) => tx(pkt, l3, adj, ETHERTYPE_IPV4),
+            None => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    /// Applies policy `p` to the packet from a local VM at `ip` (IPv6 if `v6`), then routes the
+    /// result.
+    fn apply_policy(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        p: PolicyId,
+        v6: bool,
+        has_hbh: bool,
+    ) -> Verdict {
+        let Some(policy) = self.policies.get(p.index()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if let Some(c) = self.counters.policies.get_mut(p.index()) {
+            c.add(pkt.end - pkt.start);
+        }
+        let new_ip = match policy.headend {
+            Headend::HEncaps | Headend::HEncapsRed => self.encap_with(pkt, ip, p, v6),
+            Headend::HInsert => {
+                if !v6 || has_hbh {
+                    return Verdict::Drop(DropReason::InsertNotApplicable);
+                }
+                insert_srh(pkt, ip, &policy.rewrite)
+            }
+        };
+        match new_ip {
+            Ok(ip) => self.fib_v6(ctx, pkt, ip, TableIdx(0), 0),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// H.Encaps / H.Encaps.Red with policy `p`'s precomputed rewrite (RFC 8986 5.1 / 5.2).
+    #[inline]
+    fn encap_with(
+        &self,
+        pkt: &mut PacketBuf,
+        ip: usize,
+        p: PolicyId,
+        v6: bool,
+    ) -> Result<usize, DropReason> {
+        let Some(policy) = self.policies.get(p.index()) else {
+            return Err(DropReason::NoRoute);
+        };
+        let rw = &policy.rewrite;
+        let n = rw.len();
+        if ip < n + ETH_HEADER_LEN {
+            return Err(DropReason::NoHeadroom);
+        }
+        let inner_len = pkt.end - ip;
+        let payload = n - IPV6_HEADER_LEN + inner_len;
+        if payload > usize::from(u16::MAX) {
+            return Err(DropReason::PacketTooBig);
+        }
+        let b = &mut pkt.buf;
+        // RFC 8986 5.1 S04: outer Traffic Class and Flow Label from the inner packet.
+        let (tc, inner_fl) = if v6 {
+            let w = read_u32(b, ip);
+            (((w >> 20) & 0xff) as u8, w & 0x000f_ffff)
+        } else {
+            (b[ip + 1], 0)
+        };
+        let fl = match policy.flow_label {
+            FlowLabelMode::Copy => inner_fl,
+            FlowLabelMode::Hash => flow_hash(b, ip, v6),
+        };
+        let new_ip = ip - n;
+        b[new_ip..ip].copy_from_slice(rw);
+        let w = (6u32 << 28) | (u32::from(tc) << 20) | fl;
+        b[new_ip..new_ip + 4].copy_from_slice(&w.to_be_bytes());
+        write_u16(b, new_ip + 4, payload as u16);
+        let nh = if v6 { NH_IPV6 } else { NH_IPV4 };
+        match policy.srh_offset {
+            Some(o) => b[new_ip + o + SRH_NEXT_HEADER] = nh,
+            None => b[new_ip + 6] = nh,
+        }
+        pkt.start = new_ip - ETH_HEADER_LEN;
+        Ok(new_ip)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // IPv4
+    // ----------------------------------------------------------------------------------------
+
+    fn ipv4_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
+        let ip = pkt.start + ETH_HEADER_LEN;
+        if let Err(r) = self.inner_v4(pkt, ip) {
+            return Verdict::Drop(if r == DropReason::BadIpVersion {
+                r
+            } else if pkt.end < ip + IPV4_MIN_HEADER_LEN {
+                DropReason::Truncated
+            } else {
+                r
+            });
+        }
+        let b = &pkt.buf;
+        let ihl = usize::from(b[ip] & 0x0f) * 4;
+        if crate::parse::ipv4_checksum(&b[ip..ip + ihl]) != 0 {
+            return Verdict::Drop(DropReason::Ipv4BadChecksum);
+        }
+        let src = read_u32(b, ip + 12);
+        let dst = read_u32(b, ip + 16);
+        if dst >> 28 == 0xe || dst == u32::MAX {
+            return Verdict::Drop(DropReason::MulticastDestination);
+        }
+        if ctx.kind == PortKind::Vm {
+            match self.vms.by_v4(src) {
+                Some(vm) if self.vms.vms[vm.index()].port == ctx.ingress => {
+                    self.counters.vms[vm.index()].rx.add(pkt.end - pkt.start);
+                }
+                _ => return Verdict::Drop(DropReason::VmSourceSpoofed),
+            }
+        }
+        // TTL (RFC 791 / RFC 1812 5.3.1); no ICMPv4 error is generated.
+        let ttl = pkt.buf[ip + 8];
+        if ttl <= 1 {
+            return Verdict::Drop(DropReason::Ipv4TtlExceeded);
+        }
+        decrement_ttl(&mut pkt.buf[ip..ip + ihl]);
+        if let Some(vm) = self.vms.by_v4(dst) {
+            if ctx.kind == PortKind::Uplink || self.vms.vms[vm.index()].state == VmState::Running {
+                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV4);
+            }
+        }
+        if ctx.kind == PortKind::Vm {
+            if let Some((_, Steering::Policy(p))) = self.mappings.v4.lookup(u128::from(dst)) {
+                return self.apply_policy(ctx, pkt, ip, p, false, false);
+            }
+            if let Some(vm) = self.vms.by_v4(dst) {
+                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV4);
+            }
+        }
+        self.fib_v4(pkt, ip, TableIdx(0))
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Generated packets
+    // ----------------------------------------------------------------------------------------
+
+    /// Neighbor solicitations for the gateway (VM ports) or the port address (RFC 4861 7.1.1
+    /// validation, 7.2.4 answer). Everything else ICMPv6 that reaches here is not for us.
+    #[cold]
+    fn ndp_in(&mut self, ctx: &Ctx, pkt: &PacketBuf, ip: usize) -> Verdict {
+        let b = &pkt.buf[ip..pkt.end];
+        let dst_multicast = b[24] == 0xff;
+        if b[6] != NH_ICMPV6 || b.len() < IPV6_HEADER_LEN + 4 {
+            return Verdict::Drop(if dst_multicast {
+                DropReason::MulticastDestination
+            } else {
+                DropReason::NdpNotForUs
+            });
+        }
+        let ty = b[IPV6_HEADER_LEN];
+        if ty != NDP_NEIGHBOR_SOLICIT {
+            return Verdict::Drop(if (133..=137).contains(&ty) {
+                DropReason::NdpNotForUs
+            } else if dst_multicast {
+                DropReason::MulticastDestination
+            } else {
+                DropReason::DestinedToGateway
+            });
+        }
+        let msg = &b[IPV6_HEADER_LEN..];
+        if b[7] != 255
+            || msg.len() < 24
+            || msg[1] != 0
+            || icmpv6_checksum(&b[8..24], &b[24..40], msg) != 0
+        {
+            return Verdict::Drop(DropReason::NdpInvalid);
+        }
+        let mut target = [0u8; 16];
+        target.copy_from_slice(&msg[8..24]);
+        let port = &self.ports[ctx.ingress.index()];
+        let mac = if ctx.kind == PortKind::Vm && target == self.gateway {
+            self.gateway_mac
+        } else if port.address.is_some_and(|a| a.octets() == target) {
+            port.mac
+        } else {
+            return Verdict::Drop(DropReason::NdpNotForUs);
+        };
+        let unspecified = b[8..24].iter().all(|&x| x == 0);
+        let mut dst = [0u8; 16];
+        let eth_dst = if unspecified {
+            dst = ALL_NODES;
+            ALL_NODES_MAC
+        } else {
+            dst.copy_from_slice(&b[8..24]);
+            ctx.src_mac
+        };
+        if self.gen.push(ctx.ingress, &eth_dst, &mac, |out| {
+            emit_na(out, &target, &dst, mac, true, !unspecified)
+        }) {
+            self.counters.icmp.ndp_answered += 1;
+        } else {
+            self.counters.icmp.queue_full += 1;
+        }
+        Verdict::Consumed
+    }
+
+    /// Queues an ICMPv6 error about the packet at `ip` (unless RFC 4443 2.4 (e) forbids it or
+    /// the rate limit is reached) and returns `Drop(reason)`.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &PacketBuf,
+        ip: usize,
+        ty: u8,
+        code: u8,
+        param: u32,
+        reason: DropReason,
+    ) -> Verdict {
+        let inv = &pkt.buf[ip..pkt.end];
+        if must_not_answer(inv) {
+            self.counters.icmp.suppressed += 1;
+        } else if !self.icmp.allow(ctx.now) {
+            self.counters.icmp.rate_limited += 1;
+        } else {
+            let (src, src_mac) = match ctx.kind {
+                PortKind::Vm => (self.gateway, self.gateway_mac),
+                PortKind::Uplink => (self.source_address, self.ports[ctx.ingress.index()].mac),
+            };
+            let dst = &inv[8..24];
+            if self.gen.push(ctx.ingress, &ctx.src_mac, &src_mac, |out| {
+                emit_error(out, &src, dst, ty, code, param, inv)
+            }) {
+                self.counters.icmp.errors_sent += 1;
+            } else {
+                self.counters.icmp.queue_full += 1;
+            }
+        }
+        Verdict::Drop(reason)
+    }
+}
+
+/// RFC 4443 section 2.4 (e): no error in response to an ICMPv6 error, to a packet sent to a
+/// multicast address, or to a packet whose source does not identify a single node.
+fn must_not_answer(inv: &[u8]) -> bool {
+    if inv.len() < IPV6_HEADER_LEN
+        || inv[8] == 0xff
+        || inv[24] == 0xff
+        || inv[8..24].iter().all(|&x| x == 0)
+    {
+        return true;
+    }
+    match walk(inv) {
+        Ok(c) => c.upper_proto == NH_ICMPV6 && inv.get(c.upper).is_some_and(|&t| t < 128),
+        Err(_) => false,
+    }
+}
+
+/// Writes the Ethernet header for `adj` in front of the L3 packet at `l3` and returns `Tx`.
+#[inline]
+fn tx(pkt: &mut PacketBuf, l3: usize, adj: Adjacency, ethertype: u16) -> Verdict {
+    let s = l3 - ETH_HEADER_LEN;
+    let b = &mut pkt.buf;
+    b[s..s + 6].copy_from_slice(&adj.dst_mac);
+    b[s + 6..s + 12].copy_from_slice(&adj.src_mac);
+    write_u16(b, s + 12, ethertype);
+    pkt.start = s;
+    Verdict::Tx(adj.port)
+}
+
+/// H.Insert: inserts the precomputed SRH `srh` after the IPv6 header at `ip`, with the
+/// original DA as Segment List\[0\] and the first policy segment as the new DA.
+fn insert_srh(pkt: &mut PacketBuf, ip: usize, srh: &[u8]) -> Result<usize, DropReason> {
+    let n = srh.len();
+    if ip < n + ETH_HEADER_LEN {
+        return Err(DropReason::NoHeadroom);
+    }
+    let b = &mut pkt.buf;
+    let payload = usize::from(read_u16(b, ip + 4)) + n;
+    if payload > usize::from(u16::MAX) {
+        return Err(DropReason::PacketTooBig);
+    }
+    let new_ip = ip - n;
+    let orig_nh = b[ip + 6];
+    b.copy_within(ip..ip + IPV6_HEADER_LEN, new_ip);
+    let o = new_ip + IPV6_HEADER_LEN;
+    let mut da = [0u8; 16];
+    da.copy_from_slice(&b[new_ip + 24..new_ip + 40]);
+    b[o..o + n].copy_from_slice(srh);
+    b[o + SRH_NEXT_HEADER] = orig_nh;
+    b[o + SRH_SEGMENTS..o + SRH_SEGMENTS + 16].copy_from_slice(&da);
+    let sl = usize::from(b[o + SRH_SEGMENTS_LEFT]);
+    let first = o + SRH_SEGMENTS + 16 * sl;
+    b.copy_within(first..first + 16, new_ip + 24);
+    b[new_ip + 6] = NH_ROUTING;
+    write_u16(b, new_ip + 4, payload as u16);
+    pkt.start = new_ip - ETH_HEADER_LEN;
+    Ok(new_ip)
+}
+
+/// A 20-bit flow label from the inner addresses, flow label / protocol (RFC 6437 section 3).
+#[inline]
+fn flow_hash(b: &[u8], ip: usize, v6: bool) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |x: u64| {
+        h = (h ^ x).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
+    };
+    if v6 {
+        let a = read_addr(b, ip + 8);
+        let d = read_addr(b, ip + 24);
+        mix(a as u64);
+        mix((a >> 64) as u64);
+        mix(d as u64);
+        mix((d >> 64) as u64);
+        mix(u64::from(read_u32(b, ip) & 0x000f_ffff) | (u64::from(b[ip + 6]) << 32));
+    } else {
+        mix(u64::from(read_u32(b, ip + 12)) | (u64::from(read_u32(b, ip + 16)) << 32));
+        mix(u64::from(b[ip + 9]));
+    }
+    let fl = ((h >> 32) as u32 ^ h as u32) & 0x000f_ffff;
+    if fl == 0 {
+        1
+    } else {
+        fl
+    }
+}
+
+/// Decrements the TTL of an IPv4 header and updates its checksum incrementally (RFC 1624 eqn 3).
+#[inline]
+fn decrement_ttl(hdr: &mut [u8]) {
+    let old = u16::from_be_bytes([hdr[8], hdr[9]]);
+    hdr[8] -= 1;
+    let new = u16::from_be_bytes([hdr[8], hdr[9]]);
+    let hc = u16::from_be_bytes([hdr[10], hdr[11]]);
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    hdr[10..12].copy_from_slice(&c.to_be_bytes());
+}

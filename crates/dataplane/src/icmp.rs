@@ -1,0 +1,261 @@
+//! Generated packets: ICMPv6 errors (RFC 4443) with a token-bucket rate limiter, neighbor
+//! advertisements (RFC 4861) for the anycast gateway, and the preallocated queue they wait in
+//! until `poll_transmit`.
+
+use crate::batch::PacketBuf;
+use crate::config::IcmpConfig;
+use crate::parse::{
+    icmpv6_checksum, write_u16, ETHERTYPE_IPV6, ETH_HEADER_LEN, IPV6_HEADER_LEN, NH_ICMPV6,
+};
+use crate::port::PortId;
+use crate::time::Instant;
+
+/// ICMPv6 Destination Unreachable.
+pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+/// ICMPv6 Time Exceeded (code 0: hop limit exceeded in transit).
+pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+/// ICMPv6 Parameter Problem.
+pub const ICMPV6_PARAM_PROBLEM: u8 = 4;
+/// Parameter Problem code 0: erroneous header field encountered (RFC 4443 3.4).
+pub const PARAM_PROBLEM_ERRONEOUS_FIELD: u8 = 0;
+/// Parameter Problem code 4: SR Upper-layer Header Error (RFC 8986 section 4.1.1 / 10.2).
+pub const PARAM_PROBLEM_SR_UPPER_LAYER: u8 = 4;
+/// Neighbor Solicitation.
+pub const NDP_NEIGHBOR_SOLICIT: u8 = 135;
+/// Neighbor Advertisement.
+pub const NDP_NEIGHBOR_ADVERT: u8 = 136;
+
+/// An ICMPv6 error message, including its invoking packet, must not exceed the minimum IPv6 MTU
+/// (RFC 4443 section 2.4 (c)).
+pub const MIN_MTU: usize = 1280;
+
+/// Token bucket for ICMPv6 errors (RFC 4443 section 2.4 (f)). Tokens are kept scaled by 1e9 so
+/// refill is exact integer arithmetic on nanoseconds.
+#[derive(Debug, Clone)]
+pub(crate) struct RateLimiter {
+    /// Scaled tokens.
+    tokens: u64,
+    cap: u64,
+    rate: u64,
+    last: Instant,
+}
+
+const SCALE: u64 = 1_000_000_000;
+
+impl RateLimiter {
+    pub(crate) fn new(cfg: IcmpConfig) -> RateLimiter {
+        let cap = u64::from(cfg.burst).saturating_mul(SCALE);
+        RateLimiter {
+            tokens: cap,
+            cap,
+            rate: u64::from(cfg.rate_per_sec),
+            last: Instant::ZERO,
+        }
+    }
+
+    /// Takes one token if available.
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.as_nanos().saturating_sub(self.last.as_nanos());
+        if now > self.last {
+            self.last = now;
+        }
+        self.tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(self.cap);
+        if self.tokens >= SCALE {
+            self.tokens -= SCALE;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn ipv6_header(out: &mut [u8], payload_len: usize, hop_limit: u8, src: &[u8], dst: &[u8]) {
+    out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, NH_ICMPV6, hop_limit]);
+    write_u16(out, 4, payload_len as u16);
+    out[8..24].copy_from_slice(src);
+    out[24..40].copy_from_slice(dst);
+}
+
+/// Writes an IPv6 packet carrying an ICMPv6 error into `out` and returns its length. The
+/// invoking packet is truncated so the whole message fits in [`MIN_MTU`]. `out` must hold at
+/// least `MIN_MTU` bytes.
+pub(crate) fn emit_error(
+    out: &mut [u8],
+    src: &[u8],
+    dst: &[u8],
+    ty: u8,
+    code: u8,
+    param: u32,
+    invoking: &[u8],
+) -> usize {
+    let total = (IPV6_HEADER_LEN + 8 + invoking.len())
+        .min(MIN_MTU)
+        .min(out.len());
+    let quoted = total - IPV6_HEADER_LEN - 8;
+    ipv6_header(out, total - IPV6_HEADER_LEN, 64, src, dst);
+    let m = &mut out[IPV6_HEADER_LEN..total];
+    m[0] = ty;
+    m[1] = code;
+    m[2] = 0;
+    m[3] = 0;
+    m[4..8].copy_from_slice(&param.to_be_bytes());
+    m[8..].copy_from_slice(&invoking[..quoted]);
+    let c = icmpv6_checksum(src, dst, m);
+    write_u16(m, 2, c);
+    total
+}
+
+/// Writes an IPv6 Neighbor Advertisement for `target` with a Target Link-Layer Address option
+/// (RFC 4861 section 4.4) and returns its length (72 bytes).
+pub(crate) fn emit_na(
+    out: &mut [u8],
+    target: &[u8],
+    dst: &[u8],
+    mac: [u8; 6],
+    router: bool,
+    solicited: bool,
+) -> usize {
+    let total = IPV6_HEADER_LEN + 32;
+    ipv6_header(out, 32, 255, target, dst);
+    let m = &mut out[IPV6_HEADER_LEN..total];
+    m.fill(0);
+    m[0] = NDP_NEIGHBOR_ADVERT;
+    m[4] = (u8::from(router) << 7) | (u8::from(solicited) << 6) | (1 << 5);
+    m[8..24].copy_from_slice(target);
+    m[24] = 2; // Target Link-Layer Address
+    m[25] = 1; // 8 octets
+    m[26..32].copy_from_slice(&mac);
+    let c = icmpv6_checksum(target, dst, m);
+    write_u16(m, 2, c);
+    total
+}
+
+/// Number of generated packets that can wait for `poll_transmit`.
+pub const GEN_QUEUE_SLOTS: usize = 64;
+const GEN_SLOT_SIZE: usize = ETH_HEADER_LEN + MIN_MTU;
+
+/// A preallocated FIFO of generated frames.
+#[derive(Debug)]
+pub(crate) struct GenQueue {
+    bufs: Vec<u8>,
+    meta: [(PortId, u16); GEN_QUEUE_SLOTS],
+    head: usize,
+    count: usize,
+}
+
+impl GenQueue {
+    pub(crate) fn new() -> GenQueue {
+        GenQueue {
+            bufs: vec![0; GEN_QUEUE_SLOTS * GEN_SLOT_SIZE],
+            meta: [(PortId(0), 0); GEN_QUEUE_SLOTS],
+            head: 0,
+            count: 0,
+        }
+    }
+
+    /// Queues a frame for `port`: writes the Ethernet header, then `fill` writes the IPv6
+    /// packet after it and returns its length. `false` if the queue is full.
+    pub(crate) fn push(
+        &mut self,
+        port: PortId,
+        dst_mac: &[u8],
+        src_mac: &[u8],
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if self.count == GEN_QUEUE_SLOTS {
+            return false;
+        }
+        let i = (self.head + self.count) % GEN_QUEUE_SLOTS;
+        let slot = &mut self.bufs[i * GEN_SLOT_SIZE..(i + 1) * GEN_SLOT_SIZE];
+        slot[0..6].copy_from_slice(dst_mac);
+        slot[6..12].copy_from_slice(src_mac);
+        write_u16(slot, 12, ETHERTYPE_IPV6);
+        let n = fill(&mut slot[ETH_HEADER_LEN..]);
+        self.meta[i] = (port, (ETH_HEADER_LEN + n) as u16);
+        self.count += 1;
+        true
+    }
+
+    /// Moves the oldest frame into `out`.
+    pub(crate) fn pop_into(&mut self, out: &mut PacketBuf) -> Option<PortId> {
+        if self.count == 0 {
+            return None;
+        }
+        let i = self.head;
+        let (port, len) = self.meta[i];
+        self.head = (self.head + 1) % GEN_QUEUE_SLOTS;
+        self.count -= 1;
+        let frame = &self.bufs[i * GEN_SLOT_SIZE..i * GEN_SLOT_SIZE + usize::from(len)];
+        // A generated frame is at most GEN_SLOT_SIZE < BUF_CAPACITY bytes.
+        out.set_data(frame).ok()?;
+        Some(port)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::checksum_add;
+
+    #[test]
+    fn rate_limiter_refills() {
+        let mut r = RateLimiter::new(IcmpConfig {
+            rate_per_sec: 10,
+            burst: 2,
+        });
+        let t0 = Instant::from_millis(1000);
+        assert!(r.allow(t0));
+        assert!(r.allow(t0));
+        assert!(!r.allow(t0));
+        // 100 ms gives one token at 10/s
+        assert!(!r.allow(t0 + core::time::Duration::from_millis(99)));
+        assert!(r.allow(t0 + core::time::Duration::from_millis(100)));
+        assert!(!r.allow(t0 + core::time::Duration::from_millis(100)));
+        // never more than the burst
+        let later = t0 + core::time::Duration::from_secs(100);
+        assert!(r.allow(later) && r.allow(later) && !r.allow(later));
+    }
+
+    #[test]
+    fn error_is_truncated_and_checksummed() {
+        let mut out = [0u8; 1500];
+        let invoking = [0xabu8; 1400];
+        let src = [1u8; 16];
+        let dst = [2u8; 16];
+        let n = emit_error(&mut out, &src, &dst, ICMPV6_PARAM_PROBLEM, 0, 43, &invoking);
+        assert_eq!(n, MIN_MTU);
+        assert_eq!(u16::from_be_bytes([out[4], out[5]]) as usize, MIN_MTU - 40);
+        assert_eq!(&out[40..48], &[4, 0, out[42], out[43], 0, 0, 0, 43]);
+        // verifying the checksum over the message gives 0
+        let mut sum = checksum_add(0, &src);
+        sum = checksum_add(sum, &dst);
+        sum = sum.wrapping_add((n - 40) as u32).wrapping_add(58);
+        sum = checksum_add(sum, &out[40..n]);
+        assert_eq!(crate::parse::checksum_finish(sum), 0);
+    }
+
+    #[test]
+    fn queue_is_bounded_fifo() {
+        let mut q = GenQueue::new();
+        for i in 0..GEN_QUEUE_SLOTS {
+            assert!(q.push(PortId(i as u16), &[1; 6], &[2; 6], |b| {
+                b[0] = i as u8;
+                1
+            }));
+        }
+        assert!(!q.push(PortId(0), &[1; 6], &[2; 6], |_| 1));
+        let mut p = PacketBuf::new();
+        assert_eq!(q.pop_into(&mut p), Some(PortId(0)));
+        assert_eq!(p.data().len(), 15);
+        assert_eq!(&p.data()[12..15], &[0x86, 0xdd, 0]);
+        assert_eq!(q.pop_into(&mut p), Some(PortId(1)));
+        assert_eq!(p.data()[14], 1);
+    }
+}

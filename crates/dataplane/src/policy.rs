@@ -1,0 +1,341 @@
+//! SR policies with precomputed headend rewrites, and the ingress mapping (destination ->
+//! steering) used for traffic from local VMs.
+//!
+//! A policy's rewrite is built once at install time: for H.Encaps / H.Encaps.Red the outer IPv6
+//! header followed by the SRH; for H.Insert the SRH alone, with Segment List\[0\] left for the
+//! original destination. The fast path copies these bytes into the packet's headroom and patches
+//! Payload Length, Next Header, Traffic Class, Flow Label (and, for H.Insert, Segment List\[0\]).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use crate::behavior::Headend;
+use crate::config::{ConfigError, FlowLabelMode, PolicyConfig};
+use crate::fib::Lpm;
+use crate::parse::{IPV6_HEADER_LEN, NH_ROUTING, ROUTING_TYPE_SRH};
+
+/// Index of an SR policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PolicyId(pub u32);
+
+impl PolicyId {
+    /// The index as `usize`.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// How traffic from a local VM to a destination is steered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Steering {
+    /// Plain FIB forwarding (hop limit decremented).
+    Native,
+    /// Apply this SR policy's headend behavior.
+    Policy(PolicyId),
+}
+
+/// Maximum segments in a policy (the SRH of H.Insert holds one more).
+pub const MAX_SEGMENTS: usize = 12;
+
+/// Default outer hop limit.
+pub const DEFAULT_HOP_LIMIT: u8 = 64;
+
+/// An installed policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub(crate) name: String,
+    pub(crate) headend: Headend,
+    pub(crate) segments: Vec<Ipv6Addr>,
+    pub(crate) flow_label: FlowLabelMode,
+    /// The precomputed bytes (see the module docs).
+    pub(crate) rewrite: Vec<u8>,
+    /// Offset of the SRH inside `rewrite`, if there is one.
+    pub(crate) srh_offset: Option<usize>,
+    /// Whether the policy is installed (removed policies keep their id until replaced).
+    pub(crate) active: bool,
+}
+
+impl Policy {
+    /// Validates `cfg` (field path prefix `path`) and precomputes its rewrite.
+    pub(crate) fn build(
+        path: &str,
+        cfg: &PolicyConfig,
+        source: Ipv6Addr,
+    ) -> Result<Policy, ConfigError> {
+        if cfg.name.is_empty() || cfg.name == "native" {
+            return Err(ConfigError::invalid(
+                format!("{path}.name"),
+                format!("\"{}\" is not a valid policy name", cfg.name),
+            ));
+        }
+        if cfg.segments.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{path}.segments"),
+                "a policy needs at least one segment",
+            ));
+        }
+        if cfg.segments.len() > MAX_SEGMENTS {
+            return Err(ConfigError::invalid(
+                format!("{path}.segments"),
+                format!(
+                    "{} segments, at most {MAX_SEGMENTS} are supported",
+                    cfg.segments.len()
+                ),
+            ));
+        }
+        for (i, s) in cfg.segments.iter().enumerate() {
+            if s.is_multicast() || s.is_unspecified() || s.is_loopback() {
+                return Err(ConfigError::invalid(
+                    format!("{path}.segments[{i}]"),
+                    format!("{s} is not a unicast SID"),
+                ));
+            }
+        }
+        if cfg.hop_limit == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{path}.hop_limit"),
+                "must be at least 1",
+            ));
+        }
+        let hop_limit = cfg.hop_limit.unwrap_or(DEFAULT_HOP_LIMIT);
+        let segs = &cfg.segments;
+        let n = segs.len();
+        let (rewrite, srh_offset) = match cfg.headend {
+            Headend::HEncaps => {
+                let mut v = ipv6_header(source, segs[0], hop_limit, NH_ROUTING);
+                emit_srh(&mut v, segs.iter().rev(), (n - 1) as u8);
+                (v, Some(IPV6_HEADER_LEN))
+            }
+            Headend::HEncapsRed => {
+                // RFC 8986 5.2: the first SID is only in the DA; SL stays n-1, Last Entry n-2.
+                if n == 1 {
+                    // Next Header patched per packet (41 or 4).
+                    (ipv6_header(source, segs[0], hop_limit, 0), None)
+                } else {
+                    let mut v = ipv6_header(source, segs[0], hop_limit, NH_ROUTING);
+                    emit_srh(&mut v, segs[1..].iter().rev(), (n - 1) as u8);
+                    (v, Some(IPV6_HEADER_LEN))
+                }
+            }
+            Headend::HInsert => {
+                // Segment List[0] = original DA (patched per packet), then the policy reversed.
+                let mut v = Vec::new();
+                let placeholder = Ipv6Addr::UNSPECIFIED;
+                emit_srh(
+                    &mut v,
+                    core::iter::once(&placeholder).chain(segs.iter().rev()),
+                    n as u8,
+                );
+                (v, Some(0))
+            }
+        };
+        Ok(Policy {
+            name: cfg.name.clone(),
+            headend: cfg.headend,
+            segments: cfg.segments.clone(),
+            flow_label: cfg.flow_label,
+            rewrite,
+            srh_offset,
+            active: true,
+        })
+    }
+}
+
+/// A 40-byte IPv6 header with zero payload length, traffic class and flow label.
+fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, next_header: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(IPV6_HEADER_LEN + 8 + 16 * MAX_SEGMENTS);
+    v.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, next_header, hop_limit]);
+    v.extend_from_slice(&src.octets());
+    v.extend_from_slice(&dst.octets());
+    v
+}
+
+/// Appends an SRH (RFC 8754 section 2) holding `list` as Segment List\[0..\] (already reversed),
+/// with the given Segments Left; Next Header is left 0 (patched per packet).
+fn emit_srh<'a>(v: &mut Vec<u8>, list: impl Iterator<Item = &'a Ipv6Addr> + Clone, sl: u8) {
+    let count = list.clone().count();
+    let last_entry = (count - 1) as u8;
+    v.extend_from_slice(&[
+        0,
+        (2 * count) as u8,
+        ROUTING_TYPE_SRH,
+        sl,
+        last_entry,
+        0,
+        0,
+        0,
+    ]);
+    for s in list {
+        v.extend_from_slice(&s.octets());
+    }
+}
+
+/// Destination -> steering, exact entries first (they are the longest prefixes).
+#[derive(Debug, Default)]
+pub(crate) struct MappingTable {
+    pub(crate) v6: Lpm<Steering, 128>,
+    pub(crate) v4: Lpm<Steering, 32>,
+}
+
+impl MappingTable {
+    pub(crate) fn set(&mut self, prefix: IpNet, s: Steering) {
+        match prefix {
+            IpNet::V6(p) => {
+                self.v6.insert(u128::from(p.network()), p.prefix_len(), s);
+            }
+            IpNet::V4(p) => {
+                self.v4
+                    .insert(u128::from(u32::from(p.network())), p.prefix_len(), s);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, prefix: IpNet) -> Option<Steering> {
+        match prefix {
+            IpNet::V6(p) => self.v6.remove(u128::from(p.network()), p.prefix_len()),
+            IpNet::V4(p) => self
+                .v4
+                .remove(u128::from(u32::from(p.network())), p.prefix_len()),
+        }
+    }
+
+    /// Whether any entry refers to `id`.
+    pub(crate) fn lookup(&self, dst: IpAddr) -> Option<Steering> {
+        match dst {
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a)).map(|(_, s)| s),
+            IpAddr::V4(a) => self.v4.lookup(u128::from(u32::from(a))).map(|(_, s)| s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn cfg(headend: Headend, segs: &[&str]) -> PolicyConfig {
+        PolicyConfig {
+            name: "p".into(),
+            headend,
+            segments: segs.iter().map(|s| a(s)).collect(),
+            hop_limit: None,
+            flow_label: FlowLabelMode::Hash,
+        }
+    }
+
+    #[test]
+    fn h_encaps_rewrite_golden() {
+        let p = Policy::build(
+            "policies[0]",
+            &cfg(Headend::HEncaps, &["fc00:0:1::e5", "fc00:0:2::5b"]),
+            a("fc00:0:3::1"),
+        )
+        .unwrap();
+        let r = &p.rewrite;
+        assert_eq!(r.len(), 40 + 8 + 32);
+        assert_eq!(r[0], 0x60);
+        assert_eq!(r[6], 43);
+        assert_eq!(r[7], 64);
+        assert_eq!(&r[8..24], &a("fc00:0:3::1").octets());
+        assert_eq!(&r[24..40], &a("fc00:0:1::e5").octets());
+        // SRH: hdr ext len 4, type 4, SL 1, LE 1
+        assert_eq!(&r[40..48], &[0, 4, 4, 1, 1, 0, 0, 0]);
+        assert_eq!(&r[48..64], &a("fc00:0:2::5b").octets());
+        assert_eq!(&r[64..80], &a("fc00:0:1::e5").octets());
+        assert_eq!(p.srh_offset, Some(40));
+    }
+
+    #[test]
+    fn h_encaps_red_rewrite() {
+        let p = Policy::build(
+            "p",
+            &cfg(Headend::HEncapsRed, &["fc00:0:1::e5", "fc00:0:2::5b"]),
+            a("fc00::1"),
+        )
+        .unwrap();
+        assert_eq!(p.rewrite.len(), 40 + 8 + 16);
+        // SL 1, LE 0
+        assert_eq!(&p.rewrite[40..48], &[0, 2, 4, 1, 0, 0, 0, 0]);
+        assert_eq!(&p.rewrite[48..64], &a("fc00:0:2::5b").octets());
+        let one = Policy::build(
+            "p",
+            &cfg(Headend::HEncapsRed, &["fc00:0:2::5b"]),
+            a("fc00::1"),
+        )
+        .unwrap();
+        assert_eq!(one.rewrite.len(), 40);
+        assert_eq!(one.srh_offset, None);
+    }
+
+    #[test]
+    fn h_insert_rewrite() {
+        let p = Policy::build(
+            "p",
+            &cfg(Headend::HInsert, &["fc00:0:1::e5", "fc00:0:2::5b"]),
+            a("fc00::1"),
+        )
+        .unwrap();
+        assert_eq!(p.rewrite.len(), 8 + 48);
+        assert_eq!(&p.rewrite[0..8], &[0, 6, 4, 2, 2, 0, 0, 0]);
+        assert_eq!(&p.rewrite[8..24], &[0; 16]);
+        assert_eq!(&p.rewrite[24..40], &a("fc00:0:2::5b").octets());
+        assert_eq!(&p.rewrite[40..56], &a("fc00:0:1::e5").octets());
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let e =
+            Policy::build("policies[3]", &cfg(Headend::HEncaps, &[]), a("fc00::1")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policies[3].segments: a policy needs at least one segment"
+        );
+        let e = Policy::build(
+            "policies[0]",
+            &cfg(Headend::HEncaps, &["ff02::1"]),
+            a("fc00::1"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path(), "policies[0].segments[0]");
+        let mut c = cfg(Headend::HEncaps, &["fc00::2"]);
+        c.name = "native".into();
+        assert!(Policy::build("policies[0]", &c, a("fc00::1")).is_err());
+    }
+
+    #[test]
+    fn mapping_exact_beats_prefix() {
+        let mut m = MappingTable::default();
+        m.set("2001:db8::/32".parse().unwrap(), Steering::Native);
+        m.set(
+            "2001:db8::10/128".parse().unwrap(),
+            Steering::Policy(PolicyId(1)),
+        );
+        m.set("10.0.0.0/8".parse().unwrap(), Steering::Policy(PolicyId(2)));
+        assert_eq!(
+            m.lookup("2001:db8::10".parse().unwrap()),
+            Some(Steering::Policy(PolicyId(1)))
+        );
+        assert_eq!(
+            m.lookup("2001:db8::11".parse().unwrap()),
+            Some(Steering::Native)
+        );
+        assert_eq!(
+            m.lookup("10.1.1.1".parse().unwrap()),
+            Some(Steering::Policy(PolicyId(2)))
+        );
+        assert_eq!(m.lookup("2001:db9::1".parse().unwrap()), None);
+        assert_eq!(
+            m.remove("2001:db8::10/128".parse().unwrap()),
+            Some(Steering::Policy(PolicyId(1)))
+        );
+        assert_eq!(
+            m.lookup("2001:db8::10".parse().unwrap()),
+            Some(Steering::Native)
+        );
+    }
+}
