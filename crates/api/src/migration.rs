@@ -221,14 +221,17 @@ pub enum HypervisorEvent {
     Cancelled,
 }
 
-/// A hypervisor event for one VM, as sent to the controller.
+/// A hypervisor event for one migration, as sent to the controller.
 ///
-/// Golden JSON: `{"vm":"web1","event":{"failed":"connection reset"}}`
+/// Golden JSON: `{"vm":"web1","migration":3,"event":{"failed":"connection reset"}}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HypervisorReport {
     /// `vm`: the VM whose migration the event is about.
     pub vm: VmId,
+    /// `migration`: the migration the driver was asked to run (from `StartMigration`); an
+    /// event for another migration of the same VM is stale and ignored.
+    pub migration: MigrationId,
     /// `event`: what happened.
     pub event: HypervisorEvent,
 }
@@ -368,9 +371,10 @@ mod tests {
         }
         let report = HypervisorReport {
             vm: vm("web1"),
+            migration: MigrationId(3),
             event: HypervisorEvent::Failed("connection reset".into()),
         };
-        let golden = r#"{"vm":"web1","event":{"failed":"connection reset"}}"#;
+        let golden = r#"{"vm":"web1","migration":3,"event":{"failed":"connection reset"}}"#;
         assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<HypervisorReport>(golden).expect("deserialize"),

@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use srmig_api::{
-    Ack, HostConfig, HostId, HostInfo, HypervisorEvent, MigrateRequest, MigrationId,
-    MigrationOutcome, MigrationPhase, MigrationStatus, Strategy, Timestamp, VmId, VmInfo, VmState,
-    VmStateReport,
+    Ack, HostConfig, HostId, HostInfo, HypervisorEvent, HypervisorReport, MigrateRequest,
+    MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, Strategy, Timestamp, VmId,
+    VmInfo, VmState, VmStateReport,
 };
 
 use crate::migration::{
@@ -413,24 +413,25 @@ impl Controller {
         Ok(())
     }
 
-    /// The hypervisor driver reports on the migration of `vm`. Events for a VM that is not
-    /// waiting for its hypervisor (stale, or after a timeout) are ignored.
+    /// The hypervisor driver reports on a migration it was asked to run. Events for a
+    /// migration that is not waiting for its hypervisor (stale, or for an older migration of
+    /// the same VM) are ignored.
     pub fn handle_hypervisor(
         &mut self,
         now: Timestamp,
-        vm: &VmId,
-        event: HypervisorEvent,
+        report: HypervisorReport,
     ) -> Result<(), InputError> {
-        if self.model.vm(vm).is_none() {
-            return Err(InputError::UnknownVm(vm.clone()));
+        if self.model.vm(&report.vm).is_none() {
+            return Err(InputError::UnknownVm(report.vm));
         }
-        let Some(&id) = self.by_vm.get(vm) else {
-            return Ok(());
-        };
+        let id = report.migration;
         let Some(Migration::ExpectHypervisorDone(s)) = self.active.get_mut(&id) else {
             return Ok(());
         };
-        let outcome = match event {
+        if s.core.vm != report.vm {
+            return Ok(());
+        }
+        let outcome = match report.event {
             HypervisorEvent::Completed => {
                 s.hypervisor_completed(now);
                 return Ok(());
@@ -439,6 +440,10 @@ impl Controller {
                 MigrationOutcome::Failed(format!("the hypervisor failed the migration: {reason}"))
             }
             HypervisorEvent::Cancelled if s.core.cancel_requested => MigrationOutcome::Cancelled,
+            HypervisorEvent::Cancelled if s.cancel_sent => MigrationOutcome::Failed(format!(
+                "the hypervisor did not finish within {} ms and was cancelled",
+                self.config.timeouts.hypervisor_ms
+            )),
             HypervisorEvent::Cancelled => {
                 MigrationOutcome::Failed("the hypervisor cancelled the migration".into())
             }
@@ -503,10 +508,6 @@ impl Controller {
                         }
                         HypervisorTimeout::Stalled(s) => {
                             self.active.insert(id, Migration::ExpectHypervisorDone(s));
-                        }
-                        HypervisorTimeout::Rollback(r) => {
-                            self.active.insert(id, Migration::ExpectRollbackAcks(r));
-                            self.on_enter(id, now);
                         }
                     }
                 }
@@ -1036,8 +1037,15 @@ mod tests {
         );
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
         report(&mut c, 20, 1, VmState::Paused);
-        c.handle_hypervisor(Timestamp(25), &vid(1), HypervisorEvent::Completed)
-            .expect("event");
+        c.handle_hypervisor(
+            Timestamp(25),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Completed,
+            },
+        )
+        .expect("event");
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
         report(&mut c, 30, 2, VmState::Running);
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
@@ -1080,8 +1088,11 @@ mod tests {
         // A late event is ignored.
         c.handle_hypervisor(
             Timestamp(21),
-            &vid(1),
-            HypervisorEvent::Failed("late".into()),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Failed("late".into()),
+            },
         )
         .expect("event");
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
@@ -1094,8 +1105,15 @@ mod tests {
         let mut c = setup();
         let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
         report(&mut c, 11, 2, VmState::Running);
-        c.handle_hypervisor(Timestamp(11), &vid(1), HypervisorEvent::Completed)
-            .expect("event");
+        c.handle_hypervisor(
+            Timestamp(11),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Completed,
+            },
+        )
+        .expect("event");
         assert_eq!(phase(&c, id), MigrationPhase::ExpectEndpointAcks);
         assert_eq!(c.vm_state(&vid(1), &hid(2)), Some(VmState::Running));
     }
@@ -1121,8 +1139,15 @@ mod tests {
             })
         );
         report(&mut c, 20, 1, VmState::Paused);
-        c.handle_hypervisor(Timestamp(21), &vid(1), HypervisorEvent::Completed)
-            .expect("event");
+        c.handle_hypervisor(
+            Timestamp(21),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Completed,
+            },
+        )
+        .expect("event");
         assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
         report(&mut c, 22, 2, VmState::Running);
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
@@ -1146,8 +1171,11 @@ mod tests {
         report(&mut c, 21, 1, VmState::Running);
         c.handle_hypervisor(
             Timestamp(22),
-            &vid(1),
-            HypervisorEvent::Failed("EIO".into()),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Failed("EIO".into()),
+            },
         )
         .expect("event");
         assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
@@ -1206,8 +1234,15 @@ mod tests {
         c.cancel_migration(Timestamp(13), id).expect("cancel again");
         assert!(drain(&mut c).is_empty());
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
-        c.handle_hypervisor(Timestamp(14), &vid(1), HypervisorEvent::Cancelled)
-            .expect("event");
+        c.handle_hypervisor(
+            Timestamp(14),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Cancelled,
+            },
+        )
+        .expect("event");
         ack_all(&mut c, Timestamp(15));
         assert_eq!(phase(&c, id), MigrationPhase::Cancelled);
     }
@@ -1217,8 +1252,15 @@ mod tests {
         let mut c = setup();
         let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
         ack_all(&mut c, Timestamp(11));
-        c.handle_hypervisor(Timestamp(12), &vid(1), HypervisorEvent::Completed)
-            .expect("event");
+        c.handle_hypervisor(
+            Timestamp(12),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Completed,
+            },
+        )
+        .expect("event");
         assert!(matches!(
             c.cancel_migration(Timestamp(13), id),
             Err(CancelError::TooLate { .. })
@@ -1359,7 +1401,7 @@ mod tests {
     }
 
     #[test]
-    fn hypervisor_timeout_cancels_then_rolls_back() {
+    fn hypervisor_timeout_cancels_and_rolls_back_only_when_confirmed() {
         let mut c = setup();
         let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
         ack_all(&mut c, Timestamp(11));
@@ -1373,13 +1415,41 @@ mod tests {
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
         let grace = c.poll_timeout().expect("grace");
         assert_eq!(grace, deadline.plus_ms(T.cancel_grace_ms));
+        // No answer: the cancel is repeated, the SR path stays.
         c.handle_timeout(grace);
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [Action::CancelMigration { .. }]
+        ));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        assert!(matches!(steering(&c, 3), Steering::Encaps(e) if e.segments.len() == 2));
+        assert!(c.migration(id).expect("m").status().error.is_some());
+        // A stale event (another migration id) is ignored.
+        c.handle_hypervisor(
+            grace,
+            HypervisorReport {
+                vm: vid(1),
+                migration: MigrationId(id.0 + 7),
+                event: HypervisorEvent::Cancelled,
+            },
+        )
+        .expect("stale event");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        c.handle_hypervisor(
+            grace,
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Cancelled,
+            },
+        )
+        .expect("event");
         assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
-        ack_all(&mut c, grace);
-        assert_eq!(phase(&c, id), MigrationPhase::Failed);
-        // A late hypervisor event changes nothing.
-        c.handle_hypervisor(grace, &vid(1), HypervisorEvent::Cancelled)
-            .expect("event");
+        let others = ack_all(&mut c, grace);
+        assert!(matches!(
+            others.as_slice(),
+            [Action::MigrationFinished { outcome: MigrationOutcome::Failed(r), .. }] if r.contains("within")
+        ));
         assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
     }
 
@@ -1419,7 +1489,14 @@ mod tests {
             Err(InputError::UnknownVm(vid(9)))
         );
         assert_eq!(
-            c.handle_hypervisor(Timestamp(1), &vid(9), HypervisorEvent::Completed),
+            c.handle_hypervisor(
+                Timestamp(1),
+                HypervisorReport {
+                    vm: vid(9),
+                    migration: MigrationId(1),
+                    event: HypervisorEvent::Completed
+                }
+            ),
             Err(InputError::UnknownVm(vid(9)))
         );
         // Stale and duplicate acks are harmless.

@@ -73,10 +73,12 @@
 //! # Timeouts
 //!
 //! - prepare states: a host that does not acknowledge in time aborts the migration (rollback);
-//! - `ExpectHypervisorDone`: on timeout the controller asks the hypervisor to cancel, and rolls
-//!   back if it has not answered after a grace period. Once the hypervisor reported completion
-//!   the controller never rolls back (the VM is on its way to D and the SR path is valid
-//!   wherever the VM runs): it keeps waiting for D and marks the migration stalled;
+//! - `ExpectHypervisorDone`: on timeout the controller asks the hypervisor to cancel, and asks
+//!   again after a grace period and then every hypervisor timeout, marking the migration
+//!   stalled. It rolls back only when the hypervisor confirms (`failed` or `cancelled`): until
+//!   then the VM may be on either host, and only the SR path, kept installed, reaches it on
+//!   both. Once the hypervisor reported completion it no longer asks to cancel and just waits
+//!   for D's report;
 //! - commit, rollback and cleanup cannot be abandoned: the controller re-pushes the config to
 //!   the hosts that have not acknowledged, with a fresh generation, and waits again.
 //!
@@ -217,6 +219,14 @@ impl MigrationCore {
         self.phases.push(PhaseRecord { phase, at_ms: now });
     }
 
+    /// Records `phase` unless it is already the latest record (keeps repeated retries from
+    /// growing the history).
+    fn record_once(&mut self, phase: MigrationPhase, now: Timestamp) {
+        if self.phases.last().map(|p| p.phase) != Some(phase) {
+            self.record(phase, now);
+        }
+    }
+
     fn mark_cancel_requested(&mut self, now: Timestamp) {
         if !self.cancel_requested {
             self.cancel_requested = true;
@@ -345,15 +355,13 @@ pub enum Begun {
     Migrate(ExpectHypervisorDone),
 }
 
-/// What a timeout in [`ExpectHypervisorDone`] leads to.
+/// What a timeout in [`ExpectHypervisorDone`] leads to (the state is kept either way).
 #[derive(Debug)]
 pub enum HypervisorTimeout {
-    /// Ask the hypervisor to cancel (emit `CancelMigration`) and wait a grace period.
+    /// (Re)send `CancelMigration` to the hypervisor and keep waiting for its answer.
     SendCancel(ExpectHypervisorDone),
     /// The hypervisor completed but D has not reported: keep waiting (stalled).
     Stalled(ExpectHypervisorDone),
-    /// The hypervisor did not answer the cancel: roll back.
-    Rollback(ExpectRollbackAcks),
 }
 
 impl Requested {
@@ -498,18 +506,23 @@ impl ExpectHypervisorDone {
     }
 
     /// The deadline passed.
+    ///
+    /// The controller never rolls back on a guess: until the hypervisor says it failed or
+    /// cancelled, the VM may be on either host, and only the SR path (kept installed) reaches
+    /// it on both. So a silent hypervisor is asked to cancel, then asked again every
+    /// `hypervisor_ms`, with the migration marked stalled.
     pub fn timed_out(mut self, now: Timestamp, timeouts: &Timeouts) -> HypervisorTimeout {
         if self.hypervisor_completed {
             self.core.error = Some(format!(
                 "the hypervisor reported completion but {} has not reported {} running",
                 self.core.to, self.core.vm
             ));
-            self.core.record(MigrationPhase::Retried, now);
+            self.core.record_once(MigrationPhase::Retried, now);
             self.deadline = now.plus_ms(timeouts.hypervisor_ms);
             HypervisorTimeout::Stalled(self)
         } else if !self.cancel_sent {
             self.core.error = Some(format!(
-                "the hypervisor did not finish within {} ms",
+                "the hypervisor did not finish within {} ms; cancelling",
                 timeouts.hypervisor_ms
             ));
             self.cancel_sent = true;
@@ -517,15 +530,13 @@ impl ExpectHypervisorDone {
             self.deadline = now.plus_ms(timeouts.cancel_grace_ms);
             HypervisorTimeout::SendCancel(self)
         } else {
-            let outcome = if self.core.cancel_requested && self.core.error.is_none() {
-                MigrationOutcome::Cancelled
-            } else {
-                MigrationOutcome::Failed(format!(
-                    "the hypervisor did not confirm the cancel within {} ms",
-                    timeouts.cancel_grace_ms
-                ))
-            };
-            HypervisorTimeout::Rollback(self.core.into_rollback(now, outcome))
+            self.core.error = Some(format!(
+                "the hypervisor has not confirmed the cancel of {}; keeping the SR path until it reports",
+                self.core.vm
+            ));
+            self.core.record_once(MigrationPhase::Retried, now);
+            self.deadline = now.plus_ms(timeouts.hypervisor_ms);
+            HypervisorTimeout::SendCancel(self)
         }
     }
 }
@@ -886,12 +897,16 @@ mod tests {
     fn cancel_during_migration_is_sent_once_and_shortens_the_deadline() {
         let mut s = migrating(Strategy::SrBuffer);
         assert!(s.request_cancel(Timestamp(20), &T));
+        assert!(s.core.cancel_requested);
         assert_eq!(s.deadline, Timestamp(70));
         assert!(!s.request_cancel(Timestamp(21), &T));
-        // The grace period passes: roll back as cancelled.
+        // The grace period passes without an answer: ask again, never roll back on a guess.
         match s.timed_out(Timestamp(70), &T) {
-            HypervisorTimeout::Rollback(r) => assert_eq!(r.outcome, MigrationOutcome::Cancelled),
-            other => panic!("expected rollback, got {other:?}"),
+            HypervisorTimeout::SendCancel(s) => {
+                assert_eq!(s.deadline, Timestamp(1_070));
+                assert!(s.core.error.is_some());
+            }
+            other => panic!("expected another cancel, got {other:?}"),
         }
     }
 
@@ -904,7 +919,7 @@ mod tests {
     }
 
     #[test]
-    fn hypervisor_timeout_cancels_then_rolls_back() {
+    fn hypervisor_timeout_cancels_then_keeps_asking() {
         let s = migrating(Strategy::SrBuffer);
         let s = match s.timed_out(Timestamp(1_012), &T) {
             HypervisorTimeout::SendCancel(s) => s,
@@ -912,12 +927,27 @@ mod tests {
         };
         assert!(s.cancel_sent);
         assert_eq!(s.deadline, Timestamp(1_062));
-        match s.timed_out(Timestamp(1_062), &T) {
-            HypervisorTimeout::Rollback(r) => {
-                assert!(matches!(r.outcome, MigrationOutcome::Failed(_)))
-            }
-            other => panic!("expected rollback, got {other:?}"),
+        let mut s = s;
+        for round in 0..3u64 {
+            let now = s.deadline;
+            s = match s.timed_out(now, &T) {
+                HypervisorTimeout::SendCancel(s) => s,
+                other => panic!("round {round}: expected cancel, got {other:?}"),
+            };
+            assert_eq!(s.deadline, now.plus_ms(T.hypervisor_ms));
         }
+        let retried = phases(&s.core)
+            .iter()
+            .filter(|p| **p == MigrationPhase::Retried)
+            .count();
+        assert_eq!(retried, 1);
+        // The hypervisor finally answers: roll back as failed (the controller asked, not the
+        // operator).
+        let r = s.hypervisor_gave_up(
+            Timestamp(9_000),
+            MigrationOutcome::Failed("cancelled after timeout".into()),
+        );
+        assert!(matches!(r.outcome, MigrationOutcome::Failed(_)));
     }
 
     #[test]
