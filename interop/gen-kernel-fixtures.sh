@@ -62,6 +62,9 @@ E_A_MAC=02:00:00:00:0a:02; E_A_ADDR=2001:db8:a::2
 # Link B: endpoint E <-> next node N
 E_B_MAC=02:00:00:00:0b:01; E_B_ADDR=2001:db8:b::1
 N_MAC=02:00:00:00:0b:02;   N_ADDR=2001:db8:b::2
+# Link C (router headend only): a VM-like source V <-> headend H (H is V's default gateway)
+V_MAC=02:00:00:00:0c:10;   V_ADDR=2001:db8:c::10
+H_C_MAC=02:00:00:00:0c:01; H_C_ADDR=2001:db8:c::1
 # The "VM" prefix the headend steers into SRv6, and the VM address (lives on N)
 VM_PREFIX=2001:db8:f00::/64
 VM_ADDR=2001:db8:f00::10
@@ -156,12 +159,13 @@ capture_stop() {
     CAPTURE_PIDS=()
 }
 
-# Send the probes from namespace $1 towards $VM_ADDR: 2 echo requests + 1 UDP datagram.
-# Replies may or may not come back depending on the topology; only the requests matter.
+# Send the probes from namespace $1 (source address $2) towards $VM_ADDR: 2 echo requests and
+# 1 UDP datagram. Replies may or may not come back depending on the topology; only the requests
+# matter.
 send_probes() {
     nsx "$1" ping -6 -n -q -c 2 -i 0.2 -W 1 -e "$PING_IDENT" -F "$PING_FLOWLABEL" \
-        -s 8 -p "$PING_PATTERN" -I "$H_ADDR" "$VM_ADDR" >/dev/null 2>&1 || true
-    nsx "$1" python3 - "$H_ADDR" "$UDP_SPORT" "$VM_ADDR" "$UDP_DPORT" "$UDP_PAYLOAD" <<'PY'
+        -s 8 -p "$PING_PATTERN" -I "$2" "$VM_ADDR" >/dev/null 2>&1 || true
+    nsx "$1" python3 - "$2" "$UDP_SPORT" "$VM_ADDR" "$UDP_DPORT" "$UDP_PAYLOAD" <<'PY'
 import socket, sys
 src, sport, dst, dport, payload = sys.argv[1:6]
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -206,11 +210,25 @@ FILTER_SRV6='ip6 and ip6[6] == 43'
 FILTER_TO_VM="ip6 dst host $VM_ADDR and (udp or (icmp6 and ip6[40] == 128))"
 
 # ---------------------------------------------------------------------------------------------
-# Topology 1: headend.   H (h0) ---- link A ---- (r0) R
-# H steers $VM_PREFIX into SRv6; R is a silent sink (blackhole for the SIDs).
+# Topology 1: headend.   [V (v0) -- link C -- (h1)] H (h0) ---- link A ---- (r0) R
+# H steers $VM_PREFIX into SRv6; R is a silent sink (blackhole for the SIDs). With "router",
+# the traffic comes from V and H is a router (seg6 encap on the forwarding path, like srmig's
+# ingress for its VMs); without it, H originates the traffic itself.
 # ---------------------------------------------------------------------------------------------
 headend_topology() {
-    ns_add h; ns_add r
+    if [[ ${1:-} == router ]]; then
+        ns_add v
+        ns_add h
+        link v v0 "$V_MAC" h h1 "$H_C_MAC"
+        nsx v ip -6 addr add "$V_ADDR/64" dev v0
+        nsx h ip -6 addr add "$H_C_ADDR/64" dev h1
+        neigh v "$H_C_ADDR" "$H_C_MAC" v0
+        neigh h "$V_ADDR" "$V_MAC" h1
+        nsx v ip -6 route add default via "$H_C_ADDR" dev v0
+    else
+        ns_add h
+    fi
+    ns_add r
     link h h0 "$H_MAC" r r0 "$E_A_MAC"
     nsx h ip -6 addr add "$H_ADDR/64" dev h0
     nsx r ip -6 addr add "$E_A_ADDR/64" dev r0
@@ -223,20 +241,35 @@ headend_topology() {
 }
 
 headend_teardown() {
-    local n
-    for n in h r; do ip netns del "$(ns "$n")"; done
+    local ns
+    for ns in "${NAMESPACES[@]}"; do ip netns del "$ns"; done
     NAMESPACES=()
 }
 
-# capture_headend FILE MODE
+# capture_headend BASENAME MODE: host-originated traffic, BASENAME.pcap (H's egress).
 capture_headend() {
-    local file="$1" mode="$2"
+    local base="$1" mode="$2"
     headend_topology
     nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode "$mode" segs "$SID_END,$SID_NEXT" dev h0
-    capture_start h h0 out "$TMP/$file" 3 "$FILTER_SRV6"
-    send_probes h
+    capture_start h h0 out "$TMP/$base.pcap" 3 "$FILTER_SRV6"
+    send_probes h "$H_ADDR"
     capture_stop
-    publish "$file" 3
+    publish "$base.pcap" 3
+    headend_teardown
+}
+
+# capture_headend_router BASENAME MODE: traffic from V forwarded by H: BASENAME_in.pcap (H's
+# ingress from V, plain IPv6) and BASENAME_out.pcap (H's egress, SRv6).
+capture_headend_router() {
+    local base="$1" mode="$2"
+    headend_topology router
+    nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode "$mode" segs "$SID_END,$SID_NEXT" dev h0
+    capture_start h h1 in "$TMP/${base}_in.pcap" 3 "$FILTER_TO_VM"
+    capture_start h h0 out "$TMP/${base}_out.pcap" 3 "$FILTER_SRV6"
+    send_probes v "$V_ADDR"
+    capture_stop
+    publish "${base}_in.pcap" 3
+    publish "${base}_out.pcap" 3
     headend_teardown
 }
 
@@ -267,30 +300,24 @@ endpoint_topology() {
     nsx n ip -6 route add blackhole fc00:2::/48
 }
 
-endpoint_teardown() {
-    local n
-    for n in h e n; do ip netns del "$(ns "$n")"; done
-    NAMESPACES=()
-}
-
-# capture_endpoint BASENAME SEGS OUT_FILTER SEG6LOCAL_ARGS...
+# capture_endpoint BASENAME HEADEND_MODE SEGS OUT_FILTER SEG6LOCAL_ARGS...
 capture_endpoint() {
-    local base="$1" segs="$2" out_filter="$3"
-    shift 3
+    local base="$1" mode="$2" segs="$3" out_filter="$4"
+    shift 4
     endpoint_topology
-    nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode encap segs "$segs" dev h0
+    nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode "$mode" segs "$segs" dev h0
     if ! nsx e ip -6 route add "$@" 2>"$TMP/seg6local.err"; then
         log "SKIP $base: kernel refused 'ip -6 route add $*': $(cat "$TMP/seg6local.err")"
-        endpoint_teardown
+        headend_teardown
         return 0
     fi
     capture_start e e0 in "$TMP/${base}_in.pcap" 3 "$FILTER_SRV6"
     capture_start e e1 out "$TMP/${base}_out.pcap" 3 "$out_filter"
-    send_probes h
+    send_probes h "$H_ADDR"
     capture_stop
     publish "${base}_in.pcap" 3
     publish "${base}_out.pcap" 3
-    endpoint_teardown
+    headend_teardown
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -298,31 +325,44 @@ capture_endpoint() {
 # ---------------------------------------------------------------------------------------------
 log "kernel $(uname -r), $(ip -V)"
 
-# Headends: H.Encaps, H.Insert, H.Encaps.Red (if the kernel and iproute2 know encap.red).
-capture_headend h_encaps.pcap encap
-capture_headend h_insert.pcap inline
+# Headends: H.Encaps, H.Insert, H.Encaps.Red (if the kernel and iproute2 know encap.red),
+# host-originated and forwarded.
+HAVE_RED=yes
 headend_topology
-if nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode encap.red segs "$SID_END,$SID_NEXT" \
+if ! nsx h ip -6 route add "$VM_PREFIX" encap seg6 mode encap.red segs "$SID_END,$SID_NEXT" \
     dev h0 2>"$TMP/red.err"; then
-    headend_teardown
-    capture_headend h_encaps_red.pcap encap.red
-else
-    log "SKIP h_encaps_red.pcap: mode encap.red not supported: $(cat "$TMP/red.err")"
-    headend_teardown
+    HAVE_RED=no
+    log "SKIP h_encaps_red*, end_red*: mode encap.red not supported: $(cat "$TMP/red.err")"
+fi
+headend_teardown
+capture_headend h_encaps encap
+capture_headend h_insert inline
+capture_headend_router h_encaps_fwd encap
+capture_headend_router h_insert_fwd inline
+if [[ $HAVE_RED == yes ]]; then
+    capture_headend h_encaps_red encap.red
+    capture_headend_router h_encaps_red_fwd encap.red
 fi
 
 # Endpoints. End and End.X forward to the next SID (at N); End.DX6 and End.DT6 decapsulate
 # and forward the inner packet to the VM on N (their SID is the last segment: the kernel's
 # End.DX6/End.DT6 refuse packets whose SRH still has Segments Left > 0).
-capture_endpoint end "$SID_END,$SID_NEXT" "$FILTER_SRV6" \
+capture_endpoint end encap "$SID_END,$SID_NEXT" "$FILTER_SRV6" \
     "$SID_END/128" encap seg6local action End dev e0
-capture_endpoint end_x "$SID_END_X,$SID_NEXT" "$FILTER_SRV6" \
+# The same End node fed with H.Insert and H.Encaps.Red packets.
+capture_endpoint end_insert inline "$SID_END,$SID_NEXT" "$FILTER_SRV6" \
+    "$SID_END/128" encap seg6local action End dev e0
+if [[ $HAVE_RED == yes ]]; then
+    capture_endpoint end_red encap.red "$SID_END,$SID_NEXT" "$FILTER_SRV6" \
+        "$SID_END/128" encap seg6local action End dev e0
+fi
+capture_endpoint end_x encap "$SID_END_X,$SID_NEXT" "$FILTER_SRV6" \
     "$SID_END_X/128" encap seg6local action End.X nh6 "$N_ADDR" dev e0
-capture_endpoint end_dx6 "$SID_END_DX6" "$FILTER_TO_VM" \
+capture_endpoint end_dx6 encap "$SID_END_DX6" "$FILTER_TO_VM" \
     "$SID_END_DX6/128" encap seg6local action End.DX6 nh6 "$N_ADDR" dev e0
 # End.DT6 in legacy mode ("table"), looking the inner destination up in table 100.
 # ("vrftable" mode needs a VRF device; this kernel is built without CONFIG_NET_VRF.)
-capture_endpoint end_dt6 "$SID_END_DT6" "$FILTER_TO_VM" \
+capture_endpoint end_dt6 encap "$SID_END_DT6" "$FILTER_TO_VM" \
     "$SID_END_DT6/128" encap seg6local action End.DT6 table 100 dev e0
 
 log "done: $(ls "$OUT"/*.pcap | wc -l) pcap files in $OUT"
