@@ -355,10 +355,25 @@ pub const MAX_CHAIN: usize = 8;
 pub struct ChainEntry {
     /// Which header.
     pub protocol: IpProtocol,
-    /// Offset from the start of the walked payload (just after the IPv6 header).
-    pub offset: usize,
-    /// Length in bytes.
-    pub len: usize,
+    /// Offset from the start of the walked payload (just after the IPv6 header). `u16`
+    /// keeps [`Chain`] small (IPv6 payloads without jumbograms are < 64 KiB).
+    pub offset: u16,
+    /// Length in bytes (at most 2048).
+    pub len: u16,
+}
+
+impl ChainEntry {
+    /// Offset as `usize`.
+    #[inline]
+    pub const fn offset(&self) -> usize {
+        self.offset as usize
+    }
+
+    /// Header length as `usize`.
+    #[inline]
+    pub const fn header_len(&self) -> usize {
+        self.len as usize
+    }
 }
 
 const EMPTY_ENTRY: ChainEntry = ChainEntry {
@@ -414,7 +429,7 @@ impl Chain {
     /// (`None` means it is the IPv6 header's Next Header).
     #[inline]
     pub fn last_next_header_offset(&self) -> Option<usize> {
-        self.headers().last().map(|e| e.offset)
+        self.headers().last().map(ChainEntry::offset)
     }
 }
 
@@ -427,6 +442,7 @@ impl Chain {
 /// [`Error::Truncated`]; one whose Hdr Ext Len points past `payload` is
 /// [`Error::HdrExtLenBeyondPacket`]. The walk stops after a non-first Fragment header.
 /// The upper-layer header itself is not validated.
+#[inline]
 pub fn walk(first: IpProtocol, payload: &[u8], max_headers: usize) -> Result<Chain> {
     let limit = max_headers.min(MAX_CHAIN);
     let mut chain = Chain {
@@ -458,10 +474,13 @@ pub fn walk(first: IpProtocol, payload: &[u8], max_headers: usize) -> Result<Cha
         if len > rest.len() {
             return Err(Error::HdrExtLenBeyondPacket);
         }
+        if off > usize::from(u16::MAX) {
+            return Err(Error::Malformed("extension header chain beyond 64 KiB"));
+        }
         chain.entries[chain.count] = ChainEntry {
             protocol: nh,
-            offset: off,
-            len,
+            offset: off as u16,
+            len: len as u16,
         };
         chain.count += 1;
         if nh == IpProtocol::ROUTING && chain.routing.is_none() {
@@ -509,7 +528,7 @@ mod tests {
         let protos: Vec<_> = c
             .headers()
             .iter()
-            .map(|e| (e.protocol, e.offset, e.len))
+            .map(|e| (e.protocol, e.offset(), e.header_len()))
             .collect();
         assert_eq!(
             protos,
@@ -667,7 +686,7 @@ mod tests {
                 prop_assert!(c.len() <= max.min(MAX_CHAIN));
                 prop_assert!(c.upper.1 <= bytes.len());
                 for e in c.headers() {
-                    prop_assert!(e.offset + e.len <= bytes.len());
+                    prop_assert!(e.offset() + e.header_len() <= bytes.len());
                 }
             }
         }
