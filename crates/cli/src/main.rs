@@ -1,4 +1,250 @@
-//! `srmig`: the command-line front end. It parses arguments and calls into the library crates.
-fn main() -> anyhow::Result<()> {
+//! `srmig`: the command-line front end. It parses arguments, calls into the library crates and
+//! prints; it holds no logic of its own.
+#![allow(clippy::print_stdout)] // printing is this binary's job
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use srmig_replay::run::PacketRecord;
+use srmig_replay::{replay, Input, ReplayConfig, Summary};
+
+#[derive(Debug, Parser)]
+#[command(name = "srmig", version, about = "Zero-loss VM migration with IPv6 Segment Routing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay captures through one node's dataplane offline.
+    Replay {
+        /// Node configuration (TOML; see docs/replay.md), optionally with [[events]].
+        #[arg(long)]
+        config: PathBuf,
+        /// An input capture for an ingress port, as PORT=FILE (Ethernet pcap). Repeatable.
+        #[arg(long = "pcap", value_name = "PORT=FILE", required = true)]
+        pcaps: Vec<String>,
+        /// Directory for <port>.pcap outputs and summary.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Do not print the per-packet table.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// An example migration through End.S on S and End.SBUF on D, packet by packet.
+    Demo {
+        /// Where captures, configurations and summaries are written.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Mpps per dataplane behavior on one core, 256-packet batches, ~100-byte inner packets.
+    Dataplane {
+        /// Print JSON: {"behaviors": {"End.S deliver": {"mpps": .., "ns_per_packet": ..}, ...}}.
+        #[arg(long)]
+        json: bool,
+        /// Measuring time per behavior, in milliseconds.
+        #[arg(long, default_value_t = 600)]
+        ms: u64,
+        /// Only behaviors whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Replay {
+            config,
+            pcaps,
+            out,
+            quiet,
+        } => cmd_replay(config, pcaps, out, quiet),
+        Command::Demo { out } => cmd_demo(out),
+        Command::Bench {
+            what: BenchCommand::Dataplane { json, ms, filter },
+        } => cmd_bench(json, ms, filter),
+    }
+}
+
+fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) -> Result<()> {
+    let cfg = ReplayConfig::load(&config)?;
+    let mut inputs = Vec::new();
+    for p in pcaps {
+        let Some((port, file)) = p.split_once('=') else {
+            bail!("--pcap {p}: expected PORT=FILE, e.g. --pcap up0=in.pcap");
+        };
+        inputs.push(Input {
+            port: port.to_owned(),
+            file: PathBuf::from(file),
+        });
+    }
+    let summary = replay(&cfg, &inputs, &out)?;
+    let path = write_summary(&summary, &out)?;
+    if !quiet {
+        print_packets(&summary);
+    }
+    print_totals(&summary);
+    println!("summary: {}", path.display());
+    Ok(())
+}
+
+fn write_summary(summary: &Summary, out: &std::path::Path) -> Result<PathBuf> {
+    let path = out.join("summary.json");
+    let text = serde_json::to_string_pretty(summary)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn verdict_text(p: &PacketRecord) -> String {
+    match p.verdict {
+        "tx" => format!("-> {}", p.egress.as_deref().unwrap_or("?")),
+        "drop" => format!("DROP {}", p.reason.unwrap_or("?")),
+        "held" => format!("HELD for {}", p.vm.as_deref().unwrap_or("?")),
+        other => other.to_owned(),
+    }
+}
+
+fn print_packets(s: &Summary) {
+    let mut events = s.events.iter().peekable();
+    let mut generated = s.generated.iter().peekable();
+    for p in &s.packets {
+        while let Some(e) = events.next_if(|e| e.after_packets < p.n) {
+            println!(
+                "  {:>9.3} ms  == {} is now {:?}",
+                e.time_us as f64 / 1000.0,
+                e.vm,
+                e.state
+            );
+            while let Some(g) = generated.next_if(|g| g.time_us <= e.time_us) {
+                println!(
+                    "  {:>9.3} ms  <- {} released/generated: {}",
+                    g.time_us as f64 / 1000.0,
+                    g.egress,
+                    g.summary
+                );
+            }
+        }
+        println!(
+            "#{:<4}{:>9.3} ms  {} {:<28} {}",
+            p.n,
+            p.time_us as f64 / 1000.0,
+            p.port,
+            verdict_text(p),
+            p.summary
+        );
+        while let Some(g) = generated.next_if(|g| g.time_us <= p.time_us) {
+            println!(
+                "  {:>9.3} ms  <- {} generated: {}",
+                g.time_us as f64 / 1000.0,
+                g.egress,
+                g.summary
+            );
+        }
+    }
+    for e in events {
+        println!(
+            "  {:>9.3} ms  == {} is now {:?}",
+            e.time_us as f64 / 1000.0,
+            e.vm,
+            e.state
+        );
+    }
+    for g in generated {
+        println!(
+            "  {:>9.3} ms  <- {} released/generated: {}",
+            g.time_us as f64 / 1000.0,
+            g.egress,
+            g.summary
+        );
+    }
+}
+
+fn print_totals(s: &Summary) {
+    let count = |v: &str| s.packets.iter().filter(|p| p.verdict == v).count();
+    println!(
+        "{} packets in: {} forwarded/delivered, {} held, {} dropped, {} consumed; {} generated or released",
+        s.packets.len(),
+        count("tx"),
+        count("held"),
+        count("drop"),
+        count("consumed"),
+        s.generated.len()
+    );
+    for (reason, n) in &s.counters.drops {
+        println!("  drops {reason}: {n}");
+    }
+    for o in &s.outputs {
+        println!("  wrote {} ({} frames)", o.file, o.frames);
+    }
+}
+
+fn cmd_demo(out: PathBuf) -> Result<()> {
+    let report = srmig_replay::demo::run_demo(&out)?;
+    println!("Example migration of vm1 from host S to host D over the SR path S::End.S -> D::End.SBUF");
+    println!("input: {}\n", report.input.display());
+    println!("== host S (End.S; vm1 pauses after packet 4) ==");
+    print_packets(&report.source);
+    print_totals(&report.source);
+    write_summary(&report.source, &report.source_out)?;
+    println!("\n== host D (End.SBUF; vm1 resumes 3.5 ms after the first forwarded packet) ==");
+    print_packets(&report.dest);
+    print_totals(&report.dest);
+    write_summary(&report.dest, &report.dest_out)?;
+    let delivered_s = report
+        .source
+        .packets
+        .iter()
+        .filter(|p| p.egress.as_deref() == Some("vm1-tap"))
+        .count();
+    let delivered_d = report
+        .dest
+        .packets
+        .iter()
+        .filter(|p| p.egress.as_deref() == Some("vm1-tap"))
+        .count()
+        + report
+            .dest
+            .generated
+            .iter()
+            .filter(|g| g.egress == "vm1-tap")
+            .count();
+    let sent = report.source.packets.len();
+    println!(
+        "\nvm1 received {} of {} packets ({} at S before the pause, {} at D), lost {}.",
+        delivered_s + delivered_d,
+        sent,
+        delivered_s,
+        delivered_d,
+        sent.saturating_sub(delivered_s + delivered_d)
+    );
+    println!("Captures and summary.json files are under {}", out.display());
+    Ok(())
+}
+
+fn cmd_bench(json: bool, ms: u64, filter: Option<String>) -> Result<()> {
+    let report = srmig_bench::run_dataplane(Duration::from_millis(ms), filter.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if !report.optimized {
+        println!("warning: debug build; use --release for meaningful numbers");
+    }
+    println!("{:<20} {:>8} {:>12}", "behavior", "Mpps", "ns/packet");
+    for (name, r) in &report.behaviors {
+        println!("{:<20} {:>8.2} {:>12.1}", name, r.mpps, r.ns_per_packet);
+    }
     Ok(())
 }

@@ -1,0 +1,393 @@
+//! The replay loop: merged input frames -> `process_batch` -> per-port output captures and a
+//! per-packet record.
+//!
+//! Time: the dataplane's `now` is the capture time relative to the first input frame, so
+//! End.SBUF buffer ages and ICMPv6 rate limits behave as they did on the wire. Frames with the
+//! same timestamp are processed together in batches of up to [`BATCH`]; a frame with a later
+//! timestamp, or a due event, starts a new batch. After every batch and every event, generated
+//! and released packets are drained with `poll_transmit` and written with the same `now`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use srmig_dataplane::{Batch, Dataplane, Instant, PacketBuf, PortId, Verdict, VmId, VmState};
+
+use crate::config::{EventTime, ReplayConfig};
+use crate::describe::describe;
+use crate::pcap::{merge_by_time, read_capture, CaptureWriter, InputFrame, PcapError};
+use crate::summary::{counters_summary, CountersSummary};
+
+/// Packets per `process_batch` call at most.
+pub const BATCH: usize = 256;
+
+/// Errors of a replay run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("invalid node configuration")]
+    Config(#[from] srmig_dataplane::ConfigError),
+    #[error("--pcap {port}={file}: no port named \"{port}\" in the configuration")]
+    UnknownPort { port: String, file: String },
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
+    #[error("frame {index} of {file}: {source}")]
+    FrameTooLarge {
+        file: String,
+        index: usize,
+        #[source]
+        source: srmig_dataplane::FrameTooLarge,
+    },
+    #[error("cannot create output directory {path}")]
+    OutDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One input capture: the port it arrives on and the file.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub port: String,
+    pub file: PathBuf,
+}
+
+/// What happened to one input packet.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacketRecord {
+    /// Position in the merged input stream, from 1.
+    pub n: usize,
+    pub port: String,
+    pub index_in_file: usize,
+    pub time_us: u64,
+    pub len: usize,
+    pub summary: String,
+    /// `tx`, `drop`, `held` or `consumed`.
+    pub verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// The frame as it left, for `tx`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_summary: Option<String>,
+}
+
+/// A packet the dataplane emitted on its own: ICMPv6 errors, NDP answers, End.SBUF releases.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratedRecord {
+    pub time_us: u64,
+    pub egress: String,
+    pub len: usize,
+    pub summary: String,
+}
+
+/// A VM state change applied during the replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub time_us: u64,
+    /// Input packets processed before it was applied.
+    pub after_packets: usize,
+    pub vm: String,
+    pub state: VmState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub port: String,
+    pub file: String,
+    pub frames: usize,
+}
+
+/// The JSON summary of a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub inputs: Vec<FileSummary>,
+    pub outputs: Vec<FileSummary>,
+    pub packets: Vec<PacketRecord>,
+    pub generated: Vec<GeneratedRecord>,
+    pub events: Vec<EventRecord>,
+    pub counters: CountersSummary,
+}
+
+/// Replays `inputs` through a dataplane built from `config`, writing `<port>.pcap` for every port
+/// that sent something into `out_dir`.
+pub fn replay(config: &ReplayConfig, inputs: &[Input], out_dir: &Path) -> Result<Summary, ReplayError> {
+    let dp = Dataplane::new(config.node.clone())?;
+    let mut ports = Vec::with_capacity(inputs.len());
+    let mut per_input = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let port = dp.port_id(&input.port).ok_or_else(|| ReplayError::UnknownPort {
+            port: input.port.clone(),
+            file: input.file.display().to_string(),
+        })?;
+        ports.push(port);
+        per_input.push(read_capture(&input.file, i)?);
+    }
+    let input_summaries = inputs
+        .iter()
+        .zip(&per_input)
+        .map(|(input, frames)| FileSummary {
+            port: input.port.clone(),
+            file: input.file.display().to_string(),
+            frames: frames.len(),
+        })
+        .collect();
+    let frames = merge_by_time(per_input);
+    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::OutDir {
+        path: out_dir.display().to_string(),
+        source,
+    })?;
+    let port_names: BTreeMap<PortId, String> = dp
+        .port_names()
+        .map(|(id, name)| (id, name.to_owned()))
+        .collect();
+    let vm_names: Vec<(VmId, String)> = config
+        .node
+        .vms
+        .iter()
+        .filter_map(|v| dp.vm_id(&v.name).map(|id| (id, v.name.clone())))
+        .collect();
+    let base = frames.first().map_or(Duration::ZERO, |f| f.timestamp);
+    let mut run = Run {
+        dp,
+        out_dir: out_dir.to_owned(),
+        base,
+        port_names,
+        writers: BTreeMap::new(),
+        generated: Vec::new(),
+        events: Vec::new(),
+        scratch: PacketBuf::new(),
+        vm_names,
+        last_time: Duration::ZERO,
+    };
+    let mut pending_events: Vec<_> = config.events.clone();
+    let mut packets = Vec::with_capacity(frames.len());
+    let mut batch = Batch::new(BATCH);
+    let mut next = 0;
+    while next < frames.len() {
+        let now_d = frames[next].timestamp.saturating_sub(base);
+        let now = instant(now_d);
+        run.apply_due_events(&mut pending_events, next, now_d)?;
+        run.expire(now)?;
+        // Gather frames with this timestamp, up to BATCH, stopping where an event falls due.
+        batch.clear();
+        let start = next;
+        while next < frames.len()
+            && batch.len() < BATCH
+            && frames[next].timestamp == frames[start].timestamp
+            && (next == start || !event_due_after(&pending_events, next))
+        {
+            let f = &frames[next];
+            batch
+                .push(ports[f.input], &f.data)
+                .map_err(|source| ReplayError::FrameTooLarge {
+                    file: inputs[f.input].file.display().to_string(),
+                    index: f.index_in_file,
+                    source,
+                })?;
+            next += 1;
+        }
+        run.dp.process_batch(now, &mut batch);
+        run.last_time = now_d;
+        for (k, pkt) in batch.packets().iter().enumerate() {
+            let f = &frames[start + k];
+            packets.push(run.record(start + k + 1, &inputs[f.input].port, f, now_d, pkt)?);
+        }
+        run.drain(now, now_d)?;
+    }
+    // Events scheduled after the last packet still happen (e.g. the VM resuming at the end).
+    let end = frames.last().map_or(Duration::ZERO, |f| f.timestamp.saturating_sub(base));
+    for ev in std::mem::take(&mut pending_events) {
+        let t = match ev.time {
+            EventTime::AtMs(ms) => Duration::from_secs_f64(ms / 1000.0).max(end),
+            EventTime::AfterPacket(_) => end,
+        };
+        run.apply_event(ev, frames.len(), t)?;
+    }
+    let counters = counters_summary(&run.dp, &config.node);
+    let outputs = run
+        .writers
+        .values()
+        .map(|(port, w)| FileSummary {
+            port: port.clone(),
+            file: w.path().display().to_string(),
+            frames: w.frames(),
+        })
+        .collect();
+    Ok(Summary {
+        inputs: input_summaries,
+        outputs,
+        packets,
+        generated: run.generated,
+        events: run.events,
+        counters,
+    })
+}
+
+fn instant(d: Duration) -> Instant {
+    Instant(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn event_due_after(events: &[crate::config::Event], processed: usize) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e.time, EventTime::AfterPacket(n) if n <= processed))
+}
+
+struct Run {
+    dp: Dataplane,
+    out_dir: PathBuf,
+    base: Duration,
+    port_names: BTreeMap<PortId, String>,
+    writers: BTreeMap<PortId, (String, CaptureWriter)>,
+    generated: Vec<GeneratedRecord>,
+    events: Vec<EventRecord>,
+    scratch: PacketBuf,
+    vm_names: Vec<(VmId, String)>,
+    /// Time of the last processed input packet.
+    last_time: Duration,
+}
+
+impl Run {
+    fn port_name(&self, id: PortId) -> String {
+        self.port_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("port{}", id.0))
+    }
+
+    fn write(&mut self, port: PortId, now_d: Duration, data: &[u8]) -> Result<(), ReplayError> {
+        if !self.writers.contains_key(&port) {
+            let name = self.port_name(port);
+            let w = CaptureWriter::create(&self.out_dir.join(format!("{name}.pcap")))?;
+            self.writers.insert(port, (name, w));
+        }
+        if let Some((_, w)) = self.writers.get_mut(&port) {
+            w.write(self.base + now_d, data)?;
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        n: usize,
+        port: &str,
+        f: &InputFrame,
+        now_d: Duration,
+        pkt: &PacketBuf,
+    ) -> Result<PacketRecord, ReplayError> {
+        let mut r = PacketRecord {
+            n,
+            port: port.to_owned(),
+            index_in_file: f.index_in_file,
+            time_us: now_d.as_micros() as u64,
+            len: f.data.len(),
+            summary: describe(&f.data),
+            verdict: "",
+            egress: None,
+            reason: None,
+            vm: None,
+            out_summary: None,
+        };
+        match pkt.verdict {
+            Verdict::Tx(out) => {
+                r.verdict = "tx";
+                r.egress = Some(self.port_name(out));
+                r.out_summary = Some(describe(pkt.data()));
+                self.write(out, now_d, pkt.data())?;
+            }
+            Verdict::Drop(reason) => {
+                r.verdict = "drop";
+                r.reason = Some(reason.as_str());
+            }
+            Verdict::Held(vm) => {
+                r.verdict = "held";
+                r.vm = Some(vm_name(&self.vm_names, vm));
+            }
+            Verdict::Consumed => r.verdict = "consumed",
+        }
+        Ok(r)
+    }
+
+    fn drain(&mut self, now: Instant, now_d: Duration) -> Result<(), ReplayError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        while let Some(port) = self.dp.poll_transmit(now, &mut buf) {
+            self.generated.push(GeneratedRecord {
+                time_us: now_d.as_micros() as u64,
+                egress: self.port_name(port),
+                len: buf.len(),
+                summary: describe(buf.data()),
+            });
+            self.write(port, now_d, buf.data())?;
+        }
+        self.scratch = buf;
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) -> Result<(), ReplayError> {
+        if self.dp.poll_timeout().is_some_and(|t| t <= now) {
+            self.dp.handle_timeout(now);
+        }
+        Ok(())
+    }
+
+    /// Applies every event due at `processed` packets / time `now_d`, in file order. An event
+    /// given in milliseconds happens at its own time; one given as a packet count happens at
+    /// the time of that packet.
+    fn apply_due_events(
+        &mut self,
+        events: &mut Vec<crate::config::Event>,
+        processed: usize,
+        now_d: Duration,
+    ) -> Result<(), ReplayError> {
+        let mut i = 0;
+        while i < events.len() {
+            let at = match events[i].time {
+                EventTime::AfterPacket(n) if n <= processed => Some(self.last_time),
+                EventTime::AtMs(ms) => {
+                    Some(Duration::from_secs_f64(ms / 1000.0)).filter(|t| *t <= now_d)
+                }
+                EventTime::AfterPacket(_) => None,
+            };
+            match at {
+                Some(at) => {
+                    let ev = events.remove(i);
+                    self.apply_event(ev, processed, at.max(self.last_time))?;
+                }
+                None => i += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_event(
+        &mut self,
+        ev: crate::config::Event,
+        processed: usize,
+        at: Duration,
+    ) -> Result<(), ReplayError> {
+        let now = instant(at);
+        if let Some(vm) = self.dp.vm_id(&ev.vm) {
+            // The VM exists (checked when the file was loaded), so this cannot fail.
+            self.dp.handle_vm_state(now, vm, ev.state)?;
+        }
+        self.events.push(EventRecord {
+            time_us: at.as_micros() as u64,
+            after_packets: processed,
+            vm: ev.vm,
+            state: ev.state,
+        });
+        self.drain(now, at)
+    }
+}
+
+fn vm_name(names: &[(VmId, String)], vm: VmId) -> String {
+    names
+        .iter()
+        .find(|(id, _)| *id == vm)
+        .map_or_else(|| format!("vm{}", vm.0), |(_, n)| n.clone())
+}

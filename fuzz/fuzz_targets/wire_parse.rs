@@ -1,0 +1,67 @@
+//! Every wire parser on arbitrary bytes: nothing may panic, and whatever parses must re-emit
+//! to something that parses to the same Repr.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use srmig_wire::{ethernet, ext, icmpv6, ipv4, ipv6, srh, IpProtocol, SrhRepr};
+
+fn srh_round_trip(bytes: &[u8]) {
+    let Ok(view) = srh::Srh::new_checked(bytes) else {
+        return;
+    };
+    // Every getter is safe after new_checked.
+    let _ = (view.segments_left(), view.last_entry(), view.flags(), view.tag());
+    for i in 0..=usize::from(view.last_entry()) {
+        let _ = view.segment(i);
+    }
+    for tlv in view.tlvs() {
+        let _ = tlv;
+    }
+    if let Ok(repr) = SrhRepr::parse(&view) {
+        let mut buf = vec![0u8; repr.buffer_len()];
+        let mut out = srh::Srh::new_unchecked(&mut buf[..]);
+        if repr.emit(&mut out).is_ok() {
+            let again = SrhRepr::parse(&srh::Srh::new_unchecked(&buf[..]))
+                .expect("an emitted SRH must parse");
+            assert_eq!(again.segments, repr.segments);
+            assert_eq!(again.segments_left, repr.segments_left);
+            assert_eq!(again.last_entry, repr.last_entry);
+        }
+    }
+}
+
+fn ipv6_packet(bytes: &[u8]) {
+    let Ok(packet) = ipv6::Packet::new_checked(bytes) else {
+        return;
+    };
+    let _ = ipv6::Repr::parse(&packet);
+    let payload = packet.payload();
+    let Ok(chain) = ext::walk(packet.next_header(), payload, 8) else {
+        return;
+    };
+    if let Some((off, len)) = chain.routing {
+        if let Some(rh) = payload.get(off..off + len) {
+            srh_round_trip(rh);
+        }
+    }
+    let (proto, off) = chain.upper;
+    let upper = payload.get(off..).unwrap_or(&[]);
+    if proto == IpProtocol::ICMPV6 {
+        if let Ok(icmp) = icmpv6::Packet::new_checked(upper) {
+            let _ = icmpv6::Repr::parse(&icmp);
+            let _ = icmpv6::Repr::parse_verified(&packet.src_addr(), &packet.dst_addr(), &icmp);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(frame) = ethernet::Frame::new_checked(data) {
+        let _ = ethernet::Repr::parse(&frame);
+        ipv6_packet(frame.payload());
+        if let Ok(v4) = ipv4::Packet::new_checked(frame.payload()) {
+            let _ = ipv4::Repr::parse(&v4);
+        }
+    }
+    ipv6_packet(data);
+    srh_round_trip(data);
+});
