@@ -734,12 +734,12 @@ impl Dataplane {
         // Strip Ethernet padding.
         pkt.end = ip + total;
         match ctx.kind {
-            PortKind::Uplink => self.from_uplink_v6(ctx, pkt, ip),
-            PortKind::Vm => self.from_vm_v6(ctx, pkt, ip),
+            PortKind::Uplink => self.uplink_v6(ctx, pkt, ip),
+            PortKind::Vm => self.vm_port_v6(ctx, pkt, ip),
         }
     }
 
-    fn from_uplink_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
+    fn uplink_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
         let b = &pkt.buf;
         let dst = read_addr(b, ip + 24);
         let src = read_addr(b, ip + 8);
@@ -790,7 +790,7 @@ impl Dataplane {
         self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
     }
 
-    fn from_vm_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
+    fn vm_port_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
         let b = &pkt.buf;
         let src = read_addr(b, ip + 8);
         let dst = read_addr(b, ip + 24);
@@ -1176,6 +1176,7 @@ impl Dataplane {
 
     /// Upper-layer processing at an End/End.X/End.T/End.B6.Encaps SID (RFC 8986 4.1.1; USD
     /// flavor 4.16.3: decapsulate an inner IPv6 or IPv4 packet and forward it).
+    #[allow(clippy::too_many_arguments)]
     fn upper_layer_end(
         &mut self,
         ctx: &Ctx,
@@ -1726,3 +1727,7 @@ fn decrement_ttl(hdr: &mut [u8]) {
     let c = !(sum as u16);
     hdr[10..12].copy_from_slice(&c.to_be_bytes());
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

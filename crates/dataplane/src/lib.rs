@@ -13,6 +13,7 @@
 //! (drop reasons), [`batch`] (packet buffers), [`engine`] (the pipeline), [`icmp`] (ICMPv6
 //! errors and NDP answers), [`time`].
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod batch;
 pub mod behavior;

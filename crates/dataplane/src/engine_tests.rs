@@ -1,0 +1,1308 @@
+//! Engine tests: every behavior, End.S / End.SBUF state transitions, buffer bounds and order,
+//! every bad input (named drop + ICMPv6 error where the RFC says so), config validation, and a
+//! no-panic property test. ICMPv6 and SRH output is checked with `srmig-wire` as the oracle.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+use srmig_wire::icmpv6::{Packet as IcmpPacket, Repr as IcmpRepr};
+use srmig_wire::ipv6::Packet as Ipv6Packet;
+use srmig_wire::ndisc::{NdiscRepr, NeighborFlags};
+use srmig_wire::srh::Srh;
+
+use crate::testkit::canon::*;
+use crate::testkit::*;
+use crate::*;
+
+const T0: Instant = Instant(1_000_000_000);
+
+fn host(h: u16, state: VmState) -> Dataplane {
+    Dataplane::new(host_config(h, state)).unwrap()
+}
+
+fn run(dp: &mut Dataplane, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    run_at(dp, T0, port, frame)
+}
+
+fn run_at(dp: &mut Dataplane, now: Instant, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut b = Batch::new(1);
+    assert!(b.push(port, frame).unwrap());
+    dp.process_batch(now, &mut b);
+    let p = &b.packets()[0];
+    (p.verdict, p.data().to_vec())
+}
+
+fn drain(dp: &mut Dataplane, now: Instant) -> Vec<(PortId, Vec<u8>)> {
+    let mut out = PacketBuf::new();
+    let mut v = Vec::new();
+    while let Some(p) = dp.poll_transmit(now, &mut out) {
+        v.push((p, out.data().to_vec()));
+    }
+    v
+}
+
+fn ip6(frame: &[u8]) -> Ipv6Packet<&[u8]> {
+    Ipv6Packet::new_checked(&frame[14..]).unwrap()
+}
+
+/// The single generated ICMPv6 message: (ip src, ip dst, type, code, pointer/param, invoking).
+fn icmp_of(frame: &[u8]) -> (Ipv6Addr, Ipv6Addr, IcmpRepr<'_>) {
+    let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+    assert_eq!(ip.next_header(), srmig_wire::IpProtocol::from(58u8));
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let payload = &frame[54..];
+    let p = IcmpPacket::new_checked(payload).unwrap();
+    let r = IcmpRepr::parse_verified(&src, &dst, &p).unwrap();
+    (src, dst, r)
+}
+
+fn expect_drop(dp: &mut Dataplane, port: PortId, frame: &[u8], reason: DropReason) {
+    let before = dp.counters().drops(reason);
+    let (v, _) = run(dp, port, frame);
+    assert_eq!(v, Verdict::Drop(reason));
+    assert_eq!(
+        dp.counters().drops(reason),
+        before + 1,
+        "{reason:?} not counted"
+    );
+}
+
+fn param_problem(dp: &mut Dataplane, code: u8, pointer: u32) {
+    let g = drain(dp, T0);
+    assert_eq!(g.len(), 1, "expected one ICMPv6 error");
+    let (port, f) = &g[0];
+    assert_eq!(*port, UPLINK);
+    assert_eq!(&f[0..6], &router_mac(S));
+    let (src, dst, r) = icmp_of(f);
+    assert_eq!(src, sid(S, 1));
+    assert_eq!(dst, sid(C, 1));
+    match r {
+        IcmpRepr::ParamProblem {
+            code: c,
+            pointer: p,
+            invoking,
+        } => {
+            assert_eq!((c, p), (code, pointer));
+            assert!(!invoking.is_empty());
+        }
+        other => panic!("expected Parameter Problem, got {other:?}"),
+    }
+}
+
+fn inner() -> Vec<u8> {
+    inner_to_vm1()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn canonical_config_round_trips_through_toml() {
+    let (s, d) = two_hosts();
+    for cfg in [s, d] {
+        let text = toml::to_string(&cfg).unwrap();
+        let back: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        Dataplane::new(back).unwrap();
+    }
+}
+
+#[test]
+fn toml_written_by_hand_parses() {
+    let text = r#"
+        locator = "fc00:0:1::/48"
+        source_address = "fc00:0:1::1"
+        infrastructure_prefixes = ["fc00::/16"]
+        gateway = { address = "2001:db8::1", mac = "02:00:00:00:00:01" }
+        buffer = { per_vm_packets = 10, per_vm_bytes = 10000, global_packets = 20, global_bytes = 20000, max_age_ms = 500 }
+
+        [[ports]]
+        name = "up0"
+        kind = "uplink"
+        mac = "02:00:00:00:01:00"
+        peer_mac = "02:00:00:00:ff:01"
+
+        [[ports]]
+        name = "tap0"
+        kind = "vm"
+        mac = "02:00:00:00:01:01"
+
+        [[routes]]
+        prefix = "::/0"
+        port = "up0"
+
+        [[sids]]
+        sid = "fc00:0:1::e5"
+        behavior = "End.S"
+        vm = "vm1"
+
+        [[sids]]
+        sid = "fc00:0:1::5b"
+        behavior = "End.SBUF"
+        mode = "drop"
+
+        [[sids]]
+        sid = "fc00:0:1:100::"
+        behavior = "End"
+        flavors = ["NEXT-C-SID"]
+        locator_block_len = 48
+        node_len = 16
+
+        [[policies]]
+        name = "p"
+        headend = "H.Encaps.Red"
+        segments = ["fc00:0:1::e5", "fc00:0:2::5b"]
+
+        [[vms]]
+        name = "vm1"
+        addresses = ["2001:db8:100::10", "10.0.0.10"]
+        mac = "02:00:00:00:10:10"
+        port = "tap0"
+        state = "running"
+
+        [[mappings]]
+        vm_address = "2001:db8:100::/64"
+        policy = "p"
+    "#;
+    let cfg: NodeConfig = toml::from_str(text).unwrap();
+    let dp = Dataplane::new(cfg).unwrap();
+    assert_eq!(dp.vm_id("vm1"), Some(VmId(0)));
+    assert_eq!(dp.port_id("tap0"), Some(PortId(1)));
+    assert_eq!(dp.sids().count(), 3);
+    // unknown fields and behaviors are rejected by serde with the name
+    let bad = text.replace("mode = \"drop\"", "mode = \"drop\"\ncolour = 1");
+    assert!(toml::from_str::<NodeConfig>(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("colour"));
+    let bad = text.replace("\"End.S\"", "\"End.Q\"");
+    assert!(toml::from_str::<NodeConfig>(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown behavior \"End.Q\""));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let err = |f: &dyn Fn(&mut NodeConfig)| {
+        let mut c = host_config(S, VmState::Running);
+        f(&mut c);
+        Dataplane::new(c).unwrap_err().to_string()
+    };
+    assert_eq!(
+        err(&|c| c.sids[3].nexthop = None),
+        "sids[3] (fc00:0:1::e1): End.X requires parameter 'nexthop'"
+    );
+    assert_eq!(
+        err(&|c| c.vms[0].port = "tap9".into()),
+        "vms[0].port: no port named \"tap9\""
+    );
+    assert_eq!(
+        err(&|c| c.vms[0].port = "up0".into()),
+        "vms[0].port: \"up0\" is an uplink, not a VM port"
+    );
+    assert_eq!(
+        err(&|c| c.sids[0].vm = Some("vm1".into())),
+        "sids[0] (fc00:0:1::e): End does not take parameter 'vm'"
+    );
+    assert_eq!(
+        err(&|c| c.sids[7].flavors = vec![Flavor::Psp]),
+        "sids[7] (fc00:0:1::d6).flavors[0]: flavor PSP is not allowed on End.DT6"
+    );
+    assert_eq!(
+        err(&|c| c.sids[11].vm = Some("nope".into())),
+        "sids[11] (fc00:0:1::e5).vm: no VM named \"nope\""
+    );
+    assert_eq!(
+        err(&|c| c.sids[10].policy = Some("to-d-insert".into())),
+        "sids[10] (fc00:0:1::b6).policy: End.B6.Encaps needs an H.Encaps or H.Encaps.Red policy, \"to-d-insert\" is H.Insert"
+    );
+    assert_eq!(
+        err(&|c| c.sids[0].sid = sid(D, 0xe)),
+        "sids[0] (fc00:0:2::e): SID is outside the locator fc00:0:1::/48"
+    );
+    assert_eq!(
+        err(&|c| c.sids[1].sid = sid(S, END)),
+        "sids[1] (fc00:0:1::e): SID is already installed"
+    );
+    assert_eq!(
+        err(&|c| c.ports[0].peer_mac = None),
+        "ports[0].peer_mac: an uplink needs the MAC of its next hop"
+    );
+    assert_eq!(
+        err(&|c| c.mappings[0].policy = "zz".into()),
+        "mappings[0].policy: no policy named \"zz\""
+    );
+    assert_eq!(
+        err(&|c| c.routes[0].port = "x".into()),
+        "routes[0].port: no port named \"x\""
+    );
+    assert_eq!(
+        err(&|c| c.vms[1].addresses[0] = vm1().into()),
+        "vms[1].addresses[0]: 2001:db8:100::10 is already used by another VM"
+    );
+    assert_eq!(
+        err(&|c| c.sids[0].flavors = vec![Flavor::NextCSid]),
+        "sids[0] (fc00:0:1::e): NEXT-C-SID requires parameters 'locator_block_len' and 'locator_node_len'"
+    );
+    assert_eq!(
+        err(&|c| c.buffer.max_age_ms = 0),
+        "buffer.max_age_ms: must be at least 1"
+    );
+    assert!(err(&|c| c.policies[0].segments.clear()).starts_with("policies[0].segments:"));
+}
+
+#[test]
+fn runtime_sid_and_policy_changes() {
+    let mut dp = host(S, VmState::Running);
+    let s = sid(S, 0x77);
+    let f = uplink_frame(S, &[s, sid(D, END_DT6)], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoSid);
+    let id = dp.install_sid(SidConfig::new(s, Behavior::End)).unwrap();
+    assert_eq!(run(&mut dp, UPLINK, &f).0, Verdict::Tx(UPLINK));
+    assert_eq!(dp.counters().sid(id).packets, 1);
+    let e = dp
+        .install_sid(SidConfig::new(s, Behavior::EndX))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "sid (fc00:0:1::77): End.X requires parameter 'nexthop'"
+    );
+    assert_eq!(dp.remove_sid(s), Some(id));
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoSid);
+    // Replacing a policy keeps its id and changes the rewrite.
+    let p = dp.policy_id("to-d").unwrap();
+    let p2 = dp
+        .install_policy(PolicyConfig {
+            name: "to-d".into(),
+            headend: Headend::HEncaps,
+            segments: vec![sid(D, END_DT6)],
+            hop_limit: Some(9),
+            flow_label: FlowLabelMode::Copy,
+        })
+        .unwrap();
+    assert_eq!(p, p2);
+    let (v, out) = run(&mut dp, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.dst_addr(), sid(D, END_DT6));
+    assert_eq!(o.hop_limit(), 9);
+    assert_eq!(o.flow_label(), 0, "copied from the inner packet");
+    assert_eq!(dp.counters().policy(p).packets, 1);
+    // Mappings can be changed at runtime.
+    dp.set_mapping("2001:db8:900::90/128".parse().unwrap(), Steering::Native)
+        .unwrap();
+    let (v, out) = run(&mut dp, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), remote());
+    assert!(dp
+        .set_mapping("::/0".parse().unwrap(), Steering::Policy(PolicyId(99)))
+        .is_err());
+    assert_eq!(
+        dp.remove_mapping("2001:db8:900::90/128".parse().unwrap()),
+        Some(Steering::Native)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint behaviors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn end_advances_to_next_segment() {
+    let mut dp = host(S, VmState::Running);
+    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[0..6], &router_mac(S));
+    assert_eq!(&out[6..12], &uplink_mac(S));
+    let p = ip6(&out);
+    assert_eq!(p.dst_addr(), sid(D, END_DT6));
+    assert_eq!(p.hop_limit(), 63);
+    let srh = Srh::new_checked(p.payload()).unwrap();
+    assert_eq!(srh.segments_left(), 0);
+    assert_eq!(out.len(), f.len());
+    let id = dp.sid_id(sid(S, END)).unwrap();
+    assert_eq!(dp.counters().sid(id).packets, 1);
+    assert_eq!(dp.counters().port(UPLINK).tx.packets, 1);
+}
+
+#[test]
+fn end_psp_pops_the_srh() {
+    let mut dp = host(S, VmState::Running);
+    let inner = inner();
+    let f = uplink_frame(S, &[sid(S, END_PSP), sid(D, END_DT6)], 1, &inner);
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let p = ip6(&out);
+    assert_eq!(p.next_header(), srmig_wire::IpProtocol::from(41u8));
+    assert_eq!(p.payload(), &inner[..]);
+    assert_eq!(p.dst_addr(), sid(D, END_DT6));
+    assert_eq!(out.len(), f.len() - 40);
+    // With SL 2 -> 1 the SRH stays.
+    let f = uplink_frame(
+        S,
+        &[sid(S, END_PSP), sid(C, END), sid(D, END_DT6)],
+        2,
+        &inner,
+    );
+    let (_, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(ip6(&out).next_header(), srmig_wire::IpProtocol::from(43u8));
+}
+
+#[test]
+fn end_at_last_segment_is_an_upper_layer_error_unless_usd() {
+    let mut dp = host(S, VmState::Running);
+    let f = uplink_frame(S, &[sid(S, END)], 0, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedNextHeader);
+    // RFC 8986 4.1.1: code 4, pointer at the upper-layer header (after the 24-byte SRH).
+    param_problem(&mut dp, 4, 40 + 24);
+    // USD: decapsulate and forward the inner packet by FIB (to VM 1? no: by FIB, table 0).
+    let f = uplink_frame(
+        S,
+        &[sid(S, END_USD)],
+        0,
+        &udp6_sized(sid(C, 9), sid(D, 9), 100),
+    );
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, 9));
+    assert_eq!(out.len(), 14 + 100);
+}
+
+#[test]
+fn end_x_and_end_t() {
+    let mut dp = host(S, VmState::Running);
+    let f = uplink_frame(S, &[sid(S, END_X), sid(D, END_DT6)], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[0..6], &router_mac(S));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END_DT6));
+    // End.T: table 10 only routes fc00::/16.
+    let f = uplink_frame(S, &[sid(S, END_T), sid(D, END_DT6)], 1, &inner());
+    assert_eq!(run(&mut dp, UPLINK, &f).0, Verdict::Tx(UPLINK));
+    let f = uplink_frame(S, &[sid(S, END_T), a6("2001:db8:5::1")], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoRoute);
+}
+
+#[test]
+fn end_dx6_dx4_dt6_dt4_dt46() {
+    let mut dp = host(S, VmState::Running);
+    let inner6 = inner();
+    let inner4 = ipv4(Ipv4Addr::new(10, 7, 7, 7), VM1_V4, 17, 64, &[0u8; 60]);
+    for (func, pkt, et) in [
+        (END_DX6, &inner6, 0x86dd),
+        (END_DT6, &inner6, 0x86dd),
+        (END_DT46, &inner6, 0x86dd),
+        (END_DX4, &inner4, 0x0800),
+        (END_DT4, &inner4, 0x0800),
+        (END_DT46, &inner4, 0x0800),
+    ] {
+        let f = uplink_frame(S, &[sid(S, func)], 0, pkt);
+        let (v, out) = run(&mut dp, UPLINK, &f);
+        assert_eq!(v, Verdict::Tx(VM1_PORT), "function {func:x}");
+        assert_eq!(&out[0..6], &VM1_MAC);
+        assert_eq!(&out[6..12], &GATEWAY_MAC);
+        assert_eq!(u16::from_be_bytes([out[12], out[13]]), et);
+        assert_eq!(&out[14..], &pkt[..], "inner packet delivered unchanged");
+    }
+    // End.DT* deliver to the VM (counted), End.DX* cross-connect to the adjacency.
+    assert_eq!(dp.counters().vm(VmId(0)).tx.packets, 4);
+    // Wrong inner family: RFC 8986 4.1.1 error.
+    let f = uplink_frame(S, &[sid(S, END_DT4)], 0, &inner6);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedNextHeader);
+    param_problem(&mut dp, 4, 64);
+    // SL != 0 on a decapsulating behavior: RFC 8986 4.4 S02-S03.
+    let f = uplink_frame(S, &[sid(S, END_DX6), sid(D, END)], 1, &inner6);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::SegmentsLeftNotZero);
+    param_problem(&mut dp, 0, 43);
+    // End.DT6 to a VM that is not running here; to an address routed by FIB.
+    let mut d = host(D, VmState::Absent);
+    let f = uplink_frame(D, &[sid(D, END_DT6)], 0, &inner6);
+    expect_drop(&mut d, UPLINK, &f, DropReason::VmNotRunning);
+    let f = uplink_frame(
+        D,
+        &[sid(D, END_DT6)],
+        0,
+        &udp6_sized(sid(C, 5), a6("2001:db8:5::5"), 80),
+    );
+    assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Tx(UPLINK));
+}
+
+#[test]
+fn end_b6_encaps_pushes_the_policy() {
+    let mut dp = host(S, VmState::Running);
+    let f = uplink_frame(S, &[sid(S, END_B6), sid(C, END)], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.src_addr(), sid(S, 1));
+    assert_eq!(o.dst_addr(), sid(D, END));
+    let srh = Srh::new_checked(o.payload()).unwrap();
+    assert_eq!(srh.segments_left(), 1);
+    assert_eq!(srh.segment(0), sid(D, END_DT6));
+    assert_eq!(srh.next_header(), srmig_wire::IpProtocol::from(41u8));
+    // the inner SR packet was advanced first (S16) and its hop limit decremented (S14)
+    let inner = Ipv6Packet::new_checked(srh.payload()).unwrap();
+    assert_eq!(inner.dst_addr(), sid(C, END));
+    assert_eq!(inner.hop_limit(), 63);
+    assert_eq!(o.payload_len() as usize, 40 + (f.len() - 14));
+}
+
+#[test]
+fn next_c_sid_shifts_then_falls_back_to_the_srh() {
+    let mut dp = host(S, VmState::Running);
+    // uSID style: block fc00::/32, 16-bit C-SIDs; S's node C-SID is 0001, D's is 0002.
+    let mut c = SidConfig::new(a6("fc00:0:1::"), Behavior::End);
+    c.flavors = vec![Flavor::NextCSid];
+    c.locator_block_len = Some(32);
+    c.locator_node_len = Some(16);
+    dp.install_sid(c).unwrap();
+    // DA fc00:0:1:2:d6:: carries the next C-SIDs 0002, 00d6: shifted to fc00:0:2:d6::
+    let outer = ipv6(sid(C, 1), a6("fc00:0:1:2:d6::"), proto::IPV6, 64, &inner());
+    let (v, out) = run(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x86dd, &outer),
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), a6("fc00:0:2:d6::"));
+    assert_eq!(ip6(&out).hop_limit(), 63);
+    // Empty argument: End processing with the SRH.
+    let f = uplink_frame(S, &[a6("fc00:0:1::"), sid(D, END_DT6)], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END_DT6));
+    // Empty argument and no SRH: upper-layer processing, not allowed at End.
+    let outer = ipv6(sid(C, 1), a6("fc00:0:1::"), proto::IPV6, 64, &inner());
+    let f = eth(uplink_mac(S), router_mac(S), 0x86dd, &outer);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedNextHeader);
+}
+
+#[test]
+fn hop_limit_exceeded_sends_time_exceeded() {
+    let mut dp = host(S, VmState::Running);
+    for hl in [0u8, 1] {
+        let mut f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &inner());
+        f[14 + 7] = hl;
+        expect_drop(&mut dp, UPLINK, &f, DropReason::HopLimitExceeded);
+        let g = drain(&mut dp, T0);
+        assert_eq!(g.len(), 1);
+        let (src, dst, r) = icmp_of(&g[0].1);
+        assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+        match r {
+            IcmpRepr::TimeExceeded { code: 0, invoking } => assert_eq!(invoking, &f[14..]),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(dp.counters().icmp().errors_sent, 2);
+    // From a VM: the gateway answers.
+    let mut f = client_frame(remote(), 100);
+    f[14 + 7] = 1;
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::HopLimitExceeded);
+    let g = drain(&mut dp, T0);
+    assert_eq!(g[0].0, CLIENT_PORT);
+    assert_eq!(&g[0].1[0..6], &CLIENT_MAC);
+    assert_eq!(&g[0].1[6..12], &GATEWAY_MAC);
+    assert_eq!(icmp_of(&g[0].1).0, gateway());
+}
+
+// ---------------------------------------------------------------------------------------------
+// End.S and End.SBUF
+// ---------------------------------------------------------------------------------------------
+
+fn paper_frame(h: u16, sl: u8, inner: &[u8]) -> Vec<u8> {
+    uplink_frame(h, &[sid(S, END_S), sid(D, END_SBUF)], sl, inner)
+}
+
+#[test]
+fn end_s_delivers_forwards_or_drops() {
+    let mut s = host(S, VmState::Running);
+    let vm = s.vm_id("vm1").unwrap();
+    let inner = inner();
+    let (v, out) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+    assert_eq!(&out[14..], &inner[..]);
+    assert_eq!(&out[0..6], &VM1_MAC);
+    // Paused (stop-and-copy): act as End towards D::End.SBUF.
+    s.handle_vm_state(T0, vm, VmState::Paused).unwrap();
+    let (v, out) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.dst_addr(), sid(D, END_SBUF));
+    assert_eq!(Srh::new_checked(o.payload()).unwrap().segments_left(), 0);
+    // Cancelled migration: running again, delivered again.
+    s.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    assert_eq!(
+        run(&mut s, UPLINK, &paper_frame(S, 1, &inner)).0,
+        Verdict::Tx(VM1_PORT)
+    );
+    // Last segment and not here.
+    s.handle_vm_state(T0, vm, VmState::Absent).unwrap();
+    let f = uplink_frame(S, &[sid(S, END_S)], 0, &inner);
+    expect_drop(&mut s, UPLINK, &f, DropReason::VmNotRunning);
+    // Unknown inner destination at the last segment.
+    let f = uplink_frame(
+        S,
+        &[sid(S, END_S)],
+        0,
+        &udp6_sized(sid(C, 1), a6("2001:db8:5::5"), 80),
+    );
+    expect_drop(&mut s, UPLINK, &f, DropReason::UnknownVm);
+    assert_eq!(s.counters().vm(vm).dropped, 1);
+}
+
+#[test]
+fn end_sbuf_holds_until_resume_and_releases_in_order() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let pkts: Vec<Vec<u8>> = (0..5)
+        .map(|i| udp6_sized(sid(C, 1), vm1(), 80 + i))
+        .collect();
+    for p in &pkts {
+        assert_eq!(
+            run(&mut d, UPLINK, &paper_frame(D, 0, p)).0,
+            Verdict::Held(vm)
+        );
+    }
+    assert_eq!(d.counters().buffer_occupancy(vm).packets, 5);
+    assert_eq!(d.counters().vm(vm).held, 5);
+    assert!(
+        drain(&mut d, T0).is_empty(),
+        "nothing released while absent"
+    );
+    // Paused at D (arrived, not yet resumed): still held.
+    d.handle_vm_state(T0, vm, VmState::Paused).unwrap();
+    assert_eq!(
+        run(&mut d, UPLINK, &paper_frame(D, 0, &pkts[0])).0,
+        Verdict::Held(vm)
+    );
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    // A packet arriving before the release is drained goes behind the held ones.
+    let late = udp6_sized(sid(C, 1), vm1(), 200);
+    assert_eq!(
+        run(&mut d, UPLINK, &paper_frame(D, 0, &late)).0,
+        Verdict::Held(vm)
+    );
+    let out = drain(&mut d, T0);
+    let got: Vec<&[u8]> = out.iter().map(|(_, f)| &f[14..]).collect();
+    let mut want: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
+    want.push(&pkts[0]);
+    want.push(&late);
+    assert_eq!(got, want, "released in arrival order, late packet last");
+    for (port, f) in &out {
+        assert_eq!(*port, VM1_PORT);
+        assert_eq!(&f[0..6], &VM1_MAC);
+        assert_eq!(&f[6..12], &GATEWAY_MAC);
+    }
+    assert_eq!(d.counters().vm(vm).released, 7);
+    assert_eq!(d.counters().buffer_total(), Occupancy::default());
+    // Buffer empty: direct delivery again.
+    assert_eq!(
+        run(&mut d, UPLINK, &paper_frame(D, 0, &late)).0,
+        Verdict::Tx(VM1_PORT)
+    );
+}
+
+#[test]
+fn no_reordering_when_release_interleaves_with_batches() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let mut seq = 0u16;
+    let mut frame = || {
+        seq += 1;
+        let mut p = udp6_sized(sid(C, 1), vm1(), 100);
+        p[60..62].copy_from_slice(&seq.to_be_bytes());
+        paper_frame(D, 0, &p)
+    };
+    let mut b = Batch::new(32);
+    for _ in 0..32 {
+        b.push(UPLINK, &frame()).unwrap();
+    }
+    d.process_batch(T0, &mut b);
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    // Drain only a few, then a new batch arrives, then drain the rest.
+    let mut out = PacketBuf::new();
+    let mut delivered = Vec::new();
+    for _ in 0..5 {
+        d.poll_transmit(T0, &mut out).unwrap();
+        delivered.push(u16::from_be_bytes([out.data()[74], out.data()[75]]));
+    }
+    b.clear();
+    for _ in 0..32 {
+        b.push(UPLINK, &frame()).unwrap();
+    }
+    d.process_batch(T0, &mut b);
+    for p in b.iter() {
+        match p.verdict {
+            Verdict::Tx(_) => delivered.push(u16::from_be_bytes([p.data()[74], p.data()[75]])),
+            Verdict::Held(_) => {}
+            v => panic!("{v:?}"),
+        }
+    }
+    while d.poll_transmit(T0, &mut out).is_some() {
+        delivered.push(u16::from_be_bytes([out.data()[74], out.data()[75]]));
+    }
+    // Then a batch after the buffer is empty is delivered directly.
+    b.clear();
+    for _ in 0..4 {
+        b.push(UPLINK, &frame()).unwrap();
+    }
+    d.process_batch(T0, &mut b);
+    for p in b.iter() {
+        assert!(matches!(p.verdict, Verdict::Tx(_)));
+        delivered.push(u16::from_be_bytes([p.data()[74], p.data()[75]]));
+    }
+    let want: Vec<u16> = (1..=68).collect();
+    assert_eq!(delivered, want);
+}
+
+#[test]
+fn end_sbuf_drop_mode_and_running_delivery() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let f = uplink_frame(D, &[sid(S, END_S), sid(D, END_SBUF_DROP)], 0, &inner());
+    expect_drop(&mut d, UPLINK, &f, DropReason::SbufDropMode);
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Tx(VM1_PORT));
+    assert_eq!(
+        run(&mut d, UPLINK, &paper_frame(D, 0, &inner())).0,
+        Verdict::Tx(VM1_PORT)
+    );
+    assert_eq!(d.counters().vm(vm).dropped, 1);
+    // SL != 0 at End.SBUF is a Parameter Problem like any decapsulating behavior.
+    let f = uplink_frame(D, &[sid(D, END_SBUF), sid(C, 1)], 1, &inner());
+    expect_drop(&mut d, UPLINK, &f, DropReason::SegmentsLeftNotZero);
+}
+
+fn small_buffers(
+    per_vm_packets: u32,
+    per_vm_bytes: u64,
+    global_packets: u32,
+    global_bytes: u64,
+) -> Dataplane {
+    let mut c = host_config(D, VmState::Absent);
+    c.buffer = BufferConfig {
+        per_vm_packets,
+        per_vm_bytes,
+        global_packets,
+        global_bytes,
+        max_age_ms: 100,
+    };
+    // a second migrating VM on the client port for the global bounds
+    c.vms[1].state = VmState::Absent;
+    Dataplane::new(c).unwrap()
+}
+
+#[test]
+fn buffer_bounds_are_enforced_and_counted() {
+    let f = paper_frame(D, 0, &inner()); // 100-byte inner packet
+                                         // per-VM packets
+    let mut d = small_buffers(3, 100_000, 10, 100_000);
+    for _ in 0..3 {
+        assert!(matches!(run(&mut d, UPLINK, &f).0, Verdict::Held(_)));
+    }
+    expect_drop(&mut d, UPLINK, &f, DropReason::BufferFull);
+    assert_eq!(d.counters().vm(VmId(0)).dropped, 1);
+    // per-VM bytes
+    let mut d = small_buffers(10, 250, 10, 100_000);
+    assert!(matches!(run(&mut d, UPLINK, &f).0, Verdict::Held(_)));
+    assert!(matches!(run(&mut d, UPLINK, &f).0, Verdict::Held(_)));
+    expect_drop(&mut d, UPLINK, &f, DropReason::BufferFull);
+    // global packets, across two VMs
+    let mut d = small_buffers(2, 100_000, 3, 100_000);
+    let to_client = paper_frame(D, 0, &udp6_sized(sid(C, 1), client(), 100));
+    assert!(matches!(run(&mut d, UPLINK, &f).0, Verdict::Held(VmId(0))));
+    assert!(matches!(run(&mut d, UPLINK, &f).0, Verdict::Held(VmId(0))));
+    assert!(matches!(
+        run(&mut d, UPLINK, &to_client).0,
+        Verdict::Held(VmId(1))
+    ));
+    expect_drop(&mut d, UPLINK, &to_client, DropReason::BufferFull);
+    assert_eq!(d.counters().buffer_total().packets, 3);
+    // global bytes
+    let mut d = small_buffers(5, 350, 10, 350);
+    for _ in 0..3 {
+        run(&mut d, UPLINK, &f);
+    }
+    expect_drop(&mut d, UPLINK, &to_client, DropReason::BufferFull);
+}
+
+#[test]
+fn buffered_packets_expire_by_age() {
+    let mut d = small_buffers(10, 100_000, 10, 100_000);
+    let vm = VmId(0);
+    let f = paper_frame(D, 0, &inner());
+    let t = |ms: u64| Instant::from_millis(1000 + ms);
+    run_at(&mut d, t(0), UPLINK, &f);
+    run_at(&mut d, t(50), UPLINK, &f);
+    run_at(&mut d, t(90), UPLINK, &f);
+    assert_eq!(d.poll_timeout(), Some(t(100)));
+    d.handle_timeout(t(99));
+    assert_eq!(d.counters().buffer_occupancy(vm).packets, 3);
+    d.handle_timeout(t(100));
+    assert_eq!(d.counters().buffer_occupancy(vm).packets, 2);
+    assert_eq!(d.counters().drops(DropReason::BufferExpired), 1);
+    assert_eq!(d.poll_timeout(), Some(t(150)));
+    // On release, the one older than max age is dropped, the other delivered.
+    d.handle_vm_state(t(160), vm, VmState::Running).unwrap();
+    let out = drain(&mut d, t(160));
+    assert_eq!(out.len(), 1);
+    assert_eq!(d.counters().vm(vm).expired, 2);
+    assert_eq!(d.counters().vm(vm).released, 1);
+    assert_eq!(d.counters().drops(DropReason::BufferExpired), 2);
+    assert_eq!(d.poll_timeout(), None);
+    // Discarding a torn-down path's buffer is counted.
+    d.handle_vm_state(t(200), vm, VmState::Absent).unwrap();
+    run_at(&mut d, t(200), UPLINK, &f);
+    assert_eq!(d.discard_buffer(vm), 1);
+    assert_eq!(d.counters().drops(DropReason::BufferDiscarded), 1);
+}
+
+#[test]
+fn paper_path_end_to_end_across_s_and_d() {
+    // C encapsulates towards S::End.S -> D::End.SBUF; S forwards to D while the VM is paused; D
+    // holds then releases on resume; after the switch S forwards and D delivers directly.
+    let (cs, cd) = two_hosts();
+    let mut s = Dataplane::new(cs).unwrap();
+    let mut d = Dataplane::new(cd).unwrap();
+    let vm = VmId(0);
+    let to_d = |frame: Vec<u8>| -> Vec<u8> {
+        let mut f = frame;
+        f[0..6].copy_from_slice(&uplink_mac(D));
+        f[6..12].copy_from_slice(&router_mac(D));
+        f
+    };
+    let inner = inner();
+    s.handle_vm_state(T0, vm, VmState::Paused).unwrap();
+    let (v, at_s) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(
+        run(&mut d, UPLINK, &to_d(at_s.clone())).0,
+        Verdict::Held(vm)
+    );
+    s.handle_vm_state(T0, vm, VmState::Absent).unwrap();
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    let released = drain(&mut d, T0);
+    assert_eq!(released.len(), 1);
+    assert_eq!(&released[0].1[14..], &inner[..]);
+    let (v, at_s) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(run(&mut d, UPLINK, &to_d(at_s)).0, Verdict::Tx(VM1_PORT));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headends and VM ingress
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn h_encaps_from_a_vm() {
+    let mut s = host(S, VmState::Running);
+    let f = client_frame(remote(), 100);
+    let (v, out) = run(&mut s, CLIENT_PORT, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[0..6], &router_mac(S));
+    let o = ip6(&out);
+    assert_eq!(o.src_addr(), sid(S, 1));
+    assert_eq!(o.dst_addr(), sid(D, END));
+    assert_eq!(o.hop_limit(), 64);
+    assert_ne!(o.flow_label(), 0);
+    assert_eq!(o.payload_len() as usize, 8 + 32 + 100);
+    let srh = Srh::new_checked(o.payload()).unwrap();
+    assert_eq!((srh.segments_left(), srh.last_entry()), (1, 1));
+    assert_eq!(srh.segment(0), sid(D, END_DT6));
+    assert_eq!(srh.segment(1), sid(D, END));
+    let inner = Ipv6Packet::new_checked(srh.payload()).unwrap();
+    assert_eq!(inner.hop_limit(), 63, "the gateway is a router hop");
+    assert_eq!(inner.dst_addr(), remote());
+    // the same flow always gets the same label
+    let (_, out2) = run(&mut s, CLIENT_PORT, &f);
+    assert_eq!(ip6(&out2).flow_label(), o.flow_label());
+    assert_eq!(s.counters().vm(VmId(1)).rx.packets, 2);
+}
+
+#[test]
+fn h_encaps_red_and_h_insert() {
+    let mut s = host(S, VmState::Running);
+    let red = s.policy_id("to-d-red").unwrap();
+    let ins = s.policy_id("to-d-insert").unwrap();
+    let prefix: ipnet::IpNet = "2001:db8:900::90/128".parse().unwrap();
+    s.set_mapping(prefix, Steering::Policy(red)).unwrap();
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.dst_addr(), sid(D, END));
+    let srh = Srh::new_checked(o.payload()).unwrap();
+    // RFC 8986 5.2: first SID omitted, SL = 1, Last Entry = 0.
+    assert_eq!((srh.segments_left(), srh.last_entry()), (1, 0));
+    assert_eq!(srh.segment(0), sid(D, END_DT6));
+    // ... and D's End processes it correctly.
+    let mut d = host(D, VmState::Running);
+    let mut f = out.clone();
+    f[0..6].copy_from_slice(&uplink_mac(D));
+    let (v, at_d) = run(&mut d, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    // End (SL 1 -> 0, DA = D::End.DT6), then D's own End.DT6 in the same pass: decapsulated.
+    assert_eq!(ip6(&at_d).dst_addr(), remote());
+    assert_eq!(at_d.len(), 14 + 100);
+    // One-segment reduced policy: no SRH at all.
+    s.install_policy(PolicyConfig {
+        name: "to-d-red".into(),
+        headend: Headend::HEncapsRed,
+        segments: vec![sid(D, END_DT6)],
+        hop_limit: None,
+        flow_label: FlowLabelMode::Hash,
+    })
+    .unwrap();
+    let (_, out) = run(&mut s, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(ip6(&out).next_header(), srmig_wire::IpProtocol::from(41u8));
+    assert_eq!(ip6(&out).payload_len(), 100);
+    // H.Insert: SRH after the original header, original DA last.
+    s.set_mapping(prefix, Steering::Policy(ins)).unwrap();
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.src_addr(), client());
+    assert_eq!(o.dst_addr(), sid(D, END));
+    assert_eq!(o.payload_len() as usize, 60 + 56);
+    let srh = Srh::new_checked(o.payload()).unwrap();
+    assert_eq!((srh.segments_left(), srh.last_entry()), (2, 2));
+    assert_eq!(srh.segment(0), remote());
+    assert_eq!(srh.segment(1), sid(D, END_PSP));
+    assert_eq!(srh.next_header(), srmig_wire::IpProtocol::from(17u8));
+}
+
+#[test]
+fn ipv4_from_a_vm_is_encapsulated_with_next_header_4() {
+    let mut s = host(S, VmState::Running);
+    let p = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[7u8; 40]);
+    let (v, out) = run(
+        &mut s,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    let srh = Srh::new_checked(o.payload()).unwrap();
+    assert_eq!(srh.next_header(), srmig_wire::IpProtocol::from(4u8));
+    let inner = srh.payload();
+    assert_eq!(inner[8], 63, "TTL decremented");
+    assert_eq!(
+        crate::parse::ipv4_checksum(&inner[..20]),
+        0,
+        "checksum still valid"
+    );
+    // native IPv4 to an unmapped address, and local delivery
+    let p = ipv4(CLIENT_V4, Ipv4Addr::new(192, 0, 2, 1), 17, 64, &[7u8; 40]);
+    assert_eq!(
+        run(
+            &mut s,
+            CLIENT_PORT,
+            &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p)
+        )
+        .0,
+        Verdict::Tx(UPLINK)
+    );
+    let p = ipv4(CLIENT_V4, VM1_V4, 17, 64, &[7u8; 40]);
+    assert_eq!(
+        run(
+            &mut s,
+            CLIENT_PORT,
+            &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p)
+        )
+        .0,
+        Verdict::Tx(VM1_PORT)
+    );
+    // bad checksum, spoofed source, TTL 1
+    let mut p = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[0u8; 8]);
+    p[10] ^= 1;
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
+        DropReason::Ipv4BadChecksum,
+    );
+    let p = ipv4(Ipv4Addr::new(10, 30, 0, 31), REMOTE_V4, 17, 64, &[0u8; 8]);
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
+        DropReason::VmSourceSpoofed,
+    );
+    let p = ipv4(CLIENT_V4, REMOTE_V4, 17, 1, &[0u8; 8]);
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
+        DropReason::Ipv4TtlExceeded,
+    );
+}
+
+#[test]
+fn vm_ingress_native_local_and_local_sid_chain() {
+    let mut s = host(S, VmState::Running);
+    // unmapped destination: native FIB forwarding
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(a6("2001:db8:5::5"), 80));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).hop_limit(), 63);
+    assert_eq!(&out[6..12], &uplink_mac(S));
+    // local running VM: delivered directly
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(vm1(), 80));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+    assert_eq!(&out[0..6], &VM1_MAC);
+    // VM 1 paused at S and mapped onto the paper's path: the encapsulation's first segment is
+    // S's own End.S, which forwards to D::End.SBUF in the same pass.
+    let vm = s.vm_id("vm1").unwrap();
+    s.handle_vm_state(T0, vm, VmState::Paused).unwrap();
+    let p = s.policy_id("via-s-to-d").unwrap();
+    s.set_mapping("2001:db8:100::10/128".parse().unwrap(), Steering::Policy(p))
+        .unwrap();
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(vm1(), 80));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let o = ip6(&out);
+    assert_eq!(o.dst_addr(), sid(D, END_SBUF));
+    assert_eq!(Srh::new_checked(o.payload()).unwrap().segments_left(), 0);
+    assert_eq!(
+        s.counters().sid(s.sid_id(sid(S, END_S)).unwrap()).packets,
+        1
+    );
+}
+
+#[test]
+fn ndp_for_the_gateway_is_answered() {
+    let mut s = host(S, VmState::Running);
+    let ns = neighbor_solicitation(client(), CLIENT_MAC, gateway());
+    let mut dst_mac = [0x33, 0x33, 0xff, 0, 0, 0];
+    dst_mac[3..].copy_from_slice(&gateway().octets()[13..]);
+    let (v, _) = run(&mut s, CLIENT_PORT, &eth(dst_mac, CLIENT_MAC, 0x86dd, &ns));
+    assert_eq!(v, Verdict::Consumed);
+    let g = drain(&mut s, T0);
+    assert_eq!(g.len(), 1);
+    let (port, f) = &g[0];
+    assert_eq!(*port, CLIENT_PORT);
+    assert_eq!(&f[0..6], &CLIENT_MAC);
+    assert_eq!(&f[6..12], &GATEWAY_MAC);
+    let (src, dst, r) = icmp_of(f);
+    assert_eq!((src, dst), (gateway(), client()));
+    assert_eq!(ip6(f).hop_limit(), 255);
+    match r {
+        IcmpRepr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags,
+            target_addr,
+            lladdr,
+        }) => {
+            assert_eq!(target_addr, gateway());
+            assert_eq!(lladdr.map(|a| a.0), Some(GATEWAY_MAC));
+            assert!(
+                flags.contains(NeighborFlags::ROUTER) && flags.contains(NeighborFlags::SOLICITED)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // from a link-local source too (the usual case)
+    let ns = neighbor_solicitation(a6("fe80::30"), CLIENT_MAC, gateway());
+    assert_eq!(
+        run(&mut s, CLIENT_PORT, &eth(dst_mac, CLIENT_MAC, 0x86dd, &ns)).0,
+        Verdict::Consumed
+    );
+    assert_eq!(icmp_of(&drain(&mut s, T0)[0].1).1, a6("fe80::30"));
+    // DAD probe: answered to all-nodes
+    let ns = neighbor_solicitation(Ipv6Addr::UNSPECIFIED, CLIENT_MAC, gateway());
+    assert_eq!(
+        run(&mut s, CLIENT_PORT, &eth(dst_mac, CLIENT_MAC, 0x86dd, &ns)).0,
+        Verdict::Consumed
+    );
+    assert_eq!(icmp_of(&drain(&mut s, T0)[0].1).1, a6("ff02::1"));
+    // another target: not ours
+    let ns = neighbor_solicitation(client(), CLIENT_MAC, a6("2001:db8::99"));
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(dst_mac, CLIENT_MAC, 0x86dd, &ns),
+        DropReason::NdpNotForUs,
+    );
+    // bad checksum / hop limit
+    let mut ns = neighbor_solicitation(client(), CLIENT_MAC, gateway());
+    ns[7] = 64;
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(dst_mac, CLIENT_MAC, 0x86dd, &ns),
+        DropReason::NdpInvalid,
+    );
+    // the uplink answers for its own address
+    let target = Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, S);
+    let ns = neighbor_solicitation(a6("fe80::ff"), router_mac(S), target);
+    assert_eq!(
+        run(
+            &mut s,
+            UPLINK,
+            &eth(uplink_mac(S), router_mac(S), 0x86dd, &ns)
+        )
+        .0,
+        Verdict::Consumed
+    );
+    let g = drain(&mut s, T0);
+    assert_eq!(&g[0].1[6..12], &uplink_mac(S));
+    assert_eq!(s.counters().icmp().ndp_answered, 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_srv6_packets_are_dropped_with_their_reason() {
+    let mut dp = host(S, VmState::Running);
+    let good = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &inner());
+    let srh_at = 14 + 40;
+    // truncated Ethernet / IPv6
+    expect_drop(&mut dp, UPLINK, &good[..10], DropReason::Truncated);
+    expect_drop(&mut dp, UPLINK, &good[..14 + 30], DropReason::Truncated);
+    // payload length beyond the frame
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &good[..good.len() - 1],
+        DropReason::PayloadLengthBeyondFrame,
+    );
+    // truncated SRH (payload length consistent, header cut)
+    let mut f = good[..srh_at + 4].to_vec();
+    f[14 + 4..14 + 6].copy_from_slice(&4u16.to_be_bytes());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::Truncated);
+    // Hdr Ext Len beyond the packet
+    let mut f = good.clone();
+    f[srh_at + 1] = 40;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::HdrExtLenBeyondPacket);
+    // SL > LE + 1: Parameter Problem pointing at Segments Left (offset 43)
+    let mut f = good.clone();
+    f[srh_at + 3] = 3;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::SegmentsLeftBeyondLastEntry);
+    param_problem(&mut dp, 0, 43);
+    // LE beyond the segment list held by Hdr Ext Len
+    let mut f = good.clone();
+    f[srh_at + 4] = 2;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::LastEntryBeyondSegmentList);
+    param_problem(&mut dp, 0, 43);
+    // TLV overrunning the SRH: an SRH with an 8-byte TLV area whose TLV claims 20 bytes
+    let mut srh_bytes = srh(
+        41,
+        1,
+        &[sid(S, END), sid(D, END_DT6)],
+        &[5, 20, 0, 0, 0, 0, 0, 0],
+    );
+    srh_bytes.extend_from_slice(&inner());
+    let f = eth(
+        uplink_mac(S),
+        router_mac(S),
+        0x86dd,
+        &ipv6(sid(C, 1), sid(S, END), 43, 64, &srh_bytes),
+    );
+    expect_drop(&mut dp, UPLINK, &f, DropReason::TlvOverrun);
+    // ... while a well-formed TLV area (PadN) is accepted
+    let mut srh_bytes = srh(
+        41,
+        1,
+        &[sid(S, END), sid(D, END_DT6)],
+        &[4, 6, 0, 0, 0, 0, 0, 0],
+    );
+    srh_bytes.extend_from_slice(&inner());
+    let f = eth(
+        uplink_mac(S),
+        router_mac(S),
+        0x86dd,
+        &ipv6(sid(C, 1), sid(S, END), 43, 64, &srh_bytes),
+    );
+    assert_eq!(run(&mut dp, UPLINK, &f).0, Verdict::Tx(UPLINK));
+    // too many extension headers (a destination-options "loop")
+    let mut chain = Vec::new();
+    for _ in 0..12 {
+        chain.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let f = eth(
+        uplink_mac(S),
+        router_mac(S),
+        0x86dd,
+        &ipv6(sid(C, 1), sid(S, END), 60, 64, &chain),
+    );
+    expect_drop(&mut dp, UPLINK, &f, DropReason::TooManyExtensionHeaders);
+    // SID not installed (inside the locator)
+    let f = uplink_frame(S, &[sid(S, 0x99), sid(D, END_DT6)], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoSid);
+    // unsupported routing type with SL != 0
+    let mut f = good.clone();
+    f[srh_at + 2] = 0;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedRoutingType);
+    param_problem(&mut dp, 0, 42);
+    // wrong MAC, ethertype, version
+    let mut f = good.clone();
+    f[0] = 0x0a;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::WrongDestinationMac);
+    let mut f = good.clone();
+    f[12] = 0x88;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedEtherType);
+    let mut f = good.clone();
+    f[14] = 0x40;
+    expect_drop(&mut dp, UPLINK, &f, DropReason::BadIpVersion);
+    // unknown port
+    let (v, _) = run(&mut dp, PortId(9), &good);
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
+}
+
+#[test]
+fn sr_domain_is_closed() {
+    let mut dp = host(S, VmState::Running);
+    // SRH from a VM port
+    let sr = srv6(client(), &[sid(D, END), remote()], 1, &inner());
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, &sr),
+        DropReason::SrhFromVmPort,
+    );
+    // a local SID as destination from a VM port, even without SRH
+    let p = udp6_sized(client(), sid(S, END_DT6), 80);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, &p),
+        DropReason::SrhFromVmPort,
+    );
+    // SRv6 from outside the infrastructure prefixes
+    let sr = srv6(outsider(), &[sid(S, END), sid(D, END_DT6)], 1, &inner());
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x86dd, &sr),
+        DropReason::SrhFromOutsideDomain,
+    );
+    let sr = srv6(
+        outsider(),
+        &[a6("2001:db8:5::5"), a6("2001:db8:5::6")],
+        1,
+        &inner(),
+    );
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x86dd, &sr),
+        DropReason::SrhFromOutsideDomain,
+    );
+    // spoofed VM source, and a VM's address from another VM's port
+    let p = udp6_sized(a6("2001:db8:300::31"), remote(), 80);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, &p),
+        DropReason::VmSourceSpoofed,
+    );
+    let p = udp6_sized(vm1(), remote(), 80);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, &p),
+        DropReason::VmSourceSpoofed,
+    );
+    assert!(drain(&mut dp, T0).is_empty(), "no ICMPv6 error for these");
+}
+
+#[test]
+fn icmp_errors_are_rate_limited_and_never_about_errors() {
+    let mut c = host_config(S, VmState::Running);
+    c.icmp = IcmpConfig {
+        rate_per_sec: 1,
+        burst: 2,
+    };
+    let mut dp = Dataplane::new(c).unwrap();
+    let mut f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &inner());
+    f[14 + 7] = 1;
+    for _ in 0..5 {
+        expect_drop(&mut dp, UPLINK, &f, DropReason::HopLimitExceeded);
+    }
+    assert_eq!(dp.counters().icmp().errors_sent, 2);
+    assert_eq!(dp.counters().icmp().rate_limited, 3);
+    assert_eq!(drain(&mut dp, T0).len(), 2);
+    run_at(&mut dp, T0 + core::time::Duration::from_secs(1), UPLINK, &f);
+    assert_eq!(dp.counters().icmp().errors_sent, 3);
+    // An ICMPv6 error as the invoking packet: never answered.
+    let err = ipv6(sid(C, 1), sid(S, END), 58, 1, &[1, 0, 0, 0, 0, 0, 0, 0]);
+    let f = eth(uplink_mac(S), router_mac(S), 0x86dd, &err);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedNextHeader);
+    assert_eq!(dp.counters().icmp().suppressed, 1);
+    assert!(drain(&mut dp, T0 + core::time::Duration::from_secs(1)).len() <= 1);
+}
+
+#[test]
+fn bench_scenarios_measure_what_they_claim() {
+    let mut batch = Batch::new(64);
+    let mut out = PacketBuf::new();
+    let names: Vec<&str> = bench_scenarios().iter().map(|s| s.name).collect();
+    for want in [
+        "End",
+        "End.X",
+        "End.DX6",
+        "End.DT6",
+        "End.S deliver",
+        "End.S forward",
+        "End.SBUF deliver",
+        "End.SBUF hold",
+        "End.SBUF release",
+        "H.Encaps",
+        "H.Encaps.Red",
+        "H.Insert",
+    ] {
+        assert!(names.contains(&want), "missing scenario {want}");
+    }
+    for mut s in bench_scenarios() {
+        for round in 0..3 {
+            let n = s.run(T0, &mut batch, &mut out);
+            assert_eq!(
+                n,
+                64,
+                "{} round {round}: {:?}",
+                s.name,
+                batch.packets()[0].verdict
+            );
+        }
+        let c = s.dataplane.counters();
+        let unexpected = c.total_drops() - c.drops(DropReason::BufferDiscarded);
+        assert_eq!(unexpected, 0, "{}", s.name);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_frames_never_panic(frames in proptest::collection::vec((0u16..4, proptest::collection::vec(any::<u8>(), 0..300)), 1..16)) {
+        let mut dp = host(S, VmState::Running);
+        let mut b = Batch::new(16);
+        for (port, f) in &frames {
+            b.push(PortId(*port), f).unwrap();
+        }
+        dp.process_batch(T0, &mut b);
+        let mut out = PacketBuf::new();
+        while dp.poll_transmit(T0, &mut out).is_some() {}
+        let c = dp.counters();
+        let drops = c.total_drops();
+        let others = b.iter().filter(|p| !matches!(p.verdict, Verdict::Drop(_))).count() as u64;
+        prop_assert_eq!(drops + others, frames.len() as u64);
+    }
+
+    #[test]
+    fn mutated_srv6_frames_never_panic(pos in 0usize..200, val in any::<u8>(), cut in 0usize..40, port in 0u16..3, sl in 0u8..3) {
+        let mut d = host(D, VmState::Absent);
+        let mut f = uplink_frame(D, &[sid(S, END_S), sid(D, END_SBUF), sid(D, END)], sl, &inner());
+        if pos < f.len() {
+            f[pos] = val;
+        }
+        f.truncate(f.len().saturating_sub(cut));
+        let (v, _) = run(&mut d, PortId(port), &f);
+        let mut out = PacketBuf::new();
+        while d.poll_transmit(T0, &mut out).is_some() {}
+        d.handle_vm_state(T0, VmId(0), VmState::Running).unwrap();
+        while d.poll_transmit(T0, &mut out).is_some() {}
+        prop_assert!(matches!(v, Verdict::Tx(_) | Verdict::Drop(_) | Verdict::Held(_) | Verdict::Consumed));
+    }
+}
