@@ -36,8 +36,10 @@ struct Level<V> {
 /// Longest-prefix match over `BITS`-bit keys held in a `u128` (128 for IPv6, 32 for IPv4).
 #[derive(Debug, Clone)]
 pub struct Lpm<V, const BITS: u8> {
-    /// Longest length first.
+    /// Longest length first, length 0 excluded.
     levels: Vec<Level<V>>,
+    /// The /0 entry, kept out of the hash levels so a default route costs no hash probe.
+    default: Option<V>,
 }
 
 impl<V: Copy, const BITS: u8> Default for Lpm<V, BITS> {
@@ -49,7 +51,10 @@ impl<V: Copy, const BITS: u8> Default for Lpm<V, BITS> {
 impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
     /// An empty table.
     pub fn new() -> Self {
-        Lpm { levels: Vec::new() }
+        Lpm {
+            levels: Vec::new(),
+            default: None,
+        }
     }
 
     /// The mask of a prefix length (`len <= BITS`).
@@ -65,6 +70,9 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
     /// Inserts `addr/len` (host bits are cleared); returns the previous value.
     pub fn insert(&mut self, addr: u128, len: u8, v: V) -> Option<V> {
         let len = len.min(BITS);
+        if len == 0 {
+            return self.default.replace(v);
+        }
         let mask = Self::mask(len);
         let pos = match self.levels.iter().position(|l| l.len <= len) {
             Some(p) if self.levels[p].len == len => p,
@@ -93,6 +101,9 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
 
     /// Removes `addr/len`; returns the removed value.
     pub fn remove(&mut self, addr: u128, len: u8) -> Option<V> {
+        if len == 0 {
+            return self.default.take();
+        }
         let p = self.levels.iter().position(|l| l.len == len)?;
         let mask = self.levels[p].mask;
         let v = self.levels[p].map.remove(&(addr & mask));
@@ -104,6 +115,9 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
 
     /// The value of exactly `addr/len`.
     pub fn get_exact(&self, addr: u128, len: u8) -> Option<V> {
+        if len == 0 {
+            return self.default;
+        }
         let l = self.levels.iter().find(|l| l.len == len)?;
         l.map.get(&(addr & l.mask)).copied()
     }
@@ -116,17 +130,17 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
                 return Some((l.len, *v));
             }
         }
-        None
+        self.default.map(|v| (0, v))
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.levels.is_empty()
+        self.levels.is_empty() && self.default.is_none()
     }
 
     /// Number of prefixes.
     pub fn len(&self) -> usize {
-        self.levels.iter().map(|l| l.map.len()).sum()
+        self.levels.iter().map(|l| l.map.len()).sum::<usize>() + usize::from(self.default.is_some())
     }
 }
 
