@@ -36,6 +36,9 @@ enum Command {
     },
     /// An example migration through End.S on S and End.SBUF on D, packet by packet.
     Demo {
+        /// Replay the example offline through the dataplane (no root, no namespaces).
+        #[arg(long)]
+        offline: bool,
         /// Where captures, configurations and summaries are written.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
@@ -71,7 +74,7 @@ fn main() -> Result<()> {
             out,
             quiet,
         } => cmd_replay(config, pcaps, out, quiet),
-        Command::Demo { out } => cmd_demo(out),
+        Command::Demo { offline: _, out } => cmd_demo(out),
         Command::Bench {
             what: BenchCommand::Dataplane { json, ms, filter },
         } => cmd_bench(json, ms, filter),
