@@ -142,7 +142,10 @@ mod tests {
             "H.Encaps.Red",
             "H.Insert",
         ] {
-            let r = report.behaviors.get(name).unwrap_or_else(|| panic!("{name} missing"));
+            let r = report
+                .behaviors
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
             assert!(r.mpps > 0.0 && r.ns_per_packet > 0.0, "{name}: {r:?}");
         }
     }

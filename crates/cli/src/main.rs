@@ -11,7 +11,11 @@ use srmig_replay::run::PacketRecord;
 use srmig_replay::{replay, Input, ReplayConfig, Summary};
 
 #[derive(Debug, Parser)]
-#[command(name = "srmig", version, about = "Zero-loss VM migration with IPv6 Segment Routing")]
+#[command(
+    name = "srmig",
+    version,
+    about = "Zero-loss VM migration with IPv6 Segment Routing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -195,7 +199,9 @@ fn print_totals(s: &Summary) {
 
 fn cmd_demo(out: PathBuf) -> Result<()> {
     let report = srmig_replay::demo::run_demo(&out)?;
-    println!("Example migration of vm1 from host S to host D over the SR path S::End.S -> D::End.SBUF");
+    println!(
+        "Example migration of vm1 from host S to host D over the SR path S::End.S -> D::End.SBUF"
+    );
     println!("input: {}\n", report.input.display());
     println!("== host S (End.S; vm1 pauses after packet 4) ==");
     print_packets(&report.source);
@@ -232,7 +238,10 @@ fn cmd_demo(out: PathBuf) -> Result<()> {
         delivered_d,
         sent.saturating_sub(delivered_s + delivered_d)
     );
-    println!("Captures and summary.json files are under {}", out.display());
+    println!(
+        "Captures and summary.json files are under {}",
+        out.display()
+    );
     Ok(())
 }
 

@@ -82,12 +82,11 @@ impl ReplayConfig {
     pub fn parse(text: &str) -> Result<ReplayConfig, String> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
         let raw_events = table.remove("events");
-        let node = NodeConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| e.to_string())?;
+        let node = NodeConfig::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
         let mut events = Vec::new();
         if let Some(value) = raw_events {
-            let list: Vec<RawEvent> = Vec::deserialize(value)
-                .map_err(|e| format!("events: {e}"))?;
+            let list: Vec<RawEvent> =
+                Vec::deserialize(value).map_err(|e| format!("events: {e}"))?;
             for (i, raw) in list.into_iter().enumerate() {
                 let time = match (raw.after_packet, raw.at_ms) {
                     (Some(n), None) => EventTime::AfterPacket(n),
@@ -114,5 +113,76 @@ impl ReplayConfig {
             }
         }
         Ok(ReplayConfig { node, events })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = r#"
+locator = "fc00:0:2::/48"
+source_address = "fc00:0:2::1"
+gateway = { address = "2001:db8:100::1", mac = "02:00:00:00:00:01" }
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "02:00:00:00:02:00"
+peer_mac = "02:00:00:00:ff:02"
+[[ports]]
+name = "tap"
+kind = "vm"
+mac = "02:00:00:00:02:01"
+[[vms]]
+name = "vm1"
+addresses = ["2001:db8:100::10"]
+mac = "02:00:00:00:10:10"
+port = "tap"
+"#;
+
+    #[test]
+    fn events_are_parsed_beside_the_node_config() {
+        let text = format!(
+            "{NODE}\n[[events]]\nafter_packet = 2\nvm = \"vm1\"\nstate = \"paused\"\n\
+             [[events]]\nat_ms = 1.5\nvm = \"vm1\"\nstate = \"running\"\n"
+        );
+        let cfg = ReplayConfig::parse(&text).expect("valid");
+        assert_eq!(cfg.events.len(), 2);
+        assert_eq!(cfg.events[0].time, EventTime::AfterPacket(2));
+        assert_eq!(cfg.events[0].state, VmState::Paused);
+        assert_eq!(cfg.events[1].time, EventTime::AtMs(1.5));
+        assert_eq!(cfg.node.vms.len(), 1);
+    }
+
+    #[test]
+    fn event_errors_name_the_field() {
+        let both = format!(
+            "{NODE}\n[[events]]\nafter_packet = 2\nat_ms = 1.0\nvm = \"vm1\"\nstate = \"paused\"\n"
+        );
+        assert!(ReplayConfig::parse(&both)
+            .expect_err("both times")
+            .contains("events[0]: give exactly one"));
+        let unknown_vm =
+            format!("{NODE}\n[[events]]\nafter_packet = 2\nvm = \"vm9\"\nstate = \"paused\"\n");
+        assert!(ReplayConfig::parse(&unknown_vm)
+            .expect_err("unknown vm")
+            .contains("events[0].vm: no VM named \"vm9\""));
+        let bad_state =
+            format!("{NODE}\n[[events]]\nafter_packet = 2\nvm = \"vm1\"\nstate = \"sleeping\"\n");
+        assert!(ReplayConfig::parse(&bad_state)
+            .expect_err("bad state")
+            .contains("events"));
+        let negative =
+            format!("{NODE}\n[[events]]\nat_ms = -1.0\nvm = \"vm1\"\nstate = \"paused\"\n");
+        assert!(ReplayConfig::parse(&negative)
+            .expect_err("negative")
+            .contains("events[0].at_ms"));
+    }
+
+    #[test]
+    fn unknown_node_fields_are_rejected_with_their_name() {
+        let text = format!("{NODE}\nlocatr = \"fc00::/48\"\n");
+        let err = ReplayConfig::parse(&text).expect_err("typo");
+        assert!(err.contains("locatr"), "{err}");
     }
 }

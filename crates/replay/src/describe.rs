@@ -46,12 +46,7 @@ fn describe_ipv6(bytes: &[u8], out: &mut String) {
                     .filter_map(|i| h.segment_checked(i))
                     .map(|a| a.to_string())
                     .collect();
-                let _ = write!(
-                    out,
-                    " SRH SL={} [{}]",
-                    h.segments_left(),
-                    path.join(", ")
-                );
+                let _ = write!(out, " SRH SL={} [{}]", h.segments_left(), path.join(", "));
             }
             _ => out.push_str(" [routing header]"),
         }

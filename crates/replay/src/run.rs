@@ -115,15 +115,21 @@ pub struct Summary {
 
 /// Replays `inputs` through a dataplane built from `config`, writing `<port>.pcap` for every port
 /// that sent something into `out_dir`.
-pub fn replay(config: &ReplayConfig, inputs: &[Input], out_dir: &Path) -> Result<Summary, ReplayError> {
+pub fn replay(
+    config: &ReplayConfig,
+    inputs: &[Input],
+    out_dir: &Path,
+) -> Result<Summary, ReplayError> {
     let dp = Dataplane::new(config.node.clone())?;
     let mut ports = Vec::with_capacity(inputs.len());
     let mut per_input = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        let port = dp.port_id(&input.port).ok_or_else(|| ReplayError::UnknownPort {
-            port: input.port.clone(),
-            file: input.file.display().to_string(),
-        })?;
+        let port = dp
+            .port_id(&input.port)
+            .ok_or_else(|| ReplayError::UnknownPort {
+                port: input.port.clone(),
+                file: input.file.display().to_string(),
+            })?;
         ports.push(port);
         per_input.push(read_capture(&input.file, i)?);
     }
@@ -200,7 +206,9 @@ pub fn replay(config: &ReplayConfig, inputs: &[Input], out_dir: &Path) -> Result
         run.drain(now, now_d)?;
     }
     // Events scheduled after the last packet still happen (e.g. the VM resuming at the end).
-    let end = frames.last().map_or(Duration::ZERO, |f| f.timestamp.saturating_sub(base));
+    let end = frames
+        .last()
+        .map_or(Duration::ZERO, |f| f.timestamp.saturating_sub(base));
     for ev in std::mem::take(&mut pending_events) {
         let t = match ev.time {
             EventTime::AtMs(ms) => Duration::from_secs_f64(ms / 1000.0).max(end),
