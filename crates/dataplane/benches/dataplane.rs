@@ -70,7 +70,10 @@ fn lpm(c: &mut Criterion) {
         let mut trie: prefix_trie::PrefixMap<Ipv6Net, u32> = prefix_trie::PrefixMap::new();
         let mut keys = Vec::new();
         ours.insert(0, 0, 0);
-        trie.insert(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).unwrap_or_default(), 0);
+        trie.insert(
+            Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).unwrap_or_default(),
+            0,
+        );
         for i in 0..n {
             let a = (r() & !(0xffffu128 << 112)) | (0x2001u128 << 112);
             let len = [48u8, 64, 128][i % 3];
