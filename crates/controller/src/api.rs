@@ -1,0 +1,231 @@
+//! The HTTP/JSON API (axum). Handlers parse and validate the request completely, then hand a
+//! command to the engine and wait for its answer; a malformed request never reaches the
+//! engine, so it changes nothing. Every error body is an [`ApiError`].
+//!
+//! | method and path | body | success |
+//! |---|---|---|
+//! | `POST /v1/hosts` | [`HostRegistration`] | 201 [`HostView`] |
+//! | `GET /v1/hosts` | | 200 `[HostView]` |
+//! | `POST /v1/vms` | [`VmInfo`] | 201 [`VmView`] |
+//! | `GET /v1/vms` | | 200 `[VmView]` |
+//! | `POST /v1/vm-state` | [`VmStateReport`] | 204 |
+//! | `POST /v1/migrations` | [`MigrateRequest`] | 201 [`MigrationStatus`] |
+//! | `GET /v1/migrations` | | 200 `[MigrationStatus]` |
+//! | `GET /v1/migrations/{id}` | | 200 [`MigrationStatus`] |
+//! | `POST /v1/migrations/{id}/hypervisor` | [`HypervisorPost`] | 200 [`MigrationStatus`] |
+//! | `POST /v1/migrations/{id}/cancel` | | 200 [`MigrationStatus`] |
+//!
+//! [`VmInfo`]: srmig_api::VmInfo
+//! [`VmStateReport`]: srmig_api::VmStateReport
+//! [`MigrateRequest`]: srmig_api::MigrateRequest
+//! [`MigrationStatus`]: srmig_api::MigrationStatus
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use srmig_api::{ApiError, ApiErrorCode, MigrationId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Command, Failure};
+use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.error)).into_response()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Builds the router; handlers talk to the engine through `tx`.
+pub(crate) fn router(tx: mpsc::Sender<Command>) -> Router {
+    Router::new()
+        .route("/v1/hosts", post(add_host).get(hosts))
+        .route("/v1/vms", post(add_vm).get(vms))
+        .route("/v1/vm-state", post(vm_state))
+        .route("/v1/migrations", post(migrate).get(migrations))
+        .route("/v1/migrations/{id}", get(migration))
+        .route("/v1/migrations/{id}/hypervisor", post(hypervisor))
+        .route("/v1/migrations/{id}/cancel", post(cancel))
+        .fallback(not_found)
+        .with_state(AppState { tx })
+}
+
+/// Parses a JSON body, refusing it with a 400 that quotes serde's reason.
+fn parse<T: DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            format!("the body is not a valid {what}: {e}"),
+        )
+    })
+}
+
+fn parse_id(text: &str) -> Result<MigrationId, Failure> {
+    let digits = text.strip_prefix('m').unwrap_or(text);
+    digits.parse::<u64>().map(MigrationId).map_err(|_| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            format!("{text:?} is not a migration id (expected a number such as 3 or m3)"),
+        )
+    })
+}
+
+/// Sends a command built around a reply channel and waits for the engine's answer.
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> Command,
+) -> Result<T, Failure> {
+    let (reply, answer) = oneshot::channel();
+    let gone = || {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Internal,
+            "the controller is shutting down",
+        )
+    };
+    state.tx.send(make(reply)).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+fn respond<T: Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response {
+    match r {
+        Ok(v) => (status, Json(v)).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn add_host(State(s): State<AppState>, body: Bytes) -> Response {
+    let r: Result<HostView, Failure> = async {
+        let reg: HostRegistration = parse(&body, "host registration")?;
+        if reg.api_socket.as_os_str().is_empty() {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
+                "api_socket is empty",
+            ));
+        }
+        ask(&s, |r| Command::AddHost(reg, r)).await
+    }
+    .await;
+    respond(StatusCode::CREATED, r)
+}
+
+async fn hosts(State(s): State<AppState>) -> Response {
+    respond(StatusCode::OK, ask(&s, Command::Hosts).await)
+}
+
+async fn add_vm(State(s): State<AppState>, body: Bytes) -> Response {
+    let r: Result<VmView, Failure> = async {
+        let vm = parse(&body, "VM")?;
+        ask(&s, |r| Command::AddVm(vm, r)).await
+    }
+    .await;
+    respond(StatusCode::CREATED, r)
+}
+
+async fn vms(State(s): State<AppState>) -> Response {
+    respond(StatusCode::OK, ask(&s, Command::Vms).await)
+}
+
+async fn vm_state(State(s): State<AppState>, body: Bytes) -> Response {
+    let r = async {
+        let report = parse(&body, "VM state report")?;
+        ask(&s, |r| Command::VmState(report, r)).await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn migrate(State(s): State<AppState>, body: Bytes) -> Response {
+    let r = async {
+        let req = parse(&body, "migration request")?;
+        ask(&s, |r| Command::Migrate(req, r)).await
+    }
+    .await;
+    respond(StatusCode::CREATED, r)
+}
+
+async fn migrations(State(s): State<AppState>) -> Response {
+    respond(StatusCode::OK, ask(&s, Command::Migrations).await)
+}
+
+async fn migration(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let r = async {
+        let id = parse_id(&id)?;
+        ask(&s, |r| Command::Migration(id, r)).await
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+async fn hypervisor(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let r = async {
+        let id = parse_id(&id)?;
+        let post: HypervisorPost = parse(&body, "hypervisor event")?;
+        ask(&s, |r| Command::Hypervisor(id, post, r)).await
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let r = async {
+        let id = parse_id(&id)?;
+        ask(&s, |r| Command::Cancel(id, r)).await
+    }
+    .await;
+    respond(StatusCode::OK, r)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            "no such endpoint (see docs/controller-api.md)",
+        )),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_ids_parse_with_or_without_prefix() {
+        assert_eq!(parse_id("3").expect("id"), MigrationId(3));
+        assert_eq!(parse_id("m17").expect("id"), MigrationId(17));
+        for bad in ["", "m", "-1", "x3", "3.0", "99999999999999999999999"] {
+            let f = parse_id(bad).expect_err("refused");
+            assert_eq!(f.status, StatusCode::BAD_REQUEST);
+            assert_eq!(f.error.code, ApiErrorCode::InvalidRequest);
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        let f = parse::<srmig_api::MigrateRequest>(&Bytes::from_static(b"{\"vm\":1}"), "x")
+            .expect_err("refused");
+        assert_eq!(f.status, StatusCode::BAD_REQUEST);
+        assert!(
+            f.error.message.contains("invalid type"),
+            "{}",
+            f.error.message
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! A typed client of the controller API (used by `srmig migrate`, the lab and the tests).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use srmig_api::{
+    ApiError, MigrateRequest, MigrationId, MigrationStatus, PhaseRecord, VmInfo, VmStateReport,
+};
+
+use crate::http::{HttpError, UnixHttp};
+use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer (not running, wrong path, timeout).
+    #[error("the controller did not answer")]
+    Http(#[from] HttpError),
+    /// The controller refused the request.
+    #[error("the controller refused the request ({status}): {error}")]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The error body.
+        error: ApiError,
+    },
+    /// The answer is not what the API documents.
+    #[error("unexpected answer ({status}): {body}")]
+    BadResponse {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The beginning of the body.
+        body: String,
+    },
+    /// The async runtime could not be built (blocking helpers).
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ClientError {
+    /// The API error, if the controller refused the request.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one controller.
+#[derive(Debug, Clone)]
+pub struct ControllerClient {
+    http: UnixHttp,
+}
+
+impl ControllerClient {
+    /// A client of the controller serving `socket` (each call limited to 5 s).
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        ControllerClient {
+            http: UnixHttp::new(socket, Duration::from_secs(5)),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let response = self.http.request(method, path, body).await?;
+        let snippet = || {
+            String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        };
+        if !response.status.is_success() {
+            return match serde_json::from_slice::<ApiError>(&response.body) {
+                Ok(error) => Err(ClientError::Api {
+                    status: response.status,
+                    error,
+                }),
+                Err(_) => Err(ClientError::BadResponse {
+                    status: response.status,
+                    body: snippet(),
+                }),
+            };
+        }
+        // 204: callers expecting `()` decode JSON `null`.
+        let body: &[u8] = if response.body.is_empty() {
+            b"null"
+        } else {
+            &response.body
+        };
+        serde_json::from_slice(body).map_err(|_| ClientError::BadResponse {
+            status: response.status,
+            body: snippet(),
+        })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadResponse {
+            status: StatusCode::BAD_REQUEST,
+            body: format!("cannot encode the request: {e}"),
+        })?;
+        self.call(Method::POST, path, Some(bytes)).await
+    }
+
+    /// `POST /v1/hosts`.
+    pub async fn add_host(&self, reg: &HostRegistration) -> Result<HostView, ClientError> {
+        self.post("/v1/hosts", reg).await
+    }
+
+    /// `GET /v1/hosts`.
+    pub async fn hosts(&self) -> Result<Vec<HostView>, ClientError> {
+        self.call(Method::GET, "/v1/hosts", None).await
+    }
+
+    /// `POST /v1/vms`.
+    pub async fn add_vm(&self, vm: &VmInfo) -> Result<VmView, ClientError> {
+        self.post("/v1/vms", vm).await
+    }
+
+    /// `GET /v1/vms`.
+    pub async fn vms(&self) -> Result<Vec<VmView>, ClientError> {
+        self.call(Method::GET, "/v1/vms", None).await
+    }
+
+    /// `POST /v1/vm-state`.
+    pub async fn report_vm_state(&self, report: &VmStateReport) -> Result<(), ClientError> {
+        self.post("/v1/vm-state", report).await
+    }
+
+    /// `POST /v1/migrations`.
+    pub async fn migrate(&self, req: &MigrateRequest) -> Result<MigrationStatus, ClientError> {
+        self.post("/v1/migrations", req).await
+    }
+
+    /// `GET /v1/migrations/{id}`.
+    pub async fn migration(&self, id: MigrationId) -> Result<MigrationStatus, ClientError> {
+        self.call(Method::GET, &format!("/v1/migrations/{}", id.0), None)
+            .await
+    }
+
+    /// `GET /v1/migrations`.
+    pub async fn migrations(&self) -> Result<Vec<MigrationStatus>, ClientError> {
+        self.call(Method::GET, "/v1/migrations", None).await
+    }
+
+    /// `POST /v1/migrations/{id}/hypervisor`.
+    pub async fn hypervisor(
+        &self,
+        id: MigrationId,
+        post: &HypervisorPost,
+    ) -> Result<MigrationStatus, ClientError> {
+        self.post(&format!("/v1/migrations/{}/hypervisor", id.0), post)
+            .await
+    }
+
+    /// `POST /v1/migrations/{id}/cancel`.
+    pub async fn cancel(&self, id: MigrationId) -> Result<MigrationStatus, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/migrations/{}/cancel", id.0),
+            None,
+        )
+        .await
+    }
+
+    /// Polls a migration every `interval` until it reaches a terminal phase, calling
+    /// `on_record` once per history entry (including those already present), in order.
+    pub async fn follow(
+        &self,
+        id: MigrationId,
+        interval: Duration,
+        mut on_record: impl FnMut(&MigrationStatus, &PhaseRecord),
+    ) -> Result<MigrationStatus, ClientError> {
+        let mut seen = 0;
+        loop {
+            let status = self.migration(id).await?;
+            for record in status.phases.iter().skip(seen) {
+                on_record(&status, record);
+            }
+            seen = seen.max(status.phases.len());
+            if status.phase.is_terminal() {
+                return Ok(status);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// `srmig migrate`: posts `req` to the controller at `socket` and follows the migration to
+/// its end, calling `on_record` for every phase entered or observation made. Returns the final
+/// status (whose phase says whether it completed); refusals are errors.
+pub fn migrate_blocking(
+    socket: impl Into<PathBuf>,
+    req: &MigrateRequest,
+    poll: Duration,
+    mut on_record: impl FnMut(&MigrationStatus, &PhaseRecord),
+) -> Result<MigrationStatus, ClientError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClientError::Runtime)?;
+    let client = ControllerClient::new(socket);
+    runtime.block_on(async {
+        let accepted = client.migrate(req).await?;
+        client.follow(accepted.id, poll, &mut on_record).await
+    })
+}
+
+/// One progress line: wall-clock time (UTC), time since the request, phase.
+///
+/// `12:00:01.234 UTC  +    4 ms  expect-path-acks`
+pub fn progress_line(status: &MigrationStatus, record: &PhaseRecord) -> String {
+    let ms = record.at_ms.0;
+    let day_ms = ms % 86_400_000;
+    let (h, m, s, milli) = (
+        day_ms / 3_600_000,
+        (day_ms / 60_000) % 60,
+        (day_ms / 1000) % 60,
+        day_ms % 1000,
+    );
+    let since = record.at_ms.millis_since(status.started_at_ms);
+    format!(
+        "{h:02}:{m:02}:{s:02}.{milli:03} UTC  +{since:>6} ms  {}",
+        record.phase
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use srmig_api::{HostId, MigrationPhase, Strategy, Timestamp, VmId};
+
+    #[test]
+    fn progress_line_shape() {
+        let status = MigrationStatus {
+            id: MigrationId(1),
+            vm: VmId::new("v").expect("name"),
+            from: HostId::new("a").expect("name"),
+            to: HostId::new("b").expect("name"),
+            strategy: Strategy::SrBuffer,
+            phase: MigrationPhase::Completed,
+            started_at_ms: Timestamp(86_400_000 * 3 + 3_600_000 * 12 + 1_000),
+            phases: vec![],
+            error: None,
+        };
+        let rec = PhaseRecord {
+            phase: MigrationPhase::ExpectPathAcks,
+            at_ms: Timestamp(86_400_000 * 3 + 3_600_000 * 12 + 1_234),
+        };
+        assert_eq!(
+            progress_line(&status, &rec),
+            "12:00:01.234 UTC  +   234 ms  expect-path-acks"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Hypervisor drivers: what carries out the core's `StartMigration` and `CancelMigration`.
+//!
+//! A driver reports back through its [`ReportSink`] with [`HypervisorReport`]s (tagged with the
+//! migration id, so a late event of an older migration is recognised as stale by the core).
+//!
+//! - [`External`]: the hypervisor is outside the controller. For the netns lab, the lab owns the
+//!   namespaces: it polls `GET /v1/migrations/{id}` until the phase is
+//!   `expect-hypervisor-done`, moves the VM (pause at S, downtime, resume at D) and posts the
+//!   outcome to `POST /v1/migrations/{id}/hypervisor`. A cancel shows in the migration's history
+//!   as `cancel-requested`; the lab answers it with `cancelled` (or `completed` if too late).
+//! - a QMP driver for QEMU (later issue) implements the same trait: `start` issues `migrate`
+//!   and watches `query-migrate`/events, `cancel` issues `migrate_cancel`.
+
+use std::fmt;
+
+use srmig_api::{HostId, HypervisorReport, MigrationId, Strategy, VmId};
+use tokio::sync::mpsc;
+
+use crate::engine::Command;
+
+/// One migration, as handed to a driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationOrder {
+    /// The migration.
+    pub id: MigrationId,
+    /// The VM.
+    pub vm: VmId,
+    /// The source host.
+    pub from: HostId,
+    /// The destination host.
+    pub to: HostId,
+    /// The strategy (`None` for a cancel order, where it does not matter).
+    pub strategy: Option<Strategy>,
+}
+
+/// Where a driver sends what the hypervisor did. Cheap to clone; keep one per migration.
+#[derive(Debug, Clone)]
+pub struct ReportSink {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ReportSink {
+    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+        ReportSink { tx }
+    }
+
+    /// Hands a report to the controller. Returns false if the controller has shut down.
+    pub async fn report(&self, report: HypervisorReport) -> bool {
+        self.tx
+            .send(Command::HypervisorReport(report))
+            .await
+            .is_ok()
+    }
+}
+
+/// Runs migrations on a hypervisor. Methods must not block: a driver that talks to a
+/// hypervisor spawns a task and reports through the sink.
+pub trait HypervisorDriver: fmt::Debug + Send + Sync + 'static {
+    /// A short name for logs (`external`, `qmp`).
+    fn name(&self) -> &'static str;
+
+    /// Start migrating `order.vm` from `order.from` to `order.to`.
+    fn start(&self, order: MigrationOrder, reports: ReportSink);
+
+    /// Cancel the migration (answer with `cancelled`, or `completed` if it was too late).
+    fn cancel(&self, order: MigrationOrder, reports: ReportSink);
+
+    /// The controller restarted while `order` was running on the hypervisor: re-attach to it
+    /// and report its outcome (again) when known. The default does nothing.
+    fn resume(&self, order: MigrationOrder, reports: ReportSink) {
+        let _ = (order, reports);
+    }
+}
+
+/// The hypervisor is driven from outside (the netns lab, or an operator); see the module docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct External;
+
+impl HypervisorDriver for External {
+    fn name(&self) -> &'static str {
+        "external"
+    }
+
+    fn start(&self, order: MigrationOrder, _reports: ReportSink) {
+        tracing::info!(
+            migration = %order.id, vm = %order.vm, from = %order.from, to = %order.to,
+            "waiting for the external hypervisor to move the VM and post its outcome"
+        );
+    }
+
+    fn cancel(&self, order: MigrationOrder, _reports: ReportSink) {
+        tracing::info!(
+            migration = %order.id, vm = %order.vm,
+            "cancel requested; waiting for the external hypervisor to post its outcome"
+        );
+    }
+}

@@ -1,0 +1,596 @@
+//! The engine: one task that owns the sans-IO [`Controller`], the [`Store`], the push tasks and
+//! the hypervisor driver, and processes [`Command`]s one at a time.
+//!
+//! ```text
+//!   API handlers ──┐                         ┌──► Store::save (write-ahead, durable)
+//!   push tasks  ───┼─► Command ─► Controller ┤
+//!   driver      ───┤   (mpsc)      handle_*  └──► actions: PushConfig ─► push task of the host
+//!   timer       ───┘                                      StartMigration / CancelMigration ─► driver
+//! ```
+//!
+//! Every accepted input is persisted before its actions are carried out and before the API
+//! caller is answered. If the store cannot be written, the actions are held (no host sees a
+//! generation the store does not know) and the save is retried every second; the caller gets
+//! a 500 `internal` error that says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::StatusCode;
+use srmig_api::{
+    Ack, ApiError, ApiErrorCode, HostId, HypervisorReport, MigrateRequest, MigrationId,
+    MigrationStatus, Timestamp, VmInfo, VmState, VmStateReport,
+};
+use srmig_control::{
+    Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
+use crate::push::{error_chain, PushOutcome, Pushers};
+use crate::store::Store;
+use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+
+/// An API failure: HTTP status plus the JSON error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub error: ApiError,
+}
+
+impl Failure {
+    /// Builds a failure.
+    pub fn new(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error: ApiError::new(code, message),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+
+/// Inputs of the engine.
+#[derive(Debug)]
+pub(crate) enum Command {
+    AddHost(HostRegistration, Reply<HostView>),
+    AddVm(VmInfo, Reply<VmView>),
+    Hosts(Reply<Vec<HostView>>),
+    Vms(Reply<Vec<VmView>>),
+    VmState(VmStateReport, Reply<()>),
+    Migrate(MigrateRequest, Reply<MigrationStatus>),
+    Migration(MigrationId, Reply<MigrationStatus>),
+    Migrations(Reply<Vec<MigrationStatus>>),
+    Hypervisor(MigrationId, HypervisorPost, Reply<MigrationStatus>),
+    Cancel(MigrationId, Reply<MigrationStatus>),
+    HypervisorReport(HypervisorReport),
+    Push(PushOutcome),
+    Shutdown,
+}
+
+/// Milliseconds since the Unix epoch: the controller's clock.
+pub(crate) fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp(ms)
+}
+
+#[derive(Debug, Default)]
+struct HostRuntime {
+    registration: Option<HostRegistration>,
+    last_push_error: Option<String>,
+}
+
+pub(crate) struct Engine {
+    core: Controller,
+    store: Store,
+    hosts: BTreeMap<HostId, HostRuntime>,
+    pushers: Pushers,
+    driver: Arc<dyn HypervisorDriver>,
+    sink: ReportSink,
+    /// Actions produced by the core and not carried out yet (the store save failed).
+    held: Vec<Action>,
+    /// When to retry a failed save.
+    save_retry: Option<Instant>,
+    last_save_error: Option<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store.path())
+            .field("hosts", &self.hosts.len())
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        core: Controller,
+        store: Store,
+        registrations: Vec<HostRegistration>,
+        pushers: Pushers,
+        driver: Arc<dyn HypervisorDriver>,
+        tx: mpsc::Sender<Command>,
+    ) -> Self {
+        let mut engine = Engine {
+            core,
+            store,
+            hosts: BTreeMap::new(),
+            pushers,
+            driver,
+            sink: ReportSink::new(tx),
+            held: Vec::new(),
+            save_retry: None,
+            last_save_error: None,
+        };
+        for reg in registrations {
+            engine
+                .pushers
+                .add_host(reg.info.name.clone(), reg.api_socket.clone());
+            engine.hosts.insert(
+                reg.info.name.clone(),
+                HostRuntime {
+                    registration: Some(reg),
+                    last_push_error: None,
+                },
+            );
+        }
+        engine
+    }
+
+    /// After a restore: re-attach the driver to migrations the hypervisor is running.
+    pub(crate) fn resume_driver(&self) {
+        for status in self.core.statuses() {
+            if let Some(Migration::ExpectHypervisorDone(_)) = self.core.migration(status.id) {
+                self.driver.resume(
+                    MigrationOrder {
+                        id: status.id,
+                        vm: status.vm.clone(),
+                        from: status.from.clone(),
+                        to: status.to.clone(),
+                        strategy: Some(status.strategy),
+                    },
+                    self.sink.clone(),
+                );
+            }
+        }
+    }
+
+    /// Processes commands until `Shutdown` or until every sender is gone.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Carry out what the restore (or nothing) produced.
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "initial save failed");
+        }
+        loop {
+            let deadline = self.next_deadline();
+            let command = tokio::select! {
+                c = rx.recv() => c,
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.on_timer();
+                    continue;
+                }
+            };
+            match command {
+                None | Some(Command::Shutdown) => break,
+                Some(c) => self.handle(c),
+            }
+        }
+        tracing::info!("controller engine stopped");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let core = self.core.poll_timeout().map(|t| {
+            let wait = t.millis_since(now());
+            Instant::now() + Duration::from_millis(wait)
+        });
+        match (core, self.save_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let t = now();
+        if self.core.poll_timeout().is_some_and(|d| d <= t) {
+            self.core.handle_timeout(t);
+        }
+        if self.save_retry.is_some_and(|r| r <= Instant::now()) {
+            self.save_retry = None;
+        }
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "save failed; actions held");
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::AddHost(reg, reply) => {
+                let r = self.add_host(reg);
+                let _ = reply.send(r);
+            }
+            Command::AddVm(vm, reply) => {
+                let name = vm.name.clone();
+                let r = self
+                    .core
+                    .add_vm(vm)
+                    .map_err(model_failure)
+                    .and_then(|()| self.commit())
+                    .and_then(|()| {
+                        self.vm_view(&name).ok_or_else(|| {
+                            Failure::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                ApiErrorCode::Internal,
+                                format!("VM {name} vanished after registration"),
+                            )
+                        })
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Hosts(reply) => {
+                let _ = reply.send(Ok(self.host_views()));
+            }
+            Command::Vms(reply) => {
+                let views = self
+                    .core
+                    .model()
+                    .vms()
+                    .filter_map(|v| self.vm_view(&v.name))
+                    .collect();
+                let _ = reply.send(Ok(views));
+            }
+            Command::VmState(report, reply) => {
+                tracing::info!(vm = %report.vm, host = %report.host, state = %report.state, "VM state report");
+                let r = self
+                    .core
+                    .handle_vm_state(now(), report)
+                    .map_err(input_failure)
+                    .and_then(|()| self.commit());
+                let _ = reply.send(r);
+            }
+            Command::Migrate(req, reply) => {
+                let r = self
+                    .core
+                    .request_migration(now(), req)
+                    .map_err(refuse_failure)
+                    .and_then(|id| {
+                        self.commit()?;
+                        self.status(id)
+                    });
+                if let Ok(s) = &r {
+                    tracing::info!(migration = %s.id, vm = %s.vm, from = %s.from, to = %s.to, strategy = %s.strategy, "migration accepted");
+                }
+                let _ = reply.send(r);
+            }
+            Command::Migration(id, reply) => {
+                let _ = reply.send(self.status(id));
+            }
+            Command::Migrations(reply) => {
+                let _ = reply.send(Ok(self.core.statuses()));
+            }
+            Command::Hypervisor(id, post, reply) => {
+                let r = self.hypervisor_post(id, &post);
+                let _ = reply.send(r);
+            }
+            Command::Cancel(id, reply) => {
+                let r = self
+                    .core
+                    .cancel_migration(now(), id)
+                    .map_err(cancel_failure)
+                    .and_then(|()| {
+                        self.commit()?;
+                        self.status(id)
+                    });
+                let _ = reply.send(r);
+            }
+            Command::HypervisorReport(report) => {
+                if let Err(e) = self.core.handle_hypervisor(now(), report) {
+                    tracing::warn!(error = %e, "hypervisor report refused");
+                }
+                if let Err(f) = self.commit() {
+                    tracing::error!(error = %f.error, "save failed; actions held");
+                }
+            }
+            Command::Push(PushOutcome::Acked(ack)) => self.on_ack(ack),
+            Command::Push(PushOutcome::Failed {
+                host,
+                generation,
+                error,
+                retrying,
+            }) => {
+                if !retrying {
+                    tracing::warn!(%host, generation, %error, "push refused");
+                }
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.last_push_error = Some(format!("generation {generation}: {error}"));
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn add_host(&mut self, reg: HostRegistration) -> Result<HostView, Failure> {
+        let name = reg.info.name.clone();
+        self.core
+            .add_host(reg.info.clone())
+            .map_err(model_failure)?;
+        self.pushers.add_host(name.clone(), reg.api_socket.clone());
+        self.hosts.insert(
+            name.clone(),
+            HostRuntime {
+                registration: Some(reg),
+                last_push_error: None,
+            },
+        );
+        self.commit()?;
+        self.host_views()
+            .into_iter()
+            .find(|h| h.registration.info.name == name)
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ApiErrorCode::Internal,
+                    format!("host {name} vanished after registration"),
+                )
+            })
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        let host = ack.host.clone();
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.last_push_error = None;
+        }
+        match self.core.handle_ack(now(), ack) {
+            Ok(()) => {}
+            Err(InputError::FutureGeneration {
+                host,
+                generation,
+                pushed,
+            }) => {
+                tracing::error!(%host, generation, pushed, "host acknowledged a generation this controller never pushed");
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.last_push_error = Some(format!(
+                        "acknowledged generation {generation}, above the last pushed {pushed}"
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ack refused"),
+        }
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "save failed; actions held");
+        }
+    }
+
+    fn hypervisor_post(
+        &mut self,
+        id: MigrationId,
+        post: &HypervisorPost,
+    ) -> Result<MigrationStatus, Failure> {
+        let Some(m) = self.core.migration(id) else {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::UnknownMigration,
+                format!("migration {id} does not exist"),
+            ));
+        };
+        if !matches!(m, Migration::ExpectHypervisorDone(_)) {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                ApiErrorCode::Conflict,
+                format!(
+                    "migration {id} is not waiting for its hypervisor (phase {}); event ignored",
+                    m.phase()
+                ),
+            ));
+        }
+        let vm = m.core().vm.clone();
+        let report = HypervisorReport {
+            vm,
+            migration: id,
+            event: post.to_event(),
+        };
+        tracing::info!(migration = %id, event = ?report.event, "hypervisor event");
+        self.core
+            .handle_hypervisor(now(), report)
+            .map_err(input_failure)?;
+        self.commit()?;
+        self.status(id)
+    }
+
+    /// Persists the state, then carries out the core's actions (held if the save fails).
+    fn commit(&mut self) -> Result<(), Failure> {
+        self.held
+            .extend(std::iter::from_fn(|| self.core.poll_action()));
+        if self.save_retry.is_some() {
+            return Err(self.save_failure());
+        }
+        let registrations: Vec<HostRegistration> = self
+            .hosts
+            .values()
+            .filter_map(|h| h.registration.clone())
+            .collect();
+        match self.store.save(&registrations, &self.core.snapshot()) {
+            Ok(stats) => {
+                if stats.written + stats.removed > 0 {
+                    tracing::trace!(written = stats.written, removed = stats.removed, "saved");
+                }
+                self.last_save_error = None;
+            }
+            Err(e) => {
+                let msg = error_chain(&e);
+                tracing::error!(error = %msg, "cannot save the controller state");
+                self.last_save_error = Some(msg);
+                self.save_retry = Some(Instant::now() + Duration::from_secs(1));
+                return Err(self.save_failure());
+            }
+        }
+        for action in std::mem::take(&mut self.held) {
+            self.execute(action);
+        }
+        Ok(())
+    }
+
+    fn save_failure(&self) -> Failure {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiErrorCode::Internal,
+            format!(
+                "the change was accepted but cannot be saved ({}); it is held until the store works again",
+                self.last_save_error.as_deref().unwrap_or("store error")
+            ),
+        )
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::PushConfig { host, config } => {
+                tracing::debug!(%host, generation = config.generation, "push config");
+                if !self.pushers.push(&host, config) {
+                    tracing::error!(%host, "no push task for host");
+                }
+            }
+            Action::StartMigration {
+                id,
+                vm,
+                from,
+                to,
+                strategy,
+            } => {
+                tracing::info!(migration = %id, driver = self.driver.name(), "start migration on the hypervisor");
+                self.driver.start(
+                    MigrationOrder {
+                        id,
+                        vm,
+                        from,
+                        to,
+                        strategy: Some(strategy),
+                    },
+                    self.sink.clone(),
+                );
+            }
+            Action::CancelMigration { id, vm, from, to } => {
+                tracing::info!(migration = %id, driver = self.driver.name(), "cancel migration on the hypervisor");
+                self.driver.cancel(
+                    MigrationOrder {
+                        id,
+                        vm,
+                        from,
+                        to,
+                        strategy: None,
+                    },
+                    self.sink.clone(),
+                );
+            }
+            Action::MigrationFinished { id, vm, outcome } => {
+                tracing::info!(migration = %id, %vm, %outcome, "migration finished");
+            }
+        }
+    }
+
+    fn status(&self, id: MigrationId) -> Result<MigrationStatus, Failure> {
+        self.core
+            .migration(id)
+            .map(Migration::status)
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    ApiErrorCode::UnknownMigration,
+                    format!("migration {id} does not exist"),
+                )
+            })
+    }
+
+    fn host_views(&self) -> Vec<HostView> {
+        self.hosts
+            .iter()
+            .filter_map(|(name, h)| {
+                let registration = h.registration.clone()?;
+                Some(HostView {
+                    registration,
+                    generation_pushed: self.core.pushed_config(name).map_or(0, |c| c.generation),
+                    generation_acked: self.core.acked_generation(name).unwrap_or(0),
+                    last_push_error: h.last_push_error.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn vm_view(&self, name: &srmig_api::VmId) -> Option<VmView> {
+        let info = self.core.model().vm(name)?.clone();
+        let states: BTreeMap<HostId, VmState> = self
+            .core
+            .model()
+            .hosts()
+            .filter_map(|h| Some((h.name.clone(), self.core.vm_state(name, &h.name)?)))
+            .collect();
+        Some(VmView {
+            migration: self.core.migration_of(name),
+            info,
+            states,
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn model_failure(e: ModelError) -> Failure {
+    let (status, code) = match &e {
+        ModelError::DuplicateHost(_)
+        | ModelError::DuplicateVm(_)
+        | ModelError::LocatorOverlap { .. }
+        | ModelError::UnderlayInUse { .. }
+        | ModelError::AddressInUse { .. } => (StatusCode::CONFLICT, ApiErrorCode::Conflict),
+        ModelError::BadMac { why, .. } if why.starts_with("already") => {
+            (StatusCode::CONFLICT, ApiErrorCode::Conflict)
+        }
+        ModelError::UnknownHost { .. } => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownHost),
+        _ => (StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest),
+    };
+    Failure::new(status, code, error_chain(&e))
+}
+
+fn refuse_failure(e: RefuseReason) -> Failure {
+    let (status, code) = match &e {
+        RefuseReason::UnknownVm(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownVm),
+        RefuseReason::UnknownHost(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownHost),
+        RefuseReason::AlreadyOnHost { .. } => (StatusCode::CONFLICT, ApiErrorCode::AlreadyOnHost),
+        RefuseReason::AlreadyMigrating { .. } => {
+            (StatusCode::CONFLICT, ApiErrorCode::AlreadyMigrating)
+        }
+    };
+    Failure::new(status, code, e.to_string())
+}
+
+fn input_failure(e: InputError) -> Failure {
+    let (status, code) = match &e {
+        InputError::UnknownHost(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownHost),
+        InputError::UnknownVm(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownVm),
+        InputError::FutureGeneration { .. } => {
+            (StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest)
+        }
+    };
+    Failure::new(status, code, e.to_string())
+}
+
+fn cancel_failure(e: CancelError) -> Failure {
+    let (status, code) = match &e {
+        CancelError::UnknownMigration(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownMigration),
+        CancelError::AlreadyFinished { .. } | CancelError::TooLate { .. } => {
+            (StatusCode::CONFLICT, ApiErrorCode::TooLateToCancel)
+        }
+        CancelError::AlreadyRollingBack { .. } => (StatusCode::CONFLICT, ApiErrorCode::Conflict),
+    };
+    Failure::new(status, code, e.to_string())
+}

@@ -1,0 +1,37 @@
+//! srmig-controller: the controller daemon around the sans-IO [`srmig_control::Controller`].
+//!
+//! - [`api`]: the HTTP/JSON API on a unix socket (axum), documented in `docs/controller-api.md`;
+//! - `engine`: the single task owning the core, the store and the outputs;
+//! - [`push`]: per-host delivery of configs to srmigd (`PUT /v1/config`, acks fed back);
+//! - [`store`]: the embedded redb store, written ahead of every action;
+//! - [`driver`]: the [`HypervisorDriver`] trait and its [`External`] implementation;
+//! - [`client`]: a typed client, and the `srmig migrate` procedure;
+//! - [`http`]: HTTP/1.1 over unix sockets.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use srmig_controller::{Daemon, Options};
+//! let daemon = Daemon::start(Options::new("/run/srmig/controller.sock", "/tmp/c.redb")).await?;
+//! // ... register hosts and VMs, migrate ...
+//! daemon.shutdown().await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod daemon;
+pub mod driver;
+mod engine;
+pub mod http;
+pub mod push;
+pub mod store;
+pub mod types;
+
+pub use client::{migrate_blocking, progress_line, ClientError, ControllerClient};
+pub use daemon::{run_blocking, Daemon, DaemonError, Options, DEFAULT_SOCKET, DEFAULT_STORE};
+pub use driver::{External, HypervisorDriver, MigrationOrder, ReportSink};
+pub use engine::Failure;
+pub use push::PushSettings;
+pub use store::{Store, StoreError};
+pub use types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
