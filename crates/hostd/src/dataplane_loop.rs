@@ -1,0 +1,356 @@
+//! The dataplane thread: one thread owns the [`Node`] (and so the engine) and does all packet
+//! I/O with poll(2).
+//!
+//! ```text
+//!  poll(wake eventfd, netlink, port sockets…; timeout = engine's next deadline, ≤ 1 s)
+//!   ├─ wake:     drain the command channel, one command at a time, between batches
+//!   ├─ netlink:  link events → attach/detach ports (reopen sockets) → VM running/paused
+//!   ├─ port p:   recvmmsg ≤ 256 frames into the batch → process_batch(now) → send each Tx
+//!   └─ always:   handle_timeout(now) when due; drain poll_transmit after every batch,
+//!                command and VM state change; send VM state reports to the reporter
+//! ```
+//!
+//! `now` comes from the monotonic clock (nanoseconds since the loop's epoch). Nothing here
+//! allocates per packet; a bad frame is the engine's business (a counted drop), and a failed
+//! send is counted on its port.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use srmig_api::VmStateReport;
+use srmig_dataplane::{Batch, Instant, PacketBuf, PortId, PortKind, Verdict};
+use tracing::{debug, error, info, warn};
+
+use crate::linkwatch::{LinkEvent, LinkWatch};
+use crate::node::{Command, Node};
+use crate::port::{LinkAction, PortInfo, PortIo, RecvScratch, MAX_RECV_BATCH};
+
+/// Longest poll timeout (housekeeping: retrying failed socket opens).
+const MAX_POLL: Duration = Duration::from_secs(1);
+
+/// The API side of the dataplane thread: a command channel and the eventfd that wakes it.
+#[derive(Debug, Clone)]
+pub struct DataplaneHandle {
+    tx: mpsc::Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+/// The dataplane thread is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the dataplane thread is not running")]
+pub struct Unavailable;
+
+impl DataplaneHandle {
+    /// A handle and the receiving end for the thread.
+    pub fn new() -> io::Result<(DataplaneHandle, mpsc::Receiver<Command>, Arc<EventFd>)> {
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+        )?);
+        let (tx, rx) = mpsc::channel();
+        Ok((
+            DataplaneHandle {
+                tx,
+                wake: Arc::clone(&wake),
+            },
+            rx,
+            wake,
+        ))
+    }
+
+    /// Sends a command and wakes the thread.
+    pub fn send(&self, cmd: Command) -> Result<(), Unavailable> {
+        self.tx.send(cmd).map_err(|_| Unavailable)?;
+        // The counter only saturates after 2^64-2 unread wakes; a failure is harmless.
+        let _ = self.wake.write(1);
+        Ok(())
+    }
+
+    /// Sends a command built around a reply channel and awaits the reply.
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Unavailable> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| Unavailable)
+    }
+}
+
+/// Everything the thread owns.
+#[derive(Debug)]
+pub struct DataplaneLoop {
+    node: Node,
+    ports: Vec<PortIo>,
+    link: LinkWatch,
+    wake: Arc<EventFd>,
+    commands: mpsc::Receiver<Command>,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
+    epoch: std::time::Instant,
+    link_events: Vec<LinkEvent>,
+    infos: Vec<PortInfo>,
+    out: PacketBuf,
+}
+
+impl DataplaneLoop {
+    /// Prepares the loop: opens the netlink socket, takes the startup link snapshot and
+    /// attaches every port whose interface is up (VM ports: their VMs become `running`;
+    /// VMs configured `running` on a port that is down become `paused`).
+    pub fn new(
+        node: Node,
+        commands: mpsc::Receiver<Command>,
+        wake: Arc<EventFd>,
+        reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
+    ) -> io::Result<DataplaneLoop> {
+        let mut link = LinkWatch::open()?;
+        let ports = node
+            .base()
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PortIo::new(PortId(i as u16), p.name.clone(), p.kind))
+            .collect();
+        let snapshot = link.dump_now(Duration::from_secs(5))?;
+        let mut lp = DataplaneLoop {
+            node,
+            ports,
+            link,
+            wake,
+            commands,
+            reports,
+            epoch: std::time::Instant::now(),
+            link_events: Vec::with_capacity(64),
+            infos: Vec::new(),
+            out: PacketBuf::new(),
+        };
+        let now = lp.now();
+        lp.link_events = snapshot;
+        lp.apply_link_events(now);
+        for i in 0..lp.ports.len() {
+            let p = &lp.ports[i];
+            if !p.attached() {
+                warn!(port = %p.ifname, present = p.ifindex.is_some(), "port not attached at startup (interface missing, down or without carrier)");
+                if p.kind == PortKind::Vm {
+                    lp.node.port_attachment(now, p.id, false);
+                }
+            }
+        }
+        lp.flush(now);
+        Ok(lp)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn apply_link_events(&mut self, now: Instant) {
+        let events = std::mem::take(&mut self.link_events);
+        for ev in &events {
+            for i in 0..self.ports.len() {
+                let action = self.ports[i].on_link_event(ev);
+                let p = &mut self.ports[i];
+                match action {
+                    None => {}
+                    Some(LinkAction::Attach(ifindex)) => match p.attach(ifindex) {
+                        Ok(()) => {
+                            info!(port = %p.ifname, ifindex, "port attached");
+                            if p.kind == PortKind::Vm {
+                                let id = p.id;
+                                self.node.port_attachment(now, id, true);
+                            }
+                        }
+                        Err(e) => {
+                            error!(port = %p.ifname, ifindex, error = %e, "cannot open AF_PACKET socket");
+                        }
+                    },
+                    Some(LinkAction::Detach) => {
+                        p.detach();
+                        info!(port = %p.ifname, "port detached");
+                        if p.kind == PortKind::Vm {
+                            let id = p.id;
+                            self.node.port_attachment(now, id, false);
+                        }
+                    }
+                }
+            }
+        }
+        self.link_events = events;
+        self.link_events.clear();
+    }
+
+    /// Sends everything the engine generated or released, and the pending VM state reports.
+    fn flush(&mut self, now: Instant) {
+        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
+        let reports = self.node.take_reports();
+        if let Some(tx) = &self.reports {
+            for r in reports {
+                // The reporter is gone only at shutdown.
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// Runs until a [`Command::Shutdown`] arrives or the command channel closes.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut batch = Batch::new(MAX_RECV_BATCH);
+        let mut scratch = RecvScratch::new(MAX_RECV_BATCH);
+        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(self.ports.len() + 2);
+        // Which port each pollfd after the first two belongs to.
+        let mut pfd_ports: Vec<usize> = Vec::with_capacity(self.ports.len());
+        info!(ports = self.ports.len(), "dataplane loop running");
+        loop {
+            let now = self.now();
+            let timeout = match self.node.dataplane().poll_timeout() {
+                Some(t) => t.saturating_duration_since(now).min(MAX_POLL),
+                None => MAX_POLL,
+            };
+            pfds.clear();
+            pfd_ports.clear();
+            let ev = libc::POLLIN;
+            pfds.push(pollfd(self.wake.as_fd().as_raw_fd(), ev));
+            pfds.push(pollfd(self.link.as_fd().as_raw_fd(), ev));
+            for (i, p) in self.ports.iter().enumerate() {
+                if let Some(s) = &p.socket {
+                    pfds.push(pollfd(s.as_fd().as_raw_fd(), ev));
+                    pfd_ports.push(i);
+                }
+            }
+            // Round the timeout up so a deadline is not polled for repeatedly just before it.
+            let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            if let Err(e) = crate::sys::poll(&mut pfds, ms) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                continue;
+            }
+            let now = self.now();
+            // Ports first: packets that were waiting see the state from before any command
+            // or link change processed in this round.
+            for (k, &i) in pfd_ports.iter().enumerate() {
+                let re = pfds[k + 2].revents;
+                if re == 0 {
+                    continue;
+                }
+                if re & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    let p = &mut self.ports[i];
+                    if let Some(s) = &p.socket {
+                        match s.take_error() {
+                            Ok(Some(e)) => debug!(port = %p.ifname, error = %e, "socket error"),
+                            Ok(None) => {}
+                            Err(e) => debug!(port = %p.ifname, error = %e, "SO_ERROR failed"),
+                        }
+                    }
+                    if re & libc::POLLNVAL != 0 {
+                        p.detach();
+                    }
+                }
+                if re & libc::POLLIN != 0 {
+                    self.receive(i, now, &mut batch, &mut scratch);
+                }
+            }
+            if pfds[1].revents != 0 {
+                match self.link.read_events(&mut self.link_events) {
+                    Ok(o) => {
+                        if o.overrun {
+                            warn!("netlink overrun: link events lost, resynchronizing");
+                        }
+                    }
+                    Err(e) => error!(error = %e, "reading link events failed"),
+                }
+                self.apply_link_events(now);
+                self.flush(now);
+            }
+            if pfds[0].revents != 0 {
+                // Reset the eventfd counter, then drain the channel.
+                let _ = self.wake.read();
+                loop {
+                    match self.commands.try_recv() {
+                        Ok(cmd) => {
+                            self.infos.clear();
+                            self.infos.extend(self.ports.iter().map(PortIo::info));
+                            let go_on = self.node.handle(now, cmd, &self.infos);
+                            self.flush(now);
+                            if !go_on {
+                                info!("dataplane loop stopping");
+                                return Ok(());
+                            }
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            info!("command channel closed: dataplane loop stopping");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            let now = self.now();
+            if self
+                .node
+                .dataplane()
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.node.dataplane().handle_timeout(now);
+                self.flush(now);
+            }
+        }
+    }
+
+    /// One batch from port `i`: receive, process, send, drain generated packets.
+    fn receive(&mut self, i: usize, now: Instant, batch: &mut Batch, scratch: &mut RecvScratch) {
+        let p = &mut self.ports[i];
+        let Some(s) = &p.socket else {
+            return;
+        };
+        let r = s.recv_batch(p.id, batch, scratch);
+        match r {
+            Ok(stats) => {
+                p.count_recv(&stats);
+                if stats.gso > 0 && !p.warned_gso {
+                    p.warned_gso = true;
+                    warn!(port = %p.ifname, "GSO frames received and dropped: turn TSO/GSO off on the peer (ethtool -K <if> tso off gso off)");
+                }
+            }
+            Err(e) => {
+                p.stats.rx_errors += 1;
+                debug!(port = %p.ifname, error = %e, "receive failed");
+                return;
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.node.dataplane().process_batch(now, batch);
+        for pkt in batch.packets() {
+            if let Verdict::Tx(out) = pkt.verdict {
+                if let Some(port) = self.ports.get_mut(out.index()) {
+                    port.send(pkt.data());
+                }
+            }
+        }
+        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
+        // A held packet or a link change never needs a report here, but the engine may have
+        // generated packets (NDP answers, ICMPv6 errors): sent above.
+    }
+}
+
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Sends every frame `poll_transmit` has (generated packets and released buffers).
+fn drain_transmit(node: &mut Node, ports: &mut [PortIo], out: &mut PacketBuf, now: Instant) {
+    let dp = node.dataplane();
+    while let Some(port) = dp.poll_transmit(now, out) {
+        if let Some(p) = ports.get_mut(port.index()) {
+            p.send(out.data());
+        }
+    }
+}

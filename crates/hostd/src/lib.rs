@@ -1,0 +1,29 @@
+//! srmigd, the per-host daemon of srmig: it runs the sans-IO SRv6 engine
+//! ([`srmig_dataplane::Dataplane`]) on real interfaces of its network namespace.
+//!
+//! ```text
+//!  main thread ── parses the CLI, loads node.toml, starts:
+//!   ├─ dataplane thread  (dataplane_loop): owns the Node (engine + control state);
+//!   │    poll(eventfd, netlink, AF_PACKET sockets) → batches → verdicts → sends
+//!   └─ runtime thread    (tokio): the control API on a unix socket (api), the controller
+//!        reporter (report), signals; talks to the dataplane thread through commands + eventfd
+//! ```
+//!
+//! One concern per module: [`port`] (AF_PACKET ports, [`port::packet`] the socket),
+//! [`linkwatch`] (netlink link events), [`dataplane_loop`] (the thread), [`node`] (commands,
+//! host config application, status), [`apply`] (host config translation), [`api`] (HTTP
+//! routes), [`metrics`] (OpenMetrics), [`status`] (status types), [`report`] (controller
+//! reports), [`client`] (unix-socket HTTP client), [`config`] (node.toml).
+
+pub mod api;
+pub mod apply;
+pub mod client;
+pub mod config;
+pub mod dataplane_loop;
+pub mod linkwatch;
+pub mod metrics;
+pub mod node;
+pub mod port;
+pub mod report;
+pub mod status;
+mod sys;

@@ -1,0 +1,341 @@
+//! `GET /metrics`: OpenMetrics text (`application/openmetrics-text; version=1.0.0`) rendered
+//! from a [`HostStatus`] snapshot. Counter families are named without the `_total` suffix,
+//! their samples with it, as the OpenMetrics specification requires; the body ends in `# EOF`.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `srmig_port_rx_packets`, `_rx_bytes`, `_tx_packets`, `_tx_bytes` | counter | `port` |
+//! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`) |
+//! | `srmig_port_attached` | gauge | `port` |
+//! | `srmig_sid_packets`, `srmig_sid_bytes` | counter | `sid`, `behavior` |
+//! | `srmig_policy_packets`, `srmig_policy_bytes` | counter | `policy` |
+//! | `srmig_vm_rx_packets`, `_tx_packets`, `_held`, `_released`, `_expired`, `_dropped` | counter | `vm` |
+//! | `srmig_vm_state` | gauge (1 for the current state) | `vm`, `state` |
+//! | `srmig_buffer_packets`, `srmig_buffer_bytes` | gauge | `vm` (per VM) |
+//! | `srmig_buffer_total_packets`, `srmig_buffer_total_bytes` | gauge | |
+//! | `srmig_drops` | counter | `reason` (every [`srmig_dataplane::DropReason`]) |
+//! | `srmig_icmp_generated` | counter | `kind` |
+//! | `srmig_config_generation` | gauge | |
+
+use std::fmt::Write;
+
+use crate::status::HostStatus;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, ty: &str, help: &str) {
+        let _ = writeln!(self.0, "# TYPE {name} {ty}");
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+    }
+
+    fn sample(&mut self, name: &str, suffix: &str, labels: &[(&str, &str)], v: u64) {
+        self.0.push_str(name);
+        self.0.push_str(suffix);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(val));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {v}");
+    }
+
+    fn counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+    ) {
+        self.family(name, "counter", help);
+        for (l, v) in samples {
+            self.sample(name, "_total", &l, v);
+        }
+    }
+
+    fn gauge<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+    ) {
+        self.family(name, "gauge", help);
+        for (l, v) in samples {
+            self.sample(name, "", &l, v);
+        }
+    }
+}
+
+/// Renders the snapshot as OpenMetrics text.
+pub fn render(s: &HostStatus) -> String {
+    let mut o = Out(String::with_capacity(16 << 10));
+    fn port(p: &crate::status::PortStatus) -> Vec<(&'static str, &str)> {
+        vec![("port", p.name.as_str())]
+    }
+    o.counter(
+        "srmig_port_rx_packets",
+        "Frames received on a port.",
+        s.ports.iter().map(|p| (port(p), p.rx.packets)),
+    );
+    o.counter(
+        "srmig_port_rx_bytes",
+        "Bytes received on a port.",
+        s.ports.iter().map(|p| (port(p), p.rx.bytes)),
+    );
+    o.counter(
+        "srmig_port_tx_packets",
+        "Frames sent on a port (forwarded, generated and released).",
+        s.ports.iter().map(|p| (port(p), p.tx.packets)),
+    );
+    o.counter(
+        "srmig_port_tx_bytes",
+        "Bytes sent on a port.",
+        s.ports.iter().map(|p| (port(p), p.tx.bytes)),
+    );
+    o.counter(
+        "srmig_port_io_errors",
+        "Frames lost at the socket level, by kind.",
+        s.ports.iter().flat_map(|p| {
+            let io = p.io;
+            [
+                ("rx_truncated", io.rx_truncated),
+                ("rx_gso", io.rx_gso),
+                ("rx_bad_csum_meta", io.rx_bad_csum_meta),
+                ("rx_error", io.rx_errors),
+                ("tx_error", io.tx_errors),
+                ("tx_no_link", io.tx_no_link),
+            ]
+            .into_iter()
+            .map(move |(k, v)| (vec![("port", p.name.as_str()), ("kind", k)], v))
+        }),
+    );
+    o.gauge(
+        "srmig_port_attached",
+        "1 while the port's interface is up with carrier and has a socket.",
+        s.ports.iter().map(|p| (port(p), u64::from(p.attached))),
+    );
+    let sids: Vec<(String, &str, u64, u64)> = s
+        .sids
+        .iter()
+        .map(|x| {
+            (
+                x.sid.to_string(),
+                x.behavior.as_str(),
+                x.traffic.packets,
+                x.traffic.bytes,
+            )
+        })
+        .collect();
+    o.counter(
+        "srmig_sid_packets",
+        "Packets that matched a local SID.",
+        sids.iter()
+            .map(|(sid, b, p, _)| (vec![("sid", sid.as_str()), ("behavior", *b)], *p)),
+    );
+    o.counter(
+        "srmig_sid_bytes",
+        "Bytes that matched a local SID.",
+        sids.iter()
+            .map(|(sid, b, _, by)| (vec![("sid", sid.as_str()), ("behavior", *b)], *by)),
+    );
+    o.counter(
+        "srmig_policy_packets",
+        "Packets steered into an SR policy.",
+        s.policies
+            .iter()
+            .map(|p| (vec![("policy", p.name.as_str())], p.traffic.packets)),
+    );
+    o.counter(
+        "srmig_policy_bytes",
+        "Bytes steered into an SR policy.",
+        s.policies
+            .iter()
+            .map(|p| (vec![("policy", p.name.as_str())], p.traffic.bytes)),
+    );
+    type VmField = fn(&crate::status::VmStatus) -> u64;
+    let vm_counters: [(&str, &str, VmField); 8] = [
+        ("srmig_vm_rx_packets", "Packets received from a VM.", |v| {
+            v.rx.packets
+        }),
+        ("srmig_vm_rx_bytes", "Bytes received from a VM.", |v| {
+            v.rx.bytes
+        }),
+        ("srmig_vm_tx_packets", "Packets delivered to a VM.", |v| {
+            v.tx.packets
+        }),
+        ("srmig_vm_tx_bytes", "Bytes delivered to a VM.", |v| {
+            v.tx.bytes
+        }),
+        (
+            "srmig_vm_held",
+            "Packets put in a VM's End.SBUF buffer.",
+            |v| v.held,
+        ),
+        (
+            "srmig_vm_released",
+            "Packets released from a VM's buffer.",
+            |v| v.released,
+        ),
+        (
+            "srmig_vm_expired",
+            "Packets that expired in a VM's buffer.",
+            |v| v.expired,
+        ),
+        (
+            "srmig_vm_dropped",
+            "Packets for a VM that were dropped.",
+            |v| v.dropped,
+        ),
+    ];
+    for (name, help, f) in vm_counters {
+        o.counter(
+            name,
+            help,
+            s.vms.iter().map(|v| (vec![("vm", v.name.as_str())], f(v))),
+        );
+    }
+    o.gauge(
+        "srmig_vm_state",
+        "1 for the VM's current state on this host.",
+        s.vms.iter().flat_map(|v| {
+            ["absent", "running", "paused"].into_iter().map(move |st| {
+                (
+                    vec![("vm", v.name.as_str()), ("state", st)],
+                    u64::from(v.state.to_string() == st),
+                )
+            })
+        }),
+    );
+    o.gauge(
+        "srmig_buffer_packets",
+        "Packets held in a VM's End.SBUF buffer.",
+        s.vms
+            .iter()
+            .map(|v| (vec![("vm", v.name.as_str())], v.buffer.packets)),
+    );
+    o.gauge(
+        "srmig_buffer_bytes",
+        "Bytes held in a VM's End.SBUF buffer.",
+        s.vms
+            .iter()
+            .map(|v| (vec![("vm", v.name.as_str())], v.buffer.bytes)),
+    );
+    o.gauge(
+        "srmig_buffer_total_packets",
+        "Packets held in all End.SBUF buffers.",
+        [(vec![], s.buffer.packets)],
+    );
+    o.gauge(
+        "srmig_buffer_total_bytes",
+        "Bytes held in all End.SBUF buffers.",
+        [(vec![], s.buffer.bytes)],
+    );
+    o.counter(
+        "srmig_drops",
+        "Packets dropped by the dataplane, by reason.",
+        s.drops
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.as_str())], *n)),
+    );
+    let ic = s.icmp;
+    o.counter(
+        "srmig_icmp_generated",
+        "ICMPv6 errors and NDP answers, by outcome.",
+        [
+            ("errors_sent", ic.errors_sent),
+            ("rate_limited", ic.rate_limited),
+            ("queue_full", ic.queue_full),
+            ("suppressed", ic.suppressed),
+            ("ndp_answered", ic.ndp_answered),
+        ]
+        .into_iter()
+        .map(|(k, v)| (vec![("kind", k)], v)),
+    );
+    o.gauge(
+        "srmig_config_generation",
+        "Host config generation in force (0 before the first).",
+        [(vec![], s.generation.unwrap_or(0))],
+    );
+    o.0.push_str("# EOF\n");
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::tests::{base, hc};
+    use crate::node::Node;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn well_formed_openmetrics() {
+        let mut n = Node::new(srmig_api::HostId::new("h1").expect("name"), base()).expect("node");
+        n.apply_host_config(hc(3)).expect("apply");
+        let text = render(&n.status(&[]));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        let mut families = std::collections::BTreeSet::new();
+        let mut current = String::new();
+        let mut current_type = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, ty) = rest.split_once(' ').expect("type line");
+                assert!(families.insert(name.to_owned()), "family {name} twice");
+                current = name.to_owned();
+                current_type = ty.to_owned();
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            // Every sample belongs to the family declared just above it.
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            value.parse::<u64>().expect("integer value");
+            let metric = series.split('{').next().expect("name");
+            let expected = if current_type == "counter" {
+                format!("{current}_total")
+            } else {
+                current.clone()
+            };
+            assert_eq!(metric, expected, "{line}");
+        }
+        for needle in [
+            "srmig_sid_packets_total{sid=\"fc00:0:1::e5\",behavior=\"End.S\"} 0",
+            "srmig_drops_total{reason=\"BufferFull\"} 0",
+            "srmig_vm_state{vm=\"web1\",state=\"running\"} 1",
+            "srmig_vm_state{vm=\"db1\",state=\"absent\"} 1",
+            "srmig_buffer_packets{vm=\"db1\"} 0",
+            "srmig_policy_packets_total{policy=\"vm:far1\"} 0",
+            "srmig_port_attached{port=\"up0\"} 0",
+            "srmig_config_generation 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! The node: the engine plus the control state around it (node config, host config in force,
+//! API SIDs, VM state reports). No I/O: the dataplane loop owns a `Node` and calls it between
+//! batches, so every change here is atomic with respect to packets.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use srmig_api::{Ack, ApiError, ApiErrorCode, HostConfig, HostId, Timestamp, VmStateReport};
+use srmig_dataplane::{
+    ConfigError, Dataplane, Instant, NodeConfig, PortId, PortKind, SidConfig, Steering, VmId,
+    VmState,
+};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::apply::{plan, Plan, PlanError};
+use crate::port::PortInfo;
+use crate::status::{
+    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortStatus, SidStatus, VmStatus,
+};
+
+/// A reply channel to the API.
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// A request from the control API to the dataplane thread.
+#[derive(Debug)]
+pub enum Command {
+    /// `PUT /v1/config`.
+    ApplyConfig(Box<HostConfig>, Reply<Result<Ack, CommandError>>),
+    /// `PUT /v1/vms/{name}/state`.
+    SetVmState(
+        String,
+        srmig_api::VmState,
+        Reply<Result<VmStatus, CommandError>>,
+    ),
+    /// `POST /v1/sids`.
+    InstallSid(Box<SidConfig>, Reply<Result<SidStatus, CommandError>>),
+    /// `DELETE /v1/sids/{sid}`.
+    RemoveSid(Ipv6Addr, Reply<Result<(), CommandError>>),
+    /// `GET /v1/status` and `GET /metrics`.
+    Status(Reply<HostStatus>),
+    /// Stop the dataplane loop.
+    Shutdown,
+}
+
+/// Why a command was refused; each maps to one HTTP status and [`ApiErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The request is invalid for this node (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The host config is older than (or conflicts with) the one in force (409).
+    #[error("{0}")]
+    Stale(String),
+    /// No VM of that name here (404).
+    #[error("no VM named \"{0}\" on this host")]
+    UnknownVm(String),
+    /// No SID at that address (404).
+    #[error("no SID installed at {0}")]
+    UnknownSid(Ipv6Addr),
+    /// A SID already exists at that address (409).
+    #[error("a SID is already installed at {0}; delete it first")]
+    SidExists(Ipv6Addr),
+    /// The engine refused a change it had validated (500; the previous state was restored).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CommandError {
+    /// The HTTP status code.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CommandError::Invalid(_) => 400,
+            CommandError::Stale(_) | CommandError::SidExists(_) => 409,
+            CommandError::UnknownVm(_) | CommandError::UnknownSid(_) => 404,
+            CommandError::Internal(_) => 500,
+        }
+    }
+
+    /// The JSON error body.
+    pub fn to_api(&self) -> ApiError {
+        let code = match self {
+            CommandError::Invalid(_) => ApiErrorCode::InvalidRequest,
+            CommandError::Stale(_) | CommandError::SidExists(_) => ApiErrorCode::Conflict,
+            CommandError::UnknownVm(_) => ApiErrorCode::UnknownVm,
+            CommandError::UnknownSid(_) => ApiErrorCode::InvalidRequest,
+            CommandError::Internal(_) => ApiErrorCode::Internal,
+        };
+        ApiError::new(code, self.to_string())
+    }
+}
+
+impl From<PlanError> for CommandError {
+    fn from(e: PlanError) -> Self {
+        CommandError::Invalid(e.to_string())
+    }
+}
+
+/// Where a VM state change came from (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSource {
+    /// The VM port's link.
+    Link,
+    /// The control API.
+    Api,
+}
+
+fn to_api_state(s: VmState) -> srmig_api::VmState {
+    match s {
+        VmState::Absent => srmig_api::VmState::Absent,
+        VmState::Running => srmig_api::VmState::Running,
+        VmState::Paused => srmig_api::VmState::Paused,
+    }
+}
+
+fn from_api_state(s: srmig_api::VmState) -> VmState {
+    match s {
+        srmig_api::VmState::Absent => VmState::Absent,
+        srmig_api::VmState::Running => VmState::Running,
+        srmig_api::VmState::Paused => VmState::Paused,
+    }
+}
+
+fn wall_ms() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
+/// The engine and its control state.
+#[derive(Debug)]
+pub struct Node {
+    dp: Dataplane,
+    host: HostId,
+    base: NodeConfig,
+    applied: Option<HostConfig>,
+    /// Plan in force (node config + host config + API SIDs).
+    plan: Plan,
+    extra_sids: BTreeMap<Ipv6Addr, SidConfig>,
+    /// VM id and port of each node-config VM, in configuration order.
+    vms: Vec<(VmId, PortId)>,
+    reports: Vec<VmStateReport>,
+}
+
+impl Node {
+    /// Builds the engine from the node config.
+    pub fn new(host: HostId, base: NodeConfig) -> Result<Node, ConfigError> {
+        let dp = Dataplane::new(base.clone())?;
+        let mut vms = Vec::with_capacity(base.vms.len());
+        for (i, v) in base.vms.iter().enumerate() {
+            let (Some(id), Some(port)) = (dp.vm_id(&v.name), dp.port_id(&v.port)) else {
+                return Err(ConfigError::Invalid {
+                    path: format!("vms[{i}]"),
+                    reason: "VM or port missing from the engine".into(),
+                });
+            };
+            vms.push((id, port));
+        }
+        let extra = BTreeMap::new();
+        Ok(Node {
+            plan: Plan::base_only(&base, &extra),
+            dp,
+            host,
+            base,
+            applied: None,
+            extra_sids: extra,
+            vms,
+            reports: Vec::new(),
+        })
+    }
+
+    /// The engine.
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    /// The host name.
+    pub fn host(&self) -> &HostId {
+        &self.host
+    }
+
+    /// The node config.
+    pub fn base(&self) -> &NodeConfig {
+        &self.base
+    }
+
+    /// State changes to report to the controller since the last call.
+    pub fn take_reports(&mut self) -> Vec<VmStateReport> {
+        std::mem::take(&mut self.reports)
+    }
+
+    fn set_vm_state(&mut self, now: Instant, i: usize, state: VmState, source: StateSource) {
+        let (vm, _) = self.vms[i];
+        let old = self.dp.vm_state(vm);
+        if old == Some(state) {
+            return;
+        }
+        if let Err(e) = self.dp.handle_vm_state(now, vm, state) {
+            warn!(vm = %self.base.vms[i].name, error = %e, "VM state change refused");
+            return;
+        }
+        let held = self.dp.counters().buffer_occupancy(vm).packets;
+        info!(
+            vm = %self.base.vms[i].name,
+            from = ?old,
+            to = ?state,
+            source = ?source,
+            held,
+            "VM state changed"
+        );
+        if let Ok(name) = srmig_api::VmId::new(self.base.vms[i].name.clone()) {
+            self.reports.push(VmStateReport {
+                vm: name,
+                host: self.host.clone(),
+                state: to_api_state(state),
+                at: wall_ms(),
+            });
+        }
+    }
+
+    /// A VM port was attached (`up`) or detached: the VMs on it run, or pause.
+    pub fn port_attachment(&mut self, now: Instant, port: PortId, up: bool) {
+        for i in 0..self.vms.len() {
+            if self.vms[i].1 != port {
+                continue;
+            }
+            let cur = self.dp.vm_state(self.vms[i].0);
+            let next = match (up, cur) {
+                (true, _) => VmState::Running,
+                (false, Some(VmState::Running)) => VmState::Paused,
+                (false, _) => continue,
+            };
+            self.set_vm_state(now, i, next, StateSource::Link);
+        }
+    }
+
+    /// Handles one command and replies; returns `false` for [`Command::Shutdown`].
+    pub fn handle(&mut self, now: Instant, cmd: Command, ports: &[PortInfo]) -> bool {
+        // A dropped reply receiver (client gone) is not an error.
+        match cmd {
+            Command::ApplyConfig(hc, reply) => {
+                let _ = reply.send(self.apply_host_config(*hc));
+            }
+            Command::SetVmState(name, state, reply) => {
+                let r = match self.base.vms.iter().position(|v| v.name == name) {
+                    Some(i) => {
+                        self.set_vm_state(now, i, from_api_state(state), StateSource::Api);
+                        Ok(self.vm_status(i))
+                    }
+                    None => Err(CommandError::UnknownVm(name)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::InstallSid(cfg, reply) => {
+                let _ = reply.send(self.install_sid(*cfg));
+            }
+            Command::RemoveSid(sid, reply) => {
+                let _ = reply.send(self.remove_sid(sid));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status(ports));
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Applies a host config (see [`crate::apply`]); atomic: on any error nothing changes.
+    pub fn apply_host_config(&mut self, hc: HostConfig) -> Result<Ack, CommandError> {
+        if let Some(cur) = &self.applied {
+            if hc.generation < cur.generation {
+                return Err(CommandError::Stale(format!(
+                    "generation {} is older than generation {} in force",
+                    hc.generation, cur.generation
+                )));
+            }
+            if hc.generation == cur.generation {
+                if hc.same_state(cur) {
+                    return Ok(self.ack(cur.generation));
+                }
+                return Err(CommandError::Stale(format!(
+                    "generation {} is in force with different content; send a newer generation",
+                    hc.generation
+                )));
+            }
+        }
+        let next = plan(&self.base, &hc, &self.extra_sids)?;
+        self.install_plan(next)?;
+        info!(generation = hc.generation, "host config applied");
+        let g = hc.generation;
+        self.applied = Some(hc);
+        Ok(self.ack(g))
+    }
+
+    fn ack(&self, generation: u64) -> Ack {
+        Ack {
+            host: self.host.clone(),
+            generation,
+        }
+    }
+
+    /// Installs a validated plan; if the engine still refuses a step, restores the previous
+    /// plan and reports an internal error.
+    fn install_plan(&mut self, next: Plan) -> Result<(), CommandError> {
+        let prev = self.plan.clone();
+        match self.install_diff(&prev, &next) {
+            Ok(()) => {
+                self.plan = next;
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "engine refused a validated plan; restoring the previous one");
+                if let Err(e2) = self.install_diff(&next, &prev) {
+                    warn!(error = %e2, "restoring the previous plan failed");
+                }
+                Err(CommandError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    fn install_diff(&mut self, prev: &Plan, next: &Plan) -> Result<(), ConfigError> {
+        // Policies first (replacing a policy keeps its id, so mappings follow atomically).
+        for p in &next.policies {
+            self.dp.install_policy(p.clone())?;
+        }
+        // SIDs: remove what changed or went away, install what is new or changed.
+        let installed: BTreeMap<Ipv6Addr, SidConfig> =
+            self.dp.sids().map(|(_, _, c)| (c.sid, c.clone())).collect();
+        for (sid, cfg) in &installed {
+            if next.sids.get(sid) != Some(cfg) {
+                self.dp.remove_sid(*sid);
+            }
+        }
+        for (sid, cfg) in &next.sids {
+            if installed.get(sid) != Some(cfg) {
+                self.dp.install_sid(cfg.clone())?;
+            }
+        }
+        // Mappings: withdraw the old ones (falling back to the node config's), set the new.
+        for (prefix, _) in &prev.mappings {
+            if next.mappings.iter().any(|(p, _)| p == prefix) {
+                continue;
+            }
+            match self
+                .base
+                .mappings
+                .iter()
+                .find(|m| m.vm_address.trunc() == *prefix)
+            {
+                Some(m) => {
+                    let s = self.steering(&m.policy, *prefix)?;
+                    self.dp.set_mapping(*prefix, s)?;
+                }
+                None => {
+                    self.dp.remove_mapping(*prefix);
+                }
+            }
+        }
+        for (prefix, target) in &next.mappings {
+            let s = self.steering(target, *prefix)?;
+            self.dp.set_mapping(*prefix, s)?;
+        }
+        Ok(())
+    }
+
+    fn steering(&self, target: &str, prefix: IpNet) -> Result<Steering, ConfigError> {
+        if target == "native" {
+            return Ok(Steering::Native);
+        }
+        self.dp
+            .policy_id(target)
+            .map(Steering::Policy)
+            .ok_or_else(|| ConfigError::Invalid {
+                path: format!("mapping {prefix}"),
+                reason: format!("no policy named \"{target}\""),
+            })
+    }
+
+    /// `POST /v1/sids`.
+    pub fn install_sid(&mut self, cfg: SidConfig) -> Result<SidStatus, CommandError> {
+        let sid = cfg.sid;
+        if self.dp.sid_id(sid).is_some() {
+            return Err(CommandError::SidExists(sid));
+        }
+        self.dp
+            .install_sid(cfg.clone())
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        self.extra_sids.insert(sid, cfg.clone());
+        self.plan.sids.insert(sid, cfg);
+        info!(%sid, "SID installed through the API");
+        self.sid_status(sid)
+            .ok_or_else(|| CommandError::Internal(format!("SID {sid} vanished")))
+    }
+
+    /// `DELETE /v1/sids/{sid}`.
+    pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Result<(), CommandError> {
+        if self.dp.remove_sid(sid).is_none() {
+            return Err(CommandError::UnknownSid(sid));
+        }
+        self.extra_sids.remove(&sid);
+        self.plan.sids.remove(&sid);
+        info!(%sid, "SID removed through the API");
+        Ok(())
+    }
+
+    fn sid_status(&self, sid: Ipv6Addr) -> Option<SidStatus> {
+        let c = self.dp.counters();
+        self.dp
+            .sids()
+            .find(|(_, _, cfg)| cfg.sid == sid)
+            .map(|(id, b, cfg)| SidStatus {
+                sid: cfg.sid,
+                behavior: b.name().to_owned(),
+                vm: cfg.vm.clone(),
+                traffic: c.sid(id).into(),
+            })
+    }
+
+    fn vm_status(&self, i: usize) -> VmStatus {
+        let v = &self.base.vms[i];
+        let (id, _) = self.vms[i];
+        let c = self.dp.counters();
+        let vc = c.vm(id);
+        let occ = c.buffer_occupancy(id);
+        VmStatus {
+            name: v.name.clone(),
+            state: to_api_state(self.dp.vm_state(id).unwrap_or_default()),
+            port: v.port.clone(),
+            local: self
+                .applied
+                .as_ref()
+                .map(|h| h.local_vms.iter().any(|l| l.vm.as_str() == v.name.as_str())),
+            addresses: v.addresses.clone(),
+            buffer: BufferStatus {
+                packets: occ.packets,
+                bytes: occ.bytes,
+            },
+            rx: vc.rx.into(),
+            tx: vc.tx.into(),
+            held: vc.held,
+            released: vc.released,
+            expired: vc.expired,
+            dropped: vc.dropped,
+        }
+    }
+
+    /// The full status snapshot; `ports` holds the I/O side of each port, by port id.
+    pub fn status(&self, ports: &[PortInfo]) -> HostStatus {
+        let c = self.dp.counters();
+        let ports = self
+            .base
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let pc = c.port(PortId(i as u16));
+                let info = ports.get(i).copied().unwrap_or_default();
+                PortStatus {
+                    name: p.name.clone(),
+                    kind: match p.kind {
+                        PortKind::Uplink => "uplink",
+                        PortKind::Vm => "vm",
+                    }
+                    .to_owned(),
+                    ifindex: info.ifindex,
+                    attached: info.attached,
+                    rx: pc.rx.into(),
+                    tx: pc.tx.into(),
+                    io: info.io,
+                }
+            })
+            .collect();
+        let vms = (0..self.vms.len()).map(|i| self.vm_status(i)).collect();
+        let sids = self
+            .dp
+            .sids()
+            .map(|(id, b, cfg)| SidStatus {
+                sid: cfg.sid,
+                behavior: b.name().to_owned(),
+                vm: cfg.vm.clone(),
+                traffic: c.sid(id).into(),
+            })
+            .collect();
+        let policies = self
+            .base
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(self.plan.policies.iter().map(|p| p.name.as_str()))
+            .filter_map(|name| {
+                let id = self.dp.policy_id(name)?;
+                let (h, segs) = self.dp.policy(id)?;
+                Some(PolicyStatus {
+                    name: name.to_owned(),
+                    headend: h.name().to_owned(),
+                    segments: segs.to_vec(),
+                    traffic: c.policy(id).into(),
+                })
+            })
+            .collect();
+        let total = c.buffer_total();
+        let ic = c.icmp();
+        HostStatus {
+            name: self.host.to_string(),
+            generation: self.applied.as_ref().map(|h| h.generation),
+            ports,
+            vms,
+            sids,
+            policies,
+            buffer: BufferStatus {
+                packets: total.packets,
+                bytes: total.bytes,
+            },
+            drops: c
+                .drop_counts()
+                .map(|(r, n)| (r.as_str().to_owned(), n))
+                .collect(),
+            icmp: IcmpStatus {
+                errors_sent: ic.errors_sent,
+                rate_limited: ic.rate_limited,
+                queue_full: ic.queue_full,
+                suppressed: ic.suppressed,
+                ndp_answered: ic.ndp_answered,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::tests::{base, hc};
+
+    fn node() -> Node {
+        Node::new(HostId::new("h1").expect("name"), base()).expect("node")
+    }
+
+    fn addr(s: &str) -> Ipv6Addr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn host_config_generations() {
+        let mut n = node();
+        let ack = n.apply_host_config(hc(5)).expect("apply");
+        assert_eq!(ack.generation, 5);
+        assert_eq!(ack.host.as_str(), "h1");
+        // Same generation, same content: acknowledged again.
+        assert_eq!(n.apply_host_config(hc(5)).expect("again").generation, 5);
+        // Older: refused.
+        assert!(matches!(
+            n.apply_host_config(hc(4)),
+            Err(CommandError::Stale(_))
+        ));
+        // Same generation, different content: refused.
+        let mut other = hc(5);
+        other.mappings.pop();
+        let e = n.apply_host_config(other).expect_err("conflict");
+        assert_eq!(e.http_status(), 409);
+        let st = n.status(&[]);
+        assert_eq!(st.generation, Some(5));
+        assert!(st.sids.iter().any(|s| s.behavior == "End.S"));
+        assert!(st.policies.iter().any(|p| p.name == "vm:far1"));
+        assert_eq!(
+            n.dp.mapping("2001:db8:a::30".parse().expect("addr")),
+            n.dp.policy_id("vm:far1").map(Steering::Policy)
+        );
+    }
+
+    #[test]
+    fn refused_config_changes_nothing() {
+        let mut n = node();
+        n.apply_host_config(hc(1)).expect("apply");
+        let before = n.status(&[]);
+        let mut bad = hc(2);
+        bad.sids.push(srmig_api::SidEntry::EndDt6 {
+            sid: addr("fc00:0:9::1"),
+        });
+        let e = n.apply_host_config(bad).expect_err("outside the locator");
+        assert_eq!(e.http_status(), 400);
+        assert_eq!(n.status(&[]), before);
+    }
+
+    #[test]
+    fn next_generation_withdraws_sids_and_mappings() {
+        let mut n = node();
+        n.apply_host_config(hc(1)).expect("apply");
+        let mut h2 = hc(2);
+        h2.sids.retain(|s| s.behavior() == "End.DT6");
+        h2.mappings.retain(|m| m.vm.as_str() == "web1");
+        n.apply_host_config(h2).expect("apply 2");
+        let st = n.status(&[]);
+        assert_eq!(st.sids.len(), 1, "{:?}", st.sids);
+        assert_eq!(n.dp.mapping("2001:db8:a::30".parse().expect("addr")), None);
+        assert_eq!(st.generation, Some(2));
+    }
+
+    #[test]
+    fn api_sids_and_vm_state() {
+        let mut n = node();
+        let sid = addr("fc00:0:1::77");
+        let s = n
+            .install_sid(SidConfig::new(sid, srmig_dataplane::Behavior::EndDt6))
+            .expect("install");
+        assert_eq!(s.behavior, "End.DT6");
+        assert_eq!(
+            n.install_sid(SidConfig::new(sid, srmig_dataplane::Behavior::EndDt6)),
+            Err(CommandError::SidExists(sid))
+        );
+        // It survives a host config (API SIDs are part of every plan).
+        n.apply_host_config(hc(1)).expect("apply");
+        assert!(n.dp.sid_id(sid).is_some());
+        n.remove_sid(sid).expect("remove");
+        assert_eq!(n.remove_sid(sid), Err(CommandError::UnknownSid(sid)));
+
+        // Link down pauses the running VM only; up runs both; each change is reported once.
+        n.port_attachment(Instant::ZERO, PortId(1), false);
+        let r = n.take_reports();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].vm.as_str(), "web1");
+        assert_eq!(r[0].state, srmig_api::VmState::Paused);
+        n.port_attachment(Instant::ZERO, PortId(1), true);
+        assert_eq!(n.take_reports().len(), 2);
+        n.port_attachment(Instant::ZERO, PortId(1), true);
+        assert!(n.take_reports().is_empty());
+    }
+}

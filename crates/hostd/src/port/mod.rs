@@ -1,0 +1,252 @@
+//! Dataplane ports on real interfaces: which interface each [`PortId`] uses, its AF_PACKET
+//! socket while the interface is attached, and the I/O counters the engine cannot see
+//! (send errors, truncated or GSO frames, checksums completed in software).
+//!
+//! A port is *attached* while an interface with the port's name exists in srmigd's namespace
+//! and is administratively up with carrier (`IFF_UP` and `IFF_LOWER_UP`). Attachment changes
+//! come from [`crate::linkwatch`]; every transition to attached opens a fresh socket on the
+//! interface's current ifindex (the lab moves and recreates veths, so the ifindex of a name
+//! changes), every transition to detached closes it.
+
+pub mod packet;
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+use srmig_dataplane::{PortId, PortKind};
+
+use crate::linkwatch::LinkEvent;
+pub use packet::{complete_checksum, PacketSocket, RecvScratch, RecvStats, MAX_RECV_BATCH};
+
+/// I/O counters of one port, kept by srmigd (the engine counts what it forwards).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortIoStats {
+    /// `rx_frames`: frames received from the socket and handed to the engine.
+    pub rx_frames: u64,
+    /// `rx_truncated`: frames longer than a packet buffer, dropped.
+    pub rx_truncated: u64,
+    /// `rx_gso`: GSO super-frames (TSO/GSO on the peer), dropped.
+    pub rx_gso: u64,
+    /// `rx_bad_csum_meta`: frames with out-of-bounds checksum offload metadata, dropped.
+    pub rx_bad_csum_meta: u64,
+    /// `rx_csum_completed`: frames whose offloaded checksum srmigd completed.
+    pub rx_csum_completed: u64,
+    /// `rx_errors`: receive calls that failed.
+    pub rx_errors: u64,
+    /// `tx_errors`: frames the socket refused (buffer full, interface gone, too big).
+    pub tx_errors: u64,
+    /// `tx_no_link`: frames for this port while it was detached (dropped).
+    pub tx_no_link: u64,
+    /// `attachments`: how many times a socket was opened on the port.
+    pub attachments: u64,
+}
+
+/// What to do with a port's socket after a link event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Open (or reopen) the socket on this ifindex: the port becomes attached.
+    Attach(u32),
+    /// Close the socket: the port becomes detached.
+    Detach,
+}
+
+/// One dataplane port and its interface.
+#[derive(Debug)]
+pub struct PortIo {
+    /// The engine's port id.
+    pub id: PortId,
+    /// Interface name (the NodeConfig port name).
+    pub ifname: String,
+    /// Uplink or VM port.
+    pub kind: PortKind,
+    /// The interface's ifindex, while an interface of that name exists.
+    pub ifindex: Option<u32>,
+    /// The socket, while attached.
+    pub socket: Option<PacketSocket>,
+    /// I/O counters.
+    pub stats: PortIoStats,
+    /// Whether the "GSO frame received" warning was logged already.
+    pub warned_gso: bool,
+}
+
+impl PortIo {
+    /// A detached port.
+    pub fn new(id: PortId, ifname: String, kind: PortKind) -> PortIo {
+        PortIo {
+            id,
+            ifname,
+            kind,
+            ifindex: None,
+            socket: None,
+            stats: PortIoStats::default(),
+            warned_gso: false,
+        }
+    }
+
+    /// Whether the port has a socket.
+    pub fn attached(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Decides what a link event means for this port (no I/O); updates `ifindex`.
+    pub fn on_link_event(&mut self, ev: &LinkEvent) -> Option<LinkAction> {
+        let ours_by_index = self.ifindex == Some(ev.ifindex);
+        let ours_by_name = ev.name.as_deref() == Some(self.ifname.as_str());
+        if ev.removed {
+            if !ours_by_index {
+                return None;
+            }
+            self.ifindex = None;
+            return self.attached().then_some(LinkAction::Detach);
+        }
+        if ours_by_name {
+            self.ifindex = Some(ev.ifindex);
+            let same_socket = self
+                .socket
+                .as_ref()
+                .is_some_and(|s| s.ifindex() == ev.ifindex);
+            return match (ev.up, same_socket) {
+                (true, true) => None,
+                (true, false) => Some(LinkAction::Attach(ev.ifindex)),
+                (false, _) => self.attached().then_some(LinkAction::Detach),
+            };
+        }
+        if ours_by_index && ev.name.is_some() {
+            // Renamed away: the name is no longer ours.
+            self.ifindex = None;
+            return self.attached().then_some(LinkAction::Detach);
+        }
+        None
+    }
+
+    /// Opens a socket on `ifindex`, replacing any previous one.
+    pub fn attach(&mut self, ifindex: u32) -> io::Result<()> {
+        self.socket = None;
+        let s = PacketSocket::open(ifindex)?;
+        self.socket = Some(s);
+        self.ifindex = Some(ifindex);
+        self.stats.attachments += 1;
+        Ok(())
+    }
+
+    /// Closes the socket.
+    pub fn detach(&mut self) {
+        self.socket = None;
+    }
+
+    /// Sends a frame; failures are counted, never fatal.
+    #[inline]
+    pub fn send(&mut self, frame: &[u8]) {
+        match &self.socket {
+            Some(s) => {
+                if s.send(frame).is_err() {
+                    self.stats.tx_errors += 1;
+                }
+            }
+            None => self.stats.tx_no_link += 1,
+        }
+    }
+
+    /// Adds one receive call's outcome to the counters.
+    pub fn count_recv(&mut self, r: &RecvStats) {
+        self.stats.rx_frames += r.frames as u64;
+        self.stats.rx_truncated += r.truncated;
+        self.stats.rx_gso += r.gso;
+        self.stats.rx_bad_csum_meta += r.bad_csum_meta;
+        self.stats.rx_csum_completed += r.csum_completed;
+    }
+
+    /// A plain copy of the port's state for status and metrics.
+    pub fn info(&self) -> PortInfo {
+        PortInfo {
+            ifindex: self.ifindex,
+            attached: self.attached(),
+            io: self.stats,
+        }
+    }
+}
+
+/// The I/O side of a port, as shown in status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Current ifindex of the interface, if it exists.
+    pub ifindex: Option<u32>,
+    /// Whether a socket is open on it.
+    pub attached: bool,
+    /// I/O counters.
+    pub io: PortIoStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ifindex: u32, name: &str, up: bool) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name: Some(name.to_owned()),
+            up,
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn attach_on_up_by_name_only() {
+        let mut p = PortIo::new(PortId(1), "vm0".into(), PortKind::Vm);
+        assert_eq!(p.on_link_event(&ev(7, "other", true)), None);
+        assert_eq!(p.ifindex, None);
+        // Present but down: remember the ifindex, nothing to do.
+        assert_eq!(p.on_link_event(&ev(7, "vm0", false)), None);
+        assert_eq!(p.ifindex, Some(7));
+        assert_eq!(
+            p.on_link_event(&ev(7, "vm0", true)),
+            Some(LinkAction::Attach(7))
+        );
+    }
+
+    #[test]
+    fn removal_only_concerns_the_known_ifindex() {
+        let mut p = PortIo::new(PortId(1), "vm0".into(), PortKind::Vm);
+        p.ifindex = Some(7);
+        let gone_other = LinkEvent {
+            ifindex: 9,
+            name: Some("vm0".into()),
+            up: false,
+            removed: true,
+        };
+        assert_eq!(p.on_link_event(&gone_other), None);
+        assert_eq!(p.ifindex, Some(7));
+        let gone = LinkEvent {
+            ifindex: 7,
+            name: None,
+            up: false,
+            removed: true,
+        };
+        // Not attached (no socket): nothing to close, but the ifindex is forgotten.
+        assert_eq!(p.on_link_event(&gone), None);
+        assert_eq!(p.ifindex, None);
+        // A new interface with the same name and a new ifindex attaches.
+        assert_eq!(
+            p.on_link_event(&ev(12, "vm0", true)),
+            Some(LinkAction::Attach(12))
+        );
+    }
+
+    #[test]
+    fn rename_away_forgets_the_ifindex() {
+        let mut p = PortIo::new(PortId(0), "up0".into(), PortKind::Uplink);
+        p.ifindex = Some(3);
+        assert_eq!(p.on_link_event(&ev(3, "renamed", true)), None);
+        assert_eq!(p.ifindex, None);
+    }
+
+    #[test]
+    fn send_without_socket_is_counted() {
+        let mut p = PortIo::new(PortId(0), "up0".into(), PortKind::Uplink);
+        p.send(&[0u8; 60]);
+        p.send(&[0u8; 60]);
+        assert_eq!(p.stats.tx_no_link, 2);
+        assert_eq!(p.stats.tx_errors, 0);
+        assert!(!p.info().attached);
+    }
+}
