@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::StatusCode;
 use srmig_api::{
     Ack, ApiError, ApiErrorCode, HostId, HypervisorReport, MigrateRequest, MigrationId,
-    MigrationStatus, Timestamp, VmInfo, VmState, VmStateReport,
+    MigrationPhase, MigrationStatus, Timestamp, VmInfo, VmState, VmStateReport,
 };
 use srmig_control::{
     Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason,
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
 use crate::push::{error_chain, PushOutcome, Pushers};
 use crate::store::Store;
-use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+use crate::types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
 
 /// An API failure: HTTP status plus the JSON error body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,15 +380,48 @@ impl Engine {
                 format!("migration {id} does not exist"),
             ));
         };
-        if !matches!(m, Migration::ExpectHypervisorDone(_)) {
-            return Err(Failure::new(
-                StatusCode::CONFLICT,
-                ApiErrorCode::Conflict,
-                format!(
-                    "migration {id} is not waiting for its hypervisor (phase {}); event ignored",
-                    m.phase()
-                ),
-            ));
+        match m {
+            Migration::ExpectHypervisorDone(_) => {}
+            Migration::Requested(_)
+            | Migration::ExpectEndpointAcks(_)
+            | Migration::ExpectPathAcks(_) => {
+                return Err(Failure::new(
+                    StatusCode::CONFLICT,
+                    ApiErrorCode::Conflict,
+                    format!(
+                        "migration {id} has not been started on the hypervisor yet (phase {}); event ignored",
+                        m.phase()
+                    ),
+                ));
+            }
+            _ => {
+                // Past the hypervisor phase: a late event that agrees with what happened (the
+                // VM ran at D before the hypervisor said so, or a repeated rollback report) is
+                // fine; one that contradicts it is refused.
+                let went_forward = m
+                    .core()
+                    .phases
+                    .iter()
+                    .any(|p| p.phase == MigrationPhase::ExpectCommitAcks);
+                let completed = post.event == HypervisorEventKind::Completed;
+                if went_forward == completed {
+                    return self.status(id);
+                }
+                return Err(Failure::new(
+                    StatusCode::CONFLICT,
+                    ApiErrorCode::Conflict,
+                    format!(
+                        "migration {id} already {} (phase {}); {:?} event ignored",
+                        if went_forward {
+                            "switched over to the destination"
+                        } else {
+                            "rolled back to the source"
+                        },
+                        m.phase(),
+                        post.event
+                    ),
+                ));
+            }
         }
         let vm = m.core().vm.clone();
         let report = HypervisorReport {
