@@ -18,6 +18,9 @@ use crate::client;
 /// Attempts per report.
 pub const ATTEMPTS: u32 = 3;
 
+/// Time limit of one attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Sends every report received on `rx` to the controller at `socket`, until `rx` closes.
 pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
     while let Some(r) = rx.recv().await {
@@ -30,17 +33,25 @@ pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
         };
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
-            match client::request(&socket, Method::POST, "/v1/vm-state", Some(body.clone())).await {
-                Ok((s, _)) if s.is_success() => {
+            let attempt_result = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                client::request(&socket, Method::POST, "/v1/vm-state", Some(body.clone())),
+            )
+            .await;
+            match attempt_result {
+                Err(_) => {
+                    warn!(vm = %r.vm, state = %r.state, attempt, "controller did not answer a VM state report in time")
+                }
+                Ok(Ok((s, _))) if s.is_success() => {
                     debug!(vm = %r.vm, state = %r.state, "VM state reported");
                     break;
                 }
-                Ok((s, b)) => warn!(
+                Ok(Ok((s, b))) => warn!(
                     vm = %r.vm, state = %r.state, status = s.as_u16(),
                     body = %String::from_utf8_lossy(&b), attempt,
                     "controller refused a VM state report"
                 ),
-                Err(e) => {
+                Ok(Err(e)) => {
                     warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller")
                 }
             }
