@@ -35,6 +35,9 @@ pub struct Options {
     pub finished_history: usize,
     /// Who runs the migrations on the hypervisor.
     pub driver: Arc<dyn HypervisorDriver>,
+    /// How often the source and destination of a migration waiting for its hypervisor are
+    /// polled (`GET /v1/status`) for VM states, in case a report was lost.
+    pub state_poll: Duration,
 }
 
 impl Options {
@@ -47,6 +50,7 @@ impl Options {
             timeouts: Timeouts::default(),
             finished_history: ControllerConfig::default().finished_history,
             driver: Arc::new(External),
+            state_poll: Duration::from_secs(1),
         }
     }
 }
@@ -125,16 +129,17 @@ impl Daemon {
         let listener = bind(&options.socket).await?;
         let (tx, rx) = mpsc::channel(1024);
         let pushers = Pushers::new(options.push, tx.clone());
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             core,
             store,
             registrations,
             pushers,
             options.driver.clone(),
             tx.clone(),
+            options.state_poll,
         );
         if restored {
-            engine.resume_driver();
+            engine.resume();
         }
         let engine = tokio::spawn(engine.run(rx));
         let (stop_server, stopped) = oneshot::channel::<()>();

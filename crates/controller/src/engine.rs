@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
 use crate::push::{error_chain, PushOutcome, Pushers};
+use crate::resync::{self, Observed};
 use crate::store::Store;
 use crate::types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
 
@@ -69,6 +70,7 @@ pub(crate) enum Command {
     Cancel(MigrationId, Reply<MigrationStatus>),
     HypervisorReport(HypervisorReport),
     Push(PushOutcome),
+    Observed(Observed),
     Shutdown,
 }
 
@@ -98,6 +100,14 @@ pub(crate) struct Engine {
     /// When to retry a failed save.
     save_retry: Option<Instant>,
     last_save_error: Option<String>,
+    /// Command sender (for background polls).
+    tx: mpsc::Sender<Command>,
+    /// How often to poll the endpoints of migrations waiting for their hypervisor.
+    poll_interval: Duration,
+    /// When to poll next (`None`: no migration needs it).
+    poll_at: Option<Instant>,
+    /// Hosts with a poll in flight.
+    polling: std::collections::BTreeSet<HostId>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -118,8 +128,13 @@ impl Engine {
         pushers: Pushers,
         driver: Arc<dyn HypervisorDriver>,
         tx: mpsc::Sender<Command>,
+        poll_interval: Duration,
     ) -> Self {
         let mut engine = Engine {
+            tx: tx.clone(),
+            poll_interval,
+            poll_at: None,
+            polling: std::collections::BTreeSet::new(),
             core,
             store,
             hosts: BTreeMap::new(),
@@ -145,8 +160,13 @@ impl Engine {
         engine
     }
 
-    /// After a restore: re-attach the driver to migrations the hypervisor is running.
-    pub(crate) fn resume_driver(&self) {
+    /// After a restore: poll every host for the VM states reported while the controller was
+    /// away, and re-attach the driver to migrations the hypervisor is running.
+    pub(crate) fn resume(&mut self) {
+        let hosts: Vec<HostId> = self.hosts.keys().cloned().collect();
+        for host in hosts {
+            self.poll_host(host);
+        }
         for status in self.core.statuses() {
             if let Some(Migration::ExpectHypervisorDone(_)) = self.core.migration(status.id) {
                 self.driver.resume(
@@ -191,9 +211,75 @@ impl Engine {
             let wait = t.millis_since(now());
             Instant::now() + Duration::from_millis(wait)
         });
-        match (core, self.save_retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [core, self.save_retry, self.poll_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll_host(&mut self, host: HostId) {
+        let Some(socket) = self
+            .hosts
+            .get(&host)
+            .and_then(|h| h.registration.as_ref())
+            .map(|r| r.api_socket.clone())
+        else {
+            return;
+        };
+        if self.polling.insert(host.clone()) {
+            resync::poll(host, socket, Duration::from_secs(2), self.tx.clone());
+        }
+    }
+
+    /// The source and destination of every migration waiting for its hypervisor.
+    fn hosts_to_poll(&self) -> Vec<HostId> {
+        let mut hosts: Vec<HostId> = self
+            .core
+            .statuses()
+            .into_iter()
+            .filter(|s| s.phase == MigrationPhase::ExpectHypervisorDone)
+            .flat_map(|s| [s.from, s.to])
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// Keeps the poll timer armed while some migration waits for its hypervisor.
+    fn schedule_poll(&mut self) {
+        if self.poll_at.is_none() && !self.hosts_to_poll().is_empty() {
+            self.poll_at = Some(Instant::now() + self.poll_interval);
+        }
+    }
+
+    fn on_observed(&mut self, observed: Observed) {
+        self.polling.remove(&observed.host);
+        let states = match observed.result {
+            Ok(states) => states,
+            Err(error) => {
+                tracing::debug!(host = %observed.host, %error, "VM state poll failed");
+                return;
+            }
+        };
+        for (vm, state) in states {
+            if self.core.model().vm(&vm).is_none()
+                || self.core.vm_state(&vm, &observed.host) == Some(state)
+            {
+                continue;
+            }
+            tracing::info!(%vm, host = %observed.host, %state, "VM state learned by polling");
+            let report = VmStateReport {
+                vm,
+                host: observed.host.clone(),
+                state,
+                at: now(),
+            };
+            if let Err(e) = self.core.handle_vm_state(now(), report) {
+                tracing::warn!(error = %e, "polled VM state refused");
+            }
+        }
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "save failed; actions held");
         }
     }
 
@@ -204,6 +290,12 @@ impl Engine {
         }
         if self.save_retry.is_some_and(|r| r <= Instant::now()) {
             self.save_retry = None;
+        }
+        if self.poll_at.is_some_and(|p| p <= Instant::now()) {
+            self.poll_at = None;
+            for host in self.hosts_to_poll() {
+                self.poll_host(host);
+            }
         }
         if let Err(f) = self.commit() {
             tracing::error!(error = %f.error, "save failed; actions held");
@@ -299,6 +391,7 @@ impl Engine {
                 }
             }
             Command::Push(PushOutcome::Acked(ack)) => self.on_ack(ack),
+            Command::Observed(o) => self.on_observed(o),
             Command::Push(PushOutcome::Failed {
                 host,
                 generation,
@@ -467,6 +560,7 @@ impl Engine {
         for action in std::mem::take(&mut self.held) {
             self.execute(action);
         }
+        self.schedule_poll();
         Ok(())
     }
 

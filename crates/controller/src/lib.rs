@@ -3,6 +3,8 @@
 //! - [`api`]: the HTTP/JSON API on a unix socket (axum), documented in `docs/controller-api.md`;
 //! - `engine`: the single task owning the core, the store and the outputs;
 //! - [`push`]: per-host delivery of configs to srmigd (`PUT /v1/config`, acks fed back);
+//! - [`resync`]: polling srmigd's `GET /v1/status` for VM states (after a restart, and while a
+//!   migration waits for its hypervisor);
 //! - [`store`]: the embedded redb store, written ahead of every action;
 //! - [`driver`]: the [`HypervisorDriver`] trait and its [`External`] implementation;
 //! - [`client`]: a typed client, and the `srmig migrate` procedure;
@@ -25,6 +27,7 @@ pub mod driver;
 mod engine;
 pub mod http;
 pub mod push;
+pub mod resync;
 pub mod store;
 pub mod types;
 

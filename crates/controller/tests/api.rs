@@ -35,6 +35,20 @@ struct FakeState {
     configs: Arc<Mutex<Vec<(Instant, HostConfig)>>>,
     /// Answer 503 to this many requests before accepting.
     fail_next: Arc<AtomicUsize>,
+    /// VM states shown by `GET /v1/status`.
+    vms: Arc<Mutex<Vec<(String, VmState)>>>,
+}
+
+async fn get_status(State(s): State<FakeState>) -> Response {
+    let vms: Vec<serde_json::Value> = s
+        .vms
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(name, state)| serde_json::json!({"name": name, "state": state, "port": "vm0"}))
+        .collect();
+    Json(serde_json::json!({"name": s.host, "generation": 1, "ports": [], "vms": vms}))
+        .into_response()
 }
 
 async fn put_config(State(s): State<FakeState>, body: Bytes) -> Response {
@@ -86,10 +100,19 @@ impl FakeHost {
         let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind fake srmigd");
         let app = Router::new()
             .route("/v1/config", put(put_config))
+            .route("/v1/status", axum::routing::get(get_status))
             .with_state(self.state.clone());
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
+    }
+
+    fn show_vm(&self, vm: &str, state: VmState) {
+        self.state
+            .vms
+            .lock()
+            .expect("lock")
+            .push((vm.to_owned(), state));
     }
 
     fn configs(&self) -> Vec<(Instant, HostConfig)> {
@@ -857,5 +880,42 @@ async fn a_second_controller_cannot_take_a_served_socket() {
         .await
         .expect_err("store in use");
     assert!(err.to_string().contains("store"), "{err}");
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_running_report_is_learned_by_polling() {
+    let w = World::new(|o| o.state_poll = Duration::from_millis(30)).await;
+    w.register().await;
+    let id = w.migrate(2, Strategy::SrBuffer).await.id;
+    w.wait_phase(id, MigrationPhase::ExpectHypervisorDone).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        w.client.migration(id).await.expect("status").phase,
+        MigrationPhase::ExpectHypervisorDone
+    );
+    // srmigd on h2 sees the VM up, but its report never reaches the controller.
+    w.hosts[1].show_vm("web1", VmState::Running);
+    let done = w.wait_phase(id, MigrationPhase::Completed).await;
+    assert!(phases(&done).contains(&MigrationPhase::ExpectCommitAcks));
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_while_the_controller_was_down_is_found_after_restart() {
+    // Polling during the migration is slow here: only the restart's poll can find it.
+    let mut w = World::new(|o| o.state_poll = Duration::from_secs(60)).await;
+    w.register().await;
+    let id = w.migrate(2, Strategy::Traditional).await.id;
+    w.wait_phase(id, MigrationPhase::ExpectHypervisorDone).await;
+    if let Some(d) = w.daemon.take() {
+        d.shutdown().await.expect("shutdown");
+    }
+    w.hosts[0].show_vm("web1", VmState::Absent);
+    w.hosts[1].show_vm("web1", VmState::Running);
+    w.restart(|o| o.state_poll = Duration::from_secs(60)).await;
+    let done = w.wait_phase(id, MigrationPhase::Completed).await;
+    assert!(phases(&done).contains(&MigrationPhase::ExpectCommitAcks));
+    assert_eq!(w.client.vms().await.expect("vms")[0].info.host, name(2));
     w.shutdown().await;
 }
