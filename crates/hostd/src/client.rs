@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}")]
     Connect {
         /// The socket path.
         path: String,
@@ -21,14 +21,26 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("HTTP exchange failed: {0}")]
+    #[error("HTTP exchange failed")]
     Http(#[from] hyper::Error),
     /// The request could not be built (bad path).
-    #[error("invalid request: {0}")]
+    #[error("invalid request")]
     Request(#[from] hyper::http::Error),
     /// No runtime for a blocking call.
-    #[error("cannot start a runtime: {0}")]
-    Runtime(std::io::Error),
+    #[error("cannot start a runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// An error and its sources, one sentence each, joined by ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 /// Sends one request (JSON body if any) and returns the status and the whole body.

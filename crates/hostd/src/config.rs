@@ -8,7 +8,7 @@ use srmig_dataplane::NodeConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -16,7 +16,7 @@ pub enum ConfigFileError {
         source: std::io::Error,
     },
     /// The file is not a valid node configuration.
-    #[error("{path}: {source}")]
+    #[error("invalid node configuration {path}")]
     Parse {
         /// The file.
         path: PathBuf,

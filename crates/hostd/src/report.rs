@@ -52,7 +52,7 @@ pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
                     "controller refused a VM state report"
                 ),
                 Ok(Err(e)) => {
-                    warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller")
+                    warn!(vm = %r.vm, state = %r.state, error = %client::error_chain(&e), attempt, "cannot report VM state to the controller")
                 }
             }
             if attempt < ATTEMPTS {
