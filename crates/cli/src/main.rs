@@ -52,6 +52,38 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Run the controller daemon (API on a unix socket, embedded store, pushes to srmigd).
+    Controller {
+        /// Unix socket of the API (see docs/controller-api.md).
+        #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The embedded store (redb); created if missing, restored on start.
+        #[arg(long, default_value = srmig_controller::DEFAULT_STORE)]
+        store: PathBuf,
+        /// Delay every config push by this many milliseconds (emulates a slow mapping update).
+        #[arg(long, default_value_t = 0)]
+        propagation_delay_ms: u64,
+        /// How long hosts have to acknowledge a config, in milliseconds.
+        #[arg(long, default_value_t = 5_000)]
+        ack_timeout_ms: u64,
+        /// How long the hypervisor may take before the migration is cancelled, in milliseconds.
+        #[arg(long, default_value_t = 600_000)]
+        hypervisor_timeout_ms: u64,
+    },
+    /// Migrate a VM through the controller and show its progress until it ends.
+    Migrate {
+        /// The VM to move.
+        vm: String,
+        /// The destination host.
+        #[arg(long)]
+        to: String,
+        /// traditional, sr-drop or sr-buffer.
+        #[arg(long, default_value = "sr-buffer")]
+        strategy: String,
+        /// The controller's API socket.
+        #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
+        controller: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +114,100 @@ fn main() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Dataplane { json, ms, filter },
         } => cmd_bench(json, ms, filter),
+        Command::Controller {
+            socket,
+            store,
+            propagation_delay_ms,
+            ack_timeout_ms,
+            hypervisor_timeout_ms,
+        } => cmd_controller(
+            socket,
+            store,
+            propagation_delay_ms,
+            ack_timeout_ms,
+            hypervisor_timeout_ms,
+        ),
+        Command::Migrate {
+            vm,
+            to,
+            strategy,
+            controller,
+        } => cmd_migrate(&vm, &to, &strategy, controller),
+    }
+}
+
+fn cmd_controller(
+    socket: PathBuf,
+    store: PathBuf,
+    propagation_delay_ms: u64,
+    ack_timeout_ms: u64,
+    hypervisor_timeout_ms: u64,
+) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut options = srmig_controller::Options::new(socket, store);
+    options.push.propagation_delay = Duration::from_millis(propagation_delay_ms);
+    options.timeouts.ack_ms = ack_timeout_ms;
+    options.timeouts.hypervisor_ms = hypervisor_timeout_ms;
+    srmig_controller::run_blocking(options)?;
+    Ok(())
+}
+
+fn cmd_migrate(vm: &str, to: &str, strategy: &str, controller: PathBuf) -> Result<()> {
+    let req = srmig_api::MigrateRequest {
+        vm: vm.parse().with_context(|| format!("VM name {vm:?}"))?,
+        to: to.parse().with_context(|| format!("host name {to:?}"))?,
+        strategy: serde_json::from_value(serde_json::Value::String(strategy.to_owned())).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "--strategy {strategy:?}: expected traditional, sr-drop or sr-buffer"
+                )
+            },
+        )?,
+    };
+    let mut header = false;
+    let status = srmig_controller::migrate_blocking(
+        &controller,
+        &req,
+        Duration::from_millis(20),
+        |status, record| {
+            if !header {
+                println!(
+                    "{}: {} from {} to {} ({})",
+                    status.id, status.vm, status.from, status.to, status.strategy
+                );
+                header = true;
+            }
+            println!("  {}", srmig_controller::progress_line(status, record));
+        },
+    )
+    .map_err(|e| match e.api_error() {
+        Some(api) => anyhow::anyhow!("migration refused: {}", api.message),
+        None => anyhow::Error::new(e).context(format!("controller at {}", controller.display())),
+    })?;
+    let total = status
+        .phases
+        .last()
+        .map_or(0, |r| r.at_ms.millis_since(status.started_at_ms));
+    match status.phase {
+        srmig_api::MigrationPhase::Completed => {
+            println!(
+                "{} completed in {total} ms: {} now runs on {}",
+                status.id, status.vm, status.to
+            );
+            Ok(())
+        }
+        phase => bail!(
+            "{} {phase} after {total} ms: {}",
+            status.id,
+            status.error.as_deref().unwrap_or("no reason given")
+        ),
     }
 }
 
