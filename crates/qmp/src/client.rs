@@ -266,6 +266,7 @@ impl Client {
                 // If the reader already saw the end, report that (more precise than EPIPE).
                 return Err(match &self.shared.table().closed {
                     Some(closed) => closed.duplicate(),
+                    None if is_disconnect(&e) => QmpError::Closed,
                     None => QmpError::Io(e),
                 });
             }
@@ -320,7 +321,16 @@ async fn read_line<R: AsyncRead + Unpin>(
     let limit = u64::try_from(MAX_LINE)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
-    let n = reader.take(limit).read_until(b'\n', buf).await?;
+    let n = match reader.take(limit).read_until(b'\n', buf).await {
+        Ok(n) => n,
+        // QEMU exits right after answering `quit`, with our next read pending: Linux reports
+        // that as a reset on a unix socket. It is the end of the connection, not a failure.
+        Err(e) if is_disconnect(&e) => {
+            tracing::debug!(error = %e, "QMP peer disconnected");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if n == 0 {
         return Ok(false);
     }
@@ -336,6 +346,16 @@ async fn read_line<R: AsyncRead + Unpin>(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Errors that only mean "the peer is gone".
+fn is_disconnect(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -421,6 +441,20 @@ impl Events {
                     self.lagged += n;
                     tracing::warn!(lost = n, "QMP event subscriber fell behind; events lost");
                 }
+            }
+        }
+    }
+
+    /// The next event if one is already queued (never waits).
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.lagged += n;
+                    tracing::warn!(lost = n, "QMP event subscriber fell behind; events lost");
+                }
+                Err(_) => return None,
             }
         }
     }
@@ -517,5 +551,68 @@ mod tests {
     #[tokio::test]
     async fn greeting_constant_is_accepted() {
         assert!(parse_greeting(GREETING.as_bytes()).is_ok());
+    }
+
+    /// QEMU closes its end right after `quit` while our next read is pending; over a real
+    /// unix socket with unread data that is a reset, which must read as `Closed`.
+    #[tokio::test]
+    async fn reset_after_quit_is_a_clean_close() {
+        let (client_end, server_end) = UnixStream::pair().expect("socketpair");
+        let server = tokio::spawn(async move {
+            let (read, mut write) = tokio::io::split(server_end);
+            let mut read = BufReader::new(read);
+            write
+                .write_all(format!("{GREETING}\r\n").as_bytes())
+                .await
+                .expect("greet");
+            let mut line = String::new();
+            read.read_line(&mut line).await.expect("caps");
+            let id: Value = serde_json::from_str::<Value>(&line).expect("json")["id"].clone();
+            write
+                .write_all(format!("{{\"return\": {{}}, \"id\": {id}}}\r\n").as_bytes())
+                .await
+                .expect("reply");
+            // Leave `quit` and the pipelined command unread (so the kernel resets the
+            // connection, as it does for QEMU) and vanish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        let client = Client::handshake(client_end, ClientConfig::default())
+            .await
+            .expect("handshake");
+        let pipelined = client.execute("query-status", None);
+        let (quit, pipelined) = tokio::join!(client.quit(), pipelined);
+        quit.expect("quit counts as done when QEMU goes away");
+        let err = pipelined.expect_err("no answer");
+        assert!(matches!(err, QmpError::Closed), "{err:?}");
+        server.await.expect("server");
+        let err = client.stop().await.expect_err("closed");
+        assert!(matches!(err, QmpError::Closed), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn lagging_subscriber_counts_lost_events() {
+        let config = ClientConfig {
+            event_capacity: 2,
+            ..ClientConfig::default()
+        };
+        let (stream, mut qemu) = FakeQemu::pair();
+        let server = tokio::spawn(async move {
+            qemu.negotiate().await;
+            qemu
+        });
+        let client = Client::handshake(stream, config).await.expect("handshake");
+        let mut qemu = server.await.expect("server");
+        let mut events = client.subscribe();
+        for i in 0..5 {
+            qemu.event("MIGRATION_PASS", Some(json!({ "pass": i })), 1, i)
+                .await;
+        }
+        qemu.close().await;
+        let mut passes = Vec::new();
+        while let Some(ev) = events.next().await {
+            passes.push(ev.timestamp.microseconds);
+        }
+        assert_eq!(passes, vec![3, 4]);
+        assert_eq!(events.lagged(), 3);
     }
 }

@@ -557,4 +557,149 @@ mod tests {
         assert_eq!(info.error_desc.as_deref(), Some("Connection refused"));
         drop(server.await.expect("server"));
     }
+
+    const RECORDED_SRC: &str = include_str!("testdata/migration-7.2-src.txt");
+    const RECORDED_DST: &str = include_str!("testdata/migration-7.2-dst.txt");
+
+    /// The source side of a real migration, recorded from QEMU 7.2 on this machine.
+    #[tokio::test]
+    async fn replays_recorded_source_side() {
+        let (stream, qemu) = FakeQemu::pair();
+        let server = tokio::spawn(qemu.replay(RECORDED_SRC));
+        let client = Client::handshake(stream, ClientConfig::default())
+            .await
+            .expect("handshake");
+        let mut events = client.subscribe();
+        client
+            .migrate_set_capabilities(&[(MigrationCapability::Events, true)])
+            .await
+            .expect("caps");
+        // Before any migration QEMU answers an empty object.
+        assert_eq!(
+            client.query_migrate().await.expect("idle"),
+            MigrationInfo::default()
+        );
+        client.migrate("tcp:[::1]:4555").await.expect("migrate");
+        let info = client
+            .wait_migration(Duration::from_millis(1), Duration::from_secs(5))
+            .await
+            .expect("settled");
+        assert_eq!(info.status, Some(MigrationStatus::Completed));
+        assert_eq!(
+            (info.total_time, info.downtime, info.setup_time),
+            (Some(333), Some(21), Some(1))
+        );
+        let ram = info.ram.expect("ram stats");
+        assert_eq!(
+            (ram.transferred, ram.remaining, ram.total),
+            (61_893_294, 0, 134_750_208)
+        );
+        assert_eq!(ram.downtime_bytes, 18_718_351);
+        // A real error reply.
+        let err = client.execute("migrate", None).await.expect_err("no uri");
+        assert!(
+            matches!(&err, QmpError::Command { class, desc, .. } if class == "GenericError" && desc == "Parameter 'uri' is missing"),
+            "{err:?}"
+        );
+        assert_eq!(
+            client.query_status().await.expect("status").status,
+            RunState::Postmigrate
+        );
+        client.quit().await.expect("quit");
+        server.await.expect("replay");
+
+        let mut seen = Vec::new();
+        while let Some(ev) = events.next().await {
+            seen.push((ev.name.clone(), ev.kind, ev.timestamp.microseconds));
+        }
+        let mig = |status| EventKind::Migration { status };
+        assert_eq!(
+            seen,
+            vec![
+                ("MIGRATION".into(), mig(MigrationStatus::Setup), 18_188),
+                (
+                    "MIGRATION_PASS".into(),
+                    EventKind::MigrationPass { pass: 1 },
+                    19_740
+                ),
+                ("MIGRATION".into(), mig(MigrationStatus::Active), 20_040),
+                (
+                    "MIGRATION_PASS".into(),
+                    EventKind::MigrationPass { pass: 2 },
+                    330_068
+                ),
+                ("STOP".into(), EventKind::Stop, 330_150),
+                (
+                    "MIGRATION_PASS".into(),
+                    EventKind::MigrationPass { pass: 3 },
+                    330_245
+                ),
+                ("MIGRATION".into(), mig(MigrationStatus::Completed), 351_043),
+                (
+                    "SHUTDOWN".into(),
+                    EventKind::Shutdown {
+                        guest: false,
+                        reason: "host-qmp-quit".into()
+                    },
+                    407_628
+                ),
+            ]
+        );
+    }
+
+    /// The destination side of the same migration; with the source's STOP it gives the pause.
+    #[tokio::test]
+    async fn replays_recorded_destination_side() {
+        let (stream, qemu) = FakeQemu::pair();
+        let server = tokio::spawn(qemu.replay(RECORDED_DST));
+        let client = Client::handshake(stream, ClientConfig::default())
+            .await
+            .expect("handshake");
+        let mut events = client.subscribe();
+        client
+            .migrate_set_capabilities(&[(MigrationCapability::Events, true)])
+            .await
+            .expect("caps");
+        client
+            .migrate_incoming("tcp:[::1]:4555")
+            .await
+            .expect("incoming");
+        assert_eq!(
+            client.query_status().await.expect("status").status,
+            RunState::Inmigrate
+        );
+        let status = client.query_status().await.expect("status");
+        assert!(
+            status.running && status.status == RunState::Running,
+            "{status:?}"
+        );
+        let resume = events
+            .wait_for(Duration::from_secs(5), "RESUME", |e| {
+                e.kind == EventKind::Resume
+            })
+            .await
+            .expect("resume");
+        client.quit().await.expect("quit");
+        server.await.expect("replay");
+        // Source STOP at .330150 (recorded on the source side): a 22.662 ms pause.
+        let stop = crate::event::Timestamp {
+            seconds: 1_795_548_461,
+            microseconds: 330_150,
+        };
+        assert!((resume.timestamp.millis_since(&stop) - 22.662).abs() < 1e-9);
+        let rest: Vec<EventKind> =
+            std::iter::from_fn(|| events.try_next().map(|e| e.kind)).collect();
+        assert_eq!(
+            rest,
+            vec![
+                EventKind::Migration {
+                    status: MigrationStatus::Completed
+                },
+                EventKind::Shutdown {
+                    guest: false,
+                    reason: "host-qmp-quit".into()
+                },
+            ]
+        );
+    }
 }

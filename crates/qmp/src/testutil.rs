@@ -1,5 +1,7 @@
 //! A scripted QEMU on the far end of an in-memory duplex stream, for transcript tests.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 
@@ -92,5 +94,51 @@ impl FakeQemu {
     /// Closes the connection (QEMU exiting).
     pub(crate) async fn close(mut self) {
         let _ = self.writer.shutdown().await;
+    }
+
+    /// Plays the QEMU side of a recorded transcript (`-> cmd` from the client, `<- msg` from
+    /// QEMU, `EOF ...`, `#` comments). Commands must match by name and arguments; replies get
+    /// the id the client actually used. Lines are sent byte for byte unless an id changes.
+    pub(crate) async fn replay(mut self, transcript: &str) {
+        let mut ids: HashMap<String, Value> = HashMap::new();
+        for line in transcript.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(cmd) = line.strip_prefix("-> ") {
+                let recorded: Value = serde_json::from_str(cmd).expect("recorded command");
+                let name = recorded["execute"].as_str().expect("recorded command name");
+                let (id, got) = self.expect(name).await;
+                assert_eq!(
+                    got.get("arguments"),
+                    recorded.get("arguments"),
+                    "arguments of {name}"
+                );
+                ids.insert(recorded["id"].to_string(), id);
+            } else if let Some(msg) = line.strip_prefix("<- ") {
+                let mut value: Value = serde_json::from_str(msg).expect("recorded message");
+                let recorded_id = value.get("id").cloned();
+                match recorded_id {
+                    Some(rid) => {
+                        let actual = ids
+                            .get(&rid.to_string())
+                            .cloned()
+                            .unwrap_or_else(|| panic!("reply to an unrecorded command: {line}"));
+                        if actual == rid {
+                            self.send_raw(format!("{msg}\r\n").as_bytes()).await;
+                        } else {
+                            value["id"] = actual;
+                            self.send(value).await;
+                        }
+                    }
+                    None => self.send_raw(format!("{msg}\r\n").as_bytes()).await,
+                }
+            } else if line.starts_with("EOF") {
+                self.close().await;
+                return;
+            } else {
+                panic!("bad transcript line: {line}");
+            }
+        }
     }
 }
