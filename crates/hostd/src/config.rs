@@ -50,7 +50,7 @@ mod tests {
         assert_eq!(load(&good).expect("load").ports.len(), 2);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "locator = 5\n").expect("write");
-        let e = load(&bad).expect_err("bad").to_string();
+        let e = crate::client::error_chain(&load(&bad).expect_err("bad"));
         assert!(e.contains("bad.toml") && e.contains("locator"), "{e}");
         let e = load(&dir.join("missing.toml"))
             .expect_err("missing")

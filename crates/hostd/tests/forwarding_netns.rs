@@ -345,13 +345,13 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
         "s",
         &node_toml(1, "vma0", "vma", VMA, VMA_MAC),
     );
-    let dd = start_daemon(
-        &lab,
-        &d,
-        &dir,
-        "d",
-        &node_toml(2, "vmb0", "vmb", VMB, VMB_MAC),
+    // D also declares vma (absent): it may arrive by migration on port vma0.
+    let d_toml = format!(
+        "{}\n[[ports]]\nname = \"vma0\"\nkind = \"vm\"\nmac = \"02:00:00:00:02:02\"\n\n\
+         [[vms]]\nname = \"vma\"\naddresses = [\"{VMA}\"]\nmac = \"{VMA_MAC}\"\nport = \"vma0\"\n",
+        node_toml(2, "vmb0", "vmb", VMB, VMB_MAC)
     );
+    let dd = start_daemon(&lab, &d, &dir, "d", &d_toml);
     // The VM links were up at startup: the VMs run.
     for (dm, vm) in [(&ds, "vma"), (&dd, "vmb")] {
         dm.wait_for("VM running", Duration::from_secs(2), |st| {
@@ -506,7 +506,90 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
         eprintln!("iperf3 not installed: TCP phase skipped");
     }
 
-    // 5. SIGTERM: clean stop, socket removed.
+    // 5. A migration at the network level: vma's host end moves from S to D (new ifindex,
+    //    same name) while vmb sends to vma over S::End.S -> D::End.SBUF.
+    let (st, body) = ds.put(
+        "/v1/config",
+        &host_config(3, 1, ("vma", VMA, VMA_MAC), ("vmb", VMB), &via_d_dt6).replace(
+            r#"{"behavior":"End.DT6","sid":"fc00:0:1::d6"}"#,
+            r#"{"behavior":"End.DT6","sid":"fc00:0:1::d6"},{"behavior":"End.S","sid":"fc00:0:1::e5","vm":"vma"}"#,
+        ),
+    );
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let sr_path = vec!["fc00:0:1::e5".to_owned(), "fc00:0:2::eb".to_owned()];
+    let (st, body) = dd.put(
+        "/v1/config",
+        &host_config(2, 2, ("vmb", VMB, VMB_MAC), ("vma", VMA), &sr_path).replace(
+            r#"{"behavior":"End.SBUF","sid":"fc00:0:2::eb","vm":"vmb","mode":"buffer"}"#,
+            r#"{"behavior":"End.SBUF","sid":"fc00:0:2::eb","vm":"vma","mode":"buffer"},{"behavior":"End.SBUF","sid":"fc00:0:2::eb","vm":"vmb","mode":"buffer"}"#,
+        ),
+    );
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let dst_a: SocketAddr = format!("[{VMA}]:9001").parse().expect("socket address");
+    const N: u32 = 300;
+    let rx = vma
+        .spawn("udp-rx-a", move || {
+            let sock = UdpSocket::bind(dst_a).expect("bind receiver");
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            receive(&sock, N as usize, Duration::from_secs(15))
+        })
+        .expect("receiver thread");
+    let tx_b = vmb
+        .spawn("udp-tx-b", || {
+            UdpSocket::bind("[2001:db8:a::20]:0").expect("bind sender")
+        })
+        .expect("sender thread")
+        .join()
+        .expect("sender socket");
+    std::thread::sleep(Duration::from_millis(100));
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            tx_b.send_to(&i.to_be_bytes(), dst_a).expect("send");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let moved = lab.move_link(&s_vm, &d).expect("move vma0 to D");
+    ds.wait_for("vma paused at S", Duration::from_secs(2), |st| {
+        st.vms[0].state == srmig_api::VmState::Paused
+    });
+    std::thread::sleep(Duration::from_millis(100)); // the "downtime"
+    moved
+        .netns
+        .set_sysctl("net/ipv6/conf/vma0/disable_ipv6", "1")
+        .expect("disable_ipv6");
+    lab.set_up(&moved).expect("vma0 up at D");
+    sender.join().expect("sender");
+    let got = rx.join().expect("receiver");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<u32>>(),
+        "loss or reordering\nS:\n{}\nD:\n{}",
+        ds.logs(),
+        dd.logs()
+    );
+    let d_st = dd.status();
+    let vma_at_d = d_st.vms.iter().find(|v| v.name == "vma").expect("vma at D");
+    assert_eq!(vma_at_d.state, srmig_api::VmState::Running);
+    assert!(vma_at_d.held > 0, "nothing was held at D: {vma_at_d:?}");
+    assert_eq!(vma_at_d.released, vma_at_d.held);
+    eprintln!(
+        "link move S -> D: {N} datagrams, 0 lost, in order; {} held at D and released",
+        vma_at_d.held
+    );
+    // Every held packet went through End.S at S first (once vma runs at D, D delivers its
+    // own traffic to it directly).
+    let end_s = ds
+        .metric(r#"srmig_sid_packets_total{sid="fc00:0:1::e5",behavior="End.S"}"#)
+        .unwrap_or(0);
+    assert!(
+        end_s >= vma_at_d.held,
+        "End.S saw {end_s}, D held {}",
+        vma_at_d.held
+    );
+
+    // 6. SIGTERM: clean stop, socket removed.
     for dm in [&ds, &dd] {
         lab.stop_child(dm.pid).expect("stop srmigd");
         assert!(!dm.sock.exists(), "socket left behind:\n{}", dm.logs());
