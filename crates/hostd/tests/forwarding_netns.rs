@@ -26,7 +26,7 @@ use srmig_hostd::status::HostStatus;
 use srmig_lab::{Lab, LinkEnd, MacAddr, Netns, Route};
 
 fn have_root() -> bool {
-    // SAFETY-free check: the effective uid from /proc (no libc call needed in a test).
+    // The effective uid, from /proc.
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
