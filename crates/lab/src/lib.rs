@@ -35,6 +35,7 @@
 mod cmd;
 pub mod error;
 pub mod netns;
+pub mod paper;
 pub mod registry;
 pub mod report;
 pub mod topology;
