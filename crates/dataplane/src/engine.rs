@@ -22,10 +22,15 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv6Net};
+use srmig_wire::ethernet::{self, EtherType};
+use srmig_wire::ipv4::field as v4f;
+use srmig_wire::ipv6::field as v6f;
+use srmig_wire::{checksum, icmpv6, ipv4, ipv6, srh, IpProtocol};
 
 use crate::batch::{Batch, PacketBuf, Verdict, HEADROOM};
 use crate::behavior::{Flavor, FlavorSet, Headend, SbufMode};
 use crate::buffer::SbufStore;
+use crate::chain::{walk, Chain};
 use crate::config::{
     ConfigError, FlowLabelMode, MappingConfig, NodeConfig, PolicyConfig, PortKind, SidConfig,
 };
@@ -35,13 +40,6 @@ use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::icmp::{
     emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
     NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
-};
-use crate::parse::{
-    check_tlvs, icmpv6_checksum, read_addr, read_u16, read_u32, walk, write_u16, ETHERTYPE_IPV4,
-    ETHERTYPE_IPV6, ETH_HEADER_LEN, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, NH_AH, NH_DSTOPTS,
-    NH_FRAGMENT, NH_HOPOPTS, NH_ICMPV6, NH_IPV4, NH_IPV6, NH_ROUTING, ROUTING_TYPE_SRH,
-    SRH_HDR_EXT_LEN, SRH_LAST_ENTRY, SRH_NEXT_HEADER, SRH_ROUTING_TYPE, SRH_SEGMENTS,
-    SRH_SEGMENTS_LEFT,
 };
 use crate::policy::{MappingTable, Policy, PolicyId, Steering};
 use crate::port::{Port, PortId};
@@ -96,13 +94,6 @@ fn mask_of(len: u8) -> u128 {
     } else {
         u128::MAX << (128 - u32::from(len))
     }
-}
-
-fn is_ext_header(nh: u8) -> bool {
-    matches!(
-        nh,
-        NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS | NH_FRAGMENT | NH_AH
-    )
 }
 
 impl Dataplane {
@@ -594,7 +585,7 @@ impl Dataplane {
                     return None;
                 }
                 // Held packets are at most SLOT_SIZE bytes; the frame goes at HEADROOM - 14.
-                let s = HEADROOM - ETH_HEADER_LEN;
+                let s = HEADROOM - ethernet::HEADER_LEN;
                 let end = HEADROOM + bytes.len();
                 if end > out.buf.len() {
                     return None;
@@ -602,11 +593,11 @@ impl Dataplane {
                 out.buf[s..s + 6].copy_from_slice(&mac);
                 out.buf[s + 6..s + 12].copy_from_slice(&gw);
                 let et = if bytes.first().is_some_and(|b| b >> 4 == 4) {
-                    ETHERTYPE_IPV4
+                    EtherType::IPV4
                 } else {
-                    ETHERTYPE_IPV6
+                    EtherType::IPV6
                 };
-                write_u16(&mut out.buf, s + 12, et);
+                write_u16(&mut out.buf, s + 12, et.0);
                 out.buf[HEADROOM..end].copy_from_slice(bytes);
                 out.start = s;
                 out.end = end;
@@ -681,7 +672,7 @@ impl Dataplane {
         let port_mac = port.mac;
         let len = pkt.end - pkt.start;
         self.counters.ports[pkt.ingress.index()].rx.add(len);
-        if len < ETH_HEADER_LEN {
+        if len < ethernet::HEADER_LEN {
             return Verdict::Drop(DropReason::Truncated);
         }
         let s = pkt.start;
@@ -701,9 +692,9 @@ impl Dataplane {
             kind,
             src_mac,
         };
-        match read_u16(b, s + 12) {
-            ETHERTYPE_IPV6 => self.ipv6_in(&ctx, pkt),
-            ETHERTYPE_IPV4 => self.ipv4_in(&ctx, pkt),
+        match EtherType(read_u16(b, s + 12)) {
+            EtherType::IPV6 => self.ipv6_in(&ctx, pkt),
+            EtherType::IPV4 => self.ipv4_in(&ctx, pkt),
             _ => Verdict::Drop(DropReason::UnsupportedEtherType),
         }
     }
@@ -719,15 +710,15 @@ impl Dataplane {
     }
 
     fn ipv6_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
-        let ip = pkt.start + ETH_HEADER_LEN;
-        if pkt.end - ip < IPV6_HEADER_LEN {
+        let ip = pkt.start + ethernet::HEADER_LEN;
+        if pkt.end - ip < ipv6::HEADER_LEN {
             return Verdict::Drop(DropReason::Truncated);
         }
         let b = &pkt.buf;
         if b[ip] >> 4 != 6 {
             return Verdict::Drop(DropReason::BadIpVersion);
         }
-        let total = IPV6_HEADER_LEN + usize::from(read_u16(b, ip + 4));
+        let total = ipv6::HEADER_LEN + usize::from(read_u16(b, ip + v6f::PAYLOAD_LEN.start));
         if ip + total > pkt.end {
             return Verdict::Drop(DropReason::PayloadLengthBeyondFrame);
         }
@@ -741,11 +732,11 @@ impl Dataplane {
 
     fn uplink_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
         let b = &pkt.buf;
-        let dst = read_addr(b, ip + 24);
-        let src = read_addr(b, ip + 8);
-        let nh = b[ip + 6];
+        let dst = read_addr(b, ip + v6f::DST_ADDR.start);
+        let src = read_addr(b, ip + v6f::SRC_ADDR.start);
+        let nh = IpProtocol(b[ip + v6f::NEXT_HEADER]);
         if dst >> 120 == 0xff {
-            if nh == NH_ICMPV6 {
+            if nh == IpProtocol::ICMPV6 {
                 return self.ndp_in(ctx, pkt, ip);
             }
             return Verdict::Drop(DropReason::MulticastDestination);
@@ -757,19 +748,19 @@ impl Dataplane {
             }
             return self.endpoint(ctx, pkt, ip, sid, 0);
         }
-        if nh == NH_ICMPV6
+        if nh == IpProtocol::ICMPV6
             && self.ports[ctx.ingress.index()]
                 .address
                 .is_some_and(|a| u128::from(a) == dst)
         {
             return self.ndp_in(ctx, pkt, ip);
         }
-        if is_ext_header(nh) {
+        if nh.is_ipv6_ext() {
             match walk(&pkt.buf[ip..pkt.end]) {
                 Err(r) => return Verdict::Drop(r),
                 Ok(c) => {
                     if let Some(rh) = c.routing {
-                        if pkt.buf[ip + rh + SRH_ROUTING_TYPE] == ROUTING_TYPE_SRH
+                        if pkt.buf[ip + rh + srh::FIELD_ROUTING_TYPE] == srh::ROUTING_TYPE
                             && !self.in_domain(src)
                         {
                             return Verdict::Drop(DropReason::SrhFromOutsideDomain);
@@ -785,16 +776,16 @@ impl Dataplane {
             return v;
         }
         if let Some(vm) = self.vms.by_v6(dst) {
-            return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+            return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
         }
         self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
     }
 
     fn vm_port_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
         let b = &pkt.buf;
-        let src = read_addr(b, ip + 8);
-        let dst = read_addr(b, ip + 24);
-        let nh = b[ip + 6];
+        let src = read_addr(b, ip + v6f::SRC_ADDR.start);
+        let dst = read_addr(b, ip + v6f::DST_ADDR.start);
+        let nh = IpProtocol(b[ip + v6f::NEXT_HEADER]);
         match self.vms.by_v6(src) {
             Some(vm) if self.vms.vms[vm.index()].port == ctx.ingress => {
                 self.counters.vms[vm.index()].rx.add(pkt.end - pkt.start);
@@ -802,7 +793,7 @@ impl Dataplane {
             _ => {
                 let link_local = src >> 118 == 0xfe80 >> 6;
                 if link_local || src == 0 {
-                    if nh == NH_ICMPV6 {
+                    if nh == IpProtocol::ICMPV6 {
                         return self.ndp_in(ctx, pkt, ip);
                     }
                     return Verdict::Drop(DropReason::LinkLocalSource);
@@ -812,7 +803,7 @@ impl Dataplane {
         }
         let gateway = u128::from_be_bytes(self.gateway);
         if dst >> 120 == 0xff || dst == gateway {
-            if nh == NH_ICMPV6 {
+            if nh == IpProtocol::ICMPV6 {
                 return self.ndp_in(ctx, pkt, ip);
             }
             return Verdict::Drop(if dst == gateway {
@@ -826,7 +817,7 @@ impl Dataplane {
             return Verdict::Drop(DropReason::SrhFromVmPort);
         }
         let mut has_hbh = false;
-        if is_ext_header(nh) {
+        if nh.is_ipv6_ext() {
             match walk(&pkt.buf[ip..pkt.end]) {
                 Err(r) => return Verdict::Drop(r),
                 Ok(c) => {
@@ -842,7 +833,7 @@ impl Dataplane {
         }
         if let Some(vm) = self.vms.by_v6(dst) {
             if self.vms.vms[vm.index()].state == VmState::Running {
-                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+                return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
             }
         }
         match self.mappings.v6.lookup(dst) {
@@ -852,7 +843,7 @@ impl Dataplane {
                     return Verdict::Drop(DropReason::NoSid);
                 }
                 if let Some(vm) = self.vms.by_v6(dst) {
-                    return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV6);
+                    return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
                 }
                 self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
             }
@@ -867,7 +858,7 @@ impl Dataplane {
         pkt: &mut PacketBuf,
         ip: usize,
     ) -> Result<(), Verdict> {
-        let hl = pkt.buf[ip + 7];
+        let hl = pkt.buf[ip + v6f::HOP_LIMIT];
         if hl <= 1 {
             return Err(self.icmp_error(
                 ctx,
@@ -879,7 +870,7 @@ impl Dataplane {
                 DropReason::HopLimitExceeded,
             ));
         }
-        pkt.buf[ip + 7] = hl - 1;
+        pkt.buf[ip + v6f::HOP_LIMIT] = hl - 1;
         Ok(())
     }
 
@@ -894,7 +885,7 @@ impl Dataplane {
         table: TableIdx,
         depth: u8,
     ) -> Verdict {
-        let dst = read_addr(&pkt.buf, ip + 24);
+        let dst = read_addr(&pkt.buf, ip + v6f::DST_ADDR.start);
         if self.in_locator(dst) {
             if let Some(sid) = self.sids.lookup(dst) {
                 if depth >= MAX_LOCAL_PASSES {
@@ -905,7 +896,7 @@ impl Dataplane {
             return Verdict::Drop(DropReason::NoSid);
         }
         match self.fib.lookup_v6(table, dst) {
-            Some(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+            Some(adj) => tx(pkt, ip, adj, EtherType::IPV6),
             None => Verdict::Drop(DropReason::NoRoute),
         }
     }
@@ -919,7 +910,7 @@ impl Dataplane {
         pkt: &mut PacketBuf,
         l3: usize,
         vm: VmId,
-        ethertype: u16,
+        ethertype: EtherType,
     ) -> Verdict {
         let Some(v) = self.vms.vms.get(vm.index()) else {
             return Verdict::Drop(DropReason::UnknownVm);
@@ -932,11 +923,11 @@ impl Dataplane {
             return self.hold(ctx, pkt, l3, vm);
         }
         let (mac, port) = (v.mac, v.port);
-        let s = l3 - ETH_HEADER_LEN;
+        let s = l3 - ethernet::HEADER_LEN;
         let b = &mut pkt.buf;
         b[s..s + 6].copy_from_slice(&mac);
         b[s + 6..s + 12].copy_from_slice(&self.gateway_mac);
-        write_u16(b, s + 12, ethertype);
+        write_u16(b, s + 12, ethertype.0);
         pkt.start = s;
         self.counters.vms[vm.index()].tx.add(pkt.end - s);
         Verdict::Tx(port)
@@ -986,16 +977,16 @@ impl Dataplane {
         // Type with Segments Left != 0 is a Parameter Problem pointing at the Routing Type.
         let mut srh = None;
         if let Some(rh) = chain.routing {
-            if pkt.buf[ip + rh + SRH_ROUTING_TYPE] == ROUTING_TYPE_SRH {
+            if pkt.buf[ip + rh + srh::FIELD_ROUTING_TYPE] == srh::ROUTING_TYPE {
                 srh = Some(rh);
-            } else if pkt.buf[ip + rh + SRH_SEGMENTS_LEFT] != 0 {
+            } else if pkt.buf[ip + rh + srh::FIELD_SEGMENTS_LEFT] != 0 {
                 return self.icmp_error(
                     ctx,
                     pkt,
                     ip,
                     ICMPV6_PARAM_PROBLEM,
                     PARAM_PROBLEM_ERRONEOUS_FIELD,
-                    (rh + SRH_ROUTING_TYPE) as u32,
+                    (rh + srh::FIELD_ROUTING_TYPE) as u32,
                     DropReason::UnsupportedRoutingType,
                 );
             }
@@ -1003,7 +994,7 @@ impl Dataplane {
         // NEXT-C-SID (draft-ietf-spring-srv6-srh-compression section 4.1): if the DA carries
         // a next C-SID in its argument, shift it into place instead of consulting the SRH.
         if let Some(c) = csid {
-            let da = read_addr(&pkt.buf, ip + 24);
+            let da = read_addr(&pkt.buf, ip + v6f::DST_ADDR.start);
             let arg_bits = 128 - u32::from(c.block_len) - u32::from(c.node_len);
             let arg = da & ((1u128 << arg_bits) - 1);
             if arg != 0 {
@@ -1012,14 +1003,15 @@ impl Dataplane {
                 }
                 let block = da & mask_of(c.block_len);
                 let new = block | (arg << c.node_len);
-                pkt.buf[ip + 24..ip + 40].copy_from_slice(&new.to_be_bytes());
+                pkt.buf[ip + v6f::DST_ADDR.start..ip + v6f::DST_ADDR.end]
+                    .copy_from_slice(&new.to_be_bytes());
                 return match action {
-                    SidAction::EndX(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+                    SidAction::EndX(adj) => tx(pkt, ip, adj, EtherType::IPV6),
                     _ => self.fib_v6(ctx, pkt, ip, TableIdx(0), depth),
                 };
             }
         }
-        let sl = srh.map_or(0, |o| pkt.buf[ip + o + SRH_SEGMENTS_LEFT]);
+        let sl = srh.map_or(0, |o| pkt.buf[ip + o + srh::FIELD_SEGMENTS_LEFT]);
         match action {
             SidAction::End
             | SidAction::EndX(_)
@@ -1034,7 +1026,7 @@ impl Dataplane {
                     Err(v) => return v,
                 };
                 match action {
-                    SidAction::EndX(adj) => tx(pkt, ip, adj, ETHERTYPE_IPV6),
+                    SidAction::EndX(adj) => tx(pkt, ip, adj, EtherType::IPV6),
                     SidAction::EndT(t) => self.fib_v6(ctx, pkt, ip, t, depth),
                     SidAction::EndB6Encaps(p) => {
                         // RFC 8986 4.13 S17-S21: push a new IPv6 header with B's SRH.
@@ -1067,7 +1059,7 @@ impl Dataplane {
                         self.counters.vms[v.index()].dropped += 1;
                         Verdict::Drop(DropReason::VmNotRunning)
                     }
-                    None if matches!(chain.upper_proto, NH_IPV6 | NH_IPV4) => {
+                    None if matches!(chain.upper_proto, IpProtocol::IPV6 | IpProtocol::IPV4) => {
                         Verdict::Drop(DropReason::UnknownVm)
                     }
                     None => self.upper_layer_error(ctx, pkt, ip, &chain),
@@ -1083,7 +1075,7 @@ impl Dataplane {
                         ip,
                         ICMPV6_PARAM_PROBLEM,
                         PARAM_PROBLEM_ERRONEOUS_FIELD,
-                        (o + SRH_SEGMENTS_LEFT) as u32,
+                        (o + srh::FIELD_SEGMENTS_LEFT) as u32,
                         DropReason::SegmentsLeftNotZero,
                     );
                 }
@@ -1106,7 +1098,7 @@ impl Dataplane {
     ) -> Result<usize, Verdict> {
         let o = ip + srh_rel;
         let b = &pkt.buf;
-        let hl = b[ip + 7];
+        let hl = b[ip + v6f::HOP_LIMIT];
         // S05: hop limit.
         if hl <= 1 {
             return Err(self.icmp_error(
@@ -1119,12 +1111,14 @@ impl Dataplane {
                 DropReason::HopLimitExceeded,
             ));
         }
-        let hel = usize::from(b[o + SRH_HDR_EXT_LEN]);
-        let sl = usize::from(b[o + SRH_SEGMENTS_LEFT]);
-        let le = usize::from(b[o + SRH_LAST_ENTRY]);
+        // The walker checked that the whole header lies inside the packet.
+        let view = srh::Srh::new_unchecked(&b[o..pkt.end]);
+        let hel = usize::from(view.hdr_ext_len());
+        let sl = usize::from(view.segments_left());
+        let le = usize::from(view.last_entry());
         // S09-S10: max_LE = (Hdr Ext Len / 2) - 1; Last Entry > max_LE or SL > LE + 1 is a
         // Parameter Problem code 0 pointing at Segments Left.
-        let ptr = (srh_rel + SRH_SEGMENTS_LEFT) as u32;
+        let ptr = (srh_rel + srh::FIELD_SEGMENTS_LEFT) as u32;
         if hel < 2 || le > hel / 2 - 1 {
             return Err(self.icmp_error(
                 ctx,
@@ -1148,25 +1142,22 @@ impl Dataplane {
             ));
         }
         // RFC 8754 section 2.1: TLVs after the segment list must fit in the SRH.
-        let srh_len = 8 + hel * 8;
-        let tlv_start = SRH_SEGMENTS + 16 * (le + 1);
-        if tlv_start < srh_len {
-            if let Err(r) = check_tlvs(&b[o + tlv_start..o + srh_len]) {
-                return Err(Verdict::Drop(r));
-            }
+        let srh_len = view.header_len();
+        if view.tlv_offset() < srh_len && view.check_tlv_bounds().is_err() {
+            return Err(Verdict::Drop(DropReason::TlvOverrun));
         }
         // S14-S16.
         let b = &mut pkt.buf;
-        b[ip + 7] = hl - 1;
+        b[ip + v6f::HOP_LIMIT] = hl - 1;
         let sl = sl - 1;
-        b[o + SRH_SEGMENTS_LEFT] = sl as u8;
-        let seg = o + SRH_SEGMENTS + 16 * sl;
-        b.copy_within(seg..seg + 16, ip + 24);
+        b[o + srh::FIELD_SEGMENTS_LEFT] = sl as u8;
+        let seg = o + srh::FIELD_SEGMENT_LIST + 16 * sl;
+        b.copy_within(seg..seg + 16, ip + v6f::DST_ADDR.start);
         if sl == 0 && flavors.contains(Flavor::Psp) {
             // RFC 8986 4.16.1 S14.1-S14.4: pop the SRH.
-            b[ip + routing_nh_at] = b[o + SRH_NEXT_HEADER];
-            let pl = read_u16(b, ip + 4) as usize - srh_len;
-            write_u16(b, ip + 4, pl as u16);
+            b[ip + routing_nh_at] = b[o + srh::FIELD_NEXT_HEADER];
+            let pl = read_u16(b, ip + v6f::PAYLOAD_LEN.start) as usize - srh_len;
+            write_u16(b, ip + v6f::PAYLOAD_LEN.start, pl as u16);
             b.copy_within(pkt.start..o, pkt.start + srh_len);
             pkt.start += srh_len;
             return Ok(ip + srh_len);
@@ -1182,7 +1173,7 @@ impl Dataplane {
         ctx: &Ctx,
         pkt: &mut PacketBuf,
         ip: usize,
-        chain: &crate::parse::Chain,
+        chain: &Chain,
         action: SidAction,
         flavors: FlavorSet,
         depth: u8,
@@ -1194,23 +1185,23 @@ impl Dataplane {
                 _ => TableIdx(0),
             };
             match chain.upper_proto {
-                NH_IPV6 => {
+                IpProtocol::IPV6 => {
                     if let Err(r) = self.inner_v6(pkt, inner) {
                         return Verdict::Drop(r);
                     }
-                    pkt.start = inner - ETH_HEADER_LEN;
+                    pkt.start = inner - ethernet::HEADER_LEN;
                     return match action {
-                        SidAction::EndX(adj) => tx(pkt, inner, adj, ETHERTYPE_IPV6),
+                        SidAction::EndX(adj) => tx(pkt, inner, adj, EtherType::IPV6),
                         _ => self.fib_v6(ctx, pkt, inner, table, depth),
                     };
                 }
-                NH_IPV4 => {
+                IpProtocol::IPV4 => {
                     if let Err(r) = self.inner_v4(pkt, inner) {
                         return Verdict::Drop(r);
                     }
-                    pkt.start = inner - ETH_HEADER_LEN;
+                    pkt.start = inner - ethernet::HEADER_LEN;
                     return match action {
-                        SidAction::EndX(adj) => tx(pkt, inner, adj, ETHERTYPE_IPV4),
+                        SidAction::EndX(adj) => tx(pkt, inner, adj, EtherType::IPV4),
                         _ => self.fib_v4(pkt, inner, table),
                     };
                 }
@@ -1229,7 +1220,7 @@ impl Dataplane {
         ctx: &Ctx,
         pkt: &PacketBuf,
         ip: usize,
-        chain: &crate::parse::Chain,
+        chain: &Chain,
     ) -> Verdict {
         self.icmp_error(
             ctx,
@@ -1244,14 +1235,14 @@ impl Dataplane {
 
     /// The local VM addressed by the inner packet at `inner`.
     #[inline]
-    fn inner_vm(&self, pkt: &PacketBuf, inner: usize, proto: u8) -> Option<VmId> {
+    fn inner_vm(&self, pkt: &PacketBuf, inner: usize, proto: IpProtocol) -> Option<VmId> {
         match proto {
-            NH_IPV6 if pkt.end >= inner + IPV6_HEADER_LEN => {
-                self.vms.by_v6(read_addr(&pkt.buf, inner + 24))
-            }
-            NH_IPV4 if pkt.end >= inner + IPV4_MIN_HEADER_LEN => {
-                self.vms.by_v4(read_u32(&pkt.buf, inner + 16))
-            }
+            IpProtocol::IPV6 if pkt.end >= inner + ipv6::HEADER_LEN => self
+                .vms
+                .by_v6(read_addr(&pkt.buf, inner + v6f::DST_ADDR.start)),
+            IpProtocol::IPV4 if pkt.end >= inner + ipv4::HEADER_LEN => self
+                .vms
+                .by_v4(read_u32(&pkt.buf, inner + v4f::DST_ADDR.start)),
             _ => None,
         }
     }
@@ -1259,13 +1250,15 @@ impl Dataplane {
     /// Validates an inner IPv6 header at `inner` and trims the packet to it.
     #[inline]
     fn inner_v6(&self, pkt: &mut PacketBuf, inner: usize) -> Result<(), DropReason> {
-        if pkt.end < inner + IPV6_HEADER_LEN {
+        if pkt.end < inner + ipv6::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
         if pkt.buf[inner] >> 4 != 6 {
             return Err(DropReason::BadIpVersion);
         }
-        let end = inner + IPV6_HEADER_LEN + usize::from(read_u16(&pkt.buf, inner + 4));
+        let end = inner
+            + ipv6::HEADER_LEN
+            + usize::from(read_u16(&pkt.buf, inner + v6f::PAYLOAD_LEN.start));
         if end > pkt.end {
             return Err(DropReason::PayloadLengthBeyondFrame);
         }
@@ -1276,7 +1269,7 @@ impl Dataplane {
     /// Validates an inner IPv4 header at `inner` and trims the packet to it.
     #[inline]
     fn inner_v4(&self, pkt: &mut PacketBuf, inner: usize) -> Result<(), DropReason> {
-        if pkt.end < inner + IPV4_MIN_HEADER_LEN {
+        if pkt.end < inner + ipv4::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
         let b = &pkt.buf;
@@ -1284,8 +1277,8 @@ impl Dataplane {
             return Err(DropReason::BadIpVersion);
         }
         let ihl = usize::from(b[inner] & 0x0f) * 4;
-        let total = usize::from(read_u16(b, inner + 2));
-        if ihl < IPV4_MIN_HEADER_LEN || total < ihl || inner + total > pkt.end {
+        let total = usize::from(read_u16(b, inner + v4f::TOTAL_LEN.start));
+        if ihl < ipv4::HEADER_LEN || total < ihl || inner + total > pkt.end {
             return Err(DropReason::Ipv4Malformed);
         }
         pkt.end = inner + total;
@@ -1298,13 +1291,13 @@ impl Dataplane {
         ctx: &Ctx,
         pkt: &mut PacketBuf,
         ip: usize,
-        chain: &crate::parse::Chain,
+        chain: &Chain,
         vm: Option<VmId>,
     ) -> Verdict {
         let inner = ip + chain.upper;
         let et = match chain.upper_proto {
-            NH_IPV6 => self.inner_v6(pkt, inner).map(|()| ETHERTYPE_IPV6),
-            NH_IPV4 => self.inner_v4(pkt, inner).map(|()| ETHERTYPE_IPV4),
+            IpProtocol::IPV6 => self.inner_v6(pkt, inner).map(|()| EtherType::IPV6),
+            IpProtocol::IPV4 => self.inner_v4(pkt, inner).map(|()| EtherType::IPV4),
             _ => return self.upper_layer_error(ctx, pkt, ip, chain),
         };
         match (et, vm) {
@@ -1320,20 +1313,20 @@ impl Dataplane {
         ctx: &Ctx,
         pkt: &mut PacketBuf,
         ip: usize,
-        chain: &crate::parse::Chain,
+        chain: &Chain,
         action: SidAction,
     ) -> Verdict {
         let inner = ip + chain.upper;
         let proto = chain.upper_proto;
         let allowed = match action {
-            SidAction::EndDx6(_) | SidAction::EndDt6(_) => proto == NH_IPV6,
-            SidAction::EndDx4(_) | SidAction::EndDt4(_) => proto == NH_IPV4,
-            _ => proto == NH_IPV6 || proto == NH_IPV4,
+            SidAction::EndDx6(_) | SidAction::EndDt6(_) => proto == IpProtocol::IPV6,
+            SidAction::EndDx4(_) | SidAction::EndDt4(_) => proto == IpProtocol::IPV4,
+            _ => proto == IpProtocol::IPV6 || proto == IpProtocol::IPV4,
         };
         if !allowed {
             return self.upper_layer_error(ctx, pkt, ip, chain);
         }
-        let checked = if proto == NH_IPV6 {
+        let checked = if proto == IpProtocol::IPV6 {
             self.inner_v6(pkt, inner)
         } else {
             self.inner_v4(pkt, inner)
@@ -1341,20 +1334,20 @@ impl Dataplane {
         if let Err(r) = checked {
             return Verdict::Drop(r);
         }
-        let et = if proto == NH_IPV6 {
-            ETHERTYPE_IPV6
+        let et = if proto == IpProtocol::IPV6 {
+            EtherType::IPV6
         } else {
-            ETHERTYPE_IPV4
+            EtherType::IPV4
         };
-        pkt.start = inner - ETH_HEADER_LEN;
+        pkt.start = inner - ethernet::HEADER_LEN;
         match action {
             SidAction::EndDx6(adj) | SidAction::EndDx4(adj) => tx(pkt, inner, adj, et),
             SidAction::EndDt6(t) | SidAction::EndDt4(t) | SidAction::EndDt46(t) => {
                 if let Some(vm) = self.inner_vm(pkt, inner, proto) {
                     return self.deliver(ctx, pkt, inner, vm, et);
                 }
-                if proto == NH_IPV6 {
-                    let dst = read_addr(&pkt.buf, inner + 24);
+                if proto == IpProtocol::IPV6 {
+                    let dst = read_addr(&pkt.buf, inner + v6f::DST_ADDR.start);
                     match self.fib.lookup_v6(t, dst) {
                         Some(adj) => tx(pkt, inner, adj, et),
                         None => Verdict::Drop(DropReason::NoRoute),
@@ -1386,7 +1379,7 @@ impl Dataplane {
     fn fib_v4(&mut self, pkt: &mut PacketBuf, l3: usize, table: TableIdx) -> Verdict {
         let dst = read_u32(&pkt.buf, l3 + 16);
         match self.fib.lookup_v4(table, dst) {
-            Some(adj) => tx(pkt, l3, adj, ETHERTYPE_IPV4),
+            Some(adj) => tx(pkt, l3, adj, EtherType::IPV4),
             None => Verdict::Drop(DropReason::NoRoute),
         }
     }
@@ -1437,11 +1430,11 @@ impl Dataplane {
         };
         let rw = &policy.rewrite;
         let n = rw.len();
-        if ip < n + ETH_HEADER_LEN {
+        if ip < n + ethernet::HEADER_LEN {
             return Err(DropReason::NoHeadroom);
         }
         let inner_len = pkt.end - ip;
-        let payload = n - IPV6_HEADER_LEN + inner_len;
+        let payload = n - ipv6::HEADER_LEN + inner_len;
         if payload > usize::from(u16::MAX) {
             return Err(DropReason::PacketTooBig);
         }
@@ -1451,7 +1444,7 @@ impl Dataplane {
             let w = read_u32(b, ip);
             (((w >> 20) & 0xff) as u8, w & 0x000f_ffff)
         } else {
-            (b[ip + 1], 0)
+            (b[ip + v4f::TOS], 0)
         };
         let fl = match policy.flow_label {
             FlowLabelMode::Copy => inner_fl,
@@ -1460,14 +1453,19 @@ impl Dataplane {
         let new_ip = ip - n;
         b[new_ip..ip].copy_from_slice(rw);
         let w = (6u32 << 28) | (u32::from(tc) << 20) | fl;
-        b[new_ip..new_ip + 4].copy_from_slice(&w.to_be_bytes());
-        write_u16(b, new_ip + 4, payload as u16);
-        let nh = if v6 { NH_IPV6 } else { NH_IPV4 };
+        b[new_ip + v6f::VER_TC_FLOW.start..new_ip + v6f::VER_TC_FLOW.end]
+            .copy_from_slice(&w.to_be_bytes());
+        write_u16(b, new_ip + v6f::PAYLOAD_LEN.start, payload as u16);
+        let nh = if v6 {
+            IpProtocol::IPV6
+        } else {
+            IpProtocol::IPV4
+        };
         match policy.srh_offset {
-            Some(o) => b[new_ip + o + SRH_NEXT_HEADER] = nh,
-            None => b[new_ip + 6] = nh,
+            Some(o) => b[new_ip + o + srh::FIELD_NEXT_HEADER] = nh.0,
+            None => b[new_ip + v6f::NEXT_HEADER] = nh.0,
         }
-        pkt.start = new_ip - ETH_HEADER_LEN;
+        pkt.start = new_ip - ethernet::HEADER_LEN;
         Ok(new_ip)
     }
 
@@ -1476,11 +1474,11 @@ impl Dataplane {
     // ----------------------------------------------------------------------------------------
 
     fn ipv4_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
-        let ip = pkt.start + ETH_HEADER_LEN;
+        let ip = pkt.start + ethernet::HEADER_LEN;
         if let Err(r) = self.inner_v4(pkt, ip) {
             return Verdict::Drop(if r == DropReason::BadIpVersion {
                 r
-            } else if pkt.end < ip + IPV4_MIN_HEADER_LEN {
+            } else if pkt.end < ip + ipv4::HEADER_LEN {
                 DropReason::Truncated
             } else {
                 r
@@ -1488,11 +1486,11 @@ impl Dataplane {
         }
         let b = &pkt.buf;
         let ihl = usize::from(b[ip] & 0x0f) * 4;
-        if crate::parse::ipv4_checksum(&b[ip..ip + ihl]) != 0 {
+        if checksum::data(&b[ip..ip + ihl]) != 0xffff {
             return Verdict::Drop(DropReason::Ipv4BadChecksum);
         }
-        let src = read_u32(b, ip + 12);
-        let dst = read_u32(b, ip + 16);
+        let src = read_u32(b, ip + v4f::SRC_ADDR.start);
+        let dst = read_u32(b, ip + v4f::DST_ADDR.start);
         if dst >> 28 == 0xe || dst == u32::MAX {
             return Verdict::Drop(DropReason::MulticastDestination);
         }
@@ -1505,14 +1503,14 @@ impl Dataplane {
             }
         }
         // TTL (RFC 791 / RFC 1812 5.3.1); no ICMPv4 error is generated.
-        let ttl = pkt.buf[ip + 8];
+        let ttl = pkt.buf[ip + v4f::TTL];
         if ttl <= 1 {
             return Verdict::Drop(DropReason::Ipv4TtlExceeded);
         }
         decrement_ttl(&mut pkt.buf[ip..ip + ihl]);
         if let Some(vm) = self.vms.by_v4(dst) {
             if ctx.kind == PortKind::Uplink || self.vms.vms[vm.index()].state == VmState::Running {
-                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV4);
+                return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
             }
         }
         if ctx.kind == PortKind::Vm {
@@ -1520,7 +1518,7 @@ impl Dataplane {
                 return self.apply_policy(ctx, pkt, ip, p, false, false);
             }
             if let Some(vm) = self.vms.by_v4(dst) {
-                return self.deliver(ctx, pkt, ip, vm, ETHERTYPE_IPV4);
+                return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
             }
         }
         self.fib_v4(pkt, ip, TableIdx(0))
@@ -1536,14 +1534,14 @@ impl Dataplane {
     fn ndp_in(&mut self, ctx: &Ctx, pkt: &PacketBuf, ip: usize) -> Verdict {
         let b = &pkt.buf[ip..pkt.end];
         let dst_multicast = b[24] == 0xff;
-        if b[6] != NH_ICMPV6 || b.len() < IPV6_HEADER_LEN + 4 {
+        if b[6] != IpProtocol::ICMPV6.0 || b.len() < ipv6::HEADER_LEN + 4 {
             return Verdict::Drop(if dst_multicast {
                 DropReason::MulticastDestination
             } else {
                 DropReason::NdpNotForUs
             });
         }
-        let ty = b[IPV6_HEADER_LEN];
+        let ty = b[ipv6::HEADER_LEN];
         if ty != NDP_NEIGHBOR_SOLICIT {
             return Verdict::Drop(if (133..=137).contains(&ty) {
                 DropReason::NdpNotForUs
@@ -1553,11 +1551,12 @@ impl Dataplane {
                 DropReason::DestinedToGateway
             });
         }
-        let msg = &b[IPV6_HEADER_LEN..];
+        let msg = &b[ipv6::HEADER_LEN..];
         if b[7] != 255
             || msg.len() < 24
             || msg[1] != 0
-            || icmpv6_checksum(&b[8..24], &b[24..40], msg) != 0
+            || !icmpv6::Packet::new_unchecked(msg)
+                .verify_checksum(&addr(&b[8..24]), &addr(&b[24..40]))
         {
             return Verdict::Drop(DropReason::NdpInvalid);
         }
@@ -1581,7 +1580,14 @@ impl Dataplane {
             ctx.src_mac
         };
         if self.gen.push(ctx.ingress, &eth_dst, &mac, |out| {
-            emit_na(out, &target, &dst, mac, true, !unspecified)
+            emit_na(
+                out,
+                Ipv6Addr::from(target),
+                Ipv6Addr::from(dst),
+                mac,
+                true,
+                !unspecified,
+            )
         }) {
             self.counters.icmp.ndp_answered += 1;
         } else {
@@ -1616,7 +1622,7 @@ impl Dataplane {
             };
             let dst = &inv[8..24];
             if self.gen.push(ctx.ingress, &ctx.src_mac, &src_mac, |out| {
-                emit_error(out, &src, dst, ty, code, param, inv)
+                emit_error(out, Ipv6Addr::from(src), addr(dst), ty, code, param, inv)
             }) {
                 self.counters.icmp.errors_sent += 1;
             } else {
@@ -1630,7 +1636,7 @@ impl Dataplane {
 /// RFC 4443 section 2.4 (e): no error in response to an ICMPv6 error, to a packet sent to a
 /// multicast address, or to a packet whose source does not identify a single node.
 fn must_not_answer(inv: &[u8]) -> bool {
-    if inv.len() < IPV6_HEADER_LEN
+    if inv.len() < ipv6::HEADER_LEN
         || inv[8] == 0xff
         || inv[24] == 0xff
         || inv[8..24].iter().all(|&x| x == 0)
@@ -1638,19 +1644,19 @@ fn must_not_answer(inv: &[u8]) -> bool {
         return true;
     }
     match walk(inv) {
-        Ok(c) => c.upper_proto == NH_ICMPV6 && inv.get(c.upper).is_some_and(|&t| t < 128),
+        Ok(c) => c.upper_proto == IpProtocol::ICMPV6 && inv.get(c.upper).is_some_and(|&t| t < 128),
         Err(_) => false,
     }
 }
 
 /// Writes the Ethernet header for `adj` in front of the L3 packet at `l3` and returns `Tx`.
 #[inline]
-fn tx(pkt: &mut PacketBuf, l3: usize, adj: Adjacency, ethertype: u16) -> Verdict {
-    let s = l3 - ETH_HEADER_LEN;
+fn tx(pkt: &mut PacketBuf, l3: usize, adj: Adjacency, ethertype: EtherType) -> Verdict {
+    let s = l3 - ethernet::HEADER_LEN;
     let b = &mut pkt.buf;
     b[s..s + 6].copy_from_slice(&adj.dst_mac);
     b[s + 6..s + 12].copy_from_slice(&adj.src_mac);
-    write_u16(b, s + 12, ethertype);
+    write_u16(b, s + 12, ethertype.0);
     pkt.start = s;
     Verdict::Tx(adj.port)
 }
@@ -1659,29 +1665,29 @@ fn tx(pkt: &mut PacketBuf, l3: usize, adj: Adjacency, ethertype: u16) -> Verdict
 /// original DA as Segment List\[0\] and the first policy segment as the new DA.
 fn insert_srh(pkt: &mut PacketBuf, ip: usize, srh: &[u8]) -> Result<usize, DropReason> {
     let n = srh.len();
-    if ip < n + ETH_HEADER_LEN {
+    if ip < n + ethernet::HEADER_LEN {
         return Err(DropReason::NoHeadroom);
     }
     let b = &mut pkt.buf;
-    let payload = usize::from(read_u16(b, ip + 4)) + n;
+    let payload = usize::from(read_u16(b, ip + v6f::PAYLOAD_LEN.start)) + n;
     if payload > usize::from(u16::MAX) {
         return Err(DropReason::PacketTooBig);
     }
     let new_ip = ip - n;
-    let orig_nh = b[ip + 6];
-    b.copy_within(ip..ip + IPV6_HEADER_LEN, new_ip);
-    let o = new_ip + IPV6_HEADER_LEN;
+    let orig_nh = b[ip + v6f::NEXT_HEADER];
+    b.copy_within(ip..ip + ipv6::HEADER_LEN, new_ip);
+    let o = new_ip + ipv6::HEADER_LEN;
     let mut da = [0u8; 16];
-    da.copy_from_slice(&b[new_ip + 24..new_ip + 40]);
+    da.copy_from_slice(&b[new_ip + v6f::DST_ADDR.start..new_ip + v6f::DST_ADDR.end]);
     b[o..o + n].copy_from_slice(srh);
-    b[o + SRH_NEXT_HEADER] = orig_nh;
-    b[o + SRH_SEGMENTS..o + SRH_SEGMENTS + 16].copy_from_slice(&da);
-    let sl = usize::from(b[o + SRH_SEGMENTS_LEFT]);
-    let first = o + SRH_SEGMENTS + 16 * sl;
-    b.copy_within(first..first + 16, new_ip + 24);
-    b[new_ip + 6] = NH_ROUTING;
-    write_u16(b, new_ip + 4, payload as u16);
-    pkt.start = new_ip - ETH_HEADER_LEN;
+    b[o + srh::FIELD_NEXT_HEADER] = orig_nh;
+    b[o + srh::FIELD_SEGMENT_LIST..o + srh::FIELD_SEGMENT_LIST + 16].copy_from_slice(&da);
+    let sl = usize::from(b[o + srh::FIELD_SEGMENTS_LEFT]);
+    let first = o + srh::FIELD_SEGMENT_LIST + 16 * sl;
+    b.copy_within(first..first + 16, new_ip + v6f::DST_ADDR.start);
+    b[new_ip + v6f::NEXT_HEADER] = IpProtocol::ROUTING.0;
+    write_u16(b, new_ip + v6f::PAYLOAD_LEN.start, payload as u16);
+    pkt.start = new_ip - ethernet::HEADER_LEN;
     Ok(new_ip)
 }
 
@@ -1694,16 +1700,17 @@ fn flow_hash(b: &[u8], ip: usize, v6: bool) -> u32 {
         h ^= h >> 29;
     };
     if v6 {
-        let a = read_addr(b, ip + 8);
-        let d = read_addr(b, ip + 24);
+        let a = read_addr(b, ip + v6f::SRC_ADDR.start);
+        let d = read_addr(b, ip + v6f::DST_ADDR.start);
         mix(a as u64);
         mix((a >> 64) as u64);
         mix(d as u64);
         mix((d >> 64) as u64);
-        mix(u64::from(read_u32(b, ip) & 0x000f_ffff) | (u64::from(b[ip + 6]) << 32));
+        mix(u64::from(read_u32(b, ip) & 0x000f_ffff) | (u64::from(b[ip + v6f::NEXT_HEADER]) << 32));
     } else {
-        mix(u64::from(read_u32(b, ip + 12)) | (u64::from(read_u32(b, ip + 16)) << 32));
-        mix(u64::from(b[ip + 9]));
+        mix(u64::from(read_u32(b, ip + v4f::SRC_ADDR.start))
+            | (u64::from(read_u32(b, ip + v4f::DST_ADDR.start)) << 32));
+        mix(u64::from(b[ip + v4f::PROTOCOL]));
     }
     let fl = ((h >> 32) as u32 ^ h as u32) & 0x000f_ffff;
     if fl == 0 {
@@ -1726,6 +1733,37 @@ fn decrement_ttl(hdr: &mut [u8]) {
     }
     let c = !(sum as u16);
     hdr[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[inline]
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn write_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The 128-bit address at `at` (callers have checked the bounds).
+#[inline]
+fn read_addr(b: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    u128::from_be_bytes(a)
+}
+
+/// An address from a 16-byte slice.
+#[inline]
+fn addr(b: &[u8]) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[..16]);
+    Ipv6Addr::from(a)
 }
 
 #[cfg(test)]

@@ -889,8 +889,8 @@ fn ipv4_from_a_vm_is_encapsulated_with_next_header_4() {
     let inner = srh.payload();
     assert_eq!(inner[8], 63, "TTL decremented");
     assert_eq!(
-        crate::parse::ipv4_checksum(&inner[..20]),
-        0,
+        srmig_wire::checksum::data(&inner[..20]),
+        0xffff,
         "checksum still valid"
     );
     // native IPv4 to an unmapped address, and local delivery

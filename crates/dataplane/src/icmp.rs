@@ -2,32 +2,32 @@
 //! advertisements (RFC 4861) for the anycast gateway, and the preallocated queue they wait in
 //! until `poll_transmit`.
 
+use std::net::Ipv6Addr;
+
 use crate::batch::PacketBuf;
 use crate::config::IcmpConfig;
-use crate::parse::{
-    icmpv6_checksum, write_u16, ETHERTYPE_IPV6, ETH_HEADER_LEN, IPV6_HEADER_LEN, NH_ICMPV6,
-};
 use crate::port::PortId;
 use crate::time::Instant;
+use srmig_wire::{ethernet, icmpv6, ipv6, IpProtocol};
 
 /// ICMPv6 Destination Unreachable.
-pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+pub const ICMPV6_DEST_UNREACHABLE: u8 = icmpv6::Message::DST_UNREACHABLE.0;
 /// ICMPv6 Time Exceeded (code 0: hop limit exceeded in transit).
-pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+pub const ICMPV6_TIME_EXCEEDED: u8 = icmpv6::Message::TIME_EXCEEDED.0;
 /// ICMPv6 Parameter Problem.
-pub const ICMPV6_PARAM_PROBLEM: u8 = 4;
+pub const ICMPV6_PARAM_PROBLEM: u8 = icmpv6::Message::PARAM_PROBLEM.0;
 /// Parameter Problem code 0: erroneous header field encountered (RFC 4443 3.4).
 pub const PARAM_PROBLEM_ERRONEOUS_FIELD: u8 = 0;
 /// Parameter Problem code 4: SR Upper-layer Header Error (RFC 8986 section 4.1.1 / 10.2).
 pub const PARAM_PROBLEM_SR_UPPER_LAYER: u8 = 4;
 /// Neighbor Solicitation.
-pub const NDP_NEIGHBOR_SOLICIT: u8 = 135;
+pub const NDP_NEIGHBOR_SOLICIT: u8 = icmpv6::Message::NEIGHBOR_SOLICIT.0;
 /// Neighbor Advertisement.
-pub const NDP_NEIGHBOR_ADVERT: u8 = 136;
+pub const NDP_NEIGHBOR_ADVERT: u8 = icmpv6::Message::NEIGHBOR_ADVERT.0;
 
 /// An ICMPv6 error message, including its invoking packet, must not exceed the minimum IPv6 MTU
 /// (RFC 4443 section 2.4 (c)).
-pub const MIN_MTU: usize = 1280;
+pub const MIN_MTU: usize = icmpv6::MAX_ERROR_PACKET_LEN;
 
 /// Token bucket for ICMPv6 errors (RFC 4443 section 2.4 (f)). Tokens are kept scaled by 1e9 so
 /// refill is exact integer arithmetic on nanoseconds.
@@ -72,70 +72,49 @@ impl RateLimiter {
     }
 }
 
-fn ipv6_header(out: &mut [u8], payload_len: usize, hop_limit: u8, src: &[u8], dst: &[u8]) {
-    out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, NH_ICMPV6, hop_limit]);
-    write_u16(out, 4, payload_len as u16);
-    out[8..24].copy_from_slice(src);
-    out[24..40].copy_from_slice(dst);
-}
-
-/// Writes an IPv6 packet carrying an ICMPv6 error into `out` and returns its length. The
-/// invoking packet is truncated so the whole message fits in [`MIN_MTU`]. `out` must hold at
-/// least `MIN_MTU` bytes.
+/// Writes an IPv6 packet carrying an ICMPv6 error into `out` and returns its length
+/// ([`icmpv6::emit_error`]: the invoking packet is truncated so the whole message fits in
+/// [`MIN_MTU`]).
 pub(crate) fn emit_error(
     out: &mut [u8],
-    src: &[u8],
-    dst: &[u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
     ty: u8,
     code: u8,
     param: u32,
     invoking: &[u8],
 ) -> usize {
-    let total = (IPV6_HEADER_LEN + 8 + invoking.len())
-        .min(MIN_MTU)
-        .min(out.len());
-    let quoted = total - IPV6_HEADER_LEN - 8;
-    ipv6_header(out, total - IPV6_HEADER_LEN, 64, src, dst);
-    let m = &mut out[IPV6_HEADER_LEN..total];
-    m[0] = ty;
-    m[1] = code;
-    m[2] = 0;
-    m[3] = 0;
-    m[4..8].copy_from_slice(&param.to_be_bytes());
-    m[8..].copy_from_slice(&invoking[..quoted]);
-    let c = icmpv6_checksum(src, dst, m);
-    write_u16(m, 2, c);
-    total
+    icmpv6::emit_error(out, src, dst, icmpv6::Message(ty), code, param, invoking)
 }
 
 /// Writes an IPv6 Neighbor Advertisement for `target` with a Target Link-Layer Address option
 /// (RFC 4861 section 4.4) and returns its length (72 bytes).
 pub(crate) fn emit_na(
     out: &mut [u8],
-    target: &[u8],
-    dst: &[u8],
+    target: Ipv6Addr,
+    dst: Ipv6Addr,
     mac: [u8; 6],
     router: bool,
     solicited: bool,
 ) -> usize {
-    let total = IPV6_HEADER_LEN + 32;
-    ipv6_header(out, 32, 255, target, dst);
-    let m = &mut out[IPV6_HEADER_LEN..total];
+    const LEN: usize = 32;
+    let total = ipv6::HEADER_LEN + LEN;
+    ipv6::emit_header(out, target, dst, IpProtocol::ICMPV6, LEN as u16, 255);
+    let m = &mut out[ipv6::HEADER_LEN..total];
     m.fill(0);
     m[0] = NDP_NEIGHBOR_ADVERT;
     m[4] = (u8::from(router) << 7) | (u8::from(solicited) << 6) | (1 << 5);
-    m[8..24].copy_from_slice(target);
+    m[8..24].copy_from_slice(&target.octets());
     m[24] = 2; // Target Link-Layer Address
     m[25] = 1; // 8 octets
     m[26..32].copy_from_slice(&mac);
-    let c = icmpv6_checksum(target, dst, m);
-    write_u16(m, 2, c);
+    icmpv6::Packet::new_unchecked(m).fill_checksum(&target, &dst);
     total
 }
 
 /// Number of generated packets that can wait for `poll_transmit`.
 pub const GEN_QUEUE_SLOTS: usize = 64;
-const GEN_SLOT_SIZE: usize = ETH_HEADER_LEN + MIN_MTU;
+const GEN_SLOT_SIZE: usize = ethernet::HEADER_LEN + MIN_MTU;
 
 /// A preallocated FIFO of generated frames.
 #[derive(Debug)]
@@ -172,9 +151,9 @@ impl GenQueue {
         let slot = &mut self.bufs[i * GEN_SLOT_SIZE..(i + 1) * GEN_SLOT_SIZE];
         slot[0..6].copy_from_slice(dst_mac);
         slot[6..12].copy_from_slice(src_mac);
-        write_u16(slot, 12, ETHERTYPE_IPV6);
-        let n = fill(&mut slot[ETH_HEADER_LEN..]);
-        self.meta[i] = (port, (ETH_HEADER_LEN + n) as u16);
+        slot[12..14].copy_from_slice(&ethernet::EtherType::IPV6.0.to_be_bytes());
+        let n = fill(&mut slot[ethernet::HEADER_LEN..]);
+        self.meta[i] = (port, (ethernet::HEADER_LEN + n) as u16);
         self.count += 1;
         true
     }
@@ -202,7 +181,6 @@ impl GenQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::checksum_add;
 
     #[test]
     fn rate_limiter_refills() {
@@ -227,19 +205,30 @@ mod tests {
     fn error_is_truncated_and_checksummed() {
         let mut out = [0u8; 1500];
         let invoking = [0xabu8; 1400];
-        let src = [1u8; 16];
-        let dst = [2u8; 16];
-        let n = emit_error(&mut out, &src, &dst, ICMPV6_PARAM_PROBLEM, 0, 43, &invoking);
+        let src = Ipv6Addr::from([1u8; 16]);
+        let dst = Ipv6Addr::from([2u8; 16]);
+        let n = emit_error(&mut out, src, dst, ICMPV6_PARAM_PROBLEM, 0, 43, &invoking);
         assert_eq!(n, MIN_MTU);
         assert_eq!(u16::from_be_bytes([out[4], out[5]]) as usize, MIN_MTU - 40);
         assert_eq!(&out[40..48], &[4, 0, out[42], out[43], 0, 0, 0, 43]);
-        // verifying the checksum over the message gives 0
-        let mut sum = checksum_add(0, &src);
-        sum = checksum_add(sum, &dst);
-        sum = sum.wrapping_add((n - 40) as u32).wrapping_add(58);
-        sum = checksum_add(sum, &out[40..n]);
-        assert_eq!(crate::parse::checksum_finish(sum), 0);
+        assert!(icmpv6::Packet::new_unchecked(&out[40..n]).verify_checksum(&src, &dst));
     }
+
+    #[test]
+    fn neighbor_advertisement() {
+        let mut out = [0u8; 128];
+        let target: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let n = emit_na(&mut out, target, ALL, [2, 0, 0, 0, 0, 1], true, false);
+        assert_eq!(n, 72);
+        assert_eq!(&out[..8], &[0x60, 0, 0, 0, 0, 32, 58, 255]);
+        assert_eq!(out[40], NDP_NEIGHBOR_ADVERT);
+        assert_eq!(out[44], 0xa0); // router, override
+        assert_eq!(&out[48..64], &target.octets());
+        assert_eq!(&out[64..72], &[2, 1, 2, 0, 0, 0, 0, 1]);
+        assert!(icmpv6::Packet::new_unchecked(&out[40..n]).verify_checksum(&target, &ALL));
+    }
+
+    const ALL: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
     #[test]
     fn queue_is_bounded_fifo() {

@@ -18,13 +18,13 @@
 pub mod batch;
 pub mod behavior;
 pub mod buffer;
+mod chain;
 pub mod config;
 pub mod counters;
 pub mod drop;
 pub mod engine;
 pub mod fib;
 pub mod icmp;
-mod parse;
 pub mod policy;
 pub mod port;
 pub mod sid;

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use crate::behavior::Headend;
 use crate::config::{ConfigError, FlowLabelMode, PolicyConfig};
 use crate::fib::Lpm;
-use crate::parse::{IPV6_HEADER_LEN, NH_ROUTING, ROUTING_TYPE_SRH};
+use srmig_wire::{ipv6, srh, IpProtocol};
 
 /// Index of an SR policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -104,19 +104,19 @@ impl Policy {
         let n = segs.len();
         let (rewrite, srh_offset) = match cfg.headend {
             Headend::HEncaps => {
-                let mut v = ipv6_header(source, segs[0], hop_limit, NH_ROUTING);
+                let mut v = ipv6_header(source, segs[0], hop_limit, IpProtocol::ROUTING);
                 emit_srh(&mut v, segs.iter().rev(), (n - 1) as u8);
-                (v, Some(IPV6_HEADER_LEN))
+                (v, Some(ipv6::HEADER_LEN))
             }
             Headend::HEncapsRed => {
                 // RFC 8986 5.2: the first SID is only in the DA; SL stays n-1, Last Entry n-2.
                 if n == 1 {
                     // Next Header patched per packet (41 or 4).
-                    (ipv6_header(source, segs[0], hop_limit, 0), None)
+                    (ipv6_header(source, segs[0], hop_limit, IpProtocol(0)), None)
                 } else {
-                    let mut v = ipv6_header(source, segs[0], hop_limit, NH_ROUTING);
+                    let mut v = ipv6_header(source, segs[0], hop_limit, IpProtocol::ROUTING);
                     emit_srh(&mut v, segs[1..].iter().rev(), (n - 1) as u8);
-                    (v, Some(IPV6_HEADER_LEN))
+                    (v, Some(ipv6::HEADER_LEN))
                 }
             }
             Headend::HInsert => {
@@ -144,32 +144,24 @@ impl Policy {
 }
 
 /// A 40-byte IPv6 header with zero payload length, traffic class and flow label.
-fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, next_header: u8) -> Vec<u8> {
-    let mut v = Vec::with_capacity(IPV6_HEADER_LEN + 8 + 16 * MAX_SEGMENTS);
-    v.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, next_header, hop_limit]);
-    v.extend_from_slice(&src.octets());
-    v.extend_from_slice(&dst.octets());
+fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, next_header: IpProtocol) -> Vec<u8> {
+    let mut v = vec![0; ipv6::HEADER_LEN];
+    v.reserve(srh::FIXED_LEN + srh::SEGMENT_LEN * (MAX_SEGMENTS + 1));
+    ipv6::emit_header(&mut v, src, dst, next_header, 0, hop_limit);
     v
 }
 
-/// Appends an SRH (RFC 8754 section 2) holding `list` as Segment List\[0..\] (already reversed),
-/// with the given Segments Left; Next Header is left 0 (patched per packet).
-fn emit_srh<'a>(v: &mut Vec<u8>, list: impl Iterator<Item = &'a Ipv6Addr> + Clone, sl: u8) {
-    let count = list.clone().count();
-    let last_entry = (count - 1) as u8;
-    v.extend_from_slice(&[
-        0,
-        (2 * count) as u8,
-        ROUTING_TYPE_SRH,
-        sl,
-        last_entry,
-        0,
-        0,
-        0,
-    ]);
-    for s in list {
-        v.extend_from_slice(&s.octets());
-    }
+/// Appends an SRH (RFC 8754 section 2, [`srh::emit_srh`]) holding `list` as Segment
+/// List\[0..\] (already reversed), with the given Segments Left; Next Header is left 0
+/// (patched per packet).
+fn emit_srh<'a>(v: &mut Vec<u8>, list: impl Iterator<Item = &'a Ipv6Addr>, sl: u8) {
+    let list: Vec<Ipv6Addr> = list.copied().collect();
+    let at = v.len();
+    v.resize(at + srh::FIXED_LEN + srh::SEGMENT_LEN * list.len(), 0);
+    let n = srh::emit_srh(&mut v[at..], IpProtocol(0), sl, 0, &list);
+    // Only fails for an empty or too long list, which Policy::build has refused.
+    debug_assert_eq!(n, v.len() - at);
+    v.truncate(at + n);
 }
 
 /// Destination -> steering, exact entries first (they are the longest prefixes).

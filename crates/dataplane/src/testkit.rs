@@ -13,11 +13,11 @@ use crate::config::{
     PolicyConfig, PortConfig, PortKind, RouteConfig, SidConfig, VmConfig,
 };
 use crate::engine::Dataplane;
-use crate::parse::{checksum_add, checksum_finish};
 use crate::policy::Steering;
 use crate::port::PortId;
 use crate::time::Instant;
 use crate::vm::{VmId, VmState};
+use srmig_wire::{checksum, IpProtocol};
 
 /// IP protocol numbers used by the builders.
 pub mod proto {
@@ -104,11 +104,11 @@ pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, data: &[u8]) -
     u.extend_from_slice(&len.to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(data);
-    let mut sum = checksum_add(0, &src.octets());
-    sum = checksum_add(sum, &dst.octets());
-    sum = sum.wrapping_add(u32::from(len)).wrapping_add(17);
-    sum = checksum_add(sum, &u);
-    let c = match checksum_finish(sum) {
+    let sum = checksum::combine(&[
+        checksum::pseudo_header_v6(&src, &dst, IpProtocol::UDP, u32::from(len)),
+        checksum::data(&u),
+    ]);
+    let c = match !sum {
         0 => 0xffff,
         c => c,
     };
@@ -130,7 +130,7 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, ttl: u8, payload: &[u8])
     v.extend_from_slice(&[0, 1, 0x40, 0, ttl, protocol, 0, 0]);
     v.extend_from_slice(&src.octets());
     v.extend_from_slice(&dst.octets());
-    let c = checksum_finish(checksum_add(0, &v));
+    let c = !checksum::data(&v);
     v[10..12].copy_from_slice(&c.to_be_bytes());
     v.extend_from_slice(payload);
     v
@@ -177,11 +177,11 @@ pub fn neighbor_solicitation(src: Ipv6Addr, src_mac: [u8; 6], target: Ipv6Addr) 
         m.extend_from_slice(&[1, 1]);
         m.extend_from_slice(&src_mac);
     }
-    let mut sum = checksum_add(0, &src.octets());
-    sum = checksum_add(sum, &dst.octets());
-    sum = sum.wrapping_add(m.len() as u32).wrapping_add(58);
-    sum = checksum_add(sum, &m);
-    let c = checksum_finish(sum);
+    let sum = checksum::combine(&[
+        checksum::pseudo_header_v6(&src, &dst, IpProtocol::ICMPV6, m.len() as u32),
+        checksum::data(&m),
+    ]);
+    let c = !sum;
     m[2..4].copy_from_slice(&c.to_be_bytes());
     ipv6(src, dst, proto::ICMPV6, 255, &m)
 }

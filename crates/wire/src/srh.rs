@@ -167,6 +167,30 @@ impl<T: AsRef<[u8]>> Srh<T> {
         Ok(())
     }
 
+    /// Check only that every TLV fits in the header (RFC 8754 2.1; what Linux
+    /// `seg6_validate_srh` checks): Pad1 is one octet, every other TLV is `2 + Length` octets.
+    /// Unlike [`Srh::check_tlvs`] the contents of known TLVs (e.g. a short HMAC TLV) are not
+    /// judged. No allocation, no iterator state: the transit fast path runs this per packet.
+    #[inline]
+    pub fn check_tlv_bounds(&self) -> Result<()> {
+        let tlvs = self.tlv_bytes();
+        let mut i = 0usize;
+        while let Some(&t) = tlvs.get(i) {
+            if t == TLV_PAD1 {
+                i += 1;
+                continue;
+            }
+            let Some(&len) = tlvs.get(i + 1) else {
+                return Err(Error::TlvOverrun);
+            };
+            i += 2 + usize::from(len);
+            if i > tlvs.len() {
+                return Err(Error::TlvOverrun);
+            }
+        }
+        Ok(())
+    }
+
     /// Give back the buffer.
     #[inline]
     pub fn into_inner(self) -> T {
@@ -776,6 +800,41 @@ pub fn emit_srh(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn tlv_bounds() {
+        // One segment, then the given TLV area (padded to whole octets of 8 by the caller).
+        let srh_with = |tlvs: &[u8]| {
+            let mut v = vec![17, (2 + tlvs.len() / 8) as u8, ROUTING_TYPE, 0, 0, 0, 0, 0];
+            v.extend_from_slice(&[0u8; 16]);
+            v.extend_from_slice(tlvs);
+            v
+        };
+        let ok = srh_with(&[0, 0, 4, 2, 0xaa, 0xbb, 0, 0]);
+        assert_eq!(
+            Srh::new_checked(&ok[..]).map(|s| s.check_tlv_bounds()),
+            Ok(Ok(()))
+        );
+        // PadN whose length runs past the header.
+        let over = srh_with(&[4, 7, 0, 0, 0, 0, 0, 0]);
+        let s = Srh::new_checked(&over[..]).expect("structure is valid");
+        assert_eq!(s.check_tlv_bounds(), Err(Error::TlvOverrun));
+        // A type octet as the very last octet: its Length is missing.
+        let no_len = srh_with(&[0, 0, 0, 0, 0, 0, 0, 4]);
+        let s = Srh::new_checked(&no_len[..]).expect("structure is valid");
+        assert_eq!(s.check_tlv_bounds(), Err(Error::TlvOverrun));
+        // A short HMAC TLV fits (bounds only), though check_tlvs rejects it.
+        let short_hmac = srh_with(&[TLV_HMAC, 2, 0, 0, 0, 0, 0, 0]);
+        let s = Srh::new_checked(&short_hmac[..]).expect("structure is valid");
+        assert_eq!(s.check_tlv_bounds(), Ok(()));
+        assert_eq!(s.check_tlvs(), Err(Error::BadTlvLength));
+        // No TLVs at all.
+        let bare = srh_with(&[]);
+        assert_eq!(
+            Srh::new_checked(&bare[..]).map(|s| s.check_tlv_bounds()),
+            Ok(Ok(()))
+        );
+    }
 
     fn a(s: &str) -> Ipv6Addr {
         s.parse().expect("addr")
