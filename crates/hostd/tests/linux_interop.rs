@@ -1,0 +1,437 @@
+//! Interoperation with the Linux kernel's SRv6 implementation (seg6, seg6local), through a real
+//! srmigd process:
+//!
+//! ```text
+//!  vm ns ─eth0══vm0─ [s ns: srmigd] ─up0══ls0─ [lx ns: Linux SRv6 node] ─lp0══eth0─ peer ns
+//!  2001:db8:a::10/128   locator fc00:0:1::/48    2001:db8:ff:1::1/64               2001:db8:b::1/64
+//!                       End.DT6 fc00:0:1::d6     SID fc00:0:9::d6 End.DX6 -> peer
+//! ```
+//!
+//! - (a) Linux encapsulates towards srmigd: lx has
+//!   `2001:db8:a::10/128 encap seg6 mode encap segs fc00:0:1::d6` (and then `mode encap.red`,
+//!   no SRH for one segment); srmigd's End.DT6 decapsulates and delivers to the VM. lx has no
+//!   other route to the VM, so nothing reaches it unless srmigd decapsulated Linux's packet.
+//! - (b) srmigd encapsulates towards Linux: srmigd's node config maps `2001:db8:b::/64` to the
+//!   policy `to-linux` (H.Encaps, segments `[fc00:0:9::d6]`), and lx has
+//!   `fc00:0:9::d6 encap seg6local action End.DX6 nh6 2001:db8:b::1`. srmigd has no route to
+//!   the peer's prefix, so nothing reaches the peer unless Linux decapsulated srmigd's packet.
+//! - both at once: ping peer -> VM (requests over (a), replies over (b)).
+//!
+//! Every direction asserts on the datagrams received, in order, and on the counters of both
+//! sides (srmigd's per-SID and per-policy counters, the seg6local route's `count` statistics).
+//!
+//! Needs root. Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use ipnet::IpNet;
+use srmig_hostd::client::blocking_request;
+use srmig_hostd::status::HostStatus;
+use srmig_lab::{Lab, LinkEnd, MacAddr, Netns, Route};
+
+fn have_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    eprintln!("SKIPPED: needs root (network namespaces, AF_PACKET, kernel seg6 routes)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set: root-only srmigd tests must not be skipped"
+    );
+    false
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address literal")
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("prefix literal")
+}
+
+const VM: &str = "2001:db8:a::10";
+const VM_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x10]);
+const PEER: &str = "2001:db8:b::1";
+/// srmigd's End.DT6 SID (Linux encapsulates towards it).
+const SRMIGD_DT6: &str = "fc00:0:1::d6";
+/// Linux's End.DX6 SID (srmigd encapsulates towards it).
+const LINUX_DX6: &str = "fc00:0:9::d6";
+/// srmigd's uplink address (Linux's next hop for srmigd's locator).
+const SRMIGD_UPLINK: &str = "2001:db8:ff:1::2";
+/// Linux's address on the link to srmigd (its encapsulations' source).
+const LINUX_UPLINK: &str = "2001:db8:ff:1::1";
+const LX_TO_S_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xff]);
+const S_UP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0]);
+const S_VM_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+/// Datagrams per direction.
+const N: u32 = 50;
+
+fn node_toml() -> String {
+    format!(
+        r#"
+locator = "fc00:0:1::/48"
+source_address = "{SRMIGD_UPLINK}"
+infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
+gateway = {{ address = "fe80::1", mac = "02:00:00:00:00:01" }}
+
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "{S_UP_MAC}"
+peer_mac = "{LX_TO_S_MAC}"
+address = "{SRMIGD_UPLINK}"
+
+[[ports]]
+name = "vm0"
+kind = "vm"
+mac = "{S_VM_MAC}"
+
+# Only the SR domain is routed: traffic to the peer leaves encapsulated or not at all.
+[[routes]]
+prefix = "fc00::/16"
+port = "up0"
+
+[[routes]]
+prefix = "2001:db8:ff::/48"
+port = "up0"
+
+[[sids]]
+sid = "{SRMIGD_DT6}"
+behavior = "End.DT6"
+
+[[policies]]
+name = "to-linux"
+headend = "H.Encaps"
+segments = ["{LINUX_DX6}"]
+
+[[mappings]]
+vm_address = "2001:db8:b::/64"
+policy = "to-linux"
+
+[[vms]]
+name = "vm"
+addresses = ["{VM}"]
+mac = "{VM_MAC}"
+port = "vm0"
+"#
+    )
+}
+
+struct Daemon {
+    pid: u32,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn get(&self, path: &str) -> String {
+        let (s, b) = blocking_request(&self.sock, Method::GET, path, None).unwrap_or_else(|e| {
+            panic!(
+                "GET {path}: {}\n{}",
+                srmig_hostd::client::error_chain(&e),
+                self.logs()
+            )
+        });
+        let body = String::from_utf8_lossy(&b).into_owned();
+        assert_eq!(s, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    fn status(&self) -> HostStatus {
+        serde_json::from_str(&self.get("/v1/status")).expect("status JSON")
+    }
+
+    fn metric(&self, series: &str) -> Option<u64> {
+        self.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn start_daemon(lab: &Lab, ns: &Netns, dir: &Path) -> Daemon {
+    let cfg = dir.join("s.toml");
+    std::fs::write(&cfg, node_toml()).expect("write node config");
+    let sock = dir.join("s.sock");
+    let log = dir.join("s.log");
+    let argv = [
+        env!("CARGO_BIN_EXE_srmigd"),
+        "--config",
+        cfg.to_str().expect("utf8 path"),
+        "--api",
+        sock.to_str().expect("utf8 path"),
+    ];
+    let pid = lab.spawn(ns, &argv, Some(&log)).expect("spawn srmigd");
+    let d = Daemon { pid, sock, log };
+    let start = Instant::now();
+    loop {
+        if d.sock.exists()
+            && blocking_request(&d.sock, Method::GET, "/v1/status", None)
+                .is_ok_and(|(s, _)| s == StatusCode::OK)
+        {
+            return d;
+        }
+        assert!(lab.child_running(pid), "srmigd exited:\n{}", d.logs());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "srmigd did not come up:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn veth(
+    lab: &Lab,
+    (a, a_if, a_mac): (&Netns, &str, MacAddr),
+    (b, b_if, b_mac): (&Netns, &str, MacAddr),
+) -> (LinkEnd, LinkEnd) {
+    let v = lab.add_veth(a, a_if, b, b_if).expect("veth");
+    lab.set_mac(&v.a, a_mac).expect("mac");
+    lab.set_mac(&v.b, b_mac).expect("mac");
+    (v.a, v.b)
+}
+
+/// Receives sequence-numbered datagrams on `bind` (inside `ns`) until `n` arrived or
+/// `timeout` passed, on a thread; join it for the sequence numbers in arrival order.
+fn receiver(ns: &Netns, bind: SocketAddr, n: usize) -> srmig_lab::NetnsThread<Vec<u32>> {
+    // Bound before the thread returns control, so no datagram is sent before the socket exists.
+    let sock = ns
+        .run(move || UdpSocket::bind(bind))
+        .expect("enter namespace")
+        .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    ns.spawn("udp-rx", move || {
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        while got.len() < n && start.elapsed() < Duration::from_secs(10) {
+            if let Ok(len) = sock.recv(&mut buf) {
+                if let Some(seq) = buf.get(..4).filter(|_| len >= 4) {
+                    got.push(u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]));
+                }
+            }
+        }
+        got
+    })
+    .expect("receiver thread")
+}
+
+/// Sends datagrams `range` from a socket bound to `src` inside `ns` to `dst`, 1 ms apart.
+fn send(ns: &Netns, src: &str, dst: SocketAddr, range: std::ops::Range<u32>) {
+    let src: SocketAddr = format!("[{src}]:0").parse().expect("socket address");
+    let sock = ns
+        .run(move || UdpSocket::bind(src))
+        .expect("enter namespace")
+        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    for i in range {
+        sock.send_to(&i.to_be_bytes(), dst).expect("send");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// srmigd's drop reasons with a non-zero count.
+fn nonzero_drops(d: &Daemon) -> Vec<(String, u64)> {
+    d.status()
+        .drops
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Packets counted on a seg6local route created with `count` (`ip -s -6 route show`).
+fn seg6local_packets(lx: &Netns, sid: &str) -> Option<u64> {
+    let out = lx.ip(&["-s", "-6", "route", "show", sid]).ok()?;
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
+#[test]
+fn linux_seg6_and_srmigd_deliver_both_ways() {
+    if !have_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("srmigd-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let lab = Lab::new().expect("lab");
+    let lx = lab.add_netns("lx").expect("ns");
+    let s = lab.add_netns("s").expect("ns");
+    let vm = lab.add_netns("vm").expect("ns");
+    let peer = lab.add_netns("peer").expect("ns");
+
+    let (lx_s, s_up) = veth(&lab, (&lx, "ls0", LX_TO_S_MAC), (&s, "up0", S_UP_MAC));
+    let (s_vm, vm_eth) = veth(&lab, (&s, "vm0", S_VM_MAC), (&vm, "eth0", VM_MAC));
+    let (lx_p, peer_eth) = veth(
+        &lab,
+        (&lx, "lp0", MacAddr([2, 0, 0, 0, 9, 1])),
+        (&peer, "eth0", MacAddr([2, 0, 0, 0, 9, 2])),
+    );
+    // srmigd's interfaces: the host kernel stays out.
+    for end in [&s_up, &s_vm] {
+        end.netns
+            .set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", end.ifname), "1")
+            .expect("disable_ipv6");
+    }
+    lab.add_addr(&lx_s, net(&format!("{LINUX_UPLINK}/64")))
+        .expect("addr");
+    lab.add_addr(&lx_p, net("2001:db8:b::ffff/64"))
+        .expect("addr");
+    lab.enable_forwarding(&lx).expect("forwarding");
+    lab.add_addr(&vm_eth, net(&format!("{VM}/128")))
+        .expect("addr");
+    lab.add_addr(&peer_eth, net(&format!("{PEER}/64")))
+        .expect("addr");
+    // Room for the encapsulation (40 + 8 + 16 bytes) on the 1500-byte links.
+    for end in [&vm_eth, &peer_eth] {
+        end.netns
+            .ip(&["link", "set", "dev", &end.ifname, "mtu", "1400"])
+            .expect("mtu");
+    }
+    let ends = [&lx_s, &s_up, &s_vm, &vm_eth, &lx_p, &peer_eth];
+    for end in ends {
+        lab.set_up(end).expect("up");
+    }
+    for end in ends {
+        lab.wait_up(end, Duration::from_secs(5)).expect("wait up");
+    }
+    lab.add_route(&vm, &Route::default_v6(ip("fe80::1"), Some("eth0")))
+        .expect("VM default route via the anycast gateway");
+    lab.add_route(&peer, &Route::default_v6(ip("2001:db8:b::ffff"), None))
+        .expect("peer default route");
+    lab.add_route(&lx, &Route::to(net("fc00:0:1::/48"), ip(SRMIGD_UPLINK)))
+        .expect("route to srmigd's locator");
+    // The Linux SRv6 node: its encapsulation source, the steering route towards srmigd's
+    // End.DT6 SID, and its own End.DX6 SID towards the peer.
+    lx.ip(&["sr", "tunsrc", "set", LINUX_UPLINK])
+        .expect("ip sr tunsrc");
+    let vm_128 = format!("{VM}/128");
+    let encap_route = |mode: &str| {
+        lx.ip(&[
+            "-6", "route", "replace", &vm_128, "encap", "seg6", "mode", mode, "segs", SRMIGD_DT6,
+            "dev", "ls0",
+        ])
+    };
+    encap_route("encap").expect("ip route ... encap seg6 mode encap");
+    lx.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{LINUX_DX6}/128"),
+        "encap",
+        "seg6local",
+        "action",
+        "End.DX6",
+        "nh6",
+        PEER,
+        "count",
+        "dev",
+        "lp0",
+    ])
+    .expect("ip route ... encap seg6local action End.DX6 nh6 ... count");
+
+    let d = start_daemon(&lab, &s, &dir);
+    let start = Instant::now();
+    while d.status().vms.first().map(|v| v.state) != Some(srmig_api::VmState::Running) {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "VM not running: {:#?}\n{}",
+            d.status(),
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dt6_series = format!(r#"srmig_sid_packets_total{{sid="{SRMIGD_DT6}",behavior="End.DT6"}}"#);
+    let policy_series = r#"srmig_policy_packets_total{policy="to-linux"}"#;
+
+    // (a) Linux H.Encaps (seg6 mode encap, with an SRH) -> srmigd End.DT6 -> VM.
+    let to_vm: SocketAddr = format!("[{VM}]:9000").parse().expect("socket address");
+    let rx = receiver(&vm, to_vm, N as usize);
+    send(&peer, PEER, to_vm, 0..N);
+    let got = rx.join().expect("receiver");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<u32>>(),
+        "Linux seg6 encap -> srmigd End.DT6: loss or reordering\nsrmigd status: {:#?}\n{}",
+        d.status(),
+        d.logs()
+    );
+    let dt6_a = d.metric(&dt6_series).unwrap_or(0);
+    assert!(dt6_a >= u64::from(N), "End.DT6 counted {dt6_a}");
+    eprintln!("(a) Linux seg6 mode encap -> srmigd End.DT6: {N}/{N} datagrams delivered to the VM");
+
+    // (a') the same with `mode encap.red` (one segment: no SRH, plain IPv6-in-IPv6 to the SID).
+    match encap_route("encap.red") {
+        Ok(_) => {
+            let rx = receiver(&vm, to_vm, N as usize);
+            send(&peer, PEER, to_vm, N..2 * N);
+            let got = rx.join().expect("receiver");
+            assert_eq!(
+                got,
+                (N..2 * N).collect::<Vec<u32>>(),
+                "Linux seg6 encap.red -> srmigd End.DT6: loss or reordering\n{}",
+                d.logs()
+            );
+            let dt6 = d.metric(&dt6_series).unwrap_or(0);
+            assert!(dt6 >= dt6_a + u64::from(N), "End.DT6 counted {dt6}");
+            eprintln!("(a') Linux seg6 mode encap.red -> srmigd End.DT6: {N}/{N} delivered");
+            encap_route("encap").expect("back to mode encap");
+        }
+        Err(e) => eprintln!("(a') skipped: this iproute2/kernel has no seg6 encap.red: {e}"),
+    }
+
+    // (b) srmigd H.Encaps (node config policy) -> Linux End.DX6 -> peer.
+    let to_peer: SocketAddr = format!("[{PEER}]:9001").parse().expect("socket address");
+    let linux_before = seg6local_packets(&lx, LINUX_DX6);
+    let rx = receiver(&peer, to_peer, N as usize);
+    send(&vm, VM, to_peer, 0..N);
+    let got = rx.join().expect("receiver");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<u32>>(),
+        "srmigd H.Encaps -> Linux End.DX6: loss or reordering\nsrmigd status: {:#?}\n{}",
+        d.status(),
+        d.logs()
+    );
+    let policy = d.metric(policy_series).unwrap_or(0);
+    assert!(policy >= u64::from(N), "policy to-linux counted {policy}");
+    match (linux_before, seg6local_packets(&lx, LINUX_DX6)) {
+        (Some(before), Some(after)) => assert!(
+            after - before >= u64::from(N),
+            "Linux End.DX6 counted {} packets",
+            after - before
+        ),
+        _ => eprintln!("(b) no seg6local counters in `ip -s route` output here"),
+    }
+    eprintln!("(b) srmigd H.Encaps -> Linux End.DX6: {N}/{N} datagrams delivered to the peer");
+
+    // Both directions at once: ping peer -> VM (requests over (a), replies over (b)).
+    let out = peer
+        .exec("ping", &["-6", "-c", "5", "-i", "0.05", "-W", "2", VM])
+        .unwrap_or_else(|e| panic!("ping peer -> VM: {e}\n{}", d.logs()));
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    eprintln!(
+        "srmigd drops (VM link-local chatter is expected): {:?}",
+        nonzero_drops(&d)
+    );
+
+    lab.stop_child(d.pid).expect("stop srmigd");
+    assert!(!d.sock.exists(), "socket left behind:\n{}", d.logs());
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
