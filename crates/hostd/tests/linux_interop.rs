@@ -128,6 +128,23 @@ port = "vm0"
     )
 }
 
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: String) -> TempDir {
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Daemon {
     pid: u32,
     sock: PathBuf,
@@ -267,8 +284,10 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     if !have_root() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("srmigd-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Declared before the lab, so it is removed after the lab is torn down, also on failure
+    // (the daemon's log is in the panic messages).
+    let tmp = TempDir::new(format!("srmigd-interop-{}", std::process::id()));
+    let dir = tmp.0.as_path();
     let lab = Lab::new().expect("lab");
     let lx = lab.add_netns("lx").expect("ns");
     let s = lab.add_netns("s").expect("ns");
@@ -345,7 +364,7 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     ])
     .expect("ip route ... encap seg6local action End.DX6 nh6 ... count");
 
-    let d = start_daemon(&lab, &s, &dir);
+    let d = start_daemon(&lab, &s, dir);
     let start = Instant::now();
     while d.status().vms.first().map(|v| v.state) != Some(srmig_api::VmState::Running) {
         assert!(
@@ -432,6 +451,4 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
 
     lab.stop_child(d.pid).expect("stop srmigd");
     assert!(!d.sock.exists(), "socket left behind:\n{}", d.logs());
-    drop(lab);
-    let _ = std::fs::remove_dir_all(&dir);
 }
