@@ -37,6 +37,7 @@ use crate::config::{
 use crate::counters::{Counters, CountersView, PacketBytes};
 use crate::drop::DropReason;
 use crate::fib::{Adjacency, Fib, TableIdx};
+use crate::hash::{self, AddrHash};
 use crate::icmp::{
     emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
     NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
@@ -97,8 +98,16 @@ fn mask_of(len: u8) -> u128 {
 }
 
 impl Dataplane {
-    /// Validates `cfg` completely and builds the engine (all storage is allocated here).
+    /// Validates `cfg` completely and builds the engine (all storage is allocated here). The
+    /// exact-match tables hash with [`hash::DEFAULT_SEED`]; drivers facing untrusted traffic
+    /// should prefer [`Dataplane::with_hash_seed`] with a random seed.
     pub fn new(cfg: NodeConfig) -> Result<Dataplane, ConfigError> {
+        Dataplane::with_hash_seed(cfg, hash::DEFAULT_SEED)
+    }
+
+    /// [`Dataplane::new`] with the tables' hash keys derived from `seed` (see [`hash`]).
+    pub fn with_hash_seed(cfg: NodeConfig, seed: u64) -> Result<Dataplane, ConfigError> {
+        let hasher = AddrHash::new(seed);
         let locator_net = cfg.locator.trunc();
         if cfg.source_address.is_multicast() || cfg.source_address.is_unspecified() {
             return Err(ConfigError::invalid(
@@ -161,7 +170,7 @@ impl Dataplane {
                 .ok_or_else(|| ConfigError::invalid(path, format!("no port named \"{name}\"")))
         };
         // VMs.
-        let mut vms = VmTable::new();
+        let mut vms = VmTable::new(hasher);
         for (i, v) in cfg.vms.iter().enumerate() {
             if v.name.is_empty() {
                 return Err(ConfigError::invalid(
@@ -250,13 +259,13 @@ impl Dataplane {
             infrastructure,
             gateway: cfg.gateway.address.octets(),
             gateway_mac: cfg.gateway.mac.0,
-            fib: Fib::new(),
-            sids: SidTable::default(),
+            fib: Fib::new(hasher),
+            sids: SidTable::with_hasher(hasher),
             policies: Vec::new(),
             counters: Counters::new(ports.len(), vms.len()),
             ports,
             vms,
-            mappings: MappingTable::default(),
+            mappings: MappingTable::with_hasher(hasher),
             buffers,
             releasing: Vec::with_capacity(cfg.vms.len()),
             gen: GenQueue::new(),

@@ -8,23 +8,8 @@
 //! locators, default), so a lookup is a few ~5 ns probes; `benches/dataplane.rs` group `lpm`
 //! compares it with `prefix-trie` (measured numbers in the crate README/report).
 
-use ahash::RandomState;
-use hashbrown::HashMap;
-
+use crate::hash::{fast_map, AddrHash, FastMap};
 use crate::port::PortId;
-
-/// Hash map with a fixed-seed ahash: deterministic (the engine uses no unseeded randomness) and
-/// only keyed by configured values, so flooding is not a concern.
-pub(crate) type FastMap<K, V> = HashMap<K, V, RandomState>;
-
-pub(crate) fn fast_map<K, V>() -> FastMap<K, V> {
-    HashMap::with_hasher(RandomState::with_seeds(
-        0x243f_6a88_85a3_08d3,
-        0x1319_8a2e_0370_7344,
-        0xa409_3822_299f_31d0,
-        0x082e_fa98_ec4e_6c89,
-    ))
-}
 
 #[derive(Debug, Clone)]
 struct Level<V> {
@@ -40,6 +25,7 @@ pub struct Lpm<V, const BITS: u8> {
     levels: Vec<Level<V>>,
     /// The /0 entry, kept out of the hash levels so a default route costs no hash probe.
     default: Option<V>,
+    hasher: AddrHash,
 }
 
 impl<V: Copy, const BITS: u8> Default for Lpm<V, BITS> {
@@ -49,11 +35,17 @@ impl<V: Copy, const BITS: u8> Default for Lpm<V, BITS> {
 }
 
 impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
-    /// An empty table.
+    /// An empty table (hashing with the default seed).
     pub fn new() -> Self {
+        Self::with_hasher(AddrHash::default())
+    }
+
+    /// An empty table hashing with `hasher`.
+    pub fn with_hasher(hasher: AddrHash) -> Self {
         Lpm {
             levels: Vec::new(),
             default: None,
+            hasher,
         }
     }
 
@@ -82,7 +74,7 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
                     Level {
                         len,
                         mask,
-                        map: fast_map(),
+                        map: fast_map(self.hasher),
                     },
                 );
                 p
@@ -91,7 +83,7 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
                 self.levels.push(Level {
                     len,
                     mask,
-                    map: fast_map(),
+                    map: fast_map(self.hasher),
                 });
                 self.levels.len() - 1
             }
@@ -159,10 +151,19 @@ pub struct Adjacency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) struct TableIdx(pub(crate) u16);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct FibTable {
     pub(crate) v6: Lpm<Adjacency, 128>,
     pub(crate) v4: Lpm<Adjacency, 32>,
+}
+
+impl FibTable {
+    fn new(h: AddrHash) -> FibTable {
+        FibTable {
+            v6: Lpm::with_hasher(h),
+            v4: Lpm::with_hasher(h),
+        }
+    }
 }
 
 /// All FIB tables, by configured table id.
@@ -170,14 +171,16 @@ pub(crate) struct FibTable {
 pub(crate) struct Fib {
     tables: Vec<FibTable>,
     ids: Vec<u32>,
+    hasher: AddrHash,
 }
 
 impl Fib {
-    pub(crate) fn new() -> Fib {
+    pub(crate) fn new(hasher: AddrHash) -> Fib {
         // Table 0 always exists.
         Fib {
-            tables: vec![FibTable::default()],
+            tables: vec![FibTable::new(hasher)],
             ids: vec![0],
+            hasher,
         }
     }
 
@@ -194,7 +197,7 @@ impl Fib {
             return Some(t);
         }
         let idx = u16::try_from(self.tables.len()).ok()?;
-        self.tables.push(FibTable::default());
+        self.tables.push(FibTable::new(self.hasher));
         self.ids.push(id);
         Some(TableIdx(idx))
     }
@@ -263,7 +266,7 @@ mod tests {
 
     #[test]
     fn ipv4_and_tables() {
-        let mut f = Fib::new();
+        let mut f = Fib::new(AddrHash::default());
         let t = f.ensure_table(7).unwrap();
         assert_eq!(f.table_index(7), Some(t));
         assert_eq!(f.table_index(0), Some(TableIdx(0)));

@@ -24,6 +24,7 @@ pub mod counters;
 pub mod drop;
 pub mod engine;
 pub mod fib;
+pub mod hash;
 pub mod icmp;
 pub mod policy;
 pub mod port;

@@ -172,6 +172,13 @@ pub(crate) struct MappingTable {
 }
 
 impl MappingTable {
+    pub(crate) fn with_hasher(h: crate::hash::AddrHash) -> MappingTable {
+        MappingTable {
+            v6: Lpm::with_hasher(h),
+            v4: Lpm::with_hasher(h),
+        }
+    }
+
     pub(crate) fn set(&mut self, prefix: IpNet, s: Steering) {
         match prefix {
             IpNet::V6(p) => {

@@ -317,6 +317,13 @@ pub(crate) struct SidTable {
 }
 
 impl SidTable {
+    pub(crate) fn with_hasher(h: crate::hash::AddrHash) -> SidTable {
+        SidTable {
+            entries: Vec::new(),
+            lpm: Lpm::with_hasher(h),
+        }
+    }
+
     /// Installs `e`; fails (with `path`) if the same SID prefix is installed.
     pub(crate) fn insert(&mut self, path: &str, e: SidEntry) -> Result<SidId, ConfigError> {
         let key = u128::from(e.sid);

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fib::{fast_map, FastMap};
+use crate::hash::{fast_map, AddrHash, FastMap};
 use crate::port::PortId;
 
 /// Index of a VM, in configuration order.
@@ -62,11 +62,11 @@ pub(crate) struct VmTable {
 }
 
 impl VmTable {
-    pub(crate) fn new() -> VmTable {
+    pub(crate) fn new(h: AddrHash) -> VmTable {
         VmTable {
             vms: Vec::new(),
-            by_v6: fast_map(),
-            by_v4: fast_map(),
+            by_v6: fast_map(h),
+            by_v4: fast_map(h),
         }
     }
 
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn lookups() {
-        let mut t = VmTable::new();
+        let mut t = VmTable::new(AddrHash::default());
         let a6: Ipv6Addr = "2001:db8::10".parse().unwrap();
         let a4 = Ipv4Addr::new(10, 0, 0, 10);
         let id = t.push(Vm {
