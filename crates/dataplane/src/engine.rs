@@ -80,7 +80,12 @@ pub struct Dataplane {
     sids: SidTable,
     policies: Vec<Policy>,
     vms: VmTable,
+    /// Mappings shorter than /128 (IPv6) and all IPv4 mappings; IPv6 /128 mappings share
+    /// the VM address table ([`crate::vm::AddrEntry`]).
     mappings: MappingTable,
+    /// Whether every SID prefix lies inside the locator (then a destination outside the
+    /// locator needs no SID lookup).
+    sids_within_locator: bool,
     buffers: SbufStore,
     /// VMs whose buffer is being released (Running with a non-empty buffer), in order.
     releasing: Vec<VmId>,
@@ -266,6 +271,7 @@ impl Dataplane {
             ports,
             vms,
             mappings: MappingTable::with_hasher(hasher),
+            sids_within_locator: true,
             buffers,
             releasing: Vec::with_capacity(cfg.vms.len()),
             gen: GenQueue::new(),
@@ -354,6 +360,7 @@ impl Dataplane {
     fn install_sid_at(&mut self, path: &str, cfg: &SidConfig) -> Result<SidId, ConfigError> {
         let entry = sid::build(path, cfg, &mut self.resolver())?;
         let id = self.sids.insert(path, entry)?;
+        self.sids_within_locator = self.sids.min_prefix_len() >= self.locator_net.prefix_len();
         if self.counters.sids.len() <= id.index() {
             self.counters
                 .sids
@@ -365,7 +372,9 @@ impl Dataplane {
 
     /// Removes the SID installed at `sid`; returns its (now free) id.
     pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Option<SidId> {
-        self.sids.remove(sid)
+        let id = self.sids.remove(sid);
+        self.sids_within_locator = self.sids.min_prefix_len() >= self.locator_net.prefix_len();
+        id
     }
 
     /// Installs an SR policy, or replaces the policy of the same name (keeping its id, so
@@ -407,7 +416,7 @@ impl Dataplane {
                 ));
             }
         }
-        self.mappings.set(prefix.trunc(), steering);
+        self.store_mapping(prefix.trunc(), Some(steering));
         Ok(())
     }
 
@@ -423,18 +432,55 @@ impl Dataplane {
             })?;
             Steering::Policy(id)
         };
-        self.mappings.set(m.vm_address.trunc(), steering);
+        self.store_mapping(m.vm_address.trunc(), Some(steering));
         Ok(())
     }
 
     /// Removes the steering entry for exactly `prefix`.
     pub fn remove_mapping(&mut self, prefix: IpNet) -> Option<Steering> {
-        self.mappings.remove(prefix.trunc())
+        self.store_mapping(prefix.trunc(), None)
+    }
+
+    /// Sets (or removes, `None`) the steering of exactly `prefix`; returns the previous one.
+    fn store_mapping(&mut self, prefix: IpNet, steering: Option<Steering>) -> Option<Steering> {
+        match (prefix, steering) {
+            (IpNet::V6(p), s) if p.prefix_len() == 128 => {
+                self.vms.set_steering_v6(u128::from(p.addr()), s)
+            }
+            (p, Some(s)) => {
+                let prev = self.mappings.lookup_exact(p);
+                self.mappings.set(p, s);
+                prev
+            }
+            (p, None) => self.mappings.remove(p),
+        }
     }
 
     /// The steering that applies to traffic from local VMs towards `dst`.
     pub fn mapping(&self, dst: IpAddr) -> Option<Steering> {
-        self.mappings.lookup(dst)
+        match dst {
+            IpAddr::V6(a) => self.steering_v6(u128::from(a), self.vms.v6_entry(u128::from(a))),
+            IpAddr::V4(_) => self.mappings.lookup(dst),
+        }
+    }
+
+    /// The steering towards `dst`, whose address-table entry is `e`: its /128 mapping, else
+    /// the longest shorter prefix.
+    #[inline]
+    fn steering_v6(&self, dst: u128, e: crate::vm::AddrEntry) -> Option<Steering> {
+        match e.steering {
+            Some(s) => Some(s),
+            None => self.mappings.v6.lookup(dst).map(|(_, s)| s),
+        }
+    }
+
+    /// The local SID matching `dst`.
+    #[inline]
+    fn local_sid(&self, dst: u128) -> Option<SidId> {
+        if self.sids_within_locator && !self.in_locator(dst) {
+            return None;
+        }
+        self.sids.lookup(dst)
     }
 
     /// Records a VM state change. When the VM becomes `Running` with packets held, they are
@@ -750,6 +796,7 @@ impl Dataplane {
             }
             return Verdict::Drop(DropReason::MulticastDestination);
         }
+        // Most uplink traffic is SRv6 to a local SID: look it up directly (no locator test).
         if let Some(sid) = self.sids.lookup(dst) {
             // RFC 8754 section 5.1: SRv6 packets only from inside the SR domain.
             if !self.in_domain(src) {
@@ -822,7 +869,7 @@ impl Dataplane {
             });
         }
         // The SR domain is closed: no SRH and no local SID from a VM (RFC 8754 section 5.1).
-        if self.sids.lookup(dst).is_some() {
+        if self.local_sid(dst).is_some() {
             return Verdict::Drop(DropReason::SrhFromVmPort);
         }
         let mut has_hbh = false;
@@ -840,18 +887,20 @@ impl Dataplane {
         if let Err(v) = self.hop_limit_forward(ctx, pkt, ip) {
             return v;
         }
-        if let Some(vm) = self.vms.by_v6(dst) {
+        // One probe: the local VM at `dst` and the /128 mapping of `dst`.
+        let e = self.vms.v6_entry(dst);
+        if let Some(vm) = e.vm {
             if self.vms.vms[vm.index()].state == VmState::Running {
                 return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
             }
         }
-        match self.mappings.v6.lookup(dst) {
-            Some((_, Steering::Policy(p))) => self.apply_policy(ctx, pkt, ip, p, true, has_hbh),
-            Some((_, Steering::Native)) | None => {
+        match self.steering_v6(dst, e) {
+            Some(Steering::Policy(p)) => self.apply_policy(ctx, pkt, ip, p, true, has_hbh),
+            Some(Steering::Native) | None => {
                 if self.in_locator(dst) {
                     return Verdict::Drop(DropReason::NoSid);
                 }
-                if let Some(vm) = self.vms.by_v6(dst) {
+                if let Some(vm) = e.vm {
                     return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
                 }
                 self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)

@@ -200,7 +200,17 @@ impl MappingTable {
         }
     }
 
-    /// Whether any entry refers to `id`.
+    /// The entry of exactly `prefix`.
+    pub(crate) fn lookup_exact(&self, prefix: IpNet) -> Option<Steering> {
+        match prefix {
+            IpNet::V6(p) => self.v6.get_exact(u128::from(p.network()), p.prefix_len()),
+            IpNet::V4(p) => self
+                .v4
+                .get_exact(u128::from(u32::from(p.network())), p.prefix_len()),
+        }
+    }
+
+    /// The steering of the longest prefix holding `dst`.
     pub(crate) fn lookup(&self, dst: IpAddr) -> Option<Steering> {
         match dst {
             IpAddr::V6(a) => self.v6.lookup(u128::from(a)).map(|(_, s)| s),

@@ -356,6 +356,16 @@ impl SidTable {
         Some(id)
     }
 
+    /// The shortest prefix length under which a SID is matched (128 when empty).
+    pub(crate) fn min_prefix_len(&self) -> u8 {
+        self.entries
+            .iter()
+            .flatten()
+            .map(SidEntry::prefix_len)
+            .min()
+            .unwrap_or(128)
+    }
+
     #[inline]
     pub(crate) fn lookup(&self, dst: u128) -> Option<SidId> {
         self.lpm.lookup(dst).map(|(_, id)| id)

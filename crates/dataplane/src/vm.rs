@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{fast_map, AddrHash, FastMap};
+use crate::policy::Steering;
 use crate::port::PortId;
 
 /// Index of a VM, in configuration order.
@@ -53,11 +54,24 @@ pub(crate) struct Vm {
     pub(crate) state: VmState,
 }
 
-/// VMs with exact-match address lookups.
+/// What one IPv6 address means on this node: the local VM that owns it and the exact (/128)
+/// ingress steering towards it. Both live in one table so that traffic from a local VM, which
+/// needs both answers for its destination, pays one hash probe (shorter mapping prefixes stay
+/// in [`crate::policy::MappingTable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct AddrEntry {
+    /// The local VM with this address.
+    pub(crate) vm: Option<VmId>,
+    /// The /128 mapping of this address.
+    pub(crate) steering: Option<Steering>,
+}
+
+/// VMs with exact-match address lookups; the IPv6 table also holds /128 mappings
+/// ([`AddrEntry`]).
 #[derive(Debug)]
 pub(crate) struct VmTable {
     pub(crate) vms: Vec<Vm>,
-    by_v6: FastMap<u128, VmId>,
+    by_v6: FastMap<u128, AddrEntry>,
     by_v4: FastMap<u32, VmId>,
 }
 
@@ -76,7 +90,7 @@ impl VmTable {
         for a in &vm.addresses {
             match a {
                 IpAddr::V6(a) => {
-                    self.by_v6.insert(u128::from(*a), id);
+                    self.by_v6.entry(u128::from(*a)).or_default().vm = Some(id);
                 }
                 IpAddr::V4(a) => {
                     self.by_v4.insert(u32::from(*a), id);
@@ -96,10 +110,31 @@ impl VmTable {
 
     #[inline]
     pub(crate) fn by_v6(&self, a: u128) -> Option<VmId> {
+        self.v6_entry(a).vm
+    }
+
+    /// Everything known about the IPv6 address `a` (one probe).
+    #[inline]
+    pub(crate) fn v6_entry(&self, a: u128) -> AddrEntry {
         if self.by_v6.is_empty() {
-            return None;
+            return AddrEntry::default();
         }
-        self.by_v6.get(&a).copied()
+        self.by_v6.get(&a).copied().unwrap_or_default()
+    }
+
+    /// Sets (`Some`) or removes (`None`) the /128 steering of `a`; returns the previous one.
+    pub(crate) fn set_steering_v6(&mut self, a: u128, s: Option<Steering>) -> Option<Steering> {
+        match s {
+            Some(s) => self.by_v6.entry(a).or_default().steering.replace(s),
+            None => {
+                let e = self.by_v6.get_mut(&a)?;
+                let prev = e.steering.take();
+                if e.vm.is_none() {
+                    self.by_v6.remove(&a);
+                }
+                prev
+            }
+        }
     }
 
     #[inline]
@@ -152,5 +187,45 @@ mod tests {
         assert_eq!(t.by_name("vm2"), None);
         assert_eq!(t.get(id).map(|v| v.state), Some(VmState::Running));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn steering_shares_the_address_table() {
+        let mut t = VmTable::new(AddrHash::default());
+        let a6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let id = t.push(Vm {
+            name: "vm1".into(),
+            addresses: vec![a6.into()],
+            mac: [2, 0, 0, 0, 0, 0x10],
+            port: PortId(1),
+            state: VmState::Running,
+        });
+        let a = u128::from(a6);
+        let p = Steering::Policy(crate::policy::PolicyId(3));
+        assert_eq!(t.set_steering_v6(a, Some(p)), None);
+        assert_eq!(
+            t.v6_entry(a),
+            AddrEntry {
+                vm: Some(id),
+                steering: Some(p)
+            }
+        );
+        assert_eq!(t.set_steering_v6(a, Some(Steering::Native)), Some(p));
+        assert_eq!(t.set_steering_v6(a, None), Some(Steering::Native));
+        // The VM keeps its address.
+        assert_eq!(
+            t.v6_entry(a),
+            AddrEntry {
+                vm: Some(id),
+                steering: None
+            }
+        );
+        // A mapping for an address without a VM comes and goes.
+        assert_eq!(t.set_steering_v6(7, Some(p)), None);
+        assert_eq!(t.v6_entry(7).steering, Some(p));
+        assert_eq!(t.set_steering_v6(7, None), Some(p));
+        assert_eq!(t.v6_entry(7), AddrEntry::default());
+        assert_eq!(t.by_v6.len(), 1);
+        assert_eq!(t.set_steering_v6(8, None), None);
     }
 }
