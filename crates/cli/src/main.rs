@@ -38,14 +38,26 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// An example migration through End.S on S and End.SBUF on D, packet by packet.
+    /// The lab demo: the paper's four configurations on the netns lab (root), printed as the
+    /// paper's table; with --offline, an example migration replayed packet by packet.
     Demo {
         /// Replay the example offline through the dataplane (no root, no namespaces).
         #[arg(long)]
         offline: bool,
-        /// Where captures, configurations and summaries are written.
+        /// Where reports (lab) or captures, configurations and summaries (offline) go.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
+        /// Lab demo: migrations per strategy and workload.
+        #[arg(long, default_value_t = 2)]
+        migrations: u32,
+        /// Lab demo: workloads (probe, http, tcp, all, or a comma-separated list).
+        #[arg(long, default_value = "probe,http")]
+        workload: String,
+    },
+    /// Network-namespace labs: real srmigd processes, the controller, VMs and workloads.
+    Lab {
+        #[command(subcommand)]
+        what: LabCommand,
     },
     /// Benchmarks.
     Bench {
@@ -87,6 +99,56 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Run workloads from a client VM to a VM migrating S -> D -> S ... and write the report.
+    Migrate(LabMigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LabMigrateArgs {
+    /// VM kind: netns (a namespace with its own kernel stack) or qemu (not yet supported).
+    #[arg(long, default_value = "netns")]
+    vm_kind: String,
+    /// traditional, sr-drop or sr-buffer.
+    #[arg(long, default_value = "sr-buffer")]
+    strategy: String,
+    /// probe, http, tcp, all, or a comma-separated list; each runs during its own migrations.
+    #[arg(long, default_value = "probe")]
+    workload: String,
+    /// Consecutive migrations per workload; 0 runs the no-migration baseline.
+    #[arg(long, default_value_t = 5)]
+    migrations: u32,
+    /// Emulated stop-and-copy pause, in milliseconds (the paper's: 175).
+    #[arg(long, default_value_t = 175)]
+    downtime_ms: u64,
+    /// Emulated pre-copy, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    precopy_ms: u64,
+    /// Idle time between a migration's expected end and the next request, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    gap_ms: u64,
+    /// Delay of every controller config push, in milliseconds (a slow mapping update).
+    #[arg(long, default_value_t = 0)]
+    propagation_delay_ms: u64,
+    /// Workload duration of a --migrations 0 baseline, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    baseline_ms: u64,
+    /// New HTTP sessions per second.
+    #[arg(long, default_value_t = 100)]
+    http_rate: u32,
+    /// Where the JSON report is written.
+    #[arg(long)]
+    report: PathBuf,
+    /// Keep srmigd configurations and logs in this directory (default: a temporary one,
+    /// removed at the end).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Where srmigd is (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Mpps per dataplane behavior on one core, 256-packet batches, ~100-byte inner packets.
     Dataplane {
@@ -110,7 +172,20 @@ fn main() -> Result<()> {
             out,
             quiet,
         } => cmd_replay(config, pcaps, out, quiet),
-        Command::Demo { offline: _, out } => cmd_demo(out),
+        Command::Demo {
+            offline: true,
+            out,
+            ..
+        } => cmd_demo(out),
+        Command::Demo {
+            offline: false,
+            out,
+            migrations,
+            workload,
+        } => cmd_lab_demo(out, migrations, &workload),
+        Command::Lab {
+            what: LabCommand::Migrate(args),
+        } => cmd_lab_migrate(args),
         Command::Bench {
             what: BenchCommand::Dataplane { json, ms, filter },
         } => cmd_bench(json, ms, filter),
@@ -368,6 +443,68 @@ fn cmd_demo(out: PathBuf) -> Result<()> {
         "Captures and summary.json files are under {}",
         out.display()
     );
+    Ok(())
+}
+
+fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
+    use srmig_lab::orchestrate as lab;
+    let workloads = lab::WorkloadKind::parse_set(&args.workload)?;
+    let mut run = lab::RunPlan::new(
+        lab::parse_strategy(&args.strategy)?,
+        workloads,
+        args.migrations,
+    );
+    run.timing = lab::MigrationTiming {
+        precopy: Duration::from_millis(args.precopy_ms),
+        downtime: Duration::from_millis(args.downtime_ms),
+    };
+    run.gap = Duration::from_millis(args.gap_ms);
+    run.baseline = Duration::from_millis(args.baseline_ms);
+    run.http_rate = args.http_rate;
+    let options = lab::MigrateOptions {
+        vm_kind: lab::parse_vm_kind(&args.vm_kind)?,
+        testbed: lab::TestbedOptions {
+            propagation_delay: Duration::from_millis(args.propagation_delay_ms),
+            bin_dir: args.bin_dir,
+            keep_dir: args.work_dir.is_some(),
+            work_dir: args.work_dir,
+            ..lab::TestbedOptions::default()
+        },
+        run,
+    };
+    let outcome = lab::run_migrate(&options)?;
+    outcome.write(&args.report)?;
+    print!("{}", outcome.summary());
+    println!("report: {}", args.report.display());
+    Ok(())
+}
+
+fn cmd_lab_demo(out: PathBuf, migrations: u32, workload: &str) -> Result<()> {
+    use srmig_lab::orchestrate as lab;
+    if !lab::is_root() {
+        bail!(
+            "`srmig demo` runs the netns lab: it needs root (network namespaces, veth pairs, \
+             AF_PACKET sockets for srmigd). Run it as root (sudo), or run `srmig demo --offline` \
+             for the replay demo, which needs neither."
+        );
+    }
+    let mut options = lab::demo::DemoOptions::new(out.clone());
+    options.migrations = migrations;
+    options.workloads = lab::WorkloadKind::parse_set(workload)?;
+    println!(
+        "srmig lab demo: one VM migrating between hosts s and d while a client VM on host c \
+         talks to it;\n{} migrations per strategy and workload, 500 ms pre-copy, 175 ms \
+         downtime, {} ms mapping propagation delay",
+        options.migrations,
+        options.propagation_delay.as_millis()
+    );
+    let runs = lab::demo::run_demo(&options, |line| println!("  .. {line}"))?;
+    println!();
+    print!("{}", lab::demo::table(&runs));
+    println!();
+    for r in &runs {
+        println!("report {}: {}", r.name, r.report.display());
+    }
     Ok(())
 }
 

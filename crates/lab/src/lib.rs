@@ -7,6 +7,8 @@
 //!   drop, on SIGINT/SIGTERM, and [`cleanup_stale`] removes leftovers of dead runs.
 //! - [`Netns::run`] / [`Netns::spawn`] run Rust code on a thread inside a namespace.
 //! - [`workload`] holds the probe, HTTP and TCP workloads; [`report`] the JSON report types.
+//! - [`orchestrate`] is the netns lab behind `srmig lab migrate` and `srmig demo`: router,
+//!   hosts running srmigd, the controller, VMs, emulated migrations, workloads and reports.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +37,7 @@
 mod cmd;
 pub mod error;
 pub mod netns;
+pub mod orchestrate;
 pub mod paper;
 pub mod registry;
 pub mod report;

@@ -1,0 +1,219 @@
+//! The control plane of a lab run: the real controller daemon (`srmig-controller`), served
+//! in-process on its own tokio runtime on a unix socket in the run's directory, and blocking
+//! wrappers around its typed client and around srmigd's status endpoint.
+//!
+//! The controller runs inside the lab process rather than as a separate `srmig controller`
+//! process so that the lab needs exactly one binary besides itself (srmigd), also under
+//! `cargo test`, where `srmig` is not necessarily built. It is the same daemon code, on the
+//! same unix-socket HTTP API; srmigd reports VM states to it with `--controller`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper::Method;
+use srmig_api::{MigrateRequest, MigrationId, MigrationStatus, VmInfo};
+use srmig_controller::http::UnixHttp;
+use srmig_controller::{
+    ClientError, ControllerClient, Daemon, HostRegistration, HostView, HypervisorPost, Options,
+    VmView,
+};
+
+use super::error::OrchestrateError;
+
+/// The in-process controller and a client of it.
+#[derive(Debug)]
+pub struct ControlPlane {
+    runtime: tokio::runtime::Runtime,
+    daemon: Option<Daemon>,
+    client: ControllerClient,
+    socket: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts the controller with its socket and store in `dir`; every config push is held
+    /// `propagation_delay` (the paper's slow mapping update).
+    ///
+    /// Call from a thread in the root network namespace: the runtime's worker threads are
+    /// created here and inherit it.
+    pub fn start(
+        dir: &Path,
+        propagation_delay: Duration,
+    ) -> Result<ControlPlane, OrchestrateError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("srmig-lab-controller")
+            .enable_all()
+            .build()
+            .map_err(OrchestrateError::Runtime)?;
+        let socket = dir.join("controller.sock");
+        let mut options = Options::new(&socket, dir.join("controller.redb"));
+        options.push.propagation_delay = propagation_delay;
+        // Migrations waiting for the (emulated) hypervisor are also polled a bit faster than
+        // the default, in case a VM state report is lost.
+        options.state_poll = Duration::from_millis(500);
+        let daemon = runtime
+            .block_on(Daemon::start(options))
+            .map_err(OrchestrateError::ControllerStart)?;
+        Ok(ControlPlane {
+            runtime,
+            daemon: Some(daemon),
+            client: ControllerClient::new(&socket),
+            socket,
+        })
+    }
+
+    /// The controller's API socket (srmigd's `--controller`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn call<T>(
+        &self,
+        request: impl Into<String>,
+        f: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, OrchestrateError> {
+        self.runtime
+            .block_on(f)
+            .map_err(OrchestrateError::controller(request))
+    }
+
+    /// `POST /v1/hosts`.
+    pub fn add_host(&self, reg: &HostRegistration) -> Result<HostView, OrchestrateError> {
+        self.call(
+            format!("POST /v1/hosts {}", reg.info.name),
+            self.client.add_host(reg),
+        )
+    }
+
+    /// `GET /v1/hosts`.
+    pub fn hosts(&self) -> Result<Vec<HostView>, OrchestrateError> {
+        self.call("GET /v1/hosts", self.client.hosts())
+    }
+
+    /// `POST /v1/vms`.
+    pub fn add_vm(&self, vm: &VmInfo) -> Result<VmView, OrchestrateError> {
+        self.call(format!("POST /v1/vms {}", vm.name), self.client.add_vm(vm))
+    }
+
+    /// `POST /v1/migrations`.
+    pub fn migrate(&self, req: &MigrateRequest) -> Result<MigrationStatus, OrchestrateError> {
+        self.call(
+            format!(
+                "POST /v1/migrations {} to {} ({})",
+                req.vm, req.to, req.strategy
+            ),
+            self.client.migrate(req),
+        )
+    }
+
+    /// `GET /v1/migrations/{id}`.
+    pub fn migration(&self, id: MigrationId) -> Result<MigrationStatus, OrchestrateError> {
+        self.call(
+            format!("GET /v1/migrations/{}", id.0),
+            self.client.migration(id),
+        )
+    }
+
+    /// `POST /v1/migrations/{id}/hypervisor`.
+    pub fn hypervisor(
+        &self,
+        id: MigrationId,
+        post: &HypervisorPost,
+    ) -> Result<MigrationStatus, OrchestrateError> {
+        self.call(
+            format!("POST /v1/migrations/{}/hypervisor", id.0),
+            self.client.hypervisor(id, post),
+        )
+    }
+
+    /// `GET path` on a srmigd API socket; the JSON body of a 200 answer.
+    pub fn srmigd_get(&self, socket: &Path, path: &str) -> Result<serde_json::Value, String> {
+        self.srmigd_call(socket, Method::GET, path, None)
+    }
+
+    /// One request to a srmigd API socket; the JSON body of a 2xx answer (`null` if empty).
+    pub fn srmigd_call(
+        &self,
+        socket: &Path,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let http = UnixHttp::new(socket, Duration::from_secs(2));
+        let body = body.map(|b| b.to_string().into_bytes());
+        let response = self
+            .runtime
+            .block_on(http.request(method.clone(), path, body))
+            .map_err(|e| error_chain(&e))?;
+        if !response.status.is_success() {
+            return Err(format!(
+                "{method} {path}: {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            ));
+        }
+        if response.body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&response.body)
+            .map_err(|e| format!("{method} {path}: not JSON: {e}"))
+    }
+
+    /// Stops the controller and removes its socket.
+    pub fn shutdown(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            if let Err(e) = self.runtime.block_on(daemon.shutdown()) {
+                tracing::warn!(error = %error_chain(&e), "controller shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_joins_causes() {
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&e), "outer: inner");
+    }
+
+    #[test]
+    fn controller_starts_answers_and_stops() {
+        let dir = std::env::temp_dir().join(format!("srmig-lab-cp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut cp = ControlPlane::start(&dir, Duration::ZERO).expect("start");
+        assert!(cp.socket().exists());
+        assert!(cp.hosts().expect("hosts").is_empty());
+        let err = cp
+            .migration(MigrationId(42))
+            .expect_err("no such migration");
+        assert!(error_chain(&err).contains("/v1/migrations/42"), "{err}");
+        cp.shutdown();
+        assert!(!cp.socket().exists());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,164 @@
+//! `srmig demo`: a short version of the paper's experiment on the netns lab. One testbed;
+//! a no-migration baseline, then traditional, SR with End.SBUF dropping and SR with End.SBUF
+//! buffering, each during a few migrations; one report per configuration and a table in the
+//! shape of the paper's.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use srmig_api::Strategy;
+
+use super::error::OrchestrateError;
+use super::run::{run, LabRun, RunPlan, WorkloadKind};
+use super::testbed::{Testbed, TestbedOptions};
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the reports go (`<out>/<configuration>.json`).
+    pub out: PathBuf,
+    /// Migrations per strategy and workload.
+    pub migrations: u32,
+    /// Workloads.
+    pub workloads: Vec<WorkloadKind>,
+    /// The controller's push delay (the slow mapping update that hurts `traditional`).
+    pub propagation_delay: Duration,
+    /// Baseline duration.
+    pub baseline: Duration,
+    /// Testbed options (binary directory, logs); `propagation_delay` above wins.
+    pub testbed: TestbedOptions,
+}
+
+impl DemoOptions {
+    /// 2 migrations per strategy, probe and HTTP workloads, 100 ms mapping propagation delay,
+    /// 3 s baseline.
+    pub fn new(out: PathBuf) -> DemoOptions {
+        DemoOptions {
+            out,
+            migrations: 2,
+            workloads: vec![WorkloadKind::Probe, WorkloadKind::Http],
+            propagation_delay: Duration::from_millis(100),
+            baseline: Duration::from_secs(3),
+            testbed: TestbedOptions::default(),
+        }
+    }
+}
+
+/// One configuration's result.
+#[derive(Debug, Clone)]
+pub struct DemoRun {
+    /// `no migration`, `traditional`, `sr-drop`, `sr-buffer`.
+    pub name: &'static str,
+    /// The run.
+    pub run: LabRun,
+    /// Its report file.
+    pub report: PathBuf,
+}
+
+/// Runs the demo; `progress` is called with a line before each configuration.
+pub fn run_demo(
+    options: &DemoOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<DemoRun>, OrchestrateError> {
+    let mut testbed_options = options.testbed.clone();
+    testbed_options.propagation_delay = options.propagation_delay;
+    progress("building the lab: router, hosts c/s/d with srmigd, client and vm1, controller");
+    let mut testbed = Testbed::build(&testbed_options)?;
+    let mut runs = Vec::new();
+    let configs: [(&'static str, Strategy, u32); 4] = [
+        ("no-migration", Strategy::SrBuffer, 0),
+        ("traditional", Strategy::Traditional, options.migrations),
+        ("sr-drop", Strategy::SrDrop, options.migrations),
+        ("sr-buffer", Strategy::SrBuffer, options.migrations),
+    ];
+    let mut baseline_rtt = None;
+    for (name, strategy, migrations) in configs {
+        let mut plan = RunPlan::new(strategy, options.workloads.clone(), migrations);
+        plan.baseline = options.baseline;
+        plan.probe_baseline_ms = baseline_rtt;
+        progress(&format!(
+            "{name}: {}",
+            if migrations == 0 {
+                format!("{} ms without migration", options.baseline.as_millis())
+            } else {
+                format!("{migrations} migrations per workload")
+            }
+        ));
+        let result = run(&mut testbed, &plan)?;
+        if migrations == 0 {
+            baseline_rtt = result.report.probe.as_ref().map(|p| p.median_rtt_ms);
+        }
+        let path = options.out.join(format!("{name}.json"));
+        result.write(&path)?;
+        runs.push(DemoRun {
+            name,
+            run: result,
+            report: path,
+        });
+    }
+    testbed.teardown()?;
+    Ok(runs)
+}
+
+/// The paper's table for these runs.
+pub fn table(runs: &[DemoRun]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| configuration | probes lost of sent | max extra delay | HTTP >= 0.9 s | HTTP p99 | TCP worst bin / median | pause |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in runs {
+        let rep = &r.run.report;
+        let probe = rep
+            .probe
+            .as_ref()
+            .map_or("-".into(), |p| format!("{} of {}", p.lost, p.sent));
+        let delay = rep
+            .probe
+            .as_ref()
+            .map_or("-".into(), |p| format!("{:.1} ms", p.max_extra_delay_ms));
+        let slow = rep.http.as_ref().map_or("-".into(), |h| {
+            let pct = if h.requests > 0 {
+                100.0 * h.slow_ge_900ms as f64 / h.requests as f64
+            } else {
+                0.0
+            };
+            format!("{} ({pct:.2} %)", h.slow_ge_900ms)
+        });
+        let p99 = rep
+            .http
+            .as_ref()
+            .map_or("-".into(), |h| format!("{:.1} ms", h.p99_ms));
+        let tcp = rep.tcp.as_ref().map_or("-".into(), |t| {
+            format!("{:.0} / {:.0} Mb/s", t.worst_bin_mbps, t.median_mbps)
+        });
+        let pause = if rep.migrations.is_empty() {
+            "-".to_owned()
+        } else {
+            let avg = rep.migrations.iter().map(|m| m.pause_ms).sum::<f64>()
+                / rep.migrations.len() as f64;
+            format!("{avg:.0} ms x {}", rep.migrations.len())
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {probe} | {delay} | {slow} | {p99} | {tcp} | {pause} |",
+            r.name
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_defaults_are_short() {
+        let o = DemoOptions::new(PathBuf::from("out"));
+        assert_eq!(o.migrations, 2);
+        assert_eq!(o.workloads, [WorkloadKind::Probe, WorkloadKind::Http]);
+        assert_eq!(table(&[]).lines().count(), 2);
+    }
+}

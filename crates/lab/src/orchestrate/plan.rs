@@ -1,0 +1,387 @@
+//! The lab's addressing plan: host and VM names, locators, SIDs, underlay addresses, MACs,
+//! interface names, and the srmigd node configuration of each host. Pure data, no I/O.
+//!
+//! ```text
+//!                              underlay 2001:db8:ff:<n>::/64 per host link
+//!   client ns ─eth0══client-port─ [c: srmigd C] ─up0══to-c─┐
+//!                                                          │
+//!   vm1 ns ─eth0══nic─[vm1-hv]─att══vm1-port─ [s: srmigd S] ─up0══to-s─[r: Linux IPv6 router]
+//!                                   ┆ (moved to D at the pause)         │  fc00:0:<n>::/48 -> n
+//!                                   └╌╌╌╌╌╌╌╌╌> [d: srmigd D] ─up0══to-d─┘
+//! ```
+//!
+//! The migrating VM's NIC is backed by `vm1-hv`, its emulated hypervisor side: `tc` redirects
+//! frames between `nic` (the peer of the VM's `eth0`) and `att`, whose peer `vm1-port` is the
+//! srmigd VM port that moves between S and D. The VM's `eth0` thus never loses carrier (the
+//! kernel would otherwise drop its output until its link-watch work re-activates the device,
+//! which can happen after the destination srmigd already released the held packets), and the
+//! attachment is brought up VM side last, so the VM side is ready before srmigd sees the port.
+//!
+//! Host `n` (C = 1, S = 2, D = 3) has locator `fc00:0:<n>::/48` with the SIDs `::e5` (End.S),
+//! `::eb` (End.SBUF) and `::d6` (End.DT6); its uplink answers for `2001:db8:ff:<n>::2`, the
+//! router is `2001:db8:ff:<n>::1`. VMs have /128 addresses in `2001:db8:a::/64` and use the
+//! anycast gateway `fe80::1` (same MAC on every host) as their default router.
+
+use std::fmt::Write as _;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use srmig_api::{HostId, HostInfo, MacAddr as ApiMac, VmId, VmInfo};
+
+use crate::topology::MacAddr;
+
+/// The anycast gateway address on every VM port.
+pub const GATEWAY_ADDR: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The anycast gateway MAC on every VM port.
+pub const GATEWAY_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+/// MTU of the VMs' interfaces: the underlay's 1500 minus room for `S::End.S -> D::End.SBUF`
+/// (40 + 8 + 2 x 16 = 80 bytes).
+pub const VM_MTU: u32 = 1400;
+/// The interface name of every VM's own end.
+pub const VM_IFNAME: &str = "eth0";
+/// srmigd's uplink interface name on every host.
+pub const UPLINK_IFNAME: &str = "up0";
+/// In the VM's hypervisor namespace: the peer of the VM's `eth0`.
+pub const HV_NIC: &str = "nic";
+/// In the VM's hypervisor namespace: the peer of the srmigd VM port.
+pub const HV_ATT: &str = "att";
+/// Namespace short name of the fabric router.
+pub const ROUTER_NS: &str = "r";
+
+/// The role of a host in the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostRole {
+    /// Runs the client VM.
+    Client,
+    /// Where the migrating VM starts.
+    Source,
+    /// Where it goes first.
+    Destination,
+}
+
+/// One host (a namespace running srmigd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    /// Role.
+    pub role: HostRole,
+    /// Host name (controller and srmigd `--name`), also the namespace short name.
+    pub name: &'static str,
+    /// Host number `n` in the addresses.
+    pub index: u8,
+}
+
+impl HostPlan {
+    /// The host's locator, `fc00:0:<n>::/48`.
+    pub fn locator(&self) -> Ipv6Net {
+        Ipv6Net::new(self.sid(0), 48).unwrap_or_default()
+    }
+
+    /// `fc00:0:<n>::<low>`.
+    fn sid(&self, low: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfc00, 0, u16::from(self.index), 0, 0, 0, 0, low)
+    }
+
+    /// End.S SID.
+    pub fn sid_end_s(&self) -> Ipv6Addr {
+        self.sid(0xe5)
+    }
+
+    /// End.SBUF SID.
+    pub fn sid_end_sbuf(&self) -> Ipv6Addr {
+        self.sid(0xeb)
+    }
+
+    /// End.DT6 SID.
+    pub fn sid_dt6(&self) -> Ipv6Addr {
+        self.sid(0xd6)
+    }
+
+    /// srmigd's underlay address (answered on its uplink), `2001:db8:ff:<n>::2`.
+    pub fn underlay(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0xff, u16::from(self.index), 0, 0, 0, 2)
+    }
+
+    /// The router's address on the link to this host, `2001:db8:ff:<n>::1`.
+    pub fn router_addr(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0xff, u16::from(self.index), 0, 0, 0, 1)
+    }
+
+    /// MAC of srmigd's uplink, `02:00:00:00:0n:00`.
+    pub fn uplink_mac(&self) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, self.index, 0x00])
+    }
+
+    /// MAC of the router's interface towards this host, `02:00:00:00:0n:ff`.
+    pub fn router_mac(&self) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, self.index, 0xff])
+    }
+
+    /// The router's interface name towards this host.
+    pub fn router_ifname(&self) -> String {
+        format!("to-{}", self.name)
+    }
+
+    /// The controller's view of this host.
+    pub fn info(&self) -> HostInfo {
+        HostInfo {
+            name: HostId::new(self.name).expect("plan names are valid literals (unit-tested)"),
+            locator: self.locator(),
+            sid_end_s: self.sid_end_s(),
+            sid_end_sbuf: self.sid_end_sbuf(),
+            sid_dt6: self.sid_dt6(),
+            underlay: self.underlay(),
+        }
+    }
+}
+
+/// One VM (a namespace with its own kernel stack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    /// VM name (controller), also the namespace short name.
+    pub name: &'static str,
+    /// Its only address (/128).
+    pub address: Ipv6Addr,
+    /// MAC of its `eth0`.
+    pub mac: MacAddr,
+    /// The host-side end of its veth: the srmigd VM port (same name on every host).
+    pub port: &'static str,
+    /// MAC of the host-side end.
+    pub port_mac: MacAddr,
+}
+
+impl VmPlan {
+    /// Namespace short name of the VM's emulated hypervisor side.
+    pub fn hv_ns(&self) -> String {
+        format!("{}-hv", self.name)
+    }
+
+    /// MACs of `nic` and `att` in the hypervisor namespace (locally administered).
+    pub fn hv_macs(&self) -> (MacAddr, MacAddr) {
+        let [a, b, c, d, e, _] = self.port_mac.0;
+        (
+            MacAddr([a, b, c, d, e, 0xf1]),
+            MacAddr([a, b, c, d, e, 0xf2]),
+        )
+    }
+
+    /// The controller's view of this VM on `host`.
+    pub fn info(&self, host: &HostPlan) -> VmInfo {
+        VmInfo {
+            name: VmId::new(self.name).expect("plan names are valid literals (unit-tested)"),
+            addresses: vec![self.address],
+            mac: ApiMac(self.mac.0),
+            host: host.info().name,
+        }
+    }
+}
+
+/// The whole plan: three hosts, the client VM on C and the migrating VM on S.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// C, S, D in this order.
+    pub hosts: [HostPlan; 3],
+    /// The client VM (on C).
+    pub client: VmPlan,
+    /// The migrating VM (starts on S).
+    pub vm: VmPlan,
+    /// End.SBUF bounds written into every node configuration.
+    pub buffer: BufferBounds,
+}
+
+/// End.SBUF bounds (`[buffer]` of the node configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferBounds {
+    /// Packets held per VM.
+    pub per_vm_packets: u32,
+    /// Bytes held per VM.
+    pub per_vm_bytes: u64,
+    /// Packets held in total (preallocated, 2 KiB each).
+    pub global_packets: u32,
+    /// Bytes held in total.
+    pub global_bytes: u64,
+    /// Age limit of a held packet in milliseconds.
+    pub max_age_ms: u64,
+}
+
+impl Default for BufferBounds {
+    /// Large enough for a TCP bulk transfer's window during a 175 ms pause (the srmigd
+    /// default of 2048 packets is not): 16 Ki packets / 24 MiB per VM, 2 s age limit.
+    fn default() -> Self {
+        BufferBounds {
+            per_vm_packets: 16_384,
+            per_vm_bytes: 24 << 20,
+            global_packets: 16_384,
+            global_bytes: 32 << 20,
+            max_age_ms: 2_000,
+        }
+    }
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        let host = |role, name, index| HostPlan { role, name, index };
+        Plan {
+            hosts: [
+                host(HostRole::Client, "c", 1),
+                host(HostRole::Source, "s", 2),
+                host(HostRole::Destination, "d", 3),
+            ],
+            client: VmPlan {
+                name: "client",
+                address: Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x100),
+                mac: MacAddr([0x52, 0x54, 0, 0, 0x01, 0x00]),
+                port: "client-port",
+                port_mac: MacAddr([0x02, 0, 0, 0, 0xcc, 0x01]),
+            },
+            vm: VmPlan {
+                name: "vm1",
+                address: Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x1),
+                mac: MacAddr([0x52, 0x54, 0, 0, 0, 0x01]),
+                port: "vm1-port",
+                port_mac: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
+            },
+            buffer: BufferBounds::default(),
+        }
+    }
+}
+
+impl Plan {
+    /// The host with `role`.
+    pub fn host(&self, role: HostRole) -> &HostPlan {
+        match role {
+            HostRole::Client => &self.hosts[0],
+            HostRole::Source => &self.hosts[1],
+            HostRole::Destination => &self.hosts[2],
+        }
+    }
+
+    /// VMs srmigd on `host` must declare: the client VM on C; the migrating VM on S and D
+    /// (it may arrive there by migration; on D it starts absent).
+    pub fn vms_on(&self, host: &HostPlan) -> Vec<&VmPlan> {
+        match host.role {
+            HostRole::Client => vec![&self.client],
+            HostRole::Source | HostRole::Destination => vec![&self.vm],
+        }
+    }
+
+    /// srmigd's node configuration (TOML, `srmig_dataplane::NodeConfig`) for `host`.
+    pub fn node_toml(&self, host: &HostPlan) -> String {
+        let b = &self.buffer;
+        let mut toml = format!(
+            r#"# srmig lab: node configuration of host {name}
+locator = "{locator}"
+source_address = "{underlay}"
+infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
+gateway = {{ address = "{GATEWAY_ADDR}", mac = "{GATEWAY_MAC}" }}
+
+[buffer]
+per_vm_packets = {pvp}
+per_vm_bytes = {pvb}
+global_packets = {gp}
+global_bytes = {gb}
+max_age_ms = {age}
+
+[[ports]]
+name = "{UPLINK_IFNAME}"
+kind = "uplink"
+mac = "{up_mac}"
+peer_mac = "{r_mac}"
+address = "{underlay}"
+
+[[routes]]
+prefix = "::/0"
+port = "{UPLINK_IFNAME}"
+"#,
+            name = host.name,
+            locator = host.locator(),
+            underlay = host.underlay(),
+            pvp = b.per_vm_packets,
+            pvb = b.per_vm_bytes,
+            gp = b.global_packets,
+            gb = b.global_bytes,
+            age = b.max_age_ms,
+            up_mac = host.uplink_mac(),
+            r_mac = host.router_mac(),
+        );
+        for vm in self.vms_on(host) {
+            // Writing into a String cannot fail.
+            let _ = write!(
+                toml,
+                r#"
+[[ports]]
+name = "{port}"
+kind = "vm"
+mac = "{port_mac}"
+
+[[vms]]
+name = "{name}"
+addresses = ["{addr}"]
+mac = "{mac}"
+port = "{port}"
+"#,
+                port = vm.port,
+                port_mac = vm.port_mac,
+                name = vm.name,
+                addr = vm.address,
+                mac = vm.mac,
+            );
+        }
+        toml
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses_are_valid() {
+        let plan = Plan::default();
+        for host in &plan.hosts {
+            let info = host.info();
+            info.validate().expect("host info validates");
+            assert!(host.router_ifname().len() <= 15);
+            assert!(!info.locator.contains(&host.underlay()));
+        }
+        for vm in [&plan.client, &plan.vm] {
+            assert!(vm.port.len() <= 15, "{}", vm.port);
+            let info = vm.info(plan.host(HostRole::Client));
+            assert_eq!(info.addresses, vec![vm.address]);
+        }
+        assert_eq!(
+            plan.host(HostRole::Source).locator().to_string(),
+            "fc00:0:2::/48"
+        );
+        assert_eq!(
+            plan.host(HostRole::Destination).sid_end_sbuf().to_string(),
+            "fc00:0:3::eb"
+        );
+    }
+
+    #[test]
+    fn node_configs_are_accepted_by_the_dataplane() {
+        let plan = Plan::default();
+        for host in &plan.hosts {
+            let text = plan.node_toml(host);
+            let cfg: srmig_dataplane::NodeConfig =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+            let vms: Vec<&str> = cfg.vms.iter().map(|v| v.name.as_str()).collect();
+            match host.role {
+                HostRole::Client => assert_eq!(vms, ["client"]),
+                _ => assert_eq!(vms, ["vm1"]),
+            }
+            assert_eq!(cfg.ports.len(), 2);
+            srmig_dataplane::Dataplane::new(cfg)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+        }
+    }
+
+    #[test]
+    fn source_and_destination_declare_the_same_vm_port() {
+        let plan = Plan::default();
+        let s = plan.node_toml(plan.host(HostRole::Source));
+        let d = plan.node_toml(plan.host(HostRole::Destination));
+        let port = "name = \"vm1-port\"\nkind = \"vm\"\nmac = \"02:00:00:00:aa:01\"";
+        assert!(s.contains(port) && d.contains(port), "{s}\n{d}");
+    }
+}

@@ -1,0 +1,752 @@
+//! `srmig lab migrate`: workloads from the client VM to the migrating VM during N consecutive
+//! migrations (S -> D -> S ...), and the report.
+//!
+//! Each selected workload runs alone during its own N migrations (with `all`: probe, then
+//! HTTP, then TCP, as the paper measured each workload separately), so a TCP bulk transfer
+//! does not fill the probe's buffer or queue. One workload phase:
+//!
+//! ```text
+//!  0        warmup      warmup+slot        ...                      duration
+//!  |─────────|──────────────|──────────── ... ─────────|──── tail ───|
+//!  client starts   migration 1      migration 2          last done     client stops
+//! ```
+//!
+//! Migration `i` is requested at `warmup + i * slot`, where a slot is the expected length of
+//! one migration (4 x propagation delay + pre-copy + downtime) plus `gap`; a migration that
+//! overruns delays the next, and the run fails if the last one ends after the workload.
+//! With `--migrations 0` (the no-migration baseline) the workload runs for `baseline`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use srmig_api::Strategy;
+
+use super::error::OrchestrateError;
+use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
+use crate::report::{self, MigrationReport, RawSeries, Report, VmKind};
+use crate::workload::http::{run_http, HttpConfig, HttpServer};
+use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder};
+use crate::workload::tcp::{run_tcp_sender, tcp_report, TcpReceiver, TcpSenderConfig};
+use crate::workload::{sleep_until, WorkloadError};
+
+/// A workload of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// 1 ms UDP probes with sequence numbers, echoed by the VM.
+    Probe,
+    /// New TCP connection + request + response, 100 per second by default.
+    Http,
+    /// TCP bulk transfer to the VM, throughput in 100 ms bins.
+    Tcp,
+}
+
+impl WorkloadKind {
+    /// Every workload, in the order `all` runs them.
+    pub const ALL: [WorkloadKind; 3] = [WorkloadKind::Probe, WorkloadKind::Http, WorkloadKind::Tcp];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Probe => "probe",
+            WorkloadKind::Http => "http",
+            WorkloadKind::Tcp => "tcp",
+        }
+    }
+
+    /// Parses `probe`, `http`, `tcp`, `all`, or a comma-separated list of them.
+    pub fn parse_set(text: &str) -> Result<Vec<WorkloadKind>, OrchestrateError> {
+        let mut set = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "all" => set.extend(WorkloadKind::ALL),
+                "probe" => set.push(WorkloadKind::Probe),
+                "http" => set.push(WorkloadKind::Http),
+                "tcp" => set.push(WorkloadKind::Tcp),
+                other => {
+                    return Err(OrchestrateError::Options(format!(
+                        "unknown workload {other:?}: expected probe, http, tcp or all"
+                    )))
+                }
+            }
+        }
+        set.sort();
+        set.dedup();
+        Ok(set)
+    }
+}
+
+/// Parses a `--vm-kind` value.
+pub fn parse_vm_kind(text: &str) -> Result<VmKind, OrchestrateError> {
+    match text {
+        "netns" => Ok(VmKind::Netns),
+        "qemu" => Ok(VmKind::Qemu),
+        other => Err(OrchestrateError::Options(format!(
+            "unknown VM kind {other:?}: expected netns or qemu"
+        ))),
+    }
+}
+
+/// Parses a `--strategy` value.
+pub fn parse_strategy(text: &str) -> Result<Strategy, OrchestrateError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        OrchestrateError::Options(format!(
+            "unknown strategy {text:?}: expected traditional, sr-drop or sr-buffer"
+        ))
+    })
+}
+
+/// What one run measures on a [`Testbed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    /// Steering during the migrations.
+    pub strategy: Strategy,
+    /// Workloads, each run alone during its own `migrations` migrations.
+    pub workloads: Vec<WorkloadKind>,
+    /// Consecutive migrations per workload; 0 is the no-migration baseline.
+    pub migrations: u32,
+    /// Emulated pre-copy and downtime.
+    pub timing: MigrationTiming,
+    /// Idle time after each migration's expected end, before the next one.
+    pub gap: Duration,
+    /// Workload time before the first migration.
+    pub warmup: Duration,
+    /// Workload time after the last migration's expected end.
+    pub tail: Duration,
+    /// Workload duration of a no-migration baseline run.
+    pub baseline: Duration,
+    /// Probe interval (1 ms in the paper).
+    pub probe_interval: Duration,
+    /// Baseline RTT for the probe's extra delay (e.g. the median of a baseline run); default:
+    /// the median of the first 100 answers of the run (before any migration).
+    pub probe_baseline_ms: Option<f64>,
+    /// New HTTP sessions per second.
+    pub http_rate: u32,
+}
+
+impl RunPlan {
+    /// Defaults: 500 ms pre-copy, 175 ms downtime, 1 s gap, 1 s warmup and tail, 5 s
+    /// baseline, 1 ms probes, 100 HTTP sessions per second.
+    pub fn new(strategy: Strategy, workloads: Vec<WorkloadKind>, migrations: u32) -> RunPlan {
+        RunPlan {
+            strategy,
+            workloads,
+            migrations,
+            timing: MigrationTiming::default(),
+            gap: Duration::from_secs(1),
+            warmup: Duration::from_secs(1),
+            tail: Duration::from_secs(1),
+            baseline: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(1),
+            probe_baseline_ms: None,
+            http_rate: 100,
+        }
+    }
+
+    /// Time between two migration requests.
+    pub fn slot(&self, propagation_delay: Duration) -> Duration {
+        propagation_delay * 4 + self.timing.precopy + self.timing.downtime + self.gap
+    }
+
+    /// How long each workload runs.
+    pub fn workload_duration(&self, propagation_delay: Duration) -> Duration {
+        if self.migrations == 0 {
+            return self.baseline;
+        }
+        self.warmup + self.slot(propagation_delay) * self.migrations + self.tail
+    }
+
+    fn validate(&self) -> Result<(), OrchestrateError> {
+        let bad = |m: &str| Err(OrchestrateError::Options(m.to_owned()));
+        if self.workloads.is_empty() {
+            return bad("no workload selected");
+        }
+        if self.timing.downtime.is_zero() {
+            return bad("the downtime must be > 0 ms");
+        }
+        if self.timing.downtime > Duration::from_secs(10)
+            || self.timing.precopy > Duration::from_secs(60)
+        {
+            return bad("downtime is limited to 10 s and pre-copy to 60 s");
+        }
+        if self.migrations > 1000 {
+            return bad("at most 1000 migrations per workload");
+        }
+        if self.probe_interval.is_zero() || self.http_rate == 0 {
+            return bad("the probe interval and the HTTP rate must be > 0");
+        }
+        if self.migrations == 0 && self.baseline < Duration::from_millis(500) {
+            return bad("a baseline run needs at least 500 ms");
+        }
+        if self.warmup < Duration::from_millis(200) {
+            return bad("the warmup must be at least 200 ms (the probe's baseline RTT)");
+        }
+        Ok(())
+    }
+}
+
+/// One migration of the run with the workload it happened under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadMigration {
+    /// The workload running (its client's clock is the origin of the record's times).
+    pub workload: WorkloadKind,
+    /// What happened.
+    #[serde(flatten)]
+    pub record: MigrationRecord,
+}
+
+/// Parameters of the run, recorded in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunParams {
+    /// Pre-copy, ms.
+    pub precopy_ms: f64,
+    /// Requested downtime, ms.
+    pub downtime_ms: f64,
+    /// Controller push delay, ms.
+    pub propagation_delay_ms: f64,
+    /// Migrations per workload.
+    pub migrations_per_workload: u32,
+    /// Each workload's duration, ms.
+    pub workload_duration_ms: f64,
+    /// Migration request spacing, ms.
+    pub slot_ms: f64,
+    /// Probe interval, ms.
+    pub probe_interval_ms: f64,
+    /// HTTP sessions per second.
+    pub http_rate_per_s: u32,
+    /// Workloads, in run order.
+    pub workloads: Vec<WorkloadKind>,
+}
+
+/// Details beyond the contract fields, written under the report's `raw` key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDetails {
+    /// Every migration, with timestamps relative to its workload's start.
+    pub migrations: Vec<WorkloadMigration>,
+    /// The run's parameters.
+    pub params: RunParams,
+    /// Drops counted by each srmigd during the run, by reason (non-zero only).
+    pub drops: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The paper's TCP figure: the worst 500 ms window (5 consecutive 100 ms bins), Mb/s.
+    pub tcp_worst_500ms_mbps: Option<f64>,
+}
+
+/// The outcome of a run: the contract report and the details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabRun {
+    /// The report (contract fields; `raw` holds the probe and HTTP series).
+    pub report: Report,
+    /// Migration timelines, parameters, drop counters.
+    pub details: RunDetails,
+}
+
+impl LabRun {
+    /// The report JSON: the contract fields, and under `raw` the probe and HTTP series plus
+    /// `migrations`, `params` and `drops`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(&self.report).unwrap_or_default();
+        let extra = [
+            ("migrations", serde_json::to_value(&self.details.migrations)),
+            ("params", serde_json::to_value(&self.details.params)),
+            ("drops", serde_json::to_value(&self.details.drops)),
+            (
+                "tcp_worst_500ms_mbps",
+                serde_json::to_value(self.details.tcp_worst_500ms_mbps),
+            ),
+        ];
+        if let Some(obj) = value.as_object_mut() {
+            let raw = obj
+                .entry("raw")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let Some(raw) = raw.as_object_mut() {
+                for (key, v) in extra {
+                    raw.insert(key.to_owned(), v.unwrap_or_default());
+                }
+            }
+        }
+        value
+    }
+
+    /// Writes [`to_json`](Self::to_json) to `path` (compact; the raw series are long).
+    pub fn write(&self, path: &Path) -> Result<(), OrchestrateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OrchestrateError::File {
+                action: "creating the report directory",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let text = serde_json::to_string(&self.to_json()).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|source| OrchestrateError::File {
+            action: "writing the report",
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// A few lines for a terminal.
+    pub fn summary(&self) -> String {
+        let r = &self.report;
+        let mut out = String::new();
+        let n = r.migrations.len();
+        let avg = |f: fn(&MigrationReport) -> f64| {
+            if n == 0 {
+                0.0
+            } else {
+                r.migrations.iter().map(f).sum::<f64>() / n as f64
+            }
+        };
+        let strategy = serde_json::to_value(r.strategy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{strategy}, netns VM, {n} migrations (pause {:.1} ms, total {:.0} ms on average; \
+             propagation delay {:.0} ms)",
+            avg(|m| m.pause_ms),
+            avg(|m| m.total_ms),
+            self.details.params.propagation_delay_ms,
+        );
+        if let Some(p) = &r.probe {
+            let _ = writeln!(
+                out,
+                "  probe: {} sent, {} lost, {} duplicated, {} reordered; max extra delay {:.1} ms \
+                 over a {:.3} ms baseline, {} answers delayed > 10 ms",
+                p.sent,
+                p.lost,
+                p.duplicated,
+                p.reordered,
+                p.max_extra_delay_ms,
+                p.baseline_rtt_ms,
+                p.delayed_gt_10ms
+            );
+        }
+        if let Some(h) = &r.http {
+            let _ = writeln!(
+                out,
+                "  http:  {} requests, {} failed; p50 {:.2} ms, p99 {:.1} ms, max {:.1} ms; {} took >= 0.9 s",
+                h.requests, h.failed, h.p50_ms, h.p99_ms, h.max_ms, h.slow_ge_900ms
+            );
+        }
+        if let Some(t) = &r.tcp {
+            let _ = writeln!(
+                out,
+                "  tcp:   median {:.0} Mb/s, worst 100 ms bin {:.0} Mb/s ({:.0} %), {} retransmits, \
+                 retransmission timeout: {}",
+                t.median_mbps,
+                t.worst_bin_mbps,
+                if t.median_mbps > 0.0 {
+                    100.0 * t.worst_bin_mbps / t.median_mbps
+                } else {
+                    0.0
+                },
+                t.retransmits,
+                if t.rto_seen { "yes" } else { "no" }
+            );
+            if let Some(w) = self.details.tcp_worst_500ms_mbps {
+                let _ = writeln!(
+                    out,
+                    "         worst 500 ms window {w:.0} Mb/s (the paper's figure)"
+                );
+            }
+        }
+        for (host, drops) in &self.details.drops {
+            let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(out, "  srmigd {host} drops: {}", list.join(", "));
+        }
+        out
+    }
+}
+
+/// `srmig lab migrate` options.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// VM kind (only `netns` is implemented).
+    pub vm_kind: VmKind,
+    /// How the testbed is built.
+    pub testbed: TestbedOptions,
+    /// What is measured.
+    pub run: RunPlan,
+}
+
+/// Builds a testbed, runs `options.run` on it, tears it down.
+pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError> {
+    if options.vm_kind == VmKind::Qemu {
+        return Err(OrchestrateError::UnsupportedVmKind("qemu"));
+    }
+    options.run.validate()?;
+    let mut testbed = Testbed::build(&options.testbed)?;
+    let result = run(&mut testbed, &options.run);
+    let torn_down = testbed.teardown();
+    let outcome = result?;
+    torn_down?;
+    Ok(outcome)
+}
+
+/// Runs `plan` on an existing testbed (the VM continues from wherever it is).
+pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateError> {
+    plan.validate()?;
+    let drops_before = testbed.drop_counters()?;
+    let prop = testbed.propagation_delay();
+    let duration = plan.workload_duration(prop);
+    let mut report = Report {
+        strategy: if plan.migrations == 0 {
+            report::Strategy::None
+        } else {
+            report_strategy(plan.strategy)
+        },
+        vm_kind: VmKind::Netns,
+        migrations: Vec::new(),
+        probe: None,
+        http: None,
+        tcp: None,
+        raw: Some(RawSeries::default()),
+    };
+    let mut migrations = Vec::new();
+    let vm_addr = testbed.plan().vm.address;
+    for &kind in &plan.workloads {
+        let records = match kind {
+            WorkloadKind::Probe => {
+                let responder = ProbeResponder::spawn(testbed.vm_ns(), sock(vm_addr, 7))
+                    .map_err(OrchestrateError::workload("probe"))?;
+                let count =
+                    u64::try_from(duration.as_nanos() / plan.probe_interval.as_nanos().max(1))
+                        .unwrap_or(u64::MAX);
+                let mut config = ProbeConfig::new(responder.local_addr(), count);
+                config.interval = plan.probe_interval;
+                if let Some(ms) = plan.probe_baseline_ms {
+                    config.baseline = Baseline::FixedMs(ms);
+                }
+                let ns = testbed.client_ns().clone();
+                let (result, records) =
+                    with_migrations(testbed, plan, kind, move || run_probe(&ns, &config))?;
+                responder
+                    .stop()
+                    .map_err(OrchestrateError::workload("probe"))?;
+                if let Some(raw) = report.raw.as_mut() {
+                    raw.probe = result.samples;
+                }
+                report.probe = Some(result.report);
+                records
+            }
+            WorkloadKind::Http => {
+                let server = HttpServer::spawn(testbed.vm_ns(), sock(vm_addr, 80))
+                    .map_err(OrchestrateError::workload("http"))?;
+                let mut config = HttpConfig::new(server.local_addr(), duration);
+                config.rate_per_s = plan.http_rate;
+                let ns = testbed.client_ns().clone();
+                let (result, records) =
+                    with_migrations(testbed, plan, kind, move || run_http(&ns, &config))?;
+                server.stop().map_err(OrchestrateError::workload("http"))?;
+                if let Some(raw) = report.raw.as_mut() {
+                    raw.http = result.samples;
+                }
+                report.http = Some(result.report);
+                records
+            }
+            WorkloadKind::Tcp => {
+                let receiver = TcpReceiver::spawn(
+                    testbed.vm_ns(),
+                    sock(vm_addr, 5001),
+                    Duration::from_millis(100),
+                )
+                .map_err(OrchestrateError::workload("tcp"))?;
+                let config = TcpSenderConfig::new(receiver.local_addr(), duration);
+                let ns = testbed.client_ns().clone();
+                let (sender, records) =
+                    with_migrations(testbed, plan, kind, move || run_tcp_sender(&ns, &config))?;
+                let received = receiver
+                    .finish()
+                    .map_err(OrchestrateError::workload("tcp"))?;
+                report.tcp = Some(tcp_report(&received, &sender));
+                records
+            }
+        };
+        for record in records {
+            report.migrations.push(MigrationReport {
+                pause_ms: record.pause_ms,
+                total_ms: record.total_ms,
+            });
+            migrations.push(WorkloadMigration {
+                workload: kind,
+                record,
+            });
+        }
+    }
+    let drops_after = testbed.drop_counters()?;
+    let tcp_worst_500ms = report
+        .tcp
+        .as_ref()
+        .and_then(|t| worst_window(&t.bins_mbps, 5));
+    Ok(LabRun {
+        report,
+        details: RunDetails {
+            migrations,
+            params: RunParams {
+                precopy_ms: ms(plan.timing.precopy),
+                downtime_ms: ms(plan.timing.downtime),
+                propagation_delay_ms: ms(prop),
+                migrations_per_workload: plan.migrations,
+                workload_duration_ms: ms(duration),
+                slot_ms: ms(plan.slot(prop)),
+                probe_interval_ms: ms(plan.probe_interval),
+                http_rate_per_s: plan.http_rate,
+                workloads: plan.workloads.clone(),
+            },
+            drops: drop_diff(&drops_before, &drops_after),
+            tcp_worst_500ms_mbps: tcp_worst_500ms,
+        },
+    })
+}
+
+/// Starts `client` on a thread, performs the plan's migrations on this thread on schedule,
+/// then waits for the client. Migration times are relative to the client's start.
+fn with_migrations<T: Send + 'static>(
+    testbed: &mut Testbed,
+    plan: &RunPlan,
+    kind: WorkloadKind,
+    client: impl FnOnce() -> Result<T, WorkloadError> + Send + 'static,
+) -> Result<(T, Vec<MigrationRecord>), OrchestrateError> {
+    let duration = plan.workload_duration(testbed.propagation_delay());
+    let slot = plan.slot(testbed.propagation_delay());
+    // The origin of the migration timeline is the client thread's start, a fraction of a
+    // millisecond before the workload's own clock starts (thread, setns, socket).
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
+        .name(format!("lab-{}", kind.name()))
+        .spawn(move || {
+            let _ = started_tx.send(Instant::now());
+            client()
+        })
+        .map_err(|source| {
+            OrchestrateError::Lab(crate::LabError::Thread {
+                name: format!("lab-{}", kind.name()),
+                source,
+            })
+        })?;
+    let origin = started_rx
+        .recv()
+        .map_err(|_| OrchestrateError::WorkloadPanicked(kind.name()))?;
+    let mut records = Vec::new();
+    for i in 0..plan.migrations {
+        sleep_until(origin + plan.warmup + slot * i);
+        // On error the client thread is left to finish on its own (it ends with its
+        // duration, or fails once the lab is torn down).
+        records.push(testbed.migrate(plan.strategy, plan.timing, origin)?);
+    }
+    let value = handle
+        .join()
+        .map_err(|_| OrchestrateError::WorkloadPanicked(kind.name()))?
+        .map_err(OrchestrateError::workload(kind.name()))?;
+    testbed.check_daemons()?;
+    if let Some(last) = records.last() {
+        let end_ms = ms(duration);
+        if last.completed_at_ms > end_ms - 100.0 {
+            return Err(OrchestrateError::Options(format!(
+                "migration {} ended {:.0} ms into a {end_ms:.0} ms {} workload: the workload \
+                 did not cover it (migrations took longer than planned; raise the gap)",
+                last.id,
+                last.completed_at_ms,
+                kind.name()
+            )));
+        }
+    }
+    Ok((value, records))
+}
+
+/// The lowest mean of `n` consecutive values (`None` if fewer than `n`).
+fn worst_window(bins: &[f64], n: usize) -> Option<f64> {
+    if n == 0 {
+        return None;
+    }
+    bins.windows(n)
+        .map(|w| w.iter().sum::<f64>() / n as f64)
+        .min_by(f64::total_cmp)
+}
+
+fn sock(addr: Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report_strategy(s: Strategy) -> report::Strategy {
+    match s {
+        Strategy::Traditional => report::Strategy::Traditional,
+        Strategy::SrDrop => report::Strategy::SrDrop,
+        Strategy::SrBuffer => report::Strategy::SrBuffer,
+    }
+}
+
+/// Per host, the non-zero increase of each drop counter.
+fn drop_diff(
+    before: &[(String, serde_json::Value)],
+    after: &[(String, serde_json::Value)],
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (host, now) in after {
+        let then = before
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let Some(now) = now.as_object() else { continue };
+        let grown: BTreeMap<String, u64> = now
+            .iter()
+            .filter_map(|(reason, v)| {
+                let delta = v
+                    .as_u64()?
+                    .saturating_sub(then[reason].as_u64().unwrap_or(0));
+                (delta > 0).then(|| (reason.clone(), delta))
+            })
+            .collect();
+        if !grown.is_empty() {
+            out.insert(host.clone(), grown);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn workload_sets_parse() {
+        assert_eq!(
+            WorkloadKind::parse_set("all").expect("all"),
+            WorkloadKind::ALL.to_vec()
+        );
+        assert_eq!(
+            WorkloadKind::parse_set("tcp,probe").expect("list"),
+            [WorkloadKind::Probe, WorkloadKind::Tcp]
+        );
+        assert!(WorkloadKind::parse_set("ping").is_err());
+        assert_eq!(parse_vm_kind("qemu").expect("qemu"), VmKind::Qemu);
+        assert!(parse_vm_kind("kvm").is_err());
+        assert_eq!(parse_strategy("sr-drop").expect("s"), Strategy::SrDrop);
+        assert!(parse_strategy("sr_drop").is_err());
+    }
+
+    #[test]
+    fn schedule_covers_every_migration() {
+        let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 3);
+        let prop = Duration::from_millis(50);
+        assert_eq!(
+            plan.slot(prop),
+            Duration::from_millis(200 + 500 + 175 + 1000)
+        );
+        assert_eq!(
+            plan.workload_duration(prop),
+            Duration::from_millis(1000 + 3 * 1875 + 1000)
+        );
+        plan.migrations = 0;
+        assert_eq!(plan.workload_duration(prop), Duration::from_secs(5));
+        plan.validate().expect("valid");
+        plan.workloads.clear();
+        assert!(plan.validate().is_err());
+    }
+
+    #[test]
+    fn qemu_is_refused_before_anything_is_built() {
+        let options = MigrateOptions {
+            vm_kind: VmKind::Qemu,
+            testbed: TestbedOptions::default(),
+            run: RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1),
+        };
+        let err = run_migrate(&options).expect_err("qemu");
+        assert!(err.to_string().contains("not yet supported"), "{err}");
+    }
+
+    #[test]
+    fn worst_window_is_the_lowest_moving_mean() {
+        let bins = [10.0, 10.0, 0.0, 5.0, 10.0, 10.0];
+        assert_eq!(worst_window(&bins, 2), Some(2.5));
+        assert_eq!(worst_window(&bins, 6), Some(7.5));
+        assert_eq!(worst_window(&bins, 7), None);
+        assert_eq!(worst_window(&bins, 0), None);
+    }
+
+    #[test]
+    fn drop_diff_keeps_growth_only() {
+        let before = vec![("s".to_owned(), json!({"BufferFull": 1, "VmNotRunning": 5}))];
+        let after = vec![
+            ("s".to_owned(), json!({"BufferFull": 1, "VmNotRunning": 9})),
+            ("d".to_owned(), json!({"BufferFull": 0})),
+        ];
+        let diff = drop_diff(&before, &after);
+        assert_eq!(diff.len(), 1);
+        assert_eq!(diff["s"]["VmNotRunning"], 4);
+    }
+
+    #[test]
+    fn report_json_has_contract_fields_and_details_under_raw() {
+        let run = LabRun {
+            report: Report {
+                strategy: report::Strategy::SrBuffer,
+                vm_kind: VmKind::Netns,
+                migrations: vec![MigrationReport {
+                    pause_ms: 176.0,
+                    total_ms: 700.0,
+                }],
+                probe: None,
+                http: None,
+                tcp: None,
+                raw: Some(RawSeries::default()),
+            },
+            details: RunDetails {
+                migrations: Vec::new(),
+                params: RunParams {
+                    precopy_ms: 500.0,
+                    downtime_ms: 175.0,
+                    propagation_delay_ms: 0.0,
+                    migrations_per_workload: 1,
+                    workload_duration_ms: 3675.0,
+                    slot_ms: 1675.0,
+                    probe_interval_ms: 1.0,
+                    http_rate_per_s: 100,
+                    workloads: vec![WorkloadKind::Probe],
+                },
+                drops: BTreeMap::new(),
+                tcp_worst_500ms_mbps: None,
+            },
+        };
+        let v = run.to_json();
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "strategy",
+            "vm_kind",
+            "migrations",
+            "probe",
+            "http",
+            "tcp",
+            "raw",
+        ] {
+            assert!(keys.contains(&key), "{key} missing: {keys:?}");
+        }
+        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert_eq!(
+            v["migrations"][0],
+            json!({"pause_ms": 176.0, "total_ms": 700.0})
+        );
+        assert_eq!(v["raw"]["params"]["downtime_ms"], 175.0);
+        assert!(v["raw"]["probe"].as_array().is_some());
+        assert!(run
+            .summary()
+            .starts_with("sr-buffer, netns VM, 1 migrations"));
+    }
+}

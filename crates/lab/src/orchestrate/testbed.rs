@@ -1,0 +1,681 @@
+//! The lab's topology (see [`plan`](super::plan) for the picture), built and owned by a
+//! [`Testbed`], and the emulated migration of the netns VM.
+//!
+//! # Migration of a netns VM
+//!
+//! ```text
+//!  lab                        controller                 srmigd S          srmigd D
+//!   │ POST /v1/migrations ───►│ prepare: path S::End.S -> D::End.SBUF on every host (SR),
+//!   │                         │          D may attach the VM (traditional) ── acks ──┘
+//!   │ poll until expect-hypervisor-done
+//!   │ pre-copy (sleep)        │
+//!   │ stop: PUT /v1/vms/vm1/state paused ──────────────► vm1 paused ──► report
+//!   │ 2 ms: the VM's last replies leave through S
+//!   │ cut: ip link set vm1-port netns D (S: port gone), att down
+//!   │ downtime (sleep)        │
+//!   │ attach: vm1-port up at D, then att up ──────────────────────────► port up: vm1 running
+//!   │                         │◄───────────────────────────────────────────────── report
+//!   │                         │ switchover: mapping "on D", commit acks, cleanup acks
+//!   │ POST .../hypervisor {"event":"completed"}
+//!   │ poll until completed
+//! ```
+//!
+//! The VM's own interface, addresses, routes and neighbor entries never change: only the
+//! host-side end of its attachment moves (`move_link`), as a VM's vhost-user/TAP attachment
+//! leaves S and appears at D.
+//!
+//! The stop is announced to the source srmigd (as a hypervisor tells its virtual switch)
+//! [`DRAIN`] before the link is cut. A stopped VM emits nothing and the packets in its rings
+//! migrate with it; a netns VM keeps running, so without this its replies to packets that
+//! arrived just before the cut would be lost by the emulation, not by the network.
+//!
+//! `pause_ms` is measured from the stop to the return of the attach command; `total_ms`
+//! from the migration request to the controller's `completed`.
+
+/// Between the stop announced to the source srmigd and the cut of the VM's link.
+pub const DRAIN: Duration = Duration::from_millis(2);
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use srmig_api::{MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmState};
+use srmig_controller::{HostRegistration, HypervisorEventKind, HypervisorPost};
+
+use super::control::ControlPlane;
+use super::error::{MigrationFailure, OrchestrateError};
+use super::plan::{
+    HostPlan, HostRole, Plan, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC, ROUTER_NS, UPLINK_IFNAME,
+    VM_IFNAME, VM_MTU,
+};
+use super::preflight;
+use super::srmigd::Srmigd;
+use crate::netns::Netns;
+use crate::topology::{Lab, LinkEnd, MacAddr, Route};
+
+/// How long links get to come up, hosts to acknowledge, the VM to become reachable.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one controller phase may take before the lab gives up.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Controller polling interval while waiting for a phase.
+const POLL: Duration = Duration::from_millis(2);
+
+/// How a testbed is built.
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    /// Addressing plan.
+    pub plan: Plan,
+    /// Delay of every controller config push (emulates a slow mapping update).
+    pub propagation_delay: Duration,
+    /// Where srmigd is looked for (default: next to the running executable).
+    pub bin_dir: Option<PathBuf>,
+    /// Directory for configurations, sockets and logs (default: a fresh one under the
+    /// system temp dir, removed at teardown unless `keep_dir`).
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work directory (logs) after teardown.
+    pub keep_dir: bool,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        TestbedOptions {
+            plan: Plan::default(),
+            propagation_delay: Duration::ZERO,
+            bin_dir: None,
+            work_dir: None,
+            keep_dir: false,
+        }
+    }
+}
+
+/// Emulated hypervisor timing of one migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationTiming {
+    /// Pre-copy: the VM keeps running at S.
+    pub precopy: Duration,
+    /// Stop-and-copy: the VM is attached nowhere.
+    pub downtime: Duration,
+}
+
+impl Default for MigrationTiming {
+    /// 500 ms pre-copy, the paper's 175 ms downtime.
+    fn default() -> Self {
+        MigrationTiming {
+            precopy: Duration::from_millis(500),
+            downtime: Duration::from_millis(175),
+        }
+    }
+}
+
+/// What happened during one migration; times are milliseconds since the caller's origin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationRecord {
+    /// Controller id (`m3`).
+    pub id: String,
+    /// Source host.
+    pub from: String,
+    /// Destination host.
+    pub to: String,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Cut to attach.
+    pub pause_ms: f64,
+    /// Request to `completed`.
+    pub total_ms: f64,
+    /// Request to the hypervisor phase (path or endpoint acknowledged everywhere).
+    pub prepare_ms: f64,
+    /// Attach to `completed` (switchover, commit and cleanup acknowledgements).
+    pub finish_ms: f64,
+    /// When the migration was requested.
+    pub requested_at_ms: f64,
+    /// When the VM was stopped (announced to the source, then its link cut).
+    pub cut_at_ms: f64,
+    /// When the VM's link was up at the destination.
+    pub attached_at_ms: f64,
+    /// When the controller reported `completed`.
+    pub completed_at_ms: f64,
+    /// Packets the destination held for the VM during this migration (End.SBUF).
+    pub held: u64,
+    /// Packets the destination released to the VM.
+    pub released: u64,
+    /// Packets the destination dropped for the VM (End.SBUF drop mode, full or expired).
+    pub dropped: u64,
+    /// The controller's phases, milliseconds since the request.
+    pub phases: Vec<(MigrationPhase, u64)>,
+}
+
+/// The namespaces of the topology.
+#[derive(Debug, Clone)]
+struct Spaces {
+    hosts: [Netns; 3],
+    client: Netns,
+    vm: Netns,
+}
+
+/// The netns lab: router, three hosts each running srmigd, the client VM on C and the
+/// migrating VM, the in-process controller with everything registered. Torn down when
+/// dropped (and on SIGINT/SIGTERM, through the [`Lab`] guard).
+#[derive(Debug)]
+pub struct Testbed {
+    plan: Plan,
+    spaces: Spaces,
+    daemons: Vec<Srmigd>,
+    vm_port: LinkEnd,
+    vm_att: LinkEnd,
+    vm_at: HostRole,
+    dir: PathBuf,
+    keep_dir: bool,
+    propagation_delay: Duration,
+    // Declared last: dropped after the fields above; `Drop` stops the controller first.
+    control: ControlPlane,
+    lab: Lab,
+}
+
+impl Testbed {
+    /// Checks the environment and builds the whole lab; on error everything built so far is
+    /// torn down.
+    pub fn build(options: &TestbedOptions) -> Result<Testbed, OrchestrateError> {
+        preflight::check_environment()?;
+        let dirs = preflight::binary_dirs(options.bin_dir.as_deref());
+        let srmigd = preflight::find_binary("srmigd", &dirs)?;
+        let lab = Lab::new()?;
+        let dir = match &options.work_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("srmig-lab-{}", lab.run_id())),
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| OrchestrateError::File {
+            action: "creating the lab directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let plan = options.plan.clone();
+        let result = build_topology(&lab, &plan).and_then(|(spaces, vm_port, vm_att)| {
+            let control = ControlPlane::start(&dir, options.propagation_delay)?;
+            Ok((spaces, vm_port, vm_att, control))
+        });
+        let (spaces, vm_port, vm_att, control) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                remove_dir(&dir, options.keep_dir || options.work_dir.is_some());
+                return Err(e);
+            }
+        };
+        let mut testbed = Testbed {
+            plan,
+            spaces,
+            daemons: Vec::new(),
+            vm_port,
+            vm_att,
+            vm_at: HostRole::Source,
+            dir,
+            keep_dir: options.keep_dir || options.work_dir.is_some(),
+            propagation_delay: options.propagation_delay,
+            control,
+            lab,
+        };
+        testbed.start_daemons(&srmigd)?;
+        testbed.register()?;
+        testbed.check_connectivity()?;
+        Ok(testbed)
+    }
+
+    /// The addressing plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The directory holding node configurations, sockets and srmigd logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The controller's config push delay.
+    pub fn propagation_delay(&self) -> Duration {
+        self.propagation_delay
+    }
+
+    /// The [`Lab`] guard (namespace names, run id).
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// The client VM's namespace.
+    pub fn client_ns(&self) -> &Netns {
+        &self.spaces.client
+    }
+
+    /// The migrating VM's namespace.
+    pub fn vm_ns(&self) -> &Netns {
+        &self.spaces.vm
+    }
+
+    /// Where the migrating VM runs now.
+    pub fn vm_at(&self) -> HostRole {
+        self.vm_at
+    }
+
+    fn host_index(role: HostRole) -> usize {
+        match role {
+            HostRole::Client => 0,
+            HostRole::Source => 1,
+            HostRole::Destination => 2,
+        }
+    }
+
+    fn daemon(&self, role: HostRole) -> Result<&Srmigd, OrchestrateError> {
+        self.daemons
+            .get(Self::host_index(role))
+            .ok_or_else(|| OrchestrateError::Options("srmigd is not started".into()))
+    }
+
+    fn start_daemons(&mut self, bin: &Path) -> Result<(), OrchestrateError> {
+        for (host, ns) in self.plan.hosts.iter().zip(&self.spaces.hosts) {
+            let toml = self.plan.node_toml(host);
+            let daemon = Srmigd::start(&self.lab, ns, bin, &self.dir, host, &toml, &self.control)?;
+            self.daemons.push(daemon);
+        }
+        Ok(())
+    }
+
+    /// Registers hosts and VMs with the controller and waits until every host acknowledged
+    /// its configuration.
+    fn register(&self) -> Result<(), OrchestrateError> {
+        for (host, daemon) in self.plan.hosts.iter().zip(&self.daemons) {
+            self.control.add_host(&HostRegistration {
+                info: host.info(),
+                api_socket: daemon.socket().to_owned(),
+            })?;
+        }
+        self.control
+            .add_vm(&self.plan.client.info(self.plan.host(HostRole::Client)))?;
+        self.control
+            .add_vm(&self.plan.vm.info(self.plan.host(HostRole::Source)))?;
+        let start = Instant::now();
+        loop {
+            let hosts = self.control.hosts()?;
+            if hosts
+                .iter()
+                .all(|h| h.generation_acked > 0 && h.generation_acked >= h.generation_pushed)
+            {
+                return Ok(());
+            }
+            if start.elapsed() > SETUP_TIMEOUT {
+                let detail: Vec<String> = hosts
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{}: pushed {} acked {} ({})",
+                            h.registration.info.name,
+                            h.generation_pushed,
+                            h.generation_acked,
+                            h.last_push_error.as_deref().unwrap_or("no error")
+                        )
+                    })
+                    .collect();
+                return Err(OrchestrateError::Timeout {
+                    what: format!(
+                        "host configuration acknowledgements ({})",
+                        detail.join("; ")
+                    ),
+                    waited: SETUP_TIMEOUT,
+                });
+            }
+            self.check_daemons()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Pings the VM from the client until it answers (neighbor discovery on the underlay is
+    /// static; this checks the whole path, both ways).
+    fn check_connectivity(&self) -> Result<(), OrchestrateError> {
+        let target = self.plan.vm.address.to_string();
+        let start = Instant::now();
+        loop {
+            match self
+                .spaces
+                .client
+                .exec("ping", &["-6", "-n", "-c", "1", "-W", "1", &target])
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > SETUP_TIMEOUT => {
+                    return Err(OrchestrateError::NoConnectivity {
+                        target,
+                        detail: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    self.check_daemons()?;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Fails if a srmigd process has exited.
+    pub fn check_daemons(&self) -> Result<(), OrchestrateError> {
+        match self.daemons.iter().find(|d| !d.running(&self.lab)) {
+            Some(dead) => Err(dead.error("exited")),
+            None => Ok(()),
+        }
+    }
+
+    /// Per-host `drops` counters of every srmigd (reason -> count), for before/after diffs.
+    pub fn drop_counters(&self) -> Result<Vec<(String, serde_json::Value)>, OrchestrateError> {
+        self.daemons
+            .iter()
+            .map(|d| {
+                Ok((
+                    d.host().to_owned(),
+                    d.status(&self.control)?["drops"].clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// `(held, released, dropped + expired)` of the migrating VM on host `role`.
+    fn vm_buffer_counters(&self, role: HostRole) -> Result<(u64, u64, u64), OrchestrateError> {
+        let status = self.daemon(role)?.status(&self.control)?;
+        let vm = status["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|v| v["name"] == self.plan.vm.name))
+            .cloned()
+            .unwrap_or_default();
+        let n = |k: &str| vm[k].as_u64().unwrap_or(0);
+        Ok((n("held"), n("released"), n("dropped") + n("expired")))
+    }
+
+    /// Migrates the VM to the other of S and D through the controller with `strategy`,
+    /// emulating the hypervisor with `timing`. Times in the record are relative to `origin`.
+    pub fn migrate(
+        &mut self,
+        strategy: Strategy,
+        timing: MigrationTiming,
+        origin: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
+        let from = self.vm_at;
+        let to = match from {
+            HostRole::Source => HostRole::Destination,
+            _ => HostRole::Source,
+        };
+        let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
+        let (held0, released0, dropped0) = self.vm_buffer_counters(to)?;
+        let req = MigrateRequest {
+            vm: self.plan.vm.info(self.plan.host(from)).name,
+            to: self.plan.host(to).info().name,
+            strategy,
+        };
+
+        let t_req = Instant::now();
+        let accepted = self.control.migrate(&req)?;
+        let id = accepted.id;
+        self.wait_phase(id, "the hypervisor phase", |p| {
+            p == MigrationPhase::ExpectHypervisorDone
+        })?;
+        let t_hv = Instant::now();
+        std::thread::sleep(timing.precopy);
+
+        // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual switch;
+        // the VM's last replies drain; the attachment leaves the source...
+        let t_stop = Instant::now();
+        self.daemon(from)?
+            .set_vm_state(&self.control, self.plan.vm.name, VmState::Paused)?;
+        std::thread::sleep(DRAIN);
+        let moved = self.lab.move_link(&self.vm_port, &to_ns)?;
+        self.vm_port = moved.clone();
+        self.vm_at = to;
+        self.lab.set_down(&self.vm_att)?;
+        // (Moved links arrive down; the host's default already disables IPv6 on arrivals.)
+        to_ns.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", moved.ifname), "1")?;
+        crate::workload::sleep_until(t_stop + timing.downtime);
+        // ...and appears at the destination, VM side last: `att` is activated while it is
+        // opened, before the destination srmigd hears that its port is up.
+        self.lab.set_up(&moved)?;
+        self.lab.set_up(&self.vm_att)?;
+        let t_attach = Instant::now();
+
+        self.control.hypervisor(
+            id,
+            &HypervisorPost {
+                event: HypervisorEventKind::Completed,
+                reason: None,
+            },
+        )?;
+        let done = self.wait_phase(id, "the end of the migration", MigrationPhase::is_terminal)?;
+        let t_done = Instant::now();
+        if done.phase != MigrationPhase::Completed {
+            return Err(MigrationFailure::of(&done));
+        }
+        let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        Ok(MigrationRecord {
+            id: format!("m{}", id.0),
+            from: self.plan.host(from).name.to_owned(),
+            to: self.plan.host(to).name.to_owned(),
+            strategy,
+            pause_ms: ms(t_stop, t_attach),
+            total_ms: ms(t_req, t_done),
+            prepare_ms: ms(t_req, t_hv),
+            finish_ms: ms(t_attach, t_done),
+            requested_at_ms: ms(origin, t_req),
+            cut_at_ms: ms(origin, t_stop),
+            attached_at_ms: ms(origin, t_attach),
+            completed_at_ms: ms(origin, t_done),
+            held: held1.saturating_sub(held0),
+            released: released1.saturating_sub(released0),
+            dropped: dropped1.saturating_sub(dropped0),
+            phases: done
+                .phases
+                .iter()
+                .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
+                .collect(),
+        })
+    }
+
+    fn wait_phase(
+        &self,
+        id: srmig_api::MigrationId,
+        what: &str,
+        reached: impl Fn(MigrationPhase) -> bool,
+    ) -> Result<MigrationStatus, OrchestrateError> {
+        let start = Instant::now();
+        loop {
+            let status = self.control.migration(id)?;
+            if reached(status.phase) {
+                return Ok(status);
+            }
+            if status.phase.is_terminal() {
+                return Err(MigrationFailure::of(&status));
+            }
+            if start.elapsed() > PHASE_TIMEOUT {
+                self.check_daemons()?;
+                return Err(OrchestrateError::Timeout {
+                    what: format!("{what} of migration m{} (phase {})", id.0, status.phase),
+                    waited: PHASE_TIMEOUT,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Stops the controller and tears the lab down now (also done on drop).
+    pub fn teardown(mut self) -> Result<(), OrchestrateError> {
+        self.control.shutdown();
+        self.lab.teardown()?;
+        Ok(())
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.control.shutdown();
+        if let Err(e) = self.lab.teardown() {
+            tracing::error!(error = %e, "lab teardown failed");
+        }
+        remove_dir(&self.dir, self.keep_dir);
+    }
+}
+
+fn remove_dir(dir: &Path, keep: bool) {
+    if !keep {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Creates namespaces, links, addresses, routes and neighbors. Returns the namespaces, the
+/// migrating VM's srmigd port (at S) and its peer `att` in the VM's hypervisor namespace.
+fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), OrchestrateError> {
+    let router = lab.add_netns(ROUTER_NS)?;
+    let mut hosts = Vec::with_capacity(3);
+    for host in &plan.hosts {
+        let ns = lab.add_netns(host.name)?;
+        // Interfaces created in or moved into a host namespace have IPv6 off from the
+        // start: srmigd owns them, the host kernel stays out (no link-local, NDP, MLD).
+        ns.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+        hosts.push(ns);
+    }
+    let client = lab.add_netns(plan.client.name)?;
+    let vm = lab.add_netns(plan.vm.name)?;
+    let [c, s, d]: [Netns; 3] = hosts
+        .try_into()
+        .map_err(|_| OrchestrateError::Options("the plan has three hosts".into()))?;
+
+    let mut up = Vec::new();
+    // Underlay: router <-> each host's uplink.
+    for (host, ns) in plan.hosts.iter().zip([&c, &s, &d]) {
+        let link = veth(
+            lab,
+            (&router, &host.router_ifname(), host.router_mac()),
+            (ns, UPLINK_IFNAME, host.uplink_mac()),
+        )?;
+        lab.add_addr(&link.0, ipnet::IpNet::V6(router_net(host)?))?;
+        // No offloads on the router: srmigd must never receive GSO super-frames.
+        router.exec(
+            "ethtool",
+            &[
+                "-K",
+                &link.0.ifname,
+                "tso",
+                "off",
+                "gso",
+                "off",
+                "gro",
+                "off",
+            ],
+        )?;
+        up.push(link.0);
+        up.push(link.1);
+    }
+    lab.enable_forwarding(&router)?;
+    // The client VM: its eth0 and the host-side end (the srmigd VM port) directly.
+    let (client_port, client_eth) = veth(
+        lab,
+        (&c, plan.client.port, plan.client.port_mac),
+        (&client, VM_IFNAME, plan.client.mac),
+    )?;
+    // The migrating VM: eth0 <-> nic [hv] att <-> vm1-port (at S), tc between nic and att.
+    let hv = lab.add_netns(&plan.vm.hv_ns())?;
+    hv.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+    let (nic_mac, att_mac) = plan.vm.hv_macs();
+    let (vm_eth, nic) = veth(lab, (&vm, VM_IFNAME, plan.vm.mac), (&hv, HV_NIC, nic_mac))?;
+    let (att, vm_port) = veth(
+        lab,
+        (&hv, HV_ATT, att_mac),
+        (&s, plan.vm.port, plan.vm.port_mac),
+    )?;
+    for (from, to) in [(HV_NIC, HV_ATT), (HV_ATT, HV_NIC)] {
+        hv.exec("tc", &["qdisc", "add", "dev", from, "clsact"])?;
+        hv.exec(
+            "tc",
+            &[
+                "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match", "u32",
+                "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+            ],
+        )?;
+    }
+    let mut vm_ends = Vec::new();
+    for (vm_plan, vm_end) in [(&plan.client, &client_eth), (&plan.vm, &vm_eth)] {
+        let mtu = VM_MTU.to_string();
+        vm_end
+            .netns
+            .ip(&["link", "set", "dev", VM_IFNAME, "mtu", &mtu])?;
+        vm_end
+            .netns
+            .exec("ethtool", &["-K", VM_IFNAME, "tso", "off", "gso", "off"])?;
+        lab.add_addr(
+            vm_end,
+            ipnet::IpNet::V6(
+                ipnet::Ipv6Net::new(vm_plan.address, 128)
+                    .map_err(|e| OrchestrateError::Options(e.to_string()))?,
+            ),
+        )?;
+        vm_ends.push(vm_end.clone());
+    }
+    up.extend([
+        client_port,
+        client_eth,
+        vm_eth,
+        nic,
+        att.clone(),
+        vm_port.clone(),
+    ]);
+    for end in &up {
+        lab.set_up(end)?;
+    }
+    for end in &up {
+        lab.wait_up(end, SETUP_TIMEOUT)?;
+    }
+    // After `up` (an admin-down wipes them): routes and static neighbors.
+    for host in &plan.hosts {
+        let to_host = LinkEnd {
+            netns: router.clone(),
+            ifname: host.router_ifname(),
+        };
+        lab.add_neighbor(
+            &to_host,
+            std::net::IpAddr::V6(host.underlay()),
+            host.uplink_mac(),
+        )?;
+        lab.add_route(
+            &router,
+            &Route {
+                dst: Some(ipnet::IpNet::V6(host.locator())),
+                via: Some(std::net::IpAddr::V6(host.underlay())),
+                dev: Some(host.router_ifname()),
+                family_v6: true,
+            },
+        )?;
+    }
+    for vm_end in &vm_ends {
+        lab.add_neighbor(vm_end, std::net::IpAddr::V6(GATEWAY_ADDR), GATEWAY_MAC)?;
+        lab.add_route(
+            &vm_end.netns,
+            &Route::default_v6(std::net::IpAddr::V6(GATEWAY_ADDR), Some(VM_IFNAME)),
+        )?;
+    }
+    Ok((
+        Spaces {
+            hosts: [c, s, d],
+            client,
+            vm,
+        },
+        vm_port,
+        att,
+    ))
+}
+
+fn router_net(host: &HostPlan) -> Result<ipnet::Ipv6Net, OrchestrateError> {
+    ipnet::Ipv6Net::new(host.router_addr(), 64)
+        .map_err(|e| OrchestrateError::Options(e.to_string()))
+}
+
+/// A veth `a <-> b` with the given names and MACs.
+fn veth(
+    lab: &Lab,
+    a: (&Netns, &str, MacAddr),
+    b: (&Netns, &str, MacAddr),
+) -> Result<(LinkEnd, LinkEnd), OrchestrateError> {
+    let v = lab.add_veth(a.0, a.1, b.0, b.1)?;
+    lab.set_mac(&v.a, a.2)?;
+    lab.set_mac(&v.b, b.2)?;
+    Ok((v.a, v.b))
+}
