@@ -173,9 +173,7 @@ fn main() -> Result<()> {
             quiet,
         } => cmd_replay(config, pcaps, out, quiet),
         Command::Demo {
-            offline: true,
-            out,
-            ..
+            offline: true, out, ..
         } => cmd_demo(out),
         Command::Demo {
             offline: false,
@@ -499,11 +497,15 @@ fn cmd_lab_demo(out: PathBuf, migrations: u32, workload: &str) -> Result<()> {
         options.propagation_delay.as_millis()
     );
     let runs = lab::demo::run_demo(&options, |line| println!("  .. {line}"))?;
+    let files = lab::demo::write_outputs(&out, &runs)?;
     println!();
     print!("{}", lab::demo::table(&runs));
     println!();
     for r in &runs {
         println!("report {}: {}", r.name, r.report.display());
+    }
+    for f in &files {
+        println!("wrote {}", f.display());
     }
     Ok(())
 }

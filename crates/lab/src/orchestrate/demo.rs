@@ -3,7 +3,6 @@
 //! buffering, each during a few migrations; one report per configuration and a table in the
 //! shape of the paper's.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,7 +66,7 @@ pub fn run_demo(
     let mut testbed = Testbed::build(&testbed_options)?;
     let mut runs = Vec::new();
     let configs: [(&'static str, Strategy, u32); 4] = [
-        ("no-migration", Strategy::SrBuffer, 0),
+        ("no migration", Strategy::SrBuffer, 0),
         ("traditional", Strategy::Traditional, options.migrations),
         ("sr-drop", Strategy::SrDrop, options.migrations),
         ("sr-buffer", Strategy::SrBuffer, options.migrations),
@@ -89,7 +88,7 @@ pub fn run_demo(
         if migrations == 0 {
             baseline_rtt = result.report.probe.as_ref().map(|p| p.median_rtt_ms);
         }
-        let path = options.out.join(format!("{name}.json"));
+        let path = options.out.join(format!("{}.json", name.replace(' ', "-")));
         result.write(&path)?;
         runs.push(DemoRun {
             name,
@@ -101,53 +100,33 @@ pub fn run_demo(
     Ok(runs)
 }
 
-/// The paper's table for these runs.
+/// The reports of a demo as `(configuration, report)` pairs, in table order.
+pub fn named_reports(runs: &[DemoRun]) -> Vec<(&'static str, &crate::report::Report)> {
+    runs.iter().map(|r| (r.name, &r.run.report)).collect()
+}
+
+/// The paper's table for these runs (plain text).
 pub fn table(runs: &[DemoRun]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| configuration | probes lost of sent | max extra delay | HTTP >= 0.9 s | HTTP p99 | TCP worst bin / median | pause |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for r in runs {
-        let rep = &r.run.report;
-        let probe = rep
-            .probe
-            .as_ref()
-            .map_or("-".into(), |p| format!("{} of {}", p.lost, p.sent));
-        let delay = rep
-            .probe
-            .as_ref()
-            .map_or("-".into(), |p| format!("{:.1} ms", p.max_extra_delay_ms));
-        let slow = rep.http.as_ref().map_or("-".into(), |h| {
-            let pct = if h.requests > 0 {
-                100.0 * h.slow_ge_900ms as f64 / h.requests as f64
-            } else {
-                0.0
-            };
-            format!("{} ({pct:.2} %)", h.slow_ge_900ms)
-        });
-        let p99 = rep
-            .http
-            .as_ref()
-            .map_or("-".into(), |h| format!("{:.1} ms", h.p99_ms));
-        let tcp = rep.tcp.as_ref().map_or("-".into(), |t| {
-            format!("{:.0} / {:.0} Mb/s", t.worst_bin_mbps, t.median_mbps)
-        });
-        let pause = if rep.migrations.is_empty() {
-            "-".to_owned()
-        } else {
-            let avg = rep.migrations.iter().map(|m| m.pause_ms).sum::<f64>()
-                / rep.migrations.len() as f64;
-            format!("{avg:.0} ms x {}", rep.migrations.len())
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {probe} | {delay} | {slow} | {p99} | {tcp} | {pause} |",
-            r.name
-        );
-    }
-    out
+    crate::paper::paper_table(&named_reports(runs))
+}
+
+/// Writes the plots and `paper.md` (the table in Markdown) into `dir`; returns the files.
+pub fn write_outputs(
+    dir: &std::path::Path,
+    runs: &[DemoRun],
+) -> Result<Vec<PathBuf>, OrchestrateError> {
+    let named = named_reports(runs);
+    let mut files = crate::paper::write_plots(dir, &named).map_err(OrchestrateError::Paper)?;
+    let md = dir.join("paper.md");
+    std::fs::write(&md, crate::paper::paper_markdown(&named)).map_err(|source| {
+        OrchestrateError::File {
+            action: "writing the table",
+            path: md.clone(),
+            source,
+        }
+    })?;
+    files.push(md);
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -159,6 +138,6 @@ mod tests {
         let o = DemoOptions::new(PathBuf::from("out"));
         assert_eq!(o.migrations, 2);
         assert_eq!(o.workloads, [WorkloadKind::Probe, WorkloadKind::Http]);
-        assert_eq!(table(&[]).lines().count(), 2);
+        assert!(table(&[]).lines().count() >= 2);
     }
 }

@@ -117,6 +117,9 @@ pub enum OrchestrateError {
         #[source]
         source: std::io::Error,
     },
+    /// The table or plots could not be written.
+    #[error(transparent)]
+    Paper(#[from] crate::paper::PaperError),
     /// The async runtime hosting the controller could not be built.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
