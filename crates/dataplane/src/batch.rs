@@ -22,7 +22,9 @@ pub enum Verdict {
     Tx(PortId),
     /// Discarded (counted under the reason).
     Drop(DropReason),
-    /// Copied into this VM's End.SBUF buffer; it will come out of `poll_transmit`.
+    /// Taken into this VM's End.SBUF buffer; it will come out of `poll_transmit`. The engine
+    /// took the buffer's storage and left an empty one of the same size in its place: the
+    /// packet's bytes are no longer in this `PacketBuf`.
     Held(VmId),
     /// Handled by the engine (e.g. an NDP solicitation answered through `poll_transmit`).
     Consumed,

@@ -1,9 +1,10 @@
 //! End.SBUF buffers: per-VM FIFOs of held packets in preallocated storage.
 //!
-//! Storage is a slab of `global_packets` fixed-size slots ([`SLOT_SIZE`] bytes each) allocated
+//! Storage is a pool of `global_packets` packet buffers (the size of a [`PacketBuf`]'s) allocated
 //! once at configuration; each VM has a ring of slot indices with capacity `per_vm_packets`
-//! (allocated once, never grown), and a free list holds unused slots. Holding or releasing a
-//! packet is a copy plus index moves: no allocation per packet.
+//! (allocated once, never grown), and a free list holds unused slots. Holding a packet
+//! exchanges the received [`PacketBuf`]'s storage with a free pool buffer, releasing it
+//! exchanges the pool buffer with the output's: no copy of the packet and no allocation.
 //!
 //! Bounds: per VM and global, in packets and bytes; and by age (`max_age_ms`): a packet held
 //! since `t` is expired at `now >= t + max_age` and is dropped (`BufferExpired`) instead of being
@@ -12,21 +13,40 @@
 
 use std::collections::VecDeque;
 
+use crate::batch::{PacketBuf, BUF_SIZE};
 use crate::config::{BufferConfig, ConfigError};
 use crate::drop::DropReason;
 use crate::time::Instant;
 use crate::vm::VmId;
 
-/// Bytes per buffer slot: the largest held (decapsulated, L3) packet.
+/// The largest held (decapsulated, L3) packet.
 pub const SLOT_SIZE: usize = 2048;
 
-/// Upper bound on `global_packets` (the slab is `global_packets * SLOT_SIZE` bytes).
+/// Upper bound on `global_packets` (the pool is `global_packets` buffers of
+/// [`crate::batch::BUF_SIZE`] bytes).
 pub const MAX_GLOBAL_PACKETS: u32 = 1 << 17;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct SlotMeta {
-    len: u16,
+    /// Where the held L3 packet starts and ends in the slot's buffer.
+    l3: u16,
+    end: u16,
     arrived: Instant,
+}
+
+impl SlotMeta {
+    fn len(self) -> u64 {
+        u64::from(self.end - self.l3)
+    }
+}
+
+/// A packet moved out of a buffer: its arrival time and where it lies in the buffer it was
+/// moved into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub(crate) arrived: Instant,
+    pub(crate) l3: usize,
+    pub(crate) end: usize,
 }
 
 #[derive(Debug)]
@@ -49,7 +69,7 @@ pub struct Occupancy {
 pub(crate) struct SbufStore {
     cfg: BufferConfig,
     max_age_ns: u64,
-    slab: Vec<u8>,
+    pool: Vec<Box<[u8]>>,
     meta: Vec<SlotMeta>,
     free: Vec<u32>,
     queues: Vec<VmQueue>,
@@ -84,7 +104,9 @@ impl SbufStore {
         Ok(SbufStore {
             cfg,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
-            slab: vec![0; n * SLOT_SIZE],
+            pool: (0..n)
+                .map(|_| vec![0u8; BUF_SIZE].into_boxed_slice())
+                .collect(),
             meta: vec![SlotMeta::default(); n],
             free: (0..cfg.global_packets).rev().collect(),
             queues: (0..vms)
@@ -97,19 +119,27 @@ impl SbufStore {
         })
     }
 
-    /// Appends a copy of `pkt` to `vm`'s FIFO.
+    /// Appends the L3 packet `pkt.buf[l3..pkt.end]` to `vm`'s FIFO by taking `pkt`'s storage
+    /// (a free pool buffer takes its place; `pkt`'s bytes are then unspecified).
     #[inline]
-    pub(crate) fn push(&mut self, vm: VmId, now: Instant, pkt: &[u8]) -> Result<(), DropReason> {
-        if pkt.len() > SLOT_SIZE {
+    pub(crate) fn push(
+        &mut self,
+        vm: VmId,
+        now: Instant,
+        pkt: &mut PacketBuf,
+        l3: usize,
+    ) -> Result<(), DropReason> {
+        let len = pkt.end.saturating_sub(l3);
+        if len > SLOT_SIZE || pkt.end > BUF_SIZE || pkt.buf.len() != BUF_SIZE {
             return Err(DropReason::BufferPacketTooLarge);
         }
         let Some(q) = self.queues.get_mut(vm.index()) else {
             return Err(DropReason::BufferFull);
         };
-        let len = pkt.len() as u64;
+        let len64 = len as u64;
         if q.ring.len() >= self.cfg.per_vm_packets as usize
-            || q.bytes + len > self.cfg.per_vm_bytes
-            || self.total.bytes + len > self.cfg.global_bytes
+            || q.bytes + len64 > self.cfg.per_vm_bytes
+            || self.total.bytes + len64 > self.cfg.global_bytes
         {
             return Err(DropReason::BufferFull);
         }
@@ -117,35 +147,40 @@ impl SbufStore {
             return Err(DropReason::BufferFull);
         };
         let s = slot as usize;
-        self.slab[s * SLOT_SIZE..s * SLOT_SIZE + pkt.len()].copy_from_slice(pkt);
+        core::mem::swap(&mut self.pool[s], &mut pkt.buf);
+        // Both fit in u16: end <= BUF_SIZE.
         self.meta[s] = SlotMeta {
-            len: pkt.len() as u16,
+            l3: l3 as u16,
+            end: pkt.end as u16,
             arrived: now,
         };
         q.ring.push_back(slot);
-        q.bytes += len;
+        q.bytes += len64;
         self.total.packets += 1;
-        self.total.bytes += len;
+        self.total.bytes += len64;
         Ok(())
     }
 
-    /// Removes the head of `vm`'s FIFO, calling `f(arrived, bytes)` on it before its slot is freed.
+    /// Removes the head of `vm`'s FIFO; with `out`, its storage is exchanged with `out`'s
+    /// (the packet is then `out.buf[l3..end]` of the returned [`Released`]).
     #[inline]
-    pub(crate) fn pop<R>(&mut self, vm: VmId, f: impl FnOnce(Instant, &[u8]) -> R) -> Option<R> {
+    pub(crate) fn pop(&mut self, vm: VmId, out: Option<&mut PacketBuf>) -> Option<Released> {
         let q = self.queues.get_mut(vm.index())?;
         let slot = q.ring.pop_front()?;
         let s = slot as usize;
         let m = self.meta[s];
-        let len = u64::from(m.len);
-        q.bytes -= len;
+        q.bytes -= m.len();
         self.total.packets -= 1;
-        self.total.bytes -= len;
-        let r = f(
-            m.arrived,
-            &self.slab[s * SLOT_SIZE..s * SLOT_SIZE + usize::from(m.len)],
-        );
+        self.total.bytes -= m.len();
+        if let Some(out) = out {
+            core::mem::swap(&mut self.pool[s], &mut out.buf);
+        }
         self.free.push(slot);
-        Some(r)
+        Some(Released {
+            arrived: m.arrived,
+            l3: usize::from(m.l3),
+            end: usize::from(m.end),
+        })
     }
 
     /// Arrival time of the head of `vm`'s FIFO.
@@ -174,7 +209,7 @@ impl SbufStore {
             if !self.is_expired(t, now) {
                 break;
             }
-            self.pop(vm, |_, _| ());
+            self.pop(vm, None);
             n += 1;
         }
         n
@@ -183,7 +218,7 @@ impl SbufStore {
     /// Drops everything held for `vm`; returns how many packets.
     pub(crate) fn discard(&mut self, vm: VmId) -> u64 {
         let mut n = 0;
-        while self.pop(vm, |_, _| ()).is_some() {
+        while self.pop(vm, None).is_some() {
             n += 1;
         }
         n
@@ -215,6 +250,20 @@ impl SbufStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::HEADROOM;
+
+    /// A packet buffer holding `bytes` as its L3 packet (after a 14-byte Ethernet header).
+    fn buf(bytes: &[u8]) -> PacketBuf {
+        let mut p = PacketBuf::new();
+        p.buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+        p.start = HEADROOM - 14;
+        p.end = HEADROOM + bytes.len();
+        p
+    }
+
+    fn push(b: &mut SbufStore, vm: VmId, t: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        b.push(vm, t, &mut buf(bytes), HEADROOM)
+    }
 
     fn cfg() -> BufferConfig {
         BufferConfig {
@@ -231,12 +280,11 @@ mod tests {
         let mut b = SbufStore::new(cfg(), 2).unwrap();
         let (a, c) = (VmId(0), VmId(1));
         for i in 0..3u8 {
-            b.push(a, Instant::from_millis(u64::from(i)), &[i; 50])
-                .unwrap();
+            push(&mut b, a, Instant::from_millis(u64::from(i)), &[i; 50]).unwrap();
         }
         // per-VM packet bound
         assert_eq!(
-            b.push(a, Instant::ZERO, &[9; 10]),
+            push(&mut b, a, Instant::ZERO, &[9; 10]),
             Err(DropReason::BufferFull)
         );
         assert_eq!(
@@ -247,9 +295,9 @@ mod tests {
             }
         );
         // per-VM byte bound (150 + 101 > 250), global packets (3 + 1 == 4 ok, then full)
-        b.push(c, Instant::ZERO, &[7; 100]).unwrap();
+        push(&mut b, c, Instant::ZERO, &[7; 100]).unwrap();
         assert_eq!(
-            b.push(c, Instant::ZERO, &[7; 10]),
+            push(&mut b, c, Instant::ZERO, &[7; 10]),
             Err(DropReason::BufferFull)
         );
         assert_eq!(
@@ -259,14 +307,22 @@ mod tests {
                 bytes: 250
             }
         );
+        let mut out = PacketBuf::new();
         for i in 0..3u8 {
-            let (t, first) = b.pop(a, |t, p| (t, p[0])).unwrap();
-            assert_eq!((t, first), (Instant::from_millis(u64::from(i)), i));
+            let r = b.pop(a, Some(&mut out)).unwrap();
+            assert_eq!(
+                (r.arrived, r.l3, r.end),
+                (Instant::from_millis(u64::from(i)), HEADROOM, HEADROOM + 50)
+            );
+            // The held storage came out without a copy.
+            assert_eq!(&out.buf[r.l3..r.end], &[i; 50]);
         }
-        assert!(b.pop(a, |_, _| ()).is_none());
+        assert!(b.pop(a, None).is_none());
         assert!(b.is_empty(a));
+        let mut big = PacketBuf::new();
+        big.end = HEADROOM + SLOT_SIZE + 1;
         assert_eq!(
-            b.push(a, Instant::ZERO, &[0; SLOT_SIZE + 1]),
+            b.push(a, Instant::ZERO, &mut big, HEADROOM),
             Err(DropReason::BufferPacketTooLarge)
         );
     }
@@ -274,15 +330,15 @@ mod tests {
     #[test]
     fn byte_bounds() {
         let mut b = SbufStore::new(cfg(), 2).unwrap();
-        b.push(VmId(0), Instant::ZERO, &[0; 200]).unwrap();
+        push(&mut b, VmId(0), Instant::ZERO, &[0; 200]).unwrap();
         assert_eq!(
-            b.push(VmId(0), Instant::ZERO, &[0; 51]),
+            push(&mut b, VmId(0), Instant::ZERO, &[0; 51]),
             Err(DropReason::BufferFull)
         );
-        b.push(VmId(1), Instant::ZERO, &[0; 200]).unwrap();
+        push(&mut b, VmId(1), Instant::ZERO, &[0; 200]).unwrap();
         // global bytes: 400 reached
         assert_eq!(
-            b.push(VmId(1), Instant::ZERO, &[0; 1]),
+            push(&mut b, VmId(1), Instant::ZERO, &[0; 1]),
             Err(DropReason::BufferFull)
         );
     }
@@ -291,8 +347,8 @@ mod tests {
     fn expiry_and_discard() {
         let mut b = SbufStore::new(cfg(), 1).unwrap();
         let v = VmId(0);
-        b.push(v, Instant::from_millis(0), &[1]).unwrap();
-        b.push(v, Instant::from_millis(5), &[2]).unwrap();
+        push(&mut b, v, Instant::from_millis(0), &[1]).unwrap();
+        push(&mut b, v, Instant::from_millis(5), &[2]).unwrap();
         assert_eq!(b.deadline(v), Some(Instant::from_millis(10)));
         assert_eq!(b.expire(v, Instant::from_millis(9)), 0);
         assert_eq!(b.expire(v, Instant::from_millis(10)), 1);

@@ -27,7 +27,7 @@ use srmig_wire::ipv4::field as v4f;
 use srmig_wire::ipv6::field as v6f;
 use srmig_wire::{checksum, icmpv6, ipv4, ipv6, srh, IpProtocol};
 
-use crate::batch::{Batch, PacketBuf, Verdict, HEADROOM};
+use crate::batch::{Batch, PacketBuf, Verdict};
 use crate::behavior::{Flavor, FlavorSet, Headend, SbufMode};
 use crate::buffer::SbufStore;
 use crate::chain::{walk, Chain};
@@ -629,53 +629,44 @@ impl Dataplane {
                 continue;
             }
             let (mac, port) = (v.mac, v.port);
-            let gw = self.gateway_mac;
-            let max_age_check = |b: &SbufStore, t| b.is_expired(t, now);
-            let expired_at = self
-                .buffers
-                .oldest(vm)
-                .map(|t| max_age_check(&self.buffers, t));
-            let res = self.buffers.pop(vm, |_, bytes| {
-                if expired_at == Some(true) {
-                    return None;
-                }
-                // Held packets are at most SLOT_SIZE bytes; the frame goes at HEADROOM - 14.
-                let s = HEADROOM - ethernet::HEADER_LEN;
-                let end = HEADROOM + bytes.len();
-                if end > out.buf.len() {
-                    return None;
-                }
-                out.buf[s..s + 6].copy_from_slice(&mac);
-                out.buf[s + 6..s + 12].copy_from_slice(&gw);
-                let et = if bytes.first().is_some_and(|b| b >> 4 == 4) {
-                    EtherType::IPV4
-                } else {
-                    EtherType::IPV6
-                };
-                write_u16(&mut out.buf, s + 12, et.0);
-                out.buf[HEADROOM..end].copy_from_slice(bytes);
-                out.start = s;
-                out.end = end;
-                Some(end - s)
-            });
-            match res {
-                None => {
-                    self.releasing.remove(0);
-                }
-                Some(None) => {
-                    self.counters.drops[DropReason::BufferExpired.index()] += 1;
-                    self.counters.vms[vm.index()].expired += 1;
-                }
-                Some(Some(len)) => {
-                    let c = &mut self.counters.vms[vm.index()];
-                    c.released += 1;
-                    c.tx.add(len);
-                    self.counters.ports[port.index()].tx.add(len);
-                    out.ingress = port;
-                    out.verdict = Verdict::Tx(port);
-                    return Some(port);
-                }
+            let Some(arrived) = self.buffers.oldest(vm) else {
+                self.releasing.remove(0);
+                continue;
+            };
+            if self.buffers.is_expired(arrived, now) {
+                self.buffers.pop(vm, None);
+                self.counters.drops[DropReason::BufferExpired.index()] += 1;
+                self.counters.vms[vm.index()].expired += 1;
+                continue;
             }
+            // The held buffer becomes `out`'s: no copy. Held packets keep at least the room of
+            // the Ethernet header they arrived with in front of them.
+            let Some(r) = self.buffers.pop(vm, Some(out)) else {
+                continue;
+            };
+            let Some(s) = r.l3.checked_sub(ethernet::HEADER_LEN) else {
+                self.counters.drops[DropReason::BufferDiscarded.index()] += 1;
+                continue;
+            };
+            let b = &mut out.buf;
+            b[s..s + 6].copy_from_slice(&mac);
+            b[s + 6..s + 12].copy_from_slice(&self.gateway_mac);
+            let et = if b.get(r.l3).is_some_and(|v| v >> 4 == 4) {
+                EtherType::IPV4
+            } else {
+                EtherType::IPV6
+            };
+            write_u16(b, s + 12, et.0);
+            out.start = s;
+            out.end = r.end;
+            let len = r.end - s;
+            let c = &mut self.counters.vms[vm.index()];
+            c.released += 1;
+            c.tx.add(len);
+            self.counters.ports[port.index()].tx.add(len);
+            out.ingress = port;
+            out.verdict = Verdict::Tx(port);
+            return Some(port);
         }
         None
     }
@@ -991,9 +982,10 @@ impl Dataplane {
         Verdict::Tx(port)
     }
 
-    /// Copies the IP packet at `l3` into `vm`'s End.SBUF buffer.
-    fn hold(&mut self, ctx: &Ctx, pkt: &PacketBuf, l3: usize, vm: VmId) -> Verdict {
-        match self.buffers.push(vm, ctx.now, &pkt.buf[l3..pkt.end]) {
+    /// Moves the IP packet at `l3` into `vm`'s End.SBUF buffer (its storage is exchanged for a
+    /// free buffer of the pool: no copy).
+    fn hold(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, l3: usize, vm: VmId) -> Verdict {
+        match self.buffers.push(vm, ctx.now, pkt, l3) {
             Ok(()) => {
                 self.counters.vms[vm.index()].held += 1;
                 if self.vms.vms[vm.index()].state == VmState::Running
