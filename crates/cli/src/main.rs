@@ -322,24 +322,34 @@ fn verdict_text(p: &PacketRecord) -> String {
     }
 }
 
+fn print_event(e: &srmig_replay::run::EventRecord) {
+    println!(
+        "  {:>9.3} ms  == {} is now {:?}",
+        e.time_us as f64 / 1000.0,
+        e.vm,
+        e.state
+    );
+}
+
+fn print_generated(g: &srmig_replay::run::GeneratedRecord) {
+    println!(
+        "  {:>9.3} ms  <- {} released/generated: {}",
+        g.time_us as f64 / 1000.0,
+        g.egress,
+        g.summary
+    );
+}
+
+/// The per-packet story: each input packet with its verdict, VM state changes where they
+/// happened, and what the node generated or released, in time order.
 fn print_packets(s: &Summary) {
     let mut events = s.events.iter().peekable();
     let mut generated = s.generated.iter().peekable();
     for p in &s.packets {
         while let Some(e) = events.next_if(|e| e.after_packets < p.n) {
-            println!(
-                "  {:>9.3} ms  == {} is now {:?}",
-                e.time_us as f64 / 1000.0,
-                e.vm,
-                e.state
-            );
+            print_event(e);
             while let Some(g) = generated.next_if(|g| g.time_us <= e.time_us) {
-                println!(
-                    "  {:>9.3} ms  <- {} released/generated: {}",
-                    g.time_us as f64 / 1000.0,
-                    g.egress,
-                    g.summary
-                );
+                print_generated(g);
             }
         }
         println!(
@@ -351,30 +361,11 @@ fn print_packets(s: &Summary) {
             p.summary
         );
         while let Some(g) = generated.next_if(|g| g.time_us <= p.time_us) {
-            println!(
-                "  {:>9.3} ms  <- {} generated: {}",
-                g.time_us as f64 / 1000.0,
-                g.egress,
-                g.summary
-            );
+            print_generated(g);
         }
     }
-    for e in events {
-        println!(
-            "  {:>9.3} ms  == {} is now {:?}",
-            e.time_us as f64 / 1000.0,
-            e.vm,
-            e.state
-        );
-    }
-    for g in generated {
-        println!(
-            "  {:>9.3} ms  <- {} released/generated: {}",
-            g.time_us as f64 / 1000.0,
-            g.egress,
-            g.summary
-        );
-    }
+    events.for_each(print_event);
+    generated.for_each(print_generated);
 }
 
 fn print_totals(s: &Summary) {
