@@ -21,7 +21,7 @@ cargo test --workspace --quiet
 step "demo: the example migration loses nothing"
 demo_out=$(mktemp -d)
 trap 'rm -rf "$demo_out"' EXIT
-cargo run --quiet --release --bin srmig -- demo --offline --out "$demo_out" | tee "$demo_out/log" | tail -n 3
+cargo run --quiet --bin srmig -- demo --offline --out "$demo_out" | tee "$demo_out/log" | tail -n 3
 grep -q "vm1 received 10 of 10 packets (4 at S before the pause, 6 at D), lost 0." "$demo_out/log"
 
 if [ "$(id -u)" = 0 ]; then
