@@ -305,14 +305,18 @@ impl LabRun {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{strategy}, netns VM, {n} migrations (pause {:.1} ms, total {:.0} ms on average; \
-             propagation delay {:.0} ms)",
-            avg(|m| m.pause_ms),
-            avg(|m| m.total_ms),
-            self.details.params.propagation_delay_ms,
-        );
+        if n == 0 {
+            let _ = writeln!(out, "no migration (baseline), netns VM");
+        } else {
+            let _ = writeln!(
+                out,
+                "{strategy}, netns VM, {n} migrations (pause {:.1} ms, total {:.0} ms on average; \
+                 propagation delay {:.0} ms)",
+                avg(|m| m.pause_ms),
+                avg(|m| m.total_ms),
+                self.details.params.propagation_delay_ms,
+            );
+        }
         if let Some(p) = &r.probe {
             let _ = writeln!(
                 out,
