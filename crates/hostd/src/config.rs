@@ -1,8 +1,35 @@
 //! Loading the node configuration (`--config node.toml`, a [`NodeConfig`]).
+//!
+//! The file is the engine's [`NodeConfig`] plus srmigd-only tables the engine does not see:
+//!
+//! ```toml
+//! [[qemu]]                       # a VM port backed by a QEMU stream socket (port::qemu)
+//! port = "vm1p"                  # a `kind = "vm"` port of [[ports]]
+//! socket = "/run/srmig/vm1.net"  # QEMU: -netdev stream,server=on,addr.type=unix,addr.path=...
+//! qmp = "/run/srmig/vm1.ev"      # optional: a QMP socket for srmigd (VM state from QEMU)
+//! ```
 
 use std::path::{Path, PathBuf};
 
-use srmig_dataplane::NodeConfig;
+use srmig_dataplane::{NodeConfig, PortKind};
+
+use crate::port::qemu::QemuPortConfig;
+
+/// Everything srmigd reads from node.toml.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The engine's configuration.
+    pub node: NodeConfig,
+    /// QEMU-backed VM ports (`[[qemu]]`).
+    pub qemu: Vec<QemuPortConfig>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extras {
+    #[serde(default)]
+    qemu: Vec<QemuPortConfig>,
+}
 
 /// Why the node configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -23,18 +50,67 @@ pub enum ConfigFileError {
         /// The TOML error (names the field and position).
         source: Box<toml::de::Error>,
     },
+    /// A `[[qemu]]` table does not fit the node configuration.
+    #[error("invalid node configuration {path}: qemu[{index}]: {reason}")]
+    Qemu {
+        /// The file.
+        path: PathBuf,
+        /// Index of the `[[qemu]]` table.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// Reads and parses `path` (the engine validates the content when it is built).
-pub fn load(path: &Path) -> Result<NodeConfig, ConfigFileError> {
+/// Reads and parses `path` with its srmigd-only tables, checking each `[[qemu]]` names a
+/// distinct VM port.
+pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+    parse_daemon(&text, path)
+}
+
+fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError> {
+    let parse_err = |source| ConfigFileError::Parse {
         path: path.to_owned(),
         source: Box::new(source),
+    };
+    let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    let mut extras = toml::Table::new();
+    if let Some(q) = table.remove("qemu") {
+        extras.insert("qemu".into(), q);
+    }
+    let node: NodeConfig = table.try_into().map_err(parse_err)?;
+    let extras: Extras = extras.try_into().map_err(parse_err)?;
+    for (index, q) in extras.qemu.iter().enumerate() {
+        let bad = |reason: String| ConfigFileError::Qemu {
+            path: path.to_owned(),
+            index,
+            reason,
+        };
+        match node.ports.iter().find(|p| p.name == q.port) {
+            None => return Err(bad(format!("no port named \"{}\" in [[ports]]", q.port))),
+            Some(p) if p.kind != PortKind::Vm => {
+                return Err(bad(format!("port \"{}\" is not a VM port", q.port)))
+            }
+            Some(_) => {}
+        }
+        if extras.qemu[..index].iter().any(|o| o.port == q.port) {
+            return Err(bad(format!("port \"{}\" has two [[qemu]] tables", q.port)));
+        }
+    }
+    Ok(DaemonConfig {
+        node,
+        qemu: extras.qemu,
     })
+}
+
+/// Reads and parses `path` (the engine validates the content when it is built); srmigd-only
+/// tables are checked and left out (see [`load_daemon`]).
+pub fn load(path: &Path) -> Result<NodeConfig, ConfigFileError> {
+    load_daemon(path).map(|d| d.node)
 }
 
 #[cfg(test)]
@@ -57,5 +133,37 @@ mod tests {
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn qemu_tables_are_taken_out_and_checked() {
+        let base = crate::apply::tests::node_toml();
+        let vm_port = toml::from_str::<NodeConfig>(base)
+            .expect("base")
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Vm)
+            .map(|p| p.name.clone())
+            .expect("a VM port");
+        let path = Path::new("node.toml");
+        let good = format!(
+            "{base}\n[[qemu]]\nport = \"{vm_port}\"\nsocket = \"/run/vm.net\"\nqmp = \"/run/vm.ev\"\n"
+        );
+        let d = parse_daemon(&good, path).expect("good");
+        assert_eq!(d.qemu.len(), 1);
+        assert_eq!(d.qemu[0].socket, PathBuf::from("/run/vm.net"));
+        assert_eq!(d.qemu[0].qmp.as_deref(), Some(Path::new("/run/vm.ev")));
+        assert_eq!(d.node.ports.len(), 2);
+        let twice = format!("{good}\n[[qemu]]\nport = \"{vm_port}\"\nsocket = \"/x\"\n");
+        let e = parse_daemon(&twice, path).expect_err("twice").to_string();
+        assert!(e.contains("qemu[1]") && e.contains("two"), "{e}");
+        let ghost = format!("{base}\n[[qemu]]\nport = \"ghost\"\nsocket = \"/x\"\n");
+        let e = parse_daemon(&ghost, path).expect_err("ghost").to_string();
+        assert!(e.contains("qemu[0]") && e.contains("ghost"), "{e}");
+        let uplink = format!("{base}\n[[qemu]]\nport = \"up0\"\nsocket = \"/x\"\n");
+        assert!(parse_daemon(&uplink, path).is_err());
+        let unknown =
+            format!("{base}\n[[qemu]]\nport = \"{vm_port}\"\nsocket = \"/x\"\nbogus = 1\n");
+        assert!(parse_daemon(&unknown, path).is_err());
     }
 }

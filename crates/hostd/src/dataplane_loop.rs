@@ -6,6 +6,10 @@
 //!   ├─ wake:     drain the command channel, one command at a time, between batches
 //!   ├─ netlink:  link events → attach/detach ports (reopen sockets) → VM running/paused
 //!   ├─ port p:   recvmmsg ≤ 256 frames into the batch → process_batch(now) → send each Tx
+//!   ├─ QEMU port: stream reads → records → batch (same path); POLLOUT drains its queue;
+//!   │            EOF closes it; reconnect every 50 ms while it is down
+//!   ├─ hypervisor updates (commands from qmpwatch): VM state = f(run state, stream); at
+//!   │            Running → stopped: unread frames taken back from the stream and re-steered
 //!   └─ always:   handle_timeout(now) when due; drain poll_transmit after every batch,
 //!                command and VM state change; send VM state reports to the reporter
 //! ```
@@ -22,12 +26,14 @@ use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use srmig_api::VmStateReport;
-use srmig_dataplane::{Batch, Instant, PacketBuf, PortId, PortKind, Verdict};
+use srmig_dataplane::{Batch, Instant, PacketBuf, PortId, PortKind, Verdict, VmState};
 use tracing::{debug, error, info, warn};
 
 use crate::linkwatch::{LinkEvent, LinkWatch};
-use crate::node::{Command, Node};
+use crate::node::{Command, Node, StateSource};
+use crate::port::qemu::{QemuPort, QemuPortConfig};
 use crate::port::{LinkAction, PortInfo, PortIo, RecvScratch, MAX_RECV_BATCH};
+use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState};
 
 /// Longest poll timeout (housekeeping: retrying failed socket opens).
 const MAX_POLL: Duration = Duration::from_secs(1);
@@ -80,11 +86,22 @@ impl DataplaneHandle {
     }
 }
 
+/// The hypervisor side of a QEMU port.
+#[derive(Debug, Clone, Copy)]
+struct QemuVm {
+    /// A QMP watch runs for it (otherwise the stream alone decides).
+    qmp: bool,
+    /// The last run state the watch reported.
+    run: Option<RunState>,
+}
+
 /// Everything the thread owns.
 #[derive(Debug)]
 pub struct DataplaneLoop {
     node: Node,
     ports: Vec<PortIo>,
+    /// Per port: the hypervisor state of a QEMU port (`None` for AF_PACKET ports).
+    qemu: Vec<Option<QemuVm>>,
     link: LinkWatch,
     wake: Arc<EventFd>,
     commands: mpsc::Receiver<Command>,
@@ -98,25 +115,44 @@ pub struct DataplaneLoop {
 impl DataplaneLoop {
     /// Prepares the loop: opens the netlink socket, takes the startup link snapshot and
     /// attaches every port whose interface is up (VM ports: their VMs become `running`;
-    /// VMs configured `running` on a port that is down become `paused`).
+    /// VMs configured `running` on a port that is down become `paused`). Ports listed in
+    /// `qemu` are QEMU stream ports instead (connected here if QEMU listens already).
     pub fn new(
         node: Node,
         commands: mpsc::Receiver<Command>,
         wake: Arc<EventFd>,
         reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
+        qemu: &[QemuPortConfig],
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
+        let mut hv = Vec::new();
         let ports = node
             .base()
             .ports
             .iter()
             .enumerate()
-            .map(|(i, p)| PortIo::new(PortId(i as u16), p.name.clone(), p.kind))
+            .map(|(i, p)| {
+                let id = PortId(i as u16);
+                match qemu.iter().find(|q| q.port == p.name) {
+                    Some(q) => {
+                        hv.push(Some(QemuVm {
+                            qmp: q.qmp.is_some(),
+                            run: None,
+                        }));
+                        PortIo::new_qemu(id, p.name.clone(), p.kind, QemuPort::new(&q.socket))
+                    }
+                    None => {
+                        hv.push(None);
+                        PortIo::new(id, p.name.clone(), p.kind)
+                    }
+                }
+            })
             .collect();
         let snapshot = link.dump_now(Duration::from_secs(5))?;
         let mut lp = DataplaneLoop {
             node,
             ports,
+            qemu: hv,
             link,
             wake,
             commands,
@@ -131,6 +167,11 @@ impl DataplaneLoop {
         lp.apply_link_events(now);
         for i in 0..lp.ports.len() {
             let p = &lp.ports[i];
+            if p.qemu.is_some() {
+                lp.reconnect(i, now);
+                lp.update_qemu_vm(i, now, "startup");
+                continue;
+            }
             if !p.attached() {
                 warn!(port = %p.ifname, present = p.ifindex.is_some(), "port not attached at startup (interface missing, down or without carrier)");
                 if p.kind == PortKind::Vm {
@@ -203,10 +244,20 @@ impl DataplaneLoop {
         info!(ports = self.ports.len(), "dataplane loop running");
         loop {
             let now = self.now();
-            let timeout = match self.node.dataplane().poll_timeout() {
+            let mut timeout = match self.node.dataplane().poll_timeout() {
                 Some(t) => t.saturating_duration_since(now).min(MAX_POLL),
                 None => MAX_POLL,
             };
+            let wall = std::time::Instant::now();
+            for p in &self.ports {
+                if let Some(q) = &p.qemu {
+                    if q.rx_pending() {
+                        timeout = Duration::ZERO;
+                    } else if let Some(t) = q.next_connect() {
+                        timeout = timeout.min(t.saturating_duration_since(wall));
+                    }
+                }
+            }
             pfds.clear();
             pfd_ports.clear();
             let ev = libc::POLLIN;
@@ -215,6 +266,10 @@ impl DataplaneLoop {
             for (i, p) in self.ports.iter().enumerate() {
                 if let Some(s) = &p.socket {
                     pfds.push(pollfd(s.as_fd().as_raw_fd(), ev));
+                    pfd_ports.push(i);
+                } else if let Some(fd) = p.qemu.as_ref().and_then(|q| q.fd()) {
+                    let out = p.qemu.as_ref().is_some_and(|q| q.wants_write());
+                    pfds.push(pollfd(fd, if out { ev | libc::POLLOUT } else { ev }));
                     pfd_ports.push(i);
                 }
             }
@@ -231,6 +286,10 @@ impl DataplaneLoop {
             // or link change processed in this round.
             for (k, &i) in pfd_ports.iter().enumerate() {
                 let re = pfds[k + 2].revents;
+                if self.ports[i].qemu.is_some() {
+                    self.qemu_io(i, re, now, &mut batch);
+                    continue;
+                }
                 if re == 0 {
                     continue;
                 }
@@ -268,6 +327,9 @@ impl DataplaneLoop {
                 let _ = self.wake.read();
                 loop {
                     match self.commands.try_recv() {
+                        Ok(Command::Hypervisor(u)) => {
+                            self.on_hypervisor(now, u);
+                        }
                         Ok(cmd) => {
                             self.infos.clear();
                             self.infos.extend(self.ports.iter().map(PortIo::info));
@@ -287,6 +349,15 @@ impl DataplaneLoop {
                 }
             }
             let now = self.now();
+            for i in 0..self.ports.len() {
+                if self.ports[i]
+                    .qemu
+                    .as_ref()
+                    .is_some_and(|q| q.next_connect().is_some())
+                {
+                    self.reconnect(i, now);
+                }
+            }
             if self
                 .node
                 .dataplane()
@@ -297,6 +368,169 @@ impl DataplaneLoop {
                 self.flush(now);
             }
         }
+    }
+
+    /// I/O on QEMU port `i` after poll (`re`: its revents, 0 if only records are pending).
+    fn qemu_io(&mut self, i: usize, re: libc::c_short, now: Instant, batch: &mut Batch) {
+        let p = &mut self.ports[i];
+        let Some(q) = p.qemu.as_mut() else {
+            return;
+        };
+        if re & libc::POLLOUT != 0 {
+            q.flush(&mut p.stats);
+        }
+        let readable = re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        if !readable && !q.rx_pending() {
+            return;
+        }
+        let r = q.recv_batch(p.id, batch, &mut p.stats);
+        if !batch.is_empty() {
+            self.process(now, batch);
+        }
+        if r.closed || re & libc::POLLNVAL != 0 {
+            self.qemu_disconnect(i, now);
+        }
+    }
+
+    /// Closes QEMU port `i`'s stream (EOF, error or out of step) and updates its VMs.
+    fn qemu_disconnect(&mut self, i: usize, now: Instant) {
+        let p = &mut self.ports[i];
+        if let Some(q) = p.qemu.as_mut() {
+            if q.connected() {
+                info!(port = %p.ifname, socket = %q.path().display(), "QEMU stream closed");
+            }
+            q.disconnect(&mut p.stats);
+        }
+        self.update_qemu_vm(i, now, "stream closed");
+    }
+
+    /// Connects QEMU port `i` if it is down and its retry time has come.
+    fn reconnect(&mut self, i: usize, now: Instant) {
+        let p = &mut self.ports[i];
+        let Some(q) = p.qemu.as_mut() else {
+            return;
+        };
+        match q.try_connect(std::time::Instant::now()) {
+            Ok(true) => {
+                p.stats.attachments += 1;
+                info!(port = %p.ifname, socket = %q.path().display(), "QEMU stream connected");
+                self.update_qemu_vm(i, now, "stream connected");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(port = %p.ifname, socket = %q.path().display(), error = %e, "cannot connect to QEMU (retrying)");
+            }
+        }
+    }
+
+    /// A QMP watch reported a run state.
+    fn on_hypervisor(&mut self, now: Instant, u: HypervisorUpdate) {
+        let Some(i) = self.ports.iter().position(|p| p.ifname == u.port) else {
+            warn!(port = %u.port, "hypervisor update for an unknown port");
+            return;
+        };
+        let Some(Some(hv)) = self.qemu.get_mut(i) else {
+            warn!(port = %u.port, "hypervisor update for a port that is not a QEMU port");
+            return;
+        };
+        hv.run = Some(u.run);
+        let lag_us = u.qemu_at_us.map(|at| {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            wall - at
+        });
+        info!(port = %u.port, cause = u.cause, run = ?u.run, lag_us = ?lag_us, "hypervisor run state");
+        self.update_qemu_vm(i, now, u.cause);
+    }
+
+    /// Recomputes the state of the VMs on QEMU port `i`. When they stop running while the
+    /// stream is still connected, the frames QEMU has not read are taken back and re-steered
+    /// (after the state change, so they follow the VM: End.S forwards them).
+    fn update_qemu_vm(&mut self, i: usize, now: Instant, cause: &'static str) {
+        let Some(Some(hv)) = self.qemu.get(i).copied() else {
+            return;
+        };
+        let p = &self.ports[i];
+        let id = p.id;
+        let connected = p.attached();
+        let cur = self.node.port_vm_state(id);
+        let target = if hv.qmp {
+            vm_state_for(connected, hv.run)
+        } else if connected {
+            VmState::Running
+        } else if cur == Some(VmState::Running) {
+            VmState::Paused
+        } else {
+            return;
+        };
+        if cur == Some(target) {
+            return;
+        }
+        self.node
+            .set_port_vm_state(now, id, target, StateSource::Hypervisor);
+        if cur == Some(VmState::Running) && connected {
+            self.recover(i, now, cause);
+        }
+        self.flush(now);
+    }
+
+    /// Takes back what QEMU port `i` did not deliver and re-steers it.
+    fn recover(&mut self, i: usize, now: Instant, cause: &'static str) {
+        let p = &mut self.ports[i];
+        let Some(q) = p.qemu.as_mut() else {
+            return;
+        };
+        let r = q.take_unread(&mut p.stats);
+        let name = p.ifname.clone();
+        let id = p.id;
+        let mut sent = 0usize;
+        let mut dropped = 0usize;
+        for f in &r.frames {
+            let vm = self.node.vm_for_frame(id, f);
+            match vm.and_then(|vm| self.node.reinject_for_vm(now, vm, f, &mut self.out)) {
+                Some(Verdict::Tx(port)) => {
+                    if let Some(p) = self.ports.get_mut(port.index()) {
+                        p.send(self.out.data());
+                    }
+                    sent += 1;
+                }
+                Some(Verdict::Held(_)) | Some(Verdict::Consumed) => sent += 1,
+                Some(Verdict::Drop(reason)) => {
+                    dropped += 1;
+                    debug!(port = %name, reason = reason.as_str(), "re-steered frame dropped");
+                }
+                None => dropped += 1,
+            }
+        }
+        if !r.frames.is_empty() || !r.exact || r.beyond_ring {
+            info!(
+                port = %name,
+                cause,
+                frames = r.frames.len(),
+                from_socket = r.from_socket,
+                from_queue = r.from_queue,
+                outq = r.outq,
+                exact = r.exact,
+                beyond_ring = r.beyond_ring,
+                sent,
+                dropped,
+                "frames QEMU had not read taken back and re-steered"
+            );
+        }
+    }
+
+    /// Processes a received batch and sends its verdicts.
+    fn process(&mut self, now: Instant, batch: &mut Batch) {
+        self.node.dataplane().process_batch(now, batch);
+        for pkt in batch.packets() {
+            if let Verdict::Tx(out) = pkt.verdict {
+                if let Some(port) = self.ports.get_mut(out.index()) {
+                    port.send(pkt.data());
+                }
+            }
+        }
+        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
     }
 
     /// One batch from port `i`: receive, process, send, drain generated packets.
@@ -323,15 +557,7 @@ impl DataplaneLoop {
         if batch.is_empty() {
             return;
         }
-        self.node.dataplane().process_batch(now, batch);
-        for pkt in batch.packets() {
-            if let Verdict::Tx(out) = pkt.verdict {
-                if let Some(port) = self.ports.get_mut(out.index()) {
-                    port.send(pkt.data());
-                }
-            }
-        }
-        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
+        self.process(now, batch);
         // A held packet or a link change never needs a report here, but the engine may have
         // generated packets (NDP answers, ICMPv6 errors): sent above.
     }

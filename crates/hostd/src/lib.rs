@@ -9,7 +9,8 @@
 //!        reporter (report), signals; talks to the dataplane thread through commands + eventfd
 //! ```
 //!
-//! One concern per module: [`port`] (AF_PACKET ports, [`port::packet`] the socket),
+//! One concern per module: [`port`] (AF_PACKET ports, [`port::packet`] the socket; QEMU
+//! stream ports, [`port::qemu`]), [`qmpwatch`] (VM state from QEMU's QMP events),
 //! [`linkwatch`] (netlink link events), [`dataplane_loop`] (the thread), [`node`] (commands,
 //! host config application, status), [`apply`] (host config translation), [`api`] (HTTP
 //! routes), [`metrics`] (OpenMetrics), [`status`] (status types), [`report`] (controller
@@ -24,6 +25,7 @@ pub mod linkwatch;
 pub mod metrics;
 pub mod node;
 pub mod port;
+pub mod qmpwatch;
 pub mod report;
 pub mod status;
 mod sys;

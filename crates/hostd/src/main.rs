@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use srmig_api::HostId;
 use srmig_hostd::dataplane_loop::{DataplaneHandle, DataplaneLoop};
 use srmig_hostd::node::{Command, Node};
-use srmig_hostd::{api, config, report};
+use srmig_hostd::{api, config, qmpwatch, report};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -85,7 +85,7 @@ fn bind_api(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let cfg = config::load(&args.config)?;
+    let config::DaemonConfig { node: cfg, qemu } = config::load_daemon(&args.config)?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args
@@ -106,7 +106,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let lp = DataplaneLoop::new(node, commands, wake, report_tx)
+    let lp = DataplaneLoop::new(node, commands, wake, report_tx, &qemu)
         .context("cannot start the dataplane (netlink)")?;
     let listener = bind_api(&args.api)?;
 
@@ -136,6 +136,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     .context("cannot register the API socket")?;
                 if let (Some(path), Some(rx)) = (controller, report_rx) {
                     tokio::spawn(report::run(path, rx));
+                }
+                for q in &qemu {
+                    if let Some(qmp) = &q.qmp {
+                        tokio::spawn(qmpwatch::run(q.port.clone(), qmp.clone(), handle.clone()));
+                    }
                 }
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

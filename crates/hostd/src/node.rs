@@ -41,6 +41,9 @@ pub enum Command {
     RemoveSid(Ipv6Addr, Reply<Result<(), CommandError>>),
     /// `GET /v1/status` and `GET /metrics`.
     Status(Reply<HostStatus>),
+    /// A QEMU's run state changed ([`crate::qmpwatch`]); handled by the dataplane loop, which
+    /// owns the port's stream (frame recovery at a STOP).
+    Hypervisor(crate::qmpwatch::HypervisorUpdate),
     /// Stop the dataplane loop.
     Shutdown,
 }
@@ -105,6 +108,8 @@ pub enum StateSource {
     Link,
     /// The control API.
     Api,
+    /// The hypervisor (QMP run state and the QEMU stream attachment).
+    Hypervisor,
 }
 
 fn to_api_state(s: VmState) -> srmig_api::VmState {
@@ -238,6 +243,69 @@ impl Node {
         }
     }
 
+    /// The state of the VMs on `port` (the first one's; `None` if no VM uses the port).
+    pub fn port_vm_state(&self, port: PortId) -> Option<VmState> {
+        self.vms
+            .iter()
+            .find(|(_, p)| *p == port)
+            .and_then(|(vm, _)| self.dp.vm_state(*vm))
+    }
+
+    /// The VMs attached to `port`.
+    pub fn vms_on_port(&self, port: PortId) -> impl Iterator<Item = VmId> + '_ {
+        self.vms
+            .iter()
+            .filter(move |(_, p)| *p == port)
+            .map(|(vm, _)| *vm)
+    }
+
+    /// The VM on `port` a frame sent there was for: the one whose MAC is the frame's
+    /// destination, else the port's first VM.
+    pub fn vm_for_frame(&self, port: PortId, frame: &[u8]) -> Option<VmId> {
+        let dst = frame.get(..6);
+        let mut first = None;
+        for (i, (vm, p)) in self.vms.iter().enumerate() {
+            if *p != port {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(*vm);
+            }
+            if dst == Some(&self.base.vms[i].mac.0[..]) {
+                return Some(*vm);
+            }
+        }
+        first
+    }
+
+    /// Sends `frame`, which was delivered to `vm`'s port but never reached the VM (it stopped),
+    /// toward the VM's current location; the frame to transmit is left in `out`. `None`: the
+    /// engine cannot re-steer frames yet (it gains `Dataplane::reinject_for_vm` in issue 4).
+    pub fn reinject_for_vm(
+        &mut self,
+        _now: Instant,
+        _vm: VmId,
+        _frame: &[u8],
+        _out: &mut srmig_dataplane::PacketBuf,
+    ) -> Option<srmig_dataplane::Verdict> {
+        None
+    }
+
+    /// Sets every VM on `port` to `state` (reported when it changes).
+    pub fn set_port_vm_state(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        state: VmState,
+        source: StateSource,
+    ) {
+        for i in 0..self.vms.len() {
+            if self.vms[i].1 == port {
+                self.set_vm_state(now, i, state, source);
+            }
+        }
+    }
+
     /// Handles one command and replies; returns `false` for [`Command::Shutdown`].
     pub fn handle(&mut self, now: Instant, cmd: Command, ports: &[PortInfo]) -> bool {
         // A dropped reply receiver (client gone) is not an error.
@@ -263,6 +331,10 @@ impl Node {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status(ports));
+            }
+            Command::Hypervisor(u) => {
+                // The dataplane loop handles these (it owns the QEMU streams).
+                tracing::debug!(port = %u.port, "hypervisor update outside the dataplane loop ignored");
             }
             Command::Shutdown => return false,
         }

@@ -7,8 +7,15 @@
 //! come from [`crate::linkwatch`]; every transition to attached opens a fresh socket on the
 //! interface's current ifindex (the lab moves and recreates veths, so the ifindex of a name
 //! changes), every transition to detached closes it.
+//!
+//! A VM port may instead be backed by a QEMU `-netdev stream` socket ([`qemu`], configured in
+//! node.toml's `[[qemu]]` tables): it is attached while srmigd's stream to QEMU is connected,
+//! and link events do not concern it.
 
 pub mod packet;
+pub mod qemu;
+pub mod qemu_frame;
+pub mod qemu_ring;
 
 use std::io;
 
@@ -39,6 +46,26 @@ pub struct PortIoStats {
     pub tx_no_link: u64,
     /// `attachments`: how many times a socket was opened on the port.
     pub attachments: u64,
+    /// `tx_queued` (QEMU ports): frames that waited for room in the socket.
+    #[serde(default)]
+    pub tx_queued: u64,
+    /// `tx_queue_full` (QEMU ports): frames dropped because the wait queue was full (QEMU
+    /// not reading).
+    #[serde(default)]
+    pub tx_queue_full: u64,
+    /// `rx_bad_records` (QEMU ports): record lengths no QEMU sends (stream reset).
+    #[serde(default)]
+    pub rx_bad_records: u64,
+    /// `recovered` (QEMU ports): frames QEMU had not read when the VM stopped, re-steered.
+    #[serde(default)]
+    pub recovered: u64,
+    /// `recovery_inexact` (QEMU ports): recoveries whose accounting did not match SIOCOUTQ
+    /// exactly (a frame may have been duplicated).
+    #[serde(default)]
+    pub recovery_inexact: u64,
+    /// `recovery_lost` (QEMU ports): recoveries where unread frames had left the ring (lost).
+    #[serde(default)]
+    pub recovery_lost: u64,
 }
 
 /// What to do with a port's socket after a link event.
@@ -63,6 +90,8 @@ pub struct PortIo {
     pub ifindex: Option<u32>,
     /// The socket, while attached.
     pub socket: Option<PacketSocket>,
+    /// The QEMU stream, for a QEMU-backed port (then `socket` stays `None`).
+    pub qemu: Option<Box<qemu::QemuPort>>,
     /// I/O counters.
     pub stats: PortIoStats,
     /// Whether the "GSO frame received" warning was logged already.
@@ -78,18 +107,30 @@ impl PortIo {
             kind,
             ifindex: None,
             socket: None,
+            qemu: None,
             stats: PortIoStats::default(),
             warned_gso: false,
         }
     }
 
-    /// Whether the port has a socket.
-    pub fn attached(&self) -> bool {
-        self.socket.is_some()
+    /// A QEMU-backed port (disconnected until the loop connects it).
+    pub fn new_qemu(id: PortId, name: String, kind: PortKind, q: qemu::QemuPort) -> PortIo {
+        let mut p = PortIo::new(id, name, kind);
+        p.qemu = Some(Box::new(q));
+        p
     }
 
-    /// Decides what a link event means for this port (no I/O); updates `ifindex`.
+    /// Whether the port has a socket (AF_PACKET) or a connected QEMU stream.
+    pub fn attached(&self) -> bool {
+        self.socket.is_some() || self.qemu.as_ref().is_some_and(|q| q.connected())
+    }
+
+    /// Decides what a link event means for this port (no I/O); updates `ifindex`. QEMU ports
+    /// have no interface: always `None`.
     pub fn on_link_event(&mut self, ev: &LinkEvent) -> Option<LinkAction> {
+        if self.qemu.is_some() {
+            return None;
+        }
         let ours_by_index = self.ifindex == Some(ev.ifindex);
         let ours_by_name = ev.name.as_deref() == Some(self.ifname.as_str());
         if ev.removed {
@@ -137,6 +178,10 @@ impl PortIo {
     /// Sends a frame; failures are counted, never fatal.
     #[inline]
     pub fn send(&mut self, frame: &[u8]) {
+        if let Some(q) = &mut self.qemu {
+            q.send(frame, &mut self.stats);
+            return;
+        }
         match &self.socket {
             Some(s) => {
                 if s.send(frame).is_err() {

@@ -1,0 +1,671 @@
+//! A VM port backed by a QEMU `-netdev stream` unix socket, QEMU being the server.
+//!
+//! ```text
+//!  QEMU  -netdev stream,id=n0,server=on,addr.type=unix,addr.path=/run/srmig/vm1.net
+//!          ▲ srmigd connects (and reconnects every RECONNECT_INTERVAL while it cannot)
+//!          │ records: 4-byte big-endian length + Ethernet frame, both directions
+//!  srmigd  QemuPort: non-blocking socket, RxFramer (partial reads), bounded TxQueue
+//!          (partial writes, socket full), SentRing (copies of the last frames written)
+//! ```
+//!
+//! Why QEMU is the server (`server=on`) and srmigd the client, and not the other way round:
+//! QEMU 7.2's stream client (`server=off`) never reconnects, so a srmigd restart, or a QEMU
+//! started a moment before srmigd listens, leaves the VM's NIC dead for good. With QEMU
+//! listening, srmigd connects whenever it (re)starts and whenever the socket appears (the
+//! destination QEMU of a migration, started with `-incoming defer`, creates it at startup, long
+//! before the switchover), and QEMU accepts a new connection after the previous one closed.
+//! Frames the guest sends while nobody is connected are lost, which only matters before
+//! srmigd's first connect.
+//!
+//! Writes never block the dataplane thread: one record per `sendmsg` (so every kernel skb
+//! carries part of exactly one frame, see [`super::qemu_ring`]), `MSG_DONTWAIT`; when the socket
+//! is full the record waits in a bounded queue (drained on `POLLOUT`, in order, a partly
+//! written record first), and when the queue is full the frame is dropped and counted
+//! (`tx_queue_full`). A stopped QEMU therefore costs at most the queue.
+//!
+//! [`QemuPort::take_unread`] is the zero-loss hook: at the source's STOP it returns, oldest
+//! first, every frame QEMU has not completely read (from SIOCOUTQ and the ring) and every frame
+//! still queued, for the dataplane loop to re-steer to the VM's new location.
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use srmig_dataplane::{Batch, PortId};
+
+use super::qemu_frame::{record_header, Next, RxFramer, RECORD_HEADER_LEN};
+use super::qemu_ring::{outq, SentRing, TruesizeProbe};
+use super::PortIoStats;
+
+/// How often srmigd retries connecting to a QEMU socket that is missing or refuses.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(50);
+/// Records waiting for room in the socket, at most.
+pub const TX_QUEUE_RECORDS: usize = 256;
+/// Frames remembered for recovery (covers the socket buffer: see `SEND_BUFFER_BYTES`).
+pub const RING_FRAMES: usize = 256;
+/// Requested `SO_SNDBUF` (the kernel doubles it): bounds how much QEMU can leave unread, so
+/// the ring (at least 768 bytes of truesize per frame) covers all of it.
+pub const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
+/// Reads per receive call at most (each up to the framer's free space).
+const MAX_READS_PER_CALL: usize = 8;
+
+/// A QEMU-backed VM port of the node (`[[qemu]]` in node.toml, next to the engine's config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuPortConfig {
+    /// The node-config port (`kind = "vm"`) this QEMU attaches to.
+    pub port: String,
+    /// The unix socket QEMU listens on (`-netdev stream,server=on,addr.type=unix,addr.path=`).
+    pub socket: PathBuf,
+    /// A QMP socket of that QEMU reserved for srmigd (`-qmp unix:PATH,server=on,wait=off`):
+    /// VM state then follows QEMU's run state (STOP, RESUME, SHUTDOWN). Without it the VM runs
+    /// while the socket is connected.
+    #[serde(default)]
+    pub qmp: Option<PathBuf>,
+}
+
+/// What a receive call saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QemuRecv {
+    /// Frames put in the batch.
+    pub frames: usize,
+    /// The peer closed the stream, or it is out of step: disconnect.
+    pub closed: bool,
+}
+
+/// Frames recovered by [`QemuPort::take_unread`].
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The frames, oldest first.
+    pub frames: Vec<Vec<u8>>,
+    /// Of which written to the socket and not completely read by QEMU.
+    pub from_socket: usize,
+    /// Of which still waiting in the queue (never written).
+    pub from_queue: usize,
+    /// SIOCOUTQ at the time.
+    pub outq: usize,
+    /// The ring's accounting matched SIOCOUTQ exactly.
+    pub exact: bool,
+    /// Unread frames older than the ring were lost.
+    pub beyond_ring: bool,
+}
+
+#[derive(Debug)]
+struct Queued {
+    record: Vec<u8>,
+    written: usize,
+}
+
+/// One QEMU stream port.
+#[derive(Debug)]
+pub struct QemuPort {
+    path: PathBuf,
+    conn: Option<UnixStream>,
+    rx: RxFramer,
+    queue: VecDeque<Queued>,
+    pool: Vec<Vec<u8>>,
+    ring: SentRing,
+    probe: Option<TruesizeProbe>,
+    next_connect: Instant,
+    /// The last connect error, logged once per change.
+    last_error: Option<io::ErrorKind>,
+}
+
+impl QemuPort {
+    /// A disconnected port for the socket at `path` (connect with [`QemuPort::try_connect`]).
+    pub fn new(path: impl Into<PathBuf>) -> QemuPort {
+        QemuPort {
+            path: path.into(),
+            conn: None,
+            rx: RxFramer::new(),
+            queue: VecDeque::with_capacity(TX_QUEUE_RECORDS),
+            pool: Vec::new(),
+            ring: SentRing::new(RING_FRAMES),
+            probe: TruesizeProbe::new().ok(),
+            next_connect: Instant::now(),
+            last_error: None,
+        }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the stream is connected.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The socket's fd while connected.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.conn.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Whether records wait for room in the socket (poll for `POLLOUT`).
+    pub fn wants_write(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Whether a complete record is buffered (the previous receive stopped at a full batch):
+    /// receive again without waiting for the socket.
+    pub fn rx_pending(&self) -> bool {
+        self.conn.is_some() && self.rx.has_record()
+    }
+
+    /// When to try connecting next (while disconnected).
+    pub fn next_connect(&self) -> Option<Instant> {
+        self.conn.is_none().then_some(self.next_connect)
+    }
+
+    /// Connects if disconnected and the retry time has come. Returns `Ok(true)` when a new
+    /// connection was made; `Err` carries a connect error seen for the first time (repeated
+    /// identical errors are `Ok(false)`, to keep the log quiet while QEMU is not there).
+    pub fn try_connect(&mut self, now: Instant) -> io::Result<bool> {
+        if self.conn.is_some() || now < self.next_connect {
+            return Ok(false);
+        }
+        self.next_connect = now + RECONNECT_INTERVAL;
+        match connect(&self.path) {
+            Ok(s) => {
+                self.conn = Some(s);
+                self.rx.reset();
+                self.clear_queue();
+                self.ring.clear();
+                self.last_error = None;
+                Ok(true)
+            }
+            Err(e) => {
+                if self.last_error == Some(e.kind()) {
+                    return Ok(false);
+                }
+                self.last_error = Some(e.kind());
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the stream (retrying later); queued records are dropped and counted.
+    pub fn disconnect(&mut self, stats: &mut PortIoStats) {
+        if self.conn.take().is_some() {
+            stats.tx_no_link += self.queue.len() as u64;
+        }
+        self.clear_queue();
+        self.ring.clear();
+        self.rx.reset();
+        self.next_connect = Instant::now() + RECONNECT_INTERVAL;
+    }
+
+    fn clear_queue(&mut self) {
+        while let Some(q) = self.queue.pop_front() {
+            self.recycle(q.record);
+        }
+    }
+
+    fn recycle(&mut self, mut v: Vec<u8>) {
+        if self.pool.len() < TX_QUEUE_RECORDS {
+            v.clear();
+            self.pool.push(v);
+        }
+    }
+
+    /// Receives frames into `batch` (cleared first), each with ingress `port`. Frames longer
+    /// than a packet buffer are dropped and counted (`rx_truncated`); a record length no QEMU
+    /// sends closes the stream (`rx_bad_records`).
+    pub fn recv_batch(
+        &mut self,
+        port: PortId,
+        batch: &mut Batch,
+        stats: &mut PortIoStats,
+    ) -> QemuRecv {
+        batch.clear();
+        let mut out = QemuRecv::default();
+        let Some(conn) = &self.conn else {
+            return out;
+        };
+        let fd = conn.as_raw_fd();
+        let mut reads = 0;
+        loop {
+            // Hand out what is buffered.
+            while !batch.is_full() {
+                match self.rx.next_record() {
+                    Next::Frame(f) => match batch.push(port, f) {
+                        Ok(true) => out.frames += 1,
+                        Ok(false) => break,
+                        Err(_) => stats.rx_truncated += 1,
+                    },
+                    Next::Empty => stats.rx_truncated += 1,
+                    Next::NeedMore => break,
+                    Next::Bad(_) => {
+                        stats.rx_bad_records += 1;
+                        out.closed = true;
+                        return out;
+                    }
+                }
+            }
+            if batch.is_full() || reads >= MAX_READS_PER_CALL {
+                break;
+            }
+            reads += 1;
+            match self.rx.fill(|buf| recv_dontwait(fd, buf)) {
+                Ok(0) => {
+                    out.closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    stats.rx_errors += 1;
+                    out.closed = true;
+                    break;
+                }
+            }
+        }
+        stats.rx_frames += out.frames as u64;
+        out
+    }
+
+    /// Sends one frame: written at once if the queue is empty and the socket has room,
+    /// queued otherwise (dropped and counted when the queue is full). Never blocks.
+    pub fn send(&mut self, frame: &[u8], stats: &mut PortIoStats) {
+        let Some(conn) = &self.conn else {
+            stats.tx_no_link += 1;
+            return;
+        };
+        if self.queue.is_empty() {
+            let hdr = record_header(frame.len());
+            match sendmsg2(conn.as_raw_fd(), &hdr, frame) {
+                Ok(n) if n == RECORD_HEADER_LEN + frame.len() => {
+                    self.ring.push(frame, n);
+                    return;
+                }
+                Ok(n) => {
+                    // Partly written: the rest goes first when the socket has room.
+                    if n > 0 {
+                        self.ring.push(frame, n);
+                    }
+                    self.enqueue(&hdr, frame, n, stats);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    // EPIPE/ECONNRESET: the POLLHUP that follows closes the stream.
+                    stats.tx_errors += 1;
+                    return;
+                }
+            }
+        }
+        if self.queue.len() >= TX_QUEUE_RECORDS {
+            stats.tx_queue_full += 1;
+            return;
+        }
+        let hdr = record_header(frame.len());
+        self.enqueue(&hdr, frame, 0, stats);
+    }
+
+    fn enqueue(&mut self, hdr: &[u8], frame: &[u8], written: usize, stats: &mut PortIoStats) {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(hdr);
+        v.extend_from_slice(frame);
+        self.queue.push_back(Queued { record: v, written });
+        stats.tx_queued += 1;
+    }
+
+    /// Writes queued records while the socket has room (on `POLLOUT`).
+    pub fn flush(&mut self, stats: &mut PortIoStats) {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        let fd = conn.as_raw_fd();
+        while let Some(q) = self.queue.front_mut() {
+            let rest = &q.record[q.written..];
+            match sendmsg2(fd, rest, &[]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if q.written == 0 {
+                        self.ring.push(&q.record[RECORD_HEADER_LEN..], n);
+                    } else {
+                        self.ring.add_write(n);
+                    }
+                    q.written += n;
+                    if q.written < q.record.len() {
+                        break;
+                    }
+                    if let Some(done) = self.queue.pop_front() {
+                        self.recycle(done.record);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    stats.tx_errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Takes every frame QEMU has not completely read, oldest first: the written ones that
+    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]), then the queued ones that were never
+    /// written (removed from the queue; a partly written record stays queued so the stream
+    /// stays in step, and is among the unread ones). The ring is cleared.
+    pub fn take_unread(&mut self, stats: &mut PortIoStats) -> Recovered {
+        let mut r = Recovered {
+            exact: true,
+            ..Recovered::default()
+        };
+        if let Some(conn) = &self.conn {
+            match outq(conn) {
+                Ok(q) => {
+                    r.outq = q;
+                    let probe = &mut self.probe;
+                    let u = self.ring.unread(q, |n| {
+                        probe.as_mut().and_then(|p| p.truesize(n).ok().flatten())
+                    });
+                    r.exact = u.exact && self.probe.is_some();
+                    r.beyond_ring = u.beyond_ring;
+                    r.frames
+                        .extend(self.ring.newest(u.frames).map(<[u8]>::to_vec));
+                    r.from_socket = u.frames;
+                }
+                Err(_) => r.exact = false,
+            }
+        }
+        self.ring.clear();
+        let mut keep = VecDeque::new();
+        while let Some(q) = self.queue.pop_front() {
+            if q.written == 0 {
+                r.frames.push(q.record[RECORD_HEADER_LEN..].to_vec());
+                r.from_queue += 1;
+                self.recycle(q.record);
+            } else {
+                keep.push_back(q);
+            }
+        }
+        self.queue = keep;
+        stats.recovered += r.frames.len() as u64;
+        if !r.exact {
+            stats.recovery_inexact += 1;
+        }
+        if r.beyond_ring {
+            stats.recovery_lost += 1;
+        }
+        r
+    }
+}
+
+fn connect(path: &Path) -> io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_nonblocking(true)?;
+    let v = SEND_BUFFER_BYTES;
+    // SAFETY: `s` is an open socket; the option value is a c_int living across the call and
+    // its exact size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+fn recv_dontwait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, exclusively borrowed slice; the kernel writes at most its length.
+    let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// One `sendmsg` of `a` then `b` (non-blocking, no SIGPIPE); returns the bytes written.
+fn sendmsg2(fd: RawFd, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut libc::c_void,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: msghdr is a plain C struct; all-zero is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
+    // SAFETY: `msg` points at `iov`, which points at `a` and `b`; all outlive the call and
+    // the kernel only reads them.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!(
+            "srmig-qemu-port-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        Dir(d)
+    }
+
+    fn frame(i: u32, len: usize) -> Vec<u8> {
+        let mut f = vec![0xab; len];
+        f[..4].copy_from_slice(&i.to_be_bytes());
+        f
+    }
+
+    fn id_of(f: &[u8]) -> u32 {
+        u32::from_be_bytes([f[0], f[1], f[2], f[3]])
+    }
+
+    /// Reads `n` records from a blocking stream.
+    fn read_records(s: &mut UnixStream, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                let mut h = [0u8; 4];
+                s.read_exact(&mut h).expect("header");
+                let mut f = vec![0u8; u32::from_be_bytes(h) as usize];
+                s.read_exact(&mut f).expect("frame");
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connects_when_the_socket_appears_and_retries_quietly() {
+        let d = dir("connect");
+        let path = d.0.join("vm.net");
+        let mut p = QemuPort::new(&path);
+        let mut stats = PortIoStats::default();
+        let t0 = Instant::now();
+        assert!(p.try_connect(t0).is_err(), "first failure is reported");
+        // Same error again, after the retry interval: quiet.
+        assert!(!p
+            .try_connect(t0 + RECONNECT_INTERVAL)
+            .expect("quiet repeat"));
+        let l = UnixListener::bind(&path).expect("bind");
+        // Not yet time to retry.
+        assert!(!p.try_connect(t0 + RECONNECT_INTERVAL).expect("too early"));
+        assert!(p.try_connect(t0 + 2 * RECONNECT_INTERVAL).expect("connect"));
+        assert!(p.connected() && p.next_connect().is_none());
+        let (mut peer, _) = l.accept().expect("accept");
+        p.send(&frame(1, 100), &mut stats);
+        assert_eq!(read_records(&mut peer, 1)[0], frame(1, 100));
+        p.disconnect(&mut stats);
+        assert!(!p.connected() && p.next_connect().is_some());
+        p.send(&frame(2, 100), &mut stats);
+        assert_eq!(stats.tx_no_link, 1);
+    }
+
+    #[test]
+    fn receives_records_split_over_many_writes() {
+        let d = dir("rx");
+        let path = d.0.join("vm.net");
+        let l = UnixListener::bind(&path).expect("bind");
+        let mut p = QemuPort::new(&path);
+        p.try_connect(Instant::now()).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        let mut stream = Vec::new();
+        let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(i, 60 + i as usize * 31)).collect();
+        for f in &frames {
+            stream.extend_from_slice(&record_header(f.len()));
+            stream.extend_from_slice(f);
+        }
+        // An oversized frame in the middle is dropped and counted.
+        let mut oversized = record_header(3000).to_vec();
+        oversized.extend_from_slice(&[0u8; 3000]);
+        let mut stats = PortIoStats::default();
+        let mut batch = Batch::new(16);
+        let mut got = Vec::new();
+        let chunks: Vec<&[u8]> = stream.chunks(7).collect();
+        for (k, c) in chunks.iter().enumerate() {
+            std::io::Write::write_all(&mut peer, c).expect("write");
+            if k == chunks.len() / 2 {
+                std::io::Write::write_all(&mut peer, &[]).expect("noop");
+            }
+            let r = p.recv_batch(PortId(3), &mut batch, &mut stats);
+            assert!(!r.closed);
+            got.extend(batch.packets().iter().map(|b| {
+                assert_eq!(b.ingress, PortId(3));
+                b.data().to_vec()
+            }));
+        }
+        std::io::Write::write_all(&mut peer, &oversized).expect("write");
+        while p.recv_batch(PortId(3), &mut batch, &mut stats).frames > 0 || p.rx_pending() {}
+        assert_eq!(got, frames);
+        assert_eq!(stats.rx_frames, 40);
+        assert_eq!(stats.rx_truncated, 1);
+        // A length no QEMU sends: out of step.
+        std::io::Write::write_all(&mut peer, &0x7fff_ffffu32.to_be_bytes()).expect("write");
+        let r = p.recv_batch(PortId(3), &mut batch, &mut stats);
+        assert!(r.closed);
+        assert_eq!(stats.rx_bad_records, 1);
+        // EOF.
+        let mut p2 = QemuPort::new(&path);
+        p2.try_connect(Instant::now()).expect("connect");
+        let (peer2, _) = l.accept().expect("accept");
+        drop(peer2);
+        assert!(p2.recv_batch(PortId(3), &mut batch, &mut stats).closed);
+    }
+
+    #[test]
+    fn full_batch_leaves_records_pending() {
+        let d = dir("pending");
+        let path = d.0.join("vm.net");
+        let l = UnixListener::bind(&path).expect("bind");
+        let mut p = QemuPort::new(&path);
+        p.try_connect(Instant::now()).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        for i in 0..10 {
+            let f = frame(i, 80);
+            std::io::Write::write_all(&mut peer, &record_header(80)).expect("w");
+            std::io::Write::write_all(&mut peer, &f).expect("w");
+        }
+        let mut stats = PortIoStats::default();
+        let mut batch = Batch::new(4);
+        assert_eq!(p.recv_batch(PortId(0), &mut batch, &mut stats).frames, 4);
+        assert!(p.rx_pending());
+        assert_eq!(p.recv_batch(PortId(0), &mut batch, &mut stats).frames, 4);
+        assert_eq!(p.recv_batch(PortId(0), &mut batch, &mut stats).frames, 2);
+        assert!(!p.rx_pending());
+    }
+
+    /// A QEMU that stops reading: the socket fills, records queue (bounded, drops counted),
+    /// the loop never blocks; `take_unread` returns exactly the frames the reader did not get,
+    /// in order, and the reader then sees a stream still in step.
+    #[test]
+    fn stopped_reader_fills_queue_and_unread_frames_are_recovered() {
+        let d = dir("stop");
+        let path = d.0.join("vm.net");
+        let l = UnixListener::bind(&path).expect("bind");
+        let mut p = QemuPort::new(&path);
+        p.try_connect(Instant::now()).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        let mut stats = PortIoStats::default();
+        // The reader consumes the first 5 frames, then stops.
+        for i in 0..5 {
+            p.send(&frame(i, 1000), &mut stats);
+        }
+        let first = read_records(&mut peer, 5);
+        assert_eq!(
+            first.iter().map(|f| id_of(f)).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        // Now a stopped QEMU: keep sending far more than the socket holds.
+        let total = 600u32;
+        let t = Instant::now();
+        for i in 5..total {
+            p.send(&frame(i, 1000), &mut stats);
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "send blocked");
+        assert!(stats.tx_queued > 0, "{stats:?}");
+        assert!(stats.tx_queue_full > 0, "{stats:?}");
+        let dropped = stats.tx_queue_full as u32;
+        let r = p.take_unread(&mut stats);
+        assert!(r.exact, "{r:?}");
+        assert!(!r.beyond_ring);
+        assert!(r.from_socket > 0 && r.from_queue > 0, "{r:?}");
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        // Every frame after the 5 read ones, except the dropped ones (the newest), in order.
+        let expect: Vec<u32> = (5..total - dropped).collect();
+        assert_eq!(ids, expect);
+        assert!(!p.wants_write());
+        // Nothing more is recovered twice.
+        assert!(p.take_unread(&mut stats).frames.is_empty());
+    }
+
+    /// The reader stops in the middle of a record: that frame counts as unread.
+    #[test]
+    fn a_partly_read_frame_is_recovered() {
+        let d = dir("partial");
+        let path = d.0.join("vm.net");
+        let l = UnixListener::bind(&path).expect("bind");
+        let mut p = QemuPort::new(&path);
+        p.try_connect(Instant::now()).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        let mut stats = PortIoStats::default();
+        for i in 0..6 {
+            p.send(&frame(i, 300 + i as usize), &mut stats);
+        }
+        read_records(&mut peer, 2);
+        let mut half = vec![0u8; 100];
+        peer.read_exact(&mut half).expect("half of frame 2");
+        let r = p.take_unread(&mut stats);
+        assert!(r.exact, "{r:?}");
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids, vec![2, 3, 4, 5]);
+        assert_eq!(r.frames[0], frame(2, 302));
+        assert_eq!(stats.recovered, 4);
+    }
+}

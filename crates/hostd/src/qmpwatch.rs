@@ -1,0 +1,202 @@
+//! VM state from QEMU itself: one task per QEMU port with a `qmp` socket follows the QEMU's
+//! run state over QMP and tells the dataplane thread at once.
+//!
+//! ```text
+//!  QEMU ──QMP event socket──► watch task (tokio, API thread)
+//!   greeting, qmp_capabilities, query-status ─► HypervisorUpdate(port, run state)
+//!   STOP ─► Stopped     RESUME ─► Running     SHUTDOWN / EOF ─► Gone
+//!   MIGRATION completed|failed|cancelled ─► query-status (source: postmigrate ─► Gone)
+//!        │ Command::Hypervisor + eventfd wake (no await on the dataplane)
+//!        ▼
+//!  dataplane thread: VM state = f(stream connected, run state) ([`vm_state_for`]);
+//!  Running → not Running while connected: recover unread frames (port::qemu) and re-steer
+//! ```
+//!
+//! The task reconnects forever (every QEMU of a VM on this host uses the same socket paths: a
+//! VM that migrates away and back gets a new QEMU at the same place). QEMU timestamps travel
+//! with each update so the loop can log how long after the STOP it learned of it.
+//!
+//! A QMP socket serves one client, so srmigd needs its own `-qmp` socket; the controller's
+//! QMP driver uses another one (see docs/qemu.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use srmig_dataplane::VmState;
+use srmig_qmp::{Client, ClientConfig, EventKind, MigrationStatus};
+use tracing::{debug, info, warn};
+
+use crate::dataplane_loop::DataplaneHandle;
+use crate::node::Command;
+
+/// QEMU's run state, as far as srmigd cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// The vCPUs run.
+    Running,
+    /// Stopped but still the VM's home (`STOP`, stop-and-copy, `paused`, errors).
+    Stopped,
+    /// Waiting for an incoming migration (`inmigrate`, `prelaunch`): not here yet.
+    Incoming,
+    /// Gone: migrated away (`postmigrate`), shut down, or the QEMU exited.
+    Gone,
+}
+
+impl RunState {
+    /// From QEMU's `query-status`.
+    pub fn from_qemu(s: &srmig_qmp::RunState) -> RunState {
+        use srmig_qmp::RunState as Q;
+        match s {
+            Q::Running => RunState::Running,
+            Q::Inmigrate | Q::Prelaunch => RunState::Incoming,
+            Q::Postmigrate | Q::Shutdown => RunState::Gone,
+            _ => RunState::Stopped,
+        }
+    }
+}
+
+/// What the watch of one QEMU port learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HypervisorUpdate {
+    /// The node-config port of the QEMU.
+    pub port: String,
+    /// Its run state now.
+    pub run: RunState,
+    /// What told us (`STOP`, `RESUME`, `query-status`, `disconnected`, ...).
+    pub cause: &'static str,
+    /// QEMU's timestamp of the event (µs since the Unix epoch), if it was an event.
+    pub qemu_at_us: Option<i64>,
+}
+
+/// The VM state of a QEMU port's VMs with a QMP watch: QEMU's run state decides, the stream
+/// attachment is needed to deliver. `run` is `None` until the watch has connected once.
+pub fn vm_state_for(connected: bool, run: Option<RunState>) -> VmState {
+    match run {
+        Some(RunState::Running) if connected => VmState::Running,
+        Some(RunState::Running) | Some(RunState::Stopped) => VmState::Paused,
+        Some(RunState::Incoming) | Some(RunState::Gone) | None => VmState::Absent,
+    }
+}
+
+/// How long to wait between connection attempts once `connect_retry` gave up.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Follows the QEMU behind `qmp` for `port` until the dataplane is gone.
+pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
+    let send = |run: RunState, cause: &'static str, qemu_at_us: Option<i64>| {
+        handle
+            .send(Command::Hypervisor(HypervisorUpdate {
+                port: port.clone(),
+                run,
+                cause,
+                qemu_at_us,
+            }))
+            .is_ok()
+    };
+    let config = ClientConfig {
+        greeting_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(10),
+        event_capacity: 256,
+    };
+    let mut logged_wait = false;
+    loop {
+        let client = match Client::connect_retry(&qmp, Duration::from_secs(3600), config.clone())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if !logged_wait {
+                    warn!(%port, qmp = %qmp.display(), error = %e, "cannot connect to QEMU's QMP socket; retrying");
+                    logged_wait = true;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        logged_wait = false;
+        let mut events = client.subscribe();
+        let run = match client.query_status().await {
+            Ok(s) => RunState::from_qemu(&s.status),
+            Err(e) => {
+                warn!(%port, error = %e, "query-status failed; reconnecting");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        info!(%port, qmp = %qmp.display(), version = %client.greeting().version, ?run, "QMP watch connected");
+        if !send(run, "query-status", None) {
+            return;
+        }
+        while let Some(ev) = events.next().await {
+            let at = Some(ev.timestamp.as_micros());
+            let update = match &ev.kind {
+                EventKind::Stop => Some((RunState::Stopped, "STOP")),
+                EventKind::Resume => Some((RunState::Running, "RESUME")),
+                EventKind::Shutdown { .. } => Some((RunState::Gone, "SHUTDOWN")),
+                EventKind::Migration {
+                    status:
+                        MigrationStatus::Completed
+                        | MigrationStatus::Failed
+                        | MigrationStatus::Cancelled,
+                } => match client.query_status().await {
+                    Ok(s) => Some((RunState::from_qemu(&s.status), "MIGRATION")),
+                    Err(e) => {
+                        debug!(%port, error = %e, "query-status after MIGRATION failed");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Some((run, cause)) = update {
+                if !send(run, cause, at) {
+                    return;
+                }
+            }
+        }
+        info!(%port, "QMP connection closed (QEMU exited?)");
+        if !send(RunState::Gone, "disconnected", None) {
+            return;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_state_from_qemu() {
+        use srmig_qmp::RunState as Q;
+        assert_eq!(RunState::from_qemu(&Q::Running), RunState::Running);
+        assert_eq!(RunState::from_qemu(&Q::Inmigrate), RunState::Incoming);
+        assert_eq!(RunState::from_qemu(&Q::Postmigrate), RunState::Gone);
+        assert_eq!(RunState::from_qemu(&Q::FinishMigrate), RunState::Stopped);
+        assert_eq!(RunState::from_qemu(&Q::Paused), RunState::Stopped);
+        assert_eq!(
+            RunState::from_qemu(&Q::Unknown("new-state".into())),
+            RunState::Stopped
+        );
+    }
+
+    #[test]
+    fn vm_state_needs_both_qemu_running_and_the_stream() {
+        assert_eq!(
+            vm_state_for(true, Some(RunState::Running)),
+            VmState::Running
+        );
+        assert_eq!(
+            vm_state_for(false, Some(RunState::Running)),
+            VmState::Paused
+        );
+        assert_eq!(vm_state_for(true, Some(RunState::Stopped)), VmState::Paused);
+        // The destination QEMU is connected long before it resumes: not here yet.
+        assert_eq!(
+            vm_state_for(true, Some(RunState::Incoming)),
+            VmState::Absent
+        );
+        assert_eq!(vm_state_for(true, Some(RunState::Gone)), VmState::Absent);
+        // Never trust the stream alone when QMP is configured.
+        assert_eq!(vm_state_for(true, None), VmState::Absent);
+    }
+}
