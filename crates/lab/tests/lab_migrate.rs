@@ -146,8 +146,10 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     );
     for m in &buffer.details.migrations {
         let r = &m.record;
+        // The pause includes the stop request and the attach commands (a few ms, more on a
+        // loaded machine).
         assert!(
-            (DOWNTIME_MS as f64..DOWNTIME_MS as f64 + 60.0).contains(&r.pause_ms),
+            (DOWNTIME_MS as f64..2.0 * DOWNTIME_MS as f64).contains(&r.pause_ms),
             "{r:?}"
         );
         assert!(r.held > 100, "the destination held little: {r:?}");
@@ -175,14 +177,16 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     let t = traditional.report.probe.as_ref().expect("probe report");
     assert!(t.lost > 0, "traditional lost nothing: {t:?}");
 
-    // sr-drop: about the downtime's worth per migration (1 ms probes).
+    // sr-drop: about the downtime's worth (1 ms probes: one probe per millisecond of pause).
     let drop = run(&mut testbed, &plan(Strategy::SrDrop, 2)).unwrap_or_else(|e| fail(e));
     show("sr-drop", &drop);
     let d = drop.report.probe.as_ref().expect("probe report");
-    let per_migration = d.lost as f64 / 2.0;
+    let paused_ms: f64 = drop.report.migrations.iter().map(|m| m.pause_ms).sum();
     assert!(
-        (DOWNTIME_MS as f64 * 0.8..DOWNTIME_MS as f64 * 1.3).contains(&per_migration),
-        "sr-drop lost {per_migration} probes per migration for a {DOWNTIME_MS} ms downtime: {d:?}"
+        d.lost as f64 >= 0.8 * DOWNTIME_MS as f64 * 2.0
+            && (d.lost as f64 - paused_ms).abs() <= 0.2 * paused_ms + 10.0,
+        "sr-drop lost {} probes over 2 migrations paused {paused_ms:.0} ms in total: {d:?}",
+        d.lost
     );
     assert_eq!(d.duplicated, 0, "{d:?}");
     let dropped: u64 = drop

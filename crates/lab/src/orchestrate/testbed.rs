@@ -51,6 +51,7 @@ use super::plan::{
 use super::preflight;
 use super::srmigd::Srmigd;
 use crate::netns::Netns;
+use crate::registry::REGISTRY_DIR;
 use crate::topology::{Lab, LinkEnd, MacAddr, Route};
 
 /// How long links get to come up, hosts to acknowledge, the VM to become reachable.
@@ -181,7 +182,10 @@ impl Testbed {
         let lab = Lab::new()?;
         let dir = match &options.work_dir {
             Some(d) => d.clone(),
-            None => std::env::temp_dir().join(format!("srmig-lab-{}", lab.run_id())),
+            None => {
+                remove_stale_work_dirs(&std::env::temp_dir(), Path::new(REGISTRY_DIR));
+                std::env::temp_dir().join(format!("{WORK_DIR_PREFIX}{}", lab.run_id()))
+            }
         };
         std::fs::create_dir_all(&dir).map_err(|source| OrchestrateError::File {
             action: "creating the lab directory",
@@ -515,6 +519,34 @@ impl Drop for Testbed {
     }
 }
 
+/// Default work directories are `<temp>/srmig-lab-<run id>`.
+const WORK_DIR_PREFIX: &str = "srmig-lab-";
+
+/// Removes default work directories of runs that no longer exist (no registry file: the run
+/// ended, or a signal ended it after its teardown, which cannot remove the directory of an
+/// in-process controller and srmigd logs).
+fn remove_stale_work_dirs(temp: &Path, registry: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(run_id) = name.to_str().and_then(|n| n.strip_prefix(WORK_DIR_PREFIX)) else {
+            continue;
+        };
+        let valid_id = !run_id.is_empty()
+            && run_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if valid_id
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && !registry.join(format!("{run_id}.json")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn remove_dir(dir: &Path, keep: bool) {
     if !keep {
         let _ = std::fs::remove_dir_all(dir);
@@ -678,4 +710,31 @@ fn veth(
     lab.set_mac(&v.a, a.2)?;
     lab.set_mac(&v.b, b.2)?;
     Ok((v.a, v.b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_work_dirs_of_ended_runs_are_removed() {
+        let root = std::env::temp_dir().join(format!("srmig-testbed-{}", std::process::id()));
+        let (temp, registry) = (root.join("tmp"), root.join("registry"));
+        for d in [
+            "srmig-lab-dead1",
+            "srmig-lab-live1",
+            "srmig-lab-Bad",
+            "other",
+        ] {
+            std::fs::create_dir_all(temp.join(d)).expect("dir");
+        }
+        std::fs::create_dir_all(&registry).expect("dir");
+        std::fs::write(registry.join("live1.json"), "{}").expect("write");
+        remove_stale_work_dirs(&temp, &registry);
+        assert!(!temp.join("srmig-lab-dead1").exists());
+        assert!(temp.join("srmig-lab-live1").exists());
+        assert!(temp.join("srmig-lab-Bad").exists());
+        assert!(temp.join("other").exists());
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
 }
