@@ -629,20 +629,19 @@ impl Dataplane {
                 continue;
             }
             let (mac, port) = (v.mac, v.port);
-            let Some(arrived) = self.buffers.oldest(vm) else {
-                self.releasing.remove(0);
-                continue;
-            };
-            if self.buffers.is_expired(arrived, now) {
-                self.buffers.pop(vm, None);
-                self.counters.drops[DropReason::BufferExpired.index()] += 1;
-                self.counters.vms[vm.index()].expired += 1;
-                continue;
-            }
             // The held buffer becomes `out`'s: no copy. Held packets keep at least the room of
             // the Ethernet header they arrived with in front of them.
-            let Some(r) = self.buffers.pop(vm, Some(out)) else {
-                continue;
+            let r = match self.buffers.pop_fresh(vm, now, out) {
+                None => {
+                    self.releasing.remove(0);
+                    continue;
+                }
+                Some(Err(_)) => {
+                    self.counters.drops[DropReason::BufferExpired.index()] += 1;
+                    self.counters.vms[vm.index()].expired += 1;
+                    continue;
+                }
+                Some(Ok(r)) => r,
             };
             let Some(s) = r.l3.checked_sub(ethernet::HEADER_LEN) else {
                 self.counters.drops[DropReason::BufferDiscarded.index()] += 1;
