@@ -32,7 +32,7 @@ pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
 pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};
 pub use migration::{
-    HypervisorEvent, HypervisorReport, MigrateRequest, MigrationOutcome, MigrationPhase,
-    MigrationStatus, PhaseRecord, Strategy,
+    HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest, MigrationOutcome,
+    MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
 };
 pub use vm::{VmInfo, VmState, VmStateReport};

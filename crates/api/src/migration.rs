@@ -169,6 +169,77 @@ pub struct MigrationStatus {
     /// `error`: why the migration failed or is being rolled back, or why it is stalled;
     /// `null` otherwise.
     pub error: Option<String>,
+    /// `hypervisor`: the hypervisor's own progress, when its driver reports one (QMP:
+    /// `query-migrate`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<HypervisorProgress>,
+}
+
+/// A hypervisor's view of a running migration (the QMP driver fills it from `query-migrate`
+/// and QEMU's event timestamps).
+///
+/// Golden JSON: `{"status":"active","total_time_ms":212,"ram_transferred":41000000,
+/// "ram_remaining":90000000,"ram_total":134750208,"passes":1}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorProgress {
+    /// `status`: the hypervisor's migration status (QEMU: `setup`, `active`, `completed`, ...).
+    pub status: String,
+    /// `total_time_ms`: time since the hypervisor started migrating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time_ms: Option<u64>,
+    /// `ram_transferred`: bytes of guest memory sent so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_transferred: Option<u64>,
+    /// `ram_remaining`: bytes still to send (dirty pages included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_remaining: Option<u64>,
+    /// `ram_total`: guest memory size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_total: Option<u64>,
+    /// `passes`: pre-copy passes so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<u64>,
+    /// `downtime_ms`: the hypervisor's downtime figure once completed (QEMU: source side only,
+    /// STOP until the last byte sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// `pause_us`: the true pause, source STOP to destination RESUME, from the hypervisors'
+    /// event timestamps (microseconds), once both were seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_us: Option<u64>,
+}
+
+impl fmt::Display for HypervisorProgress {
+    /// `active 31% (41.0/134.8 MB, pass 1) 212 ms`, `completed 530 ms, downtime 19 ms, pause 25.3 ms`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.status)?;
+        if let (Some(done), Some(total)) = (self.ram_transferred, self.ram_total) {
+            if total > 0 && self.downtime_ms.is_none() {
+                let pct = (done.min(total) * 100) / total;
+                write!(
+                    f,
+                    " {pct}% ({:.1}/{:.1} MB",
+                    done as f64 / 1e6,
+                    total as f64 / 1e6
+                )?;
+                if let Some(p) = self.passes {
+                    write!(f, ", pass {p}")?;
+                }
+                f.write_str(")")?;
+            }
+        }
+        if let Some(t) = self.total_time_ms {
+            write!(f, " {t} ms")?;
+        }
+        if let Some(d) = self.downtime_ms {
+            write!(f, ", downtime {d} ms")?;
+        }
+        if let Some(p) = self.pause_us {
+            write!(f, ", pause {:.1} ms", p as f64 / 1000.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// How a migration ended.
@@ -344,11 +415,47 @@ mod tests {
                 rec(MigrationPhase::ExpectHypervisorDone, 1009),
             ],
             error: None,
+            hypervisor: None,
         };
         assert_eq!(serde_json::to_string(&status).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<MigrationStatus>(golden).expect("deserialize"),
             status
+        );
+    }
+
+    #[test]
+    fn hypervisor_progress_golden_json_and_display() {
+        let golden = concat!(
+            r#"{"status":"active","total_time_ms":212,"ram_transferred":41000000,"#,
+            r#""ram_remaining":90000000,"ram_total":134750208,"passes":1}"#
+        );
+        let p = HypervisorProgress {
+            status: "active".into(),
+            total_time_ms: Some(212),
+            ram_transferred: Some(41_000_000),
+            ram_remaining: Some(90_000_000),
+            ram_total: Some(134_750_208),
+            passes: Some(1),
+            downtime_ms: None,
+            pause_us: None,
+        };
+        assert_eq!(serde_json::to_string(&p).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<HypervisorProgress>(golden).expect("deserialize"),
+            p
+        );
+        assert_eq!(p.to_string(), "active 30% (41.0/134.8 MB, pass 1) 212 ms");
+        let done = HypervisorProgress {
+            status: "completed".into(),
+            total_time_ms: Some(530),
+            downtime_ms: Some(19),
+            pause_us: Some(25_300),
+            ..p
+        };
+        assert_eq!(
+            done.to_string(),
+            "completed 530 ms, downtime 19 ms, pause 25.3 ms"
         );
     }
 

@@ -245,7 +245,7 @@ fn cmd_migrate(vm: &str, to: &str, strategy: &str, controller: PathBuf) -> Resul
         )?,
     };
     let mut header = false;
-    let status = srmig_controller::migrate_blocking(
+    let status = srmig_controller::migrate_blocking_with_progress(
         &controller,
         &req,
         Duration::from_millis(20),
@@ -259,6 +259,7 @@ fn cmd_migrate(vm: &str, to: &str, strategy: &str, controller: PathBuf) -> Resul
             }
             println!("  {}", srmig_controller::progress_line(status, record));
         },
+        |_, progress| println!("  {}", srmig_controller::hypervisor_line(progress)),
     )
     .map_err(|e| match e.api_error() {
         Some(api) => anyhow::anyhow!("migration refused: {}", api.message),

@@ -739,6 +739,7 @@ impl Migration {
             started_at_ms: core.started_at,
             phases: core.phases.clone(),
             error: core.error.clone(),
+            hypervisor: None,
         }
     }
 }

@@ -204,7 +204,20 @@ pub fn migrate_blocking(
     socket: impl Into<PathBuf>,
     req: &MigrateRequest,
     poll: Duration,
+    on_record: impl FnMut(&MigrationStatus, &PhaseRecord),
+) -> Result<MigrationStatus, ClientError> {
+    migrate_blocking_with_progress(socket, req, poll, on_record, |_, _| {})
+}
+
+/// [`migrate_blocking`], also calling `on_progress` when the hypervisor's progress (QMP
+/// `query-migrate`, see [`srmig_api::HypervisorProgress`]) moves on noticeably: a new status,
+/// a new pass, another quarter of the memory sent, or the final figures.
+pub fn migrate_blocking_with_progress(
+    socket: impl Into<PathBuf>,
+    req: &MigrateRequest,
+    poll: Duration,
     mut on_record: impl FnMut(&MigrationStatus, &PhaseRecord),
+    mut on_progress: impl FnMut(&MigrationStatus, &srmig_api::HypervisorProgress),
 ) -> Result<MigrationStatus, ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,8 +226,51 @@ pub fn migrate_blocking(
     let client = ControllerClient::new(socket);
     runtime.block_on(async {
         let accepted = client.migrate(req).await?;
-        client.follow(accepted.id, poll, &mut on_record).await
+        let mut shown: Option<srmig_api::HypervisorProgress> = None;
+        let mut seen = 0;
+        loop {
+            let status = client.migration(accepted.id).await?;
+            for record in status.phases.iter().skip(seen) {
+                on_record(&status, record);
+            }
+            seen = seen.max(status.phases.len());
+            if let Some(p) = &status.hypervisor {
+                if progress_moved(shown.as_ref(), p) {
+                    on_progress(&status, p);
+                    shown = Some(p.clone());
+                }
+            }
+            if status.phase.is_terminal() {
+                return Ok(status);
+            }
+            tokio::time::sleep(poll).await;
+        }
     })
+}
+
+/// Whether `new` is worth a line after `old` (see [`migrate_blocking_with_progress`]).
+pub fn progress_moved(
+    old: Option<&srmig_api::HypervisorProgress>,
+    new: &srmig_api::HypervisorProgress,
+) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let quarter = |p: &srmig_api::HypervisorProgress| match (p.ram_transferred, p.ram_total) {
+        (Some(t), Some(total)) if total > 0 => (t.min(total) * 4) / total,
+        _ => 0,
+    };
+    old.status != new.status
+        || old.passes != new.passes
+        || quarter(old) != quarter(new)
+        || old.downtime_ms != new.downtime_ms
+        || old.pause_us != new.pause_us
+}
+
+/// One hypervisor progress line, in the style of [`progress_line`]:
+/// `                     hypervisor: active 30% (41.0/134.8 MB, pass 1) 212 ms`
+pub fn hypervisor_line(p: &srmig_api::HypervisorProgress) -> String {
+    format!("{:>21}hypervisor: {p}", "")
 }
 
 /// One progress line: wall-clock time (UTC), time since the request, phase.
@@ -242,6 +298,39 @@ mod tests {
     use srmig_api::{HostId, MigrationPhase, Strategy, Timestamp, VmId};
 
     #[test]
+    fn hypervisor_progress_lines_only_when_it_moves() {
+        let p = srmig_api::HypervisorProgress {
+            status: "active".into(),
+            total_time_ms: Some(10),
+            ram_transferred: Some(10),
+            ram_total: Some(100),
+            passes: Some(1),
+            ..Default::default()
+        };
+        assert!(progress_moved(None, &p));
+        let later = srmig_api::HypervisorProgress {
+            total_time_ms: Some(60),
+            ram_transferred: Some(20),
+            ..p.clone()
+        };
+        assert!(!progress_moved(Some(&p), &later));
+        let quarter = srmig_api::HypervisorProgress {
+            ram_transferred: Some(26),
+            ..later.clone()
+        };
+        assert!(progress_moved(Some(&later), &quarter));
+        let done = srmig_api::HypervisorProgress {
+            status: "completed".into(),
+            ..quarter.clone()
+        };
+        assert!(progress_moved(Some(&quarter), &done));
+        assert_eq!(
+            hypervisor_line(&p),
+            "                     hypervisor: active 10% (0.0/0.0 MB, pass 1) 10 ms"
+        );
+    }
+
+    #[test]
     fn progress_line_shape() {
         let status = MigrationStatus {
             id: MigrationId(1),
@@ -253,6 +342,7 @@ mod tests {
             started_at_ms: Timestamp(86_400_000 * 3 + 3_600_000 * 12 + 1_000),
             phases: vec![],
             error: None,
+            hypervisor: None,
         };
         let rec = PhaseRecord {
             phase: MigrationPhase::ExpectPathAcks,

@@ -8,12 +8,14 @@
 //!   `expect-hypervisor-done`, moves the VM (pause at S, downtime, resume at D) and posts the
 //!   outcome to `POST /v1/migrations/{id}/hypervisor`. A cancel shows in the migration's history
 //!   as `cancel-requested`; the lab answers it with `cancelled` (or `completed` if too late).
-//! - a QMP driver for QEMU (later issue) implements the same trait: `start` issues `migrate`
-//!   and watches `query-migrate`/events, `cancel` issues `migrate_cancel`.
+//! - [`crate::qmp_driver::Qmp`]: QEMU over QMP. `start` has the destination QEMU started
+//!   (`-incoming defer`, by a [`crate::qmp_driver::QemuLauncher`]), issues `migrate-incoming` and
+//!   `migrate`, follows `query-migrate` (progress in the migration's status) and reports the
+//!   outcome; `cancel` issues `migrate_cancel`. See `docs/qemu.md`.
 
 use std::fmt;
 
-use srmig_api::{HostId, HypervisorReport, MigrationId, Strategy, VmId};
+use srmig_api::{HostId, HypervisorProgress, HypervisorReport, MigrationId, Strategy, VmId};
 use tokio::sync::mpsc;
 
 use crate::engine::Command;
@@ -50,6 +52,12 @@ impl ReportSink {
             .send(Command::HypervisorReport(report))
             .await
             .is_ok()
+    }
+
+    /// Hands the hypervisor's progress of migration `id` to the controller (shown in the
+    /// migration's status as `hypervisor`). Never waits: dropped if the controller is busy.
+    pub fn progress(&self, id: MigrationId, progress: HypervisorProgress) {
+        let _ = self.tx.try_send(Command::HypervisorProgress(id, progress));
     }
 }
 

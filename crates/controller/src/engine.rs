@@ -69,6 +69,8 @@ pub(crate) enum Command {
     Hypervisor(MigrationId, HypervisorPost, Reply<MigrationStatus>),
     Cancel(MigrationId, Reply<MigrationStatus>),
     HypervisorReport(HypervisorReport),
+    /// The driver's view of a running migration (shown in its status, not persisted).
+    HypervisorProgress(MigrationId, srmig_api::HypervisorProgress),
     Push(PushOutcome),
     Observed(Observed),
     Shutdown,
@@ -108,6 +110,8 @@ pub(crate) struct Engine {
     poll_at: Option<Instant>,
     /// Hosts with a poll in flight.
     polling: std::collections::BTreeSet<HostId>,
+    /// The hypervisor driver's latest progress per migration (memory only).
+    progress: BTreeMap<MigrationId, srmig_api::HypervisorProgress>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -135,6 +139,7 @@ impl Engine {
             poll_interval,
             poll_at: None,
             polling: std::collections::BTreeSet::new(),
+            progress: BTreeMap::new(),
             core,
             store,
             hosts: BTreeMap::new(),
@@ -365,7 +370,21 @@ impl Engine {
                 let _ = reply.send(self.status(id));
             }
             Command::Migrations(reply) => {
-                let _ = reply.send(Ok(self.core.statuses()));
+                let statuses = self
+                    .core
+                    .statuses()
+                    .into_iter()
+                    .map(|s| self.with_progress(s))
+                    .collect();
+                let _ = reply.send(Ok(statuses));
+            }
+            Command::HypervisorProgress(id, p) => {
+                if self.core.migration(id).is_some() {
+                    self.progress.insert(id, p);
+                }
+                // Forget progress of migrations the core no longer remembers.
+                let core = &self.core;
+                self.progress.retain(|id, _| core.migration(*id).is_some());
             }
             Command::Hypervisor(id, post, reply) => {
                 let r = self.hypervisor_post(id, &post);
@@ -621,10 +640,15 @@ impl Engine {
         }
     }
 
+    fn with_progress(&self, mut s: MigrationStatus) -> MigrationStatus {
+        s.hypervisor = self.progress.get(&s.id).cloned();
+        s
+    }
+
     fn status(&self, id: MigrationId) -> Result<MigrationStatus, Failure> {
         self.core
             .migration(id)
-            .map(Migration::status)
+            .map(|m| self.with_progress(m.status()))
             .ok_or_else(|| {
                 Failure::new(
                     StatusCode::NOT_FOUND,

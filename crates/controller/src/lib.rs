@@ -7,6 +7,7 @@
 //!   migration waits for its hypervisor);
 //! - [`store`]: the embedded redb store, written ahead of every action;
 //! - [`driver`]: the [`HypervisorDriver`] trait and its [`External`] implementation;
+//! - [`qmp_driver`]: the QMP driver for QEMU ([`Qmp`], with a [`QemuLauncher`] for destinations);
 //! - [`client`]: a typed client, and the `srmig migrate` procedure;
 //! - [`http`]: HTTP/1.1 over unix sockets.
 //!
@@ -27,14 +28,19 @@ pub mod driver;
 mod engine;
 pub mod http;
 pub mod push;
+pub mod qmp_driver;
 pub mod resync;
 pub mod store;
 pub mod types;
 
-pub use client::{migrate_blocking, progress_line, ClientError, ControllerClient};
+pub use client::{
+    hypervisor_line, migrate_blocking, migrate_blocking_with_progress, progress_line,
+    progress_moved, ClientError, ControllerClient,
+};
 pub use daemon::{run_blocking, Daemon, DaemonError, Options, DEFAULT_SOCKET, DEFAULT_STORE};
 pub use driver::{External, HypervisorDriver, MigrationOrder, ReportSink};
 pub use engine::Failure;
 pub use push::PushSettings;
+pub use qmp_driver::{QemuInstance, QemuLauncher, Qmp, QmpSettings};
 pub use store::{Store, StoreError};
 pub use types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};

@@ -1,0 +1,1098 @@
+//! The QMP hypervisor driver: live-migrates QEMU guests for the controller.
+//!
+//! ```text
+//!  controller core            Qmp driver (task per migration)         QEMU on S        QEMU on D
+//!   StartMigration ─────────► connect S's QMP, query-status=running ──►│                 │
+//!   (SR path already armed)   launcher.start_destination(vm, D) ──────────────────────► -incoming defer
+//!                             D: qmp_capabilities, migrate-set-capabilities events,     │
+//!                                migrate-incoming <uri> ──────────────────────────────►│ (listening)
+//!                             S: migrate-set-capabilities events [+ parameters],        │
+//!                                migrate <uri> ────────────────────►│ pre-copy ───────►│
+//!                             every `poll`: S query-migrate ───────►│                   │
+//!   status.hypervisor ◄────── progress (status, RAM, passes)        │ STOP              │
+//!                             STOP (S) and RESUME (D) timestamps ◄──┘ ─────────────────►│ RESUME
+//!   VmState(D running) ◄───────────────── srmigd on D (its own QMP watch) ◄─────────────┘
+//!   Hypervisor: completed ◄── completed: report, then S `quit`, launcher.stop(S); D is the VM's QEMU
+//!                             failed/cancelled: S `cont` if it stopped, D `quit` + stop; report
+//! ```
+//!
+//! The controller core arms the SR path before `StartMigration` and commits after the
+//! destination srmigd reports the VM running (it learns that from its own QMP socket, see
+//! `srmigd`'s `qmpwatch`); the driver reports `completed` as an observation and owns every QEMU
+//! process it starts: on failure or cancel the destination QEMU is told to quit and stopped
+//! through the launcher, and the source keeps (or is put back to) running.
+//!
+//! Who starts QEMU: the initial QEMU of a VM is started by whoever deploys the VM (the lab) and
+//! registered with [`Qmp::register`]; destination QEMUs are started by the driver through a
+//! [`QemuLauncher`] (the lab implements it: it knows namespaces, disks and command lines). The
+//! driver remembers which QEMU currently runs each VM, so S -> D -> S just works.
+//!
+//! One QMP socket serves one client: the driver needs its own socket on every QEMU (srmigd
+//! watches another one). The driver's state is in memory: after a controller restart a
+//! migration in flight cannot be re-attached ([`HypervisorDriver::resume`] is the default
+//! no-op) and the core's hypervisor timeout decides.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use srmig_api::{HostId, HypervisorEvent, HypervisorProgress, HypervisorReport, MigrationId, VmId};
+use srmig_qmp::{
+    Client, ClientConfig, EventKind, Events, MigrationCapability, MigrationInfo,
+    MigrationParameters, MigrationStatus, RunState,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
+
+/// One QEMU process running (or ready to receive) a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuInstance {
+    /// The host it runs on.
+    pub host: HostId,
+    /// The QMP socket reserved for the driver (`-qmp unix:PATH,server=on,wait=off`).
+    pub qmp: PathBuf,
+    /// Where a destination QEMU receives the migration stream (`tcp:[addr]:port`); the
+    /// source connects there. `None` for a QEMU that is not a destination.
+    pub incoming: Option<String>,
+    /// The launcher's handle for the process (e.g. its pid); opaque to the driver.
+    pub handle: u64,
+}
+
+/// Starts and stops QEMU processes on the hosts (the lab's side of the driver).
+pub trait QemuLauncher: fmt::Debug + Send + Sync + 'static {
+    /// Starts the destination QEMU for `vm` on `host`: the same machine, memory, devices and
+    /// MAC as the source, `-incoming defer`, its `-netdev stream` socket where that host's
+    /// srmigd expects it, a QMP socket for srmigd and one for the driver. Returns once QEMU
+    /// runs (its QMP socket may appear a moment later: the driver retries). Called from a
+    /// blocking thread.
+    fn start_destination(&self, vm: &VmId, host: &HostId) -> Result<QemuInstance, String>;
+
+    /// Stops `instance` for good (kill if still alive, reap, remove its files). Called from a
+    /// blocking thread, after the driver has asked QEMU to quit; must be idempotent.
+    fn stop(&self, vm: &VmId, instance: &QemuInstance);
+}
+
+/// Driver settings.
+#[derive(Debug, Clone)]
+pub struct QmpSettings {
+    /// How often `query-migrate` is polled (progress, completion).
+    pub poll: Duration,
+    /// How long a QMP socket may take to appear and answer.
+    pub connect_timeout: Duration,
+    /// QMP command timeout.
+    pub command_timeout: Duration,
+    /// The longest a migration may run before the driver cancels it.
+    pub migration_timeout: Duration,
+    /// How long to wait after the destination QEMU started before `migrate`, so the
+    /// destination srmigd attaches its stream socket (it retries every 50 ms).
+    pub attach_grace: Duration,
+    /// Migration parameters set on the source before `migrate` (none: QEMU's defaults).
+    pub parameters: Option<MigrationParameters>,
+}
+
+impl Default for QmpSettings {
+    fn default() -> Self {
+        QmpSettings {
+            poll: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(10),
+            migration_timeout: Duration::from_secs(300),
+            attach_grace: Duration::from_millis(150),
+            parameters: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The QEMU that runs each VM now.
+    vms: HashMap<VmId, QemuInstance>,
+    /// Cancel switches of the migrations in flight.
+    active: HashMap<MigrationId, watch::Sender<bool>>,
+}
+
+/// The QMP driver (see the module docs). Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Qmp {
+    launcher: Arc<dyn QemuLauncher>,
+    settings: QmpSettings,
+    state: Arc<Mutex<State>>,
+}
+
+impl Qmp {
+    /// A driver starting destination QEMUs through `launcher`.
+    pub fn new(launcher: Arc<dyn QemuLauncher>, settings: QmpSettings) -> Qmp {
+        Qmp {
+            launcher,
+            settings,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section is a single map operation: a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the QEMU that runs `vm` now (the first one, started by whoever deployed it).
+    pub fn register(&self, vm: VmId, instance: QemuInstance) {
+        self.state().vms.insert(vm, instance);
+    }
+
+    /// The QEMU that runs `vm` now.
+    pub fn instance(&self, vm: &VmId) -> Option<QemuInstance> {
+        self.state().vms.get(vm).cloned()
+    }
+
+    /// Forgets `vm` (its QEMU is the caller's again) and returns its instance.
+    pub fn forget(&self, vm: &VmId) -> Option<QemuInstance> {
+        self.state().vms.remove(vm)
+    }
+
+    /// Whether a migration is in flight.
+    pub fn busy(&self) -> bool {
+        !self.state().active.is_empty()
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            greeting_timeout: self.settings.connect_timeout,
+            command_timeout: self.settings.command_timeout,
+            event_capacity: 1024,
+        }
+    }
+
+    async fn stop_instance(&self, vm: &VmId, instance: &QemuInstance) {
+        let launcher = Arc::clone(&self.launcher);
+        let (vm, instance) = (vm.clone(), instance.clone());
+        let _ = tokio::task::spawn_blocking(move || launcher.stop(&vm, &instance)).await;
+    }
+
+    /// Runs one migration to its end and reports the outcome.
+    async fn run(self, order: MigrationOrder, sink: ReportSink, cancel: watch::Receiver<bool>) {
+        let event = match self.migrate(&order, &sink, cancel).await {
+            Ok(event) => event,
+            Err(reason) => HypervisorEvent::Failed(reason),
+        };
+        tracing::info!(migration = %order.id, vm = %order.vm, outcome = ?event, "QMP migration finished");
+        self.state().active.remove(&order.id);
+        sink.report(HypervisorReport {
+            vm: order.vm.clone(),
+            migration: order.id,
+            event,
+        })
+        .await;
+    }
+
+    /// The migration proper. `Err` is a failure before anything was started on the
+    /// destination, or after it was cleaned up.
+    async fn migrate(
+        &self,
+        order: &MigrationOrder,
+        sink: &ReportSink,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<HypervisorEvent, String> {
+        let vm = &order.vm;
+        let src = self
+            .instance(vm)
+            .ok_or_else(|| format!("no QEMU is registered for VM {vm}"))?;
+        if src.host != order.from {
+            return Err(format!(
+                "VM {vm}'s QEMU runs on {}, not on the source {}",
+                src.host, order.from
+            ));
+        }
+        let cfg = self.client_config();
+        let sq = Client::connect_retry(&src.qmp, self.settings.connect_timeout, cfg.clone())
+            .await
+            .map_err(|e| {
+                format!(
+                    "source QEMU's QMP socket {} does not answer: {}",
+                    src.qmp.display(),
+                    chain(&e)
+                )
+            })?;
+        let st = sq
+            .query_status()
+            .await
+            .map_err(|e| format!("source query-status failed: {}", chain(&e)))?;
+        if st.status != RunState::Running {
+            return Err(format!(
+                "the source QEMU is {}, not running; nothing started",
+                st.status
+            ));
+        }
+        let launcher = Arc::clone(&self.launcher);
+        let (lvm, lhost) = (vm.clone(), order.to.clone());
+        let dst = tokio::task::spawn_blocking(move || launcher.start_destination(&lvm, &lhost))
+            .await
+            .map_err(|e| format!("the destination launcher panicked: {e}"))?
+            .map_err(|e| format!("cannot start the destination QEMU on {}: {e}", order.to))?;
+        tracing::info!(migration = %order.id, %vm, host = %dst.host, qmp = %dst.qmp.display(), "destination QEMU started");
+        let started = Instant::now();
+        let dq = match Client::connect_retry(&dst.qmp, self.settings.connect_timeout, cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.stop_instance(vm, &dst).await;
+                return Err(format!(
+                    "destination QEMU's QMP socket {} does not answer: {}",
+                    dst.qmp.display(),
+                    chain(&e)
+                ));
+            }
+        };
+        match self
+            .switch(order, sink, &src, &sq, &dst, &dq, &mut cancel)
+            .await
+        {
+            Ok(Switch::Completed) => {
+                tracing::info!(migration = %order.id, elapsed_ms = started.elapsed().as_millis() as u64, "migration completed; retiring the source QEMU");
+                self.state().vms.insert(vm.clone(), dst);
+                // Report first (the commit does not wait for the old QEMU to go), then retire
+                // the source: it sits in `postmigrate` until told to quit.
+                let this = self.clone();
+                let (vm2, src2) = (vm.clone(), src.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = sq.quit().await {
+                        tracing::warn!(vm = %vm2, error = %chain(&e), "source QEMU quit failed; stopping it");
+                    }
+                    this.stop_instance(&vm2, &src2).await;
+                });
+                Ok(HypervisorEvent::Completed)
+            }
+            Ok(Switch::RolledBack(event)) => {
+                self.rollback(vm, &sq, &dq, &dst).await;
+                Ok(event)
+            }
+            Err(reason) => {
+                self.rollback(vm, &sq, &dq, &dst).await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Puts the source back to running (if it is still there and stopped) and removes the
+    /// destination QEMU.
+    async fn rollback(&self, vm: &VmId, sq: &Client, dq: &Client, dst: &QemuInstance) {
+        match sq.query_status().await {
+            Ok(st) if st.status != RunState::Running => {
+                tracing::warn!(%vm, status = %st.status, "source QEMU stopped after a failed migration; cont");
+                if let Err(e) = sq.cont().await {
+                    tracing::error!(%vm, error = %chain(&e), "cannot resume the source QEMU");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(%vm, error = %chain(&e), "source QEMU unreachable after a failed migration")
+            }
+        }
+        // Ask the destination to quit (it may already be gone), then make sure.
+        if let Err(e) = dq.quit().await {
+            tracing::debug!(%vm, error = %chain(&e), "destination quit failed; stopping it");
+        }
+        self.stop_instance(vm, dst).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn switch(
+        &self,
+        order: &MigrationOrder,
+        sink: &ReportSink,
+        src: &QemuInstance,
+        sq: &Client,
+        dst: &QemuInstance,
+        dq: &Client,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Switch, String> {
+        let uri = dst
+            .incoming
+            .clone()
+            .ok_or_else(|| "the launcher gave the destination QEMU no incoming URI".to_owned())?;
+        let mut dst_events = dq.subscribe();
+        let events_on = [(MigrationCapability::Events, true)];
+        dq.migrate_set_capabilities(&events_on)
+            .await
+            .map_err(|e| format!("destination migrate-set-capabilities: {}", chain(&e)))?;
+        dq.migrate_incoming(&uri)
+            .await
+            .map_err(|e| format!("destination migrate-incoming {uri}: {}", chain(&e)))?;
+        tokio::time::sleep(self.settings.attach_grace).await;
+        let mut src_events = sq.subscribe();
+        sq.migrate_set_capabilities(&events_on)
+            .await
+            .map_err(|e| format!("source migrate-set-capabilities: {}", chain(&e)))?;
+        if let Some(p) = &self.settings.parameters {
+            sq.migrate_set_parameters(p)
+                .await
+                .map_err(|e| format!("source migrate-set-parameters: {}", chain(&e)))?;
+        }
+        sq.migrate(&uri)
+            .await
+            .map_err(|e| format!("source migrate {uri}: {}", chain(&e)))?;
+        tracing::info!(migration = %order.id, vm = %order.vm, from = %src.host, to = %dst.host, %uri, "migrate issued");
+        let deadline = Instant::now() + self.settings.migration_timeout;
+        let mut stamps = Stamps::default();
+        let mut cancel_sent = false;
+        let mut timed_out = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.poll) => {}
+                r = cancel.changed() => {
+                    if r.is_ok() && *cancel.borrow() && !cancel_sent {
+                        tracing::info!(migration = %order.id, "migrate_cancel");
+                        cancel_sent = true;
+                        if let Err(e) = sq.migrate_cancel().await {
+                            tracing::warn!(error = %chain(&e), "migrate_cancel failed");
+                        }
+                    }
+                }
+            }
+            stamps.collect(&mut src_events, &mut dst_events);
+            let info = sq.query_migrate().await.map_err(|e| {
+                format!(
+                    "the source QEMU stopped answering during the migration: {}",
+                    chain(&e)
+                )
+            })?;
+            sink.progress(order.id, progress(&info, stamps.pause_us()));
+            match info.status {
+                Some(MigrationStatus::Completed) if info.is_settled() => break,
+                Some(MigrationStatus::Failed) => {
+                    let why = info
+                        .error_desc
+                        .unwrap_or_else(|| "QEMU reported failed".to_owned());
+                    if timed_out {
+                        return Ok(Switch::RolledBack(HypervisorEvent::Failed(format!(
+                            "timed out after {:?} ({why})",
+                            self.settings.migration_timeout
+                        ))));
+                    }
+                    return Ok(Switch::RolledBack(HypervisorEvent::Failed(why)));
+                }
+                Some(MigrationStatus::Cancelled) => {
+                    if timed_out {
+                        return Ok(Switch::RolledBack(HypervisorEvent::Failed(format!(
+                            "timed out after {:?}; cancelled",
+                            self.settings.migration_timeout
+                        ))));
+                    }
+                    return Ok(Switch::RolledBack(HypervisorEvent::Cancelled));
+                }
+                _ => {}
+            }
+            if !cancel_sent && Instant::now() >= deadline {
+                tracing::warn!(migration = %order.id, "migration timed out; migrate_cancel");
+                timed_out = true;
+                cancel_sent = true;
+                if let Err(e) = sq.migrate_cancel().await {
+                    tracing::warn!(error = %chain(&e), "migrate_cancel failed");
+                }
+            }
+        }
+        // Completed on the source: the destination resumes a moment later. Wait (briefly)
+        // for its RESUME so the true pause is known, and check it runs.
+        let wait_until = Instant::now() + Duration::from_secs(5);
+        while stamps.resume.is_none() && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            stamps.collect(&mut src_events, &mut dst_events);
+        }
+        let info = sq.query_migrate().await.unwrap_or_default();
+        let p = progress(&info, stamps.pause_us());
+        tracing::info!(migration = %order.id, hypervisor = %p, "QEMU migration completed");
+        sink.progress(order.id, p);
+        match dq.query_status().await {
+            Ok(st) if st.status == RunState::Running => Ok(Switch::Completed),
+            Ok(st) => Err(format!(
+                "QEMU completed the migration but the destination is {}, not running",
+                st.status
+            )),
+            Err(e) => Err(format!(
+                "QEMU completed the migration but the destination does not answer: {}",
+                chain(&e)
+            )),
+        }
+    }
+}
+
+/// How the switchover ended.
+#[derive(Debug)]
+enum Switch {
+    /// The VM runs on the destination.
+    Completed,
+    /// QEMU failed or cancelled the migration; the source keeps the VM.
+    RolledBack(HypervisorEvent),
+}
+
+/// QEMU timestamps of the source's STOP and the destination's RESUME (µs, wall clock).
+#[derive(Debug, Default)]
+struct Stamps {
+    stop: Option<i64>,
+    resume: Option<i64>,
+}
+
+impl Stamps {
+    fn collect(&mut self, src: &mut Events, dst: &mut Events) {
+        while let Some(e) = src.try_next() {
+            if e.kind == EventKind::Stop {
+                self.stop = Some(e.timestamp.as_micros());
+            }
+        }
+        while let Some(e) = dst.try_next() {
+            if e.kind == EventKind::Resume {
+                self.resume = Some(e.timestamp.as_micros());
+            }
+        }
+    }
+
+    fn pause_us(&self) -> Option<u64> {
+        let (s, r) = (self.stop?, self.resume?);
+        u64::try_from(r - s).ok()
+    }
+}
+
+/// The API view of a `query-migrate` answer.
+pub fn progress(info: &MigrationInfo, pause_us: Option<u64>) -> HypervisorProgress {
+    let ram = info.ram.as_ref();
+    HypervisorProgress {
+        status: info
+            .status
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |s| s.as_str().to_owned()),
+        total_time_ms: info.total_time,
+        ram_transferred: ram.map(|r| r.transferred),
+        ram_remaining: ram.map(|r| r.remaining),
+        ram_total: ram.map(|r| r.total),
+        passes: ram.map(|r| r.dirty_sync_count),
+        downtime_ms: info.downtime,
+        pause_us,
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl HypervisorDriver for Qmp {
+    fn name(&self) -> &'static str {
+        "qmp"
+    }
+
+    fn start(&self, order: MigrationOrder, reports: ReportSink) {
+        let (tx, rx) = watch::channel(false);
+        self.state().active.insert(order.id, tx);
+        tokio::spawn(self.clone().run(order, reports, rx));
+    }
+
+    fn cancel(&self, order: MigrationOrder, reports: ReportSink) {
+        let sent = self
+            .state()
+            .active
+            .get(&order.id)
+            .is_some_and(|tx| tx.send(true).is_ok());
+        if sent {
+            return;
+        }
+        // Nothing of ours is migrating this VM (finished already, or never started here):
+        // the running task, if any, has reported or will report the outcome; otherwise say
+        // where the VM is.
+        let at_dest = self.instance(&order.vm).is_some_and(|i| i.host == order.to);
+        tokio::spawn(async move {
+            reports
+                .report(HypervisorReport {
+                    vm: order.vm,
+                    migration: order.id,
+                    event: if at_dest {
+                        HypervisorEvent::Completed
+                    } else {
+                        HypervisorEvent::Cancelled
+                    },
+                })
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver against scripted QEMUs on real unix sockets, replaying the QMP transcripts
+    //! recorded from QEMU 7.2 here (`crates/qmp/src/testdata`): each command is answered with
+    //! the next recorded reply to a command of that name, preceded by the events recorded
+    //! before it; the destination's switchover events are released when the source's
+    //! `query-migrate` says `completed`, as the real pair does.
+    use super::*;
+    use crate::engine::Command;
+    use serde_json::{json, Value};
+    use std::collections::VecDeque;
+    use std::path::Path;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+    use tokio::sync::{mpsc, Notify};
+
+    const SRC: &str = include_str!("../../qmp/src/testdata/migration-7.2-src.txt");
+    const DST: &str = include_str!("../../qmp/src/testdata/migration-7.2-dst.txt");
+
+    #[derive(Debug, Clone)]
+    struct Exchange {
+        events: Vec<Value>,
+        reply: Value,
+    }
+
+    /// Per command name, the recorded exchanges in order.
+    #[derive(Debug, Clone, Default)]
+    struct Script {
+        by_name: HashMap<String, VecDeque<Exchange>>,
+        /// Events recorded after the last reply (e.g. SHUTDOWN after quit).
+        tail: Vec<Value>,
+    }
+
+    impl Script {
+        fn parse(text: &str) -> Script {
+            let mut s = Script::default();
+            let mut current: Option<String> = None;
+            let mut events = Vec::new();
+            for line in text.lines() {
+                if let Some(cmd) = line.strip_prefix("-> ") {
+                    let v: Value = serde_json::from_str(cmd).expect("command json");
+                    current = v["execute"].as_str().map(str::to_owned);
+                } else if let Some(msg) = line.strip_prefix("<- ") {
+                    let v: Value = serde_json::from_str(msg).expect("reply json");
+                    if v.get("QMP").is_some() {
+                        continue;
+                    }
+                    if v.get("event").is_some() {
+                        events.push(v);
+                        continue;
+                    }
+                    if let Some(name) = current.take() {
+                        s.by_name.entry(name).or_default().push_back(Exchange {
+                            events: std::mem::take(&mut events),
+                            reply: v,
+                        });
+                    }
+                }
+            }
+            s.tail = events;
+            s
+        }
+
+        fn queue(&mut self, name: &str) -> &mut VecDeque<Exchange> {
+            self.by_name.entry(name.to_owned()).or_default()
+        }
+
+        /// Answers `name` with `ret` first.
+        fn prepend(&mut self, name: &str, ret: Value) {
+            self.queue(name).push_front(Exchange {
+                events: vec![],
+                reply: json!({ "return": ret }),
+            });
+        }
+
+        fn drop_first(&mut self, name: &str) {
+            self.queue(name).pop_front();
+        }
+    }
+
+    /// What a fake QEMU saw.
+    #[derive(Debug, Default)]
+    struct Seen {
+        commands: Vec<String>,
+    }
+
+    struct FakeQemu {
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}"#;
+
+    impl FakeQemu {
+        /// Serves `script` to one client at `path`. `completed` is notified when a reply with
+        /// status `completed` is sent; `release` (if any) makes the fake send the events
+        /// recorded before its next `query-status` reply at once. `die_after` closes the
+        /// connection after that many `query-migrate` replies.
+        fn spawn(
+            path: &Path,
+            mut script: Script,
+            completed: Option<Arc<Notify>>,
+            release: Option<Arc<Notify>>,
+            die_after: Option<usize>,
+        ) -> FakeQemu {
+            let listener = UnixListener::bind(path).expect("bind fake qmp");
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let seen2 = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let send = |v: &Value| {
+                    let mut b = serde_json::to_vec(v).expect("json");
+                    b.extend_from_slice(b"\r\n");
+                    b
+                };
+                if w.write_all(format!("{GREETING}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut migrates = 0usize;
+                let mut last: HashMap<String, Exchange> = HashMap::new();
+                loop {
+                    let line = tokio::select! {
+                        l = lines.next_line() => l,
+                        () = async {
+                            match &release { Some(n) => n.notified().await, None => std::future::pending().await }
+                        } => {
+                            if let Some(ex) = script.queue("query-status").front_mut() {
+                                for e in std::mem::take(&mut ex.events) {
+                                    let _ = w.write_all(&send(&e)).await;
+                                }
+                            }
+                            continue;
+                        }
+                    };
+                    let Ok(Some(line)) = line else {
+                        return;
+                    };
+                    let cmd: Value = serde_json::from_str(&line).expect("client json");
+                    let name = cmd["execute"].as_str().unwrap_or("").to_owned();
+                    seen2.lock().expect("seen").commands.push(name.clone());
+                    let id = cmd["id"].clone();
+                    let ex = match name.as_str() {
+                        "qmp_capabilities" => Exchange {
+                            events: vec![],
+                            reply: json!({"return": {}}),
+                        },
+                        _ => match script.queue(&name).pop_front() {
+                            Some(ex) => {
+                                last.insert(name.clone(), ex.clone());
+                                ex
+                            }
+                            None => last.get(&name).cloned().map_or_else(
+                                || Exchange {
+                                    events: vec![],
+                                    reply: json!({"return": {}}),
+                                },
+                                |mut ex| {
+                                    ex.events.clear();
+                                    ex
+                                },
+                            ),
+                        },
+                    };
+                    for e in &ex.events {
+                        if w.write_all(&send(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let mut reply = ex.reply.clone();
+                    reply["id"] = id;
+                    if w.write_all(&send(&reply)).await.is_err() {
+                        return;
+                    }
+                    if reply["return"]["status"] == "completed" {
+                        if let Some(n) = &completed {
+                            n.notify_one();
+                        }
+                    }
+                    if name == "migrate_cancel" {
+                        // As QEMU: the migration ends up cancelled.
+                        let q = script.queue("query-migrate");
+                        q.clear();
+                        q.push_back(Exchange {
+                            events: vec![],
+                            reply: json!({"return": {"status": "cancelled"}}),
+                        });
+                        last.remove("query-migrate");
+                    }
+                    if name == "query-migrate" {
+                        migrates += 1;
+                        if die_after == Some(migrates) {
+                            return;
+                        }
+                    }
+                    if name == "quit" {
+                        for e in &script.tail {
+                            let _ = w.write_all(&send(e)).await;
+                        }
+                        return;
+                    }
+                }
+            });
+            FakeQemu { seen }
+        }
+
+        fn commands(&self) -> Vec<String> {
+            self.seen.lock().expect("seen").commands.clone()
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct FakeLauncher {
+        dst_qmp: Mutex<Option<PathBuf>>,
+        fail: Option<String>,
+        started: Mutex<Vec<(VmId, HostId)>>,
+        stopped: Mutex<Vec<QemuInstance>>,
+    }
+
+    impl QemuLauncher for FakeLauncher {
+        fn start_destination(&self, vm: &VmId, host: &HostId) -> Result<QemuInstance, String> {
+            self.started
+                .lock()
+                .expect("lock")
+                .push((vm.clone(), host.clone()));
+            if let Some(e) = &self.fail {
+                return Err(e.clone());
+            }
+            let qmp = self
+                .dst_qmp
+                .lock()
+                .expect("lock")
+                .clone()
+                .expect("dst path");
+            Ok(QemuInstance {
+                host: host.clone(),
+                qmp,
+                incoming: Some("tcp:[::1]:4555".into()),
+                handle: 2,
+            })
+        }
+
+        fn stop(&self, _vm: &VmId, instance: &QemuInstance) {
+            self.stopped.lock().expect("lock").push(instance.clone());
+        }
+    }
+
+    fn vm() -> VmId {
+        VmId::new("vm1").expect("name")
+    }
+    fn host(n: &str) -> HostId {
+        HostId::new(n).expect("name")
+    }
+
+    fn order(id: u64) -> MigrationOrder {
+        MigrationOrder {
+            id: MigrationId(id),
+            vm: vm(),
+            from: host("s"),
+            to: host("d"),
+            strategy: Some(srmig_api::Strategy::SrBuffer),
+        }
+    }
+
+    fn settings() -> QmpSettings {
+        QmpSettings {
+            poll: Duration::from_millis(5),
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(2),
+            migration_timeout: Duration::from_secs(10),
+            attach_grace: Duration::ZERO,
+            parameters: None,
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        driver: Qmp,
+        launcher: Arc<FakeLauncher>,
+        src_qmp: PathBuf,
+        dst_qmp: PathBuf,
+        rx: mpsc::Receiver<Command>,
+        sink: ReportSink,
+    }
+
+    fn rig(fail_launch: Option<&str>) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src_qmp = dir.path().join("src.qmp");
+        let dst_qmp = dir.path().join("dst.qmp");
+        let launcher = Arc::new(FakeLauncher {
+            fail: fail_launch.map(str::to_owned),
+            ..FakeLauncher::default()
+        });
+        *launcher.dst_qmp.lock().expect("lock") = Some(dst_qmp.clone());
+        let driver = Qmp::new(launcher.clone(), settings());
+        driver.register(
+            vm(),
+            QemuInstance {
+                host: host("s"),
+                qmp: src_qmp.clone(),
+                incoming: None,
+                handle: 1,
+            },
+        );
+        let (tx, rx) = mpsc::channel(1024);
+        Rig {
+            _dir: dir,
+            driver,
+            launcher,
+            src_qmp,
+            dst_qmp,
+            rx,
+            sink: ReportSink::new(tx),
+        }
+    }
+
+    /// The source script: running at first, then the recording.
+    fn src_script() -> Script {
+        let mut s = Script::parse(SRC);
+        s.prepend(
+            "query-status",
+            json!({"status": "running", "singlestep": false, "running": true}),
+        );
+        // The recording asked query-migrate once before migrate (empty answer).
+        s.drop_first("query-migrate");
+        s
+    }
+
+    fn dst_script() -> Script {
+        let mut s = Script::parse(DST);
+        // The recording polled query-status once while incoming.
+        s.drop_first("query-status");
+        s
+    }
+
+    /// Waits for the outcome, collecting progress on the way.
+    async fn outcome(
+        rx: &mut mpsc::Receiver<Command>,
+    ) -> (HypervisorReport, Vec<HypervisorProgress>) {
+        let mut progress = Vec::new();
+        loop {
+            let c = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("outcome in time")
+                .expect("sink open");
+            match c {
+                Command::HypervisorReport(r) => return (r, progress),
+                Command::HypervisorProgress(id, p) => {
+                    assert_eq!(id, MigrationId(7));
+                    progress.push(p);
+                }
+                _ => panic!("unexpected command"),
+            }
+        }
+    }
+
+    async fn wait_stopped(l: &FakeLauncher, n: usize) -> Vec<QemuInstance> {
+        for _ in 0..400 {
+            let s = l.stopped.lock().expect("lock").clone();
+            if s.len() >= n {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        l.stopped.lock().expect("lock").clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replayed_migration_completes_with_progress_and_pause() {
+        let mut r = rig(None);
+        let done = Arc::new(Notify::new());
+        let src = FakeQemu::spawn(&r.src_qmp, src_script(), Some(done.clone()), None, None);
+        let dst = FakeQemu::spawn(&r.dst_qmp, dst_script(), None, Some(done), None);
+        r.driver.start(order(7), r.sink.clone());
+        let (report, progress) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Completed);
+        assert_eq!(report.migration, MigrationId(7));
+        // Progress went through pre-copy to completion, with the true pause from the
+        // recorded timestamps: src STOP 330150 us, dst RESUME 352812 us.
+        assert!(progress
+            .iter()
+            .any(|p| p.status == "active" && p.ram_transferred.is_some_and(|t| t > 0)));
+        let last = progress.last().expect("progress");
+        assert_eq!(last.status, "completed");
+        assert_eq!(last.downtime_ms, Some(21));
+        assert_eq!(last.pause_us, Some(352_812 - 330_150));
+        assert!(last.to_string().contains("pause 22.7 ms"), "{last}");
+        // The destination was started on D, is now the VM's QEMU; the source was told to
+        // quit and stopped.
+        assert_eq!(
+            r.launcher.started.lock().expect("lock").clone(),
+            vec![(vm(), host("d"))]
+        );
+        assert_eq!(r.driver.instance(&vm()).map(|i| i.host), Some(host("d")));
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].host, host("s"));
+        let sc = src.commands();
+        assert_eq!(
+            sc.iter()
+                .filter(|c| c.as_str() != "query-migrate")
+                .cloned()
+                .collect::<Vec<_>>(),
+            [
+                "qmp_capabilities",
+                "query-status",
+                "migrate-set-capabilities",
+                "migrate",
+                "quit"
+            ]
+        );
+        assert_eq!(
+            dst.commands(),
+            [
+                "qmp_capabilities",
+                "migrate-set-capabilities",
+                "migrate-incoming",
+                "query-status"
+            ]
+        );
+        assert!(!r.driver.busy());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_failure_rolls_back_to_a_running_source() {
+        let mut r = rig(None);
+        let mut s = src_script();
+        // Fail on the third poll; the source shows stopped afterwards (it had entered
+        // stop-and-copy), so the driver must `cont` it.
+        let failed = json!({"return": {"status": "failed", "error-desc": "Unable to write to socket: Broken pipe"}});
+        let q = s.queue("query-migrate");
+        q.truncate(2);
+        q.push_back(Exchange {
+            events: vec![],
+            reply: failed,
+        });
+        s.drop_first("query-status");
+        s.prepend(
+            "query-status",
+            json!({"status": "paused", "singlestep": false, "running": false}),
+        );
+        s.prepend(
+            "query-status",
+            json!({"status": "running", "singlestep": false, "running": true}),
+        );
+        let src = FakeQemu::spawn(&r.src_qmp, s, None, None, None);
+        let dst = FakeQemu::spawn(&r.dst_qmp, dst_script(), None, None, None);
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(
+            report.event,
+            HypervisorEvent::Failed("Unable to write to socket: Broken pipe".into())
+        );
+        assert!(
+            src.commands().contains(&"cont".to_owned()),
+            "{:?}",
+            src.commands()
+        );
+        assert!(!src.commands().contains(&"quit".to_owned()));
+        // The destination was asked to quit and stopped; the VM stays on S.
+        assert!(
+            dst.commands().contains(&"quit".to_owned()),
+            "{:?}",
+            dst.commands()
+        );
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].host, host("d"));
+        assert_eq!(r.driver.instance(&vm()).map(|i| i.host), Some(host("s")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_sends_migrate_cancel_and_reports_cancelled() {
+        let mut r = rig(None);
+        let mut s = src_script();
+        let active = s.queue("query-migrate")[0].clone();
+        let q = s.queue("query-migrate");
+        q.clear();
+        q.push_back(active);
+        s.queue("migrate_cancel").push_back(Exchange {
+            events: vec![],
+            reply: json!({"return": {}}),
+        });
+        let src = FakeQemu::spawn(&r.src_qmp, s, None, None, None);
+        let dst = FakeQemu::spawn(&r.dst_qmp, dst_script(), None, None, None);
+        r.driver.start(order(7), r.sink.clone());
+        // Let it reach pre-copy, then cancel.
+        loop {
+            match r.rx.recv().await.expect("open") {
+                Command::HypervisorProgress(_, p) if p.status == "active" => break,
+                Command::HypervisorProgress(..) => {}
+                _ => panic!("reported before the cancel"),
+            }
+        }
+        r.driver.cancel(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Cancelled);
+        assert!(src.commands().contains(&"migrate_cancel".to_owned()));
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].host, host("d"));
+        assert!(dst.commands().contains(&"quit".to_owned()));
+        assert_eq!(r.driver.instance(&vm()).map(|i| i.host), Some(host("s")));
+        // A cancel for a migration the driver no longer runs says where the VM is.
+        r.driver.cancel(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Cancelled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_launch_touches_nothing() {
+        let mut r = rig(Some("qemu-system-x86_64: cannot allocate memory"));
+        let src = FakeQemu::spawn(&r.src_qmp, src_script(), None, None, None);
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        match report.event {
+            HypervisorEvent::Failed(why) => {
+                assert!(
+                    why.contains("cannot start the destination QEMU on d"),
+                    "{why}"
+                );
+                assert!(why.contains("cannot allocate memory"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(src.commands(), ["qmp_capabilities", "query-status"]);
+        assert!(r.launcher.stopped.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_source_and_unknown_vm_fail_clearly() {
+        let mut r = rig(None);
+        // No fake at the source path.
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        match report.event {
+            HypervisorEvent::Failed(why) => assert!(why.contains("does not answer"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.launcher.started.lock().expect("lock").is_empty());
+        r.driver.forget(&vm());
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(
+            report.event,
+            HypervisorEvent::Failed("no QEMU is registered for VM vm1".into())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn source_dying_mid_migration_fails_and_removes_the_destination() {
+        let mut r = rig(None);
+        let _src = FakeQemu::spawn(&r.src_qmp, src_script(), None, None, Some(2));
+        let dst = FakeQemu::spawn(&r.dst_qmp, dst_script(), None, None, None);
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        match report.event {
+            HypervisorEvent::Failed(why) => {
+                assert!(why.contains("stopped answering"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].host, host("d"));
+        assert!(dst.commands().contains(&"quit".to_owned()));
+    }
+}
