@@ -13,7 +13,8 @@
 //!   │ 2 ms: the VM's last replies leave through S
 //!   │ cut: ip link set vm1-port netns D (S: port gone), att down
 //!   │ downtime (sleep)        │
-//!   │ attach: vm1-port up at D, then att up ──────────────────────────► port up: vm1 running
+//!   │ vm1-port up at D (no carrier yet)
+//!   │ attach: att up ────────────────────────────────────────────────► port up: vm1 running
 //!   │                         │◄───────────────────────────────────────────────── report
 //!   │                         │ switchover: mapping "on D", commit acks, cleanup acks
 //!   │ POST .../hypervisor {"event":"completed"}
@@ -430,10 +431,12 @@ impl Testbed {
         self.lab.set_down(&self.vm_att)?;
         // (Moved links arrive down; the host's default already disables IPv6 on arrivals.)
         to_ns.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", moved.ifname), "1")?;
+        // The port is up at the destination but without carrier while `att` is down: srmigd
+        // there does not consider it attached yet.
+        self.lab.set_up(&moved)?;
         crate::workload::sleep_until(t_stop + timing.downtime);
         // ...and appears at the destination, VM side last: `att` is activated while it is
-        // opened, before the destination srmigd hears that its port is up.
-        self.lab.set_up(&moved)?;
+        // opened, before the destination srmigd hears that its port has carrier.
         self.lab.set_up(&self.vm_att)?;
         let t_attach = Instant::now();
 
