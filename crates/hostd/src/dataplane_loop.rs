@@ -169,7 +169,7 @@ impl DataplaneLoop {
             let p = &lp.ports[i];
             if p.qemu.is_some() {
                 lp.reconnect(i, now);
-                lp.update_qemu_vm(i, now, "startup");
+                lp.update_qemu_vm(i, now, "startup", None);
                 continue;
             }
             if !p.attached() {
@@ -401,7 +401,7 @@ impl DataplaneLoop {
             }
             q.disconnect(&mut p.stats);
         }
-        self.update_qemu_vm(i, now, "stream closed");
+        self.update_qemu_vm(i, now, "stream closed", None);
     }
 
     /// Connects QEMU port `i` if it is down and its retry time has come.
@@ -414,7 +414,7 @@ impl DataplaneLoop {
             Ok(true) => {
                 p.stats.attachments += 1;
                 info!(port = %p.ifname, socket = %q.path().display(), "QEMU stream connected");
-                self.update_qemu_vm(i, now, "stream connected");
+                self.update_qemu_vm(i, now, "stream connected", None);
             }
             Ok(false) => {}
             Err(e) => {
@@ -441,13 +441,26 @@ impl DataplaneLoop {
             wall - at
         });
         info!(port = %u.port, cause = u.cause, run = ?u.run, lag_us = ?lag_us, "hypervisor run state");
-        self.update_qemu_vm(i, now, u.cause);
+        // QEMU's timestamp bounds what the stopped VM got only for a STOP (SHUTDOWN and the
+        // rest come after the vCPUs stopped anyway; SIOCOUTQ decides for them).
+        let stopped_at = if u.run == RunState::Stopped {
+            u.qemu_at_us
+        } else {
+            None
+        };
+        self.update_qemu_vm(i, now, u.cause, stopped_at);
     }
 
     /// Recomputes the state of the VMs on QEMU port `i`. When they stop running while the
     /// stream is still connected, the frames QEMU has not read are taken back and re-steered
     /// (after the state change, so they follow the VM: End.S forwards them).
-    fn update_qemu_vm(&mut self, i: usize, now: Instant, cause: &'static str) {
+    fn update_qemu_vm(
+        &mut self,
+        i: usize,
+        now: Instant,
+        cause: &'static str,
+        stopped_at_us: Option<i64>,
+    ) {
         let Some(Some(hv)) = self.qemu.get(i).copied() else {
             return;
         };
@@ -470,18 +483,18 @@ impl DataplaneLoop {
         self.node
             .set_port_vm_state(now, id, target, StateSource::Hypervisor);
         if cur == Some(VmState::Running) && connected {
-            self.recover(i, now, cause);
+            self.recover(i, now, cause, stopped_at_us);
         }
         self.flush(now);
     }
 
     /// Takes back what QEMU port `i` did not deliver and re-steers it.
-    fn recover(&mut self, i: usize, now: Instant, cause: &'static str) {
+    fn recover(&mut self, i: usize, now: Instant, cause: &'static str, stopped_at_us: Option<i64>) {
         let p = &mut self.ports[i];
         let Some(q) = p.qemu.as_mut() else {
             return;
         };
-        let r = q.take_unread(&mut p.stats);
+        let r = q.take_unread(stopped_at_us, &mut p.stats);
         let name = p.ifname.clone();
         let id = p.id;
         let mut sent = 0usize;
@@ -509,6 +522,7 @@ impl DataplaneLoop {
                 cause,
                 frames = r.frames.len(),
                 from_socket = r.from_socket,
+                after_stop = r.after_stop,
                 from_queue = r.from_queue,
                 outq = r.outq,
                 exact = r.exact,

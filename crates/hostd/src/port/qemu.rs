@@ -85,6 +85,8 @@ pub struct Recovered {
     pub frames: Vec<Vec<u8>>,
     /// Of which written to the socket and not completely read by QEMU.
     pub from_socket: usize,
+    /// Of which written at or after the STOP (read or not: a stopped QEMU drops them).
+    pub after_stop: usize,
     /// Of which still waiting in the queue (never written).
     pub from_queue: usize,
     /// SIOCOUTQ at the time.
@@ -282,13 +284,13 @@ impl QemuPort {
             let hdr = record_header(frame.len());
             match sendmsg2(conn.as_raw_fd(), &hdr, frame) {
                 Ok(n) if n == RECORD_HEADER_LEN + frame.len() => {
-                    self.ring.push(frame, n);
+                    self.ring.push(frame, n, wall_us());
                     return;
                 }
                 Ok(n) => {
                     // Partly written: the rest goes first when the socket has room.
                     if n > 0 {
-                        self.ring.push(frame, n);
+                        self.ring.push(frame, n, wall_us());
                     }
                     self.enqueue(&hdr, frame, n, stats);
                     return;
@@ -330,7 +332,7 @@ impl QemuPort {
                 Ok(0) => break,
                 Ok(n) => {
                     if q.written == 0 {
-                        self.ring.push(&q.record[RECORD_HEADER_LEN..], n);
+                        self.ring.push(&q.record[RECORD_HEADER_LEN..], n, wall_us());
                     } else {
                         self.ring.add_write(n);
                     }
@@ -351,11 +353,18 @@ impl QemuPort {
         }
     }
 
-    /// Takes every frame QEMU has not completely read, oldest first: the written ones that
-    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]), then the queued ones that were never
-    /// written (removed from the queue; a partly written record stays queued so the stream
-    /// stays in step, and is among the unread ones). The ring is cleared.
-    pub fn take_unread(&mut self, stats: &mut PortIoStats) -> Recovered {
+    /// Takes every frame the stopped VM did not get, oldest first: the written ones that
+    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) or that were written at or after
+    /// `stopped_at_us` (QEMU's STOP timestamp: QEMU may still read its socket once after the
+    /// STOP, but virtio-net refuses frames from then on, so they die in the stopped QEMU's
+    /// queue), then the queued ones that were never written (removed from the queue; a partly
+    /// written record stays queued so the stream stays in step, and is among the unread
+    /// ones). The ring is cleared.
+    pub fn take_unread(
+        &mut self,
+        stopped_at_us: Option<i64>,
+        stats: &mut PortIoStats,
+    ) -> Recovered {
         let mut r = Recovered {
             exact: true,
             ..Recovered::default()
@@ -370,13 +379,16 @@ impl QemuPort {
                     });
                     r.exact = u.exact && self.probe.is_some();
                     r.beyond_ring = u.beyond_ring;
-                    r.frames
-                        .extend(self.ring.newest(u.frames).map(<[u8]>::to_vec));
                     r.from_socket = u.frames;
                 }
                 Err(_) => r.exact = false,
             }
         }
+        if let Some(at) = stopped_at_us {
+            r.after_stop = self.ring.written_since(at);
+        }
+        let n = r.from_socket.max(r.after_stop);
+        r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
         self.ring.clear();
         let mut keep = VecDeque::new();
         while let Some(q) = self.queue.pop_front() {
@@ -398,6 +410,13 @@ impl QemuPort {
         }
         r
     }
+}
+
+/// Wall clock in µs since the Unix epoch (QMP timestamps use the same clock).
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn connect(path: &Path) -> io::Result<UnixStream> {
@@ -632,7 +651,7 @@ mod tests {
         assert!(stats.tx_queued > 0, "{stats:?}");
         assert!(stats.tx_queue_full > 0, "{stats:?}");
         let dropped = stats.tx_queue_full as u32;
-        let r = p.take_unread(&mut stats);
+        let r = p.take_unread(None, &mut stats);
         assert!(r.exact, "{r:?}");
         assert!(!r.beyond_ring);
         assert!(r.from_socket > 0 && r.from_queue > 0, "{r:?}");
@@ -642,7 +661,7 @@ mod tests {
         assert_eq!(ids, expect);
         assert!(!p.wants_write());
         // Nothing more is recovered twice.
-        assert!(p.take_unread(&mut stats).frames.is_empty());
+        assert!(p.take_unread(None, &mut stats).frames.is_empty());
     }
 
     /// The reader stops in the middle of a record: that frame counts as unread.
@@ -661,11 +680,39 @@ mod tests {
         read_records(&mut peer, 2);
         let mut half = vec![0u8; 100];
         peer.read_exact(&mut half).expect("half of frame 2");
-        let r = p.take_unread(&mut stats);
+        let r = p.take_unread(None, &mut stats);
         assert!(r.exact, "{r:?}");
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![2, 3, 4, 5]);
         assert_eq!(r.frames[0], frame(2, 302));
         assert_eq!(stats.recovered, 4);
+    }
+
+    /// A stopped QEMU may still read once: frames written after its STOP are taken back even
+    /// though the socket is empty; those before it that it read are not.
+    #[test]
+    fn frames_written_after_the_stop_are_taken_back_even_if_read() {
+        let d = dir("afterstop");
+        let path = d.0.join("vm.net");
+        let l = UnixListener::bind(&path).expect("bind");
+        let mut p = QemuPort::new(&path);
+        p.try_connect(Instant::now()).expect("connect");
+        let (mut peer, _) = l.accept().expect("accept");
+        let mut stats = PortIoStats::default();
+        for i in 0..3 {
+            p.send(&frame(i, 200), &mut stats);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let stop = wall_us();
+        std::thread::sleep(Duration::from_millis(2));
+        for i in 3..5 {
+            p.send(&frame(i, 200), &mut stats);
+        }
+        // QEMU read everything (into its queue, where the stopped VM never sees it).
+        read_records(&mut peer, 5);
+        let r = p.take_unread(Some(stop), &mut stats);
+        assert_eq!((r.from_socket, r.after_stop), (0, 2));
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids, vec![3, 4]);
     }
 }

@@ -150,6 +150,8 @@ fn recv_nonblocking(s: &UnixStream, b: &mut [u8]) -> io::Result<usize> {
 struct Slot {
     data: Box<[u8]>,
     len: usize,
+    /// When its record's first byte was written (wall clock, µs since the Unix epoch).
+    written_at_us: i64,
     /// Bytes of each write that carried part of this frame's record, oldest first.
     chunks: [u32; MAX_CHUNKS],
     n_chunks: u8,
@@ -187,6 +189,7 @@ impl SentRing {
         let slot = Slot {
             data: vec![0u8; BUF_CAPACITY].into_boxed_slice(),
             len: 0,
+            written_at_us: 0,
             chunks: [0; MAX_CHUNKS],
             n_chunks: 0,
             overflow: false,
@@ -214,11 +217,11 @@ impl SentRing {
         self.count = 0;
     }
 
-    /// Records a frame whose record's first write carried `first_write` bytes; returns the
-    /// frame's sequence handle for [`SentRing::add_write`]. The oldest frame is overwritten
-    /// when the ring is full. Frames longer than [`BUF_CAPACITY`] are truncated in the copy
-    /// (the engine never produces them).
-    pub fn push(&mut self, frame: &[u8], first_write: usize) {
+    /// Records a frame whose record's first write carried `first_write` bytes, written at
+    /// `written_at_us` (wall clock, µs). The oldest frame is overwritten when the ring is full.
+    /// Frames longer than [`BUF_CAPACITY`] are truncated in the copy (the engine never
+    /// produces them).
+    pub fn push(&mut self, frame: &[u8], first_write: usize, written_at_us: i64) {
         let cap = self.slots.len();
         let idx = if self.count == cap {
             let i = self.head;
@@ -233,6 +236,7 @@ impl SentRing {
         let n = frame.len().min(s.data.len());
         s.data[..n].copy_from_slice(&frame[..n]);
         s.len = n;
+        s.written_at_us = written_at_us;
         s.chunks = [0; MAX_CHUNKS];
         s.chunks[0] = first_write as u32;
         s.n_chunks = 1;
@@ -304,6 +308,13 @@ impl SentRing {
         }
     }
 
+    /// How many of the newest frames were written at or after `at_us` (wall clock, µs).
+    pub fn written_since(&self, at_us: i64) -> usize {
+        (0..self.count)
+            .take_while(|&age| self.slot(age).written_at_us >= at_us)
+            .count()
+    }
+
     /// The newest `n` frames, oldest first.
     pub fn newest(&self, n: usize) -> impl Iterator<Item = &[u8]> {
         let n = n.min(self.count);
@@ -346,7 +357,7 @@ mod tests {
     fn ring_overwrites_oldest_and_lists_newest_in_order() {
         let mut r = SentRing::new(3);
         for i in 0..5u32 {
-            r.push(&frame(i, 64), 68);
+            r.push(&frame(i, 64), 68, i64::from(i));
         }
         assert_eq!(r.len(), 3);
         let got: Vec<u32> = r
@@ -359,6 +370,10 @@ mod tests {
             .map(|f| u32::from_be_bytes([f[0], f[1], f[2], f[3]]))
             .collect();
         assert_eq!(all, vec![2, 3, 4]);
+        // Written at 2, 3, 4 (µs): since 3 are the newest two.
+        assert_eq!(r.written_since(3), 2);
+        assert_eq!(r.written_since(0), 3);
+        assert_eq!(r.written_since(5), 0);
     }
 
     #[test]
@@ -367,7 +382,7 @@ mod tests {
         // truesize = len + 1000, for the walk's arithmetic.
         let ts = |n: usize| Some(n + 1000);
         for i in 0..4u32 {
-            r.push(&frame(i, 96), 100);
+            r.push(&frame(i, 96), 100, 0);
         }
         assert_eq!(r.unread(0, ts).frames, 0);
         let u = r.unread(2200, ts);
@@ -386,7 +401,7 @@ mod tests {
         let u = r.unread(100_000, ts);
         assert!(u.beyond_ring && u.frames == 4);
         // A frame written in two parts: both writes count.
-        r.push(&frame(9, 96), 60);
+        r.push(&frame(9, 96), 60, 0);
         r.add_write(40);
         assert_eq!(r.unread(1060 + 1040, ts).frames, 1);
         assert!(r.unread(1060 + 1040, ts).exact);
@@ -413,7 +428,7 @@ mod tests {
                 let f = frame(i as u32, len);
                 let rec = record(&f);
                 w.write_all(&rec).expect("write");
-                ring.push(&f, rec.len());
+                ring.push(&f, rec.len(), 0);
                 records.push(rec);
             }
             // The reader takes `read_after` whole records, then half of the next one
