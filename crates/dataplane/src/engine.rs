@@ -759,11 +759,13 @@ impl Dataplane {
         if pkt.end - ip < ipv6::HEADER_LEN {
             return Verdict::Drop(DropReason::Truncated);
         }
-        let b = &pkt.buf;
-        if b[ip] >> 4 != 6 {
+        let Some(h) = ip6(&pkt.buf, ip) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        if h.version() != 6 {
             return Verdict::Drop(DropReason::BadIpVersion);
         }
-        let total = ipv6::HEADER_LEN + usize::from(read_u16(b, ip + v6f::PAYLOAD_LEN.start));
+        let total = h.total_len();
         if ip + total > pkt.end {
             return Verdict::Drop(DropReason::PayloadLengthBeyondFrame);
         }
@@ -776,10 +778,14 @@ impl Dataplane {
     }
 
     fn uplink_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
-        let b = &pkt.buf;
-        let dst = read_addr(b, ip + v6f::DST_ADDR.start);
-        let src = read_addr(b, ip + v6f::SRC_ADDR.start);
-        let nh = IpProtocol(b[ip + v6f::NEXT_HEADER]);
+        let Some(h) = ip6(&pkt.buf, ip) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let (dst, src, nh) = (
+            u128::from(h.dst_addr()),
+            u128::from(h.src_addr()),
+            h.next_header(),
+        );
         if dst >> 120 == 0xff {
             if nh == IpProtocol::ICMPV6 {
                 return self.ndp_in(ctx, pkt, ip);
@@ -828,10 +834,14 @@ impl Dataplane {
     }
 
     fn vm_port_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
-        let b = &pkt.buf;
-        let src = read_addr(b, ip + v6f::SRC_ADDR.start);
-        let dst = read_addr(b, ip + v6f::DST_ADDR.start);
-        let nh = IpProtocol(b[ip + v6f::NEXT_HEADER]);
+        let Some(h) = ip6(&pkt.buf, ip) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let (dst, src, nh) = (
+            u128::from(h.dst_addr()),
+            u128::from(h.src_addr()),
+            h.next_header(),
+        );
         match self.vms.by_v6(src) {
             Some(vm) if self.vms.vms[vm.index()].port == ctx.ingress => {
                 self.counters.vms[vm.index()].rx.add(pkt.end - pkt.start);
@@ -933,7 +943,10 @@ impl Dataplane {
         table: TableIdx,
         depth: u8,
     ) -> Verdict {
-        let dst = read_addr(&pkt.buf, ip + v6f::DST_ADDR.start);
+        let Some(h) = ip6(&pkt.buf, ip) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let dst = u128::from(h.dst_addr());
         if self.in_locator(dst) {
             if let Some(sid) = self.sids.lookup(dst) {
                 if depth >= MAX_LOCAL_PASSES {
@@ -1286,9 +1299,10 @@ impl Dataplane {
     #[inline]
     fn inner_vm(&self, pkt: &PacketBuf, inner: usize, proto: IpProtocol) -> Option<VmId> {
         match proto {
-            IpProtocol::IPV6 if pkt.end >= inner + ipv6::HEADER_LEN => self
-                .vms
-                .by_v6(read_addr(&pkt.buf, inner + v6f::DST_ADDR.start)),
+            IpProtocol::IPV6 if pkt.end >= inner + ipv6::HEADER_LEN => {
+                let h = ip6(&pkt.buf, inner)?;
+                self.vms.by_v6(u128::from(h.dst_addr()))
+            }
             IpProtocol::IPV4 if pkt.end >= inner + ipv4::HEADER_LEN => self
                 .vms
                 .by_v4(read_u32(&pkt.buf, inner + v4f::DST_ADDR.start)),
@@ -1302,12 +1316,11 @@ impl Dataplane {
         if pkt.end < inner + ipv6::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
-        if pkt.buf[inner] >> 4 != 6 {
+        let h = ip6(&pkt.buf, inner).ok_or(DropReason::Truncated)?;
+        if h.version() != 6 {
             return Err(DropReason::BadIpVersion);
         }
-        let end = inner
-            + ipv6::HEADER_LEN
-            + usize::from(read_u16(&pkt.buf, inner + v6f::PAYLOAD_LEN.start));
+        let end = inner + h.total_len();
         if end > pkt.end {
             return Err(DropReason::PayloadLengthBeyondFrame);
         }
@@ -1396,7 +1409,10 @@ impl Dataplane {
                     return self.deliver(ctx, pkt, inner, vm, et);
                 }
                 if proto == IpProtocol::IPV6 {
-                    let dst = read_addr(&pkt.buf, inner + v6f::DST_ADDR.start);
+                    let Some(h) = ip6(&pkt.buf, inner) else {
+                        return Verdict::Drop(DropReason::Truncated);
+                    };
+                    let dst = u128::from(h.dst_addr());
                     match self.fib.lookup_v6(t, dst) {
                         Some(adj) => tx(pkt, inner, adj, et),
                         None => Verdict::Drop(DropReason::NoRoute),
@@ -1805,6 +1821,14 @@ fn read_addr(b: &[u8], at: usize) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
     u128::from_be_bytes(a)
+}
+
+/// A view of the fixed IPv6 header at `at`, over exactly its 40 bytes: one bounds check here,
+/// none in the getters.
+#[inline(always)]
+fn ip6(b: &[u8], at: usize) -> Option<ipv6::Packet<&[u8; ipv6::HEADER_LEN]>> {
+    let h: &[u8; ipv6::HEADER_LEN] = b.get(at..at.checked_add(ipv6::HEADER_LEN)?)?.try_into().ok()?;
+    Some(ipv6::Packet::new_unchecked(h))
 }
 
 /// An address from a 16-byte slice.
