@@ -84,7 +84,13 @@ pub fn run_demo(
                 format!("{migrations} migrations per workload")
             }
         ));
-        let result = run(&mut testbed, &plan)?;
+        let result = run(&mut testbed, &plan).map_err(|e| {
+            testbed.keep_work_dir();
+            OrchestrateError::LogsKept {
+                dir: testbed.dir().to_owned(),
+                inner: Box::new(e),
+            }
+        })?;
         if migrations == 0 {
             baseline_rtt = result.report.probe.as_ref().map(|p| p.median_rtt_ms);
         }

@@ -117,6 +117,18 @@ pub enum OrchestrateError {
         #[source]
         source: std::io::Error,
     },
+    /// A run failed; its work directory (configurations, srmigd logs) was kept.
+    #[error(
+        "{}; configurations and srmigd logs are kept in {}",
+        super::control::error_chain(inner),
+        dir.display()
+    )]
+    LogsKept {
+        /// The kept directory.
+        dir: PathBuf,
+        /// What failed (its causes are part of this error's message).
+        inner: Box<OrchestrateError>,
+    },
     /// The table or plots could not be written.
     #[error(transparent)]
     Paper(#[from] crate::paper::PaperError),

@@ -387,6 +387,13 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
     options.run.validate()?;
     let mut testbed = Testbed::build(&options.testbed)?;
     let result = run(&mut testbed, &options.run);
+    let result = result.map_err(|e| {
+        testbed.keep_work_dir();
+        OrchestrateError::LogsKept {
+            dir: testbed.dir().to_owned(),
+            inner: Box::new(e),
+        }
+    });
     let torn_down = testbed.teardown();
     let outcome = result?;
     torn_down?;

@@ -218,9 +218,15 @@ impl Testbed {
             control,
             lab,
         };
-        testbed.start_daemons(&srmigd)?;
-        testbed.register()?;
-        testbed.check_connectivity()?;
+        let ready = testbed
+            .start_daemons(&srmigd)
+            .and_then(|()| testbed.register())
+            .and_then(|()| testbed.check_connectivity());
+        if let Err(e) = ready {
+            // Keep the srmigd logs the error points to (the next run removes them).
+            testbed.keep_work_dir();
+            return Err(e);
+        }
         Ok(testbed)
     }
 
@@ -232,6 +238,12 @@ impl Testbed {
     /// The directory holding node configurations, sockets and srmigd logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Keeps the work directory (configurations, srmigd logs) after teardown, e.g. after a
+    /// failure; the next run with a default work directory removes it.
+    pub fn keep_work_dir(&mut self) {
+        self.keep_dir = true;
     }
 
     /// The controller's config push delay.
