@@ -8,6 +8,7 @@
 //! wire error maps to one named drop reason.
 
 use srmig_wire::ext::{self, FIELD_HDR_EXT_LEN, FIELD_NEXT_HEADER, MIN_LEN};
+use srmig_wire::srh::{FIELD_ROUTING_TYPE, FIELD_SEGMENTS_LEFT};
 use srmig_wire::{ipv6, Error, IpProtocol};
 
 use crate::drop::DropReason;
@@ -26,6 +27,10 @@ pub(crate) struct Chain {
     pub(crate) routing: Option<usize>,
     /// Offset of the Next Header byte that announced the routing header.
     pub(crate) routing_nh_at: usize,
+    /// Routing Type of the routing header (0 without one).
+    pub(crate) routing_type: u8,
+    /// Segments Left of the routing header (0 without one).
+    pub(crate) segments_left: u8,
     /// Offset of the upper-layer header (may equal the packet length).
     pub(crate) upper: usize,
     /// The upper-layer protocol.
@@ -59,6 +64,8 @@ pub(crate) fn walk(pkt: &[u8]) -> Result<Chain, DropReason> {
         return Ok(Chain {
             routing: None,
             routing_nh_at: 0,
+            routing_type: 0,
+            segments_left: 0,
             upper: ipv6::HEADER_LEN,
             upper_proto: first,
             has_hbh: false,
@@ -72,6 +79,8 @@ pub(crate) fn walk(pkt: &[u8]) -> Result<Chain, DropReason> {
                 return Ok(Chain {
                     routing: Some(ipv6::HEADER_LEN),
                     routing_nh_at: IPV6_NEXT_HEADER,
+                    routing_type: rh[FIELD_ROUTING_TYPE],
+                    segments_left: rh[FIELD_SEGMENTS_LEFT],
                     upper: ipv6::HEADER_LEN + len,
                     upper_proto: next,
                     has_hbh: false,
@@ -103,9 +112,13 @@ fn walk_slow(first: IpProtocol, pkt: &[u8]) -> Result<Chain, DropReason> {
             None => IPV6_NEXT_HEADER,
         };
     }
+    // The walker checked that every header it returned holds at least its 8 fixed bytes.
+    let field = |f: usize| routing.and_then(|o| pkt.get(o + f)).copied().unwrap_or(0);
     Ok(Chain {
         routing,
         routing_nh_at,
+        routing_type: field(FIELD_ROUTING_TYPE),
+        segments_left: field(FIELD_SEGMENTS_LEFT),
         upper: ipv6::HEADER_LEN + c.ext_len(),
         upper_proto: c.upper.0,
         has_hbh: headers
@@ -144,6 +157,7 @@ mod tests {
         assert!(c.has_hbh);
         assert_eq!(c.routing, Some(56));
         assert_eq!(c.routing_nh_at, 48);
+        assert_eq!((c.routing_type, c.segments_left), (4, 0));
         assert_eq!(c.upper, 56 + 24);
         assert_eq!(c.upper_proto, IpProtocol::IPV6);
     }
@@ -159,6 +173,8 @@ mod tests {
             Chain {
                 routing: Some(40),
                 routing_nh_at: 6,
+                routing_type: 4,
+                segments_left: 0,
                 upper: 64,
                 upper_proto: IpProtocol::IPV6,
                 has_hbh: false,

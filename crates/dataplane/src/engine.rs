@@ -811,12 +811,11 @@ impl Dataplane {
             match walk(&pkt.buf[ip..pkt.end]) {
                 Err(r) => return Verdict::Drop(r),
                 Ok(c) => {
-                    if let Some(rh) = c.routing {
-                        if pkt.buf[ip + rh + srh::FIELD_ROUTING_TYPE] == srh::ROUTING_TYPE
-                            && !self.in_domain(src)
-                        {
-                            return Verdict::Drop(DropReason::SrhFromOutsideDomain);
-                        }
+                    if c.routing.is_some()
+                        && c.routing_type == srh::ROUTING_TYPE
+                        && !self.in_domain(src)
+                    {
+                        return Verdict::Drop(DropReason::SrhFromOutsideDomain);
                     }
                 }
             }
@@ -1039,9 +1038,9 @@ impl Dataplane {
         // Type with Segments Left != 0 is a Parameter Problem pointing at the Routing Type.
         let mut srh = None;
         if let Some(rh) = chain.routing {
-            if pkt.buf[ip + rh + srh::FIELD_ROUTING_TYPE] == srh::ROUTING_TYPE {
+            if chain.routing_type == srh::ROUTING_TYPE {
                 srh = Some(rh);
-            } else if pkt.buf[ip + rh + srh::FIELD_SEGMENTS_LEFT] != 0 {
+            } else if chain.segments_left != 0 {
                 return self.icmp_error(
                     ctx,
                     pkt,
@@ -1073,7 +1072,11 @@ impl Dataplane {
                 };
             }
         }
-        let sl = srh.map_or(0, |o| pkt.buf[ip + o + srh::FIELD_SEGMENTS_LEFT]);
+        let sl = if srh.is_some() {
+            chain.segments_left
+        } else {
+            0
+        };
         match action {
             SidAction::End
             | SidAction::EndX(_)
@@ -1827,7 +1830,10 @@ fn read_addr(b: &[u8], at: usize) -> u128 {
 /// none in the getters.
 #[inline(always)]
 fn ip6(b: &[u8], at: usize) -> Option<ipv6::Packet<&[u8; ipv6::HEADER_LEN]>> {
-    let h: &[u8; ipv6::HEADER_LEN] = b.get(at..at.checked_add(ipv6::HEADER_LEN)?)?.try_into().ok()?;
+    let h: &[u8; ipv6::HEADER_LEN] = b
+        .get(at..at.checked_add(ipv6::HEADER_LEN)?)?
+        .try_into()
+        .ok()?;
     Some(ipv6::Packet::new_unchecked(h))
 }
 
