@@ -256,6 +256,9 @@ impl DataplaneLoop {
                     } else if let Some(t) = q.next_connect() {
                         timeout = timeout.min(t.saturating_duration_since(wall));
                     }
+                    if let Some(t) = q.next_sample(wall) {
+                        timeout = timeout.min(t.saturating_duration_since(wall));
+                    }
                 }
             }
             pfds.clear();
@@ -273,15 +276,19 @@ impl DataplaneLoop {
                     pfd_ports.push(i);
                 }
             }
-            // Round the timeout up so a deadline is not polled for repeatedly just before it.
-            let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            if let Err(e) = crate::sys::poll(&mut pfds, ms) {
+            if let Err(e) = crate::sys::poll_for(&mut pfds, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
                 continue;
             }
             let now = self.now();
+            // Which frames the QEMUs have read by now (for the take-back at a stop).
+            for p in &mut self.ports {
+                if let Some(q) = p.qemu.as_mut() {
+                    q.sample();
+                }
+            }
             // Ports first: packets that were waiting see the state from before any command
             // or link change processed in this round.
             for (k, &i) in pfd_ports.iter().enumerate() {
@@ -440,11 +447,12 @@ impl DataplaneLoop {
                 .map_or(0, |d| d.as_micros() as i64);
             wall - at
         });
-        info!(port = %u.port, cause = u.cause, run = ?u.run, lag_us = ?lag_us, "hypervisor run state");
+        let pass_before_us = u.last_pass_us.zip(u.qemu_at_us).map(|(p, s)| s - p);
+        info!(port = %u.port, cause = u.cause, run = ?u.run, lag_us = ?lag_us, ?pass_before_us, "hypervisor run state");
         // QEMU's timestamp bounds what the stopped VM got only for a STOP (SHUTDOWN and the
         // rest come after the vCPUs stopped anyway; SIOCOUTQ decides for them).
         let stopped_at = if u.run == RunState::Stopped {
-            u.qemu_at_us
+            u.last_pass_us.or(u.qemu_at_us)
         } else {
             None
         };
@@ -494,6 +502,15 @@ impl DataplaneLoop {
         let Some(q) = p.qemu.as_mut() else {
             return;
         };
+        q.sample();
+        if let Some(at) = stopped_at_us {
+            let tail: Vec<(i64, i64, bool)> = q
+                .tail_times(6)
+                .into_iter()
+                .map(|(w, u, read)| (w - at, u - at, read))
+                .collect();
+            debug!(port = %p.ifname, ?tail, "last frames (written, last seen unread, read) relative to the stop, µs");
+        }
         let r = q.take_unread(stopped_at_us, &mut p.stats);
         let name = p.ifname.clone();
         let id = p.id;

@@ -66,7 +66,14 @@ pub struct HypervisorUpdate {
     pub cause: &'static str,
     /// QEMU's timestamp of the event (µs since the Unix epoch), if it was an event.
     pub qemu_at_us: Option<i64>,
+    /// For a STOP that ends a migration's pre-copy: the timestamp of the `MIGRATION_PASS`
+    /// event just before it. QEMU leaves the running state (and refuses frames for the guest)
+    /// shortly after that pass and a while (up to ~1 ms under TCG) before it emits STOP.
+    pub last_pass_us: Option<i64>,
 }
+
+/// A `MIGRATION_PASS` this long before a STOP is not the one that led to it.
+const PASS_BEFORE_STOP_US: i64 = 50_000;
 
 /// The VM state of a QEMU port's VMs with a QMP watch: QEMU's run state decides, the stream
 /// attachment is needed to deliver. `run` is `None` until the watch has connected once.
@@ -83,16 +90,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Follows the QEMU behind `qmp` for `port` until the dataplane is gone.
 pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
-    let send = |run: RunState, cause: &'static str, qemu_at_us: Option<i64>| {
-        handle
-            .send(Command::Hypervisor(HypervisorUpdate {
-                port: port.clone(),
-                run,
-                cause,
-                qemu_at_us,
-            }))
-            .is_ok()
-    };
+    let send =
+        |run: RunState, cause: &'static str, qemu_at_us: Option<i64>, last_pass_us: Option<i64>| {
+            handle
+                .send(Command::Hypervisor(HypervisorUpdate {
+                    port: port.clone(),
+                    run,
+                    cause,
+                    qemu_at_us,
+                    last_pass_us,
+                }))
+                .is_ok()
+        };
     let config = ClientConfig {
         greeting_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(10),
@@ -124,13 +133,23 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
             }
         };
         info!(%port, qmp = %qmp.display(), version = %client.greeting().version, ?run, "QMP watch connected");
-        if !send(run, "query-status", None) {
+        if !send(run, "query-status", None, None) {
             return;
         }
+        let mut last_pass: Option<i64> = None;
         while let Some(ev) = events.next().await {
             let at = Some(ev.timestamp.as_micros());
+            let mut pass = None;
             let update = match &ev.kind {
-                EventKind::Stop => Some((RunState::Stopped, "STOP")),
+                EventKind::MigrationPass { .. } => {
+                    last_pass = at;
+                    None
+                }
+                EventKind::Stop => {
+                    pass = last_pass
+                        .filter(|p| at.is_some_and(|s| s >= *p && s - *p <= PASS_BEFORE_STOP_US));
+                    Some((RunState::Stopped, "STOP"))
+                }
                 EventKind::Resume => Some((RunState::Running, "RESUME")),
                 EventKind::Shutdown { .. } => Some((RunState::Gone, "SHUTDOWN")),
                 EventKind::Migration {
@@ -148,13 +167,13 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                 _ => None,
             };
             if let Some((run, cause)) = update {
-                if !send(run, cause, at) {
+                if !send(run, cause, at, pass) {
                     return;
                 }
             }
         }
         info!(%port, "QMP connection closed (QEMU exited?)");
-        if !send(RunState::Gone, "disconnected", None) {
+        if !send(RunState::Gone, "disconnected", None, None) {
             return;
         }
         tokio::time::sleep(RETRY_PAUSE).await;

@@ -51,6 +51,14 @@ pub const RING_FRAMES: usize = 256;
 /// Requested `SO_SNDBUF` (the kernel doubles it): bounds how much QEMU can leave unread, so
 /// the ring (at least 768 bytes of truesize per frame) covers all of it.
 pub const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
+/// While a frame written less than `SAMPLE_FOR` ago is not known to be read, SIOCOUTQ is
+/// sampled every `SAMPLE_EVERY`, so that when the VM stops it is known, to within that
+/// interval, which frames QEMU read before the stop (see [`QemuPort::take_unread`]).
+pub const SAMPLE_EVERY: Duration = Duration::from_micros(100);
+/// See [`SAMPLE_EVERY`].
+pub const SAMPLE_FOR: Duration = Duration::from_millis(5);
+/// A frame last seen unread this close before the stop reference (or later) is taken back.
+pub const STOP_GUARD_US: i64 = 200;
 /// Reads per receive call at most (each up to the framer's free space).
 const MAX_READS_PER_CALL: usize = 8;
 
@@ -85,7 +93,8 @@ pub struct Recovered {
     pub frames: Vec<Vec<u8>>,
     /// Of which written to the socket and not completely read by QEMU.
     pub from_socket: usize,
-    /// Of which written at or after the STOP (read or not: a stopped QEMU drops them).
+    /// Of which still unread shortly before the stop (read later or not: a stopped QEMU
+    /// drops them).
     pub after_stop: usize,
     /// Of which still waiting in the queue (never written).
     pub from_queue: usize,
@@ -158,6 +167,36 @@ impl QemuPort {
     /// receive again without waiting for the socket.
     pub fn rx_pending(&self) -> bool {
         self.conn.is_some() && self.rx.has_record()
+    }
+
+    /// Samples SIOCOUTQ and records which written frames QEMU has read by now.
+    pub fn sample(&mut self) {
+        if self.ring.pending() == 0 {
+            return;
+        }
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        let Ok(q) = outq(conn) else {
+            return;
+        };
+        let probe = &mut self.probe;
+        let u = self.ring.unread(q, |n| {
+            probe.as_mut().and_then(|p| p.truesize(n).ok().flatten())
+        });
+        self.ring.observe(u.frames, wall_us());
+    }
+
+    /// When to sample next: soon while a recent frame is not known to be read.
+    pub fn next_sample(&self, now: Instant) -> Option<Instant> {
+        let oldest = self.ring.oldest_pending_written_at()?;
+        let age_us = wall_us().saturating_sub(oldest);
+        (age_us < SAMPLE_FOR.as_micros() as i64).then(|| now + SAMPLE_EVERY)
+    }
+
+    /// (written at, last seen unread at, read) of the newest `n` frames (for logs).
+    pub fn tail_times(&self, n: usize) -> Vec<(i64, i64, bool)> {
+        self.ring.tail_times(n)
     }
 
     /// When to try connecting next (while disconnected).
@@ -276,11 +315,15 @@ impl QemuPort {
     /// Sends one frame: written at once if the queue is empty and the socket has room,
     /// queued otherwise (dropped and counted when the queue is full). Never blocks.
     pub fn send(&mut self, frame: &[u8], stats: &mut PortIoStats) {
-        let Some(conn) = &self.conn else {
+        if self.conn.is_none() {
             stats.tx_no_link += 1;
             return;
-        };
+        }
         if self.queue.is_empty() {
+            self.sample();
+            let Some(conn) = &self.conn else {
+                return;
+            };
             let hdr = record_header(frame.len());
             match sendmsg2(conn.as_raw_fd(), &hdr, frame) {
                 Ok(n) if n == RECORD_HEADER_LEN + frame.len() => {
@@ -354,17 +397,18 @@ impl QemuPort {
     }
 
     /// Takes every frame the stopped VM did not get, oldest first: the written ones that
-    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) or that were written at or after
-    /// `stopped_at_us` (QEMU's STOP timestamp: QEMU may still read its socket once after the
-    /// STOP, but virtio-net refuses frames from then on, so they die in the stopped QEMU's
-    /// queue), then the queued ones that were never written (removed from the queue; a partly
-    /// written record stays queued so the stream stays in step, and is among the unread
-    /// ones). The ring is cleared.
+    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) or that were still unread at or
+    /// after `stopped_at_us` − [`STOP_GUARD_US`] (the instant QEMU stopped accepting frames
+    /// for the guest, as far as QMP tells: QEMU still reads its socket once after that, but
+    /// the frames die in the stopped QEMU's queue), then the queued ones that were never
+    /// written (removed from the queue; a partly written record stays queued so the stream
+    /// stays in step, and is among the unread ones). The ring is cleared.
     pub fn take_unread(
         &mut self,
         stopped_at_us: Option<i64>,
         stats: &mut PortIoStats,
     ) -> Recovered {
+        self.sample();
         let mut r = Recovered {
             exact: true,
             ..Recovered::default()
@@ -385,7 +429,7 @@ impl QemuPort {
             }
         }
         if let Some(at) = stopped_at_us {
-            r.after_stop = self.ring.written_since(at);
+            r.after_stop = self.ring.unread_since(at - STOP_GUARD_US);
         }
         let n = r.from_socket.max(r.after_stop);
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
@@ -688,10 +732,11 @@ mod tests {
         assert_eq!(stats.recovered, 4);
     }
 
-    /// A stopped QEMU may still read once: frames written after its STOP are taken back even
-    /// though the socket is empty; those before it that it read are not.
+    /// A stopped QEMU may still read once: frames it had not read shortly before the stop
+    /// reference are taken back even though the socket is empty by now; those it read
+    /// before are not.
     #[test]
-    fn frames_written_after_the_stop_are_taken_back_even_if_read() {
+    fn frames_unread_at_the_stop_are_taken_back_even_if_read_later() {
         let d = dir("afterstop");
         let path = d.0.join("vm.net");
         let l = UnixListener::bind(&path).expect("bind");
@@ -702,14 +747,17 @@ mod tests {
         for i in 0..3 {
             p.send(&frame(i, 200), &mut stats);
         }
+        // QEMU reads these while running; srmigd samples (as its loop does).
+        read_records(&mut peer, 3);
+        p.sample();
         std::thread::sleep(Duration::from_millis(2));
-        let stop = wall_us();
+        // Frame 3 goes out just before the stop reference, frame 4 after it.
+        p.send(&frame(3, 200), &mut stats);
+        let stop = wall_us() + STOP_GUARD_US / 2;
         std::thread::sleep(Duration::from_millis(2));
-        for i in 3..5 {
-            p.send(&frame(i, 200), &mut stats);
-        }
-        // QEMU read everything (into its queue, where the stopped VM never sees it).
-        read_records(&mut peer, 5);
+        p.send(&frame(4, 200), &mut stats);
+        // The stopped QEMU reads both (into its queue, where the guest never sees them).
+        read_records(&mut peer, 2);
         let r = p.take_unread(Some(stop), &mut stats);
         assert_eq!((r.from_socket, r.after_stop), (0, 2));
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();

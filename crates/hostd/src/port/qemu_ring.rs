@@ -152,6 +152,10 @@ struct Slot {
     len: usize,
     /// When its record's first byte was written (wall clock, µs since the Unix epoch).
     written_at_us: i64,
+    /// The last time it was known not to be completely read (µs; at least `written_at_us`).
+    seen_unread_at_us: i64,
+    /// Known to be completely read.
+    read: bool,
     /// Bytes of each write that carried part of this frame's record, oldest first.
     chunks: [u32; MAX_CHUNKS],
     n_chunks: u8,
@@ -180,6 +184,8 @@ pub struct SentRing {
     head: usize,
     /// Frames held.
     count: usize,
+    /// How many of the newest frames are not known to be read yet.
+    pending: usize,
 }
 
 impl SentRing {
@@ -190,6 +196,8 @@ impl SentRing {
             data: vec![0u8; BUF_CAPACITY].into_boxed_slice(),
             len: 0,
             written_at_us: 0,
+            seen_unread_at_us: 0,
+            read: false,
             chunks: [0; MAX_CHUNKS],
             n_chunks: 0,
             overflow: false,
@@ -198,6 +206,7 @@ impl SentRing {
             slots: vec![slot; capacity],
             head: 0,
             count: 0,
+            pending: 0,
         }
     }
 
@@ -215,6 +224,44 @@ impl SentRing {
     pub fn clear(&mut self) {
         self.head = 0;
         self.count = 0;
+        self.pending = 0;
+    }
+
+    /// How many of the newest frames are not known to be completely read.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// When the oldest frame not known to be read was written.
+    pub fn oldest_pending_written_at(&self) -> Option<i64> {
+        (self.pending > 0).then(|| self.slot(self.pending - 1).written_at_us)
+    }
+
+    /// Records an observation at `now_us`: the newest `unread` frames are not completely read,
+    /// every older one is.
+    pub fn observe(&mut self, unread: usize, now_us: i64) {
+        let cap = self.slots.len();
+        for age in 0..self.pending.min(self.count) {
+            let idx = (self.head + self.count - 1 - age) % cap;
+            let s = &mut self.slots[idx];
+            if age < unread {
+                s.seen_unread_at_us = s.seen_unread_at_us.max(now_us);
+            } else {
+                s.read = true;
+            }
+        }
+        self.pending = self.pending.min(unread);
+    }
+
+    /// How many of the newest frames were still not completely read at or after `at_us`
+    /// (unread now, or last seen unread at or after `at_us`).
+    pub fn unread_since(&self, at_us: i64) -> usize {
+        (0..self.count)
+            .take_while(|&age| {
+                let s = self.slot(age);
+                !s.read || s.seen_unread_at_us >= at_us
+            })
+            .count()
     }
 
     /// Records a frame whose record's first write carried `first_write` bytes, written at
@@ -237,6 +284,9 @@ impl SentRing {
         s.data[..n].copy_from_slice(&frame[..n]);
         s.len = n;
         s.written_at_us = written_at_us;
+        s.seen_unread_at_us = written_at_us;
+        s.read = false;
+        self.pending = (self.pending + 1).min(cap);
         s.chunks = [0; MAX_CHUNKS];
         s.chunks[0] = first_write as u32;
         s.n_chunks = 1;
@@ -315,6 +365,18 @@ impl SentRing {
             .count()
     }
 
+    /// (written at, last seen unread at, read) of the newest `n` frames, oldest first (logs).
+    pub fn tail_times(&self, n: usize) -> Vec<(i64, i64, bool)> {
+        let n = n.min(self.count);
+        (0..n)
+            .rev()
+            .map(|age| {
+                let s = self.slot(age);
+                (s.written_at_us, s.seen_unread_at_us, s.read)
+            })
+            .collect()
+    }
+
     /// The newest `n` frames, oldest first.
     pub fn newest(&self, n: usize) -> impl Iterator<Item = &[u8]> {
         let n = n.min(self.count);
@@ -374,6 +436,28 @@ mod tests {
         assert_eq!(r.written_since(3), 2);
         assert_eq!(r.written_since(0), 3);
         assert_eq!(r.written_since(5), 0);
+    }
+
+    #[test]
+    fn observations_track_when_frames_were_last_unread() {
+        let mut r = SentRing::new(8);
+        for i in 0..4u32 {
+            r.push(&frame(i, 64), 68, 100 + i64::from(i));
+        }
+        assert_eq!(r.pending(), 4);
+        assert_eq!(r.oldest_pending_written_at(), Some(100));
+        // At 200 the newest two are still unread; the older two are read.
+        r.observe(2, 200);
+        assert_eq!(r.pending(), 2);
+        assert_eq!(r.oldest_pending_written_at(), Some(102));
+        // At 300 everything is read: frames 2 and 3 were last seen unread at 200.
+        r.observe(0, 300);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.unread_since(150), 2);
+        assert_eq!(r.unread_since(201), 0);
+        assert_eq!(r.unread_since(0), 4);
+        r.push(&frame(9, 64), 68, 400);
+        assert_eq!(r.unread_since(500), 1, "an unread frame always counts");
     }
 
     #[test]
