@@ -59,6 +59,10 @@ pub const SAMPLE_EVERY: Duration = Duration::from_micros(100);
 pub const SAMPLE_FOR: Duration = Duration::from_millis(5);
 /// A frame last seen unread this close before the stop reference (or later) is taken back.
 pub const STOP_GUARD_US: i64 = 200;
+/// A frame seen read at least this long before the last frame QEMU sent from the guest
+/// arrived was read while QEMU ran (the margin covers QEMU -> srmigd latency: a frame from the
+/// guest may arrive after QEMU already left the running state).
+pub const RX_EVIDENCE_MARGIN_US: i64 = 150;
 /// Reads per receive call at most (each up to the framer's free space).
 const MAX_READS_PER_CALL: usize = 8;
 
@@ -125,6 +129,9 @@ pub struct QemuPort {
     next_connect: Instant,
     /// The last connect error, logged once per change.
     last_error: Option<io::ErrorKind>,
+    /// When the last frame from QEMU arrived (wall clock, µs). A QEMU that left the running
+    /// state sends nothing from the guest, so frames seen read before that were delivered.
+    last_rx_us: Option<i64>,
 }
 
 impl QemuPort {
@@ -140,6 +147,7 @@ impl QemuPort {
             probe: TruesizeProbe::new().ok(),
             next_connect: Instant::now(),
             last_error: None,
+            last_rx_us: None,
         }
     }
 
@@ -215,6 +223,7 @@ impl QemuPort {
         match connect(&self.path) {
             Ok(s) => {
                 self.conn = Some(s);
+                self.last_rx_us = None;
                 self.rx.reset();
                 self.clear_queue();
                 self.ring.clear();
@@ -309,6 +318,9 @@ impl QemuPort {
             }
         }
         stats.rx_frames += out.frames as u64;
+        if out.frames > 0 {
+            self.last_rx_us = Some(wall_us());
+        }
         out
     }
 
@@ -400,7 +412,10 @@ impl QemuPort {
     /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) or that were still unread at or
     /// after `stopped_at_us` − [`STOP_GUARD_US`] (the instant QEMU stopped accepting frames
     /// for the guest, as far as QMP tells: QEMU still reads its socket once after that, but
-    /// the frames die in the stopped QEMU's queue), then the queued ones that were never
+    /// the frames die in the stopped QEMU's queue) — except those seen read
+    /// [`RX_EVIDENCE_MARGIN_US`] before the last frame QEMU sent from the guest arrived (QEMU
+    /// sends nothing once it left the running state, so they were read while it ran) — then
+    /// the queued ones that were never
     /// written (removed from the queue; a partly written record stays queued so the stream
     /// stays in step, and is among the unread ones). The ring is cleared.
     pub fn take_unread(
@@ -429,7 +444,8 @@ impl QemuPort {
             }
         }
         if let Some(at) = stopped_at_us {
-            r.after_stop = self.ring.unread_since(at - STOP_GUARD_US);
+            let read_in_time = self.last_rx_us.map(|t| t - RX_EVIDENCE_MARGIN_US);
+            r.after_stop = self.ring.unread_since(at - STOP_GUARD_US, read_in_time);
         }
         let n = r.from_socket.max(r.after_stop);
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));

@@ -156,6 +156,8 @@ struct Slot {
     seen_unread_at_us: i64,
     /// Known to be completely read.
     read: bool,
+    /// When it was first seen completely read (µs; meaningful when `read`).
+    seen_read_at_us: i64,
     /// Bytes of each write that carried part of this frame's record, oldest first.
     chunks: [u32; MAX_CHUNKS],
     n_chunks: u8,
@@ -198,6 +200,7 @@ impl SentRing {
             written_at_us: 0,
             seen_unread_at_us: 0,
             read: false,
+            seen_read_at_us: 0,
             chunks: [0; MAX_CHUNKS],
             n_chunks: 0,
             overflow: false,
@@ -246,20 +249,26 @@ impl SentRing {
             let s = &mut self.slots[idx];
             if age < unread {
                 s.seen_unread_at_us = s.seen_unread_at_us.max(now_us);
-            } else {
+            } else if !s.read {
                 s.read = true;
+                s.seen_read_at_us = now_us;
             }
         }
         self.pending = self.pending.min(unread);
     }
 
     /// How many of the newest frames were still not completely read at or after `at_us`
-    /// (unread now, or last seen unread at or after `at_us`).
-    pub fn unread_since(&self, at_us: i64) -> usize {
+    /// (unread now, or last seen unread at or after `at_us`), leaving out those seen read at
+    /// or before `read_before_us` (known to have been read in time by other evidence).
+    pub fn unread_since(&self, at_us: i64, read_before_us: Option<i64>) -> usize {
         (0..self.count)
             .take_while(|&age| {
                 let s = self.slot(age);
-                !s.read || s.seen_unread_at_us >= at_us
+                if !s.read {
+                    return true;
+                }
+                let read_in_time = read_before_us.is_some_and(|b| s.seen_read_at_us <= b);
+                s.seen_unread_at_us >= at_us && !read_in_time
             })
             .count()
     }
@@ -453,11 +462,18 @@ mod tests {
         // At 300 everything is read: frames 2 and 3 were last seen unread at 200.
         r.observe(0, 300);
         assert_eq!(r.pending(), 0);
-        assert_eq!(r.unread_since(150), 2);
-        assert_eq!(r.unread_since(201), 0);
-        assert_eq!(r.unread_since(0), 4);
+        assert_eq!(r.unread_since(150, None), 2);
+        assert_eq!(r.unread_since(201, None), 0);
+        assert_eq!(r.unread_since(0, None), 4);
+        // Frames 2 and 3 were seen read at 300: evidence of a read by 300 leaves them out.
+        assert_eq!(r.unread_since(150, Some(299)), 2);
+        assert_eq!(r.unread_since(150, Some(300)), 0);
         r.push(&frame(9, 64), 68, 400);
-        assert_eq!(r.unread_since(500), 1, "an unread frame always counts");
+        assert_eq!(
+            r.unread_since(500, Some(1000)),
+            1,
+            "an unread frame always counts"
+        );
     }
 
     #[test]
