@@ -509,7 +509,7 @@ impl DataplaneLoop {
                 .into_iter()
                 .map(|(w, u, read)| (w - at, u - at, read))
                 .collect();
-            debug!(port = %p.ifname, ?tail, "last frames (written, last seen unread, read) relative to the stop, µs");
+            debug!(port = %p.ifname, ?tail, "last frames (written, last seen unread, read), µs relative to the stop reference");
         }
         let r = q.take_unread(stopped_at_us, &mut p.stats);
         let name = p.ifname.clone();
