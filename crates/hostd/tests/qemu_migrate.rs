@@ -44,6 +44,15 @@ const GUEST_MAC: &str = "52:54:00:00:00:0a";
 const CLIENT_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0c]);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Removes the test's directory when dropped (also when the test fails).
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn missing_prerequisite() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
@@ -702,6 +711,8 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     let dir = std::env::temp_dir().join(format!("srmig-hostd-qemu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
+    // Removed on any exit (declared before the lab: dropped after it, once QEMU is gone).
+    let _dir_guard = RemoveDir(dir.clone());
     let lab = Lab::new().expect("lab");
     let r = lab.add_netns("r").expect("ns");
     let s = lab.add_netns("s").expect("ns");
@@ -893,5 +904,4 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     );
     let _ = vm;
     lab.teardown().expect("teardown");
-    let _ = std::fs::remove_dir_all(&dir);
 }
