@@ -102,6 +102,25 @@ enum Command {
 enum LabCommand {
     /// Run workloads from a client VM to a VM migrating S -> D -> S ... and write the report.
     Migrate(LabMigrateArgs),
+    /// The paper's comparison: no migration, traditional, sr-drop and sr-buffer on every
+    /// workload; prints the table and writes reports, plots and paper.md into DIR.
+    Paper {
+        /// VM kind: netns (qemu is not yet supported).
+        #[arg(long, default_value = "netns")]
+        vm_kind: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Migrations per strategy and workload.
+        #[arg(long, default_value_t = 5)]
+        migrations: u32,
+        /// Workloads (probe, http, tcp, all, or a comma-separated list).
+        #[arg(long, default_value = "all")]
+        workload: String,
+        /// Delay of every controller config push, in milliseconds (a slow mapping update).
+        #[arg(long, default_value_t = 100)]
+        propagation_delay_ms: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,6 +203,26 @@ fn main() -> Result<()> {
         Command::Lab {
             what: LabCommand::Migrate(args),
         } => cmd_lab_migrate(args),
+        Command::Lab {
+            what:
+                LabCommand::Paper {
+                    vm_kind,
+                    out,
+                    migrations,
+                    workload,
+                    propagation_delay_ms,
+                },
+        } => {
+            if vm_kind != "netns" {
+                bail!("--vm-kind {vm_kind}: only netns is supported by `srmig lab paper` so far");
+            }
+            cmd_lab_paper(
+                out,
+                migrations,
+                &workload,
+                Duration::from_millis(propagation_delay_ms),
+            )
+        }
         Command::Bench {
             what: BenchCommand::Dataplane { json, ms, filter },
         } => cmd_bench(json, ms, filter),
@@ -470,6 +509,15 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
 }
 
 fn cmd_lab_demo(out: PathBuf, migrations: u32, workload: &str) -> Result<()> {
+    cmd_lab_paper(out, migrations, workload, Duration::from_millis(100))
+}
+
+fn cmd_lab_paper(
+    out: PathBuf,
+    migrations: u32,
+    workload: &str,
+    propagation_delay: Duration,
+) -> Result<()> {
     use srmig_lab::orchestrate as lab;
     if !lab::is_root() {
         bail!(
@@ -481,6 +529,7 @@ fn cmd_lab_demo(out: PathBuf, migrations: u32, workload: &str) -> Result<()> {
     let mut options = lab::demo::DemoOptions::new(out.clone());
     options.migrations = migrations;
     options.workloads = lab::WorkloadKind::parse_set(workload)?;
+    options.propagation_delay = propagation_delay;
     println!(
         "srmig lab demo: one VM migrating between hosts s and d while a client VM on host c \
          talks to it;\n{} migrations per strategy and workload, 500 ms pre-copy, 175 ms \
