@@ -1845,6 +1845,8 @@ fn addr(b: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
+mod reinject;
+
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;

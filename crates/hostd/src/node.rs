@@ -278,17 +278,17 @@ impl Node {
         first
     }
 
-    /// Sends `frame`, which was delivered to `vm`'s port but never reached the VM (it stopped),
-    /// toward the VM's current location; the frame to transmit is left in `out`. `None`: the
-    /// engine cannot re-steer frames yet (it gains `Dataplane::reinject_for_vm` in issue 4).
+    /// Sends `frame`, which was delivered to `vm`'s port but never reached the VM (it
+    /// stopped), toward the VM's current location ([`Dataplane::reinject_for_vm`]); the frame
+    /// to transmit, if any, is left in `out`.
     pub fn reinject_for_vm(
         &mut self,
-        _now: Instant,
-        _vm: VmId,
-        _frame: &[u8],
-        _out: &mut srmig_dataplane::PacketBuf,
+        now: Instant,
+        vm: VmId,
+        frame: &[u8],
+        out: &mut srmig_dataplane::PacketBuf,
     ) -> Option<srmig_dataplane::Verdict> {
-        None
+        Some(self.dp.reinject_for_vm(now, vm, frame, out))
     }
 
     /// Sets every VM on `port` to `state` (reported when it changes).
