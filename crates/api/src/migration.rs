@@ -208,6 +208,14 @@ pub struct HypervisorProgress {
     /// event timestamps (microseconds), once both were seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_us: Option<u64>,
+    /// `stopped_at_us`: when the source stopped the VM (its STOP event), wall clock,
+    /// microseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at_us: Option<i64>,
+    /// `resumed_at_us`: when the destination resumed the VM (its RESUME event), wall clock,
+    /// microseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at_us: Option<i64>,
 }
 
 impl fmt::Display for HypervisorProgress {
@@ -439,6 +447,8 @@ mod tests {
             passes: Some(1),
             downtime_ms: None,
             pause_us: None,
+            stopped_at_us: None,
+            resumed_at_us: None,
         };
         assert_eq!(serde_json::to_string(&p).expect("serialize"), golden);
         assert_eq!(
@@ -451,8 +461,15 @@ mod tests {
             total_time_ms: Some(530),
             downtime_ms: Some(19),
             pause_us: Some(25_300),
+            stopped_at_us: Some(1_700_000_000_000_000),
+            resumed_at_us: Some(1_700_000_000_025_300),
             ..p
         };
+        let json = serde_json::to_string(&done).expect("serialize");
+        assert!(
+            json.contains(r#""stopped_at_us":1700000000000000,"resumed_at_us":1700000000025300"#),
+            "{json}"
+        );
         assert_eq!(
             done.to_string(),
             "completed 530 ms, downtime 19 ms, pause 25.3 ms"

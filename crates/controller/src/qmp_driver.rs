@@ -358,7 +358,7 @@ impl Qmp {
                     chain(&e)
                 )
             })?;
-            sink.progress(order.id, progress(&info, stamps.pause_us()));
+            sink.progress(order.id, progress(&info, stamps.stop, stamps.resume));
             match info.status {
                 Some(MigrationStatus::Completed) if info.is_settled() => break,
                 Some(MigrationStatus::Failed) => {
@@ -401,7 +401,7 @@ impl Qmp {
             stamps.collect(&mut src_events, &mut dst_events);
         }
         let info = sq.query_migrate().await.unwrap_or_default();
-        let p = progress(&info, stamps.pause_us());
+        let p = progress(&info, stamps.stop, stamps.resume);
         tracing::info!(migration = %order.id, hypervisor = %p, "QEMU migration completed");
         sink.progress(order.id, p);
         match dq.query_status().await {
@@ -447,15 +447,19 @@ impl Stamps {
             }
         }
     }
-
-    fn pause_us(&self) -> Option<u64> {
-        let (s, r) = (self.stop?, self.resume?);
-        u64::try_from(r - s).ok()
-    }
 }
 
 /// The API view of a `query-migrate` answer.
-pub fn progress(info: &MigrationInfo, pause_us: Option<u64>) -> HypervisorProgress {
+/// `stop_us` and `resume_us` are the STOP / RESUME event timestamps (µs since the epoch).
+pub fn progress(
+    info: &MigrationInfo,
+    stop_us: Option<i64>,
+    resume_us: Option<i64>,
+) -> HypervisorProgress {
+    let pause_us = match (stop_us, resume_us) {
+        (Some(s), Some(r)) => u64::try_from(r - s).ok(),
+        _ => None,
+    };
     let ram = info.ram.as_ref();
     HypervisorProgress {
         status: info
@@ -469,6 +473,8 @@ pub fn progress(info: &MigrationInfo, pause_us: Option<u64>) -> HypervisorProgre
         passes: ram.map(|r| r.dirty_sync_count),
         downtime_ms: info.downtime,
         pause_us,
+        stopped_at_us: stop_us,
+        resumed_at_us: resume_us,
     }
 }
 

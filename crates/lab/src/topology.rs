@@ -455,6 +455,65 @@ impl Lab {
     /// Starts `argv` inside `ns` (`ip netns exec`), stdin closed, stdout and stderr appended
     /// to `log` (or discarded). Returns the pid; the child is killed at teardown.
     pub fn spawn(&self, ns: &Netns, argv: &[&str], log: Option<&Path>) -> Result<u32, LabError> {
+        self.handle().spawn(ns, argv, log)
+    }
+
+    /// Whether child `pid` (from [`spawn`](Self::spawn)) is still running.
+    pub fn child_running(&self, pid: u32) -> bool {
+        self.handle().child_running(pid)
+    }
+
+    /// Stops child `pid` (SIGTERM, then SIGKILL after a grace period) and reaps it.
+    pub fn stop_child(&self, pid: u32) -> Result<(), LabError> {
+        self.handle().stop_child(pid)
+    }
+
+    /// A handle that starts and stops this lab's child processes from other threads (e.g. a
+    /// hypervisor driver starting QEMU). It does not own the lab: once the lab is torn down,
+    /// its calls fail with [`LabError::TornDown`].
+    pub fn handle(&self) -> LabHandle {
+        LabHandle {
+            run_id: self.run_id.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Names of this run's namespaces that currently exist, from `ip netns list`.
+    pub fn live_namespaces(&self) -> Result<Vec<String>, LabError> {
+        list_namespaces_with_prefix(&self.run_id.prefix())
+    }
+
+    /// Tears everything down now (idempotent). Errors are collected; the first is returned
+    /// after every step was attempted.
+    pub fn teardown(&self) -> Result<(), LabError> {
+        active().remove(&self.run_id.0);
+        teardown_state(&mut lock(&self.state))
+    }
+
+    fn check_owned(&self, ns: &Netns) -> Result<(), LabError> {
+        self.handle().check_owned(ns)
+    }
+
+    fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut LabState) -> Result<R, LabError>,
+    ) -> Result<R, LabError> {
+        self.handle().mutate(f)
+    }
+}
+
+/// Starts, watches and stops a [`Lab`]'s child processes from any thread (see
+/// [`Lab::handle`]). Cheap to clone; children stay tracked by the lab and die at its teardown.
+#[derive(Debug, Clone)]
+pub struct LabHandle {
+    run_id: RunId,
+    state: SharedState,
+}
+
+impl LabHandle {
+    /// Starts `argv` inside `ns` (`ip netns exec`), stdin closed, stdout and stderr appended
+    /// to `log` (or discarded). Returns the pid; the child is killed at teardown.
+    pub fn spawn(&self, ns: &Netns, argv: &[&str], log: Option<&Path>) -> Result<u32, LabError> {
         self.check_owned(ns)?;
         let Some((program, args)) = argv.split_first() else {
             return Err(LabError::InvalidName {
@@ -532,18 +591,6 @@ impl Lab {
             store(state)?;
             stopped
         })
-    }
-
-    /// Names of this run's namespaces that currently exist, from `ip netns list`.
-    pub fn live_namespaces(&self) -> Result<Vec<String>, LabError> {
-        list_namespaces_with_prefix(&self.run_id.prefix())
-    }
-
-    /// Tears everything down now (idempotent). Errors are collected; the first is returned
-    /// after every step was attempted.
-    pub fn teardown(&self) -> Result<(), LabError> {
-        active().remove(&self.run_id.0);
-        teardown_state(&mut lock(&self.state))
     }
 
     fn check_owned(&self, ns: &Netns) -> Result<(), LabError> {
