@@ -25,6 +25,11 @@ pub struct TcpInfoSample {
     /// `tcpi_total_rto` (Linux >= 6.7): RTO timeouts over the connection's life; `None` when
     /// the kernel is too old to report it.
     pub total_rto: Option<u16>,
+    /// `tcpi_bytes_acked` (Linux >= 4.1, RFC 4898 `tcpEStatsAppHCThruOctetsAcked`): sequence
+    /// space acknowledged by the peer over the connection's life. The kernel counts the SYN
+    /// (1 once established) and, once acknowledged, the FIN, besides the payload. `None` when
+    /// the length the kernel returned does not cover the field.
+    pub bytes_acked: Option<u64>,
 }
 
 /// Reads `TCP_INFO` of a TCP socket.
@@ -51,7 +56,12 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfoSample> {
     // pattern (kernel-written or zero) is a valid value.
     let info = unsafe { info.assume_init() };
     let filled = usize::try_from(len).unwrap_or(0);
-    let has_total_rto = filled >= offset_of!(libc::tcp_info, tcpi_total_rto) + size_of::<u16>();
+    let covers = |offset: usize, size: usize| filled >= offset + size;
+    let has_total_rto = covers(offset_of!(libc::tcp_info, tcpi_total_rto), size_of::<u16>());
+    let has_bytes_acked = covers(
+        offset_of!(libc::tcp_info, tcpi_bytes_acked),
+        size_of::<u64>(),
+    );
     Ok(TcpInfoSample {
         ca_state: info.tcpi_ca_state,
         retransmits: info.tcpi_retransmits,
@@ -61,6 +71,7 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfoSample> {
         snd_cwnd: info.tcpi_snd_cwnd,
         total_retrans: info.tcpi_total_retrans,
         total_rto: has_total_rto.then_some(info.tcpi_total_rto),
+        bytes_acked: has_bytes_acked.then_some(info.tcpi_bytes_acked),
     })
 }
 
@@ -69,6 +80,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn reads_tcp_info_of_a_loopback_connection() {
@@ -84,6 +96,35 @@ mod tests {
         assert!(info.rto_us > 0, "{info:?}");
         assert_eq!(info.total_retrans, 0);
         assert_eq!(info.ca_state, 0);
+    }
+
+    #[test]
+    fn bytes_acked_counts_the_payload_the_peer_acknowledged() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let before = tcp_info(&client)
+            .expect("tcp_info")
+            .bytes_acked
+            .expect("Linux >= 4.1 reports tcpi_bytes_acked");
+        assert_eq!(
+            before, 1,
+            "only the SYN is acknowledged after the handshake"
+        );
+        client.write_all(&[7u8; 1000]).expect("write");
+        let mut buf = [0u8; 1000];
+        server.read_exact(&mut buf).expect("read");
+        // The ACK may trail the delivery to the reader by a little.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let after = loop {
+            let acked = tcp_info(&client).expect("tcp_info").bytes_acked;
+            if acked == Some(before + 1000) || Instant::now() >= deadline {
+                break acked;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(after, Some(before + 1000));
     }
 
     #[test]
