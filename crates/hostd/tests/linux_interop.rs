@@ -22,43 +22,15 @@
 //!
 //! Needs root. Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hyper::{Method, StatusCode};
-use ipnet::IpNet;
-use srmig_hostd::client::blocking_request;
-use srmig_hostd::status::HostStatus;
-use srmig_lab::{Lab, LinkEnd, MacAddr, Netns, Route};
+use srmig_lab::{Lab, MacAddr, Netns, Route};
 
-fn have_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if root {
-        return true;
-    }
-    eprintln!("SKIPPED: needs root (network namespaces, AF_PACKET, kernel seg6 routes)");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set: root-only srmigd tests must not be skipped"
-    );
-    false
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address literal")
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().expect("prefix literal")
-}
+mod common;
+use common::{
+    bring_up, disable_ipv6, ip, net, receiver, route_via_gateway, send_from, set_mtu, sock_addr,
+    uplink_toml, veth, vm_toml, Daemon, TempDir,
+};
 
 const VM: &str = "2001:db8:a::10";
 const VM_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x10]);
@@ -67,36 +39,23 @@ const PEER: &str = "2001:db8:b::1";
 const SRMIGD_DT6: &str = "fc00:0:1::d6";
 /// Linux's End.DX6 SID (srmigd encapsulates towards it).
 const LINUX_DX6: &str = "fc00:0:9::d6";
-/// srmigd's uplink address (Linux's next hop for srmigd's locator).
+/// srmigd's uplink address (Linux's next hop for srmigd's locator), as `uplink_toml(1)` has it.
 const SRMIGD_UPLINK: &str = "2001:db8:ff:1::2";
 /// Linux's address on the link to srmigd (its encapsulations' source).
 const LINUX_UPLINK: &str = "2001:db8:ff:1::1";
+/// The MACs of srmigd's uplink, of its peer on it and of its VM port, as `uplink_toml(1)` and
+/// `vm_toml(1, 1, ..)` declare them.
 const LX_TO_S_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0xff]);
 const S_UP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 0]);
 const S_VM_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
 /// Datagrams per direction.
 const N: u32 = 50;
+/// How long a receiver waits for them.
+const RX_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn node_toml() -> String {
-    format!(
+    let policy = format!(
         r#"
-locator = "fc00:0:1::/48"
-source_address = "{SRMIGD_UPLINK}"
-infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
-gateway = {{ address = "fe80::1", mac = "02:00:00:00:00:01" }}
-
-[[ports]]
-name = "up0"
-kind = "uplink"
-mac = "{S_UP_MAC}"
-peer_mac = "{LX_TO_S_MAC}"
-address = "{SRMIGD_UPLINK}"
-
-[[ports]]
-name = "vm0"
-kind = "vm"
-mac = "{S_VM_MAC}"
-
 # Only the SR domain is routed: traffic to the peer leaves encapsulated or not at all.
 [[routes]]
 prefix = "fc00::/16"
@@ -118,148 +77,9 @@ segments = ["{LINUX_DX6}"]
 [[mappings]]
 vm_address = "2001:db8:b::/64"
 policy = "to-linux"
-
-[[vms]]
-name = "vm"
-addresses = ["{VM}"]
-mac = "{VM_MAC}"
-port = "vm0"
 "#
-    )
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: String) -> TempDir {
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Daemon {
-    pid: u32,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn get(&self, path: &str) -> String {
-        let (s, b) = blocking_request(&self.sock, Method::GET, path, None).unwrap_or_else(|e| {
-            panic!(
-                "GET {path}: {}\n{}",
-                srmig_hostd::client::error_chain(&e),
-                self.logs()
-            )
-        });
-        let body = String::from_utf8_lossy(&b).into_owned();
-        assert_eq!(s, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    fn status(&self) -> HostStatus {
-        serde_json::from_str(&self.get("/v1/status")).expect("status JSON")
-    }
-
-    fn metric(&self, series: &str) -> Option<u64> {
-        self.get("/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn start_daemon(lab: &Lab, ns: &Netns, dir: &Path) -> Daemon {
-    let cfg = dir.join("s.toml");
-    std::fs::write(&cfg, node_toml()).expect("write node config");
-    let sock = dir.join("s.sock");
-    let log = dir.join("s.log");
-    let argv = [
-        env!("CARGO_BIN_EXE_srmigd"),
-        "--config",
-        cfg.to_str().expect("utf8 path"),
-        "--api",
-        sock.to_str().expect("utf8 path"),
-    ];
-    let pid = lab.spawn(ns, &argv, Some(&log)).expect("spawn srmigd");
-    let d = Daemon { pid, sock, log };
-    let start = Instant::now();
-    loop {
-        if d.sock.exists()
-            && blocking_request(&d.sock, Method::GET, "/v1/status", None)
-                .is_ok_and(|(s, _)| s == StatusCode::OK)
-        {
-            return d;
-        }
-        assert!(lab.child_running(pid), "srmigd exited:\n{}", d.logs());
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "srmigd did not come up:\n{}",
-            d.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn veth(
-    lab: &Lab,
-    (a, a_if, a_mac): (&Netns, &str, MacAddr),
-    (b, b_if, b_mac): (&Netns, &str, MacAddr),
-) -> (LinkEnd, LinkEnd) {
-    let v = lab.add_veth(a, a_if, b, b_if).expect("veth");
-    lab.set_mac(&v.a, a_mac).expect("mac");
-    lab.set_mac(&v.b, b_mac).expect("mac");
-    (v.a, v.b)
-}
-
-/// Receives sequence-numbered datagrams on `bind` (inside `ns`) until `n` arrived or
-/// `timeout` passed, on a thread; join it for the sequence numbers in arrival order.
-fn receiver(ns: &Netns, bind: SocketAddr, n: usize) -> srmig_lab::NetnsThread<Vec<u32>> {
-    // Bound before the thread returns control, so no datagram is sent before the socket exists.
-    let sock = ns
-        .run(move || UdpSocket::bind(bind))
-        .expect("enter namespace")
-        .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    ns.spawn("udp-rx", move || {
-        let mut got = Vec::new();
-        let start = Instant::now();
-        let mut buf = [0u8; 64];
-        while got.len() < n && start.elapsed() < Duration::from_secs(10) {
-            if let Ok(len) = sock.recv(&mut buf) {
-                if let Some(seq) = buf.get(..4).filter(|_| len >= 4) {
-                    got.push(u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]));
-                }
-            }
-        }
-        got
-    })
-    .expect("receiver thread")
-}
-
-/// Sends datagrams `range` from a socket bound to `src` inside `ns` to `dst`, 1 ms apart.
-fn send(ns: &Netns, src: &str, dst: SocketAddr, range: std::ops::Range<u32>) {
-    let src: SocketAddr = format!("[{src}]:0").parse().expect("socket address");
-    let sock = ns
-        .run(move || UdpSocket::bind(src))
-        .expect("enter namespace")
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    for i in range {
-        sock.send_to(&i.to_be_bytes(), dst).expect("send");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    );
+    uplink_toml(1) + &vm_toml(1, 1, "vm0", "vm", VM, VM_MAC) + &policy
 }
 
 /// srmigd's drop reasons with a non-zero count.
@@ -281,13 +101,16 @@ fn seg6local_packets(lx: &Netns, sid: &str) -> Option<u64> {
 
 #[test]
 fn linux_seg6_and_srmigd_deliver_both_ways() {
-    if !have_root() {
+    if common::skip(
+        "linux_interop::linux_seg6_and_srmigd_deliver_both_ways",
+        common::missing_root("network namespaces, AF_PACKET, kernel seg6 routes"),
+    ) {
         return;
     }
     // Declared before the lab, so it is removed after the lab is torn down, also on failure
     // (the daemon's log is in the panic messages).
-    let tmp = TempDir::new(format!("srmigd-interop-{}", std::process::id()));
-    let dir = tmp.0.as_path();
+    let tmp = TempDir::new("srmigd-interop");
+    let dir = tmp.path();
     let lab = Lab::new().expect("lab");
     let lx = lab.add_netns("lx").expect("ns");
     let s = lab.add_netns("s").expect("ns");
@@ -302,11 +125,7 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
         (&peer, "eth0", MacAddr([2, 0, 0, 0, 9, 2])),
     );
     // srmigd's interfaces: the host kernel stays out.
-    for end in [&s_up, &s_vm] {
-        end.netns
-            .set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", end.ifname), "1")
-            .expect("disable_ipv6");
-    }
+    disable_ipv6(&[&s_up, &s_vm]);
     lab.add_addr(&lx_s, net(&format!("{LINUX_UPLINK}/64")))
         .expect("addr");
     lab.add_addr(&lx_p, net("2001:db8:b::ffff/64"))
@@ -317,20 +136,9 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     lab.add_addr(&peer_eth, net(&format!("{PEER}/64")))
         .expect("addr");
     // Room for the encapsulation (40 + 8 + 16 bytes) on the 1500-byte links.
-    for end in [&vm_eth, &peer_eth] {
-        end.netns
-            .ip(&["link", "set", "dev", &end.ifname, "mtu", "1400"])
-            .expect("mtu");
-    }
-    let ends = [&lx_s, &s_up, &s_vm, &vm_eth, &lx_p, &peer_eth];
-    for end in ends {
-        lab.set_up(end).expect("up");
-    }
-    for end in ends {
-        lab.wait_up(end, Duration::from_secs(5)).expect("wait up");
-    }
-    lab.add_route(&vm, &Route::default_v6(ip("fe80::1"), Some("eth0")))
-        .expect("VM default route via the anycast gateway");
+    set_mtu(&[&vm_eth, &peer_eth], 1400);
+    bring_up(&lab, &[&lx_s, &s_up, &s_vm, &vm_eth, &lx_p, &peer_eth]);
+    route_via_gateway(&lab, &vm);
     lab.add_route(&peer, &Route::default_v6(ip("2001:db8:b::ffff"), None))
         .expect("peer default route");
     lab.add_route(&lx, &Route::to(net("fc00:0:1::/48"), ip(SRMIGD_UPLINK)))
@@ -364,24 +172,17 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     ])
     .expect("ip route ... encap seg6local action End.DX6 nh6 ... count");
 
-    let d = start_daemon(&lab, &s, dir);
-    let start = Instant::now();
-    while d.status().vms.first().map(|v| v.state) != Some(srmig_api::VmState::Running) {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "VM not running: {:#?}\n{}",
-            d.status(),
-            d.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let d = Daemon::start(&lab, &s, dir, "s", &node_toml());
+    d.wait_for("VM running", Duration::from_secs(3), |st| {
+        st.vms.first().map(|v| v.state) == Some(srmig_api::VmState::Running)
+    });
     let dt6_series = format!(r#"srmig_sid_packets_total{{sid="{SRMIGD_DT6}",behavior="End.DT6"}}"#);
     let policy_series = r#"srmig_policy_packets_total{policy="to-linux"}"#;
 
     // (a) Linux H.Encaps (seg6 mode encap, with an SRH) -> srmigd End.DT6 -> VM.
-    let to_vm: SocketAddr = format!("[{VM}]:9000").parse().expect("socket address");
-    let rx = receiver(&vm, to_vm, N as usize);
-    send(&peer, PEER, to_vm, 0..N);
+    let to_vm = sock_addr(VM, 9000);
+    let rx = receiver(&vm, to_vm, N as usize, RX_TIMEOUT);
+    send_from(&peer, PEER, to_vm, 0..N);
     let got = rx.join().expect("receiver");
     assert_eq!(
         got,
@@ -397,8 +198,8 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     // (a') the same with `mode encap.red` (one segment: no SRH, plain IPv6-in-IPv6 to the SID).
     match encap_route("encap.red") {
         Ok(_) => {
-            let rx = receiver(&vm, to_vm, N as usize);
-            send(&peer, PEER, to_vm, N..2 * N);
+            let rx = receiver(&vm, to_vm, N as usize, RX_TIMEOUT);
+            send_from(&peer, PEER, to_vm, N..2 * N);
             let got = rx.join().expect("receiver");
             assert_eq!(
                 got,
@@ -415,10 +216,10 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     }
 
     // (b) srmigd H.Encaps (node config policy) -> Linux End.DX6 -> peer.
-    let to_peer: SocketAddr = format!("[{PEER}]:9001").parse().expect("socket address");
+    let to_peer = sock_addr(PEER, 9001);
     let linux_before = seg6local_packets(&lx, LINUX_DX6);
-    let rx = receiver(&peer, to_peer, N as usize);
-    send(&vm, VM, to_peer, 0..N);
+    let rx = receiver(&peer, to_peer, N as usize, RX_TIMEOUT);
+    send_from(&vm, VM, to_peer, 0..N);
     let got = rx.join().expect("receiver");
     assert_eq!(
         got,
@@ -449,6 +250,5 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
         nonzero_drops(&d)
     );
 
-    lab.stop_child(d.pid).expect("stop srmigd");
-    assert!(!d.sock.exists(), "socket left behind:\n{}", d.logs());
+    d.stop(&lab);
 }

@@ -22,58 +22,28 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyper::{Method, StatusCode};
-use ipnet::IpNet;
-use srmig_hostd::client::blocking_request;
-use srmig_hostd::status::HostStatus;
-use srmig_lab::{Lab, LinkEnd, MacAddr, Netns, Route};
+use hyper::StatusCode;
+use srmig_lab::{Lab, MacAddr, Netns};
 use srmig_qmp::{Client, ClientConfig, EventKind, MigrationCapability, RunState};
 
-const GW_MAC: &str = "02:00:00:00:00:01";
+mod common;
+use common::{
+    bring_up, disable_ipv6, net, route_via_gateway, sock_addr, veth, vm_toml, wait_until, Daemon,
+    TempDir, Underlay,
+};
+
 const GUEST: &str = "2001:db8:a::10";
 const CLIENT: &str = "2001:db8:a::20";
 const GUEST_MAC: &str = "52:54:00:00:00:0a";
 const CLIENT_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0c]);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Removes the test's directory when dropped (also when the test fails).
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn missing_prerequisite() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
-    if euid != "0" {
-        return Some(format!("needs root (effective uid {euid})"));
-    }
-    for tool in ["qemu-system-x86_64", "ip", "busybox"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("{tool} not found"));
-        }
-    }
-    None
-}
 
 fn build_guest() -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest/build-guest.sh");
@@ -86,57 +56,11 @@ fn build_guest() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn net(s: &str) -> IpNet {
-    s.parse().expect("prefix")
-}
-
 fn node_toml(n: u8, dir: &Path, with_client: bool) -> String {
     let host = if n == 1 { "s" } else { "d" };
-    let mut t = format!(
-        r#"
-locator = "fc00:0:{n}::/48"
-source_address = "2001:db8:ff:{n}::2"
-infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
-gateway = {{ address = "fe80::1", mac = "{GW_MAC}" }}
-
-[[ports]]
-name = "up0"
-kind = "uplink"
-mac = "02:00:00:00:0{n}:00"
-peer_mac = "02:00:00:00:0{n}:ff"
-address = "2001:db8:ff:{n}::2"
-
-[[ports]]
-name = "vm0"
-kind = "vm"
-mac = "02:00:00:00:0{n}:01"
-
-[[routes]]
-prefix = "::/0"
-port = "up0"
-
-[[vms]]
-name = "guest"
-addresses = ["{GUEST}"]
-mac = "{GUEST_MAC}"
-port = "vm0"
-"#
-    );
+    let mut t = common::node_toml(n) + &vm_toml(n, 1, "vm0", "guest", GUEST, GUEST_MAC);
     if with_client {
-        t.push_str(&format!(
-            r#"
-[[ports]]
-name = "cl0"
-kind = "vm"
-mac = "02:00:00:00:0{n}:02"
-
-[[vms]]
-name = "client"
-addresses = ["{CLIENT}"]
-mac = "{CLIENT_MAC}"
-port = "cl0"
-"#
-        ));
+        t += &vm_toml(n, 2, "cl0", "client", CLIENT, CLIENT_MAC);
     }
     t.push_str(&format!(
         "\n[[qemu]]\nport = \"vm0\"\nsocket = \"{}\"\nqmp = \"{}\"\n",
@@ -220,118 +144,39 @@ fn host_config(n: u8, generation: u64, step: Step) -> String {
     )
 }
 
-struct Daemon {
-    name: &'static str,
-    sock: PathBuf,
-    log: PathBuf,
+/// One srmigd of the test and the generation of the last host config pushed to it.
+struct Host {
+    /// 1 = S, 2 = D.
+    n: u8,
+    daemon: Daemon,
     generation: u64,
 }
 
-impl Daemon {
-    fn start(lab: &Lab, ns: &Netns, dir: &Path, name: &'static str, toml: &str) -> Daemon {
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(&cfg, toml).expect("write node config");
-        let sock = dir.join(format!("{name}.sock"));
-        let log = dir.join(format!("{name}.log"));
-        let argv = [
-            env!("CARGO_BIN_EXE_srmigd"),
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--api",
-            sock.to_str().expect("utf8"),
-        ];
-        let pid = lab.spawn(ns, &argv, Some(&log)).expect("spawn srmigd");
-        let d = Daemon {
-            name,
-            sock,
-            log,
+impl Host {
+    fn start(lab: &Lab, ns: &Netns, dir: &Path, n: u8, toml: &str) -> Host {
+        let name = if n == 1 { "s" } else { "d" };
+        Host {
+            n,
+            daemon: Daemon::start(lab, ns, dir, name, toml),
             generation: 0,
-        };
-        let start = Instant::now();
-        loop {
-            if d.sock.exists()
-                && blocking_request(&d.sock, Method::GET, "/v1/status", None)
-                    .is_ok_and(|(s, _)| s == StatusCode::OK)
-            {
-                return d;
-            }
-            assert!(
-                lab.child_running(pid),
-                "srmigd {name} exited:\n{}",
-                d.logs()
-            );
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "srmigd {name} did not come up:\n{}",
-                d.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn status(&self) -> HostStatus {
-        let (s, b) = blocking_request(&self.sock, Method::GET, "/v1/status", None)
-            .unwrap_or_else(|e| panic!("status of {}: {e}", self.name));
-        assert_eq!(s, StatusCode::OK);
-        serde_json::from_slice(&b).expect("status json")
-    }
-
-    fn push(&mut self, n: u8, step: Step) {
+    /// Pushes the next generation of this host's config for `step`; srmigd must accept it.
+    fn push(&mut self, step: Step) {
         self.generation += 1;
-        let body = host_config(n, self.generation, step);
-        let (s, b) = blocking_request(
-            &self.sock,
-            Method::PUT,
-            "/v1/config",
-            Some(body.clone().into_bytes()),
-        )
-        .unwrap_or_else(|e| panic!("PUT config {}: {e}", self.name));
+        let body = host_config(self.n, self.generation, step);
+        let (s, b) = self.daemon.put("/v1/config", &body);
         assert_eq!(
             s,
             StatusCode::OK,
-            "{} refused {body}: {}",
-            self.name,
-            String::from_utf8_lossy(&b)
+            "{} refused {body}: {b}",
+            self.daemon.name
         );
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&HostStatus) -> bool) {
-        let start = Instant::now();
-        loop {
-            let st = self.status();
-            if ok(&st) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "{}: timed out waiting for {what}: {:#?}\n{}",
-                self.name,
-                st.vms,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
     fn guest_state(&self) -> srmig_api::VmState {
-        self.status()
-            .vms
-            .iter()
-            .find(|v| v.name == "guest")
-            .map(|v| v.state)
-            .expect("guest VM")
-    }
-
-    fn port(&self, name: &str) -> srmig_hostd::status::PortStatus {
-        self.status()
-            .ports
-            .into_iter()
-            .find(|p| p.name == name)
-            .expect("port")
+        self.daemon.vm("guest").state
     }
 }
 
@@ -406,20 +251,21 @@ fn start_qemu(
 
 fn wait_ready(lab: &Lab, q: &Qemu, dir: &Path) {
     let serial = dir.join(format!("{}-0.serial", q.host));
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&serial).unwrap_or_default();
-        if text.contains("GUEST-READY") {
-            assert!(!text.contains("GUEST-ERROR"), "guest: {text}");
-            return;
-        }
-        assert!(lab.child_running(q.pid), "QEMU exited: {text}");
-        assert!(
-            start.elapsed() < BOOT_TIMEOUT,
-            "guest not ready after {BOOT_TIMEOUT:?}: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the guest to be ready",
+        BOOT_TIMEOUT,
+        Duration::from_millis(50),
+        || {
+            let text = std::fs::read_to_string(&serial).unwrap_or_default();
+            if text.contains("GUEST-READY") {
+                assert!(!text.contains("GUEST-ERROR"), "guest: {text}");
+                return Ok(());
+            }
+            assert!(lab.child_running(q.pid), "QEMU exited: {text}");
+            Err(text)
+        },
+        |text| format!("guest: {text}"),
+    );
 }
 
 fn wall_us() -> i64 {
@@ -452,7 +298,7 @@ struct Probe {
 
 impl Probe {
     fn start(cl: &Netns) -> Probe {
-        let dst: SocketAddr = format!("[{GUEST}]:7").parse().expect("addr");
+        let dst = sock_addr(GUEST, 7);
         let sock = cl
             .run(|| UdpSocket::bind(format!("[{CLIENT}]:0")).expect("bind probe"))
             .expect("probe socket");
@@ -559,11 +405,13 @@ impl Probe {
 }
 
 fn boot_id(cl: &Netns) -> String {
-    let start = Instant::now();
-    loop {
-        let got = cl
-            .run(|| -> Option<String> {
-                let addr: SocketAddr = format!("[{GUEST}]:9").parse().ok()?;
+    let addr = sock_addr(GUEST, 9);
+    wait_until(
+        &format!("the guest's boot id on {addr}"),
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            cl.run(|| -> Option<String> {
                 let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
                 s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
                 let mut text = String::new();
@@ -572,16 +420,11 @@ fn boot_id(cl: &Netns) -> String {
                     .find_map(|w| w.strip_prefix("boot_id="))
                     .map(str::to_owned)
             })
-            .expect("netns");
-        if let Some(id) = got {
-            return id;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "guest does not answer on [{GUEST}]:9"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .expect("netns")
+            .ok_or(())
+        },
+        |()| "the guest does not answer".to_owned(),
+    )
 }
 
 /// One migration `from` -> `to` under the controller's sr-buffer sequence. Returns the
@@ -593,7 +436,7 @@ fn migrate(
     hv: &Netns,
     dir: &Path,
     guest: &Path,
-    daemons: &mut [Daemon; 2],
+    hosts: &mut [Host; 2],
     src: Qemu,
     to: u8,
     k: usize,
@@ -621,13 +464,15 @@ fn migrate(
     rt.block_on(dq.migrate_incoming(&uri))
         .expect("migrate-incoming");
     // srmigd on the destination attaches the stream and sees an incoming QEMU (absent).
-    daemons[ti].wait_for("stream attached", Duration::from_secs(5), |st| {
-        st.ports.iter().any(|p| p.name == "vm0" && p.attached)
-    });
-    assert_eq!(daemons[ti].guest_state(), srmig_api::VmState::Absent);
+    hosts[ti]
+        .daemon
+        .wait_for("stream attached", Duration::from_secs(5), |st| {
+            st.ports.iter().any(|p| p.name == "vm0" && p.attached)
+        });
+    assert_eq!(hosts[ti].guest_state(), srmig_api::VmState::Absent);
     // Prepare: End.S at the source, End.SBUF at the destination, then the path everywhere.
-    daemons[fi].push(from, Step::Path { from, to });
-    daemons[ti].push(to, Step::Path { from, to });
+    hosts[fi].push(Step::Path { from, to });
+    hosts[ti].push(Step::Path { from, to });
 
     let sq = rt
         .block_on(Client::connect_retry(
@@ -661,17 +506,19 @@ fn migrate(
     let pause = resume.timestamp.millis_since(&stop.timestamp);
     // The destination srmigd reports running (its QMP watch saw RESUME): commit, then retire
     // the source QEMU and clean up.
-    daemons[ti].wait_for("guest running", Duration::from_secs(5), |st| {
-        st.vms
-            .iter()
-            .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Running)
-    });
+    hosts[ti]
+        .daemon
+        .wait_for("guest running", Duration::from_secs(5), |st| {
+            st.vms
+                .iter()
+                .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Running)
+        });
     assert_eq!(
         rt.block_on(dq.query_status()).expect("status").status,
         RunState::Running
     );
-    daemons[ti].push(to, Step::Commit { from, to });
-    daemons[fi].push(from, Step::Commit { from, to });
+    hosts[ti].push(Step::Commit { from, to });
+    hosts[fi].push(Step::Commit { from, to });
     rt.block_on(sq.quit()).expect("quit source");
     drop(sq);
     let t = Instant::now();
@@ -679,26 +526,26 @@ fn migrate(
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = lab.stop_child(src.pid);
-    daemons[fi].wait_for("guest gone", Duration::from_secs(5), |st| {
-        st.vms
-            .iter()
-            .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Absent)
-    });
-    daemons[fi].push(from, Step::Steady { home: to });
-    daemons[ti].push(to, Step::Steady { home: to });
+    hosts[fi]
+        .daemon
+        .wait_for("guest gone", Duration::from_secs(5), |st| {
+            st.vms
+                .iter()
+                .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Absent)
+        });
+    hosts[fi].push(Step::Steady { home: to });
+    hosts[ti].push(Step::Steady { home: to });
     (dst, pause, info.downtime.unwrap_or(0))
 }
 
 #[test]
 #[ignore = "QEMU end-to-end run (~15 s under TCG): run with --ignored; enabled in CI together with `srmig lab migrate --vm-kind qemu` (issue 4)"]
 fn qemu_guest_migrates_s_d_s_without_loss() {
-    if let Some(why) = missing_prerequisite() {
-        let msg = format!("SKIPPED qemu_migrate::qemu_guest_migrates_s_d_s_without_loss: {why}");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg} (CI is set: failing)"
-        );
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!! {msg} !!!!!!!!\n");
+    if common::skip(
+        "qemu_migrate::qemu_guest_migrates_s_d_s_without_loss",
+        common::missing_root("network namespaces, AF_PACKET, QEMU's sockets")
+            .or_else(|| common::missing_tool(&["qemu-system-x86_64", "ip", "busybox"])),
+    ) {
         return;
     }
     let guest = build_guest();
@@ -707,105 +554,43 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = std::env::temp_dir().join(format!("srmig-hostd-qemu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
     // Removed on any exit (declared before the lab: dropped after it, once QEMU is gone).
-    let _dir_guard = RemoveDir(dir.clone());
+    let tmp = TempDir::new("srmig-hostd-qemu");
+    let dir = tmp.path();
     let lab = Lab::new().expect("lab");
-    let r = lab.add_netns("r").expect("ns");
-    let s = lab.add_netns("s").expect("ns");
-    let d = lab.add_netns("d").expect("ns");
+    let Underlay { s, d, .. } = Underlay::new(&lab);
     let cl = lab.add_netns("cl").expect("ns");
     let hv = lab.add_netns("hv").expect("ns");
     hv.ip(&["link", "set", "lo", "up"]).expect("lo");
 
-    let veth = |a: &Netns, ai: &str, am: MacAddr, b: &Netns, bi: &str, bm: MacAddr| {
-        let v = lab.add_veth(a, ai, b, bi).expect("veth");
-        lab.set_mac(&v.a, am).expect("mac");
-        lab.set_mac(&v.b, bm).expect("mac");
-        (v.a, v.b)
-    };
-    let (rs0, s_up) = veth(
-        &r,
-        "rs0",
-        MacAddr([2, 0, 0, 0, 1, 0xff]),
-        &s,
-        "up0",
-        MacAddr([2, 0, 0, 0, 1, 0]),
-    );
-    let (rd0, d_up) = veth(
-        &r,
-        "rd0",
-        MacAddr([2, 0, 0, 0, 2, 0xff]),
-        &d,
-        "up0",
-        MacAddr([2, 0, 0, 0, 2, 0]),
-    );
     let (s_cl, cl_eth) = veth(
-        &s,
-        "cl0",
-        MacAddr([2, 0, 0, 0, 1, 2]),
-        &cl,
-        "eth0",
-        CLIENT_MAC,
+        &lab,
+        (&s, "cl0", MacAddr([2, 0, 0, 0, 1, 2])),
+        (&cl, "eth0", CLIENT_MAC),
     );
-    for end in [&s_up, &d_up, &s_cl] {
-        end.netns
-            .set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", end.ifname), "1")
-            .expect("disable_ipv6");
-    }
-    lab.add_addr(&rs0, net("2001:db8:ff:1::1/64"))
-        .expect("addr");
-    lab.add_addr(&rd0, net("2001:db8:ff:2::1/64"))
-        .expect("addr");
-    lab.enable_forwarding(&r).expect("forwarding");
+    disable_ipv6(&[&s_cl]);
     lab.add_addr(&cl_eth, net(&format!("{CLIENT}/128")))
         .expect("addr");
-    let ends: [&LinkEnd; 6] = [&rs0, &s_up, &rd0, &d_up, &s_cl, &cl_eth];
-    for end in ends {
-        lab.set_up(end).expect("up");
-    }
-    for end in ends {
-        lab.wait_up(end, Duration::from_secs(5)).expect("wait up");
-    }
-    lab.add_route(
-        &r,
-        &Route::to(
-            net("fc00:0:1::/48"),
-            "2001:db8:ff:1::2".parse().expect("ip"),
-        ),
-    )
-    .expect("route");
-    lab.add_route(
-        &r,
-        &Route::to(
-            net("fc00:0:2::/48"),
-            "2001:db8:ff:2::2".parse().expect("ip"),
-        ),
-    )
-    .expect("route");
-    lab.add_route(
-        &cl,
-        &Route::default_v6("fe80::1".parse().expect("ip"), Some("eth0")),
-    )
-    .expect("route");
+    bring_up(&lab, &[&s_cl, &cl_eth]);
+    route_via_gateway(&lab, &cl);
 
-    let mut daemons = [
-        Daemon::start(&lab, &s, &dir, "s", &node_toml(1, &dir, true)),
-        Daemon::start(&lab, &d, &dir, "d", &node_toml(2, &dir, false)),
+    let mut hosts = [
+        Host::start(&lab, &s, dir, 1, &node_toml(1, dir, true)),
+        Host::start(&lab, &d, dir, 2, &node_toml(2, dir, false)),
     ];
-    daemons[0].push(1, Step::Steady { home: 1 });
-    daemons[1].push(2, Step::Steady { home: 1 });
+    hosts[0].push(Step::Steady { home: 1 });
+    hosts[1].push(Step::Steady { home: 1 });
 
     // The guest boots on S; srmigd S connects to its stream and follows it over QMP.
-    let mut vm = start_qemu(&lab, &hv, &dir, &guest, "s", false, 0);
-    wait_ready(&lab, &vm, &dir);
-    daemons[0].wait_for("guest running on S", Duration::from_secs(10), |st| {
-        st.vms
-            .iter()
-            .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Running)
-    });
+    let mut vm = start_qemu(&lab, &hv, dir, &guest, "s", false, 0);
+    wait_ready(&lab, &vm, dir);
+    hosts[0]
+        .daemon
+        .wait_for("guest running on S", Duration::from_secs(10), |st| {
+            st.vms
+                .iter()
+                .any(|v| v.name == "guest" && v.state == srmig_api::VmState::Running)
+        });
     let boot = boot_id(&cl);
     println!("guest ready on S, boot_id {boot}");
 
@@ -820,8 +605,7 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
         .unwrap_or(2);
     for k in 1..=migrations {
         let to: u8 = if k % 2 == 1 { 2 } else { 1 };
-        let (next, pause, downtime) =
-            migrate(&rt, &lab, &hv, &dir, &guest, &mut daemons, vm, to, k);
+        let (next, pause, downtime) = migrate(&rt, &lab, &hv, dir, &guest, &mut hosts, vm, to, k);
         println!(
             "migration {k} -> {}: pause (src STOP -> dst RESUME) {pause:.1} ms, QEMU downtime {downtime} ms",
             if to == 2 { "D" } else { "S" }
@@ -832,7 +616,7 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     }
     let report = probe.finish();
     let after = boot_id(&cl);
-    let (s_vm0, d_vm0) = (daemons[0].port("vm0"), daemons[1].port("vm0"));
+    let (s_vm0, d_vm0) = (hosts[0].daemon.port("vm0"), hosts[1].daemon.port("vm0"));
     println!("probe: {report:?}");
     println!(
         "frames taken back from the stopped QEMU: S {} (inexact {}, lost {}), D {} (inexact {}, lost {})",
@@ -843,14 +627,14 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
         d_vm0.io.recovery_inexact,
         d_vm0.io.recovery_lost
     );
-    let held: u64 = [&daemons[0], &daemons[1]]
+    let held: u64 = hosts
         .iter()
-        .flat_map(|dm| dm.status().vms)
+        .flat_map(|h| h.daemon.status().vms)
         .filter(|v| v.name == "guest")
         .map(|v| v.held)
         .sum();
     println!("held in End.SBUF buffers: {held}");
-    for dm in &daemons {
+    for dm in hosts.iter().map(|h| &h.daemon) {
         let st = dm.status();
         let drops: BTreeMap<&String, &u64> = st.drops.iter().filter(|(_, n)| **n > 0).collect();
         println!("{}: drops {drops:?}", dm.name);
@@ -881,8 +665,8 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     assert!(
         report.lost.is_empty() && report.reordered == 0,
         "probe: {report:?}\nS:\n{}\nD:\n{}",
-        daemons[0].logs(),
-        daemons[1].logs()
+        hosts[0].daemon.logs(),
+        hosts[1].daemon.logs()
     );
     // Known residual (docs/qemu.md, "zero loss at the source"): a frame QEMU read within a few
     // hundred microseconds of leaving the running state may have reached the guest or not;
