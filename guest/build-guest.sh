@@ -14,6 +14,7 @@
 # with --force. Without network or apt lists, an existing build with the current hash is reused.
 #
 # Guest kernel command line: console=ttyS0 srmig.addr=2001:db8:100::10/64 srmig.gw=2001:db8:100::1
+# [srmig.mtu=1400] [srmig.hostname=NAME]
 # (see guest/README.md for what the guest does and which ports it answers on).
 #
 # Host packages: busybox-static cpio kmod gcc libc6-dev (and apt/dpkg, present on Debian).
@@ -162,11 +163,12 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 CONSOLE=/dev/ttyS0; [ -c $CONSOLE ] || CONSOLE=/dev/console
 say() { echo "$*" >$CONSOLE; }
 
-ADDR= GW= HOSTNAME=srmig-guest
+ADDR= GW= MTU= HOSTNAME=srmig-guest
 for arg in $(cat /proc/cmdline); do
   case $arg in
     srmig.addr=*) ADDR=${arg#srmig.addr=} ;;
     srmig.gw=*) GW=${arg#srmig.gw=} ;;
+    srmig.mtu=*) MTU=${arg#srmig.mtu=} ;;
     srmig.hostname=*) HOSTNAME=${arg#srmig.hostname=} ;;
   esac
 done
@@ -182,6 +184,7 @@ ip link set lo up
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 if [ -e /sys/class/net/eth0 ]; then
+  [ -n "$MTU" ] && { ip link set eth0 mtu "$MTU" || say "GUEST-ERROR bad srmig.mtu=$MTU"; }
   ip link set eth0 up
   [ -n "$ADDR" ] && { ip -6 addr add "$ADDR" dev eth0 || say "GUEST-ERROR bad srmig.addr=$ADDR"; }
   [ -n "$GW" ] && { ip -6 route add default via "$GW" dev eth0 || say "GUEST-ERROR bad srmig.gw=$GW"; }

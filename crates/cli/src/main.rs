@@ -105,9 +105,17 @@ enum LabCommand {
     /// The paper's comparison: no migration, traditional, sr-drop and sr-buffer on every
     /// workload; prints the table and writes reports, plots and paper.md into DIR.
     Paper {
-        /// VM kind: netns (qemu is not yet supported).
+        /// VM kind: netns (emulated migration of a namespace) or qemu (a QEMU guest,
+        /// live-migrated over QMP by the controller).
         #[arg(long, default_value = "netns")]
         vm_kind: String,
+        /// qemu: a built guest directory (vmlinuz, initramfs.gz); default: build or reuse
+        /// the cached one (guest/build-guest.sh).
+        #[arg(long)]
+        guest_dir: Option<PathBuf>,
+        /// qemu: guest memory in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory_mib: u32,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -125,9 +133,18 @@ enum LabCommand {
 
 #[derive(Debug, clap::Args)]
 struct LabMigrateArgs {
-    /// VM kind: netns (a namespace with its own kernel stack) or qemu (not yet supported).
+    /// VM kind: netns (a namespace with its own kernel stack, migration emulated with
+    /// --precopy-ms/--downtime-ms) or qemu (a QEMU guest under TCG, live-migrated over QMP
+    /// by the controller; the pause reported is QEMU's own).
     #[arg(long, default_value = "netns")]
     vm_kind: String,
+    /// qemu: a built guest directory (vmlinuz, initramfs.gz); default: build or reuse the
+    /// cached one (guest/build-guest.sh).
+    #[arg(long)]
+    guest_dir: Option<PathBuf>,
+    /// qemu: guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_mib: u32,
     /// traditional, sr-drop or sr-buffer.
     #[arg(long, default_value = "sr-buffer")]
     strategy: String,
@@ -207,20 +224,26 @@ fn main() -> Result<()> {
             what:
                 LabCommand::Paper {
                     vm_kind,
+                    guest_dir,
+                    memory_mib,
                     out,
                     migrations,
                     workload,
                     propagation_delay_ms,
                 },
         } => {
-            if vm_kind != "netns" {
-                bail!("--vm-kind {vm_kind}: only netns is supported by `srmig lab paper` so far");
-            }
+            let mut testbed = srmig_lab::orchestrate::TestbedOptions {
+                vm_kind: srmig_lab::orchestrate::parse_vm_kind(&vm_kind)?,
+                ..Default::default()
+            };
+            testbed.qemu.guest_dir = guest_dir;
+            testbed.qemu.memory_mib = memory_mib;
             cmd_lab_paper(
                 out,
                 migrations,
                 &workload,
                 Duration::from_millis(propagation_delay_ms),
+                testbed,
             )
         }
         Command::Bench {
@@ -490,15 +513,18 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     run.gap = Duration::from_millis(args.gap_ms);
     run.baseline = Duration::from_millis(args.baseline_ms);
     run.http_rate = args.http_rate;
+    let mut testbed = lab::TestbedOptions {
+        propagation_delay: Duration::from_millis(args.propagation_delay_ms),
+        bin_dir: args.bin_dir,
+        keep_dir: args.work_dir.is_some(),
+        work_dir: args.work_dir,
+        ..lab::TestbedOptions::default()
+    };
+    testbed.qemu.guest_dir = args.guest_dir;
+    testbed.qemu.memory_mib = args.memory_mib;
     let options = lab::MigrateOptions {
         vm_kind: lab::parse_vm_kind(&args.vm_kind)?,
-        testbed: lab::TestbedOptions {
-            propagation_delay: Duration::from_millis(args.propagation_delay_ms),
-            bin_dir: args.bin_dir,
-            keep_dir: args.work_dir.is_some(),
-            work_dir: args.work_dir,
-            ..lab::TestbedOptions::default()
-        },
+        testbed,
         run,
     };
     let outcome = lab::run_migrate(&options)?;
@@ -509,7 +535,13 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
 }
 
 fn cmd_lab_demo(out: PathBuf, migrations: u32, workload: &str) -> Result<()> {
-    cmd_lab_paper(out, migrations, workload, Duration::from_millis(100))
+    cmd_lab_paper(
+        out,
+        migrations,
+        workload,
+        Duration::from_millis(100),
+        srmig_lab::orchestrate::TestbedOptions::default(),
+    )
 }
 
 fn cmd_lab_paper(
@@ -517,6 +549,7 @@ fn cmd_lab_paper(
     migrations: u32,
     workload: &str,
     propagation_delay: Duration,
+    testbed: srmig_lab::orchestrate::TestbedOptions,
 ) -> Result<()> {
     use srmig_lab::orchestrate as lab;
     if !lab::is_root() {
@@ -530,10 +563,15 @@ fn cmd_lab_paper(
     options.migrations = migrations;
     options.workloads = lab::WorkloadKind::parse_set(workload)?;
     options.propagation_delay = propagation_delay;
+    let migration = match testbed.vm_kind {
+        srmig_lab::report::VmKind::Netns => "emulated migrations: 500 ms pre-copy, 175 ms downtime",
+        srmig_lab::report::VmKind::Qemu => "QEMU live migrations (TCG guest, over QMP)",
+    };
+    options.testbed = testbed;
     println!(
         "srmig lab demo: one VM migrating between hosts s and d while a client VM on host c \
-         talks to it;\n{} migrations per strategy and workload, 500 ms pre-copy, 175 ms \
-         downtime, {} ms mapping propagation delay",
+         talks to it;\n{} migrations per strategy and workload, {migration}, {} ms mapping \
+         propagation delay",
         options.migrations,
         options.propagation_delay.as_millis()
     );

@@ -59,6 +59,17 @@ impl ReportSink {
     pub fn progress(&self, id: MigrationId, progress: HypervisorProgress) {
         let _ = self.tx.try_send(Command::HypervisorProgress(id, progress));
     }
+
+    /// Hands the hypervisor's final figures of migration `id` (completion, pause, downtime)
+    /// to the controller, waiting for room: unlike [`progress`](Self::progress), never
+    /// dropped. Send it before the [`report`](Self::report) that ends the migration, so the
+    /// status that shows the end also shows the figures. `false` if the controller is gone.
+    pub async fn final_progress(&self, id: MigrationId, progress: HypervisorProgress) -> bool {
+        self.tx
+            .send(Command::HypervisorProgress(id, progress))
+            .await
+            .is_ok()
+    }
 }
 
 /// Runs migrations on a hypervisor. Methods must not block: a driver that talks to a

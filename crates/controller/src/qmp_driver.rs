@@ -143,6 +143,11 @@ impl Qmp {
         self.state().vms.insert(vm, instance);
     }
 
+    /// The driver's settings.
+    pub fn settings(&self) -> &QmpSettings {
+        &self.settings
+    }
+
     /// The QEMU that runs `vm` now.
     pub fn instance(&self, vm: &VmId) -> Option<QemuInstance> {
         self.state().vms.get(vm).cloned()
@@ -403,7 +408,7 @@ impl Qmp {
         let info = sq.query_migrate().await.unwrap_or_default();
         let p = progress(&info, stamps.stop, stamps.resume);
         tracing::info!(migration = %order.id, hypervisor = %p, "QEMU migration completed");
-        sink.progress(order.id, p);
+        sink.final_progress(order.id, p).await;
         match dq.query_status().await {
             Ok(st) if st.status == RunState::Running => Ok(Switch::Completed),
             Ok(st) => Err(format!(

@@ -8,14 +8,15 @@
 //! same unix-socket HTTP API; srmigd reports VM states to it with `--controller`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
 use srmig_api::{MigrateRequest, MigrationId, MigrationStatus, VmInfo};
 use srmig_controller::http::UnixHttp;
 use srmig_controller::{
-    ClientError, ControllerClient, Daemon, HostRegistration, HostView, HypervisorPost, Options,
-    VmView,
+    ClientError, ControllerClient, Daemon, HostRegistration, HostView, HypervisorDriver,
+    HypervisorPost, Options, VmView,
 };
 
 use super::error::OrchestrateError;
@@ -39,6 +40,16 @@ impl ControlPlane {
         dir: &Path,
         propagation_delay: Duration,
     ) -> Result<ControlPlane, OrchestrateError> {
+        ControlPlane::start_with(dir, propagation_delay, None)
+    }
+
+    /// [`start`](Self::start) with a hypervisor driver (default: the external driver, to
+    /// which the lab posts the emulated hypervisor's events).
+    pub fn start_with(
+        dir: &Path,
+        propagation_delay: Duration,
+        driver: Option<Arc<dyn HypervisorDriver>>,
+    ) -> Result<ControlPlane, OrchestrateError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("srmig-lab-controller")
@@ -48,6 +59,9 @@ impl ControlPlane {
         let socket = dir.join("controller.sock");
         let mut options = Options::new(&socket, dir.join("controller.redb"));
         options.push.propagation_delay = propagation_delay;
+        if let Some(driver) = driver {
+            options.driver = driver;
+        }
         // Migrations waiting for the (emulated) hypervisor are also polled a bit faster than
         // the default, in case a VM state report is lost.
         options.state_poll = Duration::from_millis(500);
@@ -111,6 +125,14 @@ impl ControlPlane {
         self.call(
             format!("GET /v1/migrations/{}", id.0),
             self.client.migration(id),
+        )
+    }
+
+    /// `POST /v1/migrations/{id}/cancel`.
+    pub fn cancel(&self, id: MigrationId) -> Result<MigrationStatus, OrchestrateError> {
+        self.call(
+            format!("POST /v1/migrations/{}/cancel", id.0),
+            self.client.cancel(id),
         )
     }
 

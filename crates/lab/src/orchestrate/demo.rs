@@ -62,7 +62,15 @@ pub fn run_demo(
 ) -> Result<Vec<DemoRun>, OrchestrateError> {
     let mut testbed_options = options.testbed.clone();
     testbed_options.propagation_delay = options.propagation_delay;
-    progress("building the lab: router, hosts c/s/d with srmigd, client and vm1, controller");
+    progress(match testbed_options.vm_kind {
+        crate::report::VmKind::Netns => {
+            "building the lab: router, hosts c/s/d with srmigd, client and vm1, controller"
+        }
+        crate::report::VmKind::Qemu => {
+            "building the lab: router, hosts c/s/d with srmigd, client, controller with the \
+             QMP driver, and booting vm1 (QEMU, TCG) on s"
+        }
+    });
     let mut testbed = Testbed::build(&testbed_options)?;
     let mut runs = Vec::new();
     let configs: [(&'static str, Strategy, u32); 4] = [
@@ -76,6 +84,7 @@ pub fn run_demo(
         let mut plan = RunPlan::new(strategy, options.workloads.clone(), migrations);
         plan.baseline = options.baseline;
         plan.probe_baseline_ms = baseline_rtt;
+        plan.vm_kind = testbed.vm_kind();
         progress(&format!(
             "{name}: {}",
             if migrations == 0 {

@@ -42,9 +42,17 @@ pub enum OrchestrateError {
         /// Directories searched.
         searched: Vec<PathBuf>,
     },
-    /// This VM kind is not implemented by the lab yet.
-    #[error("--vm-kind {0} is not yet supported by `srmig lab` (use --vm-kind netns)")]
-    UnsupportedVmKind(&'static str),
+    /// A QEMU guest could not be built, started, booted or asked something.
+    #[error("QEMU: {0}")]
+    Qemu(String),
+    /// The guest's boot id changed across the run: it rebooted instead of migrating.
+    #[error("the guest rebooted during the run (boot id {before} before, {after} after)")]
+    GuestRebooted {
+        /// Boot id at the start of the run.
+        before: String,
+        /// Boot id at the end.
+        after: String,
+    },
     /// The options cannot work.
     #[error("invalid lab options: {0}")]
     Options(String),

@@ -17,6 +17,7 @@ pub mod demo;
 mod error;
 pub mod plan;
 mod preflight;
+pub mod qemu;
 mod run;
 mod srmigd;
 mod testbed;

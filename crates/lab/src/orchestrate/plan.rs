@@ -330,6 +330,26 @@ port = "{port}"
     }
 }
 
+impl Plan {
+    /// [`node_toml`](Self::node_toml) for a lab whose migrating VM is a QEMU guest: on S and
+    /// D its port is a QEMU stream port (`[[qemu]]`) with the sockets of
+    /// [`QemuPaths::of`](super::qemu::QemuPaths::of) in `dir`.
+    pub fn node_toml_qemu(&self, host: &HostPlan, dir: &std::path::Path) -> String {
+        let mut toml = self.node_toml(host);
+        if matches!(host.role, HostRole::Source | HostRole::Destination) {
+            let paths = super::qemu::QemuPaths::of(dir, host.name);
+            let _ = write!(
+                toml,
+                "\n[[qemu]]\nport = \"{}\"\nsocket = \"{}\"\nqmp = \"{}\"\n",
+                self.vm.port,
+                paths.net.display(),
+                paths.ev.display()
+            );
+        }
+        toml
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +393,28 @@ mod tests {
             assert_eq!(cfg.ports.len(), 2);
             srmig_dataplane::Dataplane::new(cfg)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+        }
+    }
+
+    #[test]
+    fn qemu_configs_attach_the_vm_port_to_qemu_on_s_and_d_only() {
+        let plan = Plan::default();
+        let dir = std::path::Path::new("/tmp/srmig-lab-x");
+        for host in &plan.hosts {
+            let text = plan.node_toml_qemu(host, dir);
+            let has = text.contains(&format!(
+                "[[qemu]]\nport = \"vm1-port\"\nsocket = \"/tmp/srmig-lab-x/qemu-{}.net\"",
+                host.name
+            ));
+            assert_eq!(has, host.role != HostRole::Client, "{text}");
+            // srmigd takes `[[qemu]]` out; the rest is the engine's configuration.
+            let mut table: toml::Table = toml::from_str(&text).expect("toml");
+            let qemu = table.remove("qemu");
+            assert_eq!(qemu.is_some(), host.role != HostRole::Client);
+            let cfg: srmig_dataplane::NodeConfig = table
+                .try_into()
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+            srmig_dataplane::Dataplane::new(cfg).expect("engine config");
         }
     }
 

@@ -32,7 +32,39 @@ pub fn check_environment() -> Result<(), OrchestrateError> {
             &["--version"],
         ),
     ];
-    for (tool, why, package, args) in tools {
+    check_tools(&tools)
+}
+
+/// Fails with [`OrchestrateError::MissingTool`] unless QEMU and what the guest build needs
+/// run (`--vm-kind qemu`).
+pub fn check_qemu() -> Result<(), OrchestrateError> {
+    let tools: [(&'static str, &'static str, &'static str, &[&str]); 3] = [
+        (
+            "qemu-system-x86_64",
+            "running the QEMU guest",
+            "qemu-system-x86",
+            &["--version"],
+        ),
+        (
+            "busybox",
+            "the guest's initramfs",
+            "busybox-static",
+            &["true"],
+        ),
+        (
+            "gcc",
+            "the guest's static responder",
+            "gcc libc6-dev",
+            &["--version"],
+        ),
+    ];
+    check_tools(&tools)
+}
+
+fn check_tools(
+    tools: &[(&'static str, &'static str, &'static str, &[&str])],
+) -> Result<(), OrchestrateError> {
+    for &(tool, why, package, args) in tools {
         let ok = Command::new(tool)
             .args(args)
             .stdout(Stdio::null())

@@ -31,7 +31,9 @@ use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
 use crate::report::{self, MigrationReport, RawSeries, Report, VmKind};
 use crate::workload::http::{run_http, HttpConfig, HttpServer};
 use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder};
-use crate::workload::tcp::{run_tcp_sender, tcp_report, TcpReceiver, TcpSenderConfig};
+use crate::workload::tcp::{
+    run_tcp_sender, tcp_report, tcp_report_from_sender, TcpReceiver, TcpSenderConfig,
+};
 use crate::workload::{sleep_until, WorkloadError};
 
 /// A workload of the paper.
@@ -127,7 +129,14 @@ pub struct RunPlan {
     pub probe_baseline_ms: Option<f64>,
     /// New HTTP sessions per second.
     pub http_rate: u32,
+    /// The VM kind the plan is for (a QEMU migration's length is QEMU's, not `timing`).
+    pub vm_kind: VmKind,
 }
+
+/// The expected length of a QEMU live migration in the lab, for scheduling: starting the
+/// destination QEMU (~0.3 s), the driver's attach grace (0.15 s), pre-copy of a 128 MiB TCG
+/// guest (0.5-1.5 s here), completion and the final pushes.
+pub const QEMU_MIGRATION_ESTIMATE: Duration = Duration::from_secs(3);
 
 impl RunPlan {
     /// Defaults: 500 ms pre-copy, 175 ms downtime, 1 s gap, 1 s warmup and tail, 5 s
@@ -145,12 +154,17 @@ impl RunPlan {
             probe_interval: Duration::from_millis(1),
             probe_baseline_ms: None,
             http_rate: 100,
+            vm_kind: VmKind::Netns,
         }
     }
 
     /// Time between two migration requests.
     pub fn slot(&self, propagation_delay: Duration) -> Duration {
-        propagation_delay * 4 + self.timing.precopy + self.timing.downtime + self.gap
+        let migration = match self.vm_kind {
+            VmKind::Netns => self.timing.precopy + self.timing.downtime,
+            VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
+        };
+        propagation_delay * 4 + migration + self.gap
     }
 
     /// How long each workload runs.
@@ -234,6 +248,9 @@ pub struct RunDetails {
     pub drops: BTreeMap<String, BTreeMap<String, u64>>,
     /// The paper's TCP figure: the worst 500 ms window (5 consecutive 100 ms bins), Mb/s.
     pub tcp_worst_500ms_mbps: Option<f64>,
+    /// QEMU: the guest's boot id, the same before and after the run (checked: a changed
+    /// boot id fails the run with [`OrchestrateError::GuestRebooted`]).
+    pub guest_boot_id: Option<String>,
 }
 
 /// The outcome of a run: the contract report and the details.
@@ -257,6 +274,10 @@ impl LabRun {
             (
                 "tcp_worst_500ms_mbps",
                 serde_json::to_value(self.details.tcp_worst_500ms_mbps),
+            ),
+            (
+                "guest_boot_id",
+                serde_json::to_value(&self.details.guest_boot_id),
             ),
         ];
         if let Some(obj) = value.as_object_mut() {
@@ -305,12 +326,13 @@ impl LabRun {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let kind = vm_kind_name(r.vm_kind);
         if n == 0 {
-            let _ = writeln!(out, "no migration (baseline), netns VM");
+            let _ = writeln!(out, "no migration (baseline), {kind} VM");
         } else {
             let _ = writeln!(
                 out,
-                "{strategy}, netns VM, {n} migrations (pause {:.1} ms, total {:.0} ms on average; \
+                "{strategy}, {kind} VM, {n} migrations (pause {:.1} ms, total {:.0} ms on average; \
                  propagation delay {:.0} ms)",
                 avg(|m| m.pause_ms),
                 avg(|m| m.total_ms),
@@ -360,6 +382,9 @@ impl LabRun {
                 );
             }
         }
+        if let Some(id) = &self.details.guest_boot_id {
+            let _ = writeln!(out, "  guest: same boot id before and after ({id})");
+        }
         for (host, drops) in &self.details.drops {
             let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(out, "  srmigd {host} drops: {}", list.join(", "));
@@ -371,7 +396,7 @@ impl LabRun {
 /// `srmig lab migrate` options.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
-    /// VM kind (only `netns` is implemented).
+    /// VM kind (overrides `testbed.vm_kind` and `run.vm_kind`).
     pub vm_kind: VmKind,
     /// How the testbed is built.
     pub testbed: TestbedOptions,
@@ -381,12 +406,13 @@ pub struct MigrateOptions {
 
 /// Builds a testbed, runs `options.run` on it, tears it down.
 pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError> {
-    if options.vm_kind == VmKind::Qemu {
-        return Err(OrchestrateError::UnsupportedVmKind("qemu"));
-    }
-    options.run.validate()?;
-    let mut testbed = Testbed::build(&options.testbed)?;
-    let result = run(&mut testbed, &options.run);
+    let mut plan = options.run.clone();
+    plan.vm_kind = options.vm_kind;
+    plan.validate()?;
+    let mut testbed_options = options.testbed.clone();
+    testbed_options.vm_kind = options.vm_kind;
+    let mut testbed = Testbed::build(&testbed_options)?;
+    let result = run(&mut testbed, &plan);
     let result = result.map_err(|e| {
         testbed.keep_work_dir();
         OrchestrateError::LogsKept {
@@ -403,6 +429,15 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
 /// Runs `plan` on an existing testbed (the VM continues from wherever it is).
 pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateError> {
     plan.validate()?;
+    let vm_kind = testbed.vm_kind();
+    if plan.vm_kind != vm_kind {
+        return Err(OrchestrateError::Options(format!(
+            "the run plan is for a {} VM but the testbed runs a {} VM",
+            vm_kind_name(plan.vm_kind),
+            vm_kind_name(vm_kind)
+        )));
+    }
+    let boot_id_before = testbed.guest_boot_id()?;
     let drops_before = testbed.drop_counters()?;
     let prop = testbed.propagation_delay();
     let duration = plan.workload_duration(prop);
@@ -412,7 +447,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         } else {
             report_strategy(plan.strategy)
         },
-        vm_kind: VmKind::Netns,
+        vm_kind,
         migrations: Vec::new(),
         probe: None,
         http: None,
@@ -424,12 +459,21 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     for &kind in &plan.workloads {
         let records = match kind {
             WorkloadKind::Probe => {
-                let responder = ProbeResponder::spawn(testbed.vm_ns(), sock(vm_addr, 7))
-                    .map_err(OrchestrateError::workload("probe"))?;
+                // A netns VM gets the lab's responder; the QEMU guest runs its own (UDP 7).
+                let responder = match testbed.vm_ns() {
+                    Some(ns) => Some(
+                        ProbeResponder::spawn(ns, sock(vm_addr, 7))
+                            .map_err(OrchestrateError::workload("probe"))?,
+                    ),
+                    None => None,
+                };
                 let count =
                     u64::try_from(duration.as_nanos() / plan.probe_interval.as_nanos().max(1))
                         .unwrap_or(u64::MAX);
-                let mut config = ProbeConfig::new(responder.local_addr(), count);
+                let target = responder
+                    .as_ref()
+                    .map_or(sock(vm_addr, 7), ProbeResponder::local_addr);
+                let mut config = ProbeConfig::new(target, count);
                 config.interval = plan.probe_interval;
                 if let Some(ms) = plan.probe_baseline_ms {
                     config.baseline = Baseline::FixedMs(ms);
@@ -437,9 +481,11 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 let ns = testbed.client_ns().clone();
                 let (result, records) =
                     with_migrations(testbed, plan, kind, move || run_probe(&ns, &config))?;
-                responder
-                    .stop()
-                    .map_err(OrchestrateError::workload("probe"))?;
+                if let Some(responder) = responder {
+                    responder
+                        .stop()
+                        .map_err(OrchestrateError::workload("probe"))?;
+                }
                 if let Some(raw) = report.raw.as_mut() {
                     raw.probe = result.samples;
                 }
@@ -447,14 +493,25 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 records
             }
             WorkloadKind::Http => {
-                let server = HttpServer::spawn(testbed.vm_ns(), sock(vm_addr, 80))
-                    .map_err(OrchestrateError::workload("http"))?;
-                let mut config = HttpConfig::new(server.local_addr(), duration);
+                // The QEMU guest answers HTTP itself (TCP 80, the same body).
+                let server = match testbed.vm_ns() {
+                    Some(ns) => Some(
+                        HttpServer::spawn(ns, sock(vm_addr, 80))
+                            .map_err(OrchestrateError::workload("http"))?,
+                    ),
+                    None => None,
+                };
+                let target = server
+                    .as_ref()
+                    .map_or(sock(vm_addr, 80), HttpServer::local_addr);
+                let mut config = HttpConfig::new(target, duration);
                 config.rate_per_s = plan.http_rate;
                 let ns = testbed.client_ns().clone();
                 let (result, records) =
                     with_migrations(testbed, plan, kind, move || run_http(&ns, &config))?;
-                server.stop().map_err(OrchestrateError::workload("http"))?;
+                if let Some(server) = server {
+                    server.stop().map_err(OrchestrateError::workload("http"))?;
+                }
                 if let Some(raw) = report.raw.as_mut() {
                     raw.http = result.samples;
                 }
@@ -462,20 +519,32 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 records
             }
             WorkloadKind::Tcp => {
-                let receiver = TcpReceiver::spawn(
-                    testbed.vm_ns(),
-                    sock(vm_addr, 5001),
-                    Duration::from_millis(100),
-                )
-                .map_err(OrchestrateError::workload("tcp"))?;
-                let config = TcpSenderConfig::new(receiver.local_addr(), duration);
+                // A netns VM gets the lab's receiver (bins of received bytes). The QEMU
+                // guest's sink (TCP 5001) reports nothing: the sender bins the bytes the
+                // guest acknowledged (TCP_INFO).
+                let receiver = match testbed.vm_ns() {
+                    Some(ns) => Some(
+                        TcpReceiver::spawn(ns, sock(vm_addr, 5001), Duration::from_millis(100))
+                            .map_err(OrchestrateError::workload("tcp"))?,
+                    ),
+                    None => None,
+                };
+                let target = receiver
+                    .as_ref()
+                    .map_or(sock(vm_addr, 5001), TcpReceiver::local_addr);
+                let config = TcpSenderConfig::new(target, duration);
                 let ns = testbed.client_ns().clone();
                 let (sender, records) =
                     with_migrations(testbed, plan, kind, move || run_tcp_sender(&ns, &config))?;
-                let received = receiver
-                    .finish()
-                    .map_err(OrchestrateError::workload("tcp"))?;
-                report.tcp = Some(tcp_report(&received, &sender));
+                report.tcp = Some(match receiver {
+                    Some(receiver) => {
+                        let received = receiver
+                            .finish()
+                            .map_err(OrchestrateError::workload("tcp"))?;
+                        tcp_report(&received, &sender)
+                    }
+                    None => tcp_report_from_sender(&sender),
+                });
                 records
             }
         };
@@ -491,6 +560,15 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         }
     }
     let drops_after = testbed.drop_counters()?;
+    let boot_id_after = testbed.guest_boot_id()?;
+    if let (Some(before), Some(after)) = (&boot_id_before, &boot_id_after) {
+        if before != after {
+            return Err(OrchestrateError::GuestRebooted {
+                before: before.clone(),
+                after: after.clone(),
+            });
+        }
+    }
     let tcp_worst_500ms = report
         .tcp
         .as_ref()
@@ -512,6 +590,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             },
             drops: drop_diff(&drops_before, &drops_after),
             tcp_worst_500ms_mbps: tcp_worst_500ms,
+            guest_boot_id: boot_id_after,
         },
     })
 }
@@ -579,6 +658,14 @@ fn worst_window(bins: &[f64], n: usize) -> Option<f64> {
     bins.windows(n)
         .map(|w| w.iter().sum::<f64>() / n as f64)
         .min_by(f64::total_cmp)
+}
+
+/// `netns` or `qemu`.
+pub fn vm_kind_name(kind: VmKind) -> &'static str {
+    match kind {
+        VmKind::Netns => "netns",
+        VmKind::Qemu => "qemu",
+    }
 }
 
 fn sock(addr: Ipv6Addr, port: u16) -> SocketAddr {
@@ -668,14 +755,24 @@ mod tests {
     }
 
     #[test]
-    fn qemu_is_refused_before_anything_is_built() {
+    fn a_missing_guest_fails_before_anything_is_built() {
+        let mut testbed = TestbedOptions::default();
+        testbed.qemu.guest_dir = Some(std::env::temp_dir().join("srmig-no-such-guest"));
         let options = MigrateOptions {
             vm_kind: VmKind::Qemu,
-            testbed: TestbedOptions::default(),
+            testbed,
             run: RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1),
         };
-        let err = run_migrate(&options).expect_err("qemu");
-        assert!(err.to_string().contains("not yet supported"), "{err}");
+        let err = run_migrate(&options).expect_err("no guest");
+        let text = err.to_string();
+        // Not root: refused at once; root: the guest directory is checked before any
+        // namespace exists (QEMU missing would be named too).
+        assert!(
+            text.contains("needs root")
+                || text.contains("has no vmlinuz")
+                || text.contains("qemu-system-x86_64"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -729,9 +826,11 @@ mod tests {
                 },
                 drops: BTreeMap::new(),
                 tcp_worst_500ms_mbps: None,
+                guest_boot_id: Some("4f0c".into()),
             },
         };
         let v = run.to_json();
+        assert_eq!(v["raw"]["guest_boot_id"], "4f0c");
         let keys: Vec<&str> = v
             .as_object()
             .expect("object")

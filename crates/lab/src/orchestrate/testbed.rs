@@ -40,8 +40,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use srmig_api::{MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmState};
-use srmig_controller::{HostRegistration, HypervisorEventKind, HypervisorPost};
+use std::sync::Arc;
+
+use srmig_api::{MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmId, VmState};
+use srmig_controller::{
+    HostRegistration, HypervisorDriver, HypervisorEventKind, HypervisorPost, QemuLauncher, Qmp,
+};
 
 use super::control::ControlPlane;
 use super::error::{MigrationFailure, OrchestrateError};
@@ -50,9 +54,11 @@ use super::plan::{
     VM_IFNAME, VM_MTU,
 };
 use super::preflight;
+use super::qemu::{self, GuestImage, LabLauncher, QemuOptions};
 use super::srmigd::Srmigd;
 use crate::netns::Netns;
 use crate::registry::REGISTRY_DIR;
+use crate::report::VmKind;
 use crate::topology::{Lab, LinkEnd, MacAddr, Route};
 
 /// How long links get to come up, hosts to acknowledge, the VM to become reachable.
@@ -76,6 +82,11 @@ pub struct TestbedOptions {
     pub work_dir: Option<PathBuf>,
     /// Keep the work directory (logs) after teardown.
     pub keep_dir: bool,
+    /// What the migrating VM is: a network namespace (emulated migration) or a QEMU guest
+    /// live-migrated by the controller's QMP driver.
+    pub vm_kind: VmKind,
+    /// QEMU settings (`vm_kind` qemu only).
+    pub qemu: QemuOptions,
 }
 
 impl Default for TestbedOptions {
@@ -86,6 +97,8 @@ impl Default for TestbedOptions {
             bin_dir: None,
             work_dir: None,
             keep_dir: false,
+            vm_kind: VmKind::Netns,
+            qemu: QemuOptions::default(),
         }
     }
 }
@@ -151,7 +164,30 @@ pub struct MigrationRecord {
 struct Spaces {
     hosts: [Netns; 3],
     client: Netns,
-    vm: Netns,
+}
+
+/// The migrating VM.
+#[derive(Debug)]
+enum Vm {
+    /// A namespace whose attachment (`port`, at S or D, and its peer `att`) moves.
+    Netns {
+        ns: Netns,
+        port: LinkEnd,
+        att: LinkEnd,
+    },
+    /// A QEMU guest, migrated by the controller's QMP driver.
+    Qemu(QemuVm),
+}
+
+/// The QEMU side of a testbed.
+#[derive(Debug)]
+struct QemuVm {
+    launcher: Arc<LabLauncher>,
+    driver: Qmp,
+    /// The `GUEST-READY` line of the first boot.
+    ready: String,
+    /// The guest's boot id after the first boot.
+    boot_id: String,
 }
 
 /// The netns lab: router, three hosts each running srmigd, the client VM on C and the
@@ -162,8 +198,7 @@ pub struct Testbed {
     plan: Plan,
     spaces: Spaces,
     daemons: Vec<Srmigd>,
-    vm_port: LinkEnd,
-    vm_att: LinkEnd,
+    vm: Vm,
     vm_at: HostRole,
     dir: PathBuf,
     keep_dir: bool,
@@ -180,6 +215,17 @@ impl Testbed {
         preflight::check_environment()?;
         let dirs = preflight::binary_dirs(options.bin_dir.as_deref());
         let srmigd = preflight::find_binary("srmigd", &dirs)?;
+        // The guest is built (or found in its cache) before anything exists to tear down.
+        let image = match options.vm_kind {
+            VmKind::Netns => None,
+            VmKind::Qemu => {
+                preflight::check_qemu()?;
+                Some(match &options.qemu.guest_dir {
+                    Some(dir) => GuestImage::in_dir(dir)?,
+                    None => GuestImage::build_or_cached()?,
+                })
+            }
+        };
         let lab = Lab::new()?;
         let dir = match &options.work_dir {
             Some(d) => d.clone(),
@@ -194,14 +240,48 @@ impl Testbed {
             source,
         })?;
         let plan = options.plan.clone();
-        let result = build_topology(&lab, &plan).and_then(|(spaces, vm_port, vm_att)| {
-            let control = ControlPlane::start(&dir, options.propagation_delay)?;
-            Ok((spaces, vm_port, vm_att, control))
+        let keep_dir = options.keep_dir || options.work_dir.is_some();
+        let result = build_topology(&lab, &plan, image.is_some()).and_then(|(spaces, vm)| {
+            let (vm, driver) = match (vm, image) {
+                (TopologyVm::Netns { ns, port, att }, _) => (Vm::Netns { ns, port, att }, None),
+                (TopologyVm::Qemu { hv }, Some(image)) => {
+                    let launcher = Arc::new(LabLauncher::new(
+                        lab.handle(),
+                        hv,
+                        &dir,
+                        image,
+                        options.qemu.memory_mib,
+                        plan.vm.clone(),
+                        [HostRole::Source, HostRole::Destination]
+                            .map(|r| plan.host(r).name.to_owned())
+                            .to_vec(),
+                    ));
+                    let driver = Qmp::new(
+                        Arc::clone(&launcher) as Arc<dyn QemuLauncher>,
+                        options.qemu.driver.clone(),
+                    );
+                    let qemu = QemuVm {
+                        launcher,
+                        driver: driver.clone(),
+                        ready: String::new(),
+                        boot_id: String::new(),
+                    };
+                    (
+                        Vm::Qemu(qemu),
+                        Some(Arc::new(driver) as Arc<dyn HypervisorDriver>),
+                    )
+                }
+                (TopologyVm::Qemu { .. }, None) => {
+                    return Err(OrchestrateError::Options("no guest image".into()))
+                }
+            };
+            let control = ControlPlane::start_with(&dir, options.propagation_delay, driver)?;
+            Ok((spaces, vm, control))
         });
-        let (spaces, vm_port, vm_att, control) = match result {
+        let (spaces, vm, control) = match result {
             Ok(parts) => parts,
             Err(e) => {
-                remove_dir(&dir, options.keep_dir || options.work_dir.is_some());
+                remove_dir(&dir, keep_dir);
                 return Err(e);
             }
         };
@@ -209,25 +289,89 @@ impl Testbed {
             plan,
             spaces,
             daemons: Vec::new(),
-            vm_port,
-            vm_att,
+            vm,
             vm_at: HostRole::Source,
             dir,
-            keep_dir: options.keep_dir || options.work_dir.is_some(),
+            keep_dir,
             propagation_delay: options.propagation_delay,
             control,
             lab,
         };
         let ready = testbed
             .start_daemons(&srmigd)
+            .and_then(|()| testbed.start_guest(options.qemu.boot_timeout))
             .and_then(|()| testbed.register())
-            .and_then(|()| testbed.check_connectivity());
+            .and_then(|()| testbed.check_connectivity())
+            .and_then(|()| testbed.read_boot_id());
         if let Err(e) = ready {
             // Keep the srmigd logs the error points to (the next run removes them).
             testbed.keep_work_dir();
             return Err(e);
         }
         Ok(testbed)
+    }
+
+    /// QEMU: starts the VM's first QEMU on S, registers it with the driver and waits for
+    /// the guest to be ready. Netns: nothing to do.
+    fn start_guest(&mut self, boot_timeout: Duration) -> Result<(), OrchestrateError> {
+        let source = self.plan.host(HostRole::Source).name;
+        let Vm::Qemu(qemu) = &mut self.vm else {
+            return Ok(());
+        };
+        let launched = qemu.launcher.launch(source, false)?;
+        let vm = VmId::new(self.plan.vm.name)
+            .map_err(|e| OrchestrateError::Options(format!("VM name: {e}")))?;
+        qemu.driver.register(vm, launched.instance.clone());
+        qemu.ready = qemu.launcher.wait_ready(&launched, boot_timeout)?;
+        tracing::info!(ready = %qemu.ready, "guest ready");
+        Ok(())
+    }
+
+    fn read_boot_id(&mut self) -> Result<(), OrchestrateError> {
+        let address = self.plan.vm.address;
+        if let Vm::Qemu(qemu) = &mut self.vm {
+            qemu.boot_id = qemu::boot_id(&self.spaces.client, address)?;
+        }
+        Ok(())
+    }
+
+    /// The kind of the migrating VM.
+    pub fn vm_kind(&self) -> VmKind {
+        match self.vm {
+            Vm::Netns { .. } => VmKind::Netns,
+            Vm::Qemu(_) => VmKind::Qemu,
+        }
+    }
+
+    /// QEMU: the guest's boot id now (asked over TCP port 9 from the client VM), to compare
+    /// with [`first_boot_id`](Self::first_boot_id). `None` for a netns VM.
+    pub fn guest_boot_id(&self) -> Result<Option<String>, OrchestrateError> {
+        match &self.vm {
+            Vm::Netns { .. } => Ok(None),
+            Vm::Qemu(_) => qemu::boot_id(&self.spaces.client, self.plan.vm.address).map(Some),
+        }
+    }
+
+    /// QEMU: the guest's boot id after its first boot. `None` for a netns VM.
+    pub fn first_boot_id(&self) -> Option<&str> {
+        match &self.vm {
+            Vm::Netns { .. } => None,
+            Vm::Qemu(q) => Some(&q.boot_id),
+        }
+    }
+
+    /// QEMU: the QEMU process running the VM now (pid), as the controller's driver knows it.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        let Vm::Qemu(q) = &self.vm else { return None };
+        let vm = VmId::new(self.plan.vm.name).ok()?;
+        q.driver
+            .instance(&vm)
+            .and_then(|i| u32::try_from(i.handle).ok())
+    }
+
+    /// The in-process controller (e.g. to cancel a migration).
+    pub fn control(&self) -> &ControlPlane {
+        &self.control
     }
 
     /// The addressing plan.
@@ -261,9 +405,12 @@ impl Testbed {
         &self.spaces.client
     }
 
-    /// The migrating VM's namespace.
-    pub fn vm_ns(&self) -> &Netns {
-        &self.spaces.vm
+    /// The migrating VM's namespace (a netns VM; `None` for a QEMU guest).
+    pub fn vm_ns(&self) -> Option<&Netns> {
+        match &self.vm {
+            Vm::Netns { ns, .. } => Some(ns),
+            Vm::Qemu(_) => None,
+        }
     }
 
     /// Where the migrating VM runs now.
@@ -287,7 +434,10 @@ impl Testbed {
 
     fn start_daemons(&mut self, bin: &Path) -> Result<(), OrchestrateError> {
         for (host, ns) in self.plan.hosts.iter().zip(&self.spaces.hosts) {
-            let toml = self.plan.node_toml(host);
+            let toml = match self.vm {
+                Vm::Netns { .. } => self.plan.node_toml(host),
+                Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
+            };
             let daemon = Srmigd::start(&self.lab, ns, bin, &self.dir, host, &toml, &self.control)?;
             self.daemons.push(daemon);
         }
@@ -403,12 +553,131 @@ impl Testbed {
 
     /// Migrates the VM to the other of S and D through the controller with `strategy`,
     /// emulating the hypervisor with `timing`. Times in the record are relative to `origin`.
+    ///
+    /// A QEMU guest is migrated by the controller's QMP driver (`timing` does not apply):
+    /// the record's pause is the true pause, the source's STOP to the destination's RESUME.
     pub fn migrate(
         &mut self,
         strategy: Strategy,
         timing: MigrationTiming,
         origin: Instant,
     ) -> Result<MigrationRecord, OrchestrateError> {
+        match self.vm {
+            Vm::Netns { .. } => self.migrate_netns(strategy, timing, origin),
+            Vm::Qemu(_) => self.migrate_qemu(strategy, origin),
+        }
+    }
+
+    fn other_host(&self) -> HostRole {
+        match self.vm_at {
+            HostRole::Source => HostRole::Destination,
+            _ => HostRole::Source,
+        }
+    }
+
+    fn migrate_qemu(
+        &mut self,
+        strategy: Strategy,
+        origin: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
+        let (from, to) = (self.vm_at, self.other_host());
+        let (held0, released0, dropped0) = self.vm_buffer_counters(to)?;
+        let req = MigrateRequest {
+            vm: self.plan.vm.info(self.plan.host(from)).name,
+            to: self.plan.host(to).info().name,
+            strategy,
+        };
+        let t_req = Instant::now();
+        // The wall clock at `origin`: QEMU's event timestamps are wall-clock microseconds.
+        let origin_wall_us = wall_us() - micros(t_req.saturating_duration_since(origin));
+        let accepted = self.control.migrate(&req)?;
+        let id = accepted.id;
+        let limit = self.qemu_phase_timeout();
+        let done =
+            self.wait_phase_for(id, "the end of the migration", limit, |p| p.is_terminal())?;
+        let t_done = Instant::now();
+        if done.phase != MigrationPhase::Completed {
+            return Err(MigrationFailure::of(&done));
+        }
+        self.vm_at = to;
+        // The core may complete (the destination srmigd reported the VM running, commit and
+        // cleanup acknowledged) a moment before the driver's final figures arrive.
+        let mut hv = done.hypervisor.clone().unwrap_or_default();
+        let figures_by = Instant::now() + Duration::from_secs(10);
+        while (hv.stopped_at_us.is_none() || hv.resumed_at_us.is_none())
+            && Instant::now() < figures_by
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            hv = self.control.migration(id)?.hypervisor.unwrap_or_default();
+        }
+        let (Some(stop_us), Some(resume_us)) = (hv.stopped_at_us, hv.resumed_at_us) else {
+            return Err(OrchestrateError::Qemu(format!(
+                "migration m{} completed but QEMU's STOP and RESUME events were not both seen \
+                 ({hv}): no pause can be measured",
+                id.0
+            )));
+        };
+        let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
+        let phase_ms = |phase: MigrationPhase| {
+            done.phases
+                .iter()
+                .find(|r| r.phase == phase)
+                .map(|r| r.at_ms.millis_since(done.started_at_ms) as f64)
+        };
+        let requested_at_ms = ms(origin, t_req);
+        let attached_at_ms = wall_ms(resume_us);
+        let completed_at_ms = ms(origin, t_done);
+        Ok(MigrationRecord {
+            id: format!("m{}", id.0),
+            from: self.plan.host(from).name.to_owned(),
+            to: self.plan.host(to).name.to_owned(),
+            strategy,
+            pause_ms: (resume_us - stop_us) as f64 / 1e3,
+            total_ms: ms(t_req, t_done),
+            prepare_ms: phase_ms(MigrationPhase::ExpectHypervisorDone).unwrap_or(0.0),
+            finish_ms: completed_at_ms - attached_at_ms,
+            requested_at_ms,
+            cut_at_ms: wall_ms(stop_us),
+            attached_at_ms,
+            completed_at_ms,
+            held: held1.saturating_sub(held0),
+            released: released1.saturating_sub(released0),
+            dropped: dropped1.saturating_sub(dropped0),
+            phases: done
+                .phases
+                .iter()
+                .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
+                .collect(),
+        })
+    }
+
+    /// How long a QEMU migration may take before the lab gives up: the driver's own limit
+    /// (after which it cancels and reports) plus room for starting QEMU and the pushes.
+    fn qemu_phase_timeout(&self) -> Duration {
+        let driver = match &self.vm {
+            Vm::Qemu(q) => q.driver_timeout(),
+            Vm::Netns { .. } => Duration::ZERO,
+        };
+        driver + PHASE_TIMEOUT + self.propagation_delay * 8
+    }
+
+    fn migrate_netns(
+        &mut self,
+        strategy: Strategy,
+        timing: MigrationTiming,
+        origin: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
+        let Vm::Netns {
+            port: vm_port,
+            att: vm_att,
+            ..
+        } = &self.vm
+        else {
+            return Err(OrchestrateError::Options("not a netns VM".into()));
+        };
+        let (vm_port, vm_att) = (vm_port.clone(), vm_att.clone());
         let from = self.vm_at;
         let to = match from {
             HostRole::Source => HostRole::Destination,
@@ -437,10 +706,12 @@ impl Testbed {
         self.daemon(from)?
             .set_vm_state(&self.control, self.plan.vm.name, VmState::Paused)?;
         std::thread::sleep(DRAIN);
-        let moved = self.lab.move_link(&self.vm_port, &to_ns)?;
-        self.vm_port = moved.clone();
+        let moved = self.lab.move_link(&vm_port, &to_ns)?;
+        if let Vm::Netns { port, .. } = &mut self.vm {
+            *port = moved.clone();
+        }
         self.vm_at = to;
-        self.lab.set_down(&self.vm_att)?;
+        self.lab.set_down(&vm_att)?;
         // (Moved links arrive down; the host's default already disables IPv6 on arrivals.)
         to_ns.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", moved.ifname), "1")?;
         // The port is up at the destination but without carrier while `att` is down: srmigd
@@ -449,7 +720,7 @@ impl Testbed {
         crate::workload::sleep_until(t_stop + timing.downtime);
         // ...and appears at the destination, VM side last: `att` is activated while it is
         // opened, before the destination srmigd hears that its port has carrier.
-        self.lab.set_up(&self.vm_att)?;
+        self.lab.set_up(&vm_att)?;
         let t_attach = Instant::now();
 
         self.control.hypervisor(
@@ -496,6 +767,16 @@ impl Testbed {
         what: &str,
         reached: impl Fn(MigrationPhase) -> bool,
     ) -> Result<MigrationStatus, OrchestrateError> {
+        self.wait_phase_for(id, what, PHASE_TIMEOUT, reached)
+    }
+
+    fn wait_phase_for(
+        &self,
+        id: srmig_api::MigrationId,
+        what: &str,
+        limit: Duration,
+        reached: impl Fn(MigrationPhase) -> bool,
+    ) -> Result<MigrationStatus, OrchestrateError> {
         let start = Instant::now();
         loop {
             let status = self.control.migration(id)?;
@@ -505,11 +786,11 @@ impl Testbed {
             if status.phase.is_terminal() {
                 return Err(MigrationFailure::of(&status));
             }
-            if start.elapsed() > PHASE_TIMEOUT {
+            if start.elapsed() > limit {
                 self.check_daemons()?;
                 return Err(OrchestrateError::Timeout {
                     what: format!("{what} of migration m{} (phase {})", id.0, status.phase),
-                    waited: PHASE_TIMEOUT,
+                    waited: limit,
                 });
             }
             std::thread::sleep(POLL);
@@ -532,6 +813,23 @@ impl Drop for Testbed {
         }
         remove_dir(&self.dir, self.keep_dir);
     }
+}
+
+impl QemuVm {
+    fn driver_timeout(&self) -> Duration {
+        self.driver.settings().migration_timeout
+    }
+}
+
+/// Microseconds since the Unix epoch (wall clock, as QEMU's event timestamps).
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, micros)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Default work directories are `<temp>/srmig-lab-<run id>`.
@@ -568,9 +866,25 @@ fn remove_dir(dir: &Path, keep: bool) {
     }
 }
 
-/// Creates namespaces, links, addresses, routes and neighbors. Returns the namespaces, the
-/// migrating VM's srmigd port (at S) and its peer `att` in the VM's hypervisor namespace.
-fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), OrchestrateError> {
+/// The migrating VM's part of the topology.
+enum TopologyVm {
+    /// Its namespace, its srmigd port (at S) and the port's peer `att` in the VM's
+    /// hypervisor namespace.
+    Netns {
+        ns: Netns,
+        port: LinkEnd,
+        att: LinkEnd,
+    },
+    /// The hypervisors' namespace QEMU runs in (loopback up, for the migration stream).
+    Qemu { hv: Netns },
+}
+
+/// Creates namespaces, links, addresses, routes and neighbors.
+fn build_topology(
+    lab: &Lab,
+    plan: &Plan,
+    qemu: bool,
+) -> Result<(Spaces, TopologyVm), OrchestrateError> {
     let router = lab.add_netns(ROUTER_NS)?;
     let mut hosts = Vec::with_capacity(3);
     for host in &plan.hosts {
@@ -581,7 +895,6 @@ fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), 
         hosts.push(ns);
     }
     let client = lab.add_netns(plan.client.name)?;
-    let vm = lab.add_netns(plan.vm.name)?;
     let [c, s, d]: [Netns; 3] = hosts
         .try_into()
         .map_err(|_| OrchestrateError::Options("the plan has three hosts".into()))?;
@@ -619,28 +932,42 @@ fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), 
         (&c, plan.client.port, plan.client.port_mac),
         (&client, VM_IFNAME, plan.client.mac),
     )?;
-    // The migrating VM: eth0 <-> nic [hv] att <-> vm1-port (at S), tc between nic and att.
+    // The migrating VM. QEMU: its hypervisors' namespace, loopback up (migration stream);
+    // srmigd attaches the VM through QEMU's sockets, no link. Netns: eth0 <-> nic [hv] att
+    // <-> vm1-port (at S), tc between nic and att.
     let hv = lab.add_netns(&plan.vm.hv_ns())?;
-    hv.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
-    let (nic_mac, att_mac) = plan.vm.hv_macs();
-    let (vm_eth, nic) = veth(lab, (&vm, VM_IFNAME, plan.vm.mac), (&hv, HV_NIC, nic_mac))?;
-    let (att, vm_port) = veth(
-        lab,
-        (&hv, HV_ATT, att_mac),
-        (&s, plan.vm.port, plan.vm.port_mac),
-    )?;
-    for (from, to) in [(HV_NIC, HV_ATT), (HV_ATT, HV_NIC)] {
-        hv.exec("tc", &["qdisc", "add", "dev", from, "clsact"])?;
-        hv.exec(
-            "tc",
-            &[
-                "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match", "u32",
-                "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-            ],
+    let mut vm_links = None;
+    if qemu {
+        hv.ip(&["link", "set", "dev", "lo", "up"])?;
+    } else {
+        let vm = lab.add_netns(plan.vm.name)?;
+        hv.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+        let (nic_mac, att_mac) = plan.vm.hv_macs();
+        let (vm_eth, nic) = veth(lab, (&vm, VM_IFNAME, plan.vm.mac), (&hv, HV_NIC, nic_mac))?;
+        let (att, vm_port) = veth(
+            lab,
+            (&hv, HV_ATT, att_mac),
+            (&s, plan.vm.port, plan.vm.port_mac),
         )?;
+        for (from, to) in [(HV_NIC, HV_ATT), (HV_ATT, HV_NIC)] {
+            hv.exec("tc", &["qdisc", "add", "dev", from, "clsact"])?;
+            hv.exec(
+                "tc",
+                &[
+                    "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match",
+                    "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+                ],
+            )?;
+        }
+        up.extend([vm_eth.clone(), nic, att.clone(), vm_port.clone()]);
+        vm_links = Some((vm, vm_eth, vm_port, att));
     }
     let mut vm_ends = Vec::new();
-    for (vm_plan, vm_end) in [(&plan.client, &client_eth), (&plan.vm, &vm_eth)] {
+    let mut vm_eths = vec![(&plan.client, &client_eth)];
+    if let Some((_, vm_eth, _, _)) = &vm_links {
+        vm_eths.push((&plan.vm, vm_eth));
+    }
+    for (vm_plan, vm_end) in vm_eths {
         let mtu = VM_MTU.to_string();
         vm_end
             .netns
@@ -657,14 +984,7 @@ fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), 
         )?;
         vm_ends.push(vm_end.clone());
     }
-    up.extend([
-        client_port,
-        client_eth,
-        vm_eth,
-        nic,
-        att.clone(),
-        vm_port.clone(),
-    ]);
+    up.extend([client_port, client_eth]);
     for end in &up {
         lab.set_up(end)?;
     }
@@ -699,14 +1019,16 @@ fn build_topology(lab: &Lab, plan: &Plan) -> Result<(Spaces, LinkEnd, LinkEnd), 
             &Route::default_v6(std::net::IpAddr::V6(GATEWAY_ADDR), Some(VM_IFNAME)),
         )?;
     }
+    let vm = match vm_links {
+        Some((ns, _, port, att)) => TopologyVm::Netns { ns, port, att },
+        None => TopologyVm::Qemu { hv },
+    };
     Ok((
         Spaces {
             hosts: [c, s, d],
             client,
-            vm,
         },
-        vm_port,
-        att,
+        vm,
     ))
 }
 
