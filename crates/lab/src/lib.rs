@@ -47,4 +47,6 @@ pub mod workload;
 pub use error::LabError;
 pub use netns::{Netns, NetnsThread};
 pub use registry::{cleanup_stale, cleanup_stale_in, StaleCleanup};
-pub use topology::{Lab, LabHandle, LabOptions, LinkEnd, MacAddr, Route, RunId, Veth};
+pub use topology::{
+    list_namespaces_with_prefix, Lab, LabHandle, LabOptions, LinkEnd, MacAddr, Route, RunId, Veth,
+};

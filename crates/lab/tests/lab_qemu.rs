@@ -1,0 +1,166 @@
+//! The QEMU lab end to end (what `srmig lab migrate --vm-kind qemu` runs): hosts C, S and D
+//! running the real srmigd, the controller with its QMP driver, a real QEMU guest (TCG, its
+//! own kernel) live-migrated S -> D -> S, the 1 ms probe from the client VM on C. On one
+//! testbed, in one run:
+//!
+//! - sr-buffer, S -> D -> S: 0 probes lost, the guest not rebooted (same boot id), every
+//!   migration with a true pause (source STOP to destination RESUME) measured;
+//! - traditional, S -> D -> S: probes are lost (frames sent to the source after its STOP
+//!   die with the source QEMU, and the mapping moves only after completion);
+//! - teardown leaves no QEMU, srmigd or namespace behind.
+//!
+//! Needs root, `qemu-system-x86_64` and the guest build's packages (busybox-static, cpio,
+//! kmod, gcc, libc6-dev; the guest is built once into ~/.cache/srmig/guest). Without them it
+//! prints `SKIPPED` and passes, unless `CI` is set.
+
+use std::time::{Duration, Instant};
+
+use srmig_api::Strategy;
+use srmig_lab::orchestrate::{
+    error_chain, is_root, run, LabRun, RunPlan, Testbed, TestbedOptions, WorkloadKind,
+};
+use srmig_lab::report::VmKind;
+
+fn skip(why: &str) -> bool {
+    eprintln!("SKIPPED: {why}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set: the QEMU lab test must not be skipped ({why})"
+    );
+    true
+}
+
+fn missing_prerequisite() -> Option<String> {
+    if !is_root() {
+        return Some("needs root (network namespaces, veth pairs, AF_PACKET for srmigd)".into());
+    }
+    for tool in ["qemu-system-x86_64", "busybox", "gcc", "cpio"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!("{tool} not found (see guest/README.md)"));
+        }
+    }
+    None
+}
+
+fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
+    let mut plan = RunPlan::new(strategy, vec![WorkloadKind::Probe], migrations);
+    plan.vm_kind = VmKind::Qemu;
+    plan.gap = Duration::from_millis(500);
+    plan.warmup = Duration::from_millis(700);
+    plan.tail = Duration::from_millis(1000);
+    plan
+}
+
+fn show(name: &str, run: &LabRun) {
+    eprintln!("--- {name}\n{}", run.summary());
+    for m in &run.details.migrations {
+        let r = &m.record;
+        eprintln!(
+            "    {} {} -> {}: pause {:.1} ms, total {:.0} ms (prepare {:.0}, finish {:.0}), held {} released {} dropped {}",
+            r.id, r.from, r.to, r.pause_ms, r.total_ms, r.prepare_ms, r.finish_ms, r.held, r.released, r.dropped
+        );
+    }
+}
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if text.contains(needle) {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
+    if let Some(why) = missing_prerequisite() {
+        if skip(&why) {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let options = TestbedOptions {
+        vm_kind: VmKind::Qemu,
+        ..TestbedOptions::default()
+    };
+    let mut testbed = Testbed::build(&options)
+        .unwrap_or_else(|e| panic!("building the QEMU lab failed: {}", error_chain(&e)));
+    eprintln!("QEMU lab up in {:.1} s", started.elapsed().as_secs_f64());
+    let prefix = testbed.lab().run_id().prefix();
+    let dir = testbed.dir().to_owned();
+    let first_boot = testbed.first_boot_id().expect("a QEMU guest").to_owned();
+    let fail = |what: &str, e: srmig_lab::orchestrate::OrchestrateError| -> ! {
+        panic!("{what} failed: {}", error_chain(&e))
+    };
+
+    // sr-buffer, S -> D -> S.
+    let buffer =
+        run(&mut testbed, &plan(Strategy::SrBuffer, 2)).unwrap_or_else(|e| fail("sr-buffer", e));
+    show("sr-buffer", &buffer);
+    let probe = buffer.report.probe.as_ref().expect("probe report");
+    let route: Vec<(&str, &str)> = buffer
+        .details
+        .migrations
+        .iter()
+        .map(|m| (m.record.from.as_str(), m.record.to.as_str()))
+        .collect();
+    assert_eq!(route, [("s", "d"), ("d", "s")]);
+    assert!(probe.sent > 3000, "{probe:?}");
+    assert_eq!(probe.lost, 0, "sr-buffer lost probes: {probe:?}");
+    for m in &buffer.details.migrations {
+        let r = &m.record;
+        assert!(
+            r.pause_ms > 0.0 && r.pause_ms < 2000.0,
+            "{}: the true pause was not measured: {r:?}",
+            r.id
+        );
+        assert!(
+            r.cut_at_ms < r.attached_at_ms && r.attached_at_ms <= r.completed_at_ms + 1.0,
+            "{r:?}"
+        );
+        assert!(
+            r.held > 0 && r.released == r.held,
+            "End.SBUF did not hold: {r:?}"
+        );
+    }
+    assert_eq!(
+        buffer.details.guest_boot_id.as_deref(),
+        Some(first_boot.as_str()),
+        "the guest rebooted"
+    );
+
+    // traditional, S -> D -> S on the same guest: loss.
+    let traditional = run(&mut testbed, &plan(Strategy::Traditional, 2))
+        .unwrap_or_else(|e| fail("traditional", e));
+    show("traditional", &traditional);
+    let probe = traditional.report.probe.as_ref().expect("probe report");
+    assert!(probe.lost > 0, "traditional lost nothing: {probe:?}");
+    assert_eq!(
+        traditional.details.guest_boot_id.as_deref(),
+        Some(first_boot.as_str())
+    );
+
+    testbed
+        .teardown()
+        .unwrap_or_else(|e| fail("teardown", e.into()));
+    let left = srmig_lab::list_namespaces_with_prefix(&prefix).expect("ip netns list");
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let procs = processes_mentioning(&dir.display().to_string());
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    eprintln!(
+        "QEMU lab test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
