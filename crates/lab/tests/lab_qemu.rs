@@ -152,9 +152,7 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
         Some(first_boot.as_str())
     );
 
-    testbed
-        .teardown()
-        .unwrap_or_else(|e| fail("teardown", e.into()));
+    testbed.teardown().unwrap_or_else(|e| fail("teardown", e));
     let left = srmig_lab::list_namespaces_with_prefix(&prefix).expect("ip netns list");
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     let procs = processes_mentioning(&dir.display().to_string());
