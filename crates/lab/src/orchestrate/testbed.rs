@@ -526,15 +526,16 @@ impl Testbed {
         }
     }
 
-    /// Per-host `drops` counters of every srmigd (reason -> count), for before/after diffs.
+    /// Per-host loss counters of every srmigd, for before/after diffs: the dataplane's
+    /// `drops` (reason -> count) and each port's I/O losses as `<port>.<counter>`
+    /// ([`PORT_LOSS_COUNTERS`]: frames the port could not send or receive, frames a stopped
+    /// QEMU had read that could not be recovered).
     pub fn drop_counters(&self) -> Result<Vec<(String, serde_json::Value)>, OrchestrateError> {
         self.daemons
             .iter()
             .map(|d| {
-                Ok((
-                    d.host().to_owned(),
-                    d.status(&self.control)?["drops"].clone(),
-                ))
+                let status = d.status(&self.control)?;
+                Ok((d.host().to_owned(), loss_counters(&status)))
             })
             .collect()
     }
@@ -815,6 +816,33 @@ impl Drop for Testbed {
     }
 }
 
+/// Port I/O counters that mean a frame was lost or may have been (srmigd `/v1/status`,
+/// `ports[].io`).
+pub const PORT_LOSS_COUNTERS: [&str; 8] = [
+    "rx_errors",
+    "rx_truncated",
+    "rx_bad_records",
+    "tx_errors",
+    "tx_no_link",
+    "tx_queue_full",
+    "recovery_inexact",
+    "recovery_lost",
+];
+
+/// `drops` of a srmigd status plus `<port>.<counter>` for [`PORT_LOSS_COUNTERS`].
+fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
+    let mut all = status["drops"].as_object().cloned().unwrap_or_default();
+    for port in status["ports"].as_array().into_iter().flatten() {
+        let name = port["name"].as_str().unwrap_or("?");
+        for counter in PORT_LOSS_COUNTERS {
+            if let Some(n) = port["io"][counter].as_u64() {
+                all.insert(format!("{name}.{counter}"), n.into());
+            }
+        }
+    }
+    serde_json::Value::Object(all)
+}
+
 impl QemuVm {
     fn driver_timeout(&self) -> Duration {
         self.driver.settings().migration_timeout
@@ -1052,6 +1080,22 @@ fn veth(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_counters_merge_drops_and_port_losses() {
+        let status = serde_json::json!({
+            "drops": {"NoSid": 2},
+            "ports": [
+                {"name": "vm1-port", "io": {"tx_queue_full": 3, "rx_frames": 100}},
+                {"name": "up0", "io": {"tx_errors": 0}}
+            ]
+        });
+        let all = loss_counters(&status);
+        assert_eq!(all["NoSid"], 2);
+        assert_eq!(all["vm1-port.tx_queue_full"], 3);
+        assert_eq!(all["up0.tx_errors"], 0);
+        assert!(all.get("vm1-port.rx_frames").is_none());
+    }
 
     #[test]
     fn stale_work_dirs_of_ended_runs_are_removed() {
