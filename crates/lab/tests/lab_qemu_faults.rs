@@ -291,13 +291,13 @@ impl Stream {
     }
 }
 
-/// Lets the stream run a little after the rollback, then checks every datagram came back.
+/// Lets the stream run a little longer, then checks every datagram came back.
 fn assert_stream_lossless(stream: Stream) {
     std::thread::sleep(Duration::from_millis(300));
     let (sent, answered) = stream.finish();
-    eprintln!("echo stream across the fault: {answered}/{sent} answered");
+    eprintln!("echo stream: {answered}/{sent} answered");
     assert!(sent > 100, "the stream sent only {sent} datagrams");
-    assert_eq!(answered, sent, "datagrams lost across the rollback");
+    assert_eq!(answered, sent, "echo datagrams lost");
 }
 
 /// The VM's state as srmigd on `host` sees it (`GET /v1/status`).
@@ -406,8 +406,10 @@ fn phase_names(status: &MigrationStatus) -> Vec<String> {
     status.phases.iter().map(|r| r.phase.to_string()).collect()
 }
 
-/// A normal migration S -> D after a fault: completes, and the same guest answers at D.
+/// A normal migration S -> D after a fault, with an echo stream running: completes without
+/// loss, and the same guest answers at D.
 fn migrate_normally(testbed: &mut Testbed) {
+    let stream = Stream::start(testbed.client_ns(), testbed.plan().vm.address);
     let started = Instant::now();
     let record = testbed
         .migrate(Strategy::SrBuffer, MigrationTiming::default(), started)
@@ -423,7 +425,10 @@ fn migrate_normally(testbed: &mut Testbed) {
         record.released,
         record.dropped
     );
+    // The fault left nothing in the way: End.SBUF at D holds and releases as usual.
+    assert_stream_lossless(stream);
     assert_eq!(record.to, testbed.plan().host(HostRole::Destination).name);
+    assert_eq!(record.held, record.released, "{record:?}");
     assert_eq!(record.dropped, 0, "{record:?}");
     assert_answers_at(testbed, HostRole::Destination);
 }
@@ -508,44 +513,44 @@ fn guest_that_is_not_ready_in_time_fails_the_build_and_qemu_is_killed() {
     std::fs::remove_dir_all(&dir).expect("removing the kept work dir");
 }
 
-#[test]
-fn cancelled_migration_rolls_back_to_the_source_and_the_next_one_succeeds() {
-    if !can_run() {
-        return;
-    }
-    let _serial = one_at_a_time();
-    let started = Instant::now();
-    let mut testbed = build(&options(
-        128,
-        Duration::from_secs(120),
-        Some(SLOW_BANDWIDTH),
-    ));
-    let source_qemu = testbed.qemu_pid().expect("the source QEMU's pid");
-    let dir = testbed.dir().to_str().expect("UTF-8 work dir").to_owned();
-    assert_answers_at(&testbed, HostRole::Source);
+/// When the cancel test cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelAt {
+    /// As soon as the phase is `expect-hypervisor-done`.
+    HypervisorPhase,
+    /// Once QEMU has sent part of the guest's memory.
+    PreCopy,
+}
 
+/// Starts a migration S -> D, cancels it at `when` with an echo stream running, and checks
+/// that it ends `cancelled` without loss, the destination QEMU gone and the VM at S.
+fn cancel_and_check(testbed: &Testbed, when: CancelAt, source_qemu: u32, dir: &str) {
     let stream = Stream::start(testbed.client_ns(), testbed.plan().vm.address);
     let accepted = testbed
         .control()
-        .migrate(&request_to_destination(&testbed))
+        .migrate(&request_to_destination(testbed))
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let id = accepted.id;
-    let active = wait_precopy(&testbed, id);
+    let reached = match when {
+        CancelAt::HypervisorPhase => wait_for(testbed, id, "the hypervisor phase", |s| {
+            s.phase == MigrationPhase::ExpectHypervisorDone
+        }),
+        CancelAt::PreCopy => wait_precopy(testbed, id),
+    };
     eprintln!(
-        "m{}: cancelling during the pre-copy ({})",
+        "m{}: cancelling at {when:?} ({})",
         id.0,
-        active
+        reached
             .hypervisor
             .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default()
+            .map_or_else(|| "QEMU not migrating yet".to_owned(), ToString::to_string)
     );
     let asked = Instant::now();
     testbed
         .control()
         .cancel(id)
         .unwrap_or_else(|e| panic!("cancel: {}", error_chain(&e)));
-    let done = wait_end(&testbed, id);
+    let done = wait_end(testbed, id);
     eprintln!(
         "m{} ended {} {:.0} ms after the cancel (error {:?}; hypervisor {}); phases {:?}",
         id.0,
@@ -577,14 +582,37 @@ fn cancelled_migration_rolls_back_to_the_source_and_the_next_one_succeeds() {
         "QEMU's own status"
     );
     // The destination QEMU is gone, the source QEMU still runs the VM.
-    let qemus = qemu_processes(&dir);
+    let qemus = qemu_processes(dir);
     assert_eq!(
         qemus.iter().map(|q| q.0).collect::<Vec<_>>(),
         [source_qemu],
         "{qemus:?}"
     );
     assert_eq!(testbed.qemu_pid(), Some(source_qemu));
+    assert_answers_at(testbed, HostRole::Source);
+}
+
+#[test]
+fn cancelled_migration_rolls_back_to_the_source_and_the_next_one_succeeds() {
+    if !can_run() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let started = Instant::now();
+    let mut testbed = build(&options(
+        128,
+        Duration::from_secs(120),
+        Some(SLOW_BANDWIDTH),
+    ));
+    let source_qemu = testbed.qemu_pid().expect("the source QEMU's pid");
+    let dir = testbed.dir().to_str().expect("UTF-8 work dir").to_owned();
     assert_answers_at(&testbed, HostRole::Source);
+
+    // As soon as the controller hands the migration to the hypervisor (QEMU may not even
+    // have started on D), then in the middle of the pre-copy.
+    for when in [CancelAt::HypervisorPhase, CancelAt::PreCopy] {
+        cancel_and_check(&testbed, when, source_qemu, &dir);
+    }
 
     migrate_normally(&mut testbed);
     teardown_clean(testbed);
