@@ -5,7 +5,15 @@
  *   TCP  80   HTTP/1.0: reads one request head, answers 200 with the lab's body, closes.
  *   TCP  5001 sink: reads and discards until the peer closes (bulk, VM receiving).
  *   TCP  5002 source: writes zeros until the peer closes (bulk, VM sending).
- *   TCP  9    boot id: writes "boot_id=<uuid> uptime=<seconds>\n" and closes.
+ *   TCP  9    boot id and counters: writes "boot_id=<uuid> uptime=<seconds> echo_rx=N
+ *             echo_tx=N echo_tx_retried=N echo_tx_failed=N udp_rcvbuf_errors=N
+ *             udp_sndbuf_errors=N udp_in_errors=N\n" and closes (the udp_* figures are the
+ *             guest kernel's, from /proc/net/snmp; -1 if unreadable).
+ *
+ * The echo never drops a reply because its own send queue is momentarily full (a guest that
+ * just resumed from a migration receives the held frames in one burst): it waits for room
+ * (up to 200 ms per reply) and counts what it retried or still failed. Socket buffers of the
+ * UDP echo are 4 MiB (SO_RCVBUFFORCE / SO_SNDBUFFORCE) for the same reason.
  *
  * All sockets are IPv6 with IPV6_V6ONLY off (IPv4-mapped peers work too), non-blocking,
  * driven by one epoll loop, so a slow or dead peer never blocks the others. Every
@@ -26,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -71,11 +80,50 @@ static void logf_(const char *fmt, ...)
     va_end(ap);
 }
 
+static unsigned long echo_rx, echo_tx, echo_tx_retried, echo_tx_failed;
+
+/* The guest kernel's Udp counter `name` from /proc/net/snmp (header line, then values). */
+static long udp_counter(const char *name)
+{
+    FILE *f = fopen("/proc/net/snmp", "r");
+    if (!f)
+        return -1;
+    char head[1024], vals[1024];
+    long result = -1;
+    while (fgets(head, sizeof head, f)) {
+        if (strncmp(head, "Udp:", 4) != 0)
+            continue;
+        if (!fgets(vals, sizeof vals, f))
+            break;
+        char *hs, *vs;
+        char *h = strtok_r(head + 4, " \n", &hs);
+        char *v = strtok_r(vals + 4, " \n", &vs);
+        while (h && v) {
+            if (strcmp(h, name) == 0) {
+                result = strtol(v, NULL, 10);
+                break;
+            }
+            h = strtok_r(NULL, " \n", &hs);
+            v = strtok_r(NULL, " \n", &vs);
+        }
+        break;
+    }
+    fclose(f);
+    return result;
+}
+
 static int bind6(int type, int port)
 {
     int fd = socket(AF_INET6, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (type == SOCK_DGRAM) {
+        int big = 4 << 20;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    }
     int zero = 0, one = 1;
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -192,13 +240,21 @@ static void accept_all(int lfd, enum role role)
         c->role = role;
         c->last = time(NULL);
         if (role == R_BOOTID) {
-            char id[64], up[64], line[160];
+            char id[64], up[64], line[512];
             read_line("/proc/sys/kernel/random/boot_id", id, sizeof id);
             read_line("/proc/uptime", up, sizeof up);
             char *sp = strchr(up, ' ');
             if (sp)
                 *sp = '\0';
-            int n = snprintf(line, sizeof line, "boot_id=%s uptime=%s\n", id, up);
+            int n = snprintf(line, sizeof line,
+                             "boot_id=%s uptime=%s echo_rx=%lu echo_tx=%lu echo_tx_retried=%lu "
+                             "echo_tx_failed=%lu udp_rcvbuf_errors=%ld udp_sndbuf_errors=%ld "
+                             "udp_in_errors=%ld\n",
+                             id, up, echo_rx, echo_tx, echo_tx_retried, echo_tx_failed,
+                             udp_counter("RcvbufErrors"), udp_counter("SndbufErrors"),
+                             udp_counter("InErrors"));
+            if (n < 0 || (size_t)n >= sizeof line)
+                n = (int)strlen(line);
             if (watch(fd, EPOLLOUT, TAG(K_CONN, slot), EPOLL_CTL_ADD) < 0 ||
                 start_response(slot, line, (size_t)n) < 0)
                 conn_close(slot);
@@ -313,7 +369,26 @@ static void udp_echo(int fd)
         ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &plen);
         if (n < 0)
             return;
-        sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, plen);
+        echo_rx++;
+        for (int tries = 0;; tries++) {
+            if (sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, plen) >= 0) {
+                echo_tx++;
+                break;
+            }
+            if ((errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != EINTR) ||
+                tries >= 20) {
+                echo_tx_failed++;
+                break;
+            }
+            /* The send queue (or the qdisc below it) is full: wait for room, 10 ms at most
+             * per try. */
+            echo_tx_retried++;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            if (poll(&p, 1, 10) < 0 && errno != EINTR) {
+                echo_tx_failed++;
+                break;
+            }
+        }
     }
 }
 

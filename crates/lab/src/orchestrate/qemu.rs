@@ -377,9 +377,38 @@ impl QemuLauncher for LabLauncher {
     }
 }
 
-/// The guest's boot id, from its responder's TCP port 9 (`boot_id=<uuid> uptime=<s>`), asked
-/// from `client`.
-pub fn boot_id(client: &Netns, address: Ipv6Addr) -> Result<String, OrchestrateError> {
+/// What the guest's responder tells on TCP port 9.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuestInfo {
+    /// `/proc/sys/kernel/random/boot_id`: changes only if the guest reboots.
+    pub boot_id: String,
+    /// The responder's echo counters (`echo_rx`, `echo_tx`, `echo_tx_retried`,
+    /// `echo_tx_failed`) and the guest kernel's UDP errors (`udp_rcvbuf_errors`,
+    /// `udp_sndbuf_errors`, `udp_in_errors`; -1 when unreadable).
+    pub counters: std::collections::BTreeMap<String, i64>,
+}
+
+impl GuestInfo {
+    /// Parses `boot_id=<uuid> uptime=<s> name=N ...`.
+    pub fn parse(text: &str) -> Option<GuestInfo> {
+        let mut info = GuestInfo::default();
+        for (key, value) in text.split_whitespace().filter_map(|w| w.split_once('=')) {
+            match key {
+                "boot_id" => info.boot_id = value.to_owned(),
+                "uptime" => {}
+                _ => {
+                    if let Ok(n) = value.parse() {
+                        info.counters.insert(key.to_owned(), n);
+                    }
+                }
+            }
+        }
+        (!info.boot_id.is_empty()).then_some(info)
+    }
+}
+
+/// The guest's boot id and counters, from its responder's TCP port 9, asked from `client`.
+pub fn guest_info(client: &Netns, address: Ipv6Addr) -> Result<GuestInfo, OrchestrateError> {
     let target = SocketAddr::V6(SocketAddrV6::new(address, 9, 0, 0));
     let mut last = String::new();
     for _ in 0..5 {
@@ -391,15 +420,10 @@ pub fn boot_id(client: &Netns, address: Ipv6Addr) -> Result<String, OrchestrateE
             Ok(text)
         })?;
         match answer {
-            Ok(text) => {
-                if let Some(id) = text
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("boot_id="))
-                {
-                    return Ok(id.to_owned());
-                }
-                last = format!("unexpected answer {text:?}");
-            }
+            Ok(text) => match GuestInfo::parse(&text) {
+                Some(info) => return Ok(info),
+                None => last = format!("unexpected answer {text:?}"),
+            },
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -446,6 +470,24 @@ mod tests {
         let err = GuestImage::in_dir(&dir).expect_err("empty dir");
         assert!(err.to_string().contains("no vmlinuz"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn guest_info_parses_the_responder_line() {
+        let info = GuestInfo::parse(
+            "boot_id=9edf-01 uptime=12.5 echo_rx=10 echo_tx=9 echo_tx_failed=1 udp_rcvbuf_errors=-1\n",
+        )
+        .expect("parsed");
+        assert_eq!(info.boot_id, "9edf-01");
+        assert_eq!(info.counters["echo_rx"], 10);
+        assert_eq!(info.counters["echo_tx_failed"], 1);
+        assert_eq!(info.counters["udp_rcvbuf_errors"], -1);
+        assert!(!info.counters.contains_key("uptime"));
+        assert_eq!(
+            GuestInfo::parse("boot_id=x uptime=1\n").map(|i| i.boot_id),
+            Some("x".into())
+        );
+        assert!(GuestInfo::parse("hello").is_none());
     }
 
     #[test]

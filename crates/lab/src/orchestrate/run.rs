@@ -251,6 +251,10 @@ pub struct RunDetails {
     /// QEMU: the guest's boot id, the same before and after the run (checked: a changed
     /// boot id fails the run with [`OrchestrateError::GuestRebooted`]).
     pub guest_boot_id: Option<String>,
+    /// QEMU: how the guest's counters grew during the run: its responder's echo counters
+    /// (`echo_rx`, `echo_tx`, `echo_tx_retried`, `echo_tx_failed`) and its kernel's UDP
+    /// errors (`udp_rcvbuf_errors`, ...): where a probe the network delivered died.
+    pub guest_counters: Option<BTreeMap<String, i64>>,
 }
 
 /// The outcome of a run: the contract report and the details.
@@ -278,6 +282,10 @@ impl LabRun {
             (
                 "guest_boot_id",
                 serde_json::to_value(&self.details.guest_boot_id),
+            ),
+            (
+                "guest_counters",
+                serde_json::to_value(&self.details.guest_counters),
             ),
         ];
         if let Some(obj) = value.as_object_mut() {
@@ -385,6 +393,10 @@ impl LabRun {
         if let Some(id) = &self.details.guest_boot_id {
             let _ = writeln!(out, "  guest: same boot id before and after ({id})");
         }
+        if let Some(counters) = &self.details.guest_counters {
+            let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(out, "  guest counters: {}", list.join(", "));
+        }
         for (host, drops) in &self.details.drops {
             let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(out, "  srmigd {host} drops: {}", list.join(", "));
@@ -437,7 +449,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             vm_kind_name(vm_kind)
         )));
     }
-    let boot_id_before = testbed.guest_boot_id()?;
+    let guest_before = testbed.guest_info()?;
     let drops_before = testbed.drop_counters()?;
     let prop = testbed.propagation_delay();
     let duration = plan.workload_duration(prop);
@@ -560,14 +572,22 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         }
     }
     let drops_after = testbed.drop_counters()?;
-    let boot_id_after = testbed.guest_boot_id()?;
-    if let (Some(before), Some(after)) = (&boot_id_before, &boot_id_after) {
-        if before != after {
+    let guest_after = testbed.guest_info()?;
+    let mut guest_counters = None;
+    if let (Some(before), Some(after)) = (&guest_before, &guest_after) {
+        if before.boot_id != after.boot_id {
             return Err(OrchestrateError::GuestRebooted {
-                before: before.clone(),
-                after: after.clone(),
+                before: before.boot_id.clone(),
+                after: after.boot_id.clone(),
             });
         }
+        guest_counters = Some(
+            after
+                .counters
+                .iter()
+                .map(|(k, &v)| (k.clone(), v - before.counters.get(k).copied().unwrap_or(0)))
+                .collect(),
+        );
     }
     let tcp_worst_500ms = report
         .tcp
@@ -590,7 +610,8 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             },
             drops: drop_diff(&drops_before, &drops_after),
             tcp_worst_500ms_mbps: tcp_worst_500ms,
-            guest_boot_id: boot_id_after,
+            guest_boot_id: guest_after.map(|g| g.boot_id),
+            guest_counters,
         },
     })
 }
@@ -827,6 +848,7 @@ mod tests {
                 drops: BTreeMap::new(),
                 tcp_worst_500ms_mbps: None,
                 guest_boot_id: Some("4f0c".into()),
+                guest_counters: None,
             },
         };
         let v = run.to_json();

@@ -304,9 +304,13 @@ impl Testbed {
             .and_then(|()| testbed.check_connectivity())
             .and_then(|()| testbed.read_boot_id());
         if let Err(e) = ready {
-            // Keep the srmigd logs the error points to (the next run removes them).
+            // Keep the srmigd and QEMU logs the error points to (the next run with a default
+            // work directory removes them), and say where they are.
             testbed.keep_work_dir();
-            return Err(e);
+            return Err(OrchestrateError::LogsKept {
+                dir: testbed.dir().to_owned(),
+                inner: Box::new(e),
+            });
         }
         Ok(testbed)
     }
@@ -330,7 +334,7 @@ impl Testbed {
     fn read_boot_id(&mut self) -> Result<(), OrchestrateError> {
         let address = self.plan.vm.address;
         if let Vm::Qemu(qemu) = &mut self.vm {
-            qemu.boot_id = qemu::boot_id(&self.spaces.client, address)?;
+            qemu.boot_id = qemu::guest_info(&self.spaces.client, address)?.boot_id;
         }
         Ok(())
     }
@@ -346,9 +350,14 @@ impl Testbed {
     /// QEMU: the guest's boot id now (asked over TCP port 9 from the client VM), to compare
     /// with [`first_boot_id`](Self::first_boot_id). `None` for a netns VM.
     pub fn guest_boot_id(&self) -> Result<Option<String>, OrchestrateError> {
+        Ok(self.guest_info()?.map(|i| i.boot_id))
+    }
+
+    /// QEMU: the guest's boot id and counters now (TCP port 9). `None` for a netns VM.
+    pub fn guest_info(&self) -> Result<Option<qemu::GuestInfo>, OrchestrateError> {
         match &self.vm {
             Vm::Netns { .. } => Ok(None),
-            Vm::Qemu(_) => qemu::boot_id(&self.spaces.client, self.plan.vm.address).map(Some),
+            Vm::Qemu(_) => qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some),
         }
     }
 
