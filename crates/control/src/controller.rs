@@ -511,6 +511,10 @@ impl Controller {
                         }
                     }
                 }
+                Migration::ExpectCommitAcks(c) if c.wait.is_complete() => {
+                    // The drain after the commit is over.
+                    self.advance_if_acked(id, now);
+                }
                 Migration::ExpectCommitAcks(_)
                 | Migration::ExpectRollbackAcks(_)
                 | Migration::ExpectCleanupAcks(_) => {
@@ -745,6 +749,19 @@ impl Controller {
             return;
         }
         let t = self.config.timeouts;
+        // Commit acknowledged everywhere: keep End.S/End.SBUF for the drain period first.
+        if let Some(Migration::ExpectCommitAcks(s)) = self.active.get_mut(&id) {
+            if t.drain_ms > 0 {
+                match s.drain_until {
+                    None => {
+                        s.drain_until = Some(now.plus_ms(t.drain_ms));
+                        return;
+                    }
+                    Some(until) if now < until => return,
+                    Some(_) => {}
+                }
+            }
+        }
         self.transition(id, now, |m| match m {
             Migration::ExpectEndpointAcks(s) => {
                 Migration::ExpectPathAcks(s.endpoints_installed(now))
@@ -838,6 +855,7 @@ mod tests {
         ack_ms: 100,
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
+        drain_ms: 0,
     };
 
     fn hid(i: u16) -> HostId {
@@ -1098,6 +1116,34 @@ mod tests {
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
         ack_all(&mut c, Timestamp(22));
         assert_eq!(phase(&c, id), MigrationPhase::Completed);
+    }
+
+    #[test]
+    fn cleanup_waits_for_the_drain_after_the_commit() {
+        let mut c = Controller::new(ControllerConfig {
+            timeouts: Timeouts { drain_ms: 50, ..T },
+            finished_history: 8,
+        });
+        for i in 1..=3 {
+            c.add_host(host(i)).expect("host");
+        }
+        c.add_vm(vm(1, 1)).expect("vm");
+        ack_all(&mut c, Timestamp(0));
+        let id = request(&mut c, 3, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 3, VmState::Running);
+        ack_all(&mut c, Timestamp(22));
+        // Committed everywhere; End.S / End.SBUF stay until the drain is over.
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        assert!(has_sr_sids(&c));
+        assert_eq!(c.poll_timeout(), Some(Timestamp(72)));
+        c.handle_timeout(Timestamp(71));
+        assert!(drain(&mut c).is_empty(), "nothing before the drain ends");
+        c.handle_timeout(Timestamp(72));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
+        ack_all(&mut c, Timestamp(73));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        assert!(!has_sr_sids(&c));
     }
 
     #[test]

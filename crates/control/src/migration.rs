@@ -104,6 +104,11 @@ pub struct Timeouts {
     pub hypervisor_ms: u64,
     /// How long to wait for the hypervisor to confirm a cancel before rolling back anyway.
     pub cancel_grace_ms: u64,
+    /// After every host acknowledged the commit, how long End.S and End.SBUF stay installed
+    /// before the cleanup removes them: packets already on the old SR path (in a host's
+    /// queue, on the wire) still reach a SID instead of being dropped as `NoSid`.
+    #[serde(default)]
+    pub drain_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -112,6 +117,7 @@ impl Default for Timeouts {
             ack_ms: 5_000,
             hypervisor_ms: 600_000,
             cancel_grace_ms: 30_000,
+            drain_ms: 50,
         }
     }
 }
@@ -313,6 +319,9 @@ pub struct ExpectCommitAcks {
     pub core: MigrationCore,
     /// Acknowledgements awaited.
     pub wait: AckWait,
+    /// Once every host acknowledged: when the cleanup may start ([`Timeouts::drain_ms`]).
+    #[serde(default)]
+    pub drain_until: Option<Timestamp>,
 }
 
 /// Mapping "VM on S" (no SR path) pushed to every host after a failure or cancel.
@@ -493,6 +502,7 @@ impl ExpectHypervisorDone {
         ExpectCommitAcks {
             core: self.core,
             wait: AckWait::default(),
+            drain_until: None,
         }
     }
 
@@ -722,6 +732,9 @@ impl Migration {
     pub fn deadline(&self) -> Option<Timestamp> {
         match self {
             Migration::ExpectHypervisorDone(s) => Some(s.deadline),
+            Migration::ExpectCommitAcks(s) if s.wait.is_complete() && s.drain_until.is_some() => {
+                s.drain_until
+            }
             other => other.wait().map(AckWait::deadline),
         }
     }
@@ -752,6 +765,7 @@ mod tests {
         ack_ms: 100,
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
+        drain_ms: 0,
     };
 
     fn requested(strategy: Strategy) -> Requested {

@@ -30,6 +30,7 @@ const T: Timeouts = Timeouts {
     ack_ms: 100,
     hypervisor_ms: 1_000,
     cancel_grace_ms: 50,
+    drain_ms: 0,
 };
 
 fn host_info(i: u16) -> HostInfo {
