@@ -6,6 +6,8 @@
 //!   ├─ wake:     drain the command channel, one command at a time, between batches
 //!   ├─ netlink:  link events → attach/detach ports (reopen sockets) → VM running/paused
 //!   ├─ port p:   recvmmsg ≤ 256 frames into the batch → process_batch(now) → send each Tx
+//!   │            (a VM port whose interface just went away: catch up with the link state,
+//!   │            re-steer the frame; see "Link loss ahead of its event" below)
 //!   ├─ QEMU port: stream reads → records → batch (same path); POLLOUT drains its queue;
 //!   │            EOF closes it; reconnect every 50 ms while it is down
 //!   ├─ hypervisor updates (commands from qmpwatch): VM state = f(run state, stream); at
@@ -17,6 +19,30 @@
 //! `now` comes from the monotonic clock (nanoseconds since the loop's epoch). Nothing here
 //! allocates per packet; a bad frame is the engine's business (a counted drop), and a failed
 //! send is counted on its port.
+//!
+//! # Link loss ahead of its event
+//!
+//! A VM port's attachment is its VM's state, learned from netlink link events. The kernel
+//! takes an interface down (or moves it to another namespace) first and tells srmigd after:
+//! during a netns move the events came up to 27 ms after the interface had stopped (measured).
+//! Until srmigd has read them, End.S still sees the VM running and delivers to the port, and
+//! the send fails (`ENETDOWN` once the interface is down, `ENXIO` once it left, `ENOBUFS`
+//! while it stops). Such a frame never reached the VM, and dropping it would lose a packet
+//! at the very moment the paper's mechanism exists for:
+//!
+//! ```text
+//!  kernel: vm0 stops / leaves ─┐                    ┌─ RTM_NEWLINK (down), RTM_DELLINK
+//!  srmigd: End.S → vm0 ────────┴─ send fails        │   (read later: no-ops by then)
+//!          vm0 still up and running? (ioctls, no RTNL wait)  ── yes: a counted tx error
+//!          no: read the link events already queued (all older), detach vm0, VM paused
+//!          reinject_for_vm(frame): mapping → S::End.S (VM paused: next segment) → D::End.SBUF
+//! ```
+//!
+//! Later frames for the port in the same batch (decided while the VM still looked running)
+//! find it detached and are re-steered the same way, in order. Detaching ahead of the event
+//! is safe: every event the kernel sent before the failure is read first, and the events
+//! sent after it describe the interface as it is from then on (down or gone, or up again,
+//! which attaches it again).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -32,7 +58,7 @@ use tracing::{debug, error, info, warn};
 use crate::linkwatch::{LinkEvent, LinkWatch};
 use crate::node::{Command, Node, StateSource};
 use crate::port::qemu::{QemuPort, QemuPortConfig};
-use crate::port::{LinkAction, PortInfo, PortIo, RecvScratch, MAX_RECV_BATCH};
+use crate::port::{LinkAction, PortInfo, PortIo, RecvScratch, Undelivered, MAX_RECV_BATCH};
 use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState};
 
 /// Longest poll timeout (housekeeping: retrying failed socket opens).
@@ -110,6 +136,14 @@ pub struct DataplaneLoop {
     link_events: Vec<LinkEvent>,
     infos: Vec<PortInfo>,
     out: PacketBuf,
+    /// A frame a port did not send, while [`Self::undelivered`] decides its fate.
+    failed: PacketBuf,
+    /// The re-steered version of `failed`.
+    resteered: PacketBuf,
+    /// Poll rounds, counted: a failed send checks its port's link at most once per round.
+    round: u64,
+    /// Per port: the round of its last link check after a failed send.
+    checked_in: Vec<Option<u64>>,
 }
 
 impl DataplaneLoop {
@@ -126,7 +160,7 @@ impl DataplaneLoop {
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
-        let ports = node
+        let ports: Vec<PortIo> = node
             .base()
             .ports
             .iter()
@@ -149,6 +183,7 @@ impl DataplaneLoop {
             })
             .collect();
         let snapshot = link.dump_now(Duration::from_secs(5))?;
+        let n_ports = ports.len();
         let mut lp = DataplaneLoop {
             node,
             ports,
@@ -161,6 +196,10 @@ impl DataplaneLoop {
             link_events: Vec::with_capacity(64),
             infos: Vec::new(),
             out: PacketBuf::new(),
+            failed: PacketBuf::new(),
+            resteered: PacketBuf::new(),
+            round: 0,
+            checked_in: vec![None; n_ports],
         };
         let now = lp.now();
         lp.link_events = snapshot;
@@ -224,7 +263,7 @@ impl DataplaneLoop {
 
     /// Sends everything the engine generated or released, and the pending VM state reports.
     fn flush(&mut self, now: Instant) {
-        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
+        self.drain_transmit(now);
         let reports = self.node.take_reports();
         if let Some(tx) = &self.reports {
             for r in reports {
@@ -243,6 +282,7 @@ impl DataplaneLoop {
         let mut pfd_ports: Vec<usize> = Vec::with_capacity(self.ports.len());
         info!(ports = self.ports.len(), "dataplane loop running");
         loop {
+            self.round = self.round.wrapping_add(1);
             let now = self.now();
             let mut timeout = match self.node.dataplane().poll_timeout() {
                 Some(t) => t.saturating_duration_since(now).min(MAX_POLL),
@@ -556,12 +596,120 @@ impl DataplaneLoop {
         self.node.dataplane().process_batch(now, batch);
         for pkt in batch.packets() {
             if let Verdict::Tx(out) = pkt.verdict {
-                if let Some(port) = self.ports.get_mut(out.index()) {
-                    port.send(pkt.data());
+                let i = out.index();
+                let Some(port) = self.ports.get_mut(i) else {
+                    continue;
+                };
+                if let Err(u) = port.try_send(pkt.data()) {
+                    if self.failed.set_data(pkt.data()).is_ok() {
+                        self.undelivered(now, i, u);
+                    } else {
+                        self.ports[i].count_undelivered(&u);
+                    }
                 }
             }
         }
-        drain_transmit(&mut self.node, &mut self.ports, &mut self.out, now);
+        // A link loss found by a failed send changed VM states: their reports go out too.
+        self.flush(now);
+    }
+
+    /// Sends every frame `poll_transmit` has (generated packets and released buffers).
+    fn drain_transmit(&mut self, now: Instant) {
+        while let Some(port) = self.node.dataplane().poll_transmit(now, &mut self.out) {
+            let i = port.index();
+            let Some(p) = self.ports.get_mut(i) else {
+                continue;
+            };
+            if let Err(u) = p.try_send(self.out.data()) {
+                if self.failed.set_data(self.out.data()).is_ok() {
+                    self.undelivered(now, i, u);
+                } else {
+                    self.ports[i].count_undelivered(&u);
+                }
+            }
+        }
+    }
+
+    /// Port `i` did not send the frame in `self.failed` (`u` says why). On an AF_PACKET VM
+    /// port this can mean the VM's attachment just went away, ahead of the link event (see
+    /// the module docs): if the interface is no longer up and running, the port is detached
+    /// and the frame is re-steered where the VM's packets go now; a frame for a port that was
+    /// already detached is re-steered too. Everything else is counted as a failed send.
+    fn undelivered(&mut self, now: Instant, i: usize, u: Undelivered) {
+        let p = &self.ports[i];
+        if p.kind != PortKind::Vm || p.qemu.is_some() {
+            self.ports[i].count_undelivered(&u);
+            return;
+        }
+        if let Undelivered::Refused(e) = &u {
+            let checked = self.checked_in.get(i).copied().flatten() == Some(self.round);
+            let Some(s) = p
+                .socket
+                .as_ref()
+                .filter(|_| !checked && u.may_be_link_loss())
+            else {
+                self.ports[i].count_undelivered(&u);
+                return;
+            };
+            if let Some(r) = self.checked_in.get_mut(i) {
+                *r = Some(self.round);
+            }
+            match s.link_running() {
+                Ok(false) => {}
+                Ok(true) => {
+                    debug!(port = %p.ifname, error = %e, "send failed, interface up and running");
+                    self.ports[i].count_undelivered(&u);
+                    return;
+                }
+                Err(check) => {
+                    warn!(port = %p.ifname, error = %e, %check, "send failed and the interface state could not be read");
+                    self.ports[i].count_undelivered(&u);
+                    return;
+                }
+            }
+            let ifindex = s.ifindex();
+            // The events the kernel sent before the failure first: they are older.
+            match self.link.read_events(&mut self.link_events) {
+                Ok(o) if o.overrun => {
+                    warn!("netlink overrun: link events lost, resynchronizing");
+                }
+                Ok(_) => {}
+                Err(err) => error!(error = %err, "reading link events failed"),
+            }
+            self.apply_link_events(now);
+            let p = &mut self.ports[i];
+            if p.socket.as_ref().is_some_and(|s| s.ifindex() == ifindex) {
+                // The kernel's own event will find the port detached already.
+                p.detach();
+                let id = p.id;
+                self.node.port_attachment(now, id, false);
+            }
+            info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached, frame re-steered");
+        }
+        let id = self.ports[i].id;
+        let vm = self.node.vm_for_frame(id, self.failed.data());
+        let verdict = vm.and_then(|vm| {
+            self.node
+                .reinject_for_vm(now, vm, self.failed.data(), &mut self.resteered)
+        });
+        match verdict {
+            Some(Verdict::Tx(out)) => {
+                // Back to the same port only if the VM still runs here as far as the engine
+                // knows (a state set through the API): one more try, counted if it fails.
+                if out != id {
+                    self.ports[i].stats.resteered += 1;
+                }
+                if let Some(p) = self.ports.get_mut(out.index()) {
+                    p.send(self.resteered.data());
+                }
+            }
+            Some(Verdict::Held(_) | Verdict::Consumed) => self.ports[i].stats.resteered += 1,
+            None => self.ports[i].count_undelivered(&u),
+            Some(Verdict::Drop(reason)) => {
+                debug!(port = %self.ports[i].ifname, reason = reason.as_str(), "undelivered frame not re-steered");
+                self.ports[i].count_undelivered(&u);
+            }
+        }
     }
 
     /// One batch from port `i`: receive, process, send, drain generated packets.
@@ -599,15 +747,5 @@ fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
-    }
-}
-
-/// Sends every frame `poll_transmit` has (generated packets and released buffers).
-fn drain_transmit(node: &mut Node, ports: &mut [PortIo], out: &mut PacketBuf, now: Instant) {
-    let dp = node.dataplane();
-    while let Some(port) = dp.poll_transmit(now, out) {
-        if let Some(p) = ports.get_mut(port.index()) {
-            p.send(out.data());
-        }
     }
 }

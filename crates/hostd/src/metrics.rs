@@ -7,6 +7,7 @@
 //! | `srmig_port_rx_packets`, `_rx_bytes`, `_tx_packets`, `_tx_bytes` | counter | `port` |
 //! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`, `tx_queue_full`, `rx_bad_records`) |
 //! | `srmig_port_qemu_recovered` | counter | `port` (frames QEMU had not read at a STOP, re-steered) |
+//! | `srmig_port_resteered` | counter | `port` (frames for a VM port whose interface had just gone, re-steered) |
 //! | `srmig_port_attached` | gauge | `port` |
 //! | `srmig_sid_packets`, `srmig_sid_bytes` | counter | `sid`, `behavior` |
 //! | `srmig_policy_packets`, `srmig_policy_bytes` | counter | `policy` |
@@ -137,6 +138,11 @@ pub fn render(s: &HostStatus) -> String {
         "srmig_port_qemu_recovered",
         "Frames a QEMU had not read when its VM stopped, re-steered to the VM's new location.",
         s.ports.iter().map(|p| (port(p), p.io.recovered)),
+    );
+    o.counter(
+        "srmig_port_resteered",
+        "Frames for a VM port whose interface had just gone (down or moved away), re-steered to the VM's new location.",
+        s.ports.iter().map(|p| (port(p), p.io.resteered)),
     );
     o.gauge(
         "srmig_port_attached",

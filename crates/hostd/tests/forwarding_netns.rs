@@ -31,7 +31,20 @@ const VMB: &str = "2001:db8:a::20";
 const VMA_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0a]);
 const VMB_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0b]);
 
-/// Host config for host `n` with local VM `local` and a mapping for `remote` via `segments`.
+/// The steering of a mapping: H.Encaps with `segments`, or `native` if there are none.
+fn steering(segments: &[String]) -> String {
+    if segments.is_empty() {
+        return r#""native""#.to_owned();
+    }
+    let segs: Vec<String> = segments.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"{{"encaps":{{"segments":[{}],"headend":"H.Encaps"}}}}"#,
+        segs.join(",")
+    )
+}
+
+/// Host config for host `n` with local VM `local` (steered natively) and a mapping for
+/// `remote` via `segments`.
 fn host_config(
     generation: u64,
     n: u8,
@@ -39,21 +52,31 @@ fn host_config(
     remote: (&str, &str),
     segments: &[String],
 ) -> String {
-    let segs: Vec<String> = segments.iter().map(|s| format!("\"{s}\"")).collect();
+    host_config_steering(generation, n, (local, &[]), (remote, segments))
+}
+
+/// [`host_config`] with the local VM's mapping steered over `local_segments` too (the SR path
+/// of a migration is installed on every host, the source included).
+fn host_config_steering(
+    generation: u64,
+    n: u8,
+    (local, local_segments): ((&str, &str, MacAddr), &[String]),
+    (remote, segments): ((&str, &str), &[String]),
+) -> String {
     format!(
         r#"{{"generation":{generation},
-        "mappings":[{{"vm":"{lv}","addresses":["{la}"],"steering":"native"}},
-                    {{"vm":"{rv}","addresses":["{ra}"],
-                      "steering":{{"encaps":{{"segments":[{segs}],"headend":"H.Encaps"}}}}}}],
+        "mappings":[{{"vm":"{lv}","addresses":["{la}"],"steering":{ls}}},
+                    {{"vm":"{rv}","addresses":["{ra}"],"steering":{rs}}}],
         "local_vms":[{{"vm":"{lv}","addresses":["{la}"],"mac":"{lm}"}}],
         "sids":[{{"behavior":"End.DT6","sid":"fc00:0:{n}::d6"}},
                 {{"behavior":"End.SBUF","sid":"fc00:0:{n}::eb","vm":"{lv}","mode":"buffer"}}]}}"#,
         lv = local.0,
         la = local.1,
         lm = local.2,
+        ls = steering(local_segments),
         rv = remote.0,
         ra = remote.1,
-        segs = segs.join(","),
+        rs = steering(segments),
     )
 }
 
@@ -244,15 +267,32 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
 
     // 5. A migration at the network level: vma's host end moves from S to D (new ifindex,
     //    same name) while vmb sends to vma over S::End.S -> D::End.SBUF.
+    //
+    //    The configs are the controller's footprint while the hypervisor works: End.S on S,
+    //    End.SBUF on D, and the SR path for vma on *every* host, S included (see
+    //    srmig_control::migration). S needs it: End.S may deliver a packet to vma0 just as
+    //    the link leaves, before srmigd S has read the link event; the send fails and srmigd
+    //    re-steers that frame down the path (S::End.S, vma paused now -> D::End.SBUF).
+    //
+    //    Unlike the lab (srmig_lab::orchestrate::testbed), the stop is not announced to S
+    //    before the cut: here the link itself is the only signal, as the paper learns the
+    //    VM's state from its attachment. No drain is needed either: vma only receives, so no
+    //    reply of a still-running netns VM can be lost by the emulation.
+    let sr_path = vec!["fc00:0:1::e5".to_owned(), "fc00:0:2::eb".to_owned()];
     let (st, body) = ds.put(
         "/v1/config",
-        &host_config(3, 1, ("vma", VMA, VMA_MAC), ("vmb", VMB), &via_d_dt6).replace(
+        &host_config_steering(
+            3,
+            1,
+            (("vma", VMA, VMA_MAC), &sr_path),
+            (("vmb", VMB), &via_d_dt6),
+        )
+        .replace(
             r#"{"behavior":"End.DT6","sid":"fc00:0:1::d6"}"#,
             r#"{"behavior":"End.DT6","sid":"fc00:0:1::d6"},{"behavior":"End.S","sid":"fc00:0:1::e5","vm":"vma"}"#,
         ),
     );
     assert_eq!(st, StatusCode::OK, "{body}");
-    let sr_path = vec!["fc00:0:1::e5".to_owned(), "fc00:0:2::eb".to_owned()];
     let (st, body) = dd.put(
         "/v1/config",
         &host_config(2, 2, ("vmb", VMB, VMB_MAC), ("vma", VMA), &sr_path).replace(
@@ -277,20 +317,30 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
     lab.set_up(&moved).expect("vma0 up at D");
     sender.join().expect("sender");
     let got = rx.join().expect("receiver");
+    let (s_st, d_st) = (ds.status(), dd.status());
     assert_eq!(
         got,
         (0..N).collect::<Vec<u32>>(),
-        "loss or reordering\nS:\n{}\nD:\n{}",
+        "loss or reordering\n{}\nS:\n{}\nD:\n{}",
+        where_did_it_go(&got, N, &s_st, &d_st),
         ds.logs(),
         dd.logs()
+    );
+    // Nothing was refused by the vanishing link or sent to it while detached (re-steered
+    // instead).
+    let s_vma0 = &s_st.ports[1];
+    assert_eq!(
+        (s_vma0.io.tx_errors, s_vma0.io.tx_no_link),
+        (0, 0),
+        "{s_vma0:?}"
     );
     let vma_at_d = dd.vm("vma");
     assert_eq!(vma_at_d.state, srmig_api::VmState::Running);
     assert!(vma_at_d.held > 0, "nothing was held at D: {vma_at_d:?}");
     assert_eq!(vma_at_d.released, vma_at_d.held);
     eprintln!(
-        "link move S -> D: {N} datagrams, 0 lost, in order; {} held at D and released",
-        vma_at_d.held
+        "link move S -> D: {N} datagrams, 0 lost, in order; {} held at D and released; {} re-steered at S after a send to the vanished link",
+        vma_at_d.held, s_vma0.io.resteered
     );
     // Every held packet went through End.S at S first (once vma runs at D, D delivers its
     // own traffic to it directly).
@@ -307,4 +357,53 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
     for dm in [&ds, &dd] {
         dm.stop(&lab);
     }
+}
+
+/// What srmigd S and D counted for vma, to tell where a missing or late datagram went: the
+/// datagrams missing and out of order, End.S/End.SBUF counts, held and delivered packets,
+/// vma0's socket counters on both hosts and every non-zero drop reason.
+fn where_did_it_go(
+    got: &[u32],
+    n: u32,
+    s: &srmig_hostd::status::HostStatus,
+    d: &srmig_hostd::status::HostStatus,
+) -> String {
+    let missing: Vec<u32> = (0..n).filter(|i| !got.contains(i)).collect();
+    let late: Vec<(u32, u32)> = got
+        .windows(2)
+        .filter(|w| w[1] < w[0])
+        .map(|w| (w[0], w[1]))
+        .collect();
+    let mut out = format!("missing {missing:?}; (x, y): y arrived right after x {late:?}\n");
+    for (host, st) in [("S", s), ("D", d)] {
+        let sids: Vec<String> = st
+            .sids
+            .iter()
+            .map(|x| format!("{} {}: {}", x.behavior, x.sid, x.traffic.packets))
+            .collect();
+        let drops: Vec<String> = st
+            .drops
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        out += &format!(
+            "{host}: SIDs [{}]; drops [{}]\n",
+            sids.join(", "),
+            drops.join(", ")
+        );
+        if let Some(v) = st.vms.iter().find(|v| v.name == "vma") {
+            out += &format!(
+                "{host}: vma {:?}, delivered {}, held {}, released {}, dropped {}\n",
+                v.state, v.tx.packets, v.held, v.released, v.dropped
+            );
+        }
+        if let Some(p) = st.ports.iter().find(|p| p.name == "vma0") {
+            out += &format!(
+                "{host}: port vma0 attached {}, tx {}, {:?}\n",
+                p.attached, p.tx.packets, p.io
+            );
+        }
+    }
+    out
 }

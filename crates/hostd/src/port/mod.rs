@@ -8,6 +8,10 @@
 //! interface's current ifindex (the lab moves and recreates veths, so the ifindex of a name
 //! changes), every transition to detached closes it.
 //!
+//! A send on a VM port can fail because its interface went down or left the namespace
+//! before srmigd read the link event that says so (see [`Undelivered`]); the dataplane loop
+//! then catches up with the kernel's link state and re-steers the frame the VM never got.
+//!
 //! A VM port may instead be backed by a QEMU `-netdev stream` socket ([`qemu`], configured in
 //! node.toml's `[[qemu]]` tables): it is attached while srmigd's stream to QEMU is connected,
 //! and link events do not concern it.
@@ -66,6 +70,37 @@ pub struct PortIoStats {
     /// `recovery_lost` (QEMU ports): recoveries where unread frames had left the ring (lost).
     #[serde(default)]
     pub recovery_lost: u64,
+    /// `resteered` (VM ports): frames the VM never got because its attachment had just gone
+    /// (the send failed on the vanished interface, or found the port detached), re-steered
+    /// where the VM's packets go now (End.S forwards them to the destination).
+    #[serde(default)]
+    pub resteered: u64,
+}
+
+/// Why a port did not send a frame.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// The port has no socket (detached).
+    NoLink,
+    /// The socket refused the frame.
+    Refused(io::Error),
+}
+
+impl Undelivered {
+    /// Whether the failure can mean that the interface just went down or left the namespace
+    /// (the link event saying so may still be unread): `ENETDOWN` (not up), `ENXIO` and
+    /// `ENODEV` (gone), `ENOBUFS` (a device that is stopping or lost its carrier drops what
+    /// it is handed; also a full veth ring, hence "can"). `EAGAIN` (socket buffer full) and
+    /// the rest cannot.
+    pub fn may_be_link_loss(&self) -> bool {
+        match self {
+            Undelivered::NoLink => false,
+            Undelivered::Refused(e) => matches!(
+                e.raw_os_error(),
+                Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV | libc::ENOBUFS)
+            ),
+        }
+    }
 }
 
 /// What to do with a port's socket after a link event.
@@ -178,17 +213,31 @@ impl PortIo {
     /// Sends a frame; failures are counted, never fatal.
     #[inline]
     pub fn send(&mut self, frame: &[u8]) {
+        if let Err(u) = self.try_send(frame) {
+            self.count_undelivered(&u);
+        }
+    }
+
+    /// Sends a frame and says why it was not sent, without counting the failure (the caller
+    /// decides: [`count_undelivered`](Self::count_undelivered) or a re-steer). A QEMU port
+    /// queues or counts on its own and always returns `Ok`.
+    #[inline]
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), Undelivered> {
         if let Some(q) = &mut self.qemu {
             q.send(frame, &mut self.stats);
-            return;
+            return Ok(());
         }
         match &self.socket {
-            Some(s) => {
-                if s.send(frame).is_err() {
-                    self.stats.tx_errors += 1;
-                }
-            }
-            None => self.stats.tx_no_link += 1,
+            Some(s) => s.send(frame).map_err(Undelivered::Refused),
+            None => Err(Undelivered::NoLink),
+        }
+    }
+
+    /// Counts a frame that was not sent and is dropped.
+    pub fn count_undelivered(&mut self, u: &Undelivered) {
+        match u {
+            Undelivered::NoLink => self.stats.tx_no_link += 1,
+            Undelivered::Refused(_) => self.stats.tx_errors += 1,
         }
     }
 
@@ -293,5 +342,25 @@ mod tests {
         assert_eq!(p.stats.tx_no_link, 2);
         assert_eq!(p.stats.tx_errors, 0);
         assert!(!p.info().attached);
+        // try_send reports without counting.
+        assert!(matches!(p.try_send(&[0u8; 60]), Err(Undelivered::NoLink)));
+        assert_eq!(p.stats.tx_no_link, 2);
+        p.count_undelivered(&Undelivered::Refused(io::Error::from_raw_os_error(
+            libc::EAGAIN,
+        )));
+        assert_eq!(p.stats.tx_errors, 1);
+    }
+
+    #[test]
+    fn which_send_errors_can_mean_link_loss() {
+        let refused = |errno| Undelivered::Refused(io::Error::from_raw_os_error(errno));
+        for errno in [libc::ENETDOWN, libc::ENXIO, libc::ENODEV, libc::ENOBUFS] {
+            assert!(refused(errno).may_be_link_loss(), "errno {errno}");
+        }
+        for errno in [libc::EAGAIN, libc::EMSGSIZE, libc::EINVAL, libc::EPERM] {
+            assert!(!refused(errno).may_be_link_loss(), "errno {errno}");
+        }
+        assert!(!Undelivered::NoLink.may_be_link_loss());
+        assert!(!Undelivered::Refused(io::Error::other("no errno")).may_be_link_loss());
     }
 }
