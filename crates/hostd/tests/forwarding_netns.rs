@@ -22,8 +22,9 @@ use srmig_lab::{Lab, MacAddr};
 
 mod common;
 use common::{
-    bring_up, disable_ipv6, net, receiver, route_via_gateway, send_seqs, set_mtu, sock_addr,
-    udp_socket, veth, vm_toml, wait_until, Daemon, TempDir, Underlay,
+    bring_up, disable_ipv6, net, receiver, route_via_gateway, send_seqs, send_seqs_controlled,
+    set_mtu, sock_addr, udp_socket, veth, vm_toml, wait_until, Daemon, StreamControl, TempDir,
+    Underlay,
 };
 
 const VMA: &str = "2001:db8:a::10";
@@ -163,7 +164,21 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
     let tx = udp_socket(&vma, sock_addr(VMA, 0));
     let send = |seqs| send_seqs(&tx, dst, seqs);
     std::thread::sleep(Duration::from_millis(100));
+    let delivered_before = dd.vm("vmb").tx.packets;
     send(0..10);
+    // These go End.DT6 with vmb running: D must have delivered them before the link goes
+    // down (on a loaded machine they can still be queued at D; End.DT6 would then drop them,
+    // as it should for a paused VM without an SR path).
+    wait_until(
+        "datagrams 0..10 delivered to vmb",
+        Duration::from_secs(5),
+        Duration::from_millis(2),
+        || match dd.vm("vmb").tx.packets.saturating_sub(delivered_before) {
+            n if n >= 10 => Ok(()),
+            n => Err(n),
+        },
+        |n| format!("{n} delivered\n{}", dd.logs()),
+    );
     let via_d_sbuf = vec!["fc00:0:2::eb".to_owned()];
     let (st, body) = ds.put(
         "/v1/config",
@@ -306,15 +321,29 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
     let rx = receiver(&vma, dst_a, N as usize, Duration::from_secs(15));
     let tx_b = udp_socket(&vmb, sock_addr(VMB, 0));
     std::thread::sleep(Duration::from_millis(100));
-    let sender = std::thread::spawn(move || send_seqs(&tx_b, dst_a, 0..N));
-    std::thread::sleep(Duration::from_millis(50));
+    // The cut comes about 45 datagrams into the stream, which runs on through it; should
+    // this thread fall far behind (a loaded machine), the sender waits for the cut at 150 and
+    // for the resume at 220, so that every phase (at S, held at D, delivered at D) has traffic.
+    let mut stream = StreamControl::default();
+    let cut = stream.gate(150);
+    let resumed = stream.gate(220);
+    let control = stream.clone();
+    let sender = std::thread::spawn(move || send_seqs_controlled(&tx_b, dst_a, 0..N, &control));
+    stream.wait_sent(45, Duration::from_secs(5));
     let moved = lab.move_link(&s_vm, &d).expect("move vma0 to D");
+    StreamControl::open(&cut);
     ds.wait_for("vma paused at S", Duration::from_secs(2), |st| {
         st.vms[0].state == srmig_api::VmState::Paused
     });
     std::thread::sleep(Duration::from_millis(100)); // the "downtime"
     disable_ipv6(&[&moved]);
     lab.set_up(&moved).expect("vma0 up at D");
+    dd.wait_for("vma running at D", Duration::from_secs(2), |st| {
+        st.vms
+            .iter()
+            .any(|v| v.name == "vma" && v.state == srmig_api::VmState::Running)
+    });
+    StreamControl::open(&resumed);
     sender.join().expect("sender");
     let got = rx.join().expect("receiver");
     let (s_st, d_st) = (ds.status(), dd.status());

@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
@@ -476,6 +478,81 @@ pub fn send_seqs(sock: &UdpSocket, dst: SocketAddr, seqs: Range<u32>) {
     }
 }
 
+/// A sequence-numbered stream that another thread can follow and hold back: how many
+/// datagrams were sent, and gates (`at`, flag) before which the sender waits for the flag.
+///
+/// A test that changes the network while the stream runs (a link cut, a resume) must not
+/// depend on both threads getting the CPU in time: on a loaded machine a fixed sleep lets the
+/// stream end before the change, or the change happen before the stream. With `sent` the
+/// test acts at a point of the stream, and a gate keeps the rest of the stream for after its
+/// change (the stream still runs freely through the change in the normal case).
+#[derive(Debug, Clone, Default)]
+pub struct StreamControl {
+    sent: Arc<AtomicU32>,
+    gates: Vec<(u32, Arc<AtomicBool>)>,
+}
+
+/// How long a gated sender waits for its gate before it goes on anyway (the test then fails
+/// on what it checks).
+const GATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl StreamControl {
+    /// The sender will wait, before sending sequence number `at`, until the returned flag is
+    /// set (with [`StreamControl::open`]).
+    pub fn gate(&mut self, at: u32) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.gates.push((at, Arc::clone(&flag)));
+        flag
+    }
+
+    /// Opens a gate returned by [`StreamControl::gate`].
+    pub fn open(gate: &AtomicBool) {
+        gate.store(true, Ordering::Release);
+    }
+
+    /// How many datagrams were sent so far.
+    pub fn sent(&self) -> u32 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` datagrams were sent (fails the test after `timeout`).
+    pub fn wait_sent(&self, n: u32, timeout: Duration) {
+        wait_until(
+            &format!("{n} datagrams sent"),
+            timeout,
+            Duration::from_micros(200),
+            || {
+                if self.sent() >= n {
+                    Ok(())
+                } else {
+                    Err(self.sent())
+                }
+            },
+            |sent| format!("{sent} sent"),
+        );
+    }
+}
+
+/// [`send_seqs`] under a [`StreamControl`]: counts what it sent, waits at the gates.
+pub fn send_seqs_controlled(
+    sock: &UdpSocket,
+    dst: SocketAddr,
+    seqs: Range<u32>,
+    c: &StreamControl,
+) {
+    for i in seqs {
+        for (_, gate) in c.gates.iter().filter(|(at, _)| *at == i) {
+            let start = Instant::now();
+            while !gate.load(Ordering::Acquire) && start.elapsed() < GATE_TIMEOUT {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        sock.send_to(&i.to_be_bytes(), dst).expect("send");
+        c.sent.fetch_add(1, Ordering::AcqRel);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Sends `seqs` from a fresh socket on `src` (any port) inside `ns` to `dst`, 1 ms apart.
 pub fn send_from(ns: &Netns, src: &str, dst: SocketAddr, seqs: Range<u32>) {
     send_seqs(&udp_socket(ns, sock_addr(src, 0)), dst, seqs);
@@ -552,6 +629,29 @@ mod tests {
         std::fs::write(path.join("f"), b"x").expect("write");
         drop(tmp);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_controlled_stream_waits_at_its_gates() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let dst = rx.local_addr().expect("addr");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut c = StreamControl::default();
+        let gate = c.gate(3);
+        let c2 = c.clone();
+        let sender = std::thread::spawn(move || send_seqs_controlled(&tx, dst, 0..5, &c2));
+        c.wait_sent(3, Duration::from_secs(5));
+        // Held at the gate: nothing beyond 3 datagrams.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(c.sent(), 3);
+        StreamControl::open(&gate);
+        sender.join().expect("sender");
+        assert_eq!(c.sent(), 5);
+        let mut buf = [0u8; 8];
+        let got: Vec<usize> = (0..5).map(|_| rx.recv(&mut buf).expect("recv")).collect();
+        assert_eq!(got, vec![4; 5]);
     }
 
     #[test]
