@@ -23,10 +23,10 @@
 //! # Link loss ahead of its event
 //!
 //! A VM port's attachment is its VM's state, learned from netlink link events. The kernel
-//! takes an interface down (or moves it to another namespace) first and tells srmigd after:
-//! during a netns move the events came up to 27 ms after the interface had stopped (measured).
-//! Until srmigd has read them, End.S still sees the VM running and delivers to the port, and
-//! the send fails (`ENETDOWN` once the interface is down, `ENXIO` once it left, `ENOBUFS`
+//! takes an interface down (or moves it to another namespace) first and queues the event
+//! after; srmigd reads events after the ports of each poll round, and a loaded host may not
+//! run it at once. Until srmigd has read the event, End.S still sees the VM running and
+//! delivers to the port, and the send fails (`ENETDOWN` once the interface is down, `ENXIO` once it left, `ENOBUFS`
 //! while it stops). Such a frame never reached the VM, and dropping it would lose a packet
 //! at the very moment the paper's mechanism exists for:
 //!

@@ -325,8 +325,8 @@ impl PacketSocket {
     /// `Ok(false)` if no interface has that ifindex in this namespace any more.
     ///
     /// Two ioctls the kernel answers under RCU (`SIOCGIFNAME` by index, then `SIOCGIFFLAGS`
-    /// by that name): no RTNL, so no wait behind the link change that made the send fail.
-    /// (The netlink way, `RTM_GETLINK`, was measured to block 25 ms behind a netns move.)
+    /// by that name): no RTNL, so no wait behind the link change that made the send fail
+    /// (a netns move holds RTNL for tens of milliseconds).
     pub fn link_running(&self) -> io::Result<bool> {
         let index = libc::c_int::try_from(self.ifindex)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
