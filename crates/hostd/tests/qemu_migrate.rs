@@ -16,8 +16,9 @@
 //! own QMP socket and takes back the frames the stopped QEMU had not read.
 //!
 //! Needs root, `qemu-system-x86_64` and the guest build's packages (see guest/README.md).
-//! Without them it prints a loud SKIPPED and passes, unless `CI` is set. `#[ignore]`d for now
-//! (run with `--ignored`); it joins CI with `srmig lab migrate --vm-kind qemu` (issue 4).
+//! Without them it prints a loud SKIPPED and passes, unless `CI` is set. `#[ignore]`d (run
+//! with `--ignored`): CI runs the lab's QEMU tests (`crates/lab/tests/lab_qemu*.rs`), which
+//! cover the same path with the real controller; this one is the srmigd-level reproducer.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -539,7 +540,7 @@ fn migrate(
 }
 
 #[test]
-#[ignore = "QEMU end-to-end run (~15 s under TCG): run with --ignored; enabled in CI together with `srmig lab migrate --vm-kind qemu` (issue 4)"]
+#[ignore = "srmigd-level QEMU reproducer (~15 s under TCG): run with --ignored; CI runs crates/lab/tests/lab_qemu.rs"]
 fn qemu_guest_migrates_s_d_s_without_loss() {
     if common::skip(
         "qemu_migrate::qemu_guest_migrates_s_d_s_without_loss",
