@@ -12,6 +12,10 @@
 //! Needs root and the srmigd binary (built by `cargo test --workspace` or `cargo build`).
 //! Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
 
+mod common;
+
+use common::{processes_mentioning, show};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -73,34 +77,6 @@ fn reordered_among_held(run: &LabRun) -> usize {
         highest = highest.max(Some(seq));
     }
     count
-}
-
-fn show(name: &str, run: &LabRun) {
-    eprintln!("--- {name}\n{}", run.summary());
-    for m in &run.details.migrations {
-        let r = &m.record;
-        eprintln!(
-            "    {} {} -> {}: pause {:.1} ms, total {:.0} ms (prepare {:.0}, finish {:.0}), held {} released {} dropped {}",
-            r.id, r.from, r.to, r.pause_ms, r.total_ms, r.prepare_ms, r.finish_ms, r.held, r.released, r.dropped
-        );
-    }
-}
-
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let cmdline = entry.path().join("cmdline");
-        if let Ok(bytes) = std::fs::read(&cmdline) {
-            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            if text.contains(needle) {
-                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
 }
 
 #[test]

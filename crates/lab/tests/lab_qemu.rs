@@ -13,11 +13,15 @@
 //! kmod, gcc, libc6-dev; the guest is built once into ~/.cache/srmig/guest). Without them it
 //! prints `SKIPPED` and passes, unless `CI` is set.
 
+mod common;
+
+use common::{processes_mentioning, show};
+
 use std::time::{Duration, Instant};
 
 use srmig_api::Strategy;
 use srmig_lab::orchestrate::{
-    error_chain, is_root, run, LabRun, RunPlan, Testbed, TestbedOptions, WorkloadKind,
+    error_chain, is_root, run, RunPlan, Testbed, TestbedOptions, WorkloadKind,
 };
 use srmig_lab::report::VmKind;
 
@@ -54,33 +58,6 @@ fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
     plan.warmup = Duration::from_millis(700);
     plan.tail = Duration::from_millis(1000);
     plan
-}
-
-fn show(name: &str, run: &LabRun) {
-    eprintln!("--- {name}\n{}", run.summary());
-    for m in &run.details.migrations {
-        let r = &m.record;
-        eprintln!(
-            "    {} {} -> {}: pause {:.1} ms, total {:.0} ms (prepare {:.0}, finish {:.0}), held {} released {} dropped {}",
-            r.id, r.from, r.to, r.pause_ms, r.total_ms, r.prepare_ms, r.finish_ms, r.held, r.released, r.dropped
-        );
-    }
-}
-
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
-            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            if text.contains(needle) {
-                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
 }
 
 #[test]

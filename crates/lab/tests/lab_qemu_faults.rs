@@ -17,6 +17,10 @@
 //! (`cargo build -p srmig-hostd`). Without root or QEMU it prints `SKIPPED: ...` and passes,
 //! unless `CI` is set. The tests run one at a time (each boots a TCG guest).
 
+mod common;
+
+use common::processes_mentioning;
+
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
@@ -151,24 +155,6 @@ fn qemu_processes(needle: &str) -> Vec<(u32, String)> {
         let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
         if is_qemu && text.contains(needle) {
             found.push((pid, text));
-        }
-    }
-    found
-}
-
-/// `pid: command line` of every process whose command line mentions `needle` (srmigd,
-/// QEMU, ...).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
-            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            if text.contains(needle) {
-                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-            }
         }
     }
     found

@@ -1,0 +1,35 @@
+//! Helpers shared by the lab's end-to-end tests (`mod common;` in each test file).
+#![allow(dead_code)]
+
+use srmig_lab::orchestrate::LabRun;
+
+/// Prints a run's summary and one line per migration (shown on failure, or with
+/// `--nocapture`).
+pub fn show(name: &str, run: &LabRun) {
+    eprintln!("--- {name}\n{}", run.summary());
+    for m in &run.details.migrations {
+        let r = &m.record;
+        eprintln!(
+            "    {} {} -> {}: pause {:.1} ms, total {:.0} ms (prepare {:.0}, finish {:.0}), held {} released {} dropped {}",
+            r.id, r.from, r.to, r.pause_ms, r.total_ms, r.prepare_ms, r.finish_ms, r.held, r.released, r.dropped
+        );
+    }
+}
+
+/// `pid: command line` of every process whose command line mentions `needle` (srmigd,
+/// QEMU, ...).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if text.contains(needle) {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
