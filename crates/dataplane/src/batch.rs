@@ -3,15 +3,25 @@
 //! A [`PacketBuf`] is a fixed, preallocated buffer: [`HEADROOM`] bytes in front for prepending
 //! headers without copying the packet (encapsulation), then [`BUF_CAPACITY`] bytes for the frame.
 //! The engine writes its [`Verdict`] into each buffer of a [`Batch`].
+//!
+//! Sizes: every port kind carries jumbo frames. [`BUF_CAPACITY`] holds a [`MAX_MTU`] (9216)
+//! byte IP packet, its Ethernet header, and one encapsulation made upstream (up to
+//! [`HEADROOM`] bytes, the largest rewrite a policy can have: 40 + 8 + 16 x 13). A buffer is
+//! then [`BUF_SIZE`] = 9742 bytes; a batch of 256 is 2.4 MiB. The port MTU (an IP MTU, see
+//! `PortConfig::mtu`) is a separate, smaller bound checked on egress.
 
 use crate::drop::DropReason;
 use crate::port::PortId;
 use crate::vm::VmId;
 
-/// Bytes reserved in front of a received frame for prepended headers.
+/// Bytes reserved in front of a received frame for prepended headers: the largest policy
+/// rewrite (an IPv6 header and an SRH of `MAX_SEGMENTS + 1` segments, 40 + 8 + 16 x 13).
 pub const HEADROOM: usize = 256;
-/// Bytes available for a received frame.
-pub const BUF_CAPACITY: usize = 2048;
+/// The largest IP MTU a port can have (`ip link set mtu`; jumbo frames).
+pub const MAX_MTU: usize = 9216;
+/// Bytes available for a received frame: a [`MAX_MTU`] IP packet, its Ethernet header and one
+/// encapsulation added upstream (up to [`HEADROOM`] bytes).
+pub const BUF_CAPACITY: usize = MAX_MTU + 14 + HEADROOM;
 /// Total size of a packet buffer.
 pub const BUF_SIZE: usize = HEADROOM + BUF_CAPACITY;
 
@@ -22,9 +32,8 @@ pub enum Verdict {
     Tx(PortId),
     /// Discarded (counted under the reason).
     Drop(DropReason),
-    /// Taken into this VM's End.SBUF buffer; it will come out of `poll_transmit`. The engine
-    /// took the buffer's storage and left an empty one of the same size in its place: the
-    /// packet's bytes are no longer in this `PacketBuf`.
+    /// Copied into this VM's End.SBUF buffer; it will come out of `poll_transmit`. This
+    /// `PacketBuf` is free for the next frame.
     Held(VmId),
     /// Handled by the engine (e.g. an NDP solicitation answered through `poll_transmit`).
     Consumed,

@@ -1,10 +1,19 @@
 //! End.SBUF buffers: per-VM FIFOs of held packets in preallocated storage.
 //!
-//! Storage is a pool of `global_packets` packet buffers (the size of a [`PacketBuf`]'s) allocated
-//! once at configuration; each VM has a ring of slot indices with capacity `per_vm_packets`
-//! (allocated once, never grown), and a free list holds unused slots. Holding a packet
-//! exchanges the received [`PacketBuf`]'s storage with a free pool buffer, releasing it
-//! exchanges the pool buffer with the output's: no copy of the packet and no allocation.
+//! Storage is an arena of [`CHUNK_SIZE`]-byte chunks allocated once at configuration; a held
+//! (L3) packet is copied into a chain of chunks (one for a packet up to 512 bytes, 19 for a
+//! 9216-byte jumbo), and copied out into the output buffer on release. Each VM has a ring of
+//! held-packet records with capacity `per_vm_packets` (allocated once, never grown); a stack
+//! holds the free chunks. No allocation per packet.
+//!
+//! Why copy rather than exchange buffers: with jumbo frames a packet buffer is 9742 bytes
+//! ([`crate::batch::BUF_SIZE`]). Taking the received buffer on hold (as this store once did)
+//! needs a full-size spare for every packet it can hold: 80 MB for the default 8192 packets,
+//! 1.3 GB at [`MAX_GLOBAL_PACKETS`]. Chunks make the arena follow the byte bound instead:
+//! `global_bytes / CHUNK_SIZE + global_packets` chunks are enough for any mix of sizes within
+//! both bounds (each packet wastes less than one chunk), capped at what `global_packets`
+//! maximum-size packets would need. The default configuration takes 12 MiB. The copy costs
+//! about as much as the buffer exchange it replaces for the usual short packets.
 //!
 //! Bounds: per VM and global, in packets and bytes; and by age (`max_age_ms`): a packet held
 //! since `t` is expired at `now >= t + max_age` and is dropped (`BufferExpired`) instead of being
@@ -13,35 +22,40 @@
 
 use std::collections::VecDeque;
 
-use crate::batch::{PacketBuf, BUF_SIZE};
+use crate::batch::{PacketBuf, BUF_CAPACITY, HEADROOM};
 use crate::config::{BufferConfig, ConfigError};
 use crate::drop::DropReason;
 use crate::time::Instant;
 use crate::vm::VmId;
 
-/// The largest held (decapsulated, L3) packet.
-pub const SLOT_SIZE: usize = 2048;
+/// The largest held (decapsulated, L3) packet: a frame of the buffer capacity minus its
+/// Ethernet header.
+pub const SLOT_SIZE: usize = BUF_CAPACITY - ETH;
 
-/// Upper bound on `global_packets` (the pool is `global_packets` buffers of
-/// [`crate::batch::BUF_SIZE`] bytes).
+/// Bytes per storage chunk.
+pub const CHUNK_SIZE: usize = 512;
+
+/// Upper bound on `global_packets`.
 pub const MAX_GLOBAL_PACKETS: u32 = 1 << 17;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct SlotMeta {
-    /// Where the held L3 packet starts and ends in the slot's buffer.
-    l3: u16,
-    end: u16,
+const ETH: usize = 14;
+const NO_CHUNK: u32 = u32::MAX;
+/// Where a released packet's L3 header is put in the output buffer (its Ethernet header goes
+/// in front, the rest of the headroom stays free).
+const RELEASE_L3: usize = HEADROOM + ETH;
+
+/// One held packet.
+#[derive(Debug, Clone, Copy)]
+struct HeldPkt {
+    /// First chunk of its chain.
+    first: u32,
+    /// L3 length.
+    len: u32,
     arrived: Instant,
 }
 
-impl SlotMeta {
-    fn len(self) -> u64 {
-        u64::from(self.end - self.l3)
-    }
-}
-
 /// A packet moved out of a buffer: its arrival time and where it lies in the buffer it was
-/// moved into.
+/// copied into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Released {
     pub(crate) arrived: Instant,
@@ -51,7 +65,7 @@ pub(crate) struct Released {
 
 #[derive(Debug)]
 struct VmQueue {
-    ring: VecDeque<u32>,
+    ring: VecDeque<HeldPkt>,
     bytes: u64,
 }
 
@@ -69,8 +83,11 @@ pub struct Occupancy {
 pub(crate) struct SbufStore {
     cfg: BufferConfig,
     max_age_ns: u64,
-    pool: Vec<Box<[u8]>>,
-    meta: Vec<SlotMeta>,
+    /// `next.len()` chunks of [`CHUNK_SIZE`] bytes.
+    arena: Box<[u8]>,
+    /// The chunk after each chunk in its packet's chain ([`NO_CHUNK`] at the end).
+    next: Vec<u32>,
+    /// Free chunks (a stack: recently freed chunks are reused first, still in cache).
     free: Vec<u32>,
     queues: Vec<VmQueue>,
     total: Occupancy,
@@ -100,15 +117,13 @@ impl SbufStore {
                 "must not exceed buffer.global_bytes",
             ));
         }
-        let n = cfg.global_packets as usize;
+        let chunks = Self::chunks_for(&cfg);
         Ok(SbufStore {
             cfg,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
-            pool: (0..n)
-                .map(|_| vec![0u8; BUF_SIZE].into_boxed_slice())
-                .collect(),
-            meta: vec![SlotMeta::default(); n],
-            free: (0..cfg.global_packets).rev().collect(),
+            arena: vec![0u8; chunks * CHUNK_SIZE].into_boxed_slice(),
+            next: vec![NO_CHUNK; chunks],
+            free: (0..chunks as u32).rev().collect(),
             queues: (0..vms)
                 .map(|_| VmQueue {
                     ring: VecDeque::with_capacity(cfg.per_vm_packets as usize),
@@ -119,74 +134,134 @@ impl SbufStore {
         })
     }
 
-    /// Appends the L3 packet `pkt.buf[l3..pkt.end]` to `vm`'s FIFO by taking `pkt`'s storage
-    /// (a free pool buffer takes its place; `pkt`'s bytes are then unspecified).
+    /// Chunks that hold any mix of packets within both global bounds.
+    fn chunks_for(cfg: &BufferConfig) -> usize {
+        let packets = cfg.global_packets as usize;
+        let by_bytes = usize::try_from(cfg.global_bytes.div_ceil(CHUNK_SIZE as u64))
+            .unwrap_or(usize::MAX)
+            .saturating_add(packets);
+        by_bytes.min(packets * SLOT_SIZE.div_ceil(CHUNK_SIZE))
+    }
+
+    /// Bytes of packet storage preallocated (the arena).
+    pub(crate) fn storage_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Appends a copy of the L3 packet `pkt.buf[l3..pkt.end]` to `vm`'s FIFO (`pkt` is left
+    /// as it was).
     #[inline]
     pub(crate) fn push(
         &mut self,
         vm: VmId,
         now: Instant,
-        pkt: &mut PacketBuf,
+        pkt: &PacketBuf,
         l3: usize,
     ) -> Result<(), DropReason> {
-        let len = pkt.end.saturating_sub(l3);
-        // `pkt.end <= pkt.buf.len()`: a full-size buffer also keeps the pool uniform.
-        if len > SLOT_SIZE || pkt.buf.len() != BUF_SIZE {
+        let Some(data) = pkt.buf.get(l3..pkt.end) else {
+            return Err(DropReason::Truncated);
+        };
+        let len = data.len();
+        if len > SLOT_SIZE {
             return Err(DropReason::BufferPacketTooLarge);
         }
         let Some(q) = self.queues.get_mut(vm.index()) else {
             return Err(DropReason::BufferFull);
         };
         let len64 = len as u64;
+        let need = len.div_ceil(CHUNK_SIZE).max(1);
         if q.ring.len() >= self.cfg.per_vm_packets as usize
+            || self.total.packets >= u64::from(self.cfg.global_packets)
             || q.bytes + len64 > self.cfg.per_vm_bytes
             || self.total.bytes + len64 > self.cfg.global_bytes
+            || self.free.len() < need
         {
             return Err(DropReason::BufferFull);
         }
-        let Some(slot) = self.free.pop() else {
-            return Err(DropReason::BufferFull);
-        };
-        let s = slot as usize;
-        core::mem::swap(&mut self.pool[s], &mut pkt.buf);
-        // Both fit in u16: end <= BUF_SIZE.
-        self.meta[s] = SlotMeta {
-            l3: l3 as u16,
-            end: pkt.end as u16,
+        // Copy chunk by chunk, linking the chain from the end so each chunk is taken once.
+        let mut first = NO_CHUNK;
+        for part in data.chunks(CHUNK_SIZE).rev() {
+            let Some(c) = self.free.pop() else {
+                return Err(DropReason::BufferFull);
+            };
+            let at = c as usize * CHUNK_SIZE;
+            self.arena[at..at + part.len()].copy_from_slice(part);
+            self.next[c as usize] = first;
+            first = c;
+        }
+        if first == NO_CHUNK {
+            // An empty packet still takes a chunk, so every record owns one.
+            let Some(c) = self.free.pop() else {
+                return Err(DropReason::BufferFull);
+            };
+            self.next[c as usize] = NO_CHUNK;
+            first = c;
+        }
+        q.ring.push_back(HeldPkt {
+            first,
+            len: len as u32,
             arrived: now,
-        };
-        q.ring.push_back(slot);
+        });
         q.bytes += len64;
         self.total.packets += 1;
         self.total.bytes += len64;
         Ok(())
     }
 
-    /// Removes the head of `vm`'s FIFO; with `out`, its storage is exchanged with `out`'s
-    /// (the packet is then `out.buf[l3..end]` of the returned [`Released`]).
+    /// Frees the chunks of `h`, copying them first to `out` at [`RELEASE_L3`] if given.
+    #[inline]
+    fn take(&mut self, h: HeldPkt, mut out: Option<&mut PacketBuf>) {
+        let mut c = h.first;
+        let mut left = h.len as usize;
+        let mut at = RELEASE_L3;
+        loop {
+            let n = left.min(CHUNK_SIZE);
+            let i = c as usize;
+            if let Some(out) = out.as_deref_mut() {
+                let src = i * CHUNK_SIZE;
+                out.buf[at..at + n].copy_from_slice(&self.arena[src..src + n]);
+            }
+            at += n;
+            left -= n;
+            self.free.push(c);
+            c = self.next[i];
+            if c == NO_CHUNK || left == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Removes `h` (the head just popped from `q`) from the totals.
+    #[inline]
+    fn account_pop(total: &mut Occupancy, q: &mut VmQueue, h: HeldPkt) {
+        q.bytes -= u64::from(h.len);
+        total.packets -= 1;
+        total.bytes -= u64::from(h.len);
+    }
+
+    fn released(h: HeldPkt) -> Released {
+        Released {
+            arrived: h.arrived,
+            l3: RELEASE_L3,
+            end: RELEASE_L3 + h.len as usize,
+        }
+    }
+
+    /// Removes the head of `vm`'s FIFO; with `out`, the packet is copied into it (it is then
+    /// `out.buf[l3..end]` of the returned [`Released`], with room for an Ethernet header in
+    /// front).
     #[inline]
     pub(crate) fn pop(&mut self, vm: VmId, out: Option<&mut PacketBuf>) -> Option<Released> {
         let q = self.queues.get_mut(vm.index())?;
-        let slot = q.ring.pop_front()?;
-        let s = slot as usize;
-        let m = self.meta[s];
-        q.bytes -= m.len();
-        self.total.packets -= 1;
-        self.total.bytes -= m.len();
-        if let Some(out) = out {
-            core::mem::swap(&mut self.pool[s], &mut out.buf);
-        }
-        self.free.push(slot);
-        Some(Released {
-            arrived: m.arrived,
-            l3: usize::from(m.l3),
-            end: usize::from(m.end),
-        })
+        let h = q.ring.pop_front()?;
+        Self::account_pop(&mut self.total, q, h);
+        self.take(h, out);
+        Some(Self::released(h))
     }
 
-    /// Releases the head of `vm`'s FIFO into `out` (exchanging storage, see [`SbufStore::pop`])
-    /// unless it is expired at `now`, in which case it is dropped; `None` when empty. One
-    /// queue access for what `oldest`, `is_expired` and `pop` do together.
+    /// Releases the head of `vm`'s FIFO into `out` (see [`SbufStore::pop`]) unless it is
+    /// expired at `now`, in which case it is dropped; `None` when empty. One queue access for
+    /// what `oldest`, `is_expired` and `pop` do together.
     #[inline]
     pub(crate) fn pop_fresh(
         &mut self,
@@ -195,31 +270,22 @@ impl SbufStore {
         out: &mut PacketBuf,
     ) -> Option<Result<Released, Instant>> {
         let q = self.queues.get_mut(vm.index())?;
-        let slot = q.ring.pop_front()?;
-        let s = slot as usize;
-        let m = self.meta[s];
-        q.bytes -= m.len();
-        self.total.packets -= 1;
-        self.total.bytes -= m.len();
-        self.free.push(slot);
-        if now.as_nanos().saturating_sub(m.arrived.as_nanos()) >= self.max_age_ns {
-            return Some(Err(m.arrived));
+        let h = q.ring.pop_front()?;
+        Self::account_pop(&mut self.total, q, h);
+        if now.as_nanos().saturating_sub(h.arrived.as_nanos()) >= self.max_age_ns {
+            self.take(h, None);
+            return Some(Err(h.arrived));
         }
-        core::mem::swap(&mut self.pool[s], &mut out.buf);
-        Some(Ok(Released {
-            arrived: m.arrived,
-            l3: usize::from(m.l3),
-            end: usize::from(m.end),
-        }))
+        self.take(h, Some(out));
+        Some(Ok(Self::released(h)))
     }
 
     /// Arrival time of the head of `vm`'s FIFO.
     #[inline]
     pub(crate) fn oldest(&self, vm: VmId) -> Option<Instant> {
         let q = self.queues.get(vm.index())?;
-        q.ring.front().map(|&s| self.meta[s as usize].arrived)
+        q.ring.front().map(|h| h.arrived)
     }
-
     /// Whether a packet that arrived at `arrived` is expired at `now`.
     #[inline]
     pub(crate) fn is_expired(&self, arrived: Instant, now: Instant) -> bool {
@@ -342,9 +408,8 @@ mod tests {
             let r = b.pop(a, Some(&mut out)).unwrap();
             assert_eq!(
                 (r.arrived, r.l3, r.end),
-                (Instant::from_millis(u64::from(i)), HEADROOM, HEADROOM + 50)
+                (Instant::from_millis(u64::from(i)), RELEASE_L3, RELEASE_L3 + 50)
             );
-            // The held storage came out without a copy.
             assert_eq!(&out.buf[r.l3..r.end], &[i; 50]);
         }
         assert!(b.pop(a, None).is_none());
@@ -389,7 +454,7 @@ mod tests {
         assert_eq!(&out.buf[r.l3..r.end], &[2; 30]);
         assert_eq!(b.pop_fresh(v, now, &mut out), None);
         assert_eq!(b.total(), Occupancy::default());
-        assert_eq!(b.free.len(), 4);
+        assert_eq!(b.free.len(), SbufStore::chunks_for(&cfg()));
     }
 
     #[test]
@@ -405,6 +470,32 @@ mod tests {
         assert_eq!(b.discard(v), 1);
         assert_eq!(b.total(), Occupancy::default());
         assert_eq!(b.deadline(v), None);
+    }
+
+    #[test]
+    fn storage_follows_the_byte_bound() {
+        // Default: 8 MiB / 512 + 8192 chunks = 12 MiB (full jumbo buffers would be 80 MB).
+        let b = SbufStore::new(BufferConfig::default(), 1).unwrap();
+        assert_eq!(b.storage_bytes(), 12 << 20);
+        // A byte bound beyond what the packets can use is capped by the packet bound.
+        let c = BufferConfig {
+            global_bytes: u64::MAX,
+            per_vm_bytes: 1,
+            ..cfg()
+        };
+        assert_eq!(SbufStore::chunks_for(&c), 4 * SLOT_SIZE.div_ceil(CHUNK_SIZE));
+        // Jumbo packets are held and come out whole; the chunks return to the free list.
+        let mut big = SbufStore::new(BufferConfig::default(), 1).unwrap();
+        let jumbo: Vec<u8> = (0..9216u32).map(|i| i as u8).collect();
+        push(&mut big, VmId(0), Instant::ZERO, &jumbo).unwrap();
+        push(&mut big, VmId(0), Instant::ZERO, &[]).unwrap();
+        let free = big.free.len();
+        let mut out = PacketBuf::new();
+        let r = big.pop(VmId(0), Some(&mut out)).unwrap();
+        assert_eq!(&out.buf[r.l3..r.end], &jumbo[..]);
+        assert_eq!(big.free.len(), free + 18);
+        assert_eq!(big.pop(VmId(0), Some(&mut out)).map(|r| r.end - r.l3), Some(0));
+        assert_eq!(big.free.len(), SbufStore::chunks_for(&BufferConfig::default()));
     }
 
     #[test]

@@ -207,6 +207,13 @@ pub struct PortConfig {
     /// resolve the next hop towards the locator). Optional.
     #[serde(default)]
     pub address: Option<Ipv6Addr>,
+    /// The port's IP MTU (as `ip link set mtu`: the largest IP packet, Ethernet header not
+    /// included), 1280..=9216. A packet longer than this after the node's processing is
+    /// dropped (`PacketTooBig`) and answered with an ICMPv6 Packet Too Big. Without it the
+    /// driver may set one at run time ([`crate::Dataplane::set_port_mtu`]; srmigd uses the
+    /// interface's MTU); `None` there too means no MTU check (only the buffer bound).
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
 
 /// One FIB route.
@@ -338,8 +345,8 @@ pub struct MappingConfig {
     pub policy: String,
 }
 
-/// End.SBUF buffer bounds. Storage is preallocated: `global_packets` slots of
-/// [`crate::buffer::SLOT_SIZE`] bytes.
+/// End.SBUF buffer bounds. Storage is preallocated once, sized by these bounds (about
+/// `global_bytes` plus [`crate::buffer::CHUNK_SIZE`] bytes per packet: see [`crate::buffer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {

@@ -63,6 +63,10 @@ pub struct IcmpCounters {
     pub suppressed: u64,
     /// Neighbor advertisements sent.
     pub ndp_answered: u64,
+    /// Packet Too Big errors queued (also counted in `errors_sent`).
+    pub packet_too_big_sent: u64,
+    /// Errors not sent because no port leads back to their destination (no VM, no route).
+    pub no_route: u64,
 }
 
 /// All counters of a dataplane.

@@ -103,7 +103,12 @@ drop_reasons! {
     BufferDiscarded,
     /// Prepending a header would exceed the packet buffer headroom.
     NoHeadroom,
-    /// The rewritten packet would exceed the packet buffer capacity.
+    /// The frame does not fit a packet buffer ([`crate::BUF_CAPACITY`]) or, rewritten, the
+    /// IPv6 Payload Length field. Counted by drivers (and `srmig replay`) through
+    /// [`crate::Dataplane::drop_frame_too_large`] for frames they cannot even receive.
+    FrameTooLarge,
+    /// The packet is longer than the egress port's MTU after this node's processing (ICMPv6
+    /// Packet Too Big to its original source, RFC 4443 3.2; IPv4: no ICMPv4 error yet).
     PacketTooBig,
     /// H.Insert cannot be applied to this packet (IPv4, or a Hop-by-Hop header present).
     InsertNotApplicable,

@@ -39,7 +39,8 @@ use crate::drop::DropReason;
 use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::icmp::{
-    emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
+    emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAM_PROBLEM,
+    ICMPV6_TIME_EXCEEDED, MIN_MTU,
     NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
 };
 use crate::policy::{MappingTable, Policy, PolicyId, Steering};
@@ -159,12 +160,15 @@ impl Dataplane {
                     "an uplink needs the MAC of its next hop",
                 ));
             }
+            check_mtu(&format!("ports[{i}].mtu"), p.mtu)?;
             ports.push(Port {
                 name: p.name.clone(),
                 kind: p.kind,
                 mac: p.mac.0,
                 peer_mac: p.peer_mac.map(|m| m.0),
                 address: p.address,
+                mtu: p.mtu,
+                max_frame: Port::max_frame_for(p.mtu),
             });
         }
         let port_by_name = |path: String, name: &str| -> Result<PortId, ConfigError> {
@@ -512,6 +516,35 @@ impl Dataplane {
         n
     }
 
+    /// Sets (`Some`) or clears (`None`: no MTU check) the IP MTU of `port`, e.g. to the
+    /// interface's MTU when the port attaches. Validated as `PortConfig::mtu` (1280..=9216).
+    pub fn set_port_mtu(&mut self, port: PortId, mtu: Option<u16>) -> Result<(), ConfigError> {
+        let path = format!("port {}.mtu", port.0);
+        check_mtu(&path, mtu)?;
+        let Some(p) = self.ports.get_mut(port.index()) else {
+            return Err(ConfigError::invalid(path, "no such port"));
+        };
+        p.mtu = mtu;
+        p.max_frame = Port::max_frame_for(mtu);
+        Ok(())
+    }
+
+    /// The IP MTU of `port` (`None`: no MTU set, or no such port).
+    pub fn port_mtu(&self, port: PortId) -> Option<u16> {
+        self.ports.get(port.index()).and_then(|p| p.mtu)
+    }
+
+    /// Counts a frame a driver received on `ingress` but could not put in a packet buffer
+    /// (longer than [`crate::BUF_CAPACITY`]): received on the port and dropped as
+    /// `FrameTooLarge`. Returns that verdict, for drivers that record one per frame.
+    pub fn drop_frame_too_large(&mut self, ingress: PortId, len: usize) -> Verdict {
+        if let Some(c) = self.counters.ports.get_mut(ingress.index()) {
+            c.rx.add(len);
+        }
+        self.counters.drop(DropReason::FrameTooLarge);
+        Verdict::Drop(DropReason::FrameTooLarge)
+    }
+
     /// The id of the VM named `name`.
     pub fn vm_id(&self, name: &str) -> Option<VmId> {
         self.vms.by_name(name)
@@ -572,6 +605,11 @@ impl Dataplane {
             .map(|(i, p)| (PortId(i as u16), p.name.as_str()))
     }
 
+    /// Bytes preallocated for End.SBUF packet storage (see [`crate::buffer`]).
+    pub fn buffer_storage_bytes(&self) -> usize {
+        self.buffers.storage_bytes()
+    }
+
     /// Read-only counters and buffer occupancy.
     pub fn counters(&self) -> CountersView<'_> {
         CountersView {
@@ -629,8 +667,7 @@ impl Dataplane {
                 continue;
             }
             let (mac, port) = (v.mac, v.port);
-            // The held buffer becomes `out`'s: no copy. Held packets keep at least the room of
-            // the Ethernet header they arrived with in front of them.
+            // The held packet is copied into `out`, with room for its Ethernet header.
             let r = match self.buffers.pop_fresh(vm, now, out) {
                 None => {
                     self.releasing.remove(0);
@@ -659,6 +696,13 @@ impl Dataplane {
             out.start = s;
             out.end = r.end;
             let len = r.end - s;
+            // Held packets were never checked against the VM port's MTU (they did not go out):
+            // the same check as `conclude`.
+            if len > self.ports[port.index()].max_frame {
+                out.verdict = self.packet_too_big(now, out, port, false);
+                self.counters.vms[vm.index()].dropped += 1;
+                continue;
+            }
             let c = &mut self.counters.vms[vm.index()];
             c.released += 1;
             c.tx.add(len);
@@ -679,32 +723,40 @@ impl Dataplane {
     pub fn process_batch(&mut self, now: Instant, batch: &mut Batch) {
         for pkt in batch.packets_mut() {
             let v = self.process(now, pkt);
-            match v {
-                Verdict::Drop(r) => self.counters.drop(r),
-                Verdict::Tx(p) => {
-                    if let Some(c) = self.counters.ports.get_mut(p.index()) {
-                        c.tx.add(pkt.end - pkt.start);
-                    }
-                }
-                Verdict::Held(_) | Verdict::Consumed => {}
-            }
-            pkt.verdict = v;
+            pkt.verdict = self.conclude(now, pkt, v);
         }
     }
 
     /// Processes a single packet (same as a batch of one).
     pub fn process_packet(&mut self, now: Instant, pkt: &mut PacketBuf) -> Verdict {
         let v = self.process(now, pkt);
+        let v = self.conclude(now, pkt, v);
+        pkt.verdict = v;
+        v
+    }
+
+    /// The one place a pipeline verdict becomes final: a `Tx` frame longer than its egress
+    /// port's MTU (one compare) becomes a `PacketTooBig` drop answered with an ICMPv6 Packet
+    /// Too Big; drops and transmissions are counted.
+    #[inline]
+    fn conclude(&mut self, now: Instant, pkt: &PacketBuf, v: Verdict) -> Verdict {
         match v {
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Tx(p) => {
+                let len = pkt.end - pkt.start;
+                if self.ports.get(p.index()).is_some_and(|port| len > port.max_frame) {
+                    let from_vm = self
+                        .ports
+                        .get(pkt.ingress.index())
+                        .is_some_and(|i| i.kind == PortKind::Vm);
+                    return self.packet_too_big(now, pkt, p, from_vm);
+                }
                 if let Some(c) = self.counters.ports.get_mut(p.index()) {
-                    c.tx.add(pkt.end - pkt.start);
+                    c.tx.add(len);
                 }
             }
             Verdict::Held(_) | Verdict::Consumed => {}
         }
-        pkt.verdict = v;
         v
     }
 
@@ -993,8 +1045,7 @@ impl Dataplane {
         Verdict::Tx(port)
     }
 
-    /// Moves the IP packet at `l3` into `vm`'s End.SBUF buffer (its storage is exchanged for a
-    /// free buffer of the pool: no copy).
+    /// Copies the IP packet at `l3` into `vm`'s End.SBUF buffer (see [`crate::buffer`]).
     fn hold(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, l3: usize, vm: VmId) -> Verdict {
         match self.buffers.push(vm, ctx.now, pkt, l3) {
             Ok(()) => {
@@ -1504,7 +1555,7 @@ impl Dataplane {
         let inner_len = pkt.end - ip;
         let payload = n - ipv6::HEADER_LEN + inner_len;
         if payload > usize::from(u16::MAX) {
-            return Err(DropReason::PacketTooBig);
+            return Err(DropReason::FrameTooLarge);
         }
         let b = &mut pkt.buf;
         // RFC 8986 5.1 S04: outer Traffic Class and Flow Label from the inner packet.
@@ -1664,6 +1715,167 @@ impl Dataplane {
         Verdict::Consumed
     }
 
+    /// `pkt` (verdict `Tx(egress)`) is longer than `egress`'s MTU: drops it (`PacketTooBig`)
+    /// and queues an ICMPv6 Packet Too Big (RFC 4443 3.2, RFC 8200 section 5) for its original
+    /// source, unless RFC 4443 2.4 (e) forbids it or the rate limit is reached.
+    ///
+    /// The original source and the MTU it must use depend on what this node did, found from
+    /// the frame (cold path, nothing recorded per packet):
+    /// - forwarded (transit, End, End.X, ...) or decapsulated (End.DX6, End.DT6, USD,
+    ///   End.SBUF release): the packet's own source, the egress MTU;
+    /// - encapsulated here (outer source = this node's `source_address`: H.Encaps,
+    ///   H.Encaps.Red, End.B6.Encaps, possibly several in one pass): the source of the packet
+    ///   inside this node's headers, the egress MTU minus those headers. Linux answers the
+    ///   tunnel source instead, which the real sender never hears of (a PMTUD black hole);
+    /// - H.Insert on a VM's packet (an SRH on a packet from a VM port): the VM, with the
+    ///   packet it sent (SRH removed, Segment List\[0\] back as destination) and the egress MTU
+    ///   minus the SRH.
+    ///
+    /// The MTU is reported as at least 1280 (RFC 8200 section 5): this node does not fragment
+    /// its encapsulations, so a tunnel over a 1280-byte link cannot carry 1280-byte packets.
+    /// IPv4 packets (and IPv4 encapsulated here) are only dropped: ICMPv4 "fragmentation
+    /// needed" (RFC 1191) is not generated yet.
+    ///
+    /// The error leaves through the port toward its destination: the VM's port for a local
+    /// running VM (from the gateway address), else the FIB route (from the gateway address on
+    /// a VM port, `source_address` on an uplink). Sources reached only through an SR policy
+    /// mapping are not encapsulated: the error follows the FIB like any underlay destination.
+    #[cold]
+    #[inline(never)]
+    fn packet_too_big(
+        &mut self,
+        now: Instant,
+        pkt: &PacketBuf,
+        egress: PortId,
+        from_vm: bool,
+    ) -> Verdict {
+        const REASON: DropReason = DropReason::PacketTooBig;
+        self.counters.drop(REASON);
+        let Some(mtu) = self.ports.get(egress.index()).and_then(|p| p.mtu) else {
+            return Verdict::Drop(REASON);
+        };
+        let mut scratch = [0u8; MIN_MTU];
+        let Some(tb) = self.too_big_target(pkt, u32::from(mtu), from_vm, &mut scratch) else {
+            return Verdict::Drop(REASON);
+        };
+        let inv = tb.invoking;
+        if must_not_answer(inv) {
+            self.counters.icmp.suppressed += 1;
+            return Verdict::Drop(REASON);
+        }
+        let dst = read_addr(inv, v6f::SRC_ADDR.start);
+        let vm_port = self
+            .vms
+            .by_v6(dst)
+            .map(|vm| &self.vms.vms[vm.index()])
+            .filter(|v| v.state == VmState::Running)
+            .map(|v| (v.port, v.mac, self.gateway_mac));
+        let Some((port, dst_mac, src_mac)) = vm_port.or_else(|| {
+            self.fib
+                .lookup_v6(TableIdx(0), dst)
+                .map(|a| (a.port, a.dst_mac, a.src_mac))
+        }) else {
+            self.counters.icmp.no_route += 1;
+            return Verdict::Drop(REASON);
+        };
+        let src = match self.ports.get(port.index()).map(|p| p.kind) {
+            Some(PortKind::Uplink) => self.source_address,
+            _ => self.gateway,
+        };
+        if !self.icmp.allow(now) {
+            self.counters.icmp.rate_limited += 1;
+            return Verdict::Drop(REASON);
+        }
+        let ptb_mtu = tb.mtu.max(MIN_MTU as u32);
+        if self.gen.push(port, &dst_mac, &src_mac, |out| {
+            emit_error(
+                out,
+                Ipv6Addr::from(src),
+                Ipv6Addr::from(dst),
+                ICMPV6_PACKET_TOO_BIG,
+                0,
+                ptb_mtu,
+                inv,
+            )
+        }) {
+            self.counters.icmp.errors_sent += 1;
+            self.counters.icmp.packet_too_big_sent += 1;
+        } else {
+            self.counters.icmp.queue_full += 1;
+        }
+        Verdict::Drop(REASON)
+    }
+
+    /// The original packet inside the IPv6 frame `pkt` and the MTU its source must use (see
+    /// [`Dataplane::packet_too_big`]); `None` for IPv4 (no ICMPv4 error yet) or a frame too
+    /// short to answer. An H.Insert'ed packet is rebuilt without its SRH in `scratch`.
+    fn too_big_target<'a>(
+        &self,
+        pkt: &'a PacketBuf,
+        egress_mtu: u32,
+        from_vm: bool,
+        scratch: &'a mut [u8; MIN_MTU],
+    ) -> Option<TooBig<'a>> {
+        let b = &pkt.buf[..pkt.end];
+        if pkt.len() < ethernet::HEADER_LEN + ipv6::HEADER_LEN
+            || read_u16(b, pkt.start + 12) != EtherType::IPV6.0
+        {
+            // IPv4: ICMPv4 "fragmentation needed" is another piece of work; counted only.
+            return None;
+        }
+        let mut ip = pkt.start + ethernet::HEADER_LEN;
+        let mut mtu = egress_mtu;
+        // Peel the encapsulations this node made (at most one per local pass, plus the headend).
+        let mut peeled = false;
+        for _ in 0..=MAX_LOCAL_PASSES {
+            if b[ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end] != self.source_address {
+                break;
+            }
+            let Ok(c) = walk(&b[ip..]) else { break };
+            match c.upper_proto {
+                IpProtocol::IPV6 if ip + c.upper + ipv6::HEADER_LEN <= b.len() => {
+                    ip += c.upper;
+                    mtu = mtu.saturating_sub(c.upper as u32);
+                    peeled = true;
+                }
+                // IPv4 from a VM, encapsulated here: no ICMPv4 error yet (counted drop).
+                IpProtocol::IPV4 => return None,
+                _ => break,
+            }
+        }
+        if from_vm && !peeled {
+            // H.Insert: an SRH on a packet from a VM port was put there by this node (VMs may
+            // not send one). The VM gets back the packet it sent.
+            if let Ok(c) = walk(&b[ip..]) {
+                if let Some(rh) = c.routing.filter(|_| c.routing_type == srh::ROUTING_TYPE) {
+                    let o = ip + rh;
+                    let srh_len = srh::Srh::new_unchecked(&b[o..]).header_len();
+                    let seg0 = o + srh::FIELD_SEGMENT_LIST;
+                    if seg0 + 16 <= b.len() && o + srh_len <= b.len() && rh == ipv6::HEADER_LEN {
+                        let rest = &b[o + srh_len..];
+                        let n = (ipv6::HEADER_LEN + rest.len()).min(MIN_MTU);
+                        scratch[..ipv6::HEADER_LEN].copy_from_slice(&b[ip..ip + ipv6::HEADER_LEN]);
+                        scratch[ipv6::HEADER_LEN..n]
+                            .copy_from_slice(&rest[..n - ipv6::HEADER_LEN]);
+                        scratch[v6f::NEXT_HEADER] = b[o + srh::FIELD_NEXT_HEADER];
+                        let pl = read_u16(b, ip + v6f::PAYLOAD_LEN.start)
+                            .saturating_sub(srh_len as u16);
+                        write_u16(scratch, v6f::PAYLOAD_LEN.start, pl);
+                        scratch[v6f::DST_ADDR].copy_from_slice(&b[seg0..seg0 + 16]);
+                        return Some(TooBig {
+                            invoking: &scratch[..n],
+                            mtu: mtu.saturating_sub(srh_len as u32),
+                        });
+                    }
+                }
+            }
+        }
+        Some(TooBig {
+            invoking: &b[ip..],
+            mtu,
+        })
+    }
+
     /// Queues an ICMPv6 error about the packet at `ip` (unless RFC 4443 2.4 (e) forbids it or
     /// the rate limit is reached) and returns `Drop(reason)`.
     #[cold]
@@ -1698,6 +1910,31 @@ impl Dataplane {
             }
         }
         Verdict::Drop(reason)
+    }
+}
+
+/// Where a Packet Too Big goes and what it says, found from the frame that did not fit.
+struct TooBig<'a> {
+    /// The packet as its original source sent it (as far as this node changed it).
+    invoking: &'a [u8],
+    /// The MTU that source must use.
+    mtu: u32,
+}
+
+/// Validates a port MTU: an IPv6 link needs at least 1280 (RFC 8200 section 5); the buffers
+/// hold at most [`crate::MAX_MTU`].
+fn check_mtu(path: &str, mtu: Option<u16>) -> Result<(), ConfigError> {
+    match mtu {
+        Some(m) if !(MIN_MTU..=crate::batch::MAX_MTU).contains(&usize::from(m)) => {
+            Err(ConfigError::invalid(
+                path,
+                format!(
+                    "MTU {m} is outside {MIN_MTU}..={} (IPv6 minimum to jumbo frames)",
+                    crate::batch::MAX_MTU
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1739,7 +1976,7 @@ fn insert_srh(pkt: &mut PacketBuf, ip: usize, srh: &[u8]) -> Result<usize, DropR
     let b = &mut pkt.buf;
     let payload = usize::from(read_u16(b, ip + v6f::PAYLOAD_LEN.start)) + n;
     if payload > usize::from(u16::MAX) {
-        return Err(DropReason::PacketTooBig);
+        return Err(DropReason::FrameTooLarge);
     }
     let new_ip = ip - n;
     let orig_nh = b[ip + v6f::NEXT_HEADER];

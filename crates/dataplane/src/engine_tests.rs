@@ -509,6 +509,247 @@ fn hop_limit_exceeded_sends_time_exceeded() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Port MTU and Packet Too Big (RFC 4443 3.2, RFC 8200 section 5)
+// ---------------------------------------------------------------------------------------------
+
+/// The single generated Packet Too Big: (egress, frame, ip src, ip dst, mtu, invoking).
+fn one_ptb(dp: &mut Dataplane) -> (PortId, Vec<u8>) {
+    let g = drain(dp, T0);
+    assert_eq!(g.len(), 1, "expected one Packet Too Big");
+    let f = &g[0].1;
+    // Type 2 code 0, checksum valid (parse_verified), whole error within 1280 bytes.
+    assert_eq!(f[54..56], [2, 0]);
+    assert!(f.len() - 14 <= 1280);
+    match icmp_of(f).2 {
+        IcmpRepr::PacketTooBig { .. } => {}
+        other => panic!("expected Packet Too Big, got {other:?}"),
+    }
+    g.into_iter().next().unwrap()
+}
+
+fn ptb_fields(f: &[u8]) -> (Ipv6Addr, Ipv6Addr, u32, Vec<u8>) {
+    let (src, dst, r) = icmp_of(f);
+    match r {
+        IcmpRepr::PacketTooBig { mtu, invoking } => (src, dst, mtu, invoking.to_vec()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn port_mtu_is_validated_and_settable() {
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[1].mtu = Some(1279);
+    assert_eq!(Dataplane::new(cfg.clone()).unwrap_err().path(), "ports[1].mtu");
+    cfg.ports[1].mtu = Some(9217);
+    assert_eq!(Dataplane::new(cfg.clone()).unwrap_err().path(), "ports[1].mtu");
+    cfg.ports[1].mtu = Some(9216);
+    let mut dp = Dataplane::new(cfg).unwrap();
+    assert_eq!(dp.port_mtu(VM1_PORT), Some(9216));
+    assert_eq!(dp.port_mtu(UPLINK), None);
+    assert!(dp.set_port_mtu(UPLINK, Some(1000)).is_err());
+    assert!(dp.set_port_mtu(PortId(9), Some(1500)).is_err());
+    dp.set_port_mtu(UPLINK, Some(1500)).unwrap();
+    assert_eq!(dp.port_mtu(UPLINK), Some(1500));
+    dp.set_port_mtu(UPLINK, None).unwrap();
+    assert_eq!(dp.port_mtu(UPLINK), None);
+    let t: PortConfig =
+        toml::from_str("name = \"tap0\"\nkind = \"vm\"\nmac = \"02:00:00:00:00:01\"\nmtu = 9000")
+            .unwrap();
+    assert_eq!(t.mtu, Some(9000));
+}
+
+#[test]
+fn jumbo_frames_cross_every_port_kind() {
+    let mut s = host(S, VmState::Running);
+    // 9216-byte IP packets: from a VM, encapsulated (+80), to the uplink; decapsulated to a VM.
+    let (v, out) = run(&mut s, CLIENT_PORT, &client_frame(remote(), 9216));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(out.len(), 14 + 9216 + 80);
+    let big = udp6_sized(a6("2001:db8:777::7"), vm1(), 9216);
+    let (v, out) = run(&mut s, UPLINK, &uplink_frame(S, &[sid(S, END_DT6)], 0, &big));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+    assert_eq!(&out[14..], &big[..]);
+    // An encapsulated jumbo arriving from the fabric fits the buffer too.
+    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &big);
+    assert!(f.len() <= BUF_CAPACITY);
+    assert_eq!(run(&mut s, UPLINK, &f).0, Verdict::Tx(UPLINK));
+    // Beyond the buffer: the driver cannot receive it, and counts it.
+    let mut b = Batch::new(1);
+    assert!(b.push(UPLINK, &vec![0; BUF_CAPACITY + 1]).is_err());
+    assert_eq!(
+        s.drop_frame_too_large(UPLINK, BUF_CAPACITY + 1),
+        Verdict::Drop(DropReason::FrameTooLarge)
+    );
+    assert_eq!(s.counters().drops(DropReason::FrameTooLarge), 1);
+}
+
+#[test]
+fn transit_end_too_big_answers_the_source_with_the_egress_mtu() {
+    let mut s = host(S, VmState::Running);
+    s.set_port_mtu(UPLINK, Some(1400)).unwrap();
+    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400));
+    expect_drop(&mut s, UPLINK, &f, DropReason::PacketTooBig);
+    let (port, g) = one_ptb(&mut s);
+    assert_eq!(port, UPLINK);
+    assert_eq!(&g[0..6], &router_mac(S));
+    assert_eq!(&g[6..12], &uplink_mac(S));
+    let (src, dst, mtu, inv) = ptb_fields(&g);
+    assert_eq!((src, dst, mtu), (sid(S, 1), sid(C, 1), 1400));
+    // The invoking packet is the start of the offending one (as forwarded: next segment).
+    assert_eq!(inv.len(), 1280 - 48);
+    assert_eq!(Ipv6Packet::new_unchecked(&inv[..]).dst_addr(), sid(D, END_DT6));
+    assert_eq!(&inv[100..], &f[14 + 100..14 + 1232]);
+    assert_eq!(s.counters().icmp().packet_too_big_sent, 1);
+    // Exactly the MTU is fine.
+    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400 - 80));
+    assert_eq!(run(&mut s, UPLINK, &f).0, Verdict::Tx(UPLINK));
+    // End.X too.
+    let f = uplink_frame(S, &[sid(S, END_X), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400));
+    expect_drop(&mut s, UPLINK, &f, DropReason::PacketTooBig);
+    assert_eq!(ptb_fields(&one_ptb(&mut s).1).2, 1400);
+}
+
+#[test]
+fn h_encaps_too_big_answers_the_vm_with_the_mtu_minus_the_encapsulation() {
+    let mut s = host(S, VmState::Running);
+    s.set_port_mtu(UPLINK, Some(1400)).unwrap();
+    let f = client_frame(remote(), 1400);
+    expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
+    let (port, g) = one_ptb(&mut s);
+    // To the VM (not the tunnel source), from the gateway, on its port.
+    assert_eq!(port, CLIENT_PORT);
+    assert_eq!(&g[0..6], &CLIENT_MAC);
+    assert_eq!(&g[6..12], &GATEWAY_MAC);
+    let (src, dst, mtu, inv) = ptb_fields(&g);
+    assert_eq!((src, dst), (gateway(), client()));
+    assert_eq!(mtu, 1400 - 40 - 8 - 32);
+    // The packet the VM sent (the gateway decremented its hop limit), truncated to fit.
+    let mut sent = f[14..14 + inv.len()].to_vec();
+    sent[7] -= 1;
+    assert_eq!(inv, sent);
+    // H.Encaps.Red: one segment less.
+    let red = s.policy_id("to-d-red").unwrap();
+    s.set_mapping("2001:db8:900::90/128".parse().unwrap(), Steering::Policy(red))
+        .unwrap();
+    expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
+    assert_eq!(ptb_fields(&one_ptb(&mut s).1).2, 1400 - 40 - 8 - 16);
+}
+
+#[test]
+fn h_insert_too_big_returns_the_packet_the_vm_sent() {
+    let mut s = host(S, VmState::Running);
+    s.set_port_mtu(UPLINK, Some(1400)).unwrap();
+    let ins = s.policy_id("to-d-insert").unwrap();
+    s.set_mapping("2001:db8:900::90/128".parse().unwrap(), Steering::Policy(ins))
+        .unwrap();
+    let f = client_frame(remote(), 1380);
+    expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
+    let (port, g) = one_ptb(&mut s);
+    assert_eq!(port, CLIENT_PORT);
+    let (src, dst, mtu, inv) = ptb_fields(&g);
+    assert_eq!((src, dst, mtu), (gateway(), client(), 1400 - 56));
+    let mut sent = f[14..14 + inv.len()].to_vec();
+    sent[7] -= 1;
+    assert_eq!(inv, sent, "SRH removed, original destination and next header back");
+}
+
+#[test]
+fn decapsulated_packet_too_big_answers_the_inner_source() {
+    let mut s = host(S, VmState::Running);
+    s.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
+    let inner_src = a6("2001:db8:777::7");
+    let big = udp6_sized(inner_src, vm1(), 1300);
+    for func in [END_DT6, END_DX6] {
+        let f = uplink_frame(S, &[sid(S, func)], 0, &big);
+        expect_drop(&mut s, UPLINK, &f, DropReason::PacketTooBig);
+        let (port, g) = one_ptb(&mut s);
+        // The inner source is reached through the FIB: the uplink, from the node address.
+        assert_eq!(port, UPLINK);
+        let (src, dst, mtu, inv) = ptb_fields(&g);
+        assert_eq!((src, dst, mtu), (sid(S, 1), inner_src, 1280));
+        assert_eq!(&inv[..], &big[..inv.len()]);
+    }
+    let ok = udp6_sized(inner_src, vm1(), 1280);
+    let f = uplink_frame(S, &[sid(S, END_DT6)], 0, &ok);
+    assert_eq!(run(&mut s, UPLINK, &f).0, Verdict::Tx(VM1_PORT));
+}
+
+#[test]
+fn packet_too_big_is_never_about_an_error_and_is_rate_limited() {
+    let mut s = host(S, VmState::Running);
+    s.set_port_mtu(UPLINK, Some(1280)).unwrap();
+    // An ICMPv6 error (type 1) that does not fit: dropped, not answered.
+    let mut icmp = vec![1u8, 0, 0, 0, 0, 0, 0, 0];
+    icmp.resize(1300, 0);
+    let err = ipv6(client(), remote(), proto::ICMPV6, 64, &icmp);
+    let f = eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, &err);
+    expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
+    assert!(drain(&mut s, T0).is_empty());
+    assert_eq!(s.counters().icmp().suppressed, 1);
+    // IPv4 from a VM: dropped under the same reason, no ICMPv4 yet.
+    let p = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[7u8; 1300]);
+    expect_drop(&mut s, CLIENT_PORT, &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p), DropReason::PacketTooBig);
+    assert!(drain(&mut s, T0).is_empty());
+    // The limiter (burst 100 in the canonical config) bounds the answers.
+    let f = client_frame(remote(), 1300);
+    for _ in 0..150 {
+        run(&mut s, CLIENT_PORT, &f);
+    }
+    assert_eq!(drain(&mut s, T0).len() as u64 + s.counters().icmp().queue_full, 100);
+    assert_eq!(s.counters().icmp().rate_limited, 50);
+}
+
+#[test]
+fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    d.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
+    let inner_src = a6("2001:db8:777::7");
+    for len in [1280, 1281, 9000] {
+        let f = uplink_frame(D, &[sid(D, END_SBUF)], 0, &udp6_sized(inner_src, vm1(), len));
+        assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Held(vm));
+    }
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    let g = drain(&mut d, T0);
+    // The 1280-byte packet is released; the two others become Packet Too Big to their source.
+    let released: Vec<_> = g.iter().filter(|(p, _)| *p == VM1_PORT).collect();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].1.len(), 14 + 1280);
+    assert_eq!(d.counters().drops(DropReason::PacketTooBig), 2);
+    assert_eq!(d.counters().icmp().packet_too_big_sent, 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn sizes_around_the_mtu_are_forwarded_or_answered(mtu in 1280u16..=9216, delta in -64i32..64, encap in any::<bool>()) {
+        let mut s = host(S, VmState::Running);
+        s.set_port_mtu(UPLINK, Some(mtu)).unwrap();
+        let (port, f, added, ptb_port) = if encap {
+            // H.Encaps adds 80 bytes.
+            let len = (i32::from(mtu) - 80 + delta).max(48) as usize;
+            (CLIENT_PORT, client_frame(remote(), len), 80, CLIENT_PORT)
+        } else {
+            let len = (i32::from(mtu) - 80 + delta).max(48) as usize;
+            (UPLINK, uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), len)), 0, UPLINK)
+        };
+        let out_len = f.len() - 14 + added;
+        let (v, _) = run(&mut s, port, &f);
+        let g = drain(&mut s, T0);
+        if out_len <= usize::from(mtu) {
+            prop_assert_eq!(v, Verdict::Tx(UPLINK));
+            prop_assert!(g.is_empty());
+        } else {
+            prop_assert_eq!(v, Verdict::Drop(DropReason::PacketTooBig));
+            prop_assert_eq!(g.len(), 1);
+            prop_assert_eq!(g[0].0, ptb_port);
+            let (_, _, m, _) = ptb_fields(&g[0].1);
+            prop_assert_eq!(m, (u32::from(mtu) - added as u32).max(1280));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // End.S and End.SBUF
 // ---------------------------------------------------------------------------------------------
 

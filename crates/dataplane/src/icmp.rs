@@ -12,6 +12,8 @@ use srmig_wire::{ethernet, icmpv6, ipv6, IpProtocol};
 
 /// ICMPv6 Destination Unreachable.
 pub const ICMPV6_DEST_UNREACHABLE: u8 = icmpv6::Message::DST_UNREACHABLE.0;
+/// ICMPv6 Packet Too Big (RFC 4443 3.2; code 0, the MTU in the parameter field).
+pub const ICMPV6_PACKET_TOO_BIG: u8 = icmpv6::Message::PACKET_TOO_BIG.0;
 /// ICMPv6 Time Exceeded (code 0: hop limit exceeded in transit).
 pub const ICMPV6_TIME_EXCEEDED: u8 = icmpv6::Message::TIME_EXCEEDED.0;
 /// ICMPv6 Parameter Problem.

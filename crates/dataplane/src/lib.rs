@@ -35,7 +35,7 @@ pub mod vm;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM};
+pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM, MAX_MTU};
 pub use behavior::{Behavior, Flavor, Headend, SbufMode, BEHAVIORS};
 pub use buffer::Occupancy;
 pub use config::{

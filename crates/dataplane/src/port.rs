@@ -26,4 +26,16 @@ pub(crate) struct Port {
     pub(crate) peer_mac: Option<[u8; 6]>,
     /// Address answered in neighbor discovery on this port.
     pub(crate) address: Option<Ipv6Addr>,
+    /// The IP MTU, if one is set.
+    pub(crate) mtu: Option<u16>,
+    /// The longest frame that may leave this port: the MTU plus the Ethernet header, or
+    /// `usize::MAX` without an MTU (one compare on egress).
+    pub(crate) max_frame: usize,
+}
+
+impl Port {
+    /// `max_frame` for an MTU.
+    pub(crate) fn max_frame_for(mtu: Option<u16>) -> usize {
+        mtu.map_or(usize::MAX, |m| usize::from(m) + srmig_wire::ethernet::HEADER_LEN)
+    }
 }

@@ -361,6 +361,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mac: MacAddr(uplink_mac(h)),
                 peer_mac: Some(MacAddr(router_mac(h))),
                 address: Some(Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, h)),
+                mtu: None,
             },
             PortConfig {
                 name: "vm1".into(),
@@ -368,6 +369,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mac: MacAddr([0x02, 0, 0, 0, h as u8, 1]),
                 peer_mac: None,
                 address: None,
+                mtu: None,
             },
             PortConfig {
                 name: "client".into(),
@@ -375,6 +377,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mac: MacAddr([0x02, 0, 0, 0, h as u8, 2]),
                 peer_mac: None,
                 address: None,
+                mtu: None,
             },
         ],
         routes: vec![

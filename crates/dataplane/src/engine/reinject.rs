@@ -27,15 +27,7 @@ impl Dataplane {
         out: &mut PacketBuf,
     ) -> Verdict {
         let v = self.reinject(now, vm, frame, out);
-        match v {
-            Verdict::Drop(r) => self.counters.drop(r),
-            Verdict::Tx(p) => {
-                if let Some(c) = self.counters.ports.get_mut(p.index()) {
-                    c.tx.add(out.end - out.start);
-                }
-            }
-            Verdict::Held(_) | Verdict::Consumed => {}
-        }
+        let v = self.conclude(now, out, v);
         out.verdict = v;
         v
     }
@@ -46,7 +38,7 @@ impl Dataplane {
         };
         let (port, mac, running) = (v.port, v.mac, v.state == VmState::Running);
         if out.set_data(frame).is_err() {
-            return Verdict::Drop(DropReason::PacketTooBig);
+            return Verdict::Drop(DropReason::FrameTooLarge);
         }
         out.ingress = port;
         let ctx = Ctx {
