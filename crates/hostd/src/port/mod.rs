@@ -17,10 +17,12 @@
 //! node.toml's `[[qemu]]` tables): it is attached while srmigd's stream to QEMU is connected,
 //! and link events do not concern it.
 
+pub mod bpf;
 pub mod packet;
 pub mod qemu;
 pub mod qemu_frame;
 pub mod qemu_ring;
+pub mod xdp;
 
 use std::io;
 
