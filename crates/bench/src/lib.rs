@@ -1,4 +1,7 @@
-//! `srmig bench dataplane`: million packets per second per behavior on one core.
+//! `srmig bench dataplane`: million packets per second per behavior on one core; and
+//! [`forward`], `srmig bench forward`: forwarding through veth, srmigd beside the Linux kernel.
+//!
+//! # `srmig bench dataplane`
 //!
 //! Each behavior runs the dataplane's own bench scenario (`srmig_dataplane::testkit`): a batch
 //! of [`BATCH`] copies of a realistic frame (about 100-byte inner packets) is refilled and
@@ -9,7 +12,11 @@
 //! released through `poll_transmit` when it runs.
 //!
 //! This reads the clock (it is a benchmark driver, not a core crate). Use a release build.
-#![forbid(unsafe_code)]
+//!
+//! `unsafe` is denied except in `forward/generator.rs` (the AF_PACKET socket and `sendmmsg`).
+#![deny(unsafe_code)]
+
+pub mod forward;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -198,6 +198,43 @@ enum BenchCommand {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Forwarding through veth (gen -> dut -> sink namespaces, root): srmigd and the Linux
+    /// kernel on the same CPUs and frames; Mpps, ratio and srmigd's zero-loss rate per case.
+    /// See docs/bench-forward.md.
+    Forward(BenchForwardArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchForwardArgs {
+    /// Frame length sent by the generator (Ethernet header to payload end, no FCS); a case
+    /// whose reference frame is longer uses that. 1000 and more also report Gb/s.
+    #[arg(long, default_value_t = srmig_bench::forward::MIN_FRAME_BYTES)]
+    frame_bytes: usize,
+    /// srmigd's --workers (passed only when not 1).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,
+    /// "srmigd_zero_loss_mpps": .., ...}, ...}, "generator_ceiling_mpps": .., ...}.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions per case and DUT (min/median/max reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Length of one repetition, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Cases: ipv6, end, end_dx6, h_encaps (comma-separated) or all.
+    #[arg(long, default_value = "ipv6,end,end_dx6,h_encaps")]
+    cases: String,
+    /// The srmigd binary (default: srmigd next to this executable).
+    #[arg(long)]
+    srmigd: Option<PathBuf>,
+    /// Leave the namespaces and srmigd's work directory in place, for debugging.
+    #[arg(long)]
+    keep: bool,
+    /// Skip the Linux kernel's zero-loss search (saves about 6 s per case).
+    #[arg(long)]
+    no_linux_zero_loss: bool,
 }
 
 fn main() -> Result<()> {
@@ -249,6 +286,9 @@ fn main() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Dataplane { json, ms, filter },
         } => cmd_bench(json, ms, filter),
+        Command::Bench {
+            what: BenchCommand::Forward(args),
+        } => cmd_bench_forward(args),
         Command::Controller {
             socket,
             store,
@@ -601,6 +641,28 @@ fn cmd_bench(json: bool, ms: u64, filter: Option<String>) -> Result<()> {
     println!("{:<20} {:>8} {:>12}", "behavior", "Mpps", "ns/packet");
     for (name, r) in &report.behaviors {
         println!("{:<20} {:>8.2} {:>12.1}", name, r.mpps, r.ns_per_packet);
+    }
+    Ok(())
+}
+
+fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
+    use srmig_bench::forward;
+    let options = forward::Options {
+        frame_bytes: args.frame_bytes,
+        workers: args.workers,
+        reps: args.reps,
+        duration: Duration::from_millis(args.duration_ms),
+        cases: forward::Case::parse_list(&args.cases)?,
+        srmigd: args.srmigd,
+        keep: args.keep,
+        linux_zero_loss: !args.no_linux_zero_loss,
+        ..forward::Options::default()
+    };
+    let report = forward::run(&options, &mut |line| eprintln!("# {line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", forward::render_table(&report));
     }
     Ok(())
 }

@@ -1,0 +1,198 @@
+//! What `srmig bench forward` reports: the JSON document (`--json`) and the human table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::topology::CpuLayout;
+
+/// Frames of at least this many bytes also get Gb/s.
+pub const GBPS_FROM_FRAME_BYTES: usize = 1000;
+/// A DUT rate at or above this share of the generator's ceiling is "generator-bound".
+pub const GENERATOR_BOUND_SHARE: f64 = 0.9;
+
+/// The whole run; `--json` prints exactly this.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardReport {
+    /// Per case, keyed `ipv6`, `end`, `end_dx6`, `h_encaps`.
+    pub cases: BTreeMap<&'static str, CaseReport>,
+    /// Median rate the generator reaches with a frame the DUT drops on ingress, Mpps.
+    pub generator_ceiling_mpps: f64,
+    /// min/median/max of the ceiling's repetitions.
+    pub generator_ceiling_mpps_min_median_max: [f64; 3],
+    /// `--frame-bytes` as requested (a case whose reference frame is larger uses that).
+    pub frame_bytes: usize,
+    /// `--workers` (passed to srmigd when not 1).
+    pub workers: usize,
+    /// Repetitions per case and DUT.
+    pub reps: usize,
+    /// Length of one repetition, ms.
+    pub duration_ms: u64,
+    /// Length of one zero-loss search trial, ms.
+    pub zero_loss_trial_ms: u64,
+    /// Link MTU in all namespaces.
+    pub mtu: usize,
+    /// Where the generator and the DUT ran.
+    pub cpu: CpuLayout,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The srmigd binary measured.
+    pub srmigd: String,
+    /// The namespaces' name prefix (all removed at the end unless `--keep`).
+    pub netns_prefix: String,
+    /// Anything that makes a number suspect (generator-bound, srmigd forwarded nothing, ...).
+    pub warnings: Vec<String>,
+}
+
+/// One case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    /// The behavior measured, RFC spelling (`End.DX6`, `H.Encaps`, `IPv6 forwarding`).
+    pub behavior: &'static str,
+    /// Length of this case's frame as sent by the generator.
+    pub frame_bytes: usize,
+    /// Median forwarded rate through srmigd, Mpps.
+    pub srmigd_mpps: f64,
+    /// Median forwarded rate through the Linux kernel, Mpps.
+    pub linux_mpps: f64,
+    /// `srmigd_mpps / linux_mpps` (medians).
+    pub ratio: f64,
+    /// Highest offered rate srmigd forwarded without losing a packet, Mpps.
+    pub srmigd_zero_loss_mpps: f64,
+    /// The same for the Linux kernel (absent with `--no-linux-zero-loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux_zero_loss_mpps: Option<f64>,
+    /// min/median/max of srmigd's repetitions, Mpps.
+    pub srmigd_mpps_min_median_max: [f64; 3],
+    /// min/median/max of Linux's repetitions, Mpps.
+    pub linux_mpps_min_median_max: [f64; 3],
+    /// Median offered rate (what reached d0) while srmigd was measured, Mpps.
+    pub srmigd_offered_mpps: f64,
+    /// Median offered rate while Linux was measured, Mpps.
+    pub linux_offered_mpps: f64,
+    /// Median share of the offered frames srmigd lost at full offered rate, percent.
+    pub srmigd_loss_pct: f64,
+    /// The same for Linux.
+    pub linux_loss_pct: f64,
+    /// `srmigd_mpps` in Gb/s of generator frames (frames of 1000 bytes and more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srmigd_gbps: Option<f64>,
+    /// `linux_mpps` in Gb/s (frames of 1000 bytes and more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux_gbps: Option<f64>,
+    /// srmigd's rate is at least 90 % of the generator's ceiling: the generator may be what
+    /// limits it.
+    pub srmigd_generator_bound: bool,
+    /// The same for Linux.
+    pub linux_generator_bound: bool,
+}
+
+/// min, median, max.
+pub(crate) fn min_median_max(values: &[f64]) -> [f64; 3] {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return [0.0; 3];
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    [v[0], median, v[n - 1]].map(round4)
+}
+
+pub(crate) fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// Gb/s of `mpps` frames of `frame_bytes`.
+pub(crate) fn gbps(mpps: f64, frame_bytes: usize) -> f64 {
+    round4(mpps * frame_bytes as f64 * 8.0 / 1000.0)
+}
+
+/// The human-readable table.
+pub fn render_table(r: &ForwardReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "srmig bench forward: gen -> dut -> sink over veth, kernel {}, generator on CPU {}, DUT on CPU {} ({}: d0's receive softirq on the DUT CPU)",
+        r.kernel, r.cpu.generator, r.cpu.dut, r.cpu.split
+    );
+    let _ = writeln!(
+        s,
+        "{} x {} ms per case and DUT, srmigd workers {}, MTU {}, srmigd {}",
+        r.reps, r.duration_ms, r.workers, r.mtu, r.srmigd
+    );
+    let _ = writeln!(
+        s,
+        "generator ceiling (frame dropped on the DUT's ingress): {:.3} Mpps (min/median/max {:.3}/{:.3}/{:.3})\n",
+        r.generator_ceiling_mpps,
+        r.generator_ceiling_mpps_min_median_max[0],
+        r.generator_ceiling_mpps_min_median_max[1],
+        r.generator_ceiling_mpps_min_median_max[2],
+    );
+    let big = r.cases.values().any(|c| c.srmigd_gbps.is_some());
+    let mut header = format!(
+        "{:<9} {:>6} | {:>21} | {:>21} | {:>6} | {:>10} {:>10}",
+        "case", "frame", "linux Mpps", "srmigd Mpps", "ratio", "srmigd", "linux"
+    );
+    let mut sub = format!(
+        "{:<9} {:>6} | {:>21} | {:>21} | {:>6} | {:>21}",
+        "", "", "median (min-max)", "median (min-max)", "", "0-loss Mpps"
+    );
+    if big {
+        let _ = write!(header, " | {:>7} {:>7}", "linux", "srmigd");
+        let _ = write!(sub, " | {:>15}", "Gb/s");
+    }
+    let _ = writeln!(s, "{header}\n{sub}");
+    for (key, c) in &r.cases {
+        let mmm = |v: &[f64; 3]| format!("{:.3} ({:.3}-{:.3})", v[1], v[0], v[2]);
+        let linux_zl = c
+            .linux_zero_loss_mpps
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let _ = write!(
+            s,
+            "{:<9} {:>5}B | {:>21} | {:>21} | {:>6.3} | {:>10.3} {:>10}",
+            key,
+            c.frame_bytes,
+            mmm(&c.linux_mpps_min_median_max),
+            mmm(&c.srmigd_mpps_min_median_max),
+            c.ratio,
+            c.srmigd_zero_loss_mpps,
+            linux_zl
+        );
+        if big {
+            let g = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+            let _ = write!(s, " | {:>7} {:>7}", g(c.linux_gbps), g(c.srmigd_gbps));
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "\nratio = srmigd / linux (medians); 0-loss = highest offered rate with every frame offered to d0 leaving d1"
+    );
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(min_median_max(&[3.0, 1.0, 2.0]), [1.0, 2.0, 3.0]);
+        assert_eq!(min_median_max(&[4.0, 1.0, 2.0, 3.0]), [1.0, 2.5, 4.0]);
+        assert_eq!(min_median_max(&[]), [0.0; 3]);
+    }
+
+    #[test]
+    fn gbps_of_1500_byte_frames() {
+        assert_eq!(gbps(1.0, 1500), 12.0);
+    }
+}

@@ -1,0 +1,237 @@
+//! srmigd as the DUT: its node configuration (what the reference's `srmigd_dut.sh` writes),
+//! started in the dut namespace pinned to the DUT CPU through the lab guard, and stopped
+//! between cases.
+//!
+//! Ready means: its JSON log reported `port attached` for both d0 and d1 (it then has an
+//! AF_PACKET socket on each and forwards).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use srmig_lab::MacAddr;
+
+use super::topology::{
+    Topology, ADDR_D1, ENCAP_PFX, MAC_D0, MAC_D1, MAC_G0, MAC_S0, NH6, PLAIN_PFX, SID_DX6, SID_END,
+    SINK_PFX, SINK_SEG,
+};
+use super::{Case, ForwardError};
+
+/// How long srmigd gets to attach both ports.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of its log quoted in errors.
+const LOG_TAIL_LINES: usize = 20;
+
+/// `transit` (ipv6, End, End.DX6: d0 is an uplink) or `vmport` (H.Encaps: the generator is a
+/// VM on d0).
+fn vm_port(case: Case) -> bool {
+    case == Case::HEncaps
+}
+
+/// The node configuration for `case`.
+pub(crate) fn node_toml(case: Case) -> String {
+    let (g0, d0, d1, s0) = (
+        MacAddr(MAC_G0),
+        MacAddr(MAC_D0),
+        MacAddr(MAC_D1),
+        MacAddr(MAC_S0),
+    );
+    let d0_port = if vm_port(case) {
+        format!(
+            r#"[[ports]]
+name = "d0"
+kind = "vm"
+mac = "{d0}"
+
+[[vms]]
+name = "gen"
+addresses = ["2001:db8:1::2"]
+mac = "{g0}"
+port = "d0"
+state = "running"
+
+[[policies]]
+name = "enc"
+headend = "H.Encaps"
+segments = ["{SINK_SEG}"]
+
+[[mappings]]
+vm_address = "{ENCAP_PFX}"
+policy = "enc"
+"#
+        )
+    } else {
+        format!(
+            r#"[[ports]]
+name = "d0"
+kind = "uplink"
+mac = "{d0}"
+peer_mac = "{g0}"
+"#
+        )
+    };
+    format!(
+        r#"locator = "fc00:1::/48"
+source_address = "{ADDR_D1}"
+infrastructure_prefixes = ["2001:db8:1::/64", "fc00::/8"]
+gateway = {{ address = "fe80::1", mac = "02:00:00:00:00:fe" }}
+
+{d0_port}
+[[ports]]
+name = "d1"
+kind = "uplink"
+mac = "{d1}"
+peer_mac = "{s0}"
+
+[[routes]]
+prefix = "{PLAIN_PFX}"
+port = "d1"
+
+[[routes]]
+prefix = "{SINK_PFX}"
+port = "d1"
+
+[[sids]]
+sid = "{SID_END}"
+behavior = "End"
+
+[[sids]]
+sid = "{SID_DX6}"
+behavior = "End.DX6"
+nexthop = "{NH6}"
+port = "d1"
+"#
+    )
+}
+
+/// A running srmigd.
+#[derive(Debug)]
+pub(crate) struct Srmigd {
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Srmigd {
+    /// Writes the configuration for `case` into `dir` and starts `bin` in the dut namespace
+    /// on the DUT CPU; returns once both ports are attached.
+    pub(crate) fn start(
+        topo: &Topology,
+        bin: &Path,
+        dir: &Path,
+        case: Case,
+        workers: usize,
+    ) -> Result<Srmigd, ForwardError> {
+        let file = |name: String| dir.join(name);
+        let config = file(format!("{}.toml", case.key()));
+        let socket = file(format!("{}.sock", case.key()));
+        let log = file(format!("srmigd-{}.log", case.key()));
+        std::fs::write(&config, node_toml(case)).map_err(|source| ForwardError::File {
+            path: config.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&log);
+        let cpu = topo.cpus.dut.to_string();
+        let workers_s = workers.to_string();
+        let mut argv: Vec<&str> = vec![
+            "taskset",
+            "-c",
+            &cpu,
+            path_str(bin)?,
+            "--config",
+            path_str(&config)?,
+            "--api",
+            path_str(&socket)?,
+            "--name",
+            "dut",
+            "--log-format",
+            "json",
+        ];
+        if workers != 1 {
+            argv.extend(["--workers", workers_s.as_str()]);
+        }
+        let pid = topo.lab.spawn(&topo.dut, &argv, Some(&log))?;
+        let daemon = Srmigd { pid, log };
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+            if ["d0", "d1"].iter().all(|p| attached(&text, p)) {
+                return Ok(daemon);
+            }
+            if !topo.lab.child_running(pid) {
+                return Err(daemon.error("exited at startup"));
+            }
+            if start.elapsed() > START_TIMEOUT {
+                let err = daemon.error(&format!(
+                    "did not attach d0 and d1 within {START_TIMEOUT:?}"
+                ));
+                let _ = topo.lab.stop_child(pid);
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it still runs.
+    pub(crate) fn running(&self, topo: &Topology) -> bool {
+        topo.lab.child_running(self.pid)
+    }
+
+    /// SIGTERM, SIGKILL after a grace period, reaped.
+    pub(crate) fn stop(self, topo: &Topology) -> Result<(), ForwardError> {
+        topo.lab.stop_child(self.pid).map_err(ForwardError::from)
+    }
+
+    /// An error naming srmigd's log, with its tail.
+    pub(crate) fn error(&self, what: &str) -> ForwardError {
+        ForwardError::Srmigd {
+            what: what.to_owned(),
+            log: self.log.clone(),
+            tail: log_tail(&self.log, LOG_TAIL_LINES),
+        }
+    }
+}
+
+/// Whether a JSON log line says port `port` was attached.
+fn attached(log: &str, port: &str) -> bool {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            let f = &v["fields"];
+            f["message"] == "port attached" && f["port"] == port
+        })
+}
+
+fn path_str(path: &Path) -> Result<&str, ForwardError> {
+    path.to_str()
+        .ok_or_else(|| ForwardError::Options(format!("path {} is not UTF-8", path.display())))
+}
+
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_port_attached_lines() {
+        let log = concat!(
+            r#"{"timestamp":"t","level":"INFO","fields":{"message":"port attached","port":"d0","ifindex":2},"target":"srmig_hostd"}"#,
+            "\n",
+            r#"{"timestamp":"t","level":"WARN","fields":{"message":"port not attached at startup","port":"d1"}}"#,
+            "\n"
+        );
+        assert!(attached(log, "d0"));
+        assert!(!attached(log, "d1"));
+    }
+
+    #[test]
+    fn vmport_only_for_h_encaps() {
+        assert!(node_toml(Case::HEncaps).contains(r#"headend = "H.Encaps""#));
+        assert!(node_toml(Case::End).contains(r#"peer_mac = "02:00:00:00:00:01""#));
+        assert!(!node_toml(Case::End).contains("[[vms]]"));
+    }
+}
