@@ -18,10 +18,12 @@
 //! and link events do not concern it.
 
 pub mod bpf;
+pub mod gso;
 pub mod packet;
 pub mod qemu;
 pub mod qemu_frame;
 pub mod qemu_ring;
+pub mod vnet;
 pub mod xdp;
 
 use std::io;
