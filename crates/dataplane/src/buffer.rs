@@ -178,6 +178,25 @@ impl SbufStore {
         {
             return Err(DropReason::BufferFull);
         }
+        if len <= CHUNK_SIZE {
+            // The common case: one chunk, one copy (an empty packet takes a chunk too, so every
+            // record owns one).
+            let Some(c) = self.free.pop() else {
+                return Err(DropReason::BufferFull);
+            };
+            let at = c as usize * CHUNK_SIZE;
+            self.arena[at..at + len].copy_from_slice(data);
+            self.next[c as usize] = NO_CHUNK;
+            q.ring.push_back(HeldPkt {
+                first: c,
+                len: len as u32,
+                arrived: now,
+            });
+            q.bytes += len64;
+            self.total.packets += 1;
+            self.total.bytes += len64;
+            return Ok(());
+        }
         // Copy chunk by chunk, linking the chain from the end so each chunk is taken once.
         let mut first = NO_CHUNK;
         for part in data.chunks(CHUNK_SIZE).rev() {
@@ -187,14 +206,6 @@ impl SbufStore {
             let at = c as usize * CHUNK_SIZE;
             self.arena[at..at + part.len()].copy_from_slice(part);
             self.next[c as usize] = first;
-            first = c;
-        }
-        if first == NO_CHUNK {
-            // An empty packet still takes a chunk, so every record owns one.
-            let Some(c) = self.free.pop() else {
-                return Err(DropReason::BufferFull);
-            };
-            self.next[c as usize] = NO_CHUNK;
             first = c;
         }
         q.ring.push_back(HeldPkt {

@@ -11,6 +11,13 @@
 //!                                 └─ IPv4 ─► VM / mapping (H.Encaps with NH 4) / FIB
 //! ```
 //!
+//! Egress: every `Tx(port)` verdict becomes final in one place (`conclude`, and the End.SBUF
+//! release in `poll_transmit`): a frame longer than the port's MTU plus its Ethernet header is
+//! dropped (`PacketTooBig`) and answered with an ICMPv6 Packet Too Big to the packet's original
+//! source (the VM when this node encapsulated or inserted; see `packet_too_big`). Ports without
+//! an MTU are only bounded by the buffer ([`crate::BUF_CAPACITY`]); generated packets (at most
+//! 1294 bytes) always fit an MTU of 1280 or more and are not checked.
+//!
 //! Sans-IO: `process_batch(now, batch)` writes a [`Verdict`] per packet; generated packets
 //! (ICMPv6 errors, NDP answers, packets released from End.SBUF buffers) come out of
 //! [`Dataplane::poll_transmit`]; buffer expiry is driven by `poll_timeout`/`handle_timeout`.

@@ -6,13 +6,21 @@
 //! same timestamp are processed together in batches of up to [`BATCH`]; a frame with a later
 //! timestamp, or a due event, starts a new batch. After every batch and every event, generated
 //! and released packets are drained with `poll_transmit` and written with the same `now`.
+//!
+//! Every input frame gets an outcome, whatever its size: a frame longer than a packet buffer
+//! ([`srmig_dataplane::BUF_CAPACITY`], a 9216-byte IP packet plus Ethernet and one
+//! encapsulation) cannot be received by a driver either; it is recorded as a drop
+//! (`FrameTooLarge`, counted by the dataplane like a driver would) in its place in the
+//! order, and the run goes on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
-use srmig_dataplane::{Batch, Dataplane, Instant, PacketBuf, PortId, Verdict, VmId, VmState};
+use srmig_dataplane::{
+    Batch, Dataplane, Instant, PacketBuf, PortId, Verdict, VmId, VmState, BUF_CAPACITY,
+};
 
 use crate::config::{EventTime, ReplayConfig};
 use crate::describe::describe;
@@ -31,13 +39,6 @@ pub enum ReplayError {
     UnknownPort { port: String, file: String },
     #[error(transparent)]
     Pcap(#[from] PcapError),
-    #[error("frame {index} of {file}: {source}")]
-    FrameTooLarge {
-        file: String,
-        index: usize,
-        #[source]
-        source: srmig_dataplane::FrameTooLarge,
-    },
     #[error("cannot create output directory {path}")]
     OutDir {
         path: String,
@@ -179,7 +180,17 @@ pub fn replay(
         let now = instant(now_d);
         run.apply_due_events(&mut pending_events, next, now_d)?;
         run.expire(now)?;
-        // Gather frames with this timestamp, up to BATCH, stopping where an event falls due.
+        // A frame no packet buffer can hold: its own outcome, a counted drop.
+        if frames[next].data.len() > BUF_CAPACITY {
+            let f = &frames[next];
+            let v = run.dp.drop_frame_too_large(ports[f.input], f.data.len());
+            run.last_time = now_d;
+            packets.push(run.record(next + 1, &inputs[f.input].port, f, now_d, v, &[])?);
+            next += 1;
+            continue;
+        }
+        // Gather frames with this timestamp, up to BATCH, stopping where an event falls due
+        // (or before a frame too large for a buffer, which gets its own turn).
         batch.clear();
         let start = next;
         while next < frames.len()
@@ -188,20 +199,23 @@ pub fn replay(
             && (next == start || !event_due_after(&pending_events, next))
         {
             let f = &frames[next];
-            batch
-                .push(ports[f.input], &f.data)
-                .map_err(|source| ReplayError::FrameTooLarge {
-                    file: inputs[f.input].file.display().to_string(),
-                    index: f.index_in_file,
-                    source,
-                })?;
-            next += 1;
+            match batch.push(ports[f.input], &f.data) {
+                Ok(_) => next += 1,
+                Err(_) => break,
+            }
         }
         run.dp.process_batch(now, &mut batch);
         run.last_time = now_d;
         for (k, pkt) in batch.packets().iter().enumerate() {
             let f = &frames[start + k];
-            packets.push(run.record(start + k + 1, &inputs[f.input].port, f, now_d, pkt)?);
+            packets.push(run.record(
+                start + k + 1,
+                &inputs[f.input].port,
+                f,
+                now_d,
+                pkt.verdict,
+                pkt.data(),
+            )?);
         }
         run.drain(now, now_d)?;
     }
@@ -286,7 +300,8 @@ impl Run {
         port: &str,
         f: &InputFrame,
         now_d: Duration,
-        pkt: &PacketBuf,
+        verdict: Verdict,
+        out: &[u8],
     ) -> Result<PacketRecord, ReplayError> {
         let mut r = PacketRecord {
             n,
@@ -301,12 +316,12 @@ impl Run {
             vm: None,
             out_summary: None,
         };
-        match pkt.verdict {
-            Verdict::Tx(out) => {
+        match verdict {
+            Verdict::Tx(port) => {
                 r.verdict = "tx";
-                r.egress = Some(self.port_name(out));
-                r.out_summary = Some(describe(pkt.data()));
-                self.write(out, now_d, pkt.data())?;
+                r.egress = Some(self.port_name(port));
+                r.out_summary = Some(describe(out));
+                self.write(port, now_d, out)?;
             }
             Verdict::Drop(reason) => {
                 r.verdict = "drop";
@@ -398,4 +413,60 @@ fn vm_name(names: &[(VmId, String)], vm: VmId) -> String {
         .iter()
         .find(|(id, _)| *id == vm)
         .map_or_else(|| format!("vm{}", vm.0), |(_, n)| n.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use srmig_dataplane::testkit::canon::*;
+    use srmig_dataplane::testkit::{a6, host_config, udp6_sized, uplink_frame};
+    use srmig_dataplane::{DropReason, VmState};
+
+    #[test]
+    fn a_frame_of_any_size_is_a_packet_with_an_outcome() {
+        let dir = std::env::temp_dir().join(format!("srmig-replay-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let input = dir.join("up0.pcap");
+        let small = udp6_sized(a6("2001:db8:777::7"), vm1(), 100);
+        let jumbo = udp6_sized(a6("2001:db8:777::7"), vm1(), 9000);
+        let to_vm = |inner: &[u8]| uplink_frame(S, &[sid(S, END_DT6)], 0, inner);
+        let mut too_large = to_vm(&jumbo);
+        too_large.resize(BUF_CAPACITY + 1, 0);
+        let mut w = CaptureWriter::create(&input).expect("create");
+        // Same timestamp: the oversized frame sits in the middle of what would be one batch.
+        for f in [to_vm(&small), too_large, to_vm(&jumbo), to_vm(&small)] {
+            w.write(Duration::from_millis(1), &f).expect("write");
+        }
+        drop(w);
+        let config = ReplayConfig {
+            node: host_config(S, VmState::Running),
+            events: Vec::new(),
+        };
+        let inputs = [Input {
+            port: "up0".into(),
+            file: input,
+        }];
+        let summary = replay(&config, &inputs, &dir.join("out")).expect("the run completes");
+        let outcomes: Vec<_> = summary
+            .packets
+            .iter()
+            .map(|p| (p.n, p.verdict, p.reason, p.len))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (1, "tx", None, 14 + 40 + 24 + 100),
+                (2, "drop", Some("FrameTooLarge"), BUF_CAPACITY + 1),
+                (3, "tx", None, 14 + 40 + 24 + 9000),
+                (4, "tx", None, 14 + 40 + 24 + 100),
+            ]
+        );
+        assert_eq!(
+            summary.counters.drops.get(DropReason::FrameTooLarge.as_str()),
+            Some(&1)
+        );
+        assert_eq!(summary.counters.ports["up0"].rx_packets, 4);
+        assert_eq!(summary.counters.ports["vm1"].tx_packets, 3);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
 }

@@ -47,6 +47,8 @@ pub struct IcmpSummary {
     pub queue_full: u64,
     pub suppressed: u64,
     pub ndp_answered: u64,
+    pub packet_too_big_sent: u64,
+    pub no_route: u64,
 }
 
 /// Every counter of the dataplane after the replay.
@@ -154,6 +156,8 @@ pub fn counters_summary(dp: &Dataplane, node: &NodeConfig) -> CountersSummary {
             queue_full: i.queue_full,
             suppressed: i.suppressed,
             ndp_answered: i.ndp_answered,
+            packet_too_big_sent: i.packet_too_big_sent,
+            no_route: i.no_route,
         },
     }
 }
