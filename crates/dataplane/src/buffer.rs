@@ -419,7 +419,11 @@ mod tests {
             let r = b.pop(a, Some(&mut out)).unwrap();
             assert_eq!(
                 (r.arrived, r.l3, r.end),
-                (Instant::from_millis(u64::from(i)), RELEASE_L3, RELEASE_L3 + 50)
+                (
+                    Instant::from_millis(u64::from(i)),
+                    RELEASE_L3,
+                    RELEASE_L3 + 50
+                )
             );
             assert_eq!(&out.buf[r.l3..r.end], &[i; 50]);
         }
@@ -494,7 +498,10 @@ mod tests {
             per_vm_bytes: 1,
             ..cfg()
         };
-        assert_eq!(SbufStore::chunks_for(&c), 4 * SLOT_SIZE.div_ceil(CHUNK_SIZE));
+        assert_eq!(
+            SbufStore::chunks_for(&c),
+            4 * SLOT_SIZE.div_ceil(CHUNK_SIZE)
+        );
         // Jumbo packets are held and come out whole; the chunks return to the free list.
         let mut big = SbufStore::new(BufferConfig::default(), 1).unwrap();
         let jumbo: Vec<u8> = (0..9216u32).map(|i| i as u8).collect();
@@ -505,8 +512,14 @@ mod tests {
         let r = big.pop(VmId(0), Some(&mut out)).unwrap();
         assert_eq!(&out.buf[r.l3..r.end], &jumbo[..]);
         assert_eq!(big.free.len(), free + 18);
-        assert_eq!(big.pop(VmId(0), Some(&mut out)).map(|r| r.end - r.l3), Some(0));
-        assert_eq!(big.free.len(), SbufStore::chunks_for(&BufferConfig::default()));
+        assert_eq!(
+            big.pop(VmId(0), Some(&mut out)).map(|r| r.end - r.l3),
+            Some(0)
+        );
+        assert_eq!(
+            big.free.len(),
+            SbufStore::chunks_for(&BufferConfig::default())
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::icmp::{
     emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAM_PROBLEM,
-    ICMPV6_TIME_EXCEEDED, MIN_MTU,
-    NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
+    ICMPV6_TIME_EXCEEDED, MIN_MTU, NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD,
+    PARAM_PROBLEM_SR_UPPER_LAYER,
 };
 use crate::policy::{MappingTable, Policy, PolicyId, Steering};
 use crate::port::{Port, PortId};
@@ -751,7 +751,11 @@ impl Dataplane {
             Verdict::Drop(r) => self.counters.drop(r),
             Verdict::Tx(p) => {
                 let len = pkt.end - pkt.start;
-                if self.ports.get(p.index()).is_some_and(|port| len > port.max_frame) {
+                if self
+                    .ports
+                    .get(p.index())
+                    .is_some_and(|port| len > port.max_frame)
+                {
                     let from_vm = self
                         .ports
                         .get(pkt.ingress.index())
@@ -1862,11 +1866,10 @@ impl Dataplane {
                         let rest = &b[o + srh_len..];
                         let n = (ipv6::HEADER_LEN + rest.len()).min(MIN_MTU);
                         scratch[..ipv6::HEADER_LEN].copy_from_slice(&b[ip..ip + ipv6::HEADER_LEN]);
-                        scratch[ipv6::HEADER_LEN..n]
-                            .copy_from_slice(&rest[..n - ipv6::HEADER_LEN]);
+                        scratch[ipv6::HEADER_LEN..n].copy_from_slice(&rest[..n - ipv6::HEADER_LEN]);
                         scratch[v6f::NEXT_HEADER] = b[o + srh::FIELD_NEXT_HEADER];
-                        let pl = read_u16(b, ip + v6f::PAYLOAD_LEN.start)
-                            .saturating_sub(srh_len as u16);
+                        let pl =
+                            read_u16(b, ip + v6f::PAYLOAD_LEN.start).saturating_sub(srh_len as u16);
                         write_u16(scratch, v6f::PAYLOAD_LEN.start, pl);
                         scratch[v6f::DST_ADDR].copy_from_slice(&b[seg0..seg0 + 16]);
                         return Some(TooBig {

@@ -539,9 +539,15 @@ fn ptb_fields(f: &[u8]) -> (Ipv6Addr, Ipv6Addr, u32, Vec<u8>) {
 fn port_mtu_is_validated_and_settable() {
     let mut cfg = host_config(S, VmState::Running);
     cfg.ports[1].mtu = Some(1279);
-    assert_eq!(Dataplane::new(cfg.clone()).unwrap_err().path(), "ports[1].mtu");
+    assert_eq!(
+        Dataplane::new(cfg.clone()).unwrap_err().path(),
+        "ports[1].mtu"
+    );
     cfg.ports[1].mtu = Some(9217);
-    assert_eq!(Dataplane::new(cfg.clone()).unwrap_err().path(), "ports[1].mtu");
+    assert_eq!(
+        Dataplane::new(cfg.clone()).unwrap_err().path(),
+        "ports[1].mtu"
+    );
     cfg.ports[1].mtu = Some(9216);
     let mut dp = Dataplane::new(cfg).unwrap();
     assert_eq!(dp.port_mtu(VM1_PORT), Some(9216));
@@ -566,7 +572,11 @@ fn jumbo_frames_cross_every_port_kind() {
     assert_eq!(v, Verdict::Tx(UPLINK));
     assert_eq!(out.len(), 14 + 9216 + 80);
     let big = udp6_sized(a6("2001:db8:777::7"), vm1(), 9216);
-    let (v, out) = run(&mut s, UPLINK, &uplink_frame(S, &[sid(S, END_DT6)], 0, &big));
+    let (v, out) = run(
+        &mut s,
+        UPLINK,
+        &uplink_frame(S, &[sid(S, END_DT6)], 0, &big),
+    );
     assert_eq!(v, Verdict::Tx(VM1_PORT));
     assert_eq!(&out[14..], &big[..]);
     // An encapsulated jumbo arriving from the fabric fits the buffer too.
@@ -587,7 +597,12 @@ fn jumbo_frames_cross_every_port_kind() {
 fn transit_end_too_big_answers_the_source_with_the_egress_mtu() {
     let mut s = host(S, VmState::Running);
     s.set_port_mtu(UPLINK, Some(1400)).unwrap();
-    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400));
+    let f = uplink_frame(
+        S,
+        &[sid(S, END), sid(D, END_DT6)],
+        1,
+        &udp6_sized(client(), remote(), 1400),
+    );
     expect_drop(&mut s, UPLINK, &f, DropReason::PacketTooBig);
     let (port, g) = one_ptb(&mut s);
     assert_eq!(port, UPLINK);
@@ -597,14 +612,27 @@ fn transit_end_too_big_answers_the_source_with_the_egress_mtu() {
     assert_eq!((src, dst, mtu), (sid(S, 1), sid(C, 1), 1400));
     // The invoking packet is the start of the offending one (as forwarded: next segment).
     assert_eq!(inv.len(), 1280 - 48);
-    assert_eq!(Ipv6Packet::new_unchecked(&inv[..]).dst_addr(), sid(D, END_DT6));
+    assert_eq!(
+        Ipv6Packet::new_unchecked(&inv[..]).dst_addr(),
+        sid(D, END_DT6)
+    );
     assert_eq!(&inv[100..], &f[14 + 100..14 + 1232]);
     assert_eq!(s.counters().icmp().packet_too_big_sent, 1);
     // Exactly the MTU is fine.
-    let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400 - 80));
+    let f = uplink_frame(
+        S,
+        &[sid(S, END), sid(D, END_DT6)],
+        1,
+        &udp6_sized(client(), remote(), 1400 - 80),
+    );
     assert_eq!(run(&mut s, UPLINK, &f).0, Verdict::Tx(UPLINK));
     // End.X too.
-    let f = uplink_frame(S, &[sid(S, END_X), sid(D, END_DT6)], 1, &udp6_sized(client(), remote(), 1400));
+    let f = uplink_frame(
+        S,
+        &[sid(S, END_X), sid(D, END_DT6)],
+        1,
+        &udp6_sized(client(), remote(), 1400),
+    );
     expect_drop(&mut s, UPLINK, &f, DropReason::PacketTooBig);
     assert_eq!(ptb_fields(&one_ptb(&mut s).1).2, 1400);
 }
@@ -629,8 +657,11 @@ fn h_encaps_too_big_answers_the_vm_with_the_mtu_minus_the_encapsulation() {
     assert_eq!(inv, sent);
     // H.Encaps.Red: one segment less.
     let red = s.policy_id("to-d-red").unwrap();
-    s.set_mapping("2001:db8:900::90/128".parse().unwrap(), Steering::Policy(red))
-        .unwrap();
+    s.set_mapping(
+        "2001:db8:900::90/128".parse().unwrap(),
+        Steering::Policy(red),
+    )
+    .unwrap();
     expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
     assert_eq!(ptb_fields(&one_ptb(&mut s).1).2, 1400 - 40 - 8 - 16);
 }
@@ -640,8 +671,11 @@ fn h_insert_too_big_returns_the_packet_the_vm_sent() {
     let mut s = host(S, VmState::Running);
     s.set_port_mtu(UPLINK, Some(1400)).unwrap();
     let ins = s.policy_id("to-d-insert").unwrap();
-    s.set_mapping("2001:db8:900::90/128".parse().unwrap(), Steering::Policy(ins))
-        .unwrap();
+    s.set_mapping(
+        "2001:db8:900::90/128".parse().unwrap(),
+        Steering::Policy(ins),
+    )
+    .unwrap();
     let f = client_frame(remote(), 1380);
     expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
     let (port, g) = one_ptb(&mut s);
@@ -650,7 +684,10 @@ fn h_insert_too_big_returns_the_packet_the_vm_sent() {
     assert_eq!((src, dst, mtu), (gateway(), client(), 1400 - 56));
     let mut sent = f[14..14 + inv.len()].to_vec();
     sent[7] -= 1;
-    assert_eq!(inv, sent, "SRH removed, original destination and next header back");
+    assert_eq!(
+        inv, sent,
+        "SRH removed, original destination and next header back"
+    );
 }
 
 #[test]
@@ -688,14 +725,22 @@ fn packet_too_big_is_never_about_an_error_and_is_rate_limited() {
     assert_eq!(s.counters().icmp().suppressed, 1);
     // IPv4 from a VM: dropped under the same reason, no ICMPv4 yet.
     let p = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[7u8; 1300]);
-    expect_drop(&mut s, CLIENT_PORT, &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p), DropReason::PacketTooBig);
+    expect_drop(
+        &mut s,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
+        DropReason::PacketTooBig,
+    );
     assert!(drain(&mut s, T0).is_empty());
     // The limiter (burst 100 in the canonical config) bounds the answers.
     let f = client_frame(remote(), 1300);
     for _ in 0..150 {
         run(&mut s, CLIENT_PORT, &f);
     }
-    assert_eq!(drain(&mut s, T0).len() as u64 + s.counters().icmp().queue_full, 100);
+    assert_eq!(
+        drain(&mut s, T0).len() as u64 + s.counters().icmp().queue_full,
+        100
+    );
     assert_eq!(s.counters().icmp().rate_limited, 50);
 }
 
@@ -706,7 +751,12 @@ fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
     d.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
     let inner_src = a6("2001:db8:777::7");
     for len in [1280, 1281, 9000] {
-        let f = uplink_frame(D, &[sid(D, END_SBUF)], 0, &udp6_sized(inner_src, vm1(), len));
+        let f = uplink_frame(
+            D,
+            &[sid(D, END_SBUF)],
+            0,
+            &udp6_sized(inner_src, vm1(), len),
+        );
         assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Held(vm));
     }
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();

@@ -36,6 +36,8 @@ pub(crate) struct Port {
 impl Port {
     /// `max_frame` for an MTU.
     pub(crate) fn max_frame_for(mtu: Option<u16>) -> usize {
-        mtu.map_or(usize::MAX, |m| usize::from(m) + srmig_wire::ethernet::HEADER_LEN)
+        mtu.map_or(usize::MAX, |m| {
+            usize::from(m) + srmig_wire::ethernet::HEADER_LEN
+        })
     }
 }

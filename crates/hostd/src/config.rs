@@ -7,6 +7,10 @@
 //! port = "vm1p"                  # a `kind = "vm"` port of [[ports]]
 //! socket = "/run/srmig/vm1.net"  # QEMU: -netdev stream,server=on,addr.type=unix,addr.path=...
 //! qmp = "/run/srmig/vm1.ev"      # optional: a QMP socket for srmigd (VM state from QEMU)
+//!
+//! [io]                           # port I/O (port::IoConfig): auto | xdp | packet
+//! mode = "auto"                  # default: AF_XDP on uplinks where it works, else AF_PACKET
+//! ports = { up0 = "packet" }     # per port
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use std::path::{Path, PathBuf};
 use srmig_dataplane::{NodeConfig, PortKind};
 
 use crate::port::qemu::QemuPortConfig;
+use crate::port::IoConfig;
 
 /// Everything srmigd reads from node.toml.
 #[derive(Debug, Clone)]
@@ -22,6 +27,8 @@ pub struct DaemonConfig {
     pub node: NodeConfig,
     /// QEMU-backed VM ports (`[[qemu]]`).
     pub qemu: Vec<QemuPortConfig>,
+    /// Port I/O modes (`[io]`).
+    pub io: IoConfig,
 }
 
 #[derive(serde::Deserialize)]
@@ -29,6 +36,8 @@ pub struct DaemonConfig {
 struct Extras {
     #[serde(default)]
     qemu: Vec<QemuPortConfig>,
+    #[serde(default)]
+    io: IoConfig,
 }
 
 /// Why the node configuration could not be loaded.
@@ -49,6 +58,14 @@ pub enum ConfigFileError {
         path: PathBuf,
         /// The TOML error (names the field and position).
         source: Box<toml::de::Error>,
+    },
+    /// The `[io]` table does not fit the node configuration.
+    #[error("invalid node configuration {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A `[[qemu]]` table does not fit the node configuration.
     #[error("invalid node configuration {path}: qemu[{index}]: {reason}")]
@@ -79,8 +96,10 @@ fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError
     };
     let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
     let mut extras = toml::Table::new();
-    if let Some(q) = table.remove("qemu") {
-        extras.insert("qemu".into(), q);
+    for key in ["qemu", "io"] {
+        if let Some(v) = table.remove(key) {
+            extras.insert(key.into(), v);
+        }
     }
     let node: NodeConfig = table.try_into().map_err(parse_err)?;
     let extras: Extras = extras.try_into().map_err(parse_err)?;
@@ -101,9 +120,21 @@ fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError
             return Err(bad(format!("port \"{}\" has two [[qemu]] tables", q.port)));
         }
     }
+    if let Some(name) = extras
+        .io
+        .ports
+        .keys()
+        .find(|n| !node.ports.iter().any(|p| &p.name == *n))
+    {
+        return Err(ConfigFileError::Io {
+            path: path.to_owned(),
+            reason: format!("io.ports names \"{name}\", which is not a port of [[ports]]"),
+        });
+    }
     Ok(DaemonConfig {
         node,
         qemu: extras.qemu,
+        io: extras.io,
     })
 }
 

@@ -5,7 +5,8 @@
 //!  poll(wake eventfd, netlink, port sockets…; timeout = engine's next deadline, ≤ 1 s)
 //!   ├─ wake:     drain the command channel, one command at a time, between batches
 //!   ├─ netlink:  link events → attach/detach ports (reopen sockets) → VM running/paused
-//!   ├─ port p:   recvmmsg ≤ 256 frames into the batch → process_batch(now) → send each Tx
+//!   ├─ port p:   ≤ 256 frames from its ring (AF_XDP or AF_PACKET) into the batch →
+//!   │            process_batch(now) → queue each Tx on its port → flush every port once
 //!   │            (a VM port whose interface just went away: catch up with the link state,
 //!   │            re-steer the frame; see "Link loss ahead of its event" below)
 //!   ├─ QEMU port: stream reads → records → batch (same path); POLLOUT drains its queue;
@@ -58,7 +59,10 @@ use tracing::{debug, error, info, warn};
 use crate::linkwatch::{LinkEvent, LinkWatch};
 use crate::node::{Command, Node, StateSource};
 use crate::port::qemu::{QemuPort, QemuPortConfig};
-use crate::port::{LinkAction, PortInfo, PortIo, RecvScratch, Undelivered, MAX_RECV_BATCH};
+use crate::port::{
+    close_in_background, IoConfig, LinkAction, PortInfo, PortIo, PortSocket, Undelivered,
+    MAX_RECV_BATCH,
+};
 use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState};
 
 /// Longest poll timeout (housekeeping: retrying failed socket opens).
@@ -140,6 +144,8 @@ pub struct DataplaneLoop {
     failed: PacketBuf,
     /// The re-steered version of `failed`.
     resteered: PacketBuf,
+    /// Scratch for flushes off the fast path.
+    scratch: PacketBuf,
     /// Poll rounds, counted: a failed send checks its port's link at most once per round.
     round: u64,
     /// Per port: the round of its last link check after a failed send.
@@ -157,6 +163,7 @@ impl DataplaneLoop {
         wake: Arc<EventFd>,
         reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
         qemu: &[QemuPortConfig],
+        io_config: &IoConfig,
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
@@ -177,7 +184,9 @@ impl DataplaneLoop {
                     }
                     None => {
                         hv.push(None);
-                        PortIo::new(id, p.name.clone(), p.kind)
+                        let mut port = PortIo::new(id, p.name.clone(), p.kind);
+                        port.mode = io_config.mode_of(&p.name);
+                        port
                     }
                 }
             })
@@ -198,6 +207,7 @@ impl DataplaneLoop {
             out: PacketBuf::new(),
             failed: PacketBuf::new(),
             resteered: PacketBuf::new(),
+            scratch: PacketBuf::new(),
             round: 0,
             checked_in: vec![None; n_ports],
         };
@@ -233,17 +243,33 @@ impl DataplaneLoop {
                 let action = self.ports[i].on_link_event(ev);
                 let p = &mut self.ports[i];
                 match action {
-                    None => {}
+                    None => {
+                        // Any change of an attached interface may be its MTU (`ip link set
+                        // mtu`): read it again.
+                        let Some(sock) = p.socket.as_ref().filter(|s| s.ifindex() == ev.ifindex)
+                        else {
+                            continue;
+                        };
+                        let mtu =
+                            crate::port::packet::interface_mtu(sock.poll_fd(), ev.ifindex).ok();
+                        if mtu.is_some() && mtu != p.mtu {
+                            info!(port = %p.ifname, old = ?p.mtu, new = ?mtu, "interface MTU changed");
+                            p.mtu = mtu;
+                            let id = p.id;
+                            self.sync_mtu(id, mtu);
+                        }
+                    }
                     Some(LinkAction::Attach(ifindex)) => match p.attach(ifindex) {
-                        Ok(()) => {
-                            info!(port = %p.ifname, ifindex, "port attached");
-                            if p.kind == PortKind::Vm {
-                                let id = p.id;
+                        Ok(socket) => {
+                            info!(port = %p.ifname, ifindex, socket, mtu = ?p.mtu, "port attached");
+                            let (id, mtu, vm) = (p.id, p.mtu, p.kind == PortKind::Vm);
+                            self.sync_mtu(id, mtu);
+                            if vm {
                                 self.node.port_attachment(now, id, true);
                             }
                         }
                         Err(e) => {
-                            error!(port = %p.ifname, ifindex, error = %e, "cannot open AF_PACKET socket");
+                            error!(port = %p.ifname, ifindex, mode = p.mode.as_str(), error = %e, "cannot open a socket on the interface");
                         }
                     },
                     Some(LinkAction::Detach) => {
@@ -276,7 +302,6 @@ impl DataplaneLoop {
     /// Runs until a [`Command::Shutdown`] arrives or the command channel closes.
     pub fn run(mut self) -> io::Result<()> {
         let mut batch = Batch::new(MAX_RECV_BATCH);
-        let mut scratch = RecvScratch::new(MAX_RECV_BATCH);
         let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(self.ports.len() + 2);
         // Which port each pollfd after the first two belongs to.
         let mut pfd_ports: Vec<usize> = Vec::with_capacity(self.ports.len());
@@ -308,7 +333,7 @@ impl DataplaneLoop {
             pfds.push(pollfd(self.link.as_fd().as_raw_fd(), ev));
             for (i, p) in self.ports.iter().enumerate() {
                 if let Some(s) = &p.socket {
-                    pfds.push(pollfd(s.as_fd().as_raw_fd(), ev));
+                    pfds.push(pollfd(s.poll_fd(), ev));
                     pfd_ports.push(i);
                 } else if let Some(fd) = p.qemu.as_ref().and_then(|q| q.fd()) {
                     let out = p.qemu.as_ref().is_some_and(|q| q.wants_write());
@@ -354,7 +379,7 @@ impl DataplaneLoop {
                     }
                 }
                 if re & libc::POLLIN != 0 {
-                    self.receive(i, now, &mut batch, &mut scratch);
+                    self.receive(i, now, &mut batch);
                 }
             }
             if pfds[1].revents != 0 {
@@ -378,9 +403,19 @@ impl DataplaneLoop {
                             self.on_hypervisor(now, u);
                         }
                         Ok(cmd) => {
+                            for p in &mut self.ports {
+                                p.refresh_kernel_stats();
+                            }
                             self.infos.clear();
                             self.infos.extend(self.ports.iter().map(PortIo::info));
                             let go_on = self.node.handle(now, cmd, &self.infos);
+                            // A new configuration may have replaced the engine's ports.
+                            for i in 0..self.ports.len() {
+                                let (id, mtu) = (self.ports[i].id, self.ports[i].mtu);
+                                if self.ports[i].socket.is_some() {
+                                    self.sync_mtu(id, mtu);
+                                }
+                            }
                             self.flush(now);
                             if !go_on {
                                 info!("dataplane loop stopping");
@@ -561,7 +596,7 @@ impl DataplaneLoop {
             match vm.and_then(|vm| self.node.reinject_for_vm(now, vm, f, &mut self.out)) {
                 Some(Verdict::Tx(port)) => {
                     if let Some(p) = self.ports.get_mut(port.index()) {
-                        p.send(self.out.data());
+                        p.send(self.out.data(), &mut self.scratch);
                     }
                     sent += 1;
                 }
@@ -591,16 +626,21 @@ impl DataplaneLoop {
         }
     }
 
-    /// Processes a received batch and sends its verdicts.
+    /// Processes a received batch, queues its verdicts on their ports and flushes them.
     fn process(&mut self, now: Instant, batch: &mut Batch) {
         self.node.dataplane().process_batch(now, batch);
         for pkt in batch.packets() {
             if let Verdict::Tx(out) = pkt.verdict {
                 let i = out.index();
-                let Some(port) = self.ports.get_mut(i) else {
+                if i >= self.ports.len() {
                     continue;
-                };
-                if let Err(u) = port.try_send(pkt.data()) {
+                }
+                let mut r = self.ports[i].queue(pkt.data());
+                if matches!(r, Err(Undelivered::QueueFull)) {
+                    self.flush_port(now, i);
+                    r = self.ports[i].queue(pkt.data());
+                }
+                if let Err(u) = r {
                     if self.failed.set_data(pkt.data()).is_ok() {
                         self.undelivered(now, i, u);
                     } else {
@@ -609,24 +649,79 @@ impl DataplaneLoop {
                 }
             }
         }
+        self.flush_ports(now);
         // A link loss found by a failed send changed VM states: their reports go out too.
         self.flush(now);
     }
 
-    /// Sends every frame `poll_transmit` has (generated packets and released buffers).
+    /// Queues every frame `poll_transmit` has (generated packets and released buffers), then
+    /// flushes the ports.
     fn drain_transmit(&mut self, now: Instant) {
         while let Some(port) = self.node.dataplane().poll_transmit(now, &mut self.out) {
             let i = port.index();
-            let Some(p) = self.ports.get_mut(i) else {
+            if i >= self.ports.len() {
                 continue;
-            };
-            if let Err(u) = p.try_send(self.out.data()) {
+            }
+            let mut r = self.ports[i].queue(self.out.data());
+            if matches!(r, Err(Undelivered::QueueFull)) {
+                self.flush_port(now, i);
+                r = self.ports[i].queue(self.out.data());
+            }
+            if let Err(u) = r {
                 if self.failed.set_data(self.out.data()).is_ok() {
                     self.undelivered(now, i, u);
                 } else {
                     self.ports[i].count_undelivered(&u);
                 }
             }
+        }
+        self.flush_ports(now);
+    }
+
+    /// Hands port `i`'s queue to the kernel; each refused frame goes through
+    /// [`Self::undelivered`].
+    fn flush_port(&mut self, now: Instant, i: usize) {
+        while let Some(u) = self.ports[i].flush(&mut self.failed) {
+            self.undelivered(now, i, u);
+        }
+    }
+
+    /// Flushes every port with frames queued. A refused frame may be re-steered onto another
+    /// port's queue, hence the passes (each one empties at least the queues it starts with).
+    fn flush_ports(&mut self, now: Instant) {
+        for _ in 0..4 {
+            for i in 0..self.ports.len() {
+                if self.ports[i].tx_pending() {
+                    self.flush_port(now, i);
+                }
+            }
+            if !self.ports.iter().any(PortIo::tx_pending) {
+                return;
+            }
+        }
+        // Re-steers that keep re-steering: count what is left rather than loop.
+        for p in &mut self.ports {
+            while let Some(u) = p.flush(&mut self.scratch) {
+                p.count_undelivered(&u);
+            }
+        }
+    }
+
+    /// Tells the engine port `id`'s MTU as read from its interface, unless node.toml sets it
+    /// (clamped to what IPv6 and the engine's buffers allow).
+    fn sync_mtu(&mut self, id: PortId, mtu: Option<u32>) {
+        let configured = self
+            .node
+            .base()
+            .ports
+            .get(id.index())
+            .is_some_and(|p| p.mtu.is_some());
+        let Some(mtu) = mtu.filter(|_| !configured) else {
+            return;
+        };
+        let mtu = u16::try_from(mtu.clamp(1280, 9216)).unwrap_or(9216);
+        if let Err(e) = self.node.dataplane().set_port_mtu(id, Some(mtu)) {
+            warn!(port = id.0, mtu, error = %e, "cannot set the port's MTU in the engine");
         }
     }
 
@@ -637,7 +732,7 @@ impl DataplaneLoop {
     /// already detached is re-steered too. Everything else is counted as a failed send.
     fn undelivered(&mut self, now: Instant, i: usize, u: Undelivered) {
         let p = &self.ports[i];
-        if p.kind != PortKind::Vm || p.qemu.is_some() {
+        if p.kind != PortKind::Vm || p.qemu.is_some() || matches!(u, Undelivered::QueueFull) {
             self.ports[i].count_undelivered(&u);
             return;
         }
@@ -680,51 +775,100 @@ impl DataplaneLoop {
             let p = &mut self.ports[i];
             if p.socket.as_ref().is_some_and(|s| s.ifindex() == ifindex) {
                 // The kernel's own event will find the port detached already.
-                p.detach();
+                let sock = p.socket.take();
                 let id = p.id;
                 self.node.port_attachment(now, id, false);
-            }
-            info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached, frame re-steered");
-        }
-        let id = self.ports[i].id;
-        let vm = self.node.vm_for_frame(id, self.failed.data());
-        let verdict = vm.and_then(|vm| {
-            self.node
-                .reinject_for_vm(now, vm, self.failed.data(), &mut self.resteered)
-        });
-        match verdict {
-            Some(Verdict::Tx(out)) => {
-                // Back to the same port only if the VM still runs here as far as the engine
-                // knows (a state set through the API): one more try, counted if it fails.
-                if out != id {
-                    self.ports[i].stats.resteered += 1;
+                info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached, frames re-steered");
+                // The failed frame first (it is the oldest), then the ones queued after it.
+                self.resteer_failed(now, i, &u);
+                if let Some(mut s) = sock {
+                    if let PortSocket::Packet(ps) = &mut s {
+                        for f in ps.queued_frames() {
+                            resteer(
+                                &mut self.node,
+                                &mut self.ports,
+                                now,
+                                i,
+                                f,
+                                &mut self.resteered,
+                                &mut self.scratch,
+                                &Undelivered::NoLink,
+                            );
+                        }
+                        ps.discard_queued();
+                    }
+                    close_in_background(s);
                 }
-                if let Some(p) = self.ports.get_mut(out.index()) {
-                    p.send(self.resteered.data());
-                }
+                return;
             }
-            Some(Verdict::Held(_) | Verdict::Consumed) => self.ports[i].stats.resteered += 1,
-            None => self.ports[i].count_undelivered(&u),
-            Some(Verdict::Drop(reason)) => {
-                debug!(port = %self.ports[i].ifname, reason = reason.as_str(), "undelivered frame not re-steered");
-                self.ports[i].count_undelivered(&u);
-            }
+            info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; frame re-steered");
         }
+        self.resteer_failed(now, i, &u);
     }
 
+    /// Re-steers the frame in `self.failed` that port `i` did not send (`u`: why).
+    fn resteer_failed(&mut self, now: Instant, i: usize, u: &Undelivered) {
+        resteer(
+            &mut self.node,
+            &mut self.ports,
+            now,
+            i,
+            self.failed.data(),
+            &mut self.resteered,
+            &mut self.scratch,
+            u,
+        );
+    }
+}
+
+/// Re-steers `frame`, which port `i` did not send (`u`: why), where its VM's packets go now
+/// (End.S towards the destination while the VM is paused here); counted as undelivered if it
+/// cannot be.
+#[allow(clippy::too_many_arguments)]
+fn resteer(
+    node: &mut Node,
+    ports: &mut [PortIo],
+    now: Instant,
+    i: usize,
+    frame: &[u8],
+    out_buf: &mut PacketBuf,
+    scratch: &mut PacketBuf,
+    u: &Undelivered,
+) {
+    let id = ports[i].id;
+    let vm = node.vm_for_frame(id, frame);
+    let verdict = vm.and_then(|vm| node.reinject_for_vm(now, vm, frame, out_buf));
+    match verdict {
+        Some(Verdict::Tx(out)) => {
+            // Back to the same port only if the VM still runs here as far as the engine
+            // knows (a state set through the API): one more try, counted if it fails.
+            if out != id {
+                ports[i].stats.resteered += 1;
+            }
+            if let Some(p) = ports.get_mut(out.index()) {
+                p.send(out_buf.data(), scratch);
+            }
+        }
+        Some(Verdict::Held(_) | Verdict::Consumed) => ports[i].stats.resteered += 1,
+        None => ports[i].count_undelivered(u),
+        Some(Verdict::Drop(reason)) => {
+            debug!(port = %ports[i].ifname, reason = reason.as_str(), "undelivered frame not re-steered");
+            ports[i].count_undelivered(u);
+        }
+    }
+}
+
+impl DataplaneLoop {
     /// One batch from port `i`: receive, process, send, drain generated packets.
-    fn receive(&mut self, i: usize, now: Instant, batch: &mut Batch, scratch: &mut RecvScratch) {
+    fn receive(&mut self, i: usize, now: Instant, batch: &mut Batch) {
         let p = &mut self.ports[i];
-        let Some(s) = &p.socket else {
-            return;
-        };
-        let r = s.recv_batch(p.id, batch, scratch);
+        let r = p.recv_batch(batch);
         match r {
             Ok(stats) => {
                 p.count_recv(&stats);
-                if stats.gso > 0 && !p.warned_gso {
+                if stats.gso_bad > 0 && !p.warned_gso {
                     p.warned_gso = true;
-                    warn!(port = %p.ifname, "GSO frames received and dropped: turn TSO/GSO off on the peer (ethtool -K <if> tso off gso off)");
+                    warn!(port = %p.ifname, "GSO super-frames that cannot be segmented were dropped (counter rx_gso_bad)");
                 }
             }
             Err(e) => {

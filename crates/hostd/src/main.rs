@@ -85,7 +85,11 @@ fn bind_api(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config::DaemonConfig { node: cfg, qemu } = config::load_daemon(&args.config)?;
+    let config::DaemonConfig {
+        node: cfg,
+        qemu,
+        io,
+    } = config::load_daemon(&args.config)?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args
@@ -106,7 +110,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let lp = DataplaneLoop::new(node, commands, wake, report_tx, &qemu)
+    let lp = DataplaneLoop::new(node, commands, wake, report_tx, &qemu, &io)
         .context("cannot start the dataplane (netlink)")?;
     let listener = bind_api(&args.api)?;
 

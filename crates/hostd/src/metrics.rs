@@ -5,7 +5,7 @@
 //! | family | type | labels |
 //! |---|---|---|
 //! | `srmig_port_rx_packets`, `_rx_bytes`, `_tx_packets`, `_tx_bytes` | counter | `port` |
-//! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`, `tx_queue_full`, `rx_bad_records`) |
+//! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso_bad`, `rx_ring_drop`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`, `tx_queue_full`, `rx_bad_records`) |
 //! | `srmig_port_qemu_recovered` | counter | `port` (frames QEMU had not read at a STOP, re-steered) |
 //! | `srmig_port_resteered` | counter | `port` (frames for a VM port whose interface had just gone, re-steered) |
 //! | `srmig_port_attached` | gauge | `port` |
@@ -122,7 +122,8 @@ pub fn render(s: &HostStatus) -> String {
             let io = p.io;
             [
                 ("rx_truncated", io.rx_truncated),
-                ("rx_gso", io.rx_gso),
+                ("rx_gso_bad", io.rx_gso_bad),
+                ("rx_ring_drop", io.rx_ring_drops),
                 ("rx_bad_csum_meta", io.rx_bad_csum_meta),
                 ("rx_error", io.rx_errors),
                 ("tx_error", io.tx_errors),

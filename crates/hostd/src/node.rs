@@ -543,6 +543,8 @@ impl Node {
                     rx: pc.rx.into(),
                     tx: pc.tx.into(),
                     io: info.io,
+                    socket: info.socket.map(str::to_owned),
+                    mtu: self.dp.port_mtu(PortId(i as u16)),
                 }
             })
             .collect();

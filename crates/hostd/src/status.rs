@@ -52,6 +52,14 @@ pub struct PortStatus {
     pub tx: Traffic,
     /// `io`: socket-level counters.
     pub io: PortIoStats,
+    /// `socket`: `xdp` (AF_XDP) or `packet` (AF_PACKET ring) while attached, `null` otherwise
+    /// (and for QEMU stream ports).
+    #[serde(default)]
+    pub socket: Option<String>,
+    /// `mtu`: the MTU the engine checks egress packets against (node.toml's, or the
+    /// interface's as read at attach), `null` if none is known.
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
 
 /// One VM known to this node.

@@ -462,7 +462,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            summary.counters.drops.get(DropReason::FrameTooLarge.as_str()),
+            summary
+                .counters
+                .drops
+                .get(DropReason::FrameTooLarge.as_str()),
             Some(&1)
         );
         assert_eq!(summary.counters.ports["up0"].rx_packets, 4);

@@ -1,6 +1,6 @@
-//! Dataplane ports on real interfaces: which interface each [`PortId`] uses, its AF_PACKET
-//! socket while the interface is attached, and the I/O counters the engine cannot see
-//! (send errors, truncated or GSO frames, checksums completed in software).
+//! Dataplane ports on real interfaces: which interface each [`PortId`] uses, its socket while
+//! the interface is attached, and the I/O counters the engine cannot see (send errors, cut
+//! frames, GSO super-frames, checksums completed in software, ring drops).
 //!
 //! A port is *attached* while an interface with the port's name exists in srmigd's namespace
 //! and is administratively up with carrier (`IFF_UP` and `IFF_LOWER_UP`). Attachment changes
@@ -8,6 +8,25 @@
 //! interface's current ifindex (the lab moves and recreates veths, so the ifindex of a name
 //! changes), every transition to detached closes it (on another thread: a close can wait tens of
 //! milliseconds for the kernel, see [`close_in_background`]).
+//!
+//! # Which socket: the port's I/O mode
+//!
+//! node.toml's `[io]` table ([`IoConfig`]) picks, per port, between
+//! - **AF_XDP** ([`xdp`]): an XDP program srmigd loads itself steers every frame of the
+//!   interface into a shared memory ring before the kernel builds a socket buffer for it; when
+//!   srmigd falls behind, the excess is dropped right there, counted, for almost no CPU. The
+//!   default (`auto`) for uplinks.
+//! - **AF_PACKET** ([`packet`]): a memory-mapped receive ring and batched sends. The default
+//!   for VM ports: only AF_PACKET carries the `virtio_net_hdr` with each frame, that is the
+//!   VM's checksum and segmentation offloads (AF_XDP hands over bare bytes whose TCP/UDP
+//!   checksum may only be a partial sum). Also where AF_XDP cannot work: interfaces with
+//!   several receive queues, MTUs larger than one AF_XDP frame, another XDP program attached,
+//!   kernels without AF_XDP. `auto` falls back to it with a warning; `xdp` insists (the port
+//!   stays detached, with an error, if AF_XDP does not work).
+//!
+//! Either way frames are received in batches straight into the engine's [`Batch`] and sent in
+//! batches: [`PortIo::queue`] during a batch, [`PortIo::flush`] once after it. No system call
+//! per frame on either side.
 //!
 //! A send on a VM port can fail because its interface went down or left the namespace
 //! before srmigd read the link event that says so (see [`Undelivered`]); the dataplane loop
@@ -27,29 +46,91 @@ pub mod vnet;
 pub mod xdp;
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use serde::{Deserialize, Serialize};
-use srmig_dataplane::{PortId, PortKind};
+use srmig_dataplane::{Batch, PacketBuf, PortId, PortKind};
+use tracing::warn;
 
 use crate::linkwatch::LinkEvent;
-pub use packet::{complete_checksum, PacketSocket, RecvScratch, RecvStats, MAX_RECV_BATCH};
+pub use packet::{complete_checksum, PacketSocket, RecvStats, MAX_RECV_BATCH};
+
+/// How a port reaches its interface (node.toml `[io]`, see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoMode {
+    /// AF_XDP for uplinks where it works, AF_PACKET otherwise (and for VM ports).
+    #[default]
+    Auto,
+    /// AF_XDP or nothing (the port stays detached, with an error, if AF_XDP fails).
+    Xdp,
+    /// AF_PACKET (memory-mapped receive ring, batched sends).
+    Packet,
+}
+
+impl IoMode {
+    /// The name used in node.toml and in status (`auto`, `xdp`, `packet`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Xdp => "xdp",
+            IoMode::Packet => "packet",
+        }
+    }
+}
+
+/// node.toml's `[io]` table:
+///
+/// ```toml
+/// [io]
+/// mode = "auto"              # auto | xdp | packet: every port's default
+/// ports = { vm1 = "packet" } # per port, by name
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoConfig {
+    /// Default mode of every port.
+    #[serde(default)]
+    pub mode: IoMode,
+    /// Per-port modes, by port name.
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, IoMode>,
+}
+
+impl IoConfig {
+    /// The mode of port `name`.
+    pub fn mode_of(&self, name: &str) -> IoMode {
+        self.ports.get(name).copied().unwrap_or(self.mode)
+    }
+}
 
 /// I/O counters of one port, kept by srmigd (the engine counts what it forwards).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortIoStats {
-    /// `rx_frames`: frames received from the socket and handed to the engine.
+    /// `rx_frames`: frames received and handed to the engine (GSO segments included).
     pub rx_frames: u64,
-    /// `rx_truncated`: frames longer than a packet buffer, dropped.
+    /// `rx_truncated`: frames that arrived cut short or longer than a packet buffer, dropped.
     pub rx_truncated: u64,
-    /// `rx_gso`: GSO super-frames (TSO/GSO on the peer), dropped.
+    /// `rx_gso`: GSO super-frames (TSO/USO on the peer) received and segmented in software.
     pub rx_gso: u64,
+    /// `rx_gso_segments`: segments made from GSO super-frames.
+    #[serde(default)]
+    pub rx_gso_segments: u64,
+    /// `rx_gso_bad`: GSO super-frames that could not be segmented (bad metadata or headers,
+    /// or more segments than a batch holds), dropped.
+    #[serde(default)]
+    pub rx_gso_bad: u64,
     /// `rx_bad_csum_meta`: frames with out-of-bounds checksum offload metadata, dropped.
     pub rx_bad_csum_meta: u64,
     /// `rx_csum_completed`: frames whose offloaded checksum srmigd completed.
     pub rx_csum_completed: u64,
     /// `rx_errors`: receive calls that failed.
     pub rx_errors: u64,
-    /// `tx_errors`: frames the socket refused (buffer full, interface gone, too big).
+    /// `rx_ring_drops`: frames the kernel dropped because srmigd's receive ring was full
+    /// (srmigd behind: overload), before they cost more than the drop.
+    #[serde(default)]
+    pub rx_ring_drops: u64,
+    /// `tx_errors`: frames the socket refused (queue full, interface gone, too big).
     pub tx_errors: u64,
     /// `tx_no_link`: frames for this port while it was detached (dropped).
     pub tx_no_link: u64,
@@ -89,6 +170,8 @@ pub enum Undelivered {
     NoLink,
     /// The socket refused the frame.
     Refused(io::Error),
+    /// The transmit queue is full: flush the port, then queue again.
+    QueueFull,
 }
 
 impl Undelivered {
@@ -99,7 +182,7 @@ impl Undelivered {
     /// the rest cannot.
     pub fn may_be_link_loss(&self) -> bool {
         match self {
-            Undelivered::NoLink => false,
+            Undelivered::NoLink | Undelivered::QueueFull => false,
             Undelivered::Refused(e) => matches!(
                 e.raw_os_error(),
                 Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV | libc::ENOBUFS)
@@ -117,6 +200,57 @@ pub enum LinkAction {
     Detach,
 }
 
+/// The socket of an attached port.
+#[derive(Debug)]
+pub enum PortSocket {
+    /// AF_PACKET with a receive ring.
+    Packet(PacketSocket),
+    /// AF_XDP.
+    Xdp(Box<xdp::XdpSocket>),
+}
+
+impl PortSocket {
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        match self {
+            PortSocket::Packet(s) => s.ifindex(),
+            PortSocket::Xdp(s) => s.ifindex(),
+        }
+    }
+
+    /// The descriptor to poll for received frames.
+    pub fn poll_fd(&self) -> RawFd {
+        match self {
+            PortSocket::Packet(s) => s.as_fd().as_raw_fd(),
+            PortSocket::Xdp(s) => s.rx_fd(),
+        }
+    }
+
+    /// `xdp` or `packet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PortSocket::Packet(_) => "packet",
+            PortSocket::Xdp(_) => "xdp",
+        }
+    }
+
+    /// Whether the interface is still here, up and running (see [`PacketSocket::link_running`]).
+    pub fn link_running(&self) -> io::Result<bool> {
+        match self {
+            PortSocket::Packet(s) => s.link_running(),
+            PortSocket::Xdp(s) => s.link_running(),
+        }
+    }
+
+    /// The pending socket error, if any (AF_PACKET; AF_XDP reports none).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            PortSocket::Packet(s) => s.take_error(),
+            PortSocket::Xdp(_) => Ok(None),
+        }
+    }
+}
+
 /// One dataplane port and its interface.
 #[derive(Debug)]
 pub struct PortIo {
@@ -126,15 +260,19 @@ pub struct PortIo {
     pub ifname: String,
     /// Uplink or VM port.
     pub kind: PortKind,
+    /// How the port reaches its interface.
+    pub mode: IoMode,
     /// The interface's ifindex, while an interface of that name exists.
     pub ifindex: Option<u32>,
+    /// The interface's MTU, read when the socket was opened.
+    pub mtu: Option<u32>,
     /// The socket, while attached.
-    pub socket: Option<PacketSocket>,
+    pub socket: Option<PortSocket>,
     /// The QEMU stream, for a QEMU-backed port (then `socket` stays `None`).
     pub qemu: Option<Box<qemu::QemuPort>>,
     /// I/O counters.
     pub stats: PortIoStats,
-    /// Whether the "GSO frame received" warning was logged already.
+    /// Whether the "GSO frame dropped" warning was logged already.
     pub warned_gso: bool,
 }
 
@@ -145,7 +283,9 @@ impl PortIo {
             id,
             ifname,
             kind,
+            mode: IoMode::Auto,
             ifindex: None,
+            mtu: None,
             socket: None,
             qemu: None,
             stats: PortIoStats::default(),
@@ -160,7 +300,7 @@ impl PortIo {
         p
     }
 
-    /// Whether the port has a socket (AF_PACKET) or a connected QEMU stream.
+    /// Whether the port has a socket (AF_XDP or AF_PACKET) or a connected QEMU stream.
     pub fn attached(&self) -> bool {
         self.socket.is_some() || self.qemu.as_ref().is_some_and(|q| q.connected())
     }
@@ -200,43 +340,131 @@ impl PortIo {
         None
     }
 
-    /// Opens a socket on `ifindex`, replacing any previous one.
-    pub fn attach(&mut self, ifindex: u32) -> io::Result<()> {
+    /// Opens a socket on `ifindex` as the port's mode says, replacing any previous one.
+    /// Returns which kind was opened (`xdp` or `packet`).
+    pub fn attach(&mut self, ifindex: u32) -> io::Result<&'static str> {
         self.detach();
-        let s = PacketSocket::open(ifindex)?;
+        let want_xdp = match self.mode {
+            IoMode::Packet => false,
+            IoMode::Xdp => true,
+            IoMode::Auto => self.kind == PortKind::Uplink,
+        };
+        let mut socket = None;
+        if want_xdp {
+            match xdp::XdpSocket::open(ifindex, &self.ifname, &xdp::XdpOptions::default()) {
+                Ok(s) => socket = Some(PortSocket::Xdp(Box::new(s))),
+                Err(e) if self.mode == IoMode::Xdp => {
+                    return Err(io::Error::other(format!("AF_XDP: {e}")));
+                }
+                Err(e) => {
+                    warn!(port = %self.ifname, error = %e, "AF_XDP not available on this interface, using AF_PACKET");
+                }
+            }
+        }
+        let s = match socket {
+            Some(s) => s,
+            None => PortSocket::Packet(PacketSocket::open(ifindex)?),
+        };
+        let kind = s.kind();
+        self.mtu = match &s {
+            PortSocket::Packet(p) => p.interface_mtu().ok(),
+            PortSocket::Xdp(_) => packet::interface_mtu(s.poll_fd(), ifindex).ok(),
+        };
         self.socket = Some(s);
         self.ifindex = Some(ifindex);
         self.stats.attachments += 1;
-        Ok(())
+        Ok(kind)
     }
 
-    /// Closes the socket, on another thread ([`close_in_background`]).
+    /// Closes the socket, on another thread ([`close_in_background`]). Frames still queued
+    /// for it are dropped and counted as sent without a link.
     pub fn detach(&mut self) {
-        if let Some(s) = self.socket.take() {
+        if let Some(mut s) = self.socket.take() {
+            if let PortSocket::Packet(p) = &mut s {
+                self.stats.tx_no_link += p.discard_queued() as u64;
+            }
             close_in_background(s);
         }
     }
 
-    /// Sends a frame; failures are counted, never fatal.
-    #[inline]
-    pub fn send(&mut self, frame: &[u8]) {
-        if let Err(u) = self.try_send(frame) {
-            self.count_undelivered(&u);
+    /// Receives a batch (the batch is cleared first). Nothing for a port without a socket.
+    pub fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<RecvStats> {
+        match &mut self.socket {
+            Some(PortSocket::Packet(s)) => s.recv_batch(self.id, batch),
+            Some(PortSocket::Xdp(s)) => s.recv_batch(self.id, batch),
+            None => {
+                batch.clear();
+                Ok(RecvStats::default())
+            }
         }
     }
 
-    /// Sends a frame and says why it was not sent, without counting the failure (the caller
-    /// decides: [`count_undelivered`](Self::count_undelivered) or a re-steer). A QEMU port
-    /// queues or counts on its own and always returns `Ok`.
+    /// Queues a frame for the next [`flush`](Self::flush) (a QEMU port sends or queues on its
+    /// own). Says why it was not queued, without counting the failure (the caller decides:
+    /// [`count_undelivered`](Self::count_undelivered), a re-steer, or a flush and a retry for
+    /// [`Undelivered::QueueFull`]).
     #[inline]
-    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), Undelivered> {
+    pub fn queue(&mut self, frame: &[u8]) -> Result<(), Undelivered> {
         if let Some(q) = &mut self.qemu {
             q.send(frame, &mut self.stats);
             return Ok(());
         }
-        match &self.socket {
-            Some(s) => s.send(frame).map_err(Undelivered::Refused),
+        match &mut self.socket {
+            Some(PortSocket::Packet(s)) => {
+                if s.queue(frame) {
+                    Ok(())
+                } else {
+                    Err(Undelivered::QueueFull)
+                }
+            }
+            Some(PortSocket::Xdp(s)) => match s.send(frame) {
+                Ok(()) => Ok(()),
+                Err(xdp::XdpTxError::Full) => Err(Undelivered::QueueFull),
+                Err(e) => Err(Undelivered::Refused(io::Error::other(e.to_string()))),
+            },
             None => Err(Undelivered::NoLink),
+        }
+    }
+
+    /// Queues a frame, counting a failure as a drop (used off the fast path: a re-steered or
+    /// recovered frame). A full queue is flushed once first (its failures counted too).
+    pub fn send(&mut self, frame: &[u8], scratch: &mut PacketBuf) {
+        match self.queue(frame) {
+            Ok(()) => {}
+            Err(Undelivered::QueueFull) => {
+                while let Some(u) = self.flush(scratch) {
+                    self.count_undelivered(&u);
+                }
+                if let Err(u) = self.queue(frame) {
+                    self.count_undelivered(&u);
+                }
+            }
+            Err(u) => self.count_undelivered(&u),
+        }
+    }
+
+    /// Whether frames wait in the transmit queue.
+    pub fn tx_pending(&self) -> bool {
+        match &self.socket {
+            Some(PortSocket::Packet(s)) => s.tx_pending() > 0,
+            Some(PortSocket::Xdp(s)) => s.tx_pending() > 0,
+            None => false,
+        }
+    }
+
+    /// Hands what is queued to the kernel. AF_PACKET: on the first frame refused, copies it
+    /// into `failed` and returns why (the frames after it stay queued: call again). AF_XDP
+    /// counts its own failures. `None` once everything is handed over.
+    pub fn flush(&mut self, failed: &mut PacketBuf) -> Option<Undelivered> {
+        match &mut self.socket {
+            Some(PortSocket::Packet(s)) => s.flush(failed).err().map(|e| Undelivered::Refused(e.0)),
+            Some(PortSocket::Xdp(s)) => {
+                if s.flush().is_err() {
+                    self.stats.tx_errors += 1;
+                }
+                None
+            }
+            None => None,
         }
     }
 
@@ -244,7 +472,7 @@ impl PortIo {
     pub fn count_undelivered(&mut self, u: &Undelivered) {
         match u {
             Undelivered::NoLink => self.stats.tx_no_link += 1,
-            Undelivered::Refused(_) => self.stats.tx_errors += 1,
+            Undelivered::Refused(_) | Undelivered::QueueFull => self.stats.tx_errors += 1,
         }
     }
 
@@ -253,8 +481,28 @@ impl PortIo {
         self.stats.rx_frames += r.frames as u64;
         self.stats.rx_truncated += r.truncated;
         self.stats.rx_gso += r.gso;
+        self.stats.rx_gso_segments += r.gso_segments;
+        self.stats.rx_gso_bad += r.gso_bad;
         self.stats.rx_bad_csum_meta += r.bad_csum_meta;
         self.stats.rx_csum_completed += r.csum_completed;
+    }
+
+    /// Reads the kernel's drop counters of the socket into the port's counters (a system
+    /// call: for status and metrics, not per batch).
+    pub fn refresh_kernel_stats(&mut self) {
+        match &self.socket {
+            Some(PortSocket::Packet(s)) => {
+                if let Ok(d) = s.take_ring_drops() {
+                    self.stats.rx_ring_drops += d;
+                }
+            }
+            Some(PortSocket::Xdp(s)) => {
+                if let Ok(d) = s.take_ring_drops() {
+                    self.stats.rx_ring_drops += d;
+                }
+            }
+            None => {}
+        }
     }
 
     /// A plain copy of the port's state for status and metrics.
@@ -263,6 +511,8 @@ impl PortIo {
             ifindex: self.ifindex,
             attached: self.attached(),
             io: self.stats,
+            socket: self.socket.as_ref().map(PortSocket::kind),
+            mtu: self.mtu,
         }
     }
 }
@@ -274,7 +524,7 @@ impl PortIo {
 /// 10-16 ms after `ip link set down`, 20-43 ms during `ip link set netns`. On the dataplane
 /// thread that stalled every port of the host each time a VM left. Nothing refers to the
 /// socket any more; it only has to go away.
-pub fn close_in_background(s: PacketSocket) {
+pub fn close_in_background(s: PortSocket) {
     // A failed spawn drops the closure, and the socket with it, right here.
     let _ = std::thread::Builder::new()
         .name("srmigd-close".to_owned())
@@ -290,6 +540,10 @@ pub struct PortInfo {
     pub attached: bool,
     /// I/O counters.
     pub io: PortIoStats,
+    /// `xdp` or `packet` while attached.
+    pub socket: Option<&'static str>,
+    /// The interface's MTU, as read when the socket was opened.
+    pub mtu: Option<u32>,
 }
 
 #[cfg(test)]
@@ -358,13 +612,14 @@ mod tests {
     #[test]
     fn send_without_socket_is_counted() {
         let mut p = PortIo::new(PortId(0), "up0".into(), PortKind::Uplink);
-        p.send(&[0u8; 60]);
-        p.send(&[0u8; 60]);
+        let mut scratch = PacketBuf::new();
+        p.send(&[0u8; 60], &mut scratch);
+        p.send(&[0u8; 60], &mut scratch);
         assert_eq!(p.stats.tx_no_link, 2);
         assert_eq!(p.stats.tx_errors, 0);
         assert!(!p.info().attached);
-        // try_send reports without counting.
-        assert!(matches!(p.try_send(&[0u8; 60]), Err(Undelivered::NoLink)));
+        // queue reports without counting.
+        assert!(matches!(p.queue(&[0u8; 60]), Err(Undelivered::NoLink)));
         assert_eq!(p.stats.tx_no_link, 2);
         p.count_undelivered(&Undelivered::Refused(io::Error::from_raw_os_error(
             libc::EAGAIN,
@@ -376,7 +631,7 @@ mod tests {
     fn detach_and_reattach_on_loopback() {
         let mut p = PortIo::new(PortId(1), "lo".into(), PortKind::Vm);
         match p.attach(1) {
-            Ok(()) => {}
+            Ok(_) => {}
             // AF_PACKET needs CAP_NET_RAW: without it there is nothing to test here.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
             Err(e) => panic!("attach to lo: {e}"),

@@ -1,4 +1,7 @@
-//! An AF_PACKET socket on one interface: the I/O of one dataplane port.
+//! An AF_PACKET socket on one interface with a memory-mapped receive ring and batched sends:
+//! srmigd's port I/O wherever AF_XDP does not fit (VM ports, jumbo MTUs, multi-queue
+//! interfaces, interfaces with another XDP program; see [`super::xdp`] and the port's `io`
+//! mode in `super::IoMode`).
 //!
 //! Why AF_PACKET (and not a TAP or the kernel's own forwarding): srmigd attaches to the host
 //! side of a veth (netns VMs, uplinks to the Linux underlay) or to a TAP that QEMU already
@@ -8,91 +11,230 @@
 //! the kernel of srmigd's namespace stays out of the way: no link-local address, no NDP, no
 //! router solicitations of its own on the wire.
 //!
+//! # Receive: a TPACKET_V2 ring, with the socket queue for frames larger than a ring slot
+//!
+//! The kernel writes each frame into the next slot of a ring shared with srmigd
+//! (`PACKET_RX_RING`) and flips the slot's status to `TP_STATUS_USER`; srmigd copies the
+//! frame into a [`Batch`] buffer and hands the slot back (`TP_STATUS_KERNEL`). No system call
+//! per frame, none at all while frames keep coming (poll(2) is only needed when the ring is
+//! empty). When the ring is full the kernel drops the frame before it is queued anywhere and
+//! counts it (`PACKET_STATISTICS`, shown as `rx_ring_drops`): srmigd keeps its CPU for the
+//! frames it has.
+//!
+//! Why V2 and not V3: a V3 ring hands blocks to user space, not frames, and a block that is not
+//! full is handed over only when its retire timer fires (1 ms at the least): every frame of a
+//! quiet VM would wait up to a millisecond, which a router on the migration's critical path
+//! cannot afford. V2 slots are fixed-size ([`RING_FRAME_SIZE`]); a frame that does not fit a
+//! slot (jumbo frames, GSO super-frames from a VM) is marked `TP_STATUS_COPY` in its slot and
+//! queued whole on the socket (`PACKET_COPY_THRESH`), where srmigd reads it with one
+//! `recvmsg`, in ring order. Most frames take the ring; only frames over ~1.9 KiB cost a call.
+//!
+//! # Send: one `sendmmsg(2)` per batch
+//!
+//! [`PacketSocket::queue`] copies a frame into the socket's transmit arena (preallocated);
+//! [`PacketSocket::flush`] hands everything queued to the kernel with `sendmmsg`, which says
+//! exactly which frame failed and why. The dataplane loop needs that: a frame refused because
+//! a VM's interface just went away is re-steered, not lost (`crate::dataplane_loop`). A TX ring
+//! (`PACKET_TX_RING`) would save the copy into the socket but reports failures per ring, not
+//! per frame.
+//!
+//! # Offloads
+//!
+//! `PACKET_VNET_HDR`: each frame comes with a `virtio_net_hdr` ([`super::vnet`]). A VM stack
+//! on a veth hands its TCP/UDP packets over with the checksum left to "hardware"
+//! (CHECKSUM_PARTIAL); the header says where the checksum goes, and
+//! [`complete_checksum`] fills it in before the frame is encapsulated (otherwise the remote
+//! receiver would drop it). A GSO super-frame (TSO/USO on in the guest, the default of every
+//! real guest) is cut into MSS-sized packets in software ([`super::gso`]) as it is received,
+//! so the engine only ever sees packets that fit the path.
+//!
 //! Socket options, in the order they are set:
-//! - `SOCK_RAW`, protocol 0 at creation (no frame is queued before `bind`), then `bind` with
-//!   `ETH_P_ALL` and the ifindex: only this interface, every EtherType.
+//! - `SOCK_RAW`, protocol 0 at creation (no frame is queued before `bind`).
+//! - `PACKET_VERSION` = `TPACKET_V2`, `PACKET_VNET_HDR`, `PACKET_COPY_THRESH` (all must come
+//!   before the ring), `PACKET_RX_RING`, then the `mmap` of the ring.
 //! - `PACKET_IGNORE_OUTGOING`: frames we send are not looped back to us.
-//! - `PACKET_VNET_HDR`: each frame comes with a `virtio_net_hdr`. A VM stack on a veth hands
-//!   its TCP/UDP packets over with the checksum left to "hardware" (CHECKSUM_PARTIAL); the
-//!   header says where the checksum goes, and [`complete_checksum`] fills it in before the
-//!   frame is encapsulated (otherwise the remote receiver would drop it). A GSO super-frame
-//!   (TSO on the peer) is reported too, and dropped and counted: disable TSO/GSO on the VM side
-//!   (`ethtool -K <if> tso off gso off`).
 //! - `PACKET_QDISC_BYPASS`: frames go straight to the driver. A veth's qdisc is only activated
 //!   by the kernel's linkwatch work, up to a second after the link comes up; bypassing it lets
 //!   End.SBUF release its buffer the moment the attachment is up.
+//! - `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (root; falls back to the non-forcing options): the
+//!   receive buffer holds the frames that do not fit a slot.
+//! - `bind` with `ETH_P_ALL` and the ifindex: only this interface, every EtherType.
 //! - `PACKET_ADD_MEMBERSHIP` / `PACKET_MR_PROMISC`: frames to the anycast gateway MAC (and
 //!   to any other MAC) are received.
-//! - `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (root; falls back to the non-forcing options).
-//!
-//! The socket is non-blocking; frames are received with `recvmmsg(2)` straight into the
-//! preallocated buffers of a [`Batch`] (no allocation, no copy).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use srmig_dataplane::{Batch, PortId, BUF_CAPACITY};
+use srmig_dataplane::{Batch, PacketBuf, PortId, BUF_CAPACITY};
 
-/// Size of the `virtio_net_hdr` that prefixes every frame with `PACKET_VNET_HDR`.
-pub const VNET_HDR_LEN: usize = 10;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+use super::gso;
+pub use super::vnet::complete_checksum;
+use super::vnet::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN};
 
-/// Maximum frames received per `recvmmsg` call.
+/// Maximum frames received per batch.
 pub const MAX_RECV_BATCH: usize = 256;
+
+/// Size of one receive ring slot (header, `sockaddr_ll`, `virtio_net_hdr` and the frame):
+/// frames up to ~1.9 KiB (every 1500-byte MTU frame) stay in the ring.
+pub const RING_FRAME_SIZE: usize = 2048;
+/// Ring block size (the kernel allocates the ring in blocks of contiguous pages).
+const RING_BLOCK_SIZE: usize = 1 << 16;
+/// Number of ring blocks: 128 x 64 KiB = 8 MiB, 4096 slots.
+const RING_BLOCKS: usize = 128;
+/// Largest frame read from the socket queue (a GSO super-frame of 64 KiB plus headers).
+const COPY_BUF_BYTES: usize = 65536 + 512;
+
+/// Bytes of the transmit arena (frames queued between two flushes).
+const TX_ARENA_BYTES: usize = 1 << 20;
+/// Frames queued between two flushes, at most.
+const TX_MAX_FRAMES: usize = 1024;
+/// Frames per `sendmmsg` call.
+const SEND_CHUNK: usize = 128;
 
 /// Requested socket buffer sizes.
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-/// Per-socket receive outcome counters (added to the port's I/O counters by the caller).
+/// Per-call receive outcome counters (added to the port's I/O counters by the caller).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecvStats {
-    /// Frames handed to the batch.
+    /// Frames handed to the batch (GSO segments included).
     pub frames: usize,
-    /// Frames longer than a packet buffer (dropped).
+    /// Frames that arrived cut short (the kernel could not queue the whole frame), dropped.
     pub truncated: u64,
-    /// GSO super-frames (dropped: TSO/GSO must be off on the peer).
+    /// GSO super-frames received and cut into segments.
     pub gso: u64,
+    /// Segments produced from GSO super-frames.
+    pub gso_segments: u64,
+    /// GSO super-frames whose metadata or headers could not be segmented (dropped).
+    pub gso_bad: u64,
     /// Frames whose checksum-offload metadata was out of bounds (dropped).
     pub bad_csum_meta: u64,
     /// Frames whose partial checksum was completed in software.
     pub csum_completed: u64,
 }
 
-/// Scratch arrays for `recvmmsg`; they hold raw pointers into a batch only during one call.
+/// The receive ring: `RING_BLOCKS` blocks mapped once, read slot by slot.
 #[derive(Debug)]
-pub struct RecvScratch {
-    hdrs: Vec<[u8; VNET_HDR_LEN]>,
-    iovs: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
+struct RxRing {
+    base: *mut u8,
+    len: usize,
+    slots: usize,
+    head: usize,
 }
 
-impl RecvScratch {
-    /// Scratch space for up to `n` frames per call (at most [`MAX_RECV_BATCH`]).
-    pub fn new(n: usize) -> RecvScratch {
-        let n = n.clamp(1, MAX_RECV_BATCH);
-        let iov = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        // SAFETY: mmsghdr is a plain C struct of integers and pointers; all-zero is a valid
-        // (empty) value, and every pointer is set before the struct is used.
-        let msg: libc::mmsghdr = unsafe { mem::zeroed() };
-        RecvScratch {
-            hdrs: vec![[0u8; VNET_HDR_LEN]; n],
-            iovs: vec![iov; 2 * n],
-            msgs: vec![msg; n],
+// SAFETY: the mapping belongs to this ring alone (and to the kernel, which synchronises through
+// each slot's status word); nothing else holds the pointer, so moving the ring to another thread
+// (the socket is closed off-thread) is sound.
+unsafe impl Send for RxRing {}
+
+impl RxRing {
+    /// The status word of slot `i`.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        debug_assert!(i < self.slots);
+        // SAFETY: slot `i` lies inside the mapping (i < slots, slots * RING_FRAME_SIZE <= len);
+        // its first 4 bytes are `tp_status`, a naturally aligned u32 (slots are 2048-aligned
+        // within a page-aligned mapping) that the kernel also accesses atomically.
+        unsafe { &*(self.base.add(i * RING_FRAME_SIZE).cast::<AtomicU32>()) }
+    }
+
+    /// Slot `i`'s bytes (valid to read only while its status says `TP_STATUS_USER`).
+    fn slot(&self, i: usize) -> &[u8] {
+        // SAFETY: slot `i` is inside the mapping (see `status`); the caller reads it only after
+        // an Acquire load saw TP_STATUS_USER, so the kernel has finished writing it and will not
+        // touch it until the status is handed back.
+        unsafe { std::slice::from_raw_parts(self.base.add(i * RING_FRAME_SIZE), RING_FRAME_SIZE) }
+    }
+
+    /// Hands slot `i` back to the kernel.
+    fn release(&self, i: usize) {
+        self.status(i)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `PacketSocket::open`, unmapped
+        // once here; no slice into it outlives the ring (slices are borrowed from `&self`).
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
         }
     }
 }
 
-/// A non-blocking AF_PACKET socket bound to one interface.
+/// Frames queued for one `sendmmsg` batch.
+#[derive(Debug)]
+struct TxQueue {
+    arena: Box<[u8]>,
+    used: usize,
+    /// (offset, length) in the arena, in queue order.
+    frames: Vec<(usize, usize)>,
+    /// Index of the first frame not yet handed to the kernel.
+    next: usize,
+}
+
+impl TxQueue {
+    fn new() -> TxQueue {
+        TxQueue {
+            arena: vec![0u8; TX_ARENA_BYTES].into_boxed_slice(),
+            used: 0,
+            frames: Vec::with_capacity(TX_MAX_FRAMES),
+            next: 0,
+        }
+    }
+
+    fn has_room(&self, len: usize) -> bool {
+        self.frames.len() < TX_MAX_FRAMES && self.used + len <= self.arena.len()
+    }
+
+    fn push(&mut self, frame: &[u8]) -> bool {
+        if !self.has_room(frame.len()) {
+            return false;
+        }
+        let off = self.used;
+        self.arena[off..off + frame.len()].copy_from_slice(frame);
+        // Keep frames 64-byte aligned in the arena (cache lines).
+        self.used = (off + frame.len() + 63) & !63;
+        self.frames.push((off, frame.len()));
+        true
+    }
+
+    fn pending(&self) -> usize {
+        self.frames.len() - self.next
+    }
+
+    fn frame(&self, i: usize) -> &[u8] {
+        let (off, len) = self.frames[i];
+        &self.arena[off..off + len]
+    }
+
+    fn reset_if_done(&mut self) {
+        if self.next == self.frames.len() {
+            self.frames.clear();
+            self.next = 0;
+            self.used = 0;
+        }
+    }
+}
+
+/// Why a queued frame was not sent: the frame (copied into the caller's buffer) failed with
+/// this error; the frames queued after it are still queued.
+#[derive(Debug)]
+pub struct SendFailure(pub io::Error);
+
+/// A non-blocking AF_PACKET socket bound to one interface, with its receive ring and its
+/// transmit queue.
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: u32,
+    ring: Option<RxRing>,
+    tx: TxQueue,
+    /// Receives frames that did not fit a ring slot: `virtio_net_hdr` then the frame.
+    copy_buf: Box<[u8]>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -103,24 +245,33 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+fn setsockopt_raw<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `fd` is an open socket owned by the caller; the option value is a plain C value
+    // that lives for the duration of the call and its exact size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (v as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
     v: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: `fd` is an open socket owned by the caller; the option value is a c_int that
-    // lives for the duration of the call and its exact size is passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    setsockopt_raw(fd, level, name, &v)
+}
+
+/// Adds `what` to an error's message (which option or call failed).
+fn ctx(what: &'static str) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 impl PacketSocket {
@@ -136,30 +287,67 @@ impl PacketSocket {
         })?;
         // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let s = PacketSocket { fd, ifindex };
-        let r = s.fd.as_raw_fd();
-        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
-        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
-        if setsockopt_int(
+        let r = fd.as_raw_fd();
+        setsockopt_int(
             r,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            SOCKET_BUFFER_BYTES,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int,
         )
-        .is_err()
-        {
-            setsockopt_int(r, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER_BYTES)?;
+        .map_err(ctx("PACKET_VERSION"))?;
+        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)
+            .map_err(ctx("PACKET_VNET_HDR"))?;
+        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)
+            .map_err(ctx("PACKET_COPY_THRESH"))?;
+        let req = libc::tpacket_req {
+            tp_block_size: RING_BLOCK_SIZE as u32,
+            tp_block_nr: RING_BLOCKS as u32,
+            tp_frame_size: RING_FRAME_SIZE as u32,
+            tp_frame_nr: (RING_BLOCKS * RING_BLOCK_SIZE / RING_FRAME_SIZE) as u32,
+        };
+        setsockopt_raw(r, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+            .map_err(ctx("PACKET_RX_RING"))?;
+        let len = RING_BLOCKS * RING_BLOCK_SIZE;
+        // SAFETY: maps the ring the kernel just allocated for this socket, shared and readable
+        // and writable as the packet(7) ring protocol requires; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                r,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(ctx("mmap of the receive ring")(io::Error::last_os_error()));
         }
-        if setsockopt_int(
-            r,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            SOCKET_BUFFER_BYTES,
-        )
-        .is_err()
-        {
-            setsockopt_int(r, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER_BYTES)?;
+        let ring = RxRing {
+            base: base.cast(),
+            len,
+            slots: len / RING_FRAME_SIZE,
+            head: 0,
+        };
+        let s = PacketSocket {
+            fd,
+            ifindex,
+            ring: Some(ring),
+            tx: TxQueue::new(),
+            copy_buf: vec![0u8; VNET_HDR_LEN + COPY_BUF_BYTES].into_boxed_slice(),
+        };
+        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+            .map_err(ctx("PACKET_IGNORE_OUTGOING"))?;
+        setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            .map_err(ctx("PACKET_QDISC_BYPASS"))?;
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt_int(r, libc::SOL_SOCKET, force, SOCKET_BUFFER_BYTES).is_err() {
+                setsockopt_int(r, libc::SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+                    .map_err(ctx("socket buffer size"))?;
+            }
         }
         let ifindex_c = libc::c_int::try_from(ifindex)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
@@ -176,21 +364,14 @@ impl PacketSocket {
                 (&sll as *const libc::sockaddr_ll).cast(),
                 mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
-        })?;
+        })
+        .map_err(ctx("bind"))?;
         // SAFETY: packet_mreq is a plain C struct; all-zero is valid.
         let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
         mreq.mr_ifindex = ifindex_c;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        // SAFETY: `mreq` is a valid packet_mreq and its exact size is passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                r,
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&mreq as *const libc::packet_mreq).cast(),
-                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        })?;
+        setsockopt_raw(r, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(ctx("PACKET_ADD_MEMBERSHIP"))?;
         Ok(s)
     }
 
@@ -199,125 +380,199 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Receives up to `batch.capacity()` frames (at most the scratch size) into `batch`,
-    /// which is cleared first; every frame gets ingress `port`. Frames that cannot be
-    /// forwarded (truncated, GSO, bad offload metadata) are left out and counted.
-    /// Returns `Ok` with zero frames when nothing is waiting.
-    pub fn recv_batch(
-        &self,
-        port: PortId,
-        batch: &mut Batch,
-        scratch: &mut RecvScratch,
-    ) -> io::Result<RecvStats> {
+    /// Receives up to `batch.capacity()` frames into `batch`, which is cleared first; every
+    /// frame gets ingress `port`. GSO super-frames become their segments (several slots);
+    /// frames that cannot be forwarded (cut short, bad offload metadata) are left out and
+    /// counted. A frame that needs more slots than the batch has left stays in the ring for
+    /// the next call. Returns `Ok` with zero frames when nothing is waiting.
+    pub fn recv_batch(&mut self, port: PortId, batch: &mut Batch) -> io::Result<RecvStats> {
         batch.clear();
-        let slots = batch.slots_mut();
-        let n = slots.len().min(scratch.msgs.len());
-        for (i, slot) in slots.iter_mut().enumerate().take(n) {
-            let area = slot.receive_area();
-            scratch.iovs[2 * i] = libc::iovec {
-                iov_base: scratch.hdrs[i].as_mut_ptr().cast(),
-                iov_len: VNET_HDR_LEN,
-            };
-            scratch.iovs[2 * i + 1] = libc::iovec {
-                iov_base: area.as_mut_ptr().cast(),
-                iov_len: area.len().min(BUF_CAPACITY),
-            };
-            let m = &mut scratch.msgs[i];
-            m.msg_hdr.msg_name = std::ptr::null_mut();
-            m.msg_hdr.msg_namelen = 0;
-            m.msg_hdr.msg_iov = &mut scratch.iovs[2 * i];
-            m.msg_hdr.msg_iovlen = 2;
-            m.msg_hdr.msg_control = std::ptr::null_mut();
-            m.msg_hdr.msg_controllen = 0;
-            m.msg_hdr.msg_flags = 0;
-            m.msg_len = 0;
-        }
-        // SAFETY: `msgs[..n]` point at `iovs[..2n]`, which point at `hdrs[..n]` and at the
-        // receive areas of `slots[..n]`; all of them are live, exclusively borrowed here and
-        // sized by their iov_len for the whole call. The kernel writes at most iov_len bytes.
-        let got = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                scratch.msgs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(RecvStats::default()),
-                _ => Err(e),
-            };
-        }
-        let got = got as usize;
         let mut stats = RecvStats::default();
-        let mut kept = 0;
-        for i in 0..got.min(n) {
-            let m = &scratch.msgs[i];
-            let total = m.msg_len as usize;
-            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || total < VNET_HDR_LEN {
-                stats.truncated += 1;
-                continue;
+        let Some(ring) = self.ring.as_mut() else {
+            return Ok(stats);
+        };
+        let fd = self.fd.as_raw_fd();
+        let slots = batch.slots_mut();
+        let cap = slots.len().min(MAX_RECV_BATCH);
+        let mut n = 0usize;
+        while n < cap {
+            let i = ring.head;
+            let status = ring.status(i).load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
             }
-            let len = total - VNET_HDR_LEN;
-            let hdr = VnetHdr::parse(&scratch.hdrs[i]);
-            if hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-                stats.gso += 1;
-                continue;
-            }
-            let slot = &mut slots[i];
-            if slot.set_received_len(len).is_err() {
-                stats.truncated += 1;
-                continue;
-            }
-            if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-                if !complete_checksum(
-                    slot.data_mut(),
-                    usize::from(hdr.csum_start),
-                    usize::from(hdr.csum_offset),
-                ) {
-                    stats.bad_csum_meta += 1;
-                    continue;
+            let slot = ring.slot(i);
+            // SAFETY: the slot starts with a tpacket2_hdr (the ring was set up as TPACKET_V2)
+            // and is at least RING_FRAME_SIZE bytes; read_unaligned copies it out.
+            let h: libc::tpacket2_hdr = unsafe { std::ptr::read_unaligned(slot.as_ptr().cast()) };
+            let mac = usize::from(h.tp_mac);
+            let snap = h.tp_snaplen as usize;
+            let wire_len = h.tp_len as usize;
+            let in_slot = mac >= VNET_HDR_LEN && mac + snap <= RING_FRAME_SIZE;
+            if status & libc::TP_STATUS_COPY != 0 {
+                // The whole frame waits on the socket queue, in ring order.
+                if in_slot && n > 0 {
+                    let mut vb = [0u8; VNET_HDR_LEN];
+                    vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
+                    let need = slots_needed(&VnetHdr::parse(&vb), wire_len);
+                    if need > cap - n {
+                        break; // next call, with an empty batch
+                    }
                 }
-                stats.csum_completed += 1;
+                match recv_copy(fd, &mut self.copy_buf) {
+                    Ok(Some(len)) => {
+                        let mut vb = [0u8; VNET_HDR_LEN];
+                        vb.copy_from_slice(&self.copy_buf[..VNET_HDR_LEN]);
+                        let hdr = VnetHdr::parse(&vb);
+                        let frame = &self.copy_buf[VNET_HDR_LEN..VNET_HDR_LEN + len];
+                        n += deliver(frame, &hdr, port, &mut slots[n..cap], &mut stats);
+                    }
+                    Ok(None) => stats.truncated += 1,
+                    Err(e) => {
+                        ring.release(i);
+                        ring.head = (i + 1) % ring.slots;
+                        batch.set_len(n);
+                        return Err(e);
+                    }
+                }
+            } else if !in_slot || snap < wire_len {
+                stats.truncated += 1;
+            } else {
+                let mut vb = [0u8; VNET_HDR_LEN];
+                vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
+                let hdr = VnetHdr::parse(&vb);
+                if slots_needed(&hdr, wire_len) > cap - n && n > 0 {
+                    break;
+                }
+                n += deliver(
+                    &slot[mac..mac + snap],
+                    &hdr,
+                    port,
+                    &mut slots[n..cap],
+                    &mut stats,
+                );
             }
-            slot.ingress = port;
-            if kept != i {
-                slots.swap(kept, i);
-            }
-            kept += 1;
+            ring.release(i);
+            ring.head = (i + 1) % ring.slots;
         }
-        batch.set_len(kept);
-        stats.frames = kept;
+        batch.set_len(n);
+        stats.frames = n;
         Ok(stats)
     }
 
-    /// Sends one Ethernet frame (non-blocking).
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let hdr = [0u8; VNET_HDR_LEN];
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: msghdr is a plain C struct; all-zero is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len();
-        // SAFETY: `msg` points at `iov`, which points at `hdr` and `frame`; all outlive the
-        // call and the kernel only reads them.
-        let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+    /// Whether a frame of `len` bytes fits the transmit queue now (otherwise flush first).
+    pub fn has_tx_room(&self, len: usize) -> bool {
+        self.tx.has_room(len)
+    }
+
+    /// Frames queued and not yet handed to the kernel.
+    pub fn tx_pending(&self) -> usize {
+        self.tx.pending()
+    }
+
+    /// Queues one Ethernet frame for the next [`flush`](Self::flush) (a copy; no system call).
+    /// `false` if the queue is full (flush first).
+    #[inline]
+    pub fn queue(&mut self, frame: &[u8]) -> bool {
+        self.tx.push(frame)
+    }
+
+    /// Sends everything queued, `SEND_CHUNK` frames per `sendmmsg`. On the first frame the
+    /// kernel refuses, copies it into `failed`, takes it off the queue and returns why; the
+    /// frames after it stay queued for the next call. `Ok(())` once the queue is empty.
+    pub fn flush(&mut self, failed: &mut PacketBuf) -> Result<(), SendFailure> {
+        static ZERO_HDR: [u8; VNET_HDR_LEN] = [0u8; VNET_HDR_LEN];
+        while self.tx.pending() > 0 {
+            let first = self.tx.next;
+            let n = self.tx.pending().min(SEND_CHUNK);
+            // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid and every
+            // entry used below is filled in first.
+            let mut iovs: [libc::iovec; 2 * SEND_CHUNK] = unsafe { mem::zeroed() };
+            // SAFETY: as above.
+            let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { mem::zeroed() };
+            for k in 0..n {
+                let f = self.tx.frame(first + k);
+                iovs[2 * k] = libc::iovec {
+                    iov_base: ZERO_HDR.as_ptr() as *mut libc::c_void,
+                    iov_len: VNET_HDR_LEN,
+                };
+                iovs[2 * k + 1] = libc::iovec {
+                    iov_base: f.as_ptr() as *mut libc::c_void,
+                    iov_len: f.len(),
+                };
+                msgs[k].msg_hdr.msg_iov = &mut iovs[2 * k];
+                msgs[k].msg_hdr.msg_iovlen = 2;
+            }
+            // SAFETY: `msgs[..n]` point at `iovs[..2n]`, which point at the zero header and at
+            // frames in the arena; all live across the call and the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The first frame of the chunk failed.
+                let _ = failed.set_data(self.tx.frame(first));
+                self.tx.next += 1;
+                self.tx.reset_if_done();
+                return Err(SendFailure(e));
+            }
+            self.tx.next += r as usize;
+            if r == 0 {
+                // Nothing sent and no error: treat as a refusal of the first frame.
+                let _ = failed.set_data(self.tx.frame(first));
+                self.tx.next += 1;
+                self.tx.reset_if_done();
+                return Err(SendFailure(io::Error::from_raw_os_error(libc::ENOBUFS)));
+            }
         }
+        self.tx.reset_if_done();
         Ok(())
+    }
+
+    /// The frames queued and not yet handed to the kernel, oldest first.
+    pub fn queued_frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (self.tx.next..self.tx.frames.len()).map(|i| self.tx.frame(i))
+    }
+
+    /// Drops everything queued (the port is detached); returns how many frames that was.
+    pub fn discard_queued(&mut self) -> usize {
+        let n = self.tx.pending();
+        self.tx.next = self.tx.frames.len();
+        self.tx.reset_if_done();
+        n
+    }
+
+    /// Frames the kernel dropped because the receive ring was full since the last call
+    /// (`PACKET_STATISTICS` resets on read).
+    pub fn take_ring_drops(&self) -> io::Result<u64> {
+        // SAFETY: tpacket_stats is a plain C struct of two u32; all-zero is valid.
+        let mut st: libc::tpacket_stats = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` is a valid tpacket_stats and `len` its exact size; the kernel writes at
+        // most `len` bytes.
+        cvt(unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(u64::from(st.tp_drops))
+    }
+
+    /// The interface's MTU (`SIOCGIFMTU`), if it still exists.
+    pub fn interface_mtu(&self) -> io::Result<u32> {
+        interface_mtu(self.fd.as_raw_fd(), self.ifindex)
     }
 
     /// Whether the interface the socket is bound to is still here, up and running
@@ -380,145 +635,263 @@ impl PacketSocket {
     }
 }
 
+/// Ring slots a frame will take in the batch: its GSO segment count (an upper bound from the
+/// lengths; the segmenter validates), 1 for a plain frame.
+fn slots_needed(hdr: &VnetHdr, wire_len: usize) -> usize {
+    if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE || hdr.gso_size == 0 {
+        return 1;
+    }
+    let payload = wire_len.saturating_sub(usize::from(hdr.hdr_len));
+    payload.div_ceil(usize::from(hdr.gso_size)).max(1)
+}
+
+/// Reads the next frame of the socket queue (one that did not fit a ring slot) into `buf`:
+/// `virtio_net_hdr` then the frame. `Ok(Some(frame length))`; `Ok(None)` if none was queued
+/// (the kernel could not keep the copy) or it was longer than `buf`.
+fn recv_copy(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is a live, exclusively borrowed buffer of the length passed; the
+        // kernel writes at most that many bytes (MSG_TRUNC only changes the return value).
+        let r = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let total = r as usize;
+        if total > buf.len() || total < VNET_HDR_LEN {
+            return Ok(None);
+        }
+        return Ok(Some(total - VNET_HDR_LEN));
+    }
+}
+
+/// Puts one received frame into `slots` (a GSO super-frame as its segments, several slots);
+/// returns how many slots it took (0: dropped and counted).
+fn deliver(
+    frame: &[u8],
+    hdr: &VnetHdr,
+    port: PortId,
+    slots: &mut [PacketBuf],
+    stats: &mut RecvStats,
+) -> usize {
+    if hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+        // Each segment is written straight into its batch slot.
+        let mut seg = match gso::Segmenter::new(frame, hdr) {
+            Ok(s) if s.segment_count() <= slots.len() => s,
+            _ => {
+                stats.gso_bad += 1;
+                return 0;
+            }
+        };
+        let mut used = 0usize;
+        while let Some(slot) = slots.get_mut(used) {
+            match seg.write_next(slot.receive_area()) {
+                Ok(Some(len)) if slot.set_received_len(len).is_ok() => {
+                    slot.ingress = port;
+                    used += 1;
+                }
+                Ok(None) => break,
+                _ => {
+                    stats.gso_bad += 1;
+                    return 0;
+                }
+            }
+        }
+        stats.gso += 1;
+        stats.gso_segments += used as u64;
+        return used;
+    }
+    let Some(slot) = slots.first_mut() else {
+        return 0;
+    };
+    if frame.len() > BUF_CAPACITY || slot.set_data(frame).is_err() {
+        stats.truncated += 1;
+        return 0;
+    }
+    if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        if !complete_checksum(
+            slot.data_mut(),
+            usize::from(hdr.csum_start),
+            usize::from(hdr.csum_offset),
+        ) {
+            stats.bad_csum_meta += 1;
+            return 0;
+        }
+        stats.csum_completed += 1;
+    }
+    slot.ingress = port;
+    1
+}
+
+/// The MTU of interface `ifindex` (`SIOCGIFNAME`, then `SIOCGIFMTU`), asked through `fd`.
+pub fn interface_mtu(fd: RawFd, ifindex: u32) -> io::Result<u32> {
+    let index = libc::c_int::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    // SAFETY: ifreq is a plain C struct (a name and a union of integers); all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    ifr.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads the index and writes the name into `ifr`, which outlives the
+    // call.
+    cvt(unsafe { libc::ioctl(fd, libc::SIOCGIFNAME, &mut ifr) })?;
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `ifr`.
+    cvt(unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut ifr) })?;
+    // SAFETY: SIOCGIFMTU filled the union's mtu member.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
 impl AsFd for PacketSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
-/// The fields of a `virtio_net_hdr` (legacy layout, native byte order, as AF_PACKET uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct VnetHdr {
-    flags: u8,
-    gso_type: u8,
-    csum_start: u16,
-    csum_offset: u16,
-}
-
-impl VnetHdr {
-    fn parse(b: &[u8; VNET_HDR_LEN]) -> VnetHdr {
-        VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            csum_start: u16::from_ne_bytes([b[6], b[7]]),
-            csum_offset: u16::from_ne_bytes([b[8], b[9]]),
-        }
-    }
-}
-
-/// Completes a partial (offloaded) checksum the way the kernel's `skb_checksum_help` does:
-/// the field at `start + offset` holds the pseudo-header sum; the one's complement sum of
-/// everything from `start` to the end of the frame, complemented, replaces it (0 becomes
-/// 0xffff). Returns `false` (frame untouched) if the offsets do not fit the frame.
-pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
-    let Some(field) = start.checked_add(offset) else {
-        return false;
-    };
-    if field.checked_add(2).is_none_or(|end| end > frame.len()) {
-        return false;
-    }
-    let mut sum: u64 = 0;
-    let mut chunks = frame[start..].chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut c = !(sum as u16);
-    if c == 0 {
-        c = 0xffff;
-    }
-    frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
-    true
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
     use super::*;
 
-    /// RFC 1071 verification: summing a packet with a correct checksum gives 0xffff.
-    fn verify(data: &[u8]) -> bool {
-        let mut sum: u64 = 0;
-        for c in data.chunks(2) {
-            let w = if c.len() == 2 {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from_be_bytes([c[0], 0])
-            };
-            sum += u64::from(w);
+    /// A packet socket on `lo`, or `None` without CAP_NET_RAW (nothing to test then).
+    fn on_lo() -> Option<PacketSocket> {
+        match PacketSocket::open(1) {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => None,
+            Err(e) => panic!("AF_PACKET socket on lo: {e}"),
         }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
+    }
+
+    /// Receives until `want` frames containing `marker` arrived (or 5 s passed); returns the
+    /// lengths of the frames that carry it, in order.
+    fn collect(s: &mut PacketSocket, marker: &[u8], want: usize) -> Vec<usize> {
+        let mut batch = Batch::new(MAX_RECV_BATCH);
+        let mut got = Vec::new();
+        let t0 = Instant::now();
+        while got.len() < want && t0.elapsed() < Duration::from_secs(5) {
+            let st = s.recv_batch(PortId(3), &mut batch).expect("recv");
+            assert_eq!(st.frames, batch.len());
+            for p in batch.packets() {
+                assert_eq!(p.ingress, PortId(3));
+                if p.data().windows(marker.len()).any(|w| w == marker) {
+                    got.push(p.len());
+                }
+            }
+            if batch.is_empty() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
-        sum == 0xffff
+        got
     }
 
     #[test]
-    fn completes_a_partial_checksum() {
-        // "Frame": 4 bytes of header, then an L4 segment whose checksum field (offset 2)
-        // holds a pseudo-header sum of 0x1234, then an odd-length payload.
-        let mut f = vec![
-            0xaa, 0xbb, 0xcc, 0xdd, 0x00, 0x35, 0x12, 0x34, 1, 2, 3, 4, 5,
-        ];
-        let pseudo = 0x1234u16;
-        assert!(complete_checksum(&mut f, 4, 2));
-        // The segment plus the pseudo-header sum must now verify.
-        // (The pseudo-header sum goes first: the segment has an odd length.)
-        let mut seg = pseudo.to_be_bytes().to_vec();
-        seg.extend_from_slice(&f[4..]);
-        assert!(verify(&seg), "{f:02x?}");
-        // Header bytes are untouched.
-        assert_eq!(&f[..4], &[0xaa, 0xbb, 0xcc, 0xdd]);
+    fn ring_and_socket_queue_keep_the_order() {
+        let Some(mut s) = on_lo() else { return };
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let dst = rx.local_addr().expect("addr");
+        let marker = b"srmig-ring-test-";
+        // Small frames stay in the ring; every fourth is 5000 bytes (lo's MTU is 64 KiB) and
+        // takes the socket queue.
+        let mut sizes = Vec::new();
+        for k in 0..600usize {
+            let size = if k % 4 == 3 { 5000 } else { 100 };
+            let mut payload = vec![0u8; size];
+            payload[..marker.len()].copy_from_slice(marker);
+            payload[marker.len()..marker.len() + 8].copy_from_slice(&(k as u64).to_be_bytes());
+            tx.send_to(&payload, dst).expect("send");
+            sizes.push(size + 14 + 20 + 8);
+        }
+        let got = collect(&mut s, marker, sizes.len());
+        assert_eq!(got, sizes, "every frame once, in order, big ones whole");
     }
 
     #[test]
-    fn zero_checksum_becomes_ffff() {
-        // A segment whose sum is 0xffff complements to 0: must be sent as 0xffff.
-        let mut f = vec![0xff, 0xff, 0x00, 0x00];
-        assert!(complete_checksum(&mut f, 0, 2));
-        assert_eq!(&f[2..], &[0xff, 0xff]);
+    fn queued_frames_leave_in_one_flush() {
+        let Some(mut s) = on_lo() else { return };
+        let marker = b"srmig-flush-test";
+        let mut failed = PacketBuf::new();
+        let mut want = Vec::new();
+        for k in 0..300usize {
+            // An Ethernet frame to a made-up EtherType: lo carries it back to us as received.
+            let len = 60 + (k % 7) * 200;
+            let mut f = vec![0u8; len];
+            f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+            f[14..14 + marker.len()].copy_from_slice(marker);
+            assert!(s.has_tx_room(f.len()));
+            assert!(s.queue(&f));
+            want.push(len);
+        }
+        assert_eq!(s.tx_pending(), 300);
+        s.flush(&mut failed).expect("flush");
+        assert_eq!(s.tx_pending(), 0);
+        let got = collect(&mut s, marker, want.len());
+        assert_eq!(got, want);
+        assert_eq!(s.take_ring_drops().expect("stats"), 0);
+        assert_eq!(s.interface_mtu().expect("mtu"), 65536);
     }
 
     #[test]
-    fn refuses_offsets_outside_the_frame() {
-        let mut f = vec![0u8; 8];
-        assert!(!complete_checksum(&mut f, 6, 1));
-        assert!(!complete_checksum(&mut f, 8, 0));
-        assert!(!complete_checksum(&mut f, usize::MAX, 2));
-        assert_eq!(f, vec![0u8; 8]);
-        assert!(complete_checksum(&mut f, 6, 0));
+    fn a_refused_frame_is_handed_back_and_the_rest_stay_queued() {
+        let Some(mut s) = on_lo() else { return };
+        let mut failed = PacketBuf::new();
+        let ok = vec![0u8; 60];
+        // Shorter than an Ethernet header: the kernel refuses it (EINVAL).
+        let runt = vec![0xeeu8; 4];
+        assert!(s.queue(&ok));
+        assert!(s.queue(&runt));
+        assert!(s.queue(&ok));
+        let e = s.flush(&mut failed).expect_err("the runt is refused");
+        assert_eq!(failed.data(), &runt[..], "the refused frame is handed back");
+        assert!(e.0.raw_os_error().is_some(), "{:?}", e.0);
+        assert_eq!(s.tx_pending(), 1, "the frame after it is still queued");
+        s.flush(&mut failed).expect("the rest goes");
+        assert_eq!(s.discard_queued(), 0);
+    }
+
+    #[test]
+    fn slot_estimate_for_gso_frames() {
+        let mut h = VnetHdr {
+            flags: 0,
+            gso_type: VIRTIO_NET_HDR_GSO_NONE,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: 0,
+            csum_offset: 0,
+        };
+        assert_eq!(slots_needed(&h, 9000), 1);
+        h.gso_type = 4;
+        h.hdr_len = 74;
+        h.gso_size = 1448;
+        assert_eq!(slots_needed(&h, 74 + 3 * 1448 + 100), 4);
+        assert_eq!(slots_needed(&h, 74), 1);
+        h.gso_size = 0;
+        assert_eq!(slots_needed(&h, 60_000), 1);
     }
 
     #[test]
     fn loopback_is_running_and_a_missing_ifindex_is_not() {
-        // AF_PACKET needs CAP_NET_RAW: without it there is nothing to test here.
-        let lo = match PacketSocket::open(1) {
-            Ok(s) => s,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
-            Err(e) => panic!("AF_PACKET socket on lo: {e}"),
-        };
+        let Some(lo) = on_lo() else { return };
         assert!(lo.link_running().expect("lo flags"));
-        // A socket whose ifindex names no interface (never bound: only the ioctls run).
+        // A socket whose ifindex names no interface (only the ioctls run).
         let gone = PacketSocket {
             fd: lo.fd.try_clone().expect("dup"),
             ifindex: 0x7fff_fff0,
+            ring: None,
+            tx: TxQueue::new(),
+            copy_buf: Vec::new().into_boxed_slice(),
         };
         assert!(!gone.link_running().expect("missing ifindex"));
-    }
-
-    #[test]
-    fn vnet_header_fields() {
-        let mut b = [0u8; VNET_HDR_LEN];
-        b[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        b[6..8].copy_from_slice(&54u16.to_ne_bytes());
-        b[8..10].copy_from_slice(&16u16.to_ne_bytes());
-        let h = VnetHdr::parse(&b);
-        assert_eq!(h.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM);
-        assert_eq!(h.gso_type, VIRTIO_NET_HDR_GSO_NONE);
-        assert_eq!((h.csum_start, h.csum_offset), (54, 16));
     }
 }

@@ -622,8 +622,9 @@ mod tests {
             stream.extend_from_slice(f);
         }
         // An oversized frame in the middle is dropped and counted.
-        let mut oversized = record_header(3000).to_vec();
-        oversized.extend_from_slice(&[0u8; 3000]);
+        let big = srmig_dataplane::BUF_CAPACITY + 1000;
+        let mut oversized = record_header(big).to_vec();
+        oversized.extend_from_slice(&vec![0u8; big]);
         let mut stats = PortIoStats::default();
         let mut batch = Batch::new(16);
         let mut got = Vec::new();
