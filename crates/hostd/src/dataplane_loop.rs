@@ -246,12 +246,10 @@ impl DataplaneLoop {
                     None => {
                         // Any change of an attached interface may be its MTU (`ip link set
                         // mtu`): read it again.
-                        let Some(sock) = p.socket.as_ref().filter(|s| s.ifindex() == ev.ifindex)
-                        else {
+                        if !p.socket.as_ref().is_some_and(|s| s.ifindex() == ev.ifindex) {
                             continue;
-                        };
-                        let mtu =
-                            crate::port::packet::interface_mtu(sock.poll_fd(), ev.ifindex).ok();
+                        }
+                        let mtu = crate::port::packet::interface_mtu_by_index(ev.ifindex).ok();
                         if mtu.is_some() && mtu != p.mtu {
                             info!(port = %p.ifname, old = ?p.mtu, new = ?mtu, "interface MTU changed");
                             p.mtu = mtu;

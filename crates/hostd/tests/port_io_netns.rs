@@ -135,8 +135,9 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         assert_eq!(
             p.mtu,
             Some(mtu),
-            "{} {port}: MTU from the interface",
-            dm.name
+            "{} {port}: MTU from the interface\n{}",
+            dm.name,
+            dm.logs()
         );
         eprintln!("{} {port}: socket {:?}, mtu {:?}", dm.name, p.socket, p.mtu);
     }

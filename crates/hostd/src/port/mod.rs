@@ -350,14 +350,30 @@ impl PortIo {
             IoMode::Auto => self.kind == PortKind::Uplink,
         };
         let mut socket = None;
+        let mtu = packet::interface_mtu_by_index(ifindex).ok();
         if want_xdp {
-            match xdp::XdpSocket::open(ifindex, &self.ifname, &xdp::XdpOptions::default()) {
+            let opened = xdp::XdpSocket::open(ifindex, &self.ifname, &xdp::XdpOptions::default())
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    // One AF_XDP frame per packet: a larger MTU needs AF_PACKET.
+                    let need = mtu.map_or(0, |m| m as usize + 14);
+                    if need > s.max_frame() {
+                        Err(format!(
+                            "interface MTU {} needs {need}-byte frames, AF_XDP carries {}",
+                            mtu.unwrap_or(0),
+                            s.max_frame()
+                        ))
+                    } else {
+                        Ok(s)
+                    }
+                });
+            match opened {
                 Ok(s) => socket = Some(PortSocket::Xdp(Box::new(s))),
                 Err(e) if self.mode == IoMode::Xdp => {
                     return Err(io::Error::other(format!("AF_XDP: {e}")));
                 }
                 Err(e) => {
-                    warn!(port = %self.ifname, error = %e, "AF_XDP not available on this interface, using AF_PACKET");
+                    warn!(port = %self.ifname, error = %e, "AF_XDP not used on this interface, using AF_PACKET");
                 }
             }
         }
@@ -366,10 +382,7 @@ impl PortIo {
             None => PortSocket::Packet(PacketSocket::open(ifindex)?),
         };
         let kind = s.kind();
-        self.mtu = match &s {
-            PortSocket::Packet(p) => p.interface_mtu().ok(),
-            PortSocket::Xdp(_) => packet::interface_mtu(s.poll_fd(), ifindex).ok(),
-        };
+        self.mtu = mtu;
         self.socket = Some(s);
         self.ifindex = Some(ifindex);
         self.stats.attachments += 1;

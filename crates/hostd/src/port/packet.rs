@@ -734,6 +734,17 @@ fn deliver(
     1
 }
 
+/// The MTU of interface `ifindex` in the calling thread's namespace, through a short-lived
+/// datagram socket (for sockets that do not answer interface ioctls, such as AF_XDP).
+pub fn interface_mtu_by_index(ifindex: u32) -> io::Result<u32> {
+    // SAFETY: plain socket(2) call; the descriptor is checked and owned at once.
+    let raw =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    interface_mtu(fd.as_raw_fd(), ifindex)
+}
+
 /// The MTU of interface `ifindex` (`SIOCGIFNAME`, then `SIOCGIFMTU`), asked through `fd`.
 pub fn interface_mtu(fd: RawFd, ifindex: u32) -> io::Result<u32> {
     let index = libc::c_int::try_from(ifindex)
