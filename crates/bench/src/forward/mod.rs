@@ -56,7 +56,7 @@ use std::time::Duration;
 
 pub use frames::MIN_FRAME_BYTES;
 pub use report::{
-    render_table, CaseReport, ForwardReport, GBPS_FROM_FRAME_BYTES, GENERATOR_BOUND_SHARE,
+    render_table, CaseReport, ForwardReport, Overload, GBPS_FROM_FRAME_BYTES, GENERATOR_BOUND_SHARE,
 };
 pub use topology::CpuLayout;
 
@@ -329,6 +329,7 @@ struct DutResult {
     offered: [f64; 3],
     loss_pct: f64,
     zero_loss_mpps: Option<f64>,
+    overload: Option<report::Overload>,
 }
 
 /// Runs the bench. `progress` gets one line per step (for stderr).
@@ -472,6 +473,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
                 linux_gbps: big.then(|| gbps(linux_mpps, frame_bytes)),
                 srmigd_generator_bound: bound(srmigd_mpps),
                 linux_generator_bound: bound(linux_mpps),
+                srmigd_overload_2x: s.overload,
             },
         );
     }
@@ -547,11 +549,32 @@ fn measure(
     } else {
         None
     };
+    // Overload: twice the zero-loss rate (srmigd only: `zero_loss` is its measurement).
+    let overload = match zero_loss_mpps.filter(|z| *z > 0.0 && dut == "srmigd") {
+        Some(z) => {
+            let target = 2.0 * z;
+            let t = trial(topo, frame, opts.duration, Some(target * 1e6))?;
+            progress(&format!(
+                "{dut} {} overload: paced at {target:.3} Mpps (2 x zero-loss), offered {:.3}, forwarded {:.3} Mpps",
+                case.key(),
+                t.offered_mpps,
+                t.forwarded_mpps
+            ));
+            Some(report::Overload {
+                target_mpps: round4(target),
+                offered_mpps: round4(t.offered_mpps),
+                forwarded_mpps: round4(t.forwarded_mpps),
+                forwarded_share_of_zero_loss: round4(t.forwarded_mpps / z),
+            })
+        }
+        None => None,
+    };
     Ok(DutResult {
         forwarded,
         offered,
         loss_pct,
         zero_loss_mpps,
+        overload,
     })
 }
 

@@ -86,6 +86,22 @@ pub struct CaseReport {
     pub srmigd_generator_bound: bool,
     /// The same for Linux.
     pub linux_generator_bound: bool,
+    /// srmigd offered twice its zero-loss rate (paced): what it still forwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srmigd_overload_2x: Option<Overload>,
+}
+
+/// One overload trial: the generator paced at `target_mpps` (twice the zero-loss rate).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Overload {
+    /// The paced rate asked of the generator, Mpps.
+    pub target_mpps: f64,
+    /// What reached the DUT's ingress (or was dropped on the way in), Mpps.
+    pub offered_mpps: f64,
+    /// What the DUT forwarded, Mpps.
+    pub forwarded_mpps: f64,
+    /// `forwarded_mpps` over the zero-loss rate: 1.0 means it kept forwarding at capacity.
+    pub forwarded_share_of_zero_loss: f64,
 }
 
 /// min, median, max.
@@ -174,6 +190,18 @@ pub fn render_table(r: &ForwardReport) -> String {
         s,
         "\nratio = srmigd / linux (medians); 0-loss = highest offered rate with every frame offered to d0 leaving d1"
     );
+    for (key, c) in &r.cases {
+        if let Some(o) = &c.srmigd_overload_2x {
+            let _ = writeln!(
+                s,
+                "srmigd {key} at 2x overload: paced {:.3} Mpps, offered {:.3}, forwarded {:.3} Mpps ({:.0} % of its zero-loss rate)",
+                o.target_mpps,
+                o.offered_mpps,
+                o.forwarded_mpps,
+                100.0 * o.forwarded_share_of_zero_loss
+            );
+        }
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
