@@ -6,6 +6,11 @@
 //! held-packet records with capacity `per_vm_packets` (allocated once, never grown); a stack
 //! holds the free chunks. No allocation per packet.
 //!
+//! The fast path is a packet of at most one chunk: one bounded `memcpy` of its bytes each way
+//! (never the chunk or the buffer), no chain link written or read. Its 16-byte record keeps
+//! what hold already knew (length, EtherType, arrival), so release rebuilds the Ethernet
+//! header without looking at the packet. Only longer packets walk a chain.
+//!
 //! Why copy rather than exchange buffers: with jumbo frames a packet buffer is 9742 bytes
 //! ([`crate::batch::BUF_SIZE`]). Taking the received buffer on hold (as this store once did)
 //! needs a full-size spare for every packet it can hold: 80 MB for the default 8192 packets,
@@ -20,9 +25,9 @@
 //! released. The FIFO preserves arrival order; since arrivals are in time order, the head of
 //! each queue is its oldest packet.
 
-use std::collections::VecDeque;
+use srmig_wire::ethernet::EtherType;
 
-use crate::batch::{PacketBuf, BUF_CAPACITY, HEADROOM};
+use crate::batch::{PacketBuf, BUF_CAPACITY, BUF_SIZE, HEADROOM};
 use crate::config::{BufferConfig, ConfigError};
 use crate::drop::DropReason;
 use crate::time::Instant;
@@ -44,29 +49,93 @@ const NO_CHUNK: u32 = u32::MAX;
 /// in front, the rest of the headroom stays free).
 const RELEASE_L3: usize = HEADROOM + ETH;
 
-/// One held packet.
+// A held packet's length fits the record's `u16`, and a released one fits the output buffer.
+const _: () = assert!(SLOT_SIZE <= u16::MAX as usize && RELEASE_L3 + SLOT_SIZE <= BUF_SIZE);
+
+/// One held packet (16 bytes).
 #[derive(Debug, Clone, Copy)]
 struct HeldPkt {
-    /// First chunk of its chain.
+    /// First chunk of its chain (the only one for a packet of up to [`CHUNK_SIZE`] bytes).
     first: u32,
     /// L3 length.
-    len: u32,
+    len: u16,
+    /// Its EtherType, known when it was held (the Ethernet header is rebuilt on release).
+    ethertype: EtherType,
     arrived: Instant,
 }
 
-/// A packet moved out of a buffer: its arrival time and where it lies in the buffer it was
-/// copied into.
+impl HeldPkt {
+    const EMPTY: HeldPkt = HeldPkt {
+        first: NO_CHUNK,
+        len: 0,
+        ethertype: EtherType(0),
+        arrived: Instant::ZERO,
+    };
+}
+
+/// A packet moved out of a buffer: its arrival time, its EtherType and where it lies in the
+/// buffer it was copied into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Released {
     pub(crate) arrived: Instant,
+    pub(crate) ethertype: EtherType,
     pub(crate) l3: usize,
     pub(crate) end: usize,
 }
 
+/// A VM's FIFO: a fixed ring of `per_vm_packets` records (never grown).
 #[derive(Debug)]
 struct VmQueue {
-    ring: VecDeque<HeldPkt>,
+    ring: Box<[HeldPkt]>,
+    /// Index of the oldest record.
+    head: usize,
+    /// Records held.
+    len: usize,
     bytes: u64,
+}
+
+impl VmQueue {
+    fn new(capacity: usize) -> VmQueue {
+        VmQueue {
+            ring: vec![HeldPkt::EMPTY; capacity].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Appends `h`; the caller has checked `len < ring.len()`.
+    #[inline]
+    fn push_back(&mut self, h: HeldPkt) {
+        let mut i = self.head + self.len;
+        if i >= self.ring.len() {
+            i -= self.ring.len();
+        }
+        if let Some(slot) = self.ring.get_mut(i) {
+            *slot = h;
+            self.len += 1;
+        }
+    }
+
+    #[inline]
+    fn front(&self) -> Option<&HeldPkt> {
+        if self.len == 0 {
+            return None;
+        }
+        self.ring.get(self.head)
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<HeldPkt> {
+        let h = *self.front()?;
+        self.head += 1;
+        if self.head == self.ring.len() {
+            self.head = 0;
+        }
+        self.len -= 1;
+        self.bytes -= u64::from(h.len);
+        Some(h)
+    }
 }
 
 /// Buffer occupancy: packets and bytes held.
@@ -83,10 +152,11 @@ pub struct Occupancy {
 pub(crate) struct SbufStore {
     cfg: BufferConfig,
     max_age_ns: u64,
-    /// `next.len()` chunks of [`CHUNK_SIZE`] bytes.
-    arena: Box<[u8]>,
-    /// The chunk after each chunk in its packet's chain ([`NO_CHUNK`] at the end).
-    next: Vec<u32>,
+    /// The chunks.
+    arena: Box<[[u8; CHUNK_SIZE]]>,
+    /// The chunk after each chunk in its packet's chain ([`NO_CHUNK`] at the end); only
+    /// written and read for packets longer than one chunk.
+    next: Box<[u32]>,
     /// Free chunks (a stack: recently freed chunks are reused first, still in cache).
     free: Vec<u32>,
     queues: Vec<VmQueue>,
@@ -121,14 +191,11 @@ impl SbufStore {
         Ok(SbufStore {
             cfg,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
-            arena: vec![0u8; chunks * CHUNK_SIZE].into_boxed_slice(),
-            next: vec![NO_CHUNK; chunks],
+            arena: vec![[0u8; CHUNK_SIZE]; chunks].into_boxed_slice(),
+            next: vec![NO_CHUNK; chunks].into_boxed_slice(),
             free: (0..chunks as u32).rev().collect(),
             queues: (0..vms)
-                .map(|_| VmQueue {
-                    ring: VecDeque::with_capacity(cfg.per_vm_packets as usize),
-                    bytes: 0,
-                })
+                .map(|_| VmQueue::new(cfg.per_vm_packets as usize))
                 .collect(),
             total: Occupancy::default(),
         })
@@ -145,11 +212,11 @@ impl SbufStore {
 
     /// Bytes of packet storage preallocated (the arena).
     pub(crate) fn storage_bytes(&self) -> usize {
-        self.arena.len()
+        self.arena.len() * CHUNK_SIZE
     }
 
-    /// Appends a copy of the L3 packet `pkt.buf[l3..pkt.end]` to `vm`'s FIFO (`pkt` is left
-    /// as it was).
+    /// Appends a copy of the L3 packet `pkt.buf[l3..pkt.end]`, of type `ethertype`, to `vm`'s
+    /// FIFO (`pkt` is left as it was).
     #[inline]
     pub(crate) fn push(
         &mut self,
@@ -157,6 +224,7 @@ impl SbufStore {
         now: Instant,
         pkt: &PacketBuf,
         l3: usize,
+        ethertype: EtherType,
     ) -> Result<(), DropReason> {
         let Some(data) = pkt.buf.get(l3..pkt.end) else {
             return Err(DropReason::Truncated);
@@ -169,48 +237,48 @@ impl SbufStore {
             return Err(DropReason::BufferFull);
         };
         let len64 = len as u64;
-        let need = len.div_ceil(CHUNK_SIZE).max(1);
-        if q.ring.len() >= self.cfg.per_vm_packets as usize
+        if q.len >= q.ring.len()
             || self.total.packets >= u64::from(self.cfg.global_packets)
             || q.bytes + len64 > self.cfg.per_vm_bytes
             || self.total.bytes + len64 > self.cfg.global_bytes
-            || self.free.len() < need
+            || self.free.len() < len.div_ceil(CHUNK_SIZE).max(1)
         {
             return Err(DropReason::BufferFull);
         }
-        if len <= CHUNK_SIZE {
-            // The common case: one chunk, one copy (an empty packet takes a chunk too, so every
-            // record owns one).
+        let first = if len <= CHUNK_SIZE {
+            // The common case: one chunk, one copy, no chain (an empty packet takes a chunk too,
+            // so every record owns one).
             let Some(c) = self.free.pop() else {
                 return Err(DropReason::BufferFull);
             };
-            let at = c as usize * CHUNK_SIZE;
-            self.arena[at..at + len].copy_from_slice(data);
-            self.next[c as usize] = NO_CHUNK;
-            q.ring.push_back(HeldPkt {
-                first: c,
-                len: len as u32,
-                arrived: now,
-            });
-            q.bytes += len64;
-            self.total.packets += 1;
-            self.total.bytes += len64;
-            return Ok(());
-        }
-        // Copy chunk by chunk, linking the chain from the end so each chunk is taken once.
-        let mut first = NO_CHUNK;
-        for part in data.chunks(CHUNK_SIZE).rev() {
-            let Some(c) = self.free.pop() else {
+            let Some(chunk) = self.arena.get_mut(c as usize) else {
                 return Err(DropReason::BufferFull);
             };
-            let at = c as usize * CHUNK_SIZE;
-            self.arena[at..at + part.len()].copy_from_slice(part);
-            self.next[c as usize] = first;
-            first = c;
-        }
-        q.ring.push_back(HeldPkt {
+            chunk[..len].copy_from_slice(data);
+            c
+        } else {
+            // Copy chunk by chunk, linking the chain from the end so each chunk is taken once.
+            let mut first = NO_CHUNK;
+            for part in data.chunks(CHUNK_SIZE).rev() {
+                let Some(c) = self.free.pop() else {
+                    return Err(DropReason::BufferFull);
+                };
+                let (Some(chunk), Some(next)) = (
+                    self.arena.get_mut(c as usize),
+                    self.next.get_mut(c as usize),
+                ) else {
+                    return Err(DropReason::BufferFull);
+                };
+                chunk[..part.len()].copy_from_slice(part);
+                *next = first;
+                first = c;
+            }
+            first
+        };
+        q.push_back(HeldPkt {
             first,
-            len: len as u32,
+            len: len as u16,
+            ethertype,
             arrived: now,
         });
         q.bytes += len64;
@@ -219,54 +287,62 @@ impl SbufStore {
         Ok(())
     }
 
-    /// Frees the chunks of `h`, copying them first to `out` at [`RELEASE_L3`] if given.
+    /// Copies the packet of `h` to `out` (which starts at [`RELEASE_L3`]) and frees its
+    /// chunks.
     #[inline]
-    fn take(&mut self, h: HeldPkt, mut out: Option<&mut PacketBuf>) {
+    fn copy_out(&mut self, h: HeldPkt, out: &mut [u8]) {
+        let len = usize::from(h.len);
+        if len <= CHUNK_SIZE {
+            if let (Some(dst), Some(src)) = (out.get_mut(..len), self.arena.get(h.first as usize)) {
+                dst.copy_from_slice(&src[..len]);
+            }
+            self.free.push(h.first);
+            return;
+        }
         let mut c = h.first;
-        let mut left = h.len as usize;
-        let mut at = RELEASE_L3;
-        loop {
-            let n = left.min(CHUNK_SIZE);
-            let i = c as usize;
-            if let Some(out) = out.as_deref_mut() {
-                let src = i * CHUNK_SIZE;
-                out.buf[at..at + n].copy_from_slice(&self.arena[src..src + n]);
-            }
-            at += n;
-            left -= n;
+        let n = len.min(out.len());
+        for dst in out[..n].chunks_mut(CHUNK_SIZE) {
+            let Some(src) = self.arena.get(c as usize) else {
+                return;
+            };
+            let k = dst.len();
+            dst.copy_from_slice(&src[..k]);
             self.free.push(c);
-            c = self.next[i];
-            if c == NO_CHUNK || left == 0 {
-                break;
-            }
+            c = self.next.get(c as usize).copied().unwrap_or(NO_CHUNK);
         }
     }
 
-    /// Removes `h` (the head just popped from `q`) from the totals.
-    #[inline]
-    fn account_pop(total: &mut Occupancy, q: &mut VmQueue, h: HeldPkt) {
-        q.bytes -= u64::from(h.len);
-        total.packets -= 1;
-        total.bytes -= u64::from(h.len);
+    /// Frees the chunks of `h` without copying them.
+    fn free_chunks(&mut self, h: HeldPkt) {
+        let mut c = h.first;
+        self.free.push(c);
+        for _ in 1..usize::from(h.len).div_ceil(CHUNK_SIZE) {
+            c = self.next.get(c as usize).copied().unwrap_or(NO_CHUNK);
+            self.free.push(c);
+        }
     }
 
     fn released(h: HeldPkt) -> Released {
         Released {
             arrived: h.arrived,
+            ethertype: h.ethertype,
             l3: RELEASE_L3,
-            end: RELEASE_L3 + h.len as usize,
+            end: RELEASE_L3 + usize::from(h.len),
         }
     }
 
     /// Removes the head of `vm`'s FIFO; with `out`, the packet is copied into it (it is then
     /// `out.buf[l3..end]` of the returned [`Released`], with room for an Ethernet header in
     /// front).
-    #[inline]
     pub(crate) fn pop(&mut self, vm: VmId, out: Option<&mut PacketBuf>) -> Option<Released> {
         let q = self.queues.get_mut(vm.index())?;
-        let h = q.ring.pop_front()?;
-        Self::account_pop(&mut self.total, q, h);
-        self.take(h, out);
+        let h = q.pop_front()?;
+        self.total.packets -= 1;
+        self.total.bytes -= u64::from(h.len);
+        match out {
+            Some(out) => self.copy_out(h, out.buf.get_mut(RELEASE_L3..).unwrap_or_default()),
+            None => self.free_chunks(h),
+        }
         Some(Self::released(h))
     }
 
@@ -281,21 +357,21 @@ impl SbufStore {
         out: &mut PacketBuf,
     ) -> Option<Result<Released, Instant>> {
         let q = self.queues.get_mut(vm.index())?;
-        let h = q.ring.pop_front()?;
-        Self::account_pop(&mut self.total, q, h);
+        let h = q.pop_front()?;
+        self.total.packets -= 1;
+        self.total.bytes -= u64::from(h.len);
         if now.as_nanos().saturating_sub(h.arrived.as_nanos()) >= self.max_age_ns {
-            self.take(h, None);
+            self.free_chunks(h);
             return Some(Err(h.arrived));
         }
-        self.take(h, Some(out));
+        self.copy_out(h, out.buf.get_mut(RELEASE_L3..).unwrap_or_default());
         Some(Ok(Self::released(h)))
     }
 
     /// Arrival time of the head of `vm`'s FIFO.
     #[inline]
     pub(crate) fn oldest(&self, vm: VmId) -> Option<Instant> {
-        let q = self.queues.get(vm.index())?;
-        q.ring.front().map(|h| h.arrived)
+        self.queues.get(vm.index())?.front().map(|h| h.arrived)
     }
     /// Whether a packet that arrived at `arrived` is expired at `now`.
     #[inline]
@@ -333,9 +409,7 @@ impl SbufStore {
 
     #[inline]
     pub(crate) fn is_empty(&self, vm: VmId) -> bool {
-        self.queues
-            .get(vm.index())
-            .is_none_or(|q| q.ring.is_empty())
+        self.queues.get(vm.index()).is_none_or(|q| q.len == 0)
     }
 
     /// Occupancy of `vm`'s FIFO.
@@ -343,7 +417,7 @@ impl SbufStore {
         self.queues
             .get(vm.index())
             .map_or(Occupancy::default(), |q| Occupancy {
-                packets: q.ring.len() as u64,
+                packets: q.len as u64,
                 bytes: q.bytes,
             })
     }
@@ -369,7 +443,7 @@ mod tests {
     }
 
     fn push(b: &mut SbufStore, vm: VmId, t: Instant, bytes: &[u8]) -> Result<(), DropReason> {
-        b.push(vm, t, &mut buf(bytes), HEADROOM)
+        b.push(vm, t, &buf(bytes), HEADROOM, EtherType::IPV6)
     }
 
     fn cfg() -> BufferConfig {
@@ -432,7 +506,7 @@ mod tests {
         let mut big = PacketBuf::new();
         big.end = HEADROOM + SLOT_SIZE + 1;
         assert_eq!(
-            b.push(a, Instant::ZERO, &mut big, HEADROOM),
+            b.push(a, Instant::ZERO, &big, HEADROOM, EtherType::IPV6),
             Err(DropReason::BufferPacketTooLarge)
         );
     }
@@ -520,6 +594,53 @@ mod tests {
             big.free.len(),
             SbufStore::chunks_for(&BufferConfig::default())
         );
+    }
+
+    #[test]
+    fn ring_wraps_and_chains_return_every_chunk() {
+        let c = BufferConfig {
+            per_vm_packets: 3,
+            per_vm_bytes: 1 << 20,
+            global_packets: 3,
+            global_bytes: 1 << 20,
+            max_age_ms: 10,
+        };
+        let mut b = SbufStore::new(c, 1).unwrap();
+        let all = b.free.len();
+        let v = VmId(0);
+        let mut out = PacketBuf::new();
+        // Sizes around the chunk boundary, through the ring several times.
+        let sizes = [1usize, 512, 513, 1024, 1025, 0, 3000, 511, 2049];
+        let mut t = 0;
+        for round in sizes.chunks(3) {
+            for (i, &n) in round.iter().enumerate() {
+                let bytes: Vec<u8> = (0..n).map(|k| (k * 7 + i) as u8).collect();
+                push(&mut b, v, Instant::from_millis(t), &bytes).unwrap();
+                t += 1;
+            }
+            for (i, &n) in round.iter().enumerate() {
+                let want: Vec<u8> = (0..n).map(|k| (k * 7 + i) as u8).collect();
+                let r = b.pop(v, Some(&mut out)).unwrap();
+                assert_eq!(r.ethertype, EtherType::IPV6);
+                assert_eq!(&out.buf[r.l3..r.end], &want[..], "{n} bytes");
+            }
+            assert_eq!(b.free.len(), all);
+        }
+        // Expired and discarded chains are freed whole too.
+        push(&mut b, v, Instant::ZERO, &[1; 3000]).unwrap();
+        push(&mut b, v, Instant::ZERO, &[2; 600]).unwrap();
+        push(&mut b, v, Instant::from_millis(20), &[3; 1500]).unwrap();
+        assert_eq!(b.expire(v, Instant::from_millis(15)), 2);
+        assert_eq!(
+            b.occupancy(v),
+            Occupancy {
+                packets: 1,
+                bytes: 1500
+            }
+        );
+        assert_eq!(b.discard(v), 1);
+        assert_eq!(b.free.len(), all);
+        assert_eq!(b.total(), Occupancy::default());
     }
 
     #[test]

@@ -691,15 +691,11 @@ impl Dataplane {
                 self.counters.drops[DropReason::BufferDiscarded.index()] += 1;
                 continue;
             };
-            let b = &mut out.buf;
-            b[s..s + 6].copy_from_slice(&mac);
-            b[s + 6..s + 12].copy_from_slice(&self.gateway_mac);
-            let et = if b.get(r.l3).is_some_and(|v| v >> 4 == 4) {
-                EtherType::IPV4
-            } else {
-                EtherType::IPV6
-            };
-            write_u16(b, s + 12, et.0);
+            if let Some(eth) = out.buf.get_mut(s..r.l3) {
+                eth[..6].copy_from_slice(&mac);
+                eth[6..12].copy_from_slice(&self.gateway_mac);
+                eth[12..].copy_from_slice(&r.ethertype.0.to_be_bytes());
+            }
             out.start = s;
             out.end = r.end;
             let len = r.end - s;
@@ -1043,7 +1039,7 @@ impl Dataplane {
             return Verdict::Drop(DropReason::VmNotRunning);
         }
         if !self.buffers.is_empty(vm) {
-            return self.hold(ctx, pkt, l3, vm);
+            return self.hold(ctx, pkt, l3, vm, ethertype);
         }
         let (mac, port) = (v.mac, v.port);
         let s = l3 - ethernet::HEADER_LEN;
@@ -1056,9 +1052,17 @@ impl Dataplane {
         Verdict::Tx(port)
     }
 
-    /// Copies the IP packet at `l3` into `vm`'s End.SBUF buffer (see [`crate::buffer`]).
-    fn hold(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, l3: usize, vm: VmId) -> Verdict {
-        match self.buffers.push(vm, ctx.now, pkt, l3) {
+    /// Copies the IP packet at `l3` (of type `ethertype`) into `vm`'s End.SBUF buffer (see
+    /// [`crate::buffer`]).
+    fn hold(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        l3: usize,
+        vm: VmId,
+        ethertype: EtherType,
+    ) -> Verdict {
+        match self.buffers.push(vm, ctx.now, pkt, l3, ethertype) {
             Ok(()) => {
                 self.counters.vms[vm.index()].held += 1;
                 if self.vms.vms[vm.index()].state == VmState::Running
@@ -1498,7 +1502,7 @@ impl Dataplane {
                         self.counters.vms[vm.index()].dropped += 1;
                         Verdict::Drop(DropReason::SbufDropMode)
                     }
-                    SbufMode::Buffer => self.hold(ctx, pkt, inner, vm),
+                    SbufMode::Buffer => self.hold(ctx, pkt, inner, vm, et),
                 }
             }
             _ => Verdict::Drop(DropReason::UnsupportedNextHeader),

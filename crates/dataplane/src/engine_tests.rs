@@ -897,6 +897,32 @@ fn end_sbuf_holds_until_resume_and_releases_in_order() {
 }
 
 #[test]
+fn end_sbuf_releases_ipv4_and_jumbo_packets_with_their_ethertype() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let v4 = ipv4(Ipv4Addr::new(10, 7, 7, 7), VM1_V4, 17, 64, &[4u8; 60]);
+    let jumbo = udp6_sized(sid(C, 1), vm1(), 9000);
+    let v6 = udp6_sized(sid(C, 1), vm1(), 100);
+    for p in [&v4, &jumbo, &v6] {
+        assert_eq!(
+            run(&mut d, UPLINK, &paper_frame(D, 0, p)).0,
+            Verdict::Held(vm)
+        );
+    }
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    let out = drain(&mut d, T0);
+    let got: Vec<(u16, &[u8])> = out
+        .iter()
+        .map(|(_, f)| (u16::from_be_bytes([f[12], f[13]]), &f[14..]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(0x0800, &v4[..]), (0x86dd, &jumbo[..]), (0x86dd, &v6[..])]
+    );
+    assert_eq!(d.counters().buffer_total(), Occupancy::default());
+}
+
+#[test]
 fn no_reordering_when_release_interleaves_with_batches() {
     let mut d = host(D, VmState::Absent);
     let vm = d.vm_id("vm1").unwrap();
