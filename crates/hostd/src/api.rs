@@ -2,7 +2,9 @@
 //! `docs/srmigd-api.md`.
 //!
 //! Handlers never touch the engine: each request becomes a [`Command`] for the dataplane
-//! thread, which applies it between two batches and replies. Request bodies are parsed here,
+//! thread (for every worker's, with `--workers N`: see [`crate::workers`]), which applies it
+//! between two batches and replies; the workers' replies are merged (the first error wins,
+//! status counters are summed). Request bodies are parsed here,
 //! before anything is sent, so a malformed request gets `400` and changes nothing. Every error
 //! body is an [`ApiError`].
 
@@ -18,9 +20,12 @@ use serde::{Deserialize, Serialize};
 use srmig_api::{ApiError, ApiErrorCode, HostConfig};
 use srmig_dataplane::SidConfig;
 
+#[cfg(test)]
 use crate::dataplane_loop::DataplaneHandle;
 use crate::metrics;
 use crate::node::{Command, CommandError};
+use crate::status::HostStatus;
+use crate::workers::{merge_replies, Workers};
 
 /// Body of `PUT /v1/vms/{name}/state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +62,10 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, body: &[u8]) -> Result<T, Box
     })
 }
 
-/// The router, with the dataplane handle as state.
-pub fn router(dp: DataplaneHandle) -> Router {
+/// The router, with the workers' handles as state (a single
+/// [`crate::dataplane_loop::DataplaneHandle`] converts).
+pub fn router(dp: impl Into<Workers>) -> Router {
+    let dp: Workers = dp.into();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/config", put(put_config))
@@ -83,38 +90,64 @@ pub fn router(dp: DataplaneHandle) -> Router {
         .with_state(dp)
 }
 
-async fn status(State(dp): State<DataplaneHandle>) -> Response {
-    match dp.call(Command::Status).await {
-        Ok(s) => Json(s).into_response(),
-        Err(_) => unavailable(),
+/// Every worker's status, merged (one worker: its status as it is).
+async fn host_status(dp: &Workers) -> Option<HostStatus> {
+    let replies = dp.call(Command::Status).await.ok()?;
+    let mut it = replies.into_iter();
+    let mut s = it.next()?;
+    for o in it {
+        s.merge(&o);
+    }
+    Some(s)
+}
+
+/// The reply of a command every worker applied: the first error, else worker 0's reply
+/// (`merge` may fold the others' into it).
+async fn call_all<T, E: std::fmt::Display>(
+    dp: &Workers,
+    what: &str,
+    make: impl Fn(crate::node::Reply<Result<T, E>>) -> Command,
+    merge: impl Fn(&mut T, T),
+) -> Option<Result<T, E>> {
+    merge_replies(what, dp.call(make).await.ok()?, merge)
+}
+
+/// Keeps worker 0's reply.
+fn first<T>(_: &mut T, _: T) {}
+
+async fn status(State(dp): State<Workers>) -> Response {
+    match host_status(&dp).await {
+        Some(s) => Json(s).into_response(),
+        None => unavailable(),
     }
 }
 
-async fn get_metrics(State(dp): State<DataplaneHandle>) -> Response {
-    match dp.call(Command::Status).await {
-        Ok(s) => (
+async fn get_metrics(State(dp): State<Workers>) -> Response {
+    match host_status(&dp).await {
+        Some(s) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
             metrics::render(&s),
         )
             .into_response(),
-        Err(_) => unavailable(),
+        None => unavailable(),
     }
 }
 
-async fn put_config(State(dp): State<DataplaneHandle>, body: Bytes) -> Response {
+async fn put_config(State(dp): State<Workers>, body: Bytes) -> Response {
     let hc: HostConfig = match parse("host config", &body) {
         Ok(h) => h,
         Err(r) => return *r,
     };
-    match dp.call(|r| Command::ApplyConfig(Box::new(hc), r)).await {
-        Ok(Ok(ack)) => Json(ack).into_response(),
-        Ok(Err(e)) => command_error(&e),
-        Err(_) => unavailable(),
+    let make = |r| Command::ApplyConfig(Box::new(hc.clone()), r);
+    match call_all(&dp, "PUT /v1/config", make, first).await {
+        Some(Ok(ack)) => Json(ack).into_response(),
+        Some(Err(e)) => command_error(&e),
+        None => unavailable(),
     }
 }
 
 async fn put_vm_state(
-    State(dp): State<DataplaneHandle>,
+    State(dp): State<Workers>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -122,26 +155,29 @@ async fn put_vm_state(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match dp.call(|r| Command::SetVmState(name, req.state, r)).await {
-        Ok(Ok(vm)) => Json(vm).into_response(),
-        Ok(Err(e)) => command_error(&e),
-        Err(_) => unavailable(),
+    let make = |r| Command::SetVmState(name.clone(), req.state, r);
+    let merge = |a: &mut crate::status::VmStatus, b: crate::status::VmStatus| a.merge(&b);
+    match call_all(&dp, "PUT /v1/vms/{name}/state", make, merge).await {
+        Some(Ok(vm)) => Json(vm).into_response(),
+        Some(Err(e)) => command_error(&e),
+        None => unavailable(),
     }
 }
 
-async fn post_sid(State(dp): State<DataplaneHandle>, body: Bytes) -> Response {
+async fn post_sid(State(dp): State<Workers>, body: Bytes) -> Response {
     let cfg: SidConfig = match parse("SID", &body) {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match dp.call(|r| Command::InstallSid(Box::new(cfg), r)).await {
-        Ok(Ok(s)) => (StatusCode::CREATED, Json(s)).into_response(),
-        Ok(Err(e)) => command_error(&e),
-        Err(_) => unavailable(),
+    let make = |r| Command::InstallSid(Box::new(cfg.clone()), r);
+    match call_all(&dp, "POST /v1/sids", make, first).await {
+        Some(Ok(s)) => (StatusCode::CREATED, Json(s)).into_response(),
+        Some(Err(e)) => command_error(&e),
+        None => unavailable(),
     }
 }
 
-async fn delete_sid(State(dp): State<DataplaneHandle>, Path(sid): Path<String>) -> Response {
+async fn delete_sid(State(dp): State<Workers>, Path(sid): Path<String>) -> Response {
     let Ok(sid) = sid.parse::<Ipv6Addr>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -149,10 +185,17 @@ async fn delete_sid(State(dp): State<DataplaneHandle>, Path(sid): Path<String>) 
             format!("\"{sid}\" is not an IPv6 address"),
         );
     };
-    match dp.call(|r| Command::RemoveSid(sid, r)).await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => command_error(&e),
-        Err(_) => unavailable(),
+    match call_all(
+        &dp,
+        "DELETE /v1/sids",
+        |r| Command::RemoveSid(sid, r),
+        first,
+    )
+    .await
+    {
+        Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Some(Err(e)) => command_error(&e),
+        None => unavailable(),
     }
 }
 

@@ -18,6 +18,10 @@
 //!                command and VM state change; send VM state reports to the reporter
 //! ```
 //!
+//! With `srmigd --workers N` there are N such threads, each with its own [`Node`], netlink
+//! socket and sockets (AF_PACKET in a `PACKET_FANOUT_HASH` group per port, so a flow always
+//! reaches the same thread); this loop does not know about the others ([`crate::workers`]).
+//!
 //! `now` comes from the monotonic clock (nanoseconds since the loop's epoch). Nothing here
 //! allocates per packet; a bad frame is the engine's business (a counted drop), and a failed
 //! send is counted on its port.
@@ -161,6 +165,8 @@ impl DataplaneLoop {
     /// attaches every port whose interface is up (VM ports: their VMs become `running`;
     /// VMs configured `running` on a port that is down become `paused`). Ports listed in
     /// `qemu` are QEMU stream ports instead (connected here if QEMU listens already).
+    /// `fanout` (one of several workers, see [`crate::workers`]): every port's socket is an
+    /// AF_PACKET socket in the port's `PACKET_FANOUT` group, salted with this value.
     pub fn new(
         node: Node,
         commands: mpsc::Receiver<Command>,
@@ -168,6 +174,7 @@ impl DataplaneLoop {
         reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
         qemu: &[QemuPortConfig],
         io_config: &IoConfig,
+        fanout: Option<u16>,
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
@@ -190,6 +197,7 @@ impl DataplaneLoop {
                         hv.push(None);
                         let mut port = PortIo::new(id, p.name.clone(), p.kind);
                         port.mode = io_config.mode_of(&p.name);
+                        port.fanout = fanout;
                         port
                     }
                 }
@@ -250,7 +258,7 @@ impl DataplaneLoop {
                     None => {
                         // Any change of an attached interface may be its MTU (`ip link set
                         // mtu`): read it again.
-                        if !p.socket.as_ref().is_some_and(|s| s.ifindex() == ev.ifindex) {
+                        if p.socket.as_ref().is_none_or(|s| s.ifindex() != ev.ifindex) {
                             continue;
                         }
                         let mtu = crate::port::packet::interface_mtu_by_index(ev.ifindex).ok();
@@ -421,12 +429,14 @@ impl DataplaneLoop {
                             self.flush(now);
                             if !go_on {
                                 info!("dataplane loop stopping");
+                                self.log_worker_totals();
                                 return Ok(());
                             }
                         }
                         Err(mpsc::TryRecvError::Empty) => break,
                         Err(mpsc::TryRecvError::Disconnected) => {
                             info!("command channel closed: dataplane loop stopping");
+                            self.log_worker_totals();
                             return Ok(());
                         }
                     }
@@ -452,6 +462,19 @@ impl DataplaneLoop {
                 self.flush(now);
             }
         }
+    }
+
+    /// One of several workers: logs what this one received and sent (the status only shows
+    /// the workers' sums).
+    fn log_worker_totals(&self) {
+        if self.ports.iter().all(|p| p.fanout.is_none()) {
+            return;
+        }
+        let rx_frames: u64 = self.ports.iter().map(|p| p.stats.rx_frames).sum();
+        info!(
+            worker = std::thread::current().name().unwrap_or("?"),
+            rx_frames, "dataplane worker totals"
+        );
     }
 
     /// I/O on QEMU port `i` after poll (`re`: its revents, 0 if only records are pending).

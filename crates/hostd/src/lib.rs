@@ -13,8 +13,9 @@
 //! stream ports, [`port::qemu`]), [`qmpwatch`] (VM state from QEMU's QMP events),
 //! [`linkwatch`] (netlink link events), [`dataplane_loop`] (the thread), [`node`] (commands,
 //! host config application, status), [`apply`] (host config translation), [`api`] (HTTP
-//! routes), [`metrics`] (OpenMetrics), [`status`] (status types), [`report`] (controller
-//! reports), [`client`] (unix-socket HTTP client), [`config`] (node.toml).
+//! routes), [`metrics`] (OpenMetrics), [`status`] (status types), [`workers`] (`--workers N`:
+//! the model, command fan-out), [`report`] (controller reports), [`client`] (unix-socket HTTP
+//! client), [`config`] (node.toml).
 
 pub mod api;
 pub mod apply;
@@ -29,3 +30,4 @@ pub mod qmpwatch;
 pub mod report;
 pub mod status;
 mod sys;
+pub mod workers;

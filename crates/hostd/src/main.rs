@@ -1,5 +1,6 @@
 //! `srmigd --config node.toml --api /run/srmig/HOST.sock [--name HOST] [--controller PATH]
-//! [--log-format json|text]`: the per-host srmig daemon (see the library docs).
+//! [--log-format json|text] [--workers N] [--cpus LIST]`: the per-host srmig daemon (see the
+//! library docs; `--workers`: [`srmig_hostd::workers`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -11,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use srmig_api::HostId;
 use srmig_hostd::dataplane_loop::{DataplaneHandle, DataplaneLoop};
 use srmig_hostd::node::{Command, Node};
+use srmig_hostd::workers::{self, Workers};
 use srmig_hostd::{api, config, qmpwatch, report};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -40,6 +42,14 @@ struct Args {
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Dataplane workers: threads with an engine and sockets each, the kernel spreading flows
+    /// over them (AF_PACKET fanout; no AF_XDP, no [[qemu]] ports with more than one).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
+    /// Pin worker k to CPU k of LIST, modulo its length (e.g. `1`, `0,1`, `0-3`); default: no
+    /// pinning.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -85,11 +95,16 @@ fn bind_api(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
+    let daemon = config::load_daemon(&args.config)?;
+    workers::check(args.workers, &daemon)
+        .with_context(|| format!("node configuration {}", args.config.display()))?;
+    let cpus = args.cpus.as_deref().map(workers::parse_cpus).transpose()?;
     let config::DaemonConfig {
         node: cfg,
         qemu,
         io,
-    } = config::load_daemon(&args.config)?;
+    } = daemon;
+    let n = args.workers;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args
@@ -100,32 +115,76 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .context("--name is needed when the API socket path has no file stem")?,
     };
     let host = HostId::new(name.clone()).with_context(|| format!("invalid host name {name:?}"))?;
-    let node = Node::new(host.clone(), cfg)
-        .with_context(|| format!("invalid node configuration {}", args.config.display()))?;
-    let (handle, commands, wake) = DataplaneHandle::new().context("cannot create the eventfd")?;
-    let (report_tx, report_rx) = match &args.controller {
+    if n > 1 {
+        // The configuration as written first: its errors then name the configured values.
+        drop(
+            Node::new(host.clone(), cfg.clone())
+                .with_context(|| format!("invalid node configuration {}", args.config.display()))?,
+        );
+        info!(
+            workers = n,
+            "several workers: every port uses AF_PACKET with PACKET_FANOUT_HASH (AF_XDP is not used); End.SBUF and ICMPv6 limits divided among the workers"
+        );
+    }
+    let (mut report_tx, report_rx) = match &args.controller {
         Some(_) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         }
         None => (None, None),
     };
-    let lp = DataplaneLoop::new(node, commands, wake, report_tx, &qemu, &io)
-        .context("cannot start the dataplane (netlink)")?;
+    let fanout = (n > 1).then(workers::fanout_salt);
+    let mut loops = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for k in 0..n {
+        let node = Node::new(host.clone(), workers::worker_node_config(&cfg, n))
+            .with_context(|| format!("invalid node configuration {}", args.config.display()))?;
+        let (handle, commands, wake) =
+            DataplaneHandle::new().context("cannot create the eventfd")?;
+        // Only worker 0 reports VM states: the others' follow the same events.
+        let lp = DataplaneLoop::new(node, commands, wake, report_tx.take(), &qemu, &io, fanout)
+            .with_context(|| {
+                if n > 1 {
+                    format!("cannot start dataplane worker {k} (netlink)")
+                } else {
+                    "cannot start the dataplane (netlink)".to_owned()
+                }
+            })?;
+        loops.push(lp);
+        handles.push(handle);
+    }
+    let handle = handles[0].clone();
+    let all = Workers::new(handles);
     let listener = bind_api(&args.api)?;
 
     let dp_done = Arc::new(Notify::new());
-    let dp_thread = {
+    let mut dp_threads = Vec::with_capacity(n);
+    for (k, lp) in loops.into_iter().enumerate() {
         let done = Arc::clone(&dp_done);
-        std::thread::Builder::new()
-            .name("srmig-dp".into())
+        let name = if n > 1 {
+            format!("srmig-dp{k}")
+        } else {
+            "srmig-dp".to_owned()
+        };
+        let cpu = cpus.as_ref().map(|c| c[k % c.len()]);
+        let t = std::thread::Builder::new()
+            .name(name)
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    match workers::pin_current_thread(cpu) {
+                        Ok(()) => info!(worker = k, cpu, "dataplane worker pinned"),
+                        Err(e) => {
+                            warn!(worker = k, cpu, error = %e, "cannot pin the dataplane worker")
+                        }
+                    }
+                }
                 let r = lp.run();
                 done.notify_one();
                 r
             })
-            .context("cannot spawn the dataplane thread")?
-    };
+            .context("cannot spawn the dataplane thread")?;
+        dp_threads.push(t);
+    }
     let controller = args.controller.clone();
     let api_path = args.api.clone();
     let rt_thread = std::thread::Builder::new()
@@ -158,12 +217,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     }
                 };
                 info!(host = %host, api = %api_path.display(), "srmigd ready");
-                axum::serve(listener, api::router(handle.clone()))
+                axum::serve(listener, api::router(all.clone()))
                     .with_graceful_shutdown(shutdown)
                     .await
                     .context("API server failed")?;
-                // The dataplane thread may already be gone; that is fine.
-                let _ = handle.send(Command::Shutdown);
+                // A dataplane thread may already be gone; that is fine.
+                let _ = all.send_all(|| Command::Shutdown);
                 Ok(())
             })
         })
@@ -177,9 +236,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
         // handle is dropped, which happened with the API thread.
         warn!("API thread failed; stopping the dataplane");
     }
-    let dp_result = dp_thread
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the dataplane thread panicked")));
+    let mut dp_result = Ok(());
+    for t in dp_threads {
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the dataplane thread panicked")));
+        if dp_result.is_ok() {
+            dp_result = r;
+        }
+    }
     if let Err(e) = std::fs::remove_file(&args.api) {
         warn!(error = %e, path = %args.api.display(), "cannot remove the API socket");
     }

@@ -155,3 +155,247 @@ pub struct HostStatus {
     /// `icmp`.
     pub icmp: IcmpStatus,
 }
+
+// ------------------------------------------------------------------------------------------
+// Several workers (`srmigd --workers N`, see `crate::workers`): one status from N
+
+impl Traffic {
+    fn add(&mut self, o: Traffic) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+impl BufferStatus {
+    fn add(&mut self, o: BufferStatus) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Adds every counter of `o` to `a` (destructured: a new counter must be merged here too).
+fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
+    let PortIoStats {
+        rx_frames,
+        rx_truncated,
+        rx_gso,
+        rx_gso_segments,
+        rx_gso_bad,
+        rx_bad_csum_meta,
+        rx_csum_completed,
+        rx_errors,
+        rx_ring_drops,
+        tx_errors,
+        tx_no_link,
+        attachments,
+        tx_queued,
+        tx_queue_full,
+        rx_bad_records,
+        recovered,
+        recovery_inexact,
+        recovery_lost,
+        resteered,
+    } = *o;
+    a.rx_frames += rx_frames;
+    a.rx_truncated += rx_truncated;
+    a.rx_gso += rx_gso;
+    a.rx_gso_segments += rx_gso_segments;
+    a.rx_gso_bad += rx_gso_bad;
+    a.rx_bad_csum_meta += rx_bad_csum_meta;
+    a.rx_csum_completed += rx_csum_completed;
+    a.rx_errors += rx_errors;
+    a.rx_ring_drops += rx_ring_drops;
+    a.tx_errors += tx_errors;
+    a.tx_no_link += tx_no_link;
+    a.attachments += attachments;
+    a.tx_queued += tx_queued;
+    a.tx_queue_full += tx_queue_full;
+    a.rx_bad_records += rx_bad_records;
+    a.recovered += recovered;
+    a.recovery_inexact += recovery_inexact;
+    a.recovery_lost += recovery_lost;
+    a.resteered += resteered;
+}
+
+impl PortStatus {
+    /// Adds another worker's view of the same port: counters summed; attached only while
+    /// both are; ifindex, socket and MTU are this one's (both read the same interface).
+    pub fn merge(&mut self, o: &PortStatus) {
+        self.attached &= o.attached;
+        self.rx.add(o.rx);
+        self.tx.add(o.tx);
+        add_io(&mut self.io, &o.io);
+    }
+}
+
+impl VmStatus {
+    /// Adds another worker's view of the same VM: counters and buffer summed; state, port,
+    /// `local` and addresses are this one's (every worker applies the same changes).
+    pub fn merge(&mut self, o: &VmStatus) {
+        self.buffer.add(o.buffer);
+        self.rx.add(o.rx);
+        self.tx.add(o.tx);
+        self.held += o.held;
+        self.released += o.released;
+        self.expired += o.expired;
+        self.dropped += o.dropped;
+    }
+}
+
+impl HostStatus {
+    /// Adds another worker's status (see `crate::workers`): every counter summed, per port,
+    /// VM, SID (by address), policy (by name) and drop reason; the rest (name, generation,
+    /// states, configuration) is this one's. Entries only `o` has are added.
+    pub fn merge(&mut self, o: &HostStatus) {
+        for (i, p) in o.ports.iter().enumerate() {
+            match self.ports.get_mut(i).filter(|m| m.name == p.name) {
+                Some(m) => m.merge(p),
+                None => match self.ports.iter_mut().find(|m| m.name == p.name) {
+                    Some(m) => m.merge(p),
+                    None => self.ports.push(p.clone()),
+                },
+            }
+        }
+        for v in &o.vms {
+            match self.vms.iter_mut().find(|m| m.name == v.name) {
+                Some(m) => m.merge(v),
+                None => self.vms.push(v.clone()),
+            }
+        }
+        for s in &o.sids {
+            match self.sids.iter_mut().find(|m| m.sid == s.sid) {
+                Some(m) => m.traffic.add(s.traffic),
+                None => self.sids.push(s.clone()),
+            }
+        }
+        for p in &o.policies {
+            match self.policies.iter_mut().find(|m| m.name == p.name) {
+                Some(m) => m.traffic.add(p.traffic),
+                None => self.policies.push(p.clone()),
+            }
+        }
+        self.buffer.add(o.buffer);
+        for (reason, n) in &o.drops {
+            *self.drops.entry(reason.clone()).or_default() += n;
+        }
+        let IcmpStatus {
+            errors_sent,
+            rate_limited,
+            queue_full,
+            suppressed,
+            ndp_answered,
+        } = o.icmp;
+        self.icmp.errors_sent += errors_sent;
+        self.icmp.rate_limited += rate_limited;
+        self.icmp.queue_full += queue_full;
+        self.icmp.suppressed += suppressed;
+        self.icmp.ndp_answered += ndp_answered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(packets: u64, bytes: u64) -> Traffic {
+        Traffic { packets, bytes }
+    }
+
+    fn status(k: u64, attached: bool) -> HostStatus {
+        let io = PortIoStats {
+            rx_frames: 10 * k,
+            tx_errors: k,
+            attachments: 1,
+            resteered: k,
+            ..PortIoStats::default()
+        };
+        HostStatus {
+            name: "h1".into(),
+            generation: Some(3),
+            ports: vec![PortStatus {
+                name: "up0".into(),
+                kind: "uplink".into(),
+                ifindex: Some(2),
+                attached,
+                rx: t(10 * k, 1000 * k),
+                tx: t(k, 100 * k),
+                io,
+                socket: Some("packet".into()),
+                mtu: Some(1500),
+            }],
+            vms: vec![VmStatus {
+                name: "web1".into(),
+                state: srmig_api::VmState::Running,
+                port: "vm0".into(),
+                local: Some(true),
+                addresses: vec!["2001:db8:a::10".parse().expect("addr")],
+                buffer: BufferStatus {
+                    packets: k,
+                    bytes: 100 * k,
+                },
+                rx: t(k, k),
+                tx: t(2 * k, 2 * k),
+                held: 3 * k,
+                released: 2 * k,
+                expired: k,
+                dropped: k,
+            }],
+            sids: vec![SidStatus {
+                sid: "fc00:0:1::d6".parse().expect("sid"),
+                behavior: "End.DT6".into(),
+                vm: None,
+                traffic: t(5 * k, 500 * k),
+            }],
+            policies: vec![PolicyStatus {
+                name: "vm:web2".into(),
+                headend: "H.Encaps".into(),
+                segments: vec!["fc00:0:2::d6".parse().expect("seg")],
+                traffic: t(7 * k, 700 * k),
+            }],
+            buffer: BufferStatus {
+                packets: k,
+                bytes: 100 * k,
+            },
+            drops: [("BufferFull".to_owned(), k), ("NoRoute".to_owned(), 2 * k)]
+                .into_iter()
+                .collect(),
+            icmp: IcmpStatus {
+                errors_sent: k,
+                rate_limited: 2 * k,
+                queue_full: 0,
+                suppressed: k,
+                ndp_answered: 4 * k,
+            },
+        }
+    }
+
+    #[test]
+    fn merged_status_sums_every_counter() {
+        let mut m = status(1, true);
+        m.merge(&status(2, true));
+        assert_eq!(m, {
+            // What the counters of status(3) are, with two attachments.
+            let mut want = status(3, true);
+            want.ports[0].io.attachments = 2;
+            want
+        });
+        // A port one worker has no socket on is not attached.
+        let mut m = status(1, true);
+        m.merge(&status(1, false));
+        assert!(!m.ports[0].attached);
+        // Merging one status is the identity.
+        let mut one = status(1, true);
+        let before = one.clone();
+        one.merge(&HostStatus {
+            ports: vec![],
+            vms: vec![],
+            sids: vec![],
+            policies: vec![],
+            drops: BTreeMap::new(),
+            buffer: BufferStatus::default(),
+            icmp: IcmpStatus::default(),
+            ..before.clone()
+        });
+        assert_eq!(one, before);
+    }
+}

@@ -274,6 +274,10 @@ pub struct PortIo {
     pub stats: PortIoStats,
     /// Whether the "GSO frame dropped" warning was logged already.
     pub warned_gso: bool,
+    /// With several workers (`srmigd --workers N`): the salt of the port's `PACKET_FANOUT`
+    /// groups ([`crate::workers::fanout_group`]); the port then always uses AF_PACKET.
+    /// `None` (one worker): no fanout.
+    pub fanout: Option<u16>,
 }
 
 impl PortIo {
@@ -290,6 +294,7 @@ impl PortIo {
             qemu: None,
             stats: PortIoStats::default(),
             warned_gso: false,
+            fanout: None,
         }
     }
 
@@ -345,6 +350,8 @@ impl PortIo {
     pub fn attach(&mut self, ifindex: u32) -> io::Result<&'static str> {
         self.detach();
         let want_xdp = match self.mode {
+            // Several workers share the interface through PACKET_FANOUT (AF_PACKET only).
+            _ if self.fanout.is_some() => false,
             IoMode::Packet => false,
             IoMode::Xdp => true,
             IoMode::Auto => self.kind == PortKind::Uplink,
@@ -379,7 +386,13 @@ impl PortIo {
         }
         let s = match socket {
             Some(s) => s,
-            None => PortSocket::Packet(PacketSocket::open(ifindex)?),
+            None => match self.fanout {
+                Some(salt) => PortSocket::Packet(PacketSocket::open_with(
+                    ifindex,
+                    Some(crate::workers::fanout_group(salt, self.id, ifindex)),
+                )?),
+                None => PortSocket::Packet(PacketSocket::open(ifindex)?),
+            },
         };
         let kind = s.kind();
         self.mtu = mtu;

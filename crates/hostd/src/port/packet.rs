@@ -59,6 +59,9 @@
 //! - `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (root; falls back to the non-forcing options): the
 //!   receive buffer holds the frames that do not fit a slot.
 //! - `bind` with `ETH_P_ALL` and the ifindex: only this interface, every EtherType.
+//! - `PACKET_FANOUT` (`PACKET_FANOUT_HASH`, only with `srmigd --workers N`, N > 1): the
+//!   workers' sockets on one interface share its frames, one flow per socket
+//!   ([`PacketSocket::open_with`], `crate::workers`).
 //! - `PACKET_ADD_MEMBERSHIP` / `PACKET_MR_PROMISC`: frames to the anycast gateway MAC (and
 //!   to any other MAC) are received.
 #![allow(unsafe_code)]
@@ -94,8 +97,11 @@ const TX_MAX_FRAMES: usize = 1024;
 /// Frames per `sendmmsg` call.
 const SEND_CHUNK: usize = 128;
 
-/// Requested socket buffer sizes.
+/// Requested send buffer size.
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
+/// Requested receive buffer size: it holds the frames that do not fit a ring slot (jumbo
+/// frames, GSO super-frames of up to 64 KiB) until srmigd reads them: ~2000 jumbo frames.
+const RECV_BUFFER_BYTES: libc::c_int = 32 << 20;
 
 /// Per-call receive outcome counters (added to the port's I/O counters by the caller).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -277,6 +283,15 @@ fn ctx(what: &'static str) -> impl FnOnce(io::Error) -> io::Error {
 impl PacketSocket {
     /// Opens a socket on interface `ifindex` with the options described in the module docs.
     pub fn open(ifindex: u32) -> io::Result<PacketSocket> {
+        Self::open_with(ifindex, None)
+    }
+
+    /// [`PacketSocket::open`], and with `fanout = Some(group)` the socket joins `PACKET_FANOUT`
+    /// group `group` of type `PACKET_FANOUT_HASH` right after `bind` (srmigd's workers, see
+    /// `crate::workers`): the kernel hands each frame to one socket of the group, chosen by
+    /// the frame's flow hash, so one flow always reaches the same socket. Every socket of a
+    /// group must be bound to the same interface.
+    pub fn open_with(ifindex: u32, fanout: Option<u16>) -> io::Result<PacketSocket> {
         // SAFETY: plain socket(2) call; the returned descriptor is checked and owned at once.
         let raw = cvt(unsafe {
             libc::socket(
@@ -340,12 +355,12 @@ impl PacketSocket {
             .map_err(ctx("PACKET_IGNORE_OUTGOING"))?;
         setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
             .map_err(ctx("PACKET_QDISC_BYPASS"))?;
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        for (force, plain, bytes) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECV_BUFFER_BYTES),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SOCKET_BUFFER_BYTES),
         ] {
-            if setsockopt_int(r, libc::SOL_SOCKET, force, SOCKET_BUFFER_BYTES).is_err() {
-                setsockopt_int(r, libc::SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+            if setsockopt_int(r, libc::SOL_SOCKET, force, bytes).is_err() {
+                setsockopt_int(r, libc::SOL_SOCKET, plain, bytes)
                     .map_err(ctx("socket buffer size"))?;
             }
         }
@@ -366,6 +381,12 @@ impl PacketSocket {
             )
         })
         .map_err(ctx("bind"))?;
+        if let Some(group) = fanout {
+            // The group id in the low 16 bits, the type in the high ones (packet(7)).
+            let arg = libc::c_int::from(group) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+            setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_FANOUT, arg)
+                .map_err(ctx("PACKET_FANOUT"))?;
+        }
         // SAFETY: packet_mreq is a plain C struct; all-zero is valid.
         let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
         mreq.mr_ifindex = ifindex_c;

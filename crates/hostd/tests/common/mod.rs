@@ -318,17 +318,30 @@ impl Daemon {
     /// Writes `toml` to `dir/<name>.toml`, starts srmigd in `ns` with its API on
     /// `dir/<name>.sock` and its log in `dir/<name>.log`, and waits until the API answers.
     pub fn start(lab: &Lab, ns: &Netns, dir: &Path, name: &str, toml: &str) -> Daemon {
+        Daemon::start_with(lab, ns, dir, name, toml, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` arguments for srmigd (e.g. `["--workers", "2"]`).
+    pub fn start_with(
+        lab: &Lab,
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        toml: &str,
+        extra: &[&str],
+    ) -> Daemon {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(&cfg, toml).expect("write node config");
         let sock = dir.join(format!("{name}.sock"));
         let log = dir.join(format!("{name}.log"));
-        let argv = [
+        let mut argv = vec![
             env!("CARGO_BIN_EXE_srmigd"),
             "--config",
             cfg.to_str().expect("utf8 path"),
             "--api",
             sock.to_str().expect("utf8 path"),
         ];
+        argv.extend_from_slice(extra);
         let pid = lab.spawn(ns, &argv, Some(&log)).expect("spawn srmigd");
         let d = Daemon {
             name: name.to_owned(),
