@@ -1,6 +1,6 @@
 //! srmigd as the DUT: its node configuration (what the reference's `srmigd_dut.sh` writes),
-//! started in the dut namespace pinned to the DUT CPU through the lab guard, and stopped
-//! between cases.
+//! started in the dut namespace pinned to the DUT CPU through the lab guard (with `--workers N`,
+//! N > 1: to the DUT CPU and N - 1 more, see [`dut_cpus`]), and stopped between cases.
 //!
 //! Ready means: its JSON log reported `port attached` for both d0 and d1 (it then has an
 //! AF_PACKET socket on each and forwards).
@@ -130,7 +130,7 @@ impl Srmigd {
         })?;
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&log);
-        let cpu = topo.cpus.dut.to_string();
+        let cpu = dut_cpus(topo.cpus.dut, topo.cpus.nproc, workers);
         let workers_s = workers.to_string();
         let mut argv: Vec<&str> = vec![
             "taskset",
@@ -191,6 +191,17 @@ impl Srmigd {
     }
 }
 
+/// The CPUs srmigd is pinned to (a `taskset -c` list): the DUT CPU for one worker; for N
+/// workers the DUT CPU and the next N - 1 others (lowest first), so each worker can have a
+/// CPU (on a 2-CPU machine the second is the generator's: `0,1`).
+fn dut_cpus(dut: usize, nproc: usize, workers: usize) -> String {
+    let mut cpus = vec![dut];
+    cpus.extend((0..nproc).filter(|&c| c != dut).take(workers.saturating_sub(1)));
+    cpus.sort_unstable();
+    let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    list.join(",")
+}
+
 /// Whether a JSON log line says port `port` was attached.
 fn attached(log: &str, port: &str) -> bool {
     log.lines()
@@ -226,6 +237,14 @@ mod tests {
         );
         assert!(attached(log, "d0"));
         assert!(!attached(log, "d1"));
+    }
+
+    #[test]
+    fn dut_cpu_list() {
+        assert_eq!(dut_cpus(1, 2, 1), "1");
+        assert_eq!(dut_cpus(1, 2, 2), "0,1");
+        assert_eq!(dut_cpus(1, 2, 4), "0,1");
+        assert_eq!(dut_cpus(2, 8, 3), "0,1,2");
     }
 
     #[test]
