@@ -13,8 +13,9 @@
 //! 3. Path MTU: S's uplink MTU drops to 4000 while srmigd runs; srmigd picks it up, and a
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
-//! 4. AF_XDP: a srmigd on a 1500-byte uplink attaches it with AF_XDP; once that srmigd is
-//!    SIGKILLed, no XDP program is left on the interface.
+//! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
+//!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
+//!    on the interface.
 //!
 //! Needs root. Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
 
@@ -271,13 +272,21 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
     );
     disable_ipv6(&[&x_up]);
     bring_up(&lab, &[&_xr, &x_up]);
-    let dx = Daemon::start(&lab, &x, dir, "x", &common::node_toml(9));
+    // `auto` keeps veths on AF_PACKET (their peer may hand over partial checksums): ask for
+    // AF_XDP explicitly, as an operator whose underlay sends complete frames would.
+    let dx = Daemon::start(
+        &lab,
+        &x,
+        dir,
+        "x",
+        &(common::node_toml(9) + "\n[io]\nmode = \"xdp\"\n"),
+    );
     let p = dx.port("up0");
     assert!(p.attached, "x up0 not attached\n{}", dx.logs());
     assert_eq!(
         p.socket.as_deref(),
         Some("xdp"),
-        "an uplink on a 1500-byte veth uses AF_XDP\n{}",
+        "io mode xdp on a 1500-byte veth uses AF_XDP\n{}",
         dx.logs()
     );
     assert!(

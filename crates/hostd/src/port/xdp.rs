@@ -895,6 +895,54 @@ struct EthtoolChannels {
     combined_count: u32,
 }
 
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// The driver of interface `ifindex` (`ETHTOOL_GDRVINFO`: `veth`, `tun`, `virtio_net`, ...),
+/// in the calling thread's namespace; `None` if the interface or the driver does not say.
+pub fn driver_name(ifindex: u32) -> Option<String> {
+    let ctl = new_socket(libc::AF_INET, libc::SOCK_DGRAM).ok()?;
+    let mut ifr = ifname_of(&ctl, ifindex).ok()??;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    ifr.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
+    // SAFETY: SIOCETHTOOL reads the name from `ifr` and the command from `info`, and writes at
+    // most an ethtool_drvinfo into `info`; both live across the call.
+    if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 
 /// The interface's receive queues: `ETHTOOL_GCHANNELS` (rx + combined, answered in the
