@@ -213,6 +213,10 @@ struct BenchForwardArgs {
     /// srmigd's --workers (passed only when not 1).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// srmigd's port I/O mode (node.toml [io] mode): auto (the bench's veths stay on
+    /// AF_PACKET), xdp (AF_XDP on every port: the generator sends complete frames) or packet.
+    #[arg(long, default_value = "auto")]
+    io: String,
     /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,
     /// "srmigd_zero_loss_mpps": .., ...}, ...}, "generator_ceiling_mpps": .., ...}.
     #[arg(long)]
@@ -650,6 +654,7 @@ fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
     let options = forward::Options {
         frame_bytes: args.frame_bytes,
         workers: args.workers,
+        io: args.io,
         reps: args.reps,
         duration: Duration::from_millis(args.duration_ms),
         cases: forward::Case::parse_list(&args.cases)?,

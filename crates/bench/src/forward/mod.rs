@@ -149,6 +149,9 @@ pub struct Options {
     pub frame_bytes: usize,
     /// srmigd's `--workers` (passed only when not 1).
     pub workers: usize,
+    /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` keeps the
+    /// bench's veths on AF_PACKET.
+    pub io: String,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition.
@@ -172,6 +175,7 @@ impl Default for Options {
         Options {
             frame_bytes: MIN_FRAME_BYTES,
             workers: 1,
+            io: "auto".to_owned(),
             reps: 3,
             duration: Duration::from_millis(2000),
             cases: Case::ALL.to_vec(),
@@ -195,6 +199,9 @@ impl Options {
         }
         if self.workers == 0 {
             return bad("--workers: must be at least 1".into());
+        }
+        if !["auto", "xdp", "packet"].contains(&self.io.as_str()) {
+            return bad(format!("--io: {:?} is not auto, xdp or packet", self.io));
         }
         if self.reps == 0 {
             return bad("--reps: must be at least 1".into());
@@ -386,7 +393,14 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             frame.len()
         ));
         // On a failure of srmigd, its log stays in the work directory.
-        let daemon = match Srmigd::start(&topo, &srmigd_bin, work.path(), case, opts.workers) {
+        let daemon = match Srmigd::start(
+            &topo,
+            &srmigd_bin,
+            work.path(),
+            case,
+            opts.workers,
+            &opts.io,
+        ) {
             Ok(d) => d,
             Err(e) => {
                 work.keep = true;
@@ -483,6 +497,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         generator_ceiling_mpps_min_median_max: ceiling,
         frame_bytes: opts.frame_bytes,
         workers: opts.workers,
+        io: opts.io.clone(),
         reps: opts.reps,
         duration_ms: millis(opts.duration),
         zero_loss_trial_ms: millis(opts.zero_loss_trial()),

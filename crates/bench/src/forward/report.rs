@@ -25,6 +25,8 @@ pub struct ForwardReport {
     pub frame_bytes: usize,
     /// `--workers` (passed to srmigd when not 1).
     pub workers: usize,
+    /// srmigd's port I/O mode (`[io] mode`).
+    pub io: String,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition, ms.

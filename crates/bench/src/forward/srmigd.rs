@@ -119,12 +119,14 @@ impl Srmigd {
         dir: &Path,
         case: Case,
         workers: usize,
+        io: &str,
     ) -> Result<Srmigd, ForwardError> {
         let file = |name: String| dir.join(name);
         let config = file(format!("{}.toml", case.key()));
         let socket = file(format!("{}.sock", case.key()));
         let log = file(format!("srmigd-{}.log", case.key()));
-        std::fs::write(&config, node_toml(case)).map_err(|source| ForwardError::File {
+        let toml = node_toml(case) + &format!("\n[io]\nmode = \"{io}\"\n");
+        std::fs::write(&config, toml).map_err(|source| ForwardError::File {
             path: config.clone(),
             source,
         })?;
@@ -196,7 +198,11 @@ impl Srmigd {
 /// CPU (on a 2-CPU machine the second is the generator's: `0,1`).
 fn dut_cpus(dut: usize, nproc: usize, workers: usize) -> String {
     let mut cpus = vec![dut];
-    cpus.extend((0..nproc).filter(|&c| c != dut).take(workers.saturating_sub(1)));
+    cpus.extend(
+        (0..nproc)
+            .filter(|&c| c != dut)
+            .take(workers.saturating_sub(1)),
+    );
     cpus.sort_unstable();
     let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
     list.join(",")
