@@ -67,6 +67,7 @@ fn bench_forward_end_smoke() {
     assert_eq!(json["frame_bytes"], forward::MIN_FRAME_BYTES);
     assert_eq!(json["cases"]["end"]["frame_bytes"], 194);
     assert_eq!(json["workers"], 1);
+    assert_eq!(json["flows"], 1);
     assert!(json["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     assert!(json["cpu"]["generator"].is_u64() && json["cpu"]["dut"].is_u64());
     let prefix = report.netns_prefix.clone();

@@ -213,6 +213,12 @@ struct BenchForwardArgs {
     /// srmigd's --workers (passed only when not 1).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Distinct flows the generator sends round-robin (they differ in the UDP source port,
+    /// the inner one for End and End.DX6, which also get the outer flow label), so srmigd's
+    /// fanout hash can spread them over --workers; 1 to 1024, every flow goes the same way
+    /// through the DUT.
+    #[arg(long, default_value_t = 1)]
+    flows: usize,
     /// srmigd's port I/O mode (node.toml [io] mode): auto (the bench's veths stay on
     /// AF_PACKET), xdp (AF_XDP on every port: the generator sends complete frames) or packet.
     #[arg(long, default_value = "auto")]
@@ -654,6 +660,7 @@ fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
     let options = forward::Options {
         frame_bytes: args.frame_bytes,
         workers: args.workers,
+        flows: args.flows,
         io: args.io,
         reps: args.reps,
         duration: Duration::from_millis(args.duration_ms),

@@ -1,7 +1,10 @@
-//! The traffic generator: one prebuilt frame, blasted from a thread inside the `gen`
-//! namespace pinned to the generator CPU, with AF_PACKET + `sendmmsg` (what the reference's
-//! `gen.c` does).
+//! The traffic generator: prebuilt frames, blasted from a thread inside the `gen` namespace
+//! pinned to the generator CPU, with AF_PACKET + `sendmmsg` (what the reference's `gen.c`
+//! does).
 //!
+//! - One frame per flow (`--flows`), sent round-robin: message j of the k-th `sendmmsg` of a
+//!   batch of B carries flow `(k * B + j) mod N`, so every batch spreads over the flows and,
+//!   over time, each flow gets the same share. With one flow every message is the same frame.
 //! - The socket has protocol 0, so it never receives and is not a packet tap on g0;
 //!   `PACKET_QDISC_BYPASS` skips the qdisc layer.
 //! - It keeps the default send buffer: a veth keeps a sent skb charged to the socket until it
@@ -37,8 +40,8 @@ const CALLS_PER_CLOCK_READ: usize = 16;
 /// One blast.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Blast<'a> {
-    /// The frame, sent again and again.
-    pub frame: &'a [u8],
+    /// The frames (one per flow, at least one), sent round-robin again and again.
+    pub frames: &'a [Vec<u8>],
     /// How long.
     pub duration: Duration,
     /// Frames per second, or `None` for as fast as possible.
@@ -85,18 +88,32 @@ fn run(socket: &PacketSocket, blast: Blast<'_>) -> io::Result<Sent> {
     } else {
         BATCH
     };
-    let mut iov = libc::iovec {
-        iov_base: blast.frame.as_ptr().cast_mut().cast(),
-        iov_len: blast.frame.len(),
-    };
+    // The kernel only reads the iovecs and the frames; neither moves while `msgs` points at
+    // them (both live until the end of this function).
+    let mut iovs: Vec<libc::iovec> = blast
+        .frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr().cast_mut().cast(),
+            iov_len: f.len(),
+        })
+        .collect();
+    if iovs.is_empty() {
+        return Err(io::Error::other("no frame to send"));
+    }
+    let flows = iovs.len();
+    let iov_base = iovs.as_mut_ptr();
     // SAFETY: mmsghdr is plain data; all-zero is a valid "no address, no control" message.
     let mut msgs: Vec<libc::mmsghdr> = (0..batch)
         .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
         .collect();
-    for m in &mut msgs {
-        m.msg_hdr.msg_iov = &mut iov;
+    for (j, m) in msgs.iter_mut().enumerate() {
+        m.msg_hdr.msg_iov = iov_base.wrapping_add(j % flows);
         m.msg_hdr.msg_iovlen = 1;
     }
+    // When the flows do not divide the batch, each call starts where the last one stopped.
+    let rotate = batch % flows != 0;
+    let mut next_flow = 0;
     let (mut packets, mut attempted) = (0u64, 0u64);
     let start = Instant::now();
     let end = start + blast.duration;
@@ -111,6 +128,16 @@ fn run(socket: &PacketSocket, blast: Blast<'_>) -> io::Result<Sent> {
             None => CALLS_PER_CLOCK_READ,
         };
         for _ in 0..calls {
+            if rotate {
+                for m in &mut msgs {
+                    m.msg_hdr.msg_iov = iov_base.wrapping_add(next_flow);
+                    next_flow = if next_flow + 1 == flows {
+                        0
+                    } else {
+                        next_flow + 1
+                    };
+                }
+            }
             attempted += batch as u64;
             match socket.send(&mut msgs) {
                 Ok(n) => packets += n as u64,
@@ -194,8 +221,9 @@ impl PacketSocket {
     /// One `sendmmsg` of all of `msgs`; the number of messages sent.
     fn send(&self, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
         let n = libc::c_uint::try_from(msgs.len()).map_err(io::Error::other)?;
-        // SAFETY: `msgs` is a live array of `n` headers whose iovecs point to the frame,
-        // which outlives the call; the kernel only writes `msg_len` of each.
+        // SAFETY: `msgs` is a live array of `n` headers, each pointing to one live iovec that
+        // points to a live frame, all outliving the call; the kernel only writes `msg_len`
+        // of each.
         let rc = unsafe { libc::sendmmsg(self.0.as_raw_fd(), msgs.as_mut_ptr(), n, 0) };
         usize::try_from(rc).map_err(|_| io::Error::last_os_error())
     }

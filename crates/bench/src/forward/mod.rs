@@ -18,6 +18,11 @@
 //! - `h_encaps`: seg6 H.Encaps of a plain IPv6 packet (srmigd: from a VM on d0) with one
 //!   segment, out d1.
 //!
+//! With `--flows N` the generator sends N frames per case round-robin that differ only in
+//! what a flow hash sees (UDP source port; for End and End.DX6 also the outer Flow Label, see
+//! `frames`), so srmigd's `PACKET_FANOUT_HASH` can spread them over `--workers`. The DUT
+//! configurations are the same for any N. The generator ceiling always uses one frame.
+//!
 //! # One run
 //! 1. Build the bare topology (IPv6 off on every veth, MTU for the frame plus 64 bytes of
 //!    encapsulation, `rps_cpus` of d0 = the DUT CPU).
@@ -54,7 +59,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use frames::MIN_FRAME_BYTES;
+pub use frames::{MAX_FLOWS, MIN_FRAME_BYTES};
 pub use report::{
     render_table, CaseReport, ForwardReport, Overload, GBPS_FROM_FRAME_BYTES, GENERATOR_BOUND_SHARE,
 };
@@ -149,6 +154,8 @@ pub struct Options {
     pub frame_bytes: usize,
     /// srmigd's `--workers` (passed only when not 1).
     pub workers: usize,
+    /// Distinct flows the generator sends round-robin (1 to [`MAX_FLOWS`]).
+    pub flows: usize,
     /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` keeps the
     /// bench's veths on AF_PACKET.
     pub io: String,
@@ -175,6 +182,7 @@ impl Default for Options {
         Options {
             frame_bytes: MIN_FRAME_BYTES,
             workers: 1,
+            flows: 1,
             io: "auto".to_owned(),
             reps: 3,
             duration: Duration::from_millis(2000),
@@ -199,6 +207,9 @@ impl Options {
         }
         if self.workers == 0 {
             return bad("--workers: must be at least 1".into());
+        }
+        if !(1..=MAX_FLOWS).contains(&self.flows) {
+            return bad(format!("--flows {}: must be 1 to {MAX_FLOWS}", self.flows));
         }
         if !["auto", "xdp", "packet"].contains(&self.io.as_str()) {
             return bad(format!("--io: {:?} is not auto, xdp or packet", self.io));
@@ -370,7 +381,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
     let mut warnings = Vec::new();
 
     // Generator ceiling.
-    let foreign = frames::foreign_frame(opts.frame_bytes);
+    let foreign = [frames::foreign_frame(opts.frame_bytes)];
     let mut ceiling = Vec::new();
     for rep in 1..=opts.reps {
         let t = trial(&topo, &foreign, opts.duration, None)?;
@@ -385,12 +396,13 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
     // srmigd.
     let mut srmigd_results = BTreeMap::new();
     for &case in &opts.cases {
-        let frame = frames::frame(case, opts.frame_bytes);
+        let frames = frames::frames(case, opts.frame_bytes, opts.flows);
         progress(&format!(
-            "srmigd {}: starting on CPU {} ({} B frames)",
+            "srmigd {}: starting on CPU {} ({} B frames, {} flows)",
             case.key(),
             cpus.dut,
-            frame.len()
+            frames::frame_len(case, opts.frame_bytes),
+            frames.len()
         ));
         // On a failure of srmigd, its log stays in the work directory.
         let daemon = match Srmigd::start(
@@ -407,7 +419,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
                 return Err(e);
             }
         };
-        let result = measure(&topo, opts, &frame, "srmigd", case, true, progress);
+        let result = measure(&topo, opts, &frames, "srmigd", case, true, progress);
         let alive = daemon.running(&topo);
         let result = match (result, alive) {
             (Ok(r), true) => r,
@@ -428,11 +440,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
     topo.configure_linux()?;
     let mut linux_results = BTreeMap::new();
     for &case in &opts.cases {
-        let frame = frames::frame(case, opts.frame_bytes);
+        let frames = frames::frames(case, opts.frame_bytes, opts.flows);
         let result = measure(
             &topo,
             opts,
-            &frame,
+            &frames,
             "linux",
             case,
             opts.linux_zero_loss,
@@ -497,6 +509,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         generator_ceiling_mpps_min_median_max: ceiling,
         frame_bytes: opts.frame_bytes,
         workers: opts.workers,
+        flows: opts.flows,
         io: opts.io.clone(),
         reps: opts.reps,
         duration_ms: millis(opts.duration),
@@ -525,16 +538,16 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
 fn measure(
     topo: &Topology,
     opts: &Options,
-    frame: &[u8],
+    frames: &[Vec<u8>],
     dut: &str,
     case: Case,
     zero_loss: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<DutResult, ForwardError> {
-    trial(topo, frame, opts.warmup(), None)?;
+    trial(topo, frames, opts.warmup(), None)?;
     let mut trials = Vec::new();
     for rep in 1..=opts.reps {
-        let t = trial(topo, frame, opts.duration, None)?;
+        let t = trial(topo, frames, opts.duration, None)?;
         progress(&format!(
             "{dut} {} rep {rep}: offered {:.3} Mpps, forwarded {:.3} Mpps, lost {:.2} % (generator sent {}, dut-in drops {}, dut-out drops {})",
             case.key(),
@@ -554,7 +567,7 @@ fn measure(
         Some(zero_loss_search(
             topo,
             opts,
-            frame,
+            frames,
             dut,
             case,
             &trials,
@@ -568,7 +581,7 @@ fn measure(
     let overload = match zero_loss_mpps.filter(|z| *z > 0.0 && dut == "srmigd") {
         Some(z) => {
             let target = 2.0 * z;
-            let t = trial(topo, frame, opts.duration, Some(target * 1e6))?;
+            let t = trial(topo, frames, opts.duration, Some(target * 1e6))?;
             progress(&format!(
                 "{dut} {} overload: paced at {target:.3} Mpps (2 x zero-loss), offered {:.3}, forwarded {:.3} Mpps",
                 case.key(),
@@ -598,7 +611,7 @@ fn measure(
 fn zero_loss_search(
     topo: &Topology,
     opts: &Options,
-    frame: &[u8],
+    frames: &[Vec<u8>],
     dut: &str,
     case: Case,
     full_speed: &[Trial],
@@ -628,7 +641,7 @@ fn zero_loss_search(
     let mut rate = (0.95 * forwarded_mpps).min(full_offered);
     let (mut lo, mut hi) = (rate / 8.0, full_offered);
     for n in 1..=ZERO_LOSS_TRIALS {
-        let t = trial(topo, frame, opts.zero_loss_trial(), Some(rate * 1e6))?;
+        let t = trial(topo, frames, opts.zero_loss_trial(), Some(rate * 1e6))?;
         let pass = t.lost == 0 && t.offered > 0;
         progress(&format!(
             "{dut} {} zero-loss trial {n}: paced at {rate:.3} Mpps, offered {:.3}, lost {} -> {}",
@@ -648,11 +661,11 @@ fn zero_loss_search(
     Ok(round4(best))
 }
 
-/// One trial: counters, the generator for `duration` (at `rate_pps` or full speed), drain,
-/// counters.
+/// One trial: counters, the generator for `duration` (at `rate_pps` or full speed) sending
+/// `frames` round-robin, drain, counters.
 fn trial(
     topo: &Topology,
-    frame: &[u8],
+    frames: &[Vec<u8>],
     duration: Duration,
     rate_pps: Option<f64>,
 ) -> Result<Trial, ForwardError> {
@@ -662,7 +675,7 @@ fn trial(
         "g0",
         topo.cpus.generator,
         Blast {
-            frame,
+            frames,
             duration,
             rate_pps,
         },
@@ -796,5 +809,15 @@ mod tests {
         assert!(
             matches!(o.validate(), Err(ForwardError::Options(m)) if m.contains("--frame-bytes"))
         );
+        for flows in [0, MAX_FLOWS + 1] {
+            let o = Options {
+                flows,
+                ..Options::default()
+            };
+            assert!(
+                matches!(o.validate(), Err(ForwardError::Options(m)) if m.contains("--flows")),
+                "--flows {flows}"
+            );
+        }
     }
 }

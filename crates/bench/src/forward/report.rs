@@ -25,6 +25,8 @@ pub struct ForwardReport {
     pub frame_bytes: usize,
     /// `--workers` (passed to srmigd when not 1).
     pub workers: usize,
+    /// `--flows`: distinct flows the generator sent round-robin (the ceiling always uses one).
+    pub flows: usize,
     /// srmigd's port I/O mode (`[io] mode`).
     pub io: String,
     /// Repetitions per case and DUT.
@@ -141,8 +143,8 @@ pub fn render_table(r: &ForwardReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{} x {} ms per case and DUT, srmigd workers {}, MTU {}, srmigd {}",
-        r.reps, r.duration_ms, r.workers, r.mtu, r.srmigd
+        "{} x {} ms per case and DUT, flows {}, srmigd workers {} (io {}), MTU {}, srmigd {}",
+        r.reps, r.duration_ms, r.flows, r.workers, r.io, r.mtu, r.srmigd
     );
     let _ = writeln!(
         s,
