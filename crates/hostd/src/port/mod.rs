@@ -399,8 +399,9 @@ impl PortIo {
                 Some(salt) => PortSocket::Packet(PacketSocket::open_with(
                     ifindex,
                     Some(crate::workers::fanout_group(salt, self.id, ifindex)),
+                    mtu,
                 )?),
-                None => PortSocket::Packet(PacketSocket::open(ifindex)?),
+                None => PortSocket::Packet(PacketSocket::open_with(ifindex, None, mtu)?),
             },
         };
         let kind = s.kind();

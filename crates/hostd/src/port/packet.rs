@@ -24,7 +24,8 @@
 //! Why V2 and not V3: a V3 ring hands blocks to user space, not frames, and a block that is not
 //! full is handed over only when its retire timer fires (1 ms at the least): every frame of a
 //! quiet VM would wait up to a millisecond, which a router on the migration's critical path
-//! cannot afford. V2 slots are fixed-size ([`RING_FRAME_SIZE`]); a frame that does not fit a
+//! cannot afford. V2 slots are fixed-size (2 KiB, or large enough for the interface's MTU:
+//! [`RingGeometry`]); a frame that does not fit a
 //! slot (jumbo frames, GSO super-frames from a VM) is marked `TP_STATUS_COPY` in its slot and
 //! queued whole on the socket (`PACKET_COPY_THRESH`), where srmigd reads it with one
 //! `recvmsg`, in ring order. Most frames take the ring; only frames over ~1.9 KiB cost a call.
@@ -80,13 +81,50 @@ use super::vnet::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 /// Maximum frames received per batch.
 pub const MAX_RECV_BATCH: usize = 256;
 
-/// Size of one receive ring slot (header, `sockaddr_ll`, `virtio_net_hdr` and the frame):
-/// frames up to ~1.9 KiB (every 1500-byte MTU frame) stay in the ring.
+/// Smallest receive ring slot (header, `sockaddr_ll`, `virtio_net_hdr` and the frame): frames
+/// up to ~1.9 KiB (every 1500-byte MTU frame) stay in the ring. Ports with a larger MTU get
+/// larger slots ([`RingGeometry::for_mtu`]), so their full-size frames stay in the ring too.
 pub const RING_FRAME_SIZE: usize = 2048;
-/// Ring block size (the kernel allocates the ring in blocks of contiguous pages).
+/// What a slot holds besides the frame: `tpacket2_hdr`, `sockaddr_ll`, alignment, the
+/// `virtio_net_hdr`, the Ethernet header and a VLAN tag, with room to spare.
+const RING_SLOT_OVERHEAD: usize = 160;
+/// Smallest ring block (the kernel allocates the ring in blocks of contiguous pages).
 const RING_BLOCK_SIZE: usize = 1 << 16;
-/// Number of ring blocks: 128 x 64 KiB = 8 MiB, 4096 slots.
-const RING_BLOCKS: usize = 128;
+/// Bytes of a ring with the smallest slots: 8 MiB, 4096 slots.
+const RING_BYTES: usize = 8 << 20;
+/// Fewest slots of a ring with larger slots (16 KiB slots: 16 MiB).
+const RING_MIN_SLOTS: usize = 1024;
+
+/// The shape of a receive ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingGeometry {
+    /// Bytes per slot (a power of two).
+    pub frame_size: usize,
+    /// Bytes per block (a multiple of the slot size and of the page size).
+    pub block_size: usize,
+    /// Number of blocks.
+    pub blocks: usize,
+}
+
+impl RingGeometry {
+    /// Slots that hold a whole frame of an interface with this IP MTU (2 KiB at least; the
+    /// largest MTU srmigd carries, 9216, gets 16 KiB slots); `None`: 2 KiB slots.
+    pub fn for_mtu(mtu: Option<u32>) -> RingGeometry {
+        let need = mtu.map_or(0, |m| (m as usize).min(9216) + RING_SLOT_OVERHEAD);
+        let frame_size = need.next_power_of_two().max(RING_FRAME_SIZE);
+        let block_size = frame_size.max(RING_BLOCK_SIZE);
+        let slots = (RING_BYTES / frame_size).max(RING_MIN_SLOTS);
+        RingGeometry {
+            frame_size,
+            block_size,
+            blocks: slots * frame_size / block_size,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.block_size * self.blocks
+    }
+}
 /// Largest frame read from the socket queue (a GSO super-frame of 64 KiB plus headers).
 const COPY_BUF_BYTES: usize = 65536 + 512;
 
@@ -122,11 +160,12 @@ pub struct RecvStats {
     pub csum_completed: u64,
 }
 
-/// The receive ring: `RING_BLOCKS` blocks mapped once, read slot by slot.
+/// The receive ring: its blocks mapped once, read slot by slot.
 #[derive(Debug)]
 struct RxRing {
     base: *mut u8,
     len: usize,
+    frame_size: usize,
     slots: usize,
     head: usize,
 }
@@ -140,10 +179,10 @@ impl RxRing {
     /// The status word of slot `i`.
     fn status(&self, i: usize) -> &AtomicU32 {
         debug_assert!(i < self.slots);
-        // SAFETY: slot `i` lies inside the mapping (i < slots, slots * RING_FRAME_SIZE <= len);
+        // SAFETY: slot `i` lies inside the mapping (i < slots, slots * frame_size <= len);
         // its first 4 bytes are `tp_status`, a naturally aligned u32 (slots are 2048-aligned
-        // within a page-aligned mapping) that the kernel also accesses atomically.
-        unsafe { &*(self.base.add(i * RING_FRAME_SIZE).cast::<AtomicU32>()) }
+        // at least within a page-aligned mapping) that the kernel also accesses atomically.
+        unsafe { &*(self.base.add(i * self.frame_size).cast::<AtomicU32>()) }
     }
 
     /// Slot `i`'s bytes (valid to read only while its status says `TP_STATUS_USER`).
@@ -151,7 +190,7 @@ impl RxRing {
         // SAFETY: slot `i` is inside the mapping (see `status`); the caller reads it only after
         // an Acquire load saw TP_STATUS_USER, so the kernel has finished writing it and will not
         // touch it until the status is handed back.
-        unsafe { std::slice::from_raw_parts(self.base.add(i * RING_FRAME_SIZE), RING_FRAME_SIZE) }
+        unsafe { std::slice::from_raw_parts(self.base.add(i * self.frame_size), self.frame_size) }
     }
 
     /// Hands slot `i` back to the kernel.
@@ -283,15 +322,20 @@ fn ctx(what: &'static str) -> impl FnOnce(io::Error) -> io::Error {
 impl PacketSocket {
     /// Opens a socket on interface `ifindex` with the options described in the module docs.
     pub fn open(ifindex: u32) -> io::Result<PacketSocket> {
-        Self::open_with(ifindex, None)
+        Self::open_with(ifindex, None, None)
     }
 
     /// [`PacketSocket::open`], and with `fanout = Some(group)` the socket joins `PACKET_FANOUT`
     /// group `group` of type `PACKET_FANOUT_HASH` right after `bind` (srmigd's workers, see
     /// `crate::workers`): the kernel hands each frame to one socket of the group, chosen by
     /// the frame's flow hash, so one flow always reaches the same socket. Every socket of a
-    /// group must be bound to the same interface.
-    pub fn open_with(ifindex: u32, fanout: Option<u16>) -> io::Result<PacketSocket> {
+    /// group must be bound to the same interface. `mtu` (the interface's) sizes the receive
+    /// ring's slots ([`RingGeometry::for_mtu`]).
+    pub fn open_with(
+        ifindex: u32,
+        fanout: Option<u16>,
+        mtu: Option<u32>,
+    ) -> io::Result<PacketSocket> {
         // SAFETY: plain socket(2) call; the returned descriptor is checked and owned at once.
         let raw = cvt(unsafe {
             libc::socket(
@@ -314,15 +358,16 @@ impl PacketSocket {
             .map_err(ctx("PACKET_VNET_HDR"))?;
         setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)
             .map_err(ctx("PACKET_COPY_THRESH"))?;
+        let g = RingGeometry::for_mtu(mtu);
+        let len = g.len();
         let req = libc::tpacket_req {
-            tp_block_size: RING_BLOCK_SIZE as u32,
-            tp_block_nr: RING_BLOCKS as u32,
-            tp_frame_size: RING_FRAME_SIZE as u32,
-            tp_frame_nr: (RING_BLOCKS * RING_BLOCK_SIZE / RING_FRAME_SIZE) as u32,
+            tp_block_size: g.block_size as u32,
+            tp_block_nr: g.blocks as u32,
+            tp_frame_size: g.frame_size as u32,
+            tp_frame_nr: (len / g.frame_size) as u32,
         };
         setsockopt_raw(r, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(ctx("PACKET_RX_RING"))?;
-        let len = RING_BLOCKS * RING_BLOCK_SIZE;
         // SAFETY: maps the ring the kernel just allocated for this socket, shared and readable
         // and writable as the packet(7) ring protocol requires; the result is checked.
         let base = unsafe {
@@ -341,7 +386,8 @@ impl PacketSocket {
         let ring = RxRing {
             base: base.cast(),
             len,
-            slots: len / RING_FRAME_SIZE,
+            frame_size: g.frame_size,
+            slots: len / g.frame_size,
             head: 0,
         };
         let s = PacketSocket {
@@ -425,11 +471,12 @@ impl PacketSocket {
             let slot = ring.slot(i);
             // SAFETY: the slot starts with a tpacket2_hdr (the ring was set up as TPACKET_V2)
             // and is at least RING_FRAME_SIZE bytes; read_unaligned copies it out.
+            let slot_size = ring.frame_size;
             let h: libc::tpacket2_hdr = unsafe { std::ptr::read_unaligned(slot.as_ptr().cast()) };
             let mac = usize::from(h.tp_mac);
             let snap = h.tp_snaplen as usize;
             let wire_len = h.tp_len as usize;
-            let in_slot = mac >= VNET_HDR_LEN && mac + snap <= RING_FRAME_SIZE;
+            let in_slot = mac >= VNET_HDR_LEN && mac + snap <= slot_size;
             if status & libc::TP_STATUS_COPY != 0 {
                 // The whole frame waits on the socket queue, in ring order.
                 if in_slot && n > 0 {
@@ -890,6 +937,26 @@ mod tests {
         assert_eq!(s.tx_pending(), 1, "the frame after it is still queued");
         s.flush(&mut failed).expect("the rest goes");
         assert_eq!(s.discard_queued(), 0);
+    }
+
+    #[test]
+    fn ring_slots_hold_a_whole_frame_of_the_mtu() {
+        let small = RingGeometry::for_mtu(None);
+        assert_eq!((small.frame_size, small.len()), (2048, 8 << 20));
+        assert_eq!(RingGeometry::for_mtu(Some(1500)), small);
+        for mtu in [1500u32, 4000, 9000, 9216, 65536] {
+            let g = RingGeometry::for_mtu(Some(mtu));
+            assert!(g.frame_size.is_power_of_two() && g.frame_size >= 2048);
+            assert!(
+                g.frame_size >= (mtu.min(9216) as usize) + RING_SLOT_OVERHEAD,
+                "{mtu}"
+            );
+            assert_eq!(g.block_size % g.frame_size, 0);
+            assert_eq!(g.block_size % 4096, 0);
+            assert!(g.len() / g.frame_size >= RING_MIN_SLOTS);
+            assert!(g.len() <= 16 << 20, "{mtu}: {g:?}");
+        }
+        assert_eq!(RingGeometry::for_mtu(Some(9216)).frame_size, 16384);
     }
 
     #[test]
