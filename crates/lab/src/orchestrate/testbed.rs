@@ -827,9 +827,12 @@ impl Drop for Testbed {
 
 /// Port I/O counters that mean a frame was lost or may have been (srmigd `/v1/status`,
 /// `ports[].io`).
-pub const PORT_LOSS_COUNTERS: [&str; 8] = [
+pub const PORT_LOSS_COUNTERS: [&str; 11] = [
     "rx_errors",
     "rx_truncated",
+    "rx_ring_drops",
+    "rx_gso_bad",
+    "rx_bad_csum_meta",
     "rx_bad_records",
     "tx_errors",
     "tx_no_link",
