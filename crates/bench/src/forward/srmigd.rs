@@ -188,7 +188,7 @@ impl Srmigd {
         ForwardError::Srmigd {
             what: what.to_owned(),
             log: self.log.clone(),
-            tail: log_tail(&self.log, LOG_TAIL_LINES),
+            tail: srmig_lab::orchestrate::log_tail(&self.log, LOG_TAIL_LINES),
         }
     }
 }
@@ -221,12 +221,6 @@ fn attached(log: &str, port: &str) -> bool {
 fn path_str(path: &Path) -> Result<&str, ForwardError> {
     path.to_str()
         .ok_or_else(|| ForwardError::Options(format!("path {} is not UTF-8", path.display())))
-}
-
-fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

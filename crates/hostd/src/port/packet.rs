@@ -651,37 +651,7 @@ impl PacketSocket {
     /// by that name): no RTNL, so no wait behind the link change that made the send fail
     /// (a netns move holds RTNL for tens of milliseconds).
     pub fn link_running(&self) -> io::Result<bool> {
-        let index = libc::c_int::try_from(self.ifindex)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-        // SAFETY: ifreq is a plain C struct (name array and a union of integers, arrays and
-        // pointers); all-zero is a valid value.
-        let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
-        ifr.ifr_ifru.ifru_ifindex = index;
-        // SAFETY: SIOCGIFNAME reads the ifindex from and writes the name into `ifr`, a valid
-        // ifreq that lives across the call.
-        if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFNAME, &mut ifr) } < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENODEV) => Ok(false),
-                _ => Err(e),
-            };
-        }
-        // The name just read stays in `ifr_name` (it existed a moment ago; a name from the
-        // config that no longer exists could make the kernel try to load a module for it).
-        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `ifr`, a valid
-        // ifreq that lives across the call.
-        if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                // Renamed or removed between the two calls.
-                Some(libc::ENODEV) => Ok(false),
-                _ => Err(e),
-            };
-        }
-        // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
-        let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
-        let want = libc::IFF_UP | libc::IFF_RUNNING;
-        Ok(flags & want == want)
+        link_running(self.fd.as_raw_fd(), self.ifindex)
     }
 
     /// Takes (and clears) the pending socket error, e.g. `ENETDOWN` after the interface went
@@ -800,6 +770,43 @@ fn deliver(
     }
     slot.ingress = port;
     1
+}
+
+/// Whether interface `ifindex` is here, up and running (`IFF_UP` and `IFF_RUNNING`), asked
+/// through any socket `fd` of its namespace: `SIOCGIFNAME` by index, then `SIOCGIFFLAGS`, both
+/// under RCU (no RTNL). `Ok(false)` if no interface has that ifindex.
+pub fn link_running(fd: RawFd, ifindex: u32) -> io::Result<bool> {
+    let index = libc::c_int::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    // SAFETY: ifreq is a plain C struct (name array and a union of integers, arrays and
+    // pointers); all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    ifr.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads the ifindex from and writes the name into `ifr`, a valid
+    // ifreq that lives across the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFNAME, &mut ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODEV) => Ok(false),
+            _ => Err(e),
+        };
+    }
+    // The name just read stays in `ifr_name` (it existed a moment ago; a name from the
+    // config that no longer exists could make the kernel try to load a module for it).
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `ifr`, a valid
+    // ifreq that lives across the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // Renamed or removed between the two calls.
+            Some(libc::ENODEV) => Ok(false),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
+    let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    let want = libc::IFF_UP | libc::IFF_RUNNING;
+    Ok(flags & want == want)
 }
 
 /// The MTU of interface `ifindex` in the calling thread's namespace, through a short-lived

@@ -841,23 +841,7 @@ impl XdpSocket {
     /// [`super::PacketSocket::link_running`] answers it: `SIOCGIFNAME` by index, then
     /// `SIOCGIFFLAGS`, both under RCU (no RTNL). `Ok(false)` if the ifindex is gone.
     pub fn link_running(&self) -> io::Result<bool> {
-        let Some(name) = ifname_of(&self.ctl, self.ifindex)? else {
-            return Ok(false);
-        };
-        let mut ifr = name;
-        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `ifr`, a valid
-        // ifreq that lives across the call.
-        if unsafe { libc::ioctl(self.ctl.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENODEV) => Ok(false),
-                _ => Err(e),
-            };
-        }
-        // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
-        let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
-        let want = libc::IFF_UP | libc::IFF_RUNNING;
-        Ok(flags & want == want)
+        super::packet::link_running(self.ctl.as_raw_fd(), self.ifindex)
     }
 }
 

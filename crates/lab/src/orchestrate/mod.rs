@@ -29,5 +29,5 @@ pub use run::{
     parse_strategy, parse_vm_kind, run, run_migrate, LabRun, MigrateOptions, RunDetails, RunParams,
     RunPlan, WorkloadKind, WorkloadMigration,
 };
-pub use srmigd::Srmigd;
+pub use srmigd::{log_tail, Srmigd};
 pub use testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};

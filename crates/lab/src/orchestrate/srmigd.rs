@@ -146,7 +146,7 @@ fn path_str(path: &Path) -> Result<&str, OrchestrateError> {
 }
 
 /// The last `n` lines of a file (empty if unreadable).
-pub(crate) fn log_tail(path: &Path, n: usize) -> String {
+pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
