@@ -249,6 +249,19 @@ impl DataplaneLoop {
     }
 
     fn apply_link_events(&mut self, now: Instant) {
+        self.apply_link_events_failing(now, None);
+    }
+
+    /// Applies the link events read. `failed`: port `i` refused the frame in `self.failed`
+    /// (why) and events are read to find out whether its link went away; if an event detaches
+    /// that port, the frame is re-steered first (it is older than the frames queued after it,
+    /// which are re-steered next). Returns whether it was.
+    fn apply_link_events_failing(
+        &mut self,
+        now: Instant,
+        mut failed: Option<(usize, &Undelivered)>,
+    ) -> bool {
+        let mut resteered_failed = false;
         let events = std::mem::take(&mut self.link_events);
         for ev in &events {
             for i in 0..self.ports.len() {
@@ -283,18 +296,58 @@ impl DataplaneLoop {
                         }
                     },
                     Some(LinkAction::Detach) => {
-                        p.detach();
                         info!(port = %p.ifname, "port detached");
-                        if p.kind == PortKind::Vm {
-                            let id = p.id;
-                            self.node.port_attachment(now, id, false);
-                        }
+                        let first = failed.take_if(|(f, _)| *f == i).map(|(_, u)| u);
+                        resteered_failed |= first.is_some();
+                        self.detach_port(now, i, first);
                     }
                 }
             }
         }
         self.link_events = events;
         self.link_events.clear();
+        resteered_failed
+    }
+
+    /// Detaches port `i` (its VM, if any, is no longer running here). On a VM port the frames
+    /// still queued for it never reached the VM: they are re-steered where the VM's packets go
+    /// now, in order, after the refused frame in `self.failed` if `failed` says one is
+    /// (`Undelivered`: why it was refused). Elsewhere they are counted as `tx_no_link`.
+    fn detach_port(&mut self, now: Instant, i: usize, failed: Option<&Undelivered>) {
+        let p = &mut self.ports[i];
+        let Some(mut sock) = p.socket.take() else {
+            if let Some(u) = failed {
+                self.resteer_failed(now, i, u);
+            }
+            return;
+        };
+        let (id, vm) = (p.id, p.kind == PortKind::Vm && p.qemu.is_none());
+        if p.kind == PortKind::Vm {
+            self.node.port_attachment(now, id, false);
+        }
+        if let Some(u) = failed {
+            self.resteer_failed(now, i, u);
+        }
+        if let PortSocket::Packet(ps) = &mut sock {
+            if vm {
+                for f in ps.queued_frames() {
+                    resteer(
+                        &mut self.node,
+                        &mut self.ports,
+                        now,
+                        i,
+                        f,
+                        &mut self.resteered,
+                        &mut self.scratch,
+                        &Undelivered::NoLink,
+                    );
+                }
+                ps.discard_queued();
+            } else {
+                self.ports[i].stats.tx_no_link += ps.discard_queued() as u64;
+            }
+        }
+        close_in_background(sock);
     }
 
     /// Sends everything the engine generated or released, and the pending VM state reports.
@@ -796,34 +849,17 @@ impl DataplaneLoop {
                 Ok(_) => {}
                 Err(err) => error!(error = %err, "reading link events failed"),
             }
-            self.apply_link_events(now);
-            let p = &mut self.ports[i];
+            if self.apply_link_events_failing(now, Some((i, &u))) {
+                // An event detached the port: the frame and those queued after it went.
+                info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached by the event, frames re-steered");
+                return;
+            }
+            let p = &self.ports[i];
             if p.socket.as_ref().is_some_and(|s| s.ifindex() == ifindex) {
                 // The kernel's own event will find the port detached already.
-                let sock = p.socket.take();
-                let id = p.id;
-                self.node.port_attachment(now, id, false);
-                info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached, frames re-steered");
+                info!(port = %p.ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; port detached, frames re-steered");
                 // The failed frame first (it is the oldest), then the ones queued after it.
-                self.resteer_failed(now, i, &u);
-                if let Some(mut s) = sock {
-                    if let PortSocket::Packet(ps) = &mut s {
-                        for f in ps.queued_frames() {
-                            resteer(
-                                &mut self.node,
-                                &mut self.ports,
-                                now,
-                                i,
-                                f,
-                                &mut self.resteered,
-                                &mut self.scratch,
-                                &Undelivered::NoLink,
-                            );
-                        }
-                        ps.discard_queued();
-                    }
-                    close_in_background(s);
-                }
+                self.detach_port(now, i, Some(&u));
                 return;
             }
             info!(port = %self.ports[i].ifname, ifindex, error = %e, "send failed: the interface stopped or left before its link event was read; frame re-steered");
