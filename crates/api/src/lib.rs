@@ -14,6 +14,7 @@
 //! | migration request | CLI -> controller | [`MigrateRequest`] |
 //! | hypervisor event | hypervisor driver -> controller | [`HypervisorReport`] |
 //! | migration progress | controller -> CLI | [`MigrationStatus`] |
+//! | host status and counters | srmigd -> controller, CLI | [`HostStatus`] |
 //! | error | any server -> client | [`ApiError`] |
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod host;
 pub mod ids;
 pub mod migration;
+pub mod status;
 pub mod vm;
 
 pub use config::{
@@ -34,5 +36,9 @@ pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, 
 pub use migration::{
     HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest, MigrationOutcome,
     MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
+};
+pub use status::{
+    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus, SidStatus,
+    Traffic, VmStatus,
 };
 pub use vm::{VmInfo, VmState, VmStateReport};

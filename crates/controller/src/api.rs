@@ -31,7 +31,7 @@ use serde::Serialize;
 use srmig_api::{ApiError, ApiErrorCode, MigrationId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Command, Failure};
+use crate::mailbox::{Command, Failure};
 use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
 
 impl IntoResponse for Failure {

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::driver::{External, HypervisorDriver};
-use crate::engine::{now, Command, Engine};
+use crate::engine::{now, Engine};
+use crate::mailbox::Command;
 use crate::push::{PushSettings, Pushers};
 use crate::store::{Store, StoreError};
 

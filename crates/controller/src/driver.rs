@@ -18,7 +18,7 @@ use std::fmt;
 use srmig_api::{HostId, HypervisorProgress, HypervisorReport, MigrationId, Strategy, VmId};
 use tokio::sync::mpsc;
 
-use crate::engine::Command;
+use crate::mailbox::Command;
 
 /// One migration, as handed to a driver.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,62 +19,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
 use srmig_api::{
-    Ack, ApiError, ApiErrorCode, HostId, HypervisorReport, MigrateRequest, MigrationId,
-    MigrationPhase, MigrationStatus, Timestamp, VmInfo, VmState, VmStateReport,
+    Ack, ApiErrorCode, HostId, HypervisorReport, MigrationId, MigrationPhase, MigrationStatus,
+    Timestamp, VmState, VmStateReport,
 };
 use srmig_control::{
     Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
+use crate::mailbox::Command;
+use crate::mailbox::Failure;
 use crate::push::{error_chain, PushOutcome, Pushers};
 use crate::resync::{self, Observed};
 use crate::store::Store;
 use crate::types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
-
-/// An API failure: HTTP status plus the JSON error body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The body.
-    pub error: ApiError,
-}
-
-impl Failure {
-    /// Builds a failure.
-    pub fn new(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            error: ApiError::new(code, message),
-        }
-    }
-}
-
-type Reply<T> = oneshot::Sender<Result<T, Failure>>;
-
-/// Inputs of the engine.
-#[derive(Debug)]
-pub(crate) enum Command {
-    AddHost(HostRegistration, Reply<HostView>),
-    AddVm(VmInfo, Reply<VmView>),
-    Hosts(Reply<Vec<HostView>>),
-    Vms(Reply<Vec<VmView>>),
-    VmState(VmStateReport, Reply<()>),
-    Migrate(MigrateRequest, Reply<MigrationStatus>),
-    Migration(MigrationId, Reply<MigrationStatus>),
-    Migrations(Reply<Vec<MigrationStatus>>),
-    Hypervisor(MigrationId, HypervisorPost, Reply<MigrationStatus>),
-    Cancel(MigrationId, Reply<MigrationStatus>),
-    HypervisorReport(HypervisorReport),
-    /// The driver's view of a running migration (shown in its status, not persisted).
-    HypervisorProgress(MigrationId, srmig_api::HypervisorProgress),
-    Push(PushOutcome),
-    Observed(Observed),
-    Shutdown,
-}
 
 /// Milliseconds since the Unix epoch: the controller's clock.
 pub(crate) fn now() -> Timestamp {

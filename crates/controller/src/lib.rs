@@ -1,7 +1,8 @@
 //! srmig-controller: the controller daemon around the sans-IO [`srmig_control::Controller`].
 //!
 //! - [`api`]: the HTTP/JSON API on a unix socket (axum), documented in `docs/controller-api.md`;
-//! - `engine`: the single task owning the core, the store and the outputs;
+//! - `engine`: the single task owning the core, the store and the outputs; `mailbox`: its
+//!   commands and replies;
 //! - [`push`]: per-host delivery of configs to srmigd (`PUT /v1/config`, acks fed back);
 //! - [`resync`]: polling srmigd's `GET /v1/status` for VM states (after a restart, and while a
 //!   migration waits for its hypervisor);
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod driver;
 mod engine;
 pub mod http;
+mod mailbox;
 pub mod push;
 pub mod qmp_driver;
 pub mod resync;
@@ -39,7 +41,7 @@ pub use client::{
 };
 pub use daemon::{run_blocking, Daemon, DaemonError, Options, DEFAULT_SOCKET, DEFAULT_STORE};
 pub use driver::{External, HypervisorDriver, MigrationOrder, ReportSink};
-pub use engine::Failure;
+pub use mailbox::Failure;
 pub use push::PushSettings;
 pub use qmp_driver::{QemuInstance, QemuLauncher, Qmp, QmpSettings};
 pub use store::{Store, StoreError};

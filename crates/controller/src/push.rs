@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::engine::Command;
 use crate::http::UnixHttp;
+use crate::mailbox::Command;
 
 /// Push settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

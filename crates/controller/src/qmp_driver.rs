@@ -542,7 +542,7 @@ mod tests {
     //! before it; the destination's switchover events are released when the source's
     //! `query-migrate` says `completed`, as the real pair does.
     use super::*;
-    use crate::engine::Command;
+    use crate::mailbox::Command;
     use serde_json::{json, Value};
     use std::collections::VecDeque;
     use std::path::Path;

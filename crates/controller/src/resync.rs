@@ -10,32 +10,12 @@
 use std::time::Duration;
 
 use hyper::Method;
-use serde::Deserialize;
-use srmig_api::{HostId, VmId, VmState};
+use srmig_api::{HostId, HostStatus, VmId, VmState};
 use tokio::sync::mpsc;
 
-use crate::engine::Command;
 use crate::http::UnixHttp;
+use crate::mailbox::Command;
 use crate::push::error_chain;
-
-/// The part of srmigd's `GET /v1/status` the controller reads (other fields are ignored).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct HostStatusLite {
-    /// `name`: the host name srmigd runs as.
-    pub name: String,
-    /// `vms`: the VMs srmigd knows, with their state there.
-    #[serde(default)]
-    pub vms: Vec<VmStatusLite>,
-}
-
-/// One VM of [`HostStatusLite`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct VmStatusLite {
-    /// `name`: the VM.
-    pub name: VmId,
-    /// `state`: `absent`, `running` or `paused`.
-    pub state: VmState,
-}
 
 /// What one poll found.
 #[derive(Debug)]
@@ -56,18 +36,28 @@ pub(crate) fn poll(
         let result = match http.request(Method::GET, "/v1/status", None).await {
             Err(e) => Err(error_chain(&e)),
             Ok(r) if !r.status.is_success() => Err(format!("GET /v1/status answered {}", r.status)),
-            Ok(r) => match serde_json::from_slice::<HostStatusLite>(&r.body) {
-                Err(e) => Err(format!("GET /v1/status: unexpected body: {e}")),
-                Ok(s) if s.name != host.as_str() => Err(format!(
-                    "the srmigd at {} runs as host {}, expected {host}",
-                    http.socket().display(),
-                    s.name
-                )),
-                Ok(s) => Ok(s.vms.into_iter().map(|v| (v.name, v.state)).collect()),
-            },
+            Ok(r) => vm_states(&host, &r.body)
+                .map_err(|e| format!("GET /v1/status at {}: {e}", http.socket().display())),
         };
         let _ = tx.send(Command::Observed(Observed { host, result })).await;
     });
+}
+
+/// The VM states in a `GET /v1/status` body from the srmigd of `host`.
+fn vm_states(host: &HostId, body: &[u8]) -> Result<Vec<(VmId, VmState)>, String> {
+    let s: HostStatus =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected body: {e}"))?;
+    if s.name != host.as_str() {
+        return Err(format!("srmigd runs as host {}, expected {host}", s.name));
+    }
+    s.vms
+        .into_iter()
+        .map(|v| {
+            VmId::new(v.name.clone())
+                .map(|id| (id, v.state))
+                .map_err(|e| format!("VM name {:?}: {e}", v.name))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -75,17 +65,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_srmigd_status_shape_and_ignores_the_rest() {
-        let body = r#"{"name":"h2","generation":7,"ports":[],"vms":[
-            {"name":"web1","state":"running","port":"vm0","local":true,"addresses":[],
-             "buffer":{"packets":0,"bytes":0},"held":3}],"sids":[],"drops":{}}"#;
-        let s: HostStatusLite = serde_json::from_str(body).expect("parse");
-        assert_eq!(s.name, "h2");
-        assert_eq!(s.vms.len(), 1);
-        assert_eq!(s.vms[0].state, VmState::Running);
-        assert!(serde_json::from_str::<HostStatusLite>(
-            r#"{"name":"h2","vms":[{"name":"web1","state":"gone"}]}"#
+    fn reads_the_vm_states_of_the_right_host() {
+        let vm = |name: &str, state| srmig_api::VmStatus {
+            name: name.into(),
+            state,
+            port: "vm0".into(),
+            local: Some(true),
+            addresses: vec![],
+            buffer: Default::default(),
+            rx: Default::default(),
+            tx: Default::default(),
+            held: 3,
+            released: 0,
+            expired: 0,
+            dropped: 0,
+        };
+        let status = HostStatus {
+            name: "h2".into(),
+            generation: Some(7),
+            ports: vec![],
+            vms: vec![vm("web1", VmState::Running), vm("db1", VmState::Paused)],
+            sids: vec![],
+            policies: vec![],
+            buffer: Default::default(),
+            drops: Default::default(),
+            icmp: Default::default(),
+        };
+        let body = serde_json::to_vec(&status).expect("json");
+        let h2 = HostId::new("h2").expect("name");
+        let got = vm_states(&h2, &body).expect("states");
+        assert_eq!(
+            got,
+            vec![
+                (VmId::new("web1").expect("vm"), VmState::Running),
+                (VmId::new("db1").expect("vm"), VmState::Paused)
+            ]
+        );
+        let h3 = HostId::new("h3").expect("name");
+        let e = vm_states(&h3, &body).expect_err("other host");
+        assert!(e.contains("runs as host h2, expected h3"), "{e}");
+        let e = vm_states(
+            &h2,
+            br#"{"name":"h2","vms":[{"name":"web1","state":"gone"}]}"#,
         )
-        .is_err());
+        .expect_err("bad");
+        assert!(e.starts_with("unexpected body"), "{e}");
     }
 }

@@ -22,10 +22,11 @@ use srmig_dataplane::SidConfig;
 
 #[cfg(test)]
 use crate::dataplane_loop::DataplaneHandle;
+use crate::mailbox::Command;
 use crate::metrics;
-use crate::node::{Command, CommandError};
-use crate::status::HostStatus;
 use crate::workers::{merge_replies, Workers};
+use srmig_agent::AgentError;
+use srmig_api::HostStatus;
 
 /// Body of `PUT /v1/vms/{name}/state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ fn error(status: StatusCode, code: ApiErrorCode, message: impl Into<String>) -> 
     (status, Json(ApiError::new(code, message))).into_response()
 }
 
-fn command_error(e: &CommandError) -> Response {
+fn command_error(e: &AgentError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(e.to_api())).into_response()
 }
@@ -106,7 +107,7 @@ async fn host_status(dp: &Workers) -> Option<HostStatus> {
 async fn call_all<T, E: std::fmt::Display>(
     dp: &Workers,
     what: &str,
-    make: impl Fn(crate::node::Reply<Result<T, E>>) -> Command,
+    make: impl Fn(crate::mailbox::Reply<Result<T, E>>) -> Command,
     merge: impl Fn(&mut T, T),
 ) -> Option<Result<T, E>> {
     merge_replies(what, dp.call(make).await.ok()?, merge)
@@ -156,7 +157,7 @@ async fn put_vm_state(
         Err(r) => return *r,
     };
     let make = |r| Command::SetVmState(name.clone(), req.state, r);
-    let merge = |a: &mut crate::status::VmStatus, b: crate::status::VmStatus| a.merge(&b);
+    let merge = |a: &mut srmig_api::VmStatus, b: srmig_api::VmStatus| a.merge(&b);
     match call_all(&dp, "PUT /v1/vms/{name}/state", make, merge).await {
         Some(Ok(vm)) => Json(vm).into_response(),
         Some(Err(e)) => command_error(&e),
@@ -202,22 +203,30 @@ async fn delete_sid(State(dp): State<Workers>, Path(sid): Path<String>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::{base, hc_json};
-    use crate::node::Node;
-    use crate::status::HostStatus;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
+    use srmig_agent::testkit::{base, hc_json};
+    use srmig_agent::{Agent, WallClock};
     use tower::ServiceExt;
 
-    /// A router backed by a real `Node` on a thread that handles commands (no sockets).
+    /// A router backed by a real `Agent` on a thread that handles commands (no sockets).
     fn app() -> (Router, std::thread::JoinHandle<()>) {
         let (handle, rx, _wake) = DataplaneHandle::new().expect("eventfd");
-        let mut node =
-            Node::new(srmig_api::HostId::new("h1").expect("name"), base()).expect("node");
+        let mut agent = Agent::new(
+            srmig_api::HostId::new("h1").expect("name"),
+            base(),
+            WallClock::default(),
+        )
+        .expect("agent");
         let t = std::thread::spawn(move || {
             while let Ok(cmd) = rx.recv() {
-                if !node.handle(srmig_dataplane::Instant::ZERO, cmd, &[]) {
+                if !crate::dataplane_loop::serve(
+                    &mut agent,
+                    srmig_dataplane::Instant::ZERO,
+                    cmd,
+                    &[],
+                ) {
                     break;
                 }
             }
@@ -335,7 +344,7 @@ mod tests {
             let (app, _t) = app();
             let (s, b) = call(&app, "PUT", "/v1/vms/db1/state", r#"{"state":"running"}"#).await;
             assert_eq!(s, StatusCode::OK);
-            let vm: crate::status::VmStatus = serde_json::from_slice(&b).expect("vm");
+            let vm: srmig_api::VmStatus = serde_json::from_slice(&b).expect("vm");
             assert_eq!(vm.state, srmig_api::VmState::Running);
             let (s, b) = call(&app, "PUT", "/v1/vms/nope/state", r#"{"state":"running"}"#).await;
             assert_eq!(s, StatusCode::NOT_FOUND);

@@ -153,7 +153,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("srmigd-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let good = dir.join("good.toml");
-        std::fs::write(&good, crate::apply::tests::node_toml()).expect("write");
+        std::fs::write(&good, srmig_agent::testkit::node_toml()).expect("write");
         assert_eq!(load(&good).expect("load").ports.len(), 2);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "locator = 5\n").expect("write");
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn qemu_tables_are_taken_out_and_checked() {
-        let base = crate::apply::tests::node_toml();
+        let base = srmig_agent::testkit::node_toml();
         let vm_port = toml::from_str::<NodeConfig>(base)
             .expect("base")
             .ports

@@ -1,4 +1,4 @@
-//! The dataplane thread: one thread owns the [`Node`] (and so the engine) and does all packet
+//! The dataplane thread: one thread owns the [`Agent`] (and so the engine) and does all packet
 //! I/O with poll(2).
 //!
 //! ```text
@@ -18,7 +18,7 @@
 //!                command and VM state change; send VM state reports to the reporter
 //! ```
 //!
-//! With `srmigd --workers N` there are N such threads, each with its own [`Node`], netlink
+//! With `srmigd --workers N` there are N such threads, each with its own [`Agent`], netlink
 //! socket and sockets (AF_PACKET in a `PACKET_FANOUT_HASH` group per port, so a flow always
 //! reaches the same thread); this loop does not know about the others ([`crate::workers`]).
 //!
@@ -62,13 +62,13 @@ use srmig_dataplane::{Batch, Instant, PacketBuf, PortId, PortKind, Verdict, VmSt
 use tracing::{debug, error, info, warn};
 
 use crate::linkwatch::{LinkEvent, LinkWatch};
-use crate::node::{Command, Node, StateSource};
+use crate::mailbox::Command;
 use crate::port::qemu::{QemuPort, QemuPortConfig};
 use crate::port::{
-    close_in_background, IoConfig, LinkAction, PortInfo, PortIo, PortSocket, Undelivered,
-    MAX_RECV_BATCH,
+    close_in_background, IoConfig, LinkAction, PortIo, PortSocket, Undelivered, MAX_RECV_BATCH,
 };
 use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState};
+use srmig_agent::{Agent, PortInfo, StateSource, WallClock};
 
 /// Full batches taken from one port in a row before the loop polls again.
 const HOT_BATCHES: usize = 8;
@@ -136,7 +136,7 @@ struct QemuVm {
 /// Everything the thread owns.
 #[derive(Debug)]
 pub struct DataplaneLoop {
-    node: Node,
+    agent: Agent,
     ports: Vec<PortIo>,
     /// Per port: the hypervisor state of a QEMU port (`None` for AF_PACKET ports).
     qemu: Vec<Option<QemuVm>>,
@@ -168,7 +168,7 @@ impl DataplaneLoop {
     /// `fanout` (one of several workers, see [`crate::workers`]): every port's socket is an
     /// AF_PACKET socket in the port's `PACKET_FANOUT` group, salted with this value.
     pub fn new(
-        node: Node,
+        mut agent: Agent,
         commands: mpsc::Receiver<Command>,
         wake: Arc<EventFd>,
         reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
@@ -178,7 +178,7 @@ impl DataplaneLoop {
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
-        let ports: Vec<PortIo> = node
+        let ports: Vec<PortIo> = agent
             .base()
             .ports
             .iter()
@@ -205,15 +205,21 @@ impl DataplaneLoop {
             .collect();
         let snapshot = link.dump_now(Duration::from_secs(5))?;
         let n_ports = ports.len();
+        let epoch = std::time::Instant::now();
+        agent.set_clock(WallClock {
+            unix_ms_at_zero: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        });
         let mut lp = DataplaneLoop {
-            node,
+            agent,
             ports,
             qemu: hv,
             link,
             wake,
             commands,
             reports,
-            epoch: std::time::Instant::now(),
+            epoch,
             link_events: Vec::with_capacity(64),
             infos: Vec::new(),
             out: PacketBuf::new(),
@@ -236,7 +242,7 @@ impl DataplaneLoop {
             if !p.attached() {
                 warn!(port = %p.ifname, present = p.ifindex.is_some(), "port not attached at startup (interface missing, down or without carrier)");
                 if p.kind == PortKind::Vm {
-                    lp.node.port_attachment(now, p.id, false);
+                    lp.agent.port_attachment(now, p.id, false);
                 }
             }
         }
@@ -288,7 +294,7 @@ impl DataplaneLoop {
                             let (id, mtu, vm) = (p.id, p.mtu, p.kind == PortKind::Vm);
                             self.sync_mtu(id, mtu);
                             if vm {
-                                self.node.port_attachment(now, id, true);
+                                self.agent.port_attachment(now, id, true);
                             }
                         }
                         Err(e) => {
@@ -323,7 +329,7 @@ impl DataplaneLoop {
         };
         let (id, vm) = (p.id, p.kind == PortKind::Vm && p.qemu.is_none());
         if p.kind == PortKind::Vm {
-            self.node.port_attachment(now, id, false);
+            self.agent.port_attachment(now, id, false);
         }
         if let Some(u) = failed {
             self.resteer_failed(now, i, u);
@@ -332,7 +338,7 @@ impl DataplaneLoop {
             if vm {
                 for f in ps.queued_frames() {
                     resteer(
-                        &mut self.node,
+                        &mut self.agent,
                         &mut self.ports,
                         now,
                         i,
@@ -353,9 +359,8 @@ impl DataplaneLoop {
     /// Sends everything the engine generated or released, and the pending VM state reports.
     fn flush(&mut self, now: Instant) {
         self.drain_transmit(now);
-        let reports = self.node.take_reports();
-        if let Some(tx) = &self.reports {
-            for r in reports {
+        while let Some(r) = self.agent.poll_report() {
+            if let Some(tx) = &self.reports {
                 // The reporter is gone only at shutdown.
                 let _ = tx.send(r);
             }
@@ -372,7 +377,7 @@ impl DataplaneLoop {
         loop {
             self.round = self.round.wrapping_add(1);
             let now = self.now();
-            let mut timeout = match self.node.dataplane().poll_timeout() {
+            let mut timeout = match self.agent.dataplane().poll_timeout() {
                 Some(t) => t.saturating_duration_since(now).min(MAX_POLL),
                 None => MAX_POLL,
             };
@@ -471,7 +476,7 @@ impl DataplaneLoop {
                             }
                             self.infos.clear();
                             self.infos.extend(self.ports.iter().map(PortIo::info));
-                            let go_on = self.node.handle(now, cmd, &self.infos);
+                            let go_on = serve(&mut self.agent, now, cmd, &self.infos);
                             // A new configuration may have replaced the engine's ports.
                             for i in 0..self.ports.len() {
                                 let (id, mtu) = (self.ports[i].id, self.ports[i].mtu);
@@ -506,12 +511,12 @@ impl DataplaneLoop {
                 }
             }
             if self
-                .node
+                .agent
                 .dataplane()
                 .poll_timeout()
                 .is_some_and(|t| t <= now)
             {
-                self.node.dataplane().handle_timeout(now);
+                self.agent.dataplane().handle_timeout(now);
                 self.flush(now);
             }
         }
@@ -628,7 +633,7 @@ impl DataplaneLoop {
         let p = &self.ports[i];
         let id = p.id;
         let connected = p.attached();
-        let cur = self.node.port_vm_state(id);
+        let cur = self.agent.port_vm_state(id);
         let target = if hv.qmp {
             vm_state_for(connected, hv.run)
         } else if connected {
@@ -641,7 +646,7 @@ impl DataplaneLoop {
         if cur == Some(target) {
             return;
         }
-        self.node
+        self.agent
             .set_port_vm_state(now, id, target, StateSource::Hypervisor);
         if cur == Some(VmState::Running) && connected {
             self.recover(i, now, cause, stopped_at_us);
@@ -670,8 +675,8 @@ impl DataplaneLoop {
         let mut sent = 0usize;
         let mut dropped = 0usize;
         for f in &r.frames {
-            let vm = self.node.vm_for_frame(id, f);
-            match vm.and_then(|vm| self.node.reinject_for_vm(now, vm, f, &mut self.out)) {
+            let vm = self.agent.vm_for_frame(id, f);
+            match vm.and_then(|vm| self.agent.reinject_for_vm(now, vm, f, &mut self.out)) {
                 Some(Verdict::Tx(port)) => {
                     if let Some(p) = self.ports.get_mut(port.index()) {
                         p.send(self.out.data(), &mut self.scratch);
@@ -706,7 +711,7 @@ impl DataplaneLoop {
 
     /// Processes a received batch, queues its verdicts on their ports and flushes them.
     fn process(&mut self, now: Instant, batch: &mut Batch) {
-        self.node.dataplane().process_batch(now, batch);
+        self.agent.dataplane().process_batch(now, batch);
         for pkt in batch.packets() {
             if let Verdict::Tx(out) = pkt.verdict {
                 let i = out.index();
@@ -735,7 +740,7 @@ impl DataplaneLoop {
     /// Queues every frame `poll_transmit` has (generated packets and released buffers), then
     /// flushes the ports.
     fn drain_transmit(&mut self, now: Instant) {
-        while let Some(port) = self.node.dataplane().poll_transmit(now, &mut self.out) {
+        while let Some(port) = self.agent.dataplane().poll_transmit(now, &mut self.out) {
             let i = port.index();
             if i >= self.ports.len() {
                 continue;
@@ -789,7 +794,7 @@ impl DataplaneLoop {
     /// (clamped to what IPv6 and the engine's buffers allow).
     fn sync_mtu(&mut self, id: PortId, mtu: Option<u32>) {
         let configured = self
-            .node
+            .agent
             .base()
             .ports
             .get(id.index())
@@ -798,7 +803,7 @@ impl DataplaneLoop {
             return;
         };
         let mtu = u16::try_from(mtu.clamp(1280, 9216)).unwrap_or(9216);
-        if let Err(e) = self.node.dataplane().set_port_mtu(id, Some(mtu)) {
+        if let Err(e) = self.agent.dataplane().set_port_mtu(id, Some(mtu)) {
             warn!(port = id.0, mtu, error = %e, "cannot set the port's MTU in the engine");
         }
     }
@@ -870,7 +875,7 @@ impl DataplaneLoop {
     /// Re-steers the frame in `self.failed` that port `i` did not send (`u`: why).
     fn resteer_failed(&mut self, now: Instant, i: usize, u: &Undelivered) {
         resteer(
-            &mut self.node,
+            &mut self.agent,
             &mut self.ports,
             now,
             i,
@@ -887,7 +892,7 @@ impl DataplaneLoop {
 /// cannot be.
 #[allow(clippy::too_many_arguments)]
 fn resteer(
-    node: &mut Node,
+    agent: &mut Agent,
     ports: &mut [PortIo],
     now: Instant,
     i: usize,
@@ -897,8 +902,8 @@ fn resteer(
     u: &Undelivered,
 ) {
     let id = ports[i].id;
-    let vm = node.vm_for_frame(id, frame);
-    let verdict = vm.and_then(|vm| node.reinject_for_vm(now, vm, frame, out_buf));
+    let vm = agent.vm_for_frame(id, frame);
+    let verdict = vm.and_then(|vm| agent.reinject_for_vm(now, vm, frame, out_buf));
     match verdict {
         Some(Verdict::Tx(out)) => {
             // Back to the same port only if the VM still runs here as far as the engine
@@ -917,6 +922,35 @@ fn resteer(
             ports[i].count_undelivered(u);
         }
     }
+}
+
+/// Answers one command from the agent (`ports`: the I/O side of each port, for the status);
+/// `false` for [`Command::Shutdown`]. [`Command::Hypervisor`] is the loop's own business (it
+/// owns the QEMU streams) and is ignored here. A dropped reply receiver (client gone) is not
+/// an error.
+pub fn serve(agent: &mut Agent, now: Instant, cmd: Command, ports: &[PortInfo]) -> bool {
+    match cmd {
+        Command::ApplyConfig(hc, reply) => {
+            let _ = reply.send(agent.apply_host_config(*hc));
+        }
+        Command::SetVmState(name, state, reply) => {
+            let _ = reply.send(agent.set_vm_state(now, &name, state));
+        }
+        Command::InstallSid(cfg, reply) => {
+            let _ = reply.send(agent.install_sid(*cfg));
+        }
+        Command::RemoveSid(sid, reply) => {
+            let _ = reply.send(agent.remove_sid(sid));
+        }
+        Command::Status(reply) => {
+            let _ = reply.send(agent.status(ports));
+        }
+        Command::Hypervisor(u) => {
+            tracing::debug!(port = %u.port, "hypervisor update outside the dataplane loop ignored");
+        }
+        Command::Shutdown => return false,
+    }
+    true
 }
 
 impl DataplaneLoop {

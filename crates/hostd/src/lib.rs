@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  main thread ── parses the CLI, loads node.toml, starts:
-//!   ├─ dataplane thread  (dataplane_loop): owns the Node (engine + control state);
+//!   ├─ dataplane thread  (dataplane_loop): owns the Agent (engine + control state, crate
+//!   │    srmig-agent);
 //!   │    poll(eventfd, netlink, AF_PACKET sockets) → batches → verdicts → sends
 //!   └─ runtime thread    (tokio): the control API on a unix socket (api), the controller
 //!        reporter (report), signals; talks to the dataplane thread through commands + eventfd
@@ -11,23 +12,20 @@
 //!
 //! One concern per module: [`port`] (AF_PACKET ports, [`port::packet`] the socket; QEMU
 //! stream ports, [`port::qemu`]), [`qmpwatch`] (VM state from QEMU's QMP events),
-//! [`linkwatch`] (netlink link events), [`dataplane_loop`] (the thread), [`node`] (commands,
-//! host config application, status), [`apply`] (host config translation), [`api`] (HTTP
-//! routes), [`metrics`] (OpenMetrics), [`status`] (status types), [`workers`] (`--workers N`:
-//! the model, command fan-out), [`report`] (controller reports), [`client`] (unix-socket HTTP
+//! [`linkwatch`] (netlink link events), [`dataplane_loop`] (the thread), [`mailbox`] (its
+//! commands and replies), [`api`] (HTTP routes), [`metrics`] (OpenMetrics), [`workers`]
+//! (`--workers N`: the model, command fan-out), [`report`] (controller reports), [`client`] (unix-socket HTTP
 //! client), [`config`] (node.toml).
 
 pub mod api;
-pub mod apply;
 pub mod client;
 pub mod config;
 pub mod dataplane_loop;
 pub mod linkwatch;
+pub mod mailbox;
 pub mod metrics;
-pub mod node;
 pub mod port;
 pub mod qmpwatch;
 pub mod report;
-pub mod status;
 mod sys;
 pub mod workers;

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use srmig_agent::{Agent, WallClock};
 use srmig_api::HostId;
 use srmig_hostd::dataplane_loop::{DataplaneHandle, DataplaneLoop};
-use srmig_hostd::node::{Command, Node};
+use srmig_hostd::mailbox::Command;
 use srmig_hostd::workers::{self, Workers};
 use srmig_hostd::{api, config, qmpwatch, report};
 use tokio::sync::Notify;
@@ -118,7 +119,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if n > 1 {
         // The configuration as written first: its errors then name the configured values.
         drop(
-            Node::new(host.clone(), cfg.clone())
+            Agent::new(host.clone(), cfg.clone(), WallClock::default())
                 .with_context(|| format!("invalid node configuration {}", args.config.display()))?,
         );
         info!(
@@ -137,12 +138,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut loops = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for k in 0..n {
-        let node = Node::new(host.clone(), workers::worker_node_config(&cfg, n))
-            .with_context(|| format!("invalid node configuration {}", args.config.display()))?;
+        let agent = Agent::new(
+            host.clone(),
+            workers::worker_node_config(&cfg, n),
+            WallClock::default(),
+        )
+        .with_context(|| format!("invalid node configuration {}", args.config.display()))?;
         let (handle, commands, wake) =
             DataplaneHandle::new().context("cannot create the eventfd")?;
         // Only worker 0 reports VM states: the others' follow the same events.
-        let lp = DataplaneLoop::new(node, commands, wake, report_tx.take(), &qemu, &io, fanout)
+        let lp = DataplaneLoop::new(agent, commands, wake, report_tx.take(), &qemu, &io, fanout)
             .with_context(|| {
                 if n > 1 {
                     format!("cannot start dataplane worker {k} (netlink)")

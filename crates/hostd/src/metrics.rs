@@ -21,7 +21,7 @@
 
 use std::fmt::Write;
 
-use crate::status::HostStatus;
+use srmig_api::HostStatus;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -92,7 +92,7 @@ impl Out {
 /// Renders the snapshot as OpenMetrics text.
 pub fn render(s: &HostStatus) -> String {
     let mut o = Out(String::with_capacity(16 << 10));
-    fn port(p: &crate::status::PortStatus) -> Vec<(&'static str, &str)> {
+    fn port(p: &srmig_api::PortStatus) -> Vec<(&'static str, &str)> {
         vec![("port", p.name.as_str())]
     }
     o.counter(
@@ -188,7 +188,7 @@ pub fn render(s: &HostStatus) -> String {
             .iter()
             .map(|p| (vec![("policy", p.name.as_str())], p.traffic.bytes)),
     );
-    type VmField = fn(&crate::status::VmStatus) -> u64;
+    type VmField = fn(&srmig_api::VmStatus) -> u64;
     let vm_counters: [(&str, &str, VmField); 8] = [
         ("srmig_vm_rx_packets", "Packets received from a VM.", |v| {
             v.rx.packets
@@ -299,8 +299,8 @@ pub fn render(s: &HostStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::{base, hc};
-    use crate::node::Node;
+    use srmig_agent::testkit::{base, hc};
+    use srmig_agent::{Agent, WallClock};
 
     #[test]
     fn escapes_label_values() {
@@ -310,7 +310,12 @@ mod tests {
 
     #[test]
     fn well_formed_openmetrics() {
-        let mut n = Node::new(srmig_api::HostId::new("h1").expect("name"), base()).expect("node");
+        let mut n = Agent::new(
+            srmig_api::HostId::new("h1").expect("name"),
+            base(),
+            WallClock::default(),
+        )
+        .expect("agent");
         n.apply_host_config(hc(3)).expect("apply");
         let text = render(&n.status(&[]));
         assert!(text.ends_with("# EOF\n"));

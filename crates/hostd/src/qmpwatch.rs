@@ -27,7 +27,7 @@ use srmig_qmp::{Client, ClientConfig, EventKind, MigrationStatus};
 use tracing::{debug, info, warn};
 
 use crate::dataplane_loop::DataplaneHandle;
-use crate::node::Command;
+use crate::mailbox::Command;
 
 /// QEMU's run state, as far as srmigd cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@
 //!   `buffer.per_vm_*` and `buffer.global_*` divided by N (rounded down, at least 1), so the
 //!   workers together never hold more than node.toml allows (unless a bound is smaller than
 //!   N: then each worker still holds 1). `max_age_ms` is unchanged.
-//! - **End.S**, VM state changes and [`crate::node::Node::reinject_for_vm`] work per worker
+//! - **End.S**, VM state changes and [`srmig_agent::Agent::reinject_for_vm`] work per worker
 //!   exactly as with one worker; a send that fails because a VM's interface just went away
 //!   is re-steered by the worker that sent it (see [`crate::dataplane_loop`]).
 //! - **VM state reports** to the controller: only worker 0 sends them; the other workers'
@@ -77,7 +77,7 @@ use tracing::warn;
 
 use crate::config::DaemonConfig;
 use crate::dataplane_loop::{DataplaneHandle, Unavailable};
-use crate::node::{Command, Reply};
+use crate::mailbox::{Command, Reply};
 use crate::port::IoMode;
 
 /// Why `--workers` (or `--cpus`) does not fit the configuration.
@@ -332,9 +332,9 @@ pub fn merge_replies<T, E: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::base;
     use crate::port::qemu::QemuPortConfig;
     use crate::port::IoConfig;
+    use srmig_agent::testkit::base;
 
     fn daemon(qemu: Vec<QemuPortConfig>, io: IoConfig) -> DaemonConfig {
         DaemonConfig {

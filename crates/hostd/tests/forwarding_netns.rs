@@ -394,8 +394,8 @@ fn srmigd_forwards_buffers_and_releases_in_order() {
 fn where_did_it_go(
     got: &[u32],
     n: u32,
-    s: &srmig_hostd::status::HostStatus,
-    d: &srmig_hostd::status::HostStatus,
+    s: &srmig_api::HostStatus,
+    d: &srmig_api::HostStatus,
 ) -> String {
     let missing: Vec<u32> = (0..n).filter(|i| !got.contains(i)).collect();
     let late: Vec<(u32, u32)> = got

@@ -52,6 +52,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use serde::{Deserialize, Serialize};
+use srmig_agent::PortInfo;
+use srmig_api::PortIoStats;
 use srmig_dataplane::{Batch, PacketBuf, PortId, PortKind};
 use tracing::warn;
 
@@ -105,65 +107,6 @@ impl IoConfig {
     pub fn mode_of(&self, name: &str) -> IoMode {
         self.ports.get(name).copied().unwrap_or(self.mode)
     }
-}
-
-/// I/O counters of one port, kept by srmigd (the engine counts what it forwards).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortIoStats {
-    /// `rx_frames`: frames received and handed to the engine (GSO segments included).
-    pub rx_frames: u64,
-    /// `rx_truncated`: frames that arrived cut short or longer than a packet buffer, dropped.
-    pub rx_truncated: u64,
-    /// `rx_gso`: GSO super-frames (TSO/USO on the peer) received and segmented in software.
-    pub rx_gso: u64,
-    /// `rx_gso_segments`: segments made from GSO super-frames.
-    #[serde(default)]
-    pub rx_gso_segments: u64,
-    /// `rx_gso_bad`: GSO super-frames that could not be segmented (bad metadata or headers,
-    /// or more segments than a batch holds), dropped.
-    #[serde(default)]
-    pub rx_gso_bad: u64,
-    /// `rx_bad_csum_meta`: frames with out-of-bounds checksum offload metadata, dropped.
-    pub rx_bad_csum_meta: u64,
-    /// `rx_csum_completed`: frames whose offloaded checksum srmigd completed.
-    pub rx_csum_completed: u64,
-    /// `rx_errors`: receive calls that failed.
-    pub rx_errors: u64,
-    /// `rx_ring_drops`: frames the kernel dropped because srmigd's receive ring was full
-    /// (srmigd behind: overload), before they cost more than the drop.
-    #[serde(default)]
-    pub rx_ring_drops: u64,
-    /// `tx_errors`: frames the socket refused (queue full, interface gone, too big).
-    pub tx_errors: u64,
-    /// `tx_no_link`: frames for this port while it was detached (dropped).
-    pub tx_no_link: u64,
-    /// `attachments`: how many times a socket was opened on the port.
-    pub attachments: u64,
-    /// `tx_queued` (QEMU ports): frames that waited for room in the socket.
-    #[serde(default)]
-    pub tx_queued: u64,
-    /// `tx_queue_full` (QEMU ports): frames dropped because the wait queue was full (QEMU
-    /// not reading).
-    #[serde(default)]
-    pub tx_queue_full: u64,
-    /// `rx_bad_records` (QEMU ports): record lengths no QEMU sends (stream reset).
-    #[serde(default)]
-    pub rx_bad_records: u64,
-    /// `recovered` (QEMU ports): frames QEMU had not read when the VM stopped, re-steered.
-    #[serde(default)]
-    pub recovered: u64,
-    /// `recovery_inexact` (QEMU ports): recoveries whose accounting did not match SIOCOUTQ
-    /// exactly (a frame may have been duplicated).
-    #[serde(default)]
-    pub recovery_inexact: u64,
-    /// `recovery_lost` (QEMU ports): recoveries where unread frames had left the ring (lost).
-    #[serde(default)]
-    pub recovery_lost: u64,
-    /// `resteered` (VM ports): frames the VM never got because its attachment had just gone
-    /// (the send failed on the vanished interface, or found the port detached), re-steered
-    /// where the VM's packets go now (End.S forwards them to the destination).
-    #[serde(default)]
-    pub resteered: u64,
 }
 
 /// Why a port did not send a frame.
@@ -565,21 +508,6 @@ pub fn close_in_background(s: PortSocket) {
     let _ = std::thread::Builder::new()
         .name("srmigd-close".to_owned())
         .spawn(move || drop(s));
-}
-
-/// The I/O side of a port, as shown in status and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PortInfo {
-    /// Current ifindex of the interface, if it exists.
-    pub ifindex: Option<u32>,
-    /// Whether a socket is open on it.
-    pub attached: bool,
-    /// I/O counters.
-    pub io: PortIoStats,
-    /// `xdp` or `packet` while attached.
-    pub socket: Option<&'static str>,
-    /// The interface's MTU, as read when the socket was opened.
-    pub mtu: Option<u32>,
 }
 
 #[cfg(test)]

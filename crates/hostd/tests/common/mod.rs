@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use ipnet::IpNet;
+use srmig_api::{HostStatus, PortStatus, VmStatus};
 use srmig_hostd::client::{blocking_request, error_chain};
-use srmig_hostd::status::{HostStatus, PortStatus, VmStatus};
 use srmig_lab::{Lab, LinkEnd, MacAddr, Netns, NetnsThread, Route};
 
 // ------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-//! The node: the engine plus the control state around it (node config, host config in force,
-//! API SIDs, VM state reports). No I/O: the dataplane loop owns a `Node` and calls it between
-//! batches, so every change here is atomic with respect to packets.
+//! The agent: the engine plus the control state around it (node config, host config in force,
+//! API SIDs, VM state reports). No I/O: srmigd's dataplane loop owns an `Agent` and calls it
+//! between batches, so every change here is atomic with respect to packets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv6Addr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use srmig_api::{Ack, ApiError, ApiErrorCode, HostConfig, HostId, Timestamp, VmStateReport};
@@ -12,45 +11,19 @@ use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PortId, PortKind, SidConfig, Steering, VmId,
     VmState,
 };
-use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::apply::{plan, Plan, PlanError};
-use crate::port::PortInfo;
-use crate::status::{
-    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortStatus, SidStatus, VmStatus,
+use srmig_api::{
+    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus, SidStatus,
+    Traffic, VmStatus,
 };
+use srmig_dataplane::PacketBytes;
 
-/// A reply channel to the API.
-pub type Reply<T> = oneshot::Sender<T>;
+use crate::apply::{plan, Plan, PlanError};
 
-/// A request from the control API to the dataplane thread.
-#[derive(Debug)]
-pub enum Command {
-    /// `PUT /v1/config`.
-    ApplyConfig(Box<HostConfig>, Reply<Result<Ack, CommandError>>),
-    /// `PUT /v1/vms/{name}/state`.
-    SetVmState(
-        String,
-        srmig_api::VmState,
-        Reply<Result<VmStatus, CommandError>>,
-    ),
-    /// `POST /v1/sids`.
-    InstallSid(Box<SidConfig>, Reply<Result<SidStatus, CommandError>>),
-    /// `DELETE /v1/sids/{sid}`.
-    RemoveSid(Ipv6Addr, Reply<Result<(), CommandError>>),
-    /// `GET /v1/status` and `GET /metrics`.
-    Status(Reply<HostStatus>),
-    /// A QEMU's run state changed ([`crate::qmpwatch`]); handled by the dataplane loop, which
-    /// owns the port's stream (frame recovery at a STOP).
-    Hypervisor(crate::qmpwatch::HypervisorUpdate),
-    /// Stop the dataplane loop.
-    Shutdown,
-}
-
-/// Why a command was refused; each maps to one HTTP status and [`ApiErrorCode`].
+/// Why a request was refused; each maps to one HTTP status and [`ApiErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
+pub enum AgentError {
     /// The request is invalid for this node (400).
     #[error("{0}")]
     Invalid(String),
@@ -71,33 +44,33 @@ pub enum CommandError {
     Internal(String),
 }
 
-impl CommandError {
+impl AgentError {
     /// The HTTP status code.
     pub fn http_status(&self) -> u16 {
         match self {
-            CommandError::Invalid(_) => 400,
-            CommandError::Stale(_) | CommandError::SidExists(_) => 409,
-            CommandError::UnknownVm(_) | CommandError::UnknownSid(_) => 404,
-            CommandError::Internal(_) => 500,
+            AgentError::Invalid(_) => 400,
+            AgentError::Stale(_) | AgentError::SidExists(_) => 409,
+            AgentError::UnknownVm(_) | AgentError::UnknownSid(_) => 404,
+            AgentError::Internal(_) => 500,
         }
     }
 
     /// The JSON error body.
     pub fn to_api(&self) -> ApiError {
         let code = match self {
-            CommandError::Invalid(_) => ApiErrorCode::InvalidRequest,
-            CommandError::Stale(_) | CommandError::SidExists(_) => ApiErrorCode::Conflict,
-            CommandError::UnknownVm(_) => ApiErrorCode::UnknownVm,
-            CommandError::UnknownSid(_) => ApiErrorCode::InvalidRequest,
-            CommandError::Internal(_) => ApiErrorCode::Internal,
+            AgentError::Invalid(_) => ApiErrorCode::InvalidRequest,
+            AgentError::Stale(_) | AgentError::SidExists(_) => ApiErrorCode::Conflict,
+            AgentError::UnknownVm(_) => ApiErrorCode::UnknownVm,
+            AgentError::UnknownSid(_) => ApiErrorCode::InvalidRequest,
+            AgentError::Internal(_) => ApiErrorCode::Internal,
         };
         ApiError::new(code, self.to_string())
     }
 }
 
-impl From<PlanError> for CommandError {
+impl From<PlanError> for AgentError {
     fn from(e: PlanError) -> Self {
-        CommandError::Invalid(e.to_string())
+        AgentError::Invalid(e.to_string())
     }
 }
 
@@ -128,17 +101,50 @@ fn from_api_state(s: srmig_api::VmState) -> VmState {
     }
 }
 
-fn wall_ms() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
+fn traffic(p: PacketBytes) -> Traffic {
+    Traffic {
+        packets: p.packets,
+        bytes: p.bytes,
+    }
+}
+
+/// The I/O side of one port, as the daemon that owns its socket sees it (for the status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Current ifindex of the interface, if it exists.
+    pub ifindex: Option<u32>,
+    /// Whether a socket is open on it.
+    pub attached: bool,
+    /// I/O counters.
+    pub io: PortIoStats,
+    /// `xdp` or `packet` while attached.
+    pub socket: Option<&'static str>,
+    /// The interface's MTU, as read when the socket was opened.
+    pub mtu: Option<u32>,
+}
+
+/// Maps the engine's clock to the wall clock, for the timestamps of VM state reports: the
+/// Unix time in milliseconds at `Instant::ZERO`. The daemon reads the wall clock once, when
+/// it starts its monotonic clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WallClock {
+    /// Unix time (ms) at `Instant::ZERO`.
+    pub unix_ms_at_zero: u64,
+}
+
+impl WallClock {
+    /// The wall-clock time of `now`.
+    pub fn at(&self, now: Instant) -> Timestamp {
+        Timestamp(
+            self.unix_ms_at_zero
+                .saturating_add(now.as_nanos() / 1_000_000),
+        )
+    }
 }
 
 /// The engine and its control state.
 #[derive(Debug)]
-pub struct Node {
+pub struct Agent {
     dp: Dataplane,
     host: HostId,
     base: NodeConfig,
@@ -148,12 +154,13 @@ pub struct Node {
     extra_sids: BTreeMap<Ipv6Addr, SidConfig>,
     /// VM id and port of each node-config VM, in configuration order.
     vms: Vec<(VmId, PortId)>,
-    reports: Vec<VmStateReport>,
+    reports: VecDeque<VmStateReport>,
+    clock: WallClock,
 }
 
-impl Node {
+impl Agent {
     /// Builds the engine from the node config.
-    pub fn new(host: HostId, base: NodeConfig) -> Result<Node, ConfigError> {
+    pub fn new(host: HostId, base: NodeConfig, clock: WallClock) -> Result<Agent, ConfigError> {
         let dp = Dataplane::new(base.clone())?;
         let mut vms = Vec::with_capacity(base.vms.len());
         for (i, v) in base.vms.iter().enumerate() {
@@ -166,7 +173,8 @@ impl Node {
             vms.push((id, port));
         }
         let extra = BTreeMap::new();
-        Ok(Node {
+        Ok(Agent {
+            clock,
             plan: Plan::base_only(&base, &extra),
             dp,
             host,
@@ -174,8 +182,13 @@ impl Node {
             applied: None,
             extra_sids: extra,
             vms,
-            reports: Vec::new(),
+            reports: VecDeque::new(),
         })
+    }
+
+    /// Sets how the engine's clock maps to Unix time (report timestamps).
+    pub fn set_clock(&mut self, clock: WallClock) {
+        self.clock = clock;
     }
 
     /// The engine.
@@ -193,12 +206,12 @@ impl Node {
         &self.base
     }
 
-    /// State changes to report to the controller since the last call.
-    pub fn take_reports(&mut self) -> Vec<VmStateReport> {
-        std::mem::take(&mut self.reports)
+    /// The next VM state change to report to the controller, oldest first.
+    pub fn poll_report(&mut self) -> Option<VmStateReport> {
+        self.reports.pop_front()
     }
 
-    fn set_vm_state(&mut self, now: Instant, i: usize, state: VmState, source: StateSource) {
+    fn change_vm_state(&mut self, now: Instant, i: usize, state: VmState, source: StateSource) {
         let (vm, _) = self.vms[i];
         let old = self.dp.vm_state(vm);
         if old == Some(state) {
@@ -218,11 +231,11 @@ impl Node {
             "VM state changed"
         );
         if let Ok(name) = srmig_api::VmId::new(self.base.vms[i].name.clone()) {
-            self.reports.push(VmStateReport {
+            self.reports.push_back(VmStateReport {
                 vm: name,
                 host: self.host.clone(),
                 state: to_api_state(state),
-                at: wall_ms(),
+                at: self.clock.at(now),
             });
         }
     }
@@ -239,7 +252,7 @@ impl Node {
                 (false, Some(VmState::Running)) => VmState::Paused,
                 (false, _) => continue,
             };
-            self.set_vm_state(now, i, next, StateSource::Link);
+            self.change_vm_state(now, i, next, StateSource::Link);
         }
     }
 
@@ -301,51 +314,33 @@ impl Node {
     ) {
         for i in 0..self.vms.len() {
             if self.vms[i].1 == port {
-                self.set_vm_state(now, i, state, source);
+                self.change_vm_state(now, i, state, source);
             }
         }
     }
 
-    /// Handles one command and replies; returns `false` for [`Command::Shutdown`].
-    pub fn handle(&mut self, now: Instant, cmd: Command, ports: &[PortInfo]) -> bool {
-        // A dropped reply receiver (client gone) is not an error.
-        match cmd {
-            Command::ApplyConfig(hc, reply) => {
-                let _ = reply.send(self.apply_host_config(*hc));
-            }
-            Command::SetVmState(name, state, reply) => {
-                let r = match self.base.vms.iter().position(|v| v.name == name) {
-                    Some(i) => {
-                        self.set_vm_state(now, i, from_api_state(state), StateSource::Api);
-                        Ok(self.vm_status(i))
-                    }
-                    None => Err(CommandError::UnknownVm(name)),
-                };
-                let _ = reply.send(r);
-            }
-            Command::InstallSid(cfg, reply) => {
-                let _ = reply.send(self.install_sid(*cfg));
-            }
-            Command::RemoveSid(sid, reply) => {
-                let _ = reply.send(self.remove_sid(sid));
-            }
-            Command::Status(reply) => {
-                let _ = reply.send(self.status(ports));
-            }
-            Command::Hypervisor(u) => {
-                // The dataplane loop handles these (it owns the QEMU streams).
-                tracing::debug!(port = %u.port, "hypervisor update outside the dataplane loop ignored");
-            }
-            Command::Shutdown => return false,
-        }
-        true
+    /// `PUT /v1/vms/{name}/state`: sets a VM's state (reported if it changes).
+    pub fn set_vm_state(
+        &mut self,
+        now: Instant,
+        name: &str,
+        state: srmig_api::VmState,
+    ) -> Result<VmStatus, AgentError> {
+        let i = self
+            .base
+            .vms
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| AgentError::UnknownVm(name.to_owned()))?;
+        self.change_vm_state(now, i, from_api_state(state), StateSource::Api);
+        Ok(self.vm_status(i))
     }
 
     /// Applies a host config (see [`crate::apply`]); atomic: on any error nothing changes.
-    pub fn apply_host_config(&mut self, hc: HostConfig) -> Result<Ack, CommandError> {
+    pub fn apply_host_config(&mut self, hc: HostConfig) -> Result<Ack, AgentError> {
         if let Some(cur) = &self.applied {
             if hc.generation < cur.generation {
-                return Err(CommandError::Stale(format!(
+                return Err(AgentError::Stale(format!(
                     "generation {} is older than generation {} in force",
                     hc.generation, cur.generation
                 )));
@@ -354,7 +349,7 @@ impl Node {
                 if hc.same_state(cur) {
                     return Ok(self.ack(cur.generation));
                 }
-                return Err(CommandError::Stale(format!(
+                return Err(AgentError::Stale(format!(
                     "generation {} is in force with different content; send a newer generation",
                     hc.generation
                 )));
@@ -377,7 +372,7 @@ impl Node {
 
     /// Installs a validated plan; if the engine still refuses a step, restores the previous
     /// plan and reports an internal error.
-    fn install_plan(&mut self, next: Plan) -> Result<(), CommandError> {
+    fn install_plan(&mut self, next: Plan) -> Result<(), AgentError> {
         let prev = self.plan.clone();
         match self.install_diff(&prev, &next) {
             Ok(()) => {
@@ -389,7 +384,7 @@ impl Node {
                 if let Err(e2) = self.install_diff(&next, &prev) {
                     warn!(error = %e2, "restoring the previous plan failed");
                 }
-                Err(CommandError::Internal(e.to_string()))
+                Err(AgentError::Internal(e.to_string()))
             }
         }
     }
@@ -453,25 +448,25 @@ impl Node {
     }
 
     /// `POST /v1/sids`.
-    pub fn install_sid(&mut self, cfg: SidConfig) -> Result<SidStatus, CommandError> {
+    pub fn install_sid(&mut self, cfg: SidConfig) -> Result<SidStatus, AgentError> {
         let sid = cfg.sid;
         if self.dp.sid_id(sid).is_some() {
-            return Err(CommandError::SidExists(sid));
+            return Err(AgentError::SidExists(sid));
         }
         self.dp
             .install_sid(cfg.clone())
-            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
         self.extra_sids.insert(sid, cfg.clone());
         self.plan.sids.insert(sid, cfg);
         info!(%sid, "SID installed through the API");
         self.sid_status(sid)
-            .ok_or_else(|| CommandError::Internal(format!("SID {sid} vanished")))
+            .ok_or_else(|| AgentError::Internal(format!("SID {sid} vanished")))
     }
 
     /// `DELETE /v1/sids/{sid}`.
-    pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Result<(), CommandError> {
+    pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Result<(), AgentError> {
         if self.dp.remove_sid(sid).is_none() {
-            return Err(CommandError::UnknownSid(sid));
+            return Err(AgentError::UnknownSid(sid));
         }
         self.extra_sids.remove(&sid);
         self.plan.sids.remove(&sid);
@@ -488,7 +483,7 @@ impl Node {
                 sid: cfg.sid,
                 behavior: b.name().to_owned(),
                 vm: cfg.vm.clone(),
-                traffic: c.sid(id).into(),
+                traffic: traffic(c.sid(id)),
             })
     }
 
@@ -511,8 +506,8 @@ impl Node {
                 packets: occ.packets,
                 bytes: occ.bytes,
             },
-            rx: vc.rx.into(),
-            tx: vc.tx.into(),
+            rx: traffic(vc.rx),
+            tx: traffic(vc.tx),
             held: vc.held,
             released: vc.released,
             expired: vc.expired,
@@ -540,8 +535,8 @@ impl Node {
                     .to_owned(),
                     ifindex: info.ifindex,
                     attached: info.attached,
-                    rx: pc.rx.into(),
-                    tx: pc.tx.into(),
+                    rx: traffic(pc.rx),
+                    tx: traffic(pc.tx),
                     io: info.io,
                     socket: info.socket.map(str::to_owned),
                     mtu: self.dp.port_mtu(PortId(i as u16)),
@@ -556,7 +551,7 @@ impl Node {
                 sid: cfg.sid,
                 behavior: b.name().to_owned(),
                 vm: cfg.vm.clone(),
-                traffic: c.sid(id).into(),
+                traffic: traffic(c.sid(id)),
             })
             .collect();
         let policies = self
@@ -572,7 +567,7 @@ impl Node {
                     name: name.to_owned(),
                     headend: h.name().to_owned(),
                     segments: segs.to_vec(),
-                    traffic: c.policy(id).into(),
+                    traffic: traffic(c.policy(id)),
                 })
             })
             .collect();
@@ -607,10 +602,15 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::{base, hc};
+    use crate::testkit::{base, hc};
 
-    fn node() -> Node {
-        Node::new(HostId::new("h1").expect("name"), base()).expect("node")
+    fn node() -> Agent {
+        Agent::new(
+            HostId::new("h1").expect("name"),
+            base(),
+            WallClock::default(),
+        )
+        .expect("agent")
     }
 
     fn addr(s: &str) -> Ipv6Addr {
@@ -628,7 +628,7 @@ mod tests {
         // Older: refused.
         assert!(matches!(
             n.apply_host_config(hc(4)),
-            Err(CommandError::Stale(_))
+            Err(AgentError::Stale(_))
         ));
         // Same generation, different content: refused.
         let mut other = hc(5);
@@ -683,23 +683,23 @@ mod tests {
         assert_eq!(s.behavior, "End.DT6");
         assert_eq!(
             n.install_sid(SidConfig::new(sid, srmig_dataplane::Behavior::EndDt6)),
-            Err(CommandError::SidExists(sid))
+            Err(AgentError::SidExists(sid))
         );
         // It survives a host config (API SIDs are part of every plan).
         n.apply_host_config(hc(1)).expect("apply");
         assert!(n.dp.sid_id(sid).is_some());
         n.remove_sid(sid).expect("remove");
-        assert_eq!(n.remove_sid(sid), Err(CommandError::UnknownSid(sid)));
+        assert_eq!(n.remove_sid(sid), Err(AgentError::UnknownSid(sid)));
 
         // Link down pauses the running VM only; up runs both; each change is reported once.
         n.port_attachment(Instant::ZERO, PortId(1), false);
-        let r = n.take_reports();
+        let r: Vec<_> = std::iter::from_fn(|| n.poll_report()).collect();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].vm.as_str(), "web1");
         assert_eq!(r[0].state, srmig_api::VmState::Paused);
         n.port_attachment(Instant::ZERO, PortId(1), true);
-        assert_eq!(n.take_reports().len(), 2);
+        assert_eq!(std::iter::from_fn(|| n.poll_report()).count(), 2);
         n.port_attachment(Instant::ZERO, PortId(1), true);
-        assert!(n.take_reports().is_empty());
+        assert!(n.poll_report().is_none());
     }
 }

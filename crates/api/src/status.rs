@@ -1,12 +1,11 @@
-//! The body of `GET /v1/status`: everything srmigd knows about its node, with counters.
-//! `/metrics` is rendered from the same snapshot (see [`crate::metrics`]).
+//! The body of srmigd's `GET /v1/status`: everything srmigd knows about its node, with
+//! counters (srmigd renders `/metrics` from the same snapshot; the controller reads the VM
+//! states and the epoch from it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
-
-use crate::port::PortIoStats;
 
 /// Packets and bytes held in End.SBUF buffers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,13 +25,63 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
-impl From<srmig_dataplane::PacketBytes> for Traffic {
-    fn from(p: srmig_dataplane::PacketBytes) -> Traffic {
-        Traffic {
-            packets: p.packets,
-            bytes: p.bytes,
-        }
-    }
+/// I/O counters of one port, kept by srmigd (the engine counts what it forwards).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortIoStats {
+    /// `rx_frames`: frames received and handed to the engine (GSO segments included).
+    pub rx_frames: u64,
+    /// `rx_truncated`: frames that arrived cut short or longer than a packet buffer, dropped.
+    pub rx_truncated: u64,
+    /// `rx_gso`: GSO super-frames (TSO/USO on the peer) received and segmented in software.
+    pub rx_gso: u64,
+    /// `rx_gso_segments`: segments made from GSO super-frames.
+    #[serde(default)]
+    pub rx_gso_segments: u64,
+    /// `rx_gso_bad`: GSO super-frames that could not be segmented (bad metadata or headers,
+    /// or more segments than a batch holds), dropped.
+    #[serde(default)]
+    pub rx_gso_bad: u64,
+    /// `rx_bad_csum_meta`: frames with out-of-bounds checksum offload metadata, dropped.
+    pub rx_bad_csum_meta: u64,
+    /// `rx_csum_completed`: frames whose offloaded checksum srmigd completed.
+    pub rx_csum_completed: u64,
+    /// `rx_errors`: receive calls that failed.
+    pub rx_errors: u64,
+    /// `rx_ring_drops`: frames the kernel dropped because srmigd's receive ring was full
+    /// (srmigd behind: overload), before they cost more than the drop.
+    #[serde(default)]
+    pub rx_ring_drops: u64,
+    /// `tx_errors`: frames the socket refused (queue full, interface gone, too big).
+    pub tx_errors: u64,
+    /// `tx_no_link`: frames for this port while it was detached (dropped).
+    pub tx_no_link: u64,
+    /// `attachments`: how many times a socket was opened on the port.
+    pub attachments: u64,
+    /// `tx_queued` (QEMU ports): frames that waited for room in the socket.
+    #[serde(default)]
+    pub tx_queued: u64,
+    /// `tx_queue_full` (QEMU ports): frames dropped because the wait queue was full (QEMU
+    /// not reading).
+    #[serde(default)]
+    pub tx_queue_full: u64,
+    /// `rx_bad_records` (QEMU ports): record lengths no QEMU sends (stream reset).
+    #[serde(default)]
+    pub rx_bad_records: u64,
+    /// `recovered` (QEMU ports): frames QEMU had not read when the VM stopped, re-steered.
+    #[serde(default)]
+    pub recovered: u64,
+    /// `recovery_inexact` (QEMU ports): recoveries whose accounting did not match SIOCOUTQ
+    /// exactly (a frame may have been duplicated).
+    #[serde(default)]
+    pub recovery_inexact: u64,
+    /// `recovery_lost` (QEMU ports): recoveries where unread frames had left the ring (lost).
+    #[serde(default)]
+    pub recovery_lost: u64,
+    /// `resteered` (VM ports): frames the VM never got because its attachment had just gone
+    /// (the send failed on the vanished interface, or found the port detached), re-steered
+    /// where the VM's packets go now (End.S forwards them to the destination).
+    #[serde(default)]
+    pub resteered: u64,
 }
 
 /// One port.
@@ -68,7 +117,7 @@ pub struct VmStatus {
     /// `name`.
     pub name: String,
     /// `state`: `absent`, `running` or `paused`.
-    pub state: srmig_api::VmState,
+    pub state: crate::VmState,
     /// `port`: the VM port it attaches to.
     pub port: String,
     /// `local`: whether the last host config lists it in `local_vms` (`null` before the
@@ -157,7 +206,7 @@ pub struct HostStatus {
 }
 
 // ------------------------------------------------------------------------------------------
-// Several workers (`srmigd --workers N`, see `crate::workers`): one status from N
+// Several workers (`srmigd --workers N`): one status from N
 
 impl Traffic {
     fn add(&mut self, o: Traffic) {
@@ -243,7 +292,7 @@ impl VmStatus {
 }
 
 impl HostStatus {
-    /// Adds another worker's status (see `crate::workers`): every counter summed, per port,
+    /// Adds another worker's status (`srmigd --workers N`): every counter summed, per port,
     /// VM, SID (by address), policy (by name) and drop reason; the rest (name, generation,
     /// states, configuration) is this one's. Entries only `o` has are added.
     pub fn merge(&mut self, o: &HostStatus) {
@@ -325,7 +374,7 @@ mod tests {
             }],
             vms: vec![VmStatus {
                 name: "web1".into(),
-                state: srmig_api::VmState::Running,
+                state: crate::VmState::Running,
                 port: "vm0".into(),
                 local: Some(true),
                 addresses: vec!["2001:db8:a::10".parse().expect("addr")],

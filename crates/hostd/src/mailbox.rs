@@ -1,0 +1,37 @@
+//! The dataplane thread's mailbox: what the control API, the QMP watch and `main` ask of it
+//! ([`Command`]), each request with its [`Reply`] channel. The thread answers from its
+//! [`srmig_agent::Agent`] between two batches (see [`crate::dataplane_loop`]).
+
+use std::net::Ipv6Addr;
+
+use srmig_agent::AgentError;
+use srmig_api::{Ack, HostConfig, HostStatus, SidStatus, VmStatus};
+use srmig_dataplane::SidConfig;
+use tokio::sync::oneshot;
+
+/// A reply channel to the API.
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// A request to the dataplane thread.
+#[derive(Debug)]
+pub enum Command {
+    /// `PUT /v1/config`.
+    ApplyConfig(Box<HostConfig>, Reply<Result<Ack, AgentError>>),
+    /// `PUT /v1/vms/{name}/state`.
+    SetVmState(
+        String,
+        srmig_api::VmState,
+        Reply<Result<VmStatus, AgentError>>,
+    ),
+    /// `POST /v1/sids`.
+    InstallSid(Box<SidConfig>, Reply<Result<SidStatus, AgentError>>),
+    /// `DELETE /v1/sids/{sid}`.
+    RemoveSid(Ipv6Addr, Reply<Result<(), AgentError>>),
+    /// `GET /v1/status` and `GET /metrics`.
+    Status(Reply<HostStatus>),
+    /// A QEMU's run state changed ([`crate::qmpwatch`]); handled by the dataplane loop, which
+    /// owns the port's stream (frame recovery at a STOP).
+    Hypervisor(crate::qmpwatch::HypervisorUpdate),
+    /// Stop the dataplane loop.
+    Shutdown,
+}
