@@ -82,6 +82,12 @@ enum Command {
         #[arg(long, default_value_t = 600_000)]
         hypervisor_timeout_ms: u64,
     },
+    /// Certificates for mutual TLS between the controller, hosts and operators (see
+    /// docs/security.md, Certificates).
+    Pki {
+        #[command(subcommand)]
+        what: PkiCommand,
+    },
     /// Migrate a VM through the controller and show its progress until it ends.
     Migrate {
         /// The VM to move.
@@ -95,6 +101,52 @@ enum Command {
         /// The controller's API socket.
         #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
         controller: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Make the CA: DIR/ca.pem and DIR/ca.key (mode 0600; DIR created 0700). Refuses to
+    /// overwrite an existing CA unless --force.
+    Init {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace an existing ca.pem/ca.key (every certificate it issued stops being trusted).
+        #[arg(long)]
+        force: bool,
+        /// Validity, in days.
+        #[arg(long, default_value_t = srmig_tls::pki::DEFAULT_CA_DAYS)]
+        days: u32,
+        /// The CA's common name (default: "srmig CA" and 8 hex digits of its key identifier).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Issue a certificate signed by the CA in DIR: OUT/<role>-<name>.pem and .key (0600),
+    /// identity srmig://<role>/<name>, plus a copy of ca.pem when OUT is another directory.
+    Issue {
+        /// Directory of the CA (ca.pem, ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// host (srmigd), controller, or client (an operator's CLI).
+        #[arg(long)]
+        role: srmig_tls::Role,
+        /// The holder's name (a host's name as registered with the controller).
+        #[arg(long)]
+        name: String,
+        /// An IP address or DNS name the holder is reached at (repeatable; at least one for a
+        /// host or a controller).
+        #[arg(long = "san", value_name = "ADDR_OR_DNS")]
+        sans: Vec<srmig_tls::San>,
+        /// Validity, in days.
+        #[arg(long, default_value_t = srmig_tls::pki::DEFAULT_CERT_DAYS)]
+        days: u32,
+        /// Where the files go (default: DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -318,7 +370,56 @@ fn main() -> Result<()> {
             strategy,
             controller,
         } => cmd_migrate(&vm, &to, &strategy, controller),
+        Command::Pki { what } => cmd_pki(what),
     }
+}
+
+fn cmd_pki(what: PkiCommand) -> Result<()> {
+    use srmig_tls::pki;
+    match what {
+        PkiCommand::Init {
+            dir,
+            force,
+            days,
+            name,
+        } => {
+            let options = pki::CaOptions {
+                common_name: name,
+                validity: pki::Validity::days_from_now(days)?,
+                force,
+            };
+            let files = pki::init_ca(&dir, &options)?;
+            println!(
+                "wrote {} (the CA certificate: give it to every party)",
+                files.cert.display()
+            );
+            println!(
+                "wrote {} (the CA key, 0600: keep it here, never on hosts)",
+                files.key.display()
+            );
+        }
+        PkiCommand::Issue {
+            dir,
+            role,
+            name,
+            sans,
+            days,
+            out,
+            force,
+        } => {
+            let identity = srmig_tls::PeerIdentity::new(role, name)?;
+            let mut options = pki::IssueOptions::new(identity.clone());
+            options.sans = sans;
+            options.validity = pki::Validity::days_from_now(days)?;
+            options.force = force;
+            let files = pki::issue(&dir, out.as_deref().unwrap_or(&dir), &options)?;
+            println!("issued {} for {days} days", identity.uri());
+            println!("wrote {}", files.cert.display());
+            println!("wrote {} (0600)", files.key.display());
+            println!("CA:   {}", files.ca.display());
+        }
+    }
+    Ok(())
 }
 
 fn cmd_controller(
