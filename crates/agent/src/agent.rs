@@ -156,11 +156,14 @@ pub struct Agent {
     vms: Vec<(VmId, PortId)>,
     reports: VecDeque<VmStateReport>,
     clock: WallClock,
+    boot_epoch: u64,
 }
 
 impl Agent {
-    /// Builds the engine from the node config.
-    pub fn new(host: HostId, base: NodeConfig, clock: WallClock) -> Result<Agent, ConfigError> {
+    /// Builds the engine from the node config. `boot_epoch` must differ at every start of the
+    /// daemon (the controller sends its full config again when it changes); report times are
+    /// relative to `Instant::ZERO` until [`Agent::set_clock`].
+    pub fn new(host: HostId, base: NodeConfig, boot_epoch: u64) -> Result<Agent, ConfigError> {
         let dp = Dataplane::new(base.clone())?;
         let mut vms = Vec::with_capacity(base.vms.len());
         for (i, v) in base.vms.iter().enumerate() {
@@ -174,7 +177,8 @@ impl Agent {
         }
         let extra = BTreeMap::new();
         Ok(Agent {
-            clock,
+            clock: WallClock::default(),
+            boot_epoch,
             plan: Plan::base_only(&base, &extra),
             dp,
             host,
@@ -236,6 +240,7 @@ impl Agent {
                 host: self.host.clone(),
                 state: to_api_state(state),
                 at: self.clock.at(now),
+                boot_epoch: Some(self.boot_epoch),
             });
         }
     }
@@ -337,35 +342,52 @@ impl Agent {
     }
 
     /// Applies a host config (see [`crate::apply`]); atomic: on any error nothing changes.
+    ///
+    /// Versions are (`epoch`, `generation`) pairs, compared lexicographically: a config of a
+    /// newer controller epoch is applied whatever its generation (a controller on a new store
+    /// is never locked out by what an older one pushed); within an epoch, an older generation
+    /// is refused, and the same one is acknowledged again if its content is the same.
     pub fn apply_host_config(&mut self, hc: HostConfig) -> Result<Ack, AgentError> {
         if let Some(cur) = &self.applied {
-            if hc.generation < cur.generation {
+            let (new, old) = (hc.version(), cur.version());
+            if new < old {
                 return Err(AgentError::Stale(format!(
-                    "generation {} is older than generation {} in force",
-                    hc.generation, cur.generation
+                    "epoch {} generation {} is older than epoch {} generation {} in force",
+                    new.0, new.1, old.0, old.1
                 )));
             }
-            if hc.generation == cur.generation {
+            if new == old {
                 if hc.same_state(cur) {
-                    return Ok(self.ack(cur.generation));
+                    return Ok(self.ack(old));
                 }
                 return Err(AgentError::Stale(format!(
-                    "generation {} is in force with different content; send a newer generation",
-                    hc.generation
+                    "epoch {} generation {} is in force with different content; send a newer generation",
+                    new.0, new.1
                 )));
             }
         }
         let next = plan(&self.base, &hc, &self.extra_sids)?;
         self.install_plan(next)?;
-        info!(generation = hc.generation, "host config applied");
-        let g = hc.generation;
+        info!(
+            epoch = hc.epoch,
+            generation = hc.generation,
+            "host config applied"
+        );
+        let v = hc.version();
         self.applied = Some(hc);
-        Ok(self.ack(g))
+        Ok(self.ack(v))
     }
 
-    fn ack(&self, generation: u64) -> Ack {
+    /// This srmigd's boot epoch (reported with acks, VM state reports and the status).
+    pub fn boot_epoch(&self) -> u64 {
+        self.boot_epoch
+    }
+
+    fn ack(&self, (epoch, generation): (u64, u64)) -> Ack {
         Ack {
             host: self.host.clone(),
+            epoch,
+            boot_epoch: self.boot_epoch,
             generation,
         }
     }
@@ -575,6 +597,8 @@ impl Agent {
         let ic = c.icmp();
         HostStatus {
             name: self.host.to_string(),
+            boot_epoch: self.boot_epoch,
+            epoch: self.applied.as_ref().map(|h| h.epoch),
             generation: self.applied.as_ref().map(|h| h.generation),
             ports,
             vms,
@@ -605,12 +629,7 @@ mod tests {
     use crate::testkit::{base, hc};
 
     fn node() -> Agent {
-        Agent::new(
-            HostId::new("h1").expect("name"),
-            base(),
-            WallClock::default(),
-        )
-        .expect("agent")
+        Agent::new(HostId::new("h1").expect("name"), base(), 77).expect("agent")
     }
 
     fn addr(s: &str) -> Ipv6Addr {
@@ -643,6 +662,57 @@ mod tests {
             n.dp.mapping("2001:db8:a::30".parse().expect("addr")),
             n.dp.policy_id("vm:far1").map(Steering::Policy)
         );
+    }
+
+    #[test]
+    fn a_newer_epoch_wins_whatever_its_generation() {
+        let mut n = node();
+        let at = |epoch, generation| {
+            let mut h = hc(generation);
+            h.epoch = epoch;
+            h
+        };
+        // A push with the largest generation cannot lock the host: the controller's next
+        // epoch is applied.
+        let ack = n.apply_host_config(at(10, u64::MAX)).expect("apply");
+        assert_eq!(
+            (ack.epoch, ack.generation, ack.boot_epoch),
+            (10, u64::MAX, 77)
+        );
+        let mut newer = at(11, 1);
+        newer.mappings.pop();
+        let ack = n.apply_host_config(newer.clone()).expect("newer epoch");
+        assert_eq!((ack.epoch, ack.generation), (11, 1));
+        assert_eq!(n.dp.mapping("2001:db8:a::30".parse().expect("addr")), None);
+        // An older epoch (a deposed controller, a stale push) is refused, even with a higher
+        // generation, and changes nothing.
+        let e = n
+            .apply_host_config(at(10, u64::MAX))
+            .expect_err("older epoch");
+        assert_eq!(e.http_status(), 409);
+        assert!(
+            e.to_string().contains("older than epoch 11 generation 1"),
+            "{e}"
+        );
+        // The same version and content again: acknowledged.
+        assert_eq!(n.apply_host_config(newer).expect("again").epoch, 11);
+        let st = n.status(&[]);
+        assert_eq!(
+            (st.boot_epoch, st.epoch, st.generation),
+            (77, Some(11), Some(1))
+        );
+    }
+
+    #[test]
+    fn reports_carry_the_boot_epoch_and_wall_time() {
+        let mut n = node();
+        n.set_clock(WallClock {
+            unix_ms_at_zero: 1_000_000,
+        });
+        n.port_attachment(Instant::from_millis(250), PortId(1), false);
+        let r = n.poll_report().expect("report");
+        assert_eq!(r.boot_epoch, Some(77));
+        assert_eq!(r.at, Timestamp(1_000_250));
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The desired forwarding state the controller pushes to each srmigd, and its acknowledgement.
 //!
 //! A [`HostConfig`] is complete (not a delta): the host replaces its whole VM mapping, local VM
-//! set and SID table with it. Generations let the controller know what a host has applied:
-//! for one host they strictly increase, a host ignores a config older than the one it holds,
-//! and it answers every config it applies (or already holds) with an [`Ack`].
+//! set and SID table with it. Its version is the pair (`epoch`, `generation`), ordered
+//! lexicographically: `epoch` is the controller store's epoch (it moves forward when a
+//! controller starts on a new or lost store, or finds a host ahead of it, so no config a host
+//! holds can lock the controller out), `generation` strictly increases per host within an
+//! epoch. A host refuses a config older than the one it holds and answers every config it
+//! applies (or already holds) with an [`Ack`], which also carries the host's boot epoch
+//! (srmigd's, new at every start: the controller sends the full config again to a host whose
+//! boot epoch changed).
 //!
 //! Contract for the data plane, which the controller relies on:
 //! - a host applies a config atomically (no packet sees half of it);
@@ -24,7 +29,7 @@ use crate::ids::{HostId, MacAddr, VmId};
 ///
 /// Golden JSON (host `h3` during an SR migration of `web1` from `h1` to `h2`, pretty-printed):
 /// ```json
-/// {"generation":7,
+/// {"epoch":1700000000000,"generation":7,
 ///  "mappings":[{"vm":"web1","addresses":["2001:db8:a::10"],
 ///               "steering":{"encaps":{"segments":["fc00:1::e5","fc00:2::eb"],"headend":"H.Encaps"}}},
 ///              {"vm":"db1","addresses":["2001:db8:a::20"],"steering":"native"}],
@@ -34,7 +39,12 @@ use crate::ids::{HostId, MacAddr, VmId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
-    /// `generation`: strictly increasing per host; acknowledged by [`Ack::generation`].
+    /// `epoch`: the controller store's epoch (0 if absent); a config of a newer epoch
+    /// replaces one of an older epoch whatever their generations.
+    #[serde(default)]
+    pub epoch: u64,
+    /// `generation`: strictly increasing per host within an epoch; acknowledged by
+    /// [`Ack::generation`].
     pub generation: u64,
     /// `mappings`: how this host, as an ingress, reaches each VM (sorted by VM name).
     pub mappings: Vec<Mapping>,
@@ -261,6 +271,11 @@ impl HostConfig {
     }
 
     /// True if both configs hold the same forwarding state (generations aside).
+    /// The version: (`epoch`, `generation`), compared lexicographically.
+    pub fn version(&self) -> (u64, u64) {
+        (self.epoch, self.generation)
+    }
+
     pub fn same_state(&self, other: &HostConfig) -> bool {
         self.mappings == other.mappings
             && self.local_vms == other.local_vms
@@ -339,16 +354,23 @@ impl HostConfig {
     }
 }
 
-/// A host's acknowledgement: generation `generation` (or a later one) is in force there.
+/// A host's acknowledgement: generation `generation` of epoch `epoch` (or a later version) is
+/// in force there, in the srmigd that started with boot epoch `boot_epoch`.
 ///
-/// Golden JSON: `{"host":"h3","generation":7}`
+/// Golden JSON: `{"host":"h3","epoch":1700000000000,"generation":7,"boot_epoch":42}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     /// `host`: the acknowledging host.
     pub host: HostId,
+    /// `epoch`: the epoch of the config now in force there (0 if absent).
+    #[serde(default)]
+    pub epoch: u64,
     /// `generation`: the generation now in force there.
     pub generation: u64,
+    /// `boot_epoch`: the acknowledging srmigd's boot epoch (0 if absent).
+    #[serde(default)]
+    pub boot_epoch: u64,
 }
 
 #[cfg(test)]
@@ -364,6 +386,7 @@ mod tests {
 
     fn sample() -> HostConfig {
         HostConfig {
+            epoch: 1_700_000_000_000,
             generation: 7,
             mappings: vec![
                 Mapping {
@@ -392,7 +415,7 @@ mod tests {
     }
 
     const GOLDEN: &str = concat!(
-        r#"{"generation":7,"mappings":[{"vm":"web1","addresses":["2001:db8:a::10"],"#,
+        r#"{"epoch":1700000000000,"generation":7,"mappings":[{"vm":"web1","addresses":["2001:db8:a::10"],"#,
         r#""steering":{"encaps":{"segments":["fc00:1::e5","fc00:2::eb"],"headend":"H.Encaps"}}},"#,
         r#"{"vm":"db1","addresses":["2001:db8:a::20"],"steering":"native"}],"#,
         r#""local_vms":[{"vm":"db1","addresses":["2001:db8:a::20"],"mac":"52:54:00:00:00:20"}],"#,
@@ -560,14 +583,19 @@ mod tests {
     fn ack_golden_json() {
         let ack = Ack {
             host: HostId::new("h3").expect("name"),
+            epoch: 1_700_000_000_000,
             generation: 7,
+            boot_epoch: 42,
         };
-        let golden = r#"{"host":"h3","generation":7}"#;
+        let golden = r#"{"host":"h3","epoch":1700000000000,"generation":7,"boot_epoch":42}"#;
         assert_eq!(serde_json::to_string(&ack).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<Ack>(golden).expect("deserialize"),
             ack
         );
         assert!(serde_json::from_str::<Ack>(r#"{"host":"h3"}"#).is_err());
+        // An ack of a srmigd without epochs: both 0.
+        let old = serde_json::from_str::<Ack>(r#"{"host":"h3","generation":7}"#).expect("old");
+        assert_eq!((old.epoch, old.boot_epoch), (0, 0));
     }
 }

@@ -187,6 +187,12 @@ pub struct IcmpStatus {
 pub struct HostStatus {
     /// `name`: the host name.
     pub name: String,
+    /// `boot_epoch`: srmigd's boot epoch, new at every start (0 if absent).
+    #[serde(default)]
+    pub boot_epoch: u64,
+    /// `epoch`: the epoch of the host config in force, `null` before the first one.
+    #[serde(default)]
+    pub epoch: Option<u64>,
     /// `generation`: the host config generation in force, `null` before the first one.
     pub generation: Option<u64>,
     /// `ports`, in port id order.
@@ -360,6 +366,8 @@ mod tests {
         };
         HostStatus {
             name: "h1".into(),
+            boot_epoch: 9,
+            epoch: Some(1),
             generation: Some(3),
             ports: vec![PortStatus {
                 name: "up0".into(),

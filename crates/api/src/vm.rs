@@ -57,8 +57,9 @@ impl fmt::Display for VmState {
 ///
 /// Golden JSON:
 /// ```json
-/// {"vm":"web1","host":"h2","state":"running","at":1700000000175}
+/// {"vm":"web1","host":"h2","state":"running","at":1700000000175,"boot_epoch":42}
 /// ```
+/// (`boot_epoch`, the reporting srmigd's boot epoch, is optional.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmStateReport {
@@ -71,6 +72,9 @@ pub struct VmStateReport {
     /// `at`: when the change was observed, in milliseconds on the reporter's clock
     /// (informational; the controller orders events by arrival).
     pub at: Timestamp,
+    /// `boot_epoch`: the reporting srmigd's boot epoch (new at every start), if it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_epoch: Option<u64>,
 }
 
 #[cfg(test)]
@@ -95,16 +99,25 @@ mod tests {
 
     #[test]
     fn state_report_golden_json() {
-        let golden = r#"{"vm":"web1","host":"h2","state":"running","at":1700000000175}"#;
-        let report = VmStateReport {
+        let golden =
+            r#"{"vm":"web1","host":"h2","state":"running","at":1700000000175,"boot_epoch":42}"#;
+        let mut report = VmStateReport {
             vm: VmId::new("web1").expect("name"),
             host: HostId::new("h2").expect("name"),
             state: VmState::Running,
             at: Timestamp(1_700_000_000_175),
+            boot_epoch: Some(42),
         };
         assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<VmStateReport>(golden).expect("deserialize"),
+            report
+        );
+        report.boot_epoch = None;
+        let without = r#"{"vm":"web1","host":"h2","state":"running","at":1700000000175}"#;
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), without);
+        assert_eq!(
+            serde_json::from_str::<VmStateReport>(without).expect("deserialize"),
             report
         );
         for (state, text) in [

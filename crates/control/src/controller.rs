@@ -10,6 +10,18 @@
 //! fresh generation, when a phase that cannot be abandoned times out waiting for that host).
 //! A migration state that waits for acknowledgements records, on entry, the generation each
 //! awaited host must reach; acknowledgements are cumulative.
+//!
+//! State that heals, without operator action:
+//! - **Store epoch.** Every config carries the controller's `epoch` and hosts order configs by
+//!   (`epoch`, `generation`). A controller on a new or lost store starts a newer epoch (the
+//!   daemon picks its clock), so running hosts accept it at once. If a host turns out to hold
+//!   a newer version than this controller ever pushed (an older controller's push from a
+//!   newer epoch, a hand-made push with generation `u64::MAX`), the controller moves to an
+//!   epoch above the host's and pushes every host again: no config can lock a host.
+//! - **Boot epoch.** srmigd reports a boot epoch (new at every start) with its acks, its VM
+//!   state reports and its status. When a host's boot epoch changes, whatever it acknowledged
+//!   before is gone: the controller pushes its full config again (with a fresh generation),
+//!   and migrations waiting on that host wait for the new acknowledgement.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -88,6 +100,16 @@ pub enum Action {
         /// How it ended.
         outcome: MigrationOutcome,
     },
+    /// A host held a config version this controller never pushed; the controller moved to
+    /// `epoch` and pushes every host again (log it; the epoch is in the snapshot).
+    EpochAdvanced {
+        /// The host found ahead.
+        host: HostId,
+        /// The version it held: (`epoch`, `generation`).
+        theirs: (u64, u64),
+        /// The controller's new epoch.
+        epoch: u64,
+    },
 }
 
 /// Why a migration request was refused.
@@ -126,16 +148,6 @@ pub enum InputError {
     /// The VM is not registered.
     #[error("VM {0} is not registered")]
     UnknownVm(VmId),
-    /// The host acknowledged a generation never pushed to it.
-    #[error("host {host} acknowledged generation {generation}, but the last pushed is {pushed}")]
-    FutureGeneration {
-        /// The host.
-        host: HostId,
-        /// The generation acknowledged.
-        generation: u64,
-        /// The last generation pushed to it.
-        pushed: u64,
-    },
 }
 
 /// Why a cancel was refused.
@@ -178,6 +190,8 @@ struct HostSync {
     acked: u64,
     /// The last config pushed.
     pushed: Option<HostConfig>,
+    /// The host's boot epoch, as last seen (`None`: not seen since this controller started).
+    boot_epoch: Option<u64>,
 }
 
 /// What a controller persists to resume after a restart.
@@ -193,6 +207,20 @@ pub struct ControllerSnapshot {
     pub finished: Vec<Migration>,
     /// The next migration id.
     pub next_id: u64,
+    /// The store epoch (0 in stores written before epochs: restored as a new epoch).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// What a host says about itself (its `GET /v1/status`): see
+/// [`Controller::handle_host_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostObservation {
+    /// srmigd's boot epoch (0: unknown).
+    pub boot_epoch: u64,
+    /// The version of the host config in force: (`epoch`, `generation`), `None` before the
+    /// first one.
+    pub in_force: Option<(u64, u64)>,
 }
 
 /// The controller core. See the module docs.
@@ -207,12 +235,21 @@ pub struct Controller {
     vm_states: BTreeMap<(VmId, HostId), (VmState, Timestamp)>,
     next_id: u64,
     actions: VecDeque<Action>,
+    /// The store epoch: carried by every config pushed (see the module docs).
+    epoch: u64,
 }
 
 impl Controller {
-    /// An empty controller.
+    /// An empty controller, epoch 0 (see [`Controller::with_epoch`]).
     pub fn new(config: ControllerConfig) -> Self {
+        Controller::with_epoch(config, 0)
+    }
+
+    /// An empty controller on a new store of epoch `epoch`: it must be above the epoch of any
+    /// store used before (the daemon takes its clock in milliseconds).
+    pub fn with_epoch(config: ControllerConfig, epoch: u64) -> Self {
         Controller {
+            epoch,
             config,
             model: Model::new(),
             sync: BTreeMap::new(),
@@ -351,31 +388,70 @@ impl Controller {
         }
     }
 
-    /// A host acknowledges a generation.
+    /// A host acknowledges a version: its config (`epoch`, `generation`) is in force in the
+    /// srmigd of boot epoch `boot_epoch` (see the module docs for what epochs change).
     pub fn handle_ack(&mut self, now: Timestamp, ack: Ack) -> Result<(), InputError> {
         let sync = self
             .sync
-            .get_mut(&ack.host)
+            .get(&ack.host)
             .ok_or_else(|| InputError::UnknownHost(ack.host.clone()))?;
-        if ack.generation > sync.generation {
-            return Err(InputError::FutureGeneration {
-                host: ack.host,
-                generation: ack.generation,
-                pushed: sync.generation,
-            });
-        }
-        if ack.generation <= sync.acked {
+        if ack.epoch > self.epoch || (ack.epoch == self.epoch && ack.generation > sync.generation) {
+            // Never pushed by this controller: the host is ahead of it.
+            self.host_ahead(&ack.host, (ack.epoch, ack.generation));
             return Ok(());
         }
-        sync.acked = ack.generation;
-        let ids: Vec<MigrationId> = self.active.keys().copied().collect();
-        for id in ids {
-            if let Some(wait) = self.active.get_mut(&id).and_then(Migration::wait_mut) {
-                wait.on_ack(&ack.host, ack.generation);
+        let restarted = self.observe_boot(&ack.host, ack.boot_epoch);
+        if ack.epoch < self.epoch {
+            // An older epoch's config is in force there; ours is on its way (or must be).
+            if restarted {
+                self.host_lost_config(&ack.host, 0);
             }
-            self.advance_if_acked(id, now);
+            return Ok(());
+        }
+        if restarted {
+            self.host_lost_config(&ack.host, ack.generation);
+        }
+        self.on_acked(now, &ack.host, ack.generation);
+        Ok(())
+    }
+
+    /// What a host's status says (polled): its boot epoch and the version in force. A new
+    /// boot epoch, or a host that lost what it acknowledged, gets its config again; a host
+    /// ahead of this controller moves it to a newer epoch; a version of ours in force counts
+    /// as an acknowledgement (one may have been lost).
+    pub fn handle_host_status(
+        &mut self,
+        now: Timestamp,
+        host: &HostId,
+        seen: HostObservation,
+    ) -> Result<(), InputError> {
+        let sync = self
+            .sync
+            .get(host)
+            .ok_or_else(|| InputError::UnknownHost(host.clone()))?;
+        let (pushed, acked) = (sync.generation, sync.acked);
+        let ours = match seen.in_force {
+            Some((e, g)) if e > self.epoch || (e == self.epoch && g > pushed) => {
+                self.host_ahead(host, (e, g));
+                return Ok(());
+            }
+            Some((e, g)) if e == self.epoch => Some(g),
+            _ => None,
+        };
+        let restarted = self.observe_boot(host, seen.boot_epoch);
+        let holds = ours.unwrap_or(0);
+        if restarted || holds < acked {
+            self.host_lost_config(host, holds);
+        }
+        if let Some(g) = ours {
+            self.on_acked(now, host, g);
         }
         Ok(())
+    }
+
+    /// The store epoch (carried by every config pushed).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// A host reports a VM's state there.
@@ -386,6 +462,13 @@ impl Controller {
     ) -> Result<(), InputError> {
         if self.model.host(&report.host).is_none() {
             return Err(InputError::UnknownHost(report.host));
+        }
+        // The host restarted (whatever the VM: a report about a VM the controller does not
+        // know still tells that).
+        if let Some(b) = report.boot_epoch {
+            if self.observe_boot(&report.host, b) {
+                self.host_lost_config(&report.host, 0);
+            }
         }
         if self.model.vm(&report.vm).is_none() {
             return Err(InputError::UnknownVm(report.vm));
@@ -599,6 +682,7 @@ impl Controller {
             migrations: self.active.values().cloned().collect(),
             finished: self.finished.iter().cloned().collect(),
             next_id: self.next_id,
+            epoch: self.epoch,
         }
     }
 
@@ -606,8 +690,15 @@ impl Controller {
     /// host is pushed its config again (with a generation above any it saw), every wait is
     /// re-armed on those pushes, and hypervisor waits get a fresh deadline. The daemon must
     /// have its agents re-send their VM states and the hypervisor driver re-report.
+    ///
+    /// A snapshot without an epoch (written before epochs) gets `now` as its epoch.
     pub fn restore(now: Timestamp, config: ControllerConfig, snapshot: ControllerSnapshot) -> Self {
-        let mut c = Controller::new(config);
+        let epoch = if snapshot.epoch == 0 {
+            now.0
+        } else {
+            snapshot.epoch
+        };
+        let mut c = Controller::with_epoch(config, epoch);
         c.model = snapshot.model;
         c.next_id = snapshot.next_id.max(1);
         for host in c.model.hosts() {
@@ -618,6 +709,7 @@ impl Controller {
                     generation,
                     acked: 0,
                     pushed: None,
+                    boot_epoch: None,
                 },
             );
         }
@@ -819,12 +911,77 @@ impl Controller {
             if sync.pushed.as_ref().is_some_and(|p| p.same_state(&config)) {
                 continue;
             }
+            let mut config = config;
+            config.epoch = self.epoch;
             sync.generation = config.generation;
             sync.pushed = Some(config.clone());
             self.actions.push_back(Action::PushConfig {
                 host: host.name.clone(),
                 config,
             });
+        }
+    }
+
+    /// Records `host`'s boot epoch; `true` if it changed (srmigd restarted: what it
+    /// acknowledged before is gone). 0 (unknown) changes nothing.
+    fn observe_boot(&mut self, host: &HostId, boot_epoch: u64) -> bool {
+        let Some(sync) = self.sync.get_mut(host) else {
+            return false;
+        };
+        if boot_epoch == 0 || sync.boot_epoch == Some(boot_epoch) {
+            return false;
+        }
+        let restarted = sync.boot_epoch.is_some();
+        sync.boot_epoch = Some(boot_epoch);
+        restarted
+    }
+
+    /// `host` holds generation `holds` of this epoch at most (0: none of ours): what it
+    /// acknowledged above that is gone, and the config is pushed again unless `holds` is the
+    /// last one pushed.
+    fn host_lost_config(&mut self, host: &HostId, holds: u64) {
+        let Some(sync) = self.sync.get_mut(host) else {
+            return;
+        };
+        sync.acked = holds.min(sync.generation);
+        if sync.acked < sync.generation {
+            self.repush(host);
+        }
+    }
+
+    /// `host` acknowledged generation `generation` of this epoch (cumulative).
+    fn on_acked(&mut self, now: Timestamp, host: &HostId, generation: u64) {
+        let Some(sync) = self.sync.get_mut(host) else {
+            return;
+        };
+        if generation <= sync.acked {
+            return;
+        }
+        sync.acked = generation;
+        let ids: Vec<MigrationId> = self.active.keys().copied().collect();
+        for id in ids {
+            if let Some(wait) = self.active.get_mut(&id).and_then(Migration::wait_mut) {
+                wait.on_ack(host, generation);
+            }
+            self.advance_if_acked(id, now);
+        }
+    }
+
+    /// `host` holds version `theirs`, which this controller never pushed: moves to an epoch
+    /// above it and pushes every host its config again.
+    fn host_ahead(&mut self, host: &HostId, theirs: (u64, u64)) {
+        self.epoch = self.epoch.max(theirs.0).saturating_add(1);
+        self.actions.push_back(Action::EpochAdvanced {
+            host: host.clone(),
+            theirs,
+            epoch: self.epoch,
+        });
+        let hosts: Vec<HostId> = self.sync.keys().cloned().collect();
+        for h in hosts {
+            if let Some(sync) = self.sync.get_mut(&h) {
+                sync.acked = 0;
+            }
+            self.repush(&h);
         }
     }
 
@@ -838,6 +995,7 @@ impl Controller {
         };
         sync.generation = sync.generation.saturating_add(1);
         pushed.generation = sync.generation;
+        pushed.epoch = self.epoch;
         self.actions.push_back(Action::PushConfig {
             host: host.clone(),
             config: pushed.clone(),
@@ -897,6 +1055,8 @@ mod tests {
                         .handle_ack(
                             now,
                             Ack {
+                                epoch: config.epoch,
+                                boot_epoch: 0,
                                 host,
                                 generation: config.generation,
                             },
@@ -927,6 +1087,7 @@ mod tests {
         c.handle_vm_state(
             Timestamp(now),
             VmStateReport {
+                boot_epoch: None,
                 vm: vid(1),
                 host: hid(on),
                 state,
@@ -1019,6 +1180,8 @@ mod tests {
         c.handle_ack(
             Timestamp(11),
             Ack {
+                epoch: 0,
+                boot_epoch: 0,
                 host: hid(1),
                 generation: gen_of(&actions[0]),
             },
@@ -1028,6 +1191,8 @@ mod tests {
         c.handle_ack(
             Timestamp(12),
             Ack {
+                epoch: 0,
+                boot_epoch: 0,
                 host: hid(2),
                 generation: gen_of(&actions[1]),
             },
@@ -1341,6 +1506,8 @@ mod tests {
                 c.handle_ack(
                     Timestamp(11),
                     Ack {
+                        epoch: config.epoch,
+                        boot_epoch: 0,
                         host,
                         generation: config.generation,
                     },
@@ -1355,6 +1522,8 @@ mod tests {
                     c.handle_ack(
                         Timestamp(12),
                         Ack {
+                            epoch: config.epoch,
+                            boot_epoch: 0,
                             host,
                             generation: config.generation,
                         },
@@ -1397,6 +1566,8 @@ mod tests {
                     c.handle_ack(
                         Timestamp(21),
                         Ack {
+                            epoch: config.epoch,
+                            boot_epoch: 0,
                             host,
                             generation: config.generation,
                         },
@@ -1437,6 +1608,8 @@ mod tests {
         c.handle_ack(
             Timestamp(900),
             Ack {
+                epoch: 0,
+                boot_epoch: 0,
                 host: hid(3),
                 generation: last_gen,
             },
@@ -1506,26 +1679,19 @@ mod tests {
             c.handle_ack(
                 Timestamp(1),
                 Ack {
+                    epoch: 0,
+                    boot_epoch: 0,
                     host: hid(9),
                     generation: 1
                 }
             ),
             Err(InputError::UnknownHost(hid(9)))
         );
-        assert!(matches!(
-            c.handle_ack(
-                Timestamp(1),
-                Ack {
-                    host: hid(1),
-                    generation: 999
-                }
-            ),
-            Err(InputError::FutureGeneration { .. })
-        ));
         assert_eq!(
             c.handle_vm_state(
                 Timestamp(1),
                 VmStateReport {
+                    boot_epoch: None,
                     vm: vid(9),
                     host: hid(1),
                     state: VmState::Running,
@@ -1549,6 +1715,8 @@ mod tests {
         c.handle_ack(
             Timestamp(1),
             Ack {
+                epoch: 0,
+                boot_epoch: 0,
                 host: hid(1),
                 generation: 1,
             },
@@ -1602,6 +1770,7 @@ mod tests {
         c.handle_vm_state(
             Timestamp(12),
             VmStateReport {
+                boot_epoch: None,
                 vm: vm(2, 2).name,
                 host: hid(3),
                 state: VmState::Running,
@@ -1647,6 +1816,8 @@ mod tests {
                 r.handle_ack(
                     Timestamp(501),
                     Ack {
+                        epoch: config.epoch,
+                        boot_epoch: 0,
                         host: host.clone(),
                         generation: config.generation,
                     },

@@ -17,7 +17,8 @@ pub mod migration;
 pub mod model;
 
 pub use controller::{
-    Action, CancelError, Controller, ControllerConfig, ControllerSnapshot, InputError, RefuseReason,
+    Action, CancelError, Controller, ControllerConfig, ControllerSnapshot, HostObservation,
+    InputError, RefuseReason,
 };
 pub use migration::{Migration, Timeouts};
 pub use model::{Footprint, Model, ModelError};

@@ -335,6 +335,7 @@ impl Model {
             }
         }
         Some(HostConfig {
+            epoch: 0,
             generation,
             mappings,
             local_vms,

@@ -231,6 +231,12 @@ impl World {
                     prop_assert!(config.validate().is_ok(), "invalid config for {host}");
                     self.inbox.entry(host).or_default().push_back(config);
                 }
+                Action::EpochAdvanced { host, theirs, .. } => {
+                    prop_assert!(
+                        false,
+                        "{host} was found ahead ({theirs:?}) in a sequence of correct inputs"
+                    );
+                }
                 Action::StartMigration {
                     id,
                     vm,
@@ -320,6 +326,8 @@ impl World {
                 .handle_ack(
                     Timestamp(self.now),
                     Ack {
+                        epoch: 0,
+                        boot_epoch: 0,
                         host: host.clone(),
                         generation,
                     },
@@ -427,6 +435,7 @@ impl World {
             Some(Note::State(host, state)) => self.c.handle_vm_state(
                 now,
                 VmStateReport {
+                    boot_epoch: None,
                     vm: vm.clone(),
                     host,
                     state,

@@ -39,6 +39,9 @@ pub struct Options {
     /// How often the source and destination of a migration waiting for its hypervisor are
     /// polled (`GET /v1/status`) for VM states, in case a report was lost.
     pub state_poll: Duration,
+    /// How often every host is polled (`GET /v1/status`) for its boot epoch and config
+    /// version: a restarted srmigd gets its config back within this time (plus a push).
+    pub host_poll: Duration,
 }
 
 impl Options {
@@ -52,6 +55,7 @@ impl Options {
             finished_history: ControllerConfig::default().finished_history,
             driver: Arc::new(External),
             state_poll: Duration::from_secs(1),
+            host_poll: Duration::from_secs(2),
         }
     }
 }
@@ -125,7 +129,13 @@ impl Daemon {
                     true,
                 )
             }
-            None => (Controller::new(config), Vec::new(), false),
+            None => {
+                // A new store: a newer epoch than any store before it, so hosts holding an
+                // older controller's configs accept this one's at once.
+                let epoch = now().0;
+                tracing::info!(store = %options.store.display(), epoch, "new store");
+                (Controller::with_epoch(config, epoch), Vec::new(), false)
+            }
         };
         let listener = bind(&options.socket).await?;
         let (tx, rx) = mpsc::channel(1024);
@@ -137,7 +147,7 @@ impl Daemon {
             pushers,
             options.driver.clone(),
             tx.clone(),
-            options.state_poll,
+            (options.state_poll, options.host_poll),
         );
         if restored {
             engine.resume();

@@ -68,6 +68,10 @@ pub(crate) struct Engine {
     poll_interval: Duration,
     /// When to poll next (`None`: no migration needs it).
     poll_at: Option<Instant>,
+    /// How often every host is polled for its epochs (heartbeat).
+    host_poll: Duration,
+    /// When to poll every host next.
+    host_poll_at: Instant,
     /// Hosts with a poll in flight.
     polling: std::collections::BTreeSet<HostId>,
     /// The hypervisor driver's latest progress per migration (memory only).
@@ -92,12 +96,14 @@ impl Engine {
         pushers: Pushers,
         driver: Arc<dyn HypervisorDriver>,
         tx: mpsc::Sender<Command>,
-        poll_interval: Duration,
+        (poll_interval, host_poll): (Duration, Duration),
     ) -> Self {
         let mut engine = Engine {
             tx: tx.clone(),
             poll_interval,
             poll_at: None,
+            host_poll,
+            host_poll_at: Instant::now() + host_poll,
             polling: std::collections::BTreeSet::new(),
             progress: BTreeMap::new(),
             core,
@@ -176,7 +182,7 @@ impl Engine {
             let wait = t.millis_since(now());
             Instant::now() + Duration::from_millis(wait)
         });
-        [core, self.save_retry, self.poll_at]
+        [core, self.save_retry, self.poll_at, Some(self.host_poll_at)]
             .into_iter()
             .flatten()
             .min()
@@ -219,14 +225,20 @@ impl Engine {
 
     fn on_observed(&mut self, observed: Observed) {
         self.polling.remove(&observed.host);
-        let states = match observed.result {
-            Ok(states) => states,
+        let reading = match observed.result {
+            Ok(r) => r,
             Err(error) => {
                 tracing::debug!(host = %observed.host, %error, "VM state poll failed");
                 return;
             }
         };
-        for (vm, state) in states {
+        if let Err(e) = self
+            .core
+            .handle_host_status(now(), &observed.host, reading.observation)
+        {
+            tracing::warn!(error = %e, "polled host status refused");
+        }
+        for (vm, state) in reading.states {
             if self.core.model().vm(&vm).is_none()
                 || self.core.vm_state(&vm, &observed.host) == Some(state)
             {
@@ -238,6 +250,7 @@ impl Engine {
                 host: observed.host.clone(),
                 state,
                 at: now(),
+                boot_epoch: None,
             };
             if let Err(e) = self.core.handle_vm_state(now(), report) {
                 tracing::warn!(error = %e, "polled VM state refused");
@@ -259,6 +272,13 @@ impl Engine {
         if self.poll_at.is_some_and(|p| p <= Instant::now()) {
             self.poll_at = None;
             for host in self.hosts_to_poll() {
+                self.poll_host(host);
+            }
+        }
+        if self.host_poll_at <= Instant::now() {
+            self.host_poll_at = Instant::now() + self.host_poll;
+            let hosts: Vec<HostId> = self.hosts.keys().cloned().collect();
+            for host in hosts {
                 self.poll_host(host);
             }
         }
@@ -421,18 +441,6 @@ impl Engine {
         }
         match self.core.handle_ack(now(), ack) {
             Ok(()) => {}
-            Err(InputError::FutureGeneration {
-                host,
-                generation,
-                pushed,
-            }) => {
-                tracing::error!(%host, generation, pushed, "host acknowledged a generation this controller never pushed");
-                if let Some(h) = self.hosts.get_mut(&host) {
-                    h.last_push_error = Some(format!(
-                        "acknowledged generation {generation}, above the last pushed {pushed}"
-                    ));
-                }
-            }
             Err(e) => tracing::warn!(error = %e, "ack refused"),
         }
         if let Err(f) = self.commit() {
@@ -597,6 +605,13 @@ impl Engine {
             Action::MigrationFinished { id, vm, outcome } => {
                 tracing::info!(migration = %id, %vm, %outcome, "migration finished");
             }
+            Action::EpochAdvanced {
+                host,
+                theirs,
+                epoch,
+            } => {
+                tracing::warn!(%host, their_epoch = theirs.0, their_generation = theirs.1, epoch, "host holds a config this controller never pushed: moved to a newer epoch, pushing every host again");
+            }
         }
     }
 
@@ -688,9 +703,6 @@ fn input_failure(e: InputError) -> Failure {
     let (status, code) = match &e {
         InputError::UnknownHost(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownHost),
         InputError::UnknownVm(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownVm),
-        InputError::FutureGeneration { .. } => {
-            (StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest)
-        }
     };
     Failure::new(status, code, e.to_string())
 }

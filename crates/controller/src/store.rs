@@ -6,7 +6,7 @@
 //! | `hosts` | host name | [`HostRegistration`] |
 //! | `vms` | VM name | [`VmInfo`] (its `host` is the current mapping) |
 //! | `migrations` | migration id | the core's [`Migration`] (state, history, waits) |
-//! | `meta` | `format`, `next_id`, `generations` | format version, next id, host -> generation |
+//! | `meta` | `format`, `next_id`, `generations`, `epoch` | format version, next id, host -> generation, store epoch (absent in older stores: restored as a new epoch) |
 //!
 //! [`Store::save`] is called after every input the core accepted and *before* any action it
 //! produced is carried out (write-ahead): a host never sees a generation the store does not
@@ -299,6 +299,10 @@ impl Store {
             Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "next_id".into()))?,
             None => 1,
         };
+        let epoch: u64 = match rows.meta.get("epoch") {
+            Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "epoch".into()))?,
+            None => 0,
+        };
         let generations: BTreeMap<HostId, u64> = match rows.meta.get("generations") {
             Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "generations".into()))?,
             None => BTreeMap::new(),
@@ -344,6 +348,7 @@ impl Store {
                 migrations,
                 finished,
                 next_id,
+                epoch,
             },
         }))
     }
@@ -384,6 +389,8 @@ fn encode(hosts: &[HostRegistration], s: &ControllerSnapshot) -> Result<Rows, St
         .insert("format".into(), json(|| "format".into(), &FORMAT)?);
     rows.meta
         .insert("next_id".into(), json(|| "next_id".into(), &s.next_id)?);
+    rows.meta
+        .insert("epoch".into(), json(|| "epoch".into(), &s.epoch)?);
     rows.meta.insert(
         "generations".into(),
         json(|| "generations".into(), &s.generations)?,
@@ -412,7 +419,7 @@ mod tests {
     }
 
     fn controller() -> (Controller, Vec<HostRegistration>) {
-        let mut c = Controller::new(ControllerConfig::default());
+        let mut c = Controller::with_epoch(ControllerConfig::default(), 1_700_000_000_000);
         let hosts = vec![reg(1), reg(2)];
         for h in &hosts {
             c.add_host(h.info.clone()).expect("host");
@@ -439,7 +446,7 @@ mod tests {
         .expect("accepted");
         let snap = c.snapshot();
         let stats = store.save(&hosts, &snap).expect("save");
-        assert_eq!(stats.written, 2 + 1 + 1 + 3);
+        assert_eq!(stats.written, 2 + 1 + 1 + 4);
         // Unchanged state writes nothing.
         assert_eq!(
             store.save(&hosts, &snap).expect("save"),

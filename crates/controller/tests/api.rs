@@ -40,15 +40,47 @@ struct FakeState {
 }
 
 async fn get_status(State(s): State<FakeState>) -> Response {
-    let vms: Vec<serde_json::Value> = s
+    let vms = s
         .vms
         .lock()
         .expect("lock")
         .iter()
-        .map(|(name, state)| serde_json::json!({"name": name, "state": state, "port": "vm0"}))
+        .map(|(name, state)| srmig_api::VmStatus {
+            name: name.clone(),
+            state: *state,
+            port: "vm0".into(),
+            local: None,
+            addresses: vec![],
+            buffer: Default::default(),
+            rx: Default::default(),
+            tx: Default::default(),
+            held: 0,
+            released: 0,
+            expired: 0,
+            dropped: 0,
+        })
         .collect();
-    Json(serde_json::json!({"name": s.host, "generation": 1, "ports": [], "vms": vms}))
-        .into_response()
+    // The version in force: the last config applied.
+    let in_force = s
+        .configs
+        .lock()
+        .expect("lock")
+        .last()
+        .map(|(_, c)| (c.epoch, c.generation));
+    Json(srmig_api::HostStatus {
+        name: s.host.clone(),
+        boot_epoch: 1,
+        epoch: in_force.map(|v| v.0),
+        generation: in_force.map(|v| v.1),
+        ports: vec![],
+        vms,
+        sids: vec![],
+        policies: vec![],
+        buffer: Default::default(),
+        drops: Default::default(),
+        icmp: Default::default(),
+    })
+    .into_response()
 }
 
 async fn put_config(State(s): State<FakeState>, body: Bytes) -> Response {
@@ -65,12 +97,14 @@ async fn put_config(State(s): State<FakeState>, body: Bytes) -> Response {
     if let Err(e) = config.validate() {
         return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
-    let generation = config.generation;
+    let (epoch, generation) = (config.epoch, config.generation);
     s.configs
         .lock()
         .expect("lock")
         .push((Instant::now(), config));
     Json(Ack {
+        epoch,
+        boot_epoch: 1,
         host: HostId::new(s.host.clone()).expect("name"),
         generation,
     })
@@ -260,6 +294,7 @@ impl World {
     async fn vm_state(&self, host: usize, state: VmState) {
         self.client
             .report_vm_state(&VmStateReport {
+                boot_epoch: None,
                 vm: web1(),
                 host: name(host),
                 state,
@@ -624,6 +659,7 @@ async fn refusals_carry_a_reason() {
     let e = w
         .client
         .report_vm_state(&VmStateReport {
+            boot_epoch: None,
             vm: VmId::new("ghost").expect("name"),
             host: name(1),
             state: VmState::Running,

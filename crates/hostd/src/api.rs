@@ -207,18 +207,14 @@ mod tests {
     use axum::http::Request;
     use http_body_util::BodyExt;
     use srmig_agent::testkit::{base, hc_json};
-    use srmig_agent::{Agent, WallClock};
+    use srmig_agent::Agent;
     use tower::ServiceExt;
 
     /// A router backed by a real `Agent` on a thread that handles commands (no sockets).
     fn app() -> (Router, std::thread::JoinHandle<()>) {
         let (handle, rx, _wake) = DataplaneHandle::new().expect("eventfd");
-        let mut agent = Agent::new(
-            srmig_api::HostId::new("h1").expect("name"),
-            base(),
-            WallClock::default(),
-        )
-        .expect("agent");
+        let mut agent =
+            Agent::new(srmig_api::HostId::new("h1").expect("name"), base(), 1).expect("agent");
         let t = std::thread::spawn(move || {
             while let Ok(cmd) = rx.recv() {
                 if !crate::dataplane_loop::serve(

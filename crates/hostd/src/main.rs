@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use srmig_agent::{Agent, WallClock};
+use srmig_agent::Agent;
 use srmig_api::HostId;
 use srmig_hostd::dataplane_loop::{DataplaneHandle, DataplaneLoop};
 use srmig_hostd::mailbox::Command;
@@ -119,7 +119,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if n > 1 {
         // The configuration as written first: its errors then name the configured values.
         drop(
-            Agent::new(host.clone(), cfg.clone(), WallClock::default())
+            Agent::new(host.clone(), cfg.clone(), 0)
                 .with_context(|| format!("invalid node configuration {}", args.config.display()))?,
         );
         info!(
@@ -135,13 +135,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         None => (None, None),
     };
     let fanout = (n > 1).then(workers::fanout_salt);
+    let boot_epoch = new_boot_epoch();
+    info!(
+        boot_epoch,
+        "boot epoch (new at every start: the controller re-sends its config when it changes)"
+    );
     let mut loops = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for k in 0..n {
         let agent = Agent::new(
             host.clone(),
             workers::worker_node_config(&cfg, n),
-            WallClock::default(),
+            boot_epoch,
         )
         .with_context(|| format!("invalid node configuration {}", args.config.display()))?;
         let (handle, commands, wake) =
@@ -257,4 +262,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     dp_result.context("dataplane loop failed")?;
     info!("srmigd stopped");
     Ok(())
+}
+
+/// A boot epoch: a number that differs at every start of srmigd (the wall clock in
+/// nanoseconds, mixed with the process id by the standard library's randomly keyed hasher so
+/// two starts in the same nanosecond or after a clock step back still differ). Never 0, which
+/// means "no epoch" to a controller.
+fn new_boot_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }

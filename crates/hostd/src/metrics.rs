@@ -300,7 +300,7 @@ pub fn render(s: &HostStatus) -> String {
 mod tests {
     use super::*;
     use srmig_agent::testkit::{base, hc};
-    use srmig_agent::{Agent, WallClock};
+    use srmig_agent::Agent;
 
     #[test]
     fn escapes_label_values() {
@@ -310,12 +310,8 @@ mod tests {
 
     #[test]
     fn well_formed_openmetrics() {
-        let mut n = Agent::new(
-            srmig_api::HostId::new("h1").expect("name"),
-            base(),
-            WallClock::default(),
-        )
-        .expect("agent");
+        let mut n =
+            Agent::new(srmig_api::HostId::new("h1").expect("name"), base(), 1).expect("agent");
         n.apply_host_config(hc(3)).expect("apply");
         let text = render(&n.status(&[]));
         assert!(text.ends_with("# EOF\n"));
