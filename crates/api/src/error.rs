@@ -28,6 +28,9 @@ pub enum ApiErrorCode {
     TooLateToCancel,
     /// This controller replica is not the leader; retry against the leader.
     NotLeader,
+    /// The caller is authenticated but may not do this (e.g. a host reporting another host's
+    /// VM state).
+    Forbidden,
     /// An unexpected failure inside the server.
     Internal,
 }
@@ -44,6 +47,7 @@ impl fmt::Display for ApiErrorCode {
             ApiErrorCode::AlreadyMigrating => "already-migrating",
             ApiErrorCode::TooLateToCancel => "too-late-to-cancel",
             ApiErrorCode::NotLeader => "not-leader",
+            ApiErrorCode::Forbidden => "forbidden",
             ApiErrorCode::Internal => "internal",
         })
     }

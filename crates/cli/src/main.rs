@@ -64,24 +64,9 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Run the controller daemon (API on a unix socket, embedded store, pushes to srmigd).
-    Controller {
-        /// Unix socket of the API (see docs/controller-api.md).
-        #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// The embedded store (redb); created if missing, restored on start.
-        #[arg(long, default_value = srmig_controller::DEFAULT_STORE)]
-        store: PathBuf,
-        /// Delay every config push by this many milliseconds (emulates a slow mapping update).
-        #[arg(long, default_value_t = 0)]
-        propagation_delay_ms: u64,
-        /// How long hosts have to acknowledge a config, in milliseconds.
-        #[arg(long, default_value_t = 5_000)]
-        ack_timeout_ms: u64,
-        /// How long the hypervisor may take before the migration is cancelled, in milliseconds.
-        #[arg(long, default_value_t = 600_000)]
-        hypervisor_timeout_ms: u64,
-    },
+    /// Run the controller daemon (API on a unix socket and, with --tls-dir and --listen, over
+    /// mutual TLS; embedded store; pushes to srmigd).
+    Controller(ControllerArgs),
     /// Certificates for mutual TLS between the controller, hosts and operators (see
     /// docs/security.md, Certificates).
     Pki {
@@ -102,6 +87,43 @@ enum Command {
         #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
         controller: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ControllerArgs {
+    /// Unix socket of the API (see docs/controller-api.md), created mode 0660.
+    #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Group of the API socket (default: the controller's own group).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// The embedded store (redb); created if missing, restored on start.
+    #[arg(long, default_value = srmig_controller::DEFAULT_STORE)]
+    store: PathBuf,
+    /// Delay every config push by this many milliseconds (emulates a slow mapping update).
+    #[arg(long, default_value_t = 0)]
+    propagation_delay_ms: u64,
+    /// How long hosts have to acknowledge a config, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    ack_timeout_ms: u64,
+    /// How long the hypervisor may take before the migration is cancelled, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    hypervisor_timeout_ms: u64,
+    /// How often every host is polled for its boot epoch and config version, in
+    /// milliseconds (a restarted srmigd gets its config back within about this time).
+    #[arg(long, default_value_t = 2_000)]
+    host_poll_ms: u64,
+    /// The controller's TLS files (`srmig pki`): DIR/ca.pem, DIR/controller-NAME.pem and
+    /// .key. Needed to reach hosts registered with an `api_address`.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The controller's name in its certificate (srmig://controller/NAME).
+    #[arg(long, value_name = "NAME", default_value = "controller")]
+    tls_name: String,
+    /// Serve the API over mutual TLS on ADDR:PORT too (srmigd's reports, remote CLIs);
+    /// needs --tls-dir.
+    #[arg(long, value_name = "ADDR:PORT", requires = "tls_dir")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,19 +373,7 @@ fn main() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Forward(args),
         } => cmd_bench_forward(args),
-        Command::Controller {
-            socket,
-            store,
-            propagation_delay_ms,
-            ack_timeout_ms,
-            hypervisor_timeout_ms,
-        } => cmd_controller(
-            socket,
-            store,
-            propagation_delay_ms,
-            ack_timeout_ms,
-            hypervisor_timeout_ms,
-        ),
+        Command::Controller(args) => cmd_controller(args),
         Command::Migrate {
             vm,
             to,
@@ -422,13 +432,7 @@ fn cmd_pki(what: PkiCommand) -> Result<()> {
     Ok(())
 }
 
-fn cmd_controller(
-    socket: PathBuf,
-    store: PathBuf,
-    propagation_delay_ms: u64,
-    ack_timeout_ms: u64,
-    hypervisor_timeout_ms: u64,
-) -> Result<()> {
+fn cmd_controller(a: ControllerArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -437,10 +441,19 @@ fn cmd_controller(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut options = srmig_controller::Options::new(socket, store);
-    options.push.propagation_delay = Duration::from_millis(propagation_delay_ms);
-    options.timeouts.ack_ms = ack_timeout_ms;
-    options.timeouts.hypervisor_ms = hypervisor_timeout_ms;
+    let mut options = srmig_controller::Options::new(a.socket, a.store);
+    options.push.propagation_delay = Duration::from_millis(a.propagation_delay_ms);
+    options.timeouts.ack_ms = a.ack_timeout_ms;
+    options.timeouts.hypervisor_ms = a.hypervisor_timeout_ms;
+    options.host_poll = Duration::from_millis(a.host_poll_ms.max(1));
+    options.socket_group = a.socket_group;
+    if let Some(dir) = a.tls_dir {
+        let id = srmig_tls::PeerIdentity::new(srmig_tls::Role::Controller, a.tls_name)?;
+        options.tls = Some(srmig_controller::ControllerTls {
+            files: srmig_tls::TlsFiles::in_dir(&dir, &id),
+            listen: a.listen,
+        });
+    }
     srmig_controller::run_blocking(options)?;
     Ok(())
 }

@@ -15,20 +15,29 @@
 //! | `POST /v1/migrations/{id}/hypervisor` | [`HypervisorPost`] | 200 [`MigrationStatus`] |
 //! | `POST /v1/migrations/{id}/cancel` | | 200 [`MigrationStatus`] |
 //!
+//!
+//! Who may do what: on the unix socket, whoever the socket's mode, group and peer-credential
+//! check let in (local administration) may do everything. Over mutual TLS ([`authorize`]), an
+//! operator's client certificate (`srmig://client/..`) or a controller's may do everything; a
+//! host's certificate (`srmig://host/<name>`) may only `POST /v1/vm-state`, and only about
+//! itself (`host` = `<name>`): 403 `forbidden` otherwise.
+//!
 //! [`VmInfo`]: srmig_api::VmInfo
 //! [`VmStateReport`]: srmig_api::VmStateReport
 //! [`MigrateRequest`]: srmig_api::MigrateRequest
 //! [`MigrationStatus`]: srmig_api::MigrationStatus
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use srmig_api::{ApiError, ApiErrorCode, MigrationId};
+use srmig_api::{ApiError, ApiErrorCode, MigrationId, VmStateReport};
+use srmig_tls::{PeerIdentity, Role};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::mailbox::{Command, Failure};
@@ -57,6 +66,31 @@ pub(crate) fn router(tx: mpsc::Sender<Command>) -> Router {
         .route("/v1/migrations/{id}/cancel", post(cancel))
         .fallback(not_found)
         .with_state(AppState { tx })
+}
+
+/// The authorization of the mutual-TLS listener (see the module docs): a request without a
+/// verified srmig identity, or from a host to anything but `POST /v1/vm-state`, gets 403.
+pub(crate) async fn authorize(req: Request, next: Next) -> Response {
+    let forbidden = |message: String| {
+        Failure::new(StatusCode::FORBIDDEN, ApiErrorCode::Forbidden, message).into_response()
+    };
+    match req.extensions().get::<PeerIdentity>() {
+        None => forbidden("no srmig identity on this connection".into()),
+        Some(id) => match id.role() {
+            Role::Client | Role::Controller => next.run(req).await,
+            Role::Host
+                if req.method() == axum::http::Method::POST
+                    && req.uri().path() == "/v1/vm-state" =>
+            {
+                next.run(req).await
+            }
+            Role::Host => forbidden(format!(
+                "{id} may only report its own VMs' state (POST /v1/vm-state), not {} {}",
+                req.method(),
+                req.uri().path()
+            )),
+        },
+    }
 }
 
 /// Parses a JSON body, refusing it with a 400 that quotes serde's reason.
@@ -108,13 +142,6 @@ fn respond<T: Serialize>(status: StatusCode, r: Result<T, Failure>) -> Response 
 async fn add_host(State(s): State<AppState>, body: Bytes) -> Response {
     let r: Result<HostView, Failure> = async {
         let reg: HostRegistration = parse(&body, "host registration")?;
-        if reg.api_socket.as_os_str().is_empty() {
-            return Err(Failure::new(
-                StatusCode::BAD_REQUEST,
-                ApiErrorCode::InvalidRequest,
-                "api_socket is empty",
-            ));
-        }
         ask(&s, |r| Command::AddHost(reg, r)).await
     }
     .await;
@@ -138,9 +165,25 @@ async fn vms(State(s): State<AppState>) -> Response {
     respond(StatusCode::OK, ask(&s, Command::Vms).await)
 }
 
-async fn vm_state(State(s): State<AppState>, body: Bytes) -> Response {
+async fn vm_state(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
     let r = async {
-        let report = parse(&body, "VM state report")?;
+        let report: VmStateReport = parse(&body, "VM state report")?;
+        if let Some(axum::Extension(id)) = &caller {
+            if id.role() == Role::Host && id.name() != report.host.as_str() {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    ApiErrorCode::Forbidden,
+                    format!(
+                        "{id} may only report the state of its own VMs, not host {}'s",
+                        report.host
+                    ),
+                ));
+            }
+        }
         ask(&s, |r| Command::VmState(report, r)).await
     }
     .await;

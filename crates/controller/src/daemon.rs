@@ -1,11 +1,13 @@
 //! Starting and stopping the controller daemon.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use srmig_control::{Controller, ControllerConfig, Timeouts};
-use tokio::net::UnixListener;
+use srmig_tls::local::{CheckedListener, LocalSocketError, PeerPolicy};
+use srmig_tls::{Role, TlsFiles};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -42,6 +44,22 @@ pub struct Options {
     /// How often every host is polled (`GET /v1/status`) for its boot epoch and config
     /// version: a restarted srmigd gets its config back within this time (plus a push).
     pub host_poll: Duration,
+    /// The group of the API socket (mode 0660; default: the daemon's own group).
+    pub socket_group: Option<String>,
+    /// The controller's TLS identity: to reach hosts registered with an `api_address`, and
+    /// to serve its API over mutual TLS.
+    pub tls: Option<ControllerTls>,
+}
+
+/// The controller's TLS identity and listener.
+#[derive(Debug, Clone)]
+pub struct ControllerTls {
+    /// CA, certificate and key (`srmig pki issue --role controller`).
+    pub files: TlsFiles,
+    /// Where to serve the API over mutual TLS (srmigd's VM state reports, remote CLIs), if
+    /// anywhere. Hosts may only `POST /v1/vm-state` about themselves; clients and
+    /// controllers may do everything.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -56,6 +74,8 @@ impl Options {
             driver: Arc::new(External),
             state_poll: Duration::from_secs(1),
             host_poll: Duration::from_secs(2),
+            socket_group: None,
+            tls: None,
         }
     }
 }
@@ -66,17 +86,17 @@ pub enum DaemonError {
     /// The store could not be opened or read.
     #[error("cannot open the store")]
     Store(#[from] StoreError),
-    /// Another process serves the socket.
-    #[error("{0} is already served by a running process")]
-    SocketInUse(PathBuf),
-    /// The socket path exists and is not a socket.
-    #[error("{0} exists and is not a unix socket")]
-    NotASocket(PathBuf),
-    /// Binding or preparing the socket failed.
-    #[error("cannot listen on {path}")]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
+    /// The API socket could not be created (in use, not a socket, unknown group, I/O).
+    #[error(transparent)]
+    Socket(#[from] LocalSocketError),
+    /// The TLS identity could not be loaded.
+    #[error("cannot load the controller's TLS identity")]
+    Tls(#[from] srmig_tls::ConfigError),
+    /// The TLS listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
         /// The I/O error.
         #[source]
         source: std::io::Error,
@@ -102,6 +122,9 @@ pub struct Daemon {
     commands: mpsc::Sender<Command>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    stop_tls: Option<oneshot::Sender<()>>,
+    tls_server: Option<JoinHandle<()>>,
+    tls_addr: Option<SocketAddr>,
     engine: JoinHandle<()>,
 }
 
@@ -137,9 +160,35 @@ impl Daemon {
                 (Controller::with_epoch(config, epoch), Vec::new(), false)
             }
         };
-        let listener = bind(&options.socket).await?;
+        let gid = options
+            .socket_group
+            .as_deref()
+            .map(srmig_tls::local::group_id)
+            .transpose()?;
+        let tls_client = match &options.tls {
+            Some(t) => Some(srmig_tls::HttpsClient::new(srmig_tls::client_config(
+                &t.files,
+            )?)),
+            None => None,
+        };
+        let tls_server = match options.tls.as_ref().and_then(|t| t.listen.map(|a| (t, a))) {
+            Some((t, addr)) => {
+                let cfg = srmig_tls::server_config(
+                    &t.files,
+                    &[Role::Host, Role::Client, Role::Controller],
+                )?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?;
+                let bound = l.local_addr().unwrap_or(addr);
+                Some((l, cfg, bound))
+            }
+            None => None,
+        };
+        let listener = srmig_tls::local::bind(&options.socket, gid).await?;
+        let listener = CheckedListener::new(listener, PeerPolicy::for_this_process(gid));
         let (tx, rx) = mpsc::channel(1024);
-        let pushers = Pushers::new(options.push, tx.clone());
+        let pushers = Pushers::new(options.push, tx.clone(), tls_client);
         let mut engine = Engine::new(
             core,
             store,
@@ -162,12 +211,33 @@ impl Daemon {
                 })
                 .await
         });
+        let (stop_tls, tls_server, tls_addr) = match tls_server {
+            Some((l, cfg, addr)) => {
+                let (stop, stopped) = oneshot::channel::<()>();
+                let app = api::router(tx.clone()).layer(axum::middleware::from_fn(api::authorize));
+                let task = tokio::spawn(srmig_tls::serve(
+                    l,
+                    cfg,
+                    app,
+                    srmig_tls::ServeOptions::default(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                tracing::info!(%addr, "controller API on mutual TLS");
+                (Some(stop), Some(task), Some(addr))
+            }
+            None => (None, None, None),
+        };
         tracing::info!(socket = %options.socket.display(), store = %options.store.display(), "controller listening");
         Ok(Daemon {
             socket: options.socket,
             commands: tx,
             stop_server: Some(stop_server),
             server,
+            stop_tls,
+            tls_server,
+            tls_addr,
             engine,
         })
     }
@@ -177,10 +247,21 @@ impl Daemon {
         &self.socket
     }
 
+    /// The address the mutual-TLS API listens on, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
     /// Stops serving, stops the engine (closing the store) and removes the socket file.
     pub async fn shutdown(mut self) -> Result<(), DaemonError> {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_tls.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.tls_server.as_mut() {
+            let _ = t.await;
         }
         let served = (&mut self.server).await;
         let _ = self.commands.send(Command::Shutdown).await;
@@ -197,31 +278,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // A daemon dropped without `shutdown` stops its tasks anyway.
         self.server.abort();
+        if let Some(t) = &self.tls_server {
+            t.abort();
+        }
         self.engine.abort();
     }
-}
-
-/// Binds the API socket, replacing a stale socket file nobody serves.
-async fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
-    use std::os::unix::fs::FileTypeExt;
-    let bind_err = |source| DaemonError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                return Err(DaemonError::SocketInUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(bind_err)?;
-        }
-        Ok(_) => return Err(DaemonError::NotASocket(path.to_owned())),
-        Err(_) => {}
-    }
-    UnixListener::bind(path).map_err(bind_err)
 }
 
 /// Runs the daemon until SIGINT or SIGTERM, on its own multi-threaded runtime.

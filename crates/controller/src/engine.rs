@@ -117,14 +117,18 @@ impl Engine {
             last_save_error: None,
         };
         for reg in registrations {
-            engine
+            // A host the controller cannot reach any more (an address and no TLS identity):
+            // kept, shown with the reason, its migrations time out.
+            let last_push_error = engine
                 .pushers
-                .add_host(reg.info.name.clone(), reg.api_socket.clone());
+                .add_host(reg.info.name.clone(), &reg.api)
+                .err()
+                .inspect(|e| tracing::error!(host = %reg.info.name, error = %e, "cannot reach a registered host"));
             engine.hosts.insert(
                 reg.info.name.clone(),
                 HostRuntime {
                     registration: Some(reg),
-                    last_push_error: None,
+                    last_push_error,
                 },
             );
         }
@@ -189,16 +193,20 @@ impl Engine {
     }
 
     fn poll_host(&mut self, host: HostId) {
-        let Some(socket) = self
+        let Some(http) = self
             .hosts
             .get(&host)
             .and_then(|h| h.registration.as_ref())
-            .map(|r| r.api_socket.clone())
+            .and_then(|r| {
+                self.pushers
+                    .http(&host, &r.api, Duration::from_secs(2))
+                    .ok()
+            })
         else {
             return;
         };
         if self.polling.insert(host.clone()) {
-            resync::poll(host, socket, Duration::from_secs(2), self.tx.clone());
+            resync::poll(host, http, self.tx.clone());
         }
     }
 
@@ -410,10 +418,16 @@ impl Engine {
 
     fn add_host(&mut self, reg: HostRegistration) -> Result<HostView, Failure> {
         let name = reg.info.name.clone();
+        // Reachable first: nothing is registered that could never be pushed to.
+        self.pushers
+            .http(&name, &reg.api, Duration::from_secs(1))
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest, e))?;
         self.core
             .add_host(reg.info.clone())
             .map_err(model_failure)?;
-        self.pushers.add_host(name.clone(), reg.api_socket.clone());
+        if let Err(e) = self.pushers.add_host(name.clone(), &reg.api) {
+            tracing::error!(host = %name, error = %e, "cannot reach the host");
+        }
         self.hosts.insert(
             name.clone(),
             HostRuntime {

@@ -1,4 +1,7 @@
-//! A minimal HTTP/1.1 client over a unix socket (one connection per request).
+//! A minimal HTTP/1.1 client over a unix socket (one connection per request), and
+//! [`HostHttp`]: how the controller reaches one srmigd, over its unix socket (same machine) or
+//! over TCP with mutual TLS ([`srmig_tls::HttpsClient`], the host's certificate checked to be
+//! `srmig://host/<name>`).
 //!
 //! The controller talks to each srmigd through it (`PUT /v1/config`, `GET /v1/status`), and the
 //! CLI talks to the controller through it. One connection per request keeps the failure model
@@ -51,6 +54,57 @@ pub enum HttpError {
         /// The time limit.
         ms: u128,
     },
+}
+
+/// How the controller reaches one host's srmigd.
+#[derive(Debug, Clone)]
+pub enum HostHttp {
+    /// Its unix socket (same machine).
+    Unix(UnixHttp),
+    /// Its TLS listener.
+    Tls {
+        /// The client (the controller's certificate, the CA, the time limit).
+        client: srmig_tls::HttpsClient,
+        /// `host:port`, the name its certificate must be valid for, its srmig identity.
+        endpoint: srmig_tls::Endpoint,
+    },
+}
+
+impl HostHttp {
+    /// Sends one request and reads the whole response (each transport's time limit).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<HttpResponse, HostHttpError> {
+        match self {
+            HostHttp::Unix(u) => Ok(u.request(method, path, body).await?),
+            HostHttp::Tls { client, endpoint } => {
+                let (status, body) = client.request(endpoint, method, path, body).await?;
+                Ok(HttpResponse { status, body })
+            }
+        }
+    }
+
+    /// Where it goes, for messages: the socket path or `https://host:port`.
+    pub fn target(&self) -> String {
+        match self {
+            HostHttp::Unix(u) => u.socket().display().to_string(),
+            HostHttp::Tls { endpoint, .. } => format!("https://{}", endpoint.addr()),
+        }
+    }
+}
+
+/// Why a request to a host got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum HostHttpError {
+    /// Over the unix socket.
+    #[error(transparent)]
+    Unix(#[from] HttpError),
+    /// Over TLS.
+    #[error(transparent)]
+    Tls(#[from] srmig_tls::ClientError),
 }
 
 /// A complete response: status and body.

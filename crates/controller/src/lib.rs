@@ -39,10 +39,12 @@ pub use client::{
     hypervisor_line, migrate_blocking, migrate_blocking_with_progress, progress_line,
     progress_moved, ClientError, ControllerClient,
 };
-pub use daemon::{run_blocking, Daemon, DaemonError, Options, DEFAULT_SOCKET, DEFAULT_STORE};
+pub use daemon::{
+    run_blocking, ControllerTls, Daemon, DaemonError, Options, DEFAULT_SOCKET, DEFAULT_STORE,
+};
 pub use driver::{External, HypervisorDriver, MigrationOrder, ReportSink};
 pub use mailbox::Failure;
 pub use push::PushSettings;
 pub use qmp_driver::{QemuInstance, QemuLauncher, Qmp, QmpSettings};
 pub use store::{Store, StoreError};
-pub use types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
+pub use types::{HostApi, HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};

@@ -11,7 +11,6 @@
 //! happens next).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
@@ -20,8 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::http::UnixHttp;
+use crate::http::{HostHttp, UnixHttp};
 use crate::mailbox::Command;
+use crate::types::HostApi;
 
 /// Push settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,27 +66,66 @@ pub(crate) enum PushOutcome {
 pub(crate) struct Pushers {
     settings: PushSettings,
     events: mpsc::Sender<Command>,
+    /// The controller's TLS client, for hosts registered with an `api_address`.
+    tls: Option<srmig_tls::HttpsClient>,
     hosts: BTreeMap<HostId, (mpsc::UnboundedSender<HostConfig>, JoinHandle<()>)>,
 }
 
 impl Pushers {
-    pub(crate) fn new(settings: PushSettings, events: mpsc::Sender<Command>) -> Self {
+    pub(crate) fn new(
+        settings: PushSettings,
+        events: mpsc::Sender<Command>,
+        tls: Option<srmig_tls::HttpsClient>,
+    ) -> Self {
         Pushers {
             settings,
             events,
+            tls,
             hosts: BTreeMap::new(),
         }
     }
 
-    /// Starts the push task of a host (idempotent).
-    pub(crate) fn add_host(&mut self, host: HostId, socket: PathBuf) {
-        if self.hosts.contains_key(&host) {
-            return;
+    /// How to reach `host`'s srmigd at `api`, each request limited to `timeout`: its unix
+    /// socket, or its TLS listener (with this controller's certificate; the host's must name
+    /// `srmig://host/<host>`). An error if the controller has no TLS identity for an address.
+    pub(crate) fn http(
+        &self,
+        host: &HostId,
+        api: &HostApi,
+        timeout: Duration,
+    ) -> Result<HostHttp, String> {
+        match api {
+            HostApi::ApiSocket(p) => Ok(HostHttp::Unix(UnixHttp::new(p.clone(), timeout))),
+            HostApi::ApiAddress(_) => {
+                let client = self.tls.clone().ok_or_else(|| {
+                    format!("{api} is a TCP address, and this controller has no TLS identity to reach it (start it with --tls-dir)")
+                })?;
+                let (addr, server_name) = api
+                    .address()
+                    .ok_or_else(|| format!("{api}: not host:port"))?;
+                let peer = srmig_tls::PeerIdentity::new(srmig_tls::Role::Host, host.as_str())
+                    .map_err(|e| e.to_string())?;
+                let endpoint = srmig_tls::Endpoint::new(addr, server_name)
+                    .map_err(|e| e.to_string())?
+                    .expect_peer(peer);
+                Ok(HostHttp::Tls {
+                    client: client.with_timeout(timeout),
+                    endpoint,
+                })
+            }
         }
+    }
+
+    /// Starts the push task of a host (idempotent).
+    pub(crate) fn add_host(&mut self, host: HostId, api: &HostApi) -> Result<(), String> {
+        if self.hosts.contains_key(&host) {
+            return Ok(());
+        }
+        let http = self.http(&host, api, self.settings.request_timeout)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             host: host.clone(),
-            http: UnixHttp::new(socket, self.settings.request_timeout),
+            http,
             settings: self.settings,
             events: self.events.clone(),
             rx,
@@ -94,6 +133,7 @@ impl Pushers {
         };
         let task = tokio::spawn(worker.run());
         self.hosts.insert(host, (tx, task));
+        Ok(())
     }
 
     /// Queues a config for a host. Returns false if the host has no push task.
@@ -115,7 +155,7 @@ impl Drop for Pushers {
 
 struct Worker {
     host: HostId,
-    http: UnixHttp,
+    http: HostHttp,
     settings: PushSettings,
     events: mpsc::Sender<Command>,
     rx: mpsc::UnboundedReceiver<HostConfig>,
@@ -232,7 +272,7 @@ impl Worker {
                 Ok(ack) if ack.host == self.host => Attempt::Acked(ack),
                 Ok(ack) => Attempt::Refused(format!(
                     "the srmigd at {} answered as host {}, expected {}",
-                    self.http.socket().display(),
+                    self.http.target(),
                     ack.host,
                     self.host
                 )),

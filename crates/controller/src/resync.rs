@@ -12,14 +12,12 @@
 //! config back, and a lost acknowledgement is made up for, even with no report and no
 //! migration.
 
-use std::time::Duration;
-
 use hyper::Method;
 use srmig_api::{HostId, HostStatus, VmId, VmState};
 use srmig_control::HostObservation;
 use tokio::sync::mpsc;
 
-use crate::http::UnixHttp;
+use crate::http::HostHttp;
 use crate::mailbox::Command;
 use crate::push::error_chain;
 
@@ -38,19 +36,13 @@ pub(crate) struct Reading {
 }
 
 /// Polls one host in the background; the result arrives as [`Command::Observed`].
-pub(crate) fn poll(
-    host: HostId,
-    socket: std::path::PathBuf,
-    timeout: Duration,
-    tx: mpsc::Sender<Command>,
-) {
+pub(crate) fn poll(host: HostId, http: HostHttp, tx: mpsc::Sender<Command>) {
     tokio::spawn(async move {
-        let http = UnixHttp::new(socket, timeout);
         let result = match http.request(Method::GET, "/v1/status", None).await {
             Err(e) => Err(error_chain(&e)),
             Ok(r) if !r.status.is_success() => Err(format!("GET /v1/status answered {}", r.status)),
             Ok(r) => read_status(&host, &r.body)
-                .map_err(|e| format!("GET /v1/status at {}: {e}", http.socket().display())),
+                .map_err(|e| format!("GET /v1/status at {}: {e}", http.target())),
         };
         let _ = tx.send(Command::Observed(Observed { host, result })).await;
     });

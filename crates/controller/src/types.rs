@@ -9,12 +9,15 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use srmig_api::{HostId, HostInfo, HypervisorEvent, MigrationId, VmInfo, VmState};
 
-/// `POST /v1/hosts`: a host's [`HostInfo`] fields plus the path of its srmigd API socket.
+/// `POST /v1/hosts`: a host's [`HostInfo`] fields plus where its srmigd serves its API:
+/// `api_address` (`host:port` of srmigd's mutual-TLS listener, `srmigd --listen`; the host's
+/// certificate must be valid for that host part and name `srmig://host/<name>`), or
+/// `api_socket` (the path of its unix socket: same machine only).
 ///
 /// Golden JSON:
 /// ```json
 /// {"name":"h1","locator":"fc00:1::/48","sid_end_s":"fc00:1::e5","sid_end_sbuf":"fc00:1::eb",
-///  "sid_dt6":"fc00:1::d6","underlay":"2001:db8:ff::1","api_socket":"/run/srmig/h1.sock"}
+///  "sid_dt6":"fc00:1::d6","underlay":"2001:db8:ff::1","api_address":"[2001:db8:100::1]:7443"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRegistration {
@@ -22,8 +25,68 @@ pub struct HostRegistration {
     /// are refused).
     #[serde(flatten)]
     pub info: HostInfo,
-    /// `api_socket`: where the host's srmigd serves its API (`PUT /v1/config` is sent there).
-    pub api_socket: PathBuf,
+    /// Where its srmigd serves its API (`PUT /v1/config` is sent there).
+    #[serde(flatten)]
+    pub api: HostApi,
+}
+
+/// Where a host's srmigd serves its API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostApi {
+    /// `api_address`: `host:port` of its mutual-TLS listener (`[v6]:port`, `v4:port` or
+    /// `name:port`).
+    ApiAddress(String),
+    /// `api_socket`: its unix socket (same machine).
+    ApiSocket(PathBuf),
+}
+
+impl HostApi {
+    /// For an address: (`host:port`, the host part: the name its certificate must be valid
+    /// for). `None` for a socket.
+    pub fn address(&self) -> Option<(&str, &str)> {
+        match self {
+            HostApi::ApiAddress(a) => Some((a.as_str(), split_host_port(a).ok()?.0)),
+            HostApi::ApiSocket(_) => None,
+        }
+    }
+
+    /// Checks the field: a non-empty socket path, or `host:port` with a port.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            HostApi::ApiSocket(p) if p.as_os_str().is_empty() => Err("api_socket is empty".into()),
+            HostApi::ApiSocket(_) => Ok(()),
+            HostApi::ApiAddress(a) => split_host_port(a).map(|_| ()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostApi::ApiAddress(a) => write!(f, "https://{a}"),
+            HostApi::ApiSocket(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// `host:port` -> (`host` without IPv6 brackets, port).
+fn split_host_port(a: &str) -> Result<(&str, u16), String> {
+    let bad = |why: &str| format!("api_address {a:?}: {why} (expected host:port, [ipv6]:port)");
+    let (host, port) = a.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
+        None if host.contains(':') => return Err(bad("an IPv6 address needs brackets")),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((host, port))
 }
 
 impl<'de> Deserialize<'de> for HostRegistration {
@@ -31,14 +94,26 @@ impl<'de> Deserialize<'de> for HostRegistration {
     /// `deny_unknown_fields` does not apply), so the object is split by hand.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
-        let socket = map
-            .remove("api_socket")
-            .ok_or_else(|| D::Error::missing_field("api_socket"))?;
-        let api_socket: PathBuf = serde_json::from_value(socket)
-            .map_err(|e| D::Error::custom(format_args!("api_socket: {e}")))?;
+        let api = match (map.remove("api_address"), map.remove("api_socket")) {
+            (Some(a), None) => HostApi::ApiAddress(
+                serde_json::from_value(a)
+                    .map_err(|e| D::Error::custom(format_args!("api_address: {e}")))?,
+            ),
+            (None, Some(s)) => HostApi::ApiSocket(
+                serde_json::from_value(s)
+                    .map_err(|e| D::Error::custom(format_args!("api_socket: {e}")))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom(
+                    "give either api_address or api_socket, not both",
+                ))
+            }
+            (None, None) => return Err(D::Error::missing_field("api_address or api_socket")),
+        };
+        api.validate().map_err(D::Error::custom)?;
         let info: HostInfo =
             serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
-        Ok(HostRegistration { info, api_socket })
+        Ok(HostRegistration { info, api })
     }
 }
 
@@ -122,8 +197,39 @@ mod tests {
     fn host_registration_golden_json() {
         let reg: HostRegistration = serde_json::from_str(GOLDEN_HOST).expect("deserialize");
         assert_eq!(reg.info.name.as_str(), "h1");
-        assert_eq!(reg.api_socket, PathBuf::from("/run/srmig/h1.sock"));
+        assert_eq!(
+            reg.api,
+            HostApi::ApiSocket(PathBuf::from("/run/srmig/h1.sock"))
+        );
         assert_eq!(serde_json::to_string(&reg).expect("serialize"), GOLDEN_HOST);
+        let tcp = GOLDEN_HOST.replace(
+            r#""api_socket":"/run/srmig/h1.sock""#,
+            r#""api_address":"[2001:db8:100::1]:7443""#,
+        );
+        let reg: HostRegistration = serde_json::from_str(&tcp).expect("address");
+        assert_eq!(
+            reg.api.address(),
+            Some(("[2001:db8:100::1]:7443", "2001:db8:100::1"))
+        );
+        assert_eq!(serde_json::to_string(&reg).expect("serialize"), tcp);
+        for (bad, why) in [
+            ("2001:db8::1:7443", "brackets"),
+            ("h1", "no port"),
+            ("h1:0", "port 0"),
+            (":7443", "no host"),
+            ("h1:https", "not a number"),
+        ] {
+            let j = GOLDEN_HOST.replace(
+                r#""api_socket":"/run/srmig/h1.sock""#,
+                &format!(r#""api_address":"{bad}""#),
+            );
+            let e = serde_json::from_str::<HostRegistration>(&j).expect_err(bad);
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let both =
+            GOLDEN_HOST.replace(r#""api_socket""#, r#""api_address":"h1:7443","api_socket""#);
+        let e = serde_json::from_str::<HostRegistration>(&both).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 
     #[test]
@@ -134,7 +240,10 @@ mod tests {
         assert!(serde_json::from_str::<HostRegistration>(&extra).is_err());
         let no_socket = GOLDEN_HOST.replace(",\"api_socket\":\"/run/srmig/h1.sock\"", "");
         let err = serde_json::from_str::<HostRegistration>(&no_socket).expect_err("missing");
-        assert!(err.to_string().contains("api_socket"), "{err}");
+        assert!(
+            err.to_string().contains("api_address or api_socket"),
+            "{err}"
+        );
         let bad_sid = GOLDEN_HOST.replace("fc00:1::e5", "fc00:1::zz");
         assert!(serde_json::from_str::<HostRegistration>(&bad_sid).is_err());
     }

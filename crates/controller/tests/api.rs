@@ -15,7 +15,7 @@ use axum::routing::put;
 use axum::{Json, Router};
 use hyper::Method;
 use srmig_api::{
-    Ack, ApiErrorCode, Encaps, Headend, HostConfig, HostId, MigrateRequest, MigrationId,
+    Ack, ApiError, ApiErrorCode, Encaps, Headend, HostConfig, HostId, MigrateRequest, MigrationId,
     MigrationPhase, MigrationStatus, SbufMode, SidEntry, Steering, Strategy, Timestamp, VmId,
     VmInfo, VmState, VmStateReport,
 };
@@ -776,7 +776,10 @@ async fn restart_from_the_store_mid_migration_resumes() {
     }
     let hosts = w.client.hosts().await.expect("hosts");
     assert_eq!(hosts.len(), 3);
-    assert_eq!(hosts[0].registration.api_socket, w.hosts[0].socket);
+    assert_eq!(
+        hosts[0].registration.api,
+        srmig_controller::HostApi::ApiSocket(w.hosts[0].socket.clone())
+    );
 
     // A second request for the same VM is still refused; a new one gets a fresh id later.
     let e = w
@@ -911,7 +914,25 @@ async fn a_second_controller_cannot_take_a_served_socket() {
     let err = Daemon::start(Options::new(&w.socket, &other_store))
         .await
         .expect_err("socket in use");
-    assert!(err.to_string().contains("already served"), "{err}");
+    assert!(
+        err.to_string().contains("in use by a running process"),
+        "{err}"
+    );
+    // The socket is 0660 whatever the umask was.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&w.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    // A path that is not a socket is refused and left alone.
+    let file = w._dir.path().join("not-a-socket");
+    std::fs::write(&file, "keep me").expect("write");
+    let err = Daemon::start(Options::new(&file, w._dir.path().join("o2.redb")))
+        .await
+        .expect_err("regular file");
+    assert!(err.to_string().contains("not a unix socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "keep me");
     let err = Daemon::start(Options::new(w._dir.path().join("c2.sock"), &w.store))
         .await
         .expect_err("store in use");
@@ -954,4 +975,199 @@ async fn a_switchover_while_the_controller_was_down_is_found_after_restart() {
     assert!(phases(&done).contains(&MigrationPhase::ExpectCommitAcks));
     assert_eq!(w.client.vms().await.expect("vms")[0].info.host, name(2));
     w.shutdown().await;
+}
+
+// ----- hosts on other machines: mutual TLS -----
+
+/// A PKI in a temporary directory: the CA, and files for any identity.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn new() -> TestPki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        srmig_tls::init_ca(dir.path(), &srmig_tls::CaOptions::default()).expect("CA");
+        TestPki { dir }
+    }
+
+    fn issue(&self, role: srmig_tls::Role, name: &str) -> srmig_tls::TlsFiles {
+        let id = srmig_tls::PeerIdentity::new(role, name).expect("identity");
+        let mut o = srmig_tls::IssueOptions::new(id);
+        o.sans = vec!["127.0.0.1".parse().expect("san")];
+        srmig_tls::issue(self.dir.path(), self.dir.path(), &o).expect("issue")
+    }
+}
+
+/// A fake srmigd served over mutual TLS with `files` (controllers and clients may call it).
+async fn tls_fake_host(
+    name: &str,
+    files: &srmig_tls::TlsFiles,
+) -> (FakeState, std::net::SocketAddr, JoinHandle<()>) {
+    let state = FakeState {
+        host: name.to_owned(),
+        ..FakeState::default()
+    };
+    let app = Router::new()
+        .route("/v1/config", put(put_config))
+        .route("/v1/status", axum::routing::get(get_status))
+        .with_state(state.clone());
+    let cfg = srmig_tls::server_config(
+        files,
+        &[srmig_tls::Role::Controller, srmig_tls::Role::Client],
+    )
+    .expect("server config");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(srmig_tls::serve(
+        l,
+        cfg,
+        app,
+        srmig_tls::ServeOptions::default(),
+        std::future::pending(),
+    ));
+    (state, addr, task)
+}
+
+fn tcp_registration(i: usize, addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"{{"name":"h{i}","locator":"fc00:{i}::/48","sid_end_s":"fc00:{i}::e5","sid_end_sbuf":"fc00:{i}::eb","sid_dt6":"fc00:{i}::d6","underlay":"2001:db8:ff::{i}","api_address":"{addr}"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_on_other_machines_are_reached_and_authorized_over_mutual_tls() {
+    use srmig_tls::Role;
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = Options::new(dir.path().join("c.sock"), dir.path().join("c.redb"));
+    o.tls = Some(srmig_controller::ControllerTls {
+        files: pki.issue(Role::Controller, "ctl"),
+        listen: Some("127.0.0.1:0".parse().expect("addr")),
+    });
+    let daemon = Daemon::start(o).await.expect("controller");
+    let ctl_addr = daemon.tls_addr().expect("TLS listener");
+    let local = UnixHttp::new(daemon.socket(), Duration::from_secs(5));
+
+    // h1 is reached over TCP with its own certificate; h2's address answers with h1's
+    // certificate (an impostor or a mix-up): never pushed to.
+    let h1_files = pki.issue(Role::Host, "h1");
+    let (h1, h1_addr, _t1) = tls_fake_host("h1", &h1_files).await;
+    let (h2, h2_addr, _t2) = tls_fake_host("h2", &h1_files).await;
+    for (i, addr) in [(1, h1_addr), (2, h2_addr)] {
+        let r = local
+            .request(
+                Method::POST,
+                "/v1/hosts",
+                Some(tcp_registration(i, addr).into_bytes()),
+            )
+            .await
+            .expect("register");
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    wait_for("h1 acknowledges over TLS", || {
+        let h1 = h1.clone();
+        async move { (!h1.configs.lock().expect("lock").is_empty()).then_some(()) }
+    })
+    .await;
+    let hosts: Vec<serde_json::Value> = wait_for("h2's push error is shown", || {
+        let local = local.clone();
+        async move {
+            let r = local.request(Method::GET, "/v1/hosts", None).await.ok()?;
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&r.body).ok()?;
+            v.iter()
+                .any(|h| h["name"] == "h2" && h["last_push_error"].is_string())
+                .then_some(v)
+        }
+    })
+    .await;
+    let h2_error = hosts.iter().find(|h| h["name"] == "h2").expect("h2")["last_push_error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(
+        h2_error.contains("is host/h1, expected host/h2"),
+        "{h2_error}"
+    );
+    assert!(h2.configs.lock().expect("lock").is_empty());
+
+    // What each certificate may do on the controller's TLS API.
+    let as_peer = |files: &srmig_tls::TlsFiles| {
+        srmig_tls::HttpsClient::new(srmig_tls::client_config(files).expect("client config"))
+    };
+    let to_ctl = srmig_tls::Endpoint::new(ctl_addr.to_string(), "127.0.0.1")
+        .expect("endpoint")
+        .expect_role(Role::Controller);
+    let report = |host: &str| {
+        format!(r#"{{"vm":"web1","host":"{host}","state":"running","at":1,"boot_epoch":7}}"#)
+            .into_bytes()
+    };
+    let h1_client = as_peer(&h1_files);
+    let vm =
+        r#"{"name":"web1","addresses":["2001:db8:a::10"],"mac":"52:54:00:00:00:10","host":"h1"}"#;
+    let alice = as_peer(&pki.issue(Role::Client, "alice"));
+    let (st, body) = alice
+        .request(
+            &to_ctl,
+            Method::POST,
+            "/v1/vms",
+            Some(vm.as_bytes().to_vec()),
+        )
+        .await
+        .expect("alice registers a VM");
+    assert_eq!(st, StatusCode::CREATED, "{body:?}");
+    let (st, _) = h1_client
+        .request(&to_ctl, Method::POST, "/v1/vm-state", Some(report("h1")))
+        .await
+        .expect("h1 reports");
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    for (method, path, body) in [
+        (Method::POST, "/v1/vm-state", Some(report("h2"))),
+        (Method::GET, "/v1/hosts", None),
+        (
+            Method::POST,
+            "/v1/migrations",
+            Some(br#"{"vm":"web1","to":"h2"}"#.to_vec()),
+        ),
+    ] {
+        let (st, body) = h1_client
+            .request(&to_ctl, method.clone(), path, body)
+            .await
+            .expect("answered");
+        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}");
+        let e: ApiError = serde_json::from_slice(&body).expect("error body");
+        assert_eq!(e.code, ApiErrorCode::Forbidden, "{e}");
+    }
+    let (st, _) = alice
+        .request(&to_ctl, Method::GET, "/v1/hosts", None)
+        .await
+        .expect("alice lists hosts");
+    assert_eq!(st, StatusCode::OK);
+    daemon.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_host_needs_a_controller_with_a_tls_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(Options::new(
+        dir.path().join("c.sock"),
+        dir.path().join("c.redb"),
+    ))
+    .await
+    .expect("controller");
+    let local = UnixHttp::new(daemon.socket(), Duration::from_secs(5));
+    let r = local
+        .request(
+            Method::POST,
+            "/v1/hosts",
+            Some(tcp_registration(1, "127.0.0.1:7443".parse().expect("addr")).into_bytes()),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let e: ApiError = serde_json::from_slice(&r.body).expect("error");
+    assert!(e.message.contains("--tls-dir"), "{e}");
+    daemon.shutdown().await.expect("shutdown");
 }

@@ -1,13 +1,12 @@
-//! `srmigd --config node.toml --api /run/srmig/HOST.sock [--name HOST] [--controller PATH]
+//! `srmigd --config node.toml --api /run/srmig/HOST.sock [--name HOST] [--api-group GROUP]
+//! [--listen ADDR:PORT --tls-dir DIR] [--controller PATH|https://HOST:PORT]
 //! [--log-format json|text] [--workers N] [--cpus LIST]`: the per-host srmig daemon (see the
-//! library docs; `--workers`: [`srmig_hostd::workers`]).
+//! library docs; `--workers`: [`srmig_hostd::workers`]; trust model: `docs/security.md`).
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use srmig_agent::Agent;
 use srmig_api::HostId;
@@ -31,15 +30,28 @@ struct Args {
     /// Node configuration (TOML): locator, ports (interface names), routes, SIDs, VMs.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Unix socket of the control API (created; removed on exit).
+    /// Unix socket of the control API for local administration (created mode 0660; a stale
+    /// socket is replaced, anything else at PATH is refused; removed on exit).
     #[arg(long, value_name = "PATH")]
     api: PathBuf,
+    /// Group of the API socket (default: srmigd's own group).
+    #[arg(long, value_name = "GROUP")]
+    api_group: Option<String>,
+    /// Serve the control API over mutual TLS on ADDR:PORT too (the controller on another
+    /// machine, operators' CLIs); needs --tls-dir.
+    #[arg(long, value_name = "ADDR:PORT", requires = "tls_dir")]
+    listen: Option<std::net::SocketAddr>,
+    /// This host's TLS files (`srmig pki issue --role host --name HOST`): DIR/ca.pem,
+    /// DIR/host-HOST.pem and DIR/host-HOST.key.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
     /// Host name (default: the API socket's file stem, e.g. `h1` for `/run/srmig/h1.sock`).
     #[arg(long)]
     name: Option<String>,
-    /// Unix socket of the controller's API, to report VM state changes to.
-    #[arg(long, value_name = "PATH")]
-    controller: Option<PathBuf>,
+    /// The controller's API, to report VM state changes to: its unix socket PATH, or
+    /// https://HOST:PORT (mutual TLS with --tls-dir; its certificate must name a controller).
+    #[arg(long, value_name = "PATH|URL")]
+    controller: Option<String>,
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -73,26 +85,6 @@ fn main() {
         error!("{e:#}");
         std::process::exit(1);
     }
-}
-
-/// Binds the API socket, replacing a stale socket file but never a live one.
-fn bind_api(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("{} is in use by a running process", path.display());
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-    }
-    let l =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("cannot set permissions of {}", path.display()))?;
-    l.set_nonblocking(true)?;
-    Ok(l)
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -165,7 +157,38 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let handle = handles[0].clone();
     let all = Workers::new(handles);
-    let listener = bind_api(&args.api)?;
+    let gid = args
+        .api_group
+        .as_deref()
+        .map(srmig_tls::local::group_id)
+        .transpose()?;
+    let tls = match &args.tls_dir {
+        Some(dir) => {
+            let me = srmig_tls::PeerIdentity::new(srmig_tls::Role::Host, host.as_str())?;
+            Some(srmig_tls::TlsFiles::in_dir(dir, &me))
+        }
+        None => None,
+    };
+    let tls_server = match (&tls, args.listen) {
+        (Some(files), Some(addr)) => {
+            let cfg = srmig_tls::server_config(
+                files,
+                &[srmig_tls::Role::Controller, srmig_tls::Role::Client],
+            )
+            .context("cannot load this host's TLS identity")?;
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some((l, cfg))
+        }
+        _ => None,
+    };
+    let reporter = match &args.controller {
+        None => None,
+        Some(c) => Some(report::Target::parse(c, tls.as_ref())?),
+    };
+    let listener = srmig_tls::local::bind_std(&args.api, gid)?;
+    listener.set_nonblocking(true)?;
 
     let dp_done = Arc::new(Notify::new());
     let mut dp_threads = Vec::with_capacity(n);
@@ -195,7 +218,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .context("cannot spawn the dataplane thread")?;
         dp_threads.push(t);
     }
-    let controller = args.controller.clone();
     let api_path = args.api.clone();
     let rt_thread = std::thread::Builder::new()
         .name("srmig-api".into())
@@ -207,9 +229,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
             rt.block_on(async move {
                 let listener = tokio::net::UnixListener::from_std(listener)
                     .context("cannot register the API socket")?;
-                if let (Some(path), Some(rx)) = (controller, report_rx) {
-                    tokio::spawn(report::run(path, rx));
+                let listener = srmig_tls::local::CheckedListener::new(
+                    listener,
+                    srmig_tls::local::PeerPolicy::for_this_process(gid),
+                );
+                if let (Some(target), Some(rx)) = (reporter, report_rx) {
+                    tokio::spawn(report::run(target, rx));
                 }
+                let (stop_tls, tls_stopped) = tokio::sync::oneshot::channel::<()>();
+                let tls_task = match tls_server {
+                    Some((l, cfg)) => {
+                        let l = tokio::net::TcpListener::from_std(l)
+                            .context("cannot register the TLS listener")?;
+                        Some(tokio::spawn(srmig_tls::serve(
+                            l,
+                            cfg,
+                            api::router(all.clone()),
+                            srmig_tls::ServeOptions::default(),
+                            async {
+                                let _ = tls_stopped.await;
+                            },
+                        )))
+                    }
+                    None => None,
+                };
                 for q in &qemu {
                     if let Some(qmp) = &q.qmp {
                         tokio::spawn(qmpwatch::run(q.port.clone(), qmp.clone(), handle.clone()));
@@ -231,6 +274,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     .with_graceful_shutdown(shutdown)
                     .await
                     .context("API server failed")?;
+                let _ = stop_tls.send(());
+                if let Some(t) = tls_task {
+                    let _ = t.await;
+                }
                 // A dataplane thread may already be gone; that is fine.
                 let _ = all.send_all(|| Command::Shutdown);
                 Ok(())

@@ -1,5 +1,7 @@
 //! Reports VM state changes to the controller: `POST /v1/vm-state` with a
-//! [`VmStateReport`] over the controller's unix socket.
+//! [`VmStateReport`] over the controller's unix socket, or over mutual TLS to
+//! `https://HOST:PORT` (this host's certificate; the controller's must carry a controller
+//! identity).
 //!
 //! Reports are sent in order, each tried up to [`ATTEMPTS`] times; a report that still fails
 //! is logged and dropped, and srmigd keeps forwarding on its own state (the controller learns
@@ -7,6 +9,8 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use hyper::Method;
 use srmig_api::VmStateReport;
@@ -21,8 +25,66 @@ pub const ATTEMPTS: u32 = 3;
 /// Time limit of one attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sends every report received on `rx` to the controller at `socket`, until `rx` closes.
-pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
+/// Where the controller is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Its unix socket.
+    Unix(PathBuf),
+    /// Its mutual-TLS listener.
+    Tls {
+        /// This host's client.
+        client: srmig_tls::HttpsClient,
+        /// The controller's address; any controller identity is accepted.
+        endpoint: srmig_tls::Endpoint,
+    },
+}
+
+impl Target {
+    /// `https://HOST:PORT` (needs this host's TLS files) or a socket path.
+    pub fn parse(value: &str, tls: Option<&srmig_tls::TlsFiles>) -> anyhow::Result<Target> {
+        let Some(addr) = value.strip_prefix("https://") else {
+            return Ok(Target::Unix(PathBuf::from(value)));
+        };
+        let addr = addr.trim_end_matches('/');
+        let files = tls.with_context(|| {
+            format!("--controller {value} is reached over mutual TLS: --tls-dir is needed")
+        })?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("--controller {value}: expected https://HOST:PORT"))?;
+        port.parse::<u16>()
+            .with_context(|| format!("--controller {value}: the port is not a number"))?;
+        let server_name = host.trim_start_matches('[').trim_end_matches(']');
+        let endpoint =
+            srmig_tls::Endpoint::new(addr, server_name)?.expect_role(srmig_tls::Role::Controller);
+        let client = srmig_tls::HttpsClient::new(
+            srmig_tls::client_config(files).context("cannot load this host's TLS identity")?,
+        )
+        .with_timeout(ATTEMPT_TIMEOUT);
+        Ok(Target::Tls { client, endpoint })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(hyper::StatusCode, Vec<u8>), String> {
+        match self {
+            Target::Unix(socket) => client::request(socket, Method::POST, path, Some(body))
+                .await
+                .map(|(s, b)| (s, b.to_vec()))
+                .map_err(|e| client::error_chain(&e)),
+            Target::Tls { client, endpoint } => client
+                .request(endpoint, Method::POST, path, Some(body))
+                .await
+                .map(|(s, b)| (s, b.to_vec()))
+                .map_err(|e| client::error_chain(&e)),
+        }
+    }
+}
+
+/// Sends every report received on `rx` to the controller at `target`, until `rx` closes.
+pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
     while let Some(r) = rx.recv().await {
         let body = match serde_json::to_vec(&r) {
             Ok(b) => b,
@@ -33,11 +95,9 @@ pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
         };
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
-            let attempt_result = tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                client::request(&socket, Method::POST, "/v1/vm-state", Some(body.clone())),
-            )
-            .await;
+            let attempt_result =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, target.post("/v1/vm-state", body.clone()))
+                    .await;
             match attempt_result {
                 Err(_) => {
                     warn!(vm = %r.vm, state = %r.state, attempt, "controller did not answer a VM state report in time")
@@ -52,7 +112,7 @@ pub async fn run(socket: PathBuf, mut rx: UnboundedReceiver<VmStateReport>) {
                     "controller refused a VM state report"
                 ),
                 Ok(Err(e)) => {
-                    warn!(vm = %r.vm, state = %r.state, error = %client::error_chain(&e), attempt, "cannot report VM state to the controller")
+                    warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller")
                 }
             }
             if attempt < ATTEMPTS {

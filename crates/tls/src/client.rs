@@ -20,7 +20,7 @@ use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::identity::{IdentityError, PeerIdentity};
+use crate::identity::{IdentityError, PeerIdentity, Role};
 
 /// Why a request did not get a response.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,16 @@ pub enum ClientError {
         /// Why.
         #[source]
         source: IdentityError,
+    },
+    /// The server's identity has another role than the one expected.
+    #[error("{addr} is {found}, expected a {expected}")]
+    UnexpectedRole {
+        /// `host:port`.
+        addr: String,
+        /// The role expected.
+        expected: Role,
+        /// Who answered.
+        found: PeerIdentity,
     },
     /// The server is another srmig party than the one expected.
     #[error("{addr} is {found}, expected {expected}")]
@@ -98,6 +108,7 @@ pub struct Endpoint {
     addr: String,
     server_name: ServerName<'static>,
     peer: Option<PeerIdentity>,
+    role: Option<Role>,
 }
 
 impl Endpoint {
@@ -111,12 +122,21 @@ impl Endpoint {
             addr: addr.into(),
             server_name,
             peer: None,
+            role: None,
         })
     }
 
     /// Also require the server's certificate to carry this srmig identity.
     pub fn expect_peer(mut self, peer: PeerIdentity) -> Self {
         self.peer = Some(peer);
+        self
+    }
+
+    /// Also require the server's certificate to carry an identity of this role (any name):
+    /// for a peer whose name the caller does not know, e.g. srmigd reporting to "the
+    /// controller".
+    pub fn expect_role(mut self, role: Role) -> Self {
+        self.role = Some(role);
         self
     }
 
@@ -210,6 +230,13 @@ impl HttpsClient {
                 addr: addr(),
                 source,
             })?;
+        if let Some(role) = to.role.filter(|r| *r != found.role()) {
+            return Err(ClientError::UnexpectedRole {
+                addr: addr(),
+                expected: role,
+                found,
+            });
+        }
         if let Some(expected) = &to.peer {
             if *expected != found {
                 return Err(ClientError::UnexpectedPeer {

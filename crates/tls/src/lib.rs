@@ -15,6 +15,8 @@
 //! - [`serve`]: an axum `Router` served over TLS on a TCP listener, each request carrying the
 //!   caller's [`PeerIdentity`] so handlers can authorize it.
 //! - [`client`]: one HTTPS request to a peer, checking which srmig identity answered.
+//! - [`local`]: the local admin unix sockets (mode 0660, an operators' group, peer
+//!   credentials checked), the other half of the same trust model.
 //!
 //! Identity encoding: every certificate carries exactly one URI subject alternative name
 //! `srmig://<role>/<name>` (`srmig://host/h1`, `srmig://controller/ctl`,
@@ -30,6 +32,7 @@ mod verify;
 pub mod client;
 pub mod config;
 pub mod identity;
+pub mod local;
 pub mod pki;
 pub mod serve;
 

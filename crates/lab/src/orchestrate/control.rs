@@ -40,15 +40,19 @@ impl ControlPlane {
         dir: &Path,
         propagation_delay: Duration,
     ) -> Result<ControlPlane, OrchestrateError> {
-        ControlPlane::start_with(dir, propagation_delay, None)
+        ControlPlane::start_with(dir, propagation_delay, None, None)
     }
 
     /// [`start`](Self::start) with a hypervisor driver (default: the external driver, to
-    /// which the lab posts the emulated hypervisor's events).
-    pub fn start_with(
+    /// which the lab posts the emulated hypervisor's events) and a TLS identity (hosts are
+    /// then reached over the management network, and srmigd reports there: the API listens
+    /// on port [`MGMT_PORT`](super::plan::MGMT_PORT) of every address of the calling
+    /// thread's namespace).
+    pub(crate) fn start_with(
         dir: &Path,
         propagation_delay: Duration,
         driver: Option<Arc<dyn HypervisorDriver>>,
+        tls: Option<&super::testbed::LabPki>,
     ) -> Result<ControlPlane, OrchestrateError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -65,8 +69,18 @@ impl ControlPlane {
         // Migrations waiting for the (emulated) hypervisor are also polled a bit faster than
         // the default, in case a VM state report is lost.
         options.state_poll = Duration::from_millis(500);
+        options.tls = tls.map(|t| srmig_controller::ControllerTls {
+            files: t.controller.clone(),
+            listen: Some(std::net::SocketAddr::from((
+                std::net::Ipv4Addr::UNSPECIFIED,
+                super::plan::MGMT_PORT,
+            ))),
+        });
+        // Started on a worker thread: the listener and every connection are made in the
+        // workers' network namespace.
         let daemon = runtime
-            .block_on(Daemon::start(options))
+            .block_on(runtime.spawn(Daemon::start(options)))
+            .map_err(|e| OrchestrateError::Options(format!("controller start task: {e}")))?
             .map_err(OrchestrateError::ControllerStart)?;
         Ok(ControlPlane {
             runtime,

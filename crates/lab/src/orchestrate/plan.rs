@@ -47,6 +47,23 @@ pub const HV_NIC: &str = "nic";
 pub const HV_ATT: &str = "att";
 /// Namespace short name of the fabric router.
 pub const ROUTER_NS: &str = "r";
+/// The management namespace: the controller's, with one link to each host (`mgmt0`).
+pub const CONTROL_NS: &str = "ctl";
+/// A host's management interface.
+pub const MGMT_IFNAME: &str = "mgmt0";
+/// The port of every TLS API on the management network (srmigd's and the controller's).
+pub const MGMT_PORT: u16 = 7443;
+
+/// The management addresses of the link to host number `i` (1-based, plan order): the
+/// controller's end and the host's end, in `10.254.<i>.0/24`. IPv4, so that the host
+/// namespaces' IPv6 stays off (srmigd owns their IPv6 interfaces).
+pub fn mgmt_addrs(i: usize) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    let i = u8::try_from(i).unwrap_or(u8::MAX);
+    (
+        std::net::Ipv4Addr::new(10, 254, i, 1),
+        std::net::Ipv4Addr::new(10, 254, i, 2),
+    )
+}
 
 /// The role of a host in the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

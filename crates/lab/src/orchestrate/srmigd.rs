@@ -16,6 +16,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of the log quoted in errors.
 const LOG_TAIL_LINES: usize = 15;
 
+/// How a lab srmigd is reached on the management network: its TLS files, its listener, and
+/// the controller's URL it reports to.
+#[derive(Debug, Clone)]
+pub struct Mgmt {
+    /// The run's PKI directory (`host-<name>.pem` etc.).
+    pub tls_dir: PathBuf,
+    /// `--listen`.
+    pub listen: std::net::SocketAddr,
+    /// `--controller https://..`.
+    pub controller: String,
+}
+
 /// A running srmigd.
 #[derive(Debug)]
 pub struct Srmigd {
@@ -26,8 +38,10 @@ pub struct Srmigd {
 }
 
 impl Srmigd {
-    /// Writes `node_toml` and starts `bin` in `ns` for `host`, reporting to the controller;
-    /// returns once its API answers.
+    /// Writes `node_toml` and starts `bin` in `ns` for `host`, serving its API over mutual
+    /// TLS and reporting to the controller on the management network (`mgmt`); returns once
+    /// its API answers.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         lab: &Lab,
         ns: &Netns,
@@ -36,6 +50,7 @@ impl Srmigd {
         host: &HostPlan,
         node_toml: &str,
         control: &ControlPlane,
+        mgmt: &Mgmt,
     ) -> Result<Srmigd, OrchestrateError> {
         let config = dir.join(format!("{}.toml", host.name));
         std::fs::write(&config, node_toml).map_err(|source| OrchestrateError::File {
@@ -45,12 +60,13 @@ impl Srmigd {
         })?;
         let socket = dir.join(format!("{}.sock", host.name));
         let log = dir.join(format!("{}.log", host.name));
-        let (bin_s, config_s, socket_s, controller_s) = (
+        let (bin_s, config_s, socket_s, tls_s) = (
             path_str(bin)?,
             path_str(&config)?,
             path_str(&socket)?,
-            path_str(control.socket())?,
+            path_str(&mgmt.tls_dir)?,
         );
+        let listen = mgmt.listen.to_string();
         let argv = [
             bin_s,
             "--config",
@@ -59,8 +75,12 @@ impl Srmigd {
             socket_s,
             "--name",
             host.name,
+            "--tls-dir",
+            tls_s,
+            "--listen",
+            &listen,
             "--controller",
-            controller_s,
+            &mgmt.controller,
         ];
         let pid = lab.spawn(ns, &argv, Some(&log))?;
         let daemon = Srmigd {

@@ -50,8 +50,8 @@ use srmig_controller::{
 use super::control::ControlPlane;
 use super::error::{MigrationFailure, OrchestrateError};
 use super::plan::{
-    HostPlan, HostRole, Plan, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC, ROUTER_NS, UPLINK_IFNAME,
-    VM_IFNAME, VM_MTU,
+    mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC,
+    MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
 };
 use super::preflight;
 use super::qemu::{self, GuestImage, LabLauncher, QemuOptions};
@@ -164,6 +164,8 @@ pub struct MigrationRecord {
 struct Spaces {
     hosts: [Netns; 3],
     client: Netns,
+    /// The controller's namespace (management network).
+    ctl: Netns,
 }
 
 /// The migrating VM.
@@ -203,9 +205,46 @@ pub struct Testbed {
     dir: PathBuf,
     keep_dir: bool,
     propagation_delay: Duration,
+    /// The run's certificates (management network).
+    tls: LabPki,
     // Declared last: dropped after the fields above; `Drop` stops the controller first.
     control: ControlPlane,
     lab: Lab,
+}
+
+/// The certificates of a lab run, in `<run dir>/pki`: a CA, the controller's (valid for its
+/// end of every management link) and each host's (valid for its `mgmt0` address).
+#[derive(Debug, Clone)]
+pub(crate) struct LabPki {
+    /// The directory (`srmig pki` layout).
+    pub dir: PathBuf,
+    /// The controller's files.
+    pub controller: srmig_tls::TlsFiles,
+}
+
+impl LabPki {
+    fn create(dir: &Path, plan: &Plan) -> Result<LabPki, OrchestrateError> {
+        use srmig_tls::{pki, PeerIdentity, Role, San};
+        let err = |e: &dyn std::fmt::Display| OrchestrateError::Options(format!("lab PKI: {e}"));
+        pki::init_ca(dir, &pki::CaOptions::default()).map_err(|e| err(&e))?;
+        let mut sans = Vec::new();
+        for (i, host) in plan.hosts.iter().enumerate() {
+            let (ctl_addr, host_addr) = mgmt_addrs(i + 1);
+            sans.push(San::Ip(ctl_addr.into()));
+            let id = PeerIdentity::new(Role::Host, host.name).map_err(|e| err(&e))?;
+            let mut o = pki::IssueOptions::new(id);
+            o.sans = vec![San::Ip(host_addr.into())];
+            pki::issue(dir, dir, &o).map_err(|e| err(&e))?;
+        }
+        let id = PeerIdentity::new(Role::Controller, "controller").map_err(|e| err(&e))?;
+        let mut o = pki::IssueOptions::new(id);
+        o.sans = sans;
+        let controller = pki::issue(dir, dir, &o).map_err(|e| err(&e))?;
+        Ok(LabPki {
+            dir: dir.to_owned(),
+            controller,
+        })
+    }
 }
 
 impl Testbed {
@@ -275,10 +314,15 @@ impl Testbed {
                     return Err(OrchestrateError::Options("no guest image".into()))
                 }
             };
-            let control = ControlPlane::start_with(&dir, options.propagation_delay, driver)?;
-            Ok((spaces, vm, control))
+            let tls = LabPki::create(&dir.join("pki"), &plan)?;
+            // The controller's runtime is built in the management namespace: its worker
+            // threads, and so its TCP sockets, live there.
+            let control = spaces.ctl.run(|| {
+                ControlPlane::start_with(&dir, options.propagation_delay, driver, Some(&tls))
+            })??;
+            Ok((spaces, vm, control, tls))
         });
-        let (spaces, vm, control) = match result {
+        let (spaces, vm, control, tls) = match result {
             Ok(parts) => parts,
             Err(e) => {
                 remove_dir(&dir, keep_dir);
@@ -295,6 +339,7 @@ impl Testbed {
             keep_dir,
             propagation_delay: options.propagation_delay,
             control,
+            tls,
             lab,
         };
         let ready = testbed
@@ -447,7 +492,23 @@ impl Testbed {
                 Vm::Netns { .. } => self.plan.node_toml(host),
                 Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
             };
-            let daemon = Srmigd::start(&self.lab, ns, bin, &self.dir, host, &toml, &self.control)?;
+            let i = self.daemons.len() + 1;
+            let (ctl_addr, host_addr) = mgmt_addrs(i);
+            let mgmt = super::srmigd::Mgmt {
+                tls_dir: self.tls.dir.clone(),
+                listen: std::net::SocketAddr::from((host_addr, MGMT_PORT)),
+                controller: format!("https://{ctl_addr}:{MGMT_PORT}"),
+            };
+            let daemon = Srmigd::start(
+                &self.lab,
+                ns,
+                bin,
+                &self.dir,
+                host,
+                &toml,
+                &self.control,
+                &mgmt,
+            )?;
             self.daemons.push(daemon);
         }
         Ok(())
@@ -456,10 +517,11 @@ impl Testbed {
     /// Registers hosts and VMs with the controller and waits until every host acknowledged
     /// its configuration.
     fn register(&self) -> Result<(), OrchestrateError> {
-        for (host, daemon) in self.plan.hosts.iter().zip(&self.daemons) {
+        for (i, host) in self.plan.hosts.iter().enumerate() {
+            let (_, host_addr) = mgmt_addrs(i + 1);
             self.control.add_host(&HostRegistration {
                 info: host.info(),
-                api_socket: daemon.socket().to_owned(),
+                api: srmig_controller::HostApi::ApiAddress(format!("{host_addr}:{MGMT_PORT}")),
             })?;
         }
         self.control
@@ -935,6 +997,30 @@ fn build_topology(
         hosts.push(ns);
     }
     let client = lab.add_netns(plan.client.name)?;
+    // The management network: the controller's namespace, a link to each host. The
+    // controller reaches srmigd, and srmigd the controller, only over it (mutual TLS).
+    let ctl = lab.add_netns(CONTROL_NS)?;
+    let mut mgmt = Vec::new();
+    for (i, ns) in hosts.iter().enumerate() {
+        let (ctl_addr, host_addr) = mgmt_addrs(i + 1);
+        let v = lab.add_veth(&ctl, &format!("m{}", i + 1), ns, MGMT_IFNAME)?;
+        lab.add_addr(
+            &v.a,
+            ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(ctl_addr, 24)
+                    .map_err(|e| OrchestrateError::Options(e.to_string()))?,
+            ),
+        )?;
+        lab.add_addr(
+            &v.b,
+            ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(host_addr, 24)
+                    .map_err(|e| OrchestrateError::Options(e.to_string()))?,
+            ),
+        )?;
+        mgmt.push(v.a);
+        mgmt.push(v.b);
+    }
     let [c, s, d]: [Netns; 3] = hosts
         .try_into()
         .map_err(|_| OrchestrateError::Options("the plan has three hosts".into()))?;
@@ -1024,6 +1110,7 @@ fn build_topology(
         vm_ends.push(vm_end.clone());
     }
     up.extend([client_port, client_eth]);
+    up.extend(mgmt);
     for end in &up {
         lab.set_up(end)?;
     }
@@ -1066,6 +1153,7 @@ fn build_topology(
         Spaces {
             hosts: [c, s, d],
             client,
+            ctl,
         },
         vm,
     ))
