@@ -80,6 +80,11 @@ pub enum MigrationPhase {
     /// were repeated (phases that cannot be abandoned: commit, rollback, cleanup), or the
     /// controller keeps waiting for the destination after the hypervisor completed.
     Retried,
+    /// Observation: hosts that did not acknowledge a phase that cannot be abandoned (commit,
+    /// rollback, cleanup) within the unreachable timeout, or when the operator cancelled it,
+    /// were left behind (listed in `left_behind`); they get the current config when they
+    /// answer again.
+    HostsLeftBehind,
     /// Mapping "VM on the destination" pushed; waiting for every host to acknowledge.
     ExpectCommitAcks,
     /// Mapping "VM on the source" pushed after a failure or cancel; waiting for every host.
@@ -115,6 +120,7 @@ impl fmt::Display for MigrationPhase {
             MigrationPhase::HypervisorCompleted => "hypervisor-completed",
             MigrationPhase::CancelRequested => "cancel-requested",
             MigrationPhase::Retried => "retried",
+            MigrationPhase::HostsLeftBehind => "hosts-left-behind",
             MigrationPhase::ExpectCommitAcks => "expect-commit-acks",
             MigrationPhase::ExpectRollbackAcks => "expect-rollback-acks",
             MigrationPhase::ExpectCleanupAcks => "expect-cleanup-acks",
@@ -173,6 +179,10 @@ pub struct MigrationStatus {
     /// `query-migrate`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hypervisor: Option<HypervisorProgress>,
+    /// `left_behind`: hosts that never acknowledged a phase that cannot be abandoned and were
+    /// left behind (see `hosts-left-behind`); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_behind: Vec<HostId>,
 }
 
 /// A hypervisor's view of a running migration (the QMP driver fills it from `query-migrate`
@@ -424,6 +434,7 @@ mod tests {
             ],
             error: None,
             hypervisor: None,
+            left_behind: vec![],
         };
         assert_eq!(serde_json::to_string(&status).expect("serialize"), golden);
         assert_eq!(

@@ -150,6 +150,33 @@ pub enum InputError {
     UnknownVm(VmId),
 }
 
+/// Why a host or a VM cannot be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    /// No host of that name.
+    #[error("host {0} is not registered")]
+    UnknownHost(HostId),
+    /// No VM of that name.
+    #[error("VM {0} is not registered")]
+    UnknownVm(VmId),
+    /// VMs are mapped to the host.
+    #[error("host {host} still has VMs ({}); migrate or remove them first", vms.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    HostHasVms {
+        /// The host.
+        host: HostId,
+        /// Its VMs.
+        vms: Vec<VmId>,
+    },
+    /// A migration from or to the host, or of the VM, is in progress.
+    #[error("{what} is part of migration {id} in progress; wait for it to end or cancel it")]
+    Migrating {
+        /// The host or VM, in words.
+        what: String,
+        /// The migration.
+        id: MigrationId,
+    },
+}
+
 /// Why a cancel was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CancelError {
@@ -172,12 +199,6 @@ pub enum CancelError {
         id: MigrationId,
         /// Its current phase.
         phase: MigrationPhase,
-    },
-    /// The migration is already rolling back after a failure.
-    #[error("migration {id} is already rolling back")]
-    AlreadyRollingBack {
-        /// The migration.
-        id: MigrationId,
     },
 }
 
@@ -368,24 +389,81 @@ impl Controller {
                 }
                 Ok(())
             }
-            Migration::ExpectCommitAcks(_) => Err(CancelError::TooLate {
-                id,
-                phase: m.phase(),
-            }),
-            Migration::ExpectCleanupAcks(s) if s.outcome == MigrationOutcome::Completed => {
-                Err(CancelError::TooLate {
-                    id,
-                    phase: m.phase(),
-                })
-            }
-            Migration::ExpectRollbackAcks(_) | Migration::ExpectCleanupAcks(_) => {
-                Err(CancelError::AlreadyRollingBack { id })
+            // Past the switchover or already rolling back: nothing to undo, only waiting to
+            // stop. The hosts that have not acknowledged are left behind now (they get the
+            // current config when they answer), and the migration ends.
+            Migration::ExpectCommitAcks(_)
+            | Migration::ExpectRollbackAcks(_)
+            | Migration::ExpectCleanupAcks(_) => {
+                m.core_mut().cancel_requested = true;
+                m.core_mut().record(MigrationPhase::CancelRequested, now);
+                self.leave_behind(id, now);
+                Ok(())
             }
             Migration::Done(d) => Err(CancelError::AlreadyFinished {
                 id,
                 outcome: d.outcome.clone(),
             }),
         }
+    }
+
+    /// Removes a host: refused while VMs are mapped to it or a migration goes from or to it.
+    /// Migrations waiting for its acknowledgement stop waiting for it; nothing is pushed to it
+    /// any more (the daemon stops its push task).
+    pub fn remove_host(&mut self, now: Timestamp, host: &HostId) -> Result<(), RemoveError> {
+        if self.model.host(host).is_none() {
+            return Err(RemoveError::UnknownHost(host.clone()));
+        }
+        if let Some(m) = self
+            .active
+            .values()
+            .find(|m| &m.core().from == host || &m.core().to == host)
+        {
+            return Err(RemoveError::Migrating {
+                what: format!("host {host}"),
+                id: m.core().id,
+            });
+        }
+        let vms: Vec<VmId> = self
+            .model
+            .vms()
+            .filter(|v| &v.host == host)
+            .map(|v| v.name.clone())
+            .collect();
+        if !vms.is_empty() {
+            return Err(RemoveError::HostHasVms {
+                host: host.clone(),
+                vms,
+            });
+        }
+        self.model.remove_host(host);
+        self.sync.remove(host);
+        self.vm_states.retain(|(_, h), _| h != host);
+        let ids: Vec<MigrationId> = self.active.keys().copied().collect();
+        for id in ids {
+            if let Some(w) = self.active.get_mut(&id).and_then(Migration::wait_mut) {
+                w.forget(host);
+            }
+            self.advance_if_acked(id, now);
+        }
+        Ok(())
+    }
+
+    /// Removes a VM: refused while it migrates. Every host is pushed a config without it.
+    pub fn remove_vm(&mut self, vm: &VmId) -> Result<(), RemoveError> {
+        if self.model.vm(vm).is_none() {
+            return Err(RemoveError::UnknownVm(vm.clone()));
+        }
+        if let Some(&id) = self.by_vm.get(vm) {
+            return Err(RemoveError::Migrating {
+                what: format!("VM {vm}"),
+                id,
+            });
+        }
+        self.model.remove_vm(vm);
+        self.vm_states.retain(|(v, _), _| v != vm);
+        self.sync_configs();
+        Ok(())
     }
 
     /// A host acknowledges a version: its config (`epoch`, `generation`) is in force in the
@@ -597,6 +675,15 @@ impl Controller {
                 Migration::ExpectCommitAcks(c) if c.wait.is_complete() => {
                     // The drain after the commit is over.
                     self.advance_if_acked(id, now);
+                }
+                Migration::ExpectCommitAcks(_)
+                | Migration::ExpectRollbackAcks(_)
+                | Migration::ExpectCleanupAcks(_)
+                    if m.wait().is_some_and(|w| {
+                        (u64::from(w.retries()) + 1).saturating_mul(t.ack_ms) >= t.unreachable_ms
+                    }) =>
+                {
+                    self.leave_behind(id, now);
                 }
                 Migration::ExpectCommitAcks(_)
                 | Migration::ExpectRollbackAcks(_)
@@ -922,6 +1009,25 @@ impl Controller {
         }
     }
 
+    /// Stops migration `id` waiting for the hosts that have not acknowledged its current
+    /// phase (see [`Timeouts::unreachable_ms`]) and moves it on.
+    fn leave_behind(&mut self, id: MigrationId, now: Timestamp) {
+        let Some(m) = self.active.get_mut(&id) else {
+            return;
+        };
+        let hosts = m.wait_mut().map(AckWait::abandon).unwrap_or_default();
+        if !hosts.is_empty() {
+            let core = m.core_mut();
+            for h in hosts {
+                if !core.left_behind.contains(&h) {
+                    core.left_behind.push(h);
+                }
+            }
+            core.record(MigrationPhase::HostsLeftBehind, now);
+        }
+        self.advance_if_acked(id, now);
+    }
+
     /// Records `host`'s boot epoch; `true` if it changed (srmigd restarted: what it
     /// acknowledged before is gone). 0 (unknown) changes nothing.
     fn observe_boot(&mut self, host: &HostId, boot_epoch: u64) -> bool {
@@ -1014,6 +1120,7 @@ mod tests {
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
         drain_ms: 0,
+        unreachable_ms: 1_000,
     };
 
     fn hid(i: u16) -> HostId {
@@ -1477,13 +1584,161 @@ mod tests {
             Err(CancelError::TooLate { .. })
         ));
         report(&mut c, 14, 2, VmState::Running);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        // Past the switchover a cancel can only stop the waiting: the hosts that have not
+        // acknowledged the commit are left behind and the migration goes on to completion.
+        drain(&mut c);
+        c.cancel_migration(Timestamp(15), id)
+            .expect("cancel stops the wait");
+        let st = c.migration(id).expect("m").status();
+        assert_eq!(st.left_behind, vec![hid(1), hid(2), hid(3)]);
+        assert!(st
+            .phases
+            .iter()
+            .any(|p| p.phase == MigrationPhase::HostsLeftBehind));
+        ack_all(&mut c, Timestamp(16));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(2));
+    }
+
+    #[test]
+    fn an_unreachable_host_never_keeps_a_rollback_waiting_forever() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        // h3 never answers again: the prepare phase aborts, the rollback re-pushes to it
+        // every ack_ms, then leaves it behind after unreachable_ms.
+        let mut now = 11;
+        loop {
+            for a in drain(&mut c) {
+                if let Action::PushConfig { host, config } = a {
+                    if host != hid(3) {
+                        c.handle_ack(
+                            Timestamp(now),
+                            Ack {
+                                epoch: config.epoch,
+                                boot_epoch: 0,
+                                host,
+                                generation: config.generation,
+                            },
+                        )
+                        .expect("ack");
+                    }
+                }
+            }
+            if phase(&c, id).is_terminal() {
+                break;
+            }
+            let deadline = c.poll_timeout().expect("a deadline");
+            now = deadline.0;
+            assert!(
+                now < 11 + T.ack_ms + T.unreachable_ms * 3,
+                "still waiting at {now}"
+            );
+            c.handle_timeout(deadline);
+        }
+        let st = c.migration(id).expect("m").status();
+        assert!(matches!(phase(&c, id), MigrationPhase::Failed), "{st:?}");
+        assert_eq!(st.left_behind, vec![hid(3)]);
+        assert_eq!(c.model().vm(&vid(1)).expect("vm").host, hid(1));
+    }
+
+    #[test]
+    fn hosts_and_vms_are_removed_unless_a_migration_needs_them() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        drain(&mut c);
         assert!(matches!(
-            c.cancel_migration(Timestamp(15), id),
-            Err(CancelError::TooLate {
-                phase: MigrationPhase::ExpectCommitAcks,
-                ..
-            })
+            c.remove_vm(&vid(1)),
+            Err(RemoveError::Migrating { id: m, .. }) if m == id
         ));
+        for h in [1, 2] {
+            let e = c.remove_host(Timestamp(12), &hid(h)).expect_err("endpoint");
+            assert!(e.to_string().contains("migration"), "{e}");
+        }
+        // h3 is only an ingress the prepare phase waits for: removing it lets it go on.
+        c.handle_ack(
+            Timestamp(12),
+            Ack {
+                epoch: 0,
+                boot_epoch: 0,
+                host: hid(1),
+                generation: c.pushed_config(&hid(1)).expect("cfg").generation,
+            },
+        )
+        .expect("ack");
+        c.handle_ack(
+            Timestamp(12),
+            Ack {
+                epoch: 0,
+                boot_epoch: 0,
+                host: hid(2),
+                generation: c.pushed_config(&hid(2)).expect("cfg").generation,
+            },
+        )
+        .expect("ack");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        ack_all_but(&mut c, Timestamp(13), &hid(3));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
+        c.remove_host(Timestamp(14), &hid(3)).expect("remove h3");
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        assert!(c.model().host(&hid(3)).is_none());
+        assert_eq!(
+            c.remove_host(Timestamp(14), &hid(3)),
+            Err(RemoveError::UnknownHost(hid(3)))
+        );
+        // Finish it, then remove the VM: every host gets a config without it.
+        report(&mut c, 15, 2, VmState::Running);
+        ack_all(&mut c, Timestamp(16));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        let e = c.remove_host(Timestamp(17), &hid(2)).expect_err("has vm1");
+        assert!(e.to_string().contains("still has VMs (vm1)"), "{e}");
+        c.remove_vm(&vid(1)).expect("remove vm1");
+        let pushed: Vec<HostId> = drain(&mut c)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::PushConfig { host, config } => {
+                    assert!(config.mapping(&vid(1)).is_none());
+                    Some(host)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushed, vec![hid(1), hid(2)]);
+        c.remove_host(Timestamp(18), &hid(2)).expect("empty host");
+    }
+
+    /// Acknowledges every pending push except `skip`'s.
+    fn ack_all_but(c: &mut Controller, now: Timestamp, skip: &HostId) {
+        for a in drain(c) {
+            if let Action::PushConfig { host, config } = a {
+                if &host != skip {
+                    c.handle_ack(
+                        now,
+                        Ack {
+                            epoch: config.epoch,
+                            boot_epoch: 0,
+                            host,
+                            generation: config.generation,
+                        },
+                    )
+                    .expect("ack");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_during_a_rollback_ends_it_now() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        drain(&mut c); // nobody acknowledges
+        c.handle_timeout(Timestamp(10 + T.ack_ms));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectRollbackAcks);
+        c.cancel_migration(Timestamp(200), id).expect("cancel");
+        // Rollback abandoned -> cleanup armed; a second cancel abandons that too.
+        c.cancel_migration(Timestamp(201), id).expect("cancel");
+        assert!(phase(&c, id).is_terminal(), "{:?}", phase(&c, id));
+        assert!(!c.migration(id).expect("m").status().left_behind.is_empty());
     }
 
     #[test]

@@ -109,6 +109,15 @@ pub struct Timeouts {
     /// queue, on the wire) still reach a SID instead of being dropped as `NoSid`.
     #[serde(default)]
     pub drain_ms: u64,
+    /// How long commit, rollback and cleanup wait for a host that does not acknowledge
+    /// (re-pushing every `ack_ms`) before leaving it behind: the migration ends, and the host
+    /// gets the current config when it answers again (its push is retried until then).
+    #[serde(default = "default_unreachable_ms")]
+    pub unreachable_ms: u64,
+}
+
+fn default_unreachable_ms() -> u64 {
+    60_000
 }
 
 impl Default for Timeouts {
@@ -118,6 +127,7 @@ impl Default for Timeouts {
             hypervisor_ms: 600_000,
             cancel_grace_ms: 30_000,
             drain_ms: 50,
+            unreachable_ms: default_unreachable_ms(),
         }
     }
 }
@@ -180,6 +190,16 @@ impl AckWait {
         self.retries
     }
 
+    /// Stops waiting for the hosts still pending; returns them.
+    pub fn abandon(&mut self) -> Vec<HostId> {
+        std::mem::take(&mut self.pending).into_keys().collect()
+    }
+
+    /// Stops waiting for `host` (removed); true if it was awaited.
+    pub fn forget(&mut self, host: &HostId) -> bool {
+        self.pending.remove(host).is_some()
+    }
+
     /// Re-arms after a timeout (the caller re-pushed to the laggards).
     pub fn retry(&mut self, deadline: Timestamp) {
         self.deadline = deadline;
@@ -218,10 +238,14 @@ pub struct MigrationCore {
     pub error: Option<String>,
     /// A cancel was requested by the operator.
     pub cancel_requested: bool,
+    /// Hosts that never acknowledged a phase that cannot be abandoned and were left behind
+    /// (they get the current config when they answer again).
+    #[serde(default)]
+    pub left_behind: Vec<HostId>,
 }
 
 impl MigrationCore {
-    fn record(&mut self, phase: MigrationPhase, now: Timestamp) {
+    pub(crate) fn record(&mut self, phase: MigrationPhase, now: Timestamp) {
         self.phases.push(PhaseRecord { phase, at_ms: now });
     }
 
@@ -393,6 +417,7 @@ impl Requested {
             phases: Vec::new(),
             error: None,
             cancel_requested: false,
+            left_behind: Vec::new(),
         };
         core.record(MigrationPhase::Requested, now);
         Requested { core }
@@ -701,7 +726,7 @@ impl Migration {
         }
     }
 
-    fn core_mut(&mut self) -> &mut MigrationCore {
+    pub(crate) fn core_mut(&mut self) -> &mut MigrationCore {
         match self {
             Migration::Requested(s) => &mut s.core,
             Migration::ExpectEndpointAcks(s) => &mut s.core,
@@ -753,6 +778,7 @@ impl Migration {
             phases: core.phases.clone(),
             error: core.error.clone(),
             hypervisor: None,
+            left_behind: core.left_behind.clone(),
         }
     }
 }
@@ -766,6 +792,7 @@ mod tests {
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
         drain_ms: 0,
+        unreachable_ms: 1_000,
     };
 
     fn requested(strategy: Strategy) -> Requested {

@@ -230,6 +230,16 @@ impl Model {
         Ok(())
     }
 
+    /// Removes a host (the caller checked that no VM is mapped to it); false if unknown.
+    pub(crate) fn remove_host(&mut self, name: &HostId) -> bool {
+        self.hosts.remove(name).is_some()
+    }
+
+    /// Removes a VM; false if unknown.
+    pub(crate) fn remove_vm(&mut self, name: &VmId) -> bool {
+        self.vms.remove(name).is_some()
+    }
+
     /// A registered host.
     pub fn host(&self, name: &HostId) -> Option<&HostInfo> {
         self.hosts.get(name)

@@ -6,8 +6,10 @@
 //! |---|---|---|
 //! | `POST /v1/hosts` | [`HostRegistration`] | 201 [`HostView`] |
 //! | `GET /v1/hosts` | | 200 `[HostView]` |
+//! | `DELETE /v1/hosts/{name}` | | 204 (409 while VMs are mapped to it or a migration goes from or to it) |
 //! | `POST /v1/vms` | [`VmInfo`] | 201 [`VmView`] |
 //! | `GET /v1/vms` | | 200 `[VmView]` |
+//! | `DELETE /v1/vms/{name}` | | 204 (409 while it migrates) |
 //! | `POST /v1/vm-state` | [`VmStateReport`] | 204 |
 //! | `POST /v1/migrations` | [`MigrateRequest`] | 201 [`MigrationStatus`] |
 //! | `GET /v1/migrations` | | 200 `[MigrationStatus]` |
@@ -58,7 +60,9 @@ struct AppState {
 pub(crate) fn router(tx: mpsc::Sender<Command>) -> Router {
     Router::new()
         .route("/v1/hosts", post(add_host).get(hosts))
+        .route("/v1/hosts/{name}", axum::routing::delete(remove_host))
         .route("/v1/vms", post(add_vm).get(vms))
+        .route("/v1/vms/{name}", axum::routing::delete(remove_vm))
         .route("/v1/vm-state", post(vm_state))
         .route("/v1/migrations", post(migrate).get(migrations))
         .route("/v1/migrations/{id}", get(migration))
@@ -146,6 +150,42 @@ async fn add_host(State(s): State<AppState>, body: Bytes) -> Response {
     }
     .await;
     respond(StatusCode::CREATED, r)
+}
+
+async fn remove_host(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let r = async {
+        let host = srmig_api::HostId::new(name.clone()).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
+                format!("{name:?} is not a host name: {e}"),
+            )
+        })?;
+        ask(&s, |r| Command::RemoveHost(host, r)).await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn remove_vm(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let r = async {
+        let vm = srmig_api::VmId::new(name.clone()).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
+                format!("{name:?} is not a VM name: {e}"),
+            )
+        })?;
+        ask(&s, |r| Command::RemoveVm(vm, r)).await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
 }
 
 async fn hosts(State(s): State<AppState>) -> Response {

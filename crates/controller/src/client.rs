@@ -343,6 +343,7 @@ mod tests {
             phases: vec![],
             error: None,
             hypervisor: None,
+            left_behind: vec![],
         };
         let rec = PhaseRecord {
             phase: MigrationPhase::ExpectPathAcks,

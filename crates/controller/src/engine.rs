@@ -23,7 +23,7 @@ use srmig_api::{
     Timestamp, VmState, VmStateReport,
 };
 use srmig_control::{
-    Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason,
+    Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason, RemoveError,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -316,6 +316,31 @@ impl Engine {
                                 format!("VM {name} vanished after registration"),
                             )
                         })
+                    });
+                let _ = reply.send(r);
+            }
+            Command::RemoveHost(host, reply) => {
+                let r = self
+                    .core
+                    .remove_host(now(), &host)
+                    .map_err(remove_failure)
+                    .and_then(|()| {
+                        self.pushers.remove_host(&host);
+                        self.hosts.remove(&host);
+                        self.polling.remove(&host);
+                        tracing::info!(%host, "host removed");
+                        self.commit()
+                    });
+                let _ = reply.send(r);
+            }
+            Command::RemoveVm(vm, reply) => {
+                let r = self
+                    .core
+                    .remove_vm(&vm)
+                    .map_err(remove_failure)
+                    .and_then(|()| {
+                        tracing::info!(%vm, "VM removed");
+                        self.commit()
                     });
                 let _ = reply.send(r);
             }
@@ -721,13 +746,23 @@ fn input_failure(e: InputError) -> Failure {
     Failure::new(status, code, e.to_string())
 }
 
+fn remove_failure(e: RemoveError) -> Failure {
+    let (status, code) = match &e {
+        RemoveError::UnknownHost(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownHost),
+        RemoveError::UnknownVm(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownVm),
+        RemoveError::HostHasVms { .. } | RemoveError::Migrating { .. } => {
+            (StatusCode::CONFLICT, ApiErrorCode::Conflict)
+        }
+    };
+    Failure::new(status, code, e.to_string())
+}
+
 fn cancel_failure(e: CancelError) -> Failure {
     let (status, code) = match &e {
         CancelError::UnknownMigration(_) => (StatusCode::NOT_FOUND, ApiErrorCode::UnknownMigration),
         CancelError::AlreadyFinished { .. } | CancelError::TooLate { .. } => {
             (StatusCode::CONFLICT, ApiErrorCode::TooLateToCancel)
         }
-        CancelError::AlreadyRollingBack { .. } => (StatusCode::CONFLICT, ApiErrorCode::Conflict),
     };
     Failure::new(status, code, e.to_string())
 }

@@ -39,6 +39,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, Failure>>;
 pub(crate) enum Command {
     AddHost(HostRegistration, Reply<HostView>),
     AddVm(VmInfo, Reply<VmView>),
+    RemoveHost(srmig_api::HostId, Reply<()>),
+    RemoveVm(srmig_api::VmId, Reply<()>),
     Hosts(Reply<Vec<HostView>>),
     Vms(Reply<Vec<VmView>>),
     VmState(VmStateReport, Reply<()>),

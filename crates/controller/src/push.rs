@@ -136,6 +136,13 @@ impl Pushers {
         Ok(())
     }
 
+    /// Stops a host's push task (the host was removed).
+    pub(crate) fn remove_host(&mut self, host: &HostId) {
+        if let Some((_, task)) = self.hosts.remove(host) {
+            task.abort();
+        }
+    }
+
     /// Queues a config for a host. Returns false if the host has no push task.
     pub(crate) fn push(&self, host: &HostId, config: HostConfig) -> bool {
         match self.hosts.get(host) {

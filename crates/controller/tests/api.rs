@@ -1171,3 +1171,63 @@ async fn a_tcp_host_needs_a_controller_with_a_tls_identity() {
     assert!(e.message.contains("--tls-dir"), "{e}");
     daemon.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_and_vms_are_deleted_unless_a_migration_needs_them() {
+    let w = World::new(|_| {}).await;
+    w.register().await;
+    w.wait_synced().await;
+    let local = UnixHttp::new(&w.socket, Duration::from_secs(5));
+    let delete = |path: &'static str| {
+        let local = local.clone();
+        async move {
+            let r = local
+                .request(Method::DELETE, path, None)
+                .await
+                .expect("answered");
+            let code = (!r.body.is_empty()).then(|| {
+                serde_json::from_slice::<ApiError>(&r.body)
+                    .expect("error")
+                    .code
+            });
+            (r.status, code)
+        }
+    };
+    let m = w.migrate(2, Strategy::SrBuffer).await;
+    for (path, code) in [
+        ("/v1/vms/web1", ApiErrorCode::Conflict),
+        ("/v1/hosts/h1", ApiErrorCode::Conflict),
+        ("/v1/hosts/h2", ApiErrorCode::Conflict),
+        ("/v1/hosts/h9", ApiErrorCode::UnknownHost),
+        ("/v1/vms/nope", ApiErrorCode::UnknownVm),
+    ] {
+        let (st, c) = delete(path).await;
+        assert_eq!(c, Some(code), "DELETE {path}: {st}");
+    }
+    w.client.cancel(m.id).await.expect("cancel");
+    w.hypervisor(m.id, HypervisorEventKind::Cancelled).await;
+    w.wait_phase(m.id, MigrationPhase::Cancelled).await;
+    // h3 only ingresses: removed; web1 then h1.
+    assert_eq!(delete("/v1/hosts/h3").await, (StatusCode::NO_CONTENT, None));
+    assert_eq!(
+        delete("/v1/hosts/h1").await,
+        (StatusCode::CONFLICT, Some(ApiErrorCode::Conflict))
+    );
+    assert_eq!(delete("/v1/vms/web1").await, (StatusCode::NO_CONTENT, None));
+    assert_eq!(delete("/v1/hosts/h1").await, (StatusCode::NO_CONTENT, None));
+    let hosts = w.client.hosts().await.expect("hosts");
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|h| h.registration.info.name.to_string())
+            .collect::<Vec<_>>(),
+        vec!["h2"]
+    );
+    // The remaining host's config no longer maps web1.
+    wait_for("h2 gets a config without web1", || {
+        let latest = w.hosts[1].latest();
+        async move { latest.mapping(&web1()).is_none().then_some(()) }
+    })
+    .await;
+    w.shutdown().await;
+}
