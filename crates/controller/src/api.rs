@@ -16,6 +16,10 @@
 //! | `GET /v1/migrations/{id}` | | 200 [`MigrationStatus`] |
 //! | `POST /v1/migrations/{id}/hypervisor` | [`HypervisorPost`] | 200 [`MigrationStatus`] |
 //! | `POST /v1/migrations/{id}/cancel` | | 200 [`MigrationStatus`] |
+//! | `GET /v1/info` | | 200 [`ControllerInfo`] |
+//! | `GET /metrics` | | 200 OpenMetrics text (families: `metrics.rs`) |
+//!
+//! `GET /v1/info` and `GET /metrics` are answered here, without the engine.
 //!
 //!
 //! Who may do what: on the unix socket, whoever the socket's mode, group and peer-credential
@@ -29,9 +33,11 @@
 //! [`MigrateRequest`]: srmig_api::MigrateRequest
 //! [`MigrationStatus`]: srmig_api::MigrationStatus
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,7 +49,8 @@ use srmig_tls::{PeerIdentity, Role};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::mailbox::{Command, Failure};
-use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+use crate::metrics::{self, Metrics};
+use crate::types::{ControllerInfo, HostRegistration, HostView, HypervisorPost, VmView};
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -54,10 +61,17 @@ impl IntoResponse for Failure {
 #[derive(Debug, Clone)]
 struct AppState {
     tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    info: Arc<ControllerInfo>,
 }
 
-/// Builds the router; handlers talk to the engine through `tx`.
-pub(crate) fn router(tx: mpsc::Sender<Command>) -> Router {
+/// Builds the router; handlers talk to the engine through `tx`, `GET /metrics` renders
+/// `metrics` and `GET /v1/info` answers `info`.
+pub(crate) fn router(
+    tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    info: ControllerInfo,
+) -> Router {
     Router::new()
         .route("/v1/hosts", post(add_host).get(hosts))
         .route("/v1/hosts/{name}", axum::routing::delete(remove_host))
@@ -68,8 +82,14 @@ pub(crate) fn router(tx: mpsc::Sender<Command>) -> Router {
         .route("/v1/migrations/{id}", get(migration))
         .route("/v1/migrations/{id}/hypervisor", post(hypervisor))
         .route("/v1/migrations/{id}/cancel", post(cancel))
+        .route("/v1/info", get(get_info))
+        .route("/metrics", get(get_metrics))
         .fallback(not_found)
-        .with_state(AppState { tx })
+        .with_state(AppState {
+            tx,
+            metrics,
+            info: Arc::new(info),
+        })
 }
 
 /// The authorization of the mutual-TLS listener (see the module docs): a request without a
@@ -272,6 +292,22 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     }
     .await;
     respond(StatusCode::OK, r)
+}
+
+async fn get_info(State(s): State<AppState>) -> Response {
+    Json(s.info.as_ref()).into_response()
+}
+
+async fn get_metrics(State(s): State<AppState>) -> Response {
+    match s.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiErrorCode::Internal,
+            "cannot render the metrics",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> Response {

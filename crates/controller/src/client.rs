@@ -1,4 +1,5 @@
 //! A typed client of the controller API (used by `srmig migrate`, the lab and the tests).
+//! `srmig migrate` itself (request, follow, heartbeat, time limit) is [`crate::follow`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use srmig_api::{
 };
 
 use crate::http::{HttpError, UnixHttp};
-use crate::types::{HostRegistration, HostView, HypervisorPost, VmView};
+use crate::types::{ControllerInfo, HostRegistration, HostView, HypervisorPost, VmView};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,11 @@ impl ControllerClient {
         }
     }
 
+    /// The controller's API socket.
+    pub fn socket(&self) -> &std::path::Path {
+        self.http.socket()
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -111,6 +117,11 @@ impl ControllerClient {
             body: format!("cannot encode the request: {e}"),
         })?;
         self.call(Method::POST, path, Some(bytes)).await
+    }
+
+    /// `GET /v1/info`.
+    pub async fn info(&self) -> Result<ControllerInfo, ClientError> {
+        self.call(Method::GET, "/v1/info", None).await
     }
 
     /// `POST /v1/hosts`.
@@ -277,17 +288,9 @@ pub fn hypervisor_line(p: &srmig_api::HypervisorProgress) -> String {
 ///
 /// `12:00:01.234 UTC  +    4 ms  expect-path-acks`
 pub fn progress_line(status: &MigrationStatus, record: &PhaseRecord) -> String {
-    let ms = record.at_ms.0;
-    let day_ms = ms % 86_400_000;
-    let (h, m, s, milli) = (
-        day_ms / 3_600_000,
-        (day_ms / 60_000) % 60,
-        (day_ms / 1000) % 60,
-        day_ms % 1000,
-    );
-    let since = record.at_ms.millis_since(status.started_at_ms);
     format!(
-        "{h:02}:{m:02}:{s:02}.{milli:03} UTC  +{since:>6} ms  {}",
+        "{}  {}",
+        crate::follow::stamp(record.at_ms, status.started_at_ms),
         record.phase
     )
 }

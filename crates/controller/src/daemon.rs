@@ -17,6 +17,7 @@ use crate::engine::{now, Engine};
 use crate::mailbox::Command;
 use crate::push::{PushSettings, Pushers};
 use crate::store::{Store, StoreError};
+use crate::types::ControllerInfo;
 
 /// Default API socket of the controller.
 pub const DEFAULT_SOCKET: &str = "/run/srmig/controller.sock";
@@ -201,9 +202,18 @@ impl Daemon {
         if restored {
             engine.resume();
         }
+        let metrics = engine.metrics();
         let engine = tokio::spawn(engine.run(rx));
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let app = api::router(tx.clone());
+        let info = ControllerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            driver: options.driver.name().to_owned(),
+            driver_waits_for: options.driver.waits_for().to_owned(),
+            ack_timeout_ms: options.timeouts.ack_ms,
+            hypervisor_timeout_ms: options.timeouts.hypervisor_ms,
+            cancel_grace_ms: options.timeouts.cancel_grace_ms,
+        };
+        let app = api::router(tx.clone(), metrics.clone(), info.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -214,7 +224,8 @@ impl Daemon {
         let (stop_tls, tls_server, tls_addr) = match tls_server {
             Some((l, cfg, addr)) => {
                 let (stop, stopped) = oneshot::channel::<()>();
-                let app = api::router(tx.clone()).layer(axum::middleware::from_fn(api::authorize));
+                let app = api::router(tx.clone(), metrics, info)
+                    .layer(axum::middleware::from_fn(api::authorize));
                 let task = tokio::spawn(srmig_tls::serve(
                     l,
                     cfg,

@@ -78,6 +78,13 @@ pub trait HypervisorDriver: fmt::Debug + Send + Sync + 'static {
     /// A short name for logs (`external`, `qmp`).
     fn name(&self) -> &'static str;
 
+    /// What a migration waiting for this driver waits for, as a sentence fragment that
+    /// follows "waiting for" (shown by `srmig migrate` and `GET /v1/info`); `{id}` stands for
+    /// the migration's number.
+    fn waits_for(&self) -> &'static str {
+        "the hypervisor driver to move the VM and report the outcome"
+    }
+
     /// Start migrating `order.vm` from `order.from` to `order.to`.
     fn start(&self, order: MigrationOrder, reports: ReportSink);
 
@@ -98,6 +105,11 @@ pub struct External;
 impl HypervisorDriver for External {
     fn name(&self) -> &'static str {
         "external"
+    }
+
+    fn waits_for(&self) -> &'static str {
+        "an outside party (the lab, or an operator) to move the VM and post the outcome to \
+         POST /v1/migrations/{id}/hypervisor, or the destination's srmigd to report the VM running"
     }
 
     fn start(&self, order: MigrationOrder, _reports: ReportSink) {

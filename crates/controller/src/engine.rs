@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
 use crate::mailbox::Command;
 use crate::mailbox::Failure;
+use crate::metrics::Metrics;
 use crate::push::{error_chain, PushOutcome, Pushers};
 use crate::resync::{self, Observed};
 use crate::store::Store;
@@ -76,6 +77,8 @@ pub(crate) struct Engine {
     polling: std::collections::BTreeSet<HostId>,
     /// The hypervisor driver's latest progress per migration (memory only).
     progress: BTreeMap<MigrationId, srmig_api::HypervisorProgress>,
+    /// `GET /metrics` (recorded here, rendered by the API).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,7 @@ impl Engine {
             host_poll_at: Instant::now() + host_poll,
             polling: std::collections::BTreeSet::new(),
             progress: BTreeMap::new(),
+            metrics: Arc::new(Metrics::new()),
             core,
             store,
             hosts: BTreeMap::new(),
@@ -133,6 +137,11 @@ impl Engine {
             );
         }
         engine
+    }
+
+    /// The metrics this engine records, for the API to render.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// After a restore: poll every host for the VM states reported while the controller was
@@ -233,6 +242,7 @@ impl Engine {
 
     fn on_observed(&mut self, observed: Observed) {
         self.polling.remove(&observed.host);
+        self.metrics.polled(observed.result.is_ok());
         let reading = match observed.result {
             Ok(r) => r,
             Err(error) => {
@@ -430,6 +440,7 @@ impl Engine {
                 error,
                 retrying,
             }) => {
+                self.metrics.push_failed(retrying);
                 if !retrying {
                     tracing::warn!(%host, generation, %error, "push refused");
                 }
@@ -474,6 +485,7 @@ impl Engine {
     }
 
     fn on_ack(&mut self, ack: Ack) {
+        self.metrics.acked();
         let host = ack.host.clone();
         if let Some(h) = self.hosts.get_mut(&host) {
             h.last_push_error = None;
@@ -579,6 +591,7 @@ impl Engine {
                 let msg = error_chain(&e);
                 tracing::error!(error = %msg, "cannot save the controller state");
                 self.last_save_error = Some(msg);
+                self.metrics.save_failed();
                 self.save_retry = Some(Instant::now() + Duration::from_secs(1));
                 return Err(self.save_failure());
             }
@@ -586,6 +599,11 @@ impl Engine {
         for action in std::mem::take(&mut self.held) {
             self.execute(action);
         }
+        self.metrics.set_state(
+            self.core.active_migrations(),
+            self.hosts.len(),
+            self.core.epoch(),
+        );
         self.schedule_poll();
         Ok(())
     }
@@ -605,6 +623,7 @@ impl Engine {
         match action {
             Action::PushConfig { host, config } => {
                 tracing::debug!(%host, generation = config.generation, "push config");
+                self.metrics.config_pushed();
                 if !self.pushers.push(&host, config) {
                     tracing::error!(%host, "no push task for host");
                 }
@@ -643,6 +662,8 @@ impl Engine {
             }
             Action::MigrationFinished { id, vm, outcome } => {
                 tracing::info!(migration = %id, %vm, %outcome, "migration finished");
+                let status = self.core.migration(id).map(Migration::status);
+                self.metrics.migration_finished(&outcome, status.as_ref());
             }
             Action::EpochAdvanced {
                 host,
@@ -650,6 +671,7 @@ impl Engine {
                 epoch,
             } => {
                 tracing::warn!(%host, their_epoch = theirs.0, their_generation = theirs.1, epoch, "host holds a config this controller never pushed: moved to a newer epoch, pushing every host again");
+                self.metrics.epoch_advanced();
             }
         }
     }

@@ -9,7 +9,9 @@
 //! - [`store`]: the embedded redb store, written ahead of every action;
 //! - [`driver`]: the [`HypervisorDriver`] trait and its [`External`] implementation;
 //! - [`qmp_driver`]: the QMP driver for QEMU ([`Qmp`], with a [`QemuLauncher`] for destinations);
-//! - [`client`]: a typed client, and the `srmig migrate` procedure;
+//! - `metrics`: the counters, gauges and histograms of `GET /metrics`;
+//! - [`client`]: a typed client; [`follow`]: the `srmig migrate` procedure (request, follow,
+//!   heartbeat, time limit);
 //! - [`http`]: HTTP/1.1 over unix sockets.
 //!
 //! ```no_run
@@ -27,8 +29,10 @@ pub mod client;
 pub mod daemon;
 pub mod driver;
 mod engine;
+pub mod follow;
 pub mod http;
 mod mailbox;
+mod metrics;
 pub mod push;
 pub mod qmp_driver;
 pub mod resync;
@@ -47,4 +51,7 @@ pub use mailbox::Failure;
 pub use push::PushSettings;
 pub use qmp_driver::{QemuInstance, QemuLauncher, Qmp, QmpSettings};
 pub use store::{Store, StoreError};
-pub use types::{HostApi, HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
+pub use types::{
+    ControllerInfo, HostApi, HostRegistration, HostView, HypervisorEventKind, HypervisorPost,
+    VmView,
+};

@@ -499,6 +499,11 @@ impl HypervisorDriver for Qmp {
         "qmp"
     }
 
+    fn waits_for(&self) -> &'static str {
+        "QEMU to live-migrate the VM over QMP (pre-copy, then stop-and-copy) and the \
+         destination's srmigd to report it running"
+    }
+
     fn start(&self, order: MigrationOrder, reports: ReportSink) {
         let (tx, rx) = watch::channel(false);
         self.state().active.insert(order.id, tx);

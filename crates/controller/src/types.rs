@@ -184,6 +184,34 @@ impl HypervisorPost {
     }
 }
 
+/// `GET /v1/info`: what this controller runs with, so a client can explain what a migration
+/// waits for (the hypervisor driver) and how long the controller waits before it gives up.
+///
+/// Golden JSON:
+/// ```json
+/// {"version":"0.1.0","driver":"external","driver_waits_for":"...","ack_timeout_ms":5000,
+///  "hypervisor_timeout_ms":600000,"cancel_grace_ms":30000}
+/// ```
+/// Clients ignore fields they do not know (later controllers may add some).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerInfo {
+    /// `version`: the controller's version (`srmig-controller`'s crate version).
+    pub version: String,
+    /// `driver`: the hypervisor driver's name (`external`, `qmp`).
+    pub driver: String,
+    /// `driver_waits_for`: what a migration in `expect-hypervisor-done` waits for with this
+    /// driver, as a sentence fragment ("an outside party ... to move the VM ...").
+    pub driver_waits_for: String,
+    /// `ack_timeout_ms`: how long hosts have to acknowledge a config in a prepare phase
+    /// before the migration rolls back (commit, rollback and cleanup re-push instead).
+    pub ack_timeout_ms: u64,
+    /// `hypervisor_timeout_ms`: how long the hypervisor may take before the controller
+    /// cancels the migration.
+    pub hypervisor_timeout_ms: u64,
+    /// `cancel_grace_ms`: how long a cancelled hypervisor has to confirm.
+    pub cancel_grace_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +296,23 @@ mod tests {
         );
         assert!(serde_json::from_str::<HypervisorPost>(r#"{"event":"done"}"#).is_err());
         assert!(serde_json::from_str::<HypervisorPost>(r#"{"event":"completed","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn controller_info_golden_json() {
+        let golden = concat!(
+            r#"{"version":"0.1.0","driver":"external","driver_waits_for":"someone","#,
+            r#""ack_timeout_ms":5000,"hypervisor_timeout_ms":600000,"cancel_grace_ms":30000}"#
+        );
+        let info: ControllerInfo = serde_json::from_str(golden).expect("deserialize");
+        assert_eq!(info.driver, "external");
+        assert_eq!(info.hypervisor_timeout_ms, 600_000);
+        assert_eq!(serde_json::to_string(&info).expect("serialize"), golden);
+        // A later controller's extra field does not break an older client.
+        let newer = golden.replace("{\"version\"", "{\"leader\":true,\"version\"");
+        assert_eq!(
+            serde_json::from_str::<ControllerInfo>(&newer).expect("deserialize"),
+            info
+        );
     }
 }

@@ -1231,3 +1231,96 @@ async fn hosts_and_vms_are_deleted_unless_a_migration_needs_them() {
     .await;
     w.shutdown().await;
 }
+
+/// The value of one sample of `GET /metrics` (`series` as written, labels included).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_migration() {
+    let w = World::new(|o| o.host_poll = Duration::from_millis(50)).await;
+    let raw = UnixHttp::new(&w.socket, Duration::from_secs(2));
+    let metrics = || async {
+        let r = raw
+            .request(Method::GET, "/metrics", None)
+            .await
+            .expect("answered");
+        assert_eq!(r.status, StatusCode::OK);
+        let text = String::from_utf8(r.body.to_vec()).expect("utf-8");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        text
+    };
+    w.register().await;
+    let info = w.client.info().await.expect("GET /v1/info");
+    assert_eq!(info.driver, "external");
+    assert!(info
+        .driver_waits_for
+        .contains("/v1/migrations/{id}/hypervisor"));
+    assert_eq!(info.hypervisor_timeout_ms, 600_000);
+
+    let before = metrics().await;
+    assert_eq!(sample(&before, "srmig_controller_hosts"), 3.0);
+    assert_eq!(sample(&before, "srmig_controller_active_migrations"), 0.0);
+    assert!(sample(&before, "srmig_controller_epoch") > 1.7e12);
+    let pushes = sample(&before, "srmig_controller_config_pushes_total");
+    let acks = sample(&before, "srmig_controller_acks_total");
+    assert!(pushes >= 3.0 && acks >= 3.0, "{pushes} pushes, {acks} acks");
+    let completed = "srmig_controller_migrations_total{outcome=\"completed\"}";
+    assert_eq!(sample(&before, completed), 0.0);
+    assert!(!before.contains("srmig_controller_migration_phase_duration_seconds_count"));
+
+    let id = w.migrate(2, Strategy::SrBuffer).await.id;
+    w.wait_phase(id, MigrationPhase::ExpectHypervisorDone).await;
+    let during = metrics().await;
+    assert_eq!(sample(&during, "srmig_controller_active_migrations"), 1.0);
+    assert!(sample(&during, "srmig_controller_config_pushes_total") > pushes);
+    w.vm_state(1, VmState::Paused).await;
+    w.vm_state(2, VmState::Running).await;
+    w.wait_phase(id, MigrationPhase::Completed).await;
+    w.wait_synced().await;
+    wait_for("a host poll", || async {
+        let text = metrics().await;
+        (sample(&text, "srmig_controller_host_polls_total") > 0.0).then_some(())
+    })
+    .await;
+
+    let after = metrics().await;
+    assert_eq!(sample(&after, completed), 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            "srmig_controller_migrations_total{outcome=\"failed\"}"
+        ),
+        0.0
+    );
+    assert_eq!(sample(&after, "srmig_controller_active_migrations"), 0.0);
+    assert!(sample(&after, "srmig_controller_acks_total") > acks);
+    assert_eq!(
+        sample(&after, "srmig_controller_host_poll_failures_total"),
+        0.0
+    );
+    for phase in [
+        "requested",
+        "expect-endpoint-acks",
+        "expect-path-acks",
+        "expect-hypervisor-done",
+        "expect-commit-acks",
+        "expect-cleanup-acks",
+    ] {
+        let series =
+            format!("srmig_controller_migration_phase_duration_seconds_count{{phase=\"{phase}\"}}");
+        assert_eq!(sample(&after, &series), 1.0, "{phase}");
+    }
+    assert!(!after.contains("phase=\"source-paused\""), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            "srmig_controller_migration_duration_seconds_count{outcome=\"completed\"}"
+        ),
+        1.0
+    );
+    w.shutdown().await;
+}
