@@ -2,7 +2,10 @@
 //! prints; it holds no logic of its own.
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
+mod migrate;
+
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -74,19 +77,8 @@ enum Command {
         what: PkiCommand,
     },
     /// Migrate a VM through the controller and show its progress until it ends.
-    Migrate {
-        /// The VM to move.
-        vm: String,
-        /// The destination host.
-        #[arg(long)]
-        to: String,
-        /// traditional, sr-drop or sr-buffer.
-        #[arg(long, default_value = "sr-buffer")]
-        strategy: String,
-        /// The controller's API socket.
-        #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
-        controller: PathBuf,
-    },
+    #[command(after_help = migrate::AFTER_HELP)]
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,8 +313,21 @@ struct BenchForwardArgs {
     no_linux_zero_loss: bool,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            // As `fn main() -> anyhow::Result<()>` would print it.
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        // `srmig migrate` prints its own errors and has exit codes of its own (its --help).
+        Command::Migrate(args) => return Ok(migrate::run(args)),
         Command::Replay {
             config,
             pcaps,
@@ -374,14 +379,9 @@ fn main() -> Result<()> {
             what: BenchCommand::Forward(args),
         } => cmd_bench_forward(args),
         Command::Controller(args) => cmd_controller(args),
-        Command::Migrate {
-            vm,
-            to,
-            strategy,
-            controller,
-        } => cmd_migrate(&vm, &to, &strategy, controller),
         Command::Pki { what } => cmd_pki(what),
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_pki(what: PkiCommand) -> Result<()> {
@@ -456,59 +456,6 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
     }
     srmig_controller::run_blocking(options)?;
     Ok(())
-}
-
-fn cmd_migrate(vm: &str, to: &str, strategy: &str, controller: PathBuf) -> Result<()> {
-    let req = srmig_api::MigrateRequest {
-        vm: vm.parse().with_context(|| format!("VM name {vm:?}"))?,
-        to: to.parse().with_context(|| format!("host name {to:?}"))?,
-        strategy: serde_json::from_value(serde_json::Value::String(strategy.to_owned())).map_err(
-            |_| {
-                anyhow::anyhow!(
-                    "--strategy {strategy:?}: expected traditional, sr-drop or sr-buffer"
-                )
-            },
-        )?,
-    };
-    let mut header = false;
-    let status = srmig_controller::migrate_blocking_with_progress(
-        &controller,
-        &req,
-        Duration::from_millis(20),
-        |status, record| {
-            if !header {
-                println!(
-                    "{}: {} from {} to {} ({})",
-                    status.id, status.vm, status.from, status.to, status.strategy
-                );
-                header = true;
-            }
-            println!("  {}", srmig_controller::progress_line(status, record));
-        },
-        |_, progress| println!("  {}", srmig_controller::hypervisor_line(progress)),
-    )
-    .map_err(|e| match e.api_error() {
-        Some(api) => anyhow::anyhow!("migration refused: {}", api.message),
-        None => anyhow::Error::new(e).context(format!("controller at {}", controller.display())),
-    })?;
-    let total = status
-        .phases
-        .last()
-        .map_or(0, |r| r.at_ms.millis_since(status.started_at_ms));
-    match status.phase {
-        srmig_api::MigrationPhase::Completed => {
-            println!(
-                "{} completed in {total} ms: {} now runs on {}",
-                status.id, status.vm, status.to
-            );
-            Ok(())
-        }
-        phase => bail!(
-            "{} {phase} after {total} ms: {}",
-            status.id,
-            status.error.as_deref().unwrap_or("no reason given")
-        ),
-    }
 }
 
 fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) -> Result<()> {

@@ -533,6 +533,15 @@ impl Tracker {
     }
 }
 
+/// Whether the migration is past its switchover (the VM ran at the destination and the
+/// mapping moved there): from then on it can only complete.
+pub fn switched_over(status: &MigrationStatus) -> bool {
+    status
+        .phases
+        .iter()
+        .any(|r| r.phase == MigrationPhase::ExpectCommitAcks)
+}
+
 // ----- what to say -----
 
 /// A short explanation of a phase or observation, for people.
