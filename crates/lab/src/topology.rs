@@ -468,6 +468,11 @@ impl Lab {
         self.handle().stop_child(pid)
     }
 
+    /// Kills child `pid` with SIGKILL at once (a crash, for fault injection) and reaps it.
+    pub fn kill_child(&self, pid: u32) -> Result<(), LabError> {
+        self.handle().kill_child(pid)
+    }
+
     /// A handle that starts and stops this lab's child processes from other threads (e.g. a
     /// hypervisor driver starting QEMU). It does not own the lab: once the lab is torn down,
     /// its calls fail with [`LabError::TornDown`].
@@ -590,6 +595,25 @@ impl LabHandle {
             let stopped = stop(&mut child);
             store(state)?;
             stopped
+        })
+    }
+
+    /// Kills child `pid` with SIGKILL at once and reaps it.
+    pub fn kill_child(&self, pid: u32) -> Result<(), LabError> {
+        let run_id = self.run_id.0.clone();
+        self.mutate(|state| {
+            let Some(index) = state.children.iter().position(|c| c.id() == pid) else {
+                return Err(LabError::NotOwned {
+                    what: "child process",
+                    name: pid.to_string(),
+                    run_id,
+                });
+            };
+            let mut child = state.children.swap_remove(index);
+            state.record.children.retain(|c| c.pid != pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            store(state)
         })
     }
 

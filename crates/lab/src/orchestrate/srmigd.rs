@@ -119,6 +119,11 @@ impl Srmigd {
         &self.log
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Whether the process still runs.
     pub fn running(&self, lab: &Lab) -> bool {
         lab.child_running(self.pid)

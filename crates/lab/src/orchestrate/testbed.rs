@@ -487,31 +487,74 @@ impl Testbed {
     }
 
     fn start_daemons(&mut self, bin: &Path) -> Result<(), OrchestrateError> {
-        for (host, ns) in self.plan.hosts.iter().zip(&self.spaces.hosts) {
-            let toml = match self.vm {
-                Vm::Netns { .. } => self.plan.node_toml(host),
-                Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
-            };
-            let i = self.daemons.len() + 1;
-            let (ctl_addr, host_addr) = mgmt_addrs(i);
-            let mgmt = super::srmigd::Mgmt {
-                tls_dir: self.tls.dir.clone(),
-                listen: std::net::SocketAddr::from((host_addr, MGMT_PORT)),
-                controller: format!("https://{ctl_addr}:{MGMT_PORT}"),
-            };
-            let daemon = Srmigd::start(
-                &self.lab,
-                ns,
-                bin,
-                &self.dir,
-                host,
-                &toml,
-                &self.control,
-                &mgmt,
-            )?;
+        for i in 0..self.plan.hosts.len() {
+            let daemon = self.start_daemon(bin, i)?;
             self.daemons.push(daemon);
         }
         Ok(())
+    }
+
+    /// Starts the srmigd of host number `i` (plan order) on the management network.
+    fn start_daemon(&self, bin: &Path, i: usize) -> Result<Srmigd, OrchestrateError> {
+        let (host, ns) = (&self.plan.hosts[i], &self.spaces.hosts[i]);
+        let toml = match self.vm {
+            Vm::Netns { .. } => self.plan.node_toml(host),
+            Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
+        };
+        let (ctl_addr, host_addr) = mgmt_addrs(i + 1);
+        let mgmt = super::srmigd::Mgmt {
+            tls_dir: self.tls.dir.clone(),
+            listen: std::net::SocketAddr::from((host_addr, MGMT_PORT)),
+            controller: format!("https://{ctl_addr}:{MGMT_PORT}"),
+        };
+        Srmigd::start(
+            &self.lab,
+            ns,
+            bin,
+            &self.dir,
+            host,
+            &toml,
+            &self.control,
+            &mgmt,
+        )
+    }
+
+    /// Kills the srmigd of `role` with SIGKILL (a crash), starts it again with the same
+    /// configuration and waits, with no call to the controller, until the controller has
+    /// given it its host config back (boot epoch seen, config re-pushed and acknowledged).
+    /// Returns the time from the kill to that acknowledgement.
+    pub fn restart_srmigd(&mut self, role: HostRole) -> Result<Duration, OrchestrateError> {
+        let i = Self::host_index(role);
+        let bin = preflight::find_binary("srmigd", &preflight::binary_dirs(None))?;
+        let old = self.daemon(role)?;
+        let host = old.host().to_owned();
+        let before = old.status(&self.control)?["boot_epoch"].as_u64();
+        let killed_at = Instant::now();
+        self.lab.kill_child(old.pid())?;
+        let daemon = self.start_daemon(&bin, i)?;
+        self.daemons[i] = daemon;
+        loop {
+            let st = self.daemons[i].status(&self.control)?;
+            let boot = st["boot_epoch"].as_u64();
+            let generation = st["generation"].as_u64();
+            let view = self
+                .control
+                .hosts()?
+                .into_iter()
+                .find(|h| h.registration.info.name.as_str() == host);
+            if let (Some(g), Some(v)) = (generation, view) {
+                if boot != before && g == v.generation_pushed && v.generation_acked >= g {
+                    return Ok(killed_at.elapsed());
+                }
+            }
+            if killed_at.elapsed() > SETUP_TIMEOUT {
+                return Err(OrchestrateError::Timeout {
+                    what: format!("the controller giving restarted srmigd {host} its config back (its status: generation {generation:?})"),
+                    waited: SETUP_TIMEOUT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Registers hosts and VMs with the controller and waits until every host acknowledged
