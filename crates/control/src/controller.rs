@@ -220,7 +220,8 @@ struct HostSync {
 pub struct ControllerSnapshot {
     /// Hosts, VMs and the mapping.
     pub model: Model,
-    /// The last generation pushed to each host (restored generations continue above it).
+    /// The last generation pushed to each host (restored generations continue above it),
+    /// removed hosts included (one registered again continues above its old generations).
     pub generations: BTreeMap<HostId, u64>,
     /// Migrations in progress.
     pub migrations: Vec<Migration>,
@@ -250,6 +251,9 @@ pub struct Controller {
     config: ControllerConfig,
     model: Model,
     sync: BTreeMap<HostId, HostSync>,
+    /// The last generation pushed to each removed host: if it is registered again, its srmigd
+    /// may still hold that config, so its generations continue above it.
+    retired: BTreeMap<HostId, u64>,
     active: BTreeMap<MigrationId, Migration>,
     by_vm: BTreeMap<VmId, MigrationId>,
     finished: VecDeque<Migration>,
@@ -274,6 +278,7 @@ impl Controller {
             config,
             model: Model::new(),
             sync: BTreeMap::new(),
+            retired: BTreeMap::new(),
             active: BTreeMap::new(),
             by_vm: BTreeMap::new(),
             finished: VecDeque::new(),
@@ -285,7 +290,15 @@ impl Controller {
 
     /// Registers a host; it is pushed its first config.
     pub fn add_host(&mut self, info: HostInfo) -> Result<(), ModelError> {
+        let name = info.name.clone();
         self.model.add_host(info)?;
+        if let Some(generation) = self.retired.remove(&name) {
+            let sync = HostSync {
+                generation,
+                ..HostSync::default()
+            };
+            self.sync.insert(name, sync);
+        }
         self.sync_configs();
         Ok(())
     }
@@ -437,7 +450,9 @@ impl Controller {
             });
         }
         self.model.remove_host(host);
-        self.sync.remove(host);
+        if let Some(sync) = self.sync.remove(host) {
+            self.retired.insert(host.clone(), sync.generation);
+        }
         self.vm_states.retain(|(_, h), _| h != host);
         let ids: Vec<MigrationId> = self.active.keys().copied().collect();
         for id in ids {
@@ -765,6 +780,7 @@ impl Controller {
                 .sync
                 .iter()
                 .map(|(h, s)| (h.clone(), s.generation))
+                .chain(self.retired.iter().map(|(h, g)| (h.clone(), *g)))
                 .collect(),
             migrations: self.active.values().cloned().collect(),
             finished: self.finished.iter().cloned().collect(),
@@ -800,6 +816,11 @@ impl Controller {
                 },
             );
         }
+        c.retired = snapshot
+            .generations
+            .into_iter()
+            .filter(|(h, _)| c.model.host(h).is_none())
+            .collect();
         for m in snapshot.finished {
             c.remember_finished(m);
         }
@@ -1705,6 +1726,36 @@ mod tests {
             .collect();
         assert_eq!(pushed, vec![hid(1), hid(2)]);
         c.remove_host(Timestamp(18), &hid(2)).expect("empty host");
+    }
+
+    /// A host removed and registered again may still run the srmigd that holds its last
+    /// config: its generations continue above that one, across a restart too (found by the
+    /// `controller_api` fuzz target). Restarting at 1 had the host refuse the older pushes,
+    /// and a status showing the old config at a generation the controller had reached again
+    /// counted as the acknowledgement of a different config.
+    #[test]
+    fn a_host_registered_again_continues_its_generations() {
+        let mut c = setup();
+        c.add_vm(vm(2, 3)).expect("vm2 on h3");
+        ack_all(&mut c, Timestamp(1));
+        let before = c.pushed_config(&hid(3)).expect("pushed").generation;
+        c.remove_vm(&vid(2)).expect("remove vm2");
+        ack_all(&mut c, Timestamp(2));
+        let last = c.pushed_config(&hid(3)).expect("pushed").generation;
+        assert!(last > before);
+        c.remove_host(Timestamp(3), &hid(3)).expect("remove h3");
+        c.add_host(host(3)).expect("h3 again");
+        let again = c.pushed_config(&hid(3)).expect("pushed").generation;
+        assert!(again > last, "pushed generation {again} after {last}");
+
+        c.remove_host(Timestamp(4), &hid(3)).expect("remove h3");
+        let mut r = Controller::restore(Timestamp(5), c.config, c.snapshot());
+        r.add_host(host(3)).expect("h3 after a restart");
+        let restored = r.pushed_config(&hid(3)).expect("pushed").generation;
+        assert!(
+            restored > again,
+            "pushed generation {restored} after {again}"
+        );
     }
 
     /// Acknowledges every pending push except `skip`'s.
