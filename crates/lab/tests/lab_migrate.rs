@@ -183,15 +183,16 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     // nothing. Source first, then destination (the VM is back on S after an even number of
     // migrations).
     for role in [HostRole::Source, HostRole::Destination] {
-        let took = testbed
-            .restart_srmigd(role)
-            .unwrap_or_else(|e| fail(e));
+        let took = testbed.restart_srmigd(role).unwrap_or_else(|e| fail(e));
         eprintln!("srmigd {role:?} killed and restarted: config back {took:?} after the kill");
         assert!(took < Duration::from_secs(8), "{took:?}");
         let after = run(&mut testbed, &plan(Strategy::SrBuffer, 2)).unwrap_or_else(|e| fail(e));
         show("sr-buffer after an srmigd restart", &after);
         let p = after.report.probe.as_ref().expect("probe report");
-        assert_eq!(p.lost, 0, "sr-buffer after restarting srmigd {role:?}: {p:?}");
+        assert_eq!(
+            p.lost, 0,
+            "sr-buffer after restarting srmigd {role:?}: {p:?}"
+        );
     }
 
     // Teardown: no namespace, no srmigd left.
