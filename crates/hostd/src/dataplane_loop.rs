@@ -607,8 +607,9 @@ impl DataplaneLoop {
         });
         let pass_before_us = u.last_pass_us.zip(u.qemu_at_us).map(|(p, s)| s - p);
         info!(port = %u.port, cause = u.cause, run = ?u.run, lag_us = ?lag_us, ?pass_before_us, "hypervisor run state");
-        // QEMU's timestamp bounds what the stopped VM got only for a STOP (SHUTDOWN and the
-        // rest come after the vCPUs stopped anyway; SIOCOUTQ decides for them).
+        // For a STOP, an instant QEMU still ran: the migration's last PASS (the STOP's own
+        // timestamp, without one, comes after QEMU left the running state). SHUTDOWN and the
+        // rest come after the vCPUs stopped anyway; SIOCOUTQ decides for them.
         let stopped_at = if u.run == RunState::Stopped {
             u.last_pass_us.or(u.qemu_at_us)
         } else {
@@ -662,12 +663,12 @@ impl DataplaneLoop {
         };
         q.sample();
         if let Some(at) = stopped_at_us {
-            let tail: Vec<(i64, i64, bool)> = q
+            let tail: Vec<(i64, Option<i64>)> = q
                 .tail_times(6)
                 .into_iter()
-                .map(|(w, u, read)| (w - at, u - at, read))
+                .map(|(w, read)| (w - at, read.map(|r| r - at)))
                 .collect();
-            debug!(port = %p.ifname, ?tail, "last frames (written, last seen unread, read), µs relative to the stop reference");
+            debug!(port = %p.ifname, ?tail, "last frames (written, first seen read), µs relative to the stop reference");
         }
         let r = q.take_unread(stopped_at_us, &mut p.stats);
         let name = p.ifname.clone();

@@ -67,13 +67,34 @@ pub struct HypervisorUpdate {
     /// QEMU's timestamp of the event (µs since the Unix epoch), if it was an event.
     pub qemu_at_us: Option<i64>,
     /// For a STOP that ends a migration's pre-copy: the timestamp of the `MIGRATION_PASS`
-    /// event just before it. QEMU leaves the running state (and refuses frames for the guest)
-    /// shortly after that pass and a while (up to ~1 ms under TCG) before it emits STOP.
+    /// event just before it, an instant QEMU still ran. QEMU leaves the running state (and
+    /// refuses frames for the guest) after that pass and before it emits STOP (0.1–3 ms
+    /// later under TCG, 12.5 ms seen on a loaded machine).
     pub last_pass_us: Option<i64>,
 }
 
-/// A `MIGRATION_PASS` this long before a STOP is not the one that led to it.
-const PASS_BEFORE_STOP_US: i64 = 50_000;
+/// The last `MIGRATION_PASS` of the migration in progress. QEMU ends every pre-copy with a
+/// dirty-bitmap sync (a PASS) and stops the VM after it, so any PASS of the migration marks an
+/// instant the VM still ran, however long a starved migration thread takes to reach the STOP
+/// (an earlier one only takes back more frames). A PASS of a migration that ended says
+/// nothing about a later STOP.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct LastPass(Option<i64>);
+
+impl LastPass {
+    fn on_pass(&mut self, at_us: Option<i64>) {
+        self.0 = at_us;
+    }
+
+    fn on_migration_end(&mut self) {
+        self.0 = None;
+    }
+
+    /// The PASS to use for a STOP at `stop_us`.
+    fn for_stop(&self, stop_us: Option<i64>) -> Option<i64> {
+        self.0.filter(|p| stop_us.is_some_and(|s| s >= *p))
+    }
+}
 
 /// The VM state of a QEMU port's VMs with a QMP watch: QEMU's run state decides, the stream
 /// attachment is needed to deliver. `run` is `None` until the watch has connected once.
@@ -136,18 +157,17 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
         if !send(run, "query-status", None, None) {
             return;
         }
-        let mut last_pass: Option<i64> = None;
+        let mut last_pass = LastPass::default();
         while let Some(ev) = events.next().await {
             let at = Some(ev.timestamp.as_micros());
             let mut pass = None;
             let update = match &ev.kind {
                 EventKind::MigrationPass { .. } => {
-                    last_pass = at;
+                    last_pass.on_pass(at);
                     None
                 }
                 EventKind::Stop => {
-                    pass = last_pass
-                        .filter(|p| at.is_some_and(|s| s >= *p && s - *p <= PASS_BEFORE_STOP_US));
+                    pass = last_pass.for_stop(at);
                     Some((RunState::Stopped, "STOP"))
                 }
                 EventKind::Resume => Some((RunState::Running, "RESUME")),
@@ -157,13 +177,16 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                         MigrationStatus::Completed
                         | MigrationStatus::Failed
                         | MigrationStatus::Cancelled,
-                } => match client.query_status().await {
-                    Ok(s) => Some((RunState::from_qemu(&s.status), "MIGRATION")),
-                    Err(e) => {
-                        debug!(%port, error = %e, "query-status after MIGRATION failed");
-                        None
+                } => {
+                    last_pass.on_migration_end();
+                    match client.query_status().await {
+                        Ok(s) => Some((RunState::from_qemu(&s.status), "MIGRATION")),
+                        Err(e) => {
+                            debug!(%port, error = %e, "query-status after MIGRATION failed");
+                            None
+                        }
                     }
-                },
+                }
                 _ => None,
             };
             if let Some((run, cause)) = update {
@@ -196,6 +219,21 @@ mod tests {
             RunState::from_qemu(&Q::Unknown("new-state".into())),
             RunState::Stopped
         );
+    }
+
+    #[test]
+    fn the_last_pass_of_the_migration_in_progress_is_used_however_old() {
+        let mut p = LastPass::default();
+        assert_eq!(p.for_stop(Some(1_000)), None);
+        p.on_pass(Some(1_000));
+        p.on_pass(Some(2_000));
+        assert_eq!(p.for_stop(Some(2_300)), Some(2_000));
+        // A migration thread starved for 80 ms between the last pass and the stop.
+        assert_eq!(p.for_stop(Some(82_000)), Some(2_000));
+        assert_eq!(p.for_stop(Some(1_500)), None, "a PASS after the STOP");
+        // The migration failed; a later STOP (a `stop` command) has no PASS.
+        p.on_migration_end();
+        assert_eq!(p.for_stop(Some(90_000)), None);
     }
 
     #[test]

@@ -52,17 +52,12 @@ pub const RING_FRAMES: usize = 256;
 /// the ring (at least 768 bytes of truesize per frame) covers all of it.
 pub const SEND_BUFFER_BYTES: libc::c_int = 64 * 1024;
 /// While a frame written less than `SAMPLE_FOR` ago is not known to be read, SIOCOUTQ is
-/// sampled every `SAMPLE_EVERY`, so that when the VM stops it is known, to within that
-/// interval, which frames QEMU read before the stop (see [`QemuPort::take_unread`]).
+/// sampled every `SAMPLE_EVERY`, so that when the VM stops the frames QEMU read while it still
+/// ran are known as such (see [`QemuPort::take_unread`]): the sooner a read is seen, the fewer
+/// frames the guest already got are taken back and sent again.
 pub const SAMPLE_EVERY: Duration = Duration::from_micros(100);
 /// See [`SAMPLE_EVERY`].
 pub const SAMPLE_FOR: Duration = Duration::from_millis(5);
-/// A frame last seen unread this close before the stop reference (or later) is taken back.
-pub const STOP_GUARD_US: i64 = 200;
-/// A frame seen read at least this long before the last frame QEMU sent from the guest
-/// arrived was read while QEMU ran (the margin covers QEMU -> srmigd latency: a frame from the
-/// guest may arrive after QEMU already left the running state).
-pub const RX_EVIDENCE_MARGIN_US: i64 = 150;
 /// Reads per receive call at most (each up to the framer's free space).
 const MAX_READS_PER_CALL: usize = 8;
 
@@ -97,8 +92,8 @@ pub struct Recovered {
     pub frames: Vec<Vec<u8>>,
     /// Of which written to the socket and not completely read by QEMU.
     pub from_socket: usize,
-    /// Of which still unread shortly before the stop (read later or not: a stopped QEMU
-    /// drops them).
+    /// Of which not seen completely read while QEMU still ran (read later or not: a stopped
+    /// QEMU drops them).
     pub after_stop: usize,
     /// Of which still waiting in the queue (never written).
     pub from_queue: usize,
@@ -129,9 +124,6 @@ pub struct QemuPort {
     next_connect: Instant,
     /// The last connect error, logged once per change.
     last_error: Option<io::ErrorKind>,
-    /// When the last frame from QEMU arrived (wall clock, µs). A QEMU that left the running
-    /// state sends nothing from the guest, so frames seen read before that were delivered.
-    last_rx_us: Option<i64>,
 }
 
 impl QemuPort {
@@ -147,7 +139,6 @@ impl QemuPort {
             probe: TruesizeProbe::new().ok(),
             next_connect: Instant::now(),
             last_error: None,
-            last_rx_us: None,
         }
     }
 
@@ -202,8 +193,8 @@ impl QemuPort {
         (age_us < SAMPLE_FOR.as_micros() as i64).then(|| now + SAMPLE_EVERY)
     }
 
-    /// (written at, last seen unread at, read) of the newest `n` frames (for logs).
-    pub fn tail_times(&self, n: usize) -> Vec<(i64, i64, bool)> {
+    /// (written at, first seen read at) of the newest `n` frames (for logs).
+    pub fn tail_times(&self, n: usize) -> Vec<(i64, Option<i64>)> {
         self.ring.tail_times(n)
     }
 
@@ -223,7 +214,6 @@ impl QemuPort {
         match connect(&self.path) {
             Ok(s) => {
                 self.conn = Some(s);
-                self.last_rx_us = None;
                 self.rx.reset();
                 self.clear_queue();
                 self.ring.clear();
@@ -318,9 +308,6 @@ impl QemuPort {
             }
         }
         stats.rx_frames += out.frames as u64;
-        if out.frames > 0 {
-            self.last_rx_us = Some(wall_us());
-        }
         out
     }
 
@@ -409,18 +396,23 @@ impl QemuPort {
     }
 
     /// Takes every frame the stopped VM did not get, oldest first: the written ones that
-    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) or that were still unread at or
-    /// after `stopped_at_us` − [`STOP_GUARD_US`] (the instant QEMU stopped accepting frames
-    /// for the guest, as far as QMP tells: QEMU still reads its socket once after that, but
-    /// the frames die in the stopped QEMU's queue) — except those seen read
-    /// [`RX_EVIDENCE_MARGIN_US`] before the last frame QEMU sent from the guest arrived (QEMU
-    /// sends nothing once it left the running state, so they were read while it ran) — then
-    /// the queued ones that were never
+    /// SIOCOUTQ says are unread (see [`super::qemu_ring`]) and, given `running_at_us`, an
+    /// instant at which QEMU still ran (the last `MIGRATION_PASS` before the STOP), every one
+    /// not seen completely read before that instant; then the queued ones that were never
     /// written (removed from the queue; a partly written record stays queued so the stream
     /// stays in step, and is among the unread ones). The ring is cleared.
+    ///
+    /// Why "seen read before `running_at_us`" is the only evidence that counts: QEMU leaves
+    /// the running state at an instant srmigd cannot observe, somewhere after the PASS and
+    /// before the STOP, and a frame it reads after that dies in its queue. Nothing else bounds
+    /// that instant: a frame from the guest may arrive after it (at the stop QEMU flushes the
+    /// guest's transmissions it had queued: lab probe 19752, read 902 µs after the PASS, lost
+    /// although the guest's answer to 19751 arrived at 1940 µs), and a frame last seen unread
+    /// before the PASS may have been read after it when srmigd was not scheduled in between.
+    /// The cost is a duplicate for a frame QEMU read between the PASS and the change.
     pub fn take_unread(
         &mut self,
-        stopped_at_us: Option<i64>,
+        running_at_us: Option<i64>,
         stats: &mut PortIoStats,
     ) -> Recovered {
         self.sample();
@@ -443,9 +435,8 @@ impl QemuPort {
                 Err(_) => r.exact = false,
             }
         }
-        if let Some(at) = stopped_at_us {
-            let read_in_time = self.last_rx_us.map(|t| t - RX_EVIDENCE_MARGIN_US);
-            r.after_stop = self.ring.unread_since(at - STOP_GUARD_US, read_in_time);
+        if let Some(at) = running_at_us {
+            r.after_stop = self.ring.not_read_before(at);
         }
         let n = r.from_socket.max(r.after_stop);
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
@@ -749,17 +740,23 @@ mod tests {
         assert_eq!(stats.recovered, 4);
     }
 
-    /// A stopped QEMU may still read once: frames it had not read shortly before the stop
-    /// reference are taken back even though the socket is empty by now; those it read
-    /// before are not.
-    #[test]
-    fn frames_unread_at_the_stop_are_taken_back_even_if_read_later() {
-        let d = dir("afterstop");
+    /// Connects a port to a fresh listener; returns the port and QEMU's end of the stream.
+    fn connected_port(d: &Dir) -> (QemuPort, UnixStream) {
         let path = d.0.join("vm.net");
         let l = UnixListener::bind(&path).expect("bind");
         let mut p = QemuPort::new(&path);
         p.try_connect(Instant::now()).expect("connect");
-        let (mut peer, _) = l.accept().expect("accept");
+        let (peer, _) = l.accept().expect("accept");
+        (p, peer)
+    }
+
+    /// A stopped QEMU may still read: frames written before the instant QEMU was known to run
+    /// but not seen read by then are taken back even though the socket is empty by now; those
+    /// seen read before it are not.
+    #[test]
+    fn frames_not_seen_read_while_qemu_ran_are_taken_back_even_if_read_later() {
+        let d = dir("afterstop");
+        let (mut p, mut peer) = connected_port(&d);
         let mut stats = PortIoStats::default();
         for i in 0..3 {
             p.send(&frame(i, 200), &mut stats);
@@ -768,16 +765,76 @@ mod tests {
         read_records(&mut peer, 3);
         p.sample();
         std::thread::sleep(Duration::from_millis(2));
-        // Frame 3 goes out just before the stop reference, frame 4 after it.
+        // Frame 3 goes out just before the PASS, frame 4 after it.
         p.send(&frame(3, 200), &mut stats);
-        let stop = wall_us() + STOP_GUARD_US / 2;
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
+        let pass = wall_us();
+        std::thread::sleep(Duration::from_millis(1));
         p.send(&frame(4, 200), &mut stats);
-        // The stopped QEMU reads both (into its queue, where the guest never sees them).
+        // The stopping QEMU reads both (into its queue, where the guest never sees them).
         read_records(&mut peer, 2);
-        let r = p.take_unread(Some(stop), &mut stats);
+        let r = p.take_unread(Some(pass), &mut stats);
         assert_eq!((r.from_socket, r.after_stop), (0, 2));
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![3, 4]);
+    }
+
+    /// What the lab lost (probe 19752 of a D -> S migration): a frame written after the PASS
+    /// and read by the stopping QEMU, then a frame from the guest (QEMU flushes the guest's
+    /// queued transmissions when it stops). The guest's frame proves nothing about when QEMU
+    /// stopped running: the frame is still taken back.
+    #[test]
+    fn a_frame_from_the_guest_after_the_pass_does_not_vouch_for_earlier_reads() {
+        let d = dir("rxevidence");
+        let (mut p, mut peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        for i in 0..3 {
+            p.send(&frame(i, 200), &mut stats);
+        }
+        read_records(&mut peer, 3);
+        p.sample();
+        std::thread::sleep(Duration::from_millis(1));
+        let pass = wall_us();
+        std::thread::sleep(Duration::from_millis(1));
+        p.send(&frame(3, 200), &mut stats);
+        read_records(&mut peer, 1);
+        p.sample();
+        std::thread::sleep(Duration::from_millis(1));
+        let answer = frame(100, 90);
+        std::io::Write::write_all(&mut peer, &record_header(answer.len())).expect("w");
+        std::io::Write::write_all(&mut peer, &answer).expect("w");
+        let mut batch = Batch::new(4);
+        let mut got = 0;
+        while got == 0 {
+            got = p.recv_batch(PortId(0), &mut batch, &mut stats).frames;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        let r = p.take_unread(Some(pass), &mut stats);
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids, vec![3]);
+    }
+
+    /// srmigd last saw a frame unread well before the PASS, then was not scheduled until after
+    /// QEMU read it: when QEMU read it is unknown, so it is taken back.
+    #[test]
+    fn a_frame_last_seen_unread_long_before_the_pass_but_read_after_is_taken_back() {
+        let d = dir("stale");
+        let (mut p, mut peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        for i in 0..3 {
+            p.send(&frame(i, 200), &mut stats);
+        }
+        read_records(&mut peer, 3);
+        p.sample();
+        p.send(&frame(3, 200), &mut stats);
+        p.sample();
+        std::thread::sleep(Duration::from_millis(2));
+        let pass = wall_us();
+        std::thread::sleep(Duration::from_millis(1));
+        read_records(&mut peer, 1);
+        let r = p.take_unread(Some(pass), &mut stats);
+        assert_eq!((r.from_socket, r.after_stop), (0, 1));
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids, vec![3]);
     }
 }

@@ -152,12 +152,9 @@ struct Slot {
     len: usize,
     /// When its record's first byte was written (wall clock, µs since the Unix epoch).
     written_at_us: i64,
-    /// The last time it was known not to be completely read (µs; at least `written_at_us`).
-    seen_unread_at_us: i64,
-    /// Known to be completely read.
-    read: bool,
-    /// When it was first seen completely read (µs; meaningful when `read`).
-    seen_read_at_us: i64,
+    /// When it was first seen completely read (wall clock, µs), if it has been: QEMU read it
+    /// at that instant or before.
+    seen_read_at_us: Option<i64>,
     /// Bytes of each write that carried part of this frame's record, oldest first.
     chunks: [u32; MAX_CHUNKS],
     n_chunks: u8,
@@ -198,9 +195,7 @@ impl SentRing {
             data: vec![0u8; BUF_CAPACITY].into_boxed_slice(),
             len: 0,
             written_at_us: 0,
-            seen_unread_at_us: 0,
-            read: false,
-            seen_read_at_us: 0,
+            seen_read_at_us: None,
             chunks: [0; MAX_CHUNKS],
             n_chunks: 0,
             overflow: false,
@@ -240,36 +235,26 @@ impl SentRing {
         (self.pending > 0).then(|| self.slot(self.pending - 1).written_at_us)
     }
 
-    /// Records an observation at `now_us`: the newest `unread` frames are not completely read,
-    /// every older one is.
+    /// Records an observation made at `now_us` (taken after SIOCOUTQ was read): the newest
+    /// `unread` frames are not completely read, every older one is.
     pub fn observe(&mut self, unread: usize, now_us: i64) {
         let cap = self.slots.len();
-        for age in 0..self.pending.min(self.count) {
+        for age in unread..self.pending.min(self.count) {
             let idx = (self.head + self.count - 1 - age) % cap;
             let s = &mut self.slots[idx];
-            if age < unread {
-                s.seen_unread_at_us = s.seen_unread_at_us.max(now_us);
-            } else if !s.read {
-                s.read = true;
-                s.seen_read_at_us = now_us;
-            }
+            s.seen_read_at_us.get_or_insert(now_us);
         }
         self.pending = self.pending.min(unread);
     }
 
-    /// How many of the newest frames were still not completely read at or after `at_us`
-    /// (unread now, or last seen unread at or after `at_us`), leaving out those seen read at
-    /// or before `read_before_us` (known to have been read in time by other evidence).
-    pub fn unread_since(&self, at_us: i64, read_before_us: Option<i64>) -> usize {
+    /// How many of the newest frames were not seen completely read before `at_us`: unread
+    /// now, or first seen read at or after `at_us`. Only a frame seen read before `at_us` is
+    /// known to have been read before then; for the others the read may have come later,
+    /// however long ago they were last seen unread (srmigd samples late when it is not
+    /// scheduled).
+    pub fn not_read_before(&self, at_us: i64) -> usize {
         (0..self.count)
-            .take_while(|&age| {
-                let s = self.slot(age);
-                if !s.read {
-                    return true;
-                }
-                let read_in_time = read_before_us.is_some_and(|b| s.seen_read_at_us <= b);
-                s.seen_unread_at_us >= at_us && !read_in_time
-            })
+            .take_while(|&age| self.slot(age).seen_read_at_us.is_none_or(|t| t >= at_us))
             .count()
     }
 
@@ -293,8 +278,7 @@ impl SentRing {
         s.data[..n].copy_from_slice(&frame[..n]);
         s.len = n;
         s.written_at_us = written_at_us;
-        s.seen_unread_at_us = written_at_us;
-        s.read = false;
+        s.seen_read_at_us = None;
         self.pending = (self.pending + 1).min(cap);
         s.chunks = [0; MAX_CHUNKS];
         s.chunks[0] = first_write as u32;
@@ -374,14 +358,14 @@ impl SentRing {
             .count()
     }
 
-    /// (written at, last seen unread at, read) of the newest `n` frames, oldest first (logs).
-    pub fn tail_times(&self, n: usize) -> Vec<(i64, i64, bool)> {
+    /// (written at, first seen read at) of the newest `n` frames, oldest first (logs).
+    pub fn tail_times(&self, n: usize) -> Vec<(i64, Option<i64>)> {
         let n = n.min(self.count);
         (0..n)
             .rev()
             .map(|age| {
                 let s = self.slot(age);
-                (s.written_at_us, s.seen_unread_at_us, s.read)
+                (s.written_at_us, s.seen_read_at_us)
             })
             .collect()
     }
@@ -448,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn observations_track_when_frames_were_last_unread() {
+    fn a_frame_is_read_before_an_instant_only_if_seen_read_before_it() {
         let mut r = SentRing::new(8);
         for i in 0..4u32 {
             r.push(&frame(i, 64), 68, 100 + i64::from(i));
@@ -459,21 +443,27 @@ mod tests {
         r.observe(2, 200);
         assert_eq!(r.pending(), 2);
         assert_eq!(r.oldest_pending_written_at(), Some(102));
-        // At 300 everything is read: frames 2 and 3 were last seen unread at 200.
-        r.observe(0, 300);
-        assert_eq!(r.pending(), 0);
-        assert_eq!(r.unread_since(150, None), 2);
-        assert_eq!(r.unread_since(201, None), 0);
-        assert_eq!(r.unread_since(0, None), 4);
-        // Frames 2 and 3 were seen read at 300: evidence of a read by 300 leaves them out.
-        assert_eq!(r.unread_since(150, Some(299)), 2);
-        assert_eq!(r.unread_since(150, Some(300)), 0);
-        r.push(&frame(9, 64), 68, 400);
+        assert_eq!(r.not_read_before(201), 2);
         assert_eq!(
-            r.unread_since(500, Some(1000)),
-            1,
-            "an unread frame always counts"
+            r.not_read_before(200),
+            4,
+            "seen read at 200 is not before 200"
         );
+        // srmigd is not scheduled for a while: at 5000 everything is read. Frames 2 and 3 were
+        // last seen unread at 200 but may have been read at any time up to 5000.
+        r.observe(0, 5000);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.not_read_before(201), 2);
+        assert_eq!(r.not_read_before(5000), 2);
+        assert_eq!(r.not_read_before(5001), 0);
+        // Later observations do not move the first sighting.
+        r.observe(0, 6000);
+        assert_eq!(r.not_read_before(5001), 0);
+        r.push(&frame(9, 64), 68, 7000);
+        assert_eq!(r.not_read_before(5001), 1, "an unread frame always counts");
+        assert_eq!(r.not_read_before(0), 5);
+        let times = r.tail_times(2);
+        assert_eq!(times, vec![(103, Some(5000)), (7000, None)]);
     }
 
     #[test]
