@@ -89,7 +89,9 @@ pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
     parse_daemon(&text, path)
 }
 
-fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError> {
+/// Parses node.toml's text as [`load_daemon`] does, without touching files: `path` only names
+/// the file in errors. (Public for the `node_config` fuzz target.)
+pub fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError> {
     let parse_err = |source| ConfigFileError::Parse {
         path: path.to_owned(),
         source: Box::new(source),
