@@ -105,6 +105,10 @@ struct ControllerArgs {
     /// milliseconds (a restarted srmigd gets its config back within about this time).
     #[arg(long, default_value_t = 2_000)]
     host_poll_ms: u64,
+    /// How often the source and destination of a migration waiting for its hypervisor are
+    /// polled for VM states (in case a report was lost), in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    state_poll_ms: u64,
     /// The controller's TLS files (`srmig pki`): DIR/ca.pem, DIR/controller-NAME.pem and
     /// .key. Needed to reach hosts registered with an `api_address`.
     #[arg(long, value_name = "DIR")]
@@ -248,6 +252,20 @@ struct LabMigrateArgs {
     /// Where srmigd is (default: next to this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Inject a fault in every migration, WHAT:PHASE (repeatable). WHAT: kill-controller,
+    /// kill-srmigd-s|d|c (SIGKILL, down for --fault-down-ms, then started again),
+    /// restart-controller, restart-srmigd-s|d|c (SIGKILL, started again at once). PHASE:
+    /// prepare, migrating, switchover, commit, cleanup, steady (between migrations). The
+    /// report gains "faults". Controller faults run the controller as its own process.
+    #[arg(long, value_name = "WHAT:PHASE")]
+    fault: Vec<String>,
+    /// How long a kill-* fault leaves the process down, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    fault_down_ms: u64,
+    /// Run the lab's controller as its own `srmig controller` process (found next to
+    /// srmigd) instead of inside this process.
+    #[arg(long)]
+    controller_process: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +464,7 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
     options.timeouts.ack_ms = a.ack_timeout_ms;
     options.timeouts.hypervisor_ms = a.hypervisor_timeout_ms;
     options.host_poll = Duration::from_millis(a.host_poll_ms.max(1));
+    options.state_poll = Duration::from_millis(a.state_poll_ms.max(1));
     options.socket_group = a.socket_group;
     if let Some(dir) = a.tls_dir {
         let id = srmig_tls::PeerIdentity::new(srmig_tls::Role::Controller, a.tls_name)?;
@@ -624,11 +643,20 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     run.gap = Duration::from_millis(args.gap_ms);
     run.baseline = Duration::from_millis(args.baseline_ms);
     run.http_rate = args.http_rate;
+    run.faults = lab::fault::FaultPlan {
+        faults: args
+            .fault
+            .iter()
+            .map(|f| f.parse())
+            .collect::<Result<_, _>>()?,
+        down: Duration::from_millis(args.fault_down_ms),
+    };
     let mut testbed = lab::TestbedOptions {
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),
         bin_dir: args.bin_dir,
         keep_dir: args.work_dir.is_some(),
         work_dir: args.work_dir,
+        controller_process: args.controller_process,
         ..lab::TestbedOptions::default()
     };
     testbed.qemu.guest_dir = args.guest_dir;

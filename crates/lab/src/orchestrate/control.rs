@@ -1,11 +1,13 @@
-//! The control plane of a lab run: the real controller daemon (`srmig-controller`), served
-//! in-process on its own tokio runtime on a unix socket in the run's directory, and blocking
-//! wrappers around its typed client and around srmigd's status endpoint.
+//! The control plane of a lab run: the real controller daemon (`srmig-controller`) on a unix
+//! socket in the run's directory, and blocking wrappers around its typed client and around
+//! srmigd's status endpoint.
 //!
-//! The controller runs inside the lab process rather than as a separate `srmig controller`
-//! process so that the lab needs exactly one binary besides itself (srmigd), also under
-//! `cargo test`, where `srmig` is not necessarily built. It is the same daemon code, on the
-//! same unix-socket HTTP API; srmigd reports VM states to it with `--controller`.
+//! The controller runs either inside the lab process, on its own tokio runtime
+//! ([`ControlPlane::start_with`]: the lab then needs one binary besides itself, srmigd), or as
+//! its own `srmig controller` process in the management namespace
+//! ([`ControlPlane::start_process`]), which the lab can SIGKILL and start again (fault
+//! injection, `srmig lab migrate --fault`). It is the same daemon code and the same
+//! unix-socket HTTP API either way; srmigd reports VM states to it over mutual TLS.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,14 +22,41 @@ use srmig_controller::{
 };
 
 use super::error::OrchestrateError;
+use crate::netns::Netns;
+use crate::topology::LabHandle;
 
-/// The in-process controller and a client of it.
+/// How long a controller process gets to answer its API after it was started.
+const PROCESS_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The controller (in-process or a process of its own) and a client of it.
 #[derive(Debug)]
 pub struct ControlPlane {
     runtime: tokio::runtime::Runtime,
     daemon: Option<Daemon>,
+    process: Option<ControllerProcess>,
     client: ControllerClient,
     socket: PathBuf,
+}
+
+/// A `srmig controller` process of the lab (see [`ControlPlane::start_process`]).
+#[derive(Debug)]
+struct ControllerProcess {
+    lab: LabHandle,
+    ns: Netns,
+    argv: Vec<String>,
+    log: PathBuf,
+    /// `None` while killed.
+    pid: Option<u32>,
+}
+
+/// How the lab starts a `srmig controller` process.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The `srmig` binary.
+    pub bin: PathBuf,
+    /// Arguments after the ones the lab sets itself (`--socket`, `--store`, TLS,
+    /// `--propagation-delay-ms`, polls): e.g. `--hypervisor qmp ...`.
+    pub extra_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -85,9 +114,108 @@ impl ControlPlane {
         Ok(ControlPlane {
             runtime,
             daemon: Some(daemon),
+            process: None,
             client: ControllerClient::new(&socket),
             socket,
         })
+    }
+
+    /// Starts the controller as its own `srmig controller` process in `ns` (a child of the
+    /// lab: killed at teardown), with its socket, store and log (`controller.log`) in `dir`,
+    /// its API also over mutual TLS on port [`MGMT_PORT`](super::plan::MGMT_PORT); returns
+    /// once its API answers.
+    pub(crate) fn start_process(
+        lab: LabHandle,
+        ns: &Netns,
+        dir: &Path,
+        propagation_delay: Duration,
+        tls: &super::testbed::LabPki,
+        spec: &ProcessSpec,
+    ) -> Result<ControlPlane, OrchestrateError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("srmig-lab-client")
+            .enable_all()
+            .build()
+            .map_err(OrchestrateError::Runtime)?;
+        let socket = dir.join("controller.sock");
+        let text = |p: &Path| p.display().to_string();
+        let mut argv = vec![
+            text(&spec.bin),
+            "controller".to_owned(),
+            "--socket".to_owned(),
+            text(&socket),
+            "--store".to_owned(),
+            text(&dir.join("controller.redb")),
+            "--propagation-delay-ms".to_owned(),
+            propagation_delay.as_millis().to_string(),
+            // As in-process: migrations waiting for the hypervisor poll their hosts twice a
+            // second in case a VM state report is lost.
+            "--state-poll-ms".to_owned(),
+            "500".to_owned(),
+            "--tls-dir".to_owned(),
+            text(&tls.dir),
+            "--tls-name".to_owned(),
+            "controller".to_owned(),
+            "--listen".to_owned(),
+            format!("0.0.0.0:{}", super::plan::MGMT_PORT),
+        ];
+        argv.extend(spec.extra_args.iter().cloned());
+        let mut process = ControllerProcess {
+            lab,
+            ns: ns.clone(),
+            argv,
+            log: dir.join("controller.log"),
+            pid: None,
+        };
+        let client = ControllerClient::new(&socket);
+        process.start(&runtime, &client)?;
+        Ok(ControlPlane {
+            runtime,
+            daemon: None,
+            process: Some(process),
+            client,
+            socket,
+        })
+    }
+
+    /// Whether the controller runs as its own process (and can be killed).
+    pub fn is_process(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Kills the controller process with SIGKILL (a crash). Errors for an in-process
+    /// controller.
+    pub fn kill(&mut self) -> Result<(), OrchestrateError> {
+        let process = self.process.as_mut().ok_or_else(|| {
+            OrchestrateError::Options(
+                "the lab's controller runs in-process; it cannot be killed".into(),
+            )
+        })?;
+        if let Some(pid) = process.pid.take() {
+            process.lab.kill_child(pid)?;
+            tracing::info!(pid, "controller killed");
+        }
+        Ok(())
+    }
+
+    /// Starts the controller process again (after [`kill`](Self::kill)) with the same
+    /// arguments and store; returns once its API answers.
+    pub fn start_again(&mut self) -> Result<(), OrchestrateError> {
+        let process = self.process.as_mut().ok_or_else(|| {
+            OrchestrateError::Options("the lab's controller runs in-process".into())
+        })?;
+        if process.pid.is_some() {
+            return Ok(());
+        }
+        process.start(&self.runtime, &self.client)
+    }
+
+    /// Whether the controller process is alive (always true in-process).
+    pub fn running(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_none_or(|p| p.pid.is_some_and(|pid| p.lab.child_running(pid)))
     }
 
     /// The controller's API socket (srmigd's `--controller`).
@@ -202,7 +330,63 @@ impl ControlPlane {
                 tracing::warn!(error = %error_chain(&e), "controller shutdown");
             }
         }
+        if let Some(process) = self.process.as_mut() {
+            if let Some(pid) = process.pid.take() {
+                // SIGTERM: the daemon removes its socket on the way out.
+                if let Err(e) = process.lab.stop_child(pid) {
+                    tracing::debug!(pid, error = %e, "controller process already gone");
+                }
+            }
+        }
     }
+}
+
+impl ControllerProcess {
+    /// Spawns the process and waits until `client` gets an answer from it.
+    fn start(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client: &ControllerClient,
+    ) -> Result<(), OrchestrateError> {
+        let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        let pid = self.lab.spawn(&self.ns, &argv, Some(&self.log))?;
+        self.pid = Some(pid);
+        let start = std::time::Instant::now();
+        loop {
+            if runtime.block_on(client.hosts()).is_ok() {
+                tracing::info!(
+                    pid,
+                    after_ms = start.elapsed().as_millis() as u64,
+                    "controller process answers"
+                );
+                return Ok(());
+            }
+            if !self.lab.child_running(pid) {
+                self.pid = None;
+                return Err(OrchestrateError::ControllerProcess(format!(
+                    "srmig controller exited at startup; its log ({}) ends with:\n{}",
+                    self.log.display(),
+                    log_tail(&self.log)
+                )));
+            }
+            if start.elapsed() > PROCESS_START_TIMEOUT {
+                return Err(OrchestrateError::ControllerProcess(format!(
+                    "srmig controller did not answer on its socket within \
+                     {PROCESS_START_TIMEOUT:?}; its log ({}) ends with:\n{}",
+                    self.log.display(),
+                    log_tail(&self.log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The last lines of a log file (empty if unreadable).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 impl Drop for ControlPlane {

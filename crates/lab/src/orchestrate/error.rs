@@ -83,6 +83,9 @@ pub enum OrchestrateError {
     /// The in-process controller could not start.
     #[error("the controller could not start")]
     ControllerStart(#[source] srmig_controller::DaemonError),
+    /// The controller process (`srmig controller`) exited or never answered.
+    #[error("{0}")]
+    ControllerProcess(String),
     /// A srmigd process exited or never answered.
     #[error("srmigd on host {host} {what}; its log ({log}) ends with:\n{tail}")]
     Srmigd {

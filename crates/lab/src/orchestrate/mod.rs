@@ -15,6 +15,7 @@
 pub mod control;
 pub mod demo;
 mod error;
+pub mod fault;
 pub mod plan;
 mod preflight;
 pub mod qemu;

@@ -27,6 +27,7 @@ use serde::Serialize;
 use srmig_api::Strategy;
 
 use super::error::OrchestrateError;
+use super::fault::{FaultPlan, FaultRecord};
 use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
 use crate::report::{self, MigrationReport, RawSeries, Report, VmKind};
 use crate::workload::http::{run_http, HttpConfig, HttpServer};
@@ -131,6 +132,8 @@ pub struct RunPlan {
     pub http_rate: u32,
     /// The VM kind the plan is for (a QEMU migration's length is QEMU's, not `timing`).
     pub vm_kind: VmKind,
+    /// Faults injected in every migration (`--fault`; see [`super::fault`]).
+    pub faults: FaultPlan,
 }
 
 /// The expected length of a QEMU live migration in the lab, for scheduling: starting the
@@ -155,6 +158,7 @@ impl RunPlan {
             probe_baseline_ms: None,
             http_rate: 100,
             vm_kind: VmKind::Netns,
+            faults: FaultPlan::default(),
         }
     }
 
@@ -164,7 +168,7 @@ impl RunPlan {
             VmKind::Netns => self.timing.precopy + self.timing.downtime,
             VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
         };
-        propagation_delay * 4 + migration + self.gap
+        propagation_delay * 4 + migration + self.gap + self.faults.allowance()
     }
 
     /// How long each workload runs.
@@ -255,6 +259,9 @@ pub struct RunDetails {
     /// (`echo_rx`, `echo_tx`, `echo_tx_retried`, `echo_tx_failed`) and its kernel's UDP
     /// errors (`udp_rcvbuf_errors`, ...): where a probe the network delivered died.
     pub guest_counters: Option<BTreeMap<String, i64>>,
+    /// The injected faults, as they happened (the report's top-level `faults`, present
+    /// when `--fault` was given).
+    pub faults: Vec<FaultRecord>,
 }
 
 /// The outcome of a run: the contract report and the details.
@@ -289,6 +296,12 @@ impl LabRun {
             ),
         ];
         if let Some(obj) = value.as_object_mut() {
+            if !self.details.faults.is_empty() {
+                obj.insert(
+                    "faults".to_owned(),
+                    serde_json::to_value(&self.details.faults).unwrap_or_default(),
+                );
+            }
             let raw = obj
                 .entry("raw")
                 .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
@@ -390,6 +403,13 @@ impl LabRun {
                 );
             }
         }
+        for f in &self.details.faults {
+            let _ = writeln!(
+                out,
+                "  fault {}:{} in migration {} ({}): {}, down {:.0} ms, back in sync after {:.0} ms",
+                f.fault, f.phase, f.migration, f.id, f.outcome, f.down_ms, f.recovered_ms
+            );
+        }
         if let Some(id) = &self.details.guest_boot_id {
             let _ = writeln!(out, "  guest: same boot id before and after ({id})");
         }
@@ -423,6 +443,12 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
     plan.validate()?;
     let mut testbed_options = options.testbed.clone();
     testbed_options.vm_kind = options.vm_kind;
+    // Controller faults need a controller process to kill.
+    testbed_options.controller_process |= plan
+        .faults
+        .faults
+        .iter()
+        .any(|f| f.target == super::fault::Component::Controller);
     let mut testbed = Testbed::build(&testbed_options)?;
     let result = run(&mut testbed, &plan);
     let result = result.map_err(|e| {
@@ -449,6 +475,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             vm_kind_name(vm_kind)
         )));
     }
+    testbed.set_faults(plan.faults.clone())?;
     let guest_before = testbed.guest_info()?;
     let drops_before = testbed.drop_counters()?;
     let prop = testbed.propagation_delay();
@@ -612,6 +639,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             tcp_worst_500ms_mbps: tcp_worst_500ms,
             guest_boot_id: guest_after.map(|g| g.boot_id),
             guest_counters,
+            faults: testbed.take_fault_records(),
         },
     })
 }
@@ -849,10 +877,27 @@ mod tests {
                 tcp_worst_500ms_mbps: None,
                 guest_boot_id: Some("4f0c".into()),
                 guest_counters: None,
+                faults: Vec::new(),
             },
         };
         let v = run.to_json();
         assert_eq!(v["raw"]["guest_boot_id"], "4f0c");
+        assert!(v.get("faults").is_none(), "no faults, no key");
+        let mut with_faults = run.clone();
+        with_faults.details.faults.push(FaultRecord {
+            fault: "kill-controller".into(),
+            phase: "migrating",
+            migration: 1,
+            id: "m1".into(),
+            outcome: "completed",
+            recovered_ms: 1200.0,
+            down_ms: 1000.0,
+            controller_phase: Some("expect-hypervisor-done".into()),
+        });
+        let f = &with_faults.to_json()["faults"][0];
+        for key in ["fault", "phase", "migration", "outcome", "recovered_ms"] {
+            assert!(f.get(key).is_some(), "faults[0].{key} missing: {f}");
+        }
         let keys: Vec<&str> = v
             .as_object()
             .expect("object")

@@ -42,13 +42,16 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use std::sync::Arc;
 
-use srmig_api::{MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmId, VmState};
+use srmig_api::{
+    MigrateRequest, MigrationId, MigrationPhase, MigrationStatus, Strategy, VmId, VmState,
+};
 use srmig_controller::{
     HostRegistration, HypervisorDriver, HypervisorEventKind, HypervisorPost, QemuLauncher, Qmp,
 };
 
 use super::control::ControlPlane;
 use super::error::{MigrationFailure, OrchestrateError};
+use super::fault::{Component, Fault, FaultKind, FaultPhase, FaultPlan, FaultRecord};
 use super::plan::{
     mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC,
     MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
@@ -87,6 +90,9 @@ pub struct TestbedOptions {
     pub vm_kind: VmKind,
     /// QEMU settings (`vm_kind` qemu only).
     pub qemu: QemuOptions,
+    /// Run the controller as its own `srmig controller` process (found like srmigd), which
+    /// the lab can kill and start again, instead of inside the lab process.
+    pub controller_process: bool,
 }
 
 impl Default for TestbedOptions {
@@ -99,6 +105,7 @@ impl Default for TestbedOptions {
             keep_dir: false,
             vm_kind: VmKind::Netns,
             qemu: QemuOptions::default(),
+            controller_process: false,
         }
     }
 }
@@ -133,6 +140,9 @@ pub struct MigrationRecord {
     pub to: String,
     /// Strategy.
     pub strategy: Strategy,
+    /// `completed`, or `rolled_back` (only under injected faults: the VM stayed where it
+    /// was; the times and counters of the move are then 0).
+    pub outcome: &'static str,
     /// Cut to attach.
     pub pause_ms: f64,
     /// Request to `completed`.
@@ -157,6 +167,22 @@ pub struct MigrationRecord {
     pub dropped: u64,
     /// The controller's phases, milliseconds since the request.
     pub phases: Vec<(MigrationPhase, u64)>,
+}
+
+/// A fault fired in a migration and not yet recorded.
+#[derive(Debug)]
+struct PendingFault {
+    fault: Fault,
+    /// The migration's number on the testbed, from 1.
+    migration: u32,
+    id: Option<MigrationId>,
+    killed_at: Instant,
+    restart_at: Instant,
+    started_at: Option<Instant>,
+    recovered_at: Option<Instant>,
+    /// srmigd: its boot epoch before the kill.
+    boot_before: Option<u64>,
+    controller_phase: Option<String>,
 }
 
 /// The namespaces of the topology.
@@ -207,6 +233,14 @@ pub struct Testbed {
     propagation_delay: Duration,
     /// The run's certificates (management network).
     tls: LabPki,
+    /// Faults to inject in every migration (`--fault`).
+    fault_plan: FaultPlan,
+    /// Faults fired and not yet recovered.
+    pending: Vec<PendingFault>,
+    /// Faults that ended, for the report.
+    fault_records: Vec<FaultRecord>,
+    /// Migrations started on this testbed.
+    migrations_started: u32,
     // Declared last: dropped after the fields above; `Drop` stops the controller first.
     control: ControlPlane,
     lab: Lab,
@@ -254,6 +288,10 @@ impl Testbed {
         preflight::check_environment()?;
         let dirs = preflight::binary_dirs(options.bin_dir.as_deref());
         let srmigd = preflight::find_binary("srmigd", &dirs)?;
+        let srmig = match options.controller_process {
+            true => Some(preflight::find_binary("srmig", &dirs)?),
+            false => None,
+        };
         // The guest is built (or found in its cache) before anything exists to tear down.
         let image = match options.vm_kind {
             VmKind::Netns => None,
@@ -317,9 +355,32 @@ impl Testbed {
             let tls = LabPki::create(&dir.join("pki"), &plan)?;
             // The controller's runtime is built in the management namespace: its worker
             // threads, and so its TCP sockets, live there.
-            let control = spaces.ctl.run(|| {
-                ControlPlane::start_with(&dir, options.propagation_delay, driver, Some(&tls))
-            })??;
+            let control = match &srmig {
+                Some(bin) => {
+                    if driver.is_some() {
+                        return Err(OrchestrateError::Options(
+                            "a QEMU VM with the controller as its own process is not \
+                             supported yet"
+                                .into(),
+                        ));
+                    }
+                    let spec = super::control::ProcessSpec {
+                        bin: bin.clone(),
+                        extra_args: Vec::new(),
+                    };
+                    ControlPlane::start_process(
+                        lab.handle(),
+                        &spaces.ctl,
+                        &dir,
+                        options.propagation_delay,
+                        &tls,
+                        &spec,
+                    )?
+                }
+                None => spaces.ctl.run(|| {
+                    ControlPlane::start_with(&dir, options.propagation_delay, driver, Some(&tls))
+                })??,
+            };
             Ok((spaces, vm, control, tls))
         });
         let (spaces, vm, control, tls) = match result {
@@ -340,6 +401,10 @@ impl Testbed {
             propagation_delay: options.propagation_delay,
             control,
             tls,
+            fault_plan: FaultPlan::default(),
+            pending: Vec::new(),
+            fault_records: Vec::new(),
+            migrations_started: 0,
             lab,
         };
         let ready = testbed
@@ -534,27 +599,234 @@ impl Testbed {
         let daemon = self.start_daemon(&bin, i)?;
         self.daemons[i] = daemon;
         loop {
-            let st = self.daemons[i].status(&self.control)?;
-            let boot = st["boot_epoch"].as_u64();
-            let generation = st["generation"].as_u64();
-            let view = self
-                .control
-                .hosts()?
-                .into_iter()
-                .find(|h| h.registration.info.name.as_str() == host);
-            if let (Some(g), Some(v)) = (generation, view) {
-                if boot != before && g == v.generation_pushed && v.generation_acked >= g {
-                    return Ok(killed_at.elapsed());
-                }
+            if self.srmigd_in_sync(role, before)? {
+                return Ok(killed_at.elapsed());
             }
             if killed_at.elapsed() > SETUP_TIMEOUT {
                 return Err(OrchestrateError::Timeout {
-                    what: format!("the controller giving restarted srmigd {host} its config back (its status: generation {generation:?})"),
+                    what: format!("the controller giving restarted srmigd {host} its config back"),
                     waited: SETUP_TIMEOUT,
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the srmigd of `role` runs with a boot epoch other than `before` and holds the
+    /// configuration the controller pushed to it last, acknowledged.
+    fn srmigd_in_sync(
+        &self,
+        role: HostRole,
+        before: Option<u64>,
+    ) -> Result<bool, OrchestrateError> {
+        let daemon = self.daemon(role)?;
+        let st = daemon.status(&self.control)?;
+        let boot = st["boot_epoch"].as_u64();
+        let generation = st["generation"].as_u64();
+        let view = self
+            .control
+            .hosts()?
+            .into_iter()
+            .find(|h| h.registration.info.name.as_str() == daemon.host());
+        Ok(match (generation, view) {
+            (Some(g), Some(v)) => {
+                boot != before && g == v.generation_pushed && v.generation_acked >= g
+            }
+            _ => false,
+        })
+    }
+
+    /// Whether the controller answers and every host acknowledged what it pushed.
+    fn controller_in_sync(&self) -> bool {
+        self.control.hosts().is_ok_and(|hosts| {
+            hosts
+                .iter()
+                .all(|h| h.generation_acked > 0 && h.generation_acked >= h.generation_pushed)
+        })
+    }
+
+    /// Sets the faults injected in every following migration (see [`super::fault`]). Needs
+    /// the controller as its own process for controller faults.
+    pub fn set_faults(&mut self, plan: FaultPlan) -> Result<(), OrchestrateError> {
+        if !self.control.is_process()
+            && plan
+                .faults
+                .iter()
+                .any(|f| f.target == Component::Controller)
+        {
+            return Err(OrchestrateError::Options(
+                "controller faults need the controller as its own process \
+                 (TestbedOptions::controller_process)"
+                    .into(),
+            ));
+        }
+        self.fault_plan = plan;
+        Ok(())
+    }
+
+    /// The faults that ended since the last call (the report's `faults`).
+    pub fn take_fault_records(&mut self) -> Vec<FaultRecord> {
+        std::mem::take(&mut self.fault_records)
+    }
+
+    /// Fires the faults of `phase` for migration `id` (SIGKILL now; started again by
+    /// [`tick_faults`](Self::tick_faults)).
+    fn fire(&mut self, phase: FaultPhase, id: Option<MigrationId>) -> Result<(), OrchestrateError> {
+        let faults: Vec<Fault> = self.fault_plan.at(phase).collect();
+        if faults.is_empty() {
+            return Ok(());
+        }
+        let controller_phase = match id {
+            Some(id) if self.control.running() => {
+                self.control.migration(id).ok().map(|s| s.phase.to_string())
+            }
+            _ => None,
+        };
+        for fault in faults {
+            let boot_before = match fault.target {
+                Component::Srmigd(role) => self
+                    .daemon(role)?
+                    .status(&self.control)
+                    .ok()
+                    .and_then(|st| st["boot_epoch"].as_u64()),
+                Component::Controller => None,
+            };
+            let killed_at = Instant::now();
+            match fault.target {
+                Component::Controller => self.control.kill()?,
+                Component::Srmigd(role) => {
+                    let pid = self.daemon(role)?.pid();
+                    self.lab.kill_child(pid)?;
+                }
+            }
+            tracing::info!(%fault, migration = self.migrations_started, "fault: SIGKILL");
+            let restart_at = match fault.kind {
+                FaultKind::Kill => killed_at + self.fault_plan.down,
+                FaultKind::Restart => killed_at,
+            };
+            self.pending.push(PendingFault {
+                fault,
+                migration: self.migrations_started,
+                id,
+                killed_at,
+                restart_at,
+                started_at: None,
+                recovered_at: None,
+                boot_before,
+                controller_phase: controller_phase.clone(),
+            });
+        }
+        self.tick_faults()
+    }
+
+    /// Starts again what is due, and notes what has recovered.
+    fn tick_faults(&mut self) -> Result<(), OrchestrateError> {
+        let now = Instant::now();
+        for i in 0..self.pending.len() {
+            let p = &self.pending[i];
+            if p.started_at.is_none() && now >= p.restart_at {
+                match p.fault.target {
+                    Component::Controller => self.control.start_again()?,
+                    Component::Srmigd(role) => {
+                        let bin = preflight::find_binary("srmigd", &preflight::binary_dirs(None))?;
+                        let daemon = self.start_daemon(&bin, Self::host_index(role))?;
+                        self.daemons[Self::host_index(role)] = daemon;
+                    }
+                }
+                self.pending[i].started_at = Some(Instant::now());
+                tracing::info!(fault = %self.pending[i].fault, "fault: started again");
+            }
+            let p = &self.pending[i];
+            if p.started_at.is_some() && p.recovered_at.is_none() {
+                let synced = match p.fault.target {
+                    Component::Controller => self.controller_in_sync(),
+                    Component::Srmigd(role) => {
+                        self.srmigd_in_sync(role, p.boot_before).unwrap_or(false)
+                    }
+                };
+                if synced {
+                    self.pending[i].recovered_at = Some(Instant::now());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a fault is in progress (a process down or not yet in sync).
+    fn faults_pending(&self) -> bool {
+        self.pending.iter().any(|p| p.recovered_at.is_none())
+    }
+
+    /// Sleeps until `until`, starting again what is due meanwhile.
+    fn sleep_ticking(&mut self, until: Instant) -> Result<(), OrchestrateError> {
+        loop {
+            self.tick_faults()?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(5)));
+        }
+    }
+
+    /// Runs `f` until it succeeds; while a fault is in progress a failure is retried (the
+    /// process it needs may be down) for up to [`PHASE_TIMEOUT`].
+    fn retrying<T>(
+        &mut self,
+        mut f: impl FnMut(&Self) -> Result<T, OrchestrateError>,
+    ) -> Result<T, OrchestrateError> {
+        let start = Instant::now();
+        loop {
+            match f(self) {
+                Ok(v) => return Ok(v),
+                Err(e) if !self.faults_pending() || start.elapsed() > PHASE_TIMEOUT => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %super::control::error_chain(&e), "retrying while a fault is in progress");
+                    self.tick_faults()?;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Waits until every fault fired has recovered, then records them with the outcome of
+    /// their migration.
+    fn finish_faults(&mut self, outcome: &'static str) -> Result<(), OrchestrateError> {
+        let start = Instant::now();
+        while self.faults_pending() {
+            if start.elapsed() > PHASE_TIMEOUT {
+                let what: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|p| p.recovered_at.is_none())
+                    .map(|p| p.fault.to_string())
+                    .collect();
+                return Err(OrchestrateError::Timeout {
+                    what: format!("recovery from the faults {}", what.join(", ")),
+                    waited: PHASE_TIMEOUT,
+                });
+            }
+            self.tick_faults()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for p in self.pending.drain(..) {
+            let ms = |a: Instant, b: Option<Instant>| {
+                b.map_or(0.0, |b| b.saturating_duration_since(a).as_secs_f64() * 1e3)
+            };
+            self.fault_records.push(FaultRecord {
+                fault: p.fault.what(),
+                phase: p.fault.phase.name(),
+                migration: p.migration,
+                id: p.id.map_or_else(String::new, |id| format!("m{}", id.0)),
+                outcome,
+                recovered_ms: ms(p.killed_at, p.recovered_at),
+                down_ms: ms(p.killed_at, p.started_at),
+                controller_phase: p.controller_phase,
+            });
+        }
+        Ok(())
     }
 
     /// Registers hosts and VMs with the controller and waits until every host acknowledged
@@ -634,7 +906,18 @@ impl Testbed {
 
     /// Fails if a srmigd process has exited.
     pub fn check_daemons(&self) -> Result<(), OrchestrateError> {
-        match self.daemons.iter().find(|d| !d.running(&self.lab)) {
+        let killed = |d: &Srmigd| {
+            self.pending.iter().any(|p| {
+                p.started_at.is_none()
+                    && matches!(p.fault.target, Component::Srmigd(r)
+                        if self.plan.host(r).name == d.host())
+            })
+        };
+        match self
+            .daemons
+            .iter()
+            .find(|d| !killed(d) && !d.running(&self.lab))
+        {
             Some(dead) => Err(dead.error("exited")),
             None => Ok(()),
         }
@@ -749,6 +1032,7 @@ impl Testbed {
             from: self.plan.host(from).name.to_owned(),
             to: self.plan.host(to).name.to_owned(),
             strategy,
+            outcome: "completed",
             pause_ms: (resume_us - stop_us) as f64 / 1e3,
             total_ms: ms(t_req, t_done),
             prepare_ms: phase_ms(MigrationPhase::ExpectHypervisorDone).unwrap_or(0.0),
@@ -799,7 +1083,9 @@ impl Testbed {
             _ => HostRole::Source,
         };
         let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
-        let (held0, released0, dropped0) = self.vm_buffer_counters(to)?;
+        self.migrations_started += 1;
+        self.fire(FaultPhase::Steady, None)?;
+        let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
             to: self.plan.host(to).info().name,
@@ -807,19 +1093,32 @@ impl Testbed {
         };
 
         let t_req = Instant::now();
-        let accepted = self.control.migrate(&req)?;
+        let accepted = self.retrying(|t| t.control.migrate(&req))?;
         let id = accepted.id;
-        self.wait_phase(id, "the hypervisor phase", |p| {
-            p == MigrationPhase::ExpectHypervisorDone
+        for p in self.pending.iter_mut().filter(|p| p.id.is_none()) {
+            p.id = Some(id);
+        }
+        self.fire(FaultPhase::Prepare, Some(id))?;
+        let armed = self.wait_phase(id, "the hypervisor phase", |p| {
+            p == MigrationPhase::ExpectHypervisorDone || p.is_terminal()
         })?;
+        if armed.phase.is_terminal() {
+            // Rolled back before the VM moved (e.g. a host did not acknowledge in time).
+            return self.rolled_back(&armed, strategy, from, to, origin, t_req);
+        }
         let t_hv = Instant::now();
-        std::thread::sleep(timing.precopy);
+        self.fire(FaultPhase::Migrating, Some(id))?;
+        self.sleep_ticking(t_hv + timing.precopy)?;
 
         // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual switch;
         // the VM's last replies drain; the attachment leaves the source...
         let t_stop = Instant::now();
-        self.daemon(from)?
-            .set_vm_state(&self.control, self.plan.vm.name, VmState::Paused)?;
+        let vm_name = self.plan.vm.name;
+        self.retrying(|t| {
+            t.daemon(from)?
+                .set_vm_state(&t.control, vm_name, VmState::Paused)
+        })?;
+        self.fire(FaultPhase::Switchover, Some(id))?;
         std::thread::sleep(DRAIN);
         let moved = self.lab.move_link(&vm_port, &to_ns)?;
         if let Vm::Netns { port, .. } = &mut self.vm {
@@ -832,24 +1131,46 @@ impl Testbed {
         // The port is up at the destination but without carrier while `att` is down: srmigd
         // there does not consider it attached yet.
         self.lab.set_up(&moved)?;
-        crate::workload::sleep_until(t_stop + timing.downtime);
+        self.sleep_ticking(t_stop + timing.downtime)?;
         // ...and appears at the destination, VM side last: `att` is activated while it is
         // opened, before the destination srmigd hears that its port has carrier.
         self.lab.set_up(&vm_att)?;
         let t_attach = Instant::now();
 
-        self.control.hypervisor(
-            id,
-            &HypervisorPost {
-                event: HypervisorEventKind::Completed,
-                reason: None,
+        let completed = HypervisorPost {
+            event: HypervisorEventKind::Completed,
+            reason: None,
+        };
+        self.retrying(|t| match t.control.hypervisor(id, &completed) {
+            Ok(_) => Ok(()),
+            // A post the controller took just before it was killed: the retry is refused
+            // because the migration has moved on.
+            Err(e) => match t.control.migration(id) {
+                Ok(st) if st.phase != MigrationPhase::ExpectHypervisorDone => Ok(()),
+                _ => Err(e),
             },
-        )?;
+        })?;
+        if self.fault_plan.at(FaultPhase::Commit).next().is_some() {
+            self.wait_phase(id, "the commit", |p| {
+                matches!(
+                    p,
+                    MigrationPhase::ExpectCommitAcks | MigrationPhase::ExpectCleanupAcks
+                ) || p.is_terminal()
+            })?;
+            self.fire(FaultPhase::Commit, Some(id))?;
+        }
+        if self.fault_plan.at(FaultPhase::Cleanup).next().is_some() {
+            self.wait_phase(id, "the cleanup", |p| {
+                p == MigrationPhase::ExpectCleanupAcks || p.is_terminal()
+            })?;
+            self.fire(FaultPhase::Cleanup, Some(id))?;
+        }
         let done = self.wait_phase(id, "the end of the migration", MigrationPhase::is_terminal)?;
         let t_done = Instant::now();
         if done.phase != MigrationPhase::Completed {
             return Err(MigrationFailure::of(&done));
         }
+        self.finish_faults("completed")?;
         let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         Ok(MigrationRecord {
@@ -857,6 +1178,7 @@ impl Testbed {
             from: self.plan.host(from).name.to_owned(),
             to: self.plan.host(to).name.to_owned(),
             strategy,
+            outcome: "completed",
             pause_ms: ms(t_stop, t_attach),
             total_ms: ms(t_req, t_done),
             prepare_ms: ms(t_req, t_hv),
@@ -876,8 +1198,51 @@ impl Testbed {
         })
     }
 
+    /// The record of a migration that ended failed or cancelled with the VM where it was;
+    /// an error unless faults were injected (a lab run without faults must complete).
+    fn rolled_back(
+        &mut self,
+        done: &MigrationStatus,
+        strategy: Strategy,
+        from: HostRole,
+        to: HostRole,
+        origin: Instant,
+        t_req: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
+        if self.fault_plan.faults.is_empty() {
+            return Err(MigrationFailure::of(done));
+        }
+        tracing::warn!(migration = done.id.0, phase = %done.phase, error = ?done.error, "migration rolled back under faults");
+        self.finish_faults("rolled_back")?;
+        let t_done = Instant::now();
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        Ok(MigrationRecord {
+            id: format!("m{}", done.id.0),
+            from: self.plan.host(from).name.to_owned(),
+            to: self.plan.host(to).name.to_owned(),
+            strategy,
+            outcome: "rolled_back",
+            pause_ms: 0.0,
+            total_ms: ms(t_req, t_done),
+            prepare_ms: 0.0,
+            finish_ms: 0.0,
+            requested_at_ms: ms(origin, t_req),
+            cut_at_ms: 0.0,
+            attached_at_ms: 0.0,
+            completed_at_ms: ms(origin, t_done),
+            held: 0,
+            released: 0,
+            dropped: 0,
+            phases: done
+                .phases
+                .iter()
+                .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
+                .collect(),
+        })
+    }
+
     fn wait_phase(
-        &self,
+        &mut self,
         id: srmig_api::MigrationId,
         what: &str,
         reached: impl Fn(MigrationPhase) -> bool,
@@ -886,7 +1251,7 @@ impl Testbed {
     }
 
     fn wait_phase_for(
-        &self,
+        &mut self,
         id: srmig_api::MigrationId,
         what: &str,
         limit: Duration,
@@ -894,7 +1259,8 @@ impl Testbed {
     ) -> Result<MigrationStatus, OrchestrateError> {
         let start = Instant::now();
         loop {
-            let status = self.control.migration(id)?;
+            self.tick_faults()?;
+            let status = self.retrying(|t| t.control.migration(id))?;
             if reached(status.phase) {
                 return Ok(status);
             }
