@@ -329,3 +329,53 @@ fn a_restart_in_the_middle_of_a_migration_only_delays_it() {
         st.sids
     );
 }
+
+#[test]
+fn a_push_acknowledged_by_a_restarted_srmigd_counts_for_the_migration_waiting_for_it() {
+    let mut w = World::new(100);
+    w.poll_h1();
+    let web1 = VmId::new("web1").expect("vm");
+    let id =
+        w.c.request_migration(
+            Timestamp(50),
+            MigrateRequest {
+                vm: web1,
+                to: hid("h2"),
+                strategy: Strategy::SrBuffer,
+            },
+        )
+        .expect("migration");
+    // srmigd h1 dies while the prepare push is on its way, and the push (retried by the
+    // daemon) reaches the new srmigd before its first report does: the new srmigd's
+    // acknowledgement is the first the controller hears of its new boot epoch.
+    w.h1 = srmigd(4);
+    while let Some(a) = w.c.poll_action() {
+        let now = w.tick();
+        match a {
+            Action::PushConfig { host, config } if host.as_str() == "h1" => {
+                let ack = w.h1.apply_host_config(config).expect("applied");
+                w.c.handle_ack(now, ack).expect("ack");
+            }
+            Action::PushConfig { host, config } => {
+                w.c.handle_ack(
+                    now,
+                    Ack {
+                        host,
+                        epoch: config.epoch,
+                        generation: config.generation,
+                        boot_epoch: 5,
+                    },
+                )
+                .expect("ack");
+            }
+            _ => {}
+        }
+    }
+    w.deliver();
+    assert_eq!(
+        w.c.migration(id).expect("m").phase(),
+        MigrationPhase::ExpectHypervisorDone,
+        "the acknowledgement of the prepare config by the restarted srmigd was not counted"
+    );
+    assert!(w.in_sync());
+}

@@ -1081,7 +1081,9 @@ impl Controller {
         let Some(sync) = self.sync.get_mut(host) else {
             return;
         };
-        if generation <= sync.acked {
+        // Equal still counts: after a restart `host_lost_config` sets `acked` to what the
+        // host holds, from this very acknowledgement, before it gets here.
+        if generation < sync.acked {
             return;
         }
         sync.acked = generation;

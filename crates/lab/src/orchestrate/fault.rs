@@ -10,8 +10,9 @@
 //! | `switchover` | when the VM was paused at the source (stop-and-copy)                   |
 //! | `commit`     | when the controller pushes the commit (phase `expect-commit-acks`)     |
 //! | `cleanup`    | when the controller pushes the cleanup (phase `expect-cleanup-acks`)   |
-//! | `steady`     | between migrations: just before the migration is requested             |
+//! | `steady`     | between migrations: the migration is requested once all is back        |
 //!
+//! A fault on a process that an earlier fault left down waits until it was started again.
 //! `kill-*` sends SIGKILL and leaves the process down for [`FaultPlan::down`] (1 s by
 //! default) before starting it again, as a service manager would; `restart-*` sends SIGKILL
 //! and starts it again at once. Either way the migration goes on around it: the lab's

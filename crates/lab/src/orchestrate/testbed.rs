@@ -683,6 +683,22 @@ impl Testbed {
             _ => None,
         };
         for fault in faults {
+            // Still down from an earlier fault: wait until it is started again, then kill it.
+            let limit = Instant::now() + PHASE_TIMEOUT;
+            while self
+                .pending
+                .iter()
+                .any(|p| p.fault.target == fault.target && p.started_at.is_none())
+            {
+                if Instant::now() > limit {
+                    return Err(OrchestrateError::Timeout {
+                        what: format!("{} to be started again", fault.what()),
+                        waited: PHASE_TIMEOUT,
+                    });
+                }
+                self.tick_faults()?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let boot_before = match fault.target {
                 Component::Srmigd(role) => self
                     .daemon(role)?
@@ -1085,6 +1101,12 @@ impl Testbed {
         let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
         self.migrations_started += 1;
         self.fire(FaultPhase::Steady, None)?;
+        // Between migrations: the migration is requested once everything is back in sync.
+        let limit = Instant::now() + PHASE_TIMEOUT;
+        while self.faults_pending() && Instant::now() < limit {
+            self.tick_faults()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
