@@ -1,0 +1,147 @@
+//! The fault matrix of the netns lab (`srmig lab migrate --fault WHAT:PHASE`), end to end, on
+//! one testbed whose controller runs as its own `srmig controller` process:
+//!
+//! for each WHAT (`kill-controller`, `restart-controller`, `kill-srmigd-s|d|c`,
+//! `restart-srmigd-s|d|c`), one sr-buffer migration with that fault injected at every PHASE
+//! (`steady`, `prepare`, `migrating`, `switchover`, `commit`, `cleanup`) while the 1 ms
+//! probe runs. Required, per the control-plane issue:
+//! - every migration completes or rolls back (none stuck, no error);
+//! - controller faults lose no probe (and duplicate none);
+//! - an srmigd fault loses at most the probes sent while that srmigd was down or had not yet
+//!   got its config back (`recovered_ms`), and the host gets its config back with no operator
+//!   action (each fault's `recovered_ms` is measured until the controller re-pushed it and it
+//!   was acknowledged);
+//! - after the whole matrix, a migration without faults completes and loses nothing;
+//! - teardown leaves no namespace, srmigd or controller process behind.
+//!
+//! Needs root, srmigd and srmig (built by `cargo test --workspace`). Without root it prints
+//! `SKIPPED: needs root` and passes, unless `CI` is set. About 3 minutes here.
+
+mod common;
+
+use common::{processes_mentioning, show};
+
+use std::time::{Duration, Instant};
+
+use srmig_api::Strategy;
+use srmig_lab::orchestrate::fault::{Component, Fault, FaultPhase, FaultPlan};
+use srmig_lab::orchestrate::{
+    error_chain, is_root, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
+    WorkloadKind,
+};
+
+const WHATS: [&str; 8] = [
+    "kill-controller",
+    "restart-controller",
+    "kill-srmigd-s",
+    "kill-srmigd-d",
+    "kill-srmigd-c",
+    "restart-srmigd-s",
+    "restart-srmigd-d",
+    "restart-srmigd-c",
+];
+
+fn have_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED: needs root (network namespaces, veth pairs, AF_PACKET for srmigd)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set: the root-only lab test must not be skipped"
+    );
+    false
+}
+
+fn plan(faults: Vec<Fault>) -> RunPlan {
+    let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
+    plan.timing = MigrationTiming {
+        precopy: Duration::from_millis(300),
+        downtime: Duration::from_millis(175),
+    };
+    plan.gap = Duration::from_millis(750);
+    plan.warmup = Duration::from_millis(700);
+    plan.tail = Duration::from_millis(900);
+    plan.faults = FaultPlan {
+        faults,
+        down: Duration::from_millis(500),
+    };
+    plan
+}
+
+#[test]
+fn every_kill_and_restart_at_every_phase_ends_completed_or_rolled_back() {
+    if !have_root() {
+        return;
+    }
+    let started = Instant::now();
+    let options = TestbedOptions {
+        controller_process: true,
+        ..TestbedOptions::default()
+    };
+    let mut testbed = match Testbed::build(&options) {
+        Ok(t) => t,
+        Err(e) => panic!("building the lab failed: {}", error_chain(&e)),
+    };
+    let prefix = testbed.lab().run_id().prefix();
+    let dir = testbed.dir().to_owned();
+    let fail = |what: &str, e: OrchestrateError| -> ! {
+        panic!("{what}: lab run failed: {}", error_chain(&e))
+    };
+
+    let mut rolled_back = 0;
+    for what in WHATS {
+        let faults: Vec<Fault> = FaultPhase::ALL
+            .iter()
+            .map(|p| format!("{what}:{}", p.name()).parse().expect("fault"))
+            .collect();
+        let on_controller = faults[0].target == Component::Controller;
+        let outcome = run(&mut testbed, &plan(faults)).unwrap_or_else(|e| fail(what, e));
+        show(what, &outcome);
+        let probe = outcome.report.probe.as_ref().expect("probe report");
+        let records = &outcome.details.faults;
+        assert_eq!(records.len(), FaultPhase::ALL.len(), "{what}: {records:?}");
+        for r in records {
+            assert_eq!(r.fault, what);
+            assert!(
+                r.outcome == "completed" || r.outcome == "rolled_back",
+                "{r:?}"
+            );
+            rolled_back += usize::from(r.outcome == "rolled_back");
+            assert!(r.recovered_ms > 0.0 && r.recovered_ms < 15_000.0, "{r:?}");
+        }
+        assert_eq!(probe.duplicated, 0, "{what}: {probe:?}");
+        if on_controller {
+            assert_eq!(probe.lost, 0, "{what} lost probes: {probe:?}");
+        } else {
+            // At most what arrived while that srmigd was down or without its config: one
+            // probe per millisecond, each a request and an answer that may cross it.
+            let exposed_ms: f64 = records.iter().map(|r| r.recovered_ms).sum();
+            assert!(
+                (probe.lost as f64) <= exposed_ms + 50.0,
+                "{what}: lost {} probes, more than the {exposed_ms:.0} ms it was down or \
+                 without its config: {probe:?}",
+                probe.lost
+            );
+        }
+    }
+    eprintln!(
+        "{rolled_back} of {} faulted migrations rolled back",
+        WHATS.len()
+    );
+
+    // The next migration after all of that: no fault, nothing lost.
+    let after = run(&mut testbed, &plan(Vec::new())).unwrap_or_else(|e| fail("after", e));
+    show("after the fault matrix", &after);
+    let p = after.report.probe.as_ref().expect("probe report");
+    assert_eq!(p.lost, 0, "{p:?}");
+    assert_eq!(after.details.migrations[0].record.outcome, "completed");
+
+    testbed.teardown().expect("teardown");
+    let left = srmig_lab::list_namespaces_with_prefix(&prefix).expect("list namespaces");
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let dir_text = dir.display().to_string();
+    let procs = processes_mentioning(&dir_text);
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    eprintln!("fault matrix took {:?}", started.elapsed());
+}
