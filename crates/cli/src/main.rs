@@ -199,6 +199,16 @@ enum LabCommand {
         #[arg(long, default_value_t = 100)]
         propagation_delay_ms: u64,
     },
+    /// The lab's QEMU launcher hook (what a lab controller process runs as
+    /// `--qemu-launcher`): relays `start VM HOST` / `stop VM HOST HANDLE` to the running lab.
+    QemuHook {
+        /// The lab's launcher socket (DIR/launcher.sock of the run).
+        #[arg(long)]
+        socket: PathBuf,
+        /// start VM HOST | stop VM HOST HANDLE
+        #[arg(num_args = 3..=4, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -364,6 +374,16 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Lab {
             what: LabCommand::Migrate(args),
         } => cmd_lab_migrate(args),
+        Command::Lab {
+            what: LabCommand::QemuHook { socket, args },
+        } => {
+            let out = srmig_lab::orchestrate::hook::hook_call(&socket, &args)
+                .map_err(|e| anyhow::anyhow!("qemu-hook {}: {e}", args.join(" ")))?;
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            Ok(())
+        }
         Command::Lab {
             what:
                 LabCommand::Paper {

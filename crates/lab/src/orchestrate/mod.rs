@@ -16,6 +16,7 @@ pub mod control;
 pub mod demo;
 mod error;
 pub mod fault;
+pub mod hook;
 pub mod plan;
 mod preflight;
 pub mod qemu;

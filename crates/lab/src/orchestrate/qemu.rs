@@ -193,6 +193,8 @@ pub struct LabLauncher {
     hosts: Vec<String>,
     next_port: AtomicU16,
     launches: AtomicU32,
+    /// The QEMU started last on each host (pid), for a stop that does not know it.
+    pids: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl LabLauncher {
@@ -216,6 +218,7 @@ impl LabLauncher {
             hosts,
             next_port: AtomicU16::new(INCOMING_PORT_BASE),
             launches: AtomicU32::new(0),
+            pids: std::sync::Mutex::default(),
         }
     }
 
@@ -287,6 +290,7 @@ impl LabLauncher {
         let argv = self.argv(host, &serial, incoming);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         let pid = self.lab.spawn(&self.ns, &refs, Some(&log))?;
+        self.pids_lock().insert(host.to_owned(), pid);
         let incoming = incoming.then(|| {
             let port = self.next_port.fetch_add(1, Ordering::Relaxed);
             format!("tcp:[::1]:{port}")
@@ -351,10 +355,32 @@ impl LabLauncher {
         }
     }
 
+    fn pids_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The QEMU the lab started last on `host` (pid), if it still runs.
+    pub fn pid_on(&self, host: &str) -> Option<u32> {
+        let pid = *self.pids_lock().get(host)?;
+        self.lab.child_running(pid).then_some(pid)
+    }
+
     fn kill(&self, instance: &QemuInstance) {
-        let Ok(pid) = u32::try_from(instance.handle) else {
+        // Handle 0: the caller does not know it (a controller after a restart): the QEMU
+        // started last on that host.
+        let pid = match instance.handle {
+            0 => self.pids_lock().get(instance.host.as_str()).copied(),
+            h => u32::try_from(h).ok(),
+        };
+        let Some(pid) = pid else {
             return;
         };
+        {
+            let mut pids = self.pids_lock();
+            if pids.get(instance.host.as_str()) == Some(&pid) {
+                pids.remove(instance.host.as_str());
+            }
+        }
         // Not a child (any more): already stopped. Torn down: the lab killed it.
         if let Err(e) = self.lab.stop_child(pid) {
             tracing::debug!(pid, error = %e, "QEMU already stopped");
