@@ -340,3 +340,223 @@ fn stderr_note(stderr: &[u8]) -> String {
         format!("; stderr: {t}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn vm() -> VmId {
+        VmId::new("vm1").expect("name")
+    }
+    fn host(n: &str) -> HostId {
+        HostId::new(n).expect("name")
+    }
+
+    fn endpoints() -> QmpEndpoints {
+        let mut e = QmpEndpoints::new();
+        e.insert(host("d"), "/run/srmig/d/{vm}.qmp")
+            .expect("endpoint");
+        e
+    }
+
+    /// Writes an executable shell script `body` as `dir/name`.
+    fn hook(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write hook");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn start_reads_the_answer_and_defaults_qmp_and_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = hook(
+            dir.path(),
+            "full",
+            r#"[ "$1 $2 $3" = "start vm1 d" ] || exit 9
+echo 'starting' >&2
+echo '{"incoming":"tcp:[::1]:4444","qmp":"/tmp/x.qmp","handle":123}'"#,
+        );
+        let got = CommandLauncher::new(&full, endpoints())
+            .start(&vm(), &host("d"))
+            .expect("start");
+        assert_eq!(
+            got,
+            QemuInstance {
+                host: host("d"),
+                qmp: PathBuf::from("/tmp/x.qmp"),
+                incoming: Some("tcp:[::1]:4444".into()),
+                handle: 123,
+            }
+        );
+        let short = hook(
+            dir.path(),
+            "short",
+            r#"printf '\n {"incoming":"tcp:[::1]:1"}\n\n'"#,
+        );
+        let got = CommandLauncher::new(&short, endpoints())
+            .start(&vm(), &host("d"))
+            .expect("start");
+        assert_eq!(got.qmp, PathBuf::from("/run/srmig/d/vm1.qmp"));
+        assert_eq!(got.handle, 0);
+        // No qmp in the answer and no endpoint for the host.
+        let e = CommandLauncher::new(&short, endpoints())
+            .start_destination(&vm(), &host("e"))
+            .expect_err("no endpoint");
+        assert!(e.ends_with("start vm1 e` answered no `qmp`: host e has no QMP endpoint (srmig controller --qmp-endpoint e=PATH)"), "{e}");
+    }
+
+    #[test]
+    fn a_failing_hook_is_named_with_its_status_and_stderr_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = hook(
+            dir.path(),
+            "bad",
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo \"line $i\" >&2; done\n\
+             echo 'qemu-system-x86_64: cannot allocate memory' >&2; exit 3",
+        );
+        let e = CommandLauncher::new(&bad, endpoints())
+            .start_destination(&vm(), &host("d"))
+            .expect_err("fails");
+        let prog = bad.display();
+        assert!(
+            e.starts_with(&format!(
+                "the QEMU hook `{prog} start vm1 d` failed (exit status: 3); stderr: line 4\n"
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("line 12\nqemu-system-x86_64: cannot allocate memory"),
+            "{e}"
+        );
+        assert!(!e.contains("line 3\n"), "{e}");
+        let e = CommandLauncher::new(dir.path().join("missing"), endpoints())
+            .start_destination(&vm(), &host("d"))
+            .expect_err("missing");
+        assert!(e.contains("cannot run the QEMU hook"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_answer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, body, want) in [
+            (
+                "text",
+                "echo started; echo oops >&2",
+                "did not print one JSON object",
+            ),
+            (
+                "two",
+                r#"echo '{"incoming":"a"}'; echo '{"incoming":"b"}'"#,
+                "trailing characters",
+            ),
+            (
+                "noinc",
+                r#"echo '{"qmp":"/q"}'"#,
+                "missing field `incoming`",
+            ),
+            (
+                "extra",
+                r#"echo '{"incoming":"a","pid":4}'"#,
+                "unknown field `pid`",
+            ),
+            (
+                "neg",
+                r#"echo '{"incoming":"a","handle":-1}'"#,
+                "invalid value",
+            ),
+            (
+                "empty",
+                r#"echo '{"incoming":" "}'"#,
+                "answered an empty `incoming`",
+            ),
+        ] {
+            let h = hook(dir.path(), name, body);
+            let e = CommandLauncher::new(&h, endpoints())
+                .start_destination(&vm(), &host("d"))
+                .expect_err(name);
+            assert!(e.contains(want), "{name}: {e}");
+            assert!(
+                e.contains(&format!("{} start vm1 d", h.display())),
+                "{name}: {e}"
+            );
+        }
+        let h = hook(dir.path(), "says", "echo started; echo oops >&2");
+        let e = CommandLauncher::new(&h, endpoints())
+            .start_destination(&vm(), &host("d"))
+            .expect_err("text");
+        assert!(e.contains(r#"(stdout: "started"; stderr: oops)"#), "{e}");
+    }
+
+    #[test]
+    fn a_hook_past_the_timeout_is_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slow = hook(dir.path(), "slow", "echo waiting >&2; exec sleep 30");
+        let t0 = Instant::now();
+        let e = CommandLauncher::new(&slow, endpoints())
+            .with_timeout(Duration::from_millis(300))
+            .start_destination(&vm(), &host("d"))
+            .expect_err("timeout");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            e.ends_with("start vm1 d` did not finish within 300ms and was killed; stderr: waiting"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_background_process_holding_the_output_does_not_hang_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // As a careless hook that starts QEMU in the background with its stdout.
+        let h = hook(
+            dir.path(),
+            "bg",
+            r#"sleep 3 & echo '{"incoming":"tcp:[::1]:1","qmp":"/q"}'"#,
+        );
+        let t0 = Instant::now();
+        let got = CommandLauncher::new(&h, endpoints())
+            .start(&vm(), &host("d"))
+            .expect("start");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(got.incoming.as_deref(), Some("tcp:[::1]:1"));
+    }
+
+    #[test]
+    fn stop_passes_vm_host_and_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        let h = hook(
+            dir.path(),
+            "stop",
+            &format!("echo \"$@\" >> {}", log.display()),
+        );
+        let l = CommandLauncher::new(&h, endpoints());
+        let mut i = QemuInstance {
+            host: host("s"),
+            qmp: "/q".into(),
+            incoming: None,
+            handle: 4242,
+        };
+        l.stop(&vm(), &i);
+        i.handle = 0;
+        l.stop(&vm(), &i);
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "stop vm1 s 4242\nstop vm1 s 0\n"
+        );
+        // A failing stop is only logged.
+        let bad = hook(dir.path(), "badstop", "exit 1");
+        CommandLauncher::new(&bad, endpoints()).stop(&vm(), &i);
+        let e = CommandLauncher::new(&bad, endpoints())
+            .stop_instance(&vm(), &i)
+            .expect_err("fails");
+        assert!(
+            e.to_string()
+                .ends_with("stop vm1 s 0` failed (exit status: 1)"),
+            "{e}"
+        );
+    }
+}

@@ -1552,4 +1552,408 @@ mod tests {
         assert_eq!(stopped[0].host, host("d"));
         assert!(dst.commands().contains(&"quit".to_owned()));
     }
+
+    #[test]
+    fn endpoints_fill_in_the_vm_and_check_their_templates() {
+        let mut e = QmpEndpoints::new();
+        assert!(e.is_empty());
+        e.insert(host("h1"), "/run/srmig/{vm}/{vm}.qmp")
+            .expect("h1");
+        e.insert(host("h2"), "/run/srmig/h2.qmp").expect("h2");
+        assert_eq!(
+            e.endpoint(&host("h1"), &vm()),
+            Ok(PathBuf::from("/run/srmig/vm1/vm1.qmp"))
+        );
+        assert_eq!(
+            e.endpoint(&host("h2"), &vm()),
+            Ok(PathBuf::from("/run/srmig/h2.qmp"))
+        );
+        let none = e.endpoint(&host("h3"), &vm()).expect_err("h3");
+        assert_eq!(
+            none.to_string(),
+            "host h3 has no QMP endpoint (srmig controller --qmp-endpoint h3=PATH)"
+        );
+        for (t, want) in [
+            (
+                "run/{vm}.qmp",
+                "host h4: QMP endpoint `run/{vm}.qmp` is not an absolute path",
+            ),
+            (
+                "/run/{id}.qmp",
+                "host h4: QMP endpoint `/run/{id}.qmp`: only {vm} may stand in braces",
+            ),
+            (
+                "/run/{vm.qmp",
+                "host h4: QMP endpoint `/run/{vm.qmp`: only {vm} may stand in braces",
+            ),
+        ] {
+            let err = e.insert(host("h4"), t).expect_err(t);
+            assert_eq!(err.to_string(), want);
+        }
+        let err = e.insert(host("h1"), "/other").expect_err("twice");
+        assert_eq!(
+            err.to_string(),
+            "host h1 is given two QMP endpoints: `/run/srmig/{vm}/{vm}.qmp` and `/other`"
+        );
+    }
+
+    #[test]
+    fn host_equals_path_arguments() {
+        assert_eq!(
+            QmpEndpoints::parse_arg("h1=/run/{vm}.qmp"),
+            Ok((host("h1"), "/run/{vm}.qmp".to_owned()))
+        );
+        // Only the first '=' splits.
+        assert_eq!(
+            QmpEndpoints::parse_arg("h1=/a=b"),
+            Ok((host("h1"), "/a=b".to_owned()))
+        );
+        for (arg, want) in [
+            (
+                "h1",
+                "`h1`: expected HOST=PATH, e.g. h1=/run/srmig/qemu/{vm}.qmp",
+            ),
+            (
+                "h1=",
+                "`h1=`: expected HOST=PATH, e.g. h1=/run/srmig/qemu/{vm}.qmp",
+            ),
+            ("=/q", "`=/q`: bad host name: name is empty"),
+            (
+                "-h=/q",
+                "`-h=/q`: bad host name: name must not start with '.' or '-'",
+            ),
+        ] {
+            let err = QmpEndpoints::parse_arg(arg).expect_err(arg);
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    /// A rig without registered QEMUs: both found at their hosts' endpoints.
+    fn endpoint_rig() -> Rig {
+        let mut r = rig(None);
+        r.driver.forget(&vm());
+        let dir = r._dir.path();
+        let mut e = QmpEndpoints::new();
+        e.insert(host("s"), format!("{}/s-{{vm}}.qmp", dir.display()))
+            .expect("s");
+        e.insert(host("d"), format!("{}/d-{{vm}}.qmp", dir.display()))
+            .expect("d");
+        r.driver = r.driver.clone().with_endpoints(e);
+        r.src_qmp = dir.join("s-vm1.qmp");
+        r.dst_qmp = dir.join("d-vm1.qmp");
+        r
+    }
+
+    fn answers(pairs: &[(&str, Value)]) -> Script {
+        let mut s = Script::default();
+        for (name, ret) in pairs.iter().rev() {
+            s.prepend(name, ret.clone());
+        }
+        s
+    }
+
+    fn status(s: &str) -> Value {
+        json!({"status": s, "singlestep": false, "running": s == "running"})
+    }
+
+    fn failed_with(event: &HypervisorEvent) -> &str {
+        match event {
+            HypervisorEvent::Failed(why) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn start_finds_the_source_at_its_endpoint() {
+        let mut r = endpoint_rig();
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[("query-status", status("paused"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.start(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(
+            report.event,
+            HypervisorEvent::Failed(
+                "the source QEMU is paused, not running; nothing started".into()
+            )
+        );
+        assert_eq!(src.commands(), ["qmp_capabilities", "query-status"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_finds_a_completed_migration_and_retires_the_source() {
+        let mut r = endpoint_rig();
+        let done = json!({"status": "completed", "total-time": 333, "downtime": 21});
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[
+                ("query-migrate", done),
+                ("query-status", status("postmigrate")),
+            ]),
+            None,
+            None,
+            None,
+        );
+        let dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("running"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, progress) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Completed);
+        let last = progress.last().expect("final figures");
+        assert_eq!(last.status, "completed");
+        assert_eq!(
+            (last.total_time_ms, last.downtime_ms),
+            (Some(333), Some(21))
+        );
+        assert_eq!(
+            (last.stopped_at_us, last.resumed_at_us, last.pause_us),
+            (None, None, None)
+        );
+        assert_eq!(
+            r.driver.instance(&vm()),
+            Some(QemuInstance {
+                host: host("d"),
+                qmp: r.dst_qmp.clone(),
+                incoming: None,
+                handle: 0
+            })
+        );
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(
+            stopped,
+            [QemuInstance {
+                host: host("s"),
+                qmp: r.src_qmp.clone(),
+                incoming: None,
+                handle: 0
+            }]
+        );
+        assert!(
+            src.commands().contains(&"quit".to_owned()),
+            "{:?}",
+            src.commands()
+        );
+        assert!(!dst.commands().contains(&"quit".to_owned()));
+        assert!(r.launcher.started.lock().expect("lock").is_empty());
+        assert!(!r.driver.busy());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_rolls_back_a_failed_migration() {
+        let mut r = endpoint_rig();
+        let failed =
+            json!({"status": "failed", "error-desc": "Unable to write to socket: Broken pipe"});
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[
+                ("query-migrate", failed),
+                ("query-status", status("paused")),
+            ]),
+            None,
+            None,
+            None,
+        );
+        let dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("inmigrate"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(
+            failed_with(&report.event),
+            "the controller restarted during the migration; the source QEMU is paused and its \
+             migration is failed (Unable to write to socket: Broken pipe): rolled back"
+        );
+        assert!(
+            src.commands().contains(&"cont".to_owned()),
+            "{:?}",
+            src.commands()
+        );
+        assert!(!src.commands().contains(&"quit".to_owned()));
+        assert!(
+            dst.commands().contains(&"quit".to_owned()),
+            "{:?}",
+            dst.commands()
+        );
+        let stopped = wait_stopped(&r.launcher, 1).await;
+        assert_eq!(stopped.len(), 1);
+        assert_eq!((stopped[0].host.clone(), stopped[0].handle), (host("d"), 0));
+        assert_eq!(r.driver.instance(&vm()), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_of_a_source_that_never_migrated_out_rolls_back() {
+        // A QEMU that was itself a destination answers `completed` (its incoming migration)
+        // while running: the controller died before `migrate`.
+        let mut r = endpoint_rig();
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[
+                ("query-migrate", json!({"status": "completed"})),
+                ("query-status", status("running")),
+            ]),
+            None,
+            None,
+            None,
+        );
+        let dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("inmigrate"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert!(failed_with(&report.event)
+            .contains("the source QEMU is running and its migration is completed: rolled back"));
+        assert!(!src.commands().contains(&"cont".to_owned()));
+        assert!(dst.commands().contains(&"quit".to_owned()));
+        assert_eq!(wait_stopped(&r.launcher, 1).await.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_follows_an_active_migration_and_a_later_cancel() {
+        let mut r = endpoint_rig();
+        let active = json!({"status": "active", "total-time": 100});
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[
+                ("query-migrate", active),
+                ("query-status", status("running")),
+                ("migrate_cancel", json!({})),
+            ]),
+            None,
+            None,
+            None,
+        );
+        let dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("inmigrate"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        loop {
+            match r.rx.recv().await.expect("open") {
+                Command::HypervisorProgress(_, p) if p.status == "active" => break,
+                Command::HypervisorProgress(..) => {}
+                _ => panic!("reported before the cancel"),
+            }
+        }
+        assert!(r.driver.busy());
+        r.driver.cancel(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Cancelled);
+        assert!(src.commands().contains(&"migrate_cancel".to_owned()));
+        assert!(dst.commands().contains(&"quit".to_owned()));
+        assert_eq!(wait_stopped(&r.launcher, 1).await[0].host, host("d"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_follows_an_active_migration_to_completion() {
+        let mut r = endpoint_rig();
+        let mut s = answers(&[("query-status", status("running"))]);
+        for ret in [
+            json!({"status": "active", "total-time": 100}),
+            json!({"status": "active", "total-time": 150}),
+            json!({"status": "completed", "total-time": 200, "downtime": 12}),
+        ] {
+            s.queue("query-migrate").push_back(Exchange {
+                events: vec![],
+                reply: json!({"return": ret}),
+            });
+        }
+        let src = FakeQemu::spawn(&r.src_qmp, s, None, None, None);
+        let _dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("running"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, progress) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Completed);
+        assert!(progress.iter().any(|p| p.status == "active"));
+        assert_eq!(progress.last().map(|p| p.downtime_ms), Some(Some(12)));
+        assert_eq!(r.driver.instance(&vm()).map(|i| i.host), Some(host("d")));
+        wait_stopped(&r.launcher, 1).await;
+        assert!(src.commands().contains(&"quit".to_owned()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_cancels_when_the_destination_cannot_be_reached() {
+        let mut r = endpoint_rig();
+        let src = FakeQemu::spawn(
+            &r.src_qmp,
+            answers(&[
+                ("query-migrate", json!({"status": "active"})),
+                ("query-status", status("running")),
+                ("migrate_cancel", json!({})),
+            ]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        let why = failed_with(&report.event);
+        assert!(
+            why.contains("the destination does not answer (destination QEMU's QMP socket"),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("migration cancelled, the VM stays on s"),
+            "{why}"
+        );
+        assert!(src.commands().contains(&"migrate_cancel".to_owned()));
+        assert!(!src.commands().contains(&"cont".to_owned()));
+        assert_eq!(wait_stopped(&r.launcher, 1).await[0].host, host("d"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_with_the_source_gone() {
+        // The destination runs: the source was retired before the restart.
+        let mut r = endpoint_rig();
+        let dst = FakeQemu::spawn(
+            &r.dst_qmp,
+            answers(&[("query-status", status("running"))]),
+            None,
+            None,
+            None,
+        );
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        assert_eq!(report.event, HypervisorEvent::Completed);
+        assert_eq!(
+            r.driver.instance(&vm()).map(|i| (i.host, i.handle)),
+            Some((host("d"), 0))
+        );
+        assert_eq!(wait_stopped(&r.launcher, 1).await[0].host, host("s"));
+        assert!(!dst.commands().contains(&"quit".to_owned()));
+
+        // Neither answers.
+        let mut r = endpoint_rig();
+        r.driver.resume(order(7), r.sink.clone());
+        let (report, _) = outcome(&mut r.rx).await;
+        let why = failed_with(&report.event);
+        assert!(why.starts_with("the controller restarted during the migration and reaches neither QEMU: source QEMU's QMP socket"), "{why}");
+        assert!(why.contains(&r.src_qmp.display().to_string()), "{why}");
+        assert!(why.contains(&r.dst_qmp.display().to_string()), "{why}");
+        assert_eq!(r.driver.instance(&vm()), None);
+    }
 }
