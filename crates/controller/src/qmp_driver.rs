@@ -1652,6 +1652,13 @@ mod tests {
         s
     }
 
+    impl FakeQemu {
+        /// Answers each named command with its value (the last one again when asked again).
+        fn answering(path: &Path, pairs: &[(&str, Value)]) -> FakeQemu {
+            FakeQemu::spawn(path, answers(pairs), None, None, None)
+        }
+    }
+
     fn status(s: &str) -> Value {
         json!({"status": s, "singlestep": false, "running": s == "running"})
     }
@@ -1666,13 +1673,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn start_finds_the_source_at_its_endpoint() {
         let mut r = endpoint_rig();
-        let src = FakeQemu::spawn(
-            &r.src_qmp,
-            answers(&[("query-status", status("paused"))]),
-            None,
-            None,
-            None,
-        );
+        let src = FakeQemu::answering(&r.src_qmp, &[("query-status", status("paused"))]);
         r.driver.start(order(7), r.sink.clone());
         let (report, _) = outcome(&mut r.rx).await;
         assert_eq!(
@@ -1688,23 +1689,14 @@ mod tests {
     async fn resume_finds_a_completed_migration_and_retires_the_source() {
         let mut r = endpoint_rig();
         let done = json!({"status": "completed", "total-time": 333, "downtime": 21});
-        let src = FakeQemu::spawn(
+        let src = FakeQemu::answering(
             &r.src_qmp,
-            answers(&[
+            &[
                 ("query-migrate", done),
                 ("query-status", status("postmigrate")),
-            ]),
-            None,
-            None,
-            None,
+            ],
         );
-        let dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("running"))]),
-            None,
-            None,
-            None,
-        );
+        let dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("running"))]);
         r.driver.resume(order(7), r.sink.clone());
         let (report, progress) = outcome(&mut r.rx).await;
         assert_eq!(report.event, HypervisorEvent::Completed);
@@ -1752,23 +1744,14 @@ mod tests {
         let mut r = endpoint_rig();
         let failed =
             json!({"status": "failed", "error-desc": "Unable to write to socket: Broken pipe"});
-        let src = FakeQemu::spawn(
+        let src = FakeQemu::answering(
             &r.src_qmp,
-            answers(&[
+            &[
                 ("query-migrate", failed),
                 ("query-status", status("paused")),
-            ]),
-            None,
-            None,
-            None,
+            ],
         );
-        let dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("inmigrate"))]),
-            None,
-            None,
-            None,
-        );
+        let dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("inmigrate"))]);
         r.driver.resume(order(7), r.sink.clone());
         let (report, _) = outcome(&mut r.rx).await;
         assert_eq!(
@@ -1798,23 +1781,14 @@ mod tests {
         // A QEMU that was itself a destination answers `completed` (its incoming migration)
         // while running: the controller died before `migrate`.
         let mut r = endpoint_rig();
-        let src = FakeQemu::spawn(
+        let src = FakeQemu::answering(
             &r.src_qmp,
-            answers(&[
+            &[
                 ("query-migrate", json!({"status": "completed"})),
                 ("query-status", status("running")),
-            ]),
-            None,
-            None,
-            None,
+            ],
         );
-        let dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("inmigrate"))]),
-            None,
-            None,
-            None,
-        );
+        let dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("inmigrate"))]);
         r.driver.resume(order(7), r.sink.clone());
         let (report, _) = outcome(&mut r.rx).await;
         assert!(failed_with(&report.event)
@@ -1828,24 +1802,15 @@ mod tests {
     async fn resume_follows_an_active_migration_and_a_later_cancel() {
         let mut r = endpoint_rig();
         let active = json!({"status": "active", "total-time": 100});
-        let src = FakeQemu::spawn(
+        let src = FakeQemu::answering(
             &r.src_qmp,
-            answers(&[
+            &[
                 ("query-migrate", active),
                 ("query-status", status("running")),
                 ("migrate_cancel", json!({})),
-            ]),
-            None,
-            None,
-            None,
+            ],
         );
-        let dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("inmigrate"))]),
-            None,
-            None,
-            None,
-        );
+        let dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("inmigrate"))]);
         r.driver.resume(order(7), r.sink.clone());
         loop {
             match r.rx.recv().await.expect("open") {
@@ -1878,13 +1843,7 @@ mod tests {
             });
         }
         let src = FakeQemu::spawn(&r.src_qmp, s, None, None, None);
-        let _dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("running"))]),
-            None,
-            None,
-            None,
-        );
+        let _dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("running"))]);
         r.driver.resume(order(7), r.sink.clone());
         let (report, progress) = outcome(&mut r.rx).await;
         assert_eq!(report.event, HypervisorEvent::Completed);
@@ -1898,16 +1857,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn resume_cancels_when_the_destination_cannot_be_reached() {
         let mut r = endpoint_rig();
-        let src = FakeQemu::spawn(
+        let src = FakeQemu::answering(
             &r.src_qmp,
-            answers(&[
+            &[
                 ("query-migrate", json!({"status": "active"})),
                 ("query-status", status("running")),
                 ("migrate_cancel", json!({})),
-            ]),
-            None,
-            None,
-            None,
+            ],
         );
         r.driver.resume(order(7), r.sink.clone());
         let (report, _) = outcome(&mut r.rx).await;
@@ -1929,13 +1885,7 @@ mod tests {
     async fn resume_with_the_source_gone() {
         // The destination runs: the source was retired before the restart.
         let mut r = endpoint_rig();
-        let dst = FakeQemu::spawn(
-            &r.dst_qmp,
-            answers(&[("query-status", status("running"))]),
-            None,
-            None,
-            None,
-        );
+        let dst = FakeQemu::answering(&r.dst_qmp, &[("query-status", status("running"))]);
         r.driver.resume(order(7), r.sink.clone());
         let (report, _) = outcome(&mut r.rx).await;
         assert_eq!(report.event, HypervisorEvent::Completed);
@@ -1955,5 +1905,121 @@ mod tests {
         assert!(why.contains(&r.src_qmp.display().to_string()), "{why}");
         assert!(why.contains(&r.dst_qmp.display().to_string()), "{why}");
         assert_eq!(r.driver.instance(&vm()), None);
+    }
+
+    /// Real QEMU (TCG, no guest), a driver-level controller restart: the first driver starts
+    /// the migration through a [`CommandLauncher`](crate::qemu_hook::CommandLauncher) hook and
+    /// its runtime is dropped mid-migration (every QMP connection closes, as when the
+    /// controller dies); a second driver re-attaches and finishes it. Needs
+    /// `qemu-system-x86_64`: `cargo test -p srmig-controller -- --ignored real_qemu`.
+    #[test]
+    #[ignore = "needs qemu-system-x86_64"]
+    fn real_qemu_migration_survives_a_driver_restart() {
+        use crate::qemu_hook::CommandLauncher;
+        use std::os::unix::fs::PermissionsExt;
+        if std::process::Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "SKIPPED real_qemu_migration_survives_a_driver_restart: no qemu-system-x86_64"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let qemu = "qemu-system-x86_64 -nodefaults -display none -accel tcg -m 64 -daemonize";
+        let port = 47_000 + std::process::id() % 1000;
+        let hook = dir.path().join("hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\ncase $1 in\n\
+                 start) {qemu} -qmp unix:{d}/$3-$2.qmp,server=on,wait=off -incoming defer \
+                 -pidfile {d}/$3.pid >{d}/$3.log 2>&1\n\
+                 echo \"{{\\\"incoming\\\":\\\"tcp:[::1]:{port}\\\",\\\"handle\\\":$(cat {d}/$3.pid)}}\" ;;\n\
+                 stop) echo \"stop $*\" >> {d}/stops; kill $(cat {d}/$3.pid) 2>/dev/null || true ;;\n\
+                 esac\n"
+            ),
+        )
+        .expect("hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{qemu} -qmp unix:{d}/s-vm1.qmp,server=on,wait=off -pidfile {d}/s.pid"
+            ))
+            .status()
+            .expect("source qemu");
+        assert!(st.success());
+        let kill_all = || {
+            for h in ["s", "d"] {
+                if let Ok(pid) = std::fs::read_to_string(dir.path().join(format!("{h}.pid"))) {
+                    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+                }
+            }
+        };
+        let mut e = QmpEndpoints::new();
+        e.insert(host("s"), format!("{d}/s-{{vm}}.qmp")).expect("s");
+        e.insert(host("d"), format!("{d}/d-{{vm}}.qmp")).expect("d");
+        let driver = || {
+            let launcher = CommandLauncher::new(&hook, e.clone());
+            let mut s = settings();
+            s.migration_timeout = Duration::from_secs(60);
+            // A little over 1 MB (zero pages, firmware): several seconds at 200 KB/s.
+            s.parameters = Some(MigrationParameters {
+                max_bandwidth: Some(200_000),
+                ..MigrationParameters::default()
+            });
+            Qmp::new(Arc::new(launcher), s).with_endpoints(e.clone())
+        };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let sink = ReportSink::new(tx);
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let first = rt.block_on(async {
+            driver().start(order(7), sink.clone());
+            loop {
+                match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+                    Ok(Some(Command::HypervisorProgress(_, p))) if p.status == "active" => {
+                        break Ok(p)
+                    }
+                    Ok(Some(Command::HypervisorProgress(..))) => {}
+                    other => break Err(format!("{:?}", other.map(|c| c.map(|_| ())))),
+                }
+            }
+        });
+        drop(rt); // the "controller" dies mid-migration
+        let Ok(first) = first else {
+            kill_all();
+            panic!("no active progress: {first:?}");
+        };
+        eprintln!("before the restart: {first}");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let second = driver();
+        let result = rt.block_on(async {
+            second.resume(order(7), sink.clone());
+            outcome(&mut rx).await
+        });
+        eprintln!(
+            "after: {:?} {}",
+            result.0.event,
+            result.1.last().map(|p| p.to_string()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let stops = std::fs::read_to_string(dir.path().join("stops")).unwrap_or_default();
+        let dst_alive = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -0 $(cat {d}/d.pid)"))
+            .status()
+            .is_ok_and(|s| s.success());
+        kill_all();
+        assert_eq!(result.0.event, HypervisorEvent::Completed);
+        assert_eq!(
+            second.instance(&vm()).map(|i| (i.host, i.handle)),
+            Some((host("d"), 0))
+        );
+        assert_eq!(stops, "stop stop vm1 s 0\n");
+        assert!(dst_alive);
     }
 }
