@@ -2,6 +2,7 @@
 //! prints; it holds no logic of its own.
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
+mod controller;
 mod migrate;
 
 use std::path::PathBuf;
@@ -120,6 +121,8 @@ struct ControllerArgs {
     /// needs --tls-dir.
     #[arg(long, value_name = "ADDR:PORT", requires = "tls_dir")]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    hypervisor: controller::HypervisorArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -471,6 +474,7 @@ fn cmd_pki(what: PkiCommand) -> Result<()> {
 }
 
 fn cmd_controller(a: ControllerArgs) -> Result<()> {
+    let driver = a.hypervisor.driver()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -486,6 +490,7 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
     options.host_poll = Duration::from_millis(a.host_poll_ms.max(1));
     options.state_poll = Duration::from_millis(a.state_poll_ms.max(1));
     options.socket_group = a.socket_group;
+    options.driver = driver;
     if let Some(dir) = a.tls_dir {
         let id = srmig_tls::PeerIdentity::new(srmig_tls::Role::Controller, a.tls_name)?;
         options.tls = Some(srmig_controller::ControllerTls {

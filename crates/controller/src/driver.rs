@@ -11,7 +11,9 @@
 //! - [`crate::qmp_driver::Qmp`]: QEMU over QMP. `start` has the destination QEMU started
 //!   (`-incoming defer`, by a [`crate::qmp_driver::QemuLauncher`]), issues `migrate-incoming` and
 //!   `migrate`, follows `query-migrate` (progress in the migration's status) and reports the
-//!   outcome; `cancel` issues `migrate_cancel`. See `docs/qemu.md`.
+//!   outcome; `cancel` issues `migrate_cancel`; `resume` re-attaches to a migration QEMU is
+//!   still running after a controller restart and finishes it or rolls it back. See
+//!   `docs/qemu.md`.
 
 use std::fmt;
 

@@ -8,7 +8,9 @@
 //!   migration waits for its hypervisor);
 //! - [`store`]: the embedded redb store, written ahead of every action;
 //! - [`driver`]: the [`HypervisorDriver`] trait and its [`External`] implementation;
-//! - [`qmp_driver`]: the QMP driver for QEMU ([`Qmp`], with a [`QemuLauncher`] for destinations);
+//! - [`qmp_driver`]: the QMP driver for QEMU ([`Qmp`], with a [`QemuLauncher`] for destinations,
+//!   per-host [`QmpEndpoints`]); [`qemu_hook`]: [`CommandLauncher`], a launcher running an
+//!   operator's hook program;
 //! - `metrics`: the counters, gauges and histograms of `GET /metrics`;
 //! - [`client`]: a typed client; [`follow`]: the `srmig migrate` procedure (request, follow,
 //!   heartbeat, time limit);
@@ -34,6 +36,7 @@ pub mod http;
 mod mailbox;
 mod metrics;
 pub mod push;
+pub mod qemu_hook;
 pub mod qmp_driver;
 pub mod resync;
 pub mod store;
@@ -49,7 +52,8 @@ pub use daemon::{
 pub use driver::{External, HypervisorDriver, MigrationOrder, ReportSink};
 pub use mailbox::Failure;
 pub use push::PushSettings;
-pub use qmp_driver::{QemuInstance, QemuLauncher, Qmp, QmpSettings};
+pub use qemu_hook::{CommandLauncher, HookError, DEFAULT_HOOK_TIMEOUT};
+pub use qmp_driver::{EndpointError, QemuInstance, QemuLauncher, Qmp, QmpEndpoints, QmpSettings};
 pub use store::{Store, StoreError};
 pub use types::{
     ControllerInfo, HostApi, HostRegistration, HostView, HypervisorEventKind, HypervisorPost,
