@@ -25,7 +25,7 @@ pub enum ClientError {
     /// No answer (not running, wrong path or address, timeout; over TLS: a refused
     /// handshake, or a peer that is not a controller).
     #[error("no answer from the controller")]
-    Http(#[from] PeerHttpError),
+    Http(#[source] Box<PeerHttpError>),
     /// The controller refused the request.
     #[error("the controller refused the request ({status}): {error}")]
     Api {
@@ -63,6 +63,13 @@ pub enum ClientError {
     /// The async runtime could not be built (blocking helpers).
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<PeerHttpError> for ClientError {
+    /// Boxed: a TLS failure names the peers involved, and every caller's error carries this one.
+    fn from(e: PeerHttpError) -> Self {
+        ClientError::Http(Box::new(e))
+    }
 }
 
 impl ClientError {

@@ -242,7 +242,7 @@ fn request_error(controller: &str, e: ClientError) -> FollowError {
     match e {
         ClientError::Http(source) => FollowError::Unreachable {
             controller: controller.to_owned(),
-            source,
+            source: *source,
         },
         ClientError::Api { status, error } => FollowError::Refused { status, error },
         other => FollowError::Request(other),
@@ -300,7 +300,10 @@ pub async fn follow(
     let info = match client.info().await {
         Ok(info) => Some(info),
         Err(ClientError::Http(source)) => {
-            return Err(FollowError::Unreachable { controller, source });
+            return Err(FollowError::Unreachable {
+                controller,
+                source: *source,
+            });
         }
         Err(_) => None,
     };
