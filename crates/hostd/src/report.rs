@@ -118,3 +118,28 @@ pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_sockets_or_https_urls_with_tls_files() {
+        assert!(matches!(
+            Target::parse("/run/srmig/controller.sock", None),
+            Ok(Target::Unix(_))
+        ));
+        let no_tls = Target::parse("https://10.0.0.2:7443", None).expect_err("no TLS files");
+        assert!(
+            no_tls.to_string().contains("--tls-dir is needed"),
+            "{no_tls}"
+        );
+        let files = srmig_tls::TlsFiles::new("/nonexistent/ca.pem", "/x.pem", "/x.key");
+        for bad in ["https://fd00::2:7443", "http://10.0.0.2:7443"] {
+            let e = Target::parse(bad, Some(&files)).expect_err(bad);
+            assert!(format!("{e:#}").starts_with("--controller: "), "{e:#}");
+        }
+        let e = Target::parse("https://10.0.0.2:7443", Some(&files)).expect_err("no files");
+        assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
+    }
+}
