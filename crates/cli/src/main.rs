@@ -2,6 +2,7 @@
 //! prints; it holds no logic of its own.
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
+mod connect;
 mod controller;
 mod migrate;
 

@@ -3,16 +3,19 @@
 //! its events into lines or a progress bar, and its end into a message and an exit code.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use srmig_api::{HostId, MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmId};
+use srmig_api::{
+    ApiErrorCode, HostId, MigrateRequest, MigrationPhase, MigrationStatus, Strategy, VmId,
+};
 use srmig_controller::follow::{
     self, EventKind, FollowEnd, FollowError, FollowEvent, FollowOptions, TimeoutCancel,
 };
-use srmig_controller::http::HttpError;
+use srmig_controller::http::{HttpError, PeerHttpError};
+
+use crate::connect::{ConnectError, ControllerFlags, EXIT_USAGE};
 
 /// The migration completed.
 pub(crate) const EXIT_COMPLETED: u8 = 0;
@@ -34,8 +37,9 @@ timestamped lines otherwise (scripts, CI logs). Ctrl-C stops following; the migr
 Exit status:
   0  the migration completed: the VM runs on the destination (with --no-wait: accepted)
   1  error: the controller is unreachable, refused the request (its error code and message
-     are printed), or stopped answering for 30 s while the migration was followed
-  2  invalid arguments
+     are printed), or stopped answering for 30 s while the migration was followed; or this
+     CLI's certificate (--tls-dir) could not be loaded
+  2  invalid arguments (also: https:// without --tls-dir, --tls-dir with a socket)
   3  the migration failed or was cancelled and rolled back: the VM stays on the source
      (the reason is printed)
   4  --timeout reached before the migration ended: it goes on, unless --cancel-on-timeout
@@ -52,9 +56,8 @@ pub(crate) struct MigrateArgs {
     /// traditional, sr-drop or sr-buffer.
     #[arg(long, default_value = "sr-buffer", value_parser = parse_strategy)]
     strategy: Strategy,
-    /// The controller's API socket.
-    #[arg(long, default_value = srmig_controller::DEFAULT_SOCKET)]
-    controller: PathBuf,
+    #[command(flatten)]
+    connect: ControllerFlags,
     /// Stop waiting after DURATION (e.g. 90s, 10m, 1h30m) and exit with 4. Default: no limit
     /// here, only the controller's own phase timeouts (`srmig controller --ack-timeout-ms`,
     /// 5 s: hosts that do not acknowledge roll the migration back; `--hypervisor-timeout-ms`,
@@ -239,13 +242,25 @@ pub(crate) fn run(args: MigrateArgs) -> ExitCode {
     } else {
         View::Lines
     };
-    let end = follow::migrate_and_follow(&args.controller, &req, &options, |e| view.show(e));
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(ConnectError::Usage(message)) => {
+            err(&format!("error: {message}"));
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(ConnectError::Client(e)) => {
+            err(&format!("error: {}", chain(&e)));
+            err(&format!("  {}", args.connect.certificate_hint()));
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let end = follow::migrate_and_follow(&client, &req, &options, |e| view.show(e));
     view.finish();
     match end {
         Ok(end) => ExitCode::from(report(&end)),
         Err(e) => {
             err(&format!("error: {}", chain(&e)));
-            if let Some(hint) = hint(&e, &args.controller) {
+            if let Some(hint) = hint(&e, &args.connect) {
                 err(&format!("  {hint}"));
             }
             ExitCode::from(EXIT_ERROR)
@@ -359,7 +374,7 @@ fn report(end: &FollowEnd) -> u8 {
 }
 
 /// An error and its sources, joined by ": ".
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -371,21 +386,25 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// What the operator can do about an error.
-fn hint(e: &FollowError, socket: &std::path::Path) -> Option<String> {
+fn hint(e: &FollowError, connect: &ControllerFlags) -> Option<String> {
     match e {
         FollowError::Unreachable {
-            source: HttpError::Timeout { .. },
+            source:
+                PeerHttpError::Unix(HttpError::Timeout { .. })
+                | PeerHttpError::Tls(srmig_tls::ClientError::Timeout { .. }),
             ..
         } => Some(
             "the controller is running but did not answer in time; the migration may have \
              been accepted: check GET /v1/migrations before retrying"
                 .to_owned(),
         ),
-        FollowError::Unreachable { .. } => Some(format!(
-            "is the controller running (`srmig controller --socket {}`)? --controller selects \
-             its socket",
-            socket.display()
-        )),
+        FollowError::Unreachable { source, .. } => connect.unreachable_hint(source),
+        FollowError::Refused { error, .. } if error.code == ApiErrorCode::Forbidden => Some(
+            "this certificate may not migrate: the controller lets `client` certificates \
+             (srmig pki issue --role client) do what its local admins do, and a host's only \
+             report its VMs' state"
+                .to_owned(),
+        ),
         _ => None,
     }
 }

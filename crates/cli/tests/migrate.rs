@@ -794,3 +794,200 @@ async fn a_controller_that_goes_away_is_lost_contact() {
     assert!(*silent.lock().expect("lock") >= 1);
     drop(w.dir);
 }
+
+// ----- over mutual TLS, from another machine -----
+
+/// A CA in `dir` with the certificates the TLS tests need: the controller's (valid for
+/// 127.0.0.1), the operator alice's, and host h1's (also valid for 127.0.0.1).
+fn pki(dir: &Path) -> srmig_tls::TlsFiles {
+    use srmig_tls::{IssueOptions, PeerIdentity, Role};
+    srmig_tls::init_ca(dir, &srmig_tls::CaOptions::default()).expect("CA");
+    let issue = |role, name: &str| {
+        let mut o = IssueOptions::new(PeerIdentity::new(role, name).expect("identity"));
+        if role != Role::Client {
+            o.sans = vec!["127.0.0.1".parse().expect("san")];
+        }
+        srmig_tls::issue(dir, dir, &o).expect("issue")
+    };
+    issue(Role::Client, "alice");
+    issue(Role::Host, "h1");
+    issue(Role::Controller, "ctl")
+}
+
+fn tls_controller(files: srmig_tls::TlsFiles) -> impl FnOnce(&mut Options) {
+    move |o: &mut Options| {
+        o.tls = Some(srmig_controller::ControllerTls {
+            files,
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+        });
+    }
+}
+
+/// `srmig migrate ... --controller URL --tls-dir DIR --tls-name NAME`, run to its end.
+async fn migrate_over_tls(to: &str, url: &str, dir: &Path, name: &str) -> Ran {
+    let dir = dir.to_str().expect("utf-8 path");
+    Srmig::spawn(&[
+        "migrate",
+        "web1",
+        "--to",
+        to,
+        "--controller",
+        url,
+        "--tls-dir",
+        dir,
+        "--tls-name",
+        name,
+    ])
+    .output()
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_over_mutual_tls_with_a_client_certificate() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki_dir = certs.path().join("pki");
+    let w = World::new(tls_controller(pki(&pki_dir))).await;
+    let addr = w
+        .daemon
+        .as_ref()
+        .and_then(|d| d.tls_addr())
+        .expect("TLS listener");
+    let url = format!("https://{addr}");
+
+    let run = Srmig::spawn(&[
+        "migrate",
+        "web1",
+        "--to",
+        "h2",
+        "--controller",
+        &url,
+        "--tls-dir",
+        pki_dir.to_str().expect("utf-8 path"),
+        "--tls-name",
+        "alice",
+    ]);
+    let id = w.migration().await.id;
+    w.wait_phase(id, MigrationPhase::ExpectHypervisorDone).await;
+    w.vm_state(1, VmState::Paused).await;
+    w.vm_state(2, VmState::Running).await;
+    w.hypervisor(id, HypervisorEventKind::Completed, None).await;
+    let ran = run.output().await;
+    ran.expect_code(0);
+    assert!(ran.stdout.contains("expect-path-acks: "), "{}", ran.stdout);
+    let last = ran.stdout.lines().last().expect("a line");
+    assert!(last.ends_with("web1 now runs on h2"), "{last}");
+    assert!(ran.stderr.is_empty(), "{}", ran.stderr);
+
+    // A host's certificate (copied where a client's would be) is authenticated, then refused
+    // by the controller: hosts may only report their VMs' state.
+    let as_host = certs.path().join("as-host");
+    std::fs::create_dir(&as_host).expect("dir");
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("host-h1.pem", "client-h1.pem"),
+        ("host-h1.key", "client-h1.key"),
+    ] {
+        std::fs::copy(pki_dir.join(from), as_host.join(to)).expect("copy");
+    }
+    let ran = migrate_over_tls("h1", &url, &as_host, "h1").await;
+    ran.expect_code(1);
+    for expected in [
+        "error: the controller refused the migration (forbidden): host/h1 may only report its \
+         own VMs' state (POST /v1/vm-state), not POST /v1/migrations",
+        "this certificate may not migrate",
+    ] {
+        assert!(ran.stderr.contains(expected), "{}", ran.stderr);
+    }
+
+    // A client certificate from another CA: this CLI does not trust the controller's.
+    let other = certs.path().join("other");
+    pki(&other);
+    let ran = migrate_over_tls("h1", &url, &other, "alice").await;
+    ran.expect_code(1);
+    for expected in [
+        format!(
+            "error: cannot reach the controller at {url}: TLS handshake with {addr} failed: \
+             invalid peer certificate: UnknownIssuer"
+        ),
+        "the controller refused this CLI's certificate, or this CLI does not trust the \
+         controller's"
+            .to_owned(),
+    ] {
+        assert!(ran.stderr.contains(&expected), "{}", ran.stderr);
+    }
+
+    // No certificate of that name.
+    let ran = migrate_over_tls("h1", &url, &pki_dir, "bob").await;
+    ran.expect_code(1);
+    let missing = pki_dir.join("client-bob.pem");
+    for expected in [
+        format!("{}: no such file", missing.display()),
+        "srmig pki issue --dir CA_DIR --role client --name bob".to_owned(),
+    ] {
+        assert!(ran.stderr.contains(&expected), "{}", ran.stderr);
+    }
+
+    // https:// without --tls-dir is a usage error, with clap's exit code.
+    let ran = Srmig::spawn(&["migrate", "web1", "--to", "h1", "--controller", &url])
+        .output()
+        .await;
+    ran.expect_code(2);
+    assert!(
+        ran.stderr.contains(&format!(
+            "error: --controller {url} is reached over mutual TLS: give --tls-dir DIR"
+        )),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(w.client.migrations().await.expect("list").len(), 1);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_is_not_a_controller_is_named() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path();
+    pki(dir);
+    let host = srmig_tls::TlsFiles::in_dir(
+        dir,
+        &srmig_tls::PeerIdentity::new(srmig_tls::Role::Host, "h1").expect("identity"),
+    );
+
+    // A srmigd's TLS listener (h1's certificate) where the controller was expected.
+    let config = srmig_tls::server_config(&host, &[srmig_tls::Role::Client]).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(srmig_tls::serve(
+        listener,
+        config,
+        Router::new(),
+        srmig_tls::ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let ran = migrate_over_tls("h2", &format!("https://{addr}"), dir, "alice").await;
+    ran.expect_code(1);
+    for expected in [
+        format!("{addr} is host/h1, expected a controller"),
+        format!("https://{addr} is not the controller's TLS listener (a srmigd's?)"),
+    ] {
+        assert!(ran.stderr.contains(&expected), "{}", ran.stderr);
+    }
+    server.abort();
+
+    // Nobody listening: the port of a listener just closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let ran = migrate_over_tls("h2", &format!("https://{closed}"), dir, "alice").await;
+    ran.expect_code(1);
+    for expected in [
+        format!("error: cannot reach the controller at https://{closed}"),
+        format!("cannot connect to {closed}"),
+        "is the controller listening there".to_owned(),
+    ] {
+        assert!(ran.stderr.contains(&expected), "{}", ran.stderr);
+    }
+}

@@ -1,5 +1,8 @@
-//! A typed client of the controller API (used by `srmig migrate`, the lab and the tests).
-//! `srmig migrate` itself (request, follow, heartbeat, time limit) is [`crate::follow`].
+//! A typed client of the controller API (used by `srmig migrate`, the lab and the tests),
+//! over the controller's unix socket or, from another machine, over its mutual-TLS listener
+//! (`srmig controller --tls-dir DIR --listen ADDR:PORT`) with a `srmig://client/<name>`
+//! certificate. `srmig migrate` itself (request, follow, heartbeat, time limit) is
+//! [`crate::follow`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,15 +14,18 @@ use srmig_api::{
     ApiError, MigrateRequest, MigrationId, MigrationStatus, PhaseRecord, VmInfo, VmStateReport,
 };
 
-use crate::http::{HttpError, UnixHttp};
+use srmig_tls::{ApiAddress, Role, TlsFiles};
+
+use crate::http::{PeerHttp, PeerHttpError, UnixHttp};
 use crate::types::{ControllerInfo, HostRegistration, HostView, HypervisorPost, VmView};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No answer (not running, wrong path, timeout).
-    #[error("the controller did not answer")]
-    Http(#[from] HttpError),
+    /// No answer (not running, wrong path or address, timeout; over TLS: a refused
+    /// handshake, or a peer that is not a controller).
+    #[error("no answer from the controller")]
+    Http(#[source] Box<PeerHttpError>),
     /// The controller refused the request.
     #[error("the controller refused the request ({status}): {error}")]
     Api {
@@ -36,9 +42,34 @@ pub enum ClientError {
         /// The beginning of the body.
         body: String,
     },
+    /// `https://HOST:PORT` without a certificate to present.
+    #[error(
+        "{target} is reached over mutual TLS, which needs a client certificate \
+         (srmig://client/<name>, from `srmig pki issue --role client`)"
+    )]
+    NoCertificate {
+        /// `https://HOST:PORT`.
+        target: String,
+    },
+    /// The certificate, its key or the CA could not be loaded.
+    #[error("cannot load the client certificate to reach {target}")]
+    Certificate {
+        /// `https://HOST:PORT`.
+        target: String,
+        /// Which file, and what is wrong with it.
+        #[source]
+        source: srmig_tls::ConfigError,
+    },
     /// The async runtime could not be built (blocking helpers).
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<PeerHttpError> for ClientError {
+    /// Boxed: a TLS failure names the peers involved, and every caller's error carries this one.
+    fn from(e: PeerHttpError) -> Self {
+        ClientError::Http(Box::new(e))
+    }
 }
 
 impl ClientError {
@@ -51,23 +82,57 @@ impl ClientError {
     }
 }
 
+/// The time limit of each call (connect, TLS handshake, request, whole response).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client of one controller.
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
-    http: UnixHttp,
+    http: PeerHttp,
 }
 
 impl ControllerClient {
-    /// A client of the controller serving `socket` (each call limited to 5 s).
+    /// A client of the controller serving `socket` (each call limited to [`CALL_TIMEOUT`]).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         ControllerClient {
-            http: UnixHttp::new(socket, Duration::from_secs(5)),
+            http: PeerHttp::Unix(UnixHttp::new(socket, CALL_TIMEOUT)),
         }
     }
 
-    /// The controller's API socket.
-    pub fn socket(&self) -> &std::path::Path {
-        self.http.socket()
+    /// A client of the controller's mutual-TLS listener at `endpoint`, presenting the
+    /// certificate in `files` (a `client` one, to be allowed more than a host's
+    /// `POST /v1/vm-state`). The controller's certificate must be valid for the endpoint's
+    /// host and carry a `srmig://controller/...` identity (any name), as srmigd requires of the
+    /// controller it reports to.
+    pub fn https(endpoint: srmig_tls::Endpoint, files: &TlsFiles) -> Result<Self, ClientError> {
+        let target = format!("https://{}", endpoint.addr());
+        let config = srmig_tls::client_config(files)
+            .map_err(|source| ClientError::Certificate { target, source })?;
+        Ok(ControllerClient {
+            http: PeerHttp::Tls {
+                client: srmig_tls::HttpsClient::new(config).with_timeout(CALL_TIMEOUT),
+                endpoint: endpoint.expect_role(Role::Controller),
+            },
+        })
+    }
+
+    /// A client of the controller at `address` (`--controller PATH|https://HOST:PORT`); `tls`
+    /// is needed for `https://` ([`ControllerClient::https`]) and unused for a socket.
+    pub fn to(address: &ApiAddress, tls: Option<&TlsFiles>) -> Result<Self, ClientError> {
+        match address {
+            ApiAddress::Unix(socket) => Ok(ControllerClient::new(socket.clone())),
+            ApiAddress::Https(endpoint) => {
+                let files = tls.ok_or_else(|| ClientError::NoCertificate {
+                    target: address.to_string(),
+                })?;
+                ControllerClient::https(endpoint.clone(), files)
+            }
+        }
+    }
+
+    /// Where the controller is, for messages: its socket path or `https://HOST:PORT`.
+    pub fn target(&self) -> String {
+        self.http.target()
     }
 
     async fn call<T: DeserializeOwned>(

@@ -17,7 +17,6 @@
 //! the controller's own phase timeouts (acks, hypervisor; see [`ControllerInfo`]) still apply.
 //! Stopping to follow (Ctrl-C) leaves the migration running.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -29,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::client::{progress_moved, ClientError, ControllerClient};
 use crate::engine::now;
-use crate::http::HttpError;
+use crate::http::PeerHttpError;
 use crate::types::{ControllerInfo, HostView};
 
 /// How [`follow`] (and [`migrate_and_follow`]) behave.
@@ -186,14 +185,15 @@ pub enum TimeoutCancel {
 /// Why a migration could not be requested or followed.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
-    /// The controller's socket could not be reached (or did not answer in time).
-    #[error("cannot reach the controller at {}", socket.display())]
+    /// The controller could not be reached (or did not answer in time; over TLS: the
+    /// handshake failed, or a peer that is not a controller answered).
+    #[error("cannot reach the controller at {controller}")]
     Unreachable {
-        /// The controller's API socket.
-        socket: PathBuf,
+        /// The controller's API socket path or `https://HOST:PORT`.
+        controller: String,
         /// What went wrong.
         #[source]
-        source: HttpError,
+        source: PeerHttpError,
     },
     /// The controller refused the migration.
     #[error("the controller refused the migration ({}): {}", error.code, error.message)]
@@ -238,11 +238,11 @@ pub enum FollowError {
 }
 
 /// Sorts a failure of the request itself (before the migration was accepted).
-fn request_error(socket: &std::path::Path, e: ClientError) -> FollowError {
+fn request_error(controller: &str, e: ClientError) -> FollowError {
     match e {
         ClientError::Http(source) => FollowError::Unreachable {
-            socket: socket.to_owned(),
-            source,
+            controller: controller.to_owned(),
+            source: *source,
         },
         ClientError::Api { status, error } => FollowError::Refused { status, error },
         other => FollowError::Request(other),
@@ -270,9 +270,11 @@ fn is_ack_phase(phase: MigrationPhase) -> bool {
     )
 }
 
-/// The blocking form of [`follow`], on a runtime of its own (the CLI's entry point).
+/// The blocking form of [`follow`], on a runtime of its own (the CLI's entry point): `client`
+/// from [`ControllerClient::new`] (a socket) or [`ControllerClient::to`] (`--controller
+/// PATH|https://HOST:PORT`).
 pub fn migrate_and_follow(
-    socket: impl Into<PathBuf>,
+    client: &ControllerClient,
     req: &MigrateRequest,
     options: &FollowOptions,
     on_event: impl FnMut(&FollowEvent<'_>),
@@ -281,8 +283,7 @@ pub fn migrate_and_follow(
         .enable_all()
         .build()
         .map_err(FollowError::Runtime)?;
-    let client = ControllerClient::new(socket);
-    runtime.block_on(follow(&client, req, options, on_event))
+    runtime.block_on(follow(client, req, options, on_event))
 }
 
 /// Requests the migration `req` from the controller behind `client` and follows it (see the
@@ -294,19 +295,22 @@ pub async fn follow(
     mut on_event: impl FnMut(&FollowEvent<'_>),
 ) -> Result<FollowEnd, FollowError> {
     let started = Instant::now();
-    let socket = client.socket().to_owned();
+    let controller = client.target();
     // What the controller runs with; an older controller without /v1/info is fine.
     let info = match client.info().await {
         Ok(info) => Some(info),
         Err(ClientError::Http(source)) => {
-            return Err(FollowError::Unreachable { socket, source });
+            return Err(FollowError::Unreachable {
+                controller,
+                source: *source,
+            });
         }
         Err(_) => None,
     };
     let accepted = client
         .migrate(req)
         .await
-        .map_err(|e| request_error(&socket, e))?;
+        .map_err(|e| request_error(&controller, e))?;
     on_event(&FollowEvent {
         at: accepted.started_at_ms,
         status: &accepted,

@@ -1,11 +1,13 @@
 //! A minimal HTTP/1.1 client over a unix socket (one connection per request), and
-//! [`HostHttp`]: how the controller reaches one srmigd, over its unix socket (same machine) or
-//! over TCP with mutual TLS ([`srmig_tls::HttpsClient`], the host's certificate checked to be
-//! `srmig://host/<name>`).
+//! [`PeerHttp`]: one srmig API reached over its unix socket (same machine) or over TCP with
+//! mutual TLS ([`srmig_tls::HttpsClient`], the peer's certificate checked to carry the srmig
+//! identity or role expected).
 //!
-//! The controller talks to each srmigd through it (`PUT /v1/config`, `GET /v1/status`), and the
-//! CLI talks to the controller through it. One connection per request keeps the failure model
-//! simple: a daemon that restarts is reached again on the next request, with no pool to go stale.
+//! The controller talks to each srmigd through it (`PUT /v1/config`, `GET /v1/status`; the
+//! host's certificate must be `srmig://host/<name>`), and the CLI talks to the controller
+//! through it ([`crate::ControllerClient`]; any `srmig://controller/...`). One connection per
+//! request keeps the failure model simple: a daemon that restarts is reached again on the next
+//! request, with no pool to go stale.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,31 +58,32 @@ pub enum HttpError {
     },
 }
 
-/// How the controller reaches one host's srmigd.
+/// How one srmig API is reached: the controller reaching a host's srmigd, the CLI reaching
+/// the controller.
 #[derive(Debug, Clone)]
-pub enum HostHttp {
+pub enum PeerHttp {
     /// Its unix socket (same machine).
     Unix(UnixHttp),
     /// Its TLS listener.
     Tls {
-        /// The client (the controller's certificate, the CA, the time limit).
+        /// The client (the caller's certificate, the CA, the time limit).
         client: srmig_tls::HttpsClient,
         /// `host:port`, the name its certificate must be valid for, its srmig identity.
         endpoint: srmig_tls::Endpoint,
     },
 }
 
-impl HostHttp {
+impl PeerHttp {
     /// Sends one request and reads the whole response (each transport's time limit).
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<HttpResponse, HostHttpError> {
+    ) -> Result<HttpResponse, PeerHttpError> {
         match self {
-            HostHttp::Unix(u) => Ok(u.request(method, path, body).await?),
-            HostHttp::Tls { client, endpoint } => {
+            PeerHttp::Unix(u) => Ok(u.request(method, path, body).await?),
+            PeerHttp::Tls { client, endpoint } => {
                 let (status, body) = client.request(endpoint, method, path, body).await?;
                 Ok(HttpResponse { status, body })
             }
@@ -90,15 +93,15 @@ impl HostHttp {
     /// Where it goes, for messages: the socket path or `https://host:port`.
     pub fn target(&self) -> String {
         match self {
-            HostHttp::Unix(u) => u.socket().display().to_string(),
-            HostHttp::Tls { endpoint, .. } => format!("https://{}", endpoint.addr()),
+            PeerHttp::Unix(u) => u.socket().display().to_string(),
+            PeerHttp::Tls { endpoint, .. } => format!("https://{}", endpoint.addr()),
         }
     }
 }
 
-/// Why a request to a host got no response.
+/// Why a request to a peer got no response.
 #[derive(Debug, thiserror::Error)]
-pub enum HostHttpError {
+pub enum PeerHttpError {
     /// Over the unix socket.
     #[error(transparent)]
     Unix(#[from] HttpError),

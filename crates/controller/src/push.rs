@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::http::{HostHttp, UnixHttp};
+use crate::http::{PeerHttp, UnixHttp};
 use crate::mailbox::Command;
 use crate::types::HostApi;
 
@@ -93,9 +93,9 @@ impl Pushers {
         host: &HostId,
         api: &HostApi,
         timeout: Duration,
-    ) -> Result<HostHttp, String> {
+    ) -> Result<PeerHttp, String> {
         match api {
-            HostApi::ApiSocket(p) => Ok(HostHttp::Unix(UnixHttp::new(p.clone(), timeout))),
+            HostApi::ApiSocket(p) => Ok(PeerHttp::Unix(UnixHttp::new(p.clone(), timeout))),
             HostApi::ApiAddress(_) => {
                 let client = self.tls.clone().ok_or_else(|| {
                     format!("{api} is a TCP address, and this controller has no TLS identity to reach it (start it with --tls-dir)")
@@ -108,7 +108,7 @@ impl Pushers {
                 let endpoint = srmig_tls::Endpoint::new(addr, server_name)
                     .map_err(|e| e.to_string())?
                     .expect_peer(peer);
-                Ok(HostHttp::Tls {
+                Ok(PeerHttp::Tls {
                     client: client.with_timeout(timeout),
                     endpoint,
                 })
@@ -162,7 +162,7 @@ impl Drop for Pushers {
 
 struct Worker {
     host: HostId,
-    http: HostHttp,
+    http: PeerHttp,
     settings: PushSettings,
     events: mpsc::Sender<Command>,
     rx: mpsc::UnboundedReceiver<HostConfig>,

@@ -17,7 +17,7 @@ use srmig_api::{HostId, HostStatus, VmId, VmState};
 use srmig_control::HostObservation;
 use tokio::sync::mpsc;
 
-use crate::http::HostHttp;
+use crate::http::PeerHttp;
 use crate::mailbox::Command;
 use crate::push::error_chain;
 
@@ -36,7 +36,7 @@ pub(crate) struct Reading {
 }
 
 /// Polls one host in the background; the result arrives as [`Command::Observed`].
-pub(crate) fn poll(host: HostId, http: HostHttp, tx: mpsc::Sender<Command>) {
+pub(crate) fn poll(host: HostId, http: PeerHttp, tx: mpsc::Sender<Command>) {
     tokio::spawn(async move {
         let result = match http.request(Method::GET, "/v1/status", None).await {
             Err(e) => Err(error_chain(&e)),

@@ -70,23 +70,10 @@ impl std::fmt::Display for HostApi {
     }
 }
 
-/// `host:port` -> (`host` without IPv6 brackets, port).
+/// `host:port` -> (`host` without IPv6 brackets, port): [`srmig_tls::split_host_port`], the
+/// rule srmigd's and the CLI's `--controller https://HOST:PORT` follow too.
 fn split_host_port(a: &str) -> Result<(&str, u16), String> {
-    let bad = |why: &str| format!("api_address {a:?}: {why} (expected host:port, [ipv6]:port)");
-    let (host, port) = a.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-    let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
-    if port == 0 {
-        return Err(bad("port 0"));
-    }
-    let host = match host.strip_prefix('[') {
-        Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
-        None if host.contains(':') => return Err(bad("an IPv6 address needs brackets")),
-        None => host,
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    Ok((host, port))
+    srmig_tls::split_host_port(a).map_err(|e| format!("api_address {e}"))
 }
 
 impl<'de> Deserialize<'de> for HostRegistration {

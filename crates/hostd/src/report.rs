@@ -40,28 +40,24 @@ pub enum Target {
 }
 
 impl Target {
-    /// `https://HOST:PORT` (needs this host's TLS files) or a socket path.
+    /// `https://HOST:PORT` (needs this host's TLS files) or a socket path
+    /// ([`srmig_tls::ApiAddress`]).
     pub fn parse(value: &str, tls: Option<&srmig_tls::TlsFiles>) -> anyhow::Result<Target> {
-        let Some(addr) = value.strip_prefix("https://") else {
-            return Ok(Target::Unix(PathBuf::from(value)));
+        let endpoint = match srmig_tls::ApiAddress::parse(value).context("--controller")? {
+            srmig_tls::ApiAddress::Unix(socket) => return Ok(Target::Unix(socket)),
+            srmig_tls::ApiAddress::Https(endpoint) => endpoint,
         };
-        let addr = addr.trim_end_matches('/');
         let files = tls.with_context(|| {
             format!("--controller {value} is reached over mutual TLS: --tls-dir is needed")
         })?;
-        let (host, port) = addr
-            .rsplit_once(':')
-            .with_context(|| format!("--controller {value}: expected https://HOST:PORT"))?;
-        port.parse::<u16>()
-            .with_context(|| format!("--controller {value}: the port is not a number"))?;
-        let server_name = host.trim_start_matches('[').trim_end_matches(']');
-        let endpoint =
-            srmig_tls::Endpoint::new(addr, server_name)?.expect_role(srmig_tls::Role::Controller);
         let client = srmig_tls::HttpsClient::new(
             srmig_tls::client_config(files).context("cannot load this host's TLS identity")?,
         )
         .with_timeout(ATTEMPT_TIMEOUT);
-        Ok(Target::Tls { client, endpoint })
+        Ok(Target::Tls {
+            client,
+            endpoint: endpoint.expect_role(srmig_tls::Role::Controller),
+        })
     }
 
     async fn post(
@@ -120,5 +116,30 @@ pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
                 delay *= 4;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_sockets_or_https_urls_with_tls_files() {
+        assert!(matches!(
+            Target::parse("/run/srmig/controller.sock", None),
+            Ok(Target::Unix(_))
+        ));
+        let no_tls = Target::parse("https://10.0.0.2:7443", None).expect_err("no TLS files");
+        assert!(
+            no_tls.to_string().contains("--tls-dir is needed"),
+            "{no_tls}"
+        );
+        let files = srmig_tls::TlsFiles::new("/nonexistent/ca.pem", "/x.pem", "/x.key");
+        for bad in ["https://fd00::2:7443", "http://10.0.0.2:7443"] {
+            let e = Target::parse(bad, Some(&files)).expect_err(bad);
+            assert!(format!("{e:#}").starts_with("--controller: "), "{e:#}");
+        }
+        let e = Target::parse("https://10.0.0.2:7443", Some(&files)).expect_err("no files");
+        assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
     }
 }

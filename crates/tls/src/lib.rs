@@ -15,6 +15,8 @@
 //! - [`serve`]: an axum `Router` served over TLS on a TCP listener, each request carrying the
 //!   caller's [`PeerIdentity`] so handlers can authorize it.
 //! - [`client`]: one HTTPS request to a peer, checking which srmig identity answered.
+//! - [`address`]: `HOST:PORT` and `PATH|https://HOST:PORT` as operators write them, parsed
+//!   once for every daemon and the CLI.
 //! - [`local`]: the local admin unix sockets (mode 0660, an operators' group, peer
 //!   credentials checked), the other half of the same trust model.
 //!
@@ -29,6 +31,7 @@
 mod pem;
 mod verify;
 
+pub mod address;
 pub mod client;
 pub mod config;
 pub mod identity;
@@ -36,6 +39,7 @@ pub mod local;
 pub mod pki;
 pub mod serve;
 
+pub use address::{split_host_port, AddressError, ApiAddress};
 pub use client::{ClientError, Endpoint, HttpsClient};
 pub use config::{client_config, server_config, ConfigError, TlsFiles};
 pub use identity::{IdentityError, PeerIdentity, Role};
