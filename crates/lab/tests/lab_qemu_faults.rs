@@ -32,10 +32,12 @@ use std::time::{Duration, Instant};
 use srmig_api::{HostId, MigrateRequest, MigrationId, MigrationPhase, MigrationStatus, Strategy};
 use srmig_api::{VmId, VmState};
 use srmig_lab::list_namespaces_with_prefix;
+use srmig_lab::orchestrate::fault::FaultPlan;
 use srmig_lab::orchestrate::plan::HostRole;
 use srmig_lab::orchestrate::qemu::{GuestImage, QemuOptions};
 use srmig_lab::orchestrate::{
-    error_chain, is_root, MigrationTiming, OrchestrateError, Testbed, TestbedOptions,
+    error_chain, is_root, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
+    WorkloadKind,
 };
 use srmig_lab::report::VmKind;
 use srmig_lab::Netns;
@@ -702,6 +704,78 @@ fn destination_qemu_killed_mid_migration_fails_it_and_the_next_one_succeeds() {
     migrate_normally(&mut testbed);
     teardown_clean(testbed);
     eprintln!("kill test done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Migration bandwidth for the controller kills: about 3 s per migration of the idle guest,
+/// so a controller killed at `migrating` is back (1 s later) while QEMU still migrates.
+const KILL_BANDWIDTH: u64 = 40_000_000;
+
+/// The controller (its own `srmig controller` process, driving QEMU over QMP with the lab's
+/// launcher hook) is SIGKILLed during QEMU's pre-copy, then during the switchover (the VM
+/// paused at the source), and started again 1 s later: it re-attaches to the migration QEMU
+/// is running (or has finished) and completes it or rolls it back; the 1 ms probe loses
+/// nothing, the guest never reboots, and a migration without faults follows.
+#[test]
+fn controller_killed_during_a_qemu_migration_reattaches_and_loses_nothing() {
+    if !can_run("controller_killed_during_a_qemu_migration_reattaches_and_loses_nothing") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut opts = options(128, Duration::from_secs(120), Some(KILL_BANDWIDTH));
+    opts.controller_process = true;
+    let mut testbed = build(&opts);
+    let run_id = testbed.lab().run_id().as_str().to_owned();
+    let dir = testbed.dir().to_owned();
+    let boot = testbed.first_boot_id().map(str::to_owned);
+    let plan = |fault: Option<&str>| {
+        let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
+        plan.vm_kind = VmKind::Qemu;
+        plan.gap = Duration::from_secs(4);
+        plan.faults = FaultPlan {
+            faults: fault
+                .map(|f| vec![f.parse().expect("fault")])
+                .unwrap_or_default(),
+            down: Duration::from_secs(1),
+        };
+        plan
+    };
+    for fault in ["kill-controller:migrating", "kill-controller:switchover"] {
+        let outcome = run(&mut testbed, &plan(Some(fault)))
+            .unwrap_or_else(|e| panic!("{fault}: {}", error_chain(&e)));
+        eprintln!("--- {fault}\n{}", outcome.summary());
+        let probe = outcome.report.probe.as_ref().expect("probe report");
+        assert!(probe.sent > 1000, "{probe:?}");
+        assert_eq!(probe.lost, 0, "{fault}: {probe:?}");
+        let records = &outcome.details.faults;
+        assert_eq!(records.len(), 1, "{records:?}");
+        let r = &records[0];
+        assert!(
+            r.outcome == "completed" || r.outcome == "rolled_back",
+            "{r:?}"
+        );
+        assert!(r.recovered_ms < 15_000.0, "{r:?}");
+        if fault.ends_with("migrating") {
+            // Killed while QEMU migrated: the restarted controller found it still running.
+            assert_eq!(
+                r.controller_phase.as_deref(),
+                Some("expect-hypervisor-done"),
+                "{r:?}"
+            );
+        }
+    }
+    let after =
+        run(&mut testbed, &plan(None)).unwrap_or_else(|e| panic!("after: {}", error_chain(&e)));
+    eprintln!("--- after the controller kills\n{}", after.summary());
+    let probe = after.report.probe.as_ref().expect("probe report");
+    assert_eq!(probe.lost, 0, "{probe:?}");
+    assert_eq!(after.details.migrations[0].record.outcome, "completed");
+    assert_eq!(
+        testbed.guest_boot_id().expect("boot id"),
+        boot,
+        "the guest rebooted"
+    );
+    testbed.teardown().expect("teardown");
+    assert_nothing_left(&run_id, &dir);
 }
 
 #[test]

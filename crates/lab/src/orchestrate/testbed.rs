@@ -47,11 +47,13 @@ use srmig_api::{
 };
 use srmig_controller::{
     HostRegistration, HypervisorDriver, HypervisorEventKind, HypervisorPost, QemuLauncher, Qmp,
+    QmpSettings,
 };
 
 use super::control::ControlPlane;
 use super::error::{MigrationFailure, OrchestrateError};
 use super::fault::{Component, Fault, FaultKind, FaultPhase, FaultPlan, FaultRecord};
+use super::hook::LauncherService;
 use super::plan::{
     mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC,
     MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
@@ -211,7 +213,14 @@ enum Vm {
 #[derive(Debug)]
 struct QemuVm {
     launcher: Arc<LabLauncher>,
-    driver: Qmp,
+    /// The in-process controller's driver (`None` when the controller is a process of its
+    /// own: its driver then starts QEMUs through the hook and [`LauncherService`]).
+    driver: Option<Qmp>,
+    /// The driver's settings (either way).
+    settings: QmpSettings,
+    /// The launcher relay for a controller process.
+    #[allow(dead_code)] // held for its Drop (stops the relay, removes the socket)
+    service: Option<LauncherService>,
     /// The `GUEST-READY` line of the first boot.
     ready: String,
     /// The guest's boot id after the first boot.
@@ -333,19 +342,33 @@ impl Testbed {
                             .map(|r| plan.host(r).name.to_owned())
                             .to_vec(),
                     ));
-                    let driver = Qmp::new(
-                        Arc::clone(&launcher) as Arc<dyn QemuLauncher>,
-                        options.qemu.driver.clone(),
-                    );
+                    let (driver, service) = match &srmig {
+                        None => (
+                            Some(Qmp::new(
+                                Arc::clone(&launcher) as Arc<dyn QemuLauncher>,
+                                options.qemu.driver.clone(),
+                            )),
+                            None,
+                        ),
+                        Some(_) => (
+                            None,
+                            Some(LauncherService::start(
+                                Arc::clone(&launcher),
+                                &dir.join("launcher.sock"),
+                            )?),
+                        ),
+                    };
                     let qemu = QemuVm {
                         launcher,
                         driver: driver.clone(),
+                        settings: options.qemu.driver.clone(),
+                        service,
                         ready: String::new(),
                         boot_id: String::new(),
                     };
                     (
                         Vm::Qemu(qemu),
-                        Some(Arc::new(driver) as Arc<dyn HypervisorDriver>),
+                        driver.map(|d| Arc::new(d) as Arc<dyn HypervisorDriver>),
                     )
                 }
                 (TopologyVm::Qemu { .. }, None) => {
@@ -357,16 +380,13 @@ impl Testbed {
             // threads, and so its TCP sockets, live there.
             let control = match &srmig {
                 Some(bin) => {
-                    if driver.is_some() {
-                        return Err(OrchestrateError::Options(
-                            "a QEMU VM with the controller as its own process is not \
-                             supported yet"
-                                .into(),
-                        ));
-                    }
+                    let extra_args = match &vm {
+                        Vm::Qemu(q) => qmp_args(&plan, &dir, bin, q)?,
+                        Vm::Netns { .. } => Vec::new(),
+                    };
                     let spec = super::control::ProcessSpec {
                         bin: bin.clone(),
-                        extra_args: Vec::new(),
+                        extra_args,
                     };
                     ControlPlane::start_process(
                         lab.handle(),
@@ -435,7 +455,10 @@ impl Testbed {
         let launched = qemu.launcher.launch(source, false)?;
         let vm = VmId::new(self.plan.vm.name)
             .map_err(|e| OrchestrateError::Options(format!("VM name: {e}")))?;
-        qemu.driver.register(vm, launched.instance.clone());
+        // A controller process finds the first QEMU at S's QMP endpoint.
+        if let Some(driver) = &qemu.driver {
+            driver.register(vm, launched.instance.clone());
+        }
         qemu.ready = qemu.launcher.wait_ready(&launched, boot_timeout)?;
         tracing::info!(ready = %qemu.ready, "guest ready");
         Ok(())
@@ -483,9 +506,12 @@ impl Testbed {
     pub fn qemu_pid(&self) -> Option<u32> {
         let Vm::Qemu(q) = &self.vm else { return None };
         let vm = VmId::new(self.plan.vm.name).ok()?;
-        q.driver
-            .instance(&vm)
-            .and_then(|i| u32::try_from(i.handle).ok())
+        match &q.driver {
+            Some(driver) => driver
+                .instance(&vm)
+                .and_then(|i| u32::try_from(i.handle).ok()),
+            None => q.launcher.pid_on(self.plan.host(self.vm_at).name),
+        }
     }
 
     /// The in-process controller (e.g. to cancel a migration).
@@ -995,7 +1021,14 @@ impl Testbed {
         origin: Instant,
     ) -> Result<MigrationRecord, OrchestrateError> {
         let (from, to) = (self.vm_at, self.other_host());
-        let (held0, released0, dropped0) = self.vm_buffer_counters(to)?;
+        self.migrations_started += 1;
+        self.fire(FaultPhase::Steady, None)?;
+        let limit = Instant::now() + PHASE_TIMEOUT;
+        while self.faults_pending() && Instant::now() < limit {
+            self.tick_faults()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
             to: self.plan.host(to).info().name,
@@ -1004,16 +1037,60 @@ impl Testbed {
         let t_req = Instant::now();
         // The wall clock at `origin`: QEMU's event timestamps are wall-clock microseconds.
         let origin_wall_us = wall_us() - micros(t_req.saturating_duration_since(origin));
-        let accepted = self.control.migrate(&req)?;
+        let accepted = self.retrying(|t| t.control.migrate(&req))?;
         let id = accepted.id;
+        for p in self.pending.iter_mut().filter(|p| p.id.is_none()) {
+            p.id = Some(id);
+        }
+        self.fire(FaultPhase::Prepare, Some(id))?;
         let limit = self.qemu_phase_timeout();
-        let done =
-            self.wait_phase_for(id, "the end of the migration", limit, |p| p.is_terminal())?;
+        let any = |phase: FaultPhase| self.fault_plan.at(phase).next().is_some();
+        let (f_migrating, f_switchover, f_commit, f_cleanup) = (
+            any(FaultPhase::Migrating),
+            any(FaultPhase::Switchover),
+            any(FaultPhase::Commit),
+            any(FaultPhase::Cleanup),
+        );
+        if f_migrating {
+            // QEMU is sending the guest's memory.
+            self.wait_status_for(id, "QEMU's pre-copy", limit, |st| {
+                st.hypervisor.as_ref().is_some_and(|h| h.status == "active") || past_hypervisor(st)
+            })?;
+            self.fire(FaultPhase::Migrating, Some(id))?;
+        }
+        if f_switchover {
+            // The source stopped the VM (its srmigd reported it paused, or the driver saw STOP).
+            self.wait_status_for(id, "the switchover", limit, |st| {
+                st.phases
+                    .iter()
+                    .any(|r| r.phase == MigrationPhase::SourcePaused)
+                    || st
+                        .hypervisor
+                        .as_ref()
+                        .is_some_and(|h| h.stopped_at_us.is_some())
+                    || past_hypervisor(st)
+            })?;
+            self.fire(FaultPhase::Switchover, Some(id))?;
+        }
+        if f_commit {
+            self.wait_status_for(id, "the commit", limit, past_hypervisor)?;
+            self.fire(FaultPhase::Commit, Some(id))?;
+        }
+        if f_cleanup {
+            self.wait_status_for(id, "the cleanup", limit, |st| {
+                st.phase == MigrationPhase::ExpectCleanupAcks || st.phase.is_terminal()
+            })?;
+            self.fire(FaultPhase::Cleanup, Some(id))?;
+        }
+        let done = self.wait_status_for(id, "the end of the migration", limit, |st| {
+            st.phase.is_terminal()
+        })?;
         let t_done = Instant::now();
         if done.phase != MigrationPhase::Completed {
-            return Err(MigrationFailure::of(&done));
+            return self.rolled_back(&done, strategy, from, to, origin, t_req);
         }
         self.vm_at = to;
+        self.finish_faults("completed")?;
         // The core may complete (the destination srmigd reported the VM running, commit and
         // cleanup acknowledged) a moment before the driver's final figures arrive.
         let mut hv = done.hypervisor.clone().unwrap_or_default();
@@ -1024,12 +1101,22 @@ impl Testbed {
             std::thread::sleep(Duration::from_millis(10));
             hv = self.control.migration(id)?.hypervisor.unwrap_or_default();
         }
-        let (Some(stop_us), Some(resume_us)) = (hv.stopped_at_us, hv.resumed_at_us) else {
-            return Err(OrchestrateError::Qemu(format!(
-                "migration m{} completed but QEMU's STOP and RESUME events were not both seen \
-                 ({hv}): no pause can be measured",
-                id.0
-            )));
+        let (stop_us, resume_us) = match (hv.stopped_at_us, hv.resumed_at_us) {
+            (Some(stop), Some(resume)) => (stop, resume),
+            // A controller that re-attached after a restart did not see QEMU's STOP and
+            // RESUME events: the pause is then QEMU's own downtime figure, placed at the end.
+            _ if !self.fault_plan.faults.is_empty() => {
+                let end = wall_us();
+                let downtime = i64::try_from(hv.downtime_ms.unwrap_or(0) * 1000).unwrap_or(0);
+                (end - downtime, end)
+            }
+            _ => {
+                return Err(OrchestrateError::Qemu(format!(
+                    "migration m{} completed but QEMU's STOP and RESUME events were not both \
+                     seen ({hv}): no pause can be measured",
+                    id.0
+                )))
+            }
         };
         let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
@@ -1279,15 +1366,31 @@ impl Testbed {
         limit: Duration,
         reached: impl Fn(MigrationPhase) -> bool,
     ) -> Result<MigrationStatus, OrchestrateError> {
+        let status = self.wait_status_for(id, what, limit, |st| {
+            reached(st.phase) || st.phase.is_terminal()
+        })?;
+        if reached(status.phase) {
+            Ok(status)
+        } else {
+            Err(MigrationFailure::of(&status))
+        }
+    }
+
+    /// Polls migration `id` until `reached` says so (retrying while a fault is in
+    /// progress), for at most `limit`.
+    fn wait_status_for(
+        &mut self,
+        id: srmig_api::MigrationId,
+        what: &str,
+        limit: Duration,
+        reached: impl Fn(&MigrationStatus) -> bool,
+    ) -> Result<MigrationStatus, OrchestrateError> {
         let start = Instant::now();
         loop {
             self.tick_faults()?;
             let status = self.retrying(|t| t.control.migration(id))?;
-            if reached(status.phase) {
+            if reached(&status) {
                 return Ok(status);
-            }
-            if status.phase.is_terminal() {
-                return Err(MigrationFailure::of(&status));
             }
             if start.elapsed() > limit {
                 self.check_daemons()?;
@@ -1350,8 +1453,54 @@ fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
 
 impl QemuVm {
     fn driver_timeout(&self) -> Duration {
-        self.driver.settings().migration_timeout
+        self.settings.migration_timeout
     }
+}
+
+/// Whether migration `st` is past its hypervisor phase (commit, cleanup, or ended).
+fn past_hypervisor(st: &MigrationStatus) -> bool {
+    matches!(
+        st.phase,
+        MigrationPhase::ExpectCommitAcks | MigrationPhase::ExpectCleanupAcks
+    ) || st.phase.is_terminal()
+}
+
+/// `srmig controller` arguments that make a controller process drive the lab's QEMU: the
+/// QMP endpoints of S and D, the hook relaying to the lab's launcher, the driver settings.
+fn qmp_args(
+    plan: &Plan,
+    dir: &Path,
+    srmig: &Path,
+    qemu: &QemuVm,
+) -> Result<Vec<String>, OrchestrateError> {
+    let service = qemu.service.as_ref().ok_or_else(|| {
+        OrchestrateError::Options("no QEMU launcher relay for the controller process".into())
+    })?;
+    let hook = super::hook::write_hook_script(dir, srmig, service.path())?;
+    let mut args = vec!["--hypervisor".to_owned(), "qmp".to_owned()];
+    for role in [HostRole::Source, HostRole::Destination] {
+        let host = plan.host(role).name;
+        args.push("--qmp-endpoint".to_owned());
+        args.push(format!(
+            "{host}={}",
+            qemu::QemuPaths::of(dir, host).qmp.display()
+        ));
+    }
+    args.extend([
+        "--qemu-launcher".to_owned(),
+        hook.display().to_string(),
+        "--qmp-migration-timeout-ms".to_owned(),
+        qemu.settings.migration_timeout.as_millis().to_string(),
+    ]);
+    if let Some(bw) = qemu
+        .settings
+        .parameters
+        .as_ref()
+        .and_then(|p| p.max_bandwidth)
+    {
+        args.extend(["--qmp-max-bandwidth".to_owned(), bw.to_string()]);
+    }
+    Ok(args)
 }
 
 /// Microseconds since the Unix epoch (wall clock, as QEMU's event timestamps).
