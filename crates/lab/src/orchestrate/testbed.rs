@@ -206,7 +206,7 @@ enum Vm {
         att: LinkEnd,
     },
     /// A QEMU guest, migrated by the controller's QMP driver.
-    Qemu(QemuVm),
+    Qemu(Box<QemuVm>),
 }
 
 /// The QEMU side of a testbed.
@@ -367,7 +367,7 @@ impl Testbed {
                         boot_id: String::new(),
                     };
                     (
-                        Vm::Qemu(qemu),
+                        Vm::Qemu(Box::new(qemu)),
                         driver.map(|d| Arc::new(d) as Arc<dyn HypervisorDriver>),
                     )
                 }
