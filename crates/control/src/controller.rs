@@ -193,7 +193,11 @@ pub enum CancelError {
     },
     /// The VM already runs on the destination (or the hypervisor completed): it can only go
     /// forward.
-    #[error("migration {id} is past its switchover ({phase})")]
+    #[error(
+        "migration {id} is past its switchover ({phase}): the hypervisor reported it complete; \
+         it commits when the destination reports the VM running, or on the hypervisor's word \
+         once the destination has been silent for the unreachable timeout"
+    )]
     TooLate {
         /// The migration.
         id: MigrationId,
@@ -213,6 +217,8 @@ struct HostSync {
     pushed: Option<HostConfig>,
     /// The host's boot epoch, as last seen (`None`: not seen since this controller started).
     boot_epoch: Option<u64>,
+    /// When the host was last heard from (an acknowledgement, a status, a VM state report).
+    last_heard: Option<Timestamp>,
 }
 
 /// What a controller persists to resume after a restart.
@@ -484,6 +490,7 @@ impl Controller {
     /// A host acknowledges a version: its config (`epoch`, `generation`) is in force in the
     /// srmigd of boot epoch `boot_epoch` (see the module docs for what epochs change).
     pub fn handle_ack(&mut self, now: Timestamp, ack: Ack) -> Result<(), InputError> {
+        self.heard(&ack.host, now);
         let sync = self
             .sync
             .get(&ack.host)
@@ -518,6 +525,7 @@ impl Controller {
         host: &HostId,
         seen: HostObservation,
     ) -> Result<(), InputError> {
+        self.heard(host, now);
         let sync = self
             .sync
             .get(host)
@@ -556,6 +564,7 @@ impl Controller {
         if self.model.host(&report.host).is_none() {
             return Err(InputError::UnknownHost(report.host));
         }
+        self.heard(&report.host, now);
         // The host restarted (whatever the VM: a report about a VM the controller does not
         // know still tells that).
         if let Some(b) = report.boot_epoch {
@@ -609,7 +618,7 @@ impl Controller {
         }
         let outcome = match report.event {
             HypervisorEvent::Completed => {
-                s.hypervisor_completed(now);
+                s.hypervisor_completed(now, &self.config.timeouts);
                 return Ok(());
             }
             HypervisorEvent::Failed(reason) => {
@@ -668,11 +677,12 @@ impl Controller {
                         other => other,
                     });
                 }
-                Migration::ExpectHypervisorDone(_) => {
+                Migration::ExpectHypervisorDone(s) => {
+                    let heard = self.sync.get(&s.core.to).and_then(|h| h.last_heard);
                     let Some(Migration::ExpectHypervisorDone(s)) = self.active.remove(&id) else {
                         continue;
                     };
-                    match s.timed_out(now, &t) {
+                    match s.timed_out(now, &t, heard) {
                         HypervisorTimeout::SendCancel(s) => {
                             self.actions.push_back(Action::CancelMigration {
                                 id,
@@ -684,6 +694,15 @@ impl Controller {
                         }
                         HypervisorTimeout::Stalled(s) => {
                             self.active.insert(id, Migration::ExpectHypervisorDone(s));
+                        }
+                        HypervisorTimeout::CommitUnconfirmed(s) => {
+                            self.active.insert(id, Migration::ExpectHypervisorDone(s));
+                            self.transition(id, now, |m| match m {
+                                Migration::ExpectHypervisorDone(s) => {
+                                    Migration::ExpectCommitAcks(s.commit_unconfirmed(now))
+                                }
+                                other => other,
+                            });
                         }
                     }
                 }
@@ -813,6 +832,7 @@ impl Controller {
                     acked: 0,
                     pushed: None,
                     boot_epoch: None,
+                    last_heard: None,
                 },
             );
         }
@@ -1047,6 +1067,13 @@ impl Controller {
             core.record(MigrationPhase::HostsLeftBehind, now);
         }
         self.advance_if_acked(id, now);
+    }
+
+    /// `host` said something (an acknowledgement, a status, a report).
+    fn heard(&mut self, host: &HostId, now: Timestamp) {
+        if let Some(sync) = self.sync.get_mut(host) {
+            sync.last_heard = Some(sync.last_heard.map_or(now, |t| t.max(now)));
+        }
     }
 
     /// Records `host`'s boot epoch; `true` if it changed (srmigd restarted: what it

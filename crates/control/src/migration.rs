@@ -332,6 +332,9 @@ pub struct ExpectHypervisorDone {
     pub source_paused_at: Option<Timestamp>,
     /// The hypervisor reported completion (D's report may still be on its way).
     pub hypervisor_completed: bool,
+    /// When it did (`None` in stores written before this field).
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
     /// `CancelMigration` was sent to the hypervisor.
     pub cancel_sent: bool,
 }
@@ -395,6 +398,8 @@ pub enum HypervisorTimeout {
     SendCancel(ExpectHypervisorDone),
     /// The hypervisor completed but D has not reported: keep waiting (stalled).
     Stalled(ExpectHypervisorDone),
+    /// The hypervisor completed and D has been silent for `unreachable_ms`: commit.
+    CommitUnconfirmed(ExpectHypervisorDone),
 }
 
 impl Requested {
@@ -487,6 +492,7 @@ impl ExpectHypervisorDone {
             deadline: now.plus_ms(timeouts.hypervisor_ms),
             source_paused_at: None,
             hypervisor_completed: false,
+            completed_at: None,
             cancel_sent: false,
         }
     }
@@ -499,11 +505,15 @@ impl ExpectHypervisorDone {
         }
     }
 
-    /// The hypervisor reported completion (recorded once); D's report is still needed.
-    pub fn hypervisor_completed(&mut self, now: Timestamp) {
+    /// The hypervisor reported completion (recorded once); D's report is still needed, but
+    /// if D stays silent for `unreachable_ms` the hypervisor's word is taken (see
+    /// [`timed_out`](Self::timed_out)): the deadline comes that close.
+    pub fn hypervisor_completed(&mut self, now: Timestamp, timeouts: &Timeouts) {
         if !self.hypervisor_completed {
             self.hypervisor_completed = true;
+            self.completed_at = Some(now);
             self.core.record(MigrationPhase::HypervisorCompleted, now);
+            self.deadline = self.deadline.min(now.plus_ms(timeouts.unreachable_ms));
         }
     }
 
@@ -523,6 +533,16 @@ impl ExpectHypervisorDone {
     pub fn destination_running(mut self, now: Timestamp) -> ExpectCommitAcks {
         // A stall or an unanswered cancel is moot once the VM runs at D.
         self.core.error = None;
+        self.commit(now)
+    }
+
+    /// Switchover on the hypervisor's word alone (D silent; see [`timed_out`](Self::timed_out)):
+    /// the error that says so stays in the migration's status.
+    pub fn commit_unconfirmed(self, now: Timestamp) -> ExpectCommitAcks {
+        self.commit(now)
+    }
+
+    fn commit(mut self, now: Timestamp) -> ExpectCommitAcks {
         self.core.record(MigrationPhase::ExpectCommitAcks, now);
         ExpectCommitAcks {
             core: self.core,
@@ -540,20 +560,48 @@ impl ExpectHypervisorDone {
         self.core.into_rollback(now, outcome)
     }
 
-    /// The deadline passed.
+    /// The deadline passed. `destination_heard` is when the controller last heard anything
+    /// from D (an acknowledgement, a status, a report), if it did.
     ///
     /// The controller never rolls back on a guess: until the hypervisor says it failed or
     /// cancelled, the VM may be on either host, and only the SR path (kept installed) reaches
     /// it on both. So a silent hypervisor is asked to cancel, then asked again every
     /// `hypervisor_ms`, with the migration marked stalled.
-    pub fn timed_out(mut self, now: Timestamp, timeouts: &Timeouts) -> HypervisorTimeout {
+    ///
+    /// Once the hypervisor reported completion the VM runs at D by its word, and the commit
+    /// waits only for D to confirm it. A D that answers but does not report the VM running is
+    /// waited for (the VM is not running there yet: committing would send its traffic to a
+    /// paused VM). A D silent for `unreachable_ms` since the completion cannot confirm
+    /// anything: the hypervisor's word is taken and the commit goes ahead
+    /// ([`HypervisorTimeout::CommitUnconfirmed`]); D gets the config when it answers again.
+    pub fn timed_out(
+        mut self,
+        now: Timestamp,
+        timeouts: &Timeouts,
+        destination_heard: Option<Timestamp>,
+    ) -> HypervisorTimeout {
         if self.hypervisor_completed {
+            let completed = self.completed_at.unwrap_or(now);
+            let silent_since = destination_heard.map_or(completed, |h| h.max(completed));
+            let silent_ms = now.millis_since(silent_since);
+            if silent_ms >= timeouts.unreachable_ms {
+                self.core.error = Some(format!(
+                    "committed on the hypervisor's word: {} has been silent for {silent_ms} ms \
+                     since the hypervisor reported completion, so it could not confirm {} running",
+                    self.core.to, self.core.vm
+                ));
+                return HypervisorTimeout::CommitUnconfirmed(self);
+            }
             self.core.error = Some(format!(
                 "the hypervisor reported completion but {} has not reported {} running",
                 self.core.to, self.core.vm
             ));
             self.core.record_once(MigrationPhase::Retried, now);
-            self.deadline = now.plus_ms(timeouts.hypervisor_ms);
+            self.deadline = now.plus_ms(timeouts.hypervisor_ms).min(
+                silent_since
+                    .plus_ms(timeouts.unreachable_ms)
+                    .max(now.plus_ms(1)),
+            );
             HypervisorTimeout::Stalled(self)
         } else if !self.cancel_sent {
             self.core.error = Some(format!(
@@ -943,7 +991,7 @@ mod tests {
         assert_eq!(s.deadline, Timestamp(70));
         assert!(!s.request_cancel(Timestamp(21), &T));
         // The grace period passes without an answer: ask again, never roll back on a guess.
-        match s.timed_out(Timestamp(70), &T) {
+        match s.timed_out(Timestamp(70), &T, None) {
             HypervisorTimeout::SendCancel(s) => {
                 assert_eq!(s.deadline, Timestamp(1_070));
                 assert!(s.core.error.is_some());
@@ -955,7 +1003,7 @@ mod tests {
     #[test]
     fn cancel_after_hypervisor_completion_is_refused() {
         let mut s = migrating(Strategy::SrBuffer);
-        s.hypervisor_completed(Timestamp(20));
+        s.hypervisor_completed(Timestamp(20), &T);
         assert!(!s.request_cancel(Timestamp(21), &T));
         assert!(!s.core.cancel_requested);
     }
@@ -963,7 +1011,7 @@ mod tests {
     #[test]
     fn hypervisor_timeout_cancels_then_keeps_asking() {
         let s = migrating(Strategy::SrBuffer);
-        let s = match s.timed_out(Timestamp(1_012), &T) {
+        let s = match s.timed_out(Timestamp(1_012), &T, None) {
             HypervisorTimeout::SendCancel(s) => s,
             other => panic!("expected cancel, got {other:?}"),
         };
@@ -972,7 +1020,7 @@ mod tests {
         let mut s = s;
         for round in 0..3u64 {
             let now = s.deadline;
-            s = match s.timed_out(now, &T) {
+            s = match s.timed_out(now, &T, None) {
                 HypervisorTimeout::SendCancel(s) => s,
                 other => panic!("round {round}: expected cancel, got {other:?}"),
             };
@@ -993,17 +1041,24 @@ mod tests {
     }
 
     #[test]
-    fn hypervisor_timeout_after_completion_stalls_and_never_rolls_back() {
+    fn after_completion_a_destination_that_answers_is_waited_for_and_never_rolled_back() {
         let mut s = migrating(Strategy::SrBuffer);
-        s.hypervisor_completed(Timestamp(20));
-        s.hypervisor_completed(Timestamp(21));
+        s.hypervisor_completed(Timestamp(20), &T);
+        s.hypervisor_completed(Timestamp(21), &T);
+        // The deadline comes at most the unreachable timeout after the completion.
+        assert!(
+            s.deadline <= Timestamp(20 + T.unreachable_ms),
+            "{:?}",
+            s.deadline
+        );
         for round in 0..3u64 {
             let now = s.deadline;
-            s = match s.timed_out(now, &T) {
+            // D answered a moment ago (it is up; the VM is not running there yet).
+            s = match s.timed_out(now, &T, Some(Timestamp(now.0 - 10))) {
                 HypervisorTimeout::Stalled(s) => s,
                 other => panic!("round {round}: expected stall, got {other:?}"),
             };
-            assert_eq!(s.deadline, now.plus_ms(T.hypervisor_ms));
+            assert!(s.deadline > now && s.deadline <= now.plus_ms(T.hypervisor_ms));
         }
         assert!(s
             .core
@@ -1017,6 +1072,38 @@ mod tests {
                 .filter(|p| **p == MigrationPhase::HypervisorCompleted)
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn after_completion_a_silent_destination_gets_the_commit_on_the_hypervisors_word() {
+        let mut s = migrating(Strategy::SrBuffer);
+        s.hypervisor_completed(Timestamp(20), &T);
+        // Heard from D before the completion only: silent since the completion.
+        let at = Timestamp(20 + T.unreachable_ms);
+        match s
+            .clone()
+            .timed_out(Timestamp(at.0 - 1), &T, Some(Timestamp(15)))
+        {
+            HypervisorTimeout::Stalled(s) => assert_eq!(s.deadline, at),
+            other => panic!("too early: {other:?}"),
+        }
+        let s = match s.timed_out(at, &T, Some(Timestamp(15))) {
+            HypervisorTimeout::CommitUnconfirmed(s) => s,
+            other => panic!("expected the commit, got {other:?}"),
+        };
+        let c = s.commit_unconfirmed(at);
+        assert!(
+            c.core
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("hypervisor's word") && e.contains("silent")),
+            "{:?}",
+            c.core.error
+        );
+        assert_eq!(
+            phases(&c.core).last(),
+            Some(&MigrationPhase::ExpectCommitAcks)
         );
     }
 
