@@ -348,6 +348,14 @@ impl Agent {
     /// is never locked out by what an older one pushed); within an epoch, an older generation
     /// is refused, and the same one is acknowledged again if its content is the same.
     pub fn apply_host_config(&mut self, hc: HostConfig) -> Result<Ack, AgentError> {
+        if hc.epoch > srmig_api::MAX_EPOCH {
+            return Err(AgentError::Invalid(format!(
+                "epoch {} is above the highest epoch a controller may use ({}): refused, so that \
+                 no config can lock this host against later ones",
+                hc.epoch,
+                srmig_api::MAX_EPOCH
+            )));
+        }
         if let Some(cur) = &self.applied {
             let (new, old) = (hc.version(), cur.version());
             if new < old {
@@ -662,6 +670,27 @@ mod tests {
             n.dp.mapping("2001:db8:a::30".parse().expect("addr")),
             n.dp.policy_id("vm:far1").map(Steering::Policy)
         );
+    }
+
+    #[test]
+    fn a_reserved_epoch_is_refused_so_no_config_is_out_of_reach() {
+        let mut n = node();
+        let mut h = hc(3);
+        h.epoch = srmig_api::MAX_EPOCH;
+        n.apply_host_config(h.clone())
+            .expect("the highest usable epoch");
+        h.epoch = srmig_api::MAX_EPOCH + 1;
+        h.generation = 4;
+        let e = n.apply_host_config(h.clone()).expect_err("reserved");
+        assert_eq!(e.http_status(), 400);
+        assert!(e.to_string().contains("highest epoch"), "{e}");
+        h.epoch = u64::MAX;
+        h.generation = u64::MAX;
+        assert_eq!(
+            n.apply_host_config(h).expect_err("reserved").http_status(),
+            400
+        );
+        assert_eq!(n.status(&[]).generation, Some(3));
     }
 
     #[test]

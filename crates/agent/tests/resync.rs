@@ -379,3 +379,26 @@ fn a_push_acknowledged_by_a_restarted_srmigd_counts_for_the_migration_waiting_fo
     );
     assert!(w.in_sync());
 }
+
+#[test]
+fn a_version_at_a_reserved_epoch_never_moves_the_controller_there() {
+    let mut w = World::new(100);
+    w.poll_h1();
+    assert!(w.in_sync());
+    // An old or foreign srmigd claims a version at epoch u64::MAX (this srmigd would refuse
+    // such a config): the controller stays at its epoch and pushes its config again.
+    let now = w.tick();
+    let boot = w.h1.boot_epoch();
+    w.c.handle_host_status(
+        now,
+        &hid("h1"),
+        HostObservation {
+            boot_epoch: boot,
+            in_force: Some((u64::MAX, u64::MAX)),
+        },
+    )
+    .expect("status");
+    assert_eq!(w.c.epoch(), 100);
+    w.deliver();
+    assert!(w.in_sync());
+}

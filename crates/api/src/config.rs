@@ -25,6 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{HostId, MacAddr, VmId};
 
+/// The highest epoch a config may carry. A controller's epoch is the time its store was made,
+/// in milliseconds since the Unix epoch (about 2^41 today), plus one each time it overtakes a
+/// version it never pushed; epochs above this are reserved: srmigd refuses a config carrying
+/// one and the controller never moves to one, so no version can ever be out of a controller's
+/// reach (a config at epoch `u64::MAX` would lock its host against every later push).
+pub const MAX_EPOCH: u64 = 1 << 62;
+
 /// The complete forwarding state one host must apply.
 ///
 /// Golden JSON (host `h3` during an SR migration of `web1` from `h1` to `h2`, pretty-printed):
@@ -40,7 +47,7 @@ use crate::ids::{HostId, MacAddr, VmId};
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// `epoch`: the controller store's epoch (0 if absent); a config of a newer epoch
-    /// replaces one of an older epoch whatever their generations.
+    /// replaces one of an older epoch whatever their generations. At most [`MAX_EPOCH`].
     #[serde(default)]
     pub epoch: u64,
     /// `generation`: strictly increasing per host within an epoch; acknowledged by

@@ -28,7 +28,7 @@ pub mod vm;
 
 pub use config::{
     Ack, Encaps, Headend, HostConfig, HostConfigError, LocalVm, Mapping, SbufMode, SidEntry,
-    Steering,
+    Steering, MAX_EPOCH,
 };
 pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};

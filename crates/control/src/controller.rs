@@ -1126,6 +1126,12 @@ impl Controller {
     /// `host` holds version `theirs`, which this controller never pushed: moves to an epoch
     /// above it and pushes every host its config again.
     fn host_ahead(&mut self, host: &HostId, theirs: (u64, u64)) {
+        if theirs.0 >= srmig_api::MAX_EPOCH {
+            // Reserved (srmigd refuses such configs): never follow it there. Our config is
+            // pushed again; a host that holds it anyway needs its srmigd restarted.
+            self.repush(host);
+            return;
+        }
         self.epoch = self.epoch.max(theirs.0).saturating_add(1);
         self.actions.push_back(Action::EpochAdvanced {
             host: host.clone(),
