@@ -19,14 +19,14 @@
 
 mod common;
 
-use common::{processes_mentioning, show};
+use common::{have_root, processes_mentioning, show};
 
 use std::time::{Duration, Instant};
 
 use srmig_api::Strategy;
 use srmig_lab::orchestrate::fault::{Component, Fault, FaultPhase, FaultPlan};
 use srmig_lab::orchestrate::{
-    error_chain, is_root, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
+    error_chain, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
     WorkloadKind,
 };
 
@@ -40,18 +40,6 @@ const WHATS: [&str; 8] = [
     "restart-srmigd-d",
     "restart-srmigd-c",
 ];
-
-fn have_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: needs root (network namespaces, veth pairs, AF_PACKET for srmigd)");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set: the root-only lab test must not be skipped"
-    );
-    false
-}
 
 fn plan(faults: Vec<Fault>) -> RunPlan {
     let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{processes_mentioning, show};
+use common::{have_root, processes_mentioning, show};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,22 +22,10 @@ use std::time::{Duration, Instant};
 use srmig_api::Strategy;
 use srmig_lab::orchestrate::plan::HostRole;
 use srmig_lab::orchestrate::{
-    is_root, run, LabRun, MigrationTiming, RunPlan, Testbed, TestbedOptions, WorkloadKind,
+    run, LabRun, MigrationTiming, RunPlan, Testbed, TestbedOptions, WorkloadKind,
 };
 
 const DOWNTIME_MS: u64 = 175;
-
-fn have_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: needs root (network namespaces, veth pairs, AF_PACKET for srmigd)");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set: the root-only lab test must not be skipped"
-    );
-    false
-}
 
 fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
     let mut plan = RunPlan::new(strategy, vec![WorkloadKind::Probe], migrations);

@@ -690,6 +690,27 @@ impl Testbed {
         Ok(())
     }
 
+    /// A migration starts: the `steady` faults fire, and the migration is requested once
+    /// everything is back in sync.
+    fn begin_migration(&mut self) -> Result<(), OrchestrateError> {
+        self.migrations_started += 1;
+        self.fire(FaultPhase::Steady, None)?;
+        let limit = Instant::now() + PHASE_TIMEOUT;
+        while self.faults_pending() && Instant::now() < limit {
+            self.tick_faults()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Migration `id` was accepted: the `steady` faults belong to it, the `prepare` ones fire.
+    fn requested(&mut self, id: MigrationId) -> Result<(), OrchestrateError> {
+        for p in self.pending.iter_mut().filter(|p| p.id.is_none()) {
+            p.id = Some(id);
+        }
+        self.fire(FaultPhase::Prepare, Some(id))
+    }
+
     /// The faults that ended since the last call (the report's `faults`).
     pub fn take_fault_records(&mut self) -> Vec<FaultRecord> {
         std::mem::take(&mut self.fault_records)
@@ -1021,13 +1042,7 @@ impl Testbed {
         origin: Instant,
     ) -> Result<MigrationRecord, OrchestrateError> {
         let (from, to) = (self.vm_at, self.other_host());
-        self.migrations_started += 1;
-        self.fire(FaultPhase::Steady, None)?;
-        let limit = Instant::now() + PHASE_TIMEOUT;
-        while self.faults_pending() && Instant::now() < limit {
-            self.tick_faults()?;
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.begin_migration()?;
         let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
@@ -1039,10 +1054,7 @@ impl Testbed {
         let origin_wall_us = wall_us() - micros(t_req.saturating_duration_since(origin));
         let accepted = self.retrying(|t| t.control.migrate(&req))?;
         let id = accepted.id;
-        for p in self.pending.iter_mut().filter(|p| p.id.is_none()) {
-            p.id = Some(id);
-        }
-        self.fire(FaultPhase::Prepare, Some(id))?;
+        self.requested(id)?;
         let limit = self.qemu_phase_timeout();
         let any = |phase: FaultPhase| self.fault_plan.at(phase).next().is_some();
         let (f_migrating, f_switchover, f_commit, f_cleanup) = (
@@ -1186,14 +1198,7 @@ impl Testbed {
             _ => HostRole::Source,
         };
         let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
-        self.migrations_started += 1;
-        self.fire(FaultPhase::Steady, None)?;
-        // Between migrations: the migration is requested once everything is back in sync.
-        let limit = Instant::now() + PHASE_TIMEOUT;
-        while self.faults_pending() && Instant::now() < limit {
-            self.tick_faults()?;
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.begin_migration()?;
         let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
@@ -1204,10 +1209,7 @@ impl Testbed {
         let t_req = Instant::now();
         let accepted = self.retrying(|t| t.control.migrate(&req))?;
         let id = accepted.id;
-        for p in self.pending.iter_mut().filter(|p| p.id.is_none()) {
-            p.id = Some(id);
-        }
-        self.fire(FaultPhase::Prepare, Some(id))?;
+        self.requested(id)?;
         let armed = self.wait_phase(id, "the hypervisor phase", |p| {
             p == MigrationPhase::ExpectHypervisorDone || p.is_terminal()
         })?;

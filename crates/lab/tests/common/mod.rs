@@ -33,3 +33,17 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// Whether this runs as root; otherwise prints `SKIPPED: needs root (...)` and says no, or
+/// fails when `CI` is set (CI must not skip the root-only tests).
+pub fn have_root() -> bool {
+    if srmig_lab::orchestrate::is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED: needs root (network namespaces, veth pairs, AF_PACKET for srmigd)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set: the root-only lab test must not be skipped"
+    );
+    false
+}
