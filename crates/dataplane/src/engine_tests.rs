@@ -93,6 +93,22 @@ fn inner() -> Vec<u8> {
     inner_to_vm1()
 }
 
+/// `p` (an IPv6 or IPv4 packet) as this node forwards it: hop limit or TTL minus one (IPv4
+/// header checksum recomputed). Every decapsulated packet is forwarded this way.
+fn forwarded(p: &[u8]) -> Vec<u8> {
+    let mut q = p.to_vec();
+    if q[0] >> 4 == 6 {
+        q[7] -= 1;
+    } else {
+        let ihl = usize::from(q[0] & 0x0f) * 4;
+        q[8] -= 1;
+        q[10..12].fill(0);
+        let c = !srmig_wire::checksum::data(&q[..ihl]);
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    q
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -405,7 +421,11 @@ fn end_dx6_dx4_dt6_dt4_dt46() {
         assert_eq!(&out[0..6], &VM1_MAC);
         assert_eq!(&out[6..12], &GATEWAY_MAC);
         assert_eq!(u16::from_be_bytes([out[12], out[13]]), et);
-        assert_eq!(&out[14..], &pkt[..], "inner packet delivered unchanged");
+        assert_eq!(
+            out[14..],
+            forwarded(pkt),
+            "inner packet delivered with its hop limit / TTL decremented"
+        );
     }
     // End.DT* deliver to the VM (counted), End.DX* cross-connect to the adjacency.
     assert_eq!(dp.counters().vm(VmId(0)).tx.packets, 4);
@@ -578,7 +598,7 @@ fn jumbo_frames_cross_every_port_kind() {
         &uplink_frame(S, &[sid(S, END_DT6)], 0, &big),
     );
     assert_eq!(v, Verdict::Tx(VM1_PORT));
-    assert_eq!(&out[14..], &big[..]);
+    assert_eq!(out[14..], forwarded(&big));
     // An encapsulated jumbo arriving from the fabric fits the buffer too.
     let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &big);
     assert!(f.len() <= BUF_CAPACITY);
@@ -704,7 +724,8 @@ fn decapsulated_packet_too_big_answers_the_inner_source() {
         assert_eq!(port, UPLINK);
         let (src, dst, mtu, inv) = ptb_fields(&g);
         assert_eq!((src, dst, mtu), (sid(S, 1), inner_src, 1280));
-        assert_eq!(&inv[..], &big[..inv.len()]);
+        // Quoted as forwarded (hop limit decremented at decapsulation).
+        assert_eq!(inv[..], forwarded(&big)[..inv.len()]);
     }
     let ok = udp6_sized(inner_src, vm1(), 1280);
     let f = uplink_frame(S, &[sid(S, END_DT6)], 0, &ok);
@@ -814,7 +835,7 @@ fn end_s_delivers_forwards_or_drops() {
     let inner = inner();
     let (v, out) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
     assert_eq!(v, Verdict::Tx(VM1_PORT));
-    assert_eq!(&out[14..], &inner[..]);
+    assert_eq!(out[14..], forwarded(&inner));
     assert_eq!(&out[0..6], &VM1_MAC);
     // Paused (stop-and-copy): act as End towards D::End.SBUF.
     s.handle_vm_state(T0, vm, VmState::Paused).unwrap();
@@ -878,9 +899,9 @@ fn end_sbuf_holds_until_resume_and_releases_in_order() {
     );
     let out = drain(&mut d, T0);
     let got: Vec<&[u8]> = out.iter().map(|(_, f)| &f[14..]).collect();
-    let mut want: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
-    want.push(&pkts[0]);
-    want.push(&late);
+    let mut want: Vec<Vec<u8>> = pkts.iter().map(|p| forwarded(p)).collect();
+    want.push(forwarded(&pkts[0]));
+    want.push(forwarded(&late));
     assert_eq!(got, want, "released in arrival order, late packet last");
     for (port, f) in &out {
         assert_eq!(*port, VM1_PORT);
@@ -911,13 +932,17 @@ fn end_sbuf_releases_ipv4_and_jumbo_packets_with_their_ethertype() {
     }
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();
     let out = drain(&mut d, T0);
-    let got: Vec<(u16, &[u8])> = out
+    let got: Vec<(u16, Vec<u8>)> = out
         .iter()
-        .map(|(_, f)| (u16::from_be_bytes([f[12], f[13]]), &f[14..]))
+        .map(|(_, f)| (u16::from_be_bytes([f[12], f[13]]), f[14..].to_vec()))
         .collect();
     assert_eq!(
         got,
-        vec![(0x0800, &v4[..]), (0x86dd, &jumbo[..]), (0x86dd, &v6[..])]
+        vec![
+            (0x0800, forwarded(&v4)),
+            (0x86dd, forwarded(&jumbo)),
+            (0x86dd, forwarded(&v6))
+        ]
     );
     assert_eq!(d.counters().buffer_total(), Occupancy::default());
 }
@@ -1103,7 +1128,7 @@ fn paper_path_end_to_end_across_s_and_d() {
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();
     let released = drain(&mut d, T0);
     assert_eq!(released.len(), 1);
-    assert_eq!(&released[0].1[14..], &inner[..]);
+    assert_eq!(released[0].1[14..], forwarded(&inner));
     let (v, at_s) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
     assert_eq!(v, Verdict::Tx(UPLINK));
     assert_eq!(run(&mut d, UPLINK, &to_d(at_s)).0, Verdict::Tx(VM1_PORT));
@@ -1444,9 +1469,10 @@ fn malformed_srv6_packets_are_dropped_with_their_reason() {
         &ipv6(sid(C, 1), sid(S, END), 60, 64, &chain),
     );
     expect_drop(&mut dp, UPLINK, &f, DropReason::TooManyExtensionHeaders);
-    // SID not installed (inside the locator)
+    // SID not installed (inside the locator): Destination Unreachable, no route
     let f = uplink_frame(S, &[sid(S, 0x99), sid(D, END_DT6)], 1, &inner());
     expect_drop(&mut dp, UPLINK, &f, DropReason::NoSid);
+    assert_eq!(drain(&mut dp, T0).len(), 1);
     // unsupported routing type with SL != 0
     let mut f = good.clone();
     f[srh_at + 2] = 0;
