@@ -68,8 +68,9 @@ drop_reasons! {
     UnsupportedRoutingType,
     /// Segments Left != 0 on a behavior that requires the last segment (RFC 8986 4.4 S02).
     SegmentsLeftNotZero,
-    /// The next segment of the SRH is a multicast address: SIDs are unicast (ICMPv6 Parameter
-    /// Problem code 0 pointing at that Segment List entry).
+    /// The next segment of the SRH is a multicast address, which must not appear in a Routing
+    /// header (RFC 4291 2.7): ICMPv6 Parameter Problem code 0 pointing at that Segment List
+    /// entry.
     MulticastSegment,
     /// Hop Limit would reach zero in forwarding (ICMPv6 Time Exceeded code 0).
     HopLimitExceeded,

@@ -1438,9 +1438,9 @@ impl Dataplane {
         if view.tlv_offset() < srh_len && view.check_tlv_bounds().is_err() {
             return Err(Verdict::Drop(DropReason::TlvOverrun));
         }
-        // SIDs are unicast (RFC 8986 section 3.1, RFC 4291 2.7): a multicast next segment is
-        // an erroneous field of the SRH, reported before the DA is rewritten (the error about
-        // a packet to a multicast address would have to be suppressed).
+        // RFC 4291 2.7: multicast addresses must not "appear in any Routing header". A
+        // multicast next segment is an erroneous field of the SRH, reported before the DA is
+        // rewritten (an error about a packet to a multicast address must be suppressed).
         let next_rel = srh_rel + srh::FIELD_SEGMENT_LIST + 16 * (sl - 1);
         if b[ip + next_rel] == 0xff {
             return Err(self.icmp_error(
