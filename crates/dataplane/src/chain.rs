@@ -37,6 +37,9 @@ pub(crate) struct Chain {
     pub(crate) upper_proto: IpProtocol,
     /// Whether a Hop-by-Hop Options header is present.
     pub(crate) has_hbh: bool,
+    /// Whether the chain ends at a non-first Fragment header: `upper` then points at
+    /// fragment data, not at a header (RFC 8200 4.5).
+    pub(crate) fragment_data: bool,
 }
 
 /// The drop reason of a chain that [`ext::walk`] refused.
@@ -69,6 +72,7 @@ pub(crate) fn walk(pkt: &[u8]) -> Result<Chain, DropReason> {
             upper: ipv6::HEADER_LEN,
             upper_proto: first,
             has_hbh: false,
+            fragment_data: false,
         });
     }
     if first == IpProtocol::ROUTING {
@@ -84,6 +88,7 @@ pub(crate) fn walk(pkt: &[u8]) -> Result<Chain, DropReason> {
                     upper: ipv6::HEADER_LEN + len,
                     upper_proto: next,
                     has_hbh: false,
+                    fragment_data: false,
                 });
             }
         }
@@ -124,6 +129,13 @@ fn walk_slow(first: IpProtocol, pkt: &[u8]) -> Result<Chain, DropReason> {
         has_hbh: headers
             .first()
             .is_some_and(|h| h.protocol == IpProtocol::HOP_BY_HOP),
+        // The walker stops right after a non-first Fragment header (8 bytes, checked).
+        fragment_data: headers.last().is_some_and(|h| {
+            h.protocol == IpProtocol::FRAGMENT
+                && pkt
+                    .get(ipv6::HEADER_LEN + h.offset() + 2..ipv6::HEADER_LEN + h.offset() + 4)
+                    .is_some_and(|o| u16::from_be_bytes([o[0], o[1]]) >> 3 != 0)
+        }),
     })
 }
 
@@ -178,6 +190,7 @@ mod tests {
                 upper: 64,
                 upper_proto: IpProtocol::IPV6,
                 has_hbh: false,
+                fragment_data: false,
             }
         );
     }
@@ -196,6 +209,22 @@ mod tests {
             let pkt = ipv6(nh, &p);
             proptest::prop_assert_eq!(walk(&pkt), walk_slow(IpProtocol(nh), &pkt));
         }
+    }
+
+    #[test]
+    fn marks_non_first_fragments() {
+        // SRH (SL 0) -> Fragment (offset 8 units) -> "IPv6" data.
+        let mut p = vec![44, 2, 4, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&[0; 16]);
+        p.extend_from_slice(&[IPV6, 0, 0, 8 << 3, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x60; 40]);
+        let c = walk(&ipv6(RH, &p)).unwrap();
+        assert!(c.fragment_data);
+        assert_eq!((c.upper, c.upper_proto), (40 + 32, IpProtocol::IPV6));
+        // The first fragment (offset 0, M=1) is followed by headers.
+        p[24 + 3] = 1;
+        let c = walk(&ipv6(RH, &p)).unwrap();
+        assert!(!c.fragment_data);
     }
 
     #[test]

@@ -53,6 +53,13 @@ drop_reasons! {
     DuplicateExtensionHeader,
     /// A TLV in the SRH TLV area overruns the SRH (RFC 8754 section 2.1).
     TlvOverrun,
+    /// A Hop-by-Hop option this node does not recognize whose action bits (01, 10, 11) say to
+    /// discard the packet (RFC 8200 4.2; 10 and 11 to a unicast destination: ICMPv6 Parameter
+    /// Problem code 2 pointing at the Option Type).
+    UnknownOption,
+    /// A Hop-by-Hop option whose Opt Data Len runs past its header (ICMPv6 Parameter Problem
+    /// code 0 pointing at the bad byte).
+    OptionOverrun,
     /// SRH Segments Left > Last Entry + 1 (RFC 8754 section 4.3.1.1, ICMPv6 Parameter Problem).
     SegmentsLeftBeyondLastEntry,
     /// SRH Last Entry beyond the segment list held by Hdr Ext Len (RFC 8754 section 4.3.1.1).
@@ -61,13 +68,22 @@ drop_reasons! {
     UnsupportedRoutingType,
     /// Segments Left != 0 on a behavior that requires the last segment (RFC 8986 4.4 S02).
     SegmentsLeftNotZero,
+    /// The next segment of the SRH is a multicast address, which must not appear in a Routing
+    /// header (RFC 4291 2.7): ICMPv6 Parameter Problem code 0 pointing at that Segment List
+    /// entry.
+    MulticastSegment,
     /// Hop Limit would reach zero in forwarding (ICMPv6 Time Exceeded code 0).
     HopLimitExceeded,
     /// Upper-layer header not allowed at this SID (RFC 8986 section 4.1.1, ICMPv6 code 4).
     UnsupportedNextHeader,
-    /// The destination is inside the local locator but no SID is installed there.
+    /// Upper-layer processing at a SID (last segment, decapsulation, End.S) of a non-first
+    /// fragment: what follows the Fragment header is data this node did not parse, so no
+    /// error can point into it (discarded silently; this node does not reassemble).
+    NonFirstFragment,
+    /// The destination is inside the local locator but no SID is installed there (ICMPv6
+    /// Destination Unreachable code 0: this node has no entry for it).
     NoSid,
-    /// No FIB route for the destination.
+    /// No FIB route for the destination (IPv6: ICMPv6 Destination Unreachable code 0).
     NoRoute,
     /// Local SID processing looped more than the engine allows.
     LocalSidLoop,
@@ -77,8 +93,14 @@ drop_reasons! {
     SrhFromOutsideDomain,
     /// A VM port packet whose source is not an address of the VM attached to that port.
     VmSourceSpoofed,
-    /// A VM port packet with a link-local or unspecified source that is not an NS for the gateway.
+    /// A link-local source on a packet that would leave its link (forwarded, delivered to
+    /// another port, or decapsulated): ICMPv6 Destination Unreachable code 2, beyond scope of
+    /// source address (RFC 4443 3.1), when the source can be answered on its link.
     LinkLocalSource,
+    /// A forwarded packet whose source is multicast, the loopback address or unspecified
+    /// (RFC 4291 2.5.2, 2.5.3, 2.7: never a source on the wire); no ICMPv6 error (RFC 4443
+    /// 2.4 (e)).
+    InvalidSourceAddress,
     /// Multicast destination on a path that only forwards unicast.
     MulticastDestination,
     /// Neighbor discovery not addressed to the gateway (or a port address): ignored.

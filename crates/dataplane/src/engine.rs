@@ -30,6 +30,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv6Net};
 use srmig_wire::ethernet::{self, EtherType};
+use srmig_wire::ext::{OptionsVerdict, UnknownOptionAction};
 use srmig_wire::ipv4::field as v4f;
 use srmig_wire::ipv6::field as v6f;
 use srmig_wire::{checksum, icmpv6, ipv4, ipv6, srh, IpProtocol};
@@ -46,9 +47,10 @@ use crate::drop::DropReason;
 use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::icmp::{
-    emit_error, emit_na, GenQueue, RateLimiter, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAM_PROBLEM,
-    ICMPV6_TIME_EXCEEDED, MIN_MTU, NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD,
-    PARAM_PROBLEM_SR_UPPER_LAYER,
+    emit_error, emit_na, GenQueue, RateLimiter, DEST_UNREACHABLE_BEYOND_SCOPE,
+    DEST_UNREACHABLE_NO_ROUTE, ICMPV6_DEST_UNREACHABLE, ICMPV6_PACKET_TOO_BIG,
+    ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED, MIN_MTU, NDP_NEIGHBOR_SOLICIT,
+    PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER, PARAM_PROBLEM_UNRECOGNIZED_OPTION,
 };
 use crate::policy::{MappingTable, Policy, PolicyId, Steering};
 use crate::port::{Port, PortId};
@@ -851,6 +853,11 @@ impl Dataplane {
             }
             return Verdict::Drop(DropReason::MulticastDestination);
         }
+        if nh == IpProtocol::HOP_BY_HOP {
+            if let Err(v) = self.hop_by_hop(ctx, pkt, ip) {
+                return v;
+            }
+        }
         // Most uplink traffic is SRv6 to a local SID: look it up directly (no locator test).
         if let Some(sid) = self.sids.lookup(dst) {
             // RFC 8754 section 5.1: SRv6 packets only from inside the SR domain.
@@ -879,8 +886,12 @@ impl Dataplane {
                 }
             }
         }
+        // Transit (or delivery to a local VM): the packet leaves its link.
+        if let Some(r) = source_error(src) {
+            return self.bad_source(ctx, pkt, ip, r);
+        }
         if self.in_locator(dst) {
-            return Verdict::Drop(DropReason::NoSid);
+            return self.unreachable(ctx, pkt, ip, DropReason::NoSid);
         }
         if let Err(v) = self.hop_limit_forward(ctx, pkt, ip) {
             return v;
@@ -906,11 +917,12 @@ impl Dataplane {
             }
             _ => {
                 let link_local = src >> 118 == 0xfe80 >> 6;
-                if link_local || src == 0 {
-                    if nh == IpProtocol::ICMPV6 {
-                        return self.ndp_in(ctx, pkt, ip);
-                    }
-                    return Verdict::Drop(DropReason::LinkLocalSource);
+                if (link_local || src == 0) && nh == IpProtocol::ICMPV6 {
+                    return self.ndp_in(ctx, pkt, ip);
+                }
+                // Neighbour discovery aside, nothing leaves the VM's link with such a source.
+                if let Some(r) = source_error(src) {
+                    return self.bad_source(ctx, pkt, ip, r);
                 }
                 return Verdict::Drop(DropReason::VmSourceSpoofed);
             }
@@ -925,6 +937,11 @@ impl Dataplane {
             } else {
                 DropReason::MulticastDestination
             });
+        }
+        if nh == IpProtocol::HOP_BY_HOP {
+            if let Err(v) = self.hop_by_hop(ctx, pkt, ip) {
+                return v;
+            }
         }
         // The SR domain is closed: no SRH and no local SID from a VM (RFC 8754 section 5.1).
         if self.local_sid(dst).is_some() {
@@ -956,7 +973,7 @@ impl Dataplane {
             Some(Steering::Policy(p)) => self.apply_policy(ctx, pkt, ip, p, true, has_hbh),
             Some(Steering::Native) | None => {
                 if self.in_locator(dst) {
-                    return Verdict::Drop(DropReason::NoSid);
+                    return self.unreachable(ctx, pkt, ip, DropReason::NoSid);
                 }
                 if let Some(vm) = e.vm {
                     return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
@@ -990,6 +1007,144 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The packet exposed by a decapsulation (at `inner`, of `proto`, already validated by
+    /// `inner_v6`/`inner_v4`) is forwarded by this node, to an adjacency, a FIB route or a
+    /// local VM: RFC 8986 4.4-4.8 and 4.16.3 "forward the exposed packet" is IP forwarding
+    /// (Linux: `ip6_forward` / `ip_forward` after `decap_and_validate`). Its source is
+    /// checked (`source_error`; no error back), its hop limit or TTL decremented; at 1 or 0
+    /// it is dropped with an ICMPv6 Time Exceeded about the inner packet to its source, routed
+    /// like a Packet Too Big (IPv4: `Ipv4TtlExceeded`, no ICMPv4 error yet).
+    #[inline]
+    fn forward_inner(
+        &mut self,
+        now: Instant,
+        pkt: &mut PacketBuf,
+        inner: usize,
+        proto: IpProtocol,
+    ) -> Result<(), DropReason> {
+        if proto == IpProtocol::IPV4 {
+            let b = &mut pkt.buf;
+            if b[inner + v4f::TTL] <= 1 {
+                return Err(DropReason::Ipv4TtlExceeded);
+            }
+            let ihl = usize::from(b[inner] & 0x0f) * 4;
+            decrement_ttl(&mut b[inner..inner + ihl]);
+            return Ok(());
+        }
+        if let Some(r) = source_error(read_addr(&pkt.buf, inner + v6f::SRC_ADDR.start)) {
+            return Err(r);
+        }
+        let hl = pkt.buf[inner + v6f::HOP_LIMIT];
+        if hl <= 1 {
+            self.error_to_source(now, &pkt.buf[inner..pkt.end], ICMPV6_TIME_EXCEEDED, 0, 0);
+            return Err(DropReason::HopLimitExceeded);
+        }
+        pkt.buf[inner + v6f::HOP_LIMIT] = hl - 1;
+        Ok(())
+    }
+
+    /// Hop-by-Hop Options (RFC 8200 4.2, 4.3) of the IPv6 packet at `ip` (Next Header 0):
+    /// Pad1, PadN and Router Alert are known; an unknown option's two high-order bits decide
+    /// (00 skip, 01 discard, 10 discard with Parameter Problem code 2 pointing at its type,
+    /// 11 the same unless the destination is multicast); an option running past the header
+    /// is a Parameter Problem code 0 pointing at the bad byte.
+    #[cold]
+    #[inline(never)]
+    fn hop_by_hop(&mut self, ctx: &Ctx, pkt: &PacketBuf, ip: usize) -> Result<(), Verdict> {
+        // The caller checked the fixed header: `ip + 40 <= pkt.end`.
+        let at = ip + ipv6::HEADER_LEN;
+        if pkt.end - at < srmig_wire::ext::MIN_LEN {
+            return Err(Verdict::Drop(DropReason::Truncated));
+        }
+        let len = (usize::from(pkt.buf[at + srmig_wire::ext::FIELD_HDR_EXT_LEN]) + 1) * 8;
+        if at + len > pkt.end {
+            return Err(Verdict::Drop(DropReason::HdrExtLenBeyondPacket));
+        }
+        let known = |t: u8| t == srmig_wire::ext::OPT_ROUTER_ALERT;
+        let (code, offset, reason) =
+            match srmig_wire::ext::process_options(&pkt.buf[at..at + len], known) {
+                OptionsVerdict::Pass => return Ok(()),
+                OptionsVerdict::BadLength { offset } => (
+                    PARAM_PROBLEM_ERRONEOUS_FIELD,
+                    offset,
+                    DropReason::OptionOverrun,
+                ),
+                OptionsVerdict::Unknown { action, offset } => {
+                    let multicast = pkt.buf[ip + v6f::DST_ADDR.start] == 0xff;
+                    match action {
+                        UnknownOptionAction::DiscardSendIcmp => {}
+                        UnknownOptionAction::DiscardSendIcmpIfNotMulticast if !multicast => {}
+                        _ => return Err(Verdict::Drop(DropReason::UnknownOption)),
+                    }
+                    (
+                        PARAM_PROBLEM_UNRECOGNIZED_OPTION,
+                        offset,
+                        DropReason::UnknownOption,
+                    )
+                }
+            };
+        Err(self.icmp_error(
+            ctx,
+            pkt,
+            ip,
+            ICMPV6_PARAM_PROBLEM,
+            code,
+            (ipv6::HEADER_LEN + offset) as u32,
+            reason,
+        ))
+    }
+
+    /// Drops a packet whose source may not leave its link (`reason` from `source_error`):
+    /// a link-local source is told Destination Unreachable code 2 (beyond scope of source
+    /// address, RFC 4443 3.1) on its link; the other sources cannot be answered.
+    #[cold]
+    fn bad_source(&mut self, ctx: &Ctx, pkt: &PacketBuf, ip: usize, reason: DropReason) -> Verdict {
+        if reason != DropReason::LinkLocalSource {
+            return Verdict::Drop(reason);
+        }
+        self.icmp_error(
+            ctx,
+            pkt,
+            ip,
+            ICMPV6_DEST_UNREACHABLE,
+            DEST_UNREACHABLE_BEYOND_SCOPE,
+            0,
+            reason,
+        )
+    }
+
+    /// Drops the IPv6 packet at `ip` for which this node has no route (`NoRoute`) or no SID
+    /// inside its own locator (`NoSid`) with a Destination Unreachable code 0 (RFC 4443 3.1:
+    /// "lack of a matching entry in the forwarding node's routing table"). A packet this node
+    /// encapsulated itself (its source is `source_address`) is dropped without an error: the
+    /// error would come back to this node.
+    #[cold]
+    fn unreachable(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &PacketBuf,
+        ip: usize,
+        reason: DropReason,
+    ) -> Verdict {
+        if pkt
+            .buf
+            .get(ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end)
+            == Some(&self.source_address[..])
+        {
+            self.counters.icmp.suppressed += 1;
+            return Verdict::Drop(reason);
+        }
+        self.icmp_error(
+            ctx,
+            pkt,
+            ip,
+            ICMPV6_DEST_UNREACHABLE,
+            DEST_UNREACHABLE_NO_ROUTE,
+            0,
+            reason,
+        )
+    }
+
     /// Sends the IPv6 packet at `ip` by FIB lookup of its destination in `table`; a local SID
     /// destination is processed here (up to `MAX_LOCAL_PASSES`).
     #[inline]
@@ -1012,11 +1167,11 @@ impl Dataplane {
                 }
                 return self.endpoint(ctx, pkt, ip, sid, depth + 1);
             }
-            return Verdict::Drop(DropReason::NoSid);
+            return self.unreachable(ctx, pkt, ip, DropReason::NoSid);
         }
         match self.fib.lookup_v6(table, dst) {
             Some(adj) => tx(pkt, ip, adj, EtherType::IPV6),
-            None => Verdict::Drop(DropReason::NoRoute),
+            None => self.unreachable(ctx, pkt, ip, DropReason::NoRoute),
         }
     }
 
@@ -1143,6 +1298,12 @@ impl Dataplane {
         } else {
             0
         };
+        // Behind a non-first fragment is data, not the upper-layer header: whatever would
+        // process it (last segment, decapsulation, End.S's VM lookup) cannot, and no error may
+        // point into bytes this node did not parse. Discard (this node does not reassemble).
+        if chain.fragment_data && (sl == 0 || matches!(action, SidAction::EndS(_))) {
+            return Verdict::Drop(DropReason::NonFirstFragment);
+        }
         match action {
             SidAction::End
             | SidAction::EndX(_)
@@ -1277,6 +1438,21 @@ impl Dataplane {
         if view.tlv_offset() < srh_len && view.check_tlv_bounds().is_err() {
             return Err(Verdict::Drop(DropReason::TlvOverrun));
         }
+        // RFC 4291 2.7: multicast addresses must not "appear in any Routing header". A
+        // multicast next segment is an erroneous field of the SRH, reported before the DA is
+        // rewritten (an error about a packet to a multicast address must be suppressed).
+        let next_rel = srh_rel + srh::FIELD_SEGMENT_LIST + 16 * (sl - 1);
+        if b[ip + next_rel] == 0xff {
+            return Err(self.icmp_error(
+                ctx,
+                pkt,
+                ip,
+                ICMPV6_PARAM_PROBLEM,
+                PARAM_PROBLEM_ERRONEOUS_FIELD,
+                next_rel as u32,
+                DropReason::MulticastSegment,
+            ));
+        }
         // S14-S16.
         let b = &mut pkt.buf;
         b[ip + v6f::HOP_LIMIT] = hl - 1;
@@ -1317,7 +1493,10 @@ impl Dataplane {
             };
             match chain.upper_proto {
                 IpProtocol::IPV6 => {
-                    if let Err(r) = self.inner_v6(pkt, inner) {
+                    if let Err(r) = self
+                        .inner_v6(pkt, inner)
+                        .and_then(|()| self.forward_inner(ctx.now, pkt, inner, IpProtocol::IPV6))
+                    {
                         return Verdict::Drop(r);
                     }
                     pkt.start = inner - ethernet::HEADER_LEN;
@@ -1327,7 +1506,10 @@ impl Dataplane {
                     };
                 }
                 IpProtocol::IPV4 => {
-                    if let Err(r) = self.inner_v4(pkt, inner) {
+                    if let Err(r) = self
+                        .inner_v4(pkt, inner)
+                        .and_then(|()| self.forward_inner(ctx.now, pkt, inner, IpProtocol::IPV4))
+                    {
                         return Verdict::Drop(r);
                     }
                     pkt.start = inner - ethernet::HEADER_LEN;
@@ -1426,11 +1608,13 @@ impl Dataplane {
         vm: Option<VmId>,
     ) -> Verdict {
         let inner = ip + chain.upper;
-        let et = match chain.upper_proto {
+        let proto = chain.upper_proto;
+        let et = match proto {
             IpProtocol::IPV6 => self.inner_v6(pkt, inner).map(|()| EtherType::IPV6),
             IpProtocol::IPV4 => self.inner_v4(pkt, inner).map(|()| EtherType::IPV4),
             _ => return self.upper_layer_error(ctx, pkt, ip, chain),
         };
+        let et = et.and_then(|et| self.forward_inner(ctx.now, pkt, inner, proto).map(|()| et));
         match (et, vm) {
             (Ok(et), Some(vm)) => self.deliver(ctx, pkt, inner, vm, et),
             (Err(r), _) => Verdict::Drop(r),
@@ -1462,7 +1646,7 @@ impl Dataplane {
         } else {
             self.inner_v4(pkt, inner)
         };
-        if let Err(r) = checked {
+        if let Err(r) = checked.and_then(|()| self.forward_inner(ctx.now, pkt, inner, proto)) {
             return Verdict::Drop(r);
         }
         let et = if proto == IpProtocol::IPV6 {
@@ -1484,7 +1668,7 @@ impl Dataplane {
                     let dst = u128::from(h.dst_addr());
                     match self.fib.lookup_v6(t, dst) {
                         Some(adj) => tx(pkt, inner, adj, et),
-                        None => Verdict::Drop(DropReason::NoRoute),
+                        None => self.unreachable(ctx, pkt, inner, DropReason::NoRoute),
                     }
                 } else {
                     self.fib_v4(pkt, inner, t)
@@ -1773,10 +1957,23 @@ impl Dataplane {
         let Some(tb) = self.too_big_target(pkt, u32::from(mtu), from_vm, &mut scratch) else {
             return Verdict::Drop(REASON);
         };
-        let inv = tb.invoking;
+        let ptb_mtu = tb.mtu.max(MIN_MTU as u32);
+        if self.error_to_source(now, tb.invoking, ICMPV6_PACKET_TOO_BIG, 0, ptb_mtu) {
+            self.counters.icmp.packet_too_big_sent += 1;
+        }
+        Verdict::Drop(REASON)
+    }
+
+    /// Queues the ICMPv6 error `ty`/`code`/`param` about `inv` (an IPv6 packet) for `inv`'s
+    /// source, routed like any packet this node originates (see [`Dataplane::packet_too_big`]):
+    /// unless RFC 4443 2.4 (e) forbids it, no port leads there, or the rate limit is reached.
+    /// Returns whether it was queued.
+    #[cold]
+    #[inline(never)]
+    fn error_to_source(&mut self, now: Instant, inv: &[u8], ty: u8, code: u8, param: u32) -> bool {
         if must_not_answer(inv) {
             self.counters.icmp.suppressed += 1;
-            return Verdict::Drop(REASON);
+            return false;
         }
         let dst = read_addr(inv, v6f::SRC_ADDR.start);
         let vm_port = self
@@ -1791,7 +1988,7 @@ impl Dataplane {
                 .map(|a| (a.port, a.dst_mac, a.src_mac))
         }) else {
             self.counters.icmp.no_route += 1;
-            return Verdict::Drop(REASON);
+            return false;
         };
         let src = match self.ports.get(port.index()).map(|p| p.kind) {
             Some(PortKind::Uplink) => self.source_address,
@@ -1799,26 +1996,25 @@ impl Dataplane {
         };
         if !self.icmp.allow(now) {
             self.counters.icmp.rate_limited += 1;
-            return Verdict::Drop(REASON);
+            return false;
         }
-        let ptb_mtu = tb.mtu.max(MIN_MTU as u32);
         if self.gen.push(port, &dst_mac, &src_mac, |out| {
             emit_error(
                 out,
                 Ipv6Addr::from(src),
                 Ipv6Addr::from(dst),
-                ICMPV6_PACKET_TOO_BIG,
-                0,
-                ptb_mtu,
+                ty,
+                code,
+                param,
                 inv,
             )
         }) {
             self.counters.icmp.errors_sent += 1;
-            self.counters.icmp.packet_too_big_sent += 1;
+            true
         } else {
             self.counters.icmp.queue_full += 1;
+            false
         }
-        Verdict::Drop(REASON)
     }
 
     /// The original packet inside the IPv6 frame `pkt` and the MTU its source must use (see
@@ -1965,6 +2161,20 @@ fn must_not_answer(inv: &[u8]) -> bool {
     match walk(inv) {
         Ok(c) => c.upper_proto == IpProtocol::ICMPV6 && inv.get(c.upper).is_some_and(|&t| t < 128),
         Err(_) => false,
+    }
+}
+
+/// Why an IPv6 source may not be forwarded off its link, if it may not: multicast, `::` and
+/// `::1` are never sources on the wire (RFC 4291 2.5.2, 2.5.3, 2.7: `InvalidSourceAddress`),
+/// a link-local source stays on its link (RFC 4291 2.5.6, RFC 4443 3.1: `LinkLocalSource`).
+#[inline]
+fn source_error(src: u128) -> Option<DropReason> {
+    if src >> 120 == 0xff || src <= 1 {
+        Some(DropReason::InvalidSourceAddress)
+    } else if src >> 118 == 0xfe80 >> 6 {
+        Some(DropReason::LinkLocalSource)
+    } else {
+        None
     }
 }
 

@@ -93,6 +93,22 @@ fn inner() -> Vec<u8> {
     inner_to_vm1()
 }
 
+/// `p` (an IPv6 or IPv4 packet) as this node forwards it: hop limit or TTL minus one (IPv4
+/// header checksum recomputed). Every decapsulated packet is forwarded this way.
+fn forwarded(p: &[u8]) -> Vec<u8> {
+    let mut q = p.to_vec();
+    if q[0] >> 4 == 6 {
+        q[7] -= 1;
+    } else {
+        let ihl = usize::from(q[0] & 0x0f) * 4;
+        q[8] -= 1;
+        q[10..12].fill(0);
+        let c = !srmig_wire::checksum::data(&q[..ihl]);
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    q
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -405,7 +421,11 @@ fn end_dx6_dx4_dt6_dt4_dt46() {
         assert_eq!(&out[0..6], &VM1_MAC);
         assert_eq!(&out[6..12], &GATEWAY_MAC);
         assert_eq!(u16::from_be_bytes([out[12], out[13]]), et);
-        assert_eq!(&out[14..], &pkt[..], "inner packet delivered unchanged");
+        assert_eq!(
+            out[14..],
+            forwarded(pkt),
+            "inner packet delivered with its hop limit / TTL decremented"
+        );
     }
     // End.DT* deliver to the VM (counted), End.DX* cross-connect to the adjacency.
     assert_eq!(dp.counters().vm(VmId(0)).tx.packets, 4);
@@ -509,6 +529,353 @@ fn hop_limit_exceeded_sends_time_exceeded() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RFC outcomes: decapsulated hop limits, Destination Unreachable, sources, Hop-by-Hop options,
+// fragments (docs/conformance.md)
+// ---------------------------------------------------------------------------------------------
+
+/// The single generated ICMPv6 error: (egress, frame).
+fn one_error(dp: &mut Dataplane) -> (PortId, Vec<u8>) {
+    let g = drain(dp, T0);
+    assert_eq!(g.len(), 1, "expected one ICMPv6 error");
+    g.into_iter().next().unwrap()
+}
+
+/// An uplink frame from the underlay router to host S carrying `ip`.
+fn from_router(ip: &[u8]) -> Vec<u8> {
+    eth(uplink_mac(S), router_mac(S), 0x86dd, ip)
+}
+
+/// A frame from the client VM carrying `ip`.
+fn from_client(ip: &[u8]) -> Vec<u8> {
+    eth(GATEWAY_MAC, CLIENT_MAC, 0x86dd, ip)
+}
+
+#[test]
+fn decapsulation_forwards_the_inner_packet_with_its_hop_limit() {
+    let mut dp = host(S, VmState::Running);
+    let inner_src = a6("2001:db8:777::7");
+    for func in [END_DX6, END_DT6, END_DT46, END_S, END_SBUF, END_USD] {
+        // Hop limit 2: forwarded with 1.
+        let mut p = udp6_sized(inner_src, vm1(), 100);
+        p[7] = 2;
+        let f = uplink_frame(S, &[sid(S, func)], 0, &p);
+        let (v, out) = run(&mut dp, UPLINK, &f);
+        let want = if func == END_USD { UPLINK } else { VM1_PORT };
+        assert_eq!(v, Verdict::Tx(want), "function {func:x}");
+        assert_eq!(out[14..], forwarded(&p), "function {func:x}");
+        // Hop limit 1 (and 0): Time Exceeded about the inner packet, to its source, through
+        // the FIB (the uplink), from the node's source address.
+        for hl in [1, 0] {
+            p[7] = hl;
+            let f = uplink_frame(S, &[sid(S, func)], 0, &p);
+            expect_drop(&mut dp, UPLINK, &f, DropReason::HopLimitExceeded);
+            let (port, g) = one_error(&mut dp);
+            assert_eq!(port, UPLINK);
+            assert_eq!(&g[0..12], &[router_mac(S), uplink_mac(S)].concat()[..]);
+            let (src, dst, r) = icmp_of(&g);
+            assert_eq!((src, dst), (sid(S, 1), inner_src), "function {func:x}");
+            match r {
+                IcmpRepr::TimeExceeded { code: 0, invoking } => assert_eq!(invoking, &p[..]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // IPv4: TTL decremented (checksum updated); TTL 1 is a counted drop (no ICMPv4 yet).
+    for func in [END_DX4, END_DT4, END_DT46] {
+        let p = ipv4(Ipv4Addr::new(10, 7, 7, 7), VM1_V4, 17, 2, &[0u8; 60]);
+        let (v, out) = run(&mut dp, UPLINK, &uplink_frame(S, &[sid(S, func)], 0, &p));
+        assert_eq!(v, Verdict::Tx(VM1_PORT));
+        assert_eq!(out[14..], forwarded(&p));
+        assert_eq!(out[14 + 8], 1);
+        let p = ipv4(Ipv4Addr::new(10, 7, 7, 7), VM1_V4, 17, 1, &[0u8; 60]);
+        let f = uplink_frame(S, &[sid(S, func)], 0, &p);
+        expect_drop(&mut dp, UPLINK, &f, DropReason::Ipv4TtlExceeded);
+    }
+    assert!(drain(&mut dp, T0).is_empty());
+    // An inner packet with a source that may not be forwarded: dropped, never answered.
+    for (bad, reason) in [
+        ("fe80::7", DropReason::LinkLocalSource),
+        ("::1", DropReason::InvalidSourceAddress),
+        ("ff02::1", DropReason::InvalidSourceAddress),
+    ] {
+        let p = udp6_sized(a6(bad), vm1(), 100);
+        let f = uplink_frame(S, &[sid(S, END_DT6)], 0, &p);
+        expect_drop(&mut dp, UPLINK, &f, reason);
+    }
+    assert!(drain(&mut dp, T0).is_empty());
+}
+
+#[test]
+fn no_route_and_unknown_function_are_destination_unreachable() {
+    let mut dp = host(S, VmState::Running);
+    // End.T into table 10 (fc00::/16 only): the next segment has no route. The error quotes
+    // the packet as this node left it (SL 0, DA the next segment, hop limit 63).
+    let f = uplink_frame(S, &[sid(S, END_T), a6("2001:db8:5::1")], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoRoute);
+    let (port, g) = one_error(&mut dp);
+    assert_eq!(port, UPLINK);
+    assert_eq!(&g[0..6], &router_mac(S));
+    let (src, dst, r) = icmp_of(&g);
+    assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+    let mut want = f[14..].to_vec();
+    want[7] = 63;
+    want[40 + 3] = 0;
+    want[24..40].copy_from_slice(&a6("2001:db8:5::1").octets());
+    match r {
+        IcmpRepr::DstUnreachable { code: 0, invoking } => assert_eq!(invoking, &want[..]),
+        other => panic!("{other:?}"),
+    }
+    // An address inside the locator that is no SID: no entry for it here, code 0.
+    let p = udp6_sized(sid(C, 1), sid(S, 0x99), 80);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::NoSid);
+    let (_, g) = one_error(&mut dp);
+    let (src, dst, r) = icmp_of(&g);
+    assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+    match r {
+        IcmpRepr::DstUnreachable { code: 0, invoking } => assert_eq!(invoking, &p[..]),
+        other => panic!("{other:?}"),
+    }
+    // The same from a VM: the gateway answers on the VM's port.
+    let f = client_frame(sid(S, 0x99), 80);
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::NoSid);
+    let (port, g) = one_error(&mut dp);
+    assert_eq!(port, CLIENT_PORT);
+    assert_eq!(&g[0..12], &[CLIENT_MAC, GATEWAY_MAC].concat()[..]);
+    let (src, dst, r) = icmp_of(&g);
+    assert_eq!((src, dst), (gateway(), client()));
+    match r {
+        IcmpRepr::DstUnreachable { code: 0, invoking } => {
+            assert_eq!(invoking, &forwarded(&f[14..])[..])
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a default route, transit traffic has no route either.
+    let mut c = host_config(S, VmState::Running);
+    c.routes
+        .retain(|r| r.table != 0 || r.prefix.to_string() != "::/0");
+    let mut dp = Dataplane::new(c).unwrap();
+    let p = udp6_sized(sid(C, 1), a6("2001:db8:5::5"), 80);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::NoRoute);
+    let (_, g) = one_error(&mut dp);
+    match icmp_of(&g).2 {
+        IcmpRepr::DstUnreachable { code: 0, invoking } => assert_eq!(invoking, &forwarded(&p)[..]),
+        other => panic!("{other:?}"),
+    }
+    // A VM's packet this node encapsulated and then cannot route: no error to itself.
+    let f = client_frame(remote(), 100);
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::NoRoute);
+    assert!(drain(&mut dp, T0).is_empty());
+}
+
+#[test]
+fn sources_that_may_not_leave_their_link() {
+    let mut dp = host(S, VmState::Running);
+    // Link-local source from the uplink, to be forwarded or delivered to a VM: Destination
+    // Unreachable code 2 (beyond scope of source address) back on the link.
+    for dst in [a6("2001:db8:5::5"), vm1()] {
+        let p = udp6_sized(a6("fe80::99"), dst, 80);
+        expect_drop(
+            &mut dp,
+            UPLINK,
+            &from_router(&p),
+            DropReason::LinkLocalSource,
+        );
+        let (port, g) = one_error(&mut dp);
+        assert_eq!(port, UPLINK);
+        assert_eq!(&g[0..6], &router_mac(S));
+        let (src, dst, r) = icmp_of(&g);
+        assert_eq!((src, dst), (sid(S, 1), a6("fe80::99")));
+        match r {
+            IcmpRepr::DstUnreachable { code: 2, invoking } => assert_eq!(invoking, &p[..]),
+            other => panic!("{other:?}"),
+        }
+    }
+    // From a VM: the gateway says so on the VM's port.
+    let p = udp6_sized(a6("fe80::30"), remote(), 80);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &from_client(&p),
+        DropReason::LinkLocalSource,
+    );
+    let (port, g) = one_error(&mut dp);
+    assert_eq!(port, CLIENT_PORT);
+    let (src, dst, r) = icmp_of(&g);
+    assert_eq!((src, dst), (gateway(), a6("fe80::30")));
+    assert!(matches!(r, IcmpRepr::DstUnreachable { code: 2, .. }));
+    // Multicast, loopback, unspecified: never a source; dropped without an answer.
+    for bad in ["ff02::1", "ff0e::5", "::1", "::"] {
+        let p = udp6_sized(a6(bad), a6("2001:db8:5::5"), 80);
+        expect_drop(
+            &mut dp,
+            UPLINK,
+            &from_router(&p),
+            DropReason::InvalidSourceAddress,
+        );
+        let p = udp6_sized(a6(bad), remote(), 80);
+        expect_drop(
+            &mut dp,
+            CLIENT_PORT,
+            &from_client(&p),
+            DropReason::InvalidSourceAddress,
+        );
+    }
+    assert!(drain(&mut dp, T0).is_empty());
+    // Neighbour discovery from a link-local source still works (answered, not forwarded).
+    let ns = neighbor_solicitation(a6("fe80::30"), CLIENT_MAC, gateway());
+    let (v, _) = run(&mut dp, CLIENT_PORT, &from_client(&ns));
+    assert_eq!(v, Verdict::Consumed);
+}
+
+#[test]
+fn multicast_next_segment_is_a_parameter_problem() {
+    let mut dp = host(S, VmState::Running);
+    // SL 1 -> 0: the next segment is Segment List[0], at 40 + 8.
+    let f = uplink_frame(S, &[sid(S, END), a6("ff0e::1")], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::MulticastSegment);
+    param_problem(&mut dp, 0, 48);
+    // SL 2 -> 1: Segment List[1], at 40 + 8 + 16; the quoted packet is the one received.
+    let f = uplink_frame(
+        S,
+        &[sid(S, END_X), a6("ff02::2"), sid(D, END_DT6)],
+        2,
+        &inner(),
+    );
+    expect_drop(&mut dp, UPLINK, &f, DropReason::MulticastSegment);
+    let (_, g) = one_error(&mut dp);
+    match icmp_of(&g).2 {
+        IcmpRepr::ParamProblem {
+            code: 0,
+            pointer: 64,
+            invoking,
+        } => assert_eq!(invoking, &f[14..]),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A Hop-by-Hop header (8 bytes, Next Header UDP) with one option of type `ty` at offset 2
+/// and 4 bytes of data.
+fn hbh(ty: u8) -> Vec<u8> {
+    vec![17, 0, ty, 4, 0, 0, 0, 0]
+}
+
+#[test]
+fn hop_by_hop_options_follow_their_action_bits() {
+    let mut dp = host(S, VmState::Running);
+    let transit = |h: &[u8]| {
+        let mut payload = h.to_vec();
+        payload.extend_from_slice(&[0u8; 16]);
+        ipv6(sid(C, 1), a6("2001:db8:5::5"), 0, 64, &payload)
+    };
+    // Known (Router Alert) and unknown-skip (00) options: forwarded.
+    for ty in [5u8, 0x1e] {
+        let p = transit(&hbh(ty));
+        let (v, out) = run(&mut dp, UPLINK, &from_router(&p));
+        assert_eq!(v, Verdict::Tx(UPLINK), "type {ty:#x}");
+        assert_eq!(out[14..], forwarded(&p));
+    }
+    // 01: discarded silently.
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&transit(&hbh(0x5e))),
+        DropReason::UnknownOption,
+    );
+    assert!(drain(&mut dp, T0).is_empty());
+    // 10 and 11 (unicast destination): Parameter Problem code 2 at the Option Type (42).
+    for ty in [0x9e, 0xde] {
+        let p = transit(&hbh(ty));
+        expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::UnknownOption);
+        let (_, g) = one_error(&mut dp);
+        let (src, dst, r) = icmp_of(&g);
+        assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+        match r {
+            IcmpRepr::ParamProblem {
+                code: 2,
+                pointer: 42,
+                invoking,
+            } => assert_eq!(invoking, &p[..]),
+            other => panic!("{other:?}"),
+        }
+    }
+    // An option running past its header: code 0 at the bad Opt Data Len byte (40 + 7).
+    let p = transit(&[17, 0, 1, 2, 0, 0, 0x1e, 9]);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::OptionOverrun);
+    param_problem(&mut dp, 0, 47);
+    // A header running past the packet: a counted drop.
+    let p = ipv6(
+        sid(C, 1),
+        a6("2001:db8:5::5"),
+        0,
+        64,
+        &[17, 3, 1, 4, 0, 0, 0, 0],
+    );
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&p),
+        DropReason::HdrExtLenBeyondPacket,
+    );
+    // SRv6 to a local SID with a Hop-by-Hop header: processed before the SID.
+    let mut payload = vec![43, 0, 0x9e, 4, 0, 0, 0, 0];
+    let mut sr = srh(41, 1, &[sid(S, END), sid(D, END_DT6)], &[]);
+    sr.extend_from_slice(&inner());
+    payload.extend_from_slice(&sr);
+    let p = ipv6(sid(C, 1), sid(S, END), 0, 64, &payload);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::UnknownOption);
+    param_problem(&mut dp, 2, 42);
+    // From a VM: the gateway answers.
+    let mut payload = hbh(0x9e);
+    payload.extend_from_slice(&[0u8; 16]);
+    let p = ipv6(client(), remote(), 0, 64, &payload);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &from_client(&p),
+        DropReason::UnknownOption,
+    );
+    let (port, g) = one_error(&mut dp);
+    assert_eq!(port, CLIENT_PORT);
+    assert_eq!(icmp_of(&g).0, gateway());
+}
+
+#[test]
+fn non_first_fragment_at_a_sid_is_discarded_without_a_pointer_into_its_data() {
+    let mut dp = host(S, VmState::Running);
+    // SRH (Next Header Fragment) -> Fragment (offset `off` units, M=1, next `nh`) -> data.
+    let fragmented = |segs: &[Ipv6Addr], sl: u8, nh: u8, off: u16| {
+        let mut payload = srh(44, sl, segs, &[]);
+        payload.extend_from_slice(&[nh, 0]);
+        payload.extend_from_slice(&((off << 3) | 1).to_be_bytes());
+        payload.extend_from_slice(&[0, 0, 0, 7]);
+        payload.extend_from_slice(&inner()[..48]);
+        let active = segs[segs.len() - 1 - usize::from(sl)];
+        from_router(&ipv6(sid(C, 1), active, 43, 64, &payload))
+    };
+    for (func, nh) in [
+        (END, 17),
+        (END_DT6, 41),
+        (END_DX6, 41),
+        (END_S, 41),
+        (END_SBUF, 41),
+    ] {
+        let f = fragmented(&[sid(S, func)], 0, nh, 5);
+        expect_drop(&mut dp, UPLINK, &f, DropReason::NonFirstFragment);
+    }
+    assert!(
+        drain(&mut dp, T0).is_empty(),
+        "no error about fragment data"
+    );
+    // The first fragment has its upper-layer header: End at SL 0 points at it (40+24+8).
+    let f = fragmented(&[sid(S, END)], 0, 17, 0);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::UnsupportedNextHeader);
+    param_problem(&mut dp, 4, 72);
+    // With segments left, End only needs the SRH (before the Fragment header): forwarded.
+    let f = fragmented(&[sid(S, END), sid(D, END_DT6)], 1, 41, 5);
+    assert_eq!(run(&mut dp, UPLINK, &f).0, Verdict::Tx(UPLINK));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Port MTU and Packet Too Big (RFC 4443 3.2, RFC 8200 section 5)
 // ---------------------------------------------------------------------------------------------
 
@@ -578,7 +945,7 @@ fn jumbo_frames_cross_every_port_kind() {
         &uplink_frame(S, &[sid(S, END_DT6)], 0, &big),
     );
     assert_eq!(v, Verdict::Tx(VM1_PORT));
-    assert_eq!(&out[14..], &big[..]);
+    assert_eq!(out[14..], forwarded(&big));
     // An encapsulated jumbo arriving from the fabric fits the buffer too.
     let f = uplink_frame(S, &[sid(S, END), sid(D, END_DT6)], 1, &big);
     assert!(f.len() <= BUF_CAPACITY);
@@ -704,7 +1071,8 @@ fn decapsulated_packet_too_big_answers_the_inner_source() {
         assert_eq!(port, UPLINK);
         let (src, dst, mtu, inv) = ptb_fields(&g);
         assert_eq!((src, dst, mtu), (sid(S, 1), inner_src, 1280));
-        assert_eq!(&inv[..], &big[..inv.len()]);
+        // Quoted as forwarded (hop limit decremented at decapsulation).
+        assert_eq!(inv[..], forwarded(&big)[..inv.len()]);
     }
     let ok = udp6_sized(inner_src, vm1(), 1280);
     let f = uplink_frame(S, &[sid(S, END_DT6)], 0, &ok);
@@ -814,7 +1182,7 @@ fn end_s_delivers_forwards_or_drops() {
     let inner = inner();
     let (v, out) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
     assert_eq!(v, Verdict::Tx(VM1_PORT));
-    assert_eq!(&out[14..], &inner[..]);
+    assert_eq!(out[14..], forwarded(&inner));
     assert_eq!(&out[0..6], &VM1_MAC);
     // Paused (stop-and-copy): act as End towards D::End.SBUF.
     s.handle_vm_state(T0, vm, VmState::Paused).unwrap();
@@ -878,9 +1246,9 @@ fn end_sbuf_holds_until_resume_and_releases_in_order() {
     );
     let out = drain(&mut d, T0);
     let got: Vec<&[u8]> = out.iter().map(|(_, f)| &f[14..]).collect();
-    let mut want: Vec<&[u8]> = pkts.iter().map(|p| &p[..]).collect();
-    want.push(&pkts[0]);
-    want.push(&late);
+    let mut want: Vec<Vec<u8>> = pkts.iter().map(|p| forwarded(p)).collect();
+    want.push(forwarded(&pkts[0]));
+    want.push(forwarded(&late));
     assert_eq!(got, want, "released in arrival order, late packet last");
     for (port, f) in &out {
         assert_eq!(*port, VM1_PORT);
@@ -911,13 +1279,17 @@ fn end_sbuf_releases_ipv4_and_jumbo_packets_with_their_ethertype() {
     }
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();
     let out = drain(&mut d, T0);
-    let got: Vec<(u16, &[u8])> = out
+    let got: Vec<(u16, Vec<u8>)> = out
         .iter()
-        .map(|(_, f)| (u16::from_be_bytes([f[12], f[13]]), &f[14..]))
+        .map(|(_, f)| (u16::from_be_bytes([f[12], f[13]]), f[14..].to_vec()))
         .collect();
     assert_eq!(
         got,
-        vec![(0x0800, &v4[..]), (0x86dd, &jumbo[..]), (0x86dd, &v6[..])]
+        vec![
+            (0x0800, forwarded(&v4)),
+            (0x86dd, forwarded(&jumbo)),
+            (0x86dd, forwarded(&v6))
+        ]
     );
     assert_eq!(d.counters().buffer_total(), Occupancy::default());
 }
@@ -1103,7 +1475,7 @@ fn paper_path_end_to_end_across_s_and_d() {
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();
     let released = drain(&mut d, T0);
     assert_eq!(released.len(), 1);
-    assert_eq!(&released[0].1[14..], &inner[..]);
+    assert_eq!(released[0].1[14..], forwarded(&inner));
     let (v, at_s) = run(&mut s, UPLINK, &paper_frame(S, 1, &inner));
     assert_eq!(v, Verdict::Tx(UPLINK));
     assert_eq!(run(&mut d, UPLINK, &to_d(at_s)).0, Verdict::Tx(VM1_PORT));
@@ -1444,9 +1816,10 @@ fn malformed_srv6_packets_are_dropped_with_their_reason() {
         &ipv6(sid(C, 1), sid(S, END), 60, 64, &chain),
     );
     expect_drop(&mut dp, UPLINK, &f, DropReason::TooManyExtensionHeaders);
-    // SID not installed (inside the locator)
+    // SID not installed (inside the locator): Destination Unreachable, no route
     let f = uplink_frame(S, &[sid(S, 0x99), sid(D, END_DT6)], 1, &inner());
     expect_drop(&mut dp, UPLINK, &f, DropReason::NoSid);
+    assert_eq!(drain(&mut dp, T0).len(), 1);
     // unsupported routing type with SL != 0
     let mut f = good.clone();
     f[srh_at + 2] = 0;

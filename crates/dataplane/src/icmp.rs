@@ -12,6 +12,10 @@ use srmig_wire::{ethernet, icmpv6, ipv6, IpProtocol};
 
 /// ICMPv6 Destination Unreachable.
 pub const ICMPV6_DEST_UNREACHABLE: u8 = icmpv6::Message::DST_UNREACHABLE.0;
+/// Destination Unreachable code 0: no route to destination (RFC 4443 3.1).
+pub const DEST_UNREACHABLE_NO_ROUTE: u8 = 0;
+/// Destination Unreachable code 2: beyond scope of source address (RFC 4443 3.1).
+pub const DEST_UNREACHABLE_BEYOND_SCOPE: u8 = 2;
 /// ICMPv6 Packet Too Big (RFC 4443 3.2; code 0, the MTU in the parameter field).
 pub const ICMPV6_PACKET_TOO_BIG: u8 = icmpv6::Message::PACKET_TOO_BIG.0;
 /// ICMPv6 Time Exceeded (code 0: hop limit exceeded in transit).
@@ -20,6 +24,8 @@ pub const ICMPV6_TIME_EXCEEDED: u8 = icmpv6::Message::TIME_EXCEEDED.0;
 pub const ICMPV6_PARAM_PROBLEM: u8 = icmpv6::Message::PARAM_PROBLEM.0;
 /// Parameter Problem code 0: erroneous header field encountered (RFC 4443 3.4).
 pub const PARAM_PROBLEM_ERRONEOUS_FIELD: u8 = 0;
+/// Parameter Problem code 2: unrecognized IPv6 option encountered (RFC 4443 3.4, RFC 8200 4.2).
+pub const PARAM_PROBLEM_UNRECOGNIZED_OPTION: u8 = 2;
 /// Parameter Problem code 4: SR Upper-layer Header Error (RFC 8986 section 4.1.1 / 10.2).
 pub const PARAM_PROBLEM_SR_UPPER_LAYER: u8 = 4;
 /// Neighbor Solicitation.

@@ -252,6 +252,138 @@ impl<'a> Iterator for OptionIter<'a> {
     }
 }
 
+/// Option type Router Alert (RFC 2711): known, nothing to do for a router without local
+/// control-plane listeners.
+pub const OPT_ROUTER_ALERT: u8 = 5;
+
+/// The outcome of [`process_options`] on a Hop-by-Hop or Destination Options header
+/// (RFC 8200 4.2). Offsets are from the start of the extension header (add the header's own
+/// offset to get an ICMPv6 Parameter Problem pointer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptionsVerdict {
+    /// Every option was recognized or is to be skipped (action bits 00): process the packet.
+    Pass,
+    /// The first option whose type is not recognized and whose action bits (01, 10, 11) say
+    /// to discard the packet; `offset` is that of its Option Type byte (the pointer of the
+    /// Parameter Problem code 2 that actions 10 and 11 call for).
+    Unknown {
+        /// What RFC 8200 4.2 says to do (never [`UnknownOptionAction::Skip`]).
+        action: UnknownOptionAction,
+        /// Offset of the Option Type byte.
+        offset: usize,
+    },
+    /// An option runs past the end of the header: `offset` is that of its Opt Data Len byte
+    /// (or of its Option Type byte when the header ends right after it), the byte a
+    /// Parameter Problem code 0 points at.
+    BadLength {
+        /// Offset of the erroneous byte.
+        offset: usize,
+    },
+}
+
+/// Processes the options of the Hop-by-Hop or Destination Options header `header` (its
+/// Next Header byte first, exactly `header_len()` bytes long, as [`walk`] returns it) in
+/// order, as RFC 8200 4.2 says: Pad1 and PadN are skipped, `known(type)` options are
+/// accepted, and the first unrecognized option decides by its two high-order bits. The first
+/// problem found wins (options are processed in the order they appear). Never panics, never
+/// allocates; a header shorter than 2 bytes has no options.
+pub fn process_options(header: &[u8], known: impl Fn(u8) -> bool) -> OptionsVerdict {
+    let data = header.get(2..).unwrap_or(&[]);
+    let mut pos = 0usize;
+    while let Some(&t) = data.get(pos) {
+        if t == OPT_PAD1 {
+            pos += 1;
+            continue;
+        }
+        let Some(&len) = data.get(pos + 1) else {
+            return OptionsVerdict::BadLength { offset: 2 + pos };
+        };
+        let next = pos + 2 + usize::from(len);
+        if next > data.len() {
+            return OptionsVerdict::BadLength {
+                offset: 2 + pos + 1,
+            };
+        }
+        if t != OPT_PADN && !known(t) {
+            let action = UnknownOptionAction::of(t);
+            if action != UnknownOptionAction::Skip {
+                return OptionsVerdict::Unknown {
+                    action,
+                    offset: 2 + pos,
+                };
+            }
+        }
+        pos = next;
+    }
+    OptionsVerdict::Pass
+}
+
+/// Length of the Hop-by-Hop / Destination Options header [`emit_options_header`] writes for
+/// `opts`: 2 + the options, padded to a multiple of 8 (`None` above 2048 bytes, the most
+/// Hdr Ext Len can say).
+pub fn options_header_len(opts: &[Opt<'_>]) -> Option<usize> {
+    let body: usize = opts
+        .iter()
+        .map(|o| match o {
+            Opt::Pad1 => 1,
+            Opt::PadN { len } => 2 + usize::from(*len),
+            Opt::Other { data, .. } => 2 + data.len(),
+        })
+        .sum();
+    let len = (2 + body).div_ceil(8) * 8;
+    (len <= 2048).then_some(len)
+}
+
+/// Writes a Hop-by-Hop / Destination Options header with `next_header` and `opts` (in order)
+/// into `buf`, padding the end with Pad1 or PadN, and returns its length
+/// ([`options_header_len`]). `None` if it does not fit `buf`, exceeds 2048 bytes, or an
+/// `Opt::Other` carries more than 255 bytes of data or a Pad1/PadN type.
+pub fn emit_options_header(
+    next_header: IpProtocol,
+    opts: &[Opt<'_>],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let len = options_header_len(opts)?;
+    let out = buf.get_mut(..len)?;
+    out[FIELD_NEXT_HEADER] = next_header.0;
+    out[FIELD_HDR_EXT_LEN] = u8::try_from(len / 8 - 1).ok()?;
+    let mut pos = 2;
+    for o in opts {
+        match o {
+            Opt::Pad1 => {
+                out[pos] = OPT_PAD1;
+                pos += 1;
+            }
+            Opt::PadN { len } => {
+                let n = usize::from(*len);
+                out[pos] = OPT_PADN;
+                out[pos + 1] = *len;
+                out[pos + 2..pos + 2 + n].fill(0);
+                pos += 2 + n;
+            }
+            Opt::Other { opt_type, data } => {
+                if *opt_type == OPT_PAD1 || *opt_type == OPT_PADN {
+                    return None;
+                }
+                out[pos] = *opt_type;
+                out[pos + 1] = u8::try_from(data.len()).ok()?;
+                out[pos + 2..pos + 2 + data.len()].copy_from_slice(data);
+                pos += 2 + data.len();
+            }
+        }
+    }
+    match len - pos {
+        0 => {}
+        1 => out[pos] = OPT_PAD1,
+        n => {
+            out[pos] = OPT_PADN;
+            out[pos + 1] = (n - 2) as u8;
+            out[pos + 2..len].fill(0);
+        }
+    }
+    Some(len)
+}
+
 /// Length of the Fragment header.
 pub const FRAGMENT_LEN: usize = 8;
 
@@ -679,6 +811,82 @@ mod tests {
         );
     }
 
+    #[test]
+    fn process_options_follows_the_action_bits() {
+        let none = |_: u8| false;
+        // HBH, 8 bytes: PadN 4 -> pass.
+        assert_eq!(
+            process_options(&[59, 0, 1, 4, 0, 0, 0, 0], none),
+            OptionsVerdict::Pass
+        );
+        // Pad1, then an unknown 00 option (skipped), then PadN 0.
+        assert_eq!(
+            process_options(&[59, 0, 0, 0x1e, 1, 9, 1, 0], none),
+            OptionsVerdict::Pass
+        );
+        for (ty, action) in [
+            (0x5e, UnknownOptionAction::Discard),
+            (0x9e, UnknownOptionAction::DiscardSendIcmp),
+            (0xde, UnknownOptionAction::DiscardSendIcmpIfNotMulticast),
+        ] {
+            // Pad1, then the option at header offset 3.
+            assert_eq!(
+                process_options(&[59, 0, 0, ty, 2, 0, 0, 0], none),
+                OptionsVerdict::Unknown { action, offset: 3 }
+            );
+            // A known option of that type passes.
+            assert_eq!(
+                process_options(&[59, 0, 0, ty, 2, 0, 0, 0], |t| t == ty),
+                OptionsVerdict::Pass
+            );
+        }
+        // The first problem wins: an overrun after an unknown 10 option is not reached.
+        assert_eq!(
+            process_options(&[59, 0, 0x9e, 0, 1, 9, 0, 0], none),
+            OptionsVerdict::Unknown {
+                action: UnknownOptionAction::DiscardSendIcmp,
+                offset: 2
+            }
+        );
+        // Opt Data Len past the header: pointer at the length byte.
+        assert_eq!(
+            process_options(&[59, 0, 1, 2, 0, 0, 0x1e, 1], none),
+            OptionsVerdict::BadLength { offset: 7 }
+        );
+        // Option type as the last byte: pointer at the type byte.
+        assert_eq!(
+            process_options(&[59, 0, 1, 3, 0, 0, 0, 0x1e], none),
+            OptionsVerdict::BadLength { offset: 7 }
+        );
+        assert_eq!(process_options(&[], none), OptionsVerdict::Pass);
+    }
+
+    #[test]
+    fn golden_options_header() {
+        let opts = [Opt::Other {
+            opt_type: OPT_ROUTER_ALERT,
+            data: &[0, 0],
+        }];
+        let mut b = [0xffu8; 16];
+        assert_eq!(emit_options_header(IpProtocol::UDP, &opts, &mut b), Some(8));
+        assert_eq!(&b[..8], &[17, 0, 5, 2, 0, 0, 1, 0]);
+        let one = [Opt::Other {
+            opt_type: 0x3e,
+            data: &[7; 3],
+        }];
+        assert_eq!(emit_options_header(IpProtocol::TCP, &one, &mut b), Some(8));
+        assert_eq!(&b[..8], &[6, 0, 0x3e, 3, 7, 7, 7, OPT_PAD1]);
+        assert_eq!(
+            emit_options_header(IpProtocol::TCP, &one, &mut b[..7]),
+            None
+        );
+        let pad = [Opt::Other {
+            opt_type: OPT_PADN,
+            data: &[],
+        }];
+        assert_eq!(emit_options_header(IpProtocol::TCP, &pad, &mut b), None);
+    }
+
     proptest! {
         #[test]
         fn walk_no_panic(first in any::<u8>(), bytes in proptest::collection::vec(any::<u8>(), 0..200), max in 0usize..12) {
@@ -689,6 +897,45 @@ mod tests {
                     prop_assert!(e.offset() + e.header_len() <= bytes.len());
                 }
             }
+        }
+
+        #[test]
+        fn process_options_no_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            match process_options(&bytes, |t| t & 1 == 0) {
+                OptionsVerdict::Pass => {}
+                OptionsVerdict::Unknown { action, offset } => {
+                    prop_assert!(offset < bytes.len());
+                    prop_assert_eq!(UnknownOptionAction::of(bytes[offset]), action);
+                    prop_assert!(action != UnknownOptionAction::Skip);
+                }
+                OptionsVerdict::BadLength { offset } => prop_assert!(offset < bytes.len()),
+            }
+        }
+
+        /// `emit` then the options iterator gives back the options (plus the end padding),
+        /// and the header passes processing when every option type is known.
+        #[test]
+        fn options_round_trip(
+            raw in proptest::collection::vec(
+                (2u8..=255, proptest::collection::vec(any::<u8>(), 0..20)), 0..12),
+            nh in any::<u8>(),
+        ) {
+            let opts: Vec<Opt<'_>> = raw
+                .iter()
+                .map(|(t, d)| Opt::Other { opt_type: *t, data: d })
+                .collect();
+            let mut buf = [0u8; 2048];
+            let n = emit_options_header(IpProtocol(nh), &opts, &mut buf).expect("fits");
+            prop_assert_eq!(Some(n), options_header_len(&opts));
+            prop_assert_eq!(n % 8, 0);
+            let h = ExtHeader::new_checked(&buf[..n]).expect("checked");
+            prop_assert_eq!(h.next_header(), IpProtocol(nh));
+            prop_assert_eq!(h.header_len(), n);
+            let back: Vec<Opt<'_>> = h.options().collect::<Result<_>>().expect("parse");
+            prop_assert_eq!(&back[..opts.len()], &opts[..]);
+            let padding = back[opts.len()..].iter().all(|o| matches!(o, Opt::Pad1 | Opt::PadN { .. }));
+            prop_assert!(padding);
+            prop_assert_eq!(process_options(&buf[..n], |_| true), OptionsVerdict::Pass);
         }
 
         #[test]
