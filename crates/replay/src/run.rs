@@ -303,7 +303,9 @@ impl Run {
     fn write(&mut self, port: PortId, now_d: Duration, data: &[u8]) -> Result<(), ReplayError> {
         if !self.writers.contains_key(&port) {
             let name = self.port_name(port);
-            let w = CaptureWriter::create(&self.out_dir.join(format!("{name}.pcap")))?;
+            // A port name is any string: never a path out of the output directory.
+            let file = name.replace(['/', '\0'], "_");
+            let w = CaptureWriter::create(&self.out_dir.join(format!("{file}.pcap")))?;
             self.writers.insert(port, (name, w));
         }
         if let Some((_, w)) = self.writers.get_mut(&port) {
