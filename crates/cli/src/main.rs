@@ -505,6 +505,9 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
 
 fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) -> Result<()> {
     let cfg = ReplayConfig::load(&config)?;
+    for note in &cfg.notes {
+        eprintln!("note: {}: {note}", config.display());
+    }
     let mut inputs = Vec::new();
     for p in pcaps {
         let Some((port, file)) = p.split_once('=') else {

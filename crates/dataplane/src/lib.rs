@@ -11,7 +11,8 @@
 //! table), [`sid`] (local SIDs), [`fib`] (LPM FIB), [`vm`] (VMs and states), [`policy`]
 //! (SR policies and ingress mapping), [`buffer`] (End.SBUF buffers), [`counters`], [`drop`]
 //! (drop reasons), [`batch`] (packet buffers), [`engine`] (the pipeline), [`icmp`] (ICMPv6
-//! errors and NDP answers), [`time`].
+//! errors and NDP answers), [`time`]; [`node_file`] is node.toml as a whole (the engine's
+//! configuration plus the tables of srmigd and `srmig replay`).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod fib;
 pub mod hash;
 pub mod icmp;
+pub mod node_file;
 pub mod policy;
 pub mod port;
 pub mod sid;

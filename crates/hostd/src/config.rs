@@ -1,6 +1,9 @@
-//! Loading the node configuration (`--config node.toml`, a [`NodeConfig`]).
+//! Loading the node configuration (`--config node.toml`).
 //!
-//! The file is the engine's [`NodeConfig`] plus srmigd-only tables the engine does not see:
+//! The file's schema lives in [`srmig_dataplane::node_file`], shared with `srmig replay`: the
+//! engine's [`NodeConfig`] plus srmigd's own tables the engine does not see, and the replay's
+//! `[[events]]`, which srmigd checks and ignores with a warning ([`DaemonConfig::notes`]), so
+//! that the file an operator replays is the file they deploy.
 //!
 //! ```toml
 //! [[qemu]]                       # a VM port backed by a QEMU stream socket (port::qemu)
@@ -15,7 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
-use srmig_dataplane::{NodeConfig, PortKind};
+use srmig_dataplane::node_file::{FileError, NodeFile};
+use srmig_dataplane::NodeConfig;
 
 use crate::port::qemu::QemuPortConfig;
 use crate::port::IoConfig;
@@ -29,15 +33,8 @@ pub struct DaemonConfig {
     pub qemu: Vec<QemuPortConfig>,
     /// Port I/O modes (`[io]`).
     pub io: IoConfig,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Extras {
-    #[serde(default)]
-    qemu: Vec<QemuPortConfig>,
-    #[serde(default)]
-    io: IoConfig,
+    /// What of the file srmigd ignores (`[[events]]`), one sentence each: logged as warnings.
+    pub notes: Vec<String>,
 }
 
 /// Why the node configuration could not be loaded.
@@ -56,26 +53,8 @@ pub enum ConfigFileError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// The TOML error (names the field and position).
-        source: Box<toml::de::Error>,
-    },
-    /// The `[io]` table does not fit the node configuration.
-    #[error("invalid node configuration {path}: {reason}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A `[[qemu]]` table does not fit the node configuration.
-    #[error("invalid node configuration {path}: qemu[{index}]: {reason}")]
-    Qemu {
-        /// The file.
-        path: PathBuf,
-        /// Index of the `[[qemu]]` table.
-        index: usize,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong (names the field, and for TOML errors the position).
+        source: FileError,
     },
 }
 
@@ -92,51 +71,16 @@ pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
 /// Parses node.toml's text as [`load_daemon`] does, without touching files: `path` only names
 /// the file in errors. (Public for the `node_config` fuzz target.)
 pub fn parse_daemon(text: &str, path: &Path) -> Result<DaemonConfig, ConfigFileError> {
-    let parse_err = |source| ConfigFileError::Parse {
+    let file = NodeFile::parse(text).map_err(|source| ConfigFileError::Parse {
         path: path.to_owned(),
-        source: Box::new(source),
-    };
-    let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
-    let mut extras = toml::Table::new();
-    for key in ["qemu", "io"] {
-        if let Some(v) = table.remove(key) {
-            extras.insert(key.into(), v);
-        }
-    }
-    let node: NodeConfig = table.try_into().map_err(parse_err)?;
-    let extras: Extras = extras.try_into().map_err(parse_err)?;
-    for (index, q) in extras.qemu.iter().enumerate() {
-        let bad = |reason: String| ConfigFileError::Qemu {
-            path: path.to_owned(),
-            index,
-            reason,
-        };
-        match node.ports.iter().find(|p| p.name == q.port) {
-            None => return Err(bad(format!("no port named \"{}\" in [[ports]]", q.port))),
-            Some(p) if p.kind != PortKind::Vm => {
-                return Err(bad(format!("port \"{}\" is not a VM port", q.port)))
-            }
-            Some(_) => {}
-        }
-        if extras.qemu[..index].iter().any(|o| o.port == q.port) {
-            return Err(bad(format!("port \"{}\" has two [[qemu]] tables", q.port)));
-        }
-    }
-    if let Some(name) = extras
-        .io
-        .ports
-        .keys()
-        .find(|n| !node.ports.iter().any(|p| &p.name == *n))
-    {
-        return Err(ConfigFileError::Io {
-            path: path.to_owned(),
-            reason: format!("io.ports names \"{name}\", which is not a port of [[ports]]"),
-        });
-    }
+        source,
+    })?;
+    let notes = file.ignored_by_srmigd();
     Ok(DaemonConfig {
-        node,
-        qemu: extras.qemu,
-        io: extras.io,
+        node: file.node,
+        qemu: file.qemu,
+        io: file.io,
+        notes,
     })
 }
 
@@ -149,6 +93,7 @@ pub fn load(path: &Path) -> Result<NodeConfig, ConfigFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use srmig_dataplane::PortKind;
 
     #[test]
     fn load_errors_name_the_file() {
@@ -188,15 +133,59 @@ mod tests {
         assert_eq!(d.qemu[0].qmp.as_deref(), Some(Path::new("/run/vm.ev")));
         assert_eq!(d.node.ports.len(), 2);
         let twice = format!("{good}\n[[qemu]]\nport = \"{vm_port}\"\nsocket = \"/x\"\n");
-        let e = parse_daemon(&twice, path).expect_err("twice").to_string();
+        let e = crate::client::error_chain(&parse_daemon(&twice, path).expect_err("twice"));
         assert!(e.contains("qemu[1]") && e.contains("two"), "{e}");
         let ghost = format!("{base}\n[[qemu]]\nport = \"ghost\"\nsocket = \"/x\"\n");
-        let e = parse_daemon(&ghost, path).expect_err("ghost").to_string();
+        let e = crate::client::error_chain(&parse_daemon(&ghost, path).expect_err("ghost"));
         assert!(e.contains("qemu[0]") && e.contains("ghost"), "{e}");
         let uplink = format!("{base}\n[[qemu]]\nport = \"up0\"\nsocket = \"/x\"\n");
         assert!(parse_daemon(&uplink, path).is_err());
         let unknown =
             format!("{base}\n[[qemu]]\nport = \"{vm_port}\"\nsocket = \"/x\"\nbogus = 1\n");
         assert!(parse_daemon(&unknown, path).is_err());
+    }
+
+    /// One file for srmigd and `srmig replay` (issue 10): the replay examples, `[[events]]`
+    /// included, are valid srmigd configurations; the events are ignored with a note.
+    #[test]
+    fn replay_files_are_srmigd_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for name in [
+            "examples/migration/source.toml",
+            "examples/migration/dest.toml",
+        ] {
+            let path = root.join(name);
+            let d = load_daemon(&path)
+                .unwrap_or_else(|e| panic!("{name}: {}", crate::client::error_chain(&e)));
+            assert!(
+                d.notes.iter().any(|n| n.contains("[[events]] ignored")),
+                "{name}: {:?}",
+                d.notes
+            );
+        }
+        let docs = std::fs::read_to_string(root.join("docs/replay.md")).expect("docs/replay.md");
+        // The complete files among the doc's ```toml blocks (the others are fragments).
+        let files: Vec<&str> = docs
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("locator ="))
+            .collect();
+        assert!(
+            !files.is_empty(),
+            "docs/replay.md has complete node.toml examples"
+        );
+        for text in files {
+            parse_daemon(text, Path::new("docs/replay.md"))
+                .unwrap_or_else(|e| panic!("{}\n{text}", crate::client::error_chain(&e)));
+        }
+        let bad_event = format!(
+            "{}\n[[events]]\nat_ms = 1e300\nvm = \"web1\"\nstate = \"running\"\n",
+            srmig_agent::testkit::node_toml()
+        );
+        let e = crate::client::error_chain(
+            &parse_daemon(&bad_event, Path::new("n.toml")).expect_err("1e300"),
+        );
+        assert!(e.contains("events[0].at_ms"), "{e}");
     }
 }

@@ -96,7 +96,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         node: cfg,
         qemu,
         io,
+        notes,
     } = daemon;
+    for note in notes {
+        warn!(config = %args.config.display(), "{note}");
+    }
     let n = args.workers;
     let name = match &args.name {
         Some(n) => n.clone(),

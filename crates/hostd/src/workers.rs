@@ -341,6 +341,7 @@ mod tests {
             node: base(),
             qemu,
             io,
+            notes: Vec::new(),
         }
     }
 

@@ -3,6 +3,12 @@
 //! Inputs are classic pcap files with Ethernet link type (what `tcpdump -w` writes on a veth or a
 //! TAP). Several inputs, one per ingress port, are merged into one stream ordered by capture
 //! timestamp (ties keep file order, then packet order), which is the order the dataplane sees.
+//!
+//! The header's snap length is not a limit on what a record holds: a complete frame longer
+//! than it (some writers declare 2048 and write longer frames) is read whole, and its outcome
+//! decided by the dataplane like any other (`FrameTooLarge` beyond a packet buffer). A frame
+//! the capture did cut short (captured length below the original length) is an error naming
+//! it: replaying part of a frame as if it were the frame would be a misread.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -10,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, TsResolution};
 
 /// Errors reading or writing captures. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,8 @@ pub enum PcapError {
         #[source]
         source: pcap_file::PcapError,
     },
+    #[error("capture {path} is pcapng; only classic pcap can be replayed (convert it: editcap -F pcap IN OUT)")]
+    Pcapng { path: PathBuf },
     #[error("capture {path} has link type {link:?}; only Ethernet captures can be replayed")]
     LinkType { path: PathBuf, link: DataLink },
     #[error("packet {index} of {path} is truncated in the capture ({captured} of {original} bytes); capture with a larger snap length")]
@@ -56,25 +64,39 @@ pub struct InputFrame {
     pub data: Vec<u8>,
 }
 
+/// The first four bytes of a pcapng file (its Section Header Block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
 /// Reads every frame of one Ethernet capture.
 pub fn read_capture(path: &Path, input: usize) -> Result<Vec<InputFrame>, PcapError> {
-    let file = File::open(path).map_err(|source| PcapError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut reader = PcapReader::new(BufReader::new(file)).map_err(|source| PcapError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let link = reader.header().datalink;
-    if link != DataLink::ETHERNET {
+    let open = || {
+        File::open(path).map_err(|source| PcapError::Open {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut magic = [0u8; 4];
+    if std::io::Read::read_exact(&mut open()?, &mut magic).is_ok() && magic == PCAPNG_MAGIC {
+        return Err(PcapError::Pcapng {
+            path: path.to_owned(),
+        });
+    }
+    let mut reader =
+        PcapReader::new(BufReader::new(open()?)).map_err(|source| PcapError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let header = reader.header();
+    if header.datalink != DataLink::ETHERNET {
         return Err(PcapError::LinkType {
             path: path.to_owned(),
-            link,
+            link: header.datalink,
         });
     }
     let mut frames = Vec::new();
-    while let Some(packet) = reader.next_packet() {
+    // Raw records: `next_packet` would refuse a complete frame longer than the header's snap
+    // length (see the module docs); lengths and timestamps are checked here instead.
+    while let Some(packet) = reader.next_raw_packet() {
         let packet = packet.map_err(|source| PcapError::Read {
             path: path.to_owned(),
             source,
@@ -88,10 +110,15 @@ pub fn read_capture(path: &Path, input: usize) -> Result<Vec<InputFrame>, PcapEr
                 original: packet.orig_len,
             });
         }
+        let frac = match header.ts_resolution {
+            TsResolution::MicroSecond => Duration::from_micros(u64::from(packet.ts_frac)),
+            TsResolution::NanoSecond => Duration::from_nanos(u64::from(packet.ts_frac)),
+        };
         frames.push(InputFrame {
             input,
             index_in_file,
-            timestamp: packet.timestamp,
+            // A fraction of a second or more in the fraction field carries into the seconds.
+            timestamp: Duration::from_secs(u64::from(packet.ts_sec)) + frac,
             data: packet.data.into_owned(),
         });
     }
@@ -138,7 +165,10 @@ impl CaptureWriter {
         })
     }
 
+    /// Writes one frame. A timestamp beyond pcap's range (`u32` seconds, year 2106: an event
+    /// far in the future releasing packets) is written as the last time pcap can hold.
     pub fn write(&mut self, timestamp: Duration, data: &[u8]) -> Result<(), PcapError> {
+        let timestamp = timestamp.min(Duration::new(u64::from(u32::MAX), 999_999_999));
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let packet = PcapPacket::new(timestamp, len, data);
         self.writer
@@ -193,6 +223,38 @@ mod tests {
         let merged = merge_by_time(vec![fa, fb]);
         let firsts: Vec<u8> = merged.iter().map(|f| f.data[0]).collect();
         assert_eq!(firsts, vec![1, 2, 3, 4]);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pcapng_is_named_as_such() {
+        let dir = temp_dir();
+        let path = dir.join("x.pcapng");
+        std::fs::write(
+            &path,
+            [
+                0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a,
+            ],
+        )
+        .expect("write");
+        let err = read_capture(&path, 0).expect_err("pcapng").to_string();
+        assert!(
+            err.contains("is pcapng") && err.contains("editcap"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn timestamps_beyond_pcap_are_clamped_not_refused() {
+        let dir = temp_dir();
+        let path = dir.join("far.pcap");
+        let mut w = CaptureWriter::create(&path).expect("create");
+        w.write(Duration::MAX, &[1; 60])
+            .expect("a far timestamp is written");
+        drop(w);
+        let frames = read_capture(&path, 0).expect("read");
+        assert_eq!(frames[0].timestamp.as_secs(), u64::from(u32::MAX));
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

@@ -106,6 +106,9 @@ pub struct FileSummary {
 /// The JSON summary of a replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// What of the configuration the replay did not reproduce offline (srmigd's `[[qemu]]`
+    /// and `[io]`, ports without `mtu`), one sentence each.
+    pub notes: Vec<String>,
     pub inputs: Vec<FileSummary>,
     pub outputs: Vec<FileSummary>,
     pub packets: Vec<PacketRecord>,
@@ -225,7 +228,7 @@ pub fn replay(
         .map_or(Duration::ZERO, |f| f.timestamp.saturating_sub(base));
     for ev in std::mem::take(&mut pending_events) {
         let t = match ev.time {
-            EventTime::AtMs(ms) => Duration::from_secs_f64(ms / 1000.0).max(end),
+            EventTime::AtMs(ms) => ms_duration(ms).max(end),
             EventTime::AfterPacket(_) => end,
         };
         run.apply_event(ev, frames.len(), t)?;
@@ -241,6 +244,7 @@ pub fn replay(
         })
         .collect();
     Ok(Summary {
+        notes: config.notes.clone(),
         inputs: input_summaries,
         outputs,
         packets,
@@ -252,6 +256,20 @@ pub fn replay(
 
 fn instant(d: Duration) -> Instant {
     Instant(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// An event's `at_ms` as a time after the first frame. A file's events are checked when it is
+/// loaded (finite, `0..=MAX_AT_MS`); one built by a program is clamped, never a panic: below 0
+/// or NaN is the start, beyond `Duration` the end of time.
+fn ms_duration(ms: f64) -> Duration {
+    if ms.is_nan() || ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn event_due_after(events: &[crate::config::Event], processed: usize) -> bool {
@@ -285,11 +303,13 @@ impl Run {
     fn write(&mut self, port: PortId, now_d: Duration, data: &[u8]) -> Result<(), ReplayError> {
         if !self.writers.contains_key(&port) {
             let name = self.port_name(port);
-            let w = CaptureWriter::create(&self.out_dir.join(format!("{name}.pcap")))?;
+            // A port name is any string: never a path out of the output directory.
+            let file = name.replace(['/', '\0'], "_");
+            let w = CaptureWriter::create(&self.out_dir.join(format!("{file}.pcap")))?;
             self.writers.insert(port, (name, w));
         }
         if let Some((_, w)) = self.writers.get_mut(&port) {
-            w.write(self.base + now_d, data)?;
+            w.write(self.base.saturating_add(now_d), data)?;
         }
         Ok(())
     }
@@ -307,7 +327,7 @@ impl Run {
             n,
             port: port.to_owned(),
             index_in_file: f.index_in_file,
-            time_us: now_d.as_micros() as u64,
+            time_us: micros(now_d),
             len: f.data.len(),
             summary: describe(&f.data),
             verdict: "",
@@ -340,7 +360,7 @@ impl Run {
         let mut buf = std::mem::take(&mut self.scratch);
         while let Some(port) = self.dp.poll_transmit(now, &mut buf) {
             self.generated.push(GeneratedRecord {
-                time_us: now_d.as_micros() as u64,
+                time_us: micros(now_d),
                 egress: self.port_name(port),
                 len: buf.len(),
                 summary: describe(buf.data()),
@@ -371,9 +391,7 @@ impl Run {
         while i < events.len() {
             let at = match events[i].time {
                 EventTime::AfterPacket(n) if n <= processed => Some(self.last_time),
-                EventTime::AtMs(ms) => {
-                    Some(Duration::from_secs_f64(ms / 1000.0)).filter(|t| *t <= now_d)
-                }
+                EventTime::AtMs(ms) => Some(ms_duration(ms)).filter(|t| *t <= now_d),
                 EventTime::AfterPacket(_) => None,
             };
             match at {
@@ -399,7 +417,7 @@ impl Run {
             self.dp.handle_vm_state(now, vm, ev.state)?;
         }
         self.events.push(EventRecord {
-            time_us: at.as_micros() as u64,
+            time_us: micros(at),
             after_packets: processed,
             vm: ev.vm,
             state: ev.state,
@@ -438,10 +456,7 @@ mod tests {
             w.write(Duration::from_millis(1), &f).expect("write");
         }
         drop(w);
-        let config = ReplayConfig {
-            node: host_config(S, VmState::Running),
-            events: Vec::new(),
-        };
+        let config = ReplayConfig::new(host_config(S, VmState::Running));
         let inputs = [Input {
             port: "up0".into(),
             file: input,
@@ -470,6 +485,103 @@ mod tests {
         );
         assert_eq!(summary.counters.ports["up0"].rx_packets, 4);
         assert_eq!(summary.counters.ports["vm1"].tx_packets, 3);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// A classic pcap written byte by byte, with the snap length the header declares (tools
+    /// write 2048, 65535 or 262144; `pcap-file`'s writer refuses frames longer than it).
+    fn raw_pcap(snaplen: u32, frames: &[(Duration, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2_c3d4_u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&0i32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&snaplen.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+        for (t, data) in frames {
+            let len = u32::try_from(data.len()).expect("small frame");
+            out.extend_from_slice(&u32::try_from(t.as_secs()).expect("ts").to_le_bytes());
+            out.extend_from_slice(&t.subsec_micros().to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("srmig-replay-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// Issue 10: a capture whose header says snap length 2048 holding a complete 3000-byte
+    /// frame aborted the whole run (no summary, later frames never processed).
+    #[test]
+    fn a_frame_longer_than_the_capture_snap_length_is_still_replayed() {
+        let dir = temp_dir("snaplen");
+        let small = udp6_sized(a6("2001:db8:777::7"), vm1(), 100);
+        let big = udp6_sized(a6("2001:db8:777::7"), vm1(), 3000);
+        let to_vm = |inner: &[u8]| uplink_frame(S, &[sid(S, END_DT6)], 0, inner);
+        let (f1, f2, f3) = (to_vm(&small), to_vm(&big), to_vm(&small));
+        assert!(f2.len() > 2048);
+        let ms = Duration::from_millis;
+        let input = dir.join("up0.pcap");
+        std::fs::write(
+            &input,
+            raw_pcap(2048, &[(ms(1), &f1), (ms(2), &f2), (ms(3), &f3)]),
+        )
+        .expect("write pcap");
+        let config = ReplayConfig::new(host_config(S, VmState::Running));
+        let inputs = [Input {
+            port: "up0".into(),
+            file: input,
+        }];
+        let summary = replay(&config, &inputs, &dir.join("out")).expect("the run completes");
+        let outcomes: Vec<_> = summary
+            .packets
+            .iter()
+            .map(|p| (p.n, p.verdict, p.len))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (1, "tx", f1.len()),
+                (2, "tx", f2.len()),
+                (3, "tx", f3.len())
+            ]
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// Issue 10: an event at `at_ms = 1e300` panicked (`Duration::from_secs_f64`). A program
+    /// can build one without the file's validation: the run must not panic either.
+    #[test]
+    fn an_event_far_in_the_future_happens_at_the_end_without_panic() {
+        let dir = temp_dir("far-event");
+        let input = dir.join("up0.pcap");
+        let small = udp6_sized(a6("2001:db8:777::7"), vm1(), 100);
+        let mut w = CaptureWriter::create(&input).expect("create");
+        w.write(
+            Duration::from_millis(1),
+            &uplink_frame(S, &[sid(S, END_DT6)], 0, &small),
+        )
+        .expect("write");
+        drop(w);
+        let mut config = ReplayConfig::new(host_config(S, VmState::Running));
+        config.events.push(crate::config::Event {
+            time: EventTime::AtMs(1e300),
+            vm: "vm1".into(),
+            state: VmState::Paused,
+        });
+        let inputs = [Input {
+            port: "up0".into(),
+            file: input,
+        }];
+        let summary = replay(&config, &inputs, &dir.join("out")).expect("the run completes");
+        assert_eq!(summary.events.len(), 1);
+        assert_eq!(summary.packets[0].verdict, "tx");
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 }

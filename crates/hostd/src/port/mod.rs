@@ -51,7 +51,6 @@ pub mod xdp;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
-use serde::{Deserialize, Serialize};
 use srmig_agent::PortInfo;
 use srmig_api::PortIoStats;
 use srmig_dataplane::{Batch, PacketBuf, PortId, PortKind};
@@ -60,54 +59,9 @@ use tracing::warn;
 use crate::linkwatch::LinkEvent;
 pub use packet::{complete_checksum, PacketSocket, RecvStats, MAX_RECV_BATCH};
 
-/// How a port reaches its interface (node.toml `[io]`, see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IoMode {
-    /// AF_XDP for uplinks where it works, AF_PACKET otherwise (and for VM ports).
-    #[default]
-    Auto,
-    /// AF_XDP or nothing (the port stays detached, with an error, if AF_XDP fails).
-    Xdp,
-    /// AF_PACKET (memory-mapped receive ring, batched sends).
-    Packet,
-}
-
-impl IoMode {
-    /// The name used in node.toml and in status (`auto`, `xdp`, `packet`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IoMode::Auto => "auto",
-            IoMode::Xdp => "xdp",
-            IoMode::Packet => "packet",
-        }
-    }
-}
-
-/// node.toml's `[io]` table:
-///
-/// ```toml
-/// [io]
-/// mode = "auto"              # auto | xdp | packet: every port's default
-/// ports = { vm1 = "packet" } # per port, by name
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IoConfig {
-    /// Default mode of every port.
-    #[serde(default)]
-    pub mode: IoMode,
-    /// Per-port modes, by port name.
-    #[serde(default)]
-    pub ports: std::collections::BTreeMap<String, IoMode>,
-}
-
-impl IoConfig {
-    /// The mode of port `name`.
-    pub fn mode_of(&self, name: &str) -> IoMode {
-        self.ports.get(name).copied().unwrap_or(self.mode)
-    }
-}
+// node.toml's `[io]` table: defined with the rest of the file's schema in
+// `srmig_dataplane::node_file`, which srmig replay shares.
+pub use srmig_dataplane::node_file::{IoConfig, IoMode};
 
 /// Why a port did not send a frame.
 #[derive(Debug)]

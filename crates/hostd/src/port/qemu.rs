@@ -35,7 +35,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use srmig_dataplane::{Batch, PortId};
 
 use super::qemu_frame::{record_header, Next, RxFramer, RECORD_HEADER_LEN};
@@ -61,20 +60,9 @@ pub const SAMPLE_FOR: Duration = Duration::from_millis(5);
 /// Reads per receive call at most (each up to the framer's free space).
 const MAX_READS_PER_CALL: usize = 8;
 
-/// A QEMU-backed VM port of the node (`[[qemu]]` in node.toml, next to the engine's config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QemuPortConfig {
-    /// The node-config port (`kind = "vm"`) this QEMU attaches to.
-    pub port: String,
-    /// The unix socket QEMU listens on (`-netdev stream,server=on,addr.type=unix,addr.path=`).
-    pub socket: PathBuf,
-    /// A QMP socket of that QEMU reserved for srmigd (`-qmp unix:PATH,server=on,wait=off`):
-    /// VM state then follows QEMU's run state (STOP, RESUME, SHUTDOWN). Without it the VM runs
-    /// while the socket is connected.
-    #[serde(default)]
-    pub qmp: Option<PathBuf>,
-}
+// `[[qemu]]` in node.toml: defined with the rest of the file's schema in
+// `srmig_dataplane::node_file`, which srmig replay shares.
+pub use srmig_dataplane::node_file::QemuPortConfig;
 
 /// What a receive call saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
