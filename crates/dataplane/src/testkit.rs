@@ -291,6 +291,7 @@ fn policy(name: &str, headend: Headend, segments: Vec<Ipv6Addr>) -> PolicyConfig
         segments,
         hop_limit: None,
         flow_label: FlowLabelMode::Hash,
+        hmac_key: None,
     }
 }
 
@@ -362,6 +363,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: Some(MacAddr(router_mac(h))),
                 address: Some(Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, h)),
                 mtu: None,
+                hmac: None,
             },
             PortConfig {
                 name: "vm1".into(),
@@ -370,6 +372,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: None,
                 address: None,
                 mtu: None,
+                hmac: None,
             },
             PortConfig {
                 name: "client".into(),
@@ -378,6 +381,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: None,
                 address: None,
                 mtu: None,
+                hmac: None,
             },
         ],
         routes: vec![
@@ -456,6 +460,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
             mac: MacAddr(GATEWAY_MAC),
             ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)),
         },
+        hmac_keys: Vec::new(),
     }
 }
 
