@@ -275,3 +275,7 @@ pub(crate) fn sign_rewrite(v: &mut Vec<u8>, srh_at: usize, key: &HmacKey, d_flag
     let mac = key.compute(&source, &Srh::new_unchecked(&v[srh_at..]));
     v[at + 2 + srh::HMAC_FIXED_LEN..].copy_from_slice(&mac);
 }
+
+#[cfg(test)]
+#[path = "hmac_tests.rs"]
+mod tests;

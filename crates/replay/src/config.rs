@@ -72,10 +72,19 @@ impl ReplayConfig {
             path: path.display().to_string(),
             source,
         })?;
-        ReplayConfig::parse(&text).map_err(|message| LoadError::Parse {
+        let mut cfg = ReplayConfig::parse(&text).map_err(|message| LoadError::Parse {
             path: path.display().to_string(),
             message,
-        })
+        })?;
+        // HMAC secrets, relative to the replay file's directory (as srmigd reads them).
+        let dir = path.parent().unwrap_or(Path::new("."));
+        cfg.node
+            .load_hmac_secrets(dir, |p| std::fs::read(p))
+            .map_err(|e| LoadError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(cfg)
     }
 
     /// Parses the TOML text. The message of an error names the offending field.
