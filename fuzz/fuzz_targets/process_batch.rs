@@ -3,14 +3,24 @@
 //! on the canonical two-host configuration (host S with End.S, host D with End.SBUF). Nothing
 //! may panic, every packet gets a verdict naming a real port or VM, and `poll_transmit` drains.
 //!
+//! Both hosts have an HMAC key and a keyed policy (`testkit::with_hmac`); D's uplink requires
+//! HMAC, S's verifies when present.
+//!
 //! Input: a sequence of records `[op] [len] [bytes...]`. `op % 5`: 0 = raw frame, 1 = a
-//! realistic SRv6 frame with fuzzer bytes XORed over it (reaches deep paths quickly),
+//! realistic frame (by `op >> 5`: an SRv6 frame, the same signed with an HMAC TLV, or a client
+//! frame steered into the keyed policy) with fuzzer bytes XORed over it (reaches deep paths
+//! quickly),
 //! 2 = VM state change, 3 = time passes (+ handle_timeout), 4 = process the batch now.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use srmig_dataplane::testkit::{canon, host_config, inner_to_vm1, uplink_frame};
-use srmig_dataplane::{Batch, Dataplane, Instant, PacketBuf, PortId, Verdict, VmId, VmState};
+use srmig_dataplane::testkit::{
+    a6, canon, client_frame, host_config, inner_to_vm1, sign_frame, uplink_frame, with_hmac,
+    HMAC_KEY_ID, HMAC_SECRET,
+};
+use srmig_dataplane::{
+    Batch, Dataplane, HmacMode, Instant, PacketBuf, PortId, Verdict, VmId, VmState,
+};
 
 const PORTS: [PortId; 3] = [canon::UPLINK, canon::VM1_PORT, canon::CLIENT_PORT];
 
@@ -44,6 +54,10 @@ fn flush(node: &mut Node, now: Instant, batch: &mut Batch, out: &mut PacketBuf) 
 fuzz_target!(|data: &[u8]| {
     let mk = |h, state| {
         let mut cfg = host_config(h, state);
+        with_hmac(&mut cfg);
+        if h == canon::D {
+            cfg.ports[0].hmac = Some(HmacMode::Require);
+        }
         // Small buffers: fast to set up per input, and full buffers are reached easily.
         cfg.buffer.per_vm_packets = 48;
         cfg.buffer.global_packets = 64;
@@ -67,6 +81,10 @@ fuzz_target!(|data: &[u8]| {
         1,
         &inner_to_vm1(),
     );
+    let mut signed = template.clone();
+    sign_frame(&mut signed, HMAC_KEY_ID, HMAC_SECRET, false);
+    let to_keyed = client_frame(a6("2001:db8:901::1"), 120);
+    let templates = [&template, &signed, &to_keyed];
     let mut batch = Batch::new(64);
     let mut out = PacketBuf::new();
     let mut now = Instant(0);
@@ -84,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                let mut f = template.clone();
+                let mut f = templates[usize::from(*op >> 5) % templates.len()].clone();
                 for (i, b) in bytes.iter().enumerate() {
                     let at = (usize::from(*b) * 7 + i) % f.len();
                     f[at] ^= bytes.get(i + 1).copied().unwrap_or(0xff);

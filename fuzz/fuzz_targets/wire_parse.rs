@@ -17,6 +17,21 @@ fn srh_round_trip(bytes: &[u8]) {
     for tlv in view.tlvs() {
         let _ = tlv;
     }
+    // The HMAC TLV finder: what it finds lies in the header, and a 32-octet one re-emits to the
+    // same bytes.
+    if let Ok(Some(h)) = view.hmac_tlv() {
+        assert!(h.offset + 8 + h.hmac.len() <= view.header_len());
+        assert_eq!(bytes[h.offset], srh::TLV_HMAC);
+        if let Ok(mac) = <[u8; srh::HMAC_FIELD_LEN]>::try_from(h.hmac) {
+            let mut tlv = [0u8; srh::HMAC_TLV_LEN];
+            assert_eq!(srh::emit_hmac_tlv(&mut tlv, h.d_flag, h.key_id, &mac), tlv.len());
+            // The reserved bits (all but D) are not kept.
+            let mut seen = bytes[h.offset..h.offset + tlv.len()].to_vec();
+            seen[2] &= srh::HMAC_D_FLAG;
+            seen[3] = 0;
+            assert_eq!(&seen[..], &tlv[..]);
+        }
+    }
     if let Ok(repr) = SrhRepr::parse(&view) {
         let mut buf = vec![0u8; repr.buffer_len()];
         let mut out = srh::Srh::new_unchecked(&mut buf[..]);

@@ -136,6 +136,7 @@ pub fn plan(
                     segments: e.segments.clone(),
                     hop_limit: None,
                     flow_label: FlowLabelMode::Hash,
+                    hmac_key: None,
                 });
                 name
             }

@@ -33,11 +33,17 @@
 //! mac = "02:00:00:00:10:10"
 //! port = "tap0"
 //! state = "running"
+//!
+//! [[hmac_keys]]                      # RFC 8754 2.1.2 HMAC TLV keys (docs/hmac.md)
+//! id = 7
+//! algorithm = "hmac-sha256"
+//! secret_file = "hmac-7.key"         # read by the driver, relative to the config file
 //! ```
 
 use core::fmt;
 use core::str::FromStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -177,6 +183,121 @@ pub struct NodeConfig {
     pub icmp: IcmpConfig,
     /// The anycast default gateway seen by VMs (same on every node).
     pub gateway: GatewayConfig,
+    /// HMAC keys (RFC 8754 2.1.2): verify HMAC TLVs at local SIDs, sign keyed policies.
+    #[serde(default)]
+    pub hmac_keys: Vec<HmacKeyConfig>,
+}
+
+impl NodeConfig {
+    /// Reads the secret of every `[[hmac_keys]]` entry from its `secret_file` (relative paths
+    /// are taken from `base`, the configuration file's directory) through `read`: the engine
+    /// opens no files, the driver passes `std::fs::read`. The secret is the file's bytes
+    /// without one trailing newline (`\n` or `\r\n`), as typed at `ip sr hmac set`'s prompt.
+    pub fn load_hmac_secrets(
+        &mut self,
+        base: &Path,
+        mut read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<(), ConfigError> {
+        for (i, k) in self.hmac_keys.iter_mut().enumerate() {
+            let path = base.join(&k.secret_file);
+            let mut bytes = read(&path).map_err(|e| {
+                ConfigError::invalid(
+                    format!("hmac_keys[{i}].secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            if bytes.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("hmac_keys[{i}].secret_file"),
+                    format!("{} holds no secret", path.display()),
+                ));
+            }
+            k.secret = HmacSecret::new(bytes);
+        }
+        Ok(())
+    }
+}
+
+/// One HMAC key (`[[hmac_keys]]`), as `ip sr hmac set KEYID sha256` configures Linux.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacKeyConfig {
+    /// HMAC Key ID, as carried in the HMAC TLV (1..=4294967295; 0 is refused).
+    pub id: u32,
+    /// The algorithm: `hmac-sha256`.
+    pub algorithm: HmacAlgorithm,
+    /// Where the secret is: read when the configuration is loaded
+    /// ([`NodeConfig::load_hmac_secrets`]), never written back.
+    pub secret_file: PathBuf,
+    /// The secret read from `secret_file`. Never serialized, never printed.
+    #[serde(skip)]
+    pub secret: HmacSecret,
+}
+
+/// An HMAC algorithm of [`HmacKeyConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA256 (RFC 2104, FIPS 180-4): a 32-octet HMAC field.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+/// A secret key. `Debug` prints no byte of it, serde skips it and it is zeroed when dropped.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct HmacSecret(Vec<u8>);
+
+impl HmacSecret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> HmacSecret {
+        HmacSecret(bytes)
+    }
+
+    /// The secret bytes (for keying the MAC at install time).
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether no secret was loaded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for HmacSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("HmacSecret(not loaded)")
+        } else {
+            f.write_str("HmacSecret(<redacted>)")
+        }
+    }
+}
+
+impl Drop for HmacSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// What an uplink does with the HMAC TLV of SRv6 packets to local SIDs (RFC 8754 2.1.2.1
+/// "local policy"; Linux's `seg6_require_hmac` sysctl: 1, 0, -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacMode {
+    /// Every packet needs an HMAC TLV that verifies (`seg6_require_hmac = 1`).
+    Require,
+    /// An HMAC TLV, when present, must verify; a packet without one passes (the default;
+    /// unlike Linux's 0, srmig does not wait for the legacy SRH "H" flag to look for it).
+    #[default]
+    Verify,
+    /// HMAC TLVs are not looked at (`seg6_require_hmac = -1`).
+    Ignore,
 }
 
 /// What a port connects to.
@@ -214,6 +335,10 @@ pub struct PortConfig {
     /// interface's MTU); `None` there too means no MTU check (only the buffer bound).
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// Uplinks only: HMAC TLV policy for SRv6 packets received here and processed at a local
+    /// SID: `require`, `verify` (default) or `ignore` ([`HmacMode`]).
+    #[serde(default)]
+    pub hmac: Option<HmacMode>,
 }
 
 /// One FIB route.
@@ -315,6 +440,10 @@ pub struct PolicyConfig {
     /// Outer flow label: `hash` (default) or `copy`.
     #[serde(default)]
     pub flow_label: FlowLabelMode,
+    /// H.Encaps / H.Encaps.Red: the id of an `[[hmac_keys]]` key; the SRH then carries an HMAC
+    /// TLV signed with it (RFC 8754 2.1.2), computed once when the policy is installed.
+    #[serde(default)]
+    pub hmac_key: Option<u32>,
 }
 
 /// A VM attached (or expected) here.
@@ -420,6 +549,69 @@ mod tests {
         assert!("02:00:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("02:00:00:00:00:zz".parse::<MacAddr>().is_err());
         assert!("2:00:00:00:00:00".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn hmac_key_config() {
+        let mut c: NodeConfig = toml::from_str(
+            r#"
+            locator = "fc00:0:1::/48"
+            source_address = "fc00:0:1::1"
+            ports = []
+            gateway = { address = "2001:db8::1", mac = "02:00:00:00:00:01" }
+            [[hmac_keys]]
+            id = 7
+            algorithm = "hmac-sha256"
+            secret_file = "k7"
+            [[hmac_keys]]
+            id = 8
+            algorithm = "hmac-sha256"
+            secret_file = "/abs/k8"
+            "#,
+        )
+        .unwrap();
+        assert!(c.hmac_keys[0].secret.is_empty());
+        let mut asked = Vec::new();
+        c.load_hmac_secrets(Path::new("/etc/srmig"), |p| {
+            asked.push(p.to_owned());
+            Ok(b"s3cret\r\n".to_vec())
+        })
+        .unwrap();
+        assert_eq!(
+            asked,
+            [PathBuf::from("/etc/srmig/k7"), PathBuf::from("/abs/k8")]
+        );
+        assert_eq!(c.hmac_keys[0].secret.expose(), b"s3cret");
+        // Never printed, never serialized.
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("s3cret") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let ser = toml::to_string(&c).unwrap();
+        assert!(
+            !ser.contains("s3cret") && ser.contains("secret_file"),
+            "{ser}"
+        );
+        // Unreadable and empty files name the field and the path.
+        let e = c
+            .load_hmac_secrets(Path::new("/etc/srmig"), |_| {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            })
+            .unwrap_err();
+        assert_eq!(e.path(), "hmac_keys[0].secret_file");
+        assert!(e.to_string().contains("/etc/srmig/k7"), "{e}");
+        let e = c
+            .load_hmac_secrets(Path::new("/"), |_| Ok(b"\n".to_vec()))
+            .unwrap_err();
+        assert!(e.to_string().contains("holds no secret"), "{e}");
+        // A wrong algorithm is a parse error naming the field.
+        let e = toml::from_str::<HmacKeyConfig>(
+            "id = 1\nalgorithm = \"hmac-sha1\"\nsecret_file = \"k\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("algorithm") && e.contains("hmac-sha256"), "{e}");
     }
 
     #[test]

@@ -60,6 +60,20 @@ drop_reasons! {
     /// A Hop-by-Hop option whose Opt Data Len runs past its header (ICMPv6 Parameter Problem
     /// code 0 pointing at the bad byte).
     OptionOverrun,
+    /// The ingress requires HMAC (`hmac = "require"`) and the SRv6 packet to a local SID
+    /// carries no HMAC TLV (RFC 8754 2.1.2.1).
+    HmacMissing,
+    /// The HMAC TLV names a Key ID that is not in `[[hmac_keys]]` (ICMPv6 Parameter Problem).
+    HmacUnknownKey,
+    /// The HMAC TLV's HMAC differs from the one computed with its key (ICMPv6 Parameter
+    /// Problem pointing at the TLV, RFC 8754 2.1.2.1).
+    HmacMismatch,
+    /// The D flag is clear and the Destination Address is not `Segment List[Segments Left]`
+    /// (RFC 8754 2.1.2: D set means Destination Address verification is disabled).
+    HmacDestinationMismatch,
+    /// An HMAC TLV shorter than its fixed fields, with an HMAC field of the wrong length for
+    /// its key's algorithm, or a second HMAC TLV in one SRH.
+    HmacMalformed,
     /// SRH Segments Left > Last Entry + 1 (RFC 8754 section 4.3.1.1, ICMPv6 Parameter Problem).
     SegmentsLeftBeyondLastEntry,
     /// SRH Last Entry beyond the segment list held by Hdr Ext Len (RFC 8754 section 4.3.1.1).

@@ -46,6 +46,7 @@ use crate::counters::{Counters, CountersView, PacketBytes};
 use crate::drop::DropReason;
 use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::hash::{self, AddrHash};
+use crate::hmac::HmacTable;
 use crate::icmp::{
     emit_error, emit_na, GenQueue, RateLimiter, DEST_UNREACHABLE_BEYOND_SCOPE,
     DEST_UNREACHABLE_NO_ROUTE, ICMPV6_DEST_UNREACHABLE, ICMPV6_PACKET_TOO_BIG,
@@ -102,6 +103,8 @@ pub struct Dataplane {
     gen: GenQueue,
     icmp: RateLimiter,
     counters: Counters,
+    /// HMAC keys and each port's HMAC mode (RFC 8754 2.1.2, `crate::hmac`).
+    hmac: HmacTable,
 }
 
 fn mask_of(len: u8) -> u128 {
@@ -269,6 +272,7 @@ impl Dataplane {
             let m = mask_of(p.prefix_len());
             infrastructure.push((u128::from(p.network()) & m, m));
         }
+        let hmac = HmacTable::build(&cfg.hmac_keys, &cfg.ports)?;
         let mut dp = Dataplane {
             locator: u128::from(locator_net.network()),
             locator_mask: mask_of(locator_net.prefix_len()),
@@ -289,6 +293,7 @@ impl Dataplane {
             releasing: Vec::with_capacity(cfg.vms.len()),
             gen: GenQueue::new(),
             icmp: RateLimiter::new(cfg.icmp),
+            hmac,
         };
         // Routes.
         for (i, r) in cfg.routes.iter().enumerate() {
@@ -402,7 +407,7 @@ impl Dataplane {
         path: &str,
         cfg: &PolicyConfig,
     ) -> Result<PolicyId, ConfigError> {
-        let p = Policy::build(path, cfg, Ipv6Addr::from(self.source_address))?;
+        let p = Policy::build(path, cfg, Ipv6Addr::from(self.source_address), &self.hmac)?;
         if let Some(i) = self.policies.iter().position(|q| q.name == cfg.name) {
             let id = PolicyId(i as u32);
             if p.headend == Headend::HInsert && self.sids.uses_policy(id) {
@@ -1272,6 +1277,14 @@ impl Dataplane {
                     DropReason::UnsupportedRoutingType,
                 );
             }
+        }
+        // RFC 8754 2.1.2.1: the HMAC TLV, by the ingress port's mode (crate::hmac).
+        if let Err(f) = self.hmac.check(ctx.ingress, &pkt.buf[ip..pkt.end], srh) {
+            let Some(ptr) = f.pointer else {
+                return Verdict::Drop(f.reason);
+            };
+            let code = PARAM_PROBLEM_ERRONEOUS_FIELD;
+            return self.icmp_error(ctx, pkt, ip, ICMPV6_PARAM_PROBLEM, code, ptr, f.reason);
         }
         // NEXT-C-SID (draft-ietf-spring-srv6-srh-compression section 4.1): if the DA carries
         // a next C-SID in its argument, shift it into place instead of consulting the SRH.

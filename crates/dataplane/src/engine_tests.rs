@@ -296,6 +296,7 @@ fn runtime_sid_and_policy_changes() {
             segments: vec![sid(D, END_DT6)],
             hop_limit: Some(9),
             flow_label: FlowLabelMode::Copy,
+            hmac_key: None,
         })
         .unwrap();
     assert_eq!(p, p2);
@@ -1542,6 +1543,7 @@ fn h_encaps_red_and_h_insert() {
         segments: vec![sid(D, END_DT6)],
         hop_limit: None,
         flow_label: FlowLabelMode::Hash,
+        hmac_key: None,
     })
     .unwrap();
     let (_, out) = run(&mut s, CLIENT_PORT, &client_frame(remote(), 100));

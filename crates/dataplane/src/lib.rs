@@ -11,8 +11,9 @@
 //! table), [`sid`] (local SIDs), [`fib`] (LPM FIB), [`vm`] (VMs and states), [`policy`]
 //! (SR policies and ingress mapping), [`buffer`] (End.SBUF buffers), [`counters`], [`drop`]
 //! (drop reasons), [`batch`] (packet buffers), [`engine`] (the pipeline), [`icmp`] (ICMPv6
-//! errors and NDP answers), [`time`]; [`node_file`] is node.toml as a whole (the engine's
-//! configuration plus the tables of srmigd and `srmig replay`).
+//! errors and NDP answers), `hmac` (HMAC TLV keys, verification and signing), [`time`];
+//! [`node_file`] is node.toml as a whole (the engine's configuration plus the tables of
+//! srmigd and `srmig replay`).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -26,6 +27,7 @@ pub mod drop;
 pub mod engine;
 pub mod fib;
 pub mod hash;
+mod hmac;
 pub mod icmp;
 pub mod node_file;
 pub mod policy;
@@ -41,8 +43,9 @@ pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM
 pub use behavior::{Behavior, Flavor, Headend, SbufMode, BEHAVIORS};
 pub use buffer::Occupancy;
 pub use config::{
-    BufferConfig, ConfigError, FlowLabelMode, GatewayConfig, IcmpConfig, MacAddr, MappingConfig,
-    NodeConfig, PolicyConfig, PortConfig, PortKind, RouteConfig, SidConfig, VmConfig,
+    BufferConfig, ConfigError, FlowLabelMode, GatewayConfig, HmacAlgorithm, HmacKeyConfig,
+    HmacMode, HmacSecret, IcmpConfig, MacAddr, MappingConfig, NodeConfig, PolicyConfig, PortConfig,
+    PortKind, RouteConfig, SidConfig, VmConfig,
 };
 pub use counters::{CountersView, IcmpCounters, PacketBytes, PortCounters, VmCounters};
 pub use drop::DropReason;

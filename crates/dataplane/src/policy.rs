@@ -5,15 +5,18 @@
 //! header followed by the SRH; for H.Insert the SRH alone, with Segment List\[0\] left for the
 //! original destination. The fast path copies these bytes into the packet's headroom and patches
 //! Payload Length, Next Header, Traffic Class, Flow Label (and, for H.Insert, Segment List\[0\]).
+//! A policy with `hmac_key` has its HMAC TLV, HMAC included, in the rewrite (see `crate::hmac`).
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use crate::batch::HEADROOM;
 use crate::behavior::Headend;
 use crate::config::{ConfigError, FlowLabelMode, PolicyConfig};
 use crate::fib::Lpm;
-use srmig_wire::{ipv6, srh, IpProtocol};
+use crate::hmac::{self, HmacTable};
+use srmig_wire::{ethernet, ipv6, srh, IpProtocol};
 
 /// Index of an SR policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -39,6 +42,12 @@ pub enum Steering {
 /// Maximum segments in a policy (the SRH of H.Insert holds one more).
 pub const MAX_SEGMENTS: usize = 12;
 
+/// Maximum segments in a policy with an HMAC key: its rewrite (IPv6 40 + SRH 8 + 16 per
+/// segment + HMAC TLV 40) and the Ethernet header must fit [`HEADROOM`].
+pub const MAX_HMAC_SEGMENTS: usize =
+    (HEADROOM - ethernet::HEADER_LEN - ipv6::HEADER_LEN - srh::FIXED_LEN - srh::HMAC_TLV_LEN)
+        / srh::SEGMENT_LEN;
+
 /// Default outer hop limit.
 pub const DEFAULT_HOP_LIMIT: u8 = 64;
 
@@ -63,6 +72,7 @@ impl Policy {
         path: &str,
         cfg: &PolicyConfig,
         source: Ipv6Addr,
+        keys: &HmacTable,
     ) -> Result<Policy, ConfigError> {
         if cfg.name.is_empty() || cfg.name == "native" {
             return Err(ConfigError::invalid(
@@ -99,6 +109,22 @@ impl Policy {
                 "must be at least 1",
             ));
         }
+        let key = match cfg.hmac_key {
+            None => None,
+            Some(_) if cfg.headend == Headend::HInsert => {
+                return Err(ConfigError::invalid(
+                    format!("{path}.hmac_key"),
+                    "H.Insert cannot carry an HMAC (it would be computed per packet over the \
+                     original source and destination); use H.Encaps or H.Encaps.Red",
+                ))
+            }
+            Some(id) => Some(keys.key(id).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{path}.hmac_key"),
+                    format!("no key with id {id} in [[hmac_keys]]"),
+                )
+            })?),
+        };
         let hop_limit = cfg.hop_limit.unwrap_or(DEFAULT_HOP_LIMIT);
         let segs = &cfg.segments;
         let n = segs.len();
@@ -106,6 +132,19 @@ impl Policy {
             Headend::HEncaps => {
                 let mut v = ipv6_header(source, segs[0], hop_limit, IpProtocol::ROUTING);
                 emit_srh(&mut v, segs.iter().rev(), (n - 1) as u8);
+                if let Some(k) = key {
+                    hmac::sign_rewrite(&mut v, ipv6::HEADER_LEN, k, false);
+                }
+                (v, Some(ipv6::HEADER_LEN))
+            }
+            Headend::HEncapsRed if n == 1 && key.is_some() => {
+                // No reduced list can hold zero segments: an SRH with the one SID carries the
+                // HMAC TLV (the DA is Segment List[0], so the D flag stays clear).
+                let mut v = ipv6_header(source, segs[0], hop_limit, IpProtocol::ROUTING);
+                emit_srh(&mut v, segs.iter(), 0);
+                if let Some(k) = key {
+                    hmac::sign_rewrite(&mut v, ipv6::HEADER_LEN, k, false);
+                }
                 (v, Some(ipv6::HEADER_LEN))
             }
             Headend::HEncapsRed => {
@@ -116,6 +155,10 @@ impl Policy {
                 } else {
                     let mut v = ipv6_header(source, segs[0], hop_limit, IpProtocol::ROUTING);
                     emit_srh(&mut v, segs[1..].iter().rev(), (n - 1) as u8);
+                    if let Some(k) = key {
+                        // The DA (the first SID) is not in the list: D flag set (RFC 8754 2.1.2).
+                        hmac::sign_rewrite(&mut v, ipv6::HEADER_LEN, k, true);
+                    }
                     (v, Some(ipv6::HEADER_LEN))
                 }
             }
@@ -131,6 +174,17 @@ impl Policy {
                 (v, Some(0))
             }
         };
+        // The rewrite and the Ethernet header go in front of the packet.
+        if key.is_some() && rewrite.len() + ethernet::HEADER_LEN > HEADROOM {
+            return Err(ConfigError::invalid(
+                format!("{path}.segments"),
+                format!(
+                    "{n} segments and an HMAC TLV do not fit the {HEADROOM}-byte headroom \
+                     (at most {} segments with hmac_key)",
+                    MAX_HMAC_SEGMENTS
+                ),
+            ));
+        }
         Ok(Policy {
             name: cfg.name.clone(),
             headend: cfg.headend,
@@ -234,6 +288,7 @@ mod tests {
             segments: segs.iter().map(|s| a(s)).collect(),
             hop_limit: None,
             flow_label: FlowLabelMode::Hash,
+            hmac_key: None,
         }
     }
 
@@ -243,6 +298,7 @@ mod tests {
             "policies[0]",
             &cfg(Headend::HEncaps, &["fc00:0:1::e5", "fc00:0:2::5b"]),
             a("fc00:0:3::1"),
+            &HmacTable::default(),
         )
         .unwrap();
         let r = &p.rewrite;
@@ -265,6 +321,7 @@ mod tests {
             "p",
             &cfg(Headend::HEncapsRed, &["fc00:0:1::e5", "fc00:0:2::5b"]),
             a("fc00::1"),
+            &HmacTable::default(),
         )
         .unwrap();
         assert_eq!(p.rewrite.len(), 40 + 8 + 16);
@@ -275,6 +332,7 @@ mod tests {
             "p",
             &cfg(Headend::HEncapsRed, &["fc00:0:2::5b"]),
             a("fc00::1"),
+            &HmacTable::default(),
         )
         .unwrap();
         assert_eq!(one.rewrite.len(), 40);
@@ -287,6 +345,7 @@ mod tests {
             "p",
             &cfg(Headend::HInsert, &["fc00:0:1::e5", "fc00:0:2::5b"]),
             a("fc00::1"),
+            &HmacTable::default(),
         )
         .unwrap();
         assert_eq!(p.rewrite.len(), 8 + 48);
@@ -298,8 +357,13 @@ mod tests {
 
     #[test]
     fn validation_names_fields() {
-        let e =
-            Policy::build("policies[3]", &cfg(Headend::HEncaps, &[]), a("fc00::1")).unwrap_err();
+        let e = Policy::build(
+            "policies[3]",
+            &cfg(Headend::HEncaps, &[]),
+            a("fc00::1"),
+            &HmacTable::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "policies[3].segments: a policy needs at least one segment"
@@ -308,12 +372,13 @@ mod tests {
             "policies[0]",
             &cfg(Headend::HEncaps, &["ff02::1"]),
             a("fc00::1"),
+            &HmacTable::default(),
         )
         .unwrap_err();
         assert_eq!(e.path(), "policies[0].segments[0]");
         let mut c = cfg(Headend::HEncaps, &["fc00::2"]);
         c.name = "native".into();
-        assert!(Policy::build("policies[0]", &c, a("fc00::1")).is_err());
+        assert!(Policy::build("policies[0]", &c, a("fc00::1"), &HmacTable::default()).is_err());
     }
 
     #[test]

@@ -291,6 +291,7 @@ fn policy(name: &str, headend: Headend, segments: Vec<Ipv6Addr>) -> PolicyConfig
         segments,
         hop_limit: None,
         flow_label: FlowLabelMode::Hash,
+        hmac_key: None,
     }
 }
 
@@ -362,6 +363,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: Some(MacAddr(router_mac(h))),
                 address: Some(Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, h)),
                 mtu: None,
+                hmac: None,
             },
             PortConfig {
                 name: "vm1".into(),
@@ -370,6 +372,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: None,
                 address: None,
                 mtu: None,
+                hmac: None,
             },
             PortConfig {
                 name: "client".into(),
@@ -378,6 +381,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 peer_mac: None,
                 address: None,
                 mtu: None,
+                hmac: None,
             },
         ],
         routes: vec![
@@ -456,6 +460,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
             mac: MacAddr(GATEWAY_MAC),
             ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)),
         },
+        hmac_keys: Vec::new(),
     }
 }
 
@@ -480,6 +485,68 @@ pub fn uplink_frame(h: u16, segments: &[Ipv6Addr], sl: u8, inner: &[u8]) -> Vec<
         0x86dd,
         &srv6(canon::sid(canon::C, 1), segments, sl, inner),
     )
+}
+
+/// HMAC key id of [`with_hmac`].
+pub const HMAC_KEY_ID: u32 = 7;
+/// HMAC secret of [`with_hmac`] (what `ip sr hmac set 7 sha256` was given for the kernel
+/// fixture in `hmac_tests`).
+pub const HMAC_SECRET: &[u8] = b"srmig-hmac-test";
+
+/// Adds HMAC to a canonical configuration: key [`HMAC_KEY_ID`] (hmac-sha256,
+/// [`HMAC_SECRET`]), policy `to-d-hmac` (H.Encaps `D::End -> D::End.DT6` signed with it) and
+/// the mapping `2001:db8:901::/48 -> to-d-hmac`.
+pub fn with_hmac(cfg: &mut NodeConfig) {
+    use canon::*;
+    cfg.hmac_keys.push(crate::config::HmacKeyConfig {
+        id: HMAC_KEY_ID,
+        algorithm: crate::config::HmacAlgorithm::HmacSha256,
+        secret_file: "hmac-7.key".into(),
+        secret: crate::config::HmacSecret::new(HMAC_SECRET.to_vec()),
+    });
+    cfg.policies.push(PolicyConfig {
+        hmac_key: Some(HMAC_KEY_ID),
+        ..policy(
+            "to-d-hmac",
+            Headend::HEncaps,
+            vec![sid(D, END), sid(D, END_DT6)],
+        )
+    });
+    cfg.mappings.push(MappingConfig {
+        vm_address: "2001:db8:901::/48"
+            .parse()
+            .unwrap_or_else(|_| unreachable!()),
+        policy: "to-d-hmac".into(),
+    });
+}
+
+/// Signs the SRv6 packet of an Ethernet frame (IPv6 header right after Ethernet, SRH right
+/// after IPv6) by appending an HMAC TLV computed with `secret` (RFC 8754 2.1.2.1), fixing Hdr
+/// Ext Len and Payload Length. An independent implementation (a plain `Hmac<Sha256>` over the
+/// text built here), for tests and fuzzers.
+pub fn sign_frame(frame: &mut Vec<u8>, key_id: u32, secret: &[u8], d_flag: bool) {
+    use hmac::{KeyInit, Mac};
+    use srmig_wire::srh;
+    let (ip, o) = (14, 54);
+    let srh_len = (usize::from(frame[o + 1]) + 1) * 8;
+    let at = o + srh_len;
+    let mut tlv = [0u8; srh::HMAC_TLV_LEN];
+    srh::emit_hmac_tlv(&mut tlv, d_flag, key_id, &[0; srh::HMAC_FIELD_LEN]);
+    frame.splice(at..at, tlv);
+    frame[o + 1] += (srh::HMAC_TLV_LEN / 8) as u8;
+    let pl = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]) + srh::HMAC_TLV_LEN as u16;
+    frame[ip + 4..ip + 6].copy_from_slice(&pl.to_be_bytes());
+    let n = usize::from(frame[o + 4]) + 1;
+    let mut text = frame[ip + 8..ip + 24].to_vec();
+    text.extend_from_slice(&[frame[o + 4], frame[o + 5]]);
+    text.extend_from_slice(&key_id.to_be_bytes());
+    text.extend_from_slice(&frame[o + 8..o + 8 + 16 * n]);
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(&text);
+    let out = mac.finalize().into_bytes();
+    frame[at + 8..at + srh::HMAC_TLV_LEN].copy_from_slice(&out);
 }
 
 /// A frame sent by the client VM of a host to `dst` (IPv6 UDP, `total` bytes of IP).

@@ -56,6 +56,14 @@ pub enum ConfigFileError {
         /// What is wrong (names the field, and for TOML errors the position).
         source: FileError,
     },
+    /// An `[[hmac_keys]]` secret file could not be read.
+    #[error("invalid node configuration {path}")]
+    HmacSecret {
+        /// The configuration file.
+        path: PathBuf,
+        /// Which key and file, and why.
+        source: srmig_dataplane::ConfigError,
+    },
 }
 
 /// Reads and parses `path` with its srmigd-only tables, checking each `[[qemu]]` names a
@@ -65,7 +73,16 @@ pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigFileError> {
         path: path.to_owned(),
         source,
     })?;
-    parse_daemon(&text, path)
+    let mut d = parse_daemon(&text, path)?;
+    // HMAC secrets: read now, relative to the configuration file's directory.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    d.node
+        .load_hmac_secrets(dir, |p| std::fs::read(p))
+        .map_err(|source| ConfigFileError::HmacSecret {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(d)
 }
 
 /// Parses node.toml's text as [`load_daemon`] does, without touching files: `path` only names

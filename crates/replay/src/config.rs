@@ -40,6 +40,13 @@ pub enum LoadError {
         #[source]
         source: FileError,
     },
+    /// An `[[hmac_keys]]` secret file could not be read.
+    #[error("invalid node configuration {path}")]
+    HmacSecret {
+        path: String,
+        #[source]
+        source: srmig_dataplane::ConfigError,
+    },
 }
 
 /// A node configuration plus its mid-stream events.
@@ -66,10 +73,19 @@ impl ReplayConfig {
             path: path.display().to_string(),
             source,
         })?;
-        ReplayConfig::parse(&text).map_err(|source| LoadError::Parse {
+        let mut cfg = ReplayConfig::parse(&text).map_err(|source| LoadError::Parse {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        // HMAC secrets, relative to the replay file's directory (as srmigd reads them).
+        let dir = path.parent().unwrap_or(Path::new("."));
+        cfg.node
+            .load_hmac_secrets(dir, |p| std::fs::read(p))
+            .map_err(|source| LoadError::HmacSecret {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(cfg)
     }
 
     /// Parses the TOML text as srmigd does. The message of an error names the offending

@@ -44,4 +44,4 @@ pub mod srh;
 
 pub use error::{Error, Result};
 pub use ip::IpProtocol;
-pub use srh::{SrhRepr, Tlv, TlvRepr};
+pub use srh::{HmacTlv, SrhRepr, Tlv, TlvRepr};

@@ -109,6 +109,18 @@ pub const TLV_PADN: u8 = 4;
 pub const TLV_HMAC: u8 = 5;
 /// Fixed part of the HMAC TLV data (D flag + reserved + key id).
 pub const HMAC_FIXED_LEN: usize = 6;
+/// The D flag in the first data octet of the HMAC TLV (RFC 8754 2.1.2): set, the Destination
+/// Address is not verified against the segment list (a reduced segment list, RFC 8986 5.2).
+pub const HMAC_D_FLAG: u8 = 0x80;
+/// Length of the HMAC field this crate emits: RFC 8754 2.1.2.1 truncates the digest to 32
+/// octets (all of HMAC-SHA256).
+pub const HMAC_FIELD_LEN: usize = 32;
+/// Octets of an HMAC TLV with a [`HMAC_FIELD_LEN`]-octet HMAC: Type, Length (38), D + reserved,
+/// Key ID, HMAC. A multiple of 8, so appending it keeps the SRH aligned.
+pub const HMAC_TLV_LEN: usize = 2 + HMAC_FIXED_LEN + HMAC_FIELD_LEN;
+/// Length of the fixed part of the HMAC text ([`hmac_text_prefix`]): Source Address (16),
+/// Last Entry (1), Flags (1), HMAC Key ID (4). The segment list follows it.
+pub const HMAC_TEXT_PREFIX_LEN: usize = 22;
 
 /// A read/write view of a Segment Routing Header.
 ///
@@ -334,6 +346,41 @@ impl<T: AsRef<[u8]>> Srh<T> {
         TlvIter::new(self.tlv_bytes())
     }
 
+    /// The HMAC TLV of the header, if there is one, without allocating (RFC 8754 2.1.2).
+    ///
+    /// Errors: a TLV overruns the header ([`Error::TlvOverrun`]), the HMAC TLV is shorter than
+    /// its fixed fields ([`Error::BadTlvLength`]), or there is more than one HMAC TLV
+    /// ([`Error::Malformed`]: which one would a verifier trust?). The HMAC field's length is not
+    /// judged here (the verifier knows what its key's algorithm produces). Never panics.
+    pub fn hmac_tlv(&self) -> Result<Option<HmacTlv<'_>>> {
+        let mut it = self.tlvs();
+        let mut found = None;
+        loop {
+            let at = it.offset();
+            match it.next() {
+                None => return Ok(found),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Tlv::Hmac {
+                    d_flag,
+                    key_id,
+                    hmac,
+                })) => {
+                    if found.is_some() {
+                        return Err(Error::Malformed("more than one HMAC TLV"));
+                    }
+                    // A TLV was found, so the buffer holds the fixed part.
+                    found = Some(HmacTlv {
+                        offset: self.tlv_offset() + at,
+                        d_flag,
+                        key_id,
+                        hmac,
+                    });
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// The whole header as bytes (`header_len()`, clamped to the buffer).
     #[inline]
     pub fn header_bytes(&self) -> &[u8] {
@@ -467,6 +514,60 @@ impl Tlv<'_> {
     }
 }
 
+/// The HMAC TLV of an SRH, borrowed from the packet ([`Srh::hmac_tlv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HmacTlv<'a> {
+    /// Offset of the TLV's Type octet from the start of the SRH (an ICMPv6 Parameter Problem
+    /// about the HMAC points here, RFC 8754 2.1.2.1).
+    pub offset: usize,
+    /// The D flag ([`HMAC_D_FLAG`]).
+    pub d_flag: bool,
+    /// HMAC Key ID.
+    pub key_id: u32,
+    /// The HMAC field (Length - 6 octets).
+    pub hmac: &'a [u8],
+}
+
+/// The fixed part of the text an SRH's HMAC is computed over (RFC 8754 2.1.2.1): the IPv6
+/// Source Address, Last Entry, Flags and HMAC Key ID. The text continues with every address
+/// of the segment list ([`Srh::segments_bytes`]); feed both to the MAC, nothing is copied.
+#[inline]
+pub fn hmac_text_prefix(
+    source: &[u8; 16],
+    last_entry: u8,
+    flags: u8,
+    key_id: u32,
+) -> [u8; HMAC_TEXT_PREFIX_LEN] {
+    let mut t = [0u8; HMAC_TEXT_PREFIX_LEN];
+    t[..16].copy_from_slice(source);
+    t[16] = last_entry;
+    t[17] = flags;
+    t[18..].copy_from_slice(&key_id.to_be_bytes());
+    t
+}
+
+/// No-alloc HMAC TLV emitter: writes Type 5, Length 38, the D flag, Key ID and `hmac` into
+/// `buf`. Returns the octets written ([`HMAC_TLV_LEN`]), or 0 (nothing written) if `buf` is
+/// too small. The caller adds [`HMAC_TLV_LEN`] / 8 to the SRH's Hdr Ext Len.
+#[inline]
+pub fn emit_hmac_tlv(
+    buf: &mut [u8],
+    d_flag: bool,
+    key_id: u32,
+    hmac: &[u8; HMAC_FIELD_LEN],
+) -> usize {
+    let Some(buf) = buf.get_mut(..HMAC_TLV_LEN) else {
+        return 0;
+    };
+    buf[0] = TLV_HMAC;
+    buf[1] = (HMAC_FIXED_LEN + HMAC_FIELD_LEN) as u8;
+    buf[2] = if d_flag { HMAC_D_FLAG } else { 0 };
+    buf[3] = 0;
+    buf[4..8].copy_from_slice(&key_id.to_be_bytes());
+    buf[8..].copy_from_slice(hmac);
+    HMAC_TLV_LEN
+}
+
 /// Iterator over the TLVs of a byte area. Never panics; yields one `Err` on a malformed TLV
 /// ([`Error::TlvOverrun`] or [`Error::BadTlvLength`]) and then ends.
 #[derive(Debug, Clone)]
@@ -525,7 +626,7 @@ impl<'a> Iterator for TlvIter<'a> {
                     return self.fail(Error::BadTlvLength);
                 };
                 Tlv::Hmac {
-                    d_flag: d & 0x80 != 0,
+                    d_flag: d & HMAC_D_FLAG != 0,
                     key_id: u32::from_be_bytes([kid[0], kid[1], kid[2], kid[3]]),
                     hmac,
                 }
@@ -621,7 +722,7 @@ impl TlvRepr {
                     .map_err(|_| Error::Malformed("HMAC TLV longer than 255 octets"))?;
                 buf[0] = TLV_HMAC;
                 buf[1] = len;
-                buf[2] = if *d_flag { 0x80 } else { 0 };
+                buf[2] = if *d_flag { HMAC_D_FLAG } else { 0 };
                 buf[3] = 0;
                 buf[4..8].copy_from_slice(&key_id.to_be_bytes());
                 buf[8..].copy_from_slice(hmac);
@@ -1056,6 +1157,59 @@ mod tests {
         assert!(SrhRepr::from_path(IpProtocol::IPV6, &[]).is_err());
     }
 
+    #[test]
+    fn hmac_tlv_golden() {
+        let bytes = golden();
+        let s = Srh::new_checked(&bytes[..]).expect("valid");
+        let h = s.hmac_tlv().expect("well formed").expect("present");
+        // After the fixed part (8), 3 segments (48) and a PadN of 2 octets.
+        assert_eq!(h.offset, 58);
+        assert!(h.d_flag);
+        assert_eq!(h.key_id, 0x01020304);
+        assert_eq!(h.hmac.len(), HMAC_FIELD_LEN);
+        assert_eq!(bytes[h.offset], TLV_HMAC);
+        // The fast emitter writes exactly what the Repr writes.
+        let mut tlv = [0u8; HMAC_TLV_LEN];
+        let mac: [u8; 32] = core::array::from_fn(|i| i as u8 ^ 0x5a);
+        assert_eq!(emit_hmac_tlv(&mut tlv, true, 0x01020304, &mac), 40);
+        assert_eq!(&tlv[..], &bytes[58..98]);
+        assert_eq!(emit_hmac_tlv(&mut tlv[..39], true, 1, &mac), 0);
+        // Text prefix: source, Last Entry, Flags, Key ID.
+        let src = a("2001:db8::a").octets();
+        let t = hmac_text_prefix(&src, 2, 0x08, 0x01020304);
+        assert_eq!(&t[..16], &src);
+        assert_eq!(&t[16..], &[2, 0x08, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn hmac_tlv_errors() {
+        let bytes = golden();
+        // No TLVs: none found.
+        let mut bare = bytes[..56].to_vec();
+        bare[FIELD_HDR_EXT_LEN] = 6;
+        let s = Srh::new_checked(&bare[..]).expect("valid");
+        assert_eq!(s.hmac_tlv(), Ok(None));
+        // Two HMAC TLVs.
+        let mut two = bytes[..56].to_vec();
+        let mac = [7u8; 32];
+        let mut tlv = [0u8; HMAC_TLV_LEN];
+        emit_hmac_tlv(&mut tlv, false, 9, &mac);
+        two.extend_from_slice(&tlv);
+        two.extend_from_slice(&tlv);
+        two[FIELD_HDR_EXT_LEN] = (two.len() / 8 - 1) as u8;
+        let s = Srh::new_checked(&two[..]).expect("valid");
+        assert!(matches!(s.hmac_tlv(), Err(Error::Malformed(_))));
+        // A short HMAC TLV and an overrun.
+        let mut short = bytes.clone();
+        short[58..62].copy_from_slice(&[5, 2, 0, 0]);
+        let s = Srh::new_checked(&short[..]).expect("valid");
+        assert_eq!(s.hmac_tlv(), Err(Error::BadTlvLength));
+        let mut over = bytes.clone();
+        over[59] = 200;
+        let s = Srh::new_checked(&over[..]).expect("valid");
+        assert_eq!(s.hmac_tlv(), Err(Error::TlvOverrun));
+    }
+
     fn arb_tlv() -> impl Strategy<Value = TlvRepr> {
         prop_oneof![
             Just(TlvRepr::Pad1),
@@ -1116,6 +1270,7 @@ mod tests {
         let _ = s.segments().count();
         let _ = s.tlvs().count();
         let _ = s.check_tlvs();
+        let _ = s.hmac_tlv();
         for i in 0..300 {
             let _ = s.segment_checked(i);
         }
@@ -1134,12 +1289,43 @@ mod tests {
         }
 
         #[test]
+        fn hmac_tlv_roundtrip(r in arb_repr()) {
+            // Whatever else the header holds, the HMAC TLV found is the one emitted (or the
+            // parse reports why there is none to trust).
+            let mut buf = vec![0u8; r.buffer_len()];
+            r.emit(&mut Srh::new_unchecked(&mut buf[..])).expect("emit");
+            let s = Srh::new_checked(&buf[..]).expect("valid");
+            let hmacs: Vec<_> = r.tlvs.iter().filter_map(|t| match t {
+                TlvRepr::Hmac { d_flag, key_id, hmac } => Some((*d_flag, *key_id, hmac.clone())),
+                _ => None,
+            }).collect();
+            match (s.hmac_tlv(), hmacs.len()) {
+                (Ok(None), 0) => {}
+                (Ok(Some(h)), 1) => {
+                    prop_assert_eq!((h.d_flag, h.key_id, h.hmac.to_vec()), hmacs[0].clone());
+                    prop_assert_eq!(buf[h.offset], TLV_HMAC);
+                }
+                (Err(Error::Malformed(_)), n) => prop_assert!(n > 1),
+                (other, n) => prop_assert!(false, "{:?} with {} HMAC TLVs", other, n),
+            }
+        }
+
+        #[test]
+        fn hmac_tlv_emit_parse(d_flag in any::<bool>(), key_id in any::<u32>(), mac in any::<[u8; 32]>()) {
+            let mut tlv = [0u8; HMAC_TLV_LEN];
+            prop_assert_eq!(emit_hmac_tlv(&mut tlv, d_flag, key_id, &mac), HMAC_TLV_LEN);
+            let parsed: Vec<_> = TlvIter::new(&tlv).collect();
+            prop_assert_eq!(parsed, vec![Ok(Tlv::Hmac { d_flag, key_id, hmac: &mac[..] })]);
+        }
+
+        #[test]
         fn no_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let u = Srh::new_unchecked(&bytes[..]);
             let _ = (u.segments_bytes(), u.tlv_bytes(), u.header_bytes(), u.payload());
             let _ = u.segments().count();
             let _ = u.tlvs().count();
             let _ = u.segment_checked(0);
+            let _ = u.hmac_tlv();
             let _ = SrhRepr::parse(&u);
             if let Ok(s) = Srh::new_checked(&bytes[..]) {
                 exercise(&s);
