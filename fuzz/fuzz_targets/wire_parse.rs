@@ -10,7 +10,12 @@ fn srh_round_trip(bytes: &[u8]) {
         return;
     };
     // Every getter is safe after new_checked.
-    let _ = (view.segments_left(), view.last_entry(), view.flags(), view.tag());
+    let _ = (
+        view.segments_left(),
+        view.last_entry(),
+        view.flags(),
+        view.tag(),
+    );
     for i in 0..=usize::from(view.last_entry()) {
         let _ = view.segment(i);
     }
@@ -24,7 +29,10 @@ fn srh_round_trip(bytes: &[u8]) {
         assert_eq!(bytes[h.offset], srh::TLV_HMAC);
         if let Ok(mac) = <[u8; srh::HMAC_FIELD_LEN]>::try_from(h.hmac) {
             let mut tlv = [0u8; srh::HMAC_TLV_LEN];
-            assert_eq!(srh::emit_hmac_tlv(&mut tlv, h.d_flag, h.key_id, &mac), tlv.len());
+            assert_eq!(
+                srh::emit_hmac_tlv(&mut tlv, h.d_flag, h.key_id, &mac),
+                tlv.len()
+            );
             // The reserved bits (all but D) are not kept.
             let mut seen = bytes[h.offset..h.offset + tlv.len()].to_vec();
             seen[2] &= srh::HMAC_D_FLAG;
@@ -41,6 +49,40 @@ fn srh_round_trip(bytes: &[u8]) {
             assert_eq!(again.segments, repr.segments);
             assert_eq!(again.segments_left, repr.segments_left);
             assert_eq!(again.last_entry, repr.last_entry);
+        }
+    }
+}
+
+/// Hop-by-Hop / Destination Options (RFC 8200 4.2): never panics, every offset it reports is
+/// inside the header, and the verdict does not depend on options after the first problem.
+fn options(header: &[u8]) {
+    let verdict = ext::process_options(header, |t| t == ext::OPT_ROUTER_ALERT);
+    match verdict {
+        ext::OptionsVerdict::Pass => {}
+        ext::OptionsVerdict::Unknown { offset, .. } => {
+            assert!(
+                offset >= 2 && offset < header.len(),
+                "{verdict:?} for {}",
+                header.len()
+            );
+            let t = header[offset];
+            assert!(
+                t != 0 && t != 1 && t != ext::OPT_ROUTER_ALERT,
+                "{t} is known"
+            );
+            // The option fits its header (a length problem would have been found first), and
+            // the bytes after it do not matter.
+            let end = offset + 2 + usize::from(header[offset + 1]);
+            assert!(end <= header.len(), "{verdict:?} for {}", header.len());
+            let again = ext::process_options(&header[..end], |t| t == ext::OPT_ROUTER_ALERT);
+            assert_eq!(again, verdict, "after cutting at {end}");
+        }
+        ext::OptionsVerdict::BadLength { offset } => {
+            assert!(
+                offset >= 2 && offset < header.len(),
+                "{verdict:?} for {}",
+                header.len()
+            );
         }
     }
 }
@@ -79,4 +121,5 @@ fuzz_target!(|data: &[u8]| {
     }
     ipv6_packet(data);
     srh_round_trip(data);
+    options(data);
 });
