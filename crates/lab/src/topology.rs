@@ -581,25 +581,24 @@ impl LabHandle {
 
     /// Stops child `pid` (SIGTERM, then SIGKILL after a grace period) and reaps it.
     pub fn stop_child(&self, pid: u32) -> Result<(), LabError> {
-        let run_id = self.run_id.0.clone();
-        self.mutate(|state| {
-            let Some(index) = state.children.iter().position(|c| c.id() == pid) else {
-                return Err(LabError::NotOwned {
-                    what: "child process",
-                    name: pid.to_string(),
-                    run_id,
-                });
-            };
-            let mut child = state.children.swap_remove(index);
-            state.record.children.retain(|c| c.pid != pid);
-            let stopped = stop(&mut child);
-            store(state)?;
-            stopped
-        })
+        self.end_child(pid, stop)
     }
 
     /// Kills child `pid` with SIGKILL at once and reaps it.
     pub fn kill_child(&self, pid: u32) -> Result<(), LabError> {
+        self.end_child(pid, |child| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(())
+        })
+    }
+
+    /// Takes child `pid` off the lab's records and ends it with `end`.
+    fn end_child(
+        &self,
+        pid: u32,
+        end: impl FnOnce(&mut Child) -> Result<(), LabError>,
+    ) -> Result<(), LabError> {
         let run_id = self.run_id.0.clone();
         self.mutate(|state| {
             let Some(index) = state.children.iter().position(|c| c.id() == pid) else {
@@ -611,9 +610,9 @@ impl LabHandle {
             };
             let mut child = state.children.swap_remove(index);
             state.record.children.retain(|c| c.pid != pid);
-            let _ = child.kill();
-            let _ = child.wait();
-            store(state)
+            let ended = end(&mut child);
+            store(state)?;
+            ended
         })
     }
 
