@@ -384,6 +384,31 @@ impl Qmp {
         }
     }
 
+    /// A QEMU of `vm` answering at `host`'s endpoint before a migration to `host` starts is a
+    /// leftover: the source of an earlier migration that a controller crash kept from being
+    /// retired (the retire runs after the completion is reported, and is not persisted). It is
+    /// told to quit and stopped, so the destination QEMU started next is the one the driver
+    /// talks to (both would use the same socket path).
+    async fn retire_leftover(&self, vm: &VmId, host: &HostId) {
+        let Ok(path) = self.endpoints.endpoint(host, vm) else {
+            return;
+        };
+        let Ok(client) = Client::connect_with(&path, self.client_config()).await else {
+            return;
+        };
+        tracing::warn!(%vm, %host, qmp = %path.display(), "a QEMU of the VM is still at the destination (left by a controller restart); retiring it");
+        if let Err(e) = client.quit().await {
+            tracing::debug!(%vm, error = %chain(&e), "leftover quit failed; stopping it");
+        }
+        let leftover = QemuInstance {
+            host: host.clone(),
+            qmp: path,
+            incoming: None,
+            handle: 0,
+        };
+        self.stop_instance(vm, &leftover).await;
+    }
+
     async fn stop_instance(&self, vm: &VmId, instance: &QemuInstance) {
         let launcher = Arc::clone(&self.launcher);
         let (vm, instance) = (vm.clone(), instance.clone());
@@ -449,6 +474,7 @@ impl Qmp {
                 st.status
             ));
         }
+        self.retire_leftover(vm, &order.to).await;
         let launcher = Arc::clone(&self.launcher);
         let (lvm, lhost) = (vm.clone(), order.to.clone());
         let dst = tokio::task::spawn_blocking(move || launcher.start_destination(&lvm, &lhost))
