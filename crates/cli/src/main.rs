@@ -317,8 +317,8 @@ struct BenchForwardArgs {
     /// through the DUT.
     #[arg(long, default_value_t = 1)]
     flows: usize,
-    /// srmigd's port I/O mode (node.toml [io] mode): auto (the bench's veths stay on
-    /// AF_PACKET), xdp (AF_XDP on every port: the generator sends complete frames) or packet.
+    /// srmigd's port I/O mode (node.toml [io] mode): auto (the bench's veths are uplinks:
+    /// AF_XDP), xdp (AF_XDP or fail) or packet (AF_PACKET rings).
     #[arg(long, default_value = "auto")]
     io: String,
     /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,

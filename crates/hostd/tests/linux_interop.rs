@@ -194,6 +194,22 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     let dt6_a = d.metric(&dt6_series).unwrap_or(0);
     assert!(dt6_a >= u64::from(N), "End.DT6 counted {dt6_a}");
     eprintln!("(a) Linux seg6 mode encap -> srmigd End.DT6: {N}/{N} datagrams delivered to the VM");
+    // The peer's stack left its UDP checksums partial (a veth hands them over that way) and
+    // Linux forwarded them so: on AF_XDP (the default on an uplink) srmigd completed them,
+    // or the VM would have dropped every datagram.
+    let st = d.status();
+    let up = st.ports.iter().find(|p| p.name == "up0").expect("port up0");
+    if up.socket.as_deref() == Some("xdp") {
+        assert!(
+            up.io.rx_csum_completed >= u64::from(N),
+            "partial checksums completed on up0: {}",
+            up.io.rx_csum_completed
+        );
+        eprintln!(
+            "(a) up0 on AF_XDP: {} partial checksums completed",
+            up.io.rx_csum_completed
+        );
+    }
 
     // (a') the same with `mode encap.red` (one segment: no SRH, plain IPv6-in-IPv6 to the SID).
     match encap_route("encap.red") {

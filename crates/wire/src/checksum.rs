@@ -165,6 +165,143 @@ pub fn verify_l4_checksum(pkt: &[u8]) -> Result<bool> {
     }
 }
 
+/// What [`complete_partial`] found in a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialChecksum {
+    /// No TCP or UDP checksum to look at: another protocol, a fragment, a UDP checksum of 0
+    /// over IPv4 ("none"), or headers too malformed to find one (the engine judges those).
+    NotApplicable,
+    /// The checksum verifies.
+    Valid,
+    /// The field held the pseudo-header sum (a checksum left for the device to finish,
+    /// CHECKSUM_PARTIAL); it was completed in place and now verifies.
+    Completed,
+    /// The checksum is wrong and is not a partial one: left as it is, for the receiver to
+    /// drop.
+    Invalid,
+}
+
+/// The deepest a packet is looked into for its TCP/UDP header: the outer IP header and two
+/// levels of IP-in-IP (IPv6 or IPv4 in SRv6 encapsulation, and one more).
+const MAX_NESTING: usize = 3;
+
+/// Where a TCP/UDP checksum of a packet lives: offset of the L4 header, its length (as the IP
+/// headers say, not the frame: Ethernet pads short frames), the protocol, the pseudo-header sum.
+struct L4At {
+    at: usize,
+    len: usize,
+    proto: IpProtocol,
+    pseudo: u16,
+    v4: bool,
+}
+
+/// Finds the TCP/UDP header of an IPv6 (`version` 6) or IPv4 packet, through IPv6 extension
+/// headers (the SRH's `Segment List[0]` as the pseudo-header destination) and nested IP-in-IP.
+fn locate_tcp_udp(pkt: &[u8]) -> Option<L4At> {
+    let mut base = 0usize;
+    for _ in 0..MAX_NESTING {
+        let p = pkt.get(base..)?;
+        let (proto, off, len, pseudo, v4) = match p.first()? >> 4 {
+            6 => {
+                let ip = ipv6::Packet::new_checked(p).ok()?;
+                let payload = ip.payload();
+                let chain = ext::walk(ip.next_header(), payload, ext::MAX_CHAIN).ok()?;
+                if chain.fragment.is_some() {
+                    return None;
+                }
+                let (proto, off) = chain.upper;
+                let len = payload.len().checked_sub(off)?;
+                let mut dst = ip.dst_addr();
+                if let Some((roff, _)) = chain.routing {
+                    if let Ok(srh) = Srh::new_checked(&payload[roff..]) {
+                        dst = srh.segment(0);
+                    }
+                }
+                let len32 = u32::try_from(len).ok()?;
+                let pseudo = pseudo_header_v6(&ip.src_addr(), &dst, proto, len32);
+                (proto, ipv6::HEADER_LEN + off, len, pseudo, false)
+            }
+            4 => {
+                let ip = crate::ipv4::Packet::new_checked(p).ok()?;
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    return None;
+                }
+                let hl = ip.header_len();
+                let total = usize::from(ip.total_len());
+                let len = total.checked_sub(hl)?;
+                if total > p.len() {
+                    return None;
+                }
+                let proto = ip.protocol();
+                let len16 = u16::try_from(len).ok()?;
+                let pseudo = pseudo_header_v4(&ip.src_addr(), &ip.dst_addr(), proto, len16);
+                (proto, hl, len, pseudo, true)
+            }
+            _ => return None,
+        };
+        match proto {
+            IpProtocol::TCP | IpProtocol::UDP => {
+                return Some(L4At {
+                    at: base + off,
+                    len,
+                    proto,
+                    pseudo,
+                    v4,
+                })
+            }
+            IpProtocol::IPV6 | IpProtocol::IPV4 => base += off,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Checks the TCP or UDP checksum of an IP packet (IPv6 or IPv4, possibly inside SRv6 or other
+/// IP-in-IP encapsulation) and completes it if it was left partial.
+///
+/// A local kernel stack that sends through a veth hands the frame over with the checksum
+/// offloaded (CHECKSUM_PARTIAL): the field holds only the pseudo-header sum and whoever
+/// transmits "in hardware" finishes it. AF_PACKET says so in the `virtio_net_hdr`; AF_XDP
+/// carries only the bytes. Such a field is recognised by its value, the folded
+/// pseudo-header sum (as Linux's `tcp_v6_send_check` / `udp6_hwcsum_outgoing` write it),
+/// and only when the checksum does not verify; it is then completed as the kernel's
+/// `skb_checksum_help` would. A corrupted packet whose field happens to equal its
+/// pseudo-header sum (1 in 65,536 of corrupted packets) would be "repaired" too: the price
+/// of not having the kernel's flag.
+pub fn complete_partial(pkt: &mut [u8]) -> PartialChecksum {
+    let Some(l4) = locate_tcp_udp(pkt) else {
+        return PartialChecksum::NotApplicable;
+    };
+    let Some(field_off) = l4_checksum_offset(l4.proto) else {
+        return PartialChecksum::NotApplicable;
+    };
+    if l4.len < field_off + 2 || l4.at + l4.len > pkt.len() {
+        return PartialChecksum::NotApplicable;
+    }
+    let field = l4.at + field_off;
+    let value = u16::from_be_bytes([pkt[field], pkt[field + 1]]);
+    if l4.proto == IpProtocol::UDP && value == 0 && l4.v4 {
+        return PartialChecksum::NotApplicable;
+    }
+    let seg = &pkt[l4.at..l4.at + l4.len];
+    if combine(&[l4.pseudo, data(seg)]) == 0xffff {
+        return PartialChecksum::Valid;
+    }
+    // One's complement has two zeros: a pseudo-header sum of 0xffff may be written as 0.
+    let partial = value == l4.pseudo || (l4.pseudo == 0xffff && value == 0);
+    if !partial {
+        return PartialChecksum::Invalid;
+    }
+    pkt[field..field + 2].fill(0);
+    let mut c = !combine(&[l4.pseudo, data(&pkt[l4.at..l4.at + l4.len])]);
+    if c == 0 {
+        // UDP sends 0 as 0xffff (0 means "no checksum"); TCP may do the same.
+        c = 0xffff;
+    }
+    pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    PartialChecksum::Completed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +437,179 @@ mod tests {
             let mut b = bytes.clone();
             let _ = fix_l4_checksum(&mut b);
             let _ = verify_l4_checksum(&bytes);
+        }
+    }
+
+    /// IP packets with a correct TCP or UDP checksum, built by etherparse.
+    fn ip_packets() -> Vec<(&'static str, Vec<u8>)> {
+        use etherparse::PacketBuilder;
+        let payload: Vec<u8> = (0..101u8).collect();
+        let mut out = Vec::new();
+        let v6 = || PacketBuilder::ipv6(a("fc00::1").octets(), a("fc00::2").octets(), 64);
+        let v4 = || PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64);
+        let mut p = Vec::new();
+        v6().udp(1000, 2000).write(&mut p, &payload).expect("write");
+        out.push(("ipv6 udp", std::mem::take(&mut p)));
+        v6().tcp(1000, 2000, 7, 1024)
+            .write(&mut p, &payload)
+            .expect("write");
+        out.push(("ipv6 tcp", std::mem::take(&mut p)));
+        v4().udp(1000, 2000).write(&mut p, &payload).expect("write");
+        out.push(("ipv4 udp", std::mem::take(&mut p)));
+        v4().tcp(1000, 2000, 7, 1024)
+            .write(&mut p, &payload)
+            .expect("write");
+        out.push(("ipv4 tcp", std::mem::take(&mut p)));
+        out
+    }
+
+    /// `inner` in an IPv6 header and an SRH of one segment (next header 41 or 4).
+    fn srv6_encap(inner: &[u8]) -> Vec<u8> {
+        let nh = if inner[0] >> 4 == 6 { 41 } else { 4 };
+        let mut srh = vec![nh, 2, 4, 0, 0, 0, 0, 0];
+        srh.extend_from_slice(&a("fc00:9::1").octets());
+        let plen = (srh.len() + inner.len()) as u16;
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&plen.to_be_bytes());
+        p.extend_from_slice(&[43, 64]);
+        p.extend_from_slice(&a("fc00:1::1").octets());
+        p.extend_from_slice(&a("fc00:9::1").octets());
+        p.extend_from_slice(&srh);
+        p.extend_from_slice(inner);
+        p
+    }
+
+    /// The L4 checksum field's offset in an etherparse packet (IPv6 40 / IPv4 20 bytes).
+    fn field_of(p: &[u8]) -> usize {
+        let (hl, proto) = if p[0] >> 4 == 6 {
+            (40, p[6])
+        } else {
+            (20, p[9])
+        };
+        hl + if proto == 17 { 6 } else { 16 }
+    }
+
+    /// Makes the checksum of a plain packet partial, as a sending kernel leaves it.
+    fn make_partial(p: &mut [u8], field: usize, pseudo: u16) {
+        p[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+    }
+
+    fn pseudo_of(p: &[u8]) -> u16 {
+        if p[0] >> 4 == 6 {
+            let ip = ipv6::Packet::new_checked(p).expect("ipv6");
+            pseudo_header_v6(
+                &ip.src_addr(),
+                &ip.dst_addr(),
+                ip.next_header(),
+                u32::from(ip.payload_len()),
+            )
+        } else {
+            let ip = crate::ipv4::Packet::new_checked(p).expect("ipv4");
+            pseudo_header_v4(
+                &ip.src_addr(),
+                &ip.dst_addr(),
+                ip.protocol(),
+                ip.total_len() - 20,
+            )
+        }
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_plain_and_encapsulated() {
+        for (name, good) in ip_packets() {
+            let field = field_of(&good);
+            let pseudo = pseudo_of(&good);
+            // Plain.
+            let mut p = good.clone();
+            assert_eq!(complete_partial(&mut p), PartialChecksum::Valid, "{name}");
+            assert_eq!(p, good, "{name}: a valid packet is not touched");
+            make_partial(&mut p, field, pseudo);
+            assert_eq!(
+                complete_partial(&mut p),
+                PartialChecksum::Completed,
+                "{name}"
+            );
+            assert_eq!(
+                p, good,
+                "{name}: completed as the sender's stack would have"
+            );
+            // Inside SRv6, with Ethernet padding after it.
+            let enc_good = srv6_encap(&good);
+            let off = enc_good.len() - good.len();
+            let mut e = enc_good.clone();
+            make_partial(&mut e, off + field, pseudo);
+            e.extend_from_slice(&[0xee; 7]);
+            assert_eq!(
+                complete_partial(&mut e),
+                PartialChecksum::Completed,
+                "{name}"
+            );
+            assert_eq!(&e[..enc_good.len()], &enc_good[..], "{name} in SRv6");
+            // Corrupted, not partial: left alone.
+            let mut c = good.clone();
+            let last = c.len() - 1;
+            c[last] ^= 0x5a;
+            let before = c.clone();
+            assert_eq!(complete_partial(&mut c), PartialChecksum::Invalid, "{name}");
+            assert_eq!(c, before);
+        }
+    }
+
+    #[test]
+    fn nothing_to_complete() {
+        // IPv4 UDP without a checksum (0): nothing to do.
+        let mut p = ip_packets().remove(2).1;
+        let field = field_of(&p);
+        p[field..field + 2].fill(0);
+        assert_eq!(complete_partial(&mut p), PartialChecksum::NotApplicable);
+        assert_eq!(&p[field..field + 2], &[0, 0]);
+        // A fragment, ICMPv6, garbage, empty.
+        let mut frag = ip_packets().remove(2).1;
+        frag[6] |= 0x20; // More Fragments
+        frag[10..12].fill(0);
+        assert_eq!(complete_partial(&mut frag), PartialChecksum::NotApplicable);
+        let mut icmp = Vec::new();
+        etherparse::PacketBuilder::ipv6(a("fc00::1").octets(), a("fc00::2").octets(), 64)
+            .icmpv6_echo_request(1, 2)
+            .write(&mut icmp, &[1, 2, 3])
+            .expect("write");
+        assert_eq!(complete_partial(&mut icmp), PartialChecksum::NotApplicable);
+        assert_eq!(complete_partial(&mut []), PartialChecksum::NotApplicable);
+        assert_eq!(
+            complete_partial(&mut [0x60; 30]),
+            PartialChecksum::NotApplicable
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn complete_partial_never_panics(mut b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = complete_partial(&mut b);
+        }
+
+        #[test]
+        fn any_partial_payload_completes_to_the_senders_checksum(
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            which in 0usize..4,
+        ) {
+            use etherparse::PacketBuilder;
+            let v6 = || PacketBuilder::ipv6(a("fc00::1").octets(), a("fc00::2").octets(), 64);
+            let v4 = || PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64);
+            let mut good = Vec::new();
+            match which {
+                0 => v6().udp(7, 9).write(&mut good, &payload),
+                1 => v6().tcp(7, 9, 1, 100).write(&mut good, &payload),
+                2 => v4().udp(7, 9).write(&mut good, &payload),
+                _ => v4().tcp(7, 9, 1, 100).write(&mut good, &payload),
+            }.expect("write");
+            let field = field_of(&good);
+            let mut p = good.clone();
+            make_partial(&mut p, field, pseudo_of(&good));
+            let r = complete_partial(&mut p);
+            // A payload can make the full checksum equal the pseudo-header sum: then the
+            // packet was valid as it stood.
+            prop_assert!(matches!(r, PartialChecksum::Completed | PartialChecksum::Valid));
+            prop_assert_eq!(p, good);
         }
     }
 }

@@ -15,10 +15,11 @@
 //! - **AF_XDP** ([`xdp`]): an XDP program srmigd loads itself steers every frame of the
 //!   interface into a shared memory ring before the kernel builds a socket buffer for it; when
 //!   srmigd falls behind, the excess is dropped right there, counted, for almost no CPU. The
-//!   default (`auto`) for uplinks that are not veths. A veth's peer is a local kernel stack,
-//!   which hands frames over with the TCP/UDP checksum still partial (CHECKSUM_PARTIAL, e.g. a
-//!   Linux router forwarding what its own host sent); AF_XDP passes such bytes on unfinished,
-//!   and the receiver drops them. `xdp` forces AF_XDP where the operator knows better.
+//!   default (`auto`) for uplinks. A veth's peer is a local kernel stack, which hands frames
+//!   over with the TCP/UDP checksum still partial (CHECKSUM_PARTIAL, e.g. a Linux router
+//!   forwarding what its own host sent); AF_XDP passes the bytes without saying so, so on a
+//!   veth srmigd recognises such checksums by their value and completes them
+//!   ([`srmig_wire::checksum::complete_partial`], counted in `rx_csum_completed`).
 //! - **AF_PACKET** ([`packet`]): a memory-mapped receive ring and batched sends. The default
 //!   for VM ports: only AF_PACKET carries the `virtio_net_hdr` with each frame, that is the
 //!   VM's checksum and segmentation offloads (AF_XDP hands over bare bytes whose TCP/UDP
@@ -254,14 +255,13 @@ impl PortIo {
             _ if self.fanout.is_some() => false,
             IoMode::Packet => false,
             IoMode::Xdp => true,
-            // Not on a veth: its peer is a local kernel stack, which hands frames over with
-            // the TCP/UDP checksum left partial (CHECKSUM_PARTIAL); AF_PACKET says so in the
-            // virtio_net_hdr and srmigd completes it, AF_XDP passes the bytes on unfinished.
-            IoMode::Auto => {
-                self.kind == PortKind::Uplink
-                    && xdp::driver_name(ifindex).as_deref() != Some("veth")
-            }
+            // Uplinks; VM ports need the virtio_net_hdr (GSO, checksum offload) of AF_PACKET.
+            IoMode::Auto => self.kind == PortKind::Uplink,
         };
+        // A veth's peer is a local kernel stack, which hands frames over with the TCP/UDP
+        // checksum left partial (CHECKSUM_PARTIAL): AF_PACKET says so in the virtio_net_hdr,
+        // AF_XDP passes bare bytes, so srmigd recognises and completes such checksums.
+        let veth = want_xdp && xdp::driver_name(ifindex).as_deref() == Some("veth");
         let mut socket = None;
         let mtu = packet::interface_mtu_by_index(ifindex).ok();
         if want_xdp {
@@ -281,7 +281,10 @@ impl PortIo {
                     }
                 });
             match opened {
-                Ok(s) => socket = Some(PortSocket::Xdp(Box::new(s))),
+                Ok(mut s) => {
+                    s.set_complete_partial(veth);
+                    socket = Some(PortSocket::Xdp(Box::new(s)));
+                }
                 Err(e) if self.mode == IoMode::Xdp => {
                     return Err(io::Error::other(format!("AF_XDP: {e}")));
                 }

@@ -387,6 +387,9 @@ pub struct XdpSocket {
     tx_free: Vec<u64>,
     ifindex: u32,
     mode: XdpMode,
+    /// Whether received TCP/UDP checksums may be partial and are completed
+    /// ([`XdpSocket::set_complete_partial`]).
+    complete_partial: bool,
     /// Kernel receive drops already reported by [`XdpSocket::take_ring_drops`].
     drops_seen: Cell<u64>,
 }
@@ -591,6 +594,7 @@ impl XdpSocket {
                 .collect(),
             ifindex,
             mode,
+            complete_partial: false,
             drops_seen: Cell::new(0),
         })
     }
@@ -608,6 +612,15 @@ impl XdpSocket {
     /// Whether the program runs in the driver (native) or in the generic receive path.
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// Completes partial TCP/UDP checksums of received frames
+    /// ([`srmig_wire::checksum::complete_partial`], counted as `csum_completed`). For an
+    /// interface whose peer is a local kernel stack (a veth): such a stack leaves the checksum
+    /// to "the hardware" (CHECKSUM_PARTIAL), and AF_XDP, unlike AF_PACKET's
+    /// `virtio_net_hdr`, does not say so.
+    pub fn set_complete_partial(&mut self, on: bool) {
+        self.complete_partial = on;
     }
 
     /// The largest frame the socket carries either way: a UMEM frame minus
@@ -655,6 +668,9 @@ impl XdpSocket {
                         slot.receive_area()[..len].copy_from_slice(src);
                         if slot.set_received_len(len).is_ok() {
                             slot.ingress = port;
+                            if self.complete_partial && complete_partial_frame(slot.data_mut()) {
+                                stats.csum_completed += 1;
+                            }
                             kept += 1;
                         } else {
                             stats.truncated += 1;
@@ -1044,6 +1060,26 @@ fn classify_busy(ifindex: u32, ifname: &str, e: io::Error) -> XdpError {
             source: e,
         },
     }
+}
+
+/// Completes a partial TCP/UDP checksum in an Ethernet frame (IPv6 or IPv4, one 802.1Q tag
+/// at most); whether it did.
+fn complete_partial_frame(frame: &mut [u8]) -> bool {
+    use srmig_wire::checksum::{complete_partial, PartialChecksum};
+    let mut at = 12;
+    let ethertype =
+        |f: &[u8], at: usize| f.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let mut t = ethertype(frame, at);
+    if t == Some(0x8100) {
+        at += 4;
+        t = ethertype(frame, at);
+    }
+    if !matches!(t, Some(0x86dd | 0x0800)) {
+        return false;
+    }
+    frame
+        .get_mut(at + 2..)
+        .is_some_and(|ip| complete_partial(ip) == PartialChecksum::Completed)
 }
 
 #[cfg(test)]
