@@ -395,6 +395,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
 
     // srmigd.
     let mut srmigd_results = BTreeMap::new();
+    let mut napi_steered = false;
     for &case in &opts.cases {
         let frames = frames::frames(case, opts.frame_bytes, opts.flows);
         progress(&format!(
@@ -419,6 +420,19 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
                 return Err(e);
             }
         };
+        if daemon.d0_xdp {
+            match topo.steer_napi_to_dut() {
+                Ok(0) => warnings.push(format!(
+                    "srmigd {}: d0's NAPI thread did not appear; its receive work runs on the generator's CPU",
+                    case.key()
+                )),
+                Ok(_) => napi_steered = true,
+                Err(e) => {
+                    let _ = daemon.stop(&topo);
+                    return Err(e);
+                }
+            }
+        }
         let result = measure(&topo, opts, &frames, "srmigd", case, true, progress);
         let alive = daemon.running(&topo);
         let result = match (result, alive) {
@@ -516,6 +530,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         zero_loss_trial_ms: millis(opts.zero_loss_trial()),
         mtu,
         cpu: cpus,
+        srmigd_receive: if napi_steered { "napi-thread" } else { "rps" },
         kernel,
         srmigd: srmigd_bin.display().to_string(),
         netns_prefix: topo.prefix(),

@@ -39,6 +39,10 @@ pub struct ForwardReport {
     pub mtu: usize,
     /// Where the generator and the DUT ran.
     pub cpu: CpuLayout,
+    /// Where the kernel's receive work for srmigd's d0 ran: `napi-thread` (d0 on AF_XDP: its
+    /// NAPI as a kernel thread pinned to the DUT CPU) or `rps` (AF_PACKET: `netif_rx`,
+    /// steered to the DUT CPU by `rps_cpus`, as for the kernel).
+    pub srmigd_receive: &'static str,
     /// `uname -r`.
     pub kernel: String,
     /// The srmigd binary measured.
@@ -138,8 +142,8 @@ pub fn render_table(r: &ForwardReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "srmig bench forward: gen -> dut -> sink over veth, kernel {}, generator on CPU {}, DUT on CPU {} ({}: d0's receive softirq on the DUT CPU)",
-        r.kernel, r.cpu.generator, r.cpu.dut, r.cpu.split
+        "srmig bench forward: gen -> dut -> sink over veth, kernel {}, generator on CPU {}, DUT on CPU {} ({}: d0's receive softirq on the DUT CPU; for srmigd: {})",
+        r.kernel, r.cpu.generator, r.cpu.dut, r.cpu.split, r.srmigd_receive
     );
     let _ = writeln!(
         s,

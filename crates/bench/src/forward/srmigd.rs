@@ -108,6 +108,9 @@ port = "d1"
 pub(crate) struct Srmigd {
     pid: u32,
     log: PathBuf,
+    /// Whether d0 is on AF_XDP (its receive then runs in d0's NAPI, see
+    /// [`Topology::steer_napi_to_dut`]).
+    pub(crate) d0_xdp: bool,
 }
 
 impl Srmigd {
@@ -152,11 +155,16 @@ impl Srmigd {
             argv.extend(["--workers", workers_s.as_str()]);
         }
         let pid = topo.lab.spawn(&topo.dut, &argv, Some(&log))?;
-        let daemon = Srmigd { pid, log };
+        let mut daemon = Srmigd {
+            pid,
+            log,
+            d0_xdp: false,
+        };
         let start = Instant::now();
         loop {
             let text = std::fs::read_to_string(&daemon.log).unwrap_or_default();
-            if ["d0", "d1"].iter().all(|p| attached(&text, p)) {
+            if ["d0", "d1"].iter().all(|p| attached(&text, p).is_some()) {
+                daemon.d0_xdp = attached(&text, "d0").as_deref() == Some("xdp");
                 return Ok(daemon);
             }
             if !topo.lab.child_running(pid) {
@@ -208,14 +216,14 @@ fn dut_cpus(dut: usize, nproc: usize, workers: usize) -> String {
     list.join(",")
 }
 
-/// Whether a JSON log line says port `port` was attached.
-fn attached(log: &str, port: &str) -> bool {
+/// The socket kind (`xdp`, `packet`) of the last JSON log line saying port `port` was
+/// attached; `None` if none did.
+fn attached(log: &str, port: &str) -> Option<String> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .any(|v| {
-            let f = &v["fields"];
-            f["message"] == "port attached" && f["port"] == port
-        })
+        .filter(|v| v["fields"]["message"] == "port attached" && v["fields"]["port"] == port)
+        .map(|v| v["fields"]["socket"].as_str().unwrap_or("").to_owned())
+        .last()
 }
 
 fn path_str(path: &Path) -> Result<&str, ForwardError> {
@@ -230,13 +238,13 @@ mod tests {
     #[test]
     fn recognises_port_attached_lines() {
         let log = concat!(
-            r#"{"timestamp":"t","level":"INFO","fields":{"message":"port attached","port":"d0","ifindex":2},"target":"srmig_hostd"}"#,
+            r#"{"timestamp":"t","level":"INFO","fields":{"message":"port attached","port":"d0","ifindex":2,"socket":"xdp"},"target":"srmig_hostd"}"#,
             "\n",
             r#"{"timestamp":"t","level":"WARN","fields":{"message":"port not attached at startup","port":"d1"}}"#,
             "\n"
         );
-        assert!(attached(log, "d0"));
-        assert!(!attached(log, "d1"));
+        assert_eq!(attached(log, "d0").as_deref(), Some("xdp"));
+        assert_eq!(attached(log, "d1"), None);
     }
 
     #[test]

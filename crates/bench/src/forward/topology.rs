@@ -155,6 +155,44 @@ impl Topology {
         })
     }
 
+    /// With srmigd's AF_XDP socket on d0 the veth no longer hands frames to `netif_rx` (where
+    /// `rps_cpus` steers them): it queues them for d0's NAPI, which the sending CPU runs, so
+    /// the kernel's receive work for srmigd (the XDP program, the copy into the socket's
+    /// memory) would be charged to the generator. d0's NAPI becomes a kernel thread
+    /// (`/sys/class/net/d0/threaded`) pinned to the DUT CPU: the same split as RPS gives the
+    /// kernel. Returns how many threads were pinned (0: none appeared within a second).
+    pub(crate) fn steer_napi_to_dut(&self) -> Result<usize, ForwardError> {
+        // Off first: a thread left from the previous case's srmigd (the setting outlives
+        // it) would not be told apart from another namespace's d0.
+        self.dut
+            .exec("sh", &["-c", "echo 0 > /sys/class/net/d0/threaded"])?;
+        let before = napi_threads("d0");
+        self.dut
+            .exec("sh", &["-c", "echo 1 > /sys/class/net/d0/threaded"])?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let new: Vec<u32> = napi_threads("d0")
+                .into_iter()
+                .filter(|p| !before.contains(p))
+                .collect();
+            if !new.is_empty() {
+                for &pid in &new {
+                    pin(pid, self.cpus.dut).map_err(|e| {
+                        ForwardError::Options(format!(
+                            "pinning d0's NAPI thread {pid} to CPU {}: {e}",
+                            self.cpus.dut
+                        ))
+                    })?;
+                }
+                return Ok(new.len());
+            }
+            if std::time::Instant::now() > deadline {
+                return Ok(0);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The kernel becomes the DUT: forwarding, seg6 and seg6local as `linux_forward.sh` sets
     /// them.
     pub(crate) fn configure_linux(&self) -> Result<(), ForwardError> {
@@ -296,5 +334,37 @@ mod tests {
         let s = parse_link_stats(out).expect("parses");
         assert_eq!((s.rx_packets, s.tx_packets, s.tx_dropped), (29, 31, 7));
         assert!(parse_link_stats("[]").is_none());
+    }
+}
+
+/// Kernel threads running a NAPI of an interface named `ifname` (`napi/IFNAME-ID`, any
+/// namespace).
+fn napi_threads(ifname: &str) -> Vec<u32> {
+    let prefix = format!("napi/{ifname}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// Pins thread `pid` to `cpu` (`taskset -pc`).
+fn pin(pid: u32, cpu: usize) -> std::io::Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-pc", &cpu.to_string(), &pid.to_string()])
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "taskset: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
