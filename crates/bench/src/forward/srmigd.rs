@@ -220,10 +220,10 @@ fn dut_cpus(dut: usize, nproc: usize, workers: usize) -> String {
 /// attached; `None` if none did.
 fn attached(log: &str, port: &str) -> Option<String> {
     log.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "port attached" && v["fields"]["port"] == port)
+        .find(|v| v["fields"]["message"] == "port attached" && v["fields"]["port"] == port)
         .map(|v| v["fields"]["socket"].as_str().unwrap_or("").to_owned())
-        .last()
 }
 
 fn path_str(path: &Path) -> Result<&str, ForwardError> {

@@ -324,19 +324,6 @@ fn parse_link_stats(json: &str) -> Option<LinkStats> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ip_s_j_link() {
-        let out = r#"[{"ifindex":1,"ifname":"g0","stats64":{"rx":{"bytes":3,"packets":29,"errors":0,"dropped":0},"tx":{"bytes":3,"packets":31,"errors":0,"dropped":7}}}]"#;
-        let s = parse_link_stats(out).expect("parses");
-        assert_eq!((s.rx_packets, s.tx_packets, s.tx_dropped), (29, 31, 7));
-        assert!(parse_link_stats("[]").is_none());
-    }
-}
-
 /// Kernel threads running a NAPI of an interface named `ifname` (`napi/IFNAME-ID`, any
 /// namespace).
 fn napi_threads(ifname: &str) -> Vec<u32> {
@@ -366,5 +353,18 @@ fn pin(pid: u32, cpu: usize) -> std::io::Result<()> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_s_j_link() {
+        let out = r#"[{"ifindex":1,"ifname":"g0","stats64":{"rx":{"bytes":3,"packets":29,"errors":0,"dropped":0},"tx":{"bytes":3,"packets":31,"errors":0,"dropped":7}}}]"#;
+        let s = parse_link_stats(out).expect("parses");
+        assert_eq!((s.rx_packets, s.tx_packets, s.tx_dropped), (29, 31, 7));
+        assert!(parse_link_stats("[]").is_none());
     }
 }
