@@ -70,6 +70,8 @@ fn bench_forward_end_smoke() {
     assert_eq!(json["flows"], 1);
     assert!(json["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     assert!(json["cpu"]["generator"].is_u64() && json["cpu"]["dut"].is_u64());
+    // `auto` puts the bench's veths (uplinks) on AF_XDP, and d0's NAPI on the DUT CPU.
+    assert_eq!(json["srmigd_receive"], "napi-thread", "{json:#}");
     let prefix = report.netns_prefix.clone();
     assert!(!prefix.is_empty());
     let left = srmig_lab::list_namespaces_with_prefix(&prefix).expect("ip netns list");
