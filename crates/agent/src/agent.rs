@@ -626,6 +626,7 @@ impl Agent {
                 queue_full: ic.queue_full,
                 suppressed: ic.suppressed,
                 ndp_answered: ic.ndp_answered,
+                echo_replies: ic.echo_replies,
             },
         }
     }

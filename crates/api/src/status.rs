@@ -180,6 +180,9 @@ pub struct IcmpStatus {
     pub suppressed: u64,
     /// `ndp_answered`.
     pub ndp_answered: u64,
+    /// `echo_replies`: echo requests to the node's addresses or the gateway answered.
+    #[serde(default)]
+    pub echo_replies: u64,
 }
 
 /// `GET /v1/status`.
@@ -339,12 +342,14 @@ impl HostStatus {
             queue_full,
             suppressed,
             ndp_answered,
+            echo_replies,
         } = o.icmp;
         self.icmp.errors_sent += errors_sent;
         self.icmp.rate_limited += rate_limited;
         self.icmp.queue_full += queue_full;
         self.icmp.suppressed += suppressed;
         self.icmp.ndp_answered += ndp_answered;
+        self.icmp.echo_replies += echo_replies;
     }
 }
 
@@ -422,6 +427,7 @@ mod tests {
                 queue_full: 0,
                 suppressed: k,
                 ndp_answered: 4 * k,
+                echo_replies: 5 * k,
             },
         }
     }

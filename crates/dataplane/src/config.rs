@@ -151,9 +151,15 @@ pub struct NodeConfig {
     /// This node's SRv6 locator. Every local SID must be inside it; a destination inside it that
     /// matches no SID is dropped (`NoSid`) instead of being routed.
     pub locator: Ipv6Net,
-    /// Outer source address of encapsulations made here (H.Encaps, End.B6.Encaps) and source of
-    /// ICMPv6 errors sent to the underlay.
+    /// This node's address in the underlay: source of ICMPv6 errors sent to the underlay from
+    /// an uplink without an `address` of its own, and of encapsulations made here unless
+    /// `encap_source` is set. Local: answered to ping, usable as a segment endpoint.
     pub source_address: Ipv6Addr,
+    /// Outer source address of encapsulations made here (H.Encaps, H.Encaps.Red,
+    /// End.B6.Encaps), when it must differ from `source_address` (e.g. an anycast tunnel
+    /// source). Local like `source_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap_source: Option<Ipv6Addr>,
     /// The SR domain: SRv6 packets (with an SRH, or addressed to a local SID) are accepted only
     /// from uplink ports and only with a source inside one of these prefixes.
     #[serde(default)]
@@ -325,7 +331,9 @@ pub struct PortConfig {
     #[serde(default)]
     pub peer_mac: Option<MacAddr>,
     /// An IPv6 address of the port, answered in neighbor discovery (so the underlay router can
-    /// resolve the next hop towards the locator). Optional.
+    /// resolve the next hop towards the locator). On an uplink it is one of the node's own
+    /// addresses: answered to ping, a segment endpoint, and the source of the ICMPv6 errors
+    /// this port sends (see docs/conformance.md). Optional.
     #[serde(default)]
     pub address: Option<Ipv6Addr>,
     /// The port's IP MTU (as `ip link set mtu`: the largest IP packet, Ethernet header not

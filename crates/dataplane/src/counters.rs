@@ -67,6 +67,8 @@ pub struct IcmpCounters {
     pub packet_too_big_sent: u64,
     /// Errors not sent because no port leads back to their destination (no VM, no route).
     pub no_route: u64,
+    /// Echo requests to this node's addresses (or the gateway) answered.
+    pub echo_replies: u64,
 }
 
 /// All counters of a dataplane.

@@ -123,6 +123,15 @@ drop_reasons! {
     NdpInvalid,
     /// A packet addressed to the gateway itself (no local services).
     DestinedToGateway,
+    /// UDP to one of this node's addresses (no UDP service): Destination Unreachable code 4
+    /// (port unreachable, RFC 4443 3.1).
+    PortUnreachable,
+    /// An ICMPv6 message to this node whose checksum does not verify.
+    IcmpBadChecksum,
+    /// Addressed to one of this node's addresses with an upper layer it does not serve (TCP,
+    /// ICMPv6 other than an echo request, No Next Header) or a fragment (no reassembly):
+    /// discarded without an answer.
+    LocalNotServed,
     /// End.S at the last segment, or delivery (End.DT*, native) to a VM that is not running here.
     VmNotRunning,
     /// The VM that End.S / End.SBUF would deliver to cannot be determined from the inner packet.

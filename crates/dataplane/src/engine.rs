@@ -49,9 +49,10 @@ use crate::hash::{self, AddrHash};
 use crate::hmac::HmacTable;
 use crate::icmp::{
     emit_error, emit_na, GenQueue, RateLimiter, DEST_UNREACHABLE_BEYOND_SCOPE,
-    DEST_UNREACHABLE_NO_ROUTE, ICMPV6_DEST_UNREACHABLE, ICMPV6_PACKET_TOO_BIG,
-    ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED, MIN_MTU, NDP_NEIGHBOR_SOLICIT,
-    PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER, PARAM_PROBLEM_UNRECOGNIZED_OPTION,
+    DEST_UNREACHABLE_NO_ROUTE, DEST_UNREACHABLE_PORT, ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY,
+    ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
+    MIN_MTU, NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
+    PARAM_PROBLEM_UNRECOGNIZED_OPTION,
 };
 use crate::policy::{MappingTable, Policy, PolicyId, Steering};
 use crate::port::{Port, PortId};
@@ -83,6 +84,11 @@ pub struct Dataplane {
     locator_mask: u128,
     locator_net: Ipv6Net,
     source_address: [u8; 16],
+    /// Outer source of encapsulations made here (`encap_source`, else `source_address`).
+    encap_source: [u8; 16],
+    /// This node's own unicast addresses on the uplink side: `source_address`,
+    /// `encap_source` and every uplink's `address` (see [`Dataplane::local_v6`]).
+    local_addrs: Vec<u128>,
     infrastructure: Vec<(u128, u128)>,
     gateway: [u8; 16],
     gateway_mac: [u8; 6],
@@ -132,6 +138,14 @@ impl Dataplane {
                 "source_address",
                 "must be a unicast address",
             ));
+        }
+        if let Some(a) = cfg.encap_source {
+            if a.is_multicast() || a.is_unspecified() || a.is_loopback() {
+                return Err(ConfigError::invalid(
+                    "encap_source",
+                    "must be a unicast address",
+                ));
+            }
         }
         if cfg.gateway.address.is_multicast() || cfg.gateway.address.is_unspecified() {
             return Err(ConfigError::invalid(
@@ -273,11 +287,24 @@ impl Dataplane {
             infrastructure.push((u128::from(p.network()) & m, m));
         }
         let hmac = HmacTable::build(&cfg.hmac_keys, &cfg.ports)?;
+        let encap_source = cfg.encap_source.unwrap_or(cfg.source_address);
+        let mut local_addrs = vec![u128::from(cfg.source_address), u128::from(encap_source)];
+        local_addrs.extend(
+            cfg.ports
+                .iter()
+                .filter(|p| p.kind == PortKind::Uplink)
+                .filter_map(|p| p.address)
+                .map(u128::from),
+        );
+        local_addrs.sort_unstable();
+        local_addrs.dedup();
         let mut dp = Dataplane {
             locator: u128::from(locator_net.network()),
             locator_mask: mask_of(locator_net.prefix_len()),
             locator_net,
             source_address: cfg.source_address.octets(),
+            encap_source: encap_source.octets(),
+            local_addrs,
             infrastructure,
             gateway: cfg.gateway.address.octets(),
             gateway_mac: cfg.gateway.mac.0,
@@ -407,7 +434,7 @@ impl Dataplane {
         path: &str,
         cfg: &PolicyConfig,
     ) -> Result<PolicyId, ConfigError> {
-        let p = Policy::build(path, cfg, Ipv6Addr::from(self.source_address), &self.hmac)?;
+        let p = Policy::build(path, cfg, Ipv6Addr::from(self.encap_source), &self.hmac)?;
         if let Some(i) = self.policies.iter().position(|q| q.name == cfg.name) {
             let id = PolicyId(i as u32);
             if p.headend == Headend::HInsert && self.sids.uses_policy(id) {
@@ -871,12 +898,8 @@ impl Dataplane {
             }
             return self.endpoint(ctx, pkt, ip, sid, 0);
         }
-        if nh == IpProtocol::ICMPV6
-            && self.ports[ctx.ingress.index()]
-                .address
-                .is_some_and(|a| u128::from(a) == dst)
-        {
-            return self.ndp_in(ctx, pkt, ip);
+        if self.local_addrs.contains(&dst) {
+            return self.local_v6(ctx, pkt, ip);
         }
         if nh.is_ipv6_ext() {
             match walk(&pkt.buf[ip..pkt.end]) {
@@ -934,6 +957,9 @@ impl Dataplane {
         }
         let gateway = u128::from_be_bytes(self.gateway);
         if dst >> 120 == 0xff || dst == gateway {
+            if dst == gateway && nh == IpProtocol::ICMPV6 && is_echo_request(pkt, ip) {
+                return self.echo_reply(ctx, pkt, ip, ipv6::HEADER_LEN);
+            }
             if nh == IpProtocol::ICMPV6 {
                 return self.ndp_in(ctx, pkt, ip);
             }
@@ -986,6 +1012,148 @@ impl Dataplane {
                 self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
             }
         }
+    }
+
+    /// The source of packets this node sends out of uplink `p` on its own behalf (ICMPv6
+    /// errors): the port's `address`, else `source_address`.
+    #[inline]
+    fn uplink_source(&self, p: &Port) -> [u8; 16] {
+        p.address.map_or(self.source_address, |a| a.octets())
+    }
+
+    /// An IPv6 packet from an uplink addressed to one of this node's own addresses
+    /// (`source_address`, `encap_source`, an uplink's `address`), not a SID:
+    /// - a routing header with Segments Left > 0: an SRH is processed as End (RFC 8754 4.3:
+    ///   an SR-enabled node's local interface address is a segment endpoint; only from inside
+    ///   the SR domain, 5.1; its HMAC TLV checked as at any SID), and the packet goes on to
+    ///   the next segment; any other type (RH0, deprecated by RFC 5095) gets a Parameter
+    ///   Problem code 0 at its Routing Type (RFC 8200 4.4);
+    /// - otherwise the upper layer (RFC 8754 4.3.1.1 SL = 0; RFC 8200 4): an echo request is
+    ///   answered (RFC 4443 4.2), UDP gets Destination Unreachable code 4 (no UDP service), a
+    ///   neighbour solicitation is answered as before, and the rest (TCP, other ICMPv6, No
+    ///   Next Header, fragments: no reassembly) is discarded, counted as `LocalNotServed`.
+    #[cold]
+    fn local_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
+        let src = read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start);
+        let chain = match walk(&pkt.buf[ip..pkt.end]) {
+            Ok(c) => c,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if let Some(rh) = chain.routing.filter(|_| chain.segments_left != 0) {
+            if chain.routing_type != srh::ROUTING_TYPE {
+                return self.icmp_error(
+                    ctx,
+                    pkt,
+                    ip,
+                    ICMPV6_PARAM_PROBLEM,
+                    PARAM_PROBLEM_ERRONEOUS_FIELD,
+                    (rh + srh::FIELD_ROUTING_TYPE) as u32,
+                    DropReason::UnsupportedRoutingType,
+                );
+            }
+            if !self.in_domain(src) {
+                return Verdict::Drop(DropReason::SrhFromOutsideDomain);
+            }
+            if let Err(f) = self
+                .hmac
+                .check(ctx.ingress, &pkt.buf[ip..pkt.end], Some(rh))
+            {
+                let Some(ptr) = f.pointer else {
+                    return Verdict::Drop(f.reason);
+                };
+                let code = PARAM_PROBLEM_ERRONEOUS_FIELD;
+                return self.icmp_error(ctx, pkt, ip, ICMPV6_PARAM_PROBLEM, code, ptr, f.reason);
+            }
+            let ip = match self.end_step(ctx, pkt, ip, rh, chain.routing_nh_at, FlavorSet::EMPTY) {
+                Ok(ip) => ip,
+                Err(v) => return v,
+            };
+            return self.fib_v6(ctx, pkt, ip, TableIdx(0), 0);
+        }
+        if let Some(r) = source_error(src) {
+            return self.bad_source(ctx, pkt, ip, r);
+        }
+        if chain.fragment_data {
+            return Verdict::Drop(DropReason::LocalNotServed);
+        }
+        match chain.upper_proto {
+            IpProtocol::ICMPV6 => {
+                let ty = pkt.buf.get(ip + chain.upper).copied();
+                if ty == Some(ICMPV6_ECHO_REQUEST) {
+                    self.echo_reply(ctx, pkt, ip, chain.upper)
+                } else if ty == Some(NDP_NEIGHBOR_SOLICIT) && chain.upper == ipv6::HEADER_LEN {
+                    self.ndp_in(ctx, pkt, ip)
+                } else {
+                    Verdict::Drop(DropReason::LocalNotServed)
+                }
+            }
+            IpProtocol::UDP => {
+                // RFC 4443 2.2 (a): from the address the packet was sent to.
+                let mut from = [0u8; 16];
+                from.copy_from_slice(&pkt.buf[ip + v6f::DST_ADDR.start..ip + v6f::DST_ADDR.end]);
+                self.icmp_error_from(
+                    ctx,
+                    pkt,
+                    ip,
+                    Some(from),
+                    (ICMPV6_DEST_UNREACHABLE, DEST_UNREACHABLE_PORT, 0),
+                    DropReason::PortUnreachable,
+                )
+            }
+            _ => Verdict::Drop(DropReason::LocalNotServed),
+        }
+    }
+
+    /// Turns the echo request at `ip` (ICMPv6 message at `ip + upper`, after any extension
+    /// headers, which the reply leaves out) into the echo reply, in place, back out of the
+    /// port it came in on to the neighbour that sent it (RFC 4443 4.2: same identifier,
+    /// sequence number and data; from the address the request was sent to). A request whose
+    /// checksum does not verify is discarded (`IcmpBadChecksum`).
+    #[cold]
+    fn echo_reply(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize, upper: usize) -> Verdict {
+        let (src, dst) = (
+            addr(&pkt.buf[ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end]),
+            addr(&pkt.buf[ip + v6f::DST_ADDR.start..ip + v6f::DST_ADDR.end]),
+        );
+        let msg_at = ip + upper;
+        if pkt.end < msg_at + 8 {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let msg_len = pkt.end - msg_at;
+        let Ok(len16) = u16::try_from(msg_len) else {
+            return Verdict::Drop(DropReason::FrameTooLarge);
+        };
+        if !icmpv6::Packet::new_unchecked(&pkt.buf[msg_at..pkt.end]).verify_checksum(&src, &dst) {
+            return Verdict::Drop(DropReason::IcmpBadChecksum);
+        }
+        if upper != ipv6::HEADER_LEN {
+            pkt.buf.copy_within(msg_at..pkt.end, ip + ipv6::HEADER_LEN);
+        }
+        let body = ip + ipv6::HEADER_LEN;
+        pkt.end = body + msg_len;
+        ipv6::emit_header(
+            &mut pkt.buf[ip..body],
+            dst,
+            src,
+            IpProtocol::ICMPV6,
+            len16,
+            ECHO_REPLY_HOP_LIMIT,
+        );
+        let m = &mut pkt.buf[body..pkt.end];
+        m[0] = ICMPV6_ECHO_REPLY;
+        m[1] = 0;
+        icmpv6::Packet::new_unchecked(m).fill_checksum(&dst, &src);
+        let port = &self.ports[ctx.ingress.index()];
+        let mac = if ctx.kind == PortKind::Vm {
+            self.gateway_mac
+        } else {
+            port.mac
+        };
+        let eth = pkt.start;
+        pkt.buf[eth..eth + 6].copy_from_slice(&ctx.src_mac);
+        pkt.buf[eth + 6..eth + 12].copy_from_slice(&mac);
+        self.counters.icmp.echo_replies += 1;
+        Verdict::Tx(ctx.ingress)
     }
 
     /// Decrements the hop limit of the IPv6 header at `ip`, or drops with Time Exceeded.
@@ -1121,7 +1289,7 @@ impl Dataplane {
     /// Drops the IPv6 packet at `ip` for which this node has no route (`NoRoute`) or no SID
     /// inside its own locator (`NoSid`) with a Destination Unreachable code 0 (RFC 4443 3.1:
     /// "lack of a matching entry in the forwarding node's routing table"). A packet this node
-    /// encapsulated itself (its source is `source_address`) is dropped without an error: the
+    /// encapsulated itself (its source is `encap_source`) is dropped without an error: the
     /// error would come back to this node.
     #[cold]
     fn unreachable(
@@ -1134,7 +1302,7 @@ impl Dataplane {
         if pkt
             .buf
             .get(ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end)
-            == Some(&self.source_address[..])
+            == Some(&self.encap_source[..])
         {
             self.counters.icmp.suppressed += 1;
             return Verdict::Drop(reason);
@@ -1935,7 +2103,7 @@ impl Dataplane {
     /// the frame (cold path, nothing recorded per packet):
     /// - forwarded (transit, End, End.X, ...) or decapsulated (End.DX6, End.DT6, USD,
     ///   End.SBUF release): the packet's own source, the egress MTU;
-    /// - encapsulated here (outer source = this node's `source_address`: H.Encaps,
+    /// - encapsulated here (outer source = this node's `encap_source`: H.Encaps,
     ///   H.Encaps.Red, End.B6.Encaps, possibly several in one pass): the source of the packet
     ///   inside this node's headers, the egress MTU minus those headers. Linux answers the
     ///   tunnel source instead, which the real sender never hears of (a PMTUD black hole);
@@ -2003,8 +2171,8 @@ impl Dataplane {
             self.counters.icmp.no_route += 1;
             return false;
         };
-        let src = match self.ports.get(port.index()).map(|p| p.kind) {
-            Some(PortKind::Uplink) => self.source_address,
+        let src = match self.ports.get(port.index()) {
+            Some(p) if p.kind == PortKind::Uplink => self.uplink_source(p),
             _ => self.gateway,
         };
         if !self.icmp.allow(now) {
@@ -2052,7 +2220,7 @@ impl Dataplane {
         // Peel the encapsulations this node made (at most one per local pass, plus the headend).
         let mut peeled = false;
         for _ in 0..=MAX_LOCAL_PASSES {
-            if b[ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end] != self.source_address {
+            if b[ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end] != self.encap_source {
                 break;
             }
             let Ok(c) = walk(&b[ip..]) else { break };
@@ -2113,6 +2281,22 @@ impl Dataplane {
         param: u32,
         reason: DropReason,
     ) -> Verdict {
+        self.icmp_error_from(ctx, pkt, ip, None, (ty, code, param), reason)
+    }
+
+    /// [`Dataplane::icmp_error`] from source `from` (default: the gateway on a VM port, the
+    /// uplink's source, see [`Dataplane::uplink_source`]); `message` is (type, code, param).
+    #[cold]
+    fn icmp_error_from(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &PacketBuf,
+        ip: usize,
+        from: Option<[u8; 16]>,
+        message: (u8, u8, u32),
+        reason: DropReason,
+    ) -> Verdict {
+        let (ty, code, param) = message;
         let inv = &pkt.buf[ip..pkt.end];
         if must_not_answer(inv) {
             self.counters.icmp.suppressed += 1;
@@ -2121,8 +2305,12 @@ impl Dataplane {
         } else {
             let (src, src_mac) = match ctx.kind {
                 PortKind::Vm => (self.gateway, self.gateway_mac),
-                PortKind::Uplink => (self.source_address, self.ports[ctx.ingress.index()].mac),
+                PortKind::Uplink => {
+                    let p = &self.ports[ctx.ingress.index()];
+                    (self.uplink_source(p), p.mac)
+                }
             };
+            let src = from.unwrap_or(src);
             let dst = &inv[8..24];
             if self.gen.push(ctx.ingress, &ctx.src_mac, &src_mac, |out| {
                 emit_error(out, Ipv6Addr::from(src), addr(dst), ty, code, param, inv)
@@ -2163,6 +2351,16 @@ fn check_mtu(path: &str, mtu: Option<u16>) -> Result<(), ConfigError> {
 
 /// RFC 4443 section 2.4 (e): no error in response to an ICMPv6 error, to a packet sent to a
 /// multicast address, or to a packet whose source does not identify a single node.
+/// Hop limit of echo replies (Linux's default for the node's own packets).
+const ECHO_REPLY_HOP_LIMIT: u8 = 64;
+
+/// Whether the IPv6 packet at `ip` (no extension headers) is an ICMPv6 echo request.
+#[inline]
+fn is_echo_request(pkt: &PacketBuf, ip: usize) -> bool {
+    pkt.buf.get(ip + ipv6::HEADER_LEN).copied() == Some(ICMPV6_ECHO_REQUEST)
+        && ip + ipv6::HEADER_LEN < pkt.end
+}
+
 fn must_not_answer(inv: &[u8]) -> bool {
     if inv.len() < ipv6::HEADER_LEN
         || inv[8] == 0xff

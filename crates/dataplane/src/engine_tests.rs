@@ -74,7 +74,7 @@ fn param_problem(dp: &mut Dataplane, code: u8, pointer: u32) {
     assert_eq!(*port, UPLINK);
     assert_eq!(&f[0..6], &router_mac(S));
     let (src, dst, r) = icmp_of(f);
-    assert_eq!(src, sid(S, 1));
+    assert_eq!(src, uplink_address(S));
     assert_eq!(dst, sid(C, 1));
     match r {
         IcmpRepr::ParamProblem {
@@ -511,7 +511,7 @@ fn hop_limit_exceeded_sends_time_exceeded() {
         let g = drain(&mut dp, T0);
         assert_eq!(g.len(), 1);
         let (src, dst, r) = icmp_of(&g[0].1);
-        assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+        assert_eq!((src, dst), (uplink_address(S), sid(C, 1)));
         match r {
             IcmpRepr::TimeExceeded { code: 0, invoking } => assert_eq!(invoking, &f[14..]),
             other => panic!("{other:?}"),
@@ -574,7 +574,11 @@ fn decapsulation_forwards_the_inner_packet_with_its_hop_limit() {
             assert_eq!(port, UPLINK);
             assert_eq!(&g[0..12], &[router_mac(S), uplink_mac(S)].concat()[..]);
             let (src, dst, r) = icmp_of(&g);
-            assert_eq!((src, dst), (sid(S, 1), inner_src), "function {func:x}");
+            assert_eq!(
+                (src, dst),
+                (uplink_address(S), inner_src),
+                "function {func:x}"
+            );
             match r {
                 IcmpRepr::TimeExceeded { code: 0, invoking } => assert_eq!(invoking, &p[..]),
                 other => panic!("{other:?}"),
@@ -617,7 +621,7 @@ fn no_route_and_unknown_function_are_destination_unreachable() {
     assert_eq!(port, UPLINK);
     assert_eq!(&g[0..6], &router_mac(S));
     let (src, dst, r) = icmp_of(&g);
-    assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+    assert_eq!((src, dst), (uplink_address(S), sid(C, 1)));
     let mut want = f[14..].to_vec();
     want[7] = 63;
     want[40 + 3] = 0;
@@ -631,7 +635,7 @@ fn no_route_and_unknown_function_are_destination_unreachable() {
     expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::NoSid);
     let (_, g) = one_error(&mut dp);
     let (src, dst, r) = icmp_of(&g);
-    assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+    assert_eq!((src, dst), (uplink_address(S), sid(C, 1)));
     match r {
         IcmpRepr::DstUnreachable { code: 0, invoking } => assert_eq!(invoking, &p[..]),
         other => panic!("{other:?}"),
@@ -685,7 +689,7 @@ fn sources_that_may_not_leave_their_link() {
         assert_eq!(port, UPLINK);
         assert_eq!(&g[0..6], &router_mac(S));
         let (src, dst, r) = icmp_of(&g);
-        assert_eq!((src, dst), (sid(S, 1), a6("fe80::99")));
+        assert_eq!((src, dst), (uplink_address(S), a6("fe80::99")));
         match r {
             IcmpRepr::DstUnreachable { code: 2, invoking } => assert_eq!(invoking, &p[..]),
             other => panic!("{other:?}"),
@@ -789,7 +793,7 @@ fn hop_by_hop_options_follow_their_action_bits() {
         expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::UnknownOption);
         let (_, g) = one_error(&mut dp);
         let (src, dst, r) = icmp_of(&g);
-        assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+        assert_eq!((src, dst), (uplink_address(S), sid(C, 1)));
         match r {
             IcmpRepr::ParamProblem {
                 code: 2,
@@ -977,7 +981,7 @@ fn transit_end_too_big_answers_the_source_with_the_egress_mtu() {
     assert_eq!(&g[0..6], &router_mac(S));
     assert_eq!(&g[6..12], &uplink_mac(S));
     let (src, dst, mtu, inv) = ptb_fields(&g);
-    assert_eq!((src, dst, mtu), (sid(S, 1), sid(C, 1), 1400));
+    assert_eq!((src, dst, mtu), (uplink_address(S), sid(C, 1), 1400));
     // The invoking packet is the start of the offending one (as forwarded: next segment).
     assert_eq!(inv.len(), 1280 - 48);
     assert_eq!(
@@ -1071,7 +1075,7 @@ fn decapsulated_packet_too_big_answers_the_inner_source() {
         // The inner source is reached through the FIB: the uplink, from the node address.
         assert_eq!(port, UPLINK);
         let (src, dst, mtu, inv) = ptb_fields(&g);
-        assert_eq!((src, dst, mtu), (sid(S, 1), inner_src, 1280));
+        assert_eq!((src, dst, mtu), (uplink_address(S), inner_src, 1280));
         // Quoted as forwarded (hop limit decremented at decapsulation).
         assert_eq!(inv[..], forwarded(&big)[..inv.len()]);
     }
@@ -1997,4 +2001,184 @@ proptest! {
         while d.poll_transmit(T0, &mut out).is_some() {}
         prop_assert!(matches!(v, Verdict::Tx(_) | Verdict::Drop(_) | Verdict::Held(_) | Verdict::Consumed));
     }
+}
+
+/// An ICMPv6 echo request (identifier 0x1234, sequence `seq`, `data`) in an IPv6 packet.
+fn echo_request(src: Ipv6Addr, dst: Ipv6Addr, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut m = vec![128, 0, 0, 0, 0x12, 0x34];
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    srmig_wire::icmpv6::Packet::new_unchecked(&mut m[..]).fill_checksum(&src, &dst);
+    ipv6(src, dst, 58, 64, &m)
+}
+
+/// Checks that `frame` is the echo reply to `request` (an IPv6 packet, possibly with
+/// extension headers before its echo request at `upper`) from `from`, sent to `eth_dst`.
+fn assert_echo_reply(frame: &[u8], request: &[u8], upper: usize, from: Ipv6Addr, eth_dst: [u8; 6]) {
+    assert_eq!(&frame[0..6], &eth_dst);
+    let ip = ip6(frame);
+    let req_src = Ipv6Packet::new_checked(request).unwrap().src_addr();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (from, req_src));
+    assert_eq!(ip.next_header(), srmig_wire::IpProtocol::ICMPV6);
+    assert_eq!(ip.hop_limit(), 64);
+    let msg = &frame[54..];
+    assert_eq!(
+        msg.len(),
+        request.len() - upper,
+        "same identifier, sequence and data"
+    );
+    assert_eq!((msg[0], msg[1]), (129, 0));
+    assert_eq!(&msg[4..], &request[upper + 4..]);
+    assert!(IcmpPacket::new_checked(msg)
+        .unwrap()
+        .verify_checksum(&from, &req_src));
+}
+
+#[test]
+fn echo_requests_to_the_nodes_addresses_are_answered() {
+    let mut dp = host(S, VmState::Running);
+    let pinger = sid(C, 1);
+    for to in [uplink_address(S), sid(S, 1)] {
+        let req = echo_request(pinger, to, 7, b"srmig ping");
+        let (v, out) = run(&mut dp, UPLINK, &from_router(&req));
+        assert_eq!(v, Verdict::Tx(UPLINK), "echo to {to}");
+        assert_echo_reply(&out, &req, 40, to, router_mac(S));
+        assert_eq!(&out[6..12], &uplink_mac(S));
+    }
+    // With an SRH whose last segment is the node's address (SL 0): answered, no SRH back.
+    let mut req = echo_request(pinger, uplink_address(S), 8, b"via sr");
+    let icmp = req.split_off(40);
+    let srv6_req = ipv6(
+        pinger,
+        uplink_address(S),
+        43,
+        64,
+        &[srh(58, 0, &[sid(C, 0x40), uplink_address(S)], &[]), icmp].concat(),
+    );
+    let (v, out) = run(&mut dp, UPLINK, &from_router(&srv6_req));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_echo_reply(&out, &srv6_req, 40 + 40, uplink_address(S), router_mac(S));
+    // A VM pings its gateway.
+    let gw = a6("2001:db8::1");
+    let req = echo_request(client(), gw, 9, b"gw");
+    let (v, out) = run(&mut dp, CLIENT_PORT, &from_client(&req));
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    assert_echo_reply(&out, &req, 40, gw, CLIENT_MAC);
+    assert_eq!(&out[6..12], &GATEWAY_MAC);
+    assert_eq!(dp.counters().icmp().echo_replies, 4);
+    // A corrupted request is not answered.
+    let mut bad = echo_request(pinger, sid(S, 1), 10, b"x");
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&bad),
+        DropReason::IcmpBadChecksum,
+    );
+}
+
+#[test]
+fn an_srh_to_a_local_address_is_processed_as_end() {
+    let mut dp = host(S, VmState::Running);
+    // RFC 8754 4.3: the interface address acts as a segment endpoint.
+    let next = sid(D, END_DT6);
+    let f = uplink_frame(S, &[uplink_address(S), next], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let ip = ip6(&out);
+    assert_eq!(ip.dst_addr(), next);
+    assert_eq!(ip.hop_limit(), 63);
+    assert_eq!(out[14 + 40 + 3], 0, "Segments Left decremented");
+    // From outside the SR domain: dropped (RFC 8754 5.1).
+    let mut p = srv6(a6("2001:db8:bad::1"), &[sid(S, 1), next], 1, &inner());
+    p[8..24].copy_from_slice(&a6("2001:db8:bad::1").octets());
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&p),
+        DropReason::SrhFromOutsideDomain,
+    );
+    // A type 0 routing header with Segments Left 1: Parameter Problem at its Routing Type.
+    let mut rh0 = vec![17, 2, 0, 1, 0, 0, 0, 0];
+    rh0.extend_from_slice(&a6("2001:db8:5::1").octets());
+    let u = udp6_sized(sid(C, 1), uplink_address(S), 60);
+    let p = ipv6(
+        sid(C, 1),
+        uplink_address(S),
+        43,
+        64,
+        &[rh0, u[40..].to_vec()].concat(),
+    );
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&p),
+        DropReason::UnsupportedRoutingType,
+    );
+    param_problem(&mut dp, 0, 42);
+}
+
+#[test]
+fn other_traffic_to_a_local_address_is_refused() {
+    let mut dp = host(S, VmState::Running);
+    // UDP: port unreachable, from the address the datagram was sent to (RFC 4443 2.2).
+    let p = udp6_sized(sid(C, 1), sid(S, 1), 80);
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&p),
+        DropReason::PortUnreachable,
+    );
+    let (port, g) = one_error(&mut dp);
+    assert_eq!(port, UPLINK);
+    let (src, dst, r) = icmp_of(&g);
+    assert_eq!((src, dst), (sid(S, 1), sid(C, 1)));
+    match r {
+        IcmpRepr::DstUnreachable { code: 4, invoking } => assert_eq!(invoking, &p[..]),
+        other => panic!("{other:?}"),
+    }
+    // TCP, an ICMPv6 echo reply, No Next Header: discarded, no answer.
+    for proto in [6u8, 59] {
+        let p = ipv6(sid(C, 1), uplink_address(S), proto, 64, &[0u8; 20]);
+        expect_drop(
+            &mut dp,
+            UPLINK,
+            &from_router(&p),
+            DropReason::LocalNotServed,
+        );
+    }
+    let mut reply = echo_request(sid(C, 1), uplink_address(S), 1, b"r");
+    reply[40] = 129;
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &from_router(&reply),
+        DropReason::LocalNotServed,
+    );
+    assert!(drain(&mut dp, T0).is_empty());
+}
+
+#[test]
+fn encap_source_sets_the_tunnel_source_apart() {
+    let tunnel = a6("fc00:0:1::7");
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.encap_source = Some(tunnel);
+    let mut dp = Dataplane::new(cfg).unwrap();
+    // The client's traffic to the remote VM is encapsulated (policy `to-d`) from `tunnel`.
+    let (v, out) = run(&mut dp, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).src_addr(), tunnel);
+    // The tunnel source is local too.
+    let req = echo_request(sid(C, 1), tunnel, 1, b"t");
+    let (v, out) = run(&mut dp, UPLINK, &from_router(&req));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_echo_reply(&out, &req, 40, tunnel, router_mac(S));
+    // Refused where it cannot be a source.
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.encap_source = Some(a6("ff02::1"));
+    assert!(Dataplane::new(cfg)
+        .unwrap_err()
+        .to_string()
+        .starts_with("encap_source"));
 }

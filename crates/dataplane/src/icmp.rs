@@ -16,6 +16,12 @@ pub const ICMPV6_DEST_UNREACHABLE: u8 = icmpv6::Message::DST_UNREACHABLE.0;
 pub const DEST_UNREACHABLE_NO_ROUTE: u8 = 0;
 /// Destination Unreachable code 2: beyond scope of source address (RFC 4443 3.1).
 pub const DEST_UNREACHABLE_BEYOND_SCOPE: u8 = 2;
+/// Destination Unreachable code 4: port unreachable (RFC 4443 3.1).
+pub const DEST_UNREACHABLE_PORT: u8 = 4;
+/// ICMPv6 Echo Request (RFC 4443 4.1).
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMPv6 Echo Reply (RFC 4443 4.2).
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
 /// ICMPv6 Packet Too Big (RFC 4443 3.2; code 0, the MTU in the parameter field).
 pub const ICMPV6_PACKET_TOO_BIG: u8 = icmpv6::Message::PACKET_TOO_BIG.0;
 /// ICMPv6 Time Exceeded (code 0: hop limit exceeded in transit).

@@ -297,6 +297,12 @@ fn policy(name: &str, headend: Headend, segments: Vec<Ipv6Addr>) -> PolicyConfig
 
 /// The configuration of host `h` (`canon::S` or `canon::D`), with VM 1 in `vm1_state`.
 ///
+/// The address of host `h`'s uplink `up0` (`fc00:ffff::h`): local to the host, the source of
+/// the ICMPv6 errors it sends out of `up0`.
+pub fn uplink_address(h: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, h)
+}
+
 /// Ports: `up0` (uplink, id 0), `vm1` (id 1), `client` (id 2). VMs: `vm1` (the migrating VM),
 /// `client` (running, talks to remote VMs). SIDs `fc00:0:h::<func>` for every behavior (see
 /// [`canon`]). Policies: `via-s-to-d` = H.Encaps `S::End.S -> D::End.SBUF` (the paper's path),
@@ -361,7 +367,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 kind: PortKind::Uplink,
                 mac: MacAddr(uplink_mac(h)),
                 peer_mac: Some(MacAddr(router_mac(h))),
-                address: Some(Ipv6Addr::new(0xfc00, 0xffff, 0, 0, 0, 0, 0, h)),
+                address: Some(uplink_address(h)),
                 mtu: None,
                 hmac: None,
             },
@@ -461,6 +467,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
             ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)),
         },
         hmac_keys: Vec::new(),
+        encap_source: None,
     }
 }
 

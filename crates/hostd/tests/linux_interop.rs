@@ -256,6 +256,16 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     }
     eprintln!("(b) srmigd H.Encaps -> Linux End.DX6: {N}/{N} datagrams delivered to the peer");
 
+    // srmigd's uplink address is one of its own: Linux pings it (echo request, reply).
+    let out = lx
+        .exec(
+            "ping",
+            &["-6", "-c", "3", "-i", "0.05", "-W", "2", SRMIGD_UPLINK],
+        )
+        .unwrap_or_else(|e| panic!("ping Linux -> srmigd's uplink address: {e}\n{}", d.logs()));
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    eprintln!("Linux pinged srmigd's uplink address {SRMIGD_UPLINK}: 3/3 answered");
+
     // Both directions at once: ping peer -> VM (requests over (a), replies over (b)).
     let out = peer
         .exec("ping", &["-6", "-c", "5", "-i", "0.05", "-W", "2", VM])

@@ -47,6 +47,7 @@ pub struct IcmpSummary {
     pub queue_full: u64,
     pub suppressed: u64,
     pub ndp_answered: u64,
+    pub echo_replies: u64,
     pub packet_too_big_sent: u64,
     pub no_route: u64,
 }
@@ -156,6 +157,7 @@ pub fn counters_summary(dp: &Dataplane, node: &NodeConfig) -> CountersSummary {
             queue_full: i.queue_full,
             suppressed: i.suppressed,
             ndp_answered: i.ndp_answered,
+            echo_replies: i.echo_replies,
             packet_too_big_sent: i.packet_too_big_sent,
             no_route: i.no_route,
         },
