@@ -181,6 +181,10 @@ pub struct NodeConfig {
     /// Ingress steering of traffic from local VMs, by destination.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
+    /// Transit steering: traffic arriving on an uplink into an SR policy, by destination and
+    /// table (the headend of an SR domain, or an L3VPN provider edge).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<SteeringConfig>,
     /// End.SBUF buffer bounds.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -330,6 +334,11 @@ pub struct PortConfig {
     /// uplinks; VM ports use the VM's MAC instead.
     #[serde(default)]
     pub peer_mac: Option<MacAddr>,
+    /// The FIB table of an uplink's transit traffic (a VRF): packets arriving on it that are
+    /// not for this node or a local VM are steered ([`SteeringConfig`]) and routed in this
+    /// table instead of the main one (0). Not on VM ports. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
     /// An IPv6 address of the port, answered in neighbor discovery (so the underlay router can
     /// resolve the next hop towards the locator). On an uplink it is one of the node's own
     /// addresses: answered to ping, a segment endpoint, and the source of the ICMPv6 errors
@@ -359,6 +368,24 @@ pub struct RouteConfig {
     /// the MAC of the VM attached there.
     pub port: String,
     /// FIB table id (End.T / End.DT* `table`); 0 is the main table.
+    #[serde(default)]
+    pub table: u32,
+}
+
+/// One transit steering rule: an IPv6 or IPv4 packet arriving on an uplink whose port is in
+/// `table` (see [`PortConfig::table`]) and whose destination is in `prefix` gets `policy`'s
+/// headend behavior, then goes to the policy's first segment through the main table (as
+/// iproute2's `ip route add PREFIX encap seg6 mode encap segs ... table N`). The longest
+/// matching rule wins; a matching rule wins over the table's routes. Local SIDs, the node's
+/// own addresses and local VMs are reached before any rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringConfig {
+    /// Destination prefix, IPv6 or IPv4.
+    pub prefix: IpNet,
+    /// The SR policy (`[[policies]]` name). IPv4 destinations need H.Encaps or H.Encaps.Red.
+    pub policy: String,
+    /// The table whose ports' traffic the rule applies to (0: ports without `table`).
     #[serde(default)]
     pub table: u32,
 }

@@ -41,6 +41,7 @@ use crate::buffer::SbufStore;
 use crate::chain::{walk, Chain};
 use crate::config::{
     ConfigError, FlowLabelMode, MappingConfig, NodeConfig, PolicyConfig, PortKind, SidConfig,
+    SteeringConfig,
 };
 use crate::counters::{Counters, CountersView, PacketBytes};
 use crate::drop::DropReason;
@@ -187,12 +188,19 @@ impl Dataplane {
                 ));
             }
             check_mtu(&format!("ports[{i}].mtu"), p.mtu)?;
+            if p.table.is_some() && p.kind != PortKind::Uplink {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].table"),
+                    "only an uplink can be bound to a table",
+                ));
+            }
             ports.push(Port {
                 name: p.name.clone(),
                 kind: p.kind,
                 mac: p.mac.0,
                 peer_mac: p.peer_mac.map(|m| m.0),
                 address: p.address,
+                table: TableIdx(0),
                 mtu: p.mtu,
                 max_frame: Port::max_frame_for(p.mtu),
             });
@@ -374,11 +382,69 @@ impl Dataplane {
         for (i, s) in cfg.sids.iter().enumerate() {
             dp.install_sid_at(&format!("sids[{i}] ({})", s.sid), s)?;
         }
+        // Tables of the ports (VRFs) and transit steering.
+        for (i, p) in cfg.ports.iter().enumerate() {
+            if let Some(id) = p.table {
+                let t = dp.fib.ensure_table(id).ok_or_else(|| {
+                    ConfigError::invalid(format!("ports[{i}].table"), "too many FIB tables")
+                })?;
+                dp.ports[i].table = t;
+            }
+        }
+        for (i, r) in cfg.steering.iter().enumerate() {
+            dp.add_steering(&format!("steering[{i}]"), r)?;
+        }
         // Mappings.
         for (i, m) in cfg.mappings.iter().enumerate() {
             dp.set_mapping_at(&format!("mappings[{i}]"), m)?;
         }
         Ok(dp)
+    }
+
+    /// Installs one transit steering rule (`[[steering]]`).
+    fn add_steering(&mut self, path: &str, r: &SteeringConfig) -> Result<(), ConfigError> {
+        let p = self.policy_id(&r.policy).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{path}.policy"),
+                format!("no policy named \"{}\"", r.policy),
+            )
+        })?;
+        let v4 = matches!(r.prefix, IpNet::V4(_));
+        if v4 && self.policies[p.index()].headend == Headend::HInsert {
+            return Err(ConfigError::invalid(
+                format!("{path}.policy"),
+                "H.Insert cannot carry IPv4: use H.Encaps or H.Encaps.Red",
+            ));
+        }
+        let t = self
+            .fib
+            .ensure_table(r.table)
+            .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "too many FIB tables"))?;
+        let table = self
+            .fib
+            .table_mut(t)
+            .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "no such table"))?;
+        let prev = match r.prefix {
+            IpNet::V6(n) => table
+                .steer_v6
+                .insert(u128::from(n.network()), n.prefix_len(), p),
+            IpNet::V4(n) => {
+                table
+                    .steer_v4
+                    .insert(u128::from(u32::from(n.network())), n.prefix_len(), p)
+            }
+        };
+        if prev.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{path}.prefix"),
+                format!(
+                    "duplicate steering rule for {} in table {}",
+                    r.prefix.trunc(),
+                    r.table
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn resolver(&mut self) -> Resolver<'_> {
@@ -927,7 +993,12 @@ impl Dataplane {
         if let Some(vm) = self.vms.by_v6(dst) {
             return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
         }
-        self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
+        let table = self.ports[ctx.ingress.index()].table;
+        if let Some(p) = self.fib.steer_v6(table, dst) {
+            let has_hbh = nh == IpProtocol::HOP_BY_HOP;
+            return self.apply_policy(ctx, pkt, ip, p, true, has_hbh);
+        }
+        self.fib_v6(ctx, pkt, ip, table, 0)
     }
 
     fn vm_port_v6(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize) -> Verdict {
@@ -2019,8 +2090,13 @@ impl Dataplane {
             if let Some(vm) = self.vms.by_v4(dst) {
                 return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
             }
+            return self.fib_v4(pkt, ip, TableIdx(0));
         }
-        self.fib_v4(pkt, ip, TableIdx(0))
+        let table = self.ports[ctx.ingress.index()].table;
+        if let Some(p) = self.fib.steer_v4(table, dst) {
+            return self.apply_policy(ctx, pkt, ip, p, false, false);
+        }
+        self.fib_v4(pkt, ip, table)
     }
 
     // ----------------------------------------------------------------------------------------

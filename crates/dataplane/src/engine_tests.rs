@@ -2182,3 +2182,116 @@ fn encap_source_sets_the_tunnel_source_apart() {
         .to_string()
         .starts_with("encap_source"));
 }
+
+#[test]
+fn transit_traffic_is_steered_into_a_policy_by_table() {
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.steering = vec![
+        SteeringConfig {
+            prefix: "2001:db8:e0::/64".parse().unwrap(),
+            policy: "to-d".into(),
+            table: 0,
+        },
+        SteeringConfig {
+            prefix: "10.99.0.0/16".parse().unwrap(),
+            policy: "to-d".into(),
+            table: 0,
+        },
+    ];
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    // IPv6 transit from the router: H.Encaps toward D (inner hop limit decremented first, as
+    // Linux's ip6_forward does before a seg6 encap route).
+    let p = udp6_sized(a6("2001:db8:5::9"), a6("2001:db8:e0::5"), 100);
+    let (v, out) = run(&mut dp, UPLINK, &from_router(&p));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let outer = ip6(&out);
+    assert_eq!(outer.src_addr(), sid(S, 1));
+    assert_eq!(outer.dst_addr(), sid(D, END));
+    assert_eq!(outer.next_header(), srmig_wire::IpProtocol::ROUTING);
+    let inner_at = 14 + 40 + 8 + 16 * 2;
+    let mut want = p.clone();
+    want[7] = 63;
+    assert_eq!(&out[inner_at..], &want[..]);
+    assert_eq!(
+        dp.counters().policy(dp.policy_id("to-d").unwrap()).packets,
+        1
+    );
+    // IPv4 transit: the same policy carries it (Next Header 4 in the SRH).
+    let p4 = ipv4(
+        std::net::Ipv4Addr::new(192, 0, 2, 1),
+        std::net::Ipv4Addr::new(10, 99, 1, 1),
+        17,
+        9,
+        &[0u8; 16],
+    );
+    let (v, out) = run(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x0800, &p4),
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END));
+    assert_eq!(out[14 + 40], 4, "SRH Next Header: IPv4");
+    assert_eq!(out[inner_at + 8], 8, "inner TTL decremented");
+    // Outside the rules: routed as before.
+    let p = udp6_sized(a6("2001:db8:5::9"), a6("2001:db8:e1::5"), 100);
+    let (v, out) = run(&mut dp, UPLINK, &from_router(&p));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), a6("2001:db8:e1::5"));
+
+    // A VRF: up0 bound to table 20, which has a rule of its own and no route for the rest.
+    cfg.ports[0].table = Some(20);
+    cfg.steering[0].table = 20;
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    let p = udp6_sized(a6("2001:db8:5::9"), a6("2001:db8:e0::5"), 100);
+    let (v, out) = run(&mut dp, UPLINK, &from_router(&p));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END));
+    // The IPv4 rule is in table 0: table 20 has neither a rule nor a route for it.
+    let (v, _) = run(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x0800, &p4),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
+    // Nor for IPv6 outside its rule: Destination Unreachable from table 20's lookup.
+    let p = udp6_sized(a6("2001:db8:5::9"), a6("2001:db8:e1::5"), 100);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::NoRoute);
+}
+
+#[test]
+fn steering_and_port_tables_are_validated() {
+    let err = |cfg: NodeConfig| Dataplane::new(cfg).unwrap_err().to_string();
+    let rule = |prefix: &str, policy: &str| SteeringConfig {
+        prefix: prefix.parse().unwrap(),
+        policy: policy.into(),
+        table: 0,
+    };
+    let mut c = host_config(S, VmState::Running);
+    c.steering = vec![rule("2001:db8:e0::/64", "nope")];
+    assert_eq!(err(c), "steering[0].policy: no policy named \"nope\"");
+    let mut c = host_config(S, VmState::Running);
+    c.steering = vec![rule("10.0.0.0/8", "to-d-insert")];
+    assert!(err(c).starts_with("steering[0].policy: H.Insert cannot carry IPv4"));
+    let mut c = host_config(S, VmState::Running);
+    c.steering = vec![
+        rule("2001:db8:e0::/64", "to-d"),
+        rule("2001:db8:e0::/64", "on-d"),
+    ];
+    assert_eq!(
+        err(c),
+        "steering[1].prefix: duplicate steering rule for 2001:db8:e0::/64 in table 0"
+    );
+    let mut c = host_config(S, VmState::Running);
+    c.ports[1].table = Some(5);
+    assert_eq!(
+        err(c),
+        "ports[1].table: only an uplink can be bound to a table"
+    );
+    // Round trip through TOML.
+    let mut c = host_config(S, VmState::Running);
+    c.steering = vec![rule("2001:db8:e0::/64", "to-d")];
+    c.ports[0].table = Some(3);
+    let back: NodeConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+}

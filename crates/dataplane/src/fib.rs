@@ -155,6 +155,9 @@ pub(crate) struct TableIdx(pub(crate) u16);
 pub(crate) struct FibTable {
     pub(crate) v6: Lpm<Adjacency, 128>,
     pub(crate) v4: Lpm<Adjacency, 32>,
+    /// Transit steering rules of the table (`[[steering]]`), looked up before its routes.
+    pub(crate) steer_v6: Lpm<crate::policy::PolicyId, 128>,
+    pub(crate) steer_v4: Lpm<crate::policy::PolicyId, 32>,
 }
 
 impl FibTable {
@@ -162,6 +165,8 @@ impl FibTable {
         FibTable {
             v6: Lpm::with_hasher(h),
             v4: Lpm::with_hasher(h),
+            steer_v6: Lpm::with_hasher(h),
+            steer_v4: Lpm::with_hasher(h),
         }
     }
 }
@@ -213,6 +218,27 @@ impl Fib {
             .v6
             .lookup(dst)
             .map(|(_, a)| a)
+    }
+
+    /// The steering rule of table `t` for an IPv6 destination (none in an empty table: one
+    /// length test).
+    #[inline]
+    pub(crate) fn steer_v6(&self, t: TableIdx, dst: u128) -> Option<crate::policy::PolicyId> {
+        let s = &self.tables.get(t.0 as usize)?.steer_v6;
+        if s.is_empty() {
+            return None;
+        }
+        s.lookup(dst).map(|(_, p)| p)
+    }
+
+    /// The steering rule of table `t` for an IPv4 destination.
+    #[inline]
+    pub(crate) fn steer_v4(&self, t: TableIdx, dst: u32) -> Option<crate::policy::PolicyId> {
+        let s = &self.tables.get(t.0 as usize)?.steer_v4;
+        if s.is_empty() {
+            return None;
+        }
+        s.lookup(u128::from(dst)).map(|(_, p)| p)
     }
 
     #[inline]

@@ -45,7 +45,7 @@ pub use buffer::Occupancy;
 pub use config::{
     BufferConfig, ConfigError, FlowLabelMode, GatewayConfig, HmacAlgorithm, HmacKeyConfig,
     HmacMode, HmacSecret, IcmpConfig, MacAddr, MappingConfig, NodeConfig, PolicyConfig, PortConfig,
-    PortKind, RouteConfig, SidConfig, VmConfig,
+    PortKind, RouteConfig, SidConfig, SteeringConfig, VmConfig,
 };
 pub use counters::{CountersView, IcmpCounters, PacketBytes, PortCounters, VmCounters};
 pub use drop::DropReason;

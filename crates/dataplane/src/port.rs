@@ -26,6 +26,9 @@ pub(crate) struct Port {
     pub(crate) peer_mac: Option<[u8; 6]>,
     /// Address answered in neighbor discovery on this port.
     pub(crate) address: Option<Ipv6Addr>,
+    /// The table of the port's transit traffic (`PortConfig::table`; the main table 0 by
+    /// default), resolved when the engine is built.
+    pub(crate) table: crate::fib::TableIdx,
     /// The IP MTU, if one is set.
     pub(crate) mtu: Option<u16>,
     /// The longest frame that may leave this port: the MTU plus the Ethernet header, or

@@ -370,6 +370,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 address: Some(uplink_address(h)),
                 mtu: None,
                 hmac: None,
+                table: None,
             },
             PortConfig {
                 name: "vm1".into(),
@@ -379,6 +380,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 address: None,
                 mtu: None,
                 hmac: None,
+                table: None,
             },
             PortConfig {
                 name: "client".into(),
@@ -388,6 +390,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 address: None,
                 mtu: None,
                 hmac: None,
+                table: None,
             },
         ],
         routes: vec![
@@ -468,6 +471,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
         },
         hmac_keys: Vec::new(),
         encap_source: None,
+        steering: Vec::new(),
     }
 }
 
