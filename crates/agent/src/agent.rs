@@ -627,6 +627,7 @@ impl Agent {
                 suppressed: ic.suppressed,
                 ndp_answered: ic.ndp_answered,
                 echo_replies: ic.echo_replies,
+                arp_answered: ic.arp_answered,
             },
         }
     }

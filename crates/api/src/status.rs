@@ -183,6 +183,9 @@ pub struct IcmpStatus {
     /// `echo_replies`: echo requests to the node's addresses or the gateway answered.
     #[serde(default)]
     pub echo_replies: u64,
+    /// `arp_answered`: ARP requests answered (gateway, uplink IPv4 addresses).
+    #[serde(default)]
+    pub arp_answered: u64,
 }
 
 /// `GET /v1/status`.
@@ -343,6 +346,7 @@ impl HostStatus {
             suppressed,
             ndp_answered,
             echo_replies,
+            arp_answered,
         } = o.icmp;
         self.icmp.errors_sent += errors_sent;
         self.icmp.rate_limited += rate_limited;
@@ -350,6 +354,7 @@ impl HostStatus {
         self.icmp.suppressed += suppressed;
         self.icmp.ndp_answered += ndp_answered;
         self.icmp.echo_replies += echo_replies;
+        self.icmp.arp_answered += arp_answered;
     }
 }
 
@@ -428,6 +433,7 @@ mod tests {
                 suppressed: k,
                 ndp_answered: 4 * k,
                 echo_replies: 5 * k,
+                arp_answered: 6 * k,
             },
         }
     }

@@ -339,6 +339,9 @@ pub struct PortConfig {
     /// table instead of the main one (0). Not on VM ports. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
+    /// An IPv4 address of an uplink, answered in ARP with the port's MAC. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
     /// An IPv6 address of the port, answered in neighbor discovery (so the underlay router can
     /// resolve the next hop towards the locator). On an uplink it is one of the node's own
     /// addresses: answered to ping, a segment endpoint, and the source of the ICMPv6 errors
@@ -565,7 +568,8 @@ pub struct GatewayConfig {
     pub address: Ipv6Addr,
     /// Gateway MAC (source MAC of frames sent to VMs).
     pub mac: MacAddr,
-    /// Gateway IPv4 address, informational (ARP is not answered by the engine).
+    /// Gateway IPv4 address: answered in ARP on VM ports with `mac` (the anycast gateway of
+    /// IPv4 guests). Optional.
     #[serde(default)]
     pub ipv4_address: Option<Ipv4Addr>,
 }

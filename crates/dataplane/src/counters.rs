@@ -69,6 +69,8 @@ pub struct IcmpCounters {
     pub no_route: u64,
     /// Echo requests to this node's addresses (or the gateway) answered.
     pub echo_replies: u64,
+    /// ARP requests answered (the gateway on VM ports, a port's IPv4 address on uplinks).
+    pub arp_answered: u64,
 }
 
 /// All counters of a dataplane.

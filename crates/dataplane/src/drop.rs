@@ -128,6 +128,17 @@ drop_reasons! {
     PortUnreachable,
     /// An ICMPv6 message to this node whose checksum does not verify.
     IcmpBadChecksum,
+    /// ARP that is not an Ethernet/IPv4 request or reply of the right length.
+    ArpInvalid,
+    /// ARP not asking for the gateway (VM ports) or the port's IPv4 address (uplinks), and
+    /// ARP replies (nothing is learned: addresses come from the configuration). Never flooded.
+    ArpNotForUs,
+    /// Gratuitous ARP (sender address = target address, or an RFC 5227 announcement) from a
+    /// VM: its MAC and addresses come from its config, nothing to learn.
+    ArpGratuitous,
+    /// ARP on a VM port whose sender address is not that VM's own (another VM's, or
+    /// anyone's): dropped, never answered.
+    ArpSpoofed,
     /// Addressed to one of this node's addresses with an upper layer it does not serve (TCP,
     /// ICMPv6 other than an echo request, No Next Header) or a fragment (no reassembly):
     /// discarded without an answer.

@@ -93,6 +93,8 @@ pub struct Dataplane {
     infrastructure: Vec<(u128, u128)>,
     gateway: [u8; 16],
     gateway_mac: [u8; 6],
+    /// The gateway's IPv4 address (answered in ARP on VM ports).
+    gateway_v4: Option<u32>,
     ports: Vec<Port>,
     fib: Fib,
     sids: SidTable,
@@ -200,6 +202,7 @@ impl Dataplane {
                 mac: p.mac.0,
                 peer_mac: p.peer_mac.map(|m| m.0),
                 address: p.address,
+                ipv4_address: p.ipv4_address.map(u32::from),
                 table: TableIdx(0),
                 mtu: p.mtu,
                 max_frame: Port::max_frame_for(p.mtu),
@@ -316,6 +319,7 @@ impl Dataplane {
             infrastructure,
             gateway: cfg.gateway.address.octets(),
             gateway_mac: cfg.gateway.mac.0,
+            gateway_v4: cfg.gateway.ipv4_address.map(u32::from),
             fib: Fib::new(hasher),
             sids: SidTable::with_hasher(hasher),
             policies: Vec::new(),
@@ -899,6 +903,7 @@ impl Dataplane {
         match EtherType(read_u16(b, s + 12)) {
             EtherType::IPV6 => self.ipv6_in(&ctx, pkt),
             EtherType::IPV4 => self.ipv4_in(&ctx, pkt),
+            EtherType::ARP => self.arp_in(&ctx, pkt),
             _ => Verdict::Drop(DropReason::UnsupportedEtherType),
         }
     }
@@ -2102,6 +2107,73 @@ impl Dataplane {
     // ----------------------------------------------------------------------------------------
     // Generated packets
     // ----------------------------------------------------------------------------------------
+
+    /// ARP (RFC 826) at the anycast gateway: a request for the gateway's IPv4 address on a VM
+    /// port (from that VM's own address) or for an uplink's `ipv4_address` is answered in
+    /// place, back to the sender. Nothing is learned and nothing is flooded: VM MACs and
+    /// addresses come from the configuration, so gratuitous ARP from a VM is counted and
+    /// dropped (`ArpGratuitous`), ARP claiming an address that is not the VM's own is
+    /// `ArpSpoofed`, and the rest is `ArpNotForUs`.
+    #[cold]
+    fn arp_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
+        const ARP_LEN: usize = 28;
+        let a = pkt.start + ethernet::HEADER_LEN;
+        if pkt.end < a + ARP_LEN {
+            return Verdict::Drop(DropReason::ArpInvalid);
+        }
+        let b = &pkt.buf;
+        // Ethernet (1), IPv4 (0x0800), 6-byte hardware and 4-byte protocol addresses.
+        if read_u16(b, a) != 1 || read_u16(b, a + 2) != 0x0800 || b[a + 4] != 6 || b[a + 5] != 4 {
+            return Verdict::Drop(DropReason::ArpInvalid);
+        }
+        let op = read_u16(b, a + 6);
+        if op != 1 && op != 2 {
+            return Verdict::Drop(DropReason::ArpInvalid);
+        }
+        let spa = read_u32(b, a + 14);
+        let tpa = read_u32(b, a + 24);
+        let (target, mac) = match ctx.kind {
+            PortKind::Vm => {
+                let own = self
+                    .vms
+                    .by_v4(spa)
+                    .is_some_and(|vm| self.vms.vms[vm.index()].port == ctx.ingress);
+                if spa == tpa || (spa == 0 && op == 1) {
+                    // Announcement or probe (RFC 5227): about the VM's own address.
+                    return Verdict::Drop(if own || spa == 0 {
+                        DropReason::ArpGratuitous
+                    } else {
+                        DropReason::ArpSpoofed
+                    });
+                }
+                if !own {
+                    return Verdict::Drop(DropReason::ArpSpoofed);
+                }
+                (self.gateway_v4, self.gateway_mac)
+            }
+            PortKind::Uplink => {
+                let p = &self.ports[ctx.ingress.index()];
+                (p.ipv4_address, p.mac)
+            }
+        };
+        if op != 1 || target != Some(tpa) {
+            return Verdict::Drop(DropReason::ArpNotForUs);
+        }
+        let s = pkt.start;
+        let mut sha = [0u8; 6];
+        sha.copy_from_slice(&pkt.buf[a + 8..a + 14]);
+        let b = &mut pkt.buf;
+        b[s..s + 6].copy_from_slice(&ctx.src_mac);
+        b[s + 6..s + 12].copy_from_slice(&mac);
+        write_u16(b, a + 6, 2);
+        b[a + 18..a + 24].copy_from_slice(&sha);
+        b[a + 24..a + 28].copy_from_slice(&spa.to_be_bytes());
+        b[a + 8..a + 14].copy_from_slice(&mac);
+        b[a + 14..a + 18].copy_from_slice(&tpa.to_be_bytes());
+        pkt.end = a + ARP_LEN;
+        self.counters.icmp.arp_answered += 1;
+        Verdict::Tx(ctx.ingress)
+    }
 
     /// Neighbor solicitations for the gateway (VM ports) or the port address (RFC 4861 7.1.1
     /// validation, 7.2.4 answer). Everything else ICMPv6 that reaches here is not for us.

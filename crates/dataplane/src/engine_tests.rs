@@ -2295,3 +2295,101 @@ fn steering_and_port_tables_are_validated() {
     let back: NodeConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
     assert_eq!(back, c);
 }
+
+/// An ARP frame (Ethernet/IPv4) from `sha`/`spa` about `tpa`, broadcast.
+fn arp(op: u16, sha: [u8; 6], spa: std::net::Ipv4Addr, tpa: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4];
+    a.extend_from_slice(&op.to_be_bytes());
+    a.extend_from_slice(&sha);
+    a.extend_from_slice(&spa.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&tpa.octets());
+    a.extend_from_slice(&[0; 18]); // Ethernet padding to 60 bytes
+    eth([0xff; 6], sha, 0x0806, &a)
+}
+
+#[test]
+fn arp_for_the_gateway_is_answered_and_nothing_else() {
+    use std::net::Ipv4Addr;
+    let gw = Ipv4Addr::new(10, 0, 0, 1);
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[0].ipv4_address = Some(Ipv4Addr::new(192, 0, 2, 2));
+    let mut dp = Dataplane::new(cfg).unwrap();
+    // The client VM asks for its gateway: answered in place with the gateway MAC.
+    let (v, out) = run(&mut dp, CLIENT_PORT, &arp(1, CLIENT_MAC, CLIENT_V4, gw));
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    let mut want = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    want.extend_from_slice(&GATEWAY_MAC);
+    want.extend_from_slice(&gw.octets());
+    want.extend_from_slice(&CLIENT_MAC);
+    want.extend_from_slice(&CLIENT_V4.octets());
+    assert_eq!(out, eth(CLIENT_MAC, GATEWAY_MAC, 0x0806, &want));
+    // The router asks for the uplink's IPv4 address: answered with the port's MAC.
+    let r = Ipv4Addr::new(192, 0, 2, 1);
+    let (v, out) = run(
+        &mut dp,
+        UPLINK,
+        &arp(1, router_mac(S), r, Ipv4Addr::new(192, 0, 2, 2)),
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[0..6], &router_mac(S));
+    assert_eq!(&out[14 + 8..14 + 14], &uplink_mac(S));
+    assert_eq!(dp.counters().icmp().arp_answered, 2);
+    // Gratuitous ARP and probes from the VM: counted, not answered, not flooded.
+    for f in [
+        arp(1, CLIENT_MAC, CLIENT_V4, CLIENT_V4),
+        arp(2, CLIENT_MAC, CLIENT_V4, CLIENT_V4),
+        arp(1, CLIENT_MAC, Ipv4Addr::UNSPECIFIED, CLIENT_V4),
+    ] {
+        expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::ArpGratuitous);
+    }
+    // Another VM's address (vm1's, from the client's port), or nobody's: spoofed.
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &arp(1, CLIENT_MAC, VM1_V4, gw),
+        DropReason::ArpSpoofed,
+    );
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &arp(1, CLIENT_MAC, Ipv4Addr::new(10, 9, 9, 9), gw),
+        DropReason::ArpSpoofed,
+    );
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &arp(2, CLIENT_MAC, VM1_V4, VM1_V4),
+        DropReason::ArpSpoofed,
+    );
+    // Not for us: another address, a reply, the gateway asked on an uplink.
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &arp(1, CLIENT_MAC, CLIENT_V4, Ipv4Addr::new(10, 0, 0, 99)),
+        DropReason::ArpNotForUs,
+    );
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &arp(2, CLIENT_MAC, CLIENT_V4, gw),
+        DropReason::ArpNotForUs,
+    );
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &arp(1, router_mac(S), r, gw),
+        DropReason::ArpNotForUs,
+    );
+    // Malformed: short, wrong hardware type, wrong operation.
+    let mut f = arp(1, CLIENT_MAC, CLIENT_V4, gw);
+    f.truncate(14 + 20);
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::ArpInvalid);
+    let mut f = arp(1, CLIENT_MAC, CLIENT_V4, gw);
+    f[15] = 6;
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::ArpInvalid);
+    let mut f = arp(1, CLIENT_MAC, CLIENT_V4, gw);
+    f[21] = 3;
+    expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::ArpInvalid);
+    assert!(drain(&mut dp, T0).is_empty());
+}

@@ -371,6 +371,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mtu: None,
                 hmac: None,
                 table: None,
+                ipv4_address: None,
             },
             PortConfig {
                 name: "vm1".into(),
@@ -381,6 +382,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mtu: None,
                 hmac: None,
                 table: None,
+                ipv4_address: None,
             },
             PortConfig {
                 name: "client".into(),
@@ -391,6 +393,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 mtu: None,
                 hmac: None,
                 table: None,
+                ipv4_address: None,
             },
         ],
         routes: vec![

@@ -79,7 +79,16 @@ vm_address = "2001:db8:b::/64"
 policy = "to-linux"
 "#
     );
-    uplink_toml(1) + &vm_toml(1, 1, "vm0", "vm", VM, VM_MAC) + &policy
+    // Dual stack: the gateway answers ARP for 10.0.0.1, the VM owns 10.0.0.10.
+    (uplink_toml(1) + &vm_toml(1, 1, "vm0", "vm", VM, VM_MAC) + &policy)
+        .replace(
+            r#"mac = "02:00:00:00:00:01" }"#,
+            r#"mac = "02:00:00:00:00:01", ipv4_address = "10.0.0.1" }"#,
+        )
+        .replace(
+            &format!(r#"addresses = ["{VM}"]"#),
+            &format!(r#"addresses = ["{VM}", "10.0.0.10"]"#),
+        )
 }
 
 /// srmigd's drop reasons with a non-zero count.
@@ -255,6 +264,25 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
         _ => eprintln!("(b) no seg6local counters in `ip -s route` output here"),
     }
     eprintln!("(b) srmigd H.Encaps -> Linux End.DX6: {N}/{N} datagrams delivered to the peer");
+
+    // The VM's kernel resolves its IPv4 gateway by ARP: srmigd answers with the anycast
+    // gateway MAC (the ping itself is not answered: no ICMPv4 echo at the gateway).
+    vm.ip(&["-4", "addr", "add", "10.0.0.10/24", "dev", "eth0"])
+        .expect("VM IPv4 address");
+    let _ = vm.exec("ping", &["-4", "-c", "1", "-W", "1", "10.0.0.1"]);
+    let neigh = vm
+        .ip(&["-4", "neigh", "show", "10.0.0.1", "dev", "eth0"])
+        .expect("ip neigh");
+    assert!(
+        neigh.contains("lladdr 02:00:00:00:00:01"),
+        "the VM did not learn the gateway MAC by ARP: {neigh:?}\nsrmigd status: {:#?}",
+        d.status()
+    );
+    assert!(d.status().icmp.arp_answered >= 1);
+    eprintln!(
+        "VM resolved its IPv4 gateway 10.0.0.1 by ARP: {}",
+        neigh.trim()
+    );
 
     // srmigd's uplink address is one of its own: Linux pings it (echo request, reply).
     let out = lx

@@ -48,6 +48,7 @@ pub struct IcmpSummary {
     pub suppressed: u64,
     pub ndp_answered: u64,
     pub echo_replies: u64,
+    pub arp_answered: u64,
     pub packet_too_big_sent: u64,
     pub no_route: u64,
 }
@@ -158,6 +159,7 @@ pub fn counters_summary(dp: &Dataplane, node: &NodeConfig) -> CountersSummary {
             suppressed: i.suppressed,
             ndp_answered: i.ndp_answered,
             echo_replies: i.echo_replies,
+            arp_answered: i.arp_answered,
             packet_too_big_sent: i.packet_too_big_sent,
             no_route: i.no_route,
         },
