@@ -164,7 +164,8 @@ drop_reasons! {
     /// [`crate::Dataplane::drop_frame_too_large`] for frames they cannot even receive.
     FrameTooLarge,
     /// The packet is longer than the egress port's MTU after this node's processing (ICMPv6
-    /// Packet Too Big to its original source, RFC 4443 3.2; IPv4: no ICMPv4 error yet).
+    /// Packet Too Big to its original source, RFC 4443 3.2; IPv4 with DF: ICMPv4
+    /// fragmentation needed, RFC 1191; IPv4 without DF: no error, nothing is fragmented).
     PacketTooBig,
     /// H.Insert cannot be applied to this packet (IPv4, or a Hop-by-Hop header present).
     InsertNotApplicable,
@@ -172,7 +173,7 @@ drop_reasons! {
     Ipv4Malformed,
     /// IPv4 header checksum mismatch.
     Ipv4BadChecksum,
-    /// IPv4 TTL would reach zero in forwarding (no ICMPv4 error is generated).
+    /// IPv4 TTL would reach zero in forwarding (ICMPv4 Time Exceeded to the source).
     Ipv4TtlExceeded,
     /// IPv4 options or fragments where the engine needs a plain header.
     Ipv4Unsupported,

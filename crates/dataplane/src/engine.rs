@@ -49,8 +49,9 @@ use crate::fib::{Adjacency, Fib, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::hmac::HmacTable;
 use crate::icmp::{
-    emit_error, emit_na, GenQueue, RateLimiter, DEST_UNREACHABLE_BEYOND_SCOPE,
-    DEST_UNREACHABLE_NO_ROUTE, DEST_UNREACHABLE_PORT, ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY,
+    emit_error, emit_icmpv4_error, emit_na, GenQueue, RateLimiter, DEST_UNREACHABLE_BEYOND_SCOPE,
+    DEST_UNREACHABLE_NO_ROUTE, DEST_UNREACHABLE_PORT, ICMPV4_DEST_UNREACHABLE, ICMPV4_FRAG_NEEDED,
+    ICMPV4_NET_UNREACHABLE, ICMPV4_TIME_EXCEEDED, ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY,
     ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAM_PROBLEM, ICMPV6_TIME_EXCEEDED,
     MIN_MTU, NDP_NEIGHBOR_SOLICIT, PARAM_PROBLEM_ERRONEOUS_FIELD, PARAM_PROBLEM_SR_UPPER_LAYER,
     PARAM_PROBLEM_UNRECOGNIZED_OPTION,
@@ -1262,7 +1263,8 @@ impl Dataplane {
     /// (Linux: `ip6_forward` / `ip_forward` after `decap_and_validate`). Its source is
     /// checked (`source_error`; no error back), its hop limit or TTL decremented; at 1 or 0
     /// it is dropped with an ICMPv6 Time Exceeded about the inner packet to its source, routed
-    /// like a Packet Too Big (IPv4: `Ipv4TtlExceeded`, no ICMPv4 error yet).
+    /// like a Packet Too Big (IPv4: `Ipv4TtlExceeded` with an ICMPv4 Time Exceeded, routed
+    /// the same way, see [`Dataplane::error_to_source_v4`]).
     #[inline]
     fn forward_inner(
         &mut self,
@@ -1274,6 +1276,7 @@ impl Dataplane {
         if proto == IpProtocol::IPV4 {
             let b = &mut pkt.buf;
             if b[inner + v4f::TTL] <= 1 {
+                self.error_to_source_v4(now, &pkt.buf[inner..pkt.end], ICMPV4_TIME_EXCEEDED, 0, 0);
                 return Err(DropReason::Ipv4TtlExceeded);
             }
             let ihl = usize::from(b[inner] & 0x0f) * 4;
@@ -1772,7 +1775,7 @@ impl Dataplane {
                     pkt.start = inner - ethernet::HEADER_LEN;
                     return match action {
                         SidAction::EndX(adj) => tx(pkt, inner, adj, EtherType::IPV4),
-                        _ => self.fib_v4(pkt, inner, table),
+                        _ => self.fib_v4(ctx.now, pkt, inner, table),
                     };
                 }
                 _ => {}
@@ -1928,7 +1931,7 @@ impl Dataplane {
                         None => self.unreachable(ctx, pkt, inner, DropReason::NoRoute),
                     }
                 } else {
-                    self.fib_v4(pkt, inner, t)
+                    self.fib_v4(ctx.now, pkt, inner, t)
                 }
             }
             SidAction::EndSbuf(vm_param, mode) => {
@@ -1951,11 +1954,22 @@ impl Dataplane {
     }
 
     /// IPv4 FIB lookup and transmission (no TTL change: decapsulated or already decremented).
-    fn fib_v4(&mut self, pkt: &mut PacketBuf, l3: usize, table: TableIdx) -> Verdict {
+    fn fib_v4(&mut self, now: Instant, pkt: &mut PacketBuf, l3: usize, table: TableIdx) -> Verdict {
         let dst = read_u32(&pkt.buf, l3 + 16);
         match self.fib.lookup_v4(table, dst) {
             Some(adj) => tx(pkt, l3, adj, EtherType::IPV4),
-            None => Verdict::Drop(DropReason::NoRoute),
+            None => {
+                // RFC 1812 5.2.7.1: network unreachable to the source.
+                let inv = &pkt.buf[l3..pkt.end];
+                self.error_to_source_v4(
+                    now,
+                    inv,
+                    ICMPV4_DEST_UNREACHABLE,
+                    ICMPV4_NET_UNREACHABLE,
+                    0,
+                );
+                Verdict::Drop(DropReason::NoRoute)
+            }
         }
     }
 
@@ -2077,9 +2091,10 @@ impl Dataplane {
                 _ => return Verdict::Drop(DropReason::VmSourceSpoofed),
             }
         }
-        // TTL (RFC 791 / RFC 1812 5.3.1); no ICMPv4 error is generated.
+        // TTL (RFC 791 / RFC 1812 5.3.1): Time Exceeded to the source.
         let ttl = pkt.buf[ip + v4f::TTL];
         if ttl <= 1 {
+            self.error_to_source_v4(ctx.now, &pkt.buf[ip..pkt.end], ICMPV4_TIME_EXCEEDED, 0, 0);
             return Verdict::Drop(DropReason::Ipv4TtlExceeded);
         }
         decrement_ttl(&mut pkt.buf[ip..ip + ihl]);
@@ -2095,13 +2110,13 @@ impl Dataplane {
             if let Some(vm) = self.vms.by_v4(dst) {
                 return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
             }
-            return self.fib_v4(pkt, ip, TableIdx(0));
+            return self.fib_v4(ctx.now, pkt, ip, TableIdx(0));
         }
         let table = self.ports[ctx.ingress.index()].table;
         if let Some(p) = self.fib.steer_v4(table, dst) {
             return self.apply_policy(ctx, pkt, ip, p, false, false);
         }
-        self.fib_v4(pkt, ip, table)
+        self.fib_v4(ctx.now, pkt, ip, table)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -2261,8 +2276,10 @@ impl Dataplane {
     ///
     /// The MTU is reported as at least 1280 (RFC 8200 section 5): this node does not fragment
     /// its encapsulations, so a tunnel over a 1280-byte link cannot carry 1280-byte packets.
-    /// IPv4 packets (and IPv4 encapsulated here) are only dropped: ICMPv4 "fragmentation
-    /// needed" (RFC 1191) is not generated yet.
+    /// IPv4 (forwarded, or encapsulated here): with DF set, an ICMPv4 "fragmentation needed"
+    /// (RFC 1191) with the MTU the source must use, routed like the other ICMPv4 errors
+    /// ([`Dataplane::error_to_source_v4`]); without DF the packet is dropped (counted): this
+    /// node does not fragment.
     ///
     /// The error leaves through the port toward its destination: the VM's port for a local
     /// running VM (from the gateway address), else the FIB route (from the gateway address on
@@ -2282,6 +2299,18 @@ impl Dataplane {
         let Some(mtu) = self.ports.get(egress.index()).and_then(|p| p.mtu) else {
             return Verdict::Drop(REASON);
         };
+        if let Some((inv, next_mtu)) = self.too_big_v4(pkt, u32::from(mtu)) {
+            // RFC 1191 4: only a DF packet is refused with "fragmentation needed"; this node
+            // does not fragment, so a packet without DF is dropped (counted) without one.
+            if inv.len() >= ipv4::HEADER_LEN && inv[v4f::FLAGS_FRAG.start] & 0x40 != 0 {
+                let m = u16::try_from(next_mtu.max(68)).unwrap_or(u16::MAX);
+                if self.error_to_source_v4(now, inv, ICMPV4_DEST_UNREACHABLE, ICMPV4_FRAG_NEEDED, m)
+                {
+                    self.counters.icmp.packet_too_big_sent += 1;
+                }
+            }
+            return Verdict::Drop(REASON);
+        }
         let mut scratch = [0u8; MIN_MTU];
         let Some(tb) = self.too_big_target(pkt, u32::from(mtu), from_vm, &mut scratch) else {
             return Verdict::Drop(REASON);
@@ -2291,6 +2320,97 @@ impl Dataplane {
             self.counters.icmp.packet_too_big_sent += 1;
         }
         Verdict::Drop(REASON)
+    }
+
+    /// The IPv4 packet a too-big frame carries as its source sent it, and the MTU that source
+    /// must use: a forwarded IPv4 frame (the egress MTU), or IPv4 inside this node's own
+    /// encapsulations (outer source `encap_source`; the egress MTU minus those headers).
+    /// `None` for anything else (IPv6, handled by [`Dataplane::too_big_target`]). The packet
+    /// is the tail of the frame (`pkt.end - len..pkt.end`).
+    fn too_big_v4<'a>(&self, pkt: &'a PacketBuf, egress_mtu: u32) -> Option<(&'a [u8], u32)> {
+        let b = &pkt.buf[..pkt.end];
+        if pkt.len() < ethernet::HEADER_LEN + ipv4::HEADER_LEN {
+            return None;
+        }
+        let mut ip = pkt.start + ethernet::HEADER_LEN;
+        match EtherType(read_u16(b, pkt.start + 12)) {
+            EtherType::IPV4 => return Some((&b[ip..], egress_mtu)),
+            EtherType::IPV6 => {}
+            _ => return None,
+        }
+        let mut mtu = egress_mtu;
+        for _ in 0..=MAX_LOCAL_PASSES {
+            if b.len() < ip + ipv6::HEADER_LEN
+                || b[ip + v6f::SRC_ADDR.start..ip + v6f::SRC_ADDR.end] != self.encap_source
+            {
+                return None;
+            }
+            let c = walk(&b[ip..]).ok()?;
+            mtu = mtu.saturating_sub(c.upper as u32);
+            match c.upper_proto {
+                IpProtocol::IPV4 if ip + c.upper + ipv4::HEADER_LEN <= b.len() => {
+                    return Some((&b[ip + c.upper..], mtu));
+                }
+                IpProtocol::IPV6 => ip += c.upper,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Queues the ICMPv4 error `ty`/`code` about `inv` (an IPv4 packet) for its source (RFC
+    /// 792, RFC 1812 4.3.2): routed like [`Dataplane::error_to_source`] (a local running VM,
+    /// else table 0), from the gateway's `ipv4_address` out of a VM port or the uplink's
+    /// `ipv4_address`; without such an address no error is sent (counted as suppressed).
+    /// Never about an ICMPv4 error, a non-first fragment, a packet to a multicast or
+    /// broadcast address, or from a source that is not one host (RFC 1812 4.3.2.7). Returns
+    /// whether it was queued.
+    #[cold]
+    #[inline(never)]
+    fn error_to_source_v4(&mut self, now: Instant, inv: &[u8], ty: u8, code: u8, mtu: u16) -> bool {
+        if must_not_answer_v4(inv) {
+            self.counters.icmp.suppressed += 1;
+            return false;
+        }
+        let dst = read_u32(inv, v4f::SRC_ADDR.start);
+        let vm_port = self
+            .vms
+            .by_v4(dst)
+            .map(|vm| &self.vms.vms[vm.index()])
+            .filter(|v| v.state == VmState::Running)
+            .map(|v| (v.port, v.mac, self.gateway_mac));
+        let Some((port, dst_mac, src_mac)) = vm_port.or_else(|| {
+            self.fib
+                .lookup_v4(TableIdx(0), dst)
+                .map(|a| (a.port, a.dst_mac, a.src_mac))
+        }) else {
+            self.counters.icmp.no_route += 1;
+            return false;
+        };
+        let src = match self.ports.get(port.index()) {
+            Some(p) if p.kind == PortKind::Uplink => p.ipv4_address,
+            _ => self.gateway_v4,
+        };
+        let Some(src) = src else {
+            self.counters.icmp.suppressed += 1;
+            return false;
+        };
+        if !self.icmp.allow(now) {
+            self.counters.icmp.rate_limited += 1;
+            return false;
+        }
+        if self
+            .gen
+            .push_typed(port, &dst_mac, &src_mac, EtherType::IPV4, |out| {
+                emit_icmpv4_error(out, src, dst, ty, code, mtu, inv)
+            })
+        {
+            self.counters.icmp.errors_sent += 1;
+            true
+        } else {
+            self.counters.icmp.queue_full += 1;
+            false
+        }
     }
 
     /// Queues the ICMPv6 error `ty`/`code`/`param` about `inv` (an IPv6 packet) for `inv`'s
@@ -2499,6 +2619,26 @@ fn check_mtu(path: &str, mtu: Option<u16>) -> Result<(), ConfigError> {
 
 /// RFC 4443 section 2.4 (e): no error in response to an ICMPv6 error, to a packet sent to a
 /// multicast address, or to a packet whose source does not identify a single node.
+/// Whether RFC 1812 4.3.2.7 forbids an ICMPv4 error about the IPv4 packet `inv`: too short
+/// to quote, an ICMPv4 error itself, a non-first fragment, sent to a multicast or broadcast
+/// address, or from `0.0.0.0`, a loopback, multicast, broadcast or class E address.
+fn must_not_answer_v4(inv: &[u8]) -> bool {
+    if inv.len() < ipv4::HEADER_LEN || inv[0] >> 4 != 4 {
+        return true;
+    }
+    let src = read_u32(inv, v4f::SRC_ADDR.start);
+    let dst = read_u32(inv, v4f::DST_ADDR.start);
+    let bad_src = src == 0 || src >> 24 == 127 || src >> 28 >= 0xe;
+    let bad_dst = dst >> 28 == 0xe || dst == u32::MAX;
+    let frag_offset = read_u16(inv, v4f::FLAGS_FRAG.start) & 0x1fff;
+    let ihl = usize::from(inv[0] & 0x0f) * 4;
+    let icmp_error = inv[v4f::PROTOCOL] == 1
+        && inv
+            .get(ihl)
+            .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12));
+    bad_src || bad_dst || frag_offset != 0 || icmp_error
+}
+
 /// Hop limit of echo replies (Linux's default for the node's own packets).
 const ECHO_REPLY_HOP_LIMIT: u8 = 64;
 

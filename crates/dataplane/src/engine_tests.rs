@@ -1096,7 +1096,8 @@ fn packet_too_big_is_never_about_an_error_and_is_rate_limited() {
     expect_drop(&mut s, CLIENT_PORT, &f, DropReason::PacketTooBig);
     assert!(drain(&mut s, T0).is_empty());
     assert_eq!(s.counters().icmp().suppressed, 1);
-    // IPv4 from a VM: dropped under the same reason, no ICMPv4 yet.
+    // IPv4 from a VM with DF: dropped under the same reason, ICMPv4 fragmentation needed
+    // (see `icmpv4_errors_time_exceeded_unreachable_and_fragmentation_needed`), one token.
     let p = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[7u8; 1300]);
     expect_drop(
         &mut s,
@@ -1104,17 +1105,17 @@ fn packet_too_big_is_never_about_an_error_and_is_rate_limited() {
         &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &p),
         DropReason::PacketTooBig,
     );
-    assert!(drain(&mut s, T0).is_empty());
-    // The limiter (burst 100 in the canonical config) bounds the answers.
+    assert_eq!(drain(&mut s, T0).len(), 1);
+    // The limiter (burst 100 in the canonical config) bounds the answers: 99 tokens left.
     let f = client_frame(remote(), 1300);
     for _ in 0..150 {
         run(&mut s, CLIENT_PORT, &f);
     }
     assert_eq!(
         drain(&mut s, T0).len() as u64 + s.counters().icmp().queue_full,
-        100
+        99
     );
-    assert_eq!(s.counters().icmp().rate_limited, 50);
+    assert_eq!(s.counters().icmp().rate_limited, 51);
 }
 
 #[test]
@@ -2392,4 +2393,156 @@ fn arp_for_the_gateway_is_answered_and_nothing_else() {
     f[21] = 3;
     expect_drop(&mut dp, CLIENT_PORT, &f, DropReason::ArpInvalid);
     assert!(drain(&mut dp, T0).is_empty());
+}
+
+/// The ICMPv4 error in a generated frame: (IPv4 source, destination, type, code, next-hop MTU,
+/// quoted bytes), with both checksums verified.
+fn icmpv4_of(f: &[u8]) -> (std::net::Ipv4Addr, std::net::Ipv4Addr, u8, u8, u16, Vec<u8>) {
+    assert_eq!(&f[12..14], &[0x08, 0x00], "an IPv4 frame");
+    let ip = &f[14..];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(
+        srmig_wire::checksum::data(&ip[..20]),
+        0xffff,
+        "IPv4 checksum"
+    );
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    assert_eq!(total, ip.len());
+    assert!(total <= 576);
+    assert_eq!(ip[9], 1, "ICMP");
+    let m = &ip[20..];
+    assert_eq!(srmig_wire::checksum::data(m), 0xffff, "ICMP checksum");
+    let addr = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    (
+        addr(&ip[12..16]),
+        addr(&ip[16..20]),
+        m[0],
+        m[1],
+        u16::from_be_bytes([m[6], m[7]]),
+        m[8..].to_vec(),
+    )
+}
+
+#[test]
+fn icmpv4_errors_time_exceeded_unreachable_and_fragmentation_needed() {
+    use std::net::Ipv4Addr;
+    let gw = Ipv4Addr::new(10, 0, 0, 1);
+    let up_v4 = Ipv4Addr::new(192, 0, 2, 2);
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[0].ipv4_address = Some(up_v4);
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    let from_client_v4 = |p: &[u8]| eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, p);
+    // TTL 1 from the client VM: Time Exceeded from the gateway, on the client's port.
+    let p = ipv4(CLIENT_V4, Ipv4Addr::new(192, 0, 2, 77), 17, 1, &[0u8; 600]);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &from_client_v4(&p),
+        DropReason::Ipv4TtlExceeded,
+    );
+    let g = drain(&mut dp, T0);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].0, CLIENT_PORT);
+    assert_eq!(&g[0].1[0..12], &[CLIENT_MAC, GATEWAY_MAC].concat()[..]);
+    let (src, dst, ty, code, _, quoted) = icmpv4_of(&g[0].1);
+    assert_eq!((src, dst, ty, code), (gw, CLIENT_V4, 11, 0));
+    assert_eq!(
+        quoted,
+        p[..576 - 28].to_vec(),
+        "as much as fits in 576 bytes"
+    );
+    // Decapsulated at End.DT4 with inner TTL 1: to the inner source through the FIB (up0),
+    // from the uplink's IPv4 address.
+    let outsider_v4 = Ipv4Addr::new(198, 51, 100, 7);
+    let inner = ipv4(outsider_v4, VM1_V4, 17, 1, &[1u8; 8]);
+    let f = uplink_frame(S, &[sid(S, END_DT4)], 0, &inner);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::Ipv4TtlExceeded);
+    let g = drain(&mut dp, T0);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].0, UPLINK);
+    let (src, dst, ty, code, _, quoted) = icmpv4_of(&g[0].1);
+    assert_eq!((src, dst, ty, code), (up_v4, outsider_v4, 11, 0));
+    assert_eq!(quoted, inner);
+    // H.Encaps of a DF packet that no longer fits: fragmentation needed with the MTU the
+    // client must use (the egress MTU minus the 40 + 8 + 32 bytes this node adds).
+    dp.set_port_mtu(UPLINK, Some(1400)).unwrap();
+    let big = ipv4(CLIENT_V4, REMOTE_V4, 17, 64, &[2u8; 1380]);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &from_client_v4(&big),
+        DropReason::PacketTooBig,
+    );
+    let g = drain(&mut dp, T0);
+    assert_eq!(g.len(), 1);
+    let (src, dst, ty, code, mtu, _) = icmpv4_of(&g[0].1);
+    assert_eq!((src, dst, ty, code), (gw, CLIENT_V4, 3, 4));
+    assert_eq!(mtu, 1400 - 40 - 8 - 32);
+    assert_eq!(dp.counters().icmp().packet_too_big_sent, 1);
+    // Without DF: dropped, no error (this node does not fragment).
+    let mut no_df = big.clone();
+    no_df[6] = 0;
+    no_df[10..12].fill(0);
+    let c = !srmig_wire::checksum::data(&no_df[..20]);
+    no_df[10..12].copy_from_slice(&c.to_be_bytes());
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &from_client_v4(&no_df),
+        DropReason::PacketTooBig,
+    );
+    assert!(drain(&mut dp, T0).is_empty());
+    // No route (a VRF without routes): network unreachable, back to the source over the
+    // main table.
+    cfg.ports[0].table = Some(30);
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    let p = ipv4(outsider_v4, Ipv4Addr::new(203, 0, 113, 1), 17, 9, &[0u8; 8]);
+    let f = eth(uplink_mac(S), router_mac(S), 0x0800, &p);
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoRoute);
+    let g = drain(&mut dp, T0);
+    assert_eq!(g.len(), 1);
+    let (src, dst, ty, code, _, quoted) = icmpv4_of(&g[0].1);
+    assert_eq!((src, dst, ty, code), (up_v4, outsider_v4, 3, 0));
+    // Quoted as forwarded: TTL decremented, header checksum updated.
+    let mut want = p.clone();
+    want[8] -= 1;
+    want[10..12].fill(0);
+    let c = !srmig_wire::checksum::data(&want[..20]);
+    want[10..12].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(quoted, want);
+    // Never about an ICMPv4 error, a non-first fragment, or a broadcast destination.
+    let mut err = ipv4(
+        outsider_v4,
+        Ipv4Addr::new(203, 0, 113, 1),
+        1,
+        9,
+        &[11, 0, 0, 0],
+    );
+    let before = dp.counters().icmp().suppressed;
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x0800, &err),
+        DropReason::NoRoute,
+    );
+    err[6] = 0x00;
+    err[7] = 0x10; // fragment offset 16
+    err[9] = 17;
+    err[10..12].fill(0);
+    let c = !srmig_wire::checksum::data(&err[..20]);
+    err[10..12].copy_from_slice(&c.to_be_bytes());
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x0800, &err),
+        DropReason::NoRoute,
+    );
+    assert!(drain(&mut dp, T0).is_empty());
+    assert_eq!(dp.counters().icmp().suppressed, before + 2);
+    // Without an IPv4 address on the way back: nothing is sent (counted as suppressed).
+    cfg.ports[0].ipv4_address = None;
+    let mut dp = Dataplane::new(cfg).unwrap();
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoRoute);
+    assert!(drain(&mut dp, T0).is_empty());
+    assert_eq!(dp.counters().icmp().suppressed, 1);
 }

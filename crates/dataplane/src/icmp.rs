@@ -8,7 +8,7 @@ use crate::batch::PacketBuf;
 use crate::config::IcmpConfig;
 use crate::port::PortId;
 use crate::time::Instant;
-use srmig_wire::{ethernet, icmpv6, ipv6, IpProtocol};
+use srmig_wire::{checksum, ethernet, icmpv6, ipv6, IpProtocol};
 
 /// ICMPv6 Destination Unreachable.
 pub const ICMPV6_DEST_UNREACHABLE: u8 = icmpv6::Message::DST_UNREACHABLE.0;
@@ -101,6 +101,58 @@ pub(crate) fn emit_error(
     icmpv6::emit_error(out, src, dst, icmpv6::Message(ty), code, param, invoking)
 }
 
+/// ICMPv4 Destination Unreachable (RFC 792).
+pub const ICMPV4_DEST_UNREACHABLE: u8 = 3;
+/// Destination Unreachable code 0: network unreachable (no route, RFC 1812 5.2.7.1).
+pub const ICMPV4_NET_UNREACHABLE: u8 = 0;
+/// Destination Unreachable code 4: fragmentation needed and DF set (RFC 1191 4).
+pub const ICMPV4_FRAG_NEEDED: u8 = 4;
+/// ICMPv4 Time Exceeded (RFC 792; code 0: TTL exceeded in transit).
+pub const ICMPV4_TIME_EXCEEDED: u8 = 11;
+/// The longest ICMPv4 error this node sends, invoking packet included (RFC 1812 4.3.2.3:
+/// as much of the original datagram as fits in 576 bytes).
+pub const MAX_ICMPV4_ERROR: usize = 576;
+
+/// Writes an IPv4 packet carrying the ICMPv4 error `ty`/`code` about `invoking` (an IPv4
+/// packet, quoted up to [`MAX_ICMPV4_ERROR`] in all) into `out` and returns its length.
+/// `next_mtu` goes into the low 16 bits of the second word (RFC 1191: fragmentation
+/// needed; 0 otherwise). IPv4 header: TOS 0xc0 (internetwork control), TTL 64, no options.
+pub(crate) fn emit_icmpv4_error(
+    out: &mut [u8],
+    src: u32,
+    dst: u32,
+    ty: u8,
+    code: u8,
+    next_mtu: u16,
+    invoking: &[u8],
+) -> usize {
+    const IP: usize = 20;
+    const ICMP: usize = 8;
+    let quoted = invoking.len().min(MAX_ICMPV4_ERROR - IP - ICMP);
+    let total = IP + ICMP + quoted;
+    let o = &mut out[..total];
+    o[0] = 0x45;
+    o[1] = 0xc0;
+    o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    o[4..8].fill(0);
+    o[8] = 64;
+    o[9] = 1;
+    o[10..12].fill(0);
+    o[12..16].copy_from_slice(&src.to_be_bytes());
+    o[16..20].copy_from_slice(&dst.to_be_bytes());
+    let c = !checksum::data(&o[..IP]);
+    o[10..12].copy_from_slice(&c.to_be_bytes());
+    let m = &mut o[IP..];
+    m[0] = ty;
+    m[1] = code;
+    m[2..6].fill(0);
+    m[6..8].copy_from_slice(&next_mtu.to_be_bytes());
+    m[ICMP..].copy_from_slice(&invoking[..quoted]);
+    let c = !checksum::data(m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    total
+}
+
 /// Writes an IPv6 Neighbor Advertisement for `target` with a Target Link-Layer Address option
 /// (RFC 4861 section 4.4) and returns its length (72 bytes).
 pub(crate) fn emit_na(
@@ -129,6 +181,7 @@ pub(crate) fn emit_na(
 /// Number of generated packets that can wait for `poll_transmit`.
 pub const GEN_QUEUE_SLOTS: usize = 64;
 const GEN_SLOT_SIZE: usize = ethernet::HEADER_LEN + MIN_MTU;
+const _: () = assert!(MAX_ICMPV4_ERROR <= MIN_MTU);
 
 /// A preallocated FIFO of generated frames.
 #[derive(Debug)]
@@ -158,6 +211,18 @@ impl GenQueue {
         src_mac: &[u8],
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> bool {
+        self.push_typed(port, dst_mac, src_mac, ethernet::EtherType::IPV6, fill)
+    }
+
+    /// [`GenQueue::push`] of a packet of another EtherType (IPv4).
+    pub(crate) fn push_typed(
+        &mut self,
+        port: PortId,
+        dst_mac: &[u8],
+        src_mac: &[u8],
+        ethertype: ethernet::EtherType,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
         if self.count == GEN_QUEUE_SLOTS {
             return false;
         }
@@ -165,7 +230,7 @@ impl GenQueue {
         let slot = &mut self.bufs[i * GEN_SLOT_SIZE..(i + 1) * GEN_SLOT_SIZE];
         slot[0..6].copy_from_slice(dst_mac);
         slot[6..12].copy_from_slice(src_mac);
-        slot[12..14].copy_from_slice(&ethernet::EtherType::IPV6.0.to_be_bytes());
+        slot[12..14].copy_from_slice(&ethertype.0.to_be_bytes());
         let n = fill(&mut slot[ethernet::HEADER_LEN..]);
         self.meta[i] = (port, (ethernet::HEADER_LEN + n) as u16);
         self.count += 1;
