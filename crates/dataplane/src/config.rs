@@ -148,9 +148,14 @@ impl From<MacAddr> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// This node's SRv6 locator. Every local SID must be inside it; a destination inside it that
-    /// matches no SID is dropped (`NoSid`) instead of being routed.
+    /// This node's SRv6 locator. Every local SID must be inside it (or inside one of
+    /// `extra_locators`); a destination inside it that matches no SID is dropped (`NoSid`)
+    /// instead of being routed.
     pub locator: Ipv6Net,
+    /// More locators of this node (RFC 8986 3.1: a node may have several), e.g. one per
+    /// service or VPN. Same rules as `locator`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_locators: Vec<Ipv6Net>,
     /// This node's address in the underlay: source of ICMPv6 errors sent to the underlay from
     /// an uplink without an `address` of its own, and of encapsulations made here unless
     /// `encap_source` is set. Local: answered to ping, usable as a segment endpoint.
@@ -339,6 +344,11 @@ pub struct PortConfig {
     /// table instead of the main one (0). Not on VM ports. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
+    /// Addresses answered in neighbor discovery on this port for others (proxy NDP, as
+    /// `ip -6 neigh add proxy ADDR dev PORT`): hosts on the link that believe an address
+    /// on-link (e.g. their /64) reach it through this node. Not local addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_ndp: Vec<Ipv6Addr>,
     /// An IPv4 address of an uplink, answered in ARP with the port's MAC. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4_address: Option<Ipv4Addr>,

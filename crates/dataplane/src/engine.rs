@@ -84,7 +84,10 @@ struct Ctx {
 pub struct Dataplane {
     locator: u128,
     locator_mask: u128,
-    locator_net: Ipv6Net,
+    /// Every locator (`locator`, then `extra_locators`) and, for the packet path, each as
+    /// (network, mask) after the first.
+    locator_nets: Vec<Ipv6Net>,
+    extra_locators: Vec<(u128, u128)>,
     source_address: [u8; 16],
     /// Outer source of encapsulations made here (`encap_source`, else `source_address`).
     encap_source: [u8; 16],
@@ -137,6 +140,24 @@ impl Dataplane {
     pub fn with_hash_seed(cfg: NodeConfig, seed: u64) -> Result<Dataplane, ConfigError> {
         let hasher = AddrHash::new(seed);
         let locator_net = cfg.locator.trunc();
+        let mut locator_nets = vec![locator_net];
+        for (i, l) in cfg.extra_locators.iter().enumerate() {
+            let l = l.trunc();
+            if locator_nets.iter().any(|o| o.contains(&l) || l.contains(o)) {
+                return Err(ConfigError::invalid(
+                    format!("extra_locators[{i}]"),
+                    format!("{l} overlaps another locator"),
+                ));
+            }
+            locator_nets.push(l);
+        }
+        let extra_locators = locator_nets[1..]
+            .iter()
+            .map(|l| {
+                let m = mask_of(l.prefix_len());
+                (u128::from(l.network()) & m, m)
+            })
+            .collect();
         if cfg.source_address.is_multicast() || cfg.source_address.is_unspecified() {
             return Err(ConfigError::invalid(
                 "source_address",
@@ -204,6 +225,7 @@ impl Dataplane {
                 peer_mac: p.peer_mac.map(|m| m.0),
                 address: p.address,
                 ipv4_address: p.ipv4_address.map(u32::from),
+                proxy_ndp: p.proxy_ndp.clone(),
                 table: TableIdx(0),
                 mtu: p.mtu,
                 max_frame: Port::max_frame_for(p.mtu),
@@ -313,7 +335,8 @@ impl Dataplane {
         let mut dp = Dataplane {
             locator: u128::from(locator_net.network()),
             locator_mask: mask_of(locator_net.prefix_len()),
-            locator_net,
+            locator_nets,
+            extra_locators,
             source_address: cfg.source_address.octets(),
             encap_source: encap_source.octets(),
             local_addrs,
@@ -454,7 +477,7 @@ impl Dataplane {
 
     fn resolver(&mut self) -> Resolver<'_> {
         Resolver {
-            locator: self.locator_net,
+            locators: &self.locator_nets,
             ports: &self.ports,
             vms: &self.vms,
             policies: &self.policies,
@@ -476,7 +499,7 @@ impl Dataplane {
     fn install_sid_at(&mut self, path: &str, cfg: &SidConfig) -> Result<SidId, ConfigError> {
         let entry = sid::build(path, cfg, &mut self.resolver())?;
         let id = self.sids.insert(path, entry)?;
-        self.sids_within_locator = self.sids.min_prefix_len() >= self.locator_net.prefix_len();
+        self.sids_within_locator = self.sids.min_prefix_len() >= self.longest_locator();
         if self.counters.sids.len() <= id.index() {
             self.counters
                 .sids
@@ -489,7 +512,7 @@ impl Dataplane {
     /// Removes the SID installed at `sid`; returns its (now free) id.
     pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Option<SidId> {
         let id = self.sids.remove(sid);
-        self.sids_within_locator = self.sids.min_prefix_len() >= self.locator_net.prefix_len();
+        self.sids_within_locator = self.sids.min_prefix_len() >= self.longest_locator();
         id
     }
 
@@ -592,6 +615,15 @@ impl Dataplane {
 
     /// The local SID matching `dst`.
     #[inline]
+    /// The longest locator prefix: a SID prefix at least this long lies inside its locator.
+    fn longest_locator(&self) -> u8 {
+        self.locator_nets
+            .iter()
+            .map(Ipv6Net::prefix_len)
+            .max()
+            .unwrap_or(128)
+    }
+
     fn local_sid(&self, dst: u128) -> Option<SidId> {
         if self.sids_within_locator && !self.in_locator(dst) {
             return None;
@@ -917,6 +949,8 @@ impl Dataplane {
     #[inline]
     fn in_locator(&self, dst: u128) -> bool {
         dst & self.locator_mask == self.locator
+            || (!self.extra_locators.is_empty()
+                && self.extra_locators.iter().any(|&(n, m)| dst & m == n))
     }
 
     fn ipv6_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
@@ -972,6 +1006,15 @@ impl Dataplane {
         }
         if self.local_addrs.contains(&dst) {
             return self.local_v6(ctx, pkt, ip);
+        }
+        if nh == IpProtocol::ICMPV6
+            && pkt.buf.get(ip + ipv6::HEADER_LEN) == Some(&NDP_NEIGHBOR_SOLICIT)
+        {
+            let proxy = &self.ports[ctx.ingress.index()].proxy_ndp;
+            if !proxy.is_empty() && proxy.iter().any(|a| u128::from(*a) == dst) {
+                // A unicast solicitation (NUD) for an address this port answers for.
+                return self.ndp_in(ctx, pkt, ip);
+            }
         }
         if nh.is_ipv6_ext() {
             match walk(&pkt.buf[ip..pkt.end]) {
@@ -2227,7 +2270,9 @@ impl Dataplane {
         let port = &self.ports[ctx.ingress.index()];
         let mac = if ctx.kind == PortKind::Vm && target == self.gateway {
             self.gateway_mac
-        } else if port.address.is_some_and(|a| a.octets() == target) {
+        } else if port.address.is_some_and(|a| a.octets() == target)
+            || port.proxy_ndp.iter().any(|a| a.octets() == target)
+        {
             port.mac
         } else {
             return Verdict::Drop(DropReason::NdpNotForUs);

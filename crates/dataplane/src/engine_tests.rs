@@ -2546,3 +2546,109 @@ fn icmpv4_errors_time_exceeded_unreachable_and_fragmentation_needed() {
     assert!(drain(&mut dp, T0).is_empty());
     assert_eq!(dp.counters().icmp().suppressed, 1);
 }
+
+#[test]
+fn proxy_ndp_answers_for_listed_addresses_only() {
+    let host_addr = a6("cafe::1");
+    let proxied = a6("cafe::2");
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[0].proxy_ndp = vec![proxied];
+    let mut dp = Dataplane::new(cfg).unwrap();
+    let solicit = |target: Ipv6Addr, unicast: bool| {
+        let ns = neighbor_solicitation(host_addr, router_mac(S), target);
+        let mut ns = ns;
+        let dst_mac = if unicast {
+            ns[24..40].copy_from_slice(&target.octets());
+            // The checksum covers the destination: rebuild it.
+            ns[42..44].fill(0);
+            let c = srmig_wire::checksum::combine(&[
+                srmig_wire::checksum::pseudo_header_v6(
+                    &host_addr,
+                    &target,
+                    srmig_wire::IpProtocol::ICMPV6,
+                    (ns.len() - 40) as u32,
+                ),
+                srmig_wire::checksum::data(&ns[40..]),
+            ]);
+            ns[42..44].copy_from_slice(&(!c).to_be_bytes());
+            uplink_mac(S)
+        } else {
+            let mut m = [0x33, 0x33, 0xff, 0, 0, 0];
+            m[3..].copy_from_slice(&target.octets()[13..]);
+            m
+        };
+        eth(dst_mac, router_mac(S), 0x86dd, &ns)
+    };
+    for unicast in [false, true] {
+        let (v, _) = run(&mut dp, UPLINK, &solicit(proxied, unicast));
+        assert_eq!(v, Verdict::Consumed, "unicast {unicast}");
+        let g = drain(&mut dp, T0);
+        assert_eq!(g.len(), 1);
+        let (src, dst, r) = icmp_of(&g[0].1);
+        assert_eq!((src, dst), (proxied, host_addr));
+        match r {
+            IcmpRepr::Ndisc(NdiscRepr::NeighborAdvert {
+                target_addr,
+                lladdr,
+                ..
+            }) => {
+                assert_eq!(target_addr, proxied);
+                assert_eq!(lladdr.map(|a| a.0), Some(uplink_mac(S)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Not listed: not answered.
+    let (v, _) = run(&mut dp, UPLINK, &solicit(a6("cafe::4"), false));
+    assert_eq!(v, Verdict::Drop(DropReason::NdpNotForUs));
+    assert!(drain(&mut dp, T0).is_empty());
+    // An echo request to the proxied address is traffic, not neighbour discovery: routed.
+    let (v, _) = run(
+        &mut dp,
+        UPLINK,
+        &from_router(&echo_request(host_addr, proxied, 1, b"p")),
+    );
+    assert_eq!(v, Verdict::Tx(UPLINK));
+}
+
+#[test]
+fn extra_locators_hold_sids_and_unknown_functions() {
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.extra_locators = vec!["fc00:43:200::/48".parse().unwrap()];
+    cfg.sids.push(SidConfig {
+        table: Some(10),
+        ..SidConfig {
+            sid: a6("fc00:43:200::6006"),
+            behavior: Behavior::EndDt6,
+            flavors: Vec::new(),
+            nexthop: None,
+            port: None,
+            table: None,
+            policy: None,
+            vm: None,
+            mode: None,
+            locator_block_len: None,
+            locator_node_len: None,
+        }
+    });
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    assert!(dp.sid_id(a6("fc00:43:200::6006")).is_some());
+    // An unknown function inside the extra locator: NoSid, not routed.
+    let p = udp6_sized(sid(C, 1), a6("fc00:43:200::99"), 80);
+    expect_drop(&mut dp, UPLINK, &from_router(&p), DropReason::NoSid);
+    // Outside every locator: refused, naming them.
+    let mut bad = cfg.clone();
+    bad.sids.last_mut().unwrap().sid = a6("fc00:44::1");
+    let e = Dataplane::new(bad).unwrap_err().to_string();
+    assert!(
+        e.contains("SID is outside the locators fc00:0:1::/48, fc00:43:200::/48"),
+        "{e}"
+    );
+    // Overlapping locators: refused.
+    let mut bad = cfg;
+    bad.extra_locators = vec!["fc00:0:1:5::/64".parse().unwrap()];
+    assert_eq!(
+        Dataplane::new(bad).unwrap_err().to_string(),
+        "extra_locators[0]: fc00:0:1:5::/64 overlaps another locator"
+    );
+}

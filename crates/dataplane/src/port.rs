@@ -26,6 +26,8 @@ pub(crate) struct Port {
     pub(crate) peer_mac: Option<[u8; 6]>,
     /// Address answered in neighbor discovery on this port.
     pub(crate) address: Option<Ipv6Addr>,
+    /// Proxy NDP targets of this port (`PortConfig::proxy_ndp`).
+    pub(crate) proxy_ndp: Vec<Ipv6Addr>,
     /// IPv4 address answered in ARP on this port (uplinks).
     pub(crate) ipv4_address: Option<u32>,
     /// The table of the port's transit traffic (`PortConfig::table`; the main table 0 by

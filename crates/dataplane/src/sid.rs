@@ -68,7 +68,8 @@ impl SidEntry {
 /// What SID validation needs to resolve names.
 #[derive(Debug)]
 pub(crate) struct Resolver<'a> {
-    pub(crate) locator: Ipv6Net,
+    /// The node's locators (`locator` first, then `extra_locators`).
+    pub(crate) locators: &'a [Ipv6Net],
     pub(crate) ports: &'a [Port],
     pub(crate) vms: &'a VmTable,
     pub(crate) policies: &'a [Policy],
@@ -241,8 +242,17 @@ pub(crate) fn build(
             ))
         }
     };
-    if !r.locator.contains(&cfg.sid) {
-        return Err(err(format!("SID is outside the locator {}", r.locator)));
+    if !r.locators.iter().any(|l| l.contains(&cfg.sid)) {
+        return Err(err(match r.locators {
+            [one] => format!("SID is outside the locator {one}"),
+            all => format!(
+                "SID is outside the locators {}",
+                all.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }));
     }
     let port = |r: &Resolver<'_>| -> Result<Adjacency, ConfigError> {
         let name = cfg.port.as_deref().unwrap_or_default();

@@ -372,6 +372,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 hmac: None,
                 table: None,
                 ipv4_address: None,
+                proxy_ndp: Vec::new(),
             },
             PortConfig {
                 name: "vm1".into(),
@@ -383,6 +384,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 hmac: None,
                 table: None,
                 ipv4_address: None,
+                proxy_ndp: Vec::new(),
             },
             PortConfig {
                 name: "client".into(),
@@ -394,6 +396,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 hmac: None,
                 table: None,
                 ipv4_address: None,
+                proxy_ndp: Vec::new(),
             },
         ],
         routes: vec![
@@ -475,6 +478,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
         hmac_keys: Vec::new(),
         encap_source: None,
         steering: Vec::new(),
+        extra_locators: Vec::new(),
     }
 }
 
