@@ -173,6 +173,10 @@ impl HmacTable {
     /// The HMAC check of a packet received on `ingress` at a local SID (see the module docs).
     /// `packet` starts at the IPv6 header; `srh` is the SRH's offset in it, if it has one
     /// (the extension header walk has checked that the header lies inside the packet).
+    ///
+    /// Per packet this is the mode and, for an SRH, two of its bytes: an SRH without a TLV
+    /// area (the usual one) cannot carry the TLV, so only packets with TLVs take the full check
+    /// ([`HmacTable::check_tlvs`], out of line).
     #[inline]
     pub(crate) fn check(
         &self,
@@ -188,16 +192,30 @@ impl HmacTable {
         if mode == HmacMode::Ignore {
             return Ok(());
         }
-        let missing = || match mode {
-            HmacMode::Require => Err(HmacFailure {
-                reason: DropReason::HmacMissing,
-                pointer: None,
-            }),
-            _ => Ok(()),
-        };
         let Some(o) = srh else {
-            return missing();
+            return missing(mode);
         };
+        // Hdr Ext Len and Last Entry: a TLV area exists iff the header is longer than its
+        // segment list (Srh::tlv_offset < Srh::header_len).
+        let (Some(&hel), Some(&le)) = (
+            packet.get(o + srh::FIELD_HDR_EXT_LEN),
+            packet.get(o + srh::FIELD_LAST_ENTRY),
+        ) else {
+            return missing(mode);
+        };
+        let header_len = (usize::from(hel) + 1) * 8;
+        let tlv_offset = srh::FIXED_LEN + (usize::from(le) + 1) * srh::SEGMENT_LEN;
+        if tlv_offset >= header_len {
+            return missing(mode);
+        }
+        self.check_tlvs(mode, packet, o)
+    }
+
+    /// [`HmacTable::check`] for an SRH at `o` with a TLV area, in a mode other than `Ignore`.
+    #[cold]
+    #[inline(never)]
+    fn check_tlvs(&self, mode: HmacMode, packet: &[u8], o: usize) -> Result<(), HmacFailure> {
+        let missing = || missing(mode);
         // Last Entry beyond the header: no TLV area to look in. SRH processing answers that
         // (RFC 8754 4.3.1.1); a port that requires HMAC drops it here.
         let Some(view) = packet.get(o..).and_then(|b| Srh::new_checked(b).ok()) else {
@@ -253,6 +271,18 @@ impl HmacTable {
         key.fed(&source, &view)
             .verify_slice(tlv.hmac)
             .map_err(|_| fail(DropReason::HmacMismatch, at))
+    }
+}
+
+/// A packet without an HMAC TLV: a failure only where the mode requires one.
+#[inline]
+fn missing(mode: HmacMode) -> Result<(), HmacFailure> {
+    match mode {
+        HmacMode::Require => Err(HmacFailure {
+            reason: DropReason::HmacMissing,
+            pointer: None,
+        }),
+        _ => Ok(()),
     }
 }
 
