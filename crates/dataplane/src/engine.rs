@@ -1308,7 +1308,11 @@ impl Dataplane {
     /// it is dropped with an ICMPv6 Time Exceeded about the inner packet to its source, routed
     /// like a Packet Too Big (IPv4: `Ipv4TtlExceeded` with an ICMPv4 Time Exceeded, routed
     /// the same way, see [`Dataplane::error_to_source_v4`]).
-    #[inline]
+    ///
+    /// Inline, the common IPv6 case only (hop limit above 1, a source that is not multicast,
+    /// link-local or in `::/64`: one 8-byte read and four compares); any other IPv6 packet
+    /// takes `forward_inner_v6_slow`, which decides exactly.
+    #[inline(always)]
     fn forward_inner(
         &mut self,
         now: Instant,
@@ -1326,6 +1330,27 @@ impl Dataplane {
             decrement_ttl(&mut b[inner..inner + ihl]);
             return Ok(());
         }
+        // The high 64 bits of every source `source_error` refuses: multicast (ff00::/8),
+        // link-local (fe80::/10), `::` and `::1` (high half zero).
+        let src_hi = (read_addr(&pkt.buf, inner + v6f::SRC_ADDR.start) >> 64) as u64;
+        let suspect = src_hi >> 56 == 0xff || src_hi >> 54 == 0xfe80 >> 6 || src_hi == 0;
+        let hl = &mut pkt.buf[inner + v6f::HOP_LIMIT];
+        if *hl > 1 && !suspect {
+            *hl -= 1;
+            return Ok(());
+        }
+        self.forward_inner_v6_slow(now, pkt, inner)
+    }
+
+    /// [`Dataplane::forward_inner`] of an IPv6 packet, every case.
+    #[cold]
+    #[inline(never)]
+    fn forward_inner_v6_slow(
+        &mut self,
+        now: Instant,
+        pkt: &mut PacketBuf,
+        inner: usize,
+    ) -> Result<(), DropReason> {
         if let Some(r) = source_error(read_addr(&pkt.buf, inner + v6f::SRC_ADDR.start)) {
             return Err(r);
         }

@@ -102,6 +102,8 @@ pub(crate) struct HmacFailure {
 pub(crate) struct HmacTable {
     keys: Vec<HmacKey>,
     modes: Vec<HmacMode>,
+    /// Whether some port's mode is `Require` (otherwise a packet without TLVs always passes).
+    any_require: bool,
 }
 
 impl HmacTable {
@@ -158,7 +160,12 @@ impl HmacTable {
                 }
             });
         }
-        Ok(HmacTable { keys: out, modes })
+        let any_require = modes.contains(&HmacMode::Require);
+        Ok(HmacTable {
+            keys: out,
+            modes,
+            any_require,
+        })
     }
 
     /// The key with id `id`.
@@ -173,6 +180,11 @@ impl HmacTable {
     /// The HMAC check of a packet received on `ingress` at a local SID (see the module docs).
     /// `packet` starts at the IPv6 header; `srh` is the SRH's offset in it, if it has one
     /// (the extension header walk has checked that the header lies inside the packet).
+    ///
+    /// Per packet this is two bytes of the SRH: an SRH without a TLV area (the usual one)
+    /// cannot carry the TLV, and unless some port requires HMAC nothing else is looked at. The
+    /// port's mode decides the rest; only packets with TLVs take the full check
+    /// ([`HmacTable::check_tlvs`], out of line).
     #[inline]
     pub(crate) fn check(
         &self,
@@ -180,6 +192,10 @@ impl HmacTable {
         packet: &[u8],
         srh: Option<usize>,
     ) -> Result<(), HmacFailure> {
+        let tlvs = srh.map(|o| has_tlv_area(packet, o));
+        if tlvs == Some(false) && !self.any_require {
+            return Ok(());
+        }
         let mode = self
             .modes
             .get(ingress.index())
@@ -188,16 +204,17 @@ impl HmacTable {
         if mode == HmacMode::Ignore {
             return Ok(());
         }
-        let missing = || match mode {
-            HmacMode::Require => Err(HmacFailure {
-                reason: DropReason::HmacMissing,
-                pointer: None,
-            }),
-            _ => Ok(()),
-        };
-        let Some(o) = srh else {
-            return missing();
-        };
+        match (srh, tlvs) {
+            (Some(o), Some(true)) => self.check_tlvs(mode, packet, o),
+            _ => missing(mode),
+        }
+    }
+
+    /// [`HmacTable::check`] for an SRH at `o` with a TLV area, in a mode other than `Ignore`.
+    #[cold]
+    #[inline(never)]
+    fn check_tlvs(&self, mode: HmacMode, packet: &[u8], o: usize) -> Result<(), HmacFailure> {
+        let missing = || missing(mode);
         // Last Entry beyond the header: no TLV area to look in. SRH processing answers that
         // (RFC 8754 4.3.1.1); a port that requires HMAC drops it here.
         let Some(view) = packet.get(o..).and_then(|b| Srh::new_checked(b).ok()) else {
@@ -253,6 +270,31 @@ impl HmacTable {
         key.fed(&source, &view)
             .verify_slice(tlv.hmac)
             .map_err(|_| fail(DropReason::HmacMismatch, at))
+    }
+}
+
+/// Whether the SRH at `packet[o..]` has a TLV area (`Srh::tlv_offset < Srh::header_len`, from
+/// Hdr Ext Len and Last Entry); `false` when those bytes are missing.
+#[inline]
+fn has_tlv_area(packet: &[u8], o: usize) -> bool {
+    let (Some(&hel), Some(&le)) = (
+        packet.get(o + srh::FIELD_HDR_EXT_LEN),
+        packet.get(o + srh::FIELD_LAST_ENTRY),
+    ) else {
+        return false;
+    };
+    srh::FIXED_LEN + (usize::from(le) + 1) * srh::SEGMENT_LEN < (usize::from(hel) + 1) * 8
+}
+
+/// A packet without an HMAC TLV: a failure only where the mode requires one.
+#[inline]
+fn missing(mode: HmacMode) -> Result<(), HmacFailure> {
+    match mode {
+        HmacMode::Require => Err(HmacFailure {
+            reason: DropReason::HmacMissing,
+            pointer: None,
+        }),
+        _ => Ok(()),
     }
 }
 
