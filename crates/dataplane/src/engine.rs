@@ -45,7 +45,7 @@ use crate::config::{
 };
 use crate::counters::{Counters, CountersView, PacketBytes};
 use crate::drop::DropReason;
-use crate::fib::{Adjacency, Fib, TableIdx};
+use crate::fib::{Adjacency, Fib, Lpm, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::hmac::HmacTable;
 use crate::icmp::{
@@ -368,33 +368,14 @@ impl Dataplane {
                 )
             })?;
             let adj = dp.resolver().adjacency(&path, port)?;
-            let t = dp.fib.ensure_table(r.table).ok_or_else(|| {
-                ConfigError::invalid(format!("{path}.table"), "too many FIB tables")
-            })?;
-            let table = dp
-                .fib
-                .table_mut(t)
-                .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "no such table"))?;
-            let prev = match r.prefix {
-                IpNet::V6(p) => table
-                    .v6
-                    .insert(u128::from(p.network()), p.prefix_len(), adj),
-                IpNet::V4(p) => {
-                    table
-                        .v4
-                        .insert(u128::from(u32::from(p.network())), p.prefix_len(), adj)
-                }
-            };
-            if prev.is_some() {
-                return Err(ConfigError::invalid(
-                    format!("{path}.prefix"),
-                    format!(
-                        "duplicate route for {} in table {}",
-                        r.prefix.trunc(),
-                        r.table
-                    ),
-                ));
-            }
+            let table = dp.fib.table_for(&path, r.table)?;
+            insert_prefix(
+                (&mut table.v6, &mut table.v4),
+                r.prefix,
+                adj,
+                &path,
+                format_args!("route for {} in table {}", r.prefix.trunc(), r.table),
+            )?;
         }
         // Policies.
         for (i, p) in cfg.policies.iter().enumerate() {
@@ -444,34 +425,18 @@ impl Dataplane {
                 "H.Insert cannot carry IPv4: use H.Encaps or H.Encaps.Red",
             ));
         }
-        let t = self
-            .fib
-            .ensure_table(r.table)
-            .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "too many FIB tables"))?;
-        let table = self
-            .fib
-            .table_mut(t)
-            .ok_or_else(|| ConfigError::invalid(format!("{path}.table"), "no such table"))?;
-        let prev = match r.prefix {
-            IpNet::V6(n) => table
-                .steer_v6
-                .insert(u128::from(n.network()), n.prefix_len(), p),
-            IpNet::V4(n) => {
-                table
-                    .steer_v4
-                    .insert(u128::from(u32::from(n.network())), n.prefix_len(), p)
-            }
-        };
-        if prev.is_some() {
-            return Err(ConfigError::invalid(
-                format!("{path}.prefix"),
-                format!(
-                    "duplicate steering rule for {} in table {}",
-                    r.prefix.trunc(),
-                    r.table
-                ),
-            ));
-        }
+        let table = self.fib.table_for(path, r.table)?;
+        insert_prefix(
+            (&mut table.steer_v6, &mut table.steer_v4),
+            r.prefix,
+            p,
+            path,
+            format_args!(
+                "steering rule for {} in table {}",
+                r.prefix.trunc(),
+                r.table
+            ),
+        )?;
         Ok(())
     }
 
@@ -2443,17 +2408,8 @@ impl Dataplane {
             return false;
         }
         let dst = read_u32(inv, v4f::SRC_ADDR.start);
-        let vm_port = self
-            .vms
-            .by_v4(dst)
-            .map(|vm| &self.vms.vms[vm.index()])
-            .filter(|v| v.state == VmState::Running)
-            .map(|v| (v.port, v.mac, self.gateway_mac));
-        let Some((port, dst_mac, src_mac)) = vm_port.or_else(|| {
-            self.fib
-                .lookup_v4(TableIdx(0), dst)
-                .map(|a| (a.port, a.dst_mac, a.src_mac))
-        }) else {
+        let Some((port, dst_mac, src_mac)) = self.route_back(IpAddr::from(dst.to_be_bytes()))
+        else {
             self.counters.icmp.no_route += 1;
             return false;
         };
@@ -2465,22 +2421,9 @@ impl Dataplane {
             self.counters.icmp.suppressed += 1;
             return false;
         };
-        if !self.icmp.allow(now) {
-            self.counters.icmp.rate_limited += 1;
-            return false;
-        }
-        if self
-            .gen
-            .push_typed(port, &dst_mac, &src_mac, EtherType::IPV4, |out| {
-                emit_icmpv4_error(out, src, dst, ty, code, mtu, inv)
-            })
-        {
-            self.counters.icmp.errors_sent += 1;
-            true
-        } else {
-            self.counters.icmp.queue_full += 1;
-            false
-        }
+        self.send_error(now, (port, dst_mac, src_mac), EtherType::IPV4, |out| {
+            emit_icmpv4_error(out, src, dst, ty, code, mtu, inv)
+        })
     }
 
     /// Queues the ICMPv6 error `ty`/`code`/`param` about `inv` (an IPv6 packet) for `inv`'s
@@ -2495,17 +2438,8 @@ impl Dataplane {
             return false;
         }
         let dst = read_addr(inv, v6f::SRC_ADDR.start);
-        let vm_port = self
-            .vms
-            .by_v6(dst)
-            .map(|vm| &self.vms.vms[vm.index()])
-            .filter(|v| v.state == VmState::Running)
-            .map(|v| (v.port, v.mac, self.gateway_mac));
-        let Some((port, dst_mac, src_mac)) = vm_port.or_else(|| {
-            self.fib
-                .lookup_v6(TableIdx(0), dst)
-                .map(|a| (a.port, a.dst_mac, a.src_mac))
-        }) else {
+        let Some((port, dst_mac, src_mac)) = self.route_back(IpAddr::from(dst.to_be_bytes()))
+        else {
             self.counters.icmp.no_route += 1;
             return false;
         };
@@ -2513,11 +2447,7 @@ impl Dataplane {
             Some(p) if p.kind == PortKind::Uplink => self.uplink_source(p),
             _ => self.gateway,
         };
-        if !self.icmp.allow(now) {
-            self.counters.icmp.rate_limited += 1;
-            return false;
-        }
-        if self.gen.push(port, &dst_mac, &src_mac, |out| {
+        self.send_error(now, (port, dst_mac, src_mac), EtherType::IPV6, |out| {
             emit_error(
                 out,
                 Ipv6Addr::from(src),
@@ -2527,7 +2457,48 @@ impl Dataplane {
                 param,
                 inv,
             )
-        }) {
+        })
+    }
+
+    /// Where a packet this node originates for `dst` leaves, and its destination and source
+    /// MACs: a local running VM's port (from the gateway MAC), else the main table's route.
+    fn route_back(&self, dst: IpAddr) -> Option<(PortId, [u8; 6], [u8; 6])> {
+        let vm = match dst {
+            IpAddr::V6(a) => self.vms.by_v6(u128::from(a)),
+            IpAddr::V4(a) => self.vms.by_v4(u32::from(a)),
+        };
+        let vm_port = vm
+            .map(|vm| &self.vms.vms[vm.index()])
+            .filter(|v| v.state == VmState::Running)
+            .map(|v| (v.port, v.mac, self.gateway_mac));
+        vm_port.or_else(|| {
+            match dst {
+                IpAddr::V6(a) => self.fib.lookup_v6(TableIdx(0), u128::from(a)),
+                IpAddr::V4(a) => self.fib.lookup_v4(TableIdx(0), u32::from(a)),
+            }
+            .map(|a| (a.port, a.dst_mac, a.src_mac))
+        })
+    }
+
+    /// Queues a generated error (`fill` writes the IP packet) on `via` = (port, destination
+    /// MAC, source MAC) unless the rate limit is reached or the queue is full; counted either
+    /// way. Returns whether it was queued.
+    fn send_error(
+        &mut self,
+        now: Instant,
+        via: (PortId, [u8; 6], [u8; 6]),
+        ethertype: EtherType,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if !self.icmp.allow(now) {
+            self.counters.icmp.rate_limited += 1;
+            return false;
+        }
+        let (port, dst_mac, src_mac) = via;
+        if self
+            .gen
+            .push_typed(port, &dst_mac, &src_mac, ethertype, fill)
+        {
             self.counters.icmp.errors_sent += 1;
             true
         } else {
@@ -2537,7 +2508,7 @@ impl Dataplane {
     }
 
     /// The original packet inside the IPv6 frame `pkt` and the MTU its source must use (see
-    /// [`Dataplane::packet_too_big`]); `None` for IPv4 (no ICMPv4 error yet) or a frame too
+    /// [`Dataplane::packet_too_big`]); `None` for IPv4 ([`Dataplane::too_big_v4`]) or a frame too
     /// short to answer. An H.Insert'ed packet is rebuilt without its SRH in `scratch`.
     fn too_big_target<'a>(
         &self,
@@ -2707,6 +2678,28 @@ fn must_not_answer_v4(inv: &[u8]) -> bool {
             .get(ihl)
             .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12));
     bad_src || bad_dst || frag_offset != 0 || icmp_error
+}
+
+/// Inserts `v` at `prefix` into a table's IPv6 or IPv4 longest-prefix map; a prefix already
+/// there is refused at `{path}.prefix` as a duplicate `what`.
+fn insert_prefix<V: Copy>(
+    (v6, v4): (&mut Lpm<V, 128>, &mut Lpm<V, 32>),
+    prefix: IpNet,
+    v: V,
+    path: &str,
+    what: std::fmt::Arguments<'_>,
+) -> Result<(), ConfigError> {
+    let prev = match prefix {
+        IpNet::V6(n) => v6.insert(u128::from(n.network()), n.prefix_len(), v),
+        IpNet::V4(n) => v4.insert(u128::from(u32::from(n.network())), n.prefix_len(), v),
+    };
+    if prev.is_some() {
+        return Err(ConfigError::invalid(
+            format!("{path}.prefix"),
+            format!("duplicate {what}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Hop limit of echo replies (Linux's default for the node's own packets).

@@ -2615,22 +2615,15 @@ fn proxy_ndp_answers_for_listed_addresses_only() {
 fn extra_locators_hold_sids_and_unknown_functions() {
     let mut cfg = host_config(S, VmState::Running);
     cfg.extra_locators = vec!["fc00:43:200::/48".parse().unwrap()];
-    cfg.sids.push(SidConfig {
-        table: Some(10),
-        ..SidConfig {
-            sid: a6("fc00:43:200::6006"),
-            behavior: Behavior::EndDt6,
-            flavors: Vec::new(),
-            nexthop: None,
-            port: None,
-            table: None,
-            policy: None,
-            vm: None,
-            mode: None,
-            locator_block_len: None,
-            locator_node_len: None,
-        }
-    });
+    // An End.DT6 like the canonical one, at a SID of the extra locator.
+    let mut dt6 = cfg
+        .sids
+        .iter()
+        .find(|s| s.behavior == Behavior::EndDt6)
+        .unwrap()
+        .clone();
+    dt6.sid = a6("fc00:43:200::6006");
+    cfg.sids.push(dt6);
     let mut dp = Dataplane::new(cfg.clone()).unwrap();
     assert!(dp.sid_id(a6("fc00:43:200::6006")).is_some());
     // An unknown function inside the extra locator: NoSid, not routed.

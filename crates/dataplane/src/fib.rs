@@ -207,8 +207,17 @@ impl Fib {
         Some(TableIdx(idx))
     }
 
-    pub(crate) fn table_mut(&mut self, t: TableIdx) -> Option<&mut FibTable> {
-        self.tables.get_mut(t.0 as usize)
+    /// The table with id `id`, created empty if missing; an error at `{path}.table` when no
+    /// more tables can be made.
+    pub(crate) fn table_for(
+        &mut self,
+        path: &str,
+        id: u32,
+    ) -> Result<&mut FibTable, crate::config::ConfigError> {
+        let t = self.ensure_table(id).ok_or_else(|| {
+            crate::config::ConfigError::invalid(format!("{path}.table"), "too many FIB tables")
+        })?;
+        Ok(&mut self.tables[t.0 as usize])
     }
 
     #[inline]
