@@ -310,7 +310,7 @@ mod tests {
             dst_mac: [1; 6],
             src_mac: [2; 6],
         };
-        f.table_mut(t).unwrap().v4.insert(
+        f.table_for("routes[0]", 7).unwrap().v4.insert(
             u128::from(u32::from(Ipv4Addr::new(10, 1, 0, 0))),
             16,
             adj,
