@@ -27,8 +27,10 @@ grep -q "vm1 received 10 of 10 packets (4 at S before the pause, 6 at D), lost 0
 if [ "$(id -u)" = 0 ]; then
     step "kernel interop: what srmig emits is accepted by Linux seg6local and tshark"
     bash interop/emit-check.sh
+    step "the kernel's own SRv6 selftests with srmigd as one of their routers"
+    bash interop/kernel-selftests/run.sh
 else
-    echo "SKIPPED: interop/emit-check.sh needs root" >&2
+    echo "SKIPPED: interop/emit-check.sh and interop/kernel-selftests/run.sh need root" >&2
     if [ -n "${CI:-}" ]; then echo "CI is set: a skipped root test is a failure" >&2; exit 1; fi
 fi
 

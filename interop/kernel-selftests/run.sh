@@ -13,12 +13,15 @@
 # with the reason and must fail (so the list stays true); any other failure fails the run.
 #
 # Tests and status (see docs/conformance.md, "Kernel selftests"):
+#   srv6_end_flavors_test.sh      srmigd as rt-4 (End, End with PSP at SL 2, transit routes);
+#                                 on a kernel without dummy devices the Linux routers get a veth
+#                                 of the dummy's name (see end_flavors.sh)
 #   srv6_end_dt6_l3vpn_test.sh    srmigd as rt-1 (End.DT6 into VRF tables, H.Encaps steering
 #                                 per VRF, proxy NDP, the VRF gateway address). The Linux
-#                                 routers of every L3VPN test need VRF devices: on a kernel
-#                                 without CONFIG_NET_VRF (this project's CI machines) the
-#                                 script says so and exits 2; it has not run to the end yet.
-#   the others                    not yet: see NOT_YET below
+#                                 routers need VRF devices: on a kernel without CONFIG_NET_VRF
+#                                 (this project's CI machines) it is reported as "cannot run
+#                                 here" and has not run to the end yet
+#   the others                    see NOT_YET and NOT_APPLICABLE_TESTS below
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "${here}/../.." && pwd)
@@ -56,38 +59,54 @@ if [ -z "${KSELFTESTS_DIR:-}" ]; then
 	fi
 fi
 
-# The L3VPN tests' Linux routers need VRF devices.
-modprobe vrf 2>/dev/null || true
-if [ ! -e /proc/sys/net/vrf/strict_mode ]; then
-	echo "cannot run: this kernel has no VRF devices (CONFIG_NET_VRF), which the Linux routers of the L3VPN selftests need" >&2
-	exit 2
-fi
-
-# test script -> override | checks that cannot apply (TEST line text) and why
+# test script -> override, srmigd's router, what the kernel must have for the Linux nodes,
+# and the checks that cannot apply ('|'-separated TEST line texts) with the reason.
 declare -A OVERRIDE=(
+	[srv6_end_flavors_test.sh]=end_flavors.sh
 	[srv6_end_dt6_l3vpn_test.sh]=dt6_l3vpn.sh
 )
+declare -A ROUTER=(
+	[srv6_end_flavors_test.sh]=4
+	[srv6_end_dt6_l3vpn_test.sh]=1
+)
+declare -A NEEDS_VRF=(
+	[srv6_end_dt6_l3vpn_test.sh]=1
+)
 declare -A NOT_APPLICABLE=(
+	[srv6_end_flavors_test.sh]="Routers connectivity: rt-4 -> rt-1|Routers connectivity: rt-4 -> rt-2|Routers connectivity: rt-4 -> rt-3"
 	[srv6_end_dt6_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
 )
-declare -A NOT_APPLICABLE_WHY=(
-	[srv6_end_dt6_l3vpn_test.sh]="rt-1's ping runs in rt-1's own kernel stack, which srmigd keeps off its ports (no address there); srmigd answers rt-2's ping"
-)
-NOT_YET="srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh srv6_end_flavors_test.sh srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh srv6_hl2encap_red_l2vpn_test.sh srv6_end_dx4_netfilter_test.sh srv6_end_dx6_netfilter_test.sh"
+WHY_NOT_APPLICABLE="the ping runs in the replaced router's own kernel stack, which srmigd keeps off its ports (no address there); srmigd answers the other routers' pings"
+NOT_YET="srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh"
+NOT_APPLICABLE_TESTS="srv6_end_dx4_netfilter_test.sh srv6_end_dx6_netfilter_test.sh (the kernel's netfilter hooks on seg6local) srv6_hl2encap_red_l2vpn_test.sh (L2 behaviors)"
+
+modprobe vrf 2>/dev/null || true
+have_vrf=0
+[ -e /proc/sys/net/vrf/strict_mode ] && have_vrf=1
 
 failed=0
-for test in "${!OVERRIDE[@]}"; do
+cannot=()
+for test in srv6_end_flavors_test.sh srv6_end_dt6_l3vpn_test.sh; do
+	if [ -n "${NEEDS_VRF[$test]:-}" ] && [ "${have_vrf}" = 0 ]; then
+		cannot+=("${test} (the Linux routers need VRF devices; this kernel has no CONFIG_NET_VRF)")
+		continue
+	fi
 	work=$(mktemp -d /tmp/srmig-kselftest.XXXXXX)
 	cp "${KSELFTESTS_DIR}/${test}" "${KSELFTESTS_DIR}/lib.sh" "${work}/"
-	# The override goes in right before the test's own `setup` call.
-	if ! grep -qx 'setup' "${work}/${test}"; then
-		echo "${test}: no 'setup' line to hook (a different kernel version?)" >&2
-		exit 1
-	fi
-	sed -i "s|^setup\$|. \"${here}/${OVERRIDE[$test]}\"; setup|" "${work}/${test}"
-	echo "=== ${test} (srmigd as rt-1) ==="
+	# The override goes in after the test's functions, before its main part (the root check).
+	python3 - "${work}/${test}" "${here}/${OVERRIDE[$test]}" <<'PY'
+import re, sys
+path, override = sys.argv[1], sys.argv[2]
+text = open(path).read()
+m = re.search(r'^if \[ "\$\(id -u\)" -ne 0 \];\s*then', text, re.M)
+if not m:
+    sys.exit(f"{path}: no root check to hook the override before (another kernel version?)")
+open(path, "w").write(text[:m.start()] + f'. "{override}"\n' + text[m.start():])
+PY
+	echo "=== ${test} (srmigd as rt-${ROUTER[$test]}) ==="
 	set +e
-	(cd "${work}" && SRMIGD="${SRMIGD}" SRMIG_WORK="${work}" bash "./${test}") >"${work}/out" 2>&1
+	(cd "${work}" && SRMIGD="${SRMIGD}" SRMIG_WORK="${work}" SRMIG_RT="${ROUTER[$test]}" \
+		bash "./${test}") >"${work}/out" 2>&1
 	status=$?
 	set -e
 	# srmigd never outlives its test, even if the test died.
@@ -95,23 +114,30 @@ for test in "${!OVERRIDE[@]}"; do
 		kill "$(cat "${work}/srmigd.pid")" || true
 	fi
 	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|SKIP' "${work}/out" | sed 's/^ *//' || true
+	na=()
+	IFS='|' read -r -a na <<<"${NOT_APPLICABLE[$test]:-}"
+	na_args=()
+	for line in "${na[@]}"; do na_args+=(-e "${line}"); done
+	[ ${#na_args[@]} -gt 0 ] || na_args=(-e '@@none@@')
 	ok=$(grep -c '\[ OK \]' "${work}/out" || true)
-	unexpected=$(grep '\[FAIL\]' "${work}/out" | grep -vF "${NOT_APPLICABLE[$test]:-@@none@@}" || true)
-	expected_fail=$(grep '\[FAIL\]' "${work}/out" | grep -cF "${NOT_APPLICABLE[$test]:-@@none@@}" || true)
-	if [ -n "${unexpected}" ] || [ "${ok}" = 0 ]; then
+	unexpected=$(grep '\[FAIL\]' "${work}/out" | grep -vF "${na_args[@]}" || true)
+	expected_fail=$(grep '\[FAIL\]' "${work}/out" | grep -cF "${na_args[@]}" || true)
+	if [ -n "${unexpected}" ] || [ "${ok}" = 0 ] || grep -q '^SKIP' "${work}/out"; then
 		echo "${test}: FAILED (exit ${status}); output and srmigd's log in ${work}" >&2
 		tail -n 30 "${work}/out" >&2
 		[ -f "${work}/srmigd.log" ] && tail -n 20 "${work}/srmigd.log" >&2
 		failed=1
 		continue
 	fi
-	if [ -n "${NOT_APPLICABLE[$test]:-}" ] && [ "${expected_fail}" = 0 ]; then
-		echo "${test}: '${NOT_APPLICABLE[$test]}' passed although listed as not applicable: update run.sh" >&2
+	if [ "${expected_fail}" != "${#na[@]}" ]; then
+		echo "${test}: ${expected_fail} of the ${#na[@]} checks listed as not applicable failed: update run.sh" >&2
 		failed=1
 		continue
 	fi
-	echo "${test}: ${ok} checks passed with srmigd as rt-1; not applicable: '${NOT_APPLICABLE[$test]:-none}' (${NOT_APPLICABLE_WHY[$test]:-})"
+	echo "${test}: ${ok} checks passed with srmigd as rt-${ROUTER[$test]}; not applicable (${WHY_NOT_APPLICABLE}): ${NOT_APPLICABLE[$test]:-none}"
 	rm -rf "${work}"
 done
+for c in "${cannot[@]}"; do echo "cannot run here: ${c}"; done
+echo "not applicable: ${NOT_APPLICABLE_TESTS}"
 echo "not run yet (need srmigd features or a harness of their own): ${NOT_YET}"
 exit "${failed}"

@@ -1,0 +1,202 @@
+# Sourced by run.sh into the kernel's srv6_end_flavors_test.sh, before its main part: router
+# rt-4 becomes srmigd, rt-1, rt-2, rt-3 and both hosts stay Linux. The test's checks are
+# unchanged.
+#
+# rt-4 is on the path of the hs-1 -> hs-2 policy (fcff:3::e, fcff:4::ef1, fcff:2::ef1,
+# cafe::2): its End with PSP at SL 2 must act as plain End. The mapping, kernel -> srmigd:
+#   veth-rt-4-N with fcf0:0:p:q::4/64   -> port veth-rt-4-N (uplink), that address
+#   route fcff:N::/32 via rt-N (localsid table)
+#                                       -> route fcff:N::/32 -> veth-rt-4-N, and the link's /64
+#   seg6local End / End flavors psp on fcff:4::e / fcff:4::ef1
+#                                       -> SIDs End / End with flavor PSP, locator fcff:4::/32
+#   rule to fcff::/16 lookup 90, unreachable default, the dummy device
+#                                       -> nothing (srmigd has no default route; SIDs are its own)
+#
+# The Linux routers anchor their seg6local routes on a dummy device. A kernel built without
+# CONFIG_DUMMY (this project's machines) gets a veth of the same name instead (its peer, up, in
+# the same namespace): `ip ... type dummy` is rewritten to that, nothing else changes.
+
+: "${SRMIG_RT:=4}"
+: "${SRMIGD:?SRMIGD must name the srmigd binary}"
+: "${SRMIG_WORK:?SRMIG_WORK must name a work directory}"
+
+SRMIG_PORTS=()   # name|address|peer_rt
+SRMIG_ROUTES=()  # prefix|port
+SRMIG_SIDS=()    # sid|flavors
+SRMIG_PID=""
+
+if ! ip link add srmig-dumtest type dummy 2>/dev/null; then
+	SRMIG_REAL_IP=$(command -v ip)
+	export SRMIG_REAL_IP
+	export PATH="$(dirname "${BASH_SOURCE[0]}")/bin-nodummy:${PATH}"
+else
+	ip link del srmig-dumtest
+fi
+
+eval "kernel_setup_rt_networking() $(declare -f setup_rt_networking | tail -n +2)"
+eval "kernel_setup_rt_local_sids() $(declare -f setup_rt_local_sids | tail -n +2)"
+eval "kernel_setup() $(declare -f setup | tail -n +2)"
+eval "kernel_cleanup() $(declare -f cleanup | tail -n +2)"
+
+srmig_rt_ns()
+{
+	get_rtname "${SRMIG_RT}"
+}
+
+setup_rt_networking()
+{
+	local rt="$1"
+	local rt_neighs="$2"
+	if [ "${rt}" != "${SRMIG_RT}" ]; then
+		kernel_setup_rt_networking "$@"
+		return
+	fi
+	local nsname neigh devname net_prefix
+	nsname="$(get_rtname "${rt}")"
+	for neigh in ${rt_neighs}; do
+		devname="veth-rt-${rt}-${neigh}"
+		net_prefix="$(get_network_prefix "${rt}" "${neigh}")"
+		# srmigd's port: the kernel stays off it.
+		ip netns exec "${nsname}" sysctl -wq "net.ipv6.conf.${devname}.disable_ipv6=1"
+		ip -netns "${nsname}" link set "${devname}" up
+		SRMIG_PORTS+=("${devname}|${net_prefix}::${rt}|${neigh}")
+		SRMIG_ROUTES+=("${net_prefix}::/64|${devname}")
+	done
+	ip -netns "${nsname}" link set lo up
+}
+
+setup_rt_local_sids()
+{
+	local rt="$1"
+	local rt_neighs="$2"
+	if [ "${rt}" != "${SRMIG_RT}" ]; then
+		kernel_setup_rt_local_sids "$@"
+		return
+	fi
+	local neigh
+	for neigh in ${rt_neighs}; do
+		SRMIG_ROUTES+=("${LOCATOR_SERVICE}:${neigh}::/32|veth-rt-${rt}-${neigh}")
+	done
+	SRMIG_SIDS+=("${LOCATOR_SERVICE}:${rt}::${END_FUNC}|")
+}
+
+# The kernel's __setup_rt_policy, with the SIDs at srmigd's router recorded for srmigd
+# instead of added as seg6local routes there.
+__setup_rt_policy()
+{
+	local dst="$1"
+	local encap_rt="$2"
+	local policy_rts="$3"
+	local behavior_cfg
+	local in_nsname
+	local rt_nsname
+	local policy=''
+	local function
+	local fullsid
+	local op_type
+	local node
+	local n
+
+	in_nsname="$(get_rtname "${encap_rt}")"
+
+	for n in ${policy_rts}; do
+		node="$(__get_srv6_rtcfg_id "${n}")"
+		op_type="$(__get_srv6_rtcfg_op "${n}")"
+		rt_nsname="$(get_rtname "${node}")"
+
+		case "${op_type}" in
+		"noflv")
+			policy="${policy}${LOCATOR_SERVICE}:${node}::${END_FUNC},"
+			function="${END_FUNC}"
+			behavior_cfg="End"
+			;;
+		"psp")
+			policy="${policy}${LOCATOR_SERVICE}:${node}::${END_PSP_FUNC},"
+			function="${END_PSP_FUNC}"
+			behavior_cfg="End flavors psp"
+			;;
+		*)
+			break
+			;;
+		esac
+
+		fullsid="${LOCATOR_SERVICE}:${node}::${function}"
+
+		if [ "${node}" = "${SRMIG_RT}" ]; then
+			# End is among srmigd's local SIDs already; End with PSP is added once.
+			if [ "${op_type}" = "psp" ] &&
+			    [[ " ${SRMIG_SIDS[*]} " != *" ${fullsid}|PSP "* ]]; then
+				SRMIG_SIDS+=("${fullsid}|PSP")
+			fi
+			continue
+		fi
+
+		if ! ip -netns "${rt_nsname}" -6 route get "${fullsid}" \
+			&>/dev/null; then
+			ip -netns "${rt_nsname}" -6 route \
+				add "${fullsid}" \
+				table "${LOCALSID_TABLE_ID}" \
+				encap seg6local action ${behavior_cfg} \
+				dev "${DUMMY_DEVNAME}"
+		fi
+	done
+
+	policy="${policy%,}"
+
+	ip -netns "${in_nsname}" -6 route \
+		add "${IPv6_HS_NETWORK}::${dst}" \
+		encap seg6 mode inline segs "${policy}" \
+		dev "${DUMMY_DEVNAME}"
+
+	ip -netns "${in_nsname}" -6 neigh \
+		add proxy "${IPv6_HS_NETWORK}::${dst}" \
+		dev "${RT2HS_DEVNAME}"
+}
+
+setup()
+{
+	kernel_setup "$@"
+	srmig_start
+}
+
+cleanup()
+{
+	srmig_stop
+	kernel_cleanup "$@"
+}
+
+srmig_node_toml()
+{
+	local first=${SRMIG_PORTS[0]} rest name address peer prefix port sid flavors
+	cat <<EOF
+# Generated by interop/kernel-selftests for rt-${SRMIG_RT} of $(basename "$0").
+locator = "${LOCATOR_SERVICE}:${SRMIG_RT}::/32"
+source_address = "$(echo "${first}" | cut -d'|' -f2)"
+infrastructure_prefixes = ["${IPv6_RT_NETWORK}::/16", "${LOCATOR_SERVICE}::/16", "${IPv6_HS_NETWORK}::/64"]
+gateway = { address = "fe80::1", mac = "02:00:00:00:00:01" }
+EOF
+	for rest in "${SRMIG_PORTS[@]}"; do
+		IFS='|' read -r name address peer <<<"${rest}"
+		cat <<EOF
+
+[[ports]]
+name = "${name}"
+kind = "uplink"
+mac = "$(srmig_mac "$(srmig_rt_ns)" "${name}")"
+peer_mac = "$(srmig_mac "$(get_rtname "${peer}")" "veth-rt-${peer}-${SRMIG_RT}")"
+address = "${address}"
+EOF
+	done
+	for rest in "${SRMIG_ROUTES[@]}"; do
+		IFS='|' read -r prefix port <<<"${rest}"
+		printf '\n[[routes]]\nprefix = "%s"\nport = "%s"\n' "${prefix}" "${port}"
+	done
+	for rest in "${SRMIG_SIDS[@]}"; do
+		IFS='|' read -r sid flavors <<<"${rest}"
+		printf '\n[[sids]]\nsid = "%s"\nbehavior = "End"\n' "${sid}"
+		[ -n "${flavors}" ] && printf 'flavors = ["%s"]\n' "${flavors}"
+	done
+	return 0
+}
+
+. "$(dirname "${BASH_SOURCE[0]}")/srmigd-router.sh"
