@@ -2124,6 +2124,13 @@ impl Dataplane {
                 _ => return Verdict::Drop(DropReason::VmSourceSpoofed),
             }
         }
+        let local = match ctx.kind {
+            PortKind::Vm => self.gateway_v4,
+            PortKind::Uplink => self.ports[ctx.ingress.index()].ipv4_address,
+        };
+        if local == Some(dst) {
+            return self.local_v4(ctx, pkt, ip, ihl);
+        }
         // TTL (RFC 791 / RFC 1812 5.3.1): Time Exceeded to the source.
         let ttl = pkt.buf[ip + v4f::TTL];
         if ttl <= 1 {
@@ -2150,6 +2157,62 @@ impl Dataplane {
             return self.apply_policy(ctx, pkt, ip, p, false, false);
         }
         self.fib_v4(ctx.now, pkt, ip, table)
+    }
+
+    /// An IPv4 packet for this node's address on the ingress port (the gateway's
+    /// `ipv4_address` on a VM port, the uplink's `ipv4_address`): an ICMP echo request is
+    /// answered in place, back to the neighbour that sent it (RFC 792; identifier, sequence
+    /// and data kept, TTL 64, options kept as received); a request with a wrong checksum is
+    /// `IcmpBadChecksum`; everything else (other ICMP, UDP, TCP, fragments) is
+    /// `LocalNotServed` (VM ports: `DestinedToGateway`, as for IPv6).
+    #[cold]
+    fn local_v4(&mut self, ctx: &Ctx, pkt: &mut PacketBuf, ip: usize, ihl: usize) -> Verdict {
+        let not_served = if ctx.kind == PortKind::Vm {
+            DropReason::DestinedToGateway
+        } else {
+            DropReason::LocalNotServed
+        };
+        let b = &pkt.buf;
+        let fragment = read_u16(b, ip + v4f::FLAGS_FRAG.start) & 0x3fff != 0;
+        let msg = ip + ihl;
+        if fragment
+            || b[ip + v4f::PROTOCOL] != 1
+            || pkt.end < msg + 8
+            || b[msg] != 8
+            || b[msg + 1] != 0
+        {
+            return Verdict::Drop(not_served);
+        }
+        if checksum::data(&b[msg..pkt.end]) != 0xffff {
+            return Verdict::Drop(DropReason::IcmpBadChecksum);
+        }
+        let b = &mut pkt.buf;
+        // Swap the addresses, TTL 64, header checksum anew.
+        let (src, dst) = (
+            read_u32(b, ip + v4f::SRC_ADDR.start),
+            read_u32(b, ip + v4f::DST_ADDR.start),
+        );
+        b[ip + v4f::SRC_ADDR.start..ip + v4f::SRC_ADDR.end].copy_from_slice(&dst.to_be_bytes());
+        b[ip + v4f::DST_ADDR.start..ip + v4f::DST_ADDR.end].copy_from_slice(&src.to_be_bytes());
+        b[ip + v4f::TTL] = ECHO_REPLY_HOP_LIMIT;
+        b[ip + v4f::CHECKSUM.start..ip + v4f::CHECKSUM.end].fill(0);
+        let c = !checksum::data(&b[ip..ip + ihl]);
+        write_u16(b, ip + v4f::CHECKSUM.start, c);
+        // Echo reply (type 0), ICMP checksum anew.
+        b[msg] = 0;
+        b[msg + 2..msg + 4].fill(0);
+        let c = !checksum::data(&b[msg..pkt.end]);
+        write_u16(b, msg + 2, c);
+        let mac = if ctx.kind == PortKind::Vm {
+            self.gateway_mac
+        } else {
+            self.ports[ctx.ingress.index()].mac
+        };
+        let eth = pkt.start;
+        pkt.buf[eth..eth + 6].copy_from_slice(&ctx.src_mac);
+        pkt.buf[eth + 6..eth + 12].copy_from_slice(&mac);
+        self.counters.icmp.echo_replies += 1;
+        Verdict::Tx(ctx.ingress)
     }
 
     // ----------------------------------------------------------------------------------------

@@ -2645,3 +2645,69 @@ fn extra_locators_hold_sids_and_unknown_functions() {
         "extra_locators[0]: fc00:0:1:5::/64 overlaps another locator"
     );
 }
+
+#[test]
+fn icmpv4_echo_to_the_gateway_and_an_uplink_address_is_answered() {
+    use std::net::Ipv4Addr;
+    let gw = Ipv4Addr::new(10, 0, 0, 1);
+    let up_v4 = Ipv4Addr::new(192, 0, 2, 2);
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[0].ipv4_address = Some(up_v4);
+    let mut dp = Dataplane::new(cfg).unwrap();
+    let echo = |src: Ipv4Addr, dst: Ipv4Addr, ty: u8| {
+        let mut m = vec![ty, 0, 0, 0, 0x12, 0x34, 0, 7, b'p', b'i', b'n', b'g'];
+        let c = !srmig_wire::checksum::data(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        ipv4(src, dst, 1, 64, &m)
+    };
+    for (port, from_mac, src, dst, our_mac) in [
+        (CLIENT_PORT, CLIENT_MAC, CLIENT_V4, gw, GATEWAY_MAC),
+        (
+            UPLINK,
+            router_mac(S),
+            Ipv4Addr::new(192, 0, 2, 1),
+            up_v4,
+            uplink_mac(S),
+        ),
+    ] {
+        let req = echo(src, dst, 8);
+        let (v, out) = run(&mut dp, port, &eth(our_mac, from_mac, 0x0800, &req));
+        assert_eq!(v, Verdict::Tx(port));
+        assert_eq!(&out[0..12], &[from_mac, our_mac].concat()[..]);
+        let ip = &out[14..];
+        assert_eq!(srmig_wire::checksum::data(&ip[..20]), 0xffff);
+        assert_eq!(
+            (&ip[12..16], &ip[16..20]),
+            (&dst.octets()[..], &src.octets()[..])
+        );
+        assert_eq!(ip[8], 64);
+        assert_eq!(ip[20], 0, "echo reply");
+        assert_eq!(srmig_wire::checksum::data(&ip[20..]), 0xffff);
+        assert_eq!(&ip[24..], &req[24..], "identifier, sequence and data");
+    }
+    assert_eq!(dp.counters().icmp().echo_replies, 2);
+    // Not an echo request: not served; a bad checksum: refused.
+    let udp = ipv4(CLIENT_V4, gw, 17, 64, &[0u8; 8]);
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &udp),
+        DropReason::DestinedToGateway,
+    );
+    let mut bad = echo(CLIENT_V4, gw, 8);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    expect_drop(
+        &mut dp,
+        CLIENT_PORT,
+        &eth(GATEWAY_MAC, CLIENT_MAC, 0x0800, &bad),
+        DropReason::IcmpBadChecksum,
+    );
+    let reply = echo(Ipv4Addr::new(192, 0, 2, 1), up_v4, 0);
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &eth(uplink_mac(S), router_mac(S), 0x0800, &reply),
+        DropReason::LocalNotServed,
+    );
+}

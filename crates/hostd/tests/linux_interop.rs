@@ -265,11 +265,17 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     }
     eprintln!("(b) srmigd H.Encaps -> Linux End.DX6: {N}/{N} datagrams delivered to the peer");
 
-    // The VM's kernel resolves its IPv4 gateway by ARP: srmigd answers with the anycast
-    // gateway MAC (the ping itself is not answered: no ICMPv4 echo at the gateway).
+    // The VM's kernel resolves its IPv4 gateway by ARP (srmigd answers with the anycast
+    // gateway MAC) and pings it (srmigd answers the echo).
     vm.ip(&["-4", "addr", "add", "10.0.0.10/24", "dev", "eth0"])
         .expect("VM IPv4 address");
-    let _ = vm.exec("ping", &["-4", "-c", "1", "-W", "1", "10.0.0.1"]);
+    let out = vm
+        .exec(
+            "ping",
+            &["-4", "-c", "2", "-i", "0.1", "-W", "2", "10.0.0.1"],
+        )
+        .unwrap_or_else(|e| panic!("ping VM -> IPv4 gateway: {e}\n{}", d.logs()));
+    assert!(out.contains(" 0% packet loss"), "{out}");
     let neigh = vm
         .ip(&["-4", "neigh", "show", "10.0.0.1", "dev", "eth0"])
         .expect("ip neigh");
@@ -280,7 +286,7 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     );
     assert!(d.status().icmp.arp_answered >= 1);
     eprintln!(
-        "VM resolved its IPv4 gateway 10.0.0.1 by ARP: {}",
+        "VM resolved its IPv4 gateway 10.0.0.1 by ARP ({}) and pinged it",
         neigh.trim()
     );
 
