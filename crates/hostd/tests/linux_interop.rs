@@ -15,6 +15,11 @@
 //!   policy `to-linux` (H.Encaps, segments `[fc00:0:9::d6]`), and lx has
 //!   `fc00:0:9::d6 encap seg6local action End.DX6 nh6 2001:db8:b::1`. srmigd has no route to
 //!   the peer's prefix, so nothing reaches the peer unless Linux decapsulated srmigd's packet.
+//! - dual stack: the VM (also 10.0.0.10) resolves its IPv4 gateway 10.0.0.1 by ARP and pings
+//!   it; (c) lx encapsulates IPv4 (`10.0.0.10/32 encap seg6 mode encap segs fc00:0:1::d4`)
+//!   toward srmigd's End.DT4; (d) srmigd maps `10.1.0.0/24` to `to-linux-v4` (H.Encaps,
+//!   `[fc00:0:9::d4]`) and lx's `End.DX4 nh4 10.1.0.1` delivers to the peer (10.1.0.1).
+//! - Linux pings srmigd's uplink address (one of srmigd's own addresses).
 //! - both at once: ping peer -> VM (requests over (a), replies over (b)).
 //!
 //! Every direction asserts on the datagrams received, in order, and on the counters of both
@@ -39,6 +44,13 @@ const PEER: &str = "2001:db8:b::1";
 const SRMIGD_DT6: &str = "fc00:0:1::d6";
 /// Linux's End.DX6 SID (srmigd encapsulates towards it).
 const LINUX_DX6: &str = "fc00:0:9::d6";
+/// srmigd's End.DT4 SID (IPv4 to the VM).
+const SRMIGD_DT4: &str = "fc00:0:1::d4";
+/// Linux's End.DX4 SID toward the peer's IPv4 address.
+const LINUX_DX4: &str = "fc00:0:9::d4";
+/// The VM's and the peer's IPv4 addresses (dual stack).
+const VM_V4: &str = "10.0.0.10";
+const PEER_V4: &str = "10.1.0.1";
 /// srmigd's uplink address (Linux's next hop for srmigd's locator), as `uplink_toml(1)` has it.
 const SRMIGD_UPLINK: &str = "2001:db8:ff:1::2";
 /// Linux's address on the link to srmigd (its encapsulations' source).
@@ -77,6 +89,19 @@ segments = ["{LINUX_DX6}"]
 [[mappings]]
 vm_address = "2001:db8:b::/64"
 policy = "to-linux"
+
+[[sids]]
+sid = "{SRMIGD_DT4}"
+behavior = "End.DT4"
+
+[[policies]]
+name = "to-linux-v4"
+headend = "H.Encaps"
+segments = ["{LINUX_DX4}"]
+
+[[mappings]]
+vm_address = "10.1.0.0/24"
+policy = "to-linux-v4"
 "#
     );
     // Dual stack: the gateway answers ARP for 10.0.0.1, the VM owns 10.0.0.10.
@@ -288,6 +313,77 @@ fn linux_seg6_and_srmigd_deliver_both_ways() {
     eprintln!(
         "VM resolved its IPv4 gateway 10.0.0.1 by ARP ({}) and pinged it",
         neigh.trim()
+    );
+
+    // IPv4 over SRv6 both ways: Linux encapsulates IPv4 toward srmigd's End.DT4, srmigd
+    // encapsulates the VM's IPv4 (mapping 10.1.0.0/24) toward Linux's End.DX4.
+    vm.ip(&["-4", "route", "add", "default", "via", "10.0.0.1"])
+        .expect("VM IPv4 default route");
+    peer.ip(&["-4", "addr", "add", &format!("{PEER_V4}/24"), "dev", "eth0"])
+        .expect("peer IPv4 address");
+    peer.ip(&["-4", "route", "add", "default", "via", "10.1.0.254"])
+        .expect("peer IPv4 default route");
+    lx.ip(&["-4", "addr", "add", "10.1.0.254/24", "dev", "lp0"])
+        .expect("Linux IPv4 address toward the peer");
+    lx.set_sysctl("net/ipv4/ip_forward", "1")
+        .expect("IPv4 forwarding");
+    lx.ip(&[
+        "-4",
+        "route",
+        "add",
+        &format!("{VM_V4}/32"),
+        "encap",
+        "seg6",
+        "mode",
+        "encap",
+        "segs",
+        SRMIGD_DT4,
+        "dev",
+        "ls0",
+    ])
+    .expect("ip route ... encap seg6 (IPv4) toward srmigd's End.DT4");
+    lx.ip(&[
+        "-6",
+        "route",
+        "add",
+        LINUX_DX4,
+        "encap",
+        "seg6local",
+        "action",
+        "End.DX4",
+        "nh4",
+        PEER_V4,
+        "dev",
+        "lp0",
+    ])
+    .expect("seg6local End.DX4");
+    let to_vm4 = sock_addr(VM_V4, 9004);
+    let rx = receiver(&vm, to_vm4, N as usize, RX_TIMEOUT);
+    send_from(&peer, PEER_V4, to_vm4, 0..N);
+    let got = rx.join().expect("receiver");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<u32>>(),
+        "IPv4: Linux seg6 encap -> srmigd End.DT4: loss or reordering\nsrmigd status: {:#?}\n{}",
+        d.status(),
+        d.logs()
+    );
+    eprintln!(
+        "(c) IPv4: Linux seg6 encap -> srmigd End.DT4: {N}/{N} datagrams delivered to the VM"
+    );
+    let to_peer4 = sock_addr(PEER_V4, 9005);
+    let rx = receiver(&peer, to_peer4, N as usize, RX_TIMEOUT);
+    send_from(&vm, VM_V4, to_peer4, 0..N);
+    let got = rx.join().expect("receiver");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<u32>>(),
+        "IPv4: srmigd H.Encaps -> Linux End.DX4: loss or reordering\nsrmigd status: {:#?}\n{}",
+        d.status(),
+        d.logs()
+    );
+    eprintln!(
+        "(d) IPv4: srmigd H.Encaps -> Linux End.DX4: {N}/{N} datagrams delivered to the peer"
     );
 
     // srmigd's uplink address is one of its own: Linux pings it (echo request, reply).
