@@ -124,18 +124,6 @@ setup_vpn_config()
 	fi
 }
 
-setup()
-{
-	kernel_setup "$@"
-	srmig_start
-}
-
-cleanup()
-{
-	srmig_stop
-	kernel_cleanup "$@"
-}
-
 srmig_rt_ns()
 {
 	local v="rt_${SRMIG_RT}"

@@ -153,18 +153,6 @@ __setup_rt_policy()
 		dev "${RT2HS_DEVNAME}"
 }
 
-setup()
-{
-	kernel_setup "$@"
-	srmig_start
-}
-
-cleanup()
-{
-	srmig_stop
-	kernel_cleanup "$@"
-}
-
 srmig_node_toml()
 {
 	local first=${SRMIG_PORTS[0]} rest name address peer prefix port sid flavors

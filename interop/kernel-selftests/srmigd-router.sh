@@ -47,3 +47,17 @@ srmig_stop()
 	fi
 	SRMIG_PID=""
 }
+
+# The test's setup, then srmigd; srmigd stopped before the test's cleanup (the override saved
+# the originals as kernel_setup and kernel_cleanup).
+setup()
+{
+	kernel_setup "$@"
+	srmig_start
+}
+
+cleanup()
+{
+	srmig_stop
+	kernel_cleanup "$@"
+}

@@ -1228,16 +1228,27 @@ impl Dataplane {
         m[0] = ICMPV6_ECHO_REPLY;
         m[1] = 0;
         icmpv6::Packet::new_unchecked(m).fill_checksum(&dst, &src);
-        let port = &self.ports[ctx.ingress.index()];
-        let mac = if ctx.kind == PortKind::Vm {
-            self.gateway_mac
-        } else {
-            port.mac
-        };
+        self.counters.icmp.echo_replies += 1;
+        self.back_to_sender(ctx, pkt)
+    }
+
+    /// The MAC this node answers with on the ingress port: the gateway's on a VM port, the
+    /// port's own on an uplink.
+    #[inline]
+    fn our_mac(&self, ctx: &Ctx) -> [u8; 6] {
+        match ctx.kind {
+            PortKind::Vm => self.gateway_mac,
+            PortKind::Uplink => self.ports[ctx.ingress.index()].mac,
+        }
+    }
+
+    /// Sends the frame answered in place back out of its ingress port, to the neighbour that
+    /// sent it, from [`Dataplane::our_mac`].
+    fn back_to_sender(&self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
+        let mac = self.our_mac(ctx);
         let eth = pkt.start;
         pkt.buf[eth..eth + 6].copy_from_slice(&ctx.src_mac);
         pkt.buf[eth + 6..eth + 12].copy_from_slice(&mac);
-        self.counters.icmp.echo_replies += 1;
         Verdict::Tx(ctx.ingress)
     }
 
@@ -2203,16 +2214,8 @@ impl Dataplane {
         b[msg + 2..msg + 4].fill(0);
         let c = !checksum::data(&b[msg..pkt.end]);
         write_u16(b, msg + 2, c);
-        let mac = if ctx.kind == PortKind::Vm {
-            self.gateway_mac
-        } else {
-            self.ports[ctx.ingress.index()].mac
-        };
-        let eth = pkt.start;
-        pkt.buf[eth..eth + 6].copy_from_slice(&ctx.src_mac);
-        pkt.buf[eth + 6..eth + 12].copy_from_slice(&mac);
         self.counters.icmp.echo_replies += 1;
-        Verdict::Tx(ctx.ingress)
+        self.back_to_sender(ctx, pkt)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -2243,7 +2246,7 @@ impl Dataplane {
         }
         let spa = read_u32(b, a + 14);
         let tpa = read_u32(b, a + 24);
-        let (target, mac) = match ctx.kind {
+        let target = match ctx.kind {
             PortKind::Vm => {
                 let own = self
                     .vms
@@ -2260,22 +2263,17 @@ impl Dataplane {
                 if !own {
                     return Verdict::Drop(DropReason::ArpSpoofed);
                 }
-                (self.gateway_v4, self.gateway_mac)
+                self.gateway_v4
             }
-            PortKind::Uplink => {
-                let p = &self.ports[ctx.ingress.index()];
-                (p.ipv4_address, p.mac)
-            }
+            PortKind::Uplink => self.ports[ctx.ingress.index()].ipv4_address,
         };
         if op != 1 || target != Some(tpa) {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
-        let s = pkt.start;
+        let mac = self.our_mac(ctx);
         let mut sha = [0u8; 6];
         sha.copy_from_slice(&pkt.buf[a + 8..a + 14]);
         let b = &mut pkt.buf;
-        b[s..s + 6].copy_from_slice(&ctx.src_mac);
-        b[s + 6..s + 12].copy_from_slice(&mac);
         write_u16(b, a + 6, 2);
         b[a + 18..a + 24].copy_from_slice(&sha);
         b[a + 24..a + 28].copy_from_slice(&spa.to_be_bytes());
@@ -2283,7 +2281,7 @@ impl Dataplane {
         b[a + 14..a + 18].copy_from_slice(&tpa.to_be_bytes());
         pkt.end = a + ARP_LEN;
         self.counters.icmp.arp_answered += 1;
-        Verdict::Tx(ctx.ingress)
+        self.back_to_sender(ctx, pkt)
     }
 
     /// Neighbor solicitations for the gateway (VM ports) or the port address (RFC 4861 7.1.1
