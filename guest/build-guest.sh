@@ -163,11 +163,13 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 CONSOLE=/dev/ttyS0; [ -c $CONSOLE ] || CONSOLE=/dev/console
 say() { echo "$*" >$CONSOLE; }
 
-ADDR= GW= MTU= HOSTNAME=srmig-guest
+ADDR= GW= ADDR4= GW4= MTU= HOSTNAME=srmig-guest
 for arg in $(cat /proc/cmdline); do
   case $arg in
     srmig.addr=*) ADDR=${arg#srmig.addr=} ;;
     srmig.gw=*) GW=${arg#srmig.gw=} ;;
+    srmig.addr4=*) ADDR4=${arg#srmig.addr4=} ;;
+    srmig.gw4=*) GW4=${arg#srmig.gw4=} ;;
     srmig.mtu=*) MTU=${arg#srmig.mtu=} ;;
     srmig.hostname=*) HOSTNAME=${arg#srmig.hostname=} ;;
   esac
@@ -188,6 +190,9 @@ if [ -e /sys/class/net/eth0 ]; then
   ip link set eth0 up
   [ -n "$ADDR" ] && { ip -6 addr add "$ADDR" dev eth0 || say "GUEST-ERROR bad srmig.addr=$ADDR"; }
   [ -n "$GW" ] && { ip -6 route add default via "$GW" dev eth0 || say "GUEST-ERROR bad srmig.gw=$GW"; }
+  # IPv4: a /32 with the gateway on-link (resolved with ARP, answered by srmigd).
+  [ -n "$ADDR4" ] && { ip -4 addr add "$ADDR4" dev eth0 || say "GUEST-ERROR bad srmig.addr4=$ADDR4"; }
+  [ -n "$GW4" ] && { { ip -4 route add "$GW4" dev eth0 scope link && ip -4 route add default via "$GW4" dev eth0; } || say "GUEST-ERROR bad srmig.gw4=$GW4"; }
 else
   say "GUEST-ERROR no eth0"
 fi
@@ -197,7 +202,7 @@ setsid srmig-responder >$CONSOLE 2>&1 </dev/null &
 i=0
 while ! grep -q ':0007 ' /proc/net/udp6 && [ $i -lt 100 ]; do sleep 0.02; i=$((i + 1)); done
 
-say "GUEST-READY addr=${ADDR:-none} gw=${GW:-none} boot_id=$(cat /proc/sys/kernel/random/boot_id) uptime=$(cut -d' ' -f1 /proc/uptime)"
+say "GUEST-READY addr=${ADDR:-none} gw=${GW:-none} addr4=${ADDR4:-none} gw4=${GW4:-none} boot_id=$(cat /proc/sys/kernel/random/boot_id) uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # A shell on the serial console for debugging; PID 1 never exits.
 while true; do

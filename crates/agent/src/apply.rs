@@ -6,9 +6,9 @@
 //!
 //! | host config | engine |
 //! |---|---|
-//! | `mappings[]` with `encaps` | a policy `vm:<VM>` (H.Encaps / H.Encaps.Red) and one /128 mapping per address |
-//! | `mappings[]` `native` | a `native` /128 mapping per address (local delivery or FIB) |
-//! | `sids[]` End.DT6 | SID End.DT6, main table |
+//! | `mappings[]` with `encaps` | a policy `vm:<VM>` (H.Encaps / H.Encaps.Red) and one /128 (IPv6) or /32 (IPv4) mapping per address |
+//! | `mappings[]` `native` | a `native` /128 or /32 mapping per address (local delivery or FIB) |
+//! | `sids[]` End.DT6 / End.DT46 | SID End.DT6 / End.DT46, main table |
 //! | `sids[]` End.S / End.SBUF | SID with `vm` set (one VM at that SID) or unset (several: the inner destination selects the VM) |
 //! | `local_vms[]` | checked against the node config's `[[vms]]` (name, MAC, addresses) |
 //!
@@ -21,9 +21,9 @@
 //! code the live installs run). Only a plan that passed is applied, between two batches.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 use srmig_api::{HostConfig, SidEntry};
 use srmig_dataplane::{
     Behavior, Dataplane, FlowLabelMode, Headend, MappingConfig, NodeConfig, PolicyConfig, SbufMode,
@@ -38,7 +38,7 @@ pub const POLICY_PREFIX: &str = "vm:";
 pub struct Plan {
     /// Policies from the host config's mappings (`vm:<VM>`).
     pub policies: Vec<PolicyConfig>,
-    /// /128 mappings from the host config: prefix and policy name (or `native`).
+    /// /128 and /32 mappings from the host config: prefix and policy name (or `native`).
     pub mappings: Vec<(IpNet, String)>,
     /// The whole desired SID table (node config, host config, API), by address.
     pub sids: BTreeMap<Ipv6Addr, SidConfig>,
@@ -106,11 +106,7 @@ pub fn plan(
                 format!("MAC {} differs from the node config's {}", l.mac, v.mac),
             ));
         }
-        if let Some(a) = l
-            .addresses
-            .iter()
-            .find(|a| !v.addresses.contains(&IpAddr::V6(**a)))
-        {
+        if let Some(a) = l.addresses.iter().find(|a| !v.addresses.contains(a)) {
             return Err(mismatch(
                 field,
                 format!("address {a} is not one of the node config's addresses for this VM"),
@@ -142,7 +138,7 @@ pub fn plan(
             }
         };
         for a in &m.addresses {
-            mappings.push((IpNet::V6(Ipv6Net::from(*a)), target.clone()));
+            mappings.push((IpNet::from(*a), target.clone()));
         }
     }
     let mut sids: BTreeMap<Ipv6Addr, SidConfig> =
@@ -178,10 +174,11 @@ pub fn plan(
         let behavior = match entries.first().map(|(_, e)| *e) {
             Some(SidEntry::EndS { .. }) => Behavior::EndS,
             Some(SidEntry::EndSbuf { .. }) => Behavior::EndSbuf,
+            Some(SidEntry::EndDt46 { .. }) => Behavior::EndDt46,
             _ => Behavior::EndDt6,
         };
         let mut cfg = SidConfig::new(sid, behavior);
-        if behavior != Behavior::EndDt6 && vms.len() == 1 {
+        if matches!(behavior, Behavior::EndS | Behavior::EndSbuf) && vms.len() == 1 {
             cfg.vm = vms.pop();
         }
         cfg.mode = mode.map(sbuf_mode);
@@ -257,6 +254,43 @@ mod tests {
         assert_eq!(sbuf.behavior, Behavior::EndSbuf);
         assert_eq!(sbuf.vm, None);
         assert_eq!(sbuf.mode, Some(SbufMode::Buffer));
+    }
+
+    #[test]
+    fn dual_stack_mappings_and_dt46() {
+        let mut base = base();
+        base.vms[0]
+            .addresses
+            .push("10.1.0.10".parse().expect("addr"));
+        let mut h = hc(1);
+        h.mappings[0]
+            .addresses
+            .push("10.1.0.10".parse().expect("addr"));
+        h.mappings[1]
+            .addresses
+            .push("10.1.0.30".parse().expect("addr"));
+        h.local_vms[0]
+            .addresses
+            .push("10.1.0.10".parse().expect("addr"));
+        h.sids[0] = SidEntry::EndDt46 {
+            sid: "fc00:0:1::d6".parse().expect("addr"),
+        };
+        let p = plan(&base, &h, &BTreeMap::new()).expect("plan");
+        assert!(p
+            .mappings
+            .contains(&("10.1.0.30/32".parse().expect("net"), "vm:far1".into())));
+        assert!(p
+            .mappings
+            .contains(&("10.1.0.10/32".parse().expect("net"), "native".into())));
+        let dt46 = &p.sids[&"fc00:0:1::d6".parse::<Ipv6Addr>().expect("addr")];
+        assert_eq!(dt46.behavior, Behavior::EndDt46);
+        assert_eq!(dt46.vm, None);
+        // An IPv4 address the node config does not give the VM is refused.
+        h.local_vms[0]
+            .addresses
+            .push("10.1.0.99".parse().expect("addr"));
+        let e = plan(&base, &h, &BTreeMap::new()).expect_err("foreign address");
+        assert!(e.to_string().contains("10.1.0.99"), "{e}");
     }
 
     #[test]

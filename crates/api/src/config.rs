@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +69,9 @@ pub struct HostConfig {
 pub struct Mapping {
     /// `vm`: the VM.
     pub vm: VmId,
-    /// `addresses`: the VM's addresses: packets to any of them follow `steering`.
-    pub addresses: Vec<Ipv6Addr>,
+    /// `addresses`: the VM's addresses (IPv6 and IPv4): packets to any of them follow
+    /// `steering` (an IPv4 packet is carried as the SRv6 payload with Next Header 4).
+    pub addresses: Vec<IpAddr>,
     /// `steering`: what to do with those packets.
     pub steering: Steering,
 }
@@ -124,8 +125,8 @@ impl fmt::Display for Headend {
 pub struct LocalVm {
     /// `vm`: the VM.
     pub vm: VmId,
-    /// `addresses`: the only source addresses accepted from the VM.
-    pub addresses: Vec<Ipv6Addr>,
+    /// `addresses`: the only source addresses accepted from the VM (IPv6 and IPv4).
+    pub addresses: Vec<IpAddr>,
     /// `mac`: the VM's MAC address.
     pub mac: MacAddr,
 }
@@ -154,7 +155,8 @@ impl fmt::Display for SbufMode {
 /// One entry of a host's local SID table.
 ///
 /// JSON: an object whose `behavior` field (RFC spelling) selects the other fields:
-/// `{"behavior":"End.DT6","sid":"..."}`, `{"behavior":"End.S","sid":"...","vm":"..."}`,
+/// `{"behavior":"End.DT6","sid":"..."}`, `{"behavior":"End.DT46","sid":"..."}`,
+/// `{"behavior":"End.S","sid":"...","vm":"..."}`,
 /// `{"behavior":"End.SBUF","sid":"...","vm":"...","mode":"buffer"}`.
 /// Several End.S (or End.SBUF) entries may share one SID, one per VM migrating: the behavior
 /// then applies to packets whose inner destination is one of those VMs' addresses.
@@ -164,6 +166,13 @@ pub enum SidEntry {
     /// End.DT6: decapsulate, deliver to the local VM owning the inner destination.
     #[serde(rename = "End.DT6")]
     EndDt6 {
+        /// `sid`: the SID.
+        sid: Ipv6Addr,
+    },
+    /// End.DT46: decapsulate an IPv6 or IPv4 packet, deliver to the local VM owning the
+    /// inner destination (the host's decapsulation SID once a VM has an IPv4 address).
+    #[serde(rename = "End.DT46")]
+    EndDt46 {
         /// `sid`: the SID.
         sid: Ipv6Addr,
     },
@@ -192,6 +201,7 @@ impl SidEntry {
     pub fn sid(&self) -> Ipv6Addr {
         match self {
             SidEntry::EndDt6 { sid }
+            | SidEntry::EndDt46 { sid }
             | SidEntry::EndS { sid, .. }
             | SidEntry::EndSbuf { sid, .. } => *sid,
         }
@@ -200,7 +210,7 @@ impl SidEntry {
     /// The VM the entry is for, if it is a per-VM behavior.
     pub fn vm(&self) -> Option<&VmId> {
         match self {
-            SidEntry::EndDt6 { .. } => None,
+            SidEntry::EndDt6 { .. } | SidEntry::EndDt46 { .. } => None,
             SidEntry::EndS { vm, .. } | SidEntry::EndSbuf { vm, .. } => Some(vm),
         }
     }
@@ -209,6 +219,7 @@ impl SidEntry {
     pub fn behavior(&self) -> &'static str {
         match self {
             SidEntry::EndDt6 { .. } => "End.DT6",
+            SidEntry::EndDt46 { .. } => "End.DT46",
             SidEntry::EndS { .. } => "End.S",
             SidEntry::EndSbuf { .. } => "End.SBUF",
         }
@@ -230,7 +241,7 @@ pub enum HostConfigError {
     #[error("mappings: address {addr} is claimed by both {first} and {second}")]
     DuplicateAddress {
         /// The shared address.
-        addr: Ipv6Addr,
+        addr: IpAddr,
         /// First VM claiming it.
         first: VmId,
         /// Second VM claiming it.
@@ -390,6 +401,9 @@ mod tests {
     fn addr(s: &str) -> Ipv6Addr {
         s.parse().expect("addr")
     }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("addr")
+    }
 
     fn sample() -> HostConfig {
         HostConfig {
@@ -398,7 +412,7 @@ mod tests {
             mappings: vec![
                 Mapping {
                     vm: vm("web1"),
-                    addresses: vec![addr("2001:db8:a::10")],
+                    addresses: vec![ip("2001:db8:a::10")],
                     steering: Steering::Encaps(Encaps {
                         segments: vec![addr("fc00:1::e5"), addr("fc00:2::eb")],
                         headend: Headend::HEncaps,
@@ -406,13 +420,13 @@ mod tests {
                 },
                 Mapping {
                     vm: vm("db1"),
-                    addresses: vec![addr("2001:db8:a::20")],
+                    addresses: vec![ip("2001:db8:a::20")],
                     steering: Steering::Native,
                 },
             ],
             local_vms: vec![LocalVm {
                 vm: vm("db1"),
-                addresses: vec![addr("2001:db8:a::20")],
+                addresses: vec![ip("2001:db8:a::20")],
                 mac: "52:54:00:00:00:20".parse().expect("mac"),
             }],
             sids: vec![SidEntry::EndDt6 {
@@ -518,7 +532,7 @@ mod tests {
     #[test]
     fn validate_catches_inconsistencies() {
         let mut c = sample();
-        c.mappings[1].addresses = vec![addr("2001:db8:a::10")];
+        c.mappings[1].addresses = vec![ip("2001:db8:a::10")];
         assert!(matches!(
             c.validate(),
             Err(HostConfigError::DuplicateAddress { .. })

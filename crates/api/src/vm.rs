@@ -1,7 +1,7 @@
 //! VMs and their observed state.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +18,10 @@ use crate::ids::{HostId, MacAddr, Timestamp, VmId};
 pub struct VmInfo {
     /// `name`: the VM's unique name.
     pub name: VmId,
-    /// `addresses`: the VM's IPv6 addresses. They identify the VM and never change when it
-    /// moves; at least one, none shared with another VM.
-    pub addresses: Vec<Ipv6Addr>,
+    /// `addresses`: the VM's addresses, IPv6 and IPv4 (a dual-stack VM lists both). They
+    /// identify the VM and never change when it moves; at least one, none shared with
+    /// another VM.
+    pub addresses: Vec<IpAddr>,
     /// `mac`: the VM's MAC address (its attachment to the virtual router).
     pub mac: MacAddr,
     /// `host`: the host the VM runs on. In the controller's model this is the VM's *mapping*

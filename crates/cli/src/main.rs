@@ -235,6 +235,11 @@ struct LabMigrateArgs {
     /// probe, http, tcp, all, or a comma-separated list; each runs during its own migrations.
     #[arg(long, default_value = "probe")]
     workload: String,
+    /// Address family of the workloads: ipv6, ipv4 or dual (both at once, during the same
+    /// migrations; the VMs are always dual-stack). IPv4 results are `probe_v4`, `http_v4`,
+    /// `tcp_v4` in the report.
+    #[arg(long, default_value = "dual")]
+    family: String,
     /// Consecutive migrations per workload; 0 runs the no-migration baseline.
     #[arg(long, default_value_t = 5)]
     migrations: u32,
@@ -672,6 +677,12 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     run.gap = Duration::from_millis(args.gap_ms);
     run.baseline = Duration::from_millis(args.baseline_ms);
     run.http_rate = args.http_rate;
+    run.family = srmig_lab::report::Family::parse(&args.family).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown --family {:?}: expected ipv6, ipv4 or dual",
+            args.family
+        )
+    })?;
     run.faults = lab::fault::FaultPlan {
         faults: args
             .fault

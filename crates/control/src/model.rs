@@ -7,6 +7,11 @@
 //! - on `H`: `v` is local (attached), steering `native`;
 //! - on every other host: steering `H.Encaps [H.sid_dt6]` (End.DT6 at `H` delivers it).
 //!
+//! The host's decapsulation SID (`sid_dt6`) is End.DT6 while every VM is IPv6-only, and
+//! End.DT46 as soon as one VM has an IPv4 address: IPv4 packets to a VM travel as the SRv6
+//! payload (Next Header 4) along the same segment lists, and End.S / End.SBUF select the VM
+//! by the inner destination of either family.
+//!
 //! While a migration of `v` from `S` to `D` is in flight, its [`Footprint`] adds:
 //! - `attach`: `v` is local on both `S` and `D` (D must accept the VM when it resumes there,
 //!   S keeps its attachment until the cleanup);
@@ -21,7 +26,7 @@
 //! controller recomputes exactly what it pushed before.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 use srmig_api::{
@@ -82,7 +87,7 @@ pub enum ModelError {
         /// The refused VM.
         vm: VmId,
         /// The address.
-        addr: Ipv6Addr,
+        addr: IpAddr,
     },
     /// A VM address is already another VM's, or lies inside a host's locator.
     #[error("address {addr} of VM {vm} is already used by {owner}")]
@@ -90,7 +95,7 @@ pub enum ModelError {
         /// The refused VM.
         vm: VmId,
         /// The address.
-        addr: Ipv6Addr,
+        addr: IpAddr,
         /// Who holds it (`VM x` or `the locator of host y`).
         owner: String,
     },
@@ -161,7 +166,7 @@ impl Model {
             }
         }
         for vm in self.vms.values() {
-            if let Some(addr) = vm.addresses.iter().find(|a| info.locator.contains(*a)) {
+            if let Some(addr) = vm.addresses.iter().find(|a| in_locator(&info, a)) {
                 return Err(ModelError::AddressInUse {
                     vm: vm.name.clone(),
                     addr: *addr,
@@ -195,7 +200,8 @@ impl Model {
             });
         }
         for (i, addr) in info.addresses.iter().enumerate() {
-            if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+            let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+            if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() || broadcast {
                 return Err(ModelError::BadAddress {
                     vm: info.name,
                     addr: *addr,
@@ -208,7 +214,7 @@ impl Model {
             } else {
                 self.hosts
                     .values()
-                    .find(|h| h.locator.contains(addr))
+                    .find(|h| in_locator(h, addr))
                     .map(|h| format!("the locator of host {}", h.name))
             };
             if let Some(owner) = owner {
@@ -286,7 +292,15 @@ impl Model {
         let me = self.hosts.get(host)?;
         let mut mappings = Vec::with_capacity(self.vms.len());
         let mut local_vms = Vec::new();
-        let mut sids = vec![SidEntry::EndDt6 { sid: me.sid_dt6 }];
+        let dual_stack = self
+            .vms
+            .values()
+            .any(|v| v.addresses.iter().any(IpAddr::is_ipv4));
+        let mut sids = vec![if dual_stack {
+            SidEntry::EndDt46 { sid: me.sid_dt6 }
+        } else {
+            SidEntry::EndDt6 { sid: me.sid_dt6 }
+        }];
         for vm in self.vms.values() {
             let Some(owner) = self.hosts.get(&vm.host) else {
                 continue;
@@ -352,6 +366,11 @@ impl Model {
             sids,
         })
     }
+}
+
+/// True if `addr` is an IPv6 address inside `host`'s locator.
+fn in_locator(host: &HostInfo, addr: &IpAddr) -> bool {
+    matches!(addr, IpAddr::V6(a) if host.locator.contains(a))
 }
 
 #[cfg(test)]
@@ -421,6 +440,39 @@ pub(crate) mod tests {
             c.validate().expect("valid config");
         }
         assert!(m.host_config(&hid(9), 1, &[]).is_none());
+    }
+
+    #[test]
+    fn an_ipv4_address_makes_every_decapsulation_sid_dt46() {
+        let mut m = model3();
+        let mut v2 = vm(2, 2);
+        v2.addresses.push("10.1.0.2".parse().expect("addr"));
+        m.add_vm(v2.clone()).expect("dual-stack vm");
+        for i in 1..=3 {
+            let c = m.host_config(&hid(i), 1, &[]).expect("host");
+            assert_eq!(
+                c.sids[0],
+                SidEntry::EndDt46 {
+                    sid: host(i).sid_dt6
+                }
+            );
+            assert_eq!(
+                c.mapping(&v2.name).expect("mapping").addresses,
+                v2.addresses
+            );
+            c.validate().expect("valid config");
+        }
+        let c2 = m.host_config(&hid(2), 1, &[]).expect("h2");
+        let local = c2
+            .local_vms
+            .iter()
+            .find(|l| l.vm == v2.name)
+            .expect("local");
+        assert_eq!(local.addresses, v2.addresses);
+        // The same IPv4 address cannot belong to two VMs.
+        let mut v3 = vm(3, 3);
+        v3.addresses.push("10.1.0.2".parse().expect("addr"));
+        assert!(matches!(m.add_vm(v3), Err(ModelError::AddressInUse { .. })));
     }
 
     #[test]
@@ -565,8 +617,16 @@ pub(crate) mod tests {
         v.addresses = vec!["fc00:2::99".parse().expect("addr")];
         assert!(matches!(m.add_vm(v), Err(ModelError::AddressInUse { .. })));
         let mut v = vm(2, 1);
-        v.addresses = vec![Ipv6Addr::LOCALHOST];
+        v.addresses = vec![Ipv6Addr::LOCALHOST.into()];
         assert!(matches!(m.add_vm(v), Err(ModelError::BadAddress { .. })));
+        for bad in ["127.0.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255"] {
+            let mut v = vm(2, 1);
+            v.addresses.push(bad.parse().expect("addr"));
+            assert!(
+                matches!(m.add_vm(v), Err(ModelError::BadAddress { .. })),
+                "{bad}"
+            );
+        }
         let mut v = vm(2, 1);
         v.mac = vm(1, 1).mac;
         assert!(matches!(m.add_vm(v), Err(ModelError::BadMac { .. })));

@@ -9,6 +9,13 @@
 //!
 //! Extra fields are allowed and present (e.g. `baseline_rtt_ms`); raw series live under the
 //! separate top-level key `raw`. A workload that was not run is `null`.
+//!
+//! Address families (`srmig lab migrate --family ipv6|ipv4|dual`): `probe`, `http` and `tcp`
+//! are always the workloads over **IPv6**; the same workloads over **IPv4** are `probe_v4`,
+//! `http_v4` and `tcp_v4` (same fields; absent when IPv4 did not run), and their raw series
+//! `raw.probe_v4` / `raw.http_v4`. The top-level `family` says what ran (`"ipv6"`, `"ipv4"`
+//! or `"dual"`; reports without it are IPv6). With `dual` both families run at the same time,
+//! during the same migrations, from the same client VM to the same dual-stack VM.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +31,49 @@ pub enum Strategy {
     SrDrop,
     /// SR path with End.SBUF buffering.
     SrBuffer,
+}
+
+/// The address families a lab run's workloads used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv6 only (`probe`, `http`, `tcp`).
+    #[default]
+    Ipv6,
+    /// IPv4 only (`probe_v4`, `http_v4`, `tcp_v4`).
+    Ipv4,
+    /// Both, concurrently.
+    Dual,
+}
+
+impl Family {
+    /// Parses `ipv6`, `ipv4` or `dual`.
+    pub fn parse(text: &str) -> Option<Family> {
+        match text {
+            "ipv6" => Some(Family::Ipv6),
+            "ipv4" => Some(Family::Ipv4),
+            "dual" => Some(Family::Dual),
+            _ => None,
+        }
+    }
+
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv6 => "ipv6",
+            Family::Ipv4 => "ipv4",
+            Family::Dual => "dual",
+        }
+    }
+
+    /// The families run, as "is IPv4" flags: IPv6 first.
+    pub fn v4_flags(self) -> &'static [bool] {
+        match self {
+            Family::Ipv6 => &[false],
+            Family::Ipv4 => &[true],
+            Family::Dual => &[false, true],
+        }
+    }
 }
 
 /// What kind of VM the lab migrated.
@@ -117,6 +167,12 @@ pub struct RawSeries {
     pub probe: Vec<crate::workload::probe::ProbeSample>,
     /// One entry per HTTP request.
     pub http: Vec<crate::workload::http::HttpSample>,
+    /// One entry per IPv4 probe (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_v4: Vec<crate::workload::probe::ProbeSample>,
+    /// One entry per IPv4 HTTP request (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_v4: Vec<crate::workload::http::HttpSample>,
 }
 
 /// The whole report of one lab run.
@@ -134,6 +190,18 @@ pub struct Report {
     pub http: Option<HttpReport>,
     /// TCP summary, `null` if the TCP workload did not run.
     pub tcp: Option<TcpReport>,
+    /// The families the workloads used (`probe` etc. are IPv6, `probe_v4` etc. IPv4).
+    #[serde(default)]
+    pub family: Family,
+    /// Probe summary over IPv4, absent if it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_v4: Option<ProbeReport>,
+    /// HTTP summary over IPv4, absent if it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_v4: Option<HttpReport>,
+    /// TCP summary over IPv4, absent if it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_v4: Option<TcpReport>,
     /// Raw series, omitted when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawSeries>,
@@ -189,8 +257,39 @@ mod tests {
                 rto_seen: false,
                 total_rto: Some(0),
             }),
+            family: Family::Ipv6,
+            probe_v4: None,
+            http_v4: None,
+            tcp_v4: None,
             raw: None,
         }
+    }
+
+    #[test]
+    fn ipv4_workloads_have_their_own_keys() {
+        let mut r = sample();
+        let v = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(v["family"], "ipv6");
+        assert!(!keys(&v).contains(&"probe_v4"));
+        r.family = Family::Dual;
+        r.probe_v4 = r.probe.clone();
+        r.tcp_v4 = r.tcp.clone();
+        let v = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(v["family"], "dual");
+        assert_eq!(v["probe_v4"]["lost"], 1);
+        assert_eq!(v["tcp_v4"]["median_mbps"], 1.5);
+        assert!(!keys(&v).contains(&"http_v4"));
+        let back: Report = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, r);
+        // A report from before families existed reads as IPv6.
+        let mut old = serde_json::to_value(sample()).expect("serialize");
+        old.as_object_mut().expect("object").remove("family");
+        let old: Report = serde_json::from_value(old).expect("old report");
+        assert_eq!(old.family, Family::Ipv6);
+        for f in [Family::Ipv6, Family::Ipv4, Family::Dual] {
+            assert_eq!(Family::parse(f.name()), Some(f));
+        }
+        assert_eq!(Family::parse("ipv5"), None);
     }
 
     #[test]

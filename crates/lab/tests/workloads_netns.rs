@@ -232,6 +232,10 @@ fn workloads_are_clean_then_see_a_200ms_cut_and_teardown_is_complete() {
         probe: Some(cut_probe.report.clone()),
         http: Some(http.report.clone()),
         tcp: Some(t),
+        family: srmig_lab::report::Family::Ipv6,
+        probe_v4: None,
+        http_v4: None,
+        tcp_v4: None,
         raw: None,
     };
     let json = serde_json::to_value(&report).expect("json");

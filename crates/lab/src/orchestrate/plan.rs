@@ -19,11 +19,14 @@
 //!
 //! Host `n` (C = 1, S = 2, D = 3) has locator `fc00:0:<n>::/48` with the SIDs `::e5` (End.S),
 //! `::eb` (End.SBUF) and `::d6` (End.DT6); its uplink answers for `2001:db8:ff:<n>::2`, the
-//! router is `2001:db8:ff:<n>::1`. VMs have /128 addresses in `2001:db8:a::/64` and use the
-//! anycast gateway `fe80::1` (same MAC on every host) as their default router.
+//! router is `2001:db8:ff:<n>::1`. VMs are dual-stack: a /128 in `2001:db8:a::/64` and a /32
+//! in `10.1.0.0/24` (the same last number), with the anycast gateway `fe80::1` and
+//! `10.1.0.254` (same MAC on every host, answered in neighbour discovery and ARP by srmigd) as
+//! their default routers. A VM's IPv4 /32 has no on-link subnet: it reaches every other
+//! address, the other VMs' included, through the gateway.
 
 use std::fmt::Write as _;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 use srmig_api::{HostId, HostInfo, MacAddr as ApiMac, VmId, VmInfo};
@@ -32,6 +35,9 @@ use crate::topology::MacAddr;
 
 /// The anycast gateway address on every VM port.
 pub const GATEWAY_ADDR: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The anycast gateway's IPv4 address on every VM port (answered in ARP with
+/// [`GATEWAY_MAC`]).
+pub const GATEWAY_ADDR_V4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 254);
 /// The anycast gateway MAC on every VM port.
 pub const GATEWAY_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 /// MTU of the VMs' interfaces: the underlay's 1500 minus room for `S::End.S -> D::End.SBUF`
@@ -156,8 +162,10 @@ impl HostPlan {
 pub struct VmPlan {
     /// VM name (controller), also the namespace short name.
     pub name: &'static str,
-    /// Its only address (/128).
+    /// Its IPv6 address (/128).
     pub address: Ipv6Addr,
+    /// Its IPv4 address (/32).
+    pub address_v4: Ipv4Addr,
     /// MAC of its `eth0`.
     pub mac: MacAddr,
     /// The host-side end of its veth: the srmigd VM port (same name on every host).
@@ -181,11 +189,20 @@ impl VmPlan {
         )
     }
 
+    /// Its IPv4 address if `v4`, else its IPv6 address.
+    pub fn addr(&self, v4: bool) -> IpAddr {
+        if v4 {
+            IpAddr::V4(self.address_v4)
+        } else {
+            IpAddr::V6(self.address)
+        }
+    }
+
     /// The controller's view of this VM on `host`.
     pub fn info(&self, host: &HostPlan) -> VmInfo {
         VmInfo {
             name: VmId::new(self.name).expect("plan names are valid literals (unit-tested)"),
-            addresses: vec![self.address],
+            addresses: vec![self.address.into(), self.address_v4.into()],
             mac: ApiMac(self.mac.0),
             host: host.info().name,
         }
@@ -246,6 +263,7 @@ impl Default for Plan {
             client: VmPlan {
                 name: "client",
                 address: Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x100),
+                address_v4: Ipv4Addr::new(10, 1, 0, 100),
                 mac: MacAddr([0x52, 0x54, 0, 0, 0x01, 0x00]),
                 port: "client-port",
                 port_mac: MacAddr([0x02, 0, 0, 0, 0xcc, 0x01]),
@@ -253,6 +271,7 @@ impl Default for Plan {
             vm: VmPlan {
                 name: "vm1",
                 address: Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x1),
+                address_v4: Ipv4Addr::new(10, 1, 0, 1),
                 mac: MacAddr([0x52, 0x54, 0, 0, 0, 0x01]),
                 port: "vm1-port",
                 port_mac: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
@@ -289,7 +308,7 @@ impl Plan {
 locator = "{locator}"
 source_address = "{underlay}"
 infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
-gateway = {{ address = "{GATEWAY_ADDR}", mac = "{GATEWAY_MAC}" }}
+gateway = {{ address = "{GATEWAY_ADDR}", mac = "{GATEWAY_MAC}", ipv4_address = "{GATEWAY_ADDR_V4}" }}
 
 [buffer]
 per_vm_packets = {pvp}
@@ -332,7 +351,7 @@ mac = "{port_mac}"
 
 [[vms]]
 name = "{name}"
-addresses = ["{addr}"]
+addresses = ["{addr}", "{addr4}"]
 mac = "{mac}"
 port = "{port}"
 "#,
@@ -340,6 +359,7 @@ port = "{port}"
                 port_mac = vm.port_mac,
                 name = vm.name,
                 addr = vm.address,
+                addr4 = vm.address_v4,
                 mac = vm.mac,
             );
         }
@@ -383,7 +403,10 @@ mod tests {
         for vm in [&plan.client, &plan.vm] {
             assert!(vm.port.len() <= 15, "{}", vm.port);
             let info = vm.info(plan.host(HostRole::Client));
-            assert_eq!(info.addresses, vec![vm.address]);
+            assert_eq!(
+                info.addresses,
+                vec![IpAddr::V6(vm.address), IpAddr::V4(vm.address_v4)]
+            );
         }
         assert_eq!(
             plan.host(HostRole::Source).locator().to_string(),

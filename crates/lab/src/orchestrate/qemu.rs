@@ -33,7 +33,7 @@ use srmig_api::{HostId, VmId};
 use srmig_controller::{QemuInstance, QemuLauncher, QmpSettings};
 
 use super::error::OrchestrateError;
-use super::plan::{VmPlan, GATEWAY_ADDR, VM_MTU};
+use super::plan::{VmPlan, GATEWAY_ADDR, GATEWAY_ADDR_V4, VM_MTU};
 use crate::netns::Netns;
 use crate::topology::LabHandle;
 
@@ -227,8 +227,9 @@ impl LabLauncher {
         let paths = QemuPaths::of(&self.dir, host);
         let append = format!(
             "console=ttyS0 quiet panic=-1 srmig.addr={}/128 srmig.gw={GATEWAY_ADDR} \
-             srmig.mtu={VM_MTU} srmig.hostname={}",
-            self.vm.address, self.vm.name
+             srmig.addr4={}/32 srmig.gw4={GATEWAY_ADDR_V4} srmig.mtu={VM_MTU} \
+             srmig.hostname={}",
+            self.vm.address, self.vm.address_v4, self.vm.name
         );
         let mut argv: Vec<String> = [
             "qemu-system-x86_64",

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use srmig_api::Strategy;
 use super::error::OrchestrateError;
 use super::fault::{FaultPlan, FaultRecord};
 use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
-use crate::report::{self, MigrationReport, RawSeries, Report, VmKind};
+use crate::report::{self, Family, MigrationReport, RawSeries, Report, VmKind};
 use crate::workload::http::{run_http, HttpConfig, HttpServer};
 use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder};
 use crate::workload::tcp::{
@@ -134,6 +134,9 @@ pub struct RunPlan {
     pub vm_kind: VmKind,
     /// Faults injected in every migration (`--fault`; see [`super::fault`]).
     pub faults: FaultPlan,
+    /// The workloads' address families (`--family`): with `dual`, each workload runs over
+    /// IPv6 and IPv4 at the same time (the VMs are always dual-stack).
+    pub family: Family,
 }
 
 /// The expected length of a QEMU live migration in the lab, for scheduling: starting the
@@ -159,6 +162,7 @@ impl RunPlan {
             http_rate: 100,
             vm_kind: VmKind::Netns,
             faults: FaultPlan::default(),
+            family: Family::Dual,
         }
     }
 
@@ -360,11 +364,12 @@ impl LabRun {
                 self.details.params.propagation_delay_ms,
             );
         }
-        if let Some(p) = &r.probe {
+        let probes = [("probe", &r.probe), ("probe/4", &r.probe_v4)];
+        for (label, p) in probes.iter().filter_map(|(l, p)| Some((l, p.as_ref()?))) {
             let _ = writeln!(
                 out,
-                "  probe: {} sent, {} lost, {} duplicated, {} reordered; max extra delay {:.1} ms \
-                 over a {:.3} ms baseline, {} answers delayed > 10 ms",
+                "  {label:<7} {} sent, {} lost, {} duplicated, {} reordered; max extra delay \
+                 {:.1} ms over a {:.3} ms baseline, {} answers delayed > 10 ms",
                 p.sent,
                 p.lost,
                 p.duplicated,
@@ -374,18 +379,21 @@ impl LabRun {
                 p.delayed_gt_10ms
             );
         }
-        if let Some(h) = &r.http {
+        let https = [("http", &r.http), ("http/4", &r.http_v4)];
+        for (label, h) in https.iter().filter_map(|(l, h)| Some((l, h.as_ref()?))) {
             let _ = writeln!(
                 out,
-                "  http:  {} requests, {} failed; p50 {:.2} ms, p99 {:.1} ms, max {:.1} ms; {} took >= 0.9 s",
+                "  {label:<7} {} requests, {} failed; p50 {:.2} ms, p99 {:.1} ms, max {:.1} ms; \
+                 {} took >= 0.9 s",
                 h.requests, h.failed, h.p50_ms, h.p99_ms, h.max_ms, h.slow_ge_900ms
             );
         }
-        if let Some(t) = &r.tcp {
+        let tcps = [("tcp", &r.tcp), ("tcp/4", &r.tcp_v4)];
+        for (label, t) in tcps.iter().filter_map(|(l, t)| Some((l, t.as_ref()?))) {
             let _ = writeln!(
                 out,
-                "  tcp:   median {:.0} Mb/s, worst 100 ms bin {:.0} Mb/s ({:.0} %), {} retransmits, \
-                 retransmission timeout: {}",
+                "  {label:<7} median {:.0} Mb/s, worst 100 ms bin {:.0} Mb/s ({:.0} %), {} \
+                 retransmits, retransmission timeout: {}",
                 t.median_mbps,
                 t.worst_bin_mbps,
                 if t.median_mbps > 0.0 {
@@ -396,12 +404,12 @@ impl LabRun {
                 t.retransmits,
                 if t.rto_seen { "yes" } else { "no" }
             );
-            if let Some(w) = self.details.tcp_worst_500ms_mbps {
-                let _ = writeln!(
-                    out,
-                    "         worst 500 ms window {w:.0} Mb/s (the paper's figure)"
-                );
-            }
+        }
+        if let Some(w) = self.details.tcp_worst_500ms_mbps {
+            let _ = writeln!(
+                out,
+                "          worst 500 ms window {w:.0} Mb/s (the paper's figure)"
+            );
         }
         for f in &self.details.faults {
             let _ = writeln!(
@@ -491,99 +499,144 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         probe: None,
         http: None,
         tcp: None,
+        family: plan.family,
+        probe_v4: None,
+        http_v4: None,
+        tcp_v4: None,
         raw: Some(RawSeries::default()),
     };
     let mut migrations = Vec::new();
-    let vm_addr = testbed.plan().vm.address;
+    let vm = testbed.plan().vm.clone();
+    let families = plan.family.v4_flags();
     for &kind in &plan.workloads {
+        let client_ns = testbed.client_ns().clone();
         let records = match kind {
             WorkloadKind::Probe => {
-                // A netns VM gets the lab's responder; the QEMU guest runs its own (UDP 7).
-                let responder = match testbed.vm_ns() {
-                    Some(ns) => Some(
-                        ProbeResponder::spawn(ns, sock(vm_addr, 7))
-                            .map_err(OrchestrateError::workload("probe"))?,
-                    ),
-                    None => None,
-                };
+                // A netns VM gets the lab's responders; the QEMU guest runs its own (UDP 7,
+                // both families).
                 let count =
                     u64::try_from(duration.as_nanos() / plan.probe_interval.as_nanos().max(1))
                         .unwrap_or(u64::MAX);
-                let target = responder
-                    .as_ref()
-                    .map_or(sock(vm_addr, 7), ProbeResponder::local_addr);
-                let mut config = ProbeConfig::new(target, count);
-                config.interval = plan.probe_interval;
-                if let Some(ms) = plan.probe_baseline_ms {
-                    config.baseline = Baseline::FixedMs(ms);
+                let mut responders = Vec::new();
+                let mut configs = Vec::new();
+                for &v4 in families {
+                    let addr = sock(vm.addr(v4), 7);
+                    let target = match testbed.vm_ns() {
+                        Some(ns) => {
+                            let r = ProbeResponder::spawn(ns, addr)
+                                .map_err(OrchestrateError::workload("probe"))?;
+                            let target = r.local_addr();
+                            responders.push(r);
+                            target
+                        }
+                        None => addr,
+                    };
+                    let mut config = ProbeConfig::new(target, count);
+                    config.interval = plan.probe_interval;
+                    if let Some(ms) = plan.probe_baseline_ms {
+                        config.baseline = Baseline::FixedMs(ms);
+                    }
+                    configs.push((v4, config));
                 }
-                let ns = testbed.client_ns().clone();
-                let (result, records) =
-                    with_migrations(testbed, plan, kind, move || run_probe(&ns, &config))?;
-                if let Some(responder) = responder {
+                let (results, records) = with_migrations(testbed, plan, kind, move || {
+                    each_family(configs, |c| run_probe(&client_ns, c))
+                })?;
+                for responder in responders {
                     responder
                         .stop()
                         .map_err(OrchestrateError::workload("probe"))?;
                 }
-                if let Some(raw) = report.raw.as_mut() {
-                    raw.probe = result.samples;
+                let raw = report.raw.get_or_insert_with(RawSeries::default);
+                for (v4, result) in results {
+                    if v4 {
+                        raw.probe_v4 = result.samples;
+                        report.probe_v4 = Some(result.report);
+                    } else {
+                        raw.probe = result.samples;
+                        report.probe = Some(result.report);
+                    }
                 }
-                report.probe = Some(result.report);
                 records
             }
             WorkloadKind::Http => {
                 // The QEMU guest answers HTTP itself (TCP 80, the same body).
-                let server = match testbed.vm_ns() {
-                    Some(ns) => Some(
-                        HttpServer::spawn(ns, sock(vm_addr, 80))
-                            .map_err(OrchestrateError::workload("http"))?,
-                    ),
-                    None => None,
-                };
-                let target = server
-                    .as_ref()
-                    .map_or(sock(vm_addr, 80), HttpServer::local_addr);
-                let mut config = HttpConfig::new(target, duration);
-                config.rate_per_s = plan.http_rate;
-                let ns = testbed.client_ns().clone();
-                let (result, records) =
-                    with_migrations(testbed, plan, kind, move || run_http(&ns, &config))?;
-                if let Some(server) = server {
+                let mut servers = Vec::new();
+                let mut configs = Vec::new();
+                for &v4 in families {
+                    let addr = sock(vm.addr(v4), 80);
+                    let target = match testbed.vm_ns() {
+                        Some(ns) => {
+                            let server = HttpServer::spawn(ns, addr)
+                                .map_err(OrchestrateError::workload("http"))?;
+                            let target = server.local_addr();
+                            servers.push(server);
+                            target
+                        }
+                        None => addr,
+                    };
+                    let mut config = HttpConfig::new(target, duration);
+                    config.rate_per_s = plan.http_rate;
+                    configs.push((v4, config));
+                }
+                let (results, records) = with_migrations(testbed, plan, kind, move || {
+                    each_family(configs, |c| run_http(&client_ns, c))
+                })?;
+                for server in servers {
                     server.stop().map_err(OrchestrateError::workload("http"))?;
                 }
-                if let Some(raw) = report.raw.as_mut() {
-                    raw.http = result.samples;
+                let raw = report.raw.get_or_insert_with(RawSeries::default);
+                for (v4, result) in results {
+                    if v4 {
+                        raw.http_v4 = result.samples;
+                        report.http_v4 = Some(result.report);
+                    } else {
+                        raw.http = result.samples;
+                        report.http = Some(result.report);
+                    }
                 }
-                report.http = Some(result.report);
                 records
             }
             WorkloadKind::Tcp => {
-                // A netns VM gets the lab's receiver (bins of received bytes). The QEMU
+                // A netns VM gets the lab's receivers (bins of received bytes). The QEMU
                 // guest's sink (TCP 5001) reports nothing: the sender bins the bytes the
                 // guest acknowledged (TCP_INFO).
-                let receiver = match testbed.vm_ns() {
-                    Some(ns) => Some(
-                        TcpReceiver::spawn(ns, sock(vm_addr, 5001), Duration::from_millis(100))
-                            .map_err(OrchestrateError::workload("tcp"))?,
-                    ),
-                    None => None,
-                };
-                let target = receiver
-                    .as_ref()
-                    .map_or(sock(vm_addr, 5001), TcpReceiver::local_addr);
-                let config = TcpSenderConfig::new(target, duration);
-                let ns = testbed.client_ns().clone();
-                let (sender, records) =
-                    with_migrations(testbed, plan, kind, move || run_tcp_sender(&ns, &config))?;
-                report.tcp = Some(match receiver {
-                    Some(receiver) => {
-                        let received = receiver
-                            .finish()
-                            .map_err(OrchestrateError::workload("tcp"))?;
-                        tcp_report(&received, &sender)
+                let mut receivers = Vec::new();
+                let mut configs = Vec::new();
+                for &v4 in families {
+                    let addr = sock(vm.addr(v4), 5001);
+                    let target = match testbed.vm_ns() {
+                        Some(ns) => {
+                            let r = TcpReceiver::spawn(ns, addr, Duration::from_millis(100))
+                                .map_err(OrchestrateError::workload("tcp"))?;
+                            let target = r.local_addr();
+                            receivers.push((v4, r));
+                            target
+                        }
+                        None => addr,
+                    };
+                    configs.push((v4, TcpSenderConfig::new(target, duration)));
+                }
+                let (senders, records) = with_migrations(testbed, plan, kind, move || {
+                    each_family(configs, |c| run_tcp_sender(&client_ns, c))
+                })?;
+                let mut received = BTreeMap::new();
+                for (v4, receiver) in receivers {
+                    let stats = receiver
+                        .finish()
+                        .map_err(OrchestrateError::workload("tcp"))?;
+                    received.insert(v4, stats);
+                }
+                for (v4, sender) in senders {
+                    let summary = match received.get(&v4) {
+                        Some(r) => tcp_report(r, &sender),
+                        None => tcp_report_from_sender(&sender),
+                    };
+                    if v4 {
+                        report.tcp_v4 = Some(summary);
+                    } else {
+                        report.tcp = Some(summary);
                     }
-                    None => tcp_report_from_sender(&sender),
-                });
+                }
                 records
             }
         };
@@ -619,6 +672,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let tcp_worst_500ms = report
         .tcp
         .as_ref()
+        .or(report.tcp_v4.as_ref())
         .and_then(|t| worst_window(&t.bins_mbps, 5));
     Ok(LabRun {
         report,
@@ -717,8 +771,35 @@ pub fn vm_kind_name(kind: VmKind) -> &'static str {
     }
 }
 
-fn sock(addr: Ipv6Addr, port: u16) -> SocketAddr {
-    SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0))
+fn sock(addr: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(addr, port)
+}
+
+/// Runs `client` once per family's configuration, all at the same time (one thread each),
+/// and returns the results in the same order; the first error wins.
+fn each_family<C: Sync, T: Send>(
+    configs: Vec<(bool, C)>,
+    client: impl Fn(&C) -> Result<T, WorkloadError> + Sync,
+) -> Result<Vec<(bool, T)>, WorkloadError> {
+    if let [(v4, config)] = configs.as_slice() {
+        return Ok(vec![(*v4, client(config)?)]);
+    }
+    let client = &client;
+    thread::scope(|scope| {
+        let handles: Vec<_> = configs
+            .iter()
+            .map(|(v4, config)| (*v4, scope.spawn(move || client(config))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(v4, h)| {
+                let value = h
+                    .join()
+                    .map_err(|_| WorkloadError::Panicked("lab workload (one family)"))??;
+                Ok((v4, value))
+            })
+            .collect()
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -858,6 +939,10 @@ mod tests {
                 probe: None,
                 http: None,
                 tcp: None,
+                family: Family::Ipv6,
+                probe_v4: None,
+                http_v4: None,
+                tcp_v4: None,
                 raw: Some(RawSeries::default()),
             },
             details: RunDetails {

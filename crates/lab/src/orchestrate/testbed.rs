@@ -55,8 +55,8 @@ use super::error::{MigrationFailure, OrchestrateError};
 use super::fault::{Component, Fault, FaultKind, FaultPhase, FaultPlan, FaultRecord};
 use super::hook::LauncherService;
 use super::plan::{
-    mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_MAC, HV_ATT, HV_NIC,
-    MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
+    mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_ADDR_V4, GATEWAY_MAC,
+    HV_ATT, HV_NIC, MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
 };
 use super::preflight;
 use super::qemu::{self, GuestImage, LabLauncher, QemuOptions};
@@ -941,30 +941,36 @@ impl Testbed {
         }
     }
 
-    /// Pings the VM from the client until it answers (neighbor discovery on the underlay is
-    /// static; this checks the whole path, both ways).
+    /// Pings the VM from the client until it answers, over IPv6 and over IPv4 (neighbour
+    /// discovery on the underlay is static; this checks the whole path both ways, and the
+    /// VMs' ARP for the IPv4 gateway).
     fn check_connectivity(&self) -> Result<(), OrchestrateError> {
-        let target = self.plan.vm.address.to_string();
         let start = Instant::now();
-        loop {
-            match self
-                .spaces
-                .client
-                .exec("ping", &["-6", "-n", "-c", "1", "-W", "1", &target])
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if start.elapsed() > SETUP_TIMEOUT => {
-                    return Err(OrchestrateError::NoConnectivity {
-                        target,
-                        detail: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    self.check_daemons()?;
-                    std::thread::sleep(Duration::from_millis(100));
+        for (flag, target) in [
+            ("-6", self.plan.vm.address.to_string()),
+            ("-4", self.plan.vm.address_v4.to_string()),
+        ] {
+            loop {
+                match self
+                    .spaces
+                    .client
+                    .exec("ping", &[flag, "-n", "-c", "1", "-W", "1", &target])
+                {
+                    Ok(_) => break,
+                    Err(e) if start.elapsed() > SETUP_TIMEOUT => {
+                        return Err(OrchestrateError::NoConnectivity {
+                            target,
+                            detail: e.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        self.check_daemons()?;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     /// Fails if a srmigd process has exited.
@@ -1689,6 +1695,13 @@ fn build_topology(
                     .map_err(|e| OrchestrateError::Options(e.to_string()))?,
             ),
         )?;
+        lab.add_addr(
+            vm_end,
+            ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(vm_plan.address_v4, 32)
+                    .map_err(|e| OrchestrateError::Options(e.to_string()))?,
+            ),
+        )?;
         vm_ends.push(vm_end.clone());
     }
     up.extend([client_port, client_eth]);
@@ -1726,6 +1739,15 @@ fn build_topology(
             &vm_end.netns,
             &Route::default_v6(std::net::IpAddr::V6(GATEWAY_ADDR), Some(VM_IFNAME)),
         )?;
+        // IPv4: the gateway is on-link (the VM's own address is a /32) and is resolved with
+        // ARP, answered by srmigd: no static neighbour entry, unlike IPv6's.
+        let gw4 = GATEWAY_ADDR_V4.to_string();
+        vm_end.netns.ip(&[
+            "-4", "route", "replace", &gw4, "dev", VM_IFNAME, "scope", "link",
+        ])?;
+        vm_end.netns.ip(&[
+            "-4", "route", "replace", "default", "via", &gw4, "dev", VM_IFNAME,
+        ])?;
     }
     let vm = match vm_links {
         Some((ns, _, port, att)) => TopologyVm::Netns { ns, port, att },

@@ -184,9 +184,14 @@ pub(crate) mod tests {
             probe: Some(probe_report(lost, max_extra, held)),
             http: Some(http.0),
             tcp: Some(tcp),
+            family: crate::report::Family::Ipv6,
+            probe_v4: None,
+            http_v4: None,
+            tcp_v4: None,
             raw: Some(RawSeries {
                 probe: probes(lost, held),
                 http: http.1,
+                ..RawSeries::default()
             }),
         }
     }
