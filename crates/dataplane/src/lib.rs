@@ -38,6 +38,8 @@ pub mod vm;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+#[cfg(test)]
+mod tshark_tests;
 
 pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM, MAX_MTU};
 pub use behavior::{Behavior, Flavor, Headend, SbufMode, BEHAVIORS};

@@ -1,6 +1,7 @@
 //! The netns lab end to end (what `srmig lab migrate` runs): a Linux router, hosts C, S and D
 //! each running the real srmigd, the controller, a client VM on C and a VM migrating between S
-//! and D, the 1 ms probe from the client to the VM. On one testbed:
+//! and D, the 1 ms probe from the client to the VM over IPv6 and over IPv4 at the same time
+//! (dual-stack VMs, `--family dual`). On one testbed, for each family:
 //!
 //! - sr-buffer over 6 consecutive migrations (S -> D -> S ...): 0 probes lost, 0 duplicated,
 //!   no reordering among the probes held at the destination, held answers delayed by about the
@@ -43,17 +44,17 @@ fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
 }
 
 /// Probes sent while the VM was stopped (between stop and attach of some migration) whose
-/// answers arrived after the answer to a later probe.
-fn reordered_among_held(run: &LabRun) -> usize {
+/// answers arrived after the answer to a later probe (IPv4 probes if `v4`).
+fn reordered_among_held(run: &LabRun, v4: bool) -> usize {
     let raw = run.report.raw.as_ref().expect("raw series");
+    let series = if v4 { &raw.probe_v4 } else { &raw.probe };
     let windows: Vec<(f64, f64)> = run
         .details
         .migrations
         .iter()
         .map(|m| (m.record.cut_at_ms, m.record.attached_at_ms))
         .collect();
-    let mut answered: Vec<_> = raw
-        .probe
+    let mut answered: Vec<_> = series
         .iter()
         .filter_map(|s| s.received_ms.map(|r| (r, s.seq, s.sent_ms)))
         .collect();
@@ -96,22 +97,29 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     // sr-buffer: zero loss over consecutive migrations.
     let buffer = run(&mut testbed, &plan(Strategy::SrBuffer, 6)).unwrap_or_else(|e| fail(e));
     show("sr-buffer", &buffer);
-    let probe = buffer.report.probe.as_ref().expect("probe report");
     assert_eq!(buffer.report.migrations.len(), 6);
-    assert!(probe.sent > 5000, "{probe:?}");
-    assert_eq!(probe.lost, 0, "sr-buffer lost probes: {probe:?}");
-    assert_eq!(probe.duplicated, 0, "{probe:?}");
-    assert_eq!(
-        reordered_among_held(&buffer),
-        0,
-        "End.SBUF released out of order"
-    );
-    // A probe on the longer path through S can be overtaken when the ingress switches to
-    // the direct path at the commit: at most a few per path switch.
-    assert!(
-        probe.reordered <= 2 * 6,
-        "reordering beyond the path switches: {probe:?}"
-    );
+    let probes = [
+        ("IPv6", &buffer.report.probe, false),
+        ("IPv4", &buffer.report.probe_v4, true),
+    ];
+    for (family, probe, v4) in probes {
+        let probe = probe.as_ref().expect("probe report");
+        assert!(probe.sent > 5000, "{family}: {probe:?}");
+        assert_eq!(probe.lost, 0, "sr-buffer lost {family} probes: {probe:?}");
+        assert_eq!(probe.duplicated, 0, "{family}: {probe:?}");
+        assert_eq!(
+            reordered_among_held(&buffer, v4),
+            0,
+            "End.SBUF released {family} probes out of order"
+        );
+        // A probe on the longer path through S can be overtaken when the ingress switches
+        // to the direct path at the commit: at most a few per path switch.
+        assert!(
+            probe.reordered <= 2 * 6,
+            "{family}: reordering beyond the path switches: {probe:?}"
+        );
+    }
+    let probe = buffer.report.probe.as_ref().expect("probe report");
     for m in &buffer.details.migrations {
         let r = &m.record;
         // The pause includes the stop request and the attach commands (a few ms, more on a
@@ -144,19 +152,29 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     show("traditional", &traditional);
     let t = traditional.report.probe.as_ref().expect("probe report");
     assert!(t.lost > 0, "traditional lost nothing: {t:?}");
+    let t4 = traditional
+        .report
+        .probe_v4
+        .as_ref()
+        .expect("IPv4 probe report");
+    assert!(t4.lost > 0, "traditional lost no IPv4 probe: {t4:?}");
 
     // sr-drop: about the downtime's worth (1 ms probes: one probe per millisecond of pause).
     let drop = run(&mut testbed, &plan(Strategy::SrDrop, 2)).unwrap_or_else(|e| fail(e));
     show("sr-drop", &drop);
-    let d = drop.report.probe.as_ref().expect("probe report");
     let paused_ms: f64 = drop.report.migrations.iter().map(|m| m.pause_ms).sum();
-    assert!(
-        d.lost as f64 >= 0.8 * DOWNTIME_MS as f64 * 2.0
-            && (d.lost as f64 - paused_ms).abs() <= 0.2 * paused_ms + 10.0,
-        "sr-drop lost {} probes over 2 migrations paused {paused_ms:.0} ms in total: {d:?}",
-        d.lost
-    );
-    assert_eq!(d.duplicated, 0, "{d:?}");
+    let mut lost = 0;
+    for d in [&drop.report.probe, &drop.report.probe_v4] {
+        let d = d.as_ref().expect("probe report");
+        assert!(
+            d.lost as f64 >= 0.8 * DOWNTIME_MS as f64 * 2.0
+                && (d.lost as f64 - paused_ms).abs() <= 0.2 * paused_ms + 10.0,
+            "sr-drop lost {} probes over 2 migrations paused {paused_ms:.0} ms in total: {d:?}",
+            d.lost
+        );
+        assert_eq!(d.duplicated, 0, "{d:?}");
+        lost += d.lost;
+    }
     let dropped: u64 = drop
         .details
         .migrations
@@ -164,9 +182,8 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
         .map(|m| m.record.dropped)
         .sum();
     assert!(
-        dropped.abs_diff(d.lost) <= 4,
-        "End.SBUF dropped {dropped}, probes lost {}",
-        d.lost
+        dropped.abs_diff(lost) <= 8,
+        "End.SBUF dropped {dropped}, probes lost {lost} (both families)"
     );
 
     // A crashed srmigd (SIGKILL) is started again and gets its host config back from the
@@ -179,11 +196,13 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
         assert!(took < Duration::from_secs(8), "{took:?}");
         let after = run(&mut testbed, &plan(Strategy::SrBuffer, 2)).unwrap_or_else(|e| fail(e));
         show("sr-buffer after an srmigd restart", &after);
-        let p = after.report.probe.as_ref().expect("probe report");
-        assert_eq!(
-            p.lost, 0,
-            "sr-buffer after restarting srmigd {role:?}: {p:?}"
-        );
+        for p in [&after.report.probe, &after.report.probe_v4] {
+            let p = p.as_ref().expect("probe report");
+            assert_eq!(
+                p.lost, 0,
+                "sr-buffer after restarting srmigd {role:?}: {p:?}"
+            );
+        }
     }
 
     // Teardown: no namespace, no srmigd left.

@@ -3,10 +3,12 @@
 //! own kernel) live-migrated S -> D -> S, the 1 ms probe from the client VM on C. On one
 //! testbed, in one run:
 //!
-//! - sr-buffer, S -> D -> S: 0 probes lost, the guest not rebooted (same boot id), every
-//!   migration with a true pause (source STOP to destination RESUME) measured;
-//! - traditional, S -> D -> S: probes are lost (frames sent to the source after its STOP
-//!   die with the source QEMU, and the mapping moves only after completion);
+//! - sr-buffer, S -> D -> S: 0 probes lost over IPv6 and over IPv4 (the dual-stack guest
+//!   answers both at once; it resolves its IPv4 gateway with ARP), the guest not rebooted
+//!   (same boot id), every migration with a true pause (source STOP to destination RESUME)
+//!   measured;
+//! - traditional, S -> D -> S: probes are lost in both families (frames sent to the source
+//!   after its STOP die with the source QEMU, and the mapping moves only after completion);
 //! - teardown leaves no QEMU, srmigd or namespace behind.
 //!
 //! Needs root, `qemu-system-x86_64` and the guest build's packages (busybox-static, cpio,
@@ -96,6 +98,9 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
     assert_eq!(route, [("s", "d"), ("d", "s")]);
     assert!(probe.sent > 3000, "{probe:?}");
     assert_eq!(probe.lost, 0, "sr-buffer lost probes: {probe:?}");
+    let probe4 = buffer.report.probe_v4.as_ref().expect("IPv4 probe report");
+    assert!(probe4.sent > 3000, "{probe4:?}");
+    assert_eq!(probe4.lost, 0, "sr-buffer lost IPv4 probes: {probe4:?}");
     for m in &buffer.details.migrations {
         let r = &m.record;
         assert!(
@@ -124,6 +129,15 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
     show("traditional", &traditional);
     let probe = traditional.report.probe.as_ref().expect("probe report");
     assert!(probe.lost > 0, "traditional lost nothing: {probe:?}");
+    let probe4 = traditional
+        .report
+        .probe_v4
+        .as_ref()
+        .expect("IPv4 probe report");
+    assert!(
+        probe4.lost > 0,
+        "traditional lost no IPv4 probe: {probe4:?}"
+    );
     assert_eq!(
         traditional.details.guest_boot_id.as_deref(),
         Some(first_boot.as_str())

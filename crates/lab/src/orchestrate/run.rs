@@ -996,11 +996,12 @@ mod tests {
             "probe",
             "http",
             "tcp",
+            "family",
             "raw",
         ] {
             assert!(keys.contains(&key), "{key} missing: {keys:?}");
         }
-        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert_eq!(keys.len(), 8, "{keys:?}");
         assert_eq!(
             v["migrations"][0],
             json!({"pause_ms": 176.0, "total_ms": 700.0})

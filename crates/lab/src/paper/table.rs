@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{HttpReport, ProbeReport, Report, Strategy, TcpReport};
+use crate::report::{Family, HttpReport, ProbeReport, Report, Strategy, TcpReport};
 
 /// The configuration names used in the paper's table, by strategy.
 pub fn configuration_name(strategy: Strategy) -> &'static str {
@@ -105,25 +105,36 @@ const HEADERS: [&str; 8] = [
 const NONE: &str = "-";
 
 impl PaperRow {
-    /// Formats the row of one configuration.
+    /// Formats the row of one configuration (its IPv6 workloads: `probe`, `http`, `tcp`).
     pub fn new(configuration: &str, report: &Report) -> PaperRow {
-        let gaps = report.raw.as_ref().and_then(|raw| loss_gaps(&raw.probe));
+        PaperRow::of_family(configuration, report, false)
+    }
+
+    /// Formats the row of one configuration's IPv6 workloads, or its IPv4 ones if `v4`
+    /// (`probe_v4`, `http_v4`, `tcp_v4`).
+    pub fn of_family(configuration: &str, report: &Report, v4: bool) -> PaperRow {
+        let (probe, http, tcp) = if v4 {
+            (&report.probe_v4, &report.http_v4, &report.tcp_v4)
+        } else {
+            (&report.probe, &report.http, &report.tcp)
+        };
+        let gaps = report
+            .raw
+            .as_ref()
+            .and_then(|raw| loss_gaps(if v4 { &raw.probe_v4 } else { &raw.probe }));
         PaperRow {
             configuration: configuration.to_owned(),
             migrations: migrations_cell(report),
-            probes_lost: report
-                .probe
+            probes_lost: probe
                 .as_ref()
                 .map_or_else(|| NONE.to_owned(), |p| probes_lost_cell(p, gaps)),
-            max_extra_delay: report
-                .probe
+            max_extra_delay: probe
                 .as_ref()
                 .map_or_else(|| NONE.to_owned(), extra_delay_cell),
-            http_slow: report
-                .http
+            http_slow: http
                 .as_ref()
                 .map_or_else(|| NONE.to_owned(), http_slow_cell),
-            http_p99: report.http.as_ref().map_or_else(
+            http_p99: http.as_ref().map_or_else(
                 || NONE.to_owned(),
                 |h| {
                     if h.requests > h.failed {
@@ -133,14 +144,30 @@ impl PaperRow {
                     }
                 },
             ),
-            tcp_worst: report
-                .tcp
-                .as_ref()
-                .map_or_else(|| NONE.to_owned(), tcp_worst_cell),
-            retransmits: report
-                .tcp
+            tcp_worst: tcp.as_ref().map_or_else(|| NONE.to_owned(), tcp_worst_cell),
+            retransmits: tcp
                 .as_ref()
                 .map_or_else(|| NONE.to_owned(), retransmits_cell),
+        }
+    }
+
+    /// The rows of one run: one per address family it measured. A dual-stack run gives
+    /// `NAME (IPv6)` and `NAME (IPv4)`, an IPv4-only run `NAME (IPv4)`, an IPv6-only run
+    /// (or a report from before families) `NAME`.
+    pub fn rows(configuration: &str, report: &Report) -> Vec<PaperRow> {
+        let has_v4 =
+            report.probe_v4.is_some() || report.http_v4.is_some() || report.tcp_v4.is_some();
+        match (report.family, has_v4) {
+            (Family::Dual, true) => vec![
+                PaperRow::of_family(&format!("{configuration} (IPv6)"), report, false),
+                PaperRow::of_family(&format!("{configuration} (IPv4)"), report, true),
+            ],
+            (Family::Ipv4, true) => vec![PaperRow::of_family(
+                &format!("{configuration} (IPv4)"),
+                report,
+                true,
+            )],
+            _ => vec![PaperRow::new(configuration, report)],
         }
     }
 
@@ -255,10 +282,11 @@ fn fmt_percent(fraction: f64) -> String {
     format!("{:.2} %", 100.0 * fraction)
 }
 
-/// The rows of a set of runs, in the given order.
+/// The rows of a set of runs, in the given order (one per run and family, see
+/// [`PaperRow::rows`]).
 pub fn paper_rows<S: AsRef<str>>(runs: &[(S, &Report)]) -> Vec<PaperRow> {
     runs.iter()
-        .map(|(name, report)| PaperRow::new(name.as_ref(), report))
+        .flat_map(|(name, report)| PaperRow::rows(name.as_ref(), report))
         .collect()
 }
 
@@ -266,7 +294,8 @@ pub fn paper_rows<S: AsRef<str>>(runs: &[(S, &Report)]) -> Vec<PaperRow> {
 fn common_bin_ms<S>(runs: &[(S, &Report)]) -> Option<f64> {
     let mut widths = runs
         .iter()
-        .filter_map(|(_, r)| r.tcp.as_ref())
+        .flat_map(|(_, r)| [r.tcp.as_ref(), r.tcp_v4.as_ref()])
+        .flatten()
         .map(|t| t.bin_ms);
     let first = widths.next()?;
     widths.all(|w| (w - first).abs() < 1e-9).then_some(first)
@@ -407,6 +436,28 @@ mod tests {
         assert_eq!(row.http_p99, "142 ms");
         assert_eq!(row.tcp_worst, "1600 / 2900 Mb/s (55 %)");
         assert_eq!(row.retransmits, "0");
+    }
+
+    #[test]
+    fn a_dual_stack_run_has_a_row_per_family() {
+        let mut buf = sr_buffer();
+        assert_eq!(PaperRow::rows("SR, buffer", &buf).len(), 1);
+        buf.family = Family::Dual;
+        buf.probe_v4 = traditional().probe;
+        if let Some(raw) = buf.raw.as_mut() {
+            raw.probe_v4 = traditional().raw.expect("raw").probe;
+        }
+        let rows = PaperRow::rows("SR, buffer", &buf);
+        let names: Vec<&str> = rows.iter().map(|r| r.configuration.as_str()).collect();
+        assert_eq!(names, ["SR, buffer (IPv6)", "SR, buffer (IPv4)"]);
+        assert_eq!(rows[0].probes_lost, "0 of 10000");
+        assert_eq!(rows[1].probes_lost, "722 of 10000 (1 gap, 722 ms)");
+        // The IPv4 row shows only what ran over IPv4.
+        assert_eq!(rows[1].http_slow, NONE);
+        buf.family = Family::Ipv4;
+        let rows = PaperRow::rows("SR, buffer", &buf);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].configuration, "SR, buffer (IPv4)");
     }
 
     #[test]
