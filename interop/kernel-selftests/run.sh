@@ -127,7 +127,21 @@ stop_test()
 		grep -qxF -- "${ns}" <<<"${ns_before}" || ip netns del "${ns}" 2>/dev/null || true
 	done
 }
-trap 'stop_test; echo "interrupted; the test output is in ${work:-nowhere}" >&2; exit 130' INT TERM
+# The test runs in the background and run.sh waits for it, so that a signal reaches this trap
+# at once (bash runs traps only between foreground commands, and the tests' pings swallow
+# SIGINT and let the test go on).
+test_pid=""
+on_signal()
+{
+	if [ -n "${test_pid}" ]; then
+		kill -TERM "${test_pid}" 2>/dev/null || true
+		wait "${test_pid}" 2>/dev/null || true
+	fi
+	stop_test
+	echo "interrupted; the test's output is in ${work:-nowhere}" >&2
+	exit 130
+}
+trap on_signal INT TERM
 
 failed=0
 summary=()
@@ -163,8 +177,11 @@ PY
 	started=${SECONDS}
 	set +e
 	(cd "${work}" && SRMIGD="${SRMIGD}" SRMIG_WORK="${work}" SRMIG_RT="${ROUTER[$test]}" \
-		SRMIG_NOVRF="${novrf_env}" bash "./${test}") >"${work}/out" 2>&1
+		SRMIG_NOVRF="${novrf_env}" exec bash "./${test}") >"${work}/out" 2>&1 &
+	test_pid=$!
+	wait "${test_pid}"
 	status=$?
+	test_pid=""
 	set -e
 	took=$((SECONDS - started))
 	stop_test
