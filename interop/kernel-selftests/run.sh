@@ -12,16 +12,25 @@
 # TEST lines are its verdict; a check that cannot apply to a forwarding plane is listed below
 # with the reason and must fail (so the list stays true); any other failure fails the run.
 #
+# Each test runs in its own work directory; its srmigd and namespaces are removed when it
+# ends, fails or run.sh is interrupted. Each test's wall time is printed.
+#
 # Tests and status (see docs/conformance.md, "Kernel selftests"):
 #   srv6_end_flavors_test.sh      srmigd as rt-4 (End, End with PSP at SL 2, transit routes);
 #                                 on a kernel without dummy devices the Linux routers get a veth
 #                                 of the dummy's name (see end_flavors.sh)
-#   srv6_end_dt6_l3vpn_test.sh    srmigd as rt-1 (End.DT6 into VRF tables, H.Encaps steering
-#                                 per VRF, proxy NDP, the VRF gateway address). The Linux
-#                                 routers need VRF devices: on a kernel without CONFIG_NET_VRF
-#                                 (this project's CI machines) it is reported as "cannot run
-#                                 here" and has not run to the end yet
+#   srv6_end_dt6_l3vpn_test.sh    srmigd as rt-1 (End.DT6 / End.DT4 / End.DT46 into its tenant
+#   srv6_end_dt4_l3vpn_test.sh    tables, H.Encaps steering per table, proxy NDP and ARP, the
+#   srv6_end_dt46_l3vpn_test.sh   gateway addresses; see l3vpn.sh). On a kernel without VRF
+#                                 devices (CONFIG_NET_VRF; this project's machines) the Linux
+#                                 router rt-2 gets per-tenant tables chosen by ip rules instead
+#                                 (SRMIG_NOVRF=1 and the test's VRF skip lifted); l3vpn.sh
+#                                 lists each replacement and why it is equivalent
+#   srv6_hencap_red_l3vpn_test.sh srmigd as rt-1 (H.Encaps.Red per table, End, End.DT46;
+#                                 see hencap_red.sh), the same VRF-less Linux routers
 #   the others                    see NOT_YET and NOT_APPLICABLE_TESTS below
+#
+# SRMIG_TESTS="a.sh b.sh" runs only those tests.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "${here}/../.." && pwd)
@@ -59,60 +68,123 @@ if [ -z "${KSELFTESTS_DIR:-}" ]; then
 	fi
 fi
 
-# test script -> override, srmigd's router, what the kernel must have for the Linux nodes,
-# and the checks that cannot apply ('|'-separated TEST line texts) with the reason.
+# test script -> override, srmigd's router, whether the override has a VRF-less setup for the
+# Linux routers, and the checks that cannot apply ('|'-separated TEST line texts).
+TESTS=${SRMIG_TESTS:-"srv6_end_flavors_test.sh srv6_end_dt6_l3vpn_test.sh srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh"}
 declare -A OVERRIDE=(
 	[srv6_end_flavors_test.sh]=end_flavors.sh
-	[srv6_end_dt6_l3vpn_test.sh]=dt6_l3vpn.sh
+	[srv6_end_dt6_l3vpn_test.sh]=l3vpn.sh
+	[srv6_end_dt4_l3vpn_test.sh]=l3vpn.sh
+	[srv6_end_dt46_l3vpn_test.sh]=l3vpn.sh
+	[srv6_hencap_red_l3vpn_test.sh]=hencap_red.sh
 )
 declare -A ROUTER=(
 	[srv6_end_flavors_test.sh]=4
 	[srv6_end_dt6_l3vpn_test.sh]=1
+	[srv6_end_dt4_l3vpn_test.sh]=1
+	[srv6_end_dt46_l3vpn_test.sh]=1
+	[srv6_hencap_red_l3vpn_test.sh]=1
 )
-declare -A NEEDS_VRF=(
+declare -A NOVRF_OVERRIDE=(
 	[srv6_end_dt6_l3vpn_test.sh]=1
+	[srv6_end_dt4_l3vpn_test.sh]=1
+	[srv6_end_dt46_l3vpn_test.sh]=1
+	[srv6_hencap_red_l3vpn_test.sh]=1
 )
 declare -A NOT_APPLICABLE=(
 	[srv6_end_flavors_test.sh]="Routers connectivity: rt-4 -> rt-1|Routers connectivity: rt-4 -> rt-2|Routers connectivity: rt-4 -> rt-3"
 	[srv6_end_dt6_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
+	[srv6_end_dt4_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
+	[srv6_end_dt46_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
+	[srv6_hencap_red_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2|Routers connectivity: rt-1 -> rt-3|Routers connectivity: rt-1 -> rt-4"
 )
 WHY_NOT_APPLICABLE="the ping runs in the replaced router's own kernel stack, which srmigd keeps off its ports (no address there); srmigd answers the other routers' pings"
-NOT_YET="srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh"
+NOT_YET="srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh"
 NOT_APPLICABLE_TESTS="srv6_end_dx4_netfilter_test.sh srv6_end_dx6_netfilter_test.sh (the kernel's netfilter hooks on seg6local) srv6_hl2encap_red_l2vpn_test.sh (L2 behaviors)"
 
 modprobe vrf 2>/dev/null || true
-have_vrf=0
-[ -e /proc/sys/net/vrf/strict_mode ] && have_vrf=1
+novrf=1
+[ -e /proc/sys/net/vrf/strict_mode ] && novrf=0
+
+# srmigd and the namespaces of a test never outlive it, also when it fails or run.sh is
+# interrupted: stop_test kills the test's srmigd and deletes the namespaces with the
+# selftests' names (rt_*, hs_*, rt-*, hs-*) created while it ran.
+work=""
+ns_before=""
+stop_test()
+{
+	if [ -n "${work}" ] && [ -f "${work}/srmigd.pid" ]; then
+		local pid
+		pid=$(cat "${work}/srmigd.pid")
+		if kill -0 "${pid}" 2>/dev/null; then kill "${pid}" 2>/dev/null || true; fi
+	fi
+	local ns
+	for ns in $(ip netns list | awk '{print $1}'); do
+		case "${ns}" in
+		rt_* | hs_* | rt-* | hs-*) ;;
+		*) continue ;;
+		esac
+		grep -qxF -- "${ns}" <<<"${ns_before}" || ip netns del "${ns}" 2>/dev/null || true
+	done
+}
+# The test runs in the background and run.sh waits for it, so that a signal reaches this trap
+# at once (bash runs traps only between foreground commands, and the tests' pings swallow
+# SIGINT and let the test go on).
+test_pid=""
+on_signal()
+{
+	if [ -n "${test_pid}" ]; then
+		kill -TERM "${test_pid}" 2>/dev/null || true
+		wait "${test_pid}" 2>/dev/null || true
+	fi
+	stop_test
+	echo "interrupted; the test's output is in ${work:-nowhere}" >&2
+	exit 130
+}
+trap on_signal INT TERM
 
 failed=0
-cannot=()
-for test in srv6_end_flavors_test.sh srv6_end_dt6_l3vpn_test.sh; do
-	if [ -n "${NEEDS_VRF[$test]:-}" ] && [ "${have_vrf}" = 0 ]; then
-		cannot+=("${test} (the Linux routers need VRF devices; this kernel has no CONFIG_NET_VRF)")
-		continue
+summary=()
+for test in ${TESTS}; do
+	novrf_env=0
+	if [ -n "${NOVRF_OVERRIDE[$test]:-}" ] && [ "${novrf}" = 1 ]; then
+		novrf_env=1
 	fi
 	work=$(mktemp -d /tmp/srmig-kselftest.XXXXXX)
+	ns_before=$(ip netns list | awk '{print $1}')
 	cp "${KSELFTESTS_DIR}/${test}" "${KSELFTESTS_DIR}/lib.sh" "${work}/"
 	# The override goes in after the test's functions, before its main part (the root check).
-	python3 - "${work}/${test}" "${here}/${OVERRIDE[$test]}" <<'PY'
+	# Without VRF devices the test's VRF skip is lifted for the override's VRF-less setup
+	# (SRMIG_NOVRF=1); nothing else in the test changes.
+	python3 - "${work}/${test}" "${here}/${OVERRIDE[$test]}" "${novrf_env}" <<'PY'
 import re, sys
-path, override = sys.argv[1], sys.argv[2]
+path, override, novrf = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 text = open(path).read()
 m = re.search(r'^if \[ "\$\(id -u\)" -ne 0 \];\s*then', text, re.M)
 if not m:
     sys.exit(f"{path}: no root check to hook the override before (another kernel version?)")
-open(path, "w").write(text[:m.start()] + f'. "{override}"\n' + text[m.start():])
+text = text[:m.start()] + f'. "{override}"\n' + text[m.start():]
+if novrf:
+    check = "[ ! -e /proc/sys/net/vrf/strict_mode ]"
+    if text.count(check) != 1:
+        sys.exit(f"{path}: the VRF check is not there once (another kernel version?)")
+    text = text.replace(check, check + ' && [ "${SRMIG_NOVRF:-0}" != 1 ]')
+open(path, "w").write(text)
 PY
-	echo "=== ${test} (srmigd as rt-${ROUTER[$test]}) ==="
+	how="srmigd as rt-${ROUTER[$test]}"
+	[ "${novrf_env}" = 0 ] || how+=", the Linux router's VRFs as ip-rule tables (no VRF here)"
+	echo "=== ${test} (${how}) ==="
+	started=${SECONDS}
 	set +e
 	(cd "${work}" && SRMIGD="${SRMIGD}" SRMIG_WORK="${work}" SRMIG_RT="${ROUTER[$test]}" \
-		bash "./${test}") >"${work}/out" 2>&1
+		SRMIG_NOVRF="${novrf_env}" exec bash "./${test}") >"${work}/out" 2>&1 &
+	test_pid=$!
+	wait "${test_pid}"
 	status=$?
+	test_pid=""
 	set -e
-	# srmigd never outlives its test, even if the test died.
-	if [ -f "${work}/srmigd.pid" ] && kill -0 "$(cat "${work}/srmigd.pid")" 2>/dev/null; then
-		kill "$(cat "${work}/srmigd.pid")" || true
-	fi
+	took=$((SECONDS - started))
+	stop_test
 	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|SKIP' "${work}/out" | sed 's/^ *//' || true
 	na=()
 	IFS='|' read -r -a na <<<"${NOT_APPLICABLE[$test]:-}"
@@ -123,21 +195,26 @@ PY
 	unexpected=$(grep '\[FAIL\]' "${work}/out" | grep -vF "${na_args[@]}" || true)
 	expected_fail=$(grep '\[FAIL\]' "${work}/out" | grep -cF "${na_args[@]}" || true)
 	if [ -n "${unexpected}" ] || [ "${ok}" = 0 ] || grep -q '^SKIP' "${work}/out"; then
-		echo "${test}: FAILED (exit ${status}); output and srmigd's log in ${work}" >&2
+		echo "${test}: FAILED (exit ${status}, ${took}s); output and srmigd's log in ${work}" >&2
 		tail -n 30 "${work}/out" >&2
 		[ -f "${work}/srmigd.log" ] && tail -n 20 "${work}/srmigd.log" >&2
+		summary+=("${test}: FAILED (${took}s)")
 		failed=1
 		continue
 	fi
 	if [ "${expected_fail}" != "${#na[@]}" ]; then
 		echo "${test}: ${expected_fail} of the ${#na[@]} checks listed as not applicable failed: update run.sh" >&2
+		summary+=("${test}: FAILED (the not-applicable list is not true)")
 		failed=1
 		continue
 	fi
-	echo "${test}: ${ok} checks passed with srmigd as rt-${ROUTER[$test]}; not applicable (${WHY_NOT_APPLICABLE}): ${NOT_APPLICABLE[$test]:-none}"
+	echo "${test}: ${ok} checks passed with ${how} in ${took}s; not applicable (${WHY_NOT_APPLICABLE}): ${NOT_APPLICABLE[$test]:-none}"
+	summary+=("${test}: ${ok} passed, ${expected_fail} not applicable (required to fail), ${took}s")
 	rm -rf "${work}"
+	work=""
 done
-for c in "${cannot[@]}"; do echo "cannot run here: ${c}"; done
+echo
+for line in "${summary[@]}"; do echo "${line}"; done
 echo "not applicable: ${NOT_APPLICABLE_TESTS}"
-echo "not run yet (need srmigd features or a harness of their own): ${NOT_YET}"
+echo "not run yet (their override is not written; srmigd has End and End.X with NEXT-C-SID): ${NOT_YET}"
 exit "${failed}"

@@ -352,6 +352,12 @@ pub struct PortConfig {
     /// An IPv4 address of an uplink, answered in ARP with the port's MAC. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4_address: Option<Ipv4Addr>,
+    /// IPv4 addresses answered in ARP on this uplink for others (proxy ARP for a listed set,
+    /// as [`PortConfig::proxy_ndp`] is for IPv6; Linux's `proxy_arp` sysctl answers for every
+    /// address routed out of another interface): hosts on the link that believe an address
+    /// on-link reach it through this node. Not local addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_arp: Vec<Ipv4Addr>,
     /// An IPv6 address of the port, answered in neighbor discovery (so the underlay router can
     /// resolve the next hop towards the locator). On an uplink it is one of the node's own
     /// addresses: answered to ping, a segment endpoint, and the source of the ICMPv6 errors

@@ -212,6 +212,20 @@ impl Dataplane {
                 ));
             }
             check_mtu(&format!("ports[{i}].mtu"), p.mtu)?;
+            if !p.proxy_arp.is_empty() && p.kind != PortKind::Uplink {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].proxy_arp"),
+                    "only an uplink answers ARP for others (VM ports answer for the gateway)",
+                ));
+            }
+            if let Some(a) = p.proxy_arp.iter().find(|a| {
+                a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()
+            }) {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].proxy_arp"),
+                    format!("{a} is not a unicast address"),
+                ));
+            }
             if p.table.is_some() && p.kind != PortKind::Uplink {
                 return Err(ConfigError::invalid(
                     format!("ports[{i}].table"),
@@ -226,6 +240,7 @@ impl Dataplane {
                 address: p.address,
                 ipv4_address: p.ipv4_address.map(u32::from),
                 proxy_ndp: p.proxy_ndp.clone(),
+                proxy_arp: p.proxy_arp.iter().map(|a| u32::from(*a)).collect(),
                 table: TableIdx(0),
                 mtu: p.mtu,
                 max_frame: Port::max_frame_for(p.mtu),
@@ -2223,11 +2238,11 @@ impl Dataplane {
     // ----------------------------------------------------------------------------------------
 
     /// ARP (RFC 826) at the anycast gateway: a request for the gateway's IPv4 address on a VM
-    /// port (from that VM's own address) or for an uplink's `ipv4_address` is answered in
-    /// place, back to the sender. Nothing is learned and nothing is flooded: VM MACs and
-    /// addresses come from the configuration, so gratuitous ARP from a VM is counted and
-    /// dropped (`ArpGratuitous`), ARP claiming an address that is not the VM's own is
-    /// `ArpSpoofed`, and the rest is `ArpNotForUs`.
+    /// port (from that VM's own address), or for an uplink's `ipv4_address` or one of its
+    /// `proxy_arp` addresses, is answered in place, back to the sender. Nothing is learned
+    /// and nothing is flooded: VM MACs and addresses come from the configuration, so
+    /// gratuitous ARP from a VM is counted and dropped (`ArpGratuitous`), ARP claiming an
+    /// address that is not the VM's own is `ArpSpoofed`, and the rest is `ArpNotForUs`.
     #[cold]
     fn arp_in(&mut self, ctx: &Ctx, pkt: &mut PacketBuf) -> Verdict {
         const ARP_LEN: usize = 28;
@@ -2265,7 +2280,14 @@ impl Dataplane {
                 }
                 self.gateway_v4
             }
-            PortKind::Uplink => self.ports[ctx.ingress.index()].ipv4_address,
+            PortKind::Uplink => {
+                let port = &self.ports[ctx.ingress.index()];
+                if port.proxy_arp.contains(&tpa) {
+                    Some(tpa)
+                } else {
+                    port.ipv4_address
+                }
+            }
         };
         if op != 1 || target != Some(tpa) {
             return Verdict::Drop(DropReason::ArpNotForUs);

@@ -2711,3 +2711,51 @@ fn icmpv4_echo_to_the_gateway_and_an_uplink_address_is_answered() {
         DropReason::LocalNotServed,
     );
 }
+
+#[test]
+fn proxy_arp_answers_for_listed_addresses_only() {
+    use std::net::Ipv4Addr;
+    let host = Ipv4Addr::new(10, 0, 0, 1);
+    let proxied = Ipv4Addr::new(10, 0, 0, 2);
+    let host_mac = [0x02, 0, 0, 0, 0, 0x0a];
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.ports[0].ipv4_address = Some(Ipv4Addr::new(10, 0, 0, 254));
+    cfg.ports[0].proxy_arp = vec![proxied];
+    let mut dp = Dataplane::new(cfg.clone()).unwrap();
+    // A host asks for an address behind this node: answered with the port's MAC, as the
+    // proxied address, back to the host.
+    let (v, out) = run(&mut dp, UPLINK, &arp(1, host_mac, host, proxied));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let mut want = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    want.extend_from_slice(&uplink_mac(S));
+    want.extend_from_slice(&proxied.octets());
+    want.extend_from_slice(&host_mac);
+    want.extend_from_slice(&host.octets());
+    assert_eq!(out, eth(host_mac, uplink_mac(S), 0x0806, &want));
+    assert_eq!(dp.counters().icmp().arp_answered, 1);
+    // Any other address (not listed, not the port's) is not ours; replies are not answered.
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &arp(1, host_mac, host, Ipv4Addr::new(10, 0, 0, 3)),
+        DropReason::ArpNotForUs,
+    );
+    expect_drop(
+        &mut dp,
+        UPLINK,
+        &arp(2, host_mac, host, proxied),
+        DropReason::ArpNotForUs,
+    );
+    // Not on a VM port, and only unicast addresses.
+    let mut bad = cfg.clone();
+    bad.ports[1].proxy_arp = vec![proxied];
+    let e = Dataplane::new(bad).unwrap_err().to_string();
+    assert!(e.contains("ports[1].proxy_arp"), "{e}");
+    let mut bad = cfg;
+    bad.ports[0].proxy_arp = vec![Ipv4Addr::BROADCAST];
+    let e = Dataplane::new(bad).unwrap_err().to_string();
+    assert!(
+        e.contains("ports[0].proxy_arp: 255.255.255.255 is not a unicast address"),
+        "{e}"
+    );
+}

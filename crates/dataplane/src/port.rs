@@ -28,6 +28,8 @@ pub(crate) struct Port {
     pub(crate) address: Option<Ipv6Addr>,
     /// Proxy NDP targets of this port (`PortConfig::proxy_ndp`).
     pub(crate) proxy_ndp: Vec<Ipv6Addr>,
+    /// Proxy ARP targets of this port (`PortConfig::proxy_arp`).
+    pub(crate) proxy_arp: Vec<u32>,
     /// IPv4 address answered in ARP on this port (uplinks).
     pub(crate) ipv4_address: Option<u32>,
     /// The table of the port's transit traffic (`PortConfig::table`; the main table 0 by

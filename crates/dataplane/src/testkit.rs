@@ -373,6 +373,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 table: None,
                 ipv4_address: None,
                 proxy_ndp: Vec::new(),
+                proxy_arp: Vec::new(),
             },
             PortConfig {
                 name: "vm1".into(),
@@ -385,6 +386,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 table: None,
                 ipv4_address: None,
                 proxy_ndp: Vec::new(),
+                proxy_arp: Vec::new(),
             },
             PortConfig {
                 name: "client".into(),
@@ -397,6 +399,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
                 table: None,
                 ipv4_address: None,
                 proxy_ndp: Vec::new(),
+                proxy_arp: Vec::new(),
             },
         ],
         routes: vec![
