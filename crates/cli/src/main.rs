@@ -91,9 +91,36 @@ struct ControllerArgs {
     /// Group of the API socket (default: the controller's own group).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
-    /// The embedded store (redb); created if missing, restored on start.
-    #[arg(long, default_value = srmig_controller::DEFAULT_STORE)]
+    /// The store: the embedded redb file at this path (created if missing, restored on
+    /// start), or `etcd` for an etcd cluster (--etcd-endpoints; replicas share it).
+    #[arg(long, value_name = "PATH|etcd", default_value = srmig_controller::DEFAULT_STORE)]
     store: PathBuf,
+    /// `--store etcd`: the cluster's client URLs, comma-separated (https:// with --etcd-ca).
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// `--store etcd`: the key prefix of this controller cluster's state.
+    #[arg(long, default_value = "/srmig/")]
+    etcd_prefix: String,
+    /// `--store etcd`: CA certificate (PEM) the etcd servers' certificates are checked with.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// `--store etcd`: client certificate (PEM) for etcd's client-cert-auth (with --etcd-key).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// `--store etcd`: the client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// `--store etcd`: timeout of etcd requests, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    etcd_timeout_ms: u64,
+    /// `--store etcd`: run as one of several controller replicas under this id: wait as a
+    /// standby until elected (etcd lease), and exit (status 3) if the leadership is lost.
+    #[arg(long, value_name = "ID")]
+    replica_id: Option<String>,
+    /// `--replica-id`: the leadership lease's TTL in seconds (a dead leader is replaced
+    /// within about this time; etcd's minimum is 2).
+    #[arg(long, default_value_t = 2)]
+    leader_ttl_s: u64,
     /// Delay every config push by this many milliseconds (emulates a slow mapping update).
     #[arg(long, default_value_t = 0)]
     propagation_delay_ms: u64,
@@ -489,7 +516,29 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut options = srmig_controller::Options::new(a.socket, a.store);
+    let mut options = srmig_controller::Options::new(a.socket, a.store.clone());
+    if a.store.as_os_str() == "etcd" {
+        if a.etcd_endpoints.is_empty() {
+            bail!("--store etcd needs --etcd-endpoints URL[,URL...]");
+        }
+        let mut etcd = srmig_controller::EtcdOptions::new(a.etcd_endpoints);
+        etcd.prefix = a.etcd_prefix;
+        etcd.timeout = Duration::from_millis(a.etcd_timeout_ms.max(1));
+        if let Some(ca) = a.etcd_ca {
+            etcd.tls = Some(srmig_controller::EtcdTls {
+                ca,
+                identity: a.etcd_cert.zip(a.etcd_key),
+            });
+        } else if a.etcd_cert.is_some() {
+            bail!("--etcd-cert needs --etcd-ca (TLS to etcd)");
+        }
+        etcd.replica = a
+            .replica_id
+            .map(|id| (id, Duration::from_secs(a.leader_ttl_s.max(1))));
+        options.store = srmig_controller::StoreSpec::Etcd(etcd);
+    } else if !a.etcd_endpoints.is_empty() || a.replica_id.is_some() {
+        bail!("--etcd-endpoints and --replica-id need --store etcd");
+    }
     options.push.propagation_delay = Duration::from_millis(a.propagation_delay_ms);
     options.timeouts.ack_ms = a.ack_timeout_ms;
     options.timeouts.hypervisor_ms = a.hypervisor_timeout_ms;
@@ -504,7 +553,13 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
             listen: a.listen,
         });
     }
-    srmig_controller::run_blocking(options)?;
+    match srmig_controller::run_blocking(options) {
+        Err(srmig_controller::DaemonError::LeadershipLost) => {
+            eprintln!("srmig controller: lost the leadership of the replicas; exiting (status 3)");
+            std::process::exit(3);
+        }
+        other => other?,
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use crate::driver::{External, HypervisorDriver};
 use crate::engine::{now, Engine};
 use crate::mailbox::Command;
 use crate::push::{PushSettings, Pushers};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreSpec};
 use crate::types::ControllerInfo;
 
 /// Default API socket of the controller.
@@ -29,8 +29,8 @@ pub const DEFAULT_STORE: &str = "/var/lib/srmig/controller.redb";
 pub struct Options {
     /// Where the API listens.
     pub socket: PathBuf,
-    /// The redb store file.
-    pub store: PathBuf,
+    /// The store: the embedded redb file (default) or etcd.
+    pub store: StoreSpec,
     /// Push delivery settings (propagation delay, timeouts, backoff).
     pub push: PushSettings,
     /// The core's phase time limits.
@@ -68,7 +68,7 @@ impl Options {
     pub fn new(socket: impl Into<PathBuf>, store: impl Into<PathBuf>) -> Self {
         Options {
             socket: socket.into(),
-            store: store.into(),
+            store: StoreSpec::Embedded(store.into()),
             push: PushSettings::default(),
             timeouts: Timeouts::default(),
             finished_history: ControllerConfig::default().finished_history,
@@ -114,6 +114,10 @@ pub enum DaemonError {
     /// A daemon task panicked or was aborted.
     #[error("a controller task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    /// This replica lost its leadership (etcd lease not kept alive): it stopped acting; a
+    /// supervisor starts it again as a standby.
+    #[error("lost the leadership of the controller replicas (etcd lease expired or unreachable)")]
+    LeadershipLost,
 }
 
 /// A running controller: API server plus engine.
@@ -127,13 +131,19 @@ pub struct Daemon {
     tls_server: Option<JoinHandle<()>>,
     tls_addr: Option<SocketAddr>,
     engine: JoinHandle<()>,
+    leadership_lost: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Daemon {
     /// Opens the store (restoring what it holds: migrations in progress resume or roll back),
     /// binds the API socket and starts serving. Must be called inside a tokio runtime.
     pub async fn start(options: Options) -> Result<Daemon, DaemonError> {
-        let (store, loaded) = Store::open(&options.store)?;
+        // Opening may wait (a standby replica campaigns until it leads): off the runtime.
+        let spec = options.store.clone();
+        let (store, loaded) = tokio::task::spawn_blocking(move || Store::open_spec(&spec))
+            .await
+            .map_err(DaemonError::Task)??;
+        let leadership_lost = store.leadership_lost();
         let config = ControllerConfig {
             timeouts: options.timeouts,
             finished_history: options.finished_history,
@@ -142,7 +152,7 @@ impl Daemon {
             Some(l) => {
                 let migrations = l.snapshot.migrations.len();
                 tracing::info!(
-                    store = %options.store.display(),
+                    store = %options.store.describe(),
                     hosts = l.hosts.len(),
                     migrations_in_progress = migrations,
                     "restoring the controller state"
@@ -157,7 +167,7 @@ impl Daemon {
                 // A new store: a newer epoch than any store before it, so hosts holding an
                 // older controller's configs accept this one's at once.
                 let epoch = now().0;
-                tracing::info!(store = %options.store.display(), epoch, "new store");
+                tracing::info!(store = %options.store.describe(), epoch, "new store");
                 (Controller::with_epoch(config, epoch), Vec::new(), false)
             }
         };
@@ -240,7 +250,7 @@ impl Daemon {
             }
             None => (None, None, None),
         };
-        tracing::info!(socket = %options.socket.display(), store = %options.store.display(), "controller listening");
+        tracing::info!(socket = %options.socket.display(), store = %options.store.describe(), "controller listening");
         Ok(Daemon {
             socket: options.socket,
             commands: tx,
@@ -250,7 +260,20 @@ impl Daemon {
             tls_server,
             tls_addr,
             engine,
+            leadership_lost,
         })
+    }
+
+    /// Resolves when this replica has lost its leadership (never for a single controller).
+    pub async fn leadership_lost(&self) {
+        match &self.leadership_lost {
+            Some(flag) => {
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 
     /// The API socket.
@@ -307,12 +330,24 @@ pub fn run_blocking(options: Options) -> Result<(), DaemonError> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
         let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-        let daemon = Daemon::start(options).await?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        let daemon = tokio::select! {
+            d = Daemon::start(options) => d?,
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        };
+        let lost = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); false }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); false }
+            _ = daemon.leadership_lost() => {
+                tracing::error!("leadership lost: this replica stops acting now");
+                true
+            }
+        };
+        daemon.shutdown().await?;
+        if lost {
+            return Err(DaemonError::LeadershipLost);
         }
-        daemon.shutdown().await
+        Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

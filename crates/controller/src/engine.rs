@@ -84,7 +84,7 @@ pub(crate) struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("store", &self.store.path())
+            .field("store", &self.store.describe())
             .field("hosts", &self.hosts.len())
             .field("held", &self.held.len())
             .finish_non_exhaustive()

@@ -40,6 +40,7 @@ pub mod qemu_hook;
 pub mod qmp_driver;
 pub mod resync;
 pub mod store;
+pub mod store_etcd;
 pub mod types;
 
 pub use client::{
@@ -54,7 +55,8 @@ pub use mailbox::Failure;
 pub use push::PushSettings;
 pub use qemu_hook::{CommandLauncher, HookError, DEFAULT_HOOK_TIMEOUT};
 pub use qmp_driver::{EndpointError, QemuInstance, QemuLauncher, Qmp, QmpEndpoints, QmpSettings};
-pub use store::{Store, StoreError};
+pub use store::{Backend, Store, StoreError, StoreSpec};
+pub use store_etcd::{EtcdOptions, EtcdTls};
 pub use types::{
     ControllerInfo, HostApi, HostRegistration, HostView, HypervisorEventKind, HypervisorPost,
     VmView,

@@ -1,7 +1,13 @@
-//! The embedded store (redb): hosts, VMs (whose `host` is the mapping), every migration's
-//! persisted state, and the per-host generations.
+//! The controller's store: hosts, VMs (whose `host` is the mapping), every migration's
+//! persisted state, and the per-host generations, in one of two backends:
 //!
-//! | table | key | value (JSON) |
+//! - **embedded** (the default, one machine): a redb file;
+//! - **etcd** (`--store etcd`, feature `etcd`): keys under a prefix in an etcd cluster, so that
+//!   several controller replicas can share the state (see [`etcd`](crate::store_etcd)).
+//!
+//! Both hold the same rows (values are JSON):
+//!
+//! | table | key | value |
 //! |---|---|---|
 //! | `hosts` | host name | [`HostRegistration`] |
 //! | `vms` | VM name | [`VmInfo`] (its `host` is the current mapping) |
@@ -11,9 +17,14 @@
 //! [`Store::save`] is called after every input the core accepted and *before* any action it
 //! produced is carried out (write-ahead): a host never sees a generation the store does not
 //! know, and an API caller is answered only once the change is durable. It writes only the rows
-//! that changed since the last save, in one transaction.
+//! that changed since the last save, in one transaction (redb) or one etcd `Txn`.
+//!
+//! The backends are behind [`Backend`], a small synchronous interface (load every row; apply
+//! puts and deletes atomically): the engine calls [`Store::save`] between inputs, as it always
+//! did with redb, and the etcd backend runs its async client on its own thread.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -30,10 +41,11 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// The store layout version written in `meta/format`.
 pub const FORMAT: u64 = 1;
 
-/// Why the store could not be opened, read or written.
+/// Why the store could not be opened, read or written. `store` names it (`redb PATH` or
+/// `etcd ENDPOINTS PREFIX`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The directory holding the store could not be created.
+    /// The directory holding an embedded store could not be created.
     #[error("cannot create the directory of {path}")]
     CreateDir {
         /// The store path.
@@ -42,20 +54,29 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// The database failed (open, lock, transaction, I/O).
-    #[error("store {path} failed")]
+    /// The backend failed (open, lock, connect, transaction, I/O, timeout).
+    #[error("store {store} failed")]
     Db {
-        /// The store path.
-        path: PathBuf,
-        /// The redb error.
+        /// The store.
+        store: String,
+        /// The backend's error.
         #[source]
-        source: Box<redb::Error>,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A write was refused because this controller no longer holds the store (etcd: another
+    /// replica leads; the write did not happen).
+    #[error("store {store}: {why}")]
+    Fenced {
+        /// The store.
+        store: String,
+        /// Why.
+        why: String,
     },
     /// A row does not decode.
-    #[error("store {path}: row {table}/{key} is corrupt")]
+    #[error("store {store}: row {table}/{key} is corrupt")]
     Corrupt {
-        /// The store path.
-        path: PathBuf,
+        /// The store.
+        store: String,
         /// The table.
         table: &'static str,
         /// The row key.
@@ -65,19 +86,19 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// The rows are individually valid but inconsistent with each other.
-    #[error("store {path}: the saved hosts and VMs are inconsistent")]
+    #[error("store {store}: the saved hosts and VMs are inconsistent")]
     Inconsistent {
-        /// The store path.
-        path: PathBuf,
+        /// The store.
+        store: String,
         /// What the model refused.
         #[source]
         source: ModelError,
     },
     /// The store was written by an incompatible version.
-    #[error("store {path} has format {found}, this controller reads format {FORMAT}")]
+    #[error("store {store} has format {found}, this controller reads format {FORMAT}")]
     Format {
-        /// The store path.
-        path: PathBuf,
+        /// The store.
+        store: String,
         /// The format found.
         found: u64,
     },
@@ -101,20 +122,141 @@ pub struct Loaded {
     pub snapshot: ControllerSnapshot,
 }
 
-/// Bytes last written per row, to write only what changed.
+/// Every row of a store, encoded (also: the bytes last written per row, to write only what
+/// changed).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Rows {
-    hosts: BTreeMap<String, Vec<u8>>,
-    vms: BTreeMap<String, Vec<u8>>,
-    migrations: BTreeMap<u64, Vec<u8>>,
-    meta: BTreeMap<String, Vec<u8>>,
+pub struct Rows {
+    /// `hosts`.
+    pub hosts: BTreeMap<String, Vec<u8>>,
+    /// `vms`.
+    pub vms: BTreeMap<String, Vec<u8>>,
+    /// `migrations`.
+    pub migrations: BTreeMap<u64, Vec<u8>>,
+    /// `meta`.
+    pub meta: BTreeMap<String, Vec<u8>>,
 }
 
-/// The controller's embedded store. See the module docs.
+/// The key of one row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowKey {
+    /// `hosts/<name>`.
+    Host(String),
+    /// `vms/<name>`.
+    Vm(String),
+    /// `migrations/<id>`.
+    Migration(u64),
+    /// `meta/<name>`.
+    Meta(String),
+}
+
+impl RowKey {
+    /// The table's name.
+    pub fn table(&self) -> &'static str {
+        match self {
+            RowKey::Host(_) => "hosts",
+            RowKey::Vm(_) => "vms",
+            RowKey::Migration(_) => "migrations",
+            RowKey::Meta(_) => "meta",
+        }
+    }
+}
+
+impl Rows {
+    /// Inserts `value` at `key`.
+    pub fn insert(&mut self, key: RowKey, value: Vec<u8>) {
+        match key {
+            RowKey::Host(k) => self.hosts.insert(k, value),
+            RowKey::Vm(k) => self.vms.insert(k, value),
+            RowKey::Migration(k) => self.migrations.insert(k, value),
+            RowKey::Meta(k) => self.meta.insert(k, value),
+        };
+    }
+
+    /// Every row, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (RowKey, &[u8])> {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(k, v)| (RowKey::Host(k.clone()), v.as_slice()));
+        let vms = self
+            .vms
+            .iter()
+            .map(|(k, v)| (RowKey::Vm(k.clone()), v.as_slice()));
+        let migrations = self
+            .migrations
+            .iter()
+            .map(|(k, v)| (RowKey::Migration(*k), v.as_slice()));
+        let meta = self
+            .meta
+            .iter()
+            .map(|(k, v)| (RowKey::Meta(k.clone()), v.as_slice()));
+        hosts.chain(vms).chain(migrations).chain(meta)
+    }
+
+    fn get(&self, key: &RowKey) -> Option<&[u8]> {
+        match key {
+            RowKey::Host(k) => self.hosts.get(k),
+            RowKey::Vm(k) => self.vms.get(k),
+            RowKey::Migration(k) => self.migrations.get(k),
+            RowKey::Meta(k) => self.meta.get(k),
+        }
+        .map(Vec::as_slice)
+    }
+
+    /// What turns `self` into `new`: rows to put (new or changed) and keys to delete.
+    pub fn diff<'a>(&self, new: &'a Rows) -> (Vec<(RowKey, &'a [u8])>, Vec<RowKey>) {
+        let puts = new
+            .iter()
+            .filter(|(k, v)| self.get(k) != Some(*v))
+            .collect();
+        let deletes = self
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| new.get(k).is_none())
+            .collect();
+        (puts, deletes)
+    }
+}
+
+/// Where the rows live. Implemented by the embedded (redb) and the etcd backends; the
+/// contract tests (`tests/store_contract.rs`) run against both.
+pub trait Backend: Send + fmt::Debug {
+    /// `redb PATH` or `etcd ENDPOINTS PREFIX`, for logs and errors.
+    fn describe(&self) -> String;
+    /// Every row the store holds.
+    fn load(&mut self) -> Result<Rows, StoreError>;
+    /// Puts and deletes, all or nothing, durable when this returns `Ok`.
+    fn apply(&mut self, puts: &[(RowKey, &[u8])], deletes: &[RowKey]) -> Result<(), StoreError>;
+    /// For a replica that leads through this store: a flag set once the leadership is lost
+    /// (the controller must then stop). `None`: no election (a single controller).
+    fn leadership_lost(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded redb file at this path.
+    Embedded(PathBuf),
+    /// An etcd cluster (feature `etcd`).
+    Etcd(crate::store_etcd::EtcdOptions),
+}
+
+impl StoreSpec {
+    /// `redb PATH` or `etcd ENDPOINTS PREFIX`.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreSpec::Embedded(p) => format!("redb {}", p.display()),
+            StoreSpec::Etcd(o) => o.describe(),
+        }
+    }
+}
+
+/// The controller's store. See the module docs.
 #[derive(Debug)]
 pub struct Store {
-    path: PathBuf,
-    db: Database,
+    backend: Box<dyn Backend>,
     written: Rows,
 }
 
@@ -128,31 +270,47 @@ pub struct SaveStats {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`, and loads what it holds (`None` if it
-    /// is new or empty). Fails if another process (or this one) holds it open.
+    /// Opens (creating if needed) the embedded store at `path`, and loads what it holds
+    /// (`None` if it is new or empty). Fails if another process (or this one) holds it open.
     pub fn open(path: &Path) -> Result<(Store, Option<Loaded>), StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        let db = Database::create(path).map_err(|e| db_err(path, e))?;
-        let mut store = Store {
-            path: path.to_owned(),
-            db,
-            written: Rows::default(),
-        };
-        store.create_tables()?;
-        let rows = store.read_rows()?;
-        let loaded = store.decode(&rows)?;
-        store.written = rows;
-        Ok((store, loaded))
+        Store::with_backend(Box::new(Embedded::open(path)?))
     }
 
-    /// The store's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the store `spec` names and loads what it holds.
+    pub fn open_spec(spec: &StoreSpec) -> Result<(Store, Option<Loaded>), StoreError> {
+        match spec {
+            StoreSpec::Embedded(path) => Store::open(path),
+            StoreSpec::Etcd(options) => {
+                let mut etcd = crate::store_etcd::Etcd::connect(options)?;
+                etcd.lead()?;
+                Store::with_backend(Box::new(etcd))
+            }
+        }
+    }
+
+    /// A store over `backend`, and what it holds.
+    pub fn with_backend(
+        mut backend: Box<dyn Backend>,
+    ) -> Result<(Store, Option<Loaded>), StoreError> {
+        let rows = backend.load()?;
+        let loaded = decode(&backend.describe(), &rows)?;
+        Ok((
+            Store {
+                backend,
+                written: rows,
+            },
+            loaded,
+        ))
+    }
+
+    /// `redb PATH` or `etcd ENDPOINTS PREFIX`.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// See [`Backend::leadership_lost`].
+    pub fn leadership_lost(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        self.backend.leadership_lost()
     }
 
     /// Writes the controller's state: every row that differs from the last save, in one
@@ -166,74 +324,40 @@ impl Store {
         if rows == self.written {
             return Ok(SaveStats::default());
         }
-        let mut stats = SaveStats::default();
-        let txn = self.db.begin_write().map_err(|e| db_err(&self.path, e))?;
-        {
-            let mut t = txn.open_table(HOSTS).map_err(|e| db_err(&self.path, e))?;
-            for (k, v) in &rows.hosts {
-                if self.written.hosts.get(k) != Some(v) {
-                    t.insert(k.as_str(), v.as_slice())
-                        .map_err(|e| db_err(&self.path, e))?;
-                    stats.written += 1;
-                }
-            }
-            for k in self
-                .written
-                .hosts
-                .keys()
-                .filter(|k| !rows.hosts.contains_key(*k))
-            {
-                t.remove(k.as_str()).map_err(|e| db_err(&self.path, e))?;
-                stats.removed += 1;
-            }
-            let mut t = txn.open_table(VMS).map_err(|e| db_err(&self.path, e))?;
-            for (k, v) in &rows.vms {
-                if self.written.vms.get(k) != Some(v) {
-                    t.insert(k.as_str(), v.as_slice())
-                        .map_err(|e| db_err(&self.path, e))?;
-                    stats.written += 1;
-                }
-            }
-            for k in self
-                .written
-                .vms
-                .keys()
-                .filter(|k| !rows.vms.contains_key(*k))
-            {
-                t.remove(k.as_str()).map_err(|e| db_err(&self.path, e))?;
-                stats.removed += 1;
-            }
-            let mut t = txn
-                .open_table(MIGRATIONS)
-                .map_err(|e| db_err(&self.path, e))?;
-            for (k, v) in &rows.migrations {
-                if self.written.migrations.get(k) != Some(v) {
-                    t.insert(*k, v.as_slice())
-                        .map_err(|e| db_err(&self.path, e))?;
-                    stats.written += 1;
-                }
-            }
-            for k in self
-                .written
-                .migrations
-                .keys()
-                .filter(|k| !rows.migrations.contains_key(*k))
-            {
-                t.remove(*k).map_err(|e| db_err(&self.path, e))?;
-                stats.removed += 1;
-            }
-            let mut t = txn.open_table(META).map_err(|e| db_err(&self.path, e))?;
-            for (k, v) in &rows.meta {
-                if self.written.meta.get(k) != Some(v) {
-                    t.insert(k.as_str(), v.as_slice())
-                        .map_err(|e| db_err(&self.path, e))?;
-                    stats.written += 1;
-                }
-            }
-        }
-        txn.commit().map_err(|e| db_err(&self.path, e))?;
+        let (puts, deletes) = self.written.diff(&rows);
+        self.backend.apply(&puts, &deletes)?;
+        let stats = SaveStats {
+            written: puts.len(),
+            removed: deletes.len(),
+        };
         self.written = rows;
         Ok(stats)
+    }
+}
+
+/// The embedded backend: one redb file, one write transaction per save.
+#[derive(Debug)]
+pub struct Embedded {
+    path: PathBuf,
+    db: Database,
+}
+
+impl Embedded {
+    /// Opens (creating if needed) the redb file at `path`.
+    pub fn open(path: &Path) -> Result<Embedded, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        let store = Embedded {
+            path: path.to_owned(),
+            db,
+        };
+        store.create_tables()?;
+        Ok(store)
     }
 
     fn create_tables(&self) -> Result<(), StoreError> {
@@ -245,8 +369,14 @@ impl Store {
         txn.open_table(META).map_err(|e| db_err(&self.path, e))?;
         txn.commit().map_err(|e| db_err(&self.path, e))
     }
+}
 
-    fn read_rows(&self) -> Result<Rows, StoreError> {
+impl Backend for Embedded {
+    fn describe(&self) -> String {
+        format!("redb {}", self.path.display())
+    }
+
+    fn load(&mut self) -> Result<Rows, StoreError> {
         let txn = self.db.begin_read().map_err(|e| db_err(&self.path, e))?;
         let mut rows = Rows::default();
         let read_str_table =
@@ -272,91 +402,122 @@ impl Store {
         Ok(rows)
     }
 
-    fn decode(&self, rows: &Rows) -> Result<Option<Loaded>, StoreError> {
-        if rows == &Rows::default() {
-            return Ok(None);
-        }
-        let path = &self.path;
-        let corrupt = |table: &'static str, key: String| {
-            move |source| StoreError::Corrupt {
-                path: path.clone(),
-                table,
-                key,
-                source,
+    fn apply(&mut self, puts: &[(RowKey, &[u8])], deletes: &[RowKey]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let txn = self.db.begin_write().map_err(|e| db_err(&path, e))?;
+        {
+            let open = |def| txn.open_table(def).map_err(|e| db_err(&path, e));
+            let mut hosts = open(HOSTS)?;
+            let mut vms = open(VMS)?;
+            let mut migrations = txn.open_table(MIGRATIONS).map_err(|e| db_err(&path, e))?;
+            let mut meta = open(META)?;
+            for (k, v) in puts {
+                match k {
+                    RowKey::Host(k) => hosts.insert(k.as_str(), *v).map(drop),
+                    RowKey::Vm(k) => vms.insert(k.as_str(), *v).map(drop),
+                    RowKey::Migration(k) => migrations.insert(*k, *v).map(drop),
+                    RowKey::Meta(k) => meta.insert(k.as_str(), *v).map(drop),
+                }
+                .map_err(|e| db_err(&path, e))?;
             }
-        };
-        let format: u64 = match rows.meta.get("format") {
-            Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "format".into()))?,
-            None => FORMAT,
-        };
-        if format != FORMAT {
-            return Err(StoreError::Format {
-                path: path.clone(),
-                found: format,
-            });
-        }
-        let next_id: u64 = match rows.meta.get("next_id") {
-            Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "next_id".into()))?,
-            None => 1,
-        };
-        let epoch: u64 = match rows.meta.get("epoch") {
-            Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "epoch".into()))?,
-            None => 0,
-        };
-        let generations: BTreeMap<HostId, u64> = match rows.meta.get("generations") {
-            Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "generations".into()))?,
-            None => BTreeMap::new(),
-        };
-        let mut hosts = Vec::with_capacity(rows.hosts.len());
-        for (k, v) in &rows.hosts {
-            let reg: HostRegistration =
-                serde_json::from_slice(v).map_err(corrupt("hosts", k.clone()))?;
-            hosts.push(reg);
-        }
-        let mut vms = Vec::with_capacity(rows.vms.len());
-        for (k, v) in &rows.vms {
-            let vm: VmInfo = serde_json::from_slice(v).map_err(corrupt("vms", k.clone()))?;
-            vms.push(vm);
-        }
-        let mut model = Model::new();
-        let inconsistent = |source| StoreError::Inconsistent {
-            path: path.clone(),
-            source,
-        };
-        for h in &hosts {
-            model.add_host(h.info.clone()).map_err(inconsistent)?;
-        }
-        for vm in vms {
-            model.add_vm(vm).map_err(inconsistent)?;
-        }
-        let mut migrations = Vec::new();
-        let mut finished = Vec::new();
-        for (k, v) in &rows.migrations {
-            let m: Migration =
-                serde_json::from_slice(v).map_err(corrupt("migrations", k.to_string()))?;
-            if matches!(m, Migration::Done(_)) {
-                finished.push(m);
-            } else {
-                migrations.push(m);
+            for k in deletes {
+                match k {
+                    RowKey::Host(k) => hosts.remove(k.as_str()).map(drop),
+                    RowKey::Vm(k) => vms.remove(k.as_str()).map(drop),
+                    RowKey::Migration(k) => migrations.remove(*k).map(drop),
+                    RowKey::Meta(k) => meta.remove(k.as_str()).map(drop),
+                }
+                .map_err(|e| db_err(&path, e))?;
             }
         }
-        Ok(Some(Loaded {
-            hosts,
-            snapshot: ControllerSnapshot {
-                model,
-                generations,
-                migrations,
-                finished,
-                next_id,
-                epoch,
-            },
-        }))
+        txn.commit().map_err(|e| db_err(&path, e))
     }
+}
+
+/// Rebuilds the controller's state from the rows (`None` if there are none).
+pub fn decode(store: &str, rows: &Rows) -> Result<Option<Loaded>, StoreError> {
+    if rows == &Rows::default() {
+        return Ok(None);
+    }
+    let corrupt = |table: &'static str, key: String| {
+        move |source| StoreError::Corrupt {
+            store: store.to_owned(),
+            table,
+            key,
+            source,
+        }
+    };
+    let format: u64 = match rows.meta.get("format") {
+        Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "format".into()))?,
+        None => FORMAT,
+    };
+    if format != FORMAT {
+        return Err(StoreError::Format {
+            store: store.to_owned(),
+            found: format,
+        });
+    }
+    let next_id: u64 = match rows.meta.get("next_id") {
+        Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "next_id".into()))?,
+        None => 1,
+    };
+    let epoch: u64 = match rows.meta.get("epoch") {
+        Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "epoch".into()))?,
+        None => 0,
+    };
+    let generations: BTreeMap<HostId, u64> = match rows.meta.get("generations") {
+        Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "generations".into()))?,
+        None => BTreeMap::new(),
+    };
+    let mut hosts = Vec::with_capacity(rows.hosts.len());
+    for (k, v) in &rows.hosts {
+        let reg: HostRegistration =
+            serde_json::from_slice(v).map_err(corrupt("hosts", k.clone()))?;
+        hosts.push(reg);
+    }
+    let mut vms = Vec::with_capacity(rows.vms.len());
+    for (k, v) in &rows.vms {
+        let vm: VmInfo = serde_json::from_slice(v).map_err(corrupt("vms", k.clone()))?;
+        vms.push(vm);
+    }
+    let mut model = Model::new();
+    let inconsistent = |source| StoreError::Inconsistent {
+        store: store.to_owned(),
+        source,
+    };
+    for h in &hosts {
+        model.add_host(h.info.clone()).map_err(inconsistent)?;
+    }
+    for vm in vms {
+        model.add_vm(vm).map_err(inconsistent)?;
+    }
+    let mut migrations = Vec::new();
+    let mut finished = Vec::new();
+    for (k, v) in &rows.migrations {
+        let m: Migration =
+            serde_json::from_slice(v).map_err(corrupt("migrations", k.to_string()))?;
+        if matches!(m, Migration::Done(_)) {
+            finished.push(m);
+        } else {
+            migrations.push(m);
+        }
+    }
+    Ok(Some(Loaded {
+        hosts,
+        snapshot: ControllerSnapshot {
+            model,
+            generations,
+            migrations,
+            finished,
+            next_id,
+            epoch,
+        },
+    }))
 }
 
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
-        path: path.to_owned(),
+        store: format!("redb {}", path.display()),
         source: Box::new(e.into()),
     }
 }
@@ -498,7 +659,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.redb");
         {
-            let (store, _) = Store::open(&path).expect("open");
+            let store = Embedded::open(&path).expect("open");
             let txn = store.db.begin_write().expect("txn");
             {
                 let mut t = txn.open_table(VMS).expect("table");

@@ -54,7 +54,7 @@ const DST_PORT: u16 = 5678;
 fn overhead(case: Case) -> usize {
     let inner = ETH_LEN + IPV6_LEN + UDP_LEN;
     match case {
-        Case::Ipv6 | Case::HEncaps => inner,
+        Case::Ipv6 | Case::HEncaps | Case::HEncapsVm => inner,
         Case::End => inner + IPV6_LEN + srh_len(2),
         Case::EndDx6 => inner + IPV6_LEN + srh_len(1),
     }
@@ -81,7 +81,7 @@ fn flow_frame(case: Case, requested: usize, flow: u16) -> Vec<u8> {
     let label = u32::from(flow);
     let ip = match case {
         Case::Ipv6 => inner_packet(ADDR_GEN, PLAIN_DST, sport, payload),
-        Case::HEncaps => inner_packet(ADDR_GEN, ENCAP_DST, sport, payload),
+        Case::HEncaps | Case::HEncapsVm => inner_packet(ADDR_GEN, ENCAP_DST, sport, payload),
         // Segment List[0] is the last segment: SINK_SEG after SID_END, SL = 1.
         Case::End => srv6_packet(
             SID_END,
@@ -201,7 +201,7 @@ mod tests {
                 "003c",
                 "18f8",
             ),
-            Case::HEncaps => concat!(
+            Case::HEncaps | Case::HEncapsVm => concat!(
                 "020000000100",
                 "020000000001",
                 "86dd",
@@ -351,7 +351,9 @@ mod tests {
         assert_eq!(eth.ethertype(), EtherType::IPV6);
         let ip = ipv6::Packet::new_checked(eth.payload()).expect("IPv6");
         match case {
-            Case::Ipv6 | Case::HEncaps => (0, vec![ip.dst_addr()], ip.packet_bytes().to_vec()),
+            Case::Ipv6 | Case::HEncaps | Case::HEncapsVm => {
+                (0, vec![ip.dst_addr()], ip.packet_bytes().to_vec())
+            }
             Case::End | Case::EndDx6 => {
                 assert_eq!(ip.next_header(), IpProtocol::ROUTING);
                 let srh = srh::Srh::new_checked(ip.payload()).expect("SRH");

@@ -15,8 +15,14 @@
 //! - `end`: seg6local End, SRH with 2 segments, SL 1 -> the next segment, routed out d1.
 //! - `end_dx6`: seg6local End.DX6, 1 segment, SL 0 -> decapsulated, inner packet to the
 //!   nexthop on d1.
-//! - `h_encaps`: seg6 H.Encaps of a plain IPv6 packet (srmigd: from a VM on d0) with one
-//!   segment, out d1.
+//! - `h_encaps`: seg6 H.Encaps of a plain IPv6 packet arriving on d0 with one segment, out d1.
+//!   Both sides as a transit router: Linux `ip route add PREFIX encap seg6 mode encap`,
+//!   srmigd a `[[steering]]` rule on its uplink d0 (AF_XDP under `auto`).
+//! - `h_encaps_vm`: the same frames and Linux configuration, but on srmigd d0 is a VM port
+//!   (`kind = "vm"`, the generator a VM on it, the policy applied by a `[[mappings]]` entry):
+//!   srmigd's own case of every VM's egress, on AF_PACKET (VM ports keep the guests' offload
+//!   metadata, which AF_XDP does not carry). Linux has no VM-port notion: its figure is the
+//!   same route-based encapsulation as `h_encaps`.
 //!
 //! With `--flows N` the generator sends N frames per case round-robin that differ only in
 //! what a flow hash sees (UDP source port; for End and End.DX6 also the outer Flow Label, see
@@ -28,7 +34,7 @@
 //!    encapsulation, `rps_cpus` of d0 = the DUT CPU).
 //! 2. Generator ceiling: the plain frame to a foreign MAC, dropped at once on the DUT's
 //!    ingress; `reps` trials.
-//! 3. srmigd, per case: start it on the DUT CPU (transit config, or vmport for H.Encaps), wait
+//! 3. srmigd, per case: start it on the DUT CPU (transit config, or vmport for h_encaps_vm), wait
 //!    until d0 and d1 are attached, warm up, `reps` trials at full rate, the zero-loss search,
 //!    stop it.
 //! 4. Linux: configure forwarding/seg6/seg6local in the dut namespace; per case: warm up,
@@ -90,13 +96,21 @@ pub enum Case {
     End,
     /// seg6local End.DX6.
     EndDx6,
-    /// seg6 H.Encaps.
+    /// seg6 H.Encaps, transit (srmigd: `[[steering]]` on an uplink).
     HEncaps,
+    /// H.Encaps of a VM's traffic (srmigd: d0 is a VM port); Linux as in `HEncaps`.
+    HEncapsVm,
 }
 
 impl Case {
     /// Every case, in the order they run.
-    pub const ALL: [Case; 4] = [Case::Ipv6, Case::End, Case::EndDx6, Case::HEncaps];
+    pub const ALL: [Case; 5] = [
+        Case::Ipv6,
+        Case::End,
+        Case::EndDx6,
+        Case::HEncaps,
+        Case::HEncapsVm,
+    ];
 
     /// The JSON key and `--cases` name.
     pub fn key(self) -> &'static str {
@@ -105,6 +119,7 @@ impl Case {
             Case::End => "end",
             Case::EndDx6 => "end_dx6",
             Case::HEncaps => "h_encaps",
+            Case::HEncapsVm => "h_encaps_vm",
         }
     }
 
@@ -115,10 +130,11 @@ impl Case {
             Case::End => "End",
             Case::EndDx6 => "End.DX6",
             Case::HEncaps => "H.Encaps",
+            Case::HEncapsVm => "H.Encaps (VM port)",
         }
     }
 
-    /// Parses a comma-separated list (`ipv6,end,end_dx6,h_encaps`; `end.dx6`, `h.encaps`
+    /// Parses a comma-separated list (`ipv6,end,end_dx6,h_encaps,h_encaps_vm`; `end.dx6`, `h.encaps`
     /// and `all` are accepted too). Duplicates are dropped; the run order is [`Case::ALL`]'s.
     pub fn parse_list(list: &str) -> Result<Vec<Case>, ForwardError> {
         let mut cases = Vec::new();
@@ -133,7 +149,7 @@ impl Case {
                 .find(|c| c.key() == name)
                 .ok_or_else(|| {
                     ForwardError::Options(format!(
-                        "--cases: unknown case {name:?}; expected ipv6, end, end_dx6, h_encaps or all"
+                        "--cases: unknown case {name:?}; expected ipv6, end, end_dx6, h_encaps, h_encaps_vm or all"
                     ))
                 })?;
             cases.push(case);

@@ -21,10 +21,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of its log quoted in errors.
 const LOG_TAIL_LINES: usize = 20;
 
-/// `transit` (ipv6, End, End.DX6: d0 is an uplink) or `vmport` (H.Encaps: the generator is a
-/// VM on d0).
+/// `transit` (ipv6, End, End.DX6, H.Encaps by a steering rule: d0 is an uplink) or `vmport`
+/// (H.Encaps of a VM's traffic: the generator is a VM on d0).
 fn vm_port(case: Case) -> bool {
-    case == Case::HEncaps
+    case == Case::HEncapsVm
 }
 
 /// The node configuration for `case`.
@@ -66,6 +66,15 @@ name = "d0"
 kind = "uplink"
 mac = "{d0}"
 peer_mac = "{g0}"
+
+[[policies]]
+name = "enc"
+headend = "H.Encaps"
+segments = ["{SINK_SEG}"]
+
+[[steering]]
+prefix = "{ENCAP_PFX}"
+policy = "enc"
 "#
         )
     };
@@ -256,8 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn vmport_only_for_h_encaps() {
-        assert!(node_toml(Case::HEncaps).contains(r#"headend = "H.Encaps""#));
+    fn every_case_config_is_accepted_by_the_engine() {
+        for case in Case::ALL {
+            let file = srmig_dataplane::node_file::NodeFile::parse(&node_toml(case))
+                .unwrap_or_else(|e| panic!("{}: {e}", case.key()));
+            srmig_dataplane::Dataplane::new(file.node)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.key()));
+        }
+    }
+
+    #[test]
+    fn vmport_only_for_h_encaps_vm() {
+        assert!(node_toml(Case::HEncapsVm).contains(r#"headend = "H.Encaps""#));
+        assert!(node_toml(Case::HEncapsVm).contains("[[vms]]"));
+        assert!(node_toml(Case::HEncaps).contains("[[steering]]"));
+        assert!(!node_toml(Case::HEncaps).contains("[[vms]]"));
         assert!(node_toml(Case::End).contains(r#"peer_mac = "02:00:00:00:00:01""#));
         assert!(!node_toml(Case::End).contains("[[vms]]"));
     }
