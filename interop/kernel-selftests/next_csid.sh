@@ -89,6 +89,7 @@ eval "kernel___setup_l3vpn() $(declare -f __setup_l3vpn | tail -n +2)"
 if [ "${SRMIG_END_X}" = 1 ]; then
 	eval "kernel_set_end_x_nextcsid() $(declare -f set_end_x_nextcsid | tail -n +2)"
 fi
+eval "kernel_host_vpn_tests() $(declare -f host_vpn_tests | tail -n +2)"
 eval "kernel_setup() $(declare -f setup | tail -n +2)"
 eval "kernel_cleanup() $(declare -f cleanup | tail -n +2)"
 
@@ -266,6 +267,39 @@ table ip6 srmig-dt46 {
 	}
 }
 EOF
+}
+
+# What srmigd did during the VPN checks (its metrics, read on its API socket): packets at its
+# SID and sent per port, printed after the checks. The checks cannot tell End.X from End
+# (both reach the next router); the port counts show where End.X sent the packets.
+srmig_counters()
+{
+	command -v curl >/dev/null || return 0
+	curl -s --max-time 2 --unix-socket "${SRMIG_WORK}/srmigd.sock" http://srmigd/metrics |
+		awk '/^srmig_sid_packets_total|^srmig_port_tx_packets_total/ {print $1, $2}'
+}
+
+host_vpn_tests()
+{
+	local before after
+	before=$(srmig_counters)
+	kernel_host_vpn_tests "$@"
+	after=$(srmig_counters)
+	python3 - "${before}" "${after}" "${SRMIG_RT}" <<'PY'
+import re, sys
+def parse(text):
+    return {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()}
+before, after = parse(sys.argv[1]), parse(sys.argv[2])
+if not after:
+    sys.exit(0)
+diff = {k: v - before.get(k, 0) for k, v in sorted(after.items())}
+sids = [f"{m[1]} ({m[2]}) {d}" for k, d in diff.items()
+        if (m := re.match(r'srmig_sid_packets_total\{sid="([^"]*)",behavior="([^"]*)"', k))]
+ports = [f"{m[1]} {d}" for k, d in diff.items()
+         if (m := re.match(r'srmig_port_tx_packets_total\{port="([^"]*)"', k))]
+print(f"srmigd counters (rt-{sys.argv[3]}) during the VPN checks: packets at SID "
+      + ", ".join(sids) + "; sent on " + ", ".join(ports))
+PY
 }
 
 srmig_node_toml()

@@ -33,7 +33,8 @@
 #                                 srmigd as rt-3 (End / End.X with the NEXT-C-SID flavor,
 #                                 block 32 + node 16: C-SID shift without an SRH, fall back to
 #                                 the SRH at a zero argument; End.X to its adjacency rt-4;
-#                                 see next_csid.sh); the Linux routers' dummy as in
+#                                 see next_csid.sh, which prints srmigd's SID and per-port
+#                                 counters for the VPN checks); the Linux routers' dummy as in
 #                                 end_flavors.sh, rt-1 and rt-2 VRF-less as in hencap_red.sh
 #   the others                    see NOT_APPLICABLE_TESTS below
 #
@@ -199,7 +200,7 @@ PY
 	set -e
 	took=$((SECONDS - started))
 	stop_test
-	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|SKIP' "${work}/out" | sed 's/^ *//' || true
+	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|srmigd counters|SKIP' "${work}/out" | sed 's/^ *//' || true
 	na=()
 	IFS='|' read -r -a na <<<"${NOT_APPLICABLE[$test]:-}"
 	na_args=()
