@@ -28,7 +28,15 @@
 #                                 lists each replacement and why it is equivalent
 #   srv6_hencap_red_l3vpn_test.sh srmigd as rt-1 (H.Encaps.Red per table, End, End.DT46;
 #                                 see hencap_red.sh), the same VRF-less Linux routers
-#   the others                    see NOT_YET and NOT_APPLICABLE_TESTS below
+#   srv6_end_next_csid_l3vpn_test.sh
+#   srv6_end_x_next_csid_l3vpn_test.sh
+#                                 srmigd as rt-3 (End / End.X with the NEXT-C-SID flavor,
+#                                 block 32 + node 16: C-SID shift without an SRH, fall back to
+#                                 the SRH at a zero argument; End.X to its adjacency rt-4;
+#                                 see next_csid.sh, which prints srmigd's SID and per-port
+#                                 counters for the VPN checks); the Linux routers' dummy as in
+#                                 end_flavors.sh, rt-1 and rt-2 VRF-less as in hencap_red.sh
+#   the others                    see NOT_APPLICABLE_TESTS below
 #
 # SRMIG_TESTS="a.sh b.sh" runs only those tests.
 set -euo pipefail
@@ -70,13 +78,15 @@ fi
 
 # test script -> override, srmigd's router, whether the override has a VRF-less setup for the
 # Linux routers, and the checks that cannot apply ('|'-separated TEST line texts).
-TESTS=${SRMIG_TESTS:-"srv6_end_flavors_test.sh srv6_end_dt6_l3vpn_test.sh srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh"}
+TESTS=${SRMIG_TESTS:-"srv6_end_flavors_test.sh srv6_end_dt6_l3vpn_test.sh srv6_end_dt4_l3vpn_test.sh srv6_end_dt46_l3vpn_test.sh srv6_hencap_red_l3vpn_test.sh srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh"}
 declare -A OVERRIDE=(
 	[srv6_end_flavors_test.sh]=end_flavors.sh
 	[srv6_end_dt6_l3vpn_test.sh]=l3vpn.sh
 	[srv6_end_dt4_l3vpn_test.sh]=l3vpn.sh
 	[srv6_end_dt46_l3vpn_test.sh]=l3vpn.sh
 	[srv6_hencap_red_l3vpn_test.sh]=hencap_red.sh
+	[srv6_end_next_csid_l3vpn_test.sh]=next_csid.sh
+	[srv6_end_x_next_csid_l3vpn_test.sh]=next_csid.sh
 )
 declare -A ROUTER=(
 	[srv6_end_flavors_test.sh]=4
@@ -84,12 +94,16 @@ declare -A ROUTER=(
 	[srv6_end_dt4_l3vpn_test.sh]=1
 	[srv6_end_dt46_l3vpn_test.sh]=1
 	[srv6_hencap_red_l3vpn_test.sh]=1
+	[srv6_end_next_csid_l3vpn_test.sh]=3
+	[srv6_end_x_next_csid_l3vpn_test.sh]=3
 )
 declare -A NOVRF_OVERRIDE=(
 	[srv6_end_dt6_l3vpn_test.sh]=1
 	[srv6_end_dt4_l3vpn_test.sh]=1
 	[srv6_end_dt46_l3vpn_test.sh]=1
 	[srv6_hencap_red_l3vpn_test.sh]=1
+	[srv6_end_next_csid_l3vpn_test.sh]=1
+	[srv6_end_x_next_csid_l3vpn_test.sh]=1
 )
 declare -A NOT_APPLICABLE=(
 	[srv6_end_flavors_test.sh]="Routers connectivity: rt-4 -> rt-1|Routers connectivity: rt-4 -> rt-2|Routers connectivity: rt-4 -> rt-3"
@@ -97,9 +111,10 @@ declare -A NOT_APPLICABLE=(
 	[srv6_end_dt4_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
 	[srv6_end_dt46_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2"
 	[srv6_hencap_red_l3vpn_test.sh]="Routers connectivity: rt-1 -> rt-2|Routers connectivity: rt-1 -> rt-3|Routers connectivity: rt-1 -> rt-4"
+	[srv6_end_next_csid_l3vpn_test.sh]="Routers connectivity: rt-3 -> rt-1|Routers connectivity: rt-3 -> rt-2|Routers connectivity: rt-3 -> rt-4"
+	[srv6_end_x_next_csid_l3vpn_test.sh]="Routers connectivity: rt-3 -> rt-1|Routers connectivity: rt-3 -> rt-2|Routers connectivity: rt-3 -> rt-4"
 )
 WHY_NOT_APPLICABLE="the ping runs in the replaced router's own kernel stack, which srmigd keeps off its ports (no address there); srmigd answers the other routers' pings"
-NOT_YET="srv6_end_next_csid_l3vpn_test.sh srv6_end_x_next_csid_l3vpn_test.sh"
 NOT_APPLICABLE_TESTS="srv6_end_dx4_netfilter_test.sh srv6_end_dx6_netfilter_test.sh (the kernel's netfilter hooks on seg6local) srv6_hl2encap_red_l2vpn_test.sh (L2 behaviors)"
 
 modprobe vrf 2>/dev/null || true
@@ -185,7 +200,7 @@ PY
 	set -e
 	took=$((SECONDS - started))
 	stop_test
-	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|SKIP' "${work}/out" | sed 's/^ *//' || true
+	grep -E 'TEST: |^Tests (passed|failed)|srmigd is rt|srmigd counters|SKIP' "${work}/out" | sed 's/^ *//' || true
 	na=()
 	IFS='|' read -r -a na <<<"${NOT_APPLICABLE[$test]:-}"
 	na_args=()
@@ -216,5 +231,4 @@ done
 echo
 for line in "${summary[@]}"; do echo "${line}"; done
 echo "not applicable: ${NOT_APPLICABLE_TESTS}"
-echo "not run yet (their override is not written; srmigd has End and End.X with NEXT-C-SID): ${NOT_YET}"
 exit "${failed}"
