@@ -137,9 +137,12 @@ mod client {
         TlsOptions, Txn, TxnOp,
     };
 
+    /// Keys and values read under the prefix.
+    pub(super) type Kvs = Vec<(String, Vec<u8>)>;
+
     /// One request to the client thread.
     pub(super) enum Request {
-        Load(mpsc::Sender<Result<Vec<(String, Vec<u8>)>, String>>),
+        Load(mpsc::Sender<Result<Kvs, String>>),
         Apply {
             ops: Vec<(String, Option<Vec<u8>>)>,
             guard: Option<Guard>,

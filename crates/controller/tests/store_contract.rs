@@ -127,7 +127,10 @@ fn contract_large_save(open: Opener<'_>) {
     );
 }
 
-fn contracts() -> Vec<(&'static str, fn(Opener<'_>))> {
+/// One contract case.
+type Case = fn(Opener<'_>);
+
+fn contracts() -> Vec<(&'static str, Case)> {
     vec![
         (
             "round trip, crash between write and action",

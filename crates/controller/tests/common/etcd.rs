@@ -100,6 +100,7 @@ impl EtcdServer {
     }
 
     /// Starts it again on the same ports and data.
+    #[allow(dead_code)] // not every test file that includes this module restarts etcd
     pub fn restart(&mut self, bin: &PathBuf) {
         self.kill();
         self.spawn(bin);
