@@ -363,8 +363,9 @@ struct BenchForwardArgs {
     /// Length of one repetition, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
-    /// Cases: ipv6, end, end_dx6, h_encaps (comma-separated) or all.
-    #[arg(long, default_value = "ipv6,end,end_dx6,h_encaps")]
+    /// Cases: ipv6, end, end_dx6, h_encaps (transit, as Linux's seg6 encap route),
+    /// h_encaps_vm (srmigd's VM-port egress; Linux as h_encaps), comma-separated, or all.
+    #[arg(long, default_value = "all")]
     cases: String,
     /// The srmigd binary (default: srmigd next to this executable).
     #[arg(long)]
