@@ -312,6 +312,14 @@ struct LabMigrateArgs {
     /// srmigd) instead of inside this process.
     #[arg(long)]
     controller_process: bool,
+    /// The controller's store: embedded (a redb file) or etcd (the lab starts etcd in the
+    /// management namespace; needs the etcd-server package).
+    #[arg(long, default_value = "embedded", value_name = "embedded|etcd")]
+    store: String,
+    /// Controller replicas (with --store etcd): N `srmig controller` processes, one leads;
+    /// `--fault kill-leader:PHASE` kills whichever leads.
+    #[arg(long, default_value_t = 1)]
+    controllers: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -747,12 +755,22 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
             .collect::<Result<_, _>>()?,
         down: Duration::from_millis(args.fault_down_ms),
     };
+    let store_etcd = match args.store.as_str() {
+        "embedded" => false,
+        "etcd" => true,
+        other => bail!("unknown --store {other:?}: expected embedded or etcd"),
+    };
+    if args.controllers == 0 || (args.controllers > 1 && !store_etcd) {
+        bail!("--controllers N: N >= 1, and N > 1 needs --store etcd");
+    }
     let mut testbed = lab::TestbedOptions {
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),
         bin_dir: args.bin_dir,
         keep_dir: args.work_dir.is_some(),
         work_dir: args.work_dir,
         controller_process: args.controller_process,
+        controllers: args.controllers,
+        store_etcd,
         ..lab::TestbedOptions::default()
     };
     testbed.qemu.guest_dir = args.guest_dir;

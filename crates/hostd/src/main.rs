@@ -1,5 +1,5 @@
 //! `srmigd --config node.toml --api /run/srmig/HOST.sock [--name HOST] [--api-group GROUP]
-//! [--listen ADDR:PORT --tls-dir DIR] [--controller PATH|https://HOST:PORT]
+//! [--listen ADDR:PORT --tls-dir DIR] [--controller PATH|https://HOST:PORT[,...]]
 //! [--log-format json|text] [--workers N] [--cpus LIST]`: the per-host srmig daemon (see the
 //! library docs; `--workers`: [`srmig_hostd::workers`]; trust model: `docs/security.md`).
 
@@ -50,7 +50,9 @@ struct Args {
     name: Option<String>,
     /// The controller's API, to report VM state changes to: its unix socket PATH, or
     /// https://HOST:PORT (mutual TLS with --tls-dir; its certificate must name a controller).
-    #[arg(long, value_name = "PATH|URL")]
+    /// Controller replicas: every replica's address, comma-separated; reports go to the one
+    /// that answers (the leader).
+    #[arg(long, value_name = "PATH|URL[,...]")]
     controller: Option<String>,
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value = "text")]
@@ -189,7 +191,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let reporter = match &args.controller {
         None => None,
-        Some(c) => Some(report::Target::parse(c, tls.as_ref())?),
+        Some(c) => Some(report::parse_targets(c, tls.as_ref())?),
     };
     let listener = srmig_tls::local::bind_std(&args.api, gid)?;
     listener.set_nonblocking(true)?;

@@ -3,9 +3,15 @@
 //! `https://HOST:PORT` (this host's certificate; the controller's must carry a controller
 //! identity).
 //!
-//! Reports are sent in order, each tried up to [`ATTEMPTS`] times; a report that still fails
-//! is logged and dropped, and srmigd keeps forwarding on its own state (the controller learns
-//! the VM's state again from the next report or by polling `GET /v1/status`).
+//! Reports are sent in order, each tried up to [`ATTEMPTS`] times per controller address; a
+//! report that still fails is logged and dropped, and srmigd keeps forwarding on its own state
+//! (the controller learns the VM's state again from the next report or by polling
+//! `GET /v1/status`).
+//!
+//! Controller replicas (`--controller A,B,C`): only the leading replica serves its API (a
+//! standby has no listener), so a report goes to the address that worked last, and on a
+//! failure (no answer, refused connection, a 5xx) to the next one: after a failover srmigd
+//! follows the new leader by itself, without a restart or a new flag.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,8 +85,27 @@ impl Target {
     }
 }
 
-/// Sends every report received on `rx` to the controller at `target`, until `rx` closes.
-pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
+/// `--controller`: one or more comma-separated addresses (replicas), see [`Target::parse`].
+pub fn parse_targets(
+    value: &str,
+    tls: Option<&srmig_tls::TlsFiles>,
+) -> anyhow::Result<Vec<Target>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| Target::parse(v, tls))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .and_then(|t| {
+            anyhow::ensure!(!t.is_empty(), "--controller: no address");
+            Ok(t)
+        })
+}
+
+/// Sends every report received on `rx` to the controller (one of `targets`, see the module
+/// docs), until `rx` closes.
+pub async fn run(targets: Vec<Target>, mut rx: UnboundedReceiver<VmStateReport>) {
+    let mut current = 0;
     while let Some(r) = rx.recv().await {
         let body = match serde_json::to_vec(&r) {
             Ok(b) => b,
@@ -90,30 +115,47 @@ pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
             }
         };
         let mut delay = Duration::from_millis(50);
-        for attempt in 1..=ATTEMPTS {
+        let n = targets.len().max(1);
+        let attempts = ATTEMPTS * u32::try_from(n).unwrap_or(u32::MAX);
+        for attempt in 1..=attempts {
+            let Some(target) = targets.get(current % n) else {
+                return;
+            };
             let attempt_result =
                 tokio::time::timeout(ATTEMPT_TIMEOUT, target.post("/v1/vm-state", body.clone()))
                     .await;
-            match attempt_result {
+            let next_replica = match attempt_result {
                 Err(_) => {
-                    warn!(vm = %r.vm, state = %r.state, attempt, "controller did not answer a VM state report in time")
+                    warn!(vm = %r.vm, state = %r.state, attempt, "controller did not answer a VM state report in time");
+                    true
                 }
                 Ok(Ok((s, _))) if s.is_success() => {
                     debug!(vm = %r.vm, state = %r.state, "VM state reported");
                     break;
                 }
-                Ok(Ok((s, b))) => warn!(
-                    vm = %r.vm, state = %r.state, status = s.as_u16(),
-                    body = %String::from_utf8_lossy(&b), attempt,
-                    "controller refused a VM state report"
-                ),
+                Ok(Ok((s, b))) => {
+                    warn!(
+                        vm = %r.vm, state = %r.state, status = s.as_u16(),
+                        body = %String::from_utf8_lossy(&b), attempt,
+                        "controller refused a VM state report"
+                    );
+                    s.is_server_error()
+                }
                 Ok(Err(e)) => {
-                    warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller")
+                    warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller");
+                    true
+                }
+            };
+            if next_replica && n > 1 {
+                // Another replica may lead now: try it at once, back off once around.
+                current = (current + 1) % n;
+                if current != 0 {
+                    continue;
                 }
             }
-            if attempt < ATTEMPTS {
+            if attempt < attempts {
                 tokio::time::sleep(delay).await;
-                delay *= 4;
+                delay = (delay * 4).min(Duration::from_secs(2));
             }
         }
     }
@@ -122,6 +164,14 @@ pub async fn run(target: Target, mut rx: UnboundedReceiver<VmStateReport>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_controller_addresses_are_replicas() {
+        let t = parse_targets("/run/a.sock, /run/b.sock,/run/c.sock", None).expect("three");
+        assert_eq!(t.len(), 3);
+        assert!(parse_targets(" , ", None).is_err());
+        assert!(parse_targets("/run/a.sock,http://x:1", None).is_err());
+    }
 
     #[test]
     fn targets_are_sockets_or_https_urls_with_tls_files() {

@@ -8,6 +8,15 @@
 //! ([`ControlPlane::start_process`]), which the lab can SIGKILL and start again (fault
 //! injection, `srmig lab migrate --fault`). It is the same daemon code and the same
 //! unix-socket HTTP API either way; srmigd reports VM states to it over mutual TLS.
+//!
+//! **Replicas** (`srmig lab migrate --store etcd --controllers N`): the lab starts etcd in the
+//! management namespace (a child of the lab, data in the run's directory) and N `srmig
+//! controller --store etcd --replica-id cI` processes, replica `I` with its own socket
+//! (`controller-I.sock`), log and TLS port (`MGMT_PORT + I`). One leads (the only one with an
+//! API); srmigd gets every replica's URL and follows the leader. The lab's requests go to the
+//! replica that led last; when it does not answer, the lab finds the one that does (a
+//! failover takes about the lease TTL, 2 s) and sends the request there. `kill-leader` faults
+//! kill whichever replica leads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,14 +37,22 @@ use crate::topology::LabHandle;
 /// How long a controller process gets to answer its API after it was started.
 const PROCESS_START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The controller (in-process or a process of its own) and a client of it.
+/// The controller (in-process, a process of its own, or several replica processes) and a
+/// client of it.
 #[derive(Debug)]
 pub struct ControlPlane {
     runtime: tokio::runtime::Runtime,
     daemon: Option<Daemon>,
-    process: Option<ControllerProcess>,
-    client: ControllerClient,
-    socket: PathBuf,
+    /// The controller processes: none (in-process), one, or the replicas.
+    processes: Vec<ControllerProcess>,
+    /// One client per process (or the in-process daemon's), same order.
+    clients: Vec<ControllerClient>,
+    /// Their API sockets.
+    sockets: Vec<PathBuf>,
+    /// The replica believed to lead (index into `clients`).
+    leader: std::sync::atomic::AtomicUsize,
+    /// The lab's etcd (replicas), its pid.
+    etcd: Option<(LabHandle, u32)>,
 }
 
 /// A `srmig controller` process of the lab (see [`ControlPlane::start_process`]).
@@ -57,7 +74,19 @@ pub struct ProcessSpec {
     /// Arguments after the ones the lab sets itself (`--socket`, `--store`, TLS,
     /// `--propagation-delay-ms`, polls): e.g. `--hypervisor qmp ...`.
     pub extra_args: Vec<String>,
+    /// Controller processes (1 unless replicas; more than 1 needs `etcd`).
+    pub replicas: usize,
+    /// Keep the state in an etcd the lab starts (else a redb file); every process is then a
+    /// replica (`--replica-id cI`).
+    pub etcd: bool,
 }
+
+/// The etcd client port inside the management namespace (its own loopback).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// The leadership lease TTL of lab replicas, in seconds (etcd's minimum).
+pub const LEADER_TTL_S: u64 = 2;
+/// How long a request waits for a replica to lead (a failover is about the lease TTL).
+const FAILOVER_WAIT: Duration = Duration::from_secs(10);
 
 impl ControlPlane {
     /// Starts the controller with its socket and store in `dir`; every config push is held
@@ -114,9 +143,11 @@ impl ControlPlane {
         Ok(ControlPlane {
             runtime,
             daemon: Some(daemon),
-            process: None,
-            client: ControllerClient::new(&socket),
-            socket,
+            processes: Vec::new(),
+            clients: vec![ControllerClient::new(&socket)],
+            sockets: vec![socket],
+            leader: 0.into(),
+            etcd: None,
         })
     }
 
@@ -138,56 +169,144 @@ impl ControlPlane {
             .enable_all()
             .build()
             .map_err(OrchestrateError::Runtime)?;
-        let socket = dir.join("controller.sock");
-        let text = |p: &Path| p.display().to_string();
-        let mut argv = vec![
-            text(&spec.bin),
-            "controller".to_owned(),
-            "--socket".to_owned(),
-            text(&socket),
-            "--store".to_owned(),
-            text(&dir.join("controller.redb")),
-            "--propagation-delay-ms".to_owned(),
-            propagation_delay.as_millis().to_string(),
-            // As in-process: migrations waiting for the hypervisor poll their hosts twice a
-            // second in case a VM state report is lost.
-            "--state-poll-ms".to_owned(),
-            "500".to_owned(),
-            "--tls-dir".to_owned(),
-            text(&tls.dir),
-            "--tls-name".to_owned(),
-            "controller".to_owned(),
-            "--listen".to_owned(),
-            format!("0.0.0.0:{}", super::plan::MGMT_PORT),
-        ];
-        argv.extend(spec.extra_args.iter().cloned());
-        let mut process = ControllerProcess {
-            lab,
-            ns: ns.clone(),
-            argv,
-            log: dir.join("controller.log"),
-            pid: None,
+        let replicas = spec.replicas.max(1);
+        let etcd = if spec.etcd {
+            Some((lab.clone(), start_etcd(&lab, ns, dir)?))
+        } else {
+            None
         };
-        let client = ControllerClient::new(&socket);
-        process.start(&runtime, &client)?;
+        let text = |p: &Path| p.display().to_string();
+        let mut processes = Vec::new();
+        let mut clients = Vec::new();
+        let mut sockets = Vec::new();
+        for i in 0..replicas {
+            let (socket, log) = if spec.replicas > 1 {
+                (
+                    dir.join(format!("controller-{i}.sock")),
+                    dir.join(format!("controller-{i}.log")),
+                )
+            } else {
+                (dir.join("controller.sock"), dir.join("controller.log"))
+            };
+            let mut argv = vec![
+                text(&spec.bin),
+                "controller".to_owned(),
+                "--socket".to_owned(),
+                text(&socket),
+                "--propagation-delay-ms".to_owned(),
+                propagation_delay.as_millis().to_string(),
+                // As in-process: migrations waiting for the hypervisor poll their hosts twice
+                // a second in case a VM state report is lost.
+                "--state-poll-ms".to_owned(),
+                "500".to_owned(),
+                "--tls-dir".to_owned(),
+                text(&tls.dir),
+                "--tls-name".to_owned(),
+                "controller".to_owned(),
+                "--listen".to_owned(),
+                format!("0.0.0.0:{}", replica_port(i)),
+            ];
+            if spec.etcd {
+                argv.extend([
+                    "--store".to_owned(),
+                    "etcd".to_owned(),
+                    "--etcd-endpoints".to_owned(),
+                    format!("http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+                    "--replica-id".to_owned(),
+                    format!("c{i}"),
+                    "--leader-ttl-s".to_owned(),
+                    LEADER_TTL_S.to_string(),
+                ]);
+            } else {
+                argv.extend(["--store".to_owned(), text(&dir.join("controller.redb"))]);
+            }
+            argv.extend(spec.extra_args.iter().cloned());
+            let mut process = ControllerProcess {
+                lab: lab.clone(),
+                ns: ns.clone(),
+                argv,
+                log,
+                pid: None,
+            };
+            let client = ControllerClient::new(&socket);
+            // The first one leads; the others wait as standbys (no API to wait for).
+            if i == 0 {
+                process.start(&runtime, &client)?;
+            } else {
+                process.spawn_standby()?;
+            }
+            processes.push(process);
+            clients.push(client);
+            sockets.push(socket);
+        }
         Ok(ControlPlane {
             runtime,
             daemon: None,
-            process: Some(process),
-            client,
-            socket,
+            processes,
+            clients,
+            sockets,
+            leader: 0.into(),
+            etcd,
         })
+    }
+
+    /// How many controller replicas run (1 unless `--controllers N`).
+    pub fn replicas(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Which replica leads now (the one whose API answers), if any.
+    pub fn find_leader(&self) -> Option<usize> {
+        let current = self.leader.load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.clients.len();
+        (0..n).map(|k| (current + k) % n).find(|&i| {
+            self.processes.get(i).is_none_or(|p| p.pid.is_some())
+                && self
+                    .runtime
+                    .block_on(async {
+                        tokio::time::timeout(Duration::from_millis(500), self.clients[i].info())
+                            .await
+                    })
+                    .is_ok_and(|r| r.is_ok())
+        })
+    }
+
+    /// Kills the replica that leads now (SIGKILL); returns its index. Errors if none leads.
+    pub fn kill_leader(&mut self) -> Result<usize, OrchestrateError> {
+        let start = std::time::Instant::now();
+        let i = loop {
+            match self.find_leader() {
+                Some(i) => break i,
+                None if start.elapsed() > FAILOVER_WAIT => {
+                    return Err(OrchestrateError::ControllerProcess(format!(
+                        "no controller replica leads after {FAILOVER_WAIT:?}"
+                    )))
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let process = self.processes.get_mut(i).ok_or_else(|| {
+            OrchestrateError::Options("the lab's controller runs in-process".into())
+        })?;
+        if let Some(pid) = process.pid.take() {
+            process.lab.kill_child(pid)?;
+            tracing::info!(replica = i, pid, "leading controller replica killed");
+        }
+        Ok(i)
     }
 
     /// Whether the controller runs as its own process (and can be killed).
     pub fn is_process(&self) -> bool {
-        self.process.is_some()
+        !self.processes.is_empty()
     }
 
-    /// Kills the controller process with SIGKILL (a crash). Errors for an in-process
-    /// controller.
+    /// Kills the controller process with SIGKILL (a crash); with replicas, the one that
+    /// leads. Errors for an in-process controller.
     pub fn kill(&mut self) -> Result<(), OrchestrateError> {
-        let process = self.process.as_mut().ok_or_else(|| {
+        if self.processes.len() > 1 {
+            return self.kill_leader().map(drop);
+        }
+        let process = self.processes.first_mut().ok_or_else(|| {
             OrchestrateError::Options(
                 "the lab's controller runs in-process; it cannot be killed".into(),
             )
@@ -199,56 +318,98 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Starts the controller process again (after [`kill`](Self::kill)) with the same
-    /// arguments and store; returns once its API answers.
+    /// Starts the killed controller process again (after [`kill`](Self::kill)) with the same
+    /// arguments and store; returns once its API answers. With replicas, the killed ones come
+    /// back as standbys (another replica leads by then), and this returns once one leads.
     pub fn start_again(&mut self) -> Result<(), OrchestrateError> {
-        let process = self.process.as_mut().ok_or_else(|| {
-            OrchestrateError::Options("the lab's controller runs in-process".into())
-        })?;
-        if process.pid.is_some() {
-            return Ok(());
+        if self.processes.is_empty() {
+            return Err(OrchestrateError::Options(
+                "the lab's controller runs in-process".into(),
+            ));
         }
-        process.start(&self.runtime, &self.client)
+        if self.processes.len() == 1 {
+            let process = &mut self.processes[0];
+            if process.pid.is_some() {
+                return Ok(());
+            }
+            return process.start(&self.runtime, &self.clients[0]);
+        }
+        for p in self.processes.iter_mut().filter(|p| p.pid.is_none()) {
+            p.spawn_standby()?;
+        }
+        Ok(())
     }
 
-    /// Whether the controller process is alive (always true in-process).
+    /// Whether the controller process is alive (always true in-process); with replicas,
+    /// whether one leads.
     pub fn running(&self) -> bool {
-        self.process
-            .as_ref()
-            .is_none_or(|p| p.pid.is_some_and(|pid| p.lab.child_running(pid)))
+        match self.processes.len() {
+            0 => true,
+            1 => self.processes[0]
+                .pid
+                .is_some_and(|pid| self.processes[0].lab.child_running(pid)),
+            _ => self.find_leader().is_some(),
+        }
     }
 
-    /// The controller's API socket (srmigd's `--controller`).
+    /// The API socket of the controller (with replicas: of the one believed to lead).
     pub fn socket(&self) -> &Path {
-        &self.socket
+        let i = self.leader.load(std::sync::atomic::Ordering::Relaxed);
+        &self.sockets[i.min(self.sockets.len() - 1)]
     }
 
-    fn call<T>(
-        &self,
-        request: impl Into<String>,
-        f: impl std::future::Future<Output = Result<T, ClientError>>,
-    ) -> Result<T, OrchestrateError> {
-        self.runtime
-            .block_on(f)
-            .map_err(OrchestrateError::controller(request))
+    /// One request to the controller; with replicas, to the one that leads (see the module
+    /// docs: when the replica that led does not answer, the request waits up to
+    /// [`FAILOVER_WAIT`] for another to lead, and goes there).
+    fn call<T, F, Fut>(&self, request: impl Into<String>, f: F) -> Result<T, OrchestrateError>
+    where
+        F: Fn(ControllerClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        use std::sync::atomic::Ordering;
+        let current = self.leader.load(Ordering::Relaxed);
+        let result = self.runtime.block_on(f(self.clients[current].clone()));
+        let unreachable = matches!(result, Err(ClientError::Http(_)));
+        if self.clients.len() < 2 || !unreachable {
+            return result.map_err(OrchestrateError::controller(request));
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(i) = self.find_leader() {
+                if i != current {
+                    tracing::info!(replica = i, "controller replica leads now");
+                }
+                self.leader.store(i, Ordering::Relaxed);
+                return self
+                    .runtime
+                    .block_on(f(self.clients[i].clone()))
+                    .map_err(OrchestrateError::controller(request));
+            }
+            if start.elapsed() > FAILOVER_WAIT {
+                return result.map_err(OrchestrateError::controller(request));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `POST /v1/hosts`.
     pub fn add_host(&self, reg: &HostRegistration) -> Result<HostView, OrchestrateError> {
         self.call(
             format!("POST /v1/hosts {}", reg.info.name),
-            self.client.add_host(reg),
+            |c| async move { c.add_host(reg).await },
         )
     }
 
     /// `GET /v1/hosts`.
     pub fn hosts(&self) -> Result<Vec<HostView>, OrchestrateError> {
-        self.call("GET /v1/hosts", self.client.hosts())
+        self.call("GET /v1/hosts", |c| async move { c.hosts().await })
     }
 
     /// `POST /v1/vms`.
     pub fn add_vm(&self, vm: &VmInfo) -> Result<VmView, OrchestrateError> {
-        self.call(format!("POST /v1/vms {}", vm.name), self.client.add_vm(vm))
+        self.call(format!("POST /v1/vms {}", vm.name), |c| async move {
+            c.add_vm(vm).await
+        })
     }
 
     /// `POST /v1/migrations`.
@@ -258,23 +419,22 @@ impl ControlPlane {
                 "POST /v1/migrations {} to {} ({})",
                 req.vm, req.to, req.strategy
             ),
-            self.client.migrate(req),
+            |c| async move { c.migrate(req).await },
         )
     }
 
     /// `GET /v1/migrations/{id}`.
     pub fn migration(&self, id: MigrationId) -> Result<MigrationStatus, OrchestrateError> {
-        self.call(
-            format!("GET /v1/migrations/{}", id.0),
-            self.client.migration(id),
-        )
+        self.call(format!("GET /v1/migrations/{}", id.0), |c| async move {
+            c.migration(id).await
+        })
     }
 
     /// `POST /v1/migrations/{id}/cancel`.
     pub fn cancel(&self, id: MigrationId) -> Result<MigrationStatus, OrchestrateError> {
         self.call(
             format!("POST /v1/migrations/{}/cancel", id.0),
-            self.client.cancel(id),
+            |c| async move { c.cancel(id).await },
         )
     }
 
@@ -286,7 +446,7 @@ impl ControlPlane {
     ) -> Result<MigrationStatus, OrchestrateError> {
         self.call(
             format!("POST /v1/migrations/{}/hypervisor", id.0),
-            self.client.hypervisor(id, post),
+            |c| async move { c.hypervisor(id, post).await },
         )
     }
 
@@ -330,7 +490,7 @@ impl ControlPlane {
                 tracing::warn!(error = %error_chain(&e), "controller shutdown");
             }
         }
-        if let Some(process) = self.process.as_mut() {
+        for process in &mut self.processes {
             if let Some(pid) = process.pid.take() {
                 // SIGTERM: the daemon removes its socket on the way out.
                 if let Err(e) = process.lab.stop_child(pid) {
@@ -338,10 +498,72 @@ impl ControlPlane {
                 }
             }
         }
+        if let Some((lab, pid)) = self.etcd.take() {
+            if let Err(e) = lab.stop_child(pid) {
+                tracing::debug!(pid, error = %e, "etcd already gone");
+            }
+        }
+    }
+}
+
+/// The TLS port of replica `i` (`MGMT_PORT + i`).
+pub fn replica_port(i: usize) -> u16 {
+    super::plan::MGMT_PORT + u16::try_from(i).unwrap_or(0)
+}
+
+/// Starts the lab's etcd in `ns` (loopback, data in `dir/etcd`) and waits until it listens.
+fn start_etcd(lab: &LabHandle, ns: &Netns, dir: &Path) -> Result<u32, OrchestrateError> {
+    let data = dir.join("etcd");
+    let client = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}");
+    let peer = format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT + 1);
+    let argv = [
+        "etcd".to_owned(),
+        "--name=lab".to_owned(),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=lab={peer}"),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let log = dir.join("etcd.log");
+    let pid = lab.spawn(ns, &argv, Some(&log))?;
+    let start = std::time::Instant::now();
+    loop {
+        let up = ns
+            .run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], ETCD_CLIENT_PORT)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            })
+            .unwrap_or(false);
+        if up {
+            return Ok(pid);
+        }
+        if !lab.child_running(pid) || start.elapsed() > PROCESS_START_TIMEOUT {
+            return Err(OrchestrateError::ControllerProcess(format!(
+                "etcd did not start (is the etcd-server package installed?); its log ({}) \
+                 ends with:\n{}",
+                log.display(),
+                log_tail(&log)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 impl ControllerProcess {
+    /// Spawns a replica that waits as a standby (no API to wait for); fails only if it
+    /// cannot be spawned.
+    fn spawn_standby(&mut self) -> Result<(), OrchestrateError> {
+        let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        self.pid = Some(self.lab.spawn(&self.ns, &argv, Some(&self.log))?);
+        Ok(())
+    }
+
     /// Spawns the process and waits until `client` gets an answer from it.
     fn start(
         &mut self,

@@ -45,6 +45,8 @@ use super::plan::HostRole;
 pub enum Component {
     /// The controller process.
     Controller,
+    /// Whichever controller replica leads (`--controllers N`).
+    Leader,
     /// The srmigd of a host.
     Srmigd(HostRole),
 }
@@ -119,6 +121,7 @@ impl Fault {
         };
         let target = match self.target {
             Component::Controller => "controller",
+            Component::Leader => "leader",
             Component::Srmigd(HostRole::Source) => "srmigd-s",
             Component::Srmigd(HostRole::Destination) => "srmigd-d",
             Component::Srmigd(HostRole::Client) => "srmigd-c",
@@ -133,8 +136,8 @@ impl fmt::Display for Fault {
     }
 }
 
-const WHATS: &str = "kill-controller, kill-srmigd-s, kill-srmigd-d, kill-srmigd-c, \
-                     restart-controller, restart-srmigd-s, restart-srmigd-d, restart-srmigd-c";
+const WHATS: &str = "kill-controller, kill-leader, kill-srmigd-s, kill-srmigd-d, kill-srmigd-c, \
+                     restart-controller, restart-leader, restart-srmigd-s, restart-srmigd-d, restart-srmigd-c";
 
 impl FromStr for Fault {
     type Err = OrchestrateError;
@@ -155,6 +158,7 @@ impl FromStr for Fault {
         };
         let target = match target {
             "controller" => Component::Controller,
+            "leader" => Component::Leader,
             "srmigd-s" => Component::Srmigd(HostRole::Source),
             "srmigd-d" => Component::Srmigd(HostRole::Destination),
             "srmigd-c" => Component::Srmigd(HostRole::Client),
@@ -238,6 +242,13 @@ pub struct FaultRecord {
     /// The controller's phase of the migration when the fault fired (`null` when the
     /// controller could not be asked, or between migrations).
     pub controller_phase: Option<String>,
+    /// Controller replicas (`kill-leader`): the replica killed (`c0`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub killed_replica: Option<String>,
+    /// Controller replicas: the replica that led when the migration ended (the one that
+    /// finished it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_by: Option<String>,
 }
 
 #[cfg(test)]

@@ -414,8 +414,19 @@ impl LabRun {
         for f in &self.details.faults {
             let _ = writeln!(
                 out,
-                "  fault {}:{} in migration {} ({}): {}, down {:.0} ms, back in sync after {:.0} ms",
-                f.fault, f.phase, f.migration, f.id, f.outcome, f.down_ms, f.recovered_ms
+                "  fault {}:{} in migration {} ({}): {}, down {:.0} ms, back in sync after {:.0} ms{}",
+                f.fault,
+                f.phase,
+                f.migration,
+                f.id,
+                f.outcome,
+                f.down_ms,
+                f.recovered_ms,
+                match (&f.killed_replica, &f.finished_by) {
+                    (Some(k), Some(by)) => format!(" ({k} killed, finished by {by})"),
+                    (None, Some(by)) => format!(" (finished by {by})"),
+                    _ => String::new(),
+                }
             );
         }
         if let Some(id) = &self.details.guest_boot_id {
@@ -452,11 +463,12 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
     let mut testbed_options = options.testbed.clone();
     testbed_options.vm_kind = options.vm_kind;
     // Controller faults need a controller process to kill.
-    testbed_options.controller_process |= plan
-        .faults
-        .faults
-        .iter()
-        .any(|f| f.target == super::fault::Component::Controller);
+    testbed_options.controller_process |= plan.faults.faults.iter().any(|f| {
+        matches!(
+            f.target,
+            super::fault::Component::Controller | super::fault::Component::Leader
+        )
+    });
     let mut testbed = Testbed::build(&testbed_options)?;
     let result = run(&mut testbed, &plan);
     let result = result.map_err(|e| {

@@ -95,6 +95,11 @@ pub struct TestbedOptions {
     /// Run the controller as its own `srmig controller` process (found like srmigd), which
     /// the lab can kill and start again, instead of inside the lab process.
     pub controller_process: bool,
+    /// Controller replicas (`--controllers N`); above 1 needs `store_etcd`.
+    pub controllers: usize,
+    /// The controller's state in an etcd the lab starts (`--store etcd`); implies
+    /// `controller_process`.
+    pub store_etcd: bool,
 }
 
 impl Default for TestbedOptions {
@@ -108,6 +113,8 @@ impl Default for TestbedOptions {
             vm_kind: VmKind::Netns,
             qemu: QemuOptions::default(),
             controller_process: false,
+            controllers: 1,
+            store_etcd: false,
         }
     }
 }
@@ -185,6 +192,8 @@ struct PendingFault {
     /// srmigd: its boot epoch before the kill.
     boot_before: Option<u64>,
     controller_phase: Option<String>,
+    /// `kill-leader`: the replica killed.
+    killed_replica: Option<usize>,
 }
 
 /// The namespaces of the topology.
@@ -297,7 +306,12 @@ impl Testbed {
         preflight::check_environment()?;
         let dirs = preflight::binary_dirs(options.bin_dir.as_deref());
         let srmigd = preflight::find_binary("srmigd", &dirs)?;
-        let srmig = match options.controller_process {
+        if options.controllers > 1 && !options.store_etcd {
+            return Err(OrchestrateError::Options(
+                "controller replicas need the etcd store".into(),
+            ));
+        }
+        let srmig = match options.controller_process || options.store_etcd {
             true => Some(preflight::find_binary("srmig", &dirs)?),
             false => None,
         };
@@ -387,6 +401,8 @@ impl Testbed {
                     let spec = super::control::ProcessSpec {
                         bin: bin.clone(),
                         extra_args,
+                        replicas: options.controllers,
+                        etcd: options.store_etcd,
                     };
                     ControlPlane::start_process(
                         lab.handle(),
@@ -596,7 +612,11 @@ impl Testbed {
         let mgmt = super::srmigd::Mgmt {
             tls_dir: self.tls.dir.clone(),
             listen: std::net::SocketAddr::from((host_addr, MGMT_PORT)),
-            controller: format!("https://{ctl_addr}:{MGMT_PORT}"),
+            // Every replica's URL: srmigd reports to the one that leads.
+            controller: (0..self.control.replicas())
+                .map(|r| format!("https://{ctl_addr}:{}", super::control::replica_port(r)))
+                .collect::<Vec<_>>()
+                .join(","),
         };
         Srmigd::start(
             &self.lab,
@@ -678,7 +698,7 @@ impl Testbed {
             && plan
                 .faults
                 .iter()
-                .any(|f| f.target == Component::Controller)
+                .any(|f| matches!(f.target, Component::Controller | Component::Leader))
         {
             return Err(OrchestrateError::Options(
                 "controller faults need the controller as its own process \
@@ -752,11 +772,13 @@ impl Testbed {
                     .status(&self.control)
                     .ok()
                     .and_then(|st| st["boot_epoch"].as_u64()),
-                Component::Controller => None,
+                Component::Controller | Component::Leader => None,
             };
             let killed_at = Instant::now();
+            let mut killed_replica = None;
             match fault.target {
                 Component::Controller => self.control.kill()?,
+                Component::Leader => killed_replica = Some(self.control.kill_leader()?),
                 Component::Srmigd(role) => {
                     let pid = self.daemon(role)?.pid();
                     self.lab.kill_child(pid)?;
@@ -777,6 +799,7 @@ impl Testbed {
                 recovered_at: None,
                 boot_before,
                 controller_phase: controller_phase.clone(),
+                killed_replica,
             });
         }
         self.tick_faults()
@@ -789,7 +812,7 @@ impl Testbed {
             let p = &self.pending[i];
             if p.started_at.is_none() && now >= p.restart_at {
                 match p.fault.target {
-                    Component::Controller => self.control.start_again()?,
+                    Component::Controller | Component::Leader => self.control.start_again()?,
                     Component::Srmigd(role) => {
                         let bin = preflight::find_binary("srmigd", &preflight::binary_dirs(None))?;
                         let daemon = self.start_daemon(&bin, Self::host_index(role))?;
@@ -802,7 +825,7 @@ impl Testbed {
             let p = &self.pending[i];
             if p.started_at.is_some() && p.recovered_at.is_none() {
                 let synced = match p.fault.target {
-                    Component::Controller => self.controller_in_sync(),
+                    Component::Controller | Component::Leader => self.controller_in_sync(),
                     Component::Srmigd(role) => {
                         self.srmigd_in_sync(role, p.boot_before).unwrap_or(false)
                     }
@@ -874,6 +897,9 @@ impl Testbed {
             self.tick_faults()?;
             std::thread::sleep(Duration::from_millis(10));
         }
+        let finished_by = (self.control.replicas() > 1)
+            .then(|| self.control.find_leader().map(|i| format!("c{i}")))
+            .flatten();
         for p in self.pending.drain(..) {
             let ms = |a: Instant, b: Option<Instant>| {
                 b.map_or(0.0, |b| b.saturating_duration_since(a).as_secs_f64() * 1e3)
@@ -887,6 +913,8 @@ impl Testbed {
                 recovered_ms: ms(p.killed_at, p.recovered_at),
                 down_ms: ms(p.killed_at, p.started_at),
                 controller_phase: p.controller_phase,
+                killed_replica: p.killed_replica.map(|i| format!("c{i}")),
+                finished_by: finished_by.clone(),
             });
         }
         Ok(())
