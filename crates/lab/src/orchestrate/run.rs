@@ -990,11 +990,23 @@ mod tests {
             recovered_ms: 1200.0,
             down_ms: 1000.0,
             controller_phase: Some("expect-hypervisor-done".into()),
+            killed_replica: None,
+            finished_by: None,
         });
-        let f = &with_faults.to_json()["faults"][0];
+        with_faults.details.faults.push(FaultRecord {
+            fault: "kill-leader".into(),
+            killed_replica: Some("c0".into()),
+            finished_by: Some("c2".into()),
+            ..with_faults.details.faults[0].clone()
+        });
+        let json = with_faults.to_json();
+        let f = &json["faults"][0];
         for key in ["fault", "phase", "migration", "outcome", "recovered_ms"] {
             assert!(f.get(key).is_some(), "faults[0].{key} missing: {f}");
         }
+        assert!(f.get("finished_by").is_none(), "single controller: {f}");
+        assert_eq!(json["faults"][1]["killed_replica"], "c0");
+        assert_eq!(json["faults"][1]["finished_by"], "c2");
         let keys: Vec<&str> = v
             .as_object()
             .expect("object")
