@@ -57,6 +57,10 @@ pub struct PortIoStats {
     pub tx_no_link: u64,
     /// `attachments`: how many times a socket was opened on the port.
     pub attachments: u64,
+    /// `prepared_attaches`: attachments that took a socket opened ahead while the
+    /// interface was down (a VM port coming up at the VM's resume attaches at once).
+    #[serde(default)]
+    pub prepared_attaches: u64,
     /// `tx_queued` (QEMU ports): frames that waited for room in the socket.
     #[serde(default)]
     pub tx_queued: u64,
@@ -249,6 +253,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
         tx_errors,
         tx_no_link,
         attachments,
+        prepared_attaches,
         tx_queued,
         tx_queue_full,
         rx_bad_records,
@@ -269,6 +274,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
     a.tx_errors += tx_errors;
     a.tx_no_link += tx_no_link;
     a.attachments += attachments;
+    a.prepared_attaches += prepared_attaches;
     a.tx_queued += tx_queued;
     a.tx_queue_full += tx_queue_full;
     a.rx_bad_records += rx_bad_records;

@@ -288,17 +288,25 @@ impl DataplaneLoop {
                             self.sync_mtu(id, mtu);
                         }
                     }
-                    Some(LinkAction::Attach(ifindex)) => match p.attach(ifindex) {
-                        Ok(socket) => {
-                            info!(port = %p.ifname, ifindex, socket, mtu = ?p.mtu, "port attached");
+                    Some(LinkAction::Attach(ifindex)) => match timed(|| p.attach(ifindex)) {
+                        (Ok(socket), took) => {
+                            info!(port = %p.ifname, ifindex, socket, mtu = ?p.mtu, attach_us = took.as_micros() as u64, "port attached");
                             let (id, mtu, vm) = (p.id, p.mtu, p.kind == PortKind::Vm);
                             self.sync_mtu(id, mtu);
                             if vm {
                                 self.agent.port_attachment(now, id, true);
                             }
                         }
-                        Err(e) => {
+                        (Err(e), _) => {
                             error!(port = %p.ifname, ifindex, mode = p.mode.as_str(), error = %e, "cannot open a socket on the interface");
+                        }
+                    },
+                    Some(LinkAction::Prepare(ifindex)) => match p.prepare(ifindex) {
+                        Ok(socket) => {
+                            info!(port = %p.ifname, ifindex, socket, "interface present but down: socket opened ahead of the link coming up");
+                        }
+                        Err(e) => {
+                            warn!(port = %p.ifname, ifindex, error = %e, "cannot open a socket ahead on the interface (it will be opened when the link comes up)");
                         }
                     },
                     Some(LinkAction::Detach) => {
@@ -999,4 +1007,11 @@ fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
         events,
         revents: 0,
     }
+}
+
+/// `f()` and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let v = f();
+    (v, t.elapsed())
 }

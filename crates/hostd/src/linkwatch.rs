@@ -31,6 +31,11 @@ const RTM_GETLINK: u16 = 18;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IFLA_IFNAME: u16 = 3;
+/// `IFLA_OPERSTATE` (RFC 2863 operational state, one byte).
+const IFLA_OPERSTATE: u16 = 16;
+/// `IF_OPER_UNKNOWN`, `IF_OPER_UP`.
+const IF_OPER_UNKNOWN: u8 = 0;
+const IF_OPER_UP: u8 = 6;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const RTMGRP_LINK: u32 = 1;
 const IFF_UP: u32 = 0x1;
@@ -119,6 +124,7 @@ fn parse_link(msg: &[u8], removed: bool) -> Option<LinkEvent> {
     let ifindex = u32_at(msg, body + 4)?;
     let flags = u32_at(msg, body + 8)?;
     let mut name = None;
+    let mut operstate = None;
     let mut a = body + IFINFOMSG_LEN;
     while a + 4 <= msg.len() {
         let alen = usize::from(u16_at(msg, a)?);
@@ -131,12 +137,24 @@ fn parse_link(msg: &[u8], removed: bool) -> Option<LinkEvent> {
             let v = v.split(|&c| c == 0).next().unwrap_or(v);
             name = std::str::from_utf8(v).ok().map(str::to_owned);
         }
+        if aty == IFLA_OPERSTATE && alen > 4 {
+            operstate = Some(msg[a + 4]);
+        }
         a += align4(alen);
     }
     Some(LinkEvent {
         ifindex,
         name,
-        up: !removed && flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0,
+        // Up once the kernel has finished bringing the link up: administratively up, with
+        // carrier, and operationally up (the kernel's link watch sets the operational state
+        // after it has activated the device and told the protocols, a few hundred
+        // microseconds after the carrier; a veth's peer gets its carrier at the same time).
+        // Interfaces that do not track it say UNKNOWN, and a message without the attribute
+        // does not hold the port back.
+        up: !removed
+            && flags & IFF_UP != 0
+            && flags & IFF_LOWER_UP != 0
+            && operstate.is_none_or(|o| o == IF_OPER_UP || o == IF_OPER_UNKNOWN),
         removed,
     })
 }
@@ -297,6 +315,23 @@ mod tests {
         m.extend_from_slice(&[0u8; 10]);
         m.extend(body);
         m
+    }
+
+    #[test]
+    fn a_link_is_up_once_operationally_up() {
+        let with_oper = |oper: u8| {
+            let mut m = link_msg(RTM_NEWLINK, 5, IFF_UP | IFF_LOWER_UP, Some("vm0"));
+            m.extend(attr(IFLA_OPERSTATE, &[oper, 0, 0, 0]));
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            let mut out = Vec::new();
+            parse_messages(&m, &mut out);
+            out[0].up
+        };
+        assert!(!with_oper(2), "LOWERLAYERDOWN");
+        assert!(!with_oper(5), "DORMANT");
+        assert!(with_oper(IF_OPER_UP));
+        assert!(with_oper(IF_OPER_UNKNOWN), "tun/tap and others");
     }
 
     #[test]

@@ -97,6 +97,9 @@ impl Undelivered {
 pub enum LinkAction {
     /// Open (or reopen) the socket on this ifindex: the port becomes attached.
     Attach(u32),
+    /// A VM port's interface is present but down: open its socket now, so that attaching it
+    /// when the link comes up (the VM resumes) costs nothing (see [`PortIo::prepare`]).
+    Prepare(u32),
     /// Close the socket: the port becomes detached.
     Detach,
 }
@@ -169,6 +172,9 @@ pub struct PortIo {
     pub mtu: Option<u32>,
     /// The socket, while attached.
     pub socket: Option<PortSocket>,
+    /// A socket opened ahead on the interface while it is down, and the MTU then (VM ports;
+    /// taken by [`attach`](Self::attach) when the link comes up).
+    pub prepared: Option<(PortSocket, Option<u32>)>,
     /// The QEMU stream, for a QEMU-backed port (then `socket` stays `None`).
     pub qemu: Option<Box<qemu::QemuPort>>,
     /// I/O counters.
@@ -192,6 +198,7 @@ impl PortIo {
             ifindex: None,
             mtu: None,
             socket: None,
+            prepared: None,
             qemu: None,
             stats: PortIoStats::default(),
             warned_gso: false,
@@ -224,6 +231,7 @@ impl PortIo {
                 return None;
             }
             self.ifindex = None;
+            self.drop_prepared();
             return self.attached().then_some(LinkAction::Detach);
         }
         if ours_by_name {
@@ -232,24 +240,84 @@ impl PortIo {
                 .socket
                 .as_ref()
                 .is_some_and(|s| s.ifindex() == ev.ifindex);
+            let prepared = self
+                .prepared
+                .as_ref()
+                .is_some_and(|(s, _)| s.ifindex() == ev.ifindex);
             return match (ev.up, same_socket) {
                 (true, true) => None,
                 (true, false) => Some(LinkAction::Attach(ev.ifindex)),
-                (false, _) => self.attached().then_some(LinkAction::Detach),
+                (false, _) if self.attached() => Some(LinkAction::Detach),
+                (false, _) if self.kind == PortKind::Vm && !prepared => {
+                    Some(LinkAction::Prepare(ev.ifindex))
+                }
+                (false, _) => None,
             };
         }
         if ours_by_index && ev.name.is_some() {
             // Renamed away: the name is no longer ours.
             self.ifindex = None;
+            self.drop_prepared();
             return self.attached().then_some(LinkAction::Detach);
         }
         None
     }
 
-    /// Opens a socket on `ifindex` as the port's mode says, replacing any previous one.
-    /// Returns which kind was opened (`xdp` or `packet`).
+    /// Opens the socket of a VM port whose interface is present but down (it moved into
+    /// this host at the VM's pause, and comes up when the VM resumes): opening an AF_PACKET
+    /// socket with its receive ring takes milliseconds (the ring's allocation and
+    /// `MAP_POPULATE`), which would otherwise delay the release of the packets End.SBUF held
+    /// for the VM. The socket is bound to the interface but receives nothing until the link
+    /// is up; [`attach`](Self::attach) takes it then, unless the interface or its MTU
+    /// changed meanwhile.
+    pub fn prepare(&mut self, ifindex: u32) -> io::Result<&'static str> {
+        self.drop_prepared();
+        let (s, mtu) = self.open(ifindex)?;
+        let kind = s.kind();
+        self.prepared = Some((s, mtu));
+        Ok(kind)
+    }
+
+    fn drop_prepared(&mut self) {
+        if let Some((s, _)) = self.prepared.take() {
+            close_in_background(s);
+        }
+    }
+
+    /// Opens a socket on `ifindex` as the port's mode says, replacing any previous one (or
+    /// takes the one [`prepare`](Self::prepare) opened). Returns which kind it is (`xdp` or
+    /// `packet`).
     pub fn attach(&mut self, ifindex: u32) -> io::Result<&'static str> {
         self.detach();
+        let mtu_now = packet::interface_mtu_by_index(ifindex).ok();
+        let s = match self.prepared.take() {
+            Some((s, mtu)) if s.ifindex() == ifindex && mtu == mtu_now => {
+                // Bound while the link was down: clear the ENETDOWN that left behind.
+                if let PortSocket::Packet(p) = &s {
+                    let _ = p.take_error();
+                }
+                self.stats.prepared_attaches += 1;
+                (s, mtu)
+            }
+            other => {
+                if let Some((s, _)) = other {
+                    close_in_background(s);
+                }
+                self.open(ifindex)?
+            }
+        };
+        let (s, mtu) = s;
+        let kind = s.kind();
+        self.mtu = mtu;
+        self.socket = Some(s);
+        self.ifindex = Some(ifindex);
+        self.stats.attachments += 1;
+        Ok(kind)
+    }
+
+    /// Opens a socket on `ifindex` as the port's mode says; returns it and the interface's
+    /// MTU.
+    fn open(&mut self, ifindex: u32) -> io::Result<(PortSocket, Option<u32>)> {
         let want_xdp = match self.mode {
             // Several workers share the interface through PACKET_FANOUT (AF_PACKET only).
             _ if self.fanout.is_some() => false,
@@ -304,12 +372,7 @@ impl PortIo {
                 None => PortSocket::Packet(PacketSocket::open_with(ifindex, None, mtu)?),
             },
         };
-        let kind = s.kind();
-        self.mtu = mtu;
-        self.socket = Some(s);
-        self.ifindex = Some(ifindex);
-        self.stats.attachments += 1;
-        Ok(kind)
+        Ok((s, mtu))
     }
 
     /// Closes the socket, on another thread ([`close_in_background`]). Frames still queued
@@ -485,9 +548,14 @@ mod tests {
         let mut p = PortIo::new(PortId(1), "vm0".into(), PortKind::Vm);
         assert_eq!(p.on_link_event(&ev(7, "other", true)), None);
         assert_eq!(p.ifindex, None);
-        // Present but down: remember the ifindex, nothing to do.
-        assert_eq!(p.on_link_event(&ev(7, "vm0", false)), None);
+        // Present but down: remember the ifindex; a VM port opens its socket ahead.
+        assert_eq!(
+            p.on_link_event(&ev(7, "vm0", false)),
+            Some(LinkAction::Prepare(7))
+        );
         assert_eq!(p.ifindex, Some(7));
+        let mut up = PortIo::new(PortId(0), "up0".into(), PortKind::Uplink);
+        assert_eq!(up.on_link_event(&ev(3, "up0", false)), None);
         assert_eq!(
             p.on_link_event(&ev(7, "vm0", true)),
             Some(LinkAction::Attach(7))
