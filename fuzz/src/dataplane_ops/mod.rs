@@ -38,7 +38,8 @@ use std::collections::VecDeque;
 
 use srmig_dataplane::testkit::canon;
 use srmig_dataplane::{
-    Batch, Behavior, Dataplane, DropReason, Headend, Instant, PacketBuf, PolicyConfig,
+    Batch, Behavior, Dataplane, DropReason, Headend, IcmpCounters, Instant, NodeConfig,
+    PacketBuf, PolicyConfig,
     PolicyId, PortId, SbufMode, SidConfig, Steering, Verdict, VmCounters, VmId, VmState,
 };
 
@@ -131,11 +132,44 @@ pub struct Stats {
     pub paths: std::collections::BTreeSet<usize>,
 }
 
+/// The counters when the current input started (a reused engine keeps counting).
+#[derive(Debug, Clone)]
+struct Base {
+    rx: [u64; PORTS],
+    tx: [u64; PORTS],
+    drops: Vec<u64>,
+    vms: [VmCounters; VMS],
+    icmp: IcmpCounters,
+}
+
+impl Base {
+    fn of(dp: &Dataplane) -> Base {
+        let c = dp.counters();
+        Base {
+            rx: [0, 1, 2, 3].map(|p| c.port(PortId(p)).rx.packets),
+            tx: [0, 1, 2, 3].map(|p| c.port(PortId(p)).tx.packets),
+            drops: c.drop_counts().map(|(_, n)| n).collect(),
+            vms: [0, 1, 2].map(|v| c.vm(VmId(v))),
+            icmp: c.icmp(),
+        }
+    }
+}
+
 /// One host: its engine and the model of it.
 struct Host {
     h: u16,
     dp: Dataplane,
     m: Model,
+    base: Base,
+    /// The world's configuration of this host (to restore or rebuild it).
+    cfg: NodeConfig,
+    /// Catalog SIDs (bits by `CatalogSid` index), policies (by `PolicyName` index) and
+    /// mapping prefixes (by `world::prefix` index) the current input changed.
+    touched_sids: u32,
+    touched_policies: u8,
+    touched_mappings: u16,
+    /// A change that cannot be undone (a new policy): rebuilt before the next input.
+    dirty: bool,
 }
 
 /// The id of an operation's port (`Bogus` is one past the last).
@@ -153,7 +187,12 @@ fn vm_of_port(p: PortId) -> Option<usize> {
 
 impl Host {
     fn new(h: u16) -> Host {
-        let dp = Dataplane::new(world::config(h)).expect("the fuzz world's config is valid");
+        Host::with_config(h, world::config(h))
+    }
+
+    fn with_config(h: u16, cfg: NodeConfig) -> Host {
+        let dp = Dataplane::new(cfg.clone()).expect("the fuzz world's config is valid");
+        let base = Base::of(&dp);
         Host {
             h,
             dp,
@@ -161,7 +200,89 @@ impl Host {
                 verdict_drops: vec![0; DropReason::COUNT],
                 ..Model::default()
             },
+            base,
+            cfg,
+            touched_sids: 0,
+            touched_policies: 0,
+            touched_mappings: 0,
+            dirty: false,
         }
+    }
+
+    /// Undoes the input's changes to policies, SIDs and mappings (in that order: a SID
+    /// bound to a policy needs the policy as configured).
+    fn restore_tables(&mut self) {
+        for (i, name) in PolicyName::ALL.iter().enumerate() {
+            if self.touched_policies & (1 << i) != 0 {
+                let orig = self.cfg.policies.iter().find(|p| p.name == policy_name(*name));
+                if let Some(p) = orig {
+                    self.dp.install_policy(p.clone()).expect("the original policy");
+                }
+            }
+        }
+        for (i, sid) in CatalogSid::ALL.iter().enumerate() {
+            if self.touched_sids & (1 << i) != 0 {
+                let addr = catalog(self.h, *sid).sid;
+                self.dp.remove_sid(addr);
+                if let Some(orig) = self.cfg.sids.iter().find(|s| s.sid == addr) {
+                    self.dp.install_sid(orig.clone()).expect("the original SID");
+                }
+            }
+        }
+        for i in 0..world::PREFIXES {
+            if self.touched_mappings & (1 << i) != 0 {
+                let prefix = world::prefix(i);
+                let orig = self.cfg.mappings.iter().find(|m| m.vm_address.trunc() == prefix);
+                match orig {
+                    Some(m) => {
+                        let s = match m.policy.as_str() {
+                            "native" => Steering::Native,
+                            name => Steering::Policy(
+                                self.dp.policy_id(name).expect("original policies stay"),
+                            ),
+                        };
+                        self.dp.set_mapping(prefix, s).expect("the original mapping");
+                    }
+                    None => {
+                        self.dp.remove_mapping(prefix);
+                    }
+                }
+            }
+        }
+        self.touched_sids = 0;
+        self.touched_policies = 0;
+        self.touched_mappings = 0;
+    }
+
+    /// Brings a drained engine back to the world's initial state without rebuilding it: empty
+    /// buffers, initial VM states, no port MTU; the model starts from the counters as they are.
+    /// SIDs, policies and mappings the input changed are restored (a host with a new policy,
+    /// which cannot be removed, is rebuilt instead).
+    fn reset(&mut self, now: Instant) {
+        assert!(!self.dp.has_pending_transmit(), "reset before draining");
+        self.restore_tables();
+        for v in 0..VMS {
+            let id = VmId(v as u32);
+            self.dp.discard_buffer(id);
+            let state = if v == 1 || self.h == canon::S {
+                VmState::Running
+            } else {
+                VmState::Absent
+            };
+            self.dp
+                .handle_vm_state(now, id, state)
+                .expect("world VMs exist");
+        }
+        for p in 0..PORTS {
+            self.dp
+                .set_port_mtu(PortId(p as u16), None)
+                .expect("world ports exist");
+        }
+        self.m = Model {
+            verdict_drops: vec![0; DropReason::COUNT],
+            ..Model::default()
+        };
+        self.base = Base::of(&self.dp);
     }
 
     fn vm_counters(&self) -> [VmCounters; VMS] {
@@ -181,12 +302,12 @@ impl Host {
 
     fn check(&self) {
         let c = self.dp.counters();
-        let m = &self.m;
+        let (m, b) = (&self.m, &self.base);
         for p in 0..PORTS {
             let pc = c.port(PortId(p as u16));
-            assert_eq!(pc.rx.packets, m.frames_in[p], "rx of port {p}");
+            assert_eq!(pc.rx.packets - b.rx[p], m.frames_in[p], "rx of port {p}");
             assert_eq!(
-                pc.tx.packets,
+                pc.tx.packets - b.tx[p],
                 m.verdict_tx[p] + m.out_tx[p],
                 "tx of port {p}: Tx verdicts + poll_transmit"
             );
@@ -199,11 +320,22 @@ impl Host {
                 DropReason::PacketTooBig => sum(&m.release_too_big),
                 _ => 0,
             };
-            assert_eq!(n, m.verdict_drops[r.index()] + outside, "drops {}", r.as_str());
+            assert_eq!(
+                n - b.drops[r.index()],
+                m.verdict_drops[r.index()] + outside,
+                "drops {}",
+                r.as_str()
+            );
         }
         let (mut packets, mut bytes) = (0, 0);
         for v in 0..VMS {
-            let vc = c.vm(VmId(v as u32));
+            let (vc, vb) = (c.vm(VmId(v as u32)), b.vms[v]);
+            let vc = VmCounters {
+                held: vc.held - vb.held,
+                released: vc.released - vb.released,
+                expired: vc.expired - vb.expired,
+                ..vc
+            };
             let occ = c.buffer_occupancy(VmId(v as u32));
             let q = m.queues[v].len() as u64;
             assert_eq!(vc.held, m.held[v], "vm {v}: held = Held verdicts");
@@ -226,7 +358,8 @@ impl Host {
         assert!(total.packets <= u64::from(BUFFER.global_packets));
         assert!(total.bytes <= BUFFER.global_bytes);
         let icmp = c.icmp();
-        assert_eq!(m.consumed, icmp.ndp_answered + m.ndp_lost, "Consumed = NDP answers");
+        let ndp_answered = icmp.ndp_answered - b.icmp.ndp_answered;
+        assert_eq!(m.consumed, ndp_answered + m.ndp_lost, "Consumed = NDP answers");
         let expected_deadline = m
             .queues
             .iter()
@@ -238,7 +371,7 @@ impl Host {
             expected_deadline,
             "poll_timeout = oldest held packet + max age"
         );
-        let generated = icmp.errors_sent + icmp.ndp_answered;
+        let generated = icmp.errors_sent - b.icmp.errors_sent + ndp_answered;
         assert!(m.out_gen <= generated, "more generated frames out than queued");
         if !self.dp.has_pending_transmit() {
             assert_eq!(m.out_gen, generated, "every generated frame came out");
@@ -256,6 +389,8 @@ pub struct Harness {
     wire: VecDeque<(usize, Vec<u8>)>,
     stats: Option<Stats>,
     trace: bool,
+    /// A hash of every verdict and transmitted frame of the current input.
+    digest: u64,
 }
 
 impl Default for Harness {
@@ -299,6 +434,7 @@ impl Harness {
             wire: VecDeque::new(),
             stats: None,
             trace: false,
+            digest: 0,
         }
     }
 
@@ -314,8 +450,21 @@ impl Harness {
         self
     }
 
+    /// A hash of the verdicts and transmitted frames of the last input (the same on a fresh
+    /// and on a reused world: see the `reuse_is_deterministic` test).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    fn note(&mut self, words: [u64; 3]) {
+        for w in words {
+            self.digest = (self.digest ^ w).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
     /// Runs `data` as operations, checking the invariants after each.
     pub fn run(&mut self, data: &[u8]) {
+        self.digest = 0xcbf2_9ce4_8422_2325;
         let mut u = arbitrary::Unstructured::new(data);
         while !u.is_empty() {
             let Ok(op) = <Op as arbitrary::Arbitrary>::arbitrary(&mut u) else {
@@ -334,6 +483,26 @@ impl Harness {
             h.check();
         }
         self.collect_stats();
+    }
+
+    /// Runs `data` on the world as the previous input left it, reset ([`Host::reset`]: tables
+    /// restored, buffers emptied, VM states and MTUs as configured; a host with a new policy is
+    /// rebuilt) and
+    /// time jumps 10 s ahead (the ICMPv6 rate limiter is full again). What an input does is
+    /// then the same as on a fresh world: the fuzz target's fast path.
+    pub fn run_reused(&mut self, data: &[u8]) {
+        self.now += 10_000_000_000;
+        self.seq = 0;
+        self.wire.clear();
+        let now = Instant(self.now);
+        for h in &mut self.hosts {
+            if h.dirty {
+                *h = Host::with_config(h.h, h.cfg.clone());
+            } else {
+                h.reset(now);
+            }
+        }
+        self.run(data);
     }
 
     /// The statistics collected (with [`Harness::with_stats`]).
@@ -420,6 +589,7 @@ impl Harness {
             Op::InstallSid { host, sid } => {
                 self.collect_stats();
                 let h = &mut self.hosts[host_index(host)];
+                h.touched_sids |= 1 << sid as u32;
                 let cfg = catalog(h.h, sid);
                 let refused = matches!(
                     sid,
@@ -437,6 +607,7 @@ impl Harness {
             Op::RemoveSid { host, sid } => {
                 self.collect_stats();
                 let h = &mut self.hosts[host_index(host)];
+                h.touched_sids |= 1 << sid as u32;
                 let addr = catalog(h.h, sid).sid;
                 let had = h.dp.sid_id(addr).is_some();
                 assert_eq!(h.dp.remove_sid(addr).is_some(), had);
@@ -449,6 +620,8 @@ impl Harness {
                 segs,
             } => {
                 let h = &mut self.hosts[host_index(host)];
+                h.touched_policies |= 1 << name as u8;
+                h.dirty |= name == PolicyName::New;
                 let cfg = policy(name, headend, segs);
                 let bad = matches!(segs, SegList::Empty | SegList::TooMany | SegList::Multicast);
                 let r = h.dp.install_policy(cfg);
@@ -462,6 +635,7 @@ impl Harness {
                 policy,
             } => {
                 let h = &mut self.hosts[host_index(host)];
+                h.touched_mappings |= 1 << (usize::from(prefix) % world::PREFIXES);
                 let steering = match policy {
                     None => Some(Steering::Native),
                     Some(p) => h.dp.policy_id(policy_name(p)).map(Steering::Policy),
@@ -479,6 +653,7 @@ impl Harness {
             }
             Op::RemoveMapping { host, prefix } => {
                 let h = &mut self.hosts[host_index(host)];
+                h.touched_mappings |= 1 << (usize::from(prefix) % world::PREFIXES);
                 h.dp.remove_mapping(world::prefix(usize::from(prefix)));
             }
             Op::SetMtu { host, port, mtu } => {
@@ -614,6 +789,8 @@ impl Harness {
                 released_vm = Some(v);
             }
         }
+        let out = r.map_or(0xffff, |p| u64::from(p.0) | (self.out.len() as u64) << 16);
+        self.digest = (self.digest ^ (i as u64) << 48 ^ out).wrapping_mul(0x100_0000_01b3);
         match r {
             Some(p) => {
                 h.m.out_tx[usize::from(p.0)] += 1;
@@ -722,6 +899,16 @@ impl Harness {
         if self.trace {
             eprintln!("    host {} port {}: {verdict:?}", h.h, port.0);
         }
+        let code = match verdict {
+            Verdict::Tx(p) => u64::from(p.0),
+            Verdict::Drop(r) => 0x100 + r.index() as u64,
+            Verdict::Held(v) => 0x200 + u64::from(v.0),
+            Verdict::Consumed => 0x300,
+        };
+        let len = self.batch.packets().first().map_or(0, |p| p.len() as u64);
+        let hi = i as u64;
+        self.note([hi, code, len]);
+        let h = &mut self.hosts[i];
         let c = h.dp.counters();
         let occ_after = [0, 1, 2].map(|v| c.buffer_occupancy(VmId(v)));
         let mut paths: Vec<usize> = Vec::new();
@@ -950,5 +1137,45 @@ pub fn catalog(h: u16, s: CatalogSid) -> SidConfig {
             std::net::Ipv6Addr::new(0xfc00, 0xaaaa, h, 0, 0, 0, 0, 0xe),
             Behavior::End,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/dataplane_ops");
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+            .collect();
+        v.sort();
+        v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// An input does the same on a reused world, whatever ran before, as on a fresh one.
+    #[test]
+    fn reuse_is_deterministic() {
+        let seeds = seeds();
+        assert!(seeds.len() >= 10);
+        let fresh: Vec<u64> = seeds
+            .iter()
+            .map(|s| {
+                let mut h = Harness::new();
+                h.run(s);
+                h.digest()
+            })
+            .collect();
+        let mut w = Harness::new();
+        for round in 0..3 {
+            for (i, s) in seeds.iter().enumerate() {
+                let k = (i * 7 + round * 3) % seeds.len();
+                w.run_reused(&seeds[k]);
+                w.run_reused(s);
+                assert_eq!(w.digest(), fresh[i], "seed {i} after seed {k}");
+            }
+        }
     }
 }

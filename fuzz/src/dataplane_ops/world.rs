@@ -189,9 +189,12 @@ pub fn config(h: u16) -> NodeConfig {
     cfg
 }
 
+/// How many mapping prefixes the operations use.
+pub const PREFIXES: usize = 9;
+
 /// Mapping prefixes the operations set and remove.
 pub fn prefix(i: usize) -> IpNet {
-    const P: [&str; 9] = [
+    const P: [&str; PREFIXES] = [
         "2001:db8:900::90/128",
         "2001:db8:910::/48",
         "2001:db8:920::/48",
