@@ -5,5 +5,12 @@
 # or an End.SBUF path is not reached. `--trace` first prints every operation and verdict.
 # Runs on the stable toolchain (no fuzzer needed).
 set -euo pipefail
+args=()
+for a in "$@"; do
+    case "$a" in
+        --*) args+=("$a") ;;
+        *) args+=("$(realpath "$a")") ;;
+    esac
+done
 cd "$(dirname "$0")/../fuzz"
-exec cargo run --quiet --example dataplane_ops_coverage -- "$@"
+exec cargo run --quiet --example dataplane_ops_coverage -- "${args[@]}"

@@ -90,7 +90,8 @@ fn main() {
         .into_iter()
         .map(|n| (n, 0))
         .collect();
-    let mut drops: BTreeMap<&str, usize> = DropReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    let mut drops: BTreeMap<&str, usize> =
+        DropReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
     let mut paths = vec![0usize; PATHS.len()];
     for f in &files {
         let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -150,7 +151,7 @@ fn main() {
         let r = DropReason::ALL.iter().find(|r| r.as_str() == d).copied();
         let why = r
             .and_then(unreachable_because)
-            .unwrap_or("reachable, but not by these inputs");
+            .unwrap_or("not reached by these inputs");
         println!("  {d}: {why}");
     }
     if !missing.is_empty() {

@@ -3,8 +3,8 @@
 //! decode back to the operations it was written from and to pass the harness.
 
 use srmig_fuzz::dataplane_ops::ops::{
-    decode, encode, CatalogSid, Dst, Field, HeadendSel, Hmac, Host, Inner, Mtu, Mutation, Next,
-    Op, PolicyName, Port, SegList, Segs, Sid, Size, Src, State, Vm, NONE,
+    decode, encode, CatalogSid, Dst, Field, HeadendSel, Hmac, Host, Inner, Mtu, Mutation, Next, Op,
+    PolicyName, Port, SegList, Segs, Sid, Size, Src, State, Vm, NONE,
 };
 use srmig_fuzz::dataplane_ops::Harness;
 
@@ -268,12 +268,7 @@ fn seeds() -> Vec<(&'static str, Vec<Op>)> {
             vm(S, Vm::Vm1, Dst::LocalSid),
             mutated(
                 vm(S, Vm::Vm1, Dst::Remote),
-                [
-                    Mutation::Port {
-                        port: Port::Client,
-                    },
-                    Mutation::None,
-                ],
+                [Mutation::Port { port: Port::Client }, Mutation::None],
             ),
             mutated(
                 vm(S, Vm::Vm1, Dst::Remote),
@@ -282,10 +277,7 @@ fn seeds() -> Vec<(&'static str, Vec<Op>)> {
             sized(vm(S, Vm::Vm1, Dst::Remote), Size::Oversize),
             mutated(
                 vm(S, Vm::Vm1, Dst::Remote),
-                [
-                    Mutation::Port { port: Port::Bogus },
-                    Mutation::None,
-                ],
+                [Mutation::Port { port: Port::Bogus }, Mutation::None],
             ),
             Op::Drain,
         ],
@@ -435,6 +427,11 @@ fn main() {
         Harness::new().run(&bytes);
         let path = dir.join(format!("seed-{name}"));
         std::fs::write(&path, &bytes).expect("write a seed");
-        println!("{} ({} operations, {} bytes)", path.display(), ops.len(), bytes.len());
+        println!(
+            "{} ({} operations, {} bytes)",
+            path.display(),
+            ops.len(),
+            bytes.len()
+        );
     }
 }

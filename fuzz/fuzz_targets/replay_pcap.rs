@@ -29,7 +29,8 @@ struct Scratch {
 fn scratch() -> &'static Scratch {
     static S: OnceLock<Scratch> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("srmig-fuzz-replay-pcap-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("srmig-fuzz-replay-pcap-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("out")).expect("scratch directory");
         Scratch {
             dir,
@@ -55,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         port: "up0".into(),
         file: file.clone(),
     }];
-    let summary = replay(&s.config, &inputs, &s.dir.join("out")).expect("a capture that reads replays");
+    let summary =
+        replay(&s.config, &inputs, &s.dir.join("out")).expect("a capture that reads replays");
     assert_eq!(summary.packets.len(), frames.len());
 });

@@ -38,9 +38,9 @@ use std::collections::VecDeque;
 
 use srmig_dataplane::testkit::canon;
 use srmig_dataplane::{
-    Batch, Behavior, Dataplane, DropReason, Headend, IcmpCounters, Instant, NodeConfig,
-    PacketBuf, PolicyConfig,
-    PolicyId, PortId, SbufMode, SidConfig, Steering, Verdict, VmCounters, VmId, VmState,
+    Batch, Behavior, Dataplane, DropReason, Headend, IcmpCounters, Instant, NodeConfig, PacketBuf,
+    PolicyConfig, PolicyId, PortId, SbufMode, SidConfig, Steering, Verdict, VmCounters, VmId,
+    VmState,
 };
 
 use ops::{CatalogSid, HeadendSel, Mtu, Op, PolicyName, SegList};
@@ -182,7 +182,9 @@ fn port_of_vm(v: usize) -> PortId {
 }
 
 fn vm_of_port(p: PortId) -> Option<usize> {
-    (1..=VMS).contains(&usize::from(p.0)).then(|| usize::from(p.0) - 1)
+    (1..=VMS)
+        .contains(&usize::from(p.0))
+        .then(|| usize::from(p.0) - 1)
 }
 
 impl Host {
@@ -214,9 +216,15 @@ impl Host {
     fn restore_tables(&mut self) {
         for (i, name) in PolicyName::ALL.iter().enumerate() {
             if self.touched_policies & (1 << i) != 0 {
-                let orig = self.cfg.policies.iter().find(|p| p.name == policy_name(*name));
+                let orig = self
+                    .cfg
+                    .policies
+                    .iter()
+                    .find(|p| p.name == policy_name(*name));
                 if let Some(p) = orig {
-                    self.dp.install_policy(p.clone()).expect("the original policy");
+                    self.dp
+                        .install_policy(p.clone())
+                        .expect("the original policy");
                 }
             }
         }
@@ -232,7 +240,11 @@ impl Host {
         for i in 0..world::PREFIXES {
             if self.touched_mappings & (1 << i) != 0 {
                 let prefix = world::prefix(i);
-                let orig = self.cfg.mappings.iter().find(|m| m.vm_address.trunc() == prefix);
+                let orig = self
+                    .cfg
+                    .mappings
+                    .iter()
+                    .find(|m| m.vm_address.trunc() == prefix);
                 match orig {
                     Some(m) => {
                         let s = match m.policy.as_str() {
@@ -241,7 +253,9 @@ impl Host {
                                 self.dp.policy_id(name).expect("original policies stay"),
                             ),
                         };
-                        self.dp.set_mapping(prefix, s).expect("the original mapping");
+                        self.dp
+                            .set_mapping(prefix, s)
+                            .expect("the original mapping");
                     }
                     None => {
                         self.dp.remove_mapping(prefix);
@@ -342,7 +356,11 @@ impl Host {
             assert_eq!(vc.released, m.released[v], "vm {v}: released");
             assert_eq!(vc.expired, m.expired[v], "vm {v}: expired");
             assert_eq!(occ.packets, q, "vm {v}: occupancy (packets) = model");
-            assert_eq!(occ.bytes, m.queue_bytes(v), "vm {v}: occupancy (bytes) = model");
+            assert_eq!(
+                occ.bytes,
+                m.queue_bytes(v),
+                "vm {v}: occupancy (bytes) = model"
+            );
             assert_eq!(
                 vc.held,
                 vc.released + vc.expired + m.discarded[v] + m.release_too_big[v] + q,
@@ -354,12 +372,20 @@ impl Host {
             bytes += occ.bytes;
         }
         let total = c.buffer_total();
-        assert_eq!((total.packets, total.bytes), (packets, bytes), "global occupancy");
+        assert_eq!(
+            (total.packets, total.bytes),
+            (packets, bytes),
+            "global occupancy"
+        );
         assert!(total.packets <= u64::from(BUFFER.global_packets));
         assert!(total.bytes <= BUFFER.global_bytes);
         let icmp = c.icmp();
         let ndp_answered = icmp.ndp_answered - b.icmp.ndp_answered;
-        assert_eq!(m.consumed, ndp_answered + m.ndp_lost, "Consumed = NDP answers");
+        assert_eq!(
+            m.consumed,
+            ndp_answered + m.ndp_lost,
+            "Consumed = NDP answers"
+        );
         let expected_deadline = m
             .queues
             .iter()
@@ -372,7 +398,10 @@ impl Host {
             "poll_timeout = oldest held packet + max age"
         );
         let generated = icmp.errors_sent - b.icmp.errors_sent + ndp_answered;
-        assert!(m.out_gen <= generated, "more generated frames out than queued");
+        assert!(
+            m.out_gen <= generated,
+            "more generated frames out than queued"
+        );
         if !self.dp.has_pending_transmit() {
             assert_eq!(m.out_gen, generated, "every generated frame came out");
         }
@@ -643,7 +672,8 @@ impl Harness {
                 let prefix = world::prefix(usize::from(prefix));
                 match steering {
                     Some(s) => {
-                        h.dp.set_mapping(prefix, s).expect("mapping to an installed policy");
+                        h.dp.set_mapping(prefix, s)
+                            .expect("mapping to an installed policy");
                     }
                     None => {
                         let bogus = Steering::Policy(PolicyId(1000));
@@ -725,7 +755,11 @@ impl Harness {
                 h.m.queues[v].pop_front();
                 n += 1;
             }
-            assert_eq!(after[v].expired - before[v].expired, n, "expired at timeout");
+            assert_eq!(
+                after[v].expired - before[v].expired,
+                n,
+                "expired at timeout"
+            );
             h.m.expired[v] += n;
             any |= n > 0;
         }
@@ -930,7 +964,11 @@ impl Harness {
                 let icmp = c.icmp();
                 let answered = icmp.ndp_answered - icmp_before.ndp_answered;
                 let lost = icmp.queue_full - icmp_before.queue_full;
-                assert_eq!(answered + lost, 1, "Consumed: one NDP answer queued or lost");
+                assert_eq!(
+                    answered + lost,
+                    1,
+                    "Consumed: one NDP answer queued or lost"
+                );
                 h.m.ndp_lost += lost;
             }
             Verdict::Held(vm) => {
@@ -938,7 +976,11 @@ impl Harness {
                 assert!(v < VMS, "held for a VM that does not exist");
                 h.m.held[v] += 1;
                 let len = (occ_after[v].bytes - occ_before[v].bytes) as usize;
-                assert_eq!(occ_after[v].packets, occ_before[v].packets + 1, "held one packet");
+                assert_eq!(
+                    occ_after[v].packets,
+                    occ_before[v].packets + 1,
+                    "held one packet"
+                );
                 let d = self.batch.packets()[0].data();
                 assert!(len <= d.len(), "held more than the frame");
                 h.m.queues[v].push_back(HeldPkt {
@@ -951,7 +993,10 @@ impl Harness {
             }
         }
         if !matches!(verdict, Verdict::Held(_)) {
-            assert_eq!(occ_before, occ_after, "only a Held verdict changes a buffer");
+            assert_eq!(
+                occ_before, occ_after,
+                "only a Held verdict changes a buffer"
+            );
         }
         if stats {
             let sbuf = h.sid_hits(Behavior::EndSbuf) > sbuf0;
@@ -1036,7 +1081,9 @@ fn full_bound(
         0
     };
     let len = f.len().saturating_sub(54 + srh) as u64;
-    let (packets, bytes) = occ.iter().fold((0, 0), |a, o| (a.0 + o.packets, a.1 + o.bytes));
+    let (packets, bytes) = occ
+        .iter()
+        .fold((0, 0), |a, o| (a.0 + o.packets, a.1 + o.bytes));
     if occ[v].packets >= u64::from(BUFFER.per_vm_packets) {
         7
     } else if packets >= u64::from(BUFFER.global_packets) {
@@ -1069,7 +1116,10 @@ fn policy(name: PolicyName, headend: HeadendSel, segs: SegList) -> PolicyConfig 
         SegList::Migration => vec![sid(S, END_S), sid(D, END_SBUF)],
         SegList::Three => vec![sid(D, END), sid(S, END), sid(D, END_SBUF)],
         SegList::TooMany => (0..13).map(|i| sid(D, 0x100 + i)).collect(),
-        SegList::Multicast => vec![sid(D, END), "ff02::1".parse().unwrap_or_else(|_| unreachable!())],
+        SegList::Multicast => vec![
+            sid(D, END),
+            "ff02::1".parse().unwrap_or_else(|_| unreachable!()),
+        ],
     };
     PolicyConfig {
         name: policy_name(name).into(),
@@ -1149,7 +1199,12 @@ mod tests {
         let mut v: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+            })
             .collect();
         v.sort();
         v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()

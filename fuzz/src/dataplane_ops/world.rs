@@ -123,7 +123,9 @@ pub fn extra_sids(h: u16) -> Vec<SidConfig> {
 
 fn mapping(prefix: &str, policy: &str) -> MappingConfig {
     MappingConfig {
-        vm_address: prefix.parse().unwrap_or_else(|_| panic!("bad prefix {prefix}")),
+        vm_address: prefix
+            .parse()
+            .unwrap_or_else(|_| panic!("bad prefix {prefix}")),
         policy: policy.into(),
     }
 }
@@ -156,16 +158,18 @@ pub fn config(h: u16) -> NodeConfig {
     });
     cfg.vms.push(VmConfig {
         name: "vm2".into(),
-        addresses: vec![IpAddr::V6(vm2()).into(), IpAddr::V4(VM2_V4).into()],
+        addresses: vec![IpAddr::V6(vm2()), IpAddr::V4(VM2_V4)],
         mac: MacAddr(VM2_MAC),
         port: "vm2".into(),
         state: vm1_state,
     });
-    cfg.extra_locators.push(ipnet::Ipv6Net::new(
-        Ipv6Addr::new(USID_BLOCK[0], USID_BLOCK[1], h, 0, 0, 0, 0, 0),
-        48,
-    )
-    .unwrap_or_else(|_| unreachable!("a /48")));
+    cfg.extra_locators.push(
+        ipnet::Ipv6Net::new(
+            Ipv6Addr::new(USID_BLOCK[0], USID_BLOCK[1], h, 0, 0, 0, 0, 0),
+            48,
+        )
+        .unwrap_or_else(|_| unreachable!("a /48")),
+    );
     cfg.sids.extend(extra_sids(h));
     cfg.mappings.extend([
         mapping("2001:db8:910::/48", "to-d-red"),
