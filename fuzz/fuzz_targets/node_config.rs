@@ -415,7 +415,7 @@ fn buffer_bytes(node: &NodeConfig) -> u64 {
     arena.saturating_add(rings)
 }
 
-/// A host config that makes every IPv6 VM of the node local and native.
+/// A host config that makes every VM of the node (IPv6 and IPv4 addresses) local and native.
 fn host_config(node: &NodeConfig) -> HostConfig {
     let mut hc = HostConfig {
         epoch: 1,
@@ -428,14 +428,8 @@ fn host_config(node: &NodeConfig) -> HostConfig {
         let Ok(vm) = srmig_api::VmId::new(v.name.clone()) else {
             continue;
         };
-        let addresses: Vec<_> = v
-            .addresses
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V6(a) => Some(*a),
-                IpAddr::V4(_) => None,
-            })
-            .collect();
+        // Dual-stack: the API carries both families (IPv4 as /32 mappings).
+        let addresses: Vec<IpAddr> = v.addresses.clone();
         if addresses.is_empty() {
             continue;
         }

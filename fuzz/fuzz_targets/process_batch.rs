@@ -35,7 +35,10 @@ fn flush(node: &mut Node, now: Instant, batch: &mut Batch, out: &mut PacketBuf) 
     for p in batch.iter() {
         match p.verdict {
             Verdict::Tx(port) => {
-                assert!((port.0 as usize) < node.ports, "Tx to a port that does not exist");
+                assert!(
+                    (port.0 as usize) < node.ports,
+                    "Tx to a port that does not exist"
+                );
                 assert!(p.len() >= 14, "Tx of a frame shorter than Ethernet");
             }
             Verdict::Held(vm) => assert!((vm.0 as usize) < node.vms),
@@ -77,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
     ];
     let template = uplink_frame(
         canon::S,
-        &[canon::sid(canon::S, canon::END_S), canon::sid(canon::D, canon::END_SBUF)],
+        &[
+            canon::sid(canon::S, canon::END_S),
+            canon::sid(canon::D, canon::END_SBUF),
+        ],
         1,
         &inner_to_vm1(),
     );

@@ -1,0 +1,4 @@
+//! Shared code of the srmig fuzz targets and their tools (seed generator, coverage report).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod dataplane_ops;

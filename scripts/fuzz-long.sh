@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each and writes a table (target, executions, exec/s,
+# coverage as libFuzzer's cov/ft, crashes) to $FUZZ_LONG_OUT (default out/fuzz-long.md) and
+# stdout. FUZZ_SANITIZER=none (default: address) runs the fast profile without a sanitizer
+# (built into $CARGO_TARGET_DIR/none, so both profiles stay built). Corpora grow in
+# fuzz/corpus/<target> (only the committed seed-* files are tracked); crashes land in
+# fuzz/artifacts/<target>.
+#
+#   scripts/fuzz-long.sh 600                      # 10 minutes per target, address sanitizer
+#   FUZZ_SANITIZER=none scripts/fuzz-long.sh 3600 # an hour per target, no sanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:?usage: scripts/fuzz-long.sh SECONDS}
+san=${FUZZ_SANITIZER:-address}
+root=$PWD
+out=${FUZZ_LONG_OUT:-$root/out/fuzz-long.md}
+mkdir -p "$(dirname "$out")"
+. scripts/fuzz-targets.sh
+cd fuzz
+if [ "$san" = none ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/none"
+fi
+cargo +nightly fuzz build -s "$san"
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+{
+    echo "# fuzz-long: ${seconds} s per target, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
+    echo
+    echo "| target | executions | exec/s | cov | ft | crashes |"
+    echo "|---|---:|---:|---:|---:|---:|"
+} > "$out"
+cat "$out"
+for target in $(cargo +nightly fuzz list); do
+    mkdir -p "corpus/$target" "artifacts/$target"
+    before=$(find "artifacts/$target" -type f | wc -l)
+    # shellcheck disable=SC2046
+    cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -print_final_stats=1 $(fuzz_target_args "$target") \
+        > "$logs/$target.log" 2>&1 || true
+    after=$(find "artifacts/$target" -type f | wc -l)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
+    cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2)
+    ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2)
+    line="| $target | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) |"
+    echo "$line" | tee -a "$out"
+    if [ "$after" -gt "$before" ]; then
+        grep -E "panicked|SUMMARY|ERROR" "$logs/$target.log" | head -n 5 >&2 || true
+    fi
+done
+echo
+echo "table written to $out"
