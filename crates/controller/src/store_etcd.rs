@@ -35,8 +35,12 @@
 //! the configured timeout.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::AtomicBool;
+#[cfg(feature = "etcd")]
+use std::sync::atomic::Ordering;
+#[cfg(feature = "etcd")]
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::{Backend, RowKey, Rows, StoreError};

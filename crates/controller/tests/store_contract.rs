@@ -3,6 +3,8 @@
 //! after). Every `contract_*` case runs against both; the etcd-only cases cover what only a
 //! shared store has: leadership and fencing, a restarted etcd, an endpoint that does not answer.
 
+#![cfg(feature = "etcd")]
+
 mod common;
 
 use std::time::{Duration, Instant};

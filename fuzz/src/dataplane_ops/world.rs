@@ -150,6 +150,7 @@ pub fn config(h: u16) -> NodeConfig {
         table: None,
         ipv4_address: None,
         proxy_ndp: Vec::new(),
+        proxy_arp: Vec::new(),
     });
     cfg.ports[0].hmac = Some(match h {
         canon::S => HmacMode::Verify,
