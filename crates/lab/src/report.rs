@@ -10,6 +10,14 @@
 //! Extra fields are allowed and present (e.g. `baseline_rtt_ms`); raw series live under the
 //! separate top-level key `raw`. A workload that was not run is `null`.
 //!
+//! Per migration, beside `pause_ms` and `total_ms`: `blackout_ms` (the VM's pause),
+//! `network_downtime_ms` (the longest gap between two probes delivered to the VM around the
+//! migration, one way), `release_latency_ms` (the VM's resume at the destination to the first
+//! probe delivered there) and End.SBUF's `held` / `released`; the two network figures need
+//! the lab's own responder in a netns VM. `probe.at_vm` is the probe seen one way at such a
+//! VM (`received`, `lost`, `duplicated`, `reordered`); `probe.duplicated` / `reordered` are
+//! then the worse of both directions and `probe.echo` keeps the echo's own figures.
+//!
 //! Address families (`srmig lab migrate --family ipv6|ipv4|dual`): `probe`, `http` and `tcp`
 //! are always the workloads over **IPv6**; the same workloads over **IPv4** are `probe_v4`,
 //! `http_v4` and `tcp_v4` (same fields; absent when IPv4 did not run), and their raw series
@@ -87,16 +95,57 @@ pub enum VmKind {
 }
 
 /// One migration of the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigrationReport {
     /// VM pause (stop-and-copy) in milliseconds.
     pub pause_ms: f64,
     /// Whole migration, start to completion, in milliseconds.
     pub total_ms: f64,
+    /// The VM's blackout: its pause, as the hypervisor measured it (= `pause_ms`).
+    #[serde(default)]
+    pub blackout_ms: f64,
+    /// The network's downtime for the VM: the longest gap between two probes delivered to
+    /// the VM around the migration (one way, seen at the VM; netns VMs, probe workload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_downtime_ms: Option<f64>,
+    /// From the VM's resume at the destination to the first probe delivered to it there
+    /// (netns VMs, probe workload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_latency_ms: Option<f64>,
+    /// Packets End.SBUF held for the VM at the destination, and released.
+    #[serde(default)]
+    pub held: u64,
+    /// Packets released.
+    #[serde(default)]
+    pub released: u64,
+}
+
+/// The probe as seen by the VM, one way (client to VM), from the lab's responder in a netns
+/// VM (absent for QEMU guests: see `raw.guest_counters`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OneWayReport {
+    /// Distinct probes that reached the VM.
+    pub received: u64,
+    /// Probes sent that never reached it.
+    pub lost: u64,
+    /// Extra copies that reached it.
+    pub duplicated: u64,
+    /// Probes that reached it after a later one.
+    pub reordered: u64,
+}
+
+/// The echo (round-trip) figures when `duplicated` / `reordered` are the worst of both
+/// directions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EchoFigures {
+    /// Extra copies of answers.
+    pub duplicated: u64,
+    /// Answers that arrived after the answer to a later probe.
+    pub reordered: u64,
 }
 
 /// Summary of the 1 ms probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
     /// Probes sent (including those whose `send` failed).
     pub sent: u64,
@@ -118,6 +167,28 @@ pub struct ProbeReport {
     pub delayed_gt_10ms: u64,
     /// `send` calls that failed (the probe still counts as sent and lost).
     pub send_errors: u64,
+    /// One way, at the VM (netns VMs). When present, `duplicated` and `reordered` above are
+    /// the worse of this and the echo's figures (`echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_vm: Option<OneWayReport>,
+    /// The echo's own `duplicated` / `reordered`, when `at_vm` is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<EchoFigures>,
+}
+
+impl ProbeReport {
+    /// Adds the one-way view: `duplicated` / `reordered` become the worse of both
+    /// directions, the echo's own figures move to `echo`.
+    pub fn with_one_way(mut self, w: OneWayReport) -> ProbeReport {
+        self.echo = Some(EchoFigures {
+            duplicated: self.duplicated,
+            reordered: self.reordered,
+        });
+        self.duplicated = self.duplicated.max(w.duplicated);
+        self.reordered = self.reordered.max(w.reordered);
+        self.at_vm = Some(w);
+        self
+    }
 }
 
 /// Summary of HTTP session opening.
@@ -225,6 +296,7 @@ mod tests {
             migrations: vec![MigrationReport {
                 pause_ms: 175.0,
                 total_ms: 900.0,
+                ..MigrationReport::default()
             }],
             probe: Some(ProbeReport {
                 sent: 10,
@@ -237,6 +309,7 @@ mod tests {
                 median_rtt_ms: 0.1,
                 delayed_gt_10ms: 0,
                 send_errors: 0,
+                ..ProbeReport::default()
             }),
             http: Some(HttpReport {
                 requests: 5,

@@ -119,6 +119,26 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
             "{family}: reordering beyond the path switches: {probe:?}"
         );
     }
+    // One way, at the VM: nothing lost or duplicated either; per migration, the network's
+    // downtime for the VM is its blackout (the release follows the resume at once).
+    for probe in [&buffer.report.probe, &buffer.report.probe_v4] {
+        let at_vm = probe
+            .as_ref()
+            .and_then(|p| p.at_vm.clone())
+            .expect("the VM's view");
+        assert_eq!((at_vm.lost, at_vm.duplicated), (0, 0), "{at_vm:?}");
+    }
+    for m in &buffer.report.migrations {
+        let (down, release) = (
+            m.network_downtime_ms.expect("network downtime"),
+            m.release_latency_ms.expect("release latency"),
+        );
+        assert!(
+            down <= m.blackout_ms + 30.0 && release < 30.0,
+            "network downtime {down:.1} ms, blackout {:.1} ms, release {release:.2} ms",
+            m.blackout_ms
+        );
+    }
     let probe = buffer.report.probe.as_ref().expect("probe report");
     for m in &buffer.details.migrations {
         let r = &m.record;

@@ -222,7 +222,7 @@ fn workloads_are_clean_then_see_a_200ms_cut_and_teardown_is_complete() {
         lost.first().is_some_and(|&s| (400..700).contains(&s)),
         "gap at {lost:?}"
     );
-    assert!(responder.stop().expect("responder stop") >= 3000);
+    assert!(responder.stop().expect("responder stop").echoed >= 3000);
 
     // The report carries the contracted names.
     let report = Report {

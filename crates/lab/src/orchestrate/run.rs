@@ -364,6 +364,24 @@ impl LabRun {
                 self.details.params.propagation_delay_ms,
             );
         }
+        let max = |f: fn(&MigrationReport) -> Option<f64>| {
+            r.migrations
+                .iter()
+                .filter_map(f)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        if let (Some(down), Some(release)) = (
+            max(|m| m.network_downtime_ms),
+            max(|m| m.release_latency_ms),
+        ) {
+            let _ =
+                writeln!(
+                out,
+                "  at the VM: network downtime {down:.1} ms at most (blackout {:.1} ms at most), \
+                 first release {release:.2} ms after the resume at most",
+                r.migrations.iter().map(|m| m.blackout_ms).fold(0.0, f64::max)
+            );
+        }
         let probes = [("probe", &r.probe), ("probe/4", &r.probe_v4)];
         for (label, p) in probes.iter().filter_map(|(l, p)| Some((l, p.as_ref()?))) {
             let _ = writeln!(
@@ -520,6 +538,8 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let mut migrations = Vec::new();
     let vm = testbed.plan().vm.clone();
     let families = plan.family.v4_flags();
+    // Migration id -> (network downtime, release latency), seen at a netns VM.
+    let mut vm_view: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     for &kind in &plan.workloads {
         let client_ns = testbed.client_ns().clone();
         let records = match kind {
@@ -550,13 +570,30 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     }
                     configs.push((v4, config));
                 }
-                let (results, records) = with_migrations(testbed, plan, kind, move || {
-                    each_family(configs, |c| run_probe(&client_ns, c))
-                })?;
-                for responder in responders {
-                    responder
+                let (mut results, records, origin) =
+                    with_migrations(testbed, plan, kind, move || {
+                        each_family(configs, |c| run_probe(&client_ns, c))
+                    })?;
+                // A netns VM: the one-way view at the VM, from each family's responder (same
+                // order as the results); per migration, the network's downtime and the
+                // release latency from the first family's deliveries.
+                for (i, responder) in responders.into_iter().enumerate() {
+                    let log = responder
                         .stop()
                         .map_err(OrchestrateError::workload("probe"))?;
+                    if let Some((_, result)) = results.get_mut(i) {
+                        let (one_way, delivered) = log.one_way(result);
+                        result.report = result.report.clone().with_one_way(one_way);
+                        if i == 0 {
+                            let at: Vec<f64> = delivered
+                                .iter()
+                                .map(|(_, t)| ms(t.saturating_duration_since(origin)))
+                                .collect();
+                            for r in &records {
+                                vm_view.insert(r.id.clone(), delivery_figures(&at, r));
+                            }
+                        }
+                    }
                 }
                 let raw = report.raw.get_or_insert_with(RawSeries::default);
                 for (v4, result) in results {
@@ -590,7 +627,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     config.rate_per_s = plan.http_rate;
                     configs.push((v4, config));
                 }
-                let (results, records) = with_migrations(testbed, plan, kind, move || {
+                let (results, records, _) = with_migrations(testbed, plan, kind, move || {
                     each_family(configs, |c| run_http(&client_ns, c))
                 })?;
                 for server in servers {
@@ -628,7 +665,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     };
                     configs.push((v4, TcpSenderConfig::new(target, duration)));
                 }
-                let (senders, records) = with_migrations(testbed, plan, kind, move || {
+                let (senders, records, _) = with_migrations(testbed, plan, kind, move || {
                     each_family(configs, |c| run_tcp_sender(&client_ns, c))
                 })?;
                 let mut received = BTreeMap::new();
@@ -653,9 +690,16 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             }
         };
         for record in records {
+            let (network_downtime_ms, release_latency_ms) =
+                vm_view.get(&record.id).copied().unwrap_or_default();
             report.migrations.push(MigrationReport {
                 pause_ms: record.pause_ms,
                 total_ms: record.total_ms,
+                blackout_ms: record.pause_ms,
+                network_downtime_ms,
+                release_latency_ms,
+                held: record.held,
+                released: record.released,
             });
             migrations.push(WorkloadMigration {
                 workload: kind,
@@ -717,7 +761,7 @@ fn with_migrations<T: Send + 'static>(
     plan: &RunPlan,
     kind: WorkloadKind,
     client: impl FnOnce() -> Result<T, WorkloadError> + Send + 'static,
-) -> Result<(T, Vec<MigrationRecord>), OrchestrateError> {
+) -> Result<(T, Vec<MigrationRecord>, Instant), OrchestrateError> {
     let duration = plan.workload_duration(testbed.propagation_delay());
     let slot = plan.slot(testbed.propagation_delay());
     // The origin of the migration timeline is the client thread's start, a fraction of a
@@ -762,7 +806,29 @@ fn with_migrations<T: Send + 'static>(
             )));
         }
     }
-    Ok((value, records))
+    Ok((value, records, origin))
+}
+
+/// From the times (ms since the workload's origin) probes reached the VM: the longest gap
+/// between two deliveries from the migration's request to its completion (plus 100 ms:
+/// the release comes after the attach), and the first delivery after the VM was attached
+/// at the destination, minus that attach.
+fn delivery_figures(at_ms: &[f64], r: &MigrationRecord) -> (Option<f64>, Option<f64>) {
+    let mut window: Vec<f64> = at_ms
+        .iter()
+        .copied()
+        .filter(|&t| t >= r.requested_at_ms && t <= r.completed_at_ms + 100.0)
+        .collect();
+    window.sort_by(f64::total_cmp);
+    let downtime = window
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
+    let latency = window
+        .iter()
+        .find(|&&t| t >= r.attached_at_ms)
+        .map(|t| t - r.attached_at_ms);
+    (downtime, latency)
 }
 
 /// The lowest mean of `n` consecutive values (`None` if fewer than `n`).
@@ -947,6 +1013,7 @@ mod tests {
                 migrations: vec![MigrationReport {
                     pause_ms: 176.0,
                     total_ms: 700.0,
+                    ..MigrationReport::default()
                 }],
                 probe: None,
                 http: None,
@@ -1026,9 +1093,11 @@ mod tests {
             assert!(keys.contains(&key), "{key} missing: {keys:?}");
         }
         assert_eq!(keys.len(), 8, "{keys:?}");
+        // The contract's two fields, and the network figures beside them (absent when the
+        // VM's side was not seen).
         assert_eq!(
             v["migrations"][0],
-            json!({"pause_ms": 176.0, "total_ms": 700.0})
+            json!({"pause_ms": 176.0, "total_ms": 700.0, "blackout_ms": 0.0, "held": 0, "released": 0})
         );
         assert_eq!(v["raw"]["params"]["downtime_ms"], 175.0);
         assert!(v["raw"]["probe"].as_array().is_some());

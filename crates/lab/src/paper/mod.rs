@@ -91,6 +91,7 @@ pub(crate) mod tests {
             median_rtt_ms: RTT,
             delayed_gt_10ms: delayed,
             send_errors: 0,
+            ..ProbeReport::default()
         }
     }
 
@@ -179,6 +180,7 @@ pub(crate) mod tests {
                 vec![MigrationReport {
                     pause_ms: 175.0,
                     total_ms: 1200.0,
+                    ..MigrationReport::default()
                 }]
             },
             probe: Some(probe_report(lost, max_extra, held)),

@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{median, ms_since, precise_timers, sleep_until, Server, WorkloadError, POLL};
 use crate::netns::Netns;
-use crate::report::ProbeReport;
+use crate::report::{OneWayReport, ProbeReport};
 
 /// Payload magic, "SRMP".
 const MAGIC: u32 = 0x5352_4d50;
@@ -114,6 +114,10 @@ pub struct ProbeResult {
     pub report: ProbeReport,
     /// One sample per probe, in sequence order.
     pub samples: Vec<ProbeSample>,
+    /// The run's token (in every probe: the responder's log tells the runs apart).
+    pub token: u32,
+    /// The client's start: the origin of `sent_ms` / `received_ms`.
+    pub start: Instant,
 }
 
 /// An answer as seen by the receiving thread.
@@ -129,7 +133,50 @@ pub struct Arrival {
 #[derive(Debug)]
 pub struct ProbeResponder {
     addr: SocketAddr,
-    server: Server<u64>,
+    server: Server<ResponderLog>,
+}
+
+/// What the responder saw: the one-way view, at the VM.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponderLog {
+    /// Datagrams echoed.
+    pub echoed: u64,
+    /// Every probe that reached the VM, in arrival order: (run token, sequence number, when).
+    pub arrivals: Vec<(u32, u64, Instant)>,
+}
+
+impl ResponderLog {
+    /// The one-way figures of the probe run `result` (its token), and each probe's arrival
+    /// at the VM as an `Instant`, in arrival order (its own token only).
+    pub fn one_way(&self, result: &ProbeResult) -> (OneWayReport, Vec<(u64, Instant)>) {
+        let mine: Vec<(u64, Instant)> = self
+            .arrivals
+            .iter()
+            .filter(|(token, _, _)| *token == result.token)
+            .map(|&(_, seq, at)| (seq, at))
+            .collect();
+        let sent = result.report.sent;
+        let mut seen = vec![false; usize::try_from(sent).unwrap_or(0)];
+        let mut w = OneWayReport::default();
+        let mut highest: Option<u64> = None;
+        for &(seq, _) in &mine {
+            let Some(flag) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else {
+                continue;
+            };
+            if *flag {
+                w.duplicated += 1;
+                continue;
+            }
+            *flag = true;
+            w.received += 1;
+            if highest.is_some_and(|h| seq < h) {
+                w.reordered += 1;
+            }
+            highest = highest.max(Some(seq));
+        }
+        w.lost = sent - w.received;
+        (w, mine)
+    }
 }
 
 impl ProbeResponder {
@@ -153,8 +200,8 @@ impl ProbeResponder {
         self.addr
     }
 
-    /// Stops the responder; returns how many datagrams it echoed.
-    pub fn stop(self) -> Result<u64, WorkloadError> {
+    /// Stops the responder; returns what it saw.
+    pub fn stop(self) -> Result<ResponderLog, WorkloadError> {
         self.server.stop()
     }
 }
@@ -174,19 +221,24 @@ fn bind_udp(bind: SocketAddr) -> Result<UdpSocket, WorkloadError> {
     Ok(socket.into())
 }
 
-fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<u64, WorkloadError> {
+fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<ResponderLog, WorkloadError> {
+    precise_timers();
     let mut buf = vec![0u8; 65_536];
-    let mut echoed = 0;
+    let mut log = ResponderLog::default();
     while !stop.load(Ordering::Relaxed) {
         let Ok((n, peer)) = socket.recv_from(&mut buf) else {
             // Timeout (poll the stop flag) or a transient error reported by ICMP.
             continue;
         };
+        let at = Instant::now();
+        if let Some((token, seq)) = decode_any(&buf[..n]) {
+            log.arrivals.push((token, seq, at));
+        }
         if socket.send_to(&buf[..n], peer).is_ok() {
-            echoed += 1;
+            log.echoed += 1;
         }
     }
-    Ok(echoed)
+    Ok(log)
 }
 
 /// Runs a probe client inside `ns` and returns once the last probe's linger has passed
@@ -231,6 +283,8 @@ fn client(socket: &UdpSocket, config: &ProbeConfig) -> Result<ProbeResult, Workl
     })?;
     let mut result = analyze(&sent, &arrivals, config.baseline);
     result.report.send_errors = send_errors;
+    result.token = token;
+    result.start = start;
     Ok(result)
 }
 
@@ -305,13 +359,18 @@ fn encode(buf: &mut [u8], token: u32, seq: u64, sent_ns: u64) {
 
 /// The sequence number of a valid answer of this run, or `None`.
 fn decode(buf: &[u8], token: u32) -> Option<u64> {
+    decode_any(buf).and_then(|(got, seq)| (got == token).then_some(seq))
+}
+
+/// The token and sequence number of a probe of any run, or `None`.
+fn decode_any(buf: &[u8]) -> Option<(u32, u64)> {
     let field = |range: std::ops::Range<usize>| buf.get(range);
     let magic = u32::from_be_bytes(field(0..4)?.try_into().ok()?);
-    let got = u32::from_be_bytes(field(4..8)?.try_into().ok()?);
-    if magic != MAGIC || got != token {
+    if magic != MAGIC {
         return None;
     }
-    Some(u64::from_be_bytes(field(8..16)?.try_into().ok()?))
+    let token = u32::from_be_bytes(field(4..8)?.try_into().ok()?);
+    Some((token, u64::from_be_bytes(field(8..16)?.try_into().ok()?)))
 }
 
 /// A per-run token so answers to another run's probes are ignored.
@@ -382,8 +441,15 @@ pub fn analyze(sent_ms: &[f64], arrivals: &[Arrival], baseline: Baseline) -> Pro
             .filter(|&&r| r - baseline_ms > DELAYED_MS)
             .count() as u64,
         send_errors: 0,
+        at_vm: None,
+        echo: None,
     };
-    ProbeResult { report, samples }
+    ProbeResult {
+        report,
+        samples,
+        token: 0,
+        start: Instant::now(),
+    }
 }
 
 #[cfg(test)]
@@ -466,10 +532,37 @@ mod tests {
             client_socket.connect(addr).expect("connect");
             let result = client(&client_socket, &config).expect("client");
             stop.store(true, Ordering::Relaxed);
-            let echoed = echo.join().expect("join").expect("echo");
-            assert_eq!(echoed, 200);
-            result
+            let log = echo.join().expect("join").expect("echo");
+            assert_eq!(log.echoed, 200);
+            (result, log)
         });
+        let (result, log) = result;
+        // The one-way view at the responder: every probe once, in order.
+        let (one_way, delivered) = log.one_way(&result);
+        assert_eq!(
+            one_way,
+            OneWayReport {
+                received: 200,
+                lost: 0,
+                duplicated: 0,
+                reordered: 0
+            }
+        );
+        assert_eq!(delivered.len(), 200);
+        let report = result.report.clone().with_one_way(OneWayReport {
+            duplicated: 1,
+            reordered: 3,
+            ..one_way
+        });
+        assert_eq!(
+            (report.duplicated, report.reordered),
+            (1, 3),
+            "the worse direction"
+        );
+        assert_eq!(
+            report.echo.as_ref().map(|e| (e.duplicated, e.reordered)),
+            Some((0, 0))
+        );
         assert_eq!(result.report.lost, 0, "{:?}", result.report);
         assert_eq!(result.samples.len(), 200);
         // Absolute deadlines: the 200th probe leaves ~199 ms after the first, not later.
