@@ -5,6 +5,7 @@
 mod connect;
 mod controller;
 mod migrate;
+mod migration;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,12 @@ enum Command {
     /// Migrate a VM through the controller and show its progress until it ends.
     #[command(after_help = migrate::AFTER_HELP)]
     Migrate(migrate::MigrateArgs),
+    /// Look at migrations the controller ran or runs: `show ID` (a timeline with the path
+    /// armed, blackout and commit times), `list`.
+    Migration {
+        #[command(subcommand)]
+        what: migration::MigrationCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -401,6 +408,7 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         // `srmig migrate` prints its own errors and has exit codes of its own (its --help).
         Command::Migrate(args) => return Ok(migrate::run(args)),
+        Command::Migration { what } => return Ok(migration::run(what)),
         Command::Replay {
             config,
             pcaps,

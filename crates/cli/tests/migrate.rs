@@ -411,6 +411,47 @@ async fn completed_migration_exits_0_with_phase_and_heartbeat_lines() {
         assert!(is_timestamped(line), "not timestamped: {line:?}");
     }
     assert!(ran.stderr.is_empty(), "{}", ran.stderr);
+    // `srmig migration show`: the timeline, and the figures derived from it.
+    let show = Srmig::spawn(&["migration", "show", "m1", "--controller", w.controller()])
+        .output()
+        .await;
+    show.expect_code(0);
+    for expected in [
+        "migration m1: web1 from h1 to h2 (sr-buffer), completed",
+        "ms  source-paused",
+        "path armed on every ingress ",
+        "blackout seen by the controller ",
+    ] {
+        assert!(
+            show.stdout.contains(expected),
+            "no {expected:?} in\n{}",
+            show.stdout
+        );
+    }
+    let json = Srmig::spawn(&[
+        "migration",
+        "show",
+        "1",
+        "--json",
+        "--controller",
+        w.controller(),
+    ])
+    .output()
+    .await;
+    json.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("JSON");
+    assert!(v["derived"]["blackout_ms"].as_u64().is_some(), "{v}");
+    assert!(v["derived"]["total_ms"].as_u64().is_some(), "{v}");
+    let list = Srmig::spawn(&["migration", "list", "--controller", w.controller()])
+        .output()
+        .await;
+    list.expect_code(0);
+    assert!(
+        list.stdout
+            .starts_with("m1  web1  h1 -> h2  sr-buffer  completed"),
+        "{}",
+        list.stdout
+    );
     w.shutdown().await;
 }
 

@@ -1,0 +1,235 @@
+//! `srmig migration show ID` and `srmig migration list`: a migration's timeline as the
+//! controller recorded it (every phase entered and every observation, with its time since the
+//! request), and the figures derived from it: how long the SR path took to be armed on every
+//! ingress, the blackout the controller saw (source paused to the destination running, i.e.
+//! the commit starting), and the whole migration.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use srmig_api::{MigrationId, MigrationPhase, MigrationStatus};
+
+use crate::connect::{ConnectError, ControllerFlags, EXIT_USAGE};
+use crate::migrate::{chain, EXIT_ERROR};
+
+/// `srmig migration ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum MigrationCommand {
+    /// One migration's timeline: phases with their times since the request, what it waits
+    /// for, and the derived figures (path armed, blackout seen by the controller, total).
+    Show {
+        /// The migration's id (as `srmig migrate` printed it: `3` or `m3`).
+        id: String,
+        #[command(flatten)]
+        connect: ControllerFlags,
+        /// Print the controller's JSON (MigrationStatus) plus the derived figures.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every migration the controller remembers, one line each.
+    List {
+        #[command(flatten)]
+        connect: ControllerFlags,
+    },
+}
+
+/// Figures derived from a migration's timeline, in ms (`None` where a step did not happen).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct Derived {
+    /// Request to the SR path acknowledged by every ingress (the hypervisor may start).
+    pub(crate) path_armed_ms: Option<u64>,
+    /// The source reporting the VM paused to the destination reporting it running (the
+    /// commit starts then): the blackout as the controller saw it.
+    pub(crate) blackout_ms: Option<u64>,
+    /// Request to the commit acknowledged by every host.
+    pub(crate) committed_ms: Option<u64>,
+    /// Request to the end (completed, failed or cancelled).
+    pub(crate) total_ms: Option<u64>,
+}
+
+/// The derived figures of `s`.
+pub(crate) fn derive(s: &MigrationStatus) -> Derived {
+    let start = s.started_at_ms.0;
+    let first = |p: MigrationPhase| s.phases.iter().find(|r| r.phase == p).map(|r| r.at_ms.0);
+    let since = |t: Option<u64>| t.map(|t| t.saturating_sub(start));
+    let paused = first(MigrationPhase::SourcePaused);
+    let commit = first(MigrationPhase::ExpectCommitAcks);
+    let after_commit = s
+        .phases
+        .iter()
+        .skip_while(|r| r.phase != MigrationPhase::ExpectCommitAcks)
+        .nth(1)
+        .map(|r| r.at_ms.0);
+    Derived {
+        path_armed_ms: since(first(MigrationPhase::ExpectHypervisorDone)),
+        blackout_ms: paused.zip(commit).map(|(p, c)| c.saturating_sub(p)),
+        committed_ms: since(after_commit),
+        total_ms: s
+            .phases
+            .iter()
+            .rev()
+            .find(|r| r.phase.is_terminal())
+            .map(|r| r.at_ms.0.saturating_sub(start)),
+    }
+}
+
+/// The timeline as text.
+pub(crate) fn render(s: &MigrationStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "migration m{}: {} from {} to {} ({}), {}",
+        s.id.0, s.vm, s.from, s.to, s.strategy, s.phase
+    );
+    let start = s.started_at_ms.0;
+    for r in &s.phases {
+        let _ = writeln!(
+            out,
+            "  +{:>7} ms  {}",
+            r.at_ms.0.saturating_sub(start),
+            r.phase
+        );
+    }
+    let d = derive(s);
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    let _ = writeln!(
+        out,
+        "  path armed on every ingress {}, blackout seen by the controller {}, committed {}, total {}",
+        ms(d.path_armed_ms),
+        ms(d.blackout_ms),
+        ms(d.committed_ms),
+        ms(d.total_ms)
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    if !s.left_behind.is_empty() {
+        let hosts: Vec<String> = s.left_behind.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "  left behind: {}", hosts.join(", "));
+    }
+    out
+}
+
+fn parse_id(text: &str) -> Option<MigrationId> {
+    text.trim_start_matches('m').parse().ok().map(MigrationId)
+}
+
+/// Runs `srmig migration ...`.
+pub(crate) fn run(cmd: MigrationCommand) -> ExitCode {
+    let (MigrationCommand::Show { connect, .. } | MigrationCommand::List { connect }) = &cmd;
+    let client = match connect.client() {
+        Ok(c) => c,
+        Err(ConnectError::Usage(m)) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(ConnectError::Client(e)) => {
+            eprintln!("error: {}", chain(&e));
+            eprintln!("  {}", connect.certificate_hint());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match &cmd {
+        MigrationCommand::Show { id, json, .. } => {
+            let Some(id) = parse_id(id) else {
+                eprintln!("error: {id:?} is not a migration id (e.g. 3 or m3)");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            match runtime.block_on(client.migration(id)) {
+                Ok(s) if *json => {
+                    let mut v = serde_json::to_value(&s).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert(
+                            "derived".into(),
+                            serde_json::to_value(derive(&s)).unwrap_or_default(),
+                        );
+                    }
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{}", render(&s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: GET /v1/migrations/{}: {}", id.0, chain(&e));
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
+        MigrationCommand::List { .. } => match runtime.block_on(client.migrations()) {
+            Ok(list) => {
+                for s in &list {
+                    let d = derive(s);
+                    println!(
+                        "m{}  {}  {} -> {}  {}  {}  total {}",
+                        s.id.0,
+                        s.vm,
+                        s.from,
+                        s.to,
+                        s.strategy,
+                        s.phase,
+                        d.total_ms
+                            .map_or_else(|| "-".to_owned(), |v| format!("{v} ms"))
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: GET /v1/migrations: {}", chain(&e));
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_figures_come_from_the_timeline() {
+        let s: MigrationStatus = serde_json::from_str(
+            r#"{"id":3,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer",
+                "phase":"completed","started_at_ms":1000,
+                "phases":[{"phase":"requested","at_ms":1000},
+                          {"phase":"expect-endpoint-acks","at_ms":1000},
+                          {"phase":"expect-path-acks","at_ms":1004},
+                          {"phase":"expect-hypervisor-done","at_ms":1009},
+                          {"phase":"source-paused","at_ms":1500},
+                          {"phase":"expect-commit-acks","at_ms":1680},
+                          {"phase":"expect-cleanup-acks","at_ms":1690},
+                          {"phase":"completed","at_ms":1750}],
+                "error":null}"#,
+        )
+        .expect("status");
+        let d = derive(&s);
+        assert_eq!(
+            d,
+            Derived {
+                path_armed_ms: Some(9),
+                blackout_ms: Some(180),
+                committed_ms: Some(690),
+                total_ms: Some(750),
+            }
+        );
+        let text = render(&s);
+        assert!(text.contains("+    500 ms  source-paused"), "{text}");
+        assert!(
+            text.contains("blackout seen by the controller 180 ms"),
+            "{text}"
+        );
+        assert_eq!(parse_id("m3"), Some(MigrationId(3)));
+        assert_eq!(parse_id("x"), None);
+    }
+}
