@@ -559,92 +559,12 @@ fn encode(hosts: &[HostRegistration], s: &ControllerSnapshot) -> Result<Rows, St
     Ok(rows)
 }
 
+/// The contract every backend meets (round trip, changes only, deletes, a crash between
+/// write and action, large saves) is `tests/store_contract.rs`; these are the embedded
+/// backend's own cases.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use srmig_api::{MigrateRequest, Strategy, Timestamp, VmId};
-    use srmig_control::{Controller, ControllerConfig};
-
-    fn reg(i: u16) -> HostRegistration {
-        let json = format!(
-            r#"{{"name":"h{i}","locator":"fc00:{i}::/48","sid_end_s":"fc00:{i}::e5","sid_end_sbuf":"fc00:{i}::eb","sid_dt6":"fc00:{i}::d6","underlay":"2001:db8:ff::{i}","api_socket":"/tmp/h{i}.sock"}}"#
-        );
-        serde_json::from_str(&json).expect("registration")
-    }
-
-    fn vm() -> VmInfo {
-        serde_json::from_str(
-            r#"{"name":"web1","addresses":["2001:db8:a::10"],"mac":"52:54:00:00:00:10","host":"h1"}"#,
-        )
-        .expect("vm")
-    }
-
-    fn controller() -> (Controller, Vec<HostRegistration>) {
-        let mut c = Controller::with_epoch(ControllerConfig::default(), 1_700_000_000_000);
-        let hosts = vec![reg(1), reg(2)];
-        for h in &hosts {
-            c.add_host(h.info.clone()).expect("host");
-        }
-        c.add_vm(vm()).expect("vm");
-        (c, hosts)
-    }
-
-    #[test]
-    fn empty_store_loads_nothing_and_round_trips_a_snapshot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("sub/dir/c.redb");
-        let (mut store, loaded) = Store::open(&path).expect("open");
-        assert!(loaded.is_none());
-        let (mut c, hosts) = controller();
-        c.request_migration(
-            Timestamp(5),
-            MigrateRequest {
-                vm: VmId::new("web1").expect("name"),
-                to: HostId::new("h2").expect("name"),
-                strategy: Strategy::SrBuffer,
-            },
-        )
-        .expect("accepted");
-        let snap = c.snapshot();
-        let stats = store.save(&hosts, &snap).expect("save");
-        assert_eq!(stats.written, 2 + 1 + 1 + 4);
-        // Unchanged state writes nothing.
-        assert_eq!(
-            store.save(&hosts, &snap).expect("save"),
-            SaveStats::default()
-        );
-        drop(store);
-        let (_store, loaded) = Store::open(&path).expect("reopen");
-        let loaded = loaded.expect("something saved");
-        assert_eq!(loaded.hosts, hosts);
-        assert_eq!(loaded.snapshot, snap);
-    }
-
-    #[test]
-    fn only_changed_rows_are_written_and_evicted_rows_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.redb");
-        let (mut store, _) = Store::open(&path).expect("open");
-        let (c, hosts) = controller();
-        let mut snap = c.snapshot();
-        store.save(&hosts, &snap).expect("save");
-        snap.next_id = 9;
-        assert_eq!(
-            store.save(&hosts, &snap).expect("save"),
-            SaveStats {
-                written: 1,
-                removed: 0
-            }
-        );
-        assert_eq!(
-            store.save(&hosts[..1], &snap).expect("save"),
-            SaveStats {
-                written: 0,
-                removed: 1
-            }
-        );
-    }
-
     #[test]
     fn second_open_is_refused_while_held() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -21,13 +21,11 @@ mod common;
 
 use common::{have_root, processes_mentioning, show};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use srmig_api::Strategy;
-use srmig_lab::orchestrate::fault::{Component, Fault, FaultPhase, FaultPlan};
+use srmig_lab::orchestrate::fault::{Component, Fault, FaultPhase};
 use srmig_lab::orchestrate::{
-    error_chain, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
-    WorkloadKind,
+    error_chain, run, OrchestrateError, RunPlan, Testbed, TestbedOptions,
 };
 
 const WHATS: [&str; 8] = [
@@ -42,19 +40,7 @@ const WHATS: [&str; 8] = [
 ];
 
 fn plan(faults: Vec<Fault>) -> RunPlan {
-    let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
-    plan.timing = MigrationTiming {
-        precopy: Duration::from_millis(300),
-        downtime: Duration::from_millis(175),
-    };
-    plan.gap = Duration::from_millis(750);
-    plan.warmup = Duration::from_millis(700);
-    plan.tail = Duration::from_millis(900);
-    plan.faults = FaultPlan {
-        faults,
-        down: Duration::from_millis(500),
-    };
-    plan
+    common::fault_run_plan(faults)
 }
 
 #[test]

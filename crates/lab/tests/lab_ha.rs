@@ -16,29 +16,15 @@ mod common;
 
 use common::{have_root, processes_mentioning, show};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use srmig_api::Strategy;
-use srmig_lab::orchestrate::fault::{Fault, FaultPhase, FaultPlan};
+use srmig_lab::orchestrate::fault::{Fault, FaultPhase};
 use srmig_lab::orchestrate::{
-    error_chain, run, MigrationTiming, OrchestrateError, RunPlan, Testbed, TestbedOptions,
-    WorkloadKind,
+    error_chain, run, OrchestrateError, RunPlan, Testbed, TestbedOptions,
 };
 
 fn plan(faults: Vec<Fault>) -> RunPlan {
-    let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
-    plan.timing = MigrationTiming {
-        precopy: Duration::from_millis(300),
-        downtime: Duration::from_millis(175),
-    };
-    plan.gap = Duration::from_millis(750);
-    plan.warmup = Duration::from_millis(700);
-    plan.tail = Duration::from_millis(900);
-    plan.faults = FaultPlan {
-        faults,
-        down: Duration::from_millis(500),
-    };
-    plan
+    common::fault_run_plan(faults)
 }
 
 #[test]

@@ -1,7 +1,29 @@
 //! Helpers shared by the lab's end-to-end tests (`mod common;` in each test file).
 #![allow(dead_code)]
 
-use srmig_lab::orchestrate::LabRun;
+use std::time::Duration;
+
+use srmig_api::Strategy;
+use srmig_lab::orchestrate::fault::{Fault, FaultPlan};
+use srmig_lab::orchestrate::{LabRun, MigrationTiming, RunPlan, WorkloadKind};
+
+/// One sr-buffer migration under the 1 ms probe with `faults` injected (down 500 ms for
+/// `kill-*`): the plan of the fault tests.
+pub fn fault_run_plan(faults: Vec<Fault>) -> RunPlan {
+    let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
+    plan.timing = MigrationTiming {
+        precopy: Duration::from_millis(300),
+        downtime: Duration::from_millis(175),
+    };
+    plan.gap = Duration::from_millis(750);
+    plan.warmup = Duration::from_millis(700);
+    plan.tail = Duration::from_millis(900);
+    plan.faults = FaultPlan {
+        faults,
+        down: Duration::from_millis(500),
+    };
+    plan
+}
 
 /// Prints a run's summary and one line per migration (shown on failure, or with
 /// `--nocapture`).
