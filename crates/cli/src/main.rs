@@ -360,6 +360,15 @@ struct BenchControlArgs {
     /// Batches of --concurrent migrations.
     #[arg(long, default_value_t = 2)]
     batches: usize,
+    /// How the hosts and VMs get into the controller: api (POST /v1/hosts and /v1/vms one by
+    /// one; every VM registered costs every host a config push) or store (written into the
+    /// store before the daemon starts, which restores them and pushes each host once).
+    #[arg(long, default_value = "api")]
+    setup: srmig_bench::control::SetupKind,
+    /// The controller's heartbeat: GET /v1/status to every host this often, in milliseconds
+    /// (the daemon's default: 2000).
+    #[arg(long, default_value_t = 2000)]
+    host_poll_ms: u64,
     /// The controller's acknowledgement timeout of the prepare phases, in milliseconds
     /// (lifted from the daemon's 5000 so that a slow phase is measured, not rolled back).
     #[arg(long, default_value_t = 60_000)]
@@ -891,6 +900,8 @@ fn cmd_bench_control(args: BenchControlArgs) -> Result<()> {
         migrations: args.migrations,
         concurrent: args.concurrent,
         batches: args.batches,
+        setup: args.setup,
+        host_poll: Duration::from_millis(args.host_poll_ms),
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
         ..control::Options::default()
     };

@@ -66,6 +66,10 @@ use report::round2;
 
 use hosts::{Fleet, WireSnapshot};
 
+/// The time limit of each call to the controller: it answers only between the acks it
+/// processes, and with a thousand hosts a registration can wait behind many of them.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where the controller keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -96,6 +100,38 @@ impl std::str::FromStr for StoreKind {
     }
 }
 
+/// How the hosts and VMs get into the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupKind {
+    /// `POST /v1/hosts` and `POST /v1/vms`, one by one, as an operator would.
+    Api,
+    /// Written into the store before the daemon starts, which then restores them and pushes
+    /// every host its config once, as a restarted controller does (registering N VMs
+    /// through the API costs every host a config push per VM: O(N^2) pushes).
+    Store,
+}
+
+impl std::str::FromStr for SetupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "api" => Ok(SetupKind::Api),
+            "store" => Ok(SetupKind::Store),
+            other => Err(format!("--setup {other:?}: expected api or store")),
+        }
+    }
+}
+
+impl SetupKind {
+    /// `api` or `store`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetupKind::Api => "api",
+            SetupKind::Store => "store",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -112,6 +148,11 @@ pub struct Options {
     pub concurrent: usize,
     /// Batches of `concurrent` migrations.
     pub batches: usize,
+    /// How the hosts and VMs are registered.
+    pub setup: SetupKind,
+    /// The controller's heartbeat: every host's `GET /v1/status` this often (the daemon's
+    /// default is 2 s).
+    pub host_poll: Duration,
     /// The controller's ack timeout of the prepare phases.
     pub ack_timeout: Duration,
     /// How long the setup (registration, first configs acknowledged) may take.
@@ -129,6 +170,8 @@ impl Default for Options {
             migrations: 20,
             concurrent: 10,
             batches: 2,
+            setup: SetupKind::Api,
+            host_poll: srmig_controller::Options::new("", "").host_poll,
             ack_timeout: Duration::from_secs(60),
             setup_limit: Duration::from_secs(1800),
             migration_limit: Duration::from_secs(300),
@@ -307,12 +350,17 @@ pub fn run(
         .max(1);
     daemon_options.timeouts.drain_ms = 0;
     daemon_options.push.request_timeout = Duration::from_secs(30);
+    daemon_options.host_poll = options.host_poll;
+    if options.setup == SetupKind::Store {
+        progress(&format!("writing {n} hosts and {n} VMs into the store"));
+        preload(&daemon_options.store, &fleet)?;
+    }
     let daemon = controller_rt
         .block_on(Daemon::start(daemon_options))
         .map_err(ControlBenchError::Daemon)?;
 
     let mut bench = Bench {
-        client: ControllerClient::new(&socket),
+        client: ControllerClient::new(&socket).with_timeout(CALL_TIMEOUT),
         fleet: fleet.clone(),
         at: (0..n).collect(),
         etcd_metrics: etcd_endpoints.first().cloned(),
@@ -344,7 +392,10 @@ impl Bench {
     ) -> Result<ControlReport, ControlBenchError> {
         let n = self.options.hosts;
         let t_setup = Instant::now();
-        self.setup(progress).await?;
+        if self.options.setup == SetupKind::Api {
+            self.register(progress).await?;
+        }
+        self.converge().await?;
         let setup_s = round2(t_setup.elapsed().as_secs_f64());
         let (rss_setup, _) = rss_mib("self");
         progress(&format!(
@@ -398,6 +449,8 @@ impl Bench {
             sequential,
             concurrent_migrations: k,
             concurrent,
+            setup: self.options.setup.as_str(),
+            host_poll_ms: u64::try_from(self.options.host_poll.as_millis()).unwrap_or(u64::MAX),
             setup_s,
             rss_mb: Rss {
                 start: round2(rss_start),
@@ -413,17 +466,22 @@ impl Bench {
         })
     }
 
-    /// Registers the hosts and VMs and waits until every host acknowledged its config.
-    async fn setup(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), ControlBenchError> {
+    /// Registers the hosts and VMs through the API.
+    async fn register(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), ControlBenchError> {
         let n = self.options.hosts;
         let step = (n / 10).max(1);
+        let t = Instant::now();
         for (i, reg) in self.fleet.registrations().enumerate() {
             self.client
                 .add_host(reg)
                 .await
                 .map_err(client_error(format!("register host {i}")))?;
             if (i + 1) % step == 0 {
-                progress(&format!("registered {} of {n} hosts", i + 1));
+                progress(&format!(
+                    "registered {} of {n} hosts ({:.1} s)",
+                    i + 1,
+                    t.elapsed().as_secs_f64()
+                ));
             }
         }
         for j in 0..n {
@@ -432,9 +490,19 @@ impl Bench {
                 .await
                 .map_err(client_error(format!("register VM {j}")))?;
             if (j + 1) % step == 0 {
-                progress(&format!("registered {} of {n} VMs", j + 1));
+                progress(&format!(
+                    "registered {} of {n} VMs ({:.1} s)",
+                    j + 1,
+                    t.elapsed().as_secs_f64()
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Waits until every host acknowledged its latest config.
+    async fn converge(&mut self) -> Result<(), ControlBenchError> {
+        let n = self.options.hosts;
         let start = Instant::now();
         loop {
             let hosts = self
@@ -568,6 +636,42 @@ impl Bench {
                 .sum(),
         )
     }
+}
+
+/// Writes the fleet's hosts and one VM per host into the store `spec` (see
+/// [`SetupKind::Store`]): what the daemon would have saved after registering them.
+fn preload(spec: &StoreSpec, fleet: &Fleet) -> Result<(), ControlBenchError> {
+    let registrations: Vec<_> = fleet.registrations().cloned().collect();
+    let mut model = srmig_control::Model::default();
+    for r in &registrations {
+        model
+            .add_host(r.info.clone())
+            .map_err(|e| ControlBenchError::Setup(e.to_string()))?;
+    }
+    for j in 0..registrations.len() {
+        model
+            .add_vm(hosts::vm_info(j)?)
+            .map_err(|e| ControlBenchError::Setup(e.to_string()))?;
+    }
+    let snapshot = srmig_control::ControllerSnapshot {
+        model,
+        generations: Default::default(),
+        migrations: Vec::new(),
+        finished: Vec::new(),
+        next_id: 1,
+        epoch: unix_ms() as u64,
+    };
+    let store_error = |e: srmig_controller::StoreError| {
+        ControlBenchError::Setup(format!("cannot preload the store: {e}"))
+    };
+    let (mut store, loaded) = srmig_controller::Store::open_spec(spec).map_err(store_error)?;
+    if loaded.is_some() {
+        return Err(ControlBenchError::Setup(
+            "the store is not empty; --setup store needs a new one".into(),
+        ));
+    }
+    store.save(&registrations, &snapshot).map_err(store_error)?;
+    Ok(())
 }
 
 /// The time of the first record of `phase` in `st`, Unix ms.

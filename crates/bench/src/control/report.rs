@@ -109,6 +109,10 @@ pub struct ControlReport {
     pub concurrent_migrations: usize,
     /// The concurrent batches, if any.
     pub concurrent: Option<Section>,
+    /// How the hosts and VMs were registered: `api` or `store`.
+    pub setup: &'static str,
+    /// The controller's heartbeat period (`GET /v1/status` of every host), ms.
+    pub host_poll_ms: u64,
     /// Registration and first configs, seconds.
     pub setup_s: f64,
     /// This process's memory.
@@ -168,8 +172,8 @@ pub fn render_table(r: &ControlReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{} hosts, {} VMs, store {}; setup {:.1} s",
-        r.hosts, r.vms, r.store, r.setup_s
+        "{} hosts, {} VMs, store {}; setup ({}) {:.1} s; heartbeat every {} ms",
+        r.hosts, r.vms, r.store, r.setup, r.setup_s, r.host_poll_ms
     );
     section(&mut out, "one after another", &r.sequential);
     if let Some(c) = &r.concurrent {
@@ -221,6 +225,8 @@ mod tests {
             },
             concurrent_migrations: 0,
             concurrent: None,
+            setup: "api",
+            host_poll_ms: 2000,
             setup_s: 0.0,
             rss_mb: Rss::default(),
             host_kb: 0.0,
