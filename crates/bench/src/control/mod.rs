@@ -242,6 +242,9 @@ pub(crate) fn rss_mib(pid: &str) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// How one migration ended: its figures, or why it did not complete.
+type Outcome = Result<Sample, String>;
+
 /// One migration's figures, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
@@ -409,7 +412,18 @@ impl Bench {
         let mut samples = Vec::with_capacity(self.options.migrations);
         for k in 0..self.options.migrations {
             let j = k % n;
-            samples.push(self.migrate(j).await?);
+            let o = self.migrate(j).await?;
+            progress(&match &o {
+                Ok(s) => format!(
+                    "migration {}/{}: armed {:.0} ms, committed {:.0} ms",
+                    k + 1,
+                    self.options.migrations,
+                    s.armed,
+                    s.committed
+                ),
+                Err(e) => format!("migration {}/{}: {e}", k + 1, self.options.migrations),
+            });
+            samples.push(o);
         }
         let sequential = self
             .section(&samples, t.elapsed(), &before, &self.counters().await?)
@@ -528,7 +542,7 @@ impl Bench {
     }
 
     /// Migrates VM `j` to the other host it can run on, and records it.
-    async fn migrate(&mut self, j: usize) -> Result<Sample, ControlBenchError> {
+    async fn migrate(&mut self, j: usize) -> Result<Outcome, ControlBenchError> {
         let (from, to) = self.route(j);
         let s = migrate_one(
             &self.client,
@@ -539,12 +553,17 @@ impl Bench {
             self.options.migration_limit,
         )
         .await?;
-        self.at[j] = to;
+        if s.is_ok() {
+            self.at[j] = to;
+        }
         Ok(s)
     }
 
     /// Starts the migrations of the VMs `vms` together; waits for all of them.
-    async fn migrate_together(&mut self, vms: &[usize]) -> Result<Vec<Sample>, ControlBenchError> {
+    async fn migrate_together(
+        &mut self,
+        vms: &[usize],
+    ) -> Result<Vec<Outcome>, ControlBenchError> {
         let mut set = tokio::task::JoinSet::new();
         for &j in vms {
             let (from, to) = self.route(j);
@@ -564,7 +583,9 @@ impl Bench {
             let (j, to, s) = joined.map_err(|e| {
                 ControlBenchError::Migration(format!("a migration task failed: {e}"))
             })??;
-            self.at[j] = to;
+            if s.is_ok() {
+                self.at[j] = to;
+            }
             samples.push(s);
         }
         Ok(samples)
@@ -589,17 +610,25 @@ impl Bench {
 
     async fn section(
         &self,
-        samples: &[Sample],
+        outcomes: &[Outcome],
         wall: Duration,
         before: &(WireSnapshot, Option<u64>),
         after: &(WireSnapshot, Option<u64>),
     ) -> Section {
-        let m = samples.len().max(1) as f64;
+        let m = outcomes.len().max(1) as f64;
+        let samples: Vec<Sample> = outcomes.iter().filter_map(|o| o.clone().ok()).collect();
+        let mut failures: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.clone().err())
+            .collect();
+        failures.dedup();
         let wire = after.0.since(&before.0);
         let pick =
             |f: fn(&Sample) -> f64| Percentiles::of(&samples.iter().map(f).collect::<Vec<f64>>());
         Section {
-            migrations: samples.len(),
+            migrations: outcomes.len(),
+            failed: outcomes.len() - samples.len(),
+            failures,
             armed_ms: pick(|s| s.armed),
             committed_ms: pick(|s| s.committed),
             commit_ms: pick(|s| s.commit),
@@ -717,7 +746,7 @@ async fn migrate_one(
     from: usize,
     to: usize,
     limit: Duration,
-) -> Result<Sample, ControlBenchError> {
+) -> Result<Outcome, ControlBenchError> {
     let bad = |e: String| ControlBenchError::Setup(e);
     let vm = hosts::vm_name(j);
     let req = MigrateRequest {
@@ -737,7 +766,7 @@ async fn migrate_one(
     })
     .await?;
     if armed.phase.is_terminal() {
-        return Err(failed(&armed));
+        return Ok(Err(failed(&armed)));
     }
     // Stop-and-copy: paused at the source; resumed at the destination (the switchover).
     if let Some(r) = fleet.set_vm_state(from, &vm, VmState::Paused)? {
@@ -763,7 +792,7 @@ async fn migrate_one(
         .map_err(client_error(format!("post completed for m{}", id.0)))?;
     let done = wait_for(client, id, deadline, "its end", MigrationPhase::is_terminal).await?;
     if done.phase != MigrationPhase::Completed {
-        return Err(failed(&done));
+        return Ok(Err(failed(&done)));
     }
     let at = |p| {
         phase_at(&done, p).ok_or_else(|| {
@@ -774,20 +803,19 @@ async fn migrate_one(
     let armed = at(MigrationPhase::ExpectHypervisorDone)?;
     let committed = at(MigrationPhase::ExpectCleanupAcks)?;
     let since = |t: f64, from: f64| (t - from).max(0.0);
-    Ok(Sample {
+    Ok(Ok(Sample {
         endpoint_acks: since(path, t0),
         armed: since(armed, t0),
         commit: since(committed, t_switch),
         committed: since(committed, t0),
-    })
+    }))
 }
 
-fn failed(st: &MigrationStatus) -> ControlBenchError {
-    ControlBenchError::Migration(format!(
-        "migration m{} of {} ended {} instead of completing: {}",
-        st.id.0,
-        st.vm,
+/// Why migration `st` did not complete.
+fn failed(st: &MigrationStatus) -> String {
+    format!(
+        "ended {}: {}",
         st.phase,
         st.error.as_deref().unwrap_or("no error given")
-    ))
+    )
 }

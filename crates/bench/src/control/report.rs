@@ -44,8 +44,13 @@ impl Percentiles {
 /// The figures of one set of migrations (one after another, or the concurrent batches).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Section {
-    /// Migrations measured.
+    /// Migrations started.
     pub migrations: usize,
+    /// Of which did not complete (failed or cancelled: a rollback, e.g. after the ack
+    /// timeout); the times are over the completed ones.
+    pub failed: usize,
+    /// Why they did not complete (distinct reasons).
+    pub failures: Vec<String>,
     /// `migrate` to the SR path acknowledged on every host.
     pub armed_ms: Percentiles,
     /// `migrate` to the commit acknowledged on every host.
@@ -139,8 +144,14 @@ fn row(out: &mut String, name: &str, p: &Percentiles) {
 fn section(out: &mut String, title: &str, s: &Section) {
     let _ = writeln!(
         out,
-        "{title}: {} migrations in {:.1} s",
-        s.migrations, s.wall_s
+        "{title}: {} migrations in {:.1} s{}",
+        s.migrations,
+        s.wall_s,
+        if s.failed > 0 {
+            format!(", {} did NOT complete: {}", s.failed, s.failures.join("; "))
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         out,
