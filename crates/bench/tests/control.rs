@@ -25,6 +25,7 @@ fn smoke(store: StoreKind) -> ControlReport {
     assert!(s.endpoint_acks_ms.p50 <= s.armed_ms.p50, "{report:?}");
     assert!(s.config_pushes_per_migration >= 44.0, "{report:?}");
     assert_eq!(s.configs_refused, 0);
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
     let c = report.concurrent.as_ref().expect("a concurrent batch");
     assert_eq!(c.migrations, 2);
     assert_eq!(report.push_failures, Some(0));

@@ -560,10 +560,7 @@ impl Bench {
     }
 
     /// Starts the migrations of the VMs `vms` together; waits for all of them.
-    async fn migrate_together(
-        &mut self,
-        vms: &[usize],
-    ) -> Result<Vec<Outcome>, ControlBenchError> {
+    async fn migrate_together(&mut self, vms: &[usize]) -> Result<Vec<Outcome>, ControlBenchError> {
         let mut set = tokio::task::JoinSet::new();
         for &j in vms {
             let (from, to) = self.route(j);
@@ -617,10 +614,7 @@ impl Bench {
     ) -> Section {
         let m = outcomes.len().max(1) as f64;
         let samples: Vec<Sample> = outcomes.iter().filter_map(|o| o.clone().ok()).collect();
-        let mut failures: Vec<String> = outcomes
-            .iter()
-            .filter_map(|o| o.clone().err())
-            .collect();
+        let mut failures: Vec<String> = outcomes.iter().filter_map(|o| o.clone().err()).collect();
         failures.dedup();
         let wire = after.0.since(&before.0);
         let pick =
