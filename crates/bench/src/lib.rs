@@ -1,5 +1,7 @@
-//! `srmig bench dataplane`: million packets per second per behavior on one core; and
-//! [`forward`], `srmig bench forward`: forwarding through veth, srmigd beside the Linux kernel.
+//! `srmig bench dataplane`: million packets per second per behavior on one core;
+//! [`forward`], `srmig bench forward`: forwarding through veth, srmigd beside the Linux kernel;
+//! and [`control`], `srmig bench control`: the controller arming and committing migrations on
+//! N hosts (real agents, embedded store or etcd).
 //!
 //! # `srmig bench dataplane`
 //!
@@ -16,6 +18,7 @@
 //! `unsafe` is denied except in `forward/generator.rs` (the AF_PACKET socket and `sendmmsg`).
 #![deny(unsafe_code)]
 
+pub mod control;
 pub mod forward;
 
 use std::collections::BTreeMap;

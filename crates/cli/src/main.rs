@@ -347,6 +347,51 @@ enum BenchCommand {
     /// kernel on the same CPUs and frames; Mpps, ratio and srmigd's zero-loss rate per case.
     /// See docs/bench-forward.md.
     Forward(BenchForwardArgs),
+    /// The controller with N in-process hosts (real agents behind srmigd's config API on unix
+    /// sockets): migrate to the SR path acknowledged on every host, and to the commit
+    /// acknowledged, p50/p99/max; etcd requests per migration. See docs/bench-control.md.
+    Control(BenchControlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchControlArgs {
+    /// Hosts (at least 2), each with one VM at home.
+    #[arg(long, default_value_t = 100)]
+    hosts: usize,
+    /// The controller's store: embedded (a redb file) or etcd (started by the bench on
+    /// loopback, unless --etcd-endpoints is given).
+    #[arg(long, default_value = "embedded")]
+    store: srmig_bench::control::StoreKind,
+    /// --store etcd: use this etcd cluster (client URLs, comma-separated) instead of starting
+    /// one; the request count is read from the first one's /metrics (http:// only).
+    #[arg(long, value_delimiter = ',', value_name = "URL[,URL...]")]
+    etcd_endpoints: Vec<String>,
+    /// Migrations one after another.
+    #[arg(long, default_value_t = 20)]
+    migrations: usize,
+    /// Migrations started together in each batch (0: no batches).
+    #[arg(long, default_value_t = 10)]
+    concurrent: usize,
+    /// Batches of --concurrent migrations.
+    #[arg(long, default_value_t = 2)]
+    batches: usize,
+    /// How the hosts and VMs get into the controller: api (POST /v1/hosts and /v1/vms one by
+    /// one; every VM registered costs every host a config push) or store (written into the
+    /// store before the daemon starts, which restores them and pushes each host once).
+    #[arg(long, default_value = "api")]
+    setup: srmig_bench::control::SetupKind,
+    /// The controller's heartbeat: GET /v1/status to every host this often, in milliseconds
+    /// (the daemon's default: 2000).
+    #[arg(long, default_value_t = 2000)]
+    host_poll_ms: u64,
+    /// The controller's acknowledgement timeout of the prepare phases, in milliseconds
+    /// (lifted from the daemon's 5000 so that a slow phase is measured, not rolled back).
+    #[arg(long, default_value_t = 60_000)]
+    ack_timeout_ms: u64,
+    /// Print only JSON: {"hosts":N,"store":..,"armed_ms":{"p50":..,"p99":..,"max":..},
+    /// "committed_ms":{..},"etcd_requests_per_migration":..,...}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -469,6 +514,9 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Forward(args),
         } => cmd_bench_forward(args),
+        Command::Bench {
+            what: BenchCommand::Control(args),
+        } => cmd_bench_control(args),
         Command::Controller(args) => cmd_controller(args),
         Command::Pki { what } => cmd_pki(what),
     }?;
@@ -862,6 +910,32 @@ fn cmd_bench(json: bool, ms: u64, filter: Option<String>) -> Result<()> {
     println!("{:<20} {:>8} {:>12}", "behavior", "Mpps", "ns/packet");
     for (name, r) in &report.behaviors {
         println!("{:<20} {:>8.2} {:>12.1}", name, r.mpps, r.ns_per_packet);
+    }
+    Ok(())
+}
+
+fn cmd_bench_control(args: BenchControlArgs) -> Result<()> {
+    use srmig_bench::control;
+    if !args.etcd_endpoints.is_empty() && args.store != control::StoreKind::Etcd {
+        bail!("--etcd-endpoints needs --store etcd");
+    }
+    let options = control::Options {
+        hosts: args.hosts,
+        store: args.store,
+        etcd_endpoints: args.etcd_endpoints,
+        migrations: args.migrations,
+        concurrent: args.concurrent,
+        batches: args.batches,
+        setup: args.setup,
+        host_poll: Duration::from_millis(args.host_poll_ms),
+        ack_timeout: Duration::from_millis(args.ack_timeout_ms),
+        ..control::Options::default()
+    };
+    let report = control::run(&options, &mut |line| eprintln!("# {line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", control::render_table(&report));
     }
     Ok(())
 }

@@ -130,6 +130,19 @@ impl ControllerClient {
         }
     }
 
+    /// The same client with another time limit per call than [`CALL_TIMEOUT`] (`srmig bench
+    /// control` registers thousands of hosts and VMs while the controller is busy pushing).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let http = match self.http {
+            PeerHttp::Unix(u) => PeerHttp::Unix(UnixHttp::new(u.socket().to_owned(), timeout)),
+            PeerHttp::Tls { client, endpoint } => PeerHttp::Tls {
+                client: client.with_timeout(timeout),
+                endpoint,
+            },
+        };
+        ControllerClient { http }
+    }
+
     /// Where the controller is, for messages: its socket path or `https://HOST:PORT`.
     pub fn target(&self) -> String {
         self.http.target()
