@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use srmig_lab::paper::{configuration_name, paper_table};
-//! use srmig_lab::report::{Report, Strategy, VmKind};
+//! use srmig_lab::report::{Family, Report, Strategy, VmKind};
 //!
 //! let report = Report {
 //!     strategy: Strategy::None,
@@ -24,6 +24,10 @@
 //!     probe: None,
 //!     http: None,
 //!     tcp: None,
+//!     family: Family::Ipv6,
+//!     probe_v4: None,
+//!     http_v4: None,
+//!     tcp_v4: None,
 //!     raw: None,
 //! };
 //! let table = paper_table(&[(configuration_name(report.strategy), &report)]);
