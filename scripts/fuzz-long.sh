@@ -4,13 +4,17 @@
 # stdout. FUZZ_SANITIZER=none (default: address) runs the fast profile without a sanitizer
 # (built into $CARGO_TARGET_DIR/none, so both profiles stay built). Corpora grow in
 # fuzz/corpus/<target> (only the committed seed-* files are tracked); crashes land in
-# fuzz/artifacts/<target>.
+# fuzz/artifacts/<target>. FUZZ_RUNS=N also stops each target after N executions (libFuzzer
+# -runs), whichever comes first; targets named after SECONDS run alone, in that order.
 #
 #   scripts/fuzz-long.sh 600                      # 10 minutes per target, address sanitizer
 #   FUZZ_SANITIZER=none scripts/fuzz-long.sh 3600 # an hour per target, no sanitizer
+#   FUZZ_SANITIZER=none FUZZ_RUNS=100000000 scripts/fuzz-long.sh 7200 wire_parse qmp_lines
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:?usage: scripts/fuzz-long.sh SECONDS}
+seconds=${1:?usage: scripts/fuzz-long.sh SECONDS [TARGET...]}
+shift
+runs=${FUZZ_RUNS:+-runs=$FUZZ_RUNS}
 san=${FUZZ_SANITIZER:-address}
 root=$PWD
 out=${FUZZ_LONG_OUT:-$root/out/fuzz-long.md}
@@ -24,26 +28,35 @@ cargo +nightly fuzz build -s "$san"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 {
-    echo "# fuzz-long: ${seconds} s per target, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
+    echo "# fuzz-long: ${seconds} s per target${FUZZ_RUNS:+ or $FUZZ_RUNS executions}, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
     echo
     echo "| target | executions | exec/s | cov | ft | crashes |"
     echo "|---|---:|---:|---:|---:|---:|"
 } > "$out"
 cat "$out"
-for target in $(cargo +nightly fuzz list); do
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
     before=$(find "artifacts/$target" -type f | wc -l)
     # shellcheck disable=SC2046
     cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 $(fuzz_target_args "$target") \
+        -max_total_time="$seconds" $runs -print_final_stats=1 $(fuzz_target_args "$target") \
         > "$logs/$target.log" 2>&1 || true
     after=$(find "artifacts/$target" -type f | wc -l)
+    # (a run that failed to start has none of these lines: "?" in the table, not an exit)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
-    cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2)
-    ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2)
+    cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
+    ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
     line="| $target | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) |"
     echo "$line" | tee -a "$out"
+    if [ -z "$execs" ]; then
+        echo "$target did not run; the end of its log:" >&2
+        tail -n 5 "$logs/$target.log" >&2
+    fi
     if [ "$after" -gt "$before" ]; then
         grep -E "panicked|SUMMARY|ERROR" "$logs/$target.log" | head -n 5 >&2 || true
     fi
