@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
-use srmig_api::{Ack, ApiError, ApiErrorCode, HostConfig, HostId, Timestamp, VmStateReport};
+use srmig_api::{
+    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, Timestamp,
+    VmStateReport,
+};
 use srmig_dataplane::{
-    ConfigError, Dataplane, Instant, NodeConfig, PortId, PortKind, SidConfig, Steering, VmId,
-    VmState,
+    ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
+    Steering, VmId, VmState,
 };
 use tracing::{info, warn};
 
@@ -19,7 +22,7 @@ use srmig_api::{
 };
 use srmig_dataplane::PacketBytes;
 
-use crate::apply::{plan, Plan, PlanError};
+use crate::apply::{mapping_plan, plan, Plan, PlanError};
 
 /// Why a request was refused; each maps to one HTTP status and [`ApiErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +33,10 @@ pub enum AgentError {
     /// The host config is older than (or conflicts with) the one in force (409).
     #[error("{0}")]
     Stale(String),
+    /// A host config delta whose base is not the version in force (409, `base-mismatch`: the
+    /// sender must send the whole config).
+    #[error("{0}")]
+    BaseMismatch(String),
     /// No VM of that name here (404).
     #[error("no VM named \"{0}\" on this host")]
     UnknownVm(String),
@@ -49,7 +56,7 @@ impl AgentError {
     pub fn http_status(&self) -> u16 {
         match self {
             AgentError::Invalid(_) => 400,
-            AgentError::Stale(_) | AgentError::SidExists(_) => 409,
+            AgentError::Stale(_) | AgentError::SidExists(_) | AgentError::BaseMismatch(_) => 409,
             AgentError::UnknownVm(_) | AgentError::UnknownSid(_) => 404,
             AgentError::Internal(_) => 500,
         }
@@ -60,6 +67,7 @@ impl AgentError {
         let code = match self {
             AgentError::Invalid(_) => ApiErrorCode::InvalidRequest,
             AgentError::Stale(_) | AgentError::SidExists(_) => ApiErrorCode::Conflict,
+            AgentError::BaseMismatch(_) => ApiErrorCode::BaseMismatch,
             AgentError::UnknownVm(_) => ApiErrorCode::UnknownVm,
             AgentError::UnknownSid(_) => ApiErrorCode::InvalidRequest,
             AgentError::Internal(_) => ApiErrorCode::Internal,
@@ -386,6 +394,122 @@ impl Agent {
         Ok(self.ack(v))
     }
 
+    /// Applies a host config delta (`PATCH /v1/config`, see [`srmig_api::HostConfigDelta`]);
+    /// atomic like [`Agent::apply_host_config`].
+    ///
+    /// The delta must apply to the version in force (else [`AgentError::BaseMismatch`]: the
+    /// controller then sends the whole config); the delta that made the version in force is
+    /// acknowledged again (its reply may have been lost). A delta that changes only mappings
+    /// is installed incrementally: the named VMs' policies and mappings, validated by the
+    /// engine as they are installed, O(VMs in the delta) instead of O(all VMs); one that
+    /// changes the local VMs or the SID table goes through the whole-config path.
+    pub fn apply_host_config_delta(&mut self, delta: &HostConfigDelta) -> Result<Ack, AgentError> {
+        let Some(cur) = &self.applied else {
+            return Err(AgentError::BaseMismatch(format!(
+                "no host config is in force here, the delta applies to epoch {} generation {}; send the whole config",
+                delta.epoch, delta.base_generation
+            )));
+        };
+        if delta.version() == cur.version() {
+            return Ok(self.ack(cur.version()));
+        }
+        let mut next = cur.clone();
+        next.apply_delta(delta).map_err(|e| match e {
+            DeltaError::BaseMismatch { .. } => {
+                AgentError::BaseMismatch(format!("{e}; send the whole config"))
+            }
+            other => AgentError::Invalid(other.to_string()),
+        })?;
+        if delta.local_vms.is_some() || delta.sids.is_some() {
+            return self.apply_host_config(next);
+        }
+        next.validate().map_err(|e| {
+            AgentError::Invalid(format!("the config the delta makes is invalid: {e}"))
+        })?;
+        let (policies, mappings) = mapping_plan(&self.base, &delta.mappings)?;
+        // The prefixes the delta's VMs had: withdrawn unless mapped again.
+        let old: Vec<IpNet> = delta
+            .mappings
+            .iter()
+            .map(|m| &m.vm)
+            .chain(&delta.removed)
+            .filter_map(|vm| cur.mapping(vm))
+            .flat_map(|m| m.addresses.iter().map(|a| IpNet::from(*a)))
+            .collect();
+        let mut working = self.plan.clone();
+        working.mappings.retain(|(p, _)| !old.contains(p));
+        working.mappings.extend(mappings.iter().cloned());
+        for p in &policies {
+            match working.policies.iter_mut().find(|x| x.name == p.name) {
+                Some(x) => *x = p.clone(),
+                None => working.policies.push(p.clone()),
+            }
+        }
+        if let Err(e) = self.install_mappings(&policies, &old, &mappings) {
+            warn!(error = %e, "the engine refused a host config delta; restoring the previous state");
+            let prev = self.plan.clone();
+            if let Err(e2) = self.install_diff(&working, &prev) {
+                warn!(error = %e2, "restoring the previous plan failed");
+            }
+            return Err(AgentError::Invalid(format!(
+                "the engine refused the delta: {e}"
+            )));
+        }
+        self.plan = working;
+        info!(
+            epoch = delta.epoch,
+            generation = delta.generation,
+            mappings = delta.mappings.len(),
+            removed = delta.removed.len(),
+            "host config delta applied"
+        );
+        let v = next.version();
+        self.applied = Some(next);
+        Ok(self.ack(v))
+    }
+
+    /// Installs `policies`, withdraws the `old` prefixes not in `mappings` (falling back to
+    /// the node config's mapping), sets `mappings`.
+    fn install_mappings(
+        &mut self,
+        policies: &[PolicyConfig],
+        old: &[IpNet],
+        mappings: &[(IpNet, String)],
+    ) -> Result<(), ConfigError> {
+        for p in policies {
+            self.dp.install_policy(p.clone())?;
+        }
+        for prefix in old {
+            if !mappings.iter().any(|(p, _)| p == prefix) {
+                self.withdraw_mapping(*prefix)?;
+            }
+        }
+        for (prefix, target) in mappings {
+            let s = self.steering(target, *prefix)?;
+            self.dp.set_mapping(*prefix, s)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the host config's mapping of `prefix`, falling back to the node config's.
+    fn withdraw_mapping(&mut self, prefix: IpNet) -> Result<(), ConfigError> {
+        match self
+            .base
+            .mappings
+            .iter()
+            .find(|m| m.vm_address.trunc() == prefix)
+        {
+            Some(m) => {
+                let s = self.steering(&m.policy, prefix)?;
+                self.dp.set_mapping(prefix, s)?;
+            }
+            None => {
+                self.dp.remove_mapping(prefix);
+            }
+        }
+        Ok(())
+    }
+
     /// This srmigd's boot epoch (reported with acks, VM state reports and the status).
     pub fn boot_epoch(&self) -> u64 {
         self.boot_epoch
@@ -442,20 +566,7 @@ impl Agent {
             if next.mappings.iter().any(|(p, _)| p == prefix) {
                 continue;
             }
-            match self
-                .base
-                .mappings
-                .iter()
-                .find(|m| m.vm_address.trunc() == *prefix)
-            {
-                Some(m) => {
-                    let s = self.steering(&m.policy, *prefix)?;
-                    self.dp.set_mapping(*prefix, s)?;
-                }
-                None => {
-                    self.dp.remove_mapping(*prefix);
-                }
-            }
+            self.withdraw_mapping(*prefix)?;
         }
         for (prefix, target) in &next.mappings {
             let s = self.steering(target, *prefix)?;
@@ -644,6 +755,94 @@ mod tests {
 
     fn addr(s: &str) -> Ipv6Addr {
         s.parse().expect("addr")
+    }
+
+    /// Whatever steps a sequence of configs takes, an agent fed deltas forwards exactly like
+    /// one fed the whole configs: same mapping for every address, same policies, same SIDs.
+    #[test]
+    fn deltas_apply_like_whole_configs() {
+        let far = |n: &str| {
+            format!("2001:db8:a::{n}")
+                .parse::<std::net::IpAddr>()
+                .expect("addr")
+        };
+        let mut configs = vec![hc(1)];
+        let mut c = hc(2);
+        // far1 moves onto another path; far2 appears.
+        c.mappings[1] = serde_json::from_str(
+            r#"{"vm":"far1","addresses":["2001:db8:a::30"],"steering":{"encaps":{"segments":["fc00:0:4::d6"],"headend":"H.Encaps"}}}"#,
+        )
+        .expect("mapping");
+        c.mappings.push(
+            serde_json::from_str(
+                r#"{"vm":"far2","addresses":["2001:db8:a::31","10.1.0.31"],"steering":{"encaps":{"segments":["fc00:0:5::d6"],"headend":"H.Encaps"}}}"#,
+            )
+            .expect("mapping"),
+        );
+        configs.push(c.clone());
+        // far1 goes away; web1 becomes remote.
+        let mut c = c.clone();
+        c.generation = 3;
+        c.mappings.retain(|m| m.vm.as_str() != "far1");
+        c.mappings[0].steering = srmig_api::Steering::Encaps(srmig_api::Encaps {
+            segments: vec![addr("fc00:0:2::d6")],
+            headend: srmig_api::Headend::HEncaps,
+        });
+        configs.push(c.clone());
+        // SIDs change too (whole-config path inside the delta).
+        let mut c = c.clone();
+        c.generation = 4;
+        c.sids.truncate(1);
+        c.mappings.sort_by(|a, b| a.vm.cmp(&b.vm));
+        configs.push(c);
+        for cfg in &mut configs {
+            cfg.mappings.sort_by(|a, b| a.vm.cmp(&b.vm));
+        }
+        let (mut whole, mut delta) = (node(), node());
+        delta.apply_host_config(configs[0].clone()).expect("first");
+        for pair in configs.windows(2) {
+            whole.apply_host_config(pair[1].clone()).expect("whole");
+            let d = pair[0].delta_to(&pair[1]);
+            let ack = delta.apply_host_config_delta(&d).expect("delta");
+            assert_eq!(ack.generation, pair[1].generation);
+            // The same delta again: acknowledged, nothing changes.
+            assert_eq!(delta.apply_host_config_delta(&d).expect("again"), ack);
+            for a in ["10", "20", "30", "31"]
+                .map(far)
+                .into_iter()
+                .chain([far("30"), "10.1.0.31".parse().expect("v4")])
+            {
+                let policy = |n: &mut Agent| {
+                    let s = n.dataplane().mapping(a);
+                    s.map(|s| match s {
+                        Steering::Policy(id) => format!("{:?}", n.dataplane().policy(id)),
+                        other => format!("{other:?}"),
+                    })
+                };
+                assert_eq!(
+                    policy(&mut delta),
+                    policy(&mut whole),
+                    "{a} at {}",
+                    pair[1].generation
+                );
+            }
+            let (sd, sw) = (delta.status(&[]), whole.status(&[]));
+            assert_eq!(sd.sids, sw.sids);
+            assert_eq!(sd.generation, sw.generation);
+        }
+        // A delta on another base is refused with base-mismatch and changes nothing.
+        let mut stale = configs[0].delta_to(&configs[1]);
+        stale.base_generation = 9;
+        stale.generation = 10;
+        let e = delta.apply_host_config_delta(&stale).expect_err("mismatch");
+        assert_eq!(e.to_api().code, ApiErrorCode::BaseMismatch);
+        assert_eq!(e.http_status(), 409);
+        assert_eq!(delta.status(&[]).generation, Some(4));
+        // No config yet: base-mismatch too.
+        assert!(matches!(
+            node().apply_host_config_delta(&configs[0].delta_to(&configs[1])),
+            Err(AgentError::BaseMismatch(_))
+        ));
     }
 
     #[test]

@@ -113,34 +113,7 @@ pub fn plan(
             ));
         }
     }
-    let mut policies = Vec::new();
-    let mut mappings = Vec::new();
-    for m in &hc.mappings {
-        let target = match &m.steering {
-            srmig_api::Steering::Native => "native".to_owned(),
-            srmig_api::Steering::Encaps(e) => {
-                let name = format!("{POLICY_PREFIX}{}", m.vm);
-                if base.policies.iter().any(|p| p.name == name) {
-                    return Err(mismatch(
-                        format!("mappings ({})", m.vm),
-                        format!("policy name \"{name}\" is taken by the node config"),
-                    ));
-                }
-                policies.push(PolicyConfig {
-                    name: name.clone(),
-                    headend: headend(e.headend),
-                    segments: e.segments.clone(),
-                    hop_limit: None,
-                    flow_label: FlowLabelMode::Hash,
-                    hmac_key: None,
-                });
-                name
-            }
-        };
-        for a in &m.addresses {
-            mappings.push((IpNet::from(*a), target.clone()));
-        }
-    }
+    let (policies, mappings) = mapping_plan(base, &hc.mappings)?;
     let mut sids: BTreeMap<Ipv6Addr, SidConfig> =
         base.sids.iter().map(|s| (s.sid, s.clone())).collect();
     // Host-config entries grouped by SID (validate() guarantees one behavior per SID).
@@ -196,6 +169,46 @@ pub fn plan(
     // so untouched pages cost nothing).
     Dataplane::new(plan.merged(base)).map_err(|e| PlanError::Refused(e.to_string()))?;
     Ok(plan)
+}
+
+/// Policies and (prefix, target) mappings: what [`mapping_plan`] makes.
+pub type MappingPlan = (Vec<PolicyConfig>, Vec<(IpNet, String)>);
+
+/// The engine policies and (prefix, target) mappings for `mappings`: one policy
+/// `vm:<name>` per encapsulated VM, `native` for a VM attached here.
+pub fn mapping_plan(
+    base: &NodeConfig,
+    mappings_in: &[srmig_api::Mapping],
+) -> Result<MappingPlan, PlanError> {
+    let mut policies = Vec::new();
+    let mut mappings = Vec::new();
+    for m in mappings_in {
+        let target = match &m.steering {
+            srmig_api::Steering::Native => "native".to_owned(),
+            srmig_api::Steering::Encaps(e) => {
+                let name = format!("{POLICY_PREFIX}{}", m.vm);
+                if base.policies.iter().any(|p| p.name == name) {
+                    return Err(mismatch(
+                        format!("mappings ({})", m.vm),
+                        format!("policy name \"{name}\" is taken by the node config"),
+                    ));
+                }
+                policies.push(PolicyConfig {
+                    name: name.clone(),
+                    headend: headend(e.headend),
+                    segments: e.segments.clone(),
+                    hop_limit: None,
+                    flow_label: FlowLabelMode::Hash,
+                    hmac_key: None,
+                });
+                name
+            }
+        };
+        for a in &m.addresses {
+            mappings.push((IpNet::from(*a), target.clone()));
+        }
+    }
+    Ok((policies, mappings))
 }
 
 impl Plan {

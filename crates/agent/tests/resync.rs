@@ -4,10 +4,12 @@
 //! controller on a new store, and a hand-made push that would lock a host out.
 
 use srmig_agent::testkit::base;
-use srmig_agent::Agent;
+use std::collections::BTreeMap;
+
+use srmig_agent::{Agent, AgentError};
 use srmig_api::{
-    Ack, HostConfig, HostId, HostInfo, MacAddr, MigrateRequest, MigrationPhase, Steering, Strategy,
-    Timestamp, VmId, VmInfo,
+    Ack, HostConfig, HostConfigDelta, HostId, HostInfo, MacAddr, MigrateRequest, MigrationPhase,
+    Steering, Strategy, Timestamp, VmId, VmInfo,
 };
 use srmig_control::{Action, Controller, ControllerConfig, HostObservation};
 use srmig_dataplane::{Instant, PortId};
@@ -36,6 +38,40 @@ struct World {
     now: u64,
     /// Pushes `h1` refused (409: older than what it holds).
     refused: Vec<HostConfig>,
+    /// The whole config the pushes to each host make, as the daemon's push task keeps it.
+    desired: BTreeMap<HostId, HostConfig>,
+}
+
+/// A push as the daemon's push task sends it: the whole config it makes, and the delta when
+/// the core pushed one.
+struct Push {
+    host: HostId,
+    config: HostConfig,
+    delta: Option<HostConfigDelta>,
+}
+
+impl Push {
+    /// Delivers to `agent` as the push task does: the delta, or the whole config when the
+    /// agent cannot apply the delta (`base-mismatch`) or there is none.
+    fn to(&self, agent: &mut Agent) -> Result<Ack, AgentError> {
+        match &self.delta {
+            Some(d) => match agent.apply_host_config_delta(d) {
+                Err(AgentError::BaseMismatch(_)) => agent.apply_host_config(self.config.clone()),
+                other => other,
+            },
+            None => agent.apply_host_config(self.config.clone()),
+        }
+    }
+
+    /// The acknowledgement of a host that applies whatever it is sent.
+    fn ack(&self) -> Ack {
+        Ack {
+            host: self.host.clone(),
+            epoch: self.config.epoch,
+            generation: self.config.generation,
+            boot_epoch: 5,
+        }
+    }
 }
 
 impl World {
@@ -55,9 +91,39 @@ impl World {
             h1: srmigd(1),
             now: 1,
             refused: Vec::new(),
+            desired: BTreeMap::new(),
         };
         w.deliver();
         w
+    }
+
+    /// The push an action is, or the action back.
+    fn push(&mut self, a: Action) -> Result<Push, Box<Action>> {
+        match a {
+            Action::PushConfig { host, config } => {
+                self.desired.insert(host.clone(), config.clone());
+                Ok(Push {
+                    host,
+                    config,
+                    delta: None,
+                })
+            }
+            Action::PushDelta { host, delta } => {
+                let config = self
+                    .desired
+                    .get_mut(&host)
+                    .expect("a whole push came first");
+                config
+                    .apply_delta(&delta)
+                    .expect("the delta applies to the previous push");
+                Ok(Push {
+                    host,
+                    config: config.clone(),
+                    delta: Some(delta),
+                })
+            }
+            other => Err(Box::new(other)),
+        }
     }
 
     fn tick(&mut self) -> Timestamp {
@@ -84,29 +150,16 @@ impl World {
             while let Some(a) = self.c.poll_action() {
                 moved = true;
                 let now = self.tick();
-                match a {
-                    Action::PushConfig { host, config } if host.as_str() == "h1" => {
-                        match self.h1.apply_host_config(config.clone()) {
-                            Ok(ack) => self.c.handle_ack(now, ack).expect("ack"),
-                            Err(e) => {
-                                assert_eq!(e.http_status(), 409, "{e}");
-                                self.refused.push(config);
-                            }
+                match self.push(a) {
+                    Ok(p) if p.host.as_str() == "h1" => match p.to(&mut self.h1) {
+                        Ok(ack) => self.c.handle_ack(now, ack).expect("ack"),
+                        Err(e) => {
+                            assert_eq!(e.http_status(), 409, "{e}");
+                            self.refused.push(p.config);
                         }
-                    }
-                    Action::PushConfig { host, config } => self
-                        .c
-                        .handle_ack(
-                            now,
-                            Ack {
-                                host,
-                                epoch: config.epoch,
-                                generation: config.generation,
-                                boot_epoch: 5,
-                            },
-                        )
-                        .expect("ack"),
-                    other => others.push(other),
+                    },
+                    Ok(p) => self.c.handle_ack(now, p.ack()).expect("ack"),
+                    Err(other) => others.push(*other),
                 }
             }
             if !moved {
@@ -194,22 +247,13 @@ fn a_lost_acknowledgement_is_made_up_by_the_heartbeat() {
     // h1 applies the prepare config, but its ack is lost on the way.
     let mut lost = 0;
     while let Some(a) = w.c.poll_action() {
-        if let Action::PushConfig { host, config } = a {
-            if host.as_str() == "h1" {
-                w.h1.apply_host_config(config).expect("apply");
+        if let Ok(p) = w.push(a) {
+            if p.host.as_str() == "h1" {
+                p.to(&mut w.h1).expect("apply");
                 lost += 1;
             } else {
                 let now = w.tick();
-                w.c.handle_ack(
-                    now,
-                    Ack {
-                        host,
-                        epoch: config.epoch,
-                        generation: config.generation,
-                        boot_epoch: 5,
-                    },
-                )
-                .expect("ack");
+                w.c.handle_ack(now, p.ack()).expect("ack");
             }
         }
     }
@@ -351,24 +395,14 @@ fn a_push_acknowledged_by_a_restarted_srmigd_counts_for_the_migration_waiting_fo
     w.h1 = srmigd(4);
     while let Some(a) = w.c.poll_action() {
         let now = w.tick();
-        match a {
-            Action::PushConfig { host, config } if host.as_str() == "h1" => {
-                let ack = w.h1.apply_host_config(config).expect("applied");
+        match w.push(a) {
+            Ok(p) if p.host.as_str() == "h1" => {
+                // A delta the new srmigd cannot apply (it holds nothing) goes out whole.
+                let ack = p.to(&mut w.h1).expect("applied");
                 w.c.handle_ack(now, ack).expect("ack");
             }
-            Action::PushConfig { host, config } => {
-                w.c.handle_ack(
-                    now,
-                    Ack {
-                        host,
-                        epoch: config.epoch,
-                        generation: config.generation,
-                        boot_epoch: 5,
-                    },
-                )
-                .expect("ack");
-            }
-            _ => {}
+            Ok(p) => w.c.handle_ack(now, p.ack()).expect("ack"),
+            Err(_) => {}
         }
     }
     w.deliver();

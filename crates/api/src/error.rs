@@ -31,6 +31,9 @@ pub enum ApiErrorCode {
     /// The caller is authenticated but may not do this (e.g. a host reporting another host's
     /// VM state).
     Forbidden,
+    /// A host config delta (`PATCH /v1/config`) does not apply to the version the host
+    /// holds; send the whole config (`PUT /v1/config`).
+    BaseMismatch,
     /// An unexpected failure inside the server.
     Internal,
 }
@@ -48,6 +51,7 @@ impl fmt::Display for ApiErrorCode {
             ApiErrorCode::TooLateToCancel => "too-late-to-cancel",
             ApiErrorCode::NotLeader => "not-leader",
             ApiErrorCode::Forbidden => "forbidden",
+            ApiErrorCode::BaseMismatch => "base-mismatch",
             ApiErrorCode::Internal => "internal",
         })
     }
@@ -105,6 +109,7 @@ mod tests {
             AlreadyMigrating,
             TooLateToCancel,
             NotLeader,
+            BaseMismatch,
             Internal,
         ] {
             assert_eq!(

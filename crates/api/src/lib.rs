@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod host;
 pub mod ids;
@@ -30,6 +31,7 @@ pub use config::{
     Ack, Encaps, Headend, HostConfig, HostConfigError, LocalVm, Mapping, SbufMode, SidEntry,
     Steering, MAX_EPOCH,
 };
+pub use delta::{DeltaError, HostConfigDelta};
 pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
 pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};

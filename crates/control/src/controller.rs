@@ -26,16 +26,91 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
 use srmig_api::{
-    Ack, HostConfig, HostId, HostInfo, HypervisorEvent, HypervisorReport, MigrateRequest,
-    MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, Strategy, Timestamp, VmId,
-    VmInfo, VmState, VmStateReport,
+    Ack, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent, HypervisorReport,
+    MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, Strategy,
+    Timestamp, VmId, VmInfo, VmState, VmStateReport,
 };
 
 use crate::migration::{
     AckScope, AckWait, Begun, HypervisorTimeout, Migration, Requested, Timeouts,
 };
 use crate::model::{Footprint, Model, ModelError};
+
+/// Updates `pushed` (the config last pushed to `host`, same epoch) in place to the desired
+/// state and returns what changed (generation left for the caller), or `None` if nothing did.
+/// `dirty`: the VMs whose entries may have changed; `fps`: footprints by VM.
+fn config_delta(
+    model: &Model,
+    host: &HostId,
+    pushed: &mut HostConfig,
+    dirty: &BTreeSet<VmId>,
+    fps: &BTreeMap<VmId, &Footprint>,
+    dual_stack: bool,
+) -> Option<HostConfigDelta> {
+    let mut delta = HostConfigDelta {
+        epoch: pushed.epoch,
+        base_generation: pushed.generation,
+        generation: pushed.generation,
+        mappings: Vec::new(),
+        removed: Vec::new(),
+        local_vms: None,
+        sids: None,
+    };
+    let mut local_changed = false;
+    for vm in dirty {
+        let info = model.vm(vm);
+        let fp = fps.get(vm).copied();
+        let want = info.and_then(|v| model.mapping_on(host, v, fp));
+        match (pushed.mappings.binary_search_by(|m| m.vm.cmp(vm)), want) {
+            (Ok(i), Some(m)) => {
+                if pushed.mappings[i] != m {
+                    pushed.mappings[i] = m.clone();
+                    delta.mappings.push(m);
+                }
+            }
+            (Ok(i), None) => {
+                pushed.mappings.remove(i);
+                delta.removed.push(vm.clone());
+            }
+            (Err(i), Some(m)) => {
+                pushed.mappings.insert(i, m.clone());
+                delta.mappings.push(m);
+            }
+            (Err(_), None) => {}
+        }
+        let want = info.and_then(|v| model.is_local_on(host, v, fp));
+        match (pushed.local_vms.binary_search_by(|l| l.vm.cmp(vm)), want) {
+            (Ok(i), Some(l)) => {
+                if pushed.local_vms[i] != l {
+                    pushed.local_vms[i] = l;
+                    local_changed = true;
+                }
+            }
+            (Ok(i), None) => {
+                pushed.local_vms.remove(i);
+                local_changed = true;
+            }
+            (Err(i), Some(l)) => {
+                pushed.local_vms.insert(i, l);
+                local_changed = true;
+            }
+            (Err(_), None) => {}
+        }
+    }
+    if local_changed {
+        delta.local_vms = Some(pushed.local_vms.clone());
+    }
+    if let Some(sids) = model.sids_on(host, fps, dual_stack) {
+        if sids != pushed.sids {
+            pushed.sids.clone_from(&sids);
+            delta.sids = Some(sids);
+        }
+    }
+    (!delta.is_empty()).then_some(delta)
+}
 
 /// Controller settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +139,16 @@ pub enum Action {
         host: HostId,
         /// The complete desired state, with a generation greater than any sent to it before.
         config: HostConfig,
+    },
+    /// Send this change to this host's srmigd (`PATCH /v1/config`; expect an [`Ack`]). It
+    /// applies to the config of the previous push to that host (`PushConfig` or
+    /// `PushDelta`); the daemon keeps that config, applies the delta to it and sends the
+    /// whole result instead when the host does not hold the base.
+    PushDelta {
+        /// The host.
+        host: HostId,
+        /// What changed since the previous push, with the next generation.
+        delta: HostConfigDelta,
     },
     /// Start migrating the VM on the hypervisor (QEMU over QMP, or the netns emulation) and
     /// report the outcome with [`Controller::handle_hypervisor`].
@@ -110,6 +195,17 @@ pub enum Action {
         /// The controller's new epoch.
         epoch: u64,
     },
+}
+
+impl Action {
+    /// For a push, whole or delta: the host and the version (`epoch`, `generation`) it makes.
+    pub fn push_version(&self) -> Option<(&HostId, (u64, u64))> {
+        match self {
+            Action::PushConfig { host, config } => Some((host, config.version())),
+            Action::PushDelta { host, delta } => Some((host, delta.version())),
+            _ => None,
+        }
+    }
 }
 
 /// Why a migration request was refused.
@@ -268,6 +364,11 @@ pub struct Controller {
     actions: VecDeque<Action>,
     /// The store epoch: carried by every config pushed (see the module docs).
     epoch: u64,
+    /// VMs whose mapping or attachment may have changed since the last config sync (model
+    /// changes; footprint changes are found by comparing with `synced_footprints`).
+    dirty_vms: BTreeSet<VmId>,
+    /// The footprints of the last config sync, by VM.
+    synced_footprints: BTreeMap<VmId, Footprint>,
 }
 
 impl Controller {
@@ -291,6 +392,8 @@ impl Controller {
             vm_states: BTreeMap::new(),
             next_id: 1,
             actions: VecDeque::new(),
+            dirty_vms: BTreeSet::new(),
+            synced_footprints: BTreeMap::new(),
         }
     }
 
@@ -311,7 +414,9 @@ impl Controller {
 
     /// Registers a VM; every host is pushed a config with its mapping.
     pub fn add_vm(&mut self, info: VmInfo) -> Result<(), ModelError> {
+        let name = info.name.clone();
         self.model.add_vm(info)?;
+        self.dirty_vms.insert(name);
         self.sync_configs();
         Ok(())
     }
@@ -482,6 +587,7 @@ impl Controller {
             });
         }
         self.model.remove_vm(vm);
+        self.dirty_vms.insert(vm.clone());
         self.vm_states.retain(|(v, _), _| v != vm);
         self.sync_configs();
         Ok(())
@@ -911,6 +1017,7 @@ impl Controller {
         if let Some(Migration::ExpectCommitAcks(s)) = self.active.get(&id) {
             let (vm, to) = (s.core.vm.clone(), s.core.to.clone());
             self.model.set_vm_host(&vm, &to);
+            self.dirty_vms.insert(vm.clone());
         }
         self.sync_configs();
         match self.active.get(&id) {
@@ -1021,32 +1128,100 @@ impl Controller {
         }
     }
 
-    /// Pushes a new config to every host whose desired state changed.
+    /// Pushes every host whose desired state changed what changed: a delta with the
+    /// mappings of the VMs that changed (O(changed VMs) per host, not O(all VMs)), or the
+    /// complete config to a host not pushed yet in this epoch.
+    ///
+    /// What a VM's entries on a host depend on: the VM (its host, addresses, MAC), its
+    /// migration's footprint, and the hosts involved, which cannot change while the VM or
+    /// the migration exists. So the entries that can change are those of the VMs the model
+    /// changed (`dirty_vms`) and of the VMs whose footprint changed since the last sync; the
+    /// SID tables (O(migrations)) are recomputed for every host.
     fn sync_configs(&mut self) {
         let footprints: Vec<Footprint> = self
             .active
             .values()
             .filter_map(Migration::footprint)
             .collect();
+        let fps = self.model.footprints_by_vm(&footprints);
+        let mut dirty = std::mem::take(&mut self.dirty_vms);
+        for (vm, f) in &fps {
+            if self.synced_footprints.get(vm) != Some(*f) {
+                dirty.insert(vm.clone());
+            }
+        }
+        for vm in self.synced_footprints.keys() {
+            if !fps.contains_key(vm) {
+                dirty.insert(vm.clone());
+            }
+        }
+        let dual_stack = self.model.dual_stack();
         for host in self.model.hosts() {
             let sync = self.sync.entry(host.name.clone()).or_default();
-            let Some(config) =
-                self.model
-                    .host_config(&host.name, sync.generation.saturating_add(1), &footprints)
-            else {
+            let action = match sync.pushed.as_mut() {
+                Some(pushed) if pushed.epoch == self.epoch => {
+                    let Some(mut delta) =
+                        config_delta(&self.model, &host.name, pushed, &dirty, &fps, dual_stack)
+                    else {
+                        continue;
+                    };
+                    sync.generation = sync.generation.saturating_add(1);
+                    delta.generation = sync.generation;
+                    pushed.generation = sync.generation;
+                    Action::PushDelta {
+                        host: host.name.clone(),
+                        delta,
+                    }
+                }
+                _ => {
+                    let Some(mut config) = self.model.host_config(
+                        &host.name,
+                        sync.generation.saturating_add(1),
+                        &footprints,
+                    ) else {
+                        continue;
+                    };
+                    config.epoch = self.epoch;
+                    if sync
+                        .pushed
+                        .as_ref()
+                        .is_some_and(|p| p.same_state(&config) && p.epoch == config.epoch)
+                    {
+                        continue;
+                    }
+                    sync.generation = config.generation;
+                    sync.pushed = Some(config.clone());
+                    Action::PushConfig {
+                        host: host.name.clone(),
+                        config,
+                    }
+                }
+            };
+            self.actions.push_back(action);
+        }
+        self.synced_footprints = fps.into_iter().map(|(vm, f)| (vm, f.clone())).collect();
+        self.check_synced(&footprints);
+    }
+
+    /// In debug builds (tests), with up to 100,000 mapping entries in all: every host's
+    /// incrementally kept config equals the one computed whole.
+    fn check_synced(&self, footprints: &[Footprint]) {
+        if !cfg!(debug_assertions)
+            || self.sync.len().saturating_mul(self.model.vms().count()) > 100_000
+        {
+            return;
+        }
+        for (host, sync) in &self.sync {
+            let (Some(pushed), Some(whole)) = (
+                &sync.pushed,
+                self.model.host_config(host, sync.generation, footprints),
+            ) else {
                 continue;
             };
-            if sync.pushed.as_ref().is_some_and(|p| p.same_state(&config)) {
-                continue;
-            }
-            let mut config = config;
-            config.epoch = self.epoch;
-            sync.generation = config.generation;
-            sync.pushed = Some(config.clone());
-            self.actions.push_back(Action::PushConfig {
-                host: host.name.clone(),
-                config,
-            });
+            assert!(
+                pushed.same_state(&whole),
+                "the incremental config of {host} diverged from the whole one:\n{pushed:?}\n{whole:?}"
+            );
         }
     }
 
@@ -1214,17 +1389,21 @@ mod tests {
             }
             for a in actions {
                 match a {
-                    Action::PushConfig { host, config } => c
-                        .handle_ack(
+                    a if a.push_version().is_some() => {
+                        let Some((host, (epoch, generation))) = a.push_version() else {
+                            continue;
+                        };
+                        c.handle_ack(
                             now,
                             Ack {
-                                epoch: config.epoch,
+                                epoch,
                                 boot_epoch: 0,
-                                host,
-                                generation: config.generation,
+                                host: host.clone(),
+                                generation,
                             },
                         )
-                        .expect("ack"),
+                        .expect("ack");
+                    }
                     other => others.push(other),
                 }
             }
@@ -1285,10 +1464,7 @@ mod tests {
     fn pushes(actions: &[Action]) -> Vec<HostId> {
         actions
             .iter()
-            .filter_map(|a| match a {
-                Action::PushConfig { host, .. } => Some(host.clone()),
-                _ => None,
-            })
+            .filter_map(|a| a.push_version().map(|(h, _)| h.clone()))
             .collect()
     }
 
@@ -1327,6 +1503,54 @@ mod tests {
         );
     }
 
+    /// After the first whole config, a migration costs every host a delta with the one VM's
+    /// mapping, whatever the number of VMs; only S and D get SID and local VM changes.
+    #[test]
+    fn migration_pushes_deltas_of_one_mapping() {
+        let mut c = setup();
+        for i in 2..=9 {
+            c.add_vm(vm(i, 1 + i % 3)).expect("vm");
+        }
+        ack_all(&mut c, Timestamp(0));
+        let _ = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        let mut seen = 0;
+        for _ in 0..4 {
+            for a in drain(&mut c) {
+                let Action::PushDelta { host, delta } = &a else {
+                    assert!(a.push_version().is_none(), "a whole config: {a:?}");
+                    continue;
+                };
+                seen += 1;
+                assert!(
+                    delta.mappings.len() <= 1 && delta.removed.is_empty(),
+                    "{delta:?}"
+                );
+                assert!(delta.mappings.iter().all(|m| m.vm == vid(1)));
+                if host != &hid(1) && host != &hid(2) {
+                    assert!(
+                        delta.sids.is_none() && delta.local_vms.is_none(),
+                        "{delta:?}"
+                    );
+                }
+                let (host, (epoch, generation)) = (host.clone(), delta.version());
+                c.handle_ack(
+                    Timestamp(11),
+                    Ack {
+                        epoch,
+                        boot_epoch: 0,
+                        host,
+                        generation,
+                    },
+                )
+                .expect("ack");
+            }
+            report(&mut c, 20, 2, VmState::Running);
+        }
+        // Endpoints (S, D), path (3), commit (3), cleanup (S, D).
+        assert_eq!(seen, 10);
+        assert_eq!(steering(&c, 3), steering(&c, 1).clone());
+    }
+
     #[test]
     fn sr_migration_end_to_end() {
         let mut c = setup();
@@ -1335,10 +1559,7 @@ mod tests {
         // Only S and D change in the endpoint step.
         let actions = drain(&mut c);
         assert_eq!(pushes(&actions), vec![hid(1), hid(2)]);
-        let gen_of = |a: &Action| match a {
-            Action::PushConfig { config, .. } => config.generation,
-            _ => 0,
-        };
+        let gen_of = |a: &Action| a.push_version().map_or(0, |(_, v)| v.1);
         // An ack from S alone is not enough.
         c.handle_ack(
             Timestamp(11),
@@ -1666,15 +1887,17 @@ mod tests {
         let mut now = 11;
         loop {
             for a in drain(&mut c) {
-                if let Action::PushConfig { host, config } = a {
+                if let Some((host, (epoch, generation))) =
+                    a.push_version().map(|(h, v)| (h.clone(), v))
+                {
                     if host != hid(3) {
                         c.handle_ack(
                             Timestamp(now),
                             Ack {
-                                epoch: config.epoch,
+                                epoch,
                                 boot_epoch: 0,
                                 host,
-                                generation: config.generation,
+                                generation,
                             },
                         )
                         .expect("ack");
@@ -1751,12 +1974,15 @@ mod tests {
         c.remove_vm(&vid(1)).expect("remove vm1");
         let pushed: Vec<HostId> = drain(&mut c)
             .into_iter()
-            .filter_map(|a| match a {
-                Action::PushConfig { host, config } => {
-                    assert!(config.mapping(&vid(1)).is_none());
-                    Some(host)
-                }
-                _ => None,
+            .filter_map(|a| {
+                a.push_version().map(|(h, _)| {
+                    assert!(c
+                        .pushed_config(h)
+                        .expect("pushed")
+                        .mapping(&vid(1))
+                        .is_none());
+                    h.clone()
+                })
             })
             .collect();
         assert_eq!(pushed, vec![hid(1), hid(2)]);
@@ -1796,15 +2022,16 @@ mod tests {
     /// Acknowledges every pending push except `skip`'s.
     fn ack_all_but(c: &mut Controller, now: Timestamp, skip: &HostId) {
         for a in drain(c) {
-            if let Action::PushConfig { host, config } = a {
+            if let Some((host, (epoch, generation))) = a.push_version().map(|(h, v)| (h.clone(), v))
+            {
                 if &host != skip {
                     c.handle_ack(
                         now,
                         Ack {
-                            epoch: config.epoch,
+                            epoch,
                             boot_epoch: 0,
                             host,
-                            generation: config.generation,
+                            generation,
                         },
                     )
                     .expect("ack");
@@ -1843,14 +2070,15 @@ mod tests {
         let mut c = setup();
         let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
         for a in drain(&mut c) {
-            if let Action::PushConfig { host, config } = a {
+            if let Some((host, (epoch, generation))) = a.push_version().map(|(h, v)| (h.clone(), v))
+            {
                 c.handle_ack(
                     Timestamp(11),
                     Ack {
-                        epoch: config.epoch,
+                        epoch,
                         boot_epoch: 0,
                         host,
-                        generation: config.generation,
+                        generation,
                     },
                 )
                 .expect("ack");
@@ -1858,15 +2086,16 @@ mod tests {
         }
         assert_eq!(phase(&c, id), MigrationPhase::ExpectPathAcks);
         for a in drain(&mut c) {
-            if let Action::PushConfig { host, config } = a {
+            if let Some((host, (epoch, generation))) = a.push_version().map(|(h, v)| (h.clone(), v))
+            {
                 if host != hid(3) {
                     c.handle_ack(
                         Timestamp(12),
                         Ack {
-                            epoch: config.epoch,
+                            epoch,
                             boot_epoch: 0,
                             host,
-                            generation: config.generation,
+                            generation,
                         },
                     )
                     .expect("ack");
@@ -1902,15 +2131,16 @@ mod tests {
         report(&mut c, 20, 2, VmState::Running);
         // Everyone but h3 acknowledges the commit.
         for a in drain(&mut c) {
-            if let Action::PushConfig { host, config } = a {
+            if let Some((host, (epoch, generation))) = a.push_version().map(|(h, v)| (h.clone(), v))
+            {
                 if host != hid(3) {
                     c.handle_ack(
                         Timestamp(21),
                         Ack {
-                            epoch: config.epoch,
+                            epoch,
                             boot_epoch: 0,
                             host,
-                            generation: config.generation,
+                            generation,
                         },
                     )
                     .expect("ack");
@@ -1929,11 +2159,11 @@ mod tests {
             );
             let actions = drain(&mut c);
             assert_eq!(pushes(&actions), vec![hid(3)]);
-            let Some(Action::PushConfig { config, .. }) = actions.first() else {
+            let Some((_, (_, generation))) = actions.first().and_then(Action::push_version) else {
                 panic!("expected a push");
             };
-            assert!(config.generation > last_gen);
-            last_gen = config.generation;
+            assert!(generation > last_gen);
+            last_gen = generation;
         }
         let retried = c
             .migration(id)
@@ -2075,13 +2305,9 @@ mod tests {
         c.add_vm(vm(2, 3)).expect("vm2");
         let _ = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
         for a in drain(&mut c) {
-            if let Action::PushConfig { host, config } = a {
-                let prev = last.insert(host.clone(), config.generation).unwrap_or(0);
-                assert!(
-                    config.generation > prev,
-                    "{host}: {} after {prev}",
-                    config.generation
-                );
+            if let Some((host, (_, generation))) = a.push_version().map(|(h, v)| (h.clone(), v)) {
+                let prev = last.insert(host.clone(), generation).unwrap_or(0);
+                assert!(generation > prev, "{host}: {generation} after {prev}");
             }
         }
         // Nothing changed: nothing pushed.
@@ -2152,15 +2378,16 @@ mod tests {
         let actions = drain(&mut r);
         assert_eq!(pushes(&actions).len(), 3, "every host is pushed again");
         for a in &actions {
-            if let Action::PushConfig { host, config } = a {
-                assert!(config.generation > old_gens[host]);
+            if let Some((host, (epoch, generation))) = a.push_version().map(|(h, v)| (h.clone(), v))
+            {
+                assert!(generation > old_gens[&host]);
                 r.handle_ack(
                     Timestamp(501),
                     Ack {
-                        epoch: config.epoch,
+                        epoch,
                         boot_epoch: 0,
                         host: host.clone(),
-                        generation: config.generation,
+                        generation,
                     },
                 )
                 .expect("ack");
@@ -2197,9 +2424,7 @@ mod tests {
         assert_eq!(phase(&r, id), MigrationPhase::ExpectHypervisorDone);
         assert_eq!(r.poll_timeout(), Some(Timestamp(5_000 + T.hypervisor_ms)));
         // No second StartMigration: the driver keeps running the migration.
-        assert!(drain(&mut r)
-            .iter()
-            .all(|a| matches!(a, Action::PushConfig { .. })));
+        assert!(drain(&mut r).iter().all(|a| a.push_version().is_some()));
         report_on(&mut r, 5_001, 2, VmState::Running);
         ack_all(&mut r, Timestamp(5_002));
         assert_eq!(phase(&r, id), MigrationPhase::Completed);

@@ -283,81 +283,31 @@ impl Model {
     /// The config `host` must apply, given the footprints of the migrations in flight (at
     /// most one per VM; footprints naming unknown VMs or hosts are ignored). `None` if the host
     /// is not registered.
+    ///
+    /// The controller keeps each host's config up to date incrementally with
+    /// [`Model::mapping_on`], [`Model::is_local_on`] and [`Model::sids_on`] (O(VMs that
+    /// changed) per host); this is the whole computation, for a host's first push and to check
+    /// the incremental one.
     pub fn host_config(
         &self,
         host: &HostId,
         generation: u64,
         footprints: &[Footprint],
     ) -> Option<HostConfig> {
-        let me = self.hosts.get(host)?;
+        self.hosts.get(host)?;
+        let fps = self.footprints_by_vm(footprints);
         let mut mappings = Vec::with_capacity(self.vms.len());
         let mut local_vms = Vec::new();
-        let dual_stack = self
-            .vms
-            .values()
-            .any(|v| v.addresses.iter().any(IpAddr::is_ipv4));
-        let mut sids = vec![if dual_stack {
-            SidEntry::EndDt46 { sid: me.sid_dt6 }
-        } else {
-            SidEntry::EndDt6 { sid: me.sid_dt6 }
-        }];
         for vm in self.vms.values() {
-            let Some(owner) = self.hosts.get(&vm.host) else {
-                continue;
-            };
-            let fp = footprints.iter().find(|f| {
-                f.vm == vm.name
-                    && self.hosts.contains_key(&f.from)
-                    && self.hosts.contains_key(&f.to)
-            });
-            let path = fp.and_then(|f| {
-                if !f.path {
-                    return None;
-                }
-                let s = self.hosts.get(&f.from)?;
-                let d = self.hosts.get(&f.to)?;
-                Some(vec![s.sid_end_s, d.sid_end_sbuf])
-            });
-            let steering = match path {
-                Some(segments) => Steering::Encaps(Encaps {
-                    segments,
-                    headend: Headend::HEncaps,
-                }),
-                None if &vm.host == host => Steering::Native,
-                None => Steering::Encaps(Encaps {
-                    segments: vec![owner.sid_dt6],
-                    headend: Headend::HEncaps,
-                }),
-            };
-            mappings.push(Mapping {
-                vm: vm.name.clone(),
-                addresses: vm.addresses.clone(),
-                steering,
-            });
-            let attached_here = fp.is_some_and(|f| f.attach && (&f.from == host || &f.to == host));
-            if &vm.host == host || attached_here {
-                local_vms.push(LocalVm {
-                    vm: vm.name.clone(),
-                    addresses: vm.addresses.clone(),
-                    mac: vm.mac,
-                });
+            let fp = fps.get(&vm.name).copied();
+            if let Some(m) = self.mapping_on(host, vm, fp) {
+                mappings.push(m);
             }
-            if let Some((f, mode)) = fp.and_then(|f| f.endpoints.map(|m| (f, m))) {
-                if &f.from == host {
-                    sids.push(SidEntry::EndS {
-                        sid: me.sid_end_s,
-                        vm: vm.name.clone(),
-                    });
-                }
-                if &f.to == host {
-                    sids.push(SidEntry::EndSbuf {
-                        sid: me.sid_end_sbuf,
-                        vm: vm.name.clone(),
-                        mode,
-                    });
-                }
+            if let Some(l) = self.is_local_on(host, vm, fp) {
+                local_vms.push(l);
             }
         }
+        let sids = self.sids_on(host, &fps, self.dual_stack())?;
         Some(HostConfig {
             epoch: 0,
             generation,
@@ -365,6 +315,119 @@ impl Model {
             local_vms,
             sids,
         })
+    }
+
+    /// The footprints that count, by VM: the first one of each VM whose source and
+    /// destination are registered.
+    pub fn footprints_by_vm<'a>(
+        &self,
+        footprints: &'a [Footprint],
+    ) -> BTreeMap<VmId, &'a Footprint> {
+        let mut out = BTreeMap::new();
+        for f in footprints {
+            if self.hosts.contains_key(&f.from) && self.hosts.contains_key(&f.to) {
+                out.entry(f.vm.clone()).or_insert(f);
+            }
+        }
+        out
+    }
+
+    /// True if any VM has an IPv4 address (every host's decapsulation SID is then End.DT46).
+    pub fn dual_stack(&self) -> bool {
+        self.vms
+            .values()
+            .any(|v| v.addresses.iter().any(IpAddr::is_ipv4))
+    }
+
+    /// How `host` reaches `vm` (`fp`: its migration's footprint, if any); `None` if the VM's
+    /// host is not registered.
+    pub fn mapping_on(
+        &self,
+        host: &HostId,
+        vm: &VmInfo,
+        fp: Option<&Footprint>,
+    ) -> Option<Mapping> {
+        let owner = self.hosts.get(&vm.host)?;
+        let path = fp.filter(|f| f.path).and_then(|f| {
+            let s = self.hosts.get(&f.from)?;
+            let d = self.hosts.get(&f.to)?;
+            Some(vec![s.sid_end_s, d.sid_end_sbuf])
+        });
+        let steering = match path {
+            Some(segments) => Steering::Encaps(Encaps {
+                segments,
+                headend: Headend::HEncaps,
+            }),
+            None if &vm.host == host => Steering::Native,
+            None => Steering::Encaps(Encaps {
+                segments: vec![owner.sid_dt6],
+                headend: Headend::HEncaps,
+            }),
+        };
+        Some(Mapping {
+            vm: vm.name.clone(),
+            addresses: vm.addresses.clone(),
+            steering,
+        })
+    }
+
+    /// `vm` as a local VM of `host`, if it is one: mapped there, or migrating to or from
+    /// there with its attachment in place (and its host registered).
+    pub fn is_local_on(
+        &self,
+        host: &HostId,
+        vm: &VmInfo,
+        fp: Option<&Footprint>,
+    ) -> Option<LocalVm> {
+        self.hosts.get(&vm.host)?;
+        let attached_here = fp.is_some_and(|f| f.attach && (&f.from == host || &f.to == host));
+        (&vm.host == host || attached_here).then(|| LocalVm {
+            vm: vm.name.clone(),
+            addresses: vm.addresses.clone(),
+            mac: vm.mac,
+        })
+    }
+
+    /// `host`'s SID table: its decapsulation SID (End.DT46 if `dual_stack`, else End.DT6),
+    /// then End.S / End.SBUF entries of the migrations from / to it, by VM name. `fps` as
+    /// made by [`Model::footprints_by_vm`]. `None` if the host is not registered.
+    pub fn sids_on(
+        &self,
+        host: &HostId,
+        fps: &BTreeMap<VmId, &Footprint>,
+        dual_stack: bool,
+    ) -> Option<Vec<SidEntry>> {
+        let me = self.hosts.get(host)?;
+        let mut sids = vec![if dual_stack {
+            SidEntry::EndDt46 { sid: me.sid_dt6 }
+        } else {
+            SidEntry::EndDt6 { sid: me.sid_dt6 }
+        }];
+        for (vm, f) in fps {
+            let Some(info) = self.vms.get(vm) else {
+                continue;
+            };
+            if !self.hosts.contains_key(&info.host) {
+                continue;
+            }
+            let Some(mode) = f.endpoints else {
+                continue;
+            };
+            if &f.from == host {
+                sids.push(SidEntry::EndS {
+                    sid: me.sid_end_s,
+                    vm: vm.clone(),
+                });
+            }
+            if &f.to == host {
+                sids.push(SidEntry::EndSbuf {
+                    sid: me.sid_end_sbuf,
+                    vm: vm.clone(),
+                    mode,
+                });
+            }
+        }
+        Some(sids)
     }
 }
 

@@ -32,10 +32,13 @@ use crate::driver::{HypervisorDriver, MigrationOrder, ReportSink};
 use crate::mailbox::Command;
 use crate::mailbox::Failure;
 use crate::metrics::Metrics;
-use crate::push::{error_chain, PushOutcome, Pushers};
+use crate::push::{error_chain, Push, PushOutcome, Pushers};
 use crate::resync::{self, Observed};
 use crate::store::Store;
 use crate::types::{HostRegistration, HostView, HypervisorEventKind, HypervisorPost, VmView};
+
+/// The most acknowledgements handled under one commit (see `Engine::acks_in_batch`).
+const ACK_BATCH: usize = 1024;
 
 /// Milliseconds since the Unix epoch: the controller's clock.
 pub(crate) fn now() -> Timestamp {
@@ -184,10 +187,49 @@ impl Engine {
             };
             match command {
                 None | Some(Command::Shutdown) => break,
+                Some(Command::Push(PushOutcome::Acked(ack))) => {
+                    if !self.acks_in_batch(ack, &mut rx) {
+                        break;
+                    }
+                }
                 Some(c) => self.handle(c),
             }
         }
         tracing::info!("controller engine stopped");
+    }
+
+    /// Handles `first` and every acknowledgement already queued behind it (up to
+    /// [`ACK_BATCH`]) with one commit: when N hosts acknowledge a phase at once the state is
+    /// saved once per batch, not N times. The first other command queued is handled after
+    /// that commit. `false` if that command was `Shutdown` (or every sender is gone).
+    fn acks_in_batch(&mut self, first: Ack, rx: &mut mpsc::Receiver<Command>) -> bool {
+        self.apply_ack(first);
+        let mut next = None;
+        for _ in 1..ACK_BATCH {
+            match rx.try_recv() {
+                Ok(Command::Push(PushOutcome::Acked(ack))) => self.apply_ack(ack),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    next = Some(Command::Shutdown);
+                    break;
+                }
+            }
+        }
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "save failed; actions held");
+        }
+        match next {
+            Some(Command::Shutdown) => false,
+            Some(c) => {
+                self.handle(c);
+                true
+            }
+            None => true,
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -485,6 +527,14 @@ impl Engine {
     }
 
     fn on_ack(&mut self, ack: Ack) {
+        self.apply_ack(ack);
+        if let Err(f) = self.commit() {
+            tracing::error!(error = %f.error, "save failed; actions held");
+        }
+    }
+
+    /// An acknowledgement into the core, without saving (the caller commits).
+    fn apply_ack(&mut self, ack: Ack) {
         self.metrics.acked();
         let host = ack.host.clone();
         if let Some(h) = self.hosts.get_mut(&host) {
@@ -493,9 +543,6 @@ impl Engine {
         match self.core.handle_ack(now(), ack) {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "ack refused"),
-        }
-        if let Err(f) = self.commit() {
-            tracing::error!(error = %f.error, "save failed; actions held");
         }
     }
 
@@ -624,7 +671,14 @@ impl Engine {
             Action::PushConfig { host, config } => {
                 tracing::debug!(%host, generation = config.generation, "push config");
                 self.metrics.config_pushed();
-                if !self.pushers.push(&host, config) {
+                if !self.pushers.push(&host, Push::Whole(config)) {
+                    tracing::error!(%host, "no push task for host");
+                }
+            }
+            Action::PushDelta { host, delta } => {
+                tracing::debug!(%host, generation = delta.generation, mappings = delta.mappings.len(), "push config delta");
+                self.metrics.config_pushed();
+                if !self.pushers.push(&host, Push::Delta(delta)) {
                     tracing::error!(%host, "no push task for host");
                 }
             }

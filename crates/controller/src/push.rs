@@ -1,20 +1,29 @@
-//! Delivery of `PushConfig` actions: one task per host sends `PUT /v1/config` to its srmigd and
-//! feeds the reply [`Ack`] back to the engine.
+//! Delivery of `PushConfig` and `PushDelta` actions: one task per host sends its srmigd the
+//! change (`PATCH /v1/config` with a [`HostConfigDelta`]) or the whole config (`PUT
+//! /v1/config`) and feeds the reply [`Ack`] back to the engine.
 //!
-//! Hosts are served concurrently (a slow or dead host delays nobody else). Per host, configs
-//! go out in order; each becomes eligible `propagation_delay` after the core produced it (to
-//! emulate a slow mapping update), and when several are eligible only the newest is sent
-//! (configs are complete, so a newer one supersedes the older). A failed delivery (no
-//! connection, timeout, 5xx) is retried with exponential backoff for as long as the core still
-//! wants it, that is until a newer config for that host supersedes it. A 4xx answer means
-//! srmigd refused the config: it is reported and not retried (the core's timeouts decide what
-//! happens next).
+//! Hosts are served concurrently (a slow or dead host delays nobody else). Per host, pushes
+//! are taken in order; each becomes eligible `propagation_delay` after the core produced it
+//! (to emulate a slow mapping update). The task keeps the whole config the pushes taken so far
+//! make (`desired`: a whole config replaces it, a delta is applied to it in place, O(VMs in the
+//! delta)) and the composition of the deltas taken since the host's last acknowledgement
+//! (`pending`). When several pushes are eligible they are folded into one. What goes out:
+//! - `PATCH` with `pending` when the host acknowledged its base: O(changed VMs) on the wire
+//!   and in srmigd;
+//! - `PUT` with `desired` otherwise: the host's first config, after a whole push from the core
+//!   (restart, epoch, timeout), after a refusal, and when srmigd answers the `PATCH` with
+//!   `409 base-mismatch` (it restarted, or holds another version) or does not know `PATCH`
+//!   (an older srmigd: `PUT` from then on).
+//!
+//! A failed delivery (no connection, timeout, 5xx) is retried with exponential backoff, with
+//! whatever became eligible meanwhile folded in. Any other 4xx answer means srmigd refused the
+//! config: it is reported and not retried (the core's timeouts decide what happens next).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use srmig_api::{Ack, ApiError, HostConfig, HostId};
+use srmig_api::{Ack, ApiError, ApiErrorCode, HostConfig, HostConfigDelta, HostId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -47,6 +56,15 @@ impl Default for PushSettings {
     }
 }
 
+/// One push from the core, for one host.
+#[derive(Debug)]
+pub(crate) enum Push {
+    /// A whole config (`Action::PushConfig`).
+    Whole(HostConfig),
+    /// A change to the previous push (`Action::PushDelta`).
+    Delta(HostConfigDelta),
+}
+
 /// What a push attempt produced, for the engine.
 #[derive(Debug)]
 pub(crate) enum PushOutcome {
@@ -68,7 +86,7 @@ pub(crate) struct Pushers {
     events: mpsc::Sender<Command>,
     /// The controller's TLS client, for hosts registered with an `api_address`.
     tls: Option<srmig_tls::HttpsClient>,
-    hosts: BTreeMap<HostId, (mpsc::UnboundedSender<HostConfig>, JoinHandle<()>)>,
+    hosts: BTreeMap<HostId, (mpsc::UnboundedSender<Push>, JoinHandle<()>)>,
 }
 
 impl Pushers {
@@ -130,6 +148,11 @@ impl Pushers {
             events: self.events.clone(),
             rx,
             queue: VecDeque::new(),
+            desired: None,
+            pending: None,
+            host_has: None,
+            settled: true,
+            no_patch: false,
         };
         let task = tokio::spawn(worker.run());
         self.hosts.insert(host, (tx, task));
@@ -143,10 +166,10 @@ impl Pushers {
         }
     }
 
-    /// Queues a config for a host. Returns false if the host has no push task.
-    pub(crate) fn push(&self, host: &HostId, config: HostConfig) -> bool {
+    /// Queues a push for a host. Returns false if the host has no push task.
+    pub(crate) fn push(&self, host: &HostId, push: Push) -> bool {
         match self.hosts.get(host) {
-            Some((tx, _)) => tx.send(config).is_ok(),
+            Some((tx, _)) => tx.send(push).is_ok(),
             None => false,
         }
     }
@@ -165,15 +188,31 @@ struct Worker {
     http: PeerHttp,
     settings: PushSettings,
     events: mpsc::Sender<Command>,
-    rx: mpsc::UnboundedReceiver<HostConfig>,
-    /// Configs not yet delivered, oldest first, with the instant each becomes eligible.
-    queue: VecDeque<(Instant, HostConfig)>,
+    rx: mpsc::UnboundedReceiver<Push>,
+    /// Pushes not taken yet, oldest first, with the instant each becomes eligible.
+    queue: VecDeque<(Instant, Push)>,
+    /// The whole config the pushes taken so far make.
+    desired: Option<HostConfig>,
+    /// The deltas taken since the host's last acknowledgement, composed, while they apply to
+    /// the version the host acknowledged; `None`: a whole config goes out.
+    pending: Option<HostConfigDelta>,
+    /// The version the host last acknowledged.
+    host_has: Option<(u64, u64)>,
+    /// `desired` was acknowledged or refused: nothing to send until the next push.
+    settled: bool,
+    /// The host answered `PATCH` with 404 or 405: it only takes whole configs.
+    no_patch: bool,
 }
 
 enum Attempt {
     Acked(Ack),
     Refused(String),
     Transient(String),
+    /// The host cannot apply the delta (`409 base-mismatch`, or no `PATCH`): send the whole
+    /// config at once.
+    NeedsWhole {
+        no_patch: bool,
+    },
 }
 
 impl Worker {
@@ -181,39 +220,51 @@ impl Worker {
         let mut backoff = self.settings.min_backoff;
         let mut retry_at: Option<Instant> = None;
         loop {
-            // Wait for something to send.
-            let Some(&(ready, _)) = self.queue.front() else {
-                match self.rx.recv().await {
-                    Some(config) => self.enqueue(config),
-                    None => return,
-                }
-                continue;
+            self.take_eligible(Instant::now());
+            let outstanding = !self.settled && self.desired.is_some();
+            let next_ready = self.queue.front().map(|(ready, _)| *ready);
+            // When to act next: a due retry, else at once; or when the next push is eligible.
+            let wake = match (outstanding, next_ready) {
+                (true, _) => retry_at,
+                (false, Some(ready)) => Some(ready),
+                (false, None) => None,
             };
-            let wake = retry_at.map_or(ready, |r| r.max(ready));
-            if Instant::now() < wake {
-                tokio::select! {
-                    received = self.rx.recv() => match received {
-                        Some(config) => self.enqueue(config),
+            match wake {
+                Some(at) if Instant::now() < at => {
+                    tokio::select! {
+                        received = self.rx.recv() => match received {
+                            Some(push) => self.enqueue(push),
+                            None => return,
+                        },
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                    continue;
+                }
+                None if !outstanding => {
+                    match self.rx.recv().await {
+                        Some(push) => self.enqueue(push),
                         None => return,
-                    },
-                    () = tokio::time::sleep_until(wake) => {}
+                    }
+                    continue;
                 }
+                _ => {}
+            }
+            if !outstanding {
                 continue;
             }
-            // Several eligible configs: only the newest matters.
-            let now = Instant::now();
-            while self.queue.len() > 1 && self.queue.get(1).is_some_and(|(r, _)| *r <= now) {
-                self.queue.pop_front();
-            }
-            let Some((_, config)) = self.queue.front() else {
-                continue;
-            };
-            let generation = config.generation;
-            match self.attempt(config).await {
+            retry_at = None;
+            let generation = self.desired.as_ref().map_or(0, |d| d.generation);
+            match self.attempt().await {
                 Attempt::Acked(ack) => {
-                    self.queue.pop_front();
                     backoff = self.settings.min_backoff;
-                    retry_at = None;
+                    self.host_has = Some((ack.epoch, ack.generation));
+                    self.pending = None;
+                    self.settled = self.desired.as_ref().map(HostConfig::version) == self.host_has;
+                    if !self.settled {
+                        // Acknowledged another version than the one sent: try again, paced.
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(self.settings.max_backoff);
+                    }
                     if self
                         .events
                         .send(Command::Push(PushOutcome::Acked(ack)))
@@ -223,11 +274,17 @@ impl Worker {
                         return;
                     }
                 }
+                Attempt::NeedsWhole { no_patch } => {
+                    tracing::debug!(host = %self.host, generation, no_patch, "the host cannot apply the delta; sending the whole config");
+                    self.no_patch |= no_patch;
+                    self.pending = None;
+                }
                 Attempt::Refused(error) => {
                     tracing::warn!(host = %self.host, generation, %error, "srmigd refused the config");
-                    self.queue.pop_front();
                     backoff = self.settings.min_backoff;
-                    retry_at = None;
+                    // Not retried; the host keeps what it had, so the next push goes out whole.
+                    self.settled = true;
+                    self.pending = None;
                     if !self.report_failure(generation, error, false).await {
                         return;
                     }
@@ -244,9 +301,44 @@ impl Worker {
         }
     }
 
-    fn enqueue(&mut self, config: HostConfig) {
+    fn enqueue(&mut self, push: Push) {
         let ready = Instant::now() + self.settings.propagation_delay;
-        self.queue.push_back((ready, config));
+        self.queue.push_back((ready, push));
+    }
+
+    /// Folds every push eligible at `now` into `desired` and `pending`.
+    fn take_eligible(&mut self, now: Instant) {
+        while self.queue.front().is_some_and(|(ready, _)| *ready <= now) {
+            let Some((_, push)) = self.queue.pop_front() else {
+                break;
+            };
+            self.settled = false;
+            match push {
+                Push::Whole(config) => {
+                    self.desired = Some(config);
+                    self.pending = None;
+                }
+                Push::Delta(delta) => {
+                    let Some(desired) = self.desired.as_mut() else {
+                        tracing::error!(host = %self.host, generation = delta.generation, "a config delta before any whole config; dropped (the controller pushes the whole config again at its timeout)");
+                        self.settled = true;
+                        continue;
+                    };
+                    if let Err(e) = desired.apply_delta(&delta) {
+                        tracing::error!(host = %self.host, error = %e, "a config delta does not apply to the previous push; dropped (the controller pushes the whole config again at its timeout)");
+                        self.desired = None;
+                        self.pending = None;
+                        self.settled = true;
+                        continue;
+                    }
+                    self.pending = match self.pending.take() {
+                        Some(p) => p.then(delta).ok(),
+                        None if self.host_has == Some(delta.base()) => Some(delta),
+                        None => None,
+                    };
+                }
+            }
+        }
     }
 
     async fn report_failure(&self, generation: u64, error: String, retrying: bool) -> bool {
@@ -261,16 +353,23 @@ impl Worker {
             .is_ok()
     }
 
-    async fn attempt(&self, config: &HostConfig) -> Attempt {
-        let body = match serde_json::to_vec(config) {
+    /// Sends `pending` (`PATCH`) when the host holds its base, else `desired` (`PUT`).
+    async fn attempt(&self) -> Attempt {
+        let delta = self
+            .pending
+            .as_ref()
+            .filter(|p| !self.no_patch && Some(p.base()) == self.host_has);
+        let (method, body) = match (delta, &self.desired) {
+            (Some(d), _) => (Method::PATCH, serde_json::to_vec(d)),
+            (None, Some(c)) => (Method::PUT, serde_json::to_vec(c)),
+            (None, None) => return Attempt::Refused("nothing to send".into()),
+        };
+        let body = match body {
             Ok(b) => b,
             Err(e) => return Attempt::Refused(format!("cannot encode the config: {e}")),
         };
-        let response = match self
-            .http
-            .request(Method::PUT, "/v1/config", Some(body))
-            .await
-        {
+        let patch = method == Method::PATCH;
+        let response = match self.http.request(method, "/v1/config", Some(body)).await {
             Ok(r) => r,
             Err(e) => return Attempt::Transient(error_chain(&e)),
         };
@@ -286,9 +385,27 @@ impl Worker {
                 Err(e) => Attempt::Transient(format!("the reply is not an Ack: {e}")),
             };
         }
-        let detail = match serde_json::from_slice::<ApiError>(&response.body) {
-            Ok(err) => err.to_string(),
-            Err(_) => String::from_utf8_lossy(&response.body)
+        let api_error = serde_json::from_slice::<ApiError>(&response.body).ok();
+        if patch {
+            if matches!(
+                response.status,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ) && api_error
+                .as_ref()
+                .is_none_or(|e| e.code != ApiErrorCode::UnknownVm)
+            {
+                return Attempt::NeedsWhole { no_patch: true };
+            }
+            if api_error
+                .as_ref()
+                .is_some_and(|e| e.code == ApiErrorCode::BaseMismatch)
+            {
+                return Attempt::NeedsWhole { no_patch: false };
+            }
+        }
+        let detail = match api_error {
+            Some(err) => err.to_string(),
+            None => String::from_utf8_lossy(&response.body)
                 .chars()
                 .take(200)
                 .collect(),

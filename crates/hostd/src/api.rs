@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use srmig_api::{ApiError, ApiErrorCode, HostConfig};
+use srmig_api::{ApiError, ApiErrorCode, HostConfig, HostConfigDelta};
 use srmig_dataplane::SidConfig;
 
 #[cfg(test)]
@@ -69,7 +69,7 @@ pub fn router(dp: impl Into<Workers>) -> Router {
     let dp: Workers = dp.into();
     Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/config", put(put_config))
+        .route("/v1/config", put(put_config).patch(patch_config))
         .route("/v1/vms/{name}/state", put(put_vm_state))
         .route("/v1/sids", post(post_sid))
         .route("/v1/sids/{sid}", delete(delete_sid))
@@ -141,6 +141,19 @@ async fn put_config(State(dp): State<Workers>, body: Bytes) -> Response {
     };
     let make = |r| Command::ApplyConfig(Box::new(hc.clone()), r);
     match call_all(&dp, "PUT /v1/config", make, first).await {
+        Some(Ok(ack)) => Json(ack).into_response(),
+        Some(Err(e)) => command_error(&e),
+        None => unavailable(),
+    }
+}
+
+async fn patch_config(State(dp): State<Workers>, body: Bytes) -> Response {
+    let delta: HostConfigDelta = match parse("host config delta", &body) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let make = |r| Command::ApplyDelta(Box::new(delta.clone()), r);
+    match call_all(&dp, "PATCH /v1/config", make, first).await {
         Some(Ok(ack)) => Json(ack).into_response(),
         Some(Err(e)) => command_error(&e),
         None => unavailable(),
@@ -331,6 +344,37 @@ mod tests {
             assert_eq!(e.code, ApiErrorCode::Conflict);
             assert!(e.message.contains("older"), "{}", e.message);
             assert_eq!(status_of(&app).await.generation, Some(7));
+        });
+    }
+
+    #[test]
+    fn patch_applies_a_delta_or_answers_base_mismatch() {
+        rt().block_on(async {
+            let (app, _t) = app();
+            let delta = r#"{"epoch":0,"base_generation":7,"generation":8,
+                "mappings":[{"vm":"far1","addresses":["2001:db8:a::30"],
+                             "steering":{"encaps":{"segments":["fc00:0:9::d6"],"headend":"H.Encaps"}}}]}"#;
+            // Nothing in force yet: base-mismatch.
+            let (s, b) = call(&app, "PATCH", "/v1/config", delta).await;
+            assert_eq!(s, StatusCode::CONFLICT);
+            assert_eq!(api_error(&b).code, ApiErrorCode::BaseMismatch);
+            let (s, _) = call(&app, "PUT", "/v1/config", &hc_json(7)).await;
+            assert_eq!(s, StatusCode::OK);
+            let (s, b) = call(&app, "PATCH", "/v1/config", delta).await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+            let ack: srmig_api::Ack = serde_json::from_slice(&b).expect("ack");
+            assert_eq!(ack.generation, 8);
+            let st = status_of(&app).await;
+            assert_eq!(st.generation, Some(8));
+            let p = st
+                .policies
+                .iter()
+                .find(|p| p.name == "vm:far1")
+                .expect("policy");
+            assert_eq!(p.segments, vec!["fc00:0:9::d6".parse::<Ipv6Addr>().expect("sid")]);
+            let (s, b) = call(&app, "PATCH", "/v1/config", "{\"epoch\":0}").await;
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+            assert_eq!(api_error(&b).code, ApiErrorCode::InvalidRequest);
         });
     }
 

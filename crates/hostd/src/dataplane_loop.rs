@@ -942,6 +942,9 @@ pub fn serve(agent: &mut Agent, now: Instant, cmd: Command, ports: &[PortInfo]) 
         Command::ApplyConfig(hc, reply) => {
             let _ = reply.send(agent.apply_host_config(*hc));
         }
+        Command::ApplyDelta(delta, reply) => {
+            let _ = reply.send(agent.apply_host_config_delta(&delta));
+        }
         Command::SetVmState(name, state, reply) => {
             let _ = reply.send(agent.set_vm_state(now, &name, state));
         }

@@ -5,7 +5,7 @@
 use std::net::Ipv6Addr;
 
 use srmig_agent::AgentError;
-use srmig_api::{Ack, HostConfig, HostStatus, SidStatus, VmStatus};
+use srmig_api::{Ack, HostConfig, HostConfigDelta, HostStatus, SidStatus, VmStatus};
 use srmig_dataplane::SidConfig;
 use tokio::sync::oneshot;
 
@@ -17,6 +17,8 @@ pub type Reply<T> = oneshot::Sender<T>;
 pub enum Command {
     /// `PUT /v1/config`.
     ApplyConfig(Box<HostConfig>, Reply<Result<Ack, AgentError>>),
+    /// `PATCH /v1/config`.
+    ApplyDelta(Box<HostConfigDelta>, Reply<Result<Ack, AgentError>>),
     /// `PUT /v1/vms/{name}/state`.
     SetVmState(
         String,

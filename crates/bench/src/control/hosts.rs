@@ -1,8 +1,9 @@
 //! The N hosts of `srmig bench control`: each one a real [`srmig_agent::Agent`] (the code
 //! srmigd runs: plan, validate on a scratch engine, install into a live
-//! [`srmig_dataplane::Dataplane`]) behind the two endpoints of srmigd's API the controller
-//! calls, `PUT /v1/config` and `GET /v1/status`, with srmigd's wire format (JSON
-//! [`HostConfig`] in, [`srmig_api::Ack`] or [`srmig_api::ApiError`] out). Each host listens on
+//! [`srmig_dataplane::Dataplane`]) behind the endpoints of srmigd's API the controller
+//! calls, `PUT /v1/config`, `PATCH /v1/config` and `GET /v1/status`, with srmigd's wire
+//! format (JSON [`HostConfig`] or [`srmig_api::HostConfigDelta`] in, [`srmig_api::Ack`] or
+//! [`srmig_api::ApiError`] out). Each host listens on
 //! its own unix socket, as a host registered with `api_socket`; all of them are served by the
 //! one runtime the caller runs them on.
 //!
@@ -42,7 +43,7 @@ use super::ControlBenchError;
 /// Wire and CPU counters summed over every host (read before and after a measured section).
 #[derive(Debug, Default)]
 pub(crate) struct WireStats {
-    /// `PUT /v1/config` requests received.
+    /// `PUT /v1/config` and `PATCH /v1/config` requests received.
     pub config_puts: AtomicU64,
     /// Their body bytes.
     pub config_bytes: AtomicU64,
@@ -231,7 +232,7 @@ impl Fleet {
                 agent: Mutex::new(agent),
             });
             let app = Router::new()
-                .route("/v1/config", put(put_config))
+                .route("/v1/config", put(put_config).patch(patch_config))
                 .route("/v1/status", get(status))
                 .fallback(|| async {
                     error(
@@ -310,24 +311,40 @@ fn error(status: StatusCode, code: ApiErrorCode, message: String) -> Response {
 /// `PUT /v1/config`, as srmigd answers it: 200 and the Ack, or the agent's error status and
 /// an [`ApiError`].
 async fn put_config(State(s): State<AppState>, body: Bytes) -> Response {
+    apply(&s, &body, |agent, hc: HostConfig| {
+        agent.apply_host_config(hc)
+    })
+}
+
+/// `PATCH /v1/config`, as srmigd answers it.
+async fn patch_config(State(s): State<AppState>, body: Bytes) -> Response {
+    apply(&s, &body, |agent, d: srmig_api::HostConfigDelta| {
+        agent.apply_host_config_delta(&d)
+    })
+}
+
+/// Parses `body` and applies it to the host's agent with `f`, counting bytes and time.
+fn apply<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    body: &[u8],
+    f: impl FnOnce(&mut Agent, T) -> Result<srmig_api::Ack, srmig_agent::AgentError>,
+) -> Response {
     let started = Instant::now();
     s.stats.config_puts.fetch_add(1, Ordering::Relaxed);
     s.stats
         .config_bytes
         .fetch_add(body.len() as u64, Ordering::Relaxed);
-    let reply = match serde_json::from_slice::<HostConfig>(&body) {
+    let reply = match serde_json::from_slice::<T>(body) {
         Err(e) => error(
             StatusCode::BAD_REQUEST,
             ApiErrorCode::InvalidRequest,
             format!("invalid host config: {e}"),
         ),
         Ok(hc) => {
-            let applied = s
-                .host
-                .agent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply_host_config(hc);
+            let applied = f(
+                &mut s.host.agent.lock().unwrap_or_else(PoisonError::into_inner),
+                hc,
+            );
             match applied {
                 Ok(ack) => Json(ack).into_response(),
                 Err(e) => {

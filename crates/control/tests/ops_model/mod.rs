@@ -190,6 +190,8 @@ pub struct World {
     pub inbox: BTreeMap<HostId, VecDeque<HostConfig>>,
     pub applied: BTreeMap<HostId, HostConfig>,
     pub last_gen: BTreeMap<HostId, u64>,
+    /// The config of the last push to each host, whole or delta (as the daemon keeps it).
+    pub pushed: BTreeMap<HostId, HostConfig>,
     pub actual: BTreeMap<(VmId, HostId), VmState>,
     pub hyp: BTreeMap<VmId, Hyp>,
     /// VMs whose current hypervisor run already delivered `completed`.
@@ -213,6 +215,7 @@ impl World {
             inbox: BTreeMap::new(),
             applied: BTreeMap::new(),
             last_gen: BTreeMap::new(),
+            pushed: BTreeMap::new(),
             actual: BTreeMap::new(),
             hyp: BTreeMap::new(),
             hyp_completed: Default::default(),
@@ -279,6 +282,31 @@ impl World {
                         config.generation
                     );
                     ensure!(config.validate().is_ok(), "invalid config for {host}");
+                    self.pushed.insert(host.clone(), config.clone());
+                    self.inbox.entry(host).or_default().push_back(config);
+                }
+                Action::PushDelta { host, delta } => {
+                    // What the daemon does: apply the delta to the config of the previous
+                    // push; the host gets (the equivalent of) the whole result.
+                    let last = self
+                        .last_gen
+                        .insert(host.clone(), delta.generation)
+                        .unwrap_or(0);
+                    ensure!(
+                        delta.generation > last && delta.base_generation == last,
+                        "{host}: delta {} -> {} pushed after {last}",
+                        delta.base_generation,
+                        delta.generation
+                    );
+                    let Some(config) = self.pushed.get_mut(&host) else {
+                        return Err(Fail(format!("{host}: a delta before any whole config")));
+                    };
+                    ensure!(
+                        config.apply_delta(&delta).is_ok(),
+                        "{host}: delta {delta:?} does not apply"
+                    );
+                    ensure!(config.validate().is_ok(), "invalid config for {host}");
+                    let config = config.clone();
                     self.inbox.entry(host).or_default().push_back(config);
                 }
                 Action::EpochAdvanced { host, theirs, .. } => {
