@@ -113,27 +113,46 @@ impl World {
         hosts.get(i % hosts.len().max(1)).map(|h| (*h).clone())
     }
 
+    /// Checks a config the controller pushed (whole, or a delta applied to the previous push)
+    /// and keeps it for acknowledgements.
+    fn record(&mut self, host: HostId, config: HostConfig) {
+        assert!(
+            self.c.model().host(&host).is_some(),
+            "push to unregistered {host}"
+        );
+        if let Err(e) = config.validate() {
+            panic!("pushed an invalid config to {host}: {e}\n{config:?}");
+        }
+        assert!(config.epoch <= self.c.epoch(), "pushed a future epoch");
+        let v = config.version();
+        if let Some(old) = self.last_version.insert(host.clone(), v) {
+            assert!(v > old, "{host}: pushed version {v:?} after {old:?}");
+        }
+        let list = self.pushes.entry(host).or_default();
+        list.push(config);
+        if list.len() > KEEP {
+            list.remove(0);
+        }
+    }
+
     fn drain(&mut self) {
         while let Some(action) = self.c.poll_action() {
             match action {
-                Action::PushConfig { host, config } => {
-                    assert!(
-                        self.c.model().host(&host).is_some(),
-                        "push to unregistered {host}"
-                    );
-                    if let Err(e) = config.validate() {
-                        panic!("pushed an invalid config to {host}: {e}\n{config:?}");
+                Action::PushConfig { host, config } => self.record(host, config),
+                Action::PushDelta { host, delta } => {
+                    let Some(mut config) = self.pushes.get(&host).and_then(|l| l.last()).cloned()
+                    else {
+                        panic!(
+                            "{host}: a delta {:?} with no config pushed before",
+                            delta.version()
+                        );
+                    };
+                    if let Err(e) = config.apply_delta(&delta) {
+                        panic!(
+                            "{host}: the delta does not apply to the previous push: {e}\n{delta:?}"
+                        );
                     }
-                    assert!(config.epoch <= self.c.epoch(), "pushed a future epoch");
-                    let v = config.version();
-                    if let Some(old) = self.last_version.insert(host.clone(), v) {
-                        assert!(v > old, "{host}: pushed version {v:?} after {old:?}");
-                    }
-                    let list = self.pushes.entry(host).or_default();
-                    list.push(config);
-                    if list.len() > KEEP {
-                        list.remove(0);
-                    }
+                    self.record(host, config);
                 }
                 Action::EpochAdvanced {
                     host,

@@ -7,8 +7,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
 use srmig_api::{
-    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, Timestamp,
-    VmStateReport,
+    Ack, ApiError, ApiErrorCode, HostConfig, HostConfigDelta, HostId, Timestamp, VmStateReport,
 };
 use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
@@ -413,17 +412,26 @@ impl Agent {
         if delta.version() == cur.version() {
             return Ok(self.ack(cur.version()));
         }
-        let mut next = cur.clone();
-        next.apply_delta(delta).map_err(|e| match e {
-            DeltaError::BaseMismatch { .. } => {
-                AgentError::BaseMismatch(format!("{e}; send the whole config"))
-            }
-            other => AgentError::Invalid(other.to_string()),
-        })?;
+        if delta.base() != cur.version() {
+            return Err(AgentError::BaseMismatch(format!(
+                "the delta applies to epoch {} generation {}, epoch {} generation {} is in force; send the whole config",
+                delta.epoch,
+                delta.base_generation,
+                cur.epoch,
+                cur.generation
+            )));
+        }
+        delta
+            .check()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
         if delta.local_vms.is_some() || delta.sids.is_some() {
+            let mut next = cur.clone();
+            next.apply_delta(delta)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?;
             return self.apply_host_config(next);
         }
-        next.validate().map_err(|e| {
+        // Mappings only: checked, installed and recorded in place, O(VMs in the delta).
+        cur.validate_delta(delta).map_err(|e| {
             AgentError::Invalid(format!("the config the delta makes is invalid: {e}"))
         })?;
         let (policies, mappings) = mapping_plan(&self.base, &delta.mappings)?;
@@ -436,26 +444,39 @@ impl Agent {
             .filter_map(|vm| cur.mapping(vm))
             .flat_map(|m| m.addresses.iter().map(|a| IpNet::from(*a)))
             .collect();
-        let mut working = self.plan.clone();
-        working.mappings.retain(|(p, _)| !old.contains(p));
-        working.mappings.extend(mappings.iter().cloned());
-        for p in &policies {
-            match working.policies.iter_mut().find(|x| x.name == p.name) {
-                Some(x) => *x = p.clone(),
-                None => working.policies.push(p.clone()),
-            }
-        }
         if let Err(e) = self.install_mappings(&policies, &old, &mappings) {
             warn!(error = %e, "the engine refused a host config delta; restoring the previous state");
+            // What may have changed: the delta's prefixes; the plan in force is unchanged.
+            let touched = Plan {
+                policies: Vec::new(),
+                mappings: mappings.clone(),
+                sids: self.plan.sids.clone(),
+            };
             let prev = self.plan.clone();
-            if let Err(e2) = self.install_diff(&working, &prev) {
+            if let Err(e2) = self.install_diff(&touched, &prev) {
                 warn!(error = %e2, "restoring the previous plan failed");
             }
             return Err(AgentError::Invalid(format!(
                 "the engine refused the delta: {e}"
             )));
         }
-        self.plan = working;
+        let plan = &mut self.plan;
+        if !old.is_empty() {
+            plan.mappings.retain(|(p, _)| !old.contains(p));
+        }
+        plan.mappings.extend(mappings);
+        for p in policies {
+            match plan.policies.iter_mut().find(|x| x.name == p.name) {
+                Some(x) => *x = p,
+                None => plan.policies.push(p),
+            }
+        }
+        if let Some(applied) = self.applied.as_mut() {
+            if let Err(e) = applied.apply_delta(delta) {
+                // Checked above; cannot happen.
+                warn!(error = %e, "recording the applied delta failed");
+            }
+        }
         info!(
             epoch = delta.epoch,
             generation = delta.generation,
@@ -463,9 +484,7 @@ impl Agent {
             removed = delta.removed.len(),
             "host config delta applied"
         );
-        let v = next.version();
-        self.applied = Some(next);
-        Ok(self.ack(v))
+        Ok(self.ack(delta.version()))
     }
 
     /// Installs `policies`, withdraws the `old` prefixes not in `mappings` (falling back to
