@@ -277,6 +277,26 @@ pub enum HostConfigError {
     },
 }
 
+impl Mapping {
+    /// Checks the mapping on its own: at least one address, and at least one segment when it
+    /// encapsulates.
+    pub fn check(&self) -> Result<(), HostConfigError> {
+        if self.addresses.is_empty() {
+            return Err(HostConfigError::Empty {
+                vm: self.vm.clone(),
+                what: "addresses",
+            });
+        }
+        if matches!(&self.steering, Steering::Encaps(e) if e.segments.is_empty()) {
+            return Err(HostConfigError::Empty {
+                vm: self.vm.clone(),
+                what: "segments",
+            });
+        }
+        Ok(())
+    }
+}
+
 impl HostConfig {
     /// The mapping for `vm`, if any.
     pub fn mapping(&self, vm: &VmId) -> Option<&Mapping> {
@@ -311,20 +331,7 @@ impl HostConfig {
                     vm: m.vm.clone(),
                 });
             }
-            if m.addresses.is_empty() {
-                return Err(HostConfigError::Empty {
-                    vm: m.vm.clone(),
-                    what: "addresses",
-                });
-            }
-            if let Steering::Encaps(e) = &m.steering {
-                if e.segments.is_empty() {
-                    return Err(HostConfigError::Empty {
-                        vm: m.vm.clone(),
-                        what: "segments",
-                    });
-                }
-            }
+            m.check()?;
             for addr in &m.addresses {
                 if let Some(first) = owners.insert(*addr, &m.vm) {
                     if first != &m.vm {

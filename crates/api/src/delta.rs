@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HostConfig, HostConfigError, LocalVm, Mapping, SidEntry, Steering};
+use crate::config::{HostConfig, HostConfigError, LocalVm, Mapping, SidEntry};
 use crate::ids::VmId;
 
 /// What changed in a host's config between two versions of one epoch.
@@ -208,18 +208,7 @@ impl HostConfig {
                     vm: m.vm.clone(),
                 });
             }
-            if m.addresses.is_empty() {
-                return Err(HostConfigError::Empty {
-                    vm: m.vm.clone(),
-                    what: "addresses",
-                });
-            }
-            if matches!(&m.steering, Steering::Encaps(e) if e.segments.is_empty()) {
-                return Err(HostConfigError::Empty {
-                    vm: m.vm.clone(),
-                    what: "segments",
-                });
-            }
+            m.check()?;
             for addr in &m.addresses {
                 let other = delta.mappings[..i]
                     .iter()
@@ -278,7 +267,7 @@ impl HostConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Encaps, Headend};
+    use crate::config::{Encaps, Headend, Steering};
     use crate::ids::MacAddr;
     use proptest::prelude::*;
     use std::net::IpAddr;
