@@ -26,6 +26,7 @@
 //! VM's buffer is non-empty, new packets for it are appended to the buffer (`Held`) instead of
 //! being delivered ahead of it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv6Net};
@@ -103,6 +104,9 @@ pub struct Dataplane {
     fib: Fib,
     sids: SidTable,
     policies: Vec<Policy>,
+    /// Policy ids by name: a host with N VMs has N policies, and the control plane names them
+    /// on every mapping it installs (a linear search was O(N) string compares per install).
+    policy_names: HashMap<String, PolicyId>,
     vms: VmTable,
     /// Mappings shorter than /128 (IPv6) and all IPv4 mappings; IPv6 /128 mappings share
     /// the VM address table ([`crate::vm::AddrEntry`]).
@@ -362,6 +366,7 @@ impl Dataplane {
             fib: Fib::new(hasher),
             sids: SidTable::with_hasher(hasher),
             policies: Vec::new(),
+            policy_names: HashMap::new(),
             counters: Counters::new(ports.len(), vms.len()),
             ports,
             vms,
@@ -394,7 +399,7 @@ impl Dataplane {
         }
         // Policies.
         for (i, p) in cfg.policies.iter().enumerate() {
-            if cfg.policies[..i].iter().any(|q| q.name == p.name) {
+            if dp.policy_names.contains_key(&p.name) {
                 return Err(ConfigError::invalid(
                     format!("policies[{i}].name"),
                     format!("duplicate policy name \"{}\"", p.name),
@@ -509,8 +514,8 @@ impl Dataplane {
         cfg: &PolicyConfig,
     ) -> Result<PolicyId, ConfigError> {
         let p = Policy::build(path, cfg, Ipv6Addr::from(self.encap_source), &self.hmac)?;
-        if let Some(i) = self.policies.iter().position(|q| q.name == cfg.name) {
-            let id = PolicyId(i as u32);
+        if let Some(&id) = self.policy_names.get(&cfg.name) {
+            let i = id.index();
             if p.headend == Headend::HInsert && self.sids.uses_policy(id) {
                 return Err(ConfigError::invalid(
                     format!("{path}.headend"),
@@ -520,9 +525,11 @@ impl Dataplane {
             self.policies[i] = p;
             return Ok(id);
         }
+        let id = PolicyId(self.policies.len() as u32);
         self.policies.push(p);
         self.counters.policies.push(PacketBytes::default());
-        Ok(PolicyId((self.policies.len() - 1) as u32))
+        self.policy_names.insert(cfg.name.clone(), id);
+        Ok(id)
     }
 
     /// Sets the ingress steering for `prefix` (traffic from local VMs).
@@ -698,10 +705,10 @@ impl Dataplane {
 
     /// The id of the policy named `name`.
     pub fn policy_id(&self, name: &str) -> Option<PolicyId> {
-        self.policies
-            .iter()
-            .position(|p| p.active && p.name == name)
-            .map(|i| PolicyId(i as u32))
+        self.policy_names
+            .get(name)
+            .copied()
+            .filter(|id| self.policies.get(id.index()).is_some_and(|p| p.active))
     }
 
     /// Installed SIDs with their behavior and configuration.
