@@ -780,14 +780,32 @@ impl Dataplane {
     /// Writes the next generated or released frame into `out` and returns its egress port.
     /// Generated packets (ICMPv6, NDP) first, then buffered packets of VMs that are running
     /// again, in arrival order; expired buffered packets are dropped on the way (`BufferExpired`).
+    ///
+    /// `None` means nothing is pending ([`Dataplane::has_pending_transmit`] is false): a held
+    /// packet too big for its VM port generates its Packet Too Big here, and that error is
+    /// returned before any later packet.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
-        if let Some(port) = self.gen.pop_into(out) {
-            if let Some(c) = self.counters.ports.get_mut(port.index()) {
-                c.tx.add(out.len());
+        loop {
+            if let Some(port) = self.gen.pop_into(out) {
+                if let Some(c) = self.counters.ports.get_mut(port.index()) {
+                    c.tx.add(out.len());
+                }
+                out.verdict = Verdict::Tx(port);
+                return Some(port);
             }
-            out.verdict = Verdict::Tx(port);
-            return Some(port);
+            match self.release_next(now, out) {
+                Some(port) => return Some(port),
+                None if self.gen.is_empty() => return None,
+                // A held packet too big for its VM port queued its error: that goes first.
+                None => {}
+            }
         }
+    }
+
+    /// The next held packet of a running VM into `out`, dropping expired ones on the way.
+    /// Returns early (`None`) when a packet too big for its VM port queued an error in
+    /// `gen`, so that the caller sends it first.
+    fn release_next(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
         while let Some(&vm) = self.releasing.first() {
             let Some(v) = self.vms.get(vm) else {
                 self.releasing.remove(0);
@@ -828,6 +846,9 @@ impl Dataplane {
             if len > self.ports[port.index()].max_frame {
                 out.verdict = self.packet_too_big(now, out, port, false);
                 self.counters.vms[vm.index()].dropped += 1;
+                if !self.gen.is_empty() {
+                    return None;
+                }
                 continue;
             }
             let c = &mut self.counters.vms[vm.index()];

@@ -1143,6 +1143,39 @@ fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
     assert_eq!(d.counters().icmp().packet_too_big_sent, 2);
 }
 
+#[test]
+fn a_release_of_only_too_big_packets_still_sends_their_errors() {
+    // Found by the dataplane_ops fuzz target: poll_transmit answered None while the Packet Too
+    // Big of the last held packet waited in the generated queue.
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    d.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
+    let inner_src = a6("2001:db8:777::7");
+    for len in [1281, 9000] {
+        let f = uplink_frame(
+            D,
+            &[sid(D, END_SBUF)],
+            0,
+            &udp6_sized(inner_src, vm1(), len),
+        );
+        assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Held(vm));
+    }
+    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    let g = drain(&mut d, T0);
+    assert!(
+        !d.has_pending_transmit(),
+        "poll_transmit said None with errors pending"
+    );
+    assert_eq!(g.iter().filter(|(p, _)| *p == VM1_PORT).count(), 0);
+    assert_eq!(d.counters().drops(DropReason::PacketTooBig), 2);
+    assert_eq!(
+        g.len() as u64,
+        d.counters().icmp().packet_too_big_sent,
+        "every error counted as sent went out"
+    );
+    assert!(!g.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]

@@ -510,6 +510,10 @@ impl Harness {
         self.drain_all();
         for h in &self.hosts {
             h.check();
+            assert!(
+                !h.dp.has_pending_transmit(),
+                "poll_transmit answered None with frames pending"
+            );
         }
         self.collect_stats();
     }
