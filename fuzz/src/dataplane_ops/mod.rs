@@ -624,13 +624,20 @@ impl Harness {
                 let h = &mut self.hosts[host_index(host)];
                 h.touched_sids |= 1 << sid as u32;
                 let cfg = catalog(h.h, sid);
-                let refused = matches!(
-                    sid,
-                    CatalogSid::BadVm
-                        | CatalogSid::BadPort
-                        | CatalogSid::B6Insert
-                        | CatalogSid::OutsideLocator
-                );
+                // B6Insert binds to "to-d-insert", an H.Insert policy in the world (or none on
+                // that host); an input may have replaced it with an encapsulation, which makes
+                // the SID valid.
+                let insert_or_none = cfg
+                    .policy
+                    .as_deref()
+                    .and_then(|name| h.dp.policy_id(name))
+                    .and_then(|id| h.dp.policy(id))
+                    .is_none_or(|(headend, _)| headend == Headend::HInsert);
+                let refused = match sid {
+                    CatalogSid::BadVm | CatalogSid::BadPort | CatalogSid::OutsideLocator => true,
+                    CatalogSid::B6Insert => insert_or_none,
+                    _ => false,
+                };
                 let installed = h.dp.sid_id(cfg.sid).is_some();
                 let r = h.dp.install_sid(cfg);
                 if refused && !installed {
