@@ -211,9 +211,21 @@ impl Host {
         }
     }
 
-    /// Undoes the input's changes to policies, SIDs and mappings (in that order: a SID
-    /// bound to a policy needs the policy as configured).
+    /// Undoes the input's changes to SIDs, policies and mappings: the SIDs the input touched
+    /// are removed first (an End.B6.Encaps SID it added may hold a policy it turned into an
+    /// encapsulation, which then cannot become H.Insert again), the policies restored, then
+    /// the original SIDs installed again (a SID bound to a policy needs the policy as
+    /// configured), then the mappings.
     fn restore_tables(&mut self) {
+        let touched_sids: Vec<std::net::Ipv6Addr> = CatalogSid::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.touched_sids & (1 << i) != 0)
+            .map(|(_, sid)| catalog(self.h, *sid).sid)
+            .collect();
+        for addr in &touched_sids {
+            self.dp.remove_sid(*addr);
+        }
         for (i, name) in PolicyName::ALL.iter().enumerate() {
             if self.touched_policies & (1 << i) != 0 {
                 let orig = self
@@ -228,13 +240,9 @@ impl Host {
                 }
             }
         }
-        for (i, sid) in CatalogSid::ALL.iter().enumerate() {
-            if self.touched_sids & (1 << i) != 0 {
-                let addr = catalog(self.h, *sid).sid;
-                self.dp.remove_sid(addr);
-                if let Some(orig) = self.cfg.sids.iter().find(|s| s.sid == addr) {
-                    self.dp.install_sid(orig.clone()).expect("the original SID");
-                }
+        for addr in &touched_sids {
+            if let Some(orig) = self.cfg.sids.iter().find(|s| s.sid == *addr) {
+                self.dp.install_sid(orig.clone()).expect("the original SID");
             }
         }
         for i in 0..world::PREFIXES {
