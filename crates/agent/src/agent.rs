@@ -7,7 +7,8 @@ use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
 use srmig_api::{
-    Ack, ApiError, ApiErrorCode, HostConfig, HostConfigDelta, HostId, Timestamp, VmStateReport,
+    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, Timestamp,
+    VmStateReport,
 };
 use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
@@ -413,12 +414,12 @@ impl Agent {
             return Ok(self.ack(cur.version()));
         }
         if delta.base() != cur.version() {
+            let e = DeltaError::BaseMismatch {
+                base: delta.base(),
+                held: cur.version(),
+            };
             return Err(AgentError::BaseMismatch(format!(
-                "the delta applies to epoch {} generation {}, epoch {} generation {} is in force; send the whole config",
-                delta.epoch,
-                delta.base_generation,
-                cur.epoch,
-                cur.generation
+                "{e}; send the whole config"
             )));
         }
         delta

@@ -1118,13 +1118,15 @@ fn packet_too_big_is_never_about_an_error_and_is_rate_limited() {
     assert_eq!(s.counters().icmp().rate_limited, 51);
 }
 
-#[test]
-fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
+/// Host D with VM port MTU 1280: UDP packets of these IPv6 lengths from an outside source are
+/// held by End.SBUF for the absent vm1, which then runs; returns the host and what draining
+/// sends.
+fn held_behind_mtu_1280_then_released(lens: &[usize]) -> (Dataplane, Vec<(PortId, Vec<u8>)>) {
     let mut d = host(D, VmState::Absent);
     let vm = d.vm_id("vm1").unwrap();
     d.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
     let inner_src = a6("2001:db8:777::7");
-    for len in [1280, 1281, 9000] {
+    for &len in lens {
         let f = uplink_frame(
             D,
             &[sid(D, END_SBUF)],
@@ -1135,6 +1137,12 @@ fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
     }
     d.handle_vm_state(T0, vm, VmState::Running).unwrap();
     let g = drain(&mut d, T0);
+    (d, g)
+}
+
+#[test]
+fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
+    let (mut d, g) = held_behind_mtu_1280_then_released(&[1280, 1281, 9000]);
     // The 1280-byte packet is released; the two others become Packet Too Big to their source.
     let released: Vec<_> = g.iter().filter(|(p, _)| *p == VM1_PORT).collect();
     assert_eq!(released.len(), 1);
@@ -1147,21 +1155,7 @@ fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
 fn a_release_of_only_too_big_packets_still_sends_their_errors() {
     // Found by the dataplane_ops fuzz target: poll_transmit answered None while the Packet Too
     // Big of the last held packet waited in the generated queue.
-    let mut d = host(D, VmState::Absent);
-    let vm = d.vm_id("vm1").unwrap();
-    d.set_port_mtu(VM1_PORT, Some(1280)).unwrap();
-    let inner_src = a6("2001:db8:777::7");
-    for len in [1281, 9000] {
-        let f = uplink_frame(
-            D,
-            &[sid(D, END_SBUF)],
-            0,
-            &udp6_sized(inner_src, vm1(), len),
-        );
-        assert_eq!(run(&mut d, UPLINK, &f).0, Verdict::Held(vm));
-    }
-    d.handle_vm_state(T0, vm, VmState::Running).unwrap();
-    let g = drain(&mut d, T0);
+    let (mut d, g) = held_behind_mtu_1280_then_released(&[1281, 9000]);
     assert!(
         !d.has_pending_transmit(),
         "poll_transmit said None with errors pending"
