@@ -1142,7 +1142,7 @@ fn held_behind_mtu_1280_then_released(lens: &[usize]) -> (Dataplane, Vec<(PortId
 
 #[test]
 fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
-    let (mut d, g) = held_behind_mtu_1280_then_released(&[1280, 1281, 9000]);
+    let (d, g) = held_behind_mtu_1280_then_released(&[1280, 1281, 9000]);
     // The 1280-byte packet is released; the two others become Packet Too Big to their source.
     let released: Vec<_> = g.iter().filter(|(p, _)| *p == VM1_PORT).collect();
     assert_eq!(released.len(), 1);
@@ -1155,7 +1155,7 @@ fn held_packets_are_checked_against_the_vm_port_mtu_at_release() {
 fn a_release_of_only_too_big_packets_still_sends_their_errors() {
     // Found by the dataplane_ops fuzz target: poll_transmit answered None while the Packet Too
     // Big of the last held packet waited in the generated queue.
-    let (mut d, g) = held_behind_mtu_1280_then_released(&[1281, 9000]);
+    let (d, g) = held_behind_mtu_1280_then_released(&[1281, 9000]);
     assert!(
         !d.has_pending_transmit(),
         "poll_transmit said None with errors pending"
