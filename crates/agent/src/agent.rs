@@ -127,6 +127,8 @@ pub struct PortInfo {
     pub io: PortIoStats,
     /// `xdp` or `packet` while attached.
     pub socket: Option<&'static str>,
+    /// Whether the XDP fast path forwards on the port.
+    pub fast_path: bool,
     /// The interface's MTU, as read when the socket was opened.
     pub mtu: Option<u32>,
 }
@@ -157,6 +159,8 @@ pub struct Agent {
     host: HostId,
     base: NodeConfig,
     applied: Option<HostConfig>,
+    /// Which VM `applied` maps each address to (checking a delta is then O(VMs in it)).
+    owners: std::collections::HashMap<std::net::IpAddr, srmig_api::VmId>,
     /// Plan in force (node config + host config + API SIDs).
     plan: Plan,
     extra_sids: BTreeMap<Ipv6Addr, SidConfig>,
@@ -192,6 +196,7 @@ impl Agent {
             host,
             base,
             applied: None,
+            owners: std::collections::HashMap::new(),
             extra_sids: extra,
             vms,
             reports: VecDeque::new(),
@@ -390,6 +395,11 @@ impl Agent {
             "host config applied"
         );
         let v = hc.version();
+        self.owners = hc
+            .mappings
+            .iter()
+            .flat_map(|m| m.addresses.iter().map(|a| (*a, m.vm.clone())))
+            .collect();
         self.applied = Some(hc);
         Ok(self.ack(v))
     }
@@ -432,9 +442,10 @@ impl Agent {
             return self.apply_host_config(next);
         }
         // Mappings only: checked, installed and recorded in place, O(VMs in the delta).
-        cur.validate_delta(delta).map_err(|e| {
-            AgentError::Invalid(format!("the config the delta makes is invalid: {e}"))
-        })?;
+        cur.validate_delta_with(delta, |addr| self.owners.get(addr))
+            .map_err(|e| {
+                AgentError::Invalid(format!("the config the delta makes is invalid: {e}"))
+            })?;
         let (policies, mappings) = mapping_plan(&self.base, &delta.mappings)?;
         // The prefixes the delta's VMs had: withdrawn unless mapped again.
         let old: Vec<IpNet> = delta
@@ -467,9 +478,30 @@ impl Agent {
         }
         plan.mappings.extend(mappings);
         for p in policies {
-            match plan.policies.iter_mut().find(|x| x.name == p.name) {
-                Some(x) => *x = p,
-                None => plan.policies.push(p),
+            // Kept sorted by name where it was (binary search), else searched linearly.
+            let at = match plan.policies.binary_search_by(|x| x.name.cmp(&p.name)) {
+                Ok(at) => Ok(at),
+                Err(at) => plan
+                    .policies
+                    .iter()
+                    .position(|x| x.name == p.name)
+                    .ok_or(at),
+            };
+            match at {
+                Ok(at) => plan.policies[at] = p,
+                Err(at) => plan.policies.insert(at, p),
+            }
+        }
+        for vm in delta.mappings.iter().map(|m| &m.vm).chain(&delta.removed) {
+            if let Some(m) = self.applied.as_ref().and_then(|a| a.mapping(vm)) {
+                for a in &m.addresses {
+                    self.owners.remove(a);
+                }
+            }
+        }
+        for m in &delta.mappings {
+            for a in &m.addresses {
+                self.owners.insert(*a, m.vm.clone());
             }
         }
         if let Some(applied) = self.applied.as_mut() {
@@ -700,6 +732,7 @@ impl Agent {
                     tx: traffic(pc.tx),
                     io: info.io,
                     socket: info.socket.map(str::to_owned),
+                    fast_path: info.fast_path,
                     mtu: self.dp.port_mtu(PortId(i as u16)),
                 }
             })
@@ -760,6 +793,18 @@ impl Agent {
                 echo_replies: ic.echo_replies,
                 arp_answered: ic.arp_answered,
             },
+            holds: {
+                let h = c.holds();
+                srmig_api::HoldStatus {
+                    le_ms: srmig_dataplane::HOLD_BUCKETS_S
+                        .iter()
+                        .map(|s| (s * 1000.0).round() as u64)
+                        .collect(),
+                    counts: h.buckets.to_vec(),
+                    count: h.count,
+                    sum_ns: h.sum_ns,
+                }
+            },
         }
     }
 }
@@ -775,6 +820,81 @@ mod tests {
 
     fn addr(s: &str) -> Ipv6Addr {
         s.parse().expect("addr")
+    }
+
+    /// The address check of a delta uses the agent's index of the config in force: an
+    /// address still held by a VM the delta does not touch is refused; one the delta moves
+    /// between two of its VMs, or one a VM gave up earlier, is taken.
+    #[test]
+    fn a_delta_is_checked_against_the_addresses_in_force() {
+        let mapping = |vm: &str, a: &str, sid: &str| -> srmig_api::Mapping {
+            serde_json::from_str(&format!(
+                r#"{{"vm":"{vm}","addresses":["{a}"],"steering":{{"encaps":{{"segments":["{sid}"],"headend":"H.Encaps"}}}}}}"#
+            ))
+            .expect("mapping")
+        };
+        let mut agent = node();
+        let mut cur = hc(1);
+        cur.mappings
+            .push(mapping("far7", "2001:db8:a::77", "fc00:0:4::d6"));
+        cur.mappings.sort_by(|a, b| a.vm.cmp(&b.vm));
+        agent.apply_host_config(cur.clone()).expect("first");
+        let next = |cur: &HostConfig, change: &dyn Fn(&mut HostConfig)| {
+            let mut n = cur.clone();
+            n.generation += 1;
+            change(&mut n);
+            n.mappings.sort_by(|a, b| a.vm.cmp(&b.vm));
+            n
+        };
+        // far8 takes far7's address while far7 keeps it: refused, nothing changes.
+        let bad = next(&cur, &|n| {
+            n.mappings
+                .push(mapping("far8", "2001:db8:a::77", "fc00:0:5::d6"));
+        });
+        let e = agent
+            .apply_host_config_delta(&cur.delta_to(&bad))
+            .expect_err("duplicate address");
+        assert!(e.to_string().contains("2001:db8:a::77"), "{e}");
+        assert_eq!(agent.status(&[]).generation, Some(cur.generation));
+        // The address moves from far7 to far8 in one delta: taken.
+        let moved = next(&cur, &|n| {
+            n.mappings.retain(|m| m.vm.as_str() != "far7");
+            n.mappings
+                .push(mapping("far8", "2001:db8:a::77", "fc00:0:5::d6"));
+        });
+        agent
+            .apply_host_config_delta(&cur.delta_to(&moved))
+            .expect("moved");
+        // far7 comes back with its old address: refused (far8 holds it now).
+        let back = next(&moved, &|n| {
+            n.mappings
+                .push(mapping("far7", "2001:db8:a::77", "fc00:0:4::d6"));
+        });
+        assert!(agent
+            .apply_host_config_delta(&moved.delta_to(&back))
+            .is_err());
+        // far7 comes back with a new address, and far8 gives ::77 up in a later delta.
+        let back = next(&moved, &|n| {
+            n.mappings
+                .push(mapping("far7", "2001:db8:a::78", "fc00:0:4::d6"));
+        });
+        agent
+            .apply_host_config_delta(&moved.delta_to(&back))
+            .expect("new address");
+        let freed = next(&back, &|n| {
+            n.mappings.retain(|m| m.vm.as_str() != "far8");
+        });
+        agent
+            .apply_host_config_delta(&back.delta_to(&freed))
+            .expect("far8 removed");
+        let taken = next(&freed, &|n| {
+            n.mappings
+                .push(mapping("far9", "2001:db8:a::77", "fc00:0:5::d6"));
+        });
+        agent
+            .apply_host_config_delta(&freed.delta_to(&taken))
+            .expect("the freed address is taken");
+        assert_eq!(agent.status(&[]).generation, Some(taken.generation));
     }
 
     /// Whatever steps a sequence of configs takes, an agent fed deltas forwards exactly like

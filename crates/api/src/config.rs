@@ -300,7 +300,11 @@ impl Mapping {
 impl HostConfig {
     /// The mapping for `vm`, if any.
     pub fn mapping(&self, vm: &VmId) -> Option<&Mapping> {
-        self.mappings.iter().find(|m| &m.vm == vm)
+        // Sorted by VM as the controller sends them; anything else is searched linearly.
+        match self.mappings.binary_search_by(|m| m.vm.cmp(vm)) {
+            Ok(at) => Some(&self.mappings[at]),
+            Err(_) => self.mappings.iter().find(|m| &m.vm == vm),
+        }
     }
 
     /// True if `vm` is in `local_vms`.

@@ -19,6 +19,8 @@
 //! ```
 //! with, when they changed, `"removed":["vm7"]`, `"local_vms":[...]`, `"sids":[...]`.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HostConfig, HostConfigError, LocalVm, Mapping, SidEntry};
@@ -199,6 +201,22 @@ impl HostConfig {
     /// O(VMs log VMs) of [`HostConfig::validate`] on the result. `local_vms` and `sids` in the
     /// delta are not looked at (validate the result whole when they change).
     pub fn validate_delta(&self, delta: &HostConfigDelta) -> Result<(), HostConfigError> {
+        self.validate_delta_with(delta, |addr| {
+            self.mappings
+                .iter()
+                .find(|x| x.addresses.contains(addr))
+                .map(|x| &x.vm)
+        })
+    }
+
+    /// [`HostConfig::validate_delta`] with `owner` telling which VM this config maps an
+    /// address to (a caller that keeps an index of its config makes the check O(VMs in the
+    /// delta); `validate_delta` scans the mappings).
+    pub fn validate_delta_with<'a>(
+        &'a self,
+        delta: &HostConfigDelta,
+        owner: impl Fn(&IpAddr) -> Option<&'a VmId>,
+    ) -> Result<(), HostConfigError> {
         let touched =
             |vm: &VmId| delta.mappings.iter().any(|m| &m.vm == vm) || delta.removed.contains(vm);
         for (i, m) in delta.mappings.iter().enumerate() {
@@ -214,12 +232,8 @@ impl HostConfig {
                     .iter()
                     .find(|x| x.addresses.contains(addr))
                     .map(|x| &x.vm)
-                    .or_else(|| {
-                        self.mappings
-                            .iter()
-                            .find(|x| !touched(&x.vm) && x.addresses.contains(addr))
-                            .map(|x| &x.vm)
-                    });
+                    // A valid config maps an address to one VM at most.
+                    .or_else(|| owner(addr).filter(|vm| !touched(vm)));
                 if let Some(first) = other {
                     return Err(HostConfigError::DuplicateAddress {
                         addr: *addr,
@@ -243,9 +257,17 @@ impl HostConfig {
             });
         }
         delta.check()?;
-        self.mappings.retain(|m| !delta.removed.contains(&m.vm));
+        if !delta.removed.is_empty() {
+            self.mappings.retain(|m| !delta.removed.contains(&m.vm));
+        }
         for m in &delta.mappings {
-            match self.mappings.iter().position(|x| x.vm == m.vm) {
+            // Mappings are kept sorted by VM (as this inserts them); a config that came
+            // unsorted is searched linearly.
+            let at = match self.mappings.binary_search_by(|x| x.vm.cmp(&m.vm)) {
+                Ok(at) => Some(at),
+                Err(_) => self.mappings.iter().position(|x| x.vm == m.vm),
+            };
+            match at {
                 Some(at) => self.mappings[at] = m.clone(),
                 None => {
                     let at = self.mappings.partition_point(|x| x.vm < m.vm);

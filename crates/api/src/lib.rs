@@ -36,11 +36,11 @@ pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
 pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};
 pub use migration::{
-    HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest, MigrationOutcome,
-    MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
+    HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest, MigrationFigures,
+    MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
 };
 pub use status::{
-    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus, SidStatus,
-    Traffic, VmStatus,
+    BufferStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus,
+    SidStatus, Traffic, VmStatus,
 };
 pub use vm::{VmInfo, VmState, VmStateReport};

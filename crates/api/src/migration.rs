@@ -185,6 +185,51 @@ pub struct MigrationStatus {
     pub left_behind: Vec<HostId>,
 }
 
+/// Figures derived from a migration's phase records, in milliseconds (`None` where a step
+/// did not happen): what `srmig migration show` prints and the controller's `/metrics`
+/// histograms observe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationFigures {
+    /// Request to the SR path acknowledged by every ingress (the hypervisor may start).
+    pub path_armed_ms: Option<u64>,
+    /// The source reporting the VM paused to the destination reporting it running (the
+    /// commit starts then): the blackout as the controller saw it.
+    pub blackout_ms: Option<u64>,
+    /// Request to the commit acknowledged by every host.
+    pub committed_ms: Option<u64>,
+    /// Request to the end (completed, failed or cancelled).
+    pub total_ms: Option<u64>,
+}
+
+impl MigrationStatus {
+    /// The figures its phase records give.
+    pub fn figures(&self) -> MigrationFigures {
+        let start = self.started_at_ms.0;
+        let first =
+            |p: MigrationPhase| self.phases.iter().find(|r| r.phase == p).map(|r| r.at_ms.0);
+        let since = |t: Option<u64>| t.map(|t| t.saturating_sub(start));
+        let paused = first(MigrationPhase::SourcePaused);
+        let commit = first(MigrationPhase::ExpectCommitAcks);
+        let after_commit = self
+            .phases
+            .iter()
+            .skip_while(|r| r.phase != MigrationPhase::ExpectCommitAcks)
+            .nth(1)
+            .map(|r| r.at_ms.0);
+        MigrationFigures {
+            path_armed_ms: since(first(MigrationPhase::ExpectHypervisorDone)),
+            blackout_ms: paused.zip(commit).map(|(p, c)| c.saturating_sub(p)),
+            committed_ms: since(after_commit),
+            total_ms: self
+                .phases
+                .iter()
+                .rev()
+                .find(|r| r.phase.is_terminal())
+                .map(|r| r.at_ms.0.saturating_sub(start)),
+        }
+    }
+}
+
 /// A hypervisor's view of a running migration (the QMP driver fills it from `query-migrate`
 /// and QEMU's event timestamps).
 ///

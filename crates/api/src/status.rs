@@ -109,6 +109,10 @@ pub struct PortStatus {
     /// (and for QEMU stream ports).
     #[serde(default)]
     pub socket: Option<String>,
+    /// `fast_path`: whether the port's XDP program forwards transit IPv6 and End itself
+    /// (node.toml `[io] fast_path`; only while the socket is `xdp`).
+    #[serde(default)]
+    pub fast_path: bool,
     /// `mtu`: the MTU the engine checks egress packets against (node.toml's, or the
     /// interface's as read at attach), `null` if none is known.
     #[serde(default)]
@@ -192,6 +196,40 @@ pub struct IcmpStatus {
     pub arp_answered: u64,
 }
 
+/// How long the oldest packet of each End.SBUF release had been held when its VM resumed
+/// here (one observation per resume with packets held: the network downtime the VM's
+/// inbound traffic saw at this host), as a histogram.
+///
+/// Golden JSON: `{"le_ms":[1,5,10],"counts":[0,1,0,0],"count":1,"sum_ns":4200000}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldStatus {
+    /// `le_ms`: upper bounds of the buckets, in milliseconds, ascending.
+    pub le_ms: Vec<u64>,
+    /// `counts`: observations per bucket, not cumulative, one more than `le_ms` (the last
+    /// counts those above every bound).
+    pub counts: Vec<u64>,
+    /// `count`: observations.
+    pub count: u64,
+    /// `sum_ns`: their sum, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl HoldStatus {
+    fn add(&mut self, o: &HoldStatus) {
+        if self.le_ms.is_empty() {
+            *self = o.clone();
+            return;
+        }
+        if self.le_ms == o.le_ms && self.counts.len() == o.counts.len() {
+            for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+                *a += b;
+            }
+        }
+        self.count += o.count;
+        self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+    }
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
@@ -219,6 +257,9 @@ pub struct HostStatus {
     pub drops: BTreeMap<String, u64>,
     /// `icmp`.
     pub icmp: IcmpStatus,
+    /// `holds`: End.SBUF hold times at release (absent from older srmigd).
+    #[serde(default)]
+    pub holds: HoldStatus,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -342,6 +383,7 @@ impl HostStatus {
             }
         }
         self.buffer.add(o.buffer);
+        self.holds.add(&o.holds);
         for (reason, n) in &o.drops {
             *self.drops.entry(reason.clone()).or_default() += n;
         }
@@ -394,6 +436,7 @@ mod tests {
                 tx: t(k, 100 * k),
                 io,
                 socket: Some("packet".into()),
+                fast_path: false,
                 mtu: Some(1500),
             }],
             vms: vec![VmStatus {
@@ -441,6 +484,12 @@ mod tests {
                 echo_replies: 5 * k,
                 arp_answered: 6 * k,
             },
+            holds: HoldStatus {
+                le_ms: vec![1, 5],
+                counts: vec![0, k, 2 * k],
+                count: 3 * k,
+                sum_ns: 1000 * k,
+            },
         }
     }
 
@@ -469,6 +518,7 @@ mod tests {
             drops: BTreeMap::new(),
             buffer: BufferStatus::default(),
             icmp: IcmpStatus::default(),
+            holds: HoldStatus::default(),
             ..before.clone()
         });
         assert_eq!(one, before);

@@ -413,6 +413,11 @@ struct BenchForwardArgs {
     /// AF_XDP), xdp (AF_XDP or fail) or packet (AF_PACKET rings).
     #[arg(long, default_value = "auto")]
     io: String,
+    /// srmigd's XDP fast path on the uplinks d0 and d1 (node.toml [io] fast_path): on (the
+    /// default; transit IPv6 and End forwarded by srmigd's XDP program) or off (every frame
+    /// through srmigd's AF_XDP sockets).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    fast_path: String,
     /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,
     /// "srmigd_zero_loss_mpps": .., ...}, ...}, "generator_ceiling_mpps": .., ...}.
     #[arg(long)]
@@ -947,6 +952,7 @@ fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
         workers: args.workers,
         flows: args.flows,
         io: args.io,
+        fast_path: args.fast_path == "on",
         reps: args.reps,
         duration: Duration::from_millis(args.duration_ms),
         cases: forward::Case::parse_list(&args.cases)?,

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use srmig_api::{MigrationId, MigrationPhase, MigrationStatus};
+use srmig_api::{MigrationFigures, MigrationId, MigrationStatus};
 
 use crate::connect::{ConnectError, ControllerFlags, EXIT_USAGE};
 use crate::migrate::{chain, EXIT_ERROR};
@@ -33,44 +33,12 @@ pub(crate) enum MigrationCommand {
     },
 }
 
-/// Figures derived from a migration's timeline, in ms (`None` where a step did not happen).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub(crate) struct Derived {
-    /// Request to the SR path acknowledged by every ingress (the hypervisor may start).
-    pub(crate) path_armed_ms: Option<u64>,
-    /// The source reporting the VM paused to the destination reporting it running (the
-    /// commit starts then): the blackout as the controller saw it.
-    pub(crate) blackout_ms: Option<u64>,
-    /// Request to the commit acknowledged by every host.
-    pub(crate) committed_ms: Option<u64>,
-    /// Request to the end (completed, failed or cancelled).
-    pub(crate) total_ms: Option<u64>,
-}
+/// Figures derived from a migration's timeline, in ms (see [`MigrationFigures`]).
+pub(crate) type Derived = MigrationFigures;
 
 /// The derived figures of `s`.
 pub(crate) fn derive(s: &MigrationStatus) -> Derived {
-    let start = s.started_at_ms.0;
-    let first = |p: MigrationPhase| s.phases.iter().find(|r| r.phase == p).map(|r| r.at_ms.0);
-    let since = |t: Option<u64>| t.map(|t| t.saturating_sub(start));
-    let paused = first(MigrationPhase::SourcePaused);
-    let commit = first(MigrationPhase::ExpectCommitAcks);
-    let after_commit = s
-        .phases
-        .iter()
-        .skip_while(|r| r.phase != MigrationPhase::ExpectCommitAcks)
-        .nth(1)
-        .map(|r| r.at_ms.0);
-    Derived {
-        path_armed_ms: since(first(MigrationPhase::ExpectHypervisorDone)),
-        blackout_ms: paused.zip(commit).map(|(p, c)| c.saturating_sub(p)),
-        committed_ms: since(after_commit),
-        total_ms: s
-            .phases
-            .iter()
-            .rev()
-            .find(|r| r.phase.is_terminal())
-            .map(|r| r.at_ms.0.saturating_sub(start)),
-    }
+    s.figures()
 }
 
 /// The timeline as text.

@@ -336,6 +336,35 @@ pub struct ControllerSnapshot {
     pub epoch: u64,
 }
 
+/// A [`ControllerSnapshot`] borrowed from the controller ([`Controller::snapshot_view`]);
+/// [`ControllerSnapshot::view`] borrows one from an owned snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotView<'a> {
+    /// Hosts, VMs and the mapping.
+    pub model: &'a Model,
+    /// As [`ControllerSnapshot::generations`] (it serialises the same).
+    pub generations: BTreeMap<&'a HostId, u64>,
+    /// Migrations in progress, then the recently finished ones.
+    pub migrations: Vec<&'a Migration>,
+    /// The next migration id.
+    pub next_id: u64,
+    /// The store epoch.
+    pub epoch: u64,
+}
+
+impl ControllerSnapshot {
+    /// This snapshot as a [`SnapshotView`].
+    pub fn view(&self) -> SnapshotView<'_> {
+        SnapshotView {
+            model: &self.model,
+            generations: self.generations.iter().map(|(h, g)| (h, *g)).collect(),
+            migrations: self.migrations.iter().chain(&self.finished).collect(),
+            next_id: self.next_id,
+            epoch: self.epoch,
+        }
+    }
+}
+
 /// What a host says about itself (its `GET /v1/status`): see
 /// [`Controller::handle_host_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -914,6 +943,23 @@ impl Controller {
         }
     }
 
+    /// What [`Controller::snapshot`] holds, borrowed: for a store that writes only the rows
+    /// that changed, without copying the whole model at every commit.
+    pub fn snapshot_view(&self) -> SnapshotView<'_> {
+        SnapshotView {
+            model: &self.model,
+            generations: self
+                .sync
+                .iter()
+                .map(|(h, s)| (h, s.generation))
+                .chain(self.retired.iter().map(|(h, g)| (h, *g)))
+                .collect(),
+            migrations: self.active.values().chain(self.finished.iter()).collect(),
+            next_id: self.next_id,
+            epoch: self.epoch,
+        }
+    }
+
     /// Rebuilds a controller from a snapshot. What hosts applied meanwhile is unknown, so every
     /// host is pushed its config again (with a generation above any it saw), every wait is
     /// re-armed on those pushes, and hypervisor waits get a fresh deadline. The daemon must
@@ -1157,7 +1203,13 @@ impl Controller {
         }
         let dual_stack = self.model.dual_stack();
         for host in self.model.hosts() {
-            let sync = self.sync.entry(host.name.clone()).or_default();
+            // Looked up before inserting: no copy of the name for the hosts already known.
+            if !self.sync.contains_key(&host.name) {
+                self.sync.insert(host.name.clone(), HostSync::default());
+            }
+            let Some(sync) = self.sync.get_mut(&host.name) else {
+                continue;
+            };
             let action = match sync.pushed.as_mut() {
                 Some(pushed) if pushed.epoch == self.epoch => {
                     let Some(mut delta) =

@@ -622,12 +622,15 @@ impl Engine {
         if self.save_retry.is_some() {
             return Err(self.save_failure());
         }
-        let registrations: Vec<HostRegistration> = self
+        let registrations: Vec<&HostRegistration> = self
             .hosts
             .values()
-            .filter_map(|h| h.registration.clone())
+            .filter_map(|h| h.registration.as_ref())
             .collect();
-        match self.store.save(&registrations, &self.core.snapshot()) {
+        match self
+            .store
+            .save_view(&registrations, &self.core.snapshot_view())
+        {
             Ok(stats) => {
                 if stats.written + stats.removed > 0 {
                     tracing::trace!(written = stats.written, removed = stats.removed, "saved");

@@ -6,6 +6,9 @@
 //! |---|---|---|---|
 //! | `srmig_controller_migrations` | counter | `outcome` (`completed`, `failed`, `cancelled`) | migrations finished |
 //! | `srmig_controller_migration_duration_seconds` | histogram | `outcome` | request to end, per finished migration |
+//! | `srmig_controller_migration_path_armed_seconds` | histogram | | request to the SR path acknowledged by every ingress, per finished migration that got there |
+//! | `srmig_controller_migration_blackout_seconds` | histogram | | the source reporting the VM paused to the destination reporting it running (the blackout as the controller saw it) |
+//! | `srmig_controller_migration_committed_seconds` | histogram | | request to the commit acknowledged by every host |
 //! | `srmig_controller_migration_phase_duration_seconds` | histogram | `phase` | time spent in each state (`expect-path-acks`, `expect-hypervisor-done`, ...) of finished migrations, from their phase records; observations (`source-paused`, `retried`, ...) are not states |
 //! | `srmig_controller_config_pushes` | counter | | configs the core produced for a host (`PushConfig`), handed to the host's push task (several queued for one host may go out as one `PUT`) |
 //! | `srmig_controller_push_failures` | counter | `kind` (`transient`: retried; `refused`: srmigd answered 4xx) | failed `PUT /v1/config` attempts |
@@ -69,6 +72,9 @@ pub(crate) struct Metrics {
     migrations: Family<OutcomeLabels, Counter>,
     migration_seconds: Histograms<OutcomeLabels>,
     phase_seconds: Histograms<PhaseLabels>,
+    armed_seconds: Histogram,
+    blackout_seconds: Histogram,
+    committed_seconds: Histogram,
     config_pushes: Counter,
     push_failures: Family<KindLabels, Counter>,
     acks: Counter,
@@ -99,6 +105,9 @@ impl Metrics {
             migrations: Family::default(),
             migration_seconds: Family::new_with_constructor(seconds_histogram as fn() -> _),
             phase_seconds: Family::new_with_constructor(seconds_histogram as fn() -> _),
+            armed_seconds: seconds_histogram(),
+            blackout_seconds: seconds_histogram(),
+            committed_seconds: seconds_histogram(),
             config_pushes: Counter::default(),
             push_failures: Family::default(),
             acks: Counter::default(),
@@ -134,6 +143,24 @@ impl Metrics {
             "Time from a migration's request to its end, by outcome",
             Unit::Seconds,
             self.migration_seconds.clone(),
+        );
+        r.register_with_unit(
+            "migration_path_armed",
+            "Time from a migration's request to its SR path acknowledged by every ingress",
+            Unit::Seconds,
+            self.armed_seconds.clone(),
+        );
+        r.register_with_unit(
+            "migration_blackout",
+            "Time from the source reporting the VM paused to the destination reporting it running, as the controller saw it",
+            Unit::Seconds,
+            self.blackout_seconds.clone(),
+        );
+        r.register_with_unit(
+            "migration_committed",
+            "Time from a migration's request to its commit acknowledged by every host",
+            Unit::Seconds,
+            self.committed_seconds.clone(),
         );
         r.register_with_unit(
             "migration_phase_duration",
@@ -249,6 +276,16 @@ impl Metrics {
             self.migration_seconds
                 .get_or_create(&labels)
                 .observe(ms as f64 / 1000.0);
+        }
+        let figures = status.figures();
+        for (h, ms) in [
+            (&self.armed_seconds, figures.path_armed_ms),
+            (&self.blackout_seconds, figures.blackout_ms),
+            (&self.committed_seconds, figures.committed_ms),
+        ] {
+            if let Some(ms) = ms {
+                h.observe(ms as f64 / 1000.0);
+            }
         }
         for (phase, ms) in state_durations(status) {
             self.phase_seconds
@@ -463,6 +500,7 @@ mod tests {
             &[
                 "srmig_controller_migration_duration_seconds",
                 "srmig_controller_migration_phase_duration_seconds",
+                "srmig_controller_migration_blackout_seconds",
             ],
         );
         assert!(text.contains("# UNIT srmig_controller_migration_duration_seconds seconds\n"));
@@ -486,6 +524,11 @@ mod tests {
             "srmig_controller_migration_phase_duration_seconds_count{phase=\"expect-hypervisor-done\"} 1",
             "srmig_controller_migration_phase_duration_seconds_bucket{le=\"0.5\",phase=\"expect-hypervisor-done\"} 0",
             "srmig_controller_migration_phase_duration_seconds_bucket{le=\"1.0\",phase=\"expect-hypervisor-done\"} 1",
+            // Source paused at 1500, the destination running (commit) at 1700.
+            "srmig_controller_migration_blackout_seconds_count 1",
+            "srmig_controller_migration_blackout_seconds_sum 0.2",
+            "srmig_controller_migration_path_armed_seconds_sum 0.01",
+            "srmig_controller_migration_committed_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -2,6 +2,9 @@
 //! change (`PATCH /v1/config` with a [`HostConfigDelta`]) or the whole config (`PUT
 //! /v1/config`) and feeds the reply [`Ack`] back to the engine.
 //!
+//! Each task keeps its host's connection open between pushes ([`PeerConnection`]: one TLS
+//! handshake per host, not per push; a connection that breaks is replaced at once).
+//!
 //! Hosts are served concurrently (a slow or dead host delays nobody else). Per host, pushes
 //! are taken in order; each becomes eligible `propagation_delay` after the core produced it
 //! (to emulate a slow mapping update). The task keeps the whole config the pushes taken so far
@@ -28,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::http::{PeerHttp, UnixHttp};
+use crate::http::{PeerConnection, PeerHttp, UnixHttp};
 use crate::mailbox::Command;
 use crate::types::HostApi;
 
@@ -143,7 +146,7 @@ impl Pushers {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             host: host.clone(),
-            http,
+            http: PeerConnection::new(http),
             settings: self.settings,
             events: self.events.clone(),
             rx,
@@ -185,7 +188,8 @@ impl Drop for Pushers {
 
 struct Worker {
     host: HostId,
-    http: PeerHttp,
+    /// srmigd's API, the connection kept open between pushes.
+    http: PeerConnection,
     settings: PushSettings,
     events: mpsc::Sender<Command>,
     rx: mpsc::UnboundedReceiver<Push>,
@@ -354,7 +358,7 @@ impl Worker {
     }
 
     /// Sends `pending` (`PATCH`) when the host holds its base, else `desired` (`PUT`).
-    async fn attempt(&self) -> Attempt {
+    async fn attempt(&mut self) -> Attempt {
         let delta = self
             .pending
             .as_ref()

@@ -106,6 +106,7 @@ mod tests {
             buffer: Default::default(),
             drops: Default::default(),
             icmp: Default::default(),
+            holds: Default::default(),
         };
         let body = serde_json::to_vec(&status).expect("json");
         let h2 = HostId::new("h2").expect("name");

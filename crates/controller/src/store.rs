@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use srmig_api::{HostId, MigrationId, VmInfo};
-use srmig_control::{ControllerSnapshot, Migration, Model, ModelError};
+use srmig_control::{ControllerSnapshot, Migration, Model, ModelError, SnapshotView};
 
 use crate::types::HostRegistration;
 
@@ -163,6 +163,24 @@ impl RowKey {
 
 impl Rows {
     /// Inserts `value` at `key`.
+    /// Removes the row at `key`, if any.
+    pub fn remove(&mut self, key: &RowKey) {
+        match key {
+            RowKey::Host(k) => {
+                self.hosts.remove(k);
+            }
+            RowKey::Vm(k) => {
+                self.vms.remove(k);
+            }
+            RowKey::Migration(k) => {
+                self.migrations.remove(k);
+            }
+            RowKey::Meta(k) => {
+                self.meta.remove(k);
+            }
+        }
+    }
+
     pub fn insert(&mut self, key: RowKey, value: Vec<u8>) {
         match key {
             RowKey::Host(k) => self.hosts.insert(k, value),
@@ -191,30 +209,6 @@ impl Rows {
             .iter()
             .map(|(k, v)| (RowKey::Meta(k.clone()), v.as_slice()));
         hosts.chain(vms).chain(migrations).chain(meta)
-    }
-
-    fn get(&self, key: &RowKey) -> Option<&[u8]> {
-        match key {
-            RowKey::Host(k) => self.hosts.get(k),
-            RowKey::Vm(k) => self.vms.get(k),
-            RowKey::Migration(k) => self.migrations.get(k),
-            RowKey::Meta(k) => self.meta.get(k),
-        }
-        .map(Vec::as_slice)
-    }
-
-    /// What turns `self` into `new`: rows to put (new or changed) and keys to delete.
-    pub fn diff<'a>(&self, new: &'a Rows) -> (Vec<(RowKey, &'a [u8])>, Vec<RowKey>) {
-        let puts = new
-            .iter()
-            .filter(|(k, v)| self.get(k) != Some(*v))
-            .collect();
-        let deletes = self
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| new.get(k).is_none())
-            .collect();
-        (puts, deletes)
     }
 }
 
@@ -258,6 +252,19 @@ impl StoreSpec {
 pub struct Store {
     backend: Box<dyn Backend>,
     written: Rows,
+    /// The values whose encoding is in `written`, for the rows saved since the store was
+    /// opened: a save encodes only what differs from them (a comparison, not a JSON
+    /// encoding, per unchanged row).
+    saved: Saved,
+}
+
+/// The typed values behind [`Store::written`]'s rows (a row missing here is compared by its
+/// bytes).
+#[derive(Debug, Default)]
+struct Saved {
+    hosts: std::collections::HashMap<String, HostRegistration>,
+    vms: std::collections::HashMap<String, VmInfo>,
+    migrations: std::collections::HashMap<u64, Migration>,
 }
 
 /// What one [`Store::save`] wrote.
@@ -298,6 +305,7 @@ impl Store {
             Store {
                 backend,
                 written: rows,
+                saved: Saved::default(),
             },
             loaded,
         ))
@@ -320,17 +328,161 @@ impl Store {
         hosts: &[HostRegistration],
         snapshot: &ControllerSnapshot,
     ) -> Result<SaveStats, StoreError> {
-        let rows = encode(hosts, snapshot)?;
-        if rows == self.written {
-            return Ok(SaveStats::default());
+        let hosts: Vec<&HostRegistration> = hosts.iter().collect();
+        self.save_view(&hosts, &snapshot.view())
+    }
+
+    /// [`Store::save`] from borrowed state (what the daemon calls at every commit). The cost
+    /// is a comparison per row and an encoding per changed row: O(hosts + VMs + migrations)
+    /// comparisons, not encodings, so a commit that changes a few rows of a large state
+    /// stays cheap.
+    pub fn save_view(
+        &mut self,
+        hosts: &[&HostRegistration],
+        snapshot: &SnapshotView<'_>,
+    ) -> Result<SaveStats, StoreError> {
+        let mut puts: Vec<(RowKey, Vec<u8>)> = Vec::new();
+        let mut deletes: Vec<RowKey> = Vec::new();
+        let mut new_hosts = Vec::new();
+        let mut new_vms = Vec::new();
+        let mut new_migrations = Vec::new();
+
+        let mut present = 0;
+        for h in hosts {
+            let name = h.info.name.as_str();
+            present += usize::from(self.written.hosts.contains_key(name));
+            if self.saved.hosts.get(name) == Some(*h) {
+                continue;
+            }
+            let bytes = json(|| format!("host {name}"), h)?;
+            if self.written.hosts.get(name) != Some(&bytes) {
+                puts.push((RowKey::Host(name.to_owned()), bytes));
+            }
+            new_hosts.push(*h);
         }
-        let (puts, deletes) = self.written.diff(&rows);
-        self.backend.apply(&puts, &deletes)?;
+        if present != self.written.hosts.len() {
+            let live: std::collections::HashSet<&str> =
+                hosts.iter().map(|h| h.info.name.as_str()).collect();
+            deletes.extend(
+                self.written
+                    .hosts
+                    .keys()
+                    .filter(|k| !live.contains(k.as_str()))
+                    .map(|k| RowKey::Host(k.clone())),
+            );
+        }
+
+        let mut present = 0;
+        for vm in snapshot.model.vms() {
+            let name = vm.name.as_str();
+            present += usize::from(self.written.vms.contains_key(name));
+            if self.saved.vms.get(name) == Some(vm) {
+                continue;
+            }
+            let bytes = json(|| format!("VM {name}"), vm)?;
+            if self.written.vms.get(name) != Some(&bytes) {
+                puts.push((RowKey::Vm(name.to_owned()), bytes));
+            }
+            new_vms.push(vm);
+        }
+        if present != self.written.vms.len() {
+            let live: std::collections::HashSet<&str> =
+                snapshot.model.vms().map(|v| v.name.as_str()).collect();
+            deletes.extend(
+                self.written
+                    .vms
+                    .keys()
+                    .filter(|k| !live.contains(k.as_str()))
+                    .map(|k| RowKey::Vm(k.clone())),
+            );
+        }
+
+        let mut present = 0;
+        for m in &snapshot.migrations {
+            let id: MigrationId = m.core().id;
+            present += usize::from(self.written.migrations.contains_key(&id.0));
+            if self.saved.migrations.get(&id.0) == Some(*m) {
+                continue;
+            }
+            let bytes = json(|| format!("migration {id}"), m)?;
+            if self.written.migrations.get(&id.0) != Some(&bytes) {
+                puts.push((RowKey::Migration(id.0), bytes));
+            }
+            new_migrations.push(*m);
+        }
+        if present != self.written.migrations.len() {
+            let live: std::collections::HashSet<u64> =
+                snapshot.migrations.iter().map(|m| m.core().id.0).collect();
+            deletes.extend(
+                self.written
+                    .migrations
+                    .keys()
+                    .filter(|k| !live.contains(k))
+                    .map(|k| RowKey::Migration(*k)),
+            );
+        }
+
+        let meta = [
+            ("format", json(|| "format".into(), &FORMAT)?),
+            ("next_id", json(|| "next_id".into(), &snapshot.next_id)?),
+            ("epoch", json(|| "epoch".into(), &snapshot.epoch)?),
+            (
+                "generations",
+                json(|| "generations".into(), &snapshot.generations)?,
+            ),
+        ];
+        for (key, bytes) in meta {
+            if self.written.meta.get(key) != Some(&bytes) {
+                puts.push((RowKey::Meta(key.to_owned()), bytes));
+            }
+        }
+        deletes.extend(
+            self.written
+                .meta
+                .keys()
+                .filter(|k| !["format", "next_id", "epoch", "generations"].contains(&k.as_str()))
+                .map(|k| RowKey::Meta(k.clone())),
+        );
+
+        if !puts.is_empty() || !deletes.is_empty() {
+            let borrowed: Vec<(RowKey, &[u8])> = puts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_slice()))
+                .collect();
+            self.backend.apply(&borrowed, &deletes)?;
+        }
+        // Written: the caches follow.
         let stats = SaveStats {
             written: puts.len(),
             removed: deletes.len(),
         };
-        self.written = rows;
+        for key in deletes {
+            match &key {
+                RowKey::Host(k) => {
+                    self.saved.hosts.remove(k);
+                }
+                RowKey::Vm(k) => {
+                    self.saved.vms.remove(k);
+                }
+                RowKey::Migration(k) => {
+                    self.saved.migrations.remove(k);
+                }
+                RowKey::Meta(_) => {}
+            }
+            self.written.remove(&key);
+        }
+        for (key, bytes) in puts {
+            self.written.insert(key, bytes);
+        }
+        for h in new_hosts {
+            self.saved.hosts.insert(h.info.name.to_string(), h.clone());
+        }
+        for vm in new_vms {
+            self.saved.vms.insert(vm.name.to_string(), vm.clone());
+        }
+        for m in new_migrations {
+            self.saved.migrations.insert(m.core().id.0, m.clone());
+        }
         Ok(stats)
     }
 }
@@ -529,42 +681,159 @@ fn json<T: serde::Serialize>(what: impl FnOnce() -> String, v: &T) -> Result<Vec
     })
 }
 
-fn encode(hosts: &[HostRegistration], s: &ControllerSnapshot) -> Result<Rows, StoreError> {
-    let mut rows = Rows::default();
-    for h in hosts {
-        rows.hosts.insert(
-            h.info.name.to_string(),
-            json(|| format!("host {}", h.info.name), h)?,
-        );
-    }
-    for vm in s.model.vms() {
-        rows.vms
-            .insert(vm.name.to_string(), json(|| format!("VM {}", vm.name), vm)?);
-    }
-    for m in s.migrations.iter().chain(s.finished.iter()) {
-        let id: MigrationId = m.core().id;
-        rows.migrations
-            .insert(id.0, json(|| format!("migration {id}"), m)?);
-    }
-    rows.meta
-        .insert("format".into(), json(|| "format".into(), &FORMAT)?);
-    rows.meta
-        .insert("next_id".into(), json(|| "next_id".into(), &s.next_id)?);
-    rows.meta
-        .insert("epoch".into(), json(|| "epoch".into(), &s.epoch)?);
-    rows.meta.insert(
-        "generations".into(),
-        json(|| "generations".into(), &s.generations)?,
-    );
-    Ok(rows)
-}
-
 /// The contract every backend meets (round trip, changes only, deletes, a crash between
 /// write and action, large saves) is `tests/store_contract.rs`; these are the embedded
 /// backend's own cases.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use srmig_api::{Timestamp, VmId};
+    use srmig_control::{Controller, ControllerConfig};
+
+    /// Rows in memory; `fail` makes the next `apply` fail.
+    #[derive(Debug, Default)]
+    struct Memory {
+        rows: std::sync::Arc<std::sync::Mutex<Rows>>,
+        fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Backend for Memory {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn load(&mut self) -> Result<Rows, StoreError> {
+            Ok(self.rows.lock().expect("lock").clone())
+        }
+        fn apply(
+            &mut self,
+            puts: &[(RowKey, &[u8])],
+            deletes: &[RowKey],
+        ) -> Result<(), StoreError> {
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Fenced {
+                    store: "memory".into(),
+                    why: "told to fail".into(),
+                });
+            }
+            let mut rows = self.rows.lock().expect("lock");
+            for (k, v) in puts {
+                rows.insert(k.clone(), v.to_vec());
+            }
+            for k in deletes {
+                rows.remove(k);
+            }
+            Ok(())
+        }
+    }
+
+    fn reg(i: u16) -> HostRegistration {
+        let json = format!(
+            r#"{{"name":"h{i}","locator":"fc00:{i:x}::/48","sid_end_s":"fc00:{i:x}::e5","sid_end_sbuf":"fc00:{i:x}::eb","sid_dt6":"fc00:{i:x}::d6","underlay":"2001:db8:ff::{i:x}","api_socket":"/tmp/h{i}.sock"}}"#
+        );
+        serde_json::from_str(&json).expect("registration")
+    }
+
+    fn vm(name: &str, host: &str, last: u8) -> VmInfo {
+        serde_json::from_str(&format!(
+            r#"{{"name":"{name}","addresses":["2001:db8:a::{last:x}"],"mac":"52:54:00:00:00:{last:02x}","host":"{host}"}}"#
+        ))
+        .expect("vm")
+    }
+
+    fn world() -> (Controller, Vec<HostRegistration>) {
+        let mut c = Controller::with_epoch(ControllerConfig::default(), 1_700_000_000_000);
+        let hosts: Vec<_> = (1..=3).map(reg).collect();
+        for h in &hosts {
+            c.add_host(h.info.clone()).expect("host");
+        }
+        c.add_vm(vm("a", "h1", 1)).expect("vm");
+        c.add_vm(vm("b", "h2", 2)).expect("vm");
+        (c, hosts)
+    }
+
+    fn save(store: &mut Store, c: &Controller, hosts: &[HostRegistration]) -> SaveStats {
+        let hosts: Vec<&HostRegistration> = hosts.iter().collect();
+        store.save_view(&hosts, &c.snapshot_view()).expect("save")
+    }
+
+    /// Every row an encoding of the whole state would hold, and nothing else.
+    fn assert_holds_exactly(memory: &Memory, c: &Controller, hosts: &[HostRegistration]) {
+        let (mut fresh, _) = Store::with_backend(Box::new(Memory::default())).expect("store");
+        save(&mut fresh, c, hosts);
+        assert_eq!(*memory.rows.lock().expect("lock"), fresh.written);
+    }
+
+    #[test]
+    fn a_save_writes_the_changed_rows_and_deletes_the_removed_ones() {
+        let memory = Memory::default();
+        let (rows, fail) = (memory.rows.clone(), memory.fail.clone());
+        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
+        let view = Memory {
+            rows,
+            fail: fail.clone(),
+        };
+        let (mut c, mut hosts) = world();
+        assert_eq!(save(&mut store, &c, &hosts).written, 3 + 2 + 4);
+        assert_eq!(save(&mut store, &c, &hosts), SaveStats::default());
+        // One VM moves: its row and the meta rows that changed (generations), nothing else.
+        c.remove_vm(&VmId::new("b").expect("name"))
+            .expect("removed");
+        c.add_vm(vm("c", "h3", 3)).expect("vm");
+        let stats = save(&mut store, &c, &hosts);
+        assert_eq!(stats.removed, 1, "{stats:?}");
+        assert!(stats.written >= 1, "{stats:?}");
+        assert_holds_exactly(&view, &c, &hosts);
+        // A host goes away.
+        hosts.pop();
+        c.remove_vm(&VmId::new("c").expect("name"))
+            .expect("removed");
+        save(&mut store, &c, &hosts);
+        assert_holds_exactly(&view, &c, &hosts);
+        assert_eq!(save(&mut store, &c, &hosts), SaveStats::default());
+    }
+
+    #[test]
+    fn a_failed_save_is_written_in_full_by_the_next_one() {
+        let memory = Memory::default();
+        let view = Memory {
+            rows: memory.rows.clone(),
+            fail: memory.fail.clone(),
+        };
+        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
+        let (mut c, hosts) = world();
+        save(&mut store, &c, &hosts);
+        c.add_vm(vm("c", "h3", 3)).expect("vm");
+        view.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let refs: Vec<&HostRegistration> = hosts.iter().collect();
+        assert!(store.save_view(&refs, &c.snapshot_view()).is_err());
+        let stats = save(&mut store, &c, &hosts);
+        assert!(stats.written >= 1, "the VM's row again: {stats:?}");
+        assert_holds_exactly(&view, &c, &hosts);
+    }
+
+    #[test]
+    fn a_reopened_store_writes_nothing_for_the_state_it_holds() {
+        let memory = Memory::default();
+        let (rows, fail) = (memory.rows.clone(), memory.fail.clone());
+        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
+        let (mut c, hosts) = world();
+        c.request_migration(
+            Timestamp(5),
+            srmig_api::MigrateRequest {
+                vm: VmId::new("a").expect("name"),
+                to: HostId::new("h2").expect("name"),
+                strategy: srmig_api::Strategy::SrBuffer,
+            },
+        )
+        .expect("accepted");
+        save(&mut store, &c, &hosts);
+        drop(store);
+        let (mut store, loaded) =
+            Store::with_backend(Box::new(Memory { rows, fail })).expect("store");
+        assert!(loaded.is_some());
+        assert_eq!(save(&mut store, &c, &hosts), SaveStats::default());
+    }
+
     #[test]
     fn second_open_is_refused_while_held() {
         let dir = tempfile::tempdir().expect("tempdir");

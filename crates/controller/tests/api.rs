@@ -79,6 +79,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
         buffer: Default::default(),
         drops: Default::default(),
         icmp: Default::default(),
+        holds: Default::default(),
     })
     .into_response()
 }

@@ -50,6 +50,42 @@ pub struct VmCounters {
     pub dropped: u64,
 }
 
+/// Upper bounds, in seconds, of the buckets of [`HoldHistogram`] (a VM's pause lasts tens
+/// of milliseconds to seconds); a last, open bucket counts what is above them all.
+pub const HOLD_BUCKETS_S: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long the oldest packet of each End.SBUF release had been held when the release
+/// started: one observation per resume of a VM with packets held for it. It is the longest
+/// any packet to that VM waited at this host, which is the network downtime its inbound
+/// traffic saw here (the blackout plus what the hold added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HoldHistogram {
+    /// Observations per bucket of [`HOLD_BUCKETS_S`] (not cumulative); the last one counts
+    /// those above every bound.
+    pub buckets: [u64; HOLD_BUCKETS_S.len() + 1],
+    /// Observations.
+    pub count: u64,
+    /// Their sum, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl HoldHistogram {
+    pub(crate) fn observe(&mut self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        let i = HOLD_BUCKETS_S
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(HOLD_BUCKETS_S.len());
+        if let Some(b) = self.buckets.get_mut(i) {
+            *b += 1;
+        }
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+}
+
 /// ICMPv6 and NDP generation counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IcmpCounters {
@@ -82,6 +118,7 @@ pub struct Counters {
     pub(crate) policies: Vec<PacketBytes>,
     pub(crate) ports: Vec<PortCounters>,
     pub(crate) icmp: IcmpCounters,
+    pub(crate) holds: HoldHistogram,
 }
 
 impl Counters {
@@ -93,6 +130,7 @@ impl Counters {
             policies: Vec::new(),
             ports: vec![PortCounters::default(); ports],
             icmp: IcmpCounters::default(),
+            holds: HoldHistogram::default(),
         }
     }
 
@@ -155,6 +193,11 @@ impl CountersView<'_> {
     /// ICMPv6 / NDP generation counters.
     pub fn icmp(&self) -> IcmpCounters {
         self.c.icmp
+    }
+
+    /// How long the oldest packet of each End.SBUF release had waited ([`HoldHistogram`]).
+    pub fn holds(&self) -> HoldHistogram {
+        self.c.holds
     }
 
     /// Packets and bytes held in VM `id`'s buffer now.

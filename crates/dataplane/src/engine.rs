@@ -325,6 +325,7 @@ impl Dataplane {
                 mac: v.mac.0,
                 port,
                 state: v.state,
+                resumed_holding: false,
             });
         }
         let buffers = SbufStore::new(cfg.buffer, vms.len())?;
@@ -629,9 +630,12 @@ impl Dataplane {
         let Some(v) = self.vms.vms.get_mut(vm.index()) else {
             return Err(ConfigError::invalid(format!("vm {}", vm.0), "no such VM"));
         };
+        let resumed = state == VmState::Running && v.state != VmState::Running;
         v.state = state;
-        if state == VmState::Running && !self.buffers.is_empty(vm) && !self.releasing.contains(&vm)
-        {
+        // A resume (not a repeated "running") with packets held starts a release to observe.
+        v.resumed_holding = state == VmState::Running
+            && (v.resumed_holding || (resumed && !self.buffers.is_empty(vm)));
+        if v.resumed_holding && !self.releasing.contains(&vm) {
             self.releasing.push(vm);
         }
         Ok(())
@@ -640,6 +644,9 @@ impl Dataplane {
     /// Drops everything held for `vm` (e.g. the SR path is torn down); returns how many packets.
     pub fn discard_buffer(&mut self, vm: VmId) -> u64 {
         let n = self.buffers.discard(vm);
+        if let Some(v) = self.vms.vms.get_mut(vm.index()) {
+            v.resumed_holding = false;
+        }
         self.counters.drops[DropReason::BufferDiscarded.index()] += n;
         if let Some(c) = self.counters.vm_mut(vm) {
             c.dropped += n;
@@ -819,6 +826,11 @@ impl Dataplane {
             // The held packet is copied into `out`, with room for its Ethernet header.
             let r = match self.buffers.pop_fresh(vm, now, out) {
                 None => {
+                    // Empty (everything expired, or discarded): nothing of this resume left
+                    // to observe.
+                    if let Some(v) = self.vms.vms.get_mut(vm.index()) {
+                        v.resumed_holding = false;
+                    }
                     self.releasing.remove(0);
                     continue;
                 }
@@ -850,6 +862,12 @@ impl Dataplane {
                     return None;
                 }
                 continue;
+            }
+            if let Some(v) = self.vms.vms.get_mut(vm.index()) {
+                if std::mem::take(&mut v.resumed_holding) {
+                    let waited = now.as_nanos().saturating_sub(r.arrived.as_nanos());
+                    self.counters.holds.observe(waited);
+                }
             }
             let c = &mut self.counters.vms[vm.index()];
             c.released += 1;
@@ -2979,6 +2997,7 @@ fn addr(b: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
+pub mod fastpath;
 mod reinject;
 
 #[cfg(test)]

@@ -1297,6 +1297,63 @@ fn end_sbuf_holds_until_resume_and_releases_in_order() {
     );
 }
 
+/// One observation per resume with packets held: how long the oldest had waited when the
+/// release started (not the later arrivals, not a resume with nothing held).
+#[test]
+fn a_release_observes_how_long_its_oldest_packet_was_held() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let ms = |n: u64| Instant(T0.0 + n * 1_000_000);
+    for (i, at) in [0, 50, 170].into_iter().enumerate() {
+        let p = udp6_sized(sid(C, 1), vm1(), 80 + i);
+        assert_eq!(
+            run_at(&mut d, ms(at), UPLINK, &paper_frame(D, 0, &p)).0,
+            Verdict::Held(vm)
+        );
+    }
+    assert_eq!(d.counters().holds().count, 0, "nothing released yet");
+    d.handle_vm_state(ms(180), vm, VmState::Running).unwrap();
+    let mut out = PacketBuf::new();
+    assert!(
+        d.poll_transmit(ms(181), &mut out).is_some(),
+        "the first release"
+    );
+    // Told again in the middle of the release (a link event, then the hypervisor's
+    // report): still one release, one observation.
+    d.handle_vm_state(ms(181), vm, VmState::Running).unwrap();
+    assert_eq!(drain(&mut d, ms(182)).len(), 2);
+    let h = d.counters().holds();
+    assert_eq!(h.count, 1);
+    assert_eq!(
+        h.sum_ns, 181_000_000,
+        "the oldest packet, held from 0 to 181 ms"
+    );
+    let bucket = crate::HOLD_BUCKETS_S
+        .iter()
+        .position(|b| *b >= 0.181)
+        .unwrap();
+    assert_eq!(h.buckets[bucket], 1);
+    assert_eq!(h.buckets.iter().sum::<u64>(), 1);
+    // Paused and resumed with nothing held: no observation.
+    d.handle_vm_state(ms(300), vm, VmState::Paused).unwrap();
+    d.handle_vm_state(ms(310), vm, VmState::Running).unwrap();
+    assert!(drain(&mut d, ms(311)).is_empty());
+    assert_eq!(d.counters().holds().count, 1);
+    // Resumed with packets held that are then discarded: nothing released, no observation,
+    // and none later for a packet held while the VM runs.
+    d.handle_vm_state(ms(400), vm, VmState::Absent).unwrap();
+    let p = udp6_sized(sid(C, 1), vm1(), 90);
+    assert_eq!(
+        run_at(&mut d, ms(400), UPLINK, &paper_frame(D, 0, &p)).0,
+        Verdict::Held(vm)
+    );
+    d.handle_vm_state(ms(450), vm, VmState::Running).unwrap();
+    assert_eq!(d.discard_buffer(vm), 1);
+    assert!(drain(&mut d, ms(451)).is_empty());
+    d.handle_vm_state(ms(460), vm, VmState::Running).unwrap();
+    assert_eq!(d.counters().holds().count, 1);
+}
+
 #[test]
 fn end_sbuf_releases_ipv4_and_jumbo_packets_with_their_ethertype() {
     let mut d = host(D, VmState::Absent);

@@ -125,6 +125,14 @@ impl<V: Copy, const BITS: u8> Lpm<V, BITS> {
         self.default.map(|v| (0, v))
     }
 
+    /// Every prefix and its value, longest first (the /0 entry last).
+    pub fn iter(&self) -> impl Iterator<Item = (u128, u8, V)> + '_ {
+        self.levels
+            .iter()
+            .flat_map(|l| l.map.iter().map(move |(&a, &v)| (a, l.len, v)))
+            .chain(self.default.map(|v| (0, 0, v)))
+    }
+
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.levels.is_empty() && self.default.is_none()
@@ -221,6 +229,11 @@ impl Fib {
     }
 
     #[inline]
+    /// The table at `t`.
+    pub(crate) fn table(&self, t: TableIdx) -> Option<&FibTable> {
+        self.tables.get(t.0 as usize)
+    }
+
     pub(crate) fn lookup_v6(&self, t: TableIdx, dst: u128) -> Option<Adjacency> {
         self.tables
             .get(t.0 as usize)?

@@ -168,6 +168,20 @@ impl HmacTable {
         })
     }
 
+    /// Whether a packet received on `ingress` whose SRH has no TLV area passes
+    /// [`HmacTable::check`] (for the fast path, which handles only such packets).
+    pub(crate) fn passes_without_tlvs(&self, ingress: PortId) -> bool {
+        if !self.any_require {
+            return true;
+        }
+        let mode = self
+            .modes
+            .get(ingress.index())
+            .copied()
+            .unwrap_or(HmacMode::Ignore);
+        mode == HmacMode::Ignore || missing(mode).is_ok()
+    }
+
     /// The key with id `id`.
     #[inline]
     pub(crate) fn key(&self, id: u32) -> Option<&HmacKey> {

@@ -49,8 +49,15 @@ pub use config::{
     HmacMode, HmacSecret, IcmpConfig, MacAddr, MappingConfig, NodeConfig, PolicyConfig, PortConfig,
     PortKind, RouteConfig, SidConfig, SteeringConfig, VmConfig,
 };
-pub use counters::{CountersView, IcmpCounters, PacketBytes, PortCounters, VmCounters};
+pub use counters::{
+    CountersView, HoldHistogram, IcmpCounters, PacketBytes, PortCounters, VmCounters,
+    HOLD_BUCKETS_S,
+};
 pub use drop::DropReason;
+pub use engine::fastpath::{
+    self, CounterSlot, FastAction, FastEncap, FastKind, FastNexthop, FastOutcome, FastRoute,
+    FastTable,
+};
 pub use engine::Dataplane;
 pub use policy::{PolicyId, Steering};
 pub use port::PortId;

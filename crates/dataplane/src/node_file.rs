@@ -95,6 +95,7 @@ impl IoMode {
 /// [io]
 /// mode = "auto"              # auto | xdp | packet: every port's default
 /// ports = { vm1 = "packet" } # per port, by name
+/// fast_path = ["up0"]        # uplinks whose XDP program forwards transit and End itself
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +106,13 @@ pub struct IoConfig {
     /// Per-port modes, by port name.
     #[serde(default)]
     pub ports: BTreeMap<String, IoMode>,
+    /// Uplinks whose XDP program forwards transit IPv6 and End itself, to another listed
+    /// uplink (srmigd's fast path, off by default). List an uplink only if its frames come
+    /// off a wire or from another srmigd (not from a local kernel stack, whose checksums may
+    /// be left partial) and its interface's peer accepts XDP frames (a NIC driver with
+    /// `ndo_xdp_xmit`, or a veth whose peer runs an XDP program or has GRO on).
+    #[serde(default)]
+    pub fast_path: Vec<String>,
 }
 
 impl IoConfig {
@@ -269,8 +277,25 @@ fn check_qemu(node: &NodeConfig, qemu: &[QemuPortConfig]) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// `[io]` names only ports of `[[ports]]`.
+/// `[io]` names only ports of `[[ports]]`; `fast_path` only uplinks.
 fn check_io(node: &NodeConfig, io: &IoConfig) -> Result<(), ConfigError> {
+    for name in &io.fast_path {
+        match node.ports.iter().find(|p| &p.name == name) {
+            None => {
+                return Err(ConfigError::invalid(
+                    "io.fast_path",
+                    format!("names \"{name}\", which is not a port of [[ports]]"),
+                ))
+            }
+            Some(p) if p.kind != crate::config::PortKind::Uplink => {
+                return Err(ConfigError::invalid(
+                    "io.fast_path",
+                    format!("names \"{name}\", a VM port: the fast path runs on uplinks"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
     match io
         .ports
         .keys()
@@ -459,6 +484,21 @@ port = "vm1p"
         assert!(e.contains("qemu[0]") && e.contains("not a VM port"), "{e}");
         let e = err("[io]\nports = { eth9 = \"xdp\" }\n");
         assert!(e.contains("io.ports") && e.contains("eth9"), "{e}");
+        let e = err("[io]\nfast_path = [\"eth9\"]\n");
+        assert!(e.contains("io.fast_path") && e.contains("eth9"), "{e}");
+        let e = err("[io]\nfast_path = [\"vm1p\"]\n");
+        assert!(e.contains("io.fast_path") && e.contains("VM port"), "{e}");
+        let ok =
+            format!("{NODE}[io]\nports = {{ enp3s0 = \"packet\" }}\nfast_path = [\"enp3s0\"]\n");
+        assert!(
+            NodeFile::parse(&ok).is_ok(),
+            "the fast path beside AF_PACKET"
+        );
+        let ok = format!("{NODE}[io]\nfast_path = [\"enp3s0\"]\n");
+        assert_eq!(
+            NodeFile::parse(&ok).expect("valid").io.fast_path,
+            ["enp3s0"]
+        );
         let e = err("[io]\nmode = \"dpdk\"\n");
         assert!(e.contains("dpdk"), "{e}");
         let e = err("locatr = \"fc00::/48\"\n");

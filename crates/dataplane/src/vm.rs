@@ -52,6 +52,9 @@ pub(crate) struct Vm {
     pub(crate) mac: [u8; 6],
     pub(crate) port: PortId,
     pub(crate) state: VmState,
+    /// Resumed with packets held for it, the first not released yet: the release that
+    /// follows observes how long that packet waited ([`crate::HoldHistogram`]).
+    pub(crate) resumed_holding: bool,
 }
 
 /// What one IPv6 address means on this node: the local VM that owns it and the exact (/128)
@@ -109,6 +112,14 @@ impl VmTable {
     }
 
     #[inline]
+    /// Every IPv6 address a local VM has.
+    pub(crate) fn vm_v6_addrs(&self) -> impl Iterator<Item = u128> + '_ {
+        self.by_v6
+            .iter()
+            .filter(|(_, e)| e.vm.is_some())
+            .map(|(&a, _)| a)
+    }
+
     pub(crate) fn by_v6(&self, a: u128) -> Option<VmId> {
         self.v6_entry(a).vm
     }
@@ -178,6 +189,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 0x10],
             port: PortId(1),
             state: VmState::Running,
+            resumed_holding: false,
         });
         assert_eq!(t.by_v6(u128::from(a6)), Some(id));
         assert_eq!(t.by_v4(u32::from(a4)), Some(id));
@@ -199,6 +211,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 0x10],
             port: PortId(1),
             state: VmState::Running,
+            resumed_holding: false,
         });
         let a = u128::from(a6);
         let p = Steering::Policy(crate::policy::PolicyId(3));

@@ -14,6 +14,7 @@
 //! [io]                           # port I/O (port::IoConfig): auto | xdp | packet
 //! mode = "auto"                  # default: AF_XDP on uplinks where it works, else AF_PACKET
 //! ports = { up0 = "packet" }     # per port
+//! fast_path = ["up0"]            # XDP fast path on these uplinks (docs/srmigd.md)
 //! ```
 
 use std::path::{Path, PathBuf};

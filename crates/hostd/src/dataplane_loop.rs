@@ -198,6 +198,7 @@ impl DataplaneLoop {
                         let mut port = PortIo::new(id, p.name.clone(), p.kind);
                         port.mode = io_config.mode_of(&p.name);
                         port.fanout = fanout;
+                        port.fast_path = io_config.fast_path.contains(&p.name);
                         port
                     }
                 }
@@ -246,8 +247,53 @@ impl DataplaneLoop {
                 }
             }
         }
+        lp.refresh_fast_paths();
         lp.flush(now);
         Ok(lp)
+    }
+
+    /// Writes the engine's fast table of every uplink whose XDP program has the fast path
+    /// ([`crate::port::fastpath`]): after any change of the engine or of the ports. Frames
+    /// are redirected only to uplinks that have the fast path too. A table that did not
+    /// change is not written again.
+    fn refresh_fast_paths(&mut self) {
+        let fast: Vec<(PortId, u32)> = self
+            .ports
+            .iter()
+            .filter(|p| p.fast_path().is_some())
+            .filter_map(|p| Some((p.id, p.socket.as_ref()?.ifindex())))
+            .collect();
+        if fast.is_empty() {
+            return;
+        }
+        let egress_ok = |id: PortId| fast.iter().any(|(p, _)| *p == id);
+        let ifindex_of = |id: PortId| fast.iter().find(|(p, _)| *p == id).map(|(_, i)| *i);
+        for port in &mut self.ports {
+            let (id, name) = (port.id, port.ifname.clone());
+            let Some(f) = port.fast_path_mut() else {
+                continue;
+            };
+            let dp = self.agent.dataplane();
+            let table = dp.fast_table(id, &egress_ok);
+            if table.is_none() {
+                debug!(port = %name, "no fast table for this port: every frame goes through srmigd");
+            }
+            let mut credit = |slot, p, b| dp.credit_fast_path(slot, p, b);
+            if let Err(e) = f.write(table, &ifindex_of, &mut credit) {
+                // The program stays off (every frame to srmigd) until a write succeeds.
+                warn!(port = %name, error = %e, "writing the XDP fast path failed; it is off");
+            }
+        }
+    }
+
+    /// Adds what the fast paths forwarded since the last call to the engine's counters.
+    fn collect_fast_paths(&mut self) {
+        for port in &mut self.ports {
+            if let Some(f) = port.fast_path_mut() {
+                let dp = self.agent.dataplane();
+                f.collect(&mut |slot, p, b| dp.credit_fast_path(slot, p, b));
+            }
+        }
     }
 
     fn now(&self) -> Instant {
@@ -317,6 +363,9 @@ impl DataplaneLoop {
                     }
                 }
             }
+        }
+        if !events.is_empty() {
+            self.refresh_fast_paths();
         }
         self.link_events = events;
         self.link_events.clear();
@@ -482,9 +531,11 @@ impl DataplaneLoop {
                             for p in &mut self.ports {
                                 p.refresh_kernel_stats();
                             }
+                            self.collect_fast_paths();
                             self.infos.clear();
                             self.infos.extend(self.ports.iter().map(PortIo::info));
                             let go_on = serve(&mut self.agent, now, cmd, &self.infos);
+                            self.refresh_fast_paths();
                             // A new configuration may have replaced the engine's ports.
                             for i in 0..self.ports.len() {
                                 let (id, mtu) = (self.ports[i].id, self.ports[i].mtu);

@@ -18,6 +18,7 @@
 //! | `srmig_drops` | counter | `reason` (every [`srmig_dataplane::DropReason`]) |
 //! | `srmig_icmp_generated` | counter | `kind` |
 //! | `srmig_config_generation` | gauge | |
+//! | `srmig_buffer_hold_seconds` | histogram | (how long the oldest packet of each End.SBUF release had waited when its VM resumed here: the network downtime its inbound traffic saw at this host) |
 
 use std::fmt::Write;
 
@@ -86,6 +87,29 @@ impl Out {
         for (l, v) in samples {
             self.sample(name, "", &l, v);
         }
+    }
+}
+
+impl Out {
+    /// `srmig_buffer_hold_seconds`: [`srmig_api::HoldStatus`] as an OpenMetrics histogram
+    /// (cumulative buckets, `+Inf`, count, sum).
+    fn hold_histogram(&mut self, h: &srmig_api::HoldStatus) {
+        const NAME: &str = "srmig_buffer_hold_seconds";
+        let _ = writeln!(self.0, "# TYPE {NAME} histogram");
+        let _ = writeln!(self.0, "# UNIT {NAME} seconds");
+        let _ = writeln!(
+            self.0,
+            "# HELP {NAME} How long the oldest packet of each End.SBUF release had been held when its VM resumed here."
+        );
+        let mut cumulative = 0u64;
+        for (i, le) in h.le_ms.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let le = *le as f64 / 1000.0;
+            let _ = writeln!(self.0, "{NAME}_bucket{{le=\"{le:?}\"}} {cumulative}");
+        }
+        let _ = writeln!(self.0, "{NAME}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.0, "{NAME}_count {}", h.count);
+        let _ = writeln!(self.0, "{NAME}_sum {:?}", h.sum_ns as f64 / 1e9);
     }
 }
 
@@ -292,6 +316,7 @@ pub fn render(s: &HostStatus) -> String {
         "Host config generation in force (0 before the first).",
         [(vec![], s.generation.unwrap_or(0))],
     );
+    o.hold_histogram(&s.holds);
     o.0.push_str("# EOF\n");
     o.0
 }
@@ -332,8 +357,16 @@ mod tests {
             }
             // Every sample belongs to the family declared just above it.
             let (series, value) = line.rsplit_once(' ').expect("sample line");
-            value.parse::<u64>().expect("integer value");
             let metric = series.split('{').next().expect("name");
+            if current_type == "histogram" {
+                value.parse::<f64>().expect("number");
+                let suffix = metric
+                    .strip_prefix(current.as_str())
+                    .expect("family prefix");
+                assert!(["_bucket", "_count", "_sum"].contains(&suffix), "{line}");
+                continue;
+            }
+            value.parse::<u64>().expect("integer value");
             let expected = if current_type == "counter" {
                 format!("{current}_total")
             } else {
@@ -350,8 +383,36 @@ mod tests {
             "srmig_policy_packets_total{policy=\"vm:far1\"} 0",
             "srmig_port_attached{port=\"up0\"} 0",
             "srmig_config_generation 3",
+            "srmig_buffer_hold_seconds_bucket{le=\"0.001\"} 0",
+            "srmig_buffer_hold_seconds_bucket{le=\"+Inf\"} 0",
+            "srmig_buffer_hold_seconds_count 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+    }
+
+    #[test]
+    fn hold_times_are_a_cumulative_histogram() {
+        let mut n =
+            Agent::new(srmig_api::HostId::new("h1").expect("name"), base(), 1).expect("agent");
+        n.apply_host_config(hc(3)).expect("apply");
+        let mut status = n.status(&[]);
+        status.holds = srmig_api::HoldStatus {
+            le_ms: vec![10, 250, 1000],
+            counts: vec![1, 2, 0, 1],
+            count: 4,
+            sum_ns: 2_600_000_000,
+        };
+        let text = render(&status);
+        for line in [
+            "srmig_buffer_hold_seconds_bucket{le=\"0.01\"} 1",
+            "srmig_buffer_hold_seconds_bucket{le=\"0.25\"} 3",
+            "srmig_buffer_hold_seconds_bucket{le=\"1.0\"} 3",
+            "srmig_buffer_hold_seconds_bucket{le=\"+Inf\"} 4",
+            "srmig_buffer_hold_seconds_count 4",
+            "srmig_buffer_hold_seconds_sum 2.6",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 }

@@ -9,7 +9,9 @@
 //!   native XDP on the veth; MTU 4000: generic mode, and a longer frame is dropped by the
 //!   kernel and counted);
 //! - `srmig_xsk` is attached while the socket is open and nothing after it is dropped, and
-//!   nothing after the process holding it is SIGKILLed (this test binary run as a child);
+//!   nothing after the process holding it is SIGKILLed (this test binary run as a child): the
+//!   plain program, the fast path's with its socket, and the fast path's alone on a veth with
+//!   a jumbo MTU (beside AF_PACKET);
 //! - a `srmig_xsk` left attached through netlink (no link) is replaced at open; a foreign
 //!   program yields `ForeignProgram` and stays; a second socket on the same interface yields
 //!   `InUse`.
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use srmig_dataplane::{Batch, PortId, BUF_CAPACITY};
 use srmig_hostd::port::bpf::{self, XdpMode};
+use srmig_hostd::port::fastpath::FastAttachment;
 use srmig_hostd::port::xdp::{attached_xdp_prog, XdpError, XdpOptions, XdpSocket, XdpTxError};
 use srmig_lab::{Lab, LinkEnd, MacAddr, Netns};
 
@@ -38,6 +41,9 @@ const P_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0xaa, 2]);
 /// Env var telling [`sigkill_child_helper`] which interface to open (it runs in that
 /// interface's namespace).
 const CHILD_ENV: &str = "SRMIG_XDP_CHILD_IFNAME";
+/// What the child attaches: `plain` (an AF_XDP socket), `fast` (one with the fast path's
+/// program), `fast-alone` (the fast path's program without a socket).
+const CHILD_MODE_ENV: &str = "SRMIG_XDP_CHILD_MODE";
 
 struct Pair {
     x: Netns,
@@ -375,6 +381,19 @@ fn nothing_attached_after_sigkill() {
     }
     let lab = Lab::new().expect("lab");
     let pr = pair(&lab, None);
+    sigkill_leaves_nothing(&pr, "plain");
+    // The fast path's program, with its AF_XDP socket and alone beside AF_PACKET (a jumbo
+    // MTU): gone the same way. Fresh interfaces: the killed child's socket may hold queue 0
+    // a little longer than its program stays attached.
+    let lab = Lab::new().expect("lab");
+    sigkill_leaves_nothing(&pair(&lab, None), "fast");
+    let lab = Lab::new().expect("lab");
+    sigkill_leaves_nothing(&pair(&lab, Some(9000)), "fast-alone");
+}
+
+/// Runs [`sigkill_child_helper`] in `pr.x` attaching `mode`'s program to xdp0, checks it is
+/// attached, SIGKILLs the child and waits for the interface to have no XDP program.
+fn sigkill_leaves_nothing(pr: &Pair, mode: &str) {
     let exe = std::env::current_exe().expect("test binary");
     let child = Command::new("ip")
         .args(["netns", "exec", pr.x.name()])
@@ -386,6 +405,7 @@ fn nothing_attached_after_sigkill() {
             "--nocapture",
         ])
         .env(CHILD_ENV, "xdp0")
+        .env(CHILD_MODE_ENV, mode)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -400,13 +420,13 @@ fn nothing_attached_after_sigkill() {
             break;
         }
     }
-    assert!(ready, "the child exited before opening its socket");
+    assert!(ready, "the child ({mode}) exited before attaching");
     let (_, name) = attached(&pr.x, pr.xi).expect("the child's program");
     assert_eq!(name, "srmig_xsk");
     child.0.kill().expect("SIGKILL");
     child.0.wait().expect("reap");
     wait_until(
-        "no XDP program after the child was SIGKILLed",
+        &format!("no XDP program after the child ({mode}) was SIGKILLed"),
         Duration::from_secs(5),
         Duration::from_millis(20),
         || match attached(&pr.x, pr.xi) {
@@ -430,7 +450,18 @@ fn sigkill_child_helper() {
     let c = std::ffi::CString::new(ifname.clone()).expect("name");
     // SAFETY: `c` is a valid NUL-terminated string for the call.
     let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    let _s = XdpSocket::open(ifindex, &ifname, &XdpOptions::default()).expect("open");
+    let mode = std::env::var(CHILD_MODE_ENV).unwrap_or_default();
+    let opts = XdpOptions {
+        fast_path: mode == "fast",
+        ..XdpOptions::default()
+    };
+    let _held: Box<dyn std::any::Any> = if mode == "fast-alone" {
+        Box::new(FastAttachment::attach(ifindex, &ifname).expect("attach the fast path"))
+    } else {
+        let s = XdpSocket::open(ifindex, &ifname, &opts).expect("open");
+        assert_eq!(s.fast_path().is_some(), mode == "fast", "fast path loaded");
+        Box::new(s)
+    };
     println!("ready");
     std::thread::sleep(Duration::from_secs(60));
 }

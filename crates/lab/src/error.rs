@@ -73,6 +73,17 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+    /// An interface could not be brought up (`SIOCSIFFLAGS`).
+    #[error("bringing {ifname} up in namespace {netns} failed")]
+    LinkUp {
+        /// The interface.
+        ifname: String,
+        /// Its namespace.
+        netns: String,
+        /// The system call's error.
+        #[source]
+        source: io::Error,
+    },
     /// A registry file exists but does not parse.
     #[error("registry file {path} is malformed")]
     RegistryFormat {

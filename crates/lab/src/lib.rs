@@ -36,6 +36,7 @@
 
 mod cmd;
 pub mod error;
+pub mod ifup;
 pub mod netns;
 pub mod orchestrate;
 pub mod paper;

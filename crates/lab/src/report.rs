@@ -13,7 +13,11 @@
 //! Per migration, beside `pause_ms` and `total_ms`: `blackout_ms` (the VM's pause),
 //! `network_downtime_ms` (the longest gap between two probes delivered to the VM around the
 //! migration, one way), `release_latency_ms` (the VM's resume at the destination to the first
-//! probe delivered there) and End.SBUF's `held` / `released`; the two network figures need
+//! probe delivered there; on netns VMs the resume is the instant before the system call that
+//! brings the VM's attachment up, [`crate::ifup`]), End.SBUF's `held` / `released` and
+//! `hold_ms` (how long the oldest held packet had waited when the VM resumed, as the
+//! destination srmigd measured it: its `srmig_buffer_hold_seconds`); the two network figures
+//! need
 //! the lab's own responder in a netns VM. `probe.at_vm` is the probe seen one way at such a
 //! VM (`received`, `lost`, `duplicated`, `reordered`); `probe.duplicated` / `reordered` are
 //! then the worse of both directions and `probe.echo` keeps the echo's own figures.
@@ -118,6 +122,10 @@ pub struct MigrationReport {
     /// Packets released.
     #[serde(default)]
     pub released: u64,
+    /// How long the oldest packet the destination held had waited when the VM resumed, as
+    /// srmigd there measured it (its `srmig_buffer_hold_seconds`); absent without a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<f64>,
 }
 
 /// The probe as seen by the VM, one way (client to VM), from the lab's responder in a netns

@@ -400,6 +400,18 @@ impl Lab {
             .map(drop)
     }
 
+    /// Brings a link end up with one system call ([`crate::ifup`]) and returns the instant
+    /// just before it: the moment the link can have come up at the earliest.
+    pub fn set_up_timed(&self, end: &LinkEnd) -> Result<Instant, LabError> {
+        end.netns
+            .run(|| crate::ifup::set_up_now(&end.ifname))?
+            .map_err(|source| LabError::LinkUp {
+                ifname: end.ifname.clone(),
+                netns: end.netns.name().to_owned(),
+                source,
+            })
+    }
+
     /// Brings a link end administratively down (its peer loses carrier).
     pub fn set_down(&self, end: &LinkEnd) -> Result<(), LabError> {
         end.netns

@@ -4,9 +4,11 @@
 //! Why check the peer's identity on top of the server name: the server name only proves the
 //! certificate was issued for the address dialled; [`Endpoint::expect_peer`] also proves it is
 //! the party meant (the controller pushing to host `h1` talks to `srmig://host/h1`, not to
-//! another host's srmigd that answers on a stale address). Each request opens its own
-//! connection, which is what the control plane's occasional requests need; the whole request
-//! (connect, handshake, exchange) is bounded by the client's timeout.
+//! another host's srmigd that answers on a stale address). [`HttpsClient::request`] opens a
+//! connection per request, which is what occasional requests need; the whole request
+//! (connect, handshake, exchange) is bounded by the client's timeout. A caller that talks to
+//! one peer all the time (the controller pushing to a host) keeps an [`HttpsConnection`]
+//! open instead ([`HttpsClient::connect`]): one handshake, then a request per round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,6 +212,27 @@ impl HttpsClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut conn = self.open(to).await?;
+        conn.send(method, path, body.map(Bytes::from)).await
+    }
+
+    /// Opens a connection to `to` (TCP, TLS handshake, the peer's identity checked) for
+    /// several requests one after another, within the client's timeout.
+    pub async fn connect(&self, to: &Endpoint) -> Result<HttpsConnection, ClientError> {
+        tokio::time::timeout(self.timeout, self.open(to))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: to.addr.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    /// The bound on a whole request ([`HttpsClient::with_timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn open(&self, to: &Endpoint) -> Result<HttpsConnection, ClientError> {
         let addr = || to.addr.clone();
         let tcp = TcpStream::connect(&to.addr)
             .await
@@ -246,32 +269,67 @@ impl HttpsClient {
                 });
             }
         }
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|source| ClientError::Http {
+                addr: addr(),
+                source,
+            })?;
+        Ok(HttpsConnection {
+            sender,
+            driver: tokio::spawn(async move {
+                let _ = conn.await;
+            }),
+            addr: to.addr.clone(),
+        })
+    }
+}
 
+/// One open HTTPS connection to a checked peer ([`HttpsClient::connect`]), HTTP/1.1 with
+/// keep-alive: requests go one after another. The connection closes when this is dropped.
+#[derive(Debug)]
+pub struct HttpsConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    addr: String,
+}
+
+impl HttpsConnection {
+    /// Sends one request (a JSON body if any) and reads the whole response. Not bounded in
+    /// time: the caller bounds it.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let http = |source| ClientError::Http {
-            addr: addr(),
+            addr: self.addr.clone(),
             source,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(http)?;
-        let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", to.addr.as_str());
+            .header("host", self.addr.as_str());
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let result = async {
-            let resp = sender.send_request(req).await.map_err(http)?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
-            Ok((status, bytes))
-        }
-        .await;
-        drop(sender);
-        conn.abort();
-        result
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        self.sender.ready().await.map_err(http)?;
+        let resp = self.sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// The peer closed the connection (or it failed): open another.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+impl Drop for HttpsConnection {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }

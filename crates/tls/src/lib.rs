@@ -40,7 +40,7 @@ pub mod pki;
 pub mod serve;
 
 pub use address::{split_host_port, AddressError, ApiAddress};
-pub use client::{ClientError, Endpoint, HttpsClient};
+pub use client::{ClientError, Endpoint, HttpsClient, HttpsConnection};
 pub use config::{client_config, server_config, ConfigError, TlsFiles};
 pub use identity::{IdentityError, PeerIdentity, Role};
 pub use pem::PemError;

@@ -175,6 +175,8 @@ pub struct Options {
     /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` keeps the
     /// bench's veths on AF_PACKET.
     pub io: String,
+    /// srmigd's XDP fast path on its uplinks (`[io] fast_path = ["d0", "d1"]`).
+    pub fast_path: bool,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition.
@@ -200,6 +202,7 @@ impl Default for Options {
             workers: 1,
             flows: 1,
             io: "auto".to_owned(),
+            fast_path: true,
             reps: 3,
             duration: Duration::from_millis(2000),
             cases: Case::ALL.to_vec(),
@@ -411,6 +414,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
 
     // srmigd.
     let mut srmigd_results = BTreeMap::new();
+    let mut fast_paths = BTreeMap::new();
     let mut napi_steered = false;
     for &case in &opts.cases {
         let frames = frames::frames(case, opts.frame_bytes, opts.flows);
@@ -429,6 +433,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             case,
             opts.workers,
             &opts.io,
+            opts.fast_path,
         ) {
             Ok(d) => d,
             Err(e) => {
@@ -450,6 +455,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             }
         }
         let result = measure(&topo, opts, &frames, "srmigd", case, true, progress);
+        let fast = if case == Case::HEncapsVm {
+            Ok((false, 0, 0))
+        } else {
+            daemon.fast_path("d0")
+        };
         let alive = daemon.running(&topo);
         let result = match (result, alive) {
             (Ok(r), true) => r,
@@ -463,6 +473,15 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             }
         };
         daemon.stop(&topo)?;
+        let fast = fast?;
+        progress(&format!(
+            "srmigd {}: fast path {}, {} frames forwarded by it, {} received by srmigd's socket on d0",
+            case.key(),
+            if fast.0 { "on" } else { "off" },
+            fast.1,
+            fast.2
+        ));
+        fast_paths.insert(case, fast);
         srmigd_results.insert(case, result);
     }
 
@@ -529,6 +548,8 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
                 linux_gbps: big.then(|| gbps(linux_mpps, frame_bytes)),
                 srmigd_generator_bound: bound(srmigd_mpps),
                 linux_generator_bound: bound(linux_mpps),
+                srmigd_fast_path: fast_paths.get(&case).is_some_and(|f| f.0),
+                srmigd_fast_path_frames: fast_paths.get(&case).map_or(0, |f| f.1),
                 srmigd_overload_2x: s.overload,
             },
         );
@@ -541,6 +562,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         workers: opts.workers,
         flows: opts.flows,
         io: opts.io.clone(),
+        fast_path: opts.fast_path,
         reps: opts.reps,
         duration_ms: millis(opts.duration),
         zero_loss_trial_ms: millis(opts.zero_loss_trial()),
@@ -675,10 +697,12 @@ fn zero_loss_search(
         let t = trial(topo, frames, opts.zero_loss_trial(), Some(rate * 1e6))?;
         let pass = t.lost == 0 && t.offered > 0;
         progress(&format!(
-            "{dut} {} zero-loss trial {n}: paced at {rate:.3} Mpps, offered {:.3}, lost {} -> {}",
+            "{dut} {} zero-loss trial {n}: paced at {rate:.3} Mpps, offered {:.3}, lost {} (dut-in drops {}, dut-out drops {}) -> {}",
             case.key(),
             t.offered_mpps,
             t.lost,
+            t.dut_in_drops,
+            t.dut_out_drops,
             if pass { "pass" } else { "fail" }
         ));
         if pass {

@@ -29,6 +29,8 @@ pub struct ForwardReport {
     pub flows: usize,
     /// srmigd's port I/O mode (`[io] mode`).
     pub io: String,
+    /// Whether srmigd ran with its XDP fast path on d0 and d1 (`--fast-path on`).
+    pub fast_path: bool,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition, ms.
@@ -94,6 +96,11 @@ pub struct CaseReport {
     pub srmigd_generator_bound: bool,
     /// The same for Linux.
     pub linux_generator_bound: bool,
+    /// Whether srmigd's XDP fast path was on for d0 (`--fast-path on` and an uplink case).
+    pub srmigd_fast_path: bool,
+    /// Frames srmigd's fast path forwarded in this case (all trials), from srmigd's status:
+    /// the ones that never reached its AF_XDP socket.
+    pub srmigd_fast_path_frames: u64,
     /// srmigd offered twice its zero-loss rate (paced): what it still forwards.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srmigd_overload_2x: Option<Overload>,
@@ -147,8 +154,15 @@ pub fn render_table(r: &ForwardReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{} x {} ms per case and DUT, flows {}, srmigd workers {} (io {}), MTU {}, srmigd {}",
-        r.reps, r.duration_ms, r.flows, r.workers, r.io, r.mtu, r.srmigd
+        "{} x {} ms per case and DUT, flows {}, srmigd workers {} (io {}, XDP fast path {}), MTU {}, srmigd {}",
+        r.reps,
+        r.duration_ms,
+        r.flows,
+        r.workers,
+        r.io,
+        if r.fast_path { "on" } else { "off" },
+        r.mtu,
+        r.srmigd
     );
     let _ = writeln!(
         s,

@@ -117,6 +117,8 @@ port = "d1"
 pub(crate) struct Srmigd {
     pid: u32,
     log: PathBuf,
+    /// Its API socket.
+    socket: PathBuf,
     /// Whether d0 is on AF_XDP (its receive then runs in d0's NAPI, see
     /// [`Topology::steer_napi_to_dut`]).
     pub(crate) d0_xdp: bool,
@@ -132,12 +134,21 @@ impl Srmigd {
         case: Case,
         workers: usize,
         io: &str,
+        fast_path: bool,
     ) -> Result<Srmigd, ForwardError> {
         let file = |name: String| dir.join(name);
         let config = file(format!("{}.toml", case.key()));
         let socket = file(format!("{}.sock", case.key()));
         let log = file(format!("srmigd-{}.log", case.key()));
-        let toml = node_toml(case) + &format!("\n[io]\nmode = \"{io}\"\n");
+        let mut toml = node_toml(case) + &format!("\n[io]\nmode = \"{io}\"\n");
+        if fast_path && io != "packet" {
+            // The uplinks only (d0 is a VM port in h_encaps_vm).
+            toml += if vm_port(case) {
+                "fast_path = [\"d1\"]\n"
+            } else {
+                "fast_path = [\"d0\", \"d1\"]\n"
+            };
+        }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {
             path: config.clone(),
             source,
@@ -167,13 +178,17 @@ impl Srmigd {
         let mut daemon = Srmigd {
             pid,
             log,
+            socket: socket.clone(),
             d0_xdp: false,
         };
         let start = Instant::now();
         loop {
             let text = std::fs::read_to_string(&daemon.log).unwrap_or_default();
             if ["d0", "d1"].iter().all(|p| attached(&text, p).is_some()) {
-                daemon.d0_xdp = attached(&text, "d0").as_deref() == Some("xdp");
+                // An XDP program on d0: its AF_XDP socket's, or the fast path's beside an
+                // AF_PACKET socket (jumbo frames).
+                daemon.d0_xdp =
+                    attached(&text, "d0").as_deref() == Some("xdp") || fast_path_alone(&text, "d0");
                 return Ok(daemon);
             }
             if !topo.lab.child_running(pid) {
@@ -188,6 +203,31 @@ impl Srmigd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Port `port`'s fast path from `GET /v1/status`: whether it is on, and how many frames
+    /// it forwarded (the engine's receive count, which the fast path is credited to, less
+    /// what the port's socket received).
+    pub(crate) fn fast_path(&self, port: &str) -> Result<(bool, u64, u64), ForwardError> {
+        let http = srmig_controller::http::UnixHttp::new(&self.socket, Duration::from_secs(2));
+        let fail = |e: String| ForwardError::Options(format!("srmigd GET /v1/status: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let response = rt
+            .block_on(http.request(hyper::Method::GET, "/v1/status", None))
+            .map_err(|e| fail(e.to_string()))?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&response.body).map_err(|e| fail(e.to_string()))?;
+        let p = status["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == port))
+            .ok_or_else(|| fail(format!("no port {port:?} in the status")))?;
+        let on = p["fast_path"].as_bool().unwrap_or(false);
+        let rx = p["rx"]["packets"].as_u64().unwrap_or(0);
+        let socket_rx = p["io"]["rx_frames"].as_u64().unwrap_or(0);
+        Ok((on, rx.saturating_sub(socket_rx), socket_rx))
     }
 
     /// Whether it still runs.
@@ -227,6 +267,17 @@ fn dut_cpus(dut: usize, nproc: usize, workers: usize) -> String {
 
 /// The socket kind (`xdp`, `packet`) of the last JSON log line saying port `port` was
 /// attached; `None` if none did.
+/// Whether srmigd's JSON log says it attached the XDP fast path beside port `port`'s
+/// AF_PACKET socket.
+fn fast_path_alone(log: &str, port: &str) -> bool {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            v["fields"]["message"] == "XDP fast path attached beside the AF_PACKET socket"
+                && v["fields"]["port"] == port
+        })
+}
+
 fn attached(log: &str, port: &str) -> Option<String> {
     log.lines()
         .rev()

@@ -136,6 +136,11 @@ impl Topology {
         for end in [&a.a, &a.b, &b.a, &b.b] {
             lab.wait_up(end, std::time::Duration::from_secs(5))?;
         }
+        // GRO on s0 gives the sink's veth a NAPI instance, which XDP frames redirected to
+        // d1 need (a veth drops them otherwise): srmigd's fast path sends them that way. The
+        // Linux DUT's frames then take the same NAPI, on the same CPU (the DUT's, which
+        // transmits on d1): both DUTs see the same sink.
+        sink.exec("ethtool", &["-K", "s0", "gro", "on"])?;
         // The DUT's receive softirq on the DUT CPU (a veth runs the receiver's netif_rx on the
         // sender's CPU otherwise). `ip netns exec` mounts the namespace's own sysfs.
         let mask = format!("{:x}", 1u64 << cpus.dut);

@@ -1,8 +1,11 @@
 //! The few BPF and rtnetlink calls the AF_XDP port needs ([`super::xdp`]), over `libc` alone.
 //!
 //! What is here, and nothing more:
-//! - the `bpf(2)` commands `BPF_MAP_CREATE` (an `XSKMAP`), `BPF_MAP_UPDATE_ELEM`,
-//!   `BPF_PROG_LOAD` (the six-instruction redirect program, [`xsk_program`]), `BPF_LINK_CREATE`
+//! - the `bpf(2)` commands `BPF_MAP_CREATE` (an `XSKMAP`; for the fast path
+//!   ([`super::fastpath`]) also `DEVMAP`, `LPM_TRIE`, `ARRAY` and `PERCPU_ARRAY`),
+//!   `BPF_MAP_UPDATE_ELEM`, `BPF_MAP_DELETE_ELEM`, `BPF_MAP_LOOKUP_ELEM`, `BPF_PROG_LOAD` (the
+//!   six-instruction redirect program, [`xsk_program`], or the fast path's instructions),
+//!   `BPF_PROG_TEST_RUN` (tests run a program on a frame), `BPF_LINK_CREATE`
 //!   (attach to an interface, detached when the link's last fd closes), and
 //!   `BPF_PROG_GET_FD_BY_ID` + `BPF_OBJ_GET_INFO_BY_FD` (the name of an attached program);
 //! - rtnetlink `RTM_GETLINK` (which XDP programs an interface has, in which mode) and
@@ -28,7 +31,10 @@ const OBJ_NAME_LEN: usize = 16;
 
 // bpf(2) commands (enum bpf_cmd).
 const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
@@ -36,6 +42,16 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// `BPF_MAP_TYPE_XSKMAP`.
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_LPM_TRIE`.
+pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+/// `BPF_MAP_TYPE_DEVMAP`.
+pub const BPF_MAP_TYPE_DEVMAP: u32 = 14;
+/// `BPF_F_NO_PREALLOC` (required for `LPM_TRIE`).
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 /// `BPF_PROG_TYPE_XDP`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_XDP` (enum bpf_attach_type).
@@ -99,6 +115,27 @@ impl Insn {
             off,
             imm,
         }
+    }
+
+    /// The instruction encoded in `b` (as [`Insn::to_bytes`] writes it).
+    pub fn from_bytes(b: [u8; 8]) -> Insn {
+        Insn {
+            code: b[0],
+            regs: b[1],
+            off: i16::from_le_bytes([b[2], b[3]]),
+            imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+
+    /// Whether this is the first half of a 64-bit immediate load (`ld_imm64`).
+    pub fn is_ld_imm64(self) -> bool {
+        self.code == BPF_LD | BPF_IMM | BPF_DW
+    }
+
+    /// Makes this `ld_imm64` load the map `fd` (`src_reg = BPF_PSEUDO_MAP_FD`).
+    pub fn set_map_fd(&mut self, fd: RawFd) {
+        self.regs = (BPF_PSEUDO_MAP_FD << 4) | (self.regs & 0x0f);
+        self.imm = fd;
     }
 
     /// The 8 bytes the kernel reads (little endian, as on every target srmigd builds for).
@@ -295,6 +332,143 @@ pub fn map_update_u32(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
     sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
+/// Creates a map of `map_type` (one of the `BPF_MAP_TYPE_*` here) named `name`.
+pub fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        map_name: name_bytes(name),
+        ..MapCreateAttr::default()
+    };
+    bpf_fd(BPF_MAP_CREATE, &mut attr)
+}
+
+/// Sets `map[key] = value` (`BPF_ANY`); both are the map's sizes (the kernel reads that
+/// many bytes: a shorter slice is refused here).
+pub fn map_update(
+    map: &OwnedFd,
+    key: &[u8],
+    value: &[u8],
+    sizes: (usize, usize),
+) -> io::Result<()> {
+    if key.len() != sizes.0 || value.len() != sizes.1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map.as_raw_fd())?,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Removes `key` from `map` (`Ok(false)` if it was not there); `key_size` as for
+/// [`map_update`].
+pub fn map_delete(map: &OwnedFd, key: &[u8], key_size: usize) -> io::Result<bool> {
+    if key.len() != key_size {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map.as_raw_fd())?,
+        key: key.as_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    match sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `map[key]` into `value`, which must be the whole value (for a per-CPU map, one
+/// value per possible CPU, 8-byte aligned each); `Ok(false)` if the key is absent.
+pub fn map_lookup(
+    map: &OwnedFd,
+    key: &[u8],
+    value: &mut [u8],
+    sizes: (usize, usize),
+) -> io::Result<bool> {
+    if key.len() != sizes.0 || value.len() != sizes.1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map.as_raw_fd())?,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    match sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The number of possible CPUs (`/sys/devices/system/cpu/possible`, e.g. `0-1`): how many
+/// values a per-CPU map holds per key.
+pub fn possible_cpus() -> io::Result<usize> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut n = 0;
+    for part in s.trim().split(',') {
+        let bad = || io::Error::other(format!("cannot parse possible CPUs {s:?}"));
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                b.checked_sub(a).ok_or_else(bad)? + 1
+            }
+            None => {
+                part.parse::<usize>().map_err(|_| bad())?;
+                1
+            }
+        };
+    }
+    Ok(n)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
+
+/// Runs `prog` once on `frame` (`BPF_PROG_TEST_RUN`): the program's return value and the
+/// frame as it left it. Tests only: nothing is sent anywhere (a redirect is only a verdict).
+pub fn prog_test_run(prog: &OwnedFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: fd_u32(prog.as_raw_fd())?,
+        data_size_in: u32::try_from(frame.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// The kernel refused to load a program; `log` is the verifier's log (may be empty).
 #[derive(Debug, thiserror::Error)]
 #[error("loading the XDP program failed: {source}; verifier log: {log:?}")]
@@ -310,9 +484,21 @@ pub struct ProgLoadError {
 /// kept). The first attempt runs without a log; if it fails the load is repeated with the
 /// verifier's log, which the error carries.
 pub fn load_xsk_program(name: &str, map: &OwnedFd) -> Result<OwnedFd, ProgLoadError> {
-    let insns = xsk_program(map.as_raw_fd());
     // Any license: bpf_redirect_map is not GPL-only.
-    let license = c"Apache-2.0";
+    load_xdp_program(name, &xsk_program(map.as_raw_fd()), c"Apache-2.0", 0)
+}
+
+/// `BPF_F_XDP_HAS_FRAGS`: the program handles multi-buffer frames (jumbo frames on a veth).
+pub const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+
+/// Loads `insns` as an XDP program named `name` under `license` (see
+/// [`load_xsk_program`] for the verifier's log).
+pub fn load_xdp_program(
+    name: &str,
+    insns: &[Insn],
+    license: &CStr,
+    prog_flags: u32,
+) -> Result<OwnedFd, ProgLoadError> {
     let load = |log: Option<&mut [u8]>| {
         let mut attr = ProgLoadAttr {
             prog_type: BPF_PROG_TYPE_XDP,
@@ -320,6 +506,7 @@ pub fn load_xsk_program(name: &str, map: &OwnedFd) -> Result<OwnedFd, ProgLoadEr
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: name_bytes(name),
+            prog_flags,
             expected_attach_type: BPF_XDP,
             ..ProgLoadAttr::default()
         };
@@ -333,7 +520,7 @@ pub fn load_xsk_program(name: &str, map: &OwnedFd) -> Result<OwnedFd, ProgLoadEr
     match load(None) {
         Ok(fd) => Ok(fd),
         Err(first) => {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 1 << 20];
             match load(Some(&mut buf)) {
                 Ok(fd) => Ok(fd),
                 Err(source) => {
@@ -671,6 +858,8 @@ mod tests {
         assert_eq!(mem::offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
         assert_eq!(mem::offset_of!(LinkCreateAttr, flags), 12);
+        assert_eq!(mem::offset_of!(TestRunAttr, data_in), 16);
+        assert_eq!(mem::offset_of!(TestRunAttr, repeat), 32);
         assert_eq!(mem::offset_of!(InfoAttr, info), 8);
         assert_eq!(mem::offset_of!(ProgInfo, name), 64);
     }

@@ -41,6 +41,7 @@
 //! and link events do not concern it.
 
 pub mod bpf;
+pub mod fastpath;
 pub mod gso;
 pub mod packet;
 pub mod qemu;
@@ -185,6 +186,10 @@ pub struct PortIo {
     /// groups ([`crate::workers::fanout_group`]); the port then always uses AF_PACKET.
     /// `None` (one worker): no fanout.
     pub fanout: Option<u16>,
+    /// Whether node.toml lists this uplink in `[io] fast_path` ([`fastpath`]).
+    pub fast_path: bool,
+    /// The fast path of an uplink on AF_PACKET (a jumbo MTU), while attached.
+    pub fast_alone: Option<Box<fastpath::FastAttachment>>,
 }
 
 impl PortIo {
@@ -203,6 +208,8 @@ impl PortIo {
             stats: PortIoStats::default(),
             warned_gso: false,
             fanout: None,
+            fast_path: false,
+            fast_alone: None,
         }
     }
 
@@ -308,6 +315,18 @@ impl PortIo {
         };
         let (s, mtu) = s;
         let kind = s.kind();
+        if self.fast_path && self.kind == PortKind::Uplink && matches!(s, PortSocket::Packet(_)) {
+            // No AF_XDP socket to carry the program (the MTU): attach it alone.
+            match fastpath::FastAttachment::attach(ifindex, &self.ifname) {
+                Ok(f) => {
+                    tracing::info!(port = %self.ifname, mode = ?f.mode, "XDP fast path attached beside the AF_PACKET socket");
+                    self.fast_alone = Some(Box::new(f));
+                }
+                Err(e) => {
+                    warn!(port = %self.ifname, error = %e, "the XDP fast path could not be attached; every frame goes through srmigd");
+                }
+            }
+        }
         self.mtu = mtu;
         self.socket = Some(s);
         self.ifindex = Some(ifindex);
@@ -333,7 +352,11 @@ impl PortIo {
         let mut socket = None;
         let mtu = packet::interface_mtu_by_index(ifindex).ok();
         if want_xdp {
-            let opened = xdp::XdpSocket::open(ifindex, &self.ifname, &xdp::XdpOptions::default())
+            let opts = xdp::XdpOptions {
+                fast_path: self.fast_path,
+                ..xdp::XdpOptions::default()
+            };
+            let opened = xdp::XdpSocket::open(ifindex, &self.ifname, &opts)
                 .map_err(|e| e.to_string())
                 .and_then(|s| {
                     // One AF_XDP frame per packet: a larger MTU needs AF_PACKET.
@@ -378,6 +401,7 @@ impl PortIo {
     /// Closes the socket, on another thread ([`close_in_background`]). Frames still queued
     /// for it are dropped and counted as sent without a link.
     pub fn detach(&mut self) {
+        self.fast_alone = None;
         if let Some(mut s) = self.socket.take() {
             if let PortSocket::Packet(p) = &mut s {
                 self.stats.tx_no_link += p.discard_queued() as u64;
@@ -504,6 +528,22 @@ impl PortIo {
         }
     }
 
+    /// The fast path, when it is loaded on the port's interface.
+    pub fn fast_path(&self) -> Option<&fastpath::FastPath> {
+        match &self.socket {
+            Some(PortSocket::Xdp(s)) => s.fast_path(),
+            _ => self.fast_alone.as_ref().map(|f| f.fast()),
+        }
+    }
+
+    /// The fast path, when it is loaded on the port's interface.
+    pub fn fast_path_mut(&mut self) -> Option<&mut fastpath::FastPath> {
+        match &mut self.socket {
+            Some(PortSocket::Xdp(s)) => s.fast_path_mut(),
+            _ => self.fast_alone.as_mut().map(|f| f.fast_mut()),
+        }
+    }
+
     /// A plain copy of the port's state for status and metrics.
     pub fn info(&self) -> PortInfo {
         PortInfo {
@@ -511,6 +551,7 @@ impl PortIo {
             attached: self.attached(),
             io: self.stats,
             socket: self.socket.as_ref().map(PortSocket::kind),
+            fast_path: self.fast_path().is_some_and(|f| f.enabled()),
             mtu: self.mtu,
         }
     }

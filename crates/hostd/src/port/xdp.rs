@@ -53,6 +53,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use srmig_dataplane::{Batch, PortId, BUF_CAPACITY};
 
 use super::bpf::{self, XdpMode, PROG_NAME};
+use super::fastpath::FastPath;
 use super::RecvStats;
 
 pub use super::bpf::attached_xdp_prog;
@@ -72,6 +73,9 @@ pub struct XdpOptions {
     pub ring_size: u32,
     /// UMEM frames of [`FRAME_SIZE`] bytes (half receive, at most `ring_size`; the rest send).
     pub frames: u32,
+    /// Load the fast path's program ([`super::fastpath`]) instead of the plain one. If it
+    /// cannot be loaded, the plain one is, with a warning.
+    pub fast_path: bool,
 }
 
 impl Default for XdpOptions {
@@ -81,6 +85,7 @@ impl Default for XdpOptions {
         XdpOptions {
             ring_size: 4096,
             frames: 8192,
+            fast_path: false,
         }
     }
 }
@@ -373,7 +378,9 @@ pub struct XdpSocket {
     // Field order is drop order: the link (program detached) first, then the program and the
     // map, the rings, the socket, the UMEM last.
     _link: OwnedFd,
-    _prog: OwnedFd,
+    _prog: Option<OwnedFd>,
+    /// The fast path's program and maps, when it runs ([`XdpOptions::fast_path`]).
+    fast: Option<FastPath>,
     _map: OwnedFd,
     rx: Ring,
     tx: Ring,
@@ -562,7 +569,17 @@ impl XdpSocket {
         })?;
         bpf::map_update_u32(&map, 0, fd_value)
             .map_err(io_err("adding the socket to the XSKMAP"))?;
-        let prog = bpf::load_xsk_program(PROG_NAME, &map)?;
+        let (prog, fast) = if opts.fast_path {
+            match FastPath::load(&map, PROG_NAME, false) {
+                Ok(f) => (None, Some(f)),
+                Err(e) => {
+                    tracing::warn!(interface = ifname, error = %e, "the XDP fast path could not be loaded; every frame goes through srmigd");
+                    (Some(bpf::load_xsk_program(PROG_NAME, &map)?), None)
+                }
+            }
+        } else {
+            (Some(bpf::load_xsk_program(PROG_NAME, &map)?), None)
+        };
 
         // Every receive frame goes to the fill ring before frames can arrive.
         let mut fill = fill;
@@ -577,10 +594,16 @@ impl XdpSocket {
         fill.local = fill.local.wrapping_add(rx_frames);
         fill.prod_submit();
 
-        let (link, mode) = attach(&prog, ifindex, ifname)?;
+        let attached = match (&fast, &prog) {
+            (Some(f), _) => f.prog(),
+            (None, Some(p)) => p,
+            (None, None) => return Err(XdpError::Options("no XDP program was loaded")),
+        };
+        let (link, mode) = attach(attached, ifindex, ifname)?;
         Ok(XdpSocket {
             _link: link,
             _prog: prog,
+            fast,
             _map: map,
             rx,
             tx,
@@ -597,6 +620,16 @@ impl XdpSocket {
             complete_partial: false,
             drops_seen: Cell::new(0),
         })
+    }
+
+    /// The fast path, when it is loaded on this socket's interface.
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast.as_ref()
+    }
+
+    /// The fast path, when it is loaded on this socket's interface.
+    pub fn fast_path_mut(&mut self) -> Option<&mut FastPath> {
+        self.fast.as_mut()
     }
 
     /// The interface index the socket is bound to.
@@ -1018,6 +1051,17 @@ fn remove_stale_program(ifindex: u32, ifname: &str) -> Result<(), XdpError> {
 }
 
 /// Attaches `prog` by a BPF link: native mode, else generic mode.
+/// Attaches `prog` (named [`PROG_NAME`]) to `ifindex` with a BPF link, native mode first;
+/// a stale `srmig_xsk` attached without a link is replaced, a foreign program refused.
+pub(crate) fn attach_program(
+    prog: &OwnedFd,
+    ifindex: u32,
+    ifname: &str,
+) -> Result<(OwnedFd, XdpMode), XdpError> {
+    remove_stale_program(ifindex, ifname)?;
+    attach(prog, ifindex, ifname)
+}
+
 fn attach(prog: &OwnedFd, ifindex: u32, ifname: &str) -> Result<(OwnedFd, XdpMode), XdpError> {
     let mut last = None;
     for mode in [XdpMode::Native, XdpMode::Generic] {
@@ -1117,6 +1161,7 @@ mod tests {
         let bad = XdpOptions {
             ring_size: 1000,
             frames: 4096,
+            ..XdpOptions::default()
         };
         assert!(matches!(
             XdpSocket::open(1, "lo", &bad),

@@ -700,6 +700,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 release_latency_ms,
                 held: record.held,
                 released: record.released,
+                hold_ms: record.hold_ms,
             });
             migrations.push(WorkloadMigration {
                 workload: kind,
@@ -973,10 +974,11 @@ mod tests {
         };
         let err = run_migrate(&options).expect_err("no guest");
         let text = err.to_string();
-        // Not root: refused at once; root: the guest directory is checked before any
-        // namespace exists (QEMU missing would be named too).
+        // Not root: refused at once; root: the binaries and the guest directory are checked
+        // before any namespace exists (srmigd not built yet or QEMU missing would be named).
         assert!(
             text.contains("needs root")
+                || text.contains("srmigd was not found")
                 || text.contains("has no vmlinuz")
                 || text.contains("qemu-system-x86_64"),
             "{text}"

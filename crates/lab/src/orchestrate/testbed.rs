@@ -66,6 +66,24 @@ use crate::registry::REGISTRY_DIR;
 use crate::report::VmKind;
 use crate::topology::{Lab, LinkEnd, MacAddr, Route};
 
+/// A VM's End.SBUF counters at a host, and the host's hold-time histogram totals.
+#[derive(Debug, Clone, Copy)]
+struct BufferCounters {
+    held: u64,
+    released: u64,
+    dropped: u64,
+    holds: u64,
+    hold_ns: u64,
+}
+
+impl BufferCounters {
+    /// The mean hold time of the releases since `before` (one per migration).
+    fn hold_ms_since(&self, before: &BufferCounters) -> Option<f64> {
+        let n = self.holds.checked_sub(before.holds).filter(|n| *n > 0)?;
+        Some(self.hold_ns.saturating_sub(before.hold_ns) as f64 / n as f64 / 1e6)
+    }
+}
+
 /// How long links get to come up, hosts to acknowledge, the VM to become reachable.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one controller phase may take before the lab gives up.
@@ -174,6 +192,9 @@ pub struct MigrationRecord {
     pub released: u64,
     /// Packets the destination dropped for the VM (End.SBUF drop mode, full or expired).
     pub dropped: u64,
+    /// How long the oldest packet the destination held had waited when the VM resumed, as
+    /// srmigd there measured it (its `holds`); `None` if it released nothing.
+    pub hold_ms: Option<f64>,
     /// The controller's phases, milliseconds since the request.
     pub phases: Vec<(MigrationPhase, u64)>,
 }
@@ -1035,7 +1056,7 @@ impl Testbed {
     }
 
     /// `(held, released, dropped + expired)` of the migrating VM on host `role`.
-    fn vm_buffer_counters(&self, role: HostRole) -> Result<(u64, u64, u64), OrchestrateError> {
+    fn vm_buffer_counters(&self, role: HostRole) -> Result<BufferCounters, OrchestrateError> {
         let status = self.daemon(role)?.status(&self.control)?;
         let vm = status["vms"]
             .as_array()
@@ -1043,7 +1064,14 @@ impl Testbed {
             .cloned()
             .unwrap_or_default();
         let n = |k: &str| vm[k].as_u64().unwrap_or(0);
-        Ok((n("held"), n("released"), n("dropped") + n("expired")))
+        let holds = |k: &str| status["holds"][k].as_u64().unwrap_or(0);
+        Ok(BufferCounters {
+            held: n("held"),
+            released: n("released"),
+            dropped: n("dropped") + n("expired"),
+            holds: holds("count"),
+            hold_ns: holds("sum_ns"),
+        })
     }
 
     /// Migrates the VM to the other of S and D through the controller with `strategy`,
@@ -1077,7 +1105,7 @@ impl Testbed {
     ) -> Result<MigrationRecord, OrchestrateError> {
         let (from, to) = (self.vm_at, self.other_host());
         self.begin_migration()?;
-        let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
+        let c0 = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
             to: self.plan.host(to).info().name,
@@ -1164,7 +1192,7 @@ impl Testbed {
                 )))
             }
         };
-        let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
+        let c1 = self.vm_buffer_counters(to)?;
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
         let phase_ms = |phase: MigrationPhase| {
@@ -1190,9 +1218,10 @@ impl Testbed {
             cut_at_ms: wall_ms(stop_us),
             attached_at_ms,
             completed_at_ms,
-            held: held1.saturating_sub(held0),
-            released: released1.saturating_sub(released0),
-            dropped: dropped1.saturating_sub(dropped0),
+            held: c1.held.saturating_sub(c0.held),
+            released: c1.released.saturating_sub(c0.released),
+            dropped: c1.dropped.saturating_sub(c0.dropped),
+            hold_ms: c1.hold_ms_since(&c0),
             phases: done
                 .phases
                 .iter()
@@ -1233,7 +1262,7 @@ impl Testbed {
         };
         let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
         self.begin_migration()?;
-        let (held0, released0, dropped0) = self.retrying(|t| t.vm_buffer_counters(to))?;
+        let c0 = self.retrying(|t| t.vm_buffer_counters(to))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
             to: self.plan.host(to).info().name,
@@ -1279,8 +1308,8 @@ impl Testbed {
         self.sleep_ticking(t_stop + timing.downtime)?;
         // ...and appears at the destination, VM side last: `att` is activated while it is
         // opened, before the destination srmigd hears that its port has carrier.
-        self.lab.set_up(&vm_att)?;
-        let t_attach = Instant::now();
+        // The VM resumes: its attachment comes up, timestamped by the system call itself.
+        let t_attach = self.lab.set_up_timed(&vm_att)?;
 
         let completed = HypervisorPost {
             event: HypervisorEventKind::Completed,
@@ -1316,7 +1345,7 @@ impl Testbed {
             return Err(MigrationFailure::of(&done));
         }
         self.finish_faults("completed")?;
-        let (held1, released1, dropped1) = self.vm_buffer_counters(to)?;
+        let c1 = self.vm_buffer_counters(to)?;
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         Ok(MigrationRecord {
             id: format!("m{}", id.0),
@@ -1332,9 +1361,10 @@ impl Testbed {
             cut_at_ms: ms(origin, t_stop),
             attached_at_ms: ms(origin, t_attach),
             completed_at_ms: ms(origin, t_done),
-            held: held1.saturating_sub(held0),
-            released: released1.saturating_sub(released0),
-            dropped: dropped1.saturating_sub(dropped0),
+            held: c1.held.saturating_sub(c0.held),
+            released: c1.released.saturating_sub(c0.released),
+            dropped: c1.dropped.saturating_sub(c0.dropped),
+            hold_ms: c1.hold_ms_since(&c0),
             phases: done
                 .phases
                 .iter()
@@ -1378,6 +1408,7 @@ impl Testbed {
             held: 0,
             released: 0,
             dropped: 0,
+            hold_ms: None,
             phases: done
                 .phases
                 .iter()

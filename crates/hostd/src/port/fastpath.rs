@@ -1,0 +1,526 @@
+//! The XDP fast path of an AF_XDP uplink: the program `bpf/fastpath.c` (checked in compiled,
+//! `bpf/fastpath.o`), its maps, and keeping them equal to the engine's
+//! [`FastTable`] for the port.
+//!
+//! The program forwards transit IPv6, End, End.DX6 and transit H.Encaps in the kernel (`bpf_redirect_map` to a
+//! `DEVMAP`) and hands everything else to srmigd's AF_XDP socket, exactly as the plain
+//! program does. What it may forward is decided by the engine
+//! ([`srmig_dataplane::Dataplane::fast_table`]); see `srmig_dataplane::fastpath` for why a
+//! forwarded frame is exactly what the engine would have sent. It is off unless node.toml
+//! lists the uplink in `[io] fast_path` (docs/srmigd.md says when an uplink qualifies).
+//!
+//! ## Loading
+//! The object is an ELF file with one program section (`xdp`) whose 64-bit immediate loads
+//! refer to placeholder symbols (`xsks`, `egress`, `routes`, ...). [`FastPath::load`] creates
+//! one map per symbol, patches each load with its map's fd and loads the instructions with
+//! [`bpf::load_xdp_program`]. The ELF is read with the `object` crate; no libbpf (the reasons
+//! are those of [`super::xdp`]'s module doc), and no BTF: the maps are defined here.
+//!
+//! ## Updates
+//! [`FastPath::write`] turns the program off (`port.enabled = 0`: every frame goes to srmigd,
+//! which is always right), credits the counters under the old table, rewrites nexthops,
+//! devmap, routes and domain, and turns it back on. A table equal to the one written is not
+//! written again.
+#![allow(unsafe_code)]
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+use srmig_dataplane::fastpath::{
+    COUNTER_SLOTS, MAX_DX6, MAX_ENCAPS, MAX_NEXTHOPS, MAX_REWRITE, MAX_ROUTES,
+};
+use srmig_dataplane::{CounterSlot, FastAction, FastTable, PortId};
+
+use super::bpf::{self, Insn, ProgLoadError};
+
+/// 8-byte alignment for the ELF parser.
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+static OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../../bpf/fastpath.o"));
+/// The compiled program (`clang -O2 -target bpf -mcpu=v3 -c fastpath.c`).
+pub static OBJECT: &[u8] = &OBJECT_ALIGNED.0;
+
+const LPM_KEY: usize = 20;
+const ROUTE: usize = 8;
+const NEXTHOP: usize = 16;
+const PORT: usize = 16;
+const COUNTER: usize = 16;
+const ACTION_FORWARD: u32 = 1;
+const ACTION_END: u32 = 2;
+const ACTION_ENCAP: u32 = 3;
+const ACTION_DX6: u32 = 4;
+const ENCAP: usize = 16 + MAX_REWRITE;
+
+/// Why the fast path could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    /// The object file is not what this module expects.
+    #[error("bpf/fastpath.o: {0}")]
+    Object(String),
+    /// A map could not be created or written.
+    #[error("{what}: {source}")]
+    Map {
+        /// Which map and operation.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The kernel refused the program.
+    #[error(transparent)]
+    Load(#[from] ProgLoadError),
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> FastPathError {
+    let what = what.into();
+    move |source| FastPathError::Map { what, source }
+}
+
+/// The maps of one loaded program.
+#[derive(Debug)]
+struct Maps {
+    egress: OwnedFd,
+    routes: OwnedFd,
+    domain: OwnedFd,
+    nexthops: OwnedFd,
+    port: OwnedFd,
+    counters: OwnedFd,
+    encaps: OwnedFd,
+    dx6s: OwnedFd,
+}
+
+/// The fast path of one port: the program (attached by [`super::xdp`] in place of the plain
+/// one), its maps, and what was last written to them.
+#[derive(Debug)]
+pub struct FastPath {
+    prog: OwnedFd,
+    maps: Maps,
+    cpus: usize,
+    /// The table in the maps, and the egress ifindex of each of its nexthops.
+    written: Option<(FastTable, Vec<u32>)>,
+    /// Per counter slot: what was credited to the engine so far (packets, bytes).
+    credited: Vec<(u64, u64)>,
+    /// Every prefix in the routes map (also after a failed write).
+    in_map: HashSet<(u128, u8)>,
+    /// Every prefix in the domain map.
+    domain_in_map: HashSet<(u128, u8)>,
+}
+
+fn lpm_key(addr: u128, len: u8) -> [u8; LPM_KEY] {
+    let mut k = [0u8; LPM_KEY];
+    k[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
+    k[4..].copy_from_slice(&addr.to_be_bytes());
+    k
+}
+
+impl FastPath {
+    /// Creates the maps and loads the program, which sends the frames it does not forward to
+    /// `xsks` (the port's `XSKMAP`). The program starts disabled: everything to srmigd until
+    /// [`FastPath::write`].
+    pub fn load(xsks: &OwnedFd, name: &str, frags: bool) -> Result<FastPath, FastPathError> {
+        let cpus = bpf::possible_cpus().map_err(map_err("reading the possible CPUs"))?;
+        let create = |t, k: usize, v: usize, n: usize, flags, what: &str| {
+            bpf::create_map(t, k as u32, v as u32, n as u32, flags, what)
+                .map_err(map_err(format!("creating map {what}")))
+        };
+        let maps = Maps {
+            egress: create(
+                bpf::BPF_MAP_TYPE_DEVMAP,
+                4,
+                4,
+                MAX_NEXTHOPS,
+                0,
+                "srmig_egress",
+            )?,
+            routes: create(
+                bpf::BPF_MAP_TYPE_LPM_TRIE,
+                LPM_KEY,
+                ROUTE,
+                MAX_ROUTES,
+                bpf::BPF_F_NO_PREALLOC,
+                "srmig_routes",
+            )?,
+            domain: create(
+                bpf::BPF_MAP_TYPE_LPM_TRIE,
+                LPM_KEY,
+                4,
+                1024,
+                bpf::BPF_F_NO_PREALLOC,
+                "srmig_domain",
+            )?,
+            nexthops: create(
+                bpf::BPF_MAP_TYPE_ARRAY,
+                4,
+                NEXTHOP,
+                MAX_NEXTHOPS,
+                0,
+                "srmig_nexthops",
+            )?,
+            port: create(bpf::BPF_MAP_TYPE_ARRAY, 4, PORT, 1, 0, "srmig_port")?,
+            counters: create(
+                bpf::BPF_MAP_TYPE_PERCPU_ARRAY,
+                4,
+                COUNTER,
+                COUNTER_SLOTS,
+                0,
+                "srmig_counters",
+            )?,
+            encaps: create(
+                bpf::BPF_MAP_TYPE_ARRAY,
+                4,
+                ENCAP,
+                MAX_ENCAPS,
+                0,
+                "srmig_encaps",
+            )?,
+            dx6s: create(bpf::BPF_MAP_TYPE_ARRAY, 4, 4, MAX_DX6, 0, "srmig_dx6s")?,
+        };
+        let insns = instructions(OBJECT, &|sym| match sym {
+            "xsks" => Some(xsks.as_raw_fd()),
+            "egress" => Some(maps.egress.as_raw_fd()),
+            "routes" => Some(maps.routes.as_raw_fd()),
+            "domain" => Some(maps.domain.as_raw_fd()),
+            "nexthops" => Some(maps.nexthops.as_raw_fd()),
+            "port" => Some(maps.port.as_raw_fd()),
+            "counters" => Some(maps.counters.as_raw_fd()),
+            "encaps" => Some(maps.encaps.as_raw_fd()),
+            "dx6s" => Some(maps.dx6s.as_raw_fd()),
+            _ => None,
+        })?;
+        let flags = if frags { bpf::BPF_F_XDP_HAS_FRAGS } else { 0 };
+        let prog = bpf::load_xdp_program(name, &insns, c"GPL", flags)?;
+        Ok(FastPath {
+            prog,
+            maps,
+            cpus,
+            written: None,
+            credited: vec![(0, 0); COUNTER_SLOTS],
+            in_map: HashSet::new(),
+            domain_in_map: HashSet::new(),
+        })
+    }
+
+    /// The program.
+    pub fn prog(&self) -> &OwnedFd {
+        &self.prog
+    }
+
+    /// Whether the maps hold a table (the program forwards).
+    pub fn enabled(&self) -> bool {
+        self.written.is_some()
+    }
+
+    /// Makes the maps hold `table` (`None`: forward nothing), with `ifindex_of` giving each
+    /// nexthop's egress interface (a nexthop without one punts). The counts under the table
+    /// being replaced are first credited through `credit`.
+    pub fn write(
+        &mut self,
+        table: Option<FastTable>,
+        ifindex_of: &dyn Fn(PortId) -> Option<u32>,
+        credit: &mut dyn FnMut(CounterSlot, u64, u64),
+    ) -> Result<(), FastPathError> {
+        let ifindexes: Vec<u32> = table
+            .as_ref()
+            .map(|t| {
+                t.nexthops
+                    .iter()
+                    .map(|n| ifindex_of(n.port).unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let (Some((old, old_if)), Some(new)) = (&self.written, &table) {
+            if old == new && *old_if == ifindexes {
+                return Ok(());
+            }
+        }
+        if table.is_none() && self.written.is_none() {
+            return Ok(());
+        }
+        self.set_port(None)?;
+        self.collect(credit);
+        self.zero_counters()?;
+        // Disabled from here until the end: a failure on the way leaves the port punting.
+        self.written = None;
+        let Some(t) = table else {
+            self.delete_routes(None)?;
+            return Ok(());
+        };
+        let sizes = |k, v| (k, v);
+        for (i, n) in t.nexthops.iter().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            let ifindex = ifindexes[i];
+            let mut v = [0u8; NEXTHOP];
+            // max_frame 0: nothing fits, the nexthop punts.
+            let max = if ifindex == 0 { 0 } else { n.max_frame };
+            v[..4].copy_from_slice(&max.to_ne_bytes());
+            v[4..10].copy_from_slice(&n.dst_mac);
+            v[10..16].copy_from_slice(&n.src_mac);
+            bpf::map_update(&self.maps.nexthops, &key, &v, sizes(4, NEXTHOP))
+                .map_err(map_err("writing a nexthop"))?;
+            if ifindex != 0 {
+                bpf::map_update(&self.maps.egress, &key, &ifindex.to_ne_bytes(), sizes(4, 4))
+                    .map_err(map_err(format!("adding ifindex {ifindex} to the DEVMAP")))?;
+            } else {
+                bpf::map_delete(&self.maps.egress, &key, 4).map_err(map_err("DEVMAP delete"))?;
+            }
+        }
+        for (i, e) in t.encaps.iter().enumerate() {
+            let mut v = [0u8; ENCAP];
+            v[..4].copy_from_slice(&(e.rewrite.len() as u32).to_ne_bytes());
+            v[4..8].copy_from_slice(&u32::from(e.nexthop).to_ne_bytes());
+            v[8..12].copy_from_slice(&u32::from(e.next_header_at).to_ne_bytes());
+            v[12..16].copy_from_slice(&u32::from(e.hash).to_ne_bytes());
+            let n = e.rewrite.len().min(MAX_REWRITE);
+            v[16..16 + n].copy_from_slice(&e.rewrite[..n]);
+            bpf::map_update(
+                &self.maps.encaps,
+                &(i as u32).to_ne_bytes(),
+                &v,
+                sizes(4, ENCAP),
+            )
+            .map_err(map_err("writing a policy"))?;
+        }
+        for (i, d) in t.dx6s.iter().enumerate() {
+            let v = u32::from(d.nexthop).to_ne_bytes();
+            bpf::map_update(&self.maps.dx6s, &(i as u32).to_ne_bytes(), &v, sizes(4, 4))
+                .map_err(map_err("writing an End.DX6 SID"))?;
+        }
+        self.delete_routes(Some(&t))?;
+        for r in &t.routes {
+            let (action, index) = match r.action {
+                FastAction::Punt => (0u32, 0u32),
+                FastAction::Forward(i) => (ACTION_FORWARD, u32::from(i)),
+                FastAction::End(i) => (ACTION_END, u32::from(i)),
+                FastAction::Encap(i) => (ACTION_ENCAP, u32::from(i)),
+                FastAction::Dx6(i) => (ACTION_DX6, u32::from(i)),
+            };
+            let mut v = [0u8; ROUTE];
+            v[..4].copy_from_slice(&action.to_ne_bytes());
+            v[4..].copy_from_slice(&index.to_ne_bytes());
+            bpf::map_update(
+                &self.maps.routes,
+                &lpm_key(r.addr, r.len),
+                &v,
+                sizes(LPM_KEY, ROUTE),
+            )
+            .map_err(map_err("writing a route"))?;
+            self.in_map.insert((r.addr, r.len));
+        }
+        let gone: Vec<(u128, u8)> = self
+            .domain_in_map
+            .iter()
+            .filter(|d| !t.domain.contains(d))
+            .copied()
+            .collect();
+        for (a, l) in gone {
+            bpf::map_delete(&self.maps.domain, &lpm_key(a, l), LPM_KEY)
+                .map_err(map_err("removing an SR domain prefix"))?;
+            self.domain_in_map.remove(&(a, l));
+        }
+        for &(a, l) in &t.domain {
+            self.domain_in_map.insert((a, l));
+            bpf::map_update(
+                &self.maps.domain,
+                &lpm_key(a, l),
+                &1u32.to_ne_bytes(),
+                sizes(LPM_KEY, 4),
+            )
+            .map_err(map_err("writing an SR domain prefix"))?;
+        }
+        self.set_port(Some(&t))?;
+        self.written = Some((t, ifindexes));
+        Ok(())
+    }
+
+    /// Removes from the routes map every prefix `new` does not have.
+    fn delete_routes(&mut self, new: Option<&FastTable>) -> Result<(), FastPathError> {
+        let keep: HashSet<(u128, u8)> = new
+            .map(|t| t.routes.iter().map(|r| (r.addr, r.len)).collect())
+            .unwrap_or_default();
+        let gone: Vec<(u128, u8)> = self.in_map.difference(&keep).copied().collect();
+        for (a, l) in gone {
+            bpf::map_delete(&self.maps.routes, &lpm_key(a, l), LPM_KEY)
+                .map_err(map_err("removing a route"))?;
+            self.in_map.remove(&(a, l));
+        }
+        Ok(())
+    }
+
+    fn set_port(&self, t: Option<&FastTable>) -> Result<(), FastPathError> {
+        let mut v = [0u8; PORT];
+        if let Some(t) = t {
+            v[..4].copy_from_slice(&1u32.to_ne_bytes());
+            v[4..8].copy_from_slice(&u32::from(t.end_ok).to_ne_bytes());
+            v[8..14].copy_from_slice(&t.port_mac);
+            v[14] = u8::from(t.srh_ok);
+        }
+        bpf::map_update(&self.maps.port, &0u32.to_ne_bytes(), &v, (4, PORT))
+            .map_err(map_err("writing the port entry"))
+    }
+
+    fn zero_counters(&mut self) -> Result<(), FastPathError> {
+        let zero = vec![0u8; COUNTER * self.cpus];
+        for slot in 0..COUNTER_SLOTS as u32 {
+            bpf::map_update(
+                &self.maps.counters,
+                &slot.to_ne_bytes(),
+                &zero,
+                (4, zero.len()),
+            )
+            .map_err(map_err("zeroing the counters"))?;
+        }
+        self.credited.iter_mut().for_each(|c| *c = (0, 0));
+        Ok(())
+    }
+
+    /// Credits through `credit` what the program counted since the last call, per slot of the
+    /// table in the maps.
+    pub fn collect(&mut self, credit: &mut dyn FnMut(CounterSlot, u64, u64)) {
+        let Some((t, _)) = &self.written else {
+            return;
+        };
+        let size = COUNTER * self.cpus;
+        let mut buf = vec![0u8; size];
+        for (slot, target) in t.counter_slots() {
+            if bpf::map_lookup(
+                &self.maps.counters,
+                &slot.to_ne_bytes(),
+                &mut buf,
+                (4, size),
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let (mut p, mut b) = (0u64, 0u64);
+            for c in buf.chunks_exact(COUNTER) {
+                p += u64::from_ne_bytes(c[..8].try_into().unwrap_or_default());
+                b += u64::from_ne_bytes(c[8..].try_into().unwrap_or_default());
+            }
+            let seen = &mut self.credited[slot as usize];
+            let (dp, db) = (p.saturating_sub(seen.0), b.saturating_sub(seen.1));
+            if dp > 0 {
+                credit(target, dp, db);
+            }
+            *seen = (p, b);
+        }
+    }
+}
+
+/// The fast path on an uplink without an AF_XDP socket (AF_PACKET: an MTU AF_XDP cannot
+/// carry, or `[io]` mode `packet`). The program is loaded for multi-buffer frames
+/// (`BPF_F_XDP_HAS_FRAGS`) and its `XSKMAP` stays empty: a frame it does not forward gets
+/// `XDP_PASS` and reaches the port's AF_PACKET socket through the kernel's receive path.
+#[derive(Debug)]
+pub struct FastAttachment {
+    // Drop order: the link (program detached) first.
+    _link: OwnedFd,
+    fast: FastPath,
+    _xsks: OwnedFd,
+    /// Native or generic.
+    pub mode: super::bpf::XdpMode,
+}
+
+impl FastAttachment {
+    /// Loads the program and attaches it to `ifindex` with a BPF link (as
+    /// [`super::xdp::XdpSocket`] does: gone when srmigd exits).
+    pub fn attach(ifindex: u32, ifname: &str) -> Result<FastAttachment, String> {
+        let xsks = bpf::create_xskmap(1).map_err(|e| format!("creating the XSKMAP: {e}"))?;
+        let fast = FastPath::load(&xsks, bpf::PROG_NAME, true).map_err(|e| e.to_string())?;
+        let (link, mode) =
+            super::xdp::attach_program(fast.prog(), ifindex, ifname).map_err(|e| e.to_string())?;
+        Ok(FastAttachment {
+            _link: link,
+            fast,
+            _xsks: xsks,
+            mode,
+        })
+    }
+
+    /// The fast path.
+    pub fn fast(&self) -> &FastPath {
+        &self.fast
+    }
+
+    /// The fast path.
+    pub fn fast_mut(&mut self) -> &mut FastPath {
+        &mut self.fast
+    }
+}
+
+/// The program of `object` with every map reference resolved by `map_fd` (symbol name ->
+/// fd); an unknown symbol, a relocation that is not a 64-bit immediate load, or a second
+/// program section is an error.
+pub fn instructions(
+    object: &[u8],
+    map_fd: &dyn Fn(&str) -> Option<i32>,
+) -> Result<Vec<Insn>, FastPathError> {
+    let bad = |m: String| FastPathError::Object(m);
+    let file = object::File::parse(object).map_err(|e| bad(e.to_string()))?;
+    let section = file
+        .section_by_name("xdp")
+        .ok_or_else(|| bad("no section \"xdp\"".into()))?;
+    let data = section.data().map_err(|e| bad(e.to_string()))?;
+    if data.len() % 8 != 0 {
+        return Err(bad(format!(
+            "section xdp is {} bytes, not whole instructions",
+            data.len()
+        )));
+    }
+    let mut insns: Vec<Insn> = data
+        .chunks_exact(8)
+        .map(|c| Insn::from_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    for (offset, rel) in section.relocations() {
+        let RelocationTarget::Symbol(idx) = rel.target() else {
+            return Err(bad(format!("relocation at {offset} has no symbol")));
+        };
+        let sym = file.symbol_by_index(idx).map_err(|e| bad(e.to_string()))?;
+        let name = sym.name().map_err(|e| bad(e.to_string()))?;
+        let fd = map_fd(name).ok_or_else(|| bad(format!("unknown symbol {name:?} at {offset}")))?;
+        let i = usize::try_from(offset / 8).unwrap_or(usize::MAX);
+        let insn = insns
+            .get_mut(i)
+            .filter(|i| i.is_ld_imm64() && offset % 8 == 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "relocation of {name:?} at {offset} is not a map load"
+                ))
+            })?;
+        insn.set_map_fd(fd);
+    }
+    Ok(insns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_reference_of_the_object_is_resolved() {
+        let names = [
+            "xsks", "egress", "routes", "domain", "nexthops", "port", "counters", "encaps", "dx6s",
+        ];
+        let insns = instructions(OBJECT, &|s| {
+            names.iter().position(|n| *n == s).map(|i| 100 + i as i32)
+        })
+        .expect("the checked-in object loads");
+        assert!(insns.len() > 100);
+        let patched = insns
+            .iter()
+            .filter(|i| i.is_ld_imm64() && i.to_bytes()[1] >> 4 == 1)
+            .count();
+        assert_eq!(patched, 24, "the map loads of fastpath.c");
+        let err = instructions(OBJECT, &|s| (s != "domain").then_some(3))
+            .expect_err("a symbol without a map");
+        assert!(err.to_string().contains("\"domain\""), "{err}");
+    }
+
+    #[test]
+    fn lpm_keys_are_length_then_address() {
+        let k = lpm_key(0x2001_0db8u128 << 96, 32);
+        assert_eq!(&k[..4], &32u32.to_ne_bytes());
+        assert_eq!(&k[4..8], &[0x20, 0x01, 0x0d, 0xb8]);
+    }
+}
