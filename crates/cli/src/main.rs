@@ -72,7 +72,7 @@ enum Command {
     },
     /// Run the controller daemon (API on a unix socket and, with --tls-dir and --listen, over
     /// mutual TLS; embedded store; pushes to srmigd).
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Certificates for mutual TLS between the controller, hosts and operators (see
     /// docs/security.md, Certificates).
     Pki {
@@ -209,7 +209,7 @@ enum PkiCommand {
 #[derive(Debug, Subcommand)]
 enum LabCommand {
     /// Run workloads from a client VM to a VM migrating S -> D -> S ... and write the report.
-    Migrate(LabMigrateArgs),
+    Migrate(Box<LabMigrateArgs>),
     /// The paper's comparison: no migration, traditional, sr-drop and sr-buffer on every
     /// workload; prints the table and writes reports, plots and paper.md into DIR.
     Paper {
@@ -274,9 +274,23 @@ struct LabMigrateArgs {
     /// `tcp_v4` in the report.
     #[arg(long, default_value = "dual")]
     family: String,
-    /// Consecutive migrations per workload; 0 runs the no-migration baseline.
+    /// Consecutive migrations per workload; 0 runs the no-migration baseline. With several
+    /// VMs (--vms, --chain) each is a round: every VM moves once, all at the same time.
     #[arg(long, default_value_t = 5)]
     migrations: u32,
+    /// netns: migrating VMs (1-16), spread over the hosts other than C (vm1 on S, vm2 on D,
+    /// ...); in each round every VM moves one host on (S -> D -> E -> ... -> S) at the same
+    /// time, with the probe running against all of them.
+    #[arg(long, default_value_t = 1)]
+    vms: usize,
+    /// netns: hosts (3-23): C (the client's), S, D, then E, F, ...
+    #[arg(long, default_value_t = 3)]
+    hosts: usize,
+    /// netns: chained migrations (needs --vms 2 and --hosts 4 or more): vm1 moves S->D while
+    /// vm2 moves D->E, and vm1 moves again D->E as soon as its first migration completed
+    /// (with --propagation-delay-ms the pushes of vm2's migration are still on their way).
+    #[arg(long)]
+    chain: bool,
     /// Emulated stop-and-copy pause, in milliseconds (the paper's: 175).
     #[arg(long, default_value_t = 175)]
     downtime_ms: u64,
@@ -476,7 +490,7 @@ fn run(command: Command) -> Result<ExitCode> {
         } => cmd_lab_demo(out, migrations, &workload),
         Command::Lab {
             what: LabCommand::Migrate(args),
-        } => cmd_lab_migrate(args),
+        } => cmd_lab_migrate(*args),
         Command::Lab {
             what: LabCommand::QemuHook { socket, args },
         } => {
@@ -522,7 +536,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Control(args),
         } => cmd_bench_control(args),
-        Command::Controller(args) => cmd_controller(args),
+        Command::Controller(args) => cmd_controller(*args),
         Command::Pki { what } => cmd_pki(what),
     }?;
     Ok(ExitCode::SUCCESS)
@@ -802,6 +816,7 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     run.gap = Duration::from_millis(args.gap_ms);
     run.baseline = Duration::from_millis(args.baseline_ms);
     run.http_rate = args.http_rate;
+    run.chain = args.chain;
     run.family = srmig_lab::report::Family::parse(&args.family).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown --family {:?}: expected ipv6, ipv4 or dual",
@@ -824,7 +839,9 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     if args.controllers == 0 || (args.controllers > 1 && !store_etcd) {
         bail!("--controllers N: N >= 1, and N > 1 needs --store etcd");
     }
+    let plan = lab::plan::Plan::sized(args.hosts, args.vms).map_err(|e| anyhow::anyhow!(e))?;
     let mut testbed = lab::TestbedOptions {
+        plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),
         bin_dir: args.bin_dir,
         keep_dir: args.work_dir.is_some(),

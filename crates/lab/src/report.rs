@@ -101,6 +101,9 @@ pub enum VmKind {
 /// One migration of the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigrationReport {
+    /// The VM moved, in runs with several migrating VMs (`--vms`, `--chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
     /// VM pause (stop-and-copy) in milliseconds.
     pub pause_ms: f64,
     /// Whole migration, start to completion, in milliseconds.
@@ -197,6 +200,54 @@ impl ProbeReport {
         self.at_vm = Some(w);
         self
     }
+
+    /// The probes of several VMs as one (`--vms N`): counts are summed, `max_extra_delay_ms`
+    /// is the largest, `baseline_rtt_ms` and `median_rtt_ms` are the largest of the VMs'
+    /// (their own reports are under `raw.probe_per_vm`). `None` if `reports` is empty.
+    pub fn merge(reports: &[ProbeReport]) -> Option<ProbeReport> {
+        let first = reports.first()?;
+        let mut all = first.clone();
+        for r in &reports[1..] {
+            all.sent += r.sent;
+            all.received += r.received;
+            all.lost += r.lost;
+            all.duplicated += r.duplicated;
+            all.reordered += r.reordered;
+            all.max_extra_delay_ms = all.max_extra_delay_ms.max(r.max_extra_delay_ms);
+            all.baseline_rtt_ms = all.baseline_rtt_ms.max(r.baseline_rtt_ms);
+            all.median_rtt_ms = all.median_rtt_ms.max(r.median_rtt_ms);
+            all.delayed_gt_10ms += r.delayed_gt_10ms;
+            all.send_errors += r.send_errors;
+            all.at_vm = match (all.at_vm.take(), &r.at_vm) {
+                (Some(a), Some(b)) => Some(OneWayReport {
+                    received: a.received + b.received,
+                    lost: a.lost + b.lost,
+                    duplicated: a.duplicated + b.duplicated,
+                    reordered: a.reordered + b.reordered,
+                }),
+                _ => None,
+            };
+            all.echo = match (all.echo.take(), &r.echo) {
+                (Some(a), Some(b)) => Some(EchoFigures {
+                    duplicated: a.duplicated + b.duplicated,
+                    reordered: a.reordered + b.reordered,
+                }),
+                _ => None,
+            };
+        }
+        Some(all)
+    }
+}
+
+/// One VM's probe in a run with several migrating VMs (`raw.probe_per_vm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmProbeReport {
+    /// The VM.
+    pub vm: String,
+    /// `ipv6` or `ipv4`.
+    pub family: String,
+    /// Its probe's summary.
+    pub probe: ProbeReport,
 }
 
 /// Summary of HTTP session opening.
@@ -252,6 +303,10 @@ pub struct RawSeries {
     /// One entry per IPv4 HTTP request (omitted when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_v4: Vec<crate::workload::http::HttpSample>,
+    /// With several migrating VMs: each VM's probe (`probe` / `probe_v4` are their sum;
+    /// the samples above are the first VM's). Omitted with one VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_per_vm: Vec<VmProbeReport>,
 }
 
 /// The whole report of one lab run.

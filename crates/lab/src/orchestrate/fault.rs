@@ -125,6 +125,8 @@ impl Fault {
             Component::Srmigd(HostRole::Source) => "srmigd-s",
             Component::Srmigd(HostRole::Destination) => "srmigd-d",
             Component::Srmigd(HostRole::Client) => "srmigd-c",
+            // Not parsed from `--fault` (faults target C, S and D only).
+            Component::Srmigd(HostRole::Other(_)) => "srmigd-other",
         };
         format!("{kind}-{target}")
     }

@@ -72,7 +72,7 @@ pub fn mgmt_addrs(i: usize) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
 }
 
 /// The role of a host in the lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostRole {
     /// Runs the client VM.
     Client,
@@ -80,7 +80,62 @@ pub enum HostRole {
     Source,
     /// Where it goes first.
     Destination,
+    /// One more host (`--hosts N`): E is `Other(0)`, then F, G, ... (see [`EXTRA_HOSTS`]).
+    Other(u8),
 }
+
+impl HostRole {
+    /// Position in [`Plan::hosts`] (C, S, D, then the others in order).
+    pub fn index(self) -> usize {
+        match self {
+            HostRole::Client => 0,
+            HostRole::Source => 1,
+            HostRole::Destination => 2,
+            HostRole::Other(k) => 3 + usize::from(k),
+        }
+    }
+
+    /// The role of the host at `index` in [`Plan::hosts`].
+    pub fn at(index: usize) -> HostRole {
+        match index {
+            0 => HostRole::Client,
+            1 => HostRole::Source,
+            2 => HostRole::Destination,
+            n => HostRole::Other(u8::try_from(n - 3).unwrap_or(u8::MAX)),
+        }
+    }
+}
+
+/// Names of the hosts after C, S and D (`--hosts N`), in order: single letters, leaving out
+/// `r` (the router's namespace).
+pub const EXTRA_HOSTS: [&str; 20] = [
+    "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "t", "u", "v", "w", "x", "y",
+    "z",
+];
+/// The most hosts a plan can have (`--hosts`): C, S, D and [`EXTRA_HOSTS`].
+pub const MAX_HOSTS: usize = 3 + EXTRA_HOSTS.len();
+
+/// Names and VM ports of the migrating VMs (`--vms N`), in order.
+const VM_NAMES: [(&str, &str); 16] = [
+    ("vm1", "vm1-port"),
+    ("vm2", "vm2-port"),
+    ("vm3", "vm3-port"),
+    ("vm4", "vm4-port"),
+    ("vm5", "vm5-port"),
+    ("vm6", "vm6-port"),
+    ("vm7", "vm7-port"),
+    ("vm8", "vm8-port"),
+    ("vm9", "vm9-port"),
+    ("vm10", "vm10-port"),
+    ("vm11", "vm11-port"),
+    ("vm12", "vm12-port"),
+    ("vm13", "vm13-port"),
+    ("vm14", "vm14-port"),
+    ("vm15", "vm15-port"),
+    ("vm16", "vm16-port"),
+];
+/// The most migrating VMs a plan can have (`--vms`).
+pub const MAX_VMS: usize = VM_NAMES.len();
 
 /// One host (a namespace running srmigd).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,15 +264,19 @@ impl VmPlan {
     }
 }
 
-/// The whole plan: three hosts, the client VM on C and the migrating VM on S.
+/// The whole plan: by default three hosts, the client VM on C and the migrating VM on S;
+/// [`Plan::sized`] adds hosts (E, F, ...) and migrating VMs (vm2, vm3, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// C, S, D in this order.
-    pub hosts: [HostPlan; 3],
+    /// C, S, D, then the others ([`HostRole::index`] order).
+    pub hosts: Vec<HostPlan>,
     /// The client VM (on C).
     pub client: VmPlan,
-    /// The migrating VM (starts on S).
+    /// The first migrating VM, `vm1` (starts on S). The QEMU lab has only this one.
     pub vm: VmPlan,
+    /// The other migrating VMs (`vm2`, ...), spread over the hosts other than C
+    /// ([`Plan::home`]).
+    pub more_vms: Vec<VmPlan>,
     /// End.SBUF bounds written into every node configuration.
     pub buffer: BufferBounds,
 }
@@ -255,7 +314,7 @@ impl Default for Plan {
     fn default() -> Self {
         let host = |role, name, index| HostPlan { role, name, index };
         Plan {
-            hosts: [
+            hosts: vec![
                 host(HostRole::Client, "c", 1),
                 host(HostRole::Source, "s", 2),
                 host(HostRole::Destination, "d", 3),
@@ -276,27 +335,121 @@ impl Default for Plan {
                 port: "vm1-port",
                 port_mac: MacAddr([0x02, 0, 0, 0, 0xaa, 0x01]),
             },
+            more_vms: Vec::new(),
             buffer: BufferBounds::default(),
         }
     }
 }
 
+/// Migrating VM number `i` (from 0): `vm<i+1>`, `2001:db8:a::<i+1>`, `10.1.0.<i+1>`.
+fn migrating_vm(i: usize) -> Option<VmPlan> {
+    let (name, port) = *VM_NAMES.get(i)?;
+    let n = u8::try_from(i + 1).ok()?;
+    Some(VmPlan {
+        name,
+        address: Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, u16::from(n)),
+        address_v4: Ipv4Addr::new(10, 1, 0, n),
+        mac: MacAddr([0x52, 0x54, 0, 0, 0, n]),
+        port,
+        port_mac: MacAddr([0x02, 0, 0, 0, 0xaa, n]),
+    })
+}
+
 impl Plan {
-    /// The host with `role`.
-    pub fn host(&self, role: HostRole) -> &HostPlan {
-        match role {
-            HostRole::Client => &self.hosts[0],
-            HostRole::Source => &self.hosts[1],
-            HostRole::Destination => &self.hosts[2],
+    /// The default plan with `hosts` hosts (3..=[`MAX_HOSTS`]: C, S, D, E, F, ...) and `vms`
+    /// migrating VMs (1..=[`MAX_VMS`]).
+    pub fn sized(hosts: usize, vms: usize) -> Result<Plan, String> {
+        if !(3..=MAX_HOSTS).contains(&hosts) {
+            return Err(format!(
+                "--hosts {hosts}: the lab has 3 to {MAX_HOSTS} hosts (C, S, D, E, ...)"
+            ));
         }
+        if !(1..=MAX_VMS).contains(&vms) {
+            return Err(format!(
+                "--vms {vms}: the lab has 1 to {MAX_VMS} migrating VMs"
+            ));
+        }
+        let mut plan = Plan::default();
+        for (k, name) in EXTRA_HOSTS.iter().take(hosts - 3).enumerate() {
+            let role = HostRole::Other(u8::try_from(k).map_err(|e| e.to_string())?);
+            let index = u8::try_from(role.index() + 1).map_err(|e| e.to_string())?;
+            plan.hosts.push(HostPlan { role, name, index });
+        }
+        plan.more_vms = (1..vms).filter_map(migrating_vm).collect();
+        Ok(plan)
     }
 
-    /// VMs srmigd on `host` must declare: the client VM on C; the migrating VM on S and D
-    /// (it may arrive there by migration; on D it starts absent).
+    /// The host with `role`.
+    ///
+    /// # Panics
+    /// If the plan has no such host (an `Other` beyond `--hosts`): roles come from the plan.
+    pub fn host(&self, role: HostRole) -> &HostPlan {
+        &self.hosts[role.index()]
+    }
+
+    /// The migrating VMs: `vm1`, then the others.
+    pub fn vms(&self) -> impl Iterator<Item = &VmPlan> {
+        std::iter::once(&self.vm).chain(&self.more_vms)
+    }
+
+    /// Where migrating VM number `i` (from 0, [`vms`](Self::vms) order) starts: the hosts
+    /// other than C in turn, `vm1` on S.
+    pub fn home(&self, i: usize) -> HostRole {
+        let others = self.hosts.len().saturating_sub(1).max(1);
+        HostRole::at(1 + i % others)
+    }
+
+    /// The host after `role` in the ring of hosts a migrating VM moves through (every host
+    /// but C, in order): S -> D -> E -> ... -> S.
+    pub fn next_host(&self, role: HostRole) -> HostRole {
+        let others = self.hosts.len().saturating_sub(1).max(1);
+        HostRole::at(1 + role.index() % others)
+    }
+
+    /// The migrations of one round of a netns run, given where each migrating VM is (`at`,
+    /// [`vms`](Self::vms) order), as `(vm, to, after)`: the VM's index, its destination, and
+    /// the migration of the same round it waits for.
+    ///
+    /// Every VM moves one host on along the ring ([`next_host`](Self::next_host)), all at
+    /// once. With `chain` (at least two VMs and four hosts), `vm1` (a) and `vm2` (b) form
+    /// the chain instead: a moves to b's host while b moves on to the next one, and a
+    /// follows b there as soon as its first migration completed: S->D and D->E, then D->E
+    /// in the first round. When a and b share a host (after a chain round), b first moves
+    /// on alone, and the chain starts when that migration completed.
+    pub fn round_moves(
+        &self,
+        at: &[HostRole],
+        chain: bool,
+    ) -> Vec<(usize, HostRole, Option<usize>)> {
+        let mut moves = Vec::new();
+        let mut first = 0;
+        if chain && at.len() >= 2 {
+            let (a, mut b_at) = (at[0], at[1]);
+            let mut after = None;
+            if a == b_at {
+                moves.push((1, self.next_host(b_at), None));
+                b_at = self.next_host(b_at);
+                after = Some(0);
+            }
+            let a_first = moves.len();
+            moves.push((0, b_at, after));
+            moves.push((1, self.next_host(b_at), after));
+            moves.push((0, self.next_host(b_at), Some(a_first)));
+            first = 2;
+        }
+        for (i, &from) in at.iter().enumerate().skip(first) {
+            moves.push((i, self.next_host(from), None));
+        }
+        moves
+    }
+
+    /// VMs srmigd on `host` must declare: the client VM on C; every migrating VM on every
+    /// other host (it may arrive there by migration; where it does not start, it starts
+    /// absent).
     pub fn vms_on(&self, host: &HostPlan) -> Vec<&VmPlan> {
         match host.role {
             HostRole::Client => vec![&self.client],
-            HostRole::Source | HostRole::Destination => vec![&self.vm],
+            _ => self.vms().collect(),
         }
     }
 
@@ -373,7 +526,7 @@ impl Plan {
     /// [`QemuPaths::of`](super::qemu::QemuPaths::of) in `dir`.
     pub fn node_toml_qemu(&self, host: &HostPlan, dir: &std::path::Path) -> String {
         let mut toml = self.node_toml(host);
-        if matches!(host.role, HostRole::Source | HostRole::Destination) {
+        if host.role != HostRole::Client {
             let paths = super::qemu::QemuPaths::of(dir, host.name);
             let _ = write!(
                 toml,
@@ -456,6 +609,73 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
             srmig_dataplane::Dataplane::new(cfg).expect("engine config");
         }
+    }
+
+    #[test]
+    fn sized_plans_add_hosts_and_vms_with_distinct_names_and_addresses() {
+        let plan = Plan::sized(5, 4).expect("plan");
+        let names: Vec<&str> = plan.hosts.iter().map(|h| h.name).collect();
+        assert_eq!(names, ["c", "s", "d", "e", "f"]);
+        for (i, host) in plan.hosts.iter().enumerate() {
+            assert_eq!(host.role.index(), i);
+            assert_eq!(HostRole::at(i), host.role);
+            assert_eq!(usize::from(host.index), i + 1);
+            host.info().validate().expect("host info");
+        }
+        let vms: Vec<&VmPlan> = plan.vms().collect();
+        assert_eq!(vms.len(), 4);
+        let mut seen = std::collections::HashSet::new();
+        for vm in &vms {
+            assert!(seen.insert(vm.address) && seen.len() <= 4);
+            assert!(vm.port.len() <= 15);
+            vm.info(plan.host(HostRole::Source));
+        }
+        // Spread over S, D, E, F; every host but C declares every VM.
+        let homes: Vec<&str> = (0..4).map(|i| plan.host(plan.home(i)).name).collect();
+        assert_eq!(homes, ["s", "d", "e", "f"]);
+        for host in &plan.hosts[1..] {
+            let cfg: srmig_dataplane::NodeConfig =
+                toml::from_str(&plan.node_toml(host)).expect("toml");
+            assert_eq!(cfg.vms.len(), 4);
+            srmig_dataplane::Dataplane::new(cfg).expect("engine config");
+        }
+        assert_eq!(plan.next_host(HostRole::Other(1)), HostRole::Source);
+        assert!(Plan::sized(2, 1).is_err());
+        assert!(Plan::sized(MAX_HOSTS + 1, 1).is_err());
+        assert!(Plan::sized(3, 0).is_err());
+        assert!(Plan::sized(3, MAX_VMS + 1).is_err());
+        let big = Plan::sized(MAX_HOSTS, MAX_VMS).expect("largest plan");
+        assert!(big.hosts.iter().all(|h| h.name != ROUTER_NS));
+    }
+
+    #[test]
+    fn rounds_move_every_vm_and_chains_follow_the_issue() {
+        use HostRole::{Destination as D, Other, Source as S};
+        let plan = Plan::sized(4, 3).expect("plan");
+        let e = Other(0);
+        // Plain: one hop each, at once; one VM on three hosts toggles S <-> D.
+        assert_eq!(
+            plan.round_moves(&[S, D, e], false),
+            [(0, D, None), (1, e, None), (2, S, None)]
+        );
+        let three = Plan::default();
+        assert_eq!(three.round_moves(&[S], false), [(0, D, None)]);
+        assert_eq!(three.round_moves(&[D], false), [(0, S, None)]);
+        // Chain: a S->D while b D->E, then a D->E after its first; the third VM moves too.
+        assert_eq!(
+            plan.round_moves(&[S, D, e], true),
+            [(0, D, None), (1, e, None), (0, e, Some(0)), (2, S, None)]
+        );
+        // a and b together on E: b moves on first (E->S), then the chain from there.
+        assert_eq!(
+            plan.round_moves(&[e, e], true),
+            [
+                (1, S, None),
+                (0, S, Some(0)),
+                (1, D, Some(0)),
+                (0, D, Some(1))
+            ]
+        );
     }
 
     #[test]

@@ -28,14 +28,20 @@ use srmig_api::Strategy;
 
 use super::error::OrchestrateError;
 use super::fault::{FaultPlan, FaultRecord};
+use super::plan::{Plan, VmPlan};
 use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
-use crate::report::{self, Family, MigrationReport, RawSeries, Report, VmKind};
+use crate::report::{
+    self, Family, MigrationReport, ProbeReport, RawSeries, Report, VmKind, VmProbeReport,
+};
 use crate::workload::http::{run_http, HttpConfig, HttpServer};
-use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder};
+use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder, ProbeResult};
 use crate::workload::tcp::{
     run_tcp_sender, tcp_report, tcp_report_from_sender, TcpReceiver, TcpSenderConfig,
 };
 use crate::workload::{sleep_until, WorkloadError};
+
+/// A probe of one migrating VM (index in the plan) over one family (`true`: IPv4).
+type ProbeKey = (usize, bool);
 
 /// A workload of the paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -137,7 +143,18 @@ pub struct RunPlan {
     /// The workloads' address families (`--family`): with `dual`, each workload runs over
     /// IPv6 and IPv4 at the same time (the VMs are always dual-stack).
     pub family: Family,
+    /// Chained migrations (`--chain`; netns, at least two VMs and four hosts): see
+    /// [`Plan::round_moves`](super::plan::Plan::round_moves).
+    pub chain: bool,
+    /// Migrating VMs of the testbed (set from its plan by [`run`]): each VM beyond the
+    /// first adds [`PER_VM_ALLOWANCE`] to a round's slot.
+    pub vms: usize,
 }
+
+/// What each concurrent migration beyond the first adds to a round's slot: N VMs' steps
+/// share this machine's two cores with the workloads (10 VMs: a round takes ~2.8 s from the
+/// requests to the last completion with the defaults, against 0.9 s for one).
+pub const PER_VM_ALLOWANCE: Duration = Duration::from_millis(250);
 
 /// The expected length of a QEMU live migration in the lab, for scheduling: starting the
 /// destination QEMU (~0.3 s), the driver's attach grace (0.15 s), pre-copy of a 128 MiB TCG
@@ -163,16 +180,24 @@ impl RunPlan {
             vm_kind: VmKind::Netns,
             faults: FaultPlan::default(),
             family: Family::Dual,
+            chain: false,
+            vms: 1,
         }
     }
 
-    /// Time between two migration requests.
+    /// Time between two migration requests (rounds of concurrent migrations: a chain
+    /// round is up to three migrations one after the other).
     pub fn slot(&self, propagation_delay: Duration) -> Duration {
         let migration = match self.vm_kind {
             VmKind::Netns => self.timing.precopy + self.timing.downtime,
             VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
         };
-        propagation_delay * 4 + migration + self.gap + self.faults.allowance()
+        let serial = if self.chain { 3 } else { 1 };
+        let concurrent = PER_VM_ALLOWANCE * u32::try_from(self.vms.saturating_sub(1)).unwrap_or(0);
+        (propagation_delay * 4 + migration) * serial
+            + concurrent
+            + self.gap
+            + self.faults.allowance()
     }
 
     /// How long each workload runs.
@@ -478,6 +503,7 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
     let mut plan = options.run.clone();
     plan.vm_kind = options.vm_kind;
     plan.validate()?;
+    check_fleet(&plan, &options.testbed.plan)?;
     let mut testbed_options = options.testbed.clone();
     testbed_options.vm_kind = options.vm_kind;
     // Controller faults need a controller process to kill.
@@ -504,6 +530,9 @@ pub fn run_migrate(options: &MigrateOptions) -> Result<LabRun, OrchestrateError>
 
 /// Runs `plan` on an existing testbed (the VM continues from wherever it is).
 pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateError> {
+    let mut plan = plan.clone();
+    plan.vms = testbed.plan().vms().count();
+    let plan = &plan;
     plan.validate()?;
     let vm_kind = testbed.vm_kind();
     if plan.vm_kind != vm_kind {
@@ -513,6 +542,9 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             vm_kind_name(vm_kind)
         )));
     }
+    check_fleet(plan, testbed.plan())?;
+    let vm_plans: Vec<VmPlan> = testbed.plan().vms().cloned().collect();
+    let several = vm_plans.len() > 1 || plan.chain;
     testbed.set_faults(plan.faults.clone())?;
     let guest_before = testbed.guest_info()?;
     let drops_before = testbed.drop_counters()?;
@@ -538,6 +570,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let mut migrations = Vec::new();
     let vm = testbed.plan().vm.clone();
     let families = plan.family.v4_flags();
+    let first_family = families.first().copied().unwrap_or(false);
     // Migration id -> (network downtime, release latency), seen at a netns VM.
     let mut vm_view: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     for &kind in &plan.workloads {
@@ -545,64 +578,85 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         let records = match kind {
             WorkloadKind::Probe => {
                 // A netns VM gets the lab's responders; the QEMU guest runs its own (UDP 7,
-                // both families).
+                // both families). One probe per VM and family, all at the same time.
                 let count =
                     u64::try_from(duration.as_nanos() / plan.probe_interval.as_nanos().max(1))
                         .unwrap_or(u64::MAX);
                 let mut responders = Vec::new();
                 let mut configs = Vec::new();
-                for &v4 in families {
-                    let addr = sock(vm.addr(v4), 7);
-                    let target = match testbed.vm_ns() {
-                        Some(ns) => {
-                            let r = ProbeResponder::spawn(ns, addr)
-                                .map_err(OrchestrateError::workload("probe"))?;
-                            let target = r.local_addr();
-                            responders.push(r);
-                            target
+                for (vi, vm) in vm_plans.iter().enumerate() {
+                    for &v4 in families {
+                        let addr = sock(vm.addr(v4), 7);
+                        let target = match testbed.vm_ns_of(vi) {
+                            Some(ns) => {
+                                let r = ProbeResponder::spawn(ns, addr)
+                                    .map_err(OrchestrateError::workload("probe"))?;
+                                let target = r.local_addr();
+                                responders.push(((vi, v4), r));
+                                target
+                            }
+                            None => addr,
+                        };
+                        let mut config = ProbeConfig::new(target, count);
+                        config.interval = plan.probe_interval;
+                        if let Some(ms) = plan.probe_baseline_ms {
+                            config.baseline = Baseline::FixedMs(ms);
                         }
-                        None => addr,
-                    };
-                    let mut config = ProbeConfig::new(target, count);
-                    config.interval = plan.probe_interval;
-                    if let Some(ms) = plan.probe_baseline_ms {
-                        config.baseline = Baseline::FixedMs(ms);
+                        configs.push(((vi, v4), config));
                     }
-                    configs.push((v4, config));
                 }
                 let (mut results, records, origin) =
                     with_migrations(testbed, plan, kind, move || {
                         each_family(configs, |c| run_probe(&client_ns, c))
                     })?;
-                // A netns VM: the one-way view at the VM, from each family's responder (same
-                // order as the results); per migration, the network's downtime and the
-                // release latency from the first family's deliveries.
-                for (i, responder) in responders.into_iter().enumerate() {
+                // A netns VM: the one-way view at the VM, from each responder; per
+                // migration, the network's downtime and the release latency from the first
+                // family's deliveries to the VM that moved.
+                for ((vi, v4), responder) in responders {
                     let log = responder
                         .stop()
                         .map_err(OrchestrateError::workload("probe"))?;
-                    if let Some((_, result)) = results.get_mut(i) {
-                        let (one_way, delivered) = log.one_way(result);
-                        result.report = result.report.clone().with_one_way(one_way);
-                        if i == 0 {
-                            let at: Vec<f64> = delivered
-                                .iter()
-                                .map(|(_, t)| ms(t.saturating_duration_since(origin)))
-                                .collect();
-                            for r in &records {
-                                vm_view.insert(r.id.clone(), delivery_figures(&at, r));
-                            }
+                    let Some((_, result)) = results.iter_mut().find(|(k, _)| *k == (vi, v4)) else {
+                        continue;
+                    };
+                    let (one_way, delivered) = log.one_way(result);
+                    result.report = result.report.clone().with_one_way(one_way);
+                    if v4 == first_family {
+                        let at: Vec<f64> = delivered
+                            .iter()
+                            .map(|(_, t)| ms(t.saturating_duration_since(origin)))
+                            .collect();
+                        for r in records.iter().filter(|r| r.vm == vm_plans[vi].name) {
+                            vm_view.insert(r.id.clone(), delivery_figures(&at, r));
                         }
                     }
                 }
                 let raw = report.raw.get_or_insert_with(RawSeries::default);
-                for (v4, result) in results {
+                for &v4 in families {
+                    let mine: Vec<&(ProbeKey, ProbeResult)> =
+                        results.iter().filter(|((_, f), _)| *f == v4).collect();
+                    let reports: Vec<ProbeReport> =
+                        mine.iter().map(|(_, r)| r.report.clone()).collect();
+                    let merged = ProbeReport::merge(&reports);
+                    if several {
+                        raw.probe_per_vm
+                            .extend(mine.iter().map(|((vi, _), r)| VmProbeReport {
+                                vm: vm_plans[*vi].name.to_owned(),
+                                family: if v4 { "ipv4" } else { "ipv6" }.to_owned(),
+                                probe: r.report.clone(),
+                            }));
+                    }
+                    let samples = results
+                        .iter()
+                        .find(|(k, _)| *k == (0, v4))
+                        .map(|(_, r)| r.samples.clone())
+                        .unwrap_or_default();
                     if v4 {
-                        raw.probe_v4 = result.samples;
-                        report.probe_v4 = Some(result.report);
+                        raw.probe_v4 = samples;
+                        report.probe_v4 = merged;
                     } else {
-                        raw.probe = result.samples;
-                        report.probe = Some(result.report);
+                        raw.probe = samples;
+                        report.probe = merged;
                     }
                 }
                 records
@@ -693,6 +747,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             let (network_downtime_ms, release_latency_ms) =
                 vm_view.get(&record.id).copied().unwrap_or_default();
             report.migrations.push(MigrationReport {
+                vm: several.then(|| record.vm.clone()),
                 pause_ms: record.pause_ms,
                 total_ms: record.total_ms,
                 blackout_ms: record.pause_ms,
@@ -755,6 +810,33 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     })
 }
 
+/// What a run with several migrating VMs (`--vms`, `--chain`) supports: checked before the
+/// testbed is built.
+fn check_fleet(run: &RunPlan, plan: &Plan) -> Result<(), OrchestrateError> {
+    let vms = plan.vms().count();
+    let several = vms > 1 || run.chain;
+    let bad = |m: &str| Err(OrchestrateError::Options(m.to_owned()));
+    if several && run.workloads.iter().any(|w| *w != WorkloadKind::Probe) {
+        return bad(
+            "with several migrating VMs (--vms, --chain) the lab runs the probe workload \
+             (against every VM); http and tcp run against one VM",
+        );
+    }
+    if run.chain && (vms < 2 || plan.hosts.len() < 4) {
+        return bad(
+            "--chain needs at least --vms 2 and --hosts 4 (VM a S->D while VM b D->E, then a \
+             D->E)",
+        );
+    }
+    if several && !run.faults.faults.is_empty() {
+        return bad("faults are injected with one migrating VM (not with --vms > 1 or --chain)");
+    }
+    if (several || plan.hosts.len() > 3) && run.vm_kind == VmKind::Qemu {
+        return bad("the QEMU lab migrates one VM between S and D (--vms, --hosts, --chain are for netns VMs)");
+    }
+    Ok(())
+}
+
 /// Starts `client` on a thread, performs the plan's migrations on this thread on schedule,
 /// then waits for the client. Migration times are relative to the client's start.
 fn with_migrations<T: Send + 'static>(
@@ -788,7 +870,15 @@ fn with_migrations<T: Send + 'static>(
         sleep_until(origin + plan.warmup + slot * i);
         // On error the client thread is left to finish on its own (it ends with its
         // duration, or fails once the lab is torn down).
-        records.push(testbed.migrate(plan.strategy, plan.timing, origin)?);
+        match testbed.vm_kind() {
+            VmKind::Qemu => records.push(testbed.migrate(plan.strategy, plan.timing, origin)?),
+            VmKind::Netns => records.extend(testbed.migrate_round(
+                plan.chain,
+                plan.strategy,
+                plan.timing,
+                origin,
+            )?),
+        }
     }
     let value = handle
         .join()
@@ -856,12 +946,12 @@ fn sock(addr: IpAddr, port: u16) -> SocketAddr {
 
 /// Runs `client` once per family's configuration, all at the same time (one thread each),
 /// and returns the results in the same order; the first error wins.
-fn each_family<C: Sync, T: Send>(
-    configs: Vec<(bool, C)>,
+fn each_family<K: Copy + Send + Sync, C: Sync, T: Send>(
+    configs: Vec<(K, C)>,
     client: impl Fn(&C) -> Result<T, WorkloadError> + Sync,
-) -> Result<Vec<(bool, T)>, WorkloadError> {
-    if let [(v4, config)] = configs.as_slice() {
-        return Ok(vec![(*v4, client(config)?)]);
+) -> Result<Vec<(K, T)>, WorkloadError> {
+    if let [(key, config)] = configs.as_slice() {
+        return Ok(vec![(*key, client(config)?)]);
     }
     let client = &client;
     thread::scope(|scope| {

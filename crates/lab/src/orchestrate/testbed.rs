@@ -67,7 +67,7 @@ use crate::report::VmKind;
 use crate::topology::{Lab, LinkEnd, MacAddr, Route};
 
 /// A VM's End.SBUF counters at a host, and the host's hold-time histogram totals.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BufferCounters {
     held: u64,
     released: u64,
@@ -161,6 +161,8 @@ impl Default for MigrationTiming {
 pub struct MigrationRecord {
     /// Controller id (`m3`).
     pub id: String,
+    /// The VM moved (`vm1`, ...).
+    pub vm: String,
     /// Source host.
     pub from: String,
     /// Destination host.
@@ -220,23 +222,140 @@ struct PendingFault {
 /// The namespaces of the topology.
 #[derive(Debug, Clone)]
 struct Spaces {
-    hosts: [Netns; 3],
+    /// One per host, [`HostRole::index`] order.
+    hosts: Vec<Netns>,
     client: Netns,
     /// The controller's namespace (management network).
     ctl: Netns,
 }
 
-/// The migrating VM.
+/// The migrating VMs.
 #[derive(Debug)]
 enum Vm {
-    /// A namespace whose attachment (`port`, at S or D, and its peer `att`) moves.
-    Netns {
-        ns: Netns,
-        port: LinkEnd,
-        att: LinkEnd,
-    },
+    /// Namespaces (one per migrating VM, plan order), each with an attachment that moves.
+    Netns(Vec<NetnsVm>),
     /// A QEMU guest, migrated by the controller's QMP driver.
     Qemu(Box<QemuVm>),
+}
+
+/// A netns VM: its namespace, and its attachment (`port`, at the host it runs on, and the
+/// port's peer `att` in its hypervisor namespace), which moves.
+#[derive(Debug, Clone)]
+struct NetnsVm {
+    ns: Netns,
+    port: LinkEnd,
+    att: LinkEnd,
+}
+
+/// One migration of a [`Testbed::migrate_many`] round: migrating VM number `vm` (plan
+/// order, from 0) moves from where it is to `to`, once the round's migration number
+/// `after` (if any) has completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    /// The VM (index in [`Plan::vms`]).
+    pub vm: usize,
+    /// Its destination.
+    pub to: HostRole,
+    /// The migration of the same round this one waits for.
+    pub after: Option<usize>,
+}
+
+/// Where a netns migration of a round is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not requested yet (waiting for the migration it is `after`).
+    Waiting,
+    /// Requested; waiting for the path (or endpoint) acknowledged everywhere.
+    Arming,
+    /// The VM runs at the source until `t_hv + precopy`.
+    Precopy,
+    /// Stopped at `t_stop`; its last replies leave until `t_stop + DRAIN`.
+    Draining,
+    /// Attached nowhere until `t_stop + downtime`.
+    Down,
+    /// Attached at the destination at `t_attach`; the hypervisor's `completed` is next.
+    Attached,
+    /// Waiting for the controller's end.
+    Finishing,
+    /// Ended (record taken).
+    Done,
+}
+
+/// One netns migration of a round in progress.
+#[derive(Debug, Clone)]
+struct Flight {
+    mv: Move,
+    stage: Stage,
+    from: HostRole,
+    id: Option<MigrationId>,
+    c0: Option<BufferCounters>,
+    t_req: Instant,
+    t_hv: Instant,
+    t_stop: Instant,
+    t_attach: Instant,
+    /// The end of the last step (status polls: arming, finishing).
+    polled: Option<Instant>,
+}
+
+impl Flight {
+    fn new(mv: Move) -> Flight {
+        let now = Instant::now();
+        Flight {
+            mv,
+            stage: Stage::Waiting,
+            from: HostRole::Source,
+            id: None,
+            c0: None,
+            t_req: now,
+            t_hv: now,
+            t_stop: now,
+            t_attach: now,
+            polled: None,
+        }
+    }
+
+    /// When this migration's next step is due: its timed steps at their moment, the
+    /// controller polled every `poll`, the other steps at once (`None`: ended).
+    fn next_due(&self, timing: MigrationTiming, poll: Duration) -> Option<Instant> {
+        match self.stage {
+            Stage::Precopy => Some(self.t_hv + timing.precopy),
+            Stage::Draining => Some(self.t_stop + DRAIN),
+            Stage::Down => Some(self.t_stop + timing.downtime),
+            Stage::Arming | Stage::Finishing => Some(self.polled.map_or(self.t_req, |p| p + poll)),
+            Stage::Waiting | Stage::Attached => Some(self.t_req),
+            Stage::Done => None,
+        }
+    }
+
+    /// Whether the next step is due at `now`.
+    fn is_due(&self, now: Instant, timing: MigrationTiming, poll: Duration) -> bool {
+        match self.stage {
+            Stage::Waiting | Stage::Attached => true,
+            _ => self.next_due(timing, poll).is_some_and(|t| t <= now),
+        }
+    }
+}
+
+/// What the I/O of a migration step returned ([`Testbed::flight_io`]).
+#[derive(Debug)]
+enum FlightIo {
+    /// The destination's counters before, and the controller's id.
+    Requested { c0: BufferCounters, id: MigrationId },
+    /// The controller's status of the migration.
+    Status(Box<MigrationStatus>),
+    /// The source srmigd was told the VM is paused.
+    Paused,
+    /// The attachment is at the destination (its new end).
+    Moved(LinkEnd),
+    /// The VM side came up at this moment.
+    Attached(Instant),
+    /// The hypervisor's `completed` was posted.
+    Posted,
+}
+
+/// The name of migrating VM number `i` (plan order).
+fn vms_name(plan: &Plan, i: usize) -> &'static str {
+    plan.vms().nth(i).map_or(plan.vm.name, |v| v.name)
 }
 
 /// The QEMU side of a testbed.
@@ -266,7 +385,8 @@ pub struct Testbed {
     spaces: Spaces,
     daemons: Vec<Srmigd>,
     vm: Vm,
-    vm_at: HostRole,
+    /// Where each migrating VM runs now (plan order).
+    vm_at: Vec<HostRole>,
     dir: PathBuf,
     keep_dir: bool,
     propagation_delay: Duration,
@@ -332,6 +452,15 @@ impl Testbed {
                 "controller replicas need the etcd store".into(),
             ));
         }
+        if options.vm_kind == VmKind::Qemu
+            && (options.plan.vms().count() > 1 || options.plan.hosts.len() > 3)
+        {
+            return Err(OrchestrateError::Options(
+                "the QEMU lab migrates one VM between S and D (--vms and --hosts are for netns \
+                 VMs)"
+                    .into(),
+            ));
+        }
         let srmig = match options.controller_process || options.store_etcd {
             true => Some(preflight::find_binary("srmig", &dirs)?),
             false => None,
@@ -364,7 +493,7 @@ impl Testbed {
         let keep_dir = options.keep_dir || options.work_dir.is_some();
         let result = build_topology(&lab, &plan, image.is_some()).and_then(|(spaces, vm)| {
             let (vm, driver) = match (vm, image) {
-                (TopologyVm::Netns { ns, port, att }, _) => (Vm::Netns { ns, port, att }, None),
+                (TopologyVm::Netns(vms), _) => (Vm::Netns(vms), None),
                 (TopologyVm::Qemu { hv }, Some(image)) => {
                     let launcher = Arc::new(LabLauncher::new(
                         lab.handle(),
@@ -417,7 +546,7 @@ impl Testbed {
                 Some(bin) => {
                     let extra_args = match &vm {
                         Vm::Qemu(q) => qmp_args(&plan, &dir, bin, q)?,
-                        Vm::Netns { .. } => Vec::new(),
+                        Vm::Netns(_) => Vec::new(),
                     };
                     let spec = super::control::ProcessSpec {
                         bin: bin.clone(),
@@ -447,12 +576,13 @@ impl Testbed {
                 return Err(e);
             }
         };
+        let vm_at = (0..plan.vms().count()).map(|i| plan.home(i)).collect();
         let mut testbed = Testbed {
             plan,
             spaces,
             daemons: Vec::new(),
             vm,
-            vm_at: HostRole::Source,
+            vm_at,
             dir,
             keep_dir,
             propagation_delay: options.propagation_delay,
@@ -512,7 +642,7 @@ impl Testbed {
     /// The kind of the migrating VM.
     pub fn vm_kind(&self) -> VmKind {
         match self.vm {
-            Vm::Netns { .. } => VmKind::Netns,
+            Vm::Netns(_) => VmKind::Netns,
             Vm::Qemu(_) => VmKind::Qemu,
         }
     }
@@ -526,7 +656,7 @@ impl Testbed {
     /// QEMU: the guest's boot id and counters now (TCP port 9). `None` for a netns VM.
     pub fn guest_info(&self) -> Result<Option<qemu::GuestInfo>, OrchestrateError> {
         match &self.vm {
-            Vm::Netns { .. } => Ok(None),
+            Vm::Netns(_) => Ok(None),
             Vm::Qemu(_) => qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some),
         }
     }
@@ -534,7 +664,7 @@ impl Testbed {
     /// QEMU: the guest's boot id after its first boot. `None` for a netns VM.
     pub fn first_boot_id(&self) -> Option<&str> {
         match &self.vm {
-            Vm::Netns { .. } => None,
+            Vm::Netns(_) => None,
             Vm::Qemu(q) => Some(&q.boot_id),
         }
     }
@@ -547,7 +677,7 @@ impl Testbed {
             Some(driver) => driver
                 .instance(&vm)
                 .and_then(|i| u32::try_from(i.handle).ok()),
-            None => q.launcher.pid_on(self.plan.host(self.vm_at).name),
+            None => q.launcher.pid_on(self.plan.host(self.vm_at()).name),
         }
     }
 
@@ -587,25 +717,31 @@ impl Testbed {
         &self.spaces.client
     }
 
-    /// The migrating VM's namespace (a netns VM; `None` for a QEMU guest).
+    /// The (first) migrating VM's namespace (a netns VM; `None` for a QEMU guest).
     pub fn vm_ns(&self) -> Option<&Netns> {
+        self.vm_ns_of(0)
+    }
+
+    /// The namespace of migrating VM number `i` (plan order; netns VMs only).
+    pub fn vm_ns_of(&self, i: usize) -> Option<&Netns> {
         match &self.vm {
-            Vm::Netns { ns, .. } => Some(ns),
+            Vm::Netns(vms) => vms.get(i).map(|v| &v.ns),
             Vm::Qemu(_) => None,
         }
     }
 
-    /// Where the migrating VM runs now.
+    /// Where the (first) migrating VM runs now.
     pub fn vm_at(&self) -> HostRole {
-        self.vm_at
+        self.vm_at_of(0)
+    }
+
+    /// Where migrating VM number `i` (plan order) runs now.
+    pub fn vm_at_of(&self, i: usize) -> HostRole {
+        self.vm_at.get(i).copied().unwrap_or(HostRole::Source)
     }
 
     fn host_index(role: HostRole) -> usize {
-        match role {
-            HostRole::Client => 0,
-            HostRole::Source => 1,
-            HostRole::Destination => 2,
-        }
+        role.index()
     }
 
     fn daemon(&self, role: HostRole) -> Result<&Srmigd, OrchestrateError> {
@@ -626,7 +762,7 @@ impl Testbed {
     fn start_daemon(&self, bin: &Path, i: usize) -> Result<Srmigd, OrchestrateError> {
         let (host, ns) = (&self.plan.hosts[i], &self.spaces.hosts[i]);
         let toml = match self.vm {
-            Vm::Netns { .. } => self.plan.node_toml(host),
+            Vm::Netns(_) => self.plan.node_toml(host),
             Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
         };
         let (ctl_addr, host_addr) = mgmt_addrs(i + 1);
@@ -864,18 +1000,6 @@ impl Testbed {
         self.pending.iter().any(|p| p.recovered_at.is_none())
     }
 
-    /// Sleeps until `until`, starting again what is due meanwhile.
-    fn sleep_ticking(&mut self, until: Instant) -> Result<(), OrchestrateError> {
-        loop {
-            self.tick_faults()?;
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
-            }
-            std::thread::sleep((until - now).min(Duration::from_millis(5)));
-        }
-    }
-
     /// Runs `f` until it succeeds; while a fault is in progress a failure is retried (the
     /// process it needs may be down) for up to [`PHASE_TIMEOUT`].
     fn retrying<T>(
@@ -953,8 +1077,10 @@ impl Testbed {
         }
         self.control
             .add_vm(&self.plan.client.info(self.plan.host(HostRole::Client)))?;
-        self.control
-            .add_vm(&self.plan.vm.info(self.plan.host(HostRole::Source)))?;
+        for (i, vm) in self.plan.vms().enumerate() {
+            self.control
+                .add_vm(&vm.info(self.plan.host(self.plan.home(i))))?;
+        }
         let start = Instant::now();
         loop {
             let hosts = self.control.hosts()?;
@@ -990,20 +1116,27 @@ impl Testbed {
         }
     }
 
-    /// Pings the VM from the client until it answers, over IPv6 and over IPv4 (neighbour
-    /// discovery on the underlay is static; this checks the whole path both ways, and the
-    /// VMs' ARP for the IPv4 gateway).
+    /// Pings every migrating VM from the client until it answers, over IPv6 and over IPv4
+    /// (neighbour discovery on the underlay is static; this checks the whole path both ways,
+    /// and the VMs' ARP for the IPv4 gateway).
     fn check_connectivity(&self) -> Result<(), OrchestrateError> {
         let start = Instant::now();
-        for (flag, target) in [
-            ("-6", self.plan.vm.address.to_string()),
-            ("-4", self.plan.vm.address_v4.to_string()),
-        ] {
+        let targets: Vec<(&str, String)> = self
+            .plan
+            .vms()
+            .flat_map(|vm| {
+                [
+                    ("-6", vm.address.to_string()),
+                    ("-4", vm.address_v4.to_string()),
+                ]
+            })
+            .collect();
+        for (flag, target) in targets {
             loop {
                 match self
                     .spaces
                     .client
-                    .exec("ping", &[flag, "-n", "-c", "1", "-W", "1", &target])
+                    .exec("ping", &[flag, "-n", "-c", "1", "-W", "1", target.as_str()])
                 {
                     Ok(_) => break,
                     Err(e) if start.elapsed() > SETUP_TIMEOUT => {
@@ -1055,12 +1188,16 @@ impl Testbed {
             .collect()
     }
 
-    /// `(held, released, dropped + expired)` of the migrating VM on host `role`.
-    fn vm_buffer_counters(&self, role: HostRole) -> Result<BufferCounters, OrchestrateError> {
+    /// `(held, released, dropped + expired)` of the migrating VM `vm` on host `role`.
+    fn vm_buffer_counters(
+        &self,
+        role: HostRole,
+        vm: &str,
+    ) -> Result<BufferCounters, OrchestrateError> {
         let status = self.daemon(role)?.status(&self.control)?;
         let vm = status["vms"]
             .as_array()
-            .and_then(|vms| vms.iter().find(|v| v["name"] == self.plan.vm.name))
+            .and_then(|vms| vms.iter().find(|v| v["name"] == vm))
             .cloned()
             .unwrap_or_default();
         let n = |k: &str| vm[k].as_u64().unwrap_or(0);
@@ -1086,13 +1223,23 @@ impl Testbed {
         origin: Instant,
     ) -> Result<MigrationRecord, OrchestrateError> {
         match self.vm {
-            Vm::Netns { .. } => self.migrate_netns(strategy, timing, origin),
+            Vm::Netns(_) => {
+                let mv = Move {
+                    vm: 0,
+                    to: self.other_host(),
+                    after: None,
+                };
+                let mut records = self.migrate_many(&[mv], strategy, timing, origin)?;
+                records
+                    .pop()
+                    .ok_or_else(|| OrchestrateError::Options("no migration record".into()))
+            }
             Vm::Qemu(_) => self.migrate_qemu(strategy, origin),
         }
     }
 
     fn other_host(&self) -> HostRole {
-        match self.vm_at {
+        match self.vm_at() {
             HostRole::Source => HostRole::Destination,
             _ => HostRole::Source,
         }
@@ -1103,9 +1250,10 @@ impl Testbed {
         strategy: Strategy,
         origin: Instant,
     ) -> Result<MigrationRecord, OrchestrateError> {
-        let (from, to) = (self.vm_at, self.other_host());
+        let (from, to) = (self.vm_at(), self.other_host());
+        let vm_name = self.plan.vm.name;
         self.begin_migration()?;
-        let c0 = self.retrying(|t| t.vm_buffer_counters(to))?;
+        let c0 = self.retrying(|t| t.vm_buffer_counters(to, vm_name))?;
         let req = MigrateRequest {
             vm: self.plan.vm.info(self.plan.host(from)).name,
             to: self.plan.host(to).info().name,
@@ -1163,7 +1311,7 @@ impl Testbed {
         if done.phase != MigrationPhase::Completed {
             return self.rolled_back(&done, strategy, from, to, origin, t_req);
         }
-        self.vm_at = to;
+        self.vm_at[0] = to;
         self.finish_faults("completed")?;
         // The core may complete (the destination srmigd reported the VM running, commit and
         // cleanup acknowledged) a moment before the driver's final figures arrive.
@@ -1192,7 +1340,7 @@ impl Testbed {
                 )))
             }
         };
-        let c1 = self.vm_buffer_counters(to)?;
+        let c1 = self.vm_buffer_counters(to, vm_name)?;
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
         let phase_ms = |phase: MigrationPhase| {
@@ -1206,6 +1354,7 @@ impl Testbed {
         let completed_at_ms = ms(origin, t_done);
         Ok(MigrationRecord {
             id: format!("m{}", id.0),
+            vm: vm_name.to_owned(),
             from: self.plan.host(from).name.to_owned(),
             to: self.plan.host(to).name.to_owned(),
             strategy,
@@ -1235,95 +1384,340 @@ impl Testbed {
     fn qemu_phase_timeout(&self) -> Duration {
         let driver = match &self.vm {
             Vm::Qemu(q) => q.driver_timeout(),
-            Vm::Netns { .. } => Duration::ZERO,
+            Vm::Netns(_) => Duration::ZERO,
         };
         driver + PHASE_TIMEOUT + self.propagation_delay * 8
     }
 
-    fn migrate_netns(
+    /// Netns VMs: one round of migrations ([`Plan::round_moves`]): every migrating VM moves
+    /// one host on, all at once, or with `chain` the chain of `vm1` and `vm2`. The records
+    /// are in the order the moves were planned.
+    pub fn migrate_round(
         &mut self,
+        chain: bool,
         strategy: Strategy,
         timing: MigrationTiming,
         origin: Instant,
-    ) -> Result<MigrationRecord, OrchestrateError> {
-        let Vm::Netns {
-            port: vm_port,
-            att: vm_att,
-            ..
-        } = &self.vm
-        else {
-            return Err(OrchestrateError::Options("not a netns VM".into()));
-        };
-        let (vm_port, vm_att) = (vm_port.clone(), vm_att.clone());
-        let from = self.vm_at;
-        let to = match from {
-            HostRole::Source => HostRole::Destination,
-            _ => HostRole::Source,
-        };
-        let to_ns = self.spaces.hosts[Self::host_index(to)].clone();
-        self.begin_migration()?;
-        let c0 = self.retrying(|t| t.vm_buffer_counters(to))?;
-        let req = MigrateRequest {
-            vm: self.plan.vm.info(self.plan.host(from)).name,
-            to: self.plan.host(to).info().name,
-            strategy,
-        };
+    ) -> Result<Vec<MigrationRecord>, OrchestrateError> {
+        let moves: Vec<Move> = self
+            .plan
+            .round_moves(&self.vm_at, chain)
+            .into_iter()
+            .map(|(vm, to, after)| Move { vm, to, after })
+            .collect();
+        self.migrate_many(&moves, strategy, timing, origin)
+    }
 
-        let t_req = Instant::now();
-        let accepted = self.retrying(|t| t.control.migrate(&req))?;
-        let id = accepted.id;
-        self.requested(id)?;
-        let armed = self.wait_phase(id, "the hypervisor phase", |p| {
-            p == MigrationPhase::ExpectHypervisorDone || p.is_terminal()
-        })?;
-        if armed.phase.is_terminal() {
-            // Rolled back before the VM moved (e.g. a host did not acknowledge in time).
-            return self.rolled_back(&armed, strategy, from, to, origin, t_req);
+    /// Netns VMs: performs the migrations of one round, all at once (each waits only for
+    /// the migration it is `after`), emulating the hypervisor with `timing`, and returns
+    /// their records in `moves` order. Times in the records are relative to `origin`.
+    ///
+    /// The round is driven by one loop that advances each migration through its steps
+    /// (request, path armed, pre-copy, stop and drain, cut, downtime, attach, the
+    /// controller's end) as their moments come, so that concurrent migrations overlap as
+    /// they would on real hosts. A migration's pause is measured from its own stop to its
+    /// own attach. `hold_ms` is left out of the records when the round has more than one
+    /// migration: srmigd's hold-time histogram is per host, not per VM.
+    ///
+    /// Faults (`--fault`) are injected only into rounds of one migration.
+    pub fn migrate_many(
+        &mut self,
+        moves: &[Move],
+        strategy: Strategy,
+        timing: MigrationTiming,
+        origin: Instant,
+    ) -> Result<Vec<MigrationRecord>, OrchestrateError> {
+        let Vm::Netns(vms) = &self.vm else {
+            return Err(OrchestrateError::Options(
+                "concurrent migrations need netns VMs".into(),
+            ));
+        };
+        let atts: Vec<LinkEnd> = vms.iter().map(|v| v.att.clone()).collect();
+        if moves.len() > 1 && !self.fault_plan.faults.is_empty() {
+            return Err(OrchestrateError::Options(
+                "faults are injected into one migration at a time, not into concurrent ones".into(),
+            ));
         }
-        let t_hv = Instant::now();
-        self.fire(FaultPhase::Migrating, Some(id))?;
-        self.sleep_ticking(t_hv + timing.precopy)?;
-
-        // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual switch;
-        // the VM's last replies drain; the attachment leaves the source...
-        let t_stop = Instant::now();
-        let vm_name = self.plan.vm.name;
-        self.retrying(|t| {
-            t.daemon(from)?
-                .set_vm_state(&t.control, vm_name, VmState::Paused)
-        })?;
-        self.fire(FaultPhase::Switchover, Some(id))?;
-        std::thread::sleep(DRAIN);
-        let moved = self.lab.move_link(&vm_port, &to_ns)?;
-        if let Vm::Netns { port, .. } = &mut self.vm {
-            *port = moved.clone();
+        for (i, m) in moves.iter().enumerate() {
+            if m.vm >= atts.len() || m.to.index() >= self.plan.hosts.len() {
+                return Err(OrchestrateError::Options(format!(
+                    "migration {i} of the round: no VM {} or host {:?} in the plan",
+                    m.vm, m.to
+                )));
+            }
+            if m.to == HostRole::Client || m.after.is_some_and(|a| a >= i) {
+                return Err(OrchestrateError::Options(format!(
+                    "migration {i} of the round: VMs do not move to C, and a migration waits \
+                     only for an earlier one"
+                )));
+            }
         }
-        self.vm_at = to;
-        self.lab.set_down(&vm_att)?;
-        // (Moved links arrive down; the host's default already disables IPv6 on arrivals.)
-        to_ns.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", moved.ifname), "1")?;
-        // The port is up at the destination but without carrier while `att` is down: srmigd
-        // there does not consider it attached yet.
-        self.lab.set_up(&moved)?;
-        self.sleep_ticking(t_stop + timing.downtime)?;
-        // ...and appears at the destination, VM side last: `att` is activated while it is
-        // opened, before the destination srmigd hears that its port has carrier.
-        // The VM resumes: its attachment comes up, timestamped by the system call itself.
-        let t_attach = self.lab.set_up_timed(&vm_att)?;
+        let mut flights: Vec<Flight> = moves.iter().map(|&m| Flight::new(m)).collect();
+        let mut records: Vec<Option<MigrationRecord>> = vec![None; moves.len()];
+        // With several migrations in flight, each polls the controller less often.
+        let poll = POLL * u32::try_from(moves.len()).unwrap_or(1).clamp(1, 5);
+        while records.iter().any(Option::is_none) {
+            self.tick_faults()?;
+            let now = Instant::now();
+            let due: Vec<usize> = (0..flights.len())
+                .filter(|&i| {
+                    let f = &flights[i];
+                    f.mv.after.is_none_or(|a| flights[a].stage == Stage::Done)
+                        && f.is_due(now, timing, poll)
+                })
+                .collect();
+            for &i in &due {
+                self.flight_begin(&mut flights[i])?;
+            }
+            // The steps due now run side by side, as each VM's hypervisor would: one
+            // thread per migration (the step's I/O only; the bookkeeping follows here).
+            let outputs: Vec<Result<FlightIo, OrchestrateError>> = match due.as_slice() {
+                [] => Vec::new(),
+                &[i] => {
+                    let f = &flights[i];
+                    vec![self.retrying(|t| t.flight_io(f, &atts, strategy))]
+                }
+                many => {
+                    let this = &*self;
+                    let (flights, atts) = (&flights, &atts);
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = many
+                            .iter()
+                            .map(|&i| {
+                                scope.spawn(move || this.flight_io(&flights[i], atts, strategy))
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(OrchestrateError::WorkloadPanicked("lab migration step"))
+                                })
+                            })
+                            .collect()
+                    })
+                }
+            };
+            for (&i, output) in due.iter().zip(outputs) {
+                if let Some(record) = self.flight_end(&mut flights[i], output?, strategy, origin)? {
+                    records[i] = Some(record);
+                }
+            }
+            let next = flights
+                .iter()
+                .filter_map(|f| f.next_due(timing, poll))
+                .min()
+                .unwrap_or_else(|| Instant::now() + poll);
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep((next - now).min(poll));
+            }
+        }
+        let mut records: Vec<MigrationRecord> = records.into_iter().flatten().collect();
+        if records.len() > 1 {
+            for r in &mut records {
+                r.hold_ms = None;
+            }
+        }
+        Ok(records)
+    }
 
-        let completed = HypervisorPost {
-            event: HypervisorEventKind::Completed,
-            reason: None,
+    /// The bookkeeping before a step of `f`: where it starts from, the moments that are the
+    /// step's own (request, stop).
+    fn flight_begin(&mut self, f: &mut Flight) -> Result<(), OrchestrateError> {
+        match f.stage {
+            Stage::Waiting => {
+                f.from = self.vm_at_of(f.mv.vm);
+                if f.from == f.mv.to {
+                    return Err(OrchestrateError::Options(format!(
+                        "{} is already on {}",
+                        vms_name(&self.plan, f.mv.vm),
+                        self.plan.host(f.mv.to).name
+                    )));
+                }
+                self.begin_migration()?;
+                f.t_req = Instant::now();
+            }
+            // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual
+            // switch; the VM's last replies drain...
+            Stage::Precopy => f.t_stop = Instant::now(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The I/O of `f`'s next step (no state of the testbed changes here: the steps of
+    /// concurrent migrations run on threads of their own).
+    fn flight_io(
+        &self,
+        f: &Flight,
+        atts: &[LinkEnd],
+        strategy: Strategy,
+    ) -> Result<FlightIo, OrchestrateError> {
+        let vm_name = vms_name(&self.plan, f.mv.vm);
+        let id = || {
+            f.id.ok_or_else(|| OrchestrateError::Options("no migration id".into()))
         };
-        self.retrying(|t| match t.control.hypervisor(id, &completed) {
-            Ok(_) => Ok(()),
-            // A post the controller took just before it was killed: the retry is refused
-            // because the migration has moved on.
-            Err(e) => match t.control.migration(id) {
-                Ok(st) if st.phase != MigrationPhase::ExpectHypervisorDone => Ok(()),
-                _ => Err(e),
-            },
-        })?;
+        Ok(match f.stage {
+            Stage::Waiting => {
+                let c0 = self.vm_buffer_counters(f.mv.to, vm_name)?;
+                let req = MigrateRequest {
+                    vm: VmId::new(vm_name)
+                        .map_err(|e| OrchestrateError::Options(format!("VM name: {e}")))?,
+                    to: self.plan.host(f.mv.to).info().name,
+                    strategy,
+                };
+                let id = self.control.migrate(&req)?.id;
+                FlightIo::Requested { c0, id }
+            }
+            Stage::Arming | Stage::Finishing => {
+                FlightIo::Status(Box::new(self.control.migration(id()?)?))
+            }
+            Stage::Precopy => {
+                self.daemon(f.from)?
+                    .set_vm_state(&self.control, vm_name, VmState::Paused)?;
+                FlightIo::Paused
+            }
+            Stage::Draining => {
+                // ...the attachment leaves the source (where it is now: a VM may move twice
+                // in a round)...
+                let port = match &self.vm {
+                    Vm::Netns(v) => v[f.mv.vm].port.clone(),
+                    Vm::Qemu(_) => return Err(OrchestrateError::Options("not a netns VM".into())),
+                };
+                let to_ns = &self.spaces.hosts[f.mv.to.index()];
+                let moved = self.lab.move_link(&port, to_ns)?;
+                self.lab.set_down(&atts[f.mv.vm])?;
+                // (Moved links arrive down; the host's default already disables IPv6 on
+                // arrivals.)
+                to_ns.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", moved.ifname), "1")?;
+                // The port is up at the destination but without carrier while `att` is
+                // down: srmigd there does not consider it attached yet.
+                self.lab.set_up(&moved)?;
+                FlightIo::Moved(moved)
+            }
+            // ...and appears at the destination, VM side last: `att` is activated while it
+            // is opened, before the destination srmigd hears that its port has carrier. The
+            // VM resumes: its attachment comes up, timestamped by the system call itself.
+            Stage::Down => FlightIo::Attached(self.lab.set_up_timed(&atts[f.mv.vm])?),
+            Stage::Attached => {
+                let id = id()?;
+                let completed = HypervisorPost {
+                    event: HypervisorEventKind::Completed,
+                    reason: None,
+                };
+                match self.control.hypervisor(id, &completed) {
+                    Ok(_) => {}
+                    // A post the controller took just before it was killed: the retry is
+                    // refused because the migration has moved on.
+                    Err(e) => match self.control.migration(id) {
+                        Ok(st) if st.phase != MigrationPhase::ExpectHypervisorDone => {}
+                        _ => return Err(e),
+                    },
+                }
+                FlightIo::Posted
+            }
+            Stage::Done => FlightIo::Posted,
+        })
+    }
+
+    /// The bookkeeping after a step of `f` (faults fired, the VM's new place, the next
+    /// stage); the record when it ended.
+    fn flight_end(
+        &mut self,
+        f: &mut Flight,
+        io: FlightIo,
+        strategy: Strategy,
+        origin: Instant,
+    ) -> Result<Option<MigrationRecord>, OrchestrateError> {
+        let vm_name = vms_name(&self.plan, f.mv.vm);
+        f.polled = Some(Instant::now());
+        match (f.stage, io) {
+            (Stage::Waiting, FlightIo::Requested { c0, id }) => {
+                f.c0 = Some(c0);
+                f.id = Some(id);
+                self.requested(id)?;
+                f.stage = Stage::Arming;
+                f.polled = None;
+            }
+            (Stage::Arming, FlightIo::Status(status)) => {
+                let id = status.id;
+                if status.phase == MigrationPhase::ExpectHypervisorDone {
+                    f.t_hv = Instant::now();
+                    self.fire(FaultPhase::Migrating, Some(id))?;
+                    f.stage = Stage::Precopy;
+                } else if status.phase.is_terminal() {
+                    // Rolled back before the VM moved (e.g. a host did not acknowledge in
+                    // time).
+                    f.stage = Stage::Done;
+                    let (from, to) = (f.from, f.mv.to);
+                    let mut record =
+                        self.rolled_back(&status, strategy, from, to, origin, f.t_req)?;
+                    record.vm = vm_name.to_owned();
+                    return Ok(Some(record));
+                } else if f.t_req.elapsed() > PHASE_TIMEOUT {
+                    self.check_daemons()?;
+                    return Err(OrchestrateError::Timeout {
+                        what: format!(
+                            "the hypervisor phase of migration m{} (phase {})",
+                            id.0, status.phase
+                        ),
+                        waited: PHASE_TIMEOUT,
+                    });
+                }
+            }
+            (Stage::Finishing, FlightIo::Status(status)) => {
+                if status.phase.is_terminal() {
+                    f.stage = Stage::Done;
+                    return self
+                        .finished(f, &status, vm_name, strategy, origin)
+                        .map(Some);
+                }
+                if f.t_attach.elapsed() > PHASE_TIMEOUT {
+                    self.check_daemons()?;
+                    return Err(OrchestrateError::Timeout {
+                        what: format!(
+                            "the end of migration m{} (phase {})",
+                            status.id.0, status.phase
+                        ),
+                        waited: PHASE_TIMEOUT,
+                    });
+                }
+            }
+            (Stage::Precopy, FlightIo::Paused) => {
+                self.fire(FaultPhase::Switchover, f.id)?;
+                f.stage = Stage::Draining;
+            }
+            (Stage::Draining, FlightIo::Moved(moved)) => {
+                if let Vm::Netns(v) = &mut self.vm {
+                    v[f.mv.vm].port = moved;
+                }
+                self.vm_at[f.mv.vm] = f.mv.to;
+                f.stage = Stage::Down;
+            }
+            (Stage::Down, FlightIo::Attached(at)) => {
+                f.t_attach = at;
+                f.stage = Stage::Attached;
+            }
+            (Stage::Attached, FlightIo::Posted) => {
+                let id =
+                    f.id.ok_or_else(|| OrchestrateError::Options("no migration id".into()))?;
+                self.faults_after_attach(id)?;
+                f.stage = Stage::Finishing;
+                f.polled = None;
+            }
+            (stage, io) => {
+                return Err(OrchestrateError::Options(format!(
+                    "lab migration step {stage:?} got {io:?}"
+                )))
+            }
+        }
+        Ok(None)
+    }
+
+    /// After the hypervisor's `completed`: fires the commit and cleanup faults at their
+    /// phases.
+    fn faults_after_attach(&mut self, id: MigrationId) -> Result<(), OrchestrateError> {
         if self.fault_plan.at(FaultPhase::Commit).next().is_some() {
             self.wait_phase(id, "the commit", |p| {
                 matches!(
@@ -1339,27 +1733,40 @@ impl Testbed {
             })?;
             self.fire(FaultPhase::Cleanup, Some(id))?;
         }
-        let done = self.wait_phase(id, "the end of the migration", MigrationPhase::is_terminal)?;
+        Ok(())
+    }
+
+    /// The record of netns migration `f`, which the controller ended with `done`.
+    fn finished(
+        &mut self,
+        f: &Flight,
+        done: &MigrationStatus,
+        vm_name: &str,
+        strategy: Strategy,
+        origin: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
         let t_done = Instant::now();
         if done.phase != MigrationPhase::Completed {
-            return Err(MigrationFailure::of(&done));
+            return Err(MigrationFailure::of(done));
         }
         self.finish_faults("completed")?;
-        let c1 = self.vm_buffer_counters(to)?;
+        let c1 = self.vm_buffer_counters(f.mv.to, vm_name)?;
+        let c0 = f.c0.unwrap_or(c1);
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         Ok(MigrationRecord {
-            id: format!("m{}", id.0),
-            from: self.plan.host(from).name.to_owned(),
-            to: self.plan.host(to).name.to_owned(),
+            id: format!("m{}", done.id.0),
+            vm: vm_name.to_owned(),
+            from: self.plan.host(f.from).name.to_owned(),
+            to: self.plan.host(f.mv.to).name.to_owned(),
             strategy,
             outcome: "completed",
-            pause_ms: ms(t_stop, t_attach),
-            total_ms: ms(t_req, t_done),
-            prepare_ms: ms(t_req, t_hv),
-            finish_ms: ms(t_attach, t_done),
-            requested_at_ms: ms(origin, t_req),
-            cut_at_ms: ms(origin, t_stop),
-            attached_at_ms: ms(origin, t_attach),
+            pause_ms: ms(f.t_stop, f.t_attach),
+            total_ms: ms(f.t_req, t_done),
+            prepare_ms: ms(f.t_req, f.t_hv),
+            finish_ms: ms(f.t_attach, t_done),
+            requested_at_ms: ms(origin, f.t_req),
+            cut_at_ms: ms(origin, f.t_stop),
+            attached_at_ms: ms(origin, f.t_attach),
             completed_at_ms: ms(origin, t_done),
             held: c1.held.saturating_sub(c0.held),
             released: c1.released.saturating_sub(c0.released),
@@ -1393,6 +1800,7 @@ impl Testbed {
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         Ok(MigrationRecord {
             id: format!("m{}", done.id.0),
+            vm: self.plan.vm.name.to_owned(),
             from: self.plan.host(from).name.to_owned(),
             to: self.plan.host(to).name.to_owned(),
             strategy,
@@ -1617,13 +2025,9 @@ fn remove_dir(dir: &Path, keep: bool) {
 
 /// The migrating VM's part of the topology.
 enum TopologyVm {
-    /// Its namespace, its srmigd port (at S) and the port's peer `att` in the VM's
-    /// hypervisor namespace.
-    Netns {
-        ns: Netns,
-        port: LinkEnd,
-        att: LinkEnd,
-    },
+    /// Each migrating VM's namespace, its srmigd port (at its home host) and the port's
+    /// peer `att` in the VM's hypervisor namespace.
+    Netns(Vec<NetnsVm>),
     /// The hypervisors' namespace QEMU runs in (loopback up, for the migration stream).
     Qemu { hv: Netns },
 }
@@ -1635,7 +2039,7 @@ fn build_topology(
     qemu: bool,
 ) -> Result<(Spaces, TopologyVm), OrchestrateError> {
     let router = lab.add_netns(ROUTER_NS)?;
-    let mut hosts = Vec::with_capacity(3);
+    let mut hosts = Vec::with_capacity(plan.hosts.len());
     for host in &plan.hosts {
         let ns = lab.add_netns(host.name)?;
         // Interfaces created in or moved into a host namespace have IPv6 off from the
@@ -1668,13 +2072,11 @@ fn build_topology(
         mgmt.push(v.a);
         mgmt.push(v.b);
     }
-    let [c, s, d]: [Netns; 3] = hosts
-        .try_into()
-        .map_err(|_| OrchestrateError::Options("the plan has three hosts".into()))?;
+    let c = hosts[HostRole::Client.index()].clone();
 
     let mut up = Vec::new();
     // Underlay: router <-> each host's uplink.
-    for (host, ns) in plan.hosts.iter().zip([&c, &s, &d]) {
+    for (host, ns) in plan.hosts.iter().zip(&hosts) {
         let link = veth(
             lab,
             (&router, &host.router_ifname(), host.router_mac()),
@@ -1706,42 +2108,50 @@ fn build_topology(
         (&c, plan.client.port, plan.client.port_mac),
         (&client, VM_IFNAME, plan.client.mac),
     )?;
-    // The migrating VM. QEMU: its hypervisors' namespace, loopback up (migration stream);
-    // srmigd attaches the VM through QEMU's sockets, no link. Netns: eth0 <-> nic [hv] att
-    // <-> vm1-port (at S), tc between nic and att.
-    let hv = lab.add_netns(&plan.vm.hv_ns())?;
-    let mut vm_links = None;
+    // The migrating VMs. QEMU (one VM): its hypervisors' namespace, loopback up (migration
+    // stream); srmigd attaches the VM through QEMU's sockets, no link. Netns: eth0 <-> nic
+    // [hv] att <-> vmN-port (at its home host), tc between nic and att.
+    let mut qemu_hv = None;
+    let mut netns_vms = Vec::new();
+    let mut vm_eths = vec![(&plan.client, client_eth.clone())];
     if qemu {
+        let hv = lab.add_netns(&plan.vm.hv_ns())?;
         hv.ip(&["link", "set", "dev", "lo", "up"])?;
+        qemu_hv = Some(hv);
     } else {
-        let vm = lab.add_netns(plan.vm.name)?;
-        hv.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
-        let (nic_mac, att_mac) = plan.vm.hv_macs();
-        let (vm_eth, nic) = veth(lab, (&vm, VM_IFNAME, plan.vm.mac), (&hv, HV_NIC, nic_mac))?;
-        let (att, vm_port) = veth(
-            lab,
-            (&hv, HV_ATT, att_mac),
-            (&s, plan.vm.port, plan.vm.port_mac),
-        )?;
-        for (from, to) in [(HV_NIC, HV_ATT), (HV_ATT, HV_NIC)] {
-            hv.exec("tc", &["qdisc", "add", "dev", from, "clsact"])?;
-            hv.exec(
-                "tc",
-                &[
-                    "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match",
-                    "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-                ],
+        for (i, vm_plan) in plan.vms().enumerate() {
+            let hv = lab.add_netns(&vm_plan.hv_ns())?;
+            let vm = lab.add_netns(vm_plan.name)?;
+            hv.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+            let (nic_mac, att_mac) = vm_plan.hv_macs();
+            let (vm_eth, nic) = veth(lab, (&vm, VM_IFNAME, vm_plan.mac), (&hv, HV_NIC, nic_mac))?;
+            let home = &hosts[plan.home(i).index()];
+            let (att, vm_port) = veth(
+                lab,
+                (&hv, HV_ATT, att_mac),
+                (home, vm_plan.port, vm_plan.port_mac),
             )?;
+            for (from, to) in [(HV_NIC, HV_ATT), (HV_ATT, HV_NIC)] {
+                hv.exec("tc", &["qdisc", "add", "dev", from, "clsact"])?;
+                hv.exec(
+                    "tc",
+                    &[
+                        "filter", "add", "dev", from, "ingress", "protocol", "all", "u32", "match",
+                        "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+                    ],
+                )?;
+            }
+            up.extend([vm_eth.clone(), nic, att.clone(), vm_port.clone()]);
+            vm_eths.push((vm_plan, vm_eth));
+            netns_vms.push(NetnsVm {
+                ns: vm,
+                port: vm_port,
+                att,
+            });
         }
-        up.extend([vm_eth.clone(), nic, att.clone(), vm_port.clone()]);
-        vm_links = Some((vm, vm_eth, vm_port, att));
     }
     let mut vm_ends = Vec::new();
-    let mut vm_eths = vec![(&plan.client, &client_eth)];
-    if let Some((_, vm_eth, _, _)) = &vm_links {
-        vm_eths.push((&plan.vm, vm_eth));
-    }
-    for (vm_plan, vm_end) in vm_eths {
+    for (vm_plan, vm_end) in &vm_eths {
         let mtu = VM_MTU.to_string();
         vm_end
             .netns
@@ -1763,6 +2173,7 @@ fn build_topology(
         )?;
         vm_ends.push(vm_end.clone());
     }
+    drop(vm_eths);
     up.extend([client_port, client_eth]);
     up.extend(mgmt);
     for end in &up {
@@ -1808,18 +2219,11 @@ fn build_topology(
             "-4", "route", "replace", "default", "via", &gw4, "dev", VM_IFNAME,
         ])?;
     }
-    let vm = match vm_links {
-        Some((ns, _, port, att)) => TopologyVm::Netns { ns, port, att },
-        None => TopologyVm::Qemu { hv },
+    let vm = match qemu_hv {
+        None => TopologyVm::Netns(netns_vms),
+        Some(hv) => TopologyVm::Qemu { hv },
     };
-    Ok((
-        Spaces {
-            hosts: [c, s, d],
-            client,
-            ctl,
-        },
-        vm,
-    ))
+    Ok((Spaces { hosts, client, ctl }, vm))
 }
 
 fn router_net(host: &HostPlan) -> Result<ipnet::Ipv6Net, OrchestrateError> {
