@@ -17,7 +17,11 @@
 //! which can happen after the destination srmigd already released the held packets), and the
 //! attachment is brought up VM side last, so the VM side is ready before srmigd sees the port.
 //!
-//! Host `n` (C = 1, S = 2, D = 3) has locator `fc00:0:<n>::/48` with the SIDs `::e5` (End.S),
+//! [`Plan::sized`] adds hosts E, F, ... (`--hosts`), linked to the router like S and D, and
+//! more migrating VMs `vm2`, `vm3`, ... (`--vms`), each wired like `vm1` (its own VM and
+//! hypervisor namespaces, its port `vmN-port`) and starting on the hosts other than C in turn.
+//!
+//! Host `n` (C = 1, S = 2, D = 3, E = 4, ...) has locator `fc00:0:<n>::/48` with the SIDs `::e5` (End.S),
 //! `::eb` (End.SBUF) and `::d6` (End.DT6); its uplink answers for `2001:db8:ff:<n>::2`, the
 //! router is `2001:db8:ff:<n>::1`. VMs are dual-stack: a /128 in `2001:db8:a::/64` and a /32
 //! in `10.1.0.0/24` (the same last number), with the anycast gateway `fe80::1` and
