@@ -239,6 +239,32 @@ impl ProbeReport {
     }
 }
 
+impl TcpReport {
+    /// The transfers to several VMs as one (`--vms N`): bins summed (up to the shortest
+    /// series), median and worst bin of the sums, bytes and retransmissions summed, an RTO
+    /// seen if any saw one. `None` if `reports` is empty.
+    pub fn merge(reports: &[TcpReport]) -> Option<TcpReport> {
+        let first = reports.first()?;
+        if reports.len() == 1 {
+            return Some(first.clone());
+        }
+        let n = reports.iter().map(|r| r.bins_mbps.len()).min().unwrap_or(0);
+        let bins_mbps: Vec<f64> = (0..n)
+            .map(|i| reports.iter().map(|r| r.bins_mbps[i]).sum())
+            .collect();
+        Some(TcpReport {
+            median_mbps: crate::workload::median(&bins_mbps).unwrap_or(0.0),
+            worst_bin_mbps: bins_mbps.iter().copied().reduce(f64::min).unwrap_or(0.0),
+            bins_mbps,
+            retransmits: reports.iter().map(|r| r.retransmits).sum(),
+            bin_ms: first.bin_ms,
+            bytes: reports.iter().map(|r| r.bytes).sum(),
+            rto_seen: reports.iter().any(|r| r.rto_seen),
+            total_rto: reports.iter().map(|r| r.total_rto).sum(),
+        })
+    }
+}
+
 /// One VM's probe in a run with several migrating VMs (`raw.probe_per_vm`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmProbeReport {
@@ -399,6 +425,51 @@ mod tests {
             tcp_v4: None,
             raw: None,
         }
+    }
+
+    #[test]
+    fn several_vms_merge_into_one_probe_and_one_tcp_report() {
+        let probe = |sent, lost, reordered, delay, one_way_lost| ProbeReport {
+            sent,
+            received: sent - lost,
+            lost,
+            reordered,
+            max_extra_delay_ms: delay,
+            at_vm: Some(OneWayReport {
+                received: sent - one_way_lost,
+                lost: one_way_lost,
+                duplicated: 0,
+                reordered: 0,
+            }),
+            echo: Some(EchoFigures::default()),
+            ..ProbeReport::default()
+        };
+        let all = ProbeReport::merge(&[probe(100, 2, 1, 5.0, 1), probe(50, 0, 3, 9.0, 0)])
+            .expect("merged");
+        assert_eq!(
+            (all.sent, all.received, all.lost, all.reordered),
+            (150, 148, 2, 4)
+        );
+        assert_eq!(all.max_extra_delay_ms, 9.0);
+        assert_eq!(all.at_vm.map(|w| (w.received, w.lost)), Some((149, 1)));
+        assert!(ProbeReport::merge(&[]).is_none());
+
+        let tcp = |bins: Vec<f64>, rto| TcpReport {
+            median_mbps: 0.0,
+            worst_bin_mbps: 0.0,
+            bins_mbps: bins,
+            retransmits: 2,
+            bin_ms: 100.0,
+            bytes: 1000,
+            rto_seen: rto,
+            total_rto: Some(u64::from(rto)),
+        };
+        let all = TcpReport::merge(&[tcp(vec![10.0, 0.0, 30.0], false), tcp(vec![5.0, 5.0], true)])
+            .expect("merged");
+        assert_eq!(all.bins_mbps, [15.0, 5.0]);
+        assert_eq!((all.worst_bin_mbps, all.median_mbps), (5.0, 10.0));
+        assert_eq!((all.retransmits, all.bytes, all.rto_seen), (4, 2000, true));
+        assert_eq!(all.total_rto, Some(1));
     }
 
     #[test]

@@ -31,9 +31,11 @@ use super::fault::{FaultPlan, FaultRecord};
 use super::plan::{Plan, VmPlan};
 use super::testbed::{MigrationRecord, MigrationTiming, Testbed, TestbedOptions};
 use crate::report::{
-    self, Family, MigrationReport, ProbeReport, RawSeries, Report, VmKind, VmProbeReport,
+    self, Family, MigrationReport, ProbeReport, RawSeries, Report, TcpReport, VmKind, VmProbeReport,
 };
-use crate::workload::http::{run_http, HttpConfig, HttpServer};
+use crate::workload::http::{
+    run_http, summarize as summarize_http, HttpConfig, HttpSample, HttpServer,
+};
 use crate::workload::probe::{run_probe, Baseline, ProbeConfig, ProbeResponder, ProbeResult};
 use crate::workload::tcp::{
     run_tcp_sender, tcp_report, tcp_report_from_sender, TcpReceiver, TcpSenderConfig,
@@ -568,7 +570,6 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         raw: Some(RawSeries::default()),
     };
     let mut migrations = Vec::new();
-    let vm = testbed.plan().vm.clone();
     let families = plan.family.v4_flags();
     let first_family = families.first().copied().unwrap_or(false);
     // Migration id -> (network downtime, release latency), seen at a netns VM.
@@ -662,24 +663,28 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 records
             }
             WorkloadKind::Http => {
-                // The QEMU guest answers HTTP itself (TCP 80, the same body).
+                // The QEMU guest answers HTTP itself (TCP 80, the same body). One client per
+                // VM and family, all at the same time; each family's report is computed from
+                // every VM's requests together.
                 let mut servers = Vec::new();
                 let mut configs = Vec::new();
-                for &v4 in families {
-                    let addr = sock(vm.addr(v4), 80);
-                    let target = match testbed.vm_ns() {
-                        Some(ns) => {
-                            let server = HttpServer::spawn(ns, addr)
-                                .map_err(OrchestrateError::workload("http"))?;
-                            let target = server.local_addr();
-                            servers.push(server);
-                            target
-                        }
-                        None => addr,
-                    };
-                    let mut config = HttpConfig::new(target, duration);
-                    config.rate_per_s = plan.http_rate;
-                    configs.push((v4, config));
+                for (vi, vm) in vm_plans.iter().enumerate() {
+                    for &v4 in families {
+                        let addr = sock(vm.addr(v4), 80);
+                        let target = match testbed.vm_ns_of(vi) {
+                            Some(ns) => {
+                                let server = HttpServer::spawn(ns, addr)
+                                    .map_err(OrchestrateError::workload("http"))?;
+                                let target = server.local_addr();
+                                servers.push(server);
+                                target
+                            }
+                            None => addr,
+                        };
+                        let mut config = HttpConfig::new(target, duration);
+                        config.rate_per_s = plan.http_rate;
+                        configs.push(((vi, v4), config));
+                    }
                 }
                 let (results, records, _) = with_migrations(testbed, plan, kind, move || {
                     each_family(configs, |c| run_http(&client_ns, c))
@@ -688,13 +693,19 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     server.stop().map_err(OrchestrateError::workload("http"))?;
                 }
                 let raw = report.raw.get_or_insert_with(RawSeries::default);
-                for (v4, result) in results {
+                for &v4 in families {
+                    let samples: Vec<HttpSample> = results
+                        .iter()
+                        .filter(|((_, f), _)| *f == v4)
+                        .flat_map(|(_, r)| r.samples.iter().cloned())
+                        .collect();
+                    let summary = Some(summarize_http(&samples));
                     if v4 {
-                        raw.http_v4 = result.samples;
-                        report.http_v4 = Some(result.report);
+                        raw.http_v4 = samples;
+                        report.http_v4 = summary;
                     } else {
-                        raw.http = result.samples;
-                        report.http = Some(result.report);
+                        raw.http = samples;
+                        report.http = summary;
                     }
                 }
                 records
@@ -702,42 +713,50 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             WorkloadKind::Tcp => {
                 // A netns VM gets the lab's receivers (bins of received bytes). The QEMU
                 // guest's sink (TCP 5001) reports nothing: the sender bins the bytes the
-                // guest acknowledged (TCP_INFO).
+                // guest acknowledged (TCP_INFO). One sender per VM and family, all at the
+                // same time; each family's report is their sum.
                 let mut receivers = Vec::new();
                 let mut configs = Vec::new();
-                for &v4 in families {
-                    let addr = sock(vm.addr(v4), 5001);
-                    let target = match testbed.vm_ns() {
-                        Some(ns) => {
-                            let r = TcpReceiver::spawn(ns, addr, Duration::from_millis(100))
-                                .map_err(OrchestrateError::workload("tcp"))?;
-                            let target = r.local_addr();
-                            receivers.push((v4, r));
-                            target
-                        }
-                        None => addr,
-                    };
-                    configs.push((v4, TcpSenderConfig::new(target, duration)));
+                for (vi, vm) in vm_plans.iter().enumerate() {
+                    for &v4 in families {
+                        let addr = sock(vm.addr(v4), 5001);
+                        let target = match testbed.vm_ns_of(vi) {
+                            Some(ns) => {
+                                let r = TcpReceiver::spawn(ns, addr, Duration::from_millis(100))
+                                    .map_err(OrchestrateError::workload("tcp"))?;
+                                let target = r.local_addr();
+                                receivers.push(((vi, v4), r));
+                                target
+                            }
+                            None => addr,
+                        };
+                        configs.push(((vi, v4), TcpSenderConfig::new(target, duration)));
+                    }
                 }
                 let (senders, records, _) = with_migrations(testbed, plan, kind, move || {
                     each_family(configs, |c| run_tcp_sender(&client_ns, c))
                 })?;
                 let mut received = BTreeMap::new();
-                for (v4, receiver) in receivers {
+                for (key, receiver) in receivers {
                     let stats = receiver
                         .finish()
                         .map_err(OrchestrateError::workload("tcp"))?;
-                    received.insert(v4, stats);
+                    received.insert(key, stats);
                 }
-                for (v4, sender) in senders {
-                    let summary = match received.get(&v4) {
+                let mut summaries: BTreeMap<bool, Vec<TcpReport>> = BTreeMap::new();
+                for (key, sender) in senders {
+                    let summary = match received.get(&key) {
                         Some(r) => tcp_report(r, &sender),
                         None => tcp_report_from_sender(&sender),
                     };
+                    summaries.entry(key.1).or_default().push(summary);
+                }
+                for (v4, all) in summaries {
+                    let summary = TcpReport::merge(&all);
                     if v4 {
-                        report.tcp_v4 = Some(summary);
+                        report.tcp_v4 = summary;
                     } else {
-                        report.tcp = Some(summary);
+                        report.tcp = summary;
                     }
                 }
                 records
@@ -816,12 +835,6 @@ fn check_fleet(run: &RunPlan, plan: &Plan) -> Result<(), OrchestrateError> {
     let vms = plan.vms().count();
     let several = vms > 1 || run.chain;
     let bad = |m: &str| Err(OrchestrateError::Options(m.to_owned()));
-    if several && run.workloads.iter().any(|w| *w != WorkloadKind::Probe) {
-        return bad(
-            "with several migrating VMs (--vms, --chain) the lab runs the probe workload \
-             (against every VM); http and tcp run against one VM",
-        );
-    }
     if run.chain && (vms < 2 || plan.hosts.len() < 4) {
         return bad(
             "--chain needs at least --vms 2 and --hosts 4 (VM a S->D while VM b D->E, then a \
