@@ -90,6 +90,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Controller polling interval while waiting for a phase.
 const POLL: Duration = Duration::from_millis(2);
+/// The same for each of several migrations in flight.
+const MANY_POLL: Duration = Duration::from_millis(20);
 
 /// How a testbed is built.
 #[derive(Debug, Clone)]
@@ -1454,8 +1456,9 @@ impl Testbed {
         }
         let mut flights: Vec<Flight> = moves.iter().map(|&m| Flight::new(m)).collect();
         let mut records: Vec<Option<MigrationRecord>> = vec![None; moves.len()];
-        // With several migrations in flight, each polls the controller less often.
-        let poll = POLL * u32::try_from(moves.len()).unwrap_or(1).clamp(1, 5);
+        // With several migrations in flight, each polls the controller less often (the
+        // polls share the cores with the workloads and srmigd).
+        let poll = if moves.len() > 1 { MANY_POLL } else { POLL };
         while records.iter().any(Option::is_none) {
             self.tick_faults()?;
             let now = Instant::now();
