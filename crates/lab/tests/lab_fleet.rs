@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{have_root, show};
+use common::{have_root, namespaces_with_prefix, show};
 
 use std::time::Duration;
 
@@ -104,14 +104,6 @@ fn a_chain_and_concurrent_migrations_lose_nothing() {
         4
     );
     testbed.teardown().expect("teardown");
-    let left: Vec<String> = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
+    let left = namespaces_with_prefix(&prefix);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{have_root, processes_mentioning, show};
+use common::{have_root, namespaces_with_prefix, processes_mentioning, show};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -227,15 +227,7 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
 
     // Teardown: no namespace, no srmigd left.
     testbed.teardown().unwrap_or_else(|e| fail(e));
-    let left: Vec<String> = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
+    let left = namespaces_with_prefix(&prefix);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     let procs = processes_mentioning(dir.to_str().expect("utf8 dir"));
     assert!(procs.is_empty(), "processes left behind: {procs:?}");

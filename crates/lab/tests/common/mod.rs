@@ -56,6 +56,20 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// The network namespaces whose names start with `prefix` (a lab run's: none should be left
+/// after its teardown).
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Whether this runs as root; otherwise prints `SKIPPED: needs root (...)` and says no, or
 /// fails when `CI` is set (CI must not skip the root-only tests).
 pub fn have_root() -> bool {
