@@ -134,6 +134,11 @@ struct ControllerArgs {
     /// How long hosts have to acknowledge a config, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     ack_timeout_ms: u64,
+    /// How long End.S and End.SBUF stay after every host acknowledged a migration's commit,
+    /// in milliseconds: packets still queued on the old path (S -> D) arrive within it. Raise
+    /// it where hosts can queue packets longer (overloaded hosts showed up to 900 ms).
+    #[arg(long, default_value_t = 50)]
+    drain_ms: u64,
     /// How long the hypervisor may take before the migration is cancelled, in milliseconds.
     #[arg(long, default_value_t = 600_000)]
     hypervisor_timeout_ms: u64,
@@ -625,6 +630,7 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
     }
     options.push.propagation_delay = Duration::from_millis(a.propagation_delay_ms);
     options.timeouts.ack_ms = a.ack_timeout_ms;
+    options.timeouts.drain_ms = a.drain_ms;
     options.timeouts.hypervisor_ms = a.hypervisor_timeout_ms;
     options.host_poll = Duration::from_millis(a.host_poll_ms.max(1));
     options.state_poll = Duration::from_millis(a.state_poll_ms.max(1));
