@@ -32,8 +32,9 @@ pub enum Verdict {
     Tx(PortId),
     /// Discarded (counted under the reason).
     Drop(DropReason),
-    /// Copied into this VM's End.SBUF buffer; it will come out of `poll_transmit`. This
-    /// `PacketBuf` is free for the next frame.
+    /// Copied into this VM's End.SBUF buffer, or held by its commit fence
+    /// ([`crate::fence`]); it will come out of `poll_transmit`. This `PacketBuf` is free for
+    /// the next frame.
     Held(VmId),
     /// Handled by the engine (e.g. an NDP solicitation answered through `poll_transmit`).
     Consumed,

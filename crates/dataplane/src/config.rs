@@ -196,6 +196,9 @@ pub struct NodeConfig {
     /// ICMPv6 error rate limit.
     #[serde(default)]
     pub icmp: IcmpConfig,
+    /// Commit-fence bounds (see [`crate::fence`]).
+    #[serde(default)]
+    pub fence: FenceConfig,
     /// The anycast default gateway seen by VMs (same on every node).
     pub gateway: GatewayConfig,
     /// HMAC keys (RFC 8754 2.1.2): verify HMAC TLVs at local SIDs, sign keyed policies.
@@ -553,6 +556,32 @@ impl Default for BufferConfig {
             global_packets: 8192,
             global_bytes: 8 << 20,
             max_age_ms: 1000,
+        }
+    }
+}
+
+/// Commit-fence bounds (`[fence]` in node.toml; see [`crate::fence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FenceConfig {
+    /// How long direct packets from one ingress wait for its marker, in milliseconds; then
+    /// they are delivered anyway (counted as a fence timeout).
+    pub timeout_ms: u64,
+    /// Packets held per (VM, ingress).
+    pub per_ingress_packets: u32,
+    /// Packets held by every fence together.
+    pub global_packets: u32,
+    /// Bytes held by every fence together.
+    pub global_bytes: u64,
+}
+
+impl Default for FenceConfig {
+    fn default() -> Self {
+        FenceConfig {
+            timeout_ms: 100,
+            per_ingress_packets: 512,
+            global_packets: 2048,
+            global_bytes: 2 << 20,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::buffer::{Occupancy, SbufStore};
 use crate::drop::DropReason;
+use crate::fence::{FenceCounters, Fences};
 use crate::policy::PolicyId;
 use crate::port::PortId;
 use crate::sid::SidId;
@@ -48,6 +49,8 @@ pub struct VmCounters {
     pub expired: u64,
     /// Packets for it that were dropped (buffer full, drop mode, not running, discarded).
     pub dropped: u64,
+    /// Direct packets for it held by the commit fence (see [`crate::fence`]).
+    pub fenced: u64,
 }
 
 /// Upper bounds, in seconds, of the buckets of [`HoldHistogram`] (a VM's pause lasts tens
@@ -150,6 +153,7 @@ impl Counters {
 pub struct CountersView<'a> {
     pub(crate) c: &'a Counters,
     pub(crate) buffers: &'a SbufStore,
+    pub(crate) fences: &'a Fences,
 }
 
 impl CountersView<'_> {
@@ -208,5 +212,15 @@ impl CountersView<'_> {
     /// Packets and bytes held in all buffers now.
     pub fn buffer_total(&self) -> Occupancy {
         self.buffers.total()
+    }
+
+    /// Commit-fence counters ([`crate::fence`]).
+    pub fn fence(&self) -> FenceCounters {
+        self.fences.counters
+    }
+
+    /// Packets held by commit fences now, and the (VM, ingress) pairs they are kept for.
+    pub fn fence_now(&self) -> (u64, usize) {
+        (self.fences.held_now(), self.fences.pairs())
     }
 }

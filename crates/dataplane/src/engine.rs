@@ -46,6 +46,7 @@ use crate::config::{
 };
 use crate::counters::{Counters, CountersView, PacketBytes};
 use crate::drop::DropReason;
+use crate::fence::{self, Fences, Gate};
 use crate::fib::{Adjacency, Fib, Lpm, TableIdx};
 use crate::hash::{self, AddrHash};
 use crate::hmac::HmacTable;
@@ -117,6 +118,8 @@ pub struct Dataplane {
     buffers: SbufStore,
     /// VMs whose buffer is being released (Running with a non-empty buffer), in order.
     releasing: Vec<VmId>,
+    /// Commit fences ([`crate::fence`]).
+    fences: Fences,
     gen: GenQueue,
     icmp: RateLimiter,
     counters: Counters,
@@ -329,6 +332,7 @@ impl Dataplane {
             });
         }
         let buffers = SbufStore::new(cfg.buffer, vms.len())?;
+        let fences = Fences::new(cfg.fence, vms.len())?;
         if cfg.buffer.max_age_ms == 0 {
             return Err(ConfigError::invalid(
                 "buffer.max_age_ms",
@@ -375,6 +379,7 @@ impl Dataplane {
             sids_within_locator: true,
             buffers,
             releasing: Vec::with_capacity(cfg.vms.len()),
+            fences,
             gen: GenQueue::new(),
             icmp: RateLimiter::new(cfg.icmp),
             hmac,
@@ -753,6 +758,7 @@ impl Dataplane {
         CountersView {
             c: &self.counters,
             buffers: &self.buffers,
+            fences: &self.fences,
         }
     }
 
@@ -760,15 +766,19 @@ impl Dataplane {
     // Timers and generated packets
     // ----------------------------------------------------------------------------------------
 
-    /// The next instant at which `handle_timeout` has work (a held packet expiring).
+    /// The next instant at which `handle_timeout` has work (a held packet expiring, a commit
+    /// fence giving up on its marker).
     pub fn poll_timeout(&self) -> Option<Instant> {
         (0..self.vms.len())
             .filter_map(|i| self.buffers.deadline(VmId(i as u32)))
+            .chain(self.fences.poll_timeout())
             .min()
     }
 
-    /// Drops held packets that are older than the maximum age.
+    /// Drops held packets that are older than the maximum age; opens commit fences whose
+    /// marker did not come in time (their packets then leave through `poll_transmit`).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.fences.handle_timeout(now);
         for i in 0..self.vms.len() {
             let vm = VmId(i as u32);
             let n = self.buffers.expire(vm, now);
@@ -781,17 +791,24 @@ impl Dataplane {
 
     /// Whether `poll_transmit` has something to send.
     pub fn has_pending_transmit(&self) -> bool {
-        !self.gen.is_empty() || !self.releasing.is_empty()
+        !self.gen.is_empty()
+            || !self.releasing.is_empty()
+            || !self.fences.markers.is_empty()
+            || !self.fences.releasing.is_empty()
     }
 
     /// Writes the next generated or released frame into `out` and returns its egress port.
-    /// Generated packets (ICMPv6, NDP) first, then buffered packets of VMs that are running
-    /// again, in arrival order; expired buffered packets are dropped on the way (`BufferExpired`).
+    /// Commit-fence markers first, then generated packets (ICMPv6, NDP), then buffered packets
+    /// of VMs that are running again, in arrival order (expired ones are dropped on the way:
+    /// `BufferExpired`), then packets a commit fence released.
     ///
     /// `None` means nothing is pending ([`Dataplane::has_pending_transmit`] is false): a held
     /// packet too big for its VM port generates its Packet Too Big here, and that error is
     /// returned before any later packet.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
+        if let Some(port) = self.next_marker(now, out) {
+            return Some(port);
+        }
         loop {
             if let Some(port) = self.gen.pop_into(out) {
                 if let Some(c) = self.counters.ports.get_mut(port.index()) {
@@ -802,7 +819,11 @@ impl Dataplane {
             }
             match self.release_next(now, out) {
                 Some(port) => return Some(port),
-                None if self.gen.is_empty() => return None,
+                None if self.gen.is_empty() => match self.release_fenced(now, out) {
+                    Some(port) => return Some(port),
+                    None if self.gen.is_empty() => return None,
+                    None => {}
+                },
                 // A held packet too big for its VM port queued its error: that goes first.
                 None => {}
             }
@@ -841,28 +862,21 @@ impl Dataplane {
                 }
                 Some(Ok(r)) => r,
             };
-            let Some(s) = r.l3.checked_sub(ethernet::HEADER_LEN) else {
-                self.counters.drops[DropReason::BufferDiscarded.index()] += 1;
-                continue;
-            };
-            if let Some(eth) = out.buf.get_mut(s..r.l3) {
-                eth[..6].copy_from_slice(&mac);
-                eth[6..12].copy_from_slice(&self.gateway_mac);
-                eth[12..].copy_from_slice(&r.ethertype.0.to_be_bytes());
-            }
-            out.start = s;
-            out.end = r.end;
-            let len = r.end - s;
-            // Held packets were never checked against the VM port's MTU (they did not go out):
-            // the same check as `conclude`.
-            if len > self.ports[port.index()].max_frame {
-                out.verdict = self.packet_too_big(now, out, port, false);
-                self.counters.vms[vm.index()].dropped += 1;
-                if !self.gen.is_empty() {
-                    return None;
+            match self.frame_released(now, out, r, mac, port) {
+                Ok(()) => {}
+                Err(false) => {
+                    self.counters.drops[DropReason::BufferDiscarded.index()] += 1;
+                    continue;
                 }
-                continue;
+                Err(true) => {
+                    self.counters.vms[vm.index()].dropped += 1;
+                    if !self.gen.is_empty() {
+                        return None;
+                    }
+                    continue;
+                }
             }
+            let len = out.end - out.start;
             if let Some(v) = self.vms.vms.get_mut(vm.index()) {
                 if std::mem::take(&mut v.resumed_holding) {
                     let waited = now.as_nanos().saturating_sub(r.arrived.as_nanos());
@@ -872,6 +886,207 @@ impl Dataplane {
             let c = &mut self.counters.vms[vm.index()];
             c.released += 1;
             c.tx.add(len);
+            self.counters.ports[port.index()].tx.add(len);
+            out.ingress = port;
+            out.verdict = Verdict::Tx(port);
+            return Some(port);
+        }
+        None
+    }
+
+    /// Puts the Ethernet header of a packet released from a store (`r`) in front of it, for
+    /// the VM at `mac` behind `port`, and checks it against the port's MTU (held packets were
+    /// never checked: they did not go out; the same check as `conclude`). `Err(true)`: too
+    /// big (its Packet Too Big is queued); `Err(false)`: no room for the header.
+    fn frame_released(
+        &mut self,
+        now: Instant,
+        out: &mut PacketBuf,
+        r: crate::buffer::Released,
+        mac: [u8; 6],
+        port: PortId,
+    ) -> Result<(), bool> {
+        let Some(s) = r.l3.checked_sub(ethernet::HEADER_LEN) else {
+            return Err(false);
+        };
+        if let Some(eth) = out.buf.get_mut(s..r.l3) {
+            eth[..6].copy_from_slice(&mac);
+            eth[6..12].copy_from_slice(&self.gateway_mac);
+            eth[12..].copy_from_slice(&r.ethertype.0.to_be_bytes());
+        }
+        out.start = s;
+        out.end = r.end;
+        if r.end - s > self.ports[port.index()].max_frame {
+            out.verdict = self.packet_too_big(now, out, port, false);
+            return Err(true);
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Commit fence (crate::fence)
+    // ----------------------------------------------------------------------------------------
+
+    /// Fences (`true`) or stops fencing `vm`: while fenced, direct packets for it (End.DT6,
+    /// End.DT4, End.DT46, and from this node's VM ports) wait, per ingress, for that ingress's
+    /// marker (see [`crate::fence`]). Set it while the VM has an End.SBUF entry here. Stopping
+    /// releases what is held through `poll_transmit`.
+    pub fn set_fence_armed(&mut self, vm: VmId, armed: bool) -> Result<(), ConfigError> {
+        self.fences.set_armed(vm, armed)
+    }
+
+    /// Whether `vm` is fenced here.
+    pub fn fence_armed(&self, vm: VmId) -> bool {
+        self.fences.is_armed(vm)
+    }
+
+    /// Queues a commit-fence marker for the VM at `vm` along `path` (the segment list this
+    /// node used for it until now, first segment first), from this node's encapsulation
+    /// source. It leaves through the next `poll_transmit`, ahead of everything else. `false`
+    /// (counted as `fence.markers_unsent`) if too many markers are queued.
+    pub fn send_fence_marker(&mut self, vm: IpAddr, path: &[Ipv6Addr]) -> bool {
+        if self.fences.markers.len() >= fence::MAX_PENDING_MARKERS {
+            self.fences.counters.markers_unsent += 1;
+            return false;
+        }
+        self.fences.markers.push((vm, path.to_vec()));
+        true
+    }
+
+    /// Builds and routes the next queued marker into `out`.
+    fn next_marker(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
+        while !self.fences.markers.is_empty() {
+            let (vm, path) = self.fences.markers.remove(0);
+            let src = Ipv6Addr::from(self.encap_source);
+            let routed = fence::build_marker(src, &path, vm).and_then(|l3| {
+                let mut frame = vec![0u8; ethernet::HEADER_LEN];
+                frame.extend_from_slice(&l3);
+                out.set_data(&frame).ok()?;
+                // As if a local VM sent it: this node's own SIDs on the path (End.S when this
+                // node is the source) run in the same pass, with a VM port's HMAC mode.
+                let port = self
+                    .ports
+                    .iter()
+                    .position(|p| p.kind == PortKind::Vm)
+                    .unwrap_or(0);
+                let ctx = Ctx {
+                    now,
+                    ingress: PortId(port as u16),
+                    kind: PortKind::Vm,
+                    src_mac: [0; 6],
+                };
+                out.ingress = ctx.ingress;
+                let ip = out.start + ethernet::HEADER_LEN;
+                let v = self.fib_v6(&ctx, out, ip, TableIdx(0), 0);
+                let v = self.conclude(now, out, v);
+                out.verdict = v;
+                match v {
+                    Verdict::Tx(p) => Some(p),
+                    _ => None,
+                }
+            });
+            match routed {
+                Some(p) => {
+                    self.fences.counters.markers_sent += 1;
+                    return Some(p);
+                }
+                None => self.fences.counters.markers_unsent += 1,
+            }
+        }
+        None
+    }
+
+    /// A marker (an SRH with Next Header 59 and the fence TLV) at End.SBUF: opens its pair.
+    /// `None` if the packet is no marker (it is then processed as any other).
+    fn fence_marker_in(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &PacketBuf,
+        ip: usize,
+        srh_rel: usize,
+    ) -> Option<Verdict> {
+        let vm_addr = fence::marker_vm(pkt.buf.get(ip + srh_rel..pkt.end)?)?;
+        // Its source is inside the SR domain: checked for every packet to a local SID
+        // (`SrhFromOutsideDomain`), as is its HMAC where the ingress port requires one.
+        let src = read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start);
+        let vm = match vm_addr {
+            IpAddr::V6(a) => self.vms.v6_entry(u128::from(a)).vm,
+            IpAddr::V4(a) => self.vms.by_v4(u32::from(a)),
+        };
+        match vm {
+            Some(vm) => {
+                self.fences.on_marker(ctx.now, vm, src);
+            }
+            None => self.fences.counters.markers_unarmed += 1,
+        }
+        Some(Verdict::Consumed)
+    }
+
+    /// Delivers a packet that came the direct way (not through End.S / End.SBUF) from
+    /// `ingress` to `vm`, unless `vm`'s commit fence holds it.
+    #[inline]
+    fn deliver_direct(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &mut PacketBuf,
+        l3: usize,
+        vm: VmId,
+        ethertype: EtherType,
+        ingress: u128,
+    ) -> Verdict {
+        if self.fences.is_armed(vm) {
+            if let Gate::Hold(slot) = self.fences.gate(ctx.now, vm, ingress) {
+                let pushed = self
+                    .fences
+                    .store_mut()
+                    .map(|s| s.push(VmId(slot as u32), ctx.now, pkt, l3, ethertype));
+                if let Some(Ok(())) = pushed {
+                    self.fences.counters.held += 1;
+                    self.counters.vms[vm.index()].fenced += 1;
+                    return Verdict::Held(vm);
+                }
+                self.fences.counters.bypassed += 1;
+            }
+        }
+        self.deliver(ctx, pkt, l3, vm, ethertype)
+    }
+
+    /// The next packet an open fence releases, into `out`.
+    fn release_fenced(&mut self, now: Instant, out: &mut PacketBuf) -> Option<PortId> {
+        while let Some(&slot) = self.fences.releasing.first() {
+            let Some(vm) = self.fences.slot_vm(slot) else {
+                self.fences.drained(slot);
+                continue;
+            };
+            let Some(r) = self
+                .fences
+                .store_mut()
+                .and_then(|s| s.pop(VmId(slot as u32), Some(out)))
+            else {
+                self.fences.drained(slot);
+                continue;
+            };
+            let Some(v) = self.vms.get(vm).filter(|v| v.state == VmState::Running) else {
+                self.fences.counters.dropped += 1;
+                self.counters.vms[vm.index()].dropped += 1;
+                self.counters.drop(DropReason::VmNotRunning);
+                continue;
+            };
+            let (mac, port) = (v.mac, v.port);
+            if let Err(too_big) = self.frame_released(now, out, r, mac, port) {
+                self.fences.counters.dropped += 1;
+                self.counters.vms[vm.index()].dropped += 1;
+                if !too_big {
+                    self.counters.drop(DropReason::BufferDiscarded);
+                }
+                if too_big && !self.gen.is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            let len = out.end - out.start;
+            self.fences.counters.released += 1;
+            self.counters.vms[vm.index()].tx.add(len);
             self.counters.ports[port.index()].tx.add(len);
             out.ingress = port;
             out.verdict = Verdict::Tx(port);
@@ -1141,9 +1356,10 @@ impl Dataplane {
         }
         // One probe: the local VM at `dst` and the /128 mapping of `dst`.
         let e = self.vms.v6_entry(dst);
+        let own = u128::from_be_bytes(self.encap_source);
         if let Some(vm) = e.vm {
             if self.vms.vms[vm.index()].state == VmState::Running {
-                return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, own);
             }
         }
         match self.steering_v6(dst, e) {
@@ -1153,7 +1369,7 @@ impl Dataplane {
                     return self.unreachable(ctx, pkt, ip, DropReason::NoSid);
                 }
                 if let Some(vm) = e.vm {
-                    return self.deliver(ctx, pkt, ip, vm, EtherType::IPV6);
+                    return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, own);
                 }
                 self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
             }
@@ -1699,7 +1915,10 @@ impl Dataplane {
             SidAction::EndS(vm_param) => {
                 let inner = ip + chain.upper;
                 let vm = vm_param.or_else(|| self.inner_vm(pkt, inner, chain.upper_proto));
-                let running = vm.is_some_and(|v| self.vms.vms[v.index()].state == VmState::Running);
+                // A commit-fence marker (no upper layer) always goes on to the End.SBUF.
+                let marker = chain.upper_proto == IpProtocol::NO_NEXT_HEADER && sl > 0;
+                let running = !marker
+                    && vm.is_some_and(|v| self.vms.vms[v.index()].state == VmState::Running);
                 if running {
                     return self.decap_to_vm(ctx, pkt, ip, &chain, vm);
                 }
@@ -1735,6 +1954,13 @@ impl Dataplane {
                         (o + srh::FIELD_SEGMENTS_LEFT) as u32,
                         DropReason::SegmentsLeftNotZero,
                     );
+                }
+                if let (SidAction::EndSbuf(..), Some(o), IpProtocol::NO_NEXT_HEADER) =
+                    (action, srh, chain.upper_proto)
+                {
+                    if let Some(v) = self.fence_marker_in(ctx, pkt, ip, o) {
+                        return v;
+                    }
                 }
                 self.decap_behavior(ctx, pkt, ip, &chain, action)
             }
@@ -2024,7 +2250,8 @@ impl Dataplane {
             SidAction::EndDx6(adj) | SidAction::EndDx4(adj) => tx(pkt, inner, adj, et),
             SidAction::EndDt6(t) | SidAction::EndDt4(t) | SidAction::EndDt46(t) => {
                 if let Some(vm) = self.inner_vm(pkt, inner, proto) {
-                    return self.deliver(ctx, pkt, inner, vm, et);
+                    let ingress = read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start);
+                    return self.deliver_direct(ctx, pkt, inner, vm, et, ingress);
                 }
                 if proto == IpProtocol::IPV6 {
                     let Some(h) = ip6(&pkt.buf, inner) else {
@@ -2210,9 +2437,13 @@ impl Dataplane {
             return Verdict::Drop(DropReason::Ipv4TtlExceeded);
         }
         decrement_ttl(&mut pkt.buf[ip..ip + ihl]);
+        let own = u128::from_be_bytes(self.encap_source);
         if let Some(vm) = self.vms.by_v4(dst) {
-            if ctx.kind == PortKind::Uplink || self.vms.vms[vm.index()].state == VmState::Running {
+            if ctx.kind == PortKind::Uplink {
                 return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
+            }
+            if self.vms.vms[vm.index()].state == VmState::Running {
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, own);
             }
         }
         if ctx.kind == PortKind::Vm {
@@ -2220,7 +2451,7 @@ impl Dataplane {
                 return self.apply_policy(ctx, pkt, ip, p, false, false);
             }
             if let Some(vm) = self.vms.by_v4(dst) {
-                return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, own);
             }
             return self.fib_v4(ctx.now, pkt, ip, TableIdx(0));
         }

@@ -2843,3 +2843,243 @@ fn proxy_arp_answers_for_listed_addresses_only() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Commit fence (crate::fence), in virtual time
+// ---------------------------------------------------------------------------------------------
+
+/// `frame` as the underlay hands it to host `h` (its MACs rewritten).
+fn towards(h: u16, frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[0..6].copy_from_slice(&uplink_mac(h));
+    f[6..12].copy_from_slice(&router_mac(h));
+    f
+}
+
+/// A direct packet for vm1 from ingress `src` (End.DT6 at D).
+fn direct_from(src: Ipv6Addr, inner: &[u8]) -> Vec<u8> {
+    eth(
+        uplink_mac(D),
+        router_mac(D),
+        0x86dd,
+        &srv6(src, &[sid(D, END_DT6)], 0, inner),
+    )
+}
+
+fn old_path() -> [Ipv6Addr; 2] {
+    [sid(S, END_S), sid(D, END_SBUF)]
+}
+
+/// The marker `ingress` sends for vm1 along the old path (its first frame out).
+fn marker_from(ingress: &mut Dataplane, now: Instant) -> Vec<u8> {
+    assert!(ingress.send_fence_marker(vm1().into(), &old_path()));
+    assert!(ingress.has_pending_transmit());
+    let out = drain(ingress, now);
+    assert_eq!(out.len(), 1, "one marker");
+    assert_eq!(out[0].0, UPLINK);
+    out[0].1.clone()
+}
+
+fn numbered(k: u8) -> Vec<u8> {
+    udp6(client(), vm1(), 1000, 2000, &[k; 16])
+}
+
+#[test]
+fn the_fence_orders_direct_packets_behind_the_old_path() {
+    let vm = VmId(0);
+    let mut c = host(C, VmState::Absent);
+    let mut s = host(S, VmState::Absent);
+    let mut d = host(D, VmState::Running);
+    d.set_fence_armed(vm, true).unwrap();
+    assert!(d.fence_armed(vm));
+    // p1 took the SR path before the commit; S forwards it, it is still in flight.
+    let (v, p1_at_s) = run(&mut s, UPLINK, &paper_frame(S, 1, &numbered(1)));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    // C commits: marker down the old path, then p2 straight to D, which overtakes p1.
+    let marker = marker_from(&mut c, T0);
+    let p2 = direct_from(sid(C, 1), &numbered(2));
+    assert_eq!(
+        run(&mut d, UPLINK, &p2).0,
+        Verdict::Held(vm),
+        "p2 waits for C's marker"
+    );
+    assert!(drain(&mut d, T0).is_empty());
+    let (v, p1) = run(&mut d, UPLINK, &towards(D, &p1_at_s));
+    assert_eq!(
+        v,
+        Verdict::Tx(VM1_PORT),
+        "p1 (old path) is delivered at once"
+    );
+    assert_eq!(p1[14..], forwarded(&numbered(1)));
+    // The marker travels C -> S (End.S forwards it, the VM is not there) -> D.
+    let (v, m_at_s) = run(&mut s, UPLINK, &towards(S, &marker));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&m_at_s).dst_addr(), sid(D, END_SBUF));
+    let (v, _) = run(&mut d, UPLINK, &towards(D, &m_at_s));
+    assert_eq!(v, Verdict::Consumed, "a marker never reaches the VM");
+    let out = drain(&mut d, T0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, VM1_PORT);
+    assert_eq!(out[0].1[14..], forwarded(&numbered(2)));
+    // The pair is open: p3 passes.
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(3)));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+    let f = d.counters().fence();
+    assert_eq!(
+        (f.held, f.released, f.markers_received, f.timeouts),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(c.counters().fence().markers_sent, 1);
+    assert_eq!(d.counters().vm(vm).fenced, 1);
+    assert_eq!(d.counters().fence_now(), (0, 1));
+}
+
+#[test]
+fn each_ingress_waits_for_its_own_marker_or_its_timeout() {
+    let vm = VmId(0);
+    let mut c = host(C, VmState::Absent);
+    let mut d = host(D, VmState::Running);
+    d.set_fence_armed(vm, true).unwrap();
+    let t = |ms: u64| Instant(T0.as_nanos() + ms * 1_000_000);
+    let other = sid(4, 1);
+    run_at(&mut d, t(0), UPLINK, &direct_from(sid(C, 1), &numbered(1)));
+    let (v, _) = run_at(&mut d, t(5), UPLINK, &direct_from(other, &numbered(2)));
+    assert_eq!(v, Verdict::Held(vm));
+    // C's marker (straight to D's End.SBUF here: S already forwarded it) releases C's only.
+    let marker = marker_from(&mut c, t(1));
+    let mut at_d = towards(D, &marker);
+    // As S's End.S leaves it: DA = D::End.SBUF, Segments Left 0.
+    at_d[14 + 24..14 + 40].copy_from_slice(&sid(D, END_SBUF).octets());
+    at_d[14 + 40 + 3] = 0;
+    assert_eq!(run_at(&mut d, t(6), UPLINK, &at_d).0, Verdict::Consumed);
+    let out = drain(&mut d, t(6));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[14..], forwarded(&numbered(1)));
+    // The other ingress's marker is lost: its pair opens at its deadline (5 + 100 ms).
+    assert_eq!(d.poll_timeout(), Some(t(105)));
+    d.handle_timeout(t(104));
+    assert!(drain(&mut d, t(104)).is_empty());
+    d.handle_timeout(t(105));
+    let out = drain(&mut d, t(105));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[14..], forwarded(&numbered(2)));
+    // A duplicate of C's marker, and the late marker of the other ingress, change nothing.
+    assert_eq!(run_at(&mut d, t(110), UPLINK, &at_d).0, Verdict::Consumed);
+    let mut late = at_d.clone();
+    late[14 + 8..14 + 24].copy_from_slice(&other.octets());
+    assert_eq!(run_at(&mut d, t(111), UPLINK, &late).0, Verdict::Consumed);
+    let f = d.counters().fence();
+    assert_eq!(
+        (
+            f.markers_received,
+            f.markers_duplicate,
+            f.markers_late,
+            f.timeouts
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!((f.held, f.released), (2, 2));
+    assert_eq!(d.poll_timeout(), None);
+}
+
+#[test]
+fn order_holds_within_a_pair_while_its_fifo_drains() {
+    let vm = VmId(0);
+    let mut c = host(C, VmState::Absent);
+    let mut d = host(D, VmState::Running);
+    d.set_fence_armed(vm, true).unwrap();
+    for k in 1..=3 {
+        let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(k)));
+        assert_eq!(v, Verdict::Held(vm));
+    }
+    let mut at_d = towards(D, &marker_from(&mut c, T0));
+    at_d[14 + 24..14 + 40].copy_from_slice(&sid(D, END_SBUF).octets());
+    at_d[14 + 40 + 3] = 0;
+    // The marker and a newer packet in the same batch: the newer one queues behind the FIFO.
+    let mut b = Batch::new(2);
+    assert!(b.push(UPLINK, &at_d).unwrap());
+    assert!(b
+        .push(UPLINK, &direct_from(sid(C, 1), &numbered(4)))
+        .unwrap());
+    d.process_batch(T0, &mut b);
+    assert_eq!(b.packets()[0].verdict, Verdict::Consumed);
+    assert_eq!(b.packets()[1].verdict, Verdict::Held(vm));
+    let out: Vec<Vec<u8>> = drain(&mut d, T0).into_iter().map(|(_, f)| f).collect();
+    let want: Vec<Vec<u8>> = (1..=4).map(|k| forwarded(&numbered(k))).collect();
+    assert_eq!(
+        out.iter().map(|f| f[14..].to_vec()).collect::<Vec<_>>(),
+        want
+    );
+}
+
+#[test]
+fn markers_never_reach_a_vm_and_come_only_from_the_domain() {
+    let vm = VmId(0);
+    let mut c = host(C, VmState::Absent);
+    let marker = marker_from(&mut c, T0);
+    // At S with the VM running there (a rollback, say): End.S forwards it, never delivers.
+    let mut s = host(S, VmState::Running);
+    let (v, out) = run(&mut s, UPLINK, &towards(S, &marker));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END_SBUF));
+    // At a decapsulating behavior other than End.SBUF: no upper layer, not delivered.
+    let mut d = host(D, VmState::Running);
+    let mut at_dt6 = towards(D, &out);
+    at_dt6[14 + 24..14 + 40].copy_from_slice(&sid(D, END_DT6).octets());
+    let (v, _) = run(&mut d, UPLINK, &at_dt6);
+    assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+    assert_eq!(d.counters().vm(vm).tx.packets, 0);
+    // At End.SBUF of a VM not fenced here: consumed, counted.
+    let (v, _) = run(&mut d, UPLINK, &towards(D, &out));
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(d.counters().fence().markers_unarmed, 1);
+    // From outside the SR domain (infrastructure_prefixes): refused before End.SBUF.
+    d.set_fence_armed(vm, true).unwrap();
+    let mut forged = towards(D, &out);
+    forged[14 + 8..14 + 24].copy_from_slice(&outsider().octets());
+    expect_drop(&mut d, UPLINK, &forged, DropReason::SrhFromOutsideDomain);
+    assert_eq!(d.counters().fence().markers_received, 0);
+    assert_eq!(d.counters().vm(vm).tx.packets, 0);
+}
+
+#[test]
+fn the_source_sends_its_marker_through_its_own_end_s() {
+    // S commits too: its marker takes its local End.S in the same pass and leaves for D.
+    let mut s = host(S, VmState::Absent);
+    let m = marker_from(&mut s, T0);
+    let o = ip6(&m);
+    assert_eq!(o.src_addr(), sid(S, 1));
+    assert_eq!(o.dst_addr(), sid(D, END_SBUF));
+    let h = Srh::new_checked(o.payload()).unwrap();
+    assert_eq!(h.segments_left(), 0);
+    assert_eq!(
+        crate::fence::marker_vm(o.payload()),
+        Some(std::net::IpAddr::V6(vm1()))
+    );
+}
+
+#[test]
+fn disarming_releases_what_is_held_and_other_vms_are_never_fenced() {
+    let vm = VmId(0);
+    let mut d = host(D, VmState::Running);
+    d.set_fence_armed(vm, true).unwrap();
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(1)));
+    assert_eq!(v, Verdict::Held(vm));
+    // The local client VM's traffic to vm1 is fenced too (this node's own ingress).
+    let (v, _) = run(&mut d, CLIENT_PORT, &client_frame(vm1(), 80));
+    assert_eq!(v, Verdict::Held(vm));
+    // ... but not traffic to the client VM (not fenced).
+    let (v, _) = run(
+        &mut d,
+        UPLINK,
+        &direct_from(sid(C, 1), &udp6(vm1(), client(), 1, 2, b"x")),
+    );
+    assert_eq!(v, Verdict::Tx(CLIENT_PORT));
+    d.set_fence_armed(vm, false).unwrap();
+    let out = drain(&mut d, T0);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(p, _)| *p == VM1_PORT));
+    assert_eq!(d.counters().fence_now(), (0, 0));
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(2)));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+}

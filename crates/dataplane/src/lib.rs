@@ -9,7 +9,8 @@
 //!
 //! One concept per module: [`config`] (serde configuration), [`behavior`] (the behavior
 //! table), [`sid`] (local SIDs), [`fib`] (LPM FIB), [`vm`] (VMs and states), [`policy`]
-//! (SR policies and ingress mapping), [`buffer`] (End.SBUF buffers), [`counters`], [`drop`]
+//! (SR policies and ingress mapping), [`buffer`] (End.SBUF buffers), [`fence`] (the commit
+//! fence), [`counters`], [`drop`]
 //! (drop reasons), [`batch`] (packet buffers), [`engine`] (the pipeline), [`icmp`] (ICMPv6
 //! errors and NDP answers), `hmac` (HMAC TLV keys, verification and signing), [`time`];
 //! [`node_file`] is node.toml as a whole (the engine's configuration plus the tables of
@@ -25,6 +26,7 @@ pub mod config;
 pub mod counters;
 pub mod drop;
 pub mod engine;
+pub mod fence;
 pub mod fib;
 pub mod hash;
 mod hmac;
@@ -45,9 +47,9 @@ pub use batch::{Batch, FrameTooLarge, PacketBuf, Verdict, BUF_CAPACITY, HEADROOM
 pub use behavior::{Behavior, Flavor, Headend, SbufMode, BEHAVIORS};
 pub use buffer::Occupancy;
 pub use config::{
-    BufferConfig, ConfigError, FlowLabelMode, GatewayConfig, HmacAlgorithm, HmacKeyConfig,
-    HmacMode, HmacSecret, IcmpConfig, MacAddr, MappingConfig, NodeConfig, PolicyConfig, PortConfig,
-    PortKind, RouteConfig, SidConfig, SteeringConfig, VmConfig,
+    BufferConfig, ConfigError, FenceConfig, FlowLabelMode, GatewayConfig, HmacAlgorithm,
+    HmacKeyConfig, HmacMode, HmacSecret, IcmpConfig, MacAddr, MappingConfig, NodeConfig,
+    PolicyConfig, PortConfig, PortKind, RouteConfig, SidConfig, SteeringConfig, VmConfig,
 };
 pub use counters::{
     CountersView, HoldHistogram, IcmpCounters, PacketBytes, PortCounters, VmCounters,
@@ -59,6 +61,7 @@ pub use engine::fastpath::{
     FastTable,
 };
 pub use engine::Dataplane;
+pub use fence::FenceCounters;
 pub use policy::{PolicyId, Steering};
 pub use port::PortId;
 pub use sid::SidId;

@@ -473,6 +473,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
             rate_per_sec: 1000,
             burst: 100,
         },
+        fence: crate::config::FenceConfig::default(),
         gateway: GatewayConfig {
             address: gateway(),
             mac: MacAddr(GATEWAY_MAC),

@@ -107,6 +107,10 @@ pub const TLV_PAD1: u8 = 0;
 pub const TLV_PADN: u8 = 4;
 /// TLV type HMAC.
 pub const TLV_HMAC: u8 = 5;
+/// TLV type of srmig's commit-fence marker (`srmig_dataplane::fence`): 124, the first of the
+/// values RFC 8754 section 8.2 sets aside for experimentation and testing (124-126). The
+/// high-order bit is clear: the TLV does not change en route.
+pub const TLV_FENCE: u8 = 124;
 /// Fixed part of the HMAC TLV data (D flag + reserved + key id).
 pub const HMAC_FIXED_LEN: usize = 6;
 /// The D flag in the first data octet of the HMAC TLV (RFC 8754 2.1.2): set, the Destination
