@@ -7,8 +7,8 @@ use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
 use srmig_api::{
-    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, Timestamp,
-    VmStateReport,
+    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, SidEntry,
+    Timestamp, VmStateReport,
 };
 use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
@@ -389,6 +389,9 @@ impl Agent {
         }
         let next = plan(&self.base, &hc, &self.extra_sids)?;
         self.install_plan(next)?;
+        let markers = fence_markers(self.applied.as_ref(), &hc.mappings);
+        self.send_fence_markers(markers);
+        self.sync_fences(&hc);
         info!(
             epoch = hc.epoch,
             generation = hc.generation,
@@ -504,6 +507,8 @@ impl Agent {
                 self.owners.insert(*a, m.vm.clone());
             }
         }
+        let markers = fence_markers(self.applied.as_ref(), &delta.mappings);
+        self.send_fence_markers(markers);
         if let Some(applied) = self.applied.as_mut() {
             if let Err(e) = applied.apply_delta(delta) {
                 // Checked above; cannot happen.
@@ -573,6 +578,40 @@ impl Agent {
             epoch,
             boot_epoch: self.boot_epoch,
             generation,
+        }
+    }
+
+    /// Queues the commit-fence markers of `markers` (see [`fence_markers`]).
+    fn send_fence_markers(&mut self, markers: Vec<(std::net::IpAddr, Vec<Ipv6Addr>)>) {
+        for (vm, path) in markers {
+            if !self.dp.send_fence_marker(vm, &path) {
+                warn!(%vm, "commit-fence marker not sent: too many queued");
+            }
+        }
+    }
+
+    /// Fences exactly the VMs that have an End.SBUF entry in `hc` (see
+    /// `srmig_dataplane::fence`): only they can meet packets on the old SR path after a commit.
+    fn sync_fences(&mut self, hc: &HostConfig) {
+        let fenced: std::collections::BTreeSet<&str> = hc
+            .sids
+            .iter()
+            .filter_map(|s| match s {
+                SidEntry::EndSbuf { vm, .. } => Some(vm.as_str()),
+                _ => None,
+            })
+            .collect();
+        for (i, (id, _)) in self.vms.iter().enumerate() {
+            let want = self
+                .base
+                .vms
+                .get(i)
+                .is_some_and(|v| fenced.contains(v.name.as_str()));
+            if self.dp.fence_armed(*id) != want {
+                if let Err(e) = self.dp.set_fence_armed(*id, want) {
+                    warn!(error = %e, "commit fence not changed");
+                }
+            }
         }
     }
 
@@ -705,6 +744,7 @@ impl Agent {
             released: vc.released,
             expired: vc.expired,
             dropped: vc.dropped,
+            fenced: vc.fenced,
         }
     }
 
@@ -805,8 +845,51 @@ impl Agent {
                     sum_ns: h.sum_ns,
                 }
             },
+            fence: {
+                let f = c.fence();
+                let (holding, pairs) = c.fence_now();
+                srmig_api::FenceStatus {
+                    markers_sent: f.markers_sent,
+                    markers_unsent: f.markers_unsent,
+                    markers_received: f.markers_received,
+                    markers_duplicate: f.markers_duplicate,
+                    markers_late: f.markers_late,
+                    markers_unarmed: f.markers_unarmed,
+                    held: f.held,
+                    released: f.released,
+                    timeouts: f.timeouts,
+                    bypassed: f.bypassed,
+                    dropped: f.dropped,
+                    holding,
+                    pairs: pairs as u64,
+                }
+            },
         }
     }
+}
+
+/// The commit-fence markers an ingress sends when `next` replaces what `prev` mapped: one
+/// per mapping that names a fenced path (`fence`) which the mapping in force steered along and
+/// the new one no longer does, for the VM's first address.
+fn fence_markers(
+    prev: Option<&HostConfig>,
+    next: &[srmig_api::Mapping],
+) -> Vec<(std::net::IpAddr, Vec<Ipv6Addr>)> {
+    let mut out = Vec::new();
+    for m in next {
+        let (Some(path), Some(prev), Some(addr)) = (&m.fence, prev, m.addresses.first()) else {
+            continue;
+        };
+        let Some(old) = prev.mapping(&m.vm) else {
+            continue;
+        };
+        if let srmig_api::Steering::Encaps(e) = &old.steering {
+            if &e.segments == path && old.steering != m.steering {
+                out.push((*addr, path.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1141,5 +1224,69 @@ mod tests {
         assert_eq!(std::iter::from_fn(|| n.poll_report()).count(), 2);
         n.port_attachment(Instant::ZERO, PortId(1), true);
         assert!(n.poll_report().is_none());
+    }
+
+    /// The commit as an ingress sees it: far1's mapping leaves the SR path it names in
+    /// `fence`, so one marker goes down that path (whole config and delta alike); a re-push
+    /// sends none. End.SBUF entries arm the VMs' fences, their removal disarms them.
+    #[test]
+    fn a_commit_sends_one_fence_marker_and_end_sbuf_entries_arm_fences() {
+        let commit = |generation: u64, keep_sbuf: bool| {
+            let mut h = hc(generation);
+            let far = h
+                .mappings
+                .iter_mut()
+                .find(|m| m.vm.as_str() == "far1")
+                .expect("far1");
+            far.fence = Some(vec![addr("fc00:0:2::e5"), addr("fc00:0:3::eb")]);
+            far.steering = srmig_api::Steering::Encaps(srmig_api::Encaps {
+                segments: vec![addr("fc00:0:3::d6")],
+                headend: srmig_api::Headend::HEncaps,
+            });
+            if !keep_sbuf {
+                h.sids.retain(|s| !matches!(s, SidEntry::EndSbuf { .. }));
+            }
+            h
+        };
+        let marker_dst = |n: &mut Agent| -> Vec<Ipv6Addr> {
+            let mut out = srmig_dataplane::PacketBuf::new();
+            let mut dsts = Vec::new();
+            while n
+                .dataplane()
+                .poll_transmit(Instant::ZERO, &mut out)
+                .is_some()
+            {
+                let d = out.data();
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&d[14 + 24..14 + 40]);
+                dsts.push(Ipv6Addr::from(a));
+            }
+            dsts
+        };
+        for delta in [false, true] {
+            let mut n = node();
+            n.apply_host_config(hc(1)).expect("path");
+            let (web1, db1) = (VmId(0), VmId(1));
+            assert!(n.dataplane().fence_armed(web1) && n.dataplane().fence_armed(db1));
+            assert!(marker_dst(&mut n).is_empty(), "no marker before the commit");
+            let next = commit(2, delta);
+            if delta {
+                let d = hc(1).delta_to(&next);
+                assert!(d.sids.is_none(), "a mappings-only delta");
+                n.apply_host_config_delta(&d).expect("commit delta");
+            } else {
+                n.apply_host_config(next.clone()).expect("commit");
+                assert!(!n.dataplane().fence_armed(web1), "End.SBUF gone: disarmed");
+            }
+            assert_eq!(
+                marker_dst(&mut n),
+                vec![addr("fc00:0:2::e5")],
+                "delta: {delta}"
+            );
+            assert_eq!(n.dataplane().counters().fence().markers_sent, 1);
+            // The same commit again (a re-push with a fresh generation): no second marker.
+            n.apply_host_config(commit(3, delta)).expect("again");
+            assert!(marker_dst(&mut n).is_empty());
+        }
     }
 }

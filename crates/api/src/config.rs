@@ -74,6 +74,12 @@ pub struct Mapping {
     pub addresses: Vec<IpAddr>,
     /// `steering`: what to do with those packets.
     pub steering: Steering,
+    /// `fence` (optional): the SR path (segments, first first) this mapping replaces at a
+    /// migration's commit. An ingress whose mapping in force steers along exactly this path
+    /// sends a commit-fence marker down it when it switches (see `srmig_dataplane::fence`),
+    /// so that the destination delivers what took the new path after what took the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Vec<Ipv6Addr>>,
 }
 
 /// What an ingress does with packets for a VM.
@@ -428,11 +434,13 @@ mod tests {
                         segments: vec![addr("fc00:1::e5"), addr("fc00:2::eb")],
                         headend: Headend::HEncaps,
                     }),
+                    fence: None,
                 },
                 Mapping {
                     vm: vm("db1"),
                     addresses: vec![ip("2001:db8:a::20")],
                     steering: Steering::Native,
+                    fence: None,
                 },
             ],
             local_vms: vec![LocalVm {
@@ -629,5 +637,19 @@ mod tests {
         // An ack of a srmigd without epochs: both 0.
         let old = serde_json::from_str::<Ack>(r#"{"host":"h3","generation":7}"#).expect("old");
         assert_eq!((old.epoch, old.boot_epoch), (0, 0));
+    }
+
+    #[test]
+    fn a_mapping_names_the_path_it_fences_only_when_it_does() {
+        let mut m = sample().mappings.remove(1);
+        let plain = serde_json::to_string(&m).expect("json");
+        assert!(!plain.contains("fence"), "{plain}");
+        m.fence = Some(vec![addr("fc00:1::e5"), addr("fc00:2::eb")]);
+        let j = serde_json::to_string(&m).expect("json");
+        assert!(
+            j.ends_with(r#""steering":"native","fence":["fc00:1::e5","fc00:2::eb"]}"#),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<Mapping>(&j).expect("parse"), m);
     }
 }

@@ -312,6 +312,7 @@ mod tests {
                     headend: Headend::HEncaps,
                 }),
             },
+            fence: None,
         }
     }
 

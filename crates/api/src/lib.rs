@@ -40,7 +40,7 @@ pub use migration::{
     MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
 };
 pub use status::{
-    BufferStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus,
-    SidStatus, Traffic, VmStatus,
+    BufferStatus, FenceStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats,
+    PortStatus, SidStatus, Traffic, VmStatus,
 };
 pub use vm::{VmInfo, VmState, VmStateReport};

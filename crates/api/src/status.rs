@@ -147,6 +147,74 @@ pub struct VmStatus {
     pub expired: u64,
     /// `dropped`: packets for it that were dropped.
     pub dropped: u64,
+    /// `fenced`: direct packets for it held by the commit fence (absent from older srmigd).
+    #[serde(default)]
+    pub fenced: u64,
+}
+
+/// `fence`: the commit fence of this node (`srmig_dataplane::fence`), all VMs together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FenceStatus {
+    /// `markers_sent`: markers this node sent down an old SR path at a commit.
+    pub markers_sent: u64,
+    /// `markers_unsent`: markers that could not be sent (queue full, no route).
+    pub markers_unsent: u64,
+    /// `markers_received`: markers that opened a (VM, ingress) pair here.
+    pub markers_received: u64,
+    /// `markers_duplicate`: markers for a pair already opened by one.
+    pub markers_duplicate: u64,
+    /// `markers_late`: markers for a pair its timeout had opened.
+    pub markers_late: u64,
+    /// `markers_unarmed`: markers for a VM not fenced here.
+    pub markers_unarmed: u64,
+    /// `held`: direct packets held until their ingress's marker.
+    pub held: u64,
+    /// `released`: held packets delivered.
+    pub released: u64,
+    /// `timeouts`: pairs opened by the timeout instead of a marker.
+    pub timeouts: u64,
+    /// `bypassed`: direct packets delivered at once because a bound was reached.
+    pub bypassed: u64,
+    /// `dropped`: held packets dropped on release (VM gone, too big).
+    pub dropped: u64,
+    /// `holding`: packets held now.
+    pub holding: u64,
+    /// `pairs`: (VM, ingress) pairs known now.
+    pub pairs: u64,
+}
+
+impl FenceStatus {
+    fn add(&mut self, o: &FenceStatus) {
+        let FenceStatus {
+            markers_sent,
+            markers_unsent,
+            markers_received,
+            markers_duplicate,
+            markers_late,
+            markers_unarmed,
+            held,
+            released,
+            timeouts,
+            bypassed,
+            dropped,
+            holding,
+            pairs,
+        } = *o;
+        self.markers_sent += markers_sent;
+        self.markers_unsent += markers_unsent;
+        self.markers_received += markers_received;
+        self.markers_duplicate += markers_duplicate;
+        self.markers_late += markers_late;
+        self.markers_unarmed += markers_unarmed;
+        self.held += held;
+        self.released += released;
+        self.timeouts += timeouts;
+        self.bypassed += bypassed;
+        self.dropped += dropped;
+        self.holding += holding;
+        self.pairs += pairs;
+    }
 }
 
 /// One installed local SID.
@@ -260,6 +328,9 @@ pub struct HostStatus {
     /// `holds`: End.SBUF hold times at release (absent from older srmigd).
     #[serde(default)]
     pub holds: HoldStatus,
+    /// `fence`: the commit fence (absent from older srmigd).
+    #[serde(default)]
+    pub fence: FenceStatus,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -347,6 +418,7 @@ impl VmStatus {
         self.released += o.released;
         self.expired += o.expired;
         self.dropped += o.dropped;
+        self.fenced += o.fenced;
     }
 }
 
@@ -384,6 +456,7 @@ impl HostStatus {
         }
         self.buffer.add(o.buffer);
         self.holds.add(&o.holds);
+        self.fence.add(&o.fence);
         for (reason, n) in &o.drops {
             *self.drops.entry(reason.clone()).or_default() += n;
         }
@@ -455,6 +528,7 @@ mod tests {
                 released: 2 * k,
                 expired: k,
                 dropped: k,
+                fenced: 4 * k,
             }],
             sids: vec![SidStatus {
                 sid: "fc00:0:1::d6".parse().expect("sid"),
@@ -490,6 +564,21 @@ mod tests {
                 count: 3 * k,
                 sum_ns: 1000 * k,
             },
+            fence: FenceStatus {
+                markers_sent: k,
+                markers_unsent: 2 * k,
+                markers_received: 3 * k,
+                markers_duplicate: 4 * k,
+                markers_late: 5 * k,
+                markers_unarmed: 6 * k,
+                held: 7 * k,
+                released: 8 * k,
+                timeouts: 9 * k,
+                bypassed: 10 * k,
+                dropped: 11 * k,
+                holding: 12 * k,
+                pairs: 13 * k,
+            },
         }
     }
 
@@ -519,6 +608,7 @@ mod tests {
             buffer: BufferStatus::default(),
             icmp: IcmpStatus::default(),
             holds: HoldStatus::default(),
+            fence: FenceStatus::default(),
             ..before.clone()
         });
         assert_eq!(one, before);

@@ -64,6 +64,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
         drops: Default::default(),
         icmp: Default::default(),
         holds: Default::default(),
+        fence: Default::default(),
     })
     .into_response()
 }

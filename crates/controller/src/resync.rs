@@ -93,6 +93,7 @@ mod tests {
             released: 0,
             expired: 0,
             dropped: 0,
+            fenced: 0,
         };
         let status = HostStatus {
             name: "h2".into(),
@@ -107,6 +108,7 @@ mod tests {
             drops: Default::default(),
             icmp: Default::default(),
             holds: Default::default(),
+            fence: Default::default(),
         };
         let body = serde_json::to_vec(&status).expect("json");
         let h2 = HostId::new("h2").expect("name");

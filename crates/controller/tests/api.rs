@@ -58,6 +58,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
             released: 0,
             expired: 0,
             dropped: 0,
+            fenced: 0,
         })
         .collect();
     // The version in force: the last config applied.
@@ -80,6 +81,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
         drops: Default::default(),
         icmp: Default::default(),
         holds: Default::default(),
+        fence: Default::default(),
     })
     .into_response()
 }

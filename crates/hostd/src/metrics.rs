@@ -11,12 +11,14 @@
 //! | `srmig_port_attached` | gauge | `port` |
 //! | `srmig_sid_packets`, `srmig_sid_bytes` | counter | `sid`, `behavior` |
 //! | `srmig_policy_packets`, `srmig_policy_bytes` | counter | `policy` |
-//! | `srmig_vm_rx_packets`, `_tx_packets`, `_held`, `_released`, `_expired`, `_dropped` | counter | `vm` |
+//! | `srmig_vm_rx_packets`, `_tx_packets`, `_held`, `_released`, `_expired`, `_dropped`, `_fenced` | counter | `vm` |
 //! | `srmig_vm_state` | gauge (1 for the current state) | `vm`, `state` |
 //! | `srmig_buffer_packets`, `srmig_buffer_bytes` | gauge | `vm` (per VM) |
 //! | `srmig_buffer_total_packets`, `srmig_buffer_total_bytes` | gauge | |
 //! | `srmig_drops` | counter | `reason` (every [`srmig_dataplane::DropReason`]) |
 //! | `srmig_icmp_generated` | counter | `kind` |
+//! | `srmig_fence_events` | counter | `kind` (`markers_sent`, `markers_unsent`, `markers_received`, `markers_duplicate`, `markers_late`, `markers_unarmed`, `held`, `released`, `timeouts`, `bypassed`, `dropped`: the commit fence, `srmig_dataplane::fence`) |
+//! | `srmig_fence_holding_packets` | gauge | |
 //! | `srmig_config_generation` | gauge | |
 //! | `srmig_buffer_hold_seconds` | histogram | (how long the oldest packet of each End.SBUF release had waited when its VM resumed here: the network downtime its inbound traffic saw at this host) |
 
@@ -213,7 +215,7 @@ pub fn render(s: &HostStatus) -> String {
             .map(|p| (vec![("policy", p.name.as_str())], p.traffic.bytes)),
     );
     type VmField = fn(&srmig_api::VmStatus) -> u64;
-    let vm_counters: [(&str, &str, VmField); 8] = [
+    let vm_counters: [(&str, &str, VmField); 9] = [
         ("srmig_vm_rx_packets", "Packets received from a VM.", |v| {
             v.rx.packets
         }),
@@ -245,6 +247,11 @@ pub fn render(s: &HostStatus) -> String {
             "srmig_vm_dropped",
             "Packets for a VM that were dropped.",
             |v| v.dropped,
+        ),
+        (
+            "srmig_vm_fenced",
+            "Direct packets for a VM held by the commit fence until their ingress's marker.",
+            |v| v.fenced,
         ),
     ];
     for (name, help, f) in vm_counters {
@@ -310,6 +317,31 @@ pub fn render(s: &HostStatus) -> String {
         ]
         .into_iter()
         .map(|(k, v)| (vec![("kind", k)], v)),
+    );
+    let f = s.fence;
+    o.counter(
+        "srmig_fence_events",
+        "Commit-fence markers and held packets, by kind.",
+        [
+            ("markers_sent", f.markers_sent),
+            ("markers_unsent", f.markers_unsent),
+            ("markers_received", f.markers_received),
+            ("markers_duplicate", f.markers_duplicate),
+            ("markers_late", f.markers_late),
+            ("markers_unarmed", f.markers_unarmed),
+            ("held", f.held),
+            ("released", f.released),
+            ("timeouts", f.timeouts),
+            ("bypassed", f.bypassed),
+            ("dropped", f.dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (vec![("kind", k)], v)),
+    );
+    o.gauge(
+        "srmig_fence_holding_packets",
+        "Packets commit fences hold now.",
+        [(vec![], f.holding)],
     );
     o.gauge(
         "srmig_config_generation",
