@@ -60,6 +60,12 @@
 //!      │ MigrationFinished(completed)                                     │                 │
 //! ```
 //!
+//! The commit config's mappings name the SR path they replace (`Mapping::fence`): as each
+//! host switches, it sends a marker down that path, and D (which fences the VM while its
+//! End.SBUF entry exists) delivers each host's direct packets only after that host's marker,
+//! so the VM sees its packets in order (`srmig_dataplane::fence`). The cleanup, `drain_ms`
+//! after the last commit acknowledgement, ends the fence: D releases what it still holds.
+//!
 //! The switchover is the destination reporting the VM running: before it, a failure, a cancel
 //! or a timeout rolls the mapping back to S (packets already on the path are still delivered:
 //! End.S delivers locally while the VM runs at S); after it, the migration can only go forward.

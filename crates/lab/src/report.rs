@@ -125,6 +125,11 @@ pub struct MigrationReport {
     /// Packets released.
     #[serde(default)]
     pub released: u64,
+    /// Direct packets the destination's commit fence held until their ingress's marker
+    /// came down the old SR path (or its timeout), so that they reached the VM after
+    /// everything older.
+    #[serde(default)]
+    pub fenced: u64,
     /// How long the oldest packet the destination held had waited when the VM resumed, as
     /// srmigd there measured it (its `srmig_buffer_hold_seconds`); absent without a release.
     #[serde(default, skip_serializing_if = "Option::is_none")]

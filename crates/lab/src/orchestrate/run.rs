@@ -773,6 +773,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 network_downtime_ms,
                 release_latency_ms,
                 held: record.held,
+                fenced: record.fenced,
                 released: record.released,
                 hold_ms: record.hold_ms,
             });

@@ -71,6 +71,7 @@ use crate::topology::{Lab, LinkEnd, MacAddr, Route};
 struct BufferCounters {
     held: u64,
     released: u64,
+    fenced: u64,
     dropped: u64,
     holds: u64,
     hold_ns: u64,
@@ -194,6 +195,9 @@ pub struct MigrationRecord {
     pub held: u64,
     /// Packets the destination released to the VM.
     pub released: u64,
+    /// Direct packets the destination's commit fence held for the VM until their
+    /// ingress's marker (or its timeout).
+    pub fenced: u64,
     /// Packets the destination dropped for the VM (End.SBUF drop mode, full or expired).
     pub dropped: u64,
     /// How long the oldest packet the destination held had waited when the VM resumed, as
@@ -1207,6 +1211,7 @@ impl Testbed {
         Ok(BufferCounters {
             held: n("held"),
             released: n("released"),
+            fenced: n("fenced"),
             dropped: n("dropped") + n("expired"),
             holds: holds("count"),
             hold_ns: holds("sum_ns"),
@@ -1371,6 +1376,7 @@ impl Testbed {
             completed_at_ms,
             held: c1.held.saturating_sub(c0.held),
             released: c1.released.saturating_sub(c0.released),
+            fenced: c1.fenced.saturating_sub(c0.fenced),
             dropped: c1.dropped.saturating_sub(c0.dropped),
             hold_ms: c1.hold_ms_since(&c0),
             phases: done
@@ -1773,6 +1779,7 @@ impl Testbed {
             completed_at_ms: ms(origin, t_done),
             held: c1.held.saturating_sub(c0.held),
             released: c1.released.saturating_sub(c0.released),
+            fenced: c1.fenced.saturating_sub(c0.fenced),
             dropped: c1.dropped.saturating_sub(c0.dropped),
             hold_ms: c1.hold_ms_since(&c0),
             phases: done
@@ -1818,6 +1825,7 @@ impl Testbed {
             completed_at_ms: ms(origin, t_done),
             held: 0,
             released: 0,
+            fenced: 0,
             dropped: 0,
             hold_ms: None,
             phases: done
