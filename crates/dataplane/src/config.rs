@@ -578,7 +578,7 @@ pub struct FenceConfig {
 impl Default for FenceConfig {
     fn default() -> Self {
         FenceConfig {
-            timeout_ms: 100,
+            timeout_ms: 500,
             per_ingress_packets: 512,
             global_packets: 2048,
             global_bytes: 2 << 20,

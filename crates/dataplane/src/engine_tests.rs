@@ -2955,19 +2955,19 @@ fn each_ingress_waits_for_its_own_marker_or_its_timeout() {
     let out = drain(&mut d, t(6));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1[14..], forwarded(&numbered(1)));
-    // The other ingress's marker is lost: its pair opens at its deadline (5 + 100 ms).
-    assert_eq!(d.poll_timeout(), Some(t(105)));
-    d.handle_timeout(t(104));
-    assert!(drain(&mut d, t(104)).is_empty());
-    d.handle_timeout(t(105));
-    let out = drain(&mut d, t(105));
+    // The other ingress's marker is lost: its pair opens at its deadline (5 + 500 ms).
+    assert_eq!(d.poll_timeout(), Some(t(505)));
+    d.handle_timeout(t(504));
+    assert!(drain(&mut d, t(504)).is_empty());
+    d.handle_timeout(t(505));
+    let out = drain(&mut d, t(505));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1[14..], forwarded(&numbered(2)));
     // A duplicate of C's marker, and the late marker of the other ingress, change nothing.
-    assert_eq!(run_at(&mut d, t(110), UPLINK, &at_d).0, Verdict::Consumed);
+    assert_eq!(run_at(&mut d, t(510), UPLINK, &at_d).0, Verdict::Consumed);
     let mut late = at_d.clone();
     late[14 + 8..14 + 24].copy_from_slice(&other.octets());
-    assert_eq!(run_at(&mut d, t(111), UPLINK, &late).0, Verdict::Consumed);
+    assert_eq!(run_at(&mut d, t(511), UPLINK, &late).0, Verdict::Consumed);
     let f = d.counters().fence();
     assert_eq!(
         (

@@ -41,8 +41,11 @@
 //!   marker opens the pair, and its FIFO is released through `poll_transmit` ahead of any later
 //!   packet of the pair (which queues behind while the FIFO is not empty). Packets released from
 //!   the VM's End.SBUF buffer go before fenced ones.
-//! - **Bounded like End.SBUF**: at most [`FenceConfig::timeout_ms`] per pair (then the pair
-//!   opens anyway: `fence.timeouts`), `per_ingress_packets` per pair, `global_packets` and
+//! - **Bounded like End.SBUF**: at most [`FenceConfig::timeout_ms`] per pair (500 ms by
+//!   default; then the pair opens anyway: `fence.timeouts`; the migration's cleanup, which
+//!   removes the End.SBUF entry and so disarms the fence, usually comes first). The timeout
+//!   must exceed how long the detour can lag the direct path: under overload the old path
+//!   queued 300 ms in the 10-VM lab, and a 100 ms timeout let direct packets overtake it), `per_ingress_packets` per pair, `global_packets` and
 //!   `global_bytes` together, [`MAX_FENCE_SLOTS`] pairs. A packet beyond a bound is delivered at
 //!   once, out of order but not lost (`fence.bypassed`). Disarming (the End.SBUF entry removed
 //!   at the cleanup) releases everything still held.
@@ -543,14 +546,14 @@ mod tests {
     fn a_lost_marker_costs_the_timeout_and_a_late_one_is_counted() {
         let mut f = armed();
         assert_eq!(f.gate(t(10), VmId(0), 7), Gate::Hold(0));
-        assert_eq!(f.poll_timeout(), Some(t(110)));
-        f.handle_timeout(t(109));
-        assert_eq!(f.gate(t(109), VmId(0), 7), Gate::Hold(0));
-        f.handle_timeout(t(110));
+        assert_eq!(f.poll_timeout(), Some(t(510)));
+        f.handle_timeout(t(509));
+        assert_eq!(f.gate(t(509), VmId(0), 7), Gate::Hold(0));
+        f.handle_timeout(t(510));
         assert_eq!(f.counters.timeouts, 1);
         assert_eq!(f.poll_timeout(), None);
-        assert_eq!(f.gate(t(111), VmId(0), 7), Gate::Pass);
-        assert_eq!(f.on_marker(t(120), VmId(0), 7), MarkerOutcome::Late);
+        assert_eq!(f.gate(t(511), VmId(0), 7), Gate::Pass);
+        assert_eq!(f.on_marker(t(520), VmId(0), 7), MarkerOutcome::Late);
         assert_eq!(f.counters.markers_late, 1);
     }
 

@@ -395,6 +395,8 @@ pub struct Testbed {
     vm_at: Vec<HostRole>,
     dir: PathBuf,
     keep_dir: bool,
+    /// `save_statuses` ran.
+    statuses_saved: bool,
     propagation_delay: Duration,
     /// The run's certificates (management network).
     tls: LabPki,
@@ -591,6 +593,7 @@ impl Testbed {
             vm_at,
             dir,
             keep_dir,
+            statuses_saved: false,
             propagation_delay: options.propagation_delay,
             control,
             tls,
@@ -1889,16 +1892,38 @@ impl Testbed {
         }
     }
 
-    /// Stops the controller and tears the lab down now (also done on drop).
+    /// Stops the controller and tears the lab down now (also done on drop; with the work
+    /// directory kept, each srmigd's last `/v1/status` is written there as
+    /// `status-<host>.json` first).
     pub fn teardown(mut self) -> Result<(), OrchestrateError> {
+        self.save_statuses();
         self.control.shutdown();
         self.lab.teardown()?;
         Ok(())
+    }
+
+    /// With the work directory kept: each srmigd's last `/v1/status` into
+    /// `status-<host>.json` there (what every srmigd counted, for whoever reads the logs).
+    fn save_statuses(&mut self) {
+        if !self.keep_dir || self.statuses_saved {
+            return;
+        }
+        self.statuses_saved = true;
+        for d in &self.daemons {
+            if let Ok(st) = d.status(&self.control) {
+                let path = self.dir.join(format!("status-{}.json", d.host()));
+                let text = serde_json::to_string_pretty(&st).unwrap_or_default();
+                if let Err(e) = std::fs::write(&path, text) {
+                    tracing::warn!(path = %path.display(), error = %e, "writing srmigd's last status failed");
+                }
+            }
+        }
     }
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        self.save_statuses();
         self.control.shutdown();
         if let Err(e) = self.lab.teardown() {
             tracing::error!(error = %e, "lab teardown failed");
