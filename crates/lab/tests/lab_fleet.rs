@@ -4,7 +4,7 @@
 //! vm2 D->E (and vm3 E->S), then vm1 D->E as soon as its first migration completed.
 //!
 //! - sr-buffer: every migration completes, each VM ends where the chain takes it, 0 probes
-//!   lost and 0 duplicated against every VM;
+//!   lost, 0 duplicated and 0 reordered against every VM;
 //! - teardown leaves no namespace behind.
 //!
 //! Needs root and the srmigd binary (built by `cargo test --workspace` or `cargo build`).
@@ -92,6 +92,8 @@ fn a_chain_and_concurrent_migrations_lose_nothing() {
             vm.vm
         );
         assert_eq!(vm.probe.duplicated, 0, "{vm:?}");
+        // The commit fence keeps every path switch in order, one way and echoed.
+        assert_eq!(vm.probe.reordered, 0, "{vm:?}");
     }
     assert_eq!(probe.lost, 0, "{probe:?}");
     assert_eq!(
