@@ -579,9 +579,9 @@ impl Default for FenceConfig {
     fn default() -> Self {
         FenceConfig {
             timeout_ms: 500,
-            per_ingress_packets: 512,
-            global_packets: 2048,
-            global_bytes: 2 << 20,
+            per_ingress_packets: 2048,
+            global_packets: 8192,
+            global_bytes: 8 << 20,
         }
     }
 }

@@ -45,14 +45,21 @@
 //!   default; then the pair opens anyway: `fence.timeouts`; the migration's cleanup, which
 //!   removes the End.SBUF entry and so disarms the fence, usually comes first). The timeout
 //!   must exceed how long the detour can lag the direct path: under overload the old path
-//!   queued 300 ms in the 10-VM lab, and a 100 ms timeout let direct packets overtake it), `per_ingress_packets` per pair, `global_packets` and
+//!   queued 300 ms in the 10-VM lab, and a 100 ms timeout let direct packets overtake it),
+//!   `per_ingress_packets` per pair, `global_packets` and
 //!   `global_bytes` together, [`MAX_FENCE_SLOTS`] pairs. A packet beyond a bound is delivered at
 //!   once, out of order but not lost (`fence.bypassed`). Disarming (the End.SBUF entry removed
 //!   at the cleanup) releases everything still held.
 //! - **Late, lost and duplicated markers**: a marker after its pair timed out is counted
 //!   `fence.markers_late`; one for an open pair `fence.markers_duplicate`; one for a VM not
-//!   fenced here `fence.markers_unarmed`. A lost marker costs its pair the timeout, nothing
-//!   else.
+//!   fenced here `fence.markers_unarmed`. A lost marker costs its pair the timeout (or the wait
+//!   until the cleanup disarms the fence), nothing else.
+//! - **Limit**: the controller's cleanup comes `drain_ms` after the last commit acknowledgement,
+//!   whether or not the markers arrived. When the old path lags more than that (the 10-VM
+//!   dual-stack lab on a 2-core machine queued hundreds of milliseconds), End.S is gone before
+//!   the last packets (and the marker) pass S (`NoSid` there), and disarming releases the fenced
+//!   packets ahead of the stragglers. The remedy is a cleanup that waits for D to have seen
+//!   every ingress's marker (D would report it like a VM state); not built yet.
 //!
 //! Sending: [`crate::Dataplane::send_fence_marker`] queues the marker; the next
 //! `poll_transmit` builds it, runs it through this node's own SIDs (S's End.S when S is the
