@@ -437,7 +437,7 @@ fn host_config(node: &NodeConfig) -> HostConfig {
             vm: vm.clone(),
             addresses: addresses.clone(),
             steering: Steering::Native,
-            fence: None,
+            fence: false,
         });
         hc.local_vms.push(LocalVm {
             vm,

@@ -869,23 +869,23 @@ impl Agent {
 }
 
 /// The commit-fence markers an ingress sends when `next` replaces what `prev` mapped: one
-/// per mapping that names a fenced path (`fence`) which the mapping in force steered along and
-/// the new one no longer does, for the VM's first address.
+/// down each fenced SR path (`fence`) of the mappings in force that `next` steers otherwise,
+/// for the VM's first address.
 fn fence_markers(
     prev: Option<&HostConfig>,
     next: &[srmig_api::Mapping],
 ) -> Vec<(std::net::IpAddr, Vec<Ipv6Addr>)> {
     let mut out = Vec::new();
+    let Some(prev) = prev else {
+        return out;
+    };
     for m in next {
-        let (Some(path), Some(prev), Some(addr)) = (&m.fence, prev, m.addresses.first()) else {
+        let Some(old) = prev.mapping(&m.vm).filter(|o| o.fence) else {
             continue;
         };
-        let Some(old) = prev.mapping(&m.vm) else {
-            continue;
-        };
-        if let srmig_api::Steering::Encaps(e) = &old.steering {
-            if &e.segments == path && old.steering != m.steering {
-                out.push((*addr, path.clone()));
+        if let (srmig_api::Steering::Encaps(e), Some(addr)) = (&old.steering, m.addresses.first()) {
+            if old.steering != m.steering {
+                out.push((*addr, e.segments.clone()));
             }
         }
     }
@@ -1226,9 +1226,10 @@ mod tests {
         assert!(n.poll_report().is_none());
     }
 
-    /// The commit as an ingress sees it: far1's mapping leaves the SR path it names in
-    /// `fence`, so one marker goes down that path (whole config and delta alike); a re-push
-    /// sends none. End.SBUF entries arm the VMs' fences, their removal disarms them.
+    /// The commit as an ingress sees it: far1's mapping leaves its fenced SR path, so one
+    /// marker goes down that path (whole config and delta alike); a re-push sends none, nor
+    /// does leaving a path not marked `fence`. End.SBUF entries arm the VMs' fences, their
+    /// removal disarms them.
     #[test]
     fn a_commit_sends_one_fence_marker_and_end_sbuf_entries_arm_fences() {
         let commit = |generation: u64, keep_sbuf: bool| {
@@ -1238,7 +1239,6 @@ mod tests {
                 .iter_mut()
                 .find(|m| m.vm.as_str() == "far1")
                 .expect("far1");
-            far.fence = Some(vec![addr("fc00:0:2::e5"), addr("fc00:0:3::eb")]);
             far.steering = srmig_api::Steering::Encaps(srmig_api::Encaps {
                 segments: vec![addr("fc00:0:3::d6")],
                 headend: srmig_api::Headend::HEncaps,
@@ -1263,15 +1263,27 @@ mod tests {
             }
             dsts
         };
+        let path = |fence: bool| {
+            let mut h = hc(1);
+            for m in h.mappings.iter_mut().filter(|m| m.vm.as_str() == "far1") {
+                m.fence = fence;
+            }
+            h
+        };
+        // Leaving a path that is not fenced sends nothing.
+        let mut n = node();
+        n.apply_host_config(path(false)).expect("unfenced path");
+        n.apply_host_config(commit(2, true)).expect("commit");
+        assert!(marker_dst(&mut n).is_empty());
         for delta in [false, true] {
             let mut n = node();
-            n.apply_host_config(hc(1)).expect("path");
+            n.apply_host_config(path(true)).expect("path");
             let (web1, db1) = (VmId(0), VmId(1));
             assert!(n.dataplane().fence_armed(web1) && n.dataplane().fence_armed(db1));
             assert!(marker_dst(&mut n).is_empty(), "no marker before the commit");
             let next = commit(2, delta);
             if delta {
-                let d = hc(1).delta_to(&next);
+                let d = path(true).delta_to(&next);
                 assert!(d.sids.is_none(), "a mappings-only delta");
                 n.apply_host_config_delta(&d).expect("commit delta");
             } else {

@@ -74,12 +74,12 @@ pub struct Mapping {
     pub addresses: Vec<IpAddr>,
     /// `steering`: what to do with those packets.
     pub steering: Steering,
-    /// `fence` (optional): the SR path (segments, first first) this mapping replaces at a
-    /// migration's commit. An ingress whose mapping in force steers along exactly this path
-    /// sends a commit-fence marker down it when it switches (see `srmig_dataplane::fence`),
-    /// so that the destination delivers what took the new path after what took the old one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fence: Option<Vec<Ipv6Addr>>,
+    /// `fence` (optional, default `false`): `steering` is a migration's SR path. When a later
+    /// config steers the VM otherwise (the commit), the ingress sends a commit-fence marker
+    /// down this path as it switches (see `srmig_dataplane::fence`), so that the destination
+    /// delivers what takes the new path after what took the old one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fence: bool,
 }
 
 /// What an ingress does with packets for a VM.
@@ -434,13 +434,13 @@ mod tests {
                         segments: vec![addr("fc00:1::e5"), addr("fc00:2::eb")],
                         headend: Headend::HEncaps,
                     }),
-                    fence: None,
+                    fence: false,
                 },
                 Mapping {
                     vm: vm("db1"),
                     addresses: vec![ip("2001:db8:a::20")],
                     steering: Steering::Native,
-                    fence: None,
+                    fence: false,
                 },
             ],
             local_vms: vec![LocalVm {
@@ -640,14 +640,14 @@ mod tests {
     }
 
     #[test]
-    fn a_mapping_names_the_path_it_fences_only_when_it_does() {
-        let mut m = sample().mappings.remove(1);
+    fn a_mapping_says_it_is_a_fenced_path_only_when_it_is() {
+        let mut m = sample().mappings.remove(0);
         let plain = serde_json::to_string(&m).expect("json");
         assert!(!plain.contains("fence"), "{plain}");
-        m.fence = Some(vec![addr("fc00:1::e5"), addr("fc00:2::eb")]);
+        m.fence = true;
         let j = serde_json::to_string(&m).expect("json");
         assert!(
-            j.ends_with(r#""steering":"native","fence":["fc00:1::e5","fc00:2::eb"]}"#),
+            j.ends_with(r#""headend":"H.Encaps"}},"fence":true}"#),
             "{j}"
         );
         assert_eq!(serde_json::from_str::<Mapping>(&j).expect("parse"), m);

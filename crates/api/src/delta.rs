@@ -312,7 +312,7 @@ mod tests {
                     headend: Headend::HEncaps,
                 }),
             },
-            fence: None,
+            fence: false,
         }
     }
 

@@ -60,8 +60,8 @@
 //!      │ MigrationFinished(completed)                                     │                 │
 //! ```
 //!
-//! The commit config's mappings name the SR path they replace (`Mapping::fence`): as each
-//! host switches, it sends a marker down that path, and D (which fences the VM while its
+//! The path's mappings are marked `fence` (`Mapping::fence`): as each host switches away
+//! from the path at the commit, it sends a marker down it, and D (which fences the VM while its
 //! End.SBUF entry exists) delivers each host's direct packets only after that host's marker,
 //! so the VM sees its packets in order (`srmig_dataplane::fence`). The cleanup, `drain_ms`
 //! after the last commit acknowledgement, ends the fence: D releases what it still holds.

@@ -21,9 +21,10 @@
 //!   included, steering `H.Encaps [S.sid_end_s, D.sid_end_sbuf]` with `v`'s address as the inner
 //!   destination. S and D use the path too: a VM on S talking to `v` must not hit `v` paused,
 //!   and a VM on D must not miss it before it arrives.
-//! - `fence` (after the commit, while End.SBUF is still on `D`): every host's mapping of `v`
-//!   names the SR path it replaces, so that each ingress sends a commit-fence marker down it
-//!   as it switches (`srmig_dataplane::fence`); `D` fences `v` while its End.SBUF entry exists.
+//!   The path mapping is marked `fence`: when the commit config steers `v` otherwise, each
+//!   ingress sends a commit-fence marker down the path as it switches
+//!   (`srmig_dataplane::fence`); `D` fences `v` while its End.SBUF entry exists. The mark
+//!   goes with the path, so the commit and the cleanup change nothing more on other hosts.
 //!
 //! [`Model::host_config`] is a pure function of the model and the footprints, so a restarted
 //! controller recomputes exactly what it pushed before.
@@ -351,17 +352,13 @@ impl Model {
         fp: Option<&Footprint>,
     ) -> Option<Mapping> {
         let owner = self.hosts.get(&vm.host)?;
-        let sr_path = |f: &Footprint| {
+        let path = fp.filter(|f| f.path).and_then(|f| {
             let s = self.hosts.get(&f.from)?;
             let d = self.hosts.get(&f.to)?;
             Some(vec![s.sid_end_s, d.sid_end_sbuf])
-        };
-        let path = fp.filter(|f| f.path).and_then(sr_path);
-        // Committed (mapped to D) with End.SBUF still on D: the new steering replaces the SR
-        // path, and the ingress fences the switch (a marker down the old path).
-        let fence = fp
-            .filter(|f| !f.path && f.endpoints.is_some() && vm.host == f.to)
-            .and_then(sr_path);
+        });
+        // The SR path is fenced: leaving it (the commit) sends a marker down it.
+        let fence = path.is_some();
         let steering = match path {
             Some(segments) => Steering::Encaps(Encaps {
                 segments,
@@ -589,7 +586,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_commit_mapping_names_the_sr_path_it_replaces_and_nothing_else_does() {
+    fn only_the_sr_path_mapping_is_fenced() {
         let mut m = model3();
         let v = vm(1, 1).name;
         let mut fp = Footprint {
@@ -600,28 +597,28 @@ pub(crate) mod tests {
             endpoints: Some(SbufMode::Buffer),
             path: true,
         };
-        let sr = vec![host(1).sid_end_s, host(2).sid_end_sbuf];
         let fence_on = |m: &Model, fp: &Footprint, i: u16| {
             let c = m
                 .host_config(&hid(i), 5, std::slice::from_ref(fp))
                 .expect("host");
             c.validate().expect("valid config");
-            c.mapping(&v).expect("mapping").fence.clone()
+            c.mapping(&v).expect("mapping").fence
         };
-        // Path armed: no fence. Rolled back (path off, VM still on S): no fence.
-        fp.path = true;
-        assert_eq!(fence_on(&m, &fp, 3), None);
-        fp.path = false;
-        assert_eq!(fence_on(&m, &fp, 3), None);
-        // Committed (mapped to D, End.SBUF still there): every host names the old path.
-        assert!(m.set_vm_host(&v, &hid(2)));
         for i in 1..=3 {
-            assert_eq!(fence_on(&m, &fp, i), Some(sr.clone()), "h{i}");
+            assert!(fence_on(&m, &fp, i), "path armed: h{i}");
         }
-        // Cleanup (End.S / End.SBUF removed): the fence is gone.
-        fp.endpoints = None;
-        fp.attach = false;
-        assert_eq!(fence_on(&m, &fp, 3), None);
+        // Committed (mapped to D, End.SBUF still there), rolled back, cleaned up: not fenced.
+        fp.path = false;
+        assert!(!fence_on(&m, &fp, 3));
+        assert!(m.set_vm_host(&v, &hid(2)));
+        assert!(!fence_on(&m, &fp, 3));
+        assert!(
+            !m.host_config(&hid(3), 5, &[])
+                .expect("host")
+                .mapping(&v)
+                .expect("mapping")
+                .fence
+        );
     }
 
     #[test]
