@@ -1203,7 +1203,7 @@ mod tests {
         // VM's side was not seen).
         assert_eq!(
             v["migrations"][0],
-            json!({"pause_ms": 176.0, "total_ms": 700.0, "blackout_ms": 0.0, "held": 0, "released": 0})
+            json!({"pause_ms": 176.0, "total_ms": 700.0, "blackout_ms": 0.0, "held": 0, "released": 0, "fenced": 0})
         );
         assert_eq!(v["raw"]["params"]["downtime_ms"], 175.0);
         assert!(v["raw"]["probe"].as_array().is_some());
