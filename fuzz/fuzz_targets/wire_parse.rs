@@ -1,8 +1,11 @@
-//! Every wire parser on arbitrary bytes: nothing may panic, and whatever parses must re-emit
-//! to something that parses to the same Repr.
+//! Every wire parser on arbitrary bytes (and the commit-fence marker reader): nothing may
+//! panic, and whatever parses must re-emit to something that parses to the same Repr.
 #![no_main]
 
+use std::net::Ipv6Addr;
+
 use libfuzzer_sys::fuzz_target;
+use srmig_dataplane::fence;
 use srmig_wire::{ethernet, ext, icmpv6, ipv4, ipv6, srh, IpProtocol, SrhRepr};
 
 fn srh_round_trip(bytes: &[u8]) {
@@ -51,6 +54,24 @@ fn srh_round_trip(bytes: &[u8]) {
             assert_eq!(again.last_entry, repr.last_entry);
         }
     }
+}
+
+/// The commit-fence marker reader (`srmig_dataplane::fence`): never panics; a marker it reads
+/// has a valid SRH, and a marker built along that SRH's path reads back the same VM.
+fn fence_marker(bytes: &[u8]) {
+    let Some(vm) = fence::marker_vm(bytes) else {
+        return;
+    };
+    let view = srh::Srh::new_checked(bytes).expect("a marker's SRH is valid");
+    let path: Vec<Ipv6Addr> = (0..=usize::from(view.last_entry()))
+        .rev()
+        .map(|i| view.segment(i))
+        .collect();
+    let Some(m) = fence::build_marker(Ipv6Addr::LOCALHOST, &path, vm) else {
+        assert!(path.len() > srh::MAX_SEGMENTS, "no marker along {path:?}");
+        return;
+    };
+    assert_eq!(fence::marker_vm(&m[40..]), Some(vm));
 }
 
 /// Hop-by-Hop / Destination Options (RFC 8200 4.2): never panics, every offset it reports is
@@ -121,5 +142,6 @@ fuzz_target!(|data: &[u8]| {
     }
     ipv6_packet(data);
     srh_round_trip(data);
+    fence_marker(data);
     options(data);
 });
