@@ -18,8 +18,7 @@
 #![no_main]
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use srmig_dataplane::node_file::{EventTime, MAX_AT_MS};
@@ -71,13 +70,9 @@ fn events_file(data: &[u8]) -> String {
     text
 }
 
-fn out_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("srmig-fuzz-replay-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    })
+/// Removed at exit (and if an earlier run left one behind).
+fn out_dir() -> &'static Path {
+    srmig_fuzz::scratch_dir("srmig-fuzz-replay")
 }
 
 fn check(text: &str) {

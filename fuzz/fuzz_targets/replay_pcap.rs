@@ -29,8 +29,8 @@ struct Scratch {
 fn scratch() -> &'static Scratch {
     static S: OnceLock<Scratch> = OnceLock::new();
     S.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("srmig-fuzz-replay-pcap-{}", std::process::id()));
+        // Removed at exit (and if an earlier run left one behind).
+        let dir = srmig_fuzz::scratch_dir("srmig-fuzz-replay-pcap").to_path_buf();
         std::fs::create_dir_all(dir.join("out")).expect("scratch directory");
         Scratch {
             dir,
