@@ -1022,8 +1022,10 @@ impl Dataplane {
         Some(Verdict::Consumed)
     }
 
-    /// Delivers a packet that came the direct way (not through End.S / End.SBUF) from
-    /// `ingress` to `vm`, unless `vm`'s commit fence holds it.
+    /// Delivers a packet that came the direct way (not through End.S / End.SBUF) to `vm`,
+    /// unless `vm`'s commit fence holds it. Its ingress is the source of the outer IPv6 header
+    /// at `outer` (decapsulated here), or this node for `None` (from one of its VM ports); it
+    /// is read only when `vm` is fenced.
     #[inline]
     fn deliver_direct(
         &mut self,
@@ -1032,9 +1034,13 @@ impl Dataplane {
         l3: usize,
         vm: VmId,
         ethertype: EtherType,
-        ingress: u128,
+        outer: Option<usize>,
     ) -> Verdict {
         if self.fences.is_armed(vm) {
+            let ingress = match outer {
+                Some(ip) => read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start),
+                None => u128::from_be_bytes(self.encap_source),
+            };
             if let Gate::Hold(slot) = self.fences.gate(ctx.now, vm, ingress) {
                 let pushed = self
                     .fences
@@ -1356,10 +1362,9 @@ impl Dataplane {
         }
         // One probe: the local VM at `dst` and the /128 mapping of `dst`.
         let e = self.vms.v6_entry(dst);
-        let own = u128::from_be_bytes(self.encap_source);
         if let Some(vm) = e.vm {
             if self.vms.vms[vm.index()].state == VmState::Running {
-                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, own);
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, None);
             }
         }
         match self.steering_v6(dst, e) {
@@ -1369,7 +1374,7 @@ impl Dataplane {
                     return self.unreachable(ctx, pkt, ip, DropReason::NoSid);
                 }
                 if let Some(vm) = e.vm {
-                    return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, own);
+                    return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV6, None);
                 }
                 self.fib_v6(ctx, pkt, ip, TableIdx(0), 0)
             }
@@ -2250,8 +2255,7 @@ impl Dataplane {
             SidAction::EndDx6(adj) | SidAction::EndDx4(adj) => tx(pkt, inner, adj, et),
             SidAction::EndDt6(t) | SidAction::EndDt4(t) | SidAction::EndDt46(t) => {
                 if let Some(vm) = self.inner_vm(pkt, inner, proto) {
-                    let ingress = read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start);
-                    return self.deliver_direct(ctx, pkt, inner, vm, et, ingress);
+                    return self.deliver_direct(ctx, pkt, inner, vm, et, Some(ip));
                 }
                 if proto == IpProtocol::IPV6 {
                     let Some(h) = ip6(&pkt.buf, inner) else {
@@ -2437,13 +2441,12 @@ impl Dataplane {
             return Verdict::Drop(DropReason::Ipv4TtlExceeded);
         }
         decrement_ttl(&mut pkt.buf[ip..ip + ihl]);
-        let own = u128::from_be_bytes(self.encap_source);
         if let Some(vm) = self.vms.by_v4(dst) {
             if ctx.kind == PortKind::Uplink {
                 return self.deliver(ctx, pkt, ip, vm, EtherType::IPV4);
             }
             if self.vms.vms[vm.index()].state == VmState::Running {
-                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, own);
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, None);
             }
         }
         if ctx.kind == PortKind::Vm {
@@ -2451,7 +2454,7 @@ impl Dataplane {
                 return self.apply_policy(ctx, pkt, ip, p, false, false);
             }
             if let Some(vm) = self.vms.by_v4(dst) {
-                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, own);
+                return self.deliver_direct(ctx, pkt, ip, vm, EtherType::IPV4, None);
             }
             return self.fib_v4(ctx.now, pkt, ip, TableIdx(0));
         }
