@@ -7,8 +7,8 @@ use std::net::Ipv6Addr;
 
 use ipnet::IpNet;
 use srmig_api::{
-    Ack, ApiError, ApiErrorCode, DeltaError, HostConfig, HostConfigDelta, HostId, SidEntry,
-    Timestamp, VmStateReport,
+    Ack, ApiError, ApiErrorCode, DeltaError, FenceReport, HostConfig, HostConfigDelta, HostId,
+    SidEntry, Timestamp, VmStateReport,
 };
 use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
@@ -226,6 +226,26 @@ impl Agent {
     /// The next VM state change to report to the controller, oldest first.
     pub fn poll_report(&mut self) -> Option<VmStateReport> {
         self.reports.pop_front()
+    }
+
+    /// The next commit-fence marker that reached one of this host's VMs' End.SBUF, as a
+    /// report for the controller (whose cleanup waits for every ingress's marker).
+    pub fn poll_fence_report(&mut self) -> Option<FenceReport> {
+        while let Some(a) = self.dp.poll_fence_arrival() {
+            let Some(i) = self.vms.iter().position(|(id, _)| *id == a.vm) else {
+                continue;
+            };
+            let Ok(vm) = srmig_api::VmId::new(self.base.vms[i].name.clone()) else {
+                continue;
+            };
+            return Some(FenceReport {
+                vm,
+                host: self.host.clone(),
+                ingress: a.ingress,
+                at: self.clock.at(a.at),
+            });
+        }
+        None
     }
 
     fn change_vm_state(&mut self, now: Instant, i: usize, state: VmState, source: StateSource) {

@@ -9,6 +9,7 @@
 //! | host registration | srmigd -> controller | [`HostInfo`] |
 //! | VM registration | CLI -> controller | [`VmInfo`] |
 //! | VM state change | srmigd -> controller | [`VmStateReport`] |
+//! | commit-fence marker arrived | srmigd -> controller | [`FenceReport`] |
 //! | desired forwarding state | controller -> srmigd | [`HostConfig`] |
 //! | acknowledgement | srmigd -> controller | [`Ack`] |
 //! | migration request | CLI -> controller | [`MigrateRequest`] |
@@ -43,4 +44,4 @@ pub use status::{
     BufferStatus, FenceStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats,
     PortStatus, SidStatus, Traffic, VmStatus,
 };
-pub use vm::{VmInfo, VmState, VmStateReport};
+pub use vm::{FenceReport, VmInfo, VmState, VmStateReport};

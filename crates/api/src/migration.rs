@@ -85,6 +85,13 @@ pub enum MigrationPhase {
     /// were left behind (listed in `left_behind`); they get the current config when they
     /// answer again.
     HostsLeftBehind,
+    /// Observation: after the commit, the destination received the commit-fence marker of
+    /// every host ([`crate::FenceReport`]): nothing is left on the old SR path, the cleanup
+    /// may remove End.S and End.SBUF.
+    FenceComplete,
+    /// Observation: the cleanup went ahead without the commit-fence markers of some hosts
+    /// (the controller's `fence_wait_ms` ran out; markers lost, or a host without them).
+    FenceIncomplete,
     /// Mapping "VM on the destination" pushed; waiting for every host to acknowledge.
     ExpectCommitAcks,
     /// Mapping "VM on the source" pushed after a failure or cancel; waiting for every host.
@@ -121,6 +128,8 @@ impl fmt::Display for MigrationPhase {
             MigrationPhase::CancelRequested => "cancel-requested",
             MigrationPhase::Retried => "retried",
             MigrationPhase::HostsLeftBehind => "hosts-left-behind",
+            MigrationPhase::FenceComplete => "fence-complete",
+            MigrationPhase::FenceIncomplete => "fence-incomplete",
             MigrationPhase::ExpectCommitAcks => "expect-commit-acks",
             MigrationPhase::ExpectRollbackAcks => "expect-rollback-acks",
             MigrationPhase::ExpectCleanupAcks => "expect-cleanup-acks",

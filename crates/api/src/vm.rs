@@ -1,7 +1,7 @@
 //! VMs and their observed state.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,30 @@ pub struct VmStateReport {
     pub boot_epoch: Option<u64>,
 }
 
+/// A commit-fence marker that reached a VM's destination: the destination's srmigd tells the
+/// controller which ingress has switched to the direct path and has nothing left on the old
+/// SR path (`srmig_dataplane::fence`). The controller removes End.S and End.SBUF only after
+/// the marker of every host arrived (or a bounded wait), so no straggler of the old path
+/// meets a missing SID and the fence never opens early.
+///
+/// Golden JSON:
+/// ```json
+/// {"vm":"web1","host":"h2","ingress":"2001:db8:ff::1","at":1700000000180}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceReport {
+    /// `vm`: the VM the marker is for.
+    pub vm: VmId,
+    /// `host`: the reporting host (the migration's destination).
+    pub host: HostId,
+    /// `ingress`: the marker's source, the underlay address of the host that sent it
+    /// ([`crate::HostInfo::underlay`]).
+    pub ingress: Ipv6Addr,
+    /// `at`: when the marker arrived, in milliseconds on the reporter's clock (informational).
+    pub at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +154,24 @@ mod tests {
             assert_eq!(format!("\"{state}\""), text);
         }
         assert!(serde_json::from_str::<VmState>("\"Running\"").is_err());
+    }
+
+    #[test]
+    fn fence_report_golden_json() {
+        let golden = r#"{"vm":"web1","host":"h2","ingress":"2001:db8:ff::1","at":1700000000180}"#;
+        let report = FenceReport {
+            vm: VmId::new("web1").expect("name"),
+            host: HostId::new("h2").expect("name"),
+            ingress: "2001:db8:ff::1".parse().expect("addr"),
+            at: Timestamp(1_700_000_000_180),
+        };
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<FenceReport>(golden).expect("deserialize"),
+            report
+        );
+        let unknown = r#"{"vm":"web1","host":"h2","ingress":"2001:db8:ff::1","at":1,"x":1}"#;
+        assert!(serde_json::from_str::<FenceReport>(unknown).is_err());
     }
 
     #[test]

@@ -139,6 +139,11 @@ struct ControllerArgs {
     /// it where hosts can queue packets longer (overloaded hosts showed up to 900 ms).
     #[arg(long, default_value_t = 50)]
     drain_ms: u64,
+    /// After every host acknowledged a migration's commit, how long the cleanup waits at most
+    /// for the destination to report every host's commit-fence marker (nothing left on the old
+    /// SR path), in milliseconds; 0 waits only `--drain-ms`.
+    #[arg(long, default_value_t = 2_000)]
+    fence_wait_ms: u64,
     /// How long the hypervisor may take before the migration is cancelled, in milliseconds.
     #[arg(long, default_value_t = 600_000)]
     hypervisor_timeout_ms: u64,
@@ -631,6 +636,7 @@ fn cmd_controller(a: ControllerArgs) -> Result<()> {
     options.push.propagation_delay = Duration::from_millis(a.propagation_delay_ms);
     options.timeouts.ack_ms = a.ack_timeout_ms;
     options.timeouts.drain_ms = a.drain_ms;
+    options.timeouts.fence_wait_ms = a.fence_wait_ms;
     options.timeouts.hypervisor_ms = a.hypervisor_timeout_ms;
     options.host_poll = Duration::from_millis(a.host_poll_ms.max(1));
     options.state_poll = Duration::from_millis(a.state_poll_ms.max(1));

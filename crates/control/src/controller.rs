@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use srmig_api::{
-    Ack, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent, HypervisorReport,
-    MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, Strategy,
-    Timestamp, VmId, VmInfo, VmState, VmStateReport,
+    Ack, FenceReport, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent,
+    HypervisorReport, MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase,
+    MigrationStatus, Strategy, Timestamp, VmId, VmInfo, VmState, VmStateReport,
 };
 
 use crate::migration::{
@@ -733,6 +733,47 @@ impl Controller {
         Ok(())
     }
 
+    /// The destination reports a commit-fence marker for a VM: the host whose underlay
+    /// address sent it has switched to the direct path, and nothing of its is left on the old
+    /// one. Once every host's marker came (and the drain is over), the cleanup starts. A
+    /// report for a VM not committing to that host, or from an address that is no host's
+    /// underlay, changes nothing.
+    pub fn handle_fence_report(
+        &mut self,
+        now: Timestamp,
+        report: FenceReport,
+    ) -> Result<(), InputError> {
+        if self.model.host(&report.host).is_none() {
+            return Err(InputError::UnknownHost(report.host));
+        }
+        self.heard(&report.host, now);
+        if self.model.vm(&report.vm).is_none() {
+            return Err(InputError::UnknownVm(report.vm));
+        }
+        let Some(&id) = self.by_vm.get(&report.vm) else {
+            return Ok(());
+        };
+        let Some(ingress) = self
+            .model
+            .hosts()
+            .find(|h| h.underlay == report.ingress)
+            .map(|h| h.name.clone())
+        else {
+            return Ok(());
+        };
+        let Some(Migration::ExpectCommitAcks(s)) = self.active.get_mut(&id) else {
+            return Ok(());
+        };
+        if s.core.to != report.host {
+            return Ok(());
+        }
+        s.marker_seen(ingress, now);
+        if s.fence_complete() {
+            self.advance_if_acked(id, now);
+        }
+        Ok(())
+    }
+
     /// The hypervisor driver reports on a migration it was asked to run. Events for a
     /// migration that is not waiting for its hypervisor (stale, or for an older migration of
     /// the same VM) are ignored.
@@ -1060,8 +1101,12 @@ impl Controller {
 
     /// Entry effects of the state migration `id` just entered.
     fn on_enter(&mut self, id: MigrationId, now: Timestamp) {
-        if let Some(Migration::ExpectCommitAcks(s)) = self.active.get(&id) {
+        if let Some(Migration::ExpectCommitAcks(s)) = self.active.get_mut(&id) {
             let (vm, to) = (s.core.vm.clone(), s.core.to.clone());
+            if s.core.strategy.is_sr() {
+                // Every host had the SR path; each sends a marker as it leaves it.
+                s.expect_markers = self.model.hosts().map(|h| h.name.clone()).collect();
+            }
             self.model.set_vm_host(&vm, &to);
             self.dirty_vms.insert(vm.clone());
         }
@@ -1122,17 +1167,11 @@ impl Controller {
             return;
         }
         let t = self.config.timeouts;
-        // Commit acknowledged everywhere: keep End.S/End.SBUF for the drain period first.
+        // Commit acknowledged everywhere: keep End.S/End.SBUF for the drain period, and until
+        // every host's commit-fence marker reached D (bounded by `fence_wait_ms`).
         if let Some(Migration::ExpectCommitAcks(s)) = self.active.get_mut(&id) {
-            if t.drain_ms > 0 {
-                match s.drain_until {
-                    None => {
-                        s.drain_until = Some(now.plus_ms(t.drain_ms));
-                        return;
-                    }
-                    Some(until) if now < until => return,
-                    Some(_) => {}
-                }
+            if !s.may_clean_up(now, &t) {
+                return;
             }
         }
         self.transition(id, now, |m| match m {
@@ -1403,6 +1442,7 @@ mod tests {
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
         drain_ms: 0,
+        fence_wait_ms: 0,
         unreachable_ms: 1_000,
     };
 
@@ -1745,6 +1785,139 @@ mod tests {
         ack_all(&mut c, Timestamp(73));
         assert_eq!(phase(&c, id), MigrationPhase::Completed);
         assert!(!has_sr_sids(&c));
+    }
+
+    fn fence_report(c: &mut Controller, now: u64, from: u16) {
+        c.handle_fence_report(
+            Timestamp(now),
+            FenceReport {
+                vm: vid(1),
+                host: hid(3),
+                ingress: host(from).underlay,
+                at: Timestamp(now),
+            },
+        )
+        .expect("fence report");
+    }
+
+    /// Three hosts, vm1 migrating h1 -> h3 with sr-buffer, committed and acknowledged at 22,
+    /// with a 50 ms drain and a 1 s fence wait.
+    fn committed_with_fence_wait() -> (Controller, MigrationId) {
+        let mut c = Controller::new(ControllerConfig {
+            timeouts: Timeouts {
+                drain_ms: 50,
+                fence_wait_ms: 1_000,
+                ..T
+            },
+            finished_history: 8,
+        });
+        for i in 1..=3 {
+            c.add_host(host(i)).expect("host");
+        }
+        c.add_vm(vm(1, 1)).expect("vm");
+        ack_all(&mut c, Timestamp(0));
+        let id = request(&mut c, 3, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        report(&mut c, 20, 3, VmState::Running);
+        ack_all(&mut c, Timestamp(22));
+        (c, id)
+    }
+
+    #[test]
+    fn cleanup_waits_for_every_hosts_fence_marker() {
+        let (mut c, id) = committed_with_fence_wait();
+        // Markers of h1 and h3 came (one before the drain ended); h2's is still on its way.
+        fence_report(&mut c, 30, 1);
+        // A duplicate, a report from an address that is no host's, and one from the wrong
+        // host change nothing.
+        fence_report(&mut c, 31, 1);
+        c.handle_fence_report(
+            Timestamp(31),
+            FenceReport {
+                vm: vid(1),
+                host: hid(3),
+                ingress: "2001:db8:99::1".parse().expect("addr"),
+                at: Timestamp(31),
+            },
+        )
+        .expect("ignored");
+        c.handle_fence_report(
+            Timestamp(31),
+            FenceReport {
+                vm: vid(1),
+                host: hid(1),
+                ingress: host(2).underlay,
+                at: Timestamp(31),
+            },
+        )
+        .expect("ignored");
+        c.handle_timeout(Timestamp(72));
+        fence_report(&mut c, 80, 3);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        assert!(
+            has_sr_sids(&c),
+            "End.S / End.SBUF stay until every marker came"
+        );
+        assert_eq!(c.poll_timeout(), Some(Timestamp(1_022)));
+        assert!(drain(&mut c).is_empty());
+        // The last marker: the cleanup starts at once.
+        fence_report(&mut c, 90, 2);
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
+        ack_all(&mut c, Timestamp(91));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        let phases: Vec<MigrationPhase> = c
+            .migration(id)
+            .expect("kept")
+            .core()
+            .phases
+            .iter()
+            .map(|p| p.phase)
+            .collect();
+        assert!(
+            phases.contains(&MigrationPhase::FenceComplete),
+            "{phases:?}"
+        );
+        assert!(
+            !phases.contains(&MigrationPhase::FenceIncomplete),
+            "{phases:?}"
+        );
+    }
+
+    #[test]
+    fn markers_before_the_drain_ends_leave_only_the_drain() {
+        let (mut c, id) = committed_with_fence_wait();
+        for h in 1..=3 {
+            fence_report(&mut c, 30, h);
+        }
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        assert_eq!(c.poll_timeout(), Some(Timestamp(72)));
+        c.handle_timeout(Timestamp(72));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
+    }
+
+    #[test]
+    fn lost_markers_delay_the_cleanup_by_the_fence_wait_at_most() {
+        let (mut c, id) = committed_with_fence_wait();
+        fence_report(&mut c, 30, 3);
+        c.handle_timeout(Timestamp(72));
+        c.handle_timeout(Timestamp(1_021));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
+        c.handle_timeout(Timestamp(1_022));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
+        ack_all(&mut c, Timestamp(1_023));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        let phases: Vec<MigrationPhase> = c
+            .migration(id)
+            .expect("kept")
+            .core()
+            .phases
+            .iter()
+            .map(|p| p.phase)
+            .collect();
+        assert!(
+            phases.contains(&MigrationPhase::FenceIncomplete),
+            "{phases:?}"
+        );
     }
 
     #[test]

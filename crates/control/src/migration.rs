@@ -54,6 +54,7 @@
 //!      │ PushConfig: v on D (D native, others [D::End.DT6])               │  ExpectHypervisorDone
 //!      ├────────────────────────►├─────────────────►├───────────────────►│                 │
 //!      │◄──── Ack (every host) ──┴──────────────────┴────────────────────┤   ExpectCommitAcks
+//!      │◄── FenceReport(v, from each host's underlay) ┤ (markers down the old path)          │
 //!      │ PushConfig: remove End.S, End.SBUF, S detaches v                 │                 │
 //!      ├────────────────────────►├─────────────────►│                    │                 │
 //!      │◄──── Ack (S and D) ─────┴──────────────────┤                    │   ExpectCleanupAcks
@@ -63,8 +64,12 @@
 //! The path's mappings are marked `fence` (`Mapping::fence`): as each host switches away
 //! from the path at the commit, it sends a marker down it, and D (which fences the VM while its
 //! End.SBUF entry exists) delivers each host's direct packets only after that host's marker,
-//! so the VM sees its packets in order (`srmig_dataplane::fence`). The cleanup, `drain_ms`
-//! after the last commit acknowledgement, ends the fence: D releases what it still holds.
+//! so the VM sees its packets in order (`srmig_dataplane::fence`). D reports each marker
+//! ([`srmig_api::FenceReport`]); the cleanup waits, after the last commit acknowledgement, for
+//! `drain_ms` and until the marker of every host came (`fence-complete`), at most
+//! `fence_wait_ms` (then `fence-incomplete`): a marker is the last packet its host sent along
+//! the old path, so none is left there when End.S and End.SBUF go. The cleanup ends the
+//! fence: D releases what it still holds.
 //!
 //! The switchover is the destination reporting the VM running: before it, a failure, a cancel
 //! or a timeout rolls the mapping back to S (packets already on the path are still delivered:
@@ -91,7 +96,7 @@
 //! [`Controller`]: crate::Controller
 //! [`Action`]: crate::Action
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use srmig_api::{
@@ -115,11 +120,21 @@ pub struct Timeouts {
     /// queue, on the wire) still reach a SID instead of being dropped as `NoSid`.
     #[serde(default)]
     pub drain_ms: u64,
+    /// After every host acknowledged the commit, how long the cleanup waits at most for the
+    /// commit-fence marker of every host to reach D ([`srmig_api::FenceReport`]; at least
+    /// `drain_ms`). Waiting for them means nothing is left on the old SR path when End.S and
+    /// End.SBUF go. 0: do not wait for markers (only `drain_ms`).
+    #[serde(default = "default_fence_wait_ms")]
+    pub fence_wait_ms: u64,
     /// How long commit, rollback and cleanup wait for a host that does not acknowledge
     /// (re-pushing every `ack_ms`) before leaving it behind: the migration ends, and the host
     /// gets the current config when it answers again (its push is retried until then).
     #[serde(default = "default_unreachable_ms")]
     pub unreachable_ms: u64,
+}
+
+fn default_fence_wait_ms() -> u64 {
+    2_000
 }
 
 fn default_unreachable_ms() -> u64 {
@@ -133,6 +148,7 @@ impl Default for Timeouts {
             hypervisor_ms: 600_000,
             cancel_grace_ms: 30_000,
             drain_ms: 50,
+            fence_wait_ms: default_fence_wait_ms(),
             unreachable_ms: default_unreachable_ms(),
         }
     }
@@ -355,6 +371,18 @@ pub struct ExpectCommitAcks {
     /// Once every host acknowledged: when the cleanup may start ([`Timeouts::drain_ms`]).
     #[serde(default)]
     pub drain_until: Option<Timestamp>,
+    /// Hosts whose commit-fence marker must reach D before the cleanup: with an SR strategy,
+    /// every host registered when the commit was pushed (each had the path, each sends a
+    /// marker as it switches away from it).
+    #[serde(default)]
+    pub expect_markers: BTreeSet<HostId>,
+    /// Hosts whose marker D reported ([`srmig_api::FenceReport`]).
+    #[serde(default)]
+    pub markers: BTreeSet<HostId>,
+    /// Once every host acknowledged: how long the cleanup waits for the markers at most
+    /// ([`Timeouts::fence_wait_ms`]).
+    #[serde(default)]
+    pub fence_until: Option<Timestamp>,
 }
 
 /// Mapping "VM on S" (no SR path) pushed to every host after a failure or cancel.
@@ -554,6 +582,9 @@ impl ExpectHypervisorDone {
             core: self.core,
             wait: AckWait::default(),
             drain_until: None,
+            expect_markers: BTreeSet::new(),
+            markers: BTreeSet::new(),
+            fence_until: None,
         }
     }
 
@@ -631,6 +662,56 @@ impl ExpectHypervisorDone {
 }
 
 impl ExpectCommitAcks {
+    /// D reported the marker of `host` at `now`; records `fence-complete` when it was the
+    /// last one awaited.
+    pub fn marker_seen(&mut self, host: HostId, now: Timestamp) {
+        if !self.expect_markers.contains(&host) || self.fence_complete() {
+            return;
+        }
+        self.markers.insert(host);
+        if self.fence_complete() {
+            self.core.record(MigrationPhase::FenceComplete, now);
+        }
+    }
+
+    /// Every awaited host's marker reached D (hosts left behind are not awaited: they may not
+    /// even have switched).
+    pub fn fence_complete(&self) -> bool {
+        self.expect_markers
+            .iter()
+            .all(|h| self.markers.contains(h) || self.core.left_behind.contains(h))
+    }
+
+    /// Once every host acknowledged, whether the cleanup may start at `now`: after the drain
+    /// and, unless `fence_wait_ms` ran out (recorded as `fence-incomplete`), after every
+    /// marker. The first call starts both clocks.
+    pub fn may_clean_up(&mut self, now: Timestamp, t: &Timeouts) -> bool {
+        let drain_until = *self.drain_until.get_or_insert(now.plus_ms(t.drain_ms));
+        let fence_until = *self
+            .fence_until
+            .get_or_insert(now.plus_ms(t.drain_ms.max(t.fence_wait_ms)));
+        if now < drain_until {
+            return false;
+        }
+        if t.fence_wait_ms == 0 || self.fence_complete() {
+            return true;
+        }
+        if now < fence_until {
+            return false;
+        }
+        self.core.record_once(MigrationPhase::FenceIncomplete, now);
+        true
+    }
+
+    /// When [`may_clean_up`](Self::may_clean_up) may change its answer, once the clocks run.
+    fn cleanup_deadline(&self) -> Option<Timestamp> {
+        let drain = self.drain_until?;
+        if self.fence_complete() {
+            return Some(drain);
+        }
+        Some(self.fence_until.map_or(drain, |f| f.max(drain)))
+    }
+
     /// Every host maps the VM to D: remove the SR endpoints.
     pub fn committed(mut self, now: Timestamp) -> ExpectCleanupAcks {
         self.core.record(MigrationPhase::ExpectCleanupAcks, now);
@@ -812,7 +893,7 @@ impl Migration {
         match self {
             Migration::ExpectHypervisorDone(s) => Some(s.deadline),
             Migration::ExpectCommitAcks(s) if s.wait.is_complete() && s.drain_until.is_some() => {
-                s.drain_until
+                s.cleanup_deadline()
             }
             other => other.wait().map(AckWait::deadline),
         }
@@ -846,6 +927,7 @@ mod tests {
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
         drain_ms: 0,
+        fence_wait_ms: 0,
         unreachable_ms: 1_000,
     };
 

@@ -11,6 +11,7 @@
 //! | `GET /v1/vms` | | 200 `[VmView]` |
 //! | `DELETE /v1/vms/{name}` | | 204 (409 while it migrates) |
 //! | `POST /v1/vm-state` | [`VmStateReport`] | 204 |
+//! | `POST /v1/fence` | [`FenceReport`] | 204 |
 //! | `POST /v1/migrations` | [`MigrateRequest`] | 201 [`MigrationStatus`] |
 //! | `GET /v1/migrations` | | 200 `[MigrationStatus]` |
 //! | `GET /v1/migrations/{id}` | | 200 [`MigrationStatus`] |
@@ -25,11 +26,12 @@
 //! Who may do what: on the unix socket, whoever the socket's mode, group and peer-credential
 //! check let in (local administration) may do everything. Over mutual TLS ([`authorize`]), an
 //! operator's client certificate (`srmig://client/..`) or a controller's may do everything; a
-//! host's certificate (`srmig://host/<name>`) may only `POST /v1/vm-state`, and only about
-//! itself (`host` = `<name>`): 403 `forbidden` otherwise.
+//! host's certificate (`srmig://host/<name>`) may only `POST /v1/vm-state` and
+//! `POST /v1/fence`, and only about itself (`host` = `<name>`): 403 `forbidden` otherwise.
 //!
 //! [`VmInfo`]: srmig_api::VmInfo
 //! [`VmStateReport`]: srmig_api::VmStateReport
+//! [`FenceReport`]: srmig_api::FenceReport
 //! [`MigrateRequest`]: srmig_api::MigrateRequest
 //! [`MigrationStatus`]: srmig_api::MigrationStatus
 
@@ -44,7 +46,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use srmig_api::{ApiError, ApiErrorCode, MigrationId, VmStateReport};
+use srmig_api::{ApiError, ApiErrorCode, FenceReport, HostId, MigrationId, VmStateReport};
 use srmig_tls::{PeerIdentity, Role};
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,6 +80,7 @@ pub(crate) fn router(
         .route("/v1/vms", post(add_vm).get(vms))
         .route("/v1/vms/{name}", axum::routing::delete(remove_vm))
         .route("/v1/vm-state", post(vm_state))
+        .route("/v1/fence", post(fence))
         .route("/v1/migrations", post(migrate).get(migrations))
         .route("/v1/migrations/{id}", get(migration))
         .route("/v1/migrations/{id}/hypervisor", post(hypervisor))
@@ -104,12 +107,13 @@ pub(crate) async fn authorize(req: Request, next: Next) -> Response {
             Role::Client | Role::Controller => next.run(req).await,
             Role::Host
                 if req.method() == axum::http::Method::POST
-                    && req.uri().path() == "/v1/vm-state" =>
+                    && matches!(req.uri().path(), "/v1/vm-state" | "/v1/fence") =>
             {
                 next.run(req).await
             }
             Role::Host => forbidden(format!(
-                "{id} may only report its own VMs' state (POST /v1/vm-state), not {} {}",
+                "{id} may only report about its own VMs (POST /v1/vm-state, POST /v1/fence), \
+                 not {} {}",
                 req.method(),
                 req.uri().path()
             )),
@@ -225,6 +229,18 @@ async fn vms(State(s): State<AppState>) -> Response {
     respond(StatusCode::OK, ask(&s, Command::Vms).await)
 }
 
+/// A host's certificate may only report about itself.
+fn own_report(caller: Option<&PeerIdentity>, host: &HostId) -> Result<(), Failure> {
+    match caller {
+        Some(id) if id.role() == Role::Host && id.name() != host.as_str() => Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::Forbidden,
+            format!("{id} may only report about its own VMs, not host {host}'s"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn vm_state(
     State(s): State<AppState>,
     caller: Option<axum::Extension<PeerIdentity>>,
@@ -232,19 +248,25 @@ async fn vm_state(
 ) -> Response {
     let r = async {
         let report: VmStateReport = parse(&body, "VM state report")?;
-        if let Some(axum::Extension(id)) = &caller {
-            if id.role() == Role::Host && id.name() != report.host.as_str() {
-                return Err(Failure::new(
-                    StatusCode::FORBIDDEN,
-                    ApiErrorCode::Forbidden,
-                    format!(
-                        "{id} may only report the state of its own VMs, not host {}'s",
-                        report.host
-                    ),
-                ));
-            }
-        }
+        own_report(caller.as_ref().map(|e| &e.0), &report.host)?;
         ask(&s, |r| Command::VmState(report, r)).await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn fence(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let report: FenceReport = parse(&body, "fence report")?;
+        own_report(caller.as_ref().map(|e| &e.0), &report.host)?;
+        ask(&s, |r| Command::Fence(report, r)).await
     }
     .await;
     match r {

@@ -227,6 +227,11 @@ impl ControllerClient {
         self.post("/v1/vm-state", report).await
     }
 
+    /// `POST /v1/fence`.
+    pub async fn report_fence(&self, report: &srmig_api::FenceReport) -> Result<(), ClientError> {
+        self.post("/v1/fence", report).await
+    }
+
     /// `POST /v1/migrations`.
     pub async fn migrate(&self, req: &MigrateRequest) -> Result<MigrationStatus, ClientError> {
         self.post("/v1/migrations", req).await

@@ -417,6 +417,15 @@ impl Engine {
                     .and_then(|()| self.commit());
                 let _ = reply.send(r);
             }
+            Command::Fence(report, reply) => {
+                tracing::debug!(vm = %report.vm, host = %report.host, ingress = %report.ingress, "fence report");
+                let r = self
+                    .core
+                    .handle_fence_report(now(), report)
+                    .map_err(input_failure)
+                    .and_then(|()| self.commit());
+                let _ = reply.send(r);
+            }
             Command::Migrate(req, reply) => {
                 let r = self
                     .core

@@ -571,6 +571,12 @@ pub fn phase_gloss(phase: MigrationPhase) -> &'static str {
             "stopped waiting for hosts that did not acknowledge (left behind: they get the \
              current config when they answer; until then they may steer along the old path)"
         }
+        MigrationPhase::FenceComplete => {
+            "the destination received every host's commit-fence marker: nothing left on the old path"
+        }
+        MigrationPhase::FenceIncomplete => {
+            "cleaning up without every host's commit-fence marker (fence_wait_ms ran out)"
+        }
         MigrationPhase::ExpectCommitAcks => {
             "switched over: the VM runs at the destination; waiting for every host to ack the new mapping"
         }

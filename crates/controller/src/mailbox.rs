@@ -44,6 +44,7 @@ pub(crate) enum Command {
     Hosts(Reply<Vec<HostView>>),
     Vms(Reply<Vec<VmView>>),
     VmState(VmStateReport, Reply<()>),
+    Fence(srmig_api::FenceReport, Reply<()>),
     Migrate(MigrateRequest, Reply<MigrationStatus>),
     Migration(MigrationId, Reply<MigrationStatus>),
     Migrations(Reply<Vec<MigrationStatus>>),

@@ -322,7 +322,9 @@ fn is_observation(phase: MigrationPhase) -> bool {
         | MigrationPhase::HypervisorCompleted
         | MigrationPhase::CancelRequested
         | MigrationPhase::Retried
-        | MigrationPhase::HostsLeftBehind => true,
+        | MigrationPhase::HostsLeftBehind
+        | MigrationPhase::FenceComplete
+        | MigrationPhase::FenceIncomplete => true,
         MigrationPhase::Requested
         | MigrationPhase::ExpectEndpointAcks
         | MigrationPhase::ExpectPathAcks

@@ -1126,8 +1126,17 @@ async fn hosts_on_other_machines_are_reached_and_authorized_over_mutual_tls() {
         .await
         .expect("h1 reports");
     assert_eq!(st, StatusCode::NO_CONTENT);
+    let fence = |host: &str| {
+        format!(r#"{{"vm":"web1","host":"{host}","ingress":"2001:db8:ff::1","at":1}}"#).into_bytes()
+    };
+    let (st, body) = h1_client
+        .request(&to_ctl, Method::POST, "/v1/fence", Some(fence("h1")))
+        .await
+        .expect("h1 reports a fence marker");
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body:?}");
     for (method, path, body) in [
         (Method::POST, "/v1/vm-state", Some(report("h2"))),
+        (Method::POST, "/v1/fence", Some(fence("h2"))),
         (Method::GET, "/v1/hosts", None),
         (
             Method::POST,

@@ -927,6 +927,12 @@ impl Dataplane {
     // Commit fence (crate::fence)
     // ----------------------------------------------------------------------------------------
 
+    /// The next marker that reached a fenced VM's End.SBUF here (oldest first), to report to
+    /// the controller ([`crate::fence::MarkerArrival`]).
+    pub fn poll_fence_arrival(&mut self) -> Option<fence::MarkerArrival> {
+        self.fences.arrivals.pop_front()
+    }
+
     /// Fences (`true`) or stops fencing `vm`: while fenced, direct packets for it (End.DT6,
     /// End.DT4, End.DT46, and from this node's VM ports) wait, per ingress, for that ingress's
     /// marker (see [`crate::fence`]). Set it while the VM has an End.SBUF entry here. Stopping

@@ -2952,6 +2952,10 @@ fn each_ingress_waits_for_its_own_marker_or_its_timeout() {
     at_d[14 + 24..14 + 40].copy_from_slice(&sid(D, END_SBUF).octets());
     at_d[14 + 40 + 3] = 0;
     assert_eq!(run_at(&mut d, t(6), UPLINK, &at_d).0, Verdict::Consumed);
+    // Reported (srmigd tells the controller, whose cleanup waits for every ingress).
+    let arrival = |ingress: Ipv6Addr, at: Instant| crate::MarkerArrival { vm, ingress, at };
+    assert_eq!(d.poll_fence_arrival(), Some(arrival(sid(C, 1), t(6))));
+    assert_eq!(d.poll_fence_arrival(), None);
     let out = drain(&mut d, t(6));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1[14..], forwarded(&numbered(1)));
@@ -2968,6 +2972,12 @@ fn each_ingress_waits_for_its_own_marker_or_its_timeout() {
     let mut late = at_d.clone();
     late[14 + 8..14 + 24].copy_from_slice(&other.octets());
     assert_eq!(run_at(&mut d, t(511), UPLINK, &late).0, Verdict::Consumed);
+    assert_eq!(d.poll_fence_arrival(), Some(arrival(sid(C, 1), t(510))));
+    assert_eq!(d.poll_fence_arrival(), Some(arrival(other, t(511))));
+    // Not fenced any more: a marker is no news.
+    d.set_fence_armed(vm, false).unwrap();
+    assert_eq!(run_at(&mut d, t(512), UPLINK, &late).0, Verdict::Consumed);
+    assert_eq!(d.poll_fence_arrival(), None);
     let f = d.counters().fence();
     assert_eq!(
         (
@@ -2978,7 +2988,7 @@ fn each_ingress_waits_for_its_own_marker_or_its_timeout() {
         ),
         (1, 1, 1, 1)
     );
-    assert_eq!((f.held, f.released), (2, 2));
+    assert_eq!((f.held, f.released, f.markers_unarmed), (2, 2, 1));
     assert_eq!(d.poll_timeout(), None);
 }
 

@@ -54,12 +54,13 @@
 //!   `fence.markers_late`; one for an open pair `fence.markers_duplicate`; one for a VM not
 //!   fenced here `fence.markers_unarmed`. A lost marker costs its pair the timeout (or the wait
 //!   until the cleanup disarms the fence), nothing else.
-//! - **Limit**: the controller's cleanup comes `drain_ms` after the last commit acknowledgement,
-//!   whether or not the markers arrived. When the old path lags more than that (the 10-VM
-//!   dual-stack lab on a 2-core machine queued hundreds of milliseconds), End.S is gone before
-//!   the last packets (and the marker) pass S (`NoSid` there), and disarming releases the fenced
-//!   packets ahead of the stragglers. The remedy is a cleanup that waits for D to have seen
-//!   every ingress's marker (D would report it like a VM state); not built yet.
+//! - **Reported**: every marker that reaches an armed VM's End.SBUF is also queued as a
+//!   [`MarkerArrival`] ([`crate::Dataplane::poll_fence_arrival`]); srmigd reports it to the
+//!   controller (`POST /v1/fence`), whose cleanup waits, after the drain, until the marker of
+//!   every host came (bounded by its `fence_wait_ms`). A marker is the last packet its ingress
+//!   sent along the old path, so once D has every host's, nothing is left on the detour: End.S
+//!   can go without a straggler meeting `NoSid` at S, and disarming the fence (End.SBUF gone)
+//!   releases nothing ahead of a straggler.
 //!
 //! Sending: [`crate::Dataplane::send_fence_marker`] queues the marker; the next
 //! `poll_transmit` builds it, runs it through this node's own SIDs (S's End.S when S is the
@@ -82,6 +83,23 @@ pub const MAX_FENCE_SLOTS: usize = 64;
 
 /// Markers queued by [`crate::Dataplane::send_fence_marker`] and not yet sent, at most.
 pub const MAX_PENDING_MARKERS: usize = 256;
+
+/// Marker arrivals not yet taken by [`crate::Dataplane::poll_fence_arrival`], at most (beyond,
+/// the oldest is forgotten: counted `fence.arrivals_dropped`).
+pub const MAX_PENDING_ARRIVALS: usize = 256;
+
+/// A marker reached this node's End.SBUF for a fenced VM: the ingress that sent it has
+/// switched the VM to the direct path and has nothing left on the old one. srmigd reports it
+/// to the controller, whose cleanup waits for every ingress's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerArrival {
+    /// The VM.
+    pub vm: VmId,
+    /// The marker's source: the ingress's encapsulation source.
+    pub ingress: Ipv6Addr,
+    /// When it arrived.
+    pub at: Instant,
+}
 
 /// Version octet of the marker TLV.
 pub const MARKER_VERSION: u8 = 1;
@@ -175,6 +193,9 @@ pub struct FenceCounters {
     pub bypassed: u64,
     /// Held packets dropped on release (the VM no longer runs here, or too big for its port).
     pub dropped: u64,
+    /// Marker arrivals forgotten because nobody took them in time
+    /// ([`MAX_PENDING_ARRIVALS`]).
+    pub arrivals_dropped: u64,
 }
 
 /// What a direct packet for an armed VM does.
@@ -232,6 +253,8 @@ pub(crate) struct Fences {
     pub(crate) releasing: Vec<usize>,
     /// Markers to send: the VM's address and the old path.
     pub(crate) markers: Vec<(IpAddr, Vec<Ipv6Addr>)>,
+    /// Markers received for armed VMs, to report.
+    pub(crate) arrivals: std::collections::VecDeque<MarkerArrival>,
     pub(crate) counters: FenceCounters,
 }
 
@@ -273,6 +296,7 @@ impl Fences {
             store: None,
             releasing: Vec::with_capacity(MAX_FENCE_SLOTS),
             markers: Vec::new(),
+            arrivals: std::collections::VecDeque::new(),
             counters: FenceCounters::default(),
         })
     }
@@ -385,6 +409,15 @@ impl Fences {
             self.counters.markers_unarmed += 1;
             return MarkerOutcome::Unarmed;
         }
+        if self.arrivals.len() >= MAX_PENDING_ARRIVALS {
+            self.arrivals.pop_front();
+            self.counters.arrivals_dropped += 1;
+        }
+        self.arrivals.push_back(MarkerArrival {
+            vm,
+            ingress: Ipv6Addr::from(ingress),
+            at: now,
+        });
         let Some(i) = self.find(vm, ingress) else {
             // Before any direct packet: open the pair now, so those pass.
             let slot = Slot {

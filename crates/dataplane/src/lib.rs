@@ -61,7 +61,7 @@ pub use engine::fastpath::{
     FastTable,
 };
 pub use engine::Dataplane;
-pub use fence::FenceCounters;
+pub use fence::{FenceCounters, MarkerArrival};
 pub use policy::{PolicyId, Steering};
 pub use port::PortId;
 pub use sid::SidId;

@@ -57,7 +57,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use srmig_api::VmStateReport;
 use srmig_dataplane::{Batch, Instant, PacketBuf, PortId, PortKind, Verdict, VmState};
 use tracing::{debug, error, info, warn};
 
@@ -143,7 +142,7 @@ pub struct DataplaneLoop {
     link: LinkWatch,
     wake: Arc<EventFd>,
     commands: mpsc::Receiver<Command>,
-    reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
+    reports: Option<crate::report::Reporter>,
     epoch: std::time::Instant,
     link_events: Vec<LinkEvent>,
     infos: Vec<PortInfo>,
@@ -171,7 +170,7 @@ impl DataplaneLoop {
         mut agent: Agent,
         commands: mpsc::Receiver<Command>,
         wake: Arc<EventFd>,
-        reports: Option<tokio::sync::mpsc::UnboundedSender<VmStateReport>>,
+        reports: Option<crate::report::Reporter>,
         qemu: &[QemuPortConfig],
         io_config: &IoConfig,
         fanout: Option<u16>,
@@ -413,13 +412,18 @@ impl DataplaneLoop {
         close_in_background(sock);
     }
 
-    /// Sends everything the engine generated or released, and the pending VM state reports.
+    /// Sends everything the engine generated or released, and the pending VM state and fence
+    /// reports.
     fn flush(&mut self, now: Instant) {
         self.drain_transmit(now);
         while let Some(r) = self.agent.poll_report() {
             if let Some(tx) = &self.reports {
-                // The reporter is gone only at shutdown.
-                let _ = tx.send(r);
+                tx.send(crate::report::Report::VmState(r));
+            }
+        }
+        while let Some(r) = self.agent.poll_fence_report() {
+            if let Some(tx) = &self.reports {
+                tx.send(crate::report::Report::Fence(r));
             }
         }
     }

@@ -125,7 +125,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "several workers: every port uses AF_PACKET with PACKET_FANOUT_HASH (AF_XDP is not used); End.SBUF and ICMPv6 limits divided among the workers"
         );
     }
-    let (mut report_tx, report_rx) = match &args.controller {
+    let (report_tx, report_rx) = match &args.controller {
         Some(_) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (Some(tx), Some(rx))
@@ -150,7 +150,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let (handle, commands, wake) =
             DataplaneHandle::new().context("cannot create the eventfd")?;
         // Only worker 0 reports VM states: the others' follow the same events.
-        let lp = DataplaneLoop::new(agent, commands, wake, report_tx.take(), &qemu, &io, fanout)
+        let reporter = report_tx
+            .clone()
+            .map(|tx| report::Reporter::new(tx, k == 0));
+        let lp = DataplaneLoop::new(agent, commands, wake, reporter, &qemu, &io, fanout)
             .with_context(|| {
                 if n > 1 {
                     format!("cannot start dataplane worker {k} (netlink)")
@@ -161,6 +164,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         loops.push(lp);
         handles.push(handle);
     }
+    // The workers hold the senders: the reporter ends when they do.
+    drop(report_tx);
     let handle = handles[0].clone();
     let all = Workers::new(handles);
     let gid = args

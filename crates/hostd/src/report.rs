@@ -1,7 +1,7 @@
-//! Reports VM state changes to the controller: `POST /v1/vm-state` with a
-//! [`VmStateReport`] over the controller's unix socket, or over mutual TLS to
-//! `https://HOST:PORT` (this host's certificate; the controller's must carry a controller
-//! identity).
+//! Reports VM state changes and commit-fence markers to the controller: `POST /v1/vm-state`
+//! with a [`VmStateReport`], `POST /v1/fence` with a [`FenceReport`], over the controller's
+//! unix socket, or over mutual TLS to `https://HOST:PORT` (this host's certificate; the
+//! controller's must carry a controller identity).
 //!
 //! Reports are sent in order, each tried up to [`ATTEMPTS`] times per controller address; a
 //! report that still fails is logged and dropped, and srmigd keeps forwarding on its own state
@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use hyper::Method;
-use srmig_api::VmStateReport;
-use tokio::sync::mpsc::UnboundedReceiver;
+use srmig_api::{FenceReport, VmStateReport};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn};
 
 use crate::client;
@@ -102,15 +102,74 @@ pub fn parse_targets(
         })
 }
 
+/// What srmigd tells the controller.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A VM state change (`POST /v1/vm-state`).
+    VmState(VmStateReport),
+    /// A commit-fence marker reached this host (`POST /v1/fence`).
+    Fence(FenceReport),
+}
+
+impl Report {
+    fn path(&self) -> &'static str {
+        match self {
+            Report::VmState(_) => "/v1/vm-state",
+            Report::Fence(_) => "/v1/fence",
+        }
+    }
+
+    fn body(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Report::VmState(r) => serde_json::to_vec(r),
+            Report::Fence(r) => serde_json::to_vec(r),
+        }
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Report::VmState(r) => write!(f, "VM state report ({} {})", r.vm, r.state),
+            Report::Fence(r) => write!(f, "fence report ({} from {})", r.vm, r.ingress),
+        }
+    }
+}
+
+/// A dataplane worker's way to the reporter task.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    tx: UnboundedSender<Report>,
+    vm_states: bool,
+}
+
+impl Reporter {
+    /// Sends into `tx`; VM states only if `vm_states` (with several workers only worker 0
+    /// reports them: the others follow the same events), fence reports always (a marker
+    /// reaches the one worker its flow hashes to).
+    pub fn new(tx: UnboundedSender<Report>, vm_states: bool) -> Reporter {
+        Reporter { tx, vm_states }
+    }
+
+    /// Queues `r` for the controller (dropped if this worker does not report VM states, or
+    /// at shutdown when the reporter is gone).
+    pub fn send(&self, r: Report) {
+        if matches!(r, Report::VmState(_)) && !self.vm_states {
+            return;
+        }
+        let _ = self.tx.send(r);
+    }
+}
+
 /// Sends every report received on `rx` to the controller (one of `targets`, see the module
 /// docs), until `rx` closes.
-pub async fn run(targets: Vec<Target>, mut rx: UnboundedReceiver<VmStateReport>) {
+pub async fn run(targets: Vec<Target>, mut rx: UnboundedReceiver<Report>) {
     let mut current = 0;
     while let Some(r) = rx.recv().await {
-        let body = match serde_json::to_vec(&r) {
+        let body = match r.body() {
             Ok(b) => b,
             Err(e) => {
-                warn!(error = %e, "cannot serialize a VM state report");
+                warn!(error = %e, "cannot serialize {r}");
                 continue;
             }
         };
@@ -122,27 +181,26 @@ pub async fn run(targets: Vec<Target>, mut rx: UnboundedReceiver<VmStateReport>)
                 return;
             };
             let attempt_result =
-                tokio::time::timeout(ATTEMPT_TIMEOUT, target.post("/v1/vm-state", body.clone()))
-                    .await;
+                tokio::time::timeout(ATTEMPT_TIMEOUT, target.post(r.path(), body.clone())).await;
             let next_replica = match attempt_result {
                 Err(_) => {
-                    warn!(vm = %r.vm, state = %r.state, attempt, "controller did not answer a VM state report in time");
+                    warn!(attempt, "controller did not answer a {r} in time");
                     true
                 }
                 Ok(Ok((s, _))) if s.is_success() => {
-                    debug!(vm = %r.vm, state = %r.state, "VM state reported");
+                    debug!("{r} sent");
                     break;
                 }
                 Ok(Ok((s, b))) => {
                     warn!(
-                        vm = %r.vm, state = %r.state, status = s.as_u16(),
+                        status = s.as_u16(),
                         body = %String::from_utf8_lossy(&b), attempt,
-                        "controller refused a VM state report"
+                        "controller refused a {r}"
                     );
                     s.is_server_error()
                 }
                 Ok(Err(e)) => {
-                    warn!(vm = %r.vm, state = %r.state, error = %e, attempt, "cannot report VM state to the controller");
+                    warn!(error = %e, attempt, "cannot send a {r} to the controller");
                     true
                 }
             };

@@ -44,7 +44,8 @@
 //!   exactly as with one worker; a send that fails because a VM's interface just went away
 //!   is re-steered by the worker that sent it (see [`crate::dataplane_loop`]).
 //! - **VM state reports** to the controller: only worker 0 sends them; the other workers'
-//!   VM states follow the same link events and API commands.
+//!   VM states follow the same link events and API commands. **Fence reports** (a commit-fence
+//!   marker arrived) come from whichever worker the marker hashed to.
 //! - **ICMPv6 errors**: each worker's rate limit is `icmp.rate_per_sec / N` and `icmp.burst / N`
 //!   (at least 1), so together they stay within node.toml's limit.
 //!

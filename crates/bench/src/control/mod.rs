@@ -32,7 +32,8 @@
 //!   the config with the SR path (endpoint acks from S and D first, then the path on all N);
 //! - `committed_ms`: from the same start to the record of `expect-cleanup-acks`, entered when
 //!   every host has acknowledged the commit (the mapping "on D"). The bench sets the
-//!   controller's `drain_ms` to 0 so that this phase starts at the last commit ack;
+//!   controller's `drain_ms` to 0 so that this phase starts at the last commit ack (and
+//!   `fence_wait_ms` to 0: the fake hosts forward no packets, so no commit-fence markers);
 //! - `commit_ms`: from just before the destination's "running" report (the switchover) to the
 //!   same record: the commit alone.
 //!
@@ -352,6 +353,8 @@ pub fn run(
         .unwrap_or(u64::MAX)
         .max(1);
     daemon_options.timeouts.drain_ms = 0;
+    // The fake hosts forward no packets, so they send no commit-fence markers.
+    daemon_options.timeouts.fence_wait_ms = 0;
     daemon_options.push.request_timeout = Duration::from_secs(30);
     daemon_options.host_poll = options.host_poll;
     if options.setup == SetupKind::Store {

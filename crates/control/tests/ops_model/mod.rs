@@ -106,6 +106,7 @@ pub const T: Timeouts = Timeouts {
     hypervisor_ms: 1_000,
     cancel_grace_ms: 50,
     drain_ms: 0,
+    fence_wait_ms: 0,
     unreachable_ms: 1_000,
 };
 

@@ -423,6 +423,13 @@ impl LabRun {
                 p.baseline_rtt_ms,
                 p.delayed_gt_10ms
             );
+            if let Some(w) = &p.at_vm {
+                let _ = writeln!(
+                    out,
+                    "  {:<7} one way, at the VM: {} received, {} lost, {} duplicated, {} reordered",
+                    "", w.received, w.lost, w.duplicated, w.reordered
+                );
+            }
         }
         let https = [("http", &r.http), ("http/4", &r.http_v4)];
         for (label, h) in https.iter().filter_map(|(l, h)| Some((l, h.as_ref()?))) {
