@@ -169,6 +169,7 @@ pub struct Agent {
     reports: VecDeque<VmStateReport>,
     clock: WallClock,
     boot_epoch: u64,
+    release_latency: srmig_api::ReleaseLatencyStatus,
 }
 
 impl Agent {
@@ -200,6 +201,7 @@ impl Agent {
             extra_sids: extra,
             vms,
             reports: VecDeque::new(),
+            release_latency: srmig_api::ReleaseLatencyStatus::new(),
         })
     }
 
@@ -884,7 +886,14 @@ impl Agent {
                     pairs: pairs as u64,
                 }
             },
+            release_latency: self.release_latency.clone(),
         }
+    }
+
+    /// Records how long after a VM's resume its first frame reached the kernel (measured by
+    /// the I/O layer; shown as `release_latency` in [`Agent::status`]).
+    pub fn observe_release_latency(&mut self, ns: u64) {
+        self.release_latency.observe(ns);
     }
 }
 

@@ -42,6 +42,6 @@ pub use migration::{
 };
 pub use status::{
     BufferStatus, FenceStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats,
-    PortStatus, SidStatus, Traffic, VmStatus,
+    PortStatus, ReleaseLatencyStatus, SidStatus, Traffic, VmStatus,
 };
 pub use vm::{FenceReport, VmInfo, VmState, VmStateReport};

@@ -298,6 +298,65 @@ impl HoldStatus {
     }
 }
 
+/// From a VM's resume here (its port attached, or QEMU's `RESUME`) to the first frame srmigd
+/// handed to the VM's port in the same round (packets released from End.SBUF or a commit
+/// fence): one observation per resume with frames waiting, as a histogram.
+///
+/// Golden JSON: `{"le_us":[250,1000],"counts":[1,0,0],"count":1,"sum_ns":120000}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseLatencyStatus {
+    /// `le_us`: upper bounds of the buckets, in microseconds, ascending.
+    pub le_us: Vec<u64>,
+    /// `counts`: observations per bucket, not cumulative, one more than `le_us` (the last
+    /// counts those above every bound).
+    pub counts: Vec<u64>,
+    /// `count`: observations.
+    pub count: u64,
+    /// `sum_ns`: their sum, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl ReleaseLatencyStatus {
+    /// The bucket bounds srmigd uses, in microseconds.
+    pub const BOUNDS_US: [u64; 9] = [50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 50_000];
+
+    /// An empty histogram with [`Self::BOUNDS_US`].
+    pub fn new() -> ReleaseLatencyStatus {
+        ReleaseLatencyStatus {
+            le_us: Self::BOUNDS_US.to_vec(),
+            counts: vec![0; Self::BOUNDS_US.len() + 1],
+            count: 0,
+            sum_ns: 0,
+        }
+    }
+
+    /// Adds one observation of `ns` nanoseconds.
+    pub fn observe(&mut self, ns: u64) {
+        if self.counts.len() != self.le_us.len() + 1 {
+            *self = ReleaseLatencyStatus::new();
+        }
+        let us = ns / 1_000;
+        let i = self.le_us.iter().position(|&b| us <= b).unwrap_or(self.le_us.len());
+        self.counts[i] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    fn add(&mut self, o: &ReleaseLatencyStatus) {
+        if self.le_us.is_empty() {
+            *self = o.clone();
+            return;
+        }
+        if self.le_us == o.le_us && self.counts.len() == o.counts.len() {
+            for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+                *a += b;
+            }
+        }
+        self.count += o.count;
+        self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+    }
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
@@ -331,6 +390,10 @@ pub struct HostStatus {
     /// `fence`: the commit fence (absent from older srmigd).
     #[serde(default)]
     pub fence: FenceStatus,
+    /// `release_latency`: from each VM resume to the first frame to the VM (absent from older
+    /// srmigd).
+    #[serde(default)]
+    pub release_latency: ReleaseLatencyStatus,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -456,6 +519,7 @@ impl HostStatus {
         }
         self.buffer.add(o.buffer);
         self.holds.add(&o.holds);
+        self.release_latency.add(&o.release_latency);
         self.fence.add(&o.fence);
         for (reason, n) in &o.drops {
             *self.drops.entry(reason.clone()).or_default() += n;
@@ -579,7 +643,37 @@ mod tests {
                 holding: 12 * k,
                 pairs: 13 * k,
             },
+            release_latency: ReleaseLatencyStatus {
+                le_us: vec![250, 1_000],
+                counts: vec![k, 0, 2 * k],
+                count: 3 * k,
+                sum_ns: 5_000 * k,
+            },
         }
+    }
+
+    #[test]
+    fn release_latency_golden_json_and_buckets() {
+        let golden = r#"{"le_us":[250,1000],"counts":[1,0,0],"count":1,"sum_ns":120000}"#;
+        let h = ReleaseLatencyStatus {
+            le_us: vec![250, 1_000],
+            counts: vec![1, 0, 0],
+            count: 1,
+            sum_ns: 120_000,
+        };
+        assert_eq!(serde_json::to_string(&h).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<ReleaseLatencyStatus>(golden).expect("deserialize"),
+            h
+        );
+        let mut h = ReleaseLatencyStatus::default();
+        for ns in [40_000, 50_000, 50_999, 999_000, 1_001_000, 60_000_000] {
+            h.observe(ns);
+        }
+        // <= 50 us (three: bounds are inclusive, sub-microseconds ignored), <= 1 ms, <= 2 ms,
+        // above every bound.
+        assert_eq!(h.counts, vec![3, 0, 0, 0, 1, 1, 0, 0, 0, 1]);
+        assert_eq!(h.count, 6);
     }
 
     #[test]
@@ -609,6 +703,7 @@ mod tests {
             icmp: IcmpStatus::default(),
             holds: HoldStatus::default(),
             fence: FenceStatus::default(),
+            release_latency: ReleaseLatencyStatus::default(),
             ..before.clone()
         });
         assert_eq!(one, before);

@@ -82,6 +82,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
         icmp: Default::default(),
         holds: Default::default(),
         fence: Default::default(),
+        release_latency: Default::default(),
     })
     .into_response()
 }

@@ -157,6 +157,10 @@ pub struct DataplaneLoop {
     round: u64,
     /// Per port: the round of its last link check after a failed send.
     checked_in: Vec<Option<u64>>,
+    /// Per VM port: when its VM resumed, until the flush of that round (release latency).
+    resumed_at: Vec<Option<Instant>>,
+    /// Per VM port: a frame for it left the engine since `resumed_at`.
+    sent_since_resume: Vec<bool>,
 }
 
 impl DataplaneLoop {
@@ -228,6 +232,8 @@ impl DataplaneLoop {
             scratch: PacketBuf::new(),
             round: 0,
             checked_in: vec![None; n_ports],
+            resumed_at: vec![None; n_ports],
+            sent_since_resume: vec![false; n_ports],
         };
         let now = lp.now();
         lp.link_events = snapshot;
@@ -340,6 +346,7 @@ impl DataplaneLoop {
                             self.sync_mtu(id, mtu);
                             if vm {
                                 self.agent.port_attachment(now, id, true);
+                                self.resumed_at[i] = Some(now);
                             }
                         }
                         (Err(e), _) => {
@@ -712,6 +719,9 @@ impl DataplaneLoop {
         }
         self.agent
             .set_port_vm_state(now, id, target, StateSource::Hypervisor);
+        if target == VmState::Running {
+            self.resumed_at[i] = Some(now);
+        }
         if cur == Some(VmState::Running) && connected {
             self.recover(i, now, cause, stopped_at_us);
         }
@@ -820,9 +830,31 @@ impl DataplaneLoop {
                 } else {
                     self.ports[i].count_undelivered(&u);
                 }
+            } else if self.resumed_at[i].is_some() && !self.sent_since_resume[i] {
+                // The first frame to a VM that just resumed (its End.SBUF release comes
+                // first in `poll_transmit`) goes to the kernel at once, before the rest of
+                // the release is even built.
+                self.flush_port(now, i);
+                self.sent_since_resume[i] = true;
+                self.observe_release_latency(i);
             }
         }
         self.flush_ports(now);
+        // Resumes without a frame to send this round are not release latencies.
+        self.resumed_at.fill(None);
+        self.sent_since_resume.fill(false);
+    }
+
+    /// The first frame to port `i`'s VM since it resumed was just handed to the kernel: how
+    /// long since the start of the round (the poll that saw the resume).
+    fn observe_release_latency(&mut self, i: usize) {
+        let Some(at) = self.resumed_at[i] else {
+            return;
+        };
+        let ns = self.now().saturating_duration_since(at).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX);
+        debug!(port = %self.ports[i].ifname, release_us = ns / 1_000, "first frame to a resumed VM handed to the kernel");
+        self.agent.observe_release_latency(ns);
     }
 
     /// Hands port `i`'s queue to the kernel; each refused frame goes through

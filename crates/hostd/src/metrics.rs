@@ -20,6 +20,7 @@
 //! | `srmig_fence_events` | counter | `kind` (`markers_sent`, `markers_unsent`, `markers_received`, `markers_duplicate`, `markers_late`, `markers_unarmed`, `held`, `released`, `timeouts`, `bypassed`, `dropped`: the commit fence, `srmig_dataplane::fence`) |
 //! | `srmig_fence_holding_packets` | gauge | |
 //! | `srmig_config_generation` | gauge | |
+//! | `srmig_release_latency_seconds` | histogram | (from a VM's resume here to its first frame, released from End.SBUF or a fence, handed to the kernel) |
 //! | `srmig_buffer_hold_seconds` | histogram | (how long the oldest packet of each End.SBUF release had waited when its VM resumed here: the network downtime its inbound traffic saw at this host) |
 
 use std::fmt::Write;
@@ -107,6 +108,27 @@ impl Out {
         for (i, le) in h.le_ms.iter().enumerate() {
             cumulative += h.counts.get(i).copied().unwrap_or(0);
             let le = *le as f64 / 1000.0;
+            let _ = writeln!(self.0, "{NAME}_bucket{{le=\"{le:?}\"}} {cumulative}");
+        }
+        let _ = writeln!(self.0, "{NAME}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.0, "{NAME}_count {}", h.count);
+        let _ = writeln!(self.0, "{NAME}_sum {:?}", h.sum_ns as f64 / 1e9);
+    }
+
+    /// `srmig_release_latency_seconds`: [`srmig_api::ReleaseLatencyStatus`] as an
+    /// OpenMetrics histogram.
+    fn release_histogram(&mut self, h: &srmig_api::ReleaseLatencyStatus) {
+        const NAME: &str = "srmig_release_latency_seconds";
+        let _ = writeln!(self.0, "# TYPE {NAME} histogram");
+        let _ = writeln!(self.0, "# UNIT {NAME} seconds");
+        let _ = writeln!(
+            self.0,
+            "# HELP {NAME} From a VM's resume here to its first frame (released from End.SBUF or a fence) handed to the kernel."
+        );
+        let mut cumulative = 0u64;
+        for (i, le) in h.le_us.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let le = *le as f64 / 1e6;
             let _ = writeln!(self.0, "{NAME}_bucket{{le=\"{le:?}\"}} {cumulative}");
         }
         let _ = writeln!(self.0, "{NAME}_bucket{{le=\"+Inf\"}} {}", h.count);
@@ -349,6 +371,7 @@ pub fn render(s: &HostStatus) -> String {
         [(vec![], s.generation.unwrap_or(0))],
     );
     o.hold_histogram(&s.holds);
+    o.release_histogram(&s.release_latency);
     o.0.push_str("# EOF\n");
     o.0
 }
