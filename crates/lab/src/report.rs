@@ -14,7 +14,9 @@
 //! `network_downtime_ms` (the longest gap between two probes delivered to the VM around the
 //! migration, one way), `release_latency_ms` (the VM's resume at the destination to the first
 //! probe delivered there; on netns VMs the resume is the instant before the system call that
-//! brings the VM's attachment up, [`crate::ifup`]), End.SBUF's `held` / `released` and
+//! brings the VM's attachment up, [`crate::ifup`], and "delivered" is the kernel's receive
+//! timestamp of the probe in the VM's network stack, not the later instant the lab's
+//! responder thread got to read it), End.SBUF's `held` / `released` and
 //! `hold_ms` (how long the oldest held packet had waited when the VM resumed, as the
 //! destination srmigd measured it: its `srmig_buffer_hold_seconds`); the two network figures
 //! need

@@ -142,7 +142,13 @@ pub struct ResponderLog {
     /// Datagrams echoed.
     pub echoed: u64,
     /// Every probe that reached the VM, in arrival order: (run token, sequence number, when).
+    /// "When" is the kernel's receive timestamp of the datagram in the VM's network stack
+    /// (`SO_TIMESTAMPNS`): the network delivered it then, however late the responder thread
+    /// was scheduled to read it (on a loaded machine, milliseconds later). Where the kernel
+    /// gives no timestamp, the time the responder read it.
     pub arrivals: Vec<(u32, u64, Instant)>,
+    /// Datagrams whose arrival is the read time (no kernel timestamp).
+    pub unstamped: u64,
 }
 
 impl ResponderLog {
@@ -183,6 +189,12 @@ impl ProbeResponder {
     /// Binds `bind` inside `ns` and echoes every datagram back to its sender.
     pub fn spawn(ns: &Netns, bind: SocketAddr) -> Result<ProbeResponder, WorkloadError> {
         let socket = ns.run(|| bind_udp(bind))??;
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .map_err(|e| {
+                WorkloadError::io("enabling receive timestamps on the responder")(
+                    std::io::Error::from(e),
+                )
+            })?;
         let addr = socket
             .local_addr()
             .map_err(WorkloadError::io("reading the responder address"))?;
@@ -226,11 +238,17 @@ fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<ResponderLog, Work
     let mut buf = vec![0u8; 65_536];
     let mut log = ResponderLog::default();
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+        let Ok((n, peer, stamp)) = recv_stamped(socket, &mut buf) else {
             // Timeout (poll the stop flag) or a transient error reported by ICMP.
             continue;
         };
-        let at = Instant::now();
+        let at = match stamp {
+            Some(at) => at,
+            None => {
+                log.unstamped += 1;
+                Instant::now()
+            }
+        };
         if let Some((token, seq)) = decode_any(&buf[..n]) {
             log.arrivals.push((token, seq, at));
         }
@@ -239,6 +257,52 @@ fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<ResponderLog, Work
         }
     }
     Ok(log)
+}
+
+/// Receives one datagram with its kernel receive timestamp (`SO_TIMESTAMPNS`, wall clock)
+/// moved onto the monotonic clock: now, minus how long ago the wall clock says it arrived.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<Instant>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let n = msg.bytes;
+    let mut stamp = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            let (now_mono, now_wall) = (Instant::now(), std::time::SystemTime::now());
+            let at_wall = std::time::UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(ts.tv_sec()).unwrap_or(0),
+                    u32::try_from(ts.tv_nsec()).unwrap_or(0),
+                );
+            let age = now_wall.duration_since(at_wall).unwrap_or(Duration::ZERO);
+            stamp = now_mono.checked_sub(age);
+        }
+    }
+    let peer = msg
+        .address
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet6) => a
+                .as_sockaddr_in6()
+                .map(|s| SocketAddr::V6(std::net::SocketAddrV6::from(*s))),
+            Some(nix::sys::socket::AddressFamily::Inet) => a
+                .as_sockaddr_in()
+                .map(|s| SocketAddr::V4(std::net::SocketAddrV4::from(*s))),
+            _ => None,
+        })
+        .ok_or_else(|| std::io::Error::other("a datagram without a sender address"))?;
+    Ok((n, peer, stamp))
 }
 
 /// Runs a probe client inside `ns` and returns once the last probe's linger has passed
