@@ -336,7 +336,11 @@ impl ReleaseLatencyStatus {
             *self = ReleaseLatencyStatus::new();
         }
         let us = ns / 1_000;
-        let i = self.le_us.iter().position(|&b| us <= b).unwrap_or(self.le_us.len());
+        let i = self
+            .le_us
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(self.le_us.len());
         self.counts[i] += 1;
         self.count += 1;
         self.sum_ns = self.sum_ns.saturating_add(ns);

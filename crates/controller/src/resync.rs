@@ -109,7 +109,7 @@ mod tests {
             icmp: Default::default(),
             holds: Default::default(),
             fence: Default::default(),
-        release_latency: Default::default(),
+            release_latency: Default::default(),
         };
         let body = serde_json::to_vec(&status).expect("json");
         let h2 = HostId::new("h2").expect("name");

@@ -331,7 +331,10 @@ impl DataplaneLoop {
                         if p.socket.as_ref().is_none_or(|s| s.ifindex() != ev.ifindex) {
                             continue;
                         }
-                        let mtu = crate::port::packet::interface_mtu_by_index(ev.ifindex).ok();
+                        let mtu = match ev.mtu {
+                            Some(m) => Some(m),
+                            None => crate::port::packet::interface_mtu_by_index(ev.ifindex).ok(),
+                        };
                         if mtu.is_some() && mtu != p.mtu {
                             info!(port = %p.ifname, old = ?p.mtu, new = ?mtu, "interface MTU changed");
                             p.mtu = mtu;
@@ -339,20 +342,22 @@ impl DataplaneLoop {
                             self.sync_mtu(id, mtu);
                         }
                     }
-                    Some(LinkAction::Attach(ifindex)) => match timed(|| p.attach(ifindex)) {
-                        (Ok(socket), took) => {
-                            info!(port = %p.ifname, ifindex, socket, mtu = ?p.mtu, attach_us = took.as_micros() as u64, "port attached");
-                            let (id, mtu, vm) = (p.id, p.mtu, p.kind == PortKind::Vm);
-                            self.sync_mtu(id, mtu);
-                            if vm {
-                                self.agent.port_attachment(now, id, true);
-                                self.resumed_at[i] = Some(now);
+                    Some(LinkAction::Attach(ifindex)) => {
+                        match timed(|| p.attach_with_mtu(ifindex, ev.mtu)) {
+                            (Ok(socket), took) => {
+                                info!(port = %p.ifname, ifindex, socket, mtu = ?p.mtu, attach_us = took.as_micros() as u64, "port attached");
+                                let (id, mtu, vm) = (p.id, p.mtu, p.kind == PortKind::Vm);
+                                self.sync_mtu(id, mtu);
+                                if vm {
+                                    self.agent.port_attachment(now, id, true);
+                                    self.resumed_at[i] = Some(now);
+                                }
+                            }
+                            (Err(e), _) => {
+                                error!(port = %p.ifname, ifindex, mode = p.mode.as_str(), error = %e, "cannot open a socket on the interface");
                             }
                         }
-                        (Err(e), _) => {
-                            error!(port = %p.ifname, ifindex, mode = p.mode.as_str(), error = %e, "cannot open a socket on the interface");
-                        }
-                    },
+                    }
                     Some(LinkAction::Prepare(ifindex)) => match p.prepare(ifindex) {
                         Ok(socket) => {
                             info!(port = %p.ifname, ifindex, socket, "interface present but down: socket opened ahead of the link coming up");

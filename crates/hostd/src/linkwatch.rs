@@ -31,6 +31,8 @@ const RTM_GETLINK: u16 = 18;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IFLA_IFNAME: u16 = 3;
+/// `IFLA_MTU` (u32).
+const IFLA_MTU: u16 = 4;
 /// `IFLA_OPERSTATE` (RFC 2863 operational state, one byte).
 const IFLA_OPERSTATE: u16 = 16;
 /// `IF_OPER_UNKNOWN`, `IF_OPER_UP`.
@@ -52,6 +54,10 @@ pub struct LinkEvent {
     pub up: bool,
     /// The interface left the namespace (deleted or moved away).
     pub removed: bool,
+    /// Its MTU (`IFLA_MTU`), when the message carries it: a port attaching takes it from
+    /// here instead of asking the kernel again (two system calls less before a resumed VM's
+    /// first frame).
+    pub mtu: Option<u32>,
 }
 
 /// What one read of the socket produced besides events.
@@ -125,6 +131,7 @@ fn parse_link(msg: &[u8], removed: bool) -> Option<LinkEvent> {
     let flags = u32_at(msg, body + 8)?;
     let mut name = None;
     let mut operstate = None;
+    let mut mtu = None;
     let mut a = body + IFINFOMSG_LEN;
     while a + 4 <= msg.len() {
         let alen = usize::from(u16_at(msg, a)?);
@@ -139,6 +146,9 @@ fn parse_link(msg: &[u8], removed: bool) -> Option<LinkEvent> {
         }
         if aty == IFLA_OPERSTATE && alen > 4 {
             operstate = Some(msg[a + 4]);
+        }
+        if aty == IFLA_MTU && alen >= 8 {
+            mtu = u32_at(msg, a + 4).filter(|&m| m > 0);
         }
         a += align4(alen);
     }
@@ -156,6 +166,7 @@ fn parse_link(msg: &[u8], removed: bool) -> Option<LinkEvent> {
             && flags & IFF_LOWER_UP != 0
             && operstate.is_none_or(|o| o == IF_OPER_UP || o == IF_OPER_UNKNOWN),
         removed,
+        mtu,
     })
 }
 
@@ -303,7 +314,7 @@ mod tests {
         let mut body = vec![0u8; IFINFOMSG_LEN];
         body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
         body[8..12].copy_from_slice(&flags.to_ne_bytes());
-        body.extend(attr(4, &1500u32.to_ne_bytes())); // IFLA_MTU, ignored
+        body.extend(attr(IFLA_MTU, &1500u32.to_ne_bytes()));
         if let Some(n) = name {
             let mut v = n.as_bytes().to_vec();
             v.push(0);
@@ -354,20 +365,23 @@ mod tests {
                     ifindex: 5,
                     name: Some("vm0".into()),
                     up: true,
-                    removed: false
+                    removed: false,
+                    mtu: Some(1500)
                 },
                 // Admin up without carrier is not attached.
                 LinkEvent {
                     ifindex: 6,
                     name: Some("vm1".into()),
                     up: false,
-                    removed: false
+                    removed: false,
+                    mtu: Some(1500)
                 },
                 LinkEvent {
                     ifindex: 5,
                     name: Some("vm0".into()),
                     up: false,
-                    removed: true
+                    removed: true,
+                    mtu: Some(1500)
                 },
             ]
         );

@@ -67,24 +67,34 @@ struct Args {
     cpus: Option<String>,
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a writer thread: the dataplane thread formats a line and hands
+/// it over, and never waits for a `write` (a VM's resume logs two lines before its first
+/// frame leaves). Nothing is dropped: when the writer falls behind, the logging thread
+/// waits. The returned guard writes what is queued when it is dropped.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("srmig-log")
+        .finish(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
+    guard
 }
 
 fn main() {
     let args = Args::parse();
-    init_logging(args.log_format);
+    let logs = init_logging(args.log_format);
     if let Err(e) = run(&args) {
         error!("{e:#}");
+        drop(logs);
         std::process::exit(1);
     }
 }

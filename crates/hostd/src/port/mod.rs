@@ -295,8 +295,17 @@ impl PortIo {
     /// takes the one [`prepare`](Self::prepare) opened). Returns which kind it is (`xdp` or
     /// `packet`).
     pub fn attach(&mut self, ifindex: u32) -> io::Result<&'static str> {
+        self.attach_with_mtu(ifindex, None)
+    }
+
+    /// [`attach`](Self::attach), with the interface's MTU when the caller knows it (from the
+    /// link event that says it is up: no system call to read it again).
+    pub fn attach_with_mtu(&mut self, ifindex: u32, mtu: Option<u32>) -> io::Result<&'static str> {
         self.detach();
-        let mtu_now = packet::interface_mtu_by_index(ifindex).ok();
+        let mtu_now = match mtu {
+            Some(m) => Some(m),
+            None => packet::interface_mtu_by_index(ifindex).ok(),
+        };
         let s = match self.prepared.take() {
             Some((s, mtu)) if s.ifindex() == ifindex && mtu == mtu_now => {
                 // Bound while the link was down: clear the ENETDOWN that left behind.
@@ -581,6 +590,7 @@ mod tests {
             name: Some(name.to_owned()),
             up,
             removed: false,
+            mtu: None,
         }
     }
 
@@ -612,6 +622,7 @@ mod tests {
             name: Some("vm0".into()),
             up: false,
             removed: true,
+            mtu: None,
         };
         assert_eq!(p.on_link_event(&gone_other), None);
         assert_eq!(p.ifindex, Some(7));
@@ -620,6 +631,7 @@ mod tests {
             name: None,
             up: false,
             removed: true,
+            mtu: None,
         };
         // Not attached (no socket): nothing to close, but the ifindex is forgotten.
         assert_eq!(p.on_link_event(&gone), None);

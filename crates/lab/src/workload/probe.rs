@@ -189,12 +189,16 @@ impl ProbeResponder {
     /// Binds `bind` inside `ns` and echoes every datagram back to its sender.
     pub fn spawn(ns: &Netns, bind: SocketAddr) -> Result<ProbeResponder, WorkloadError> {
         let socket = ns.run(|| bind_udp(bind))??;
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
-            .map_err(|e| {
-                WorkloadError::io("enabling receive timestamps on the responder")(
-                    std::io::Error::from(e),
-                )
-            })?;
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )
+        .map_err(|e| {
+            WorkloadError::io("enabling receive timestamps on the responder")(std::io::Error::from(
+                e,
+            ))
+        })?;
         let addr = socket
             .local_addr()
             .map_err(WorkloadError::io("reading the responder address"))?;
