@@ -206,6 +206,10 @@ pub struct MigrationFigures {
     pub blackout_ms: Option<u64>,
     /// Request to the commit acknowledged by every host.
     pub committed_ms: Option<u64>,
+    /// The commit (`expect-commit-acks`) to the destination holding every host's commit-fence
+    /// marker (`fence-complete`): how long packets still travelled the old SR path after the
+    /// switch. `None` without `fence-complete` (traditional, or `fence-incomplete`).
+    pub fence_ms: Option<u64>,
     /// Request to the end (completed, failed or cancelled).
     pub total_ms: Option<u64>,
 }
@@ -229,6 +233,9 @@ impl MigrationStatus {
             path_armed_ms: since(first(MigrationPhase::ExpectHypervisorDone)),
             blackout_ms: paused.zip(commit).map(|(p, c)| c.saturating_sub(p)),
             committed_ms: since(after_commit),
+            fence_ms: commit
+                .zip(first(MigrationPhase::FenceComplete))
+                .map(|(c, f)| f.saturating_sub(c)),
             total_ms: self
                 .phases
                 .iter()

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use srmig_api::{MigrationFigures, MigrationId, MigrationStatus};
+use srmig_api::{MigrationFigures, MigrationId, MigrationPhase, MigrationStatus};
 
 use crate::connect::{ConnectError, ControllerFlags, EXIT_USAGE};
 use crate::migrate::{chain, EXIT_ERROR};
@@ -68,6 +68,21 @@ pub(crate) fn render(s: &MigrationStatus) -> String {
         ms(d.committed_ms),
         ms(d.total_ms)
     );
+    let incomplete = s
+        .phases
+        .iter()
+        .any(|r| r.phase == MigrationPhase::FenceIncomplete);
+    if d.fence_ms.is_some() || incomplete {
+        let _ = writeln!(
+            out,
+            "  commit fence: {}",
+            match d.fence_ms {
+                Some(f) =>
+                    format!("every host's marker reached the destination {f} ms after the commit"),
+                None => "cleaned up without every host's marker (fence_wait_ms ran out)".to_owned(),
+            }
+        );
+    }
     if let Some(e) = &s.error {
         let _ = writeln!(out, "  error: {e}");
     }
@@ -166,6 +181,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_commit_fence_figure_is_shown() {
+        let with = |fence: &str| -> MigrationStatus {
+            serde_json::from_str(&format!(
+                r#"{{"id":4,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer",
+                    "phase":"completed","started_at_ms":1000,
+                    "phases":[{{"phase":"requested","at_ms":1000}},
+                              {{"phase":"expect-commit-acks","at_ms":1680}},
+                              {{"phase":"{fence}","at_ms":1712}},
+                              {{"phase":"expect-cleanup-acks","at_ms":1712}},
+                              {{"phase":"completed","at_ms":1750}}],
+                    "error":null}}"#
+            ))
+            .expect("status")
+        };
+        let s = with("fence-complete");
+        assert_eq!(derive(&s).fence_ms, Some(32));
+        let text = render(&s);
+        assert!(
+            text.contains("every host's marker reached the destination 32 ms after the commit"),
+            "{text}"
+        );
+        let s = with("fence-incomplete");
+        assert_eq!(derive(&s).fence_ms, None);
+        assert!(render(&s).contains("without every host's marker"));
+    }
+
+    #[test]
     fn derived_figures_come_from_the_timeline() {
         let s: MigrationStatus = serde_json::from_str(
             r#"{"id":3,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer",
@@ -188,6 +230,7 @@ mod tests {
                 path_armed_ms: Some(9),
                 blackout_ms: Some(180),
                 committed_ms: Some(690),
+                fence_ms: None,
                 total_ms: Some(750),
             }
         );

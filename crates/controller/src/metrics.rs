@@ -9,6 +9,8 @@
 //! | `srmig_controller_migration_path_armed_seconds` | histogram | | request to the SR path acknowledged by every ingress, per finished migration that got there |
 //! | `srmig_controller_migration_blackout_seconds` | histogram | | the source reporting the VM paused to the destination reporting it running (the blackout as the controller saw it) |
 //! | `srmig_controller_migration_committed_seconds` | histogram | | request to the commit acknowledged by every host |
+//! | `srmig_controller_migration_fence_seconds` | histogram | | the commit to the destination holding every host's commit-fence marker (how long packets still travelled the old SR path) |
+//! | `srmig_controller_migration_fence_incomplete` | counter | | migrations cleaned up without every host's marker (`fence_wait_ms` ran out) |
 //! | `srmig_controller_migration_phase_duration_seconds` | histogram | `phase` | time spent in each state (`expect-path-acks`, `expect-hypervisor-done`, ...) of finished migrations, from their phase records; observations (`source-paused`, `retried`, ...) are not states |
 //! | `srmig_controller_config_pushes` | counter | | configs the core produced for a host (`PushConfig`), handed to the host's push task (several queued for one host may go out as one `PUT`) |
 //! | `srmig_controller_push_failures` | counter | `kind` (`transient`: retried; `refused`: srmigd answered 4xx) | failed `PUT /v1/config` attempts |
@@ -75,6 +77,8 @@ pub(crate) struct Metrics {
     armed_seconds: Histogram,
     blackout_seconds: Histogram,
     committed_seconds: Histogram,
+    fence_seconds: Histogram,
+    fence_incomplete: Counter,
     config_pushes: Counter,
     push_failures: Family<KindLabels, Counter>,
     acks: Counter,
@@ -108,6 +112,8 @@ impl Metrics {
             armed_seconds: seconds_histogram(),
             blackout_seconds: seconds_histogram(),
             committed_seconds: seconds_histogram(),
+            fence_seconds: seconds_histogram(),
+            fence_incomplete: Counter::default(),
             config_pushes: Counter::default(),
             push_failures: Family::default(),
             acks: Counter::default(),
@@ -161,6 +167,17 @@ impl Metrics {
             "Time from a migration's request to its commit acknowledged by every host",
             Unit::Seconds,
             self.committed_seconds.clone(),
+        );
+        r.register_with_unit(
+            "migration_fence",
+            "Time from a migration's commit to the destination holding every host's commit-fence marker (packets still on the old SR path until then)",
+            Unit::Seconds,
+            self.fence_seconds.clone(),
+        );
+        r.register(
+            "migration_fence_incomplete",
+            "Migrations cleaned up without every host's commit-fence marker (fence_wait_ms ran out)",
+            self.fence_incomplete.clone(),
         );
         r.register_with_unit(
             "migration_phase_duration",
@@ -282,10 +299,18 @@ impl Metrics {
             (&self.armed_seconds, figures.path_armed_ms),
             (&self.blackout_seconds, figures.blackout_ms),
             (&self.committed_seconds, figures.committed_ms),
+            (&self.fence_seconds, figures.fence_ms),
         ] {
             if let Some(ms) = ms {
                 h.observe(ms as f64 / 1000.0);
             }
+        }
+        if status
+            .phases
+            .iter()
+            .any(|r| r.phase == MigrationPhase::FenceIncomplete)
+        {
+            self.fence_incomplete.inc();
         }
         for (phase, ms) in state_durations(status) {
             self.phase_seconds
