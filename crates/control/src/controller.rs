@@ -1761,19 +1761,7 @@ mod tests {
 
     #[test]
     fn cleanup_waits_for_the_drain_after_the_commit() {
-        let mut c = Controller::new(ControllerConfig {
-            timeouts: Timeouts { drain_ms: 50, ..T },
-            finished_history: 8,
-        });
-        for i in 1..=3 {
-            c.add_host(host(i)).expect("host");
-        }
-        c.add_vm(vm(1, 1)).expect("vm");
-        ack_all(&mut c, Timestamp(0));
-        let id = request(&mut c, 3, Strategy::SrBuffer).expect("accepted");
-        ack_all(&mut c, Timestamp(11));
-        report(&mut c, 20, 3, VmState::Running);
-        ack_all(&mut c, Timestamp(22));
+        let (mut c, id) = committed_at_22(Timeouts { drain_ms: 50, ..T });
         // Committed everywhere; End.S / End.SBUF stay until the drain is over.
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
         assert!(has_sr_sids(&c));
@@ -1785,6 +1773,11 @@ mod tests {
         ack_all(&mut c, Timestamp(73));
         assert_eq!(phase(&c, id), MigrationPhase::Completed);
         assert!(!has_sr_sids(&c));
+    }
+
+    fn phases_of(c: &Controller, id: MigrationId) -> Vec<MigrationPhase> {
+        let m = c.migration(id).expect("kept");
+        m.core().phases.iter().map(|p| p.phase).collect()
     }
 
     fn fence_report(c: &mut Controller, now: u64, from: u16) {
@@ -1800,15 +1793,10 @@ mod tests {
         .expect("fence report");
     }
 
-    /// Three hosts, vm1 migrating h1 -> h3 with sr-buffer, committed and acknowledged at 22,
-    /// with a 50 ms drain and a 1 s fence wait.
-    fn committed_with_fence_wait() -> (Controller, MigrationId) {
+    /// Three hosts, vm1 migrating h1 -> h3 with sr-buffer, committed and acknowledged at 22.
+    fn committed_at_22(timeouts: Timeouts) -> (Controller, MigrationId) {
         let mut c = Controller::new(ControllerConfig {
-            timeouts: Timeouts {
-                drain_ms: 50,
-                fence_wait_ms: 1_000,
-                ..T
-            },
+            timeouts,
             finished_history: 8,
         });
         for i in 1..=3 {
@@ -1821,6 +1809,15 @@ mod tests {
         report(&mut c, 20, 3, VmState::Running);
         ack_all(&mut c, Timestamp(22));
         (c, id)
+    }
+
+    /// [`committed_at_22`] with a 50 ms drain and a 1 s fence wait.
+    fn committed_with_fence_wait() -> (Controller, MigrationId) {
+        committed_at_22(Timeouts {
+            drain_ms: 50,
+            fence_wait_ms: 1_000,
+            ..T
+        })
     }
 
     #[test]
@@ -1865,14 +1862,7 @@ mod tests {
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
         ack_all(&mut c, Timestamp(91));
         assert_eq!(phase(&c, id), MigrationPhase::Completed);
-        let phases: Vec<MigrationPhase> = c
-            .migration(id)
-            .expect("kept")
-            .core()
-            .phases
-            .iter()
-            .map(|p| p.phase)
-            .collect();
+        let phases = phases_of(&c, id);
         assert!(
             phases.contains(&MigrationPhase::FenceComplete),
             "{phases:?}"
@@ -1906,14 +1896,7 @@ mod tests {
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCleanupAcks);
         ack_all(&mut c, Timestamp(1_023));
         assert_eq!(phase(&c, id), MigrationPhase::Completed);
-        let phases: Vec<MigrationPhase> = c
-            .migration(id)
-            .expect("kept")
-            .core()
-            .phases
-            .iter()
-            .map(|p| p.phase)
-            .collect();
+        let phases = phases_of(&c, id);
         assert!(
             phases.contains(&MigrationPhase::FenceIncomplete),
             "{phases:?}"

@@ -94,46 +94,52 @@ impl Out {
 }
 
 impl Out {
-    /// `srmig_buffer_hold_seconds`: [`srmig_api::HoldStatus`] as an OpenMetrics histogram
-    /// (cumulative buckets, `+Inf`, count, sum).
-    fn hold_histogram(&mut self, h: &srmig_api::HoldStatus) {
-        const NAME: &str = "srmig_buffer_hold_seconds";
-        let _ = writeln!(self.0, "# TYPE {NAME} histogram");
-        let _ = writeln!(self.0, "# UNIT {NAME} seconds");
-        let _ = writeln!(
-            self.0,
-            "# HELP {NAME} How long the oldest packet of each End.SBUF release had been held when its VM resumed here."
-        );
+    /// One OpenMetrics histogram in seconds: bucket bounds `le_s` (ascending), the count of
+    /// each bucket (not cumulative; one more than the bounds), all observations, their sum.
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        le_s: impl Iterator<Item = f64>,
+        counts: &[u64],
+        count: u64,
+        sum_ns: u64,
+    ) {
+        let _ = writeln!(self.0, "# TYPE {name} histogram");
+        let _ = writeln!(self.0, "# UNIT {name} seconds");
+        let _ = writeln!(self.0, "# HELP {name} {help}");
         let mut cumulative = 0u64;
-        for (i, le) in h.le_ms.iter().enumerate() {
-            cumulative += h.counts.get(i).copied().unwrap_or(0);
-            let le = *le as f64 / 1000.0;
-            let _ = writeln!(self.0, "{NAME}_bucket{{le=\"{le:?}\"}} {cumulative}");
+        for (i, le) in le_s.enumerate() {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{le:?}\"}} {cumulative}");
         }
-        let _ = writeln!(self.0, "{NAME}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(self.0, "{NAME}_count {}", h.count);
-        let _ = writeln!(self.0, "{NAME}_sum {:?}", h.sum_ns as f64 / 1e9);
+        let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(self.0, "{name}_count {count}");
+        let _ = writeln!(self.0, "{name}_sum {:?}", sum_ns as f64 / 1e9);
     }
 
-    /// `srmig_release_latency_seconds`: [`srmig_api::ReleaseLatencyStatus`] as an
-    /// OpenMetrics histogram.
-    fn release_histogram(&mut self, h: &srmig_api::ReleaseLatencyStatus) {
-        const NAME: &str = "srmig_release_latency_seconds";
-        let _ = writeln!(self.0, "# TYPE {NAME} histogram");
-        let _ = writeln!(self.0, "# UNIT {NAME} seconds");
-        let _ = writeln!(
-            self.0,
-            "# HELP {NAME} From a VM's resume here to its first frame (released from End.SBUF or a fence) handed to the kernel."
+    /// `srmig_buffer_hold_seconds`: [`srmig_api::HoldStatus`].
+    fn hold_histogram(&mut self, h: &srmig_api::HoldStatus) {
+        self.histogram(
+            "srmig_buffer_hold_seconds",
+            "How long the oldest packet of each End.SBUF release had been held when its VM resumed here.",
+            h.le_ms.iter().map(|&le| le as f64 / 1000.0),
+            &h.counts,
+            h.count,
+            h.sum_ns,
         );
-        let mut cumulative = 0u64;
-        for (i, le) in h.le_us.iter().enumerate() {
-            cumulative += h.counts.get(i).copied().unwrap_or(0);
-            let le = *le as f64 / 1e6;
-            let _ = writeln!(self.0, "{NAME}_bucket{{le=\"{le:?}\"}} {cumulative}");
-        }
-        let _ = writeln!(self.0, "{NAME}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(self.0, "{NAME}_count {}", h.count);
-        let _ = writeln!(self.0, "{NAME}_sum {:?}", h.sum_ns as f64 / 1e9);
+    }
+
+    /// `srmig_release_latency_seconds`: [`srmig_api::ReleaseLatencyStatus`].
+    fn release_histogram(&mut self, h: &srmig_api::ReleaseLatencyStatus) {
+        self.histogram(
+            "srmig_release_latency_seconds",
+            "From a VM's resume here to its first frame (released from End.SBUF or a fence) handed to the kernel.",
+            h.le_us.iter().map(|&le| le as f64 / 1e6),
+            &h.counts,
+            h.count,
+            h.sum_ns,
+        );
     }
 }
 
