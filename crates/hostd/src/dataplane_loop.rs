@@ -202,6 +202,7 @@ impl DataplaneLoop {
                         port.mode = io_config.mode_of(&p.name);
                         port.fanout = fanout;
                         port.fast_path = io_config.fast_path.contains(&p.name);
+                        port.xdp_ring_size = io_config.xdp_ring_size();
                         port
                     }
                 }

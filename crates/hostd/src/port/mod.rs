@@ -188,6 +188,8 @@ pub struct PortIo {
     pub fanout: Option<u16>,
     /// Whether node.toml lists this uplink in `[io] fast_path` ([`fastpath`]).
     pub fast_path: bool,
+    /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
+    pub xdp_ring_size: u32,
     /// The fast path of an uplink on AF_PACKET (a jumbo MTU), while attached.
     pub fast_alone: Option<Box<fastpath::FastAttachment>>,
 }
@@ -209,6 +211,7 @@ impl PortIo {
             warned_gso: false,
             fanout: None,
             fast_path: false,
+            xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
         }
     }
@@ -363,7 +366,8 @@ impl PortIo {
         if want_xdp {
             let opts = xdp::XdpOptions {
                 fast_path: self.fast_path,
-                ..xdp::XdpOptions::default()
+                ring_size: self.xdp_ring_size,
+                frames: self.xdp_ring_size.saturating_mul(2),
             };
             let opened = xdp::XdpSocket::open(ifindex, &self.ifname, &opts)
                 .map_err(|e| e.to_string())

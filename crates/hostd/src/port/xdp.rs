@@ -80,11 +80,12 @@ pub struct XdpOptions {
 
 impl Default for XdpOptions {
     /// 4096-entry rings, 8192 frames (32 MiB): 4096 frames (~13 ms at 0.3 Mpps) absorb a
-    /// scheduling gap of srmigd's thread before the kernel drops.
+    /// scheduling gap of srmigd's thread before the kernel drops (node.toml's
+    /// `[io] xdp_ring_size` sets other sizes, with twice as many frames).
     fn default() -> XdpOptions {
         XdpOptions {
-            ring_size: 4096,
-            frames: 8192,
+            ring_size: super::IoConfig::DEFAULT_XDP_RING_SIZE,
+            frames: 2 * super::IoConfig::DEFAULT_XDP_RING_SIZE,
             fast_path: false,
         }
     }
