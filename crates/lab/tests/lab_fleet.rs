@@ -16,7 +16,7 @@ use common::{have_root, namespaces_with_prefix, show};
 
 use std::time::Duration;
 
-use srmig_api::Strategy;
+use srmig_api::{MigrationPhase, Strategy};
 use srmig_lab::orchestrate::plan::{HostRole, Plan};
 use srmig_lab::orchestrate::{
     run, MigrationTiming, RunPlan, Testbed, TestbedOptions, WorkloadKind,
@@ -74,6 +74,16 @@ fn a_chain_and_concurrent_migrations_lose_nothing() {
             ("vm3", "e", "s", "completed"),
         ]
     );
+    // Each cleanup waited for every host's commit-fence marker (none timed out).
+    for m in &outcome.details.migrations {
+        let phases: Vec<MigrationPhase> = m.record.phases.iter().map(|(p, _)| *p).collect();
+        assert!(
+            phases.contains(&MigrationPhase::FenceComplete)
+                && !phases.contains(&MigrationPhase::FenceIncomplete),
+            "{}: {phases:?}",
+            m.record.id
+        );
+    }
     // vm1's second migration started after its first completed, while vm2's ran.
     let m = &outcome.details.migrations;
     assert!(m[2].record.requested_at_ms >= m[0].record.completed_at_ms);

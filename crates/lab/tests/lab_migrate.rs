@@ -149,6 +149,14 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
         assert!(r.held > 100, "the destination held little: {r:?}");
         assert_eq!(r.held, r.released, "{r:?}");
         assert_eq!(r.dropped, 0, "{r:?}");
+        // Every host's commit-fence marker reached the destination before the cleanup.
+        assert!(
+            r.phases
+                .iter()
+                .any(|(p, _)| *p == srmig_api::MigrationPhase::FenceComplete),
+            "{:?}",
+            r.phases
+        );
     }
     // Held answers are late by about the pause, not more.
     let max_pause = buffer
