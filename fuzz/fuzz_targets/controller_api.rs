@@ -16,7 +16,7 @@
 //! about that VM, statuses serialize, and the snapshot survives its JSON.
 //!
 //! Input: operations separated by NUL bytes (JSON never contains one). The first byte of an
-//! operation selects it (`(byte - b'0') % 14`: the seeds use `0`..`9` and `:` `;` `<` `=`),
+//! operation selects it (`(byte - b'0') % 15`: the seeds use `0`..`9` and `:` `;` `<` `=` `>`),
 //! the rest is its body:
 //!
 //! | kind | operation | rest of the record |
@@ -35,6 +35,7 @@
 //! | 11 | the controller restarts from its snapshot | (nothing) |
 //! | 12 | `DELETE /v1/hosts/{name}` | `{name}` |
 //! | 13 | `DELETE /v1/vms/{name}` | `{name}` |
+//! | 14 | `POST /v1/fence` | `FenceReport` JSON |
 //!
 //! Kinds 9 and 10 answer with the versions the controller actually pushed, so migrations get
 //! past their acknowledgement waits without the fuzzer guessing generations.
@@ -45,8 +46,8 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use srmig_api::{
-    Ack, HostConfig, HostId, HypervisorReport, MigrateRequest, MigrationId, Timestamp, VmId,
-    VmInfo, VmStateReport,
+    Ack, FenceReport, HostConfig, HostId, HypervisorReport, MigrateRequest, MigrationId, Timestamp,
+    VmId, VmInfo, VmStateReport,
 };
 use srmig_control::{
     Action, Controller, ControllerConfig, ControllerSnapshot, HostObservation, Migration, Timeouts,
@@ -60,6 +61,7 @@ const CONFIG: ControllerConfig = ControllerConfig {
         hypervisor_ms: 1_000,
         cancel_grace_ms: 50,
         drain_ms: 20,
+        fence_wait_ms: 200,
         unreachable_ms: 400,
     },
     finished_history: 4,
@@ -219,7 +221,7 @@ impl World {
 
     fn op(&mut self, kind: u8, body: &[u8]) {
         let now = self.now;
-        match kind.wrapping_sub(b'0') % 14 {
+        match kind.wrapping_sub(b'0') % 15 {
             0 => {
                 // The daemon also checks that it can make a client for the host's API.
                 if let Some(reg) = parse::<HostRegistration>(body) {
@@ -331,6 +333,11 @@ impl World {
                     .expect("a registered host's status is taken");
             }
             11 => self.restart(),
+            14 => {
+                if let Some(report) = parse::<FenceReport>(body) {
+                    let _ = self.c.handle_fence_report(now, report);
+                }
+            }
             12 => {
                 if let Some(host) = name(body).and_then(|n| HostId::new(n).ok()) {
                     if self.c.remove_host(now, &host).is_ok() {
