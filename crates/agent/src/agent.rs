@@ -884,6 +884,7 @@ impl Agent {
                     dropped: f.dropped,
                     holding,
                     pairs: pairs as u64,
+                    arrivals_dropped: f.arrivals_dropped,
                 }
             },
             release_latency: self.release_latency.clone(),

@@ -182,6 +182,10 @@ pub struct FenceStatus {
     pub holding: u64,
     /// `pairs`: (VM, ingress) pairs known now.
     pub pairs: u64,
+    /// `arrivals_dropped`: marker arrivals not reported to the controller (more than 256
+    /// waiting; absent from older srmigd).
+    #[serde(default)]
+    pub arrivals_dropped: u64,
 }
 
 impl FenceStatus {
@@ -200,6 +204,7 @@ impl FenceStatus {
             dropped,
             holding,
             pairs,
+            arrivals_dropped,
         } = *o;
         self.markers_sent += markers_sent;
         self.markers_unsent += markers_unsent;
@@ -214,6 +219,7 @@ impl FenceStatus {
         self.dropped += dropped;
         self.holding += holding;
         self.pairs += pairs;
+        self.arrivals_dropped += arrivals_dropped;
     }
 }
 
@@ -646,6 +652,7 @@ mod tests {
                 dropped: 11 * k,
                 holding: 12 * k,
                 pairs: 13 * k,
+                arrivals_dropped: 14 * k,
             },
             release_latency: ReleaseLatencyStatus {
                 le_us: vec![250, 1_000],
