@@ -402,7 +402,7 @@ fn hint(e: &FollowError, connect: &ControllerFlags) -> Option<String> {
         FollowError::Refused { error, .. } if error.code == ApiErrorCode::Forbidden => Some(
             "this certificate may not migrate: the controller lets `client` certificates \
              (srmig pki issue --role client) do what its local admins do, and a host's only \
-             report its VMs' state"
+             report about its own VMs"
                 .to_owned(),
         ),
         _ => None,

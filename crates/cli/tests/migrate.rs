@@ -923,7 +923,7 @@ async fn migrate_over_mutual_tls_with_a_client_certificate() {
     assert!(ran.stderr.is_empty(), "{}", ran.stderr);
 
     // A host's certificate (copied where a client's would be) is authenticated, then refused
-    // by the controller: hosts may only report their VMs' state.
+    // by the controller: hosts may only report about their own VMs.
     let as_host = certs.path().join("as-host");
     std::fs::create_dir(&as_host).expect("dir");
     for (from, to) in [
@@ -936,8 +936,8 @@ async fn migrate_over_mutual_tls_with_a_client_certificate() {
     let ran = migrate_over_tls("h1", &url, &as_host, "h1").await;
     ran.expect_code(1);
     for expected in [
-        "error: the controller refused the migration (forbidden): host/h1 may only report its \
-         own VMs' state (POST /v1/vm-state), not POST /v1/migrations",
+        "error: the controller refused the migration (forbidden): host/h1 may only report about \
+         its own VMs (POST /v1/vm-state, POST /v1/fence), not POST /v1/migrations",
         "this certificate may not migrate",
     ] {
         assert!(ran.stderr.contains(expected), "{}", ran.stderr);

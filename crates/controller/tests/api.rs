@@ -308,6 +308,19 @@ impl World {
             .expect("vm state accepted");
     }
 
+    /// Host `at` reports the commit-fence marker of host `from` for web1 (`POST /v1/fence`).
+    async fn fence_marker(&self, at: usize, from: usize) {
+        self.client
+            .report_fence(&srmig_api::FenceReport {
+                vm: web1(),
+                host: name(at),
+                ingress: format!("2001:db8:ff::{from}").parse().expect("addr"),
+                at: Timestamp(0),
+            })
+            .await
+            .expect("fence report accepted");
+    }
+
     async fn hypervisor(&self, id: MigrationId, event: HypervisorEventKind) -> MigrationStatus {
         self.client
             .hypervisor(
@@ -438,6 +451,12 @@ async fn sr_buffer_migration_walks_every_phase() {
     w.vm_state(2, VmState::Running).await;
     let late = w.hypervisor(id, HypervisorEventKind::Completed).await;
     assert_eq!(late.id, id);
+    // D (h2) reports every host's commit-fence marker: the cleanup waits for them (these fake
+    // hosts forward nothing, so the test sends what srmigd would).
+    w.wait_phase(id, MigrationPhase::ExpectCommitAcks).await;
+    for from in 1..=3 {
+        w.fence_marker(2, from).await;
+    }
     let done = w.wait_phase(id, MigrationPhase::Completed).await;
     assert_eq!(
         phases(&done),
@@ -448,6 +467,7 @@ async fn sr_buffer_migration_walks_every_phase() {
             MigrationPhase::ExpectHypervisorDone,
             MigrationPhase::SourcePaused,
             MigrationPhase::ExpectCommitAcks,
+            MigrationPhase::FenceComplete,
             MigrationPhase::ExpectCleanupAcks,
             MigrationPhase::Completed
         ]
