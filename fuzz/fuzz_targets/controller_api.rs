@@ -13,7 +13,7 @@
 //!   one that is no longer in progress;
 //!
 //! and after every operation: every VM maps to a registered host, the migration of each VM is
-//! about that VM, statuses serialize, and the snapshot survives its JSON.
+//! about that VM, statuses serialize, and the snapshot survives its JSON (what the store keeps).
 //!
 //! Input: operations separated by NUL bytes (JSON never contains one). The first byte of an
 //! operation selects it (`(byte - b'0') % 15`: the seeds use `0`..`9` and `:` `;` `<` `=` `>`),
@@ -215,7 +215,10 @@ impl World {
         let json = serde_json::to_vec(&snapshot).expect("the snapshot serializes");
         let back: ControllerSnapshot =
             serde_json::from_slice(&json).expect("the snapshot parses back");
-        assert_eq!(back, snapshot, "the snapshot survives its JSON");
+        // What the store keeps round-trips (fields not persisted, such as the commit-fence
+        // markers seen so far, are absent from both sides).
+        let again = serde_json::to_vec(&back).expect("the snapshot serializes again");
+        assert_eq!(again, json, "the snapshot survives its JSON");
         self.c = Controller::restore(self.now, CONFIG, back);
     }
 

@@ -1886,6 +1886,29 @@ mod tests {
     }
 
     #[test]
+    fn markers_are_not_persisted_but_a_complete_fence_is() {
+        let (mut c, id) = committed_with_fence_wait();
+        let stored = |c: &Controller| -> Migration {
+            let json = serde_json::to_string(c.migration(id).expect("active")).expect("json");
+            serde_json::from_str(&json).expect("back")
+        };
+        fence_report(&mut c, 30, 1);
+        let Migration::ExpectCommitAcks(s) = stored(&c) else {
+            panic!("not committing")
+        };
+        assert!(s.markers.is_empty() && !s.fence_complete());
+        fence_report(&mut c, 31, 2);
+        fence_report(&mut c, 32, 3);
+        let Migration::ExpectCommitAcks(s) = stored(&c) else {
+            panic!("not committing")
+        };
+        assert!(
+            s.fence_complete(),
+            "fence-complete is in the stored history"
+        );
+    }
+
+    #[test]
     fn lost_markers_delay_the_cleanup_by_the_fence_wait_at_most() {
         let (mut c, id) = committed_with_fence_wait();
         fence_report(&mut c, 30, 3);

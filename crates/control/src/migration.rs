@@ -376,8 +376,11 @@ pub struct ExpectCommitAcks {
     /// marker as it switches away from it).
     #[serde(default)]
     pub expect_markers: BTreeSet<HostId>,
-    /// Hosts whose marker D reported ([`srmig_api::FenceReport`]).
-    #[serde(default)]
+    /// Hosts whose marker D reported ([`srmig_api::FenceReport`]). Not persisted: one
+    /// store write per marker would cost a migration O(hosts) writes of a growing record.
+    /// Once complete, the `fence-complete` record (persisted) says so; a controller restarted
+    /// before that waits for the markers still to come, or `fence_wait_ms`.
+    #[serde(skip)]
     pub markers: BTreeSet<HostId>,
     /// Once every host acknowledged: how long the cleanup waits for the markers at most
     /// ([`Timeouts::fence_wait_ms`]).
@@ -680,6 +683,11 @@ impl ExpectCommitAcks {
         self.expect_markers
             .iter()
             .all(|h| self.markers.contains(h) || self.core.left_behind.contains(h))
+            || self
+                .core
+                .phases
+                .iter()
+                .any(|r| r.phase == MigrationPhase::FenceComplete)
     }
 
     /// Once every host acknowledged, whether the cleanup may start at `now`: after the drain
