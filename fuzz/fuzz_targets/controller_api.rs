@@ -16,7 +16,7 @@
 //! about that VM, statuses serialize, and the snapshot survives its JSON (what the store keeps).
 //!
 //! Input: operations separated by NUL bytes (JSON never contains one). The first byte of an
-//! operation selects it (`(byte - b'0') % 15`: the seeds use `0`..`9` and `:` `;` `<` `=` `>`),
+//! operation selects it (`(byte - b'0') % 16`: the seeds use `0`..`9` and `:` `;` `<` `=` `>` `?`),
 //! the rest is its body:
 //!
 //! | kind | operation | rest of the record |
@@ -36,6 +36,7 @@
 //! | 12 | `DELETE /v1/hosts/{name}` | `{name}` |
 //! | 13 | `DELETE /v1/vms/{name}` | `{name}` |
 //! | 14 | `POST /v1/fence` | `FenceReport` JSON |
+//! | 15 | `POST /v1/release` | `ReleaseReport` JSON |
 //!
 //! Kinds 9 and 10 answer with the versions the controller actually pushed, so migrations get
 //! past their acknowledgement waits without the fuzzer guessing generations.
@@ -46,8 +47,8 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use srmig_api::{
-    Ack, FenceReport, HostConfig, HostId, HypervisorReport, MigrateRequest, MigrationId, Timestamp,
-    VmId, VmInfo, VmStateReport,
+    Ack, FenceReport, HostConfig, HostId, HypervisorReport, MigrateRequest, MigrationId,
+    ReleaseReport, Timestamp, VmId, VmInfo, VmStateReport,
 };
 use srmig_control::{
     Action, Controller, ControllerConfig, ControllerSnapshot, HostObservation, Migration, Timeouts,
@@ -224,7 +225,7 @@ impl World {
 
     fn op(&mut self, kind: u8, body: &[u8]) {
         let now = self.now;
-        match kind.wrapping_sub(b'0') % 15 {
+        match kind.wrapping_sub(b'0') % 16 {
             0 => {
                 // The daemon also checks that it can make a client for the host's API.
                 if let Some(reg) = parse::<HostRegistration>(body) {
@@ -339,6 +340,11 @@ impl World {
             14 => {
                 if let Some(report) = parse::<FenceReport>(body) {
                     let _ = self.c.handle_fence_report(now, report);
+                }
+            }
+            15 => {
+                if let Some(report) = parse::<ReleaseReport>(body) {
+                    let _ = self.c.handle_release_report(now, report);
                 }
             }
             12 => {

@@ -138,17 +138,19 @@ pub struct PortInfo {
 /// it starts its monotonic clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WallClock {
-    /// Unix time (ms) at `Instant::ZERO`.
-    pub unix_ms_at_zero: u64,
+    /// Unix time (microseconds) at `Instant::ZERO`.
+    pub unix_us_at_zero: u64,
 }
 
 impl WallClock {
-    /// The wall-clock time of `now`.
+    /// The wall-clock time of `now` (milliseconds).
     pub fn at(&self, now: Instant) -> Timestamp {
-        Timestamp(
-            self.unix_ms_at_zero
-                .saturating_add(now.as_nanos() / 1_000_000),
-        )
+        Timestamp(self.at_us(now) / 1_000)
+    }
+
+    /// The wall-clock time of `now`, microseconds since the Unix epoch.
+    pub fn at_us(&self, now: Instant) -> u64 {
+        self.unix_us_at_zero.saturating_add(now.as_nanos() / 1_000)
     }
 }
 
@@ -170,7 +172,19 @@ pub struct Agent {
     clock: WallClock,
     boot_epoch: u64,
     release_latency: srmig_api::ReleaseLatencyStatus,
+    /// Per port (by index): when the I/O layer last handed it a frame
+    /// ([`Agent::note_delivered`]).
+    last_delivery: Vec<Option<Instant>>,
+    /// Per VM (as `vms`): its counters at its previous release report (the next one reports
+    /// what changed since).
+    release_baseline: Vec<srmig_dataplane::VmCounters>,
+    /// Release reports not yet polled (bounded: [`MAX_RELEASE_REPORTS`]).
+    releases: VecDeque<srmig_api::ReleaseReport>,
 }
+
+/// Release reports kept until the I/O layer polls them; beyond, the oldest is dropped (one
+/// per resume: only a burst of VM resumes without a poll in between could reach it).
+const MAX_RELEASE_REPORTS: usize = 256;
 
 impl Agent {
     /// Builds the engine from the node config. `boot_epoch` must differ at every start of the
@@ -199,9 +213,12 @@ impl Agent {
             applied: None,
             owners: std::collections::HashMap::new(),
             extra_sids: extra,
+            release_baseline: vec![srmig_dataplane::VmCounters::default(); vms.len()],
             vms,
             reports: VecDeque::new(),
             release_latency: srmig_api::ReleaseLatencyStatus::new(),
+            last_delivery: Vec::new(),
+            releases: VecDeque::new(),
         })
     }
 
@@ -270,12 +287,22 @@ impl Agent {
             "VM state changed"
         );
         if let Ok(name) = srmig_api::VmId::new(self.base.vms[i].name.clone()) {
+            let last_delivery_us = match state {
+                VmState::Paused => self
+                    .last_delivery
+                    .get(self.vms[i].1.index())
+                    .copied()
+                    .flatten()
+                    .map(|t| self.clock.at_us(t)),
+                _ => None,
+            };
             self.reports.push_back(VmStateReport {
                 vm: name,
                 host: self.host.clone(),
                 state: to_api_state(state),
                 at: self.clock.at(now),
                 boot_epoch: Some(self.boot_epoch),
+                last_delivery_us,
             });
         }
     }
@@ -891,10 +918,58 @@ impl Agent {
         }
     }
 
-    /// Records how long after a VM's resume its first frame reached the kernel (measured by
-    /// the I/O layer; shown as `release_latency` in [`Agent::status`]).
-    pub fn observe_release_latency(&mut self, ns: u64) {
-        self.release_latency.observe(ns);
+    /// The I/O layer handed `port` frames at `now` (called once per port and round with
+    /// frames): a VM's pause report carries its port's last delivery
+    /// ([`VmStateReport::last_delivery_us`]).
+    pub fn note_delivered(&mut self, port: PortId, now: Instant) {
+        let i = port.index();
+        if i >= self.last_delivery.len() {
+            self.last_delivery.resize(i + 1, None);
+        }
+        self.last_delivery[i] = Some(now);
+    }
+
+    /// The first frame to `port` since its VM resumed at `resumed_at` reached the kernel at
+    /// `now` (measured by the I/O layer): observed in `release_latency` ([`Agent::status`]),
+    /// and reported to the controller for each VM on the port
+    /// ([`Agent::poll_release_report`]) with what its buffers did since its previous report.
+    pub fn observe_release(&mut self, port: PortId, resumed_at: Instant, now: Instant) {
+        let ns = now.saturating_duration_since(resumed_at).as_nanos();
+        self.release_latency
+            .observe(u64::try_from(ns).unwrap_or(u64::MAX));
+        self.note_delivered(port, now);
+        for i in 0..self.vms.len() {
+            let (vm, p) = self.vms[i];
+            if p != port {
+                continue;
+            }
+            let c = self.dp.counters().vm(vm);
+            let b = std::mem::replace(&mut self.release_baseline[i], c);
+            let Ok(name) = srmig_api::VmId::new(self.base.vms[i].name.clone()) else {
+                continue;
+            };
+            if self.releases.len() >= MAX_RELEASE_REPORTS {
+                self.releases.pop_front();
+            }
+            self.releases.push_back(srmig_api::ReleaseReport {
+                vm: name,
+                host: self.host.clone(),
+                release: srmig_api::ReleaseFigures {
+                    resumed_at_us: self.clock.at_us(resumed_at),
+                    first_delivery_us: self.clock.at_us(now),
+                    held: c.held.saturating_sub(b.held),
+                    released: c.released.saturating_sub(b.released),
+                    fenced: c.fenced.saturating_sub(b.fenced),
+                    dropped: c.dropped.saturating_sub(b.dropped),
+                },
+            });
+        }
+    }
+
+    /// The next release report for the controller (a VM that resumed here got its first
+    /// frame), oldest first.
+    pub fn poll_release_report(&mut self) -> Option<srmig_api::ReleaseReport> {
+        self.releases.pop_front()
     }
 }
 
@@ -1186,11 +1261,64 @@ mod tests {
         );
     }
 
+    /// A pause report says when the VM's port last got a frame; the first frame after a
+    /// resume gives a release report with the resume, the delivery and what End.SBUF did since
+    /// the previous one.
+    #[test]
+    fn pause_and_release_reports_carry_delivery_times() {
+        let mut n = node();
+        n.set_clock(WallClock {
+            unix_us_at_zero: 1_000_000_000,
+        });
+        let vm_port = PortId(1);
+        let on_port = n.vms.iter().filter(|(_, p)| *p == vm_port).count();
+        assert!(on_port >= 1);
+        let reports = |n: &mut Agent| std::iter::from_fn(|| n.poll_report()).collect::<Vec<_>>();
+        n.port_attachment(Instant::from_millis(10), vm_port, true);
+        assert!(reports(&mut n).iter().all(|r| r.last_delivery_us.is_none()));
+        n.note_delivered(vm_port, Instant::from_nanos(200_000_500));
+        n.note_delivered(PortId(0), Instant::from_millis(240));
+        n.port_attachment(Instant::from_millis(250), vm_port, false);
+        let paused = reports(&mut n);
+        assert_eq!(paused.len(), on_port);
+        for r in &paused {
+            assert_eq!(r.state, srmig_api::VmState::Paused);
+            assert_eq!(r.last_delivery_us, Some(1_000_200_000));
+        }
+        n.port_attachment(Instant::from_millis(400), vm_port, true);
+        let running = reports(&mut n);
+        assert_eq!(running.len(), on_port);
+        assert!(running.iter().all(|r| r.last_delivery_us.is_none()));
+        assert!(n.poll_release_report().is_none());
+        n.observe_release(
+            vm_port,
+            Instant::from_millis(400),
+            Instant::from_nanos(400_300_000),
+        );
+        let released = std::iter::from_fn(|| n.poll_release_report()).collect::<Vec<_>>();
+        assert_eq!(released.len(), on_port, "one report per VM on the port");
+        for r in &released {
+            assert_eq!(r.host, HostId::new("h1").expect("name"));
+            assert_eq!(r.release.resumed_at_us, 1_000_400_000);
+            assert_eq!(r.release.first_delivery_us, 1_000_400_300);
+            assert_eq!(r.release.latency_us(), 300);
+            assert_eq!((r.release.held, r.release.released), (0, 0));
+        }
+        assert_eq!(n.status(&[]).release_latency.count, 1);
+        // A port without a VM: observed, not reported.
+        n.observe_release(
+            PortId(0),
+            Instant::from_millis(500),
+            Instant::from_millis(501),
+        );
+        assert!(n.poll_release_report().is_none());
+    }
+
     #[test]
     fn reports_carry_the_boot_epoch_and_wall_time() {
         let mut n = node();
         n.set_clock(WallClock {
-            unix_ms_at_zero: 1_000_000,
+            unix_us_at_zero: 1_000_000_000,
         });
         n.port_attachment(Instant::from_millis(250), PortId(1), false);
         let r = n.poll_report().expect("report");

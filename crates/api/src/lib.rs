@@ -10,6 +10,7 @@
 //! | VM registration | CLI -> controller | [`VmInfo`] |
 //! | VM state change | srmigd -> controller | [`VmStateReport`] |
 //! | commit-fence marker arrived | srmigd -> controller | [`FenceReport`] |
+//! | first delivery after a resume | srmigd -> controller | [`ReleaseReport`] |
 //! | desired forwarding state | controller -> srmigd | [`HostConfig`] |
 //! | acknowledgement | srmigd -> controller | [`Ack`] |
 //! | migration request | CLI -> controller | [`MigrateRequest`] |
@@ -37,11 +38,12 @@ pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
 pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};
 pub use migration::{
-    HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest, MigrationFigures,
-    MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord, Strategy,
+    DeliveryRecord, HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest,
+    MigrationFigures, MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord,
+    ReleaseFigures, Strategy,
 };
 pub use status::{
     BufferStatus, FenceStatus, HoldStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats,
     PortStatus, ReleaseLatencyStatus, SidStatus, Traffic, VmStatus,
 };
-pub use vm::{FenceReport, VmInfo, VmState, VmStateReport};
+pub use vm::{FenceReport, ReleaseReport, VmInfo, VmState, VmStateReport};

@@ -192,6 +192,87 @@ pub struct MigrationStatus {
     /// left behind (see `hosts-left-behind`); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_behind: Vec<HostId>,
+    /// `delivery`: how the hosts delivered the VM's traffic around the move (the source's last
+    /// frame to the VM before its pause, the destination's release); absent until a host
+    /// reported any of it.
+    #[serde(default, skip_serializing_if = "DeliveryRecord::is_empty")]
+    pub delivery: DeliveryRecord,
+}
+
+/// What the VM's hosts measured of its traffic around a migration, wall clocks in
+/// microseconds since the Unix epoch (each host's own clock: the network downtime compares
+/// two hosts' clocks, so it is as good as their synchronisation).
+///
+/// Golden JSON:
+/// ```json
+/// {"source_last_delivery_us":1700000000500100,
+///  "release":{"resumed_at_us":1700000000680200,"first_delivery_us":1700000000680500,
+///             "held":180,"released":180,"fenced":3,"dropped":0}}
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRecord {
+    /// `source_last_delivery_us`: when the source's srmigd handed the VM its last frame before
+    /// it saw the VM pause (from the source's `paused` [`crate::VmStateReport`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_last_delivery_us: Option<u64>,
+    /// `release`: the destination's first delivery after the resume
+    /// ([`crate::ReleaseReport`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseFigures>,
+}
+
+impl DeliveryRecord {
+    /// Nothing reported yet.
+    pub fn is_empty(&self) -> bool {
+        self.source_last_delivery_us.is_none() && self.release.is_none()
+    }
+
+    /// The destination's resume to its first frame to the VM, in microseconds.
+    pub fn release_latency_us(&self) -> Option<u64> {
+        self.release.map(|r| r.latency_us())
+    }
+
+    /// The source's last frame to the VM before the pause to the destination's first after
+    /// the resume, in microseconds (two hosts' clocks).
+    pub fn network_downtime_us(&self) -> Option<u64> {
+        self.release
+            .zip(self.source_last_delivery_us)
+            .map(|(r, last)| r.first_delivery_us.saturating_sub(last))
+    }
+}
+
+/// A VM's first delivery on a host after it resumed there, and what its buffers did since
+/// its previous resume on that host (a migration's destination: End.SBUF and the commit
+/// fence).
+///
+/// Golden JSON: `{"resumed_at_us":1700000000680200,"first_delivery_us":1700000000680500,
+/// "held":180,"released":180,"fenced":3,"dropped":0}`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseFigures {
+    /// `resumed_at_us`: when srmigd saw the VM resume (link up, QMP `RESUME`), wall clock,
+    /// microseconds since the Unix epoch.
+    pub resumed_at_us: u64,
+    /// `first_delivery_us`: when srmigd handed the VM's port its first frame after that
+    /// (normally the head of the End.SBUF release), same clock.
+    pub first_delivery_us: u64,
+    /// `held`: packets End.SBUF held for the VM since its previous resume here.
+    pub held: u64,
+    /// `released`: packets released from End.SBUF to the VM, same span.
+    pub released: u64,
+    /// `fenced`: direct packets the commit fence held for the VM, same span.
+    pub fenced: u64,
+    /// `dropped`: packets for the VM dropped here (buffer full, drop mode, not running), same
+    /// span.
+    pub dropped: u64,
+}
+
+impl ReleaseFigures {
+    /// Resume to the first frame handed to the VM's port.
+    pub fn latency_us(&self) -> u64 {
+        self.first_delivery_us.saturating_sub(self.resumed_at_us)
+    }
 }
 
 /// Figures derived from a migration's phase records, in milliseconds (`None` where a step
@@ -212,6 +293,12 @@ pub struct MigrationFigures {
     pub fence_ms: Option<u64>,
     /// Request to the end (completed, failed or cancelled).
     pub total_ms: Option<u64>,
+    /// The destination's resume to its first frame to the VM, in microseconds
+    /// ([`ReleaseFigures::latency_us`]).
+    pub release_latency_us: Option<u64>,
+    /// The network downtime the VM saw, in microseconds: the source's last frame to it before
+    /// the pause to the destination's first frame after the resume (two hosts' clocks).
+    pub network_downtime_us: Option<u64>,
 }
 
 impl MigrationStatus {
@@ -242,6 +329,8 @@ impl MigrationStatus {
                 .rev()
                 .find(|r| r.phase.is_terminal())
                 .map(|r| r.at_ms.0.saturating_sub(start)),
+            release_latency_us: self.delivery.release_latency_us(),
+            network_downtime_us: self.delivery.network_downtime_us(),
         }
     }
 }
@@ -496,12 +585,56 @@ mod tests {
             error: None,
             hypervisor: None,
             left_behind: vec![],
+            delivery: DeliveryRecord::default(),
         };
         assert_eq!(serde_json::to_string(&status).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<MigrationStatus>(golden).expect("deserialize"),
             status
         );
+    }
+
+    #[test]
+    fn delivery_golden_json_and_figures() {
+        let golden = concat!(
+            r#"{"source_last_delivery_us":1700000000500100,"#,
+            r#""release":{"resumed_at_us":1700000000680200,"first_delivery_us":1700000000680500,"#,
+            r#""held":180,"released":180,"fenced":3,"dropped":0}}"#
+        );
+        let d = DeliveryRecord {
+            source_last_delivery_us: Some(1_700_000_000_500_100),
+            release: Some(ReleaseFigures {
+                resumed_at_us: 1_700_000_000_680_200,
+                first_delivery_us: 1_700_000_000_680_500,
+                held: 180,
+                released: 180,
+                fenced: 3,
+                dropped: 0,
+            }),
+        };
+        assert_eq!(serde_json::to_string(&d).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<DeliveryRecord>(golden).expect("deserialize"),
+            d
+        );
+        assert!(serde_json::from_str::<DeliveryRecord>(r#"{"x":1}"#).is_err());
+        let mut status: MigrationStatus = serde_json::from_str(
+            r#"{"id":3,"vm":"web1","from":"h1","to":"h2","strategy":"sr-buffer",
+                "phase":"completed","started_at_ms":1000,"phases":[],"error":null}"#,
+        )
+        .expect("status");
+        assert!(status.delivery.is_empty());
+        assert_eq!(status.figures().release_latency_us, None);
+        status.delivery = d;
+        let f = status.figures();
+        assert_eq!(f.release_latency_us, Some(300));
+        assert_eq!(f.network_downtime_us, Some(180_400));
+        // Only the release known (the source's srmigd did not say): no downtime.
+        status.delivery.source_last_delivery_us = None;
+        assert_eq!(status.figures().network_downtime_us, None);
+        assert!(serde_json::to_string(&status)
+            .expect("serialize")
+            .contains(r#""delivery":{"release":"#));
     }
 
     #[test]

@@ -76,6 +76,33 @@ pub struct VmStateReport {
     /// `boot_epoch`: the reporting srmigd's boot epoch (new at every start), if it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_epoch: Option<u64>,
+    /// `last_delivery_us`: with `paused`, when srmigd last handed the VM a frame before it saw
+    /// the pause (wall clock, microseconds since the Unix epoch); the controller's network
+    /// downtime starts there ([`crate::DeliveryRecord`]). Absent if srmigd never delivered
+    /// to the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_us: Option<u64>,
+}
+
+/// A VM resumed on this host and got its first frame: the destination's srmigd tells the
+/// controller when, and what End.SBUF and the commit fence did for the VM (`POST
+/// /v1/release`). The controller records it in the migration to this host
+/// ([`crate::DeliveryRecord`]) and derives the release latency and the network downtime.
+///
+/// Golden JSON:
+/// ```json
+/// {"vm":"web1","host":"h2","release":{"resumed_at_us":1700000000680200,
+///  "first_delivery_us":1700000000680500,"held":180,"released":180,"fenced":3,"dropped":0}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseReport {
+    /// `vm`: the VM that resumed.
+    pub vm: VmId,
+    /// `host`: the reporting host (where it resumed).
+    pub host: HostId,
+    /// `release`: the figures.
+    pub release: crate::ReleaseFigures,
 }
 
 /// A commit-fence marker that reached a VM's destination: the destination's srmigd tells the
@@ -132,6 +159,7 @@ mod tests {
             state: VmState::Running,
             at: Timestamp(1_700_000_000_175),
             boot_epoch: Some(42),
+            last_delivery_us: None,
         };
         assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
         assert_eq!(
@@ -172,6 +200,50 @@ mod tests {
         );
         let unknown = r#"{"vm":"web1","host":"h2","ingress":"2001:db8:ff::1","at":1,"x":1}"#;
         assert!(serde_json::from_str::<FenceReport>(unknown).is_err());
+    }
+
+    #[test]
+    fn paused_report_with_last_delivery_golden_json() {
+        let golden = r#"{"vm":"web1","host":"h1","state":"paused","at":1700000000500,"last_delivery_us":1700000000500100}"#;
+        let report = VmStateReport {
+            vm: VmId::new("web1").expect("name"),
+            host: HostId::new("h1").expect("name"),
+            state: VmState::Paused,
+            at: Timestamp(1_700_000_000_500),
+            boot_epoch: None,
+            last_delivery_us: Some(1_700_000_000_500_100),
+        };
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<VmStateReport>(golden).expect("deserialize"),
+            report
+        );
+    }
+
+    #[test]
+    fn release_report_golden_json() {
+        let golden = concat!(
+            r#"{"vm":"web1","host":"h2","release":{"resumed_at_us":1700000000680200,"#,
+            r#""first_delivery_us":1700000000680500,"held":180,"released":180,"fenced":3,"dropped":0}}"#
+        );
+        let report = ReleaseReport {
+            vm: VmId::new("web1").expect("name"),
+            host: HostId::new("h2").expect("name"),
+            release: crate::ReleaseFigures {
+                resumed_at_us: 1_700_000_000_680_200,
+                first_delivery_us: 1_700_000_000_680_500,
+                held: 180,
+                released: 180,
+                fenced: 3,
+                dropped: 0,
+            },
+        };
+        assert_eq!(serde_json::to_string(&report).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<ReleaseReport>(golden).expect("deserialize"),
+            report
+        );
+        assert!(serde_json::from_str::<ReleaseReport>(r#"{"vm":"web1","host":"h2"}"#).is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! controller recorded it (every phase entered and every observation, with its time since the
 //! request), and the figures derived from it: how long the SR path took to be armed on every
 //! ingress, the blackout the controller saw (source paused to the destination running, i.e.
-//! the commit starting), and the whole migration.
+//! the commit starting), the commit fence, the whole migration, and what the hosts reported of
+//! the VM's traffic: the network downtime (the source's last frame to the VM before the pause
+//! to the destination's first after the resume) and the release latency.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -81,6 +83,22 @@ pub(crate) fn render(s: &MigrationStatus) -> String {
                     format!("every host's marker reached the destination {f} ms after the commit"),
                 None => "cleaned up without every host's marker (fence_wait_ms ran out)".to_owned(),
             }
+        );
+    }
+    if let Some(r) = &s.delivery.release {
+        let downtime = d.network_downtime_us.map_or_else(
+            || "- (no delivery time from the source)".to_owned(),
+            |us| format!("{:.3} ms", us as f64 / 1000.0),
+        );
+        let _ = writeln!(
+            out,
+            "  delivery: network downtime {downtime} (the source's last frame to the VM to the destination's first), release {:.3} ms after the resume",
+            r.latency_us() as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "  at the destination: held {}, released {}, fenced {}, dropped {}",
+            r.held, r.released, r.fenced, r.dropped
         );
     }
     if let Some(e) = &s.error {
@@ -232,7 +250,30 @@ mod tests {
                 committed_ms: Some(690),
                 fence_ms: None,
                 total_ms: Some(750),
+                release_latency_us: None,
+                network_downtime_us: None,
             }
+        );
+        assert!(!render(&s).contains("delivery:"));
+        let mut s = s;
+        s.delivery = serde_json::from_str(
+            r#"{"source_last_delivery_us":1700000001499800,
+                "release":{"resumed_at_us":1700000001680000,"first_delivery_us":1700000001680250,
+                           "held":1800,"released":1800,"fenced":4,"dropped":0}}"#,
+        )
+        .expect("delivery");
+        let d = derive(&s);
+        assert_eq!(d.release_latency_us, Some(250));
+        assert_eq!(d.network_downtime_us, Some(180_450));
+        let text = render(&s);
+        assert!(
+            text.contains("network downtime 180.450 ms")
+                && text.contains("release 0.250 ms after the resume"),
+            "{text}"
+        );
+        assert!(
+            text.contains("held 1800, released 1800, fenced 4, dropped 0"),
+            "{text}"
         );
         let text = render(&s);
         assert!(text.contains("+    500 ms  source-paused"), "{text}");

@@ -281,6 +281,7 @@ impl World {
                 state,
                 at: Timestamp(0),
                 boot_epoch: None,
+                last_delivery_us: None,
             })
             .await
             .expect("vm state accepted");
@@ -937,7 +938,7 @@ async fn migrate_over_mutual_tls_with_a_client_certificate() {
     ran.expect_code(1);
     for expected in [
         "error: the controller refused the migration (forbidden): host/h1 may only report about \
-         its own VMs (POST /v1/vm-state, POST /v1/fence), not POST /v1/migrations",
+         its own VMs (POST /v1/vm-state, POST /v1/fence, POST /v1/release), not POST /v1/migrations",
         "this certificate may not migrate",
     ] {
         assert!(ran.stderr.contains(expected), "{}", ran.stderr);

@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 use srmig_api::{
     Ack, FenceReport, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent,
     HypervisorReport, MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase,
-    MigrationStatus, Strategy, Timestamp, VmId, VmInfo, VmState, VmStateReport,
+    MigrationStatus, ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmState, VmStateReport,
 };
 
 use crate::migration::{
@@ -728,7 +728,46 @@ impl Controller {
                 other => other,
             });
         } else if report.host == s.core.from && report.state == VmState::Paused {
-            s.source_paused(now);
+            s.source_paused(now, report.last_delivery_us);
+        }
+        Ok(())
+    }
+
+    /// A VM resumed on a host and got its first frame there: recorded in the VM's migration
+    /// to that host (the one in progress, or the last one that finished, if it has no release
+    /// yet), from which the release latency and the network downtime are derived
+    /// ([`srmig_api::MigrationFigures`]). A report matching no such migration (a resume
+    /// after a restart, a VM paused and resumed in place) changes nothing.
+    pub fn handle_release_report(
+        &mut self,
+        now: Timestamp,
+        report: ReleaseReport,
+    ) -> Result<(), InputError> {
+        if self.model.host(&report.host).is_none() {
+            return Err(InputError::UnknownHost(report.host));
+        }
+        self.heard(&report.host, now);
+        if self.model.vm(&report.vm).is_none() {
+            return Err(InputError::UnknownVm(report.vm));
+        }
+        let active = self
+            .by_vm
+            .get(&report.vm)
+            .and_then(|id| self.active.get_mut(id))
+            .map(Migration::core_mut);
+        let core = match active {
+            Some(core) => Some(core),
+            None => self
+                .finished
+                .iter_mut()
+                .rev()
+                .map(Migration::core_mut)
+                .find(|c| c.vm == report.vm),
+        };
+        if let Some(core) = core {
+            if core.to == report.host && core.delivery.release.is_none() {
+                core.delivery.release = Some(report.release);
+            }
         }
         Ok(())
     }
@@ -1522,6 +1561,7 @@ mod tests {
             Timestamp(now),
             VmStateReport {
                 boot_epoch: None,
+                last_delivery_us: None,
                 vm: vid(1),
                 host: hid(on),
                 state,
@@ -1735,6 +1775,95 @@ mod tests {
             .phases
             .iter()
             .any(|p| p.phase == MigrationPhase::HypervisorCompleted));
+    }
+
+    fn release_report(c: &mut Controller, now: u64, on: u16, first_us: u64) {
+        c.handle_release_report(
+            Timestamp(now),
+            ReleaseReport {
+                vm: vid(1),
+                host: hid(on),
+                release: srmig_api::ReleaseFigures {
+                    resumed_at_us: first_us - 300,
+                    first_delivery_us: first_us,
+                    held: 7,
+                    released: 7,
+                    fenced: 1,
+                    dropped: 0,
+                },
+            },
+        )
+        .expect("release report");
+    }
+
+    /// The source's pause report gives the last delivery, the destination's release report
+    /// the first one after the resume: the migration's figures derive the release latency and
+    /// the network downtime from them. A release from another host, a second one, or one
+    /// after the migration ended with a release already recorded change nothing; a late
+    /// first one (no traffic until after the cleanup) is still recorded.
+    #[test]
+    fn delivery_figures_come_from_the_hosts_reports() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        ack_all(&mut c, Timestamp(12));
+        assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        c.handle_vm_state(
+            Timestamp(20),
+            VmStateReport {
+                vm: vid(1),
+                host: hid(1),
+                state: VmState::Paused,
+                at: Timestamp(20),
+                boot_epoch: None,
+                last_delivery_us: Some(19_900),
+            },
+        )
+        .expect("paused");
+        report(&mut c, 30, 2, VmState::Running);
+        release_report(&mut c, 30, 3, 99_000); // not the destination
+        assert_eq!(c.migration(id).expect("m").status().delivery.release, None);
+        release_report(&mut c, 30, 2, 30_100);
+        release_report(&mut c, 31, 2, 40_000); // a second resume: the first stays
+        let f = c.migration(id).expect("m").status().figures();
+        assert_eq!(f.release_latency_us, Some(300));
+        assert_eq!(f.network_downtime_us, Some(10_200));
+        ack_all(&mut c, Timestamp(32));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        let status = c.migration(id).expect("kept").status();
+        assert_eq!(status.delivery.release.map(|r| r.held), Some(7));
+        // The record survives a snapshot and restore.
+        let json = serde_json::to_string(&status).expect("serialize");
+        assert!(
+            json.contains(r#""source_last_delivery_us":19900"#),
+            "{json}"
+        );
+
+        // Back to h1, no traffic until after the end: the release still lands in the record.
+        let back = request(&mut c, 1, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(40));
+        ack_all(&mut c, Timestamp(41));
+        report(&mut c, 50, 2, VmState::Paused);
+        report(&mut c, 60, 1, VmState::Running);
+        ack_all(&mut c, Timestamp(61));
+        assert_eq!(phase(&c, back), MigrationPhase::Completed);
+        release_report(&mut c, 90, 1, 90_000);
+        let f = c.migration(back).expect("kept").status().figures();
+        assert_eq!(f.release_latency_us, Some(300));
+        assert_eq!(
+            f.network_downtime_us, None,
+            "h2 said nothing of its deliveries"
+        );
+        // Unknown hosts and VMs are input errors, as for the other reports.
+        let mut bad = ReleaseReport {
+            vm: vid(1),
+            host: hid(9),
+            release: srmig_api::ReleaseFigures::default(),
+        };
+        assert!(c.handle_release_report(Timestamp(91), bad.clone()).is_err());
+        bad.host = hid(1);
+        bad.vm = vid(9);
+        assert!(c.handle_release_report(Timestamp(91), bad).is_err());
     }
 
     #[test]
@@ -2494,6 +2623,7 @@ mod tests {
                 Timestamp(1),
                 VmStateReport {
                     boot_epoch: None,
+                    last_delivery_us: None,
                     vm: vid(9),
                     host: hid(1),
                     state: VmState::Running,
@@ -2569,6 +2699,7 @@ mod tests {
             Timestamp(12),
             VmStateReport {
                 boot_epoch: None,
+                last_delivery_us: None,
                 vm: vm(2, 2).name,
                 host: hid(3),
                 state: VmState::Running,

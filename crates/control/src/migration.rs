@@ -100,8 +100,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use srmig_api::{
-    HostId, MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord, SbufMode,
-    Strategy, Timestamp, VmId,
+    DeliveryRecord, HostId, MigrationId, MigrationOutcome, MigrationPhase, MigrationStatus,
+    PhaseRecord, SbufMode, Strategy, Timestamp, VmId,
 };
 
 use crate::model::Footprint;
@@ -264,6 +264,10 @@ pub struct MigrationCore {
     /// (they get the current config when they answer again).
     #[serde(default)]
     pub left_behind: Vec<HostId>,
+    /// What the hosts reported of the VM's traffic around the move (the source's last
+    /// delivery before the pause, the destination's release).
+    #[serde(default)]
+    pub delivery: DeliveryRecord,
 }
 
 impl MigrationCore {
@@ -460,6 +464,7 @@ impl Requested {
             error: None,
             cancel_requested: false,
             left_behind: Vec::new(),
+            delivery: DeliveryRecord::default(),
         };
         core.record(MigrationPhase::Requested, now);
         Requested { core }
@@ -534,11 +539,12 @@ impl ExpectHypervisorDone {
         }
     }
 
-    /// S reported the VM paused (recorded once).
-    pub fn source_paused(&mut self, now: Timestamp) {
+    /// S reported the VM paused (recorded once), with when S last delivered to it.
+    pub fn source_paused(&mut self, now: Timestamp, last_delivery_us: Option<u64>) {
         if self.source_paused_at.is_none() {
             self.source_paused_at = Some(now);
             self.core.record(MigrationPhase::SourcePaused, now);
+            self.core.delivery.source_last_delivery_us = last_delivery_us;
         }
     }
 
@@ -922,6 +928,7 @@ impl Migration {
             error: core.error.clone(),
             hypervisor: None,
             left_behind: core.left_behind.clone(),
+            delivery: core.delivery,
         }
     }
 }
@@ -984,8 +991,8 @@ mod tests {
 
         let mut s = s.path_installed(Timestamp(12), &T);
         assert_eq!(s.deadline, Timestamp(1_012));
-        s.source_paused(Timestamp(20));
-        s.source_paused(Timestamp(21));
+        s.source_paused(Timestamp(20), None);
+        s.source_paused(Timestamp(21), None);
         assert_eq!(s.source_paused_at, Some(Timestamp(20)));
         let s = s.destination_running(Timestamp(30));
         let fp = Migration::ExpectCommitAcks(s.clone())
@@ -1224,7 +1231,7 @@ mod tests {
     #[test]
     fn states_survive_a_json_round_trip() {
         let mut s = migrating(Strategy::SrDrop);
-        s.source_paused(Timestamp(15));
+        s.source_paused(Timestamp(15), None);
         let m = Migration::ExpectHypervisorDone(s);
         let json = serde_json::to_string(&m).expect("serialize");
         assert!(json.starts_with(r#"{"expect-hypervisor-done":"#), "{json}");

@@ -12,6 +12,7 @@
 //! | `DELETE /v1/vms/{name}` | | 204 (409 while it migrates) |
 //! | `POST /v1/vm-state` | [`VmStateReport`] | 204 |
 //! | `POST /v1/fence` | [`FenceReport`] | 204 |
+//! | `POST /v1/release` | [`ReleaseReport`] | 204 |
 //! | `POST /v1/migrations` | [`MigrateRequest`] | 201 [`MigrationStatus`] |
 //! | `GET /v1/migrations` | | 200 `[MigrationStatus]` |
 //! | `GET /v1/migrations/{id}` | | 200 [`MigrationStatus`] |
@@ -26,12 +27,14 @@
 //! Who may do what: on the unix socket, whoever the socket's mode, group and peer-credential
 //! check let in (local administration) may do everything. Over mutual TLS ([`authorize`]), an
 //! operator's client certificate (`srmig://client/..`) or a controller's may do everything; a
-//! host's certificate (`srmig://host/<name>`) may only `POST /v1/vm-state` and
-//! `POST /v1/fence`, and only about itself (`host` = `<name>`): 403 `forbidden` otherwise.
+//! host's certificate (`srmig://host/<name>`) may only `POST /v1/vm-state`, `POST /v1/fence`
+//! and `POST /v1/release`, and only about itself (`host` = `<name>`): 403 `forbidden`
+//! otherwise.
 //!
 //! [`VmInfo`]: srmig_api::VmInfo
 //! [`VmStateReport`]: srmig_api::VmStateReport
 //! [`FenceReport`]: srmig_api::FenceReport
+//! [`ReleaseReport`]: srmig_api::ReleaseReport
 //! [`MigrateRequest`]: srmig_api::MigrateRequest
 //! [`MigrationStatus`]: srmig_api::MigrationStatus
 
@@ -46,7 +49,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use srmig_api::{ApiError, ApiErrorCode, FenceReport, HostId, MigrationId, VmStateReport};
+use srmig_api::{
+    ApiError, ApiErrorCode, FenceReport, HostId, MigrationId, ReleaseReport, VmStateReport,
+};
 use srmig_tls::{PeerIdentity, Role};
 use tokio::sync::{mpsc, oneshot};
 
@@ -81,6 +86,7 @@ pub(crate) fn router(
         .route("/v1/vms/{name}", axum::routing::delete(remove_vm))
         .route("/v1/vm-state", post(vm_state))
         .route("/v1/fence", post(fence))
+        .route("/v1/release", post(release))
         .route("/v1/migrations", post(migrate).get(migrations))
         .route("/v1/migrations/{id}", get(migration))
         .route("/v1/migrations/{id}/hypervisor", post(hypervisor))
@@ -107,12 +113,16 @@ pub(crate) async fn authorize(req: Request, next: Next) -> Response {
             Role::Client | Role::Controller => next.run(req).await,
             Role::Host
                 if req.method() == axum::http::Method::POST
-                    && matches!(req.uri().path(), "/v1/vm-state" | "/v1/fence") =>
+                    && matches!(
+                        req.uri().path(),
+                        "/v1/vm-state" | "/v1/fence" | "/v1/release"
+                    ) =>
             {
                 next.run(req).await
             }
             Role::Host => forbidden(format!(
-                "{id} may only report about its own VMs (POST /v1/vm-state, POST /v1/fence), \
+                "{id} may only report about its own VMs (POST /v1/vm-state, POST /v1/fence, \
+                 POST /v1/release), \
                  not {} {}",
                 req.method(),
                 req.uri().path()
@@ -267,6 +277,23 @@ async fn fence(
         let report: FenceReport = parse(&body, "fence report")?;
         own_report(caller.as_ref().map(|e| &e.0), &report.host)?;
         ask(&s, |r| Command::Fence(report, r)).await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn release(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let report: ReleaseReport = parse(&body, "release report")?;
+        own_report(caller.as_ref().map(|e| &e.0), &report.host)?;
+        ask(&s, |r| Command::Release(report, r)).await
     }
     .await;
     match r {

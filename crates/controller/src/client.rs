@@ -232,6 +232,14 @@ impl ControllerClient {
         self.post("/v1/fence", report).await
     }
 
+    /// `POST /v1/release`.
+    pub async fn report_release(
+        &self,
+        report: &srmig_api::ReleaseReport,
+    ) -> Result<(), ClientError> {
+        self.post("/v1/release", report).await
+    }
+
     /// `POST /v1/migrations`.
     pub async fn migrate(&self, req: &MigrateRequest) -> Result<MigrationStatus, ClientError> {
         self.post("/v1/migrations", req).await
@@ -430,6 +438,7 @@ mod tests {
             error: None,
             hypervisor: None,
             left_behind: vec![],
+            delivery: Default::default(),
         };
         let rec = PhaseRecord {
             phase: MigrationPhase::ExpectPathAcks,

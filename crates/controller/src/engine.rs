@@ -311,6 +311,7 @@ impl Engine {
                 state,
                 at: now(),
                 boot_epoch: None,
+                last_delivery_us: None,
             };
             if let Err(e) = self.core.handle_vm_state(now(), report) {
                 tracing::warn!(error = %e, "polled VM state refused");
@@ -422,6 +423,15 @@ impl Engine {
                 let r = self
                     .core
                     .handle_fence_report(now(), report)
+                    .map_err(input_failure)
+                    .and_then(|()| self.commit());
+                let _ = reply.send(r);
+            }
+            Command::Release(report, reply) => {
+                tracing::debug!(vm = %report.vm, host = %report.host, latency_us = report.release.latency_us(), held = report.release.held, "release report");
+                let r = self
+                    .core
+                    .handle_release_report(now(), report)
                     .map_err(input_failure)
                     .and_then(|()| self.commit());
                 let _ = reply.send(r);

@@ -818,6 +818,7 @@ mod tests {
             error: None,
             hypervisor: None,
             left_behind: vec![],
+            delivery: Default::default(),
         }
     }
 

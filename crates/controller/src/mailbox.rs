@@ -45,6 +45,7 @@ pub(crate) enum Command {
     Vms(Reply<Vec<VmView>>),
     VmState(VmStateReport, Reply<()>),
     Fence(srmig_api::FenceReport, Reply<()>),
+    Release(srmig_api::ReleaseReport, Reply<()>),
     Migrate(MigrateRequest, Reply<MigrationStatus>),
     Migration(MigrationId, Reply<MigrationStatus>),
     Migrations(Reply<Vec<MigrationStatus>>),

@@ -11,6 +11,8 @@
 //! | `srmig_controller_migration_committed_seconds` | histogram | | request to the commit acknowledged by every host |
 //! | `srmig_controller_migration_fence_seconds` | histogram | | the commit to the destination holding every host's commit-fence marker (how long packets still travelled the old SR path) |
 //! | `srmig_controller_migration_fence_incomplete` | counter | | migrations cleaned up without every host's marker (`fence_wait_ms` ran out) |
+//! | `srmig_controller_migration_release_latency_seconds` | histogram | | the destination's srmigd seeing the VM resume to its first frame to the VM (`POST /v1/release`) |
+//! | `srmig_controller_migration_network_downtime_seconds` | histogram | | the source's last frame to the VM before its pause to the destination's first after the resume (two hosts' clocks) |
 //! | `srmig_controller_migration_phase_duration_seconds` | histogram | `phase` | time spent in each state (`expect-path-acks`, `expect-hypervisor-done`, ...) of finished migrations, from their phase records; observations (`source-paused`, `retried`, ...) are not states |
 //! | `srmig_controller_config_pushes` | counter | | configs the core produced for a host (`PushConfig`), handed to the host's push task (several queued for one host may go out as one `PUT`) |
 //! | `srmig_controller_push_failures` | counter | `kind` (`transient`: retried; `refused`: srmigd answered 4xx) | failed `PUT /v1/config` attempts |
@@ -49,6 +51,17 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(SECONDS_BUCKETS)
 }
 
+/// Buckets of the delivery figures (release latency, network downtime), from 100 us: the
+/// release goal is 1 ms after the resume.
+const DELIVERY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(DELIVERY_BUCKETS)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
@@ -79,6 +92,8 @@ pub(crate) struct Metrics {
     committed_seconds: Histogram,
     fence_seconds: Histogram,
     fence_incomplete: Counter,
+    release_latency_seconds: Histogram,
+    network_downtime_seconds: Histogram,
     config_pushes: Counter,
     push_failures: Family<KindLabels, Counter>,
     acks: Counter,
@@ -114,6 +129,8 @@ impl Metrics {
             committed_seconds: seconds_histogram(),
             fence_seconds: seconds_histogram(),
             fence_incomplete: Counter::default(),
+            release_latency_seconds: delivery_histogram(),
+            network_downtime_seconds: delivery_histogram(),
             config_pushes: Counter::default(),
             push_failures: Family::default(),
             acks: Counter::default(),
@@ -178,6 +195,18 @@ impl Metrics {
             "migration_fence_incomplete",
             "Migrations cleaned up without every host's commit-fence marker (fence_wait_ms ran out)",
             self.fence_incomplete.clone(),
+        );
+        r.register_with_unit(
+            "migration_release_latency",
+            "Time from the destination's srmigd seeing the VM resume to its first frame to the VM",
+            Unit::Seconds,
+            self.release_latency_seconds.clone(),
+        );
+        r.register_with_unit(
+            "migration_network_downtime",
+            "Time from the source's last frame to the VM before its pause to the destination's first after the resume (two hosts' clocks)",
+            Unit::Seconds,
+            self.network_downtime_seconds.clone(),
         );
         r.register_with_unit(
             "migration_phase_duration",
@@ -305,6 +334,14 @@ impl Metrics {
                 h.observe(ms as f64 / 1000.0);
             }
         }
+        for (h, us) in [
+            (&self.release_latency_seconds, figures.release_latency_us),
+            (&self.network_downtime_seconds, figures.network_downtime_us),
+        ] {
+            if let Some(us) = us {
+                h.observe(us as f64 / 1e6);
+            }
+        }
         if status
             .phases
             .iter()
@@ -402,6 +439,7 @@ mod tests {
             error: None,
             hypervisor: None,
             left_behind: vec![],
+            delivery: Default::default(),
         }
     }
 
@@ -518,6 +556,14 @@ mod tests {
         m.set_state(1, 3, 1_700_000_000_123);
         let mut left = completed();
         left.left_behind = vec![HostId::new("h3").expect("name")];
+        left.delivery = srmig_api::DeliveryRecord {
+            source_last_delivery_us: Some(1_499_900_000),
+            release: Some(srmig_api::ReleaseFigures {
+                resumed_at_us: 1_699_800_000,
+                first_delivery_us: 1_699_800_400,
+                ..Default::default()
+            }),
+        };
         m.migration_finished(&MigrationOutcome::Completed, Some(&left));
         m.migration_finished(&MigrationOutcome::Failed("x".into()), None);
         let text = m.render().expect("render");
@@ -556,6 +602,11 @@ mod tests {
             "srmig_controller_migration_blackout_seconds_sum 0.2",
             "srmig_controller_migration_path_armed_seconds_sum 0.01",
             "srmig_controller_migration_committed_seconds_count 1",
+            "srmig_controller_migration_release_latency_seconds_count 1",
+            "srmig_controller_migration_release_latency_seconds_bucket{le=\"0.00025\"} 0",
+            "srmig_controller_migration_release_latency_seconds_bucket{le=\"0.0005\"} 1",
+            "srmig_controller_migration_network_downtime_seconds_count 1",
+            "srmig_controller_migration_network_downtime_seconds_sum 199.9004",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

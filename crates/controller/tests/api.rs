@@ -299,6 +299,7 @@ impl World {
         self.client
             .report_vm_state(&VmStateReport {
                 boot_epoch: None,
+                last_delivery_us: None,
                 vm: web1(),
                 host: name(host),
                 state,
@@ -449,8 +450,26 @@ async fn sr_buffer_migration_walks_every_phase() {
     // The emulated move: pause at S, resume at D, then the hypervisor reports completion.
     w.vm_state(1, VmState::Paused).await;
     w.vm_state(2, VmState::Running).await;
+    // D's first delivery after the resume (`POST /v1/release`).
+    w.client
+        .report_release(&srmig_api::ReleaseReport {
+            vm: web1(),
+            host: name(2),
+            release: srmig_api::ReleaseFigures {
+                resumed_at_us: 1_000_000,
+                first_delivery_us: 1_000_250,
+                held: 12,
+                released: 12,
+                fenced: 0,
+                dropped: 0,
+            },
+        })
+        .await
+        .expect("release report accepted");
     let late = w.hypervisor(id, HypervisorEventKind::Completed).await;
     assert_eq!(late.id, id);
+    assert_eq!(late.figures().release_latency_us, Some(250));
+    assert_eq!(late.delivery.release.map(|r| r.held), Some(12));
     // D (h2) reports every host's commit-fence marker: the cleanup waits for them (these fake
     // hosts forward nothing, so the test sends what srmigd would).
     w.wait_phase(id, MigrationPhase::ExpectCommitAcks).await;
@@ -684,6 +703,7 @@ async fn refusals_carry_a_reason() {
         .client
         .report_vm_state(&VmStateReport {
             boot_epoch: None,
+            last_delivery_us: None,
             vm: VmId::new("ghost").expect("name"),
             host: name(1),
             state: VmState::Running,
@@ -1155,9 +1175,21 @@ async fn hosts_on_other_machines_are_reached_and_authorized_over_mutual_tls() {
         .await
         .expect("h1 reports a fence marker");
     assert_eq!(st, StatusCode::NO_CONTENT, "{body:?}");
+    let release = |host: &str| {
+        format!(
+            r#"{{"vm":"web1","host":"{host}","release":{{"resumed_at_us":1,"first_delivery_us":2,"held":0,"released":0,"fenced":0,"dropped":0}}}}"#
+        )
+        .into_bytes()
+    };
+    let (st, body) = h1_client
+        .request(&to_ctl, Method::POST, "/v1/release", Some(release("h1")))
+        .await
+        .expect("h1 reports a release");
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body:?}");
     for (method, path, body) in [
         (Method::POST, "/v1/vm-state", Some(report("h2"))),
         (Method::POST, "/v1/fence", Some(fence("h2"))),
+        (Method::POST, "/v1/release", Some(release("h2"))),
         (Method::GET, "/v1/hosts", None),
         (
             Method::POST,

@@ -212,9 +212,9 @@ impl DataplaneLoop {
         let n_ports = ports.len();
         let epoch = std::time::Instant::now();
         agent.set_clock(WallClock {
-            unix_ms_at_zero: std::time::SystemTime::now()
+            unix_us_at_zero: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         });
         let mut lp = DataplaneLoop {
             agent,
@@ -425,8 +425,8 @@ impl DataplaneLoop {
         close_in_background(sock);
     }
 
-    /// Sends everything the engine generated or released, and the pending VM state and fence
-    /// reports.
+    /// Sends everything the engine generated or released, and the pending VM state, fence and
+    /// release reports.
     fn flush(&mut self, now: Instant) {
         self.drain_transmit(now);
         while let Some(r) = self.agent.poll_report() {
@@ -437,6 +437,11 @@ impl DataplaneLoop {
         while let Some(r) = self.agent.poll_fence_report() {
             if let Some(tx) = &self.reports {
                 tx.send(crate::report::Report::Fence(r));
+            }
+        }
+        while let Some(r) = self.agent.poll_release_report() {
+            if let Some(tx) = &self.reports {
+                tx.send(crate::report::Report::Release(r));
             }
         }
     }
@@ -852,22 +857,28 @@ impl DataplaneLoop {
     }
 
     /// The first frame to port `i`'s VM since it resumed was just handed to the kernel: how
-    /// long since the start of the round (the poll that saw the resume).
+    /// long since the start of the round (the poll that saw the resume), for the histogram
+    /// and the controller's release report.
     fn observe_release_latency(&mut self, i: usize) {
         let Some(at) = self.resumed_at[i] else {
             return;
         };
-        let ns = self.now().saturating_duration_since(at).as_nanos();
-        let ns = u64::try_from(ns).unwrap_or(u64::MAX);
-        debug!(port = %self.ports[i].ifname, release_us = ns / 1_000, "first frame to a resumed VM handed to the kernel");
-        self.agent.observe_release_latency(ns);
+        let now = self.now();
+        let us = now.saturating_duration_since(at).as_micros();
+        debug!(port = %self.ports[i].ifname, release_us = us, "first frame to a resumed VM handed to the kernel");
+        self.agent.observe_release(self.ports[i].id, at, now);
     }
 
     /// Hands port `i`'s queue to the kernel; each refused frame goes through
-    /// [`Self::undelivered`].
+    /// [`Self::undelivered`]. A VM port's delivery time is noted for the VM's pause report.
     fn flush_port(&mut self, now: Instant, i: usize) {
+        let vm_frames = self.ports[i].kind == PortKind::Vm && self.ports[i].tx_pending();
         while let Some(u) = self.ports[i].flush(&mut self.failed) {
             self.undelivered(now, i, u);
+        }
+        if vm_frames {
+            let t = self.now();
+            self.agent.note_delivered(self.ports[i].id, t);
         }
     }
 

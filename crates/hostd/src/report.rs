@@ -1,5 +1,6 @@
-//! Reports VM state changes and commit-fence markers to the controller: `POST /v1/vm-state`
-//! with a [`VmStateReport`], `POST /v1/fence` with a [`FenceReport`], over the controller's
+//! Reports VM state changes, commit-fence markers and releases to the controller: `POST
+//! /v1/vm-state` with a [`VmStateReport`], `POST /v1/fence` with a [`FenceReport`], `POST
+//! /v1/release` with a [`ReleaseReport`], over the controller's
 //! unix socket, or over mutual TLS to `https://HOST:PORT` (this host's certificate; the
 //! controller's must carry a controller identity).
 //!
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use hyper::Method;
-use srmig_api::{FenceReport, VmStateReport};
+use srmig_api::{FenceReport, ReleaseReport, VmStateReport};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn};
 
@@ -109,6 +110,8 @@ pub enum Report {
     VmState(VmStateReport),
     /// A commit-fence marker reached this host (`POST /v1/fence`).
     Fence(FenceReport),
+    /// A VM that resumed here got its first frame (`POST /v1/release`).
+    Release(ReleaseReport),
 }
 
 impl Report {
@@ -116,6 +119,7 @@ impl Report {
         match self {
             Report::VmState(_) => "/v1/vm-state",
             Report::Fence(_) => "/v1/fence",
+            Report::Release(_) => "/v1/release",
         }
     }
 
@@ -123,6 +127,7 @@ impl Report {
         match self {
             Report::VmState(r) => serde_json::to_vec(r),
             Report::Fence(r) => serde_json::to_vec(r),
+            Report::Release(r) => serde_json::to_vec(r),
         }
     }
 }
@@ -132,6 +137,12 @@ impl std::fmt::Display for Report {
         match self {
             Report::VmState(r) => write!(f, "VM state report ({} {})", r.vm, r.state),
             Report::Fence(r) => write!(f, "fence report ({} from {})", r.vm, r.ingress),
+            Report::Release(r) => write!(
+                f,
+                "release report ({}, first frame {} us after the resume)",
+                r.vm,
+                r.release.latency_us()
+            ),
         }
     }
 }

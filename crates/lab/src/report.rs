@@ -121,6 +121,15 @@ pub struct MigrationReport {
     /// (netns VMs, probe workload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_latency_ms: Option<f64>,
+    /// The network downtime as the hosts' srmigd reported it to the controller (the source's
+    /// last frame to the VM before its pause to the destination's first after the resume;
+    /// `srmig migration show`), beside the VM's own view above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_network_downtime_ms: Option<f64>,
+    /// The release latency as the destination's srmigd reported it to the controller (its
+    /// seeing the resume to its first frame to the VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_release_latency_ms: Option<f64>,
     /// Packets End.SBUF held for the VM at the destination, and released.
     #[serde(default)]
     pub held: u64,

@@ -136,6 +136,20 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
             "network downtime {down:.1} ms, blackout {:.1} ms, release {release:.2} ms",
             m.blackout_ms
         );
+        // The same figures as srmigd reported them to the controller (the source's last
+        // frame to the VM, the destination's first): they describe the same gap, seen
+        // from the hosts instead of the VM (probes every millisecond, one clock in the lab).
+        let (reported_down, reported_release) = (
+            m.reported_network_downtime_ms
+                .expect("network downtime reported to the controller"),
+            m.reported_release_latency_ms
+                .expect("release latency reported to the controller"),
+        );
+        assert!(
+            (reported_down - down).abs() < 10.0 && reported_release < 30.0,
+            "reported network downtime {reported_down:.2} ms against {down:.2} ms at the VM, \
+             reported release {reported_release:.2} ms"
+        );
     }
     let probe = buffer.report.probe.as_ref().expect("probe report");
     for m in &buffer.details.migrations {

@@ -209,14 +209,14 @@ impl Fleet {
     pub(crate) async fn start(n: usize, dir: &Path) -> Result<Fleet, ControlBenchError> {
         let stats = Arc::new(WireStats::default());
         let epoch = Instant::now();
-        let unix_ms_at_zero = super::unix_ms().floor() as u64;
+        let unix_us_at_zero = (super::unix_ms() * 1000.0).floor() as u64;
         let mut hosts = Vec::with_capacity(n);
         let mut servers = Vec::with_capacity(n);
         for i in 0..n {
             let info = host_info(i)?;
             let mut agent = Agent::new(info.name.clone(), node_config(i, n)?, 1)
                 .map_err(|e| ControlBenchError::Setup(format!("agent of host {i}: {e}")))?;
-            agent.set_clock(WallClock { unix_ms_at_zero });
+            agent.set_clock(WallClock { unix_us_at_zero });
             let socket: PathBuf = dir.join(format!("{}.sock", host_name(i)));
             let listener = tokio::net::UnixListener::bind(&socket).map_err(|source| {
                 ControlBenchError::Io {

@@ -540,6 +540,7 @@ impl World {
                 now,
                 VmStateReport {
                     boot_epoch: None,
+                    last_delivery_us: None,
                     vm: vm.clone(),
                     host,
                     state,

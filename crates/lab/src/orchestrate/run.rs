@@ -409,6 +409,16 @@ impl LabRun {
                 r.migrations.iter().map(|m| m.blackout_ms).fold(0.0, f64::max)
             );
         }
+        if let (Some(down), Some(release)) = (
+            max(|m| m.reported_network_downtime_ms),
+            max(|m| m.reported_release_latency_ms),
+        ) {
+            let _ = writeln!(
+                out,
+                "  reported by srmigd: network downtime {down:.1} ms at most, first release \
+                 {release:.2} ms after the resume at most"
+            );
+        }
         let probes = [("probe", &r.probe), ("probe/4", &r.probe_v4)];
         for (label, p) in probes.iter().filter_map(|(l, p)| Some((l, p.as_ref()?))) {
             let _ = writeln!(
@@ -772,6 +782,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         for record in records {
             let (network_downtime_ms, release_latency_ms) =
                 vm_view.get(&record.id).copied().unwrap_or_default();
+            let reported = record.delivery;
             report.migrations.push(MigrationReport {
                 vm: several.then(|| record.vm.clone()),
                 pause_ms: record.pause_ms,
@@ -779,6 +790,12 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 blackout_ms: record.pause_ms,
                 network_downtime_ms,
                 release_latency_ms,
+                reported_network_downtime_ms: reported
+                    .network_downtime_us()
+                    .map(|us| us as f64 / 1e3),
+                reported_release_latency_ms: reported
+                    .release_latency_us()
+                    .map(|us| us as f64 / 1e3),
                 held: record.held,
                 fenced: record.fenced,
                 released: record.released,

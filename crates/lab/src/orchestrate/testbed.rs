@@ -205,6 +205,10 @@ pub struct MigrationRecord {
     pub hold_ms: Option<f64>,
     /// The controller's phases, milliseconds since the request.
     pub phases: Vec<(MigrationPhase, u64)>,
+    /// What the hosts' srmigd reported to the controller of the VM's traffic (the source's
+    /// last delivery before the pause, the destination's release): the controller's own
+    /// network downtime and release latency ([`srmig_api::MigrationFigures`]).
+    pub delivery: srmig_api::DeliveryRecord,
 }
 
 /// A fault fired in a migration and not yet recorded.
@@ -1387,6 +1391,7 @@ impl Testbed {
                 .iter()
                 .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
                 .collect(),
+            delivery: done.delivery,
         })
     }
 
@@ -1790,6 +1795,7 @@ impl Testbed {
                 .iter()
                 .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
                 .collect(),
+            delivery: done.delivery,
         })
     }
 
@@ -1836,6 +1842,7 @@ impl Testbed {
                 .iter()
                 .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
                 .collect(),
+            delivery: done.delivery,
         })
     }
 
