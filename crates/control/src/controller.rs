@@ -717,6 +717,18 @@ impl Controller {
         let Some(&id) = self.by_vm.get(&report.vm) else {
             return Ok(());
         };
+        // The source's own report says when it last delivered to the VM; the controller's
+        // poll of the source may have told the pause first, without that.
+        if let (Some(m), VmState::Paused, Some(us)) = (
+            self.active.get_mut(&id),
+            report.state,
+            report.last_delivery_us,
+        ) {
+            let core = m.core_mut();
+            if core.from == report.host && core.delivery.source_last_delivery_us.is_none() {
+                core.delivery.source_last_delivery_us = Some(us);
+            }
+        }
         let Some(Migration::ExpectHypervisorDone(s)) = self.active.get_mut(&id) else {
             return Ok(());
         };
@@ -728,7 +740,7 @@ impl Controller {
                 other => other,
             });
         } else if report.host == s.core.from && report.state == VmState::Paused {
-            s.source_paused(now, report.last_delivery_us);
+            s.source_paused(now);
         }
         Ok(())
     }
@@ -1808,6 +1820,9 @@ mod tests {
         ack_all(&mut c, Timestamp(11));
         ack_all(&mut c, Timestamp(12));
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
+        // The controller's poll of S sees the pause first (no delivery time), S's own report
+        // follows with it.
+        report(&mut c, 19, 1, VmState::Paused);
         c.handle_vm_state(
             Timestamp(20),
             VmStateReport {

@@ -539,12 +539,11 @@ impl ExpectHypervisorDone {
         }
     }
 
-    /// S reported the VM paused (recorded once), with when S last delivered to it.
-    pub fn source_paused(&mut self, now: Timestamp, last_delivery_us: Option<u64>) {
+    /// S reported the VM paused (recorded once).
+    pub fn source_paused(&mut self, now: Timestamp) {
         if self.source_paused_at.is_none() {
             self.source_paused_at = Some(now);
             self.core.record(MigrationPhase::SourcePaused, now);
-            self.core.delivery.source_last_delivery_us = last_delivery_us;
         }
     }
 
@@ -991,8 +990,8 @@ mod tests {
 
         let mut s = s.path_installed(Timestamp(12), &T);
         assert_eq!(s.deadline, Timestamp(1_012));
-        s.source_paused(Timestamp(20), None);
-        s.source_paused(Timestamp(21), None);
+        s.source_paused(Timestamp(20));
+        s.source_paused(Timestamp(21));
         assert_eq!(s.source_paused_at, Some(Timestamp(20)));
         let s = s.destination_running(Timestamp(30));
         let fp = Migration::ExpectCommitAcks(s.clone())
@@ -1231,7 +1230,7 @@ mod tests {
     #[test]
     fn states_survive_a_json_round_trip() {
         let mut s = migrating(Strategy::SrDrop);
-        s.source_paused(Timestamp(15), None);
+        s.source_paused(Timestamp(15));
         let m = Migration::ExpectHypervisorDone(s);
         let json = serde_json::to_string(&m).expect("serialize");
         assert!(json.starts_with(r#"{"expect-hypervisor-done":"#), "{json}");
