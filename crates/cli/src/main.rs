@@ -4,6 +4,7 @@
 
 mod connect;
 mod controller;
+mod manpages;
 mod migrate;
 mod migration;
 
@@ -87,6 +88,20 @@ enum Command {
     Migration {
         #[command(subcommand)]
         what: migration::MigrationCommand,
+    },
+    /// Print a shell completion script for srmig on stdout (e.g.
+    /// `srmig completions bash > /etc/bash_completion.d/srmig`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages of srmig (section 1, one per command) and srmigd (section 8)
+    /// into a directory (e.g. `srmig man --out /usr/local/share/man`: man1/ and man8/ below it).
+    Man {
+        /// The directory; `man1/` and `man8/` are created in it.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -483,6 +498,21 @@ fn run(command: Command) -> Result<ExitCode> {
         // `srmig migrate` prints its own errors and has exit codes of its own (its --help).
         Command::Migrate(args) => return Ok(migrate::run(args)),
         Command::Migration { what } => return Ok(migration::run(what)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "srmig",
+                &mut std::io::stdout(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { out } => {
+            for page in manpages::write(<Cli as clap::CommandFactory>::command(), &out)? {
+                println!("{}", page.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Replay {
             config,
             pcaps,

@@ -18,6 +18,7 @@
 //! client), [`config`] (node.toml).
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dataplane_loop;

@@ -3,69 +3,19 @@
 //! [--log-format json|text] [--workers N] [--cpus LIST]`: the per-host srmig daemon (see the
 //! library docs; `--workers`: [`srmig_hostd::workers`]; trust model: `docs/security.md`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use srmig_agent::Agent;
 use srmig_api::HostId;
+use srmig_hostd::cli::{Args, LogFormat};
 use srmig_hostd::dataplane_loop::{DataplaneHandle, DataplaneLoop};
 use srmig_hostd::mailbox::Command;
 use srmig_hostd::workers::{self, Workers};
 use srmig_hostd::{api, config, qmpwatch, report};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// srmigd: the srmig SRv6 virtual router of one host.
-#[derive(Debug, Parser)]
-#[command(name = "srmigd", version)]
-struct Args {
-    /// Node configuration (TOML): locator, ports (interface names), routes, SIDs, VMs.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Unix socket of the control API for local administration (created mode 0660; a stale
-    /// socket is replaced, anything else at PATH is refused; removed on exit).
-    #[arg(long, value_name = "PATH")]
-    api: PathBuf,
-    /// Group of the API socket (default: srmigd's own group).
-    #[arg(long, value_name = "GROUP")]
-    api_group: Option<String>,
-    /// Serve the control API over mutual TLS on ADDR:PORT too (the controller on another
-    /// machine, operators' CLIs); needs --tls-dir.
-    #[arg(long, value_name = "ADDR:PORT", requires = "tls_dir")]
-    listen: Option<std::net::SocketAddr>,
-    /// This host's TLS files (`srmig pki issue --role host --name HOST`): DIR/ca.pem,
-    /// DIR/host-HOST.pem and DIR/host-HOST.key.
-    #[arg(long, value_name = "DIR")]
-    tls_dir: Option<PathBuf>,
-    /// Host name (default: the API socket's file stem, e.g. `h1` for `/run/srmig/h1.sock`).
-    #[arg(long)]
-    name: Option<String>,
-    /// The controller's API, to report VM state changes to: its unix socket PATH, or
-    /// https://HOST:PORT (mutual TLS with --tls-dir; its certificate must name a controller).
-    /// Controller replicas: every replica's address, comma-separated; reports go to the one
-    /// that answers (the leader).
-    #[arg(long, value_name = "PATH|URL[,...]")]
-    controller: Option<String>,
-    /// Log format on stderr (filter with RUST_LOG, default `info`).
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
-    /// Dataplane workers: threads with an engine and sockets each, the kernel spreading flows
-    /// over them (AF_PACKET fanout; no AF_XDP, no [[qemu]] ports with more than one).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    workers: usize,
-    /// Pin worker k to CPU k of LIST, modulo its length (e.g. `1`, `0,1`, `0-3`); default: no
-    /// pinning.
-    #[arg(long, value_name = "LIST")]
-    cpus: Option<String>,
-}
 
 /// Logs go to stderr through a writer thread: the dataplane thread formats a line and hands
 /// it over, and never waits for a `write` (a VM's resume logs two lines before its first
