@@ -1,12 +1,13 @@
 //! Capture files as `srmig replay` reads them (`srmig_replay::pcap::read_capture`: classic
-//! pcap, either byte order and timestamp resolution; pcapng and other link types refused with
+//! pcap, either byte order and timestamp resolution, and pcapng; other link types refused with
 //! a message), then replayed through the engine configured by `examples/migration/dest.toml`
 //! on its uplink. Nothing may panic; frames read are numbered in file order; a replay of what
 //! was read completes with one record per frame.
 //!
 //! Input: the capture file's bytes (written to a scratch file: the reader takes a path).
 //! Seeds: `fuzz/corpus/replay_pcap/seed-*` (captures of the demo's input, written by
-//! `srmig_replay::pcap::CaptureWriter`).
+//! `srmig_replay::pcap::CaptureWriter`, and the same converted by `editcap -F pcapng`:
+//! `seed-*-pcapng`).
 #![no_main]
 
 use std::path::PathBuf;

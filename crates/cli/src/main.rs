@@ -35,10 +35,12 @@ enum Command {
         /// Node configuration (TOML; see docs/replay.md), optionally with [[events]].
         #[arg(long)]
         config: PathBuf,
-        /// An input capture for an ingress port, as PORT=FILE (Ethernet pcap). Repeatable.
+        /// An input capture for an ingress port, as PORT=FILE (Ethernet, pcap or pcapng).
+        /// Repeatable.
         #[arg(long = "pcap", value_name = "PORT=FILE", required = true)]
         pcaps: Vec<String>,
-        /// Directory for <port>.pcap outputs and summary.json.
+        /// Directory for <port>.pcap outputs and summary.json (the outputs of an earlier run
+        /// there are removed first, and named).
         #[arg(long)]
         out: PathBuf,
         /// Do not print the per-packet table.
@@ -705,6 +707,9 @@ fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) ->
         });
     }
     let summary = replay(&cfg, &inputs, &out)?;
+    for note in summary.notes.iter().filter(|n| !cfg.notes.contains(n)) {
+        eprintln!("note: {note}");
+    }
     let path = write_summary(&summary, &out)?;
     if !quiet {
         print_packets(&summary);
@@ -716,8 +721,13 @@ fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) ->
 
 fn write_summary(summary: &Summary, out: &std::path::Path) -> Result<PathBuf> {
     let path = out.join("summary.json");
-    let text = serde_json::to_string_pretty(summary)?;
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    // Written as it is encoded (a summary has a record per packet: no copy in memory).
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, summary)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::flush(&mut w).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

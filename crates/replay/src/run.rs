@@ -24,7 +24,7 @@ use srmig_dataplane::{
 
 use crate::config::{EventTime, ReplayConfig};
 use crate::describe::describe;
-use crate::pcap::{merge_by_time, read_capture, CaptureWriter, InputFrame, PcapError};
+use crate::pcap::{CaptureReader, CaptureWriter, InputFrame, Merge, PcapError};
 use crate::summary::{counters_summary, CountersSummary};
 
 /// Packets per `process_batch` call at most.
@@ -45,6 +45,83 @@ pub enum ReplayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("output directory {dir}: {file} would be overwritten, but it is an input (--pcap); choose another --out")]
+    InputInOutDir { dir: String, file: String },
+    #[error("output directory {dir}: cannot remove {file}, an output of an earlier run")]
+    Stale {
+        dir: String,
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The file of `port`'s output capture in the output directory (a port name is any string:
+/// never a path out of that directory).
+fn output_file(port: &str) -> String {
+    format!("{}.pcap", port.replace(['/', '\0'], "_"))
+}
+
+/// Removes what an earlier replay left in `out_dir` so that it holds only this run's outputs:
+/// `summary.json`, the captures that summary lists, and a `<port>.pcap` for every port of this
+/// node (a port that sends nothing this time must not show an old capture). Nothing else is
+/// touched, and an input among those files is refused before anything is removed. Returns
+/// the files removed, by name.
+fn clear_earlier_outputs(
+    out_dir: &Path,
+    ports: &[String],
+    inputs: &[Input],
+) -> Result<Vec<String>, ReplayError> {
+    let mut names: Vec<String> = ports.iter().map(|p| output_file(p)).collect();
+    let summary = out_dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary) {
+        #[derive(serde::Deserialize)]
+        struct Earlier {
+            #[serde(default)]
+            outputs: Vec<Listed>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            file: PathBuf,
+        }
+        if let Ok(e) = serde_json::from_str::<Earlier>(&text) {
+            // Only files directly in the output directory, named as replay names them.
+            names.extend(e.outputs.into_iter().filter_map(|l| {
+                let name = l.file.file_name()?.to_str()?.to_owned();
+                name.ends_with(".pcap").then_some(name)
+            }));
+        }
+        names.push("summary.json".to_owned());
+    }
+    names.sort();
+    names.dedup();
+    let existing: Vec<PathBuf> = names
+        .iter()
+        .map(|n| out_dir.join(n))
+        .filter(|p| p.is_file())
+        .collect();
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    for p in &existing {
+        if inputs.iter().any(|i| same(&i.file, p)) {
+            return Err(ReplayError::InputInOutDir {
+                dir: out_dir.display().to_string(),
+                file: p.display().to_string(),
+            });
+        }
+    }
+    let mut removed = Vec::new();
+    for p in existing {
+        std::fs::remove_file(&p).map_err(|source| ReplayError::Stale {
+            dir: out_dir.display().to_string(),
+            file: p.display().to_string(),
+            source,
+        })?;
+        removed.push(
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        );
+    }
+    Ok(removed)
 }
 
 /// One input capture: the port it arrives on and the file.
@@ -126,7 +203,7 @@ pub fn replay(
 ) -> Result<Summary, ReplayError> {
     let dp = Dataplane::new(config.node.clone())?;
     let mut ports = Vec::with_capacity(inputs.len());
-    let mut per_input = Vec::with_capacity(inputs.len());
+    let mut readers = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
         let port = dp
             .port_id(&input.port)
@@ -135,18 +212,10 @@ pub fn replay(
                 file: input.file.display().to_string(),
             })?;
         ports.push(port);
-        per_input.push(read_capture(&input.file, i)?);
+        readers.push(CaptureReader::open(&input.file, i)?);
     }
-    let input_summaries = inputs
-        .iter()
-        .zip(&per_input)
-        .map(|(input, frames)| FileSummary {
-            port: input.port.clone(),
-            file: input.file.display().to_string(),
-            frames: frames.len(),
-        })
-        .collect();
-    let frames = merge_by_time(per_input);
+    // The captures are read as they are replayed (one frame per input held at a time).
+    let mut frames = Merge::new(readers)?;
     std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::OutDir {
         path: out_dir.display().to_string(),
         source,
@@ -155,13 +224,23 @@ pub fn replay(
         .port_names()
         .map(|(id, name)| (id, name.to_owned()))
         .collect();
+    let names: Vec<String> = port_names.values().cloned().collect();
+    let removed = clear_earlier_outputs(out_dir, &names, inputs)?;
+    let mut notes = config.notes.clone();
+    if !removed.is_empty() {
+        notes.push(format!(
+            "removed the outputs of an earlier run from {}: {}",
+            out_dir.display(),
+            removed.join(", ")
+        ));
+    }
     let vm_names: Vec<(VmId, String)> = config
         .node
         .vms
         .iter()
         .filter_map(|v| dp.vm_id(&v.name).map(|id| (id, v.name.clone())))
         .collect();
-    let base = frames.first().map_or(Duration::ZERO, |f| f.timestamp);
+    let base = frames.peek().map_or(Duration::ZERO, |f| f.timestamp);
     let mut run = Run {
         dp,
         out_dir: out_dir.to_owned(),
@@ -175,42 +254,62 @@ pub fn replay(
         last_time: Duration::ZERO,
     };
     let mut pending_events: Vec<_> = config.events.clone();
-    let mut packets = Vec::with_capacity(frames.len());
+    let mut packets = Vec::new();
     let mut batch = Batch::new(BATCH);
+    // The frames of the batch being built, and how many frames were taken so far.
+    let mut in_batch: Vec<InputFrame> = Vec::with_capacity(BATCH);
     let mut next = 0;
-    while next < frames.len() {
-        let now_d = frames[next].timestamp.saturating_sub(base);
+    let mut end = Duration::ZERO;
+    while let Some(first) = frames.next_frame()? {
+        let now_d = first.timestamp.saturating_sub(base);
         let now = instant(now_d);
+        end = now_d;
         run.apply_due_events(&mut pending_events, next, now_d)?;
         run.expire(now)?;
         // A frame no packet buffer can hold: its own outcome, a counted drop.
-        if frames[next].data.len() > BUF_CAPACITY {
-            let f = &frames[next];
-            let v = run.dp.drop_frame_too_large(ports[f.input], f.data.len());
+        if first.data.len() > BUF_CAPACITY {
+            let v = run
+                .dp
+                .drop_frame_too_large(ports[first.input], first.data.len());
             run.last_time = now_d;
-            packets.push(run.record(next + 1, &inputs[f.input].port, f, now_d, v, &[])?);
             next += 1;
+            packets.push(run.record(next, &inputs[first.input].port, &first, now_d, v, &[])?);
             continue;
         }
         // Gather frames with this timestamp, up to BATCH, stopping where an event falls due
         // (or before a frame too large for a buffer, which gets its own turn).
         batch.clear();
+        in_batch.clear();
         let start = next;
-        while next < frames.len()
-            && batch.len() < BATCH
-            && frames[next].timestamp == frames[start].timestamp
-            && (next == start || !event_due_after(&pending_events, next))
+        let t0 = first.timestamp;
+        let pushed = batch.push(ports[first.input], &first.data).is_ok();
+        debug_assert!(pushed, "an empty batch takes a frame that fits a buffer");
+        in_batch.push(first);
+        next += 1;
+        while batch.len() < BATCH
+            && !event_due_after(&pending_events, next)
+            && frames
+                .peek()
+                .is_some_and(|f| f.timestamp == t0 && f.data.len() <= BUF_CAPACITY)
         {
-            let f = &frames[next];
-            match batch.push(ports[f.input], &f.data) {
-                Ok(_) => next += 1,
-                Err(_) => break,
+            let Some(f) = frames.next_frame()? else {
+                break;
+            };
+            if batch.push(ports[f.input], &f.data).is_err() {
+                // Cannot happen for a frame that fits a buffer in a batch with room; kept
+                // as its own packet rather than lost.
+                let v = run.dp.drop_frame_too_large(ports[f.input], f.data.len());
+                next += 1;
+                packets.push(run.record(next, &inputs[f.input].port, &f, now_d, v, &[])?);
+                break;
             }
+            in_batch.push(f);
+            next += 1;
         }
         run.dp.process_batch(now, &mut batch);
         run.last_time = now_d;
         for (k, pkt) in batch.packets().iter().enumerate() {
-            let f = &frames[start + k];
+            let f = &in_batch[k];
             packets.push(run.record(
                 start + k + 1,
                 &inputs[f.input].port,
@@ -222,16 +321,22 @@ pub fn replay(
         }
         run.drain(now, now_d)?;
     }
+    let input_summaries = inputs
+        .iter()
+        .zip(frames.frames_per_input())
+        .map(|(input, frames)| FileSummary {
+            port: input.port.clone(),
+            file: input.file.display().to_string(),
+            frames,
+        })
+        .collect();
     // Events scheduled after the last packet still happen (e.g. the VM resuming at the end).
-    let end = frames
-        .last()
-        .map_or(Duration::ZERO, |f| f.timestamp.saturating_sub(base));
     for ev in std::mem::take(&mut pending_events) {
         let t = match ev.time {
             EventTime::AtMs(ms) => ms_duration(ms).max(end),
             EventTime::AfterPacket(_) => end,
         };
-        run.apply_event(ev, frames.len(), t)?;
+        run.apply_event(ev, next, t)?;
     }
     let counters = counters_summary(&run.dp, &config.node);
     let outputs = run
@@ -244,7 +349,7 @@ pub fn replay(
         })
         .collect();
     Ok(Summary {
-        notes: config.notes.clone(),
+        notes,
         inputs: input_summaries,
         outputs,
         packets,
@@ -303,9 +408,7 @@ impl Run {
     fn write(&mut self, port: PortId, now_d: Duration, data: &[u8]) -> Result<(), ReplayError> {
         if !self.writers.contains_key(&port) {
             let name = self.port_name(port);
-            // A port name is any string: never a path out of the output directory.
-            let file = name.replace(['/', '\0'], "_");
-            let w = CaptureWriter::create(&self.out_dir.join(format!("{file}.pcap")))?;
+            let w = CaptureWriter::create(&self.out_dir.join(output_file(&name)))?;
             self.writers.insert(port, (name, w));
         }
         if let Some((_, w)) = self.writers.get_mut(&port) {
@@ -582,6 +685,66 @@ mod tests {
         let summary = replay(&config, &inputs, &dir.join("out")).expect("the run completes");
         assert_eq!(summary.events.len(), 1);
         assert_eq!(summary.packets[0].verdict, "tx");
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// A second run into the same directory leaves only its own outputs: the earlier
+    /// summary's captures and this node's port captures are removed (and said so), other files
+    /// stay, and an input among them is refused before anything is removed.
+    #[test]
+    fn an_output_directory_holds_only_the_latest_run() {
+        let dir = temp_dir("stale");
+        let out = dir.join("out");
+        std::fs::create_dir_all(&out).expect("out");
+        let small = udp6_sized(a6("2001:db8:777::7"), vm1(), 100);
+        let input = dir.join("up0.pcap");
+        let mut w = CaptureWriter::create(&input).expect("create");
+        w.write(
+            Duration::from_millis(1),
+            &uplink_frame(S, &[sid(S, END_DT6)], 0, &small),
+        )
+        .expect("write");
+        drop(w);
+        // What an earlier run of another node left: its summary lists old.pcap.
+        std::fs::write(out.join("old.pcap"), b"x").expect("old");
+        std::fs::write(
+            out.join("summary.json"),
+            r#"{"outputs":[{"port":"old","file":"somewhere/old.pcap","frames":1}]}"#,
+        )
+        .expect("summary");
+        // A capture of one of this node's ports that will send nothing now.
+        std::fs::write(out.join("up0.pcap"), b"x").expect("up0");
+        std::fs::write(out.join("notes.txt"), b"mine").expect("notes");
+        let config = ReplayConfig::new(host_config(S, VmState::Running));
+        let inputs = [Input {
+            port: "up0".into(),
+            file: input.clone(),
+        }];
+        let summary = replay(&config, &inputs, &out).expect("the run completes");
+        assert!(!out.join("old.pcap").exists() && !out.join("summary.json").exists());
+        assert!(!out.join("up0.pcap").exists(), "up0 sent nothing this run");
+        assert!(out.join("notes.txt").exists(), "not an output: left alone");
+        let note = summary.notes.last().expect("a note");
+        assert!(
+            note.contains("removed the outputs of an earlier run")
+                && note.contains("old.pcap")
+                && note.contains("summary.json"),
+            "{note}"
+        );
+        // The input inside the output directory, named like an output: refused, nothing
+        // removed.
+        let inside = out.join("up0.pcap");
+        std::fs::copy(&input, &inside).expect("copy");
+        std::fs::write(out.join("summary.json"), "{}").expect("summary");
+        let inputs = [Input {
+            port: "up0".into(),
+            file: inside.clone(),
+        }];
+        let err = replay(&config, &inputs, &out)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("is an input"), "{err}");
+        assert!(inside.exists() && out.join("summary.json").exists());
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 }
