@@ -161,6 +161,9 @@ pub struct DataplaneLoop {
     resumed_at: Vec<Option<Instant>>,
     /// Per VM port: a frame for it left the engine since `resumed_at`.
     sent_since_resume: Vec<bool>,
+    /// Per port: a frame was handed to it since the last [`Self::flush_ports`] (VM ports: the
+    /// agent notes the time for the VM's pause report).
+    delivered: Vec<bool>,
 }
 
 impl DataplaneLoop {
@@ -235,6 +238,7 @@ impl DataplaneLoop {
             checked_in: vec![None; n_ports],
             resumed_at: vec![None; n_ports],
             sent_since_resume: vec![false; n_ports],
+            delivered: vec![false; n_ports],
         };
         let now = lp.now();
         lp.link_events = snapshot;
@@ -814,6 +818,8 @@ impl DataplaneLoop {
                     } else {
                         self.ports[i].count_undelivered(&u);
                     }
+                } else {
+                    self.delivered[i] = true;
                 }
             }
         }
@@ -841,7 +847,10 @@ impl DataplaneLoop {
                 } else {
                     self.ports[i].count_undelivered(&u);
                 }
-            } else if self.resumed_at[i].is_some() && !self.sent_since_resume[i] {
+                continue;
+            }
+            self.delivered[i] = true;
+            if self.resumed_at[i].is_some() && !self.sent_since_resume[i] {
                 // The first frame to a VM that just resumed (its End.SBUF release comes
                 // first in `poll_transmit`) goes to the kernel at once, before the rest of
                 // the release is even built.
@@ -870,21 +879,30 @@ impl DataplaneLoop {
     }
 
     /// Hands port `i`'s queue to the kernel; each refused frame goes through
-    /// [`Self::undelivered`]. A VM port's delivery time is noted for the VM's pause report.
+    /// [`Self::undelivered`].
     fn flush_port(&mut self, now: Instant, i: usize) {
-        let vm_frames = self.ports[i].kind == PortKind::Vm && self.ports[i].tx_pending();
         while let Some(u) = self.ports[i].flush(&mut self.failed) {
             self.undelivered(now, i, u);
-        }
-        if vm_frames {
-            let t = self.now();
-            self.agent.note_delivered(self.ports[i].id, t);
         }
     }
 
     /// Flushes every port with frames queued. A refused frame may be re-steered onto another
     /// port's queue, hence the passes (each one empties at least the queues it starts with).
+    /// The VM ports handed frames are noted with the agent (their VMs' last delivery, for a
+    /// pause report), whatever the port's kind of socket (a QEMU port writes at once).
     fn flush_ports(&mut self, now: Instant) {
+        self.flush_ports_only(now);
+        if self.delivered.iter().any(|d| *d) {
+            let t = self.now();
+            for i in 0..self.ports.len() {
+                if std::mem::take(&mut self.delivered[i]) && self.ports[i].kind == PortKind::Vm {
+                    self.agent.note_delivered(self.ports[i].id, t);
+                }
+            }
+        }
+    }
+
+    fn flush_ports_only(&mut self, now: Instant) {
         for _ in 0..4 {
             for i in 0..self.ports.len() {
                 if self.ports[i].tx_pending() {

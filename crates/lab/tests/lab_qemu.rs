@@ -117,6 +117,22 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
             "End.SBUF did not hold: {r:?}"
         );
     }
+    // What srmigd reported to the controller: the network downtime spans the pause (the
+    // source's last frame to the guest before its STOP, the destination's first after its
+    // RESUME; a 1 ms probe keeps both close to them), the release follows the resume.
+    for m in &buffer.report.migrations {
+        let down = m
+            .reported_network_downtime_ms
+            .expect("network downtime reported to the controller");
+        let release = m
+            .reported_release_latency_ms
+            .expect("release latency reported to the controller");
+        assert!(
+            down > m.blackout_ms - 20.0 && down < m.blackout_ms + 100.0 && release < 50.0,
+            "reported network downtime {down:.2} ms, blackout {:.2} ms, release {release:.2} ms",
+            m.blackout_ms
+        );
+    }
     assert_eq!(
         buffer.details.guest_boot_id.as_deref(),
         Some(first_boot.as_str()),
