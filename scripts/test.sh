@@ -6,8 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n=== %s ===\n' "$*"; }
 started=$(date +%s)
+step() { printf '\n=== %s (at %d s) ===\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "set-up: Debian packages and rustup components (scripts/setup.sh)"
+if ! bash scripts/setup.sh; then
+    if [ -n "${CI:-}" ]; then echo "CI is set: the set-up must succeed" >&2; exit 1; fi
+    echo "continuing without them: the tests that need them fail or say SKIPPED" >&2
+fi
 
 step "formatting"
 cargo fmt --all -- --check
