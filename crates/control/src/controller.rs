@@ -745,6 +745,18 @@ impl Controller {
         Ok(())
     }
 
+    /// A host's report about a VM: both must be known; the host was heard from.
+    fn report_from(&mut self, now: Timestamp, host: &HostId, vm: &VmId) -> Result<(), InputError> {
+        if self.model.host(host).is_none() {
+            return Err(InputError::UnknownHost(host.clone()));
+        }
+        self.heard(host, now);
+        if self.model.vm(vm).is_none() {
+            return Err(InputError::UnknownVm(vm.clone()));
+        }
+        Ok(())
+    }
+
     /// A VM resumed on a host and got its first frame there: recorded in the VM's migration
     /// to that host (the one in progress, or the last one that finished, if it has no release
     /// yet), from which the release latency and the network downtime are derived
@@ -755,13 +767,7 @@ impl Controller {
         now: Timestamp,
         report: ReleaseReport,
     ) -> Result<(), InputError> {
-        if self.model.host(&report.host).is_none() {
-            return Err(InputError::UnknownHost(report.host));
-        }
-        self.heard(&report.host, now);
-        if self.model.vm(&report.vm).is_none() {
-            return Err(InputError::UnknownVm(report.vm));
-        }
+        self.report_from(now, &report.host, &report.vm)?;
         let active = self
             .by_vm
             .get(&report.vm)
@@ -794,13 +800,7 @@ impl Controller {
         now: Timestamp,
         report: FenceReport,
     ) -> Result<(), InputError> {
-        if self.model.host(&report.host).is_none() {
-            return Err(InputError::UnknownHost(report.host));
-        }
-        self.heard(&report.host, now);
-        if self.model.vm(&report.vm).is_none() {
-            return Err(InputError::UnknownVm(report.vm));
-        }
+        self.report_from(now, &report.host, &report.vm)?;
         let Some(&id) = self.by_vm.get(&report.vm) else {
             return Ok(());
         };
