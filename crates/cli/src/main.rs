@@ -4,6 +4,7 @@
 
 mod connect;
 mod controller;
+mod libvirt_hook;
 mod manpages;
 mod migrate;
 mod migration;
@@ -105,6 +106,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// libvirt's QEMU hook (/etc/libvirt/hooks/qemu runs it with libvirt's arguments): arms
+    /// the SR path before libvirt prepares an incoming live migration of a domain with srmig
+    /// metadata, and reports a failed one (see docs/operators.md).
+    LibvirtHook(libvirt_hook::HookArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -500,6 +505,7 @@ fn run(command: Command) -> Result<ExitCode> {
         // `srmig migrate` prints its own errors and has exit codes of its own (its --help).
         Command::Migrate(args) => return Ok(migrate::run(args)),
         Command::Migration { what } => return Ok(migration::run(what)),
+        Command::LibvirtHook(args) => return Ok(libvirt_hook::run(args)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

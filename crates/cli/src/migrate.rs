@@ -80,7 +80,7 @@ pub(crate) struct MigrateArgs {
     heartbeat: Duration,
 }
 
-fn parse_strategy(text: &str) -> Result<Strategy, String> {
+pub(crate) fn parse_strategy(text: &str) -> Result<Strategy, String> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| format!("{text:?}: expected traditional, sr-drop or sr-buffer"))
 }
