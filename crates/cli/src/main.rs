@@ -955,6 +955,9 @@ fn cmd_lab_paper(
     let migration = match testbed.vm_kind {
         srmig_lab::report::VmKind::Netns => "emulated migrations: 500 ms pre-copy, 175 ms downtime",
         srmig_lab::report::VmKind::Qemu => "QEMU live migrations (TCG guest, over QMP)",
+        srmig_lab::report::VmKind::Libvirt => {
+            "libvirt live migrations (virsh migrate --live, TCG guest)"
+        }
     };
     options.testbed = testbed;
     println!(

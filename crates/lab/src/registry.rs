@@ -241,12 +241,44 @@ pub(crate) fn destroy(record: &RunRecord, errors: &mut Vec<LabError>) -> usize {
         if !ns.exists() {
             continue;
         }
+        // Processes the lab did not start itself but that live in its namespaces (QEMUs that
+        // libvirtd daemonized) would keep a deleted namespace alive: end them first.
+        kill_processes_in(name);
         match cmd::ip(&["netns", "del", name]) {
             Ok(_) => deleted += 1,
             Err(err) => errors.push(err),
         }
     }
     deleted
+}
+
+/// SIGKILLs every process in namespace `name` (`ip netns pids`) but this one, and waits up to
+/// 2 s for them to be gone.
+fn kill_processes_in(name: &str) {
+    let Ok(out) = cmd::ip(&["netns", "pids", name]) else {
+        return;
+    };
+    let me = std::process::id();
+    let pids: Vec<i32> = out
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|&p| p != me)
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect();
+    for &pid in &pids {
+        tracing::info!(
+            pid,
+            netns = name,
+            "killing a process left in the lab's namespace"
+        );
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while pids.iter().any(|&p| process_start_time(p as u32).is_some())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// `ip -n NS link del IF`, treating "no such device" as success (the peer's deletion or the

@@ -98,6 +98,8 @@ pub enum VmKind {
     Netns,
     /// A QEMU/KVM guest.
     Qemu,
+    /// A QEMU guest run by libvirt, migrated with `virsh migrate --live`.
+    Libvirt,
 }
 
 /// One migration of the run.

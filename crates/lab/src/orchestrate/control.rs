@@ -430,6 +430,13 @@ impl ControlPlane {
         })
     }
 
+    /// `GET /v1/migrations`.
+    pub fn migrations(&self) -> Result<Vec<MigrationStatus>, OrchestrateError> {
+        self.call("GET /v1/migrations".to_owned(), |c| async move {
+            c.migrations().await
+        })
+    }
+
     /// `POST /v1/migrations/{id}/cancel`.
     pub fn cancel(&self, id: MigrationId) -> Result<MigrationStatus, OrchestrateError> {
         self.call(

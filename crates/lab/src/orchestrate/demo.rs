@@ -70,6 +70,10 @@ pub fn run_demo(
             "building the lab: router, hosts c/s/d with srmigd, client, controller with the \
              QMP driver, and booting vm1 (QEMU, TCG) on s"
         }
+        crate::report::VmKind::Libvirt => {
+            "building the lab: router, hosts c/s/d with srmigd, client, controller, a libvirtd \
+             per host with srmig's hook, and booting vm1 (libvirt domain, TCG) on s"
+        }
     });
     let mut testbed = Testbed::build(&testbed_options)?;
     let mut runs = Vec::new();

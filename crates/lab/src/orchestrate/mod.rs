@@ -17,6 +17,7 @@ pub mod demo;
 mod error;
 pub mod fault;
 pub mod hook;
+pub mod libvirt;
 pub mod plan;
 mod preflight;
 pub mod qemu;

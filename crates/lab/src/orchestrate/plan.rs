@@ -539,9 +539,21 @@ impl Plan {
     /// D its port is a QEMU stream port (`[[qemu]]`) with the sockets of
     /// [`QemuPaths::of`](super::qemu::QemuPaths::of) in `dir`.
     pub fn node_toml_qemu(&self, host: &HostPlan, dir: &std::path::Path) -> String {
+        self.node_toml_qemu_at(host, &super::qemu::QemuPaths::of(dir, host.name))
+    }
+
+    /// [`node_toml_qemu`](Self::node_toml_qemu) for the libvirt lab: the sockets are in the
+    /// host's own libvirt directory ([`super::libvirt::host_paths`]).
+    pub fn node_toml_libvirt(&self, host: &HostPlan, dir: &std::path::Path) -> String {
+        self.node_toml_qemu_at(
+            host,
+            &super::libvirt::host_paths(dir, host.name, self.vm.name),
+        )
+    }
+
+    fn node_toml_qemu_at(&self, host: &HostPlan, paths: &super::qemu::QemuPaths) -> String {
         let mut toml = self.node_toml(host);
         if host.role != HostRole::Client {
-            let paths = super::qemu::QemuPaths::of(dir, host.name);
             let _ = write!(
                 toml,
                 "\n[[qemu]]\nport = \"{}\"\nsocket = \"{}\"\nqmp = \"{}\"\n",

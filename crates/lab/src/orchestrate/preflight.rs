@@ -61,6 +61,32 @@ pub fn check_qemu() -> Result<(), OrchestrateError> {
     check_tools(&tools)
 }
 
+/// Fails with [`OrchestrateError::MissingTool`] unless libvirt's daemon, its client and the
+/// namespace tools the libvirt lab uses run (`--vm-kind libvirt`).
+pub fn check_libvirt() -> Result<(), OrchestrateError> {
+    let tools: [(&'static str, &'static str, &'static str, &[&str]); 3] = [
+        (
+            "libvirtd",
+            "running the hosts' libvirt daemons",
+            "libvirt-daemon-system",
+            &["--version"],
+        ),
+        (
+            "virsh",
+            "defining and migrating the libvirt domain",
+            "libvirt-clients",
+            &["--version"],
+        ),
+        (
+            "unshare",
+            "giving each libvirtd its own directories",
+            "util-linux",
+            &["--version"],
+        ),
+    ];
+    check_tools(&tools)
+}
+
 fn check_tools(
     tools: &[(&'static str, &'static str, &'static str, &[&str])],
 ) -> Result<(), OrchestrateError> {

@@ -225,12 +225,7 @@ impl LabLauncher {
     /// The QEMU command line of the VM on `host` (`incoming`: `-incoming defer`).
     pub fn argv(&self, host: &str, serial: &Path, incoming: bool) -> Vec<String> {
         let paths = QemuPaths::of(&self.dir, host);
-        let append = format!(
-            "console=ttyS0 quiet panic=-1 srmig.addr={}/128 srmig.gw={GATEWAY_ADDR} \
-             srmig.addr4={}/32 srmig.gw4={GATEWAY_ADDR_V4} srmig.mtu={VM_MTU} \
-             srmig.hostname={}",
-            self.vm.address, self.vm.address_v4, self.vm.name
-        );
+        let append = kernel_append(&self.vm);
         let mut argv: Vec<String> = [
             "qemu-system-x86_64",
             "-name",
@@ -460,8 +455,18 @@ pub fn guest_info(client: &Netns, address: Ipv6Addr) -> Result<GuestInfo, Orches
     )))
 }
 
+/// The guest kernel's command line: its console, addresses, gateway, MTU and name.
+pub fn kernel_append(vm: &VmPlan) -> String {
+    format!(
+        "console=ttyS0 quiet panic=-1 srmig.addr={}/128 srmig.gw={GATEWAY_ADDR} \
+         srmig.addr4={}/32 srmig.gw4={GATEWAY_ADDR_V4} srmig.mtu={VM_MTU} \
+         srmig.hostname={}",
+        vm.address, vm.address_v4, vm.name
+    )
+}
+
 /// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

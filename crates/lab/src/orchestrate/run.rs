@@ -97,8 +97,9 @@ pub fn parse_vm_kind(text: &str) -> Result<VmKind, OrchestrateError> {
     match text {
         "netns" => Ok(VmKind::Netns),
         "qemu" => Ok(VmKind::Qemu),
+        "libvirt" => Ok(VmKind::Libvirt),
         other => Err(OrchestrateError::Options(format!(
-            "unknown VM kind {other:?}: expected netns or qemu"
+            "unknown VM kind {other:?}: expected netns, qemu or libvirt"
         ))),
     }
 }
@@ -192,7 +193,7 @@ impl RunPlan {
     pub fn slot(&self, propagation_delay: Duration) -> Duration {
         let migration = match self.vm_kind {
             VmKind::Netns => self.timing.precopy + self.timing.downtime,
-            VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
+            VmKind::Qemu | VmKind::Libvirt => QEMU_MIGRATION_ESTIMATE,
         };
         let serial = if self.chain { 3 } else { 1 };
         let concurrent = PER_VM_ALLOWANCE * u32::try_from(self.vms.saturating_sub(1)).unwrap_or(0);
@@ -869,8 +870,8 @@ fn check_fleet(run: &RunPlan, plan: &Plan) -> Result<(), OrchestrateError> {
     if several && !run.faults.faults.is_empty() {
         return bad("faults are injected with one migrating VM (not with --vms > 1 or --chain)");
     }
-    if (several || plan.hosts.len() > 3) && run.vm_kind == VmKind::Qemu {
-        return bad("the QEMU lab migrates one VM between S and D (--vms, --hosts, --chain are for netns VMs)");
+    if (several || plan.hosts.len() > 3) && run.vm_kind != VmKind::Netns {
+        return bad("the QEMU and libvirt labs migrate one VM between S and D (--vms, --hosts, --chain are for netns VMs)");
     }
     Ok(())
 }
@@ -909,7 +910,9 @@ fn with_migrations<T: Send + 'static>(
         // On error the client thread is left to finish on its own (it ends with its
         // duration, or fails once the lab is torn down).
         match testbed.vm_kind() {
-            VmKind::Qemu => records.push(testbed.migrate(plan.strategy, plan.timing, origin)?),
+            VmKind::Qemu | VmKind::Libvirt => {
+                records.push(testbed.migrate(plan.strategy, plan.timing, origin)?)
+            }
             VmKind::Netns => records.extend(testbed.migrate_round(
                 plan.chain,
                 plan.strategy,
@@ -975,6 +978,7 @@ pub fn vm_kind_name(kind: VmKind) -> &'static str {
     match kind {
         VmKind::Netns => "netns",
         VmKind::Qemu => "qemu",
+        VmKind::Libvirt => "libvirt",
     }
 }
 

@@ -54,6 +54,7 @@ use super::control::ControlPlane;
 use super::error::{MigrationFailure, OrchestrateError};
 use super::fault::{Component, Fault, FaultKind, FaultPhase, FaultPlan, FaultRecord};
 use super::hook::LauncherService;
+use super::libvirt::LibvirtVm;
 use super::plan::{
     mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_ADDR_V4, GATEWAY_MAC,
     HV_ATT, HV_NIC, MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
@@ -246,6 +247,10 @@ enum Vm {
     Netns(Vec<NetnsVm>),
     /// A QEMU guest, migrated by the controller's QMP driver.
     Qemu(Box<QemuVm>),
+    /// A QEMU guest run by two libvirtds, migrated with `virsh migrate --live`.
+    Libvirt(Box<LibvirtVm>),
+    /// Only while the testbed is built: a libvirt VM not started yet.
+    Pending(Box<PendingLibvirt>),
 }
 
 /// A netns VM: its namespace, and its attachment (`port`, at the host it runs on, and the
@@ -464,15 +469,23 @@ impl Testbed {
                 "controller replicas need the etcd store".into(),
             ));
         }
-        if options.vm_kind == VmKind::Qemu
+        if options.vm_kind != VmKind::Netns
             && (options.plan.vms().count() > 1 || options.plan.hosts.len() > 3)
         {
             return Err(OrchestrateError::Options(
-                "the QEMU lab migrates one VM between S and D (--vms and --hosts are for netns \
-                 VMs)"
+                "the QEMU and libvirt labs migrate one VM between S and D (--vms and --hosts \
+                 are for netns VMs)"
                     .into(),
             ));
         }
+        // The libvirt hook (`srmig libvirt-hook`) is the srmig binary.
+        let srmig_hook = match options.vm_kind {
+            VmKind::Libvirt => {
+                preflight::check_libvirt()?;
+                Some(preflight::find_binary("srmig", &dirs)?)
+            }
+            _ => None,
+        };
         let srmig = match options.controller_process || options.store_etcd {
             true => Some(preflight::find_binary("srmig", &dirs)?),
             false => None,
@@ -480,7 +493,7 @@ impl Testbed {
         // The guest is built (or found in its cache) before anything exists to tear down.
         let image = match options.vm_kind {
             VmKind::Netns => None,
-            VmKind::Qemu => {
+            VmKind::Qemu | VmKind::Libvirt => {
                 preflight::check_qemu()?;
                 Some(match &options.qemu.guest_dir {
                     Some(dir) => GuestImage::in_dir(dir)?,
@@ -506,6 +519,18 @@ impl Testbed {
         let result = build_topology(&lab, &plan, image.is_some()).and_then(|(spaces, vm)| {
             let (vm, driver) = match (vm, image) {
                 (TopologyVm::Netns(vms), _) => (Vm::Netns(vms), None),
+                (TopologyVm::Qemu { hv }, Some(image)) if options.vm_kind == VmKind::Libvirt => {
+                    let Some(srmig) = &srmig_hook else {
+                        return Err(OrchestrateError::Options("no srmig binary".into()));
+                    };
+                    // Started below, once the controller's socket exists (the hook's target).
+                    let pending = PendingLibvirt {
+                        hv,
+                        image,
+                        srmig: srmig.clone(),
+                    };
+                    (Vm::Pending(Box::new(pending)), None)
+                }
                 (TopologyVm::Qemu { hv }, Some(image)) => {
                     let launcher = Arc::new(LabLauncher::new(
                         lab.handle(),
@@ -558,7 +583,7 @@ impl Testbed {
                 Some(bin) => {
                     let extra_args = match &vm {
                         Vm::Qemu(q) => qmp_args(&plan, &dir, bin, q)?,
-                        Vm::Netns(_) => Vec::new(),
+                        Vm::Netns(_) | Vm::Libvirt(_) | Vm::Pending(_) => Vec::new(),
                     };
                     let spec = super::control::ProcessSpec {
                         bin: bin.clone(),
@@ -578,6 +603,24 @@ impl Testbed {
                 None => spaces.ctl.run(|| {
                     ControlPlane::start_with(&dir, options.propagation_delay, driver, Some(&tls))
                 })??,
+            };
+            let vm = match vm {
+                Vm::Pending(p) => {
+                    let hosts =
+                        [HostRole::Source, HostRole::Destination].map(|r| plan.host(r).name);
+                    Vm::Libvirt(Box::new(LibvirtVm::start(
+                        lab.handle(),
+                        p.hv,
+                        &dir,
+                        p.image,
+                        options.qemu.memory_mib,
+                        plan.vm.clone(),
+                        &hosts,
+                        &p.srmig,
+                        control.socket(),
+                    )?))
+                }
+                vm => vm,
             };
             Ok((spaces, vm, control, tls))
         });
@@ -629,6 +672,11 @@ impl Testbed {
     /// the guest to be ready. Netns: nothing to do.
     fn start_guest(&mut self, boot_timeout: Duration) -> Result<(), OrchestrateError> {
         let source = self.plan.host(HostRole::Source).name;
+        if let Vm::Libvirt(libvirt) = &mut self.vm {
+            libvirt.start_guest(source, Strategy::SrBuffer, boot_timeout)?;
+            tracing::info!(ready = %libvirt.ready, "guest ready (libvirt domain)");
+            return Ok(());
+        }
         let Vm::Qemu(qemu) = &mut self.vm else {
             return Ok(());
         };
@@ -646,8 +694,12 @@ impl Testbed {
 
     fn read_boot_id(&mut self) -> Result<(), OrchestrateError> {
         let address = self.plan.vm.address;
-        if let Vm::Qemu(qemu) = &mut self.vm {
-            qemu.boot_id = qemu::guest_info(&self.spaces.client, address)?.boot_id;
+        match &mut self.vm {
+            Vm::Qemu(qemu) => {
+                qemu.boot_id = qemu::guest_info(&self.spaces.client, address)?.boot_id
+            }
+            Vm::Libvirt(l) => l.boot_id = qemu::guest_info(&self.spaces.client, address)?.boot_id,
+            Vm::Netns(_) | Vm::Pending(_) => {}
         }
         Ok(())
     }
@@ -655,8 +707,9 @@ impl Testbed {
     /// The kind of the migrating VM.
     pub fn vm_kind(&self) -> VmKind {
         match self.vm {
-            Vm::Netns(_) => VmKind::Netns,
+            Vm::Netns(_) | Vm::Pending(_) => VmKind::Netns,
             Vm::Qemu(_) => VmKind::Qemu,
+            Vm::Libvirt(_) => VmKind::Libvirt,
         }
     }
 
@@ -669,16 +722,19 @@ impl Testbed {
     /// QEMU: the guest's boot id and counters now (TCP port 9). `None` for a netns VM.
     pub fn guest_info(&self) -> Result<Option<qemu::GuestInfo>, OrchestrateError> {
         match &self.vm {
-            Vm::Netns(_) => Ok(None),
-            Vm::Qemu(_) => qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some),
+            Vm::Netns(_) | Vm::Pending(_) => Ok(None),
+            Vm::Qemu(_) | Vm::Libvirt(_) => {
+                qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some)
+            }
         }
     }
 
     /// QEMU: the guest's boot id after its first boot. `None` for a netns VM.
     pub fn first_boot_id(&self) -> Option<&str> {
         match &self.vm {
-            Vm::Netns(_) => None,
+            Vm::Netns(_) | Vm::Pending(_) => None,
             Vm::Qemu(q) => Some(&q.boot_id),
+            Vm::Libvirt(l) => Some(&l.boot_id),
         }
     }
 
@@ -691,6 +747,14 @@ impl Testbed {
                 .instance(&vm)
                 .and_then(|i| u32::try_from(i.handle).ok()),
             None => q.launcher.pid_on(self.plan.host(self.vm_at()).name),
+        }
+    }
+
+    /// libvirt: the libvirtds and the domain (`None` for other VM kinds).
+    pub fn libvirt(&self) -> Option<&LibvirtVm> {
+        match &self.vm {
+            Vm::Libvirt(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -739,7 +803,7 @@ impl Testbed {
     pub fn vm_ns_of(&self, i: usize) -> Option<&Netns> {
         match &self.vm {
             Vm::Netns(vms) => vms.get(i).map(|v| &v.ns),
-            Vm::Qemu(_) => None,
+            Vm::Qemu(_) | Vm::Libvirt(_) | Vm::Pending(_) => None,
         }
     }
 
@@ -775,8 +839,9 @@ impl Testbed {
     fn start_daemon(&self, bin: &Path, i: usize) -> Result<Srmigd, OrchestrateError> {
         let (host, ns) = (&self.plan.hosts[i], &self.spaces.hosts[i]);
         let toml = match self.vm {
-            Vm::Netns(_) => self.plan.node_toml(host),
+            Vm::Netns(_) | Vm::Pending(_) => self.plan.node_toml(host),
             Vm::Qemu(_) => self.plan.node_toml_qemu(host, &self.dir),
+            Vm::Libvirt(_) => self.plan.node_toml_libvirt(host, &self.dir),
         };
         let (ctl_addr, host_addr) = mgmt_addrs(i + 1);
         let mgmt = super::srmigd::Mgmt {
@@ -864,6 +929,11 @@ impl Testbed {
     /// Sets the faults injected in every following migration (see [`super::fault`]). Needs
     /// the controller as its own process for controller faults.
     pub fn set_faults(&mut self, plan: FaultPlan) -> Result<(), OrchestrateError> {
+        if matches!(self.vm, Vm::Libvirt(_)) && !plan.faults.is_empty() {
+            return Err(OrchestrateError::Options(
+                "faults are not injected in the libvirt lab (use --vm-kind qemu or netns)".into(),
+            ));
+        }
         if !self.control.is_process()
             && plan
                 .faults
@@ -1249,6 +1319,8 @@ impl Testbed {
                     .ok_or_else(|| OrchestrateError::Options("no migration record".into()))
             }
             Vm::Qemu(_) => self.migrate_qemu(strategy, origin),
+            Vm::Libvirt(_) => self.migrate_libvirt(strategy, origin),
+            Vm::Pending(_) => Err(OrchestrateError::Options("libvirt not started".into())),
         }
     }
 
@@ -1395,12 +1467,142 @@ impl Testbed {
         })
     }
 
+    /// libvirt: one `virsh migrate --live` from where the VM runs to the other host, with no
+    /// srmig command in the loop: the destination's libvirt hook asks the controller for the
+    /// migration and waits until the path is armed, the destination's srmigd reports the VM
+    /// running at QEMU's RESUME, and the controller commits. The lab only watches.
+    fn migrate_libvirt(
+        &mut self,
+        strategy: Strategy,
+        origin: Instant,
+    ) -> Result<MigrationRecord, OrchestrateError> {
+        let (from, to) = (self.vm_at(), self.other_host());
+        let (from_name, to_name) = (self.plan.host(from).name, self.plan.host(to).name);
+        let vm_name = self.plan.vm.name;
+        let Vm::Libvirt(libvirt) = &self.vm else {
+            return Err(OrchestrateError::Options("not a libvirt VM".into()));
+        };
+        libvirt.set_strategy(from_name, strategy)?;
+        self.begin_migration()?;
+        let c0 = self.retrying(|t| t.vm_buffer_counters(to, vm_name))?;
+        let known: Vec<MigrationId> = self
+            .retrying(|t| t.control.migrations())?
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        let t_req = Instant::now();
+        let origin_wall_us = wall_us() - micros(t_req.saturating_duration_since(origin));
+        let req_wall_us = wall_us();
+        let Vm::Libvirt(libvirt) = &self.vm else {
+            return Err(OrchestrateError::Options("not a libvirt VM".into()));
+        };
+        let virsh = libvirt.start_migration(from_name, to_name)?;
+        let virsh_done = std::thread::spawn(move || virsh.wait_with_output());
+        // The hook creates the migration at the controller before libvirt prepares D.
+        let limit = self.qemu_phase_timeout();
+        let found_by = Instant::now() + PHASE_TIMEOUT;
+        let id = loop {
+            let all = self.retrying(|t| t.control.migrations())?;
+            if let Some(m) = all
+                .iter()
+                .find(|m| m.vm.as_str() == vm_name && !known.contains(&m.id))
+            {
+                break m.id;
+            }
+            if virsh_done.is_finished() || Instant::now() > found_by {
+                let out = join_virsh(virsh_done)?;
+                return Err(OrchestrateError::Qemu(format!(
+                    "virsh migrate {vm_name} {from_name} -> {to_name} ({}) created no migration                      at the controller (is the libvirt hook installed?): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            std::thread::sleep(POLL);
+        };
+        let done = self.wait_status_for(id, "the end of the migration", limit, |st| {
+            st.phase.is_terminal()
+        })?;
+        let t_done = Instant::now();
+        let out = join_virsh(virsh_done)?;
+        if done.phase != MigrationPhase::Completed || !out.status.success() {
+            return Err(OrchestrateError::Qemu(format!(
+                "migration m{} of {vm_name} {from_name} -> {to_name}: controller {}{}, virsh                  migrate {}: {}",
+                id.0,
+                done.phase,
+                done.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        self.vm_at[0] = to;
+        // QEMU's STOP and RESUME, as libvirt relays them (its listener may print them a moment
+        // after the controller completed).
+        let Vm::Libvirt(libvirt) = &self.vm else {
+            return Err(OrchestrateError::Options("not a libvirt VM".into()));
+        };
+        let figures_by = Instant::now() + Duration::from_secs(5);
+        let pause = loop {
+            if let Some(p) = libvirt.pause_events(from_name, to_name, req_wall_us - 1000) {
+                break p;
+            }
+            if Instant::now() > figures_by {
+                return Err(OrchestrateError::Qemu(format!(
+                    "migration m{} completed but libvirt relayed no STOP on {from_name} and                      RESUME on {to_name}: no pause can be measured",
+                    id.0
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let c1 = self.vm_buffer_counters(to, vm_name)?;
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+        let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
+        let phase_ms = |phase: MigrationPhase| {
+            done.phases
+                .iter()
+                .find(|r| r.phase == phase)
+                .map(|r| r.at_ms.millis_since(done.started_at_ms) as f64)
+        };
+        let attached_at_ms = wall_ms(pause.resumed_at_us);
+        let completed_at_ms = ms(origin, t_done);
+        Ok(MigrationRecord {
+            id: format!("m{}", id.0),
+            vm: vm_name.to_owned(),
+            from: from_name.to_owned(),
+            to: to_name.to_owned(),
+            strategy,
+            outcome: "completed",
+            pause_ms: (pause.resumed_at_us - pause.stopped_at_us) as f64 / 1e3,
+            total_ms: ms(t_req, t_done),
+            prepare_ms: phase_ms(MigrationPhase::ExpectHypervisorDone).unwrap_or(0.0),
+            finish_ms: completed_at_ms - attached_at_ms,
+            requested_at_ms: ms(origin, t_req),
+            cut_at_ms: wall_ms(pause.stopped_at_us),
+            attached_at_ms,
+            completed_at_ms,
+            held: c1.held.saturating_sub(c0.held),
+            released: c1.released.saturating_sub(c0.released),
+            fenced: c1.fenced.saturating_sub(c0.fenced),
+            dropped: c1.dropped.saturating_sub(c0.dropped),
+            hold_ms: c1.hold_ms_since(&c0),
+            phases: done
+                .phases
+                .iter()
+                .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
+                .collect(),
+            delivery: done.delivery,
+        })
+    }
+
     /// How long a QEMU migration may take before the lab gives up: the driver's own limit
     /// (after which it cancels and reports) plus room for starting QEMU and the pushes.
     fn qemu_phase_timeout(&self) -> Duration {
         let driver = match &self.vm {
             Vm::Qemu(q) => q.driver_timeout(),
-            Vm::Netns(_) => Duration::ZERO,
+            Vm::Libvirt(_) => LIBVIRT_MIGRATION_TIMEOUT,
+            Vm::Netns(_) | Vm::Pending(_) => Duration::ZERO,
         };
         driver + PHASE_TIMEOUT + self.propagation_delay * 8
     }
@@ -1600,7 +1802,9 @@ impl Testbed {
                 // in a round)...
                 let port = match &self.vm {
                     Vm::Netns(v) => v[f.mv.vm].port.clone(),
-                    Vm::Qemu(_) => return Err(OrchestrateError::Options("not a netns VM".into())),
+                    Vm::Qemu(_) | Vm::Libvirt(_) | Vm::Pending(_) => {
+                        return Err(OrchestrateError::Options("not a netns VM".into()))
+                    }
                 };
                 let to_ns = &self.spaces.hosts[f.mv.to.index()];
                 let moved = self.lab.move_link(&port, to_ns)?;
@@ -1904,9 +2108,18 @@ impl Testbed {
     /// `status-<host>.json` first).
     pub fn teardown(mut self) -> Result<(), OrchestrateError> {
         self.save_statuses();
+        self.shutdown_libvirt();
         self.control.shutdown();
         self.lab.teardown()?;
         Ok(())
+    }
+
+    /// libvirt: destroys the domain and stops the daemons while the controller still answers
+    /// their hooks.
+    fn shutdown_libvirt(&mut self) {
+        if let Vm::Libvirt(l) = &mut self.vm {
+            l.shutdown();
+        }
     }
 
     /// With the work directory kept: each srmigd's last `/v1/status` into
@@ -1931,6 +2144,7 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.save_statuses();
+        self.shutdown_libvirt();
         self.control.shutdown();
         if let Err(e) = self.lab.teardown() {
             tracing::error!(error = %e, "lab teardown failed");
@@ -1968,6 +2182,28 @@ fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
     }
     serde_json::Value::Object(all)
 }
+
+/// The output of a `virsh migrate` run on a thread.
+fn join_virsh(
+    handle: std::thread::JoinHandle<std::io::Result<std::process::Output>>,
+) -> Result<std::process::Output, OrchestrateError> {
+    handle
+        .join()
+        .map_err(|_| OrchestrateError::Qemu("the virsh migrate thread panicked".into()))?
+        .map_err(|e| OrchestrateError::Qemu(format!("virsh migrate: {e}")))
+}
+
+/// A libvirt VM between the topology and the controller: started once the controller's API
+/// socket exists, since the libvirt hooks call it.
+#[derive(Debug)]
+struct PendingLibvirt {
+    hv: Netns,
+    image: GuestImage,
+    srmig: PathBuf,
+}
+
+/// How long a `virsh migrate --live` of the lab's guest may take (TCG: a few seconds).
+const LIBVIRT_MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl QemuVm {
     fn driver_timeout(&self) -> Duration {
