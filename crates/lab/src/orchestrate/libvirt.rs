@@ -303,8 +303,18 @@ impl LibvirtVm {
     /// Sets the strategy in the running domain's srmig metadata on `host` (`virsh metadata
     /// --live`): the next migration's hook reads it from the migrated XML.
     pub fn set_strategy(&self, host: &str, strategy: Strategy) -> Result<(), OrchestrateError> {
+        self.set_metadata(host, self.vm.name, strategy)
+    }
+
+    /// Sets the running domain's srmig metadata on `host` to VM `name` and `strategy`.
+    pub fn set_metadata(
+        &self,
+        host: &str,
+        name: &str,
+        strategy: Strategy,
+    ) -> Result<(), OrchestrateError> {
         let uri = &self.host(host)?.uri;
-        let element = format!("<vm name='{}' strategy='{strategy}'/>", self.vm.name);
+        let element = format!("<vm name='{name}' strategy='{strategy}'/>");
         virsh_ok(
             uri,
             &[
@@ -328,6 +338,17 @@ impl LibvirtVm {
         from: &str,
         to: &str,
     ) -> Result<std::process::Child, OrchestrateError> {
+        self.start_migration_via(from, to, "tcp://[::1]")
+    }
+
+    /// [`start_migration`](Self::start_migration) with another `--migrateuri` (where the
+    /// destination QEMU listens for the migration stream).
+    pub fn start_migration_via(
+        &self,
+        from: &str,
+        to: &str,
+        migrate_uri: &str,
+    ) -> Result<std::process::Child, OrchestrateError> {
         let (from, to) = (self.host(from)?, self.host(to)?);
         let args = [
             "-c",
@@ -337,7 +358,7 @@ impl LibvirtVm {
             self.vm.name,
             &to.uri,
             "--migrateuri",
-            "tcp://[::1]",
+            migrate_uri,
         ];
         self.ns
             .run(|| {
@@ -552,7 +573,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `virsh -c URI ARGS...`, its output whatever the status.
-fn virsh(uri: &str, args: &[&str]) -> Result<Output, OrchestrateError> {
+pub fn virsh(uri: &str, args: &[&str]) -> Result<Output, OrchestrateError> {
     Command::new("virsh")
         .arg("-c")
         .arg(uri)
