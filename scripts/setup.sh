@@ -11,8 +11,8 @@ packages=(
     gcc libc6-dev protobuf-compiler clang
     # labs and tests: namespaces and links, captures, workloads
     iproute2 iputils-ping tcpdump tshark python3 nftables iperf3 ethtool kmod
-    # the QEMU lab and its guest image
-    qemu-system-x86 busybox-static cpio
+    # the QEMU and libvirt labs and their guest image
+    qemu-system-x86 busybox-static cpio libvirt-daemon-system libvirt-clients
     # the etcd store tests, the systemd unit checks
     etcd-server systemd
 )

@@ -362,11 +362,19 @@ async fn released(client: &ControllerClient, vm: &VmId, host: &HostId) -> Result
     Ok(())
 }
 
+/// The controller's refusal (its message and code), or the error with its causes.
 fn error_text(e: &ClientError) -> String {
-    match e.api_error() {
-        Some(api) => format!("{} ({:?})", api.message, api.code),
-        None => e.to_string(),
+    if let Some(api) = e.api_error() {
+        return format!("{} ({:?})", api.message, api.code);
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -245,15 +245,16 @@ enum LabCommand {
     /// The paper's comparison: no migration, traditional, sr-drop and sr-buffer on every
     /// workload; prints the table and writes reports, plots and paper.md into DIR.
     Paper {
-        /// VM kind: netns (emulated migration of a namespace) or qemu (a QEMU guest,
-        /// live-migrated over QMP by the controller).
+        /// VM kind: netns (emulated migration of a namespace), qemu (a QEMU guest,
+        /// live-migrated over QMP by the controller) or libvirt (a QEMU guest run by two
+        /// libvirtds, migrated with `virsh migrate --live` and srmig's libvirt hook).
         #[arg(long, default_value = "netns")]
         vm_kind: String,
-        /// qemu: a built guest directory (vmlinuz, initramfs.gz); default: build or reuse
-        /// the cached one (guest/build-guest.sh).
+        /// qemu, libvirt: a built guest directory (vmlinuz, initramfs.gz); default: build or
+        /// reuse the cached one (guest/build-guest.sh).
         #[arg(long)]
         guest_dir: Option<PathBuf>,
-        /// qemu: guest memory in MiB.
+        /// qemu, libvirt: guest memory in MiB.
         #[arg(long, default_value_t = 128)]
         memory_mib: u32,
         /// Output directory.
@@ -284,15 +285,17 @@ enum LabCommand {
 #[derive(Debug, clap::Args)]
 struct LabMigrateArgs {
     /// VM kind: netns (a namespace with its own kernel stack, migration emulated with
-    /// --precopy-ms/--downtime-ms) or qemu (a QEMU guest under TCG, live-migrated over QMP
-    /// by the controller; the pause reported is QEMU's own).
+    /// --precopy-ms/--downtime-ms), qemu (a QEMU guest under TCG, live-migrated over QMP by
+    /// the controller; the pause reported is QEMU's own) or libvirt (the same guest as a
+    /// domain of two libvirtds, one per host, migrated with `virsh migrate --live`; srmig
+    /// learns of each migration from its libvirt hook; docs/operators.md).
     #[arg(long, default_value = "netns")]
     vm_kind: String,
-    /// qemu: a built guest directory (vmlinuz, initramfs.gz); default: build or reuse the
-    /// cached one (guest/build-guest.sh).
+    /// qemu, libvirt: a built guest directory (vmlinuz, initramfs.gz); default: build or
+    /// reuse the cached one (guest/build-guest.sh).
     #[arg(long)]
     guest_dir: Option<PathBuf>,
-    /// qemu: guest memory in MiB.
+    /// qemu, libvirt: guest memory in MiB.
     #[arg(long, default_value_t = 128)]
     memory_mib: u32,
     /// traditional, sr-drop or sr-buffer.
