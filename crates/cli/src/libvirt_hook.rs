@@ -471,6 +471,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever libvirt (or a broken hook chain) writes on stdin: an answer, never a panic;
+        /// and a valid domain cut or spliced anywhere either still names the VM or is an error.
+        #[test]
+        fn any_stdin_gives_an_answer(
+            text in "\\PC{0,300}",
+            cut in 0usize..400,
+            insert in "[<>'\"=/a-z: ]{0,8}",
+        ) {
+            let _ = action("migrate", "begin", &text, Strategy::SrBuffer);
+            let _ = action("release", "end", &text, Strategy::SrBuffer);
+            let mut xml = domain(META);
+            let at = (0..=cut.min(xml.len())).rev().find(|&i| xml.is_char_boundary(i)).unwrap_or(0);
+            xml.insert_str(at, &insert);
+            match vm_meta(&xml) {
+                Ok(Some(meta)) => proptest::prop_assert!(!meta.vm.as_str().is_empty()),
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+
     #[test]
     fn the_path_counts_as_armed_from_the_hypervisor_phase_on() {
         let mut status: MigrationStatus = serde_json::from_value(serde_json::json!({

@@ -164,6 +164,11 @@ pub const PER_VM_ALLOWANCE: Duration = Duration::from_millis(250);
 /// guest (0.5-1.5 s here), completion and the final pushes.
 pub const QEMU_MIGRATION_ESTIMATE: Duration = Duration::from_secs(3);
 
+/// The same for a libvirt migration: libvirt's begin/prepare steps, the hook arming the path,
+/// the destination QEMU started by libvirtd (~1 s here), pre-copy, libvirt's finish and
+/// confirm steps (measured 1.5-2.7 s on 2 busy cores).
+pub const LIBVIRT_MIGRATION_ESTIMATE: Duration = Duration::from_secs(5);
+
 impl RunPlan {
     /// Defaults: 500 ms pre-copy, 175 ms downtime, 1 s gap, 1 s warmup and tail, 5 s
     /// baseline, 1 ms probes, 100 HTTP sessions per second.
@@ -193,7 +198,8 @@ impl RunPlan {
     pub fn slot(&self, propagation_delay: Duration) -> Duration {
         let migration = match self.vm_kind {
             VmKind::Netns => self.timing.precopy + self.timing.downtime,
-            VmKind::Qemu | VmKind::Libvirt => QEMU_MIGRATION_ESTIMATE,
+            VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
+            VmKind::Libvirt => LIBVIRT_MIGRATION_ESTIMATE,
         };
         let serial = if self.chain { 3 } else { 1 };
         let concurrent = PER_VM_ALLOWANCE * u32::try_from(self.vms.saturating_sub(1)).unwrap_or(0);
