@@ -8,6 +8,7 @@ mod libvirt_hook;
 mod manpages;
 mod migrate;
 mod migration;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -914,12 +915,16 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     };
     testbed.qemu.guest_dir = args.guest_dir;
     testbed.qemu.memory_mib = args.memory_mib;
+    let shown = progress::LabProgress::new();
+    testbed.progress = shown.progress();
     let options = lab::MigrateOptions {
         vm_kind: lab::parse_vm_kind(&args.vm_kind)?,
         testbed,
         run,
     };
-    let outcome = lab::run_migrate(&options)?;
+    let outcome = lab::run_migrate(&options);
+    shown.finish();
+    let outcome = outcome?;
     outcome.write(&args.report)?;
     print!("{}", outcome.summary());
     println!("report: {}", args.report.display());
@@ -963,6 +968,8 @@ fn cmd_lab_paper(
         }
     };
     options.testbed = testbed;
+    let shown = progress::LabProgress::new();
+    options.testbed.progress = shown.progress();
     println!(
         "srmig lab demo: one VM migrating between hosts s and d while a client VM on host c \
          talks to it;\n{} migrations per strategy and workload, {migration}, {} ms mapping \
@@ -970,7 +977,10 @@ fn cmd_lab_paper(
         options.migrations,
         options.propagation_delay.as_millis()
     );
-    let runs = lab::demo::run_demo(&options, |line| println!("  .. {line}"))?;
+    let steps = options.testbed.progress.clone();
+    let runs = lab::demo::run_demo(&options, |line| steps.step(line));
+    shown.finish();
+    let runs = runs?;
     let files = lab::demo::write_outputs(&out, &runs)?;
     println!();
     print!("{}", lab::demo::table(&runs));

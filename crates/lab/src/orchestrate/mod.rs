@@ -20,6 +20,7 @@ pub mod hook;
 pub mod libvirt;
 pub mod plan;
 mod preflight;
+pub mod progress;
 pub mod qemu;
 mod run;
 mod srmigd;
@@ -28,6 +29,7 @@ mod testbed;
 pub use control::error_chain;
 pub use error::{MigrationFailure, OrchestrateError};
 pub use preflight::{binary_dirs, check_environment, find_binary, is_root};
+pub use progress::{Progress, ProgressLine};
 pub use run::{
     parse_strategy, parse_vm_kind, run, run_migrate, LabRun, MigrateOptions, RunDetails, RunParams,
     RunPlan, WorkloadKind, WorkloadMigration,

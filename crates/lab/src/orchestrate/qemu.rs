@@ -25,7 +25,7 @@
 use std::io::Read as _;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,14 @@ impl GuestImage {
     /// Builds the guest with the embedded script, or reuses its cached build (a second or
     /// two when cached; a minute or so the first time: `apt-get download` of the kernel).
     pub fn build_or_cached() -> Result<GuestImage, OrchestrateError> {
+        GuestImage::build_or_cached_with(&super::Progress::default())
+    }
+
+    /// [`build_or_cached`](Self::build_or_cached), passing each step the script logs
+    /// (`build-guest: ...` on its stderr) to `progress` as it happens.
+    pub fn build_or_cached_with(
+        progress: &super::Progress,
+    ) -> Result<GuestImage, OrchestrateError> {
         let tmp = std::env::temp_dir().join(format!("srmig-guest-build-{}", std::process::id()));
         let file_err = |path: &Path| {
             let path = path.to_owned();
@@ -124,14 +132,7 @@ impl GuestImage {
                 let responder = tmp.join("responder.c");
                 std::fs::write(&responder, RESPONDER_C).map_err(file_err(&responder))
             })
-            .and_then(|()| {
-                Command::new("bash")
-                    .arg(&script)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .output()
-                    .map_err(|e| OrchestrateError::Qemu(format!("cannot run bash: {e}")))
-            });
+            .and_then(|()| run_build(&script, progress));
         let _ = std::fs::remove_dir_all(&tmp);
         let out = result?;
         if !out.status.success() {
@@ -144,6 +145,52 @@ impl GuestImage {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         GuestImage::in_dir(Path::new(&dir))
     }
+}
+
+/// Runs the guest build script: its stdout (the guest directory) and its stderr, each
+/// `build-guest: ...` line of which is passed on to `progress` as the script prints it.
+fn run_build(script: &Path, progress: &super::Progress) -> Result<Output, OrchestrateError> {
+    use std::io::BufRead as _;
+    let mut child = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| OrchestrateError::Qemu(format!("cannot run bash: {e}")))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut out) = stdout {
+            let _ = out.read_to_end(&mut text);
+        }
+        text
+    });
+    let mut stderr = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        for line in std::io::BufReader::new(err)
+            .split(b'\n')
+            .map_while(Result::ok)
+        {
+            let text = String::from_utf8_lossy(&line);
+            if let Some(step) = text.strip_prefix("build-guest: ") {
+                progress.detail(&format!("guest build: {step}"));
+            }
+            stderr.extend_from_slice(&line);
+            stderr.push(b'\n');
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| OrchestrateError::Qemu(format!("waiting for the guest build: {e}")))?;
+    let stdout = reader
+        .join()
+        .map_err(|_| OrchestrateError::Qemu("the guest build's reader panicked".into()))?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The sockets of the VM's QEMU on one host.

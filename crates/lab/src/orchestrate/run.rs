@@ -910,11 +910,27 @@ fn with_migrations<T: Send + 'static>(
     let origin = started_rx
         .recv()
         .map_err(|_| OrchestrateError::WorkloadPanicked(kind.name()))?;
+    let progress = testbed.progress().clone();
+    progress.step(&format!(
+        "{} workload, {}: {} migration{} over {:.0} s",
+        kind.name(),
+        plan.strategy,
+        plan.migrations,
+        if plan.migrations == 1 { "" } else { "s" },
+        duration.as_secs_f64()
+    ));
     let mut records = Vec::new();
     for i in 0..plan.migrations {
         sleep_until(origin + plan.warmup + slot * i);
+        progress.detail(&format!(
+            "{} migration {}/{} starts",
+            kind.name(),
+            i + 1,
+            plan.migrations
+        ));
         // On error the client thread is left to finish on its own (it ends with its
         // duration, or fails once the lab is torn down).
+        let first = records.len();
         match testbed.vm_kind() {
             VmKind::Qemu | VmKind::Libvirt => {
                 records.push(testbed.migrate(plan.strategy, plan.timing, origin)?)
@@ -926,7 +942,26 @@ fn with_migrations<T: Send + 'static>(
                 origin,
             )?),
         }
+        for r in &records[first..] {
+            progress.step(&format!(
+                "{} migration {}/{}: {} {} {} -> {} {}: pause {:.1} ms, total {:.0} ms, held {} \
+                 released {}",
+                kind.name(),
+                i + 1,
+                plan.migrations,
+                r.id,
+                r.vm,
+                r.from,
+                r.to,
+                r.outcome,
+                r.pause_ms,
+                r.total_ms,
+                r.held,
+                r.released
+            ));
+        }
     }
+    progress.detail(&format!("{} workload: waiting for its end", kind.name()));
     let value = handle
         .join()
         .map_err(|_| OrchestrateError::WorkloadPanicked(kind.name()))?

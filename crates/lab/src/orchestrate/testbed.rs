@@ -122,6 +122,8 @@ pub struct TestbedOptions {
     /// The controller's state in an etcd the lab starts (`--store etcd`); implies
     /// `controller_process`.
     pub store_etcd: bool,
+    /// Where progress lines go (building, booting, migrations and their phases).
+    pub progress: super::Progress,
 }
 
 impl Default for TestbedOptions {
@@ -137,6 +139,7 @@ impl Default for TestbedOptions {
             controller_process: false,
             controllers: 1,
             store_etcd: false,
+            progress: super::Progress::default(),
         }
     }
 }
@@ -417,6 +420,8 @@ pub struct Testbed {
     fault_records: Vec<FaultRecord>,
     /// Migrations started on this testbed.
     migrations_started: u32,
+    /// Where progress lines go.
+    progress: super::Progress,
     // Declared last: dropped after the fields above; `Drop` stops the controller first.
     control: ControlPlane,
     lab: Lab,
@@ -497,7 +502,12 @@ impl Testbed {
                 preflight::check_qemu()?;
                 Some(match &options.qemu.guest_dir {
                     Some(dir) => GuestImage::in_dir(dir)?,
-                    None => GuestImage::build_or_cached()?,
+                    None => {
+                        options
+                            .progress
+                            .step("guest image: building or reusing the cached one");
+                        GuestImage::build_or_cached_with(&options.progress)?
+                    }
                 })
             }
         };
@@ -516,6 +526,14 @@ impl Testbed {
         })?;
         let plan = options.plan.clone();
         let keep_dir = options.keep_dir || options.work_dir.is_some();
+        options.progress.step(&format!(
+            "building the lab: router, hosts {}, VMs, controller",
+            plan.hosts
+                .iter()
+                .map(|h| h.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         let result = build_topology(&lab, &plan, image.is_some()).and_then(|(spaces, vm)| {
             let (vm, driver) = match (vm, image) {
                 (TopologyVm::Netns(vms), _) => (Vm::Netns(vms), None),
@@ -648,14 +666,33 @@ impl Testbed {
             pending: Vec::new(),
             fault_records: Vec::new(),
             migrations_started: 0,
+            progress: options.progress.clone(),
             lab,
         };
+        let progress = options.progress.clone();
         let ready = testbed
             .start_daemons(&srmigd)
-            .and_then(|()| testbed.start_guest(options.qemu.boot_timeout))
+            .and_then(|()| {
+                if testbed.vm_kind() != VmKind::Netns {
+                    progress.step("booting the guest (TCG: several seconds)");
+                }
+                let t = Instant::now();
+                testbed.start_guest(options.qemu.boot_timeout).map(|()| t)
+            })
+            .map(|t| {
+                if testbed.vm_kind() != VmKind::Netns {
+                    progress.step(&format!(
+                        "guest ready after {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    ));
+                }
+            })
             .and_then(|()| testbed.register())
             .and_then(|()| testbed.check_connectivity())
             .and_then(|()| testbed.read_boot_id());
+        if ready.is_ok() {
+            progress.step("lab ready: hosts registered, every host reaches the VMs");
+        }
         if let Err(e) = ready {
             // Keep the srmigd and QEMU logs the error points to (the next run with a default
             // work directory removes them), and say where they are.
@@ -756,6 +793,11 @@ impl Testbed {
             Vm::Libvirt(l) => Some(l),
             _ => None,
         }
+    }
+
+    /// Where this testbed's progress lines go (the run's workload and migration lines).
+    pub fn progress(&self) -> &super::Progress {
+        &self.progress
     }
 
     /// The in-process controller (e.g. to cancel a migration).
@@ -1853,6 +1895,23 @@ impl Testbed {
     ) -> Result<Option<MigrationRecord>, OrchestrateError> {
         let vm_name = vms_name(&self.plan, f.mv.vm);
         f.polled = Some(Instant::now());
+        let what = match (f.stage, &io) {
+            (Stage::Waiting, FlightIo::Requested { id, .. }) => {
+                Some(format!("m{} requested, arming the path", id.0))
+            }
+            (Stage::Precopy, _) => Some("pre-copy over: paused at the source".to_owned()),
+            (Stage::Draining, _) => Some("the attachment leaves the source".to_owned()),
+            (Stage::Down, _) => Some("resumed at the destination".to_owned()),
+            (Stage::Attached, _) => Some("hypervisor done: commit and cleanup".to_owned()),
+            _ => None,
+        };
+        if let Some(what) = what {
+            self.progress.detail(&format!(
+                "{vm_name} {} -> {}: {what}",
+                self.plan.host(f.from).name,
+                self.plan.host(f.mv.to).name
+            ));
+        }
         match (f.stage, io) {
             (Stage::Waiting, FlightIo::Requested { c0, id }) => {
                 f.c0 = Some(c0);
@@ -2086,9 +2145,21 @@ impl Testbed {
         reached: impl Fn(&MigrationStatus) -> bool,
     ) -> Result<MigrationStatus, OrchestrateError> {
         let start = Instant::now();
+        let mut shown = None;
         loop {
             self.tick_faults()?;
             let status = self.retrying(|t| t.control.migration(id))?;
+            if shown != Some(status.phase) {
+                shown = Some(status.phase);
+                self.progress.detail(&format!(
+                    "m{} {} -> {}: {} ({:.1} s)",
+                    id.0,
+                    status.from,
+                    status.to,
+                    status.phase,
+                    start.elapsed().as_secs_f64()
+                ));
+            }
             if reached(&status) {
                 return Ok(status);
             }
