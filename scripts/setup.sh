@@ -13,6 +13,8 @@ packages=(
     iproute2 iputils-ping tcpdump tshark python3 nftables iperf3 ethtool kmod
     # the QEMU and libvirt labs and their guest image
     qemu-system-x86 busybox-static cpio libvirt-daemon-system libvirt-clients
+    # the plots' PNG copies (a font for their text)
+    fonts-dejavu-core
     # the etcd store tests, the systemd unit checks
     etcd-server systemd
 )

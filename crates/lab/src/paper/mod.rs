@@ -11,7 +11,8 @@
 //! - [`write_plots`]: `probe_received_vs_sent.svg` (RTT of every answered probe over its send
 //!   time, one panel per configuration, lost probes as shaded gaps), `http_latency_cdf.svg`
 //!   (latency CDF on a log axis, one line per configuration) and `tcp_throughput.svg`
-//!   (throughput per bin over time, one line per configuration).
+//!   (throughput per bin over time, one line per configuration); each with a PNG of it beside
+//!   it (rendered from the SVG by resvg, text in a system font).
 //!
 //! ```
 //! use srmig_lab::paper::{configuration_name, paper_table};

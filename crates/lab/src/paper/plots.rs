@@ -34,7 +34,8 @@ const CDF_POINTS: usize = 2000;
 const SLOW_MS: f64 = 900.0;
 
 /// Writes the plots of `runs` (configuration name and report, in legend order) into `dir`
-/// (created if missing) and returns the files written. A plot is written only if at least
+/// (created if missing), each SVG with a PNG of it beside it (same name, `.png`), and returns
+/// the files written (each SVG, then its PNG). A plot is written only if at least
 /// one run has data for it: the probe plot needs the raw probe series (`raw.probe`), the CDF
 /// the raw HTTP series (`raw.http`), the throughput plot a TCP summary with bins.
 pub fn write_plots<S: AsRef<str>>(
@@ -55,6 +56,10 @@ pub fn write_plots<S: AsRef<str>>(
         })
         .collect();
     let mut written = Vec::new();
+    let fonts = PngRenderer::new().map_err(|message| PaperError::Plot {
+        path: dir.to_owned(),
+        message,
+    })?;
     let plots: [(&str, PlotFn); 3] = [
         (PROBE_PLOT, probe_plot),
         (HTTP_PLOT, http_cdf_plot),
@@ -67,14 +72,82 @@ pub fn write_plots<S: AsRef<str>>(
             message,
         })?;
         if let Some(svg) = svg {
-            std::fs::write(&path, svg).map_err(|source| PaperError::Io {
+            std::fs::write(&path, &svg).map_err(|source| PaperError::Io {
                 path: path.clone(),
                 source,
             })?;
+            let png = path.with_extension("png");
+            let bytes = fonts.render_png(&svg).map_err(|message| PaperError::Plot {
+                path: png.clone(),
+                message,
+            })?;
+            std::fs::write(&png, bytes).map_err(|source| PaperError::Io {
+                path: png.clone(),
+                source,
+            })?;
             written.push(path);
+            written.push(png);
         }
     }
     Ok(written)
+}
+
+/// Renders the SVG plots into PNGs beside them (resvg: the SVG's own renderer, pure Rust, no
+/// second drawing code to keep in step with the SVG one). Text needs a system font: plotters
+/// writes `sans-serif`, mapped here to the first installed of a few common families.
+struct PngRenderer {
+    options: resvg::usvg::Options<'static>,
+}
+
+impl PngRenderer {
+    /// Loads the system's fonts (Debian: `fonts-dejavu-core`); fails if there is none, since
+    /// a PNG without its labels and legend would mislead.
+    fn new() -> Result<PngRenderer, String> {
+        let mut options = resvg::usvg::Options::default();
+        let db = options.fontdb_mut();
+        db.load_system_fonts();
+        let families = [
+            "DejaVu Sans",
+            "Liberation Sans",
+            "Noto Sans",
+            "FreeSans",
+            "Arial",
+        ];
+        let family = families
+            .iter()
+            .find(|f| {
+                db.faces()
+                    .any(|face| face.families.iter().any(|(name, _)| name == *f))
+            })
+            .map(|f| (*f).to_owned())
+            .or_else(|| {
+                db.faces()
+                    .next()
+                    .and_then(|face| face.families.first().map(|(name, _)| name.clone()))
+            })
+            .ok_or_else(|| {
+                "no system font to draw the PNG plots' text (install fonts-dejavu-core)".to_owned()
+            })?;
+        db.set_sans_serif_family(family);
+        Ok(PngRenderer { options })
+    }
+
+    /// The PNG of `svg`.
+    fn render_png(&self, svg: &str) -> Result<Vec<u8>, String> {
+        let tree = resvg::usvg::Tree::from_str(svg, &self.options)
+            .map_err(|e| format!("the SVG does not parse for its PNG: {e}"))?;
+        let size = tree.size().to_int_size();
+        let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+            .ok_or_else(|| format!("no {}x{} image", size.width(), size.height()))?;
+        resvg::render(
+            &tree,
+            resvg::tiny_skia::Transform::default(),
+            &mut pixmap.as_mut(),
+        );
+        pixmap
+            .encode_png()
+            .map_err(|e| format!("encoding the PNG: {e}"))
+    }
 }
 
 /// Draws one plot into an SVG string; `Ok(None)` if no run has data for it.
@@ -503,14 +576,27 @@ mod tests {
             ("SR, buffer", &d),
         ];
         let files = write_plots(&dir, &runs).expect("plots");
-        assert_eq!(
-            files,
-            vec![
-                dir.join(PROBE_PLOT),
-                dir.join(HTTP_PLOT),
-                dir.join(TCP_PLOT)
-            ]
-        );
+        let svgs = [
+            dir.join(PROBE_PLOT),
+            dir.join(HTTP_PLOT),
+            dir.join(TCP_PLOT),
+        ];
+        let expected: Vec<PathBuf> = svgs
+            .iter()
+            .flat_map(|s| [s.clone(), s.with_extension("png")])
+            .collect();
+        assert_eq!(files, expected);
+        for png in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "png"))
+        {
+            let bytes = std::fs::read(png).expect("read png");
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{}", png.display());
+            // The IHDR's width: the SVG's.
+            let width = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+            assert_eq!(width, WIDTH, "{}", png.display());
+        }
+        let files = svgs.to_vec();
         for file in &files {
             let svg = std::fs::read_to_string(file).expect("read plot");
             assert!(svg.starts_with("<svg"), "{}", file.display());
@@ -541,7 +627,8 @@ mod tests {
         let mut r = baseline();
         r.raw = None;
         let files = write_plots(&dir, &[("no migration", &r)]).expect("plots");
-        assert_eq!(files, vec![dir.join(TCP_PLOT)]);
+        let tcp = dir.join(TCP_PLOT);
+        assert_eq!(files, vec![tcp.clone(), tcp.with_extension("png")]);
         assert!(!dir.join(PROBE_PLOT).exists());
         let files = write_plots::<&str>(&dir, &[]).expect("plots");
         assert!(files.is_empty());
