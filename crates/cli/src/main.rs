@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use srmig_replay::run::PacketRecord;
-use srmig_replay::{replay, Input, ReplayConfig, Summary};
+use srmig_replay::{Input, ReplayConfig, Summary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -716,17 +716,56 @@ fn cmd_replay(config: PathBuf, pcaps: Vec<String>, out: PathBuf, quiet: bool) ->
             file: PathBuf::from(file),
         });
     }
-    let summary = replay(&cfg, &inputs, &out)?;
+    // Records are printed and spooled into summary.json as the replay goes: memory does not
+    // grow with the captures.
+    let mut story = Story {
+        writer: srmig_replay::SummaryWriter::create(&out)?,
+        quiet,
+    };
+    let summary = srmig_replay::replay_into(&cfg, &inputs, &out, &mut story)?;
     for note in summary.notes.iter().filter(|n| !cfg.notes.contains(n)) {
         eprintln!("note: {note}");
     }
-    let path = write_summary(&summary, &out)?;
-    if !quiet {
-        print_packets(&summary);
-    }
+    let path = story.writer.finish(&summary)?;
     print_totals(&summary);
     println!("summary: {}", path.display());
     Ok(())
+}
+
+/// `srmig replay`'s records: each printed as it happens (unless --quiet) and streamed into
+/// summary.json.
+struct Story {
+    writer: srmig_replay::SummaryWriter,
+    quiet: bool,
+}
+
+impl srmig_replay::RecordSink for Story {
+    fn packet(&mut self, p: &PacketRecord) -> Result<(), srmig_replay::ReplayError> {
+        if !self.quiet {
+            print_packet(p);
+        }
+        self.writer.packet(p)
+    }
+
+    fn generated(
+        &mut self,
+        g: &srmig_replay::run::GeneratedRecord,
+    ) -> Result<(), srmig_replay::ReplayError> {
+        if !self.quiet {
+            print_generated(g);
+        }
+        self.writer.generated(g)
+    }
+
+    fn event(
+        &mut self,
+        e: &srmig_replay::run::EventRecord,
+    ) -> Result<(), srmig_replay::ReplayError> {
+        if !self.quiet {
+            print_event(e);
+        }
+        Ok(())
+    }
 }
 
 fn write_summary(summary: &Summary, out: &std::path::Path) -> Result<PathBuf> {
@@ -780,14 +819,7 @@ fn print_packets(s: &Summary) {
                 print_generated(g);
             }
         }
-        println!(
-            "#{:<4}{:>9.3} ms  {} {:<28} {}",
-            p.n,
-            p.time_us as f64 / 1000.0,
-            p.port,
-            verdict_text(p),
-            p.summary
-        );
+        print_packet(p);
         while let Some(g) = generated.next_if(|g| g.time_us <= p.time_us) {
             print_generated(g);
         }
@@ -796,16 +828,22 @@ fn print_packets(s: &Summary) {
     generated.for_each(print_generated);
 }
 
+fn print_packet(p: &PacketRecord) {
+    println!(
+        "#{:<4}{:>9.3} ms  {} {:<28} {}",
+        p.n,
+        p.time_us as f64 / 1000.0,
+        p.port,
+        verdict_text(p),
+        p.summary
+    );
+}
+
 fn print_totals(s: &Summary) {
-    let count = |v: &str| s.packets.iter().filter(|p| p.verdict == v).count();
+    let t = &s.totals;
     println!(
         "{} packets in: {} forwarded/delivered, {} held, {} dropped, {} consumed; {} generated or released",
-        s.packets.len(),
-        count("tx"),
-        count("held"),
-        count("drop"),
-        count("consumed"),
-        s.generated.len()
+        t.packets, t.tx, t.held, t.dropped, t.consumed, t.generated
     );
     for (reason, n) in &s.counters.drops {
         println!("  drops {reason}: {n}");

@@ -12,7 +12,9 @@ pub mod demo;
 pub mod describe;
 pub mod pcap;
 pub mod run;
+pub mod stream;
 pub mod summary;
 
 pub use config::{Event, EventTime, LoadError, ReplayConfig};
-pub use run::{replay, Input, ReplayError, Summary};
+pub use run::{replay, replay_into, Input, RecordSink, ReplayError, Summary, Totals};
+pub use stream::SummaryWriter;

@@ -54,6 +54,12 @@ pub enum ReplayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}")]
+    Summary {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The file of `port`'s output capture in the output directory (a port name is any string:
@@ -180,6 +186,65 @@ pub struct FileSummary {
     pub frames: usize,
 }
 
+/// Where a replay's per-packet records go as they happen: [`replay`] collects them into its
+/// [`Summary`]; `srmig replay` prints them and streams them into `summary.json`
+/// ([`crate::stream::SummaryWriter`]), so that its memory does not grow with the capture.
+pub trait RecordSink {
+    /// An input packet's outcome.
+    fn packet(&mut self, record: &PacketRecord) -> Result<(), ReplayError>;
+    /// A packet the dataplane emitted on its own.
+    fn generated(&mut self, record: &GeneratedRecord) -> Result<(), ReplayError>;
+    /// A VM state change applied (also kept in the summary: at most one per configured event).
+    fn event(&mut self, _record: &EventRecord) -> Result<(), ReplayError> {
+        Ok(())
+    }
+}
+
+/// The [`RecordSink`] of [`replay`]: every record in memory.
+#[derive(Debug, Default)]
+struct Collect {
+    packets: Vec<PacketRecord>,
+    generated: Vec<GeneratedRecord>,
+}
+
+impl RecordSink for Collect {
+    fn packet(&mut self, record: &PacketRecord) -> Result<(), ReplayError> {
+        self.packets.push(record.clone());
+        Ok(())
+    }
+
+    fn generated(&mut self, record: &GeneratedRecord) -> Result<(), ReplayError> {
+        self.generated.push(record.clone());
+        Ok(())
+    }
+}
+
+/// How many packets went which way (what `srmig replay` prints at the end).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Input packets.
+    pub packets: usize,
+    /// Forwarded or delivered.
+    pub tx: usize,
+    pub held: usize,
+    pub dropped: usize,
+    pub consumed: usize,
+    /// Packets the dataplane emitted on its own (errors, answers, End.SBUF releases).
+    pub generated: usize,
+}
+
+impl Totals {
+    fn count(&mut self, r: &PacketRecord) {
+        self.packets += 1;
+        match r.verdict {
+            "tx" => self.tx += 1,
+            "held" => self.held += 1,
+            "drop" => self.dropped += 1,
+            _ => self.consumed += 1,
+        }
+    }
+}
+
 /// The JSON summary of a replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -192,6 +257,7 @@ pub struct Summary {
     pub generated: Vec<GeneratedRecord>,
     pub events: Vec<EventRecord>,
     pub counters: CountersSummary,
+    pub totals: Totals,
 }
 
 /// Replays `inputs` through a dataplane built from `config`, writing `<port>.pcap` for every port
@@ -200,6 +266,21 @@ pub fn replay(
     config: &ReplayConfig,
     inputs: &[Input],
     out_dir: &Path,
+) -> Result<Summary, ReplayError> {
+    let mut records = Collect::default();
+    let mut summary = replay_into(config, inputs, out_dir, &mut records)?;
+    summary.packets = records.packets;
+    summary.generated = records.generated;
+    Ok(summary)
+}
+
+/// [`replay`], handing each packet's record to `sink` as it happens instead of keeping it: the
+/// summary returned has no `packets` and no `generated` (its `totals` count them).
+pub fn replay_into(
+    config: &ReplayConfig,
+    inputs: &[Input],
+    out_dir: &Path,
+    sink: &mut dyn RecordSink,
 ) -> Result<Summary, ReplayError> {
     let dp = Dataplane::new(config.node.clone())?;
     let mut ports = Vec::with_capacity(inputs.len());
@@ -247,14 +328,14 @@ pub fn replay(
         base,
         port_names,
         writers: BTreeMap::new(),
-        generated: Vec::new(),
+        sink,
+        totals: Totals::default(),
         events: Vec::new(),
         scratch: PacketBuf::new(),
         vm_names,
         last_time: Duration::ZERO,
     };
     let mut pending_events: Vec<_> = config.events.clone();
-    let mut packets = Vec::new();
     let mut batch = Batch::new(BATCH);
     // The frames of the batch being built, and how many frames were taken so far.
     let mut in_batch: Vec<InputFrame> = Vec::with_capacity(BATCH);
@@ -273,7 +354,7 @@ pub fn replay(
                 .drop_frame_too_large(ports[first.input], first.data.len());
             run.last_time = now_d;
             next += 1;
-            packets.push(run.record(next, &inputs[first.input].port, &first, now_d, v, &[])?);
+            run.record(next, &inputs[first.input].port, &first, now_d, v, &[])?;
             continue;
         }
         // Gather frames with this timestamp, up to BATCH, stopping where an event falls due
@@ -300,7 +381,7 @@ pub fn replay(
                 // as its own packet rather than lost.
                 let v = run.dp.drop_frame_too_large(ports[f.input], f.data.len());
                 next += 1;
-                packets.push(run.record(next, &inputs[f.input].port, &f, now_d, v, &[])?);
+                run.record(next, &inputs[f.input].port, &f, now_d, v, &[])?;
                 break;
             }
             in_batch.push(f);
@@ -310,14 +391,14 @@ pub fn replay(
         run.last_time = now_d;
         for (k, pkt) in batch.packets().iter().enumerate() {
             let f = &in_batch[k];
-            packets.push(run.record(
+            run.record(
                 start + k + 1,
                 &inputs[f.input].port,
                 f,
                 now_d,
                 pkt.verdict,
                 pkt.data(),
-            )?);
+            )?;
         }
         run.drain(now, now_d)?;
     }
@@ -352,10 +433,11 @@ pub fn replay(
         notes,
         inputs: input_summaries,
         outputs,
-        packets,
-        generated: run.generated,
+        packets: Vec::new(),
+        generated: Vec::new(),
         events: run.events,
         counters,
+        totals: run.totals,
     })
 }
 
@@ -383,13 +465,14 @@ fn event_due_after(events: &[crate::config::Event], processed: usize) -> bool {
         .any(|e| matches!(e.time, EventTime::AfterPacket(n) if n <= processed))
 }
 
-struct Run {
+struct Run<'s> {
     dp: Dataplane,
+    sink: &'s mut dyn RecordSink,
+    totals: Totals,
     out_dir: PathBuf,
     base: Duration,
     port_names: BTreeMap<PortId, String>,
     writers: BTreeMap<PortId, (String, CaptureWriter)>,
-    generated: Vec<GeneratedRecord>,
     events: Vec<EventRecord>,
     scratch: PacketBuf,
     vm_names: Vec<(VmId, String)>,
@@ -397,7 +480,7 @@ struct Run {
     last_time: Duration,
 }
 
-impl Run {
+impl Run<'_> {
     fn port_name(&self, id: PortId) -> String {
         self.port_names
             .get(&id)
@@ -425,7 +508,7 @@ impl Run {
         now_d: Duration,
         verdict: Verdict,
         out: &[u8],
-    ) -> Result<PacketRecord, ReplayError> {
+    ) -> Result<(), ReplayError> {
         let mut r = PacketRecord {
             n,
             port: port.to_owned(),
@@ -456,18 +539,21 @@ impl Run {
             }
             Verdict::Consumed => r.verdict = "consumed",
         }
-        Ok(r)
+        self.totals.count(&r);
+        self.sink.packet(&r)
     }
 
     fn drain(&mut self, now: Instant, now_d: Duration) -> Result<(), ReplayError> {
         let mut buf = std::mem::take(&mut self.scratch);
         while let Some(port) = self.dp.poll_transmit(now, &mut buf) {
-            self.generated.push(GeneratedRecord {
+            let record = GeneratedRecord {
                 time_us: micros(now_d),
                 egress: self.port_name(port),
                 len: buf.len(),
                 summary: describe(buf.data()),
-            });
+            };
+            self.totals.generated += 1;
+            self.sink.generated(&record)?;
             self.write(port, now_d, buf.data())?;
         }
         self.scratch = buf;
@@ -519,12 +605,14 @@ impl Run {
             // The VM exists (checked when the file was loaded), so this cannot fail.
             self.dp.handle_vm_state(now, vm, ev.state)?;
         }
-        self.events.push(EventRecord {
+        let record = EventRecord {
             time_us: micros(at),
             after_packets: processed,
             vm: ev.vm,
             state: ev.state,
-        });
+        };
+        self.sink.event(&record)?;
+        self.events.push(record);
         self.drain(now, at)
     }
 }
