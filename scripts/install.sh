@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs srmig on this machine: the binaries (srmig, srmigd), their manual pages, shell
-# completions, the systemd units and /etc/srmig. Run as root; see docs/install.md.
+# completions, the systemd units, /etc/srmig and the libvirt hook's template. Run as root; see docs/install.md.
 #
 #   scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--bin-dir DIR]
 #
@@ -53,6 +53,10 @@ for u in dist/systemd/*.service; do
     chmod 0644 "$units/$(basename "$u")"
 done
 install -d -m 0750 "$root/etc/srmig"
+# The libvirt hook, as a template to copy to /etc/libvirt/hooks/qemu (docs/operators.md).
+install -d "$root$prefix/share/srmig/libvirt"
+sed "s|/usr/local/bin/|$prefix/bin/|g" dist/libvirt/qemu > "$root$prefix/share/srmig/libvirt/qemu"
+chmod 0755 "$root$prefix/share/srmig/libvirt/qemu"
 
 if [ -z "$destdir" ] && command -v systemctl > /dev/null && [ -d /run/systemd/system ]; then
     systemctl daemon-reload

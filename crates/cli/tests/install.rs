@@ -42,6 +42,7 @@ fn install_stages_everything_below_destdir() {
         "opt/srmig/share/bash-completion/completions/srmig",
         "opt/srmig/share/zsh/site-functions/_srmig",
         "opt/srmig/share/fish/vendor_completions.d/srmig.fish",
+        "opt/srmig/share/srmig/libvirt/qemu",
         "etc/systemd/system/srmigd@.service",
         "etc/systemd/system/srmig-controller.service",
     ] {
@@ -57,6 +58,12 @@ fn install_stages_everything_below_destdir() {
     assert!(
         unit.contains("ExecStart=/opt/srmig/bin/srmigd --config /etc/srmig/%i.toml"),
         "{unit}"
+    );
+    let hook =
+        std::fs::read_to_string(root.join("opt/srmig/share/srmig/libvirt/qemu")).expect("hook");
+    assert!(
+        hook.contains("exec /opt/srmig/bin/srmig libvirt-hook") && hook.contains("\"$@\""),
+        "{hook}"
     );
     let completion =
         std::fs::read_to_string(root.join("opt/srmig/share/bash-completion/completions/srmig"))
