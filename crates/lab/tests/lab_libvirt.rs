@@ -26,53 +26,19 @@ use std::time::{Duration, Instant};
 
 use srmig_api::{MigrationPhase, Strategy};
 use srmig_lab::orchestrate::libvirt::virsh;
-use srmig_lab::orchestrate::{
-    error_chain, is_root, run, RunPlan, Testbed, TestbedOptions, WorkloadKind,
-};
+use srmig_lab::orchestrate::{error_chain, run, RunPlan, Testbed, TestbedOptions};
 use srmig_lab::report::VmKind;
 
 fn skip(why: &str) -> bool {
-    eprintln!("SKIPPED: {why}");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set: the libvirt lab test must not be skipped ({why})"
-    );
-    true
+    common::skip("libvirt lab", why)
 }
 
 fn missing_prerequisite() -> Option<String> {
-    if !is_root() {
-        return Some("needs root (network namespaces, veth pairs, AF_PACKET for srmigd)".into());
-    }
-    for tool in [
-        "qemu-system-x86_64",
-        "busybox",
-        "gcc",
-        "cpio",
-        "libvirtd",
-        "virsh",
-    ] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!(
-                "{tool} not found (see guest/README.md; libvirt-daemon-system)"
-            ));
-        }
-    }
-    None
+    common::missing_vm_prerequisite(&["libvirtd", "virsh"])
 }
 
 fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
-    let mut plan = RunPlan::new(strategy, vec![WorkloadKind::Probe], migrations);
-    plan.vm_kind = VmKind::Libvirt;
-    plan.gap = Duration::from_millis(500);
-    plan.warmup = Duration::from_millis(700);
-    plan.tail = Duration::from_millis(1000);
-    plan
+    common::vm_plan(VmKind::Libvirt, strategy, migrations)
 }
 
 #[test]

@@ -19,47 +19,22 @@ mod common;
 
 use common::{processes_mentioning, show};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use srmig_api::Strategy;
-use srmig_lab::orchestrate::{
-    error_chain, is_root, run, RunPlan, Testbed, TestbedOptions, WorkloadKind,
-};
+use srmig_lab::orchestrate::{error_chain, run, RunPlan, Testbed, TestbedOptions};
 use srmig_lab::report::VmKind;
 
 fn skip(why: &str) -> bool {
-    eprintln!("SKIPPED: {why}");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set: the QEMU lab test must not be skipped ({why})"
-    );
-    true
+    common::skip("QEMU lab", why)
 }
 
 fn missing_prerequisite() -> Option<String> {
-    if !is_root() {
-        return Some("needs root (network namespaces, veth pairs, AF_PACKET for srmigd)".into());
-    }
-    for tool in ["qemu-system-x86_64", "busybox", "gcc", "cpio"] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("{tool} not found (see guest/README.md)"));
-        }
-    }
-    None
+    common::missing_vm_prerequisite(&[])
 }
 
 fn plan(strategy: Strategy, migrations: u32) -> RunPlan {
-    let mut plan = RunPlan::new(strategy, vec![WorkloadKind::Probe], migrations);
-    plan.vm_kind = VmKind::Qemu;
-    plan.gap = Duration::from_millis(500);
-    plan.warmup = Duration::from_millis(700);
-    plan.tail = Duration::from_millis(1000);
-    plan
+    common::vm_plan(VmKind::Qemu, strategy, migrations)
 }
 
 #[test]

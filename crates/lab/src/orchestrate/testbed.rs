@@ -1469,30 +1469,56 @@ impl Testbed {
             }
         };
         let c1 = self.vm_buffer_counters(to, vm_name)?;
+        Ok(self.hypervisor_record(
+            &done,
+            strategy,
+            (from, to),
+            (c0, c1),
+            WallTimes {
+                origin,
+                origin_wall_us,
+                t_req,
+                t_done,
+                stopped_at_us: stop_us,
+                resumed_at_us: resume_us,
+            },
+        ))
+    }
+
+    /// The record of a migration a hypervisor ran (QEMU over QMP, libvirt): its pause and
+    /// timeline from QEMU's STOP and RESUME (wall clock), End.SBUF's counters at `to` before
+    /// and after.
+    fn hypervisor_record(
+        &self,
+        done: &MigrationStatus,
+        strategy: Strategy,
+        (from, to): (HostRole, HostRole),
+        (c0, c1): (BufferCounters, BufferCounters),
+        t: WallTimes,
+    ) -> MigrationRecord {
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
-        let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
+        let wall_ms = |us: i64| (us - t.origin_wall_us) as f64 / 1e3;
         let phase_ms = |phase: MigrationPhase| {
             done.phases
                 .iter()
                 .find(|r| r.phase == phase)
                 .map(|r| r.at_ms.millis_since(done.started_at_ms) as f64)
         };
-        let requested_at_ms = ms(origin, t_req);
-        let attached_at_ms = wall_ms(resume_us);
-        let completed_at_ms = ms(origin, t_done);
-        Ok(MigrationRecord {
-            id: format!("m{}", id.0),
-            vm: vm_name.to_owned(),
+        let attached_at_ms = wall_ms(t.resumed_at_us);
+        let completed_at_ms = ms(t.origin, t.t_done);
+        MigrationRecord {
+            id: format!("m{}", done.id.0),
+            vm: done.vm.to_string(),
             from: self.plan.host(from).name.to_owned(),
             to: self.plan.host(to).name.to_owned(),
             strategy,
             outcome: "completed",
-            pause_ms: (resume_us - stop_us) as f64 / 1e3,
-            total_ms: ms(t_req, t_done),
+            pause_ms: (t.resumed_at_us - t.stopped_at_us) as f64 / 1e3,
+            total_ms: ms(t.t_req, t.t_done),
             prepare_ms: phase_ms(MigrationPhase::ExpectHypervisorDone).unwrap_or(0.0),
             finish_ms: completed_at_ms - attached_at_ms,
-            requested_at_ms,
-            cut_at_ms: wall_ms(stop_us),
+            requested_at_ms: ms(t.origin, t.t_req),
+            cut_at_ms: wall_ms(t.stopped_at_us),
             attached_at_ms,
             completed_at_ms,
             held: c1.held.saturating_sub(c0.held),
@@ -1506,7 +1532,7 @@ impl Testbed {
                 .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
                 .collect(),
             delivery: done.delivery,
-        })
+        }
     }
 
     /// libvirt: one `virsh migrate --live` from where the VM runs to the other host, with no
@@ -1599,43 +1625,20 @@ impl Testbed {
             std::thread::sleep(Duration::from_millis(20));
         };
         let c1 = self.vm_buffer_counters(to, vm_name)?;
-        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
-        let wall_ms = |us: i64| (us - origin_wall_us) as f64 / 1e3;
-        let phase_ms = |phase: MigrationPhase| {
-            done.phases
-                .iter()
-                .find(|r| r.phase == phase)
-                .map(|r| r.at_ms.millis_since(done.started_at_ms) as f64)
-        };
-        let attached_at_ms = wall_ms(pause.resumed_at_us);
-        let completed_at_ms = ms(origin, t_done);
-        Ok(MigrationRecord {
-            id: format!("m{}", id.0),
-            vm: vm_name.to_owned(),
-            from: from_name.to_owned(),
-            to: to_name.to_owned(),
+        Ok(self.hypervisor_record(
+            &done,
             strategy,
-            outcome: "completed",
-            pause_ms: (pause.resumed_at_us - pause.stopped_at_us) as f64 / 1e3,
-            total_ms: ms(t_req, t_done),
-            prepare_ms: phase_ms(MigrationPhase::ExpectHypervisorDone).unwrap_or(0.0),
-            finish_ms: completed_at_ms - attached_at_ms,
-            requested_at_ms: ms(origin, t_req),
-            cut_at_ms: wall_ms(pause.stopped_at_us),
-            attached_at_ms,
-            completed_at_ms,
-            held: c1.held.saturating_sub(c0.held),
-            released: c1.released.saturating_sub(c0.released),
-            fenced: c1.fenced.saturating_sub(c0.fenced),
-            dropped: c1.dropped.saturating_sub(c0.dropped),
-            hold_ms: c1.hold_ms_since(&c0),
-            phases: done
-                .phases
-                .iter()
-                .map(|r| (r.phase, r.at_ms.millis_since(done.started_at_ms)))
-                .collect(),
-            delivery: done.delivery,
-        })
+            (from, to),
+            (c0, c1),
+            WallTimes {
+                origin,
+                origin_wall_us,
+                t_req,
+                t_done,
+                stopped_at_us: pause.stopped_at_us,
+                resumed_at_us: pause.resumed_at_us,
+            },
+        ))
     }
 
     /// How long a QEMU migration may take before the lab gives up: the driver's own limit
@@ -2252,6 +2255,18 @@ fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(all)
+}
+
+/// When a hypervisor's migration happened: the workload's origin (monotonic and wall clock),
+/// the request, the end, and QEMU's STOP and RESUME (wall clock, microseconds).
+#[derive(Debug, Clone, Copy)]
+struct WallTimes {
+    origin: Instant,
+    origin_wall_us: i64,
+    t_req: Instant,
+    t_done: Instant,
+    stopped_at_us: i64,
+    resumed_at_us: i64,
 }
 
 /// The output of a `virsh migrate` run on a thread.

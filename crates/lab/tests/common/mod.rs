@@ -83,3 +83,46 @@ pub fn have_root() -> bool {
     );
     false
 }
+
+/// Prints `SKIPPED: why` and returns true (the test then returns), unless `CI` is set: there,
+/// a lab test that cannot run fails.
+pub fn skip(test: &str, why: &str) -> bool {
+    eprintln!("SKIPPED: {why}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set: the {test} test must not be skipped ({why})"
+    );
+    true
+}
+
+/// Why a VM lab test cannot run here: not root, or one of `tools` (and the guest build's)
+/// missing; `None` if it can.
+pub fn missing_vm_prerequisite(tools: &[&str]) -> Option<String> {
+    if !srmig_lab::orchestrate::is_root() {
+        return Some("needs root (network namespaces, veth pairs, AF_PACKET for srmigd)".into());
+    }
+    let guest = ["qemu-system-x86_64", "busybox", "gcc", "cpio"];
+    for tool in guest.iter().chain(tools) {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!(
+                "{tool} not found (see guest/README.md and scripts/setup.sh)"
+            ));
+        }
+    }
+    None
+}
+
+/// A VM lab run of `migrations` under the 1 ms probe, with the QEMU labs' spacing.
+pub fn vm_plan(kind: srmig_lab::report::VmKind, strategy: Strategy, migrations: u32) -> RunPlan {
+    let mut plan = RunPlan::new(strategy, vec![WorkloadKind::Probe], migrations);
+    plan.vm_kind = kind;
+    plan.gap = Duration::from_millis(500);
+    plan.warmup = Duration::from_millis(700);
+    plan.tail = Duration::from_millis(1000);
+    plan
+}
