@@ -33,6 +33,7 @@ pub mod driver;
 mod engine;
 pub mod follow;
 pub mod http;
+pub mod libvirt_hook;
 mod mailbox;
 mod metrics;
 pub mod push;

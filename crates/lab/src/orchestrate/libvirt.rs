@@ -50,7 +50,7 @@ use crate::netns::Netns;
 use crate::topology::LabHandle;
 
 /// The XML namespace of srmig's domain metadata (as `srmig libvirt-hook` reads it).
-pub const METADATA_NS: &str = "https://srmig.dev/xmlns/libvirt/1";
+pub use srmig_controller::libvirt_hook::METADATA_NS;
 
 /// How long a libvirtd may take to answer after it was started.
 const DAEMON_START: Duration = Duration::from_secs(30);
