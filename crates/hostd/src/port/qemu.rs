@@ -43,8 +43,15 @@ use super::PortIoStats;
 
 /// How often srmigd retries connecting to a QEMU socket that is missing or refuses.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(50);
-/// Records waiting for room in the socket, at most.
-pub const TX_QUEUE_RECORDS: usize = 256;
+/// Records waiting for room in the socket, at most: room for a whole End.SBUF release (the
+/// engine's default per-VM bound is 2048 packets) and what keeps arriving while the guest,
+/// just resumed, reads its first frames slowly.
+pub const TX_QUEUE_RECORDS: usize = 4096;
+/// Bytes waiting for room in the socket, at most (twice End.SBUF's default per-VM bound of
+/// 2 MiB): what a stopped or slow QEMU can cost in memory.
+pub const TX_QUEUE_BYTES: usize = 4 << 20;
+/// Record buffers kept for reuse.
+const POOL_RECORDS: usize = 256;
 /// Frames remembered for recovery (covers the socket buffer: see `SEND_BUFFER_BYTES`).
 pub const RING_FRAMES: usize = 256;
 /// Requested `SO_SNDBUF` (the kernel doubles it): bounds how much QEMU can leave unread, so
@@ -106,6 +113,8 @@ pub struct QemuPort {
     conn: Option<UnixStream>,
     rx: RxFramer,
     queue: VecDeque<Queued>,
+    /// Bytes of the records in `queue` (bounded by [`TX_QUEUE_BYTES`]).
+    queued_bytes: usize,
     pool: Vec<Vec<u8>>,
     ring: SentRing,
     probe: Option<TruesizeProbe>,
@@ -121,7 +130,8 @@ impl QemuPort {
             path: path.into(),
             conn: None,
             rx: RxFramer::new(),
-            queue: VecDeque::with_capacity(TX_QUEUE_RECORDS),
+            queue: VecDeque::with_capacity(POOL_RECORDS),
+            queued_bytes: 0,
             pool: Vec::new(),
             ring: SentRing::new(RING_FRAMES),
             probe: TruesizeProbe::new().ok(),
@@ -229,14 +239,21 @@ impl QemuPort {
         self.next_connect = Instant::now() + RECONNECT_INTERVAL;
     }
 
+    /// The oldest queued record, out of the queue and its byte count.
+    fn pop_queued(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(q.record.len());
+        Some(q)
+    }
+
     fn clear_queue(&mut self) {
-        while let Some(q) = self.queue.pop_front() {
+        while let Some(q) = self.pop_queued() {
             self.recycle(q.record);
         }
     }
 
     fn recycle(&mut self, mut v: Vec<u8>) {
-        if self.pool.len() < TX_QUEUE_RECORDS {
+        if self.pool.len() < POOL_RECORDS {
             v.clear();
             self.pool.push(v);
         }
@@ -333,7 +350,9 @@ impl QemuPort {
                 }
             }
         }
-        if self.queue.len() >= TX_QUEUE_RECORDS {
+        if self.queue.len() >= TX_QUEUE_RECORDS
+            || self.queued_bytes + frame.len() + RECORD_HEADER_LEN > TX_QUEUE_BYTES
+        {
             stats.tx_queue_full += 1;
             return;
         }
@@ -346,6 +365,7 @@ impl QemuPort {
         v.clear();
         v.extend_from_slice(hdr);
         v.extend_from_slice(frame);
+        self.queued_bytes += v.len();
         self.queue.push_back(Queued { record: v, written });
         stats.tx_queued += 1;
     }
@@ -370,7 +390,7 @@ impl QemuPort {
                     if q.written < q.record.len() {
                         break;
                     }
-                    if let Some(done) = self.queue.pop_front() {
+                    if let Some(done) = self.pop_queued() {
                         self.recycle(done.record);
                     }
                 }
@@ -430,7 +450,7 @@ impl QemuPort {
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
         self.ring.clear();
         let mut keep = VecDeque::new();
-        while let Some(q) = self.queue.pop_front() {
+        while let Some(q) = self.pop_queued() {
             if q.written == 0 {
                 r.frames.push(q.record[RECORD_HEADER_LEN..].to_vec());
                 r.from_queue += 1;
@@ -440,6 +460,7 @@ impl QemuPort {
             }
         }
         self.queue = keep;
+        self.queued_bytes = self.queue.iter().map(|q| q.record.len()).sum();
         stats.recovered += r.frames.len() as u64;
         if !r.exact {
             stats.recovery_inexact += 1;
@@ -681,8 +702,9 @@ mod tests {
             first.iter().map(|f| id_of(f)).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 4]
         );
-        // Now a stopped QEMU: keep sending far more than the socket holds.
-        let total = 600u32;
+        // Now a stopped QEMU: keep sending far more than the socket and the queue hold (the
+        // queue's byte bound, 4 MiB, is reached first with these frames).
+        let total = 5000u32;
         let t = Instant::now();
         for i in 5..total {
             p.send(&frame(i, 1000), &mut stats);
