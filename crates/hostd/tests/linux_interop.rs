@@ -135,6 +135,17 @@ fn seg6local_packets(lx: &Netns, sid: &str) -> Option<u64> {
 
 #[test]
 fn linux_seg6_and_srmigd_deliver_both_ways() {
+    if let Some(why) = srmig_lab::kernel::missing_srv6_lwtunnel() {
+        // Not a missing prerequisite of srmig's: the reference is absent from this kernel.
+        // Loud, and not a CI failure (see scripts/test.sh).
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "\n!!!!!!!! SKIPPED (kernel): {why} [linux_seg6_and_srmigd_deliver_both_ways] !!!!!!!!\n"
+            ),
+        );
+        return;
+    }
     if common::skip(
         "linux_interop::linux_seg6_and_srmigd_deliver_both_ways",
         common::missing_root("network namespaces, AF_PACKET, kernel seg6 routes"),

@@ -37,6 +37,7 @@
 mod cmd;
 pub mod error;
 pub mod ifup;
+pub mod kernel;
 pub mod netns;
 pub mod orchestrate;
 pub mod paper;
