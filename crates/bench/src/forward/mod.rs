@@ -486,7 +486,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
     }
 
     // Linux.
-    topo.configure_linux()?;
+    topo.configure_linux(opts.cases.iter().any(|c| *c != Case::Ipv6))?;
     let mut linux_results = BTreeMap::new();
     for &case in &opts.cases {
         let frames = frames::frames(case, opts.frame_bytes, opts.flows);

@@ -198,9 +198,10 @@ impl Topology {
         }
     }
 
-    /// The kernel becomes the DUT: forwarding, seg6 and seg6local as `linux_forward.sh` sets
-    /// them.
-    pub(crate) fn configure_linux(&self) -> Result<(), ForwardError> {
+    /// The kernel becomes the DUT: forwarding, and with `srv6` (some case needs it) seg6 and
+    /// seg6local as `linux_forward.sh` sets them. Plain IPv6 forwarding needs no SRv6 route,
+    /// so it also runs on a kernel built without SRv6 lightweight tunnels.
+    pub(crate) fn configure_linux(&self, srv6: bool) -> Result<(), ForwardError> {
         let dut = &self.dut;
         for d in ["d0", "d1"] {
             dut.set_sysctl(&format!("net/ipv6/conf/{d}/disable_ipv6"), "0")?;
@@ -221,6 +222,7 @@ impl Topology {
         let d1_addr = format!("{ADDR_D1}/64");
         let s0_mac = MacAddr(MAC_S0).to_string();
         let commands: [&[&str]; 9] = [
+            // Plain forwarding: the first five.
             &["-6", "addr", "add", &d0_addr, "dev", "d0", "nodad"],
             &["-6", "addr", "add", &d1_addr, "dev", "d1", "nodad"],
             &[
@@ -270,7 +272,8 @@ impl Topology {
                 &sink_seg, "dev", "d1",
             ],
         ];
-        for args in commands {
+        let needed = if srv6 { commands.len() } else { 5 };
+        for args in &commands[..needed] {
             dut.ip(args)?;
         }
         Ok(())
