@@ -21,7 +21,7 @@ packages=(
 
 missing=()
 for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null; then
         missing+=("$p")
     fi
 done
@@ -41,7 +41,7 @@ fi
 
 if command -v rustup > /dev/null; then
     for c in rustfmt clippy; do
-        if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+        if ! rustup component list --installed 2>/dev/null | grep "^$c" >/dev/null; then
             echo "setup: adding the rustup component $c"
             rustup component add "$c"
         fi
