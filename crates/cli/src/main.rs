@@ -9,6 +9,7 @@ mod manpages;
 mod migrate;
 mod migration;
 mod progress;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,12 @@ enum Command {
     Lab {
         #[command(subcommand)]
         what: LabCommand,
+    },
+    /// The data-center simulator: srmig's real dataplane, agent and controller cores for
+    /// every host, in virtual time (`paper`, `scale`, `run SCENARIO.toml`; docs/sim.md).
+    Sim {
+        #[command(subcommand)]
+        what: sim::SimCommand,
     },
     /// Benchmarks.
     Bench {
@@ -588,6 +595,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Control(args),
         } => cmd_bench_control(args),
+        Command::Sim { what } => sim::cmd_sim(what),
         Command::Controller(args) => cmd_controller(*args),
         Command::Pki { what } => cmd_pki(what),
     }?;
@@ -1004,6 +1012,8 @@ fn cmd_lab_paper(
         srmig_lab::report::VmKind::Libvirt => {
             "libvirt live migrations (virsh migrate --live, TCG guest)"
         }
+        // parse_vm_kind never yields it; the testbed would refuse it.
+        srmig_lab::report::VmKind::Sim => "simulated migrations (use `srmig sim paper`)",
     };
     options.testbed = testbed;
     let shown = progress::LabProgress::new();

@@ -100,6 +100,9 @@ pub enum VmKind {
     Qemu,
     /// A QEMU guest run by libvirt, migrated with `virsh migrate --live`.
     Libvirt,
+    /// The simulator (`srmig sim`): a VM like the netns one, in virtual time, on srmig's
+    /// real cores.
+    Sim,
 }
 
 /// One migration of the run.

@@ -74,6 +74,7 @@ pub fn run_demo(
             "building the lab: router, hosts c/s/d with srmigd, client, controller, a libvirtd \
              per host with srmig's hook, and booting vm1 (libvirt domain, TCG) on s"
         }
+        crate::report::VmKind::Sim => "the simulator's VMs run in `srmig sim`, not in a lab",
     });
     let mut testbed = Testbed::build(&testbed_options)?;
     let mut runs = Vec::new();

@@ -197,7 +197,7 @@ impl RunPlan {
     /// round is up to three migrations one after the other).
     pub fn slot(&self, propagation_delay: Duration) -> Duration {
         let migration = match self.vm_kind {
-            VmKind::Netns => self.timing.precopy + self.timing.downtime,
+            VmKind::Netns | VmKind::Sim => self.timing.precopy + self.timing.downtime,
             VmKind::Qemu => QEMU_MIGRATION_ESTIMATE,
             VmKind::Libvirt => LIBVIRT_MIGRATION_ESTIMATE,
         };
@@ -935,7 +935,7 @@ fn with_migrations<T: Send + 'static>(
             VmKind::Qemu | VmKind::Libvirt => {
                 records.push(testbed.migrate(plan.strategy, plan.timing, origin)?)
             }
-            VmKind::Netns => records.extend(testbed.migrate_round(
+            VmKind::Netns | VmKind::Sim => records.extend(testbed.migrate_round(
                 plan.chain,
                 plan.strategy,
                 plan.timing,
@@ -1020,6 +1020,7 @@ pub fn vm_kind_name(kind: VmKind) -> &'static str {
         VmKind::Netns => "netns",
         VmKind::Qemu => "qemu",
         VmKind::Libvirt => "libvirt",
+        VmKind::Sim => "sim",
     }
 }
 

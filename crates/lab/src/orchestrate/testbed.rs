@@ -496,21 +496,26 @@ impl Testbed {
             false => None,
         };
         // The guest is built (or found in its cache) before anything exists to tear down.
-        let image = match options.vm_kind {
-            VmKind::Netns => None,
-            VmKind::Qemu | VmKind::Libvirt => {
-                preflight::check_qemu()?;
-                Some(match &options.qemu.guest_dir {
-                    Some(dir) => GuestImage::in_dir(dir)?,
-                    None => {
-                        options
-                            .progress
-                            .step("guest image: building or reusing the cached one");
-                        GuestImage::build_or_cached_with(&options.progress)?
-                    }
-                })
-            }
-        };
+        let image =
+            match options.vm_kind {
+                VmKind::Sim => return Err(OrchestrateError::Options(
+                    "the simulator's VMs exist only in virtual time: run `srmig sim`, not a lab"
+                        .into(),
+                )),
+                VmKind::Netns => None,
+                VmKind::Qemu | VmKind::Libvirt => {
+                    preflight::check_qemu()?;
+                    Some(match &options.qemu.guest_dir {
+                        Some(dir) => GuestImage::in_dir(dir)?,
+                        None => {
+                            options
+                                .progress
+                                .step("guest image: building or reusing the cached one");
+                            GuestImage::build_or_cached_with(&options.progress)?
+                        }
+                    })
+                }
+            };
         let lab = Lab::new()?;
         let dir = match &options.work_dir {
             Some(d) => d.clone(),

@@ -1,0 +1,223 @@
+//! `srmig sim paper | scale | run`: flags and output of the simulator (crate `srmig-sim`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use srmig_api::Strategy;
+use srmig_sim::paper::{self, PaperParams};
+use srmig_sim::scale::{self, ScaleParams, ScaleReport, StrategyFigures};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// The paper's experiment in virtual time (3 hosts, one VM moving S -> D -> S, the four
+    /// configurations, probe and HTTP workloads), printed as `srmig lab paper` prints it.
+    Paper {
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Migrations per configuration.
+        #[arg(long, default_value_t = 5)]
+        migrations: u32,
+        /// Delay of every controller config push, in milliseconds (as `lab paper`).
+        #[arg(long, default_value_t = 100)]
+        propagation_delay_ms: u64,
+        /// Print the four lab-shaped reports as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Many hosts, VMs and migrations: loss, network downtime, time to arm and commit the
+    /// path, message counts and the speedup over real time, per strategy.
+    Scale {
+        /// Hosts.
+        #[arg(long, default_value_t = 100)]
+        hosts: usize,
+        /// VMs, spread evenly over the hosts.
+        #[arg(long, default_value_t = 1000)]
+        vms: usize,
+        /// Migrations (each of a different VM, to a random other host).
+        #[arg(long, default_value_t = 100)]
+        migrations: usize,
+        /// Migrations in flight at once.
+        #[arg(long, default_value_t = 10)]
+        concurrent: usize,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Strategies, comma-separated (traditional, sr-drop, sr-buffer).
+        #[arg(long, default_value = "traditional,sr-drop,sr-buffer")]
+        strategies: String,
+        /// Probe interval toward each migrating VM, in milliseconds.
+        #[arg(long, default_value_t = 10.0)]
+        probe_interval_ms: f64,
+        /// Guest memory of every VM (QEMU's pre-copy model), in MiB.
+        #[arg(long, default_value_t = 1024.0)]
+        memory_mib: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario file: topology, control network, migration model, schedule, partitions
+    /// and crashes (see docs/sim.md).
+    Run {
+        /// The scenario (TOML).
+        scenario: PathBuf,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy> {
+    match s.trim() {
+        "traditional" => Ok(Strategy::Traditional),
+        "sr-drop" => Ok(Strategy::SrDrop),
+        "sr-buffer" => Ok(Strategy::SrBuffer),
+        other => {
+            anyhow::bail!("unknown strategy {other:?}: expected traditional, sr-drop or sr-buffer")
+        }
+    }
+}
+
+pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {
+    match what {
+        SimCommand::Paper {
+            seed,
+            migrations,
+            propagation_delay_ms,
+            json,
+        } => {
+            let p = PaperParams {
+                seed,
+                migrations,
+                propagation_delay_ms: propagation_delay_ms as f64,
+                ..PaperParams::default()
+            };
+            let runs = paper::run(&p)?;
+            if json {
+                let reports: Vec<_> = runs
+                    .iter()
+                    .map(|(s, _, r)| {
+                        serde_json::json!({
+                            "configuration": srmig_lab::paper::configuration_name(*s),
+                            "report": r,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                let rows: Vec<_> = runs
+                    .iter()
+                    .map(|(s, _, r)| (srmig_lab::paper::configuration_name(*s), r))
+                    .collect();
+                print!("{}", srmig_lab::paper::paper_table(&rows));
+                println!(
+                    "(simulated: seed {seed}, {migrations} migrations per configuration, pre-copy \
+                     {:.0} ms, pause {:.0} ms, push delay {propagation_delay_ms} ms; TCP is not \
+                     simulated)",
+                    p.precopy_ms, p.pause_ms
+                );
+            }
+            Ok(())
+        }
+        SimCommand::Scale {
+            hosts,
+            vms,
+            migrations,
+            concurrent,
+            seed,
+            strategies,
+            probe_interval_ms,
+            memory_mib,
+            json,
+        } => {
+            let strategies = strategies
+                .split(',')
+                .map(parse_strategy)
+                .collect::<Result<Vec<_>>>()?;
+            let p = ScaleParams {
+                hosts,
+                vms,
+                migrations,
+                concurrent,
+                seed,
+                strategies,
+                probe_interval_ms,
+                memory_mib,
+            };
+            let report = scale::run(&p, |s| eprintln!("sim scale: {s}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_scale(&report);
+            }
+            Ok(())
+        }
+        SimCommand::Run { scenario, json } => {
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("reading {}", scenario.display()))?;
+            let sc = srmig_sim::Scenario::from_toml(&text)
+                .with_context(|| format!("scenario {}", scenario.display()))?;
+            let f = scale::run_scenario(&sc)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                print_figures(&f);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_scale(r: &ScaleReport) {
+    println!(
+        "{} hosts, {} VMs, {} migrations per strategy ({} at a time), seed {}",
+        r.hosts, r.vms, r.migrations, r.concurrent, r.seed
+    );
+    for f in &r.strategies {
+        print_figures(f);
+    }
+    println!(
+        "all: {:.1} s simulated in {:.1} s: {:.1}x real time",
+        r.sim_seconds, r.wall_seconds, r.speedup
+    );
+}
+
+fn print_figures(f: &StrategyFigures) {
+    println!(
+        "{:<12} completed {}, rolled back {}, refused {}; probes lost {} of {}, duplicated {}, \
+         reordered {}",
+        scale::strategy_name(f.strategy),
+        f.completed,
+        f.rolled_back,
+        f.refused,
+        f.lost,
+        f.probes_sent,
+        f.duplicated,
+        f.reordered
+    );
+    let s =
+        |x: &scale::Spread| format!("p50 {:.1} / p99 {:.1} / max {:.1} ms", x.p50, x.p99, x.max);
+    println!(
+        "             network downtime {}",
+        s(&f.network_downtime_ms)
+    );
+    println!("             pause            {}", s(&f.pause_ms));
+    println!("             arm              {}", s(&f.arm_ms));
+    println!("             commit           {}", s(&f.commit_ms));
+    println!(
+        "             messages: controller {} ({} whole configs, {} deltas), hosts {}; {} \
+         frames, {} events, {} invariant checks",
+        f.controller_messages,
+        f.config_pushes,
+        f.delta_pushes,
+        f.agent_messages,
+        f.frames,
+        f.events,
+        f.invariant_checks
+    );
+    println!(
+        "             {:.1} s simulated in {:.1} s (setup {:.1} s): {:.1}x real time",
+        f.sim_seconds, f.wall_seconds, f.setup_wall_seconds, f.speedup
+    );
+}

@@ -1,0 +1,239 @@
+//! `srmig sim paper`: the paper's experiment in virtual time, run the way `srmig lab paper`
+//! runs it on the netns lab, and reported in the same shape (the lab's [`Report`]s and
+//! [`srmig_lab::paper::paper_table`]).
+//!
+//! Three hosts, C (the client VM `vm0`), S (the migrating VM `vm1`) and D; `vm1` moves
+//! S -> D -> S ... (`migrations` times) with the lab's timing: pre-copy 500 ms, pause 175 ms,
+//! a slot of 4 push delays + pre-copy + pause + 1 s between requests, 1 s of workload before
+//! the first and after the last. Four configurations: no migration, traditional, SR with
+//! End.SBUF dropping, SR with End.SBUF buffering. Workloads: the 1 ms probe and HTTP session
+//! openings at 100 per second, at the same time (the lab runs them one after the other;
+//! they do not share a bottleneck here). The lab's TCP bulk workload is not simulated: its
+//! cells show `-`.
+
+use srmig_api::Strategy;
+use srmig_lab::report::{
+    EchoFigures, Family, HttpReport, MigrationReport, OneWayReport, ProbeReport, Report,
+    Strategy as LabStrategy, VmKind,
+};
+
+use crate::scenario::{MigrationModel, Scenario, ScheduledMigration};
+use crate::workload::percentile;
+use crate::world::{self, Outcome, SimError};
+
+/// Parameters of `sim paper`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaperParams {
+    /// Seed.
+    pub seed: u64,
+    /// Migrations per configuration.
+    pub migrations: u32,
+    /// Extra delay of every config push, ms (`lab paper`'s default: 100).
+    pub propagation_delay_ms: f64,
+    /// Pre-copy, ms.
+    pub precopy_ms: f64,
+    /// Pause, ms.
+    pub pause_ms: f64,
+}
+
+impl Default for PaperParams {
+    fn default() -> Self {
+        PaperParams {
+            seed: 1,
+            migrations: 5,
+            propagation_delay_ms: 100.0,
+            precopy_ms: 500.0,
+            pause_ms: 175.0,
+        }
+    }
+}
+
+/// The four configurations of the paper, in table order.
+pub const CONFIGURATIONS: [LabStrategy; 4] = [
+    LabStrategy::None,
+    LabStrategy::Traditional,
+    LabStrategy::SrDrop,
+    LabStrategy::SrBuffer,
+];
+
+/// The scenario of one configuration (`None` for the no-migration baseline, run with
+/// [`world::baseline`]).
+pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
+    let slot_ms = 4.0 * p.propagation_delay_ms + p.precopy_ms + p.pause_ms + 1000.0;
+    let lead_ms = 1000.0;
+    let migrations = match strategy {
+        LabStrategy::None => Vec::new(),
+        _ => (0..p.migrations)
+            .map(|k| ScheduledMigration {
+                vm: 1,
+                to: if k % 2 == 0 { 2 } else { 1 },
+                at_ms: (lead_ms + f64::from(k) * slot_ms) as u64,
+            })
+            .collect(),
+    };
+    let mut sc = Scenario {
+        seed: p.seed,
+        hosts: 3,
+        vms_per_host: 1,
+        strategy: match strategy {
+            LabStrategy::Traditional => Strategy::Traditional,
+            LabStrategy::SrDrop => Strategy::SrDrop,
+            _ => Strategy::SrBuffer,
+        },
+        migration: MigrationModel::Fixed {
+            precopy_ms: p.precopy_ms,
+            pause_ms: p.pause_ms,
+        },
+        migrations,
+        ..Scenario::default()
+    };
+    sc.control.push_delay_ms = p.propagation_delay_ms;
+    sc.workloads.probe_interval_ms = 1.0;
+    sc.workloads.http_rate = 100.0;
+    sc.workloads.lead_ms = lead_ms;
+    sc.workloads.trail_ms = 1000.0;
+    sc.tail_ms = 2000;
+    sc
+}
+
+/// Runs the four configurations; returns each one's outcome and lab-shaped report.
+pub fn run(p: &PaperParams) -> Result<Vec<(LabStrategy, Outcome, Report)>, SimError> {
+    let mut out = Vec::new();
+    for strategy in CONFIGURATIONS {
+        let sc = scenario(p, strategy);
+        let outcome = match strategy {
+            LabStrategy::None => world::baseline(&sc, 1, 5000)?,
+            _ => world::run(&sc)?,
+        };
+        let report = report(strategy, &outcome);
+        out.push((strategy, outcome, report));
+    }
+    Ok(out)
+}
+
+/// The lab-shaped report of one run.
+pub fn report(strategy: LabStrategy, o: &Outcome) -> Report {
+    let migrations = o
+        .migrations
+        .iter()
+        .map(|m| {
+            let pause_ms = match (m.paused_at, m.resumed_at) {
+                (Some(a), Some(b)) => (b - a) as f64 / 1e6,
+                _ => 0.0,
+            };
+            let flow = m.probe.and_then(|i| o.probes.get(i));
+            let (downtime, release) = match (flow, m.paused_at, m.resumed_at, m.finished_at) {
+                (Some(f), Some(paused), Some(resumed), Some(end)) => {
+                    let from = paused.saturating_sub(50_000_000).max(m.requested_at);
+                    let release = f
+                        .vm_arrivals
+                        .iter()
+                        .find(|&&t| t >= resumed)
+                        .map(|t| (t - resumed) as f64 / 1e6);
+                    (Some(f.longest_gap_ms(from, end.max(resumed))), release)
+                }
+                _ => (None, None),
+            };
+            MigrationReport {
+                vm: Some(format!("vm{}", m.vm)),
+                pause_ms,
+                total_ms: m
+                    .finished_at
+                    .map_or(0.0, |f| (f - m.requested_at) as f64 / 1e6),
+                blackout_ms: pause_ms,
+                network_downtime_ms: downtime,
+                release_latency_ms: release,
+                ..MigrationReport::default()
+            }
+        })
+        .collect();
+    let first_pause = o.migrations.iter().filter_map(|m| m.paused_at).min();
+    let probe = merge_probes(o, first_pause);
+    let http = http_report(o);
+    Report {
+        strategy,
+        vm_kind: VmKind::Sim,
+        migrations,
+        probe,
+        http,
+        tcp: None,
+        family: Family::Ipv6,
+        probe_v4: None,
+        http_v4: None,
+        tcp_v4: None,
+        raw: None,
+    }
+}
+
+/// The probe figures of every stream together (the lab's report shape).
+pub fn merge_probes(o: &Outcome, first_pause: Option<u64>) -> Option<ProbeReport> {
+    if o.probes.is_empty() {
+        return None;
+    }
+    let mut r = ProbeReport::default();
+    let mut at_vm = OneWayReport::default();
+    let mut echo = EchoFigures::default();
+    let mut rtts = Vec::new();
+    let mut before = Vec::new();
+    for f in &o.probes {
+        r.sent += f.sent.len() as u64;
+        for (sent, ans) in f.sent.iter().zip(&f.answered) {
+            if let Some(a) = ans {
+                let rtt = (a - sent) as f64 / 1e6;
+                rtts.push(rtt);
+                if first_pause.is_none_or(|p| *sent < p) {
+                    before.push(rtt);
+                }
+            }
+        }
+        at_vm.received += f.at_vm.iter().filter(|n| **n > 0).count() as u64;
+        at_vm.lost += f.lost_at_vm();
+        at_vm.duplicated += f.vm_duplicated;
+        at_vm.reordered += f.vm_reordered;
+        echo.duplicated += f.echo_duplicated;
+        echo.reordered += f.echo_reordered;
+    }
+    r.received = rtts.len() as u64;
+    r.lost = r.sent - r.received;
+    r.duplicated = at_vm.duplicated.max(echo.duplicated);
+    r.reordered = at_vm.reordered.max(echo.reordered);
+    r.baseline_rtt_ms = percentile(&mut before, 50.0);
+    r.median_rtt_ms = percentile(&mut rtts, 50.0);
+    r.max_extra_delay_ms = rtts
+        .iter()
+        .fold(0.0f64, |m, x| m.max(x - r.baseline_rtt_ms));
+    r.delayed_gt_10ms = rtts
+        .iter()
+        .filter(|x| **x - r.baseline_rtt_ms > 10.0)
+        .count() as u64;
+    r.at_vm = Some(at_vm);
+    r.echo = Some(echo);
+    Some(r)
+}
+
+/// The HTTP figures of every flow together.
+pub fn http_report(o: &Outcome) -> Option<HttpReport> {
+    if o.http.is_empty() {
+        return None;
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for f in &o.http {
+        for s in &f.sessions {
+            match s.done {
+                Some(d) => lat.push((d - s.started) as f64 / 1e6),
+                None => failed += 1,
+            }
+        }
+    }
+    let slow = lat.iter().filter(|x| **x >= 900.0).count() as u64;
+    Some(HttpReport {
+        requests: lat.len() as u64 + failed,
+        failed,
+        p50_ms: percentile(&mut lat, 50.0),
+        p99_ms: percentile(&mut lat, 99.0),
+        max_ms: lat.iter().fold(0.0, |m: f64, x| m.max(*x)),
+        slow_ge_900ms: slow,
+        max_start_delay_ms: 0.0,
+    })
+}

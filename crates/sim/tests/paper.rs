@@ -1,0 +1,49 @@
+//! `srmig sim paper --seed 1`: a golden snapshot of the table (regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p srmig-sim --test paper`), and the paper's qualitative
+//! result checked on the reports.
+
+use srmig_lab::report::Strategy;
+use srmig_sim::paper::{self, PaperParams};
+
+#[test]
+fn sim_paper_seed_1_matches_its_golden_table_and_the_paper() {
+    let p = PaperParams {
+        seed: 1,
+        migrations: 2,
+        ..PaperParams::default()
+    };
+    let runs = paper::run(&p).expect("runs");
+    let rows: Vec<_> = runs
+        .iter()
+        .map(|(s, _, r)| (srmig_lab::paper::configuration_name(*s), r))
+        .collect();
+    let table = srmig_lab::paper::paper_table(&rows);
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/paper-seed1.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &table).expect("write golden");
+    }
+    let want = std::fs::read_to_string(golden).expect("golden file");
+    assert_eq!(
+        table, want,
+        "sim paper --seed 1 changed; if intended, UPDATE_GOLDEN=1"
+    );
+
+    let by = |s: Strategy| {
+        runs.iter()
+            .find(|(x, _, _)| *x == s)
+            .and_then(|(_, _, r)| r.probe.clone())
+            .expect("probe report")
+    };
+    // No migration and SR buffering lose nothing; traditional and SR dropping lose about a
+    // pause's worth of probes per migration, traditional more (the mapping update).
+    assert_eq!(by(Strategy::None).lost, 0);
+    assert_eq!(by(Strategy::SrBuffer).lost, 0);
+    let drop = by(Strategy::SrDrop).lost;
+    let trad = by(Strategy::Traditional).lost;
+    assert!((2 * 150..=2 * 200).contains(&drop), "SR drop lost {drop}");
+    assert!(trad > drop, "traditional lost {trad}, SR drop {drop}");
+    let buffered = by(Strategy::SrBuffer);
+    assert!(buffered.max_extra_delay_ms > 150.0 && buffered.max_extra_delay_ms < 200.0);
+    assert_eq!(buffered.reordered, 0);
+    assert_eq!(buffered.duplicated, 0);
+}
