@@ -22,6 +22,9 @@ pub(crate) enum SimCommand {
         /// Delay of every controller config push, in milliseconds (as `lab paper`).
         #[arg(long, default_value_t = 100)]
         propagation_delay_ms: u64,
+        /// Rate of the TCP bulk transfer toward the VM, in Mb/s (0: no TCP workload).
+        #[arg(long, default_value_t = 1000.0)]
+        tcp_mbps: f64,
         /// Print the four lab-shaped reports as JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -85,12 +88,18 @@ pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {
             seed,
             migrations,
             propagation_delay_ms,
+            tcp_mbps,
             json,
         } => {
+            anyhow::ensure!(
+                tcp_mbps.is_finite() && (0.0..=100_000.0).contains(&tcp_mbps),
+                "--tcp-mbps must be between 0 and 100000"
+            );
             let p = PaperParams {
                 seed,
                 migrations,
                 propagation_delay_ms: propagation_delay_ms as f64,
+                tcp_mbps,
                 ..PaperParams::default()
             };
             let runs = paper::run(&p)?;
@@ -113,8 +122,8 @@ pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {
                 print!("{}", srmig_lab::paper::paper_table(&rows));
                 println!(
                     "(simulated: seed {seed}, {migrations} migrations per configuration, pre-copy \
-                     {:.0} ms, pause {:.0} ms, push delay {propagation_delay_ms} ms; TCP is not \
-                     simulated)",
+                     {:.0} ms, pause {:.0} ms, push delay {propagation_delay_ms} ms, TCP paced at \
+                     {tcp_mbps} Mb/s)",
                     p.precopy_ms, p.pause_ms
                 );
             }

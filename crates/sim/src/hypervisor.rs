@@ -62,6 +62,37 @@ pub fn plan(model: MigrationModel) -> Timing {
     }
 }
 
+/// `model` for one guest, scaled by `factor` (see `Scenario::migration_spread`): memory and
+/// dirty rate for QEMU's model, pre-copy and pause for the fixed one.
+pub fn scaled(model: MigrationModel, factor: f64) -> MigrationModel {
+    match model {
+        MigrationModel::Fixed {
+            precopy_ms,
+            pause_ms,
+        } => MigrationModel::Fixed {
+            precopy_ms: precopy_ms * factor,
+            pause_ms: pause_ms * factor,
+        },
+        MigrationModel::Qemu {
+            memory_mib,
+            dirty_mib_s,
+            bandwidth_mib_s,
+            downtime_limit_ms,
+            max_rounds,
+            setup_ms,
+            switchover_ms,
+        } => MigrationModel::Qemu {
+            memory_mib: memory_mib * factor,
+            dirty_mib_s: dirty_mib_s * factor,
+            bandwidth_mib_s,
+            downtime_limit_ms,
+            max_rounds,
+            setup_ms,
+            switchover_ms,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,15 +6,15 @@
 //! S -> D -> S ... (`migrations` times) with the lab's timing: pre-copy 500 ms, pause 175 ms,
 //! a slot of 4 push delays + pre-copy + pause + 1 s between requests, 1 s of workload before
 //! the first and after the last. Four configurations: no migration, traditional, SR with
-//! End.SBUF dropping, SR with End.SBUF buffering. Workloads: the 1 ms probe and HTTP session
-//! openings at 100 per second, at the same time (the lab runs them one after the other;
-//! they do not share a bottleneck here). The lab's TCP bulk workload is not simulated: its
-//! cells show `-`.
+//! End.SBUF dropping, SR with End.SBUF buffering. Workloads: the 1 ms probe, HTTP session
+//! openings at 100 per second and a TCP bulk transfer toward the VM (Reno, paced at
+//! `tcp_mbps`), all at the same time (the lab runs them one after the other; they do not
+//! share a bottleneck here).
 
 use srmig_api::Strategy;
 use srmig_lab::report::{
     EchoFigures, Family, HttpReport, MigrationReport, OneWayReport, ProbeReport, Report,
-    Strategy as LabStrategy, VmKind,
+    Strategy as LabStrategy, TcpReport, VmKind,
 };
 
 use crate::scenario::{MigrationModel, Scenario, ScheduledMigration};
@@ -34,6 +34,8 @@ pub struct PaperParams {
     pub precopy_ms: f64,
     /// Pause, ms.
     pub pause_ms: f64,
+    /// TCP bulk transfer toward the VM at this rate, Mb/s (0: no TCP workload).
+    pub tcp_mbps: f64,
 }
 
 impl Default for PaperParams {
@@ -44,6 +46,7 @@ impl Default for PaperParams {
             propagation_delay_ms: 100.0,
             precopy_ms: 500.0,
             pause_ms: 175.0,
+            tcp_mbps: 1000.0,
         }
     }
 }
@@ -90,6 +93,7 @@ pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
     sc.control.push_delay_ms = p.propagation_delay_ms;
     sc.workloads.probe_interval_ms = 1.0;
     sc.workloads.http_rate = 100.0;
+    sc.workloads.tcp_mbps = p.tcp_mbps;
     sc.workloads.lead_ms = lead_ms;
     sc.workloads.trail_ms = 1000.0;
     sc.tail_ms = 2000;
@@ -156,7 +160,7 @@ pub fn report(strategy: LabStrategy, o: &Outcome) -> Report {
         migrations,
         probe,
         http,
-        tcp: None,
+        tcp: tcp_report(o),
         family: Family::Ipv6,
         probe_v4: None,
         http_v4: None,
@@ -235,5 +239,27 @@ pub fn http_report(o: &Outcome) -> Option<HttpReport> {
         max_ms: lat.iter().fold(0.0, |m: f64, x| m.max(*x)),
         slow_ge_900ms: slow,
         max_start_delay_ms: 0.0,
+    })
+}
+
+/// The TCP figures of the first bulk flow: goodput per 100 ms bin while it ran.
+pub fn tcp_report(o: &Outcome) -> Option<TcpReport> {
+    let f = o.tcp.first()?;
+    let mut bins = f.bins_mbps();
+    // The last bin is cut by the stop; drop it as the lab does with partial bins.
+    bins.pop();
+    if bins.is_empty() {
+        return None;
+    }
+    let mut sorted = bins.clone();
+    Some(TcpReport {
+        median_mbps: percentile(&mut sorted, 50.0),
+        worst_bin_mbps: bins.iter().fold(f64::INFINITY, |m, x| m.min(*x)),
+        bins_mbps: bins,
+        retransmits: f.retransmits,
+        bin_ms: crate::workload::BIN_NS as f64 / 1e6,
+        bytes: f.rcv_nxt * crate::workload::MSS as u64,
+        rto_seen: f.rtos > 0,
+        total_rto: Some(f.rtos),
     })
 }

@@ -186,6 +186,7 @@ pub fn scenario(p: &ScaleParams, strategy: Strategy) -> Scenario {
             setup_ms: 200.0,
             switchover_ms: 30.0,
         },
+        migration_spread: 0.5,
         tail_ms: 500,
         ..Scenario::default()
     };

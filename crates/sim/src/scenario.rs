@@ -49,6 +49,10 @@ pub struct Scenario {
     pub control: ControlConfig,
     /// How long a live migration takes.
     pub migration: MigrationModel,
+    /// Each migration's guest differs: its memory and dirty rate (QEMU model), or pre-copy
+    /// and pause (fixed model), are scaled by a factor drawn uniformly in
+    /// `[1 - spread, 1 + spread]`.
+    pub migration_spread: f64,
     /// End.SBUF bounds on every host.
     pub buffer: BufferBounds,
     /// The workloads.
@@ -206,6 +210,8 @@ pub struct WorkloadConfig {
     /// New HTTP sessions per second (0: none): SYN, SYN-ACK, request, response, with Linux's
     /// 1 s SYN retry and a 200 ms minimum RTO for the request.
     pub http_rate: f64,
+    /// TCP bulk transfer toward each migrating VM at this NIC rate, Mb/s (0: none).
+    pub tcp_mbps: f64,
     /// Workloads start this long before a migration is requested, ms.
     pub lead_ms: f64,
     /// And stop this long after it ended, ms.
@@ -259,6 +265,7 @@ impl Default for Scenario {
             fabric: FabricConfig::default(),
             control: ControlConfig::default(),
             migration: MigrationModel::default(),
+            migration_spread: 0.0,
             buffer: BufferBounds::default(),
             workloads: WorkloadConfig::default(),
             migrations: Vec::new(),
@@ -325,6 +332,7 @@ impl Default for WorkloadConfig {
         WorkloadConfig {
             probe_interval_ms: 1.0,
             http_rate: 0.0,
+            tcp_mbps: 0.0,
             lead_ms: 200.0,
             trail_ms: 300.0,
         }
@@ -400,6 +408,7 @@ impl Scenario {
                 self.workloads.probe_interval_ms,
             ),
             ("workloads.http_rate", self.workloads.http_rate),
+            ("workloads.tcp_mbps", self.workloads.tcp_mbps),
             ("workloads.lead_ms", self.workloads.lead_ms),
             ("workloads.trail_ms", self.workloads.trail_ms),
         ];
@@ -407,6 +416,12 @@ impl Scenario {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(field, format!("{v} must be a finite number >= 0"));
             }
+        }
+        if !(0.0..1.0).contains(&self.migration_spread) {
+            return bad(
+                "migration_spread",
+                format!("{} is not in [0, 1)", self.migration_spread),
+            );
         }
         if !(self.fabric.bandwidth_gbps.is_finite() && self.fabric.bandwidth_gbps > 0.0) {
             return bad("fabric.bandwidth_gbps", "must be > 0".into());
@@ -526,6 +541,39 @@ until_ms = 2500
         assert_eq!(s.hosts, 8);
         assert_eq!(s.migrations.len(), 1);
         assert!((s.control.loss - 0.01).abs() < 1e-12);
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, parsing returns a scenario that passed its checks or an error;
+        /// it never panics.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,200}") {
+            if let Ok(s) = Scenario::from_toml(&text) {
+                proptest::prop_assert!(s.check().is_ok());
+            }
+        }
+
+        /// Numbers anywhere in range or out of it: a scenario that parses is within bounds.
+        #[test]
+        fn numeric_fields_are_checked(
+            hosts in 0usize..70_000,
+            loss in -1.0f64..2.0,
+            pause in -10.0f64..1000.0,
+            spread in -1.0f64..2.0,
+        ) {
+            let text = format!(
+                "hosts = {hosts}\nmigration_spread = {spread}\n[fabric]\nloss = {loss}\n\
+                 [migration]\nmodel = \"fixed\"\nprecopy_ms = 10\npause_ms = {pause}\n"
+            );
+            match Scenario::from_toml(&text) {
+                Ok(s) => {
+                    proptest::prop_assert!((2..=65_000).contains(&s.hosts));
+                    proptest::prop_assert!((0.0..1.0).contains(&s.fabric.loss));
+                    proptest::prop_assert!((0.0..1.0).contains(&s.migration_spread));
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
     }
 
     #[test]

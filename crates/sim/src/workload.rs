@@ -257,3 +257,253 @@ mod tests {
         assert_eq!(percentile(&mut [], 50.0), 0.0);
     }
 }
+
+/// TCP segment payload (a 1500-byte MTU).
+pub const MSS: usize = 1448;
+/// The receiver's window, in segments (2 MiB, Linux's order of magnitude for a bulk flow).
+pub const RWND: u64 = 2 * 1024 * 1024 / MSS as u64;
+
+/// A TCP bulk transfer from a client VM to a target VM, Reno congestion control: slow start,
+/// congestion avoidance, fast retransmit and recovery on three duplicate ACKs, and a
+/// retransmission timeout (Linux's: 200 ms minimum, `srtt + 4 rttvar`, doubling) that
+/// restarts from one segment. Sequence numbers count segments; the receiver acknowledges
+/// every segment cumulatively and keeps what arrives out of order. The sender is paced at
+/// the VM's NIC rate.
+#[derive(Debug, Clone)]
+pub struct TcpFlow {
+    /// Sending VM.
+    pub client: u32,
+    /// Receiving VM.
+    pub target: u32,
+    /// Time per segment at the NIC rate.
+    pub pacing: Nanos,
+    /// Stop sending new data at this time.
+    pub stop: Option<Nanos>,
+    /// Started at.
+    pub started: Nanos,
+    /// Congestion window, segments (fractional in congestion avoidance).
+    pub cwnd: f64,
+    /// Slow-start threshold, segments.
+    pub ssthresh: f64,
+    /// Oldest unacknowledged segment.
+    pub una: u64,
+    /// Next segment to send.
+    pub nxt: u64,
+    /// Highest segment ever sent + 1.
+    pub high: u64,
+    /// Duplicate ACKs in a row.
+    pub dupacks: u32,
+    /// In fast recovery until this segment is acknowledged.
+    pub recover: Option<u64>,
+    /// Smoothed RTT and variance, ns.
+    pub srtt: Option<f64>,
+    /// RTT variance, ns.
+    pub rttvar: f64,
+    /// Consecutive timeouts (backoff).
+    pub backoff: u32,
+    /// The armed timer's generation (older timer events are stale).
+    pub timer_gen: u64,
+    /// When the armed timer fires.
+    pub timer_at: Option<Nanos>,
+    /// A pacing tick is scheduled.
+    pub tick_armed: bool,
+    /// The VM's NIC is busy until then (segments leave at most at its rate).
+    pub nic_free_at: Nanos,
+    /// Send time of each segment's last transmission (for RTT samples; Karn: none after a
+    /// retransmission).
+    pub sent_at: hashbrown::HashMap<u64, (Nanos, bool)>,
+    /// Receiver: next expected segment.
+    pub rcv_nxt: u64,
+    /// Receiver: segments above `rcv_nxt` already here.
+    pub ooo: std::collections::BTreeSet<u64>,
+    /// Receiver: in-order segments delivered per 100 ms bin since `started`.
+    pub bins: Vec<u64>,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Retransmission timeouts.
+    pub rtos: u64,
+    /// Receiver: segments that arrived above a hole (reordered or after a loss).
+    pub ooo_arrivals: u64,
+    /// Receiver: segments that arrived again.
+    pub dup_arrivals: u64,
+}
+
+/// Width of a throughput bin.
+pub const BIN_NS: Nanos = 100_000_000;
+
+impl TcpFlow {
+    /// A flow that has sent nothing yet.
+    pub fn new(client: u32, target: u32, rate_mbps: f64, now: Nanos) -> TcpFlow {
+        let bits = ((crate::frame::HEADER_LEN.max(MSS) + 62) * 8) as f64;
+        TcpFlow {
+            client,
+            target,
+            pacing: (bits / rate_mbps.max(1.0) * 1000.0) as Nanos,
+            stop: None,
+            started: now,
+            cwnd: 10.0,
+            ssthresh: f64::INFINITY,
+            una: 0,
+            nxt: 0,
+            high: 0,
+            dupacks: 0,
+            recover: None,
+            srtt: None,
+            rttvar: 0.0,
+            backoff: 0,
+            timer_gen: 0,
+            timer_at: None,
+            tick_armed: false,
+            nic_free_at: 0,
+            sent_at: hashbrown::HashMap::new(),
+            rcv_nxt: 0,
+            ooo: std::collections::BTreeSet::new(),
+            bins: Vec::new(),
+            retransmits: 0,
+            rtos: 0,
+            ooo_arrivals: 0,
+            dup_arrivals: 0,
+        }
+    }
+
+    /// The retransmission timeout now.
+    pub fn rto(&self) -> Nanos {
+        let base = match self.srtt {
+            Some(s) => (s + 4.0 * self.rttvar) as Nanos,
+            None => SYN_RTO_NS,
+        };
+        (base.max(MIN_RTO_NS) << self.backoff.min(6)).min(60 * SYN_RTO_NS)
+    }
+
+    /// Whether the window allows sending segment `nxt`.
+    pub fn can_send(&self, now: Nanos) -> bool {
+        let window = (self.cwnd.floor() as u64).clamp(1, RWND);
+        let fresh = self.nxt >= self.high;
+        if fresh && self.stop.is_some_and(|s| now >= s) {
+            return false;
+        }
+        self.nxt < self.una + window
+    }
+
+    /// Takes the next segment to send; `true` if it is a retransmission.
+    pub fn take_segment(&mut self, now: Nanos) -> (u64, bool) {
+        let seq = self.nxt;
+        let retx = seq < self.high;
+        if retx {
+            self.retransmits += 1;
+        }
+        self.sent_at.insert(seq, (now, retx));
+        self.nic_free_at = now + self.pacing;
+        self.nxt += 1;
+        self.high = self.high.max(self.nxt);
+        (seq, retx)
+    }
+
+    /// Records a retransmission of the oldest unacknowledged segment (fast retransmit or a
+    /// partial ACK in recovery); returns it.
+    pub fn take_retransmission(&mut self, now: Nanos) -> u64 {
+        self.retransmits += 1;
+        self.sent_at.insert(self.una, (now, true));
+        self.nic_free_at = now.max(self.nic_free_at) + self.pacing;
+        self.una
+    }
+
+    /// The receiver got segment `seq`; returns the cumulative ACK to send.
+    pub fn receive(&mut self, seq: u64, now: Nanos) -> u64 {
+        let before = self.rcv_nxt;
+        if seq == self.rcv_nxt {
+            self.rcv_nxt += 1;
+            while self.ooo.remove(&self.rcv_nxt) {
+                self.rcv_nxt += 1;
+            }
+        } else if seq > self.rcv_nxt {
+            self.ooo_arrivals += 1;
+            if !self.ooo.insert(seq) {
+                self.dup_arrivals += 1;
+            }
+        } else {
+            self.dup_arrivals += 1;
+        }
+        let delivered = self.rcv_nxt - before;
+        if delivered > 0 {
+            let bin = (now.saturating_sub(self.started) / BIN_NS) as usize;
+            if self.bins.len() <= bin {
+                self.bins.resize(bin + 1, 0);
+            }
+            self.bins[bin] += delivered;
+        }
+        self.rcv_nxt
+    }
+
+    /// The sender got a cumulative ACK for everything below `ack`. Returns true if the oldest
+    /// unacknowledged segment must be retransmitted now (fast retransmit).
+    pub fn on_ack(&mut self, ack: u64, now: Nanos) -> bool {
+        if ack > self.una {
+            let newly = (ack - self.una) as f64;
+            if let Some((t, false)) = self.sent_at.get(&(ack - 1)).copied() {
+                let r = now.saturating_sub(t) as f64;
+                match self.srtt {
+                    None => {
+                        self.srtt = Some(r);
+                        self.rttvar = r / 2.0;
+                    }
+                    Some(s) => {
+                        self.rttvar = 0.75 * self.rttvar + 0.25 * (s - r).abs();
+                        self.srtt = Some(0.875 * s + 0.125 * r);
+                    }
+                }
+            }
+            for s in self.una..ack {
+                self.sent_at.remove(&s);
+            }
+            self.una = ack;
+            self.nxt = self.nxt.max(ack);
+            self.dupacks = 0;
+            self.backoff = 0;
+            match self.recover {
+                Some(r) if ack < r => {
+                    // Partial ACK (NewReno): the next hole is lost too.
+                    return true;
+                }
+                Some(_) => {
+                    self.recover = None;
+                    self.cwnd = self.ssthresh;
+                }
+                None if self.cwnd < self.ssthresh => self.cwnd += newly,
+                None => self.cwnd += newly / self.cwnd,
+            }
+            return false;
+        }
+        if ack == self.una && self.nxt > self.una && self.recover.is_none() {
+            self.dupacks += 1;
+            if self.dupacks == 3 {
+                let flight = (self.nxt - self.una) as f64;
+                self.ssthresh = (flight / 2.0).max(2.0);
+                self.cwnd = self.ssthresh;
+                self.recover = Some(self.high);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The retransmission timer fired: back to one segment from the oldest unacknowledged.
+    pub fn on_timeout(&mut self) {
+        self.rtos += 1;
+        let flight = (self.nxt.saturating_sub(self.una)) as f64;
+        self.ssthresh = (flight / 2.0).max(2.0);
+        self.cwnd = 1.0;
+        self.nxt = self.una;
+        self.recover = None;
+        self.dupacks = 0;
+        self.backoff += 1;
+    }
+
+    /// Goodput per bin, Mb/s.
+    pub fn bins_mbps(&self) -> Vec<f64> {
+        self.bins
+            .iter()
+            .map(|n| (*n as f64) * (MSS as f64) * 8.0 / (BIN_NS as f64 / 1e9) / 1e6)
+            .collect()
+    }
+}

@@ -48,7 +48,7 @@ use crate::hypervisor;
 use crate::queue::{Nanos, Queue};
 use crate::rng::Rng;
 use crate::scenario::Scenario;
-use crate::workload::{Arrival, HttpFlow, ProbeFlow, Session, MAX_TRIES, SYN_RTO_NS};
+use crate::workload::{Arrival, HttpFlow, ProbeFlow, Session, TcpFlow, MAX_TRIES, MSS, SYN_RTO_NS};
 
 const MS: Nanos = 1_000_000;
 /// The gateway MAC every VM sends to.
@@ -179,6 +179,8 @@ pub struct Outcome {
     pub probes: Vec<ProbeFlow>,
     /// Every HTTP flow.
     pub http: Vec<HttpFlow>,
+    /// Every TCP bulk flow.
+    pub tcp: Vec<TcpFlow>,
     /// Counters of the world.
     pub stats: Stats,
     /// Dataplane drops by reason, summed over hosts.
@@ -257,6 +259,12 @@ enum Ev {
         tries: u32,
         syn: bool,
     },
+    TcpTick {
+        flow: usize,
+    },
+    TcpTimer {
+        flow: usize,
+    },
     Crash {
         host: u32,
     },
@@ -285,6 +293,8 @@ impl Ev {
             Ev::ProbeTick { .. } => "probe",
             Ev::HttpOpen { .. } => "HTTP open",
             Ev::HttpTimer { .. } => "HTTP timer",
+            Ev::TcpTick { .. } => "TCP send",
+            Ev::TcpTimer { .. } => "TCP timer",
             Ev::Crash { .. } => "srmigd crashes",
             Ev::Restart { .. } => "srmigd restarts",
             Ev::StatusPoll => "status poll",
@@ -323,6 +333,7 @@ struct Vm {
     resumed: Option<Nanos>,
     probe: Option<usize>,
     http: Option<usize>,
+    tcp: Option<usize>,
     /// As a client: its flows.
     client_of: Vec<usize>,
     client_http: Vec<usize>,
@@ -351,6 +362,7 @@ pub struct World {
     hv: HashMap<MigrationId, HvRun>,
     probes: Vec<ProbeFlow>,
     http: Vec<HttpFlow>,
+    tcp: Vec<TcpFlow>,
     random_plan: VecDeque<(u32, u32)>,
     random_in_flight: usize,
     stats: Stats,
@@ -588,6 +600,7 @@ impl World {
                 resumed: None,
                 probe: None,
                 http: None,
+                tcp: None,
                 client_of: Vec::new(),
                 client_http: Vec::new(),
             });
@@ -618,6 +631,7 @@ impl World {
             hv: HashMap::new(),
             probes: Vec::new(),
             http: Vec::new(),
+            tcp: Vec::new(),
             random_plan,
             random_in_flight: 0,
             stats: Stats::default(),
@@ -804,6 +818,8 @@ impl World {
                 tries,
                 syn,
             } => self.http_timer(flow, session, tries, syn)?,
+            Ev::TcpTick { flow } => self.tcp_tick(flow)?,
+            Ev::TcpTimer { flow } => self.tcp_timer(flow)?,
             Ev::Crash { host } => self.crash(host),
             Ev::Restart { host } => self.restart(host)?,
             Ev::StatusPoll => {
@@ -1164,7 +1180,23 @@ impl World {
                     s.done = Some(now);
                 }
             }
-            Kind::Data | Kind::Ack => {}
+            Kind::Data => {
+                let Some(f) = self.tcp.get_mut(flow) else {
+                    return;
+                };
+                let ack = f.receive(msg.seq, now);
+                self.send_from_vm(
+                    vm,
+                    src,
+                    Msg {
+                        kind: Kind::Ack,
+                        seq: ack,
+                        ..msg
+                    },
+                    VM_TURNAROUND,
+                );
+            }
+            Kind::Ack => self.tcp_ack(flow, msg.seq),
         }
     }
 
@@ -1388,7 +1420,13 @@ impl World {
         if self.hv.contains_key(&id) {
             return;
         }
-        let t = hypervisor::plan(self.sc.migration);
+        let spread = self.sc.migration_spread;
+        let factor = if spread > 0.0 {
+            1.0 - spread + 2.0 * spread * self.rng.unit()
+        } else {
+            1.0
+        };
+        let t = hypervisor::plan(hypervisor::scaled(self.sc.migration, factor));
         self.migs[idx].rounds = t.rounds;
         self.hv.insert(
             id,
@@ -1549,6 +1587,14 @@ impl World {
             self.q.push(self.now, Ev::ProbeTick { flow: i });
             out.0 = Some(i);
         }
+        if w.tcp_mbps > 0.0 {
+            let i = self.tcp.len();
+            self.tcp
+                .push(TcpFlow::new(client, vm, w.tcp_mbps, self.now));
+            self.vms[vm as usize].tcp = Some(i);
+            self.q.push(self.now, Ev::TcpTick { flow: i });
+            self.tcp[i].tick_armed = true;
+        }
         if w.http_rate > 0.0 {
             let i = self.http.len();
             self.http
@@ -1594,6 +1640,9 @@ impl World {
         }
         if let Some(h) = self.migs[idx].http {
             self.http[h].stop = Some(stop);
+        }
+        if let Some(t) = self.vms[vm].tcp {
+            self.tcp[t].stop = Some(stop);
         }
     }
 
@@ -1704,6 +1753,113 @@ impl World {
         self.vm_tx(client, frame)
     }
 
+    fn tcp_send_one(&mut self, flow: usize, retransmission: bool) -> Result<(), SimError> {
+        let now = self.now;
+        let f = &mut self.tcp[flow];
+        let seq = if retransmission {
+            f.take_retransmission(now)
+        } else {
+            f.take_segment(now).0
+        };
+        let (client, target) = (f.client, f.target);
+        if f.timer_at.is_none() {
+            self.tcp_arm(flow);
+        }
+        let dst = self.vms[target as usize].addr;
+        let msg = Msg {
+            kind: Kind::Data,
+            flow: flow as u32,
+            seq,
+            sent_at: now,
+        };
+        let v = &self.vms[client as usize];
+        let frame = frame::vm_frame(v.mac, GATEWAY_MAC, v.addr, dst, msg, MSS);
+        self.vm_tx(client, frame)
+    }
+
+    /// (Re)arms the flow's retransmission timer at now + RTO (one timer event outstanding:
+    /// a later deadline is found when it fires).
+    fn tcp_arm(&mut self, flow: usize) {
+        let f = &mut self.tcp[flow];
+        let at = self.now + f.rto();
+        f.timer_at = Some(at);
+        if f.timer_gen == 0 {
+            f.timer_gen = 1;
+            self.q.push(at, Ev::TcpTimer { flow });
+        }
+    }
+
+    fn tcp_tick(&mut self, flow: usize) -> Result<(), SimError> {
+        let now = self.now;
+        let f = &mut self.tcp[flow];
+        f.tick_armed = false;
+        if !f.can_send(now) {
+            return Ok(());
+        }
+        if f.nic_free_at > now {
+            // The NIC is still sending the previous segment: ACK-clocked sends are paced too.
+            f.tick_armed = true;
+            self.q.push(f.nic_free_at, Ev::TcpTick { flow });
+            return Ok(());
+        }
+        self.tcp_send_one(flow, false)?;
+        let f = &mut self.tcp[flow];
+        if f.can_send(now) && !f.tick_armed {
+            f.tick_armed = true;
+            self.q.push(now + f.pacing, Ev::TcpTick { flow });
+        }
+        Ok(())
+    }
+
+    fn tcp_ack(&mut self, flow: usize, ack: u64) {
+        let now = self.now;
+        let Some(f) = self.tcp.get_mut(flow) else {
+            return;
+        };
+        let retransmit = f.on_ack(ack, now);
+        if f.una >= f.high {
+            f.timer_at = None;
+        } else {
+            self.tcp_arm(flow);
+        }
+        if retransmit {
+            // Fast retransmit: the oldest unacknowledged segment, now.
+            let _ = self.tcp_send_one(flow, true);
+        }
+        let f = &mut self.tcp[flow];
+        if !f.tick_armed && f.can_send(now) {
+            f.tick_armed = true;
+            self.q.push(now, Ev::TcpTick { flow });
+        }
+    }
+
+    fn tcp_timer(&mut self, flow: usize) -> Result<(), SimError> {
+        let now = self.now;
+        let f = &mut self.tcp[flow];
+        f.timer_gen = 0;
+        match f.timer_at {
+            None => return Ok(()),
+            Some(t) if t > now => {
+                f.timer_gen = 1;
+                self.q.push(t, Ev::TcpTimer { flow });
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        f.timer_at = None;
+        if f.una >= f.high {
+            return Ok(());
+        }
+        f.on_timeout();
+        self.tcp_arm(flow);
+        let f = &mut self.tcp[flow];
+        if !f.tick_armed {
+            f.tick_armed = true;
+            self.q.push(now, Ev::TcpTick { flow });
+        }
+        Ok(())
+    }
+
     // ---- failures ----------------------------------------------------------------------
 
     fn crash(&mut self, h: u32) {
@@ -1807,6 +1963,7 @@ impl World {
             migrations: self.migs,
             probes: self.probes,
             http: self.http,
+            tcp: self.tcp,
             stats: self.stats,
             drops,
             sim_ns: self.now,
@@ -1837,6 +1994,9 @@ pub fn baseline(sc: &Scenario, target: usize, duration_ms: u64) -> Result<Outcom
     }
     if let Some(h) = h {
         w.http[h].stop = Some(stop);
+    }
+    if let Some(t) = w.vms[target].tcp {
+        w.tcp[t].stop = Some(stop);
     }
     w.now = origin;
     w.run()

@@ -10,6 +10,8 @@ fn sim_paper_seed_1_matches_its_golden_table_and_the_paper() {
     let p = PaperParams {
         seed: 1,
         migrations: 2,
+        // 100 Mb/s keeps the TCP workload's segments few enough for a debug build.
+        tcp_mbps: 100.0,
         ..PaperParams::default()
     };
     let runs = paper::run(&p).expect("runs");
@@ -46,4 +48,16 @@ fn sim_paper_seed_1_matches_its_golden_table_and_the_paper() {
     assert!(buffered.max_extra_delay_ms > 150.0 && buffered.max_extra_delay_ms < 200.0);
     assert_eq!(buffered.reordered, 0);
     assert_eq!(buffered.duplicated, 0);
+    // TCP: traditional and SR dropping stall into retransmission timeouts; SR buffering
+    // does not time out (the pause is shorter than the 200 ms minimum RTO).
+    let tcp = |s: Strategy| {
+        runs.iter()
+            .find(|(x, _, _)| *x == s)
+            .and_then(|(_, _, r)| r.tcp.clone())
+            .expect("tcp report")
+    };
+    assert!(tcp(Strategy::Traditional).rto_seen);
+    assert!(tcp(Strategy::SrDrop).rto_seen);
+    assert!(!tcp(Strategy::SrBuffer).rto_seen);
+    assert_eq!(tcp(Strategy::None).retransmits, 0);
 }
