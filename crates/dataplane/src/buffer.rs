@@ -153,7 +153,7 @@ pub(crate) struct SbufStore {
     cfg: BufferConfig,
     max_age_ns: u64,
     /// The chunks.
-    arena: Box<[[u8; CHUNK_SIZE]]>,
+    arena: Arena,
     /// The chunk after each chunk in its packet's chain ([`NO_CHUNK`] at the end); only
     /// written and read for packets longer than one chunk.
     next: Box<[u32]>,
@@ -161,6 +161,42 @@ pub(crate) struct SbufStore {
     free: Vec<u32>,
     queues: Vec<VmQueue>,
     total: Occupancy,
+}
+
+/// The chunks, as one zeroed byte allocation: `vec![0u8; n]` is a zeroed allocation the
+/// kernel maps lazily, where `vec![[0u8; CHUNK_SIZE]; n]` wrote every byte (arrays above 16
+/// elements are not known to be zero), so building an engine cost a memset of the whole
+/// arena, for every scratch engine a host config is validated on too, and all of it was
+/// resident at once.
+struct Arena(Box<[u8]>);
+
+impl Arena {
+    fn zeroed(chunks: usize) -> Arena {
+        Arena(vec![0u8; chunks.saturating_mul(CHUNK_SIZE)].into_boxed_slice())
+    }
+
+    /// Chunks.
+    fn len(&self) -> usize {
+        self.0.len() / CHUNK_SIZE
+    }
+
+    #[inline]
+    fn get(&self, c: usize) -> Option<&[u8; CHUNK_SIZE]> {
+        let at = c.checked_mul(CHUNK_SIZE)?;
+        self.0.get(at..at + CHUNK_SIZE)?.try_into().ok()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, c: usize) -> Option<&mut [u8; CHUNK_SIZE]> {
+        let at = c.checked_mul(CHUNK_SIZE)?;
+        self.0.get_mut(at..at + CHUNK_SIZE)?.try_into().ok()
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Arena({} chunks)", self.len())
+    }
 }
 
 impl SbufStore {
@@ -191,7 +227,7 @@ impl SbufStore {
         Ok(SbufStore {
             cfg,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
-            arena: vec![[0u8; CHUNK_SIZE]; chunks].into_boxed_slice(),
+            arena: Arena::zeroed(chunks),
             next: vec![NO_CHUNK; chunks].into_boxed_slice(),
             free: (0..chunks as u32).rev().collect(),
             queues: (0..vms)

@@ -125,6 +125,8 @@ pub struct MigrationRecord {
     pub http: Option<usize>,
     /// Pre-copy rounds.
     pub rounds: u32,
+    /// The guest's factor on the migration model (`Scenario::migration_spread`).
+    pub factor: f64,
 }
 
 /// Counters of the world around the cores.
@@ -363,7 +365,10 @@ pub struct World {
     probes: Vec<ProbeFlow>,
     http: Vec<HttpFlow>,
     tcp: Vec<TcpFlow>,
-    random_plan: VecDeque<(u32, u32)>,
+    random_plan: VecDeque<(u32, u32, f64)>,
+    /// Each scheduled migration's guest factor (`Scenario::migration_spread`), drawn at setup
+    /// so that every strategy migrates the same guests.
+    scheduled_factors: Vec<f64>,
     random_in_flight: usize,
     stats: Stats,
     trace: VecDeque<(Nanos, &'static str, String)>,
@@ -532,9 +537,23 @@ impl World {
                 }
                 migrating[j] = true;
                 may_run[to].push((j, false));
-                random_plan.push_back((j as u32, to as u32));
+                let spread = sc.migration_spread;
+                let factor = 1.0 - spread + 2.0 * spread * rng.unit();
+                random_plan.push_back((j as u32, to as u32, factor));
             }
         }
+        let scheduled_factors: Vec<f64> = sc
+            .migrations
+            .iter()
+            .map(|_| {
+                let spread = sc.migration_spread;
+                if spread > 0.0 {
+                    1.0 - spread + 2.0 * spread * rng.unit()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         let mut hosts = Vec::with_capacity(n_hosts);
         let mut host_index = HashMap::new();
         let mut model = Model::new();
@@ -633,6 +652,7 @@ impl World {
             http: Vec::new(),
             tcp: Vec::new(),
             random_plan,
+            scheduled_factors,
             random_in_flight: 0,
             stats: Stats::default(),
             trace: VecDeque::with_capacity(TRACE),
@@ -798,12 +818,13 @@ impl World {
             Ev::Request { idx } => {
                 let m = self.sc.migrations[idx];
                 self.scheduled_issued += 1;
-                self.request(m.vm as u32, m.to as u32);
+                let factor = self.scheduled_factors.get(idx).copied().unwrap_or(1.0);
+                self.request(m.vm as u32, m.to as u32, factor);
             }
             Ev::RandomNext => {
-                if let Some((vm, to)) = self.random_plan.pop_front() {
+                if let Some((vm, to, factor)) = self.random_plan.pop_front() {
                     self.random_in_flight += 1;
-                    self.request(vm, to);
+                    self.request(vm, to, factor);
                 }
             }
             Ev::HvStart { id } => self.hv_start(id),
@@ -1364,7 +1385,7 @@ impl World {
 
     // ---- migrations --------------------------------------------------------------------
 
-    fn request(&mut self, vm: u32, to: u32) {
+    fn request(&mut self, vm: u32, to: u32, factor: f64) {
         let from = self.vms[vm as usize].host;
         let idx = self.migs.len();
         let mut rec = MigrationRecord {
@@ -1383,6 +1404,7 @@ impl World {
             probe: None,
             http: None,
             rounds: 0,
+            factor,
         };
         let req = MigrateRequest {
             vm: self.vms[vm as usize].name.clone(),
@@ -1420,12 +1442,7 @@ impl World {
         if self.hv.contains_key(&id) {
             return;
         }
-        let spread = self.sc.migration_spread;
-        let factor = if spread > 0.0 {
-            1.0 - spread + 2.0 * spread * self.rng.unit()
-        } else {
-            1.0
-        };
+        let factor = self.migs[idx].factor;
         let t = hypervisor::plan(hypervisor::scaled(self.sc.migration, factor));
         self.migs[idx].rounds = t.rounds;
         self.hv.insert(
@@ -1554,7 +1571,7 @@ impl World {
         let n = self.vms.len() as u32;
         let migrating = |j: u32| {
             self.sc.migrations.iter().any(|m| m.vm as u32 == j)
-                || self.random_plan.iter().any(|(v, _)| *v == j)
+                || self.random_plan.iter().any(|(v, _, _)| *v == j)
                 || self.migs.iter().any(|m| m.vm == j)
         };
         (1..n)
