@@ -684,15 +684,19 @@ impl ExpectCommitAcks {
 
     /// Every awaited host's marker reached D (hosts left behind are not awaited: they may not
     /// even have switched).
+    ///
+    /// The recorded `fence-complete` is looked at first: [`Migration::deadline`] asks this of
+    /// every migration at every controller input, and the scan over every awaited host made
+    /// that O(migrations x hosts) per input once the fence was complete.
     pub fn fence_complete(&self) -> bool {
-        self.expect_markers
+        self.core
+            .phases
             .iter()
-            .all(|h| self.markers.contains(h) || self.core.left_behind.contains(h))
+            .any(|r| r.phase == MigrationPhase::FenceComplete)
             || self
-                .core
-                .phases
+                .expect_markers
                 .iter()
-                .any(|r| r.phase == MigrationPhase::FenceComplete)
+                .all(|h| self.markers.contains(h) || self.core.left_behind.contains(h))
     }
 
     /// Once every host acknowledged, whether the cleanup may start at `now`: after the drain
