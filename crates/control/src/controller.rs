@@ -350,6 +350,8 @@ pub struct SnapshotView<'a> {
     pub next_id: u64,
     /// The store epoch.
     pub epoch: u64,
+    /// How many of `migrations` are in progress (the rest are finished).
+    pub active: usize,
 }
 
 impl ControllerSnapshot {
@@ -361,7 +363,51 @@ impl ControllerSnapshot {
             migrations: self.migrations.iter().chain(&self.finished).collect(),
             next_id: self.next_id,
             epoch: self.epoch,
+            active: self.migrations.len(),
         }
+    }
+}
+
+/// Which persisted rows may have changed since [`Controller::take_unsaved`] was last called:
+/// a store compares only those rows with what it wrote, instead of every host, VM and
+/// finished migration at every commit (O(changes) instead of O(hosts + VMs) per commit; at
+/// 1,000 hosts the full comparison was a fifth of the controller's CPU).
+///
+/// Migrations in progress are not listed: a store compares all of them (they are few and
+/// change at almost every input).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsaved {
+    /// Every row may have changed (a new or restored controller): compare them all.
+    pub all: bool,
+    /// Hosts added or removed.
+    pub hosts: BTreeSet<HostId>,
+    /// VMs added, removed or mapped to another host.
+    pub vms: BTreeSet<VmId>,
+    /// Finished migrations that changed: those that just finished, those dropped from the
+    /// history, and those a late report updated.
+    pub finished: BTreeSet<MigrationId>,
+}
+
+impl Unsaved {
+    /// Every row may have changed.
+    pub fn everything() -> Self {
+        Unsaved {
+            all: true,
+            ..Unsaved::default()
+        }
+    }
+
+    /// Adds what `other` lists (changes not saved yet, and newer ones).
+    pub fn merge(&mut self, other: Unsaved) {
+        self.all |= other.all;
+        self.hosts.extend(other.hosts);
+        self.vms.extend(other.vms);
+        self.finished.extend(other.finished);
+    }
+
+    /// Nothing listed.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.hosts.is_empty() && self.vms.is_empty() && self.finished.is_empty()
     }
 }
 
@@ -398,6 +444,8 @@ pub struct Controller {
     dirty_vms: BTreeSet<VmId>,
     /// The footprints of the last config sync, by VM.
     synced_footprints: BTreeMap<VmId, Footprint>,
+    /// Rows changed since the last [`Controller::take_unsaved`].
+    unsaved: Unsaved,
 }
 
 impl Controller {
@@ -423,6 +471,7 @@ impl Controller {
             actions: VecDeque::new(),
             dirty_vms: BTreeSet::new(),
             synced_footprints: BTreeMap::new(),
+            unsaved: Unsaved::everything(),
         }
     }
 
@@ -430,6 +479,7 @@ impl Controller {
     pub fn add_host(&mut self, info: HostInfo) -> Result<(), ModelError> {
         let name = info.name.clone();
         self.model.add_host(info)?;
+        self.unsaved.hosts.insert(name.clone());
         if let Some(generation) = self.retired.remove(&name) {
             let sync = HostSync {
                 generation,
@@ -445,6 +495,7 @@ impl Controller {
     pub fn add_vm(&mut self, info: VmInfo) -> Result<(), ModelError> {
         let name = info.name.clone();
         self.model.add_vm(info)?;
+        self.unsaved.vms.insert(name.clone());
         self.dirty_vms.insert(name);
         self.sync_configs();
         Ok(())
@@ -590,6 +641,7 @@ impl Controller {
             });
         }
         self.model.remove_host(host);
+        self.unsaved.hosts.insert(host.clone());
         if let Some(sync) = self.sync.remove(host) {
             self.retired.insert(host.clone(), sync.generation);
         }
@@ -616,6 +668,7 @@ impl Controller {
             });
         }
         self.model.remove_vm(vm);
+        self.unsaved.vms.insert(vm.clone());
         self.dirty_vms.insert(vm.clone());
         self.vm_states.retain(|(v, _), _| v != vm);
         self.sync_configs();
@@ -785,6 +838,7 @@ impl Controller {
         if let Some(core) = core {
             if core.to == report.host && core.delivery.release.is_none() {
                 core.delivery.release = Some(report.release);
+                self.unsaved.finished.insert(core.id);
             }
         }
         Ok(())
@@ -1049,7 +1103,15 @@ impl Controller {
             migrations: self.active.values().chain(self.finished.iter()).collect(),
             next_id: self.next_id,
             epoch: self.epoch,
+            active: self.active.len(),
         }
+    }
+
+    /// The rows changed since the last call (see [`Unsaved`]); a new or restored controller
+    /// starts with [`Unsaved::everything`]. A caller whose save fails keeps what this
+    /// returned and merges it into the next.
+    pub fn take_unsaved(&mut self) -> Unsaved {
+        std::mem::take(&mut self.unsaved)
     }
 
     /// Rebuilds a controller from a snapshot. What hosts applied meanwhile is unknown, so every
@@ -1159,6 +1221,7 @@ impl Controller {
                 s.expect_markers = self.model.hosts().map(|h| h.name.clone()).collect();
             }
             self.model.set_vm_host(&vm, &to);
+            self.unsaved.vms.insert(vm.clone());
             self.dirty_vms.insert(vm.clone());
         }
         self.sync_configs();
@@ -1258,9 +1321,12 @@ impl Controller {
     }
 
     fn remember_finished(&mut self, m: Migration) {
+        self.unsaved.finished.insert(m.core().id);
         self.finished.push_back(m);
         while self.finished.len() > self.config.finished_history {
-            self.finished.pop_front();
+            if let Some(old) = self.finished.pop_front() {
+                self.unsaved.finished.insert(old.core().id);
+            }
         }
     }
 
@@ -1787,6 +1853,37 @@ mod tests {
             .phases
             .iter()
             .any(|p| p.phase == MigrationPhase::HypervisorCompleted));
+    }
+
+    #[test]
+    fn unsaved_lists_exactly_the_rows_that_changed() {
+        let mut c = setup();
+        let first = c.take_unsaved();
+        assert!(first.all, "a new controller has saved nothing");
+        assert_eq!(c.take_unsaved(), Unsaved::default(), "taken");
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        ack_all(&mut c, Timestamp(11));
+        // Arming and acknowledging the path changes no host, VM or finished migration row
+        // (the migration in progress is always compared).
+        assert_eq!(c.take_unsaved(), Unsaved::default());
+        report(&mut c, 20, 1, VmState::Paused);
+        report(&mut c, 30, 2, VmState::Running);
+        ack_all(&mut c, Timestamp(31));
+        assert_eq!(phase(&c, id), MigrationPhase::Completed);
+        let u = c.take_unsaved();
+        assert_eq!(u.vms, [vid(1)].into(), "the VM is mapped to D");
+        assert_eq!(u.finished, [id].into(), "the migration finished");
+        assert!(!u.all && u.hosts.is_empty());
+        release_report(&mut c, 40, 2, 39_000);
+        assert_eq!(c.take_unsaved().finished, [id].into(), "a late report");
+        c.add_host(host(4)).expect("host");
+        assert_eq!(c.take_unsaved().hosts, [hid(4)].into());
+        let mut restored =
+            Controller::restore(Timestamp(50), ControllerConfig::default(), c.snapshot());
+        assert!(
+            restored.take_unsaved().all,
+            "a restored controller compares every row"
+        );
     }
 
     fn release_report(c: &mut Controller, now: u64, on: u16, first_us: u64) {

@@ -24,6 +24,7 @@ use srmig_api::{
 };
 use srmig_control::{
     Action, CancelError, Controller, InputError, Migration, ModelError, RefuseReason, RemoveError,
+    Unsaved,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -66,6 +67,8 @@ pub(crate) struct Engine {
     /// When to retry a failed save.
     save_retry: Option<Instant>,
     last_save_error: Option<String>,
+    /// Rows the core changed that no save has written yet (kept across a failed save).
+    unsaved: Unsaved,
     /// Command sender (for background polls).
     tx: mpsc::Sender<Command>,
     /// How often to poll the endpoints of migrations waiting for their hypervisor.
@@ -122,6 +125,7 @@ impl Engine {
             held: Vec::new(),
             save_retry: None,
             last_save_error: None,
+            unsaved: Unsaved::default(),
         };
         for reg in registrations {
             // A host the controller cannot reach any more (an address and no TLS identity):
@@ -646,11 +650,13 @@ impl Engine {
             .values()
             .filter_map(|h| h.registration.as_ref())
             .collect();
+        self.unsaved.merge(self.core.take_unsaved());
         match self
             .store
-            .save_view(&registrations, &self.core.snapshot_view())
+            .save_view(&registrations, &self.core.snapshot_view(), &self.unsaved)
         {
             Ok(stats) => {
+                self.unsaved = Unsaved::default();
                 if stats.written + stats.removed > 0 {
                     tracing::trace!(written = stats.written, removed = stats.removed, "saved");
                 }

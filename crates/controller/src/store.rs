@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use srmig_api::{HostId, MigrationId, VmInfo};
-use srmig_control::{ControllerSnapshot, Migration, Model, ModelError, SnapshotView};
+use srmig_control::{ControllerSnapshot, Migration, Model, ModelError, SnapshotView, Unsaved};
 
 use crate::types::HostRegistration;
 
@@ -267,6 +267,17 @@ struct Saved {
     migrations: std::collections::HashMap<u64, Migration>,
 }
 
+/// The rows one save writes and removes, and the typed values that go into [`Saved`] once
+/// it succeeded.
+#[derive(Default)]
+struct Diff<'a> {
+    puts: Vec<(RowKey, Vec<u8>)>,
+    deletes: Vec<RowKey>,
+    hosts: Vec<&'a HostRegistration>,
+    vms: Vec<&'a VmInfo>,
+    migrations: Vec<&'a Migration>,
+}
+
 /// What one [`Store::save`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaveStats {
@@ -329,97 +340,182 @@ impl Store {
         snapshot: &ControllerSnapshot,
     ) -> Result<SaveStats, StoreError> {
         let hosts: Vec<&HostRegistration> = hosts.iter().collect();
-        self.save_view(&hosts, &snapshot.view())
+        self.save_view(&hosts, &snapshot.view(), &Unsaved::everything())
     }
 
-    /// [`Store::save`] from borrowed state (what the daemon calls at every commit). The cost
-    /// is a comparison per row and an encoding per changed row: O(hosts + VMs + migrations)
-    /// comparisons, not encodings, so a commit that changes a few rows of a large state
-    /// stays cheap.
+    /// [`Store::save`] from borrowed state (what the daemon calls at every commit), comparing
+    /// only the rows `changed` lists ([`Controller::take_unsaved`]) plus the migrations in
+    /// progress and the meta rows; [`Unsaved::everything`] compares every row. The cost is
+    /// a comparison per row compared and an encoding per changed row, so a commit that
+    /// changes a few rows of a large state stays cheap.
+    ///
+    /// Debug builds check after every partial save that a full comparison finds nothing
+    /// more to write.
+    ///
+    /// [`Controller::take_unsaved`]: srmig_control::Controller::take_unsaved
     pub fn save_view(
         &mut self,
         hosts: &[&HostRegistration],
         snapshot: &SnapshotView<'_>,
+        changed: &Unsaved,
     ) -> Result<SaveStats, StoreError> {
-        let mut puts: Vec<(RowKey, Vec<u8>)> = Vec::new();
-        let mut deletes: Vec<RowKey> = Vec::new();
-        let mut new_hosts = Vec::new();
-        let mut new_vms = Vec::new();
-        let mut new_migrations = Vec::new();
+        let stats = self.save_rows(hosts, snapshot, changed)?;
+        #[cfg(debug_assertions)]
+        if !changed.all {
+            let missed = self.diff(hosts, snapshot, &Unsaved::everything())?;
+            assert!(
+                missed.puts.is_empty() && missed.deletes.is_empty(),
+                "a save of the listed changes {changed:?} missed rows: put {:?}, delete {:?}",
+                missed.puts.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                missed.deletes
+            );
+        }
+        Ok(stats)
+    }
 
-        let mut present = 0;
-        for h in hosts {
+    /// What differs from the last save, among the rows `changed` lets through.
+    fn diff<'a>(
+        &self,
+        hosts: &[&'a HostRegistration],
+        snapshot: &SnapshotView<'a>,
+        changed: &Unsaved,
+    ) -> Result<Diff<'a>, StoreError> {
+        let mut d = Diff::default();
+
+        // Hosts.
+        let host = |d: &mut Diff<'a>, h: &'a HostRegistration| -> Result<(), StoreError> {
             let name = h.info.name.as_str();
-            present += usize::from(self.written.hosts.contains_key(name));
-            if self.saved.hosts.get(name) == Some(*h) {
-                continue;
+            if self.saved.hosts.get(name) == Some(h) {
+                return Ok(());
             }
             let bytes = json(|| format!("host {name}"), h)?;
             if self.written.hosts.get(name) != Some(&bytes) {
-                puts.push((RowKey::Host(name.to_owned()), bytes));
+                d.puts.push((RowKey::Host(name.to_owned()), bytes));
             }
-            new_hosts.push(*h);
-        }
-        if present != self.written.hosts.len() {
-            let live: std::collections::HashSet<&str> =
-                hosts.iter().map(|h| h.info.name.as_str()).collect();
-            deletes.extend(
-                self.written
-                    .hosts
-                    .keys()
-                    .filter(|k| !live.contains(k.as_str()))
-                    .map(|k| RowKey::Host(k.clone())),
-            );
+            d.hosts.push(h);
+            Ok(())
+        };
+        if changed.all {
+            let mut present = 0;
+            for h in hosts {
+                present += usize::from(self.written.hosts.contains_key(h.info.name.as_str()));
+                host(&mut d, h)?;
+            }
+            if present != self.written.hosts.len() {
+                let live: std::collections::HashSet<&str> =
+                    hosts.iter().map(|h| h.info.name.as_str()).collect();
+                d.deletes.extend(
+                    self.written
+                        .hosts
+                        .keys()
+                        .filter(|k| !live.contains(k.as_str()))
+                        .map(|k| RowKey::Host(k.clone())),
+                );
+            }
+        } else if !changed.hosts.is_empty() {
+            for name in &changed.hosts {
+                match hosts.iter().find(|h| &h.info.name == name) {
+                    Some(h) => host(&mut d, h)?,
+                    None if self.written.hosts.contains_key(name.as_str()) => {
+                        d.deletes.push(RowKey::Host(name.to_string()));
+                    }
+                    None => {}
+                }
+            }
         }
 
-        let mut present = 0;
-        for vm in snapshot.model.vms() {
+        // VMs.
+        let vm = |d: &mut Diff<'a>, vm: &'a VmInfo| -> Result<(), StoreError> {
             let name = vm.name.as_str();
-            present += usize::from(self.written.vms.contains_key(name));
             if self.saved.vms.get(name) == Some(vm) {
-                continue;
+                return Ok(());
             }
             let bytes = json(|| format!("VM {name}"), vm)?;
             if self.written.vms.get(name) != Some(&bytes) {
-                puts.push((RowKey::Vm(name.to_owned()), bytes));
+                d.puts.push((RowKey::Vm(name.to_owned()), bytes));
             }
-            new_vms.push(vm);
-        }
-        if present != self.written.vms.len() {
-            let live: std::collections::HashSet<&str> =
-                snapshot.model.vms().map(|v| v.name.as_str()).collect();
-            deletes.extend(
-                self.written
-                    .vms
-                    .keys()
-                    .filter(|k| !live.contains(k.as_str()))
-                    .map(|k| RowKey::Vm(k.clone())),
-            );
+            d.vms.push(vm);
+            Ok(())
+        };
+        if changed.all {
+            let mut present = 0;
+            for v in snapshot.model.vms() {
+                present += usize::from(self.written.vms.contains_key(v.name.as_str()));
+                vm(&mut d, v)?;
+            }
+            if present != self.written.vms.len() {
+                let live: std::collections::HashSet<&str> =
+                    snapshot.model.vms().map(|v| v.name.as_str()).collect();
+                d.deletes.extend(
+                    self.written
+                        .vms
+                        .keys()
+                        .filter(|k| !live.contains(k.as_str()))
+                        .map(|k| RowKey::Vm(k.clone())),
+                );
+            }
+        } else {
+            for name in &changed.vms {
+                match snapshot.model.vm(name) {
+                    Some(v) => vm(&mut d, v)?,
+                    None if self.written.vms.contains_key(name.as_str()) => {
+                        d.deletes.push(RowKey::Vm(name.to_string()));
+                    }
+                    None => {}
+                }
+            }
         }
 
-        let mut present = 0;
-        for m in &snapshot.migrations {
+        // Migrations: those in progress always; finished ones when listed.
+        let migration = |d: &mut Diff<'a>, m: &'a Migration| -> Result<(), StoreError> {
             let id: MigrationId = m.core().id;
-            present += usize::from(self.written.migrations.contains_key(&id.0));
-            if self.saved.migrations.get(&id.0) == Some(*m) {
-                continue;
+            if self.saved.migrations.get(&id.0) == Some(m) {
+                return Ok(());
             }
             let bytes = json(|| format!("migration {id}"), m)?;
             if self.written.migrations.get(&id.0) != Some(&bytes) {
-                puts.push((RowKey::Migration(id.0), bytes));
+                d.puts.push((RowKey::Migration(id.0), bytes));
             }
-            new_migrations.push(*m);
-        }
-        if present != self.written.migrations.len() {
-            let live: std::collections::HashSet<u64> =
-                snapshot.migrations.iter().map(|m| m.core().id.0).collect();
-            deletes.extend(
-                self.written
-                    .migrations
-                    .keys()
-                    .filter(|k| !live.contains(k))
-                    .map(|k| RowKey::Migration(*k)),
-            );
+            d.migrations.push(m);
+            Ok(())
+        };
+        if changed.all {
+            let mut present = 0;
+            for m in &snapshot.migrations {
+                present += usize::from(self.written.migrations.contains_key(&m.core().id.0));
+                migration(&mut d, m)?;
+            }
+            if present != self.written.migrations.len() {
+                let live: std::collections::HashSet<u64> =
+                    snapshot.migrations.iter().map(|m| m.core().id.0).collect();
+                d.deletes.extend(
+                    self.written
+                        .migrations
+                        .keys()
+                        .filter(|k| !live.contains(k))
+                        .map(|k| RowKey::Migration(*k)),
+                );
+            }
+        } else {
+            let active = snapshot.active.min(snapshot.migrations.len());
+            for m in &snapshot.migrations[..active] {
+                migration(&mut d, m)?;
+            }
+            for id in &changed.finished {
+                match snapshot.migrations[active..]
+                    .iter()
+                    .find(|m| m.core().id == *id)
+                {
+                    Some(m) => migration(&mut d, m)?,
+                    None if snapshot.migrations[..active]
+                        .iter()
+                        .any(|m| m.core().id == *id) => {}
+                    None if self.written.migrations.contains_key(&id.0) => {
+                        d.deletes.push(RowKey::Migration(id.0));
+                    }
+                    None => {}
+                }
+            }
         }
 
         let meta = [
@@ -433,17 +529,33 @@ impl Store {
         ];
         for (key, bytes) in meta {
             if self.written.meta.get(key) != Some(&bytes) {
-                puts.push((RowKey::Meta(key.to_owned()), bytes));
+                d.puts.push((RowKey::Meta(key.to_owned()), bytes));
             }
         }
-        deletes.extend(
+        d.deletes.extend(
             self.written
                 .meta
                 .keys()
                 .filter(|k| !["format", "next_id", "epoch", "generations"].contains(&k.as_str()))
                 .map(|k| RowKey::Meta(k.clone())),
         );
+        Ok(d)
+    }
 
+    /// Writes what [`Store::diff`] finds, then updates the caches.
+    fn save_rows(
+        &mut self,
+        hosts: &[&HostRegistration],
+        snapshot: &SnapshotView<'_>,
+        changed: &Unsaved,
+    ) -> Result<SaveStats, StoreError> {
+        let Diff {
+            puts,
+            deletes,
+            hosts: new_hosts,
+            vms: new_vms,
+            migrations: new_migrations,
+        } = self.diff(hosts, snapshot, changed)?;
         if !puts.is_empty() || !deletes.is_empty() {
             let borrowed: Vec<(RowKey, &[u8])> = puts
                 .iter()
@@ -753,7 +865,9 @@ mod tests {
 
     fn save(store: &mut Store, c: &Controller, hosts: &[HostRegistration]) -> SaveStats {
         let hosts: Vec<&HostRegistration> = hosts.iter().collect();
-        store.save_view(&hosts, &c.snapshot_view()).expect("save")
+        store
+            .save_view(&hosts, &c.snapshot_view(), &Unsaved::everything())
+            .expect("save")
     }
 
     /// Every row an encoding of the whole state would hold, and nothing else.
@@ -805,7 +919,9 @@ mod tests {
         c.add_vm(vm("c", "h3", 3)).expect("vm");
         view.fail.store(true, std::sync::atomic::Ordering::SeqCst);
         let refs: Vec<&HostRegistration> = hosts.iter().collect();
-        assert!(store.save_view(&refs, &c.snapshot_view()).is_err());
+        assert!(store
+            .save_view(&refs, &c.snapshot_view(), &Unsaved::everything())
+            .is_err());
         let stats = save(&mut store, &c, &hosts);
         assert!(stats.written >= 1, "the VM's row again: {stats:?}");
         assert_holds_exactly(&view, &c, &hosts);

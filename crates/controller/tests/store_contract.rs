@@ -72,7 +72,15 @@ fn contract_round_trip_and_crash_between_write_and_action(open: Opener<'_>) {
     let (_store, loaded) = open();
     let loaded = loaded.expect("the saved state");
     assert_eq!(loaded.hosts, hosts);
-    assert_eq!(loaded.snapshot, snap);
+    // The hosts an acknowledgement wait still awaits are not stored: a restored controller
+    // pushes every host again and waits for those pushes.
+    let mut expected = snap.clone();
+    for m in &mut expected.migrations {
+        if let Some(w) = m.wait_mut() {
+            assert!(!w.abandon().is_empty(), "the migration awaited hosts");
+        }
+    }
+    assert_eq!(loaded.snapshot, expected);
     let mut restored =
         Controller::restore(Timestamp(10), ControllerConfig::default(), loaded.snapshot);
     assert_eq!(restored.active_migrations(), 1);
