@@ -513,7 +513,7 @@ impl Agent {
             // What may have changed: the delta's prefixes; the plan in force is unchanged.
             let touched = Plan {
                 policies: Vec::new(),
-                mappings: mappings.clone(),
+                mappings: mappings.iter().cloned().collect(),
                 sids: self.plan.sids.clone(),
             };
             let prev = self.plan.clone();
@@ -525,8 +525,8 @@ impl Agent {
             )));
         }
         let plan = &mut self.plan;
-        if !old.is_empty() {
-            plan.mappings.retain(|(p, _)| !old.contains(p));
+        for p in &old {
+            plan.mappings.remove(p);
         }
         plan.mappings.extend(mappings);
         for p in policies {
@@ -683,9 +683,17 @@ impl Agent {
         }
     }
 
+    /// Changes the engine from `prev` (the plan it holds) to `next`: only the policies,
+    /// SIDs and mappings that differ, so a whole config that changes one VM of a thousand
+    /// costs O(VMs) comparisons, not O(VMs) engine installs.
     fn install_diff(&mut self, prev: &Plan, next: &Plan) -> Result<(), ConfigError> {
         // Policies first (replacing a policy keeps its id, so mappings follow atomically).
+        let held: std::collections::HashMap<&str, &PolicyConfig> =
+            prev.policies.iter().map(|p| (p.name.as_str(), p)).collect();
         for p in &next.policies {
+            if held.get(p.name.as_str()) == Some(&p) {
+                continue;
+            }
             self.dp.install_policy(p.clone())?;
         }
         // SIDs: remove what changed or went away, install what is new or changed.
@@ -702,13 +710,16 @@ impl Agent {
             }
         }
         // Mappings: withdraw the old ones (falling back to the node config's), set the new.
-        for (prefix, _) in &prev.mappings {
-            if next.mappings.iter().any(|(p, _)| p == prefix) {
+        for prefix in prev.mappings.keys() {
+            if next.mappings.contains_key(prefix) {
                 continue;
             }
             self.withdraw_mapping(*prefix)?;
         }
         for (prefix, target) in &next.mappings {
+            if prev.mappings.get(prefix) == Some(target) {
+                continue;
+            }
             let s = self.steering(target, *prefix)?;
             self.dp.set_mapping(*prefix, s)?;
         }

@@ -38,8 +38,10 @@ pub const POLICY_PREFIX: &str = "vm:";
 pub struct Plan {
     /// Policies from the host config's mappings (`vm:<VM>`).
     pub policies: Vec<PolicyConfig>,
-    /// /128 and /32 mappings from the host config: prefix and policy name (or `native`).
-    pub mappings: Vec<(IpNet, String)>,
+    /// /128 and /32 mappings from the host config: prefix -> policy name (or `native`). A
+    /// map: a delta replaces a few prefixes of a thousand, and a whole plan is compared with
+    /// the one in force prefix by prefix.
+    pub mappings: BTreeMap<IpNet, String>,
     /// The whole desired SID table (node config, host config, API), by address.
     pub sids: BTreeMap<Ipv6Addr, SidConfig>,
 }
@@ -162,7 +164,7 @@ pub fn plan(
     }
     let plan = Plan {
         policies,
-        mappings,
+        mappings: mappings.into_iter().collect(),
         sids,
     };
     // The engine's own validation, on a scratch instance (its buffer slab is zero-allocated,
@@ -234,7 +236,7 @@ impl Plan {
         }
         Plan {
             policies: Vec::new(),
-            mappings: Vec::new(),
+            mappings: BTreeMap::new(),
             sids,
         }
     }
@@ -254,10 +256,12 @@ mod tests {
         assert_eq!(p.mappings.len(), 2);
         assert!(p
             .mappings
-            .contains(&("2001:db8:a::30/128".parse().expect("net"), "vm:far1".into())));
+            .get(&"2001:db8:a::30/128".parse().expect("net"))
+            .is_some_and(|t| t == "vm:far1"));
         assert!(p
             .mappings
-            .contains(&("2001:db8:a::10/128".parse().expect("net"), "native".into())));
+            .get(&"2001:db8:a::10/128".parse().expect("net"))
+            .is_some_and(|t| t == "native"));
         let s = |a: &str| p.sids[&a.parse::<Ipv6Addr>().expect("addr")].clone();
         assert_eq!(s("fc00:0:1::d6").behavior, Behavior::EndDt6);
         // One VM at the End.S SID: the VM is the parameter.
@@ -291,10 +295,12 @@ mod tests {
         let p = plan(&base, &h, &BTreeMap::new()).expect("plan");
         assert!(p
             .mappings
-            .contains(&("10.1.0.30/32".parse().expect("net"), "vm:far1".into())));
+            .get(&"10.1.0.30/32".parse().expect("net"))
+            .is_some_and(|t| t == "vm:far1"));
         assert!(p
             .mappings
-            .contains(&("10.1.0.10/32".parse().expect("net"), "native".into())));
+            .get(&"10.1.0.10/32".parse().expect("net"))
+            .is_some_and(|t| t == "native"));
         let dt46 = &p.sids[&"fc00:0:1::d6".parse::<Ipv6Addr>().expect("addr")];
         assert_eq!(dt46.behavior, Behavior::EndDt46);
         assert_eq!(dt46.vm, None);
