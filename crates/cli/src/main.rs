@@ -154,8 +154,10 @@ struct ControllerArgs {
     /// standby until elected (etcd lease), and exit (status 3) if the leadership is lost.
     #[arg(long, value_name = "ID")]
     replica_id: Option<String>,
-    /// `--replica-id`: the leadership lease's TTL in seconds (a dead leader is replaced
-    /// within about this time; etcd's minimum is 2).
+    /// `--replica-id`: the leadership lease's TTL in seconds. A dead leader is replaced
+    /// within about this time plus 0.6 s. etcd grants at least 1.5 x its --election-timeout,
+    /// in whole seconds: 2 s with its default (1000 ms); 1 s needs an election timeout of at
+    /// most 666 ms. A longer grant is logged.
     #[arg(long, default_value_t = 2)]
     leader_ttl_s: u64,
     /// Delay every config push by this many milliseconds (emulates a slow mapping update).

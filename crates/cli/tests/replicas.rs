@@ -30,7 +30,7 @@ impl Replica {
             .arg(&socket)
             .args(["--store", "etcd", "--etcd-endpoints", &etcd.url])
             .args(["--etcd-prefix", "/srmig-replicas/", "--replica-id", id])
-            .args(["--leader-ttl-s", "2", "--host-poll-ms", "60000"])
+            .args(["--leader-ttl-s", "1", "--host-poll-ms", "60000"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -106,11 +106,18 @@ fn a_standby_replica_takes_over_when_the_leader_dies() {
     .expect("vm");
     rt.block_on(client.add_vm(&vm)).expect("add vm");
 
-    // The leader dies; the standby leads within the lease TTL and has the state.
+    // The leader dies; the standby leads within the lease TTL (plus etcd's 0.5 s expiry
+    // check and the standby's poll) and has the state.
     a.kill();
     let took = wait_serving(&rt, &b, Duration::from_secs(10));
     eprintln!("standby serving {took:?} after the leader's SIGKILL");
     assert!(b.log().contains("leading"), "{}", b.log());
+    assert!(
+        !a.log().contains("longer leadership lease")
+            && !b.log().contains("longer leadership lease"),
+        "etcd did not grant the 1 s lease:\n{}",
+        b.log()
+    );
     let vms = rt
         .block_on(ControllerClient::new(&b.socket).vms())
         .expect("vms from the new leader");

@@ -19,7 +19,8 @@
 //! **Leadership.** Controller replicas sharing one prefix elect a leader through etcd:
 //! [`Etcd::campaign`] creates `<prefix>leader` (holding the replica's id) bound to a lease of
 //! `ttl`, only if the key does not exist, and keeps the lease alive from the client thread
-//! (every `ttl / 3`). A standby campaigns again until it wins; the leader that cannot keep its
+//! (every `ttl / 3`). A standby reads the key every [`STANDBY_POLL`] and campaigns once it is
+//! gone (the leader's lease expired or was revoked); the leader that cannot keep its
 //! lease alive (etcd unreachable, lease expired) sees [`Etcd::leadership_lost`] and must stop
 //! acting (the daemon exits; a supervisor restarts it as a standby).
 //!
@@ -47,6 +48,11 @@ use crate::store::{Backend, RowKey, Rows, StoreError};
 
 /// The most operations put into one etcd transaction (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
+
+/// How often a standby replica reads the leadership key: a dead leader's lease expires
+/// within its TTL (plus up to 0.5 s, etcd's expiry check), and a standby takes over at most
+/// this much later.
+pub const STANDBY_POLL: Duration = Duration::from_millis(100);
 
 /// How to reach the etcd cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +153,8 @@ mod client {
     /// One request to the client thread.
     pub(super) enum Request {
         Load(mpsc::Sender<Result<Kvs, String>>),
+        /// Read `<prefix>leader` alone (a standby's poll).
+        Leader(mpsc::Sender<Result<Option<Vec<u8>>, String>>),
         Apply {
             ops: Vec<(String, Option<Vec<u8>>)>,
             guard: Option<Guard>,
@@ -265,6 +273,14 @@ mod client {
                 };
                 let _ = reply.send(r);
             }
+            Request::Leader(reply) => {
+                let r = tokio::time::timeout(o.timeout, client.get(o.leader_key(), None)).await;
+                let _ = reply.send(match r {
+                    Err(_) => Err(format!("leader read timed out after {:?}", o.timeout)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(resp)) => Ok(resp.kvs().first().map(|kv| kv.value().to_vec())),
+                });
+            }
             Request::Apply { ops, guard, reply } => {
                 let ops: Vec<TxnOp> = ops
                     .into_iter()
@@ -319,11 +335,19 @@ mod client {
         lost: Arc<AtomicBool>,
     ) -> Result<Option<(Guard, i64)>, String> {
         let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = client
+        let grant = client
             .lease_grant(ttl_s, None)
             .await
-            .map_err(|e| format!("lease grant: {e}"))?
-            .id();
+            .map_err(|e| format!("lease grant: {e}"))?;
+        if grant.ttl() > ttl_s {
+            tracing::warn!(
+                asked_s = ttl_s,
+                granted_s = grant.ttl(),
+                "etcd granted a longer leadership lease than asked (its minimum is 1.5 x its \
+                 --election-timeout, in whole seconds); a dead leader is replaced that much later"
+            );
+        }
+        let lease = grant.id();
         let key = o.leader_key();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -445,15 +469,15 @@ impl Etcd {
         })
     }
 
-    /// The replica id holding the leadership now, if any (one read).
+    /// The replica id holding the leadership now, if any (one read of one key).
     #[cfg(feature = "etcd")]
     pub fn leader(&mut self) -> Result<Option<String>, StoreError> {
-        let key = self.options.leader_key();
+        let (tx, rx) = mpsc::channel();
+        self.requests_made += 1;
+        self.send(client::Request::Leader(tx))?;
         Ok(self
-            .load_raw()?
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
+            .wait(&rx)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Gives the leadership up (revokes its lease; the key goes with it).
@@ -483,11 +507,15 @@ impl Etcd {
         };
         let mut last_leader = None;
         loop {
-            if self.campaign(&id, ttl)? {
-                tracing::info!(replica = %id, store = %self.describe(), "leading");
-                return Ok(());
-            }
+            // One key read per poll; a campaign (three requests) only once nobody leads.
             let leader = self.leader()?;
+            if leader.is_none() {
+                if self.campaign(&id, ttl)? {
+                    tracing::info!(replica = %id, store = %self.describe(), "leading");
+                    return Ok(());
+                }
+                continue;
+            }
             if leader != last_leader {
                 tracing::info!(
                     replica = %id,
@@ -496,7 +524,7 @@ impl Etcd {
                 );
                 last_leader = leader;
             }
-            std::thread::sleep((ttl / 4).max(Duration::from_millis(100)));
+            std::thread::sleep(STANDBY_POLL);
         }
     }
 

@@ -73,6 +73,9 @@ impl EtcdServer {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=srmig-test={peer}"))
+            // Leases of 1 s are granted as asked (the minimum is 1.5 x this, in seconds).
+            .arg("--heartbeat-interval=100")
+            .arg("--election-timeout=500")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
