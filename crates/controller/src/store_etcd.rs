@@ -371,15 +371,29 @@ mod client {
             .await
             .map_err(|e| format!("lease keep-alive: {e}"))?;
         tokio::spawn(async move {
+            // A renewal every TTL/3. One slow answer is not a lost lease: the leadership is
+            // given up when etcd says the lease is gone, when the stream ends, or when no
+            // renewal succeeded for a whole TTL (the lease may have expired; writes are fenced
+            // in any case).
             let period = (ttl / 3).max(Duration::from_millis(100));
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(period).await;
+                let sent = tokio::time::Instant::now();
                 if keeper.keep_alive().await.is_err() {
                     break;
                 }
                 match tokio::time::timeout(period, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    _ => break,
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => renewed = sent,
+                    Ok(Ok(Some(_)) | Ok(None)) => break,
+                    Ok(Err(_)) | Err(_) if renewed.elapsed() >= ttl => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "leadership lease renewal failed; retrying")
+                    }
+                    Err(_) => tracing::warn!(
+                        waited_ms = period.as_millis(),
+                        "leadership lease renewal unanswered; retrying"
+                    ),
                 }
             }
             lost.store(true, Ordering::Release);
