@@ -227,8 +227,19 @@ fn two_workers_keep_flows_in_order_and_buffer_per_vm() {
     send_flows(&vma, VMA, dst, FLOWS, PER_FLOW);
     let got = rx.join().expect("receiver");
     if let Err(e) = check_flows(&got, FLOWS, PER_FLOW) {
+        // Where they went: srmigd's drops and what vmb's own kernel dropped (a full socket
+        // buffer counts as Udp6RcvbufErrors there).
+        let udp6 = vmb
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp6"))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let udp6: Vec<&str> = udp6.lines().filter(|l| l.starts_with("Udp6")).collect();
         panic!(
-            "loss or reordering:\n{e}\nS:\n{}\nD:\n{}",
+            "loss or reordering:\n{e}\nS drops: {:?}\nD drops: {:?}\nD vmb tx: {}\nvmb: {udp6:?}\nS:\n{}\nD:\n{}",
+            ds.status().drops,
+            dd.status().drops,
+            dd.status().vms[0].tx.packets - d0.vms[0].tx.packets,
             ds.logs(),
             dd.logs()
         );

@@ -583,6 +583,11 @@ pub fn receiver(
     let sock = udp_socket(ns, bind);
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
+    // Room for a whole burst while this thread waits for the CPU on a loaded machine: the
+    // default 208 KiB holds about 200 small datagrams, and a test that sends 400 at once then
+    // loses its last ones in the receiving kernel, not in srmigd.
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+        .expect("SO_RCVBUF");
     ns.spawn("udp-rx", move || {
         let mut got = Vec::new();
         let start = Instant::now();
