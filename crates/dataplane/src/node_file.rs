@@ -69,7 +69,8 @@ pub enum FileError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IoMode {
-    /// AF_XDP for uplinks where it works, AF_PACKET otherwise (and for VM ports).
+    /// AF_XDP for uplinks and for VM ports on a veth where it works, AF_PACKET otherwise
+    /// (and for other VM ports, a TAP: their offloads).
     #[default]
     Auto,
     /// AF_XDP or nothing (the port stays detached, with an error, if AF_XDP fails).
@@ -96,7 +97,8 @@ impl IoMode {
 /// mode = "auto"              # auto | xdp | packet: every port's default
 /// ports = { vm1 = "packet" } # per port, by name
 /// fast_path = ["up0"]        # uplinks whose XDP program forwards transit and End itself
-/// xdp_ring_size = 4096       # entries of each AF_XDP ring (receive frames: as many)
+/// xdp_ring_size = 4096       # entries of each AF_XDP ring of an uplink
+/// vm_xdp_ring_size = 1024    # the same for a VM port (one per VM: 8 MiB each)
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,15 +124,29 @@ pub struct IoConfig {
     /// 16384 none.
     #[serde(default)]
     pub xdp_ring_size: Option<u32>,
+    /// The same for VM ports on AF_XDP (default [`IoConfig::DEFAULT_VM_XDP_RING_SIZE`]): a
+    /// host has one per VM, and a VM's port carries one VM's traffic, so its rings are smaller
+    /// (1024: 8 MiB, as an AF_PACKET port's receive ring).
+    #[serde(default)]
+    pub vm_xdp_ring_size: Option<u32>,
 }
 
 impl IoConfig {
     /// The default of [`IoConfig::xdp_ring_size`].
     pub const DEFAULT_XDP_RING_SIZE: u32 = 4096;
 
+    /// The default of [`IoConfig::vm_xdp_ring_size`].
+    pub const DEFAULT_VM_XDP_RING_SIZE: u32 = 1024;
+
     /// [`IoConfig::xdp_ring_size`] or its default.
     pub fn xdp_ring_size(&self) -> u32 {
         self.xdp_ring_size.unwrap_or(Self::DEFAULT_XDP_RING_SIZE)
+    }
+
+    /// [`IoConfig::vm_xdp_ring_size`] or its default.
+    pub fn vm_xdp_ring_size(&self) -> u32 {
+        self.vm_xdp_ring_size
+            .unwrap_or(Self::DEFAULT_VM_XDP_RING_SIZE)
     }
 
     /// The mode of port `name`.
@@ -296,12 +312,17 @@ fn check_qemu(node: &NodeConfig, qemu: &[QemuPortConfig]) -> Result<(), ConfigEr
 
 /// `[io]` names only ports of `[[ports]]`; `fast_path` only uplinks.
 fn check_io(node: &NodeConfig, io: &IoConfig) -> Result<(), ConfigError> {
-    if let Some(n) = io.xdp_ring_size {
-        if !n.is_power_of_two() || !(64..=65_536).contains(&n) {
-            return Err(ConfigError::invalid(
-                "io.xdp_ring_size",
-                format!("{n} is not a power of two from 64 to 65536"),
-            ));
+    for (field, size) in [
+        ("io.xdp_ring_size", io.xdp_ring_size),
+        ("io.vm_xdp_ring_size", io.vm_xdp_ring_size),
+    ] {
+        if let Some(n) = size {
+            if !n.is_power_of_two() || !(64..=65_536).contains(&n) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{n} is not a power of two from 64 to 65536"),
+                ));
+            }
         }
     }
     for name in &io.fast_path {
@@ -511,6 +532,8 @@ port = "vm1p"
         assert!(e.contains("io.ports") && e.contains("eth9"), "{e}");
         let e = err("[io]\nxdp_ring_size = 5000\n");
         assert!(e.contains("io.xdp_ring_size") && e.contains("5000"), "{e}");
+        let e = err("[io]\nvm_xdp_ring_size = 32\n");
+        assert!(e.contains("io.vm_xdp_ring_size") && e.contains("32"), "{e}");
         let e = err("[io]\nfast_path = [\"eth9\"]\n");
         assert!(e.contains("io.fast_path") && e.contains("eth9"), "{e}");
         let e = err("[io]\nfast_path = [\"vm1p\"]\n");

@@ -205,7 +205,10 @@ impl DataplaneLoop {
                         port.mode = io_config.mode_of(&p.name);
                         port.fanout = fanout;
                         port.fast_path = io_config.fast_path.contains(&p.name);
-                        port.xdp_ring_size = io_config.xdp_ring_size();
+                        port.xdp_ring_size = match p.kind {
+                            PortKind::Uplink => io_config.xdp_ring_size(),
+                            PortKind::Vm => io_config.vm_xdp_ring_size(),
+                        };
                         port
                     }
                 }

@@ -20,8 +20,8 @@
 //!   srmigd a `[[steering]]` rule on its uplink d0 (AF_XDP under `auto`).
 //! - `h_encaps_vm`: the same frames and Linux configuration, but on srmigd d0 is a VM port
 //!   (`kind = "vm"`, the generator a VM on it, the policy applied by a `[[mappings]]` entry):
-//!   srmigd's own case of every VM's egress, on AF_PACKET (VM ports keep the guests' offload
-//!   metadata, which AF_XDP does not carry). Linux has no VM-port notion: its figure is the
+//!   srmigd's own case of every VM's egress, on AF_XDP under `auto` (a veth VM port; `--io
+//!   packet` measures the AF_PACKET socket a TAP's VM port keeps). Linux has no VM-port notion: its figure is the
 //!   same route-based encapsulation as `h_encaps`.
 //!
 //! With `--flows N` the generator sends N frames per case round-robin that differ only in
@@ -172,8 +172,8 @@ pub struct Options {
     pub workers: usize,
     /// Distinct flows the generator sends round-robin (1 to [`MAX_FLOWS`]).
     pub flows: usize,
-    /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` keeps the
-    /// bench's veths on AF_PACKET.
+    /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` puts the
+    /// bench's veths on AF_XDP (uplinks, and d0 as a VM port in `h_encaps_vm`).
     pub io: String,
     /// srmigd's XDP fast path on its uplinks (`[io] fast_path = ["d0", "d1"]`).
     pub fast_path: bool,
@@ -455,11 +455,19 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             }
         }
         let result = measure(&topo, opts, &frames, "srmigd", case, true, progress);
-        let fast = if case == Case::HEncapsVm {
-            Ok((false, 0, 0))
-        } else {
-            daemon.fast_path("d0")
+        let status = daemon.status();
+        let fast = match &status {
+            Ok(_) if case == Case::HEncapsVm => Ok((false, 0, 0)),
+            Ok(status) => srmigd::fast_path(status, "d0"),
+            Err(e) => Err(ForwardError::Options(e.to_string())),
         };
+        if let Ok(status) = &status {
+            progress(&format!(
+                "srmigd {}: srmigd's own losses over the case (all trials): {}",
+                case.key(),
+                srmigd::losses(status)
+            ));
+        }
         let alive = daemon.running(&topo);
         let result = match (result, alive) {
             (Ok(r), true) => r,
@@ -485,10 +493,31 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         srmigd_results.insert(case, result);
     }
 
-    // Linux.
-    topo.configure_linux(opts.cases.iter().any(|c| *c != Case::Ipv6))?;
+    // Linux. On a kernel without SRv6 lightweight tunnels only plain forwarding can be
+    // measured; the SRv6 cases keep srmigd's figures and say why Linux's are absent.
+    let no_srv6 = srmig_lab::kernel::missing_srv6_lwtunnel();
+    let linux_cases: Vec<Case> = opts
+        .cases
+        .iter()
+        .copied()
+        .filter(|c| *c == Case::Ipv6 || no_srv6.is_none())
+        .collect();
+    if let Some(why) = &no_srv6 {
+        let skipped: Vec<&str> = opts
+            .cases
+            .iter()
+            .filter(|c| !linux_cases.contains(c))
+            .map(|c| c.key())
+            .collect();
+        if !skipped.is_empty() {
+            let w = format!("linux {}: not measured: {why}", skipped.join(", "));
+            progress(&w);
+            warnings.push(w);
+        }
+    }
+    topo.configure_linux(linux_cases.iter().any(|c| *c != Case::Ipv6))?;
     let mut linux_results = BTreeMap::new();
-    for &case in &opts.cases {
+    for &case in &linux_cases {
         let frames = frames::frames(case, opts.frame_bytes, opts.flows);
         let result = measure(
             &topo,
@@ -504,14 +533,17 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
 
     let mut cases = BTreeMap::new();
     for &case in &opts.cases {
-        let (Some(s), Some(l)) = (srmigd_results.get(&case), linux_results.get(&case)) else {
+        let Some(s) = srmigd_results.get(&case) else {
             continue;
         };
+        let l = linux_results.get(&case);
         let frame_bytes = frames::frame_len(case, opts.frame_bytes);
         let big = frame_bytes >= GBPS_FROM_FRAME_BYTES;
         let bound = |mpps: f64| ceiling[1] > 0.0 && mpps >= GENERATOR_BOUND_SHARE * ceiling[1];
-        let (srmigd_mpps, linux_mpps) = (s.forwarded[1], l.forwarded[1]);
-        for (dut, mpps) in [("srmigd", srmigd_mpps), ("linux", linux_mpps)] {
+        let srmigd_mpps = s.forwarded[1];
+        let linux_mpps = l.map(|l| l.forwarded[1]);
+        let duts = [("srmigd", Some(srmigd_mpps)), ("linux", linux_mpps)];
+        for (dut, mpps) in duts.into_iter().filter_map(|(d, m)| Some((d, m?))) {
             if bound(mpps) {
                 warnings.push(format!(
                     "{dut} {}: {mpps:.3} Mpps is {:.0} % of the generator ceiling ({:.3} Mpps): generator-bound, the DUT may be faster",
@@ -531,23 +563,29 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
                 frame_bytes,
                 srmigd_mpps,
                 linux_mpps,
-                ratio: if linux_mpps > 0.0 {
-                    round4(srmigd_mpps / linux_mpps)
-                } else {
-                    0.0
-                },
+                ratio: linux_mpps.map(|l| {
+                    if l > 0.0 {
+                        round4(srmigd_mpps / l)
+                    } else {
+                        0.0
+                    }
+                }),
+                linux_skipped: if l.is_none() { no_srv6.clone() } else { None },
                 srmigd_zero_loss_mpps: s.zero_loss_mpps.unwrap_or(0.0),
-                linux_zero_loss_mpps: l.zero_loss_mpps,
+                linux_zero_loss_mpps: l.and_then(|l| l.zero_loss_mpps),
                 srmigd_mpps_min_median_max: s.forwarded,
-                linux_mpps_min_median_max: l.forwarded,
+                linux_mpps_min_median_max: l.map(|l| l.forwarded),
                 srmigd_offered_mpps: s.offered[1],
-                linux_offered_mpps: l.offered[1],
+                linux_offered_mpps: l.map(|l| l.offered[1]),
                 srmigd_loss_pct: round4(s.loss_pct),
-                linux_loss_pct: round4(l.loss_pct),
+                linux_loss_pct: l.map(|l| round4(l.loss_pct)),
                 srmigd_gbps: big.then(|| gbps(srmigd_mpps, frame_bytes)),
-                linux_gbps: big.then(|| gbps(linux_mpps, frame_bytes)),
+                linux_gbps: big
+                    .then_some(linux_mpps)
+                    .flatten()
+                    .map(|m| gbps(m, frame_bytes)),
                 srmigd_generator_bound: bound(srmigd_mpps),
-                linux_generator_bound: bound(linux_mpps),
+                linux_generator_bound: linux_mpps.map(bound),
                 srmigd_fast_path: fast_paths.get(&case).is_some_and(|f| f.0),
                 srmigd_fast_path_frames: fast_paths.get(&case).map_or(0, |f| f.1),
                 srmigd_overload_2x: s.overload,

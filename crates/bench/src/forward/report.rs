@@ -64,10 +64,15 @@ pub struct CaseReport {
     pub frame_bytes: usize,
     /// Median forwarded rate through srmigd, Mpps.
     pub srmigd_mpps: f64,
-    /// Median forwarded rate through the Linux kernel, Mpps.
-    pub linux_mpps: f64,
-    /// `srmigd_mpps / linux_mpps` (medians).
-    pub ratio: f64,
+    /// Median forwarded rate through the Linux kernel, Mpps (`null` when the kernel cannot
+    /// run the case: `linux_skipped` says why).
+    pub linux_mpps: Option<f64>,
+    /// `srmigd_mpps / linux_mpps` (medians; `null` without a Linux figure).
+    pub ratio: Option<f64>,
+    /// Why the Linux kernel was not measured on this case (a kernel without SRv6
+    /// lightweight tunnels cannot make seg6/seg6local routes); absent when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux_skipped: Option<String>,
     /// Highest offered rate srmigd forwarded without losing a packet, Mpps.
     pub srmigd_zero_loss_mpps: f64,
     /// The same for the Linux kernel (absent with `--no-linux-zero-loss`).
@@ -75,16 +80,16 @@ pub struct CaseReport {
     pub linux_zero_loss_mpps: Option<f64>,
     /// min/median/max of srmigd's repetitions, Mpps.
     pub srmigd_mpps_min_median_max: [f64; 3],
-    /// min/median/max of Linux's repetitions, Mpps.
-    pub linux_mpps_min_median_max: [f64; 3],
+    /// min/median/max of Linux's repetitions, Mpps (`null` when skipped).
+    pub linux_mpps_min_median_max: Option<[f64; 3]>,
     /// Median offered rate (what reached d0) while srmigd was measured, Mpps.
     pub srmigd_offered_mpps: f64,
-    /// Median offered rate while Linux was measured, Mpps.
-    pub linux_offered_mpps: f64,
+    /// Median offered rate while Linux was measured, Mpps (`null` when skipped).
+    pub linux_offered_mpps: Option<f64>,
     /// Median share of the offered frames srmigd lost at full offered rate, percent.
     pub srmigd_loss_pct: f64,
-    /// The same for Linux.
-    pub linux_loss_pct: f64,
+    /// The same for Linux (`null` when skipped).
+    pub linux_loss_pct: Option<f64>,
     /// `srmigd_mpps` in Gb/s of generator frames (frames of 1000 bytes and more).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srmigd_gbps: Option<f64>,
@@ -94,8 +99,8 @@ pub struct CaseReport {
     /// srmigd's rate is at least 90 % of the generator's ceiling: the generator may be what
     /// limits it.
     pub srmigd_generator_bound: bool,
-    /// The same for Linux.
-    pub linux_generator_bound: bool,
+    /// The same for Linux (`null` when skipped).
+    pub linux_generator_bound: Option<bool>,
     /// Whether srmigd's XDP fast path was on for d0 (`--fast-path on` and an uplink case).
     pub srmigd_fast_path: bool,
     /// Frames srmigd's fast path forwarded in this case (all trials), from srmigd's status:
@@ -174,11 +179,11 @@ pub fn render_table(r: &ForwardReport) -> String {
     );
     let big = r.cases.values().any(|c| c.srmigd_gbps.is_some());
     let mut header = format!(
-        "{:<9} {:>6} | {:>21} | {:>21} | {:>6} | {:>10} {:>10}",
+        "{:<11} {:>6} | {:>21} | {:>21} | {:>6} | {:>10} {:>10}",
         "case", "frame", "linux Mpps", "srmigd Mpps", "ratio", "srmigd", "linux"
     );
     let mut sub = format!(
-        "{:<9} {:>6} | {:>21} | {:>21} | {:>6} | {:>21}",
+        "{:<11} {:>6} | {:>21} | {:>21} | {:>6} | {:>21}",
         "", "", "median (min-max)", "median (min-max)", "", "0-loss Mpps"
     );
     if big {
@@ -193,12 +198,15 @@ pub fn render_table(r: &ForwardReport) -> String {
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         let _ = write!(
             s,
-            "{:<9} {:>5}B | {:>21} | {:>21} | {:>6.3} | {:>10.3} {:>10}",
+            "{:<11} {:>5}B | {:>21} | {:>21} | {:>6} | {:>10.3} {:>10}",
             key,
             c.frame_bytes,
-            mmm(&c.linux_mpps_min_median_max),
+            c.linux_mpps_min_median_max
+                .as_ref()
+                .map_or_else(|| "skipped (kernel)".to_owned(), mmm),
             mmm(&c.srmigd_mpps_min_median_max),
-            c.ratio,
+            c.ratio
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
             c.srmigd_zero_loss_mpps,
             linux_zl
         );

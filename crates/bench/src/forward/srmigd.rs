@@ -205,10 +205,8 @@ impl Srmigd {
         }
     }
 
-    /// Port `port`'s fast path from `GET /v1/status`: whether it is on, and how many frames
-    /// it forwarded (the engine's receive count, which the fast path is credited to, less
-    /// what the port's socket received).
-    pub(crate) fn fast_path(&self, port: &str) -> Result<(bool, u64, u64), ForwardError> {
+    /// srmigd's `GET /v1/status`, as JSON.
+    pub(crate) fn status(&self) -> Result<serde_json::Value, ForwardError> {
         let http = srmig_controller::http::UnixHttp::new(&self.socket, Duration::from_secs(2));
         let fail = |e: String| ForwardError::Options(format!("srmigd GET /v1/status: {e}"));
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -218,18 +216,70 @@ impl Srmigd {
         let response = rt
             .block_on(http.request(hyper::Method::GET, "/v1/status", None))
             .map_err(|e| fail(e.to_string()))?;
-        let status: serde_json::Value =
-            serde_json::from_slice(&response.body).map_err(|e| fail(e.to_string()))?;
-        let p = status["ports"]
-            .as_array()
-            .and_then(|ports| ports.iter().find(|p| p["name"] == port))
-            .ok_or_else(|| fail(format!("no port {port:?} in the status")))?;
-        let on = p["fast_path"].as_bool().unwrap_or(false);
-        let rx = p["rx"]["packets"].as_u64().unwrap_or(0);
-        let socket_rx = p["io"]["rx_frames"].as_u64().unwrap_or(0);
-        Ok((on, rx.saturating_sub(socket_rx), socket_rx))
+        serde_json::from_slice(&response.body).map_err(|e| fail(e.to_string()))
     }
+}
 
+/// Port `port`'s fast path in a status: whether it is on, how many frames it forwarded (the
+/// engine's receive count, which the fast path is credited to, less what the port's socket
+/// received), and what the socket received.
+pub(crate) fn fast_path(
+    status: &serde_json::Value,
+    port: &str,
+) -> Result<(bool, u64, u64), ForwardError> {
+    let p = status["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == port))
+        .ok_or_else(|| {
+            ForwardError::Options(format!(
+                "srmigd GET /v1/status: no port {port:?} in the status"
+            ))
+        })?;
+    let on = p["fast_path"].as_bool().unwrap_or(false);
+    let rx = p["rx"]["packets"].as_u64().unwrap_or(0);
+    let socket_rx = p["io"]["rx_frames"].as_u64().unwrap_or(0);
+    Ok((on, rx.saturating_sub(socket_rx), socket_rx))
+}
+
+/// Where srmigd lost frames over the whole case, from its status: every non-zero loss counter
+/// of every port (`d0.rx_ring_drops=..`) and every drop reason of the engine, or `none`.
+pub(crate) fn losses(status: &serde_json::Value) -> String {
+    const PORT_LOSSES: [&str; 8] = [
+        "rx_ring_drops",
+        "rx_truncated",
+        "rx_gso_bad",
+        "rx_bad_csum_meta",
+        "rx_errors",
+        "tx_errors",
+        "tx_no_link",
+        "tx_queue_full",
+    ];
+    let mut out = Vec::new();
+    for p in status["ports"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("?");
+        for key in PORT_LOSSES {
+            match p["io"][key].as_u64() {
+                Some(n) if n > 0 => out.push(format!("{name}.{key}={n}")),
+                _ => {}
+            }
+        }
+    }
+    if let Some(drops) = status["drops"].as_object() {
+        for (reason, n) in drops {
+            match n.as_u64() {
+                Some(n) if n > 0 => out.push(format!("{reason}={n}")),
+                _ => {}
+            }
+        }
+    }
+    if out.is_empty() {
+        "none".to_owned()
+    } else {
+        out.join(", ")
+    }
+}
+
+impl Srmigd {
     /// Whether it still runs.
     pub(crate) fn running(&self, topo: &Topology) -> bool {
         topo.lab.child_running(self.pid)

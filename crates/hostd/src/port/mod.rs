@@ -15,18 +15,36 @@
 //! - **AF_XDP** ([`xdp`]): an XDP program srmigd loads itself steers every frame of the
 //!   interface into a shared memory ring before the kernel builds a socket buffer for it; when
 //!   srmigd falls behind, the excess is dropped right there, counted, for almost no CPU. The
-//!   default (`auto`) for uplinks. A veth's peer is a local kernel stack, which hands frames
-//!   over with the TCP/UDP checksum still partial (CHECKSUM_PARTIAL, e.g. a Linux router
-//!   forwarding what its own host sent); AF_XDP passes the bytes without saying so, so on a
-//!   veth srmigd recognises such checksums by their value and completes them
+//!   default (`auto`) for uplinks and for VM ports on a veth. A veth's peer is a local kernel
+//!   stack, which hands frames over with the TCP/UDP checksum still partial
+//!   (CHECKSUM_PARTIAL, e.g. a Linux router forwarding what its own host sent, or a VM's own
+//!   TCP); AF_XDP passes the bytes without saying so, so on a veth srmigd recognises such
+//!   checksums by their value and completes them
 //!   ([`srmig_wire::checksum::complete_partial`], counted in `rx_csum_completed`).
 //! - **AF_PACKET** ([`packet`]): a memory-mapped receive ring and batched sends. The default
-//!   for VM ports: only AF_PACKET carries the `virtio_net_hdr` with each frame, that is the
-//!   VM's checksum and segmentation offloads (AF_XDP hands over bare bytes whose TCP/UDP
-//!   checksum may only be a partial sum). Also where AF_XDP cannot work: interfaces with
-//!   several receive queues, MTUs larger than one AF_XDP frame, another XDP program attached,
-//!   kernels without AF_XDP. `auto` falls back to it with a warning; `xdp` insists (the port
-//!   stays detached, with an error, if AF_XDP does not work).
+//!   for VM ports that are not veths (a TAP): only AF_PACKET carries the `virtio_net_hdr`
+//!   with each frame, that is the VM's checksum and segmentation offloads. Also where AF_XDP
+//!   cannot work: interfaces with several receive queues, MTUs larger than one AF_XDP frame
+//!   (a 9000-byte VM port keeps its GSO super-frames this way), another XDP program attached,
+//!   kernels without AF_XDP, `srmigd --workers N` (fanout). `auto` falls back to it with a
+//!   warning; `xdp` insists (the port stays detached, with an error, if AF_XDP does not work).
+//!
+//! ## VM ports on a veth: AF_XDP, and what the VM's offloads become
+//!
+//! On AF_PACKET every frame a VM sends crosses the kernel's receive path (a socket buffer,
+//! the backlog, the packet tap, the IPv6 stack that drops it) before srmigd sees it, and a
+//! frame the full ring refuses has already cost most of that: flooded, srmigd's share of
+//! the CPU shrank and it forwarded less than half of what it forwards when paced (`srmig
+//! bench forward --cases h_encaps_vm`: 0.19 Mpps flooded against 0.31 paced, 62 % of the
+//! zero-loss rate at twice that rate). AF_XDP takes the frame in the veth's XDP hook, on the
+//! sending CPU (the VM's), and drops the excess there: 0.26-0.33 Mpps flooded on the same
+//! machine, 151-183 % of the zero-loss rate at twice it (docs/perf.md).
+//!
+//! The kernel turns TSO/USO off on the VM's side of a veth while an XDP program is attached
+//! to the other side (the program could not see a super-frame whole): the VM's own kernel then
+//! segments its TCP/UDP in software (GSO, on the VM's CPU) before its veth, instead of srmigd
+//! segmenting super-frames on its CPU ([`gso`]). Checksum offload stays on (completed by
+//! value, above). A VM port that should keep TSO takes `[io] ports.NAME = "packet"`.
 //!
 //! Either way frames are received in batches straight into the engine's [`Batch`] and sent in
 //! batches: [`PortIo::queue`] during a batch, [`PortIo::flush`] once after it. No system call
@@ -349,18 +367,21 @@ impl PortIo {
     /// Opens a socket on `ifindex` as the port's mode says; returns it and the interface's
     /// MTU.
     fn open(&mut self, ifindex: u32) -> io::Result<(PortSocket, Option<u32>)> {
+        let driver = xdp::driver_name(ifindex);
+        let veth = driver.as_deref() == Some("veth");
         let want_xdp = match self.mode {
             // Several workers share the interface through PACKET_FANOUT (AF_PACKET only).
             _ if self.fanout.is_some() => false,
             IoMode::Packet => false,
             IoMode::Xdp => true,
-            // Uplinks; VM ports need the virtio_net_hdr (GSO, checksum offload) of AF_PACKET.
-            IoMode::Auto => self.kind == PortKind::Uplink,
+            // Uplinks, and VM ports on a veth (a netns VM or container): see the module doc.
+            // Other VM ports (a TAP) keep AF_PACKET and the VM's offloads.
+            IoMode::Auto => self.kind == PortKind::Uplink || veth,
         };
         // A veth's peer is a local kernel stack, which hands frames over with the TCP/UDP
         // checksum left partial (CHECKSUM_PARTIAL): AF_PACKET says so in the virtio_net_hdr,
         // AF_XDP passes bare bytes, so srmigd recognises and completes such checksums.
-        let veth = want_xdp && xdp::driver_name(ifindex).as_deref() == Some("veth");
+        let veth = want_xdp && veth;
         let mut socket = None;
         let mtu = packet::interface_mtu_by_index(ifindex).ok();
         if want_xdp {
