@@ -357,6 +357,10 @@ struct LabMigrateArgs {
     /// Where the JSON report is written.
     #[arg(long)]
     report: PathBuf,
+    /// netns: every srmigd's port I/O (node.toml `[io] mode`): auto (AF_XDP on veths, the
+    /// default), xdp or packet (AF_PACKET rings; VM ports then keep the VMs' TSO/GSO).
+    #[arg(long)]
+    io: Option<String>,
     /// Keep srmigd configurations and logs in this directory (default: a temporary one,
     /// removed at the end).
     #[arg(long)]
@@ -949,7 +953,13 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     if args.controllers == 0 || (args.controllers > 1 && !store_etcd) {
         bail!("--controllers N: N >= 1, and N > 1 needs --store etcd");
     }
-    let plan = lab::plan::Plan::sized(args.hosts, args.vms).map_err(|e| anyhow::anyhow!(e))?;
+    let mut plan = lab::plan::Plan::sized(args.hosts, args.vms).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(mode) = args.io {
+        if !["auto", "xdp", "packet"].contains(&mode.as_str()) {
+            bail!("--io: {mode:?} is not auto, xdp or packet");
+        }
+        plan.io_mode = Some(mode);
+    }
     let mut testbed = lab::TestbedOptions {
         plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),

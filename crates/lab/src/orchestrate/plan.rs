@@ -283,6 +283,9 @@ pub struct Plan {
     pub more_vms: Vec<VmPlan>,
     /// End.SBUF bounds written into every node configuration.
     pub buffer: BufferBounds,
+    /// `[io] mode` of every host's srmigd (`auto`, `xdp`, `packet`); `None` leaves srmigd's
+    /// default (`auto`).
+    pub io_mode: Option<String>,
 }
 
 /// End.SBUF bounds (`[buffer]` of the node configuration).
@@ -341,6 +344,7 @@ impl Default for Plan {
             },
             more_vms: Vec::new(),
             buffer: BufferBounds::default(),
+            io_mode: None,
         }
     }
 }
@@ -520,12 +524,19 @@ port = "{port}"
                 mac = vm.mac,
             );
         }
-        if host.role == HostRole::Client {
+        let client = host.role == HostRole::Client;
+        if client || self.io_mode.is_some() {
+            toml.push_str("\n[io]\n");
+        }
+        if let Some(mode) = &self.io_mode {
+            let _ = writeln!(toml, "mode = \"{mode}\"");
+        }
+        if client {
             // The answers of every VM come back to the client's host. When ten VMs resume
             // within milliseconds, their End.SBUF releases (~7,000 probes) are answered at
             // once, and a 4096-frame AF_XDP receive ring dropped ~12,500 answers (measured);
             // 16384 (128 MiB of frames) absorbed them.
-            let _ = write!(toml, "\n[io]\nxdp_ring_size = {CLIENT_XDP_RING_SIZE}\n");
+            let _ = writeln!(toml, "xdp_ring_size = {CLIENT_XDP_RING_SIZE}");
         }
         toml
     }
@@ -616,6 +627,27 @@ mod tests {
             assert_eq!(cfg.ports.len(), 2);
             srmig_dataplane::Dataplane::new(cfg)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+        }
+    }
+
+    #[test]
+    fn io_mode_reaches_every_host_with_the_clients_ring_size() {
+        let plan = Plan {
+            io_mode: Some("packet".to_owned()),
+            ..Plan::default()
+        };
+        for host in &plan.hosts {
+            let text = plan.node_toml(host);
+            let file = srmig_dataplane::node_file::NodeFile::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+            assert_eq!(
+                file.io.mode,
+                srmig_dataplane::node_file::IoMode::Packet,
+                "{}",
+                host.name
+            );
+            let want_ring = (host.role == HostRole::Client).then_some(CLIENT_XDP_RING_SIZE);
+            assert_eq!(file.io.xdp_ring_size, want_ring, "{}", host.name);
         }
     }
 
