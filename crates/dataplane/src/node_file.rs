@@ -69,8 +69,7 @@ pub enum FileError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IoMode {
-    /// AF_XDP for uplinks and for VM ports on a veth where it works, AF_PACKET otherwise
-    /// (and for other VM ports, a TAP: their offloads).
+    /// AF_XDP for uplinks where it works, AF_PACKET otherwise (and for VM ports).
     #[default]
     Auto,
     /// AF_XDP or nothing (the port stays detached, with an error, if AF_XDP fails).
@@ -124,9 +123,10 @@ pub struct IoConfig {
     /// 16384 none.
     #[serde(default)]
     pub xdp_ring_size: Option<u32>,
-    /// The same for VM ports on AF_XDP (default [`IoConfig::DEFAULT_VM_XDP_RING_SIZE`]): a
-    /// host has one per VM, and a VM's port carries one VM's traffic, so its rings are smaller
-    /// (1024: 8 MiB, as an AF_PACKET port's receive ring).
+    /// The same for VM ports put on AF_XDP (`ports.NAME = "xdp"`; default
+    /// [`IoConfig::DEFAULT_VM_XDP_RING_SIZE`]): a host has one per VM, and a VM's port carries
+    /// one VM's traffic, so its rings are smaller (1024: 8 MiB, as an AF_PACKET port's receive
+    /// ring).
     #[serde(default)]
     pub vm_xdp_ring_size: Option<u32>,
 }

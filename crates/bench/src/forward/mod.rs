@@ -20,8 +20,8 @@
 //!   srmigd a `[[steering]]` rule on its uplink d0 (AF_XDP under `auto`).
 //! - `h_encaps_vm`: the same frames and Linux configuration, but on srmigd d0 is a VM port
 //!   (`kind = "vm"`, the generator a VM on it, the policy applied by a `[[mappings]]` entry):
-//!   srmigd's own case of every VM's egress, on AF_XDP under `auto` (a veth VM port; `--io
-//!   packet` measures the AF_PACKET socket a TAP's VM port keeps). Linux has no VM-port notion: its figure is the
+//!   srmigd's own case of every VM's egress, on AF_PACKET under `auto` (VM ports keep the
+//!   guests' offload metadata; `--io xdp` measures a VM port put on AF_XDP). Linux has no VM-port notion: its figure is the
 //!   same route-based encapsulation as `h_encaps`.
 //!
 //! With `--flows N` the generator sends N frames per case round-robin that differ only in
@@ -173,7 +173,7 @@ pub struct Options {
     /// Distinct flows the generator sends round-robin (1 to [`MAX_FLOWS`]).
     pub flows: usize,
     /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` puts the
-    /// bench's veths on AF_XDP (uplinks, and d0 as a VM port in `h_encaps_vm`).
+    /// bench's uplinks on AF_XDP and leaves d0 as a VM port (`h_encaps_vm`) on AF_PACKET.
     pub io: String,
     /// srmigd's XDP fast path on its uplinks (`[io] fast_path = ["d0", "d1"]`).
     pub fast_path: bool,

@@ -15,36 +15,41 @@
 //! - **AF_XDP** ([`xdp`]): an XDP program srmigd loads itself steers every frame of the
 //!   interface into a shared memory ring before the kernel builds a socket buffer for it; when
 //!   srmigd falls behind, the excess is dropped right there, counted, for almost no CPU. The
-//!   default (`auto`) for uplinks and for VM ports on a veth. A veth's peer is a local kernel
-//!   stack, which hands frames over with the TCP/UDP checksum still partial
-//!   (CHECKSUM_PARTIAL, e.g. a Linux router forwarding what its own host sent, or a VM's own
-//!   TCP); AF_XDP passes the bytes without saying so, so on a veth srmigd recognises such
-//!   checksums by their value and completes them
+//!   default (`auto`) for uplinks; a VM port on a veth takes it with `xdp` (below). A veth's
+//!   peer is a local kernel stack, which hands frames over with the TCP/UDP checksum still
+//!   partial (CHECKSUM_PARTIAL, e.g. a Linux router forwarding what its own host sent, or a
+//!   VM's own TCP); AF_XDP passes the bytes without saying so, so on a veth srmigd recognises
+//!   such checksums by their value and completes them
 //!   ([`srmig_wire::checksum::complete_partial`], counted in `rx_csum_completed`).
 //! - **AF_PACKET** ([`packet`]): a memory-mapped receive ring and batched sends. The default
-//!   for VM ports that are not veths (a TAP): only AF_PACKET carries the `virtio_net_hdr`
-//!   with each frame, that is the VM's checksum and segmentation offloads. Also where AF_XDP
-//!   cannot work: interfaces with several receive queues, MTUs larger than one AF_XDP frame
-//!   (a 9000-byte VM port keeps its GSO super-frames this way), another XDP program attached,
+//!   for VM ports: only AF_PACKET carries the `virtio_net_hdr` with each frame, that is the
+//!   VM's checksum and segmentation offloads. Also where AF_XDP cannot work: interfaces with
+//!   several receive queues, MTUs larger than one AF_XDP frame, another XDP program attached,
 //!   kernels without AF_XDP, `srmigd --workers N` (fanout). `auto` falls back to it with a
 //!   warning; `xdp` insists (the port stays detached, with an error, if AF_XDP does not work).
 //!
-//! ## VM ports on a veth: AF_XDP, and what the VM's offloads become
+//! ## A VM port on AF_XDP (`[io] ports.NAME = "xdp"`): possible, not for migrating VMs
 //!
-//! On AF_PACKET every frame a VM sends crosses the kernel's receive path (a socket buffer,
-//! the backlog, the packet tap, the IPv6 stack that drops it) before srmigd sees it, and a
-//! frame the full ring refuses has already cost most of that: flooded, srmigd's share of
-//! the CPU shrank and it forwarded less than half of what it forwards when paced (`srmig
-//! bench forward --cases h_encaps_vm`: 0.19 Mpps flooded against 0.31 paced, 62 % of the
-//! zero-loss rate at twice that rate). AF_XDP takes the frame in the veth's XDP hook, on the
-//! sending CPU (the VM's), and drops the excess there: 0.26-0.33 Mpps flooded on the same
-//! machine, 151-183 % of the zero-loss rate at twice it (docs/perf.md).
+//! A veth VM port (a netns VM, a container) whose MTU fits one AF_XDP frame can be put on
+//! AF_XDP; its rings then have `[io] vm_xdp_ring_size` entries (default 1024: 8 MiB of frames,
+//! as an AF_PACKET ring), not an uplink's `xdp_ring_size`. The kernel turns TSO/USO off on the
+//! VM's side of a veth while an XDP program is attached to the other side, so the VM's own
+//! kernel segments in software; checksum offload stays (completed by value, above). It is not
+//! the default, and not for a VM that migrates (docs/perf.md, 2026-12-05):
+//! - a copy-mode AF_XDP send reports no per-frame failure: a frame sent as the VM's interface
+//!   leaves the namespace is lost without a trace, where AF_PACKET's refusal lets the loop
+//!   re-steer it (`forwarding_netns` lost datagram 46 of 300 in 3 of 8 runs that way);
+//! - a socket cannot be opened ahead on an interface that is down in place (`bind` fails),
+//!   and the End.SBUF release sent right after the ~25 ms attach at link up lost frames in
+//!   `forwarding_netns` (5 of 6 runs);
+//! - in the 10-VM lab a 1024-entry ring (plus the veth's 256-frame XDP queue) lost 0.5-1.4 %
+//!   of the client VM's probes while srmigd delivered a burst of released answers, where
+//!   AF_PACKET's 4096-slot ring and 1000-frame backlog lost none.
 //!
-//! The kernel turns TSO/USO off on the VM's side of a veth while an XDP program is attached
-//! to the other side (the program could not see a super-frame whole): the VM's own kernel then
-//! segments its TCP/UDP in software (GSO, on the VM's CPU) before its veth, instead of srmigd
-//! segmenting super-frames on its CPU ([`gso`]). Checksum offload stays on (completed by
-//! value, above). A VM port that should keep TSO takes `[io] ports.NAME = "packet"`.
+//! What it gains: where the VM's transmit work runs on srmigd's CPU (as `srmig bench forward`
+//! steers it), AF_XDP forwarded 3x what AF_PACKET did under a flood from the VM, whose receive
+//! path AF_PACKET pays in full even for the frames its full ring refuses; without that
+//! steering a veth charges that work to the VM's CPU with either socket.
 //!
 //! Either way frames are received in batches straight into the engine's [`Batch`] and sent in
 //! batches: [`PortIo::queue`] during a batch, [`PortIo::flush`] once after it. No system call
@@ -374,9 +379,8 @@ impl PortIo {
             _ if self.fanout.is_some() => false,
             IoMode::Packet => false,
             IoMode::Xdp => true,
-            // Uplinks, and VM ports on a veth (a netns VM or container): see the module doc.
-            // Other VM ports (a TAP) keep AF_PACKET and the VM's offloads.
-            IoMode::Auto => self.kind == PortKind::Uplink || veth,
+            // Uplinks; VM ports keep AF_PACKET and the VM's offloads (see the module doc).
+            IoMode::Auto => self.kind == PortKind::Uplink,
         };
         // A veth's peer is a local kernel stack, which hands frames over with the TCP/UDP
         // checksum left partial (CHECKSUM_PARTIAL): AF_PACKET says so in the virtio_net_hdr,
