@@ -267,6 +267,26 @@ impl Agent {
         None
     }
 
+    /// Another worker of this srmigd received the commit-fence marker `report` describes
+    /// (`--workers N`): opens this worker's (VM, ingress) pair as the marker would
+    /// ([`srmig_dataplane::Dataplane::fence_marker_relayed`]). The caller has processed every
+    /// frame it received before. Returns whether a pair was opened (`false` for a VM unknown
+    /// or not fenced here, or a pair already open).
+    pub fn fence_marker_relayed(&mut self, now: Instant, report: &FenceReport) -> bool {
+        let Some(i) = self
+            .base
+            .vms
+            .iter()
+            .position(|v| v.name == report.vm.as_str())
+        else {
+            return false;
+        };
+        let Some(&(id, _)) = self.vms.get(i) else {
+            return false;
+        };
+        self.dp.fence_marker_relayed(now, id, report.ingress)
+    }
+
     fn change_vm_state(&mut self, now: Instant, i: usize, state: VmState, source: StateSource) {
         let (vm, _) = self.vms[i];
         let old = self.dp.vm_state(vm);
@@ -923,6 +943,7 @@ impl Agent {
                     holding,
                     pairs: pairs as u64,
                     arrivals_dropped: f.arrivals_dropped,
+                    markers_relayed: f.markers_relayed,
                 }
             },
             release_latency: self.release_latency.clone(),

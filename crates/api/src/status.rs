@@ -186,6 +186,10 @@ pub struct FenceStatus {
     /// waiting; absent from older srmigd).
     #[serde(default)]
     pub arrivals_dropped: u64,
+    /// `markers_relayed`: markers another worker of this srmigd received and passed on, that
+    /// opened a pair of this worker (`--workers N`; absent from older srmigd).
+    #[serde(default)]
+    pub markers_relayed: u64,
 }
 
 impl FenceStatus {
@@ -205,6 +209,7 @@ impl FenceStatus {
             holding,
             pairs,
             arrivals_dropped,
+            markers_relayed,
         } = *o;
         self.markers_sent += markers_sent;
         self.markers_unsent += markers_unsent;
@@ -220,6 +225,7 @@ impl FenceStatus {
         self.holding += holding;
         self.pairs += pairs;
         self.arrivals_dropped += arrivals_dropped;
+        self.markers_relayed += markers_relayed;
     }
 }
 
@@ -653,6 +659,7 @@ mod tests {
                 holding: 12 * k,
                 pairs: 13 * k,
                 arrivals_dropped: 14 * k,
+                markers_relayed: 15 * k,
             },
             release_latency: ReleaseLatencyStatus {
                 le_us: vec![250, 1_000],

@@ -946,6 +946,20 @@ impl Dataplane {
         self.fences.is_armed(vm)
     }
 
+    /// Another engine of this host (srmigd `--workers N`) received the commit-fence marker
+    /// for `vm` from `ingress` (its [`fence::MarkerArrival`]): the kernel hands a marker to one
+    /// worker only, but each worker fences the direct packets of its own flows. Opens this
+    /// engine's pair as the marker would (held packets leave through `poll_transmit`), reports
+    /// no arrival, and counts `fence.markers_relayed`. Call it only once this engine has
+    /// processed every frame received before the marker (the old path's packets of its flows
+    /// came before the marker). Returns whether a pair was opened.
+    pub fn fence_marker_relayed(&mut self, now: Instant, vm: VmId, ingress: Ipv6Addr) -> bool {
+        matches!(
+            self.fences.on_relayed_marker(now, vm, u128::from(ingress)),
+            fence::MarkerOutcome::Opened
+        )
+    }
+
     /// Queues a commit-fence marker for the VM at `vm` along `path` (the segment list this
     /// node used for it until now, first segment first), from this node's encapsulation
     /// source. It leaves through the next `poll_transmit`, ahead of everything else. `false`

@@ -62,6 +62,11 @@
 //!   can go without a straggler meeting `NoSid` at S, and disarming the fence (End.SBUF gone)
 //!   releases nothing ahead of a straggler.
 //!
+//! Several engines on one host (srmigd `--workers N`): a marker reaches the one engine its
+//! flow hash picks; the host passes its [`MarkerArrival`] on to the others, which open their
+//! own pair with [`crate::Dataplane::fence_marker_relayed`] once they have processed what
+//! they received before it (no arrival reported, counted as `markers_relayed`).
+//!
 //! Sending: [`crate::Dataplane::send_fence_marker`] queues the marker; the next
 //! `poll_transmit` builds it, runs it through this node's own SIDs (S's End.S when S is the
 //! ingress) and the FIB, and returns it before anything else queued. The engine stores held
@@ -196,6 +201,9 @@ pub struct FenceCounters {
     /// Marker arrivals forgotten because nobody took them in time
     /// ([`MAX_PENDING_ARRIVALS`]).
     pub arrivals_dropped: u64,
+    /// Markers another worker of this host received and relayed here
+    /// ([`crate::Dataplane::fence_marker_relayed`]) that opened a pair.
+    pub markers_relayed: u64,
 }
 
 /// What a direct packet for an armed VM does.
@@ -418,6 +426,27 @@ impl Fences {
             ingress: Ipv6Addr::from(ingress),
             at: now,
         });
+        self.open_pair(now, vm, ingress, false)
+    }
+
+    /// Another worker of this host received the marker for `vm` from `ingress` (srmigd
+    /// `--workers N`: the kernel hands the marker to one worker only). Opens the pair like
+    /// the marker would, without reporting an arrival (the receiving worker did).
+    pub(crate) fn on_relayed_marker(
+        &mut self,
+        now: Instant,
+        vm: VmId,
+        ingress: u128,
+    ) -> MarkerOutcome {
+        if !self.is_armed(vm) {
+            self.counters.markers_unarmed += 1;
+            return MarkerOutcome::Unarmed;
+        }
+        self.open_pair(now, vm, ingress, true)
+    }
+
+    /// Opens the (vm, ingress) pair for a marker (received here or `relayed`).
+    fn open_pair(&mut self, now: Instant, vm: VmId, ingress: u128, relayed: bool) -> MarkerOutcome {
         let Some(i) = self.find(vm, ingress) else {
             // Before any direct packet: open the pair now, so those pass.
             let slot = Slot {
@@ -428,7 +457,7 @@ impl Fences {
             };
             // Without room, later packets of the pair bypass the fence anyway.
             let _ = self.claim(slot);
-            self.counters.markers_received += 1;
+            self.count_opened(relayed);
             return MarkerOutcome::Opened;
         };
         let Some(s) = self.slots[i].as_mut() else {
@@ -437,7 +466,7 @@ impl Fences {
         match s.state {
             SlotState::Holding => {
                 s.state = SlotState::Open;
-                self.counters.markers_received += 1;
+                self.count_opened(relayed);
                 if !self.is_empty(i) && !self.releasing.contains(&i) {
                     self.releasing.push(i);
                 }
@@ -452,6 +481,14 @@ impl Fences {
                 self.counters.markers_late += 1;
                 MarkerOutcome::Late
             }
+        }
+    }
+
+    fn count_opened(&mut self, relayed: bool) {
+        if relayed {
+            self.counters.markers_relayed += 1;
+        } else {
+            self.counters.markers_received += 1;
         }
     }
 
@@ -572,6 +609,34 @@ mod tests {
         assert_eq!(f.on_marker(t(2), VmId(1), 7), MarkerOutcome::Unarmed);
         assert_eq!(f.counters.markers_duplicate, 1);
         assert_eq!(f.counters.markers_unarmed, 1);
+    }
+
+    #[test]
+    fn a_relayed_marker_opens_the_pair_without_an_arrival() {
+        let mut f = armed();
+        assert_eq!(f.gate(t(0), VmId(0), 7), Gate::Hold(0));
+        assert_eq!(f.on_relayed_marker(t(1), VmId(0), 7), MarkerOutcome::Opened);
+        assert!(
+            f.arrivals.is_empty(),
+            "the receiving worker reports the arrival"
+        );
+        assert_eq!(f.counters.markers_relayed, 1);
+        assert_eq!(f.counters.markers_received, 0);
+        // The relay may come before any direct packet, or twice (two workers of the ingress).
+        assert_eq!(f.on_relayed_marker(t(2), VmId(0), 8), MarkerOutcome::Opened);
+        assert_eq!(f.gate(t(2), VmId(0), 8), Gate::Pass);
+        assert_eq!(
+            f.on_relayed_marker(t(3), VmId(0), 8),
+            MarkerOutcome::Duplicate
+        );
+        assert_eq!(
+            f.on_relayed_marker(t(3), VmId(1), 8),
+            MarkerOutcome::Unarmed
+        );
+        assert_eq!(f.poll_timeout(), None, "no pair waits for its timeout");
+        // The marker itself, arriving here too, is reported and counted as a duplicate.
+        assert_eq!(f.on_marker(t(4), VmId(0), 7), MarkerOutcome::Duplicate);
+        assert_eq!(f.arrivals.len(), 1);
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct DataplaneLoop {
     /// Per port: a frame was handed to it since the last [`Self::flush_ports`] (VM ports: the
     /// agent notes the time for the VM's pause report).
     delivered: Vec<bool>,
+    /// The other workers of this srmigd (`--workers N`): a commit-fence marker this worker
+    /// received is relayed to them ([`Self::set_peers`]).
+    peers: Vec<DataplaneHandle>,
 }
 
 impl DataplaneLoop {
@@ -242,6 +245,7 @@ impl DataplaneLoop {
             resumed_at: vec![None; n_ports],
             sent_since_resume: vec![false; n_ports],
             delivered: vec![false; n_ports],
+            peers: Vec::new(),
         };
         let now = lp.now();
         lp.link_events = snapshot;
@@ -442,6 +446,10 @@ impl DataplaneLoop {
             }
         }
         while let Some(r) = self.agent.poll_fence_report() {
+            for peer in &self.peers {
+                // A peer that is gone is stopping with the process: nothing to fence there.
+                let _ = peer.send(Command::FenceRelay(Box::new(r.clone())));
+            }
             if let Some(tx) = &self.reports {
                 tx.send(crate::report::Report::Fence(r));
             }
@@ -451,6 +459,15 @@ impl DataplaneLoop {
                 tx.send(crate::report::Report::Release(r));
             }
         }
+    }
+
+    /// The other workers of this srmigd (`--workers N`, see [`crate::workers`]). The kernel
+    /// hands a commit-fence marker to one worker only (the flow hash of the marker), but every
+    /// worker fences the direct packets of its own flows: the worker that receives a marker
+    /// passes it on to these ([`Command::FenceRelay`]), so no worker's pair waits for the
+    /// fence's timeout.
+    pub fn set_peers(&mut self, peers: Vec<DataplaneHandle>) {
+        self.peers = peers;
     }
 
     /// Runs until a [`Command::Shutdown`] arrives or the command channel closes.
@@ -555,6 +572,9 @@ impl DataplaneLoop {
                     match self.commands.try_recv() {
                         Ok(Command::Hypervisor(u)) => {
                             self.on_hypervisor(now, u);
+                        }
+                        Ok(Command::FenceRelay(r)) => {
+                            self.on_fence_relay(&r, &mut batch);
                         }
                         Ok(cmd) => {
                             for p in &mut self.ports {
@@ -1085,12 +1105,33 @@ pub fn serve(agent: &mut Agent, now: Instant, cmd: Command, ports: &[PortInfo]) 
         Command::Hypervisor(u) => {
             tracing::debug!(port = %u.port, "hypervisor update outside the dataplane loop ignored");
         }
+        Command::FenceRelay(r) => {
+            tracing::debug!(vm = %r.vm, "fence relay outside the dataplane loop ignored");
+        }
         Command::Shutdown => return false,
     }
     true
 }
 
 impl DataplaneLoop {
+    /// Another worker received the commit-fence marker `r` ([`Self::set_peers`]). The old
+    /// path's packets of this worker's flows came before the marker, so they are in this
+    /// worker's rings by now: they are processed first (up to `HOT_BATCHES` full batches per
+    /// port), then this worker's (VM, ingress) pair opens and what it held leaves after them.
+    fn on_fence_relay(&mut self, r: &srmig_api::FenceReport, batch: &mut Batch) {
+        let now = self.now();
+        for i in 0..self.ports.len() {
+            if self.ports[i].socket.is_some() {
+                self.receive(i, now, batch);
+            }
+        }
+        let now = self.now();
+        if self.agent.fence_marker_relayed(now, r) {
+            debug!(vm = %r.vm, ingress = %r.ingress, "fence marker relayed by another worker");
+        }
+        self.flush(now);
+    }
+
     /// One batch from port `i`: receive, process, send, drain generated packets.
     fn receive(&mut self, i: usize, mut now: Instant, batch: &mut Batch) {
         // Under load a port's ring refills while a batch is processed: keep taking full

@@ -34,6 +34,10 @@ pub enum Command {
     /// A QEMU's run state changed ([`crate::qmpwatch`]); handled by the dataplane loop, which
     /// owns the port's stream (frame recovery at a STOP).
     Hypervisor(crate::qmpwatch::HypervisorUpdate),
+    /// Another worker received a commit-fence marker (`--workers N`): this worker processes
+    /// what it has received, then opens its own (VM, ingress) pair
+    /// ([`srmig_agent::Agent::fence_marker_relayed`]).
+    FenceRelay(Box<srmig_api::FenceReport>),
     /// Stop the dataplane loop.
     Shutdown,
 }

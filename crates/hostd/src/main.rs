@@ -126,6 +126,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     // The workers hold the senders: the reporter ends when they do.
     drop(report_tx);
+    // Each worker relays the commit-fence markers it receives to the others.
+    if n > 1 {
+        for (k, lp) in loops.iter_mut().enumerate() {
+            let peers = handles
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .map(|(_, h)| h.clone())
+                .collect();
+            lp.set_peers(peers);
+        }
+    }
     let handle = handles[0].clone();
     let all = Workers::new(handles);
     let gid = args

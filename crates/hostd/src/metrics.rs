@@ -17,7 +17,7 @@
 //! | `srmig_buffer_total_packets`, `srmig_buffer_total_bytes` | gauge | |
 //! | `srmig_drops` | counter | `reason` (every [`srmig_dataplane::DropReason`]) |
 //! | `srmig_icmp_generated` | counter | `kind` |
-//! | `srmig_fence_events` | counter | `kind` (`markers_sent`, `markers_unsent`, `markers_received`, `markers_duplicate`, `markers_late`, `markers_unarmed`, `held`, `released`, `timeouts`, `bypassed`, `dropped`, `arrivals_dropped`: the commit fence, `srmig_dataplane::fence`) |
+//! | `srmig_fence_events` | counter | `kind` (`markers_sent`, `markers_unsent`, `markers_received`, `markers_duplicate`, `markers_late`, `markers_unarmed`, `held`, `released`, `timeouts`, `bypassed`, `dropped`, `arrivals_dropped`, `markers_relayed`: the commit fence, `srmig_dataplane::fence`) |
 //! | `srmig_fence_holding_packets` | gauge | |
 //! | `srmig_config_generation` | gauge | |
 //! | `srmig_release_latency_seconds` | histogram | (from a VM's resume here to its first frame, released from End.SBUF or a fence, handed to the kernel) |
@@ -363,6 +363,7 @@ pub fn render(s: &HostStatus) -> String {
             ("bypassed", f.bypassed),
             ("dropped", f.dropped),
             ("arrivals_dropped", f.arrivals_dropped),
+            ("markers_relayed", f.markers_relayed),
         ]
         .into_iter()
         .map(|(k, v)| (vec![("kind", k)], v)),

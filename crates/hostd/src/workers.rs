@@ -24,7 +24,8 @@
 //! whole engine and the kernel splits the traffic: with `PACKET_FANOUT_HASH` every frame of a
 //! flow (same addresses, ports, flow label: the kernel's flow hash) reaches the same socket,
 //! so the same worker, so **per-flow order is kept** end to end as with one worker. Nothing is
-//! shared on the fast path; the workers never talk to each other.
+//! shared on the fast path; the workers talk to each other only to relay a commit-fence marker
+//! (below).
 //!
 //! The control state stays identical on every worker because every API command is applied by
 //! every worker, in the same order (the API thread sends a command to all workers before it
@@ -46,6 +47,11 @@
 //! - **VM state reports** to the controller: only worker 0 sends them; the other workers'
 //!   VM states follow the same link events and API commands. **Fence reports** (a commit-fence
 //!   marker arrived) come from whichever worker the marker hashed to.
+//! - **The commit fence**: each worker fences the direct packets of its own flows, but a
+//!   marker reaches one worker. That worker relays it to the others (the one message workers
+//!   exchange, off the fast path: `Command::FenceRelay`); each first processes the frames it
+//!   has received, which include the old path's packets of its flows, then opens its pair
+//!   (`DataplaneLoop::set_peers`, `srmig_dataplane::Dataplane::fence_marker_relayed`).
 //! - **ICMPv6 errors**: each worker's rate limit is `icmp.rate_per_sec / N` and `icmp.burst / N`
 //!   (at least 1), so together they stay within node.toml's limit.
 //!

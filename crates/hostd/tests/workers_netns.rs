@@ -12,7 +12,11 @@
 //! 3. End.SBUF: S's mapping for vmb moves to `D::End.SBUF`; D's VM link goes down (vmb paused
 //!    on both workers), four flows are held (the sum shows in /metrics), the link comes back
 //!    and every datagram of each flow arrives, in order.
-//! 4. At the stop each worker logs what it received: both workers of S and of D had traffic
+//! 4. The commit fence: S moves vmb from a fenced detour (`D::End.SBUF`) to the direct path;
+//!    the markers of S's workers reach one of D's workers, which relays them to the other:
+//!    sixteen flows sent right after arrive whole and in order, and no pair of D waits for the
+//!    fence's timeout.
+//! 5. At the stop each worker logs what it received: both workers of S and of D had traffic
 //!    (the kernel did spread the flows).
 //!
 //! Needs root. Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
@@ -53,6 +57,41 @@ fn host_config(
         "local_vms":[{{"vm":"{lv}","addresses":["{la}"],"mac":"{lm}"}}],
         "sids":[{{"behavior":"End.DT6","sid":"fc00:0:{n}::d6"}},
                 {{"behavior":"End.SBUF","sid":"fc00:0:{n}::eb","vm":"{lv}","mode":"buffer"}}]}}"#,
+        lv = local.0,
+        la = local.1,
+        lm = local.2,
+        rv = remote.0,
+        ra = remote.1,
+    )
+}
+
+/// Host `n`'s config as [`host_config`], with the mapping of `remote` marked as a fenced SR
+/// path (`"fence": true`, what the controller sets on the migration's detour) when `fence`,
+/// and without the End.SBUF SID when `sbuf` is false.
+fn host_config_fenced(
+    generation: u64,
+    n: u8,
+    local: (&str, &str, MacAddr),
+    remote: (&str, &str),
+    segment: &str,
+    fence: bool,
+    sbuf: bool,
+) -> String {
+    let sbuf_sid = if sbuf {
+        format!(
+            r#",{{"behavior":"End.SBUF","sid":"fc00:0:{n}::eb","vm":"{}","mode":"buffer"}}"#,
+            local.0
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{"generation":{generation},
+        "mappings":[{{"vm":"{lv}","addresses":["{la}"],"steering":"native"}},
+                    {{"vm":"{rv}","addresses":["{ra}"],"fence":{fence},
+                      "steering":{{"encaps":{{"segments":["{segment}"],"headend":"H.Encaps"}}}}}}],
+        "local_vms":[{{"vm":"{lv}","addresses":["{la}"],"mac":"{lm}"}}],
+        "sids":[{{"behavior":"End.DT6","sid":"fc00:0:{n}::d6"}}{sbuf_sid}]}}"#,
         lv = local.0,
         la = local.1,
         lm = local.2,
@@ -300,6 +339,77 @@ fn two_workers_keep_flows_in_order_and_buffer_per_vm() {
     assert_eq!((vmb_st.held, vmb_st.released), (held, held), "{vmb_st:?}");
     assert_eq!(dd.metric(held_series), Some(0));
     eprintln!("{HELD_FLOWS} flows x {HELD_PER_FLOW} datagrams held by End.SBUF over 2 workers and released, each in order");
+
+    // 3b. The commit fence across workers. D fences vmb while it has vmb's End.SBUF: re-armed
+    //     here (gen 2 without the SID, gen 3 with it), so every pair starts over. S steers vmb
+    //     over the fenced detour D::End.SBUF, then directly to D::End.DT6: each of S's workers
+    //     sends a marker down the old path, and the kernel hands both to one of D's workers
+    //     (same headers, same flow hash). The flows sent right after take the direct path and
+    //     hash to both of D's workers: the one without a marker must open its pair from the
+    //     relayed marker, not after the fence's 500 ms timeout.
+    for (generation, sbuf) in [(2, false), (3, true)] {
+        let (st, body) = dd.put(
+            "/v1/config",
+            &host_config_fenced(
+                generation,
+                2,
+                ("vmb", VMB, VMB_MAC),
+                ("vma", VMA),
+                "fc00:0:1::d6",
+                false,
+                sbuf,
+            ),
+        );
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    // The markers may well reach D before the first direct packet: a pair opened by one
+    // before any packet came lets that worker's packets pass at once.
+    let f0 = dd.status().fence;
+    for (generation, segment, fence) in [(3, "fc00:0:2::eb", true), (4, "fc00:0:2::d6", false)] {
+        let (st, body) = ds.put(
+            "/v1/config",
+            &host_config_fenced(
+                generation,
+                1,
+                ("vma", VMA, VMA_MAC),
+                ("vmb", VMB),
+                segment,
+                fence,
+                true,
+            ),
+        );
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    const FENCED_PER_FLOW: u32 = 10;
+    let fenced = u64::from(FLOWS * FENCED_PER_FLOW);
+    let rx = receiver(&vmb, dst, fenced as usize, Duration::from_secs(20));
+    let sent_at = std::time::Instant::now();
+    send_flows(&vma, VMA, dst, FLOWS, FENCED_PER_FLOW);
+    let got = rx.join().expect("receiver");
+    let took = sent_at.elapsed();
+    let f1 = dd.status().fence;
+    if let Err(e) = check_flows(&got, FLOWS, FENCED_PER_FLOW) {
+        panic!(
+            "fenced flows: loss or reordering:\n{e}\nD fence {f1:?}\nD:\n{}",
+            dd.logs()
+        );
+    }
+    assert_eq!(
+        f1.timeouts, f0.timeouts,
+        "a worker's pair waited for the timeout: {f1:?}"
+    );
+    assert!(
+        (f1.markers_received + f1.markers_relayed) - (f0.markers_received + f0.markers_relayed)
+            >= 2,
+        "each of D's two workers opens its pair by a marker, received or relayed: {f0:?} -> {f1:?}"
+    );
+    eprintln!(
+        "fence over 2 workers: {} marker(s) received, {} relayed, {} held, 0 timeouts; {fenced} datagrams in {} ms",
+        f1.markers_received - f0.markers_received,
+        f1.markers_relayed - f0.markers_relayed,
+        f1.held - f0.held,
+        took.as_millis()
+    );
 
     // 4. Both workers of each srmigd received a share of the flows.
     for dm in [&ds, &dd] {
