@@ -81,6 +81,15 @@ pub struct PortIoStats {
     /// `recovery_lost` (QEMU ports): recoveries where unread frames had left the ring (lost).
     #[serde(default)]
     pub recovery_lost: u64,
+    /// `recovery_counted` (QEMU ports): take-backs decided by the guest's own count of the
+    /// receive buffers it got (`pause-before-switchover`): exact, no frame sent twice.
+    #[serde(default)]
+    pub recovery_counted: u64,
+    /// `recovery_count_refused` (QEMU ports): take-backs where that count was asked for but
+    /// could not be used (no base, a query failed, frames longer than one receive buffer, an
+    /// inconsistent count); the older rules decided (a frame may have been duplicated).
+    #[serde(default)]
+    pub recovery_count_refused: u64,
     /// `resteered` (VM ports): frames the VM never got because its attachment had just gone
     /// (the send failed on the vanished interface, or found the port detached), re-steered
     /// where the VM's packets go now (End.S forwards them to the destination).
@@ -451,6 +460,8 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
         recovered,
         recovery_inexact,
         recovery_lost,
+        recovery_counted,
+        recovery_count_refused,
         resteered,
     } = *o;
     a.rx_frames += rx_frames;
@@ -472,6 +483,8 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
     a.recovered += recovered;
     a.recovery_inexact += recovery_inexact;
     a.recovery_lost += recovery_lost;
+    a.recovery_counted += recovery_counted;
+    a.recovery_count_refused += recovery_count_refused;
     a.resteered += resteered;
 }
 

@@ -50,6 +50,12 @@ pub(crate) struct HypervisorArgs {
     /// QEMU's].
     #[arg(long, value_name = "BYTES")]
     qmp_max_bandwidth: Option<u64>,
+    /// qmp: the source QEMU pauses before the switchover (`pause-before-switchover`) so the
+    /// source host's srmigd takes back exactly the frames the guest did not get; the driver
+    /// continues it itself after this many milliseconds if no srmigd did. 0: no pause
+    /// (srmigd's older take-back, which may send a frame twice) [default: 500].
+    #[arg(long, value_name = "MS")]
+    qmp_switchover_wait_ms: Option<u64>,
 }
 
 fn parse_endpoint(arg: &str) -> Result<(HostId, String), srmig_controller::EndpointError> {
@@ -72,6 +78,10 @@ impl HypervisorArgs {
                     self.qmp_migration_timeout_ms.is_some(),
                 ),
                 ("--qmp-max-bandwidth", self.qmp_max_bandwidth.is_some()),
+                (
+                    "--qmp-switchover-wait-ms",
+                    self.qmp_switchover_wait_ms.is_some(),
+                ),
             ];
             if let Some((flag, _)) = qmp_only.iter().find(|(_, given)| *given) {
                 bail!("{flag} needs --hypervisor qmp");
@@ -99,6 +109,9 @@ impl HypervisorArgs {
         let mut settings = QmpSettings::default();
         if let Some(ms) = self.qmp_migration_timeout_ms {
             settings.migration_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.qmp_switchover_wait_ms {
+            settings.switchover_wait = (ms > 0).then(|| Duration::from_millis(ms));
         }
         if let Some(bytes) = self.qmp_max_bandwidth {
             settings.parameters = Some(MigrationParameters {
@@ -250,6 +263,8 @@ mod tests {
             "90000",
             "--qmp-max-bandwidth",
             "1048576",
+            "--qmp-switchover-wait-ms",
+            "250",
         ])
         .expect("driver");
         assert_eq!(d.name(), "qmp");

@@ -124,6 +124,12 @@ pub struct QmpSettings {
     pub attach_grace: Duration,
     /// Migration parameters set on the source before `migrate` (none: QEMU's defaults).
     pub parameters: Option<MigrationParameters>,
+    /// `Some(wait)`: the source gets the `pause-before-switchover` capability, so that the
+    /// source host's srmigd takes back exactly what the guest did not get while the source
+    /// waits in `pre-switchover`; srmigd then sends `migrate-continue`. If the source is
+    /// still waiting `wait` after the driver first saw it there (a host without srmigd's
+    /// QMP watch), the driver continues it. `None`: no pause (srmigd's older, inexact rule).
+    pub switchover_wait: Option<Duration>,
 }
 
 impl Default for QmpSettings {
@@ -135,6 +141,7 @@ impl Default for QmpSettings {
             migration_timeout: Duration::from_secs(300),
             attach_grace: Duration::from_millis(150),
             parameters: None,
+            switchover_wait: Some(Duration::from_millis(500)),
         }
     }
 }
@@ -740,7 +747,14 @@ impl Qmp {
             .map_err(|e| format!("destination migrate-incoming {uri}: {}", chain(&e)))?;
         tokio::time::sleep(self.settings.attach_grace).await;
         let src_events = sq.subscribe();
-        sq.migrate_set_capabilities(&events_on)
+        let src_caps = [
+            (MigrationCapability::Events, true),
+            (
+                MigrationCapability::PauseBeforeSwitchover,
+                self.settings.switchover_wait.is_some(),
+            ),
+        ];
+        sq.migrate_set_capabilities(&src_caps)
             .await
             .map_err(|e| format!("source migrate-set-capabilities: {}", chain(&e)))?;
         if let Some(p) = &self.settings.parameters {
@@ -777,6 +791,7 @@ impl Qmp {
         let mut stamps = Stamps::default();
         let mut cancel_sent = false;
         let mut timed_out = false;
+        let mut paused_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll) => {}
@@ -798,6 +813,21 @@ impl Qmp {
                 )
             })?;
             sink.progress(order.id, progress(&info, stamps.stop, stamps.resume));
+            if info.status == Some(MigrationStatus::PreSwitchover) {
+                // srmigd continues it once it took back what the guest did not get; a host
+                // without srmigd's QMP watch never does.
+                let since = *paused_since.get_or_insert_with(Instant::now);
+                let wait = self.settings.switchover_wait.unwrap_or(Duration::ZERO);
+                if since.elapsed() >= wait {
+                    tracing::warn!(migration = %order.id, ?wait, "source still in pre-switchover (no srmigd continued it); migrate-continue");
+                    if let Err(e) = sq.migrate_continue(&MigrationStatus::PreSwitchover).await {
+                        tracing::debug!(error = %chain(&e), "migrate-continue");
+                    }
+                    paused_since = None;
+                }
+            } else {
+                paused_since = None;
+            }
             match info.status {
                 Some(MigrationStatus::Completed) if info.is_settled() => break,
                 Some(MigrationStatus::Failed) => {
@@ -1279,6 +1309,7 @@ mod tests {
             migration_timeout: Duration::from_secs(10),
             attach_grace: Duration::ZERO,
             parameters: None,
+            switchover_wait: None,
         }
     }
 

@@ -66,7 +66,7 @@ use crate::port::qemu::{QemuPort, QemuPortConfig};
 use crate::port::{
     close_in_background, IoConfig, LinkAction, PortIo, PortSocket, Undelivered, MAX_RECV_BATCH,
 };
-use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState};
+use crate::qmpwatch::{vm_state_for, HypervisorUpdate, RunState, TakeBack};
 use srmig_agent::{Agent, PortInfo, StateSource, WallClock};
 
 /// Full batches taken from one port in a row before the loop polls again.
@@ -123,6 +123,13 @@ impl DataplaneHandle {
     }
 }
 
+/// How long a [`Command::QemuQuiesce`] waits for QEMU to read everything written to it (a
+/// running guest reads within microseconds; one whose receive ring is full does not).
+pub const QUIESCE_WAIT: Duration = Duration::from_millis(30);
+/// The longest writes to a QEMU port stay held for a base (the QMP query included), whatever
+/// the QMP watch does.
+pub const HOLD_MAX: Duration = Duration::from_millis(100);
+
 /// The hypervisor side of a QEMU port.
 #[derive(Debug, Clone, Copy)]
 struct QemuVm {
@@ -159,6 +166,11 @@ pub struct DataplaneLoop {
     checked_in: Vec<Option<u64>>,
     /// Per VM port: when its VM resumed, until the flush of that round (release latency).
     resumed_at: Vec<Option<Instant>>,
+    /// Per QEMU port: a [`Command::QemuQuiesce`] waiting for QEMU to read everything, and
+    /// until when.
+    quiesce: Vec<Option<(crate::mailbox::Reply<Option<u64>>, std::time::Instant)>>,
+    /// Per QEMU port: writes are held until [`Command::QemuBase`], or this instant at most.
+    hold_until: Vec<Option<std::time::Instant>>,
     /// Per VM port: a frame for it left the engine since `resumed_at`.
     sent_since_resume: Vec<bool>,
     /// Per port: a frame was handed to it since the last [`Self::flush_ports`] (VM ports: the
@@ -243,6 +255,8 @@ impl DataplaneLoop {
             round: 0,
             checked_in: vec![None; n_ports],
             resumed_at: vec![None; n_ports],
+            quiesce: (0..n_ports).map(|_| None).collect(),
+            hold_until: vec![None; n_ports],
             sent_since_resume: vec![false; n_ports],
             delivered: vec![false; n_ports],
             peers: Vec::new(),
@@ -254,7 +268,7 @@ impl DataplaneLoop {
             let p = &lp.ports[i];
             if p.qemu.is_some() {
                 lp.reconnect(i, now);
-                lp.update_qemu_vm(i, now, "startup", None);
+                lp.update_qemu_vm(i, now, "startup", None, None);
                 continue;
             }
             if !p.attached() {
@@ -497,6 +511,12 @@ impl DataplaneLoop {
                     }
                 }
             }
+            if self.quiesce.iter().any(Option::is_some) {
+                timeout = timeout.min(crate::port::qemu::SAMPLE_EVERY);
+            }
+            for t in self.hold_until.iter().flatten() {
+                timeout = timeout.min(t.saturating_duration_since(wall));
+            }
             pfds.clear();
             pfd_ports.clear();
             let ev = libc::POLLIN;
@@ -525,6 +545,7 @@ impl DataplaneLoop {
                     q.sample();
                 }
             }
+            self.service_holds();
             // Ports first: packets that were waiting see the state from before any command
             // or link change processed in this round.
             for (k, &i) in pfd_ports.iter().enumerate() {
@@ -571,7 +592,17 @@ impl DataplaneLoop {
                 loop {
                     match self.commands.try_recv() {
                         Ok(Command::Hypervisor(u)) => {
-                            self.on_hypervisor(now, u);
+                            self.on_hypervisor(now, u, None);
+                        }
+                        Ok(Command::QemuQuiesce(port, reply)) => {
+                            self.on_quiesce(&port, reply);
+                        }
+                        Ok(Command::QemuBase(port, base)) => {
+                            self.on_base(&port, base);
+                        }
+                        Ok(Command::QemuSwitchover(u, used_idx, reply)) => {
+                            let r = self.on_hypervisor(now, u, used_idx);
+                            let _ = reply.send(r);
                         }
                         Ok(Command::FenceRelay(r)) => {
                             self.on_fence_relay(&r, &mut batch);
@@ -674,7 +705,7 @@ impl DataplaneLoop {
             }
             q.disconnect(&mut p.stats);
         }
-        self.update_qemu_vm(i, now, "stream closed", None);
+        self.update_qemu_vm(i, now, "stream closed", None, None);
     }
 
     /// Connects QEMU port `i` if it is down and its retry time has come.
@@ -687,7 +718,7 @@ impl DataplaneLoop {
             Ok(true) => {
                 p.stats.attachments += 1;
                 info!(port = %p.ifname, socket = %q.path().display(), "QEMU stream connected");
-                self.update_qemu_vm(i, now, "stream connected", None);
+                self.update_qemu_vm(i, now, "stream connected", None, None);
             }
             Ok(false) => {}
             Err(e) => {
@@ -696,15 +727,96 @@ impl DataplaneLoop {
         }
     }
 
-    /// A QMP watch reported a run state.
-    fn on_hypervisor(&mut self, now: Instant, u: HypervisorUpdate) {
+    /// The QEMU port named `port`, if it is one.
+    fn qemu_port(&self, port: &str) -> Option<usize> {
+        let i = self.ports.iter().position(|p| p.ifname == port)?;
+        self.ports[i].qemu.is_some().then_some(i)
+    }
+
+    /// [`Command::QemuQuiesce`]: hold the port's writes until QEMU has read all of them.
+    fn on_quiesce(&mut self, port: &str, reply: crate::mailbox::Reply<Option<u64>>) {
+        let Some(i) = self.qemu_port(port) else {
+            let _ = reply.send(None);
+            return;
+        };
+        let Some(q) = self.ports[i].qemu.as_mut().filter(|q| q.connected()) else {
+            let _ = reply.send(None);
+            return;
+        };
+        q.hold_writes(true);
+        let t = std::time::Instant::now();
+        self.quiesce[i] = Some((reply, t + QUIESCE_WAIT));
+        self.hold_until[i] = Some(t + HOLD_MAX);
+    }
+
+    /// [`Command::QemuBase`]: set the base (if any) and release the hold.
+    fn on_base(&mut self, port: &str, base: Option<(u64, u16)>) {
+        let Some(i) = self.qemu_port(port) else {
+            return;
+        };
+        let p = &mut self.ports[i];
+        let Some(q) = p.qemu.as_mut() else {
+            return;
+        };
+        if let Some((pushed, used_idx)) = base {
+            if q.holding() && q.set_base(pushed, used_idx) {
+                debug!(port = %p.ifname, pushed, used_idx, "base of an exact take-back set");
+            } else {
+                warn!(port = %p.ifname, "base of an exact take-back refused: frames were written since");
+            }
+        }
+        self.hold_until[i] = None;
+        self.quiesce[i] = None;
+        q.hold_writes(false);
+        q.flush(&mut p.stats);
+    }
+
+    /// Answers the quiesce requests whose QEMU has read everything, and releases holds that
+    /// waited too long (a QMP watch that never sent its base).
+    fn service_holds(&mut self) {
+        let t = std::time::Instant::now();
+        for i in 0..self.ports.len() {
+            let p = &mut self.ports[i];
+            let Some(q) = p.qemu.as_mut() else {
+                continue;
+            };
+            if self.quiesce[i].is_some() {
+                if let Some(n) = q.quiet() {
+                    if let Some((reply, _)) = self.quiesce[i].take() {
+                        let _ = reply.send(Some(n));
+                    }
+                } else if self.quiesce[i].as_ref().is_some_and(|(_, until)| t >= *until) {
+                    if let Some((reply, _)) = self.quiesce[i].take() {
+                        let _ = reply.send(None);
+                    }
+                    debug!(port = %p.ifname, "QEMU did not read everything in time: no base");
+                    self.hold_until[i] = Some(t);
+                }
+            }
+            if self.hold_until[i].is_some_and(|until| t >= until) {
+                self.hold_until[i] = None;
+                self.quiesce[i] = None;
+                q.hold_writes(false);
+                q.flush(&mut p.stats);
+            }
+        }
+    }
+
+    /// A QMP watch reported a run state; with `used_idx` (a source in `pre-switchover`), the
+    /// guest's count decides what is taken back.
+    fn on_hypervisor(
+        &mut self,
+        now: Instant,
+        u: HypervisorUpdate,
+        used_idx: Option<u16>,
+    ) -> TakeBack {
         let Some(i) = self.ports.iter().position(|p| p.ifname == u.port) else {
             warn!(port = %u.port, "hypervisor update for an unknown port");
-            return;
+            return TakeBack::default();
         };
         let Some(Some(hv)) = self.qemu.get_mut(i) else {
             warn!(port = %u.port, "hypervisor update for a port that is not a QEMU port");
-            return;
+            return TakeBack::default();
         };
         hv.run = Some(u.run);
         let lag_us = u.qemu_at_us.map(|at| {
@@ -723,7 +835,7 @@ impl DataplaneLoop {
         } else {
             None
         };
-        self.update_qemu_vm(i, now, u.cause, stopped_at);
+        self.update_qemu_vm(i, now, u.cause, stopped_at, used_idx)
     }
 
     /// Recomputes the state of the VMs on QEMU port `i`. When they stop running while the
@@ -735,9 +847,10 @@ impl DataplaneLoop {
         now: Instant,
         cause: &'static str,
         stopped_at_us: Option<i64>,
-    ) {
+        used_idx: Option<u16>,
+    ) -> TakeBack {
         let Some(Some(hv)) = self.qemu.get(i).copied() else {
-            return;
+            return TakeBack::default();
         };
         let p = &self.ports[i];
         let id = p.id;
@@ -750,28 +863,41 @@ impl DataplaneLoop {
         } else if cur == Some(VmState::Running) {
             VmState::Paused
         } else {
-            return;
+            return TakeBack::default();
         };
         if cur == Some(target) {
-            return;
+            return TakeBack::default();
         }
         self.agent
             .set_port_vm_state(now, id, target, StateSource::Hypervisor);
         if target == VmState::Running {
             self.resumed_at[i] = Some(now);
         }
+        let mut r = TakeBack::default();
         if cur == Some(VmState::Running) && connected {
-            self.recover(i, now, cause, stopped_at_us);
+            r = self.recover(i, now, cause, stopped_at_us, used_idx);
         }
         self.flush(now);
+        r
     }
 
     /// Takes back what QEMU port `i` did not deliver and re-steers it.
-    fn recover(&mut self, i: usize, now: Instant, cause: &'static str, stopped_at_us: Option<i64>) {
+    fn recover(
+        &mut self,
+        i: usize,
+        now: Instant,
+        cause: &'static str,
+        stopped_at_us: Option<i64>,
+        used_idx: Option<u16>,
+    ) -> TakeBack {
+        // A hold for a base ends here: what waits in the queue is taken back below.
+        self.quiesce[i] = None;
+        self.hold_until[i] = None;
         let p = &mut self.ports[i];
         let Some(q) = p.qemu.as_mut() else {
-            return;
+            return TakeBack::default();
         };
+        q.hold_writes(false);
         q.sample();
         if let Some(at) = stopped_at_us {
             let tail: Vec<(i64, Option<i64>)> = q
@@ -781,7 +907,7 @@ impl DataplaneLoop {
                 .collect();
             debug!(port = %p.ifname, ?tail, "last frames (written, first seen read), µs relative to the stop reference");
         }
-        let r = q.take_unread(stopped_at_us, &mut p.stats);
+        let r = q.take_unread(stopped_at_us, used_idx, &mut p.stats);
         let name = p.ifname.clone();
         let id = p.id;
         let mut sent = 0usize;
@@ -803,7 +929,7 @@ impl DataplaneLoop {
                 None => dropped += 1,
             }
         }
-        if !r.frames.is_empty() || !r.exact || r.beyond_ring {
+        if !r.frames.is_empty() || !r.exact || r.beyond_ring || used_idx.is_some() {
             info!(
                 port = %name,
                 cause,
@@ -814,10 +940,17 @@ impl DataplaneLoop {
                 outq = r.outq,
                 exact = r.exact,
                 beyond_ring = r.beyond_ring,
+                counted = ?r.counted,
+                count_refused = ?r.count_refused,
                 sent,
                 dropped,
                 "frames QEMU had not read taken back and re-steered"
             );
+        }
+        TakeBack {
+            frames: r.frames.len(),
+            counted: r.counted,
+            count_refused: r.count_refused,
         }
     }
 
@@ -1107,6 +1240,13 @@ pub fn serve(agent: &mut Agent, now: Instant, cmd: Command, ports: &[PortInfo]) 
         }
         Command::FenceRelay(r) => {
             tracing::debug!(vm = %r.vm, "fence relay outside the dataplane loop ignored");
+        }
+        Command::QemuQuiesce(_, reply) => {
+            let _ = reply.send(None);
+        }
+        Command::QemuBase(..) => {}
+        Command::QemuSwitchover(_, _, reply) => {
+            let _ = reply.send(TakeBack::default());
         }
         Command::Shutdown => return false,
     }

@@ -34,6 +34,22 @@ pub enum Command {
     /// A QEMU's run state changed ([`crate::qmpwatch`]); handled by the dataplane loop, which
     /// owns the port's stream (frame recovery at a STOP).
     Hypervisor(crate::qmpwatch::HypervisorUpdate),
+    /// Hold the writes to QEMU port `.0` and answer, once QEMU has read everything written,
+    /// with the number of frames written since the stream connected (`None` if that does
+    /// not happen within [`crate::dataplane_loop::QUIESCE_WAIT`]: the hold is released). The
+    /// QMP watch then reads the guest's `used-idx` and sends [`Command::QemuBase`].
+    QemuQuiesce(String, Reply<Option<u64>>),
+    /// Release the hold of [`Command::QemuQuiesce`]; with `(frames written, used-idx)`, the
+    /// base of an exact take-back at the port's next `pre-switchover` ([`crate::port::qemu`]).
+    QemuBase(String, Option<(u64, u16)>),
+    /// The source QEMU of a migration waits in `pre-switchover`: the VM stops running here,
+    /// what the guest did not get is taken back (exactly, with the guest's `used-idx`) and
+    /// re-steered, then the reply lets the QMP watch send `migrate-continue`.
+    QemuSwitchover(
+        crate::qmpwatch::HypervisorUpdate,
+        Option<u16>,
+        Reply<crate::qmpwatch::TakeBack>,
+    ),
     /// Another worker received a commit-fence marker (`--workers N`): this worker processes
     /// what it has received, then opens its own (VM, ingress) pair
     /// ([`srmig_agent::Agent::fence_marker_relayed`]).

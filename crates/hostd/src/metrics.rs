@@ -7,6 +7,8 @@
 //! | `srmig_port_rx_packets`, `_rx_bytes`, `_tx_packets`, `_tx_bytes` | counter | `port` |
 //! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso_bad`, `rx_ring_drop`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`, `tx_queue_full`, `rx_bad_records`) |
 //! | `srmig_port_qemu_recovered` | counter | `port` (frames QEMU had not read at a STOP, re-steered) |
+//! | `srmig_port_qemu_recovery_counted` | counter | `port` (take-backs decided by the guest's buffer count: exact) |
+//! | `srmig_port_qemu_recovery_count_refused` | counter | `port` (take-backs where that count could not be used) |
 //! | `srmig_port_resteered` | counter | `port` (frames for a VM port whose interface had just gone, re-steered) |
 //! | `srmig_port_attached` | gauge | `port` |
 //! | `srmig_sid_packets`, `srmig_sid_bytes` | counter | `sid`, `behavior` |
@@ -193,6 +195,16 @@ pub fn render(s: &HostStatus) -> String {
         "srmig_port_qemu_recovered",
         "Frames a QEMU had not read when its VM stopped, re-steered to the VM's new location.",
         s.ports.iter().map(|p| (port(p), p.io.recovered)),
+    );
+    o.counter(
+        "srmig_port_qemu_recovery_counted",
+        "Take-backs at a QEMU's pre-switchover pause decided by the guest's count of receive buffers (exact).",
+        s.ports.iter().map(|p| (port(p), p.io.recovery_counted)),
+    );
+    o.counter(
+        "srmig_port_qemu_recovery_count_refused",
+        "Take-backs where the guest's count of receive buffers could not be used (older rules decided).",
+        s.ports.iter().map(|p| (port(p), p.io.recovery_count_refused)),
     );
     o.counter(
         "srmig_port_resteered",

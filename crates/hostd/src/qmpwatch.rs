@@ -12,6 +12,35 @@
 //!  Running → not Running while connected: recover unread frames (port::qemu) and re-steer
 //! ```
 //!
+//! ## The exact take-back (`pause-before-switchover`)
+//! When the source QEMU of a migration has the `pause-before-switchover` capability (the
+//! controller's QMP driver sets it), the watch makes the take-back at the stop exact: no frame
+//! lost, none the guest already got sent again (docs/qemu.md, "An exact take-back"):
+//!
+//! ```text
+//!  QEMU S                         watch task                      dataplane thread
+//!  MIGRATION setup ─────────────► caps? pause-before-switchover
+//!                                 QemuQuiesce ──────────────────► hold writes; QEMU reads all
+//!                                 ◄─────────────────────────────── frames written n
+//!  x-query-virtio-queue-status ◄─ used-idx u0 (rx queue 0)
+//!                                 QemuBase(n, u0) ───────────────► base; writes go on
+//!  STOP ────────────────────────► deferred: the VM stays "running" for srmigd, frames keep
+//!                                 going into the stopped QEMU's socket, unread
+//!  MIGRATION pre-switchover ────► used-idx u1 (QEMU waits; the destination cannot resume)
+//!                                 QemuSwitchover(u1) ────────────► paused; take back every
+//!                                                                  frame after the first
+//!                                                                  u1 - u0 written since the
+//!                                 ◄─────────────────────────────── base; re-steer (End.S → D)
+//!  ◄── migrate-continue ─────────
+//! ```
+//!
+//! Without the capability, or when a step fails (no single virtio-net device, QEMU did not
+//! read everything within [`crate::dataplane_loop::QUIESCE_WAIT`], the guest's receive queue
+//! not idle, its receive filter changed during the migration), the STOP is reported at once
+//! and the older rules decide (counted `recovery_count_refused` where a count was wanted).
+//! The watch sends `migrate-continue` in every case; the driver continues by itself after a
+//! timeout if no srmigd does (a host without a QMP watch).
+//!
 //! The task reconnects forever (every QEMU of a VM on this host uses the same socket paths: a
 //! VM that migrates away and back gets a new QEMU at the same place). QEMU timestamps travel
 //! with each update so the loop can log how long after the STOP it learned of it.
@@ -23,7 +52,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use srmig_dataplane::VmState;
-use srmig_qmp::{Client, ClientConfig, EventKind, MigrationStatus};
+use srmig_qmp::{Client, ClientConfig, EventKind, MigrationCapability, MigrationStatus};
 use tracing::{debug, info, warn};
 
 use crate::dataplane_loop::DataplaneHandle;
@@ -106,6 +135,140 @@ pub fn vm_state_for(connected: bool, run: Option<RunState>) -> VmState {
     }
 }
 
+/// What the dataplane took back at a `pre-switchover` ([`crate::mailbox::Command::QemuSwitchover`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TakeBack {
+    /// Frames taken back and re-steered.
+    pub frames: usize,
+    /// The guest's count decided: this many frames it did not get.
+    pub counted: Option<usize>,
+    /// Why the count was not used.
+    pub count_refused: Option<&'static str>,
+}
+
+/// The exact take-back's progress through one migration of the watched QEMU.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Switchover {
+    /// A base was tried for the migration in progress.
+    tried: bool,
+    /// The base is set: the STOP waits for `pre-switchover`.
+    armed: bool,
+    /// The guest's receive filter changed since the base (a driver reset moves `used-idx`).
+    spoiled: bool,
+    /// A deferred STOP: its timestamp and the last PASS before it.
+    stop: Option<(Option<i64>, Option<i64>)>,
+}
+
+impl Switchover {
+    /// A migration started (`setup`/`active`): whether to try a base now.
+    fn on_migration_start(&mut self) -> bool {
+        !std::mem::replace(&mut self.tried, true)
+    }
+
+    fn on_base(&mut self, set: bool) {
+        self.armed = set;
+        self.spoiled = false;
+    }
+
+    fn on_rx_filter_changed(&mut self) {
+        self.spoiled = true;
+    }
+
+    /// A STOP: `true` if it waits for `pre-switchover` (the VM stays running for srmigd).
+    fn on_stop(&mut self, at: Option<i64>, pass: Option<i64>) -> bool {
+        if self.armed {
+            self.stop = Some((at, pass));
+        }
+        self.armed
+    }
+
+    /// At `pre-switchover`: whether the count may be used, and the deferred STOP (its
+    /// timestamp and PASS), if any. The migration's state is reset: it ends next.
+    fn at_switchover(&mut self) -> (bool, Option<(Option<i64>, Option<i64>)>) {
+        let r = (self.armed && !self.spoiled, self.stop);
+        *self = Switchover {
+            tried: true,
+            ..Switchover::default()
+        };
+        r
+    }
+
+    /// The migration ended (completed, failed, cancelled): a deferred STOP, if any, is
+    /// reported by the `query-status` that follows.
+    fn on_migration_end(&mut self) {
+        *self = Switchover::default();
+    }
+}
+
+/// How long the watch waits for the dataplane's take-back at `pre-switchover` before it lets
+/// QEMU continue anyway.
+const SWITCHOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads the state of the receive queue (queue 0) of the QEMU's only virtio-net device.
+async fn rx_queue(
+    client: &Client,
+    path: &mut Option<String>,
+) -> Result<srmig_qmp::VirtQueueStatus, String> {
+    if path.is_none() {
+        let devices = client
+            .x_query_virtio()
+            .await
+            .map_err(|e| format!("x-query-virtio: {e}"))?;
+        let mut nets = devices.into_iter().filter(|d| d.name == "virtio-net");
+        let first = nets.next().ok_or("no virtio-net device")?;
+        if nets.next().is_some() {
+            return Err("several virtio-net devices: which one is srmigd's is not known".into());
+        }
+        *path = Some(first.path);
+    }
+    let p = path.as_deref().unwrap_or_default();
+    client
+        .x_query_virtio_queue_status(p, 0)
+        .await
+        .map_err(|e| format!("x-query-virtio-queue-status: {e}"))
+}
+
+/// The base of an exact take-back: holds the port's writes until QEMU has read everything,
+/// then reads the guest's `used-idx`; `Err` (why) if it cannot be had. The hold is released
+/// either way.
+async fn take_base(
+    client: &Client,
+    port: &str,
+    handle: &DataplaneHandle,
+    path: &mut Option<String>,
+) -> Result<(u64, u16), String> {
+    let caps = client
+        .query_migrate_capabilities()
+        .await
+        .map_err(|e| format!("query-migrate-capabilities: {e}"))?;
+    if !caps
+        .iter()
+        .any(|(c, on)| *c == MigrationCapability::PauseBeforeSwitchover && *on)
+    {
+        return Err("pause-before-switchover is off".into());
+    }
+    let pushed = handle
+        .call(|tx| Command::QemuQuiesce(port.to_owned(), tx))
+        .await
+        .map_err(|_| "dataplane gone".to_owned())?;
+    let r = async {
+        let pushed = pushed.ok_or("QEMU did not read everything written in time")?;
+        let q = rx_queue(client, path).await?;
+        // Frames QEMU read but could not hand to a guest without a free buffer wait in QEMU's
+        // queue: then everything read is not everything delivered.
+        if q.inuse != 0 || q.last_avail_idx.is_none() || q.last_avail_idx == q.shadow_avail_idx {
+            return Err(format!(
+                "the guest's receive queue is not idle (inuse {}, avail {:?}/{:?})",
+                q.inuse, q.last_avail_idx, q.shadow_avail_idx
+            ));
+        }
+        Ok((pushed, q.used_idx))
+    }
+    .await;
+    let _ = handle.send(Command::QemuBase(port.to_owned(), r.as_ref().ok().copied()));
+    r
+}
+
 /// How long to wait between connection attempts once `connect_retry` gave up.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -158,6 +321,9 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
             return;
         }
         let mut last_pass = LastPass::default();
+        let mut switchover = Switchover::default();
+        let mut virtio_path: Option<String> = None;
+        let mut current = run;
         while let Some(ev) = events.next().await {
             let at = Some(ev.timestamp.as_micros());
             let mut pass = None;
@@ -166,9 +332,75 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                     last_pass.on_pass(at);
                     None
                 }
+                EventKind::Migration {
+                    status: MigrationStatus::Setup | MigrationStatus::Active,
+                } if current == RunState::Running && switchover.on_migration_start() => {
+                    let t = std::time::Instant::now();
+                    let r = take_base(&client, &port, &handle, &mut virtio_path).await;
+                    switchover.on_base(r.is_ok());
+                    match r {
+                        Ok((pushed, used_idx)) => {
+                            info!(%port, pushed, used_idx, took_us = t.elapsed().as_micros() as u64, "exact take-back armed");
+                        }
+                        Err(why) => info!(%port, %why, "no exact take-back for this migration"),
+                    }
+                    None
+                }
+                EventKind::Other if ev.name == "NIC_RX_FILTER_CHANGED" => {
+                    switchover.on_rx_filter_changed();
+                    None
+                }
                 EventKind::Stop => {
                     pass = last_pass.for_stop(at);
-                    Some((RunState::Stopped, "STOP"))
+                    if switchover.on_stop(at, pass) {
+                        debug!(%port, "STOP: the VM stays running for srmigd until pre-switchover");
+                        None
+                    } else {
+                        Some((RunState::Stopped, "STOP"))
+                    }
+                }
+                EventKind::Migration {
+                    status: MigrationStatus::PreSwitchover,
+                } => {
+                    let (count, stop) = switchover.at_switchover();
+                    let used_idx = if count {
+                        match rx_queue(&client, &mut virtio_path).await {
+                            Ok(q) => Some(q.used_idx),
+                            Err(why) => {
+                                warn!(%port, %why, "used-idx at pre-switchover unknown");
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let (stop_at, stop_pass) = stop.unwrap_or((at, last_pass.for_stop(at)));
+                    current = RunState::Stopped;
+                    let update = HypervisorUpdate {
+                        port: port.clone(),
+                        run: RunState::Stopped,
+                        cause: "pre-switchover",
+                        qemu_at_us: stop_at,
+                        last_pass_us: stop_pass,
+                    };
+                    let took = tokio::time::timeout(
+                        SWITCHOVER_WAIT,
+                        handle.call(|tx| Command::QemuSwitchover(update, used_idx, tx)),
+                    )
+                    .await;
+                    match took {
+                        Ok(Ok(r)) => info!(%port, frames = r.frames, counted = ?r.counted, refused = ?r.count_refused, "pre-switchover: take-back done"),
+                        Ok(Err(_)) => return,
+                        Err(_) => warn!(%port, "pre-switchover: the dataplane did not answer in time; continuing"),
+                    }
+                    if let Err(e) = client
+                        .migrate_continue(&MigrationStatus::PreSwitchover)
+                        .await
+                    {
+                        // The controller's driver may have continued first (its timeout).
+                        debug!(%port, error = %e, "migrate-continue");
+                    }
+                    None
                 }
                 EventKind::Resume => Some((RunState::Running, "RESUME")),
                 EventKind::Shutdown { .. } => Some((RunState::Gone, "SHUTDOWN")),
@@ -179,6 +411,7 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                         | MigrationStatus::Cancelled,
                 } => {
                     last_pass.on_migration_end();
+                    switchover.on_migration_end();
                     match client.query_status().await {
                         Ok(s) => Some((RunState::from_qemu(&s.status), "MIGRATION")),
                         Err(e) => {
@@ -190,6 +423,7 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                 _ => None,
             };
             if let Some((run, cause)) = update {
+                current = run;
                 if !send(run, cause, at, pass) {
                     return;
                 }
@@ -234,6 +468,40 @@ mod tests {
         // The migration failed; a later STOP (a `stop` command) has no PASS.
         p.on_migration_end();
         assert_eq!(p.for_stop(Some(90_000)), None);
+    }
+
+    #[test]
+    fn a_stop_waits_for_pre_switchover_only_with_a_base() {
+        let mut s = Switchover::default();
+        assert!(s.on_migration_start());
+        assert!(!s.on_migration_start(), "one base per migration");
+        s.on_base(false);
+        assert!(!s.on_stop(Some(5), None), "no base: the STOP is reported at once");
+        assert_eq!(s.at_switchover(), (false, None));
+        s.on_migration_end();
+
+        assert!(s.on_migration_start());
+        s.on_base(true);
+        assert!(s.on_stop(Some(9), Some(7)));
+        assert_eq!(s.at_switchover(), (true, Some((Some(9), Some(7)))));
+        assert!(!s.on_migration_start(), "still the same migration");
+        s.on_migration_end();
+
+        // The guest's receive filter changed (a driver reset?): the count is not used.
+        assert!(s.on_migration_start());
+        s.on_base(true);
+        s.on_rx_filter_changed();
+        assert!(s.on_stop(Some(3), None));
+        assert_eq!(s.at_switchover(), (false, Some((Some(3), None))));
+
+        // The migration failed before pre-switchover: the deferred STOP is forgotten (the
+        // query-status after the MIGRATION event reports the state).
+        s.on_migration_end();
+        assert!(s.on_migration_start());
+        s.on_base(true);
+        assert!(s.on_stop(Some(1), None));
+        s.on_migration_end();
+        assert_eq!(s, Switchover::default());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A real QEMU guest on srmigd's QEMU stream port, live-migrated S -> D -> S over QMP under a
-//! 1 ms UDP probe, with the sr-buffer SIDs installed: 0 lost, 0 reordered, same boot id, and at
-//! most the known residual of duplicates (one frame per migration that QEMU read right at its
-//! stop; see docs/qemu.md). `SRMIG_QEMU_MIGRATIONS=10` runs ten in a row.
+//! 1 ms UDP probe, with the sr-buffer SIDs installed: 0 lost, 0 reordered, 0 duplicated, same
+//! boot id. The source pauses before the switchover, so srmigd S takes back exactly what the
+//! guest did not get, by the guest's own count (docs/qemu.md, "An exact take-back").
+//! `SRMIG_QEMU_MIGRATIONS=10` runs ten in a row.
 //!
 //! ```text
 //!  cl ns: client 2001:db8:a::20 ─eth0══cl0─ [s ns: srmigd S] ─up0══rs0─ [r ns: router] ─rd0══up0─ [d ns: srmigd D]
@@ -22,7 +23,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write as _};
+use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -483,8 +484,13 @@ fn migrate(
         ))
         .expect("source QMP");
     let mut src_events = sq.subscribe();
-    rt.block_on(sq.migrate_set_capabilities(&[(MigrationCapability::Events, true)]))
-        .expect("caps");
+    // pause-before-switchover: srmigd S counts what the guest got while the source waits in
+    // pre-switchover, takes back exactly the rest and sends migrate-continue itself.
+    rt.block_on(sq.migrate_set_capabilities(&[
+        (MigrationCapability::Events, true),
+        (MigrationCapability::PauseBeforeSwitchover, true),
+    ]))
+    .expect("caps");
     rt.block_on(sq.migrate(&uri)).expect("migrate");
     let info = rt
         .block_on(sq.wait_migration(Duration::from_millis(20), Duration::from_secs(60)))
@@ -620,13 +626,17 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     let (s_vm0, d_vm0) = (hosts[0].daemon.port("vm0"), hosts[1].daemon.port("vm0"));
     println!("probe: {report:?}");
     println!(
-        "frames taken back from the stopped QEMU: S {} (inexact {}, lost {}), D {} (inexact {}, lost {})",
+        "frames taken back from the stopped QEMU: S {} (inexact {}, lost {}, counted {}, count refused {}), D {} (inexact {}, lost {}, counted {}, count refused {})",
         s_vm0.io.recovered,
         s_vm0.io.recovery_inexact,
         s_vm0.io.recovery_lost,
+        s_vm0.io.recovery_counted,
+        s_vm0.io.recovery_count_refused,
         d_vm0.io.recovered,
         d_vm0.io.recovery_inexact,
-        d_vm0.io.recovery_lost
+        d_vm0.io.recovery_lost,
+        d_vm0.io.recovery_counted,
+        d_vm0.io.recovery_count_refused
     );
     let held: u64 = hosts
         .iter()
@@ -669,23 +679,22 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
         hosts[0].daemon.logs(),
         hosts[1].daemon.logs()
     );
-    // Known residual (docs/qemu.md, "zero loss at the source"): a frame QEMU read within a few
-    // hundred microseconds of leaving the running state may have reached the guest or not;
-    // srmigd cannot tell and re-sends it, so the guest may see it twice. At most one per
-    // migration; reported, not hidden.
-    if report.duplicated > 0 {
-        let _ = writeln!(
-            std::io::stderr(),
-            "NOTE: {} duplicated probe(s) {:?} over {migrations} migrations (frames QEMU read \
-             at the stop, re-sent to be safe)",
-            report.duplicated,
-            report.duplicated_seqs
-        );
-    }
-    assert!(
-        report.duplicated <= migrations,
-        "more duplicates than the known residual: {report:?}"
+    // Every take-back was decided by the guest's own count (pause-before-switchover): no
+    // frame the guest got is sent again.
+    assert_eq!(
+        s_vm0.io.recovery_counted + d_vm0.io.recovery_counted,
+        migrations as u64,
+        "S: {:?}\nD: {:?}\nS log:\n{}\nD log:\n{}",
+        s_vm0.io,
+        d_vm0.io,
+        hosts[0].daemon.logs(),
+        hosts[1].daemon.logs()
     );
+    assert_eq!(
+        s_vm0.io.recovery_count_refused + d_vm0.io.recovery_count_refused,
+        0
+    );
+    assert_eq!(report.duplicated, 0, "duplicated probes: {report:?}");
     let _ = vm;
     lab.teardown().expect("teardown");
 }

@@ -23,8 +23,14 @@ use srmig_lab::orchestrate::{
     error_chain, run, OrchestrateError, RunPlan, Testbed, TestbedOptions,
 };
 
+/// The shared fault plan, with the killed replica down longer than the replicas' 1 s lease:
+/// with the shared 500 ms it came back while its lease still held the leadership key, and
+/// then raced the standbys for it when the key expired (it won once in CI, and the test, which
+/// is about a standby taking over, failed on `finished_by`).
 fn plan(faults: Vec<Fault>) -> RunPlan {
-    common::fault_run_plan(faults)
+    let mut plan = common::fault_run_plan(faults);
+    plan.faults.down = std::time::Duration::from_millis(1500);
+    plan
 }
 
 #[test]

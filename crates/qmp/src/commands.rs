@@ -27,6 +27,7 @@ use crate::client::Client;
 use crate::error::QmpError;
 use crate::types::{
     MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, StatusInfo,
+    VirtQueueStatus, VirtioInfo,
 };
 
 impl Client {
@@ -60,6 +61,40 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// `query-migrate-capabilities`: every capability and whether it is on.
+    pub async fn query_migrate_capabilities(
+        &self,
+    ) -> Result<Vec<(MigrationCapability, bool)>, QmpError> {
+        #[derive(serde::Deserialize)]
+        struct Cap {
+            capability: MigrationCapability,
+            state: bool,
+        }
+        let caps: Vec<Cap> = self
+            .execute_as::<Value, _>("query-migrate-capabilities", None)
+            .await?;
+        Ok(caps.into_iter().map(|c| (c.capability, c.state)).collect())
+    }
+
+    /// `x-query-virtio` (unstable in QEMU 7.2): the virtio devices and their QOM paths.
+    pub async fn x_query_virtio(&self) -> Result<Vec<VirtioInfo>, QmpError> {
+        self.execute_as::<Value, _>("x-query-virtio", None).await
+    }
+
+    /// `x-query-virtio-queue-status` (unstable in QEMU 7.2) of queue `queue` of the device at
+    /// `path`.
+    pub async fn x_query_virtio_queue_status(
+        &self,
+        path: &str,
+        queue: u16,
+    ) -> Result<VirtQueueStatus, QmpError> {
+        self.execute_as(
+            "x-query-virtio-queue-status",
+            Some(&json!({ "path": path, "queue": queue })),
+        )
+        .await
     }
 
     /// `migrate-set-parameters` (only the `Some` members are sent).

@@ -58,5 +58,5 @@ pub use event::{Event, EventKind, Timestamp};
 pub use protocol::{Greeting, QemuVersion};
 pub use types::{
     MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, RamStats, RunState,
-    StatusInfo,
+    StatusInfo, VirtQueueStatus, VirtioInfo,
 };

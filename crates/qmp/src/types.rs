@@ -284,6 +284,38 @@ pub struct MigrationParameters {
     pub cpu_throttle_increment: Option<u64>,
 }
 
+/// One virtio device of `x-query-virtio` (QEMU 7.2: unstable, `x-` prefixed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VirtioInfo {
+    /// The device's QOM path, for `x-query-virtio-queue-status`
+    /// (`/machine/peripheral-anon/device[0]/virtio-backend`).
+    pub path: String,
+    /// The device's name (`virtio-net`, `virtio-blk`, ...).
+    pub name: String,
+}
+
+/// The state of one virtqueue, from `x-query-virtio-queue-status` (only what srmig reads).
+///
+/// On a virtio-net receive queue, `used_idx` counts (modulo 2^16) the receive buffers the
+/// device filled since the guest's driver set the queue up: one per frame while frames fit one
+/// buffer (see docs/qemu.md, "An exact take-back").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VirtQueueStatus {
+    /// The queue's index.
+    pub queue_index: u16,
+    /// Buffers popped by the device and not yet returned to the guest.
+    pub inuse: u32,
+    /// The device's next available-ring entry (absent for a vhost queue).
+    #[serde(default)]
+    pub last_avail_idx: Option<u16>,
+    /// The guest's available index as the device last read it (absent for a vhost queue).
+    #[serde(default)]
+    pub shadow_avail_idx: Option<u16>,
+    /// The used-ring index: buffers handed back to the guest.
+    pub used_idx: u16,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +397,34 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&p).expect("ser"),
             json!({"max-bandwidth": 10_000_000_000u64, "downtime-limit": 30})
+        );
+    }
+
+    #[test]
+    fn virtio_queries() {
+        // As QEMU 7.2 answers them for the lab's guest (TCG, one virtio-net NIC).
+        let list: Vec<VirtioInfo> = serde_json::from_value(json!([
+            {"path": "/machine/peripheral-anon/device[0]/virtio-backend", "name": "virtio-net"}
+        ]))
+        .expect("x-query-virtio");
+        assert_eq!(list[0].name, "virtio-net");
+        let q: VirtQueueStatus = serde_json::from_value(json!({
+            "signalled-used": 857, "inuse": 0, "name": "virtio-net",
+            "vring-align": 4096, "vring-desc": 69632, "signalled-used-valid": true,
+            "vring-num-default": 256, "vring-avail": 73728, "queue-index": 0,
+            "last-avail-idx": 857, "vring-used": 74368, "used-idx": 857,
+            "shadow-avail-idx": 1080, "vring-num": 256
+        }))
+        .expect("x-query-virtio-queue-status");
+        assert_eq!(
+            q,
+            VirtQueueStatus {
+                queue_index: 0,
+                inuse: 0,
+                last_avail_idx: Some(857),
+                shadow_avail_idx: Some(1080),
+                used_idx: 857
+            }
         );
     }
 

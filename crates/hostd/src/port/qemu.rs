@@ -98,6 +98,32 @@ pub struct Recovered {
     pub exact: bool,
     /// Unread frames older than the ring were lost.
     pub beyond_ring: bool,
+    /// With a count of the guest's receive buffers ([`QemuPort::take_unread`]'s `used_idx`):
+    /// the frames written since the base that the guest did not get, when the count could
+    /// be used (then exactly these are taken back).
+    pub counted: Option<usize>,
+    /// Why a count was given but not used (the rules above decided instead).
+    pub count_refused: Option<&'static str>,
+}
+
+/// The longest frame that surely fills one receive buffer of a virtio-net guest: Linux's
+/// mergeable buffers hold at least `GOOD_PACKET_LEN` (1518 bytes) after the virtio header, and
+/// big-packet or non-mergeable buffers hold a whole frame. A longer frame may take several,
+/// which the count of used buffers cannot tell from several frames.
+pub const ONE_BUFFER_FRAME: usize = 1518;
+
+/// The reference of an exact take-back: at a moment when QEMU had delivered every frame
+/// written to it, how many frames srmigd had written and the guest's receive queue's
+/// `used-idx` (see [`QemuPort::set_base`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Base {
+    pushed: u64,
+    used_idx: u16,
+    /// The longest frame written since.
+    max_len: usize,
+    /// Frames written since with a multicast (not broadcast) destination: the guest's
+    /// receive filter may drop them without using a buffer (each can make one duplicate).
+    multicast: u64,
 }
 
 #[derive(Debug)]
@@ -121,6 +147,11 @@ pub struct QemuPort {
     next_connect: Instant,
     /// The last connect error, logged once per change.
     last_error: Option<io::ErrorKind>,
+    /// Frames whose record was (at least partly) written to the socket since the connect.
+    pushed: u64,
+    /// Writes are held (every frame queued) while a base is taken.
+    hold: bool,
+    base: Option<Base>,
 }
 
 impl QemuPort {
@@ -137,7 +168,67 @@ impl QemuPort {
             probe: TruesizeProbe::new().ok(),
             next_connect: Instant::now(),
             last_error: None,
+            pushed: 0,
+            hold: false,
+            base: None,
         }
+    }
+
+    /// Holds every write (frames wait in the queue, a partly written record is completed)
+    /// or lets them go again. While held, [`QemuPort::quiet`] tells when QEMU has read
+    /// everything written.
+    pub fn hold_writes(&mut self, on: bool) {
+        self.hold = on;
+    }
+
+    /// Whether writes are held.
+    pub fn holding(&self) -> bool {
+        self.hold
+    }
+
+    /// While writes are held: the number of frames written since the connect, once QEMU has
+    /// read every byte written (SIOCOUTQ 0, no record partly written). Taken together with
+    /// the guest's `used-idx` at that moment, it is a base for an exact take-back
+    /// ([`QemuPort::set_base`]).
+    pub fn quiet(&mut self) -> Option<u64> {
+        if !self.hold || self.queue.front().is_some_and(|q| q.written > 0) {
+            return None;
+        }
+        let conn = self.conn.as_ref()?;
+        (outq(conn).ok()? == 0).then_some(self.pushed)
+    }
+
+    /// Records the base of an exact take-back: `pushed` frames written (as
+    /// [`QemuPort::quiet`] said, with writes held since) when the guest's receive queue had
+    /// `used-idx` `used_idx`. Refused (`false`) if a frame was written since, or the stream
+    /// was reconnected.
+    pub fn set_base(&mut self, pushed: u64, used_idx: u16) -> bool {
+        if self.conn.is_none() || pushed != self.pushed {
+            self.base = None;
+            return false;
+        }
+        self.base = Some(Base {
+            pushed,
+            used_idx,
+            max_len: 0,
+            multicast: 0,
+        });
+        true
+    }
+
+    /// Forgets the base (the migration it was taken for ended).
+    pub fn clear_base(&mut self) {
+        self.base = None;
+    }
+
+    /// Whether a base is set.
+    pub fn has_base(&self) -> bool {
+        self.base.is_some()
+    }
+
+    /// A frame's first bytes went into the socket: remember it.
+    fn pushed_frame(&mut self, frame: &[u8], n: usize) {
+        note_push(&mut self.ring, &mut self.pushed, &mut self.base, frame, n);
     }
 
     /// The socket path.
@@ -157,7 +248,10 @@ impl QemuPort {
 
     /// Whether records wait for room in the socket (poll for `POLLOUT`).
     pub fn wants_write(&self) -> bool {
-        !self.queue.is_empty()
+        match self.queue.front() {
+            Some(q) => !self.hold || q.written > 0,
+            None => false,
+        }
     }
 
     /// Whether a complete record is buffered (the previous receive stopped at a full batch):
@@ -215,6 +309,9 @@ impl QemuPort {
                 self.rx.reset();
                 self.clear_queue();
                 self.ring.clear();
+                self.pushed = 0;
+                self.base = None;
+                self.hold = false;
                 self.last_error = None;
                 Ok(true)
             }
@@ -236,6 +333,8 @@ impl QemuPort {
         self.clear_queue();
         self.ring.clear();
         self.rx.reset();
+        self.base = None;
+        self.hold = false;
         self.next_connect = Instant::now() + RECONNECT_INTERVAL;
     }
 
@@ -323,7 +422,7 @@ impl QemuPort {
             stats.tx_no_link += 1;
             return;
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && !self.hold {
             self.sample();
             let Some(conn) = &self.conn else {
                 return;
@@ -331,13 +430,13 @@ impl QemuPort {
             let hdr = record_header(frame.len());
             match sendmsg2(conn.as_raw_fd(), &hdr, frame) {
                 Ok(n) if n == RECORD_HEADER_LEN + frame.len() => {
-                    self.ring.push(frame, n, wall_us());
+                    self.pushed_frame(frame, n);
                     return;
                 }
                 Ok(n) => {
                     // Partly written: the rest goes first when the socket has room.
                     if n > 0 {
-                        self.ring.push(frame, n, wall_us());
+                        self.pushed_frame(frame, n);
                     }
                     self.enqueue(&hdr, frame, n, stats);
                     return;
@@ -377,17 +476,28 @@ impl QemuPort {
         };
         let fd = conn.as_raw_fd();
         while let Some(q) = self.queue.front_mut() {
+            if self.hold && q.written == 0 {
+                break;
+            }
             let rest = &q.record[q.written..];
             match sendmsg2(fd, rest, &[]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if q.written == 0 {
-                        self.ring.push(&q.record[RECORD_HEADER_LEN..], n, wall_us());
+                    let first = q.written == 0;
+                    q.written += n;
+                    let done = q.written >= q.record.len();
+                    if first {
+                        note_push(
+                            &mut self.ring,
+                            &mut self.pushed,
+                            &mut self.base,
+                            &q.record[RECORD_HEADER_LEN..],
+                            n,
+                        );
                     } else {
                         self.ring.add_write(n);
                     }
-                    q.written += n;
-                    if q.written < q.record.len() {
+                    if !done {
                         break;
                     }
                     if let Some(done) = self.pop_queued() {
@@ -418,9 +528,19 @@ impl QemuPort {
     /// although the guest's answer to 19751 arrived at 1940 µs), and a frame last seen unread
     /// before the PASS may have been read after it when srmigd was not scheduled in between.
     /// The cost is a duplicate for a frame QEMU read between the PASS and the change.
+    ///
+    /// With `used_idx`, the guest's receive queue's `used-idx` read while QEMU is stopped in
+    /// `pre-switchover`, and a base ([`QemuPort::set_base`]), the count decides instead: the
+    /// guest got the oldest `used_idx - base` of the frames written since the base, in write
+    /// order (srmigd is the only writer, and each frame fills one buffer), so every later
+    /// one is taken back, read by QEMU or not, and no frame the guest got is sent twice. The
+    /// count is refused (and the rules above decide) when it cannot be trusted: no base, a
+    /// frame longer than [`ONE_BUFFER_FRAME`] since the base, more buffers used than frames
+    /// written (a driver reset), or fewer frames left than SIOCOUTQ says are unread.
     pub fn take_unread(
         &mut self,
         running_at_us: Option<i64>,
+        used_idx: Option<u16>,
         stats: &mut PortIoStats,
     ) -> Recovered {
         self.sample();
@@ -446,7 +566,24 @@ impl QemuPort {
         if let Some(at) = running_at_us {
             r.after_stop = self.ring.not_read_before(at);
         }
-        let n = r.from_socket.max(r.after_stop);
+        let mut n = r.from_socket.max(r.after_stop);
+        if let Some(used) = used_idx {
+            match self.undelivered(used, r.from_socket) {
+                Ok(k) => {
+                    r.counted = Some(k);
+                    n = k;
+                    if k > self.ring.len() {
+                        r.beyond_ring = true;
+                    }
+                    stats.recovery_counted += 1;
+                }
+                Err(why) => {
+                    r.count_refused = Some(why);
+                    stats.recovery_count_refused += 1;
+                }
+            }
+        }
+        self.base = None;
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
         self.ring.clear();
         let mut keep = VecDeque::new();
@@ -469,6 +606,46 @@ impl QemuPort {
             stats.recovery_lost += 1;
         }
         r
+    }
+}
+
+impl QemuPort {
+    /// Frames written since the base that the guest did not get, from its receive queue's
+    /// `used-idx` now; or why that count cannot be trusted.
+    fn undelivered(&self, used_idx: u16, unread: usize) -> Result<usize, &'static str> {
+        let b = self.base.ok_or("no base")?;
+        if b.max_len > ONE_BUFFER_FRAME {
+            return Err("a frame longer than one receive buffer since the base");
+        }
+        let written = self.pushed - b.pushed;
+        let got = u64::from(used_idx.wrapping_sub(b.used_idx));
+        if got > written {
+            return Err("more buffers used than frames written (driver reset?)");
+        }
+        let left = usize::try_from(written - got).unwrap_or(usize::MAX);
+        if left < unread {
+            return Err("fewer frames left than the socket holds unread");
+        }
+        Ok(left)
+    }
+}
+
+/// A frame's first `n` bytes went into the socket: the ring keeps a copy, the count and the
+/// base (if any) note it.
+fn note_push(
+    ring: &mut SentRing,
+    pushed: &mut u64,
+    base: &mut Option<Base>,
+    frame: &[u8],
+    n: usize,
+) {
+    ring.push(frame, n, wall_us());
+    *pushed += 1;
+    if let Some(b) = base {
+        b.max_len = b.max_len.max(frame.len());
+        if frame.first().is_some_and(|d| d & 1 == 1) && !frame.starts_with(&[0xff; 6]) {
+            b.multicast += 1;
+        }
     }
 }
 
@@ -713,7 +890,7 @@ mod tests {
         assert!(stats.tx_queued > 0, "{stats:?}");
         assert!(stats.tx_queue_full > 0, "{stats:?}");
         let dropped = stats.tx_queue_full as u32;
-        let r = p.take_unread(None, &mut stats);
+        let r = p.take_unread(None, None, &mut stats);
         assert!(r.exact, "{r:?}");
         assert!(!r.beyond_ring);
         assert!(r.from_socket > 0 && r.from_queue > 0, "{r:?}");
@@ -723,7 +900,7 @@ mod tests {
         assert_eq!(ids, expect);
         assert!(!p.wants_write());
         // Nothing more is recovered twice.
-        assert!(p.take_unread(None, &mut stats).frames.is_empty());
+        assert!(p.take_unread(None, None, &mut stats).frames.is_empty());
     }
 
     /// The reader stops in the middle of a record: that frame counts as unread.
@@ -742,7 +919,7 @@ mod tests {
         read_records(&mut peer, 2);
         let mut half = vec![0u8; 100];
         peer.read_exact(&mut half).expect("half of frame 2");
-        let r = p.take_unread(None, &mut stats);
+        let r = p.take_unread(None, None, &mut stats);
         assert!(r.exact, "{r:?}");
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![2, 3, 4, 5]);
@@ -758,6 +935,117 @@ mod tests {
         p.try_connect(Instant::now()).expect("connect");
         let (peer, _) = l.accept().expect("accept");
         (p, peer)
+    }
+
+    /// Holding writes: frames wait in the queue (no POLLOUT wanted), `quiet` answers once the
+    /// reader has everything written, and a base can be set only if nothing was written since.
+    #[test]
+    fn held_writes_wait_until_quiet_and_the_base_is_taken() {
+        let d = dir("hold");
+        let (mut p, mut peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        for i in 0..3 {
+            p.send(&frame(i, 200), &mut stats);
+        }
+        p.hold_writes(true);
+        p.send(&frame(3, 200), &mut stats);
+        assert!(!p.wants_write(), "held records must not ask for POLLOUT");
+        assert_eq!(p.quiet(), None, "three frames are unread");
+        read_records(&mut peer, 3);
+        assert_eq!(p.quiet(), Some(3));
+        p.flush(&mut stats);
+        assert_eq!(p.quiet(), Some(3), "flush writes nothing while held");
+        assert!(p.set_base(3, 1000));
+        p.hold_writes(false);
+        p.flush(&mut stats);
+        assert_eq!(id_of(&read_records(&mut peer, 1)[0]), 3);
+        assert!(!p.set_base(3, 1000), "a frame was written since");
+        assert!(!p.has_base());
+    }
+
+    /// The exact take-back: the guest's used-idx says how many of the frames written since
+    /// the base it got; every later frame comes back (read by QEMU or not), none it got.
+    #[test]
+    fn the_guests_count_decides_which_frames_come_back() {
+        let d = dir("counted");
+        let (mut p, mut peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        // Before the base: 10 frames, delivered.
+        for i in 0..10 {
+            p.send(&frame(i, 100), &mut stats);
+        }
+        read_records(&mut peer, 10);
+        p.hold_writes(true);
+        let pushed = p.quiet().expect("quiet");
+        // The guest's used-idx wraps around during the migration.
+        assert!(p.set_base(pushed, 65_530));
+        p.hold_writes(false);
+        for i in 10..30 {
+            p.send(&frame(i, 100), &mut stats);
+        }
+        // QEMU read 15 of the 20 (10..25): the guest got 12 (10..22), 3 died in QEMU's queue,
+        // 5 are unread.
+        read_records(&mut peer, 15);
+        let used = 65_530u16.wrapping_add(12);
+        let r = p.take_unread(None, Some(used), &mut stats);
+        assert_eq!(r.counted, Some(8), "{r:?}");
+        assert_eq!(r.from_socket, 5);
+        let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
+        assert_eq!(ids, (22..30).collect::<Vec<_>>());
+        assert_eq!(stats.recovery_counted, 1);
+        assert_eq!(stats.recovery_count_refused, 0);
+        assert!(!p.has_base(), "a base serves one take-back");
+    }
+
+    /// The count is refused when it cannot be trusted; the older rules decide then.
+    #[test]
+    fn an_untrustworthy_count_is_refused() {
+        let d = dir("refused");
+        let (mut p, mut peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        // No base.
+        p.send(&frame(0, 100), &mut stats);
+        let r = p.take_unread(None, Some(7), &mut stats);
+        assert_eq!(r.count_refused, Some("no base"));
+        assert_eq!(r.frames.len(), 1, "the unread frame still comes back");
+        read_records(&mut peer, 1);
+        let base = |p: &mut QemuPort| {
+            p.hold_writes(true);
+            let n = p.quiet().expect("quiet");
+            assert!(p.set_base(n, 100));
+            p.hold_writes(false);
+        };
+        // A jumbo frame since the base: it may have filled several buffers.
+        base(&mut p);
+        p.send(&frame(1, 100), &mut stats);
+        p.send(&frame(2, 4000), &mut stats);
+        read_records(&mut peer, 2);
+        let r = p.take_unread(None, Some(102), &mut stats);
+        assert_eq!(
+            r.count_refused,
+            Some("a frame longer than one receive buffer since the base")
+        );
+        // More buffers used than frames written.
+        base(&mut p);
+        p.send(&frame(3, 100), &mut stats);
+        read_records(&mut peer, 1);
+        let r = p.take_unread(None, Some(105), &mut stats);
+        assert_eq!(
+            r.count_refused,
+            Some("more buffers used than frames written (driver reset?)")
+        );
+        // Fewer left than unread in the socket.
+        base(&mut p);
+        p.send(&frame(4, 100), &mut stats);
+        p.send(&frame(5, 100), &mut stats);
+        let r = p.take_unread(None, Some(101), &mut stats);
+        assert_eq!(
+            r.count_refused,
+            Some("fewer frames left than the socket holds unread")
+        );
+        assert_eq!(r.frames.len(), 2, "SIOCOUTQ decides: both unread");
+        assert_eq!(stats.recovery_count_refused, 4);
+        assert_eq!(stats.recovery_counted, 0);
     }
 
     /// A stopped QEMU may still read: frames written before the instant QEMU was known to run
@@ -783,7 +1071,7 @@ mod tests {
         p.send(&frame(4, 200), &mut stats);
         // The stopping QEMU reads both (into its queue, where the guest never sees them).
         read_records(&mut peer, 2);
-        let r = p.take_unread(Some(pass), &mut stats);
+        let r = p.take_unread(Some(pass), None, &mut stats);
         assert_eq!((r.from_socket, r.after_stop), (0, 2));
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![3, 4]);
@@ -819,7 +1107,7 @@ mod tests {
             got = p.recv_batch(PortId(0), &mut batch, &mut stats).frames;
         }
         std::thread::sleep(Duration::from_millis(1));
-        let r = p.take_unread(Some(pass), &mut stats);
+        let r = p.take_unread(Some(pass), None, &mut stats);
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![3]);
     }
@@ -842,7 +1130,7 @@ mod tests {
         let pass = wall_us();
         std::thread::sleep(Duration::from_millis(1));
         read_records(&mut peer, 1);
-        let r = p.take_unread(Some(pass), &mut stats);
+        let r = p.take_unread(Some(pass), None, &mut stats);
         assert_eq!((r.from_socket, r.after_stop), (0, 1));
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![3]);
