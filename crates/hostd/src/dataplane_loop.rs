@@ -785,7 +785,10 @@ impl DataplaneLoop {
                     if let Some((reply, _)) = self.quiesce[i].take() {
                         let _ = reply.send(Some(n));
                     }
-                } else if self.quiesce[i].as_ref().is_some_and(|(_, until)| t >= *until) {
+                } else if self.quiesce[i]
+                    .as_ref()
+                    .is_some_and(|(_, until)| t >= *until)
+                {
                     if let Some((reply, _)) = self.quiesce[i].take() {
                         let _ = reply.send(None);
                     }

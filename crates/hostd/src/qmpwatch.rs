@@ -389,9 +389,13 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                     )
                     .await;
                     match took {
-                        Ok(Ok(r)) => info!(%port, frames = r.frames, counted = ?r.counted, refused = ?r.count_refused, "pre-switchover: take-back done"),
+                        Ok(Ok(r)) => {
+                            info!(%port, frames = r.frames, counted = ?r.counted, refused = ?r.count_refused, "pre-switchover: take-back done")
+                        }
                         Ok(Err(_)) => return,
-                        Err(_) => warn!(%port, "pre-switchover: the dataplane did not answer in time; continuing"),
+                        Err(_) => {
+                            warn!(%port, "pre-switchover: the dataplane did not answer in time; continuing")
+                        }
                     }
                     if let Err(e) = client
                         .migrate_continue(&MigrationStatus::PreSwitchover)
@@ -476,7 +480,10 @@ mod tests {
         assert!(s.on_migration_start());
         assert!(!s.on_migration_start(), "one base per migration");
         s.on_base(false);
-        assert!(!s.on_stop(Some(5), None), "no base: the STOP is reported at once");
+        assert!(
+            !s.on_stop(Some(5), None),
+            "no base: the STOP is reported at once"
+        );
         assert_eq!(s.at_switchover(), (false, None));
         s.on_migration_end();
 

@@ -3,8 +3,9 @@
 //! own kernel) live-migrated S -> D -> S, the 1 ms probe from the client VM on C. On one
 //! testbed, in one run:
 //!
-//! - sr-buffer, S -> D -> S: 0 probes lost over IPv6 and over IPv4 (the dual-stack guest
-//!   answers both at once; it resolves its IPv4 gateway with ARP), the guest not rebooted
+//! - sr-buffer, S -> D -> S: 0 probes lost, duplicated or reordered over IPv6 and over IPv4
+//!   (the dual-stack guest answers both at once; it resolves its IPv4 gateway with ARP; the
+//!   source pauses before the switchover for srmigd's exact take-back), the guest not rebooted
 //!   (same boot id), every migration with a true pause (source STOP to destination RESUME)
 //!   measured;
 //! - traditional, S -> D -> S: probes are lost in both families (frames sent to the source
@@ -76,6 +77,16 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
     let probe4 = buffer.report.probe_v4.as_ref().expect("IPv4 probe report");
     assert!(probe4.sent > 3000, "{probe4:?}");
     assert_eq!(probe4.lost, 0, "sr-buffer lost IPv4 probes: {probe4:?}");
+    // The source pauses before the switchover and srmigd S takes back exactly what the guest
+    // did not get (its receive queue's count): nothing reaches it twice, nothing out of order
+    // (worst of the echo and the guest's one-way counters).
+    for (family, p) in [("IPv6", probe), ("IPv4", probe4)] {
+        assert_eq!(
+            p.duplicated, 0,
+            "sr-buffer duplicated {family} probes: {p:?}"
+        );
+        assert_eq!(p.reordered, 0, "sr-buffer reordered {family} probes: {p:?}");
+    }
     for m in &buffer.details.migrations {
         let r = &m.record;
         assert!(
