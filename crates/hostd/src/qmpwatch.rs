@@ -155,9 +155,12 @@ struct Switchover {
     armed: bool,
     /// The guest's receive filter changed since the base (a driver reset moves `used-idx`).
     spoiled: bool,
-    /// A deferred STOP: its timestamp and the last PASS before it.
-    stop: Option<(Option<i64>, Option<i64>)>,
+    /// A deferred STOP.
+    stop: Option<DeferredStop>,
 }
+
+/// A STOP held back until `pre-switchover`: its timestamp and the last PASS before it.
+type DeferredStop = (Option<i64>, Option<i64>);
 
 impl Switchover {
     /// A migration started (`setup`/`active`): whether to try a base now.
@@ -184,7 +187,7 @@ impl Switchover {
 
     /// At `pre-switchover`: whether the count may be used, and the deferred STOP (its
     /// timestamp and PASS), if any. The migration's state is reset: it ends next.
-    fn at_switchover(&mut self) -> (bool, Option<(Option<i64>, Option<i64>)>) {
+    fn at_switchover(&mut self) -> (bool, Option<DeferredStop>) {
         let r = (self.armed && !self.spoiled, self.stop);
         *self = Switchover {
             tried: true,
