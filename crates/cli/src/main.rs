@@ -308,6 +308,11 @@ struct LabMigrateArgs {
     /// qemu, libvirt: guest memory in MiB.
     #[arg(long, default_value_t = 128)]
     memory_mib: u32,
+    /// qemu: the source pauses before the switchover so srmigd takes back exactly what the
+    /// guest did not get; the controller's driver continues it after this many milliseconds
+    /// if no srmigd did. 0: no pause (the older take-back, which may send a frame twice).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    qmp_switchover_wait_ms: u64,
     /// traditional, sr-drop or sr-buffer.
     #[arg(long, default_value = "sr-buffer")]
     strategy: String,
@@ -973,6 +978,8 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     };
     testbed.qemu.guest_dir = args.guest_dir;
     testbed.qemu.memory_mib = args.memory_mib;
+    testbed.qemu.driver.switchover_wait = (args.qmp_switchover_wait_ms > 0)
+        .then(|| Duration::from_millis(args.qmp_switchover_wait_ms));
     let shown = progress::LabProgress::new();
     testbed.progress = shown.progress();
     let options = lab::MigrateOptions {
