@@ -356,6 +356,10 @@ struct LabMigrateArgs {
     /// Workload duration of a --migrations 0 baseline, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     baseline_ms: u64,
+    /// The probe's interval in microseconds, per VM and family (the resolution of the
+    /// network downtime it measures). At least 100.
+    #[arg(long, default_value_t = 1000, value_name = "US")]
+    probe_interval_us: u64,
     /// New HTTP sessions per second.
     #[arg(long, default_value_t = 100)]
     http_rate: u32,
@@ -935,6 +939,13 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     run.gap = Duration::from_millis(args.gap_ms);
     run.baseline = Duration::from_millis(args.baseline_ms);
     run.http_rate = args.http_rate;
+    if args.probe_interval_us < 100 {
+        bail!(
+            "--probe-interval-us {}: at least 100",
+            args.probe_interval_us
+        );
+    }
+    run.probe_interval = Duration::from_micros(args.probe_interval_us);
     run.chain = args.chain;
     run.family = srmig_lab::report::Family::parse(&args.family).ok_or_else(|| {
         anyhow::anyhow!(

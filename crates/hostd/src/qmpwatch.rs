@@ -514,6 +514,143 @@ mod tests {
         assert_eq!(s, Switchover::default());
     }
 
+    /// A QEMU on an in-memory stream that answers each command with `answer(name)`.
+    async fn fake_qemu(answer: fn(&str) -> serde_json::Value) -> Client {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}"#;
+            w.write_all(format!("{greeting}\r\n").as_bytes())
+                .await
+                .expect("greet");
+            while let Ok(Some(line)) = lines.next_line().await {
+                let msg: serde_json::Value = serde_json::from_str(&line).expect("command");
+                let name = msg["execute"].as_str().unwrap_or_default().to_owned();
+                let ret = if name == "qmp_capabilities" {
+                    serde_json::json!({})
+                } else {
+                    answer(&name)
+                };
+                let reply = serde_json::json!({"return": ret, "id": msg["id"]});
+                w.write_all(format!("{reply}\r\n").as_bytes())
+                    .await
+                    .expect("reply");
+            }
+        });
+        Client::handshake(client, ClientConfig::default())
+            .await
+            .expect("handshake")
+    }
+
+    /// A dataplane that answers a quiesce with `quiet` and records the base it is sent.
+    fn fake_dataplane(
+        quiet: Option<u64>,
+    ) -> (
+        DataplaneHandle,
+        std::sync::mpsc::Receiver<Option<(u64, u16)>>,
+    ) {
+        let (handle, rx, _wake) = DataplaneHandle::new().expect("handle");
+        let (tx, bases) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(cmd) = rx.recv() {
+                match cmd {
+                    Command::QemuQuiesce(port, reply) => {
+                        assert_eq!(port, "vm0");
+                        let _ = reply.send(quiet);
+                    }
+                    Command::QemuBase(_, base) => {
+                        let _ = tx.send(base);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (handle, bases)
+    }
+
+    fn caps(on: bool) -> serde_json::Value {
+        serde_json::json!([
+            {"capability": "events", "state": true},
+            {"capability": "pause-before-switchover", "state": on}
+        ])
+    }
+
+    fn virtio() -> serde_json::Value {
+        serde_json::json!([
+            {"path": "/machine/peripheral-anon/device[1]/virtio-backend", "name": "virtio-blk"},
+            {"path": "/machine/peripheral-anon/device[0]/virtio-backend", "name": "virtio-net"}
+        ])
+    }
+
+    fn queue(inuse: u32, last_avail: u16, shadow_avail: u16) -> serde_json::Value {
+        serde_json::json!({"queue-index": 0, "inuse": inuse, "last-avail-idx": last_avail,
+            "shadow-avail-idx": shadow_avail, "used-idx": last_avail, "name": "virtio-net",
+            "vring-num": 256})
+    }
+
+    #[tokio::test]
+    async fn a_base_is_the_frames_written_and_the_guests_used_idx_of_an_idle_queue() {
+        let client = fake_qemu(|name| match name {
+            "query-migrate-capabilities" => caps(true),
+            "x-query-virtio" => virtio(),
+            "x-query-virtio-queue-status" => queue(0, 857, 1080),
+            other => panic!("unexpected {other}"),
+        })
+        .await;
+        let (handle, bases) = fake_dataplane(Some(42));
+        let mut path = None;
+        let r = take_base(&client, "vm0", &handle, &mut path).await;
+        assert_eq!(r, Ok((42, 857)));
+        assert_eq!(
+            path.as_deref(),
+            Some("/machine/peripheral-anon/device[0]/virtio-backend")
+        );
+        assert_eq!(bases.recv().expect("base sent"), Some((42, 857)));
+    }
+
+    #[tokio::test]
+    async fn no_base_without_the_capability_a_quiet_port_or_an_idle_queue() {
+        // The capability is off: the port is not even held.
+        let client = fake_qemu(|name| match name {
+            "query-migrate-capabilities" => caps(false),
+            other => panic!("unexpected {other}"),
+        })
+        .await;
+        let (handle, bases) = fake_dataplane(Some(1));
+        let r = take_base(&client, "vm0", &handle, &mut None).await;
+        assert_eq!(r, Err("pause-before-switchover is off".to_owned()));
+        assert!(
+            bases.try_recv().is_err(),
+            "nothing held, nothing to release"
+        );
+
+        // QEMU did not read everything in time: the hold is released without a base.
+        let client = fake_qemu(|name| match name {
+            "query-migrate-capabilities" => caps(true),
+            other => panic!("unexpected {other}"),
+        })
+        .await;
+        let (handle, bases) = fake_dataplane(None);
+        let r = take_base(&client, "vm0", &handle, &mut None).await;
+        assert!(r.is_err());
+        assert_eq!(bases.recv().expect("release"), None);
+
+        // Frames wait in QEMU's queue (no free buffer): read is not delivered.
+        let client = fake_qemu(|name| match name {
+            "query-migrate-capabilities" => caps(true),
+            "x-query-virtio" => virtio(),
+            "x-query-virtio-queue-status" => queue(0, 1080, 1080),
+            other => panic!("unexpected {other}"),
+        })
+        .await;
+        let (handle, bases) = fake_dataplane(Some(5));
+        let r = take_base(&client, "vm0", &handle, &mut None).await;
+        assert!(r.unwrap_err().contains("not idle"));
+        assert_eq!(bases.recv().expect("release"), None);
+    }
+
     #[test]
     fn vm_state_needs_both_qemu_running_and_the_stream() {
         assert_eq!(
