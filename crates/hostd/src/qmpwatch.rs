@@ -647,7 +647,7 @@ mod tests {
         .await;
         let (handle, bases) = fake_dataplane(Some(5));
         let r = take_base(&client, "vm0", &handle, &mut None).await;
-        assert!(r.unwrap_err().contains("not idle"));
+        assert!(r.expect_err("not idle").contains("not idle"));
         assert_eq!(bases.recv().expect("release"), None);
     }
 
