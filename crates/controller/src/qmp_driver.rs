@@ -819,7 +819,7 @@ impl Qmp {
                 let since = *paused_since.get_or_insert_with(Instant::now);
                 let wait = self.settings.switchover_wait.unwrap_or(Duration::ZERO);
                 if since.elapsed() >= wait {
-                    tracing::warn!(migration = %order.id, ?wait, "source still in pre-switchover (no srmigd continued it); migrate-continue");
+                    tracing::warn!(migration = %order.id, ?wait, "source still in pre-switchover: no srmigd continued it (is `migrate_continue = true` set in the source host's [[qemu]] table?); migrate-continue");
                     if let Err(e) = sq.migrate_continue(&MigrationStatus::PreSwitchover).await {
                         tracing::debug!(error = %chain(&e), "migrate-continue");
                     }

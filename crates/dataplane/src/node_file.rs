@@ -168,6 +168,14 @@ pub struct QemuPortConfig {
     /// while the socket is connected.
     #[serde(default)]
     pub qmp: Option<PathBuf>,
+    /// Whether srmigd sends `migrate-continue` when this QEMU, the source of a migration with
+    /// `pause-before-switchover`, waits in `pre-switchover` (after srmigd's exact take-back;
+    /// docs/qemu.md section 3). `true` with srmig's own QMP driver (`srmig controller
+    /// --hypervisor qmp`), which waits for it; `false` (the default) where another manager
+    /// drives the migration and continues it itself: libvirt sets the capability and fails
+    /// the migration if someone else continued first. Needs `qmp`.
+    #[serde(default)]
+    pub migrate_continue: bool,
 }
 
 /// When a replay event happens.
@@ -305,6 +313,11 @@ fn check_qemu(node: &NodeConfig, qemu: &[QemuPortConfig]) -> Result<(), ConfigEr
         }
         if qemu[..index].iter().any(|o| o.port == q.port) {
             return Err(bad(format!("port \"{}\" has two [[qemu]] tables", q.port)));
+        }
+        if q.migrate_continue && q.qmp.is_none() {
+            return Err(bad(
+                "migrate_continue needs qmp (srmigd's own QMP socket of that QEMU)".to_owned(),
+            ));
         }
     }
     Ok(())
@@ -528,6 +541,8 @@ port = "vm1p"
         assert!(e.contains("qemu[1]") && e.contains("two"), "{e}");
         let e = err("[[qemu]]\nport = \"enp3s0\"\nsocket = \"/a\"\n");
         assert!(e.contains("qemu[0]") && e.contains("not a VM port"), "{e}");
+        let e = err("[[qemu]]\nport = \"vm1p\"\nsocket = \"/a\"\nmigrate_continue = true\n");
+        assert!(e.contains("qemu[0]") && e.contains("needs qmp"), "{e}");
         let e = err("[io]\nports = { eth9 = \"xdp\" }\n");
         assert!(e.contains("io.ports") && e.contains("eth9"), "{e}");
         let e = err("[io]\nxdp_ring_size = 5000\n");

@@ -238,7 +238,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 };
                 for q in &qemu {
                     if let Some(qmp) = &q.qmp {
-                        tokio::spawn(qmpwatch::run(q.port.clone(), qmp.clone(), handle.clone()));
+                        tokio::spawn(qmpwatch::run(
+                            q.port.clone(),
+                            qmp.clone(),
+                            q.migrate_continue,
+                            handle.clone(),
+                        ));
                     }
                 }
                 let mut term =

@@ -38,8 +38,13 @@
 //! read everything within [`crate::dataplane_loop::QUIESCE_WAIT`], the guest's receive queue
 //! not idle, its receive filter changed during the migration), the STOP is reported at once
 //! and the older rules decide (counted `recovery_count_refused` where a count was wanted).
-//! The watch sends `migrate-continue` in every case; the driver continues by itself after a
-//! timeout if no srmigd does (a host without a QMP watch).
+//! With `migrate_continue = true` (`[[qemu]]`, for srmig's own QMP driver) the watch then
+//! sends `migrate-continue`, in every case; the driver continues by itself after a timeout if
+//! no srmigd does. Without it srmigd leaves that to whoever paused the source: libvirt sets
+//! `pause-before-switchover` itself and fails the migration if someone else continued first.
+//! It may continue before srmigd's take-back is done; the count stays exact (the stopped
+//! source keeps its device state until it exits), and the re-steered frames still reach D's
+//! End.SBUF long before libvirt resumes the destination.
 //!
 //! The task reconnects forever (every QEMU of a VM on this host uses the same socket paths: a
 //! VM that migrates away and back gets a new QEMU at the same place). QEMU timestamps travel
@@ -275,8 +280,10 @@ async fn take_base(
 /// How long to wait between connection attempts once `connect_retry` gave up.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Follows the QEMU behind `qmp` for `port` until the dataplane is gone.
-pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
+/// Follows the QEMU behind `qmp` for `port` until the dataplane is gone. With
+/// `migrate_continue`, srmigd continues a source waiting in `pre-switchover` once its take-back
+/// is done (srmig's QMP driver waits for that); without, whoever paused it continues it.
+pub async fn run(port: String, qmp: PathBuf, migrate_continue: bool, handle: DataplaneHandle) {
     let send =
         |run: RunState, cause: &'static str, qemu_at_us: Option<i64>, last_pass_us: Option<i64>| {
             handle
@@ -400,12 +407,14 @@ pub async fn run(port: String, qmp: PathBuf, handle: DataplaneHandle) {
                             warn!(%port, "pre-switchover: the dataplane did not answer in time; continuing")
                         }
                     }
-                    if let Err(e) = client
-                        .migrate_continue(&MigrationStatus::PreSwitchover)
-                        .await
-                    {
-                        // The controller's driver may have continued first (its timeout).
-                        debug!(%port, error = %e, "migrate-continue");
+                    if migrate_continue {
+                        if let Err(e) = client
+                            .migrate_continue(&MigrationStatus::PreSwitchover)
+                            .await
+                        {
+                            // The controller's driver may have continued first (its timeout).
+                            debug!(%port, error = %e, "migrate-continue");
+                        }
                     }
                     None
                 }

@@ -394,6 +394,7 @@ mod tests {
             port: "vm1p".into(),
             socket: "/run/srmig/vm1.net".into(),
             qmp: None,
+            migrate_continue: false,
         };
         assert_eq!(
             check(1, &daemon(vec![q.clone()], IoConfig::default())),

@@ -65,7 +65,7 @@ fn node_toml(n: u8, dir: &Path, with_client: bool) -> String {
         t += &vm_toml(n, 2, "cl0", "client", CLIENT, CLIENT_MAC);
     }
     t.push_str(&format!(
-        "\n[[qemu]]\nport = \"vm0\"\nsocket = \"{}\"\nqmp = \"{}\"\n",
+        "\n[[qemu]]\nport = \"vm0\"\nsocket = \"{}\"\nqmp = \"{}\"\nmigrate_continue = true\n",
         dir.join(format!("{host}.net")).display(),
         dir.join(format!("{host}.ev")).display()
     ));

@@ -549,25 +549,34 @@ impl Plan {
     /// [`node_toml`](Self::node_toml) for a lab whose migrating VM is a QEMU guest: on S and
     /// D its port is a QEMU stream port (`[[qemu]]`) with the sockets of
     /// [`QemuPaths::of`](super::qemu::QemuPaths::of) in `dir`.
+    /// srmigd continues the source QEMU after its exact take-back (`migrate_continue`): the
+    /// controller's QMP driver leaves that to it.
     pub fn node_toml_qemu(&self, host: &HostPlan, dir: &std::path::Path) -> String {
-        self.node_toml_qemu_at(host, &super::qemu::QemuPaths::of(dir, host.name))
+        self.node_toml_qemu_at(host, &super::qemu::QemuPaths::of(dir, host.name), true)
     }
 
     /// [`node_toml_qemu`](Self::node_toml_qemu) for the libvirt lab: the sockets are in the
-    /// host's own libvirt directory ([`super::libvirt::host_paths`]).
+    /// host's own libvirt directory ([`super::libvirt::host_paths`]). libvirt continues its
+    /// migrations from `pre-switchover` itself, so srmigd must not (`migrate_continue` off).
     pub fn node_toml_libvirt(&self, host: &HostPlan, dir: &std::path::Path) -> String {
         self.node_toml_qemu_at(
             host,
             &super::libvirt::host_paths(dir, host.name, self.vm.name),
+            false,
         )
     }
 
-    fn node_toml_qemu_at(&self, host: &HostPlan, paths: &super::qemu::QemuPaths) -> String {
+    fn node_toml_qemu_at(
+        &self,
+        host: &HostPlan,
+        paths: &super::qemu::QemuPaths,
+        migrate_continue: bool,
+    ) -> String {
         let mut toml = self.node_toml(host);
         if host.role != HostRole::Client {
             let _ = write!(
                 toml,
-                "\n[[qemu]]\nport = \"{}\"\nsocket = \"{}\"\nqmp = \"{}\"\n",
+                "\n[[qemu]]\nport = \"{}\"\nsocket = \"{}\"\nqmp = \"{}\"\nmigrate_continue = {migrate_continue}\n",
                 self.vm.port,
                 paths.net.display(),
                 paths.ev.display()
