@@ -1,7 +1,8 @@
 //! QMP lines as QEMU sends them, through the parsers the client runs on them: the greeting
 //! (`protocol::parse_greeting`), then every line after it (`protocol::parse_incoming`:
 //! replies, errors and events with their typed view), and the typed results the controller
-//! reads from replies (`query-migrate`, `query-status`). Nothing may panic; a reply's id is
+//! and srmigd read from replies (`query-migrate`, `query-status`, and for srmigd's exact
+//! take-back `x-query-virtio`, `x-query-virtio-queue-status`, `query-migrate-capabilities`). Nothing may panic; a reply's id is
 //! the id it carries; an event's typed view round-trips through its name.
 //!
 //! Input: newline-separated lines; the first is the greeting. Seeds:
@@ -10,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use srmig_qmp::protocol::{parse_greeting, parse_incoming, Incoming};
-use srmig_qmp::{MigrationInfo, StatusInfo};
+use srmig_qmp::{MigrationCapability, MigrationInfo, StatusInfo, VirtQueueStatus, VirtioInfo};
 
 fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|&b| b == b'\n');
@@ -28,7 +29,16 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(back.reply_id(), Some(n));
                 }
                 let _ = serde_json::from_value::<MigrationInfo>(value.clone());
-                let _ = serde_json::from_value::<StatusInfo>(value);
+                let _ = serde_json::from_value::<StatusInfo>(value.clone());
+                let _ = serde_json::from_value::<Vec<VirtioInfo>>(value.clone());
+                let _ = serde_json::from_value::<VirtQueueStatus>(value.clone());
+                if let Some(caps) = value.as_array() {
+                    for c in caps {
+                        let _ = serde_json::from_value::<MigrationCapability>(
+                            c["capability"].clone(),
+                        );
+                    }
+                }
             }
             Ok(Some(Incoming::Event(e))) => {
                 // The typed view is derived from the name and data alone.
