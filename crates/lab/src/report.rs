@@ -282,6 +282,8 @@ impl TcpReport {
             bytes: reports.iter().map(|r| r.bytes).sum(),
             rto_seen: reports.iter().any(|r| r.rto_seen),
             total_rto: reports.iter().map(|r| r.total_rto).sum(),
+            spurious_retransmits: reports.iter().map(|r| r.spurious_retransmits).sum(),
+            reordering_seen: reports.iter().map(|r| r.reordering_seen).sum(),
         })
     }
 }
@@ -335,6 +337,14 @@ pub struct TcpReport {
     pub rto_seen: bool,
     /// `tcpi_total_rto` at the end, when the kernel reports it.
     pub total_rto: Option<u64>,
+    /// `tcpi_dsack_dups` of the sender at the end: retransmissions the receiver reported as
+    /// duplicates (D-SACK), i.e. spurious (the original was not lost), when the kernel reports it.
+    #[serde(default)]
+    pub spurious_retransmits: Option<u64>,
+    /// `tcpi_reord_seen` of the sender at the end: reordering events it detected, when the
+    /// kernel reports it.
+    #[serde(default)]
+    pub reordering_seen: Option<u64>,
 }
 
 /// Raw series for plots, under the top-level `raw` key.
@@ -439,6 +449,8 @@ mod tests {
                 bytes: 100,
                 rto_seen: false,
                 total_rto: Some(0),
+                spurious_retransmits: Some(0),
+                reordering_seen: Some(0),
             }),
             family: Family::Ipv6,
             probe_v4: None,
@@ -484,6 +496,8 @@ mod tests {
             bytes: 1000,
             rto_seen: rto,
             total_rto: Some(u64::from(rto)),
+            spurious_retransmits: Some(1),
+            reordering_seen: Some(0),
         };
         let all = TcpReport::merge(&[tcp(vec![10.0, 0.0, 30.0], false), tcp(vec![5.0, 5.0], true)])
             .expect("merged");
@@ -491,6 +505,8 @@ mod tests {
         assert_eq!((all.worst_bin_mbps, all.median_mbps), (5.0, 10.0));
         assert_eq!((all.retransmits, all.bytes, all.rto_seen), (4, 2000, true));
         assert_eq!(all.total_rto, Some(1));
+        assert_eq!(all.spurious_retransmits, Some(2));
+        assert_eq!(all.reordering_seen, Some(0));
     }
 
     #[test]

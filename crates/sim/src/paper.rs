@@ -261,5 +261,8 @@ pub fn tcp_report(o: &Outcome) -> Option<TcpReport> {
         bytes: f.rcv_nxt * crate::workload::MSS as u64,
         rto_seen: f.rtos > 0,
         total_rto: Some(f.rtos),
+        // The modelled TCP has no D-SACK and no reordering detection.
+        spurious_retransmits: None,
+        reordering_seen: None,
     })
 }

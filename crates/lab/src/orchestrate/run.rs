@@ -462,7 +462,7 @@ impl LabRun {
             let _ = writeln!(
                 out,
                 "  {label:<7} median {:.0} Mb/s, worst 100 ms bin {:.0} Mb/s ({:.0} %), {} \
-                 retransmits, retransmission timeout: {}",
+                 retransmits{}, retransmission timeout: {}{}",
                 t.median_mbps,
                 t.worst_bin_mbps,
                 if t.median_mbps > 0.0 {
@@ -471,7 +471,13 @@ impl LabRun {
                     0.0
                 },
                 t.retransmits,
-                if t.rto_seen { "yes" } else { "no" }
+                t.spurious_retransmits
+                    .map(|n| format!(" ({n} spurious: D-SACKed by the VM)"))
+                    .unwrap_or_default(),
+                if t.rto_seen { "yes" } else { "no" },
+                t.reordering_seen
+                    .map(|n| format!(", reordering seen by the sender {n}"))
+                    .unwrap_or_default()
             );
         }
         if let Some(w) = self.details.tcp_worst_500ms_mbps {

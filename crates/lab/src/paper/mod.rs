@@ -165,6 +165,8 @@ pub(crate) mod tests {
             bytes: 1,
             rto_seen: rto,
             total_rto: Some(u64::from(rto)),
+            spurious_retransmits: None,
+            reordering_seen: None,
         }
     }
 

@@ -468,6 +468,8 @@ fn report_from_bins(bins: &[u64], bin: Duration, bytes: u64, sender: &SenderStat
         bytes,
         rto_seen: sender.rto_seen(),
         total_rto: sender.last.total_rto.map(u64::from),
+        spurious_retransmits: sender.last.dsack_dups.map(u64::from),
+        reordering_seen: sender.last.reord_seen.map(u64::from),
     }
 }
 

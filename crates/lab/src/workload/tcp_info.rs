@@ -30,6 +30,13 @@ pub struct TcpInfoSample {
     /// (1 once established) and, once acknowledged, the FIN, besides the payload. `None` when
     /// the length the kernel returned does not cover the field.
     pub bytes_acked: Option<u64>,
+    /// `tcpi_dsack_dups` (Linux >= 5.2): retransmitted segments the receiver reported as
+    /// duplicates (D-SACK): the original had arrived, so the retransmission was spurious (a
+    /// tail-loss probe or a timer during a pause, not a loss). `None` on older kernels.
+    pub dsack_dups: Option<u32>,
+    /// `tcpi_reord_seen` (Linux >= 5.2): reordering events the sender detected. `None` on
+    /// older kernels.
+    pub reord_seen: Option<u32>,
 }
 
 /// Reads `TCP_INFO` of a TCP socket.
@@ -62,6 +69,10 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfoSample> {
         offset_of!(libc::tcp_info, tcpi_bytes_acked),
         size_of::<u64>(),
     );
+    let has_reord = covers(
+        offset_of!(libc::tcp_info, tcpi_reord_seen),
+        size_of::<u32>(),
+    );
     Ok(TcpInfoSample {
         ca_state: info.tcpi_ca_state,
         retransmits: info.tcpi_retransmits,
@@ -72,6 +83,8 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfoSample> {
         total_retrans: info.tcpi_total_retrans,
         total_rto: has_total_rto.then_some(info.tcpi_total_rto),
         bytes_acked: has_bytes_acked.then_some(info.tcpi_bytes_acked),
+        dsack_dups: has_reord.then_some(info.tcpi_dsack_dups),
+        reord_seen: has_reord.then_some(info.tcpi_reord_seen),
     })
 }
 
@@ -96,6 +109,8 @@ mod tests {
         assert!(info.rto_us > 0, "{info:?}");
         assert_eq!(info.total_retrans, 0);
         assert_eq!(info.ca_state, 0);
+        assert_eq!(info.dsack_dups, Some(0), "Linux >= 5.2 reports it");
+        assert_eq!(info.reord_seen, Some(0));
     }
 
     #[test]
