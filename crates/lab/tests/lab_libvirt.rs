@@ -3,7 +3,8 @@
 //! guest a libvirt domain whose NIC is srmigd's; migrations started with `virsh migrate --live`
 //! and nothing else. On one testbed, in one run:
 //!
-//! - sr-buffer, S -> D -> S: 0 probes lost over IPv6 and IPv4, the guest not rebooted, every
+//! - sr-buffer, S -> D -> S: 0 probes lost or duplicated over IPv6 and IPv4 (each take-back
+//!   decided by the guest's count at libvirt's pre-switchover pause), the guest not rebooted, every
 //!   migration created by the destination's hook (the lab never asks the controller), End.SBUF
 //!   holding and releasing, the pause taken from QEMU's events as libvirt relays them;
 //! - traditional, S -> D -> S: probes lost;
@@ -81,7 +82,15 @@ fn virsh_migrate_is_lossless_with_the_hook_and_failures_roll_back() {
         let probe = probe.unwrap_or_else(|| panic!("{family} probe report"));
         assert!(probe.sent > 3000, "{family}: {probe:?}");
         assert_eq!(probe.lost, 0, "sr-buffer lost {family} probes: {probe:?}");
+        assert_eq!(
+            probe.duplicated, 0,
+            "sr-buffer duplicated {family}: {probe:?}"
+        );
     }
+    // libvirt pauses its sources before the switchover itself: srmigd takes back exactly
+    // there (and leaves migrate-continue to libvirt).
+    let take_backs = testbed.qemu_take_backs().expect("srmigd status");
+    assert_eq!(take_backs, (2, 0), "(counted, count refused) take-backs");
     for m in &buffer.details.migrations {
         let r = &m.record;
         assert!(

@@ -87,6 +87,9 @@ fn qemu_guest_migrates_s_d_s_without_loss_where_traditional_loses() {
         );
         assert_eq!(p.reordered, 0, "sr-buffer reordered {family} probes: {p:?}");
     }
+    // ... because each take-back was decided by the guest's count, not by luck.
+    let take_backs = testbed.qemu_take_backs().expect("srmigd status");
+    assert_eq!(take_backs, (2, 0), "(counted, count refused) take-backs");
     for m in &buffer.details.migrations {
         let r = &m.record;
         assert!(

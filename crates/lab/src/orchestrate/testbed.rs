@@ -1318,6 +1318,22 @@ impl Testbed {
             .collect()
     }
 
+    /// The take-backs of every srmigd's QEMU ports so far, summed over hosts:
+    /// `(recovery_counted, recovery_count_refused)` (docs/qemu.md section 3: decided by the
+    /// guest's own count at a source's `pre-switchover`, or not).
+    pub fn qemu_take_backs(&self) -> Result<(u64, u64), OrchestrateError> {
+        let mut sum = (0, 0);
+        for d in &self.daemons {
+            let status = d.status(&self.control)?;
+            for port in status["ports"].as_array().into_iter().flatten() {
+                let io = &port["io"];
+                sum.0 += io["recovery_counted"].as_u64().unwrap_or(0);
+                sum.1 += io["recovery_count_refused"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(sum)
+    }
+
     /// `(held, released, dropped + expired)` of the migrating VM `vm` on host `role`.
     fn vm_buffer_counters(
         &self,
