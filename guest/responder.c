@@ -7,8 +7,13 @@
  *   TCP  5002 source: writes zeros until the peer closes (bulk, VM sending).
  *   TCP  9    boot id and counters: writes "boot_id=<uuid> uptime=<seconds> echo_rx=N
  *             echo_tx=N echo_tx_retried=N echo_tx_failed=N udp_rcvbuf_errors=N
- *             udp_sndbuf_errors=N udp_in_errors=N\n" and closes (the udp_* figures are the
- *             guest kernel's, from /proc/net/snmp; -1 if unreadable).
+ *             udp_sndbuf_errors=N udp_in_errors=N tcp_ofo_queued=N tcp_ofo_drops=N
+ *             tcp_backlog_drops=N tcp_rcvq_drops=N tcp_dsack_sent=N backlog_drops=N\n" and
+ *             closes (the udp_* and tcp_* figures are the guest kernel's, from /proc/net/snmp
+ *             and /proc/net/netstat TcpExt: segments queued out of order, dropped out of
+ *             order, dropped at a full socket backlog or receive queue, duplicates answered
+ *             with a D-SACK; backlog_drops the per-CPU input backlog's drops from
+ *             /proc/net/softnet_stat; -1 if unreadable).
  *
  * The echo never drops a reply because its own send queue is momentarily full (a guest that
  * just resumed from a migration receives the held frames in one burst): it waits for room
@@ -82,22 +87,24 @@ static void logf_(const char *fmt, ...)
 
 static unsigned long echo_rx, echo_tx, echo_tx_retried, echo_tx_failed;
 
-/* The guest kernel's Udp counter `name` from /proc/net/snmp (header line, then values). */
-static long udp_counter(const char *name)
+/* The guest kernel's counter `name` of section `section` ("Udp:", "TcpExt:") in `path`
+ * (/proc/net/snmp or /proc/net/netstat: a header line, then a line of values). */
+static long proc_counter(const char *path, const char *section, const char *name)
 {
-    FILE *f = fopen("/proc/net/snmp", "r");
+    FILE *f = fopen(path, "r");
     if (!f)
         return -1;
-    char head[1024], vals[1024];
+    static char head[8192], vals[8192];
+    size_t skip = strlen(section);
     long result = -1;
     while (fgets(head, sizeof head, f)) {
-        if (strncmp(head, "Udp:", 4) != 0)
+        if (strncmp(head, section, skip) != 0)
             continue;
         if (!fgets(vals, sizeof vals, f))
             break;
         char *hs, *vs;
-        char *h = strtok_r(head + 4, " \n", &hs);
-        char *v = strtok_r(vals + 4, " \n", &vs);
+        char *h = strtok_r(head + skip, " \n", &hs);
+        char *v = strtok_r(vals + skip, " \n", &vs);
         while (h && v) {
             if (strcmp(h, name) == 0) {
                 result = strtol(v, NULL, 10);
@@ -110,6 +117,30 @@ static long udp_counter(const char *name)
     }
     fclose(f);
     return result;
+}
+
+static long udp_counter(const char *name)
+{
+    return proc_counter("/proc/net/snmp", "Udp:", name);
+}
+
+static long tcpext_counter(const char *name)
+{
+    return proc_counter("/proc/net/netstat", "TcpExt:", name);
+}
+
+/* Frames the per-CPU input backlogs dropped (second column of /proc/net/softnet_stat, hex). */
+static long backlog_drops(void)
+{
+    FILE *f = fopen("/proc/net/softnet_stat", "r");
+    if (!f)
+        return -1;
+    unsigned long processed, dropped;
+    long sum = 0;
+    while (fscanf(f, "%lx %lx%*[^\n]", &processed, &dropped) == 2)
+        sum += (long)dropped;
+    fclose(f);
+    return sum;
 }
 
 static int bind6(int type, int port)
@@ -240,7 +271,7 @@ static void accept_all(int lfd, enum role role)
         c->role = role;
         c->last = time(NULL);
         if (role == R_BOOTID) {
-            char id[64], up[64], line[512];
+            char id[64], up[64], line[1024];
             read_line("/proc/sys/kernel/random/boot_id", id, sizeof id);
             read_line("/proc/uptime", up, sizeof up);
             char *sp = strchr(up, ' ');
@@ -249,10 +280,17 @@ static void accept_all(int lfd, enum role role)
             int n = snprintf(line, sizeof line,
                              "boot_id=%s uptime=%s echo_rx=%lu echo_tx=%lu echo_tx_retried=%lu "
                              "echo_tx_failed=%lu udp_rcvbuf_errors=%ld udp_sndbuf_errors=%ld "
-                             "udp_in_errors=%ld\n",
+                             "udp_in_errors=%ld tcp_ofo_queued=%ld tcp_ofo_drops=%ld "
+                             "tcp_backlog_drops=%ld tcp_rcvq_drops=%ld tcp_dsack_sent=%ld "
+                             "backlog_drops=%ld\n",
                              id, up, echo_rx, echo_tx, echo_tx_retried, echo_tx_failed,
                              udp_counter("RcvbufErrors"), udp_counter("SndbufErrors"),
-                             udp_counter("InErrors"));
+                             udp_counter("InErrors"), tcpext_counter("TCPOFOQueue"),
+                             tcpext_counter("TCPOFODrop"), tcpext_counter("TCPBacklogDrop"),
+                             tcpext_counter("TCPRcvQDrop"),
+                             tcpext_counter("TCPDSACKOldSent") +
+                                 tcpext_counter("TCPDSACKOfoSent"),
+                             backlog_drops());
             if (n < 0 || (size_t)n >= sizeof line)
                 n = (int)strlen(line);
             if (watch(fd, EPOLLOUT, TAG(K_CONN, slot), EPOLL_CTL_ADD) < 0 ||

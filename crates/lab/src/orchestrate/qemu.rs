@@ -452,8 +452,11 @@ pub struct GuestInfo {
     /// `/proc/sys/kernel/random/boot_id`: changes only if the guest reboots.
     pub boot_id: String,
     /// The responder's echo counters (`echo_rx`, `echo_tx`, `echo_tx_retried`,
-    /// `echo_tx_failed`) and the guest kernel's UDP errors (`udp_rcvbuf_errors`,
-    /// `udp_sndbuf_errors`, `udp_in_errors`; -1 when unreadable).
+    /// `echo_tx_failed`), the guest kernel's UDP errors (`udp_rcvbuf_errors`,
+    /// `udp_sndbuf_errors`, `udp_in_errors`), its TCP receive figures (`tcp_ofo_queued`:
+    /// segments that arrived after a gap; `tcp_ofo_drops`, `tcp_backlog_drops`,
+    /// `tcp_rcvq_drops`: segments it dropped; `tcp_dsack_sent`: duplicates it answered with a
+    /// D-SACK) and `backlog_drops` (its input backlog's drops); -1 when unreadable.
     pub counters: std::collections::BTreeMap<String, i64>,
 }
 
