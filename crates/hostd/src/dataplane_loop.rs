@@ -765,10 +765,18 @@ impl DataplaneLoop {
                 warn!(port = %p.ifname, "base of an exact take-back refused: frames were written since");
             }
         }
+        self.end_hold(i);
+    }
+
+    /// Releases port `i`'s hold for a base (if any) and writes what waited.
+    fn end_hold(&mut self, i: usize) {
         self.hold_until[i] = None;
         self.quiesce[i] = None;
-        q.hold_writes(false);
-        q.flush(&mut p.stats);
+        let p = &mut self.ports[i];
+        if let Some(q) = p.qemu.as_mut() {
+            q.hold_writes(false);
+            q.flush(&mut p.stats);
+        }
     }
 
     /// Answers the quiesce requests whose QEMU has read everything, and releases holds that
@@ -776,31 +784,28 @@ impl DataplaneLoop {
     fn service_holds(&mut self) {
         let t = std::time::Instant::now();
         for i in 0..self.ports.len() {
-            let p = &mut self.ports[i];
-            let Some(q) = p.qemu.as_mut() else {
+            let Some(q) = self.ports[i].qemu.as_mut() else {
                 continue;
             };
-            if self.quiesce[i].is_some() {
-                if let Some(n) = q.quiet() {
+            if let Some((_, until)) = &self.quiesce[i] {
+                let answer = match q.quiet() {
+                    Some(n) => Some(Some(n)),
+                    None if t >= *until => Some(None),
+                    None => None,
+                };
+                if let Some(answer) = answer {
                     if let Some((reply, _)) = self.quiesce[i].take() {
-                        let _ = reply.send(Some(n));
+                        let _ = reply.send(answer);
                     }
-                } else if self.quiesce[i]
-                    .as_ref()
-                    .is_some_and(|(_, until)| t >= *until)
-                {
-                    if let Some((reply, _)) = self.quiesce[i].take() {
-                        let _ = reply.send(None);
+                    if answer.is_none() {
+                        debug!(port = %self.ports[i].ifname, "QEMU did not read everything in time: no base");
+                        self.end_hold(i);
+                        continue;
                     }
-                    debug!(port = %p.ifname, "QEMU did not read everything in time: no base");
-                    self.hold_until[i] = Some(t);
                 }
             }
             if self.hold_until[i].is_some_and(|until| t >= until) {
-                self.hold_until[i] = None;
-                self.quiesce[i] = None;
-                q.hold_writes(false);
-                q.flush(&mut p.stats);
+                self.end_hold(i);
             }
         }
     }

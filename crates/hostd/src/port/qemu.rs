@@ -121,9 +121,6 @@ struct Base {
     used_idx: u16,
     /// The longest frame written since.
     max_len: usize,
-    /// Frames written since with a multicast (not broadcast) destination: the guest's
-    /// receive filter may drop them without using a buffer (each can make one duplicate).
-    multicast: u64,
 }
 
 #[derive(Debug)]
@@ -211,7 +208,6 @@ impl QemuPort {
             pushed,
             used_idx,
             max_len: 0,
-            multicast: 0,
         });
         true
     }
@@ -643,9 +639,6 @@ fn note_push(
     *pushed += 1;
     if let Some(b) = base {
         b.max_len = b.max_len.max(frame.len());
-        if frame.first().is_some_and(|d| d & 1 == 1) && !frame.starts_with(&[0xff; 6]) {
-            b.multicast += 1;
-        }
     }
 }
 
