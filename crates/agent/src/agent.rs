@@ -178,6 +178,8 @@ pub struct Agent {
     /// Per VM (as `vms`): its counters at its previous release report (the next one reports
     /// what changed since).
     release_baseline: Vec<srmig_dataplane::VmCounters>,
+    /// Per VM (as `vms`): when its current state was applied (`None`: never changed here).
+    state_since: Vec<Option<Instant>>,
     /// Release reports not yet polled (bounded: [`MAX_RELEASE_REPORTS`]).
     releases: VecDeque<srmig_api::ReleaseReport>,
 }
@@ -214,6 +216,7 @@ impl Agent {
             owners: std::collections::HashMap::new(),
             extra_sids: extra,
             release_baseline: vec![srmig_dataplane::VmCounters::default(); vms.len()],
+            state_since: vec![None; vms.len()],
             vms,
             reports: VecDeque::new(),
             release_latency: srmig_api::ReleaseLatencyStatus::new(),
@@ -296,6 +299,9 @@ impl Agent {
         if let Err(e) = self.dp.handle_vm_state(now, vm, state) {
             warn!(vm = %self.base.vms[i].name, error = %e, "VM state change refused");
             return;
+        }
+        if let Some(since) = self.state_since.get_mut(i) {
+            *since = Some(now);
         }
         let held = self.dp.counters().buffer_occupancy(vm).packets;
         info!(
@@ -825,6 +831,12 @@ impl Agent {
             expired: vc.expired,
             dropped: vc.dropped,
             fenced: vc.fenced,
+            state_since_us: self
+                .state_since
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|t| self.clock.at_us(t)),
         }
     }
 
@@ -1291,6 +1303,34 @@ mod tests {
             (st.boot_epoch, st.epoch, st.generation),
             (77, Some(11), Some(1))
         );
+    }
+
+    /// The status says when the VM's current state was applied here: the moment from which a
+    /// paused VM gets nothing at this host. Setting the same state again keeps it.
+    #[test]
+    fn vm_status_says_since_when_its_state_holds() {
+        let mut n = node();
+        n.set_clock(WallClock {
+            unix_us_at_zero: 1_000_000_000,
+        });
+        let name = n.base.vms[0].name.clone();
+        let before = n.vm_status(0);
+        assert_eq!(before.state_since_us, None);
+        let json = serde_json::to_string(&before).expect("serialize");
+        assert!(!json.contains("state_since_us"), "{json}");
+        let want = if before.state == srmig_api::VmState::Paused {
+            srmig_api::VmState::Running
+        } else {
+            srmig_api::VmState::Paused
+        };
+        let st = n
+            .set_vm_state(Instant::from_nanos(250_000_500), &name, want)
+            .expect("set");
+        assert_eq!((st.state, st.state_since_us), (want, Some(1_000_250_000)));
+        let again = n
+            .set_vm_state(Instant::from_millis(300), &name, want)
+            .expect("set again");
+        assert_eq!(again.state_since_us, Some(1_000_250_000));
     }
 
     /// A pause report says when the VM's port last got a frame; the first frame after a

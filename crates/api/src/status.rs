@@ -159,6 +159,12 @@ pub struct VmStatus {
     /// `fenced`: direct packets for it held by the commit fence (absent from older srmigd).
     #[serde(default)]
     pub fenced: u64,
+    /// `state_since_us`: when this srmigd applied the VM's current `state` (wall clock,
+    /// microseconds since the Unix epoch; with several workers, the last of them). Absent
+    /// until the state first changes here. For a pause, nothing is delivered to the VM at
+    /// this host after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since_us: Option<u64>,
 }
 
 /// `fence`: the commit fence of this node (`srmig_dataplane::fence`), all VMs together.
@@ -511,6 +517,7 @@ impl VmStatus {
         self.expired += o.expired;
         self.dropped += o.dropped;
         self.fenced += o.fenced;
+        self.state_since_us = self.state_since_us.max(o.state_since_us);
     }
 }
 
@@ -622,6 +629,7 @@ mod tests {
                 expired: k,
                 dropped: k,
                 fenced: 4 * k,
+                state_since_us: None,
             }],
             sids: vec![SidStatus {
                 sid: "fc00:0:1::d6".parse().expect("sid"),
@@ -738,5 +746,25 @@ mod tests {
             ..before.clone()
         });
         assert_eq!(one, before);
+    }
+
+    /// A VM's state is in force once the last worker applied it.
+    #[test]
+    fn merged_vm_state_since_is_the_last_workers() {
+        let vm = |since| VmStatus {
+            state_since_us: since,
+            ..status(1, true).vms[0].clone()
+        };
+        for (a, b, want) in [
+            (Some(5), Some(9), Some(9)),
+            (Some(9), Some(5), Some(9)),
+            (None, Some(5), Some(5)),
+            (Some(5), None, Some(5)),
+            (None, None, None),
+        ] {
+            let mut m = vm(a);
+            m.merge(&vm(b));
+            assert_eq!(m.state_since_us, want, "{a:?} + {b:?}");
+        }
     }
 }

@@ -94,6 +94,7 @@ mod tests {
             expired: 0,
             dropped: 0,
             fenced: 0,
+            state_since_us: None,
         };
         let status = HostStatus {
             name: "h2".into(),

@@ -59,6 +59,7 @@ async fn get_status(State(s): State<FakeState>) -> Response {
             expired: 0,
             dropped: 0,
             fenced: 0,
+            state_since_us: None,
         })
         .collect();
     // The version in force: the last config applied.

@@ -587,6 +587,9 @@ impl DataplaneLoop {
                 self.flush(now);
             }
             if pfds[0].revents != 0 {
+                // Commands take effect now, after this round's frames (a VM's pause is in
+                // force from here: `state_since_us`).
+                let now = self.now();
                 // Reset the eventfd counter, then drain the channel.
                 let _ = self.wake.read();
                 loop {

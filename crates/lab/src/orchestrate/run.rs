@@ -293,9 +293,11 @@ pub struct RunDetails {
     /// QEMU: the guest's boot id, the same before and after the run (checked: a changed
     /// boot id fails the run with [`OrchestrateError::GuestRebooted`]).
     pub guest_boot_id: Option<String>,
-    /// QEMU: how the guest's counters grew during the run: its responder's echo counters
-    /// (`echo_rx`, `echo_tx`, `echo_tx_retried`, `echo_tx_failed`) and its kernel's UDP
-    /// errors (`udp_rcvbuf_errors`, ...): where a probe the network delivered died.
+    /// How the VM's counters grew during the run. QEMU: its responder's echo counters
+    /// (`echo_rx`, `echo_tx`, `echo_tx_retried`, `echo_tx_failed`), its kernel's UDP
+    /// errors (`udp_rcvbuf_errors`, ...: where a probe the network delivered died) and TCP
+    /// receive counters (`tcp_ofo_queued`, ...). netns: the TCP receive counters of the first
+    /// migrating VM's namespace ([`super::testbed::vm_stack_counters`]).
     pub guest_counters: Option<BTreeMap<String, i64>>,
     /// The injected faults, as they happened (the report's top-level `faults`, present
     /// when `--fault` was given).
@@ -579,6 +581,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let several = vm_plans.len() > 1 || plan.chain;
     testbed.set_faults(plan.faults.clone())?;
     let guest_before = testbed.guest_info()?;
+    let netns_before = testbed.netns_vm_counters()?;
     let drops_before = testbed.drop_counters()?;
     let prop = testbed.propagation_delay();
     let duration = plan.workload_duration(prop);
@@ -835,6 +838,18 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 .counters
                 .iter()
                 .map(|(k, &v)| (k.clone(), v - before.counters.get(k).copied().unwrap_or(0)))
+                .collect(),
+        );
+    }
+    // A netns VM: its namespace's stack counters, as the QEMU guest reports its own.
+    if let (Some(before), Some(after)) = (&netns_before, testbed.netns_vm_counters()?) {
+        guest_counters = Some(
+            after
+                .iter()
+                .map(|(k, &v)| {
+                    let b = before.get(k).copied().unwrap_or(-1);
+                    (k.clone(), if v < 0 || b < 0 { -1 } else { v - b })
+                })
                 .collect(),
         );
     }

@@ -136,22 +136,25 @@ impl Srmigd {
             .map_err(|e| self.error(&format!("did not answer GET /v1/status ({e})")))
     }
 
-    /// `PUT /v1/vms/{vm}/state`: what the hypervisor tells the virtual switch.
+    /// `PUT /v1/vms/{vm}/state`: what the hypervisor tells the virtual switch. Returns when
+    /// srmigd applied it (`state_since_us`, wall clock), if it says.
     pub fn set_vm_state(
         &self,
         control: &ControlPlane,
         vm: &str,
         state: srmig_api::VmState,
-    ) -> Result<(), OrchestrateError> {
-        control
+    ) -> Result<Option<u64>, OrchestrateError> {
+        let reply = control
             .srmigd_call(
                 &self.socket,
                 hyper::Method::PUT,
                 &format!("/v1/vms/{vm}/state"),
                 Some(serde_json::json!({ "state": state })),
             )
-            .map(drop)
-            .map_err(|e| self.error(&format!("refused the VM state {state} ({e})")))
+            .map_err(|e| self.error(&format!("refused the VM state {state} ({e})")))?;
+        let status: srmig_api::VmStatus = serde_json::from_value(reply)
+            .map_err(|e| self.error(&format!("answered the VM state {state} with ({e})")))?;
+        Ok(status.state_since_us.filter(|_| status.state == state))
     }
 
     /// An error naming this daemon, with the end of its log.

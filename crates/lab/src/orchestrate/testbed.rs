@@ -25,15 +25,22 @@
 //! host-side end of its attachment moves (`move_link`), as a VM's vhost-user/TAP attachment
 //! leaves S and appears at D.
 //!
-//! The stop is announced to the source srmigd (as a hypervisor tells its virtual switch)
-//! [`DRAIN`] before the link is cut. A stopped VM emits nothing and the packets in its rings
+//! The stop is announced to the source srmigd (as a hypervisor tells its virtual switch),
+//! and the link is cut [`DRAIN`] after srmigd answered. A stopped VM emits nothing and the packets in its rings
 //! migrate with it; a netns VM keeps running, so without this its replies to packets that
 //! arrived just before the cut would be lost by the emulation, not by the network.
 //!
-//! `pause_ms` is measured from the stop to the return of the attach command; `total_ms`
-//! from the migration request to the controller's `completed`.
+//! `pause_ms` (the report's `blackout_ms`) is measured from the stop to the attach at the
+//! destination (the moment of the system call that brings the VM's side up); `total_ms`
+//! from the migration request to the controller's `completed`. A netns VM cannot stop
+//! receiving, so its stop is the moment the source srmigd's dataplane applied it (the
+//! `state_since_us` its API answers with): from then on nothing is delivered to the VM at
+//! the source. Timed from the request, the frames srmigd delivered while the request was
+//! on its way (up to 1.5 ms on a loaded machine) would count as reaching a VM already
+//! stopped; timed from the answer, the time the answer took (as long) would count as
+//! network downtime. Either would misstate the network's downtime against the blackout.
 
-/// Between the stop announced to the source srmigd and the cut of the VM's link.
+/// Between the source srmigd's answer to the stop and the cut of the VM's link.
 pub const DRAIN: Duration = Duration::from_millis(2);
 
 use std::path::{Path, PathBuf};
@@ -287,7 +294,8 @@ enum Stage {
     Arming,
     /// The VM runs at the source until `t_hv + precopy`.
     Precopy,
-    /// Stopped at `t_stop`; its last replies leave until `t_stop + DRAIN`.
+    /// Stopped at `t_stop`, which the source srmigd confirmed at `t_paused`; its last
+    /// replies leave until `t_paused + DRAIN`.
     Draining,
     /// Attached nowhere until `t_stop + downtime`.
     Down,
@@ -310,6 +318,7 @@ struct Flight {
     t_req: Instant,
     t_hv: Instant,
     t_stop: Instant,
+    t_paused: Instant,
     t_attach: Instant,
     /// The end of the last step (status polls: arming, finishing).
     polled: Option<Instant>,
@@ -327,6 +336,7 @@ impl Flight {
             t_req: now,
             t_hv: now,
             t_stop: now,
+            t_paused: now,
             t_attach: now,
             polled: None,
         }
@@ -337,7 +347,7 @@ impl Flight {
     fn next_due(&self, timing: MigrationTiming, poll: Duration) -> Option<Instant> {
         match self.stage {
             Stage::Precopy => Some(self.t_hv + timing.precopy),
-            Stage::Draining => Some(self.t_stop + DRAIN),
+            Stage::Draining => Some(self.t_paused + DRAIN),
             Stage::Down => Some(self.t_stop + timing.downtime),
             Stage::Arming | Stage::Finishing => Some(self.polled.map_or(self.t_req, |p| p + poll)),
             Stage::Waiting | Stage::Attached => Some(self.t_req),
@@ -361,14 +371,62 @@ enum FlightIo {
     Requested { c0: BufferCounters, id: MigrationId },
     /// The controller's status of the migration.
     Status(Box<MigrationStatus>),
-    /// The source srmigd was told the VM is paused.
-    Paused,
+    /// The source srmigd's dataplane applied the VM's pause at `applied` (its
+    /// `state_since_us`; the moment it answered if it does not say): nothing is delivered to
+    /// the VM at the source after it. Its answer came at `answered`.
+    Paused { applied: Instant, answered: Instant },
     /// The attachment is at the destination (its new end).
     Moved(LinkEnd),
     /// The VM side came up at this moment.
     Attached(Instant),
     /// The hypervisor's `completed` was posted.
     Posted,
+}
+
+/// From a network namespace's `/proc/net/netstat`, the TCP receive counters the QEMU guest's
+/// responder reports: `tcp_ofo_queued` (`TCPOFOQueue`: segments that arrived after a gap),
+/// `tcp_ofo_drops`, `tcp_backlog_drops`, `tcp_rcvq_drops` (segments dropped) and
+/// `tcp_dsack_sent` (`TCPDSACKOldSent` + `TCPDSACKOfoSent`: duplicates answered with a
+/// D-SACK); -1 for a counter the kernel does not have.
+pub fn vm_stack_counters(netstat: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut tcpext = std::collections::BTreeMap::new();
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some(("TcpExt", names)), Some(("TcpExt", values))) =
+            (names.split_once(": "), values.split_once(": "))
+        else {
+            continue;
+        };
+        for (k, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = v.parse::<i64>() {
+                tcpext.insert(k, v);
+            }
+        }
+    }
+    let get = |k: &str| tcpext.get(k).copied();
+    let dsack = get("TCPDSACKOldSent")
+        .zip(get("TCPDSACKOfoSent"))
+        .map(|(a, b)| a + b);
+    [
+        ("tcp_ofo_queued", get("TCPOFOQueue")),
+        ("tcp_ofo_drops", get("TCPOFODrop")),
+        ("tcp_backlog_drops", get("TCPBacklogDrop")),
+        ("tcp_rcvq_drops", get("TCPRcvQDrop")),
+        ("tcp_dsack_sent", dsack),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.unwrap_or(-1)))
+    .collect()
+}
+
+/// The moment `us` (wall clock, microseconds since the Unix epoch, at most now) as an
+/// [`Instant`], through the offset between the two clocks at `now`.
+fn instant_of_unix_us(now: Instant, us: u64) -> Instant {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    now.checked_sub(Duration::from_micros(wall.saturating_sub(us)))
+        .unwrap_or(now)
 }
 
 /// The name of migrating VM number `i` (plan order).
@@ -769,6 +827,24 @@ impl Testbed {
                 qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some)
             }
         }
+    }
+
+    /// netns: the first migrating VM's TCP receive counters, read in its namespace
+    /// ([`vm_stack_counters`], the keys of the QEMU guest's responder). `None` for other
+    /// VM kinds (their guest reports its own: [`Testbed::guest_info`]).
+    pub fn netns_vm_counters(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, i64>>, OrchestrateError> {
+        let Some(ns) = self.vm_ns_of(0) else {
+            return Ok(None);
+        };
+        // `/proc/self/net` is the main thread's namespace; this thread's is `thread-self`.
+        let text = ns
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/netstat"))?
+            .map_err(|e| {
+                OrchestrateError::Options(format!("reading the VM's /proc/net/netstat: {e}"))
+            })?;
+        Ok(Some(vm_stack_counters(&text)))
     }
 
     /// QEMU: the guest's boot id after its first boot. `None` for a netns VM.
@@ -1807,26 +1883,20 @@ impl Testbed {
         Ok(records)
     }
 
-    /// The bookkeeping before a step of `f`: where it starts from, the moments that are the
-    /// step's own (request, stop).
+    /// The bookkeeping before a step of `f`: where a migration starts from, and the moment
+    /// of its request. (The stop's moment is the source srmigd's: [`FlightIo::Paused`].)
     fn flight_begin(&mut self, f: &mut Flight) -> Result<(), OrchestrateError> {
-        match f.stage {
-            Stage::Waiting => {
-                f.from = self.vm_at_of(f.mv.vm);
-                if f.from == f.mv.to {
-                    return Err(OrchestrateError::Options(format!(
-                        "{} is already on {}",
-                        vms_name(&self.plan, f.mv.vm),
-                        self.plan.host(f.mv.to).name
-                    )));
-                }
-                self.begin_migration()?;
-                f.t_req = Instant::now();
+        if f.stage == Stage::Waiting {
+            f.from = self.vm_at_of(f.mv.vm);
+            if f.from == f.mv.to {
+                return Err(OrchestrateError::Options(format!(
+                    "{} is already on {}",
+                    vms_name(&self.plan, f.mv.vm),
+                    self.plan.host(f.mv.to).name
+                )));
             }
-            // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual
-            // switch; the VM's last replies drain...
-            Stage::Precopy => f.t_stop = Instant::now(),
-            _ => {}
+            self.begin_migration()?;
+            f.t_req = Instant::now();
         }
         Ok(())
     }
@@ -1858,10 +1928,17 @@ impl Testbed {
             Stage::Arming | Stage::Finishing => {
                 FlightIo::Status(Box::new(self.control.migration(id()?)?))
             }
+            // Stop-and-copy: the hypervisor stops the VM and tells the source's virtual
+            // switch; the VM's last replies drain...
             Stage::Precopy => {
-                self.daemon(f.from)?
-                    .set_vm_state(&self.control, vm_name, VmState::Paused)?;
-                FlightIo::Paused
+                let since =
+                    self.daemon(f.from)?
+                        .set_vm_state(&self.control, vm_name, VmState::Paused)?;
+                let answered = Instant::now();
+                FlightIo::Paused {
+                    applied: since.map_or(answered, |us| instant_of_unix_us(answered, us)),
+                    answered,
+                }
             }
             Stage::Draining => {
                 // ...the attachment leaves the source (where it is now: a VM may move twice
@@ -1988,7 +2065,9 @@ impl Testbed {
                     });
                 }
             }
-            (Stage::Precopy, FlightIo::Paused) => {
+            (Stage::Precopy, FlightIo::Paused { applied, answered }) => {
+                f.t_stop = applied;
+                f.t_paused = answered;
                 self.fire(FaultPhase::Switchover, f.id)?;
                 f.stage = Stage::Draining;
             }
@@ -2632,6 +2711,48 @@ fn veth(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_stack_counters_come_from_tcpext() {
+        let netstat = "TcpExt: SyncookiesSent TCPOFOQueue TCPOFODrop TCPBacklogDrop TCPDSACKOldSent TCPDSACKOfoSent\n\
+                       TcpExt: 0 7 1 2 3 4\n\
+                       IpExt: InNoRoutes InTruncatedPkts\n\
+                       IpExt: 5 6\n";
+        let c = vm_stack_counters(netstat);
+        assert_eq!(c["tcp_ofo_queued"], 7);
+        assert_eq!(c["tcp_ofo_drops"], 1);
+        assert_eq!(c["tcp_backlog_drops"], 2);
+        assert_eq!(c["tcp_dsack_sent"], 7);
+        // Not in this kernel's list.
+        assert_eq!(c["tcp_rcvq_drops"], -1);
+        assert_eq!(c.len(), 5);
+        assert!(vm_stack_counters("").values().all(|&v| v == -1));
+    }
+
+    /// A wall-clock moment 2 ms ago is an instant 2 ms (and a little) before now; a moment
+    /// after now is now.
+    #[test]
+    fn wall_clock_moments_map_to_instants() {
+        let wall_us = |d: Duration| {
+            u64::try_from(
+                (std::time::SystemTime::now() - d)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_micros(),
+            )
+            .expect("fits")
+        };
+        let us = wall_us(Duration::from_millis(2));
+        let now = Instant::now();
+        let at = instant_of_unix_us(now, us);
+        let back = now - at;
+        assert!(
+            back >= Duration::from_millis(2) && back < Duration::from_secs(1),
+            "{back:?}"
+        );
+        let later = wall_us(Duration::ZERO) + 5_000_000;
+        assert_eq!(instant_of_unix_us(now, later), now);
+    }
 
     #[test]
     fn loss_counters_merge_drops_and_port_losses() {
