@@ -26,9 +26,10 @@
 //! leaves S and appears at D.
 //!
 //! The stop is announced to the source srmigd (as a hypervisor tells its virtual switch),
-//! and the link is cut [`DRAIN`] after srmigd answered. A stopped VM emits nothing and the packets in its rings
-//! migrate with it; a netns VM keeps running, so without this its replies to packets that
-//! arrived just before the cut would be lost by the emulation, not by the network.
+//! and the link is cut [`DRAIN`] after srmigd answered. A stopped VM emits nothing and the
+//! packets in its rings migrate with it; a netns VM keeps running, so without this its
+//! replies to packets that arrived just before the cut would be lost by the emulation, not
+//! by the network.
 //!
 //! `pause_ms` (the report's `blackout_ms`) is measured from the stop to the attach at the
 //! destination (the moment of the system call that brings the VM's side up); `total_ms`
