@@ -53,8 +53,10 @@ pub struct Args {
     /// over them (AF_PACKET fanout; no AF_XDP, no [[qemu]] ports with more than one).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub workers: usize,
-    /// Pin worker k to CPU k of LIST, modulo its length (e.g. `1`, `0,1`, `0-3`); default: no
-    /// pinning.
-    #[arg(long, value_name = "LIST")]
+    /// Pin worker k to CPU k of LIST, modulo its length (e.g. `1`, `0,1`, `0-3`); `any`: no
+    /// pinning (flows to veth ports may then be reordered when the scheduler moves a worker).
+    /// Default: a single worker stays on the CPU it starts on, several take the CPUs the
+    /// process may use in turn.
+    #[arg(long, value_name = "LIST|any")]
     pub cpus: Option<String>,
 }

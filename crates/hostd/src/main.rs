@@ -1,6 +1,6 @@
 //! `srmigd --config node.toml --api /run/srmig/HOST.sock [--name HOST] [--api-group GROUP]
 //! [--listen ADDR:PORT --tls-dir DIR] [--controller PATH|https://HOST:PORT[,...]]
-//! [--log-format json|text] [--workers N] [--cpus LIST]`: the per-host srmig daemon (see the
+//! [--log-format json|text] [--workers N] [--cpus LIST|any]`: the per-host srmig daemon (see the
 //! library docs; `--workers`: [`srmig_hostd::workers`]; trust model: `docs/security.md`).
 
 use std::sync::Arc;
@@ -53,7 +53,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let daemon = config::load_daemon(&args.config)?;
     workers::check(args.workers, &daemon)
         .with_context(|| format!("node configuration {}", args.config.display()))?;
-    let cpus = args.cpus.as_deref().map(workers::parse_cpus).transpose()?;
+    let placement = workers::CpuPlacement::parse(args.cpus.as_deref())?;
+    let allowed = workers::allowed_cpus();
     let config::DaemonConfig {
         node: cfg,
         qemu,
@@ -182,17 +183,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             "srmig-dp".to_owned()
         };
-        let cpu = cpus.as_ref().map(|c| c[k % c.len()]);
+        let (placement, allowed) = (placement.clone(), allowed.clone());
         let t = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                if let Some(cpu) = cpu {
-                    match workers::pin_current_thread(cpu) {
+                // One CPU per worker keeps every flow in order (workers::CpuPlacement).
+                match placement.cpu_for(k, n, &allowed, workers::current_cpu()) {
+                    Some(cpu) => match workers::pin_current_thread(cpu) {
                         Ok(()) => info!(worker = k, cpu, "dataplane worker pinned"),
-                        Err(e) => {
-                            warn!(worker = k, cpu, error = %e, "cannot pin the dataplane worker")
-                        }
-                    }
+                        Err(e) => warn!(
+                            worker = k,
+                            cpu,
+                            error = %e,
+                            "cannot pin the dataplane worker: the scheduler may move it, \
+                             and flows to veth ports may then be reordered"
+                        ),
+                    },
+                    None => info!(
+                        worker = k,
+                        "dataplane worker not pinned (--cpus any): flows to veth ports may be \
+                         reordered when the scheduler moves it"
+                    ),
                 }
                 let r = lp.run();
                 done.notify_one();

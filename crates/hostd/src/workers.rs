@@ -197,6 +197,80 @@ pub fn fanout_group(salt: u16, port: PortId, ifindex: u32) -> u16 {
     salt ^ ((ifindex as u16) << 6) ^ port.0
 }
 
+/// Where the dataplane workers run (`--cpus`).
+///
+/// Every worker is pinned to one CPU unless the operator says `any`. A worker hands the
+/// frames it sends to a veth (a netns VM's or container's port, an uplink to a Linux
+/// router) to the kernel's input backlog *of the CPU it runs on*, which the receiving side
+/// drains in that CPU's softirq. If the scheduler moved the worker to another CPU while the
+/// old CPU's backlog still held frames (its softirq deferred to `ksoftirqd` under load), the
+/// frames sent after the move would be delivered first: a flow reordered by srmigd itself
+/// (seen in the lab as a block of ~50 TCP segments overtaken, about one run in three, under
+/// load). A worker that stays on one CPU keeps every flow in order, as the kernel's own
+/// forwarding does (it runs on the receiving CPU).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuPlacement {
+    /// No `--cpus`: one worker stays on the CPU it starts on; with several, worker k takes
+    /// the k-th CPU (modulo) of the CPUs the process may use.
+    Default,
+    /// `--cpus LIST`: worker k on the k-th CPU of LIST, modulo its length.
+    List(Vec<usize>),
+    /// `--cpus any`: not pinned; the scheduler may move workers (flows may be reordered).
+    Any,
+}
+
+impl CpuPlacement {
+    /// Parses `--cpus` (`None`: not given).
+    pub fn parse(arg: Option<&str>) -> Result<CpuPlacement, WorkersError> {
+        match arg.map(str::trim) {
+            None => Ok(CpuPlacement::Default),
+            Some("any") => Ok(CpuPlacement::Any),
+            Some(list) => parse_cpus(list).map(CpuPlacement::List),
+        }
+    }
+
+    /// The CPU for worker `k` of `workers`, given the CPUs the process may use (`allowed`,
+    /// ascending) and the one the worker runs on now (`current`); `None`: not pinned.
+    pub fn cpu_for(
+        &self,
+        k: usize,
+        workers: usize,
+        allowed: &[usize],
+        current: Option<usize>,
+    ) -> Option<usize> {
+        match self {
+            CpuPlacement::Any => None,
+            CpuPlacement::List(cpus) => cpus.get(k % cpus.len().max(1)).copied(),
+            CpuPlacement::Default if workers <= 1 => current.or(allowed.first().copied()),
+            CpuPlacement::Default => allowed.get(k % allowed.len().max(1)).copied(),
+        }
+    }
+}
+
+/// The CPUs the calling thread may run on, ascending (empty if the kernel does not say).
+#[allow(unsafe_code)]
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads a bit of `set`, bounded by CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// The CPU the calling thread runs on now.
+#[allow(unsafe_code)]
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu takes no arguments and only returns a number.
+    let c = unsafe { libc::sched_getcpu() };
+    usize::try_from(c).ok()
+}
+
 /// Parses `--cpus`: CPU numbers and ranges, comma separated (`1`, `0,1`, `0-3,6`).
 pub fn parse_cpus(list: &str) -> Result<Vec<usize>, WorkersError> {
     let bad = |reason: String| WorkersError::Cpus {
@@ -439,8 +513,36 @@ mod tests {
         );
     }
 
+    /// Every worker gets one CPU unless `any`: a single one stays where it starts, several
+    /// spread over the CPUs the process may use, a list is taken modulo its length.
+    #[test]
+    fn workers_are_pinned_unless_any() {
+        let allowed = [2, 3, 5];
+        let d = CpuPlacement::Default;
+        assert_eq!(d.cpu_for(0, 1, &allowed, Some(3)), Some(3));
+        assert_eq!(d.cpu_for(0, 1, &allowed, None), Some(2));
+        let spread: Vec<_> = (0..4).map(|k| d.cpu_for(k, 4, &allowed, Some(5))).collect();
+        assert_eq!(spread, [Some(2), Some(3), Some(5), Some(2)]);
+        assert_eq!(d.cpu_for(1, 2, &[], None), None);
+        let l = CpuPlacement::List(vec![1, 0]);
+        assert_eq!(l.cpu_for(0, 1, &allowed, Some(3)), Some(1));
+        assert_eq!(l.cpu_for(3, 4, &allowed, Some(3)), Some(0));
+        assert_eq!(CpuPlacement::Any.cpu_for(0, 1, &allowed, Some(3)), None);
+        // The calling thread's own view.
+        let mine = allowed_cpus();
+        assert!(!mine.is_empty());
+        assert!(current_cpu().is_some_and(|c| mine.contains(&c)));
+    }
+
     #[test]
     fn cpu_lists() {
+        assert_eq!(
+            CpuPlacement::parse(Some("0-1")),
+            Ok(CpuPlacement::List(vec![0, 1]))
+        );
+        assert_eq!(CpuPlacement::parse(Some("any")), Ok(CpuPlacement::Any));
+        assert_eq!(CpuPlacement::parse(None), Ok(CpuPlacement::Default));
+        assert!(CpuPlacement::parse(Some("some")).is_err());
         assert_eq!(parse_cpus("1"), Ok(vec![1]));
         assert_eq!(parse_cpus("0,1"), Ok(vec![0, 1]));
         assert_eq!(parse_cpus("0-2,5"), Ok(vec![0, 1, 2, 5]));

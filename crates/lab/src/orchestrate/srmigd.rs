@@ -39,8 +39,8 @@ pub struct Srmigd {
 
 impl Srmigd {
     /// Writes `node_toml` and starts `bin` in `ns` for `host`, serving its API over mutual
-    /// TLS and reporting to the controller on the management network (`mgmt`); returns once
-    /// its API answers.
+    /// TLS and reporting to the controller on the management network (`mgmt`), its dataplane
+    /// pinned to `cpu` (`--cpus`); returns once its API answers.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         lab: &Lab,
@@ -51,6 +51,7 @@ impl Srmigd {
         node_toml: &str,
         control: &ControlPlane,
         mgmt: &Mgmt,
+        cpu: usize,
     ) -> Result<Srmigd, OrchestrateError> {
         let config = dir.join(format!("{}.toml", host.name));
         std::fs::write(&config, node_toml).map_err(|source| OrchestrateError::File {
@@ -67,6 +68,7 @@ impl Srmigd {
             path_str(&mgmt.tls_dir)?,
         );
         let listen = mgmt.listen.to_string();
+        let cpu = cpu.to_string();
         let argv = [
             bin_s,
             "--config",
@@ -81,6 +83,8 @@ impl Srmigd {
             &listen,
             "--controller",
             &mgmt.controller,
+            "--cpus",
+            &cpu,
         ];
         let pid = lab.spawn(ns, &argv, Some(&log))?;
         let daemon = Srmigd {

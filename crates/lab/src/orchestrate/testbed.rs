@@ -977,6 +977,15 @@ impl Testbed {
                 .collect::<Vec<_>>()
                 .join(","),
         };
+        // One CPU per dataplane (srmigd pins its workers: docs/srmigd-api.md, `--cpus`),
+        // chosen here so they do not pile up: C, the client's ingress, busy all along, gets
+        // CPU 0 to itself; the VMs' hosts share the others (S and D are busy together only
+        // during a pause, when S hands D what D buffers).
+        let ncpu = std::thread::available_parallelism().map_or(1, usize::from);
+        let cpu = match (i, ncpu) {
+            (0, _) | (_, 1) => 0,
+            (i, n) => 1 + (i - 1) % (n - 1),
+        };
         Srmigd::start(
             &self.lab,
             ns,
@@ -986,6 +995,7 @@ impl Testbed {
             &toml,
             &self.control,
             &mgmt,
+            cpu,
         )
     }
 
