@@ -913,7 +913,7 @@ impl Agent {
                 bytes: total.bytes,
             },
             drops: c
-                .drop_counts()
+                .drop_counts_by_name()
                 .map(|(r, n)| (r.as_str().to_owned(), n))
                 .collect(),
             icmp: IcmpStatus {

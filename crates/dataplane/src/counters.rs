@@ -169,6 +169,13 @@ impl CountersView<'_> {
             .map(|r| (*r, self.c.drops[r.index()]))
     }
 
+    /// [`CountersView::drop_counts`] sorted by reason name ([`DropReason::by_name`]).
+    pub fn drop_counts_by_name(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::by_name()
+            .iter()
+            .map(|r| (*r, self.c.drops[r.index()]))
+    }
+
     /// Sum of all drops.
     pub fn total_drops(&self) -> u64 {
         self.c.drops.iter().sum()

@@ -28,6 +28,17 @@ macro_rules! drop_reasons {
             pub const fn index(self) -> usize {
                 self as usize
             }
+
+            /// Every reason, sorted by [`DropReason::as_str`]: the order of a map keyed by
+            /// name, so that building one (the status API's `drops`) finds its input sorted.
+            pub fn by_name() -> &'static [DropReason] {
+                static SORTED: std::sync::OnceLock<Vec<DropReason>> = std::sync::OnceLock::new();
+                SORTED.get_or_init(|| {
+                    let mut v = DropReason::ALL.to_vec();
+                    v.sort_unstable_by_key(|r| r.as_str());
+                    v
+                })
+            }
         }
     };
 }
@@ -198,5 +209,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
+        let by_name: Vec<_> = DropReason::by_name().iter().map(|r| r.as_str()).collect();
+        assert_eq!(by_name, names);
     }
 }
