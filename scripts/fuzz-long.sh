@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each and writes a table (target, executions, exec/s,
-# coverage as libFuzzer's cov/ft, crashes) to $FUZZ_LONG_OUT (default out/fuzz-long.md) and
+# coverage as libFuzzer's cov/ft, crashes, slow units) to $FUZZ_LONG_OUT (default out/fuzz-long.md) and
 # stdout. FUZZ_SANITIZER=none (default: address) runs the fast profile without a sanitizer
 # (built into $CARGO_TARGET_DIR/none, so both profiles stay built). Corpora grow in
 # fuzz/corpus/<target> (only the committed seed-* files are tracked); crashes land in
@@ -30,8 +30,8 @@ trap 'rm -rf "$logs"' EXIT
 {
     echo "# fuzz-long: ${seconds} s per target${FUZZ_RUNS:+ or $FUZZ_RUNS executions}, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
     echo
-    echo "| target | executions | exec/s | cov | ft | crashes |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| target | executions | exec/s | cov | ft | crashes | slow units |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
 } > "$out"
 cat "$out"
 targets=("$@")
@@ -40,18 +40,25 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
-    before=$(find "artifacts/$target" -type f | wc -l)
+    # Crashes, leaks, timeouts and out-of-memory inputs count; a "slow unit" (an input that
+    # took more than libFuzzer's -report_slow_units, 10 s, of wall time, e.g. while the
+    # machine or the process was stopped) is listed apart: it is not a failure.
+    failures() { find "artifacts/$target" -type f ! -name 'slow-unit-*' | wc -l; }
+    slow() { find "artifacts/$target" -type f -name 'slow-unit-*' | wc -l; }
+    before=$(failures)
+    slow_before=$(slow)
     # shellcheck disable=SC2046
     cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
         -max_total_time="$seconds" $runs -print_final_stats=1 $(fuzz_target_args "$target") \
         > "$logs/$target.log" 2>&1 || true
-    after=$(find "artifacts/$target" -type f | wc -l)
+    after=$(failures)
+    slow_units=$(($(slow) - slow_before))
     # (a run that failed to start has none of these lines: "?" in the table, not an exit)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
     ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
-    line="| $target | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) |"
+    line="| $target | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) | $slow_units |"
     echo "$line" | tee -a "$out"
     if [ -z "$execs" ]; then
         echo "$target did not run; the end of its log:" >&2
