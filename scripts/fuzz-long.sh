@@ -48,7 +48,7 @@ for target in "${targets[@]}"; do
     before=$(failures)
     slow_before=$(slow)
     # shellcheck disable=SC2046
-    cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
+    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
         -max_total_time="$seconds" $runs -print_final_stats=1 $(fuzz_target_args "$target") \
         > "$logs/$target.log" 2>&1 || true
     after=$(failures)

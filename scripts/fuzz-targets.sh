@@ -1,4 +1,5 @@
-# Sourced by fuzz-smoke.sh and fuzz-long.sh: libFuzzer options per fuzz target.
+# Sourced by fuzz-smoke.sh and fuzz-long.sh: libFuzzer options per fuzz target, and the
+# allocator settings every target runs with.
 # dataplane_ops decodes operations until its input ends; 256 bytes are 5 to 20 operations,
 # enough for hold -> release sequences, and keep it fast (a longer input is a longer run).
 # control_ops reads at most 64 operations of at most 7 bytes: 512 bytes hold the longest.
@@ -9,3 +10,11 @@ fuzz_target_args() {
         *) echo "" ;;
     esac
 }
+
+# glibc malloc settings for the fuzz runs (not for the build): allocations up to 64 MiB come
+# from the heap, which is never trimmed. With glibc's defaults, a target that allocates and
+# frees large buffers on every input (process_batch's engines) maps, faults in and unmaps
+# pages on every input: 100,000 process_batch inputs took 34 s with the defaults and 1.7 s
+# with these (the other targets: the same or up to 15 % faster). The address sanitizer has
+# its own allocator and ignores them.
+FUZZ_MALLOC_TUNABLES="glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=4294967295"

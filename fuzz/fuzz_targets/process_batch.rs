@@ -11,7 +11,17 @@
 //! frame steered into the keyed policy) with fuzzer bytes XORed over it (reaches deep paths
 //! quickly),
 //! 2 = VM state change, 3 = time passes (+ handle_timeout), 4 = process the batch now.
+//!
+//! The batch, the output buffer and the three template frames are built once and reused
+//! (the batch is cleared at the start of every input): allocating 64 jumbo-sized buffers per
+//! input made the allocator grow and trim the heap each time, and the page faults of that
+//! took most of the run. The two engines are built once and cloned for every input
+//! (`Dataplane: Clone`), so every input starts from exactly the same state, without the
+//! half of the time that building them from their configuration took. Corpus run of
+//! 100,000 inputs on a shared CPU: 2,986 exec/s with everything built per input.
 #![no_main]
+
+use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use srmig_dataplane::testkit::{
@@ -24,10 +34,32 @@ use srmig_dataplane::{
 
 const PORTS: [PortId; 3] = [canon::UPLINK, canon::VM1_PORT, canon::CLIENT_PORT];
 
+#[derive(Clone)]
 struct Node {
     dp: Dataplane,
     ports: usize,
     vms: usize,
+}
+
+/// Host `h` as configured, with `state` for its VM.
+fn node(h: u16, state: VmState) -> Node {
+    let mut cfg = host_config(h, state);
+    with_hmac(&mut cfg);
+    if h == canon::D {
+        cfg.ports[0].hmac = Some(HmacMode::Require);
+    }
+    // Small buffers: fast to set up per input, and full buffers are reached easily.
+    cfg.buffer.per_vm_packets = 48;
+    cfg.buffer.global_packets = 64;
+    cfg.buffer.per_vm_bytes = 48 * 1500;
+    cfg.buffer.global_bytes = 64 * 1500;
+    let ports = cfg.ports.len();
+    let vms = cfg.vms.len();
+    Node {
+        dp: Dataplane::new(cfg).expect("canonical config is valid"),
+        ports,
+        vms,
+    }
 }
 
 fn flush(node: &mut Node, now: Instant, batch: &mut Batch, out: &mut PacketBuf) {
@@ -54,45 +86,58 @@ fn flush(node: &mut Node, now: Instant, batch: &mut Batch, out: &mut PacketBuf) 
     }
 }
 
+/// What every input uses and none changes for the next (see the module doc).
+struct Scratch {
+    batch: Batch,
+    out: PacketBuf,
+    templates: [Vec<u8>; 3],
+    /// Hosts S and D as configured: every input starts from a clone of them.
+    nodes: [Node; 2],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let template = uplink_frame(
+            canon::S,
+            &[
+                canon::sid(canon::S, canon::END_S),
+                canon::sid(canon::D, canon::END_SBUF),
+            ],
+            1,
+            &inner_to_vm1(),
+        );
+        let mut signed = template.clone();
+        sign_frame(&mut signed, HMAC_KEY_ID, HMAC_SECRET, false);
+        let to_keyed = client_frame(a6("2001:db8:901::1"), 120);
+        Scratch {
+            batch: Batch::new(64),
+            out: PacketBuf::new(),
+            templates: [template, signed, to_keyed],
+            nodes: [
+                node(canon::S, VmState::Running),
+                node(canon::D, VmState::Absent),
+            ],
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
+}
+
 fuzz_target!(|data: &[u8]| {
-    let mk = |h, state| {
-        let mut cfg = host_config(h, state);
-        with_hmac(&mut cfg);
-        if h == canon::D {
-            cfg.ports[0].hmac = Some(HmacMode::Require);
-        }
-        // Small buffers: fast to set up per input, and full buffers are reached easily.
-        cfg.buffer.per_vm_packets = 48;
-        cfg.buffer.global_packets = 64;
-        cfg.buffer.per_vm_bytes = 48 * 1500;
-        cfg.buffer.global_bytes = 64 * 1500;
-        let ports = cfg.ports.len();
-        let vms = cfg.vms.len();
-        Node {
-            dp: Dataplane::new(cfg).expect("canonical config is valid"),
-            ports,
-            vms,
-        }
-    };
-    let mut nodes = [
-        mk(canon::S, VmState::Running),
-        mk(canon::D, VmState::Absent),
-    ];
-    let template = uplink_frame(
-        canon::S,
-        &[
-            canon::sid(canon::S, canon::END_S),
-            canon::sid(canon::D, canon::END_SBUF),
-        ],
-        1,
-        &inner_to_vm1(),
-    );
-    let mut signed = template.clone();
-    sign_frame(&mut signed, HMAC_KEY_ID, HMAC_SECRET, false);
-    let to_keyed = client_frame(a6("2001:db8:901::1"), 120);
-    let templates = [&template, &signed, &to_keyed];
-    let mut batch = Batch::new(64);
-    let mut out = PacketBuf::new();
+    SCRATCH.with(|s| run(&mut s.borrow_mut(), data));
+});
+
+fn run(scratch: &mut Scratch, data: &[u8]) {
+    let Scratch {
+        batch,
+        out,
+        templates,
+        nodes: scratch_nodes,
+    } = scratch;
+    batch.clear();
+    let mut nodes = scratch_nodes.clone();
     let mut now = Instant(0);
     let mut rest = data;
     while let [op, len, tail @ ..] = rest {
@@ -104,7 +149,7 @@ fuzz_target!(|data: &[u8]| {
         match op % 5 {
             0 => {
                 if batch.push(port, bytes).is_ok() && batch.is_full() {
-                    flush(node, now, &mut batch, &mut out);
+                    flush(node, now, batch, out);
                 }
             }
             1 => {
@@ -114,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
                     f[at] ^= bytes.get(i + 1).copied().unwrap_or(0xff);
                 }
                 if batch.push(port, &f).is_ok() && batch.is_full() {
-                    flush(node, now, &mut batch, &mut out);
+                    flush(node, now, batch, out);
                 }
             }
             2 => {
@@ -130,9 +175,9 @@ fuzz_target!(|data: &[u8]| {
                 now = Instant(now.0 + ms * 1_000_000);
                 node.dp.handle_timeout(now);
             }
-            _ => flush(node, now, &mut batch, &mut out),
+            _ => flush(node, now, batch, out),
         }
     }
     let node = &mut nodes[0];
-    flush(node, now, &mut batch, &mut out);
-});
+    flush(node, now, batch, out);
+}

@@ -75,7 +75,7 @@ pub(crate) struct Released {
 }
 
 /// A VM's FIFO: a fixed ring of `per_vm_packets` records (never grown).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct VmQueue {
     /// The ring's records, each a [`HeldPkt`] packed into two words (see [`VmQueue::pack`]).
     /// Packed, a ring is an array of integers, which `vec!` allocates zeroed: a large ring's
@@ -162,7 +162,7 @@ pub struct Occupancy {
 }
 
 /// All End.SBUF buffers of the node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SbufStore {
     cfg: BufferConfig,
     max_age_ns: u64,
@@ -182,6 +182,7 @@ pub(crate) struct SbufStore {
 /// elements are not known to be zero), so building an engine cost a memset of the whole
 /// arena, for every scratch engine a host config is validated on too, and all of it was
 /// resident at once.
+#[derive(Clone)]
 struct Arena(Box<[u8]>);
 
 impl Arena {

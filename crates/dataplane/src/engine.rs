@@ -82,7 +82,11 @@ struct Ctx {
 }
 
 /// The SRv6 forwarding engine of one node.
-#[derive(Debug)]
+///
+/// `Clone` copies every table and buffer, the End.SBUF and fence stores whole (their
+/// preallocated size, made resident): an exact copy for tests, fuzzing and snapshots, not
+/// something to do on the data path.
+#[derive(Debug, Clone)]
 pub struct Dataplane {
     locator: u128,
     locator_mask: u128,

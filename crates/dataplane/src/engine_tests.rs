@@ -1297,6 +1297,34 @@ fn end_sbuf_holds_until_resume_and_releases_in_order() {
     );
 }
 
+/// A clone is an independent engine in the same state: what it holds and releases does not
+/// touch the original, and both release the same packets the same way.
+#[test]
+fn a_clone_is_an_independent_copy() {
+    let mut d = host(D, VmState::Absent);
+    let vm = d.vm_id("vm1").unwrap();
+    let held = udp6_sized(sid(C, 1), vm1(), 90);
+    assert_eq!(
+        run(&mut d, UPLINK, &paper_frame(D, 0, &held)).0,
+        Verdict::Held(vm)
+    );
+    let mut c = d.clone();
+    let late = udp6_sized(sid(C, 1), vm1(), 120);
+    assert_eq!(
+        run(&mut c, UPLINK, &paper_frame(D, 0, &late)).0,
+        Verdict::Held(vm)
+    );
+    assert_eq!(c.counters().buffer_occupancy(vm).packets, 2);
+    assert_eq!(d.counters().buffer_occupancy(vm).packets, 1);
+    for e in [&mut d, &mut c] {
+        e.handle_vm_state(T0, vm, VmState::Running).unwrap();
+    }
+    let (from_d, from_c) = (drain(&mut d, T0), drain(&mut c, T0));
+    assert_eq!(from_d, vec![(VM1_PORT, from_c[0].1.clone())]);
+    assert_eq!(from_c.len(), 2);
+    assert_eq!(&from_c[1].1[14..], &forwarded(&late)[..]);
+}
+
 /// One observation per resume with packets held: how long the oldest had waited when the
 /// release started (not the later arrivals, not a resume with nothing held).
 #[test]

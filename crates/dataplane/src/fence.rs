@@ -247,7 +247,7 @@ struct Slot {
 }
 
 /// Every fence of the node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Fences {
     cfg: FenceConfig,
     /// Per VM: fenced here.

@@ -180,7 +180,7 @@ impl FibTable {
 }
 
 /// All FIB tables, by configured table id.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Fib {
     tables: Vec<FibTable>,
     ids: Vec<u32>,

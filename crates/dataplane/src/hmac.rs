@@ -98,7 +98,7 @@ pub(crate) struct HmacFailure {
 }
 
 /// The node's keys (sorted by id) and each port's [`HmacMode`].
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct HmacTable {
     keys: Vec<HmacKey>,
     modes: Vec<HmacMode>,

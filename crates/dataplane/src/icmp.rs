@@ -184,7 +184,7 @@ const GEN_SLOT_SIZE: usize = ethernet::HEADER_LEN + MIN_MTU;
 const _: () = assert!(MAX_ICMPV4_ERROR <= MIN_MTU);
 
 /// A preallocated FIFO of generated frames.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct GenQueue {
     bufs: Vec<u8>,
     meta: [(PortId, u16); GEN_QUEUE_SLOTS],

@@ -219,7 +219,7 @@ fn emit_srh<'a>(v: &mut Vec<u8>, list: impl Iterator<Item = &'a Ipv6Addr>, sl: u
 }
 
 /// Destination -> steering, exact entries first (they are the longest prefixes).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct MappingTable {
     pub(crate) v6: Lpm<Steering, 128>,
     pub(crate) v4: Lpm<Steering, 32>,

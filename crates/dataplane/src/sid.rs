@@ -320,7 +320,7 @@ pub(crate) fn build(
 }
 
 /// The local SID table.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SidTable {
     pub(crate) entries: Vec<Option<SidEntry>>,
     lpm: Lpm<SidId, 128>,

@@ -71,7 +71,7 @@ pub(crate) struct AddrEntry {
 
 /// VMs with exact-match address lookups; the IPv6 table also holds /128 mappings
 /// ([`AddrEntry`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct VmTable {
     pub(crate) vms: Vec<Vm>,
     by_v6: FastMap<u128, AddrEntry>,
