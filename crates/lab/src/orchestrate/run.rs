@@ -833,25 +833,11 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                 after: after.boot_id.clone(),
             });
         }
-        guest_counters = Some(
-            after
-                .counters
-                .iter()
-                .map(|(k, &v)| (k.clone(), v - before.counters.get(k).copied().unwrap_or(0)))
-                .collect(),
-        );
+        guest_counters = Some(counter_growth(&before.counters, &after.counters));
     }
     // A netns VM: its namespace's stack counters, as the QEMU guest reports its own.
     if let (Some(before), Some(after)) = (&netns_before, testbed.netns_vm_counters()?) {
-        guest_counters = Some(
-            after
-                .iter()
-                .map(|(k, &v)| {
-                    let b = before.get(k).copied().unwrap_or(-1);
-                    (k.clone(), if v < 0 || b < 0 { -1 } else { v - b })
-                })
-                .collect(),
-        );
+        guest_counters = Some(counter_growth(before, &after));
     }
     let tcp_worst_500ms = report
         .tcp
@@ -1025,6 +1011,21 @@ fn delivery_figures(at_ms: &[f64], r: &MigrationRecord) -> (Option<f64>, Option<
     (downtime, latency)
 }
 
+/// How much each of a VM's counters grew over the run: `after - before`, or -1 (the
+/// guest's and the netns VM's "could not be read") where either reading is -1 or missing.
+fn counter_growth(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+) -> BTreeMap<String, i64> {
+    after
+        .iter()
+        .map(|(k, &v)| {
+            let b = before.get(k).copied().unwrap_or(-1);
+            (k.clone(), if v < 0 || b < 0 { -1 } else { v - b })
+        })
+        .collect()
+}
+
 /// The lowest mean of `n` consecutive values (`None` if fewer than `n`).
 fn worst_window(bins: &[f64], n: usize) -> Option<f64> {
     if n == 0 {
@@ -1121,6 +1122,20 @@ fn drop_diff(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// An unreadable counter (-1) or one missing before stays unreadable; it never reads 0.
+    #[test]
+    fn counter_growth_keeps_unreadable_counters_unreadable() {
+        let m = |v: &[(&str, i64)]| -> BTreeMap<String, i64> {
+            v.iter().map(|&(k, n)| (k.to_owned(), n)).collect()
+        };
+        let before = m(&[("a", 5), ("b", -1), ("c", -1), ("d", 2)]);
+        let after = m(&[("a", 9), ("b", -1), ("c", 4), ("d", -1), ("e", 3)]);
+        assert_eq!(
+            counter_growth(&before, &after),
+            m(&[("a", 4), ("b", -1), ("c", -1), ("d", -1), ("e", -1)])
+        );
+    }
 
     #[test]
     fn workload_sets_parse() {
