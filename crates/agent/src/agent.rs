@@ -155,7 +155,7 @@ impl WallClock {
 }
 
 /// The engine and its control state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Agent {
     dp: Dataplane,
     host: HostId,
