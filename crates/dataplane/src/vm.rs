@@ -120,6 +120,13 @@ impl VmTable {
             .map(|(&a, _)| a)
     }
 
+    /// Every /128 mapping (an address and its steering), local VM or not.
+    pub(crate) fn v6_steering(&self) -> impl Iterator<Item = (u128, Steering)> + '_ {
+        self.by_v6
+            .iter()
+            .filter_map(|(&a, e)| e.steering.map(|s| (a, s)))
+    }
+
     pub(crate) fn by_v6(&self, a: u128) -> Option<VmId> {
         self.v6_entry(a).vm
     }

@@ -220,6 +220,10 @@ impl FastPath {
         ifindex_of: &dyn Fn(PortId) -> Option<u32>,
         credit: &mut dyn FnMut(CounterSlot, u64, u64),
     ) -> Result<(), FastPathError> {
+        // This program checks what an uplink needs, not a VM port's sources: a VM port's
+        // table (node.toml's `fast_path` names only uplinks, so none should come) is not
+        // written, and every frame goes to srmigd.
+        let table = table.filter(|t| t.sources.is_none());
         let ifindexes: Vec<u32> = table
             .as_ref()
             .map(|t| {
