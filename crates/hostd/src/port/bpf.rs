@@ -42,6 +42,8 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 
 /// `BPF_MAP_TYPE_XSKMAP`.
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_ARRAY`.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
@@ -56,6 +58,10 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_XDP` (enum bpf_attach_type).
 const BPF_XDP: u32 = 37;
+/// `BPF_PROG_TYPE_SCHED_CLS` (a TC classifier: the VM port's program).
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `BPF_TCX_INGRESS` (enum bpf_attach_type; kernel 6.6 and later).
+const BPF_TCX_INGRESS: u32 = 46;
 /// `BPF_FUNC_redirect_map`.
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// `BPF_PSEUDO_MAP_FD`: the `src_reg` of a `ld_imm64` whose immediate is a map fd.
@@ -448,6 +454,10 @@ struct TestRunAttr {
     data_out: u64,
     repeat: u32,
     duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
 }
 
 /// Runs `prog` once on `frame` (`BPF_PROG_TEST_RUN`): the program's return value and the
@@ -469,9 +479,42 @@ pub fn prog_test_run(prog: &OwnedFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)>
     Ok((attr.retval, out))
 }
 
+/// Runs TC program `prog` once on `frame` with `ctx` as its `struct __sk_buff` (the fields
+/// the kernel lets a test set: e.g. `gso_size`, `gso_segs`); returns the verdict and the
+/// frame as the program left it. Tests only.
+pub fn prog_test_run_skb(prog: &OwnedFd, frame: &[u8], ctx: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 512];
+    let mut ctx_out = vec![0u8; ctx.len()];
+    let mut attr = TestRunAttr {
+        prog_fd: fd_u32(prog.as_raw_fd())?,
+        data_size_in: u32::try_from(frame.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx.len() as u32,
+        ctx_size_out: ctx_out.len() as u32,
+        ctx_in: if ctx.is_empty() {
+            0
+        } else {
+            ctx.as_ptr() as u64
+        },
+        ctx_out: if ctx.is_empty() {
+            0
+        } else {
+            ctx_out.as_mut_ptr() as u64
+        },
+        ..TestRunAttr::default()
+    };
+    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// The kernel refused to load a program; `log` is the verifier's log (may be empty).
 #[derive(Debug, thiserror::Error)]
-#[error("loading the XDP program failed: {source}; verifier log: {log:?}")]
+#[error("loading the BPF program failed: {source}; verifier log: {log:?}")]
 pub struct ProgLoadError {
     /// The `bpf(BPF_PROG_LOAD)` error.
     #[source]
@@ -499,15 +542,36 @@ pub fn load_xdp_program(
     license: &CStr,
     prog_flags: u32,
 ) -> Result<OwnedFd, ProgLoadError> {
+    load_program(BPF_PROG_TYPE_XDP, BPF_XDP, name, insns, license, prog_flags)
+}
+
+/// Loads `insns` as a TC classifier (`BPF_PROG_TYPE_SCHED_CLS`) named `name`, for
+/// [`link_create_tcx`].
+pub fn load_tc_program(
+    name: &str,
+    insns: &[Insn],
+    license: &CStr,
+) -> Result<OwnedFd, ProgLoadError> {
+    load_program(BPF_PROG_TYPE_SCHED_CLS, 0, name, insns, license, 0)
+}
+
+fn load_program(
+    prog_type: u32,
+    expected_attach_type: u32,
+    name: &str,
+    insns: &[Insn],
+    license: &CStr,
+    prog_flags: u32,
+) -> Result<OwnedFd, ProgLoadError> {
     let load = |log: Option<&mut [u8]>| {
         let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
+            prog_type,
             insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: name_bytes(name),
             prog_flags,
-            expected_attach_type: BPF_XDP,
+            expected_attach_type,
             ..ProgLoadAttr::default()
         };
         if let Some(buf) = log {
@@ -539,6 +603,20 @@ pub fn load_xdp_program(
             }
         }
     }
+}
+
+/// Attaches TC program `prog` at the ingress of interface `ifindex` with a tcx link
+/// (`BPF_LINK_CREATE`, `BPF_TCX_INGRESS`), after the programs already there. Like an XDP
+/// link, the program stays attached exactly as long as the returned fd (or a duplicate) is
+/// open: nothing is left on the interface when srmigd exits, however it exits.
+pub fn link_create_tcx(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: fd_u32(prog.as_raw_fd())?,
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_INGRESS,
+        flags: 0,
+    };
+    bpf_fd(BPF_LINK_CREATE, &mut attr)
 }
 
 /// Attaches `prog` to interface `ifindex` with a BPF link (`BPF_LINK_CREATE`, `BPF_XDP`)

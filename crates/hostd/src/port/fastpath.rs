@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 use srmig_dataplane::fastpath::{
-    COUNTER_SLOTS, MAX_DX6, MAX_ENCAPS, MAX_NEXTHOPS, MAX_REWRITE, MAX_ROUTES,
+    COUNTER_SLOTS, MAX_DX6, MAX_ENCAPS, MAX_NEXTHOPS, MAX_REWRITE, MAX_ROUTES, MAX_SOURCES,
 };
 use srmig_dataplane::{CounterSlot, FastAction, FastTable, PortId};
 
@@ -41,6 +41,11 @@ struct Aligned<T: ?Sized>(T);
 static OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../../bpf/fastpath.o"));
 /// The compiled program (`clang -O2 -target bpf -mcpu=v3 -c fastpath.c`).
 pub static OBJECT: &[u8] = &OBJECT_ALIGNED.0;
+static VM_OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../../bpf/vmport.o"));
+/// The VM port's TC program (`clang -O2 -target bpf -mcpu=v3 -c vmport.c`).
+pub static VM_OBJECT: &[u8] = &VM_OBJECT_ALIGNED.0;
+/// The name of the VM port's program.
+pub const VM_PROG_NAME: &str = "srmig_vm";
 
 const LPM_KEY: usize = 20;
 const ROUTE: usize = 8;
@@ -80,6 +85,7 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> FastPathError {
 /// The maps of one loaded program.
 #[derive(Debug)]
 struct Maps {
+    /// A `DEVMAP` for the uplink's XDP program, an `ARRAY` of ifindexes for the VM port's.
     egress: OwnedFd,
     routes: OwnedFd,
     domain: OwnedFd,
@@ -88,6 +94,9 @@ struct Maps {
     counters: OwnedFd,
     encaps: OwnedFd,
     dx6s: OwnedFd,
+    /// The VM port's program: its VMs' addresses (`HASH`: address -> index in the table's
+    /// sources) and its count of IPv6 frames passed on to srmigd (`PERCPU_ARRAY[1]`).
+    vm: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// The fast path of one port: the program (attached by [`super::xdp`] in place of the plain
@@ -105,34 +114,41 @@ pub struct FastPath {
     in_map: HashSet<(u128, u8)>,
     /// Every prefix in the domain map.
     domain_in_map: HashSet<(u128, u8)>,
+    /// Every address in the sources map (a VM port's program).
+    sources_in_map: HashSet<u128>,
+    /// A VM port's table written but not yet turned on (see [`FastPath::enable_pending`]).
+    pending: bool,
 }
 
-fn lpm_key(addr: u128, len: u8) -> [u8; LPM_KEY] {
-    let mut k = [0u8; LPM_KEY];
-    k[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
-    k[4..].copy_from_slice(&addr.to_be_bytes());
-    k
-}
-
-impl FastPath {
-    /// Creates the maps and loads the program, which sends the frames it does not forward to
-    /// `xsks` (the port's `XSKMAP`). The program starts disabled: everything to srmigd until
-    /// [`FastPath::write`].
-    pub fn load(xsks: &OwnedFd, name: &str, frags: bool) -> Result<FastPath, FastPathError> {
-        let cpus = bpf::possible_cpus().map_err(map_err("reading the possible CPUs"))?;
+impl Maps {
+    /// The maps of the uplink's program, or (`vm`) of the VM port's.
+    fn create(vm: bool) -> Result<Maps, FastPathError> {
         let create = |t, k: usize, v: usize, n: usize, flags, what: &str| {
             bpf::create_map(t, k as u32, v as u32, n as u32, flags, what)
                 .map_err(map_err(format!("creating map {what}")))
         };
-        let maps = Maps {
-            egress: create(
-                bpf::BPF_MAP_TYPE_DEVMAP,
-                4,
-                4,
-                MAX_NEXTHOPS,
-                0,
-                "srmig_egress",
-            )?,
+        let egress_type = if vm {
+            bpf::BPF_MAP_TYPE_ARRAY
+        } else {
+            bpf::BPF_MAP_TYPE_DEVMAP
+        };
+        let vm_maps = if vm {
+            Some((
+                create(
+                    bpf::BPF_MAP_TYPE_HASH,
+                    16,
+                    4,
+                    MAX_SOURCES,
+                    0,
+                    "srmig_sources",
+                )?,
+                create(bpf::BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, 0, "srmig_passed")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Maps {
+            egress: create(egress_type, 4, 4, MAX_NEXTHOPS, 0, "srmig_egress")?,
             routes: create(
                 bpf::BPF_MAP_TYPE_LPM_TRIE,
                 LPM_KEY,
@@ -175,21 +191,63 @@ impl FastPath {
                 "srmig_encaps",
             )?,
             dx6s: create(bpf::BPF_MAP_TYPE_ARRAY, 4, 4, MAX_DX6, 0, "srmig_dx6s")?,
+            vm: vm_maps,
+        })
+    }
+
+    /// The fd of the map a program's placeholder symbol stands for.
+    fn fd(&self, sym: &str) -> Option<i32> {
+        let m = match sym {
+            "egress" => &self.egress,
+            "routes" => &self.routes,
+            "domain" => &self.domain,
+            "nexthops" => &self.nexthops,
+            "port" => &self.port,
+            "counters" => &self.counters,
+            "encaps" => &self.encaps,
+            "dx6s" => &self.dx6s,
+            "sources" => &self.vm.as_ref()?.0,
+            "passed" => &self.vm.as_ref()?.1,
+            _ => return None,
         };
-        let insns = instructions(OBJECT, &|sym| match sym {
+        Some(m.as_raw_fd())
+    }
+}
+
+fn lpm_key(addr: u128, len: u8) -> [u8; LPM_KEY] {
+    let mut k = [0u8; LPM_KEY];
+    k[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
+    k[4..].copy_from_slice(&addr.to_be_bytes());
+    k
+}
+
+impl FastPath {
+    /// Creates the maps and loads the program, which sends the frames it does not forward to
+    /// `xsks` (the port's `XSKMAP`). The program starts disabled: everything to srmigd until
+    /// [`FastPath::write`].
+    pub fn load(xsks: &OwnedFd, name: &str, frags: bool) -> Result<FastPath, FastPathError> {
+        let maps = Maps::create(false)?;
+        let insns = instructions(OBJECT, "xdp", &|sym| match sym {
             "xsks" => Some(xsks.as_raw_fd()),
-            "egress" => Some(maps.egress.as_raw_fd()),
-            "routes" => Some(maps.routes.as_raw_fd()),
-            "domain" => Some(maps.domain.as_raw_fd()),
-            "nexthops" => Some(maps.nexthops.as_raw_fd()),
-            "port" => Some(maps.port.as_raw_fd()),
-            "counters" => Some(maps.counters.as_raw_fd()),
-            "encaps" => Some(maps.encaps.as_raw_fd()),
-            "dx6s" => Some(maps.dx6s.as_raw_fd()),
-            _ => None,
+            _ => maps.fd(sym),
         })?;
         let flags = if frags { bpf::BPF_F_XDP_HAS_FRAGS } else { 0 };
         let prog = bpf::load_xdp_program(name, &insns, c"GPL", flags)?;
+        FastPath::new(prog, maps)
+    }
+
+    /// Creates the maps and loads the VM port's TC program (`bpf/vmport.c`), which passes
+    /// the frames it does not forward on to the kernel's receive path (srmigd's `ETH_P_IPV6`
+    /// socket). It starts disabled, passing everything.
+    pub fn load_vm() -> Result<FastPath, FastPathError> {
+        let maps = Maps::create(true)?;
+        let insns = instructions(VM_OBJECT, "tc", &|sym| maps.fd(sym))?;
+        let prog = bpf::load_tc_program(VM_PROG_NAME, &insns, c"GPL")?;
+        FastPath::new(prog, maps)
+    }
+
+    fn new(prog: OwnedFd, maps: Maps) -> Result<FastPath, FastPathError> {
+        let cpus = bpf::possible_cpus().map_err(map_err("reading the possible CPUs"))?;
         Ok(FastPath {
             prog,
             maps,
@@ -198,7 +256,45 @@ impl FastPath {
             credited: vec![(0, 0); COUNTER_SLOTS],
             in_map: HashSet::new(),
             domain_in_map: HashSet::new(),
+            sources_in_map: HashSet::new(),
+            pending: false,
         })
+    }
+
+    /// Whether this is a VM port's program.
+    pub fn is_vm(&self) -> bool {
+        self.maps.vm.is_some()
+    }
+
+    /// The IPv6 frames a VM port's program passed on to srmigd so far (0 for an uplink's).
+    pub fn passed(&self) -> u64 {
+        let Some((_, passed)) = &self.maps.vm else {
+            return 0;
+        };
+        let mut buf = vec![0u8; 8 * self.cpus];
+        let size = buf.len();
+        if !bpf::map_lookup(passed, &0u32.to_ne_bytes(), &mut buf, (4, size)).unwrap_or(false) {
+            return 0;
+        }
+        buf.chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+            .sum()
+    }
+
+    /// Whether a VM port's table was written and waits to be turned on.
+    pub fn enable_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Turns a written VM port's table on (see `crate::port` for when srmigd may).
+    pub fn enable(&mut self) -> Result<(), FastPathError> {
+        if !self.pending {
+            return Ok(());
+        }
+        let t = self.written.as_ref().map(|(t, _)| t.clone());
+        self.set_port(t.as_ref())?;
+        self.pending = false;
+        Ok(())
     }
 
     /// The program.
@@ -220,10 +316,11 @@ impl FastPath {
         ifindex_of: &dyn Fn(PortId) -> Option<u32>,
         credit: &mut dyn FnMut(CounterSlot, u64, u64),
     ) -> Result<(), FastPathError> {
-        // This program checks what an uplink needs, not a VM port's sources: a VM port's
-        // table (node.toml's `fast_path` names only uplinks, so none should come) is not
+        // Each program checks what its kind of port needs: an uplink's does not check a VM
+        // port's sources, a VM port's handles no SID. A table of the other kind is not
         // written, and every frame goes to srmigd.
-        let table = table.filter(|t| t.sources.is_none());
+        let vm = self.is_vm();
+        let table = table.filter(|t| t.sources.is_some() == vm);
         let ifindexes: Vec<u32> = table
             .as_ref()
             .map(|t| {
@@ -246,6 +343,7 @@ impl FastPath {
         self.zero_counters()?;
         // Disabled from here until the end: a failure on the way leaves the port punting.
         self.written = None;
+        self.pending = false;
         let Some(t) = table else {
             self.delete_routes(None)?;
             return Ok(());
@@ -262,9 +360,11 @@ impl FastPath {
             v[10..16].copy_from_slice(&n.src_mac);
             bpf::map_update(&self.maps.nexthops, &key, &v, sizes(4, NEXTHOP))
                 .map_err(map_err("writing a nexthop"))?;
-            if ifindex != 0 {
+            if ifindex != 0 || vm {
                 bpf::map_update(&self.maps.egress, &key, &ifindex.to_ne_bytes(), sizes(4, 4))
-                    .map_err(map_err(format!("adding ifindex {ifindex} to the DEVMAP")))?;
+                    .map_err(map_err(format!(
+                        "adding ifindex {ifindex} to the egress map"
+                    )))?;
             } else {
                 bpf::map_delete(&self.maps.egress, &key, 4).map_err(map_err("DEVMAP delete"))?;
             }
@@ -331,6 +431,34 @@ impl FastPath {
                 sizes(LPM_KEY, 4),
             )
             .map_err(map_err("writing an SR domain prefix"))?;
+        }
+        if let Some((sources, _)) = &self.maps.vm {
+            let new: Vec<u128> = t.sources.iter().flatten().map(|s| s.addr).collect();
+            let gone: Vec<u128> = self
+                .sources_in_map
+                .iter()
+                .filter(|a| !new.contains(a))
+                .copied()
+                .collect();
+            for a in gone {
+                bpf::map_delete(sources, &a.to_be_bytes(), 16)
+                    .map_err(map_err("removing a VM's address"))?;
+                self.sources_in_map.remove(&a);
+            }
+            for (i, a) in new.iter().enumerate() {
+                self.sources_in_map.insert(*a);
+                bpf::map_update(
+                    sources,
+                    &a.to_be_bytes(),
+                    &(i as u32).to_ne_bytes(),
+                    (16, 4),
+                )
+                .map_err(map_err("writing a VM's address"))?;
+            }
+            // Turned on by `enable`, once srmigd has read what the program passed so far.
+            self.written = Some((t, ifindexes));
+            self.pending = true;
+            return Ok(());
         }
         self.set_port(Some(&t))?;
         self.written = Some((t, ifindexes));
@@ -458,17 +586,18 @@ impl FastAttachment {
 /// program section is an error.
 pub fn instructions(
     object: &[u8],
+    section_name: &str,
     map_fd: &dyn Fn(&str) -> Option<i32>,
 ) -> Result<Vec<Insn>, FastPathError> {
     let bad = |m: String| FastPathError::Object(m);
     let file = object::File::parse(object).map_err(|e| bad(e.to_string()))?;
     let section = file
-        .section_by_name("xdp")
-        .ok_or_else(|| bad("no section \"xdp\"".into()))?;
+        .section_by_name(section_name)
+        .ok_or_else(|| bad(format!("no section {section_name:?}")))?;
     let data = section.data().map_err(|e| bad(e.to_string()))?;
     if data.len() % 8 != 0 {
         return Err(bad(format!(
-            "section xdp is {} bytes, not whole instructions",
+            "section {section_name} is {} bytes, not whole instructions",
             data.len()
         )));
     }
@@ -506,7 +635,7 @@ mod tests {
         let names = [
             "xsks", "egress", "routes", "domain", "nexthops", "port", "counters", "encaps", "dx6s",
         ];
-        let insns = instructions(OBJECT, &|s| {
+        let insns = instructions(OBJECT, "xdp", &|s| {
             names.iter().position(|n| *n == s).map(|i| 100 + i as i32)
         })
         .expect("the checked-in object loads");
@@ -516,7 +645,7 @@ mod tests {
             .filter(|i| i.is_ld_imm64() && i.to_bytes()[1] >> 4 == 1)
             .count();
         assert_eq!(patched, 24, "the map loads of fastpath.c");
-        let err = instructions(OBJECT, &|s| (s != "domain").then_some(3))
+        let err = instructions(OBJECT, "xdp", &|s| (s != "domain").then_some(3))
             .expect_err("a symbol without a map");
         assert!(err.to_string().contains("\"domain\""), "{err}");
     }
