@@ -61,6 +61,12 @@ pub struct PortIoStats {
     /// interface was down (a VM port coming up at the VM's resume attaches at once).
     #[serde(default)]
     pub prepared_attaches: u64,
+    /// `fast_forced_enables` (VM ports with the TC fast path): table changes after which
+    /// the program was turned on before srmigd had caught up with what it passed (a steady
+    /// flood leaves no quiet moment; frames of a destination that moved to the program may
+    /// then have been reordered).
+    #[serde(default)]
+    pub fast_forced_enables: u64,
     /// `tx_queued` (QEMU ports): frames that waited for room in the socket.
     #[serde(default)]
     pub tx_queued: u64,
@@ -460,6 +466,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
         tx_no_link,
         attachments,
         prepared_attaches,
+        fast_forced_enables,
         tx_queued,
         tx_queue_full,
         rx_bad_records,
@@ -483,6 +490,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
     a.tx_no_link += tx_no_link;
     a.attachments += attachments;
     a.prepared_attaches += prepared_attaches;
+    a.fast_forced_enables += fast_forced_enables;
     a.tx_queued += tx_queued;
     a.tx_queue_full += tx_queue_full;
     a.rx_bad_records += rx_bad_records;

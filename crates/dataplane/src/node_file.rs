@@ -95,7 +95,7 @@ impl IoMode {
 /// [io]
 /// mode = "auto"              # auto | xdp | packet: every port's default
 /// ports = { vm1 = "packet" } # per port, by name
-/// fast_path = ["up0"]        # uplinks whose XDP program forwards transit and End itself
+/// fast_path = ["up0", "vm1"] # ports whose BPF program forwards in the kernel (XDP: uplinks, TC: VM ports)
 /// xdp_ring_size = 4096       # entries of each AF_XDP ring of an uplink
 /// vm_xdp_ring_size = 1024    # the same for a VM port (one per VM: 8 MiB each)
 /// ```
@@ -108,11 +108,13 @@ pub struct IoConfig {
     /// Per-port modes, by port name.
     #[serde(default)]
     pub ports: BTreeMap<String, IoMode>,
-    /// Uplinks whose XDP program forwards transit IPv6 and End itself, to another listed
-    /// uplink (srmigd's fast path, off by default). List an uplink only if its frames come
-    /// off a wire or from another srmigd (not from a local kernel stack, whose checksums may
-    /// be left partial) and its interface's peer accepts XDP frames (a NIC driver with
-    /// `ndo_xdp_xmit`, or a veth whose peer runs an XDP program or has GRO on).
+    /// Ports with srmigd's fast path (off by default). An uplink's XDP program forwards
+    /// transit IPv6 and End itself, to another listed uplink: list an uplink only if its
+    /// frames come off a wire or from another srmigd (not from a local kernel stack, whose
+    /// checksums may be left partial) and its interface's peer accepts XDP frames (a NIC
+    /// driver with `ndo_xdp_xmit`, or a veth whose peer runs an XDP program or has GRO on).
+    /// A VM port's TC program encapsulates (H.Encaps, H.Encaps.Red) and forwards its VMs'
+    /// packets to any uplink itself, keeping their offloads (docs/srmigd-api.md).
     #[serde(default)]
     pub fast_path: Vec<String>,
     /// Entries of each ring of an AF_XDP port (a power of two, 64 to 65536; default
@@ -323,7 +325,7 @@ fn check_qemu(node: &NodeConfig, qemu: &[QemuPortConfig]) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// `[io]` names only ports of `[[ports]]`; `fast_path` only uplinks.
+/// `[io]` names only ports of `[[ports]]`; `fast_path` no VM port in mode `xdp`.
 fn check_io(node: &NodeConfig, io: &IoConfig) -> Result<(), ConfigError> {
     for (field, size) in [
         ("io.xdp_ring_size", io.xdp_ring_size),
@@ -346,10 +348,16 @@ fn check_io(node: &NodeConfig, io: &IoConfig) -> Result<(), ConfigError> {
                     format!("names \"{name}\", which is not a port of [[ports]]"),
                 ))
             }
-            Some(p) if p.kind != crate::config::PortKind::Uplink => {
+            Some(p)
+                if p.kind == crate::config::PortKind::Vm
+                    && io.ports.get(name).copied().unwrap_or(io.mode) == IoMode::Xdp =>
+            {
                 return Err(ConfigError::invalid(
                     "io.fast_path",
-                    format!("names \"{name}\", a VM port: the fast path runs on uplinks"),
+                    format!(
+                        "names \"{name}\", a VM port in mode xdp: a VM port's fast path is a TC \
+                         program beside its AF_PACKET sockets (mode auto or packet)"
+                    ),
                 ))
             }
             Some(_) => {}
@@ -551,8 +559,16 @@ port = "vm1p"
         assert!(e.contains("io.vm_xdp_ring_size") && e.contains("32"), "{e}");
         let e = err("[io]\nfast_path = [\"eth9\"]\n");
         assert!(e.contains("io.fast_path") && e.contains("eth9"), "{e}");
-        let e = err("[io]\nfast_path = [\"vm1p\"]\n");
+        let e = err("[io]\nports = { vm1p = \"xdp\" }\nfast_path = [\"vm1p\"]\n");
         assert!(e.contains("io.fast_path") && e.contains("VM port"), "{e}");
+        let vm = format!("{NODE}[io]\nfast_path = [\"vm1p\"]\n");
+        assert_eq!(
+            NodeFile::parse(&vm)
+                .expect("a VM port's TC fast path")
+                .io
+                .fast_path,
+            ["vm1p"]
+        );
         let ok =
             format!("{NODE}[io]\nports = {{ enp3s0 = \"packet\" }}\nfast_path = [\"enp3s0\"]\n");
         assert!(

@@ -82,6 +82,8 @@ struct port {
 	__u8 mac[6];
 	__u8 srh_ok;   // an SRH without TLVs passes the port's HMAC mode (End.DX6)
 	__u8 pad;
+	// (The map's value is 24 bytes: the VM port's program, bpf/vmport.c, reads a second
+	// MAC after these 16.)
 };
 
 struct encap {

@@ -116,9 +116,11 @@ struct nexthop {
 struct port {
 	__u32 enabled;
 	__u32 end_ok;
-	__u8 mac[6];
+	__u8 mac[6];      // the gateway MAC
 	__u8 srh_ok;
-	__u8 pad;
+	__u8 also_ok;     // also frames to also_mac (the port's own MAC)
+	__u8 also_mac[6];
+	__u8 pad[2];
 };
 
 struct encap {
@@ -207,9 +209,15 @@ int srmig_vm(struct __sk_buff *skb)
 	}
 	if (data + 14 + 40 > end)
 		return pass();
-	for (int i = 0; i < 6; i++)
+	int gw = 1, own = p->also_ok;
+	for (int i = 0; i < 6; i++) {
 		if (data[i] != p->mac[i])
-			return pass();
+			gw = 0;
+		if (data[i] != p->also_mac[i])
+			own = 0;
+	}
+	if (!gw && !own)
+		return pass();
 	if (data[12] != 0x86 || data[13] != 0xdd)
 		return pass();
 	__u8 *ip = data + 14;

@@ -283,27 +283,35 @@ impl DataplaneLoop {
         Ok(lp)
     }
 
-    /// Writes the engine's fast table of every uplink whose XDP program has the fast path
-    /// ([`crate::port::fastpath`]): after any change of the engine or of the ports. Frames
-    /// are redirected only to uplinks that have the fast path too. A table that did not
-    /// change is not written again.
+    /// Writes the engine's fast table of every port with a fast path
+    /// ([`crate::port::fastpath`]): an uplink's XDP program, a VM port's TC program; after any
+    /// change of the engine or of the ports. An uplink's program redirects only to uplinks
+    /// that have the XDP fast path too (a `DEVMAP` needs XDP on the egress); a VM port's
+    /// program to any attached uplink (`bpf_redirect` transmits through the kernel's stack).
+    /// A table that did not change is not written again. A VM port's new table waits to be
+    /// turned on ([`crate::port::FastWait`]).
     fn refresh_fast_paths(&mut self) {
         let fast: Vec<(PortId, u32)> = self
             .ports
             .iter()
-            .filter(|p| p.fast_path().is_some())
+            .filter(|p| p.fast_path().is_some_and(|f| !f.is_vm()))
             .filter_map(|p| Some((p.id, p.socket.as_ref()?.ifindex())))
             .collect();
-        if fast.is_empty() {
-            return;
-        }
-        let egress_ok = |id: PortId| fast.iter().any(|(p, _)| *p == id);
-        let ifindex_of = |id: PortId| fast.iter().find(|(p, _)| *p == id).map(|(_, i)| *i);
+        let uplinks: Vec<(PortId, u32)> = self
+            .ports
+            .iter()
+            .filter(|p| p.kind == PortKind::Uplink)
+            .filter_map(|p| Some((p.id, p.socket.as_ref()?.ifindex())))
+            .collect();
+        let now = std::time::Instant::now();
         for port in &mut self.ports {
             let (id, name) = (port.id, port.ifname.clone());
             let Some(f) = port.fast_path_mut() else {
                 continue;
             };
+            let to = if f.is_vm() { &uplinks } else { &fast };
+            let egress_ok = |id: PortId| to.iter().any(|(p, _)| *p == id);
+            let ifindex_of = |id: PortId| to.iter().find(|(p, _)| *p == id).map(|(_, i)| *i);
             let dp = self.agent.dataplane();
             let table = dp.fast_table(id, &egress_ok);
             if table.is_none() {
@@ -312,7 +320,27 @@ impl DataplaneLoop {
             let mut credit = |slot, p, b| dp.credit_fast_path(slot, p, b);
             if let Err(e) = f.write(table, &ifindex_of, &mut credit) {
                 // The program stays off (every frame to srmigd) until a write succeeds.
-                warn!(port = %name, error = %e, "writing the XDP fast path failed; it is off");
+                warn!(port = %name, error = %e, "writing the fast path failed; it is off");
+            }
+            if f.enable_pending() {
+                if port.fast_wait.is_none() {
+                    port.fast_wait = Some(crate::port::FastWait {
+                        since: now,
+                        quiet_at: None,
+                    });
+                }
+            } else {
+                port.fast_wait = None;
+            }
+        }
+    }
+
+    /// Turns on the VM port tables that wait for srmigd to catch up, where it has.
+    fn service_fast_waits(&mut self) {
+        let now = std::time::Instant::now();
+        for p in &mut self.ports {
+            if p.fast_wait.is_some() {
+                p.try_enable_fast(now);
             }
         }
     }
@@ -522,10 +550,17 @@ impl DataplaneLoop {
             let ev = libc::POLLIN;
             pfds.push(pollfd(self.wake.as_fd().as_raw_fd(), ev));
             pfds.push(pollfd(self.link.as_fd().as_raw_fd(), ev));
+            if self.ports.iter().any(|p| p.fast_wait.is_some()) {
+                timeout = timeout.min(Duration::from_micros(200));
+            }
             for (i, p) in self.ports.iter().enumerate() {
                 if let Some(s) = &p.socket {
                     pfds.push(pollfd(s.poll_fd(), ev));
                     pfd_ports.push(i);
+                    if let Some(fd) = s.side_poll_fd() {
+                        pfds.push(pollfd(fd, ev));
+                        pfd_ports.push(i);
+                    }
                 } else if let Some(fd) = p.qemu.as_ref().and_then(|q| q.fd()) {
                     let out = p.qemu.as_ref().is_some_and(|q| q.wants_write());
                     pfds.push(pollfd(fd, if out { ev | libc::POLLOUT } else { ev }));
@@ -661,6 +696,7 @@ impl DataplaneLoop {
                 self.agent.dataplane().handle_timeout(now);
                 self.flush(now);
             }
+            self.service_fast_waits();
         }
     }
 

@@ -153,15 +153,22 @@ fn the_vm_program_does_what_the_model_does() {
                 prop_oneof![0usize..64, 1300usize..1500],
                 any::<u32>(),
                 proptest::option::weighted(0.2, (0usize..60, any::<u8>())),
-                prop_oneof![Just(0usize), Just(0), 1usize..3],
+                (
+                    prop_oneof![Just(0usize), Just(0), 1usize..3],
+                    prop::bool::weighted(0.3),
+                ),
             ),
-            |(dst, src_kind, hop_limit, nh, payload, tc_fl, mutate, trailer)| {
+            |(dst, src_kind, hop_limit, nh, payload, tc_fl, mutate, (trailer, to_port_mac))| {
                 let src = match src_kind {
                     0 => client(),
                     1 => vm1(),
                     _ => outsider(),
                 };
                 let mut f = from_client(src, dst, nh, hop_limit, &vec![7u8; payload]);
+                if to_port_mac {
+                    // The client port's own MAC, which the engine takes too.
+                    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, S as u8, 2]);
+                }
                 let w = (6u32 << 28) | (tc_fl & 0x0fff_ffff);
                 f[14..18].copy_from_slice(&w.to_be_bytes());
                 if let Some((at, v)) = mutate {

@@ -142,12 +142,8 @@ impl Srmigd {
         let log = file(format!("srmigd-{}.log", case.key()));
         let mut toml = node_toml(case) + &format!("\n[io]\nmode = \"{io}\"\n");
         if fast_path && io != "packet" {
-            // The uplinks only (d0 is a VM port in h_encaps_vm).
-            toml += if vm_port(case) {
-                "fast_path = [\"d1\"]\n"
-            } else {
-                "fast_path = [\"d0\", \"d1\"]\n"
-            };
+            // The uplinks' XDP program; in h_encaps_vm d0 is a VM port: its TC program.
+            toml += "fast_path = [\"d0\", \"d1\"]\n";
         }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {
             path: config.clone(),

@@ -211,6 +211,9 @@ pub struct FastTable {
     /// addresses (the engine's source check), and `port_mac` is the gateway MAC its VMs send
     /// to.
     pub sources: Option<Vec<FastSource>>,
+    /// A second MAC frames may be sent to: a VM port's own (the engine takes a VM's frames
+    /// to the gateway MAC and to its port's MAC). `None` for an uplink.
+    pub also_mac: Option<[u8; 6]>,
 }
 
 /// The outcome of [`FastTable::process`].
@@ -508,8 +511,10 @@ impl FastTable {
 
     fn decide(&self, b: &[u8]) -> Option<(u16, FastKind)> {
         let len = b.len();
-        if len < IP + 40 || b[0..6] != self.port_mac || b[12..14] != EtherType::IPV6.0.to_be_bytes()
-        {
+        let to_us = b.len() >= 6
+            && (b[0..6] == self.port_mac
+                || Some(&b[0..6]) == self.also_mac.as_ref().map(|m| &m[..]));
+        if len < IP + 40 || !to_us || b[12..14] != EtherType::IPV6.0.to_be_bytes() {
             return None;
         }
         if b[IP] >> 4 != 6
@@ -702,6 +707,7 @@ impl Dataplane {
             srh_ok,
             domain,
             sources: None,
+            also_mac: None,
         })
     }
 
@@ -786,6 +792,7 @@ impl Dataplane {
             srh_ok: false,
             domain: Vec::new(),
             sources: Some(sources),
+            also_mac: Some(self.ports.get(port.index())?.mac),
         })
     }
 
@@ -1012,6 +1019,11 @@ mod tests {
         let t = vm_table(&dp);
         let at = |a: &str| t.lookup(u128::from(a.parse::<Ipv6Addr>().unwrap()));
         assert_eq!(t.port_mac, GATEWAY_MAC);
+        assert_eq!(
+            t.also_mac,
+            Some([0x02, 0, 0, 0, S as u8, 2]),
+            "the port's own MAC"
+        );
         assert_eq!(
             t.sources.as_deref(),
             Some(
@@ -1301,6 +1313,7 @@ mod tests {
             tc_fl in any::<u32>(),
             mutate in proptest::option::weighted(0.2, (0usize..60, any::<u8>())),
             trailer in prop_oneof![Just(0usize), Just(0), 1usize..3],
+            to_port_mac in prop::bool::weighted(0.3),
         ) {
             let mut dp = Dataplane::new(vm_config()).unwrap();
             let t = vm_table(&dp);
@@ -1310,6 +1323,10 @@ mod tests {
                 _ => outsider(),
             };
             let mut f = from_client(src, Ipv6Addr::from(dst), nh, hop_limit, &vec![7u8; payload]);
+            if to_port_mac {
+                // The client port's own MAC, which the engine takes too.
+                f[0..6].copy_from_slice(&[0x02, 0, 0, 0, S as u8, 2]);
+            }
             let w = (6u32 << 28) | (tc_fl & 0x0fff_ffff);
             f[14..18].copy_from_slice(&w.to_be_bytes());
             if let Some((at, v)) = mutate {

@@ -50,7 +50,8 @@ pub const VM_PROG_NAME: &str = "srmig_vm";
 const LPM_KEY: usize = 20;
 const ROUTE: usize = 8;
 const NEXTHOP: usize = 16;
-const PORT: usize = 16;
+/// `struct port` of bpf/vmport.c (the first 16 bytes are bpf/fastpath.c's).
+const PORT: usize = 24;
 const COUNTER: usize = 16;
 const ACTION_FORWARD: u32 = 1;
 const ACTION_END: u32 = 2;
@@ -486,6 +487,10 @@ impl FastPath {
             v[4..8].copy_from_slice(&u32::from(t.end_ok).to_ne_bytes());
             v[8..14].copy_from_slice(&t.port_mac);
             v[14] = u8::from(t.srh_ok);
+            if let Some(m) = t.also_mac {
+                v[15] = 1;
+                v[16..22].copy_from_slice(&m);
+            }
         }
         bpf::map_update(&self.maps.port, &0u32.to_ne_bytes(), &v, (4, PORT))
             .map_err(map_err("writing the port entry"))
@@ -549,9 +554,9 @@ pub struct FastAttachment {
     // Drop order: the link (program detached) first.
     _link: OwnedFd,
     fast: FastPath,
-    _xsks: OwnedFd,
-    /// Native or generic.
-    pub mode: super::bpf::XdpMode,
+    _xsks: Option<OwnedFd>,
+    /// Native or generic XDP; `None` for a VM port's TC program.
+    pub mode: Option<super::bpf::XdpMode>,
 }
 
 impl FastAttachment {
@@ -565,8 +570,23 @@ impl FastAttachment {
         Ok(FastAttachment {
             _link: link,
             fast,
-            _xsks: xsks,
-            mode,
+            _xsks: Some(xsks),
+            mode: Some(mode),
+        })
+    }
+
+    /// Loads a VM port's TC program (`bpf/vmport.c`) and attaches it at the ingress of
+    /// `ifindex` with a tcx link: gone when srmigd exits, however it exits (no stale program
+    /// to look for at start). It passes every frame until a table is written and turned on.
+    pub fn attach_vm(ifindex: u32) -> Result<FastAttachment, String> {
+        let fast = FastPath::load_vm().map_err(|e| e.to_string())?;
+        let link = bpf::link_create_tcx(fast.prog(), ifindex)
+            .map_err(|e| format!("attaching the TC program (tcx ingress): {e}"))?;
+        Ok(FastAttachment {
+            _link: link,
+            fast,
+            _xsks: None,
+            mode: None,
         })
     }
 

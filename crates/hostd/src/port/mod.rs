@@ -154,6 +154,14 @@ impl PortSocket {
         }
     }
 
+    /// A second descriptor to poll (a VM port's socket pair: [`PacketSocket::open_vm_pair`]).
+    pub fn side_poll_fd(&self) -> Option<RawFd> {
+        match self {
+            PortSocket::Packet(s) => s.side_fd(),
+            PortSocket::Xdp(_) => None,
+        }
+    }
+
     /// `xdp` or `packet`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -209,14 +217,38 @@ pub struct PortIo {
     /// groups ([`crate::workers::fanout_group`]); the port then always uses AF_PACKET.
     /// `None` (one worker): no fanout.
     pub fanout: Option<u16>,
-    /// Whether node.toml lists this uplink in `[io] fast_path` ([`fastpath`]).
+    /// Whether node.toml lists this port in `[io] fast_path` ([`fastpath`]): an uplink's XDP
+    /// program, or a VM port's TC program.
     pub fast_path: bool,
+    /// A VM port's written fast table waiting to be turned on ([`PortIo::try_enable_fast`]).
+    pub fast_wait: Option<FastWait>,
     /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
     pub xdp_ring_size: u32,
-    /// The fast path of an uplink on AF_PACKET (a jumbo MTU), while attached.
+    /// The fast path of an uplink on AF_PACKET (a jumbo MTU), or a VM port's TC program,
+    /// while attached.
     pub fast_alone: Option<Box<fastpath::FastAttachment>>,
 }
 
+/// A VM port's fast table is written with the program passing everything; srmigd turns it on
+/// once it has read every frame the program passed before. Otherwise a destination the table
+/// moves from srmigd to the program could see its newest frames forwarded by the program
+/// while older ones still wait in srmigd's ring (reordered). "Read everything" is: the
+/// IPv6 ring found empty at two checks (loop rounds) between which the program passed no
+/// frame. A frame takes well under a microsecond from the program to the ring (one softirq
+/// call chain), and a round is at least a poll(2). Under a steady flood there may be no such
+/// moment: the table is then turned on after [`FAST_WAIT_MAX`] anyway, and counted
+/// (`fast_forced_enables`).
+#[derive(Debug, Clone, Copy)]
+pub struct FastWait {
+    /// When the table was written.
+    pub since: std::time::Instant,
+    /// The program's passed count at the last check that found the ring empty.
+    pub quiet_at: Option<u64>,
+}
+
+/// How long a written VM port table waits for srmigd to catch up before it is turned on
+/// anyway ([`FastWait`]).
+pub const FAST_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(20);
 impl PortIo {
     /// A detached port.
     pub fn new(id: PortId, ifname: String, kind: PortKind) -> PortIo {
@@ -234,6 +266,7 @@ impl PortIo {
             warned_gso: false,
             fanout: None,
             fast_path: false,
+            fast_wait: None,
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
         }
@@ -362,11 +395,60 @@ impl PortIo {
                 }
             }
         }
+        if self.kind == PortKind::Vm && s.side_poll_fd().is_some() {
+            // The socket pair is there for this program ([`PacketSocket::open_vm_pair`]);
+            // without it, both sockets together still take every frame.
+            match fastpath::FastAttachment::attach_vm(ifindex) {
+                Ok(f) => {
+                    tracing::info!(port = %self.ifname, "TC fast path attached to the VM port");
+                    self.fast_alone = Some(Box::new(f));
+                }
+                Err(e) => {
+                    warn!(port = %self.ifname, error = %e, "the VM port's TC fast path could not be attached; every frame goes through srmigd");
+                }
+            }
+        }
         self.mtu = mtu;
         self.socket = Some(s);
         self.ifindex = Some(ifindex);
         self.stats.attachments += 1;
         Ok(kind)
+    }
+
+    /// Turns a VM port's written fast table on if srmigd has read everything the program
+    /// passed before ([`FastWait`]); `true` when it was turned on (or nothing waits).
+    pub fn try_enable_fast(&mut self, now: std::time::Instant) -> bool {
+        let Some(mut w) = self.fast_wait else {
+            return true;
+        };
+        let empty = match &self.socket {
+            Some(PortSocket::Packet(s)) => s.rx_empty(),
+            _ => true,
+        };
+        let Some(f) = self.fast_alone.as_mut().map(|f| f.fast_mut()) else {
+            self.fast_wait = None;
+            return true;
+        };
+        if !f.enable_pending() {
+            self.fast_wait = None;
+            return true;
+        }
+        let passed = f.passed();
+        let caught_up = empty && w.quiet_at == Some(passed);
+        let forced = !caught_up && now.saturating_duration_since(w.since) >= FAST_WAIT_MAX;
+        if caught_up || forced {
+            if let Err(e) = f.enable() {
+                warn!(port = %self.ifname, error = %e, "turning the VM port's fast path on failed; it stays off");
+            }
+            if forced {
+                self.stats.fast_forced_enables += 1;
+            }
+            self.fast_wait = None;
+            return true;
+        }
+        w.quiet_at = empty.then_some(passed);
+        self.fast_wait = Some(w);
+        false
     }
 
     /// Opens a socket on `ifindex` as the port's mode says; returns it and the interface's
@@ -422,8 +504,13 @@ impl PortIo {
                 }
             }
         }
+        let vm_fast = self.fast_path
+            && self.kind == PortKind::Vm
+            && self.fanout.is_none()
+            && self.mode != IoMode::Xdp;
         let s = match socket {
             Some(s) => s,
+            None if vm_fast => PortSocket::Packet(PacketSocket::open_vm_pair(ifindex, mtu)?),
             None => match self.fanout {
                 Some(salt) => PortSocket::Packet(PacketSocket::open_with(
                     ifindex,
@@ -440,6 +527,7 @@ impl PortIo {
     /// for it are dropped and counted as sent without a link.
     pub fn detach(&mut self) {
         self.fast_alone = None;
+        self.fast_wait = None;
         if let Some(mut s) = self.socket.take() {
             if let PortSocket::Packet(p) = &mut s {
                 self.stats.tx_no_link += p.discard_queued() as u64;

@@ -137,6 +137,57 @@ const SEND_CHUNK: usize = 128;
 
 /// Requested send buffer size.
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
+/// Which frames a socket receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// Every EtherType (`ETH_P_ALL`): a tap, served before the interface's TC ingress.
+    All,
+    /// IPv6 only (`ETH_P_IPV6`): served after TC ingress, so a VM port's TC program
+    /// ([`super::fastpath`]) decides which IPv6 frames reach srmigd.
+    Ipv6,
+    /// Every EtherType but IPv6 (`ETH_P_ALL` with a classic BPF filter on the frame's
+    /// protocol): the VM port's second socket, beside an [`Protocols::Ipv6`] one.
+    AllButIpv6,
+}
+
+/// Attaches to socket `fd` a classic BPF filter that drops IPv6 frames and keeps the rest
+/// (`SO_ATTACH_FILTER`; `skb->protocol`, as the kernel matches an `ETH_P_IPV6` binding).
+fn attach_not_ipv6_filter(fd: RawFd) -> io::Result<()> {
+    // ld #proto (SKF_AD_OFF + SKF_AD_PROTOCOL); jeq #0x86dd, drop, keep; drop: ret #0;
+    // keep: ret #-1.
+    let mut prog = [
+        libc::sock_filter {
+            code: 0x28,
+            jt: 0,
+            jf: 0,
+            k: 0xffff_f000,
+        },
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: 0x86dd,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    setsockopt_raw(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
 /// Requested receive buffer size: it holds the frames that do not fit a ring slot (jumbo
 /// frames, GSO super-frames of up to 64 KiB) until srmigd reads them: ~2000 jumbo frames.
 const RECV_BUFFER_BYTES: libc::c_int = 32 << 20;
@@ -158,6 +209,19 @@ pub struct RecvStats {
     pub bad_csum_meta: u64,
     /// Frames whose partial checksum was completed in software.
     pub csum_completed: u64,
+}
+
+impl RecvStats {
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &RecvStats) {
+        self.frames += o.frames;
+        self.truncated += o.truncated;
+        self.gso += o.gso;
+        self.gso_segments += o.gso_segments;
+        self.gso_bad += o.gso_bad;
+        self.bad_csum_meta += o.bad_csum_meta;
+        self.csum_completed += o.csum_completed;
+    }
 }
 
 /// The receive ring: its blocks mapped once, read slot by slot.
@@ -280,6 +344,9 @@ pub struct PacketSocket {
     tx: TxQueue,
     /// Receives frames that did not fit a ring slot: `virtio_net_hdr` then the frame.
     copy_buf: Box<[u8]>,
+    /// A VM port with a TC program ([`PacketSocket::open_vm_pair`]): this socket takes IPv6
+    /// frames, `side` every other EtherType. Received together; sends go through this one.
+    side: Option<Box<PacketSocket>>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -335,6 +402,34 @@ impl PacketSocket {
         ifindex: u32,
         fanout: Option<u16>,
         mtu: Option<u32>,
+    ) -> io::Result<PacketSocket> {
+        Self::open_for(ifindex, fanout, mtu, Protocols::All)
+    }
+
+    /// The sockets of a VM port whose IPv6 frames first meet a TC program (the VM port's
+    /// fast path, [`super::fastpath`]): an `ETH_P_ALL` socket would see every frame before
+    /// the program (the kernel serves taps before TC ingress), so IPv6 frames reach srmigd
+    /// through an [`Protocols::Ipv6`] socket (after TC: only what the program passes) and
+    /// every other EtherType through a second, [`Protocols::AllButIpv6`], socket, read in
+    /// the same [`PacketSocket::recv_batch`].
+    pub fn open_vm_pair(ifindex: u32, mtu: Option<u32>) -> io::Result<PacketSocket> {
+        let side = Self::open_for(ifindex, None, mtu, Protocols::AllButIpv6)?;
+        let mut s = Self::open_for(ifindex, None, mtu, Protocols::Ipv6)?;
+        s.side = Some(Box::new(side));
+        Ok(s)
+    }
+
+    /// The second socket of a pair ([`PacketSocket::open_vm_pair`]), to poll.
+    pub fn side_fd(&self) -> Option<RawFd> {
+        self.side.as_ref().map(|s| s.fd.as_raw_fd())
+    }
+
+    /// [`PacketSocket::open_with`] for some EtherTypes only (`protocols`).
+    pub fn open_for(
+        ifindex: u32,
+        fanout: Option<u16>,
+        mtu: Option<u32>,
+        protocols: Protocols,
     ) -> io::Result<PacketSocket> {
         // SAFETY: plain socket(2) call; the returned descriptor is checked and owned at once.
         let raw = cvt(unsafe {
@@ -396,6 +491,7 @@ impl PacketSocket {
             ring: Some(ring),
             tx: TxQueue::new(),
             copy_buf: vec![0u8; VNET_HDR_LEN + COPY_BUF_BYTES].into_boxed_slice(),
+            side: None,
         };
         setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(ctx("PACKET_IGNORE_OUTGOING"))?;
@@ -416,7 +512,14 @@ impl PacketSocket {
         // matter are set below.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        let proto = match protocols {
+            Protocols::Ipv6 => libc::ETH_P_IPV6,
+            Protocols::All | Protocols::AllButIpv6 => libc::ETH_P_ALL,
+        };
+        sll.sll_protocol = (proto as u16).to_be();
+        if protocols == Protocols::AllButIpv6 {
+            attach_not_ipv6_filter(r).map_err(ctx("SO_ATTACH_FILTER"))?;
+        }
         sll.sll_ifindex = ifindex_c;
         // SAFETY: `sll` is a valid sockaddr_ll for AF_PACKET and its exact size is passed.
         cvt(unsafe {
@@ -454,14 +557,28 @@ impl PacketSocket {
     /// the next call. Returns `Ok` with zero frames when nothing is waiting.
     pub fn recv_batch(&mut self, port: PortId, batch: &mut Batch) -> io::Result<RecvStats> {
         batch.clear();
+        let mut stats = self.recv_append(port, batch)?;
+        if let Some(side) = self.side.as_mut() {
+            if !batch.is_full() {
+                let more = side.recv_append(port, batch)?;
+                stats.add(&more);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// [`PacketSocket::recv_batch`] into what is left of `batch`, after the frames already in
+    /// it (a VM port's second socket, [`Protocols`]).
+    pub fn recv_append(&mut self, port: PortId, batch: &mut Batch) -> io::Result<RecvStats> {
         let mut stats = RecvStats::default();
+        let start = batch.len();
         let Some(ring) = self.ring.as_mut() else {
             return Ok(stats);
         };
         let fd = self.fd.as_raw_fd();
         let slots = batch.slots_mut();
         let cap = slots.len().min(MAX_RECV_BATCH);
-        let mut n = 0usize;
+        let mut n = start;
         while n < cap {
             let i = ring.head;
             let status = ring.status(i).load(Ordering::Acquire);
@@ -479,7 +596,7 @@ impl PacketSocket {
             let in_slot = mac >= VNET_HDR_LEN && mac + snap <= slot_size;
             if status & libc::TP_STATUS_COPY != 0 {
                 // The whole frame waits on the socket queue, in ring order.
-                if in_slot && n > 0 {
+                if in_slot && n > start {
                     let mut vb = [0u8; VNET_HDR_LEN];
                     vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
                     let need = slots_needed(&VnetHdr::parse(&vb), wire_len);
@@ -509,7 +626,7 @@ impl PacketSocket {
                 let mut vb = [0u8; VNET_HDR_LEN];
                 vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
                 let hdr = VnetHdr::parse(&vb);
-                if slots_needed(&hdr, wire_len) > cap - n && n > 0 {
+                if slots_needed(&hdr, wire_len) > cap - n && n > start {
                     break;
                 }
                 n += deliver(
@@ -524,8 +641,15 @@ impl PacketSocket {
             ring.head = (i + 1) % ring.slots;
         }
         batch.set_len(n);
-        stats.frames = n;
+        stats.frames = n - start;
         Ok(stats)
+    }
+
+    /// Whether the receive ring holds no frame now (no system call: the next slot's status).
+    pub fn rx_empty(&self) -> bool {
+        self.ring.as_ref().is_none_or(|ring| {
+            ring.status(ring.head).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0
+        })
     }
 
     /// Whether a frame of `len` bytes fits the transmit queue now (otherwise flush first).
@@ -635,7 +759,11 @@ impl PacketSocket {
                 &mut len,
             )
         })?;
-        Ok(u64::from(st.tp_drops))
+        let side = match &self.side {
+            Some(s) => s.take_ring_drops()?,
+            None => 0,
+        };
+        Ok(u64::from(st.tp_drops) + side)
     }
 
     /// The interface's MTU (`SIOCGIFMTU`), if it still exists.
