@@ -1125,7 +1125,34 @@ mod tests {
             ring: None,
             tx: TxQueue::new(),
             copy_buf: Vec::new().into_boxed_slice(),
+            side: None,
         };
         assert!(!gone.link_running().expect("missing ifindex"));
+    }
+
+    #[test]
+    fn a_vm_socket_pair_takes_each_frame_once() {
+        let Some(mut tx) = on_lo() else { return };
+        let mut pair = PacketSocket::open_vm_pair(1, None).expect("socket pair on lo");
+        assert!(pair.side_fd().is_some());
+        let marker = b"srmig-pair-test-7";
+        let frame = |ethertype: u16| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 59, 64]);
+            f.extend_from_slice(&[0u8; 32]);
+            f.extend_from_slice(marker);
+            f
+        };
+        // IPv6 (the first socket) and a local experimental EtherType (the second).
+        assert!(tx.queue(&frame(0x86dd)));
+        assert!(tx.queue(&frame(0x88b5)));
+        let mut failed = PacketBuf::new();
+        tx.flush(&mut failed).expect("send on lo");
+        let got = collect(&mut pair, marker, 2);
+        assert_eq!(got.len(), 2, "both frames, each once: {got:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(collect(&mut pair, marker, 1).is_empty(), "no copy");
+        assert!(pair.rx_empty());
     }
 }
