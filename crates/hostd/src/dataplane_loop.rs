@@ -199,6 +199,11 @@ impl DataplaneLoop {
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
+        let vm_fast = agent
+            .base()
+            .ports
+            .iter()
+            .any(|q| q.kind == PortKind::Vm && io_config.fast_path.contains(&q.name));
         let ports: Vec<PortIo> = agent
             .base()
             .ports
@@ -220,6 +225,9 @@ impl DataplaneLoop {
                         port.mode = io_config.mode_of(&p.name);
                         port.fanout = fanout;
                         port.fast_path = io_config.fast_path.contains(&p.name);
+                        // A VM port's TC program hands the uplinks frames whose checksum
+                        // may still be partial: a veth uplink must complete them.
+                        port.tx_csum_off = p.kind == PortKind::Uplink && vm_fast;
                         port.xdp_ring_size = match p.kind {
                             PortKind::Uplink => io_config.xdp_ring_size(),
                             PortKind::Vm => io_config.vm_xdp_ring_size(),

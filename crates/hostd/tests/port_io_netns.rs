@@ -13,6 +13,9 @@
 //! 3. Path MTU: S's uplink MTU drops to 4000 while srmigd runs; srmigd picks it up, and a
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
+//! Steps 1-3 run twice: S's VM port through srmigd's socket, then on its TC fast path (`[io]
+//!    fast_path = ["vma0"]`: the program encapsulates the super-frames whole; srmigd turns the
+//!    veth uplink's transmit checksum offload off while it runs, and back on at exit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
 //!    on the interface.
@@ -147,84 +150,38 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         .unwrap_or_else(|e| panic!("ping failed: {e}\nS:\n{}\nD:\n{}", ds.logs(), dd.logs()));
     assert!(out.contains(" 0% packet loss"), "{out}");
 
-    // 1. Jumbo frames.
-    let dst = sock_addr(VMB, 9000);
-    let rx = udp_socket(&vmb, dst);
-    rx.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let tx = udp_socket(&vma, sock_addr(VMA, 0));
-    let mut sent = Vec::new();
-    for k in 0..10u8 {
-        let dgram: Vec<u8> = (0..8000usize).map(|i| (i as u8) ^ k).collect();
-        tx.send_to(&dgram, dst).expect("send 8000 bytes");
-        sent.push(dgram);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut buf = vec![0u8; 65536];
-    for (k, want) in sent.iter().enumerate() {
-        let n = rx.recv(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "datagram {k} of 8000 bytes not received: {e}\nS:\n{}\nD:\n{}",
-                ds.logs(),
-                dd.logs()
-            )
-        });
-        assert_eq!(&buf[..n], &want[..], "datagram {k} arrived changed");
-    }
-    assert_eq!(ds.port("vma0").io.rx_truncated, 0);
+    jumbo_and_tso(&vma, &vmb, &ds, &dd, false);
 
-    // 2. A TCP stream with TSO/GSO on in the sender.
-    const BYTES: usize = 24 << 20;
-    let listen = sock_addr(VMB, 5001);
-    let sink = vmb
-        .spawn("tcp-sink", move || -> std::io::Result<(usize, u64)> {
-            let l = TcpListener::bind(listen)?;
-            let (mut c, _) = l.accept()?;
-            c.set_read_timeout(Some(Duration::from_secs(20)))?;
-            let (mut n, mut sum) = (0usize, 0u64);
-            let mut b = vec![0u8; 1 << 16];
-            loop {
-                let k = c.read(&mut b)?;
-                if k == 0 {
-                    return Ok((n, sum));
-                }
-                for (i, x) in b[..k].iter().enumerate() {
-                    sum = sum.wrapping_add(u64::from(*x) * ((n + i) as u64 % 251 + 1));
-                }
-                n += k;
-            }
-        })
-        .expect("sink thread");
-    std::thread::sleep(Duration::from_millis(200));
-    let want_sum = vma
-        .run(move || -> std::io::Result<u64> {
-            let mut c = TcpStream::connect_timeout(&listen, Duration::from_secs(5))?;
-            let chunk: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 + 3) as u8).collect();
-            let mut sum = 0u64;
-            for r in 0..(BYTES >> 20) {
-                c.write_all(&chunk)?;
-                for (i, x) in chunk.iter().enumerate() {
-                    let at = (r << 20) + i;
-                    sum = sum.wrapping_add(u64::from(*x) * (at as u64 % 251 + 1));
-                }
-            }
-            Ok(sum)
-        })
-        .expect("netns")
-        .unwrap_or_else(|e| panic!("TCP sender: {e}\nS:\n{}\nD:\n{}", ds.logs(), dd.logs()));
-    let (got, got_sum) = sink
-        .join()
-        .expect("sink")
-        .unwrap_or_else(|e| panic!("TCP sink: {e}\nS:\n{}\nD:\n{}", ds.logs(), dd.logs()));
-    assert_eq!(got, BYTES, "bytes received");
-    assert_eq!(got_sum, want_sum, "stream content");
-    let io = ds.port("vma0").io;
-    eprintln!(
-        "TCP {BYTES} bytes: S vma0 rx_gso {} (segments {}), rx_gso_bad {}, csum completed {}",
-        io.rx_gso, io.rx_gso_segments, io.rx_gso_bad, io.rx_csum_completed
+    // 1-2 again with S's VM port on the TC fast path ([io] fast_path = ["vma0"]).
+    ds.stop(&lab);
+    let ds = Daemon::start(
+        &lab,
+        &u.s,
+        dir,
+        "s-fast",
+        &(common::node_toml(1)
+            + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)
+            + "\n[io]\nfast_path = [\"vma0\"]\n"),
     );
-    assert!(io.rx_gso > 0, "no GSO super-frame seen: {io:?}");
-    assert_eq!(io.rx_gso_bad, 0, "{io:?}");
+    let (st, body) = ds.put(
+        "/v1/config",
+        &host_config(1, ("vma", VMA, VMA_MAC), ("vmb", VMB)),
+    );
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let tx_csum = |ns: &srmig_lab::Netns| {
+        ns.exec("ethtool", &["-k", "up0"])
+            .expect("ethtool -k up0")
+            .lines()
+            .find(|l| l.starts_with("tx-checksumming:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        tx_csum(&u.s).contains("off"),
+        "srmigd turned S's veth uplink's checksum offload off: {}",
+        tx_csum(&u.s)
+    );
+    jumbo_and_tso(&vma, &vmb, &ds, &dd, true);
 
     // 3. Path MTU: S's uplink shrinks to 4000 while srmigd runs.
     u.s.ip(&["link", "set", "dev", "up0", "mtu", "4000"])
@@ -310,5 +267,112 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         |id| format!("program {id} still attached"),
     );
     ds.stop(&lab);
+    assert!(
+        tx_csum(&u.s).contains("on"),
+        "srmigd turned S's uplink checksum offload back on at exit: {}",
+        tx_csum(&u.s)
+    );
     dd.stop(&lab);
+}
+
+/// Steps 1 and 2: ten 8000-byte datagrams from vma reach vmb whole, then a 24 MiB TCP stream
+/// with TSO/GSO on in vma arrives intact. `fast`: S's VM port has the TC fast path, which
+/// then forwards the super-frames whole (S's srmigd segments none).
+fn jumbo_and_tso(
+    vma: &srmig_lab::Netns,
+    vmb: &srmig_lab::Netns,
+    ds: &Daemon,
+    dd: &Daemon,
+    fast: bool,
+) {
+    // 1. Jumbo frames.
+    let dst = sock_addr(VMB, 9000);
+    let rx = udp_socket(&vmb, dst);
+    rx.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let tx = udp_socket(&vma, sock_addr(VMA, 0));
+    let mut sent = Vec::new();
+    for k in 0..10u8 {
+        let dgram: Vec<u8> = (0..8000usize).map(|i| (i as u8) ^ k).collect();
+        tx.send_to(&dgram, dst).expect("send 8000 bytes");
+        sent.push(dgram);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut buf = vec![0u8; 65536];
+    for (k, want) in sent.iter().enumerate() {
+        let n = rx.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "datagram {k} of 8000 bytes not received: {e}\nS:\n{}\nD:\n{}",
+                ds.logs(),
+                dd.logs()
+            )
+        });
+        assert_eq!(&buf[..n], &want[..], "datagram {k} arrived changed");
+    }
+    assert_eq!(ds.port("vma0").io.rx_truncated, 0);
+
+    // 2. A TCP stream with TSO/GSO on in the sender.
+    const BYTES: usize = 24 << 20;
+    let listen = sock_addr(VMB, 5001);
+    let sink = vmb
+        .spawn("tcp-sink", move || -> std::io::Result<(usize, u64)> {
+            let l = TcpListener::bind(listen)?;
+            let (mut c, _) = l.accept()?;
+            c.set_read_timeout(Some(Duration::from_secs(20)))?;
+            let (mut n, mut sum) = (0usize, 0u64);
+            let mut b = vec![0u8; 1 << 16];
+            loop {
+                let k = c.read(&mut b)?;
+                if k == 0 {
+                    return Ok((n, sum));
+                }
+                for (i, x) in b[..k].iter().enumerate() {
+                    sum = sum.wrapping_add(u64::from(*x) * ((n + i) as u64 % 251 + 1));
+                }
+                n += k;
+            }
+        })
+        .expect("sink thread");
+    std::thread::sleep(Duration::from_millis(200));
+    let want_sum = vma
+        .run(move || -> std::io::Result<u64> {
+            let mut c = TcpStream::connect_timeout(&listen, Duration::from_secs(5))?;
+            let chunk: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 + 3) as u8).collect();
+            let mut sum = 0u64;
+            for r in 0..(BYTES >> 20) {
+                c.write_all(&chunk)?;
+                for (i, x) in chunk.iter().enumerate() {
+                    let at = (r << 20) + i;
+                    sum = sum.wrapping_add(u64::from(*x) * (at as u64 % 251 + 1));
+                }
+            }
+            Ok(sum)
+        })
+        .expect("netns")
+        .unwrap_or_else(|e| panic!("TCP sender: {e}\nS:\n{}\nD:\n{}", ds.logs(), dd.logs()));
+    let (got, got_sum) = sink
+        .join()
+        .expect("sink")
+        .unwrap_or_else(|e| panic!("TCP sink: {e}\nS:\n{}\nD:\n{}", ds.logs(), dd.logs()));
+    assert_eq!(got, BYTES, "bytes received");
+    assert_eq!(got_sum, want_sum, "stream content");
+    let io = ds.port("vma0").io;
+    eprintln!(
+        "TCP {BYTES} bytes: S vma0 rx_gso {} (segments {}), rx_gso_bad {}, csum completed {}",
+        io.rx_gso, io.rx_gso_segments, io.rx_gso_bad, io.rx_csum_completed
+    );
+    assert_eq!(io.rx_gso_bad, 0, "{io:?}");
+    if fast {
+        let p = ds.port("vma0");
+        assert!(p.fast_path, "the TC fast path is on\n{}", ds.logs());
+        assert!(
+            p.rx.packets > p.io.rx_frames + 1000,
+            "the TC program forwarded the stream: {} frames received on vma0, {} through srmigd's socket\n{}",
+            p.rx.packets,
+            p.io.rx_frames,
+            ds.logs()
+        );
+    } else {
+        assert!(io.rx_gso > 0, "no GSO super-frame seen: {io:?}");
+    }
 }

@@ -222,11 +222,23 @@ pub struct PortIo {
     pub fast_path: bool,
     /// A VM port's written fast table waiting to be turned on ([`PortIo::try_enable_fast`]).
     pub fast_wait: Option<FastWait>,
+    /// An uplink of a node whose VM ports have the TC fast path: if its interface is a veth,
+    /// srmigd turns its transmit checksum offload off while attached (see
+    /// [`PortIo::attach_with_mtu`]).
+    pub tx_csum_off: bool,
+    /// The interface whose transmit checksum offload srmigd turned off, to turn back on.
+    restore_tx_csum: Option<u32>,
     /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
     pub xdp_ring_size: u32,
     /// The fast path of an uplink on AF_PACKET (a jumbo MTU), or a VM port's TC program,
     /// while attached.
     pub fast_alone: Option<Box<fastpath::FastAttachment>>,
+}
+
+impl Drop for PortIo {
+    fn drop(&mut self) {
+        self.restore_tx_checksum();
+    }
 }
 
 /// A VM port's fast table is written with the program passing everything; srmigd turns it on
@@ -267,6 +279,8 @@ impl PortIo {
             fanout: None,
             fast_path: false,
             fast_wait: None,
+            tx_csum_off: false,
+            restore_tx_csum: None,
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
         }
@@ -408,11 +422,37 @@ impl PortIo {
                 }
             }
         }
+        if self.tx_csum_off && xdp::driver_name(ifindex).as_deref() == Some("veth") {
+            // The VM ports' TC program redirects a VM's frames here as the VM's stack made
+            // them: TCP and UDP checksums left to "hardware" (CHECKSUM_PARTIAL), GSO frames
+            // whole. A veth passes both on as they are, and a receiver that drops the skb's
+            // metadata (AF_XDP on the peer, native XDP) would get wrong checksums: with the
+            // offload off, the kernel completes checksums (and segments) at this transmit,
+            // as a NIC would in hardware. Turned back on at detach.
+            match xdp::set_tx_checksum(ifindex, false) {
+                Ok(Some(true)) => {
+                    tracing::info!(port = %self.ifname, "transmit checksum offload turned off on the veth uplink (VM ports' TC fast path)");
+                    self.restore_tx_csum = Some(ifindex);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(port = %self.ifname, error = %e, "cannot turn off the veth uplink's transmit checksum offload: frames the VM ports' TC program sends may reach an AF_XDP receiver with partial checksums");
+                }
+            }
+        }
         self.mtu = mtu;
         self.socket = Some(s);
         self.ifindex = Some(ifindex);
         self.stats.attachments += 1;
         Ok(kind)
+    }
+
+    /// Turns the transmit checksum offload srmigd turned off back on.
+    fn restore_tx_checksum(&mut self) {
+        if let Some(ifindex) = self.restore_tx_csum.take() {
+            // The interface may be gone (an error then says so, and there is nothing to do).
+            let _ = xdp::set_tx_checksum(ifindex, true);
+        }
     }
 
     /// Turns a VM port's written fast table on if srmigd has read everything the program
@@ -528,6 +568,7 @@ impl PortIo {
     pub fn detach(&mut self) {
         self.fast_alone = None;
         self.fast_wait = None;
+        self.restore_tx_checksum();
         if let Some(mut s) = self.socket.take() {
             if let PortSocket::Packet(p) = &mut s {
                 self.stats.tx_no_link += p.discard_queued() as u64;

@@ -978,6 +978,50 @@ pub fn driver_name(ifindex: u32) -> Option<String> {
 }
 
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// Sets interface `ifindex`'s transmit checksum offload (`ethtool -K IF tx on|off`, the legacy
+/// `ETHTOOL_STXCSUM`); returns whether it was on before (`None`: nothing changed, it already
+/// was as asked). Turning it off also turns off what depends on it (TSO): the kernel then
+/// segments and checksums in software at this interface's transmit.
+pub fn set_tx_checksum(ifindex: u32, on: bool) -> io::Result<Option<bool>> {
+    let ctl = new_socket(libc::AF_INET, libc::SOCK_DGRAM)?;
+    let Some(mut ifr) = ifname_of(&ctl, ifindex)? else {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    };
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_GTXCSUM,
+        data: 0,
+    };
+    ifr.ifr_ifru.ifru_data = (&mut v as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads the name from `ifr` and the command from `v`, and writes at
+    // most an ethtool_value into `v`; both live across the call.
+    if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let was = v.data != 0;
+    if was == on {
+        return Ok(None);
+    }
+    v = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    ifr.ifr_ifru.ifru_data = (&mut v as *mut EthtoolValue).cast();
+    // SAFETY: as above; ETHTOOL_STXCSUM only reads `v`.
+    if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(was))
+}
 
 /// The interface's receive queues: `ETHTOOL_GCHANNELS` (rx + combined, answered in the
 /// socket's namespace), else the `queues/rx-*` entries in sysfs if `/sys/class/net/<ifname>`
