@@ -13,9 +13,10 @@
 //! 3. Path MTU: S's uplink MTU drops to 4000 while srmigd runs; srmigd picks it up, and a
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
-//! Steps 1-3 run twice: S's VM port through srmigd's socket, then on its TC fast path (`[io]
-//!    fast_path = ["vma0"]`: the program encapsulates the super-frames whole; srmigd turns the
-//!    veth uplink's transmit checksum offload off while it runs, and back on at exit).
+//!    Steps 1 and 2 run twice: S's VM port through srmigd's socket, then on its TC fast path
+//!    (`[io] fast_path = ["vma0"]`: the program encapsulates the super-frames whole; srmigd
+//!    turns the veth uplink's transmit checksum offload off while it runs, and back on at
+//!    exit); step 3 runs on the fast path (the program hands srmigd what does not fit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
 //!    on the interface.
@@ -287,10 +288,10 @@ fn jumbo_and_tso(
 ) {
     // 1. Jumbo frames.
     let dst = sock_addr(VMB, 9000);
-    let rx = udp_socket(&vmb, dst);
+    let rx = udp_socket(vmb, dst);
     rx.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let tx = udp_socket(&vma, sock_addr(VMA, 0));
+    let tx = udp_socket(vma, sock_addr(VMA, 0));
     let mut sent = Vec::new();
     for k in 0..10u8 {
         let dgram: Vec<u8> = (0..8000usize).map(|i| (i as u8) ^ k).collect();
