@@ -370,6 +370,11 @@ struct LabMigrateArgs {
     /// default), xdp or packet (AF_PACKET rings; VM ports then keep the VMs' TSO/GSO).
     #[arg(long)]
     io: Option<String>,
+    /// Every VM port on the TC fast path (node.toml `[io] fast_path`): a VM's packets to
+    /// mapped destinations are encapsulated by srmigd's TC program in the kernel (netns and
+    /// libvirt VMs; QEMU stream ports have no interface to attach it to).
+    #[arg(long)]
+    vm_fast_path: bool,
     /// Keep srmigd configurations and logs in this directory (default: a temporary one,
     /// removed at the end).
     #[arg(long)]
@@ -485,9 +490,10 @@ struct BenchForwardArgs {
     /// AF_XDP), xdp (AF_XDP or fail) or packet (AF_PACKET rings).
     #[arg(long, default_value = "auto")]
     io: String,
-    /// srmigd's XDP fast path on the uplinks d0 and d1 (node.toml [io] fast_path): on (the
-    /// default; transit IPv6 and End forwarded by srmigd's XDP program) or off (every frame
-    /// through srmigd's AF_XDP sockets).
+    /// srmigd's fast path on d0 and d1 (node.toml [io] fast_path): on (the default; transit
+    /// IPv6, End, End.DX6 and H.Encaps forwarded by srmigd's XDP program on the uplinks, and
+    /// in h_encaps_vm, where d0 is a VM port, by its TC program) or off (every frame through
+    /// srmigd's sockets).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     fast_path: String,
     /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,
@@ -976,6 +982,7 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
         }
         plan.io_mode = Some(mode);
     }
+    plan.vm_fast_path = args.vm_fast_path;
     let mut testbed = lab::TestbedOptions {
         plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),

@@ -3,8 +3,12 @@
 // srmigd's TC program on a VM port (attached with tcx at ingress): what a VM sends that the
 // engine would forward by the main table or encapsulate with a mapping's H.Encaps(.Red)
 // policy is forwarded in the kernel, straight to the uplink (bpf_redirect); everything else
-// is passed on (TC_ACT_OK) to srmigd's AF_PACKET socket, bound to ETH_P_IPV6, which sees only
+// is passed on (TCX_NEXT) to srmigd's AF_PACKET socket, bound to ETH_P_IPV6, which sees only
 // what this program passes.
+//
+// The program only acts in srmigd's own network namespace (struct port's netns cookie): an
+// interface that moves to another host's namespace with its VM takes the program along until
+// this srmigd sees it go, and there it must leave the frames to that host's srmigd.
 //
 // The behaviour is specified in Rust by srmig_dataplane::FastTable::process for a VM port's
 // table (one with `sources`), property-tested against the engine;
@@ -33,6 +37,9 @@ typedef unsigned long long __u64;
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
+// tcx: go on with the next program on the interface (or, after the last, the kernel's
+// receive path, where srmigd's ETH_P_IPV6 socket takes the frame).
+#define TCX_NEXT -1
 
 // The prefix of the uapi's struct __sk_buff this program reads.
 struct __sk_buff {
@@ -73,6 +80,7 @@ struct __sk_buff {
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
+static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)122;
 static long (*bpf_skb_adjust_room)(struct __sk_buff *skb, int len_diff, __u32 mode,
 				   __u64 flags) = (void *)50;
 
@@ -121,6 +129,7 @@ struct port {
 	__u8 also_ok;     // also frames to also_mac (the port's own MAC)
 	__u8 also_mac[6];
 	__u8 pad[2];
+	__u64 netns;      // srmigd's network namespace (SO_NETNS_COOKIE)
 };
 
 struct encap {
@@ -144,7 +153,7 @@ INLINE int pass(void)
 	__u64 *n = bpf_map_lookup_elem(&passed, &zero);
 	if (n)
 		*n += 1;
-	return TC_ACT_OK;
+	return TCX_NEXT;
 }
 
 INLINE void count(__u32 slot, __u64 packets, __u64 len)
@@ -193,10 +202,12 @@ int srmig_vm(struct __sk_buff *skb)
 	// Only IPv6 frames concern this program and srmigd's ETH_P_IPV6 socket; the others go to
 	// srmigd's second socket, which takes every protocol but IPv6.
 	if (skb->protocol != __builtin_bswap16(0x86dd))
-		return TC_ACT_OK;
+		return TCX_NEXT;
 	__u32 zero = 0;
 	struct port *p = bpf_map_lookup_elem(&port, &zero);
-	if (!p || !p->enabled)
+	if (!p || bpf_get_netns_cookie(skb) != p->netns)
+		return TCX_NEXT; // not (or no longer) srmigd's interface: not counted
+	if (!p->enabled)
 		return pass();
 	__u64 len = skb->len;
 	__u8 *data = (__u8 *)(long)skb->data;
@@ -209,14 +220,17 @@ int srmig_vm(struct __sk_buff *skb)
 	}
 	if (data + 14 + 40 > end)
 		return pass();
-	int gw = 1, own = p->also_ok;
-	for (int i = 0; i < 6; i++) {
-		if (data[i] != p->mac[i])
-			gw = 0;
-		if (data[i] != p->also_mac[i])
-			own = 0;
-	}
-	if (!gw && !own)
+	// To the gateway MAC or (also_ok) the port's own: compared as 4 + 2 bytes (a byte loop
+	// with two flags makes the verifier walk every combination).
+	__u32 d0, g0, a0;
+	__u16 d1, g1, a1;
+	__builtin_memcpy(&d0, data, 4);
+	__builtin_memcpy(&d1, data + 4, 2);
+	__builtin_memcpy(&g0, p->mac, 4);
+	__builtin_memcpy(&g1, p->mac + 4, 2);
+	__builtin_memcpy(&a0, p->also_mac, 4);
+	__builtin_memcpy(&a1, p->also_mac + 4, 2);
+	if ((d0 != g0 || d1 != g1) && (!p->also_ok || d0 != a0 || d1 != a1))
 		return pass();
 	if (data[12] != 0x86 || data[13] != 0xdd)
 		return pass();

@@ -179,6 +179,8 @@ pub struct DataplaneLoop {
     /// The other workers of this srmigd (`--workers N`): a commit-fence marker this worker
     /// received is relayed to them ([`Self::set_peers`]).
     peers: Vec<DataplaneHandle>,
+    /// A link event changed the ports: the fast tables are written at the end of the round.
+    fast_refresh_due: bool,
 }
 
 impl DataplaneLoop {
@@ -237,6 +239,10 @@ impl DataplaneLoop {
                 }
             })
             .collect();
+        let mut ports = ports;
+        for p in &mut ports {
+            p.preload_fast_path();
+        }
         let snapshot = link.dump_now(Duration::from_secs(5))?;
         let n_ports = ports.len();
         let epoch = std::time::Instant::now();
@@ -268,6 +274,7 @@ impl DataplaneLoop {
             sent_since_resume: vec![false; n_ports],
             delivered: vec![false; n_ports],
             peers: Vec::new(),
+            fast_refresh_due: false,
         };
         let now = lp.now();
         lp.link_events = snapshot;
@@ -325,6 +332,9 @@ impl DataplaneLoop {
             if table.is_none() {
                 debug!(port = %name, "no fast table for this port: every frame goes through srmigd");
             }
+            if let Some(t) = &table {
+                debug!(port = %name, routes = ?t.routes, encaps = ?t.encaps.iter().map(|e| (e.policy, e.rewrite.len())).collect::<Vec<_>>(), "fast table");
+            }
             let mut credit = |slot, p, b| dp.credit_fast_path(slot, p, b);
             if let Err(e) = f.write(table, &ifindex_of, &mut credit) {
                 // The program stays off (every frame to srmigd) until a write succeeds.
@@ -343,8 +353,12 @@ impl DataplaneLoop {
         }
     }
 
-    /// Turns on the VM port tables that wait for srmigd to catch up, where it has.
+    /// Writes the fast tables if a link event asked for it, then turns on the VM port tables
+    /// that wait for srmigd to catch up, where it has.
     fn service_fast_waits(&mut self) {
+        if std::mem::take(&mut self.fast_refresh_due) {
+            self.refresh_fast_paths();
+        }
         let now = std::time::Instant::now();
         for p in &mut self.ports {
             if p.fast_wait.is_some() {
@@ -438,7 +452,10 @@ impl DataplaneLoop {
             }
         }
         if !events.is_empty() {
-            self.refresh_fast_paths();
+            // At the end of this round ([`Self::service_fast_waits`]): after the flush that
+            // sends what End.SBUF released for a VM that just came up (the new port's program
+            // passes everything meanwhile).
+            self.fast_refresh_due = true;
         }
         self.link_events = events;
         self.link_events.clear();
@@ -451,6 +468,10 @@ impl DataplaneLoop {
     /// (`Undelivered`: why it was refused). Elsewhere they are counted as `tx_no_link`.
     fn detach_port(&mut self, now: Instant, i: usize, failed: Option<&Undelivered>) {
         let p = &mut self.ports[i];
+        // The BPF program first: a VM port's TC program must not outlive the attachment (the
+        // interface may be moving to another host's namespace with the VM, where that
+        // host's srmigd attaches its own).
+        p.drop_fast_path();
         let Some(mut sock) = p.socket.take() else {
             if let Some(u) = failed {
                 self.resteer_failed(now, i, u);

@@ -2,7 +2,7 @@
 //! (`srmig_dataplane::FastTable::process` on a VM port's table, itself property-tested
 //! against the engine): the program is loaded into the kernel with the maps srmigd writes and
 //! run on the same frames as the model with `BPF_PROG_TEST_RUN`. A frame the model forwards
-//! must come back `TC_ACT_REDIRECT` with the model's bytes; any other frame `TC_ACT_OK`
+//! must come back `TC_ACT_REDIRECT` with the model's bytes; any other frame `TCX_NEXT`
 //! (passed on to srmigd's socket) untouched. The counters the program kept must be what the
 //! engine is credited, and every frame it passed must be counted as passed.
 //!
@@ -29,7 +29,8 @@ use srmig_hostd::port::fastpath::{FastPath, VM_OBJECT};
 mod common;
 use common::{missing_root, missing_tool, skip};
 
-const TC_ACT_OK: u32 = 0;
+/// `TCX_NEXT` (-1): passed on to the next program or the kernel's receive path.
+const TCX_NEXT: u32 = u32::MAX;
 const TC_ACT_REDIRECT: u32 = 7;
 
 /// The canonical host S, a transit route and mappings of every kind for its client VM.
@@ -100,7 +101,7 @@ fn compare(fp: &FastPath, t: &FastTable, f: &[u8]) -> FastOutcome {
     match outcome {
         FastOutcome::Punt => {
             assert_eq!(
-                ret, TC_ACT_OK,
+                ret, TCX_NEXT,
                 "program forwarded what the model punts: {f:02x?}"
             );
             assert_eq!(out, f, "a passed frame is untouched");
@@ -234,17 +235,17 @@ fn the_vm_program_does_what_the_model_does() {
     fp.write(None, &|_| Some(1), &mut |_, _, _| {})
         .expect("test setup");
     let run = |fp: &FastPath| bpf::prog_test_run_skb(fp.prog(), &f, &[]).expect("run").0;
-    assert_eq!(run(&fp), TC_ACT_OK);
+    assert_eq!(run(&fp), TCX_NEXT);
     fp.write(Some(t.clone()), &|_| Some(1), &mut |_, _, _| {})
         .expect("test setup");
-    assert_eq!(run(&fp), TC_ACT_OK, "written, not yet enabled");
+    assert_eq!(run(&fp), TCX_NEXT, "written, not yet enabled");
     fp.enable().expect("enable");
     assert_eq!(run(&fp), TC_ACT_REDIRECT);
     // A nexthop without an egress interface passes.
     fp.write(Some(t.clone()), &|_| None, &mut |_, _, _| {})
         .expect("test setup");
     fp.enable().expect("enable");
-    assert_eq!(run(&fp), TC_ACT_OK);
+    assert_eq!(run(&fp), TCX_NEXT);
     // An uplink's table is not a VM port's.
     let up = Dataplane::new(config())
         .expect("test setup")
@@ -253,7 +254,7 @@ fn the_vm_program_does_what_the_model_does() {
     fp.write(Some(up), &|_| Some(1), &mut |_, _, _| {})
         .expect("test setup");
     assert!(!fp.enabled());
-    assert_eq!(run(&fp), TC_ACT_OK);
+    assert_eq!(run(&fp), TCX_NEXT);
 }
 
 #[test]
@@ -327,13 +328,13 @@ fn a_gso_frame_is_checked_per_segment() {
     let (ret, out) =
         bpf::prog_test_run_skb(fp.prog(), &f, &gso_ctx(1000, segs)).expect("BPF_PROG_TEST_RUN");
     assert_eq!(
-        ret, TC_ACT_OK,
+        ret, TCX_NEXT,
         "adjust_room refuses a GSO skb without a type"
     );
     assert_eq!(out, f, "passed on as it came");
     // Without GSO the same frame does not fit, and is passed on before that.
     let (ret, out) = bpf::prog_test_run_skb(fp.prog(), &f, &[]).expect("BPF_PROG_TEST_RUN");
-    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(ret, TCX_NEXT);
     assert_eq!(out, f);
     // Where the whole frame fits the egress, it is encapsulated whole.
     let wfp = loaded(&wide);
@@ -344,11 +345,11 @@ fn a_gso_frame_is_checked_per_segment() {
     let big = u32::try_from(max - 14 - 40 - 20).expect("test setup");
     let (ret, out) =
         bpf::prog_test_run_skb(fp.prog(), &f, &gso_ctx(big, 2)).expect("BPF_PROG_TEST_RUN");
-    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(ret, TCX_NEXT);
     assert_eq!(out, f);
     // A GSO frame of another protocol: passed on.
     let icmp = from_client(client(), dst, 58, 64, &vec![0u8; 20 + data]);
     let (ret, _) =
         bpf::prog_test_run_skb(fp.prog(), &icmp, &gso_ctx(1000, segs)).expect("BPF_PROG_TEST_RUN");
-    assert_eq!(ret, TC_ACT_OK);
+    assert_eq!(ret, TCX_NEXT);
 }

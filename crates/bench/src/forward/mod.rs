@@ -175,7 +175,8 @@ pub struct Options {
     /// srmigd's port I/O mode (`[io] mode`: `auto`, `xdp` or `packet`); `auto` puts the
     /// bench's uplinks on AF_XDP and leaves d0 as a VM port (`h_encaps_vm`) on AF_PACKET.
     pub io: String,
-    /// srmigd's XDP fast path on its uplinks (`[io] fast_path = ["d0", "d1"]`).
+    /// srmigd's fast path (`[io] fast_path = ["d0", "d1"]`): the uplinks' XDP program, and
+    /// in `h_encaps_vm` (d0 a VM port) d0's TC program.
     pub fast_path: bool,
     /// Repetitions per case and DUT.
     pub reps: usize,
@@ -457,7 +458,6 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         let result = measure(&topo, opts, &frames, "srmigd", case, true, progress);
         let status = daemon.status();
         let fast = match &status {
-            Ok(_) if case == Case::HEncapsVm => Ok((false, 0, 0)),
             Ok(status) => srmigd::fast_path(status, "d0"),
             Err(e) => Err(ForwardError::Options(e.to_string())),
         };

@@ -51,7 +51,7 @@ const LPM_KEY: usize = 20;
 const ROUTE: usize = 8;
 const NEXTHOP: usize = 16;
 /// `struct port` of bpf/vmport.c (the first 16 bytes are bpf/fastpath.c's).
-const PORT: usize = 24;
+const PORT: usize = 32;
 const COUNTER: usize = 16;
 const ACTION_FORWARD: u32 = 1;
 const ACTION_END: u32 = 2;
@@ -119,6 +119,8 @@ pub struct FastPath {
     sources_in_map: HashSet<u128>,
     /// A VM port's table written but not yet turned on (see [`FastPath::enable_pending`]).
     pending: bool,
+    /// The cookie of srmigd's network namespace: a VM port's program acts only there.
+    netns: u64,
 }
 
 impl Maps {
@@ -215,6 +217,34 @@ impl Maps {
     }
 }
 
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14), which
+/// `bpf_get_netns_cookie` gives a program for the namespace of the frame's interface.
+fn netns_cookie() -> io::Result<u64> {
+    // SAFETY: plain socket(2); the descriptor is checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_NETNS_COOKIE writes a u64 into `cookie`, whose size `len` says.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 fn lpm_key(addr: u128, len: u8) -> [u8; LPM_KEY] {
     let mut k = [0u8; LPM_KEY];
     k[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
@@ -259,6 +289,7 @@ impl FastPath {
             domain_in_map: HashSet::new(),
             sources_in_map: HashSet::new(),
             pending: false,
+            netns: netns_cookie().unwrap_or(0),
         })
     }
 
@@ -285,6 +316,16 @@ impl FastPath {
     /// Whether a VM port's table was written and waits to be turned on.
     pub fn enable_pending(&self) -> bool {
         self.pending
+    }
+
+    /// Turns the program off (every frame passed on) while it is detached, keeping what it
+    /// forwarded uncredited and its table: a VM port's program is kept for the port's next
+    /// attachment ([`FastAttachment::into_fast`]), where the table is written (or, unchanged,
+    /// turned on) again.
+    pub fn park(&mut self) -> Result<(), FastPathError> {
+        self.set_port(None)?;
+        self.pending = self.written.is_some();
+        Ok(())
     }
 
     /// Turns a written VM port's table on (see `crate::port` for when srmigd may).
@@ -482,6 +523,7 @@ impl FastPath {
 
     fn set_port(&self, t: Option<&FastTable>) -> Result<(), FastPathError> {
         let mut v = [0u8; PORT];
+        v[24..32].copy_from_slice(&self.netns.to_ne_bytes());
         if let Some(t) = t {
             v[..4].copy_from_slice(&1u32.to_ne_bytes());
             v[4..8].copy_from_slice(&u32::from(t.end_ok).to_ne_bytes());
@@ -553,6 +595,8 @@ impl FastPath {
 pub struct FastAttachment {
     // Drop order: the link (program detached) first.
     _link: OwnedFd,
+    /// The interface it is attached to.
+    pub ifindex: u32,
     fast: FastPath,
     _xsks: Option<OwnedFd>,
     /// Native or generic XDP; `None` for a VM port's TC program.
@@ -569,6 +613,7 @@ impl FastAttachment {
             super::xdp::attach_program(fast.prog(), ifindex, ifname).map_err(|e| e.to_string())?;
         Ok(FastAttachment {
             _link: link,
+            ifindex,
             fast,
             _xsks: Some(xsks),
             mode: Some(mode),
@@ -578,12 +623,16 @@ impl FastAttachment {
     /// Loads a VM port's TC program (`bpf/vmport.c`) and attaches it at the ingress of
     /// `ifindex` with a tcx link: gone when srmigd exits, however it exits (no stale program
     /// to look for at start). It passes every frame until a table is written and turned on.
-    pub fn attach_vm(ifindex: u32) -> Result<FastAttachment, String> {
-        let fast = FastPath::load_vm().map_err(|e| e.to_string())?;
+    pub fn attach_vm(ifindex: u32, fast: Option<FastPath>) -> Result<FastAttachment, String> {
+        let fast = match fast {
+            Some(f) => f,
+            None => FastPath::load_vm().map_err(|e| e.to_string())?,
+        };
         let link = bpf::link_create_tcx(fast.prog(), ifindex)
             .map_err(|e| format!("attaching the TC program (tcx ingress): {e}"))?;
         Ok(FastAttachment {
             _link: link,
+            ifindex,
             fast,
             _xsks: None,
             mode: None,
@@ -593,6 +642,13 @@ impl FastAttachment {
     /// The fast path.
     pub fn fast(&self) -> &FastPath {
         &self.fast
+    }
+
+    /// The link (closing it detaches the program) and the program with its maps (for the
+    /// port's next attachment).
+    pub fn into_parts(self) -> (OwnedFd, FastPath) {
+        let FastAttachment { _link, fast, .. } = self;
+        (_link, fast)
     }
 
     /// The fast path.

@@ -79,7 +79,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use srmig_agent::PortInfo;
 use srmig_api::PortIoStats;
 use srmig_dataplane::{Batch, PacketBuf, PortId, PortKind};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::linkwatch::LinkEvent;
 pub use packet::{complete_checksum, PacketSocket, RecvStats, MAX_RECV_BATCH};
@@ -228,11 +228,17 @@ pub struct PortIo {
     pub tx_csum_off: bool,
     /// The interface whose transmit checksum offload srmigd turned off, to turn back on.
     restore_tx_csum: Option<u32>,
+    /// A VM port's TC program, loaded and parked while the port is detached (loading takes
+    /// milliseconds that must not delay the attachment a VM's End.SBUF release waits for).
+    vm_fast_spare: Option<fastpath::FastPath>,
     /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
     pub xdp_ring_size: u32,
     /// The fast path of an uplink on AF_PACKET (a jumbo MTU), or a VM port's TC program,
     /// while attached.
     pub fast_alone: Option<Box<fastpath::FastAttachment>>,
+    /// A VM port's TC program attached with the socket [`PortIo::prepare`] opened (attaching
+    /// waits for an RCU grace period: milliseconds, not at the VM's resume).
+    prepared_fast: Option<Box<fastpath::FastAttachment>>,
 }
 
 impl Drop for PortIo {
@@ -281,8 +287,10 @@ impl PortIo {
             fast_wait: None,
             tx_csum_off: false,
             restore_tx_csum: None,
+            vm_fast_spare: None,
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
+            prepared_fast: None,
         }
     }
 
@@ -352,8 +360,17 @@ impl PortIo {
     /// changed meanwhile.
     pub fn prepare(&mut self, ifindex: u32) -> io::Result<&'static str> {
         self.drop_prepared();
+        self.preload_fast_path();
         let (s, mtu) = self.open(ifindex)?;
         let kind = s.kind();
+        if s.side_poll_fd().is_some() {
+            match fastpath::FastAttachment::attach_vm(ifindex, self.vm_fast_spare.take()) {
+                Ok(f) => self.prepared_fast = Some(Box::new(f)),
+                Err(e) => {
+                    debug!(port = %self.ifname, error = %e, "the VM port's TC program could not be attached ahead");
+                }
+            }
+        }
         self.prepared = Some((s, mtu));
         Ok(kind)
     }
@@ -362,6 +379,28 @@ impl PortIo {
         if let Some((s, _)) = self.prepared.take() {
             close_in_background(s);
         }
+        if let Some(f) = self.prepared_fast.take() {
+            self.retire(*f);
+        }
+    }
+
+    /// Takes a BPF program off its interface. A VM port's is turned off first (inert while
+    /// still attached), kept for the next attachment, and its link closed on another thread:
+    /// detaching waits for an RCU grace period, and the dataplane thread must not.
+    fn retire(&mut self, f: fastpath::FastAttachment) {
+        if !f.fast().is_vm() {
+            return drop(f);
+        }
+        let (link, mut fast) = f.into_parts();
+        match fast.park() {
+            Ok(()) => self.vm_fast_spare = Some(fast),
+            Err(e) => {
+                warn!(port = %self.ifname, error = %e, "cannot turn the VM port's TC program off; it is loaded again at the next attachment");
+            }
+        }
+        let _ = std::thread::Builder::new()
+            .name("srmigd-close".to_owned())
+            .spawn(move || drop(link));
     }
 
     /// Opens a socket on `ifindex` as the port's mode says, replacing any previous one (or
@@ -412,7 +451,16 @@ impl PortIo {
         if self.kind == PortKind::Vm && s.side_poll_fd().is_some() {
             // The socket pair is there for this program ([`PacketSocket::open_vm_pair`]);
             // without it, both sockets together still take every frame.
-            match fastpath::FastAttachment::attach_vm(ifindex) {
+            let attached = match self.prepared_fast.take() {
+                Some(f) if f.ifindex == ifindex => Ok(*f),
+                other => {
+                    if let Some(f) = other {
+                        self.retire(*f);
+                    }
+                    fastpath::FastAttachment::attach_vm(ifindex, self.vm_fast_spare.take())
+                }
+            };
+            match attached {
                 Ok(f) => {
                     tracing::info!(port = %self.ifname, "TC fast path attached to the VM port");
                     self.fast_alone = Some(Box::new(f));
@@ -445,6 +493,37 @@ impl PortIo {
         self.ifindex = Some(ifindex);
         self.stats.attachments += 1;
         Ok(kind)
+    }
+
+    /// Detaches the port's BPF program attached beside its socket (an uplink's XDP fast path
+    /// on AF_PACKET, a VM port's TC program) and forgets what waited for it; turns a veth
+    /// uplink's transmit checksum offload back on.
+    pub fn drop_fast_path(&mut self) {
+        if let Some(f) = self.fast_alone.take() {
+            self.retire(*f);
+        }
+        self.fast_wait = None;
+        self.restore_tx_checksum();
+    }
+
+    /// Loads a VM port's TC program ahead of its attachment, if the port has the fast path and
+    /// none is loaded (at startup and while its interface is down: off the critical path).
+    pub fn preload_fast_path(&mut self) {
+        if !self.fast_path
+            || self.kind != PortKind::Vm
+            || self.qemu.is_some()
+            || self.fast_alone.is_some()
+            || self.prepared_fast.is_some()
+            || self.vm_fast_spare.is_some()
+        {
+            return;
+        }
+        match fastpath::FastPath::load_vm() {
+            Ok(f) => self.vm_fast_spare = Some(f),
+            Err(e) => {
+                warn!(port = %self.ifname, error = %e, "cannot load the VM port's TC program");
+            }
+        }
     }
 
     /// Turns the transmit checksum offload srmigd turned off back on.
@@ -566,9 +645,7 @@ impl PortIo {
     /// Closes the socket, on another thread ([`close_in_background`]). Frames still queued
     /// for it are dropped and counted as sent without a link.
     pub fn detach(&mut self) {
-        self.fast_alone = None;
-        self.fast_wait = None;
-        self.restore_tx_checksum();
+        self.drop_fast_path();
         if let Some(mut s) = self.socket.take() {
             if let PortSocket::Packet(p) = &mut s {
                 self.stats.tx_no_link += p.discard_queued() as u64;

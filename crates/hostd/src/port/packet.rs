@@ -347,6 +347,8 @@ pub struct PacketSocket {
     /// A VM port with a TC program ([`PacketSocket::open_vm_pair`]): this socket takes IPv6
     /// frames, `side` every other EtherType. Received together; sends go through this one.
     side: Option<Box<PacketSocket>>,
+    /// Which of a pair is read first in the next [`PacketSocket::recv_batch`].
+    side_first: bool,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -492,6 +494,7 @@ impl PacketSocket {
             tx: TxQueue::new(),
             copy_buf: vec![0u8; VNET_HDR_LEN + COPY_BUF_BYTES].into_boxed_slice(),
             side: None,
+            side_first: false,
         };
         setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(ctx("PACKET_IGNORE_OUTGOING"))?;
@@ -557,14 +560,25 @@ impl PacketSocket {
     /// the next call. Returns `Ok` with zero frames when nothing is waiting.
     pub fn recv_batch(&mut self, port: PortId, batch: &mut Batch) -> io::Result<RecvStats> {
         batch.clear();
-        let mut stats = self.recv_append(port, batch)?;
-        if let Some(side) = self.side.as_mut() {
-            if !batch.is_full() {
-                let more = side.recv_append(port, batch)?;
-                stats.add(&more);
-            }
-        }
-        Ok(stats)
+        let Some(mut side) = self.side.take() else {
+            return self.recv_append(port, batch);
+        };
+        // A pair: each socket goes first every other call, so that a GSO frame that needs
+        // more of the batch than the other left waits one call at most.
+        self.side_first = !self.side_first;
+        let r = if self.side_first {
+            side.recv_append(port, batch).and_then(|mut st| {
+                st.add(&self.recv_append(port, batch)?);
+                Ok(st)
+            })
+        } else {
+            self.recv_append(port, batch).and_then(|mut st| {
+                st.add(&side.recv_append(port, batch)?);
+                Ok(st)
+            })
+        };
+        self.side = Some(side);
+        r
     }
 
     /// [`PacketSocket::recv_batch`] into what is left of `batch`, after the frames already in
@@ -596,7 +610,7 @@ impl PacketSocket {
             let in_slot = mac >= VNET_HDR_LEN && mac + snap <= slot_size;
             if status & libc::TP_STATUS_COPY != 0 {
                 // The whole frame waits on the socket queue, in ring order.
-                if in_slot && n > start {
+                if in_slot && n > 0 {
                     let mut vb = [0u8; VNET_HDR_LEN];
                     vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
                     let need = slots_needed(&VnetHdr::parse(&vb), wire_len);
@@ -626,7 +640,7 @@ impl PacketSocket {
                 let mut vb = [0u8; VNET_HDR_LEN];
                 vb.copy_from_slice(&slot[mac - VNET_HDR_LEN..mac]);
                 let hdr = VnetHdr::parse(&vb);
-                if slots_needed(&hdr, wire_len) > cap - n && n > start {
+                if slots_needed(&hdr, wire_len) > cap - n && n > 0 {
                     break;
                 }
                 n += deliver(
@@ -1126,6 +1140,7 @@ mod tests {
             tx: TxQueue::new(),
             copy_buf: Vec::new().into_boxed_slice(),
             side: None,
+            side_first: false,
         };
         assert!(!gone.link_running().expect("missing ifindex"));
     }

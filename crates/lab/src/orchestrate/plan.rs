@@ -286,6 +286,8 @@ pub struct Plan {
     /// `[io] mode` of every host's srmigd (`auto`, `xdp`, `packet`); `None` leaves srmigd's
     /// default (`auto`).
     pub io_mode: Option<String>,
+    /// Every VM port in `[io] fast_path` (the VM ports' TC fast path; off by default).
+    pub vm_fast_path: bool,
 }
 
 /// End.SBUF bounds (`[buffer]` of the node configuration).
@@ -345,6 +347,7 @@ impl Default for Plan {
             more_vms: Vec::new(),
             buffer: BufferBounds::default(),
             io_mode: None,
+            vm_fast_path: false,
         }
     }
 }
@@ -525,11 +528,19 @@ port = "{port}"
             );
         }
         let client = host.role == HostRole::Client;
-        if client || self.io_mode.is_some() {
+        if client || self.io_mode.is_some() || self.vm_fast_path {
             toml.push_str("\n[io]\n");
         }
         if let Some(mode) = &self.io_mode {
             let _ = writeln!(toml, "mode = \"{mode}\"");
+        }
+        if self.vm_fast_path {
+            let ports: Vec<String> = self
+                .vms_on(host)
+                .iter()
+                .map(|vm| format!("\"{}\"", vm.port))
+                .collect();
+            let _ = writeln!(toml, "fast_path = [{}]", ports.join(", "));
         }
         if client {
             // The answers of every VM come back to the client's host. When ten VMs resume
