@@ -6,9 +6,11 @@
 // is passed on (TCX_NEXT) to srmigd's AF_PACKET socket, bound to ETH_P_IPV6, which sees only
 // what this program passes.
 //
-// The program only acts in srmigd's own network namespace (struct port's netns cookie): an
-// interface that moves to another host's namespace with its VM takes the program along until
-// this srmigd sees it go, and there it must leave the frames to that host's srmigd.
+// An interface that moves to another host's namespace with its VM takes the program along:
+// srmigd turns it off (port.enabled = 0: everything passed on with TCX_NEXT, to the next
+// program, the new host's) when it sees the link go down or away, and detaches it. (Checking
+// bpf_get_netns_cookie here does not work: for a frame a VM's own socket sent, tc's helper
+// answers with the VM's namespace, not the interface's.)
 //
 // The behaviour is specified in Rust by srmig_dataplane::FastTable::process for a VM port's
 // table (one with `sources`), property-tested against the engine;
@@ -80,7 +82,6 @@ struct __sk_buff {
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
-static __u64 (*bpf_get_netns_cookie)(void *ctx) = (void *)122;
 static long (*bpf_skb_adjust_room)(struct __sk_buff *skb, int len_diff, __u32 mode,
 				   __u64 flags) = (void *)50;
 
@@ -129,7 +130,6 @@ struct port {
 	__u8 also_ok;     // also frames to also_mac (the port's own MAC)
 	__u8 also_mac[6];
 	__u8 pad[2];
-	__u64 netns;      // srmigd's network namespace (SO_NETNS_COOKIE)
 };
 
 struct encap {
@@ -205,9 +205,7 @@ int srmig_vm(struct __sk_buff *skb)
 		return TCX_NEXT;
 	__u32 zero = 0;
 	struct port *p = bpf_map_lookup_elem(&port, &zero);
-	if (!p || bpf_get_netns_cookie(skb) != p->netns)
-		return TCX_NEXT; // not (or no longer) srmigd's interface: not counted
-	if (!p->enabled)
+	if (!p || !p->enabled)
 		return pass();
 	__u64 len = skb->len;
 	__u8 *data = (__u8 *)(long)skb->data;

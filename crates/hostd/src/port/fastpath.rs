@@ -51,7 +51,7 @@ const LPM_KEY: usize = 20;
 const ROUTE: usize = 8;
 const NEXTHOP: usize = 16;
 /// `struct port` of bpf/vmport.c (the first 16 bytes are bpf/fastpath.c's).
-const PORT: usize = 32;
+const PORT: usize = 24;
 const COUNTER: usize = 16;
 const ACTION_FORWARD: u32 = 1;
 const ACTION_END: u32 = 2;
@@ -119,8 +119,6 @@ pub struct FastPath {
     sources_in_map: HashSet<u128>,
     /// A VM port's table written but not yet turned on (see [`FastPath::enable_pending`]).
     pending: bool,
-    /// The cookie of srmigd's network namespace: a VM port's program acts only there.
-    netns: u64,
 }
 
 impl Maps {
@@ -217,34 +215,6 @@ impl Maps {
     }
 }
 
-/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14), which
-/// `bpf_get_netns_cookie` gives a program for the namespace of the frame's interface.
-fn netns_cookie() -> io::Result<u64> {
-    // SAFETY: plain socket(2); the descriptor is checked and owned at once.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor nothing else owns.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: SO_NETNS_COOKIE writes a u64 into `cookie`, whose size `len` says.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cookie)
-}
-
 fn lpm_key(addr: u128, len: u8) -> [u8; LPM_KEY] {
     let mut k = [0u8; LPM_KEY];
     k[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
@@ -289,7 +259,6 @@ impl FastPath {
             domain_in_map: HashSet::new(),
             sources_in_map: HashSet::new(),
             pending: false,
-            netns: netns_cookie().unwrap_or(0),
         })
     }
 
@@ -523,7 +492,6 @@ impl FastPath {
 
     fn set_port(&self, t: Option<&FastTable>) -> Result<(), FastPathError> {
         let mut v = [0u8; PORT];
-        v[24..32].copy_from_slice(&self.netns.to_ne_bytes());
         if let Some(t) = t {
             v[..4].copy_from_slice(&1u32.to_ne_bytes());
             v[4..8].copy_from_slice(&u32::from(t.end_ok).to_ne_bytes());

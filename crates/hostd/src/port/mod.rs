@@ -239,6 +239,11 @@ pub struct PortIo {
     /// A VM port's TC program attached with the socket [`PortIo::prepare`] opened (attaching
     /// waits for an RCU grace period: milliseconds, not at the VM's resume).
     prepared_fast: Option<Box<fastpath::FastAttachment>>,
+    /// The program's passed count when it was attached ahead (the link down: nothing in
+    /// flight), for the exact catch-up check of [`PortIo::try_enable_fast`].
+    prepared_fast_base: Option<u64>,
+    /// The same, for the attachment in use (`None`: attached while up, no exact count).
+    fast_base: Option<u64>,
 }
 
 impl Drop for PortIo {
@@ -250,12 +255,19 @@ impl Drop for PortIo {
 /// A VM port's fast table is written with the program passing everything; srmigd turns it on
 /// once it has read every frame the program passed before. Otherwise a destination the table
 /// moves from srmigd to the program could see its newest frames forwarded by the program
-/// while older ones still wait in srmigd's ring (reordered). "Read everything" is: the
-/// IPv6 ring found empty at two checks (loop rounds) between which the program passed no
-/// frame. A frame takes well under a microsecond from the program to the ring (one softirq
-/// call chain), and a round is at least a poll(2). Under a steady flood there may be no such
-/// moment: the table is then turned on after [`FAST_WAIT_MAX`] anyway, and counted
-/// (`fast_forced_enables`).
+/// while older ones still wait in srmigd's ring (reordered). "Read everything":
+/// - where the program and the IPv6 socket were both set up while the link was down (a VM
+///   arriving: [`PortIo::prepare`]), exactly: the frames that reached the socket
+///   (`PACKET_STATISTICS`) equal the frames the program passed since, and the ring is empty;
+/// - otherwise (attached while up), until the first such moment: the ring found empty at two
+///   checks (loop rounds) between which the program passed no frame (a frame takes well under
+///   a microsecond from the program to the ring, one softirq call chain; a round is at least
+///   a poll(2)). That moment also fixes the offset between the two counts: the later checks
+///   of the attachment are exact.
+///
+/// Between the last check and the table going on, a few microseconds pass in which a frame
+/// may still be passed. Under a steady flood there may be no such moment at all: the table is
+/// then turned on after [`FAST_WAIT_MAX`] anyway, and counted (`fast_forced_enables`).
 #[derive(Debug, Clone, Copy)]
 pub struct FastWait {
     /// When the table was written.
@@ -291,6 +303,8 @@ impl PortIo {
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
             prepared_fast: None,
+            prepared_fast_base: None,
+            fast_base: None,
         }
     }
 
@@ -365,7 +379,10 @@ impl PortIo {
         let kind = s.kind();
         if s.side_poll_fd().is_some() {
             match fastpath::FastAttachment::attach_vm(ifindex, self.vm_fast_spare.take()) {
-                Ok(f) => self.prepared_fast = Some(Box::new(f)),
+                Ok(f) => {
+                    self.prepared_fast_base = Some(f.fast().passed());
+                    self.prepared_fast = Some(Box::new(f));
+                }
                 Err(e) => {
                     debug!(port = %self.ifname, error = %e, "the VM port's TC program could not be attached ahead");
                 }
@@ -382,6 +399,7 @@ impl PortIo {
         if let Some(f) = self.prepared_fast.take() {
             self.retire(*f);
         }
+        self.prepared_fast_base = None;
     }
 
     /// Takes a BPF program off its interface. A VM port's is turned off first (inert while
@@ -418,6 +436,8 @@ impl PortIo {
             Some(m) => Some(m),
             None => packet::interface_mtu_by_index(ifindex).ok(),
         };
+        let base = self.prepared_fast_base.take();
+        let mut prepared_socket = false;
         let s = match self.prepared.take() {
             Some((s, mtu)) if s.ifindex() == ifindex && mtu == mtu_now => {
                 // Bound while the link was down: clear the ENETDOWN that left behind.
@@ -425,6 +445,7 @@ impl PortIo {
                     let _ = p.take_error();
                 }
                 self.stats.prepared_attaches += 1;
+                prepared_socket = true;
                 (s, mtu)
             }
             other => {
@@ -452,7 +473,12 @@ impl PortIo {
             // The socket pair is there for this program ([`PacketSocket::open_vm_pair`]);
             // without it, both sockets together still take every frame.
             let attached = match self.prepared_fast.take() {
-                Some(f) if f.ifindex == ifindex => Ok(*f),
+                Some(f) if f.ifindex == ifindex => {
+                    // Socket and program both set up while the link was down: every IPv6
+                    // frame the program passes from now on reaches this socket, and only those.
+                    self.fast_base = base.filter(|_| prepared_socket);
+                    Ok(*f)
+                }
                 other => {
                     if let Some(f) = other {
                         self.retire(*f);
@@ -503,6 +529,7 @@ impl PortIo {
             self.retire(*f);
         }
         self.fast_wait = None;
+        self.fast_base = None;
         self.restore_tx_checksum();
     }
 
@@ -540,9 +567,12 @@ impl PortIo {
         let Some(mut w) = self.fast_wait else {
             return true;
         };
-        let empty = match &self.socket {
-            Some(PortSocket::Packet(s)) => s.rx_empty(),
-            _ => true,
+        // Frames that reached the socket, read before the program's passed count: if all the
+        // program passed by the second read had reached the socket by the first, and the ring
+        // is empty after both, srmigd has read them all.
+        let landed = match &self.socket {
+            Some(PortSocket::Packet(s)) => s.landed().ok(),
+            _ => None,
         };
         let Some(f) = self.fast_alone.as_mut().map(|f| f.fast_mut()) else {
             self.fast_wait = None;
@@ -553,7 +583,22 @@ impl PortIo {
             return true;
         }
         let passed = f.passed();
-        let caught_up = empty && w.quiet_at == Some(passed);
+        let empty = match &self.socket {
+            Some(PortSocket::Packet(s)) => s.rx_empty(),
+            _ => true,
+        };
+        let caught_up = empty
+            && match (landed, self.fast_base) {
+                (Some(t), Some(p0)) => passed.saturating_sub(p0) == t,
+                _ => w.quiet_at == Some(passed),
+            };
+        if caught_up && self.fast_base.is_none() {
+            // A quiet moment: everything passed has been read. From here on each frame the
+            // program passes reaches the socket, so the counts stay in step: exact checks.
+            if let Some(t) = landed {
+                self.fast_base = Some(passed.saturating_sub(t));
+            }
+        }
         let forced = !caught_up && now.saturating_duration_since(w.since) >= FAST_WAIT_MAX;
         if caught_up || forced {
             if let Err(e) = f.enable() {

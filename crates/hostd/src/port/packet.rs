@@ -349,6 +349,10 @@ pub struct PacketSocket {
     side: Option<Box<PacketSocket>>,
     /// Which of a pair is read first in the next [`PacketSocket::recv_batch`].
     side_first: bool,
+    /// Frames that reached the socket, from `PACKET_STATISTICS` ([`PacketSocket::landed`]).
+    landed: std::cell::Cell<u64>,
+    /// Ring drops read from the kernel and not yet taken by [`PacketSocket::take_ring_drops`].
+    unreported_drops: std::cell::Cell<u64>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -495,6 +499,8 @@ impl PacketSocket {
             copy_buf: vec![0u8; VNET_HDR_LEN + COPY_BUF_BYTES].into_boxed_slice(),
             side: None,
             side_first: false,
+            landed: std::cell::Cell::new(0),
+            unreported_drops: std::cell::Cell::new(0),
         };
         setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(ctx("PACKET_IGNORE_OUTGOING"))?;
@@ -756,9 +762,8 @@ impl PacketSocket {
         n
     }
 
-    /// Frames the kernel dropped because the receive ring was full since the last call
-    /// (`PACKET_STATISTICS` resets on read).
-    pub fn take_ring_drops(&self) -> io::Result<u64> {
+    /// Reads `PACKET_STATISTICS` (which resets on read) into the socket's running counts.
+    fn read_kernel_stats(&self) -> io::Result<()> {
         // SAFETY: tpacket_stats is a plain C struct of two u32; all-zero is valid.
         let mut st: libc::tpacket_stats = unsafe { mem::zeroed() };
         let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
@@ -773,11 +778,30 @@ impl PacketSocket {
                 &mut len,
             )
         })?;
+        // tp_packets includes the drops.
+        self.landed
+            .set(self.landed.get() + u64::from(st.tp_packets));
+        self.unreported_drops
+            .set(self.unreported_drops.get() + u64::from(st.tp_drops));
+        Ok(())
+    }
+
+    /// Frames the kernel dropped because the receive ring was full since the last call.
+    pub fn take_ring_drops(&self) -> io::Result<u64> {
+        self.read_kernel_stats()?;
+        let own = self.unreported_drops.replace(0);
         let side = match &self.side {
             Some(s) => s.take_ring_drops()?,
             None => 0,
         };
-        Ok(u64::from(st.tp_drops) + side)
+        Ok(own + side)
+    }
+
+    /// Every frame that reached this socket since it was opened (into the ring, the socket
+    /// queue, or dropped for a full ring); not the second socket of a pair's.
+    pub fn landed(&self) -> io::Result<u64> {
+        self.read_kernel_stats()?;
+        Ok(self.landed.get())
     }
 
     /// The interface's MTU (`SIOCGIFMTU`), if it still exists.
@@ -1141,6 +1165,8 @@ mod tests {
             copy_buf: Vec::new().into_boxed_slice(),
             side: None,
             side_first: false,
+            landed: std::cell::Cell::new(0),
+            unreported_drops: std::cell::Cell::new(0),
         };
         assert!(!gone.link_running().expect("missing ifindex"));
     }

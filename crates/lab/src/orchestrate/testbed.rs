@@ -1405,6 +1405,14 @@ impl Testbed {
             .collect()
     }
 
+    /// Every srmigd's `GET /v1/status`, by host.
+    pub fn statuses(&self) -> Result<Vec<(String, serde_json::Value)>, OrchestrateError> {
+        self.daemons
+            .iter()
+            .map(|d| Ok((d.host().to_owned(), d.status(&self.control)?)))
+            .collect()
+    }
+
     /// The take-backs of every srmigd's QEMU ports so far, summed over hosts:
     /// `(recovery_counted, recovery_count_refused)` (docs/qemu.md section 3: decided by the
     /// guest's own count at a source's `pre-switchover`, or not).
