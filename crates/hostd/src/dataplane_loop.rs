@@ -675,6 +675,11 @@ impl DataplaneLoop {
                             self.on_fence_relay(&r, &mut batch);
                         }
                         Ok(cmd) => {
+                            if cmd.changes_config() {
+                                for p in &mut self.ports {
+                                    p.park_vm_fast();
+                                }
+                            }
                             for p in &mut self.ports {
                                 p.refresh_kernel_stats();
                             }

@@ -57,3 +57,19 @@ pub enum Command {
     /// Stop the dataplane loop.
     Shutdown,
 }
+
+impl Command {
+    /// Whether the command may change what the engine does with a VM's packets (its
+    /// mappings, SIDs, VM states): the VM ports' TC programs are turned off before it is
+    /// served (`crate::port::PortIo::park_vm_fast`).
+    pub fn changes_config(&self) -> bool {
+        matches!(
+            self,
+            Command::ApplyConfig(..)
+                | Command::ApplyDelta(..)
+                | Command::SetVmState(..)
+                | Command::InstallSid(..)
+                | Command::RemoveSid(..)
+        )
+    }
+}

@@ -533,6 +533,24 @@ impl PortIo {
         self.restore_tx_checksum();
     }
 
+    /// Turns a VM port's TC program off (every frame to srmigd) ahead of a change of the
+    /// engine's configuration: the packets the change concerns must all take srmigd's path
+    /// from the moment the change is made. Otherwise the commit's fence marker, which
+    /// srmigd sends when the commit is applied, could be overtaken on the old path by a
+    /// packet the program sent there with the old table. The next table write (or, unchanged,
+    /// the catch-up check) turns it on again.
+    pub fn park_vm_fast(&mut self) {
+        let Some(f) = self.fast_alone.as_mut().map(|f| f.fast_mut()) else {
+            return;
+        };
+        if !f.is_vm() {
+            return;
+        }
+        if let Err(e) = f.park() {
+            warn!(port = %self.ifname, error = %e, "cannot turn the VM port's TC program off before a configuration change");
+        }
+    }
+
     /// Loads a VM port's TC program ahead of its attachment, if the port has the fast path and
     /// none is loaded (at startup and while its interface is down: off the critical path).
     pub fn preload_fast_path(&mut self) {
