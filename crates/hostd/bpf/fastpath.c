@@ -16,13 +16,7 @@
 // CI checks the checked-in object is what this source compiles to):
 //   clang -O2 -target bpf -mcpu=v3 -c fastpath.c -o fastpath.o
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-
-#define SEC(name) __attribute__((section(name), used))
-#define INLINE static inline __attribute__((always_inline))
+#include "common.h"
 
 enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
@@ -35,7 +29,6 @@ struct xdp_md {
 	__u32 egress_ifindex;
 };
 
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)44;
 static __u64 (*bpf_xdp_get_buff_len)(struct xdp_md *ctx) = (void *)188;
@@ -51,31 +44,6 @@ char counters SEC("maps");  // PERCPU_ARRAY: slot -> struct counter
 char encaps SEC("maps");    // ARRAY: policy index -> struct encap
 char dx6s SEC("maps");      // ARRAY: End.DX6 index -> __u32 nexthop index
 
-#define ACTION_FORWARD 1
-#define ACTION_END 2
-#define ACTION_ENCAP 3
-#define ACTION_DX6 4
-#define MAX_NEXTHOPS 256
-#define MAX_END_SIDS 1024
-#define MAX_REWRITE 128
-#define MAX_ENCAPS 256
-
-struct lpm_key {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
-struct route {
-	__u32 action;
-	__u32 index;
-};
-
-struct nexthop {
-	__u32 max_frame;
-	__u8 dst_mac[6];
-	__u8 src_mac[6];
-};
-
 struct port {
 	__u32 enabled;
 	__u32 end_ok;
@@ -84,19 +52,6 @@ struct port {
 	__u8 pad;
 	// (The map's value is 24 bytes: the VM port's program, bpf/vmport.c, reads a second
 	// MAC after these 16.)
-};
-
-struct encap {
-	__u32 len;             // bytes of rewrite: 40..MAX_REWRITE, a multiple of 8
-	__u32 nexthop;
-	__u32 next_header_at;  // offset in rewrite of the Next Header to set to 41
-	__u32 hash;            // flow label: the engine's flow hash (else the inner one)
-	__u8 rewrite[MAX_REWRITE];
-};
-
-struct counter {
-	__u64 packets;
-	__u64 bytes;
 };
 
 INLINE int punt(struct xdp_md *ctx)
@@ -111,39 +66,6 @@ INLINE void count(__u32 slot, __u64 len)
 		c->packets += 1;
 		c->bytes += len;
 	}
-}
-
-// Whether the IPv6 next header is an extension header the engine walks
-// (srmig_wire::IpProtocol::is_ipv6_ext: 0, 43, 44, 51, 60).
-INLINE int is_ext(__u8 nh)
-{
-	return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
-}
-
-INLINE __u64 be64(const __u8 *p)
-{
-	__u64 v;
-	__builtin_memcpy(&v, p, 8);
-	return __builtin_bswap64(v);
-}
-
-INLINE __u64 mix(__u64 h, __u64 x)
-{
-	h = (h ^ x) * 0xff51afd7ed558ccdULL;
-	return h ^ (h >> 29);
-}
-
-// srmig_dataplane's flow_hash of the IPv6 packet at ip (w: its first word, host order).
-INLINE __u32 flow_hash(const __u8 *ip, __u32 w)
-{
-	__u64 h = 0x9e3779b97f4a7c15ULL;
-	h = mix(h, be64(ip + 16));
-	h = mix(h, be64(ip + 8));
-	h = mix(h, be64(ip + 32));
-	h = mix(h, be64(ip + 24));
-	h = mix(h, (__u64)(w & 0xfffff) | ((__u64)ip[6] << 32));
-	__u32 fl = ((__u32)(h >> 32) ^ (__u32)h) & 0xfffff;
-	return fl ? fl : 1;
 }
 
 INLINE struct route *lookup(void *map, const __u8 *addr)

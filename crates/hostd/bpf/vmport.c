@@ -23,19 +23,13 @@
 // dev_queue_xmit, whose validate_xmit_skb segments and completes checksums as the uplink
 // needs. A GSO frame is checked against the egress MTU per segment (headers + gso_size).
 //
-// The maps are created and filled by srmigd (crates/hostd/src/port/vmfast.rs), which patches
+// The maps are created and filled by srmigd (crates/hostd/src/port/fastpath.rs), which patches
 // every reference to one of the symbols below with its map's fd.
 //
 // Build (the object is checked in; `bash scripts/build-bpf.sh` rebuilds it):
 //   clang -O2 -target bpf -mcpu=v3 -c vmport.c -o vmport.o
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-
-#define SEC(name) __attribute__((section(name), used))
-#define INLINE static inline __attribute__((always_inline))
+#include "common.h"
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
@@ -79,7 +73,6 @@ struct __sk_buff {
 	__u32 gso_size;
 };
 
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
 static long (*bpf_skb_adjust_room)(struct __sk_buff *skb, int len_diff, __u32 mode,
@@ -99,28 +92,9 @@ char encaps SEC("maps");    // ARRAY: policy index -> struct encap
 char sources SEC("maps");   // HASH: IPv6 source address -> its index in the table's sources
 char passed SEC("maps");    // PERCPU_ARRAY[1]: IPv6 frames passed on to srmigd (__u64)
 
-#define ACTION_FORWARD 1
-#define ACTION_ENCAP 3
-#define MAX_REWRITE 128
 // srmig_dataplane::fastpath: 1 + MAX_NEXTHOPS + MAX_END_SIDS + MAX_ENCAPS + MAX_DX6.
-#define SLOT_ENCAP (1 + 256 + 1024)
-#define SLOT_SOURCE (1 + 256 + 1024 + 256 + 256)
-
-struct lpm_key {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
-struct route {
-	__u32 action;
-	__u32 index;
-};
-
-struct nexthop {
-	__u32 max_frame;
-	__u8 dst_mac[6];
-	__u8 src_mac[6];
-};
+#define SLOT_ENCAP (1 + MAX_NEXTHOPS + MAX_END_SIDS)
+#define SLOT_SOURCE (1 + MAX_NEXTHOPS + MAX_END_SIDS + MAX_ENCAPS + 256) // + MAX_DX6
 
 struct port {
 	__u32 enabled;
@@ -130,19 +104,6 @@ struct port {
 	__u8 also_ok;     // also frames to also_mac (the port's own MAC)
 	__u8 also_mac[6];
 	__u8 pad[2];
-};
-
-struct encap {
-	__u32 len;
-	__u32 nexthop;
-	__u32 next_header_at;
-	__u32 hash;
-	__u8 rewrite[MAX_REWRITE];
-};
-
-struct counter {
-	__u64 packets;
-	__u64 bytes;
 };
 
 // Passed on to srmigd: counted, so that srmigd knows when it has read everything the program
@@ -163,37 +124,6 @@ INLINE void count(__u32 slot, __u64 packets, __u64 len)
 		c->packets += packets;
 		c->bytes += len;
 	}
-}
-
-INLINE int is_ext(__u8 nh)
-{
-	return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
-}
-
-INLINE __u64 be64(const __u8 *p)
-{
-	__u64 v;
-	__builtin_memcpy(&v, p, 8);
-	return __builtin_bswap64(v);
-}
-
-INLINE __u64 mix(__u64 h, __u64 x)
-{
-	h = (h ^ x) * 0xff51afd7ed558ccdULL;
-	return h ^ (h >> 29);
-}
-
-// srmig_dataplane's flow_hash of the IPv6 packet at ip (w: its first word, host order).
-INLINE __u32 flow_hash(const __u8 *ip, __u32 w)
-{
-	__u64 h = 0x9e3779b97f4a7c15ULL;
-	h = mix(h, be64(ip + 16));
-	h = mix(h, be64(ip + 8));
-	h = mix(h, be64(ip + 32));
-	h = mix(h, be64(ip + 24));
-	h = mix(h, (__u64)(w & 0xfffff) | ((__u64)ip[6] << 32));
-	__u32 fl = ((__u32)(h >> 32) ^ (__u32)h) & 0xfffff;
-	return fl ? fl : 1;
 }
 
 SEC("tc")

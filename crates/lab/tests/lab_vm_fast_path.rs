@@ -16,14 +16,9 @@
 
 mod common;
 
-use common::{have_root, namespaces_with_prefix, processes_mentioning, show};
+use common::{have_root, namespaces_with_prefix, processes_mentioning, show, sr_buffer_plan};
 
-use std::time::Duration;
-
-use srmig_api::Strategy;
-use srmig_lab::orchestrate::{
-    run, MigrationTiming, RunPlan, Testbed, TestbedOptions, WorkloadKind,
-};
+use srmig_lab::orchestrate::{run, Testbed, TestbedOptions, WorkloadKind};
 
 #[test]
 fn sr_buffer_loses_nothing_on_the_vm_fast_path() {
@@ -40,18 +35,7 @@ fn sr_buffer_loses_nothing_on_the_vm_fast_path() {
     });
     let prefix = testbed.lab().run_id().prefix();
     let dir = testbed.dir().to_owned();
-    let mut plan = RunPlan::new(
-        Strategy::SrBuffer,
-        vec![WorkloadKind::Probe, WorkloadKind::Tcp],
-        4,
-    );
-    plan.timing = MigrationTiming {
-        precopy: Duration::from_millis(300),
-        downtime: Duration::from_millis(175),
-    };
-    plan.gap = Duration::from_millis(750);
-    plan.warmup = Duration::from_millis(700);
-    plan.tail = Duration::from_millis(900);
+    let plan = sr_buffer_plan(vec![WorkloadKind::Probe, WorkloadKind::Tcp], 4);
     let r = run(&mut testbed, &plan).unwrap_or_else(|e| {
         panic!(
             "lab run failed: {}",

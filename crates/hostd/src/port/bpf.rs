@@ -463,25 +463,12 @@ struct TestRunAttr {
 /// Runs `prog` once on `frame` (`BPF_PROG_TEST_RUN`): the program's return value and the
 /// frame as it left it. Tests only: nothing is sent anywhere (a redirect is only a verdict).
 pub fn prog_test_run(prog: &OwnedFd, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut attr = TestRunAttr {
-        prog_fd: fd_u32(prog.as_raw_fd())?,
-        data_size_in: u32::try_from(frame.len())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
-        data_size_out: out.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..TestRunAttr::default()
-    };
-    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    out.truncate(attr.data_size_out as usize);
-    Ok((attr.retval, out))
+    prog_test_run_skb(prog, frame, &[])
 }
 
-/// Runs TC program `prog` once on `frame` with `ctx` as its `struct __sk_buff` (the fields
-/// the kernel lets a test set: e.g. `gso_size`, `gso_segs`); returns the verdict and the
-/// frame as the program left it. Tests only.
+/// Runs `prog` once on `frame` with `ctx` as its context (none if empty; for a TC program a
+/// `struct __sk_buff` with the fields the kernel lets a test set, e.g. `gso_size`,
+/// `gso_segs`); returns the verdict and the frame as the program left it. Tests only.
 pub fn prog_test_run_skb(prog: &OwnedFd, frame: &[u8], ctx: &[u8]) -> io::Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; frame.len() + 512];
     let mut ctx_out = vec![0u8; ctx.len()];

@@ -1,6 +1,14 @@
-//! The XDP fast path of an AF_XDP uplink: the program `bpf/fastpath.c` (checked in compiled,
-//! `bpf/fastpath.o`), its maps, and keeping them equal to the engine's
-//! [`FastTable`] for the port.
+//! srmigd's fast paths, BPF programs that forward in the kernel what the engine would forward
+//! the same way, and keeping their maps equal to the engine's [`FastTable`] for the port:
+//! - an uplink's XDP program, `bpf/fastpath.c` (checked in compiled, `bpf/fastpath.o`);
+//! - a VM port's TC program, `bpf/vmport.c` (`bpf/vmport.o`; [`FastPath::load_vm`],
+//!   [`FastAttachment::attach_vm`]): H.Encaps(.Red) and main-table forwarding of its VMs'
+//!   packets, GSO frames whole. Its table is written with the program passing everything and
+//!   turned on by [`FastPath::enable`] once srmigd has caught up (`crate::port::FastWait`).
+//!
+//! Both share `bpf/common.h` (map value layouts, the flow hash).
+//!
+//! The rest of this doc is about the uplinks' program.
 //!
 //! The program forwards transit IPv6, End, End.DX6 and transit H.Encaps in the kernel (`bpf_redirect_map` to a
 //! `DEVMAP`) and hands everything else to srmigd's AF_XDP socket, exactly as the plain

@@ -7,10 +7,10 @@ use srmig_api::Strategy;
 use srmig_lab::orchestrate::fault::{Fault, FaultPlan};
 use srmig_lab::orchestrate::{LabRun, MigrationTiming, RunPlan, WorkloadKind};
 
-/// One sr-buffer migration under the 1 ms probe with `faults` injected (down 500 ms for
-/// `kill-*`): the plan of the fault tests.
-pub fn fault_run_plan(faults: Vec<Fault>) -> RunPlan {
-    let mut plan = RunPlan::new(Strategy::SrBuffer, vec![WorkloadKind::Probe], 1);
+/// `migrations` sr-buffer migrations under `workloads` with the netns tests' timing (pre-copy
+/// 300 ms, pause 175 ms, 750 ms between migrations).
+pub fn sr_buffer_plan(workloads: Vec<WorkloadKind>, migrations: u32) -> RunPlan {
+    let mut plan = RunPlan::new(Strategy::SrBuffer, workloads, migrations);
     plan.timing = MigrationTiming {
         precopy: Duration::from_millis(300),
         downtime: Duration::from_millis(175),
@@ -18,6 +18,13 @@ pub fn fault_run_plan(faults: Vec<Fault>) -> RunPlan {
     plan.gap = Duration::from_millis(750);
     plan.warmup = Duration::from_millis(700);
     plan.tail = Duration::from_millis(900);
+    plan
+}
+
+/// One sr-buffer migration under the 1 ms probe with `faults` injected (down 500 ms for
+/// `kill-*`): the plan of the fault tests.
+pub fn fault_run_plan(faults: Vec<Fault>) -> RunPlan {
+    let mut plan = sr_buffer_plan(vec![WorkloadKind::Probe], 1);
     plan.faults = FaultPlan {
         faults,
         down: Duration::from_millis(500),
