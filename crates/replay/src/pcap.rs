@@ -86,8 +86,11 @@ enum Format {
     Unknown,
     /// Classic pcap.
     Legacy { nanos: bool },
-    /// pcapng: the interfaces of the current section.
-    Ng { interfaces: Vec<Interface> },
+    /// pcapng: the interfaces of the current section, and its byte order.
+    Ng {
+        interfaces: Vec<Interface>,
+        big_endian: bool,
+    },
 }
 
 /// One input capture, read frame by frame.
@@ -157,6 +160,7 @@ impl CaptureReader {
     /// The next frame, `None` at the end of the capture.
     pub fn next_frame(&mut self) -> Result<Option<InputFrame>, PcapError> {
         loop {
+            self.check_block_length()?;
             let (consumed, frame) = match self.reader.next() {
                 Ok((offset, block)) => (offset, self.state.block(block)?),
                 Err(pcap_parser::PcapError::Eof) => return Ok(None),
@@ -193,6 +197,41 @@ impl CaptureReader {
     }
 }
 
+impl CaptureReader {
+    /// Refuses a pcapng block (after the section header) whose total length is below the 12
+    /// bytes of its own type and two length fields. pcap-parser 0.17 checks a block's length
+    /// against the smallest header of the block type it recognises, which is 4 bytes for a
+    /// Process Information Block: `length - 12` then underflows inside the parser (a panic
+    /// where overflow checks are on, a nonsensical length elsewhere). Found by the
+    /// `replay_pcap` fuzz target.
+    fn check_block_length(&self) -> Result<(), PcapError> {
+        let Format::Ng { big_endian, .. } = self.state.format else {
+            return Ok(());
+        };
+        let data = self.reader.data();
+        // A section header is the parser's (its byte order may differ from this section's).
+        if data.get(..4) == Some(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+            return Ok(());
+        }
+        let Some(len) = data.get(4..8) else {
+            return Ok(());
+        };
+        let len = <[u8; 4]>::try_from(len).unwrap_or_default();
+        let len = if big_endian {
+            u32::from_be_bytes(len)
+        } else {
+            u32::from_le_bytes(len)
+        };
+        if len < 12 {
+            return Err(self.state.error(format!(
+                "a pcapng block of {len} bytes after frame {} (a block has at least 12)",
+                self.state.frames
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl State {
     fn error(&self, reason: impl Into<String>) -> PcapError {
         PcapError::Read {
@@ -226,9 +265,10 @@ impl State {
                     + nanos(0, u64::from(b.ts_usec), resolution);
                 (t, b.caplen, b.origlen, b.data, Linktype::ETHERNET)
             }
-            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                 self.format = Format::Ng {
                     interfaces: Vec::new(),
+                    big_endian: shb.big_endian(),
                 };
                 return Ok(None);
             }
@@ -236,7 +276,7 @@ impl State {
                 let Some(resolution) = idb.ts_resolution() else {
                     return Err(self.error("an interface with an invalid if_tsresol"));
                 };
-                let Format::Ng { interfaces } = &mut self.format else {
+                let Format::Ng { interfaces, .. } = &mut self.format else {
                     return Err(self.error("an interface before the section header"));
                 };
                 interfaces.push(Interface {
@@ -247,7 +287,7 @@ impl State {
                 return Ok(None);
             }
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                let Format::Ng { interfaces } = &self.format else {
+                let Format::Ng { interfaces, .. } = &self.format else {
                     return Err(self.error("a packet before the section header"));
                 };
                 let Some(i) = interfaces.get(epb.if_id as usize).copied() else {
@@ -553,6 +593,21 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 30]).expect("write");
         let err = read_capture(&cut, 0).expect_err("cut").to_string();
         assert!(err.contains("cut.pcapng"), "{err}");
+        // A block shorter than its own type and lengths (a Process Information Block of 6
+        // bytes, as the replay_pcap fuzz target found): an error, not a panic in the parser.
+        let mut bytes = pcapng(&[(t, &[7; 61])], 1);
+        bytes.extend_from_slice(&0x8000_0001u32.to_le_bytes());
+        bytes.extend_from_slice(&6u32.to_le_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        let short = dir.join("short.pcapng");
+        std::fs::write(&short, &bytes).expect("write");
+        let err = read_capture(&short, 0)
+            .expect_err("short block")
+            .to_string();
+        assert!(
+            err.contains("short.pcapng") && err.contains("block of 6 bytes after frame 1"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
