@@ -548,6 +548,17 @@ impl DataplaneLoop {
         // Which port each pollfd after the first two belongs to.
         let mut pfd_ports: Vec<usize> = Vec::with_capacity(self.ports.len());
         info!(ports = self.ports.len(), "dataplane loop running");
+        // The worker is pinned by now (or not at all): the VM ports with a TC program steer
+        // their receive to this CPU (crate::port::steer).
+        let pinned = crate::workers::allowed_cpus();
+        let cpu = match pinned.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        };
+        for p in &mut self.ports {
+            p.steer_cpu = cpu;
+            p.steer_receive();
+        }
         loop {
             self.round = self.round.wrapping_add(1);
             let now = self.now();

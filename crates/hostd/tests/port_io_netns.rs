@@ -16,6 +16,7 @@
 //!    Steps 1 and 2 run twice: S's VM port through srmigd's socket, then on its TC fast path
 //!    (`[io] fast_path = ["vma0"]`: the program encapsulates the super-frames whole; srmigd
 //!    turns the veth uplink's transmit checksum offload off while it runs, and back on at
+//!    exit; it steers the VM port's receive to its worker's CPU, and writes that back at
 //!    exit); step 3 runs on the fast path (the program hands srmigd what does not fit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
@@ -182,6 +183,21 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         "srmigd turned S's veth uplink's checksum offload off: {}",
         tx_csum(&u.s)
     );
+    // The VM port's receive is steered to the CPU srmigd's worker is pinned to (its packets
+    // keep their order when the program hands them over: crate::port::steer).
+    let rps = |ns: &srmig_lab::Netns| {
+        ns.exec("cat", &["/sys/class/net/vma0/queues/rx-0/rps_cpus"])
+            .expect("reading vma0's rps_cpus")
+            .trim()
+            .trim_start_matches(['0', ','])
+            .to_owned()
+    };
+    assert!(
+        matches!(rps(&u.s).as_str(), "1" | "2" | "4" | "8"),
+        "vma0's receive steered to one CPU while the TC program is attached: {:?}\n{}",
+        rps(&u.s),
+        ds.logs()
+    );
     jumbo_and_tso(&vma, &vmb, &ds, &dd, true);
 
     // 3. Path MTU: S's uplink shrinks to 4000 while srmigd runs.
@@ -272,6 +288,11 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         tx_csum(&u.s).contains("on"),
         "srmigd turned S's uplink checksum offload back on at exit: {}",
         tx_csum(&u.s)
+    );
+    assert_eq!(
+        rps(&u.s),
+        "",
+        "srmigd wrote vma0's receive steering back (no CPU) at exit"
     );
     dd.stop(&lab);
 }

@@ -70,6 +70,7 @@ pub mod packet;
 pub mod qemu;
 pub mod qemu_frame;
 pub mod qemu_ring;
+pub mod steer;
 pub mod vnet;
 pub mod xdp;
 
@@ -233,6 +234,12 @@ pub struct PortIo {
     vm_fast_spare: Option<fastpath::FastPath>,
     /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
     pub xdp_ring_size: u32,
+    /// The CPU the port's dataplane worker is pinned to, once it runs
+    /// ([`PortIo::steer_receive`]); `None` while unknown or not pinned.
+    pub steer_cpu: Option<usize>,
+    /// The VM port's receive steering to `steer_cpu` ([`steer`]), written back when its TC
+    /// program leaves.
+    steered: Option<steer::Steered>,
     /// The fast path of an uplink on AF_PACKET (a jumbo MTU), or a VM port's TC program,
     /// while attached.
     pub fast_alone: Option<Box<fastpath::FastAttachment>>,
@@ -249,6 +256,7 @@ pub struct PortIo {
 impl Drop for PortIo {
     fn drop(&mut self) {
         self.restore_tx_checksum();
+        self.unsteer();
     }
 }
 
@@ -299,6 +307,8 @@ impl PortIo {
             fast_wait: None,
             tx_csum_off: false,
             restore_tx_csum: None,
+            steer_cpu: None,
+            steered: None,
             vm_fast_spare: None,
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
             fast_alone: None,
@@ -382,6 +392,7 @@ impl PortIo {
                 Ok(f) => {
                     self.prepared_fast_base = Some(f.fast().passed());
                     self.prepared_fast = Some(Box::new(f));
+                    self.steer_receive();
                 }
                 Err(e) => {
                     debug!(port = %self.ifname, error = %e, "the VM port's TC program could not be attached ahead");
@@ -408,6 +419,13 @@ impl PortIo {
     fn retire(&mut self, f: fastpath::FastAttachment) {
         if !f.fast().is_vm() {
             return drop(f);
+        }
+        if self
+            .steered
+            .as_ref()
+            .is_some_and(|s| s.ifindex() == f.ifindex)
+        {
+            self.unsteer();
         }
         let (link, mut fast) = f.into_parts();
         match fast.park() {
@@ -490,6 +508,7 @@ impl PortIo {
                 Ok(f) => {
                     tracing::info!(port = %self.ifname, "TC fast path attached to the VM port");
                     self.fast_alone = Some(Box::new(f));
+                    self.steer_receive();
                 }
                 Err(e) => {
                     warn!(port = %self.ifname, error = %e, "the VM port's TC fast path could not be attached; every frame goes through srmigd");
@@ -567,6 +586,48 @@ impl PortIo {
             Ok(f) => self.vm_fast_spare = Some(f),
             Err(e) => {
                 warn!(port = %self.ifname, error = %e, "cannot load the VM port's TC program");
+            }
+        }
+    }
+
+    /// Steers the receive queues of the VM port's interface to the worker's CPU while its TC
+    /// program is attached (prepared or attached), so the VM's frames keep their order when
+    /// they change hands between the program and srmigd ([`steer`]). Nothing until the
+    /// worker's CPU is known; once per interface.
+    pub fn steer_receive(&mut self) {
+        let Some(cpu) = self.steer_cpu else {
+            return;
+        };
+        let ifindex = match (&self.fast_alone, &self.prepared_fast) {
+            (Some(f), _) if f.fast().is_vm() => f.ifindex,
+            (_, Some(f)) => f.ifindex,
+            _ => return,
+        };
+        if self
+            .steered
+            .as_ref()
+            .is_some_and(|s| s.ifindex() == ifindex)
+        {
+            return;
+        }
+        self.unsteer();
+        match steer::steer_to(ifindex, &self.ifname, cpu) {
+            Ok(s) => {
+                debug!(port = %self.ifname, cpu, "VM port's receive steered to the worker's CPU");
+                self.steered = Some(s);
+            }
+            Err(e) => {
+                warn!(port = %self.ifname, cpu, error = %e, "cannot steer the VM port's receive to srmigd's CPU: its packets may be reordered when the TC program is turned off or on");
+            }
+        }
+    }
+
+    /// Writes back the receive steering [`steer_receive`](Self::steer_receive) changed, if
+    /// the interface is still here.
+    fn unsteer(&mut self) {
+        if let Some(s) = self.steered.take() {
+            if let Err(e) = s.restore() {
+                debug!(port = %self.ifname, error = %e, "receive steering not written back");
             }
         }
     }
