@@ -201,11 +201,12 @@ impl DataplaneLoop {
     ) -> io::Result<DataplaneLoop> {
         let mut link = LinkWatch::open()?;
         let mut hv = Vec::new();
-        let vm_fast = agent
-            .base()
-            .ports
-            .iter()
-            .any(|q| q.kind == PortKind::Vm && io_config.fast_path.contains(&q.name));
+        let vm_fast = agent.base().ports.iter().any(|q| {
+            q.kind == PortKind::Vm
+                && fanout.is_none()
+                && !qemu.iter().any(|x| x.port == q.name)
+                && io_config.fast_path_of(&q.name, q.kind)
+        });
         let ports: Vec<PortIo> = agent
             .base()
             .ports
@@ -226,7 +227,7 @@ impl DataplaneLoop {
                         let mut port = PortIo::new(id, p.name.clone(), p.kind);
                         port.mode = io_config.mode_of(&p.name);
                         port.fanout = fanout;
-                        port.fast_path = io_config.fast_path.contains(&p.name);
+                        port.fast_path = io_config.fast_path_of(&p.name, p.kind);
                         // A VM port's TC program hands the uplinks frames whose checksum
                         // may still be partial: a veth uplink must complete them.
                         port.tx_csum_off = p.kind == PortKind::Uplink && vm_fast;

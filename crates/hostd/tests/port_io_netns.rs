@@ -13,11 +13,11 @@
 //! 3. Path MTU: S's uplink MTU drops to 4000 while srmigd runs; srmigd picks it up, and a
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
-//!    Steps 1 and 2 run twice: S's VM port through srmigd's socket, then on its TC fast path
-//!    (`[io] fast_path = ["vma0"]`: the program encapsulates the super-frames whole; srmigd
-//!    turns the veth uplink's transmit checksum offload off while it runs, and back on at
-//!    exit; it steers the VM port's receive to its worker's CPU, and writes that back at
-//!    exit); step 3 runs on the fast path (the program hands srmigd what does not fit).
+//!    Steps 1 and 2 run twice: S's VM port through srmigd's socket (`[io] vm_fast_path =
+//!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`, also the default: the
+//!    program encapsulates the super-frames whole; srmigd turns the veth uplink's transmit
+//!    checksum offload off while it runs, and back on at exit; it steers the VM port's
+//!    receive to its worker's CPU, and writes that back at exit); step 3 runs on the fast path (the program hands srmigd what does not fit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
 //!    on the interface.
@@ -116,7 +116,9 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         &u.s,
         dir,
         "s",
-        &(common::node_toml(1) + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)),
+        &(common::node_toml(1)
+            + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)
+            + "\n[io]\nvm_fast_path = false\n"),
     );
     let dd = Daemon::start(
         &lab,

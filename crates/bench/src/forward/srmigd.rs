@@ -144,6 +144,9 @@ impl Srmigd {
         if fast_path && io != "packet" {
             // The uplinks' XDP program; in h_encaps_vm d0 is a VM port: its TC program.
             toml += "fast_path = [\"d0\", \"d1\"]\n";
+        } else {
+            // srmigd puts VM ports on the TC fast path by default.
+            toml += "vm_fast_path = false\n";
         }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {
             path: config.clone(),
