@@ -17,7 +17,8 @@
 //!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`, also the default: the
 //!    program encapsulates the super-frames whole; srmigd turns the veth uplink's transmit
 //!    checksum offload off while it runs, and back on at exit; it steers the VM port's
-//!    receive to its worker's CPU, and writes that back at exit); step 3 runs on the fast path (the program hands srmigd what does not fit).
+//!    receive to its worker's CPU, and writes that back at exit); step 3 runs on the fast
+//!    path (the program hands srmigd what does not fit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
 //!    on the interface.
