@@ -218,8 +218,9 @@ pub struct PortIo {
     /// groups ([`crate::workers::fanout_group`]); the port then always uses AF_PACKET.
     /// `None` (one worker): no fanout.
     pub fanout: Option<u16>,
-    /// Whether node.toml lists this port in `[io] fast_path` ([`fastpath`]): an uplink's XDP
-    /// program, or a VM port's TC program.
+    /// Whether the port has srmigd's fast path ([`fastpath`]; `IoConfig::fast_path_of`): an
+    /// uplink listed in `[io] fast_path` gets the XDP program, a VM port (every one by
+    /// default, `[io] vm_fast_path`) the TC program.
     pub fast_path: bool,
     /// A VM port's written fast table waiting to be turned on ([`PortIo::try_enable_fast`]).
     pub fast_wait: Option<FastWait>,
