@@ -245,6 +245,19 @@ impl FastPath {
         FastPath::new(prog, maps)
     }
 
+    /// [`load_vm`](Self::load_vm), recording a refusal ([`vm_program_refused`]): the same
+    /// program would be refused again.
+    pub fn load_vm_once() -> Result<FastPath, String> {
+        if let Some(why) = vm_program_refused() {
+            return Err(why.to_owned());
+        }
+        FastPath::load_vm().map_err(|e| {
+            let why = format!("loading the TC program: {e}");
+            refuse_vm_program(&why);
+            why
+        })
+    }
+
     /// Creates the maps and loads the VM port's TC program (`bpf/vmport.c`), which passes
     /// the frames it does not forward on to the kernel's receive path (srmigd's `ETH_P_IPV6`
     /// socket). It starts disabled, passing everything.
@@ -599,13 +612,23 @@ impl FastAttachment {
     /// Loads a VM port's TC program (`bpf/vmport.c`) and attaches it at the ingress of
     /// `ifindex` with a tcx link: gone when srmigd exits, however it exits (no stale program
     /// to look for at start). It passes every frame until a table is written and turned on.
+    /// Once the kernel refused the program or a tcx link ([`vm_program_refused`]), fails at
+    /// once without a system call.
     pub fn attach_vm(ifindex: u32, fast: Option<FastPath>) -> Result<FastAttachment, String> {
+        if let Some(why) = vm_program_refused() {
+            return Err(why.to_owned());
+        }
         let fast = match fast {
             Some(f) => f,
-            None => FastPath::load_vm().map_err(|e| e.to_string())?,
+            None => FastPath::load_vm_once()?,
         };
-        let link = bpf::link_create_tcx(fast.prog(), ifindex)
-            .map_err(|e| format!("attaching the TC program (tcx ingress): {e}"))?;
+        let link = bpf::link_create_tcx(fast.prog(), ifindex).map_err(|e| {
+            let why = format!("attaching the TC program (tcx ingress): {e}");
+            if tcx_refused(&e) {
+                refuse_vm_program(&why);
+            }
+            why
+        })?;
         Ok(FastAttachment {
             _link: link,
             ifindex,
@@ -631,6 +654,37 @@ impl FastAttachment {
     pub fn fast_mut(&mut self) -> &mut FastPath {
         &mut self.fast
     }
+}
+
+/// Why this kernel cannot run the VM ports' TC program, once it refused it: its load (the
+/// same program every time) or a tcx link (`BPF_TCX_INGRESS`, Linux 6.6 and later). From then
+/// on no VM port tries again: each would fail the same way, on the path of a VM's arrival.
+static VM_PROGRAM_REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why the kernel refused the VM ports' TC program, if it did ([`VM_PROGRAM_REFUSED`]).
+pub fn vm_program_refused() -> Option<&'static str> {
+    VM_PROGRAM_REFUSED.get().map(String::as_str)
+}
+
+/// Records the refusal and says it once, as a warning: every VM frame goes through srmigd's
+/// sockets from now on, as with `[io] vm_fast_path = false`.
+fn refuse_vm_program(why: &str) {
+    if VM_PROGRAM_REFUSED.set(why.to_owned()).is_ok() {
+        tracing::warn!(
+            error = why,
+            "the VM ports' TC fast path is off: this kernel refused it (it needs tcx links, \
+             Linux 6.6 or later); every VM frame goes through srmigd's sockets"
+        );
+    }
+}
+
+/// Whether a failed tcx link means this kernel has none (an unknown attach type: `EINVAL`;
+/// no BPF links at all: `EOPNOTSUPP`, `ENOSYS`), not a problem of one interface.
+fn tcx_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
 }
 
 /// The program of `object` with every map reference resolved by `map_fd` (symbol name ->
@@ -681,6 +735,20 @@ pub fn instructions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_without_tcx_is_told_from_a_bad_interface() {
+        for errno in [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOSYS] {
+            assert!(tcx_refused(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        // A vanished interface, a full program slot: that port only.
+        for errno in [libc::ENODEV, libc::EEXIST, libc::EBUSY, libc::ENOMEM] {
+            assert!(
+                !tcx_refused(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
 
     #[test]
     fn every_map_reference_of_the_object_is_resolved() {

@@ -511,6 +511,9 @@ impl PortIo {
                     self.fast_alone = Some(Box::new(f));
                     self.steer_receive();
                 }
+                Err(e) if fastpath::vm_program_refused().is_some() => {
+                    debug!(port = %self.ifname, error = %e, "no TC program for the VM port");
+                }
                 Err(e) => {
                     warn!(port = %self.ifname, error = %e, "the VM port's TC fast path could not be attached; every frame goes through srmigd");
                 }
@@ -583,11 +586,10 @@ impl PortIo {
         {
             return;
         }
-        match fastpath::FastPath::load_vm() {
+        match fastpath::FastPath::load_vm_once() {
             Ok(f) => self.vm_fast_spare = Some(f),
-            Err(e) => {
-                warn!(port = %self.ifname, error = %e, "cannot load the VM port's TC program");
-            }
+            // Said once for the process (fastpath::vm_program_refused).
+            Err(e) => debug!(port = %self.ifname, error = %e, "no TC program for the VM port"),
         }
     }
 
