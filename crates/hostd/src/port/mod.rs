@@ -619,6 +619,9 @@ impl PortIo {
                 debug!(port = %self.ifname, cpu, "VM port's receive steered to the worker's CPU");
                 self.steered = Some(s);
             }
+            Err(e) if !steer::say_refusal(&e) => {
+                debug!(port = %self.ifname, cpu, error = %e, "receive not steered (said before)");
+            }
             Err(e) => {
                 warn!(port = %self.ifname, cpu, error = %e, "cannot steer the VM port's receive to srmigd's CPU: its packets may be reordered when the TC program is turned off or on");
             }

@@ -39,6 +39,19 @@ pub struct Steered {
     previous: Vec<(PathBuf, String)>,
 }
 
+/// Whether a refusal to steer should be said as a warning: the first time, and always
+/// unless it is one that repeats for every port (sysfs read-only or not ours to write, e.g. a
+/// service sandbox): that one is said once for the process.
+pub fn say_refusal(e: &io::Error) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let every_port = matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    );
+    !every_port || !SAID.swap(true, Ordering::Relaxed)
+}
+
 /// `rps_cpus` syntax: comma-separated 32-bit hex words, most significant first.
 pub fn cpu_mask(cpu: usize) -> String {
     let words = cpu / 32 + 1;
@@ -132,6 +145,19 @@ impl Steered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_that_repeats_for_every_port_is_said_once() {
+        let ro = io::Error::from(io::ErrorKind::ReadOnlyFilesystem);
+        let gone = io::Error::from(io::ErrorKind::NotFound);
+        assert!(say_refusal(&gone));
+        assert!(say_refusal(&ro));
+        assert!(!say_refusal(&ro));
+        assert!(!say_refusal(&io::Error::from(
+            io::ErrorKind::PermissionDenied
+        )));
+        assert!(say_refusal(&gone), "other refusals are said each time");
+    }
 
     #[test]
     fn masks_name_one_cpu() {
