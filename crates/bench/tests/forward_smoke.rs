@@ -134,7 +134,7 @@ fn end_case(options: &Options, no_srv6: Option<&str>) {
 }
 
 /// Jumbo frames: d0 and d1 on AF_PACKET (MTU 9050), the fast path's program attached beside
-/// them for multi-buffer frames, and forwarding them.
+/// them (generic mode on a veth), and forwarding them.
 fn jumbo_case(options: &Options) {
     let options = Options {
         cases: vec![Case::Ipv6],
@@ -163,5 +163,8 @@ fn jumbo_case(options: &Options) {
         fast > 100,
         "the fast path forwarded {fast} jumbo frames: {json:#}"
     );
-    assert_eq!(json["srmigd_receive"], "napi-thread", "{json:#}");
+    // On a veth, srmigd runs the program beside AF_PACKET in generic mode
+    // (srmig_hostd::port::fastpath::FastAttachment::attach): d0 has no NAPI, and its receive
+    // work goes where rps_cpus sends it, as for the kernel.
+    assert_eq!(json["srmigd_receive"], "rps", "{json:#}");
 }

@@ -1095,21 +1095,36 @@ fn remove_stale_program(ifindex: u32, ifname: &str) -> Result<(), XdpError> {
     Ok(())
 }
 
-/// Attaches `prog` by a BPF link: native mode, else generic mode.
-/// Attaches `prog` (named [`PROG_NAME`]) to `ifindex` with a BPF link, native mode first;
-/// a stale `srmig_xsk` attached without a link is replaced, a foreign program refused.
+/// Attaches `prog` (named [`PROG_NAME`]) to `ifindex` with a BPF link, native mode first
+/// (generic first with `generic_first`); a stale `srmig_xsk` attached without a link is
+/// replaced, a foreign program refused.
 pub(crate) fn attach_program(
     prog: &OwnedFd,
     ifindex: u32,
     ifname: &str,
+    generic_first: bool,
 ) -> Result<(OwnedFd, XdpMode), XdpError> {
     remove_stale_program(ifindex, ifname)?;
-    attach(prog, ifindex, ifname)
+    let order = if generic_first {
+        [XdpMode::Generic, XdpMode::Native]
+    } else {
+        [XdpMode::Native, XdpMode::Generic]
+    };
+    attach_in(prog, ifindex, ifname, order)
 }
 
 fn attach(prog: &OwnedFd, ifindex: u32, ifname: &str) -> Result<(OwnedFd, XdpMode), XdpError> {
+    attach_in(prog, ifindex, ifname, [XdpMode::Native, XdpMode::Generic])
+}
+
+fn attach_in(
+    prog: &OwnedFd,
+    ifindex: u32,
+    ifname: &str,
+    order: [XdpMode; 2],
+) -> Result<(OwnedFd, XdpMode), XdpError> {
     let mut last = None;
-    for mode in [XdpMode::Native, XdpMode::Generic] {
+    for mode in order {
         match bpf::link_create_xdp(prog, ifindex, mode.flag()) {
             Ok(link) => return Ok((link, mode)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) => {
