@@ -439,6 +439,11 @@ impl DataplaneLoop {
                         Ok(socket) => {
                             info!(port = %p.ifname, ifindex, socket, "interface present but down: socket opened ahead of the link coming up");
                         }
+                        // A VM leaving: its interface went down here, then moved to the
+                        // destination's namespace before the socket could be bound.
+                        Err(e) if crate::port::packet::interface_mtu_by_index(ifindex).is_err() => {
+                            debug!(port = %p.ifname, ifindex, error = %e, "the interface left before a socket could be opened ahead");
+                        }
                         Err(e) => {
                             warn!(port = %p.ifname, ifindex, error = %e, "cannot open a socket ahead on the interface (it will be opened when the link comes up)");
                         }

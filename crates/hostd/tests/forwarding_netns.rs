@@ -30,9 +30,9 @@ use common::{
 const VMA: &str = "2001:db8:a::10";
 const VMB: &str = "2001:db8:a::20";
 /// This test covers the VM ports' socket path (checksums completed by srmigd, a send refused
-/// per frame when the interface goes): the VMs' packets all go through srmigd. The VM ports'
-/// TC fast path (srmigd's default) has its own tests (`port_io_netns`, `vm_fastpath`, the
-/// labs).
+/// per frame when the interface goes): the VMs' packets all go through srmigd (also srmigd's
+/// default; said explicitly). The VM ports' TC fast path has its own tests (`port_io_netns`,
+/// `vm_fastpath`, the labs).
 const SOCKETS_ONLY: &str = "\n[io]\nvm_fast_path = false\n";
 const VMA_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0a]);
 const VMB_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x0b]);

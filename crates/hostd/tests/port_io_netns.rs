@@ -14,7 +14,7 @@
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
 //!    Steps 1 and 2 run twice: S's VM port through srmigd's socket (`[io] vm_fast_path =
-//!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`, also the default: the
+//!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`: the
 //!    program encapsulates the super-frames whole; srmigd turns the veth uplink's transmit
 //!    checksum offload off while it runs, and back on at exit; it steers the VM port's
 //!    receive to its worker's CPU, and writes that back at exit); step 3 runs on the fast
