@@ -145,7 +145,7 @@ impl Srmigd {
             // The uplinks' XDP program; in h_encaps_vm d0 is a VM port: its TC program.
             toml += "fast_path = [\"d0\", \"d1\"]\n";
         } else {
-            // srmigd puts VM ports on the TC fast path by default.
+            // Explicit, whatever srmigd's default: no VM port on the TC fast path.
             toml += "vm_fast_path = false\n";
         }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {

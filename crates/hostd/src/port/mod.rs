@@ -219,8 +219,8 @@ pub struct PortIo {
     /// `None` (one worker): no fanout.
     pub fanout: Option<u16>,
     /// Whether the port has srmigd's fast path ([`fastpath`]; `IoConfig::fast_path_of`): an
-    /// uplink listed in `[io] fast_path` gets the XDP program, a VM port (every one by
-    /// default, `[io] vm_fast_path`) the TC program.
+    /// uplink listed in `[io] fast_path` gets the XDP program, a VM port listed there (or
+    /// every one with `[io] vm_fast_path = true`) the TC program.
     pub fast_path: bool,
     /// A VM port's written fast table waiting to be turned on ([`PortIo::try_enable_fast`]).
     pub fast_wait: Option<FastWait>,
