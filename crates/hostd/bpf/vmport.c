@@ -7,8 +7,8 @@
 // what this program passes.
 //
 // An interface that moves to another host's namespace with its VM takes the program along:
-// srmigd turns it off (port.enabled = 0: everything passed on with TCX_NEXT, to the next
-// program, the new host's) when it sees the link go down or away, and detaches it. (Checking
+// srmigd turns it off (port.enabled = PORT_OFF: everything passed on with TCX_NEXT, to the
+// next program, the new host's) when it sees the link go down or away, and detaches it. (Checking
 // bpf_get_netns_cookie here does not work: for a frame a VM's own socket sent, tc's helper
 // answers with the VM's namespace, not the interface's.)
 //
@@ -90,11 +90,24 @@ char port SEC("maps");      // ARRAY[1]: struct port
 char counters SEC("maps");  // PERCPU_ARRAY: slot -> struct counter
 char encaps SEC("maps");    // ARRAY: policy index -> struct encap
 char sources SEC("maps");   // HASH: IPv6 source address -> its index in the table's sources
-char passed SEC("maps");    // PERCPU_ARRAY[1]: IPv6 frames passed on to srmigd (__u64)
+char passed SEC("maps");    // ARRAY[2] of __u64: [PASSED] IPv6 frames passed on to srmigd,
+                            // [HANDLED] how many of those srmigd has read and sent
 
 // srmig_dataplane::fastpath: 1 + MAX_NEXTHOPS + MAX_END_SIDS + MAX_ENCAPS + MAX_DX6.
 #define SLOT_ENCAP (1 + MAX_NEXTHOPS + MAX_END_SIDS)
 #define SLOT_SOURCE (1 + MAX_NEXTHOPS + MAX_END_SIDS + MAX_ENCAPS + 256) // + MAX_DX6
+
+// port.enabled
+#define PORT_OFF 0
+#define PORT_ON 1
+// A table written while srmigd may still hold frames the program passed: the program turns
+// itself on (PORT_ON) at the first frame that finds passed[PASSED] == passed[HANDLED], i.e.
+// every frame it passed has been read and sent by srmigd, whose sends are queued ahead of
+// what the program redirects from then on (crates/hostd/src/port/mod.rs, FastWait).
+#define PORT_ARMED 2
+// passed[]
+#define PASSED 0
+#define HANDLED 1
 
 struct port {
 	__u32 enabled;
@@ -110,11 +123,24 @@ struct port {
 // passed (a table change waits for that before the program takes destinations over).
 INLINE int pass(void)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&passed, &zero);
+	__u32 k = PASSED;
+	__u64 *n = bpf_map_lookup_elem(&passed, &k);
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 	return TCX_NEXT;
+}
+
+// An armed port turns on when srmigd has handled every frame passed so far (see PORT_ARMED);
+// 1 if it is on now. The compare-and-swap loses to a write of srmigd's in between (e.g. the
+// program turned off ahead of a configuration change): the frame is then passed.
+INLINE int turn_on_if_caught_up(struct port *p)
+{
+	__u32 k = PASSED, h = HANDLED;
+	__u64 *n = bpf_map_lookup_elem(&passed, &k);
+	__u64 *done = bpf_map_lookup_elem(&passed, &h);
+	if (!n || !done || *n != *done)
+		return 0;
+	return __sync_val_compare_and_swap(&p->enabled, PORT_ARMED, PORT_ON) == PORT_ARMED;
 }
 
 INLINE void count(__u32 slot, __u64 packets, __u64 len)
@@ -135,7 +161,9 @@ int srmig_vm(struct __sk_buff *skb)
 		return TCX_NEXT;
 	__u32 zero = 0;
 	struct port *p = bpf_map_lookup_elem(&port, &zero);
-	if (!p || !p->enabled)
+	if (!p || p->enabled == PORT_OFF)
+		return pass();
+	if (p->enabled != PORT_ON && !turn_on_if_caught_up(p))
 		return pass();
 	__u64 len = skb->len;
 	__u8 *data = (__u8 *)(long)skb->data;

@@ -346,6 +346,8 @@ impl DataplaneLoop {
                     port.fast_wait = Some(crate::port::FastWait {
                         since: now,
                         quiet_at: None,
+                        handled: None,
+                        checks: 0,
                     });
                 }
             } else {
@@ -361,9 +363,13 @@ impl DataplaneLoop {
             self.refresh_fast_paths();
         }
         let now = std::time::Instant::now();
+        if self.ports.iter().all(|p| p.fast_wait.is_none()) {
+            return;
+        }
+        let tx_idle = !self.ports.iter().any(PortIo::tx_pending);
         for p in &mut self.ports {
             if p.fast_wait.is_some() {
-                p.try_enable_fast(now);
+                p.try_enable_fast(now, tx_idle);
             }
         }
     }

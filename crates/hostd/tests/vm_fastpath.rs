@@ -241,6 +241,40 @@ fn the_vm_program_does_what_the_model_does() {
     assert_eq!(run(&fp), TCX_NEXT, "written, not yet enabled");
     fp.enable().expect("enable");
     assert_eq!(run(&fp), TC_ACT_REDIRECT);
+    // Armed: the program passes until srmigd has handled every frame it passed, then turns
+    // itself on at the next frame.
+    fp.park().expect("park");
+    assert_eq!(run(&fp), TCX_NEXT, "parked");
+    fp.write(Some(t.clone()), &|_| Some(1), &mut |_, _, _| {})
+        .expect("test setup");
+    assert!(
+        fp.enable_pending(),
+        "an unchanged table after a park is armed"
+    );
+    let behind = fp.passed() - 1;
+    fp.set_handled(behind).expect("set handled");
+    assert_eq!(
+        run(&fp),
+        TCX_NEXT,
+        "srmigd has not handled the frame passed while parked"
+    );
+    assert_eq!(fp.passed(), behind + 2, "each passed frame is counted");
+    assert!(fp.enable_pending());
+    fp.set_handled(fp.passed()).expect("set handled");
+    assert_eq!(run(&fp), TC_ACT_REDIRECT, "caught up: on");
+    assert!(!fp.enable_pending(), "the program turned itself on");
+    assert_eq!(fp.passed(), behind + 2, "forwarded, not passed");
+    assert_eq!(run(&fp), TC_ACT_REDIRECT);
+    // Parked again, nothing passed since: what srmigd handled is still everything.
+    fp.park().expect("park");
+    fp.write(Some(t.clone()), &|_| Some(1), &mut |_, _, _| {})
+        .expect("test setup");
+    assert_eq!(
+        run(&fp),
+        TC_ACT_REDIRECT,
+        "nothing passed since srmigd caught up"
+    );
+    assert!(!fp.enable_pending());
     // A nexthop without an egress interface passes.
     fp.write(Some(t.clone()), &|_| None, &mut |_, _, _| {})
         .expect("test setup");

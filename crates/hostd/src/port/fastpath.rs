@@ -3,8 +3,9 @@
 //! - an uplink's XDP program, `bpf/fastpath.c` (checked in compiled, `bpf/fastpath.o`);
 //! - a VM port's TC program, `bpf/vmport.c` (`bpf/vmport.o`; [`FastPath::load_vm`],
 //!   [`FastAttachment::attach_vm`]): H.Encaps(.Red) and main-table forwarding of its VMs'
-//!   packets, GSO frames whole. Its table is written with the program passing everything and
-//!   turned on by [`FastPath::enable`] once srmigd has caught up (`crate::port::FastWait`).
+//!   packets, GSO frames whole. Its table is written armed: the program passes everything
+//!   until it sees that srmigd has handled every frame it passed ([`FastPath::set_handled`]),
+//!   then turns itself on (`crate::port::FastWait`).
 //!
 //! Both share `bpf/common.h` (map value layouts, the flow hash).
 //!
@@ -60,6 +61,15 @@ const ROUTE: usize = 8;
 const NEXTHOP: usize = 16;
 /// `struct port` of bpf/vmport.c (the first 16 bytes are bpf/fastpath.c's).
 const PORT: usize = 24;
+/// `port.enabled` of the VM port's program (`bpf/vmport.c`): off, on, or armed (turns itself on
+/// once srmigd has handled every frame it passed).
+const PORT_OFF: u32 = 0;
+const PORT_ON: u32 = 1;
+const PORT_ARMED: u32 = 2;
+/// Keys of the VM port's `passed` map: frames passed on to srmigd (the program's count), and
+/// how many of those srmigd has handled (srmigd's).
+const PASSED: u32 = 0;
+const HANDLED: u32 = 1;
 const COUNTER: usize = 16;
 const ACTION_FORWARD: u32 = 1;
 const ACTION_END: u32 = 2;
@@ -104,7 +114,8 @@ struct Maps {
     encaps: OwnedFd,
     dx6s: OwnedFd,
     /// The VM port's program: its VMs' addresses (`HASH`: address -> index in the table's
-    /// sources) and its count of IPv6 frames passed on to srmigd (`PERCPU_ARRAY[1]`).
+    /// sources) and its count of IPv6 frames passed on to srmigd beside how many of those
+    /// srmigd has handled (`ARRAY[2]`, [`PASSED`] and [`HANDLED`]).
     vm: Option<(OwnedFd, OwnedFd)>,
 }
 
@@ -151,7 +162,7 @@ impl Maps {
                     0,
                     "srmig_sources",
                 )?,
-                create(bpf::BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, 0, "srmig_passed")?,
+                create(bpf::BPF_MAP_TYPE_ARRAY, 4, 8, 2, 0, "srmig_passed")?,
             ))
         } else {
             None
@@ -265,7 +276,10 @@ impl FastPath {
         let maps = Maps::create(true)?;
         let insns = instructions(VM_OBJECT, "tc", &|sym| maps.fd(sym))?;
         let prog = bpf::load_tc_program(VM_PROG_NAME, &insns, c"GPL")?;
-        FastPath::new(prog, maps)
+        let fp = FastPath::new(prog, maps)?;
+        // Nothing handled is known yet: an armed table waits for srmigd's first count.
+        fp.set_handled(u64::MAX)?;
+        Ok(fp)
     }
 
     fn new(prog: OwnedFd, maps: Maps) -> Result<FastPath, FastPathError> {
@@ -293,19 +307,41 @@ impl FastPath {
         let Some((_, passed)) = &self.maps.vm else {
             return 0;
         };
-        let mut buf = vec![0u8; 8 * self.cpus];
-        let size = buf.len();
-        if !bpf::map_lookup(passed, &0u32.to_ne_bytes(), &mut buf, (4, size)).unwrap_or(false) {
-            return 0;
+        let mut buf = [0u8; 8];
+        match bpf::map_lookup(passed, &PASSED.to_ne_bytes(), &mut buf, (4, 8)) {
+            Ok(true) => u64::from_ne_bytes(buf),
+            _ => 0,
         }
-        buf.chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
-            .sum()
     }
 
-    /// Whether a VM port's table was written and waits to be turned on.
-    pub fn enable_pending(&self) -> bool {
+    /// Tells a VM port's program that srmigd has read and sent the first `count` frames it
+    /// passed (in [`passed`](Self::passed)'s count): an armed table turns itself on at the
+    /// next frame if the program has passed no other since. Written only when it is true:
+    /// after srmigd's sends of the round, with its receive ring found empty.
+    pub fn set_handled(&self, count: u64) -> Result<(), FastPathError> {
+        let Some((_, passed)) = &self.maps.vm else {
+            return Ok(());
+        };
+        bpf::map_update(passed, &HANDLED.to_ne_bytes(), &count.to_ne_bytes(), (4, 8))
+            .map_err(map_err("writing the count of frames srmigd handled"))
+    }
+
+    /// Whether a VM port's table was written and waits to be turned on. An armed program that
+    /// turned itself on is found here (one map lookup) and no longer waits.
+    pub fn enable_pending(&mut self) -> bool {
+        if self.pending && self.port_state() == Some(PORT_ON) {
+            self.pending = false;
+        }
         self.pending
+    }
+
+    /// The program's `port.enabled` (`None` if the map cannot be read).
+    fn port_state(&self) -> Option<u32> {
+        let mut v = [0u8; PORT];
+        match bpf::map_lookup(&self.maps.port, &0u32.to_ne_bytes(), &mut v, (4, PORT)) {
+            Ok(true) => Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]])),
+            _ => None,
+        }
     }
 
     /// Turns the program off (every frame passed on) while it is detached, keeping what it
@@ -313,20 +349,37 @@ impl FastPath {
     /// attachment ([`FastAttachment::into_fast`]), where the table is written (or, unchanged,
     /// turned on) again.
     pub fn park(&mut self) -> Result<(), FastPathError> {
-        self.set_port(None)?;
+        self.set_port(None, PORT_OFF)?;
         self.pending = self.written.is_some();
         Ok(())
     }
 
-    /// Turns a written VM port's table on (see `crate::port` for when srmigd may).
+    /// Turns a written VM port's table on now, without waiting for the program to see that
+    /// srmigd caught up (see `crate::port` for when srmigd may).
     pub fn enable(&mut self) -> Result<(), FastPathError> {
         if !self.pending {
             return Ok(());
         }
         let t = self.written.as_ref().map(|(t, _)| t.clone());
-        self.set_port(t.as_ref())?;
+        self.set_port(t.as_ref(), PORT_ON)?;
         self.pending = false;
         Ok(())
+    }
+
+    /// An armed VM port's table needs srmigd no more: srmigd has handled every frame the
+    /// program passed, which turns itself on at its next IPv6 frame.
+    pub fn caught_up(&mut self) {
+        self.pending = false;
+    }
+
+    /// Arms a written VM port's table that waits to be turned on: the program turns itself on
+    /// once srmigd has handled every frame it passed ([`set_handled`](Self::set_handled)).
+    fn arm(&mut self) -> Result<(), FastPathError> {
+        if !self.pending {
+            return Ok(());
+        }
+        let t = self.written.as_ref().map(|(t, _)| t.clone());
+        self.set_port(t.as_ref(), PORT_ARMED)
     }
 
     /// The program.
@@ -364,13 +417,15 @@ impl FastPath {
             .unwrap_or_default();
         if let (Some((old, old_if)), Some(new)) = (&self.written, &table) {
             if old == new && *old_if == ifindexes {
-                return Ok(());
+                // Unchanged; a VM port's program parked for a configuration change waits
+                // for srmigd to catch up again.
+                return self.arm();
             }
         }
         if table.is_none() && self.written.is_none() {
             return Ok(());
         }
-        self.set_port(None)?;
+        self.set_port(None, PORT_OFF)?;
         self.collect(credit);
         self.zero_counters()?;
         // Disabled from here until the end: a failure on the way leaves the port punting.
@@ -487,12 +542,13 @@ impl FastPath {
                 )
                 .map_err(map_err("writing a VM's address"))?;
             }
-            // Turned on by `enable`, once srmigd has read what the program passed so far.
+            // The program turns itself on once srmigd has handled what it passed so far (or
+            // srmigd turns it on: `enable`).
             self.written = Some((t, ifindexes));
             self.pending = true;
-            return Ok(());
+            return self.arm();
         }
-        self.set_port(Some(&t))?;
+        self.set_port(Some(&t), PORT_ON)?;
         self.written = Some((t, ifindexes));
         Ok(())
     }
@@ -511,10 +567,12 @@ impl FastPath {
         Ok(())
     }
 
-    fn set_port(&self, t: Option<&FastTable>) -> Result<(), FastPathError> {
+    /// Writes the port entry: `t` with `state` (an uplink's program knows only on and off),
+    /// or off.
+    fn set_port(&self, t: Option<&FastTable>, state: u32) -> Result<(), FastPathError> {
         let mut v = [0u8; PORT];
         if let Some(t) = t {
-            v[..4].copy_from_slice(&1u32.to_ne_bytes());
+            v[..4].copy_from_slice(&state.to_ne_bytes());
             v[4..8].copy_from_slice(&u32::from(t.end_ok).to_ne_bytes());
             v[8..14].copy_from_slice(&t.port_mac);
             v[14] = u8::from(t.srh_ok);

@@ -261,33 +261,51 @@ impl Drop for PortIo {
     }
 }
 
-/// A VM port's fast table is written with the program passing everything; srmigd turns it on
-/// once it has read every frame the program passed before. Otherwise a destination the table
-/// moves from srmigd to the program could see its newest frames forwarded by the program
-/// while older ones still wait in srmigd's ring (reordered). "Read everything":
-/// - where the program and the IPv6 socket were both set up while the link was down (a VM
-///   arriving: [`PortIo::prepare`]), exactly: the frames that reached the socket
-///   (`PACKET_STATISTICS`) equal the frames the program passed since, and the ring is empty;
-/// - otherwise (attached while up), until the first such moment: the ring found empty at two
-///   checks (loop rounds) between which the program passed no frame (a frame takes well under
-///   a microsecond from the program to the ring, one softirq call chain; a round is at least
-///   a poll(2)). That moment also fixes the offset between the two counts: the later checks
-///   of the attachment are exact.
+/// A VM port's fast table is written armed: the program passes everything on to srmigd and
+/// turns itself on once srmigd has handled every frame it passed. Otherwise a destination the
+/// table moves from srmigd to the program could see its newest frames forwarded by the program
+/// while older ones still wait in srmigd's ring (reordered).
 ///
-/// Between the last check and the table going on, a few microseconds pass in which a frame
-/// may still be passed. Under a steady flood there may be no such moment at all: the table is
-/// then turned on after [`FAST_WAIT_MAX`] anyway, and counted (`fast_forced_enables`).
+/// srmigd tells the program how many of the frames it passed srmigd has read *and sent*
+/// (`FastPath::set_handled`), at the end of a round (after its sends), when its receive ring
+/// is empty and nothing waits in any port's transmit queue: the frames that reached the socket
+/// (`PACKET_STATISTICS`, read before the ring is looked at), in the program's count. The
+/// program compares the two counts at each frame; when they are equal, every frame it passed
+/// has been handed to the kernel ahead of the one in hand, and it turns itself on
+/// (compare-and-swap from armed to on) and forwards that frame. Deciding in the program leaves
+/// no window between srmigd's check and the table going on. srmigd's sends and the program's
+/// redirect meet in one FIFO queue because the port's receive is steered to srmigd's CPU
+/// ([`steer`]); without the steering, frames of other CPUs may still overtake.
+///
+/// The offset between the two counts is known exactly where the program and the IPv6 socket
+/// were both set up while the link was down (a VM arriving: [`PortIo::prepare`]): both start
+/// from nothing. Otherwise (attached while up) it is found at the first quiet moment: the ring
+/// found empty at two checks (loop rounds) between which the program passed no frame (a frame
+/// takes well under a microsecond from the program to the ring, one softirq call chain; a
+/// round is at least a poll(2)). Until then nothing is written and the program stays armed.
+///
+/// Once the count is written and the program has passed nothing since, srmigd stops waiting:
+/// the program's next IPv6 frame turns it on. Under a steady flood srmigd may never catch up:
+/// the table is then turned on after [`FAST_WAIT_MAX`] and [`FAST_WAIT_CHECKS`] rounds anyway,
+/// and counted (`fast_forced_enables`); frames still in srmigd's ring may then be overtaken.
 #[derive(Debug, Clone, Copy)]
 pub struct FastWait {
     /// When the table was written.
     pub since: std::time::Instant,
     /// The program's passed count at the last check that found the ring empty.
     pub quiet_at: Option<u64>,
+    /// The handled count last written to the program.
+    pub handled: Option<u64>,
+    /// Loop rounds that checked.
+    pub checks: u32,
 }
 
 /// How long a written VM port table waits for srmigd to catch up before it is turned on
 /// anyway ([`FastWait`]).
 pub const FAST_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(20);
+/// How many rounds of srmigd's must have found it behind, too: a slow round (a debug build
+/// segmenting GSO frames) must not use up the wait alone.
+pub const FAST_WAIT_CHECKS: u32 = 16;
 impl PortIo {
     /// A detached port.
     pub fn new(id: PortId, ifname: String, kind: PortKind) -> PortIo {
@@ -646,15 +664,16 @@ impl PortIo {
         }
     }
 
-    /// Turns a VM port's written fast table on if srmigd has read everything the program
-    /// passed before ([`FastWait`]); `true` when it was turned on (or nothing waits).
-    pub fn try_enable_fast(&mut self, now: std::time::Instant) -> bool {
+    /// Tells a VM port's armed program what srmigd has handled, or turns its table on where
+    /// the program cannot be told ([`FastWait`]); `tx_idle`: no port has frames waiting in its
+    /// transmit queue. `true` when the table is on (or nothing waits).
+    pub fn try_enable_fast(&mut self, now: std::time::Instant, tx_idle: bool) -> bool {
         let Some(mut w) = self.fast_wait else {
             return true;
         };
-        // Frames that reached the socket, read before the program's passed count: if all the
-        // program passed by the second read had reached the socket by the first, and the ring
-        // is empty after both, srmigd has read them all.
+        // Frames that reached the socket, read before the ring is looked at: if the ring is
+        // empty after, srmigd has read them all (and sent them: this runs after the round's
+        // sends).
         let landed = match &self.socket {
             Some(PortSocket::Packet(s)) => s.landed().ok(),
             _ => None,
@@ -664,34 +683,56 @@ impl PortIo {
             return true;
         };
         if !f.enable_pending() {
+            // Nothing written, or the program turned itself on.
             self.fast_wait = None;
             return true;
         }
         let passed = f.passed();
-        let empty = match &self.socket {
-            Some(PortSocket::Packet(s)) => s.rx_empty(),
-            _ => true,
-        };
-        let caught_up = empty
-            && match (landed, self.fast_base) {
-                (Some(t), Some(p0)) => passed.saturating_sub(p0) == t,
-                _ => w.quiet_at == Some(passed),
+        let empty = tx_idle
+            && match &self.socket {
+                Some(PortSocket::Packet(s)) => s.rx_empty(),
+                _ => true,
             };
-        if caught_up && self.fast_base.is_none() {
+        if empty && self.fast_base.is_none() && w.quiet_at == Some(passed) {
             // A quiet moment: everything passed has been read. From here on each frame the
-            // program passes reaches the socket, so the counts stay in step: exact checks.
-            if let Some(t) = landed {
-                self.fast_base = Some(passed.saturating_sub(t));
+            // program passes reaches the socket, so the counts stay in step.
+            match landed {
+                Some(t) => self.fast_base = Some(passed.saturating_sub(t)),
+                None => {
+                    // No count of the socket's to tell the program: turned on from here.
+                    if let Err(e) = f.enable() {
+                        warn!(port = %self.ifname, error = %e, "turning the VM port's fast path on failed; it stays off");
+                    }
+                    self.fast_wait = None;
+                    return true;
+                }
             }
         }
-        let forced = !caught_up && now.saturating_duration_since(w.since) >= FAST_WAIT_MAX;
-        if caught_up || forced {
+        if let (true, Some(t), Some(p0)) = (empty, landed, self.fast_base) {
+            let handled = p0.saturating_add(t);
+            if w.handled != Some(handled) {
+                match f.set_handled(handled) {
+                    Ok(()) => w.handled = Some(handled),
+                    Err(e) => {
+                        debug!(port = %self.ifname, error = %e, "cannot tell the VM port's program what srmigd handled")
+                    }
+                }
+            }
+        }
+        if w.handled.is_some_and(|h| h == f.passed()) {
+            // Nothing passed since srmigd's count: the program turns itself on at its next
+            // IPv6 frame (it cannot pass one first), which is the same as on now.
+            f.caught_up();
+            self.fast_wait = None;
+            return true;
+        }
+        w.checks = w.checks.saturating_add(1);
+        if now.saturating_duration_since(w.since) >= FAST_WAIT_MAX && w.checks >= FAST_WAIT_CHECKS {
+            debug!(port = %self.ifname, passed, ?landed, base = ?self.fast_base, empty, tx_idle, handled = ?w.handled, "srmigd did not catch up with the VM port's program: turned on anyway");
             if let Err(e) = f.enable() {
                 warn!(port = %self.ifname, error = %e, "turning the VM port's fast path on failed; it stays off");
             }
-            if forced {
-                self.stats.fast_forced_enables += 1;
-            }
+            self.stats.fast_forced_enables += 1;
             self.fast_wait = None;
             return true;
         }
