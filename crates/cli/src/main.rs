@@ -370,12 +370,14 @@ struct LabMigrateArgs {
     /// default), xdp or packet (AF_PACKET rings; VM ports then keep the VMs' TSO/GSO).
     #[arg(long)]
     io: Option<String>,
-    /// Every VM port on the TC fast path (node.toml `[io] vm_fast_path = true`): a VM's
-    /// packets to mapped destinations are encapsulated by srmigd's TC program in the kernel
-    /// (netns and libvirt VMs; QEMU stream ports have no interface to attach it to).
+    /// Every VM port on the TC fast path: a VM's packets to mapped destinations are
+    /// encapsulated by srmigd's TC program in the kernel (netns and libvirt VMs; QEMU stream
+    /// ports have no interface to attach it to). srmigd's default since 2026-12-05: this flag
+    /// is kept for scripts and changes nothing.
     #[arg(long, conflicts_with = "no_vm_fast_path")]
     vm_fast_path: bool,
-    /// Every VM packet through srmigd's sockets (the default; kept for scripts).
+    /// Every VM packet through srmigd's sockets (node.toml `[io] vm_fast_path = false`), to
+    /// compare with the TC fast path.
     #[arg(long)]
     no_vm_fast_path: bool,
     /// Keep srmigd configurations and logs in this directory (default: a temporary one,
@@ -985,7 +987,7 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
         }
         plan.io_mode = Some(mode);
     }
-    plan.vm_fast_path = args.vm_fast_path && !args.no_vm_fast_path;
+    plan.vm_fast_path = !args.no_vm_fast_path;
     let mut testbed = lab::TestbedOptions {
         plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),

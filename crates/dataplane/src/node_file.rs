@@ -96,7 +96,7 @@ impl IoMode {
 /// mode = "auto"              # auto | xdp | packet: every port's default
 /// ports = { vm1 = "packet" } # per port, by name
 /// fast_path = ["up0", "vm1"] # ports whose BPF program forwards in the kernel (XDP: uplinks, TC: VM ports)
-/// vm_fast_path = false       # true: every VM port on AF_PACKET gets the TC program; false (default): only those listed
+/// vm_fast_path = true        # every VM port on AF_PACKET gets the TC program (default), false: only those listed
 /// xdp_ring_size = 4096       # entries of each AF_XDP ring of an uplink
 /// vm_xdp_ring_size = 1024    # the same for a VM port (one per VM: 8 MiB each)
 /// ```
@@ -119,11 +119,9 @@ pub struct IoConfig {
     #[serde(default)]
     pub fast_path: Vec<String>,
     /// Whether every VM port with an interface gets the TC fast path, listed in `fast_path`
-    /// or not. Default `false`: only the VM ports `fast_path` lists (with a slow srmigd, a
-    /// debug build or a loaded host, TCP segments are still reordered when the program and
-    /// srmigd hand a VM's packets over: docs/srmigd-api.md). A VM port in mode `xdp`, a QEMU
-    /// stream port (no interface) and the ports of several workers (`--workers`) never have
-    /// it.
+    /// or not (default: yes). `false`: only the VM ports `fast_path` lists. A VM port in mode
+    /// `xdp`, a QEMU stream port (no interface) and the ports of several workers
+    /// (`--workers`) never have it.
     #[serde(default)]
     pub vm_fast_path: Option<bool>,
     /// Entries of each ring of an AF_XDP port (a power of two, 64 to 65536; default
@@ -166,11 +164,11 @@ impl IoConfig {
     }
 
     /// Whether port `name` of `kind` has srmigd's fast path: listed in `fast_path`, or a VM
-    /// port not in mode `xdp` while `vm_fast_path` is on (off by default).
+    /// port not in mode `xdp` while `vm_fast_path` is on (the default).
     pub fn fast_path_of(&self, name: &str, kind: PortKind) -> bool {
         self.fast_path.iter().any(|n| n == name)
             || (kind == PortKind::Vm
-                && self.vm_fast_path.unwrap_or(false)
+                && self.vm_fast_path.unwrap_or(true)
                 && self.mode_of(name) != IoMode::Xdp)
     }
 }
@@ -598,25 +596,22 @@ port = "vm1p"
             NodeFile::parse(&ok).expect("valid").io.fast_path,
             ["enp3s0"]
         );
-        // With vm_fast_path = true every VM port not on AF_XDP has the TC fast path; by
-        // default only the listed ones; uplinks only where listed.
+        // Every VM port not on AF_XDP has the TC fast path unless vm_fast_path = false;
+        // uplinks only where listed.
         let io = |extra: &str| {
             NodeFile::parse(&format!("{NODE}{extra}"))
                 .expect("valid")
                 .io
         };
         let default = io("");
-        assert!(!default.fast_path_of("vm1p", PortKind::Vm));
+        assert!(default.fast_path_of("vm1p", PortKind::Vm));
         assert!(!default.fast_path_of("enp3s0", PortKind::Uplink));
-        let on = io("[io]\nvm_fast_path = true\n");
-        assert!(on.fast_path_of("vm1p", PortKind::Vm));
-        assert!(!on.fast_path_of("enp3s0", PortKind::Uplink));
         let off = io("[io]\nvm_fast_path = false\n");
         assert!(!off.fast_path_of("vm1p", PortKind::Vm));
         let listed = io("[io]\nvm_fast_path = false\nfast_path = [\"vm1p\", \"enp3s0\"]\n");
         assert!(listed.fast_path_of("vm1p", PortKind::Vm));
         assert!(listed.fast_path_of("enp3s0", PortKind::Uplink));
-        let xdp = io("[io]\nvm_fast_path = true\nports = { vm1p = \"xdp\" }\n");
+        let xdp = io("[io]\nports = { vm1p = \"xdp\" }\n");
         assert!(!xdp.fast_path_of("vm1p", PortKind::Vm));
         let e = err("[io]\nmode = \"dpdk\"\n");
         assert!(e.contains("dpdk"), "{e}");

@@ -286,8 +286,8 @@ pub struct Plan {
     /// `[io] mode` of every host's srmigd (`auto`, `xdp`, `packet`); `None` leaves srmigd's
     /// default (`auto`).
     pub io_mode: Option<String>,
-    /// Every VM port on the TC fast path (`[io] vm_fast_path = true`; srmigd's default is
-    /// off).
+    /// The VM ports' TC fast path (srmigd's default, `[io] vm_fast_path`); `false` writes
+    /// `vm_fast_path = false`: every VM packet through srmigd's sockets.
     pub vm_fast_path: bool,
 }
 
@@ -348,7 +348,7 @@ impl Default for Plan {
             more_vms: Vec::new(),
             buffer: BufferBounds::default(),
             io_mode: None,
-            vm_fast_path: false,
+            vm_fast_path: true,
         }
     }
 }
@@ -529,14 +529,14 @@ port = "{port}"
             );
         }
         let client = host.role == HostRole::Client;
-        if client || self.io_mode.is_some() || self.vm_fast_path {
+        if client || self.io_mode.is_some() || !self.vm_fast_path {
             toml.push_str("\n[io]\n");
         }
         if let Some(mode) = &self.io_mode {
             let _ = writeln!(toml, "mode = \"{mode}\"");
         }
-        if self.vm_fast_path {
-            toml.push_str("vm_fast_path = true\n");
+        if !self.vm_fast_path {
+            toml.push_str("vm_fast_path = false\n");
         }
         if client {
             // The answers of every VM come back to the client's host. When ten VMs resume
