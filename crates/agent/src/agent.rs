@@ -129,6 +129,8 @@ pub struct PortInfo {
     pub socket: Option<&'static str>,
     /// Whether the XDP fast path forwards on the port.
     pub fast_path: bool,
+    /// How the port's fast path program is attached (`xdp`, `tcx`, `clsact`), if it is.
+    pub fast_path_hook: Option<&'static str>,
     /// The interface's MTU, as read when the socket was opened.
     pub mtu: Option<u32>,
 }
@@ -865,6 +867,7 @@ impl Agent {
                     io: info.io,
                     socket: info.socket.map(str::to_owned),
                     fast_path: info.fast_path,
+                    fast_path_hook: info.fast_path_hook.map(str::to_owned),
                     mtu: self.dp.port_mtu(PortId(i as u16)),
                 }
             })

@@ -128,6 +128,10 @@ pub struct PortStatus {
     /// (node.toml `[io] fast_path`; only while the socket is `xdp`).
     #[serde(default)]
     pub fast_path: bool,
+    /// `fast_path_hook`: how the port's fast path program is attached while it is: `xdp` (an
+    /// uplink's), `tcx` or `clsact` (a VM port's TC program); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path_hook: Option<String>,
     /// `mtu`: the MTU the engine checks egress packets against (node.toml's, or the
     /// interface's as read at attach), `null` if none is known.
     #[serde(default)]
@@ -618,6 +622,7 @@ mod tests {
                 io,
                 socket: Some("packet".into()),
                 fast_path: false,
+                fast_path_hook: None,
                 mtu: Some(1500),
             }],
             vms: vec![VmStatus {

@@ -370,6 +370,10 @@ struct LabMigrateArgs {
     /// default), xdp or packet (AF_PACKET rings; VM ports then keep the VMs' TSO/GSO).
     #[arg(long)]
     io: Option<String>,
+    /// netns: how every srmigd attaches its VM ports' TC program (node.toml `[io]
+    /// vm_tc_hook`): auto (tcx where the kernel has it, the default), tcx or clsact.
+    #[arg(long, value_parser = ["auto", "tcx", "clsact"])]
+    vm_tc_hook: Option<String>,
     /// Every VM port on the TC fast path: a VM's packets to mapped destinations are
     /// encapsulated by srmigd's TC program in the kernel (netns and libvirt VMs; QEMU stream
     /// ports have no interface to attach it to). srmigd's default since 2026-12-05: this flag
@@ -988,6 +992,7 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
         plan.io_mode = Some(mode);
     }
     plan.vm_fast_path = !args.no_vm_fast_path;
+    plan.vm_tc_hook = args.vm_tc_hook.clone();
     let mut testbed = lab::TestbedOptions {
         plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),

@@ -89,6 +89,34 @@ impl IoMode {
     }
 }
 
+/// Where srmigd hooks a VM port's TC program (`[io] vm_tc_hook`; see
+/// `srmig_hostd::port::clsact`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmTcHook {
+    /// A tcx link where the kernel has them (Linux 6.6 and later), a `clsact` filter
+    /// otherwise.
+    #[default]
+    Auto,
+    /// A tcx link or nothing (the VM ports' TC fast path is off where the kernel has none).
+    Tcx,
+    /// A `cls_bpf` filter on the interface's `clsact` qdisc (any kernel since 4.5), removed
+    /// by srmigd when it detaches the port or exits, and found and removed at its next
+    /// start after a crash.
+    Clsact,
+}
+
+impl VmTcHook {
+    /// The name used in node.toml and in logs (`auto`, `tcx`, `clsact`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmTcHook::Auto => "auto",
+            VmTcHook::Tcx => "tcx",
+            VmTcHook::Clsact => "clsact",
+        }
+    }
+}
+
 /// node.toml's `[io]` table (srmigd only):
 ///
 /// ```toml
@@ -99,6 +127,7 @@ impl IoMode {
 /// vm_fast_path = true        # every VM port on AF_PACKET gets the TC program (default), false: only those listed
 /// xdp_ring_size = 4096       # entries of each AF_XDP ring of an uplink
 /// vm_xdp_ring_size = 1024    # the same for a VM port (one per VM: 8 MiB each)
+/// vm_tc_hook = "auto"        # auto | tcx | clsact: how a VM port's TC program is attached
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +167,10 @@ pub struct IoConfig {
     /// ring).
     #[serde(default)]
     pub vm_xdp_ring_size: Option<u32>,
+    /// How a VM port's TC program is attached: a tcx link where the kernel has them, a
+    /// `clsact` filter otherwise (`auto`, the default), or only one of the two.
+    #[serde(default)]
+    pub vm_tc_hook: VmTcHook,
 }
 
 impl IoConfig {

@@ -235,6 +235,7 @@ impl DataplaneLoop {
                             PortKind::Uplink => io_config.xdp_ring_size(),
                             PortKind::Vm => io_config.vm_xdp_ring_size(),
                         };
+                        port.vm_tc_hook = io_config.vm_tc_hook;
                         port
                     }
                 }
@@ -245,6 +246,28 @@ impl DataplaneLoop {
             p.preload_fast_path();
         }
         let snapshot = link.dump_now(Duration::from_secs(5))?;
+        // A srmigd killed before it could delete its clsact filters left them on its VM
+        // ports' interfaces, forwarding by its last tables (tcx links leave with the process).
+        for p in ports
+            .iter()
+            .filter(|p| p.kind == PortKind::Vm && p.qemu.is_none())
+        {
+            let Some(ev) = snapshot
+                .iter()
+                .find(|e| !e.removed && e.name.as_deref() == Some(p.ifname.as_str()))
+            else {
+                continue;
+            };
+            match crate::port::clsact::remove_stale(ev.ifindex) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(port = %p.ifname, filters = n, "removed a previous srmigd's clsact filter from the VM port")
+                }
+                Err(e) => {
+                    warn!(port = %p.ifname, error = %e, "cannot look for a previous srmigd's clsact filter on the VM port")
+                }
+            }
+        }
         let n_ports = ports.len();
         let epoch = std::time::Instant::now();
         agent.set_clock(WallClock {

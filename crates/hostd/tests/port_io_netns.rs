@@ -14,11 +14,14 @@
 //!    `ping -M do -s 8000` from vma makes S answer Packet Too Big with 4000 minus the 64 bytes
 //!    H.Encaps adds: vma's kernel caches path MTU 3936 for vmb, and pings that fit go through.
 //!    Steps 1 and 2 run twice: S's VM port through srmigd's socket (`[io] vm_fast_path =
-//!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`: the
-//!    program encapsulates the super-frames whole; srmigd turns the veth uplink's transmit
-//!    checksum offload off while it runs, and back on at exit; it steers the VM port's
-//!    receive to its worker's CPU, and writes that back at exit); step 3 runs on the fast
-//!    path (the program hands srmigd what does not fit).
+//!    false`), then on its TC fast path (`[io] fast_path = ["vma0"]`, attached as a clsact
+//!    filter, `vm_tc_hook = "clsact"`, as on a kernel without tcx; the netns labs cover tcx:
+//!    the program encapsulates the super-frames whole; srmigd turns the veth uplink's
+//!    transmit checksum offload off while it runs, and back on at exit; it steers the VM
+//!    port's receive to its worker's CPU, and writes that back at exit; the filter is gone
+//!    after a clean exit, and a filter left by a SIGKILLed srmigd is removed by the next
+//!    one's start, even one without the fast path); step 3 runs on the fast path (the
+//!    program hands srmigd what does not fit).
 //! 4. AF_XDP: a srmigd told `[io] mode = "xdp"` attaches its 1500-byte uplink with AF_XDP
 //!    (`auto` keeps veths on AF_PACKET); once that srmigd is SIGKILLed, no XDP program is left
 //!    on the interface.
@@ -78,7 +81,7 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         common::missing_root("network namespaces, AF_PACKET, AF_XDP"),
     ) || common::skip(
         "port_io_netns::jumbo_frames_offloads_path_mtu_and_xdp",
-        common::missing_tool(&["ping", "ethtool"]),
+        common::missing_tool(&["ping", "ethtool", "tc"]),
     ) {
         return;
     }
@@ -157,17 +160,13 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
 
     jumbo_and_tso(&vma, &vmb, &ds, &dd, false);
 
-    // 1-2 again with S's VM port on the TC fast path ([io] fast_path = ["vma0"]).
+    // 1-2 again with S's VM port on the TC fast path ([io] fast_path = ["vma0"]), attached
+    // as a clsact filter.
     ds.stop(&lab);
-    let ds = Daemon::start(
-        &lab,
-        &u.s,
-        dir,
-        "s-fast",
-        &(common::node_toml(1)
-            + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)
-            + "\n[io]\nfast_path = [\"vma0\"]\n"),
-    );
+    let fast_toml = common::node_toml(1)
+        + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)
+        + "\n[io]\nvm_fast_path = false\nfast_path = [\"vma0\"]\nvm_tc_hook = \"clsact\"\n";
+    let ds = Daemon::start(&lab, &u.s, dir, "s-fast", &fast_toml);
     let (st, body) = ds.put(
         "/v1/config",
         &host_config(1, ("vma", VMA, VMA_MAC), ("vmb", VMB)),
@@ -199,6 +198,19 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         matches!(rps(&u.s).as_str(), "1" | "2" | "4" | "8"),
         "vma0's receive steered to one CPU while the TC program is attached: {:?}\n{}",
         rps(&u.s),
+        ds.logs()
+    );
+    assert_eq!(
+        ds.port("vma0").fast_path_hook.as_deref(),
+        Some("clsact"),
+        "{}",
+        ds.logs()
+    );
+    assert_eq!(
+        srmig_filters(&u.s),
+        1,
+        "srmigd's clsact filter on vma0 while it runs: {}\n{}",
+        ingress_filters(&u.s),
         ds.logs()
     );
     jumbo_and_tso(&vma, &vmb, &ds, &dd, true);
@@ -297,7 +309,84 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         "",
         "srmigd wrote vma0's receive steering back (no CPU) at exit"
     );
+    assert_eq!(
+        srmig_filters(&u.s),
+        0,
+        "srmigd removed its clsact filter at exit: {}",
+        ingress_filters(&u.s)
+    );
+
+    // A SIGKILLed srmigd leaves its clsact filter; the next srmigd removes it at start, also
+    // when it does not use the fast path itself.
+    let dk = Daemon::start(&lab, &u.s, dir, "s-kill", &fast_toml);
+    let (st, body) = dk.put(
+        "/v1/config",
+        &host_config(1, ("vma", VMA, VMA_MAC), ("vmb", VMB)),
+    );
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(srmig_filters(&u.s), 1, "{}", ingress_filters(&u.s));
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &dk.pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_until(
+        "s-kill gone",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            if lab.child_running(dk.pid) {
+                Err(())
+            } else {
+                Ok(())
+            }
+        },
+        |()| "srmigd still running after SIGKILL".to_owned(),
+    );
+    assert_eq!(
+        srmig_filters(&u.s),
+        1,
+        "a SIGKILLed srmigd leaves its filter: {}",
+        ingress_filters(&u.s)
+    );
+    let da = Daemon::start(
+        &lab,
+        &u.s,
+        dir,
+        "s-after",
+        &(common::node_toml(1)
+            + &vm_toml(1, 1, "vma0", "vma", VMA, VMA_MAC)
+            + "\n[io]\nvm_fast_path = false\n"),
+    );
+    assert_eq!(
+        srmig_filters(&u.s),
+        0,
+        "the next srmigd removed the stale filter at start: {}\n{}",
+        ingress_filters(&u.s),
+        da.logs()
+    );
+    assert!(
+        da.logs()
+            .contains("removed a previous srmigd's clsact filter"),
+        "{}",
+        da.logs()
+    );
+    da.stop(&lab);
     dd.stop(&lab);
+}
+
+/// `tc filter show dev vma0 ingress` in `ns` (empty without a clsact qdisc).
+fn ingress_filters(ns: &srmig_lab::Netns) -> String {
+    ns.exec("tc", &["filter", "show", "dev", "vma0", "ingress"])
+        .unwrap_or_default()
+}
+
+/// How many of srmigd's filters (program `srmig_vm`, pref 21330) vma0's ingress has.
+fn srmig_filters(ns: &srmig_lab::Netns) -> usize {
+    ingress_filters(ns)
+        .lines()
+        .filter(|l| l.contains("pref 21330") && l.contains("srmig_vm"))
+        .count()
 }
 
 /// Steps 1 and 2: ten 8000-byte datagrams from vma reach vmb whole, then a 24 MiB TCP stream

@@ -12,6 +12,8 @@
 //!   change, also with the slow srmigd of this debug build (`srmig_hostd::port::FastWait`,
 //!   `srmig_hostd::port::steer`). The IPv4 stream goes through srmigd's sockets only: its
 //!   order is not what this test is about;
+//! - the program is attached as a clsact filter (`[io] vm_tc_hook = "clsact"`, as on a kernel
+//!   without tcx links; the other netns lab tests use tcx);
 //! - the program forwarded the client's packets (the client port's receive count is larger
 //!   than what srmigd's socket received);
 //! - teardown leaves no namespace and no srmigd process behind.
@@ -32,6 +34,8 @@ fn sr_buffer_loses_nothing_on_the_vm_fast_path() {
     }
     let mut options = TestbedOptions::default();
     options.plan.vm_fast_path = true;
+    // As on a kernel without tcx (every other netns lab test attaches with tcx here).
+    options.plan.vm_tc_hook = Some("clsact".to_owned());
     let mut testbed = Testbed::build(&options).unwrap_or_else(|e| {
         panic!(
             "building the lab failed: {}",
@@ -84,6 +88,7 @@ fn sr_buffer_loses_nothing_on_the_vm_fast_path() {
     );
     eprintln!("client-port: {rx} packets received, {socket_rx} through srmigd's socket");
     assert_eq!(port["fast_path"], true, "{port}");
+    assert_eq!(port["fast_path_hook"], "clsact", "{port}");
     assert!(
         rx > socket_rx + 10_000,
         "the TC program forwarded little: {rx} received, {socket_rx} by the socket"

@@ -10,7 +10,7 @@
 //!   `BPF_PROG_GET_FD_BY_ID` + `BPF_OBJ_GET_INFO_BY_FD` (the name of an attached program);
 //! - rtnetlink `RTM_GETLINK` (which XDP programs an interface has, in which mode) and
 //!   `RTM_SETLINK` with `IFLA_XDP` (detach a program attached without a link, or, for tests,
-//!   attach one that way).
+//!   attach one that way); the request and answer plumbing is shared with [`super::clsact`].
 //!
 //! The `bpf_attr` union is passed as one `#[repr(C)]` struct per command holding only the
 //! fields used, with its own size: the kernel zero-extends a shorter attribute, and every
@@ -84,10 +84,11 @@ const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
+pub(super) const NLM_F_REQUEST: u16 = 1;
+pub(super) const NLM_F_ACK: u16 = 4;
 const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 1 << 15;
+const NLMSG_DONE: u16 = 3;
+pub(super) const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(1 << 15 | 1 << 14);
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
@@ -96,7 +97,7 @@ const IFLA_XDP_SKB_PROG_ID: u16 = 6;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const IFLA_XDP_HW_PROG_ID: u16 = 7;
 const IFLA_XDP_EXPECTED_FD: u16 = 8;
-const NLMSG_HDR_LEN: usize = 16;
+pub(super) const NLMSG_HDR_LEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
 // ------------------------------------------------------------------------------------------
@@ -687,7 +688,8 @@ fn route_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+/// Appends netlink attribute `kind` with `payload` (padded to 4 bytes).
+pub(super) fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
@@ -717,7 +719,7 @@ fn link_request(msg_type: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> io::Re
 }
 
 /// Sends `req` and returns the first answer (a whole netlink message).
-fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
+pub(super) fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
     let sock = route_socket()?;
     // SAFETY: sockaddr_nl is a plain C struct; all-zero (pid 0 = the kernel) is valid.
     let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
@@ -767,16 +769,74 @@ fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+/// Sends a dump request and returns every answer message up to `NLMSG_DONE` (an error
+/// answer is the error).
+pub(super) fn transact_dump(req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    let sock = route_socket()?;
+    // SAFETY: sockaddr_nl is a plain C struct; all-zero (pid 0 = the kernel) is valid.
+    let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `req` and `sa` are live for the call and their exact sizes are passed.
+    let r = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: `buf` is live and writable for its whole length during the call.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut b = &buf[..n as usize];
+        if b.is_empty() {
+            return Err(io::Error::other("rtnetlink dump ended without NLMSG_DONE"));
+        }
+        while b.len() >= NLMSG_HDR_LEN {
+            let len = u32_at(b, 0).unwrap_or(0) as usize;
+            if len < NLMSG_HDR_LEN || len > b.len() {
+                return Err(io::Error::other("malformed rtnetlink answer"));
+            }
+            let msg = &b[..len];
+            match u16_at(msg, 4) {
+                Some(NLMSG_DONE) => return Ok(out),
+                Some(NLMSG_ERROR) => {
+                    nl_error(msg).unwrap_or(Ok(()))?;
+                    return Ok(out);
+                }
+                _ => out.push(msg.to_vec()),
+            }
+            b = b.get((len + 3) & !3..).unwrap_or(&[]);
+        }
+    }
+}
+
+/// The `u16` at byte `at` of `b` (native order).
+pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+/// The `u32` at byte `at` of `b` (native order).
+pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// The error of an `NLMSG_ERROR` answer (`None` for an ACK or another message type).
-fn nl_error(msg: &[u8]) -> Option<io::Result<()>> {
+pub(super) fn nl_error(msg: &[u8]) -> Option<io::Result<()>> {
     if u16_at(msg, 4)? != NLMSG_ERROR {
         return None;
     }
@@ -789,7 +849,7 @@ fn nl_error(msg: &[u8]) -> Option<io::Result<()>> {
 }
 
 /// Iterates over the netlink attributes in `b`: (type without flags, payload).
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         let len = usize::from(u16_at(b, 0)?);
         let kind = u16_at(b, 2)? & NLA_TYPE_MASK;

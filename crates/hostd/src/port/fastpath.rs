@@ -43,6 +43,8 @@ use srmig_dataplane::fastpath::{
 use srmig_dataplane::{CounterSlot, FastAction, FastTable, PortId};
 
 use super::bpf::{self, Insn, ProgLoadError};
+use super::clsact;
+use srmig_dataplane::node_file::VmTcHook;
 
 /// 8-byte alignment for the ELF parser.
 #[repr(C, align(8))]
@@ -641,7 +643,7 @@ impl FastPath {
 #[derive(Debug)]
 pub struct FastAttachment {
     // Drop order: the link (program detached) first.
-    _link: OwnedFd,
+    _link: Link,
     /// The interface it is attached to.
     pub ifindex: u32,
     fast: FastPath,
@@ -668,7 +670,7 @@ impl FastAttachment {
         let (link, mode) = super::xdp::attach_program(fast.prog(), ifindex, ifname, veth)
             .map_err(|e| e.to_string())?;
         Ok(FastAttachment {
-            _link: link,
+            _link: Link::Bpf(link),
             ifindex,
             fast,
             _xsks: Some(xsks),
@@ -676,12 +678,18 @@ impl FastAttachment {
         })
     }
 
-    /// Loads a VM port's TC program (`bpf/vmport.c`) and attaches it at the ingress of
-    /// `ifindex` with a tcx link: gone when srmigd exits, however it exits (no stale program
-    /// to look for at start). It passes every frame until a table is written and turned on.
-    /// Once the kernel refused the program or a tcx link ([`vm_program_refused`]), fails at
-    /// once without a system call.
-    pub fn attach_vm(ifindex: u32, fast: Option<FastPath>) -> Result<FastAttachment, String> {
+    /// Loads a VM port's TC program (`bpf/vmport.c`) unless `fast` is one, and attaches it at
+    /// the ingress of `ifindex` as `hook` says: a tcx link (gone when srmigd exits, however it
+    /// exits), or a `clsact` filter ([`super::clsact`]: removed when dropped, and at the next
+    /// start after a crash) where the kernel has no tcx (`auto`) or the configuration asks for
+    /// it. It passes every frame until a table is written and turned on. Once the kernel
+    /// refused the program or every hook ([`vm_program_refused`]), fails at once without a
+    /// system call.
+    pub fn attach_vm(
+        ifindex: u32,
+        fast: Option<FastPath>,
+        hook: VmTcHook,
+    ) -> Result<FastAttachment, String> {
         if let Some(why) = vm_program_refused() {
             return Err(why.to_owned());
         }
@@ -689,20 +697,58 @@ impl FastAttachment {
             Some(f) => f,
             None => FastPath::load_vm_once()?,
         };
-        let link = bpf::link_create_tcx(fast.prog(), ifindex).map_err(|e| {
-            let why = format!("attaching the TC program (tcx ingress): {e}");
-            if tcx_refused(&e) {
-                refuse_vm_program(&why);
+        let tcx = match hook {
+            VmTcHook::Tcx => true,
+            VmTcHook::Clsact => false,
+            VmTcHook::Auto => NO_TCX.get().is_none(),
+        };
+        if tcx {
+            match bpf::link_create_tcx(fast.prog(), ifindex) {
+                Ok(link) => return Ok(FastAttachment::vm(Link::Bpf(link), ifindex, fast)),
+                Err(e) => {
+                    let why = format!("attaching the TC program (tcx ingress): {e}");
+                    if !tcx_refused(&e) {
+                        return Err(why);
+                    }
+                    if hook == VmTcHook::Tcx {
+                        refuse_vm_program(&why);
+                        return Err(why);
+                    }
+                    if NO_TCX.set(why.clone()).is_ok() {
+                        tracing::info!(reason = %why, "this kernel has no tcx links: the VM ports' TC program is attached as a clsact filter");
+                    }
+                }
             }
-            why
-        })?;
-        Ok(FastAttachment {
+        }
+        match clsact::attach(fast.prog(), ifindex) {
+            Ok(f) => Ok(FastAttachment::vm(Link::Clsact(f), ifindex, fast)),
+            Err(e) => {
+                let why = format!("attaching the TC program (clsact ingress filter): {e}");
+                if clsact_refused(&e) {
+                    refuse_vm_program(&why);
+                }
+                Err(why)
+            }
+        }
+    }
+
+    fn vm(link: Link, ifindex: u32, fast: FastPath) -> FastAttachment {
+        FastAttachment {
             _link: link,
             ifindex,
             fast,
             _xsks: None,
             mode: None,
-        })
+        }
+    }
+
+    /// How the program is attached: `xdp` (an uplink's), `tcx` or `clsact` (a VM port's).
+    pub fn hook(&self) -> &'static str {
+        match (&self._link, self.mode) {
+            (Link::Clsact(_), _) => "clsact",
+            (Link::Bpf(_), Some(_)) => "xdp",
+            (Link::Bpf(_), None) => "tcx",
+        }
     }
 
     /// The fast path.
@@ -710,9 +756,9 @@ impl FastAttachment {
         &self.fast
     }
 
-    /// The link (closing it detaches the program) and the program with its maps (for the
+    /// The link (dropping it detaches the program) and the program with its maps (for the
     /// port's next attachment).
-    pub fn into_parts(self) -> (OwnedFd, FastPath) {
+    pub fn into_parts(self) -> (Link, FastPath) {
         let FastAttachment { _link, fast, .. } = self;
         (_link, fast)
     }
@@ -722,6 +768,27 @@ impl FastAttachment {
         &mut self.fast
     }
 }
+
+/// What attaches a port's program; dropping it detaches the program.
+#[derive(Debug)]
+pub enum Link {
+    /// A BPF link (XDP, tcx): detached when its last fd closes.
+    Bpf(OwnedFd),
+    /// A `clsact` filter: deleted when dropped.
+    Clsact(clsact::ClsactFilter),
+}
+
+impl Link {
+    /// Whether this is a `clsact` filter (whose program must not be attached again while the
+    /// filter may still be there: see `crate::port::PortIo`'s `retire`).
+    pub fn is_clsact(&self) -> bool {
+        matches!(self, Link::Clsact(_))
+    }
+}
+
+/// Why this kernel has no tcx links, once a link was refused as unknown: from then on `auto`
+/// attaches VM ports' programs as `clsact` filters without trying tcx again.
+static NO_TCX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Why this kernel cannot run the VM ports' TC program, once it refused it: its load (the
 /// same program every time) or a tcx link (`BPF_TCX_INGRESS`, Linux 6.6 and later). From then
@@ -740,7 +807,8 @@ fn refuse_vm_program(why: &str) {
         tracing::warn!(
             error = why,
             "the VM ports' TC fast path is off: this kernel refused it (it needs tcx links, \
-             Linux 6.6 or later); every VM frame goes through srmigd's sockets"
+             Linux 6.6 or later, or a clsact qdisc with cls_bpf); every VM frame goes \
+             through srmigd's sockets"
         );
     }
 }
@@ -752,6 +820,12 @@ fn tcx_refused(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
     )
+}
+
+/// Whether a failed clsact filter means this kernel has no way to run it (no `bpf`
+/// classifier or no qdiscs: `ENOENT`, `EOPNOTSUPP`), not a problem of one interface.
+fn clsact_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP))
 }
 
 /// The program of `object` with every map reference resolved by `map_fd` (symbol name ->

@@ -64,6 +64,7 @@
 //! and link events do not concern it.
 
 pub mod bpf;
+pub mod clsact;
 pub mod fastpath;
 pub mod gso;
 pub mod packet;
@@ -87,7 +88,7 @@ pub use packet::{complete_checksum, PacketSocket, RecvStats, MAX_RECV_BATCH};
 
 // node.toml's `[io]` table: defined with the rest of the file's schema in
 // `srmig_dataplane::node_file`, which srmig replay shares.
-pub use srmig_dataplane::node_file::{IoConfig, IoMode};
+pub use srmig_dataplane::node_file::{IoConfig, IoMode, VmTcHook};
 
 /// Why a port did not send a frame.
 #[derive(Debug)]
@@ -235,6 +236,8 @@ pub struct PortIo {
     vm_fast_spare: Option<fastpath::FastPath>,
     /// Entries of each AF_XDP ring (node.toml's `[io] xdp_ring_size`).
     pub xdp_ring_size: u32,
+    /// How a VM port's TC program is attached (node.toml's `[io] vm_tc_hook`).
+    pub vm_tc_hook: VmTcHook,
     /// The CPU the port's dataplane worker is pinned to, once it runs
     /// ([`PortIo::steer_receive`]); `None` while unknown or not pinned.
     pub steer_cpu: Option<usize>,
@@ -330,6 +333,7 @@ impl PortIo {
             steered: None,
             vm_fast_spare: None,
             xdp_ring_size: xdp::XdpOptions::default().ring_size,
+            vm_tc_hook: VmTcHook::Auto,
             fast_alone: None,
             prepared_fast: None,
             prepared_fast_base: None,
@@ -407,7 +411,11 @@ impl PortIo {
         let (s, mtu) = self.open(ifindex)?;
         let kind = s.kind();
         if s.side_poll_fd().is_some() {
-            match fastpath::FastAttachment::attach_vm(ifindex, self.vm_fast_spare.take()) {
+            match fastpath::FastAttachment::attach_vm(
+                ifindex,
+                self.vm_fast_spare.take(),
+                self.vm_tc_hook,
+            ) {
                 Ok(f) => {
                     self.prepared_fast_base = Some(f.fast().passed());
                     self.prepared_fast = Some(Box::new(f));
@@ -447,6 +455,15 @@ impl PortIo {
             self.unsteer();
         }
         let (link, mut fast) = f.into_parts();
+        if link.is_clsact() {
+            // The filter is deleted on the closing thread, maybe after the port's next
+            // attachment: the same program in a second filter would run twice per frame
+            // (each counting it as passed). The next attachment loads its own.
+            let _ = std::thread::Builder::new()
+                .name("srmigd-close".to_owned())
+                .spawn(move || drop((link, fast)));
+            return;
+        }
         match fast.park() {
             Ok(()) => self.vm_fast_spare = Some(fast),
             Err(e) => {
@@ -520,7 +537,11 @@ impl PortIo {
                     if let Some(f) = other {
                         self.retire(*f);
                     }
-                    fastpath::FastAttachment::attach_vm(ifindex, self.vm_fast_spare.take())
+                    fastpath::FastAttachment::attach_vm(
+                        ifindex,
+                        self.vm_fast_spare.take(),
+                        self.vm_tc_hook,
+                    )
                 }
             };
             match attached {
@@ -967,6 +988,11 @@ impl PortIo {
             io: self.stats,
             socket: self.socket.as_ref().map(PortSocket::kind),
             fast_path: self.fast_path().is_some_and(|f| f.enabled()),
+            fast_path_hook: self
+                .fast_alone
+                .as_ref()
+                .map(|f| f.hook())
+                .or_else(|| self.fast_path().is_some().then_some("xdp")),
             mtu: self.mtu,
         }
     }

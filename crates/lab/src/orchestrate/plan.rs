@@ -289,6 +289,9 @@ pub struct Plan {
     /// The VM ports' TC fast path (srmigd's default, `[io] vm_fast_path`); `false` writes
     /// `vm_fast_path = false`: every VM packet through srmigd's sockets.
     pub vm_fast_path: bool,
+    /// `[io] vm_tc_hook` of every host's srmigd (`auto`, `tcx`, `clsact`); `None` leaves
+    /// srmigd's default (`auto`).
+    pub vm_tc_hook: Option<String>,
 }
 
 /// End.SBUF bounds (`[buffer]` of the node configuration).
@@ -348,6 +351,7 @@ impl Default for Plan {
             more_vms: Vec::new(),
             buffer: BufferBounds::default(),
             io_mode: None,
+            vm_tc_hook: None,
             vm_fast_path: true,
         }
     }
@@ -529,11 +533,14 @@ port = "{port}"
             );
         }
         let client = host.role == HostRole::Client;
-        if client || self.io_mode.is_some() || !self.vm_fast_path {
+        if client || self.io_mode.is_some() || !self.vm_fast_path || self.vm_tc_hook.is_some() {
             toml.push_str("\n[io]\n");
         }
         if let Some(mode) = &self.io_mode {
             let _ = writeln!(toml, "mode = \"{mode}\"");
+        }
+        if let Some(hook) = &self.vm_tc_hook {
+            let _ = writeln!(toml, "vm_tc_hook = \"{hook}\"");
         }
         if !self.vm_fast_path {
             toml.push_str("vm_fast_path = false\n");
@@ -650,6 +657,7 @@ mod tests {
     fn io_mode_reaches_every_host_with_the_clients_ring_size() {
         let plan = Plan {
             io_mode: Some("packet".to_owned()),
+            vm_tc_hook: Some("clsact".to_owned()),
             ..Plan::default()
         };
         for host in &plan.hosts {
@@ -664,6 +672,12 @@ mod tests {
             );
             let want_ring = (host.role == HostRole::Client).then_some(CLIENT_XDP_RING_SIZE);
             assert_eq!(file.io.xdp_ring_size, want_ring, "{}", host.name);
+            assert_eq!(
+                file.io.vm_tc_hook,
+                srmig_dataplane::node_file::VmTcHook::Clsact,
+                "{}",
+                host.name
+            );
         }
     }
 
