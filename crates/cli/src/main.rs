@@ -505,6 +505,11 @@ struct BenchForwardArgs {
     /// srmigd's sockets).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     fast_path: String,
+    /// How srmigd attaches d0's TC program in h_encaps_vm (node.toml [io] vm_tc_hook): auto
+    /// (srmigd's default: tcx where the kernel has it), tcx or clsact (as on a kernel without
+    /// tcx, e.g. Debian bookworm's 6.1).
+    #[arg(long, value_parser = ["auto", "tcx", "clsact"])]
+    vm_tc_hook: Option<String>,
     /// Print only JSON: {"cases": {"end": {"srmigd_mpps": .., "linux_mpps": .., "ratio": ..,
     /// "srmigd_zero_loss_mpps": .., ...}, ...}, "generator_ceiling_mpps": .., ...}.
     #[arg(long)]
@@ -1139,6 +1144,7 @@ fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
         flows: args.flows,
         io: args.io,
         fast_path: args.fast_path == "on",
+        vm_tc_hook: args.vm_tc_hook,
         reps: args.reps,
         duration: Duration::from_millis(args.duration_ms),
         cases: forward::Case::parse_list(&args.cases)?,

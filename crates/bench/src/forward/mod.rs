@@ -178,6 +178,9 @@ pub struct Options {
     /// srmigd's fast path (`[io] fast_path = ["d0", "d1"]`): the uplinks' XDP program, and
     /// in `h_encaps_vm` (d0 a VM port) d0's TC program.
     pub fast_path: bool,
+    /// How srmigd attaches d0's TC program in `h_encaps_vm` (`[io] vm_tc_hook`: `auto`,
+    /// `tcx` or `clsact`; `auto` when `None`).
+    pub vm_tc_hook: Option<String>,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition.
@@ -204,6 +207,7 @@ impl Default for Options {
             flows: 1,
             io: "auto".to_owned(),
             fast_path: true,
+            vm_tc_hook: None,
             reps: 3,
             duration: Duration::from_millis(2000),
             cases: Case::ALL.to_vec(),
@@ -435,6 +439,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             opts.workers,
             &opts.io,
             opts.fast_path,
+            opts.vm_tc_hook.as_deref(),
         ) {
             Ok(d) => d,
             Err(e) => {
@@ -608,6 +613,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
         flows: opts.flows,
         io: opts.io.clone(),
         fast_path: opts.fast_path,
+        vm_tc_hook: opts.vm_tc_hook.clone(),
         reps: opts.reps,
         duration_ms: millis(opts.duration),
         zero_loss_trial_ms: millis(opts.zero_loss_trial()),

@@ -31,6 +31,9 @@ pub struct ForwardReport {
     pub io: String,
     /// Whether srmigd ran with its XDP fast path on d0 and d1 (`--fast-path on`).
     pub fast_path: bool,
+    /// `--vm-tc-hook`, when given: how d0's TC program was attached in `h_encaps_vm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_tc_hook: Option<String>,
     /// Repetitions per case and DUT.
     pub reps: usize,
     /// Length of one repetition, ms.

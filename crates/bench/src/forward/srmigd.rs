@@ -135,6 +135,7 @@ impl Srmigd {
         workers: usize,
         io: &str,
         fast_path: bool,
+        vm_tc_hook: Option<&str>,
     ) -> Result<Srmigd, ForwardError> {
         let file = |name: String| dir.join(name);
         let config = file(format!("{}.toml", case.key()));
@@ -147,6 +148,9 @@ impl Srmigd {
         } else {
             // Explicit, whatever srmigd's default: no VM port on the TC fast path.
             toml += "vm_fast_path = false\n";
+        }
+        if let Some(hook) = vm_tc_hook {
+            toml += &format!("vm_tc_hook = \"{hook}\"\n");
         }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {
             path: config.clone(),
