@@ -431,16 +431,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<ForwardRepo
             frames.len()
         ));
         // On a failure of srmigd, its log stays in the work directory.
-        let daemon = match Srmigd::start(
-            &topo,
-            &srmigd_bin,
-            work.path(),
-            case,
-            opts.workers,
-            &opts.io,
-            opts.fast_path,
-            opts.vm_tc_hook.as_deref(),
-        ) {
+        let daemon = match Srmigd::start(&topo, &srmigd_bin, work.path(), case, opts) {
             Ok(d) => d,
             Err(e) => {
                 work.keep = true;

@@ -132,11 +132,9 @@ impl Srmigd {
         bin: &Path,
         dir: &Path,
         case: Case,
-        workers: usize,
-        io: &str,
-        fast_path: bool,
-        vm_tc_hook: Option<&str>,
+        opts: &super::Options,
     ) -> Result<Srmigd, ForwardError> {
+        let (workers, io, fast_path) = (opts.workers, opts.io.as_str(), opts.fast_path);
         let file = |name: String| dir.join(name);
         let config = file(format!("{}.toml", case.key()));
         let socket = file(format!("{}.sock", case.key()));
@@ -149,7 +147,7 @@ impl Srmigd {
             // Explicit, whatever srmigd's default: no VM port on the TC fast path.
             toml += "vm_fast_path = false\n";
         }
-        if let Some(hook) = vm_tc_hook {
+        if let Some(hook) = &opts.vm_tc_hook {
             toml += &format!("vm_tc_hook = \"{hook}\"\n");
         }
         std::fs::write(&config, toml).map_err(|source| ForwardError::File {
