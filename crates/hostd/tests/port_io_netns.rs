@@ -282,12 +282,7 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
         xdp_prog(&x, "up0").is_some(),
         "no XDP program while srmigd runs"
     );
-    // SAFETY-free: kill(1) rather than libc.
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &dx.pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    sigkill(dx.pid);
     wait_until(
         "no XDP program on up0 after SIGKILL",
         Duration::from_secs(5),
@@ -325,11 +320,7 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
     );
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(srmig_filters(&u.s), 1, "{}", ingress_filters(&u.s));
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &dk.pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    sigkill(dk.pid);
     wait_until(
         "s-kill gone",
         Duration::from_secs(5),
@@ -373,6 +364,15 @@ fn jumbo_frames_offloads_path_mtu_and_xdp() {
     );
     da.stop(&lab);
     dd.stop(&lab);
+}
+
+/// SIGKILLs process `pid` (kill(1) rather than libc: no unsafe in tests).
+fn sigkill(pid: u32) {
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -KILL {pid}");
 }
 
 /// `tc filter show dev vma0 ingress` in `ns` (empty without a clsact qdisc).

@@ -699,18 +699,31 @@ pub(super) fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     }
 }
 
-/// An rtnetlink request: header, `ifinfomsg` for `ifindex`, then `attrs` (already encoded).
-fn link_request(msg_type: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> io::Result<Vec<u8>> {
+/// The start of an rtnetlink request of `body_len` bytes after the header (its fixed
+/// message and attributes): the header, and room for the rest. Also checks that `ifindex`
+/// fits the message's signed field, and returns it so.
+pub(super) fn request_header(
+    msg_type: u16,
+    flags: u16,
+    ifindex: u32,
+    body_len: usize,
+) -> io::Result<(Vec<u8>, i32)> {
     let index = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-    let total = NLMSG_HDR_LEN + IFINFOMSG_LEN + attrs.len();
+    let total = NLMSG_HDR_LEN + body_len;
     let mut m = Vec::with_capacity(total);
     m.extend_from_slice(&(total as u32).to_ne_bytes());
     m.extend_from_slice(&msg_type.to_ne_bytes());
     m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
     m.extend_from_slice(&1u32.to_ne_bytes()); // seq
     m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-                                              // ifinfomsg: family AF_UNSPEC, pad, type, index, flags, change.
+    Ok((m, index))
+}
+
+/// An rtnetlink request: header, `ifinfomsg` for `ifindex`, then `attrs` (already encoded).
+fn link_request(msg_type: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> io::Result<Vec<u8>> {
+    let (mut m, index) = request_header(msg_type, flags, ifindex, IFINFOMSG_LEN + attrs.len())?;
+    // ifinfomsg: family AF_UNSPEC, pad, type, index, flags, change.
     m.extend_from_slice(&[0, 0, 0, 0]);
     m.extend_from_slice(&index.to_ne_bytes());
     m.extend_from_slice(&[0u8; 8]);
@@ -718,8 +731,8 @@ fn link_request(msg_type: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> io::Re
     Ok(m)
 }
 
-/// Sends `req` and returns the first answer (a whole netlink message).
-pub(super) fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
+/// A new route socket with `req` sent to the kernel on it.
+fn send_request(req: &[u8]) -> io::Result<OwnedFd> {
     let sock = route_socket()?;
     // SAFETY: sockaddr_nl is a plain C struct; all-zero (pid 0 = the kernel) is valid.
     let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
@@ -738,6 +751,12 @@ pub(super) fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(sock)
+}
+
+/// Sends `req` and returns the first answer (a whole netlink message).
+pub(super) fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
+    let sock = send_request(req)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: `buf` is live and writable for its whole length during the call.
@@ -772,24 +791,7 @@ pub(super) fn transact(req: &[u8]) -> io::Result<Vec<u8>> {
 /// Sends a dump request and returns every answer message up to `NLMSG_DONE` (an error
 /// answer is the error).
 pub(super) fn transact_dump(req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
-    let sock = route_socket()?;
-    // SAFETY: sockaddr_nl is a plain C struct; all-zero (pid 0 = the kernel) is valid.
-    let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `req` and `sa` are live for the call and their exact sizes are passed.
-    let r = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = send_request(req)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -33,8 +33,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::bpf::{
-    attrs, nl_error, push_attr, transact, transact_dump, u16_at, u32_at, NLA_F_NESTED,
-    NLMSG_HDR_LEN, NLM_F_ACK, NLM_F_REQUEST,
+    attrs, nl_error, push_attr, request_header, transact, transact_dump, u16_at, u32_at,
+    NLA_F_NESTED, NLMSG_HDR_LEN, NLM_F_ACK,
 };
 
 /// The priority of srmigd's ingress filters (`tc filter show dev IF ingress` shows
@@ -106,15 +106,7 @@ fn tc_request(
     (handle, parent, info): (u32, u32, u32),
     attrs: &[u8],
 ) -> io::Result<Vec<u8>> {
-    let index = i32::try_from(ifindex)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-    let total = NLMSG_HDR_LEN + TCMSG_LEN + attrs.len();
-    let mut m = Vec::with_capacity(total);
-    m.extend_from_slice(&(total as u32).to_ne_bytes());
-    m.extend_from_slice(&msg_type.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    let (mut m, index) = request_header(msg_type, flags, ifindex, TCMSG_LEN + attrs.len())?;
     m.extend_from_slice(&[0, 0, 0, 0]); // tcm_family AF_UNSPEC, padding
     m.extend_from_slice(&index.to_ne_bytes());
     m.extend_from_slice(&handle.to_ne_bytes());
@@ -306,6 +298,7 @@ fn is_ours(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bpf::NLM_F_REQUEST;
     use super::*;
 
     #[test]
