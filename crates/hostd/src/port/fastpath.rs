@@ -348,8 +348,8 @@ impl FastPath {
 
     /// Turns the program off (every frame passed on) while it is detached, keeping what it
     /// forwarded uncredited and its table: a VM port's program is kept for the port's next
-    /// attachment ([`FastAttachment::into_fast`]), where the table is written (or, unchanged,
-    /// turned on) again.
+    /// attachment ([`FastAttachment::into_parts`]), where the table is written (or, unchanged,
+    /// armed) again.
     pub fn park(&mut self) -> Result<(), FastPathError> {
         self.set_port(None, PORT_OFF)?;
         self.pending = self.written.is_some();
