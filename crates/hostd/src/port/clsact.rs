@@ -300,6 +300,38 @@ fn is_ours(name: &str) -> bool {
 mod tests {
     use super::super::bpf::NLM_F_REQUEST;
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A kernel answer of any shape is parsed without a panic, and a filter built by
+        /// `tc_request` with any handle, priority and name comes back as it went in.
+        #[test]
+        fn dump_answers_parse_without_panic(
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+            handle in 1u32..,
+            prio in any::<u16>(),
+            name in "[a-z_]{1,15}",
+        ) {
+            let _ = parse_filter(&junk);
+            let mut opts = Vec::new();
+            let mut n = name.as_bytes().to_vec();
+            n.push(0);
+            push_attr(&mut opts, TCA_BPF_NAME, &n);
+            let mut a = Vec::new();
+            push_attr(&mut a, TCA_KIND, b"bpf\0");
+            push_attr(&mut a, TCA_OPTIONS | NLA_F_NESTED, &opts);
+            let m = tc_request(RTM_NEWTFILTER, 0, 3, (handle, INGRESS_PARENT, info(prio)), &a)
+                .expect("message");
+            prop_assert_eq!(
+                parse_filter(&m),
+                Some(Filter { prio, handle, kind: "bpf".into(), name: Some(name) })
+            );
+            // Cut anywhere: no panic.
+            for cut in [0, 4, 16, 20, 24, m.len() / 2, m.len() - 1] {
+                let _ = parse_filter(&m[..cut.min(m.len())]);
+            }
+        }
+    }
 
     #[test]
     fn a_filter_request_has_the_layout_of_tcmsg_and_its_options() {
