@@ -21,8 +21,9 @@
 //!
 //! # The ring
 //!
-//! [`SentRing`] keeps copies of the last frames written (fixed slots, no allocation after
-//! construction) with the byte count of each write that carried part of the frame's record
+//! [`SentRing`] keeps copies of the last frames written (fixed slots; a slot's buffer grows at
+//! most twice, to [`SMALL_SLOT`] and then to [`BUF_CAPACITY`], so the ring costs what the
+//! frames written need, not the jumbo maximum for every slot) with the byte count of each write that carried part of the frame's record
 //! (4-byte length + frame; one write per record unless the socket was nearly full). srmigd
 //! writes one record per `sendmsg`, never two records in one write, so every skb belongs to one
 //! frame and "skb not consumed" means "frame not (completely) read": QEMU either has the frame
@@ -39,6 +40,9 @@ use srmig_dataplane::BUF_CAPACITY;
 
 /// Writes (skbs) recorded per frame; a record needing more is marked inexact.
 const MAX_CHUNKS: usize = 4;
+/// A slot's buffer for frames up to this size (an MTU-sized frame fits); a longer frame grows
+/// it to [`BUF_CAPACITY`] for good.
+pub const SMALL_SLOT: usize = 2048;
 
 /// Unread bytes (skb truesize sum) the kernel still charges to `fd`: `ioctl(SIOCOUTQ)`.
 pub fn outq(fd: &impl AsRawFd) -> io::Result<usize> {
@@ -148,7 +152,8 @@ fn recv_nonblocking(s: &UnixStream, b: &mut [u8]) -> io::Result<usize> {
 /// One frame written (or being written) to the socket.
 #[derive(Debug, Clone)]
 struct Slot {
-    data: Box<[u8]>,
+    /// Empty until the slot's first frame, then [`SMALL_SLOT`] or [`BUF_CAPACITY`] bytes.
+    data: Vec<u8>,
     len: usize,
     /// When its record's first byte was written (wall clock, µs since the Unix epoch).
     written_at_us: i64,
@@ -188,11 +193,12 @@ pub struct SentRing {
 }
 
 impl SentRing {
-    /// A ring of `capacity` frames of up to [`BUF_CAPACITY`] bytes (allocated now).
+    /// A ring of `capacity` frames of up to [`BUF_CAPACITY`] bytes (a slot's buffer is
+    /// allocated when a frame first needs it: see the module doc).
     pub fn new(capacity: usize) -> SentRing {
         let capacity = capacity.max(1);
         let slot = Slot {
-            data: vec![0u8; BUF_CAPACITY].into_boxed_slice(),
+            data: Vec::new(),
             len: 0,
             written_at_us: 0,
             seen_read_at_us: None,
@@ -274,7 +280,17 @@ impl SentRing {
             i
         };
         let s = &mut self.slots[idx];
-        let n = frame.len().min(s.data.len());
+        let n = frame.len().min(BUF_CAPACITY);
+        if s.data.len() < n {
+            s.data.resize(
+                if n <= SMALL_SLOT {
+                    SMALL_SLOT
+                } else {
+                    BUF_CAPACITY
+                },
+                0,
+            );
+        }
         s.data[..n].copy_from_slice(&frame[..n]);
         s.len = n;
         s.written_at_us = written_at_us;
