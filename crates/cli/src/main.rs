@@ -280,6 +280,10 @@ enum LabCommand {
         #[arg(long, default_value_t = 100)]
         propagation_delay_ms: u64,
     },
+    /// Removes what killed lab runs left behind (their namespaces, links and processes, as
+    /// listed in /run/srmig-lab); runs whose process is alive are left alone. `lab migrate`,
+    /// `lab paper`, `demo` and `bench forward` do this first on their own.
+    Clean,
     /// The lab's QEMU launcher hook (what a lab controller process runs as
     /// `--qemu-launcher`): relays `start VM HOST` / `stop VM HOST HANDLE` to the running lab.
     QemuHook {
@@ -583,6 +587,18 @@ fn run(command: Command) -> Result<ExitCode> {
             workload,
         } => cmd_lab_demo(out, migrations, &workload),
         Command::Lab {
+            what: LabCommand::Clean,
+        } => {
+            if !srmig_lab::orchestrate::is_root() {
+                bail!("`srmig lab clean` deletes namespaces and kills processes: run it as root");
+            }
+            let removed = clean_stale_labs();
+            if removed == 0 {
+                println!("no leftovers of killed lab runs");
+            }
+            Ok(())
+        }
+        Command::Lab {
             what: LabCommand::Migrate(args),
         } => cmd_lab_migrate(*args),
         Command::Lab {
@@ -635,6 +651,29 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Pki { what } => cmd_pki(what),
     }?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the leftovers of lab runs whose process is gone (killed with SIGKILL, or with
+/// its children at once), says what went, and returns how many runs that was. Problems are
+/// reported and do not stop the caller: a new run uses its own names.
+fn clean_stale_labs() -> usize {
+    if !srmig_lab::orchestrate::is_root() {
+        return 0;
+    }
+    let report = srmig_lab::cleanup_stale();
+    for run in &report.runs {
+        eprintln!("srmig lab: removed the leftovers of killed run {run}");
+    }
+    if !report.runs.is_empty() {
+        eprintln!(
+            "srmig lab: {} namespaces deleted, {} processes killed",
+            report.namespaces_deleted, report.children_killed
+        );
+    }
+    for e in &report.errors {
+        eprintln!("srmig lab: cleaning a killed run's leftovers: {e}");
+    }
+    report.runs.len()
 }
 
 fn cmd_pki(what: PkiCommand) -> Result<()> {
@@ -946,6 +985,7 @@ fn cmd_demo(out: PathBuf) -> Result<()> {
 
 fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     use srmig_lab::orchestrate as lab;
+    clean_stale_labs();
     let workloads = lab::WorkloadKind::parse_set(&args.workload)?;
     let mut run = lab::RunPlan::new(
         lab::parse_strategy(&args.strategy)?,
@@ -1054,6 +1094,7 @@ fn cmd_lab_paper(
              for the replay demo, which needs neither."
         );
     }
+    clean_stale_labs();
     let mut options = lab::demo::DemoOptions::new(out.clone());
     options.migrations = migrations;
     options.workloads = lab::WorkloadKind::parse_set(workload)?;
@@ -1138,6 +1179,7 @@ fn cmd_bench_control(args: BenchControlArgs) -> Result<()> {
 
 fn cmd_bench_forward(args: BenchForwardArgs) -> Result<()> {
     use srmig_bench::forward;
+    clean_stale_labs();
     let options = forward::Options {
         frame_bytes: args.frame_bytes,
         workers: args.workers,

@@ -254,6 +254,33 @@ pub struct WorkloadMigration {
     /// What happened.
     #[serde(flatten)]
     pub record: MigrationRecord,
+    /// Where the longest gap in deliveries to a netns VM was (the `network_downtime_ms`),
+    /// for finding out what made it longer than the pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_gap: Option<DeliveryGap>,
+}
+
+/// The longest gap between two probes delivered to the VM around a migration: the probes
+/// on both sides (their sequence numbers: `raw.probe[seq].sent_ms` says when each was
+/// sent) and when they arrived, ms since the workload's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeliveryGap {
+    /// The last probe before the gap.
+    pub seq_before: u64,
+    /// When it reached the VM.
+    pub before_ms: f64,
+    /// The first probe after the gap.
+    pub seq_after: u64,
+    /// When it reached the VM.
+    pub after_ms: f64,
+}
+
+/// A migration seen from a netns VM's deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct VmView {
+    network_downtime_ms: Option<f64>,
+    release_latency_ms: Option<f64>,
+    gap: Option<DeliveryGap>,
 }
 
 /// Parameters of the run, recorded in the report.
@@ -606,7 +633,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let families = plan.family.v4_flags();
     let first_family = families.first().copied().unwrap_or(false);
     // Migration id -> (network downtime, release latency), seen at a netns VM.
-    let mut vm_view: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    let mut vm_view: BTreeMap<String, VmView> = BTreeMap::new();
     for &kind in &plan.workloads {
         let client_ns = testbed.client_ns().clone();
         let records = match kind {
@@ -656,9 +683,9 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     let (one_way, delivered) = log.one_way(result);
                     result.report = result.report.clone().with_one_way(one_way);
                     if v4 == first_family {
-                        let at: Vec<f64> = delivered
+                        let at: Vec<(u64, f64)> = delivered
                             .iter()
-                            .map(|(_, t)| ms(t.saturating_duration_since(origin)))
+                            .map(|&(seq, t)| (seq, ms(t.saturating_duration_since(origin))))
                             .collect();
                         for r in records.iter().filter(|r| r.vm == vm_plans[vi].name) {
                             vm_view.insert(r.id.clone(), delivery_figures(&at, r));
@@ -796,8 +823,11 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             }
         };
         for record in records {
-            let (network_downtime_ms, release_latency_ms) =
-                vm_view.get(&record.id).copied().unwrap_or_default();
+            let VmView {
+                network_downtime_ms,
+                release_latency_ms,
+                gap,
+            } = vm_view.get(&record.id).copied().unwrap_or_default();
             let reported = record.delivery;
             report.migrations.push(MigrationReport {
                 vm: several.then(|| record.vm.clone()),
@@ -820,6 +850,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             migrations.push(WorkloadMigration {
                 workload: kind,
                 record,
+                vm_gap: gap,
             });
         }
     }
@@ -989,26 +1020,51 @@ fn with_migrations<T: Send + 'static>(
     Ok((value, records, origin))
 }
 
-/// From the times (ms since the workload's origin) probes reached the VM: the longest gap
-/// between two deliveries from the migration's request to its completion (plus 100 ms:
-/// the release comes after the attach), and the first delivery after the VM was attached
-/// at the destination, minus that attach.
-fn delivery_figures(at_ms: &[f64], r: &MigrationRecord) -> (Option<f64>, Option<f64>) {
-    let mut window: Vec<f64> = at_ms
+/// From the probes that reached the VM (sequence number, ms since the workload's origin):
+/// the longest gap between two deliveries from the migration's request to its completion
+/// (plus 100 ms: the release comes after the attach) and where it was, and the first
+/// delivery after the VM was attached at the destination, minus that attach.
+fn delivery_figures(at_ms: &[(u64, f64)], r: &MigrationRecord) -> VmView {
+    deliveries_around(
+        at_ms,
+        r.requested_at_ms,
+        r.attached_at_ms,
+        r.completed_at_ms,
+    )
+}
+
+/// [`delivery_figures`] of a migration requested, attached at the destination and completed
+/// at these times (ms since the origin).
+fn deliveries_around(
+    at_ms: &[(u64, f64)],
+    requested_at_ms: f64,
+    attached_at_ms: f64,
+    completed_at_ms: f64,
+) -> VmView {
+    let mut window: Vec<(u64, f64)> = at_ms
         .iter()
         .copied()
-        .filter(|&t| t >= r.requested_at_ms && t <= r.completed_at_ms + 100.0)
+        .filter(|&(_, t)| t >= requested_at_ms && t <= completed_at_ms + 100.0)
         .collect();
-    window.sort_by(f64::total_cmp);
-    let downtime = window
+    window.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let gap = window
         .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
+        .map(|w| DeliveryGap {
+            seq_before: w[0].0,
+            before_ms: w[0].1,
+            seq_after: w[1].0,
+            after_ms: w[1].1,
+        })
+        .max_by(|a, b| (a.after_ms - a.before_ms).total_cmp(&(b.after_ms - b.before_ms)));
     let latency = window
         .iter()
-        .find(|&&t| t >= r.attached_at_ms)
-        .map(|t| t - r.attached_at_ms);
-    (downtime, latency)
+        .find(|&&(_, t)| t >= attached_at_ms)
+        .map(|(_, t)| t - attached_at_ms);
+    VmView {
+        network_downtime_ms: gap.map(|g| g.after_ms - g.before_ms),
+        release_latency_ms: latency,
+        gap,
+    }
 }
 
 /// How much each of a VM's counters grew over the run: `after - before`, or -1 (the
@@ -1122,6 +1178,25 @@ fn drop_diff(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The longest gap in deliveries around a migration, where it was, and the first
+    /// delivery after the attach; deliveries outside the migration do not count.
+    #[test]
+    fn the_longest_delivery_gap_is_found_with_its_probes() {
+        // Every ms from 0 to 20 except a "pause" from 10 to 15 (exclusive), plus one
+        // delivery long before the request (a bigger gap outside the window).
+        let mut at: Vec<(u64, f64)> = (0..=20u32)
+            .filter(|t| !(11..15).contains(t))
+            .map(|t| (u64::from(t), f64::from(t) + 100.0))
+            .collect();
+        at.push((99, 0.0));
+        let v = deliveries_around(&at, 100.0, 114.5, 118.0);
+        let g = v.gap.expect("a gap");
+        assert_eq!((g.seq_before, g.seq_after), (10, 15));
+        assert_eq!(v.network_downtime_ms, Some(5.0));
+        assert_eq!(v.release_latency_ms, Some(0.5));
+        assert_eq!(deliveries_around(&[], 0.0, 1.0, 2.0), VmView::default());
+    }
 
     /// An unreadable counter (-1) or one missing before stays unreadable; it never reads 0.
     #[test]

@@ -94,6 +94,69 @@ pub(crate) fn sleep_until(deadline: Instant) {
     }
 }
 
+/// Realtime priority of the probe's sender thread ([`realtime_sender`]).
+const SENDER_RT_PRIORITY: i32 = 60;
+
+/// Puts the calling thread (a probe's sender) under `SCHED_FIFO`, above srmigd's
+/// `--rt-priority` in the lab, so that it sends on its deadlines while the lab's own
+/// orchestration (`ip` processes at a pause) and the hosts' daemons share the CPU: a late
+/// sender would show as a gap in the deliveries to the VM, counted as network downtime.
+/// It sleeps between probes, so it takes little. Best effort (needs root); the thread's
+/// scheduling goes back to what it was when the guard drops.
+pub(crate) fn realtime_sender() -> RealtimeGuard {
+    RealtimeGuard::enter(SENDER_RT_PRIORITY)
+}
+
+/// The calling thread's scheduling before [`realtime_sender`], put back on drop.
+#[derive(Debug)]
+pub(crate) struct RealtimeGuard {
+    /// `(policy, priority)` to restore; `None`: nothing was changed.
+    before: Option<(i32, i32)>,
+}
+
+#[allow(unsafe_code)]
+impl RealtimeGuard {
+    fn enter(priority: i32) -> RealtimeGuard {
+        let mut old = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `old` is a valid sched_param to fill.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        // SAFETY: as above.
+        if policy < 0 || unsafe { libc::sched_getparam(0, &mut old) } != 0 {
+            return RealtimeGuard { before: None };
+        }
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+        let set = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+        };
+        RealtimeGuard {
+            before: (set == 0).then_some((policy, old.sched_priority)),
+        }
+    }
+
+    /// Whether the thread runs at realtime priority because of this guard.
+    #[cfg(test)]
+    fn took(&self) -> bool {
+        self.before.is_some()
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for RealtimeGuard {
+    fn drop(&mut self) {
+        if let Some((policy, priority)) = self.before {
+            let param = libc::sched_param {
+                sched_priority: priority,
+            };
+            // SAFETY: as in `enter`; the policy and priority are the thread's own earlier
+            // ones (SCHED_RESET_ON_FORK is not part of what sched_getscheduler returned).
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
 /// Lowers this thread's timer slack to 1 µs so `sleep` wakes close to its deadline
 /// (the default 50 µs slack would be 5 % of a 1 ms probe interval). Best effort.
 pub(crate) fn precise_timers() {
@@ -128,6 +191,23 @@ pub fn median(values: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_realtime_sender_gets_its_old_scheduling_back() {
+        // SAFETY: pid 0 is the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        {
+            let guard = realtime_sender();
+            if guard.took() {
+                assert_eq!(policy(), libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK);
+            } else {
+                assert_eq!(policy(), before, "a refused change changes nothing");
+            }
+        }
+        assert_eq!(policy(), before);
+    }
     use super::*;
 
     #[test]

@@ -360,6 +360,7 @@ fn client(socket: &UdpSocket, config: &ProbeConfig) -> Result<ProbeResult, Workl
 /// number of failed sends.
 fn send(socket: &UdpSocket, token: u32, start: Instant, config: &ProbeConfig) -> (Vec<f64>, u64) {
     precise_timers();
+    let _realtime = super::realtime_sender();
     let mut payload = vec![0u8; config.payload_len];
     let capacity = usize::try_from(config.count).unwrap_or(0);
     let mut sent = Vec::with_capacity(capacity);
