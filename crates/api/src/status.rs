@@ -77,6 +77,13 @@ pub struct PortIoStats {
     /// `rx_bad_records` (QEMU ports): record lengths no QEMU sends (stream reset).
     #[serde(default)]
     pub rx_bad_records: u64,
+    /// `rx_resets` (QEMU ports): streams QEMU reset (`ECONNRESET`): it closed its end with
+    /// frames srmigd had written still unread, as a source QEMU does when it exits after
+    /// its VM left (the frames it had not read were taken back at the stop). Not a loss by
+    /// itself; the stream is closed and opened again like at an end of file. Counted under
+    /// `rx_errors` before 2026-12-05.
+    #[serde(default)]
+    pub rx_resets: u64,
     /// `recovered` (QEMU ports): frames QEMU had not read when the VM stopped, re-steered.
     #[serde(default)]
     pub recovered: u64,
@@ -474,6 +481,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
         tx_queued,
         tx_queue_full,
         rx_bad_records,
+        rx_resets,
         recovered,
         recovery_inexact,
         recovery_lost,
@@ -498,6 +506,7 @@ fn add_io(a: &mut PortIoStats, o: &PortIoStats) {
     a.tx_queued += tx_queued;
     a.tx_queue_full += tx_queue_full;
     a.rx_bad_records += rx_bad_records;
+    a.rx_resets += rx_resets;
     a.recovered += recovered;
     a.recovery_inexact += recovery_inexact;
     a.recovery_lost += recovery_lost;

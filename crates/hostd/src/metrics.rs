@@ -7,6 +7,7 @@
 //! | `srmig_port_rx_packets`, `_rx_bytes`, `_tx_packets`, `_tx_bytes` | counter | `port` |
 //! | `srmig_port_io_errors` | counter | `port`, `kind` (`rx_truncated`, `rx_gso_bad`, `rx_ring_drop`, `rx_bad_csum_meta`, `rx_error`, `tx_error`, `tx_no_link`, `tx_queue_full`, `rx_bad_records`) |
 //! | `srmig_port_qemu_recovered` | counter | `port` (frames QEMU had not read at a STOP, re-steered) |
+//! | `srmig_port_qemu_stream_resets` | counter | `port` (streams a QEMU reset, closing with frames unread: a source QEMU's exit) |
 //! | `srmig_port_qemu_recovery_counted` | counter | `port` (take-backs decided by the guest's buffer count: exact) |
 //! | `srmig_port_qemu_recovery_count_refused` | counter | `port` (take-backs where that count could not be used) |
 //! | `srmig_port_resteered` | counter | `port` (frames for a VM port whose interface had just gone, re-steered) |
@@ -190,6 +191,11 @@ pub fn render(s: &HostStatus) -> String {
             .into_iter()
             .map(move |(k, v)| (vec![("port", p.name.as_str()), ("kind", k)], v))
         }),
+    );
+    o.counter(
+        "srmig_port_qemu_stream_resets",
+        "Streams a QEMU reset (it closed with frames srmigd had written unread: a source QEMU exiting after its VM left).",
+        s.ports.iter().map(|p| (port(p), p.io.rx_resets)),
     );
     o.counter(
         "srmig_port_qemu_recovered",

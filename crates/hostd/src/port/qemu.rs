@@ -407,7 +407,14 @@ impl QemuPort {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    // QEMU closed with frames of ours unread (rx_resets' doc).
+                    stats.rx_resets += 1;
+                    out.closed = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the QEMU stream failed");
                     stats.rx_errors += 1;
                     out.closed = true;
                     break;
@@ -925,6 +932,20 @@ mod tests {
         assert_eq!(ids, vec![2, 3, 4, 5]);
         assert_eq!(r.frames[0], frame(2, 302));
         assert_eq!(stats.recovered, 4);
+    }
+
+    /// QEMU closing its end with frames of ours unread resets the stream: counted as a reset,
+    /// not as a receive error, and the stream is closed like at an end of file.
+    #[test]
+    fn a_qemu_closing_with_frames_unread_is_a_reset() {
+        let d = dir("reset");
+        let (mut p, peer) = connected_port(&d);
+        let mut stats = PortIoStats::default();
+        p.send(&frame(1, 200), &mut stats);
+        drop(peer);
+        let mut batch = Batch::new(4);
+        assert!(p.recv_batch(PortId(0), &mut batch, &mut stats).closed);
+        assert_eq!((stats.rx_resets, stats.rx_errors), (1, 0));
     }
 
     /// Connects a port to a fresh listener; returns the port and QEMU's end of the stream.
