@@ -23,6 +23,9 @@
 //! the lab's own responder in a netns VM. `probe.at_vm` is the probe seen one way at such a
 //! VM (`received`, `lost`, `duplicated`, `reordered`); `probe.duplicated` / `reordered` are
 //! then the worse of both directions and `probe.echo` keeps the echo's own figures.
+//! `raw.migrations[].vm_gap` says where that longest gap was (`seq_before`/`before_ms`,
+//! `seq_after`/`after_ms`: the probes on both sides and their arrivals at the VM; their send
+//! times are in `raw.probe`), to tell a late sender or a late release from the pause itself.
 //!
 //! Address families (`srmig lab migrate --family ipv6|ipv4|dual`): `probe`, `http` and `tcp`
 //! are always the workloads over **IPv6**; the same workloads over **IPv4** are `probe_v4`,
