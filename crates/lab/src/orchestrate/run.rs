@@ -261,8 +261,8 @@ pub struct WorkloadMigration {
 }
 
 /// The longest gap between two probes delivered to the VM around a migration: the probes
-/// on both sides (their sequence numbers: `raw.probe[seq].sent_ms` says when each was
-/// sent) and when they arrived, ms since the workload's origin.
+/// on both sides (their sequence numbers: the `raw.probe` entry with that `seq` says when
+/// it was sent) and when they arrived, ms since the workload's origin.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DeliveryGap {
     /// The last probe before the gap.
@@ -632,7 +632,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let mut migrations = Vec::new();
     let families = plan.family.v4_flags();
     let first_family = families.first().copied().unwrap_or(false);
-    // Migration id -> (network downtime, release latency), seen at a netns VM.
+    // Migration id -> network downtime, release latency and the gap, seen at a netns VM.
     let mut vm_view: BTreeMap<String, VmView> = BTreeMap::new();
     for &kind in &plan.workloads {
         let client_ns = testbed.client_ns().clone();

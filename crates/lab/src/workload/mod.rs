@@ -97,9 +97,9 @@ pub(crate) fn sleep_until(deadline: Instant) {
 /// Realtime priority of the probe's sender thread ([`realtime_sender`]).
 const SENDER_RT_PRIORITY: i32 = 60;
 
-/// Puts the calling thread (a probe's sender) under `SCHED_FIFO`, above srmigd's
-/// `--rt-priority` in the lab, so that it sends on its deadlines while the lab's own
-/// orchestration (`ip` processes at a pause) and the hosts' daemons share the CPU: a late
+/// Puts the calling thread (a probe's sender) under `SCHED_FIFO`, so that it sends on its
+/// deadlines while the lab's own orchestration (`ip` processes at a pause) and the hosts'
+/// daemons share the CPU (docs/order.md, session 36): a late
 /// sender would show as a gap in the deliveries to the VM, counted as network downtime.
 /// It sleeps between probes, so it takes little. Best effort (needs root); the thread's
 /// scheduling goes back to what it was when the guard drops.
@@ -150,8 +150,8 @@ impl Drop for RealtimeGuard {
             let param = libc::sched_param {
                 sched_priority: priority,
             };
-            // SAFETY: as in `enter`; the policy and priority are the thread's own earlier
-            // ones (SCHED_RESET_ON_FORK is not part of what sched_getscheduler returned).
+            // SAFETY: as in `enter`; the policy (a reset-on-fork flag included, as
+            // sched_getscheduler returned it) and priority are the thread's own earlier ones.
             unsafe { libc::sched_setscheduler(0, policy, &param) };
         }
     }
