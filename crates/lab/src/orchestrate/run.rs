@@ -329,6 +329,11 @@ pub struct RunDetails {
     /// The injected faults, as they happened (the report's top-level `faults`, present
     /// when `--fault` was given).
     pub faults: Vec<FaultRecord>,
+    /// How the kernel's drop and error counters of the run's interfaces grew during the
+    /// run (non-zero only; [`super::testbed::Testbed::kernel_link_counters`]): frames lost
+    /// between the daemons, where no srmigd counter sees them. An interface that moved
+    /// (a VM's attachment) counts from its creation.
+    pub kernel_drops: BTreeMap<String, u64>,
 }
 
 /// The outcome of a run: the contract report and the details.
@@ -349,6 +354,10 @@ impl LabRun {
             ("migrations", serde_json::to_value(&self.details.migrations)),
             ("params", serde_json::to_value(&self.details.params)),
             ("drops", serde_json::to_value(&self.details.drops)),
+            (
+                "kernel_drops",
+                serde_json::to_value(&self.details.kernel_drops),
+            ),
             (
                 "tcp_worst_500ms_mbps",
                 serde_json::to_value(self.details.tcp_worst_500ms_mbps),
@@ -544,6 +553,15 @@ impl LabRun {
             let list: Vec<String> = drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(out, "  srmigd {host} drops: {}", list.join(", "));
         }
+        if !self.details.kernel_drops.is_empty() {
+            let list: Vec<String> = self
+                .details
+                .kernel_drops
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(out, "  kernel drops and errors: {}", list.join(", "));
+        }
         out
     }
 }
@@ -610,6 +628,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
     let guest_before = testbed.guest_info()?;
     let netns_before = testbed.netns_vm_counters()?;
     let drops_before = testbed.drop_counters()?;
+    let kernel_before = testbed.kernel_link_counters()?;
     let prop = testbed.propagation_delay();
     let duration = plan.workload_duration(prop);
     let mut report = Report {
@@ -855,6 +874,17 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
         }
     }
     let drops_after = testbed.drop_counters()?;
+    let kernel_after = testbed.kernel_link_counters()?;
+    let kernel_drops: BTreeMap<String, u64> = kernel_after
+        .iter()
+        .map(|(k, &v)| {
+            (
+                k.clone(),
+                v.saturating_sub(kernel_before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|&(_, v)| v > 0)
+        .collect();
     let guest_after = testbed.guest_info()?;
     let mut guest_counters = None;
     if let (Some(before), Some(after)) = (&guest_before, &guest_after) {
@@ -895,6 +925,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
             guest_boot_id: guest_after.map(|g| g.boot_id),
             guest_counters,
             faults: testbed.take_fault_records(),
+            kernel_drops,
         },
     })
 }
@@ -1328,6 +1359,7 @@ mod tests {
                 tcp_worst_500ms_mbps: None,
                 guest_boot_id: Some("4f0c".into()),
                 guest_counters: None,
+                kernel_drops: BTreeMap::new(),
                 faults: Vec::new(),
             },
         };

@@ -848,6 +848,23 @@ impl Testbed {
         Ok(Some(vm_stack_counters(&text)))
     }
 
+    /// The kernel's drop and error counters of every interface in the run's namespaces
+    /// (`ip -s link`: `rx.dropped`, `rx.errors`, `tx.dropped`, `tx.errors`), keyed
+    /// `IFNAME@NS.rx_dropped` (NS without the run's prefix). A frame the kernel lost between
+    /// the daemons (a veth refusing it, a backlog full) shows here and nowhere in srmigd.
+    pub fn kernel_link_counters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, OrchestrateError> {
+        let prefix = self.lab.run_id().prefix();
+        let mut out = std::collections::BTreeMap::new();
+        for ns in crate::topology::list_namespaces_with_prefix(&prefix)? {
+            let text = crate::cmd::ip(&["-n", &ns, "-s", "-j", "link", "show"])?;
+            let short = ns.strip_prefix(&prefix).unwrap_or(&ns);
+            out.extend(link_drop_counters(&text, short));
+        }
+        Ok(out)
+    }
+
     /// QEMU: the guest's boot id after its first boot. `None` for a netns VM.
     pub fn first_boot_id(&self) -> Option<&str> {
         match &self.vm {
@@ -2346,6 +2363,28 @@ impl Drop for Testbed {
     }
 }
 
+/// [`Testbed::kernel_link_counters`] of one namespace (`ns`), from `ip -s -j link show`.
+fn link_drop_counters(json: &str, ns: &str) -> Vec<(String, u64)> {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_str::<serde_json::Value>(json)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for link in &links {
+        let Some(name) = link["ifname"].as_str() else {
+            continue;
+        };
+        for dir in ["rx", "tx"] {
+            for what in ["dropped", "errors"] {
+                if let Some(n) = link["stats64"][dir][what].as_u64() {
+                    out.push((format!("{name}@{ns}.{dir}_{what}"), n));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Port I/O counters that mean a frame was lost or may have been (srmigd `/v1/status`,
 /// `ports[].io`).
 pub const PORT_LOSS_COUNTERS: [&str; 11] = [
@@ -2582,6 +2621,26 @@ fn build_topology(
                 "off",
             ],
         )?;
+        // A switch port's buffer on the router's side. The host's end runs XDP (srmigd's
+        // AF_XDP uplink), so the veth hands it frames through a 256-frame ring; without a
+        // qdisc a burst beyond that ring is dropped (`tx_dropped` here, seen by no srmigd
+        // counter): a TCP flow's burst into a host just as it releases a VM's buffer lost
+        // 26 frames in one run of six (docs/order.md, session 36). With a qdisc, Linux 6.16
+        // and later stop the queue while the ring is full and the frames wait here, as they
+        // would in a switch (up to 4096: 6 MB of 1500-byte frames).
+        router.exec(
+            "tc",
+            &[
+                "qdisc",
+                "replace",
+                "dev",
+                &link.0.ifname,
+                "root",
+                "pfifo",
+                "limit",
+                "4096",
+            ],
+        )?;
         up.push(link.0);
         up.push(link.1);
     }
@@ -2730,6 +2789,21 @@ fn veth(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_link_counters_come_from_ip_s_link() {
+        let json = r#"[{"ifname":"lo","stats64":{"rx":{"bytes":0,"packets":0,"errors":0,"dropped":0},"tx":{"bytes":0,"packets":0,"errors":0,"dropped":0}}},
+            {"ifname":"up0","stats64":{"rx":{"errors":1,"dropped":7},"tx":{"errors":0,"dropped":3}}},
+            {"stats64":{}}]"#;
+        let got: std::collections::BTreeMap<String, u64> =
+            link_drop_counters(json, "d").into_iter().collect();
+        assert_eq!(got["up0@d.rx_dropped"], 7);
+        assert_eq!(got["up0@d.tx_dropped"], 3);
+        assert_eq!(got["up0@d.rx_errors"], 1);
+        assert_eq!(got["lo@d.tx_errors"], 0);
+        assert_eq!(got.len(), 8);
+        assert!(link_drop_counters("not json", "d").is_empty());
+    }
 
     #[test]
     fn vm_stack_counters_come_from_tcpext() {
