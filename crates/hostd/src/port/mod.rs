@@ -304,8 +304,12 @@ pub struct FastWait {
 }
 
 /// How long a written VM port table waits for srmigd to catch up before it is turned on
-/// anyway ([`FastWait`]).
-pub const FAST_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// anyway ([`FastWait`]). Measured in the netns lab (release, probes every 200 us and a
+/// 1.4 Gb/s TCP stream per family, 60 migrations): the client's port caught up 251 times,
+/// after 2.3 ms (median), 5.2 ms (p90) and up to 79 ms; with 100 ms one run in three forced
+/// an enable, and 245 segments reached the VM out of order. Waiting longer costs nothing but
+/// srmigd's CPU: its socket carries the VM's traffic meanwhile.
+pub const FAST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many rounds of srmigd's must have found it behind, too: a slow round (a debug build
 /// segmenting GSO frames) must not use up the wait alone. While a table waits, the program
 /// passes the VM's whole traffic to srmigd, which may then be too busy for a quiet round: in
@@ -747,6 +751,7 @@ impl PortIo {
         if w.handled.is_some_and(|h| h == f.passed()) {
             // Nothing passed since srmigd's count: the program turns itself on at its next
             // IPv6 frame (it cannot pass one first), which is the same as on now.
+            debug!(port = %self.ifname, waited_us = now.saturating_duration_since(w.since).as_micros() as u64, rounds = w.checks, "srmigd caught up with the VM port's program");
             f.caught_up();
             self.fast_wait = None;
             return true;
