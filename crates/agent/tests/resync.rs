@@ -84,6 +84,7 @@ impl World {
             addresses: vec!["2001:db8:a::10".parse().expect("addr")],
             mac: "52:54:00:00:00:10".parse::<MacAddr>().expect("mac"),
             host: hid("h1"),
+            network: None,
         })
         .expect("vm");
         let mut w = World {
@@ -283,6 +284,7 @@ fn a_controller_on_a_new_store_is_accepted_with_lower_generations() {
             addresses: vec![format!("2001:db8:b::{i}").parse().expect("addr")],
             mac: format!("52:54:00:00:01:{i:02x}").parse().expect("mac"),
             host: hid("h2"),
+            network: None,
         })
         .expect("vm");
         w.deliver();
@@ -317,6 +319,7 @@ fn a_host_locked_by_a_huge_generation_is_healed_by_a_newer_epoch() {
         addresses: vec!["2001:db8:b::1".parse().expect("addr")],
         mac: "52:54:00:00:01:01".parse().expect("mac"),
         host: hid("h2"),
+        network: None,
     })
     .expect("vm");
     w.deliver();

@@ -118,6 +118,12 @@ name_type!(
     /// The name of a VM, unique in the data center.
     VmId
 );
+name_type!(
+    /// The name of a virtual network: the VMs of one tenant's segment, which talk to each
+    /// other. It scopes what hosts are told: a host holds the mappings of a network's VMs only
+    /// while one of them is local there (see `srmig_control::model`).
+    NetworkId
+);
 
 /// Identifier of one migration, assigned by the controller; never reused by a controller
 /// instance or by one restored from its snapshot.

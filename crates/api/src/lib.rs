@@ -36,7 +36,7 @@ pub use config::{
 pub use delta::{DeltaError, HostConfigDelta};
 pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
-pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, Timestamp, VmId};
+pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, NetworkId, Timestamp, VmId};
 pub use migration::{
     DeliveryRecord, HypervisorEvent, HypervisorProgress, HypervisorReport, MigrateRequest,
     MigrationFigures, MigrationOutcome, MigrationPhase, MigrationStatus, PhaseRecord,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{HostId, MacAddr, Timestamp, VmId};
+use crate::ids::{HostId, MacAddr, NetworkId, Timestamp, VmId};
 
 /// A VM as registered with the controller.
 ///
@@ -27,6 +27,12 @@ pub struct VmInfo {
     /// `host`: the host the VM runs on. In the controller's model this is the VM's *mapping*
     /// (the locator mapping of the paper); it changes when a migration commits.
     pub host: HostId,
+    /// `network` (optional): the virtual network the VM belongs to. Hosts learn a networked
+    /// VM's mapping only while a VM of the same network is local to them (runs there, or is
+    /// migrating to or from there), so each host holds its tenants' VMs, not the whole data
+    /// center's. A VM without a network is reachable from every host (omitted from JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkId>,
 }
 
 /// The state of a VM on one host, as observed by that host's srmigd.
@@ -141,12 +147,32 @@ mod tests {
             addresses: vec!["2001:db8:a::10".parse().expect("addr")],
             mac: "52:54:00:00:00:10".parse().expect("mac"),
             host: HostId::new("h1").expect("name"),
+            network: None,
         };
         assert_eq!(serde_json::to_string(&vm).expect("serialize"), golden);
         assert_eq!(
             serde_json::from_str::<VmInfo>(golden).expect("deserialize"),
             vm
         );
+    }
+
+    #[test]
+    fn vm_info_with_a_network_golden_json() {
+        let golden = r#"{"name":"web1","addresses":["2001:db8:a::10"],"mac":"52:54:00:00:00:10","host":"h1","network":"tenant-a"}"#;
+        let vm = VmInfo {
+            name: VmId::new("web1").expect("name"),
+            addresses: vec!["2001:db8:a::10".parse().expect("addr")],
+            mac: "52:54:00:00:00:10".parse().expect("mac"),
+            host: HostId::new("h1").expect("name"),
+            network: Some(NetworkId::new("tenant-a").expect("name")),
+        };
+        assert_eq!(serde_json::to_string(&vm).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_str::<VmInfo>(golden).expect("deserialize"),
+            vm
+        );
+        let bad = golden.replace("tenant-a", "tenant a");
+        assert!(serde_json::from_str::<VmInfo>(&bad).is_err());
     }
 
     #[test]

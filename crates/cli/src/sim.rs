@@ -56,6 +56,10 @@ pub(crate) enum SimCommand {
         /// Guest memory of every VM (QEMU's pre-copy model), in MiB.
         #[arg(long, default_value_t = 1024.0)]
         memory_mib: f64,
+        /// VMs per virtual network (tenant): a host is told only about the VMs of the
+        /// networks it hosts. 0: no networks, every host is told about every VM.
+        #[arg(long, default_value_t = 20)]
+        network_size: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -138,6 +142,7 @@ pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {
             strategies,
             probe_interval_ms,
             memory_mib,
+            network_size,
             json,
         } => {
             let strategies = strategies
@@ -153,6 +158,7 @@ pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {
                 strategies,
                 probe_interval_ms,
                 memory_mib,
+                network_size,
             };
             let report = scale::run(&p, |s| eprintln!("sim scale: {s}"))?;
             if json {

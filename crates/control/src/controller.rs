@@ -31,23 +31,26 @@ use std::collections::BTreeSet;
 use srmig_api::{
     Ack, FenceReport, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent,
     HypervisorReport, MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase,
-    MigrationStatus, ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmState, VmStateReport,
+    MigrationStatus, NetworkId, ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmState,
+    VmStateReport,
 };
 
 use crate::migration::{
     AckScope, AckWait, Begun, HypervisorTimeout, Migration, Requested, Timeouts,
 };
-use crate::model::{Footprint, Model, ModelError};
+use crate::model::{Footprint, Model, ModelError, Reach};
 
 /// Updates `pushed` (the config last pushed to `host`, same epoch) in place to the desired
 /// state and returns what changed (generation left for the caller), or `None` if nothing did.
-/// `dirty`: the VMs whose entries may have changed; `fps`: footprints by VM.
+/// `dirty`: the VMs whose entries may have changed, `also`: more of them on this host (the
+/// VMs of a network that appeared on it or left it); `fps`: footprints by VM; `reach`: where
+/// networks are attached.
 fn config_delta(
     model: &Model,
     host: &HostId,
     pushed: &mut HostConfig,
-    dirty: &BTreeSet<VmId>,
-    fps: &BTreeMap<VmId, &Footprint>,
+    (dirty, also): (&BTreeSet<VmId>, Option<&BTreeSet<VmId>>),
+    (fps, reach): (&BTreeMap<VmId, &Footprint>, &Reach),
     dual_stack: bool,
 ) -> Option<HostConfigDelta> {
     let mut delta = HostConfigDelta {
@@ -60,10 +63,11 @@ fn config_delta(
         sids: None,
     };
     let mut local_changed = false;
-    for vm in dirty {
+    let also = also.into_iter().flatten().filter(|v| !dirty.contains(*v));
+    for vm in dirty.iter().chain(also) {
         let info = model.vm(vm);
         let fp = fps.get(vm).copied();
-        let want = info.and_then(|v| model.mapping_on(host, v, fp));
+        let want = info.and_then(|v| model.mapping_on(host, v, fp, reach));
         match (pushed.mappings.binary_search_by(|m| m.vm.cmp(vm)), want) {
             (Ok(i), Some(m)) => {
                 if pushed.mappings[i] != m {
@@ -444,6 +448,25 @@ pub struct Controller {
     dirty_vms: BTreeSet<VmId>,
     /// The footprints of the last config sync, by VM.
     synced_footprints: BTreeMap<VmId, Footprint>,
+    /// The networks attached by those footprints.
+    reach: Reach,
+    /// Networks whose presence may have changed beyond the VMs in `dirty_vms` (a removed
+    /// VM's).
+    dirty_networks: BTreeSet<NetworkId>,
+    /// A change every host sees (a VM without a network changed, or the data center became
+    /// dual-stack): the next sync looks at every host.
+    all_hosts_dirty: bool,
+    /// Whether the last sync's configs were dual-stack.
+    synced_dual_stack: bool,
+    /// Hosts not pushed a whole config in this epoch yet.
+    unpushed: BTreeSet<HostId>,
+    /// Per network, the hosts whose pushed configs hold its VMs (the network was present
+    /// there at the last sync).
+    told: BTreeMap<NetworkId, BTreeSet<HostId>>,
+    /// Per network, the hosts it left and the generation that removed it there: until a
+    /// host acknowledges that generation it may still steer to the network's VMs, so a
+    /// migration waiting for every host told about a VM waits for these hosts too.
+    departed: BTreeMap<NetworkId, BTreeMap<HostId, u64>>,
     /// Rows changed since the last [`Controller::take_unsaved`].
     unsaved: Unsaved,
 }
@@ -471,6 +494,13 @@ impl Controller {
             actions: VecDeque::new(),
             dirty_vms: BTreeSet::new(),
             synced_footprints: BTreeMap::new(),
+            reach: Reach::default(),
+            dirty_networks: BTreeSet::new(),
+            all_hosts_dirty: false,
+            synced_dual_stack: false,
+            unpushed: BTreeSet::new(),
+            told: BTreeMap::new(),
+            departed: BTreeMap::new(),
             unsaved: Unsaved::everything(),
         }
     }
@@ -480,6 +510,7 @@ impl Controller {
         let name = info.name.clone();
         self.model.add_host(info)?;
         self.unsaved.hosts.insert(name.clone());
+        self.unpushed.insert(name.clone());
         if let Some(generation) = self.retired.remove(&name) {
             let sync = HostSync {
                 generation,
@@ -642,6 +673,13 @@ impl Controller {
         }
         self.model.remove_host(host);
         self.unsaved.hosts.insert(host.clone());
+        self.unpushed.remove(host);
+        for told in self.told.values_mut() {
+            told.remove(host);
+        }
+        for departed in self.departed.values_mut() {
+            departed.remove(host);
+        }
         if let Some(sync) = self.sync.remove(host) {
             self.retired.insert(host.clone(), sync.generation);
         }
@@ -666,6 +704,12 @@ impl Controller {
                 what: format!("VM {vm}"),
                 id,
             });
+        }
+        match self.model.vm(vm).and_then(|v| v.network.clone()) {
+            Some(n) => {
+                self.dirty_networks.insert(n);
+            }
+            None => self.all_hosts_dirty = true,
         }
         self.model.remove_vm(vm);
         self.unsaved.vms.insert(vm.clone());
@@ -860,8 +904,7 @@ impl Controller {
         };
         let Some(ingress) = self
             .model
-            .hosts()
-            .find(|h| h.underlay == report.ingress)
+            .host_by_underlay(&report.ingress)
             .map(|h| h.name.clone())
         else {
             return Ok(());
@@ -1129,6 +1172,7 @@ impl Controller {
         let mut c = Controller::with_epoch(config, epoch);
         c.model = snapshot.model;
         c.next_id = snapshot.next_id.max(1);
+        c.unpushed = c.model.hosts().map(|h| h.name.clone()).collect();
         for host in c.model.hosts() {
             let generation = snapshot.generations.get(&host.name).copied().unwrap_or(0);
             c.sync.insert(
@@ -1217,8 +1261,15 @@ impl Controller {
         if let Some(Migration::ExpectCommitAcks(s)) = self.active.get_mut(&id) {
             let (vm, to) = (s.core.vm.clone(), s.core.to.clone());
             if s.core.strategy.is_sr() {
-                // Every host had the SR path; each sends a marker as it leaves it.
-                s.expect_markers = self.model.hosts().map(|h| h.name.clone()).collect();
+                // Every host told about the VM had the SR path; each sends a marker as it
+                // leaves it.
+                if let Some(info) = self.model.vm(&vm) {
+                    s.expect_markers = self
+                        .model
+                        .hosts_reaching(info, &self.reach)
+                        .into_iter()
+                        .collect();
+                }
             }
             self.model.set_vm_host(&vm, &to);
             self.unsaved.vms.insert(vm.clone());
@@ -1256,7 +1307,22 @@ impl Controller {
         };
         let hosts: Vec<HostId> = match scope {
             AckScope::Endpoints => vec![m.core().from.clone(), m.core().to.clone()],
-            AckScope::AllHosts => self.model.hosts().map(|h| h.name.clone()).collect(),
+            // Every host told about the VM (every host for a VM without a network), and the
+            // hosts its network left that may not have applied that yet.
+            AckScope::AllHosts => match self.model.vm(&m.core().vm) {
+                Some(info) => {
+                    let mut hosts = self.model.hosts_reaching(info, &self.reach);
+                    if let Some(departed) =
+                        info.network.as_ref().and_then(|n| self.departed.get_mut(n))
+                    {
+                        let sync = &self.sync;
+                        departed.retain(|h, g| sync.get(h).is_some_and(|s| s.acked < *g));
+                        hosts.extend(departed.keys().cloned());
+                    }
+                    hosts
+                }
+                None => self.model.hosts().map(|h| h.name.clone()).collect(),
+            },
         };
         let pending = hosts
             .into_iter()
@@ -1334,11 +1400,15 @@ impl Controller {
     /// mappings of the VMs that changed (O(changed VMs) per host, not O(all VMs)), or the
     /// complete config to a host not pushed yet in this epoch.
     ///
-    /// What a VM's entries on a host depend on: the VM (its host, addresses, MAC), its
-    /// migration's footprint, and the hosts involved, which cannot change while the VM or
-    /// the migration exists. So the entries that can change are those of the VMs the model
-    /// changed (`dirty_vms`) and of the VMs whose footprint changed since the last sync; the
-    /// SID tables (O(migrations)) are recomputed for every host.
+    /// What a VM's entries on a host depend on: the VM (its host, addresses, MAC, network),
+    /// its migration's footprint, whether its network is present on the host, and the hosts
+    /// involved, which cannot change while the VM or the migration exists. So the entries
+    /// that can change are those of the VMs the model changed (`dirty_vms`), of the VMs whose
+    /// footprint changed since the last sync, and, on a host a network appeared on or left,
+    /// of that network's VMs. A network's presence changes only with its own VMs, so only
+    /// the hosts of the dirty VMs' networks (before and after) are looked at, with the
+    /// sources and destinations whose SID tables changed; every host only for a change to a
+    /// VM without a network or to the dual-stack switch.
     fn sync_configs(&mut self) {
         let footprints: Vec<Footprint> = self
             .active
@@ -1357,38 +1427,88 @@ impl Controller {
                 dirty.insert(vm.clone());
             }
         }
+        let reach = self.model.reach(&fps);
         let dual_stack = self.model.dual_stack();
-        for host in self.model.hosts() {
-            // Looked up before inserting: no copy of the name for the hosts already known.
-            if !self.sync.contains_key(&host.name) {
-                self.sync.insert(host.name.clone(), HostSync::default());
+        let mut all_hosts =
+            std::mem::take(&mut self.all_hosts_dirty) || dual_stack != self.synced_dual_stack;
+        let mut hosts: BTreeSet<HostId> = std::mem::take(&mut self.unpushed);
+        let mut nets = std::mem::take(&mut self.dirty_networks);
+        for vm in &dirty {
+            match self.model.vm(vm).map(|v| &v.network) {
+                Some(Some(n)) => {
+                    nets.insert(n.clone());
+                }
+                Some(None) => all_hosts = true,
+                None => {}
             }
-            let Some(sync) = self.sync.get_mut(&host.name) else {
+            // SID tables: the source and the destination, before and after.
+            for f in fps
+                .get(vm)
+                .copied()
+                .into_iter()
+                .chain(self.synced_footprints.get(vm))
+            {
+                hosts.insert(f.from.clone());
+                hosts.insert(f.to.clone());
+            }
+        }
+        // Hosts a network appeared on or left get all of its VMs looked at.
+        let mut also: BTreeMap<HostId, BTreeSet<VmId>> = BTreeMap::new();
+        let mut departed = Vec::new();
+        for n in &nets {
+            let now = self.model.network_hosts(n, &reach);
+            let before = self.told.remove(n).unwrap_or_default();
+            departed.extend(before.difference(&now).map(|h| (n.clone(), h.clone())));
+            for h in now.symmetric_difference(&before) {
+                also.entry(h.clone())
+                    .or_default()
+                    .extend(self.model.network_vms(n).cloned());
+            }
+            hosts.extend(before);
+            hosts.extend(now.iter().cloned());
+            if !now.is_empty() {
+                self.told.insert(n.clone(), now);
+            }
+        }
+        let names: Vec<HostId> = if all_hosts {
+            self.model.hosts().map(|h| h.name.clone()).collect()
+        } else {
+            hosts.into_iter().collect()
+        };
+        for name in names {
+            if self.model.host(&name).is_none() {
                 continue;
-            };
+            }
+            let sync = self.sync.entry(name.clone()).or_default();
             let action = match sync.pushed.as_mut() {
                 Some(pushed) if pushed.epoch == self.epoch => {
-                    let Some(mut delta) =
-                        config_delta(&self.model, &host.name, pushed, &dirty, &fps, dual_stack)
-                    else {
+                    let Some(mut delta) = config_delta(
+                        &self.model,
+                        &name,
+                        pushed,
+                        (&dirty, also.get(&name)),
+                        (&fps, &reach),
+                        dual_stack,
+                    ) else {
                         continue;
                     };
                     sync.generation = sync.generation.saturating_add(1);
                     delta.generation = sync.generation;
                     pushed.generation = sync.generation;
-                    Action::PushDelta {
-                        host: host.name.clone(),
-                        delta,
-                    }
+                    Action::PushDelta { host: name, delta }
                 }
                 _ => {
                     let Some(mut config) = self.model.host_config(
-                        &host.name,
+                        &name,
                         sync.generation.saturating_add(1),
                         &footprints,
                     ) else {
                         continue;
                     };
+                    // The networks this whole config holds.
+                    for n in self.model.networks_on(&name, &reach) {
+                        self.told.entry(n).or_default().insert(name.clone());
+                    }
                     config.epoch = self.epoch;
                     if sync
                         .pushed
@@ -1399,15 +1519,22 @@ impl Controller {
                     }
                     sync.generation = config.generation;
                     sync.pushed = Some(config.clone());
-                    Action::PushConfig {
-                        host: host.name.clone(),
-                        config,
-                    }
+                    Action::PushConfig { host: name, config }
                 }
             };
             self.actions.push_back(action);
         }
+        for (n, h) in departed {
+            if let Some(sync) = self.sync.get(&h) {
+                self.departed
+                    .entry(n)
+                    .or_default()
+                    .insert(h, sync.generation);
+            }
+        }
         self.synced_footprints = fps.into_iter().map(|(vm, f)| (vm, f.clone())).collect();
+        self.synced_dual_stack = dual_stack;
+        self.reach = reach;
         self.check_synced(&footprints);
     }
 
@@ -1415,7 +1542,7 @@ impl Controller {
     /// incrementally kept config equals the one computed whole.
     fn check_synced(&self, footprints: &[Footprint]) {
         if !cfg!(debug_assertions)
-            || self.sync.len().saturating_mul(self.model.vms().count()) > 100_000
+            || self.sync.len().saturating_mul(self.model.vm_count()) > 100_000
         {
             return;
         }
@@ -1853,6 +1980,111 @@ mod tests {
             .phases
             .iter()
             .any(|p| p.phase == MigrationPhase::HypervisorCompleted));
+    }
+
+    /// Acknowledges every pending push like [`ack_all`]; also returns the hosts pushed.
+    fn ack_all_pushed(c: &mut Controller, now: Timestamp) -> (Vec<Action>, BTreeSet<HostId>) {
+        let mut others = Vec::new();
+        let mut pushed = BTreeSet::new();
+        loop {
+            let actions = drain(c);
+            if actions.is_empty() {
+                return (others, pushed);
+            }
+            for a in actions {
+                let Some((host, (epoch, generation))) = a.push_version() else {
+                    others.push(a);
+                    continue;
+                };
+                pushed.insert(host.clone());
+                let ack = Ack {
+                    epoch,
+                    boot_epoch: 0,
+                    host: host.clone(),
+                    generation,
+                };
+                c.handle_ack(now, ack).expect("ack");
+            }
+        }
+    }
+
+    #[test]
+    fn a_networked_vm_migrates_with_only_its_networks_hosts() {
+        let mut c = Controller::new(ControllerConfig {
+            timeouts: T,
+            finished_history: 8,
+        });
+        for i in 1..=5 {
+            c.add_host(host(i)).expect("host");
+        }
+        let blue = |mut v: VmInfo| {
+            v.network = Some(NetworkId::new("blue").expect("network"));
+            v
+        };
+        c.add_vm(blue(vm(1, 1))).expect("vm1");
+        c.add_vm(blue(vm(2, 2))).expect("vm2");
+        let mut red = vm(3, 3);
+        red.network = Some(NetworkId::new("red").expect("network"));
+        c.add_vm(red).expect("vm3");
+        ack_all(&mut c, Timestamp(0));
+        let h = |hs: &[u16]| hs.iter().map(|&i| hid(i)).collect::<BTreeSet<_>>();
+        // vm1 moves h1 -> h4: only blue's hosts (h1, h2) and the destination hear of it.
+        let id = request(&mut c, 4, Strategy::SrBuffer).expect("accepted");
+        let (others, pushed) = ack_all_pushed(&mut c, Timestamp(11));
+        assert_eq!(pushed, h(&[1, 2, 4]));
+        assert!(matches!(others.as_slice(), [Action::StartMigration { .. }]));
+        let h4 = c.pushed_config(&hid(4)).expect("h4");
+        assert!(h4.mapping(&vid(2)).is_some(), "D learns vm1's peers first");
+        assert!(h4.is_local(&vid(1)));
+        for cfg in [&hid(3), &hid(5)].map(|x| c.pushed_config(x).expect("config")) {
+            assert!(cfg.mappings.is_empty() || cfg.mapping(&vid(1)).is_none());
+        }
+        report(&mut c, 20, 1, VmState::Paused);
+        c.handle_hypervisor(
+            Timestamp(25),
+            HypervisorReport {
+                vm: vid(1),
+                migration: id,
+                event: HypervisorEvent::Completed,
+            },
+        )
+        .expect("event");
+        report(&mut c, 30, 4, VmState::Running);
+        let s = match c.active.get(&id) {
+            Some(Migration::ExpectCommitAcks(s)) => s,
+            other => panic!("not committing: {other:?}"),
+        };
+        assert_eq!(
+            s.expect_markers,
+            h(&[1, 2, 4]),
+            "markers from blue's hosts only"
+        );
+        let (others, pushed) = ack_all_pushed(&mut c, Timestamp(31));
+        assert!(matches!(
+            others.as_slice(),
+            [Action::MigrationFinished {
+                outcome: MigrationOutcome::Completed,
+                ..
+            }]
+        ));
+        assert!(!pushed.contains(&hid(3)) && !pushed.contains(&hid(5)));
+        // h1 has no blue VM left: it forgets blue; h2 and h4 hold both blue VMs.
+        assert!(c.pushed_config(&hid(1)).expect("h1").mappings.is_empty());
+        for i in [2, 4] {
+            let cfg = c.pushed_config(&hid(i)).expect("config");
+            assert!(cfg.mapping(&vid(1)).is_some() && cfg.mapping(&vid(2)).is_some());
+        }
+        assert_eq!(
+            c.pushed_config(&hid(2))
+                .expect("h2")
+                .mapping(&vid(1))
+                .expect("vm1")
+                .steering,
+            Steering::Encaps(srmig_api::Encaps {
+                segments: vec![host(4).sid_dt6],
+                headend: srmig_api::Headend::HEncaps,
+            })
+        );
     }
 
     #[test]

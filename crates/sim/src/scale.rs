@@ -37,6 +37,8 @@ pub struct ScaleParams {
     pub probe_interval_ms: f64,
     /// Guest memory, MiB.
     pub memory_mib: f64,
+    /// VMs per virtual network (0: none, every host is told about every VM).
+    pub network_size: usize,
 }
 
 impl Default for ScaleParams {
@@ -50,6 +52,7 @@ impl Default for ScaleParams {
             strategies: vec![Strategy::Traditional, Strategy::SrDrop, Strategy::SrBuffer],
             probe_interval_ms: 10.0,
             memory_mib: 1024.0,
+            network_size: 20,
         }
     }
 }
@@ -174,6 +177,7 @@ pub fn scenario(p: &ScaleParams, strategy: Strategy) -> Scenario {
         hosts,
         hosts_per_leaf: 32,
         vms_per_host,
+        network_size: p.network_size,
         strategy,
         random_migrations: p.migrations,
         concurrent: p.concurrent.max(1),

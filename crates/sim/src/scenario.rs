@@ -41,6 +41,11 @@ pub struct Scenario {
     pub hosts_per_leaf: usize,
     /// VMs starting on each host (VM `j` starts on host `j % hosts`).
     pub vms_per_host: usize,
+    /// VMs per virtual network (a tenant's segment: VM `j` is in network `j / network_size`,
+    /// so a network's VMs start on consecutive hosts). A host is told only about the VMs of
+    /// the networks present on it (`srmig_control::model`), and each workload's client is a
+    /// VM of its target's network. 0: no networks, every host is told about every VM.
+    pub network_size: usize,
     /// How migrations steer traffic: `traditional`, `sr-drop` or `sr-buffer`.
     pub strategy: Strategy,
     /// The fabric's links.
@@ -261,6 +266,7 @@ impl Default for Scenario {
             hosts: 3,
             hosts_per_leaf: 16,
             vms_per_host: 1,
+            network_size: 0,
             strategy: Strategy::SrBuffer,
             fabric: FabricConfig::default(),
             control: ControlConfig::default(),
@@ -382,6 +388,14 @@ impl Scenario {
             return bad(
                 "vms_per_host",
                 format!("{} VMs in all is not in 1..=4000000", self.vms()),
+            );
+        }
+        if self.network_size == 1 {
+            return bad(
+                "network_size",
+                "a network of one VM has no client for its workloads: 0 (no networks) or at \
+                 least 2"
+                    .into(),
             );
         }
         let p = |x: f64| (0.0..1.0).contains(&x);

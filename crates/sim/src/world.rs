@@ -36,7 +36,7 @@ use srmig_agent::{Agent, WallClock};
 use srmig_api::{
     Ack, FenceReport, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent,
     HypervisorReport, MacAddr, MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase,
-    ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmStateReport,
+    NetworkId, ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmStateReport,
 };
 use srmig_control::{
     Action, Controller, ControllerConfig, ControllerSnapshot, HostObservation, Model,
@@ -401,6 +401,16 @@ fn host_name(i: usize) -> String {
     format!("h{i}")
 }
 
+/// VM `j`'s network (`Scenario::network_size`).
+fn network_of(sc: &Scenario, j: usize) -> Result<Option<NetworkId>, SimError> {
+    if sc.network_size == 0 {
+        return Ok(None);
+    }
+    NetworkId::new(format!("net{}", j / sc.network_size))
+        .map(Some)
+        .map_err(|e| SimError::Setup(e.to_string()))
+}
+
 fn vm_name(j: usize) -> String {
     format!("vm{j}")
 }
@@ -607,6 +617,7 @@ impl World {
                     addresses: vec![vm_addr(j).into()],
                     mac: MacAddr(vm_mac(j)),
                     host: hosts[home(j)].name.clone(),
+                    network: network_of(&sc, j)?,
                 })
                 .map_err(|e| SimError::Setup(format!("VM {j}: {e}")))?;
             vms.push(Vm {
@@ -1567,15 +1578,25 @@ impl World {
 
     /// A client VM for `target`: the nearest VM before it that never migrates, on a host other
     /// than the migration's source and destination (the lab's client host C).
+    /// With networks, the client is a VM of the target's network (the nearest before it in
+    /// the network, wrapping around).
     fn client_for(&self, target: u32, from: u32, to: Option<u32>) -> Option<u32> {
-        let n = self.vms.len() as u32;
+        let (base, n) = match self.sc.network_size {
+            0 => (0, self.vms.len() as u32),
+            size => {
+                let size = size as u32;
+                let base = target / size * size;
+                (base, size.min(self.vms.len() as u32 - base))
+            }
+        };
         let migrating = |j: u32| {
             self.sc.migrations.iter().any(|m| m.vm as u32 == j)
                 || self.random_plan.iter().any(|(v, _, _)| *v == j)
                 || self.migs.iter().any(|m| m.vm == j)
         };
+        let t = target - base;
         (1..n)
-            .map(|k| (target + n - k) % n)
+            .map(|k| base + (t + n - k) % n)
             .filter(|&j| self.vms[j as usize].host != from && Some(self.vms[j as usize].host) != to)
             .take(64)
             .find(|&j| !migrating(j))

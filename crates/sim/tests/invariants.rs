@@ -1,6 +1,6 @@
-//! Random small data centers, schedules and failures: every invariant of the simulator must
-//! hold for sr-buffer (it fails the run loudly, with the seed, if one breaks), and every
-//! migration of every strategy ends, completed or rolled back.
+//! Random small data centers (with or without virtual networks), schedules and failures:
+//! every invariant of the simulator must hold for sr-buffer (it fails the run loudly, with the
+//! seed, if one breaks), and every migration of every strategy ends, completed or rolled back.
 
 use proptest::prelude::*;
 use srmig_api::MigrationOutcome;
@@ -20,6 +20,8 @@ struct Case {
     partition: Option<(usize, u64, u64)>,
     crash: Option<(usize, u64, u64)>,
     pause_ms: f64,
+    /// VMs per virtual network (0: none).
+    network_size: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -35,6 +37,7 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::option::of((0usize..8, 0u64..3000, 100u64..1500)),
         proptest::option::of((0usize..8, 0u64..3000, 100u64..2000)),
         20.0..300.0f64,
+        prop_oneof![Just(0usize), 2usize..6],
     )
         .prop_map(
             |(
@@ -49,6 +52,7 @@ fn case() -> impl Strategy<Value = Case> {
                 partition,
                 crash,
                 pause_ms,
+                network_size,
             )| Case {
                 seed,
                 hosts,
@@ -61,6 +65,7 @@ fn case() -> impl Strategy<Value = Case> {
                 partition: partition.map(|(h, a, d)| (h % hosts, a, d)),
                 crash: crash.map(|(h, a, d)| (h % hosts, a, d)),
                 pause_ms,
+                network_size,
             },
         )
 }
@@ -71,6 +76,7 @@ fn scenario(c: &Case, strategy: srmig_api::Strategy, failures: bool) -> Scenario
         hosts: c.hosts,
         hosts_per_leaf: 2,
         vms_per_host: c.vms_per_host,
+        network_size: c.network_size,
         strategy,
         random_migrations: c.migrations,
         concurrent: c.concurrent,
@@ -158,6 +164,7 @@ fn a_seed_replays_the_same_run() {
         partition: Some((1, 500, 400)),
         crash: None,
         pause_ms: 120.0,
+        network_size: 3,
     };
     let sc = scenario(&c, srmig_api::Strategy::SrBuffer, true);
     let a = world::run(&sc).expect("runs");

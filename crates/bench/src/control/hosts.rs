@@ -166,6 +166,7 @@ pub(crate) fn vm_info(j: usize) -> Result<VmInfo, ControlBenchError> {
         addresses: vec![IpAddr::V6(vm_address(j))],
         mac: MacAddr(vm_mac(j)),
         host: HostId::new(host_name(j)).map_err(|e| bad(e.to_string()))?,
+        network: None,
     })
 }
 

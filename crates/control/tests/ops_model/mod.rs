@@ -25,8 +25,8 @@ use std::fmt;
 
 use srmig_api::{
     Ack, HostConfig, HostId, HostInfo, HypervisorEvent, HypervisorReport, MacAddr, MigrateRequest,
-    MigrationId, MigrationOutcome, MigrationPhase, SidEntry, Steering, Strategy, Timestamp, VmId,
-    VmInfo, VmState, VmStateReport,
+    MigrationId, MigrationOutcome, MigrationPhase, NetworkId, SidEntry, Steering, Strategy,
+    Timestamp, VmId, VmInfo, VmState, VmStateReport,
 };
 use srmig_control::{Action, Controller, ControllerConfig, Timeouts};
 
@@ -98,7 +98,9 @@ macro_rules! ensure_ne {
     };
 }
 
-/// Hosts `h0`..`h3` and VMs `vm0`..`vm2` (VM `i` starts on host `i % HOSTS`).
+/// Hosts `h0`..`h3` and VMs `vm0`..`vm2` (VM `i` starts on host `i % HOSTS`). `vm0` and `vm1`
+/// are in network `blue` (a host is told about them only while one of them is local there),
+/// `vm2` has no network (every host is told about it).
 pub const HOSTS: u16 = 4;
 pub const VMS: u16 = 3;
 pub const T: Timeouts = Timeouts {
@@ -127,6 +129,7 @@ pub fn vm_info(i: u16) -> VmInfo {
         addresses: vec![format!("2001:db8:a::{i:x}").parse().expect("addr")],
         mac: MacAddr([0x52, 0x54, 0, 0, 0, i as u8]),
         host: HostId::new(format!("h{}", i % HOSTS)).expect("name"),
+        network: (i < 2).then(|| NetworkId::new("blue").expect("name")),
     }
 }
 
@@ -329,6 +332,10 @@ impl World {
                         let (s, d) = (self.host_info(&from).clone(), self.host_info(&to).clone());
                         for (h, cfg) in &self.applied {
                             let steering = cfg.mapping(&vm).map(|m| &m.steering);
+                            if steering.is_none() && !self.told(cfg, &vm) {
+                                // Not told about the VM: no VM of its network is here.
+                                continue;
+                            }
                             ensure!(
                                 matches!(steering, Some(Steering::Encaps(e)) if e.segments == vec![s.sid_end_s, d.sid_end_sbuf]),
                                 "{id} started while {h} steers {vm} with {steering:?}"
@@ -649,7 +656,31 @@ impl World {
     }
 
     /// The routing invariant over the applied configs.
+    /// Whether a host with the applied config `cfg` must be told about `vm`: the VM has no
+    /// network, or a VM of its network is local there.
+    fn told(&self, cfg: &HostConfig, vm: &VmId) -> bool {
+        let network = |v: &VmId| self.vms.iter().find(|x| &x.name == v).map(|x| &x.network);
+        match network(vm) {
+            Some(Some(n)) => cfg
+                .local_vms
+                .iter()
+                .any(|l| network(&l.vm) == Some(&Some(n.clone()))),
+            _ => true,
+        }
+    }
+
     pub fn check(&self) -> Result<(), Fail> {
+        // Networks: a host is told about every VM of the networks of its local VMs (a VM
+        // arriving there finds its peers; its peers' mappings come with its attachment).
+        for (h, cfg) in &self.applied {
+            for v in &self.vms {
+                ensure!(
+                    !self.told(cfg, &v.name) || cfg.mapping(&v.name).is_some(),
+                    "{h} holds a VM of {}'s network but no mapping for it: {cfg:?}",
+                    v.name
+                );
+            }
+        }
         // A VM whose migration left hosts behind (they did not acknowledge a phase that cannot
         // be abandoned within `unreachable_ms`) is outside the guarantee until those hosts
         // applied the latest config: that is the price of never waiting forever.

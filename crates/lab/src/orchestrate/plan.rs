@@ -264,6 +264,7 @@ impl VmPlan {
             addresses: vec![self.address.into(), self.address_v4.into()],
             mac: ApiMac(self.mac.0),
             host: host.info().name,
+            network: None,
         }
     }
 }
