@@ -167,9 +167,8 @@ pub fn plan(
         mappings: mappings.into_iter().collect(),
         sids,
     };
-    // The engine's own validation, on a scratch instance (its buffer slab is zero-allocated,
-    // so untouched pages cost nothing).
-    Dataplane::new(plan.merged(base)).map_err(|e| PlanError::Refused(e.to_string()))?;
+    // The engine's own validation, on a scratch instance without packet storage.
+    Dataplane::validate(plan.merged(base)).map_err(|e| PlanError::Refused(e.to_string()))?;
     Ok(plan)
 }
 

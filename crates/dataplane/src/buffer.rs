@@ -217,6 +217,17 @@ impl std::fmt::Debug for Arena {
 impl SbufStore {
     /// Validates `cfg` and preallocates storage for `vms` VMs.
     pub(crate) fn new(cfg: BufferConfig, vms: usize) -> Result<SbufStore, ConfigError> {
+        Self::build(cfg, vms, true)
+    }
+
+    /// Validates `cfg` like [`SbufStore::new`] but allocates no storage: a store that holds
+    /// nothing, for an engine built only to validate a configuration
+    /// ([`crate::Dataplane::validate`]).
+    pub(crate) fn unallocated(cfg: BufferConfig, vms: usize) -> Result<SbufStore, ConfigError> {
+        Self::build(cfg, vms, false)
+    }
+
+    fn build(cfg: BufferConfig, vms: usize, allocate: bool) -> Result<SbufStore, ConfigError> {
         if cfg.global_packets > MAX_GLOBAL_PACKETS {
             return Err(ConfigError::invalid(
                 "buffer.global_packets",
@@ -238,16 +249,18 @@ impl SbufStore {
                 "must not exceed buffer.global_bytes",
             ));
         }
-        let chunks = Self::chunks_for(&cfg);
+        let (chunks, per_vm) = if allocate {
+            (Self::chunks_for(&cfg), cfg.per_vm_packets as usize)
+        } else {
+            (0, 0)
+        };
         Ok(SbufStore {
             cfg,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
             arena: Arena::zeroed(chunks),
             next: vec![NO_CHUNK; chunks].into_boxed_slice(),
             free: (0..chunks as u32).rev().collect(),
-            queues: (0..vms)
-                .map(|_| VmQueue::new(cfg.per_vm_packets as usize))
-                .collect(),
+            queues: (0..vms).map(|_| VmQueue::new(per_vm)).collect(),
             total: Occupancy::default(),
         })
     }

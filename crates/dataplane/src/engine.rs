@@ -149,6 +149,21 @@ impl Dataplane {
 
     /// [`Dataplane::new`] with the tables' hash keys derived from `seed` (see [`hash`]).
     pub fn with_hash_seed(cfg: NodeConfig, seed: u64) -> Result<Dataplane, ConfigError> {
+        Dataplane::build(cfg, seed, true)
+    }
+
+    /// Validates `cfg` exactly as [`Dataplane::new`] does (the same code installs every
+    /// table), without allocating packet storage (End.SBUF chunks and rings, the ICMP
+    /// queue): what a config apply checks a new configuration with before touching the live
+    /// engine. The default End.SBUF storage alone is 12 MiB, written in part (chunk lists)
+    /// on every build.
+    pub fn validate(cfg: NodeConfig) -> Result<(), ConfigError> {
+        Dataplane::build(cfg, hash::DEFAULT_SEED, false).map(drop)
+    }
+
+    /// Builds the engine; `storage`: allocate packet storage (false: the engine only
+    /// validates, and is dropped).
+    fn build(cfg: NodeConfig, seed: u64, storage: bool) -> Result<Dataplane, ConfigError> {
         let hasher = AddrHash::new(seed);
         let locator_net = cfg.locator.trunc();
         let mut locator_nets = vec![locator_net];
@@ -335,7 +350,11 @@ impl Dataplane {
                 resumed_holding: false,
             });
         }
-        let buffers = SbufStore::new(cfg.buffer, vms.len())?;
+        let buffers = if storage {
+            SbufStore::new(cfg.buffer, vms.len())?
+        } else {
+            SbufStore::unallocated(cfg.buffer, vms.len())?
+        };
         let fences = Fences::new(cfg.fence, vms.len())?;
         if cfg.buffer.max_age_ms == 0 {
             return Err(ConfigError::invalid(
@@ -384,7 +403,11 @@ impl Dataplane {
             buffers,
             releasing: Vec::with_capacity(cfg.vms.len()),
             fences,
-            gen: GenQueue::new(),
+            gen: if storage {
+                GenQueue::new()
+            } else {
+                GenQueue::unallocated()
+            },
             icmp: RateLimiter::new(cfg.icmp),
             hmac,
         };

@@ -200,11 +200,25 @@ fn toml_written_by_hand_parses() {
 }
 
 #[test]
+fn validate_accepts_what_new_builds_and_checks_the_buffer_bounds() {
+    assert!(Dataplane::validate(host_config(S, VmState::Running)).is_ok());
+    assert!(Dataplane::validate(host_config(D, VmState::Paused)).is_ok());
+    let mut c = host_config(D, VmState::Paused);
+    c.buffer.per_vm_packets = c.buffer.global_packets + 1;
+    let validated = Dataplane::validate(c.clone()).expect_err("bound");
+    assert_eq!(validated, Dataplane::new(c).expect_err("bound"));
+}
+
+#[test]
 fn config_errors_name_the_field() {
+    // Dataplane::validate (no packet storage) refuses exactly what Dataplane::new refuses.
     let err = |f: &dyn Fn(&mut NodeConfig)| {
         let mut c = host_config(S, VmState::Running);
         f(&mut c);
-        Dataplane::new(c).unwrap_err().to_string()
+        let validated = Dataplane::validate(c.clone()).unwrap_err().to_string();
+        let built = Dataplane::new(c).unwrap_err().to_string();
+        assert_eq!(validated, built);
+        built
     };
     assert_eq!(
         err(&|c| c.sids[3].nexthop = None),

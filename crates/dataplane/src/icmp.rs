@@ -196,6 +196,15 @@ impl GenQueue {
     pub(crate) fn new() -> GenQueue {
         GenQueue {
             bufs: vec![0; GEN_QUEUE_SLOTS * GEN_SLOT_SIZE],
+            ..GenQueue::unallocated()
+        }
+    }
+
+    /// A queue without storage, always full (for an engine that only validates a
+    /// configuration).
+    pub(crate) fn unallocated() -> GenQueue {
+        GenQueue {
+            bufs: Vec::new(),
             meta: [(PortId(0), 0); GEN_QUEUE_SLOTS],
             head: 0,
             count: 0,
@@ -223,7 +232,7 @@ impl GenQueue {
         ethertype: ethernet::EtherType,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> bool {
-        if self.count == GEN_QUEUE_SLOTS {
+        if self.count == GEN_QUEUE_SLOTS || self.bufs.is_empty() {
             return false;
         }
         let i = (self.head + self.count) % GEN_QUEUE_SLOTS;
