@@ -185,6 +185,10 @@ impl Policy {
                 ),
             ));
         }
+        // The reserve for the longest list is not kept: a data center's hosts hold a policy
+        // per remote VM.
+        let mut rewrite = rewrite;
+        rewrite.shrink_to_fit();
         Ok(Policy {
             name: cfg.name.clone(),
             headend: cfg.headend,
