@@ -10,7 +10,7 @@
 //! The simulation itself never reads a clock; this command measures the wall time around it
 //! to report the speedup (`sim_seconds / wall_seconds`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use srmig_api::{MigrationOutcome, Strategy};
 
 use crate::paper;
@@ -58,7 +58,7 @@ impl Default for ScaleParams {
 }
 
 /// p50 / p99 / max of a figure, ms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     /// Median.
     pub p50: f64,
@@ -82,7 +82,7 @@ impl Spread {
 }
 
 /// One strategy's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrategyFigures {
     /// The strategy.
     pub strategy: Strategy,
@@ -137,7 +137,7 @@ pub struct StrategyFigures {
 }
 
 /// The report of `sim scale`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScaleReport {
     /// Hosts.
     pub hosts: usize,
@@ -200,9 +200,12 @@ pub fn scenario(p: &ScaleParams, strategy: Strategy) -> Scenario {
     sc.buffer.per_vm_bytes = 256 * 2048;
     sc.buffer.global_packets = 1024;
     sc.buffer.global_bytes = 1024 * 2048;
-    sc.buffer.fence_per_ingress_packets = 64;
-    sc.buffer.fence_packets = 256;
-    sc.buffer.fence_bytes = 256 * 2048;
+    // A fence holds what one ingress sends directly while its marker is on the way (a few
+    // milliseconds: at most a probe or two per ingress); a bound reached would deliver out of
+    // order, which the invariants catch.
+    sc.buffer.fence_per_ingress_packets = 16;
+    sc.buffer.fence_packets = 64;
+    sc.buffer.fence_bytes = 64 * 2048;
     sc.workloads.probe_interval_ms = p.probe_interval_ms;
     sc.workloads.http_rate = 0.0;
     sc
