@@ -39,6 +39,9 @@ pub struct ScaleParams {
     pub memory_mib: f64,
     /// VMs per virtual network (0: none, every host is told about every VM).
     pub network_size: usize,
+    /// Leave each data center allocated when its run ends ([`World::leak_at_end`]): for a
+    /// process that exits right after.
+    pub leak_at_end: bool,
 }
 
 impl Default for ScaleParams {
@@ -53,6 +56,7 @@ impl Default for ScaleParams {
             probe_interval_ms: 10.0,
             memory_mib: 1024.0,
             network_size: 20,
+            leak_at_end: false,
         }
     }
 }
@@ -225,7 +229,10 @@ pub fn run(p: &ScaleParams, mut progress: impl FnMut(&str)) -> Result<ScaleRepor
         ));
         let sc = scenario(p, s);
         let t0 = std::time::Instant::now();
-        let world = World::new(&sc)?;
+        let mut world = World::new(&sc)?;
+        if p.leak_at_end {
+            world.leak_at_end();
+        }
         let setup = t0.elapsed().as_secs_f64();
         let outcome = world.run()?;
         let wall = t0.elapsed().as_secs_f64();
