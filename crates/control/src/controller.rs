@@ -1470,23 +1470,27 @@ impl Controller {
                 self.told.insert(n.clone(), now);
             }
         }
-        let names: Vec<HostId> = if all_hosts {
-            self.model.hosts().map(|h| h.name.clone()).collect()
+        // (By reference: a sync of every host copies no host name it does not push to.)
+        let names: Box<dyn Iterator<Item = &HostId>> = if all_hosts {
+            Box::new(self.model.hosts().map(|h| &h.name))
         } else {
-            hosts.into_iter().collect()
+            Box::new(hosts.iter().filter(|h| self.model.host(h).is_some()))
         };
         for name in names {
-            if self.model.host(&name).is_none() {
-                continue;
+            // Looked up before inserting: no copy of the name for the hosts already known.
+            if !self.sync.contains_key(name) {
+                self.sync.insert(name.clone(), HostSync::default());
             }
-            let sync = self.sync.entry(name.clone()).or_default();
+            let Some(sync) = self.sync.get_mut(name) else {
+                continue;
+            };
             let action = match sync.pushed.as_mut() {
                 Some(pushed) if pushed.epoch == self.epoch => {
                     let Some(mut delta) = config_delta(
                         &self.model,
-                        &name,
+                        name,
                         pushed,
-                        (&dirty, also.get(&name)),
+                        (&dirty, also.get(name)),
                         (&fps, &reach),
                         dual_stack,
                     ) else {
@@ -1495,18 +1499,21 @@ impl Controller {
                     sync.generation = sync.generation.saturating_add(1);
                     delta.generation = sync.generation;
                     pushed.generation = sync.generation;
-                    Action::PushDelta { host: name, delta }
+                    Action::PushDelta {
+                        host: name.clone(),
+                        delta,
+                    }
                 }
                 _ => {
                     let Some(mut config) = self.model.host_config(
-                        &name,
+                        name,
                         sync.generation.saturating_add(1),
                         &footprints,
                     ) else {
                         continue;
                     };
                     // The networks this whole config holds.
-                    for n in self.model.networks_on(&name, &reach) {
+                    for n in self.model.networks_on(name, &reach) {
                         self.told.entry(n).or_default().insert(name.clone());
                     }
                     config.epoch = self.epoch;
@@ -1519,7 +1526,10 @@ impl Controller {
                     }
                     sync.generation = config.generation;
                     sync.pushed = Some(config.clone());
-                    Action::PushConfig { host: name, config }
+                    Action::PushConfig {
+                        host: name.clone(),
+                        config,
+                    }
                 }
             };
             self.actions.push_back(action);
