@@ -579,7 +579,7 @@ impl Default for FenceConfig {
     fn default() -> Self {
         FenceConfig {
             timeout_ms: 500,
-            per_ingress_packets: 2048,
+            per_ingress_packets: 4096,
             global_packets: 8192,
             global_bytes: 8 << 20,
         }
