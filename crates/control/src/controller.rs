@@ -1727,33 +1727,17 @@ mod tests {
 
     /// Acknowledges every pending push; returns the other actions seen.
     fn ack_all(c: &mut Controller, now: Timestamp) -> Vec<Action> {
-        let mut others = Vec::new();
-        loop {
-            let actions = drain(c);
-            if actions.is_empty() {
-                return others;
-            }
-            for a in actions {
-                match a {
-                    a if a.push_version().is_some() => {
-                        let Some((host, (epoch, generation))) = a.push_version() else {
-                            continue;
-                        };
-                        c.handle_ack(
-                            now,
-                            Ack {
-                                epoch,
-                                boot_epoch: 0,
-                                host: host.clone(),
-                                generation,
-                            },
-                        )
-                        .expect("ack");
-                    }
-                    other => others.push(other),
-                }
-            }
-        }
+        ack_all_pushed(c, now).0
+    }
+
+    /// The hypervisor reports vm1's migration `id` completed at `now`.
+    fn hypervisor_completed(c: &mut Controller, now: u64, id: MigrationId) {
+        let report = HypervisorReport {
+            vm: vid(1),
+            migration: id,
+            event: HypervisorEvent::Completed,
+        };
+        c.handle_hypervisor(Timestamp(now), report).expect("event");
     }
 
     fn request(
@@ -1951,15 +1935,7 @@ mod tests {
         );
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
         report(&mut c, 20, 1, VmState::Paused);
-        c.handle_hypervisor(
-            Timestamp(25),
-            HypervisorReport {
-                vm: vid(1),
-                migration: id,
-                event: HypervisorEvent::Completed,
-            },
-        )
-        .expect("event");
+        hypervisor_completed(&mut c, 25, id);
         assert_eq!(phase(&c, id), MigrationPhase::ExpectHypervisorDone);
         report(&mut c, 30, 2, VmState::Running);
         assert_eq!(phase(&c, id), MigrationPhase::ExpectCommitAcks);
@@ -1992,7 +1968,7 @@ mod tests {
             .any(|p| p.phase == MigrationPhase::HypervisorCompleted));
     }
 
-    /// Acknowledges every pending push like [`ack_all`]; also returns the hosts pushed.
+    /// Acknowledges every pending push; returns the other actions seen and the hosts pushed.
     fn ack_all_pushed(c: &mut Controller, now: Timestamp) -> (Vec<Action>, BTreeSet<HostId>) {
         let mut others = Vec::new();
         let mut pushed = BTreeSet::new();
@@ -2047,18 +2023,10 @@ mod tests {
         assert!(h4.mapping(&vid(2)).is_some(), "D learns vm1's peers first");
         assert!(h4.is_local(&vid(1)));
         for cfg in [&hid(3), &hid(5)].map(|x| c.pushed_config(x).expect("config")) {
-            assert!(cfg.mappings.is_empty() || cfg.mapping(&vid(1)).is_none());
+            assert!(cfg.mapping(&vid(1)).is_none() && cfg.mapping(&vid(2)).is_none());
         }
         report(&mut c, 20, 1, VmState::Paused);
-        c.handle_hypervisor(
-            Timestamp(25),
-            HypervisorReport {
-                vm: vid(1),
-                migration: id,
-                event: HypervisorEvent::Completed,
-            },
-        )
-        .expect("event");
+        hypervisor_completed(&mut c, 25, id);
         report(&mut c, 30, 4, VmState::Running);
         let s = match c.active.get(&id) {
             Some(Migration::ExpectCommitAcks(s)) => s,
