@@ -976,6 +976,33 @@ impl Agent {
         self.last_delivery[i] = Some(now);
     }
 
+    /// Frames written to `port` were taken back after its VMs paused: the VMs never got them,
+    /// so their last delivery is the newest frame left with the hypervisor, written at
+    /// `kept_us` (wall clock, µs since the Unix epoch; `None`: no longer known). Amends the
+    /// pause reports of the port's VMs still queued (the take-back follows the state change
+    /// that queued them): the controller's network downtime must not start at frames the VM
+    /// never read.
+    pub fn amend_last_delivery(&mut self, port: PortId, kept_us: Option<u64>) {
+        for i in 0..self.vms.len() {
+            if self.vms[i].1 != port {
+                continue;
+            }
+            let name = self.base.vms[i].name.as_str();
+            if let Some(r) = self
+                .reports
+                .iter_mut()
+                .rev()
+                .find(|r| r.vm.as_str() == name)
+                .filter(|r| r.state == srmig_api::VmState::Paused)
+            {
+                r.last_delivery_us = match (r.last_delivery_us, kept_us) {
+                    (Some(noted), Some(kept)) => Some(noted.min(kept)),
+                    _ => None,
+                };
+            }
+        }
+    }
+
     /// The first frame to `port` since its VM resumed at `resumed_at` reached the kernel at
     /// `now` (measured by the I/O layer): observed in `release_latency` ([`Agent::status`]),
     /// and reported to the controller for each VM on the port
@@ -1334,6 +1361,51 @@ mod tests {
             .set_vm_state(Instant::from_millis(300), &name, want)
             .expect("set again");
         assert_eq!(again.state_since_us, Some(1_000_250_000));
+    }
+
+    /// Frames taken back after a pause were never the VM's: the queued pause reports move
+    /// their last delivery back to the newest frame kept, or drop it when that is unknown;
+    /// reports already sent and running reports are left alone.
+    #[test]
+    fn a_take_back_moves_the_last_delivery_back() {
+        let mut n = node();
+        n.set_clock(WallClock {
+            unix_us_at_zero: 1_000_000_000,
+        });
+        let vm_port = PortId(1);
+        let on_port = n.vms.iter().filter(|(_, p)| *p == vm_port).count();
+        let reports = |n: &mut Agent| std::iter::from_fn(|| n.poll_report()).collect::<Vec<_>>();
+        n.port_attachment(Instant::from_millis(10), vm_port, true);
+        n.amend_last_delivery(vm_port, Some(1));
+        assert!(reports(&mut n).iter().all(|r| r.last_delivery_us.is_none()));
+        n.note_delivered(vm_port, Instant::from_millis(200));
+        n.port_attachment(Instant::from_millis(250), vm_port, false);
+        // Kept frames written later than the noted delivery do not move it forward.
+        n.amend_last_delivery(vm_port, Some(1_000_220_000));
+        n.amend_last_delivery(vm_port, Some(1_000_150_000));
+        n.amend_last_delivery(PortId(0), Some(1));
+        let paused = reports(&mut n);
+        assert_eq!(paused.len(), on_port);
+        assert!(paused
+            .iter()
+            .all(|r| r.last_delivery_us == Some(1_000_150_000)));
+        n.amend_last_delivery(vm_port, Some(1));
+        assert!(reports(&mut n).is_empty(), "sent reports stay sent");
+        n.port_attachment(Instant::from_millis(300), vm_port, true);
+        n.port_attachment(Instant::from_millis(350), vm_port, false);
+        n.amend_last_delivery(vm_port, None);
+        let paused = reports(&mut n);
+        assert_eq!(paused.len(), 2 * on_port, "running, then paused");
+        let last: Vec<_> = paused
+            .iter()
+            .filter(|r| r.state == srmig_api::VmState::Paused)
+            .map(|r| r.last_delivery_us)
+            .collect();
+        assert_eq!(
+            last,
+            vec![None; on_port],
+            "unknown once every kept frame is gone"
+        );
     }
 
     /// A pause report says when the VM's port last got a frame; the first frame after a

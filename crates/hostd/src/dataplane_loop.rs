@@ -1037,6 +1037,11 @@ impl DataplaneLoop {
         let r = q.take_unread(stopped_at_us, used_idx, &mut p.stats);
         let name = p.ifname.clone();
         let id = p.id;
+        if r.frames.len() > r.from_queue {
+            // Written, then taken back: the VM's last delivery is the newest frame QEMU kept.
+            let kept = r.kept_written_us.and_then(|t| u64::try_from(t).ok());
+            self.agent.amend_last_delivery(id, kept);
+        }
         let mut sent = 0usize;
         let mut dropped = 0usize;
         for f in &r.frames {

@@ -111,6 +111,9 @@ pub struct Recovered {
     pub counted: Option<usize>,
     /// Why a count was given but not used (the rules above decided instead).
     pub count_refused: Option<&'static str>,
+    /// When the newest frame left with QEMU (not taken back) was written (wall clock, µs):
+    /// the last the VM was handed. `None` if the ring no longer holds it.
+    pub kept_written_us: Option<i64>,
 }
 
 /// The longest frame that surely fills one receive buffer of a virtio-net guest: Linux's
@@ -594,6 +597,7 @@ impl QemuPort {
             }
         }
         self.base = None;
+        r.kept_written_us = self.ring.written_at(n);
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
         self.ring.clear();
         let mut keep = VecDeque::new();

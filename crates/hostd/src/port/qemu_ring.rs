@@ -374,6 +374,12 @@ impl SentRing {
             .count()
     }
 
+    /// When the frame `age` places behind the newest was written (wall clock, µs), if the ring
+    /// holds it (age 0 is the newest).
+    pub fn written_at(&self, age: usize) -> Option<i64> {
+        (age < self.count).then(|| self.slot(age).written_at_us)
+    }
+
     /// (written at, first seen read at) of the newest `n` frames, oldest first (logs).
     pub fn tail_times(&self, n: usize) -> Vec<(i64, Option<i64>)> {
         let n = n.min(self.count);
