@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use srmig_api::Strategy;
 use srmig_sim::paper::{self, PaperParams};
 use srmig_sim::scale::{self, ScaleParams, ScaleReport, StrategyFigures};
+use srmig_sim::SimStrategy;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SimCommand {
@@ -47,8 +47,10 @@ pub(crate) enum SimCommand {
         /// Seed of every random choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Strategies, comma-separated (traditional, sr-drop, sr-buffer).
-        #[arg(long, default_value = "traditional,sr-drop,sr-buffer")]
+        /// Strategies, comma-separated: srmig's traditional, sr-drop and sr-buffer, and
+        /// ovn-like (OVN's port bound to both chassis: clone to both, activate at the RARP;
+        /// see docs/sim.md).
+        #[arg(long, default_value = "traditional,sr-drop,sr-buffer,ovn-like")]
         strategies: String,
         /// Probe interval toward each migrating VM, in milliseconds.
         #[arg(long, default_value_t = 10.0)]
@@ -75,15 +77,8 @@ pub(crate) enum SimCommand {
     },
 }
 
-fn parse_strategy(s: &str) -> Result<Strategy> {
-    match s.trim() {
-        "traditional" => Ok(Strategy::Traditional),
-        "sr-drop" => Ok(Strategy::SrDrop),
-        "sr-buffer" => Ok(Strategy::SrBuffer),
-        other => {
-            anyhow::bail!("unknown strategy {other:?}: expected traditional, sr-drop or sr-buffer")
-        }
-    }
+fn parse_strategy(s: &str) -> Result<SimStrategy> {
+    s.trim().parse::<SimStrategy>().map_err(anyhow::Error::msg)
 }
 
 pub(crate) fn cmd_sim(what: SimCommand) -> Result<()> {

@@ -139,9 +139,86 @@ pub fn outer_destination(frame: &[u8]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(b))
 }
 
+/// An SRv6-encapsulated frame on the fabric (outer IPv6, an optional SRH, then IPv6): the
+/// offset of the inner IPv6 header and its destination.
+pub fn inner_destination(frame: &[u8]) -> Option<(usize, Ipv6Addr)> {
+    if frame.get(12..14)? != [0x86, 0xdd] {
+        return None;
+    }
+    let mut next = *frame.get(ETH + 6)?;
+    let mut at = ETH + IP6;
+    if next == 43 {
+        next = *frame.get(at)?;
+        at += 8 + 8 * usize::from(*frame.get(at + 1)?);
+    }
+    if next != 41 {
+        return None;
+    }
+    let b: [u8; 16] = frame.get(at + 24..at + 40)?.try_into().ok()?;
+    Some((at, Ipv6Addr::from(b)))
+}
+
+/// Replaces `from` by `to` in the outer headers of an encapsulated frame whose inner IPv6
+/// header starts at `inner` ([`inner_destination`]): the outer destination and each of the
+/// SRH's segments; returns how many it replaced.
+pub fn rewrite_outer(frame: &mut [u8], inner: usize, from: Ipv6Addr, to: Ipv6Addr) -> usize {
+    let (from, to) = (from.octets(), to.octets());
+    let end = inner.min(frame.len());
+    let mut n = 0;
+    let mut swap = |at: usize| {
+        if frame.get(at..at + 16) == Some(&from[..]) {
+            frame[at..at + 16].copy_from_slice(&to);
+            n += 1;
+        }
+    };
+    swap(ETH + 24);
+    // The SRH (right after the outer header) lists its segments from its 8th byte on.
+    let mut at = ETH + IP6 + 8;
+    while at + 16 <= end {
+        swap(at);
+        at += 16;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An H.Encaps frame (outer IPv6, SRH with one segment, inner IPv6): the inner
+    /// destination is found past the SRH, and the rewrite changes the outer destination and
+    /// the segment, never the inner packet.
+    #[test]
+    fn an_encapsulated_frame_is_read_and_redirected() {
+        let sid: Ipv6Addr = "fc00:0:2::d6".parse().expect("sid");
+        let other: Ipv6Addr = "fc00:0:3::d6".parse().expect("sid");
+        let vm: Ipv6Addr = "2001:db8:a::5".parse().expect("vm");
+        let mut f = vec![0u8; ETH + IP6 + 24 + IP6 + 8];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[ETH + 6] = 43;
+        f[ETH + 24..ETH + 40].copy_from_slice(&sid.octets());
+        let srh = ETH + IP6;
+        f[srh] = 41;
+        f[srh + 1] = 2;
+        f[srh + 8..srh + 24].copy_from_slice(&sid.octets());
+        let inner = srh + 24;
+        f[inner + 8..inner + 24].copy_from_slice(&sid.octets()); // inner source: left alone
+        f[inner + 24..inner + 40].copy_from_slice(&vm.octets());
+        assert_eq!(inner_destination(&f), Some((inner, vm)));
+        assert_eq!(rewrite_outer(&mut f, inner, sid, other), 2);
+        assert_eq!(outer_destination(&f), Some(other));
+        assert_eq!(f[srh + 8..srh + 24], other.octets());
+        assert_eq!(f[inner + 8..inner + 24], sid.octets());
+        assert_eq!(inner_destination(&f), Some((inner, vm)));
+        // Without the SRH, and not encapsulated at all.
+        let mut g = f.clone();
+        g[ETH + 6] = 41;
+        g.drain(srh..inner);
+        assert_eq!(inner_destination(&g), Some((srh, vm)));
+        g[ETH + 6] = 17;
+        assert_eq!(inner_destination(&g), None);
+        assert_eq!(inner_destination(&f[..inner + 30]), None);
+    }
 
     #[test]
     fn a_built_frame_reads_back() {

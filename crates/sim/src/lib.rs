@@ -28,5 +28,5 @@ pub mod scenario;
 pub mod workload;
 pub mod world;
 
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{Scenario, ScenarioError, SimStrategy};
 pub use world::{run, MigrationRecord, Outcome, SimError, Stats, World};

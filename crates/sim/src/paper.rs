@@ -11,13 +11,12 @@
 //! `tcp_mbps`), all at the same time (the lab runs them one after the other; they do not
 //! share a bottleneck here).
 
-use srmig_api::Strategy;
 use srmig_lab::report::{
     EchoFigures, Family, HttpReport, MigrationReport, OneWayReport, ProbeReport, Report,
     Strategy as LabStrategy, TcpReport, VmKind,
 };
 
-use crate::scenario::{MigrationModel, Scenario, ScheduledMigration};
+use crate::scenario::{MigrationModel, Scenario, ScheduledMigration, SimStrategy};
 use crate::workload::percentile;
 use crate::world::{self, Outcome, SimError};
 
@@ -79,9 +78,9 @@ pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
         hosts: 3,
         vms_per_host: 1,
         strategy: match strategy {
-            LabStrategy::Traditional => Strategy::Traditional,
-            LabStrategy::SrDrop => Strategy::SrDrop,
-            _ => Strategy::SrBuffer,
+            LabStrategy::Traditional => SimStrategy::Traditional,
+            LabStrategy::SrDrop => SimStrategy::SrDrop,
+            _ => SimStrategy::SrBuffer,
         },
         migration: MigrationModel::Fixed {
             precopy_ms: p.precopy_ms,

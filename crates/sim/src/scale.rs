@@ -11,10 +11,10 @@
 //! to report the speedup (`sim_seconds / wall_seconds`).
 
 use serde::{Deserialize, Serialize};
-use srmig_api::{MigrationOutcome, Strategy};
+use srmig_api::MigrationOutcome;
 
 use crate::paper;
-use crate::scenario::{MigrationModel, Scenario};
+use crate::scenario::{MigrationModel, Scenario, SimStrategy};
 use crate::workload::percentile;
 use crate::world::{Outcome, SimError, World};
 
@@ -32,7 +32,7 @@ pub struct ScaleParams {
     /// Seed.
     pub seed: u64,
     /// Strategies to run, each over the same data center and schedule.
-    pub strategies: Vec<Strategy>,
+    pub strategies: Vec<SimStrategy>,
     /// Probe interval, ms.
     pub probe_interval_ms: f64,
     /// Guest memory, MiB.
@@ -52,7 +52,7 @@ impl Default for ScaleParams {
             migrations: 100,
             concurrent: 10,
             seed: 1,
-            strategies: vec![Strategy::Traditional, Strategy::SrDrop, Strategy::SrBuffer],
+            strategies: SimStrategy::ALL.to_vec(),
             probe_interval_ms: 10.0,
             memory_mib: 1024.0,
             network_size: 20,
@@ -89,7 +89,7 @@ impl Spread {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrategyFigures {
     /// The strategy.
-    pub strategy: Strategy,
+    pub strategy: SimStrategy,
     /// Migrations completed.
     pub completed: usize,
     /// Migrations failed or cancelled (rolled back).
@@ -164,16 +164,12 @@ pub struct ScaleReport {
 }
 
 /// The CLI's name of a strategy.
-pub fn strategy_name(s: Strategy) -> &'static str {
-    match s {
-        Strategy::Traditional => "traditional",
-        Strategy::SrDrop => "sr-drop",
-        Strategy::SrBuffer => "sr-buffer",
-    }
+pub fn strategy_name(s: SimStrategy) -> &'static str {
+    s.name()
 }
 
 /// The scenario of one strategy.
-pub fn scenario(p: &ScaleParams, strategy: Strategy) -> Scenario {
+pub fn scenario(p: &ScaleParams, strategy: SimStrategy) -> Scenario {
     let hosts = p.hosts.max(2);
     let vms_per_host = p.vms.div_ceil(hosts).max(1);
     let mut sc = Scenario {

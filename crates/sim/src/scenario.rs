@@ -46,8 +46,13 @@ pub struct Scenario {
     /// the networks present on it (`srmig_control::model`), and each workload's client is a
     /// VM of its target's network. 0: no networks, every host is told about every VM.
     pub network_size: usize,
-    /// How migrations steer traffic: `traditional`, `sr-drop` or `sr-buffer`.
-    pub strategy: Strategy,
+    /// How migrations steer traffic: `traditional`, `sr-drop`, `sr-buffer`, or the
+    /// comparison baseline `ovn-like` ([`SimStrategy`]).
+    pub strategy: SimStrategy,
+    /// `ovn-like`: how long after the guest resumes the destination's chassis delivers the
+    /// clones (QEMU announces the guest with a RARP at the resume; the chassis activates the
+    /// port when it sees it), ms. An assumption, not a measurement: see docs/sim.md.
+    pub ovn_activation_ms: f64,
     /// The fabric's links.
     pub fabric: FabricConfig,
     /// The control network between the controller and the hosts.
@@ -77,6 +82,82 @@ pub struct Scenario {
     pub tail_ms: u64,
     /// Stop the run at this simulated time whatever is left, ms (a bound, not a target).
     pub max_sim_ms: u64,
+}
+
+/// How a simulated migration steers the VM's traffic: srmig's three strategies, run by the
+/// real control core, or an OVN-like baseline for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimStrategy {
+    /// srmig's `traditional`: the mapping changes when the destination reports the VM running.
+    Traditional,
+    /// srmig's `sr-drop`.
+    SrDrop,
+    /// srmig's `sr-buffer` (zero loss: the invariants check it on every event).
+    SrBuffer,
+    /// The way OVN migrates a port bound to two chassis (`requested-chassis` naming both): from
+    /// the migration's start, every frame to the VM that crosses the fabric to the source is
+    /// cloned to the destination too; the source delivers while the guest runs there, the
+    /// destination from the guest's resume plus [`Scenario::ovn_activation_ms`] (the RARP the
+    /// guest sends at the resume activates the port there). Frames arriving in the pause, and
+    /// at the destination before the activation, are lost. The controller runs a
+    /// `traditional` migration under it (its mapping change ends the cloning); the cloning is
+    /// the world's, not srmig's.
+    OvnLike,
+}
+
+impl SimStrategy {
+    /// The strategy the controller is asked for.
+    pub fn controller(self) -> Strategy {
+        match self {
+            SimStrategy::Traditional | SimStrategy::OvnLike => Strategy::Traditional,
+            SimStrategy::SrDrop => Strategy::SrDrop,
+            SimStrategy::SrBuffer => Strategy::SrBuffer,
+        }
+    }
+
+    /// The CLI's and the reports' name (`sr-buffer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SimStrategy::Traditional => "traditional",
+            SimStrategy::SrDrop => "sr-drop",
+            SimStrategy::SrBuffer => "sr-buffer",
+            SimStrategy::OvnLike => "ovn-like",
+        }
+    }
+
+    /// Every strategy, srmig's first.
+    pub const ALL: [SimStrategy; 4] = [
+        SimStrategy::Traditional,
+        SimStrategy::SrDrop,
+        SimStrategy::SrBuffer,
+        SimStrategy::OvnLike,
+    ];
+}
+
+impl From<Strategy> for SimStrategy {
+    fn from(s: Strategy) -> Self {
+        match s {
+            Strategy::Traditional => SimStrategy::Traditional,
+            Strategy::SrDrop => SimStrategy::SrDrop,
+            Strategy::SrBuffer => SimStrategy::SrBuffer,
+        }
+    }
+}
+
+impl std::str::FromStr for SimStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SimStrategy::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown strategy {s:?}: expected traditional, sr-drop, sr-buffer or ovn-like"
+                )
+            })
+    }
 }
 
 /// Links of the leaf-spine fabric (every link the same).
@@ -267,7 +348,8 @@ impl Default for Scenario {
             hosts_per_leaf: 16,
             vms_per_host: 1,
             network_size: 0,
-            strategy: Strategy::SrBuffer,
+            strategy: SimStrategy::SrBuffer,
+            ovn_activation_ms: 1.0,
             fabric: FabricConfig::default(),
             control: ControlConfig::default(),
             migration: MigrationModel::default(),
@@ -396,6 +478,12 @@ impl Scenario {
                 "a network of one VM has no client for its workloads: 0 (no networks) or at \
                  least 2"
                     .into(),
+            );
+        }
+        if !(0.0..=60_000.0).contains(&self.ovn_activation_ms) {
+            return bad(
+                "ovn_activation_ms",
+                format!("{} is not in [0, 60000]", self.ovn_activation_ms),
             );
         }
         let p = |x: f64| (0.0..1.0).contains(&x);

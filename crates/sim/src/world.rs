@@ -36,7 +36,7 @@ use srmig_agent::{Agent, WallClock};
 use srmig_api::{
     Ack, FenceReport, HostConfig, HostConfigDelta, HostId, HostInfo, HypervisorEvent,
     HypervisorReport, MacAddr, MigrateRequest, MigrationId, MigrationOutcome, MigrationPhase,
-    NetworkId, ReleaseReport, Strategy, Timestamp, VmId, VmInfo, VmStateReport,
+    NetworkId, ReleaseReport, Timestamp, VmId, VmInfo, VmStateReport,
 };
 use srmig_control::{
     Action, Controller, ControllerConfig, ControllerSnapshot, HostObservation, Model,
@@ -47,7 +47,7 @@ use crate::frame::{self, Kind, Msg};
 use crate::hypervisor;
 use crate::queue::{Nanos, Queue};
 use crate::rng::Rng;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, SimStrategy};
 use crate::workload::{Arrival, HttpFlow, ProbeFlow, Session, TcpFlow, MAX_TRIES, MSS, SYN_RTO_NS};
 
 const MS: Nanos = 1_000_000;
@@ -148,6 +148,10 @@ pub struct Stats {
     pub port_lost: u64,
     /// Frames the dataplanes dropped (all reasons; by reason in [`Outcome::drops`]).
     pub dataplane_drops: u64,
+    /// `ovn-like`: clones sent to a migration's destination.
+    pub ovn_clones: u64,
+    /// `ovn-like`: clones the destination's chassis dropped before the port was active there.
+    pub ovn_clones_inactive: u64,
     /// Frames End.SBUF or the fence held.
     pub held: u64,
     /// Messages from the controller to hosts (configs, status polls).
@@ -174,7 +178,7 @@ pub struct Outcome {
     /// The scenario's seed.
     pub seed: u64,
     /// The strategy.
-    pub strategy: Strategy,
+    pub strategy: SimStrategy,
     /// Every migration.
     pub migrations: Vec<MigrationRecord>,
     /// Every probe stream.
@@ -341,6 +345,14 @@ struct Vm {
     client_http: Vec<usize>,
 }
 
+/// `ovn-like`: frames crossing the fabric to the source for `vm_addr` are cloned to `to`.
+struct OvnClone {
+    vm_addr: Ipv6Addr,
+    mig: usize,
+    from: u32,
+    to: u32,
+}
+
 struct HvRun {
     mig: usize,
     paused: bool,
@@ -386,6 +398,8 @@ pub struct World {
     running: bool,
     /// Leave the hosts and the controller allocated when the run ends ([`World::leak_at_end`]).
     leak: bool,
+    /// `ovn-like`: the migrations cloning, by source host.
+    clones: HashMap<u32, Vec<OvnClone>>,
 }
 
 impl std::fmt::Debug for World {
@@ -445,6 +459,11 @@ fn mac_str(m: [u8; 6]) -> String {
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
+}
+
+/// Host `i`'s End.DT6 SID (as [`host_info`] registers it).
+fn sid_dt6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfc00, 0, group(i), 0, 0, 0, 0, 0xd6)
 }
 
 fn host_info(i: usize) -> Result<HostInfo, SimError> {
@@ -681,6 +700,7 @@ impl World {
             origin: 0,
             running: false,
             leak: false,
+            clones: HashMap::new(),
             sc,
         };
         for i in 0..n_hosts {
@@ -1053,7 +1073,48 @@ impl World {
 
     // ---- fabric ------------------------------------------------------------------------
 
-    fn fabric(&mut self, from: u32, mut frame: Vec<u8>) {
+    /// A host sends `frame` on its uplink (`ovn-like`: cloned first if it is for a migrating
+    /// VM's source).
+    fn fabric(&mut self, from: u32, frame: Vec<u8>) {
+        if !self.clones.is_empty() {
+            self.ovn_clone(from, &frame);
+        }
+        self.transmit(from, frame);
+    }
+
+    /// `ovn-like`: the ingress chassis clones a frame for a VM bound to two chassis to the
+    /// destination's decapsulation SID; the destination's chassis drops it until the port is
+    /// active there (the guest's resume plus `ovn_activation_ms`).
+    fn ovn_clone(&mut self, from: u32, frame: &[u8]) {
+        let Some(to) = frame::outer_destination(frame).and_then(|d| self.route(d)) else {
+            return;
+        };
+        let Some(list) = self.clones.get(&to) else {
+            return;
+        };
+        let Some((inner, dst)) = frame::inner_destination(frame) else {
+            return;
+        };
+        let Some(c) = list.iter().find(|c| c.vm_addr == dst) else {
+            return;
+        };
+        let (mig, s, d) = (c.mig, c.from, c.to);
+        let active_from = self.migs[mig]
+            .resumed_at
+            .map(|t| t.saturating_add((self.sc.ovn_activation_ms * MS as f64) as Nanos));
+        if active_from.is_none_or(|t| self.now < t) {
+            self.stats.ovn_clones_inactive += 1;
+            return;
+        }
+        let mut clone = frame.to_vec();
+        if frame::rewrite_outer(&mut clone, inner, sid_dt6(s as usize), sid_dt6(d as usize)) == 0 {
+            return;
+        }
+        self.stats.ovn_clones += 1;
+        self.transmit(from, clone);
+    }
+
+    fn transmit(&mut self, from: u32, mut frame: Vec<u8>) {
         let Some(to) = frame::outer_destination(&frame).and_then(|d| self.route(d)) else {
             self.stats.fabric_unroutable += 1;
             return;
@@ -1245,7 +1306,7 @@ impl World {
     /// Invariant (sr-buffer on a lossless fabric): the VM receives each probe once and in
     /// order. (The loss half is checked at the end, when nothing can be in flight.)
     fn check_arrival(&mut self, flow: usize, seq: u64, arrival: Option<Arrival>) {
-        if !(self.lossless && self.sc.strategy == Strategy::SrBuffer) {
+        if !(self.lossless && self.sc.strategy == SimStrategy::SrBuffer) {
             return;
         }
         self.stats.checks += 1;
@@ -1430,12 +1491,20 @@ impl World {
         let req = MigrateRequest {
             vm: self.vms[vm as usize].name.clone(),
             to: self.hosts[to as usize].name.clone(),
-            strategy: self.sc.strategy,
+            strategy: self.sc.strategy.controller(),
         };
         match self.ctl.request_migration(self.ctl_now(), req) {
             Ok(id) => {
                 rec.id = Some(id);
                 self.mig_of.insert(id, idx);
+                if self.sc.strategy == SimStrategy::OvnLike {
+                    self.clones.entry(from).or_default().push(OvnClone {
+                        vm_addr: self.vms[vm as usize].addr,
+                        mig: idx,
+                        from,
+                        to,
+                    });
+                }
             }
             Err(e) => rec.refused = Some(e.to_string()),
         }
@@ -1570,6 +1639,13 @@ impl World {
         }
         self.migs[idx].finished_at = Some(self.now);
         self.migs[idx].outcome = Some(outcome);
+        let from = self.migs[idx].from;
+        if let Some(list) = self.clones.get_mut(&from) {
+            list.retain(|c| c.mig != idx);
+            if list.is_empty() {
+                self.clones.remove(&from);
+            }
+        }
         self.stop_workloads(idx);
         self.random_done();
     }
@@ -1979,7 +2055,7 @@ impl World {
             }
         }
         // Invariant (sr-buffer, lossless fabric, no crash): every probe reached its VM.
-        if self.lossless && self.sc.strategy == Strategy::SrBuffer {
+        if self.lossless && self.sc.strategy == SimStrategy::SrBuffer {
             for (i, p) in self.probes.iter().enumerate() {
                 self.stats.checks += 1;
                 let lost = p.lost_at_vm();

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use srmig_api::MigrationOutcome;
-use srmig_sim::scenario::{Crash, MigrationModel, Partition, Scenario};
+use srmig_sim::scenario::{Crash, MigrationModel, Partition, Scenario, SimStrategy};
 use srmig_sim::world;
 
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
-fn scenario(c: &Case, strategy: srmig_api::Strategy, failures: bool) -> Scenario {
+fn scenario(c: &Case, strategy: SimStrategy, failures: bool) -> Scenario {
     let mut sc = Scenario {
         seed: c.seed,
         hosts: c.hosts,
@@ -129,7 +129,7 @@ proptest! {
     /// every migration completes or rolls back.
     #[test]
     fn sr_buffer_holds_every_invariant_under_control_plane_faults(c in case()) {
-        let mut sc = scenario(&c, srmig_api::Strategy::SrBuffer, true);
+        let mut sc = scenario(&c, SimStrategy::SrBuffer, true);
         sc.crashes.clear();
         let o = world::run(&sc).map_err(|e| TestCaseError::fail(e.to_string()))?;
         ended(&o);
@@ -142,7 +142,7 @@ proptest! {
     /// nothing while down) but every migration still ends and the buffers stay bounded.
     #[test]
     fn every_strategy_ends_every_migration_with_crashes(c in case()) {
-        for strategy in [srmig_api::Strategy::Traditional, srmig_api::Strategy::SrDrop, srmig_api::Strategy::SrBuffer] {
+        for strategy in SimStrategy::ALL {
             let sc = scenario(&c, strategy, true);
             let o = world::run(&sc).map_err(|e| TestCaseError::fail(e.to_string()))?;
             ended(&o);
@@ -166,7 +166,7 @@ fn a_seed_replays_the_same_run() {
         pause_ms: 120.0,
         network_size: 3,
     };
-    let sc = scenario(&c, srmig_api::Strategy::SrBuffer, true);
+    let sc = scenario(&c, SimStrategy::SrBuffer, true);
     let a = world::run(&sc).expect("runs");
     let b = world::run(&sc).expect("runs");
     assert_eq!(a.stats, b.stats);
