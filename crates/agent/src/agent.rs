@@ -977,11 +977,12 @@ impl Agent {
     }
 
     /// Frames written to `port` were taken back after its VMs paused: the VMs never got them,
-    /// so their last delivery is the newest frame left with the hypervisor, written at
-    /// `kept_us` (wall clock, µs since the Unix epoch; `None`: no longer known). Amends the
-    /// pause reports of the port's VMs still queued (the take-back follows the state change
-    /// that queued them): the controller's network downtime must not start at frames the VM
-    /// never read.
+    /// so their last delivery is when the hypervisor took the newest frame left with it,
+    /// `kept_us` (wall clock, µs since the Unix epoch, as the I/O layer saw it; `None`: no
+    /// longer known). Amends the pause reports of the port's VMs still queued (the take-back
+    /// follows the state change that queued them): the controller's network downtime must
+    /// not start at frames the VM never read, nor at the last write when the hypervisor was
+    /// still reading a backlog.
     pub fn amend_last_delivery(&mut self, port: PortId, kept_us: Option<u64>) {
         for i in 0..self.vms.len() {
             if self.vms[i].1 != port {
@@ -995,10 +996,7 @@ impl Agent {
                 .find(|r| r.vm.as_str() == name)
                 .filter(|r| r.state == srmig_api::VmState::Paused)
             {
-                r.last_delivery_us = match (r.last_delivery_us, kept_us) {
-                    (Some(noted), Some(kept)) => Some(noted.min(kept)),
-                    _ => None,
-                };
+                r.last_delivery_us = kept_us;
             }
         }
     }
@@ -1363,11 +1361,11 @@ mod tests {
         assert_eq!(again.state_since_us, Some(1_000_250_000));
     }
 
-    /// Frames taken back after a pause were never the VM's: the queued pause reports move
-    /// their last delivery back to the newest frame kept, or drop it when that is unknown;
+    /// Frames taken back after a pause were never the VM's: the queued pause reports take
+    /// their last delivery from the newest frame kept, or drop it when that is unknown;
     /// reports already sent and running reports are left alone.
     #[test]
-    fn a_take_back_moves_the_last_delivery_back() {
+    fn a_take_back_sets_the_last_delivery_from_the_frames_kept() {
         let mut n = node();
         n.set_clock(WallClock {
             unix_us_at_zero: 1_000_000_000,
@@ -1380,15 +1378,16 @@ mod tests {
         assert!(reports(&mut n).iter().all(|r| r.last_delivery_us.is_none()));
         n.note_delivered(vm_port, Instant::from_millis(200));
         n.port_attachment(Instant::from_millis(250), vm_port, false);
-        // Kept frames written later than the noted delivery do not move it forward.
-        n.amend_last_delivery(vm_port, Some(1_000_220_000));
+        // The last amendment stands, earlier or later than the last write (a backlog the
+        // hypervisor read after it).
         n.amend_last_delivery(vm_port, Some(1_000_150_000));
+        n.amend_last_delivery(vm_port, Some(1_000_220_000));
         n.amend_last_delivery(PortId(0), Some(1));
         let paused = reports(&mut n);
         assert_eq!(paused.len(), on_port);
         assert!(paused
             .iter()
-            .all(|r| r.last_delivery_us == Some(1_000_150_000)));
+            .all(|r| r.last_delivery_us == Some(1_000_220_000)));
         n.amend_last_delivery(vm_port, Some(1));
         assert!(reports(&mut n).is_empty(), "sent reports stay sent");
         n.port_attachment(Instant::from_millis(300), vm_port, true);

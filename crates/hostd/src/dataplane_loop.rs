@@ -1039,7 +1039,7 @@ impl DataplaneLoop {
         let id = p.id;
         if r.frames.len() > r.from_queue {
             // Written, then taken back: the VM's last delivery is the newest frame QEMU kept.
-            let kept = r.kept_written_us.and_then(|t| u64::try_from(t).ok());
+            let kept = r.kept_delivered_us.and_then(|t| u64::try_from(t).ok());
             self.agent.amend_last_delivery(id, kept);
         }
         let mut sent = 0usize;

@@ -154,8 +154,8 @@ pub struct TakeBack {
 /// The exact take-back's progress through one migration of the watched QEMU.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Switchover {
-    /// A base was tried for the migration in progress.
-    tried: bool,
+    /// Bases tried for the migration in progress.
+    tries: u8,
     /// The base is set: the STOP waits for `pre-switchover`.
     armed: bool,
     /// The guest's receive filter changed since the base (a driver reset moves `used-idx`).
@@ -170,7 +170,21 @@ type DeferredStop = (Option<i64>, Option<i64>);
 impl Switchover {
     /// A migration started (`setup`/`active`): whether to try a base now.
     fn on_migration_start(&mut self) -> bool {
-        !std::mem::replace(&mut self.tried, true)
+        let first = self.tries == 0;
+        if first {
+            self.tries = 1;
+        }
+        first
+    }
+
+    /// A pre-copy pass ended: whether to try a base again (the migration's first try failed,
+    /// e.g. a guest too busy to keep free receive buffers, and no STOP came yet).
+    fn on_pass(&mut self) -> bool {
+        let again = (1..MAX_BASE_TRIES).contains(&self.tries) && !self.armed && self.stop.is_none();
+        if again {
+            self.tries += 1;
+        }
+        again
     }
 
     fn on_base(&mut self, set: bool) {
@@ -195,7 +209,7 @@ impl Switchover {
     fn at_switchover(&mut self) -> (bool, Option<DeferredStop>) {
         let r = (self.armed && !self.spoiled, self.stop);
         *self = Switchover {
-            tried: true,
+            tries: MAX_BASE_TRIES,
             ..Switchover::default()
         };
         r
@@ -207,6 +221,9 @@ impl Switchover {
         *self = Switchover::default();
     }
 }
+
+/// Bases tried per migration: at its start, then at each pre-copy pass until one is set.
+const MAX_BASE_TRIES: u8 = 8;
 
 /// How long the watch waits for the dataplane's take-back at `pre-switchover` before it lets
 /// QEMU continue anyway.
@@ -234,6 +251,30 @@ async fn rx_queue(
         .x_query_virtio_queue_status(p, 0)
         .await
         .map_err(|e| format!("x-query-virtio-queue-status: {e}"))
+}
+
+/// Tries the base of an exact take-back for the migration in progress ([`take_base`]) and
+/// logs the outcome.
+async fn try_base(
+    client: &Client,
+    port: &str,
+    handle: &DataplaneHandle,
+    path: &mut Option<String>,
+    switchover: &mut Switchover,
+) {
+    let t = std::time::Instant::now();
+    let r = take_base(client, port, handle, path).await;
+    switchover.on_base(r.is_ok());
+    let tries = switchover.tries;
+    match r {
+        Ok((pushed, used_idx)) => {
+            info!(%port, pushed, used_idx, took_us = t.elapsed().as_micros() as u64, tries, "exact take-back armed");
+        }
+        Err(why) if tries < MAX_BASE_TRIES => {
+            info!(%port, %why, tries, "no exact take-back yet (tried again at the next pass)")
+        }
+        Err(why) => info!(%port, %why, tries, "no exact take-back for this migration"),
+    }
 }
 
 /// The base of an exact take-back: holds the port's writes until QEMU has read everything,
@@ -340,20 +381,15 @@ pub async fn run(port: String, qmp: PathBuf, migrate_continue: bool, handle: Dat
             let update = match &ev.kind {
                 EventKind::MigrationPass { .. } => {
                     last_pass.on_pass(at);
+                    if current == RunState::Running && switchover.on_pass() {
+                        try_base(&client, &port, &handle, &mut virtio_path, &mut switchover).await;
+                    }
                     None
                 }
                 EventKind::Migration {
                     status: MigrationStatus::Setup | MigrationStatus::Active,
                 } if current == RunState::Running && switchover.on_migration_start() => {
-                    let t = std::time::Instant::now();
-                    let r = take_base(&client, &port, &handle, &mut virtio_path).await;
-                    switchover.on_base(r.is_ok());
-                    match r {
-                        Ok((pushed, used_idx)) => {
-                            info!(%port, pushed, used_idx, took_us = t.elapsed().as_micros() as u64, "exact take-back armed");
-                        }
-                        Err(why) => info!(%port, %why, "no exact take-back for this migration"),
-                    }
+                    try_base(&client, &port, &handle, &mut virtio_path, &mut switchover).await;
                     None
                 }
                 EventKind::Other if ev.name == "NIC_RX_FILTER_CHANGED" => {
@@ -489,9 +525,16 @@ mod tests {
     #[test]
     fn a_stop_waits_for_pre_switchover_only_with_a_base() {
         let mut s = Switchover::default();
+        assert!(!s.on_pass(), "no migration, no base");
         assert!(s.on_migration_start());
-        assert!(!s.on_migration_start(), "one base per migration");
+        assert!(!s.on_migration_start(), "one start per migration");
         s.on_base(false);
+        // The first base failed: each pass tries again, up to MAX_BASE_TRIES in all.
+        for _ in 1..MAX_BASE_TRIES {
+            assert!(s.on_pass());
+            s.on_base(false);
+        }
+        assert!(!s.on_pass(), "at most MAX_BASE_TRIES bases");
         assert!(
             !s.on_stop(Some(5), None),
             "no base: the STOP is reported at once"
@@ -500,7 +543,10 @@ mod tests {
         s.on_migration_end();
 
         assert!(s.on_migration_start());
+        s.on_base(false);
+        assert!(s.on_pass(), "a second try at the next pass");
         s.on_base(true);
+        assert!(!s.on_pass(), "armed: no more tries");
         assert!(s.on_stop(Some(9), Some(7)));
         assert_eq!(s.at_switchover(), (true, Some((Some(9), Some(7)))));
         assert!(!s.on_migration_start(), "still the same migration");

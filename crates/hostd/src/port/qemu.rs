@@ -111,9 +111,11 @@ pub struct Recovered {
     pub counted: Option<usize>,
     /// Why a count was given but not used (the rules above decided instead).
     pub count_refused: Option<&'static str>,
-    /// When the newest frame left with QEMU (not taken back) was written (wall clock, µs):
-    /// the last the VM was handed. `None` if the ring no longer holds it.
-    pub kept_written_us: Option<i64>,
+    /// When QEMU took the newest frame left with it (not taken back), wall clock, µs: the
+    /// last the VM was handed. When it was first seen read, but not after the stop
+    /// reference (the sample may come later), and not before it was written (a backlog in
+    /// the socket is read after the write). `None` if the ring no longer holds it.
+    pub kept_delivered_us: Option<i64>,
 }
 
 /// The longest frame that surely fills one receive buffer of a virtio-net guest: Linux's
@@ -597,7 +599,11 @@ impl QemuPort {
             }
         }
         self.base = None;
-        r.kept_written_us = self.ring.written_at(n);
+        r.kept_delivered_us = self.ring.times_at(n).map(|(written, read)| {
+            read.unwrap_or(written)
+                .min(running_at_us.unwrap_or(i64::MAX))
+                .max(written)
+        });
         r.frames.extend(self.ring.newest(n).map(<[u8]>::to_vec));
         self.ring.clear();
         let mut keep = VecDeque::new();
@@ -1109,12 +1115,14 @@ mod tests {
         let d = dir("afterstop");
         let (mut p, mut peer) = connected_port(&d);
         let mut stats = PortIoStats::default();
+        let t0 = wall_us();
         for i in 0..3 {
             p.send(&frame(i, 200), &mut stats);
         }
         // QEMU reads these while running; srmigd samples (as its loop does).
         read_records(&mut peer, 3);
         p.sample();
+        let sampled = wall_us();
         std::thread::sleep(Duration::from_millis(2));
         // Frame 3 goes out just before the PASS, frame 4 after it.
         p.send(&frame(3, 200), &mut stats);
@@ -1128,6 +1136,9 @@ mod tests {
         assert_eq!((r.from_socket, r.after_stop), (0, 2));
         let ids: Vec<u32> = r.frames.iter().map(|f| id_of(f)).collect();
         assert_eq!(ids, vec![3, 4]);
+        // The VM's last frame is frame 2, seen read at the sample.
+        let kept = r.kept_delivered_us.expect("frame 2 is in the ring");
+        assert!(t0 <= kept && kept <= sampled, "{t0} <= {kept} <= {sampled}");
     }
 
     /// What the lab lost (probe 19752 of a D -> S migration): a frame written after the PASS

@@ -374,10 +374,13 @@ impl SentRing {
             .count()
     }
 
-    /// When the frame `age` places behind the newest was written (wall clock, µs), if the ring
-    /// holds it (age 0 is the newest).
-    pub fn written_at(&self, age: usize) -> Option<i64> {
-        (age < self.count).then(|| self.slot(age).written_at_us)
+    /// (written at, first seen read at) of the frame `age` places behind the newest (wall
+    /// clock, µs), if the ring holds it (age 0 is the newest).
+    pub fn times_at(&self, age: usize) -> Option<(i64, Option<i64>)> {
+        (age < self.count).then(|| {
+            let s = self.slot(age);
+            (s.written_at_us, s.seen_read_at_us)
+        })
     }
 
     /// (written at, first seen read at) of the newest `n` frames, oldest first (logs).

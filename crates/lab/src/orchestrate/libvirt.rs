@@ -66,7 +66,7 @@ pub struct LibvirtHost {
     pub uri: String,
     /// The daemon (a lab child).
     pid: u32,
-    /// QEMU's events as libvirt relays them (`virsh qemu-monitor-event --loop --timestamp`).
+    /// QEMU's events as libvirt relays them (`virsh qemu-monitor-event --loop`).
     events: PathBuf,
     events_pid: u32,
 }
@@ -315,7 +315,7 @@ impl LibvirtVm {
     ) -> Result<(), OrchestrateError> {
         let uri = &self.host(host)?.uri;
         let element = format!("<vm name='{name}' strategy='{strategy}'/>");
-        virsh_ok(
+        let set = virsh_ok(
             uri,
             &[
                 "metadata",
@@ -327,8 +327,46 @@ impl LibvirtVm {
                 &element,
                 "--live",
             ],
-        )
-        .map(drop)
+        );
+        set.map(drop).map_err(|e| self.with_domain_state(e))
+    }
+
+    /// `e` followed by where libvirt has the domain on every host and the end of each host's
+    /// QEMU log (a domain that vanished after a migration: did its QEMU exit?).
+    pub fn with_domain_state(&self, e: OrchestrateError) -> OrchestrateError {
+        let mut text = match e {
+            OrchestrateError::Qemu(m) => m,
+            e => e.to_string(),
+        };
+        for host in &self.hosts {
+            let list = virsh(&host.uri, &["list", "--all"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            let log = host
+                .root
+                .join("log/qemu")
+                .join(format!("{}.log", self.vm.name));
+            text.push_str(&format!("\n--- {}: virsh list --all:\n{list}", host.name));
+            for file in [&log, &host.root.join("libvirtd.log"), &host.events] {
+                text.push_str(&format!(
+                    "\n--- {} ends with:\n{}",
+                    file.display(),
+                    log_tail(file)
+                ));
+            }
+        }
+        // The guest's serial console (shared by both hosts' QEMUs): a panic reboots it, and
+        // `on_reboot` destroys the domain.
+        let console = self
+            .dir
+            .join("vm")
+            .join(format!("{}.console", self.vm.name));
+        text.push_str(&format!(
+            "\n--- {} ends with:\n{}",
+            console.display(),
+            log_tail(&console)
+        ));
+        OrchestrateError::Qemu(text)
     }
 
     /// `virsh -c FROM migrate --live VM TO --migrateuri tcp://[::1]`, as an operator runs it
@@ -494,9 +532,7 @@ fn start_daemon(
             "sh",
             "-c",
             // Retried until the daemon answers, and again if it restarts.
-            &format!(
-                "while :; do virsh -c '{uri}' qemu-monitor-event --loop --timestamp; sleep 0.1; done"
-            ),
+            &format!("while :; do virsh -c '{uri}' qemu-monitor-event --loop; sleep 0.1; done"),
         ],
         Some(&events),
     )?;
@@ -526,9 +562,11 @@ fn host_uuid(i: usize) -> String {
     format!("5a6d1900-0000-4000-8000-{:012x}", i + 1)
 }
 
-/// Wall-clock microseconds of every `event` line in a `virsh qemu-monitor-event --timestamp`
-/// log at or after `since_us` (libvirt prints `2026-12-04 16:08:22.974+0000: event STOP for
-/// domain 'vm1': <null>`).
+/// QEMU's own timestamps (wall clock, µs since the Unix epoch) of every `event` line in a
+/// `virsh qemu-monitor-event` log at or after `since_us`. virsh prints `event STOP at
+/// 1796400502.974123 for domain 'vm1': <null>`: the instant QEMU emitted the event. (With
+/// `--timestamp` it prints the instant virsh printed the line instead, which a loaded machine
+/// delays by tens of milliseconds: pauses measured from those were off by up to 27 ms.)
 pub fn events_after(log: &Path, event: &str, since_us: i64) -> Vec<i64> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     parse_events(&text, event)
@@ -538,38 +576,25 @@ pub fn events_after(log: &Path, event: &str, since_us: i64) -> Vec<i64> {
 }
 
 fn parse_events(text: &str, event: &str) -> Vec<i64> {
-    let needle = format!(": event {event} for domain");
+    let needle = format!("event {event} at ");
     text.lines()
         .filter_map(|line| {
-            let (stamp, _) = line.split_once(&needle)?;
+            let (_, rest) = line.split_once(&needle)?;
+            let (stamp, _) = rest.split_once(" for domain")?;
             parse_stamp(stamp)
         })
         .collect()
 }
 
-/// `2026-12-04 16:08:22.974+0000` -> microseconds since the Unix epoch.
+/// `1796400502.974123` (seconds and microseconds) -> microseconds since the Unix epoch.
 fn parse_stamp(stamp: &str) -> Option<i64> {
-    let stamp = stamp.trim().strip_suffix("+0000")?;
-    let (date, time) = stamp.split_once(' ')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
-    let digits = frac.len().min(6);
-    let frac_us = frac.get(..digits)?.parse::<i64>().ok()? * 10_i64.pow(6 - digits as u32);
-    Some(((days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + frac_us)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let (secs, micros) = stamp.split_once('.')?;
+    if micros.len() != 6 {
+        return None;
+    }
+    let secs = secs.parse::<i64>().ok()?;
+    let micros = micros.parse::<i64>().ok()?;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
 }
 
 /// `virsh -c URI ARGS...`, its output whatever the status.
@@ -635,19 +660,21 @@ mod tests {
     #[test]
     fn relayed_event_timestamps_parse_to_wall_clock_microseconds() {
         let log = "\
-2026-12-04 16:08:22.974+0000: event MIGRATION for domain 'vm1': {\"status\":\"active\"}
-2026-12-04 16:08:22.974+0000: event STOP for domain 'vm1': <null>
+event MIGRATION at 1796400502.974001 for domain 'vm1': {\"status\":\"active\"}
+event STOP at 1796400502.974123 for domain 'vm1': <null>
 event loop ended
-2026-12-04 16:08:23.003+0000: event RESUME for domain 'vm1': <null>
+event RESUME at 1796400503.003456 for domain 'vm1': <null>
+event STOP at 1796400504.5 for domain 'vm1': <null>
 ";
         let stop = parse_events(log, "STOP");
         let resume = parse_events(log, "RESUME");
-        // date -u -d '2026-12-04 16:08:22.974' +%s%N
-        assert_eq!(stop, vec![1_796_400_502_974_000]);
-        assert_eq!(resume, vec![1_796_400_503_003_000]);
+        assert_eq!(stop, vec![1_796_400_502_974_123]);
+        assert_eq!(resume, vec![1_796_400_503_003_456]);
         assert_eq!(parse_events(log, "SHUTDOWN"), Vec::<i64>::new());
-        assert_eq!(parse_stamp("1970-01-01 00:00:01.5+0000"), Some(1_500_000));
-        assert_eq!(parse_stamp("garbage"), None);
+        assert_eq!(parse_stamp("1.500000"), Some(1_500_000));
+        for bad in ["garbage", "1.5", "x.000001", "1.00000x"] {
+            assert_eq!(parse_stamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -2541,7 +2541,7 @@ fn remove_stale_work_dirs(temp: &Path, registry: &Path) {
 }
 
 fn remove_dir(dir: &Path, keep: bool) {
-    if !keep {
+    if !keep && std::env::var_os("SRMIG_LAB_KEEP_DIR").is_none() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -62,7 +62,9 @@ pub struct ProbeConfig {
     pub count: u64,
     /// Baseline RTT for the extra-delay figure.
     pub baseline: Baseline,
-    /// How long to keep listening for answers after the last probe.
+    /// How long to keep listening for answers after the last probe, and after the last
+    /// answer while answers still arrive (a loaded machine delays them; up to
+    /// [`MAX_LINGER_EXTENSION`] more): a late answer counts as delayed, not lost.
     pub linger: Duration,
     /// UDP payload size (at least [`HEADER_LEN`]).
     pub payload_len: usize,
@@ -330,6 +332,10 @@ pub fn run_probe(ns: &Netns, config: &ProbeConfig) -> Result<ProbeResult, Worklo
     })?
 }
 
+/// How much longer than `linger` after the last probe the receiver waits for answers that
+/// are still arriving.
+pub const MAX_LINGER_EXTENSION: Duration = Duration::from_secs(5);
+
 /// Sender on this thread, receiver on a scoped thread; then analysis.
 fn client(socket: &UdpSocket, config: &ProbeConfig) -> Result<ProbeResult, WorkloadError> {
     let token = run_token();
@@ -337,7 +343,8 @@ fn client(socket: &UdpSocket, config: &ProbeConfig) -> Result<ProbeResult, Workl
     // ns since start after which the receiver stops; u64::MAX while sending.
     let stop_at = AtomicU64::new(u64::MAX);
     let (sent, send_errors, arrivals) = thread::scope(|scope| {
-        let receiver = scope.spawn(|| receive(socket, token, start, config.count, &stop_at));
+        let receiver =
+            scope.spawn(|| receive(socket, token, start, config.count, config.linger, &stop_at));
         let (sent, errors) = send(socket, token, start, config);
         let end = start.elapsed() + config.linger;
         stop_at.store(
@@ -387,16 +394,25 @@ fn receive(
     token: u32,
     start: Instant,
     count: u64,
+    linger: Duration,
     stop_at: &AtomicU64,
 ) -> Vec<Arrival> {
     precise_timers();
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (linger, extension) = (nanos(linger), nanos(MAX_LINGER_EXTENSION));
     let mut buf = [0u8; 2048];
     let mut arrivals = Vec::new();
     let mut seen = vec![false; usize::try_from(count).unwrap_or(0)];
     let mut distinct = 0u64;
+    let mut last_answer = 0u64;
     loop {
-        let elapsed = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if elapsed >= stop_at.load(Ordering::Relaxed) || (count > 0 && distinct == count) {
+        let elapsed = nanos(start.elapsed());
+        let stop = stop_at.load(Ordering::Relaxed);
+        // Past the linger, stop once answers have stopped coming for a linger too.
+        let quiet = elapsed.saturating_sub(last_answer) >= linger;
+        if (elapsed >= stop && (quiet || elapsed >= stop.saturating_add(extension)))
+            || (count > 0 && distinct == count)
+        {
             return arrivals;
         }
         let Ok(n) = socket.recv(&mut buf) else {
@@ -406,6 +422,7 @@ fn receive(
         let Some(seq) = decode(&buf[..n.min(buf.len())], token) else {
             continue;
         };
+        last_answer = nanos(at.saturating_duration_since(start));
         if let Some(flag) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) {
             if !*flag {
                 *flag = true;
