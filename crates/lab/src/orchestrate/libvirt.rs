@@ -347,7 +347,19 @@ impl LibvirtVm {
                 .join("log/qemu")
                 .join(format!("{}.log", self.vm.name));
             text.push_str(&format!("\n--- {}: virsh list --all:\n{list}", host.name));
-            for file in [&log, &host.root.join("libvirtd.log"), &host.events] {
+            // The guest's serial console as this host's QEMU wrote it (each daemon sees its
+            // own `vm` directory): a panic reboots the guest, and `on_reboot` destroys the
+            // domain.
+            let console = host
+                .root
+                .join("vm")
+                .join(format!("{}.console", self.vm.name));
+            for file in [
+                &log,
+                &host.root.join("libvirtd.log"),
+                &host.events,
+                &console,
+            ] {
                 text.push_str(&format!(
                     "\n--- {} ends with:\n{}",
                     file.display(),
@@ -355,17 +367,6 @@ impl LibvirtVm {
                 ));
             }
         }
-        // The guest's serial console (shared by both hosts' QEMUs): a panic reboots it, and
-        // `on_reboot` destroys the domain.
-        let console = self
-            .dir
-            .join("vm")
-            .join(format!("{}.console", self.vm.name));
-        text.push_str(&format!(
-            "\n--- {} ends with:\n{}",
-            console.display(),
-            log_tail(&console)
-        ));
         OrchestrateError::Qemu(text)
     }
 

@@ -824,9 +824,11 @@ impl Testbed {
     pub fn guest_info(&self) -> Result<Option<qemu::GuestInfo>, OrchestrateError> {
         match &self.vm {
             Vm::Netns(_) | Vm::Pending(_) => Ok(None),
-            Vm::Qemu(_) | Vm::Libvirt(_) => {
-                qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some)
-            }
+            Vm::Qemu(_) => qemu::guest_info(&self.spaces.client, self.plan.vm.address).map(Some),
+            // A guest that does not answer: where libvirt has it, and what its logs say.
+            Vm::Libvirt(l) => qemu::guest_info(&self.spaces.client, self.plan.vm.address)
+                .map(Some)
+                .map_err(|e| l.with_domain_state(e)),
         }
     }
 
