@@ -219,7 +219,7 @@ impl LibvirtVm {
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='{console}'/></serial>
+    <serial type='file'><source path='{console}' append='on'/></serial>
     <memballoon model='none'/>
   </devices>
   <qemu:commandline>
@@ -350,10 +350,7 @@ impl LibvirtVm {
             // The guest's serial console as this host's QEMU wrote it (each daemon sees its
             // own `vm` directory): a panic reboots the guest, and `on_reboot` destroys the
             // domain.
-            let console = host
-                .root
-                .join("vm")
-                .join(format!("{}.console", self.vm.name));
+            let console = host.vm_dir().join(format!("{}.console", self.vm.name));
             for file in [
                 &log,
                 &host.root.join("libvirtd.log"),
