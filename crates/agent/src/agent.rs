@@ -785,6 +785,20 @@ impl Agent {
 
     /// `DELETE /v1/sids/{sid}`.
     pub fn remove_sid(&mut self, sid: Ipv6Addr) -> Result<(), AgentError> {
+        // A SID of the host config in force (or of the node config) is the controller's: the
+        // same config pushed again is acknowledged as in force, so removing it here would
+        // leave it missing while acknowledged (found by the `srmigd_api` fuzz target).
+        let configured = self.base.sids.iter().any(|s| s.sid == sid)
+            || self
+                .applied
+                .as_ref()
+                .is_some_and(|h| h.sids.iter().any(|s| s.sid() == sid));
+        if configured {
+            return Err(AgentError::Stale(format!(
+                "SID {sid} belongs to the configuration in force (node config or the \
+                 controller's host config): it goes with a newer host config, not through the API"
+            )));
+        }
         if self.dp.remove_sid(sid).is_none() {
             return Err(AgentError::UnknownSid(sid));
         }
@@ -1517,6 +1531,17 @@ mod tests {
         assert!(n.dp.sid_id(sid).is_some());
         n.remove_sid(sid).expect("remove");
         assert_eq!(n.remove_sid(sid), Err(AgentError::UnknownSid(sid)));
+        // The host config's own SIDs are not the API's to remove: the same config pushed
+        // again is acknowledged as in force, and they must be there.
+        for entry in &hc(1).sids {
+            let e = n.remove_sid(entry.sid()).expect_err("a host config SID");
+            assert_eq!(e.http_status(), 409, "{e}");
+            assert!(n.dp.sid_id(entry.sid()).is_some(), "{e}");
+        }
+        n.apply_host_config(hc(1)).expect("the same config again");
+        for entry in &hc(1).sids {
+            assert!(n.dp.sid_id(entry.sid()).is_some());
+        }
 
         // Link down pauses the running VM only; up runs both; each change is reported once.
         n.port_attachment(Instant::ZERO, PortId(1), false);
