@@ -167,6 +167,25 @@ pub struct OneWayReport {
     pub duplicated: u64,
     /// Probes that reached it after a later one.
     pub reordered: u64,
+    /// The first [`MAX_REORDERS_LISTED`] of those, in arrival order (omitted when none): which
+    /// probe, after which, and when, to place each against the migrations' phases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reorders: Vec<Reordered>,
+}
+
+/// How many reordered probes [`OneWayReport::reorders`] lists, at most.
+pub const MAX_REORDERS_LISTED: usize = 16;
+
+/// A probe that reached the VM after a later one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reordered {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The highest sequence number that had reached the VM before it.
+    pub after: u64,
+    /// When it reached the VM, in milliseconds since the run's origin (the migrations'
+    /// `requested_at_ms`, `cut_at_ms`, ... share it).
+    pub at_ms: f64,
 }
 
 /// The echo (round-trip) figures when `duplicated` / `reordered` are the worst of both
@@ -248,6 +267,13 @@ impl ProbeReport {
                     lost: a.lost + b.lost,
                     duplicated: a.duplicated + b.duplicated,
                     reordered: a.reordered + b.reordered,
+                    reorders: a
+                        .reorders
+                        .iter()
+                        .chain(&b.reorders)
+                        .take(MAX_REORDERS_LISTED)
+                        .cloned()
+                        .collect(),
                 }),
                 _ => None,
             };
@@ -476,6 +502,7 @@ mod tests {
                 lost: one_way_lost,
                 duplicated: 0,
                 reordered: 0,
+                reorders: Vec::new(),
             }),
             echo: Some(EchoFigures::default()),
             ..ProbeReport::default()

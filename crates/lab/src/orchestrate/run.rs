@@ -313,7 +313,9 @@ pub struct RunDetails {
     pub migrations: Vec<WorkloadMigration>,
     /// The run's parameters.
     pub params: RunParams,
-    /// Drops counted by each srmigd during the run, by reason (non-zero only).
+    /// Drops counted by each srmigd during the run, by reason, with its ports' losses
+    /// (`vm1-port.tx_queue_full`) and its commit fence's anomalies (`fence.bypassed`,
+    /// `fence.timeouts`, ...: out of order, not lost); growth during the run, non-zero only.
     pub drops: BTreeMap<String, BTreeMap<String, u64>>,
     /// The paper's TCP figure: the worst 500 ms window (5 consecutive 100 ms bins), Mb/s.
     pub tcp_worst_500ms_mbps: Option<f64>,
@@ -484,6 +486,33 @@ impl LabRun {
                     "  {:<7} one way, at the VM: {} received, {} lost, {} duplicated, {} reordered",
                     "", w.received, w.lost, w.duplicated, w.reordered
                 );
+                // Each reordered probe, by VM when there are several, to place against the
+                // migrations' times (same origin).
+                let family = if *label == "probe" { "ipv6" } else { "ipv4" };
+                let per_vm: Vec<(&str, &[crate::report::Reordered])> = match &r.raw {
+                    Some(raw) if !raw.probe_per_vm.is_empty() => raw
+                        .probe_per_vm
+                        .iter()
+                        .filter(|v| v.family == family)
+                        .filter_map(|v| {
+                            Some((v.vm.as_str(), &v.probe.at_vm.as_ref()?.reorders[..]))
+                        })
+                        .collect(),
+                    _ => vec![("", &w.reorders[..])],
+                };
+                for (vm, list) in per_vm {
+                    for o in list {
+                        let _ = writeln!(
+                            out,
+                            "  {:<7} reordered at the VM: {vm}{}probe {} after {}, at {:.1} ms",
+                            "",
+                            if vm.is_empty() { "" } else { " " },
+                            o.seq,
+                            o.after,
+                            o.at_ms
+                        );
+                    }
+                }
             }
         }
         let https = [("http", &r.http), ("http/4", &r.http_v4)];
@@ -699,7 +728,7 @@ pub fn run(testbed: &mut Testbed, plan: &RunPlan) -> Result<LabRun, OrchestrateE
                     let Some((_, result)) = results.iter_mut().find(|(k, _)| *k == (vi, v4)) else {
                         continue;
                     };
-                    let (one_way, delivered) = log.one_way(result);
+                    let (one_way, delivered) = log.one_way(result, origin);
                     result.report = result.report.clone().with_one_way(one_way);
                     if v4 == first_family {
                         let at: Vec<(u64, f64)> = delivered

@@ -2404,6 +2404,18 @@ pub const PORT_LOSS_COUNTERS: [&str; 11] = [
 ];
 
 /// `drops` of a srmigd status plus `<port>.<counter>` for [`PORT_LOSS_COUNTERS`].
+/// The commit-fence counters (`GET /v1/status` `fence`) that [`loss_counters`] reports:
+/// packets let through out of order (`bypassed`, and the pairs opened by `timeouts`),
+/// markers lost or late, held packets dropped.
+const FENCE_ANOMALY_COUNTERS: [&str; 6] = [
+    "bypassed",
+    "timeouts",
+    "markers_late",
+    "markers_unsent",
+    "markers_unarmed",
+    "dropped",
+];
+
 fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
     let mut all = status["drops"].as_object().cloned().unwrap_or_default();
     for port in status["ports"].as_array().into_iter().flatten() {
@@ -2412,6 +2424,12 @@ fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
             if let Some(n) = port["io"][counter].as_u64() {
                 all.insert(format!("{name}.{counter}"), n.into());
             }
+        }
+    }
+    // The commit fence's anomalies: what delivers out of order (not lost) or loses a marker.
+    for counter in FENCE_ANOMALY_COUNTERS {
+        if let Some(n) = status["fence"][counter].as_u64() {
+            all.insert(format!("fence.{counter}"), n.into());
         }
     }
     serde_json::Value::Object(all)
@@ -2853,6 +2871,7 @@ mod tests {
     fn loss_counters_merge_drops_and_port_losses() {
         let status = serde_json::json!({
             "drops": {"NoSid": 2},
+            "fence": {"bypassed": 4, "held": 9},
             "ports": [
                 {"name": "vm1-port", "io": {"tx_queue_full": 3, "rx_frames": 100}},
                 {"name": "up0", "io": {"tx_errors": 0}}
@@ -2863,6 +2882,11 @@ mod tests {
         assert_eq!(all["vm1-port.tx_queue_full"], 3);
         assert_eq!(all["up0.tx_errors"], 0);
         assert!(all.get("vm1-port.rx_frames").is_none());
+        assert_eq!(all["fence.bypassed"], 4);
+        assert!(
+            all.get("fence.held").is_none(),
+            "holding in order is no anomaly"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{median, ms_since, precise_timers, sleep_until, Server, WorkloadError, POLL};
 use crate::netns::Netns;
-use crate::report::{OneWayReport, ProbeReport};
+use crate::report::{OneWayReport, ProbeReport, Reordered, MAX_REORDERS_LISTED};
 
 /// Payload magic, "SRMP".
 const MAGIC: u32 = 0x5352_4d50;
@@ -155,8 +155,13 @@ pub struct ResponderLog {
 
 impl ResponderLog {
     /// The one-way figures of the probe run `result` (its token), and each probe's arrival
-    /// at the VM as an `Instant`, in arrival order (its own token only).
-    pub fn one_way(&self, result: &ProbeResult) -> (OneWayReport, Vec<(u64, Instant)>) {
+    /// at the VM as an `Instant`, in arrival order (its own token only). The times of
+    /// reordered probes are given since `origin`.
+    pub fn one_way(
+        &self,
+        result: &ProbeResult,
+        origin: Instant,
+    ) -> (OneWayReport, Vec<(u64, Instant)>) {
         let mine: Vec<(u64, Instant)> = self
             .arrivals
             .iter()
@@ -167,7 +172,7 @@ impl ResponderLog {
         let mut seen = vec![false; usize::try_from(sent).unwrap_or(0)];
         let mut w = OneWayReport::default();
         let mut highest: Option<u64> = None;
-        for &(seq, _) in &mine {
+        for &(seq, at) in &mine {
             let Some(flag) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else {
                 continue;
             };
@@ -177,8 +182,15 @@ impl ResponderLog {
             }
             *flag = true;
             w.received += 1;
-            if highest.is_some_and(|h| seq < h) {
+            if let Some(after) = highest.filter(|&h| seq < h) {
                 w.reordered += 1;
+                if w.reorders.len() < MAX_REORDERS_LISTED {
+                    w.reorders.push(Reordered {
+                        seq,
+                        after,
+                        at_ms: at.saturating_duration_since(origin).as_secs_f64() * 1e3,
+                    });
+                }
             }
             highest = highest.max(Some(seq));
         }
@@ -596,6 +608,46 @@ mod tests {
     }
 
     #[test]
+    fn one_way_lists_each_reordered_probe_with_its_time() {
+        let origin = Instant::now();
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        let mut result = analyze(&[0.0; 40], &[], Baseline::FixedMs(0.5));
+        result.token = 7;
+        let token = result.token;
+        // 0, 2, 1 (after 2), 3, then 39 and 4..=20 after it: 1 + 17 reordered, 16 listed.
+        let mut order = vec![0u64, 2, 1, 3, 39];
+        order.extend(4..=20);
+        let log = ResponderLog {
+            echoed: order.len() as u64,
+            arrivals: order
+                .iter()
+                .enumerate()
+                .map(|(i, &seq)| (token, seq, at(10 * i as u64)))
+                .chain([(token.wrapping_add(1), 5, at(1))])
+                .collect(),
+            unstamped: 0,
+        };
+        let (w, mine) = log.one_way(&result, origin);
+        assert_eq!(
+            mine.len(),
+            order.len(),
+            "another run's token is not counted"
+        );
+        assert_eq!((w.received, w.lost, w.reordered), (22, 18, 18));
+        assert_eq!(w.reorders.len(), MAX_REORDERS_LISTED);
+        assert_eq!(
+            w.reorders[0],
+            Reordered {
+                seq: 1,
+                after: 2,
+                at_ms: 20.0
+            }
+        );
+        assert_eq!((w.reorders[1].seq, w.reorders[1].after), (4, 39));
+        assert!((w.reorders[1].at_ms - 50.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn nothing_received_reports_everything_lost() {
         let r = analyze(&[0.0, 1.0], &[], Baseline::FirstProbes(10));
         assert_eq!(r.report.lost, 2);
@@ -624,14 +676,15 @@ mod tests {
         });
         let (result, log) = result;
         // The one-way view at the responder: every probe once, in order.
-        let (one_way, delivered) = log.one_way(&result);
+        let (one_way, delivered) = log.one_way(&result, Instant::now());
         assert_eq!(
             one_way,
             OneWayReport {
                 received: 200,
                 lost: 0,
                 duplicated: 0,
-                reordered: 0
+                reordered: 0,
+                reorders: Vec::new(),
             }
         );
         assert_eq!(delivered.len(), 200);

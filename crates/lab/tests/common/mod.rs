@@ -42,6 +42,10 @@ pub fn show(name: &str, run: &LabRun) {
             "    {} {} -> {}: pause {:.1} ms, total {:.0} ms (prepare {:.0}, finish {:.0}), held {} released {} dropped {}",
             r.id, r.from, r.to, r.pause_ms, r.total_ms, r.prepare_ms, r.finish_ms, r.held, r.released, r.dropped
         );
+        eprintln!(
+            "      at {:.1} ms: cut {:.1}, attached {:.1}, completed {:.1}; fenced {}; phases (ms after the request) {:?}",
+            r.requested_at_ms, r.cut_at_ms, r.attached_at_ms, r.completed_at_ms, r.fenced, r.phases
+        );
     }
 }
 
