@@ -81,7 +81,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use srmig_agent::PortInfo;
 use srmig_api::PortIoStats;
 use srmig_dataplane::{Batch, PacketBuf, PortId, PortKind};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::linkwatch::LinkEvent;
 pub use packet::{complete_checksum, PacketSocket, RecvStats, MAX_RECV_BATCH};
@@ -252,9 +252,9 @@ pub struct PortIo {
     prepared_fast: Option<Box<fastpath::FastAttachment>>,
     /// The program's passed count when it was attached ahead (the link down: nothing in
     /// flight), for the exact catch-up check of [`PortIo::try_enable_fast`].
-    prepared_fast_base: Option<u64>,
-    /// The same, for the attachment in use (`None`: attached while up, no exact count).
-    fast_base: Option<u64>,
+    prepared_fast_base: Option<CountBase>,
+    /// The same, for the attachment in use (`None`: attached while up, no exact count yet).
+    fast_base: Option<CountBase>,
 }
 
 impl Drop for PortIo {
@@ -301,6 +301,32 @@ pub struct FastWait {
     pub handled: Option<u64>,
     /// Loop rounds that checked.
     pub checks: u32,
+}
+
+/// The program's passed count and the socket's landed count at one moment when every frame
+/// the program had passed had landed and no other frame was on its way ([`FastWait`]). From
+/// then on each frame the program passes lands once, so the frames srmigd has handled, in the
+/// program's count, are `passed + (landed now - landed)`. The socket may have landed frames
+/// the program never counted (it takes frames from the moment it is bound, the program only
+/// from its attachment: a VM's router solicitation in between), so `landed` may exceed
+/// `passed`: the two are kept apart, not as one unsigned difference (a difference clamped at 0
+/// made every count written one too high, and the program turned on with a frame still in
+/// srmigd's ring, which its next frames overtook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBase {
+    /// The program's count of frames passed, at that moment.
+    pub passed: u64,
+    /// The socket's count of frames landed, at that moment.
+    pub landed: u64,
+}
+
+impl CountBase {
+    /// The program's count of the frames srmigd has handled once `landed` frames (in the
+    /// socket's count) have landed and been read and sent.
+    pub fn handled(self, landed: u64) -> u64 {
+        self.passed
+            .saturating_add(landed.saturating_sub(self.landed))
+    }
 }
 
 /// How long a written VM port table waits for srmigd to catch up before it is turned on
@@ -425,7 +451,11 @@ impl PortIo {
                 self.vm_tc_hook,
             ) {
                 Ok(f) => {
-                    self.prepared_fast_base = Some(f.fast().passed());
+                    // The socket was opened with the link down: it has landed nothing yet.
+                    self.prepared_fast_base = Some(CountBase {
+                        passed: f.fast().passed(),
+                        landed: 0,
+                    });
                     self.prepared_fast = Some(Box::new(f));
                     self.steer_receive();
                 }
@@ -713,6 +743,7 @@ impl PortIo {
         };
         if !f.enable_pending() {
             // Nothing written, or the program turned itself on.
+            debug!(port = %self.ifname, waited_us = now.saturating_duration_since(w.since).as_micros() as u64, rounds = w.checks, handled = ?w.handled, passed = f.passed(), ?landed, "the VM port's program turned itself on");
             self.fast_wait = None;
             return true;
         }
@@ -726,7 +757,7 @@ impl PortIo {
             // A quiet moment: everything passed has been read. From here on each frame the
             // program passes reaches the socket, so the counts stay in step.
             match landed {
-                Some(t) => self.fast_base = Some(passed.saturating_sub(t)),
+                Some(t) => self.fast_base = Some(CountBase { passed, landed: t }),
                 None => {
                     // No count of the socket's to tell the program: turned on from here.
                     if let Err(e) = f.enable() {
@@ -737,9 +768,10 @@ impl PortIo {
                 }
             }
         }
-        if let (true, Some(t), Some(p0)) = (empty, landed, self.fast_base) {
-            let handled = p0.saturating_add(t);
+        if let (true, Some(t), Some(base)) = (empty, landed, self.fast_base) {
+            let handled = base.handled(t);
             if w.handled != Some(handled) {
+                debug!(port = %self.ifname, handled, passed, landed = t, "telling the VM port's program what srmigd handled");
                 match f.set_handled(handled) {
                     Ok(()) => w.handled = Some(handled),
                     Err(e) => {
@@ -758,7 +790,7 @@ impl PortIo {
         }
         w.checks = w.checks.saturating_add(1);
         if now.saturating_duration_since(w.since) >= FAST_WAIT_MAX && w.checks >= FAST_WAIT_CHECKS {
-            debug!(port = %self.ifname, passed, ?landed, base = ?self.fast_base, empty, tx_idle, handled = ?w.handled, "srmigd did not catch up with the VM port's program: turned on anyway");
+            info!(port = %self.ifname, passed, ?landed, base = ?self.fast_base, empty, tx_idle, handled = ?w.handled, "srmigd did not catch up with the VM port's program: turned on anyway");
             if let Err(e) = f.enable() {
                 warn!(port = %self.ifname, error = %e, "turning the VM port's fast path on failed; it stays off");
             }
@@ -1033,6 +1065,33 @@ mod tests {
             removed: false,
             mtu: None,
         }
+    }
+
+    #[test]
+    fn handled_count_follows_the_frames_landed_since_the_base() {
+        // As measured in the lab: one frame had landed before the program was attached.
+        let base = CountBase {
+            passed: 0,
+            landed: 1,
+        };
+        assert_eq!(
+            base.handled(1),
+            0,
+            "nothing the program passed has landed yet"
+        );
+        // 92 frames passed since; 91 landed and were handled: the 92nd is still on its
+        // way, so the count must not reach the program's 92 (it would turn on early).
+        assert_eq!(base.handled(92), 91);
+        assert_eq!(base.handled(93), 92);
+        // A socket opened with the link down (nothing landed) beside a program that has
+        // passed 5 frames elsewhere before.
+        let prepared = CountBase {
+            passed: 5,
+            landed: 0,
+        };
+        assert_eq!(prepared.handled(3), 8);
+        // A landed count below the base's (a new socket) never wraps.
+        assert_eq!(base.handled(0), 0);
     }
 
     #[test]

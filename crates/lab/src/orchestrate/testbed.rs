@@ -2426,7 +2426,14 @@ fn loss_counters(status: &serde_json::Value) -> serde_json::Value {
             }
         }
     }
-    // The commit fence's anomalies: what delivers out of order (not lost) or loses a marker.
+    // What may deliver out of order (not lost): a VM port's fast path turned on before
+    // srmigd caught up with it, the commit fence's bypasses and timeouts; markers lost.
+    for port in status["ports"].as_array().into_iter().flatten() {
+        let name = port["name"].as_str().unwrap_or("?");
+        if let Some(n) = port["io"]["fast_forced_enables"].as_u64() {
+            all.insert(format!("{name}.fast_forced_enables"), n.into());
+        }
+    }
     for counter in FENCE_ANOMALY_COUNTERS {
         if let Some(n) = status["fence"][counter].as_u64() {
             all.insert(format!("fence.{counter}"), n.into());
@@ -2873,7 +2880,7 @@ mod tests {
             "drops": {"NoSid": 2},
             "fence": {"bypassed": 4, "held": 9},
             "ports": [
-                {"name": "vm1-port", "io": {"tx_queue_full": 3, "rx_frames": 100}},
+                {"name": "vm1-port", "io": {"tx_queue_full": 3, "rx_frames": 100, "fast_forced_enables": 1}},
                 {"name": "up0", "io": {"tx_errors": 0}}
             ]
         });
@@ -2883,6 +2890,7 @@ mod tests {
         assert_eq!(all["up0.tx_errors"], 0);
         assert!(all.get("vm1-port.rx_frames").is_none());
         assert_eq!(all["fence.bypassed"], 4);
+        assert_eq!(all["vm1-port.fast_forced_enables"], 1);
         assert!(
             all.get("fence.held").is_none(),
             "holding in order is no anomaly"
