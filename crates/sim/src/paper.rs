@@ -5,8 +5,9 @@
 //! Three hosts, C (the client VM `vm0`), S (the migrating VM `vm1`) and D; `vm1` moves
 //! S -> D -> S ... (`migrations` times) with the lab's timing: pre-copy 500 ms, pause 175 ms,
 //! a slot of 4 push delays + pre-copy + pause + 1 s between requests, 1 s of workload before
-//! the first and after the last. Four configurations: no migration, traditional, SR with
-//! End.SBUF dropping, SR with End.SBUF buffering. Workloads: the 1 ms probe, HTTP session
+//! the first and after the last. The paper's four configurations (no migration, traditional,
+//! SR with End.SBUF dropping, SR with End.SBUF buffering) and, for comparison, the OVN-like
+//! baseline the lab cannot run (docs/sim.md, "The OVN-like baseline"). Workloads: the 1 ms probe, HTTP session
 //! openings at 100 per second and a TCP bulk transfer toward the VM (Reno, paced at
 //! `tcp_mbps`), all at the same time (the lab runs them one after the other; they do not
 //! share a bottleneck here).
@@ -35,6 +36,9 @@ pub struct PaperParams {
     pub pause_ms: f64,
     /// TCP bulk transfer toward the VM at this rate, Mb/s (0: no TCP workload).
     pub tcp_mbps: f64,
+    /// OVN-like: the destination chassis delivers this long after the resume, ms
+    /// ([`Scenario::ovn_activation_ms`]).
+    pub ovn_activation_ms: f64,
 }
 
 impl Default for PaperParams {
@@ -46,25 +50,55 @@ impl Default for PaperParams {
             precopy_ms: 500.0,
             pause_ms: 175.0,
             tcp_mbps: 1000.0,
+            ovn_activation_ms: 1.0,
         }
     }
 }
 
-/// The four configurations of the paper, in table order.
-pub const CONFIGURATIONS: [LabStrategy; 4] = [
-    LabStrategy::None,
-    LabStrategy::Traditional,
-    LabStrategy::SrDrop,
-    LabStrategy::SrBuffer,
+/// A row of `sim paper`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Configuration {
+    /// One of the paper's configurations, as `lab paper` runs it.
+    Paper(LabStrategy),
+    /// The OVN-like baseline ([`SimStrategy::OvnLike`]): the VM's traffic cloned to both
+    /// chassis, the destination's activated after the resume. The simulator's only; its
+    /// report's `strategy` is `traditional`, the srmig migration underneath.
+    OvnLike,
+}
+
+impl Configuration {
+    /// The row's name in the table and in `--json` (`configuration`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Configuration::Paper(s) => srmig_lab::paper::configuration_name(s),
+            Configuration::OvnLike => "OVN-like (sim only)",
+        }
+    }
+
+    /// The lab strategy its report carries.
+    pub fn lab_strategy(self) -> LabStrategy {
+        match self {
+            Configuration::Paper(s) => s,
+            Configuration::OvnLike => LabStrategy::Traditional,
+        }
+    }
+}
+
+/// The paper's four configurations, then the OVN-like baseline, in table order.
+pub const CONFIGURATIONS: [Configuration; 5] = [
+    Configuration::Paper(LabStrategy::None),
+    Configuration::Paper(LabStrategy::Traditional),
+    Configuration::Paper(LabStrategy::SrDrop),
+    Configuration::Paper(LabStrategy::SrBuffer),
+    Configuration::OvnLike,
 ];
 
-/// The scenario of one configuration (`None` for the no-migration baseline, run with
-/// [`world::baseline`]).
-pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
+/// The scenario of one configuration (no migration: run it with [`world::baseline`]).
+pub fn scenario(p: &PaperParams, config: Configuration) -> Scenario {
     let slot_ms = 4.0 * p.propagation_delay_ms + p.precopy_ms + p.pause_ms + 1000.0;
     let lead_ms = 1000.0;
-    let migrations = match strategy {
-        LabStrategy::None => Vec::new(),
+    let migrations = match config {
+        Configuration::Paper(LabStrategy::None) => Vec::new(),
         _ => (0..p.migrations)
             .map(|k| ScheduledMigration {
                 vm: 1,
@@ -77,10 +111,11 @@ pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
         seed: p.seed,
         hosts: 3,
         vms_per_host: 1,
-        strategy: match strategy {
-            LabStrategy::Traditional => SimStrategy::Traditional,
-            LabStrategy::SrDrop => SimStrategy::SrDrop,
-            _ => SimStrategy::SrBuffer,
+        strategy: match config {
+            Configuration::Paper(LabStrategy::Traditional) => SimStrategy::Traditional,
+            Configuration::Paper(LabStrategy::SrDrop) => SimStrategy::SrDrop,
+            Configuration::Paper(_) => SimStrategy::SrBuffer,
+            Configuration::OvnLike => SimStrategy::OvnLike,
         },
         migration: MigrationModel::Fixed {
             precopy_ms: p.precopy_ms,
@@ -93,23 +128,24 @@ pub fn scenario(p: &PaperParams, strategy: LabStrategy) -> Scenario {
     sc.workloads.probe_interval_ms = 1.0;
     sc.workloads.http_rate = 100.0;
     sc.workloads.tcp_mbps = p.tcp_mbps;
+    sc.ovn_activation_ms = p.ovn_activation_ms;
     sc.workloads.lead_ms = lead_ms;
     sc.workloads.trail_ms = 1000.0;
     sc.tail_ms = 2000;
     sc
 }
 
-/// Runs the four configurations; returns each one's outcome and lab-shaped report.
-pub fn run(p: &PaperParams) -> Result<Vec<(LabStrategy, Outcome, Report)>, SimError> {
+/// Runs every configuration; returns each one's outcome and lab-shaped report.
+pub fn run(p: &PaperParams) -> Result<Vec<(Configuration, Outcome, Report)>, SimError> {
     let mut out = Vec::new();
-    for strategy in CONFIGURATIONS {
-        let sc = scenario(p, strategy);
-        let outcome = match strategy {
-            LabStrategy::None => world::baseline(&sc, 1, 5000)?,
+    for config in CONFIGURATIONS {
+        let sc = scenario(p, config);
+        let outcome = match config {
+            Configuration::Paper(LabStrategy::None) => world::baseline(&sc, 1, 5000)?,
             _ => world::run(&sc)?,
         };
-        let report = report(strategy, &outcome);
-        out.push((strategy, outcome, report));
+        let report = report(config.lab_strategy(), &outcome);
+        out.push((config, outcome, report));
     }
     Ok(out)
 }
