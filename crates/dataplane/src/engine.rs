@@ -1070,9 +1070,10 @@ impl Dataplane {
     }
 
     /// Delivers a packet that came the direct way (not through End.S / End.SBUF) to `vm`,
-    /// unless `vm`'s commit fence holds it. Its ingress is the source of the outer IPv6 header
-    /// at `outer` (decapsulated here), or this node for `None` (from one of its VM ports); it
-    /// is read only when `vm` is fenced.
+    /// unless `vm`'s commit fence holds it, or its pair still releases what the fence held
+    /// (then it queues behind). Its ingress is the source of the outer IPv6 header at `outer`
+    /// (decapsulated here), or this node for `None` (from one of its VM ports); it is read
+    /// only when `vm` is fenced or a pair is releasing.
     #[inline]
     fn deliver_direct(
         &mut self,
@@ -1083,7 +1084,7 @@ impl Dataplane {
         ethertype: EtherType,
         outer: Option<usize>,
     ) -> Verdict {
-        if self.fences.is_armed(vm) {
+        if self.fences.is_armed(vm) || self.fences.is_releasing() {
             let ingress = match outer {
                 Some(ip) => read_addr(&pkt.buf, ip + v6f::SRC_ADDR.start),
                 None => u128::from_be_bytes(self.encap_source),

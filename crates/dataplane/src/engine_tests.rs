@@ -3111,6 +3111,41 @@ fn the_source_sends_its_marker_through_its_own_end_s() {
 }
 
 #[test]
+fn a_pair_still_releasing_after_the_disarm_keeps_its_new_packets_behind() {
+    // srmigd takes what `poll_transmit` releases a chunk per poll round: a pair's queue may
+    // still be leaving when the cleanup disarms the fence, and the pair's next packet must
+    // not pass what is left of it.
+    let vm = VmId(0);
+    let mut d = host(D, VmState::Running);
+    d.set_fence_armed(vm, true).unwrap();
+    for k in 1..=3 {
+        let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(k)));
+        assert_eq!(v, Verdict::Held(vm));
+    }
+    d.set_fence_armed(vm, false).unwrap();
+    // This round takes one frame.
+    let mut out = PacketBuf::new();
+    assert_eq!(d.poll_transmit(T0, &mut out), Some(VM1_PORT));
+    assert_eq!(out.data()[14..], forwarded(&numbered(1)));
+    // Next round: the pair's new packet queues behind 2 and 3; another ingress, never
+    // held, passes.
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(4)));
+    assert_eq!(v, Verdict::Held(vm));
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(4, 1), &numbered(5)));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+    let out: Vec<Vec<u8>> = drain(&mut d, T0)
+        .into_iter()
+        .map(|(_, f)| f[14..].to_vec())
+        .collect();
+    let want: Vec<Vec<u8>> = (2..=4).map(|k| forwarded(&numbered(k))).collect();
+    assert_eq!(out, want);
+    // Drained: the pair is forgotten, and its packets pass again.
+    assert_eq!(d.counters().fence_now(), (0, 0));
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(6)));
+    assert_eq!(v, Verdict::Tx(VM1_PORT));
+}
+
+#[test]
 fn disarming_releases_what_is_held_and_other_vms_are_never_fenced() {
     let vm = VmId(0);
     let mut d = host(D, VmState::Running);

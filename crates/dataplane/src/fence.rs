@@ -326,6 +326,12 @@ impl Fences {
         self.any_armed && self.armed.get(vm.index()).copied().unwrap_or(false)
     }
 
+    /// Whether an open pair (its marker came, its deadline passed, or its fence was disarmed)
+    /// still has packets to release.
+    pub(crate) fn is_releasing(&self) -> bool {
+        !self.releasing.is_empty()
+    }
+
     /// Arms (`true`) or disarms `vm`'s fence. Disarming opens every pair of `vm`: what they
     /// hold is released by `poll_transmit`, and the pairs are forgotten once empty.
     pub(crate) fn set_armed(&mut self, vm: VmId, armed: bool) -> Result<(), ConfigError> {
@@ -376,7 +382,13 @@ impl Fences {
     /// What a direct packet for armed `vm` from `ingress` does at `now`.
     pub(crate) fn gate(&mut self, now: Instant, vm: VmId, ingress: u128) -> Gate {
         if !self.is_armed(vm) {
-            return Gate::Pass;
+            // Disarmed while a pair of `vm` still queues what it held (its packets leave over
+            // several `poll_transmit` rounds: srmigd takes a chunk per round): that pair's
+            // new packets go behind them, never past them.
+            return match self.find(vm, ingress) {
+                Some(i) if !self.is_empty(i) => Gate::Hold(i),
+                _ => Gate::Pass,
+            };
         }
         match self.find(vm, ingress) {
             Some(i) => match self.slots[i].map(|s| s.state) {
