@@ -28,10 +28,10 @@ use common::{have_root, processes_mentioning, show};
 use std::time::Instant;
 
 use srmig_lab::orchestrate::fault::{Component, Fault, FaultPhase};
-use srmig_lab::report::Family;
 use srmig_lab::orchestrate::{
     error_chain, run, OrchestrateError, RunPlan, Testbed, TestbedOptions,
 };
+use srmig_lab::report::Family;
 
 const WHATS: [&str; 8] = [
     "kill-controller",
