@@ -178,6 +178,9 @@ pub struct DataplaneLoop {
     round: u64,
     /// Frames `drain_transmit` may still take this round ([`TRANSMIT_CHUNK`] at its start).
     transmit_budget: usize,
+    /// The last `drain_transmit` spent the budget before the engine ran out of frames: the
+    /// next round polls with a zero timeout and takes the next chunk.
+    transmit_left: bool,
     /// Per port: the round of its last link check after a failed send.
     checked_in: Vec<Option<u64>>,
     /// Per VM port: when its VM resumed, until the flush of that round (release latency).
@@ -308,6 +311,7 @@ impl DataplaneLoop {
             scratch: PacketBuf::new(),
             round: 0,
             transmit_budget: TRANSMIT_CHUNK,
+            transmit_left: false,
             checked_in: vec![None; n_ports],
             resumed_at: vec![None; n_ports],
             quiesce: (0..n_ports).map(|_| None).collect(),
@@ -619,7 +623,7 @@ impl DataplaneLoop {
                 Some(t) => t.saturating_duration_since(now).min(MAX_POLL),
                 None => MAX_POLL,
             };
-            if self.agent.dataplane().has_pending_transmit() {
+            if self.transmit_left {
                 // The rest of a release (TRANSMIT_CHUNK): look at the ports, then go on.
                 timeout = Duration::ZERO;
             }
@@ -805,7 +809,8 @@ impl DataplaneLoop {
                 self.agent.dataplane().handle_timeout(now);
                 self.flush(now);
             }
-            if self.transmit_budget > 0 && self.agent.dataplane().has_pending_transmit() {
+            if self.transmit_left && self.transmit_budget > 0 {
+                // A round without a flush: the next chunk.
                 self.flush(now);
             }
             self.service_fast_waits();
@@ -1148,10 +1153,9 @@ impl DataplaneLoop {
         self.flush(now);
     }
 
-    /// Queues every frame `poll_transmit` has (generated packets and released buffers), then
-    /// flushes the ports.
-    /// Sends what the engine generated or released, within this round's budget
-    /// ([`TRANSMIT_CHUNK`]); returns how many frames it took.
+    /// Queues what `poll_transmit` has (generated packets and released buffers) within this
+    /// round's budget ([`TRANSMIT_CHUNK`]), then flushes the ports; returns how many frames
+    /// it took.
     fn drain_transmit(&mut self, now: Instant) -> usize {
         let (mut taken, mut drained) = (0, false);
         while taken < self.transmit_budget {
@@ -1195,6 +1199,7 @@ impl DataplaneLoop {
             self.sent_since_resume.fill(false);
         }
         self.transmit_budget -= taken;
+        self.transmit_left = !drained;
         taken
     }
 
