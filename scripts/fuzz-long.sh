@@ -6,6 +6,10 @@
 # fuzz/corpus/<target> (only the committed seed-* files are tracked); crashes land in
 # fuzz/artifacts/<target>. FUZZ_RUNS=N also stops each target after N executions (libFuzzer
 # -runs), whichever comes first; targets named after SECONDS run alone, in that order.
+# Interrupted (Ctrl-C or SIGINT, or SIGTERM: a script started in the background with `&` or
+# nohup ignores SIGINT), the running target stops as at its time limit (libFuzzer prints its
+# final statistics), its line is written marked "(interrupted)", the targets after it do not
+# run, and the script exits with 130.
 #
 #   scripts/fuzz-long.sh 600                      # 10 minutes per target, address sanitizer
 #   FUZZ_SANITIZER=none scripts/fuzz-long.sh 3600 # an hour per target, no sanitizer
@@ -25,8 +29,18 @@ if [ "$san" = none ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/none"
 fi
 cargo +nightly fuzz build -s "$san"
+# The targets run as built (not through `cargo fuzz run`, which would check the build again
+# and stand between this script and the fuzzer when it has to be stopped).
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
+interrupted=
+fuzzer=
+stop() {
+    interrupted=1
+    if [ -n "$fuzzer" ]; then kill -TERM "$fuzzer" 2>/dev/null || true; fi
+}
+trap stop INT TERM
 {
     echo "# fuzz-long: ${seconds} s per target${FUZZ_RUNS:+ or $FUZZ_RUNS executions}, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
     echo
@@ -47,10 +61,16 @@ for target in "${targets[@]}"; do
     slow() { find "artifacts/$target" -type f -name 'slow-unit-*' | wc -l; }
     before=$(failures)
     slow_before=$(slow)
+    # In the background, so that an interrupt reaches the trap while the fuzzer runs; libFuzzer
+    # ends a run on SIGTERM as on its time limit, final statistics included.
     # shellcheck disable=SC2046
-    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" cargo +nightly fuzz run -s "$san" "$target" "corpus/$target" -- \
+    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
         -max_total_time="$seconds" $runs -print_final_stats=1 $(fuzz_target_args "$target") \
-        > "$logs/$target.log" 2>&1 || true
+        "corpus/$target" > "$logs/$target.log" 2>&1 &
+    fuzzer=$!
+    # (wait returns early when a trapped signal arrives: wait again for the fuzzer to finish)
+    while kill -0 "$fuzzer" 2>/dev/null; do wait "$fuzzer" || true; done
+    fuzzer=
     after=$(failures)
     slow_units=$(($(slow) - slow_before))
     # (a run that failed to start has none of these lines: "?" in the table, not an exit)
@@ -58,7 +78,7 @@ for target in "${targets[@]}"; do
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
     ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
-    line="| $target | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) | $slow_units |"
+    line="| $target${interrupted:+ (interrupted)} | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) | $slow_units |"
     echo "$line" | tee -a "$out"
     if [ -z "$execs" ]; then
         echo "$target did not run; the end of its log:" >&2
@@ -67,6 +87,11 @@ for target in "${targets[@]}"; do
     if [ "$after" -gt "$before" ]; then
         grep -E "panicked|SUMMARY|ERROR" "$logs/$target.log" | head -n 5 >&2 || true
     fi
+    if [ -n "$interrupted" ]; then
+        echo "interrupted: the targets after $target did not run" >&2
+        break
+    fi
 done
 echo
 echo "table written to $out"
+if [ -n "$interrupted" ]; then exit 130; fi
