@@ -176,7 +176,8 @@ pub fn plan(
 pub type MappingPlan = (Vec<PolicyConfig>, Vec<(IpNet, String)>);
 
 /// The engine policies and (prefix, target) mappings for `mappings`: one policy
-/// `vm:<name>` per encapsulated VM, `native` for a VM attached here.
+/// `vm:<name>` per encapsulated VM (signed with the node's `migration_hmac_key`, if set),
+/// `native` for a VM attached here.
 pub fn mapping_plan(
     base: &NodeConfig,
     mappings_in: &[srmig_api::Mapping],
@@ -200,7 +201,7 @@ pub fn mapping_plan(
                     segments: e.segments.clone(),
                     hop_limit: None,
                     flow_label: FlowLabelMode::Hash,
-                    hmac_key: None,
+                    hmac_key: base.migration_hmac_key,
                 });
                 name
             }
@@ -270,6 +271,38 @@ mod tests {
         assert_eq!(sbuf.behavior, Behavior::EndSbuf);
         assert_eq!(sbuf.vm, None);
         assert_eq!(sbuf.mode, Some(SbufMode::Buffer));
+    }
+
+    #[test]
+    fn sr_paths_are_signed_with_the_migration_key() {
+        let mut base = base();
+        assert_eq!(
+            plan(&base, &hc(1), &BTreeMap::new())
+                .expect("plan")
+                .policies[0]
+                .hmac_key,
+            None
+        );
+        base.hmac_keys.push(srmig_dataplane::HmacKeyConfig {
+            id: 7,
+            algorithm: srmig_dataplane::HmacAlgorithm::HmacSha256,
+            secret_file: "hmac-7.key".into(),
+            secret: srmig_dataplane::HmacSecret::new(b"s3cret".to_vec()),
+        });
+        base.migration_hmac_key = Some(7);
+        let p = plan(&base, &hc(1), &BTreeMap::new()).expect("plan");
+        assert_eq!(p.policies[0].name, "vm:far1");
+        assert_eq!(p.policies[0].hmac_key, Some(7));
+        // A signed SRH holds at most 9 segments: a longer path is refused, naming the policy.
+        let mut h = hc(1);
+        let srmig_api::Steering::Encaps(e) = &mut h.mappings[1].steering else {
+            panic!("far1 is encapsulated");
+        };
+        e.segments = (1..=10u16)
+            .map(|i| Ipv6Addr::new(0xfc00, 0, 2, 0, 0, 0, 0, i))
+            .collect();
+        let err = plan(&base, &h, &BTreeMap::new()).expect_err("too long to sign");
+        assert!(err.to_string().contains("hmac_key"), "{err}");
     }
 
     #[test]

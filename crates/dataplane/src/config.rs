@@ -39,6 +39,9 @@
 //! algorithm = "hmac-sha256"
 //! secret_file = "hmac-7.key"         # read by the driver, relative to the config file
 //! ```
+//!
+//! `migration_hmac_key = 7` (top level) signs the controller's SR paths and the commit-fence
+//! markers with that key (docs/hmac.md, "Migrations").
 
 use core::fmt;
 use core::str::FromStr;
@@ -204,6 +207,13 @@ pub struct NodeConfig {
     /// HMAC keys (RFC 8754 2.1.2): verify HMAC TLVs at local SIDs, sign keyed policies.
     #[serde(default)]
     pub hmac_keys: Vec<HmacKeyConfig>,
+    /// The `[[hmac_keys]]` id that signs what a migration sends through the SR domain from
+    /// this node: the SR paths the controller installs here (the agent's `vm:<name>` policies)
+    /// and the commit-fence markers this node sends down them. Set it, with the same key on
+    /// every host, where uplinks verify or require HMAC (`hmac = "require"`): unsigned, those
+    /// packets are dropped there (`HmacMissing`). Unset, they carry no HMAC TLV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_hmac_key: Option<u32>,
 }
 
 impl NodeConfig {

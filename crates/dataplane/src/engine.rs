@@ -129,6 +129,9 @@ pub struct Dataplane {
     counters: Counters,
     /// HMAC keys and each port's HMAC mode (RFC 8754 2.1.2, `crate::hmac`).
     hmac: HmacTable,
+    /// The key that signs the commit-fence markers sent from here (`migration_hmac_key`, an
+    /// id in `hmac`).
+    marker_key: Option<u32>,
 }
 
 fn mask_of(len: u8) -> u128 {
@@ -368,6 +371,14 @@ impl Dataplane {
             infrastructure.push((u128::from(p.network()) & m, m));
         }
         let hmac = HmacTable::build(&cfg.hmac_keys, &cfg.ports)?;
+        if let Some(id) = cfg.migration_hmac_key {
+            if hmac.key(id).is_none() {
+                return Err(ConfigError::invalid(
+                    "migration_hmac_key",
+                    format!("no key with id {id} in [[hmac_keys]]"),
+                ));
+            }
+        }
         let encap_source = cfg.encap_source.unwrap_or(cfg.source_address);
         let mut local_addrs = vec![u128::from(cfg.source_address), u128::from(encap_source)];
         local_addrs.extend(
@@ -410,6 +421,7 @@ impl Dataplane {
             },
             icmp: RateLimiter::new(cfg.icmp),
             hmac,
+            marker_key: cfg.migration_hmac_key,
         };
         // Routes.
         for (i, r) in cfg.routes.iter().enumerate() {
@@ -1005,7 +1017,8 @@ impl Dataplane {
         while !self.fences.markers.is_empty() {
             let (vm, path) = self.fences.markers.remove(0);
             let src = Ipv6Addr::from(self.encap_source);
-            let routed = fence::build_marker(src, &path, vm).and_then(|l3| {
+            let key = self.marker_key.and_then(|id| self.hmac.key(id));
+            let routed = fence::build_signed_marker(src, &path, vm, key).and_then(|l3| {
                 let mut frame = vec![0u8; ethernet::HEADER_LEN];
                 frame.extend_from_slice(&l3);
                 out.set_data(&frame).ok()?;

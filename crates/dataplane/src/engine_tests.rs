@@ -3094,6 +3094,75 @@ fn markers_never_reach_a_vm_and_come_only_from_the_domain() {
     assert_eq!(d.counters().vm(vm).tx.packets, 0);
 }
 
+/// A host of the canonical world with the test HMAC key, its uplink in `mode`, signing its
+/// markers with the key when `sign`.
+fn keyed_host(h: u16, state: VmState, mode: HmacMode, sign: bool) -> Dataplane {
+    let mut cfg = host_config(h, state);
+    with_hmac(&mut cfg);
+    cfg.ports[usize::from(UPLINK.0)].hmac = Some(mode);
+    cfg.migration_hmac_key = sign.then_some(HMAC_KEY_ID);
+    Dataplane::new(cfg).unwrap()
+}
+
+#[test]
+fn markers_signed_with_the_migration_key_pass_uplinks_that_require_hmac() {
+    let vm = VmId(0);
+    let mut c = keyed_host(C, VmState::Absent, HmacMode::Require, true);
+    let marker = marker_from(&mut c, T0);
+    let o = ip6(&marker);
+    assert_eq!(usize::from(o.payload_len()), o.payload().len());
+    let h = Srh::new_checked(o.payload()).unwrap();
+    let tlv = h
+        .hmac_tlv()
+        .expect("a well-formed TLV area")
+        .expect("an HMAC TLV");
+    assert_eq!((tlv.key_id, tlv.d_flag), (HMAC_KEY_ID, false));
+    assert_eq!(
+        crate::fence::marker_vm(o.payload()),
+        Some(std::net::IpAddr::V6(vm1())),
+        "the fence TLV is still read"
+    );
+    // S verifies it at End.S and forwards it; D verifies it at End.SBUF and opens the pair.
+    let mut s = keyed_host(S, VmState::Absent, HmacMode::Require, true);
+    let (v, out) = run(&mut s, UPLINK, &towards(S, &marker));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    let mut d = keyed_host(D, VmState::Running, HmacMode::Require, true);
+    d.set_fence_armed(vm, true).unwrap();
+    let (v, _) = run(&mut d, UPLINK, &towards(D, &out));
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(d.counters().fence().markers_received, 1);
+    // Without the key the same uplink drops it: the pair would wait for its timeout.
+    let mut c = keyed_host(C, VmState::Absent, HmacMode::Require, false);
+    let unsigned = marker_from(&mut c, T0);
+    let mut s = keyed_host(S, VmState::Absent, HmacMode::Require, true);
+    assert_eq!(
+        run(&mut s, UPLINK, &towards(S, &unsigned)).0,
+        Verdict::Drop(DropReason::HmacMissing)
+    );
+    // A marker whose source was changed on the way fails the HMAC (the source and the path
+    // are in the HMAC text, RFC 8754 2.1.2.1; the TLVs are not).
+    let mut forged = towards(D, &out);
+    forged[14 + 8 + 15] ^= 1;
+    assert_eq!(
+        run(&mut d, UPLINK, &forged).0,
+        Verdict::Drop(DropReason::HmacMismatch)
+    );
+    assert_eq!(d.counters().fence().markers_received, 1);
+}
+
+#[test]
+fn the_migration_key_must_be_one_of_the_nodes_keys() {
+    let mut cfg = host_config(C, VmState::Absent);
+    cfg.migration_hmac_key = Some(HMAC_KEY_ID);
+    let Err(e) = Dataplane::new(cfg.clone()) else {
+        panic!("accepted a migration key that is not among the node's keys");
+    };
+    assert_eq!(e.path(), "migration_hmac_key");
+    assert!(e.to_string().contains("no key with id 7"), "{e}");
+    with_hmac(&mut cfg);
+    assert!(Dataplane::new(cfg).is_ok());
+}
+
 #[test]
 fn the_source_sends_its_marker_through_its_own_end_s() {
     // S commits too: its marker takes its local End.S in the same pass and leaves for D.

@@ -80,6 +80,7 @@ use srmig_wire::{ipv6, IpProtocol};
 
 use crate::buffer::{SbufStore, MAX_GLOBAL_PACKETS};
 use crate::config::{BufferConfig, ConfigError, FenceConfig};
+use crate::hmac::HmacKey;
 use crate::time::Instant;
 use crate::vm::VmId;
 
@@ -131,6 +132,17 @@ pub fn marker_tlv(vm: IpAddr) -> TlvRepr {
 /// The marker for `vm` from `src` along `path` (first segment first), as an IPv6 packet
 /// (hop limit 64). `None` if the path is empty or too long for an SRH.
 pub fn build_marker(src: Ipv6Addr, path: &[Ipv6Addr], vm: IpAddr) -> Option<Vec<u8>> {
+    build_signed_marker(src, path, vm, None)
+}
+
+/// [`build_marker`], its SRH signed with `key` (an HMAC TLV after the fence TLV; RFC 8754
+/// 2.1.2, `crate::hmac`) if there is one.
+pub(crate) fn build_signed_marker(
+    src: Ipv6Addr,
+    path: &[Ipv6Addr],
+    vm: IpAddr,
+    key: Option<&HmacKey>,
+) -> Option<Vec<u8>> {
     let mut repr = SrhRepr::from_path(IpProtocol::NO_NEXT_HEADER, path).ok()?;
     repr.tlvs.push(marker_tlv(vm));
     let srh_len = repr.buffer_len();
@@ -144,6 +156,12 @@ pub fn build_marker(src: Ipv6Addr, path: &[Ipv6Addr], vm: IpAddr) -> Option<Vec<
     out[24..40].copy_from_slice(&path.first()?.octets());
     let mut view = Srh::new_unchecked(&mut out[ipv6::HEADER_LEN..]);
     repr.emit(&mut view).ok()?;
+    if let Some(k) = key {
+        // The whole path is in the list (the DA is Segment List[SL]): D flag clear.
+        crate::hmac::sign_rewrite(&mut out, ipv6::HEADER_LEN, k, false);
+        let payload = u16::try_from(out.len() - ipv6::HEADER_LEN).ok()?;
+        out[4..6].copy_from_slice(&payload.to_be_bytes());
+    }
     Some(out)
 }
 

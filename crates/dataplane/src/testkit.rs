@@ -480,6 +480,7 @@ pub fn host_config(h: u16, vm1_state: VmState) -> NodeConfig {
             ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)),
         },
         hmac_keys: Vec::new(),
+        migration_hmac_key: None,
         encap_source: None,
         steering: Vec::new(),
         extra_locators: Vec::new(),
