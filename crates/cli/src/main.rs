@@ -388,6 +388,11 @@ struct LabMigrateArgs {
     /// compare with the TC fast path.
     #[arg(long)]
     no_vm_fast_path: bool,
+    /// Every host's uplink requires an RFC 8754 HMAC TLV on SRv6 packets (node.toml
+    /// `hmac = "require"`), and the migrations' SR paths and commit-fence markers are signed
+    /// (`migration_hmac_key`; one random key for the whole lab).
+    #[arg(long)]
+    hmac: bool,
     /// Keep srmigd configurations and logs in this directory (default: a temporary one,
     /// removed at the end).
     #[arg(long)]
@@ -1038,6 +1043,7 @@ fn cmd_lab_migrate(args: LabMigrateArgs) -> Result<()> {
     }
     plan.vm_fast_path = !args.no_vm_fast_path;
     plan.vm_tc_hook = args.vm_tc_hook.clone();
+    plan.hmac = args.hmac;
     let mut testbed = lab::TestbedOptions {
         plan,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),

@@ -8,7 +8,10 @@
 //!   keeps the path switch in order), held answers delayed by about the pause at most;
 //! - traditional over 2 migrations: probes are lost (the measurement can see loss);
 //! - sr-drop over 2 migrations: about the downtime's worth of probes lost per migration;
-//! - teardown leaves no namespace and no srmigd process behind.
+//! - teardown leaves no namespace and no srmigd process behind;
+//! - then, on a second testbed whose uplinks require an HMAC TLV (`srmig lab migrate
+//!   --hmac`), sr-buffer over 2 migrations: nothing lost, duplicated or reordered, every
+//!   commit-fence marker arrived, no HMAC drop.
 //!
 //! Needs root and the srmigd binary (built by `cargo test --workspace` or `cargo build`).
 //! Without root it prints `SKIPPED: needs root` and passes, unless `CI` is set.
@@ -252,5 +255,42 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     let procs = processes_mentioning(dir.to_str().expect("utf8 dir"));
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
     assert!(!Path::new(&dir).exists(), "work dir left behind: {dir:?}");
+
+    // Uplinks that require an HMAC TLV (`--hmac`): the controller's SR paths and the
+    // commit-fence markers are signed with the hosts' migration key, so sr-buffer still loses
+    // nothing and every marker arrives (unsigned, the uplinks would drop both: `HmacMissing`).
+    let mut options = TestbedOptions::default();
+    options.plan.hmac = true;
+    let mut testbed = Testbed::build(&options).unwrap_or_else(|e| fail(e));
+    let (prefix, dir) = (testbed.lab().run_id().prefix(), testbed.dir().to_owned());
+    let signed = run(&mut testbed, &plan(Strategy::SrBuffer, 2)).unwrap_or_else(|e| fail(e));
+    show("sr-buffer, uplinks requiring HMAC", &signed);
+    for p in [&signed.report.probe, &signed.report.probe_v4] {
+        let p = p.as_ref().expect("probe report");
+        assert!(p.sent > 1000, "{p:?}");
+        assert_eq!((p.lost, p.duplicated, p.reordered), (0, 0, 0), "{p:?}");
+    }
+    for m in &signed.details.migrations {
+        let r = &m.record;
+        assert!(r.held > 100 && r.held == r.released, "{r:?}");
+        assert!(
+            r.phases
+                .iter()
+                .any(|(p, _)| *p == srmig_api::MigrationPhase::FenceComplete),
+            "a marker did not arrive: {:?}",
+            r.phases
+        );
+    }
+    let hmac_drops: Vec<_> = signed
+        .details
+        .drops
+        .iter()
+        .flat_map(|(host, d)| d.iter().map(move |(reason, n)| (host, reason, n)))
+        .filter(|(_, reason, _)| reason.starts_with("Hmac"))
+        .collect();
+    assert!(hmac_drops.is_empty(), "HMAC drops: {hmac_drops:?}");
+    testbed.teardown().unwrap_or_else(|e| fail(e));
+    assert!(namespaces_with_prefix(&prefix).is_empty());
+    assert!(processes_mentioning(dir.to_str().expect("utf8 dir")).is_empty());
     eprintln!("lab test done in {:?}", started.elapsed());
 }

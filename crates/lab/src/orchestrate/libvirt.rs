@@ -98,6 +98,8 @@ pub struct LibvirtVm {
     image: GuestImage,
     memory_mib: u32,
     vm: VmPlan,
+    /// The guest's MTU ([`super::plan::Plan::vm_mtu`]).
+    mtu: u32,
     /// S, D.
     pub hosts: Vec<LibvirtHost>,
     /// The `GUEST-READY` line of the first boot.
@@ -128,6 +130,7 @@ impl LibvirtVm {
         image: GuestImage,
         memory_mib: u32,
         vm: VmPlan,
+        mtu: u32,
         hosts: &[&str],
         srmig: &Path,
         controller: &Path,
@@ -145,6 +148,7 @@ impl LibvirtVm {
             image,
             memory_mib,
             vm,
+            mtu,
             hosts: started,
             ready: String::new(),
             boot_id: String::new(),
@@ -236,7 +240,7 @@ impl LibvirtVm {
             memory = self.memory_mib,
             kernel = self.image.kernel.display(),
             initrd = self.image.initrd.display(),
-            append = qemu::kernel_append(vm),
+            append = qemu::kernel_append(vm, self.mtu),
             console = file("console"),
             net = file("net"),
             mac = vm.mac,

@@ -45,7 +45,7 @@ pub const GATEWAY_ADDR_V4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 254);
 /// The anycast gateway MAC on every VM port.
 pub const GATEWAY_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 /// MTU of the VMs' interfaces: the underlay's 1500 minus room for `S::End.S -> D::End.SBUF`
-/// (40 + 8 + 2 x 16 = 80 bytes).
+/// (40 + 8 + 2 x 16 = 80 bytes). [`Plan::vm_mtu`] is what a lab uses.
 pub const VM_MTU: u32 = 1400;
 /// The interface name of every VM's own end.
 pub const VM_IFNAME: &str = "eth0";
@@ -293,7 +293,28 @@ pub struct Plan {
     /// `[io] vm_tc_hook` of every host's srmigd (`auto`, `tcx`, `clsact`); `None` leaves
     /// srmigd's default (`auto`).
     pub vm_tc_hook: Option<String>,
+    /// Every host's uplink requires an HMAC TLV (`hmac = "require"`), and what the
+    /// migrations send through the SR domain is signed (`migration_hmac_key`): one key
+    /// ([`LAB_HMAC_KEY_ID`], secret in [`LAB_HMAC_KEY_FILE`] next to the configurations).
+    pub hmac: bool,
 }
+
+impl Plan {
+    /// The VMs' MTU: [`VM_MTU`], less the HMAC TLV (40 bytes) that every SRH carries in a
+    /// lab with [`Plan::hmac`].
+    pub fn vm_mtu(&self) -> u32 {
+        if self.hmac {
+            VM_MTU - 40
+        } else {
+            VM_MTU
+        }
+    }
+}
+
+/// The HMAC key id of a lab with [`Plan::hmac`].
+pub const LAB_HMAC_KEY_ID: u32 = 1;
+/// Its secret's file, in the directory of the node configurations (written by the testbed).
+pub const LAB_HMAC_KEY_FILE: &str = "lab-hmac.key";
 
 /// End.SBUF bounds (`[buffer]` of the node configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +375,7 @@ impl Default for Plan {
             io_mode: None,
             vm_tc_hook: None,
             vm_fast_path: true,
+            hmac: false,
         }
     }
 }
@@ -479,7 +501,7 @@ locator = "{locator}"
 source_address = "{underlay}"
 infrastructure_prefixes = ["2001:db8:ff::/48", "fc00::/16"]
 gateway = {{ address = "{GATEWAY_ADDR}", mac = "{GATEWAY_MAC}", ipv4_address = "{GATEWAY_ADDR_V4}" }}
-
+{hmac_top}
 [buffer]
 per_vm_packets = {pvp}
 per_vm_bytes = {pvb}
@@ -493,12 +515,29 @@ kind = "uplink"
 mac = "{up_mac}"
 peer_mac = "{r_mac}"
 address = "{underlay}"
-
+{hmac_port}
 [[routes]]
 prefix = "::/0"
 port = "{UPLINK_IFNAME}"
-"#,
+{hmac_keys}"#,
             name = host.name,
+            hmac_top = if self.hmac {
+                format!("migration_hmac_key = {LAB_HMAC_KEY_ID}\n")
+            } else {
+                String::new()
+            },
+            hmac_port = if self.hmac {
+                "hmac = \"require\"\n"
+            } else {
+                ""
+            },
+            hmac_keys = if self.hmac {
+                format!(
+                    "\n[[hmac_keys]]\nid = {LAB_HMAC_KEY_ID}\nalgorithm = \"hmac-sha256\"\nsecret_file = \"{LAB_HMAC_KEY_FILE}\"\n"
+                )
+            } else {
+                String::new()
+            },
             locator = host.locator(),
             underlay = host.underlay(),
             pvp = b.per_vm_packets,
@@ -649,6 +688,39 @@ mod tests {
                 _ => assert_eq!(vms, ["vm1"]),
             }
             assert_eq!(cfg.ports.len(), 2);
+            srmig_dataplane::Dataplane::new(cfg)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
+        }
+    }
+
+    #[test]
+    fn an_hmac_lab_requires_it_on_every_uplink_and_signs_the_migrations() {
+        let plan = Plan {
+            hmac: true,
+            ..Plan::default()
+        };
+        // 1360 + the SR path's 40 + 8 + 2 x 16 + the HMAC TLV's 40 = 1500.
+        assert_eq!(plan.vm_mtu(), 1360);
+        assert_eq!(Plan::default().vm_mtu(), VM_MTU);
+        for host in &plan.hosts {
+            let text = plan.node_toml(host);
+            let mut cfg = srmig_dataplane::node_file::NodeFile::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name))
+                .node;
+            assert_eq!(cfg.migration_hmac_key, Some(LAB_HMAC_KEY_ID));
+            assert_eq!(
+                cfg.ports[0].hmac,
+                Some(srmig_dataplane::HmacMode::Require),
+                "{}",
+                host.name
+            );
+            assert_eq!(cfg.hmac_keys.len(), 1);
+            assert_eq!(
+                cfg.hmac_keys[0].secret_file,
+                std::path::Path::new(LAB_HMAC_KEY_FILE)
+            );
+            cfg.load_hmac_secrets(std::path::Path::new("/lab"), |_| Ok(b"00ff".to_vec()))
+                .expect("secret");
             srmig_dataplane::Dataplane::new(cfg)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", host.name));
         }

@@ -33,7 +33,7 @@ use srmig_api::{HostId, VmId};
 use srmig_controller::{QemuInstance, QemuLauncher, QmpSettings};
 
 use super::error::OrchestrateError;
-use super::plan::{VmPlan, GATEWAY_ADDR, GATEWAY_ADDR_V4, VM_MTU};
+use super::plan::{VmPlan, GATEWAY_ADDR, GATEWAY_ADDR_V4};
 use crate::netns::Netns;
 use crate::topology::LabHandle;
 
@@ -238,6 +238,8 @@ pub struct LabLauncher {
     vm: VmPlan,
     /// Hosts whose srmigd has a QEMU port for the VM.
     hosts: Vec<String>,
+    /// The guest's MTU ([`super::plan::Plan::vm_mtu`]).
+    mtu: u32,
     next_port: AtomicU16,
     launches: AtomicU32,
     /// The QEMU started last on each host (pid), for a stop that does not know it.
@@ -245,7 +247,9 @@ pub struct LabLauncher {
 }
 
 impl LabLauncher {
-    /// A launcher for `vm` on `hosts`, running QEMU in `ns` with its files in `dir`.
+    /// A launcher for `vm` on `hosts`, running QEMU in `ns` with its files in `dir`, the
+    /// guest's interface at `mtu`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         lab: LabHandle,
         ns: Netns,
@@ -254,6 +258,7 @@ impl LabLauncher {
         memory_mib: u32,
         vm: VmPlan,
         hosts: Vec<String>,
+        mtu: u32,
     ) -> LabLauncher {
         LabLauncher {
             lab,
@@ -263,6 +268,7 @@ impl LabLauncher {
             memory_mib,
             vm,
             hosts,
+            mtu,
             next_port: AtomicU16::new(INCOMING_PORT_BASE),
             launches: AtomicU32::new(0),
             pids: std::sync::Mutex::default(),
@@ -272,7 +278,7 @@ impl LabLauncher {
     /// The QEMU command line of the VM on `host` (`incoming`: `-incoming defer`).
     pub fn argv(&self, host: &str, serial: &Path, incoming: bool) -> Vec<String> {
         let paths = QemuPaths::of(&self.dir, host);
-        let append = kernel_append(&self.vm);
+        let append = kernel_append(&self.vm, self.mtu);
         let mut argv: Vec<String> = [
             "qemu-system-x86_64",
             "-name",
@@ -506,10 +512,10 @@ pub fn guest_info(client: &Netns, address: Ipv6Addr) -> Result<GuestInfo, Orches
 }
 
 /// The guest kernel's command line: its console, addresses, gateway, MTU and name.
-pub fn kernel_append(vm: &VmPlan) -> String {
+pub fn kernel_append(vm: &VmPlan, mtu: u32) -> String {
     format!(
         "console=ttyS0 quiet panic=-1 srmig.addr={}/128 srmig.gw={GATEWAY_ADDR} \
-         srmig.addr4={}/32 srmig.gw4={GATEWAY_ADDR_V4} srmig.mtu={VM_MTU} \
+         srmig.addr4={}/32 srmig.gw4={GATEWAY_ADDR_V4} srmig.mtu={mtu} \
          srmig.hostname={}",
         vm.address, vm.address_v4, vm.name
     )

@@ -65,7 +65,7 @@ use super::hook::LauncherService;
 use super::libvirt::LibvirtVm;
 use super::plan::{
     mgmt_addrs, HostPlan, HostRole, Plan, CONTROL_NS, GATEWAY_ADDR, GATEWAY_ADDR_V4, GATEWAY_MAC,
-    HV_ATT, HV_NIC, MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME, VM_MTU,
+    HV_ATT, HV_NIC, MGMT_IFNAME, MGMT_PORT, ROUTER_NS, UPLINK_IFNAME, VM_IFNAME,
 };
 use super::preflight;
 use super::qemu::{self, GuestImage, LabLauncher, QemuOptions};
@@ -624,6 +624,7 @@ impl Testbed {
                         [HostRole::Source, HostRole::Destination]
                             .map(|r| plan.host(r).name.to_owned())
                             .to_vec(),
+                        plan.vm_mtu(),
                     ));
                     let (driver, service) = match &srmig {
                         None => (
@@ -697,6 +698,7 @@ impl Testbed {
                         p.image,
                         options.qemu.memory_mib,
                         plan.vm.clone(),
+                        plan.vm_mtu(),
                         &hosts,
                         &p.srmig,
                         control.socket(),
@@ -971,11 +973,40 @@ impl Testbed {
     }
 
     fn start_daemons(&mut self, bin: &Path) -> Result<(), OrchestrateError> {
+        if self.plan.hmac {
+            self.write_hmac_secret()?;
+        }
         for i in 0..self.plan.hosts.len() {
             let daemon = self.start_daemon(bin, i)?;
             self.daemons.push(daemon);
         }
         Ok(())
+    }
+
+    /// The lab's HMAC secret ([`super::plan::LAB_HMAC_KEY_FILE`]): 32 random octets, hex,
+    /// readable by root only.
+    fn write_hmac_secret(&self) -> Result<(), OrchestrateError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.dir.join(super::plan::LAB_HMAC_KEY_FILE);
+        let file_error = |action, source| OrchestrateError::File {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let mut raw = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut raw))
+            .map_err(|e| file_error("reading /dev/urandom for the HMAC secret", e))?;
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, hex.as_bytes()))
+            .map_err(|e| file_error("writing the HMAC secret", e))
     }
 
     /// Starts the srmigd of host number `i` (plan order) on the management network.
@@ -2722,7 +2753,7 @@ fn build_topology(
     }
     let mut vm_ends = Vec::new();
     for (vm_plan, vm_end) in &vm_eths {
-        let mtu = VM_MTU.to_string();
+        let mtu = plan.vm_mtu().to_string();
         vm_end
             .netns
             .ip(&["link", "set", "dev", VM_IFNAME, "mtu", &mtu])?;
