@@ -1,6 +1,7 @@
 //! srmigd's node.toml: the text is parsed as srmigd parses it
 //! (`srmig_hostd::config::parse_daemon`, the engine's `NodeConfig` plus `[[qemu]]` and `[io]`),
-//! and what parses is built as srmigd builds it: the `--workers` check, the engine
+//! and what parses is built as srmigd builds it (HMAC secrets given as `load_daemon` reads
+//! them, without files): the `--workers` check, the engine
 //! ([`Dataplane`]) and the agent of the configuration as written and of each worker's share
 //! (`workers::worker_node_config`). A host config made from the node's own VMs is then applied.
 //! Invariants:
@@ -15,7 +16,7 @@
 //! configuration: byte 1 picks the testkit node (`srmig_agent::testkit::node_toml`) or
 //! [`RICH`], every following 3 bytes `[op, index, value]` change one field (a SID's behavior,
 //! flavors, parameters, a port's kind or MTU, a policy's segments, a VM's addresses, a route,
-//! the buffer bounds...; see [`edit`]). The result is written as TOML, which must parse back to
+//! the buffer bounds, the migration's and policies' HMAC keys...; see [`edit`]). The result is written as TOML, which must parse back to
 //! the same configuration, and goes through the text path above. This reaches the engine's
 //! install-time validation with every combination of fields.
 //!
@@ -49,6 +50,7 @@ infrastructure_prefixes = ["fc00::/16"]
 gateway = { address = "2001:db8::1", mac = "02:00:00:00:00:01", ipv4_address = "10.0.0.1" }
 buffer = { per_vm_packets = 10, per_vm_bytes = 10000, global_packets = 20, global_bytes = 20000, max_age_ms = 500 }
 icmp = { rate_per_sec = 10, burst = 2 }
+migration_hmac_key = 1
 
 [[ports]]
 name = "up0"
@@ -132,6 +134,11 @@ policy = "p"
 [[mappings]]
 vm_address = "2001:db8:200::1/128"
 policy = "native"
+
+[[hmac_keys]]
+id = 1
+algorithm = "hmac-sha256"
+secret_file = "hmac-1.key"
 "#;
 
 /// Values the edits pick from (by `value % len`).
@@ -310,7 +317,7 @@ fn edit_vm(m: &mut VmConfig, op: u8, v: u8) {
 
 /// One edit: `op` names the field, `i` the element of its list, `v` the value.
 fn edit(c: &mut NodeConfig, op: u8, i: u8, v: u8) {
-    let op = op % 38;
+    let op = op % 39;
     match op {
         0..=10 => at(&mut c.sids, i)
             .into_iter()
@@ -374,6 +381,13 @@ fn edit(c: &mut NodeConfig, op: u8, i: u8, v: u8) {
             }
             _ => {}
         },
+        // Key 1 exists in RICH; 2 exists nowhere.
+        37 if i.is_multiple_of(2) => c.migration_hmac_key = opt(v, |v| u32::from(v % 3)),
+        37 => {
+            if let Some(p) = at(&mut c.policies, i / 2) {
+                p.hmac_key = opt(v, |v| u32::from(v % 3));
+            }
+        }
         _ if i.is_multiple_of(2) => c.gateway.address = addr6(v),
         _ => c.gateway.mac = mac(v),
     }
@@ -450,9 +464,18 @@ fn host_config(node: &NodeConfig) -> HostConfig {
 
 /// node.toml's text through srmigd's path.
 fn node_toml(text: &str) {
-    let Ok(daemon) = parse_daemon(text, Path::new("node.toml")) else {
+    let Ok(mut daemon) = parse_daemon(text, Path::new("node.toml")) else {
         return;
     };
+    // As srmigd's `load_daemon` reads the `[[hmac_keys]]` secret files, without files: every
+    // key gets the same secret.
+    if daemon
+        .node
+        .load_hmac_secrets(Path::new("/etc/srmig"), |_| Ok(b"srmig-fuzz".to_vec()))
+        .is_err()
+    {
+        return;
+    }
     let node = &daemon.node;
     if buffer_bytes(node) > MAX_BUFFER_BYTES {
         return;
