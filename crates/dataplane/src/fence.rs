@@ -30,7 +30,9 @@
 //!   a packet without an upper-layer header. D accepts a marker only at an End.SBUF SID, so
 //!   only from inside the SR domain: every packet for a local SID must come from
 //!   `infrastructure_prefixes` (RFC 8754 5.1, else `SrhFromOutsideDomain`) and pass the HMAC
-//!   check of its ingress port, before any behavior runs. VM ports never reach a SID.
+//!   check of its ingress port, before any behavior runs. VM ports never reach a SID. A node
+//!   with `migration_hmac_key` signs its markers (an HMAC TLV after the fence TLV), so they
+//!   pass uplinks that require HMAC and a marker with a changed source or path fails there.
 //! - **Armed**: D fences VM `v` while `v` has an End.SBUF entry here
 //!   ([`crate::Dataplane::set_fence_armed`], which srmigd's agent sets from the host config).
 //!   Only then can a direct packet for `v` meet the detour: before the commit no ingress sends
