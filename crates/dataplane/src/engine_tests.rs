@@ -3180,6 +3180,40 @@ fn the_source_sends_its_marker_through_its_own_end_s() {
 }
 
 #[test]
+fn a_pair_forgotten_at_the_disarm_leaves_the_release_list() {
+    // Found by the `fence_ops` fuzz target: a pair whose last held packet has left, still in
+    // the release list, was forgotten by the disarm but stayed in the list; the next pair to
+    // take its slot was released before its own marker.
+    let vm = VmId(0);
+    let mut d = host(D, VmState::Running);
+    let marker = |src: Ipv6Addr| {
+        let m = crate::fence::build_marker(src, &[sid(D, END_SBUF)], vm1().into()).unwrap();
+        eth(uplink_mac(D), router_mac(D), 0x86dd, &m)
+    };
+    d.set_fence_armed(vm, true).unwrap();
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(C, 1), &numbered(1)));
+    assert_eq!(v, Verdict::Held(vm));
+    assert_eq!(run(&mut d, UPLINK, &marker(sid(C, 1))).0, Verdict::Consumed);
+    // This round takes the held packet; the pair is empty, its release not yet ended.
+    let mut out = PacketBuf::new();
+    assert_eq!(d.poll_transmit(T0, &mut out), Some(VM1_PORT));
+    // The cleanup disarms; the next commit arms again and another ingress's packet waits.
+    d.set_fence_armed(vm, false).unwrap();
+    d.set_fence_armed(vm, true).unwrap();
+    let (v, _) = run(&mut d, UPLINK, &direct_from(sid(S, 1), &numbered(2)));
+    assert_eq!(v, Verdict::Held(vm));
+    assert_eq!(
+        d.poll_transmit(T0, &mut out),
+        None,
+        "released before its marker"
+    );
+    assert_eq!(run(&mut d, UPLINK, &marker(sid(S, 1))).0, Verdict::Consumed);
+    let out = drain(&mut d, T0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[14..], forwarded(&numbered(2)));
+}
+
+#[test]
 fn a_pair_still_releasing_after_the_disarm_keeps_its_new_packets_behind() {
     // srmigd takes what `poll_transmit` releases a chunk per poll round: a pair's queue may
     // still be leaving when the cleanup disarms the fence, and the pair's next packet must

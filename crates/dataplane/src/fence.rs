@@ -372,7 +372,12 @@ impl Fences {
                 };
                 s.state = SlotState::Open;
                 if self.is_empty(i) {
+                    // Forgotten, and out of the release list too: an empty pair may still be in
+                    // it (its last packet left, the release has not yet seen the end). Left
+                    // there, the slot's next pair (another ingress, another VM) would be
+                    // released as soon as it holds something, before its marker.
                     self.slots[i] = None;
+                    self.releasing.retain(|r| *r != i);
                 } else if !self.releasing.contains(&i) {
                     self.releasing.push(i);
                 }
