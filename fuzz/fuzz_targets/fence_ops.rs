@@ -6,7 +6,7 @@
 //!
 //! Input: 2 bytes per operation, `[op, arg]`; `i = arg % 3` picks the ingress:
 //!
-//! | `op % 9` | operation |
+//! | `op % 10` | operation |
 //! |---|---|
 //! | 0 | an old-path packet from ingress `i` at D's End.SBUF (`S::End.S -> D::End.SBUF`, outer source the ingress) |
 //! | 1 | a direct packet from ingress `i` (End.DT6) |
@@ -17,6 +17,7 @@
 //! | 6 | one `poll_transmit` |
 //! | 7 | `poll_transmit` until `None` |
 //! | 8 | a direct packet as 1, `1 + arg / 4` octets longer |
+//! | 9 | ingress `i`'s marker relayed by another worker of D (`fence_marker_relayed`) |
 //!
 //! Each packet carries `[class, ingress, seq]` in its UDP payload. At the end vm1 runs, the
 //! engine drains, time passes beyond the fence timeout, and it drains again. Invariants:
@@ -182,6 +183,15 @@ impl World {
         }
     }
 
+    /// Another worker received the marker: this engine opens the pair as the marker would.
+    fn relayed(&mut self, dp: &mut Dataplane, i: u8) {
+        if dp.fence_marker_relayed(Instant(self.now), VM, ingress(i)) {
+            if let Some(span) = self.armed_span {
+                self.opened[usize::from(i)].push((span, self.step));
+            }
+        }
+    }
+
     fn check(&self, dp: &Dataplane) {
         let f = dp.counters().fence();
         let (now, _) = dp.counters().fence_now();
@@ -273,13 +283,14 @@ fuzz_target!(|data: &[u8]| {
     let mut out = PacketBuf::new();
     for op in data.chunks_exact(2).take(256) {
         w.step += 1;
-        let (code, arg) = (op[0] % 9, op[1]);
+        let (code, arg) = (op[0] % 10, op[1]);
         let i = arg % 3;
         match code {
             0 => w.send(&mut dp, OLD, i, 0),
             1 => w.send(&mut dp, DIRECT, i, 0),
             8 => w.send(&mut dp, DIRECT, i, 1 + usize::from(arg >> 2)),
             2 => w.marker(&mut dp, i),
+            9 => w.relayed(&mut dp, i),
             3 => {
                 let armed = arg % 2 == 1;
                 if dp.set_fence_armed(VM, armed).is_ok() {
