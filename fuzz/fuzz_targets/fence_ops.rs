@@ -1,6 +1,7 @@
 //! The commit fence at the destination (`crates/dataplane/src/fence.rs`): one engine, host D of
-//! the testkit's canonical world with small fence bounds (2 packets per pair, 4 in all, 20 ms)
-//! and End.SBUF bounds (6 packets, 3000 bytes, 50 ms), driven by operations from three
+//! the testkit's canonical world with small fence bounds (2 packets per pair, 4 packets and
+//! 300 bytes in all, 20 ms; every bound reachable) and End.SBUF bounds (6 packets, 3000
+//! bytes, 50 ms), driven by operations from three
 //! ingresses (C, S and a fourth host) for two VMs (`vm1` and `client`, which share the fence's
 //! pair slots). Each input builds the engine anew (small bounds: a few kilobytes to allocate).
 //!
@@ -298,7 +299,7 @@ fn world() -> Dataplane {
         timeout_ms: TIMEOUT_MS,
         per_ingress_packets: 2,
         global_packets: 4,
-        ..cfg.fence
+        global_bytes: 300,
     };
     Dataplane::new(cfg).expect("the canonical D with small bounds")
 }
