@@ -10,16 +10,27 @@
 # nohup ignores SIGINT), the running target stops as at its time limit (libFuzzer prints its
 # final statistics), its line is written marked "(interrupted)", the targets after it do not
 # run, and the script exits with 130.
+# FUZZ_JOBS=N (default 1) runs each target on N cores at once: libFuzzer's fork mode (-fork=N),
+# N fuzzing processes at a time that share the corpus. The table counts the executions of all
+# of them (the last "#N:" line of the parent) over the wall time; a fuzzing process killed by
+# an interrupt does not report, so an interrupted line counts only the processes that ended.
 #
 #   scripts/fuzz-long.sh 600                      # 10 minutes per target, address sanitizer
 #   FUZZ_SANITIZER=none scripts/fuzz-long.sh 3600 # an hour per target, no sanitizer
 #   FUZZ_SANITIZER=none FUZZ_RUNS=100000000 scripts/fuzz-long.sh 7200 wire_parse qmp_lines
+#   FUZZ_SANITIZER=none FUZZ_JOBS=2 FUZZ_RUNS=100000000 scripts/fuzz-long.sh 9000 replay_pcap
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: scripts/fuzz-long.sh SECONDS [TARGET...]}
 shift
 runs=${FUZZ_RUNS:+-runs=$FUZZ_RUNS}
 san=${FUZZ_SANITIZER:-address}
+jobs=${FUZZ_JOBS:-1}
+case "$jobs" in
+    '' | *[!0-9]* | 0) echo "FUZZ_JOBS must be a number of cores (1 or more), not '$jobs'" >&2; exit 2 ;;
+esac
+fork=
+if [ "$jobs" -gt 1 ]; then fork=-fork=$jobs; fi
 root=$PWD
 out=${FUZZ_LONG_OUT:-$root/out/fuzz-long.md}
 mkdir -p "$(dirname "$out")"
@@ -38,11 +49,12 @@ interrupted=
 fuzzer=
 stop() {
     interrupted=1
-    if [ -n "$fuzzer" ]; then kill -TERM "$fuzzer" 2>/dev/null || true; fi
+    # (the fuzzer leads its own process group: in fork mode its fuzzing processes go too)
+    if [ -n "$fuzzer" ]; then kill -TERM -- "-$fuzzer" 2>/dev/null || true; fi
 }
 trap stop INT TERM
 {
-    echo "# fuzz-long: ${seconds} s per target${FUZZ_RUNS:+ or $FUZZ_RUNS executions}, sanitizer ${san}, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
+    echo "# fuzz-long: ${seconds} s per target${FUZZ_RUNS:+ or $FUZZ_RUNS executions}, sanitizer ${san}, ${jobs} core(s) per target, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD)"
     echo
     echo "| target | executions | exec/s | cov | ft | crashes | slow units |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
@@ -63,9 +75,11 @@ for target in "${targets[@]}"; do
     slow_before=$(slow)
     # In the background, so that an interrupt reaches the trap while the fuzzer runs; libFuzzer
     # ends a run on SIGTERM as on its time limit, final statistics included.
+    # In its own process group (setsid), so that an interrupt reaches fork mode's processes.
+    started=$(date +%s)
     # shellcheck disable=SC2046
-    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
-        -max_total_time="$seconds" $runs -print_final_stats=1 $(fuzz_target_args "$target") \
+    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" setsid "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
+        -max_total_time="$seconds" $runs $fork -print_final_stats=1 $(fuzz_target_args "$target") \
         "corpus/$target" > "$logs/$target.log" 2>&1 &
     fuzzer=$!
     # (wait returns early when a trapped signal arrives: wait again for the fuzzer to finish)
@@ -74,8 +88,15 @@ for target in "${targets[@]}"; do
     after=$(failures)
     slow_units=$(($(slow) - slow_before))
     # (a run that failed to start has none of these lines: "?" in the table, not an exit)
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
+    if [ -z "$fork" ]; then
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$target.log" | tail -n 1)
+    else
+        # The parent's lines: "#<executions of all jobs>: cov: .. ft: .. corp: .. exec/s: <one job's>"
+        execs=$(sed -n 's/^#\([0-9]*\): cov: .*/\1/p' "$logs/$target.log" | tail -n 1)
+        elapsed=$(($(date +%s) - started))
+        rate=${execs:+$((execs / (elapsed > 0 ? elapsed : 1)))}
+    fi
     cov=$(grep -o 'cov: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
     ft=$(grep -o 'ft: [0-9]*' "$logs/$target.log" | tail -n 1 | cut -d' ' -f2 || true)
     line="| $target${interrupted:+ (interrupted)} | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $((after - before)) | $slow_units |"
