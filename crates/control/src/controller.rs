@@ -370,6 +370,108 @@ impl ControllerSnapshot {
             active: self.migrations.len(),
         }
     }
+
+    /// Whether the migrations in progress fit the model, as every state the controller
+    /// reaches does: each moves a registered VM between two registered hosts, the VM is on
+    /// one of them (its mapping moves from the source to the destination at the commit and
+    /// nowhere else), and a VM has at most one. A store holding anything else was damaged or
+    /// edited by hand; restoring from it would leave a migration that can never finish (its
+    /// VM's reports refused) or two that steer the same VM.
+    pub fn check(&self) -> Result<(), SnapshotError> {
+        let mut by_vm: BTreeMap<&VmId, MigrationId> = BTreeMap::new();
+        for m in &self.migrations {
+            let core = m.core();
+            let id = core.id;
+            if matches!(m, Migration::Done(_)) {
+                continue;
+            }
+            let Some(vm) = self.model.vm(&core.vm) else {
+                return Err(SnapshotError::UnknownVm {
+                    id,
+                    vm: core.vm.clone(),
+                });
+            };
+            for host in [&core.from, &core.to] {
+                if self.model.host(host).is_none() {
+                    return Err(SnapshotError::UnknownHost {
+                        id,
+                        host: host.clone(),
+                    });
+                }
+            }
+            if core.from == core.to {
+                return Err(SnapshotError::ToItself {
+                    id,
+                    host: core.to.clone(),
+                });
+            }
+            if vm.host != core.from && vm.host != core.to {
+                return Err(SnapshotError::VmElsewhere {
+                    id,
+                    vm: core.vm.clone(),
+                    host: vm.host.clone(),
+                });
+            }
+            if let Some(first) = by_vm.insert(&core.vm, id) {
+                return Err(SnapshotError::TwoMigrations {
+                    vm: core.vm.clone(),
+                    first,
+                    second: id,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`ControllerSnapshot`]'s migrations in progress do not fit its model
+/// ([`ControllerSnapshot::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A migration of a VM that is not registered.
+    #[error("{id} moves VM {vm}, which is not registered")]
+    UnknownVm {
+        /// The migration.
+        id: MigrationId,
+        /// Its VM.
+        vm: VmId,
+    },
+    /// A migration from or to a host that is not registered.
+    #[error("{id} names host {host}, which is not registered")]
+    UnknownHost {
+        /// The migration.
+        id: MigrationId,
+        /// The unknown host.
+        host: HostId,
+    },
+    /// A migration whose source is its destination.
+    #[error("{id} moves its VM from host {host} to itself")]
+    ToItself {
+        /// The migration.
+        id: MigrationId,
+        /// Its source and destination.
+        host: HostId,
+    },
+    /// A migration whose VM is on neither of its hosts.
+    #[error("{id} moves VM {vm}, which is on host {host}, neither its source nor its destination")]
+    VmElsewhere {
+        /// The migration.
+        id: MigrationId,
+        /// Its VM.
+        vm: VmId,
+        /// Where the model has the VM.
+        host: HostId,
+    },
+    /// Two migrations in progress for one VM.
+    #[error("VM {vm} has two migrations in progress, {first} and {second}")]
+    TwoMigrations {
+        /// The VM.
+        vm: VmId,
+        /// One migration.
+        first: MigrationId,
+        /// The other.
+        second: MigrationId,
+    },
 }
 
 /// Which persisted rows may have changed since [`Controller::take_unsaved`] was last called:

@@ -18,7 +18,7 @@ pub mod model;
 
 pub use controller::{
     Action, CancelError, Controller, ControllerConfig, ControllerSnapshot, HostObservation,
-    InputError, RefuseReason, RemoveError, SnapshotView, Unsaved,
+    InputError, RefuseReason, RemoveError, SnapshotError, SnapshotView, Unsaved,
 };
 pub use migration::{Migration, Timeouts};
 pub use model::{Footprint, Model, ModelError};

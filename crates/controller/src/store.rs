@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use srmig_api::{HostId, MigrationId, VmInfo};
-use srmig_control::{ControllerSnapshot, Migration, Model, ModelError, SnapshotView, Unsaved};
+use srmig_control::{
+    ControllerSnapshot, Migration, Model, ModelError, SnapshotError, SnapshotView, Unsaved,
+};
 
 use crate::types::HostRegistration;
 
@@ -93,6 +95,27 @@ pub enum StoreError {
         /// What the model refused.
         #[source]
         source: ModelError,
+    },
+    /// A row's key is not the name or id its value holds (a damaged or hand-edited store).
+    #[error("store {store}: row {table}/{key} holds {holds}")]
+    Misfiled {
+        /// The store.
+        store: String,
+        /// The table.
+        table: &'static str,
+        /// The row key.
+        key: String,
+        /// What the value holds instead (`host h2`, `migration m3`).
+        holds: String,
+    },
+    /// The migrations in progress do not fit the saved hosts and VMs.
+    #[error("store {store}: the saved migrations do not fit the saved hosts and VMs")]
+    Migrations {
+        /// The store.
+        store: String,
+        /// What does not fit.
+        #[source]
+        source: SnapshotError,
     },
     /// The store was written by an incompatible version.
     #[error("store {store} has format {found}, this controller reads format {FORMAT}")]
@@ -733,15 +756,31 @@ pub fn decode(store: &str, rows: &Rows) -> Result<Option<Loaded>, StoreError> {
         Some(v) => serde_json::from_slice(v).map_err(corrupt("meta", "generations".into()))?,
         None => BTreeMap::new(),
     };
+    let misfiled = |table: &'static str, key: String, holds: String| StoreError::Misfiled {
+        store: store.to_owned(),
+        table,
+        key,
+        holds,
+    };
     let mut hosts = Vec::with_capacity(rows.hosts.len());
     for (k, v) in &rows.hosts {
         let reg: HostRegistration =
             serde_json::from_slice(v).map_err(corrupt("hosts", k.clone()))?;
+        if reg.info.name.as_str() != k {
+            return Err(misfiled(
+                "hosts",
+                k.clone(),
+                format!("host {}", reg.info.name),
+            ));
+        }
         hosts.push(reg);
     }
     let mut vms = Vec::with_capacity(rows.vms.len());
     for (k, v) in &rows.vms {
         let vm: VmInfo = serde_json::from_slice(v).map_err(corrupt("vms", k.clone()))?;
+        if vm.name.as_str() != k {
+            return Err(misfiled("vms", k.clone(), format!("VM {}", vm.name)));
+        }
         vms.push(vm);
     }
     let mut model = Model::new();
@@ -760,23 +799,32 @@ pub fn decode(store: &str, rows: &Rows) -> Result<Option<Loaded>, StoreError> {
     for (k, v) in &rows.migrations {
         let m: Migration =
             serde_json::from_slice(v).map_err(corrupt("migrations", k.to_string()))?;
+        if m.core().id.0 != *k {
+            return Err(misfiled(
+                "migrations",
+                k.to_string(),
+                format!("migration {}", m.core().id),
+            ));
+        }
         if matches!(m, Migration::Done(_)) {
             finished.push(m);
         } else {
             migrations.push(m);
         }
     }
-    Ok(Some(Loaded {
-        hosts,
-        snapshot: ControllerSnapshot {
-            model,
-            generations,
-            migrations,
-            finished,
-            next_id,
-            epoch,
-        },
-    }))
+    let snapshot = ControllerSnapshot {
+        model,
+        generations,
+        migrations,
+        finished,
+        next_id,
+        epoch,
+    };
+    snapshot.check().map_err(|source| StoreError::Migrations {
+        store: store.to_owned(),
+        source,
+    })?;
+    Ok(Some(Loaded { hosts, snapshot }))
 }
 
 fn db_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
@@ -948,6 +996,116 @@ mod tests {
             Store::with_backend(Box::new(Memory { rows, fail })).expect("store");
         assert!(loaded.is_some());
         assert_eq!(save(&mut store, &c, &hosts), SaveStats::default());
+    }
+
+    /// The rows of `world()` with VM `a` migrating from h1 to h2.
+    fn rows_mid_migration() -> Rows {
+        let memory = Memory::default();
+        let rows = memory.rows.clone();
+        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
+        let (mut c, hosts) = world();
+        c.request_migration(
+            Timestamp(5),
+            srmig_api::MigrateRequest {
+                vm: VmId::new("a").expect("name"),
+                to: HostId::new("h2").expect("name"),
+                strategy: srmig_api::Strategy::SrBuffer,
+            },
+        )
+        .expect("accepted");
+        save(&mut store, &c, &hosts);
+        let rows = rows.lock().expect("lock").clone();
+        assert!(decode("memory", &rows).is_ok(), "the saved rows load");
+        rows
+    }
+
+    /// `rows` with the JSON value at `pointer` in migration 1's state replaced by `value`.
+    fn edit_migration(rows: &mut Rows, pointer: &str, value: serde_json::Value) {
+        let row = rows.migrations.get_mut(&1).expect("migration 1");
+        let mut m: serde_json::Value = serde_json::from_slice(row).expect("json");
+        let state = m
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .expect("a state");
+        *m.pointer_mut(&format!("/{state}{pointer}"))
+            .expect("the field") = value;
+        *row = serde_json::to_vec(&m).expect("json");
+    }
+
+    fn refusal(rows: &Rows) -> String {
+        match decode("memory", rows) {
+            Ok(_) => panic!("the damaged rows were loaded"),
+            Err(e) => crate::push::error_chain(&e),
+        }
+    }
+
+    #[test]
+    fn a_row_filed_under_another_key_is_refused() {
+        let mut rows = rows_mid_migration();
+        let h1 = rows.hosts.remove("h1").expect("h1");
+        rows.hosts.insert("h9".into(), h1);
+        assert_eq!(refusal(&rows), "store memory: row hosts/h9 holds host h1");
+
+        let mut rows = rows_mid_migration();
+        let a = rows.vms.get("a").expect("a").clone();
+        rows.vms.insert("z".into(), a);
+        assert_eq!(refusal(&rows), "store memory: row vms/z holds VM a");
+
+        // A copy of a migration under another id: two rows, one migration.
+        let mut rows = rows_mid_migration();
+        let m = rows.migrations.get(&1).expect("m1").clone();
+        rows.migrations.insert(7, m);
+        assert_eq!(
+            refusal(&rows),
+            "store memory: row migrations/7 holds migration m1"
+        );
+    }
+
+    #[test]
+    fn migrations_that_do_not_fit_the_hosts_and_vms_are_refused() {
+        let prefix = "store memory: the saved migrations do not fit the saved hosts and VMs: ";
+        // Its VM's row is gone: the VM's reports would be refused, the migration never ends.
+        let mut rows = rows_mid_migration();
+        rows.vms.remove("a");
+        assert_eq!(
+            refusal(&rows),
+            format!("{prefix}m1 moves VM a, which is not registered")
+        );
+        let mut rows = rows_mid_migration();
+        edit_migration(&mut rows, "/core/to", "h7".into());
+        assert_eq!(
+            refusal(&rows),
+            format!("{prefix}m1 names host h7, which is not registered")
+        );
+        let mut rows = rows_mid_migration();
+        edit_migration(&mut rows, "/core/to", "h1".into());
+        assert_eq!(
+            refusal(&rows),
+            format!("{prefix}m1 moves its VM from host h1 to itself")
+        );
+        let mut rows = rows_mid_migration();
+        edit_migration(&mut rows, "/core/from", "h3".into());
+        assert_eq!(
+            refusal(&rows),
+            format!(
+                "{prefix}m1 moves VM a, which is on host h1, neither its source nor its destination"
+            )
+        );
+        // A second migration of the same VM, under its own id.
+        let mut rows = rows_mid_migration();
+        let mut m2 = rows.migrations.get(&1).expect("m1").clone();
+        let mut v: serde_json::Value = serde_json::from_slice(&m2).expect("json");
+        let state = v
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .expect("a state");
+        *v.pointer_mut(&format!("/{state}/core/id")).expect("id") = 2.into();
+        m2 = serde_json::to_vec(&v).expect("json");
+        rows.migrations.insert(2, m2);
+        assert_eq!(
+            refusal(&rows),
+            format!("{prefix}VM a has two migrations in progress, m1 and m2")
+        );
     }
 
     #[test]

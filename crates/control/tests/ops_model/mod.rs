@@ -864,6 +864,12 @@ pub fn run(ops: &[Op]) -> Result<World, Fail> {
     for op in ops {
         w.apply(op)?;
         w.check()?;
+        // What the store saves now loads again (the store refuses a snapshot that fails this).
+        if let Err(e) = w.c.snapshot().check() {
+            return Err(Fail::new(format!(
+                "the snapshot does not fit its model: {e}"
+            )));
+        }
     }
     w.settle()?;
     // Every migration that was accepted ended, one way or another.
