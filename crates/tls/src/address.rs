@@ -43,7 +43,7 @@ pub enum AddressError {
 }
 
 /// `HOST:PORT` -> (`HOST` without IPv6 brackets, `PORT`). The port must be 1 to 65535, an
-/// IPv6 address must be in brackets.
+/// IPv6 address must be in brackets, and no other bracket may appear.
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), AddressError> {
     let bad = |why| AddressError::HostPort {
         addr: addr.to_owned(),
@@ -63,6 +63,11 @@ pub fn split_host_port(addr: &str) -> Result<(&str, u16), AddressError> {
     };
     if host.is_empty() {
         return Err(bad("no host"));
+    }
+    // (no host name or address holds one; taken as written, "[[h]]:1" would be dialled as
+    // "[h]" but print back as "h")
+    if host.contains(['[', ']']) {
+        return Err(bad("a bracket inside the host"));
     }
     Ok((host, port))
 }
@@ -147,6 +152,8 @@ mod tests {
             ("fd00::2:7443", "needs brackets"),
             ("[fd00::2:7443", "unclosed ["),
             (":7443", "no host"),
+            ("[[fd00::2]]:7443", "a bracket inside the host"),
+            ("ctl]:7443", "a bracket inside the host"),
         ] {
             let e = split_host_port(bad).expect_err(bad);
             assert!(e.to_string().contains(why), "{bad}: {e}");
