@@ -13,7 +13,8 @@
 //!   one that is no longer in progress;
 //!
 //! and after every operation: every VM maps to a registered host, the migration of each VM is
-//! about that VM, statuses serialize, and the snapshot survives its JSON.
+//! about that VM, no two migrations (in progress or finished) share an id, statuses
+//! serialize, and the snapshot survives its JSON.
 //!
 //! The state is saved after every operation as the daemon saves it at every commit: the real
 //! [`Store`] (only the rows that changed, `Controller::take_unsaved`) over a backend that keeps
@@ -354,7 +355,13 @@ impl World {
                 assert_eq!(m.core().vm, vm.name);
             }
         }
-        serde_json::to_vec(&self.c.statuses()).expect("statuses serialize");
+        let statuses = self.c.statuses();
+        let mut ids: Vec<MigrationId> = statuses.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "two migrations share an id: {statuses:?}");
+        serde_json::to_vec(&statuses).expect("statuses serialize");
     }
 
     /// Saves the state as the daemon does at every commit: the rows the core lists as changed.
@@ -429,7 +436,7 @@ impl World {
         let decoded = decode("memory", &edited);
         if trace() {
             eprintln!(
-                "edit {:?}: {}",
+                "edit {:?} of {key:?}: {}",
                 String::from_utf8_lossy(body),
                 match &decoded {
                     Ok(_) => "the store opens".to_owned(),
@@ -641,5 +648,13 @@ fuzz_target!(|data: &[u8]| {
         w.drain();
         w.save();
         w.check();
+        if trace() {
+            let ids: Vec<String> =
+                w.c.statuses()
+                    .iter()
+                    .map(|m| format!("{}:{:?}", m.id, m.phase))
+                    .collect();
+            eprintln!("{:?}: migrations {ids:?}", String::from_utf8_lossy(record));
+        }
     }
 });

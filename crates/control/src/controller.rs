@@ -237,6 +237,9 @@ pub enum RefuseReason {
         /// The migration in progress.
         id: MigrationId,
     },
+    /// Every migration id is taken (only a damaged store gets near 2^64).
+    #[error("no migration id is left (the next one would be {0})")]
+    NoIdLeft(MigrationId),
 }
 
 /// Why a report (ack, VM state, hypervisor event) was refused.
@@ -657,7 +660,10 @@ impl Controller {
             });
         }
         let id = MigrationId(self.next_id);
-        self.next_id += 1;
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .ok_or(RefuseReason::NoIdLeft(id))?;
         let requested = Requested::new(
             id,
             req.vm.clone(),
@@ -1273,7 +1279,14 @@ impl Controller {
         };
         let mut c = Controller::with_epoch(config, epoch);
         c.model = snapshot.model;
-        c.next_id = snapshot.next_id.max(1);
+        // Above every id the store holds, finished ones included (a `next_id` lower than
+        // those, from a damaged store, would give a new migration a finished one's id).
+        c.next_id = snapshot
+            .migrations
+            .iter()
+            .chain(&snapshot.finished)
+            .map(|m| m.core().id.0.saturating_add(1))
+            .fold(snapshot.next_id.max(1), u64::max);
         c.unpushed = c.model.hosts().map(|h| h.name.clone()).collect();
         for host in c.model.hosts() {
             let generation = snapshot.generations.get(&host.name).copied().unwrap_or(0);
@@ -1299,7 +1312,6 @@ impl Controller {
         let mut ids = Vec::new();
         for m in snapshot.migrations {
             let id = m.core().id;
-            c.next_id = c.next_id.max(id.0.saturating_add(1));
             if let Migration::Done(_) = m {
                 c.remember_finished(m);
                 continue;
@@ -3218,6 +3230,42 @@ mod tests {
 
     fn report_on(c: &mut Controller, now: u64, on: u16, state: VmState) {
         report(c, now, on, state);
+    }
+
+    #[test]
+    fn a_restore_gives_new_migrations_ids_above_the_finished_ones() {
+        let mut c = setup();
+        let id = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        c.cancel_migration(Timestamp(11), id).expect("cancel");
+        ack_all(&mut c, Timestamp(12));
+        assert_eq!(c.active_migrations(), 0);
+        // A damaged store: its next id is lower than the finished migration's.
+        let mut snapshot = c.snapshot();
+        assert_eq!(snapshot.finished.len(), 1);
+        snapshot.next_id = 1;
+        let config = ControllerConfig {
+            timeouts: T,
+            finished_history: 8,
+        };
+        let mut r = Controller::restore(Timestamp(5_000), config, snapshot);
+        let again = request(&mut r, 2, Strategy::SrBuffer).expect("accepted");
+        assert_eq!(again, MigrationId(id.0 + 1));
+    }
+
+    #[test]
+    fn the_last_migration_id_is_refused_not_wrapped() {
+        let mut snapshot = setup().snapshot();
+        snapshot.next_id = u64::MAX;
+        let config = ControllerConfig {
+            timeouts: T,
+            finished_history: 8,
+        };
+        let mut r = Controller::restore(Timestamp(5_000), config, snapshot);
+        assert_eq!(
+            request(&mut r, 2, Strategy::SrBuffer),
+            Err(RefuseReason::NoIdLeft(MigrationId(u64::MAX)))
+        );
+        assert_eq!(r.active_migrations(), 0);
     }
 
     #[test]

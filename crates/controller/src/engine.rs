@@ -838,6 +838,7 @@ fn refuse_failure(e: RefuseReason) -> Failure {
         RefuseReason::AlreadyMigrating { .. } => {
             (StatusCode::CONFLICT, ApiErrorCode::AlreadyMigrating)
         }
+        RefuseReason::NoIdLeft(_) => (StatusCode::INTERNAL_SERVER_ERROR, ApiErrorCode::Internal),
     };
     Failure::new(status, code, e.to_string())
 }
