@@ -26,9 +26,20 @@
 //! | 3 | `DELETE /v1/sids/{sid}` | `{sid}` |
 //! | 4 | `PUT /v1/config` of the testkit `hc(generation)` | `epoch generation` in decimal |
 //! | 5 | the VM port's link goes up or down | `u` or `d` |
+//! | 6 | `PATCH /v1/config` | `srmig_api::HostConfigDelta` JSON |
+//! | 7 | `PATCH /v1/config` of a delta from the config in force to a changed one | one byte per change (below) |
 //!
 //! Kind 4 reaches the "config in force" paths (same version, older, newer epoch) without
-//! depending on the fuzzer to write a valid host config.
+//! depending on the fuzzer to write a valid host config. Kind 7 does the same for deltas: it
+//! changes the config in force (each byte, modulo 8: far1's steering native or encapsulated,
+//! a mapping added for `app0`..`app3`, a mapping removed, web1 no longer or again local, an
+//! address more for web1, a SID entry removed, End.SBUF of db1 dropping or buffering, one
+//! generation more), then sends `delta_to` of it, as the controller would.
+//!
+//! A delta (kinds 6 and 7) applied must leave the agent exactly as the whole config it makes
+//! would (same status, same steering for every address of either config), and one refused
+//! must change nothing; a delta that a config in force turns into a valid config that the
+//! agent takes whole is not refused as invalid.
 #![no_main]
 
 use std::net::Ipv6Addr;
@@ -38,7 +49,10 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use srmig_agent::testkit::{base, hc};
 use srmig_agent::{Agent, AgentError, POLICY_PREFIX};
-use srmig_api::{HostConfig, HostId, HostStatus, Steering};
+use srmig_api::{
+    Encaps, Headend, HostConfig, HostConfigDelta, HostId, HostStatus, LocalVm, Mapping, SbufMode,
+    SidEntry, Steering, VmId,
+};
 use srmig_dataplane::{Instant, NodeConfig, PortId, SidConfig};
 use srmig_hostd::api::VmStateRequest;
 
@@ -115,9 +129,174 @@ fn apply(agent: &mut Agent, before: &HostStatus, config: HostConfig) {
     }
 }
 
+/// Every address `config` maps, with what the engine does with it.
+fn steering_of(
+    agent: &mut Agent,
+    config: &HostConfig,
+) -> Vec<(std::net::IpAddr, Option<&'static str>)> {
+    let dp = agent.dataplane();
+    config
+        .mappings
+        .iter()
+        .flat_map(|m| m.addresses.iter())
+        .map(|a| {
+            let how = dp.mapping(*a).map(|s| match s {
+                srmig_dataplane::Steering::Native => "native",
+                srmig_dataplane::Steering::Policy(_) => "policy",
+            });
+            (*a, how)
+        })
+        .collect()
+}
+
+/// Kinds 6 and 7: `delta` sent to the agent; checked against the whole config it makes.
+fn apply_delta(agent: &mut Agent, before: &HostStatus, delta: &HostConfigDelta) {
+    let in_force = agent.host_config().cloned();
+    // What the delta makes of the config in force, taken whole by a copy of the agent.
+    let expected = in_force.as_ref().and_then(|cur| {
+        let mut next = cur.clone();
+        next.apply_delta(delta).ok().map(|()| next)
+    });
+    let mut whole = agent.clone();
+    let whole_result = expected.clone().map(|next| whole.apply_host_config(next));
+    match agent.apply_host_config_delta(delta) {
+        Ok(ack) => {
+            assert_eq!((ack.epoch, ack.generation), delta.version());
+            if in_force.as_ref().map(HostConfig::version) == Some(delta.version()) {
+                // The version in force again: acknowledged, nothing changes.
+                assert_eq!(
+                    &agent.status(&[]),
+                    before,
+                    "a repeated delta changed the agent"
+                );
+                return;
+            }
+            let Some(expected) = expected else {
+                panic!("a delta was applied that does not apply to the config in force");
+            };
+            assert_eq!(
+                agent.host_config(),
+                Some(&expected),
+                "the delta made another config than its own"
+            );
+            match whole_result {
+                Some(Ok(_)) => {}
+                other => panic!("a delta was applied whose config is refused whole: {other:?}"),
+            }
+            assert_eq!(
+                agent.status(&[]),
+                whole.status(&[]),
+                "the delta left the agent otherwise than the whole config"
+            );
+            let mut addresses = expected.clone();
+            if let Some(cur) = &in_force {
+                addresses.mappings.extend(cur.mappings.iter().cloned());
+            }
+            assert_eq!(
+                steering_of(agent, &addresses),
+                steering_of(&mut whole, &addresses),
+                "the delta steers otherwise than the whole config"
+            );
+        }
+        Err(e) => {
+            if let (Some(Ok(_)), AgentError::Invalid(_)) = (&whole_result, &e) {
+                panic!("a delta was refused as invalid ({e}), its config was taken whole");
+            }
+            refused(agent, before, &e);
+        }
+    }
+}
+
+/// Kind 7: the config in force changed by `changes` (see the module docs), as a delta.
+fn changed_delta(in_force: &HostConfig, changes: &[u8]) -> HostConfigDelta {
+    let mut next = in_force.clone();
+    next.generation = in_force.generation.saturating_add(1);
+    let vm = |name: &str| VmId::new(name).expect("a valid VM name");
+    let web1 = vm("web1");
+    for &c in changes.iter().take(8) {
+        let n = u16::from(c / 8 % 4);
+        match c % 8 {
+            0 => {
+                if let Some(m) = next.mappings.iter_mut().find(|m| m.vm.as_str() == "far1") {
+                    m.steering = match m.steering {
+                        Steering::Native => Steering::Encaps(Encaps {
+                            segments: vec![
+                                "fc00:0:2::e5".parse().expect("SID"),
+                                "fc00:0:3::eb".parse().expect("SID"),
+                            ],
+                            headend: Headend::HEncaps,
+                        }),
+                        Steering::Encaps(_) => Steering::Native,
+                    };
+                }
+            }
+            1 => {
+                let name = vm(&format!("app{n}"));
+                next.mappings.retain(|m| m.vm != name);
+                next.mappings.push(Mapping {
+                    vm: name,
+                    addresses: vec![format!("2001:db8:b::{}", n + 1).parse().expect("address")],
+                    steering: Steering::Encaps(Encaps {
+                        segments: vec!["fc00:0:2::d6".parse().expect("SID")],
+                        headend: Headend::HEncapsRed,
+                    }),
+                    fence: c & 0x80 != 0,
+                });
+            }
+            2 => {
+                if !next.mappings.is_empty() {
+                    let i = usize::from(n) % next.mappings.len();
+                    next.mappings.remove(i);
+                }
+            }
+            3 => {
+                if next.local_vms.iter().any(|l| l.vm == web1) {
+                    next.local_vms.retain(|l| l.vm != web1);
+                } else {
+                    next.local_vms.push(LocalVm {
+                        vm: web1.clone(),
+                        addresses: vec!["2001:db8:a::10".parse().expect("address")],
+                        mac: "52:54:00:00:00:10".parse().expect("MAC"),
+                    });
+                }
+            }
+            4 => {
+                if let Some(m) = next.mappings.iter_mut().find(|m| m.vm == web1) {
+                    let extra = "2001:db8:a::11".parse().expect("address");
+                    if !m.addresses.contains(&extra) {
+                        m.addresses.push(extra);
+                    }
+                }
+            }
+            5 => {
+                if !next.sids.is_empty() {
+                    let i = usize::from(n) % next.sids.len();
+                    next.sids.remove(i);
+                }
+            }
+            6 => {
+                for s in &mut next.sids {
+                    if let SidEntry::EndSbuf { vm, mode, .. } = s {
+                        if vm.as_str() == "db1" {
+                            *mode = match mode {
+                                SbufMode::Buffer => SbufMode::Drop,
+                                SbufMode::Drop => SbufMode::Buffer,
+                            };
+                        }
+                    }
+                }
+            }
+            _ => next.generation = next.generation.saturating_add(1),
+        }
+    }
+    next.mappings.sort_by(|a, b| a.vm.cmp(&b.vm));
+    next.local_vms.sort_by(|a, b| a.vm.cmp(&b.vm));
+    in_force.delta_to(&next)
+}
+
 fn request(agent: &mut Agent, now: Instant, kind: u8, body: &[u8]) {
     let before = agent.status(&[]);
-    match kind.wrapping_sub(b'0') % 6 {
+    match kind.wrapping_sub(b'0') % 8 {
         0 => {
             if let Some(config) = parse::<HostConfig>(body) {
                 apply(agent, &before, config);
@@ -180,6 +359,18 @@ fn request(agent: &mut Agent, now: Instant, kind: u8, body: &[u8]) {
             let mut config = hc(generation);
             config.epoch = epoch;
             apply(agent, &before, config);
+        }
+        6 => {
+            if let Some(delta) = parse::<HostConfigDelta>(body) {
+                apply_delta(agent, &before, &delta);
+            }
+        }
+        7 => {
+            let Some(in_force) = agent.host_config().cloned() else {
+                return;
+            };
+            let delta = changed_delta(&in_force, body);
+            apply_delta(agent, &before, &delta);
         }
         _ => {
             agent.port_attachment(now, VM_PORT, body.first() == Some(&b'u'));

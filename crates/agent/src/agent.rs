@@ -22,7 +22,7 @@ use srmig_api::{
 };
 use srmig_dataplane::PacketBytes;
 
-use crate::apply::{mapping_plan, plan, Plan, PlanError};
+use crate::apply::{mapping_plan, plan, Plan, PlanError, POLICY_PREFIX};
 
 /// Why a request was refused; each maps to one HTTP status and [`ApiErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,6 +245,12 @@ impl Agent {
     /// The node config.
     pub fn base(&self) -> &NodeConfig {
         &self.base
+    }
+
+    /// The controller's host config in force (`None` before the first one), as applied: a
+    /// delta's result is the config it made.
+    pub fn host_config(&self) -> Option<&HostConfig> {
+        self.applied.as_ref()
     }
 
     /// The next VM state change to report to the controller, oldest first.
@@ -557,6 +563,17 @@ impl Agent {
             plan.mappings.remove(p);
         }
         plan.mappings.extend(mappings);
+        // The policies of the delta's VMs that are no longer encapsulated (native now, or
+        // removed) leave the plan, as a whole config's plan would not have them.
+        let gone: Vec<String> = delta
+            .mappings
+            .iter()
+            .map(|m| &m.vm)
+            .chain(&delta.removed)
+            .map(|vm| format!("{POLICY_PREFIX}{vm}"))
+            .filter(|name| !policies.iter().any(|p| &p.name == name))
+            .collect();
+        plan.policies.retain(|p| !gone.contains(&p.name));
         for p in policies {
             // Kept sorted by name where it was (binary search), else searched linearly.
             let at = match plan.policies.binary_search_by(|x| x.name.cmp(&p.name)) {
@@ -1242,6 +1259,7 @@ mod tests {
             }
             let (sd, sw) = (delta.status(&[]), whole.status(&[]));
             assert_eq!(sd.sids, sw.sids);
+            assert_eq!(sd.policies, sw.policies, "at {}", pair[1].generation);
             assert_eq!(sd.generation, sw.generation);
         }
         // A delta on another base is refused with base-mismatch and changes nothing.
