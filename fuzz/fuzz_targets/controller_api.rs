@@ -392,11 +392,23 @@ impl World {
         };
         if let Some(l) = &loaded {
             let stored = serde_json::to_vec(&l.snapshot).expect("the snapshot serializes");
-            assert_eq!(
-                String::from_utf8_lossy(&stored),
-                String::from_utf8_lossy(&json),
-                "the store loads the snapshot it saved"
-            );
+            if stored != json {
+                // Where they part (the whole snapshots are long).
+                let at = stored
+                    .iter()
+                    .zip(&json)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(stored.len().min(json.len()));
+                let around = |b: &[u8]| {
+                    String::from_utf8_lossy(&b[at.saturating_sub(200)..(at + 200).min(b.len())])
+                        .into_owned()
+                };
+                panic!(
+                    "the store loads another snapshot than it saved, from byte {at}:\n loaded: {}\n saved:  {}",
+                    around(&stored),
+                    around(&json)
+                );
+            }
             let regs: Vec<&HostRegistration> = self.regs.values().collect();
             assert_eq!(
                 l.hosts.iter().collect::<Vec<_>>(),

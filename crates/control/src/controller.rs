@@ -1502,7 +1502,15 @@ impl Controller {
 
     fn remember_finished(&mut self, m: Migration) {
         self.unsaved.finished.insert(m.core().id);
-        self.finished.push_back(m);
+        // In finish order (at the back, unless restored or the clock went back), so that the
+        // oldest finished goes first and a restore from the store keeps the same history.
+        let key = m.finish_order();
+        let at = self
+            .finished
+            .iter()
+            .rposition(|f| f.finish_order() <= key)
+            .map_or(0, |i| i + 1);
+        self.finished.insert(at, m);
         while self.finished.len() > self.config.finished_history {
             if let Some(old) = self.finished.pop_front() {
                 self.unsaved.finished.insert(old.core().id);
@@ -3250,6 +3258,48 @@ mod tests {
         let mut r = Controller::restore(Timestamp(5_000), config, snapshot);
         let again = request(&mut r, 2, Strategy::SrBuffer).expect("accepted");
         assert_eq!(again, MigrationId(id.0 + 1));
+    }
+
+    #[test]
+    fn the_finished_history_keeps_finish_order_across_a_restore() {
+        let mut c = setup();
+        c.add_vm(vm(2, 2)).expect("vm");
+        ack_all(&mut c, Timestamp(1));
+        let first = request(&mut c, 2, Strategy::SrBuffer).expect("accepted");
+        let second = c
+            .request_migration(
+                Timestamp(10),
+                MigrateRequest {
+                    vm: vid(2),
+                    to: hid(3),
+                    strategy: Strategy::SrBuffer,
+                },
+            )
+            .expect("accepted");
+        // The second finishes first.
+        c.cancel_migration(Timestamp(11), second).expect("cancel");
+        ack_all(&mut c, Timestamp(12));
+        hypervisor_completed(&mut c, 20, first);
+        report(&mut c, 21, 2, VmState::Running);
+        ack_all(&mut c, Timestamp(22));
+        assert_eq!(phase(&c, first), MigrationPhase::Completed);
+        let order = |c: &Controller| c.statuses().iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(order(&c), [second, first]);
+        let config = ControllerConfig {
+            timeouts: T,
+            finished_history: 8,
+        };
+        assert_eq!(
+            order(&Controller::restore(Timestamp(5_000), config, c.snapshot())),
+            [second, first]
+        );
+        // The store's rows come by id: restored in finish order all the same.
+        let mut by_id = c.snapshot();
+        by_id.finished.sort_by_key(|m| m.core().id);
+        assert_eq!(
+            order(&Controller::restore(Timestamp(5_000), config, by_id)),
+            [second, first]
+        );
     }
 
     #[test]

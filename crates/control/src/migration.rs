@@ -821,6 +821,23 @@ impl Migration {
         }
     }
 
+    /// When a finished migration finished (its outcome's phase record; a late observation
+    /// recorded after it does not move it), then its id: the order of the controller's history
+    /// of finished migrations, which the store restores it in. `None` while in progress.
+    pub fn finish_order(&self) -> Option<(Timestamp, MigrationId)> {
+        let Migration::Done(d) = self else {
+            return None;
+        };
+        let phase = d.outcome.phase();
+        let at = d
+            .core
+            .phases
+            .iter()
+            .find(|r| r.phase == phase)
+            .map_or(Timestamp(0), |r| r.at_ms);
+        Some((at, d.core.id))
+    }
+
     /// The outcome, once done.
     pub fn outcome(&self) -> Option<&MigrationOutcome> {
         match self {

@@ -812,6 +812,8 @@ pub fn decode(store: &str, rows: &Rows) -> Result<Option<Loaded>, StoreError> {
             migrations.push(m);
         }
     }
+    // (rows come by id; the controller keeps its history in finish order)
+    finished.sort_by_key(Migration::finish_order);
     let snapshot = ControllerSnapshot {
         model,
         generations,
