@@ -51,9 +51,10 @@
 //! | 16 | a row of the store is edited, then the controller restarts from the store | `verb table row rest` (below) |
 //!
 //! Kind 16: `table` is `0` hosts, `1` vms, `2` migrations, `3` meta (its first byte, modulo
-//! 4); `row` is an index into the table's rows in key order (modulo their number); `verb` (its
-//! first byte, modulo 4): `d` deletes the row, `c` copies its value to the key `rest`, `s` sets
-//! its value to the bytes `rest`, `p` sets the JSON value at the pointer that starts `rest`
+//! 4); `row` is an index into the table's rows in key order (modulo their number); `verb` (any
+//! byte but these four stands for one of them, by its value modulo 4): `d` deletes the row, `c`
+//! copies its value to the key `rest`, `s` sets its value to the bytes `rest`, `p` sets the
+//! JSON value at the pointer that starts `rest`
 //! (up to a space) to the JSON after it (a pointer starting `/*` names the row's only
 //! top-level key, the state of a migration: `p 2 0 /*/core/to "h1"`).
 //!
@@ -121,8 +122,8 @@ fn name(text: &[u8]) -> Option<&str> {
     std::str::from_utf8(text.trim_ascii()).ok()
 }
 
-/// `CONTROLLER_API_TRACE=1`: kind 16 prints each edit and what the store made of it (for
-/// writing seeds).
+/// `CONTROLLER_API_TRACE=1`: prints every operation with the migrations after it, and what the
+/// store made of each edit (kind 16), for writing seeds.
 fn trace() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TRACE.get_or_init(|| std::env::var_os("CONTROLLER_API_TRACE").is_some())
