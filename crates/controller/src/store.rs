@@ -977,12 +977,8 @@ mod tests {
         assert_holds_exactly(&view, &c, &hosts);
     }
 
-    #[test]
-    fn a_reopened_store_writes_nothing_for_the_state_it_holds() {
-        let memory = Memory::default();
-        let (rows, fail) = (memory.rows.clone(), memory.fail.clone());
-        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
-        let (mut c, hosts) = world();
+    /// VM `a` of `world()` starts migrating to h2.
+    fn migrate_a_to_h2(c: &mut Controller) {
         c.request_migration(
             Timestamp(5),
             srmig_api::MigrateRequest {
@@ -992,6 +988,15 @@ mod tests {
             },
         )
         .expect("accepted");
+    }
+
+    #[test]
+    fn a_reopened_store_writes_nothing_for_the_state_it_holds() {
+        let memory = Memory::default();
+        let (rows, fail) = (memory.rows.clone(), memory.fail.clone());
+        let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
+        let (mut c, hosts) = world();
+        migrate_a_to_h2(&mut c);
         save(&mut store, &c, &hosts);
         drop(store);
         let (mut store, loaded) =
@@ -1006,24 +1011,15 @@ mod tests {
         let rows = memory.rows.clone();
         let (mut store, _) = Store::with_backend(Box::new(memory)).expect("store");
         let (mut c, hosts) = world();
-        c.request_migration(
-            Timestamp(5),
-            srmig_api::MigrateRequest {
-                vm: VmId::new("a").expect("name"),
-                to: HostId::new("h2").expect("name"),
-                strategy: srmig_api::Strategy::SrBuffer,
-            },
-        )
-        .expect("accepted");
+        migrate_a_to_h2(&mut c);
         save(&mut store, &c, &hosts);
         let rows = rows.lock().expect("lock").clone();
         assert!(decode("memory", &rows).is_ok(), "the saved rows load");
         rows
     }
 
-    /// `rows` with the JSON value at `pointer` in migration 1's state replaced by `value`.
-    fn edit_migration(rows: &mut Rows, pointer: &str, value: serde_json::Value) {
-        let row = rows.migrations.get_mut(&1).expect("migration 1");
+    /// The migration row `row` with the JSON value at `pointer` in its state replaced.
+    fn set_in_state(row: &mut Vec<u8>, pointer: &str, value: serde_json::Value) {
         let mut m: serde_json::Value = serde_json::from_slice(row).expect("json");
         let state = m
             .as_object()
@@ -1032,6 +1028,15 @@ mod tests {
         *m.pointer_mut(&format!("/{state}{pointer}"))
             .expect("the field") = value;
         *row = serde_json::to_vec(&m).expect("json");
+    }
+
+    /// `rows` with the JSON value at `pointer` in migration 1's state replaced by `value`.
+    fn edit_migration(rows: &mut Rows, pointer: &str, value: serde_json::Value) {
+        set_in_state(
+            rows.migrations.get_mut(&1).expect("migration 1"),
+            pointer,
+            value,
+        );
     }
 
     fn refusal(rows: &Rows) -> String {
@@ -1096,13 +1101,7 @@ mod tests {
         // A second migration of the same VM, under its own id.
         let mut rows = rows_mid_migration();
         let mut m2 = rows.migrations.get(&1).expect("m1").clone();
-        let mut v: serde_json::Value = serde_json::from_slice(&m2).expect("json");
-        let state = v
-            .as_object()
-            .and_then(|o| o.keys().next().cloned())
-            .expect("a state");
-        *v.pointer_mut(&format!("/{state}/core/id")).expect("id") = 2.into();
-        m2 = serde_json::to_vec(&v).expect("json");
+        set_in_state(&mut m2, "/core/id", 2.into());
         rows.migrations.insert(2, m2);
         assert_eq!(
             refusal(&rows),
