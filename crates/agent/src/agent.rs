@@ -563,17 +563,32 @@ impl Agent {
             plan.mappings.remove(p);
         }
         plan.mappings.extend(mappings);
-        // The policies of the delta's VMs that are no longer encapsulated (native now, or
-        // removed) leave the plan, as a whole config's plan would not have them.
-        let gone: Vec<String> = delta
+        // The policies of the delta's VMs that were encapsulated and are no longer (native
+        // now, or removed) leave the plan, as a whole config's plan would not have them.
+        let unencapsulated = delta
             .mappings
             .iter()
+            .filter(|m| m.steering == srmig_api::Steering::Native)
             .map(|m| &m.vm)
-            .chain(&delta.removed)
-            .map(|vm| format!("{POLICY_PREFIX}{vm}"))
-            .filter(|name| !policies.iter().any(|p| &p.name == name))
-            .collect();
-        plan.policies.retain(|p| !gone.contains(&p.name));
+            .chain(&delta.removed);
+        for vm in unencapsulated {
+            let was_encapsulated = self
+                .applied
+                .as_ref()
+                .and_then(|a| a.mapping(vm))
+                .is_some_and(|m| m.steering != srmig_api::Steering::Native);
+            if !was_encapsulated {
+                continue;
+            }
+            let name = format!("{POLICY_PREFIX}{vm}");
+            let at = match plan.policies.binary_search_by(|x| x.name.cmp(&name)) {
+                Ok(at) => Some(at),
+                Err(_) => plan.policies.iter().position(|x| x.name == name),
+            };
+            if let Some(at) = at {
+                plan.policies.remove(at);
+            }
+        }
         for p in policies {
             // Kept sorted by name where it was (binary search), else searched linearly.
             let at = match plan.policies.binary_search_by(|x| x.name.cmp(&p.name)) {
