@@ -21,7 +21,9 @@
 //! destination srmigd measured it: its `srmig_buffer_hold_seconds`); the two network figures
 //! need
 //! the lab's own responder in a netns VM. `probe.at_vm` is the probe seen one way at such a
-//! VM (`received`, `lost`, `duplicated`, `reordered`); `probe.duplicated` / `reordered` are
+//! VM (`received`, `lost`, `duplicated`, `reordered`; `max_responder_lag_ms`, the longest the
+//! responder thread took to read a probe, and `max_extra_delay_ms`, the echo's worst extra
+//! delay without that lag); `probe.duplicated` / `reordered` are
 //! then the worse of both directions and `probe.echo` keeps the echo's own figures.
 //! `raw.migrations[].vm_gap` says where that longest gap was (`seq_before`/`before_ms`,
 //! `seq_after`/`after_ms`: the probes on both sides and their arrivals at the VM; their send
@@ -171,6 +173,15 @@ pub struct OneWayReport {
     /// probe, after which, and when, to place each against the migrations' phases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reorders: Vec<Reordered>,
+    /// The longest the lab's responder took to read (and echo) a probe after the VM's kernel
+    /// received it: its thread's scheduling on the lab machine, part of every echo's RTT.
+    #[serde(default)]
+    pub max_responder_lag_ms: f64,
+    /// The echo's largest extra delay (as `probe.max_extra_delay_ms`, over the same baseline)
+    /// once each answer's responder lag is taken out: what the network, srmig included,
+    /// added to a round trip. Absent when no probe was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_extra_delay_ms: Option<f64>,
 }
 
 /// How many reordered probes [`OneWayReport::reorders`] lists, at most.
@@ -274,6 +285,11 @@ impl ProbeReport {
                         .take(MAX_REORDERS_LISTED)
                         .cloned()
                         .collect(),
+                    max_responder_lag_ms: a.max_responder_lag_ms.max(b.max_responder_lag_ms),
+                    max_extra_delay_ms: match (a.max_extra_delay_ms, b.max_extra_delay_ms) {
+                        (Some(x), Some(y)) => Some(x.max(y)),
+                        (x, y) => x.or(y),
+                    },
                 }),
                 _ => None,
             };
@@ -503,6 +519,8 @@ mod tests {
                 duplicated: 0,
                 reordered: 0,
                 reorders: Vec::new(),
+                max_responder_lag_ms: delay / 10.0,
+                max_extra_delay_ms: Some(delay - 1.0),
             }),
             echo: Some(EchoFigures::default()),
             ..ProbeReport::default()
@@ -514,7 +532,15 @@ mod tests {
             (150, 148, 2, 4)
         );
         assert_eq!(all.max_extra_delay_ms, 9.0);
-        assert_eq!(all.at_vm.map(|w| (w.received, w.lost)), Some((149, 1)));
+        assert_eq!(
+            all.at_vm.map(|w| (
+                w.received,
+                w.lost,
+                w.max_responder_lag_ms,
+                w.max_extra_delay_ms
+            )),
+            Some((149, 1, 0.9, Some(8.0)))
+        );
         assert!(ProbeReport::merge(&[]).is_none());
 
         let tcp = |bins: Vec<f64>, rto| TcpReport {

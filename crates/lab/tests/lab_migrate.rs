@@ -5,7 +5,8 @@
 //!
 //! - sr-buffer over 6 consecutive migrations (S -> D -> S ...): 0 probes lost, 0 duplicated,
 //!   0 reordered (one way at the VM and echoed: End.SBUF releases in order, the commit fence
-//!   keeps the path switch in order), held answers delayed by about the pause at most;
+//!   keeps the path switch in order), held answers delayed by about the pause at most (not
+//!   counting the lab responder thread's own lag, measured with kernel timestamps);
 //! - traditional over 2 migrations: probes are lost (the measurement can see loss);
 //! - sr-drop over 2 migrations: about the downtime's worth of probes lost per migration;
 //! - teardown leaves no namespace and no srmigd process behind;
@@ -154,7 +155,6 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
              reported release {reported_release:.2} ms"
         );
     }
-    let probe = buffer.report.probe.as_ref().expect("probe report");
     for m in &buffer.details.migrations {
         let r = &m.record;
         // The pause includes the stop request and the attach commands (a few ms, more on a
@@ -175,19 +175,31 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
             r.phases
         );
     }
-    // Held answers are late by about the pause, not more.
+    // Held answers are late by about the pause, not more. The bound is on what the network
+    // added to the round trip: each answer's time in the lab's own responder thread (from
+    // the VM's kernel receiving the probe to the thread reading and echoing it) is taken
+    // out, as the one-way figures above take it out with kernel timestamps. On a loaded
+    // machine that thread alone has been tens of milliseconds late after a resume.
     let max_pause = buffer
         .report
         .migrations
         .iter()
         .map(|m| m.pause_ms)
         .fold(0.0, f64::max);
-    assert!(
-        probe.max_extra_delay_ms > DOWNTIME_MS as f64 * 0.8
-            && probe.max_extra_delay_ms < max_pause + 30.0,
-        "extra delay {} ms, pause up to {max_pause} ms",
-        probe.max_extra_delay_ms
-    );
+    for (family, probe) in [
+        ("ipv6", buffer.report.probe.as_ref()),
+        ("ipv4", buffer.report.probe_v4.as_ref()),
+    ] {
+        let probe = probe.expect("probe report");
+        let at_vm = probe.at_vm.as_ref().expect("the VM's view");
+        let network = at_vm.max_extra_delay_ms.expect("answered probes");
+        assert!(
+            probe.max_extra_delay_ms > DOWNTIME_MS as f64 * 0.8 && network < max_pause + 30.0,
+            "{family}: extra delay {network:.1} ms without the responder's lag (up to {:.1}              ms; {:.1} ms with it), pause up to {max_pause:.1} ms",
+            at_vm.max_responder_lag_ms,
+            probe.max_extra_delay_ms
+        );
+    }
 
     // traditional: the same measurement sees loss.
     let traditional =

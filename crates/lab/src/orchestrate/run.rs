@@ -486,6 +486,14 @@ impl LabRun {
                     "  {:<7} one way, at the VM: {} received, {} lost, {} duplicated, {} reordered",
                     "", w.received, w.lost, w.duplicated, w.reordered
                 );
+                if let Some(extra) = w.max_extra_delay_ms {
+                    let _ = writeln!(
+                        out,
+                        "  {:<7} echo without the responder's lag (up to {:.1} ms): max extra \
+                         delay {extra:.1} ms",
+                        "", w.max_responder_lag_ms
+                    );
+                }
                 // Each reordered probe, by VM when there are several, to place against the
                 // migrations' times (same origin).
                 let family = if *label == "probe" { "ipv6" } else { "ipv4" };

@@ -138,17 +138,30 @@ pub struct ProbeResponder {
     server: Server<ResponderLog>,
 }
 
+/// A probe that reached the VM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmArrival {
+    /// The probe run's token.
+    pub token: u32,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The kernel's receive timestamp of the datagram in the VM's network stack
+    /// (`SO_TIMESTAMPNS`): the network delivered it then, however late the responder thread
+    /// was scheduled to read it (on a loaded machine, milliseconds later). Where the kernel
+    /// gives no timestamp, the time the responder read it.
+    pub at: Instant,
+    /// How long after `at` the responder read it, and echoed it at once: the lab's own
+    /// share of the answer's round trip, not the network's.
+    pub lag: Duration,
+}
+
 /// What the responder saw: the one-way view, at the VM.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResponderLog {
     /// Datagrams echoed.
     pub echoed: u64,
-    /// Every probe that reached the VM, in arrival order: (run token, sequence number, when).
-    /// "When" is the kernel's receive timestamp of the datagram in the VM's network stack
-    /// (`SO_TIMESTAMPNS`): the network delivered it then, however late the responder thread
-    /// was scheduled to read it (on a loaded machine, milliseconds later). Where the kernel
-    /// gives no timestamp, the time the responder read it.
-    pub arrivals: Vec<(u32, u64, Instant)>,
+    /// Every probe that reached the VM, in arrival order.
+    pub arrivals: Vec<VmArrival>,
     /// Datagrams whose arrival is the read time (no kernel timestamp).
     pub unstamped: u64,
 }
@@ -162,17 +175,17 @@ impl ResponderLog {
         result: &ProbeResult,
         origin: Instant,
     ) -> (OneWayReport, Vec<(u64, Instant)>) {
-        let mine: Vec<(u64, Instant)> = self
+        let mine: Vec<&VmArrival> = self
             .arrivals
             .iter()
-            .filter(|(token, _, _)| *token == result.token)
-            .map(|&(_, seq, at)| (seq, at))
+            .filter(|a| a.token == result.token)
             .collect();
         let sent = result.report.sent;
         let mut seen = vec![false; usize::try_from(sent).unwrap_or(0)];
         let mut w = OneWayReport::default();
         let mut highest: Option<u64> = None;
-        for &(seq, at) in &mine {
+        let mut extra_without_lag = None::<f64>;
+        for &&VmArrival { seq, at, lag, .. } in &mine {
             let Some(flag) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else {
                 continue;
             };
@@ -182,6 +195,18 @@ impl ResponderLog {
             }
             *flag = true;
             w.received += 1;
+            let lag_ms = lag.as_secs_f64() * 1e3;
+            w.max_responder_lag_ms = w.max_responder_lag_ms.max(lag_ms);
+            // The echo of this first copy is the probe's first answer (the responder
+            // answers copies in the order it reads them).
+            let answered = usize::try_from(seq)
+                .ok()
+                .and_then(|i| result.samples.get(i))
+                .and_then(|s| Some(s.received_ms? - s.sent_ms));
+            if let Some(rtt) = answered {
+                let extra = (rtt - lag_ms - result.report.baseline_rtt_ms).max(0.0);
+                extra_without_lag = Some(extra_without_lag.map_or(extra, |m| m.max(extra)));
+            }
             if let Some(after) = highest.filter(|&h| seq < h) {
                 w.reordered += 1;
                 if w.reorders.len() < MAX_REORDERS_LISTED {
@@ -195,7 +220,8 @@ impl ResponderLog {
             highest = highest.max(Some(seq));
         }
         w.lost = sent - w.received;
-        (w, mine)
+        w.max_extra_delay_ms = extra_without_lag;
+        (w, mine.iter().map(|a| (a.seq, a.at)).collect())
     }
 }
 
@@ -203,16 +229,7 @@ impl ProbeResponder {
     /// Binds `bind` inside `ns` and echoes every datagram back to its sender.
     pub fn spawn(ns: &Netns, bind: SocketAddr) -> Result<ProbeResponder, WorkloadError> {
         let socket = ns.run(|| bind_udp(bind))??;
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimestampns,
-            &true,
-        )
-        .map_err(|e| {
-            WorkloadError::io("enabling receive timestamps on the responder")(std::io::Error::from(
-                e,
-            ))
-        })?;
+        receive_timestamps(&socket, "the responder")?;
         let addr = socket
             .local_addr()
             .map_err(WorkloadError::io("reading the responder address"))?;
@@ -234,6 +251,17 @@ impl ProbeResponder {
     pub fn stop(self) -> Result<ResponderLog, WorkloadError> {
         self.server.stop()
     }
+}
+
+/// Asks the kernel for each datagram's receive time (`SO_TIMESTAMPNS`, read by
+/// [`recv_stamped`]).
+fn receive_timestamps(socket: &UdpSocket, whose: &str) -> Result<(), WorkloadError> {
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| {
+            WorkloadError::io(format!("enabling receive timestamps on {whose}"))(
+                std::io::Error::from(e),
+            )
+        })
 }
 
 fn bind_udp(bind: SocketAddr) -> Result<UdpSocket, WorkloadError> {
@@ -260,15 +288,18 @@ fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<ResponderLog, Work
             // Timeout (poll the stop flag) or a transient error reported by ICMP.
             continue;
         };
-        let at = match stamp {
-            Some(at) => at,
-            None => {
-                log.unstamped += 1;
-                Instant::now()
-            }
-        };
+        let read = Instant::now();
+        let at = stamp.unwrap_or_else(|| {
+            log.unstamped += 1;
+            read
+        });
         if let Some((token, seq)) = decode_any(&buf[..n]) {
-            log.arrivals.push((token, seq, at));
+            log.arrivals.push(VmArrival {
+                token,
+                seq,
+                at,
+                lag: read.saturating_duration_since(at),
+            });
         }
         if socket.send_to(&buf[..n], peer).is_ok() {
             log.echoed += 1;
@@ -350,6 +381,7 @@ pub const MAX_LINGER_EXTENSION: Duration = Duration::from_secs(5);
 
 /// Sender on this thread, receiver on a scoped thread; then analysis.
 fn client(socket: &UdpSocket, config: &ProbeConfig) -> Result<ProbeResult, WorkloadError> {
+    receive_timestamps(socket, "the probe client")?;
     let token = run_token();
     let start = Instant::now();
     // ns since start after which the receiver stops; u64::MAX while sending.
@@ -427,10 +459,12 @@ fn receive(
         {
             return arrivals;
         }
-        let Ok(n) = socket.recv(&mut buf) else {
+        // The kernel's receive time, not the time this thread got to read the answer: a
+        // busy lab machine does not count as network delay.
+        let Ok((n, _, stamp)) = recv_stamped(socket, &mut buf) else {
             continue;
         };
-        let at = Instant::now();
+        let at = stamp.unwrap_or_else(Instant::now);
         let Some(seq) = decode(&buf[..n.min(buf.len())], token) else {
             continue;
         };
@@ -622,8 +656,18 @@ mod tests {
             arrivals: order
                 .iter()
                 .enumerate()
-                .map(|(i, &seq)| (token, seq, at(10 * i as u64)))
-                .chain([(token.wrapping_add(1), 5, at(1))])
+                .map(|(i, &seq)| VmArrival {
+                    token,
+                    seq,
+                    at: at(10 * i as u64),
+                    lag: Duration::ZERO,
+                })
+                .chain([VmArrival {
+                    token: token.wrapping_add(1),
+                    seq: 5,
+                    at: at(1),
+                    lag: Duration::ZERO,
+                }])
                 .collect(),
             unstamped: 0,
         };
@@ -678,15 +722,24 @@ mod tests {
         // The one-way view at the responder: every probe once, in order.
         let (one_way, delivered) = log.one_way(&result, Instant::now());
         assert_eq!(
-            one_way,
-            OneWayReport {
-                received: 200,
-                lost: 0,
-                duplicated: 0,
-                reordered: 0,
-                reorders: Vec::new(),
-            }
+            (
+                one_way.received,
+                one_way.lost,
+                one_way.duplicated,
+                one_way.reordered
+            ),
+            (200, 0, 0, 0)
         );
+        assert!(one_way.reorders.is_empty());
+        // Kernel timestamps at both ends: the responder's lag is measured, and taking it
+        // out of the echo leaves no more than the echo's own extra delay.
+        let without_lag = one_way.max_extra_delay_ms.expect("answers");
+        assert!(
+            without_lag <= result.report.max_extra_delay_ms + 1e-9,
+            "{without_lag} > {}",
+            result.report.max_extra_delay_ms
+        );
+        assert!(one_way.max_responder_lag_ms >= 0.0);
         assert_eq!(delivered.len(), 200);
         let report = result.report.clone().with_one_way(OneWayReport {
             duplicated: 1,
