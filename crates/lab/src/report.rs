@@ -182,6 +182,29 @@ pub struct OneWayReport {
     /// added to a round trip. Absent when no probe was answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_extra_delay_ms: Option<f64>,
+    /// Where that worst answer's time went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_echo: Option<WorstEcho>,
+}
+
+/// The probe whose echo was latest once the responder's lag is taken out, its round trip
+/// in three parts (kernel receive timestamps at the VM and at the client).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorstEcho {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its extra delay without the responder's lag (`at_vm.max_extra_delay_ms`).
+    pub extra_ms: f64,
+    /// From its send to the VM's kernel receiving it (held packets: the hold).
+    pub to_vm_ms: f64,
+    /// The lab's responder reading and echoing it.
+    pub responder_ms: f64,
+    /// From the echo to the client's kernel receiving the answer.
+    pub back_ms: f64,
+    /// How long after it the VM's kernel went on receiving probes sent before it reached the
+    /// VM: the rest of an End.SBUF release, which the VM's stack takes in around the echo.
+    #[serde(default)]
+    pub queue_behind_ms: f64,
 }
 
 /// How many reordered probes [`OneWayReport::reorders`] lists, at most.
@@ -289,6 +312,10 @@ impl ProbeReport {
                     max_extra_delay_ms: match (a.max_extra_delay_ms, b.max_extra_delay_ms) {
                         (Some(x), Some(y)) => Some(x.max(y)),
                         (x, y) => x.or(y),
+                    },
+                    worst_echo: match (a.worst_echo, &b.worst_echo) {
+                        (Some(x), Some(y)) if y.extra_ms > x.extra_ms => Some(y.clone()),
+                        (x, y) => x.or_else(|| y.clone()),
                     },
                 }),
                 _ => None,
@@ -521,6 +548,7 @@ mod tests {
                 reorders: Vec::new(),
                 max_responder_lag_ms: delay / 10.0,
                 max_extra_delay_ms: Some(delay - 1.0),
+                worst_echo: None,
             }),
             echo: Some(EchoFigures::default()),
             ..ProbeReport::default()

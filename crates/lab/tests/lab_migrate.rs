@@ -6,7 +6,8 @@
 //! - sr-buffer over 6 consecutive migrations (S -> D -> S ...): 0 probes lost, 0 duplicated,
 //!   0 reordered (one way at the VM and echoed: End.SBUF releases in order, the commit fence
 //!   keeps the path switch in order), held answers delayed by about the pause at most (not
-//!   counting the lab responder thread's own lag, measured with kernel timestamps);
+//!   counting the lab responder thread's lag or the VM's kernel taking in the rest of the
+//!   release, both measured with kernel timestamps);
 //! - traditional over 2 migrations: probes are lost (the measurement can see loss);
 //! - sr-drop over 2 migrations: about the downtime's worth of probes lost per migration;
 //! - teardown leaves no namespace and no srmigd process behind;
@@ -175,11 +176,14 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
             r.phases
         );
     }
-    // Held answers are late by about the pause, not more. The bound is on what the network
-    // added to the round trip: each answer's time in the lab's own responder thread (from
-    // the VM's kernel receiving the probe to the thread reading and echoing it) is taken
-    // out, as the one-way figures above take it out with kernel timestamps. On a loaded
-    // machine that thread alone has been tens of milliseconds late after a resume.
+    // Held answers are late by about the pause, not more. What is bounded is what the
+    // network, srmig included, added to the round trip of the worst answer (kernel receive
+    // timestamps at the VM and at the client), less two things that are not srmig's:
+    // - the lab's responder thread reading the probe (its lag is taken out per probe);
+    // - the VM's own kernel taking in the rest of the release: the answer to the first held
+    //   probe leaves the VM behind the hundreds of frames released after it (measured here
+    //   at 17 ms for 2 x 370 frames on a 2-core machine), and that intake must itself be
+    //   quick (a release that trickled would show there).
     let max_pause = buffer
         .report
         .migrations
@@ -192,12 +196,15 @@ fn sr_buffer_loses_nothing_where_traditional_and_sr_drop_lose() {
     ] {
         let probe = probe.expect("probe report");
         let at_vm = probe.at_vm.as_ref().expect("the VM's view");
-        let network = at_vm.max_extra_delay_ms.expect("answered probes");
+        let worst = at_vm.worst_echo.as_ref().expect("answered probes");
         assert!(
-            probe.max_extra_delay_ms > DOWNTIME_MS as f64 * 0.8 && network < max_pause + 30.0,
-            "{family}: extra delay {network:.1} ms without the responder's lag (up to {:.1}              ms; {:.1} ms with it), pause up to {max_pause:.1} ms",
+            probe.max_extra_delay_ms > DOWNTIME_MS as f64 * 0.8
+                && worst.queue_behind_ms < 50.0
+                && worst.extra_ms - worst.queue_behind_ms < max_pause + 30.0,
+            "{family}: the worst answer {worst:?} (responder lag up to {:.1} ms; {:.1} ms \
+             extra with it), pause up to {max_pause:.1} ms",
             at_vm.max_responder_lag_ms,
-            probe.max_extra_delay_ms
+            probe.max_extra_delay_ms,
         );
     }
 

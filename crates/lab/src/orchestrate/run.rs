@@ -486,12 +486,20 @@ impl LabRun {
                     "  {:<7} one way, at the VM: {} received, {} lost, {} duplicated, {} reordered",
                     "", w.received, w.lost, w.duplicated, w.reordered
                 );
-                if let Some(extra) = w.max_extra_delay_ms {
+                if let Some(e) = &w.worst_echo {
                     let _ = writeln!(
                         out,
                         "  {:<7} echo without the responder's lag (up to {:.1} ms): max extra \
-                         delay {extra:.1} ms",
-                        "", w.max_responder_lag_ms
+                         delay {:.1} ms (probe {}: {:.1} ms to the VM, {:.1} in the responder, \
+                         {:.1} back; the VM took in the rest of its release for {:.1} ms)",
+                        "",
+                        w.max_responder_lag_ms,
+                        e.extra_ms,
+                        e.seq,
+                        e.to_vm_ms,
+                        e.responder_ms,
+                        e.back_ms,
+                        e.queue_behind_ms
                     );
                 }
                 // Each reordered probe, by VM when there are several, to place against the

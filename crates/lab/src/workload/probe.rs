@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{median, ms_since, precise_timers, sleep_until, Server, WorkloadError, POLL};
 use crate::netns::Netns;
-use crate::report::{OneWayReport, ProbeReport, Reordered, MAX_REORDERS_LISTED};
+use crate::report::{OneWayReport, ProbeReport, Reordered, WorstEcho, MAX_REORDERS_LISTED};
 
 /// Payload magic, "SRMP".
 const MAGIC: u32 = 0x5352_4d50;
@@ -184,7 +184,7 @@ impl ResponderLog {
         let mut seen = vec![false; usize::try_from(sent).unwrap_or(0)];
         let mut w = OneWayReport::default();
         let mut highest: Option<u64> = None;
-        let mut extra_without_lag = None::<f64>;
+        let mut worst: Option<WorstEcho> = None;
         for &&VmArrival { seq, at, lag, .. } in &mine {
             let Some(flag) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else {
                 continue;
@@ -202,10 +202,21 @@ impl ResponderLog {
             let answered = usize::try_from(seq)
                 .ok()
                 .and_then(|i| result.samples.get(i))
-                .and_then(|s| Some(s.received_ms? - s.sent_ms));
-            if let Some(rtt) = answered {
-                let extra = (rtt - lag_ms - result.report.baseline_rtt_ms).max(0.0);
-                extra_without_lag = Some(extra_without_lag.map_or(extra, |m| m.max(extra)));
+                .and_then(|s| Some((s.sent_ms, s.received_ms?)));
+            if let Some((sent_ms, received_ms)) = answered {
+                let extra =
+                    (received_ms - sent_ms - lag_ms - result.report.baseline_rtt_ms).max(0.0);
+                if worst.as_ref().is_none_or(|w| extra > w.extra_ms) {
+                    let at_ms = signed_ms(result.start, at);
+                    worst = Some(WorstEcho {
+                        seq,
+                        extra_ms: extra,
+                        to_vm_ms: at_ms - sent_ms,
+                        responder_ms: lag_ms,
+                        back_ms: received_ms - at_ms - lag_ms,
+                        queue_behind_ms: 0.0,
+                    });
+                }
             }
             if let Some(after) = highest.filter(|&h| seq < h) {
                 w.reordered += 1;
@@ -220,7 +231,28 @@ impl ResponderLog {
             highest = highest.max(Some(seq));
         }
         w.lost = sent - w.received;
-        w.max_extra_delay_ms = extra_without_lag;
+        if let Some(worst) = &mut worst {
+            // What reached the VM after it although sent before it arrived there: the rest of
+            // a release (or of a queue) that the VM's kernel took in after it.
+            let at_ms = worst.to_vm_ms
+                + result
+                    .samples
+                    .get(usize::try_from(worst.seq).unwrap_or(usize::MAX))
+                    .map_or(0.0, |s| s.sent_ms);
+            let last = mine
+                .iter()
+                .filter(|a| {
+                    usize::try_from(a.seq)
+                        .ok()
+                        .and_then(|i| result.samples.get(i))
+                        .is_some_and(|s| s.sent_ms < at_ms)
+                })
+                .map(|a| signed_ms(result.start, a.at))
+                .fold(at_ms, f64::max);
+            worst.queue_behind_ms = last - at_ms;
+        }
+        w.max_extra_delay_ms = worst.as_ref().map(|w| w.extra_ms);
+        w.worst_echo = worst;
         (w, mine.iter().map(|a| (a.seq, a.at)).collect())
     }
 }
@@ -306,6 +338,15 @@ fn echo_loop(socket: &UdpSocket, stop: &AtomicBool) -> Result<ResponderLog, Work
         }
     }
     Ok(log)
+}
+
+/// `at` in milliseconds since `start`, negative before it.
+fn signed_ms(start: Instant, at: Instant) -> f64 {
+    if at >= start {
+        at.duration_since(start).as_secs_f64() * 1e3
+    } else {
+        -(start.duration_since(at).as_secs_f64() * 1e3)
+    }
 }
 
 /// Receives one datagram with its kernel receive timestamp (`SO_TIMESTAMPNS`, wall clock)
