@@ -14,7 +14,7 @@ use srmig_dataplane::{
     ConfigError, Dataplane, Instant, NodeConfig, PolicyConfig, PortId, PortKind, SidConfig,
     Steering, VmId, VmState,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use srmig_api::{
     BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus, SidStatus,
@@ -565,6 +565,7 @@ impl Agent {
         plan.mappings.extend(mappings);
         // The policies of the delta's VMs that were encapsulated and are no longer (native
         // now, or removed) leave the plan, as a whole config's plan would not have them.
+        let mut retired = Vec::new();
         let unencapsulated = delta
             .mappings
             .iter()
@@ -587,6 +588,7 @@ impl Agent {
             };
             if let Some(at) = at {
                 plan.policies.remove(at);
+                retired.push(name);
             }
         }
         for p in policies {
@@ -603,6 +605,11 @@ impl Agent {
                 Ok(at) => plan.policies[at] = p,
                 Err(at) => plan.policies.insert(at, p),
             }
+        }
+        // The policies that left the plan leave the engine too (nothing of the plan steers
+        // into them any more), as `install_diff` does for a whole config.
+        for name in retired {
+            self.retire_policy(&name);
         }
         for vm in delta.mappings.iter().map(|m| &m.vm).chain(&delta.removed) {
             if let Some(m) = self.applied.as_ref().and_then(|a| a.mapping(vm)) {
@@ -783,7 +790,25 @@ impl Agent {
             let s = self.steering(target, *prefix)?;
             self.dp.set_mapping(*prefix, s)?;
         }
+        // Policies last: what `next` no longer has leaves the engine, now that no mapping
+        // or SID of `next` steers into it.
+        let wanted: std::collections::HashSet<&str> =
+            next.policies.iter().map(|p| p.name.as_str()).collect();
+        for p in &prev.policies {
+            if !wanted.contains(p.name.as_str()) {
+                self.retire_policy(&p.name);
+            }
+        }
         Ok(())
+    }
+
+    /// Removes policy `name` from the engine, unless something outside the plan still uses
+    /// it (a SID installed through the API): then it stays, as it did before the plan
+    /// dropped it.
+    fn retire_policy(&mut self, name: &str) {
+        if let Err(e) = self.dp.remove_policy(name) {
+            debug!(policy = name, reason = %e, "policy kept in the engine");
+        }
     }
 
     fn steering(&self, target: &str, prefix: IpNet) -> Result<Steering, ConfigError> {
@@ -1275,6 +1300,23 @@ mod tests {
             let (sd, sw) = (delta.status(&[]), whole.status(&[]));
             assert_eq!(sd.sids, sw.sids);
             assert_eq!(sd.policies, sw.policies, "at {}", pair[1].generation);
+            // The engines hold the VM policies of the plan and no other (a VM that went away
+            // or went native took its policy along).
+            for (n, st) in [(&delta, &sd), (&whole, &sw)] {
+                let mut held: Vec<&str> =
+                    n.dp.policy_names()
+                        .filter(|p| p.starts_with(POLICY_PREFIX))
+                        .collect();
+                held.sort_unstable();
+                let mut planned: Vec<&str> = st
+                    .policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .filter(|p| p.starts_with(POLICY_PREFIX))
+                    .collect();
+                planned.sort_unstable();
+                assert_eq!(held, planned, "at {}", pair[1].generation);
+            }
             assert_eq!(sd.generation, sw.generation);
         }
         // A delta on another base is refused with base-mismatch and changes nothing.

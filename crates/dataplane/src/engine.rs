@@ -112,6 +112,9 @@ pub struct Dataplane {
     /// Policy ids by name: a host with N VMs has N policies, and the control plane names them
     /// on every mapping it installs (a linear search was O(N) string compares per install).
     policy_names: HashMap<String, PolicyId>,
+    /// Ids of removed policies, reused by the next new ones (a host that sees thousands of
+    /// VMs come and go keeps as many policy slots as it had policies at once).
+    free_policies: Vec<PolicyId>,
     vms: VmTable,
     /// Mappings shorter than /128 (IPv6) and all IPv4 mappings; IPv6 /128 mappings share
     /// the VM address table ([`crate::vm::AddrEntry`]).
@@ -406,6 +409,7 @@ impl Dataplane {
             sids: SidTable::with_hasher(hasher),
             policies: Vec::new(),
             policy_names: HashMap::new(),
+            free_policies: Vec::new(),
             counters: Counters::new(ports.len(), vms.len()),
             ports,
             vms,
@@ -570,11 +574,55 @@ impl Dataplane {
             self.policies[i] = p;
             return Ok(id);
         }
-        let id = PolicyId(self.policies.len() as u32);
-        self.policies.push(p);
-        self.counters.policies.push(PacketBytes::default());
+        let id = match self.free_policies.pop() {
+            Some(id) => {
+                self.policies[id.index()] = p;
+                self.counters.policies[id.index()] = PacketBytes::default();
+                id
+            }
+            None => {
+                let id = PolicyId(self.policies.len() as u32);
+                self.policies.push(p);
+                self.counters.policies.push(PacketBytes::default());
+                id
+            }
+        };
         self.policy_names.insert(cfg.name.clone(), id);
         Ok(id)
+    }
+
+    /// Removes the policy named `name`; returns its id (`None` if there is none), which a
+    /// later new policy may reuse. Refused while a mapping, an End.B6.Encaps SID or a
+    /// steering rule uses it: those go first. O(mappings + SIDs + steering rules).
+    pub fn remove_policy(&mut self, name: &str) -> Result<Option<PolicyId>, ConfigError> {
+        let Some(&id) = self.policy_names.get(name) else {
+            return Ok(None);
+        };
+        let user = if self.sids.uses_policy(id) {
+            Some("an End.B6.Encaps SID")
+        } else if self.fib.uses_policy(id) {
+            Some("a steering rule")
+        } else if self.mappings.uses_policy(id)
+            || self
+                .vms
+                .v6_steering()
+                .any(|(_, s)| s == Steering::Policy(id))
+        {
+            Some("a mapping")
+        } else {
+            None
+        };
+        if let Some(user) = user {
+            return Err(ConfigError::invalid(
+                format!("policy \"{name}\""),
+                format!("{user} uses it"),
+            ));
+        }
+        self.policy_names.remove(name);
+        self.policies[id.index()].retire();
+        self.counters.policies[id.index()] = PacketBytes::default();
+        self.free_policies.push(id);
+        Ok(Some(id))
     }
 
     /// Sets the ingress steering for `prefix` (traffic from local VMs).
@@ -769,6 +817,11 @@ impl Dataplane {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| e.as_ref().map(|e| (SidId(i as u32), e.behavior, &e.config)))
+    }
+
+    /// The names of the installed policies (in no particular order).
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
+        self.policy_names.keys().map(String::as_str)
     }
 
     /// The headend behavior and segment list of policy `id`.

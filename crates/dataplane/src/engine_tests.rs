@@ -2311,6 +2311,77 @@ fn encap_source_sets_the_tunnel_source_apart() {
 }
 
 #[test]
+fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
+    let mut dp = host(S, VmState::Running);
+    let p = dp.policy_id("to-d").unwrap();
+    let (v, _) = run(&mut dp, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(dp.counters().policy(p).packets, 1);
+    // Refused while anything steers into it; each user named, nothing changed.
+    let refused = |dp: &mut Dataplane| dp.remove_policy("to-d").unwrap_err().to_string();
+    assert_eq!(
+        refused(&mut dp),
+        "policy \"to-d\": an End.B6.Encaps SID uses it"
+    );
+    dp.remove_sid(sid(S, END_B6)).unwrap();
+    assert_eq!(refused(&mut dp), "policy \"to-d\": a mapping uses it");
+    // The /128 lives in the VM address table, the /16 in the prefix table: both count.
+    dp.set_mapping(
+        ipnet::IpNet::from(std::net::IpAddr::V6(remote())),
+        Steering::Native,
+    )
+    .unwrap();
+    assert_eq!(refused(&mut dp), "policy \"to-d\": a mapping uses it");
+    dp.remove_mapping("10.90.0.0/16".parse().unwrap()).unwrap();
+    assert_eq!(dp.policy_id("to-d"), Some(p), "a refusal changes nothing");
+    assert_eq!(dp.remove_policy("to-d").unwrap(), Some(p));
+    assert_eq!((dp.policy_id("to-d"), dp.policy(p)), (None, None));
+    assert_eq!(dp.remove_policy("to-d").unwrap(), None, "already gone");
+    let e = dp
+        .set_mapping(
+            ipnet::IpNet::from(std::net::IpAddr::V6(remote())),
+            Steering::Policy(p),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no policy with id"), "{e}");
+    // The next new policy takes the freed id, with fresh counters and its own rewrite.
+    let fresh = dp
+        .install_policy(PolicyConfig {
+            name: "fresh".into(),
+            headend: Headend::HEncaps,
+            segments: vec![sid(D, END_DT6)],
+            hop_limit: None,
+            flow_label: FlowLabelMode::Copy,
+            hmac_key: None,
+        })
+        .unwrap();
+    assert_eq!(fresh, p);
+    assert_eq!(dp.counters().policy(fresh).packets, 0);
+    dp.set_mapping(
+        ipnet::IpNet::from(std::net::IpAddr::V6(remote())),
+        Steering::Policy(fresh),
+    )
+    .unwrap();
+    let (v, out) = run(&mut dp, CLIENT_PORT, &client_frame(remote(), 100));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END_DT6));
+    assert_eq!(dp.counters().policy(fresh).packets, 1);
+    // A transit steering rule is a user too.
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.steering = vec![SteeringConfig {
+        prefix: "2001:db8:e0::/64".parse().unwrap(),
+        policy: "on-d".into(),
+        table: 0,
+    }];
+    let mut dp = Dataplane::new(cfg).unwrap();
+    assert_eq!(
+        dp.remove_policy("on-d").unwrap_err().to_string(),
+        "policy \"on-d\": a steering rule uses it"
+    );
+    assert!(dp.remove_policy("on-s").unwrap().is_some(), "unused");
+}
+
+#[test]
 fn transit_traffic_is_steered_into_a_policy_by_table() {
     let mut cfg = host_config(S, VmState::Running);
     cfg.steering = vec![

@@ -228,6 +228,13 @@ impl Fib {
         Ok(&mut self.tables[t.0 as usize])
     }
 
+    /// Whether a steering rule of any table steers into `p`.
+    pub(crate) fn uses_policy(&self, p: crate::policy::PolicyId) -> bool {
+        self.tables.iter().any(|t| {
+            t.steer_v6.iter().any(|(_, _, q)| q == p) || t.steer_v4.iter().any(|(_, _, q)| q == p)
+        })
+    }
+
     #[inline]
     /// The table at `t`.
     pub(crate) fn table(&self, t: TableIdx) -> Option<&FibTable> {

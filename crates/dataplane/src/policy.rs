@@ -67,6 +67,15 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// Marks a removed policy's slot free and lets go of its segments and rewrite.
+    pub(crate) fn retire(&mut self) {
+        self.active = false;
+        self.name = String::new();
+        self.segments = Vec::new();
+        self.rewrite = Vec::new();
+        self.srh_offset = None;
+    }
+
     /// Validates `cfg` (field path prefix `path`) and precomputes its rewrite.
     pub(crate) fn build(
         path: &str,
@@ -230,6 +239,12 @@ pub(crate) struct MappingTable {
 }
 
 impl MappingTable {
+    /// Whether a prefix mapping (not the /128s of the VM table) steers into `p`.
+    pub(crate) fn uses_policy(&self, p: PolicyId) -> bool {
+        let by = Steering::Policy(p);
+        self.v6.iter().any(|(_, _, s)| s == by) || self.v4.iter().any(|(_, _, s)| s == by)
+    }
+
     pub(crate) fn with_hasher(h: crate::hash::AddrHash) -> MappingTable {
         MappingTable {
             v6: Lpm::with_hasher(h),
