@@ -349,6 +349,58 @@ fn seeds() -> Vec<(&'static str, Vec<Op>)> {
             Op::Drain,
         ],
     ));
+    // Policy removal: refused while the End.B6.Encaps SID and the mappings use "to-d",
+    // then done; a new policy takes its id and carries the VM's traffic.
+    v.push((
+        "policy-removal",
+        vec![
+            vm(S, Vm::Client, Dst::Remote),
+            Op::RemovePolicy {
+                host: S,
+                name: PolicyName::ToD,
+            },
+            Op::RemoveSid {
+                host: S,
+                sid: CatalogSid::EndB6,
+            },
+            Op::RemovePolicy {
+                host: S,
+                name: PolicyName::ToD,
+            },
+            Op::SetMapping {
+                host: S,
+                prefix: 0,
+                policy: None,
+            },
+            Op::RemoveMapping { host: S, prefix: 5 },
+            Op::RemovePolicy {
+                host: S,
+                name: PolicyName::ToD,
+            },
+            Op::RemovePolicy {
+                host: S,
+                name: PolicyName::OnS,
+            },
+            Op::InstallPolicy {
+                host: S,
+                name: PolicyName::New,
+                headend: HeadendSel::Encaps,
+                segs: SegList::One,
+            },
+            Op::SetMapping {
+                host: S,
+                prefix: 0,
+                policy: Some(PolicyName::New),
+            },
+            vm(S, Vm::Client, Dst::Remote),
+            Op::SetMapping {
+                host: S,
+                prefix: 0,
+                policy: Some(PolicyName::ToD),
+            },
+            Op::Drain,
+        ],
+    ));
     // HMAC: required on C, verified on S.
     v.push((
         "hmac",

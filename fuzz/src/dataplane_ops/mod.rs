@@ -168,7 +168,8 @@ struct Host {
     touched_sids: u32,
     touched_policies: u8,
     touched_mappings: u16,
-    /// A change that cannot be undone (a new policy): rebuilt before the next input.
+    /// A change that is not undone exactly (a new policy, a removed one): rebuilt before the
+    /// next input.
     dirty: bool,
 }
 
@@ -675,6 +676,40 @@ impl Harness {
                 let r = h.dp.install_policy(cfg);
                 if bad {
                     assert!(r.is_err(), "invalid policy installed");
+                }
+            }
+            Op::RemovePolicy { host, name } => {
+                let h = &mut self.hosts[host_index(host)];
+                let before = h.dp.policy_id(policy_name(name));
+                match h.dp.remove_policy(policy_name(name)) {
+                    Ok(removed) => {
+                        assert_eq!(removed, before, "removed another policy");
+                        if let Some(id) = removed {
+                            assert!(h.dp.policy_id(policy_name(name)).is_none());
+                            assert!(h.dp.policy(id).is_none());
+                            // Nothing steered into it, so no lookup can lead there now.
+                            for i in 0..world::PREFIXES {
+                                let addr = world::prefix(i).addr();
+                                assert_ne!(h.dp.mapping(addr), Some(Steering::Policy(id)));
+                            }
+                            assert!(!h
+                                .dp
+                                .sids()
+                                .any(|(_, _, c)| c.policy.as_deref() == Some(policy_name(name))));
+                            h.touched_policies |= 1 << name as u8;
+                            // Restored policies could come back under each other's ids: the
+                            // host is rebuilt, so that every input starts from the same world.
+                            h.dirty = true;
+                        }
+                    }
+                    Err(e) => {
+                        assert!(e.to_string().ends_with("uses it"), "{e}");
+                        assert_eq!(
+                            h.dp.policy_id(policy_name(name)),
+                            before,
+                            "refused, changed"
+                        );
+                    }
                 }
             }
             Op::SetMapping {

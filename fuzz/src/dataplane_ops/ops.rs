@@ -406,11 +406,18 @@ pub enum Op {
     },
     /// `poll_transmit` on every host until it returns `None`.
     Drain,
+    /// `remove_policy` (refused while a mapping, SID or steering rule uses it).
+    RemovePolicy {
+        /// Host.
+        host: Host,
+        /// Name.
+        name: PolicyName,
+    },
 }
 
 impl Encode for Op {
     fn encode(&self, out: &mut Vec<u8>) {
-        let n = 14;
+        let n = 15;
         match self {
             Op::Uplink {
                 host,
@@ -521,6 +528,11 @@ impl Encode for Op {
                 host.encode(out);
             }
             Op::Drain => variant(out, 13, n),
+            Op::RemovePolicy { host, name } => {
+                variant(out, 14, n);
+                host.encode(out);
+                name.encode(out);
+            }
         }
     }
 }
