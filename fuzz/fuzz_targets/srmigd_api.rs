@@ -188,6 +188,13 @@ fn apply_delta(agent: &mut Agent, before: &HostStatus, delta: &HostConfigDelta) 
                 whole.status(&[]),
                 "the delta left the agent otherwise than the whole config"
             );
+            // The engines too, with what the status does not show: a policy the plan dropped
+            // but the engine kept.
+            assert_eq!(
+                engine_policies(agent),
+                engine_policies(&mut whole),
+                "the delta left other policies in the engine than the whole config"
+            );
             let mut addresses = expected.clone();
             if let Some(cur) = &in_force {
                 addresses.mappings.extend(cur.mappings.iter().cloned());
@@ -205,6 +212,17 @@ fn apply_delta(agent: &mut Agent, before: &HostStatus, delta: &HostConfigDelta) 
             refused(agent, before, &e);
         }
     }
+}
+
+/// The names of the policies in `agent`'s engine, sorted.
+fn engine_policies(agent: &mut Agent) -> Vec<String> {
+    let mut names: Vec<String> = agent
+        .dataplane()
+        .policy_names()
+        .map(str::to_owned)
+        .collect();
+    names.sort_unstable();
+    names
 }
 
 /// Kind 7: the config in force changed by `changes` (see the module docs), as a delta.
