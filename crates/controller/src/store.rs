@@ -74,6 +74,17 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// A key in the store's tables that the controller never writes (etcd: `migrations/7`
+    /// for `migrations/00000000000000000007`, a name left empty, an id that is not one).
+    #[error("store {store}: key {key} is not a row the controller writes ({why}); remove it or restore the store from a backup")]
+    StrayKey {
+        /// The store.
+        store: String,
+        /// The key as found.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A row does not decode.
     #[error("store {store}: row {table}/{key} is corrupt")]
     Corrupt {

@@ -113,20 +113,39 @@ impl EtcdOptions {
         format!("{}leader", self.prefix)
     }
 
-    /// The row of an etcd key under the prefix (`None`: not one of ours).
-    pub fn row(&self, key: &str) -> Option<RowKey> {
-        let rest = key.strip_prefix(&self.prefix)?;
-        let (table, name) = rest.split_once('/')?;
-        if name.is_empty() {
-            return None;
+    /// The row of an etcd key under the prefix: `Ok(None)` for a key outside the store's
+    /// tables (the election's, another program's), `Err(why)` for a key inside one that
+    /// [`key`](Self::key) never writes (`migrations/7`, `migrations/x`, `hosts/`): loading
+    /// it would merge it with a row or drop it unseen, so the store refuses it.
+    pub fn row(&self, key: &str) -> Result<Option<RowKey>, String> {
+        let Some((table, name)) = key
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            return Ok(None);
+        };
+        if !matches!(table, "hosts" | "vms" | "migrations" | "meta") {
+            return Ok(None);
         }
-        Some(match table {
+        if name.is_empty() {
+            return Err(format!("a {table} key without a name"));
+        }
+        let row = match table {
             "hosts" => RowKey::Host(name.to_owned()),
             "vms" => RowKey::Vm(name.to_owned()),
-            "migrations" => RowKey::Migration(name.parse().ok()?),
-            "meta" => RowKey::Meta(name.to_owned()),
-            _ => return None,
-        })
+            "migrations" => match name.parse() {
+                Ok(id) => RowKey::Migration(id),
+                Err(_) => return Err("a migration key that is not an id".into()),
+            },
+            _ => RowKey::Meta(name.to_owned()),
+        };
+        if self.key(&row) != key {
+            return Err(format!(
+                "migration ids are written as 20 digits: {}",
+                self.key(&row)
+            ));
+        }
+        Ok(Some(row))
     }
 }
 
@@ -592,9 +611,19 @@ impl Backend for Etcd {
         let kvs = self.load_raw()?;
         let mut rows = Rows::default();
         for (key, value) in kvs {
-            // Keys under the prefix that are not rows (e.g. the election's) are not ours.
-            if let Some(row) = self.options.row(&key) {
-                rows.insert(row, value);
+            // Keys under the prefix outside the tables (e.g. the election's) are not ours.
+            match self.options.row(&key) {
+                Ok(Some(row)) => {
+                    rows.insert(row, value);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    return Err(StoreError::StrayKey {
+                        store: self.options.describe(),
+                        key,
+                        why,
+                    })
+                }
             }
         }
         Ok(rows)
@@ -666,7 +695,7 @@ mod tests {
         ] {
             let key = o.key(&row);
             assert!(key.starts_with("/srmig/"), "{key}");
-            assert_eq!(o.row(&key), Some(row));
+            assert_eq!(o.row(&key), Ok(Some(row)));
         }
         assert_eq!(
             o.key(&RowKey::Migration(7)),
@@ -674,12 +703,26 @@ mod tests {
         );
         for foreign in [
             "/srmig/leader/1234",
-            "/srmig/hosts/",
-            "/srmig/migrations/x",
+            "/srmig/leader",
             "/other/hosts/h1",
             "/srmig/hosts",
         ] {
-            assert_eq!(o.row(foreign), None, "{foreign}");
+            assert_eq!(o.row(foreign), Ok(None), "{foreign}");
+        }
+        // Inside the tables, a key the store never writes is refused, not merged or dropped.
+        for (stray, why) in [
+            ("/srmig/hosts/", "a hosts key without a name"),
+            ("/srmig/migrations/x", "a migration key that is not an id"),
+            (
+                "/srmig/migrations/7",
+                "migration ids are written as 20 digits: /srmig/migrations/00000000000000000007",
+            ),
+            (
+                "/srmig/migrations/+7",
+                "migration ids are written as 20 digits: /srmig/migrations/00000000000000000007",
+            ),
+        ] {
+            assert_eq!(o.row(stray), Err(why.to_owned()), "{stray}");
         }
     }
 }

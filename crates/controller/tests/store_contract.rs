@@ -229,6 +229,30 @@ fn etcd_backend_meets_the_contract_and_fences_a_deposed_leader() {
     let (_, loaded) = Store::with_backend(Box::new(b)).expect("load b");
     assert_eq!(loaded.expect("state").snapshot.next_id, 77);
 
+    // A key in the store's tables that the controller never writes (a hand edit): loading
+    // refuses it, naming it, instead of merging it with migration 7's row or dropping it.
+    let options = etcd_options(&server, "/srmig-test/stray/");
+    let (mut store, _) = open_etcd(&options);
+    store.save(&hosts, &snap).expect("save");
+    let stray = format!("{}migrations/7", options.prefix);
+    http_post(
+        &server,
+        "/v3/kv/put",
+        &format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            base64_encode(stray.as_bytes()),
+            base64_encode(b"{}")
+        ),
+    );
+    let err = Store::with_backend(Box::new(Etcd::connect(&options).expect("connect")))
+        .map(|_| ())
+        .expect_err("a stray key is refused");
+    assert!(
+        matches!(&err, StoreError::StrayKey { key, .. } if *key == stray),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("20 digits"), "{err}");
+
     // A restarted etcd: a save fails while it is down (a clear error within the timeout),
     // and works again once it is back, on the same handle.
     let options = etcd_options(&server, "/srmig-test/restart/");
