@@ -12,14 +12,20 @@
 //! - an accepted identity URI is exactly the identity's `uri()`;
 //! - a certificate's identity is a well-formed identity (its URI parses back to it).
 //!
-//! Input: the first byte selects the parser (`byte % 4`: `0` address, `1` host and port, `2`
-//! identity URI, `3` certificate), the rest is its text (UTF-8; other bytes are refused before
-//! any parser, as the flag and TOML readers refuse them) or, for `3`, the DER bytes. Seeds:
-//! `fuzz/corpus/tls_inputs/seed-*` (the certificates are `srmig pki` output).
+//! The PEM files srmig reads (`certificates_in`, `private_key_in`: the CA, certificate and key
+//! files, whatever an operator put there) are fuzzed too: nothing panics, an error names the
+//! file, an accepted certificate file holds at least one certificate (each then read as
+//! above), an accepted key file one key of a kind srmig names.
+//!
+//! Input: the first byte selects the parser (`byte % 6`: `0` address, `1` host and port, `2`
+//! identity URI, `3` certificate DER, `4` certificate PEM file, `5` private key PEM file), the
+//! rest is its text (UTF-8 for `0` to `2`; other bytes are refused before any parser, as the
+//! flag and TOML readers refuse them) or its bytes. Seeds: `fuzz/corpus/tls_inputs/seed-*`
+//! (the certificates and keys are `srmig pki` output).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use srmig_tls::{split_host_port, ApiAddress, PeerIdentity};
+use srmig_tls::{certificates_in, private_key_in, split_host_port, ApiAddress, PeerIdentity};
 
 fn address(text: &str) {
     let Ok(addr) = ApiAddress::parse(text) else {
@@ -65,18 +71,48 @@ fn certificate(der: &[u8]) {
     }
 }
 
+/// The file name the PEM readers are given (their errors must name it).
+const PEM_FILE: &str = "/etc/srmig/tls/fuzz.pem";
+
+fn certificate_file(raw: &[u8]) {
+    let path = std::path::Path::new(PEM_FILE);
+    match certificates_in(path, raw) {
+        Ok(certs) => {
+            assert!(!certs.is_empty(), "no certificate, and no error");
+            for cert in &certs {
+                // What the TLS handshake then verifies, and the identity read from it.
+                certificate(cert.as_ref());
+            }
+        }
+        Err(e) => assert!(e.to_string().contains(PEM_FILE), "{e}"),
+    }
+}
+
+fn key_file(raw: &[u8]) {
+    let path = std::path::Path::new(PEM_FILE);
+    match private_key_in(path, raw) {
+        Ok((_, label)) => assert!(
+            ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"].contains(&label),
+            "{label}"
+        ),
+        Err(e) => assert!(e.to_string().contains(PEM_FILE), "{e}"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else {
         return;
     };
-    if kind % 4 == 3 {
-        certificate(rest);
-        return;
+    match kind % 6 {
+        3 => return certificate(rest),
+        4 => return certificate_file(rest),
+        5 => return key_file(rest),
+        _ => {}
     }
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    match kind % 4 {
+    match kind % 6 {
         0 => address(text),
         1 => host_port(text),
         _ => identity_uri(text),

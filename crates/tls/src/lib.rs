@@ -43,7 +43,7 @@ pub use address::{split_host_port, AddressError, ApiAddress};
 pub use client::{ClientError, Endpoint, HttpsClient, HttpsConnection};
 pub use config::{client_config, server_config, ConfigError, TlsFiles};
 pub use identity::{IdentityError, PeerIdentity, Role};
-pub use pem::PemError;
+pub use pem::{certificates_in, private_key_in, PemError};
 pub use pki::{init_ca, issue, CaOptions, IssueOptions, PkiError, San, Validity};
 pub use serve::{serve, ServeOptions};
 

@@ -83,9 +83,9 @@ fn label(kind: SectionKind) -> &'static str {
 /// The known PEM blocks of a file: each block's kind and DER contents.
 type Sections = Vec<(SectionKind, Vec<u8>)>;
 
-/// Every PEM block of a file, with the file's raw text (to recognise blocks the parser skips).
-fn sections(path: &Path) -> Result<(Sections, Vec<u8>), PemError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+/// The bytes of the file at `path`.
+fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => PemError::Missing {
             path: path.to_owned(),
         },
@@ -93,18 +93,22 @@ fn sections(path: &Path) -> Result<(Sections, Vec<u8>), PemError> {
             path: path.to_owned(),
             source,
         },
-    })?;
+    })
+}
+
+/// Every PEM block of `bytes` (the file at `path`).
+fn sections(path: &Path, bytes: &[u8]) -> Result<Sections, PemError> {
     let not_pem = |detail: String| PemError::NotPem {
         path: path.to_owned(),
         detail,
     };
-    let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+    let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| not_pem(e.to_string()))?;
-    if sections.is_empty() && !contains(&bytes, b"-----BEGIN ") {
+    if sections.is_empty() && !contains(bytes, b"-----BEGIN ") {
         return Err(not_pem("no -----BEGIN ...----- line".to_owned()));
     }
-    Ok((sections, bytes))
+    Ok(sections)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -126,7 +130,14 @@ fn found(sections: &[(SectionKind, Vec<u8>)], raw: &[u8]) -> String {
 
 /// Every certificate in a PEM file, in file order (at least one).
 pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let (sections, raw) = sections(path)?;
+    certificates_in(path, &read(path)?)
+}
+
+/// Every certificate in `raw`, the PEM text of the file at `path` (which errors name), in
+/// order (at least one). What [`certificates`] does once the file is read; public for the
+/// fuzz target.
+pub fn certificates_in(path: &Path, raw: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let sections = sections(path, raw)?;
     let certs: Vec<CertificateDer<'static>> = sections
         .iter()
         .filter(|(kind, _)| *kind == SectionKind::Certificate)
@@ -136,7 +147,7 @@ pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
         return Err(PemError::Wrong {
             path: path.to_owned(),
             wanted: "CERTIFICATE",
-            found: found(&sections, &raw),
+            found: found(&sections, raw),
         });
     }
     Ok(certs)
@@ -144,7 +155,17 @@ pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 
 /// The one private key of a PEM file (PKCS#8, SEC1 or PKCS#1), with its PEM label.
 pub(crate) fn private_key(path: &Path) -> Result<(PrivateKeyDer<'static>, &'static str), PemError> {
-    let (sections, raw) = sections(path)?;
+    private_key_in(path, &read(path)?)
+}
+
+/// The one private key in `raw`, the PEM text of the file at `path` (which errors name),
+/// with its PEM label. What [`private_key`] does once the file is read; public for the fuzz
+/// target.
+pub fn private_key_in(
+    path: &Path,
+    raw: &[u8],
+) -> Result<(PrivateKeyDer<'static>, &'static str), PemError> {
+    let sections = sections(path, raw)?;
     let mut keys: Vec<(PrivateKeyDer<'static>, &'static str)> = sections
         .iter()
         .filter_map(|(kind, der)| {
@@ -153,13 +174,13 @@ pub(crate) fn private_key(path: &Path) -> Result<(PrivateKeyDer<'static>, &'stat
         .collect();
     match keys.len() {
         1 => Ok(keys.remove(0)),
-        0 if contains(&raw, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(PemError::Encrypted {
+        0 if contains(raw, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(PemError::Encrypted {
             path: path.to_owned(),
         }),
         0 => Err(PemError::Wrong {
             path: path.to_owned(),
             wanted: "PRIVATE KEY",
-            found: found(&sections, &raw),
+            found: found(&sections, raw),
         }),
         count => Err(PemError::ManyKeys {
             path: path.to_owned(),
