@@ -733,6 +733,51 @@ mod tests {
     }
 
     #[test]
+    fn the_worst_echo_is_taken_apart_without_the_responders_lag() {
+        // Probe 0 held 100 ms, then 1 to 3 behind it; the responder read probe 0 0.2 ms late.
+        let sent = [0.0, 1.0, 2.0, 3.0];
+        let answers = [(0, 110.0), (1, 110.5), (2, 111.0), (3, 103.6)];
+        let arrivals: Vec<Arrival> = answers.iter().map(|&(s, at)| arrival(s, at)).collect();
+        let mut result = analyze(&sent, &arrivals, Baseline::FixedMs(0.5));
+        result.token = 9;
+        let at = |ms: f64| result.start + Duration::from_secs_f64(ms / 1e3);
+        let log = ResponderLog {
+            echoed: 4,
+            arrivals: [
+                (0, 100.0, 0.2),
+                (1, 100.5, 0.0),
+                (2, 101.0, 0.0),
+                (3, 103.0, 0.0),
+            ]
+            .iter()
+            .map(|&(seq, ms, lag)| VmArrival {
+                token: 9,
+                seq,
+                at: at(ms),
+                lag: Duration::from_secs_f64(lag / 1e3),
+            })
+            .collect(),
+            unstamped: 0,
+        };
+        let (w, _) = log.one_way(&result, result.start);
+        let e = w.worst_echo.expect("a worst echo");
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert_eq!(e.seq, 0);
+        assert!(near(e.extra_ms, 110.0 - 0.2 - 0.5), "{e:?}");
+        assert!(
+            near(e.to_vm_ms, 100.0) && near(e.responder_ms, 0.2),
+            "{e:?}"
+        );
+        assert!(near(e.back_ms, 9.8), "{e:?}");
+        // Probes 1 to 3 were sent before probe 0 reached the VM and arrived after it.
+        assert!(near(e.queue_behind_ms, 3.0), "{e:?}");
+        assert_eq!(w.max_extra_delay_ms, Some(e.extra_ms));
+        assert!(near(w.max_responder_lag_ms, 0.2));
+        // The echo's own figure keeps the lag.
+        assert!(near(result.report.max_extra_delay_ms, 109.5));
+    }
+
+    #[test]
     fn nothing_received_reports_everything_lost() {
         let r = analyze(&[0.0, 1.0], &[], Baseline::FirstProbes(10));
         assert_eq!(r.report.lost, 2);
