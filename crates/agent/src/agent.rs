@@ -608,9 +608,7 @@ impl Agent {
         }
         // The policies that left the plan leave the engine too (nothing of the plan steers
         // into them any more), as `install_diff` does for a whole config.
-        for name in retired {
-            self.retire_policy(&name);
-        }
+        self.retire_policies(retired.iter().map(String::as_str));
         for vm in delta.mappings.iter().map(|m| &m.vm).chain(&delta.removed) {
             if let Some(m) = self.applied.as_ref().and_then(|a| a.mapping(vm)) {
                 for a in &m.addresses {
@@ -794,20 +792,23 @@ impl Agent {
         // or SID of `next` steers into it.
         let wanted: std::collections::HashSet<&str> =
             next.policies.iter().map(|p| p.name.as_str()).collect();
-        for p in &prev.policies {
-            if !wanted.contains(p.name.as_str()) {
-                self.retire_policy(&p.name);
-            }
-        }
+        self.retire_policies(
+            prev.policies
+                .iter()
+                .map(|p| p.name.as_str())
+                .filter(|name| !wanted.contains(name)),
+        );
         Ok(())
     }
 
-    /// Removes policy `name` from the engine, unless something outside the plan still uses
-    /// it (a SID installed through the API): then it stays, as it did before the plan
-    /// dropped it.
-    fn retire_policy(&mut self, name: &str) {
-        if let Err(e) = self.dp.remove_policy(name) {
-            debug!(policy = name, reason = %e, "policy kept in the engine");
+    /// Removes the policies `names` from the engine (one look at its tables for all of
+    /// them), except those something outside the plan still uses (a SID installed through
+    /// the API): they stay, as they did before the plan dropped them.
+    fn retire_policies<'a>(&mut self, names: impl Iterator<Item = &'a str> + Clone) {
+        for (name, removed) in names.clone().zip(self.dp.remove_policies(names)) {
+            if let Err(e) = removed {
+                debug!(policy = name, reason = %e, "policy kept in the engine");
+            }
         }
     }
 

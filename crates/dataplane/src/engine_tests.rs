@@ -2382,6 +2382,62 @@ fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
 }
 
 #[test]
+fn several_policies_are_removed_at_once_as_one_by_one() {
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.steering = vec![SteeringConfig {
+        prefix: "2001:db8:e0::/64".parse().unwrap(),
+        policy: "on-d".into(),
+        table: 0,
+    }];
+    let dp = Dataplane::new(cfg).unwrap();
+    let mut names: Vec<String> = dp.policy_names().map(str::to_owned).collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    // Every policy of the host (used or not), an unused one twice, one unknown.
+    let unused = names
+        .iter()
+        .find(|n| matches!(dp.clone().remove_policy(n), Ok(Some(_))))
+        .unwrap();
+    let mut asked: Vec<&str> = names.iter().map(String::as_str).collect();
+    asked.push(unused.as_str());
+    asked.push("no-such-policy");
+    let mut one_by_one = dp.clone();
+    let want: Vec<_> = asked
+        .iter()
+        .map(|n| one_by_one.remove_policy(n).map_err(|e| e.to_string()))
+        .collect();
+    let mut at_once = dp;
+    let got: Vec<_> = at_once
+        .remove_policies(asked.iter().copied())
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.iter().any(Result::is_err), "some are in use: {got:?}");
+    assert!(got.iter().any(|r| matches!(r, Ok(Some(_)))), "{got:?}");
+    assert_eq!(got[got.len() - 2], Ok(None), "gone the second time");
+    let left = |dp: &Dataplane| {
+        let mut n: Vec<String> = dp.policy_names().map(str::to_owned).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(left(&at_once), left(&one_by_one));
+    // The freed ids go to new policies in the same order.
+    let fresh = |dp: &mut Dataplane| {
+        dp.install_policy(PolicyConfig {
+            name: "fresh".into(),
+            headend: Headend::HEncaps,
+            segments: vec![sid(D, END_DT6)],
+            hop_limit: None,
+            flow_label: FlowLabelMode::Copy,
+            hmac_key: None,
+        })
+        .unwrap()
+    };
+    assert_eq!(fresh(&mut at_once), fresh(&mut one_by_one));
+}
+
+#[test]
 fn transit_traffic_is_steered_into_a_policy_by_table() {
     let mut cfg = host_config(S, VmState::Running);
     cfg.steering = vec![

@@ -228,10 +228,13 @@ impl Fib {
         Ok(&mut self.tables[t.0 as usize])
     }
 
-    /// Whether a steering rule of any table steers into `p`.
-    pub(crate) fn uses_policy(&self, p: crate::policy::PolicyId) -> bool {
-        self.tables.iter().any(|t| {
-            t.steer_v6.iter().any(|(_, _, q)| q == p) || t.steer_v4.iter().any(|(_, _, q)| q == p)
+    /// The policies the steering rules of every table steer into (one per rule).
+    pub(crate) fn policies_used(&self) -> impl Iterator<Item = crate::policy::PolicyId> + '_ {
+        self.tables.iter().flat_map(|t| {
+            t.steer_v6
+                .iter()
+                .chain(t.steer_v4.iter())
+                .map(|(_, _, p)| p)
         })
     }
 

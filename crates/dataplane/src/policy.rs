@@ -239,10 +239,16 @@ pub(crate) struct MappingTable {
 }
 
 impl MappingTable {
-    /// Whether a prefix mapping (not the /128s of the VM table) steers into `p`.
-    pub(crate) fn uses_policy(&self, p: PolicyId) -> bool {
-        let by = Steering::Policy(p);
-        self.v6.iter().any(|(_, _, s)| s == by) || self.v4.iter().any(|(_, _, s)| s == by)
+    /// The policies the prefix mappings (not the /128s of the VM table) steer into (one per
+    /// mapping).
+    pub(crate) fn policies_used(&self) -> impl Iterator<Item = PolicyId> + '_ {
+        self.v6
+            .iter()
+            .chain(self.v4.iter())
+            .filter_map(|(_, _, s)| match s {
+                Steering::Policy(p) => Some(p),
+                Steering::Native => None,
+            })
     }
 
     pub(crate) fn with_hasher(h: crate::hash::AddrHash) -> MappingTable {

@@ -386,11 +386,20 @@ impl SidTable {
         self.entries.get(id.index()).and_then(Option::as_ref)
     }
 
-    /// Whether any SID refers to policy `p` (a policy in use cannot be removed).
+    /// Whether any SID refers to policy `p` (a policy in use cannot be removed, nor turned
+    /// into an insertion).
     pub(crate) fn uses_policy(&self, p: PolicyId) -> bool {
+        self.policies_used().any(|q| q == p)
+    }
+
+    /// The policies the End.B6.Encaps SIDs steer into (one per SID).
+    pub(crate) fn policies_used(&self) -> impl Iterator<Item = PolicyId> + '_ {
         self.entries
             .iter()
             .flatten()
-            .any(|e| e.action == SidAction::EndB6Encaps(p))
+            .filter_map(|e| match e.action {
+                SidAction::EndB6Encaps(p) => Some(p),
+                _ => None,
+            })
     }
 }
