@@ -13,13 +13,28 @@ use std::path::PathBuf;
 use srmig_dataplane::{Behavior, DropReason, Flavor, SbufMode, BEHAVIORS};
 use srmig_fuzz::dataplane_ops::{world, Harness, PATHS};
 
-/// Why a drop reason cannot be reached by this harness (the rest are reachable; the report
-/// lists those its inputs did not reach).
+/// Why a drop reason cannot be reached by this harness, and where it is reached instead (the
+/// rest are reachable; the report lists those its inputs did not reach).
 fn unreachable_because(r: DropReason) -> Option<&'static str> {
     Some(match r {
         DropReason::BufferPacketTooLarge => {
             "a held packet is at most a buffer's capacity minus its Ethernet header, which is the \
              slot size: a defensive check"
+        }
+        DropReason::LocalSidLoop => {
+            "needs six of a host's own SIDs in a row, more than the two segments of a frame here \
+             and the short policies it can be steered into reach (unit test \
+             a_segment_list_that_stays_on_this_host_is_cut_after_five_local_sids)"
+        }
+        DropReason::NoHeadroom => {
+            "needs two encapsulations in one pass with more than 256 bytes of headers, i.e. a \
+             policy whose first segment is an End.B6.Encaps SID of the same host; no policy here \
+             starts with one (unit test \
+             two_local_encapsulations_that_outgrow_the_headroom_are_dropped)"
+        }
+        DropReason::TooManyExtensionHeaders => {
+            "needs nine chained extension headers; a frame here has at most a routing header and \
+             two one-byte mutations (unit tests in chain.rs and engine_tests.rs)"
         }
         _ => return None,
     })

@@ -186,8 +186,6 @@ drop_reasons! {
     Ipv4BadChecksum,
     /// IPv4 TTL would reach zero in forwarding (ICMPv4 Time Exceeded to the source).
     Ipv4TtlExceeded,
-    /// IPv4 options or fragments where the engine needs a plain header.
-    Ipv4Unsupported,
 }
 
 #[cfg(test)]

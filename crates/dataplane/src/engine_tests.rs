@@ -486,6 +486,66 @@ fn end_b6_encaps_pushes_the_policy() {
 }
 
 #[test]
+fn a_segment_list_that_stays_on_this_host_is_cut_after_five_local_sids() {
+    // The SID a frame arrives for, then up to four (`MAX_LOCAL_PASSES`) more of this host's
+    // SIDs, each reached by looking up the destination the last one wrote: S::End five times,
+    // then D::End.DT6, is served.
+    let mut dp = host(S, VmState::Running);
+    let path = |local: usize| {
+        let mut segs = vec![sid(S, END); local];
+        segs.push(sid(D, END_DT6));
+        uplink_frame(S, &segs, local as u8, &inner())
+    };
+    let (v, out) = run(&mut dp, UPLINK, &path(5));
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, END_DT6));
+    // A sixth local SID in a row: dropped, and counted, not processed on and on.
+    expect_drop(&mut dp, UPLINK, &path(6), DropReason::LocalSidLoop);
+    assert_eq!(dp.counters().drops(DropReason::LocalSidLoop), 1);
+}
+
+#[test]
+fn two_local_encapsulations_that_outgrow_the_headroom_are_dropped() {
+    // S::End.B6.Encaps pushes "via-b6", whose first segment is a second local End.B6.Encaps
+    // SID pushing "long" (12 segments): 80 + 240 bytes of headers in one pass, more than a
+    // buffer's 256 bytes of headroom.
+    let mut dp = host(S, VmState::Running);
+    let b6_long = sid(S, 0xb61);
+    let b6_via = sid(S, 0xb62);
+    let install = |dp: &mut Dataplane, name: &str, segments: Vec<Ipv6Addr>| {
+        dp.install_policy(PolicyConfig {
+            name: name.into(),
+            headend: Headend::HEncaps,
+            segments,
+            hop_limit: None,
+            flow_label: FlowLabelMode::Copy,
+            hmac_key: None,
+        })
+        .unwrap();
+    };
+    install(
+        &mut dp,
+        "long",
+        (0..12).map(|i| sid(D, 0x100 + i)).collect(),
+    );
+    install(&mut dp, "via-b6", vec![b6_long, sid(D, END)]);
+    for (at, policy) in [(b6_long, "long"), (b6_via, "via-b6")] {
+        dp.install_sid(SidConfig {
+            policy: Some(policy.into()),
+            ..SidConfig::new(at, Behavior::EndB6Encaps)
+        })
+        .unwrap();
+    }
+    let f = uplink_frame(S, &[b6_via, sid(C, END)], 1, &inner());
+    expect_drop(&mut dp, UPLINK, &f, DropReason::NoHeadroom);
+    // One of them alone fits.
+    let f = uplink_frame(S, &[b6_long, sid(C, END)], 1, &inner());
+    let (v, out) = run(&mut dp, UPLINK, &f);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(ip6(&out).dst_addr(), sid(D, 0x100));
+}
+
+#[test]
 fn next_c_sid_shifts_then_falls_back_to_the_srh() {
     let mut dp = host(S, VmState::Running);
     // uSID style: block fc00::/32, 16-bit C-SIDs; S's node C-SID is 0001, D's is 0002.
