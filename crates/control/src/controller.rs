@@ -374,6 +374,13 @@ impl ControllerSnapshot {
         }
     }
 
+    /// Whether the migrations in progress fit the model ([`SnapshotView::check`]).
+    pub fn check(&self) -> Result<(), SnapshotError> {
+        self.view().check()
+    }
+}
+
+impl SnapshotView<'_> {
     /// Whether the migrations in progress fit the model, as every state the controller
     /// reaches does: each moves a registered VM between two registered hosts, the VM is on
     /// one of them (its mapping moves from the source to the destination at the commit and
@@ -382,7 +389,7 @@ impl ControllerSnapshot {
     /// VM's reports refused) or two that steer the same VM.
     pub fn check(&self) -> Result<(), SnapshotError> {
         let mut by_vm: BTreeMap<&VmId, MigrationId> = BTreeMap::new();
-        for m in &self.migrations {
+        for m in &self.migrations[..self.active.min(self.migrations.len())] {
             let core = m.core();
             let id = core.id;
             if matches!(m, Migration::Done(_)) {
@@ -531,8 +538,10 @@ pub struct HostObservation {
     pub in_force: Option<(u64, u64)>,
 }
 
-/// The controller core. See the module docs.
-#[derive(Debug)]
+/// The controller core. See the module docs. `Clone` copies it exactly (tests and fuzzing
+/// start many runs from one built controller); a controller that restarts is restored from its
+/// [`ControllerSnapshot`] instead.
+#[derive(Debug, Clone)]
 pub struct Controller {
     config: ControllerConfig,
     model: Model,
@@ -1211,11 +1220,13 @@ impl Controller {
 
     /// Status of every migration in progress, then of the recently finished ones.
     pub fn statuses(&self) -> Vec<MigrationStatus> {
-        self.active
-            .values()
-            .chain(self.finished.iter())
-            .map(Migration::status)
-            .collect()
+        self.migrations().map(Migration::status).collect()
+    }
+
+    /// Every migration in progress, then the recently finished ones: what
+    /// [`Controller::statuses`] reports, borrowed (nothing copied).
+    pub fn migrations(&self) -> impl Iterator<Item = &Migration> {
+        self.active.values().chain(self.finished.iter())
     }
 
     /// Number of migrations in progress.
