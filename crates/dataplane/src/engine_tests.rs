@@ -512,23 +512,13 @@ fn two_local_encapsulations_that_outgrow_the_headroom_are_dropped() {
     let mut dp = host(S, VmState::Running);
     let b6_long = sid(S, 0xb61);
     let b6_via = sid(S, 0xb62);
-    let install = |dp: &mut Dataplane, name: &str, segments: Vec<Ipv6Addr>| {
-        dp.install_policy(PolicyConfig {
-            name: name.into(),
-            headend: Headend::HEncaps,
-            segments,
-            hop_limit: None,
-            flow_label: FlowLabelMode::Copy,
-            hmac_key: None,
-        })
-        .unwrap();
-    };
-    install(
-        &mut dp,
+    dp.install_policy(h_encaps(
         "long",
         (0..12).map(|i| sid(D, 0x100 + i)).collect(),
-    );
-    install(&mut dp, "via-b6", vec![b6_long, sid(D, END)]);
+    ))
+    .unwrap();
+    dp.install_policy(h_encaps("via-b6", vec![b6_long, sid(D, END)]))
+        .unwrap();
     for (at, policy) in [(b6_long, "long"), (b6_via, "via-b6")] {
         dp.install_sid(SidConfig {
             policy: Some(policy.into()),
@@ -2370,6 +2360,18 @@ fn encap_source_sets_the_tunnel_source_apart() {
         .starts_with("encap_source"));
 }
 
+/// An H.Encaps policy with the defaults (hop limit and flow label copied, no HMAC).
+fn h_encaps(name: &str, segments: Vec<Ipv6Addr>) -> PolicyConfig {
+    PolicyConfig {
+        name: name.into(),
+        headend: Headend::HEncaps,
+        segments,
+        hop_limit: None,
+        flow_label: FlowLabelMode::Copy,
+        hmac_key: None,
+    }
+}
+
 #[test]
 fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
     let mut dp = host(S, VmState::Running);
@@ -2406,14 +2408,7 @@ fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
     assert!(e.to_string().contains("no policy with id"), "{e}");
     // The next new policy takes the freed id, with fresh counters and its own rewrite.
     let fresh = dp
-        .install_policy(PolicyConfig {
-            name: "fresh".into(),
-            headend: Headend::HEncaps,
-            segments: vec![sid(D, END_DT6)],
-            hop_limit: None,
-            flow_label: FlowLabelMode::Copy,
-            hmac_key: None,
-        })
+        .install_policy(h_encaps("fresh", vec![sid(D, END_DT6)]))
         .unwrap();
     assert_eq!(fresh, p);
     assert_eq!(dp.counters().policy(fresh).packets, 0);
@@ -2484,15 +2479,8 @@ fn several_policies_are_removed_at_once_as_one_by_one() {
     assert_eq!(left(&at_once), left(&one_by_one));
     // The freed ids go to new policies in the same order.
     let fresh = |dp: &mut Dataplane| {
-        dp.install_policy(PolicyConfig {
-            name: "fresh".into(),
-            headend: Headend::HEncaps,
-            segments: vec![sid(D, END_DT6)],
-            hop_limit: None,
-            flow_label: FlowLabelMode::Copy,
-            hmac_key: None,
-        })
-        .unwrap()
+        dp.install_policy(h_encaps("fresh", vec![sid(D, END_DT6)]))
+            .unwrap()
     };
     assert_eq!(fresh(&mut at_once), fresh(&mut one_by_one));
 }
