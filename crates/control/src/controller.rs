@@ -1262,7 +1262,7 @@ impl Controller {
                 .map(|(h, s)| (h, s.generation))
                 .chain(self.retired.iter().map(|(h, g)| (h, *g)))
                 .collect(),
-            migrations: self.active.values().chain(self.finished.iter()).collect(),
+            migrations: self.migrations().collect(),
             next_id: self.next_id,
             epoch: self.epoch,
             active: self.active.len(),
