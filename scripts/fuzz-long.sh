@@ -77,8 +77,10 @@ for target in "${targets[@]}"; do
     # ends a run on SIGTERM as on its time limit, final statistics included.
     # In its own process group (setsid), so that an interrupt reaches fork mode's processes.
     started=$(date +%s)
+    # TMPDIR: fork mode's working directory (libFuzzerTemp.FuzzWithFork<pid>.dir), which an
+    # interrupted run does not remove itself, lives in $logs and goes with it.
     # shellcheck disable=SC2046
-    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" setsid "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
+    TMPDIR="$logs" GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" setsid "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
         -max_total_time="$seconds" $runs $fork -print_final_stats=1 $(fuzz_target_args "$target") \
         "corpus/$target" > "$logs/$target.log" 2>&1 &
     fuzzer=$!
