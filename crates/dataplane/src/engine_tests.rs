@@ -2486,6 +2486,50 @@ fn several_policies_are_removed_at_once_as_one_by_one() {
 }
 
 #[test]
+fn removing_policies_that_are_not_installed_changes_nothing() {
+    let mut cfg = host_config(S, VmState::Running);
+    cfg.steering = vec![SteeringConfig {
+        prefix: "2001:db8:e0::/64".parse().unwrap(),
+        policy: "on-d".into(),
+        table: 0,
+    }];
+    let mut dp = Dataplane::new(cfg).unwrap();
+    let names = |dp: &Dataplane| {
+        let mut n: Vec<(String, Option<PolicyId>)> = dp
+            .policy_names()
+            .map(|n| (n.to_owned(), dp.policy_id(n)))
+            .collect();
+        n.sort();
+        n
+    };
+    let before = names(&dp);
+    assert!(dp.remove_policies(std::iter::empty()).is_empty());
+    assert_eq!(
+        dp.remove_policies(["no-such-policy", "nor-this"])
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect::<Vec<_>>(),
+        vec![Ok(None), Ok(None)]
+    );
+    assert_eq!(names(&dp), before);
+    // The users are looked up when the first installed name comes, not before: a policy in
+    // use after unknown names is still refused, and an unused one still goes.
+    let got: Vec<_> = dp
+        .remove_policies(["no-such-policy", "on-d", "on-s"])
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(got[0], Ok(None));
+    assert_eq!(
+        got[1],
+        Err("policy \"on-d\": a steering rule uses it".to_owned())
+    );
+    assert!(matches!(got[2], Ok(Some(_))), "{got:?}");
+    assert!(dp.policy_id("on-s").is_none());
+    assert!(dp.policy_id("on-d").is_some());
+}
+
+#[test]
 fn transit_traffic_is_steered_into_a_policy_by_table() {
     let mut cfg = host_config(S, VmState::Running);
     cfg.steering = vec![
