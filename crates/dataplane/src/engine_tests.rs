@@ -2422,13 +2422,7 @@ fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
     assert_eq!(ip6(&out).dst_addr(), sid(D, END_DT6));
     assert_eq!(dp.counters().policy(fresh).packets, 1);
     // A transit steering rule is a user too.
-    let mut cfg = host_config(S, VmState::Running);
-    cfg.steering = vec![SteeringConfig {
-        prefix: "2001:db8:e0::/64".parse().unwrap(),
-        policy: "on-d".into(),
-        table: 0,
-    }];
-    let mut dp = Dataplane::new(cfg).unwrap();
+    let mut dp = steering_into_on_d();
     assert_eq!(
         dp.remove_policy("on-d").unwrap_err().to_string(),
         "policy \"on-d\": a steering rule uses it"
@@ -2436,15 +2430,20 @@ fn a_policy_is_removed_once_nothing_uses_it_and_its_id_is_reused() {
     assert!(dp.remove_policy("on-s").unwrap().is_some(), "unused");
 }
 
-#[test]
-fn several_policies_are_removed_at_once_as_one_by_one() {
+/// Host S with a transit steering rule into policy `on-d` (a user of it); `on-s` is unused.
+fn steering_into_on_d() -> Dataplane {
     let mut cfg = host_config(S, VmState::Running);
     cfg.steering = vec![SteeringConfig {
         prefix: "2001:db8:e0::/64".parse().unwrap(),
         policy: "on-d".into(),
         table: 0,
     }];
-    let dp = Dataplane::new(cfg).unwrap();
+    Dataplane::new(cfg).unwrap()
+}
+
+#[test]
+fn several_policies_are_removed_at_once_as_one_by_one() {
+    let dp = steering_into_on_d();
     let mut names: Vec<String> = dp.policy_names().map(str::to_owned).collect();
     names.sort();
     assert!(names.len() >= 3, "{names:?}");
@@ -2487,13 +2486,7 @@ fn several_policies_are_removed_at_once_as_one_by_one() {
 
 #[test]
 fn removing_policies_that_are_not_installed_changes_nothing() {
-    let mut cfg = host_config(S, VmState::Running);
-    cfg.steering = vec![SteeringConfig {
-        prefix: "2001:db8:e0::/64".parse().unwrap(),
-        policy: "on-d".into(),
-        table: 0,
-    }];
-    let mut dp = Dataplane::new(cfg).unwrap();
+    let mut dp = steering_into_on_d();
     let names = |dp: &Dataplane| {
         let mut n: Vec<(String, Option<PolicyId>)> = dp
             .policy_names()
