@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod clock;
 mod cmd;
 pub mod error;
 pub mod ifup;

@@ -70,6 +70,7 @@ use super::plan::{
 use super::preflight;
 use super::qemu::{self, GuestImage, LabLauncher, QemuOptions};
 use super::srmigd::Srmigd;
+use crate::clock::WallAnchor;
 use crate::netns::Netns;
 use crate::registry::REGISTRY_DIR;
 use crate::report::VmKind;
@@ -418,16 +419,6 @@ pub fn vm_stack_counters(netstat: &str) -> std::collections::BTreeMap<String, i6
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.unwrap_or(-1)))
     .collect()
-}
-
-/// The moment `us` (wall clock, microseconds since the Unix epoch, at most now) as an
-/// [`Instant`], through the offset between the two clocks at `now`.
-fn instant_of_unix_us(now: Instant, us: u64) -> Instant {
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    now.checked_sub(Duration::from_micros(wall.saturating_sub(us)))
-        .unwrap_or(now)
 }
 
 /// The name of migrating VM number `i` (plan order).
@@ -2004,10 +1995,11 @@ impl Testbed {
                     self.daemon(f.from)?
                         .set_vm_state(&self.control, vm_name, VmState::Paused)?;
                 let answered = Instant::now();
-                FlightIo::Paused {
-                    applied: since.map_or(answered, |us| instant_of_unix_us(answered, us)),
-                    answered,
-                }
+                // When srmigd applied it, which is not after the answer.
+                let applied = since
+                    .and_then(|us| WallAnchor::now().instant_of_unix_us(us))
+                    .map_or(answered, |at| at.min(answered));
+                FlightIo::Paused { applied, answered }
             }
             Stage::Draining => {
                 // ...the attachment leaves the source (where it is now: a VM may move twice
@@ -2878,31 +2870,6 @@ mod tests {
         assert_eq!(c["tcp_rcvq_drops"], -1);
         assert_eq!(c.len(), 5);
         assert!(vm_stack_counters("").values().all(|&v| v == -1));
-    }
-
-    /// A wall-clock moment 2 ms ago is an instant 2 ms (and a little) before now; a moment
-    /// after now is now.
-    #[test]
-    fn wall_clock_moments_map_to_instants() {
-        let wall_us = |d: Duration| {
-            u64::try_from(
-                (std::time::SystemTime::now() - d)
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("after 1970")
-                    .as_micros(),
-            )
-            .expect("fits")
-        };
-        let us = wall_us(Duration::from_millis(2));
-        let now = Instant::now();
-        let at = instant_of_unix_us(now, us);
-        let back = now - at;
-        assert!(
-            back >= Duration::from_millis(2) && back < Duration::from_secs(1),
-            "{back:?}"
-        );
-        let later = wall_us(Duration::ZERO) + 5_000_000;
-        assert_eq!(instant_of_unix_us(now, later), now);
     }
 
     #[test]

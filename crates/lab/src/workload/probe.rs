@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{median, ms_since, precise_timers, sleep_until, Server, WorkloadError, POLL};
+use crate::clock::WallAnchor;
 use crate::netns::Netns;
 use crate::report::{OneWayReport, ProbeReport, Reordered, WorstEcho, MAX_REORDERS_LISTED};
 
@@ -350,55 +351,6 @@ fn signed_ms(start: Instant, at: Instant) -> f64 {
     }
 }
 
-/// The monotonic clock's reading of a wall-clock instant (the kernel stamps datagrams on the
-/// wall clock): both clocks read once, when a receiver starts, and every stamp mapped through
-/// that one pair. Reading the pair again for each datagram would put the thread's own
-/// preemption between the two reads into the stamp (a reader descheduled between them dates
-/// the datagram that much earlier, ahead of answers that came before it), and the order of
-/// stamps is what the lab checks End.SBUF's release order on. A wall clock stepped during a
-/// run would shift the later stamps by the step; the lab's hosts run no time daemon.
-#[derive(Debug, Clone, Copy)]
-struct WallAnchor {
-    mono: Instant,
-    wall: std::time::SystemTime,
-}
-
-impl WallAnchor {
-    /// Reads the pair, again while the monotonic reads around the wall one are more than
-    /// 2 µs apart (the thread was descheduled), keeping the tightest of a few tries.
-    fn now() -> WallAnchor {
-        let read = || {
-            let before = Instant::now();
-            let wall = std::time::SystemTime::now();
-            let width = before.elapsed();
-            let anchor = WallAnchor {
-                mono: before + width / 2,
-                wall,
-            };
-            (width, anchor)
-        };
-        let mut best = read();
-        for _ in 0..16 {
-            if best.0 <= Duration::from_micros(2) {
-                break;
-            }
-            let next = read();
-            if next.0 < best.0 {
-                best = next;
-            }
-        }
-        best.1
-    }
-
-    /// The monotonic instant of `wall`.
-    fn instant(&self, wall: std::time::SystemTime) -> Option<Instant> {
-        match wall.duration_since(self.wall) {
-            Ok(after) => self.mono.checked_add(after),
-            Err(before) => self.mono.checked_sub(before.duration()),
-        }
-    }
-}
-
 /// Receives one datagram with its kernel receive timestamp (`SO_TIMESTAMPNS`, wall clock)
 /// moved onto the monotonic clock through `anchor`.
 fn recv_stamped(
@@ -692,35 +644,6 @@ mod tests {
         assert_eq!(decode(&buf[..10], 77), None, "truncated");
         buf[0] ^= 1;
         assert_eq!(decode(&buf, 77), None, "bad magic");
-    }
-
-    #[test]
-    fn wall_stamps_keep_their_order_and_spacing_on_the_monotonic_clock() {
-        let anchor = WallAnchor::now();
-        let base = std::time::SystemTime::now();
-        // Stamps 1 µs apart, before and after the anchor: one mapping for all, so the order
-        // and the spacing are exact (a pair of clock reads per stamp would jitter them).
-        let at = |us: i64| {
-            let wall = if us >= 0 {
-                base + Duration::from_micros(us.unsigned_abs())
-            } else {
-                base - Duration::from_micros(us.unsigned_abs())
-            };
-            anchor.instant(wall).expect("in range")
-        };
-        let stamps: Vec<Instant> = (-5_000..5_000).map(at).collect();
-        for pair in stamps.windows(2) {
-            assert_eq!(pair[1] - pair[0], Duration::from_micros(1));
-        }
-        // `base` was read before `later`, and not long before.
-        let later = Instant::now();
-        let mapped = at(0);
-        assert!(
-            mapped <= later + Duration::from_millis(1)
-                && later.saturating_duration_since(mapped) < Duration::from_millis(500),
-            "{:?}",
-            later.saturating_duration_since(mapped)
-        );
     }
 
     #[test]
