@@ -421,6 +421,13 @@ pub fn vm_stack_counters(netstat: &str) -> std::collections::BTreeMap<String, i6
     .collect()
 }
 
+/// When srmigd applied a state it reported as applied at `us` (wall clock, microseconds since
+/// the Unix epoch), which is not after its answer came (`answered`, also without a moment).
+fn applied_at(us: Option<u64>, answered: Instant) -> Instant {
+    us.and_then(|us| WallAnchor::now().instant_of_unix_us(us))
+        .map_or(answered, |at| at.min(answered))
+}
+
 /// The name of migrating VM number `i` (plan order).
 fn vms_name(plan: &Plan, i: usize) -> &'static str {
     plan.vms().nth(i).map_or(plan.vm.name, |v| v.name)
@@ -1995,11 +2002,10 @@ impl Testbed {
                     self.daemon(f.from)?
                         .set_vm_state(&self.control, vm_name, VmState::Paused)?;
                 let answered = Instant::now();
-                // When srmigd applied it, which is not after the answer.
-                let applied = since
-                    .and_then(|us| WallAnchor::now().instant_of_unix_us(us))
-                    .map_or(answered, |at| at.min(answered));
-                FlightIo::Paused { applied, answered }
+                FlightIo::Paused {
+                    applied: applied_at(since, answered),
+                    answered,
+                }
             }
             Stage::Draining => {
                 // ...the attachment leaves the source (where it is now: a VM may move twice
@@ -2870,6 +2876,33 @@ mod tests {
         assert_eq!(c["tcp_rcvq_drops"], -1);
         assert_eq!(c.len(), 5);
         assert!(vm_stack_counters("").values().all(|&v| v == -1));
+    }
+
+    /// A wall-clock moment 2 ms ago is an instant 2 ms (and a little) before now; a moment
+    /// after now is now, and so is no moment.
+    #[test]
+    fn wall_clock_moments_map_to_instants() {
+        let wall_us = |d: Duration| {
+            u64::try_from(
+                (std::time::SystemTime::now() - d)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_micros(),
+            )
+            .expect("fits")
+        };
+        let us = wall_us(Duration::from_millis(2));
+        let now = Instant::now();
+        let at = applied_at(Some(us), now);
+        let back = now - at;
+        // The anchor is exact to half its 2 µs bracket, so 2 ms less that, at worst.
+        assert!(
+            back >= Duration::from_micros(1_990) && back < Duration::from_secs(1),
+            "{back:?}"
+        );
+        let later = wall_us(Duration::ZERO) + 5_000_000;
+        assert_eq!(applied_at(Some(later), now), now);
+        assert_eq!(applied_at(None, now), now);
     }
 
     #[test]
