@@ -80,7 +80,7 @@ for target in "${targets[@]}"; do
     # TMPDIR: fork mode's working directory (libFuzzerTemp.FuzzWithFork<pid>.dir), which an
     # interrupted run does not remove itself, lives in $logs and goes with it.
     # shellcheck disable=SC2046
-    TMPDIR="$logs" GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" setsid "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
+    TMPDIR="$logs" GLIBC_TUNABLES="$(fuzz_malloc_tunables "$target")" setsid "$bin_dir/$target" -artifact_prefix="$PWD/artifacts/$target/" \
         -max_total_time="$seconds" $runs $fork -print_final_stats=1 $(fuzz_target_args "$target") \
         "corpus/$target" > "$logs/$target.log" 2>&1 &
     fuzzer=$!

@@ -23,7 +23,7 @@ for target in $(cargo +nightly fuzz list); do
     echo "fuzzing $target for ${seconds}s"
     mkdir -p "corpus/$target"
     # shellcheck disable=SC2046
-    GLIBC_TUNABLES="$FUZZ_MALLOC_TUNABLES" cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 \
+    GLIBC_TUNABLES="$(fuzz_malloc_tunables "$target")" cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 \
         $(fuzz_target_args "$target") 2>&1 \
         | grep -E "^(#|stat::number_of_executed_units|==|SUMMARY|INFO: Running)" | tail -n 3
 done
