@@ -989,7 +989,7 @@ impl Agent {
             },
             drops: c
                 .drop_counts_by_name()
-                .map(|(r, n)| (r.as_str().to_owned(), n))
+                .map(|(r, n)| (r.as_str(), n))
                 .collect(),
             icmp: IcmpStatus {
                 errors_sent: ic.errors_sent,

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod delta;
+pub mod drops;
 pub mod error;
 pub mod host;
 pub mod ids;
@@ -34,6 +35,7 @@ pub use config::{
     Steering, MAX_EPOCH,
 };
 pub use delta::{DeltaError, HostConfigDelta};
+pub use drops::DropCounts;
 pub use error::{ApiError, ApiErrorCode};
 pub use host::{HostInfo, HostInfoError};
 pub use ids::{HostId, MacAddr, MacAddrError, MigrationId, NameError, NetworkId, Timestamp, VmId};

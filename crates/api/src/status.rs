@@ -2,10 +2,11 @@
 //! counters (srmigd renders `/metrics` from the same snapshot; the controller reads the VM
 //! states and the epoch from it).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::DropCounts;
 
 /// Packets and bytes held in End.SBUF buffers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,8 +429,8 @@ pub struct HostStatus {
     pub policies: Vec<PolicyStatus>,
     /// `buffer`: all End.SBUF buffers together.
     pub buffer: BufferStatus,
-    /// `drops`: every drop reason with its count.
-    pub drops: BTreeMap<String, u64>,
+    /// `drops`: every drop reason with its count (an object of counts by reason).
+    pub drops: DropCounts,
     /// `icmp`.
     pub icmp: IcmpStatus,
     /// `holds`: End.SBUF hold times at release (absent from older srmigd).
@@ -578,9 +579,7 @@ impl HostStatus {
         self.holds.add(&o.holds);
         self.release_latency.add(&o.release_latency);
         self.fence.add(&o.fence);
-        for (reason, n) in &o.drops {
-            *self.drops.entry(reason.clone()).or_default() += n;
-        }
+        self.drops.add_all(&o.drops);
         let IcmpStatus {
             errors_sent,
             rate_limited,
@@ -669,7 +668,7 @@ mod tests {
                 packets: k,
                 bytes: 100 * k,
             },
-            drops: [("BufferFull".to_owned(), k), ("NoRoute".to_owned(), 2 * k)]
+            drops: [("BufferFull", k), ("NoRoute", 2 * k)]
                 .into_iter()
                 .collect(),
             icmp: IcmpStatus {
@@ -759,7 +758,7 @@ mod tests {
             vms: vec![],
             sids: vec![],
             policies: vec![],
-            drops: BTreeMap::new(),
+            drops: DropCounts::new(),
             buffer: BufferStatus::default(),
             icmp: IcmpStatus::default(),
             holds: HoldStatus::default(),

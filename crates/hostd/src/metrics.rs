@@ -346,9 +346,7 @@ pub fn render(s: &HostStatus) -> String {
     o.counter(
         "srmig_drops",
         "Packets dropped by the dataplane, by reason.",
-        s.drops
-            .iter()
-            .map(|(r, n)| (vec![("reason", r.as_str())], *n)),
+        s.drops.iter().map(|(r, n)| (vec![("reason", r)], n)),
     );
     let ic = s.icmp;
     o.counter(

@@ -428,7 +428,7 @@ fn where_did_it_go(
         let drops: Vec<String> = st
             .drops
             .iter()
-            .filter(|(_, v)| **v > 0)
+            .filter(|(_, v)| *v > 0)
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         out += &format!(

@@ -120,8 +120,9 @@ policy = "to-linux-v4"
 fn nonzero_drops(d: &Daemon) -> Vec<(String, u64)> {
     d.status()
         .drops
-        .into_iter()
+        .iter()
         .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.to_owned(), n))
         .collect()
 }
 

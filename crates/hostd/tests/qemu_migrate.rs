@@ -647,7 +647,7 @@ fn qemu_guest_migrates_s_d_s_without_loss() {
     println!("held in End.SBUF buffers: {held}");
     for dm in hosts.iter().map(|h| &h.daemon) {
         let st = dm.status();
-        let drops: BTreeMap<&String, &u64> = st.drops.iter().filter(|(_, n)| **n > 0).collect();
+        let drops: BTreeMap<&str, u64> = st.drops.iter().filter(|(_, n)| *n > 0).collect();
         println!("{}: drops {drops:?}", dm.name);
         for p in &st.ports {
             println!(
