@@ -17,8 +17,8 @@ use srmig_dataplane::{
 use tracing::{debug, info, warn};
 
 use srmig_api::{
-    BufferStatus, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus, SidStatus,
-    Traffic, VmStatus,
+    BufferStatus, DropCounts, HostStatus, IcmpStatus, PolicyStatus, PortIoStats, PortStatus,
+    SidStatus, Traffic, VmStatus,
 };
 use srmig_dataplane::PacketBytes;
 
@@ -107,6 +107,24 @@ fn from_api_state(s: srmig_api::VmState) -> VmState {
         srmig_api::VmState::Running => VmState::Running,
         srmig_api::VmState::Paused => VmState::Paused,
     }
+}
+
+/// Every drop reason with its count, for the status. The list of names is built once (sorted
+/// by name, as `drop_counts_by_name` yields them) and copied for each status, which takes the
+/// counts in the same order.
+fn drop_counts(c: &srmig_dataplane::CountersView<'_>) -> DropCounts {
+    static NAMES: std::sync::OnceLock<DropCounts> = std::sync::OnceLock::new();
+    let mut drops = NAMES
+        .get_or_init(|| {
+            c.drop_counts_by_name()
+                .map(|(r, _)| (r.as_str(), 0))
+                .collect()
+        })
+        .clone();
+    for (slot, (_, n)) in drops.counts_mut().zip(c.drop_counts_by_name()) {
+        *slot = n;
+    }
+    drops
 }
 
 fn traffic(p: PacketBytes) -> Traffic {
@@ -987,10 +1005,7 @@ impl Agent {
                 packets: total.packets,
                 bytes: total.bytes,
             },
-            drops: c
-                .drop_counts_by_name()
-                .map(|(r, n)| (r.as_str(), n))
-                .collect(),
+            drops: drop_counts(&c),
             icmp: IcmpStatus {
                 errors_sent: ic.errors_sent,
                 rate_limited: ic.rate_limited,
@@ -1704,6 +1719,31 @@ mod tests {
             // The same commit again (a re-push with a fresh generation): no second marker.
             n.apply_host_config(commit(3, delta)).expect("again");
             assert!(marker_dst(&mut n).is_empty());
+        }
+    }
+
+    /// The status lists every drop reason once, in name order, with the engine's count: the
+    /// list of names built once is filled in the engine's order.
+    #[test]
+    fn status_drops_are_the_engines_counts() {
+        let mut agent = node();
+        let mut batch = srmig_dataplane::Batch::new(4);
+        for frame in [&[0u8; 3][..], &[0xff; 20][..], &[0u8; 3][..]] {
+            assert!(batch.push(PortId(0), frame).expect("fits"));
+        }
+        agent.dataplane().process_batch(Instant::ZERO, &mut batch);
+        for _ in 0..2 {
+            let st = agent.status(&[]);
+            let c = agent.dataplane().counters();
+            let want: Vec<(&str, u64)> = c
+                .drop_counts_by_name()
+                .map(|(r, n)| (r.as_str(), n))
+                .collect();
+            let got: Vec<(&str, u64)> = st.drops.iter().collect();
+            assert_eq!(got, want);
+            assert_eq!(got.len(), srmig_dataplane::DropReason::COUNT);
+            assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
+            assert_eq!(st.drops.iter().map(|(_, n)| n).sum::<u64>(), 3, "{got:?}");
         }
     }
 }

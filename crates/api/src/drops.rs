@@ -62,6 +62,13 @@ impl DropCounts {
         self.0.iter().map(|(r, n)| (r.as_ref(), *n))
     }
 
+    /// The counts, in name order, to set in place: a list of every reason built once and
+    /// copied for each snapshot takes its counts without comparing names again (srmigd's status
+    /// does).
+    pub fn counts_mut(&mut self) -> impl ExactSizeIterator<Item = &mut u64> + '_ {
+        self.0.iter_mut().map(|(_, n)| n)
+    }
+
     /// Reasons listed.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -191,6 +198,10 @@ mod tests {
         assert_eq!(listed, [("BufferFull", 1), ("NoRoute", u64::MAX)]);
         assert_eq!(d.iter().len(), 2);
         assert!(!d.is_empty());
+        let mut zeroed = d.clone();
+        zeroed.counts_mut().for_each(|n| *n = 0);
+        let listed: Vec<_> = zeroed.iter().collect();
+        assert_eq!(listed, [("BufferFull", 0), ("NoRoute", 0)]);
         let mut sum: DropCounts = [("Hmac", 1), ("BufferFull", 2)].into_iter().collect();
         sum.add_all(&d);
         let listed: Vec<_> = sum.iter().collect();
