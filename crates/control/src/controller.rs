@@ -1638,10 +1638,11 @@ impl Controller {
                     }
                 }
                 _ => {
-                    let Some(mut config) = self.model.host_config(
+                    let Some(mut config) = self.model.host_config_with(
                         name,
                         sync.generation.saturating_add(1),
-                        &footprints,
+                        &fps,
+                        &reach,
                     ) else {
                         continue;
                     };
@@ -1675,15 +1676,15 @@ impl Controller {
                     .insert(h, sync.generation);
             }
         }
+        self.check_synced(&fps, &reach);
         self.synced_footprints = fps.into_iter().map(|(vm, f)| (vm, f.clone())).collect();
         self.synced_dual_stack = dual_stack;
         self.reach = reach;
-        self.check_synced(&footprints);
     }
 
     /// In debug builds (tests), with up to 100,000 mapping entries in all: every host's
     /// incrementally kept config equals the one computed whole.
-    fn check_synced(&self, footprints: &[Footprint]) {
+    fn check_synced(&self, fps: &BTreeMap<VmId, &Footprint>, reach: &Reach) {
         if !cfg!(debug_assertions)
             || self.sync.len().saturating_mul(self.model.vm_count()) > 100_000
         {
@@ -1692,7 +1693,8 @@ impl Controller {
         for (host, sync) in &self.sync {
             let (Some(pushed), Some(whole)) = (
                 &sync.pushed,
-                self.model.host_config(host, sync.generation, footprints),
+                self.model
+                    .host_config_with(host, sync.generation, fps, reach),
             ) else {
                 continue;
             };

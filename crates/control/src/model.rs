@@ -621,11 +621,24 @@ impl Model {
         generation: u64,
         footprints: &[Footprint],
     ) -> Option<HostConfig> {
-        self.hosts.get(host)?;
         let fps = self.footprints_by_vm(footprints);
         let reach = self.reach(&fps);
+        self.host_config_with(host, generation, &fps, &reach)
+    }
+
+    /// [`Model::host_config`] with the footprints by VM ([`Model::footprints_by_vm`]) and
+    /// their reach ([`Model::reach`]) already worked out: they do not depend on the host, so a
+    /// caller making the configs of several hosts works them out once.
+    pub fn host_config_with(
+        &self,
+        host: &HostId,
+        generation: u64,
+        fps: &BTreeMap<VmId, &Footprint>,
+        reach: &Reach,
+    ) -> Option<HostConfig> {
+        self.hosts.get(host)?;
         let mut names: BTreeSet<&VmId> = self.index.unscoped.iter().collect();
-        for n in self.networks_on(host, &reach) {
+        for n in self.networks_on(host, reach) {
             names.extend(self.index.members.get(&n).into_iter().flatten());
         }
         let mut mappings = Vec::with_capacity(names.len());
@@ -635,14 +648,14 @@ impl Model {
                 continue;
             };
             let fp = fps.get(&vm.name).copied();
-            if let Some(m) = self.mapping_on(host, vm, fp, &reach) {
+            if let Some(m) = self.mapping_on(host, vm, fp, reach) {
                 mappings.push(m);
             }
             if let Some(l) = self.is_local_on(host, vm, fp) {
                 local_vms.push(l);
             }
         }
-        let sids = self.sids_on(host, &fps, self.dual_stack())?;
+        let sids = self.sids_on(host, fps, self.dual_stack())?;
         Some(HostConfig {
             epoch: 0,
             generation,
