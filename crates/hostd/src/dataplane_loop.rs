@@ -288,12 +288,8 @@ impl DataplaneLoop {
             }
         }
         let n_ports = ports.len();
-        let epoch = std::time::Instant::now();
-        agent.set_clock(WallClock {
-            unix_us_at_zero: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        });
+        let (epoch, unix_us_at_zero) = clock_pair();
+        agent.set_clock(WallClock { unix_us_at_zero });
         let mut lp = DataplaneLoop {
             agent,
             ports,
@@ -1505,4 +1501,54 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
     let t = std::time::Instant::now();
     let v = f();
     (v, t.elapsed())
+}
+
+/// The loop's monotonic epoch and the wall clock at that instant (microseconds since the Unix
+/// epoch), which every timestamp srmigd reports is worked out from. The wall clock is read
+/// between two readings of the monotonic clock, three times, and the tightest try is kept
+/// (the wall clock taken at the middle of it): a thread preempted between its two clocks
+/// would otherwise shift every timestamp by the time it was away.
+fn clock_pair() -> (std::time::Instant, u64) {
+    let read = || {
+        let before = std::time::Instant::now();
+        let wall = std::time::SystemTime::now();
+        (before, before.elapsed(), wall)
+    };
+    let mut best = read();
+    for _ in 0..2 {
+        let t = read();
+        if t.1 < best.1 {
+            best = t;
+        }
+    }
+    let (epoch, width, wall) = best;
+    let unix_us = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let half_us = u64::try_from((width / 2).as_micros()).unwrap_or(0);
+    (epoch, unix_us.saturating_sub(half_us))
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::clock_pair;
+
+    /// The pair maps the monotonic clock onto the wall clock: read later, both have moved on
+    /// by the same time (within what the machine can be trusted to keep, on a busy host).
+    #[test]
+    fn the_clock_pair_maps_monotonic_time_to_wall_time() {
+        let (epoch, unix_us_at_zero) = clock_pair();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros();
+        let mapped_us = u128::from(unix_us_at_zero) + epoch.elapsed().as_micros();
+        let off_us = wall_us.abs_diff(mapped_us);
+        assert!(
+            off_us < 50_000,
+            "the mapped time is {off_us} us off the wall clock"
+        );
+        assert!(epoch.elapsed() >= std::time::Duration::from_millis(20));
+    }
 }
