@@ -318,12 +318,12 @@ impl HostConfig {
         self.local_vms.iter().any(|l| &l.vm == vm)
     }
 
-    /// True if both configs hold the same forwarding state (generations aside).
     /// The version: (`epoch`, `generation`), compared lexicographically.
     pub fn version(&self) -> (u64, u64) {
         (self.epoch, self.generation)
     }
 
+    /// True if both configs hold the same forwarding state (generations aside).
     pub fn same_state(&self, other: &HostConfig) -> bool {
         self.mappings == other.mappings
             && self.local_vms == other.local_vms
